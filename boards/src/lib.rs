@@ -1,0 +1,1 @@
+//! Board profiles (filled in by the boards work).

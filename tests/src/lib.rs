@@ -1,0 +1,1 @@
+//! Harness for booting emulated boards.

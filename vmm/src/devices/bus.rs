@@ -1,0 +1,1 @@
+//! Address bus: maps guest-physical (or port) ranges to devices.
