@@ -10,3 +10,6 @@
 //! - `api`       the local Unix-socket protocol between cpevisorctl and cpevisord.
 
 pub mod fault;
+pub mod fetch;
+pub mod package;
+pub mod store;
