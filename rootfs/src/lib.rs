@@ -2,7 +2,9 @@
 //! images later, from the same deterministic pieces.
 
 pub mod cpio;
+pub mod firmware;
 pub mod modules;
 
 pub use cpio::{CpioError, Initramfs};
+pub use firmware::{build_firmware, FirmwareError, FirmwareInputs, FirmwareSpec, Manifest};
 pub use modules::{DependencyIndex, Module, ModuleError, ModulePlan};

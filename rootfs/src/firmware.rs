@@ -1,0 +1,485 @@
+//! Board firmware: the Debian kernel of the board's flavour plus an initramfs with busybox, the
+//! project's binaries, the kernel modules the board needs and an init, all built reproducibly.
+//!
+//! Output directory layout:
+//! - `kernel`             the kernel image exactly as Debian ships it (`vmlinuz-*` or `vmlinux-*`)
+//! - `initramfs.cpio.gz`  the initramfs
+//! - `manifest.txt`       what went in, with sha256 digests (`key=value` lines)
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::cpio::{CpioError, Initramfs};
+use crate::modules::{DependencyIndex, ModuleError, ModulePlan};
+
+/// The init template; `@BOARD@` and `@ARCH@` are substituted at build time.
+pub const INIT_TEMPLATE: &str = include_str!("../files/init");
+/// Where the init finds its module load order inside the initramfs (`name path` per line).
+pub const LOAD_ORDER_PATH: &str = "etc/cpevisor/modules.load";
+/// Largest kernel image, busybox or project binary accepted from the cache.
+const MAX_INPUT_SIZE: u64 = 256 << 20;
+/// Largest board name / arch / release accepted (they become file names and shell words).
+const MAX_WORD_LEN: usize = 64;
+
+/// What to build, independent of where the board description came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirmwareSpec {
+    /// Board profile name (`qemu-virt-a53`); also the hostname.
+    pub board: String,
+    /// Architecture as the board profiles name it: aarch64, armv7, mipsel, mips64el, x86_64.
+    pub arch: String,
+    /// Debian architecture (selects `$CACHE/busybox/<debian_arch>/busybox`).
+    pub debian_arch: String,
+    /// Debian kernel flavour (selects `$CACHE/kernel/<flavour>/`).
+    pub kernel_flavour: String,
+    /// Modules to load at boot; their dependencies are added.
+    pub modules: Vec<String>,
+    /// The board profile's TOML text, installed as `/etc/cpevisor/board.toml`.
+    pub board_toml: String,
+}
+
+/// Where the inputs come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirmwareInputs {
+    /// The `make setup` cache (`kernel/<flavour>/{release,root/}`, `busybox/<debian_arch>/busybox`).
+    pub cache: PathBuf,
+    /// Directory of cross-built project binaries for the board's target; ELF files found there
+    /// go to `/usr/bin`. `None` builds a firmware without project binaries.
+    pub bins: Option<PathBuf>,
+    /// mtime stamped on every initramfs entry (0, or `SOURCE_DATE_EPOCH`).
+    pub mtime: u32,
+}
+
+/// Why a firmware could not be built; the message names the file, field or module concerned.
+#[derive(Debug)]
+pub enum FirmwareError {
+    Input(String),
+    Io { path: PathBuf, source: io::Error },
+    Cpio(CpioError),
+    Modules(ModuleError),
+}
+
+impl fmt::Display for FirmwareError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FirmwareError::Input(msg) => f.write_str(msg),
+            FirmwareError::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            FirmwareError::Cpio(e) => write!(f, "initramfs: {e}"),
+            FirmwareError::Modules(e) => write!(f, "kernel modules: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for FirmwareError {}
+
+impl From<CpioError> for FirmwareError {
+    fn from(e: CpioError) -> Self {
+        FirmwareError::Cpio(e)
+    }
+}
+
+impl From<ModuleError> for FirmwareError {
+    fn from(e: ModuleError) -> Self {
+        FirmwareError::Modules(e)
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> FirmwareError + '_ {
+    move |source| FirmwareError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Reads `SOURCE_DATE_EPOCH` (reproducible-builds.org) if set, else 0.
+pub fn source_date_epoch() -> Result<u32, FirmwareError> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Err(std::env::VarError::NotPresent) => Ok(0),
+        Ok(v) => v.trim().parse::<u32>().map_err(|_| {
+            FirmwareError::Input(format!(
+                "SOURCE_DATE_EPOCH={v:?}: expected seconds since 1970 that fit in 32 bits"
+            ))
+        }),
+        Err(e) => Err(FirmwareError::Input(format!("SOURCE_DATE_EPOCH: {e}"))),
+    }
+}
+
+/// ELF identity expected of binaries for an architecture: (e_machine, is 64-bit). All supported
+/// architectures are little-endian.
+fn elf_identity(arch: &str) -> Option<(u16, bool)> {
+    match arch {
+        "aarch64" => Some((183, true)),
+        "armv7" => Some((40, false)),
+        "mipsel" => Some((8, false)),
+        "mips64el" => Some((8, true)),
+        "x86_64" => Some((62, true)),
+        _ => None,
+    }
+}
+
+/// Checks that `bytes` is a little-endian ELF executable for `arch`; `what` names it in errors.
+fn check_elf(bytes: &[u8], arch: &str, what: &Path) -> Result<(), FirmwareError> {
+    let (machine, is64) = elf_identity(arch)
+        .ok_or_else(|| FirmwareError::Input(format!("unsupported architecture {arch:?}")))?;
+    let bad = |why: String| FirmwareError::Input(format!("{}: {why}", what.display()));
+    if bytes.len() < 20 || &bytes[..4] != b"\x7fELF" {
+        return Err(bad("not an ELF binary".into()));
+    }
+    if bytes[5] != 1 {
+        return Err(bad("big-endian ELF; expected little-endian".into()));
+    }
+    let found64 = bytes[4] == 2;
+    let found_machine = u16::from_le_bytes([bytes[18], bytes[19]]);
+    if found_machine != machine || found64 != is64 {
+        return Err(bad(format!(
+            "ELF for machine {found_machine} ({}-bit), but board arch {arch} needs machine {machine} ({}-bit)",
+            if found64 { 64 } else { 32 },
+            if is64 { 64 } else { 32 }
+        )));
+    }
+    Ok(())
+}
+
+fn is_elf(path: &Path) -> Result<bool, FirmwareError> {
+    use io::Read;
+    let mut magic = [0u8; 4];
+    let mut f = fs::File::open(path).map_err(io_err(path))?;
+    match f.read_exact(&mut magic) {
+        Ok(()) => Ok(&magic == b"\x7fELF"),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+fn read_input(path: &Path) -> Result<Vec<u8>, FirmwareError> {
+    let meta = fs::metadata(path).map_err(io_err(path))?;
+    if !meta.is_file() {
+        return Err(FirmwareError::Input(format!(
+            "{}: not a regular file",
+            path.display()
+        )));
+    }
+    if meta.len() > MAX_INPUT_SIZE {
+        return Err(FirmwareError::Input(format!(
+            "{}: {} bytes, larger than the {MAX_INPUT_SIZE}-byte limit",
+            path.display(),
+            meta.len()
+        )));
+    }
+    fs::read(path).map_err(io_err(path))
+}
+
+/// A word that is safe as a file name, hostname and single-quoted shell word.
+fn check_word(what: &str, value: &str) -> Result<(), FirmwareError> {
+    let ok = !value.is_empty()
+        && value.len() <= MAX_WORD_LEN
+        && !value.starts_with(['-', '.'])
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+'));
+    if ok {
+        Ok(())
+    } else {
+        Err(FirmwareError::Input(format!(
+            "{what} {value:?}: expected 1-{MAX_WORD_LEN} characters of [A-Za-z0-9._+-], not starting with '-' or '.'"
+        )))
+    }
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Fills the init template; fails if a placeholder is left over (a template/builder mismatch).
+pub fn render_init(template: &str, board: &str, arch: &str) -> Result<String, FirmwareError> {
+    let text = template.replace("@BOARD@", board).replace("@ARCH@", arch);
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find('@') {
+        let after = &rest[start + 1..];
+        let word_len = after
+            .bytes()
+            .take_while(|b| b.is_ascii_uppercase() || *b == b'_')
+            .count();
+        if word_len > 0 && after.as_bytes().get(word_len) == Some(&b'@') {
+            return Err(FirmwareError::Input(format!(
+                "init template: unknown placeholder @{}@",
+                &after[..word_len]
+            )));
+        }
+        rest = after;
+    }
+    Ok(text)
+}
+
+/// What a firmware build produced, as written to `manifest.txt`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    pub board: String,
+    pub arch: String,
+    pub kernel_flavour: String,
+    pub kernel_release: String,
+    pub kernel_sha256: String,
+    pub initramfs_sha256: String,
+    pub busybox_sha256: String,
+    /// (name, path inside the initramfs, sha256 of the installed bytes), in load order.
+    pub modules: Vec<(String, String, String)>,
+    /// Requested modules the kernel has built in.
+    pub builtin: Vec<String>,
+    /// (path inside the initramfs, sha256), sorted by path.
+    pub binaries: Vec<(String, String)>,
+}
+
+impl Manifest {
+    pub fn to_text(&self) -> String {
+        let mut s = String::from("# cpevisor firmware manifest\n");
+        s += &format!("board={}\narch={}\n", self.board, self.arch);
+        s += &format!(
+            "kernel_flavour={}\nkernel_release={}\nkernel_sha256={}\n",
+            self.kernel_flavour, self.kernel_release, self.kernel_sha256
+        );
+        s += &format!("initramfs_sha256={}\n", self.initramfs_sha256);
+        s += &format!("busybox_sha256={}\n", self.busybox_sha256);
+        for (name, path, sha) in &self.modules {
+            s += &format!("module={name} path=/{path} sha256={sha}\n");
+        }
+        for name in &self.builtin {
+            s += &format!("builtin_module={name}\n");
+        }
+        for (path, sha) in &self.binaries {
+            s += &format!("binary=/{path} sha256={sha}\n");
+        }
+        s
+    }
+}
+
+/// The kernel's release string from `$CACHE/kernel/<flavour>/release`, validated.
+fn kernel_release(kernel_dir: &Path) -> Result<String, FirmwareError> {
+    let path = kernel_dir.join("release");
+    if !path.exists() {
+        return Err(FirmwareError::Input(format!(
+            "{} is missing: run `make setup` to fetch the kernel for this board",
+            path.display()
+        )));
+    }
+    let text = String::from_utf8(read_input(&path)?).map_err(|_| {
+        FirmwareError::Input(format!("{}: kernel release is not UTF-8", path.display()))
+    })?;
+    let release = text.trim().to_string();
+    check_word(&format!("{}: kernel release", path.display()), &release)?;
+    Ok(release)
+}
+
+/// The kernel image as Debian ships it: `vmlinuz-<rel>` (arm, x86) or `vmlinux-<rel>` (malta).
+fn kernel_image(root: &Path, release: &str) -> Result<PathBuf, FirmwareError> {
+    let boot = root.join("boot");
+    for name in [format!("vmlinuz-{release}"), format!("vmlinux-{release}")] {
+        let p = boot.join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(FirmwareError::Input(format!(
+        "no kernel image vmlinuz-{release} or vmlinux-{release} in {}",
+        boot.display()
+    )))
+}
+
+/// Project binaries in `dir`: the ELF regular files, sorted by name (other files such as cargo's
+/// `.d` dependency lists are skipped).
+fn project_binaries(dir: &Path) -> Result<Vec<(String, PathBuf)>, FirmwareError> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let path = entry.path();
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if !entry.file_type().map_err(io_err(&path))?.is_file() || !is_elf(&path)? {
+            continue;
+        }
+        check_word(&format!("binary name in {}", dir.display()), &name)?;
+        found.push((name, path));
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn static_files(fs: &mut Initramfs, spec: &FirmwareSpec) -> Result<(), FirmwareError> {
+    for dir in [
+        "bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "run", "data", "mnt", "var",
+    ] {
+        fs.add_dir(dir, 0o755)?;
+    }
+    fs.add_dir("tmp", 0o1777)?;
+    fs.add_dir("root", 0o700)?;
+    // The kernel opens /dev/console before init runs, so it must exist before devtmpfs.
+    fs.add_char_dev("dev/console", 0o600, 5, 1)?;
+    fs.add_char_dev("dev/null", 0o666, 1, 3)?;
+    fs.add_file(
+        "etc/passwd",
+        b"root:x:0:0:root:/root:/bin/sh\n".to_vec(),
+        0o644,
+    )?;
+    fs.add_file("etc/group", b"root:x:0:\ntty:x:5:\n".to_vec(), 0o644)?;
+    fs.add_file(
+        "etc/hostname",
+        format!("{}\n", spec.board).into_bytes(),
+        0o644,
+    )?;
+    fs.add_file(
+        "etc/profile",
+        b"export PATH=/usr/sbin:/usr/bin:/sbin:/bin\nexport HOME=/root\nPS1='\\h:\\w# '\n".to_vec(),
+        0o644,
+    )?;
+    fs.add_file(
+        "etc/cpevisor/board",
+        format!("{}\n", spec.board).into_bytes(),
+        0o644,
+    )?;
+    fs.add_file(
+        "etc/cpevisor/board.toml",
+        spec.board_toml.as_bytes().to_vec(),
+        0o644,
+    )?;
+    let init = render_init(INIT_TEMPLATE, &spec.board, &spec.arch)?;
+    fs.add_file("init", init.into_bytes(), 0o755)?;
+    Ok(())
+}
+
+/// Adds the planned modules (uncompressed), a matching `modules.dep` and the init's load order.
+fn add_modules(
+    fs: &mut Initramfs,
+    plan: &ModulePlan,
+    index: &DependencyIndex,
+    modules_dir: &Path,
+    release: &str,
+) -> Result<Vec<(String, String, String)>, FirmwareError> {
+    let base = format!("lib/modules/{release}");
+    fs.add_dir(&base, 0o755)?;
+    let mut load_order = String::new();
+    let mut listed = Vec::new();
+    for module in &plan.load_order {
+        let bytes = module.read_uncompressed(modules_dir)?;
+        let path = format!("{base}/{}", module.installed_path());
+        listed.push((module.name.clone(), path.clone(), sha256_hex(&bytes)));
+        load_order += &format!("{} /{path}\n", module.name);
+        fs.add_file(&path, bytes, 0o644)?;
+    }
+    fs.add_file(
+        &format!("{base}/modules.dep"),
+        plan.modules_dep(index).into_bytes(),
+        0o644,
+    )?;
+    fs.add_file(LOAD_ORDER_PATH, load_order.into_bytes(), 0o644)?;
+    Ok(listed)
+}
+
+/// Writes `bytes` to `dir/name` through a temporary file, so a crash never leaves half a file
+/// under the final name.
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), FirmwareError> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let dest = dir.join(name);
+    fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
+    fs::rename(&tmp, &dest).map_err(io_err(&dest))
+}
+
+/// Builds the firmware for `spec` into `out` and returns its manifest.
+pub fn build_firmware(
+    spec: &FirmwareSpec,
+    inputs: &FirmwareInputs,
+    out: &Path,
+) -> Result<Manifest, FirmwareError> {
+    check_word("board name", &spec.board)?;
+    check_word("arch", &spec.arch)?;
+    check_word("Debian arch", &spec.debian_arch)?;
+    check_word("kernel flavour", &spec.kernel_flavour)?;
+    elf_identity(&spec.arch).ok_or_else(|| {
+        FirmwareError::Input(format!(
+            "board {}: unsupported arch {:?} (expected aarch64, armv7, mipsel, mips64el or x86_64)",
+            spec.board, spec.arch
+        ))
+    })?;
+
+    let kernel_dir = inputs.cache.join("kernel").join(&spec.kernel_flavour);
+    let release = kernel_release(&kernel_dir)?;
+    let kernel_root = kernel_dir.join("root");
+    let kernel_path = kernel_image(&kernel_root, &release)?;
+    let kernel = read_input(&kernel_path)?;
+
+    let busybox_path = inputs
+        .cache
+        .join("busybox")
+        .join(&spec.debian_arch)
+        .join("busybox");
+    if !busybox_path.exists() {
+        return Err(FirmwareError::Input(format!(
+            "{} is missing: run `make setup` to fetch busybox for {}",
+            busybox_path.display(),
+            spec.debian_arch
+        )));
+    }
+    let busybox = read_input(&busybox_path)?;
+    check_elf(&busybox, &spec.arch, &busybox_path)?;
+
+    let modules_dir = kernel_root.join("lib/modules").join(&release);
+    let mut index = DependencyIndex::open(&modules_dir)?;
+    let plan = index.plan(&spec.modules)?;
+
+    let mut fs = Initramfs::new().with_mtime(inputs.mtime);
+    static_files(&mut fs, spec)?;
+    let busybox_sha256 = sha256_hex(&busybox);
+    fs.add_file("bin/busybox", busybox, 0o755)?;
+    fs.add_symlink("bin/sh", "busybox")?;
+    let modules = add_modules(&mut fs, &plan, &index, &modules_dir, &release)?;
+
+    let mut binaries = Vec::new();
+    if let Some(dir) = &inputs.bins {
+        if !dir.is_dir() {
+            return Err(FirmwareError::Input(format!(
+                "binaries directory {} does not exist (run `make cross`?)",
+                dir.display()
+            )));
+        }
+        for (name, path) in project_binaries(dir)? {
+            let bytes = read_input(&path)?;
+            check_elf(&bytes, &spec.arch, &path)?;
+            let dest = format!("usr/bin/{name}");
+            binaries.push((dest.clone(), sha256_hex(&bytes)));
+            fs.add_file(&dest, bytes, 0o755)?;
+        }
+    }
+
+    fs::create_dir_all(out).map_err(io_err(out))?;
+    let initramfs_tmp = out.join(".initramfs.cpio.gz.tmp");
+    fs.write_gz(&initramfs_tmp)?;
+    let initramfs_path = out.join("initramfs.cpio.gz");
+    fs::rename(&initramfs_tmp, &initramfs_path).map_err(io_err(&initramfs_path))?;
+    let initramfs = fs::read(&initramfs_path).map_err(io_err(&initramfs_path))?;
+    write_atomically(out, "kernel", &kernel)?;
+
+    let manifest = Manifest {
+        board: spec.board.clone(),
+        arch: spec.arch.clone(),
+        kernel_flavour: spec.kernel_flavour.clone(),
+        kernel_release: release,
+        kernel_sha256: sha256_hex(&kernel),
+        initramfs_sha256: sha256_hex(&initramfs),
+        busybox_sha256,
+        modules,
+        builtin: plan.builtin.clone(),
+        binaries,
+    };
+    write_atomically(out, "manifest.txt", manifest.to_text().as_bytes())?;
+    Ok(manifest)
+}
+
+#[cfg(test)]
+#[path = "firmware_tests.rs"]
+mod tests;

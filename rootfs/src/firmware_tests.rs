@@ -1,0 +1,261 @@
+//! Firmware builder tests on a small synthetic cache: a fake kernel file, a tiny modules tree
+//! (one module xz-compressed, no modules.dep, so dependencies come from .modinfo) and the host's
+//! static busybox. Legitimate for testing the builder itself; real kernels are booted in tests/.
+
+use super::*;
+use crate::cpio::tests::parse;
+use crate::modules::tests::fake_module;
+use std::io::Read;
+use std::process::Command;
+
+const RELEASE: &str = "6.1.0-99-amd64";
+
+struct Fixture {
+    dir: PathBuf,
+}
+
+impl Fixture {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("cpevisor-fw-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let put = |rel: &str, data: &[u8]| {
+            let p = dir.join(rel);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, data).unwrap();
+        };
+        let k = format!("cache/kernel/amd64/root/lib/modules/{RELEASE}");
+        put(
+            "cache/kernel/amd64/release",
+            format!("{RELEASE}\n").as_bytes(),
+        );
+        put(
+            &format!("cache/kernel/amd64/root/boot/vmlinuz-{RELEASE}"),
+            b"fake kernel image",
+        );
+        put(
+            &format!("{k}/kernel/drivers/virtio/virtio_ring.ko"),
+            &fake_module("virtio_ring", &[]),
+        );
+        let blk = fake_module("virtio_blk", &["virtio_ring"]);
+        let mut xz = Vec::new();
+        lzma_rs::xz_compress(&mut &blk[..], &mut xz).unwrap();
+        put(&format!("{k}/kernel/drivers/block/virtio_blk.ko.xz"), &xz);
+        put(
+            &format!("{k}/kernel/fs/unused.ko"),
+            &fake_module("unused", &[]),
+        );
+        put(
+            &format!("{k}/modules.builtin"),
+            b"kernel/drivers/virtio/virtio.ko\n",
+        );
+        put(
+            "cache/busybox/amd64/busybox",
+            &fs::read("/bin/busybox").expect("host static busybox"),
+        );
+        // A project binary (an x86_64 ELF header is enough) and a non-ELF file to be skipped.
+        let mut elf = vec![0u8; 64];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[4] = 2;
+        elf[5] = 1;
+        elf[18..20].copy_from_slice(&62u16.to_le_bytes());
+        put("bins/cpevisord", &elf);
+        put("bins/cpevisord.d", b"cpevisord: src/main.rs\n");
+        Fixture { dir }
+    }
+
+    fn spec(&self) -> FirmwareSpec {
+        FirmwareSpec {
+            board: "test-board".into(),
+            arch: "x86_64".into(),
+            debian_arch: "amd64".into(),
+            kernel_flavour: "amd64".into(),
+            modules: vec!["virtio_blk".into(), "virtio".into()],
+            board_toml: "name = \"test-board\"\n".into(),
+        }
+    }
+
+    fn inputs(&self) -> FirmwareInputs {
+        FirmwareInputs {
+            cache: self.dir.join("cache"),
+            bins: Some(self.dir.join("bins")),
+            mtime: 0,
+        }
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn unpack(path: &Path) -> Vec<crate::cpio::tests::Parsed> {
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(fs::File::open(path).unwrap())
+        .read_to_end(&mut raw)
+        .unwrap();
+    parse(&raw)
+}
+
+#[test]
+fn two_builds_are_byte_identical() {
+    let fx = Fixture::new("repro");
+    let (a, b) = (fx.dir.join("out-a"), fx.dir.join("out-b"));
+    build_firmware(&fx.spec(), &fx.inputs(), &a).unwrap();
+    build_firmware(&fx.spec(), &fx.inputs(), &b).unwrap();
+    for f in ["kernel", "initramfs.cpio.gz", "manifest.txt"] {
+        let (x, y) = (fs::read(a.join(f)).unwrap(), fs::read(b.join(f)).unwrap());
+        assert!(!x.is_empty(), "{f} is empty");
+        assert_eq!(x, y, "{f} differs between two builds");
+    }
+    // A different SOURCE_DATE_EPOCH changes the initramfs, proving the stamp is applied.
+    let c = fx.dir.join("out-c");
+    let mut inputs = fx.inputs();
+    inputs.mtime = 1_700_000_000;
+    build_firmware(&fx.spec(), &inputs, &c).unwrap();
+    assert_ne!(
+        fs::read(a.join("initramfs.cpio.gz")).unwrap(),
+        fs::read(c.join("initramfs.cpio.gz")).unwrap()
+    );
+}
+
+#[test]
+fn initramfs_holds_init_busybox_binaries_and_module_closure() {
+    let fx = Fixture::new("content");
+    let out = fx.dir.join("out");
+    let manifest = build_firmware(&fx.spec(), &fx.inputs(), &out).unwrap();
+    assert_eq!(fs::read(out.join("kernel")).unwrap(), b"fake kernel image");
+    let entries = unpack(&out.join("initramfs.cpio.gz"));
+    let get = |name: &str| {
+        entries
+            .iter()
+            .find(|e| e.name == name)
+            .unwrap_or_else(|| panic!("{name} missing from initramfs"))
+    };
+    let init = String::from_utf8(get("init").data.clone()).unwrap();
+    assert_eq!(get("init").mode, 0o100755);
+    assert!(init.contains("BOARD='test-board'") && init.contains("ARCH='x86_64'"));
+    assert_eq!(get("bin/busybox").data, fs::read("/bin/busybox").unwrap());
+    assert_eq!(get("bin/sh").data, b"busybox");
+    assert_eq!(get("dev/console").rdev, (5, 1));
+    assert_eq!(get("dev/null").rdev, (1, 3));
+    assert_eq!(get("usr/bin/cpevisord").mode, 0o100755);
+    assert!(!entries.iter().any(|e| e.name.ends_with(".d")));
+    assert_eq!(get("etc/cpevisor/board").data, b"test-board\n");
+    assert_eq!(
+        get("etc/cpevisor/board.toml").data,
+        b"name = \"test-board\"\n"
+    );
+    assert_eq!(get("tmp").mode, 0o041777);
+    for d in ["proc", "sys", "run", "data", "usr/sbin", "sbin"] {
+        assert_eq!(get(d).mode & 0o170000, 0o040000, "{d} is not a directory");
+    }
+    // The closure: virtio_ring pulled in by virtio_blk, decompressed, loaded first; the unused
+    // module is left out; the built-in one is reported, not loaded.
+    let m = format!("lib/modules/{RELEASE}/kernel/drivers");
+    assert_eq!(
+        get(&format!("{m}/block/virtio_blk.ko")).data,
+        fake_module("virtio_blk", &["virtio_ring"])
+    );
+    assert!(entries.iter().all(|e| !e.name.contains("unused")));
+    assert_eq!(
+        String::from_utf8(get(LOAD_ORDER_PATH).data.clone()).unwrap(),
+        format!("virtio_ring /{m}/virtio/virtio_ring.ko\nvirtio_blk /{m}/block/virtio_blk.ko\n")
+    );
+    assert_eq!(
+        String::from_utf8(
+            get(&format!("lib/modules/{RELEASE}/modules.dep"))
+                .data
+                .clone()
+        )
+        .unwrap(),
+        "kernel/drivers/virtio/virtio_ring.ko:\n\
+         kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio_ring.ko\n"
+    );
+    assert_eq!(manifest.builtin, ["virtio"]);
+    let text = fs::read_to_string(out.join("manifest.txt")).unwrap();
+    assert!(
+        text.contains(&format!("kernel_release={RELEASE}\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains("module=virtio_blk path=/lib/modules/"),
+        "{text}"
+    );
+    assert!(text.contains("binary=/usr/bin/cpevisord sha256="), "{text}");
+    assert!(text.contains(&format!("initramfs_sha256={}", manifest.initramfs_sha256)));
+}
+
+#[test]
+fn init_template_is_valid_shell_and_fully_rendered() {
+    let init = render_init(INIT_TEMPLATE, "qemu-virt-a53", "aarch64").unwrap();
+    assert!(init.starts_with("#!/bin/sh\n"));
+    assert!(init.contains("CPEVISOR-READY board=$BOARD arch=$ARCH kernel=$(uname -r)"));
+    let dir = std::env::temp_dir().join(format!("cpevisor-init-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("init");
+    fs::write(&path, &init).unwrap();
+    let out = Command::new("/bin/busybox")
+        .args(["sh", "-n"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = render_init("x @BOARD@ @KERNEL@", "b", "a").unwrap_err();
+    assert!(err.to_string().contains("@KERNEL@"), "{err}");
+}
+
+#[test]
+fn bad_inputs_give_errors_naming_what_is_wrong() {
+    let fx = Fixture::new("bad");
+    let out = fx.dir.join("out");
+    let err_of = |spec: &FirmwareSpec, inputs: &FirmwareInputs| {
+        build_firmware(spec, inputs, &out).unwrap_err().to_string()
+    };
+
+    // Busybox for the wrong architecture.
+    let mut spec = fx.spec();
+    spec.arch = "aarch64".into();
+    let err = err_of(&spec, &fx.inputs());
+    assert!(err.contains("busybox") && err.contains("aarch64"), "{err}");
+
+    // A board name that would break the init script.
+    let mut spec = fx.spec();
+    spec.board = "x'; reboot; '".into();
+    assert!(err_of(&spec, &fx.inputs()).contains("board name"));
+
+    // A module that does not exist.
+    let mut spec = fx.spec();
+    spec.modules.push("no_such_module".into());
+    assert!(err_of(&spec, &fx.inputs()).contains("\"no_such_module\""));
+
+    // A flavour that is not in the cache.
+    let mut spec = fx.spec();
+    spec.kernel_flavour = "armmp".into();
+    let err = err_of(&spec, &fx.inputs());
+    assert!(
+        err.contains("kernel/armmp/release") && err.contains("make setup"),
+        "{err}"
+    );
+
+    // A missing binaries directory.
+    let mut inputs = fx.inputs();
+    inputs.bins = Some(fx.dir.join("nope"));
+    assert!(err_of(&fx.spec(), &inputs).contains("nope"));
+
+    // A project binary for another architecture.
+    let mut arm = fs::read(fx.dir.join("bins/cpevisord")).unwrap();
+    arm[18..20].copy_from_slice(&183u16.to_le_bytes());
+    fs::write(fx.dir.join("bins/cpevisorctl"), arm).unwrap();
+    let err = err_of(&fx.spec(), &fx.inputs());
+    assert!(
+        err.contains("cpevisorctl") && err.contains("machine 183"),
+        "{err}"
+    );
+    assert!(!out.join("initramfs.cpio.gz").exists());
+}
