@@ -1,0 +1,110 @@
+//! Errors of loading a board profile or building a command from one.
+//!
+//! Every error that comes from a profile names the file and, where one field is at fault, the
+//! dotted field path (`boards/x.toml: memory.app_budget_mib: ...`), so a profile author can fix
+//! it without reading code.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+#[derive(Debug)]
+pub enum BoardError {
+    /// No profile of that name in the boards directory.
+    NotFound {
+        name: String,
+        dir: PathBuf,
+        available: Vec<String>,
+    },
+    /// The profile file could not be read.
+    Io { file: PathBuf, source: io::Error },
+    /// The file is not valid TOML.
+    Syntax {
+        file: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// A field is missing, of the wrong type, unknown, or has a value the validation rejects.
+    Field {
+        file: PathBuf,
+        field: String,
+        message: String,
+    },
+    /// The board has no `[qemu]` section, so it cannot be emulated.
+    NotEmulated { board: String },
+    /// An argument given to a command builder (ports, paths, command-line text) is unusable.
+    Argument { what: String, message: String },
+}
+
+impl BoardError {
+    pub(crate) fn field(
+        file: impl Into<PathBuf>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        BoardError::Field {
+            file: file.into(),
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn argument(what: impl Into<String>, message: impl Into<String>) -> Self {
+        BoardError::Argument {
+            what: what.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for BoardError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BoardError::NotFound {
+                name,
+                dir,
+                available,
+            } => write!(
+                f,
+                "no board profile `{name}` in {} (available: {})",
+                dir.display(),
+                if available.is_empty() {
+                    "none".to_string()
+                } else {
+                    available.join(", ")
+                }
+            ),
+            BoardError::Io { file, source } => write!(f, "{}: {source}", file.display()),
+            BoardError::Syntax {
+                file,
+                line,
+                column,
+                message,
+            } => write!(
+                f,
+                "{}: line {line}, column {column}: invalid TOML: {message}",
+                file.display()
+            ),
+            BoardError::Field {
+                file,
+                field,
+                message,
+            } => write!(f, "{}: {field}: {message}", file.display()),
+            BoardError::NotEmulated { board } => write!(
+                f,
+                "board `{board}` is a hardware board: it has no [qemu] section to emulate it"
+            ),
+            BoardError::Argument { what, message } => write!(f, "{what}: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for BoardError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BoardError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

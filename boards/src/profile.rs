@@ -1,0 +1,257 @@
+//! The shape of a board profile (`boards/<name>.toml`), as serde types.
+//!
+//! Unknown fields are rejected everywhere so that a typo never silently falls back to a default.
+//! Facts that depend on the architecture (Rust targets, Debian architecture, QEMU binary, whether
+//! KVM exists, which interrupt controllers exist) live on [`Arch`] so validation and callers
+//! agree on them.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A board profile. See `boards/qemu-virt-a53.toml` for an annotated example.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Board {
+    /// Profile name; equals the file stem (`qemu-virt-a53` for `qemu-virt-a53.toml`).
+    pub name: String,
+    pub description: String,
+    /// `emulated` boards run under QEMU and need `[kernel]` and `[qemu]`; `hardware` boards are
+    /// real devices described from their datasheets.
+    pub kind: BoardKind,
+    /// System on chip, for people reading the profile (`MT7986A`); not interpreted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soc: Option<String>,
+    /// How apps are isolated on this board.
+    pub isolation: Isolation,
+    pub interrupt_controller: InterruptController,
+    /// Serial console device name without `/dev/` (`ttyAMA0`, `ttyS0`).
+    pub serial: String,
+    pub cpu: Cpu,
+    pub memory: Memory,
+    /// The Debian kernel the firmware uses; required for emulated boards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<Kernel>,
+    /// How QEMU emulates the board; required for emulated boards, absent on hardware boards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qemu: Option<Qemu>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BoardKind {
+    Emulated,
+    Hardware,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// One microVM per app through `/dev/kvm` (cpevisor-vmm).
+    Kvm,
+    /// Namespaces + cgroups + seccomp, for CPUs without hardware virtualization.
+    Jail,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InterruptController {
+    /// ARM GICv2 (GIC-400, Qualcomm QGIC2): no MSI, so guests use virtio-mmio.
+    Gicv2,
+    /// ARM GICv3/v4 (GIC-500, GIC-600).
+    Gicv3,
+    /// x86 local APIC + I/O APIC.
+    Apic,
+    /// MIPS Global Interrupt Controller (MT7621, interAptiv/1004K systems).
+    MipsGic,
+    /// The MIPS CPU's own interrupt lines, with SoC controllers cascaded on them (ath79, Malta).
+    MipsCpuIntc,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    Aarch64,
+    Armv7,
+    /// Big-endian 32-bit MIPS (ath79 SoCs). Debian stopped building it after buster, so there
+    /// is no emulated board or Debian kernel for it; hardware profiles only.
+    Mips,
+    Mipsel,
+    Mips64el,
+    X86_64,
+}
+
+impl Arch {
+    pub const ALL: [Arch; 6] = [
+        Arch::Aarch64,
+        Arch::Armv7,
+        Arch::Mips,
+        Arch::Mipsel,
+        Arch::Mips64el,
+        Arch::X86_64,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::Aarch64 => "aarch64",
+            Arch::Armv7 => "armv7",
+            Arch::Mips => "mips",
+            Arch::Mipsel => "mipsel",
+            Arch::Mips64el => "mips64el",
+            Arch::X86_64 => "x86_64",
+        }
+    }
+
+    /// Rust targets that produce binaries for this arch: the glibc one the project builds by
+    /// default first, then musl (what OpenWrt firmware uses).
+    pub fn rust_targets(self) -> &'static [&'static str] {
+        match self {
+            Arch::Aarch64 => &["aarch64-unknown-linux-gnu", "aarch64-unknown-linux-musl"],
+            Arch::Armv7 => &[
+                "armv7-unknown-linux-gnueabihf",
+                "armv7-unknown-linux-musleabihf",
+            ],
+            Arch::Mips => &["mips-unknown-linux-gnu", "mips-unknown-linux-musl"],
+            Arch::Mipsel => &["mipsel-unknown-linux-gnu", "mipsel-unknown-linux-musl"],
+            Arch::Mips64el => &[
+                "mips64el-unknown-linux-gnuabi64",
+                "mips64el-unknown-linux-muslabi64",
+            ],
+            Arch::X86_64 => &["x86_64-unknown-linux-gnu", "x86_64-unknown-linux-musl"],
+        }
+    }
+
+    /// Debian's name for the architecture (kernel and busybox packages; `mips` only up to
+    /// Debian 10).
+    pub fn debian_arch(self) -> &'static str {
+        match self {
+            Arch::Aarch64 => "arm64",
+            Arch::Armv7 => "armhf",
+            Arch::Mips => "mips",
+            Arch::Mipsel => "mipsel",
+            Arch::Mips64el => "mips64el",
+            Arch::X86_64 => "amd64",
+        }
+    }
+
+    /// Debian bookworm kernel flavours built for this arch.
+    pub fn debian_kernel_flavours(self) -> &'static [&'static str] {
+        match self {
+            Arch::Aarch64 => &["arm64", "cloud-arm64", "rt-arm64"],
+            Arch::Armv7 => &["armmp", "armmp-lpae", "rt-armmp"],
+            Arch::Mips => &[],
+            Arch::Mipsel => &["4kc-malta", "mips32r2el", "octeon", "loongson-3"],
+            Arch::Mips64el => &["5kc-malta", "mips64r2el", "octeon", "loongson-3"],
+            Arch::X86_64 => &["amd64", "cloud-amd64", "rt-amd64"],
+        }
+    }
+
+    /// The QEMU system emulator for this arch.
+    pub fn qemu_binary(self) -> &'static str {
+        match self {
+            Arch::Aarch64 => "qemu-system-aarch64",
+            Arch::Armv7 => "qemu-system-arm",
+            Arch::Mips => "qemu-system-mips",
+            Arch::Mipsel => "qemu-system-mipsel",
+            Arch::Mips64el => "qemu-system-mips64el",
+            Arch::X86_64 => "qemu-system-x86_64",
+        }
+    }
+
+    /// Whether Linux offers KVM on this arch. 32-bit ARM KVM was removed in Linux 5.7, and the
+    /// router MIPS cores (24Kc/74Kc/1004Kc) have no virtualization extension.
+    pub fn has_kvm(self) -> bool {
+        matches!(self, Arch::Aarch64 | Arch::X86_64)
+    }
+
+    pub fn interrupt_controllers(self) -> &'static [InterruptController] {
+        use InterruptController::*;
+        match self {
+            Arch::Aarch64 | Arch::Armv7 => &[Gicv2, Gicv3],
+            Arch::Mips | Arch::Mipsel | Arch::Mips64el => &[MipsGic, MipsCpuIntc],
+            Arch::X86_64 => &[Apic],
+        }
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl InterruptController {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InterruptController::Gicv2 => "gicv2",
+            InterruptController::Gicv3 => "gicv3",
+            InterruptController::Apic => "apic",
+            InterruptController::MipsGic => "mips-gic",
+            InterruptController::MipsCpuIntc => "mips-cpu-intc",
+        }
+    }
+}
+
+impl fmt::Display for InterruptController {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for Isolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Isolation::Kvm => "kvm",
+            Isolation::Jail => "jail",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cpu {
+    pub arch: Arch,
+    pub rust_target: String,
+    pub debian_arch: String,
+    /// CPU model as the vendor names it (`cortex-a53`, `1004Kc`).
+    pub model: String,
+    /// Logical CPUs Linux sees.
+    pub cores: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Memory {
+    pub ram_mib: u32,
+    pub flash_mib: u32,
+    /// RAM kept for the kernel, firmware services, the agent and page cache.
+    pub host_reserved_mib: u32,
+    /// RAM the agent may admit apps into; `host_reserved_mib + app_budget_mib <= ram_mib`.
+    pub app_budget_mib: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kernel {
+    /// Debian kernel flavour (`arm64`, `armmp`, `4kc-malta`, `5kc-malta`, `amd64`).
+    pub flavour: String,
+    /// Modules the firmware loads at boot, in this order (dependencies are resolved by the
+    /// firmware builder from `modules.dep`).
+    pub modules: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Qemu {
+    pub binary: String,
+    /// `-machine` value, options included (`virt,virtualization=on,gic-version=3`).
+    pub machine: String,
+    pub cpu: String,
+    pub smp: u32,
+    pub memory_mib: u32,
+    /// NIC device model put on the user-mode netdev (`virtio-net-device`, `pcnet`), options
+    /// allowed after a comma.
+    pub nic: String,
+    /// Further arguments appended verbatim.
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+}

@@ -1,0 +1,167 @@
+//! Building the QEMU command line that boots a board's firmware, and quoting it for a shell.
+
+use crate::error::BoardError;
+use crate::profile::Board;
+use std::path::Path;
+
+/// At most this many port forwards: each one is a listening socket on the host.
+pub const MAX_HOST_FORWARDS: usize = 32;
+/// Bound on extra kernel command-line text (Linux's own limit on most arches is 2048 bytes
+/// or more; we stay under the smallest).
+pub const MAX_APPEND_EXTRA: usize = 1024;
+
+impl Board {
+    /// The full QEMU argv (binary first) that boots `kernel` + `initrd` on this board with the
+    /// console on stdio and user networking forwarding `127.0.0.1:host` to the board's `guest`
+    /// TCP port for each `(host, guest)` in `hostfwd`.
+    pub fn qemu_command(
+        &self,
+        kernel: &Path,
+        initrd: &Path,
+        append_extra: &str,
+        hostfwd: &[(u16, u16)],
+    ) -> Result<Vec<String>, BoardError> {
+        let qemu = self.qemu.as_ref().ok_or_else(|| BoardError::NotEmulated {
+            board: self.name.clone(),
+        })?;
+        let kernel = path_arg("kernel", kernel)?;
+        let initrd = path_arg("initrd", initrd)?;
+        if append_extra.len() > MAX_APPEND_EXTRA {
+            return Err(BoardError::argument(
+                "append",
+                format!("{} bytes, at most {MAX_APPEND_EXTRA}", append_extra.len()),
+            ));
+        }
+        if append_extra.chars().any(char::is_control) {
+            return Err(BoardError::argument(
+                "append",
+                "contains control characters (newlines would end the kernel command line)",
+            ));
+        }
+        let netdev = netdev_arg(hostfwd)?;
+
+        let mut append = format!("console={} panic=-1", self.serial);
+        let extra = append_extra.trim();
+        if !extra.is_empty() {
+            append.push(' ');
+            append.push_str(extra);
+        }
+
+        let mut argv: Vec<String> = vec![
+            qemu.binary.clone(),
+            "-nographic".into(),
+            "-no-reboot".into(),
+            "-machine".into(),
+            qemu.machine.clone(),
+            "-cpu".into(),
+            qemu.cpu.clone(),
+            "-smp".into(),
+            qemu.smp.to_string(),
+            "-m".into(),
+            qemu.memory_mib.to_string(),
+            "-kernel".into(),
+            kernel,
+            "-initrd".into(),
+            initrd,
+            "-append".into(),
+            append,
+            "-netdev".into(),
+            netdev,
+            "-device".into(),
+            format!("{},netdev=n0", qemu.nic),
+        ];
+        argv.extend(qemu.extra_args.iter().cloned());
+        Ok(argv)
+    }
+}
+
+fn path_arg(what: &str, path: &Path) -> Result<String, BoardError> {
+    let text = path.to_str().ok_or_else(|| {
+        BoardError::argument(what, format!("{} is not valid UTF-8", path.display()))
+    })?;
+    if text.is_empty() {
+        return Err(BoardError::argument(what, "empty path"));
+    }
+    Ok(text.to_string())
+}
+
+/// `user,id=n0,hostfwd=tcp:127.0.0.1:H-:G,...`: forwards bind to loopback only, so a test board
+/// is never reachable from the network.
+fn netdev_arg(hostfwd: &[(u16, u16)]) -> Result<String, BoardError> {
+    if hostfwd.len() > MAX_HOST_FORWARDS {
+        return Err(BoardError::argument(
+            "hostfwd",
+            format!(
+                "{} forwards, at most {MAX_HOST_FORWARDS}",
+                hostfwd.len()
+            ),
+        ));
+    }
+    let mut netdev = String::from("user,id=n0");
+    for (i, &(host, guest)) in hostfwd.iter().enumerate() {
+        if host == 0 || guest == 0 {
+            return Err(BoardError::argument(
+                "hostfwd",
+                format!("{host}:{guest}: port 0 cannot be forwarded"),
+            ));
+        }
+        if hostfwd[..i].iter().any(|&(h, _)| h == host) {
+            return Err(BoardError::argument(
+                "hostfwd",
+                format!("host port {host} is forwarded twice"),
+            ));
+        }
+        netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+    }
+    Ok(netdev)
+}
+
+/// Quotes one argument for a POSIX shell: plain words stay as they are, anything else goes in
+/// single quotes with embedded single quotes written as `'\''`.
+pub fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-./,:=+@%".contains(&b));
+    if plain {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+/// Joins an argv into one shell command line.
+pub fn shell_join(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| shell_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_keeps_plain_words_and_quotes_the_rest() {
+        assert_eq!(shell_quote("virt,gic-version=3"), "virt,gic-version=3");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote("$HOME"), "'$HOME'");
+    }
+
+    #[test]
+    fn netdev_rejects_bad_forwards() {
+        assert_eq!(netdev_arg(&[]).unwrap(), "user,id=n0");
+        assert_eq!(
+            netdev_arg(&[(2222, 22), (8080, 80)]).unwrap(),
+            "user,id=n0,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=tcp:127.0.0.1:8080-:80"
+        );
+        assert!(netdev_arg(&[(0, 22)]).is_err());
+        assert!(netdev_arg(&[(2222, 0)]).is_err());
+        assert!(netdev_arg(&[(2222, 22), (2222, 23)]).is_err());
+        let many: Vec<(u16, u16)> = (1..=33).map(|p| (p, p)).collect();
+        assert!(netdev_arg(&many).is_err());
+    }
+}
