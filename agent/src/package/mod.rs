@@ -1,1 +1,16 @@
-//! package
+//! App packages (`.cpkg`): an OCI image layout in one uncompressed tar, signed with ed25519
+//! over the manifest digest. The format is specified in `agent/PACKAGE.md`.
+
+pub mod config;
+pub mod keys;
+pub mod oci;
+mod pack;
+pub mod tar;
+mod verify;
+
+pub use config::{AppConfig, Arch, Backend, RestartPolicy};
+pub use keys::{key_id, keygen, load_signing_key, KeyPairFiles, TrustedKey};
+pub use oci::LayerKind;
+pub use pack::{pack_dir, PackInfo, APP_FILE};
+pub use verify::{verify_package, PackageBlob, PackageCaps, UnpackedPackage, VerifiedPackage};
+pub use ed25519_dalek::SigningKey;

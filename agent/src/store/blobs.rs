@@ -1,8 +1,8 @@
 //! Content-addressed blobs and per-app directories under the state directory.
 
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -282,12 +282,6 @@ fn remove_any(path: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
-}
-
-/// Opens a stored blob for reading.
-pub(crate) fn open_blob(store: &Store, digest: &Digest) -> Result<File, Fault> {
-    let path = store.blob_path(digest);
-    File::open(&path).map_err(|e| io_fault("open", &path, e))
 }
 
 #[cfg(test)]

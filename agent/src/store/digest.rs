@@ -60,7 +60,7 @@ fn hex_value(c: u8) -> Option<u8> {
     }
 }
 
-pub(crate) fn to_hex(bytes: &[u8]) -> String {
+pub fn to_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -70,8 +70,8 @@ pub(crate) fn to_hex(bytes: &[u8]) -> String {
     s
 }
 
-/// Lowercase-hex decoding for keys and signatures (odd length or other characters: `None`).
-pub(crate) fn from_hex(text: &str) -> Option<Vec<u8>> {
+/// Hex decoding (either case) for keys and signatures (odd length or other characters: `None`).
+pub fn from_hex(text: &str) -> Option<Vec<u8>> {
     let text = text.as_bytes();
     if text.len() % 2 != 0 {
         return None;

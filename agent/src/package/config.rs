@@ -1,0 +1,254 @@
+//! The app config blob (`application/vnd.cpevisor.app.config.v1+json`): what the app is and how
+//! the agent runs it. Parsed strictly; every check failure is 7004 naming the field.
+
+use serde::{Deserialize, Serialize};
+
+use crate::fault::{Fault, FaultCode};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    Aarch64,
+    Armv7,
+    Mipsel,
+    Mips64el,
+    #[serde(rename = "x86_64")]
+    X86_64,
+}
+
+impl Arch {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::Aarch64 => "aarch64",
+            Arch::Armv7 => "armv7",
+            Arch::Mipsel => "mipsel",
+            Arch::Mips64el => "mips64el",
+            Arch::X86_64 => "x86_64",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// A microVM run by cpevisor-vmm: needs the kernel layer.
+    Kvm,
+    /// Namespaces + cgroups + seccomp: needs the rootfs layer and `command`.
+    Jail,
+}
+
+/// TR-181 `ExecutionUnit.{i}.AutoRestart`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestartPolicy {
+    pub enable: bool,
+    pub retry_min_wait_s: u32,
+    pub retry_max_wait_s: u32,
+    /// Per mille: 2000 doubles the wait after each retry.
+    pub retry_interval_multiplier: u32,
+    /// 0: retry for ever.
+    pub max_retry_count: u32,
+    /// Seconds of running without a crash after which RetryCount is reset.
+    pub reset_period_s: u32,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            enable: false,
+            retry_min_wait_s: 5,
+            retry_max_wait_s: 300,
+            retry_interval_multiplier: 2000,
+            max_retry_count: 0,
+            reset_period_s: 600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    pub name: String,
+    pub version: String,
+    pub vendor: String,
+    #[serde(default)]
+    pub description: String,
+    pub arch: Arch,
+    pub backends: Vec<Backend>,
+    pub memory_mib: u32,
+    pub vcpus: u32,
+    /// Guest kernel command line (kvm backend).
+    #[serde(default)]
+    pub cmdline: String,
+    /// argv of the app inside the jail (jail backend).
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    #[serde(default)]
+    pub autostart: bool,
+    #[serde(default)]
+    pub run_level: u16,
+}
+
+pub const MAX_NAME_LEN: usize = 64;
+pub const MAX_VERSION_LEN: usize = 32;
+pub const MAX_VENDOR_LEN: usize = 64;
+pub const MAX_DESCRIPTION_LEN: usize = 256;
+pub const MAX_CMDLINE_LEN: usize = 2048;
+pub const MAX_COMMAND_ARGS: usize = 64;
+pub const MAX_ARG_LEN: usize = 1024;
+pub const MAX_MEMORY_MIB: u32 = 16 * 1024;
+pub const MAX_VCPUS: u32 = 16;
+
+fn invalid(field: &str, why: impl std::fmt::Display) -> Fault {
+    Fault::new(
+        FaultCode::InvalidArguments,
+        format!("app config field `{field}`: {why}"),
+    )
+}
+
+fn check_text(field: &str, value: &str, max: usize, allow_empty: bool) -> Result<(), Fault> {
+    if value.is_empty() && !allow_empty {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if value.len() > max {
+        return Err(invalid(field, format!("longer than {max} bytes")));
+    }
+    if value.chars().any(|c| c.is_control()) {
+        return Err(invalid(field, "contains control characters"));
+    }
+    Ok(())
+}
+
+impl AppConfig {
+    /// Parses and validates a config blob.
+    pub fn from_json(bytes: &[u8]) -> Result<AppConfig, Fault> {
+        let config: AppConfig = serde_json::from_slice(bytes).map_err(|e| {
+            Fault::new(
+                FaultCode::InvalidArguments,
+                format!("app config is not valid: {e}"),
+            )
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Canonical bytes: the same config always serializes the same way (field order is the
+    /// struct's), which keeps packages reproducible.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("AppConfig always serializes")
+    }
+
+    pub fn validate(&self) -> Result<(), Fault> {
+        check_text("name", &self.name, MAX_NAME_LEN, false)?;
+        if !self
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return Err(invalid("name", "only A-Z a-z 0-9 . _ - allowed"));
+        }
+        check_text("version", &self.version, MAX_VERSION_LEN, false)?;
+        if self.version.contains(char::is_whitespace) {
+            return Err(invalid("version", "must not contain spaces"));
+        }
+        check_text("vendor", &self.vendor, MAX_VENDOR_LEN, false)?;
+        check_text("description", &self.description, MAX_DESCRIPTION_LEN, true)?;
+        if self.backends.is_empty() {
+            return Err(invalid("backends", "must name kvm, jail or both"));
+        }
+        if self.backends.len() == 2 && self.backends[0] == self.backends[1] {
+            return Err(invalid("backends", "lists a backend twice"));
+        }
+        if self.backends.len() > 2 {
+            return Err(invalid("backends", "lists a backend twice"));
+        }
+        if self.memory_mib == 0 || self.memory_mib > MAX_MEMORY_MIB {
+            return Err(invalid("memory_mib", format!("must be 1..={MAX_MEMORY_MIB}")));
+        }
+        if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
+            return Err(invalid("vcpus", format!("must be 1..={MAX_VCPUS}")));
+        }
+        check_text("cmdline", &self.cmdline, MAX_CMDLINE_LEN, true)?;
+        if !self.cmdline.is_ascii() {
+            return Err(invalid("cmdline", "must be ASCII"));
+        }
+        if self.command.len() > MAX_COMMAND_ARGS {
+            return Err(invalid("command", format!("more than {MAX_COMMAND_ARGS} arguments")));
+        }
+        for arg in &self.command {
+            if arg.len() > MAX_ARG_LEN || arg.contains('\0') {
+                return Err(invalid(
+                    "command",
+                    format!("an argument is longer than {MAX_ARG_LEN} bytes or holds NUL"),
+                ));
+            }
+        }
+        if self.backends.contains(&Backend::Jail) && self.command.first().is_none_or(|a| a.is_empty()) {
+            return Err(invalid("command", "the jail backend needs a non-empty argv"));
+        }
+        let r = &self.restart;
+        if r.retry_min_wait_s > r.retry_max_wait_s {
+            return Err(invalid(
+                "restart.retry_min_wait_s",
+                "greater than restart.retry_max_wait_s",
+            ));
+        }
+        if !(1000..=65535).contains(&r.retry_interval_multiplier) {
+            return Err(invalid(
+                "restart.retry_interval_multiplier",
+                "must be 1000..=65535 (per mille)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn good() -> serde_json::Value {
+        serde_json::json!({
+            "name": "dnsfilter", "version": "1.0.0", "vendor": "Example Operator",
+            "arch": "aarch64", "backends": ["kvm"], "memory_mib": 64, "vcpus": 1,
+            "cmdline": "console=ttyS0 quiet",
+            "restart": {"enable": true, "retry_min_wait_s": 1, "retry_max_wait_s": 60,
+                        "retry_interval_multiplier": 2000, "max_retry_count": 5, "reset_period_s": 300},
+            "autostart": true, "run_level": 1
+        })
+    }
+
+    fn field_error(mutate: impl FnOnce(&mut serde_json::Value)) -> String {
+        let mut v = good();
+        mutate(&mut v);
+        let err = AppConfig::from_json(v.to_string().as_bytes()).unwrap_err();
+        assert_eq!(err.code, FaultCode::InvalidArguments);
+        err.message
+    }
+
+    #[test]
+    fn accepts_good_and_round_trips() {
+        let c = AppConfig::from_json(good().to_string().as_bytes()).unwrap();
+        assert_eq!(c.arch, Arch::Aarch64);
+        assert_eq!(AppConfig::from_json(&c.to_json()).unwrap(), c);
+    }
+
+    #[test]
+    fn names_the_bad_field() {
+        assert!(field_error(|v| v["arch"] = "sparc".into()).contains("sparc"));
+        assert!(field_error(|v| v["memory_mib"] = 0.into()).contains("`memory_mib`"));
+        assert!(field_error(|v| v["name"] = "a/b".into()).contains("`name`"));
+        assert!(field_error(|v| v["backends"] = serde_json::json!(["jail"])).contains("`command`"));
+        assert!(field_error(|v| v["backends"] = serde_json::json!(["kvm", "kvm"])).contains("`backends`"));
+        assert!(field_error(|v| v["restart"]["retry_min_wait_s"] = 100.into()).contains("retry_min_wait_s"));
+        assert!(field_error(|v| v["surprise"] = 1.into()).contains("surprise"));
+        assert!(field_error(|v| {
+            v.as_object_mut().unwrap().remove("vendor");
+        })
+        .contains("vendor"));
+        let err = AppConfig::from_json(b"{\"name\": ").unwrap_err();
+        assert_eq!(err.code, FaultCode::InvalidArguments);
+    }
+}
