@@ -8,8 +8,35 @@
 //! - `lifecycle` operations, events, memory admission, recovery after power loss.
 //! - `supervise` one backend process per running app, restart policy, cgroup limits.
 //! - `api`       the local Unix-socket protocol between cpevisorctl and cpevisord.
+//! - `ctl`       the cpevisorctl command line.
 
 pub mod fault;
 pub mod fetch;
 pub mod package;
 pub mod store;
+
+pub mod api;
+pub mod ctl;
+pub mod lifecycle;
+pub mod model;
+pub mod supervise;
+
+/// Log verbosity for the daemon's stderr: 0 error, 1 warn, 2 info, 3 debug.
+pub static LOG_LEVEL: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(2);
+
+#[doc(hidden)]
+pub fn log_line(level: u8, args: std::fmt::Arguments<'_>) {
+    if level <= LOG_LEVEL.load(std::sync::atomic::Ordering::Relaxed) {
+        let tag = ["ERROR", "WARN", "INFO", "DEBUG"][usize::from(level.min(3))];
+        eprintln!("cpevisord {} {tag} {args}", model::rfc3339(model::now_secs()));
+    }
+}
+
+#[macro_export]
+macro_rules! log_error { ($($a:tt)*) => { $crate::log_line(0, format_args!($($a)*)) } }
+#[macro_export]
+macro_rules! log_warn { ($($a:tt)*) => { $crate::log_line(1, format_args!($($a)*)) } }
+#[macro_export]
+macro_rules! log_info { ($($a:tt)*) => { $crate::log_line(2, format_args!($($a)*)) } }
+#[macro_export]
+macro_rules! log_debug { ($($a:tt)*) => { $crate::log_line(3, format_args!($($a)*)) } }

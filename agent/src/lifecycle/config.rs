@@ -1,0 +1,187 @@
+//! The agent's configuration (`cpevisord --config FILE`, JSON): ExecEnvs with their memory
+//! budgets, trusted signer keys, download cap, VMM path, CA file, cgroup root.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::fault::{Fault, FaultCode};
+use crate::model::ExecEnvType;
+
+/// Largest config file accepted.
+const MAX_CONFIG_BYTES: u64 = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecEnvConfig {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub env_type: ExecEnvType,
+    /// Architecture of the apps it accepts; defaults to the agent's own.
+    #[serde(default = "host_arch")]
+    pub arch: String,
+    pub memory_budget_mib: u32,
+    #[serde(default = "yes")]
+    pub enable: bool,
+    /// Which supervisor backend runs its apps: `vmm` (kvm), or `process` (the host-test stand-in,
+    /// also used for jail ExecEnvs until the jail backend exists). Default: kvm -> vmm,
+    /// jail -> process.
+    #[serde(default)]
+    pub runner: Option<Runner>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runner {
+    Vmm,
+    Process,
+}
+
+impl ExecEnvConfig {
+    pub fn runner(&self) -> Runner {
+        self.runner.unwrap_or(match self.env_type {
+            ExecEnvType::Kvm => Runner::Vmm,
+            ExecEnvType::Jail => Runner::Process,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    pub exec_envs: Vec<ExecEnvConfig>,
+    /// Directory of trusted signer public keys (`*.pub`).
+    #[serde(default)]
+    pub trusted_keys_dir: Option<PathBuf>,
+    /// Largest package accepted for download, bytes.
+    #[serde(default = "default_cap")]
+    pub download_cap_bytes: u64,
+    #[serde(default = "default_vmm")]
+    pub vmm_path: PathBuf,
+    /// Extra CA certificate (PEM) trusted for HTTPS downloads, besides the built-in roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// cgroup v2 mount; limits are skipped (with a logged reason) when it is not usable.
+    #[serde(default = "default_cgroup_root")]
+    pub cgroup_root: PathBuf,
+    /// How long a stopping app gets between SIGTERM and SIGKILL.
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout_ms: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_cap() -> u64 {
+    256 << 20
+}
+fn default_vmm() -> PathBuf {
+    PathBuf::from("/usr/bin/cpevisor-vmm")
+}
+fn default_cgroup_root() -> PathBuf {
+    PathBuf::from(crate::supervise::cgroup::DEFAULT_CGROUP_ROOT)
+}
+fn default_stop_timeout() -> u64 {
+    5000
+}
+
+/// The architecture name cpevisor uses for the machine the agent runs on.
+pub fn host_arch() -> String {
+    match std::env::consts::ARCH {
+        "arm" => "armv7",
+        "mips" if cfg!(target_endian = "little") => "mipsel",
+        "mips64" if cfg!(target_endian = "little") => "mips64el",
+        other => other,
+    }
+    .to_string()
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> Result<AgentConfig, Fault> {
+        let cfg: AgentConfig = crate::store::read_json(path, MAX_CONFIG_BYTES)
+            .map_err(|f| Fault::new(FaultCode::InvalidArguments, f.message))?
+            .ok_or_else(|| {
+                Fault::new(
+                    FaultCode::InvalidArguments,
+                    format!("{}: no such config file", path.display()),
+                )
+            })?;
+        cfg.validate()
+            .map_err(|m| Fault::new(FaultCode::InvalidArguments, format!("{}: {m}", path.display())))?;
+        Ok(cfg)
+    }
+
+    /// A config for one ExecEnv of `env_type` with `budget_mib` (the board profile's app budget).
+    pub fn single(name: &str, env_type: ExecEnvType, arch: &str, budget_mib: u32) -> AgentConfig {
+        AgentConfig {
+            exec_envs: vec![ExecEnvConfig {
+                name: name.to_string(),
+                env_type,
+                arch: arch.to_string(),
+                memory_budget_mib: budget_mib,
+                enable: true,
+                runner: None,
+            }],
+            trusted_keys_dir: None,
+            download_cap_bytes: default_cap(),
+            vmm_path: default_vmm(),
+            ca_file: None,
+            cgroup_root: default_cgroup_root(),
+            stop_timeout_ms: default_stop_timeout(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.exec_envs.is_empty() {
+            return Err("exec_envs: at least one ExecEnv is required".into());
+        }
+        for (i, env) in self.exec_envs.iter().enumerate() {
+            if env.name.is_empty()
+                || env.name.len() > 32
+                || !env.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(format!(
+                    "exec_envs[{i}].name: {:?} must be 1-32 of [A-Za-z0-9_-]",
+                    env.name
+                ));
+            }
+            if self.exec_envs[..i].iter().any(|e| e.name == env.name) {
+                return Err(format!("exec_envs[{i}].name: duplicate {:?}", env.name));
+            }
+            if env.memory_budget_mib == 0 {
+                return Err(format!("exec_envs[{i}].memory_budget_mib: must be > 0"));
+            }
+        }
+        if self.download_cap_bytes == 0 {
+            return Err("download_cap_bytes: must be > 0".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_with_defaults_and_rejects_unknown_fields() {
+        let cfg: AgentConfig = serde_json::from_str(
+            r#"{"exec_envs":[{"name":"jail0","type":"jail","memory_budget_mib":64}]}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.exec_envs[0].runner(), Runner::Process);
+        assert_eq!(cfg.exec_envs[0].arch, host_arch());
+        assert!(cfg.validate().is_ok());
+        assert!(serde_json::from_str::<AgentConfig>(r#"{"exec_envs":[],"bogus":1}"#).is_err());
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut cfg = AgentConfig::single("kvm0", ExecEnvType::Kvm, "aarch64", 128);
+        cfg.exec_envs.push(cfg.exec_envs[0].clone());
+        assert!(cfg.validate().unwrap_err().contains("exec_envs[1].name: duplicate"));
+        cfg.exec_envs.truncate(1);
+        cfg.exec_envs[0].memory_budget_mib = 0;
+        assert!(cfg.validate().unwrap_err().contains("memory_budget_mib"));
+    }
+}

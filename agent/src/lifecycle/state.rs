@@ -1,0 +1,96 @@
+//! What the lifecycle keeps on flash: one state file (`state.json`, rewritten atomically on every
+//! change of what must survive a reboot) and one operation journal (`journal.json`, written before
+//! a DU operation does any work and removed once its event was published).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::packages::{AppSpec, InstalledFiles};
+use crate::fault::Fault;
+use crate::model::{DeploymentUnit, DuStateChange, ExecutionUnit, Operation};
+use crate::store::{self, persist_point};
+
+pub const STATE_FILE: &str = "state.json";
+pub const JOURNAL_FILE: &str = "journal.json";
+/// Bounds what we read back from flash (a few hundred apps at most on a router).
+const MAX_STATE_BYTES: u64 = 4 << 20;
+const MAX_JOURNAL_BYTES: u64 = 1 << 20;
+
+/// One installed DeploymentUnit with what it was installed from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DuRecord {
+    pub du: DeploymentUnit,
+    pub spec: AppSpec,
+    pub files: InstalledFiles,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersistedState {
+    pub dus: Vec<DuRecord>,
+    pub eus: Vec<ExecutionUnit>,
+    /// ExecEnvs disabled by the operator (all others follow the config's `enable`).
+    pub disabled_envs: Vec<String>,
+    pub next_eu: u64,
+}
+
+/// The operation in flight. Recovery reads it to roll back or complete the operation and to
+/// publish its event exactly once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Journal {
+    pub operation: Operation,
+    pub start_time: String,
+    pub url: String,
+    /// Empty until the package config names the app (install).
+    pub uuid: String,
+    pub version: String,
+    pub exec_env: String,
+    /// Store directory of the version being installed ("" before unpack starts).
+    pub app_id: String,
+    pub keep_data: bool,
+    /// Update: the installed version being replaced.
+    pub previous: Option<DuRecord>,
+    /// Set once the outcome is decided, just before the event is published.
+    pub outcome: Option<DuStateChange>,
+}
+
+pub struct StateFiles {
+    dir: PathBuf,
+}
+
+impl StateFiles {
+    pub fn new(dir: &Path) -> Self {
+        StateFiles {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn load_state(&self) -> Result<PersistedState, Fault> {
+        Ok(store::read_json(&self.dir.join(STATE_FILE), MAX_STATE_BYTES)?.unwrap_or_default())
+    }
+
+    pub fn save_state(&self, s: &PersistedState) -> Result<(), Fault> {
+        store::write_json(&self.dir.join(STATE_FILE), s)
+    }
+
+    pub fn load_journal(&self) -> Result<Option<Journal>, Fault> {
+        store::read_json(&self.dir.join(JOURNAL_FILE), MAX_JOURNAL_BYTES)
+    }
+
+    pub fn save_journal(&self, j: &Journal) -> Result<(), Fault> {
+        store::write_json(&self.dir.join(JOURNAL_FILE), j)
+    }
+
+    /// Removes the journal durably: the operation is over and its event published.
+    pub fn clear_journal(&self) -> Result<(), Fault> {
+        let path = self.dir.join(JOURNAL_FILE);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(store::io_fault("remove", &path, e)),
+        }
+        store::fsync_dir(&self.dir)?;
+        persist_point("lifecycle:journal:cleared");
+        Ok(())
+    }
+}

@@ -1,0 +1,353 @@
+//! The TR-181 `Device.SoftwareModules` objects: ExecEnv, DeploymentUnit, ExecutionUnit, their
+//! status state machines with explicit allowed transitions, and the `DUStateChange!` event.
+//! Plain data: the lifecycle owns and persists it, the API serializes it.
+
+mod sha1;
+pub mod uuid;
+
+use serde::{Deserialize, Serialize};
+
+/// Isolation backend an ExecEnv provides (`ExecEnv.Type` in our data model).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecEnvType {
+    Kvm,
+    Jail,
+}
+
+impl ExecEnvType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecEnvType::Kvm => "kvm",
+            ExecEnvType::Jail => "jail",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExecEnvStatus {
+    Up,
+    Disabled,
+    Error,
+}
+
+/// `Device.SoftwareModules.ExecEnv.{i}`: one per isolation backend of the board.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecEnv {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub env_type: ExecEnvType,
+    pub enable: bool,
+    pub status: ExecEnvStatus,
+    /// CPU architecture of the apps it runs (`aarch64`, `x86_64`, ...).
+    pub arch: String,
+    /// App memory budget in MiB (board profile / agent config).
+    pub memory_budget_mib: u32,
+    /// Budget minus the memory of admitted apps (EUs whose RequestedState is Active).
+    pub available_memory_mib: u32,
+}
+
+/// `DeploymentUnit.Status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DuStatus {
+    Installing,
+    Installed,
+    Updating,
+    Uninstalling,
+    Uninstalled,
+}
+
+impl DuStatus {
+    /// The DU state machine. Failed operations go back to where they came from
+    /// (Installing -> Uninstalled, Updating -> Installed, Uninstalling -> Installed).
+    pub fn can_become(self, to: DuStatus) -> bool {
+        use DuStatus::*;
+        matches!(
+            (self, to),
+            (Uninstalled, Installing)
+                | (Installing, Installed)
+                | (Installing, Uninstalled)
+                | (Installed, Updating)
+                | (Updating, Installed)
+                | (Installed, Uninstalling)
+                | (Uninstalling, Uninstalled)
+                | (Uninstalling, Installed)
+        )
+    }
+}
+
+/// `ExecutionUnit.Status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EuStatus {
+    Idle,
+    Starting,
+    Active,
+    Stopping,
+    Restarting,
+}
+
+impl EuStatus {
+    /// The EU state machine: Idle -> Starting -> Active -> Stopping -> Idle; a crash of an Active
+    /// app goes to Restarting (back-off) then Starting, or to Idle when retries are exhausted.
+    pub fn can_become(self, to: EuStatus) -> bool {
+        use EuStatus::*;
+        matches!(
+            (self, to),
+            (Idle, Starting)
+                | (Starting, Active)
+                | (Starting, Idle)
+                | (Starting, Stopping)
+                | (Starting, Restarting)
+                | (Active, Stopping)
+                | (Active, Restarting)
+                | (Active, Idle)
+                | (Stopping, Idle)
+                | (Restarting, Starting)
+                | (Restarting, Idle)
+                | (Restarting, Stopping)
+        )
+    }
+}
+
+/// `ExecutionUnit.ExecutionFaultCode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExecutionFaultCode {
+    NoFault,
+    FailureOnStart,
+    FailureOnAutoStart,
+    FailureOnStop,
+    FailureWhileActive,
+    Unstartable,
+}
+
+/// `ExecutionUnit.RequestedState` (what SetRequestedState asks for).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestedState {
+    Idle,
+    Active,
+}
+
+/// TR-181 AutoRestart parameters of an EU, plus its live counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutoRestart {
+    pub enable: bool,
+    /// Seconds.
+    pub retry_minimum_wait_interval: u32,
+    /// Seconds.
+    pub retry_maximum_wait_interval: u32,
+    /// Per mille (2000 = the wait doubles on each retry).
+    pub retry_interval_multiplier: u32,
+    pub maximum_retry_count: u32,
+    /// Seconds an app must stay up for RetryCount to go back to 0.
+    pub reset_period: u32,
+    pub retry_count: u32,
+    /// Unix time (seconds) of the next restart attempt; 0 when none is scheduled.
+    pub next_restart: u64,
+}
+
+impl AutoRestart {
+    /// TR-181 back-off before retry number `retry` (0-based):
+    /// min(max_wait, min_wait * (multiplier/1000)^retry), in milliseconds.
+    pub fn wait_ms(&self, retry: u32) -> u64 {
+        let max_ms = u64::from(self.retry_maximum_wait_interval).saturating_mul(1000);
+        let mut wait = u64::from(self.retry_minimum_wait_interval).saturating_mul(1000);
+        for _ in 0..retry {
+            wait = wait.saturating_mul(u64::from(self.retry_interval_multiplier)) / 1000;
+            if wait >= max_ms {
+                return max_ms;
+            }
+        }
+        wait.min(max_ms)
+    }
+}
+
+/// `Device.SoftwareModules.ExecutionUnit.{i}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionUnit {
+    /// `EUID`: stable across reboots, e.g. `eu-3`.
+    pub eu_id: String,
+    pub name: String,
+    pub du_uuid: String,
+    pub exec_env: String,
+    pub status: EuStatus,
+    pub requested_state: RequestedState,
+    pub execution_fault_code: ExecutionFaultCode,
+    pub execution_fault_message: String,
+    pub auto_start: bool,
+    pub run_level: u32,
+    /// KiB, refreshed from the cgroup or the process RSS while the app runs.
+    pub memory_in_use: u64,
+    /// Declared memory from the package config, MiB (what admission counts).
+    pub memory_mib: u32,
+    pub auto_restart: AutoRestart,
+}
+
+/// `Device.SoftwareModules.DeploymentUnit.{i}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentUnit {
+    pub uuid: String,
+    pub name: String,
+    pub version: String,
+    pub vendor: String,
+    pub description: String,
+    pub url: String,
+    pub status: DuStatus,
+    pub resolved: bool,
+    pub exec_env: String,
+    pub execution_unit_list: Vec<String>,
+    /// `sha256:<hex>` of the package manifest that was installed.
+    pub manifest_digest: String,
+}
+
+/// `OperationPerformed` of `DUStateChange!`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Operation {
+    Install,
+    Update,
+    Uninstall,
+}
+
+/// `DUStateChange!` `CurrentState`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DuEventState {
+    Installed,
+    Uninstalled,
+    Failed,
+}
+
+/// Fault carried by events and API replies: numeric TR-181/USP code and message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventFault {
+    pub code: u32,
+    pub message: String,
+}
+
+impl From<&crate::fault::Fault> for EventFault {
+    fn from(f: &crate::fault::Fault) -> Self {
+        EventFault {
+            code: f.code.code(),
+            message: f.message.clone(),
+        }
+    }
+}
+
+/// The `DUStateChange!` event: exactly one per finished DU operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DuStateChange {
+    pub uuid: String,
+    pub version: String,
+    pub current_state: DuEventState,
+    pub resolved: bool,
+    pub operation_performed: Operation,
+    /// RFC 3339 UTC.
+    pub start_time: String,
+    pub complete_time: String,
+    /// `None` when the operation succeeded (FaultCode 0 in USP terms).
+    pub fault: Option<EventFault>,
+}
+
+/// A value change of an EU, for subscribers of `ExecutionUnit.{i}.Status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EuValueChange {
+    pub eu_id: String,
+    pub status: EuStatus,
+    pub execution_fault_code: ExecutionFaultCode,
+    pub execution_fault_message: String,
+    pub time: String,
+}
+
+/// Everything the agent publishes: numbered so readers can ask for "events after N".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind")]
+pub enum Event {
+    #[serde(rename = "DUStateChange!")]
+    DuStateChange(DuStateChange),
+    #[serde(rename = "ValueChange")]
+    EuValueChange(EuValueChange),
+}
+
+/// RFC 3339 UTC for a Unix time, without pulling a date crate (civil-from-days, Howard Hinnant).
+pub fn rfc3339(unix_secs: u64) -> String {
+    let days = (unix_secs / 86_400) as i64;
+    let rem = unix_secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+/// Current Unix time in seconds.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn du_transitions() {
+        use DuStatus::*;
+        assert!(Uninstalled.can_become(Installing));
+        assert!(Installing.can_become(Installed));
+        assert!(Installed.can_become(Updating));
+        assert!(!Installed.can_become(Installing));
+        assert!(!Uninstalled.can_become(Installed));
+        assert!(!Updating.can_become(Uninstalling));
+    }
+
+    #[test]
+    fn eu_transitions() {
+        use EuStatus::*;
+        assert!(Idle.can_become(Starting));
+        assert!(Active.can_become(Restarting));
+        assert!(Restarting.can_become(Starting));
+        assert!(!Idle.can_become(Active));
+        assert!(!Stopping.can_become(Active));
+    }
+
+    #[test]
+    fn backoff_follows_tr181_formula() {
+        let ar = AutoRestart {
+            enable: true,
+            retry_minimum_wait_interval: 1,
+            retry_maximum_wait_interval: 10,
+            retry_interval_multiplier: 2000,
+            maximum_retry_count: 5,
+            reset_period: 60,
+            retry_count: 0,
+            next_restart: 0,
+        };
+        assert_eq!(ar.wait_ms(0), 1000);
+        assert_eq!(ar.wait_ms(1), 2000);
+        assert_eq!(ar.wait_ms(3), 8000);
+        assert_eq!(ar.wait_ms(4), 10_000);
+        assert_eq!(ar.wait_ms(u32::MAX), 10_000);
+        let flat = AutoRestart {
+            retry_interval_multiplier: 1000,
+            ..ar
+        };
+        assert_eq!(flat.wait_ms(7), 1000);
+    }
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+}

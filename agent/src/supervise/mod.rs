@@ -1,0 +1,469 @@
+//! Supervision: one backend process per running app, watched by its own thread (blocking
+//! `wait`), AutoRestart with the TR-181 back-off, cgroup v2 memory limits, console logs in RAM.
+//!
+//! The supervisor reports every EU status change through `StatusSink`; it never calls back into
+//! the lifecycle while holding its own locks, and the lifecycle must not hold its state lock while
+//! calling the blocking `stop`.
+
+pub mod backend;
+pub mod cgroup;
+pub mod logring;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::model::{now_secs, AutoRestart, EuStatus, ExecutionFaultCode};
+use backend::{Backend, LaunchSpec};
+use cgroup::{AppCgroup, CgroupParent};
+use logring::{LogRing, DEFAULT_LOG_CAPACITY};
+
+/// One status change of an EU, as the supervisor saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EuUpdate {
+    pub eu_id: String,
+    pub status: EuStatus,
+    pub fault_code: ExecutionFaultCode,
+    pub fault_message: String,
+    pub retry_count: u32,
+    /// Unix seconds of the scheduled restart, 0 when none.
+    pub next_restart: u64,
+}
+
+pub trait StatusSink: Send + Sync {
+    fn eu_update(&self, update: EuUpdate);
+}
+
+/// Why a run was started: a failure to start is reported as FailureOnAutoStart or FailureOnStart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartReason {
+    Operator,
+    AutoStart,
+}
+
+/// Shared between the runner thread and the API.
+struct Run {
+    stop_requested: bool,
+    /// Process group of the running backend (= its pid), while it runs.
+    pgid: Option<i32>,
+    pid: Option<u32>,
+    finished: bool,
+}
+
+struct App {
+    run: Arc<(Mutex<Run>, Condvar)>,
+    logs: Arc<Mutex<LogRing>>,
+    cgroup: Arc<Mutex<Option<AppCgroup>>>,
+}
+
+pub struct Supervisor {
+    apps: Mutex<HashMap<String, App>>,
+    /// Logs outlive a run so a crashed app's console can still be read.
+    logs: Mutex<HashMap<String, Arc<Mutex<LogRing>>>>,
+    cgroups: Option<CgroupParent>,
+    sink: Arc<dyn StatusSink>,
+    stop_timeout: Duration,
+}
+
+impl Supervisor {
+    /// `cgroups`: the prepared parent cgroup, or None (the caller logged why).
+    pub fn new(
+        cgroups: Option<CgroupParent>,
+        sink: Arc<dyn StatusSink>,
+        stop_timeout: Duration,
+    ) -> Self {
+        Supervisor {
+            apps: Mutex::new(HashMap::new()),
+            logs: Mutex::new(HashMap::new()),
+            cgroups,
+            sink,
+            stop_timeout,
+        }
+    }
+
+    pub fn is_running(&self, eu_id: &str) -> bool {
+        let apps = lock(&self.apps);
+        apps.get(eu_id)
+            .map(|a| !lock(&a.run.0).finished)
+            .unwrap_or(false)
+    }
+
+    /// Starts the app and its watcher thread. Returns once the backend was spawned (Active) or
+    /// failed to spawn (the error names why; the EU is then Idle with the start fault).
+    pub fn start(
+        &self,
+        backend: Arc<dyn Backend>,
+        spec: LaunchSpec,
+        policy: AutoRestart,
+        reason: StartReason,
+    ) -> Result<(), String> {
+        let mut apps = lock(&self.apps);
+        if let Some(app) = apps.get(&spec.eu_id) {
+            if !lock(&app.run.0).finished {
+                return Err(format!("{} is already running", spec.eu_id));
+            }
+        }
+        let logs = lock(&self.logs)
+            .entry(spec.eu_id.clone())
+            .or_insert_with(|| Arc::new(Mutex::new(LogRing::new(DEFAULT_LOG_CAPACITY))))
+            .clone();
+        let cg = match &self.cgroups {
+            Some(parent) => {
+                let limit =
+                    u64::from(spec.memory_mib + backend.overhead_mib()).saturating_mul(1 << 20);
+                match parent.create_app(&spec.eu_id, limit) {
+                    Ok(cg) => Some(cg),
+                    Err(e) => {
+                        crate::log_warn!("{}: no memory limit, cgroup failed: {e}", spec.eu_id);
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let app = App {
+            run: Arc::new((
+                Mutex::new(Run {
+                    stop_requested: false,
+                    pgid: None,
+                    pid: None,
+                    finished: false,
+                }),
+                Condvar::new(),
+            )),
+            logs,
+            cgroup: Arc::new(Mutex::new(cg)),
+        };
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let runner = Runner {
+            backend,
+            spec: spec.clone(),
+            policy,
+            reason,
+            run: app.run.clone(),
+            logs: app.logs.clone(),
+            cgroup: app.cgroup.clone(),
+            sink: self.sink.clone(),
+        };
+        apps.insert(spec.eu_id.clone(), app);
+        drop(apps);
+        thread::Builder::new()
+            .name(format!("sup-{}", spec.eu_id))
+            .stack_size(128 * 1024)
+            .spawn(move || runner.run(ready_tx))
+            .map_err(|e| format!("cannot start the supervisor thread: {e}"))?;
+        ready_rx
+            .recv()
+            .unwrap_or_else(|_| Err("supervisor thread ended early".into()))
+    }
+
+    /// Stops the app: SIGTERM to its process group, SIGKILL after the stop timeout. Blocks until
+    /// the watcher has seen it exit. Ok(false) when it was not running.
+    pub fn stop(&self, eu_id: &str) -> Result<bool, String> {
+        let run = match lock(&self.apps).get(eu_id) {
+            Some(app) => app.run.clone(),
+            None => return Ok(false),
+        };
+        let (m, cv) = &*run;
+        let mut r = lock(m);
+        if r.finished {
+            return Ok(false);
+        }
+        r.stop_requested = true;
+        if let Some(pgid) = r.pgid {
+            signal_group(pgid, libc::SIGTERM);
+        }
+        cv.notify_all();
+        let deadline = Instant::now() + self.stop_timeout;
+        while !r.finished {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            r = cv.wait_timeout(r, deadline - now).map(|g| g.0).unwrap_or_else(|e| e.into_inner().0);
+        }
+        if !r.finished {
+            if let Some(pgid) = r.pgid {
+                crate::log_warn!("{eu_id}: did not stop within {:?}, killing", self.stop_timeout);
+                signal_group(pgid, libc::SIGKILL);
+            }
+            while !r.finished {
+                r = cv.wait(r).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+        Ok(true)
+    }
+
+    /// Stops every running app (daemon shutdown).
+    pub fn stop_all(&self) {
+        let ids: Vec<String> = lock(&self.apps).keys().cloned().collect();
+        for id in ids {
+            let _ = self.stop(&id);
+        }
+    }
+
+    /// The app's console log (kept after it stopped), if it ever ran.
+    pub fn logs(&self, eu_id: &str) -> Option<String> {
+        lock(&self.logs).get(eu_id).map(|l| lock(l).text())
+    }
+
+    /// Forgets an app's logs (uninstall).
+    pub fn forget(&self, eu_id: &str) {
+        lock(&self.logs).remove(eu_id);
+        lock(&self.apps).remove(eu_id);
+    }
+
+    /// MemoryInUse in KiB: the cgroup's memory.current, else the backend process RSS.
+    pub fn memory_in_use_kib(&self, eu_id: &str) -> Option<u64> {
+        let apps = lock(&self.apps);
+        let app = apps.get(eu_id)?;
+        if let Some(cg) = lock(&app.cgroup).as_ref() {
+            if let Some(bytes) = cg.memory_current() {
+                return Some(bytes / 1024);
+            }
+        }
+        let pid = lock(&app.run.0).pid?;
+        cgroup::process_rss_kib(pid)
+    }
+}
+
+struct Runner {
+    backend: Arc<dyn Backend>,
+    spec: LaunchSpec,
+    policy: AutoRestart,
+    reason: StartReason,
+    run: Arc<(Mutex<Run>, Condvar)>,
+    logs: Arc<Mutex<LogRing>>,
+    cgroup: Arc<Mutex<Option<AppCgroup>>>,
+    sink: Arc<dyn StatusSink>,
+}
+
+impl Runner {
+    fn update(&self, status: EuStatus, code: ExecutionFaultCode, msg: String, retry: u32, next: u64) {
+        self.sink.eu_update(EuUpdate {
+            eu_id: self.spec.eu_id.clone(),
+            status,
+            fault_code: code,
+            fault_message: msg,
+            retry_count: retry,
+            next_restart: next,
+        });
+    }
+
+    fn finish(&self) {
+        let (m, cv) = &*self.run;
+        let mut r = lock(m);
+        r.finished = true;
+        r.pgid = None;
+        r.pid = None;
+        cv.notify_all();
+        if let Some(cg) = lock(&self.cgroup).as_ref() {
+            cg.remove();
+        }
+    }
+
+    fn run(self, ready: std::sync::mpsc::Sender<Result<(), String>>) {
+        let mut ready = Some(ready);
+        let mut retry = self.policy.retry_count;
+        loop {
+            self.update(EuStatus::Starting, ExecutionFaultCode::NoFault, String::new(), retry, 0);
+            let started = Instant::now();
+            let status = match self.spawn_and_wait(&mut ready, retry) {
+                Some(s) => s,
+                None => return, // spawn failed: reported and finished
+            };
+            let reason = describe_exit(status);
+            if lock(&self.run.0).stop_requested {
+                self.update(EuStatus::Idle, ExecutionFaultCode::NoFault, String::new(), 0, 0);
+                self.finish();
+                return;
+            }
+            self.push_log(format!("[cpevisord] app {reason}\n").as_bytes());
+            // ResetPeriod: an app that stayed up long enough starts its retry count afresh.
+            if started.elapsed() >= Duration::from_secs(u64::from(self.policy.reset_period)) {
+                retry = 0;
+            }
+            if !self.policy.enable || retry >= self.policy.maximum_retry_count {
+                let msg = if self.policy.enable {
+                    format!("{reason}; gave up after {retry} restarts")
+                } else {
+                    format!("{reason}; AutoRestart disabled")
+                };
+                crate::log_warn!("{}: {msg}", self.spec.eu_id);
+                self.update(EuStatus::Idle, ExecutionFaultCode::FailureWhileActive, msg, retry, 0);
+                self.finish();
+                return;
+            }
+            let wait = Duration::from_millis(self.policy.wait_ms(retry));
+            retry += 1;
+            let next = now_secs() + wait.as_secs();
+            crate::log_info!("{}: {reason}; restart {retry} in {wait:?}", self.spec.eu_id);
+            self.update(EuStatus::Restarting, ExecutionFaultCode::NoFault, reason, retry, next);
+            // Back-off, cut short by a stop request.
+            let (m, cv) = &*self.run;
+            let deadline = Instant::now() + wait;
+            let mut r = lock(m);
+            while !r.stop_requested {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                r = cv
+                    .wait_timeout(r, deadline - now)
+                    .map(|g| g.0)
+                    .unwrap_or_else(|e| e.into_inner().0);
+            }
+            let stopped = r.stop_requested;
+            drop(r);
+            if stopped {
+                self.update(EuStatus::Idle, ExecutionFaultCode::NoFault, String::new(), 0, 0);
+                self.finish();
+                return;
+            }
+        }
+    }
+
+    fn push_log(&self, data: &[u8]) {
+        lock(&self.logs).push(data);
+    }
+
+    /// Spawns the backend with its console piped into the log ring and waits for it to exit.
+    /// None when it could not be spawned (already reported).
+    fn spawn_and_wait(
+        &self,
+        ready: &mut Option<std::sync::mpsc::Sender<Result<(), String>>>,
+        retry: u32,
+    ) -> Option<ExitStatus> {
+        let spawned = console_pipe().and_then(|(reader, w1, w2)| {
+            let child = self.backend.spawn(&self.spec, w1, w2)?;
+            Ok((child, reader))
+        });
+        // Hold the run lock from spawn to registering the pgid so a concurrent stop sees it.
+        let (m, _) = &*self.run;
+        let mut r = lock(m);
+        let (mut child, reader) = match spawned {
+            Ok(v) if !r.stop_requested => v,
+            Ok((mut child, _)) => {
+                // Stopped while starting: do not leave the child behind.
+                signal_group(child.id() as i32, libc::SIGKILL);
+                let _ = child.wait();
+                drop(r);
+                self.update(EuStatus::Idle, ExecutionFaultCode::NoFault, String::new(), 0, 0);
+                self.finish();
+                if let Some(tx) = ready.take() {
+                    let _ = tx.send(Ok(()));
+                }
+                return None;
+            }
+            Err(e) => {
+                drop(r);
+                let code = match self.reason {
+                    StartReason::AutoStart => ExecutionFaultCode::FailureOnAutoStart,
+                    StartReason::Operator => ExecutionFaultCode::FailureOnStart,
+                };
+                let msg = format!("{} backend failed to start: {e}", self.backend.name());
+                crate::log_warn!("{}: {msg}", self.spec.eu_id);
+                self.push_log(format!("[cpevisord] {msg}\n").as_bytes());
+                self.update(EuStatus::Idle, code, msg.clone(), retry, 0);
+                self.finish();
+                if let Some(tx) = ready.take() {
+                    let _ = tx.send(Err(msg));
+                }
+                return None;
+            }
+        };
+        let pid = child.id();
+        r.pgid = Some(pid as i32);
+        r.pid = Some(pid);
+        drop(r);
+        if let Some(cg) = lock(&self.cgroup).as_ref() {
+            if let Err(e) = cg.add_pid(pid) {
+                crate::log_warn!("{}: cannot move into {}: {e}", self.spec.eu_id, cg.path().display());
+            }
+        }
+        let logs = self.logs.clone();
+        let log_thread = thread::Builder::new()
+            .name("console".into())
+            .stack_size(64 * 1024)
+            .spawn(move || pump_console(reader, logs))
+            .ok();
+        self.update(EuStatus::Active, ExecutionFaultCode::NoFault, String::new(), retry, 0);
+        if let Some(tx) = ready.take() {
+            let _ = tx.send(Ok(()));
+        }
+        let status = loop {
+            match child.wait() {
+                Ok(s) => break s,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    crate::log_error!("{}: wait failed: {e}", self.spec.eu_id);
+                    break ExitStatus::default();
+                }
+            }
+        };
+        {
+            let mut r = lock(m);
+            r.pgid = None;
+            r.pid = None;
+        }
+        // Leftover members of the group (daemonized children) go with the app.
+        signal_group(pid as i32, libc::SIGKILL);
+        if let Some(t) = log_thread {
+            let _ = t.join();
+        }
+        Some(status)
+    }
+}
+
+fn describe_exit(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exited with status {c}"),
+        (None, Some(s)) => format!("killed by signal {s}"),
+        _ => "ended".to_string(),
+    }
+}
+
+/// One pipe for the backend's stdout and stderr; the read end stays with us.
+fn console_pipe() -> io::Result<(File, Stdio, Stdio)> {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 writes two new descriptors into `fds`, which we own from here on.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created by pipe2 and are not owned elsewhere.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let w2 = w.try_clone()?;
+    Ok((File::from(r), Stdio::from(w), Stdio::from(w2)))
+}
+
+fn pump_console(mut reader: File, logs: Arc<Mutex<LogRing>>) {
+    let mut buf = [0u8; 2048];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => lock(&logs).push(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        }
+    }
+}
+
+fn signal_group(pgid: i32, sig: i32) {
+    if pgid > 1 {
+        // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
+        unsafe {
+            libc::kill(-pgid, sig);
+        }
+    }
+}
+
+/// Locks a mutex, recovering the data if a holder panicked (state stays usable).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
