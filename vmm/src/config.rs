@@ -1,1 +1,752 @@
-//! TODO(vmm-core)
+//! The VM description: one JSON document (`--config FILE`) or CLI flags for the common cases, both
+//! landing in `VmConfig`. Everything a user can get wrong is checked here, before KVM is touched,
+//! and every error names the field, flag or file at fault.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Hard ceiling on guest vCPUs; KVM's own limit is checked again when the VM exists.
+pub const MAX_VCPUS: u8 = 64;
+/// Default ceiling on guest memory when neither the config nor the CLI sets one.
+pub const DEFAULT_MAX_MEMORY_MIB: u64 = 2048;
+/// The config file is a small document; refuse anything that is obviously not one.
+const MAX_CONFIG_BYTES: u64 = 64 * 1024;
+/// Longest accepted kernel command line (x86 boot protocol and arm64 FDT alike accept 2 KiB+).
+pub const MAX_CMDLINE_BYTES: usize = 2048;
+const MAX_DISKS: usize = 8;
+const MAX_NETS: usize = 4;
+
+/// How the kernel file is interpreted.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum KernelFormat {
+    /// Detect from the file: ELF vmlinux or bzImage on x86_64, arm64 `Image` on aarch64.
+    #[default]
+    Auto,
+    /// Test mode (x86_64): flat 64-bit code loaded at `arch::x86_64::RAW_LOAD_ADDR`, entered in
+    /// long mode with identity-mapped page tables, no boot protocol.
+    RawX86_64,
+    /// Test mode (x86_64): flat 16-bit code loaded at `arch::x86_64::RAW_REAL_MODE_ADDR`, entered in
+    /// real mode with CS:IP = 0:that address.
+    RawRealMode,
+}
+
+impl KernelFormat {
+    pub fn is_raw(self) -> bool {
+        !matches!(self, KernelFormat::Auto)
+    }
+}
+
+/// Where the guest serial console goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConsoleConfig {
+    Stdout,
+    None,
+    File(PathBuf),
+    /// A listening Unix socket the VMM connects to (output and input go through it).
+    Socket(PathBuf),
+}
+
+impl ConsoleConfig {
+    pub fn parse(spec: &str) -> Result<Self, ConfigError> {
+        match spec {
+            "stdout" => Ok(ConsoleConfig::Stdout),
+            "none" => Ok(ConsoleConfig::None),
+            _ => {
+                if let Some(p) = spec.strip_prefix("file:").filter(|p| !p.is_empty()) {
+                    Ok(ConsoleConfig::File(PathBuf::from(p)))
+                } else if let Some(p) = spec.strip_prefix("socket:").filter(|p| !p.is_empty()) {
+                    Ok(ConsoleConfig::Socket(PathBuf::from(p)))
+                } else {
+                    Err(ConfigError::invalid(
+                        "console",
+                        format!("'{spec}': expected stdout, none, file:PATH or socket:PATH"),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ConsoleConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        ConsoleConfig::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DiskConfig {
+    pub path: PathBuf,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// A MAC address, parsed from `aa:bb:cc:dd:ee:ff`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl MacAddr {
+    pub fn parse(s: &str) -> Option<MacAddr> {
+        let mut out = [0u8; 6];
+        let mut parts = s.split(':');
+        for byte in out.iter_mut() {
+            let p = parts.next()?;
+            if p.len() != 2 {
+                return None;
+            }
+            *byte = u8::from_str_radix(p, 16).ok()?;
+        }
+        parts.next().is_none().then_some(MacAddr(out))
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        MacAddr::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("'{s}' is not a MAC address")))
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NetConfig {
+    /// Name of an existing tap device (the agent creates and owns it).
+    pub tap: String,
+    #[serde(default)]
+    pub mac: Option<MacAddr>,
+}
+
+fn default_memory_mib() -> u64 {
+    128
+}
+fn default_vcpus() -> u8 {
+    1
+}
+fn default_max_memory_mib() -> u64 {
+    DEFAULT_MAX_MEMORY_MIB
+}
+fn default_console() -> ConsoleConfig {
+    ConsoleConfig::Stdout
+}
+
+/// The VM description (JSON schema = this struct; unknown fields are refused).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VmConfig {
+    pub kernel: PathBuf,
+    #[serde(default)]
+    pub kernel_format: KernelFormat,
+    #[serde(default)]
+    pub initrd: Option<PathBuf>,
+    #[serde(default)]
+    pub cmdline: String,
+    #[serde(default = "default_memory_mib")]
+    pub memory_mib: u64,
+    #[serde(default = "default_max_memory_mib")]
+    pub max_memory_mib: u64,
+    #[serde(default = "default_vcpus")]
+    pub vcpus: u8,
+    #[serde(default)]
+    pub disks: Vec<DiskConfig>,
+    #[serde(default)]
+    pub nets: Vec<NetConfig>,
+    #[serde(default)]
+    pub rng: bool,
+    #[serde(default = "default_console")]
+    pub console: ConsoleConfig,
+    #[serde(default)]
+    pub control_socket: Option<PathBuf>,
+}
+
+/// A configuration or usage error. `what` names the field, flag or file; `why` says what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub what: String,
+    pub why: String,
+}
+
+impl ConfigError {
+    pub fn invalid(what: impl Into<String>, why: impl Into<String>) -> Self {
+        ConfigError {
+            what: what.into(),
+            why: why.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.what, self.why)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl VmConfig {
+    /// A config with defaults for everything but the kernel.
+    pub fn with_kernel(kernel: PathBuf) -> Self {
+        VmConfig {
+            kernel,
+            kernel_format: KernelFormat::Auto,
+            initrd: None,
+            cmdline: String::new(),
+            memory_mib: default_memory_mib(),
+            max_memory_mib: default_max_memory_mib(),
+            vcpus: default_vcpus(),
+            disks: Vec::new(),
+            nets: Vec::new(),
+            rng: false,
+            console: default_console(),
+            control_socket: None,
+        }
+    }
+
+    pub fn from_json(text: &str) -> Result<Self, ConfigError> {
+        serde_json::from_str(text).map_err(|e| ConfigError::invalid("config", e.to_string()))
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let what = format!("config file {}", path.display());
+        let file = File::open(path).map_err(|e| ConfigError::invalid(&what, e.to_string()))?;
+        let mut text = String::new();
+        file.take(MAX_CONFIG_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| ConfigError::invalid(&what, e.to_string()))?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(ConfigError::invalid(
+                &what,
+                format!("larger than {MAX_CONFIG_BYTES} bytes"),
+            ));
+        }
+        serde_json::from_str(&text).map_err(|e| ConfigError::invalid(&what, e.to_string()))
+    }
+
+    /// Checks everything that can be checked without KVM: sizes, limits, files and their headers.
+    /// Kernel/initrd format checks are the architecture's (`arch::check_kernel`).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.memory_mib == 0 {
+            return Err(ConfigError::invalid("memory_mib", "must be at least 1"));
+        }
+        if self.memory_mib > self.max_memory_mib {
+            return Err(ConfigError::invalid(
+                "memory_mib",
+                format!(
+                    "{} MiB is above the limit max_memory_mib = {} MiB",
+                    self.memory_mib, self.max_memory_mib
+                ),
+            ));
+        }
+        if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
+            return Err(ConfigError::invalid(
+                "vcpus",
+                format!("{} is outside 1..={MAX_VCPUS}", self.vcpus),
+            ));
+        }
+        if self.cmdline.len() > MAX_CMDLINE_BYTES {
+            return Err(ConfigError::invalid(
+                "cmdline",
+                format!("longer than {MAX_CMDLINE_BYTES} bytes"),
+            ));
+        }
+        if self.cmdline.bytes().any(|b| b == 0 || !(b == b' ' || b.is_ascii_graphic())) {
+            return Err(ConfigError::invalid(
+                "cmdline",
+                "only printable ASCII and spaces are allowed",
+            ));
+        }
+        check_readable_file("kernel", &self.kernel)?;
+        if let Some(initrd) = &self.initrd {
+            check_initrd(initrd)?;
+        }
+        if self.disks.len() > MAX_DISKS {
+            return Err(ConfigError::invalid(
+                "disks",
+                format!("at most {MAX_DISKS} disks"),
+            ));
+        }
+        for (i, d) in self.disks.iter().enumerate() {
+            let what = format!("disks[{i}] {}", d.path.display());
+            let opened = std::fs::OpenOptions::new()
+                .read(true)
+                .write(!d.read_only)
+                .open(&d.path);
+            let f = opened.map_err(|e| ConfigError::invalid(&what, e.to_string()))?;
+            let meta = f
+                .metadata()
+                .map_err(|e| ConfigError::invalid(&what, e.to_string()))?;
+            if meta.is_dir() {
+                return Err(ConfigError::invalid(&what, "is a directory"));
+            }
+        }
+        if self.nets.len() > MAX_NETS {
+            return Err(ConfigError::invalid(
+                "nets",
+                format!("at most {MAX_NETS} nets"),
+            ));
+        }
+        for (i, n) in self.nets.iter().enumerate() {
+            check_tap(&format!("nets[{i}].tap"), &n.tap)?;
+        }
+        if let ConsoleConfig::File(p) | ConsoleConfig::Socket(p) = &self.console {
+            if p.as_os_str().len() > 107 && matches!(self.console, ConsoleConfig::Socket(_)) {
+                return Err(ConfigError::invalid("console", "socket path too long"));
+            }
+        }
+        if let Some(p) = &self.control_socket {
+            // sun_path holds 108 bytes including the terminating NUL.
+            if p.as_os_str().len() > 107 {
+                return Err(ConfigError::invalid(
+                    "control_socket",
+                    format!("{}: path longer than 107 bytes", p.display()),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_readable_file(what: &str, path: &Path) -> Result<(), ConfigError> {
+    let what = format!("{what} {}", path.display());
+    let f = File::open(path).map_err(|e| ConfigError::invalid(&what, e.to_string()))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| ConfigError::invalid(&what, e.to_string()))?;
+    if !meta.is_file() {
+        return Err(ConfigError::invalid(&what, "not a regular file"));
+    }
+    if meta.len() == 0 {
+        return Err(ConfigError::invalid(&what, "file is empty"));
+    }
+    Ok(())
+}
+
+/// Rejects an initramfs that cannot be a whole one: unreadable, empty, an unknown format, or an
+/// uncompressed newc cpio archive that ends before its `TRAILER!!!` entry (a truncated copy).
+pub fn check_initrd(path: &Path) -> Result<(), ConfigError> {
+    check_readable_file("initrd", path)?;
+    let what = format!("initrd {}", path.display());
+    let mut f = File::open(path).map_err(|e| ConfigError::invalid(&what, e.to_string()))?;
+    let len = f
+        .metadata()
+        .map_err(|e| ConfigError::invalid(&what, e.to_string()))?
+        .len();
+    let mut magic = [0u8; 6];
+    let n = f
+        .read(&mut magic)
+        .map_err(|e| ConfigError::invalid(&what, e.to_string()))?;
+    let magic = &magic[..n];
+    if magic.starts_with(b"070701") || magic.starts_with(b"070702") {
+        f.seek(SeekFrom::Start(0))
+            .map_err(|e| ConfigError::invalid(&what, e.to_string()))?;
+        return check_cpio(&mut f, len).map_err(|why| ConfigError::invalid(&what, why));
+    }
+    // Compressed archives: the magic must be right and the file long enough for the format's
+    // header plus trailer; a truncated stream is caught by the kernel's decompressor.
+    const COMPRESSED: &[(&[u8], u64, &str)] = &[
+        (&[0x1f, 0x8b], 18, "gzip"),
+        (&[0x28, 0xb5, 0x2f, 0xfd], 12, "zstd"),
+        (&[0xfd, b'7', b'z', b'X', b'Z', 0], 32, "xz"),
+        (&[0x02, 0x21, 0x4c, 0x18], 8, "lz4"),
+        (b"BZh", 14, "bzip2"),
+        (&[0x89, b'L', b'Z', b'O'], 16, "lzo"),
+        (&[0x5d, 0x00], 14, "lzma"),
+    ];
+    for (m, min_len, name) in COMPRESSED {
+        if magic.starts_with(m) {
+            if len < *min_len {
+                return Err(ConfigError::invalid(
+                    &what,
+                    format!("truncated {name} stream ({len} bytes)"),
+                ));
+            }
+            return Ok(());
+        }
+    }
+    Err(ConfigError::invalid(
+        &what,
+        "not an initramfs: expected a newc cpio archive or a gzip/zstd/xz/lz4/bzip2/lzo/lzma stream",
+    ))
+}
+
+/// Walks newc cpio headers up to `TRAILER!!!` without reading file bodies.
+fn check_cpio<R: Read + Seek>(r: &mut R, len: u64) -> Result<(), String> {
+    let mut pos = 0u64;
+    // Bounded: each entry advances by at least a 110-byte header.
+    loop {
+        if pos + 110 > len {
+            return Err(format!(
+                "truncated cpio archive: header at offset {pos} runs past the end ({len} bytes)"
+            ));
+        }
+        r.seek(SeekFrom::Start(pos)).map_err(|e| e.to_string())?;
+        let mut hdr = [0u8; 110];
+        r.read_exact(&mut hdr).map_err(|e| e.to_string())?;
+        if &hdr[..5] != b"07070" || !(hdr[5] == b'1' || hdr[5] == b'2') {
+            return Err(format!("corrupt cpio archive: bad header magic at offset {pos}"));
+        }
+        let field = |i: usize| -> Result<u64, String> {
+            let s = std::str::from_utf8(&hdr[6 + i * 8..14 + i * 8]).map_err(|e| e.to_string())?;
+            u64::from_str_radix(s, 16)
+                .map_err(|_| format!("corrupt cpio archive: bad header field at offset {pos}"))
+        };
+        let file_size = field(6)?;
+        let name_size = field(11)?;
+        if name_size == 0 || name_size > 4096 {
+            return Err(format!("corrupt cpio archive: bad name size at offset {pos}"));
+        }
+        let name_end = pos + 110 + name_size;
+        if name_end > len {
+            return Err(format!("truncated cpio archive at offset {pos}"));
+        }
+        let mut name = vec![0u8; name_size as usize];
+        r.read_exact(&mut name).map_err(|e| e.to_string())?;
+        let data_start = name_end.next_multiple_of(4);
+        let data_end = data_start + file_size;
+        if data_end > len {
+            return Err(format!(
+                "truncated cpio archive: entry at offset {pos} needs {data_end} bytes, file has {len}"
+            ));
+        }
+        if name.strip_suffix(&[0]) == Some(b"TRAILER!!!") {
+            return Ok(());
+        }
+        pos = data_end.next_multiple_of(4);
+    }
+}
+
+/// A tap name is what the kernel accepts (IFNAMSIZ - 1 bytes) and must exist already.
+fn check_tap(what: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0']) || name == "." {
+        return Err(ConfigError::invalid(
+            what,
+            format!("'{name}' is not a valid interface name"),
+        ));
+    }
+    if !Path::new("/sys/class/net").join(name).exists() {
+        return Err(ConfigError::invalid(
+            what,
+            format!("tap device '{name}' does not exist"),
+        ));
+    }
+    Ok(())
+}
+
+/// What the command line asked for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    Run(Box<VmConfig>),
+    KvmInfo,
+    Help,
+    Version,
+}
+
+fn parse_u64(flag: &str, v: &str) -> Result<u64, ConfigError> {
+    v.parse::<u64>()
+        .map_err(|_| ConfigError::invalid(flag, format!("'{v}' is not a number")))
+}
+
+/// Parses `argv[1..]`. Flags override the fields of a `--config` file.
+pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ConfigError> {
+    let args: Vec<String> = args.into_iter().collect();
+    match args.first().map(String::as_str) {
+        Some("kvm-info") if args.len() == 1 => return Ok(Command::KvmInfo),
+        Some("kvm-info") => {
+            return Err(ConfigError::invalid("kvm-info", "takes no arguments"));
+        }
+        _ => {}
+    }
+    let mut config_file: Option<PathBuf> = None;
+    let mut flags: Vec<(String, Option<String>)> = Vec::new();
+    let mut it = args.into_iter();
+    while let Some(arg) = it.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        match name.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            "--rng" => flags.push((name, None)),
+            "--config" | "--kernel" | "--kernel-format" | "--initrd" | "--cmdline"
+            | "--memory" | "--max-memory" | "--vcpus" | "--disk" | "--net" | "--console"
+            | "--control-socket" => {
+                let v = match inline {
+                    Some(v) => v,
+                    None => it
+                        .next()
+                        .ok_or_else(|| ConfigError::invalid(&name, "needs a value"))?,
+                };
+                if name == "--config" {
+                    config_file = Some(PathBuf::from(v));
+                } else {
+                    flags.push((name, Some(v)));
+                }
+            }
+            _ => {
+                return Err(ConfigError::invalid(
+                    &arg,
+                    "unknown argument (see --help)",
+                ))
+            }
+        }
+    }
+    let mut cfg = match &config_file {
+        Some(p) => VmConfig::from_file(p)?,
+        None => {
+            let kernel = flags
+                .iter()
+                .find(|(n, _)| n == "--kernel")
+                .and_then(|(_, v)| v.clone())
+                .ok_or_else(|| ConfigError::invalid("--kernel", "required (or --config FILE)"))?;
+            VmConfig::with_kernel(PathBuf::from(kernel))
+        }
+    };
+    // Lists given on the command line replace the file's lists rather than merging into them.
+    let mut disks_from_cli = false;
+    let mut nets_from_cli = false;
+    for (name, v) in flags {
+        let v = v.unwrap_or_default();
+        match name.as_str() {
+            "--kernel" => cfg.kernel = PathBuf::from(v),
+            "--kernel-format" => {
+                cfg.kernel_format = serde_json::from_value(serde_json::Value::String(v.clone()))
+                    .map_err(|_| {
+                        ConfigError::invalid(
+                            &name,
+                            format!("'{v}': expected auto, raw-x86-64 or raw-real-mode"),
+                        )
+                    })?
+            }
+            "--initrd" => cfg.initrd = Some(PathBuf::from(v)),
+            "--cmdline" => cfg.cmdline = v,
+            "--memory" => cfg.memory_mib = parse_u64(&name, &v)?,
+            "--max-memory" => cfg.max_memory_mib = parse_u64(&name, &v)?,
+            "--vcpus" => {
+                cfg.vcpus = v.parse::<u8>().map_err(|_| {
+                    ConfigError::invalid(&name, format!("'{v}' is not a vCPU count"))
+                })?
+            }
+            "--disk" => {
+                if !disks_from_cli {
+                    cfg.disks.clear();
+                    disks_from_cli = true;
+                }
+                let (path, opt) = match v.rsplit_once(',') {
+                    Some((p, o)) => (p, Some(o)),
+                    None => (v.as_str(), None),
+                };
+                let read_only = match opt {
+                    None => false,
+                    Some("ro") => true,
+                    Some("rw") => false,
+                    Some(o) => {
+                        return Err(ConfigError::invalid(
+                            &name,
+                            format!("'{o}': expected PATH[,ro|,rw]"),
+                        ))
+                    }
+                };
+                cfg.disks.push(DiskConfig {
+                    path: PathBuf::from(path),
+                    read_only,
+                });
+            }
+            "--net" => {
+                if !nets_from_cli {
+                    cfg.nets.clear();
+                    nets_from_cli = true;
+                }
+                let mut parts = v.split(',');
+                let tap = parts.next().unwrap_or_default().to_string();
+                let mut mac = None;
+                for p in parts {
+                    let m = p
+                        .strip_prefix("mac=")
+                        .and_then(MacAddr::parse)
+                        .ok_or_else(|| {
+                            ConfigError::invalid(&name, format!("'{p}': expected mac=aa:bb:..."))
+                        })?;
+                    mac = Some(m);
+                }
+                cfg.nets.push(NetConfig { tap, mac });
+            }
+            "--rng" => cfg.rng = true,
+            "--console" => cfg.console = ConsoleConfig::parse(&v)?,
+            "--control-socket" => cfg.control_socket = Some(PathBuf::from(v)),
+            _ => unreachable!("flag list above"),
+        }
+    }
+    Ok(Command::Run(Box::new(cfg)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Cursor, Write};
+
+    fn args(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn json_full_schema() {
+        let c = VmConfig::from_json(
+            r#"{"kernel":"/k","initrd":"/i","cmdline":"console=ttyS0","memory_mib":64,
+                "max_memory_mib":256,"vcpus":2,"disks":[{"path":"/d","read_only":true}],
+                "nets":[{"tap":"tap0","mac":"02:00:00:00:00:01"}],"rng":true,
+                "console":"file:/tmp/c","control_socket":"/run/vm.sock",
+                "kernel_format":"raw-x86-64"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.memory_mib, 64);
+        assert_eq!(c.vcpus, 2);
+        assert!(c.disks[0].read_only);
+        assert_eq!(c.nets[0].mac, Some(MacAddr([2, 0, 0, 0, 0, 1])));
+        assert_eq!(c.console, ConsoleConfig::File("/tmp/c".into()));
+        assert_eq!(c.kernel_format, KernelFormat::RawX86_64);
+    }
+
+    #[test]
+    fn json_errors_name_the_field() {
+        let e = VmConfig::from_json(r#"{"kernel":"/k","memroy_mib":1}"#).unwrap_err();
+        assert!(e.to_string().contains("memroy_mib"), "{e}");
+        let e = VmConfig::from_json(r#"{"kernel":"/k","console":"tty"}"#).unwrap_err();
+        assert!(e.to_string().contains("console"), "{e}");
+        let e = VmConfig::from_json(r#"{"kernel":"/k","nets":[{"tap":"t","mac":"zz"}]}"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("MAC"), "{e}");
+        let e = VmConfig::from_json("{not json").unwrap_err();
+        assert_eq!(e.what, "config");
+        let e = VmConfig::from_json(r#"{"memory_mib":1}"#).unwrap_err();
+        assert!(e.to_string().contains("kernel"), "{e}");
+    }
+
+    #[test]
+    fn limits() {
+        let dir = std::env::temp_dir().join(format!("cpv-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let k = dir.join("k");
+        std::fs::write(&k, b"kernel").unwrap();
+        let mut c = VmConfig::with_kernel(k.clone());
+        c.validate().unwrap();
+        c.memory_mib = 0;
+        assert_eq!(c.validate().unwrap_err().what, "memory_mib");
+        c.memory_mib = 4096;
+        c.max_memory_mib = 1024;
+        let e = c.validate().unwrap_err();
+        assert!(e.why.contains("max_memory_mib"), "{e}");
+        c.memory_mib = 64;
+        c.vcpus = 0;
+        assert_eq!(c.validate().unwrap_err().what, "vcpus");
+        c.vcpus = 1;
+        c.kernel = dir.join("missing");
+        assert!(c.validate().unwrap_err().what.contains("missing"));
+        c.kernel = k;
+        c.nets.push(NetConfig {
+            tap: "cpvnotap0".into(),
+            mac: None,
+        });
+        let e = c.validate().unwrap_err();
+        assert!(e.why.contains("does not exist"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn cpio_entry(out: &mut Vec<u8>, name: &str, data: &[u8]) {
+        let namesize = name.len() + 1;
+        write!(
+            out,
+            "070701{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
+            0, 0o100644, 0, 0, 1, 0, data.len(), 0, 0, 0, 0, namesize, 0
+        )
+        .unwrap();
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+        out.extend_from_slice(data);
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+    }
+
+    #[test]
+    fn cpio_truncation_is_detected() {
+        let mut a = Vec::new();
+        cpio_entry(&mut a, "init", &[7u8; 1000]);
+        cpio_entry(&mut a, "TRAILER!!!", &[]);
+        let len = a.len() as u64;
+        check_cpio(&mut Cursor::new(&a), len).unwrap();
+        for cut in [50usize, 200, 900, a.len() - 20] {
+            let t = &a[..cut];
+            let e = check_cpio(&mut Cursor::new(t), cut as u64).unwrap_err();
+            assert!(e.contains("truncated"), "cut {cut}: {e}");
+        }
+        let mut bad = a.clone();
+        bad[0] = b'X';
+        assert!(check_cpio(&mut Cursor::new(&bad), len)
+            .unwrap_err()
+            .contains("magic"));
+    }
+
+    #[test]
+    fn cli_flags() {
+        let c = parse_args(args(&[
+            "--kernel",
+            "/k",
+            "--memory=64",
+            "--vcpus",
+            "2",
+            "--disk",
+            "/d,ro",
+            "--net",
+            "tap0,mac=02:00:00:00:00:02",
+            "--console",
+            "socket:/tmp/s",
+            "--control-socket",
+            "/tmp/c",
+            "--rng",
+        ]))
+        .unwrap();
+        let Command::Run(c) = c else { panic!() };
+        assert_eq!(c.memory_mib, 64);
+        assert_eq!(c.disks, vec![DiskConfig { path: "/d".into(), read_only: true }]);
+        assert_eq!(c.nets[0].tap, "tap0");
+        assert!(c.rng);
+        assert_eq!(parse_args(args(&["kvm-info"])).unwrap(), Command::KvmInfo);
+        assert_eq!(parse_args(args(&["--help"])).unwrap(), Command::Help);
+        assert_eq!(parse_args(args(&["--bogus"])).unwrap_err().what, "--bogus");
+        assert_eq!(parse_args(args(&["--memory", "1"])).unwrap_err().what, "--kernel");
+        assert_eq!(
+            parse_args(args(&["--kernel", "/k", "--memory", "x"]))
+                .unwrap_err()
+                .what,
+            "--memory"
+        );
+        assert_eq!(
+            parse_args(args(&["--kernel", "/k", "--disk", "/d,rx"]))
+                .unwrap_err()
+                .what,
+            "--disk"
+        );
+        assert_eq!(parse_args(args(&["--kernel"])).unwrap_err().why, "needs a value");
+    }
+}

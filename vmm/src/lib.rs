@@ -2,11 +2,12 @@
 //!
 //! Layout (after Firecracker's split):
 //! - `arch/`    architecture seam: boot protocol, device tree / boot params, interrupt controller,
-//!              vCPU register setup. A new board architecture touches only this folder.
+//!   vCPU register setup. A new board architecture touches only this folder.
 //! - `devices/` device models (serial, RTC, virtio-mmio transport and virtio devices, boot signal),
-//!              testable against guest memory without KVM.
+//!   testable against guest memory without KVM.
 //! - `vstate/`  KVM state: the VM, its vCPUs and guest memory.
 //! - `builder`  wires a `config::VmConfig` into a running VM.
+//! - `control`  the Unix control socket (status, pause, resume, stop).
 
 pub mod arch;
 pub mod builder;
@@ -14,3 +15,39 @@ pub mod config;
 pub mod control;
 pub mod devices;
 pub mod vstate;
+
+use std::io::Write;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// Process exit codes, documented in README.md and `--help`.
+pub mod exit_code {
+    /// Guest powered off, or the VMM was stopped cleanly (SIGTERM, control `stop`).
+    pub const OK: i32 = 0;
+    /// Host or KVM setup failure (no /dev/kvm, an ioctl failed, a device could not be set up).
+    pub const HOST_ERROR: i32 = 1;
+    /// Configuration or usage error; nothing was started.
+    pub const CONFIG_ERROR: i32 = 2;
+    /// The guest asked for a reboot; the supervisor decides whether to start it again.
+    pub const GUEST_REBOOT: i32 = 3;
+    /// The guest crashed or KVM failed while running it.
+    pub const GUEST_CRASH: i32 = 4;
+}
+
+static START: OnceLock<Instant> = OnceLock::new();
+
+/// Marks the process start; `main` calls it first so timings cover all of the VMM's own work.
+pub fn mark_start() {
+    START.get_or_init(Instant::now);
+}
+
+/// Milliseconds since `mark_start` (or since the first call, if `main` did not mark it).
+pub fn elapsed_ms() -> f64 {
+    START.get_or_init(Instant::now).elapsed().as_secs_f64() * 1000.0
+}
+
+/// One log line on stderr, prefixed so it can be told apart from the guest console on stdout.
+pub fn log(msg: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "cpevisor-vmm: {msg}");
+}

@@ -1,0 +1,233 @@
+//! The flattened device tree handed to an arm64 kernel in X0. Pure data: built from a
+//! `FdtConfig`, so it is unit-tested on any host.
+
+use vm_fdt::{Error as FdtError, FdtWriter};
+
+use super::layout::*;
+use crate::arch::DeviceMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GicVersion {
+    V2,
+    V3,
+}
+
+pub struct FdtConfig<'a> {
+    pub mem_size: u64,
+    /// MPIDR of each vCPU, in vCPU order.
+    pub mpidrs: &'a [u64],
+    pub gic: GicVersion,
+    pub cmdline: &'a str,
+    pub initrd: Option<(u64, u64)>,
+    pub devices: &'a DeviceMap,
+}
+
+const PHANDLE_GIC: u32 = 1;
+const PHANDLE_APB_CLK: u32 = 2;
+
+// Interrupt specifier cells (dt-bindings/interrupt-controller/arm-gic.h).
+const GIC_SPI: u32 = 0;
+const GIC_PPI: u32 = 1;
+const IRQ_TYPE_EDGE_RISING: u32 = 1;
+const IRQ_TYPE_LEVEL_HIGH: u32 = 4;
+/// PPIs of the architected timer: secure phys, non-secure phys, virtual, hypervisor.
+const TIMER_PPIS: [u32; 4] = [13, 14, 11, 10];
+const GIC_MAINTENANCE_PPI: u32 = 9;
+/// The 16550's input clock as the 8250 OF driver expects to find it.
+const SERIAL_CLOCK_HZ: u32 = 1_843_200;
+
+pub fn create_fdt(cfg: &FdtConfig<'_>) -> Result<Vec<u8>, FdtError> {
+    let mut fdt = FdtWriter::new()?;
+    let root = fdt.begin_node("")?;
+    fdt.property_string("compatible", "linux,dummy-virt")?;
+    fdt.property_string("model", "cpevisor microVM")?;
+    fdt.property_u32("#address-cells", 2)?;
+    fdt.property_u32("#size-cells", 2)?;
+    fdt.property_u32("interrupt-parent", PHANDLE_GIC)?;
+
+    let mem = fdt.begin_node(&format!("memory@{RAM_START:x}"))?;
+    fdt.property_string("device_type", "memory")?;
+    fdt.property_array_u64("reg", &[RAM_START, cfg.mem_size])?;
+    fdt.end_node(mem)?;
+
+    let cpus = fdt.begin_node("cpus")?;
+    fdt.property_u32("#address-cells", 1)?;
+    fdt.property_u32("#size-cells", 0)?;
+    for (i, mpidr) in cfg.mpidrs.iter().enumerate() {
+        // Aff2..Aff0 identify the CPU; MT and U bits are not part of the address.
+        let reg = (mpidr & 0x00ff_ffff) as u32;
+        let cpu = fdt.begin_node(&format!("cpu@{reg:x}"))?;
+        fdt.property_string("device_type", "cpu")?;
+        fdt.property_string("compatible", "arm,arm-v8")?;
+        fdt.property_string("enable-method", "psci")?;
+        fdt.property_u32("reg", reg)?;
+        let _ = i;
+        fdt.end_node(cpu)?;
+    }
+    fdt.end_node(cpus)?;
+
+    let psci = fdt.begin_node("psci")?;
+    fdt.property_string_list("compatible", vec!["arm,psci-0.2".into(), "arm,psci".into()])?;
+    fdt.property_string("method", "hvc")?;
+    fdt.end_node(psci)?;
+
+    let chosen = fdt.begin_node("chosen")?;
+    fdt.property_string("bootargs", cfg.cmdline)?;
+    if let Some((start, size)) = cfg.initrd {
+        fdt.property_u64("linux,initrd-start", start)?;
+        fdt.property_u64("linux,initrd-end", start + size)?;
+    }
+    fdt.property_string("stdout-path", &format!("/uart@{:x}", cfg.devices.serial.addr))?;
+    fdt.end_node(chosen)?;
+
+    create_gic_node(&mut fdt, cfg)?;
+    create_timer_node(&mut fdt, cfg)?;
+
+    let clk = fdt.begin_node("apb-pclk")?;
+    fdt.property_string("compatible", "fixed-clock")?;
+    fdt.property_u32("#clock-cells", 0)?;
+    fdt.property_u32("clock-frequency", 24_000_000)?;
+    fdt.property_string("clock-output-names", "clk24mhz")?;
+    fdt.property_phandle(PHANDLE_APB_CLK)?;
+    fdt.end_node(clk)?;
+
+    let d = &cfg.devices;
+    let uart = fdt.begin_node(&format!("uart@{:x}", d.serial.addr))?;
+    fdt.property_string("compatible", "ns16550a")?;
+    fdt.property_array_u64("reg", &[d.serial.addr, d.serial.len])?;
+    fdt.property_u32("clock-frequency", SERIAL_CLOCK_HZ)?;
+    fdt.property_array_u32("interrupts", &[GIC_SPI, d.serial.irq, IRQ_TYPE_EDGE_RISING])?;
+    fdt.end_node(uart)?;
+
+    if let Some(rtc) = &d.rtc {
+        let n = fdt.begin_node(&format!("rtc@{:x}", rtc.addr))?;
+        fdt.property_string_list("compatible", vec!["arm,pl031".into(), "arm,primecell".into()])?;
+        fdt.property_array_u64("reg", &[rtc.addr, rtc.len])?;
+        fdt.property_array_u32("interrupts", &[GIC_SPI, rtc.irq, IRQ_TYPE_LEVEL_HIGH])?;
+        fdt.property_u32("clocks", PHANDLE_APB_CLK)?;
+        fdt.property_string("clock-names", "apb_pclk")?;
+        fdt.end_node(n)?;
+    }
+
+    for v in &d.virtio {
+        let n = fdt.begin_node(&format!("virtio_mmio@{:x}", v.addr))?;
+        fdt.property_string("compatible", "virtio,mmio")?;
+        fdt.property_array_u64("reg", &[v.addr, v.len])?;
+        fdt.property_array_u32("interrupts", &[GIC_SPI, v.irq, IRQ_TYPE_EDGE_RISING])?;
+        fdt.property_null("dma-coherent")?;
+        fdt.end_node(n)?;
+    }
+
+    fdt.end_node(root)?;
+    fdt.finish()
+}
+
+fn create_gic_node(fdt: &mut FdtWriter, cfg: &FdtConfig<'_>) -> Result<(), FdtError> {
+    let gic = fdt.begin_node(&format!("intc@{GIC_DIST_BASE:x}"))?;
+    match cfg.gic {
+        GicVersion::V3 => {
+            fdt.property_string("compatible", "arm,gic-v3")?;
+            fdt.property_array_u64(
+                "reg",
+                &[
+                    GIC_DIST_BASE,
+                    GIC_DIST_SIZE,
+                    GICV3_REDIST_BASE,
+                    GICV3_REDIST_SIZE_PER_CPU * cfg.mpidrs.len() as u64,
+                ],
+            )?;
+        }
+        GicVersion::V2 => {
+            fdt.property_string("compatible", "arm,cortex-a15-gic")?;
+            fdt.property_array_u64(
+                "reg",
+                &[GIC_DIST_BASE, 0x1000, GICV2_CPU_BASE, GICV2_CPU_SIZE],
+            )?;
+        }
+    }
+    fdt.property_u32("#interrupt-cells", 3)?;
+    fdt.property_null("interrupt-controller")?;
+    fdt.property_u32("#address-cells", 2)?;
+    fdt.property_u32("#size-cells", 2)?;
+    fdt.property_null("ranges")?;
+    fdt.property_array_u32(
+        "interrupts",
+        &[GIC_PPI, GIC_MAINTENANCE_PPI, IRQ_TYPE_LEVEL_HIGH],
+    )?;
+    fdt.property_phandle(PHANDLE_GIC)?;
+    fdt.end_node(gic)
+}
+
+fn create_timer_node(fdt: &mut FdtWriter, cfg: &FdtConfig<'_>) -> Result<(), FdtError> {
+    // GICv2 PPI specifiers carry a mask of the CPUs the PPI is wired to; GICv3 ignores it.
+    let cpu_mask = match cfg.gic {
+        GicVersion::V2 => ((1u32 << cfg.mpidrs.len().min(8)) - 1) << 8,
+        GicVersion::V3 => 0,
+    };
+    let mut irqs = Vec::with_capacity(12);
+    for ppi in TIMER_PPIS {
+        irqs.extend_from_slice(&[GIC_PPI, ppi, cpu_mask | IRQ_TYPE_LEVEL_HIGH]);
+    }
+    let timer = fdt.begin_node("timer")?;
+    fdt.property_string("compatible", "arm,armv8-timer")?;
+    fdt.property_null("always-on")?;
+    fdt.property_array_u32("interrupts", &irqs)?;
+    fdt.end_node(timer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::DeviceSlot;
+
+    fn devices() -> DeviceMap {
+        DeviceMap {
+            serial: DeviceSlot { addr: SERIAL_BASE, len: DEVICE_WINDOW, irq: SERIAL_SPI },
+            rtc: Some(DeviceSlot { addr: RTC_BASE, len: DEVICE_WINDOW, irq: RTC_SPI }),
+            boot_signal: DeviceSlot { addr: BOOT_SIGNAL_BASE, len: DEVICE_WINDOW, irq: 0 },
+            virtio: vec![DeviceSlot { addr: VIRTIO_MMIO_BASE, len: 0x200, irq: VIRTIO_FIRST_SPI }],
+        }
+    }
+
+    /// Finds `needle` in the blob: the FDT stores node names and string values verbatim.
+    fn contains(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn fdt_has_the_nodes_linux_needs() {
+        let d = devices();
+        for gic in [GicVersion::V3, GicVersion::V2] {
+            let blob = create_fdt(&FdtConfig {
+                mem_size: 64 << 20,
+                mpidrs: &[0, 1],
+                gic,
+                cmdline: "console=ttyS0 quiet",
+                initrd: Some((0x8400_0000, 0x1000)),
+                devices: &d,
+            })
+            .unwrap();
+            assert_eq!(&blob[..4], &[0xd0, 0x0d, 0xfe, 0xed], "FDT magic");
+            assert!(blob.len() as u64 <= FDT_MAX_SIZE);
+            for s in [
+                &b"memory@80000000"[..],
+                b"cpu@1\0",
+                b"arm,psci-0.2",
+                b"arm,armv8-timer",
+                b"ns16550a",
+                b"arm,pl031",
+                b"virtio_mmio@a000000",
+                b"console=ttyS0 quiet",
+                b"linux,initrd-start",
+                b"/uart@9000000",
+            ] {
+                assert!(contains(&blob, s), "{gic:?}: missing {}", String::from_utf8_lossy(s));
+            }
+            let want: &[u8] = match gic {
+                GicVersion::V3 => b"arm,gic-v3",
+                GicVersion::V2 => b"arm,cortex-a15-gic",
+            };
+            assert!(contains(&blob, want));
+        }
+    }
+}

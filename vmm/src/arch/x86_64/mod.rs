@@ -1,0 +1,460 @@
+//! x86_64: Linux 64-bit boot protocol (Documentation/arch/x86/boot.rst) for ELF `vmlinux` and
+//! bzImage, zero page with an e820 map, MP table, in-kernel PIC/IOAPIC/PIT, and two raw test
+//! formats for hand-written guests.
+
+pub mod mptable;
+pub mod regs;
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+use kvm_bindings::{kvm_pit_config, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Kvm, VcpuFd};
+use linux_loader::loader::bootparam::{boot_e820_entry, boot_params};
+use linux_loader::loader::{BzImage, Elf, KernelLoader};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use crate::arch::{load_file_at, ArchError, DeviceMap, DeviceSlot, LoadedKernel};
+use crate::config::{ConfigError, KernelFormat, VmConfig};
+use crate::vstate::vm::Vm;
+
+/// Guest-physical layout of the x86_64 microVM.
+pub mod layout {
+    pub const GDT_ADDR: u64 = 0x500;
+    pub const IDT_ADDR: u64 = 0x520;
+    /// Real-mode raw guests are loaded here (CS = 0).
+    pub const RAW_REAL_MODE_ADDR: u64 = 0x1000;
+    pub const ZERO_PAGE_ADDR: u64 = 0x7000;
+    pub const BOOT_STACK: u64 = 0x8ff0;
+    pub const PML4_ADDR: u64 = 0x9000;
+    pub const PDPT_ADDR: u64 = 0xa000;
+    pub const PD_ADDR: u64 = 0xb000;
+    pub const CMDLINE_ADDR: u64 = 0x2_0000;
+    pub const CMDLINE_MAX: u64 = 0x1_0000;
+    /// Start of the EBDA, where the MP table goes; up to 1 MiB is reserved in the e820 map.
+    pub const EBDA_START: u64 = 0x9_fc00;
+    pub const HIMEM_START: u64 = 0x10_0000;
+    /// Long-mode raw guests are loaded and entered here.
+    pub const RAW_LOAD_ADDR: u64 = HIMEM_START;
+    /// RAM below 4 GiB ends here; the gap holds MMIO devices, the IOAPIC and the LAPIC.
+    pub const MMIO_GAP_START: u64 = 0xc000_0000;
+    pub const FIRST_ADDR_PAST_4G: u64 = 1 << 32;
+    pub const TSS_ADDR: usize = 0xfffb_d000;
+    /// The boot-ready signal is an I/O port on x86 (`devices::boot_signal::X86_PORT`).
+    pub const BOOT_SIGNAL_PORT: u64 = 0x3f0;
+    pub const BOOT_SIGNAL_PORT_LEN: u64 = 1;
+    pub const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
+    pub const DEVICE_WINDOW: u64 = 0x1000;
+    pub const SERIAL_PORT: u64 = 0x3f8;
+    pub const SERIAL_IRQ: u32 = 4;
+    /// The i8042 controller's ports (0x60 data, 0x64 command); only reset is used.
+    pub const I8042_PORT: u64 = 0x60;
+    pub const I8042_IRQ: u32 = 1;
+    pub const VIRTIO_FIRST_IRQ: u32 = 5;
+}
+use layout::*;
+
+/// On x86 the PIC/IOAPIC must exist before the vCPUs so each gets an in-kernel LAPIC.
+pub const IRQCHIP_BEFORE_VCPUS: bool = true;
+/// The MP table in the EBDA has room for this many processors.
+pub const MAX_VCPUS: u64 = 32;
+
+pub fn max_vcpus() -> u64 {
+    MAX_VCPUS
+}
+
+pub fn ram_regions(bytes: u64) -> Vec<(GuestAddress, usize)> {
+    if bytes <= MMIO_GAP_START {
+        vec![(GuestAddress(0), bytes as usize)]
+    } else {
+        vec![
+            (GuestAddress(0), MMIO_GAP_START as usize),
+            (GuestAddress(FIRST_ADDR_PAST_4G), (bytes - MMIO_GAP_START) as usize),
+        ]
+    }
+}
+
+const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
+const EM_X86_64: u16 = 62;
+const HDRS_MAGIC: u32 = 0x5372_6448; // "HdrS"
+/// XLF_KERNEL_64: the bzImage has the 64-bit entry at +0x200.
+const XLF_KERNEL_64: u16 = 1;
+
+/// Format checks done before KVM is touched; errors name the file and what is wrong with it.
+pub fn check_kernel(format: KernelFormat, path: &Path) -> Result<(), ConfigError> {
+    let what = format!("kernel {}", path.display());
+    let err = |why: String| ConfigError::invalid(&what, why);
+    let mut f = File::open(path).map_err(|e| err(e.to_string()))?;
+    let len = f.metadata().map_err(|e| err(e.to_string()))?.len();
+    match format {
+        KernelFormat::RawRealMode => {
+            let room = 0x1_0000 - RAW_REAL_MODE_ADDR;
+            if len > room {
+                return Err(err(format!("raw real-mode code is {len} bytes, at most {room}")));
+            }
+            return Ok(());
+        }
+        KernelFormat::RawX86_64 => {
+            if len > (64 << 20) {
+                return Err(err(format!("raw code is {len} bytes, at most 64 MiB")));
+            }
+            return Ok(());
+        }
+        KernelFormat::Auto => {}
+    }
+    let mut head = [0u8; 0x240];
+    let n = read_up_to(&mut f, &mut head).map_err(|e| err(e.to_string()))?;
+    let head = &head[..n];
+    if head.starts_with(ELF_MAGIC) {
+        if n < 20 || head[4] != 2 || head[5] != 1 {
+            return Err(err("ELF file is not 64-bit little endian (an x86_64 vmlinux)".into()));
+        }
+        let machine = u16::from_le_bytes([head[18], head[19]]);
+        if machine != EM_X86_64 {
+            return Err(err(format!("ELF machine {machine}, expected x86_64 ({EM_X86_64})")));
+        }
+        return Ok(());
+    }
+    if n >= 0x238 && u32::from_le_bytes(head[0x202..0x206].try_into().unwrap_or_default()) == HDRS_MAGIC {
+        let boot_flag = u16::from_le_bytes([head[0x1fe], head[0x1ff]]);
+        if boot_flag != 0xaa55 {
+            return Err(err(format!("bzImage boot flag {boot_flag:#x}, expected 0xaa55")));
+        }
+        let version = u16::from_le_bytes([head[0x206], head[0x207]]);
+        let xloadflags = u16::from_le_bytes([head[0x236], head[0x237]]);
+        if version < 0x20c || xloadflags & XLF_KERNEL_64 == 0 {
+            return Err(err(format!(
+                "bzImage (boot protocol {}.{:02}) has no 64-bit entry point",
+                version >> 8,
+                version & 0xff
+            )));
+        }
+        let setup_sects = head[0x1f1].max(4) as u64;
+        if len <= (setup_sects + 1) * 512 {
+            return Err(err(format!("truncated bzImage: {len} bytes")));
+        }
+        return Ok(());
+    }
+    Err(err(
+        "not an x86_64 kernel: expected an ELF vmlinux or a bzImage (or set kernel_format for raw test code)"
+            .into(),
+    ))
+}
+
+fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+pub fn device_map(n_virtio: usize) -> Result<DeviceMap, ArchError> {
+    let last_irq = VIRTIO_FIRST_IRQ as usize + n_virtio;
+    if last_irq > mptable::IOAPIC_PINS as usize {
+        return Err(ArchError(format!("{n_virtio} virtio devices exceed the IOAPIC's pins")));
+    }
+    Ok(DeviceMap {
+        serial: DeviceSlot { addr: SERIAL_PORT, len: 8, irq: SERIAL_IRQ },
+        rtc: None,
+        boot_signal: DeviceSlot { addr: BOOT_SIGNAL_PORT, len: BOOT_SIGNAL_PORT_LEN, irq: 0 },
+        virtio: (0..n_virtio)
+            .map(|i| DeviceSlot {
+                addr: VIRTIO_MMIO_BASE + i as u64 * DEVICE_WINDOW,
+                len: DEVICE_WINDOW,
+                irq: VIRTIO_FIRST_IRQ + i as u32,
+            })
+            .collect(),
+    })
+}
+
+/// The TSS pages KVM needs on Intel hosts, out of the guest's RAM.
+pub fn prepare_vm(vm: &Vm) -> Result<(), ArchError> {
+    vm.fd()
+        .set_tss_address(TSS_ADDR)
+        .map_err(|e| ArchError::new("KVM_SET_TSS_ADDR", e))
+}
+
+/// Marker that the in-kernel PIC, IOAPIC and PIT exist.
+pub struct IrqChip;
+
+pub fn create_irqchip(vm: &Vm, _vcpus: u64) -> Result<IrqChip, ArchError> {
+    vm.fd()
+        .create_irq_chip()
+        .map_err(|e| ArchError::new("KVM_CREATE_IRQCHIP", e))?;
+    let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
+    vm.fd()
+        .create_pit2(pit)
+        .map_err(|e| ArchError::new("KVM_CREATE_PIT2", e))?;
+    Ok(IrqChip)
+}
+
+/// Nothing to do at creation on x86 (all state is set in `setup_boot_regs`).
+pub fn init_vcpu(_vm: &Vm, _vcpu: &VcpuFd, _id: u64, _n: u64) -> Result<(), ArchError> {
+    Ok(())
+}
+
+pub fn load_kernel(mem: &GuestMemoryMmap, cfg: &VmConfig) -> Result<LoadedKernel, ArchError> {
+    let what = format!("kernel {}", cfg.kernel.display());
+    let mut loaded = match cfg.kernel_format {
+        KernelFormat::RawRealMode => {
+            let len = load_file_at(mem, GuestAddress(RAW_REAL_MODE_ADDR), &cfg.kernel, "kernel")?;
+            LoadedKernel {
+                entry: RAW_REAL_MODE_ADDR,
+                kernel_end: RAW_REAL_MODE_ADDR + len,
+                ..Default::default()
+            }
+        }
+        KernelFormat::RawX86_64 => {
+            let len = load_file_at(mem, GuestAddress(RAW_LOAD_ADDR), &cfg.kernel, "kernel")?;
+            LoadedKernel {
+                entry: RAW_LOAD_ADDR,
+                kernel_end: RAW_LOAD_ADDR + len,
+                ..Default::default()
+            }
+        }
+        KernelFormat::Auto => {
+            let mut f = File::open(&cfg.kernel).map_err(|e| ArchError::new(&what, e))?;
+            let mut magic = [0u8; 4];
+            f.read_exact(&mut magic).map_err(|e| ArchError::new(&what, e))?;
+            f.seek(SeekFrom::Start(0)).map_err(|e| ArchError::new(&what, e))?;
+            let himem = Some(GuestAddress(HIMEM_START));
+            if &magic == ELF_MAGIC {
+                let r = Elf::load(mem, None, &mut f, himem).map_err(|e| ArchError::new(&what, e))?;
+                LoadedKernel {
+                    entry: r.kernel_load.0,
+                    kernel_end: r.kernel_end,
+                    initrd: None,
+                    setup_header: None,
+                }
+            } else {
+                let r = BzImage::load(mem, None, &mut f, himem).map_err(|e| ArchError::new(&what, e))?;
+                LoadedKernel {
+                    // The 64-bit entry point is 0x200 past the protected-mode code.
+                    entry: r.kernel_load.0 + 0x200,
+                    kernel_end: r.kernel_end,
+                    initrd: None,
+                    setup_header: r.setup_header,
+                }
+            }
+        }
+    };
+    if let Some(p) = &cfg.initrd {
+        let size = std::fs::metadata(p)
+            .map_err(|e| ArchError::new(&format!("initrd {}", p.display()), e))?
+            .len();
+        // At the top of low RAM, page aligned, clear of the kernel.
+        let low_end = (cfg.memory_mib << 20).min(MMIO_GAP_START);
+        let start = low_end
+            .checked_sub(size)
+            .map(|a| a & !0xfff)
+            .filter(|&a| a >= loaded.kernel_end)
+            .ok_or_else(|| {
+                ArchError(format!(
+                    "initrd {} ({size} bytes) does not fit in guest memory next to the kernel",
+                    p.display()
+                ))
+            })?;
+        load_file_at(mem, GuestAddress(start), p, "initrd")?;
+        loaded.initrd = Some((start, size));
+    }
+    Ok(loaded)
+}
+
+/// Adds the virtio-mmio devices to the command line (kernels with
+/// CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES find them there).
+pub fn finalize_cmdline(user: &str, devices: &DeviceMap) -> Result<String, ArchError> {
+    let mut cmdline = linux_loader::cmdline::Cmdline::new(CMDLINE_MAX as usize)
+        .map_err(|e| ArchError::new("kernel command line", e))?;
+    if !user.is_empty() {
+        cmdline
+            .insert_str(user)
+            .map_err(|e| ArchError::new("kernel command line", e))?;
+    }
+    for v in &devices.virtio {
+        cmdline
+            .add_virtio_mmio_device(v.len, GuestAddress(v.addr), v.irq, None)
+            .map_err(|e| ArchError::new("kernel command line", e))?;
+    }
+    let s = cmdline
+        .as_cstring()
+        .map_err(|e| ArchError::new("kernel command line", e))?;
+    Ok(s.to_string_lossy().into_owned())
+}
+
+const E820_RAM: u32 = 1;
+const E820_RESERVED: u32 = 2;
+const KERNEL_BOOT_FLAG_MAGIC: u16 = 0xaa55;
+const KERNEL_LOADER_OTHER: u8 = 0xff;
+const KERNEL_MIN_ALIGNMENT_BYTES: u32 = 0x100_0000;
+
+/// Writes the zero page, command line, MP table, GDT and page tables. Returns the zero page
+/// address (RSI at entry). Raw formats get only the GDT and page tables.
+#[allow(clippy::too_many_arguments)]
+pub fn configure_system(
+    mem: &GuestMemoryMmap,
+    vcpus: &[VcpuFd],
+    _irqchip: Option<&IrqChip>,
+    kernel: &LoadedKernel,
+    mem_bytes: u64,
+    cmdline: &str,
+    _devices: &DeviceMap,
+    format: KernelFormat,
+) -> Result<u64, ArchError> {
+    regs::write_boot_tables(mem)?;
+    if format.is_raw() {
+        return Ok(0);
+    }
+    mptable::write(mem, EBDA_START, vcpus.len() as u8, HIMEM_START)?;
+
+    let bytes = cmdline.as_bytes();
+    if bytes.len() as u64 >= CMDLINE_MAX {
+        return Err(ArchError(format!("kernel command line longer than {CMDLINE_MAX} bytes")));
+    }
+    mem.write_slice(bytes, GuestAddress(CMDLINE_ADDR))
+        .and_then(|_| mem.write_obj(0u8, GuestAddress(CMDLINE_ADDR + bytes.len() as u64)))
+        .map_err(|e| ArchError::new("write command line", e))?;
+
+    let mut params = boot_params::default();
+    if let Some(h) = kernel.setup_header {
+        params.hdr = h;
+    } else {
+        params.hdr.boot_flag = KERNEL_BOOT_FLAG_MAGIC;
+        params.hdr.header = HDRS_MAGIC;
+        params.hdr.kernel_alignment = KERNEL_MIN_ALIGNMENT_BYTES;
+    }
+    params.hdr.type_of_loader = KERNEL_LOADER_OTHER;
+    params.hdr.cmd_line_ptr = CMDLINE_ADDR as u32;
+    params.hdr.cmdline_size = bytes.len() as u32;
+    if let Some((addr, size)) = kernel.initrd {
+        params.hdr.ramdisk_image = addr as u32;
+        params.hdr.ramdisk_size = size as u32;
+    }
+    let low_end = mem_bytes.min(MMIO_GAP_START);
+    let mut e820 = vec![
+        (0, EBDA_START, E820_RAM),
+        (EBDA_START, HIMEM_START - EBDA_START, E820_RESERVED),
+        (HIMEM_START, low_end - HIMEM_START, E820_RAM),
+    ];
+    if mem_bytes > MMIO_GAP_START {
+        e820.push((FIRST_ADDR_PAST_4G, mem_bytes - MMIO_GAP_START, E820_RAM));
+    }
+    for (i, (addr, size, kind)) in e820.iter().enumerate() {
+        params.e820_table[i] = boot_e820_entry { addr: *addr, size: *size, r#type: *kind };
+    }
+    params.e820_entries = e820.len() as u8;
+    mem.write_obj(params, GuestAddress(ZERO_PAGE_ADDR))
+        .map_err(|e| ArchError::new("write zero page", e))?;
+    Ok(ZERO_PAGE_ADDR)
+}
+
+/// The CPUID leaves KVM supports, read once per VM.
+pub fn supported_cpuid(kvm: &Kvm) -> Result<CpuId, ArchError> {
+    kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(|e| ArchError::new("KVM_GET_SUPPORTED_CPUID", e))
+}
+
+/// Registers, CPUID, MSRs, FPU and LAPIC of vCPU `id`. All vCPUs start at the entry point in
+/// long mode (Linux parks the secondaries until it sends them INIT/SIPI).
+#[allow(clippy::too_many_arguments)]
+pub fn setup_boot_regs(
+    vcpu: &VcpuFd,
+    id: u64,
+    count: u64,
+    cpuid: &CpuId,
+    kernel: &LoadedKernel,
+    zero_page: u64,
+    format: KernelFormat,
+    has_irqchip: bool,
+) -> Result<(), ArchError> {
+    regs::setup_cpuid(vcpu, cpuid, id as u8, count as u8)?;
+    regs::setup_msrs(vcpu)?;
+    regs::setup_fpu(vcpu)?;
+    if has_irqchip {
+        regs::setup_lapic(vcpu)?;
+    }
+    match format {
+        KernelFormat::RawRealMode => {
+            regs::setup_real_mode_sregs(vcpu)?;
+        }
+        _ => regs::setup_long_mode_sregs(vcpu)?,
+    }
+    regs::setup_regs(vcpu, kernel.entry, zero_page)
+}
+
+/// Lines for `kvm-info`.
+pub fn kvm_capabilities(kvm: &Kvm, _vm: &Vm) -> Vec<String> {
+    use kvm_ioctls::Cap;
+    let cpuid = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map(|c| c.as_slice().len().to_string())
+        .unwrap_or_else(|e| format!("unavailable ({e})"));
+    vec![
+        format!("irqchip: {}", kvm.check_extension(Cap::Irqchip)),
+        format!("irqfd: {}", kvm.check_extension(Cap::Irqfd)),
+        format!("PIT2: {}", kvm.check_extension(Cap::Pit2)),
+        format!("immediate exit: {}", kvm.check_extension(Cap::ImmediateExit)),
+        format!("supported CPUID leaves: {cpuid}"),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ram_layout_splits_at_the_gap() {
+        assert_eq!(ram_regions(64 << 20), vec![(GuestAddress(0), 64 << 20)]);
+        let r = ram_regions(4 << 30);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[1], (GuestAddress(1 << 32), (1 << 30)));
+    }
+
+    #[test]
+    fn cmdline_announces_virtio_devices() {
+        let d = device_map(2).unwrap();
+        let c = finalize_cmdline("console=ttyS0", &d).unwrap();
+        assert!(c.starts_with("console=ttyS0 "), "{c}");
+        assert!(c.contains("virtio_mmio.device=4K@0xd0000000:5"), "{c}");
+        assert!(c.contains("virtio_mmio.device=4K@0xd0001000:6"), "{c}");
+        assert!(device_map(30).is_err());
+    }
+
+    #[test]
+    fn kernel_checks_name_the_problem() {
+        let dir = std::env::temp_dir().join(format!("cpv-x86k-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("k");
+        std::fs::write(&p, vec![0u8; 4096]).unwrap();
+        let e = check_kernel(KernelFormat::Auto, &p).unwrap_err();
+        assert!(e.why.contains("not an x86_64 kernel"), "{e}");
+        let mut elf = vec![0u8; 64];
+        elf[..4].copy_from_slice(ELF_MAGIC);
+        elf[4] = 2;
+        elf[5] = 1;
+        elf[18] = 183; // aarch64
+        std::fs::write(&p, &elf).unwrap();
+        let e = check_kernel(KernelFormat::Auto, &p).unwrap_err();
+        assert!(e.why.contains("expected x86_64"), "{e}");
+        elf[18] = EM_X86_64 as u8;
+        std::fs::write(&p, &elf).unwrap();
+        check_kernel(KernelFormat::Auto, &p).unwrap();
+        let mut bz = vec![0u8; 0x1000];
+        bz[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
+        bz[0x202..0x206].copy_from_slice(&HDRS_MAGIC.to_le_bytes());
+        bz[0x206..0x208].copy_from_slice(&0x20fu16.to_le_bytes());
+        bz[0x236..0x238].copy_from_slice(&1u16.to_le_bytes());
+        bz[0x1f1] = 30;
+        std::fs::write(&p, &bz).unwrap();
+        let e = check_kernel(KernelFormat::Auto, &p).unwrap_err();
+        assert!(e.why.contains("truncated bzImage"), "{e}");
+        bz.resize(0x10000, 0);
+        std::fs::write(&p, &bz).unwrap();
+        check_kernel(KernelFormat::Auto, &p).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

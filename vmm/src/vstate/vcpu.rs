@@ -1,0 +1,336 @@
+//! vCPU threads: the KVM_RUN loop, exits dispatched to the device buses, guest system events
+//! (power-off, reset, crash), and pause/resume/stop driven from the main thread.
+//!
+//! A vCPU inside KVM_RUN is interrupted with a real-time signal whose handler sets the thread's
+//! `kvm_run.immediate_exit`: a kick that lands between the state check and KVM_RUN still makes
+//! KVM_RUN return at once, so no kick is lost.
+
+use std::cell::Cell;
+use std::fmt;
+use std::os::unix::thread::JoinHandleExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Once};
+use std::thread::JoinHandle;
+
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use vmm_sys_util::eventfd::EventFd;
+
+/// What the vCPU loop needs from the device side. Returns false when no device claims the
+/// address: reads then see all ones / zeros as hardware would, and the access is otherwise ignored.
+pub trait ExitHandler: Send + Sync {
+    fn mmio_read(&self, addr: u64, data: &mut [u8]) -> bool;
+    fn mmio_write(&self, addr: u64, data: &[u8]) -> bool;
+    fn pio_read(&self, port: u16, data: &mut [u8]) -> bool;
+    fn pio_write(&self, port: u16, data: &[u8]) -> bool;
+}
+
+/// Why the VM stops.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VmEvent {
+    /// The guest powered off (PSCI SYSTEM_OFF, x86 HLT with no interrupt controller, ...).
+    PowerOff,
+    /// The guest asked for a reset (PSCI SYSTEM_RESET, i8042 reset, x86 triple fault).
+    Reset,
+    /// The guest crashed or KVM could not run it.
+    Crash(String),
+    /// The host asked the VM to stop (SIGTERM, control socket `stop`).
+    Stopped,
+}
+
+impl fmt::Display for VmEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VmEvent::PowerOff => write!(f, "guest power-off"),
+            VmEvent::Reset => write!(f, "guest reset"),
+            VmEvent::Crash(s) => write!(f, "guest crash: {s}"),
+            VmEvent::Stopped => write!(f, "stopped by the host"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunState {
+    Running,
+    Paused,
+    Stopping,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Paused => "paused",
+            RunState::Stopping => "stopping",
+        }
+    }
+}
+
+struct Shared {
+    state: RunState,
+    /// vCPU threads currently parked in the paused state.
+    parked: usize,
+    /// The first event wins; later ones (other vCPUs racing to report) are dropped.
+    event: Option<VmEvent>,
+}
+
+/// State shared by the main thread and the vCPU threads.
+pub struct VcpuControl {
+    shared: Mutex<Shared>,
+    changed: Condvar,
+    /// Written once when an event is recorded, so an event loop can poll for it.
+    event_fd: EventFd,
+    threads: Mutex<Vec<libc::pthread_t>>,
+    count: usize,
+}
+
+impl VcpuControl {
+    pub fn new(count: usize) -> std::io::Result<Arc<VcpuControl>> {
+        Ok(Arc::new(VcpuControl {
+            shared: Mutex::new(Shared {
+                state: RunState::Running,
+                parked: 0,
+                event: None,
+            }),
+            changed: Condvar::new(),
+            event_fd: EventFd::new(libc::EFD_NONBLOCK)?,
+            threads: Mutex::new(Vec::new()),
+            count,
+        }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        // A vCPU thread never panics while holding the lock; if one did, the data is still sound.
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The fd that becomes readable once a `VmEvent` is recorded.
+    pub fn event_fd(&self) -> &EventFd {
+        &self.event_fd
+    }
+
+    pub fn state(&self) -> RunState {
+        self.lock().state
+    }
+
+    pub fn event(&self) -> Option<VmEvent> {
+        self.lock().event.clone()
+    }
+
+    /// Records why the VM stops (first caller wins) and tells every vCPU to leave its loop.
+    pub fn report(&self, event: VmEvent) {
+        {
+            let mut s = self.lock();
+            if s.event.is_none() {
+                s.event = Some(event);
+                let _ = self.event_fd.write(1);
+            }
+            s.state = RunState::Stopping;
+        }
+        self.changed.notify_all();
+        self.kick_all();
+    }
+
+    /// Parks every vCPU outside KVM_RUN; returns once all are parked (or the VM is stopping).
+    pub fn pause(&self) -> RunState {
+        {
+            let mut s = self.lock();
+            if s.state != RunState::Running {
+                return s.state;
+            }
+            s.state = RunState::Paused;
+        }
+        self.kick_all();
+        let mut s = self.lock();
+        while s.state == RunState::Paused && s.parked < self.count {
+            s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+        s.state
+    }
+
+    pub fn resume(&self) -> RunState {
+        let mut s = self.lock();
+        if s.state == RunState::Paused {
+            s.state = RunState::Running;
+            self.changed.notify_all();
+        }
+        s.state
+    }
+
+    fn kick_all(&self) {
+        let threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        for &t in threads.iter() {
+            // SAFETY: `t` is a vCPU thread that is joined only after `VcpuControl` stops
+            // kicking (the builder joins after the last `report`); pthread_kill on a live
+            // thread with a handled signal has no other effect than running the handler.
+            unsafe {
+                libc::pthread_kill(t, kick_signal());
+            }
+        }
+    }
+
+    /// Called by a vCPU thread before each KVM_RUN. Blocks while paused; false means leave.
+    fn wait_runnable(&self) -> bool {
+        let mut s = self.lock();
+        loop {
+            match s.state {
+                RunState::Running => return true,
+                RunState::Stopping => return false,
+                RunState::Paused => {
+                    s.parked += 1;
+                    self.changed.notify_all();
+                    s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
+                    s.parked -= 1;
+                }
+            }
+        }
+    }
+}
+
+fn kick_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 1
+}
+
+thread_local! {
+    /// This thread's `kvm_run.immediate_exit`, for the kick signal handler.
+    static IMMEDIATE_EXIT: Cell<*mut u8> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // Only a const-initialized thread-local read and a byte store: async-signal-safe.
+    let p = IMMEDIATE_EXIT.with(|c| c.get());
+    if !p.is_null() {
+        // SAFETY: `p` points into this thread's kvm_run mapping, set by the vCPU loop while the
+        // VcpuFd (and so the mapping) is alive, and cleared before it is dropped.
+        unsafe { std::ptr::write_volatile(p, 1) };
+    }
+}
+
+fn install_kick_handler() -> std::io::Result<()> {
+    static ONCE: Once = Once::new();
+    let mut result = Ok(());
+    ONCE.call_once(|| {
+        // SAFETY: a zeroed sigaction is valid; we set a handler that is async-signal-safe and
+        // no SA_RESTART, so KVM_RUN returns EINTR.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_kick as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO;
+            libc::sigemptyset(&mut sa.sa_mask);
+            if libc::sigaction(kick_signal(), &sa, std::ptr::null_mut()) != 0 {
+                result = Err(std::io::Error::last_os_error());
+            }
+        }
+    });
+    result
+}
+
+/// Set by the first vCPU to enter KVM_RUN, so the first-instruction line is logged once.
+static FIRST_RUN_LOGGED: AtomicBool = AtomicBool::new(false);
+
+/// Starts one thread per vCPU. Index 0 is the boot vCPU.
+pub fn start_vcpus(
+    vcpus: Vec<VcpuFd>,
+    handler: Arc<dyn ExitHandler>,
+    control: Arc<VcpuControl>,
+) -> std::io::Result<Vec<JoinHandle<()>>> {
+    install_kick_handler()?;
+    let mut handles = Vec::with_capacity(vcpus.len());
+    for (id, fd) in vcpus.into_iter().enumerate() {
+        let handler = handler.clone();
+        let ctl = control.clone();
+        let h = std::thread::Builder::new()
+            .name(format!("vcpu{id}"))
+            // The loop needs little stack; keep per-vCPU overhead small.
+            .stack_size(128 * 1024)
+            .spawn(move || vcpu_loop(id, fd, &*handler, &ctl))?;
+        control
+            .threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(h.as_pthread_t());
+        handles.push(h);
+    }
+    Ok(handles)
+}
+
+/// Stops all vCPUs (if not already stopping) and joins their threads.
+pub fn stop_vcpus(control: &VcpuControl, handles: Vec<JoinHandle<()>>) {
+    control.report(VmEvent::Stopped);
+    for h in handles {
+        let _ = h.join();
+    }
+    control.threads.lock().unwrap_or_else(|p| p.into_inner()).clear();
+}
+
+fn vcpu_loop(id: usize, mut fd: VcpuFd, handler: &dyn ExitHandler, ctl: &VcpuControl) {
+    let ptr = &mut fd.get_kvm_run().immediate_exit as *mut u8;
+    IMMEDIATE_EXIT.with(|c| c.set(ptr));
+    while ctl.wait_runnable() {
+        if !FIRST_RUN_LOGGED.swap(true, Ordering::Relaxed) {
+            crate::log(&format!(
+                "first instruction: vcpu {id} entering KVM_RUN at {:.3} ms",
+                crate::elapsed_ms()
+            ));
+        }
+        let event = match fd.run() {
+            Ok(exit) => handle_exit(id, exit, handler),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                fd.set_kvm_immediate_exit(0);
+                None
+            }
+            Err(e) => Some(VmEvent::Crash(format!("vcpu {id}: KVM_RUN failed: {e}"))),
+        };
+        if let Some(ev) = event {
+            ctl.report(ev);
+        }
+    }
+    IMMEDIATE_EXIT.with(|c| c.set(std::ptr::null_mut()));
+}
+
+/// KVM_SYSTEM_EVENT types (linux/kvm.h).
+const SYSTEM_EVENT_SHUTDOWN: u32 = 1;
+const SYSTEM_EVENT_RESET: u32 = 2;
+const SYSTEM_EVENT_CRASH: u32 = 3;
+
+fn handle_exit(id: usize, exit: VcpuExit<'_>, bus: &dyn ExitHandler) -> Option<VmEvent> {
+    match exit {
+        VcpuExit::IoOut(port, data) => {
+            bus.pio_write(port, data);
+            None
+        }
+        VcpuExit::IoIn(port, data) => {
+            if !bus.pio_read(port, data) {
+                data.fill(0xff);
+            }
+            None
+        }
+        VcpuExit::MmioRead(addr, data) => {
+            if !bus.mmio_read(addr, data) {
+                data.fill(0);
+            }
+            None
+        }
+        VcpuExit::MmioWrite(addr, data) => {
+            bus.mmio_write(addr, data);
+            None
+        }
+        VcpuExit::Hlt => Some(VmEvent::PowerOff),
+        VcpuExit::Shutdown => Some(VmEvent::Reset),
+        VcpuExit::SystemEvent(kind, _) => Some(match kind {
+            SYSTEM_EVENT_SHUTDOWN => VmEvent::PowerOff,
+            SYSTEM_EVENT_RESET => VmEvent::Reset,
+            SYSTEM_EVENT_CRASH => VmEvent::Crash(format!("vcpu {id}: guest reported a crash")),
+            other => VmEvent::Crash(format!("vcpu {id}: unknown system event {other}")),
+        }),
+        VcpuExit::FailEntry(reason, cpu) => Some(VmEvent::Crash(format!(
+            "vcpu {id}: KVM entry failed, hardware reason {reason:#x} on cpu {cpu}"
+        ))),
+        VcpuExit::InternalError => Some(VmEvent::Crash(format!(
+            "vcpu {id}: KVM internal error"
+        ))),
+        VcpuExit::Intr | VcpuExit::IrqWindowOpen => None,
+        other => Some(VmEvent::Crash(format!(
+            "vcpu {id}: unexpected exit {other:?}"
+        ))),
+    }
+}
