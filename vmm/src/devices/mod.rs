@@ -1,8 +1,51 @@
 //! Device models. Nothing here talks to KVM directly: a device sees guest memory
 //! (`vm_memory::GuestMemoryMmap`), its register window, and an `IrqLine` to raise its interrupt.
 //! That keeps every model unit-testable against plain guest memory, hostile input included.
+//!
+//! # Wiring (what the VMM core does with each device)
+//!
+//! Every device is a [`BusDevice`]; the core puts it on a [`bus::Bus`] (one bus for MMIO, one
+//! for x86 port I/O) as `Arc<Mutex<_>>` and forwards KVM exits: `bus.read(addr, data)` /
+//! `bus.write(addr, data)`, which return false when nothing is mapped there (the core decides:
+//! reads of unmapped space give zeros / all ones, writes are dropped). `offset` passed to a
+//! device is relative to its base. `Bus::insert(device, base, len)` rejects zero length,
+//! overflow and overlap with a [`bus::BusError`] naming both ranges.
+//!
+//! | device | constructor | where | interrupt | host fd to poll → call |
+//! |---|---|---|---|---|
+//! | console UART | `serial::Serial::new(&SerialBackend, Arc<dyn IrqLine>) -> Result<_, SerialError>` | x86: port 0x3f8, len 8, IRQ 4. aarch64: MMIO `SERIAL_BASE`, len 0x1000 (registers are bytes at offsets 0..8), DT `compatible = "ns16550a"`, `clock-frequency = <1843200>`, edge SPI | yes | `input_fd() -> Option<RawFd>` readable → `process_input() -> InputState`; on `Closed` stop polling |
+//! | PL031 RTC (aarch64) | `rtc_pl031::RtcPl031::new()` | MMIO `RTC_BASE`, len `RTC_WINDOW_SIZE` (0x1000), DT `compatible = "arm,pl031", "arm,primecell"`, clocks `apb_pclk` | none (alarm not modelled) | none |
+//! | i8042 (x86) | `i8042::ExitRequest::new() -> io::Result<Arc<ExitRequest>>`, then `i8042::I8042::new(Arc<ExitRequest>)` | port `I8042_PORT_BASE` 0x60, len `I8042_PORT_LEN` 5 | none | `ExitRequest::as_raw_fd()` readable (eventfd) → `acknowledge()`, then `reset_requested()` is true: guest reboot |
+//! | boot signal | `boot_signal::BootSignal::new(vmm_start: Instant)`; `.handle() -> BootReady` for status | x86: port `X86_PORT` 0x3f0, len 1. aarch64: MMIO `AARCH64_MMIO_ADDR` 0x0902_0000, len 0x1000 | none | none; `BootReady::ready_ms() -> Option<f64>` / `ready_us()` |
+//! | virtio-blk | `virtio::block::Block::new(&Path, read_only: bool) -> Result<_, SetupError>` | see virtio below | see below | none |
+//! | virtio-net | `virtio::net::Net::new(Box<dyn NetBackend>, mac: [u8; 6])`, backend `virtio::tap::Tap::open(name) -> Result<Tap, SetupError>` (tap must exist) | see below | see below | `MmioTransport::rx_fd()`: register with **EPOLLIN \| EPOLLET** (edge-triggered) → `MmioTransport::process_rx()` |
+//! | virtio-rng | `virtio::rng::Rng::new() -> Result<_, SetupError>` (opens /dev/urandom) | see below | see below | none |
+//!
+//! ## virtio devices
+//! Each virtio device is wrapped in its transport:
+//! `virtio::mmio::MmioTransport::new(mem: GuestMemoryMmap, irq: Arc<dyn IrqLine>, Box<dyn VirtioDevice>)`
+//! and the transport goes on the MMIO bus with length [`virtio::MMIO_WINDOW_SIZE`] (0x200; one
+//! per 0x200-aligned slot, e.g. `VIRTIO_MMIO_BASE + i * 0x200`), one edge-triggered interrupt
+//! each. Announce them to the guest as DT nodes `compatible = "virtio,mmio"`, `reg = <base
+//! 0x200>`, `dma-coherent`; on x86 as `virtio_mmio.device=512@0xBASE:IRQ` on the command line
+//! (or ACPI `LNRO0005` devices). Queue notifications are handled synchronously inside the
+//! vCPU's MMIO write exit (no ioeventfd needed). Keep an `Arc<Mutex<MmioTransport>>` clone
+//! for net to serve `rx_fd()` / `process_rx()` from the event loop; it takes the same lock as
+//! the vCPU path. `MmioTransport::is_failed()` tells whether the device marked itself failed
+//! (DEVICE_NEEDS_RESET) after a driver protocol violation; the VMM keeps running either way.
+//!
+//! ## Threads and errors
+//! Devices are `Send`; the bus serialises accesses per device through its mutex. No device
+//! panics on guest input: bad accesses are ignored (reads give zeros), bad requests fail with
+//! the protocol's error status, and broken virtqueues mark the device failed. Host-side
+//! setup errors (`SerialError`, `SetupError`) name the file, socket or tap at fault.
 
+pub mod boot_signal;
 pub mod bus;
+pub mod i8042;
+pub mod rtc_pl031;
+pub mod serial;
+pub mod virtio;
 
 use std::io;
 
