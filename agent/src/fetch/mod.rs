@@ -1,1 +1,436 @@
-//! fetch
+//! Downloads to flash: http:// and https:// (rustls, webpki roots plus an optional extra CA),
+//! streamed through a bounded buffer, capped in size, resumed after an interruption (within one
+//! call by reconnecting with `Range`, across a crash or reboot from `<dest>.part`), verified
+//! against an expected sha256.
+//!
+//! Faults: 7004 bad URL (credentials included) or options, 7033 unreachable / TLS / HTTP error /
+//! transfer that stops making progress, 7005 over the size cap or flash full, 7035 digest
+//! mismatch. On any fault the partial file is removed: a failed download leaves nothing behind.
+
+mod http;
+mod resolve;
+mod tls;
+pub mod url;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ClientConfig;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::fault::{Fault, FaultCode};
+use crate::store::{atomic_write, fsync_dir, io_fault, persist_point, read_json, Digest};
+pub use resolve::resolve;
+pub use url::Url;
+
+/// The buffer between socket and flash: the only per-download memory that scales with speed.
+const BUFFER: usize = 16 * 1024;
+/// The partial file is synced (and a crash point passed) every this many bytes.
+const SYNC_EVERY: u64 = 8 << 20;
+/// Progress is reported at most every this many bytes (and at the end).
+const PROGRESS_EVERY: u64 = 256 << 10;
+/// A connection per attempt, bounded even when each one makes a little progress.
+const MAX_TOTAL_ATTEMPTS: u32 = 100;
+
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// Largest download accepted, bytes.
+    pub max_bytes: u64,
+    /// sha256 the whole file must have.
+    pub expected_sha256: Option<Digest>,
+    /// PEM file with extra trusted CA certificates (besides the webpki roots).
+    pub extra_ca_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    /// Longest wait for any single read or write on the connection.
+    pub io_timeout: Duration,
+    /// Consecutive attempts without a new byte before giving up.
+    pub max_attempts: u32,
+    pub retry_delay: Duration,
+    pub max_redirects: u32,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        FetchOptions {
+            max_bytes: 256 << 20,
+            expected_sha256: None,
+            extra_ca_file: None,
+            connect_timeout: Duration::from_secs(10),
+            io_timeout: Duration::from_secs(30),
+            max_attempts: 3,
+            retry_delay: Duration::from_secs(1),
+            max_redirects: 5,
+        }
+    }
+}
+
+/// A completed download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub path: PathBuf,
+    pub size: u64,
+    pub sha256: Digest,
+    /// Bytes taken from a `.part` left by an earlier, interrupted run.
+    pub resumed_from: u64,
+    /// Connections made.
+    pub attempts: u32,
+}
+
+/// `<dest>.part`: where the bytes go until the download is complete and verified.
+pub fn part_path(dest: &Path) -> PathBuf {
+    let mut p = dest.as_os_str().to_owned();
+    p.push(".part");
+    PathBuf::from(p)
+}
+
+/// `<dest>.part.meta`: which URL (and server validator) the `.part` belongs to.
+fn meta_path(dest: &Path) -> PathBuf {
+    let mut p = dest.as_os_str().to_owned();
+    p.push(".part.meta");
+    PathBuf::from(p)
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct PartMeta {
+    url: String,
+    /// ETag or Last-Modified of the response the part came from, sent back as `If-Range`.
+    validator: Option<String>,
+}
+
+/// Downloads `url` to `dest`, calling `progress(bytes_so_far, total)` as it goes.
+pub fn fetch(
+    url: &str,
+    dest: &Path,
+    opts: &FetchOptions,
+    progress: &mut dyn FnMut(u64, Option<u64>),
+) -> Result<Fetched, Fault> {
+    // Checked before anything touches the network or the flash.
+    let parsed = Url::parse(url)?;
+    let result = Download::start(&parsed, dest, opts).and_then(|mut d| d.run(progress));
+    if result.is_err() {
+        let _ = fs::remove_file(part_path(dest));
+        let _ = fs::remove_file(meta_path(dest));
+        if let Some(dir) = dest.parent() {
+            let _ = fsync_dir(dir);
+        }
+    }
+    result
+}
+
+enum AttemptError {
+    /// Worth another connection (dropped, timed out, refused).
+    Retry(String),
+    /// Final.
+    Fatal(Fault),
+}
+
+fn download_failure(msg: impl Into<String>) -> Fault {
+    Fault::new(FaultCode::DownloadFailure, msg.into())
+}
+
+struct Download<'a> {
+    url: Url,
+    dest: &'a Path,
+    part: PathBuf,
+    opts: &'a FetchOptions,
+    file: File,
+    hasher: Sha256,
+    len: u64,
+    synced_len: u64,
+    meta: PartMeta,
+    resumed_from: u64,
+    tls: Option<Arc<ClientConfig>>,
+    attempts: u32,
+    last_progress: u64,
+}
+
+impl<'a> Download<'a> {
+    fn start(url: &Url, dest: &'a Path, opts: &'a FetchOptions) -> Result<Download<'a>, Fault> {
+        let part = part_path(dest);
+        let meta_file = meta_path(dest);
+        let url_text = url.to_string();
+        // Resume only a part of the same URL; anything else starts over.
+        let meta: Option<PartMeta> = read_json(&meta_file, 4096).unwrap_or(None);
+        let resumable = meta.as_ref().is_some_and(|m| m.url == url_text) && part.is_file();
+        let meta = match meta {
+            Some(m) if resumable => m,
+            _ => {
+                let m = PartMeta {
+                    url: url_text,
+                    validator: None,
+                };
+                atomic_write(&meta_file, &serde_json::to_vec(&m).unwrap_or_default())?;
+                m
+            }
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(!resumable)
+            .open(&part)
+            .map_err(|e| io_fault("open", &part, e))?;
+        let mut d = Download {
+            url: url.clone(),
+            dest,
+            part,
+            opts,
+            file,
+            hasher: Sha256::new(),
+            len: 0,
+            synced_len: 0,
+            meta,
+            resumed_from: 0,
+            tls: None,
+            attempts: 0,
+            last_progress: 0,
+        };
+        if resumable {
+            d.absorb_existing()?;
+        }
+        Ok(d)
+    }
+
+    /// Hashes what an earlier run left in the part, so the final digest covers all of it.
+    fn absorb_existing(&mut self) -> Result<(), Fault> {
+        let len = self.file.metadata().map_err(|e| io_fault("stat", &self.part, e))?.len();
+        if len > self.opts.max_bytes {
+            return self.reset();
+        }
+        let mut buf = vec![0u8; BUFFER];
+        self.file.seek(SeekFrom::Start(0)).map_err(|e| io_fault("read", &self.part, e))?;
+        let mut done = 0u64;
+        loop {
+            let n = self.file.read(&mut buf).map_err(|e| io_fault("read", &self.part, e))?;
+            if n == 0 {
+                break;
+            }
+            self.hasher.update(&buf[..n]);
+            done += n as u64;
+        }
+        self.len = done;
+        self.synced_len = done;
+        self.resumed_from = done;
+        Ok(())
+    }
+
+    /// Drops what was downloaded and starts from byte 0.
+    fn reset(&mut self) -> Result<(), Fault> {
+        self.file
+            .set_len(0)
+            .and_then(|_| self.file.seek(SeekFrom::Start(0)).map(|_| ()))
+            .map_err(|e| io_fault("truncate", &self.part, e))?;
+        self.hasher = Sha256::new();
+        self.len = 0;
+        self.synced_len = 0;
+        self.meta.validator = None;
+        Ok(())
+    }
+
+    fn tls(&mut self) -> Result<Arc<ClientConfig>, Fault> {
+        if self.tls.is_none() {
+            self.tls = Some(tls::client_config(self.opts.extra_ca_file.as_deref())?);
+        }
+        Ok(self.tls.clone().expect("set above"))
+    }
+
+    fn run(&mut self, progress: &mut dyn FnMut(u64, Option<u64>)) -> Result<Fetched, Fault> {
+        let mut without_progress = 0;
+        loop {
+            let before = self.len;
+            match self.attempt(progress) {
+                Ok(()) => break,
+                Err(AttemptError::Fatal(f)) => return Err(f),
+                Err(AttemptError::Retry(reason)) => {
+                    without_progress = if self.len > before { 0 } else { without_progress + 1 };
+                    if without_progress >= self.opts.max_attempts.max(1)
+                        || self.attempts >= MAX_TOTAL_ATTEMPTS
+                    {
+                        return Err(download_failure(format!(
+                            "{}: {reason} (gave up after {} attempts, {} bytes received)",
+                            self.url, self.attempts, self.len
+                        )));
+                    }
+                    std::thread::sleep(self.opts.retry_delay);
+                }
+            }
+        }
+        self.finish()
+    }
+
+    fn attempt(&mut self, progress: &mut dyn FnMut(u64, Option<u64>)) -> Result<(), AttemptError> {
+        let mut target = self.url.clone();
+        let mut redirects = 0;
+        let (head, body) = loop {
+            let tls = match target.scheme {
+                url::Scheme::Https => Some(self.tls().map_err(AttemptError::Fatal)?),
+                url::Scheme::Http => None,
+            };
+            self.attempts += 1;
+            let stream = http::connect(&target, tls.as_ref(), self.opts.connect_timeout, self.opts.io_timeout)
+                .map_err(|e| classify_connect(&target, e))?;
+            let mut headers = Vec::new();
+            if self.len > 0 {
+                headers.push(("Range", format!("bytes={}-", self.len)));
+                if let Some(v) = &self.meta.validator {
+                    headers.push(("If-Range", v.clone()));
+                }
+            }
+            let (head, reader) = http::get(stream, &target, &headers).map_err(|e| classify_io(&target, e))?;
+            if matches!(head.status, 301 | 302 | 303 | 307 | 308) {
+                redirects += 1;
+                if redirects > self.opts.max_redirects {
+                    return Err(AttemptError::Fatal(download_failure(format!(
+                        "{}: more than {} redirects",
+                        self.url, self.opts.max_redirects
+                    ))));
+                }
+                let location = head.location.as_deref().ok_or_else(|| {
+                    AttemptError::Fatal(download_failure(format!("{target}: redirect without Location")))
+                })?;
+                let next = target.join(location).map_err(AttemptError::Fatal)?;
+                if target.scheme == url::Scheme::Https && next.scheme == url::Scheme::Http {
+                    return Err(AttemptError::Fatal(download_failure(format!(
+                        "{target}: refusing a redirect from https to http"
+                    ))));
+                }
+                target = next;
+                continue;
+            }
+            break (head, reader);
+        };
+
+        let total = match head.status {
+            200 => {
+                if self.len > 0 {
+                    // The server ignored the range or the file changed: start over.
+                    self.reset().map_err(AttemptError::Fatal)?;
+                }
+                self.meta.validator = head.etag.clone().or(head.last_modified.clone());
+                atomic_write(&meta_path(self.dest), &serde_json::to_vec(&self.meta).unwrap_or_default())
+                    .map_err(AttemptError::Fatal)?;
+                head.content_length
+            }
+            206 => {
+                let range = head.content_range.as_deref().and_then(http::parse_content_range);
+                match range {
+                    Some((first, last, total)) if first == self.len && head.content_length.is_none_or(|n| n == last - first + 1) => {
+                        total.or(Some(last + 1))
+                    }
+                    _ => {
+                        self.reset().map_err(AttemptError::Fatal)?;
+                        return Err(AttemptError::Retry(format!("{target}: unusable Content-Range, restarting")));
+                    }
+                }
+            }
+            416 if self.len > 0 => {
+                self.reset().map_err(AttemptError::Fatal)?;
+                return Err(AttemptError::Retry(format!("{target}: range not satisfiable, restarting")));
+            }
+            status => {
+                return Err(AttemptError::Fatal(download_failure(format!(
+                    "{target}: HTTP {status} {}",
+                    head.reason
+                ))))
+            }
+        };
+        if let Some(total) = total {
+            self.check_cap(total).map_err(AttemptError::Fatal)?;
+        }
+        progress(self.len, total);
+        let mut body = http::Body::new(&head, body);
+        let mut buf = vec![0u8; BUFFER];
+        loop {
+            let n = match body.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(classify_io(&target, e)),
+            };
+            self.check_cap(self.len + n as u64).map_err(AttemptError::Fatal)?;
+            self.file
+                .write_all(&buf[..n])
+                .map_err(|e| AttemptError::Fatal(io_fault("write", &self.part, e)))?;
+            self.hasher.update(&buf[..n]);
+            self.len += n as u64;
+            if self.len - self.synced_len >= SYNC_EVERY {
+                self.file
+                    .sync_data()
+                    .map_err(|e| AttemptError::Fatal(io_fault("fsync", &self.part, e)))?;
+                self.synced_len = self.len;
+                persist_point("fetch.part:synced");
+            }
+            if self.len - self.last_progress >= PROGRESS_EVERY {
+                self.last_progress = self.len;
+                progress(self.len, total);
+            }
+        }
+        if let Some(total) = total {
+            if self.len != total {
+                return Err(AttemptError::Retry(format!(
+                    "{target}: body ended at byte {} of {total}",
+                    self.len
+                )));
+            }
+        }
+        progress(self.len, total.or(Some(self.len)));
+        Ok(())
+    }
+
+    fn check_cap(&self, size: u64) -> Result<(), Fault> {
+        if size > self.opts.max_bytes {
+            return Err(Fault::new(
+                FaultCode::ResourcesExceeded,
+                format!(
+                    "{}: download of {size} bytes or more exceeds the {} byte cap",
+                    self.url, self.opts.max_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<Fetched, Fault> {
+        self.file.sync_all().map_err(|e| io_fault("fsync", &self.part, e))?;
+        let digest = Digest::from_bytes(std::mem::take(&mut self.hasher).finalize().into());
+        if let Some(expected) = self.opts.expected_sha256 {
+            if expected != digest {
+                return Err(Fault::new(
+                    FaultCode::CorruptData,
+                    format!("{}: content hashes to {digest}, expected {expected}", self.url),
+                ));
+            }
+        }
+        fs::rename(&self.part, self.dest).map_err(|e| io_fault("rename into", self.dest, e))?;
+        persist_point("fetch:renamed");
+        let _ = fs::remove_file(meta_path(self.dest));
+        if let Some(dir) = self.dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fsync_dir(dir)?;
+        }
+        Ok(Fetched {
+            path: self.dest.to_path_buf(),
+            size: self.len,
+            sha256: digest,
+            resumed_from: self.resumed_from,
+            attempts: self.attempts,
+        })
+    }
+}
+
+fn classify_connect(url: &Url, reason: String) -> AttemptError {
+    AttemptError::Retry(format!("{url}: {reason}"))
+}
+
+/// Timeouts and dropped connections are retried; a TLS failure (certificate, protocol) or a
+/// malformed response will not get better by asking again.
+fn classify_io(url: &Url, e: io::Error) -> AttemptError {
+    let reason = format!("{url}: {e}");
+    match e.kind() {
+        io::ErrorKind::InvalidData => AttemptError::Fatal(download_failure(reason)),
+        _ => AttemptError::Retry(reason),
+    }
+}

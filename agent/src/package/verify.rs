@@ -159,7 +159,8 @@ fn parse_json<'a, T: Deserialize<'a>>(what: &str, bytes: &'a [u8]) -> Result<T, 
 
 /// Verifies the package at `path`: layout, index, manifest digest and signature by one of
 /// `trusted`, every blob's size and sha256, the app config, and that every file in the tar is
-/// accounted for. Faults: 7035 structure/digest/size/truncation, 7036 signature, 7004 config.
+/// accounted for. Faults: 7035 structure/digest/size/truncation, 7036 signature, 7004 config,
+/// 7005 package over `caps.max_package_bytes`.
 pub fn verify_package(
     path: &Path,
     trusted: &[TrustedKey],
@@ -172,7 +173,7 @@ pub fn verify_package(
         .map_err(|e| corrupt(format!("package {}: {e}", path.display())))?
         .len();
     if len > caps.max_package_bytes {
-        return Err(corrupt(format!(
+        return Err(Fault::new(FaultCode::ResourcesExceeded, format!(
             "package is {len} bytes, over the {} byte cap",
             caps.max_package_bytes
         )));
