@@ -1,6 +1,7 @@
 //! cpevisor's reproducible image builder: board firmware (kernel + initramfs) today, guest app
 //! images later, from the same deterministic pieces.
 
+pub mod board_spec;
 pub mod cpio;
 pub mod firmware;
 pub mod modules;

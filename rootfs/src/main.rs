@@ -1,1 +1,132 @@
-fn main() {}
+//! `cpevisor-rootfs`: builds board firmware images reproducibly.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use cpevisor_rootfs::board_spec::spec_for_board;
+use cpevisor_rootfs::firmware::{build_firmware, source_date_epoch, FirmwareInputs};
+
+const USAGE: &str = "\
+usage: cpevisor-rootfs firmware --board NAME --out DIR [--bins DIR] [--cache DIR]
+
+Builds OUT/kernel, OUT/initramfs.cpio.gz and OUT/manifest.txt for board NAME (boards/NAME.toml).
+  --bins DIR   cross-built project binaries for the board (target/cross/<rust_target>); every
+               ELF file there goes to /usr/bin. Without it the firmware has no project binaries.
+  --cache DIR  kernels and busybox fetched by `make setup`
+               (default: $CPEVISOR_CACHE, else ~/.cache/cpevisor)
+Two runs with the same inputs give byte-identical files; SOURCE_DATE_EPOCH sets the file times.";
+
+struct FirmwareArgs {
+    board: String,
+    out: PathBuf,
+    bins: Option<PathBuf>,
+    cache: PathBuf,
+}
+
+fn default_cache() -> Result<PathBuf, String> {
+    if let Some(dir) = std::env::var_os("CPEVISOR_CACHE").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .ok_or("neither --cache, CPEVISOR_CACHE nor HOME is set")?;
+    Ok(PathBuf::from(home).join(".cache/cpevisor"))
+}
+
+fn parse_firmware_args(args: &[String]) -> Result<FirmwareArgs, String> {
+    let (mut board, mut out, mut bins, mut cache) = (None, None, None, None);
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let slot = match flag.as_str() {
+            "--board" => &mut board,
+            "--out" => &mut out,
+            "--bins" => &mut bins,
+            "--cache" => &mut cache,
+            other => return Err(format!("unknown argument {other:?}")),
+        };
+        let value = it
+            .next()
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| format!("{flag} needs a value"))?;
+        if slot.replace(value.clone()).is_some() {
+            return Err(format!("{flag} given twice"));
+        }
+    }
+    Ok(FirmwareArgs {
+        board: board.ok_or("--board NAME is required")?,
+        out: PathBuf::from(out.ok_or("--out DIR is required")?),
+        bins: bins.map(PathBuf::from),
+        cache: match cache {
+            Some(c) => PathBuf::from(c),
+            None => default_cache()?,
+        },
+    })
+}
+
+/// A failure, and whether the usage text helps with it.
+enum Failure {
+    Usage(String),
+    Build(String),
+}
+
+fn run(args: &[String]) -> Result<(), Failure> {
+    match args.first().map(String::as_str) {
+        Some("firmware") => {}
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            return Ok(());
+        }
+        Some(other) => return Err(Failure::Usage(format!("unknown command {other:?}"))),
+        None => return Err(Failure::Usage("no command given".into())),
+    }
+    let a = parse_firmware_args(&args[1..]).map_err(Failure::Usage)?;
+    let build = |e: cpevisor_rootfs::FirmwareError| Failure::Build(e.to_string());
+    let spec = spec_for_board(&a.board).map_err(build)?;
+    let inputs = FirmwareInputs {
+        cache: a.cache,
+        bins: a.bins,
+        mtime: source_date_epoch().map_err(build)?,
+    };
+    if inputs.bins.is_none() {
+        eprintln!("cpevisor-rootfs: no --bins: the firmware will hold no project binaries");
+    }
+    let m = build_firmware(&spec, &inputs, &a.out).map_err(build)?;
+    let size = |f: &str| std::fs::metadata(a.out.join(f)).map_or(0, |m| m.len());
+    println!(
+        "firmware for {} ({}), kernel {} in {}",
+        m.board,
+        m.arch,
+        m.kernel_release,
+        a.out.display()
+    );
+    println!("  kernel             {:>10} bytes", size("kernel"));
+    println!(
+        "  initramfs.cpio.gz  {:>10} bytes  sha256 {}",
+        size("initramfs.cpio.gz"),
+        m.initramfs_sha256
+    );
+    let names: Vec<&str> = m.modules.iter().map(|(n, _, _)| n.as_str()).collect();
+    println!("  modules ({}): {}", names.len(), names.join(" "));
+    if !m.builtin.is_empty() {
+        println!("  built into the kernel: {}", m.builtin.join(" "));
+    }
+    for (path, _) in &m.binaries {
+        println!("  /{path}");
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(e)) => {
+            eprintln!("cpevisor-rootfs: {e}\n{USAGE}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Build(e)) => {
+            eprintln!("cpevisor-rootfs: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
