@@ -1,1 +1,15 @@
-//! Harness for booting emulated boards.
+//! Harness for end-to-end tests on emulated boards.
+//!
+//! `BoardVm::boot` starts a board's firmware (built by `make firmware` into
+//! `target/firmware/<board>/`) under QEMU with the serial console on a pipe, collects the console
+//! output, waits for markers with timeouts, runs shell commands on the console, and forwards TCP
+//! ports from 127.0.0.1 into the board. QEMU is always killed when the `BoardVm` is dropped, so a
+//! failing assertion never leaves an emulator behind.
+
+pub mod bench;
+pub mod console;
+pub mod firmware;
+pub mod vm;
+
+pub use firmware::{firmware_dir, workspace_root};
+pub use vm::{BoardVm, BootOptions};

@@ -1,0 +1,58 @@
+# cpevisor: every entry point. `make demo` and `make test` do all the set-up themselves.
+SHELL := /bin/bash
+BOARD ?= qemu-virt-a53
+# Emulated boards, built and booted by the tests.
+EMULATED := qemu-virt-a53 qemu-virt-a53-gicv2 qemu-virt-a15 qemu-malta-mipsel qemu-malta-mips64el qemu-q35-x86_64
+BOARDS ?= $(EMULATED)
+export CPEVISOR_CACHE ?= $(HOME)/.cache/cpevisor
+CARGO ?= cargo
+
+.PHONY: all setup build cross firmware board demo test lint unit e2e bench clean-firmware
+
+all: build
+
+## setup: host packages (Debian), kernels, busybox and the aarch64 std into $(CPEVISOR_CACHE)
+setup:
+	@bash scripts/setup.sh
+
+build:
+	$(CARGO) build --workspace
+
+## cross: static size-optimized binaries for aarch64, armv7, mipsel, mips64el, x86_64
+cross: setup
+	@bash scripts/cross.sh $(CROSS_TARGETS)
+
+## firmware: kernel + initramfs for each board in BOARDS, into target/firmware/<board>/
+firmware: setup
+	@bash scripts/firmware.sh $(BOARDS)
+
+## board: boot BOARD's firmware under QEMU with the console on this terminal (Ctrl-A X quits)
+board: setup
+	@bash scripts/firmware.sh $(BOARD)
+	@bash scripts/board.sh $(BOARD)
+
+## demo: boot the default board and show what runs on it
+demo: setup
+	@bash scripts/firmware.sh $(BOARD)
+	$(CARGO) run -q -p cpevisor-e2e --bin cpevisor-demo -- $(BOARD)
+
+## test: formatting, lints, unit and host tests, then every emulated board end to end
+test: setup lint unit firmware e2e
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --workspace
+
+e2e:
+	$(CARGO) test -p cpevisor-e2e --test boards -- --ignored --test-threads=2
+
+## bench: figures side by side with their peers, into target/bench.json
+bench: setup
+	@bash scripts/cross.sh
+	$(CARGO) run -q --release -p cpevisor-e2e --bin cpevisor-bench
+
+clean-firmware:
+	rm -rf target/firmware target/cross

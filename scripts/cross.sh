@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# make cross: static, size-optimized release binaries for router CPUs (shared/PLATFORM.md):
+# Debian's rustc-web (1.96) with its prebuilt aarch64 std, and build-std from rust-web-src for
+# armv7/mipsel/mips64el (rustup here has only the x86_64 std). Linked statically against glibc.
+#
+# Usage: scripts/cross.sh [RUST_TARGET...]   (default: all five)
+# Output: target/cross/<rust target>/<binary>; build products live in $CPEVISOR_CACHE/target-cross.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CACHE=${CPEVISOR_CACHE:-$HOME/.cache/cpevisor}
+OUT=$ROOT/target/cross
+ALL=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf mipsel-unknown-linux-gnu
+  mips64el-unknown-linux-gnuabi64 x86_64-unknown-linux-gnu)
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=("${ALL[@]}")
+
+export RUSTC=/usr/bin/rustc
+export CARGO_TARGET_DIR=$CACHE/target-cross
+CARGO=/usr/bin/cargo
+
+# The agent runs on every board. The VMM needs KVM, which Linux offers only on aarch64 and x86_64
+# among these (32-bit ARM KVM was removed in 5.7; MIPS routers have no virtualization): the other
+# targets run apps in the jail backend and get no VMM binary.
+packages_for() {
+  case $1 in
+    aarch64-* | x86_64-*) echo "-p cpevisor-agent -p cpevisor-vmm" ;;
+    *) echo "-p cpevisor-agent" ;;
+  esac
+}
+
+gcc_for() {
+  case $1 in
+    aarch64-unknown-linux-gnu) echo aarch64-linux-gnu-gcc ;;
+    armv7-unknown-linux-gnueabihf) echo arm-linux-gnueabihf-gcc ;;
+    mipsel-unknown-linux-gnu) echo mipsel-linux-gnu-gcc ;;
+    mips64el-unknown-linux-gnuabi64) echo mips64el-linux-gnuabi64-gcc ;;
+    x86_64-unknown-linux-gnu) echo gcc ;;
+    *) echo "cross: unknown target $1" >&2; exit 2 ;;
+  esac
+}
+
+for t in "${targets[@]}"; do
+  gcc=$(gcc_for "$t")
+  T=$(echo "$t" | tr 'a-z-' 'A-Z_')
+  t_=${t//-/_}
+  flags="-C target-feature=+crt-static"
+  extra=()
+  case $t in
+    aarch64-unknown-linux-gnu)
+      flags="$flags --sysroot $CACHE/sysroot/arm64/usr" ;;
+    x86_64-unknown-linux-gnu) ;;
+    *)
+      # std for these is built from Debian's rust-web-src; that needs the nightly-only flag.
+      export RUSTC_BOOTSTRAP=1
+      extra=(-Z build-std=std,panic_abort) ;;
+  esac
+  echo "cross: building $t" >&2
+  # shellcheck disable=SC2046
+  env "CARGO_TARGET_${T}_LINKER=$gcc" "CARGO_TARGET_${T}_RUSTFLAGS=$flags" \
+    "CC_${t_}=$gcc" "AR_${t_}=${gcc%gcc}ar" \
+    $CARGO build --manifest-path "$ROOT/Cargo.toml" --locked --release --target "$t" \
+    $(packages_for "$t") "${extra[@]}"
+  unset RUSTC_BOOTSTRAP
+  mkdir -p "$OUT/$t"
+  for bin in cpevisord cpevisorctl cpevisor-vmm; do
+    src=$CARGO_TARGET_DIR/$t/release/$bin
+    if [[ " $(packages_for "$t") " == *" -p cpevisor-vmm "* || $bin != cpevisor-vmm ]]; then
+      cp "$src" "$OUT/$t/$bin"
+    fi
+  done
+done
+
+# Size table; fail if any binary is not statically linked.
+printf '%-34s %-14s %10s  %s\n' target binary KiB linkage
+status=0
+for t in "${targets[@]}"; do
+  for f in "$OUT/$t"/*; do
+    kib=$(( ($(stat -c %s "$f") + 1023) / 1024 ))
+    info=$(file -b "$f")
+    case $info in
+      *"statically linked"* | *"static-pie linked"*) link=static ;;
+      *) link="NOT STATIC: $info"; status=1 ;;
+    esac
+    printf '%-34s %-14s %10s  %s\n' "$t" "$(basename "$f")" "$kib" "$link"
+  done
+done
+exit $status

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# make setup: installs every host dependency and fills the download cache. Idempotent: a second run
+# checks stamps and returns in about a second.
+#
+# Cache ($CPEVISOR_CACHE, default ~/.cache/cpevisor), keyed by Debian package name + version:
+#   apt/                     a private apt view (own sources, lists, config) for foreign-arch downloads
+#   debs/                    the downloaded .deb files
+#   kernel/<flavour>/        root/ = the kernel package unpacked, release = its `uname -r`
+#   busybox/<debian_arch>/   busybox (static)
+#   sysroot/arm64/           Debian's prebuilt aarch64 std for rustc-web (for `make cross`)
+set -euo pipefail
+
+CACHE=${CPEVISOR_CACHE:-$HOME/.cache/cpevisor}
+mkdir -p "$CACHE"
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+# --- 1. Host packages (Debian) -------------------------------------------------------------------
+HOST_PKGS=(
+  # emulated boards and cross binaries under user-mode emulation
+  qemu-system-arm qemu-system-mips qemu-system-x86 qemu-user-static
+  # Debian's Rust (1.96) with std sources: cross builds use its prebuilt aarch64 std and build-std
+  rustc-web cargo-web rust-web-src
+  # cross linkers and C libraries for static glibc binaries
+  gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf libc6-dev-armhf-cross
+  gcc-mipsel-linux-gnu libc6-dev-mipsel-cross gcc-mips64el-linux-gnuabi64 libc6-dev-mips64el-cross
+  # images, tests and benchmarks
+  busybox-static cpio file openssl python3 mosquitto mosquitto-clients iproute2 e2fsprogs
+)
+
+missing=()
+for p in "${HOST_PKGS[@]}"; do
+  dpkg-query -W -f '${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing host packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  # Some images carry a newer qemu-utils (backports) that Breaks bookworm's qemu-system-common:
+  # pin qemu-utils to the emulators' own version so both install together.
+  pin=()
+  qver=$(apt-cache policy qemu-system-common | awk '/Candidate:/ {print $2}')
+  if [ -n "$qver" ] && dpkg-query -W qemu-utils >/dev/null 2>&1; then
+    [ "$(dpkg-query -W -f '${Version}' qemu-utils)" = "$qver" ] || pin=("qemu-utils=$qver")
+  fi
+  apt-get install -y -q --no-install-recommends --allow-downgrades "${pin[@]}" "${missing[@]}"
+fi
+
+# --- 2. A private apt view for foreign architectures --------------------------------------------
+# Adding armhf/mips to the system breaks `apt-get update` (the security suite has no such indices,
+# see shared/PLATFORM.md), so foreign packages come through their own sources/lists/config, with
+# the mirrors taken from this machine's own apt sources.
+APT=$CACHE/apt
+ARCHES=(amd64 arm64 armhf mipsel mips64el)
+apt_view_ready=0
+apt_view() {
+  [ $apt_view_ready = 1 ] && return
+  mkdir -p "$APT/lists/partial" "$APT/cache/archives/partial"
+  : > "$APT/status"
+  python3 "$(dirname "$0")/apt-sources.py" "${ARCHES[@]}" > "$APT/sources.list"
+  {
+    echo "Dir::Etc::SourceList \"$APT/sources.list\";"
+    echo "Dir::Etc::SourceParts \"/nonexistent\";"
+    echo "Dir::State::Lists \"$APT/lists\";"
+    echo "Dir::State::status \"$APT/status\";"
+    echo "Dir::Cache \"$APT/cache\";"
+    echo "APT::Architecture \"amd64\";"
+    printf 'APT::Architectures { %s };\n' "$(printf '"%s"; ' "${ARCHES[@]}")"
+    echo 'Acquire::Languages "none";'
+    # downloads land in our cache, which the _apt user cannot write
+    echo 'APT::Sandbox::User "root";'
+  } > "$APT/apt.conf"
+  # Refresh at most daily; a fresh view is needed only when something below is missing.
+  if [ -z "$(find "$APT/lists" -maxdepth 1 -name '*Packages*' -mtime -1 2>/dev/null | head -1)" ]; then
+    log "updating the private apt view"
+    APT_CONFIG=$APT/apt.conf apt-get update -q >&2
+  fi
+  apt_view_ready=1
+}
+apt_in_view() { APT_CONFIG=$APT/apt.conf "$@"; }
+
+# download PKG:ARCH[=VER] into debs/ unless already there (apt verifies it against the signed
+# index); prints the file's path
+download() {
+  local spec=$1 name=${1%%=*}
+  local pkg=${name%%:*} arch=${name##*:} ver
+  ver=$(apt_in_view apt-cache show --no-all-versions "$spec" | awk '/^Version:/ {print $2; exit}')
+  [ -n "$ver" ] || { log "no package $spec in the apt view"; exit 1; }
+  local file=$CACHE/debs/${pkg}_${ver//:/%3a}_${arch}.deb
+  mkdir -p "$CACHE/debs"
+  [ -s "$file" ] || (cd "$CACHE/debs" && apt_in_view apt-get download -q "$pkg:$arch=$ver" >&2)
+  [ -s "$file" ] || { log "download of $spec did not produce $file"; exit 1; }
+  echo "$file"
+}
+
+# --- 3. Kernels, one per Debian flavour the boards use -------------------------------------------
+# flavour -> debian arch
+declare -A FLAVOURS=([arm64]=arm64 [armmp]=armhf [4kc-malta]=mipsel [5kc-malta]=mips64el [amd64]=amd64)
+for flavour in "${!FLAVOURS[@]}"; do
+  arch=${FLAVOURS[$flavour]}
+  dir=$CACHE/kernel/$flavour
+  [ -s "$dir/release" ] && [ -d "$dir/root/lib/modules" ] && continue
+  apt_view
+  # The meta package linux-image-<flavour> names the current ABI package; prefer its -unsigned build
+  # (same kernel, no signature wrapper) where one exists.
+  pkg=$(apt_in_view apt-cache depends "linux-image-$flavour:$arch" | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+  pkg=${pkg%%:*}
+  [ -n "$pkg" ] || { log "no kernel package found for flavour $flavour ($arch)"; exit 1; }
+  if apt_in_view apt-cache show "$pkg-unsigned:$arch" >/dev/null 2>&1; then pkg=$pkg-unsigned; fi
+  log "kernel $flavour: $pkg ($arch)"
+  deb=$(download "$pkg:$arch")
+  rm -rf "$dir.tmp" && mkdir -p "$dir.tmp/root"
+  dpkg-deb -x "$deb" "$dir.tmp/root"
+  ls "$dir.tmp/root/lib/modules" | head -1 > "$dir.tmp/release"
+  basename "$deb" > "$dir.tmp/deb"
+  rm -rf "$dir" && mv "$dir.tmp" "$dir"
+done
+
+# --- 4. Static busybox per architecture ----------------------------------------------------------
+for arch in "${ARCHES[@]}"; do
+  dir=$CACHE/busybox/$arch
+  [ -x "$dir/busybox" ] && continue
+  apt_view
+  log "busybox-static ($arch)"
+  deb=$(download "busybox-static:$arch")
+  rm -rf "$dir.tmp" && mkdir -p "$dir.tmp/x"
+  dpkg-deb -x "$deb" "$dir.tmp/x"
+  mv "$dir.tmp/x/bin/busybox" "$dir.tmp/busybox" && rm -rf "$dir.tmp/x"
+  basename "$deb" > "$dir.tmp/deb"
+  rm -rf "$dir" && mv "$dir.tmp" "$dir"
+done
+
+# --- 5. aarch64 std for rustc-web (exactly rustc-web's version) -----------------------------------
+rustver=$(dpkg-query -W -f '${Version}' rustc-web)
+dir=$CACHE/sysroot/arm64
+if [ "$(cat "$dir/version" 2>/dev/null)" != "$rustver" ]; then
+  apt_view
+  log "aarch64 std for rustc-web $rustver"
+  deb=$(download "libstd-rust-web-dev:arm64=$rustver")
+  rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
+  dpkg-deb -x "$deb" "$dir.tmp"
+  echo "$rustver" > "$dir.tmp/version"
+  rm -rf "$dir" && mv "$dir.tmp" "$dir"
+fi
+
+log "ready (cache: $CACHE)"

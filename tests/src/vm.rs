@@ -1,0 +1,221 @@
+//! One emulated board under QEMU, driven through its serial console.
+
+use crate::console::Console;
+use crate::firmware::{firmware_dir, timeout_scale, workspace_root};
+use cpevisor_boards::Board;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::Duration;
+
+/// The line the firmware's init prints once the board is up (see `rootfs/files/init`).
+pub const READY_MARKER: &str = "CPEVISOR-READY";
+
+/// How to boot a board.
+#[derive(Debug, Clone, Default)]
+pub struct BootOptions {
+    /// Guest TCP ports to forward from 127.0.0.1 (each gets a free host port).
+    pub forward: Vec<u16>,
+    /// Extra kernel command line.
+    pub append: String,
+    /// Disk image attached as the board's flash (virtio-blk / IDE as the board has it).
+    pub flash: Option<PathBuf>,
+    /// Copy the console to this process's stdout as it arrives (for `make demo`); otherwise it
+    /// goes to `target/e2e-logs/<board>-<pid>.log`.
+    pub echo: bool,
+}
+
+/// A running board. Dropping it kills QEMU.
+pub struct BoardVm {
+    pub board: Board,
+    child: Child,
+    stdin: ChildStdin,
+    console: Console,
+    /// (guest port, host port)
+    forwards: Vec<(u16, u16)>,
+    /// Console position after the last command, so each wait looks at new output only.
+    cursor: usize,
+    commands: u32,
+}
+
+impl BoardVm {
+    /// Boots `board_name` from `target/firmware/<board>/`. Fails with a clear message when the
+    /// firmware was not built.
+    pub fn boot(board_name: &str, opts: &BootOptions) -> Result<BoardVm, String> {
+        let board = Board::by_name(board_name).map_err(|e| e.to_string())?;
+        let dir = firmware_dir(board_name);
+        let kernel = dir.join("kernel");
+        let initrd = dir.join("initramfs.cpio.gz");
+        for f in [&kernel, &initrd] {
+            if !f.is_file() {
+                return Err(format!(
+                    "{} is missing: build the firmware first (`make firmware BOARDS={board_name}`)",
+                    f.display()
+                ));
+            }
+        }
+        let mut forwards = Vec::new();
+        for &guest in &opts.forward {
+            forwards.push((free_port()?, guest));
+        }
+        let argv = board
+            .qemu_command(&kernel, &initrd, &opts.append, &forwards)
+            .map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]);
+        if let Some(flash) = &opts.flash {
+            cmd.args(flash_args(&board, flash));
+        }
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", argv[0]))?;
+        let console = Console::default();
+        let log_dir = workspace_root().join("target/e2e-logs");
+        let _ = std::fs::create_dir_all(&log_dir);
+        let tee: Option<Box<dyn Write + Send>> = if opts.echo {
+            Some(Box::new(std::io::stdout()))
+        } else {
+            std::fs::File::create(log_dir.join(format!(
+                "{board_name}-{}.log",
+                std::process::id()
+            )))
+            .ok()
+            .map(|f| Box::new(f) as Box<dyn Write + Send>)
+        };
+        console.spawn_reader(child.stdout.take().expect("piped"), tee);
+        // QEMU's own errors (bad machine option, missing binary pieces) go to the same transcript.
+        console.spawn_reader(child.stderr.take().expect("piped"), None);
+        let stdin = child.stdin.take().expect("piped");
+        let forwards = forwards.into_iter().map(|(h, g)| (g, h)).collect();
+        Ok(BoardVm {
+            board,
+            child,
+            stdin,
+            console,
+            forwards,
+            cursor: 0,
+            commands: 0,
+        })
+    }
+
+    /// Scales a timeout by `CPEVISOR_TIMEOUT_SCALE`.
+    pub fn scaled(d: Duration) -> Duration {
+        d.mul_f64(timeout_scale())
+    }
+
+    /// Waits for `needle` in console output newer than the last wait; returns that output.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Result<String, String> {
+        let (pos, text) = self
+            .console
+            .wait_for(needle, self.cursor, Self::scaled(timeout))
+            .map_err(|e| format!("{}: {e}", self.board.name))?;
+        self.cursor = pos;
+        Ok(text)
+    }
+
+    /// Waits for the firmware's ready marker; returns the rest of its line.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<String, String> {
+        self.wait_for(READY_MARKER, timeout)?;
+        self.wait_for("\n", Duration::from_secs(5))
+            .map(|s| s.trim().to_string())
+    }
+
+    /// Types a line on the console.
+    pub fn send_line(&mut self, line: &str) -> Result<(), String> {
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .and_then(|_| self.stdin.flush())
+            .map_err(|e| format!("{}: console write failed: {e}", self.board.name))
+    }
+
+    /// Runs a shell command on the console; returns (exit status, output).
+    pub fn run(&mut self, command: &str, timeout: Duration) -> Result<(i32, String), String> {
+        self.commands += 1;
+        let n = self.commands;
+        // The console echoes what we type: the marker is split with '' in the typed line so only
+        // the shell's output contains it whole.
+        let start = format!("@@BEGIN{n}@@");
+        let tag = format!("@@END{n}:");
+        self.send_line(&format!(
+            "echo '@@BEGIN{n}''@@'; {command}; echo \"@@END{n}\"':'$?'@@'"
+        ))?;
+        self.wait_for(&format!("{start}\n"), timeout)?;
+        let out = self.wait_for(&tag, timeout)?;
+        let status_text = self.wait_for("@@", Duration::from_secs(5))?;
+        let status = status_text
+            .trim_end_matches("@@")
+            .trim()
+            .parse::<i32>()
+            .map_err(|_| format!("unparsable exit status {status_text:?}"))?;
+        Ok((status, out.trim_end_matches(&tag).to_string()))
+    }
+
+    /// Like `run`, but an exit status other than 0 is an error.
+    pub fn run_ok(&mut self, command: &str, timeout: Duration) -> Result<String, String> {
+        match self.run(command, timeout)? {
+            (0, out) => Ok(out),
+            (s, out) => Err(format!(
+                "{}: `{command}` exited {s}:\n{out}",
+                self.board.name
+            )),
+        }
+    }
+
+    /// The host port on 127.0.0.1 that reaches `guest_port` in the board.
+    pub fn host_port(&self, guest_port: u16) -> Option<u16> {
+        self.forwards
+            .iter()
+            .find(|(g, _)| *g == guest_port)
+            .map(|(_, h)| *h)
+    }
+
+    /// Waits for QEMU to exit by itself (after `poweroff -f`; boards run with `-no-reboot`).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<i32, String> {
+        let deadline = std::time::Instant::now() + Self::scaled(timeout);
+        loop {
+            if let Some(status) = self.child.try_wait().map_err(|e| e.to_string())? {
+                return Ok(status.code().unwrap_or(-1));
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!("{}: QEMU still running after {timeout:?}", self.board.name));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Everything the console printed so far.
+    pub fn transcript(&self) -> String {
+        self.console.text()
+    }
+}
+
+impl Drop for BoardVm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The flash disk as the board's bus has it: virtio-mmio on `virt`, IDE on malta, virtio-pci on q35.
+fn flash_args(board: &Board, flash: &std::path::Path) -> Vec<String> {
+    let drive = format!("file={},format=raw,if=none,id=flash", flash.display());
+    let device = match board.qemu.as_ref().map(|q| q.machine.as_str()) {
+        Some(m) if m.starts_with("virt") => "virtio-blk-device,drive=flash",
+        Some(m) if m.starts_with("malta") => "ide-hd,drive=flash,bus=ide.0",
+        _ => "virtio-blk-pci,drive=flash",
+    };
+    vec!["-drive".into(), drive, "-device".into(), device.into()]
+}
+
+fn free_port() -> Result<u16, String> {
+    // Bind port 0 and release it: QEMU binds it right after. A race with another process is
+    // possible but harmless here (the boot then fails loudly).
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))
+}
