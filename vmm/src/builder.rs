@@ -1,1 +1,546 @@
-//! TODO(vmm-core)
+//! Wires a `VmConfig` into a running VM: checks -> control socket -> guest memory -> KVM VM ->
+//! interrupt controller and vCPUs -> devices -> kernel and boot data -> vCPU threads, then runs
+//! the event loop until the guest or the host ends the VM.
+//!
+//! Order matters: everything a user can get wrong is checked before KVM is opened; guest memory is
+//! registered before the in-kernel interrupt controller exists (registering after costs 50x on
+//! some hosts); the control socket is claimed first so a second VMM on the same path fails fast.
+
+use std::fmt;
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use kvm_ioctls::VcpuFd;
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::arch::{self, DeviceMap};
+use crate::config::{ConfigError, ConsoleConfig, VmConfig};
+use crate::control::{ControlServer, VmControl};
+use crate::devices::boot_signal::{BootReady, BootSignal};
+use crate::devices::bus::{Bus, SharedDevice};
+use crate::devices::serial::{InputState, Serial, SerialBackend};
+use crate::devices::IrqLine;
+use crate::exit_code;
+use crate::vstate::memory::create_guest_memory;
+use crate::vstate::vcpu::{start_vcpus, stop_vcpus, ExitHandler, VcpuControl, VmEvent};
+use crate::vstate::vm::Vm;
+
+/// Why the VM could not be built; decides the exit code.
+#[derive(Debug)]
+pub enum BuildError {
+    /// The user's input is wrong; nothing was started (exit 2).
+    Config(ConfigError),
+    /// The host could not run the VM: KVM, memory, devices (exit 1).
+    Host(String),
+}
+
+impl BuildError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            BuildError::Config(_) => exit_code::CONFIG_ERROR,
+            BuildError::Host(_) => exit_code::HOST_ERROR,
+        }
+    }
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::Config(e) => write!(f, "{e}"),
+            BuildError::Host(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<ConfigError> for BuildError {
+    fn from(e: ConfigError) -> Self {
+        BuildError::Config(e)
+    }
+}
+
+fn host<E: fmt::Display>(context: &str) -> impl FnOnce(E) -> BuildError + '_ {
+    move |e| BuildError::Host(format!("{context}: {e}"))
+}
+
+/// The exit code for how the VM ended.
+pub fn exit_code_for(event: &VmEvent) -> i32 {
+    match event {
+        VmEvent::PowerOff | VmEvent::Stopped => exit_code::OK,
+        VmEvent::Reset => exit_code::GUEST_REBOOT,
+        VmEvent::Crash(_) => exit_code::GUEST_CRASH,
+    }
+}
+
+/// The MMIO and port-I/O buses the vCPUs dispatch exits to.
+struct Buses {
+    mmio: Bus,
+    pio: Bus,
+}
+
+impl ExitHandler for Buses {
+    fn mmio_read(&self, addr: u64, data: &mut [u8]) -> bool {
+        self.mmio.read(addr, data)
+    }
+    fn mmio_write(&self, addr: u64, data: &[u8]) -> bool {
+        self.mmio.write(addr, data)
+    }
+    fn pio_read(&self, port: u16, data: &mut [u8]) -> bool {
+        self.pio.read(port as u64, data)
+    }
+    fn pio_write(&self, port: u16, data: &[u8]) -> bool {
+        self.pio.write(port as u64, data)
+    }
+}
+
+/// Interrupt line for raw test guests, which run without an interrupt controller and poll.
+struct NoIrq;
+
+impl IrqLine for NoIrq {
+    fn trigger(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A device the event loop serves when its fd is readable.
+enum Pollable {
+    SerialInput(Arc<Mutex<Serial>>),
+    #[cfg(target_arch = "x86_64")]
+    Reset(Arc<crate::devices::i8042::ExitRequest>),
+}
+
+/// A built VM, vCPUs running.
+pub struct Vmm {
+    guest_mib: u64,
+    start: Instant,
+    vcpus: Arc<VcpuControl>,
+    handles: Vec<JoinHandle<()>>,
+    boot_ready: BootReady,
+    control: Option<ControlServer>,
+    pollables: Vec<(RawFd, Pollable)>,
+    // Kept alive for the VM's lifetime; dropped after the vCPU threads are joined.
+    _buses: Arc<Buses>,
+    _irqchip: Option<arch::IrqChip>,
+    _mem: GuestMemoryMmap,
+    _vm: Vm,
+}
+
+/// Bytes of the checks-only phase, factored out so tests can run it without KVM.
+pub fn check_config(cfg: &VmConfig) -> Result<(), ConfigError> {
+    cfg.validate()?;
+    arch::check_kernel(cfg.kernel_format, &cfg.kernel)?;
+    if u64::from(cfg.vcpus) > arch::max_vcpus() {
+        return Err(ConfigError::invalid(
+            "vcpus",
+            format!(
+                "{} is more than this architecture's {}",
+                cfg.vcpus,
+                arch::max_vcpus()
+            ),
+        ));
+    }
+    if !cfg.nets.is_empty() || !cfg.disks.is_empty() || cfg.rng {
+        return Err(ConfigError::invalid(
+            "disks/nets/rng",
+            "virtio devices are not wired into this build yet",
+        ));
+    }
+    Ok(())
+}
+
+fn serial_backend(c: &ConsoleConfig) -> SerialBackend {
+    match c {
+        ConsoleConfig::Stdout => SerialBackend::Stdio,
+        ConsoleConfig::None => SerialBackend::Null,
+        ConsoleConfig::File(p) => SerialBackend::File(p.clone()),
+        ConsoleConfig::Socket(p) => SerialBackend::Socket(p.clone()),
+    }
+}
+
+fn shared<D: crate::devices::BusDevice + 'static>(d: D) -> (Arc<Mutex<D>>, SharedDevice) {
+    let a = Arc::new(Mutex::new(d));
+    let s: SharedDevice = a.clone();
+    (a, s)
+}
+
+impl Vmm {
+    /// Builds the VM and starts its vCPUs.
+    pub fn build(cfg: &VmConfig, start: Instant) -> Result<Vmm, BuildError> {
+        check_config(cfg)?;
+        let control = match &cfg.control_socket {
+            Some(p) => Some(ControlServer::bind(p).map_err(|e| {
+                BuildError::Config(ConfigError::invalid("control_socket", e.to_string()))
+            })?),
+            None => None,
+        };
+
+        let mem_bytes = cfg.memory_mib << 20;
+        let mem =
+            create_guest_memory(&arch::ram_regions(mem_bytes)).map_err(host("guest memory"))?;
+        let vm = Vm::new().map_err(host("KVM"))?;
+        let max = vm.kvm().get_max_vcpus();
+        if usize::from(cfg.vcpus) > max {
+            return Err(BuildError::Config(ConfigError::invalid(
+                "vcpus",
+                format!("{} is more than KVM's limit of {max}", cfg.vcpus),
+            )));
+        }
+        arch::prepare_vm(&vm).map_err(host("VM setup"))?;
+        vm.register_memory(&mem).map_err(host("guest memory"))?;
+
+        // Raw test guests run without an interrupt controller, so HLT exits to the VMM.
+        let use_irqchip = !cfg.kernel_format.is_raw();
+        let n = u64::from(cfg.vcpus);
+        let mut irqchip = None;
+        if use_irqchip && arch::IRQCHIP_BEFORE_VCPUS {
+            irqchip = Some(arch::create_irqchip(&vm, n).map_err(host("interrupt controller"))?);
+        }
+        let mut vcpu_fds: Vec<VcpuFd> = Vec::with_capacity(cfg.vcpus as usize);
+        for id in 0..n {
+            let fd = vm
+                .fd()
+                .create_vcpu(id)
+                .map_err(host(&format!("KVM_CREATE_VCPU {id}")))?;
+            arch::init_vcpu(&vm, &fd, id, n).map_err(host("vCPU init"))?;
+            vcpu_fds.push(fd);
+        }
+        if use_irqchip && !arch::IRQCHIP_BEFORE_VCPUS {
+            irqchip = Some(arch::create_irqchip(&vm, n).map_err(host("interrupt controller"))?);
+        }
+
+        let devices = arch::device_map(0).map_err(host("device layout"))?;
+        let irq = |gsi: u32| -> Result<Arc<dyn IrqLine>, BuildError> {
+            if irqchip.is_some() {
+                Ok(Arc::new(vm.irq_line(gsi).map_err(host("interrupt line"))?))
+            } else {
+                Ok(Arc::new(NoIrq))
+            }
+        };
+        let mut buses = Buses {
+            mmio: Bus::new(),
+            pio: Bus::new(),
+        };
+        let mut pollables = Vec::new();
+        let serial = Serial::new(&serial_backend(&cfg.console), irq(devices.serial.irq)?)
+            .map_err(|e| BuildError::Config(ConfigError::invalid("console", e.to_string())))?;
+        let input_fd = serial.input_fd();
+        let (serial, serial_dev) = shared(serial);
+        if let Some(fd) = input_fd {
+            pollables.push((fd, Pollable::SerialInput(serial)));
+        }
+        let boot = BootSignal::new(start);
+        let boot_ready = boot.handle();
+        let (_, boot_dev) = shared(boot);
+        Self::attach_platform_devices(&mut buses, &devices, serial_dev, boot_dev, &mut pollables)?;
+
+        let kernel = arch::load_kernel(&mem, cfg).map_err(host("kernel"))?;
+        let cmdline =
+            arch::finalize_cmdline(&cfg.cmdline, &devices).map_err(host("kernel command line"))?;
+        let boot_arg = arch::configure_system(
+            &mem,
+            &vcpu_fds,
+            irqchip.as_ref(),
+            &kernel,
+            mem_bytes,
+            &cmdline,
+            &devices,
+            cfg.kernel_format,
+        )
+        .map_err(host("boot data"))?;
+        for (id, fd) in vcpu_fds.iter().enumerate() {
+            arch::setup_boot_regs(
+                &vm,
+                fd,
+                id as u64,
+                n,
+                &kernel,
+                boot_arg,
+                cfg.kernel_format,
+                irqchip.is_some(),
+            )
+            .map_err(host("vCPU registers"))?;
+        }
+
+        let vcpus = VcpuControl::new(vcpu_fds.len()).map_err(host("vCPU control"))?;
+        let buses = Arc::new(buses);
+        let handles =
+            start_vcpus(vcpu_fds, buses.clone(), vcpus.clone()).map_err(host("vCPU threads"))?;
+        Ok(Vmm {
+            guest_mib: cfg.memory_mib,
+            start,
+            vcpus,
+            handles,
+            boot_ready,
+            control,
+            pollables,
+            _buses: buses,
+            _irqchip: irqchip,
+            _mem: mem,
+            _vm: vm,
+        })
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn attach_platform_devices(
+        buses: &mut Buses,
+        devices: &DeviceMap,
+        serial: SharedDevice,
+        boot: SharedDevice,
+        pollables: &mut Vec<(RawFd, Pollable)>,
+    ) -> Result<(), BuildError> {
+        use crate::devices::i8042::{ExitRequest, I8042, I8042_PORT_BASE, I8042_PORT_LEN};
+        let bus_err = host("device bus");
+        let s = &devices.serial;
+        let b = &devices.boot_signal;
+        buses
+            .pio
+            .insert(serial, s.addr, s.len)
+            .map_err(host("device bus"))?;
+        buses
+            .pio
+            .insert(boot, b.addr, b.len)
+            .map_err(host("device bus"))?;
+        let exit = ExitRequest::new().map_err(host("i8042"))?;
+        let (_, dev) = shared(I8042::new(exit.clone()));
+        buses
+            .pio
+            .insert(dev, I8042_PORT_BASE, I8042_PORT_LEN)
+            .map_err(bus_err)?;
+        pollables.push((exit.as_raw_fd(), Pollable::Reset(exit)));
+        Ok(())
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    fn attach_platform_devices(
+        buses: &mut Buses,
+        devices: &DeviceMap,
+        serial: SharedDevice,
+        boot: SharedDevice,
+        _pollables: &mut Vec<(RawFd, Pollable)>,
+    ) -> Result<(), BuildError> {
+        use crate::devices::rtc_pl031::RtcPl031;
+        let s = &devices.serial;
+        let b = &devices.boot_signal;
+        buses
+            .mmio
+            .insert(serial, s.addr, s.len)
+            .map_err(host("device bus"))?;
+        buses
+            .mmio
+            .insert(boot, b.addr, b.len)
+            .map_err(host("device bus"))?;
+        if let Some(r) = &devices.rtc {
+            let (_, dev) = shared(RtcPl031::new());
+            buses
+                .mmio
+                .insert(dev, r.addr, r.len)
+                .map_err(host("device bus"))?;
+        }
+        Ok(())
+    }
+
+    /// Serves devices, signals and the control socket until the VM ends; returns why it ended.
+    pub fn run(mut self) -> VmEvent {
+        let event = match self.event_loop() {
+            Ok(ev) => ev,
+            Err(e) => VmEvent::Crash(format!("event loop: {e}")),
+        };
+        stop_vcpus(&self.vcpus, std::mem::take(&mut self.handles));
+        event
+    }
+
+    fn event_loop(&mut self) -> std::io::Result<VmEvent> {
+        const TOKEN_VM_EVENT: u64 = 1;
+        const TOKEN_STOP_SIGNAL: u64 = 2;
+        const TOKEN_POLLABLE: u64 = 1 << 32;
+        const TOKEN_CONTROL: u64 = 2 << 32;
+        let epoll = Epoll::new()?;
+        let add = |fd: RawFd, token: u64| {
+            epoll.ctl(
+                ControlOperation::Add,
+                fd,
+                EpollEvent::new(EventSet::IN, token),
+            )
+        };
+        add(self.vcpus.event_fd().as_raw_fd(), TOKEN_VM_EVENT)?;
+        let stop_fd = stop_signal_fd()?;
+        add(stop_fd, TOKEN_STOP_SIGNAL)?;
+        for (i, (fd, _)) in self.pollables.iter().enumerate() {
+            match add(*fd, TOKEN_POLLABLE + i as u64) {
+                Ok(()) => {}
+                // Regular files and /dev/null (a console input redirected from them) cannot be
+                // polled: there is no input to wait for then.
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut control_fds: Vec<RawFd> = Vec::new();
+        let mut events = vec![EpollEvent::default(); 16];
+        loop {
+            if let Some(server) = &self.control {
+                sync_control_fds(&epoll, server, &mut control_fds, TOKEN_CONTROL);
+            }
+            if let Some(ev) = self.vcpus.event() {
+                return Ok(ev);
+            }
+            let n = match epoll.wait(-1, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            for ev in &events[..n] {
+                let token = ev.data();
+                match token {
+                    TOKEN_VM_EVENT => {}
+                    TOKEN_STOP_SIGNAL => {
+                        drain(stop_fd);
+                        crate::log("stop requested by signal");
+                        self.vcpus.report(VmEvent::Stopped);
+                    }
+                    t if t >= TOKEN_CONTROL => {
+                        let fd = (t - TOKEN_CONTROL) as RawFd;
+                        let view = ControlView {
+                            vcpus: &self.vcpus,
+                            start: self.start,
+                            guest_mib: self.guest_mib,
+                            boot_ready: &self.boot_ready,
+                        };
+                        if let Some(server) = self.control.as_mut() {
+                            server.on_readable(fd, &view);
+                        }
+                    }
+                    t if t >= TOKEN_POLLABLE => {
+                        let i = (t - TOKEN_POLLABLE) as usize;
+                        self.serve_pollable(i, &epoll);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn serve_pollable(&mut self, i: usize, epoll: &Epoll) {
+        let Some((fd, p)) = self.pollables.get(i) else {
+            return;
+        };
+        match p {
+            Pollable::SerialInput(serial) => {
+                let state = serial
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .process_input();
+                if state == InputState::Closed {
+                    let _ = epoll.ctl(ControlOperation::Delete, *fd, EpollEvent::default());
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Pollable::Reset(exit) => {
+                exit.acknowledge();
+                if exit.reset_requested() {
+                    self.vcpus.report(VmEvent::Reset);
+                }
+            }
+        }
+    }
+}
+
+/// Keeps the epoll set in step with the control server's fds. Adding every current fd (EEXIST
+/// ignored) also covers an fd number reused by a new client after an old one closed.
+fn sync_control_fds(epoll: &Epoll, server: &ControlServer, known: &mut Vec<RawFd>, base: u64) {
+    let now = server.fds();
+    for fd in known.iter().filter(|fd| !now.contains(fd)) {
+        let _ = epoll.ctl(ControlOperation::Delete, *fd, EpollEvent::default());
+    }
+    for &fd in &now {
+        let _ = epoll.ctl(
+            ControlOperation::Add,
+            fd,
+            EpollEvent::new(EventSet::IN, base + fd as u64),
+        );
+    }
+    *known = now;
+}
+
+fn drain(fd: RawFd) {
+    let mut buf = [0u8; 8];
+    // SAFETY: reading into a local buffer of the given length from an fd we own.
+    unsafe {
+        libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+    }
+}
+
+struct ControlView<'a> {
+    vcpus: &'a VcpuControl,
+    start: Instant,
+    guest_mib: u64,
+    boot_ready: &'a BootReady,
+}
+
+impl VmControl for ControlView<'_> {
+    fn state(&self) -> &'static str {
+        self.vcpus.state().as_str()
+    }
+    fn uptime_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+    fn guest_memory_mib(&self) -> u64 {
+        self.guest_mib
+    }
+    fn boot_ready_ms(&self) -> Option<f64> {
+        self.boot_ready.ready_ms()
+    }
+    fn pause(&self) -> &'static str {
+        self.vcpus.pause().as_str()
+    }
+    fn resume(&self) -> &'static str {
+        self.vcpus.resume().as_str()
+    }
+    fn stop(&self) {
+        crate::log("stop requested on the control socket");
+        self.vcpus.report(VmEvent::Stopped);
+    }
+}
+
+/// The eventfd SIGTERM/SIGINT/SIGHUP write to (written from the signal handler).
+static STOP_FD: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    let fd = STOP_FD.load(Ordering::Relaxed);
+    if fd >= 0 {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: write(2) is async-signal-safe; the buffer is a local of the right length.
+        unsafe {
+            libc::write(fd, one.as_ptr().cast(), one.len());
+        }
+    }
+}
+
+/// Installs the stop-signal handlers (once) and returns the eventfd they write to.
+pub fn stop_signal_fd() -> std::io::Result<RawFd> {
+    let fd = STOP_FD.load(Ordering::Relaxed);
+    if fd >= 0 {
+        return Ok(fd);
+    }
+    let evt = EventFd::new(EFD_NONBLOCK)?;
+    // The eventfd lives for the rest of the process: the handler may fire at any time.
+    let raw = evt.as_raw_fd();
+    std::mem::forget(evt);
+    STOP_FD.store(raw, Ordering::Relaxed);
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        // SAFETY: a zeroed sigaction is valid; the handler only calls write(2).
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_stop_signal as *const () as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(raw)
+}

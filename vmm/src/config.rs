@@ -266,7 +266,11 @@ impl VmConfig {
                 format!("longer than {MAX_CMDLINE_BYTES} bytes"),
             ));
         }
-        if self.cmdline.bytes().any(|b| b == 0 || !(b == b' ' || b.is_ascii_graphic())) {
+        if self
+            .cmdline
+            .bytes()
+            .any(|b| b == 0 || !(b == b' ' || b.is_ascii_graphic()))
+        {
             return Err(ConfigError::invalid(
                 "cmdline",
                 "only printable ASCII and spaces are allowed",
@@ -400,7 +404,9 @@ fn check_cpio<R: Read + Seek>(r: &mut R, len: u64) -> Result<(), String> {
         let mut hdr = [0u8; 110];
         r.read_exact(&mut hdr).map_err(|e| e.to_string())?;
         if &hdr[..5] != b"07070" || !(hdr[5] == b'1' || hdr[5] == b'2') {
-            return Err(format!("corrupt cpio archive: bad header magic at offset {pos}"));
+            return Err(format!(
+                "corrupt cpio archive: bad header magic at offset {pos}"
+            ));
         }
         let field = |i: usize| -> Result<u64, String> {
             let s = std::str::from_utf8(&hdr[6 + i * 8..14 + i * 8]).map_err(|e| e.to_string())?;
@@ -410,7 +416,9 @@ fn check_cpio<R: Read + Seek>(r: &mut R, len: u64) -> Result<(), String> {
         let file_size = field(6)?;
         let name_size = field(11)?;
         if name_size == 0 || name_size > 4096 {
-            return Err(format!("corrupt cpio archive: bad name size at offset {pos}"));
+            return Err(format!(
+                "corrupt cpio archive: bad name size at offset {pos}"
+            ));
         }
         let name_end = pos + 110 + name_size;
         if name_end > len {
@@ -485,8 +493,8 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Co
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
             "--rng" => flags.push((name, None)),
-            "--config" | "--kernel" | "--kernel-format" | "--initrd" | "--cmdline"
-            | "--memory" | "--max-memory" | "--vcpus" | "--disk" | "--net" | "--console"
+            "--config" | "--kernel" | "--kernel-format" | "--initrd" | "--cmdline" | "--memory"
+            | "--max-memory" | "--vcpus" | "--disk" | "--net" | "--console"
             | "--control-socket" => {
                 let v = match inline {
                     Some(v) => v,
@@ -500,12 +508,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Co
                     flags.push((name, Some(v)));
                 }
             }
-            _ => {
-                return Err(ConfigError::invalid(
-                    &arg,
-                    "unknown argument (see --help)",
-                ))
-            }
+            _ => return Err(ConfigError::invalid(&arg, "unknown argument (see --help)")),
         }
     }
     let mut cfg = match &config_file {
@@ -630,8 +633,8 @@ mod tests {
         assert!(e.to_string().contains("memroy_mib"), "{e}");
         let e = VmConfig::from_json(r#"{"kernel":"/k","console":"tty"}"#).unwrap_err();
         assert!(e.to_string().contains("console"), "{e}");
-        let e = VmConfig::from_json(r#"{"kernel":"/k","nets":[{"tap":"t","mac":"zz"}]}"#)
-            .unwrap_err();
+        let e =
+            VmConfig::from_json(r#"{"kernel":"/k","nets":[{"tap":"t","mac":"zz"}]}"#).unwrap_err();
         assert!(e.to_string().contains("MAC"), "{e}");
         let e = VmConfig::from_json("{not json").unwrap_err();
         assert_eq!(e.what, "config");
@@ -674,7 +677,19 @@ mod tests {
         write!(
             out,
             "070701{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
-            0, 0o100644, 0, 0, 1, 0, data.len(), 0, 0, 0, 0, namesize, 0
+            0,
+            0o100644,
+            0,
+            0,
+            1,
+            0,
+            data.len(),
+            0,
+            0,
+            0,
+            0,
+            namesize,
+            0
         )
         .unwrap();
         out.extend_from_slice(name.as_bytes());
@@ -728,13 +743,22 @@ mod tests {
         .unwrap();
         let Command::Run(c) = c else { panic!() };
         assert_eq!(c.memory_mib, 64);
-        assert_eq!(c.disks, vec![DiskConfig { path: "/d".into(), read_only: true }]);
+        assert_eq!(
+            c.disks,
+            vec![DiskConfig {
+                path: "/d".into(),
+                read_only: true
+            }]
+        );
         assert_eq!(c.nets[0].tap, "tap0");
         assert!(c.rng);
         assert_eq!(parse_args(args(&["kvm-info"])).unwrap(), Command::KvmInfo);
         assert_eq!(parse_args(args(&["--help"])).unwrap(), Command::Help);
         assert_eq!(parse_args(args(&["--bogus"])).unwrap_err().what, "--bogus");
-        assert_eq!(parse_args(args(&["--memory", "1"])).unwrap_err().what, "--kernel");
+        assert_eq!(
+            parse_args(args(&["--memory", "1"])).unwrap_err().what,
+            "--kernel"
+        );
         assert_eq!(
             parse_args(args(&["--kernel", "/k", "--memory", "x"]))
                 .unwrap_err()
@@ -747,6 +771,9 @@ mod tests {
                 .what,
             "--disk"
         );
-        assert_eq!(parse_args(args(&["--kernel"])).unwrap_err().why, "needs a value");
+        assert_eq!(
+            parse_args(args(&["--kernel"])).unwrap_err().why,
+            "needs a value"
+        );
     }
 }

@@ -1,1 +1,414 @@
-//! TODO(vmm-core)
+//! The control socket: a Unix stream socket speaking line-delimited JSON.
+//!
+//! Requests: `{"cmd":"status"}`, `{"cmd":"pause"}`, `{"cmd":"resume"}`, `{"cmd":"stop"}`.
+//! Replies (one line each): `{"ok":true,...}` or `{"ok":false,"error":"..."}`. `status` answers
+//! `state`, `uptime_ms`, `memory` (`guest_mib`, `rss_kib`) and `boot_ready_ms` (null until the
+//! guest signalled). The server never blocks the VMM: it is driven by the VMM's event loop, lines
+//! and client counts are bounded, and a client that does not read its replies is dropped.
+//!
+//! A second VMM pointed at a socket a live VMM serves is refused (connect succeeds); a stale socket
+//! file left by a killed VMM (connect refused) is replaced. The file is removed when the server is
+//! dropped, if it is still the one this process created.
+
+use std::fmt;
+use std::io::{self, ErrorKind, Read, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// Longest request line accepted; anything longer is an error and the client is dropped.
+pub const MAX_LINE: usize = 4096;
+/// Concurrent clients; more are accepted and closed at once with an error line.
+pub const MAX_CLIENTS: usize = 8;
+const WRITE_TIMEOUT: Duration = Duration::from_millis(500);
+
+#[derive(Debug)]
+pub enum ControlError {
+    InUse(PathBuf),
+    NotASocket(PathBuf),
+    Io(PathBuf, io::Error),
+}
+
+impl fmt::Display for ControlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ControlError::InUse(p) => write!(
+                f,
+                "control socket {}: another VMM is listening on it",
+                p.display()
+            ),
+            ControlError::NotASocket(p) => write!(
+                f,
+                "control socket {}: path exists and is not a socket",
+                p.display()
+            ),
+            ControlError::Io(p, e) => write!(f, "control socket {}: {e}", p.display()),
+        }
+    }
+}
+
+impl std::error::Error for ControlError {}
+
+/// What the control socket can ask of the VM.
+pub trait VmControl {
+    fn state(&self) -> &'static str;
+    fn uptime_ms(&self) -> u64;
+    fn guest_memory_mib(&self) -> u64;
+    fn boot_ready_ms(&self) -> Option<f64>;
+    /// Returns the state after the request.
+    fn pause(&self) -> &'static str;
+    fn resume(&self) -> &'static str;
+    fn stop(&self);
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Request {
+    cmd: String,
+}
+
+struct Client {
+    stream: UnixStream,
+    buf: Vec<u8>,
+}
+
+pub struct ControlServer {
+    path: PathBuf,
+    /// (device, inode) of the socket file this process bound, to remove only our own file.
+    ident: (u64, u64),
+    listener: UnixListener,
+    clients: Vec<Client>,
+}
+
+impl ControlServer {
+    pub fn bind(path: &Path) -> Result<ControlServer, ControlError> {
+        let io_err = |e| ControlError::Io(path.to_path_buf(), e);
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) => {
+                if !meta.file_type().is_socket() {
+                    return Err(ControlError::NotASocket(path.to_path_buf()));
+                }
+                match UnixStream::connect(path) {
+                    Ok(_) => return Err(ControlError::InUse(path.to_path_buf())),
+                    Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                        crate::log(&format!(
+                            "replacing stale control socket {}",
+                            path.display()
+                        ));
+                        std::fs::remove_file(path).map_err(io_err)?;
+                    }
+                    Err(e) => return Err(io_err(e)),
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(e)),
+        }
+        let listener = UnixListener::bind(path).map_err(io_err)?;
+        listener.set_nonblocking(true).map_err(io_err)?;
+        let meta = std::fs::symlink_metadata(path).map_err(io_err)?;
+        Ok(ControlServer {
+            path: path.to_path_buf(),
+            ident: (meta.dev(), meta.ino()),
+            listener,
+            clients: Vec::new(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every fd the event loop should poll for readability.
+    pub fn fds(&self) -> Vec<RawFd> {
+        let mut v = vec![self.listener.as_raw_fd()];
+        v.extend(self.clients.iter().map(|c| c.stream.as_raw_fd()));
+        v
+    }
+
+    /// Handles readiness on `fd` (one of `fds()`).
+    pub fn on_readable(&mut self, fd: RawFd, vm: &dyn VmControl) {
+        if fd == self.listener.as_raw_fd() {
+            self.accept();
+            return;
+        }
+        let Some(i) = self.clients.iter().position(|c| c.stream.as_raw_fd() == fd) else {
+            return;
+        };
+        if !serve(&mut self.clients[i], vm) {
+            self.clients.swap_remove(i);
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, _)) => {
+                    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+                    if self.clients.len() >= MAX_CLIENTS {
+                        let _ = reply(&mut stream, &error("too many control clients"));
+                        continue;
+                    }
+                    if stream.set_nonblocking(true).is_err() {
+                        continue;
+                    }
+                    self.clients.push(Client {
+                        stream,
+                        buf: Vec::new(),
+                    });
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    crate::log(&format!("control socket accept: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        if let Ok(meta) = std::fs::symlink_metadata(&self.path) {
+            if (meta.dev(), meta.ino()) == self.ident {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
+fn error(msg: &str) -> Value {
+    json!({"ok": false, "error": msg})
+}
+
+fn reply(stream: &mut UnixStream, v: &Value) -> io::Result<()> {
+    let mut line = v.to_string();
+    line.push('\n');
+    // Replies are short; a blocking write with a timeout keeps a slow reader from growing a
+    // queue in the VMM.
+    stream.set_nonblocking(false)?;
+    let r = stream.write_all(line.as_bytes());
+    stream.set_nonblocking(true)?;
+    r
+}
+
+/// Reads what is available and answers complete lines. False: drop the client.
+fn serve(client: &mut Client, vm: &dyn VmControl) -> bool {
+    let mut chunk = [0u8; 1024];
+    loop {
+        match client.stream.read(&mut chunk) {
+            Ok(0) => return false,
+            Ok(n) => client.buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => return false,
+        }
+        if client.buf.len() > MAX_LINE {
+            break;
+        }
+    }
+    while let Some(nl) = client.buf.iter().position(|&b| b == b'\n') {
+        let line: Vec<u8> = client.buf.drain(..=nl).collect();
+        let answer = handle_line(&line[..nl], vm);
+        if reply(&mut client.stream, &answer).is_err() {
+            return false;
+        }
+    }
+    if client.buf.len() > MAX_LINE {
+        let _ = reply(
+            &mut client.stream,
+            &error(&format!("request longer than {MAX_LINE} bytes")),
+        );
+        return false;
+    }
+    true
+}
+
+/// Answers one request line.
+pub fn handle_line(line: &[u8], vm: &dyn VmControl) -> Value {
+    let line = match std::str::from_utf8(line) {
+        Ok(s) => s.trim(),
+        Err(_) => return error("request is not UTF-8"),
+    };
+    if line.is_empty() {
+        return error("empty request");
+    }
+    let req: Request = match serde_json::from_str(line) {
+        Ok(r) => r,
+        Err(e) => return error(&format!("bad request: {e}")),
+    };
+    match req.cmd.as_str() {
+        "status" => json!({
+            "ok": true,
+            "state": vm.state(),
+            "uptime_ms": vm.uptime_ms(),
+            "memory": {"guest_mib": vm.guest_memory_mib(), "rss_kib": process_rss_kib()},
+            "boot_ready_ms": vm.boot_ready_ms(),
+        }),
+        "pause" => json!({"ok": true, "state": vm.pause()}),
+        "resume" => json!({"ok": true, "state": vm.resume()}),
+        "stop" => {
+            vm.stop();
+            json!({"ok": true, "state": "stopping"})
+        }
+        other => error(&format!(
+            "unknown cmd '{}': expected status, pause, resume or stop",
+            other.chars().take(64).collect::<String>()
+        )),
+    }
+}
+
+/// Resident set size of this process, from /proc/self/statm (0 if unavailable).
+pub fn process_rss_kib() -> u64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/statm") else {
+        return 0;
+    };
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    s.split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(0, |pages| pages * page / 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::io::{BufRead, BufReader};
+
+    struct FakeVm {
+        paused: Cell<bool>,
+        stopped: Cell<bool>,
+    }
+
+    impl VmControl for FakeVm {
+        fn state(&self) -> &'static str {
+            if self.paused.get() {
+                "paused"
+            } else {
+                "running"
+            }
+        }
+        fn uptime_ms(&self) -> u64 {
+            42
+        }
+        fn guest_memory_mib(&self) -> u64 {
+            64
+        }
+        fn boot_ready_ms(&self) -> Option<f64> {
+            None
+        }
+        fn pause(&self) -> &'static str {
+            self.paused.set(true);
+            self.state()
+        }
+        fn resume(&self) -> &'static str {
+            self.paused.set(false);
+            self.state()
+        }
+        fn stop(&self) {
+            self.stopped.set(true);
+        }
+    }
+
+    fn fake() -> FakeVm {
+        FakeVm {
+            paused: Cell::new(false),
+            stopped: Cell::new(false),
+        }
+    }
+
+    #[test]
+    fn commands() {
+        let vm = fake();
+        let s = handle_line(br#"{"cmd":"status"}"#, &vm);
+        assert_eq!(s["ok"], true);
+        assert_eq!(s["state"], "running");
+        assert_eq!(s["memory"]["guest_mib"], 64);
+        assert!(s["memory"]["rss_kib"].as_u64().unwrap() > 0);
+        assert!(s["boot_ready_ms"].is_null());
+        assert_eq!(handle_line(br#"{"cmd":"pause"}"#, &vm)["state"], "paused");
+        assert_eq!(handle_line(br#"{"cmd":"resume"}"#, &vm)["state"], "running");
+        handle_line(br#"{"cmd":"stop"}"#, &vm);
+        assert!(vm.stopped.get());
+        for bad in [
+            &b"{"[..],
+            b"{\"cmd\":\"reboot\"}",
+            b"",
+            b"\xff",
+            b"{\"cmd\":1}",
+        ] {
+            let r = handle_line(bad, &vm);
+            assert_eq!(r["ok"], false, "{r}");
+            assert!(!r["error"].as_str().unwrap().is_empty());
+        }
+    }
+
+    fn sock_path(tag: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("cpv-ctl-{tag}-{}.sock", std::process::id()))
+    }
+
+    #[test]
+    fn live_socket_is_not_stolen_and_stale_is_replaced() {
+        let p = sock_path("live");
+        let _ = std::fs::remove_file(&p);
+        let first = ControlServer::bind(&p).unwrap();
+        assert!(matches!(
+            ControlServer::bind(&p),
+            Err(ControlError::InUse(_))
+        ));
+        drop(first);
+        assert!(!p.exists(), "socket removed on drop");
+        // A stale socket: bound, then the listener closed without removing the file.
+        let stale = UnixListener::bind(&p).unwrap();
+        drop(stale);
+        assert!(p.exists());
+        let again = ControlServer::bind(&p).unwrap();
+        drop(again);
+        std::fs::write(&p, b"not a socket").unwrap();
+        assert!(matches!(
+            ControlServer::bind(&p),
+            Err(ControlError::NotASocket(_))
+        ));
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn serves_lines_and_bounds_them() {
+        let p = sock_path("serve");
+        let _ = std::fs::remove_file(&p);
+        let mut server = ControlServer::bind(&p).unwrap();
+        let vm = fake();
+        let mut c = UnixStream::connect(&p).unwrap();
+        let pump = |server: &mut ControlServer| {
+            for fd in server.fds() {
+                server.on_readable(fd, &vm);
+            }
+        };
+        pump(&mut server);
+        c.write_all(b"{\"cmd\":\"status\"}\n{\"cmd\":\"pause\"}\n")
+            .unwrap();
+        pump(&mut server);
+        let mut r = BufReader::new(c.try_clone().unwrap());
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        assert!(line.contains("\"uptime_ms\":42"), "{line}");
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        assert!(line.contains("paused"), "{line}");
+        c.write_all(&vec![b'x'; MAX_LINE + 10]).unwrap();
+        pump(&mut server);
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        assert!(line.contains("longer than"), "{line}");
+        assert_eq!(server.fds().len(), 1, "oversized client dropped");
+        drop(server);
+        assert!(!p.exists());
+    }
+}

@@ -1,1 +1,109 @@
-fn main() {}
+//! `cpevisor-vmm`: runs one microVM. See `--help` and vmm/README.md.
+
+use std::time::Instant;
+
+use cpevisor_vmm::builder::{exit_code_for, stop_signal_fd, Vmm};
+use cpevisor_vmm::config::{parse_args, Command};
+use cpevisor_vmm::exit_code;
+use cpevisor_vmm::vstate::vm::Vm;
+use cpevisor_vmm::{arch, log};
+
+const HELP: &str = "\
+cpevisor-vmm: run one Linux microVM on KVM
+
+USAGE:
+  cpevisor-vmm --config FILE [FLAGS]      VM description as JSON (flags override its fields)
+  cpevisor-vmm --kernel PATH [FLAGS]
+  cpevisor-vmm kvm-info                   check /dev/kvm and print its capabilities
+
+FLAGS:
+  --kernel PATH            arm64 Image (aarch64); ELF vmlinux or bzImage (x86_64)
+  --kernel-format F        auto (default) | raw-x86-64 | raw-real-mode (x86_64 test guests)
+  --initrd PATH            initramfs (newc cpio, or gzip/zstd/xz/lz4/bzip2/lzo/lzma)
+  --cmdline STR            kernel command line
+  --memory MIB             guest RAM (default 128)
+  --max-memory MIB         refuse more guest RAM than this (default 2048)
+  --vcpus N                vCPUs (default 1)
+  --disk PATH[,ro]         virtio-blk disk (repeatable)
+  --net TAP[,mac=MAC]      virtio-net on an existing tap device (repeatable)
+  --rng                    virtio-rng
+  --console SPEC           stdout (default) | none | file:PATH | socket:PATH
+  --control-socket PATH    Unix control socket (line-delimited JSON: status/pause/resume/stop)
+  -h, --help               this text
+  -V, --version            version
+
+EXIT CODES:
+  0  guest powered off, or stopped by SIGTERM/SIGINT/SIGHUP or the control socket
+  1  host or KVM setup failure
+  2  configuration or usage error (nothing was started)
+  3  guest asked for a reboot
+  4  guest crashed, or KVM failed while running it
+
+LOG LINES (stderr):
+  cpevisor-vmm: first instruction: vcpu 0 entering KVM_RUN at <ms> ms
+  boot-ready: <ms> ms since VMM start
+  cpevisor-vmm: exit: <reason> (code <n>)
+";
+
+fn main() {
+    let start = Instant::now();
+    cpevisor_vmm::mark_start();
+    std::process::exit(run(start));
+}
+
+fn run(start: Instant) -> i32 {
+    let cmd = match parse_args(std::env::args().skip(1)) {
+        Ok(c) => c,
+        Err(e) => {
+            log(&format!("error: {e}"));
+            return exit_code::CONFIG_ERROR;
+        }
+    };
+    let cfg = match cmd {
+        Command::Help => {
+            print!("{HELP}");
+            return exit_code::OK;
+        }
+        Command::Version => {
+            println!("cpevisor-vmm {}", env!("CARGO_PKG_VERSION"));
+            return exit_code::OK;
+        }
+        Command::KvmInfo => return kvm_info(),
+        Command::Run(cfg) => cfg,
+    };
+    // Before anything that could leave state behind, so a SIGTERM during setup still ends in a
+    // clean stop (the event loop reads it) instead of the default action.
+    if let Err(e) = stop_signal_fd() {
+        log(&format!("error: signal handlers: {e}"));
+        return exit_code::HOST_ERROR;
+    }
+    let vmm = match Vmm::build(&cfg, start) {
+        Ok(v) => v,
+        Err(e) => {
+            log(&format!("error: {e}"));
+            return e.exit_code();
+        }
+    };
+    let event = vmm.run();
+    let code = exit_code_for(&event);
+    log(&format!("exit: {event} (code {code})"));
+    code
+}
+
+fn kvm_info() -> i32 {
+    let vm = match Vm::new() {
+        Ok(vm) => vm,
+        Err(e) => {
+            log(&format!("error: {e}"));
+            return exit_code::HOST_ERROR;
+        }
+    };
+    println!("KVM API version: {}", vm.kvm().get_api_version());
+    println!("VM created");
+    println!("Max vCPUs: {}", vm.kvm().get_max_vcpus());
+    println!("Memory slots: {}", vm.kvm().get_nr_memslots());
+    for line in arch::kvm_capabilities(vm.kvm(), &vm) {
+        println!("{line}");
+    }
+    exit_code::OK
+}

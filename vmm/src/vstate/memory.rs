@@ -29,10 +29,15 @@ impl std::error::Error for MemoryError {}
 const PAGE_SIZE: u64 = 4096;
 
 /// Maps one anonymous region per `(guest address, size)` pair.
-pub fn create_guest_memory(regions: &[(GuestAddress, usize)]) -> Result<GuestMemoryMmap, MemoryError> {
+pub fn create_guest_memory(
+    regions: &[(GuestAddress, usize)],
+) -> Result<GuestMemoryMmap, MemoryError> {
     let mut mapped = Vec::with_capacity(regions.len());
     for &(addr, size) in regions {
-        if size == 0 || size as u64 % PAGE_SIZE != 0 || addr.0 % PAGE_SIZE != 0 {
+        if size == 0
+            || !(size as u64).is_multiple_of(PAGE_SIZE)
+            || !addr.0.is_multiple_of(PAGE_SIZE)
+        {
             return Err(MemoryError::BadLayout(format!(
                 "region at {:#x} of {size:#x} bytes",
                 addr.0
@@ -45,9 +50,8 @@ pub fn create_guest_memory(regions: &[(GuestAddress, usize)]) -> Result<GuestMem
             libc::MAP_ANONYMOUS | libc::MAP_PRIVATE | libc::MAP_NORESERVE,
         )
         .map_err(MemoryError::Mmap)?;
-        let region = GuestRegionMmap::new(region, addr).ok_or_else(|| {
-            MemoryError::BadLayout(format!("region at {:#x} overflows", addr.0))
-        })?;
+        let region = GuestRegionMmap::new(region, addr)
+            .ok_or_else(|| MemoryError::BadLayout(format!("region at {:#x} overflows", addr.0)))?;
         mapped.push(region);
     }
     GuestMemoryMmap::from_regions(mapped).map_err(MemoryError::Collection)
@@ -61,13 +65,14 @@ mod tests {
     #[test]
     fn maps_lazily_and_is_usable() {
         // 1 GiB would be a lot of RSS if it were not reserved lazily.
-        let mem = create_guest_memory(&[
-            (GuestAddress(0), 1 << 30),
-            (GuestAddress(1 << 32), 1 << 20),
-        ])
-        .unwrap();
+        let mem =
+            create_guest_memory(&[(GuestAddress(0), 1 << 30), (GuestAddress(1 << 32), 1 << 20)])
+                .unwrap();
         mem.write_obj(0xdead_beefu32, GuestAddress(0x1000)).unwrap();
-        assert_eq!(mem.read_obj::<u32>(GuestAddress(0x1000)).unwrap(), 0xdead_beef);
+        assert_eq!(
+            mem.read_obj::<u32>(GuestAddress(0x1000)).unwrap(),
+            0xdead_beef
+        );
         assert!(mem.write_obj(1u8, GuestAddress(1 << 31)).is_err());
         assert_eq!(mem.num_regions(), 2);
     }
@@ -76,6 +81,8 @@ mod tests {
     fn rejects_bad_layout() {
         assert!(create_guest_memory(&[(GuestAddress(0), 0)]).is_err());
         assert!(create_guest_memory(&[(GuestAddress(1), 4096)]).is_err());
-        assert!(create_guest_memory(&[(GuestAddress(0), 8192), (GuestAddress(4096), 4096)]).is_err());
+        assert!(
+            create_guest_memory(&[(GuestAddress(0), 8192), (GuestAddress(4096), 4096)]).is_err()
+        );
     }
 }

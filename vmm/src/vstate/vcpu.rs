@@ -259,7 +259,11 @@ pub fn stop_vcpus(control: &VcpuControl, handles: Vec<JoinHandle<()>>) {
     for h in handles {
         let _ = h.join();
     }
-    control.threads.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    control
+        .threads
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clear();
 }
 
 fn vcpu_loop(id: usize, mut fd: VcpuFd, handler: &dyn ExitHandler, ctl: &VcpuControl) {
@@ -325,9 +329,7 @@ fn handle_exit(id: usize, exit: VcpuExit<'_>, bus: &dyn ExitHandler) -> Option<V
         VcpuExit::FailEntry(reason, cpu) => Some(VmEvent::Crash(format!(
             "vcpu {id}: KVM entry failed, hardware reason {reason:#x} on cpu {cpu}"
         ))),
-        VcpuExit::InternalError => Some(VmEvent::Crash(format!(
-            "vcpu {id}: KVM internal error"
-        ))),
+        VcpuExit::InternalError => Some(VmEvent::Crash(format!("vcpu {id}: KVM internal error"))),
         VcpuExit::Intr | VcpuExit::IrqWindowOpen => None,
         other => Some(VmEvent::Crash(format!(
             "vcpu {id}: unexpected exit {other:?}"

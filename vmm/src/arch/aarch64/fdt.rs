@@ -77,7 +77,10 @@ pub fn create_fdt(cfg: &FdtConfig<'_>) -> Result<Vec<u8>, FdtError> {
         fdt.property_u64("linux,initrd-start", start)?;
         fdt.property_u64("linux,initrd-end", start + size)?;
     }
-    fdt.property_string("stdout-path", &format!("/uart@{:x}", cfg.devices.serial.addr))?;
+    fdt.property_string(
+        "stdout-path",
+        &format!("/uart@{:x}", cfg.devices.serial.addr),
+    )?;
     fdt.end_node(chosen)?;
 
     create_gic_node(&mut fdt, cfg)?;
@@ -101,7 +104,10 @@ pub fn create_fdt(cfg: &FdtConfig<'_>) -> Result<Vec<u8>, FdtError> {
 
     if let Some(rtc) = &d.rtc {
         let n = fdt.begin_node(&format!("rtc@{:x}", rtc.addr))?;
-        fdt.property_string_list("compatible", vec!["arm,pl031".into(), "arm,primecell".into()])?;
+        fdt.property_string_list(
+            "compatible",
+            vec!["arm,pl031".into(), "arm,primecell".into()],
+        )?;
         fdt.property_array_u64("reg", &[rtc.addr, rtc.len])?;
         fdt.property_array_u32("interrupts", &[GIC_SPI, rtc.irq, IRQ_TYPE_LEVEL_HIGH])?;
         fdt.property_u32("clocks", PHANDLE_APB_CLK)?;
@@ -182,10 +188,26 @@ mod tests {
 
     fn devices() -> DeviceMap {
         DeviceMap {
-            serial: DeviceSlot { addr: SERIAL_BASE, len: DEVICE_WINDOW, irq: SERIAL_SPI },
-            rtc: Some(DeviceSlot { addr: RTC_BASE, len: DEVICE_WINDOW, irq: RTC_SPI }),
-            boot_signal: DeviceSlot { addr: BOOT_SIGNAL_BASE, len: DEVICE_WINDOW, irq: 0 },
-            virtio: vec![DeviceSlot { addr: VIRTIO_MMIO_BASE, len: 0x200, irq: VIRTIO_FIRST_SPI }],
+            serial: DeviceSlot {
+                addr: SERIAL_BASE,
+                len: DEVICE_WINDOW,
+                irq: SERIAL_SPI,
+            },
+            rtc: Some(DeviceSlot {
+                addr: RTC_BASE,
+                len: DEVICE_WINDOW,
+                irq: RTC_SPI,
+            }),
+            boot_signal: DeviceSlot {
+                addr: BOOT_SIGNAL_BASE,
+                len: DEVICE_WINDOW,
+                irq: 0,
+            },
+            virtio: vec![DeviceSlot {
+                addr: VIRTIO_MMIO_BASE,
+                len: 0x200,
+                irq: VIRTIO_FIRST_SPI,
+            }],
         }
     }
 
@@ -221,7 +243,11 @@ mod tests {
                 b"linux,initrd-start",
                 b"/uart@9000000",
             ] {
-                assert!(contains(&blob, s), "{gic:?}: missing {}", String::from_utf8_lossy(s));
+                assert!(
+                    contains(&blob, s),
+                    "{gic:?}: missing {}",
+                    String::from_utf8_lossy(s)
+                );
             }
             let want: &[u8] = match gic {
                 GicVersion::V3 => b"arm,gic-v3",

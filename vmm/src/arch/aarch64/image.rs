@@ -78,7 +78,7 @@ pub fn parse(header: &[u8], file_len: u64) -> Result<ImageHeader, ImageError> {
     if image_size > MAX_IMAGE_SIZE || file_len > MAX_IMAGE_SIZE {
         return Err(ImageError::TooLarge(image_size.max(file_len)));
     }
-    if text_offset % 4096 != 0 || text_offset >= (2 << 20) {
+    if !text_offset.is_multiple_of(4096) || text_offset >= (2 << 20) {
         return Err(ImageError::MisalignedTextOffset(text_offset));
     }
     Ok(ImageHeader {
@@ -116,8 +116,14 @@ mod tests {
     #[test]
     fn rejects_bad_headers() {
         assert_eq!(parse(&[0u8; 10], 10), Err(ImageError::TooShort(10)));
-        assert!(matches!(parse(&[0u8; 64], 64), Err(ImageError::BadMagic(0))));
-        assert_eq!(parse(&test_header(0, 0x1000, 1), 64), Err(ImageError::BigEndian));
+        assert!(matches!(
+            parse(&[0u8; 64], 64),
+            Err(ImageError::BadMagic(0))
+        ));
+        assert_eq!(
+            parse(&test_header(0, 0x1000, 1), 64),
+            Err(ImageError::BigEndian)
+        );
         assert!(matches!(
             parse(&test_header(0, 1 << 40, 0), 64),
             Err(ImageError::TooLarge(_))

@@ -52,15 +52,26 @@ pub fn check_kernel(format: KernelFormat, path: &Path) -> Result<(), ConfigError
 pub fn device_map(n_virtio: usize) -> Result<DeviceMap, ArchError> {
     let last_spi = VIRTIO_FIRST_SPI as usize + n_virtio;
     if last_spi >= (GIC_NR_IRQS - 32) as usize {
-        return Err(ArchError(format!("{n_virtio} virtio devices exceed the GIC's SPIs")));
+        return Err(ArchError(format!(
+            "{n_virtio} virtio devices exceed the GIC's SPIs"
+        )));
     }
-    let slot = |addr, irq| DeviceSlot { addr, len: DEVICE_WINDOW, irq };
+    let slot = |addr, irq| DeviceSlot {
+        addr,
+        len: DEVICE_WINDOW,
+        irq,
+    };
     Ok(DeviceMap {
         serial: slot(SERIAL_BASE, SERIAL_SPI),
         rtc: Some(slot(RTC_BASE, RTC_SPI)),
         boot_signal: slot(BOOT_SIGNAL_BASE, 0),
         virtio: (0..n_virtio)
-            .map(|i| slot(VIRTIO_MMIO_BASE + i as u64 * DEVICE_WINDOW, VIRTIO_FIRST_SPI + i as u32))
+            .map(|i| {
+                slot(
+                    VIRTIO_MMIO_BASE + i as u64 * DEVICE_WINDOW,
+                    VIRTIO_FIRST_SPI + i as u32,
+                )
+            })
             .collect(),
     })
 }
@@ -76,7 +87,12 @@ pub struct IrqChip {
 }
 
 fn set_attr(fd: &DeviceFd, group: u32, attr: u64, addr: u64, what: &str) -> Result<(), ArchError> {
-    let a = kvm_device_attr { flags: 0, group, attr, addr };
+    let a = kvm_device_attr {
+        flags: 0,
+        group,
+        attr,
+        addr,
+    };
     fd.set_device_attr(&a).map_err(|e| ArchError::new(what, e))
 }
 
@@ -86,7 +102,11 @@ fn create_gic(vm: &Vm, version: GicVersion, vcpus: u64) -> Result<DeviceFd, kvm_
         GicVersion::V2 => kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V2,
     };
     let _ = vcpus;
-    let mut dev = kvm_create_device { type_, fd: 0, flags: 0 };
+    let mut dev = kvm_create_device {
+        type_,
+        fd: 0,
+        flags: 0,
+    };
     vm.fd().create_device(&mut dev)
 }
 
@@ -186,7 +206,8 @@ pub fn load_kernel(mem: &GuestMemoryMmap, cfg: &VmConfig) -> Result<LoadedKernel
     let mut f = File::open(&cfg.kernel).map_err(|e| ArchError::new(&what, e))?;
     let len = f.metadata().map_err(|e| ArchError::new(&what, e))?.len();
     let mut hdr = [0u8; image::HEADER_LEN];
-    f.read_exact(&mut hdr).map_err(|e| ArchError::new(&what, e))?;
+    f.read_exact(&mut hdr)
+        .map_err(|e| ArchError::new(&what, e))?;
     let h = image::parse(&hdr, len).map_err(|e| ArchError::new(&what, e))?;
     // RAM_START is 2 MiB aligned, so this is a valid base for any text_offset.
     let entry = RAM_START + h.text_offset;
@@ -221,7 +242,11 @@ pub fn load_kernel(mem: &GuestMemoryMmap, cfg: &VmConfig) -> Result<LoadedKernel
             Some((start, size))
         }
     };
-    Ok(LoadedKernel { entry, kernel_end, initrd })
+    Ok(LoadedKernel {
+        entry,
+        kernel_end,
+        initrd,
+    })
 }
 
 fn fdt_address(ram_end: u64) -> u64 {
@@ -229,15 +254,18 @@ fn fdt_address(ram_end: u64) -> u64 {
 }
 
 /// Writes the device tree at the top of RAM. Returns its address (for X0).
+#[allow(clippy::too_many_arguments)]
 pub fn configure_system(
     mem: &GuestMemoryMmap,
     vcpus: &[VcpuFd],
-    irqchip: &IrqChip,
+    irqchip: Option<&IrqChip>,
     kernel: &LoadedKernel,
     mem_bytes: u64,
     cmdline: &str,
     devices: &DeviceMap,
+    _format: KernelFormat,
 ) -> Result<u64, ArchError> {
+    let irqchip = irqchip.ok_or_else(|| ArchError("aarch64 guests need the vGIC".into()))?;
     let mpidrs = vcpus.iter().map(mpidr).collect::<Result<Vec<_>, _>>()?;
     let blob = create_fdt(&FdtConfig {
         mem_size: mem_bytes,
@@ -249,7 +277,10 @@ pub fn configure_system(
     })
     .map_err(|e| ArchError::new("device tree", e))?;
     if blob.len() as u64 > FDT_MAX_SIZE {
-        return Err(ArchError(format!("device tree of {} bytes exceeds 2 MiB", blob.len())));
+        return Err(ArchError(format!(
+            "device tree of {} bytes exceeds 2 MiB",
+            blob.len()
+        )));
     }
     let addr = fdt_address(RAM_START + mem_bytes);
     mem.write_slice(&blob, GuestAddress(addr))
@@ -264,7 +295,17 @@ pub fn finalize_cmdline(user: &str, _devices: &DeviceMap) -> Result<String, Arch
 
 /// Boot vCPU: PC = kernel entry, X0 = DTB, EL1h with DAIF masked. Secondaries start through PSCI
 /// CPU_ON, which sets their registers in KVM.
-pub fn setup_boot_regs(vcpu: &VcpuFd, id: u64, kernel: &LoadedKernel, fdt_addr: u64) -> Result<(), ArchError> {
+#[allow(clippy::too_many_arguments)]
+pub fn setup_boot_regs(
+    _vm: &Vm,
+    vcpu: &VcpuFd,
+    id: u64,
+    _count: u64,
+    kernel: &LoadedKernel,
+    fdt_addr: u64,
+    _format: KernelFormat,
+    _has_irqchip: bool,
+) -> Result<(), ArchError> {
     let pstate = (PSR_MODE_EL1h | PSR_A_BIT | PSR_F_BIT | PSR_I_BIT | PSR_D_BIT) as u64;
     let set = |reg: u64, v: u64, name: &str| {
         vcpu.set_one_reg(reg, &v.to_le_bytes())

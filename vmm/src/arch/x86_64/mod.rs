@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use kvm_bindings::{kvm_pit_config, CpuId, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Kvm, VcpuFd};
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params};
 use linux_loader::loader::{BzImage, Elf, KernelLoader};
@@ -70,7 +70,10 @@ pub fn ram_regions(bytes: u64) -> Vec<(GuestAddress, usize)> {
     } else {
         vec![
             (GuestAddress(0), MMIO_GAP_START as usize),
-            (GuestAddress(FIRST_ADDR_PAST_4G), (bytes - MMIO_GAP_START) as usize),
+            (
+                GuestAddress(FIRST_ADDR_PAST_4G),
+                (bytes - MMIO_GAP_START) as usize,
+            ),
         ]
     }
 }
@@ -91,7 +94,9 @@ pub fn check_kernel(format: KernelFormat, path: &Path) -> Result<(), ConfigError
         KernelFormat::RawRealMode => {
             let room = 0x1_0000 - RAW_REAL_MODE_ADDR;
             if len > room {
-                return Err(err(format!("raw real-mode code is {len} bytes, at most {room}")));
+                return Err(err(format!(
+                    "raw real-mode code is {len} bytes, at most {room}"
+                )));
             }
             return Ok(());
         }
@@ -108,18 +113,26 @@ pub fn check_kernel(format: KernelFormat, path: &Path) -> Result<(), ConfigError
     let head = &head[..n];
     if head.starts_with(ELF_MAGIC) {
         if n < 20 || head[4] != 2 || head[5] != 1 {
-            return Err(err("ELF file is not 64-bit little endian (an x86_64 vmlinux)".into()));
+            return Err(err(
+                "ELF file is not 64-bit little endian (an x86_64 vmlinux)".into(),
+            ));
         }
         let machine = u16::from_le_bytes([head[18], head[19]]);
         if machine != EM_X86_64 {
-            return Err(err(format!("ELF machine {machine}, expected x86_64 ({EM_X86_64})")));
+            return Err(err(format!(
+                "ELF machine {machine}, expected x86_64 ({EM_X86_64})"
+            )));
         }
         return Ok(());
     }
-    if n >= 0x238 && u32::from_le_bytes(head[0x202..0x206].try_into().unwrap_or_default()) == HDRS_MAGIC {
+    if n >= 0x238
+        && u32::from_le_bytes(head[0x202..0x206].try_into().unwrap_or_default()) == HDRS_MAGIC
+    {
         let boot_flag = u16::from_le_bytes([head[0x1fe], head[0x1ff]]);
         if boot_flag != 0xaa55 {
-            return Err(err(format!("bzImage boot flag {boot_flag:#x}, expected 0xaa55")));
+            return Err(err(format!(
+                "bzImage boot flag {boot_flag:#x}, expected 0xaa55"
+            )));
         }
         let version = u16::from_le_bytes([head[0x206], head[0x207]]);
         let xloadflags = u16::from_le_bytes([head[0x236], head[0x237]]);
@@ -156,12 +169,22 @@ fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
 pub fn device_map(n_virtio: usize) -> Result<DeviceMap, ArchError> {
     let last_irq = VIRTIO_FIRST_IRQ as usize + n_virtio;
     if last_irq > mptable::IOAPIC_PINS as usize {
-        return Err(ArchError(format!("{n_virtio} virtio devices exceed the IOAPIC's pins")));
+        return Err(ArchError(format!(
+            "{n_virtio} virtio devices exceed the IOAPIC's pins"
+        )));
     }
     Ok(DeviceMap {
-        serial: DeviceSlot { addr: SERIAL_PORT, len: 8, irq: SERIAL_IRQ },
+        serial: DeviceSlot {
+            addr: SERIAL_PORT,
+            len: 8,
+            irq: SERIAL_IRQ,
+        },
         rtc: None,
-        boot_signal: DeviceSlot { addr: BOOT_SIGNAL_PORT, len: BOOT_SIGNAL_PORT_LEN, irq: 0 },
+        boot_signal: DeviceSlot {
+            addr: BOOT_SIGNAL_PORT,
+            len: BOOT_SIGNAL_PORT_LEN,
+            irq: 0,
+        },
         virtio: (0..n_virtio)
             .map(|i| DeviceSlot {
                 addr: VIRTIO_MMIO_BASE + i as u64 * DEVICE_WINDOW,
@@ -186,7 +209,10 @@ pub fn create_irqchip(vm: &Vm, _vcpus: u64) -> Result<IrqChip, ArchError> {
     vm.fd()
         .create_irq_chip()
         .map_err(|e| ArchError::new("KVM_CREATE_IRQCHIP", e))?;
-    let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
+    let pit = kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
     vm.fd()
         .create_pit2(pit)
         .map_err(|e| ArchError::new("KVM_CREATE_PIT2", e))?;
@@ -220,11 +246,14 @@ pub fn load_kernel(mem: &GuestMemoryMmap, cfg: &VmConfig) -> Result<LoadedKernel
         KernelFormat::Auto => {
             let mut f = File::open(&cfg.kernel).map_err(|e| ArchError::new(&what, e))?;
             let mut magic = [0u8; 4];
-            f.read_exact(&mut magic).map_err(|e| ArchError::new(&what, e))?;
-            f.seek(SeekFrom::Start(0)).map_err(|e| ArchError::new(&what, e))?;
+            f.read_exact(&mut magic)
+                .map_err(|e| ArchError::new(&what, e))?;
+            f.seek(SeekFrom::Start(0))
+                .map_err(|e| ArchError::new(&what, e))?;
             let himem = Some(GuestAddress(HIMEM_START));
             if &magic == ELF_MAGIC {
-                let r = Elf::load(mem, None, &mut f, himem).map_err(|e| ArchError::new(&what, e))?;
+                let r =
+                    Elf::load(mem, None, &mut f, himem).map_err(|e| ArchError::new(&what, e))?;
                 LoadedKernel {
                     entry: r.kernel_load.0,
                     kernel_end: r.kernel_end,
@@ -232,7 +261,8 @@ pub fn load_kernel(mem: &GuestMemoryMmap, cfg: &VmConfig) -> Result<LoadedKernel
                     setup_header: None,
                 }
             } else {
-                let r = BzImage::load(mem, None, &mut f, himem).map_err(|e| ArchError::new(&what, e))?;
+                let r = BzImage::load(mem, None, &mut f, himem)
+                    .map_err(|e| ArchError::new(&what, e))?;
                 LoadedKernel {
                     // The 64-bit entry point is 0x200 past the protected-mode code.
                     entry: r.kernel_load.0 + 0x200,
@@ -313,7 +343,9 @@ pub fn configure_system(
 
     let bytes = cmdline.as_bytes();
     if bytes.len() as u64 >= CMDLINE_MAX {
-        return Err(ArchError(format!("kernel command line longer than {CMDLINE_MAX} bytes")));
+        return Err(ArchError(format!(
+            "kernel command line longer than {CMDLINE_MAX} bytes"
+        )));
     }
     mem.write_slice(bytes, GuestAddress(CMDLINE_ADDR))
         .and_then(|_| mem.write_obj(0u8, GuestAddress(CMDLINE_ADDR + bytes.len() as u64)))
@@ -344,7 +376,11 @@ pub fn configure_system(
         e820.push((FIRST_ADDR_PAST_4G, mem_bytes - MMIO_GAP_START, E820_RAM));
     }
     for (i, (addr, size, kind)) in e820.iter().enumerate() {
-        params.e820_table[i] = boot_e820_entry { addr: *addr, size: *size, r#type: *kind };
+        params.e820_table[i] = boot_e820_entry {
+            addr: *addr,
+            size: *size,
+            r#type: *kind,
+        };
     }
     params.e820_entries = e820.len() as u8;
     mem.write_obj(params, GuestAddress(ZERO_PAGE_ADDR))
@@ -352,26 +388,24 @@ pub fn configure_system(
     Ok(ZERO_PAGE_ADDR)
 }
 
-/// The CPUID leaves KVM supports, read once per VM.
-pub fn supported_cpuid(kvm: &Kvm) -> Result<CpuId, ArchError> {
-    kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(|e| ArchError::new("KVM_GET_SUPPORTED_CPUID", e))
-}
-
 /// Registers, CPUID, MSRs, FPU and LAPIC of vCPU `id`. All vCPUs start at the entry point in
 /// long mode (Linux parks the secondaries until it sends them INIT/SIPI).
 #[allow(clippy::too_many_arguments)]
 pub fn setup_boot_regs(
+    vm: &Vm,
     vcpu: &VcpuFd,
     id: u64,
     count: u64,
-    cpuid: &CpuId,
     kernel: &LoadedKernel,
     zero_page: u64,
     format: KernelFormat,
     has_irqchip: bool,
 ) -> Result<(), ArchError> {
-    regs::setup_cpuid(vcpu, cpuid, id as u8, count as u8)?;
+    let cpuid = vm
+        .kvm()
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(|e| ArchError::new("KVM_GET_SUPPORTED_CPUID", e))?;
+    regs::setup_cpuid(vcpu, &cpuid, id as u8, count as u8)?;
     regs::setup_msrs(vcpu)?;
     regs::setup_fpu(vcpu)?;
     if has_irqchip {
@@ -397,7 +431,10 @@ pub fn kvm_capabilities(kvm: &Kvm, _vm: &Vm) -> Vec<String> {
         format!("irqchip: {}", kvm.check_extension(Cap::Irqchip)),
         format!("irqfd: {}", kvm.check_extension(Cap::Irqfd)),
         format!("PIT2: {}", kvm.check_extension(Cap::Pit2)),
-        format!("immediate exit: {}", kvm.check_extension(Cap::ImmediateExit)),
+        format!(
+            "immediate exit: {}",
+            kvm.check_extension(Cap::ImmediateExit)
+        ),
         format!("supported CPUID leaves: {cpuid}"),
     ]
 }

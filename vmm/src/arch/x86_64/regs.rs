@@ -23,7 +23,11 @@ pub fn segment_from_gdt(entry: u64, index: u8) -> kvm_segment {
     let limit_raw = (entry & 0xffff) | ((entry >> 32) & 0x000f_0000);
     let g = ((entry >> 55) & 1) as u8;
     // With 4 KiB granularity the limit counts pages; KVM wants bytes.
-    let limit = if g == 1 { (limit_raw << 12) | 0xfff } else { limit_raw };
+    let limit = if g == 1 {
+        (limit_raw << 12) | 0xfff
+    } else {
+        limit_raw
+    };
     let type_ = ((entry >> 40) & 0xf) as u8;
     let present = ((entry >> 47) & 1) as u8;
     kvm_segment {
@@ -65,21 +69,35 @@ pub fn write_boot_tables(mem: &GuestMemoryMmap) -> Result<(), ArchError> {
         r.map_err(|e| ArchError::new(&format!("write {what}"), e))
     };
     for (i, e) in GDT.iter().enumerate() {
-        w(mem.write_obj(*e, GuestAddress(GDT_ADDR + i as u64 * 8)), "GDT")?;
+        w(
+            mem.write_obj(*e, GuestAddress(GDT_ADDR + i as u64 * 8)),
+            "GDT",
+        )?;
     }
     w(mem.write_obj(0u64, GuestAddress(IDT_ADDR)), "IDT")?;
     // PML4[0] -> PDPT, PDPT[0] -> PD, PD[i] -> 2 MiB page i (present, writable, large).
-    w(mem.write_obj(PDPT_ADDR | 0x03, GuestAddress(PML4_ADDR)), "PML4")?;
-    w(mem.write_obj(PD_ADDR | 0x03, GuestAddress(PDPT_ADDR)), "PDPT")?;
+    w(
+        mem.write_obj(PDPT_ADDR | 0x03, GuestAddress(PML4_ADDR)),
+        "PML4",
+    )?;
+    w(
+        mem.write_obj(PD_ADDR | 0x03, GuestAddress(PDPT_ADDR)),
+        "PDPT",
+    )?;
     for i in 0..512u64 {
-        w(mem.write_obj((i << 21) | 0x83, GuestAddress(PD_ADDR + i * 8)), "PD")?;
+        w(
+            mem.write_obj((i << 21) | 0x83, GuestAddress(PD_ADDR + i * 8)),
+            "PD",
+        )?;
     }
     Ok(())
 }
 
 /// Long mode with paging on, flat segments from `GDT`.
 pub fn setup_long_mode_sregs(vcpu: &VcpuFd) -> Result<(), ArchError> {
-    let mut sregs: kvm_sregs = vcpu.get_sregs().map_err(|e| ArchError::new("KVM_GET_SREGS", e))?;
+    let mut sregs: kvm_sregs = vcpu
+        .get_sregs()
+        .map_err(|e| ArchError::new("KVM_GET_SREGS", e))?;
     let code = segment_from_gdt(GDT[1], 1);
     let data = segment_from_gdt(GDT[2], 2);
     let tss = segment_from_gdt(GDT[3], 3);
@@ -98,15 +116,19 @@ pub fn setup_long_mode_sregs(vcpu: &VcpuFd) -> Result<(), ArchError> {
     sregs.cr3 = PML4_ADDR;
     sregs.cr4 |= CR4_PAE;
     sregs.efer |= EFER_LME | EFER_LMA;
-    vcpu.set_sregs(&sregs).map_err(|e| ArchError::new("KVM_SET_SREGS", e))
+    vcpu.set_sregs(&sregs)
+        .map_err(|e| ArchError::new("KVM_SET_SREGS", e))
 }
 
 /// Real mode with CS = 0, so `rip` is a physical address below 64 KiB.
 pub fn setup_real_mode_sregs(vcpu: &VcpuFd) -> Result<(), ArchError> {
-    let mut sregs = vcpu.get_sregs().map_err(|e| ArchError::new("KVM_GET_SREGS", e))?;
+    let mut sregs = vcpu
+        .get_sregs()
+        .map_err(|e| ArchError::new("KVM_GET_SREGS", e))?;
     sregs.cs.base = 0;
     sregs.cs.selector = 0;
-    vcpu.set_sregs(&sregs).map_err(|e| ArchError::new("KVM_SET_SREGS", e))
+    vcpu.set_sregs(&sregs)
+        .map_err(|e| ArchError::new("KVM_SET_SREGS", e))
 }
 
 pub fn setup_regs(vcpu: &VcpuFd, rip: u64, rsi: u64) -> Result<(), ArchError> {
@@ -118,7 +140,8 @@ pub fn setup_regs(vcpu: &VcpuFd, rip: u64, rsi: u64) -> Result<(), ArchError> {
         rsi,
         ..Default::default()
     };
-    vcpu.set_regs(&regs).map_err(|e| ArchError::new("KVM_SET_REGS", e))
+    vcpu.set_regs(&regs)
+        .map_err(|e| ArchError::new("KVM_SET_REGS", e))
 }
 
 pub fn setup_fpu(vcpu: &VcpuFd) -> Result<(), ArchError> {
@@ -127,7 +150,8 @@ pub fn setup_fpu(vcpu: &VcpuFd) -> Result<(), ArchError> {
         mxcsr: 0x1f80,
         ..Default::default()
     };
-    vcpu.set_fpu(&fpu).map_err(|e| ArchError::new("KVM_SET_FPU", e))
+    vcpu.set_fpu(&fpu)
+        .map_err(|e| ArchError::new("KVM_SET_FPU", e))
 }
 
 const MSR_IA32_SYSENTER_CS: u32 = 0x174;
@@ -157,10 +181,16 @@ pub fn setup_msrs(vcpu: &VcpuFd) -> Result<(), ArchError> {
         (MSR_IA32_MISC_ENABLE, MISC_ENABLE_FAST_STRING),
     ]
     .iter()
-    .map(|&(index, data)| kvm_msr_entry { index, data, ..Default::default() })
+    .map(|&(index, data)| kvm_msr_entry {
+        index,
+        data,
+        ..Default::default()
+    })
     .collect();
     let msrs = Msrs::from_entries(&entries).map_err(|e| ArchError::new("MSR list", e))?;
-    let n = vcpu.set_msrs(&msrs).map_err(|e| ArchError::new("KVM_SET_MSRS", e))?;
+    let n = vcpu
+        .set_msrs(&msrs)
+        .map_err(|e| ArchError::new("KVM_SET_MSRS", e))?;
     if n != entries.len() {
         return Err(ArchError(format!(
             "KVM_SET_MSRS set {n} of {} MSRs (MSR {:#x} refused)",
@@ -191,7 +221,8 @@ pub fn setup_cpuid(vcpu: &VcpuFd, supported: &CpuId, id: u8, count: u8) -> Resul
             _ => {}
         }
     }
-    vcpu.set_cpuid2(&cpuid).map_err(|e| ArchError::new("KVM_SET_CPUID2", e))
+    vcpu.set_cpuid2(&cpuid)
+        .map_err(|e| ArchError::new("KVM_SET_CPUID2", e))
 }
 
 const APIC_LVT0: usize = 0x350;
@@ -201,7 +232,9 @@ const APIC_MODE_EXTINT: u32 = 0x7;
 
 /// LINT0 = ExtINT (the PIC), LINT1 = NMI, as on a PC; needs the in-kernel irqchip.
 pub fn setup_lapic(vcpu: &VcpuFd) -> Result<(), ArchError> {
-    let mut lapic = vcpu.get_lapic().map_err(|e| ArchError::new("KVM_GET_LAPIC", e))?;
+    let mut lapic = vcpu
+        .get_lapic()
+        .map_err(|e| ArchError::new("KVM_GET_LAPIC", e))?;
     for (reg, mode) in [(APIC_LVT0, APIC_MODE_EXTINT), (APIC_LVT1, APIC_MODE_NMI)] {
         let bytes: [u8; 4] = std::array::from_fn(|i| lapic.regs[reg + i] as u8);
         let v = u32::from_le_bytes(bytes);
@@ -210,7 +243,8 @@ pub fn setup_lapic(vcpu: &VcpuFd) -> Result<(), ArchError> {
             lapic.regs[reg + i] = *b as _;
         }
     }
-    vcpu.set_lapic(&lapic).map_err(|e| ArchError::new("KVM_SET_LAPIC", e))
+    vcpu.set_lapic(&lapic)
+        .map_err(|e| ArchError::new("KVM_SET_LAPIC", e))
 }
 
 #[cfg(test)]
