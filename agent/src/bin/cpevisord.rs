@@ -1,1 +1,139 @@
-fn main() {}
+//! cpevisord: the on-device agent. Runs operator apps per TR-181 `Device.SoftwareModules`,
+//! serves cpevisorctl on a Unix socket, stops apps cleanly on SIGTERM.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use cpevisor_agent::api::server;
+use cpevisor_agent::lifecycle::config::AgentConfig;
+use cpevisor_agent::lifecycle::Agent;
+use cpevisor_agent::{log_error, log_info, LOG_LEVEL};
+
+const USAGE: &str = "usage: cpevisord --state-dir DIR --config FILE [--socket PATH] [--log-level 0-3]
+
+  --state-dir DIR   flash directory for the store, state.json and journal.json
+  --config FILE     agent config (JSON): exec_envs [{name, type kvm|jail, arch, memory_budget_mib,
+                    enable, runner vmm|process}], trusted_keys_dir, download_cap_bytes, vmm_path,
+                    ca_file, cgroup_root, stop_timeout_ms
+  --socket PATH     control socket (default /run/cpevisord.sock)
+  --log-level N     0 error, 1 warn, 2 info (default), 3 debug";
+
+struct Args {
+    state_dir: PathBuf,
+    config: PathBuf,
+    socket: PathBuf,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut state_dir = None;
+    let mut config = None;
+    let mut socket = PathBuf::from("/run/cpevisord.sock");
+    let mut it = std::env::args_os().skip(1);
+    while let Some(a) = it.next() {
+        let a = a.to_string_lossy().into_owned();
+        let mut value = |name: &str| {
+            it.next()
+                .map(PathBuf::from)
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match a.as_str() {
+            "--state-dir" => state_dir = Some(value("--state-dir")?),
+            "--config" => config = Some(value("--config")?),
+            "--socket" => socket = value("--socket")?,
+            "--log-level" => {
+                let v = value("--log-level")?;
+                let n: u8 = v
+                    .to_str()
+                    .and_then(|s| s.parse().ok())
+                    .filter(|n| *n <= 3)
+                    .ok_or("--log-level: expected 0..3")?;
+                LOG_LEVEL.store(n, std::sync::atomic::Ordering::Relaxed);
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(Args {
+        state_dir: state_dir.ok_or("--state-dir is required")?,
+        config: config.ok_or("--config is required")?,
+        socket,
+    })
+}
+
+/// Blocks SIGTERM/SIGINT in every thread; a dedicated thread takes them with sigwait.
+fn block_termination_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data initialised by sigemptyset/sigaddset before use, and
+    // pthread_sigmask only changes this thread's mask (inherited by threads spawned later).
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_for_signal(set: &libc::sigset_t) -> i32 {
+    let mut sig = 0;
+    // SAFETY: `set` is a valid, initialised signal set and `sig` a valid out pointer.
+    unsafe { libc::sigwait(set, &mut sig) };
+    sig
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("cpevisord: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let sigset = block_termination_signals();
+    let cfg = match AgentConfig::load(&args.config) {
+        Ok(c) => c,
+        Err(f) => {
+            log_error!("{f}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match server::bind(&args.socket) {
+        Ok(l) => l,
+        Err(e) => {
+            log_error!("socket {}: {e}", args.socket.display());
+            return ExitCode::from(1);
+        }
+    };
+    let agent = match Agent::open(&args.state_dir, cfg) {
+        Ok(a) => Arc::new(a),
+        Err(f) => {
+            log_error!("state {}: {f}", args.state_dir.display());
+            let _ = std::fs::remove_file(&args.socket);
+            return ExitCode::from(1);
+        }
+    };
+    let server_agent = agent.clone();
+    let spawned = std::thread::Builder::new()
+        .name("accept".into())
+        .stack_size(256 * 1024)
+        .spawn(move || server::serve(listener, server_agent));
+    if let Err(e) = spawned {
+        log_error!("cannot start the API thread: {e}");
+        return ExitCode::from(1);
+    }
+    log_info!(
+        "ready: state {}, socket {}",
+        args.state_dir.display(),
+        args.socket.display()
+    );
+    let sig = wait_for_signal(&sigset);
+    log_info!("signal {sig}: stopping apps");
+    agent.shutdown();
+    let _ = std::fs::remove_file(&args.socket);
+    log_info!("stopped");
+    ExitCode::SUCCESS
+}

@@ -11,6 +11,7 @@ pub mod config;
 pub mod events;
 pub mod packages;
 pub mod state;
+mod shim_fetch;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::fault::{Fault, FaultCode};
+use crate::package::{verify_package, Backend as PkgBackend, LayerKind, PackageCaps, TrustedKey, VerifiedPackage};
 use crate::store::Store;
+
+use super::shim_fetch;
 
 /// What the lifecycle needs from a package's app config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +56,7 @@ pub struct InstalledFiles {
 /// A downloaded package whose digests, signature and config were all checked.
 pub struct CheckedPackage {
     pub path: PathBuf,
+    verified: VerifiedPackage,
     pub spec: AppSpec,
     pub manifest_digest: String,
 }
@@ -64,14 +68,37 @@ pub struct Packages {
     pub ca_file: Option<PathBuf>,
 }
 
-fn not_built(what: &str) -> Fault {
-    Fault::new(
-        FaultCode::ResourcesExceeded,
-        format!("{what}: package support is not built into this agent yet"),
-    )
-}
-
 impl Packages {
+    fn trusted_keys(&self) -> Result<Vec<TrustedKey>, Fault> {
+        let Some(dir) = &self.trusted_keys_dir else {
+            return Ok(Vec::new());
+        };
+        let mut keys = Vec::new();
+        let rd = std::fs::read_dir(dir).map_err(|e| {
+            Fault::new(
+                FaultCode::SignatureFailure,
+                format!("trusted keys directory {}: {e}", dir.display()),
+            )
+        })?;
+        for entry in rd.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "pub") {
+                keys.push(TrustedKey::load(&path)?);
+            }
+            if keys.len() > 64 {
+                break;
+            }
+        }
+        Ok(keys)
+    }
+
+    fn caps(&self) -> PackageCaps {
+        PackageCaps {
+            max_package_bytes: self.download_cap_bytes,
+            ..PackageCaps::default()
+        }
+    }
+
     /// Downloads `url` into `downloads/` (resumable), checking `expected` when given.
     pub fn download(
         &self,
@@ -79,20 +106,70 @@ impl Packages {
         expected: Option<&str>,
         progress: &mut dyn FnMut(u64, Option<u64>),
     ) -> Result<PathBuf, Fault> {
-        let _ = (url, expected, progress);
-        Err(not_built("download"))
+        shim_fetch::download(
+            url,
+            &self.store.downloads_dir(),
+            self.download_cap_bytes,
+            expected,
+            progress,
+        )
     }
 
     /// Verifies every blob, the signature and the config of a downloaded package.
     pub fn check(&self, path: &Path) -> Result<CheckedPackage, Fault> {
-        let _ = path;
-        Err(not_built("verify"))
+        let verified = verify_package(path, &self.trusted_keys()?, &self.caps())?;
+        let c = &verified.config;
+        let r = &c.restart;
+        let spec = AppSpec {
+            name: c.name.clone(),
+            version: c.version.clone(),
+            vendor: c.vendor.clone(),
+            description: c.description.clone(),
+            arch: c.arch.as_str().to_string(),
+            backends: c
+                .backends
+                .iter()
+                .map(|b| match b {
+                    PkgBackend::Kvm => "kvm".to_string(),
+                    PkgBackend::Jail => "jail".to_string(),
+                })
+                .collect(),
+            memory_mib: c.memory_mib,
+            vcpus: c.vcpus,
+            cmdline: c.cmdline.clone(),
+            command: c.command.clone(),
+            restart: RestartPolicy {
+                enable: r.enable,
+                retry_min_wait_s: r.retry_min_wait_s,
+                retry_max_wait_s: r.retry_max_wait_s,
+                retry_interval_multiplier: r.retry_interval_multiplier,
+                max_retry_count: r.max_retry_count,
+                reset_period_s: r.reset_period_s,
+            },
+            autostart: c.autostart,
+            run_level: u32::from(c.run_level),
+        };
+        Ok(CheckedPackage {
+            path: path.to_path_buf(),
+            spec,
+            manifest_digest: verified.manifest_digest.to_string(),
+            verified,
+        })
     }
 
-    /// Unpacks a checked package into `apps/<app_id>/` and its blobs into the store.
+    /// Copies a checked package's blobs into the store and creates its `apps/<app_id>/`.
     pub fn unpack(&self, pkg: &CheckedPackage, app_id: &str) -> Result<InstalledFiles, Fault> {
-        let _ = (pkg, app_id);
-        Err(not_built("unpack"))
+        let unpacked = pkg.verified.unpack(&self.store)?;
+        let app_dir = self.store.create_app_dir(app_id)?;
+        Ok(InstalledFiles {
+            app_id: app_id.to_string(),
+            app_dir,
+            kernel: unpacked.layer_path(&self.store, LayerKind::Kernel),
+            initrd: unpacked.layer_path(&self.store, LayerKind::Initrd),
+            rootfs: unpacked.layer_path(&self.store, LayerKind::Rootfs),
+            disk: unpacked.layer_path(&self.store, LayerKind::Disk),
+            blobs: unpacked.blobs().iter().map(|d| d.to_string()).collect(),
+        })
     }
 
     pub fn discard_download(&self, path: &Path) {

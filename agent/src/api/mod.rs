@@ -1,0 +1,133 @@
+//! The local protocol between `cpevisorctl` and `cpevisord`: a Unix stream socket carrying
+//! line-delimited JSON. One request line per connection; the daemon answers with zero or more
+//! `{"progress":{"bytes":N,"total":M}}` lines (install/update) and one final line,
+//! `{"ok":true,"result":...}` or `{"ok":false,"fault":{"code":7xxx,"message":"..."}}`.
+//!
+//! Bounded: a request line is at most 64 KiB, a client gets 10 s to send it, at most 16
+//! connections are served at once (others get a fault and are closed), and writes time out so a
+//! client that stops reading cannot hold an operation.
+
+pub mod server;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::EventFault;
+
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Largest reply line a client accepts (a full list or a 64 KiB log, JSON-escaped).
+pub const MAX_REPLY_BYTES: usize = 4 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    Install {
+        url: String,
+        #[serde(default)]
+        digest: Option<String>,
+        #[serde(default)]
+        env: Option<String>,
+    },
+    Update {
+        uuid: String,
+        #[serde(default)]
+        url: Option<String>,
+    },
+    Uninstall {
+        uuid: String,
+        #[serde(default)]
+        keep_data: bool,
+    },
+    /// ExecEnvs, DUs and EUs.
+    List,
+    /// One DU (by UUID) with its EUs, or one EU (by EUID).
+    Status { id: String },
+    Start { eu: String },
+    Stop { eu: String },
+    Restart { eu: String },
+    Logs { eu: String },
+    /// Events with a sequence number above `after`.
+    Events {
+        #[serde(default)]
+        after: u64,
+    },
+    /// ExecEnv.Reset(): uninstall everything in it.
+    Reset { env: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub bytes: u64,
+    pub total: Option<u64>,
+}
+
+/// One line from the daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ReplyLine {
+    Progress { progress: Progress },
+    Done {
+        ok: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<serde_json::Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fault: Option<EventFault>,
+    },
+}
+
+impl ReplyLine {
+    pub fn ok(result: serde_json::Value) -> Self {
+        ReplyLine::Done {
+            ok: true,
+            result: Some(result),
+            fault: None,
+        }
+    }
+
+    pub fn fault(f: EventFault) -> Self {
+        ReplyLine::Done {
+            ok: false,
+            result: None,
+            fault: Some(f),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_strictly() {
+        let r: Request = serde_json::from_str(r#"{"op":"install","url":"http://h/x"}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::Install {
+                url: "http://h/x".into(),
+                digest: None,
+                env: None
+            }
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"op":"install"}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"op":"format_flash"}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"op":"list","x":1}"#).is_err());
+    }
+
+    #[test]
+    fn reply_lines_round_trip() {
+        let p = ReplyLine::Progress {
+            progress: Progress {
+                bytes: 5,
+                total: Some(10),
+            },
+        };
+        let s = serde_json::to_string(&p).unwrap();
+        assert_eq!(s, r#"{"progress":{"bytes":5,"total":10}}"#);
+        assert_eq!(serde_json::from_str::<ReplyLine>(&s).unwrap(), p);
+        let f = ReplyLine::fault(EventFault {
+            code: 7004,
+            message: "bad".into(),
+        });
+        let s = serde_json::to_string(&f).unwrap();
+        assert_eq!(serde_json::from_str::<ReplyLine>(&s).unwrap(), f);
+    }
+}

@@ -1,0 +1,300 @@
+//! cpevisorctl: the operator's command line for cpevisord. Tables for people, `--json` for
+//! scripts, a progress bar while a download runs; faults print their code and exit non-zero.
+
+pub mod client;
+mod render;
+
+use std::path::PathBuf;
+
+use crate::api::Request;
+
+pub const DEFAULT_SOCKET: &str = "/run/cpevisord.sock";
+
+pub const USAGE: &str = "usage: cpevisorctl [--socket PATH] [--json] COMMAND
+
+commands:
+  install URL [--digest sha256:HEX] [--env NAME]   install a package (InstallDU)
+  update UUID [URL]                               update a DU (default: its install URL)
+  uninstall UUID [--keep-data]                    remove a DU (and its data unless kept)
+  list                                            ExecEnvs, DeploymentUnits, ExecutionUnits
+  status [UUID|EUID]                              one DU or EU (all when omitted)
+  start EUID | stop EUID | restart EUID           SetRequestedState Active / Idle, restart
+  logs EUID                                       the app's console (RAM ring buffer)
+  events                                          recent DUStateChange! and EU value changes
+  reset ENV                                       ExecEnv.Reset(): uninstall everything in it
+  pack DIR --key KEY --out FILE                   build and sign a package from DIR/app.json
+  keygen DIR                                      create a signing key pair in DIR
+
+The socket defaults to $CPEVISOR_SOCKET or /run/cpevisord.sock.";
+
+/// A parsed command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Daemon(Request),
+    Pack {
+        dir: PathBuf,
+        key: PathBuf,
+        out: PathBuf,
+    },
+    Keygen(PathBuf),
+    Help,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cli {
+    pub socket: PathBuf,
+    pub json: bool,
+    pub command: Command,
+}
+
+/// Parses argv (without the program name). Errors name the bad argument.
+pub fn parse(args: &[String]) -> Result<Cli, String> {
+    let mut socket = std::env::var_os("CPEVISOR_SOCKET")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
+    let mut json = false;
+    let mut words: Vec<&str> = Vec::new();
+    let mut flags: Vec<(&str, Option<&str>)> = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_str();
+        match a {
+            "--json" => json = true,
+            "--keep-data" => flags.push((a, None)),
+            "-h" | "--help" => {
+                return Ok(Cli {
+                    socket,
+                    json,
+                    command: Command::Help,
+                })
+            }
+            "--socket" | "--digest" | "--env" | "--key" | "--out" => {
+                let v = args
+                    .get(i + 1)
+                    .ok_or_else(|| format!("{a} needs a value"))?;
+                if a == "--socket" {
+                    socket = PathBuf::from(v);
+                } else {
+                    flags.push((a, Some(v.as_str())));
+                }
+                i += 1;
+            }
+            _ if a.starts_with("--") => return Err(format!("unknown option {a}")),
+            _ => words.push(a),
+        }
+        i += 1;
+    }
+    let flag = |name: &str| flags.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+    let value = |name: &str| flag(name).flatten().map(str::to_string);
+    let allowed = |ok: &[&str]| -> Result<(), String> {
+        match flags.iter().find(|(n, _)| !ok.contains(n)) {
+            Some((n, _)) => Err(format!("{n} does not apply to {}", words[0])),
+            None => Ok(()),
+        }
+    };
+    let arity = |n: std::ops::RangeInclusive<usize>| -> Result<(), String> {
+        if n.contains(&(words.len() - 1)) {
+            Ok(())
+        } else {
+            Err(format!("{}: wrong number of arguments (see --help)", words[0]))
+        }
+    };
+    let Some(cmd) = words.first().copied() else {
+        return Err("no command given (see --help)".into());
+    };
+    let arg = |k: usize| words[k].to_string();
+    let command = match cmd {
+        "install" => {
+            arity(1..=1)?;
+            allowed(&["--digest", "--env"])?;
+            Command::Daemon(Request::Install {
+                url: arg(1),
+                digest: value("--digest"),
+                env: value("--env"),
+            })
+        }
+        "update" => {
+            arity(1..=2)?;
+            allowed(&[])?;
+            Command::Daemon(Request::Update {
+                uuid: arg(1),
+                url: words.get(2).map(|s| s.to_string()),
+            })
+        }
+        "uninstall" => {
+            arity(1..=1)?;
+            allowed(&["--keep-data"])?;
+            Command::Daemon(Request::Uninstall {
+                uuid: arg(1),
+                keep_data: flag("--keep-data").is_some(),
+            })
+        }
+        "list" | "events" | "status" if words.len() == 1 => {
+            allowed(&[])?;
+            Command::Daemon(if cmd == "events" {
+                Request::Events { after: 0 }
+            } else {
+                Request::List
+            })
+        }
+        "status" => {
+            arity(1..=1)?;
+            allowed(&[])?;
+            Command::Daemon(Request::Status { id: arg(1) })
+        }
+        "start" | "stop" | "restart" | "logs" => {
+            arity(1..=1)?;
+            allowed(&[])?;
+            let eu = arg(1);
+            Command::Daemon(match cmd {
+                "start" => Request::Start { eu },
+                "stop" => Request::Stop { eu },
+                "restart" => Request::Restart { eu },
+                _ => Request::Logs { eu },
+            })
+        }
+        "reset" => {
+            arity(1..=1)?;
+            allowed(&[])?;
+            Command::Daemon(Request::Reset { env: arg(1) })
+        }
+        "pack" => {
+            arity(1..=1)?;
+            allowed(&["--key", "--out"])?;
+            Command::Pack {
+                dir: PathBuf::from(arg(1)),
+                key: value("--key").ok_or("pack: --key KEY is required")?.into(),
+                out: value("--out").ok_or("pack: --out FILE is required")?.into(),
+            }
+        }
+        "keygen" => {
+            arity(1..=1)?;
+            allowed(&[])?;
+            Command::Keygen(PathBuf::from(arg(1)))
+        }
+        other => return Err(format!("unknown command {other:?} (see --help)")),
+    };
+    Ok(Cli {
+        socket,
+        json,
+        command,
+    })
+}
+
+/// Runs a parsed command; returns the process exit code.
+pub fn run(cli: &Cli) -> i32 {
+    match &cli.command {
+        Command::Help => {
+            println!("{USAGE}");
+            0
+        }
+        Command::Keygen(dir) => match crate::package::keygen(dir) {
+            Ok(k) => {
+                if cli.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"secret": k.secret, "public": k.public, "key_id": k.key_id})
+                    );
+                } else {
+                    println!("secret key  {}", k.secret.display());
+                    println!("public key  {}", k.public.display());
+                    println!("key id      {}", k.key_id);
+                }
+                0
+            }
+            Err(f) => render::print_fault(f.code.code(), &f.message),
+        },
+        Command::Pack { dir, key, out } => {
+            let res = crate::package::load_signing_key(key)
+                .and_then(|k| crate::package::pack_dir(dir, &k, out));
+            match res {
+                Ok(info) => {
+                    if cli.json {
+                        println!(
+                            "{}",
+                            serde_json::json!({
+                                "path": info.path,
+                                "manifest_digest": info.manifest_digest.to_string(),
+                                "size": info.size,
+                                "signer": info.signer,
+                            })
+                        );
+                    } else {
+                        println!("package   {} ({} bytes)", info.path.display(), info.size);
+                        println!("manifest  {}", info.manifest_digest);
+                        println!("signer    {}", info.signer);
+                    }
+                    0
+                }
+                Err(f) => render::print_fault(f.code.code(), &f.message),
+            }
+        }
+        Command::Daemon(req) => {
+            let show_bar = !cli.json && render::stderr_is_tty();
+            let mut bar = render::ProgressBar::new(show_bar);
+            match client::call(&cli.socket, req, &mut |p| bar.update(p)) {
+                Ok(Ok(value)) => {
+                    bar.finish();
+                    render::print_result(req, &value, cli.json);
+                    0
+                }
+                Ok(Err(f)) => {
+                    bar.finish();
+                    if cli.json {
+                        println!("{}", serde_json::json!({ "fault": f }));
+                    }
+                    render::print_fault(f.code, &f.message)
+                }
+                Err(e) => {
+                    bar.finish();
+                    eprintln!("cpevisorctl: {}: {e}", cli.socket.display());
+                    2
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<Cli, String> {
+        parse(&s.split_whitespace().map(String::from).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn parses_commands_and_flags() {
+        let c = p("--socket /tmp/s --json install http://h/a.cpkg --env jail0").unwrap();
+        assert!(c.json);
+        assert_eq!(c.socket, PathBuf::from("/tmp/s"));
+        assert_eq!(
+            c.command,
+            Command::Daemon(Request::Install {
+                url: "http://h/a.cpkg".into(),
+                digest: None,
+                env: Some("jail0".into())
+            })
+        );
+        assert_eq!(
+            p("uninstall U --keep-data").unwrap().command,
+            Command::Daemon(Request::Uninstall {
+                uuid: "U".into(),
+                keep_data: true
+            })
+        );
+        assert_eq!(p("status").unwrap().command, Command::Daemon(Request::List));
+        assert!(matches!(p("pack d --key k --out o").unwrap().command, Command::Pack { .. }));
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        assert!(p("").unwrap_err().contains("no command"));
+        assert!(p("frobnicate").unwrap_err().contains("unknown command"));
+        assert!(p("start").unwrap_err().contains("wrong number"));
+        assert!(p("start eu-1 --keep-data").unwrap_err().contains("--keep-data does not apply"));
+        assert!(p("install u --digest").unwrap_err().contains("--digest needs a value"));
+        assert!(p("pack d --key k").unwrap_err().contains("--out"));
+        assert!(p("list --bogus").unwrap_err().contains("unknown option --bogus"));
+    }
+}
