@@ -1,0 +1,230 @@
+//! Package building and verification: reproducible packs, round trip into the store, and each
+//! kind of bad package refused with its fault code and nothing written to the store.
+
+mod common;
+
+use std::fs;
+
+use common::{list_files, test_key, write_app_dir, Parts, Scratch};
+use cpevisor_agent::fault::FaultCode;
+use cpevisor_agent::package::{
+    keygen, load_signing_key, oci, pack_dir, verify_package, LayerKind, PackageCaps, TrustedKey,
+};
+use cpevisor_agent::store::{Digest, Store};
+
+fn trusted(seed: u8) -> Vec<TrustedKey> {
+    vec![TrustedKey::new(test_key(seed).verifying_key())]
+}
+
+#[test]
+fn pack_is_reproducible_and_round_trips_into_the_store() {
+    let tmp = Scratch::new("pack-roundtrip");
+    let app = tmp.path().join("app");
+    write_app_dir(&app, 100_000);
+    let keys = keygen(&tmp.path().join("keys")).unwrap();
+    let key = load_signing_key(&keys.secret).unwrap();
+    let a = pack_dir(&app, &key, &tmp.path().join("a.cpkg")).unwrap();
+    let b = pack_dir(&app, &key, &tmp.path().join("b.cpkg")).unwrap();
+    assert_eq!(fs::read(&a.path).unwrap(), fs::read(&b.path).unwrap(), "two packs differ");
+    assert_eq!(a.signer, keys.key_id);
+
+    // A standard tar reads it as an OCI layout.
+    let out = std::process::Command::new("tar").arg("-tf").arg(&a.path).output().unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.contains("oci-layout") && listing.contains("index.json"), "{listing}");
+
+    let trusted = vec![TrustedKey::load(&keys.public).unwrap()];
+    let pkg = verify_package(&a.path, &trusted, &PackageCaps::default()).unwrap();
+    assert_eq!(pkg.manifest_digest, a.manifest_digest);
+    assert_eq!(pkg.config.name, "hello");
+    assert_eq!(pkg.signer, keys.key_id);
+    assert_eq!(pkg.layers.len(), 3);
+
+    let store = Store::open(&tmp.path().join("state")).unwrap();
+    let unpacked = pkg.unpack(&store).unwrap();
+    let kernel = unpacked.layer_path(&store, LayerKind::Kernel).unwrap();
+    assert_eq!(fs::read(kernel).unwrap(), fs::read(app.join("Image")).unwrap());
+    assert_eq!(store.list_blobs().unwrap().len(), 5); // manifest, config, 3 layers
+    // Unpacking again shares the blobs.
+    pkg.unpack(&store).unwrap();
+    assert_eq!(store.list_blobs().unwrap().len(), 5);
+    let json = serde_json::to_string(&unpacked).unwrap();
+    assert_eq!(serde_json::from_str::<cpevisor_agent::package::UnpackedPackage>(&json).unwrap(), unpacked);
+}
+
+/// Verifies `parts` and returns the fault, checking that nothing reached the store.
+fn refuse(name: &str, parts: &Parts, trusted: &[TrustedKey], caps: &PackageCaps) -> (FaultCode, String) {
+    let tmp = Scratch::new(name);
+    let path = tmp.path().join("p.cpkg");
+    parts.write(&path);
+    let store = Store::open(&tmp.path().join("state")).unwrap();
+    let before = list_files(store.root());
+    let err = verify_package(&path, trusted, caps).unwrap_err();
+    assert_eq!(list_files(store.root()), before);
+    (err.code, err.message)
+}
+
+#[test]
+fn good_parts_verify() {
+    let tmp = Scratch::new("good-parts");
+    let path = tmp.path().join("p.cpkg");
+    Parts::good(&test_key(1)).write(&path);
+    verify_package(&path, &trusted(1), &PackageCaps::default()).unwrap();
+}
+
+#[test]
+fn corrupted_blob_is_7035() {
+    let tmp = Scratch::new("corrupt-blob");
+    let path = tmp.path().join("p.cpkg");
+    let parts = Parts::good(&test_key(1));
+    parts.write(&path);
+    // Flip one byte of the kernel blob's data in place.
+    let mut bytes = fs::read(&path).unwrap();
+    let needle = b"kernel image bytes";
+    let at = bytes.windows(needle.len()).position(|w| w == needle).unwrap();
+    bytes[at] ^= 0x20;
+    fs::write(&path, &bytes).unwrap();
+    let err = verify_package(&path, &trusted(1), &PackageCaps::default()).unwrap_err();
+    assert_eq!(err.code, FaultCode::CorruptData);
+    assert!(err.message.contains("digest mismatch"), "{}", err.message);
+}
+
+#[test]
+fn truncated_package_is_7035() {
+    let tmp = Scratch::new("truncated");
+    let path = tmp.path().join("p.cpkg");
+    Parts::good(&test_key(1)).write(&path);
+    let bytes = fs::read(&path).unwrap();
+    for cut in [bytes.len() - 1024, bytes.len() / 2, 700, 100] {
+        fs::write(&path, &bytes[..cut]).unwrap();
+        let err = verify_package(&path, &trusted(1), &PackageCaps::default()).unwrap_err();
+        assert_eq!(err.code, FaultCode::CorruptData, "cut at {cut}: {}", err.message);
+    }
+}
+
+#[test]
+fn signature_faults_are_7036() {
+    let caps = PackageCaps::default();
+    let mut unsigned = Parts::good(&test_key(1));
+    unsigned.signature = None;
+    let (code, msg) = refuse("unsigned", &unsigned, &trusted(1), &caps);
+    assert_eq!(code, FaultCode::SignatureFailure);
+    assert!(msg.contains("not signed"), "{msg}");
+
+    let (code, msg) = refuse("untrusted", &Parts::good(&test_key(2)), &trusted(1), &caps);
+    assert_eq!(code, FaultCode::SignatureFailure);
+    assert!(msg.contains("not a trusted key"), "{msg}");
+
+    // Signed by key 2 but claiming to be key 1.
+    let mut forged = Parts::good(&test_key(2));
+    let id1 = trusted(1)[0].id().to_string();
+    forged.signature.as_mut().unwrap().1 = id1;
+    let (code, msg) = refuse("forged", &forged, &trusted(1), &caps);
+    assert_eq!(code, FaultCode::SignatureFailure);
+    assert!(msg.contains("does not match"), "{msg}");
+
+    // A valid signature of a different manifest.
+    let mut stale = Parts::good(&test_key(1));
+    stale.layers[0].1 = b"another kernel".to_vec();
+    let (code, _) = refuse("stale-sig", &stale, &trusted(1), &caps);
+    assert_eq!(code, FaultCode::SignatureFailure);
+
+    let mut garbage = Parts::good(&test_key(1));
+    garbage.signature.as_mut().unwrap().0 = "not a signature".into();
+    let (code, _) = refuse("garbage-sig", &garbage, &trusted(1), &caps);
+    assert_eq!(code, FaultCode::SignatureFailure);
+}
+
+#[test]
+fn malformed_config_is_7004_naming_the_field() {
+    let caps = PackageCaps::default();
+    let key = test_key(1);
+    let mut p = Parts::good(&key);
+    p.config = b"{\"name\": \"hello\", ".to_vec();
+    p.sign_with(&key);
+    let (code, _) = refuse("config-syntax", &p, &trusted(1), &caps);
+    assert_eq!(code, FaultCode::InvalidArguments);
+
+    let mut cfg = common::app_config_json();
+    cfg["vcpus"] = 0.into();
+    p.config = serde_json::to_vec(&cfg).unwrap();
+    p.sign_with(&key);
+    let (code, msg) = refuse("config-field", &p, &trusted(1), &caps);
+    assert_eq!(code, FaultCode::InvalidArguments);
+    assert!(msg.contains("`vcpus`"), "{msg}");
+}
+
+#[test]
+fn structural_faults_are_7035() {
+    let caps = PackageCaps::default();
+    let key = test_key(1);
+
+    let mut unknown = Parts::good(&key);
+    unknown.layers.push(("application/x-surprise".into(), b"?".to_vec()));
+    unknown.sign_with(&key);
+    let (code, msg) = refuse("unknown-media", &unknown, &trusted(1), &caps);
+    assert_eq!(code, FaultCode::CorruptData);
+    assert!(msg.contains("application/x-surprise"), "{msg}");
+
+    let mut wrong_size = Parts::good(&key);
+    wrong_size.layer_size_override = Some((0, 5));
+    wrong_size.sign_with(&key);
+    let (code, msg) = refuse("wrong-size", &wrong_size, &trusted(1), &caps);
+    assert_eq!(code, FaultCode::CorruptData);
+    assert!(msg.contains("descriptor says 5"), "{msg}");
+
+    let mut extra = Parts::good(&key);
+    extra.extra_files.push(("blobs/sha256/stowaway".into(), b"x".to_vec()));
+    let (code, msg) = refuse("extra-file", &extra, &trusted(1), &caps);
+    assert_eq!(code, FaultCode::CorruptData);
+    assert!(msg.contains("stowaway"), "{msg}");
+
+    let mut no_kernel = Parts::good(&key);
+    no_kernel.layers.remove(0);
+    no_kernel.sign_with(&key);
+    let (code, msg) = refuse("no-kernel", &no_kernel, &trusted(1), &caps);
+    assert_eq!(code, FaultCode::CorruptData);
+    assert!(msg.contains("kernel"), "{msg}");
+
+    let mut wrong_config_media = Parts::good(&key);
+    wrong_config_media.config_media = "application/vnd.oci.image.config.v1+json".into();
+    wrong_config_media.sign_with(&key);
+    let (code, _) = refuse("config-media", &wrong_config_media, &trusted(1), &caps);
+    assert_eq!(code, FaultCode::CorruptData);
+
+    let mut huge_config = Parts::good(&key);
+    huge_config.config = vec![b' '; 70 * 1024];
+    huge_config.sign_with(&key);
+    let (code, msg) = refuse("huge-config", &huge_config, &trusted(1), &caps);
+    assert_eq!(code, FaultCode::CorruptData);
+    assert!(msg.contains("limit"), "{msg}");
+}
+
+#[test]
+fn package_over_the_cap_is_7005() {
+    let caps = PackageCaps {
+        max_package_bytes: 2048,
+        ..PackageCaps::default()
+    };
+    let (code, msg) = refuse("over-cap", &Parts::good(&test_key(1)), &trusted(1), &caps);
+    assert_eq!(code, FaultCode::ResourcesExceeded);
+    assert!(msg.contains("2048 byte cap"), "{msg}");
+}
+
+#[test]
+fn pack_refuses_bad_app_dirs() {
+    let tmp = Scratch::new("pack-bad");
+    let app = tmp.path().join("app");
+    write_app_dir(&app, 10);
+    let mut cfg: serde_json::Value = serde_json::from_slice(&fs::read(app.join("app.json")).unwrap()).unwrap();
+    cfg["kernel"] = "../outside".into();
+    fs::write(app.join("app.json"), cfg.to_string()).unwrap();
+    let err = pack_dir(&app, &test_key(1), &tmp.path().join("x.cpkg")).unwrap_err();
+    assert_eq!(err.code, FaultCode::InvalidArguments);
+    cfg["kernel"] = "missing-file".into();
+    fs::write(app.join("app.json"), cfg.to_string()).unwrap();
+    let err = pack_dir(&app, &test_key(1), &tmp.path().join("x.cpkg")).unwrap_err();
+    assert!(err.message.contains("missing-file"), "{}", err.message);
+    assert!(!tmp.path().join("x.cpkg").exists());
+    assert_eq!(oci::blob_name(&Digest::of(b"")).len(), 13 + 64);
+}
