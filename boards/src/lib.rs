@@ -17,10 +17,10 @@ mod qemu;
 mod validate;
 
 pub use error::BoardError;
+pub use lookup::plain_value;
 pub use profile::{
     Arch, Board, BoardKind, Cpu, InterruptController, Isolation, Kernel, Memory, Qemu,
 };
-pub use lookup::plain_value;
 pub use qemu::{shell_join, shell_quote, MAX_APPEND_EXTRA, MAX_HOST_FORWARDS};
 
 use std::fs;
@@ -154,10 +154,7 @@ impl Board {
             return Err(BoardError::field(
                 &path,
                 "name",
-                format!(
-                    "`{}` differs from the file name `{name}.toml`",
-                    board.name
-                ),
+                format!("`{}` differs from the file name `{name}.toml`", board.name),
             ));
         }
         Ok(board)
@@ -168,32 +165,28 @@ impl Board {
     }
 }
 
-/// Turns a serde error into one naming the field. serde reports a missing or unknown field at
-/// its parent's path with the field's name in the message; move the name into the path.
-fn typed_field_error(
-    origin: &Path,
-    e: serde_path_to_error::Error<toml::de::Error>,
-) -> BoardError {
-    let parent = e.path().to_string();
+/// Turns a serde error into one naming the field. A missing field is reported at its parent's
+/// path with the field's name in the message: move the name into the path. (An unknown field's
+/// path already ends with its name.)
+fn typed_field_error(origin: &Path, e: serde_path_to_error::Error<toml::de::Error>) -> BoardError {
+    let path = e.path().to_string();
     let message = e.inner().message().trim().to_string();
-    let join = |child: &str| {
-        if parent == "." {
-            child.to_string()
-        } else {
-            format!("{parent}.{child}")
-        }
-    };
-    for (prefix, short) in [
-        ("missing field `", "missing field"),
-        ("unknown field `", "unknown field"),
-    ] {
-        if let Some(rest) = message.strip_prefix(prefix) {
-            if let Some((child, tail)) = rest.split_once('`') {
-                return BoardError::field(origin, join(child), format!("{short}{tail}"));
-            }
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        if let Some((child, tail)) = rest.split_once('`') {
+            let field = if path == "." {
+                child.to_string()
+            } else {
+                format!("{path}.{child}")
+            };
+            return BoardError::field(origin, field, format!("missing field{tail}"));
         }
     }
-    BoardError::field(origin, parent, message)
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        if let Some((_, tail)) = rest.split_once('`') {
+            return BoardError::field(origin, path, format!("unknown field{tail}"));
+        }
+    }
+    BoardError::field(origin, path, message)
 }
 
 /// 1-based line and column of byte `offset` in `text`.

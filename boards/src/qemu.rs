@@ -91,10 +91,7 @@ fn netdev_arg(hostfwd: &[(u16, u16)]) -> Result<String, BoardError> {
     if hostfwd.len() > MAX_HOST_FORWARDS {
         return Err(BoardError::argument(
             "hostfwd",
-            format!(
-                "{} forwards, at most {MAX_HOST_FORWARDS}",
-                hostfwd.len()
-            ),
+            format!("{} forwards, at most {MAX_HOST_FORWARDS}", hostfwd.len()),
         ));
     }
     let mut netdev = String::from("user,id=n0");

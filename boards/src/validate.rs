@@ -26,7 +26,10 @@ pub fn validate(board: &Board, file: &Path) -> Result<(), BoardError> {
     check_serial(&board.serial).map_err(|m| err("serial", m))?;
 
     let arch = board.cpu.arch;
-    if !arch.rust_targets().contains(&board.cpu.rust_target.as_str()) {
+    if !arch
+        .rust_targets()
+        .contains(&board.cpu.rust_target.as_str())
+    {
         return Err(err(
             "cpu.rust_target",
             format!(
@@ -50,10 +53,7 @@ pub fn validate(board: &Board, file: &Path) -> Result<(), BoardError> {
     if board.cpu.cores == 0 || board.cpu.cores > MAX_CORES {
         return Err(err(
             "cpu.cores",
-            format!(
-                "{} is out of range 1..={MAX_CORES}",
-                board.cpu.cores
-            ),
+            format!("{} is out of range 1..={MAX_CORES}", board.cpu.cores),
         ));
     }
 
@@ -243,7 +243,10 @@ fn check_kernel(arch: Arch, kernel: &Kernel) -> Result<(), (String, String)> {
             ));
         }
         if kernel.modules[..i].contains(module) {
-            return Err((format!("modules[{i}]"), format!("`{module}` is listed twice")));
+            return Err((
+                format!("modules[{i}]"),
+                format!("`{module}` is listed twice"),
+            ));
         }
     }
     Ok(())
