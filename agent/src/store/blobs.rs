@@ -4,7 +4,8 @@ use std::collections::HashSet;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+// AtomicU32: 32-bit MIPS routers have no 64-bit atomics.
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::atomic::{fsync_dir, io_fault};
 use super::crash::persist_point;
@@ -69,7 +70,7 @@ impl Store {
 
     /// A fresh path in `tmp/` for a write that is renamed into place once complete.
     pub fn temp_path(&self, what: &str) -> PathBuf {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         self.tmp_dir()
             .join(format!("{what}-{}-{n}", std::process::id()))
