@@ -280,7 +280,7 @@ impl<'a> Download<'a> {
                     headers.push(("If-Range", v.clone()));
                 }
             }
-            let (head, reader) = http::get(stream, &target, &headers).map_err(|e| classify_io(&target, e))?;
+            let (head, reader) = http::get(stream, &target, &headers).map_err(|e| classify_io(&target, e, self.opts.io_timeout))?;
             if matches!(head.status, 301 | 302 | 303 | 307 | 308) {
                 redirects += 1;
                 if redirects > self.opts.max_redirects {
@@ -349,7 +349,7 @@ impl<'a> Download<'a> {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(classify_io(&target, e)),
+                Err(e) => return Err(classify_io(&target, e, self.opts.io_timeout)),
             };
             self.check_cap(self.len + n as u64).map_err(AttemptError::Fatal)?;
             self.file
@@ -427,10 +427,13 @@ fn classify_connect(url: &Url, reason: String) -> AttemptError {
 
 /// Timeouts and dropped connections are retried; a TLS failure (certificate, protocol) or a
 /// malformed response will not get better by asking again.
-fn classify_io(url: &Url, e: io::Error) -> AttemptError {
-    let reason = format!("{url}: {e}");
+fn classify_io(url: &Url, e: io::Error, io_timeout: Duration) -> AttemptError {
     match e.kind() {
-        io::ErrorKind::InvalidData => AttemptError::Fatal(download_failure(reason)),
-        _ => AttemptError::Retry(reason),
+        io::ErrorKind::InvalidData => AttemptError::Fatal(download_failure(format!("{url}: {e}"))),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => AttemptError::Retry(format!(
+            "{url}: timed out (no data for {} ms)",
+            io_timeout.as_millis()
+        )),
+        _ => AttemptError::Retry(format!("{url}: {e}")),
     }
 }
