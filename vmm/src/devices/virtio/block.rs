@@ -268,3 +268,323 @@ impl VirtioDevice for Block {
         self.active = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::virtio::testing::*;
+    use crate::devices::BusDevice;
+    use std::io::Read;
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use virtio_bindings::virtio_ring::VRING_DESC_F_NEXT;
+    use vm_memory::GuestAddress;
+
+    /// A temporary raw image; removed on drop.
+    struct Image(PathBuf);
+
+    impl Image {
+        fn new(sectors: u64) -> Self {
+            static COUNTER: AtomicU32 = AtomicU32::new(0);
+            let path = std::env::temp_dir().join(format!(
+                "cpevisor-blk-{}-{}.img",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::SeqCst)
+            ));
+            // Sector n is filled with byte n+1, so every sector is recognisable.
+            let data: Vec<u8> = (0..sectors * SECTOR_SIZE)
+                .map(|i| (i / SECTOR_SIZE + 1) as u8)
+                .collect();
+            std::fs::write(&path, data).unwrap();
+            Image(path)
+        }
+
+        fn contents(&self) -> Vec<u8> {
+            let mut buf = Vec::new();
+            File::open(&self.0).unwrap().read_to_end(&mut buf).unwrap();
+            buf
+        }
+    }
+
+    impl Drop for Image {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    const HDR: u64 = 0x3_0000;
+    const DATA: u64 = 0x4_0000;
+    const STATUS: u64 = 0x3_1000;
+
+    fn driver(image: &Image, read_only: bool) -> Driver {
+        let mut d = Driver::new(Box::new(Block::new(&image.0, read_only).unwrap()));
+        d.init();
+        d
+    }
+
+    fn header(d: &Driver, request_type: u32, sector: u64) {
+        d.mem.write_obj(request_type, GuestAddress(HDR)).unwrap();
+        d.mem.write_obj(0u32, GuestAddress(HDR + 4)).unwrap();
+        d.mem.write_obj(sector, GuestAddress(HDR + 8)).unwrap();
+        d.fill(STATUS, 1, 0xee);
+    }
+
+    fn status(d: &Driver) -> u8 {
+        d.bytes(STATUS, 1)[0]
+    }
+
+    /// Posts header / data / status and runs it; returns (status byte, used length).
+    fn request(d: &mut Driver, request_type: u32, sector: u64, data: &[Buf]) -> (u8, u32) {
+        header(d, request_type, sector);
+        let mut bufs = vec![(HDR, 16, false)];
+        bufs.extend_from_slice(data);
+        bufs.push((STATUS, 1, true));
+        d.post(0, &bufs);
+        let n = d.used_idx(0);
+        d.notify(0);
+        assert_eq!(d.used_idx(0), n.wrapping_add(1), "request completed");
+        (status(d), d.used_elem(0, n).1)
+    }
+
+    const OK: u8 = VIRTIO_BLK_S_OK as u8;
+    const IOERR: u8 = VIRTIO_BLK_S_IOERR as u8;
+
+    #[test]
+    fn config_space_reports_capacity() {
+        let image = Image::new(8);
+        let d = driver(&image, false);
+        let mut cap = [0u8; 8];
+        d.transport.lock().unwrap().read(0x100, &mut cap);
+        assert_eq!(u64::from_le_bytes(cap), 8);
+        d.write32(
+            virtio_bindings::virtio_mmio::VIRTIO_MMIO_DEVICE_FEATURES_SEL,
+            0,
+        );
+        let f = d.read32(virtio_bindings::virtio_mmio::VIRTIO_MMIO_DEVICE_FEATURES);
+        assert_eq!(f & (1 << VIRTIO_BLK_F_RO), 0);
+        assert_ne!(f & (1 << VIRTIO_BLK_F_FLUSH), 0);
+        let ro = driver(&Image::new(1), true);
+        let f = ro.read32(virtio_bindings::virtio_mmio::VIRTIO_MMIO_DEVICE_FEATURES);
+        assert_ne!(f & (1 << VIRTIO_BLK_F_RO), 0);
+    }
+
+    #[test]
+    fn reads_and_writes_sectors() {
+        let image = Image::new(16);
+        let mut d = driver(&image, false);
+        // Read sectors 3 and 4 into two buffers.
+        let (st, len) = request(
+            &mut d,
+            VIRTIO_BLK_T_IN,
+            3,
+            &[(DATA, 512, true), (DATA + 0x1000, 512, true)],
+        );
+        assert_eq!((st, len), (OK, 1025));
+        assert_eq!(d.bytes(DATA, 512), vec![4u8; 512]);
+        assert_eq!(d.bytes(DATA + 0x1000, 512), vec![5u8; 512]);
+
+        // Write sector 15 (the last).
+        d.fill(DATA, 512, 0xab);
+        let (st, len) = request(&mut d, VIRTIO_BLK_T_OUT, 15, &[(DATA, 512, false)]);
+        assert_eq!((st, len), (OK, 1));
+        let (st, _) = request(&mut d, VIRTIO_BLK_T_FLUSH, 0, &[]);
+        assert_eq!(st, OK);
+        let contents = image.contents();
+        assert_eq!(&contents[15 * 512..], &[0xab; 512][..]);
+        assert_eq!(&contents[14 * 512..15 * 512], &[15u8; 512][..]);
+
+        let (st, len) = request(&mut d, VIRTIO_BLK_T_GET_ID, 0, &[(DATA, 20, true)]);
+        assert_eq!((st, len), (OK, 21));
+        assert!(d.bytes(DATA, 4).starts_with(b"cpev"));
+        let (st, _) = request(&mut d, 99, 0, &[]);
+        assert_eq!(st, VIRTIO_BLK_S_UNSUPP as u8);
+    }
+
+    #[test]
+    fn out_of_range_and_malformed_sizes_are_ioerr() {
+        let image = Image::new(4);
+        let mut d = driver(&image, false);
+        let before = image.contents();
+        let cases: Vec<(&str, u32, u64, Vec<Buf>)> = vec![
+            (
+                "read past the end",
+                VIRTIO_BLK_T_IN,
+                3,
+                vec![(DATA, 1024, true)],
+            ),
+            (
+                "read at a huge sector",
+                VIRTIO_BLK_T_IN,
+                u64::MAX,
+                vec![(DATA, 512, true)],
+            ),
+            (
+                "write past the end",
+                VIRTIO_BLK_T_OUT,
+                4,
+                vec![(DATA, 512, false)],
+            ),
+            (
+                "partial sector",
+                VIRTIO_BLK_T_IN,
+                0,
+                vec![(DATA, 100, true)],
+            ),
+            (
+                "write with a writable data buffer",
+                VIRTIO_BLK_T_OUT,
+                0,
+                vec![(DATA, 512, true)],
+            ),
+            (
+                "read with a readable data buffer",
+                VIRTIO_BLK_T_IN,
+                0,
+                vec![(DATA, 512, false)],
+            ),
+            // 65 buffers all aliasing the 512 KiB second region: 32.5 MiB, above the bound.
+            (
+                "oversized request",
+                VIRTIO_BLK_T_IN,
+                0,
+                vec![(HOLE + 0x4_0000, 512 * 1024, true); 65],
+            ),
+        ];
+        for (name, t, sector, bufs) in cases {
+            d.fill(DATA, 1024, 0x5a);
+            let mem_before = snapshot(&d.mem);
+            let (st, len) = request(&mut d, t, sector, &bufs);
+            assert_eq!((st, len), (IOERR, 1), "{name}");
+            assert_eq!(
+                d.bytes(DATA, 1024),
+                vec![0x5a; 1024],
+                "{name}: no data moved"
+            );
+            let ring = d.rings[0];
+            let [desc, avail] = ring.driver_ranges();
+            assert_only_changed(
+                &mem_before,
+                &snapshot(&d.mem),
+                &[ring.used_range(), desc, avail, (HDR, 16), (STATUS, 1)],
+            );
+        }
+        assert!(!d.failed());
+        assert_eq!(image.contents(), before, "image untouched");
+    }
+
+    #[test]
+    fn read_only_images_refuse_writes() {
+        let image = Image::new(2);
+        let mut d = driver(&image, true);
+        let (st, _) = request(&mut d, VIRTIO_BLK_T_OUT, 0, &[(DATA, 512, false)]);
+        assert_eq!(st, IOERR);
+        let (st, _) = request(&mut d, VIRTIO_BLK_T_FLUSH, 0, &[]);
+        assert_eq!(st, OK);
+        assert_eq!(image.contents()[..512], [1u8; 512]);
+    }
+
+    #[test]
+    fn requests_without_header_or_status_write_nothing() {
+        let image = Image::new(2);
+        let mut d = driver(&image, false);
+        header(&d, VIRTIO_BLK_T_IN, 0);
+        let cases: Vec<(&str, Vec<Buf>)> = vec![
+            (
+                "short header",
+                vec![(HDR, 8, false), (DATA, 512, true), (STATUS, 1, true)],
+            ),
+            ("no status byte", vec![(HDR, 16, false), (DATA, 512, false)]),
+            (
+                "header device-writable",
+                vec![(HDR, 16, true), (DATA, 512, true), (STATUS, 1, true)],
+            ),
+            (
+                "zero-length data buffer",
+                vec![(HDR, 16, false), (DATA, 0, true), (STATUS, 1, true)],
+            ),
+            (
+                "readable after writable",
+                vec![(HDR, 16, false), (STATUS, 1, true), (DATA, 512, false)],
+            ),
+        ];
+        for (name, bufs) in cases {
+            let before = snapshot(&d.mem);
+            d.post(0, &bufs);
+            let n = d.used_idx(0);
+            d.notify(0);
+            assert!(!d.failed(), "{name}");
+            assert_eq!(d.used_elem(0, n).1, 0, "{name}: used length");
+            let ring = d.rings[0];
+            let [desc, avail] = ring.driver_ranges();
+            assert_only_changed(
+                &before,
+                &snapshot(&d.mem),
+                &[ring.used_range(), desc, avail],
+            );
+        }
+    }
+
+    #[test]
+    fn hostile_chains_fail_the_device() {
+        let image = Image::new(2);
+        let before_image = image.contents();
+        type Setup = fn(&mut Driver);
+        let cases: Vec<(&str, Setup)> = vec![
+            ("data buffer beyond memory", |d| {
+                d.post(
+                    0,
+                    &[
+                        (HDR, 16, false),
+                        (MEM_END - 256, 512, true),
+                        (STATUS, 1, true),
+                    ],
+                );
+            }),
+            ("status byte in the hole", |d| {
+                d.post(
+                    0,
+                    &[(HDR, 16, false), (DATA, 512, true), (HOLE + 8, 1, true)],
+                );
+            }),
+            ("descriptor loop", |d| {
+                d.set_desc(0, 0, HDR, 16, VRING_DESC_F_NEXT as u16, 1);
+                d.set_desc(0, 1, DATA, 512, (VRING_DESC_F_NEXT | 2) as u16, 0);
+                d.publish(0, 0);
+            }),
+            ("available index jump", |d| {
+                d.set_avail_idx(0, 0x8000);
+            }),
+        ];
+        for (name, setup) in cases {
+            let mut d = driver(&image, false);
+            header(&d, VIRTIO_BLK_T_IN, 0);
+            setup(&mut d);
+            let before = snapshot(&d.mem);
+            d.notify(0);
+            assert!(d.failed(), "{name}");
+            assert_only_changed(&before, &snapshot(&d.mem), &[]);
+        }
+        assert_eq!(image.contents(), before_image);
+    }
+
+    #[test]
+    fn setup_errors_name_the_image() {
+        let missing = std::env::temp_dir().join("cpevisor-blk-does-not-exist.img");
+        let err = Block::new(&missing, true).err().unwrap();
+        assert!(
+            err.to_string().contains("cpevisor-blk-does-not-exist.img"),
+            "{err}"
+        );
+
+        let empty = Image::new(0);
+        let err = Block::new(&empty.0, true).err().unwrap();
+        assert!(err.to_string().contains("smaller than one"), "{err}");
+
+        let image = Image::new(1);
+        let _first = Block::new(&image.0, false).unwrap();
+        let err = Block::new(&image.0, false).err().unwrap();
+        assert!(err.to_string().contains("in use"), "{err}");
+        let err = Block::new(&image.0, true).err().unwrap();
+        assert!(err.to_string().contains("in use"), "{err}");
+    }
+}

@@ -405,3 +405,193 @@ impl BusDevice for MmioTransport {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::virtio::rng::Rng;
+    use crate::devices::virtio::testing::*;
+    use crate::devices::virtio::INTERRUPT_CONFIG;
+
+    fn rng_driver() -> Driver {
+        Driver::new(Box::new(Rng::new().unwrap()))
+    }
+
+    const DRIVER: u32 = VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER;
+
+    #[test]
+    fn identifies_itself() {
+        let d = rng_driver();
+        assert_eq!(d.read32(VIRTIO_MMIO_MAGIC_VALUE), MMIO_MAGIC);
+        assert_eq!(d.read32(VIRTIO_MMIO_VERSION), 2);
+        assert_eq!(d.read32(VIRTIO_MMIO_DEVICE_ID), 4);
+        assert_eq!(d.read32(VIRTIO_MMIO_VENDOR_ID), MMIO_VENDOR);
+        d.write32(VIRTIO_MMIO_DEVICE_FEATURES_SEL, 1);
+        assert_eq!(
+            d.read32(VIRTIO_MMIO_DEVICE_FEATURES),
+            1,
+            "VERSION_1 is bit 32"
+        );
+        d.write32(VIRTIO_MMIO_DEVICE_FEATURES_SEL, 7);
+        assert_eq!(d.read32(VIRTIO_MMIO_DEVICE_FEATURES), 0);
+        d.write32(VIRTIO_MMIO_QUEUE_SEL, 0);
+        assert_eq!(d.read32(VIRTIO_MMIO_QUEUE_NUM_MAX), 64);
+        d.write32(VIRTIO_MMIO_QUEUE_SEL, 9);
+        assert_eq!(d.read32(VIRTIO_MMIO_QUEUE_NUM_MAX), 0, "no such queue");
+        // Narrow and unaligned register accesses read as zero and are ignored.
+        let mut narrow = [0xffu8; 2];
+        d.transport.lock().unwrap().read(0, &mut narrow);
+        assert_eq!(narrow, [0, 0]);
+        let mut word = [0xffu8; 4];
+        d.transport.lock().unwrap().read(2, &mut word);
+        assert_eq!(word, [0; 4]);
+        d.transport.lock().unwrap().write(0x70, &[1, 0]);
+        assert_eq!(d.status(), 0);
+        // Past the window: nothing, no panic.
+        d.transport.lock().unwrap().read(u64::MAX - 1, &mut word);
+        d.transport.lock().unwrap().write(u64::MAX - 1, &word);
+    }
+
+    #[test]
+    fn refuses_feature_sets_it_did_not_offer() {
+        let d = rng_driver();
+        d.write32(VIRTIO_MMIO_STATUS, DRIVER);
+        // Legacy driver: no VERSION_1.
+        d.write32(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
+        d.write32(VIRTIO_MMIO_DRIVER_FEATURES, 0);
+        d.write32(VIRTIO_MMIO_STATUS, DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
+        assert_eq!(d.status() & VIRTIO_CONFIG_S_FEATURES_OK, 0);
+        // A bit the device never offered.
+        d.write32(VIRTIO_MMIO_DRIVER_FEATURES, 1);
+        d.write32(VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
+        d.write32(VIRTIO_MMIO_DRIVER_FEATURES, 1 << 5);
+        d.write32(VIRTIO_MMIO_STATUS, DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
+        assert_eq!(d.status() & VIRTIO_CONFIG_S_FEATURES_OK, 0);
+        // The offered set is accepted.
+        d.write32(VIRTIO_MMIO_DRIVER_FEATURES, 0);
+        d.write32(VIRTIO_MMIO_STATUS, DRIVER | VIRTIO_CONFIG_S_FEATURES_OK);
+        assert_ne!(d.status() & VIRTIO_CONFIG_S_FEATURES_OK, 0);
+        // DRIVER_OK with no queue configured: failed, not activated.
+        d.write32(
+            VIRTIO_MMIO_STATUS,
+            DRIVER | VIRTIO_CONFIG_S_FEATURES_OK | VIRTIO_CONFIG_S_DRIVER_OK,
+        );
+        assert!(d.failed());
+        assert!(!d.transport.lock().unwrap().is_activated());
+    }
+
+    #[test]
+    fn driver_ok_before_features_ok_fails() {
+        let d = rng_driver();
+        d.write32(VIRTIO_MMIO_STATUS, DRIVER);
+        d.write32(VIRTIO_MMIO_STATUS, DRIVER | VIRTIO_CONFIG_S_DRIVER_OK);
+        assert!(d.failed());
+        assert!(!d.transport.lock().unwrap().is_activated());
+    }
+
+    /// Queue settings that are invalid or point outside guest memory are caught at QueueReady.
+    #[test]
+    fn bad_queue_settings_fail_at_queue_ready() {
+        let cases: Vec<(&str, Ring)> = vec![
+            (
+                "descriptor table outside memory",
+                Ring {
+                    desc: MEM_END,
+                    ..Ring::at(0x1_0000, 64)
+                },
+            ),
+            (
+                "available ring in the hole",
+                Ring {
+                    avail: HOLE + 0x10,
+                    ..Ring::at(0x1_0000, 64)
+                },
+            ),
+            (
+                "used ring straddling the end",
+                Ring {
+                    used: MEM_END - 16,
+                    ..Ring::at(0x1_0000, 64)
+                },
+            ),
+            (
+                "used ring misaligned",
+                Ring {
+                    used: 0x1_2002,
+                    ..Ring::at(0x1_0000, 64)
+                },
+            ),
+            ("size not a power of two", Ring::at(0x1_0000, 48)),
+            ("size above the maximum", Ring::at(0x1_0000, 128)),
+            ("size zero", Ring::at(0x1_0000, 0)),
+            (
+                "64-bit address beyond memory",
+                Ring {
+                    desc: 1 << 40,
+                    ..Ring::at(0x1_0000, 64)
+                },
+            ),
+        ];
+        for (name, ring) in cases {
+            let mut d = rng_driver();
+            let before = snapshot(&d.mem);
+            d.init_with(vec![ring], crate::devices::virtio::FEATURE_VERSION_1);
+            assert!(d.failed(), "{name}: must fail");
+            assert_ne!(d.read32(VIRTIO_MMIO_INTERRUPT_STATUS) & INTERRUPT_CONFIG, 0);
+            assert_eq!(
+                d.read32(VIRTIO_MMIO_QUEUE_READY),
+                0,
+                "{name}: queue not ready"
+            );
+            assert!(!d.transport.lock().unwrap().is_activated(), "{name}");
+            assert_only_changed(&before, &snapshot(&d.mem), &[]);
+        }
+    }
+
+    #[test]
+    fn reset_recovers_a_failed_device() {
+        let mut d = rng_driver();
+        d.init();
+        d.write32(VIRTIO_MMIO_QUEUE_NOTIFY, 3); // no such queue
+        assert!(d.failed());
+        // Status writes other than 0 cannot clear the failure.
+        d.write32(VIRTIO_MMIO_STATUS, DRIVER);
+        assert!(d.failed());
+        d.write32(VIRTIO_MMIO_INTERRUPT_ACK, INTERRUPT_CONFIG);
+        assert_eq!(d.read32(VIRTIO_MMIO_INTERRUPT_STATUS), 0);
+        d.write32(VIRTIO_MMIO_STATUS, 0);
+        assert_eq!(d.status(), 0);
+        assert!(!d.transport.lock().unwrap().is_failed());
+        d.init();
+        d.post(0, &[(0x4_0000, 32, true)]);
+        d.notify(0);
+        assert_eq!(d.used_elem(0, 0).1, 32);
+        assert_ne!(
+            d.read32(VIRTIO_MMIO_INTERRUPT_STATUS) & 1,
+            0,
+            "used-ring interrupt"
+        );
+    }
+
+    #[test]
+    fn live_queue_settings_cannot_change() {
+        let mut d = rng_driver();
+        d.init();
+        d.write32(VIRTIO_MMIO_QUEUE_SEL, 0);
+        d.write32(VIRTIO_MMIO_QUEUE_DESC_LOW, 0xdead_0000);
+        d.write32(VIRTIO_MMIO_QUEUE_NUM, 2);
+        d.post(0, &[(0x4_0000, 8, true)]);
+        d.notify(0);
+        assert!(!d.failed());
+        assert_eq!(d.used_elem(0, 0).1, 8);
+    }
+
+    #[test]
+    fn notify_before_activation_is_ignored() {
+        let d = rng_driver();
+        let before = snapshot(&d.mem);
+        d.write32(VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+        assert!(!d.failed());
+        assert_only_changed(&before, &snapshot(&d.mem), &[]);
+    }
+}

@@ -237,3 +237,207 @@ impl VirtioDevice for Net {
         self.deliver_rx()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::virtio::testing::*;
+    use crate::devices::BusDevice;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixDatagram;
+    use virtio_bindings::virtio_ring::VRING_DESC_F_NEXT;
+    use vm_memory::{Bytes, GuestAddress};
+
+    /// A datagram socket keeps frame boundaries, like a tap.
+    struct SocketBackend(UnixDatagram);
+
+    impl NetBackend for SocketBackend {
+        fn as_raw_fd(&self) -> RawFd {
+            self.0.as_raw_fd()
+        }
+        fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.0.recv(buf)
+        }
+        fn send(&mut self, frame: &[u8]) -> io::Result<usize> {
+            self.0.send(frame)
+        }
+    }
+
+    const MAC: [u8; 6] = [0x02, 0xcb, 0x00, 0x00, 0x00, 0x01];
+
+    fn setup() -> (Driver, UnixDatagram) {
+        let (ours, peer) = UnixDatagram::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        peer.set_nonblocking(true).unwrap();
+        let mut d = Driver::new(Box::new(Net::new(Box::new(SocketBackend(ours)), MAC)));
+        d.init();
+        (d, peer)
+    }
+
+    fn packet(len: usize, fill: u8) -> Vec<u8> {
+        let mut p = vec![0u8; VNET_HDR_LEN];
+        p.extend(std::iter::repeat_n(fill, len));
+        p
+    }
+
+    fn process_rx(d: &Driver) {
+        d.transport.lock().unwrap().process_rx();
+    }
+
+    #[test]
+    fn mac_in_config_space() {
+        let (d, _peer) = setup();
+        let mut mac = [0u8; 6];
+        d.transport.lock().unwrap().read(0x100, &mut mac);
+        assert_eq!(mac, MAC);
+        let mut tail = [0xffu8; 4];
+        d.transport.lock().unwrap().read(0x104, &mut tail);
+        assert_eq!(tail, [0, 1, 0, 0]);
+        assert!(d.transport.lock().unwrap().rx_fd().is_some());
+    }
+
+    #[test]
+    fn transmits_frames_split_over_buffers() {
+        let (mut d, peer) = setup();
+        let p = packet(100, 0x77);
+        d.mem
+            .write_slice(&p[..VNET_HDR_LEN], GuestAddress(0x4_0000))
+            .unwrap();
+        d.mem
+            .write_slice(&p[VNET_HDR_LEN..], GuestAddress(0x4_1000))
+            .unwrap();
+        d.post(
+            TX_QUEUE,
+            &[
+                (0x4_0000, VNET_HDR_LEN as u32, false),
+                (0x4_1000, 100, false),
+            ],
+        );
+        d.notify(TX_QUEUE);
+        let mut got = vec![0u8; 2000];
+        let n = peer.recv(&mut got).unwrap();
+        assert_eq!(&got[..n], &p[..]);
+        assert_eq!(d.used_idx(TX_QUEUE), 1);
+    }
+
+    #[test]
+    fn malformed_transmits_are_dropped_not_sent() {
+        let (mut d, peer) = setup();
+        d.post(TX_QUEUE, &[(0x4_0000, 64, true)]); // device-writable
+        d.post(TX_QUEUE, &[(0x4_0000, 4, false)]); // shorter than the header
+        d.post(TX_QUEUE, &[(0x4_0000, 0, false)]); // empty
+                                                   // Oversized: aliasing buffers adding up past MAX_PACKET_LEN.
+        d.post(
+            TX_QUEUE,
+            &[(0x4_0000, 40_000, false), (0x4_0000, 40_000, false)],
+        );
+        d.notify(TX_QUEUE);
+        assert_eq!(d.used_idx(TX_QUEUE), 4);
+        assert!(!d.failed());
+        let mut buf = [0u8; 16];
+        assert!(peer.recv(&mut buf).is_err(), "nothing was sent");
+    }
+
+    #[test]
+    fn receives_into_guest_buffers() {
+        let (mut d, peer) = setup();
+        let head = d.post(RX_QUEUE, &[(0x4_0000, 2048, true)]);
+        let p = packet(60, 0x42);
+        peer.send(&p).unwrap();
+        let irqs = d.irq.count();
+        process_rx(&d);
+        assert_eq!(d.used_idx(RX_QUEUE), 1);
+        assert_eq!(d.used_elem(RX_QUEUE, 0), (u32::from(head), p.len() as u32));
+        let got = d.bytes(0x4_0000, p.len());
+        assert_eq!(got[10..12], [1, 0], "num_buffers = 1");
+        assert_eq!(got[VNET_HDR_LEN..], p[VNET_HDR_LEN..]);
+        assert!(d.irq.count() > irqs);
+    }
+
+    #[test]
+    fn holds_a_frame_until_the_guest_posts_buffers() {
+        let (mut d, peer) = setup();
+        peer.send(&packet(60, 1)).unwrap();
+        peer.send(&packet(60, 2)).unwrap();
+        process_rx(&d); // no buffers yet
+        assert_eq!(d.used_idx(RX_QUEUE), 0);
+        d.post(RX_QUEUE, &[(0x4_0000, 2048, true)]);
+        d.post(RX_QUEUE, &[(0x4_1000, 2048, true)]);
+        d.notify(RX_QUEUE); // the driver's kick delivers without a new fd event
+        assert_eq!(d.used_idx(RX_QUEUE), 2);
+        assert_eq!(d.bytes(0x4_0000 + VNET_HDR_LEN as u64, 1), [1]);
+        assert_eq!(d.bytes(0x4_1000 + VNET_HDR_LEN as u64, 1), [2]);
+    }
+
+    #[test]
+    fn frames_too_big_for_the_buffer_are_dropped() {
+        let (mut d, peer) = setup();
+        d.post(RX_QUEUE, &[(0x4_0000, 100, true)]);
+        peer.send(&packet(500, 1)).unwrap();
+        peer.send(&packet(50, 2)).unwrap();
+        let before = snapshot(&d.mem);
+        process_rx(&d);
+        // The big frame is dropped, the buffer takes the next one.
+        assert_eq!(d.used_idx(RX_QUEUE), 1);
+        assert_eq!(d.used_elem(RX_QUEUE, 0).1, 62);
+        assert_eq!(d.bytes(0x4_0000 + VNET_HDR_LEN as u64, 1), [2]);
+        let ring = d.rings[RX_QUEUE];
+        assert_only_changed(
+            &before,
+            &snapshot(&d.mem),
+            &[ring.used_range(), (0x4_0000, 100)],
+        );
+    }
+
+    #[test]
+    fn malformed_receive_buffers_are_returned_unused() {
+        let (mut d, peer) = setup();
+        d.post(RX_QUEUE, &[(0x4_0000, 2048, false)]); // device-readable
+        d.post(RX_QUEUE, &[(0x4_1000, 0, true), (0x4_2000, 2048, true)]); // empty buffer
+        d.post(RX_QUEUE, &[(0x4_3000, 2048, true)]);
+        peer.send(&packet(60, 9)).unwrap();
+        let before = snapshot(&d.mem);
+        process_rx(&d);
+        assert!(!d.failed());
+        assert_eq!(d.used_idx(RX_QUEUE), 3);
+        assert_eq!(d.used_elem(RX_QUEUE, 0).1, 0);
+        assert_eq!(d.used_elem(RX_QUEUE, 1).1, 0);
+        assert_eq!(d.used_elem(RX_QUEUE, 2).1, 72);
+        let ring = d.rings[RX_QUEUE];
+        assert_only_changed(
+            &before,
+            &snapshot(&d.mem),
+            &[ring.used_range(), (0x4_3000, 72)],
+        );
+    }
+
+    #[test]
+    fn hostile_receive_chains_fail_the_device() {
+        type Setup = fn(&mut Driver);
+        let cases: Vec<(&str, Setup)> = vec![
+            ("buffer beyond memory", |d| {
+                d.post(RX_QUEUE, &[(MEM_END - 10, 2048, true)]);
+            }),
+            ("descriptor loop", |d| {
+                d.set_desc(RX_QUEUE, 0, 0x4_0000, 8, (VRING_DESC_F_NEXT | 2) as u16, 0);
+                d.publish(RX_QUEUE, 0);
+            }),
+            ("available index jump", |d| {
+                d.set_avail_idx(RX_QUEUE, 300);
+            }),
+        ];
+        for (name, hostile) in cases {
+            let (mut d, peer) = setup();
+            hostile(&mut d);
+            peer.send(&packet(60, 3)).unwrap();
+            let before = snapshot(&d.mem);
+            process_rx(&d);
+            assert!(d.failed(), "{name}");
+            assert_only_changed(&before, &snapshot(&d.mem), &[]);
+            // A failed device ignores further input.
+            peer.send(&packet(60, 4)).unwrap();
+            process_rx(&d);
+            assert_only_changed(&before, &snapshot(&d.mem), &[]);
+        }
+    }
+}

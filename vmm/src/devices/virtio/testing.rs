@@ -99,6 +99,11 @@ impl Ring {
         }
     }
 
+    /// The descriptor table and available ring: written by the driver, never by the device.
+    pub fn driver_ranges(&self) -> [(u64, u64); 2] {
+        [(self.desc, 0x1000), (self.avail, 0x1000)]
+    }
+
     /// Bytes of the used ring the device may write.
     pub fn used_range(&self) -> (u64, u64) {
         (self.used, 4 + 8 * u64::from(self.size) + 2)
