@@ -29,7 +29,9 @@ pub mod layout {
     pub const BOOT_STACK: u64 = 0x8ff0;
     pub const PML4_ADDR: u64 = 0x9000;
     pub const PDPT_ADDR: u64 = 0xa000;
+    /// Four page directories (0xb000..0xf000), one per GiB of the identity map.
     pub const PD_ADDR: u64 = 0xb000;
+    pub const PD_COUNT: u64 = 4;
     pub const CMDLINE_ADDR: u64 = 0x2_0000;
     pub const CMDLINE_MAX: u64 = 0x1_0000;
     /// Start of the EBDA, where the MP table goes; up to 1 MiB is reserved in the e820 map.
@@ -92,7 +94,7 @@ pub fn check_kernel(format: KernelFormat, path: &Path) -> Result<(), ConfigError
     let len = f.metadata().map_err(|e| err(e.to_string()))?.len();
     match format {
         KernelFormat::RawRealMode => {
-            let room = 0x1_0000 - RAW_REAL_MODE_ADDR;
+            let room = PML4_ADDR - RAW_REAL_MODE_ADDR;
             if len > room {
                 return Err(err(format!(
                     "raw real-mode code is {len} bytes, at most {room}"
@@ -335,9 +337,11 @@ pub fn configure_system(
     _devices: &DeviceMap,
     format: KernelFormat,
 ) -> Result<u64, ArchError> {
-    regs::write_boot_tables(mem)?;
-    if format.is_raw() {
-        return Ok(0);
+    match format {
+        // Real-mode code needs no tables, and they would overwrite it above 0x9000.
+        KernelFormat::RawRealMode => return Ok(0),
+        KernelFormat::RawX86_64 => return regs::write_boot_tables(mem).map(|_| 0),
+        KernelFormat::Auto => regs::write_boot_tables(mem)?,
     }
     mptable::write(mem, EBDA_START, vcpus.len() as u8, HIMEM_START)?;
 

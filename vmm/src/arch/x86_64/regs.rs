@@ -63,7 +63,8 @@ const CR4_PAE: u64 = 1 << 5;
 const EFER_LME: u64 = 1 << 8;
 const EFER_LMA: u64 = 1 << 10;
 
-/// Writes GDT, an empty IDT and page tables identity-mapping the first 1 GiB with 2 MiB pages.
+/// Writes GDT, an empty IDT and page tables identity-mapping the first 4 GiB with 2 MiB pages
+/// (RAM below the gap and the MMIO devices above it, so raw test guests can reach both).
 pub fn write_boot_tables(mem: &GuestMemoryMmap) -> Result<(), ArchError> {
     let w = |r: Result<(), vm_memory::GuestMemoryError>, what: &str| {
         r.map_err(|e| ArchError::new(&format!("write {what}"), e))
@@ -75,21 +76,24 @@ pub fn write_boot_tables(mem: &GuestMemoryMmap) -> Result<(), ArchError> {
         )?;
     }
     w(mem.write_obj(0u64, GuestAddress(IDT_ADDR)), "IDT")?;
-    // PML4[0] -> PDPT, PDPT[0] -> PD, PD[i] -> 2 MiB page i (present, writable, large).
+    // PML4[0] -> PDPT; PDPT[g] -> PD g; PD g entry i -> 2 MiB page (g * 512 + i), present,
+    // writable, large.
     w(
         mem.write_obj(PDPT_ADDR | 0x03, GuestAddress(PML4_ADDR)),
         "PML4",
     )?;
-    w(
-        mem.write_obj(PD_ADDR | 0x03, GuestAddress(PDPT_ADDR)),
-        "PDPT",
-    )?;
-    for i in 0..512u64 {
-        w(
-            mem.write_obj((i << 21) | 0x83, GuestAddress(PD_ADDR + i * 8)),
-            "PD",
-        )?;
+    let mut pdpt = [0u8; 4 * 8];
+    let mut pds = vec![0u8; PD_COUNT as usize * 4096];
+    for g in 0..PD_COUNT {
+        let pd = PD_ADDR + g * 0x1000;
+        pdpt[g as usize * 8..][..8].copy_from_slice(&(pd | 0x03).to_le_bytes());
+        for i in 0..512u64 {
+            let entry = (((g << 9) + i) << 21) | 0x83;
+            pds[((g * 512 + i) * 8) as usize..][..8].copy_from_slice(&entry.to_le_bytes());
+        }
     }
+    w(mem.write_slice(&pdpt, GuestAddress(PDPT_ADDR)), "PDPT")?;
+    w(mem.write_slice(&pds, GuestAddress(PD_ADDR)), "PD")?;
     Ok(())
 }
 

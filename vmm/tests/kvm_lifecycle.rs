@@ -1,0 +1,153 @@
+//! Process lifecycle on /dev/kvm: the control socket (status, pause, resume, stop), SIGTERM,
+//! a second VMM on the same socket, a stale socket file.
+#![cfg(target_arch = "x86_64")]
+
+mod common;
+
+use std::os::unix::net::UnixListener;
+use std::time::Duration;
+
+use common::*;
+
+const T: Duration = Duration::from_secs(20);
+
+/// Starts the spinning guest with its console in a file and a control socket.
+fn start_spinner(s: &Scratch) -> (std::process::Child, std::path::PathBuf, std::path::PathBuf) {
+    let k = s.file("spin.bin", guest::SPINNER);
+    let sock = s.path("ctl.sock");
+    let console = s.path("console.log");
+    let child = spawn(&[
+        "--kernel",
+        k.to_str().unwrap(),
+        "--kernel-format",
+        "raw-x86-64",
+        "--memory",
+        "16",
+        "--console",
+        &format!("file:{}", console.display()),
+        "--control-socket",
+        sock.to_str().unwrap(),
+    ]);
+    wait_for_path(&sock, T);
+    (child, sock, console)
+}
+
+/// Waits until the console file grows past `len`.
+fn wait_growth(p: &std::path::Path, len: u64) -> u64 {
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let now = file_len(p);
+        if now > len {
+            return now;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "guest output stalled at {len} bytes"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn pause_resume_stop_over_the_control_socket() {
+    let s = Scratch::new("ctl");
+    let (child, sock, console) = start_spinner(&s);
+
+    let st = control(&sock, r#"{"cmd":"status"}"#);
+    assert_eq!(st["ok"], true, "{st}");
+    assert_eq!(st["state"], "running");
+    assert_eq!(st["memory"]["guest_mib"], 16);
+    assert!(st["memory"]["rss_kib"].as_u64().unwrap() > 0);
+    assert!(st["uptime_ms"].as_u64().is_some());
+    assert!(st["boot_ready_ms"].is_null());
+    wait_growth(&console, 0);
+
+    let r = control(&sock, r#"{"cmd":"pause"}"#);
+    assert_eq!(r["state"], "paused", "{r}");
+    // The reply comes once every vCPU is parked, so the output must not move any more.
+    let frozen = file_len(&console);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(file_len(&console), frozen, "guest ran while paused");
+    assert_eq!(control(&sock, r#"{"cmd":"status"}"#)["state"], "paused");
+
+    let r = control(&sock, r#"{"cmd":"resume"}"#);
+    assert_eq!(r["state"], "running", "{r}");
+    wait_growth(&console, frozen);
+
+    let bad = control(&sock, r#"{"cmd":"reboot"}"#);
+    assert_eq!(bad["ok"], false);
+    assert!(bad["error"].as_str().unwrap().contains("unknown cmd"));
+
+    let r = control(&sock, r#"{"cmd":"stop"}"#);
+    assert_eq!(r["ok"], true);
+    let o = wait(child, T);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("exit: stopped by the host (code 0)"));
+    assert!(!sock.exists(), "control socket left behind");
+}
+
+#[test]
+fn sigterm_stops_cleanly() {
+    let s = Scratch::new("term");
+    let (child, sock, console) = start_spinner(&s);
+    wait_growth(&console, 0);
+    // SAFETY: signalling our own child by pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let o = wait(child, T);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("stop requested by signal"));
+    assert!(!sock.exists(), "control socket left behind");
+}
+
+#[test]
+fn second_vmm_on_a_live_socket_is_refused() {
+    let s = Scratch::new("second");
+    let (first, sock, _console) = start_spinner(&s);
+    let k = s.file("hello.bin", guest::LONG_MODE_HELLO);
+    let o = run(
+        &[
+            "--kernel",
+            k.to_str().unwrap(),
+            "--kernel-format=raw-x86-64",
+            "--memory=16",
+            "--control-socket",
+            sock.to_str().unwrap(),
+        ],
+        T,
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("another VMM is listening on it"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(stdout(&o), "", "the second VMM must not have run its guest");
+    // The first VMM still owns and serves its socket.
+    assert_eq!(control(&sock, r#"{"cmd":"status"}"#)["state"], "running");
+    control(&sock, r#"{"cmd":"stop"}"#);
+    assert_eq!(wait(first, T).status.code(), Some(0));
+    assert!(!sock.exists());
+}
+
+#[test]
+fn stale_socket_file_is_replaced() {
+    let s = Scratch::new("stale");
+    let sock = s.path("ctl.sock");
+    drop(UnixListener::bind(&sock).unwrap()); // the file stays, nobody listens
+    let k = s.file("hello.bin", guest::LONG_MODE_HELLO);
+    let o = run(
+        &[
+            "--kernel",
+            k.to_str().unwrap(),
+            "--kernel-format=raw-x86-64",
+            "--memory=16",
+            "--control-socket",
+            sock.to_str().unwrap(),
+        ],
+        T,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "OK\n");
+    assert!(stderr(&o).contains("replacing stale control socket"));
+    assert!(!sock.exists(), "socket removed at exit");
+}
