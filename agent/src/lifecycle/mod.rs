@@ -365,7 +365,12 @@ impl Agent {
                 execution_unit_list: vec![eu_id.clone()],
                 manifest_digest: checked.manifest_digest.clone(),
             };
-            let eu = new_eu(&eu_id, &du, spec);
+            let mut eu = new_eu(&eu_id, &du, spec);
+            if spec.autostart {
+                // Admitted above; recorded in the same write as the install so a crash right
+                // after the commit still brings the app up on restart.
+                eu.requested_state = RequestedState::Active;
+            }
             m.persisted.dus.push(DuRecord {
                 du: du.clone(),
                 spec: spec.clone(),
