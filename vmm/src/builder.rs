@@ -24,6 +24,12 @@ use crate::control::{ControlServer, VmControl};
 use crate::devices::boot_signal::{BootReady, BootSignal};
 use crate::devices::bus::{Bus, SharedDevice};
 use crate::devices::serial::{InputState, Serial, SerialBackend};
+use crate::devices::virtio::block::Block;
+use crate::devices::virtio::mmio::MmioTransport;
+use crate::devices::virtio::net::Net;
+use crate::devices::virtio::rng::Rng;
+use crate::devices::virtio::tap::Tap;
+use crate::devices::virtio::VirtioDevice;
 use crate::devices::IrqLine;
 use crate::exit_code;
 use crate::vstate::memory::create_guest_memory;
@@ -109,6 +115,9 @@ impl IrqLine for NoIrq {
 /// A device the event loop serves when its fd is readable.
 enum Pollable {
     SerialInput(Arc<Mutex<Serial>>),
+    /// Edge-triggered: the transport reads the tap until it would block or the guest has no
+    /// buffers; the guest adding buffers re-runs it from the vCPU's notify exit.
+    NetRx(Arc<Mutex<MmioTransport>>),
     #[cfg(target_arch = "x86_64")]
     Reset(Arc<crate::devices::i8042::ExitRequest>),
 }
@@ -143,13 +152,36 @@ pub fn check_config(cfg: &VmConfig) -> Result<(), ConfigError> {
             ),
         ));
     }
-    if !cfg.nets.is_empty() || !cfg.disks.is_empty() || cfg.rng {
-        return Err(ConfigError::invalid(
-            "disks/nets/rng",
-            "virtio devices are not wired into this build yet",
-        ));
-    }
     Ok(())
+}
+
+/// Opens the virtio backends in `device_map` order: disks, nets, rng. Errors name the entry.
+fn open_virtio_devices(cfg: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice>>, BuildError> {
+    let mut out: Vec<Box<dyn VirtioDevice>> = Vec::new();
+    let setup = |what: String| {
+        move |e: crate::devices::virtio::SetupError| {
+            BuildError::Config(ConfigError::invalid(what, e.to_string()))
+        }
+    };
+    for (i, d) in cfg.disks.iter().enumerate() {
+        let blk = Block::new(&d.path, d.read_only).map_err(setup(format!("disks[{i}]")))?;
+        out.push(Box::new(blk));
+    }
+    for (i, n) in cfg.nets.iter().enumerate() {
+        let tap = Tap::open(&n.tap).map_err(setup(format!("nets[{i}]")))?;
+        let mac = n.mac.map_or_else(|| default_mac(i), |m| m.0);
+        out.push(Box::new(Net::new(Box::new(tap), mac)));
+    }
+    if cfg.rng {
+        out.push(Box::new(Rng::new().map_err(setup("rng".into()))?));
+    }
+    Ok(out)
+}
+
+/// A locally administered MAC that differs between VMM processes and between a VM's NICs.
+fn default_mac(index: usize) -> [u8; 6] {
+    let pid = std::process::id().to_be_bytes();
+    [0x02, 0xcf, pid[1], pid[2], pid[3], index as u8]
 }
 
 fn serial_backend(c: &ConsoleConfig) -> SerialBackend {
@@ -212,7 +244,8 @@ impl Vmm {
             irqchip = Some(arch::create_irqchip(&vm, n).map_err(host("interrupt controller"))?);
         }
 
-        let devices = arch::device_map(0).map_err(host("device layout"))?;
+        let n_virtio = cfg.disks.len() + cfg.nets.len() + usize::from(cfg.rng);
+        let devices = arch::device_map(n_virtio).map_err(host("device layout"))?;
         let irq = |gsi: u32| -> Result<Arc<dyn IrqLine>, BuildError> {
             if irqchip.is_some() {
                 Ok(Arc::new(vm.irq_line(gsi).map_err(host("interrupt line"))?))
@@ -236,6 +269,20 @@ impl Vmm {
         let boot_ready = boot.handle();
         let (_, boot_dev) = shared(boot);
         Self::attach_platform_devices(&mut buses, &devices, serial_dev, boot_dev, &mut pollables)?;
+
+        let virtio = open_virtio_devices(cfg)?;
+        for (slot, device) in devices.virtio.iter().zip(virtio) {
+            let transport = MmioTransport::new(mem.clone(), irq(slot.irq)?, device);
+            let rx_fd = transport.rx_fd();
+            let (transport, dev) = shared(transport);
+            buses
+                .mmio
+                .insert(dev, slot.addr, slot.len)
+                .map_err(host("device bus"))?;
+            if let Some(fd) = rx_fd {
+                pollables.push((fd, Pollable::NetRx(transport)));
+            }
+        }
 
         let kernel = arch::load_kernel(&mem, cfg).map_err(host("kernel"))?;
         let cmdline =
@@ -369,8 +416,17 @@ impl Vmm {
         add(self.vcpus.event_fd().as_raw_fd(), TOKEN_VM_EVENT)?;
         let stop_fd = stop_signal_fd()?;
         add(stop_fd, TOKEN_STOP_SIGNAL)?;
-        for (i, (fd, _)) in self.pollables.iter().enumerate() {
-            match add(*fd, TOKEN_POLLABLE + i as u64) {
+        for (i, (fd, p)) in self.pollables.iter().enumerate() {
+            let set = match p {
+                Pollable::NetRx(_) => EventSet::IN | EventSet::EDGE_TRIGGERED,
+                _ => EventSet::IN,
+            };
+            let r = epoll.ctl(
+                ControlOperation::Add,
+                *fd,
+                EpollEvent::new(set, TOKEN_POLLABLE + i as u64),
+            );
+            match r {
                 Ok(()) => {}
                 // Regular files and /dev/null (a console input redirected from them) cannot be
                 // polled: there is no input to wait for then.
@@ -437,6 +493,7 @@ impl Vmm {
                     let _ = epoll.ctl(ControlOperation::Delete, *fd, EpollEvent::default());
                 }
             }
+            Pollable::NetRx(t) => t.lock().unwrap_or_else(|e| e.into_inner()).process_rx(),
             #[cfg(target_arch = "x86_64")]
             Pollable::Reset(exit) => {
                 exit.acknowledge();

@@ -66,11 +66,10 @@ pub fn device_map(n_virtio: usize) -> Result<DeviceMap, ArchError> {
         rtc: Some(slot(RTC_BASE, RTC_SPI)),
         boot_signal: slot(BOOT_SIGNAL_BASE, 0),
         virtio: (0..n_virtio)
-            .map(|i| {
-                slot(
-                    VIRTIO_MMIO_BASE + i as u64 * DEVICE_WINDOW,
-                    VIRTIO_FIRST_SPI + i as u32,
-                )
+            .map(|i| DeviceSlot {
+                addr: VIRTIO_MMIO_BASE + i as u64 * DEVICE_WINDOW,
+                len: crate::devices::virtio::MMIO_WINDOW_SIZE,
+                irq: VIRTIO_FIRST_SPI + i as u32,
             })
             .collect(),
     })

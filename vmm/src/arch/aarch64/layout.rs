@@ -21,7 +21,7 @@ pub const GICV3_REDIST_SIZE_PER_CPU: u64 = 0x2_0000;
 pub const SERIAL_BASE: u64 = 0x0900_0000;
 pub const RTC_BASE: u64 = 0x0901_0000;
 /// The boot-ready signal: the guest writes here once it is up.
-pub const BOOT_SIGNAL_BASE: u64 = 0x0902_0000;
+pub const BOOT_SIGNAL_BASE: u64 = crate::devices::boot_signal::AARCH64_MMIO_ADDR;
 pub const DEVICE_WINDOW: u64 = 0x1000;
 pub const VIRTIO_MMIO_BASE: u64 = 0x0a00_0000;
 

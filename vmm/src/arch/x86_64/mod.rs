@@ -44,8 +44,8 @@ pub mod layout {
     pub const FIRST_ADDR_PAST_4G: u64 = 1 << 32;
     pub const TSS_ADDR: usize = 0xfffb_d000;
     /// The boot-ready signal is an I/O port on x86 (`devices::boot_signal::X86_PORT`).
-    pub const BOOT_SIGNAL_PORT: u64 = 0x3f0;
-    pub const BOOT_SIGNAL_PORT_LEN: u64 = 1;
+    pub const BOOT_SIGNAL_PORT: u64 = crate::devices::boot_signal::X86_PORT;
+    pub const BOOT_SIGNAL_PORT_LEN: u64 = crate::devices::boot_signal::X86_PORT_LEN;
     pub const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
     pub const DEVICE_WINDOW: u64 = 0x1000;
     pub const SERIAL_PORT: u64 = 0x3f8;
@@ -190,7 +190,7 @@ pub fn device_map(n_virtio: usize) -> Result<DeviceMap, ArchError> {
         virtio: (0..n_virtio)
             .map(|i| DeviceSlot {
                 addr: VIRTIO_MMIO_BASE + i as u64 * DEVICE_WINDOW,
-                len: DEVICE_WINDOW,
+                len: crate::devices::virtio::MMIO_WINDOW_SIZE,
                 irq: VIRTIO_FIRST_IRQ + i as u32,
             })
             .collect(),
@@ -460,8 +460,8 @@ mod tests {
         let d = device_map(2).unwrap();
         let c = finalize_cmdline("console=ttyS0", &d).unwrap();
         assert!(c.starts_with("console=ttyS0 "), "{c}");
-        assert!(c.contains("virtio_mmio.device=4K@0xd0000000:5"), "{c}");
-        assert!(c.contains("virtio_mmio.device=4K@0xd0001000:6"), "{c}");
+        assert!(c.contains("virtio_mmio.device=512@0xd0000000:5"), "{c}");
+        assert!(c.contains("virtio_mmio.device=512@0xd0001000:6"), "{c}");
         assert!(device_map(30).is_err());
     }
 
