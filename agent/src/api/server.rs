@@ -120,6 +120,11 @@ fn handle(mut stream: UnixStream, agent: &Agent) {
         Err(f) => ReplyLine::fault(f),
     };
     let _ = send(&mut stream, &line);
+    // Closing with unread input would reset the connection and the client could lose the
+    // reply (an oversized request): drain a bounded amount first.
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let _ = io::copy(&mut (&stream).take(1 << 20), &mut io::sink());
 }
 
 fn to_value<T: serde::Serialize>(v: T) -> Value {
