@@ -37,14 +37,24 @@ fn setup(tmp: &Scratch, kernel_len: usize) -> (Store, std::path::PathBuf, Digest
 }
 
 fn fetch_into(store: &Store, url: &str, opts: &FetchOptions) -> Result<Fetched, Fault> {
-    fetch(url, &store.downloads_dir().join("hello.cpkg"), opts, &mut |_, _| {})
+    fetch(
+        url,
+        &store.downloads_dir().join("hello.cpkg"),
+        opts,
+        &mut |_, _| {},
+    )
 }
 
 fn assert_fails_clean(store: &Store, url: &str, opts: &FetchOptions, code: FaultCode) -> String {
     let before = list_files(store.root());
     let err = fetch_into(store, url, opts).unwrap_err();
     assert_eq!(err.code, code, "{}", err.message);
-    assert_eq!(list_files(store.root()), before, "stray files after: {}", err.message);
+    assert_eq!(
+        list_files(store.root()),
+        before,
+        "stray files after: {}",
+        err.message
+    );
     err.message
 }
 
@@ -87,7 +97,12 @@ fn wrong_expected_digest_is_7035() {
         expected_sha256: Some(Digest::of(b"something else")),
         ..quick()
     };
-    let msg = assert_fails_clean(&store, &server.url("http", "127.0.0.1", "hello.cpkg"), &opts, FaultCode::CorruptData);
+    let msg = assert_fails_clean(
+        &store,
+        &server.url("http", "127.0.0.1", "hello.cpkg"),
+        &opts,
+        FaultCode::CorruptData,
+    );
     assert!(msg.contains("expected sha256:"), "{msg}");
 }
 
@@ -99,19 +114,43 @@ fn credentials_in_the_url_are_7004_before_any_connection() {
     let url = format!("http://admin:secret@127.0.0.1:{}/hello.cpkg", server.port);
     let msg = assert_fails_clean(&store, &url, &quick(), FaultCode::InvalidArguments);
     assert!(msg.contains("user:password"), "{msg}");
-    assert!(!msg.contains("secret"), "the password leaked into the message: {msg}");
+    assert!(
+        !msg.contains("secret"),
+        "the password leaked into the message: {msg}"
+    );
     std::thread::sleep(Duration::from_millis(100));
-    assert!(server.requests().is_empty(), "a request was sent: {:?}", server.requests());
+    assert!(
+        server.requests().is_empty(),
+        "a request was sent: {:?}",
+        server.requests()
+    );
 }
 
 #[test]
 fn unreachable_server_is_7033() {
     let tmp = Scratch::new("fetch-unreachable");
     let store = Store::open(&tmp.path().join("state")).unwrap();
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let msg = assert_fails_clean(&store, &format!("http://127.0.0.1:{port}/x.cpkg"), &quick(), FaultCode::DownloadFailure);
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let msg = assert_fails_clean(
+        &store,
+        &format!("http://127.0.0.1:{port}/x.cpkg"),
+        &quick(),
+        FaultCode::DownloadFailure,
+    );
     assert!(msg.contains("refused"), "{msg}");
-    let msg = assert_fails_clean(&store, "http://no-such-host.invalid/x.cpkg", &FetchOptions { max_attempts: 1, ..quick() }, FaultCode::DownloadFailure);
+    let msg = assert_fails_clean(
+        &store,
+        "http://no-such-host.invalid/x.cpkg",
+        &FetchOptions {
+            max_attempts: 1,
+            ..quick()
+        },
+        FaultCode::DownloadFailure,
+    );
     assert!(msg.contains("no-such-host.invalid"), "{msg}");
 }
 
@@ -120,7 +159,12 @@ fn http_error_status_is_7033() {
     let tmp = Scratch::new("fetch-404");
     let (store, www, _) = setup(&tmp, 1000);
     let server = Server::stock(&www);
-    let msg = assert_fails_clean(&store, &server.url("http", "127.0.0.1", "missing.cpkg"), &quick(), FaultCode::DownloadFailure);
+    let msg = assert_fails_clean(
+        &store,
+        &server.url("http", "127.0.0.1", "missing.cpkg"),
+        &quick(),
+        FaultCode::DownloadFailure,
+    );
     assert!(msg.contains("HTTP 404"), "{msg}");
 }
 
@@ -142,7 +186,12 @@ fn silent_server_times_out_with_7033() {
         ..quick()
     };
     let started = std::time::Instant::now();
-    let msg = assert_fails_clean(&store, &format!("http://127.0.0.1:{port}/x"), &opts, FaultCode::DownloadFailure);
+    let msg = assert_fails_clean(
+        &store,
+        &format!("http://127.0.0.1:{port}/x"),
+        &opts,
+        FaultCode::DownloadFailure,
+    );
     assert!(msg.contains("timed out"), "{msg}");
     assert!(started.elapsed() < Duration::from_secs(3));
 }
@@ -156,7 +205,12 @@ fn package_larger_than_the_cap_is_7005() {
         max_bytes: 50_000,
         ..quick()
     };
-    let msg = assert_fails_clean(&store, &server.url("http", "127.0.0.1", "hello.cpkg"), &opts, FaultCode::ResourcesExceeded);
+    let msg = assert_fails_clean(
+        &store,
+        &server.url("http", "127.0.0.1", "hello.cpkg"),
+        &opts,
+        FaultCode::ResourcesExceeded,
+    );
     assert!(msg.contains("50000 byte cap"), "{msg}");
 }
 
@@ -164,12 +218,21 @@ fn package_larger_than_the_cap_is_7005() {
 fn resumes_with_range_after_the_server_drops_the_connection() {
     let tmp = Scratch::new("fetch-resume");
     let (store, www, digest) = setup(&tmp, 400_000);
-    let server = Server::range(&www, &tmp.path().join("log"), &["--drop-after", "150000", "--drop-count", "1"]);
+    let server = Server::range(
+        &www,
+        &tmp.path().join("log"),
+        &["--drop-after", "150000", "--drop-count", "1"],
+    );
     let opts = FetchOptions {
         expected_sha256: Some(digest),
         ..quick()
     };
-    let got = fetch_into(&store, &server.url("http", "127.0.0.1", "hello.cpkg"), &opts).unwrap();
+    let got = fetch_into(
+        &store,
+        &server.url("http", "127.0.0.1", "hello.cpkg"),
+        &opts,
+    )
+    .unwrap();
     assert_eq!(got.sha256, digest);
     assert_eq!(got.attempts, 2);
     let log = server.requests();
@@ -181,12 +244,21 @@ fn resumes_with_range_after_the_server_drops_the_connection() {
 fn server_that_ignores_range_restarts_from_zero() {
     let tmp = Scratch::new("fetch-norange");
     let (store, www, digest) = setup(&tmp, 200_000);
-    let server = Server::range(&www, &tmp.path().join("log"), &["--drop-after", "70000", "--ignore-range"]);
+    let server = Server::range(
+        &www,
+        &tmp.path().join("log"),
+        &["--drop-after", "70000", "--ignore-range"],
+    );
     let opts = FetchOptions {
         expected_sha256: Some(digest),
         ..quick()
     };
-    let got = fetch_into(&store, &server.url("http", "127.0.0.1", "hello.cpkg"), &opts).unwrap();
+    let got = fetch_into(
+        &store,
+        &server.url("http", "127.0.0.1", "hello.cpkg"),
+        &opts,
+    )
+    .unwrap();
     assert_eq!(got.sha256, digest);
     assert_eq!(server.requests().len(), 2);
 }
@@ -196,8 +268,17 @@ fn truncated_downloads_fail_and_leave_nothing() {
     let tmp = Scratch::new("fetch-truncated");
     let (store, www, digest) = setup(&tmp, 100_000);
     // The link dies before any body byte, every time: 7033 after the bounded retries.
-    let server = Server::range(&www, &tmp.path().join("log"), &["--drop-after", "0", "--drop-count", "-1"]);
-    let msg = assert_fails_clean(&store, &server.url("http", "127.0.0.1", "hello.cpkg"), &quick(), FaultCode::DownloadFailure);
+    let server = Server::range(
+        &www,
+        &tmp.path().join("log"),
+        &["--drop-after", "0", "--drop-count", "-1"],
+    );
+    let msg = assert_fails_clean(
+        &store,
+        &server.url("http", "127.0.0.1", "hello.cpkg"),
+        &quick(),
+        FaultCode::DownloadFailure,
+    );
     assert!(msg.contains("gave up after 3 attempts"), "{msg}");
     drop(server);
 
@@ -243,13 +324,22 @@ fn resumes_after_a_crash_mid_download() {
     let dest = store.downloads_dir().join("big.bin");
 
     let status = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child_fetch", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "crash_child_fetch",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("CHILD_URL", &url)
         .env("CHILD_DEST", &dest)
         .env("CPEVISOR_CRASH_AT", "fetch.part:synced")
         .status()
         .unwrap();
-    assert_eq!(status.signal(), Some(9), "child was not SIGKILLed at the crash point: {status:?}");
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "child was not SIGKILLed at the crash point: {status:?}"
+    );
     let left = fs::metadata(part_path(&dest)).unwrap().len();
     assert!(left >= 8 << 20, "part holds {left} bytes");
 
@@ -260,6 +350,12 @@ fn resumes_after_a_crash_mid_download() {
     let got = fetch(&url, &dest, &opts, &mut |_, _| {}).unwrap();
     assert_eq!(got.resumed_from, left);
     assert_eq!(got.attempts, 1);
-    assert_eq!(server.requests().last().unwrap(), &format!("GET /big.bin range=bytes={left}-"));
-    assert_eq!(list_files(store.root()), vec!["downloads/big.bin".to_string()]);
+    assert_eq!(
+        server.requests().last().unwrap(),
+        &format!("GET /big.bin range=bytes={left}-")
+    );
+    assert_eq!(
+        list_files(store.root()),
+        vec!["downloads/big.bin".to_string()]
+    );
 }

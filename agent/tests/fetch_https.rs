@@ -28,11 +28,20 @@ fn serve(tmp: &Scratch, extra: &[&str]) -> (Server, std::path::PathBuf, Digest) 
     let body: Vec<u8> = (0..300_000u32).map(|i| (i % 249) as u8).collect();
     fs::write(www.join("app.cpkg"), &body).unwrap();
     let (ca, cert, key) = make_test_pki(tmp.path(), "good");
-    let mut args = vec!["--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()];
+    let mut args = vec![
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ];
     args.extend_from_slice(extra);
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    (Server::range(&www, &tmp.path().join("log"), &args), ca, Digest::of(&body))
+    (
+        Server::range(&www, &tmp.path().join("log"), &args),
+        ca,
+        Digest::of(&body),
+    )
 }
 
 #[test]
@@ -42,8 +51,13 @@ fn https_with_the_test_ca_by_ip_and_by_name() {
     let store = Store::open(&tmp.path().join("state")).unwrap();
     for host in ["127.0.0.1", "localhost"] {
         let dest = store.downloads_dir().join(format!("{host}.cpkg"));
-        let got = fetch(&server.url("https", host, "app.cpkg"), &dest, &opts(Some(&ca), digest), &mut |_, _| {})
-            .unwrap_or_else(|f| panic!("{host}: {f}"));
+        let got = fetch(
+            &server.url("https", host, "app.cpkg"),
+            &dest,
+            &opts(Some(&ca), digest),
+            &mut |_, _| {},
+        )
+        .unwrap_or_else(|f| panic!("{host}: {f}"));
         assert_eq!(got.sha256, digest);
     }
 }
@@ -54,9 +68,19 @@ fn https_resumes_after_a_dropped_connection() {
     let (server, ca, digest) = serve(&tmp, &["--drop-after", "100000"]);
     let store = Store::open(&tmp.path().join("state")).unwrap();
     let dest = store.downloads_dir().join("app.cpkg");
-    let got = fetch(&server.url("https", "127.0.0.1", "app.cpkg"), &dest, &opts(Some(&ca), digest), &mut |_, _| {}).unwrap();
+    let got = fetch(
+        &server.url("https", "127.0.0.1", "app.cpkg"),
+        &dest,
+        &opts(Some(&ca), digest),
+        &mut |_, _| {},
+    )
+    .unwrap();
     assert_eq!(got.sha256, digest);
-    assert!(server.requests().iter().any(|r| r.contains("range=bytes=")), "{:?}", server.requests());
+    assert!(
+        server.requests().iter().any(|r| r.contains("range=bytes=")),
+        "{:?}",
+        server.requests()
+    );
 }
 
 #[test]
@@ -70,7 +94,13 @@ fn untrusted_certificates_are_7033() {
     let url = server.url("https", "127.0.0.1", "app.cpkg");
     for ca in [None, Some(other_ca.as_path())] {
         let before = list_files(store.root());
-        let err = fetch(&url, &store.downloads_dir().join("app.cpkg"), &opts(ca, digest), &mut |_, _| {}).unwrap_err();
+        let err = fetch(
+            &url,
+            &store.downloads_dir().join("app.cpkg"),
+            &opts(ca, digest),
+            &mut |_, _| {},
+        )
+        .unwrap_err();
         assert_eq!(err.code, FaultCode::DownloadFailure, "{}", err.message);
         assert!(err.message.contains("certificate"), "{}", err.message);
         assert_eq!(list_files(store.root()), before);
@@ -83,8 +113,13 @@ fn unusable_ca_file_is_7004() {
     let store = Store::open(&tmp.path().join("state")).unwrap();
     let bad = tmp.path().join("bad.pem");
     fs::write(&bad, b"not a certificate").unwrap();
-    let err = fetch("https://127.0.0.1:9/x", &store.downloads_dir().join("x"), &opts(Some(&bad), Digest::of(b"")), &mut |_, _| {})
-        .unwrap_err();
+    let err = fetch(
+        "https://127.0.0.1:9/x",
+        &store.downloads_dir().join("x"),
+        &opts(Some(&bad), Digest::of(b"")),
+        &mut |_, _| {},
+    )
+    .unwrap_err();
     assert_eq!(err.code, FaultCode::InvalidArguments, "{}", err.message);
     assert!(list_files(store.root()).is_empty());
 }

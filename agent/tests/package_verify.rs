@@ -25,13 +25,24 @@ fn pack_is_reproducible_and_round_trips_into_the_store() {
     let key = load_signing_key(&keys.secret).unwrap();
     let a = pack_dir(&app, &key, &tmp.path().join("a.cpkg")).unwrap();
     let b = pack_dir(&app, &key, &tmp.path().join("b.cpkg")).unwrap();
-    assert_eq!(fs::read(&a.path).unwrap(), fs::read(&b.path).unwrap(), "two packs differ");
+    assert_eq!(
+        fs::read(&a.path).unwrap(),
+        fs::read(&b.path).unwrap(),
+        "two packs differ"
+    );
     assert_eq!(a.signer, keys.key_id);
 
     // A standard tar reads it as an OCI layout.
-    let out = std::process::Command::new("tar").arg("-tf").arg(&a.path).output().unwrap();
+    let out = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&a.path)
+        .output()
+        .unwrap();
     let listing = String::from_utf8_lossy(&out.stdout);
-    assert!(listing.contains("oci-layout") && listing.contains("index.json"), "{listing}");
+    assert!(
+        listing.contains("oci-layout") && listing.contains("index.json"),
+        "{listing}"
+    );
 
     let trusted = vec![TrustedKey::load(&keys.public).unwrap()];
     let pkg = verify_package(&a.path, &trusted, &PackageCaps::default()).unwrap();
@@ -43,17 +54,28 @@ fn pack_is_reproducible_and_round_trips_into_the_store() {
     let store = Store::open(&tmp.path().join("state")).unwrap();
     let unpacked = pkg.unpack(&store).unwrap();
     let kernel = unpacked.layer_path(&store, LayerKind::Kernel).unwrap();
-    assert_eq!(fs::read(kernel).unwrap(), fs::read(app.join("Image")).unwrap());
+    assert_eq!(
+        fs::read(kernel).unwrap(),
+        fs::read(app.join("Image")).unwrap()
+    );
     assert_eq!(store.list_blobs().unwrap().len(), 5); // manifest, config, 3 layers
-    // Unpacking again shares the blobs.
+                                                      // Unpacking again shares the blobs.
     pkg.unpack(&store).unwrap();
     assert_eq!(store.list_blobs().unwrap().len(), 5);
     let json = serde_json::to_string(&unpacked).unwrap();
-    assert_eq!(serde_json::from_str::<cpevisor_agent::package::UnpackedPackage>(&json).unwrap(), unpacked);
+    assert_eq!(
+        serde_json::from_str::<cpevisor_agent::package::UnpackedPackage>(&json).unwrap(),
+        unpacked
+    );
 }
 
 /// Verifies `parts` and returns the fault, checking that nothing reached the store.
-fn refuse(name: &str, parts: &Parts, trusted: &[TrustedKey], caps: &PackageCaps) -> (FaultCode, String) {
+fn refuse(
+    name: &str,
+    parts: &Parts,
+    trusted: &[TrustedKey],
+    caps: &PackageCaps,
+) -> (FaultCode, String) {
     let tmp = Scratch::new(name);
     let path = tmp.path().join("p.cpkg");
     parts.write(&path);
@@ -81,7 +103,10 @@ fn corrupted_blob_is_7035() {
     // Flip one byte of the kernel blob's data in place.
     let mut bytes = fs::read(&path).unwrap();
     let needle = b"kernel image bytes";
-    let at = bytes.windows(needle.len()).position(|w| w == needle).unwrap();
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap();
     bytes[at] ^= 0x20;
     fs::write(&path, &bytes).unwrap();
     let err = verify_package(&path, &trusted(1), &PackageCaps::default()).unwrap_err();
@@ -98,7 +123,12 @@ fn truncated_package_is_7035() {
     for cut in [bytes.len() - 1024, bytes.len() / 2, 700, 100] {
         fs::write(&path, &bytes[..cut]).unwrap();
         let err = verify_package(&path, &trusted(1), &PackageCaps::default()).unwrap_err();
-        assert_eq!(err.code, FaultCode::CorruptData, "cut at {cut}: {}", err.message);
+        assert_eq!(
+            err.code,
+            FaultCode::CorruptData,
+            "cut at {cut}: {}",
+            err.message
+        );
     }
 }
 
@@ -160,7 +190,9 @@ fn structural_faults_are_7035() {
     let key = test_key(1);
 
     let mut unknown = Parts::good(&key);
-    unknown.layers.push(("application/x-surprise".into(), b"?".to_vec()));
+    unknown
+        .layers
+        .push(("application/x-surprise".into(), b"?".to_vec()));
     unknown.sign_with(&key);
     let (code, msg) = refuse("unknown-media", &unknown, &trusted(1), &caps);
     assert_eq!(code, FaultCode::CorruptData);
@@ -174,7 +206,9 @@ fn structural_faults_are_7035() {
     assert!(msg.contains("descriptor says 5"), "{msg}");
 
     let mut extra = Parts::good(&key);
-    extra.extra_files.push(("blobs/sha256/stowaway".into(), b"x".to_vec()));
+    extra
+        .extra_files
+        .push(("blobs/sha256/stowaway".into(), b"x".to_vec()));
     let (code, msg) = refuse("extra-file", &extra, &trusted(1), &caps);
     assert_eq!(code, FaultCode::CorruptData);
     assert!(msg.contains("stowaway"), "{msg}");
@@ -216,7 +250,8 @@ fn pack_refuses_bad_app_dirs() {
     let tmp = Scratch::new("pack-bad");
     let app = tmp.path().join("app");
     write_app_dir(&app, 10);
-    let mut cfg: serde_json::Value = serde_json::from_slice(&fs::read(app.join("app.json")).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&fs::read(app.join("app.json")).unwrap()).unwrap();
     cfg["kernel"] = "../outside".into();
     fs::write(app.join("app.json"), cfg.to_string()).unwrap();
     let err = pack_dir(&app, &test_key(1), &tmp.path().join("x.cpkg")).unwrap_err();

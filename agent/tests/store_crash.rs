@@ -15,7 +15,8 @@ use cpevisor_agent::store::{atomic_write, persist_point, Digest, Store};
 /// What the child does, chosen by `CHILD_SCENARIO`; `CHILD_DIR` is the state dir.
 #[test]
 fn crash_child() {
-    let (Ok(scenario), Ok(dir)) = (std::env::var("CHILD_SCENARIO"), std::env::var("CHILD_DIR")) else {
+    let (Ok(scenario), Ok(dir)) = (std::env::var("CHILD_SCENARIO"), std::env::var("CHILD_DIR"))
+    else {
         return;
     };
     let dir = Path::new(&dir);
@@ -67,16 +68,31 @@ fn run_child(scenario: &str, dir: &Path, env: &[(&str, &str)]) -> Option<i32> {
 fn atomic_write_leaves_old_or_new_content() {
     let tmp = Scratch::new("crash-writes");
     let dir = tmp.path();
-    let sig = run_child("writes", dir, &[("CPEVISOR_CRASH_AT", "atomic_write:state.json:synced#2")]);
+    let sig = run_child(
+        "writes",
+        dir,
+        &[("CPEVISOR_CRASH_AT", "atomic_write:state.json:synced#2")],
+    );
     assert_eq!(sig, Some(9));
     assert_eq!(fs::read(dir.join("state.json")).unwrap(), b"1");
 
-    let sig = run_child("writes", dir, &[("CPEVISOR_CRASH_AT", "atomic_write:state.json:renamed#2")]);
+    let sig = run_child(
+        "writes",
+        dir,
+        &[("CPEVISOR_CRASH_AT", "atomic_write:state.json:renamed#2")],
+    );
     assert_eq!(sig, Some(9));
     assert_eq!(fs::read(dir.join("state.json")).unwrap(), b"2");
 
     // Not reached: the third write has no fourth hit.
-    assert_eq!(run_child("writes", dir, &[("CPEVISOR_CRASH_AT", "atomic_write:state.json:renamed#4")]), None);
+    assert_eq!(
+        run_child(
+            "writes",
+            dir,
+            &[("CPEVISOR_CRASH_AT", "atomic_write:state.json:renamed#4")]
+        ),
+        None
+    );
     assert_eq!(fs::read(dir.join("state.json")).unwrap(), b"3");
     assert_eq!(list_files(dir), vec!["state.json".to_string()]);
 }
@@ -87,14 +103,39 @@ fn trace_records_every_step_with_its_hit_number() {
     let trace = tmp.path().join("trace");
     let state = tmp.path().join("state");
     fs::create_dir_all(&state).unwrap();
-    assert_eq!(run_child("writes", &state, &[("CPEVISOR_CRASH_TRACE", trace.to_str().unwrap())]), None);
-    let lines: Vec<String> = fs::read_to_string(&trace).unwrap().lines().map(String::from).collect();
+    assert_eq!(
+        run_child(
+            "writes",
+            &state,
+            &[("CPEVISOR_CRASH_TRACE", trace.to_str().unwrap())]
+        ),
+        None
+    );
+    let lines: Vec<String> = fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
     assert_eq!(lines.len(), 6);
     assert_eq!(lines[0], "atomic_write:state.json:synced#1");
     assert_eq!(lines[5], "atomic_write:state.json:renamed#3");
     // Steps outside the store (the lifecycle's) work the same way.
-    assert_eq!(run_child("custom", &state, &[("CPEVISOR_CRASH_AT", "lifecycle.step#2")]), Some(9));
-    assert_eq!(run_child("custom", &state, &[("CPEVISOR_CRASH_AT", "lifecycle.step#3")]), None);
+    assert_eq!(
+        run_child(
+            "custom",
+            &state,
+            &[("CPEVISOR_CRASH_AT", "lifecycle.step#2")]
+        ),
+        Some(9)
+    );
+    assert_eq!(
+        run_child(
+            "custom",
+            &state,
+            &[("CPEVISOR_CRASH_AT", "lifecycle.step#3")]
+        ),
+        None
+    );
 }
 
 #[test]
@@ -102,22 +143,34 @@ fn blob_write_is_all_or_nothing() {
     let tmp = Scratch::new("crash-blob");
     let digest = Digest::of(b"a kernel image");
     let dir = tmp.path().join("s1");
-    assert_eq!(run_child("blob", &dir, &[("CPEVISOR_CRASH_AT", "store.blob:synced")]), Some(9));
+    assert_eq!(
+        run_child("blob", &dir, &[("CPEVISOR_CRASH_AT", "store.blob:synced")]),
+        Some(9)
+    );
     let store = Store::open(&dir).unwrap();
     assert!(!store.has_blob(&digest));
     assert!(list_files(&dir).is_empty(), "{:?}", list_files(&dir));
 
     let dir = tmp.path().join("s2");
-    assert_eq!(run_child("blob", &dir, &[("CPEVISOR_CRASH_AT", "store.blob:renamed")]), Some(9));
+    assert_eq!(
+        run_child("blob", &dir, &[("CPEVISOR_CRASH_AT", "store.blob:renamed")]),
+        Some(9)
+    );
     let store = Store::open(&dir).unwrap();
-    assert_eq!(Digest::of(&fs::read(store.blob_path(&digest)).unwrap()), digest);
+    assert_eq!(
+        Digest::of(&fs::read(store.blob_path(&digest)).unwrap()),
+        digest
+    );
 }
 
 #[test]
 fn app_removal_is_atomic() {
     let tmp = Scratch::new("crash-app");
     let dir = tmp.path().join("s");
-    assert_eq!(run_child("app", &dir, &[("CPEVISOR_CRASH_AT", "store.app:detached")]), Some(9));
+    assert_eq!(
+        run_child("app", &dir, &[("CPEVISOR_CRASH_AT", "store.app:detached")]),
+        Some(9)
+    );
     let store = Store::open(&dir).unwrap();
     assert!(store.list_apps().unwrap().is_empty());
     assert!(list_files(&dir).is_empty(), "{:?}", list_files(&dir));

@@ -53,7 +53,8 @@ pub fn connect(
     connect_timeout: Duration,
     io_timeout: Duration,
 ) -> Result<Stream, String> {
-    let addrs = resolve(&url.host, url.port).map_err(|e| format!("cannot resolve {}: {e}", url.host))?;
+    let addrs =
+        resolve(&url.host, url.port).map_err(|e| format!("cannot resolve {}: {e}", url.host))?;
     let mut last = String::new();
     let mut tcp = None;
     for addr in addrs {
@@ -76,7 +77,8 @@ pub fn connect(
             let config = tls.ok_or("no TLS configuration")?;
             let name = ServerName::try_from(url.host.clone())
                 .map_err(|e| format!("host {:?} is not a valid TLS server name: {e}", url.host))?;
-            let conn = ClientConnection::new(config.clone(), name).map_err(|e| format!("TLS: {e}"))?;
+            let conn =
+                ClientConnection::new(config.clone(), name).map_err(|e| format!("TLS: {e}"))?;
             Ok(Stream::Tls(Box::new(StreamOwned::new(conn, tcp))))
         }
     }
@@ -96,17 +98,27 @@ pub struct ResponseHead {
 
 fn read_line(r: &mut impl BufRead) -> io::Result<String> {
     let mut line = Vec::new();
-    let n = r.by_ref().take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line)?;
+    let n = r
+        .by_ref()
+        .take(MAX_LINE as u64 + 1)
+        .read_until(b'\n', &mut line)?;
     if n == 0 {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed before the response"));
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed before the response",
+        ));
     }
     if line.len() > MAX_LINE || !line.ends_with(b"\n") {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "response line too long or cut"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "response line too long or cut",
+        ));
     }
     while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
         line.pop();
     }
-    String::from_utf8(line).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "response head is not UTF-8"))
+    String::from_utf8(line)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "response head is not UTF-8"))
 }
 
 fn bad(msg: &str) -> io::Error {
@@ -165,14 +177,21 @@ pub fn get(
         let value = value.trim().to_string();
         match name.trim().to_ascii_lowercase().as_str() {
             "content-length" => {
-                let n = value.parse::<u64>().map_err(|_| bad("bad Content-Length"))?;
+                let n = value
+                    .parse::<u64>()
+                    .map_err(|_| bad("bad Content-Length"))?;
                 if head.content_length.is_some_and(|m| m != n) {
                     return Err(bad("conflicting Content-Length headers"));
                 }
                 head.content_length = Some(n);
             }
             "transfer-encoding" => {
-                let last = value.rsplit(',').next().unwrap_or("").trim().to_ascii_lowercase();
+                let last = value
+                    .rsplit(',')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
                 if last == "chunked" {
                     head.chunked = true;
                 } else if last != "identity" {
@@ -200,7 +219,11 @@ pub fn get(
 pub fn parse_content_range(value: &str) -> Option<(u64, u64, Option<u64>)> {
     let rest = value.trim().strip_prefix("bytes ")?;
     let (range, total) = rest.split_once('/')?;
-    let total = if total == "*" { None } else { Some(total.parse().ok()?) };
+    let total = if total == "*" {
+        None
+    } else {
+        Some(total.parse().ok()?)
+    };
     let (first, last) = range.split_once('-')?;
     let (first, last): (u64, u64) = (first.parse().ok()?, last.parse().ok()?);
     if last < first || total.is_some_and(|t| last >= t) {
@@ -225,7 +248,10 @@ enum BodyKind {
 impl Body {
     pub fn new(head: &ResponseHead, inner: BufReader<Stream>) -> Body {
         let kind = if head.chunked {
-            BodyKind::Chunked { left_in_chunk: 0, done: false }
+            BodyKind::Chunked {
+                left_in_chunk: 0,
+                done: false,
+            }
         } else if let Some(n) = head.content_length {
             BodyKind::Length { left: n }
         } else {
@@ -235,7 +261,11 @@ impl Body {
     }
 
     fn read_chunked(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let BodyKind::Chunked { mut left_in_chunk, done } = self.kind else {
+        let BodyKind::Chunked {
+            mut left_in_chunk,
+            done,
+        } = self.kind
+        else {
             return Ok(0);
         };
         if done {
@@ -244,7 +274,10 @@ impl Body {
         if left_in_chunk == 0 {
             left_in_chunk = self.next_chunk_size()?;
             if left_in_chunk == 0 {
-                self.kind = BodyKind::Chunked { left_in_chunk: 0, done: true };
+                self.kind = BodyKind::Chunked {
+                    left_in_chunk: 0,
+                    done: true,
+                };
                 // Trailers, bounded like headers, then the empty line.
                 for _ in 0..=MAX_HEADERS {
                     if read_line(&mut self.inner)?.is_empty() {
@@ -257,13 +290,19 @@ impl Body {
         let want = left_in_chunk.min(buf.len() as u64) as usize;
         let n = self.inner.read(&mut buf[..want])?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed inside a chunk"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed inside a chunk",
+            ));
         }
         left_in_chunk -= n as u64;
         if left_in_chunk == 0 && !read_line(&mut self.inner)?.is_empty() {
             return Err(bad("chunk not followed by CRLF"));
         }
-        self.kind = BodyKind::Chunked { left_in_chunk, done: false };
+        self.kind = BodyKind::Chunked {
+            left_in_chunk,
+            done: false,
+        };
         Ok(n)
     }
 
@@ -310,7 +349,10 @@ mod tests {
 
     #[test]
     fn content_range_parsing() {
-        assert_eq!(parse_content_range("bytes 100-199/200"), Some((100, 199, Some(200))));
+        assert_eq!(
+            parse_content_range("bytes 100-199/200"),
+            Some((100, 199, Some(200)))
+        );
         assert_eq!(parse_content_range("bytes 0-9/*"), Some((0, 9, None)));
         assert_eq!(parse_content_range("bytes 10-5/20"), None);
         assert_eq!(parse_content_range("bytes 0-20/20"), None);

@@ -197,15 +197,24 @@ impl<'a> Download<'a> {
 
     /// Hashes what an earlier run left in the part, so the final digest covers all of it.
     fn absorb_existing(&mut self) -> Result<(), Fault> {
-        let len = self.file.metadata().map_err(|e| io_fault("stat", &self.part, e))?.len();
+        let len = self
+            .file
+            .metadata()
+            .map_err(|e| io_fault("stat", &self.part, e))?
+            .len();
         if len > self.opts.max_bytes {
             return self.reset();
         }
         let mut buf = vec![0u8; BUFFER];
-        self.file.seek(SeekFrom::Start(0)).map_err(|e| io_fault("read", &self.part, e))?;
+        self.file
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| io_fault("read", &self.part, e))?;
         let mut done = 0u64;
         loop {
-            let n = self.file.read(&mut buf).map_err(|e| io_fault("read", &self.part, e))?;
+            let n = self
+                .file
+                .read(&mut buf)
+                .map_err(|e| io_fault("read", &self.part, e))?;
             if n == 0 {
                 break;
             }
@@ -246,7 +255,11 @@ impl<'a> Download<'a> {
                 Ok(()) => break,
                 Err(AttemptError::Fatal(f)) => return Err(f),
                 Err(AttemptError::Retry(reason)) => {
-                    without_progress = if self.len > before { 0 } else { without_progress + 1 };
+                    without_progress = if self.len > before {
+                        0
+                    } else {
+                        without_progress + 1
+                    };
                     if without_progress >= self.opts.max_attempts.max(1)
                         || self.attempts >= MAX_TOTAL_ATTEMPTS
                     {
@@ -271,8 +284,13 @@ impl<'a> Download<'a> {
                 url::Scheme::Http => None,
             };
             self.attempts += 1;
-            let stream = http::connect(&target, tls.as_ref(), self.opts.connect_timeout, self.opts.io_timeout)
-                .map_err(|e| classify_connect(&target, e))?;
+            let stream = http::connect(
+                &target,
+                tls.as_ref(),
+                self.opts.connect_timeout,
+                self.opts.io_timeout,
+            )
+            .map_err(|e| classify_connect(&target, e))?;
             let mut headers = Vec::new();
             if self.len > 0 {
                 headers.push(("Range", format!("bytes={}-", self.len)));
@@ -280,7 +298,8 @@ impl<'a> Download<'a> {
                     headers.push(("If-Range", v.clone()));
                 }
             }
-            let (head, reader) = http::get(stream, &target, &headers).map_err(|e| classify_io(&target, e, self.opts.io_timeout))?;
+            let (head, reader) = http::get(stream, &target, &headers)
+                .map_err(|e| classify_io(&target, e, self.opts.io_timeout))?;
             if matches!(head.status, 301 | 302 | 303 | 307 | 308) {
                 redirects += 1;
                 if redirects > self.opts.max_redirects {
@@ -290,7 +309,9 @@ impl<'a> Download<'a> {
                     ))));
                 }
                 let location = head.location.as_deref().ok_or_else(|| {
-                    AttemptError::Fatal(download_failure(format!("{target}: redirect without Location")))
+                    AttemptError::Fatal(download_failure(format!(
+                        "{target}: redirect without Location"
+                    )))
                 })?;
                 let next = target.join(location).map_err(AttemptError::Fatal)?;
                 if target.scheme == url::Scheme::Https && next.scheme == url::Scheme::Http {
@@ -311,25 +332,38 @@ impl<'a> Download<'a> {
                     self.reset().map_err(AttemptError::Fatal)?;
                 }
                 self.meta.validator = head.etag.clone().or(head.last_modified.clone());
-                atomic_write(&meta_path(self.dest), &serde_json::to_vec(&self.meta).unwrap_or_default())
-                    .map_err(AttemptError::Fatal)?;
+                atomic_write(
+                    &meta_path(self.dest),
+                    &serde_json::to_vec(&self.meta).unwrap_or_default(),
+                )
+                .map_err(AttemptError::Fatal)?;
                 head.content_length
             }
             206 => {
-                let range = head.content_range.as_deref().and_then(http::parse_content_range);
+                let range = head
+                    .content_range
+                    .as_deref()
+                    .and_then(http::parse_content_range);
                 match range {
-                    Some((first, last, total)) if first == self.len && head.content_length.is_none_or(|n| n == last - first + 1) => {
+                    Some((first, last, total))
+                        if first == self.len
+                            && head.content_length.is_none_or(|n| n == last - first + 1) =>
+                    {
                         total.or(Some(last + 1))
                     }
                     _ => {
                         self.reset().map_err(AttemptError::Fatal)?;
-                        return Err(AttemptError::Retry(format!("{target}: unusable Content-Range, restarting")));
+                        return Err(AttemptError::Retry(format!(
+                            "{target}: unusable Content-Range, restarting"
+                        )));
                     }
                 }
             }
             416 if self.len > 0 => {
                 self.reset().map_err(AttemptError::Fatal)?;
-                return Err(AttemptError::Retry(format!("{target}: range not satisfiable, restarting")));
+                return Err(AttemptError::Retry(format!(
+                    "{target}: range not satisfiable, restarting"
+                )));
             }
             status => {
                 return Err(AttemptError::Fatal(download_failure(format!(
@@ -351,7 +385,8 @@ impl<'a> Download<'a> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(classify_io(&target, e, self.opts.io_timeout)),
             };
-            self.check_cap(self.len + n as u64).map_err(AttemptError::Fatal)?;
+            self.check_cap(self.len + n as u64)
+                .map_err(AttemptError::Fatal)?;
             self.file
                 .write_all(&buf[..n])
                 .map_err(|e| AttemptError::Fatal(io_fault("write", &self.part, e)))?;
@@ -395,13 +430,18 @@ impl<'a> Download<'a> {
     }
 
     fn finish(&mut self) -> Result<Fetched, Fault> {
-        self.file.sync_all().map_err(|e| io_fault("fsync", &self.part, e))?;
+        self.file
+            .sync_all()
+            .map_err(|e| io_fault("fsync", &self.part, e))?;
         let digest = Digest::from_bytes(std::mem::take(&mut self.hasher).finalize().into());
         if let Some(expected) = self.opts.expected_sha256 {
             if expected != digest {
                 return Err(Fault::new(
                     FaultCode::CorruptData,
-                    format!("{}: content hashes to {digest}, expected {expected}", self.url),
+                    format!(
+                        "{}: content hashes to {digest}, expected {expected}",
+                        self.url
+                    ),
                 ));
             }
         }

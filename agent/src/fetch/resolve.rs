@@ -30,7 +30,10 @@ pub fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
     }
     let from_hosts = hosts_lookup(&read_small(HOSTS), host);
     if !from_hosts.is_empty() {
-        return Ok(from_hosts.into_iter().map(|ip| SocketAddr::new(ip, port)).collect());
+        return Ok(from_hosts
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect());
     }
     if host == "localhost" {
         return Ok(vec![SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)]);
@@ -41,7 +44,10 @@ pub fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
         for server in &servers {
             match dns_query(*server, host, qtype) {
                 Ok(ips) if !ips.is_empty() => {
-                    return Ok(ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect())
+                    return Ok(ips
+                        .into_iter()
+                        .map(|ip| SocketAddr::new(ip, port))
+                        .collect())
                 }
                 Ok(_) => last_error = format!("{host} has no address records"),
                 Err(e) => last_error = format!("DNS {server}: {e}"),
@@ -142,7 +148,9 @@ fn parse_response(msg: &[u8], id: u16, qtype: u16) -> Result<Vec<IpAddr>, String
         let rdlen = be16(msg, pos + 8).ok_or_else(bad)? as usize;
         let data = msg.get(pos + 10..pos + 10 + rdlen).ok_or_else(bad)?;
         match (rtype, qtype, data.len()) {
-            (QTYPE_A, QTYPE_A, 4) => out.push(IpAddr::V4(Ipv4Addr::new(data[0], data[1], data[2], data[3]))),
+            (QTYPE_A, QTYPE_A, 4) => out.push(IpAddr::V4(Ipv4Addr::new(
+                data[0], data[1], data[2], data[3],
+            ))),
             (QTYPE_AAAA, QTYPE_AAAA, 16) => {
                 let b: [u8; 16] = data.try_into().map_err(|_| bad())?;
                 out.push(IpAddr::V6(Ipv6Addr::from(b)));
@@ -157,7 +165,10 @@ fn parse_response(msg: &[u8], id: u16, qtype: u16) -> Result<Vec<IpAddr>, String
 fn dns_query(server: IpAddr, host: &str, qtype: u16) -> Result<Vec<IpAddr>, String> {
     let mut id = [0u8; 2];
     // An unpredictable id makes spoofed answers harder; fall back to the clock if needed.
-    if fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut id)).is_err() {
+    if fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut id))
+        .is_err()
+    {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -172,7 +183,8 @@ fn dns_query(server: IpAddr, host: &str, qtype: u16) -> Result<Vec<IpAddr>, Stri
     };
     let sock = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
     sock.connect((server, 53)).map_err(|e| e.to_string())?;
-    sock.set_read_timeout(Some(DNS_TIMEOUT)).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(DNS_TIMEOUT))
+        .map_err(|e| e.to_string())?;
     sock.send(&query).map_err(|e| e.to_string())?;
     let mut buf = [0u8; MAX_DNS_RESPONSE];
     // Ignore stray datagrams with another id, a bounded number of times.
@@ -192,7 +204,10 @@ mod tests {
     #[test]
     fn hosts_and_resolv_conf_parsing() {
         let hosts = "127.0.0.1 localhost\n10.0.2.2 updates.example  # host\n::1 ip6-localhost\n";
-        assert_eq!(hosts_lookup(hosts, "UPDATES.example"), vec!["10.0.2.2".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            hosts_lookup(hosts, "UPDATES.example"),
+            vec!["10.0.2.2".parse::<IpAddr>().unwrap()]
+        );
         assert!(hosts_lookup(hosts, "other").is_empty());
         let conf = "search lan\nnameserver 10.0.2.3\nnameserver fe80::1%eth0\n";
         assert_eq!(nameservers(conf).len(), 2);
@@ -208,7 +223,10 @@ mod tests {
         r[7] = 2; // two answers: a CNAME-like record and an A record
         r.extend_from_slice(&[0xc0, 12, 0, 5, 0, 1, 0, 0, 0, 60, 0, 2, 0xc0, 12]);
         r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 7]);
-        assert_eq!(parse_response(&r, 0x1234, QTYPE_A).unwrap(), vec![IpAddr::from([192, 0, 2, 7])]);
+        assert_eq!(
+            parse_response(&r, 0x1234, QTYPE_A).unwrap(),
+            vec![IpAddr::from([192, 0, 2, 7])]
+        );
         assert!(parse_response(&r[..r.len() - 2], 0x1234, QTYPE_A).is_err());
         assert!(parse_response(&r, 0x9999, QTYPE_A).is_err());
         assert_eq!(resolve("192.0.2.1", 80).unwrap()[0].port(), 80);

@@ -36,7 +36,10 @@ impl Url {
             return Err(invalid(text, &format!("longer than {MAX_URL_LEN} bytes")));
         }
         if text.bytes().any(|b| b <= b' ' || b >= 0x7f) {
-            return Err(invalid(text, "contains spaces, control or non-ASCII characters"));
+            return Err(invalid(
+                text,
+                "contains spaces, control or non-ASCII characters",
+            ));
         }
         let (scheme, rest) = if let Some(r) = text.strip_prefix("http://") {
             (Scheme::Http, r)
@@ -63,7 +66,9 @@ impl Url {
             Scheme::Https => 443,
         };
         let (host, port_text) = if let Some(v6) = authority.strip_prefix('[') {
-            let end = v6.find(']').ok_or_else(|| invalid(text, "unclosed '[' in host"))?;
+            let end = v6
+                .find(']')
+                .ok_or_else(|| invalid(text, "unclosed '[' in host"))?;
             let after = &v6[end + 1..];
             let port = match after.strip_prefix(':') {
                 Some(p) => Some(p),
@@ -155,8 +160,10 @@ mod tests {
     #[test]
     fn parses_hosts_ports_and_targets() {
         let u = Url::parse("https://Example.com:8443/a/b.cpkg?x=1").unwrap();
-        assert_eq!((u.scheme, u.host.as_str(), u.port, u.target.as_str()),
-                   (Scheme::Https, "example.com", 8443, "/a/b.cpkg?x=1"));
+        assert_eq!(
+            (u.scheme, u.host.as_str(), u.port, u.target.as_str()),
+            (Scheme::Https, "example.com", 8443, "/a/b.cpkg?x=1")
+        );
         let u = Url::parse("http://[::1]/p").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("::1", 80));
         assert_eq!(u.to_string(), "http://[::1]/p");
@@ -179,6 +186,9 @@ mod tests {
             let err = Url::parse(bad).unwrap_err();
             assert_eq!(err.code, FaultCode::InvalidArguments, "{bad}");
         }
-        assert!(Url::parse("http://u:p@h/").unwrap_err().message.contains("user:password"));
+        assert!(Url::parse("http://u:p@h/")
+            .unwrap_err()
+            .message
+            .contains("user:password"));
     }
 }

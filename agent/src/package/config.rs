@@ -165,7 +165,10 @@ impl AppConfig {
             return Err(invalid("backends", "lists a backend twice"));
         }
         if self.memory_mib == 0 || self.memory_mib > MAX_MEMORY_MIB {
-            return Err(invalid("memory_mib", format!("must be 1..={MAX_MEMORY_MIB}")));
+            return Err(invalid(
+                "memory_mib",
+                format!("must be 1..={MAX_MEMORY_MIB}"),
+            ));
         }
         if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
             return Err(invalid("vcpus", format!("must be 1..={MAX_VCPUS}")));
@@ -175,7 +178,10 @@ impl AppConfig {
             return Err(invalid("cmdline", "must be ASCII"));
         }
         if self.command.len() > MAX_COMMAND_ARGS {
-            return Err(invalid("command", format!("more than {MAX_COMMAND_ARGS} arguments")));
+            return Err(invalid(
+                "command",
+                format!("more than {MAX_COMMAND_ARGS} arguments"),
+            ));
         }
         for arg in &self.command {
             if arg.len() > MAX_ARG_LEN || arg.contains('\0') {
@@ -185,8 +191,13 @@ impl AppConfig {
                 ));
             }
         }
-        if self.backends.contains(&Backend::Jail) && self.command.first().is_none_or(|a| a.is_empty()) {
-            return Err(invalid("command", "the jail backend needs a non-empty argv"));
+        if self.backends.contains(&Backend::Jail)
+            && self.command.first().is_none_or(|a| a.is_empty())
+        {
+            return Err(invalid(
+                "command",
+                "the jail backend needs a non-empty argv",
+            ));
         }
         let r = &self.restart;
         if r.retry_min_wait_s > r.retry_max_wait_s {
@@ -241,8 +252,14 @@ mod tests {
         assert!(field_error(|v| v["memory_mib"] = 0.into()).contains("`memory_mib`"));
         assert!(field_error(|v| v["name"] = "a/b".into()).contains("`name`"));
         assert!(field_error(|v| v["backends"] = serde_json::json!(["jail"])).contains("`command`"));
-        assert!(field_error(|v| v["backends"] = serde_json::json!(["kvm", "kvm"])).contains("`backends`"));
-        assert!(field_error(|v| v["restart"]["retry_min_wait_s"] = 100.into()).contains("retry_min_wait_s"));
+        assert!(
+            field_error(|v| v["backends"] = serde_json::json!(["kvm", "kvm"]))
+                .contains("`backends`")
+        );
+        assert!(
+            field_error(|v| v["restart"]["retry_min_wait_s"] = 100.into())
+                .contains("retry_min_wait_s")
+        );
         assert!(field_error(|v| v["surprise"] = 1.into()).contains("surprise"));
         assert!(field_error(|v| {
             v.as_object_mut().unwrap().remove("vendor");

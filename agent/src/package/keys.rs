@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
 use crate::fault::{Fault, FaultCode};
-use crate::store::{Digest, io_fault};
+use crate::store::{io_fault, Digest};
 
 pub const SECRET_KEY_FILE: &str = "cpevisor-signing.key";
 pub const PUBLIC_KEY_FILE: &str = "cpevisor-signing.pub";
@@ -45,7 +45,8 @@ impl TrustedKey {
 
     pub fn load(path: &Path) -> Result<TrustedKey, Fault> {
         let text = read_key_file(path)?;
-        TrustedKey::from_hex(&text).map_err(|f| Fault::new(f.code, format!("{}: {}", path.display(), f.message)))
+        TrustedKey::from_hex(&text)
+            .map_err(|f| Fault::new(f.code, format!("{}: {}", path.display(), f.message)))
     }
 
     pub fn id(&self) -> &str {
@@ -77,12 +78,20 @@ pub fn sign_manifest(key: &SigningKey, manifest_digest: &Digest) -> Signature {
 
 fn read_key_file(path: &Path) -> Result<String, Fault> {
     let file = fs::File::open(path).map_err(|e| {
-        Fault::new(FaultCode::InvalidArguments, format!("key file {}: {e}", path.display()))
+        Fault::new(
+            FaultCode::InvalidArguments,
+            format!("key file {}: {e}", path.display()),
+        )
     })?;
     let mut text = String::new();
-    file.take(MAX_KEY_FILE + 1).read_to_string(&mut text).map_err(|e| {
-        Fault::new(FaultCode::InvalidArguments, format!("key file {}: {e}", path.display()))
-    })?;
+    file.take(MAX_KEY_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| {
+            Fault::new(
+                FaultCode::InvalidArguments,
+                format!("key file {}: {e}", path.display()),
+            )
+        })?;
     if text.len() as u64 > MAX_KEY_FILE {
         return Err(Fault::new(
             FaultCode::InvalidArguments,
@@ -216,7 +225,8 @@ mod tests {
             const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
             let mut s = String::new();
             for chunk in sig.to_bytes().chunks(3) {
-                let n = chunk.iter().fold(0u32, |a, &b| (a << 8) | b as u32) << (8 * (3 - chunk.len()));
+                let n =
+                    chunk.iter().fold(0u32, |a, &b| (a << 8) | b as u32) << (8 * (3 - chunk.len()));
                 for i in 0..=chunk.len() {
                     s.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
                 }
@@ -225,7 +235,10 @@ mod tests {
         };
         assert_eq!(decode_signature(&b64), Some(sig));
         assert_eq!(decode_signature("zz"), None);
-        assert!(key.verifying_key().verify_strict(signed_message(&d).as_bytes(), &sig).is_ok());
+        assert!(key
+            .verifying_key()
+            .verify_strict(signed_message(&d).as_bytes(), &sig)
+            .is_ok());
     }
 
     #[test]
@@ -239,7 +252,10 @@ mod tests {
         assert_eq!(pk.id(), files.key_id);
         assert_eq!(files.key_id.len(), 16);
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(fs::metadata(&files.secret).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&files.secret).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(keygen(&dir).unwrap_err().code, FaultCode::InvalidArguments);
         fs::remove_dir_all(&dir).unwrap();
     }

@@ -9,8 +9,8 @@ pub mod tar;
 mod verify;
 
 pub use config::{AppConfig, Arch, Backend, RestartPolicy};
+pub use ed25519_dalek::SigningKey;
 pub use keys::{key_id, keygen, load_signing_key, KeyPairFiles, TrustedKey};
 pub use oci::LayerKind;
 pub use pack::{pack_dir, PackInfo, APP_FILE};
 pub use verify::{verify_package, PackageBlob, PackageCaps, UnpackedPackage, VerifiedPackage};
-pub use ed25519_dalek::SigningKey;

@@ -51,16 +51,25 @@ fn read_app_file(dir: &Path) -> Result<(AppConfig, BTreeMap<LayerKind, PathBuf>)
         .and_then(|f| f.take(MAX_APP_FILE + 1).read_to_end(&mut text))
         .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
     if text.len() as u64 > MAX_APP_FILE {
-        return Err(invalid(format!("{}: over {MAX_APP_FILE} bytes", path.display())));
+        return Err(invalid(format!(
+            "{}: over {MAX_APP_FILE} bytes",
+            path.display()
+        )));
     }
-    let mut map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&text)
-        .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+    let mut map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&text).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
     let mut files = BTreeMap::new();
     for kind in LayerKind::ALL {
-        let Some(value) = map.remove(kind.key()) else { continue };
-        let name = value
-            .as_str()
-            .ok_or_else(|| invalid(format!("{}: `{}` must be a file name", path.display(), kind.key())))?;
+        let Some(value) = map.remove(kind.key()) else {
+            continue;
+        };
+        let name = value.as_str().ok_or_else(|| {
+            invalid(format!(
+                "{}: `{}` must be a file name",
+                path.display(),
+                kind.key()
+            ))
+        })?;
         let rel = Path::new(name);
         if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
             return Err(invalid(format!(
@@ -71,7 +80,8 @@ fn read_app_file(dir: &Path) -> Result<(AppConfig, BTreeMap<LayerKind, PathBuf>)
         }
         files.insert(kind, dir.join(rel));
     }
-    let config = AppConfig::from_json(&serde_json::to_vec(&map).map_err(|e| invalid(e.to_string()))?)?;
+    let config =
+        AppConfig::from_json(&serde_json::to_vec(&map).map_err(|e| invalid(e.to_string()))?)?;
     Ok((config, files))
 }
 
@@ -96,8 +106,15 @@ pub fn pack_dir(dir: &Path, signing_key: &SigningKey, out_path: &Path) -> Result
 
     let config_bytes = config.to_json();
     let config_digest = Digest::of(&config_bytes);
-    let config_desc = descriptor(oci::MEDIA_APP_CONFIG, config_digest, config_bytes.len() as u64);
-    blobs.insert(config_digest, (config_bytes.len() as u64, Source::Bytes(config_bytes)));
+    let config_desc = descriptor(
+        oci::MEDIA_APP_CONFIG,
+        config_digest,
+        config_bytes.len() as u64,
+    );
+    blobs.insert(
+        config_digest,
+        (config_bytes.len() as u64, Source::Bytes(config_bytes)),
+    );
 
     let mut layers = Vec::new();
     for (kind, path) in &files {
@@ -120,7 +137,11 @@ pub fn pack_dir(dir: &Path, signing_key: &SigningKey, out_path: &Path) -> Result
     let manifest_digest = Digest::of(&manifest_bytes);
     let verifying = signing_key.verifying_key();
     let signer = key_id(&verifying);
-    let mut manifest_desc = descriptor(oci::MEDIA_MANIFEST, manifest_digest, manifest_bytes.len() as u64);
+    let mut manifest_desc = descriptor(
+        oci::MEDIA_MANIFEST,
+        manifest_digest,
+        manifest_bytes.len() as u64,
+    );
     manifest_desc.annotations.insert(
         oci::ANNOTATION_SIGNATURE.to_string(),
         to_hex(&sign_manifest(signing_key, &manifest_digest).to_bytes()),
@@ -128,7 +149,10 @@ pub fn pack_dir(dir: &Path, signing_key: &SigningKey, out_path: &Path) -> Result
     manifest_desc
         .annotations
         .insert(oci::ANNOTATION_SIGNER.to_string(), signer.clone());
-    blobs.insert(manifest_digest, (manifest_bytes.len() as u64, Source::Bytes(manifest_bytes)));
+    blobs.insert(
+        manifest_digest,
+        (manifest_bytes.len() as u64, Source::Bytes(manifest_bytes)),
+    );
 
     let index = Index {
         schema_version: 2,
@@ -164,8 +188,16 @@ pub fn pack_dir(dir: &Path, signing_key: &SigningKey, out_path: &Path) -> Result
                 Source::File(p) => tar.add_file(&name, *size, &mut File::open(p)?)?,
             }
         }
-        tar.add_file(oci::INDEX_FILE, index_bytes.len() as u64, &mut &index_bytes[..])?;
-        tar.add_file(oci::OCI_LAYOUT_FILE, layout_bytes.len() as u64, &mut &layout_bytes[..])?;
+        tar.add_file(
+            oci::INDEX_FILE,
+            index_bytes.len() as u64,
+            &mut &index_bytes[..],
+        )?;
+        tar.add_file(
+            oci::OCI_LAYOUT_FILE,
+            layout_bytes.len() as u64,
+            &mut &layout_bytes[..],
+        )?;
         let file = tar.finish()?.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         Ok(file.metadata()?.len())

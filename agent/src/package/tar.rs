@@ -40,12 +40,20 @@ fn header(name: &str, size: u64, dir: bool) -> io::Result<[u8; 512]> {
             .filter(|&(i, c)| c == '/' && i <= PREFIX_LEN && name.len() - i - 1 <= NAME_LEN)
             .map(|(i, _)| i)
             .next()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("tar name too long: {name}")))?;
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("tar name too long: {name}"),
+                )
+            })?;
         (&name[..split], &name[split + 1..])
     };
     // 8 GiB - 1 is the largest size 11 octal digits hold.
     if size >= 1 << 33 {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{name}: over 8 GiB")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name}: over 8 GiB"),
+        ));
     }
     h[..base.len()].copy_from_slice(base.as_bytes());
     write_octal(&mut h[100..108], if dir { 0o755 } else { 0o644 });
@@ -121,8 +129,11 @@ fn parse_octal(field: &[u8], what: &str, name: &str) -> Result<u64, Fault> {
 
 fn field_str<'a>(field: &'a [u8], name_so_far: &str) -> Result<&'a str, Fault> {
     let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
-    std::str::from_utf8(&field[..end])
-        .map_err(|_| corrupt(format!("tar entry after {name_so_far:?}: name is not UTF-8")))
+    std::str::from_utf8(&field[..end]).map_err(|_| {
+        corrupt(format!(
+            "tar entry after {name_so_far:?}: name is not UTF-8"
+        ))
+    })
 }
 
 /// Indexes the regular files of a tar of `total_len` bytes: name -> data location. Refuses
@@ -152,7 +163,9 @@ pub fn index<R: Read + Seek>(
         }
         entries += 1;
         if entries > max_entries {
-            return Err(corrupt(format!("package has more than {max_entries} tar entries")));
+            return Err(corrupt(format!(
+                "package has more than {max_entries} tar entries"
+            )));
         }
         let base = field_str(&h[..100], &last)?;
         let prefix = field_str(&h[345..500], &last)?;
@@ -166,7 +179,9 @@ pub fn index<R: Read + Seek>(
         sum_block[148..156].fill(b' ');
         let sum: u64 = sum_block.iter().map(|&b| b as u64).sum();
         if sum != stored_sum {
-            return Err(corrupt(format!("tar entry {name:?}: header checksum mismatch")));
+            return Err(corrupt(format!(
+                "tar entry {name:?}: header checksum mismatch"
+            )));
         }
         let size = parse_octal(&h[124..136], "size", &name)?;
         let data = pos + BLOCK;
@@ -246,10 +261,17 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("t.tar");
         std::fs::write(&path, sample()).unwrap();
-        let out = std::process::Command::new("tar").arg("-tvf").arg(&path).output();
+        let out = std::process::Command::new("tar")
+            .arg("-tvf")
+            .arg(&path)
+            .output();
         if let Ok(out) = out {
             let list = String::from_utf8_lossy(&out.stdout);
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             assert!(list.contains("blobs/a"), "{list}");
         }
         std::fs::remove_dir_all(&dir).unwrap();

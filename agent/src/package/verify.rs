@@ -110,7 +110,10 @@ impl PackageFile {
     fn read_small(&mut self, name: &str, max: u64) -> Result<Vec<u8>, Fault> {
         let e = self.entry(name)?;
         if e.size > max {
-            return Err(corrupt(format!("{name} is {} bytes, over the {max} byte limit", e.size)));
+            return Err(corrupt(format!(
+                "{name} is {} bytes, over the {max} byte limit",
+                e.size
+            )));
         }
         let mut buf = vec![0u8; e.size as usize];
         self.file
@@ -123,9 +126,12 @@ impl PackageFile {
     /// Checks a descriptor against its blob: present, same size, same sha256.
     fn check_blob(&mut self, what: &str, d: &Descriptor) -> Result<PackageBlob, Fault> {
         let name = oci::blob_name(&d.digest);
-        let e = self
-            .entry(&name)
-            .map_err(|_| corrupt(format!("{what} blob {} is missing from the package", d.digest)))?;
+        let e = self.entry(&name).map_err(|_| {
+            corrupt(format!(
+                "{what} blob {} is missing from the package",
+                d.digest
+            ))
+        })?;
         if e.size != d.size {
             return Err(corrupt(format!(
                 "{what} blob {}: {} bytes in the package, descriptor says {}",
@@ -166,17 +172,19 @@ pub fn verify_package(
     trusted: &[TrustedKey],
     caps: &PackageCaps,
 ) -> Result<VerifiedPackage, Fault> {
-    let file = File::open(path)
-        .map_err(|e| corrupt(format!("package {}: {e}", path.display())))?;
+    let file = File::open(path).map_err(|e| corrupt(format!("package {}: {e}", path.display())))?;
     let len = file
         .metadata()
         .map_err(|e| corrupt(format!("package {}: {e}", path.display())))?
         .len();
     if len > caps.max_package_bytes {
-        return Err(Fault::new(FaultCode::ResourcesExceeded, format!(
-            "package is {len} bytes, over the {} byte cap",
-            caps.max_package_bytes
-        )));
+        return Err(Fault::new(
+            FaultCode::ResourcesExceeded,
+            format!(
+                "package is {len} bytes, over the {} byte cap",
+                caps.max_package_bytes
+            ),
+        ));
     }
     let mut file = BufReader::with_capacity(64 * 1024, file);
     let entries = tar::index(&mut file, len, caps.max_entries)?;
@@ -201,7 +209,9 @@ pub fn verify_package(
         &pkg.read_small(oci::INDEX_FILE, caps.max_json_bytes)?,
     )?;
     if index.schema_version != 2 || index.media_type != oci::MEDIA_INDEX {
-        return Err(corrupt("index.json: expected schemaVersion 2 and the OCI index mediaType"));
+        return Err(corrupt(
+            "index.json: expected schemaVersion 2 and the OCI index mediaType",
+        ));
     }
     oci::check_annotations("index.json", &index.annotations).map_err(corrupt)?;
     let [desc] = index.manifests.as_slice() else {
@@ -231,7 +241,9 @@ pub fn verify_package(
     let manifest_bytes = pkg.read_small(&oci::blob_name(&desc.digest), caps.max_json_bytes)?;
     let manifest: Manifest = parse_json("manifest", &manifest_bytes)?;
     if manifest.schema_version != 2 || manifest.media_type != oci::MEDIA_MANIFEST {
-        return Err(corrupt("manifest: expected schemaVersion 2 and the OCI manifest mediaType"));
+        return Err(corrupt(
+            "manifest: expected schemaVersion 2 and the OCI manifest mediaType",
+        ));
     }
     oci::check_annotations("manifest", &manifest.annotations).map_err(corrupt)?;
     if manifest.config.media_type != oci::MEDIA_APP_CONFIG {
@@ -248,15 +260,19 @@ pub fn verify_package(
         )));
     }
     let config_blob = pkg.check_blob("config", &manifest.config)?;
-    let config = AppConfig::from_json(
-        &pkg.read_small(&oci::blob_name(&manifest.config.digest), caps.max_json_bytes)?,
-    )?;
+    let config = AppConfig::from_json(&pkg.read_small(
+        &oci::blob_name(&manifest.config.digest),
+        caps.max_json_bytes,
+    )?)?;
 
     let mut layers = BTreeMap::new();
     for layer in &manifest.layers {
         oci::check_annotations("layer", &layer.annotations).map_err(corrupt)?;
         let kind = LayerKind::from_media_type(&layer.media_type).ok_or_else(|| {
-            corrupt(format!("layer mediaType {:?} is not supported", clip(&layer.media_type)))
+            corrupt(format!(
+                "layer mediaType {:?} is not supported",
+                clip(&layer.media_type)
+            ))
         })?;
         if layers.contains_key(&kind) {
             return Err(corrupt(format!("manifest has two {} layers", kind.key())));
@@ -267,7 +283,9 @@ pub fn verify_package(
     check_layers_match_backends(&config, &layers)?;
 
     if let Some(extra) = pkg.entries.keys().find(|n| !pkg.used.contains(*n)) {
-        return Err(corrupt(format!("package holds {extra:?}, which no descriptor references")));
+        return Err(corrupt(format!(
+            "package holds {extra:?}, which no descriptor references"
+        )));
     }
 
     Ok(VerifiedPackage {
@@ -285,20 +303,34 @@ fn check_signature(desc: &Descriptor, trusted: &[TrustedKey]) -> Result<String, 
     let sig_text = desc
         .annotations
         .get(oci::ANNOTATION_SIGNATURE)
-        .ok_or_else(|| signature_fault(format!("package is not signed (no {} annotation)", oci::ANNOTATION_SIGNATURE)))?;
+        .ok_or_else(|| {
+            signature_fault(format!(
+                "package is not signed (no {} annotation)",
+                oci::ANNOTATION_SIGNATURE
+            ))
+        })?;
     let signer = desc
         .annotations
         .get(oci::ANNOTATION_SIGNER)
-        .ok_or_else(|| signature_fault(format!("package names no signer (no {} annotation)", oci::ANNOTATION_SIGNER)))?;
-    let key = trusted
-        .iter()
-        .find(|k| k.id() == signer)
-        .ok_or_else(|| signature_fault(format!("signer {:?} is not a trusted key", clip(signer))))?;
+        .ok_or_else(|| {
+            signature_fault(format!(
+                "package names no signer (no {} annotation)",
+                oci::ANNOTATION_SIGNER
+            ))
+        })?;
+    let key = trusted.iter().find(|k| k.id() == signer).ok_or_else(|| {
+        signature_fault(format!("signer {:?} is not a trusted key", clip(signer)))
+    })?;
     let signature = decode_signature(sig_text)
         .ok_or_else(|| signature_fault("signature is not 64 bytes of hex or base64"))?;
     key.verifying_key()
         .verify_strict(signed_message(&desc.digest).as_bytes(), &signature)
-        .map_err(|_| signature_fault(format!("signature by {signer} does not match manifest {}", desc.digest)))?;
+        .map_err(|_| {
+            signature_fault(format!(
+                "signature by {signer} does not match manifest {}",
+                desc.digest
+            ))
+        })?;
     Ok(key.id().to_string())
 }
 
@@ -308,10 +340,14 @@ fn check_layers_match_backends(
 ) -> Result<(), Fault> {
     use super::config::Backend;
     if config.backends.contains(&Backend::Kvm) && !layers.contains_key(&LayerKind::Kernel) {
-        return Err(corrupt("config names the kvm backend but the package has no kernel layer"));
+        return Err(corrupt(
+            "config names the kvm backend but the package has no kernel layer",
+        ));
     }
     if config.backends.contains(&Backend::Jail) && !layers.contains_key(&LayerKind::Rootfs) {
-        return Err(corrupt("config names the jail backend but the package has no rootfs layer"));
+        return Err(corrupt(
+            "config names the jail backend but the package has no rootfs layer",
+        ));
     }
     Ok(())
 }

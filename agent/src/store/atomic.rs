@@ -32,14 +32,12 @@ pub fn fsync_dir(dir: &Path) -> Result<(), Fault> {
 }
 
 fn file_name(path: &Path) -> Result<&str, Fault> {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| {
-            Fault::new(
-                FaultCode::InvalidArguments,
-                format!("{}: not a file path with a UTF-8 name", path.display()),
-            )
-        })
+    path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+        Fault::new(
+            FaultCode::InvalidArguments,
+            format!("{}: not a file path with a UTF-8 name", path.display()),
+        )
+    })
 }
 
 /// Replaces `path` with `bytes` so that after a power loss at any instant the file holds either
@@ -116,7 +114,8 @@ mod tests {
     use super::*;
 
     fn scratch(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("cpevisor-atomic-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("cpevisor-atomic-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         dir
@@ -129,7 +128,10 @@ mod tests {
         atomic_write(&path, b"one").unwrap();
         atomic_write(&path, b"two").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
-        let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
         fs::remove_dir_all(&dir).unwrap();
     }
@@ -140,7 +142,10 @@ mod tests {
         let path = dir.join("s.json");
         assert_eq!(read_json::<Vec<u32>>(&path, 100).unwrap(), None);
         write_json(&path, &vec![1u32, 2, 3]).unwrap();
-        assert_eq!(read_json::<Vec<u32>>(&path, 100).unwrap(), Some(vec![1, 2, 3]));
+        assert_eq!(
+            read_json::<Vec<u32>>(&path, 100).unwrap(),
+            Some(vec![1, 2, 3])
+        );
         let err = read_json::<Vec<u32>>(&path, 4).unwrap_err();
         assert_eq!(err.code, FaultCode::CorruptData);
         assert!(err.message.contains("4 byte limit"), "{}", err.message);

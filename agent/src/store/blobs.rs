@@ -290,7 +290,8 @@ mod tests {
     use super::*;
 
     fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("cpevisor-store-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("cpevisor-store-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         dir
     }
@@ -307,7 +308,9 @@ mod tests {
         let wrong = Digest::of(b"other");
         let err = store.put_blob(&wrong, 6, &mut &b"kernel"[..]).unwrap_err();
         assert_eq!(err.code, FaultCode::CorruptData);
-        let err = store.put_blob(&Digest::of(b"kern"), 4, &mut &b"kernel"[..]).unwrap_err();
+        let err = store
+            .put_blob(&Digest::of(b"kern"), 4, &mut &b"kernel"[..])
+            .unwrap_err();
         assert!(err.message.contains("size"), "{}", err.message);
         assert!(!store.has_blob(&wrong));
         assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
@@ -326,10 +329,14 @@ mod tests {
             store.app_dir("../etc").unwrap_err().code,
             FaultCode::InvalidArguments
         );
-        let dir = store.create_app_dir("0b7d3a52-6c1e-5f00-8a61-3c2d9a1e7f10").unwrap();
+        let dir = store
+            .create_app_dir("0b7d3a52-6c1e-5f00-8a61-3c2d9a1e7f10")
+            .unwrap();
         fs::write(dir.join("data.img"), b"x").unwrap();
         assert_eq!(store.list_apps().unwrap().len(), 1);
-        store.remove_app_dir("0b7d3a52-6c1e-5f00-8a61-3c2d9a1e7f10").unwrap();
+        store
+            .remove_app_dir("0b7d3a52-6c1e-5f00-8a61-3c2d9a1e7f10")
+            .unwrap();
         assert!(store.list_apps().unwrap().is_empty());
         assert_eq!(store.file_count().unwrap(), 0);
         fs::remove_dir_all(&root).unwrap();

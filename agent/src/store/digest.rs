@@ -28,7 +28,10 @@ impl Digest {
         let bad = || {
             Fault::new(
                 FaultCode::CorruptData,
-                format!("{what}: expected sha256:<64 lowercase hex>, got {:?}", clip(text)),
+                format!(
+                    "{what}: expected sha256:<64 lowercase hex>, got {:?}",
+                    clip(text)
+                ),
             )
         };
         let hex = text.strip_prefix("sha256:").ok_or_else(bad)?;
@@ -73,7 +76,7 @@ pub fn to_hex(bytes: &[u8]) -> String {
 /// Hex decoding (either case) for keys and signatures (odd length or other characters: `None`).
 pub fn from_hex(text: &str) -> Option<Vec<u8>> {
     let text = text.as_bytes();
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     text.chunks(2)
@@ -144,7 +147,11 @@ impl<W: Write> Sha256Writer<W> {
     }
 
     pub fn finish(self) -> (W, Digest, u64) {
-        (self.inner, Digest(self.hasher.finalize().into()), self.written)
+        (
+            self.inner,
+            Digest(self.hasher.finalize().into()),
+            self.written,
+        )
     }
 }
 

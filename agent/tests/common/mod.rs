@@ -77,7 +77,11 @@ pub fn write_app_dir(dir: &Path, kernel_len: usize) {
     app["kernel"] = "Image".into();
     app["initrd"] = "initrd.cpio".into();
     app["rootfs"] = "rootfs.tar".into();
-    fs::write(dir.join("app.json"), serde_json::to_vec_pretty(&app).unwrap()).unwrap();
+    fs::write(
+        dir.join("app.json"),
+        serde_json::to_vec_pretty(&app).unwrap(),
+    )
+    .unwrap();
     let kernel: Vec<u8> = (0..kernel_len).map(|i| (i * 7 % 251) as u8).collect();
     fs::write(dir.join("Image"), kernel).unwrap();
     fs::write(dir.join("initrd.cpio"), b"initrd contents").unwrap();
@@ -102,7 +106,10 @@ impl Parts {
             config: serde_json::to_vec(&app_config_json()).unwrap(),
             config_media: oci::MEDIA_APP_CONFIG.to_string(),
             layers: vec![
-                (oci::MEDIA_KERNEL.to_string(), b"kernel image bytes".to_vec()),
+                (
+                    oci::MEDIA_KERNEL.to_string(),
+                    b"kernel image bytes".to_vec(),
+                ),
                 (oci::MEDIA_ROOTFS.to_string(), vec![0u8; 1024]),
             ],
             signature: None,
@@ -170,7 +177,10 @@ impl Parts {
         .unwrap();
         let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         files.insert(oci::blob_name(&Digest::of(&manifest)), manifest);
-        files.insert(oci::blob_name(&Digest::of(&self.config)), self.config.clone());
+        files.insert(
+            oci::blob_name(&Digest::of(&self.config)),
+            self.config.clone(),
+        );
         for (_, b) in &self.layers {
             files.insert(oci::blob_name(&Digest::of(b)), b.clone());
         }
@@ -181,7 +191,8 @@ impl Parts {
         }
         let mut tar = TarWriter::new(Vec::new());
         for (name, bytes) in &files {
-            tar.add_file(name, bytes.len() as u64, &mut &bytes[..]).unwrap();
+            tar.add_file(name, bytes.len() as u64, &mut &bytes[..])
+                .unwrap();
         }
         fs::write(path, tar.finish().unwrap()).unwrap();
     }
@@ -198,14 +209,24 @@ impl Server {
     /// `python3 -m http.server`, the stock server.
     pub fn stock(root: &Path) -> Server {
         let mut child = Command::new("python3")
-            .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory"])
+            .args([
+                "-u",
+                "-m",
+                "http.server",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
             .arg(root)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("python3 is needed for the download tests");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
         let port = line
             .split_whitespace()
@@ -213,7 +234,11 @@ impl Server {
             .nth(1)
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("unexpected http.server banner: {line:?}"));
-        Server { child, port, log: PathBuf::new() }
+        Server {
+            child,
+            port,
+            log: PathBuf::new(),
+        }
     }
 
     /// `common/serve.py` (Range, TLS, dropped connections) with extra arguments.
@@ -232,13 +257,19 @@ impl Server {
             .spawn()
             .expect("python3 is needed for the download tests");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         let port = line
             .trim()
             .strip_prefix("PORT ")
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("serve.py did not start: {line:?}"));
-        Server { child, port, log: log.to_path_buf() }
+        Server {
+            child,
+            port,
+            log: log.to_path_buf(),
+        }
     }
 
     pub fn url(&self, scheme: &str, host: &str, file: &str) -> String {
@@ -270,7 +301,11 @@ pub fn make_test_pki(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
             .current_dir(dir)
             .output()
             .expect("openssl CLI is needed for the https tests");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     let ca_key = format!("{name}-ca.key");
     let ca = format!("{name}-ca.pem");
@@ -278,17 +313,74 @@ pub fn make_test_pki(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
     let csr = format!("{name}-server.csr");
     let cert = format!("{name}-server.pem");
     let ext = format!("{name}-ext.cnf");
-    run(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", &ca_key]);
-    run(&["req", "-x509", "-new", "-key", &ca_key, "-sha256", "-days", "2", "-subj", &format!("/CN={name} test CA"),
-          "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", &ca]);
-    run(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", &key]);
-    run(&["req", "-new", "-key", &key, "-subj", "/CN=localhost", "-out", &csr]);
+    run(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        &ca_key,
+    ]);
+    run(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        &ca_key,
+        "-sha256",
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN={name} test CA"),
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-out",
+        &ca,
+    ]);
+    run(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        &key,
+    ]);
+    run(&[
+        "req",
+        "-new",
+        "-key",
+        &key,
+        "-subj",
+        "/CN=localhost",
+        "-out",
+        &csr,
+    ]);
     fs::write(
         dir.join(&ext),
         "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
     )
     .unwrap();
-    run(&["x509", "-req", "-in", &csr, "-CA", &ca, "-CAkey", &ca_key, "-CAcreateserial", "-days", "2", "-sha256",
-          "-extfile", &ext, "-out", &cert]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-sha256",
+        "-extfile",
+        &ext,
+        "-out",
+        &cert,
+    ]);
     (dir.join(ca), dir.join(cert), dir.join(key))
 }
