@@ -225,7 +225,8 @@ impl World {
         let mut child = cmd.spawn().expect("cpevisord");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if UnixStream::connect(&self.socket).is_ok() {
+            // The socket is bound before recovery runs; a served request means it finished.
+            if UnixStream::connect(&self.socket).is_ok() && self.ctl(&["list"]).status.success() {
                 break;
             }
             if let Ok(Some(st)) = child.try_wait() {
