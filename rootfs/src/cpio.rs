@@ -256,8 +256,8 @@ impl Initramfs {
             path: PathBuf::from("<archive>"),
             source,
         };
-        let mut ino: u32 = 1;
-        for (path, entry) in &self.entries {
+        // Inode numbers follow write order, starting at 1 (0 is the trailer's).
+        for (ino, (path, entry)) in (1u32..).zip(&self.entries) {
             let (mode, nlink, data, rdev) = match &entry.node {
                 Node::Dir => (S_IFDIR | entry.perm, 2, Vec::new(), (0, 0)),
                 Node::File(FileData::Bytes(b)) => (S_IFREG | entry.perm, 1, b.clone(), (0, 0)),
@@ -292,7 +292,6 @@ impl Initramfs {
             header.write(out).map_err(archive_err)?;
             out.write_all(&data).map_err(archive_err)?;
             out.write_all(padding(data.len())).map_err(archive_err)?;
-            ino += 1;
         }
         let trailer = Header {
             ino: 0,
