@@ -87,6 +87,12 @@ pub fn part_path(dest: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// A stable name in `dir` for the package at `url`: the same URL always maps to the same file
+/// (and `.part`), so a download cut by a crash resumes when the operation runs again.
+pub fn download_path(dir: &Path, url: &str) -> PathBuf {
+    dir.join(format!("{}.cpkg", &Digest::of(url.as_bytes()).hex()[..16]))
+}
+
 /// `<dest>.part.meta`: which URL (and server validator) the `.part` belongs to.
 fn meta_path(dest: &Path) -> PathBuf {
     let mut p = dest.as_os_str().to_owned();

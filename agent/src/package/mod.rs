@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod keys;
+mod layer;
 pub mod oci;
 mod pack;
 pub mod tar;
@@ -11,6 +12,7 @@ mod verify;
 pub use config::{AppConfig, Arch, Backend, RestartPolicy};
 pub use ed25519_dalek::SigningKey;
 pub use keys::{key_id, keygen, load_signing_key, KeyPairFiles, TrustedKey};
+pub use layer::{extract_layer, LayerCaps, LayerStats};
 pub use oci::LayerKind;
 pub use pack::{pack_dir, PackInfo, APP_FILE};
 pub use verify::{verify_package, PackageBlob, PackageCaps, UnpackedPackage, VerifiedPackage};
