@@ -28,7 +28,10 @@ pub static LOG_LEVEL: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8:
 pub fn log_line(level: u8, args: std::fmt::Arguments<'_>) {
     if level <= LOG_LEVEL.load(std::sync::atomic::Ordering::Relaxed) {
         let tag = ["ERROR", "WARN", "INFO", "DEBUG"][usize::from(level.min(3))];
-        eprintln!("cpevisord {} {tag} {args}", model::rfc3339(model::now_secs()));
+        eprintln!(
+            "cpevisord {} {tag} {args}",
+            model::rfc3339(model::now_secs())
+        );
     }
 }
 

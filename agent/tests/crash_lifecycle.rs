@@ -22,7 +22,12 @@ const AFTER_EVENT: &str = "lifecycle:journal:cleared#1";
 
 fn copy_dir(from: &Path, to: &Path) {
     let _ = fs::remove_dir_all(to);
-    let st = Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
     assert!(st.success());
 }
 
@@ -56,7 +61,10 @@ fn crash_at(w: &mut World, step: &str, op: &dyn Fn(&World)) {
             assert_eq!(st.signal(), Some(libc::SIGKILL), "{step}: {st}");
             break;
         }
-        assert!(Instant::now() < deadline, "{step}: the agent never reached it");
+        assert!(
+            Instant::now() < deadline,
+            "{step}: the agent never reached it"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // A power loss takes the apps down too.
@@ -77,12 +85,22 @@ fn assert_consistent(w: &World, step: &str) -> Value {
     let mut app_ids = HashSet::new();
     for r in state["dus"].as_array().cloned().unwrap_or_default() {
         for b in r["files"]["blobs"].as_array().unwrap() {
-            let hex = b.as_str().unwrap().trim_start_matches("sha256:").to_string();
-            assert!(st.join("blobs/sha256").join(&hex).is_file(), "{step}: blob {hex} missing");
+            let hex = b
+                .as_str()
+                .unwrap()
+                .trim_start_matches("sha256:")
+                .to_string();
+            assert!(
+                st.join("blobs/sha256").join(&hex).is_file(),
+                "{step}: blob {hex} missing"
+            );
             blobs.insert(hex);
         }
         let id = r["files"]["app_id"].as_str().unwrap().to_string();
-        assert!(st.join("apps").join(&id).is_dir(), "{step}: app dir {id} missing");
+        assert!(
+            st.join("apps").join(&id).is_dir(),
+            "{step}: app dir {id} missing"
+        );
         app_ids.insert(id);
     }
     for e in fs::read_dir(st.join("blobs/sha256")).unwrap().flatten() {
@@ -91,7 +109,10 @@ fn assert_consistent(w: &World, step: &str) -> Value {
     }
     for e in fs::read_dir(st.join("apps")).unwrap().flatten() {
         let n = e.file_name().to_string_lossy().to_string();
-        assert!(app_ids.contains(&n) || n.ends_with("_data"), "{step}: stray app dir {n}");
+        assert!(
+            app_ids.contains(&n) || n.ends_with("_data"),
+            "{step}: stray app dir {n}"
+        );
     }
     state
 }
@@ -99,7 +120,10 @@ fn assert_consistent(w: &World, step: &str) -> Value {
 fn wait_log(w: &World, eu: &str, text: &str, step: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let log = w.ctl_json(&["logs", eu]).unwrap()["log"].as_str().unwrap().to_string();
+        let log = w.ctl_json(&["logs", eu]).unwrap()["log"]
+            .as_str()
+            .unwrap()
+            .to_string();
         if log.contains(text) {
             return;
         }
@@ -205,7 +229,11 @@ fn update_survives_a_crash_at_every_step() {
             assert_eq!(evs[0]["operation_performed"], "Update");
             assert_eq!(evs[0]["current_state"], "Installed");
             assert_eq!(evs[0]["version"], version.as_str(), "{step}");
-            assert_eq!(evs[0]["fault"].is_null(), version == "2.0", "{step}: {evs:?}");
+            assert_eq!(
+                evs[0]["fault"].is_null(),
+                version == "2.0",
+                "{step}: {evs:?}"
+            );
         }
         // Whichever version is installed is the one running.
         w.wait_eu_status(&eu, "Active", 10);
@@ -236,7 +264,10 @@ fn uninstall_survives_a_crash_at_every_step() {
         } else {
             // An uninstall that started always completes.
             assert!(dus.is_empty(), "{step}: {dus:?}");
-            assert!(!w.state.join(format!("apps/{uuid}_data")).exists(), "{step}");
+            assert!(
+                !w.state.join(format!("apps/{uuid}_data")).exists(),
+                "{step}"
+            );
             if step == AFTER_EVENT {
                 assert!(evs.is_empty(), "{step}: event emitted twice");
             } else {

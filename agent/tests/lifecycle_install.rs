@@ -35,7 +35,10 @@ fn install_runs_updates_and_uninstalls() {
     // The app really runs: its console reached the log ring.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
-        let log = w.ctl_json(&["logs", &eu_id]).unwrap()["log"].as_str().unwrap().to_string();
+        let log = w.ctl_json(&["logs", &eu_id]).unwrap()["log"]
+            .as_str()
+            .unwrap()
+            .to_string();
         if log.contains("dnsfilter 1.0 up") {
             break;
         }
@@ -43,7 +46,10 @@ fn install_runs_updates_and_uninstalls() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let eu = w.eu(&eu_id);
-    assert!(eu["memory_in_use"].as_u64().unwrap() > 0, "MemoryInUse: {eu}");
+    assert!(
+        eu["memory_in_use"].as_u64().unwrap() > 0,
+        "MemoryInUse: {eu}"
+    );
 
     // Exactly one DUStateChange! for the install, without a fault.
     let evs = w.du_events();
@@ -87,13 +93,22 @@ fn install_runs_updates_and_uninstalls() {
     assert_eq!(w.ctl_json(&["update", &uuid, &url2]).unwrap_err().0, 7226);
 
     // Uninstall keeping data, then nothing but the data dir is left.
-    w.ctl_json(&["uninstall", &uuid, "--keep-data"]).expect("uninstall");
+    w.ctl_json(&["uninstall", &uuid, "--keep-data"])
+        .expect("uninstall");
     assert!(w.list()["deployment_units"].as_array().unwrap().is_empty());
     let files = w.state_files();
     assert!(files.contains(&data), "{files:?}");
-    assert!(!files.iter().any(|f| f.starts_with("blobs/sha256/") && f.len() > 13), "{files:?}");
+    assert!(
+        !files
+            .iter()
+            .any(|f| f.starts_with("blobs/sha256/") && f.len() > 13),
+        "{files:?}"
+    );
     let evs = w.du_events();
-    let ops: Vec<_> = evs.iter().map(|e| e["operation_performed"].as_str().unwrap()).collect();
+    let ops: Vec<_> = evs
+        .iter()
+        .map(|e| e["operation_performed"].as_str().unwrap())
+        .collect();
     assert_eq!(ops, ["Install", "Update", "Update", "Uninstall"], "{evs:?}");
     assert_eq!(evs[2]["fault"]["code"], 7226);
     assert_eq!(w.stop_daemon(), Some(0));
@@ -108,7 +123,10 @@ fn refused_inputs_have_their_fault_and_change_nothing() {
     // padding, so flip in the middle of the file's data).
     let bytes = std::fs::read(w.www.join("probe.cpkg")).unwrap();
     let needle = b"probe 1.0\n";
-    let pos = bytes.windows(needle.len()).position(|x| x == needle).unwrap();
+    let pos = bytes
+        .windows(needle.len())
+        .position(|x| x == needle)
+        .unwrap();
     let mut corrupt = bytes.clone();
     corrupt[pos] ^= 0x20;
     std::fs::write(w.www.join("corrupt.cpkg"), &corrupt).unwrap();
@@ -129,19 +147,53 @@ fn refused_inputs_have_their_fault_and_change_nothing() {
     let before_list = w.list();
     let zero = format!("sha256:{}", "0".repeat(64));
     let cases: Vec<(Vec<String>, u64)> = vec![
-        (vec!["install".into(), w.url("probe.cpkg").replace("http://", "http://user:pw@")], 7004),
+        (
+            vec![
+                "install".into(),
+                w.url("probe.cpkg").replace("http://", "http://user:pw@"),
+            ],
+            7004,
+        ),
         (vec!["install".into(), "ftp://127.0.0.1/x".into()], 7004),
-        (vec!["install".into(), good_url.clone(), "--digest".into(), "sha256:1234".into()], 7004),
-        (vec!["install".into(), good_url.clone(), "--env".into(), "kvm9".into()], 7223),
-        (vec!["install".into(), good_url.clone(), "--digest".into(), zero], 7035),
+        (
+            vec![
+                "install".into(),
+                good_url.clone(),
+                "--digest".into(),
+                "sha256:1234".into(),
+            ],
+            7004,
+        ),
+        (
+            vec![
+                "install".into(),
+                good_url.clone(),
+                "--env".into(),
+                "kvm9".into(),
+            ],
+            7223,
+        ),
+        (
+            vec!["install".into(), good_url.clone(), "--digest".into(), zero],
+            7035,
+        ),
         (vec!["install".into(), w.url("corrupt.cpkg")], 7035),
         (vec!["install".into(), w.url("truncated.cpkg")], 7035),
         (vec!["install".into(), w.url("untrusted.cpkg")], 7036),
         (vec!["install".into(), w.url("arm.cpkg")], 7225),
         (vec!["install".into(), w.url("big.cpkg")], 7227),
         (vec!["install".into(), w.url("missing.cpkg")], 7033),
-        (vec!["install".into(), "http://127.0.0.1:1/x.cpkg".into()], 7033),
-        (vec!["uninstall".into(), "0b0e5b4e-0000-5000-8000-000000000000".into()], 7229),
+        (
+            vec!["install".into(), "http://127.0.0.1:1/x.cpkg".into()],
+            7033,
+        ),
+        (
+            vec![
+                "uninstall".into(),
+                "0b0e5b4e-0000-5000-8000-000000000000".into(),
+            ],
+            7229,
+        ),
         (vec!["update".into(), "not-a-uuid".into()], 7229),
         (vec!["start".into(), "eu-99".into()], 7229),
     ];
@@ -162,7 +214,11 @@ fn refused_inputs_have_their_fault_and_change_nothing() {
     w.start_daemon(None);
     let err = w.ctl_json(&["install", &good_url]).unwrap_err();
     assert!(err.0 == 7035 || err.0 == 7005, "{err:?}");
-    assert!(err.1.contains("1024"), "the message names the cap: {}", err.1);
+    assert!(
+        err.1.contains("1024"),
+        "the message names the cap: {}",
+        err.1
+    );
     w.stop_daemon();
     w.write_config(64, 1 << 20);
     w.start_daemon(None);

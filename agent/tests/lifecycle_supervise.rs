@@ -50,11 +50,17 @@ fn crash_loop_backs_off_then_fails_while_active() {
     assert_eq!(v["status"], "Idle");
     assert_eq!(v["auto_restart"]["retry_count"], 2);
     let msg = v["execution_fault_message"].as_str().unwrap();
-    assert!(msg.contains("exited with status 3") && msg.contains("2 restarts"), "{msg}");
+    assert!(
+        msg.contains("exited with status 3") && msg.contains("2 restarts"),
+        "{msg}"
+    );
     // Back-off 1 s then 2 s (min * 2^retry, capped at max) before giving up.
     assert!(elapsed >= Duration::from_millis(2900), "{elapsed:?}");
     assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
-    let log = w.ctl_json(&["logs", &eu]).unwrap()["log"].as_str().unwrap().to_string();
+    let log = w.ctl_json(&["logs", &eu]).unwrap()["log"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(log.matches("boom").count(), 3, "{log}");
 
     // The EU status changes were published as value-change events, in order.
@@ -65,7 +71,11 @@ fn crash_loop_backs_off_then_fails_while_active() {
         .map(|e| e["status"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(statuses.first().map(String::as_str), Some("Starting"));
-    assert_eq!(statuses.iter().filter(|s| *s == "Restarting").count(), 2, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "Restarting").count(),
+        2,
+        "{statuses:?}"
+    );
     assert_eq!(statuses.last().map(String::as_str), Some("Idle"));
 
     // AutoRestart disabled: the first exit ends it.
@@ -79,8 +89,14 @@ fn crash_loop_backs_off_then_fails_while_active() {
         assert!(Instant::now() < deadline, "{v}");
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert!(v["execution_fault_message"].as_str().unwrap().contains("status 7"));
-    assert!(v["execution_fault_message"].as_str().unwrap().contains("AutoRestart disabled"));
+    assert!(v["execution_fault_message"]
+        .as_str()
+        .unwrap()
+        .contains("status 7"));
+    assert!(v["execution_fault_message"]
+        .as_str()
+        .unwrap()
+        .contains("AutoRestart disabled"));
 }
 
 #[test]
@@ -96,7 +112,10 @@ fn reset_period_resets_the_retry_count() {
     let eu = eu_of(&w.ctl_json(&["install", &url]).unwrap());
     std::thread::sleep(Duration::from_millis(4500));
     let v = w.eu(&eu);
-    assert_eq!(v["execution_fault_code"], "NoFault", "gave up despite ResetPeriod: {v}");
+    assert_eq!(
+        v["execution_fault_code"], "NoFault",
+        "gave up despite ResetPeriod: {v}"
+    );
     assert!(v["status"] == "Active" || v["status"] == "Starting", "{v}");
     assert_eq!(v["auto_restart"]["retry_count"], 1);
     let stopped = w.ctl_json(&["stop", &eu]).unwrap();
@@ -121,7 +140,10 @@ fn reboot_restarts_autostart_apps_and_sigterm_stops_cleanly() {
     w.start_daemon(None);
     w.wait_eu_status(&eu_a, "Active", 10);
     let b = w.eu(&eu_b);
-    assert_eq!(b["status"], "Idle", "an app stopped by the operator stays stopped: {b}");
+    assert_eq!(
+        b["status"], "Idle",
+        "an app stopped by the operator stays stopped: {b}"
+    );
     assert_eq!(w.du_events().len(), 0, "no operation was in flight");
 
     // SIGTERM: apps stopped, exit 0, socket removed.
@@ -153,7 +175,10 @@ fn bad_clients_get_faults_and_cannot_hang_others() {
     let _ = big.write_all(&line);
     let mut reply = String::new();
     big.read_to_string(&mut reply).unwrap();
-    assert!(reply.contains("7004") && reply.contains("longer than"), "{reply}");
+    assert!(
+        reply.contains("7004") && reply.contains("longer than"),
+        "{reply}"
+    );
     // Malformed and unknown requests.
     for req in ["{nope\n", "{\"op\":\"format\"}\n"] {
         let mut s = UnixStream::connect(&w.socket).unwrap();

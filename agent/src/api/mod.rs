@@ -40,18 +40,30 @@ pub enum Request {
     /// ExecEnvs, DUs and EUs.
     List,
     /// One DU (by UUID) with its EUs, or one EU (by EUID).
-    Status { id: String },
-    Start { eu: String },
-    Stop { eu: String },
-    Restart { eu: String },
-    Logs { eu: String },
+    Status {
+        id: String,
+    },
+    Start {
+        eu: String,
+    },
+    Stop {
+        eu: String,
+    },
+    Restart {
+        eu: String,
+    },
+    Logs {
+        eu: String,
+    },
     /// Events with a sequence number above `after`.
     Events {
         #[serde(default)]
         after: u64,
     },
     /// ExecEnv.Reset(): uninstall everything in it.
-    Reset { env: String },
+    Reset {
+        env: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,7 +76,9 @@ pub struct Progress {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum ReplyLine {
-    Progress { progress: Progress },
+    Progress {
+        progress: Progress,
+    },
     Done {
         ok: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]

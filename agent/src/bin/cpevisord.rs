@@ -10,7 +10,8 @@ use cpevisor_agent::lifecycle::config::AgentConfig;
 use cpevisor_agent::lifecycle::Agent;
 use cpevisor_agent::{log_error, log_info, LOG_LEVEL};
 
-const USAGE: &str = "usage: cpevisord --state-dir DIR --config FILE [--socket PATH] [--log-level 0-3]
+const USAGE: &str =
+    "usage: cpevisord --state-dir DIR --config FILE [--socket PATH] [--log-level 0-3]
 
   --state-dir DIR   flash directory for the store, state.json and journal.json
   --config FILE     agent config (JSON): exec_envs [{name, type kvm|jail, arch, memory_budget_mib,

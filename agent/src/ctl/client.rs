@@ -31,7 +31,10 @@ pub fn call(
             ));
         }
         if buf.len() > MAX_REPLY_BYTES {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "reply too large"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "reply too large",
+            ));
         }
         let reply: ReplyLine = serde_json::from_slice(&buf)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad reply: {e}")))?;

@@ -96,7 +96,10 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
         if n.contains(&(words.len() - 1)) {
             Ok(())
         } else {
-            Err(format!("{}: wrong number of arguments (see --help)", words[0]))
+            Err(format!(
+                "{}: wrong number of arguments (see --help)",
+                words[0]
+            ))
         }
     };
     let Some(cmd) = words.first().copied() else {
@@ -284,7 +287,10 @@ mod tests {
             })
         );
         assert_eq!(p("status").unwrap().command, Command::Daemon(Request::List));
-        assert!(matches!(p("pack d --key k --out o").unwrap().command, Command::Pack { .. }));
+        assert!(matches!(
+            p("pack d --key k --out o").unwrap().command,
+            Command::Pack { .. }
+        ));
     }
 
     #[test]
@@ -292,9 +298,15 @@ mod tests {
         assert!(p("").unwrap_err().contains("no command"));
         assert!(p("frobnicate").unwrap_err().contains("unknown command"));
         assert!(p("start").unwrap_err().contains("wrong number"));
-        assert!(p("start eu-1 --keep-data").unwrap_err().contains("--keep-data does not apply"));
-        assert!(p("install u --digest").unwrap_err().contains("--digest needs a value"));
+        assert!(p("start eu-1 --keep-data")
+            .unwrap_err()
+            .contains("--keep-data does not apply"));
+        assert!(p("install u --digest")
+            .unwrap_err()
+            .contains("--digest needs a value"));
         assert!(p("pack d --key k").unwrap_err().contains("--out"));
-        assert!(p("list --bogus").unwrap_err().contains("unknown option --bogus"));
+        assert!(p("list --bogus")
+            .unwrap_err()
+            .contains("unknown option --bogus"));
     }
 }

@@ -140,7 +140,14 @@ fn eu_rows(eus: &[Value]) -> Vec<Vec<String>> {
 
 const DU_HEADERS: [&str; 7] = ["UUID", "NAME", "VERSION", "VENDOR", "STATUS", "ENV", "EUS"];
 const EU_HEADERS: [&str; 8] = [
-    "EUID", "NAME", "STATUS", "REQUESTED", "MEM_MIB", "IN_USE_KIB", "RETRIES", "FAULT",
+    "EUID",
+    "NAME",
+    "STATUS",
+    "REQUESTED",
+    "MEM_MIB",
+    "IN_USE_KIB",
+    "RETRIES",
+    "FAULT",
 ];
 
 fn empty() -> Vec<Value> {
@@ -156,7 +163,14 @@ pub fn print_result(req: &Request, v: &Value, json: bool) {
         Request::List => {
             let envs = v["exec_envs"].as_array().cloned().unwrap_or_else(empty);
             table(
-                &["EXECENV", "TYPE", "ARCH", "STATUS", "BUDGET_MIB", "AVAILABLE_MIB"],
+                &[
+                    "EXECENV",
+                    "TYPE",
+                    "ARCH",
+                    "STATUS",
+                    "BUDGET_MIB",
+                    "AVAILABLE_MIB",
+                ],
                 &envs
                     .iter()
                     .map(|e| {
@@ -172,20 +186,35 @@ pub fn print_result(req: &Request, v: &Value, json: bool) {
                     .collect::<Vec<_>>(),
             );
             println!();
-            let dus = v["deployment_units"].as_array().cloned().unwrap_or_else(empty);
+            let dus = v["deployment_units"]
+                .as_array()
+                .cloned()
+                .unwrap_or_else(empty);
             table(&DU_HEADERS, &du_rows(&dus));
             println!();
-            let eus = v["execution_units"].as_array().cloned().unwrap_or_else(empty);
+            let eus = v["execution_units"]
+                .as_array()
+                .cloned()
+                .unwrap_or_else(empty);
             table(&EU_HEADERS, &eu_rows(&eus));
         }
         Request::Status { .. } => {
             if v.get("deployment_unit").is_some() {
-                table(&DU_HEADERS, &du_rows(std::slice::from_ref(&v["deployment_unit"])));
+                table(
+                    &DU_HEADERS,
+                    &du_rows(std::slice::from_ref(&v["deployment_unit"])),
+                );
                 println!();
-                let eus = v["execution_units"].as_array().cloned().unwrap_or_else(empty);
+                let eus = v["execution_units"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_else(empty);
                 table(&EU_HEADERS, &eu_rows(&eus));
             } else {
-                table(&EU_HEADERS, &eu_rows(std::slice::from_ref(&v["execution_unit"])));
+                table(
+                    &EU_HEADERS,
+                    &eu_rows(std::slice::from_ref(&v["execution_unit"])),
+                );
             }
         }
         Request::Install { .. } | Request::Update { .. } => {
@@ -196,7 +225,10 @@ pub fn print_result(req: &Request, v: &Value, json: bool) {
                 s(&v["version"]),
                 s(&v["uuid"])
             );
-            println!("execution units: {}", du_rows(std::slice::from_ref(v))[0][6]);
+            println!(
+                "execution units: {}",
+                du_rows(std::slice::from_ref(v))[0][6]
+            );
         }
         Request::Uninstall { .. } => println!("uninstalled {}", s(&v["uuid"])),
         Request::Start { .. } | Request::Stop { .. } | Request::Restart { .. } => {

@@ -106,8 +106,12 @@ impl AgentConfig {
                     format!("{}: no such config file", path.display()),
                 )
             })?;
-        cfg.validate()
-            .map_err(|m| Fault::new(FaultCode::InvalidArguments, format!("{}: {m}", path.display())))?;
+        cfg.validate().map_err(|m| {
+            Fault::new(
+                FaultCode::InvalidArguments,
+                format!("{}: {m}", path.display()),
+            )
+        })?;
         Ok(cfg)
     }
 
@@ -138,7 +142,10 @@ impl AgentConfig {
         for (i, env) in self.exec_envs.iter().enumerate() {
             if env.name.is_empty()
                 || env.name.len() > 32
-                || !env.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                || !env
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             {
                 return Err(format!(
                     "exec_envs[{i}].name: {:?} must be 1-32 of [A-Za-z0-9_-]",
@@ -179,7 +186,10 @@ mod tests {
     fn validation_names_the_field() {
         let mut cfg = AgentConfig::single("kvm0", ExecEnvType::Kvm, "aarch64", 128);
         cfg.exec_envs.push(cfg.exec_envs[0].clone());
-        assert!(cfg.validate().unwrap_err().contains("exec_envs[1].name: duplicate"));
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .contains("exec_envs[1].name: duplicate"));
         cfg.exec_envs.truncate(1);
         cfg.exec_envs[0].memory_budget_mib = 0;
         assert!(cfg.validate().unwrap_err().contains("memory_budget_mib"));

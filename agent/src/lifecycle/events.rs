@@ -47,10 +47,12 @@ impl EventLog {
             inner.ring.pop_front();
         }
         inner.ring.push_back((seq, event.clone()));
-        inner.subscribers.retain(|s| match s.try_send((seq, event.clone())) {
-            Ok(()) | Err(TrySendError::Full(_)) => true,
-            Err(TrySendError::Disconnected(_)) => false,
-        });
+        inner
+            .subscribers
+            .retain(|s| match s.try_send((seq, event.clone())) {
+                Ok(()) | Err(TrySendError::Full(_)) => true,
+                Err(TrySendError::Disconnected(_)) => false,
+            });
         seq
     }
 

@@ -11,7 +11,6 @@ pub mod config;
 pub mod events;
 pub mod packages;
 pub mod state;
-mod shim_fetch;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -87,7 +86,12 @@ impl StatusSink for Shared {
                 return;
             };
             if !eu.status.can_become(u.status) && eu.status != u.status {
-                crate::log_debug!("{}: {:?} -> {:?} outside the state machine", u.eu_id, eu.status, u.status);
+                crate::log_debug!(
+                    "{}: {:?} -> {:?} outside the state machine",
+                    u.eu_id,
+                    eu.status,
+                    u.status
+                );
             }
             eu.status = u.status;
             eu.execution_fault_code = u.fault_code;
@@ -230,7 +234,12 @@ impl Agent {
     }
 
     pub fn logs(&self, eu_id: &str) -> OpResult<String> {
-        if !lock(&self.shared.model).persisted.eus.iter().any(|e| e.eu_id == eu_id) {
+        if !lock(&self.shared.model)
+            .persisted
+            .eus
+            .iter()
+            .any(|e| e.eu_id == eu_id)
+        {
             return Err(unknown_eu(eu_id));
         }
         Ok(self.supervisor.logs(eu_id).unwrap_or_default())
@@ -257,7 +266,10 @@ impl Agent {
         if available == 0 {
             return Err(fault(
                 FaultCode::SystemResourcesExceeded,
-                format!("ExecEnv {} has no memory left (budget {} MiB)", env.name, env.memory_budget_mib),
+                format!(
+                    "ExecEnv {} has no memory left (budget {} MiB)",
+                    env.name, env.memory_budget_mib
+                ),
             ));
         }
         let mut j = Journal {
@@ -277,7 +289,14 @@ impl Agent {
         let result = self.install_steps(&mut j, &env, digest, progress);
         match result {
             Ok(du) => {
-                let event = self.event(&j, &du.uuid, &du.version, DuEventState::Installed, true, None);
+                let event = self.event(
+                    &j,
+                    &du.uuid,
+                    &du.version,
+                    DuEventState::Installed,
+                    true,
+                    None,
+                );
                 self.finish(&mut j, event);
                 if self.eu_of(&du.uuid).is_some_and(|eu| eu.auto_start) {
                     self.autostart_du(&du.uuid);
@@ -287,7 +306,14 @@ impl Agent {
             Err(f) => {
                 self.rollback_install(&j);
                 let (uuid, version) = (j.uuid.clone(), j.version.clone());
-                let event = self.event(&j, &uuid, &version, DuEventState::Failed, false, Some(f.clone()));
+                let event = self.event(
+                    &j,
+                    &uuid,
+                    &version,
+                    DuEventState::Failed,
+                    false,
+                    Some(f.clone()),
+                );
                 self.finish(&mut j, event);
                 Err(f)
             }
@@ -301,7 +327,10 @@ impl Agent {
         digest: Option<&str>,
         progress: &mut dyn FnMut(u64, Option<u64>),
     ) -> OpResult<DeploymentUnit> {
-        let path = self.packages.download(&j.url, digest, progress).map_err(ef)?;
+        let path = self
+            .packages
+            .download(&j.url, digest, progress)
+            .map_err(ef)?;
         let checked = self.packages.check(&path).map_err(|f| {
             self.packages.discard_download(&path);
             ef(f)
@@ -494,7 +523,10 @@ impl Agent {
         if checked.manifest_digest == prev.du.manifest_digest || spec.version == prev.du.version {
             return refuse(fault(
                 FaultCode::DuplicateDeploymentUnit,
-                format!("{} version {} is already installed", spec.name, prev.du.version),
+                format!(
+                    "{} version {} is already installed",
+                    spec.name, prev.du.version
+                ),
             ));
         }
         if let Err(f) = self.fits_env(spec, &env) {
@@ -543,7 +575,12 @@ impl Agent {
             rec.spec = spec.clone();
             rec.files = files;
             let new_record = rec.clone();
-            for eu in m.persisted.eus.iter_mut().filter(|e| e.du_uuid == prev.du.uuid) {
+            for eu in m
+                .persisted
+                .eus
+                .iter_mut()
+                .filter(|e| e.du_uuid == prev.du.uuid)
+            {
                 apply_spec(eu, spec);
             }
             if let Err(f) = self.files.save_state(&m.persisted) {
@@ -556,7 +593,11 @@ impl Agent {
         if was_active {
             if let Err(msg) = self.start_eu(&new_record, StartReason::Operator) {
                 // The new version does not start: go back to the previous one.
-                crate::log_warn!("update of {}: {msg}; restoring {}", prev.du.uuid, prev.du.version);
+                crate::log_warn!(
+                    "update of {}: {msg}; restoring {}",
+                    prev.du.uuid,
+                    prev.du.version
+                );
                 {
                     let mut m = lock(&self.shared.model);
                     restore_record(&mut m.persisted, prev);
@@ -695,7 +736,8 @@ impl Agent {
                         format!("ExecEnv {} is disabled", env.name),
                     ));
                 }
-                if eu.requested_state == RequestedState::Active && self.supervisor.is_running(eu_id) {
+                if eu.requested_state == RequestedState::Active && self.supervisor.is_running(eu_id)
+                {
                     return Ok(self.eu(eu_id).unwrap_or(eu));
                 }
                 let available = self.available_mib(&env.name, Some(&eu.du_uuid));
@@ -753,7 +795,9 @@ impl Agent {
         };
         crate::log_warn!(
             "recovering an interrupted {:?} of {:?} started {}",
-            j.operation, j.uuid, j.start_time
+            j.operation,
+            j.uuid,
+            j.start_time
         );
         if let Some(event) = j.outcome.take() {
             // Decided before the crash: only the publication may be missing.
@@ -772,12 +816,22 @@ impl Agent {
                     self.event(&j, &j.uuid, &j.version, DuEventState::Installed, true, None)
                 } else {
                     self.rollback_install(&j);
-                    self.event(&j, &j.uuid, &j.version, DuEventState::Failed, false, Some(cut()))
+                    self.event(
+                        &j,
+                        &j.uuid,
+                        &j.version,
+                        DuEventState::Failed,
+                        false,
+                        Some(cut()),
+                    )
                 }
             }
             Operation::Update => {
                 let prev = j.previous.clone().ok_or_else(|| {
-                    Fault::new(FaultCode::CorruptData, "journal: update without previous version")
+                    Fault::new(
+                        FaultCode::CorruptData,
+                        "journal: update without previous version",
+                    )
                 })?;
                 let committed = self
                     .record(&j.uuid)
@@ -799,7 +853,14 @@ impl Agent {
                         }
                     }
                     self.rollback_update(&j, &prev);
-                    self.event(&j, &j.uuid, &prev.du.version, DuEventState::Installed, true, Some(cut()))
+                    self.event(
+                        &j,
+                        &j.uuid,
+                        &prev.du.version,
+                        DuEventState::Installed,
+                        true,
+                        Some(cut()),
+                    )
                 }
             }
             Operation::Uninstall => {
@@ -813,7 +874,14 @@ impl Agent {
                     }
                 }
                 self.remove_du_files(&j);
-                self.event(&j, &j.uuid, &j.version, DuEventState::Uninstalled, false, None)
+                self.event(
+                    &j,
+                    &j.uuid,
+                    &j.version,
+                    DuEventState::Uninstalled,
+                    false,
+                    None,
+                )
             }
         };
         self.finish(&mut j, event);
@@ -860,7 +928,11 @@ impl Agent {
             .map(|e| self.env_enabled(&e))
             .unwrap_or(false);
         if !env_ok {
-            crate::log_warn!("{}: not auto-started, ExecEnv {} is disabled", eu.eu_id, eu.exec_env);
+            crate::log_warn!(
+                "{}: not auto-started, ExecEnv {} is disabled",
+                eu.eu_id,
+                eu.exec_env
+            );
             return;
         }
         if eu.requested_state != RequestedState::Active {
@@ -904,7 +976,8 @@ impl Agent {
             run_dir: std::env::temp_dir().join(format!("cpevisor-{}", eu.eu_id)),
             tap: None,
         };
-        self.supervisor.start(backend, spec, eu.auto_restart.clone(), reason)
+        self.supervisor
+            .start(backend, spec, eu.auto_restart.clone(), reason)
     }
 
     fn event(
@@ -1000,7 +1073,10 @@ impl Agent {
                 let known: Vec<&str> = self.cfg.exec_envs.iter().map(|e| e.name.as_str()).collect();
                 fault(
                     FaultCode::UnknownExecEnv,
-                    format!("unknown ExecEnv {name:?} (this device has {})", known.join(", ")),
+                    format!(
+                        "unknown ExecEnv {name:?} (this device has {})",
+                        known.join(", ")
+                    ),
                 )
             })
     }
@@ -1210,7 +1286,9 @@ fn restore_record(s: &mut PersistedState, prev: &DuRecord) {
 /// Store directory of one installed version: the UUID plus the manifest digest's start, so an
 /// update unpacks next to the running version.
 fn app_id(uuid: &str, manifest_digest: &str) -> String {
-    let hex = manifest_digest.strip_prefix("sha256:").unwrap_or(manifest_digest);
+    let hex = manifest_digest
+        .strip_prefix("sha256:")
+        .unwrap_or(manifest_digest);
     format!("{uuid}_{}", &hex[..hex.len().min(12)])
 }
 
@@ -1232,7 +1310,12 @@ fn clip(s: &str) -> String {
 
 /// http(s) URL with a host and no user:password (7004 otherwise).
 pub fn validate_url(url: &str) -> OpResult<()> {
-    let bad = |why: &str| Err(fault(FaultCode::InvalidArguments, format!("URL {:?}: {why}", clip(url))));
+    let bad = |why: &str| {
+        Err(fault(
+            FaultCode::InvalidArguments,
+            format!("URL {:?}: {why}", clip(url)),
+        ))
+    };
     if url.len() > MAX_URL_LEN {
         return bad("longer than 2048 characters");
     }
@@ -1240,7 +1323,11 @@ pub fn validate_url(url: &str) -> OpResult<()> {
         return bad("contains spaces or control characters");
     }
     let rest = match url.split_once("://") {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") => rest,
+        Some((scheme, rest))
+            if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") =>
+        {
+            rest
+        }
         _ => return bad("only http:// and https:// are supported"),
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
@@ -1255,22 +1342,29 @@ pub fn validate_url(url: &str) -> OpResult<()> {
 
 /// `sha256:<64 lower-case hex>` (7004 otherwise).
 pub fn validate_digest(d: &str) -> OpResult<()> {
-    let ok = d
-        .strip_prefix("sha256:")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+    let ok = d.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    });
     if ok {
         Ok(())
     } else {
         Err(fault(
             FaultCode::InvalidArguments,
-            format!("digest {:?}: expected sha256:<64 lower-case hex digits>", clip(d)),
+            format!(
+                "digest {:?}: expected sha256:<64 lower-case hex digits>",
+                clip(d)
+            ),
         ))
     }
 }
 
 /// Where a checked package's blobs would go, for tests of the layout.
 pub fn app_dir_for(state_dir: &Path, uuid: &str, manifest_digest: &str) -> PathBuf {
-    state_dir.join(crate::store::APPS_DIR).join(app_id(uuid, manifest_digest))
+    state_dir
+        .join(crate::store::APPS_DIR)
+        .join(app_id(uuid, manifest_digest))
 }
 
 #[allow(dead_code)]
@@ -1302,7 +1396,10 @@ mod tests {
         let good = format!("sha256:{}", "a".repeat(64));
         assert!(validate_digest(&good).is_ok());
         assert_eq!(validate_digest("sha256:abc").unwrap_err().code, 7004);
-        assert_eq!(validate_digest(&good.to_uppercase()).unwrap_err().code, 7004);
+        assert_eq!(
+            validate_digest(&good.to_uppercase()).unwrap_err().code,
+            7004
+        );
     }
 
     #[test]

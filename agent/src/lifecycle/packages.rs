@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::fault::{Fault, FaultCode};
-use crate::package::{verify_package, Backend as PkgBackend, LayerKind, PackageCaps, TrustedKey, VerifiedPackage};
+use crate::package::{
+    verify_package, Backend as PkgBackend, LayerKind, PackageCaps, TrustedKey, VerifiedPackage,
+};
+use crate::fetch::{download_path, fetch, FetchOptions};
 use crate::store::Store;
-
-use super::shim_fetch;
 
 /// What the lifecycle needs from a package's app config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,20 +100,25 @@ impl Packages {
         }
     }
 
-    /// Downloads `url` into `downloads/` (resumable), checking `expected` when given.
+    /// Downloads `url` into `downloads/` (a stable name per URL, so `fetch` resumes a `.part`
+    /// within the operation), checking `expected` when given.
     pub fn download(
         &self,
         url: &str,
         expected: Option<&str>,
         progress: &mut dyn FnMut(u64, Option<u64>),
     ) -> Result<PathBuf, Fault> {
-        shim_fetch::download(
-            url,
-            &self.store.downloads_dir(),
-            self.download_cap_bytes,
-            expected,
-            progress,
-        )
+        let expected_sha256 = expected
+            .map(|d| crate::store::Digest::parse(d, "expected digest"))
+            .transpose()?;
+        let opts = FetchOptions {
+            max_bytes: self.download_cap_bytes,
+            expected_sha256,
+            extra_ca_file: self.ca_file.clone(),
+            ..FetchOptions::default()
+        };
+        let dest = download_path(&self.store.downloads_dir(), url);
+        fetch(url, &dest, &opts, progress).map(|f| f.path)
     }
 
     /// Verifies every blob, the signature and the config of a downloaded package.

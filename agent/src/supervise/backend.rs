@@ -129,7 +129,12 @@ pub fn vm_config_json(spec: &LaunchSpec) -> io::Result<String> {
             })
             .into_iter()
             .collect(),
-        nets: spec.tap.as_deref().map(|t| VmNet { tap: t }).into_iter().collect(),
+        nets: spec
+            .tap
+            .as_deref()
+            .map(|t| VmNet { tap: t })
+            .into_iter()
+            .collect(),
         console: "stdout",
         control_socket: spec.run_dir.join("vmm.sock"),
     };

@@ -185,11 +185,17 @@ impl Supervisor {
             if now >= deadline {
                 break;
             }
-            r = cv.wait_timeout(r, deadline - now).map(|g| g.0).unwrap_or_else(|e| e.into_inner().0);
+            r = cv
+                .wait_timeout(r, deadline - now)
+                .map(|g| g.0)
+                .unwrap_or_else(|e| e.into_inner().0);
         }
         if !r.finished {
             if let Some(pgid) = r.pgid {
-                crate::log_warn!("{eu_id}: did not stop within {:?}, killing", self.stop_timeout);
+                crate::log_warn!(
+                    "{eu_id}: did not stop within {:?}, killing",
+                    self.stop_timeout
+                );
                 signal_group(pgid, libc::SIGKILL);
             }
             while !r.finished {
@@ -244,7 +250,14 @@ struct Runner {
 }
 
 impl Runner {
-    fn update(&self, status: EuStatus, code: ExecutionFaultCode, msg: String, retry: u32, next: u64) {
+    fn update(
+        &self,
+        status: EuStatus,
+        code: ExecutionFaultCode,
+        msg: String,
+        retry: u32,
+        next: u64,
+    ) {
         self.sink.eu_update(EuUpdate {
             eu_id: self.spec.eu_id.clone(),
             status,
@@ -271,7 +284,13 @@ impl Runner {
         let mut ready = Some(ready);
         let mut retry = self.policy.retry_count;
         loop {
-            self.update(EuStatus::Starting, ExecutionFaultCode::NoFault, String::new(), retry, 0);
+            self.update(
+                EuStatus::Starting,
+                ExecutionFaultCode::NoFault,
+                String::new(),
+                retry,
+                0,
+            );
             let started = Instant::now();
             let status = match self.spawn_and_wait(&mut ready, retry) {
                 Some(s) => s,
@@ -279,7 +298,13 @@ impl Runner {
             };
             let reason = describe_exit(status);
             if lock(&self.run.0).stop_requested {
-                self.update(EuStatus::Idle, ExecutionFaultCode::NoFault, String::new(), 0, 0);
+                self.update(
+                    EuStatus::Idle,
+                    ExecutionFaultCode::NoFault,
+                    String::new(),
+                    0,
+                    0,
+                );
                 self.finish();
                 return;
             }
@@ -288,14 +313,22 @@ impl Runner {
             if started.elapsed() >= Duration::from_secs(u64::from(self.policy.reset_period)) {
                 retry = 0;
             }
-            if !self.policy.enable || retry >= self.policy.maximum_retry_count {
+            let exhausted =
+                self.policy.maximum_retry_count != 0 && retry >= self.policy.maximum_retry_count;
+            if !self.policy.enable || exhausted {
                 let msg = if self.policy.enable {
                     format!("{reason}; gave up after {retry} restarts")
                 } else {
                     format!("{reason}; AutoRestart disabled")
                 };
                 crate::log_warn!("{}: {msg}", self.spec.eu_id);
-                self.update(EuStatus::Idle, ExecutionFaultCode::FailureWhileActive, msg, retry, 0);
+                self.update(
+                    EuStatus::Idle,
+                    ExecutionFaultCode::FailureWhileActive,
+                    msg,
+                    retry,
+                    0,
+                );
                 self.finish();
                 return;
             }
@@ -303,7 +336,13 @@ impl Runner {
             retry += 1;
             let next = now_secs() + wait.as_secs();
             crate::log_info!("{}: {reason}; restart {retry} in {wait:?}", self.spec.eu_id);
-            self.update(EuStatus::Restarting, ExecutionFaultCode::NoFault, reason, retry, next);
+            self.update(
+                EuStatus::Restarting,
+                ExecutionFaultCode::NoFault,
+                reason,
+                retry,
+                next,
+            );
             // Back-off, cut short by a stop request.
             let (m, cv) = &*self.run;
             let deadline = Instant::now() + wait;
@@ -321,7 +360,13 @@ impl Runner {
             let stopped = r.stop_requested;
             drop(r);
             if stopped {
-                self.update(EuStatus::Idle, ExecutionFaultCode::NoFault, String::new(), 0, 0);
+                self.update(
+                    EuStatus::Idle,
+                    ExecutionFaultCode::NoFault,
+                    String::new(),
+                    0,
+                    0,
+                );
                 self.finish();
                 return;
             }
@@ -353,7 +398,13 @@ impl Runner {
                 signal_group(child.id() as i32, libc::SIGKILL);
                 let _ = child.wait();
                 drop(r);
-                self.update(EuStatus::Idle, ExecutionFaultCode::NoFault, String::new(), 0, 0);
+                self.update(
+                    EuStatus::Idle,
+                    ExecutionFaultCode::NoFault,
+                    String::new(),
+                    0,
+                    0,
+                );
                 self.finish();
                 if let Some(tx) = ready.take() {
                     let _ = tx.send(Ok(()));
@@ -383,7 +434,11 @@ impl Runner {
         drop(r);
         if let Some(cg) = lock(&self.cgroup).as_ref() {
             if let Err(e) = cg.add_pid(pid) {
-                crate::log_warn!("{}: cannot move into {}: {e}", self.spec.eu_id, cg.path().display());
+                crate::log_warn!(
+                    "{}: cannot move into {}: {e}",
+                    self.spec.eu_id,
+                    cg.path().display()
+                );
             }
         }
         let logs = self.logs.clone();
@@ -392,7 +447,13 @@ impl Runner {
             .stack_size(64 * 1024)
             .spawn(move || pump_console(reader, logs))
             .ok();
-        self.update(EuStatus::Active, ExecutionFaultCode::NoFault, String::new(), retry, 0);
+        self.update(
+            EuStatus::Active,
+            ExecutionFaultCode::NoFault,
+            String::new(),
+            retry,
+            0,
+        );
         if let Some(tx) = ready.take() {
             let _ = tx.send(Ok(()));
         }

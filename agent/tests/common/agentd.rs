@@ -155,7 +155,10 @@ impl World {
     }
 
     pub fn url(&self, file: &str) -> String {
-        format!("http://127.0.0.1:{}/{file}", self.http.as_ref().unwrap().port)
+        format!(
+            "http://127.0.0.1:{}/{file}",
+            self.http.as_ref().unwrap().port
+        )
     }
 
     /// Packs `app` with the world's key into www/<file>; returns its URL.
@@ -167,7 +170,11 @@ impl World {
         let dir = self.root.join(format!("src-{file}"));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("rootfs")).unwrap();
-        fs::write(dir.join("rootfs/hello"), format!("{} {}\n", app.name, app.version)).unwrap();
+        fs::write(
+            dir.join("rootfs/hello"),
+            format!("{} {}\n", app.name, app.version),
+        )
+        .unwrap();
         let tar = Command::new("tar")
             .arg("-C")
             .arg(dir.join("rootfs"))
@@ -184,7 +191,11 @@ impl World {
             "restart": app.restart, "autostart": app.autostart, "run_level": 1,
             "rootfs": "rootfs.tar",
         });
-        fs::write(dir.join("app.json"), serde_json::to_vec_pretty(&app_json).unwrap()).unwrap();
+        fs::write(
+            dir.join("app.json"),
+            serde_json::to_vec_pretty(&app_json).unwrap(),
+        )
+        .unwrap();
         let key = load_signing_key(key).unwrap();
         pack_dir(&dir, &key, &self.www.join(file)).unwrap();
         self.url(file)
@@ -394,7 +405,9 @@ impl Drop for World {
 /// Kills app processes (process backend) whose data dir lies under `root`: after a SIGKILL of
 /// the daemon they survive it, as they would not survive a real power loss.
 pub fn kill_apps_of(root: &Path) {
-    let Ok(rd) = fs::read_dir("/proc") else { return };
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return;
+    };
     let needle = root.to_string_lossy().to_string();
     for e in rd.flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
