@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::fault::{Fault, FaultCode};
+use crate::fetch::{download_path, fetch, FetchOptions};
 use crate::package::{
     verify_package, Backend as PkgBackend, LayerKind, PackageCaps, TrustedKey, VerifiedPackage,
 };
-use crate::fetch::{download_path, fetch, FetchOptions};
 use crate::store::Store;
 
 /// What the lifecycle needs from a package's app config.
