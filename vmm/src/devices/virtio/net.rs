@@ -50,6 +50,12 @@ pub struct Net {
     stats: NetStats,
 }
 
+/// A packet buffer from zeroed allocation: its pages are only backed by memory once a frame
+/// touches them, so the 64 KiB bound costs RSS only for frames that large.
+fn zeroed_packet_buffer() -> Vec<u8> {
+    vec![0u8; MAX_PACKET_LEN]
+}
+
 impl Net {
     pub fn new(backend: Box<dyn NetBackend>, mac: [u8; 6]) -> Self {
         Net {
@@ -79,8 +85,8 @@ impl Net {
                 && len >= VNET_HDR_LEN as u64
                 && len <= MAX_PACKET_LEN as u64;
             if ok {
-                if self.tx_buf.len() < MAX_PACKET_LEN {
-                    self.tx_buf.resize(MAX_PACKET_LEN, 0);
+                if self.tx_buf.is_empty() {
+                    self.tx_buf = zeroed_packet_buffer();
                 }
                 let packet = &mut self.tx_buf[..len as usize];
                 if read_bytes(&active.mem, &chain.readable, 0, packet) {
@@ -107,8 +113,8 @@ impl Net {
     /// Moves received frames into guest buffers while both exist.
     fn deliver_rx(&mut self) -> Result<(), DeviceError> {
         let active = self.active.as_mut().ok_or(DeviceError::NotActive)?;
-        if self.rx_buf.len() < MAX_PACKET_LEN {
-            self.rx_buf.resize(MAX_PACKET_LEN, 0);
+        if self.rx_buf.is_empty() {
+            self.rx_buf = zeroed_packet_buffer();
         }
         let mut used_any = false;
         let mut result = Ok(());
