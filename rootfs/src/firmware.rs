@@ -228,8 +228,8 @@ pub struct Manifest {
     pub kernel_sha256: String,
     pub initramfs_sha256: String,
     pub busybox_sha256: String,
-    /// (name, path inside the initramfs, sha256 of the installed bytes), in load order.
-    pub modules: Vec<(String, String, String)>,
+    /// Installed modules, in load order.
+    pub modules: Vec<InstalledModule>,
     /// Requested modules the kernel has built in.
     pub builtin: Vec<String>,
     /// (path inside the initramfs, sha256), sorted by path.
@@ -246,8 +246,8 @@ impl Manifest {
         );
         s += &format!("initramfs_sha256={}\n", self.initramfs_sha256);
         s += &format!("busybox_sha256={}\n", self.busybox_sha256);
-        for (name, path, sha) in &self.modules {
-            s += &format!("module={name} path=/{path} sha256={sha}\n");
+        for m in &self.modules {
+            s += &format!("module={} path=/{} sha256={}\n", m.name, m.path, m.sha256);
         }
         for name in &self.builtin {
             s += &format!("builtin_module={name}\n");
@@ -259,36 +259,60 @@ impl Manifest {
     }
 }
 
-/// The kernel's release string from `$CACHE/kernel/<flavour>/release`, validated.
-fn kernel_release(kernel_dir: &Path) -> Result<String, FirmwareError> {
-    let path = kernel_dir.join("release");
-    if !path.exists() {
-        return Err(FirmwareError::Input(format!(
-            "{} is missing: run `make setup` to fetch the kernel for this board",
-            path.display()
-        )));
-    }
-    let text = String::from_utf8(read_input(&path)?).map_err(|_| {
-        FirmwareError::Input(format!("{}: kernel release is not UTF-8", path.display()))
-    })?;
-    let release = text.trim().to_string();
-    check_word(&format!("{}: kernel release", path.display()), &release)?;
-    Ok(release)
+/// One Debian kernel package unpacked in the cache: `$CACHE/kernel/<flavour>/{release,root/}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelPackage {
+    /// `uname -r` of the kernel (`6.1.0-56-arm64`).
+    pub release: String,
+    /// The `dpkg-deb -x` tree (`boot/`, `lib/modules/<release>/`).
+    pub root: PathBuf,
+    /// The kernel image as Debian ships it: `boot/vmlinuz-<rel>` (arm, x86) or
+    /// `boot/vmlinux-<rel>` (malta, an ELF).
+    pub image: PathBuf,
 }
 
-/// The kernel image as Debian ships it: `vmlinuz-<rel>` (arm, x86) or `vmlinux-<rel>` (malta).
-fn kernel_image(root: &Path, release: &str) -> Result<PathBuf, FirmwareError> {
-    let boot = root.join("boot");
-    for name in [format!("vmlinuz-{release}"), format!("vmlinux-{release}")] {
-        let p = boot.join(name);
-        if p.is_file() {
-            return Ok(p);
+impl KernelPackage {
+    /// Finds the kernel of `flavour` in `cache`, with errors that say how to get it.
+    pub fn from_cache(cache: &Path, flavour: &str) -> Result<Self, FirmwareError> {
+        check_word("kernel flavour", flavour)?;
+        let dir = cache.join("kernel").join(flavour);
+        let release_path = dir.join("release");
+        if !release_path.exists() {
+            return Err(FirmwareError::Input(format!(
+                "{} is missing: run `make setup` to fetch the {flavour} kernel",
+                release_path.display()
+            )));
         }
+        let text = String::from_utf8(read_input(&release_path)?)
+            .map_err(|_| FirmwareError::Input(format!("{}: not UTF-8", release_path.display())))?;
+        let release = text.trim().to_string();
+        check_word(
+            &format!("{}: kernel release", release_path.display()),
+            &release,
+        )?;
+        let root = dir.join("root");
+        let boot = root.join("boot");
+        let image = [format!("vmlinuz-{release}"), format!("vmlinux-{release}")]
+            .into_iter()
+            .map(|name| boot.join(name))
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                FirmwareError::Input(format!(
+                    "no kernel image vmlinuz-{release} or vmlinux-{release} in {}",
+                    boot.display()
+                ))
+            })?;
+        Ok(KernelPackage {
+            release,
+            root,
+            image,
+        })
     }
-    Err(FirmwareError::Input(format!(
-        "no kernel image vmlinuz-{release} or vmlinux-{release} in {}",
-        boot.display()
-    )))
+
+    /// `lib/modules/<release>` inside the unpacked package.
+    pub fn modules_dir(&self) -> PathBuf {
+        self.root.join("lib/modules").join(&self.release)
+    }
 }
 
 /// Project binaries in `dir`: the ELF regular files, sorted by name (other files such as cargo's
@@ -353,32 +377,51 @@ fn static_files(fs: &mut Initramfs, spec: &FirmwareSpec) -> Result<(), FirmwareE
     Ok(())
 }
 
-/// Adds the planned modules (uncompressed), a matching `modules.dep` and the init's load order.
-fn add_modules(
+/// One module as installed into an initramfs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstalledModule {
+    pub name: String,
+    /// Path inside the initramfs, without the leading `/`.
+    pub path: String,
+    /// sha256 of the installed (uncompressed) bytes, hex.
+    pub sha256: String,
+}
+
+/// Installs `names` and their dependencies from `kernel`'s modules tree into `fs`: uncompressed
+/// under `lib/modules/<release>/`, with a `modules.dep` covering them, and a load-order file at
+/// `load_order_path` (`name /path` lines, dependencies first) for an init to `insmod` in turn.
+/// Shared by board firmware and guest images (which load virtio modules from the same package).
+pub fn install_modules(
     fs: &mut Initramfs,
-    plan: &ModulePlan,
-    index: &DependencyIndex,
-    modules_dir: &Path,
-    release: &str,
-) -> Result<Vec<(String, String, String)>, FirmwareError> {
-    let base = format!("lib/modules/{release}");
+    kernel: &KernelPackage,
+    names: &[String],
+    load_order_path: &str,
+) -> Result<(ModulePlan, Vec<InstalledModule>), FirmwareError> {
+    let modules_dir = kernel.modules_dir();
+    let mut index = DependencyIndex::open(&modules_dir)?;
+    let plan = index.plan(names)?;
+    let base = format!("lib/modules/{}", kernel.release);
     fs.add_dir(&base, 0o755)?;
     let mut load_order = String::new();
-    let mut listed = Vec::new();
+    let mut installed = Vec::new();
     for module in &plan.load_order {
-        let bytes = module.read_uncompressed(modules_dir)?;
+        let bytes = module.read_uncompressed(&modules_dir)?;
         let path = format!("{base}/{}", module.installed_path());
-        listed.push((module.name.clone(), path.clone(), sha256_hex(&bytes)));
         load_order += &format!("{} /{path}\n", module.name);
+        installed.push(InstalledModule {
+            name: module.name.clone(),
+            path: path.clone(),
+            sha256: sha256_hex(&bytes),
+        });
         fs.add_file(&path, bytes, 0o644)?;
     }
     fs.add_file(
         &format!("{base}/modules.dep"),
-        plan.modules_dep(index).into_bytes(),
+        plan.modules_dep(&index).into_bytes(),
         0o644,
     )?;
-    fs.add_file(LOAD_ORDER_PATH, load_order.into_bytes(), 0o644)?;
-    Ok(listed)
+    fs.add_file(load_order_path, load_order.into_bytes(), 0o644)?;
+    Ok((plan, installed))
 }
 
 /// Writes `bytes` to `dir/name` through a temporary file, so a crash never leaves half a file
@@ -407,11 +450,8 @@ pub fn build_firmware(
         ))
     })?;
 
-    let kernel_dir = inputs.cache.join("kernel").join(&spec.kernel_flavour);
-    let release = kernel_release(&kernel_dir)?;
-    let kernel_root = kernel_dir.join("root");
-    let kernel_path = kernel_image(&kernel_root, &release)?;
-    let kernel = read_input(&kernel_path)?;
+    let package = KernelPackage::from_cache(&inputs.cache, &spec.kernel_flavour)?;
+    let kernel = read_input(&package.image)?;
 
     let busybox_path = inputs
         .cache
@@ -428,16 +468,12 @@ pub fn build_firmware(
     let busybox = read_input(&busybox_path)?;
     check_elf(&busybox, &spec.arch, &busybox_path)?;
 
-    let modules_dir = kernel_root.join("lib/modules").join(&release);
-    let mut index = DependencyIndex::open(&modules_dir)?;
-    let plan = index.plan(&spec.modules)?;
-
     let mut fs = Initramfs::new().with_mtime(inputs.mtime);
     static_files(&mut fs, spec)?;
     let busybox_sha256 = sha256_hex(&busybox);
     fs.add_file("bin/busybox", busybox, 0o755)?;
     fs.add_symlink("bin/sh", "busybox")?;
-    let modules = add_modules(&mut fs, &plan, &index, &modules_dir, &release)?;
+    let (plan, modules) = install_modules(&mut fs, &package, &spec.modules, LOAD_ORDER_PATH)?;
 
     let mut binaries = Vec::new();
     if let Some(dir) = &inputs.bins {
@@ -468,7 +504,7 @@ pub fn build_firmware(
         board: spec.board.clone(),
         arch: spec.arch.clone(),
         kernel_flavour: spec.kernel_flavour.clone(),
-        kernel_release: release,
+        kernel_release: package.release.clone(),
         kernel_sha256: sha256_hex(&kernel),
         initramfs_sha256: sha256_hex(&initramfs),
         busybox_sha256,

@@ -7,5 +7,8 @@ pub mod firmware;
 pub mod modules;
 
 pub use cpio::{CpioError, Initramfs};
-pub use firmware::{build_firmware, FirmwareError, FirmwareInputs, FirmwareSpec, Manifest};
+pub use firmware::{
+    build_firmware, install_modules, FirmwareError, FirmwareInputs, FirmwareSpec, KernelPackage,
+    Manifest,
+};
 pub use modules::{DependencyIndex, Module, ModuleError, ModulePlan};

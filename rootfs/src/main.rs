@@ -105,7 +105,7 @@ fn run(args: &[String]) -> Result<(), Failure> {
         size("initramfs.cpio.gz"),
         m.initramfs_sha256
     );
-    let names: Vec<&str> = m.modules.iter().map(|(n, _, _)| n.as_str()).collect();
+    let names: Vec<&str> = m.modules.iter().map(|m| m.name.as_str()).collect();
     println!("  modules ({}): {}", names.len(), names.join(" "));
     if !m.builtin.is_empty() {
         println!("  built into the kernel: {}", m.builtin.join(" "));
