@@ -15,7 +15,6 @@ fn load_error(text: &str, field: &str) -> String {
         Err(e) => e,
     };
     let message = err.to_string();
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(
         message.contains("bad-board.toml: "),
         "no file name in: {message}"

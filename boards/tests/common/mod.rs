@@ -16,8 +16,24 @@ pub fn shipped_text(name: &str) -> String {
         .unwrap_or_else(|e| panic!("reading shipped profile {name}: {e}"))
 }
 
-/// A fresh empty directory under the system temp dir, unique to this process and call.
-pub fn scratch_dir(label: &str) -> PathBuf {
+/// A fresh empty directory under the system temp dir, unique to this process and call;
+/// removed when dropped.
+pub struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn scratch_dir(label: &str) -> Scratch {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!(
@@ -26,7 +42,7 @@ pub fn scratch_dir(label: &str) -> PathBuf {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
+    Scratch(dir)
 }
 
 /// Writes `text` as `<dir>/<file>` and returns the path.
