@@ -143,15 +143,28 @@ impl World {
 
     pub fn write_config(&mut self, budget_mib: u32, cap: u64) {
         self.budget_mib = budget_mib;
-        let cfg = json!({
+        let cfg = self.config_value(budget_mib, cap);
+        fs::write(&self.config, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    }
+
+    /// Writes a config: the default one with `patch`'s top-level fields replaced.
+    pub fn write_config_patched(&self, patch: Value) {
+        let mut cfg = self.config_value(self.budget_mib, 1 << 20);
+        for (k, v) in patch.as_object().unwrap() {
+            cfg[k] = v.clone();
+        }
+        fs::write(&self.config, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    }
+
+    fn config_value(&self, budget_mib: u32, cap: u64) -> Value {
+        json!({
             "exec_envs": [{"name": "jail0", "type": "jail", "arch": "x86_64",
                            "memory_budget_mib": budget_mib, "runner": "process"}],
             "trusted_keys_dir": self.trusted,
             "download_cap_bytes": cap,
             "cgroup_root": self.root.join("no-cgroup"),
             "stop_timeout_ms": 2000,
-        });
-        fs::write(&self.config, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+        })
     }
 
     pub fn url(&self, file: &str) -> String {

@@ -1,0 +1,217 @@
+//! cpevisorctl as an operator uses it: keygen, pack, install over HTTP and HTTPS, tables, JSON,
+//! faults with their code and exit status, progress lines streamed during a download.
+
+#[path = "common/agentd.rs"]
+mod agentd;
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::process::Command;
+
+use agentd::{App, World, CTL};
+use serde_json::{json, Value};
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_string()
+}
+
+#[test]
+fn keygen_pack_install_and_human_output() {
+    let mut w = World::new("cli");
+    let keys = w.root.join("cli-keys");
+    let out = Command::new(CTL).arg("keygen").arg(&keys).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("key id"));
+    let secret = keys.join("cpevisor-signing.key");
+    fs::copy(keys.join("cpevisor-signing.pub"), w.trusted.join("cli.pub")).unwrap();
+
+    // An app directory packed by the CLI.
+    let src = w.root.join("cli-app");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("rootfs.tar"), vec![0u8; 10240]).unwrap();
+    fs::write(
+        src.join("app.json"),
+        serde_json::to_vec(&json!({
+            "name": "speedtest", "version": "0.9", "vendor": "acme", "arch": "x86_64",
+            "backends": ["jail"], "memory_mib": 8, "vcpus": 1, "autostart": false,
+            "command": ["/bin/sh", "-c", "echo speedtest ready; sleep 30"],
+            "rootfs": "rootfs.tar"
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let pkg = w.www.join("speedtest.cpkg");
+    let out = Command::new(CTL)
+        .args(["pack"])
+        .arg(&src)
+        .arg("--key")
+        .arg(&secret)
+        .arg("--out")
+        .arg(&pkg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("manifest  sha256:"));
+
+    w.start_daemon(None);
+    let out = w.ctl(&["install", &w.url("speedtest.cpkg")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let o = text(&out.stdout);
+    assert!(o.starts_with("Installed speedtest 0.9 ("), "{o}");
+    let uuid = o.split(['(', ')']).nth(1).unwrap().to_string();
+
+    let list = text(&w.ctl(&["list"]).stdout);
+    for needle in [
+        "EXECENV",
+        "jail0",
+        "UUID",
+        &uuid,
+        "speedtest",
+        "EUID",
+        "Idle",
+    ] {
+        assert!(list.contains(needle), "{needle} missing from:\n{list}");
+    }
+    // Not auto-started: start it by hand, then it is Active in the DU status table.
+    let eu = w.ctl_json(&["status", &uuid]).unwrap()["execution_units"][0]["eu_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = w.ctl(&["start", &eu]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    w.wait_eu_status(&eu, "Active", 10);
+    let st = text(&w.ctl(&["status", &uuid]).stdout);
+    assert!(st.contains("Active") && st.contains("0.9"), "{st}");
+    let events = text(&w.ctl(&["events"]).stdout);
+    assert!(events.contains("DUStateChange! \"Install\""), "{events}");
+    assert!(events.contains(&format!("{eu} Status=Active")), "{events}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !text(&w.ctl(&["logs", &eu]).stdout).contains("speedtest ready") {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    // Faults: code and message on stderr, exit 1; --json carries the fault object.
+    let out = w.ctl(&["uninstall", "00000000-0000-5000-8000-000000000000"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).starts_with("error 7229: "),
+        "{}",
+        text(&out.stderr)
+    );
+    let err = w.ctl_json(&["restart", "eu-404"]).unwrap_err();
+    assert_eq!(err.0, 7229);
+    // Usage errors exit 2 and name the problem.
+    let out = w.ctl(&["install"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("install: wrong number of arguments"));
+    let out = w.ctl(&["--help"]);
+    assert!(out.status.success() && text(&out.stdout).contains("uninstall UUID [--keep-data]"));
+    // Stop, uninstall from the CLI.
+    assert!(w.ctl(&["stop", &eu]).status.success());
+    let out = w.ctl(&["uninstall", &uuid]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), format!("uninstalled {uuid}"));
+    // No daemon: exit 2 naming the socket.
+    w.stop_daemon();
+    let out = w.ctl(&["list"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("cpevisord.sock"));
+}
+
+#[test]
+fn install_streams_progress_lines() {
+    let mut w = World::new("progress");
+    let mut app = App::new("bulky", "1.0");
+    app.autostart = false;
+    let url = w.publish(&app, "bulky.cpkg");
+    // Make the package big enough for several progress reports: repack with a 900 KiB rootfs (under the 1 MiB cap).
+    let src = w.root.join("src-bulky.cpkg");
+    fs::write(src.join("rootfs.tar"), vec![7u8; 900 << 10]).unwrap();
+    let key = cpevisor_agent::package::load_signing_key(&w.key).unwrap();
+    cpevisor_agent::package::pack_dir(&src, &key, &w.www.join("bulky.cpkg")).unwrap();
+    w.start_daemon(None);
+    let mut s = UnixStream::connect(&w.socket).unwrap();
+    writeln!(s, "{}", json!({"op": "install", "url": url})).unwrap();
+    let lines: Vec<Value> = BufReader::new(s)
+        .lines()
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    let (last, progress) = lines.split_last().unwrap();
+    assert_eq!(last["ok"], true, "{last}");
+    assert!(progress.len() >= 2, "{lines:?}");
+    let size = fs::metadata(w.www.join("bulky.cpkg")).unwrap().len();
+    let bytes: Vec<u64> = progress
+        .iter()
+        .map(|p| p["progress"]["bytes"].as_u64().unwrap())
+        .collect();
+    assert!(bytes.windows(2).all(|b| b[0] < b[1]), "{bytes:?}");
+    assert_eq!(*bytes.last().unwrap(), size);
+    assert_eq!(progress[0]["progress"]["total"], size);
+}
+
+#[test]
+fn https_install_malformed_config_and_disabled_env() {
+    let mut w = World::new("https");
+    let (ca, cert, key) = common::make_test_pki(&w.root, "agent");
+    w.publish(&App::new("secure", "1.0"), "secure.cpkg");
+    // A package whose config blob is not valid JSON, correctly signed by a trusted key.
+    let signer = common::test_key(42);
+    let trusted = cpevisor_agent::package::TrustedKey::new(signer.verifying_key());
+    fs::write(w.trusted.join("parts.pub"), trusted.to_hex()).unwrap();
+    let mut parts = common::Parts::good(&signer);
+    parts.config = b"{\"name\": \"broken\", ".to_vec();
+    parts.sign_with(&signer);
+    parts.write(&w.www.join("malformed.cpkg"));
+
+    let server = common::Server::range(
+        &w.www,
+        &w.root.join("tls.log"),
+        &[
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    );
+    w.write_config_patched(json!({
+        "ca_file": ca,
+        "exec_envs": [
+            {"name": "jail0", "type": "jail", "arch": "x86_64", "memory_budget_mib": 64,
+             "runner": "process"},
+            {"name": "vm0", "type": "kvm", "arch": "x86_64", "memory_budget_mib": 64,
+             "enable": false}
+        ]
+    }));
+    w.start_daemon(None);
+    let before = w.state_files();
+    let err = w
+        .ctl_json(&[
+            "install",
+            &server.url("https", "127.0.0.1", "malformed.cpkg"),
+        ])
+        .unwrap_err();
+    assert_eq!(err.0, 7004, "{}", err.1);
+    assert!(err.1.contains("config"), "{}", err.1);
+    assert_eq!(w.state_files(), before);
+    let err = w
+        .ctl_json(&[
+            "install",
+            &server.url("https", "localhost", "secure.cpkg"),
+            "--env",
+            "vm0",
+        ])
+        .unwrap_err();
+    assert_eq!(err.0, 7230, "{}", err.1);
+    assert_eq!(w.state_files(), before);
+    let du = w
+        .ctl_json(&["install", &server.url("https", "localhost", "secure.cpkg")])
+        .expect("install over https");
+    let eu = du["execution_unit_list"][0].as_str().unwrap();
+    w.wait_eu_status(eu, "Active", 10);
+    let l = w.list();
+    assert_eq!(l["exec_envs"][1]["status"], "Disabled");
+    assert_eq!(l["exec_envs"][0]["available_memory_mib"], 48);
+}
