@@ -18,7 +18,7 @@
 //! | i8042 (x86) | `i8042::ExitRequest::new() -> io::Result<Arc<ExitRequest>>`, then `i8042::I8042::new(Arc<ExitRequest>)` | port `I8042_PORT_BASE` 0x60, len `I8042_PORT_LEN` 5 | none | `ExitRequest::as_raw_fd()` readable (eventfd) → `acknowledge()`, then `reset_requested()` is true: guest reboot |
 //! | boot signal | `boot_signal::BootSignal::new(vmm_start: Instant)`; `.handle() -> BootReady` for status | x86: port `X86_PORT` 0x3f0, len 1. aarch64: MMIO `AARCH64_MMIO_ADDR` 0x0902_0000, len 0x1000 | none | none; `BootReady::ready_ms() -> Option<f64>` / `ready_us()` |
 //! | virtio-blk | `virtio::block::Block::new(&Path, read_only: bool) -> Result<_, SetupError>` | see virtio below | see below | none |
-//! | virtio-net | `virtio::net::Net::new(Box<dyn NetBackend>, mac: [u8; 6])`, backend `virtio::tap::Tap::open(name) -> Result<Tap, SetupError>` (tap must exist) | see below | see below | `MmioTransport::rx_fd()`: register with **EPOLLIN \| EPOLLET** (edge-triggered) → `MmioTransport::process_rx()` |
+//! | virtio-net | `virtio::net::Net::new(Box<dyn NetBackend>, mac: [u8; 6])`, backend `virtio::tap::Tap::open(name) -> Result<Tap, SetupError>` (tap must exist); `Net::counters()` before boxing gives shared rx/tx/drop counters | see below | see below | `MmioTransport::rx_fd()`: register with **EPOLLIN \| EPOLLET** (edge-triggered) → `MmioTransport::process_rx()` |
 //! | virtio-rng | `virtio::rng::Rng::new() -> Result<_, SetupError>` (opens /dev/urandom) | see below | see below | none |
 //!
 //! ## virtio devices

@@ -12,6 +12,8 @@
 
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
 use virtio_bindings::virtio_net::VIRTIO_NET_F_MAC;
@@ -28,15 +30,40 @@ pub const TX_QUEUE: usize = 1;
 pub const MAX_FRAME_LEN: usize = 65535 + 14;
 const MAX_PACKET_LEN: usize = VNET_HDR_LEN + MAX_FRAME_LEN;
 
-/// Counters, for status and tests.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct NetStats {
-    pub rx_frames: u64,
-    pub tx_frames: u64,
+/// Traffic counters, shared: take a handle with `Net::counters()` before boxing the device
+/// (for the control socket's status, or tests).
+#[derive(Clone, Default)]
+pub struct NetCounters(Arc<CounterCells>);
+
+#[derive(Default)]
+struct CounterCells {
+    rx_frames: AtomicU64,
+    tx_frames: AtomicU64,
+    rx_dropped: AtomicU64,
+    tx_dropped: AtomicU64,
+}
+
+impl NetCounters {
+    /// Frames delivered to the guest.
+    pub fn rx_frames(&self) -> u64 {
+        self.0.rx_frames.load(Ordering::Relaxed)
+    }
+    /// Frames sent to the backend.
+    pub fn tx_frames(&self) -> u64 {
+        self.0.tx_frames.load(Ordering::Relaxed)
+    }
     /// Frames from the host that no guest buffer could hold.
-    pub rx_dropped: u64,
+    pub fn rx_dropped(&self) -> u64 {
+        self.0.rx_dropped.load(Ordering::Relaxed)
+    }
     /// Malformed transmit requests, or frames the backend refused.
-    pub tx_dropped: u64,
+    pub fn tx_dropped(&self) -> u64 {
+        self.0.tx_dropped.load(Ordering::Relaxed)
+    }
+}
+
+fn bump(cell: &AtomicU64) {
+    cell.fetch_add(1, Ordering::Relaxed);
 }
 
 pub struct Net {
@@ -47,7 +74,7 @@ pub struct Net {
     rx_buf: Vec<u8>,
     rx_pending: usize,
     tx_buf: Vec<u8>,
-    stats: NetStats,
+    counters: NetCounters,
 }
 
 /// A packet buffer from zeroed allocation: its pages are only backed by memory once a frame
@@ -65,12 +92,12 @@ impl Net {
             rx_buf: Vec::new(),
             rx_pending: 0,
             tx_buf: Vec::new(),
-            stats: NetStats::default(),
+            counters: NetCounters::default(),
         }
     }
 
-    pub fn stats(&self) -> NetStats {
-        self.stats
+    pub fn counters(&self) -> NetCounters {
+        self.counters.clone()
     }
 
     /// Transmits what the driver queued on the TX queue.
@@ -91,15 +118,15 @@ impl Net {
                 let packet = &mut self.tx_buf[..len as usize];
                 if read_bytes(&active.mem, &chain.readable, 0, packet) {
                     match self.backend.send(packet) {
-                        Ok(_) => self.stats.tx_frames += 1,
+                        Ok(_) => bump(&self.counters.0.tx_frames),
                         // A full or down backend drops the frame, as a wire would.
-                        Err(_) => self.stats.tx_dropped += 1,
+                        Err(_) => bump(&self.counters.0.tx_dropped),
                     }
                 } else {
-                    self.stats.tx_dropped += 1;
+                    bump(&self.counters.0.tx_dropped);
                 }
             } else {
-                self.stats.tx_dropped += 1;
+                bump(&self.counters.0.tx_dropped);
             }
             complete(queue, &active.mem, chain.head, 0)?;
             used_any = true;
@@ -124,7 +151,7 @@ impl Net {
                     Ok(n) if n >= VNET_HDR_LEN => self.rx_pending = n,
                     Ok(_) => {
                         // Shorter than a header: not a frame.
-                        self.stats.rx_dropped += 1;
+                        bump(&self.counters.0.rx_dropped);
                         continue;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -156,7 +183,7 @@ impl Net {
                     // A valid buffer that is merely too small for this frame: drop the frame,
                     // keep the buffer for the next one.
                     unpop(queue);
-                    self.stats.rx_dropped += 1;
+                    bump(&self.counters.0.rx_dropped);
                     self.rx_pending = 0;
                     continue;
                 }
@@ -177,9 +204,9 @@ impl Net {
             used_any = true;
             self.rx_pending = 0;
             if written {
-                self.stats.rx_frames += 1;
+                bump(&self.counters.0.rx_frames);
             } else {
-                self.stats.rx_dropped += 1;
+                bump(&self.counters.0.rx_dropped);
             }
         }
         if used_any {
@@ -271,12 +298,19 @@ mod tests {
 
     const MAC: [u8; 6] = [0x02, 0xcb, 0x00, 0x00, 0x00, 0x01];
 
-    fn setup() -> (Driver, UnixDatagram) {
+    fn setup_counted() -> (Driver, UnixDatagram, NetCounters) {
         let (ours, peer) = UnixDatagram::pair().unwrap();
         ours.set_nonblocking(true).unwrap();
         peer.set_nonblocking(true).unwrap();
-        let mut d = Driver::new(Box::new(Net::new(Box::new(SocketBackend(ours)), MAC)));
+        let net = Net::new(Box::new(SocketBackend(ours)), MAC);
+        let counters = net.counters();
+        let mut d = Driver::new(Box::new(net));
         d.init();
+        (d, peer, counters)
+    }
+
+    fn setup() -> (Driver, UnixDatagram) {
+        let (d, peer, _) = setup_counted();
         (d, peer)
     }
 
@@ -328,7 +362,7 @@ mod tests {
 
     #[test]
     fn malformed_transmits_are_dropped_not_sent() {
-        let (mut d, peer) = setup();
+        let (mut d, peer, counters) = setup_counted();
         d.post(TX_QUEUE, &[(0x4_0000, 64, true)]); // device-writable
         d.post(TX_QUEUE, &[(0x4_0000, 4, false)]); // shorter than the header
         d.post(TX_QUEUE, &[(0x4_0000, 0, false)]); // empty
@@ -342,6 +376,7 @@ mod tests {
         assert!(!d.failed());
         let mut buf = [0u8; 16];
         assert!(peer.recv(&mut buf).is_err(), "nothing was sent");
+        assert_eq!((counters.tx_dropped(), counters.tx_frames()), (4, 0));
     }
 
     #[test]
@@ -377,7 +412,7 @@ mod tests {
 
     #[test]
     fn frames_too_big_for_the_buffer_are_dropped() {
-        let (mut d, peer) = setup();
+        let (mut d, peer, counters) = setup_counted();
         d.post(RX_QUEUE, &[(0x4_0000, 100, true)]);
         peer.send(&packet(500, 1)).unwrap();
         peer.send(&packet(50, 2)).unwrap();
@@ -387,6 +422,7 @@ mod tests {
         assert_eq!(d.used_idx(RX_QUEUE), 1);
         assert_eq!(d.used_elem(RX_QUEUE, 0).1, 62);
         assert_eq!(d.bytes(0x4_0000 + VNET_HDR_LEN as u64, 1), [2]);
+        assert_eq!((counters.rx_dropped(), counters.rx_frames()), (1, 1));
         let ring = d.rings[RX_QUEUE];
         assert_only_changed(
             &before,
