@@ -4,6 +4,7 @@
 //! mtime and inode numbers assigned in write order, and the gzip header carries no time or name.
 //! Two builds from the same inputs are therefore byte-identical.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
@@ -259,8 +260,10 @@ impl Initramfs {
         // Inode numbers follow write order, starting at 1 (0 is the trailer's).
         for (ino, (path, entry)) in (1u32..).zip(&self.entries) {
             let (mode, nlink, data, rdev) = match &entry.node {
-                Node::Dir => (S_IFDIR | entry.perm, 2, Vec::new(), (0, 0)),
-                Node::File(FileData::Bytes(b)) => (S_IFREG | entry.perm, 1, b.clone(), (0, 0)),
+                Node::Dir => (S_IFDIR | entry.perm, 2, Cow::Borrowed(&[][..]), (0, 0)),
+                Node::File(FileData::Bytes(b)) => {
+                    (S_IFREG | entry.perm, 1, Cow::Borrowed(&b[..]), (0, 0))
+                }
                 Node::File(FileData::Host(host)) => {
                     let b = fs::read(host).map_err(|source| CpioError::Io {
                         path: host.clone(),
@@ -273,12 +276,15 @@ impl Initramfs {
                             size: b.len() as u64,
                         });
                     }
-                    (S_IFREG | entry.perm, 1, b, (0, 0))
+                    (S_IFREG | entry.perm, 1, Cow::Owned(b), (0, 0))
                 }
-                Node::Symlink(t) => (S_IFLNK | entry.perm, 1, t.as_bytes().to_vec(), (0, 0)),
-                Node::CharDev { major, minor } => {
-                    (S_IFCHR | entry.perm, 1, Vec::new(), (*major, *minor))
-                }
+                Node::Symlink(t) => (S_IFLNK | entry.perm, 1, Cow::Borrowed(t.as_bytes()), (0, 0)),
+                Node::CharDev { major, minor } => (
+                    S_IFCHR | entry.perm,
+                    1,
+                    Cow::Borrowed(&[][..]),
+                    (*major, *minor),
+                ),
             };
             let header = Header {
                 ino,
