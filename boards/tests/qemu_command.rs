@@ -174,6 +174,16 @@ fn tool_list_get_show_and_check() {
     let (code, out, _) = tool(&dir, &["check"]);
     assert_eq!(code, 0);
     assert!(out.contains("ok   qemu-q35-x86_64"), "{out}");
+
+    let (code, out, _) = tool(&dir, &["table"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("| bpi-r3 | hardware | MT7986A (cortex-a53) | aarch64 | 4 | 2048 |"),
+        "{out}"
+    );
+    let (code, _, err) = tool(&dir, &["frobnicate"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown command"), "{err}");
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! cpevisor-board get NAME FIELD            (dotted path, e.g. memory.ram_mib, kernel.modules)
 //! cpevisor-board qemu-cmd NAME --kernel K --initrd I [--append S] [--fwd HOST:GUEST]...
 //! cpevisor-board check
+//! cpevisor-board table                     (Markdown table of every board, for the README)
 //! ```
 //! Profiles come from `$CPEVISOR_BOARDS_DIR` or the repository's `boards/`.
 
@@ -19,6 +20,7 @@ const USAGE: &str = "usage:
   cpevisor-board get NAME FIELD
   cpevisor-board qemu-cmd NAME --kernel K --initrd I [--append S] [--fwd HOST:GUEST]...
   cpevisor-board check
+  cpevisor-board table
 profiles are read from $CPEVISOR_BOARDS_DIR or the repository's boards/";
 
 fn main() -> ExitCode {
@@ -49,6 +51,10 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
         "check" => {
             no_more(rest)?;
             return Ok(check());
+        }
+        "table" => {
+            no_more(rest)?;
+            return Ok(table());
         }
         "-h" | "--help" | "help" => println!("{USAGE}"),
         other => return Err(format!("unknown command `{other}`\n{USAGE}")),
@@ -159,6 +165,40 @@ fn check() -> ExitCode {
     if boards.is_empty() && errors.is_empty() {
         eprintln!("no board profiles in {}", dir.display());
         return ExitCode::FAILURE;
+    }
+    if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Markdown table of every profile that loads; bad ones are reported on stderr and fail the run.
+fn table() -> ExitCode {
+    let (boards, errors) = load_all_in(&boards_dir());
+    println!("| board | kind | SoC / CPU | arch | CPUs | RAM MiB | flash MiB | app budget MiB | isolation | interrupts | console |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for b in &boards {
+        let kind = if b.is_emulated() { "QEMU" } else { "hardware" };
+        let chip = match &b.soc {
+            Some(soc) => format!("{soc} ({})", b.cpu.model),
+            None => b.cpu.model.clone(),
+        };
+        println!(
+            "| {} | {kind} | {chip} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            b.name,
+            b.cpu.arch,
+            b.cpu.cores,
+            b.memory.ram_mib,
+            b.memory.flash_mib,
+            b.memory.app_budget_mib,
+            b.isolation,
+            b.interrupt_controller,
+            b.serial
+        );
+    }
+    for error in &errors {
+        eprintln!("BAD  {error}");
     }
     if errors.is_empty() {
         ExitCode::SUCCESS
