@@ -482,4 +482,75 @@ mod tests {
             assert_only_changed(&before, &snapshot(&d.mem), &[]);
         }
     }
+
+    /// The whole path over a real tap (opt-in, needs root; see `tap::tests` for the command,
+    /// with `CPEVISOR_TEST_TAP_NEIGHBOR=10.99.0.2` and the tap at 10.99.0.1/24): the host
+    /// sends UDP to the "guest", the guest answers the kernel's ARP request through the TX
+    /// queue, and the UDP datagram then arrives in a guest receive buffer.
+    #[test]
+    fn real_tap_carries_arp_and_udp() {
+        let (Ok(name), Ok(guest_ip)) = (
+            std::env::var("CPEVISOR_TEST_TAP"),
+            std::env::var("CPEVISOR_TEST_TAP_NEIGHBOR"),
+        ) else {
+            eprintln!("CPEVISOR_TEST_TAP(_NEIGHBOR) unset: skipping the real-tap test");
+            return;
+        };
+        let _tap_lock = REAL_TAP.lock().unwrap_or_else(|e| e.into_inner());
+        let guest_ip: std::net::Ipv4Addr = guest_ip.parse().unwrap();
+        let tap = crate::devices::virtio::tap::Tap::open(&name).unwrap();
+        let mut d = Driver::new(Box::new(Net::new(Box::new(tap), MAC)));
+        d.init();
+        let rx_buf = |i: u64| 0x4_0000 + i * 0x1000;
+        for i in 0..32 {
+            d.post(RX_QUEUE, &[(rx_buf(i), 2048, true)]);
+        }
+        d.notify(RX_QUEUE);
+        let udp = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        udp.send_to(b"hello-guest", (guest_ip, 7777)).unwrap();
+
+        // Waits for a received frame matching `want`; returns it (without the vnet header).
+        let mut seen = 0u16;
+        let mut wait_for = |d: &Driver, want: &dyn Fn(&[u8]) -> bool| -> Vec<u8> {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+            loop {
+                process_rx(d);
+                while seen != d.used_idx(RX_QUEUE) {
+                    let (head, len) = d.used_elem(RX_QUEUE, seen);
+                    seen += 1;
+                    let frame = d.bytes(rx_buf(u64::from(head)), len as usize);
+                    if want(&frame[VNET_HDR_LEN..]) {
+                        return frame[VNET_HDR_LEN..].to_vec();
+                    }
+                }
+                assert!(std::time::Instant::now() < deadline, "frame not seen");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        };
+        let ip = guest_ip.octets();
+        let arp = wait_for(&d, &|f: &[u8]| {
+            f.len() >= 42 && f[12..14] == [0x08, 0x06] && f[20..22] == [0, 1] && f[38..42] == ip
+        });
+        let host_mac: [u8; 6] = arp[22..28].try_into().unwrap();
+        let host_ip: [u8; 4] = arp[28..32].try_into().unwrap();
+
+        let mut reply = vec![0u8; VNET_HDR_LEN];
+        reply.extend_from_slice(&host_mac);
+        reply.extend_from_slice(&MAC);
+        reply.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 2]);
+        reply.extend_from_slice(&MAC);
+        reply.extend_from_slice(&ip);
+        reply.extend_from_slice(&host_mac);
+        reply.extend_from_slice(&host_ip);
+        d.mem
+            .write_slice(&reply, GuestAddress(0x8_0000 - 0x1000))
+            .unwrap();
+        d.post(TX_QUEUE, &[(0x8_0000 - 0x1000, reply.len() as u32, false)]);
+        d.notify(TX_QUEUE);
+
+        let datagram = wait_for(&d, &|f: &[u8]| {
+            f.len() > 42 && f[12..14] == [0x08, 0x00] && f[23] == 17 && f.ends_with(b"hello-guest")
+        });
+        assert_eq!(&datagram[..6], &MAC, "addressed to the guest MAC");
+    }
 }

@@ -166,6 +166,9 @@ mod tests {
             eprintln!("CPEVISOR_TEST_TAP unset: skipping the real-tap test");
             return;
         };
+        let _tap_lock = crate::devices::virtio::testing::REAL_TAP
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let mut tap = Tap::open(&name).unwrap();
         assert_eq!(tap.name(), name);
         let mut buf = [0u8; 2048];

@@ -18,6 +18,9 @@ use crate::devices::{BusDevice, IrqLine};
 
 pub const MEM_SIZE: usize = 1 << 20;
 
+/// Serialises the opt-in tests that attach the one real tap (a tap takes one reader).
+pub static REAL_TAP: Mutex<()> = Mutex::new(());
+
 /// Two regions with a hole between them, so tests can aim at "just outside" memory:
 /// [0, 512 KiB) and [768 KiB, 1 MiB + 256 KiB).
 pub fn guest_memory() -> GuestMemoryMmap {
