@@ -138,7 +138,7 @@ pub struct Vmm {
     _vm: Vm,
 }
 
-/// Bytes of the checks-only phase, factored out so tests can run it without KVM.
+/// Every check that needs no KVM: the config's own, the kernel header, the vCPU ceiling.
 pub fn check_config(cfg: &VmConfig) -> Result<(), ConfigError> {
     cfg.validate()?;
     arch::check_kernel(cfg.kernel_format, &cfg.kernel)?;
@@ -600,4 +600,28 @@ pub fn stop_signal_fd() -> std::io::Result<RawFd> {
         }
     }
     Ok(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_documented_table() {
+        assert_eq!(exit_code_for(&VmEvent::PowerOff), 0);
+        assert_eq!(exit_code_for(&VmEvent::Stopped), 0);
+        assert_eq!(exit_code_for(&VmEvent::Reset), 3);
+        assert_eq!(exit_code_for(&VmEvent::Crash("x".into())), 4);
+        let cfg = BuildError::Config(ConfigError::invalid("a", "b"));
+        assert_eq!(cfg.exit_code(), 2);
+        assert_eq!(BuildError::Host("h".into()).exit_code(), 1);
+    }
+
+    #[test]
+    fn default_macs_are_local_unicast_and_distinct() {
+        let a = default_mac(0);
+        let b = default_mac(1);
+        assert_eq!(a[0] & 0x03, 0x02, "locally administered, unicast");
+        assert_ne!(a, b);
+    }
 }

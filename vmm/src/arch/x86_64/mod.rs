@@ -392,8 +392,9 @@ pub fn configure_system(
     Ok(ZERO_PAGE_ADDR)
 }
 
-/// Registers, CPUID, MSRs, FPU and LAPIC of vCPU `id`. All vCPUs start at the entry point in
-/// long mode (Linux parks the secondaries until it sends them INIT/SIPI).
+/// Registers, CPUID, MSRs, FPU and LAPIC of vCPU `id`. With the in-kernel irqchip KVM holds the
+/// application processors in wait-for-SIPI whatever their registers say; Linux starts them with
+/// INIT/SIPI. (Raw test guests have no irqchip: every vCPU runs the code.)
 #[allow(clippy::too_many_arguments)]
 pub fn setup_boot_regs(
     vm: &Vm,
