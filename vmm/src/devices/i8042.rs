@@ -59,7 +59,7 @@ impl ExitRequest {
         self.reset.store(true, Ordering::SeqCst);
         if let Err(e) = self.event.write(1) {
             // The flag is set regardless; a VMM checking it after each vCPU exit still sees it.
-            eprintln!("i8042: cannot signal reset request: {e}");
+            crate::log(&format!("i8042: cannot signal reset request: {e}"));
         }
     }
 

@@ -157,7 +157,7 @@ impl Serial {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return InputState::Open,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return InputState::Open,
             Err(e) => {
-                eprintln!("serial: console input closed: {e}");
+                crate::log(&format!("serial: console input closed: {e}"));
                 self.input = None;
                 return InputState::Closed;
             }
@@ -191,7 +191,7 @@ impl Serial {
             Ok(taken) => {
                 self.pending.drain(..taken);
             }
-            Err(e) => eprintln!("serial: cannot deliver input: {e}"),
+            Err(e) => crate::log(&format!("serial: cannot deliver input: {e}")),
         }
     }
 }
@@ -349,6 +349,30 @@ mod tests {
         assert_eq!(serial.process_input(), InputState::Open);
         assert_eq!(read_reg(&mut serial, 0), b'i');
         std::fs::remove_file(&dir).unwrap();
+    }
+
+    #[test]
+    fn file_backend_appends_and_null_discards() {
+        let path =
+            std::env::temp_dir().join(format!("cpevisor-console-{}.log", std::process::id()));
+        std::fs::write(&path, b"old\n").unwrap();
+        let irq: Arc<dyn IrqLine> = Arc::new(CountingIrq::default());
+        let mut serial = Serial::new(&SerialBackend::File(path.clone()), irq.clone()).unwrap();
+        assert_eq!(serial.input_fd(), None);
+        assert_eq!(serial.process_input(), InputState::Closed);
+        for b in b"new\n" {
+            serial.write(0, &[*b]);
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), b"old\nnew\n");
+        std::fs::remove_file(&path).unwrap();
+
+        let mut null = Serial::new(&SerialBackend::Null, irq.clone()).unwrap();
+        null.write(0, b"x");
+        assert_eq!(null.input_fd(), None);
+
+        let bad = std::env::temp_dir().join("cpevisor-no-such-dir/console.log");
+        let err = Serial::new(&SerialBackend::File(bad), irq).err().unwrap();
+        assert!(err.to_string().contains("cpevisor-no-such-dir"), "{err}");
     }
 
     #[test]

@@ -142,10 +142,10 @@ impl MmioTransport {
 
     fn fail(&mut self, why: &DeviceError) {
         if !self.failed {
-            eprintln!(
+            crate::log(&format!(
                 "virtio-mmio (device type {}): marking device failed: {why}",
                 self.device.device_type()
-            );
+            ));
         }
         self.failed = true;
         self.status |= VIRTIO_CONFIG_S_NEEDS_RESET;

@@ -66,7 +66,7 @@ impl VirtioInterrupt {
     fn raise(&self, bit: u32) {
         self.status.fetch_or(bit, Ordering::SeqCst);
         if let Err(e) = self.line.trigger() {
-            eprintln!("virtio: cannot raise interrupt: {e}");
+            crate::log(&format!("virtio: cannot raise interrupt: {e}"));
         }
     }
 
