@@ -1,7 +1,7 @@
 //! Boot-ready signal: the guest's way of saying "my app is up".
 //!
 //! The guest writes any value to a fixed address; the first write logs, on the VMM's stderr,
-//! `cpevisor-vmm: boot-ready: <ms> ms since VMM start` (milliseconds with three decimals, measured from the
+//! `boot-ready: <ms> ms since VMM start` (milliseconds with three decimals, measured from the
 //! process start instant the VMM passes in) and makes the figure readable through
 //! [`BootReady`] (control socket status, benchmarks). Later writes are ignored.
 //!
@@ -84,11 +84,12 @@ impl BootSignal {
             .compare_exchange(NOT_READY, us, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            crate::log(&format!(
+            // Unprefixed, exactly as documented: benchmarks and tests match the line start.
+            eprintln!(
                 "boot-ready: {}.{:03} ms since VMM start",
                 us / 1000,
                 us % 1000
-            ));
+            );
         }
     }
 }
