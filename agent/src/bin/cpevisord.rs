@@ -20,15 +20,21 @@ const USAGE: &str =
   --socket PATH     control socket (default /run/cpevisord.sock)
   --log-level N     0 error, 1 warn, 2 info (default), 3 debug";
 
+enum ConfigSource {
+    File(PathBuf),
+    Board(String),
+}
+
 struct Args {
     state_dir: PathBuf,
-    config: PathBuf,
+    config: ConfigSource,
     socket: PathBuf,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut state_dir = None;
     let mut config = None;
+    let mut board = None;
     let mut socket = PathBuf::from("/run/cpevisord.sock");
     let mut it = std::env::args_os().skip(1);
     while let Some(a) = it.next() {
@@ -41,6 +47,7 @@ fn parse_args() -> Result<Args, String> {
         match a.as_str() {
             "--state-dir" => state_dir = Some(value("--state-dir")?),
             "--config" => config = Some(value("--config")?),
+            "--board" => board = Some(value("--board")?.to_string_lossy().into_owned()),
             "--socket" => socket = value("--socket")?,
             "--log-level" => {
                 let v = value("--log-level")?;
@@ -60,7 +67,12 @@ fn parse_args() -> Result<Args, String> {
     }
     Ok(Args {
         state_dir: state_dir.ok_or("--state-dir is required")?,
-        config: config.ok_or("--config is required")?,
+        config: match (config, board) {
+            (Some(f), None) => ConfigSource::File(f),
+            (None, Some(b)) => ConfigSource::Board(b),
+            (Some(_), Some(_)) => return Err("--config and --board exclude each other".into()),
+            (None, None) => return Err("--config FILE or --board NAME is required".into()),
+        },
         socket,
     })
 }
@@ -95,7 +107,11 @@ fn main() -> ExitCode {
         }
     };
     let sigset = block_termination_signals();
-    let cfg = match AgentConfig::load(&args.config) {
+    let loaded = match &args.config {
+        ConfigSource::File(f) => AgentConfig::load(f),
+        ConfigSource::Board(b) => AgentConfig::for_board(b),
+    };
+    let cfg = match loaded {
         Ok(c) => c,
         Err(f) => {
             log_error!("{f}");

@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 use crate::fault::{Fault, FaultCode};
 use crate::model::ExecEnvType;
 
+/// Where the firmware installs the board profile.
+pub const INSTALLED_BOARD: &str = "/etc/cpevisor/board.toml";
+/// Trusted signer keys on the device when the config names none.
+pub const DEVICE_KEYS_DIR: &str = "/etc/cpevisor/keys";
 /// Largest config file accepted.
 const MAX_CONFIG_BYTES: u64 = 64 * 1024;
 
@@ -135,6 +139,37 @@ impl AgentConfig {
         }
     }
 
+    /// The config for a board profile: one ExecEnv (`kvm0` or `jail0`) of the board's isolation
+    /// backend, its arch and app memory budget; trusted keys from `/etc/cpevisor/keys`.
+    /// The profile is the installed `/etc/cpevisor/board.toml` when it names `name`, else
+    /// `<boards dir>/<name>.toml` (`CPEVISOR_BOARDS_DIR`, see the boards crate).
+    pub fn for_board(name: &str) -> Result<AgentConfig, Fault> {
+        use cpevisor_boards::{Board, Isolation};
+        let bad = |e: String| Fault::new(FaultCode::InvalidArguments, e);
+        let installed = Path::new(INSTALLED_BOARD);
+        let board = match Board::load(installed) {
+            Ok(b) if b.name == name => b,
+            _ => Board::by_name(name).map_err(|e| bad(e.to_string()))?,
+        };
+        let env_type = match board.isolation {
+            Isolation::Kvm => ExecEnvType::Kvm,
+            Isolation::Jail => ExecEnvType::Jail,
+        };
+        let mut cfg = AgentConfig::single(
+            &format!("{}0", env_type.as_str()),
+            env_type,
+            board.cpu.arch.as_str(),
+            board.memory.app_budget_mib,
+        );
+        let keys = Path::new(DEVICE_KEYS_DIR);
+        if keys.is_dir() {
+            cfg.trusted_keys_dir = Some(keys.to_path_buf());
+        }
+        cfg.validate()
+            .map_err(|m| bad(format!("board {name}: {m}")))?;
+        Ok(cfg)
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.exec_envs.is_empty() {
             return Err("exec_envs: at least one ExecEnv is required".into());
@@ -180,6 +215,22 @@ mod tests {
         assert_eq!(cfg.exec_envs[0].arch, host_arch());
         assert!(cfg.validate().is_ok());
         assert!(serde_json::from_str::<AgentConfig>(r#"{"exec_envs":[],"bogus":1}"#).is_err());
+    }
+
+    #[test]
+    fn board_profiles_become_one_exec_env() {
+        let cfg = AgentConfig::for_board("qemu-virt-a53").unwrap();
+        let env = &cfg.exec_envs[0];
+        assert_eq!(env.name, "kvm0");
+        assert_eq!(env.env_type, ExecEnvType::Kvm);
+        assert_eq!(env.arch, "aarch64");
+        assert!(env.memory_budget_mib > 0);
+        let cfg = AgentConfig::for_board("qemu-malta-mipsel").unwrap();
+        assert_eq!(cfg.exec_envs[0].name, "jail0");
+        assert_eq!(cfg.exec_envs[0].arch, "mipsel");
+        let err = AgentConfig::for_board("no-such-board").unwrap_err();
+        assert_eq!(err.code, FaultCode::InvalidArguments);
+        assert!(err.message.contains("no-such-board"), "{}", err.message);
     }
 
     #[test]
