@@ -309,13 +309,16 @@ impl VmConfig {
         for (i, n) in self.nets.iter().enumerate() {
             check_tap(&format!("nets[{i}].tap"), &n.tap)?;
         }
-        if let ConsoleConfig::File(p) | ConsoleConfig::Socket(p) = &self.console {
-            if p.as_os_str().len() > 107 && matches!(self.console, ConsoleConfig::Socket(_)) {
-                return Err(ConfigError::invalid("console", "socket path too long"));
+        // sun_path holds 108 bytes including the terminating NUL.
+        if let ConsoleConfig::Socket(p) = &self.console {
+            if p.as_os_str().len() > 107 {
+                return Err(ConfigError::invalid(
+                    "console",
+                    format!("{}: socket path longer than 107 bytes", p.display()),
+                ));
             }
         }
         if let Some(p) = &self.control_socket {
-            // sun_path holds 108 bytes including the terminating NUL.
             if p.as_os_str().len() > 107 {
                 return Err(ConfigError::invalid(
                     "control_socket",

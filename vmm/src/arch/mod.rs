@@ -86,18 +86,17 @@ pub(crate) fn load_file_at(
         .metadata()
         .map_err(|e| ArchError::new(&format!("{what} {}", path.display()), e))?
         .len();
-    let end = addr
+    let fits = addr
         .0
         .checked_add(len)
-        .filter(|&end| end > 0 && mem.address_in_range(vm_memory::GuestAddress(end - 1)))
-        .ok_or_else(|| {
-            ArchError(format!(
-                "{what} {} ({len} bytes) does not fit in guest memory at {:#x}",
-                path.display(),
-                addr.0
-            ))
-        })?;
-    let _ = end;
+        .is_some_and(|end| end > 0 && mem.address_in_range(vm_memory::GuestAddress(end - 1)));
+    if !fits {
+        return Err(ArchError(format!(
+            "{what} {} ({len} bytes) does not fit in guest memory at {:#x}",
+            path.display(),
+            addr.0
+        )));
+    }
     mem.read_exact_volatile_from(addr, &mut f, len as usize)
         .map_err(|e| ArchError::new(&format!("{what} {}", path.display()), e))?;
     Ok(len)

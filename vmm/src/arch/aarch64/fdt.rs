@@ -53,7 +53,7 @@ pub fn create_fdt(cfg: &FdtConfig<'_>) -> Result<Vec<u8>, FdtError> {
     let cpus = fdt.begin_node("cpus")?;
     fdt.property_u32("#address-cells", 1)?;
     fdt.property_u32("#size-cells", 0)?;
-    for (i, mpidr) in cfg.mpidrs.iter().enumerate() {
+    for mpidr in cfg.mpidrs {
         // Aff2..Aff0 identify the CPU; MT and U bits are not part of the address.
         let reg = (mpidr & 0x00ff_ffff) as u32;
         let cpu = fdt.begin_node(&format!("cpu@{reg:x}"))?;
@@ -61,7 +61,6 @@ pub fn create_fdt(cfg: &FdtConfig<'_>) -> Result<Vec<u8>, FdtError> {
         fdt.property_string("compatible", "arm,arm-v8")?;
         fdt.property_string("enable-method", "psci")?;
         fdt.property_u32("reg", reg)?;
-        let _ = i;
         fdt.end_node(cpu)?;
     }
     fdt.end_node(cpus)?;

@@ -95,12 +95,11 @@ fn set_attr(fd: &DeviceFd, group: u32, attr: u64, addr: u64, what: &str) -> Resu
     fd.set_device_attr(&a).map_err(|e| ArchError::new(what, e))
 }
 
-fn create_gic(vm: &Vm, version: GicVersion, vcpus: u64) -> Result<DeviceFd, kvm_ioctls::Error> {
+fn create_gic(vm: &Vm, version: GicVersion) -> Result<DeviceFd, kvm_ioctls::Error> {
     let type_ = match version {
         GicVersion::V3 => kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3,
         GicVersion::V2 => kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V2,
     };
-    let _ = vcpus;
     let mut dev = kvm_create_device {
         type_,
         fd: 0,
@@ -111,10 +110,10 @@ fn create_gic(vm: &Vm, version: GicVersion, vcpus: u64) -> Result<DeviceFd, kvm_
 
 /// Creates the vGIC: GICv3 when the host has one, else GICv2 (GIC-400 SoCs), then initializes it.
 /// Must run after every vCPU exists.
-pub fn create_irqchip(vm: &Vm, vcpus: u64) -> Result<IrqChip, ArchError> {
-    let (fd, version) = match create_gic(vm, GicVersion::V3, vcpus) {
+pub fn create_irqchip(vm: &Vm, _vcpus: u64) -> Result<IrqChip, ArchError> {
+    let (fd, version) = match create_gic(vm, GicVersion::V3) {
         Ok(fd) => (fd, GicVersion::V3),
-        Err(e3) => match create_gic(vm, GicVersion::V2, vcpus) {
+        Err(e3) => match create_gic(vm, GicVersion::V2) {
             Ok(fd) => {
                 crate::log(&format!("GICv3 unavailable ({e3}), using GICv2"));
                 (fd, GicVersion::V2)
@@ -329,9 +328,9 @@ pub fn kvm_capabilities(kvm: &Kvm, vm: &Vm) -> Vec<String> {
     };
     // A real create (not KVM_CREATE_DEVICE_TEST, whose fd 0 result kvm-ioctls would close);
     // the probe VM is thrown away after `kvm-info`.
-    let gic = match create_gic(vm, GicVersion::V3, 1) {
+    let gic = match create_gic(vm, GicVersion::V3) {
         Ok(_) => "v3",
-        Err(_) => match create_gic(vm, GicVersion::V2, 1) {
+        Err(_) => match create_gic(vm, GicVersion::V2) {
             Ok(_) => "v2 (no GICv3)",
             Err(_) => "none",
         },

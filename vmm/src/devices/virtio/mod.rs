@@ -14,6 +14,8 @@ pub mod rng;
 pub mod tap;
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 pub(crate) mod testing;
 
 use std::fmt;
