@@ -133,7 +133,7 @@ fn scramble(d: &mut Driver, q: usize, rng: &mut XorShift) -> Vec<(u64, u64)> {
     writable
 }
 
-/// Runs the rounds; returns (requests completed, times the device marked itself failed) so
+/// Runs the rounds; returns (used indices summed over steps, device failures) so
 /// each test can check the fuzz reached both outcomes.
 fn fuzz(make: &dyn Fn() -> (Box<dyn VirtioDevice>, Option<UnixDatagram>), seed: u64) -> (u64, u64) {
     let mut rng = XorShift(seed, 0);
@@ -182,7 +182,7 @@ fn fuzz(make: &dyn Fn() -> (Box<dyn VirtioDevice>, Option<UnixDatagram>), seed: 
             }
         }
     }
-    eprintln!("fuzz seed {seed:#x}: {completed} used-ring entries, {failures} device failures");
+    eprintln!("fuzz seed {seed:#x}: used indices summed {completed}, device failures {failures}");
     (completed, failures)
 }
 
