@@ -64,6 +64,13 @@ fn install_runs_updates_and_uninstalls() {
     assert_eq!(eu["status"], "Idle");
     assert_eq!(eu["requested_state"], "Idle");
     assert_eq!(w.list()["exec_envs"][0]["available_memory_mib"], 64);
+    let statuses: Vec<String> = w
+        .events()
+        .iter()
+        .filter(|e| e["kind"] == "ValueChange" && e["eu_id"] == eu_id.as_str())
+        .map(|e| e["status"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(statuses, ["Starting", "Active", "Stopping", "Idle"]);
     w.ctl_json(&["start", &eu_id]).unwrap();
     w.wait_eu_status(&eu_id, "Active", 10);
 

@@ -38,7 +38,7 @@ pub enum Request {
         keep_data: bool,
     },
     /// ExecEnvs, DUs and EUs.
-    List,
+    List {},
     /// One DU (by UUID) with its EUs, or one EU (by EUID).
     Status {
         id: String,

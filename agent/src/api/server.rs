@@ -155,7 +155,7 @@ fn dispatch(req: Request, agent: &Agent, stream: &mut UnixStream) -> OpResult<Va
         Request::Uninstall { uuid, keep_data } => agent
             .uninstall(&uuid, keep_data)
             .map(|()| json!({ "uuid": uuid })),
-        Request::List => Ok(to_value(agent.snapshot())),
+        Request::List {} => Ok(to_value(agent.snapshot())),
         Request::Status { id } => {
             let snap = agent.snapshot();
             if let Some(du) = snap.deployment_units.iter().find(|d| d.uuid == id) {

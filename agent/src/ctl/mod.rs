@@ -137,7 +137,7 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
             Command::Daemon(if cmd == "events" {
                 Request::Events { after: 0 }
             } else {
-                Request::List
+                Request::List {}
             })
         }
         "status" => {
@@ -286,7 +286,10 @@ mod tests {
                 keep_data: true
             })
         );
-        assert_eq!(p("status").unwrap().command, Command::Daemon(Request::List));
+        assert_eq!(
+            p("status").unwrap().command,
+            Command::Daemon(Request::List {})
+        );
         assert!(matches!(
             p("pack d --key k --out o").unwrap().command,
             Command::Pack { .. }

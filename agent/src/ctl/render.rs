@@ -160,7 +160,7 @@ pub fn print_result(req: &Request, v: &Value, json: bool) {
         return;
     }
     match req {
-        Request::List => {
+        Request::List {} => {
             let envs = v["exec_envs"].as_array().cloned().unwrap_or_else(empty);
             table(
                 &[

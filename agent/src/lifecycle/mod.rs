@@ -202,10 +202,27 @@ impl Agent {
     // ---- queries -------------------------------------------------------------------------
 
     pub fn snapshot(&self) -> Snapshot {
+        // MemoryInUse is read without the model lock held (the supervisor's threads take it).
+        let running: Vec<String> = lock(&self.shared.model)
+            .persisted
+            .eus
+            .iter()
+            .filter(|e| e.status != EuStatus::Idle)
+            .map(|e| e.eu_id.clone())
+            .collect();
+        let usage: Vec<(String, u64)> = running
+            .into_iter()
+            .map(|id| {
+                let kib = self.supervisor.memory_in_use_kib(&id).unwrap_or(0);
+                (id, kib)
+            })
+            .collect();
         let mut m = lock(&self.shared.model);
-        for eu in &mut m.persisted.eus {
-            if eu.status != EuStatus::Idle {
-                eu.memory_in_use = self.supervisor.memory_in_use_kib(&eu.eu_id).unwrap_or(0);
+        for (id, kib) in usage {
+            if let Some(eu) = m.persisted.eus.iter_mut().find(|e| e.eu_id == id) {
+                if eu.status != EuStatus::Idle {
+                    eu.memory_in_use = kib;
+                }
             }
         }
         let exec_envs = self

@@ -170,9 +170,22 @@ impl Supervisor {
             None => return Ok(false),
         };
         let (m, cv) = &*run;
+        if lock(m).finished {
+            return Ok(false);
+        }
+        // Published without holding the run lock: the sink takes the lifecycle's lock, which
+        // in turn may query us.
+        self.sink.eu_update(EuUpdate {
+            eu_id: eu_id.to_string(),
+            status: EuStatus::Stopping,
+            fault_code: ExecutionFaultCode::NoFault,
+            fault_message: String::new(),
+            retry_count: 0,
+            next_restart: 0,
+        });
         let mut r = lock(m);
         if r.finished {
-            return Ok(false);
+            return Ok(true);
         }
         r.stop_requested = true;
         if let Some(pgid) = r.pgid {
