@@ -240,8 +240,9 @@ pub fn start_vcpus(
         let ctl = control.clone();
         let h = std::thread::Builder::new()
             .name(format!("vcpu{id}"))
-            // The loop needs little stack; keep per-vCPU overhead small.
-            .stack_size(128 * 1024)
+            // Device emulation runs on this thread; the stack is reserved, not resident, so a
+            // generous size costs only the pages actually touched.
+            .stack_size(512 * 1024)
             .spawn(move || vcpu_loop(id, fd, &*handler, &ctl))?;
         control
             .threads

@@ -279,9 +279,15 @@ pub fn load_kernel(mem: &GuestMemoryMmap, cfg: &VmConfig) -> Result<LoadedKernel
         let size = std::fs::metadata(p)
             .map_err(|e| ArchError::new(&format!("initrd {}", p.display()), e))?
             .len();
-        // At the top of low RAM, page aligned, clear of the kernel.
-        let low_end = (cfg.memory_mib << 20).min(MMIO_GAP_START);
-        let start = low_end
+        // At the top of low RAM, page aligned, clear of the kernel, and no higher than the
+        // kernel's `initrd_addr_max` (2 GiB - 1 by default).
+        let addr_max = loaded
+            .setup_header
+            .map(|h| u64::from(h.initrd_addr_max))
+            .filter(|&m| m != 0)
+            .unwrap_or(DEFAULT_INITRD_ADDR_MAX);
+        let top = (cfg.memory_mib << 20).min(MMIO_GAP_START).min(addr_max + 1);
+        let start = top
             .checked_sub(size)
             .map(|a| a & !0xfff)
             .filter(|&a| a >= loaded.kernel_end)
@@ -318,6 +324,8 @@ pub fn finalize_cmdline(user: &str, devices: &DeviceMap) -> Result<String, ArchE
     Ok(s.to_string_lossy().into_owned())
 }
 
+/// Highest initrd byte address for kernels that do not say (boot protocol < 2.03 rule).
+const DEFAULT_INITRD_ADDR_MAX: u64 = 0x7fff_ffff;
 const E820_RAM: u32 = 1;
 const E820_RESERVED: u32 = 2;
 const KERNEL_BOOT_FLAG_MAGIC: u16 = 0xaa55;
