@@ -587,4 +587,27 @@ mod tests {
         let err = Block::new(&image.0, true).err().unwrap();
         assert!(err.to_string().contains("in use"), "{err}");
     }
+
+    /// Cost of one 4 KiB read through the whole transport path (notify, chain checks, file
+    /// read into guest memory, used ring, interrupt). A measurement, not a check: run with
+    /// `cargo test --release -p cpevisor-vmm measure_ -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn measure_read_request_cost() {
+        let image = Image::new(2048);
+        let mut d = driver(&image, true);
+        let n = 20_000u32;
+        let start = std::time::Instant::now();
+        for i in 0..n {
+            header(&d, VIRTIO_BLK_T_IN, u64::from(i % 2040));
+            d.post(
+                0,
+                &[(HDR, 16, false), (DATA, 4096, true), (STATUS, 1, true)],
+            );
+            d.notify(0);
+        }
+        let per = start.elapsed() / n;
+        assert_eq!(status(&d), OK);
+        eprintln!("virtio-blk 4 KiB read: {per:?} per request (page-cached image)");
+    }
 }
