@@ -13,7 +13,17 @@ const T: Duration = Duration::from_secs(20);
 
 /// Starts the spinning guest with its console in a file and a control socket.
 fn start_spinner(s: &Scratch) -> (std::process::Child, std::path::PathBuf, std::path::PathBuf) {
-    let k = s.file("spin.bin", guest::SPINNER);
+    start_guest(s, guest::SPINNER, "1")
+}
+
+/// Starts `code` on `vcpus` vCPUs (raw mode: every vCPU runs it) with its console in a file and a
+/// control socket.
+fn start_guest(
+    s: &Scratch,
+    code: &[u8],
+    vcpus: &str,
+) -> (std::process::Child, std::path::PathBuf, std::path::PathBuf) {
+    let k = s.file("spin.bin", code);
     let sock = s.path("ctl.sock");
     let console = s.path("console.log");
     let child = spawn(&[
@@ -27,6 +37,8 @@ fn start_spinner(s: &Scratch) -> (std::process::Child, std::path::PathBuf, std::
         &format!("file:{}", console.display()),
         "--control-socket",
         sock.to_str().unwrap(),
+        "--vcpus",
+        vcpus,
     ]);
     wait_for_path(&sock, T);
     (child, sock, console)
@@ -51,7 +63,8 @@ fn wait_growth(p: &std::path::Path, len: u64) -> u64 {
 #[test]
 fn pause_resume_stop_over_the_control_socket() {
     let s = Scratch::new("ctl");
-    let (child, sock, console) = start_spinner(&s);
+    // Two vCPUs: pause must park both before it answers.
+    let (child, sock, console) = start_guest(&s, guest::SPINNER, "2");
 
     let st = control(&sock, r#"{"cmd":"status"}"#);
     assert_eq!(st["ok"], true, "{st}");
@@ -150,4 +163,53 @@ fn stale_socket_file_is_replaced() {
     assert_eq!(stdout(&o), "OK\n");
     assert!(stderr(&o).contains("replacing stale control socket"));
     assert!(!sock.exists(), "socket removed at exit");
+}
+
+#[test]
+fn status_reports_boot_ready() {
+    let s = Scratch::new("readyst");
+    let (child, sock, _console) = start_guest(&s, guest::BOOT_READY_SPIN, "1");
+    let deadline = std::time::Instant::now() + T;
+    let ms = loop {
+        let st = control(&sock, r#"{"cmd":"status"}"#);
+        if let Some(ms) = st["boot_ready_ms"].as_f64() {
+            break ms;
+        }
+        assert!(std::time::Instant::now() < deadline, "never ready: {st}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(ms > 0.0, "{ms}");
+    control(&sock, r#"{"cmd":"stop"}"#);
+    let o = wait(child, T);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("boot-ready: "));
+}
+
+#[test]
+fn console_to_a_unix_socket() {
+    let s = Scratch::new("consock");
+    let path = s.path("console.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let k = s.file("hello.bin", guest::LONG_MODE_HELLO);
+    let console = format!("socket:{}", path.display());
+    let reader = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut conn, &mut got).unwrap();
+        got
+    });
+    let o = run(
+        &[
+            "--kernel",
+            k.to_str().unwrap(),
+            "--kernel-format=raw-x86-64",
+            "--memory=16",
+            "--console",
+            &console,
+        ],
+        T,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "");
+    assert_eq!(reader.join().unwrap(), b"OK\n");
 }

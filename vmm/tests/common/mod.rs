@@ -157,6 +157,13 @@ pub mod guest {
     /// Long mode: int3 with an empty IDT -> #GP -> double fault -> triple fault (shutdown).
     pub const TRIPLE_FAULT: &[u8] = &[0xcc];
 
+    /// Long mode: write the boot-ready port (0x3f0), then spin.
+    pub const BOOT_READY_SPIN: &[u8] = &[
+        0x66, 0xba, 0xf0, 0x03, // mov dx, 0x3f0
+        0xb0, 0x01, 0xee, // mov al, 1; out dx, al
+        0xeb, 0xfe, // jmp $
+    ];
+
     /// Long mode: write the boot-ready port (0x3f0), print "R\n", HLT.
     pub const BOOT_READY: &[u8] = &[
         0x66, 0xba, 0xf0, 0x03, // mov dx, 0x3f0
