@@ -4,8 +4,11 @@
 //! (offset 0 = data, offset 4 = command). Writing command 0xFE (pulse the reset line) sets the
 //! shared `ExitRequest`, which the VMM watches through its eventfd. The controller answers the
 //! handful of commands Linux's i8042 driver sends while probing (read/write the configuration
-//! byte, self-test, port test) so the probe ends at once instead of timing out; there is no
-//! keyboard behind it. Boot guests with `i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd`.
+//! byte, self-test, port tests) so the probe ends at once instead of timing out. The AUX
+//! (mouse) port answers its loop-back and interface tests with failures, so Linux decides at
+//! once that there is no mouse or multiplexer. There is no keyboard behind it and no IRQ 1:
+//! boot x86 guests with `i8042.dumbkbd` (or `i8042.nokbd`), else the keyboard probe waits for
+//! answers that never come (about 0.4 s).
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -27,12 +30,20 @@ const CMD_READ_CONFIG: u8 = 0x20;
 const CMD_WRITE_CONFIG: u8 = 0x60;
 const CMD_SELF_TEST: u8 = 0xAA;
 const CMD_KBD_PORT_TEST: u8 = 0xAB;
+const CMD_AUX_PORT_TEST: u8 = 0xA9;
+const CMD_AUX_LOOP: u8 = 0xD3;
+const CMD_AUX_WRITE: u8 = 0xD4;
 const CMD_READ_OUTPUT_PORT: u8 = 0xD0;
 const CMD_WRITE_OUTPUT_PORT: u8 = 0xD1;
 const CMD_RESET_CPU: u8 = 0xFE;
 
 const SELF_TEST_OK: u8 = 0x55;
 const PORT_TEST_OK: u8 = 0x00;
+/// AUX interface test result "clock line stuck low": no usable mouse port.
+const AUX_PORT_TEST_FAILED: u8 = 0x01;
+/// What the AUX loop-back returns instead of the echo: never a value Linux sends (0x5a, 0xf0,
+/// 0x56, 0xa4), so its mux and AUX checks fail at once.
+const AUX_LOOP_NO_ECHO: u8 = 0x00;
 const STATUS_OUTPUT_FULL: u8 = 0x01;
 /// "System flag": set after a successful self-test, as on real hardware.
 const STATUS_SYSTEM: u8 = 0x04;
@@ -85,6 +96,8 @@ enum PendingWrite {
     None,
     Config,
     OutputPort,
+    AuxLoop,
+    AuxDevice,
 }
 
 /// The controller.
@@ -130,6 +143,9 @@ impl I8042 {
                 self.output = Some(SELF_TEST_OK);
             }
             CMD_KBD_PORT_TEST => self.output = Some(PORT_TEST_OK),
+            CMD_AUX_PORT_TEST => self.output = Some(AUX_PORT_TEST_FAILED),
+            CMD_AUX_LOOP => self.pending_write = PendingWrite::AuxLoop,
+            CMD_AUX_WRITE => self.pending_write = PendingWrite::AuxDevice,
             CMD_READ_OUTPUT_PORT => self.output = Some(self.output_port),
             CMD_WRITE_OUTPUT_PORT => self.pending_write = PendingWrite::OutputPort,
             CMD_RESET_CPU => self.exit.request_reset(),
@@ -148,8 +164,9 @@ impl I8042 {
                     self.exit.request_reset();
                 }
             }
-            // Bytes for the (absent) keyboard are dropped.
-            PendingWrite::None => {}
+            PendingWrite::AuxLoop => self.output = Some(AUX_LOOP_NO_ECHO),
+            // Bytes for the (absent) mouse and keyboard are dropped.
+            PendingWrite::AuxDevice | PendingWrite::None => {}
         }
     }
 }
@@ -223,6 +240,18 @@ mod tests {
         assert_eq!(read(&mut dev, COMMAND_OFFSET) & STATUS_OUTPUT_FULL, 0);
         dev.write(COMMAND_OFFSET, &[CMD_WRITE_CONFIG]);
         dev.write(DATA_OFFSET, &[0x47]);
+        dev.write(COMMAND_OFFSET, &[CMD_READ_CONFIG]);
+        assert_eq!(read(&mut dev, DATA_OFFSET), 0x47);
+        // The AUX port looks absent: no echo, failed interface test, both answered at once.
+        dev.write(COMMAND_OFFSET, &[CMD_AUX_LOOP]);
+        dev.write(DATA_OFFSET, &[0x5a]);
+        assert_eq!(read(&mut dev, COMMAND_OFFSET) & STATUS_OUTPUT_FULL, 1);
+        assert_ne!(read(&mut dev, DATA_OFFSET), 0x5a);
+        dev.write(COMMAND_OFFSET, &[CMD_AUX_PORT_TEST]);
+        assert_eq!(read(&mut dev, DATA_OFFSET), AUX_PORT_TEST_FAILED);
+        // A byte for the mouse is not taken as a configuration byte.
+        dev.write(COMMAND_OFFSET, &[CMD_AUX_WRITE]);
+        dev.write(DATA_OFFSET, &[0xff]);
         dev.write(COMMAND_OFFSET, &[CMD_READ_CONFIG]);
         assert_eq!(read(&mut dev, DATA_OFFSET), 0x47);
         // Writing the output port with the reset bit low is also a reset.
