@@ -19,11 +19,11 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::arch::{self, DeviceMap};
-use crate::config::{ConfigError, ConsoleConfig, VmConfig};
+use crate::config::{ConfigError, VmConfig};
 use crate::control::{ControlServer, VmControl};
 use crate::devices::boot_signal::{BootReady, BootSignal};
 use crate::devices::bus::{Bus, SharedDevice};
-use crate::devices::serial::{InputState, Serial, SerialBackend};
+use crate::devices::serial::{InputState, Serial};
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::mmio::MmioTransport;
 use crate::devices::virtio::net::Net;
@@ -184,15 +184,6 @@ fn default_mac(index: usize) -> [u8; 6] {
     [0x02, 0xcf, pid[1], pid[2], pid[3], index as u8]
 }
 
-fn serial_backend(c: &ConsoleConfig) -> SerialBackend {
-    match c {
-        ConsoleConfig::Stdout => SerialBackend::Stdio,
-        ConsoleConfig::None => SerialBackend::Null,
-        ConsoleConfig::File(p) => SerialBackend::File(p.clone()),
-        ConsoleConfig::Socket(p) => SerialBackend::Socket(p.clone()),
-    }
-}
-
 fn shared<D: crate::devices::BusDevice + 'static>(d: D) -> (Arc<Mutex<D>>, SharedDevice) {
     let a = Arc::new(Mutex::new(d));
     let s: SharedDevice = a.clone();
@@ -258,7 +249,7 @@ impl Vmm {
             pio: Bus::new(),
         };
         let mut pollables = Vec::new();
-        let serial = Serial::new(&serial_backend(&cfg.console), irq(devices.serial.irq)?)
+        let serial = Serial::new(&cfg.console, irq(devices.serial.irq)?)
             .map_err(|e| BuildError::Config(ConfigError::invalid("console", e.to_string())))?;
         let input_fd = serial.input_fd();
         let (serial, serial_dev) = shared(serial);
@@ -340,7 +331,6 @@ impl Vmm {
         pollables: &mut Vec<(RawFd, Pollable)>,
     ) -> Result<(), BuildError> {
         use crate::devices::i8042::{ExitRequest, I8042, I8042_PORT_BASE, I8042_PORT_LEN};
-        let bus_err = host("device bus");
         let s = &devices.serial;
         let b = &devices.boot_signal;
         buses
@@ -356,7 +346,7 @@ impl Vmm {
         buses
             .pio
             .insert(dev, I8042_PORT_BASE, I8042_PORT_LEN)
-            .map_err(bus_err)?;
+            .map_err(host("device bus"))?;
         pollables.push((exit.as_raw_fd(), Pollable::Reset(exit)));
         Ok(())
     }

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::devices::serial::SerialBackend;
+
 /// Hard ceiling on guest vCPUs; KVM's own limit is checked again when the VM exists.
 pub const MAX_VCPUS: u8 = 64;
 /// Default ceiling on guest memory when neither the config nor the CLI sets one.
@@ -41,42 +43,30 @@ impl KernelFormat {
     }
 }
 
-/// Where the guest serial console goes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ConsoleConfig {
-    Stdout,
-    None,
-    File(PathBuf),
-    /// A listening Unix socket the VMM connects to (output and input go through it).
-    Socket(PathBuf),
-}
-
-impl ConsoleConfig {
-    pub fn parse(spec: &str) -> Result<Self, ConfigError> {
-        match spec {
-            "stdout" => Ok(ConsoleConfig::Stdout),
-            "none" => Ok(ConsoleConfig::None),
-            _ => {
-                if let Some(p) = spec.strip_prefix("file:").filter(|p| !p.is_empty()) {
-                    Ok(ConsoleConfig::File(PathBuf::from(p)))
-                } else if let Some(p) = spec.strip_prefix("socket:").filter(|p| !p.is_empty()) {
-                    Ok(ConsoleConfig::Socket(PathBuf::from(p)))
-                } else {
-                    Err(ConfigError::invalid(
-                        "console",
-                        format!("'{spec}': expected stdout, none, file:PATH or socket:PATH"),
-                    ))
-                }
+/// Parses a console spec: `stdout`, `none`, `file:PATH` or `socket:PATH` (a listening Unix
+/// socket the VMM connects to).
+pub fn parse_console(spec: &str) -> Result<SerialBackend, ConfigError> {
+    match spec {
+        "stdout" => Ok(SerialBackend::Stdio),
+        "none" => Ok(SerialBackend::Null),
+        _ => {
+            if let Some(p) = spec.strip_prefix("file:").filter(|p| !p.is_empty()) {
+                Ok(SerialBackend::File(PathBuf::from(p)))
+            } else if let Some(p) = spec.strip_prefix("socket:").filter(|p| !p.is_empty()) {
+                Ok(SerialBackend::Socket(PathBuf::from(p)))
+            } else {
+                Err(ConfigError::invalid(
+                    "console",
+                    format!("'{spec}': expected stdout, none, file:PATH or socket:PATH"),
+                ))
             }
         }
     }
 }
 
-impl<'de> Deserialize<'de> for ConsoleConfig {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        ConsoleConfig::parse(&s).map_err(serde::de::Error::custom)
-    }
+fn deserialize_console<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SerialBackend, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_console(&s).map_err(serde::de::Error::custom)
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -143,8 +133,8 @@ fn default_vcpus() -> u8 {
 fn default_max_memory_mib() -> u64 {
     DEFAULT_MAX_MEMORY_MIB
 }
-fn default_console() -> ConsoleConfig {
-    ConsoleConfig::Stdout
+fn default_console() -> SerialBackend {
+    SerialBackend::Stdio
 }
 
 /// The VM description (JSON schema = this struct; unknown fields are refused).
@@ -170,8 +160,8 @@ pub struct VmConfig {
     pub nets: Vec<NetConfig>,
     #[serde(default)]
     pub rng: bool,
-    #[serde(default = "default_console")]
-    pub console: ConsoleConfig,
+    #[serde(default = "default_console", deserialize_with = "deserialize_console")]
+    pub console: SerialBackend,
     #[serde(default)]
     pub control_socket: Option<PathBuf>,
 }
@@ -310,7 +300,7 @@ impl VmConfig {
             check_tap(&format!("nets[{i}].tap"), &n.tap)?;
         }
         // sun_path holds 108 bytes including the terminating NUL.
-        if let ConsoleConfig::Socket(p) = &self.console {
+        if let SerialBackend::Socket(p) = &self.console {
             if p.as_os_str().len() > 107 {
                 return Err(ConfigError::invalid(
                     "console",
@@ -595,7 +585,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Co
                 cfg.nets.push(NetConfig { tap, mac });
             }
             "--rng" => cfg.rng = true,
-            "--console" => cfg.console = ConsoleConfig::parse(&v)?,
+            "--console" => cfg.console = parse_console(&v)?,
             "--control-socket" => cfg.control_socket = Some(PathBuf::from(v)),
             _ => unreachable!("flag list above"),
         }
@@ -626,7 +616,7 @@ mod tests {
         assert_eq!(c.vcpus, 2);
         assert!(c.disks[0].read_only);
         assert_eq!(c.nets[0].mac, Some(MacAddr([2, 0, 0, 0, 0, 1])));
-        assert_eq!(c.console, ConsoleConfig::File("/tmp/c".into()));
+        assert_eq!(c.console, SerialBackend::File("/tmp/c".into()));
         assert_eq!(c.kernel_format, KernelFormat::RawX86_64);
     }
 
