@@ -47,6 +47,9 @@ const AUX_LOOP_NO_ECHO: u8 = 0x00;
 const STATUS_OUTPUT_FULL: u8 = 0x01;
 /// "System flag": set after a successful self-test, as on real hardware.
 const STATUS_SYSTEM: u8 = 0x04;
+/// The output byte came from the AUX port; Linux checks it before reading a loop-back answer
+/// (and would otherwise leave the byte behind to corrupt its next command).
+const STATUS_AUX_DATA: u8 = 0x20;
 /// The A20 line is on and the reset line idle.
 const OUTPUT_PORT_DEFAULT: u8 = 0x03;
 
@@ -106,6 +109,7 @@ pub struct I8042 {
     config: u8,
     output_port: u8,
     output: Option<u8>,
+    output_from_aux: bool,
     status_system: bool,
     pending_write: PendingWrite,
 }
@@ -117,6 +121,7 @@ impl I8042 {
             config: 0,
             output_port: OUTPUT_PORT_DEFAULT,
             output: None,
+            output_from_aux: false,
             status_system: false,
             pending_write: PendingWrite::None,
         }
@@ -126,6 +131,9 @@ impl I8042 {
         let mut status = 0;
         if self.output.is_some() {
             status |= STATUS_OUTPUT_FULL;
+            if self.output_from_aux {
+                status |= STATUS_AUX_DATA;
+            }
         }
         if self.status_system {
             status |= STATUS_SYSTEM;
@@ -135,6 +143,7 @@ impl I8042 {
 
     fn command(&mut self, cmd: u8) {
         self.pending_write = PendingWrite::None;
+        self.output_from_aux = false;
         match cmd {
             CMD_READ_CONFIG => self.output = Some(self.config),
             CMD_WRITE_CONFIG => self.pending_write = PendingWrite::Config,
@@ -164,7 +173,10 @@ impl I8042 {
                     self.exit.request_reset();
                 }
             }
-            PendingWrite::AuxLoop => self.output = Some(AUX_LOOP_NO_ECHO),
+            PendingWrite::AuxLoop => {
+                self.output = Some(AUX_LOOP_NO_ECHO);
+                self.output_from_aux = true;
+            }
             // Bytes for the (absent) mouse and keyboard are dropped.
             PendingWrite::AuxDevice | PendingWrite::None => {}
         }
@@ -245,8 +257,14 @@ mod tests {
         // The AUX port looks absent: no echo, failed interface test, both answered at once.
         dev.write(COMMAND_OFFSET, &[CMD_AUX_LOOP]);
         dev.write(DATA_OFFSET, &[0x5a]);
-        assert_eq!(read(&mut dev, COMMAND_OFFSET) & STATUS_OUTPUT_FULL, 1);
+        let status = read(&mut dev, COMMAND_OFFSET);
+        assert_eq!(status & (STATUS_OUTPUT_FULL | STATUS_AUX_DATA), 0x21);
         assert_ne!(read(&mut dev, DATA_OFFSET), 0x5a);
+        assert_eq!(
+            read(&mut dev, COMMAND_OFFSET) & STATUS_OUTPUT_FULL,
+            0,
+            "nothing left"
+        );
         dev.write(COMMAND_OFFSET, &[CMD_AUX_PORT_TEST]);
         assert_eq!(read(&mut dev, DATA_OFFSET), AUX_PORT_TEST_FAILED);
         // A byte for the mouse is not taken as a configuration byte.
