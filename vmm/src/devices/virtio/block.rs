@@ -1,4 +1,4 @@
-//! virtio-blk on a raw image file, read-only or read-write.
+//! virtio-blk on a raw image (a file or a host block device), read-only or read-write.
 //!
 //! Requests: IN (read), OUT (write), FLUSH, GET_ID; anything else is UNSUPP. Data moves
 //! directly between the image file and guest memory (no bounce buffer). Every request is
@@ -9,7 +9,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 use virtio_bindings::virtio_blk::*;
@@ -69,13 +69,21 @@ impl Block {
             )
         })?;
         let meta = file.metadata().map_err(|e| err("cannot stat", e))?;
-        if !meta.is_file() {
+        // A regular file, or a host block device (a flash partition on a router), whose size
+        // stat does not report.
+        let bytes = if meta.is_file() {
+            meta.len()
+        } else if meta.file_type().is_block_device() {
+            let mut f = &file;
+            f.seek(SeekFrom::End(0))
+                .map_err(|e| err("cannot size the block device", e))?
+        } else {
             return Err(err(
-                "not a regular file",
+                "neither a regular file nor a block device",
                 std::io::Error::from(std::io::ErrorKind::InvalidInput),
             ));
-        }
-        let sectors = meta.len() / SECTOR_SIZE;
+        };
+        let sectors = bytes / SECTOR_SIZE;
         if sectors == 0 {
             return Err(err(
                 "smaller than one 512-byte sector",
@@ -580,12 +588,46 @@ mod tests {
         let err = Block::new(&empty.0, true).err().unwrap();
         assert!(err.to_string().contains("smaller than one"), "{err}");
 
+        let err = Block::new(&std::env::temp_dir(), true).err().unwrap();
+        assert!(err.to_string().contains("neither a regular file"), "{err}");
+
         let image = Image::new(1);
         let _first = Block::new(&image.0, false).unwrap();
         let err = Block::new(&image.0, false).err().unwrap();
         assert!(err.to_string().contains("in use"), "{err}");
         let err = Block::new(&image.0, true).err().unwrap();
         assert!(err.to_string().contains("in use"), "{err}");
+    }
+
+    /// A host block device as the image (opt-in: `CPEVISOR_TEST_BLOCK_DEVICE=/dev/loopN`,
+    /// a scratch device, e.g. `losetup -f --show scratch.img`; its first sector is rewritten).
+    #[test]
+    fn host_block_device_as_image() {
+        let Ok(dev) = std::env::var("CPEVISOR_TEST_BLOCK_DEVICE") else {
+            eprintln!("CPEVISOR_TEST_BLOCK_DEVICE unset: skipping");
+            return;
+        };
+        let dev = PathBuf::from(dev);
+        let block = Block::new(&dev, false).unwrap();
+        let expected = std::fs::metadata("/sys/class/block")
+            .ok()
+            .and_then(|_| {
+                let name = dev.file_name()?.to_str()?.to_string();
+                std::fs::read_to_string(format!("/sys/class/block/{name}/size")).ok()
+            })
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        if let Some(sectors) = expected {
+            assert_eq!(block.sectors(), sectors);
+        }
+        let mut d = Driver::new(Box::new(block));
+        d.init();
+        d.fill(DATA, 512, 0x3c);
+        let (st, _) = request(&mut d, VIRTIO_BLK_T_OUT, 0, &[(DATA, 512, false)]);
+        assert_eq!(st, OK);
+        d.fill(DATA, 512, 0);
+        let (st, _) = request(&mut d, VIRTIO_BLK_T_IN, 0, &[(DATA, 512, true)]);
+        assert_eq!(st, OK);
+        assert_eq!(d.bytes(DATA, 512), vec![0x3c; 512]);
     }
 
     /// Cost of one 4 KiB read through the whole transport path (notify, chain checks, file
