@@ -192,3 +192,58 @@ fn bad_clients_get_faults_and_cannot_hang_others() {
     assert!(w.list()["exec_envs"].is_array());
     assert!(t.elapsed() < Duration::from_secs(2));
 }
+
+#[test]
+fn kvm_exec_env_runs_one_vmm_per_app_with_its_config() {
+    let mut w = World::new("kvm");
+    // Stand-in for cpevisor-vmm (this host cannot boot Linux guests): prints its arguments and
+    // the VM config it was given, then runs until stopped.
+    let vmm = w.root.join("fake-vmm");
+    std::fs::write(
+        &vmm,
+        "#!/bin/sh\necho \"vmm args: $*\"\ncat \"$2\"\nexec sleep 1000\n",
+    )
+    .unwrap();
+    let mut perm = std::fs::metadata(&vmm).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&vmm, perm).unwrap();
+    w.write_config_patched(json!({
+        "vmm_path": vmm,
+        "exec_envs": [{"name": "kvm0", "type": "kvm", "arch": "x86_64", "memory_budget_mib": 64}]
+    }));
+    let mut app = App::new("vmapp", "1.0");
+    app.kvm = true;
+    let url = w.publish(&app, "vmapp.cpkg");
+    // A jail-only package does not fit a kvm ExecEnv.
+    let jail_url = w.publish(&App::new("jailapp", "1.0"), "jailapp.cpkg");
+    w.start_daemon(None);
+    assert_eq!(w.ctl_json(&["install", &jail_url]).unwrap_err().0, 7225);
+    let du = w.ctl_json(&["install", &url]).unwrap();
+    let eu = eu_of(&du);
+    w.wait_eu_status(&eu, "Active", 10);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let log = loop {
+        let log = w.ctl_json(&["logs", &eu]).unwrap()["log"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if log.contains("control_socket") {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(log.contains("vmm args: --config "), "{log}");
+    let json_start = log.find('{').unwrap();
+    let cfg: serde_json::Value = serde_json::from_str(&log[json_start..]).unwrap();
+    assert_eq!(cfg["memory_mib"], 16);
+    assert_eq!(cfg["max_memory_mib"], 16);
+    assert_eq!(cfg["vcpus"], 1);
+    assert_eq!(cfg["cmdline"], "console=ttyS0 quiet");
+    assert_eq!(cfg["console"], "stdout");
+    let kernel = cfg["kernel"].as_str().unwrap();
+    assert!(kernel.contains("/blobs/sha256/"), "{kernel}");
+    assert_eq!(std::fs::read(kernel).unwrap(), b"not really a kernel");
+    let stopped = w.ctl_json(&["stop", &eu]).unwrap();
+    assert_eq!(stopped["status"], "Idle");
+}

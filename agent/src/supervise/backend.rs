@@ -88,9 +88,13 @@ struct VmConfig<'a> {
     initrd: Option<&'a Path>,
     cmdline: &'a str,
     memory_mib: u32,
+    /// The VMM refuses more than this: the admitted amount, nothing above.
+    max_memory_mib: u32,
     vcpus: u32,
     disks: Vec<VmDisk<'a>>,
     nets: Vec<VmNet<'a>>,
+    /// virtio-rng: guests need entropy early (TLS, ssh keys).
+    rng: bool,
     console: &'static str,
     control_socket: PathBuf,
 }
@@ -119,6 +123,7 @@ pub fn vm_config_json(spec: &LaunchSpec) -> io::Result<String> {
         initrd: spec.initrd.as_deref(),
         cmdline: &spec.cmdline,
         memory_mib: spec.memory_mib,
+        max_memory_mib: spec.memory_mib,
         vcpus: spec.vcpus.max(1),
         disks: spec
             .disk
@@ -135,6 +140,7 @@ pub fn vm_config_json(spec: &LaunchSpec) -> io::Result<String> {
             .map(|t| VmNet { tap: t })
             .into_iter()
             .collect(),
+        rng: true,
         console: "stdout",
         control_socket: spec.run_dir.join("vmm.sock"),
     };

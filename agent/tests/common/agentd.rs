@@ -86,6 +86,8 @@ pub struct App {
     pub command: Vec<String>,
     pub autostart: bool,
     pub restart: Value,
+    /// Package for the kvm backend (kernel layer) instead of jail (rootfs + command).
+    pub kvm: bool,
 }
 
 impl App {
@@ -107,6 +109,7 @@ impl App {
                 "enable": true, "retry_min_wait_s": 1, "retry_max_wait_s": 2,
                 "retry_interval_multiplier": 2000, "max_retry_count": 3, "reset_period_s": 600
             }),
+            kvm: false,
         }
     }
 }
@@ -197,13 +200,20 @@ impl World {
             .status()
             .unwrap();
         assert!(tar.success());
-        let app_json = json!({
+        let mut app_json = json!({
             "name": app.name, "version": app.version, "vendor": app.vendor,
             "description": "test app", "arch": app.arch, "backends": ["jail"],
             "memory_mib": app.memory_mib, "vcpus": 1, "command": app.command,
             "restart": app.restart, "autostart": app.autostart, "run_level": 1,
             "rootfs": "rootfs.tar",
         });
+        if app.kvm {
+            fs::write(dir.join("Image"), b"not really a kernel").unwrap();
+            app_json["backends"] = json!(["kvm"]);
+            app_json["kernel"] = json!("Image");
+            app_json["cmdline"] = json!("console=ttyS0 quiet");
+            app_json["command"] = json!([]);
+        }
         fs::write(
             dir.join("app.json"),
             serde_json::to_vec_pretty(&app_json).unwrap(),
