@@ -214,4 +214,24 @@ fn https_install_malformed_config_and_disabled_env() {
     let l = w.list();
     assert_eq!(l["exec_envs"][1]["status"], "Disabled");
     assert_eq!(l["exec_envs"][0]["available_memory_mib"], 48);
+
+    // ExecEnv.Enable = false stops its apps and refuses starts and installs (7230) until
+    // enabled again, which brings the app back; the setting survives a restart of the agent.
+    let out = w.ctl(&["env-disable", "jail0"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "ExecEnv jail0 is Disabled");
+    assert_eq!(w.eu(eu)["status"], "Idle");
+    assert_eq!(w.ctl_json(&["start", eu]).unwrap_err().0, 7230);
+    w.stop_daemon();
+    w.start_daemon(None);
+    assert_eq!(w.list()["exec_envs"][0]["status"], "Disabled");
+    assert_eq!(w.eu(eu)["status"], "Idle");
+    assert_eq!(
+        w.ctl_json(&["env-enable", "jail0"]).unwrap()["status"],
+        "Up"
+    );
+    w.wait_eu_status(eu, "Active", 10);
+    // A disabled-by-config ExecEnv can be enabled by the operator.
+    assert_eq!(w.ctl_json(&["env-enable", "vm0"]).unwrap()["enable"], true);
+    assert_eq!(w.ctl_json(&["env-disable", "nope"]).unwrap_err().0, 7223);
 }

@@ -64,6 +64,11 @@ pub enum Request {
     Reset {
         env: String,
     },
+    /// ExecEnv.Enable.
+    SetEnvEnable {
+        env: String,
+        enable: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -201,5 +201,6 @@ fn dispatch(req: Request, agent: &Agent, stream: &mut UnixStream) -> OpResult<Va
             Ok(Value::Array(events))
         }
         Request::Reset { env } => agent.reset_env(&env).map(|u| json!({ "uninstalled": u })),
+        Request::SetEnvEnable { env, enable } => agent.set_env_enable(&env, enable).map(to_value),
     }
 }

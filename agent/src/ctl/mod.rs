@@ -22,6 +22,7 @@ commands:
   logs EUID                                       the app's console (RAM ring buffer)
   events                                          recent DUStateChange! and EU value changes
   reset ENV                                       ExecEnv.Reset(): uninstall everything in it
+  env-enable ENV | env-disable ENV                ExecEnv.Enable (disable stops its apps)
   pack DIR --key KEY --out FILE                   build and sign a package from DIR/app.json
   keygen DIR                                      create a signing key pair in DIR
 
@@ -160,6 +161,14 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
             arity(1..=1)?;
             allowed(&[])?;
             Command::Daemon(Request::Reset { env: arg(1) })
+        }
+        "env-enable" | "env-disable" => {
+            arity(1..=1)?;
+            allowed(&[])?;
+            Command::Daemon(Request::SetEnvEnable {
+                env: arg(1),
+                enable: cmd == "env-enable",
+            })
         }
         "pack" => {
             arity(1..=1)?;

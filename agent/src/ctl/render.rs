@@ -269,5 +269,8 @@ pub fn print_result(req: &Request, v: &Value, json: bool) {
             }
         }
         Request::Reset { .. } => println!("uninstalled {}", v["uninstalled"]),
+        Request::SetEnvEnable { .. } => {
+            println!("ExecEnv {} is {}", s(&v["name"]), s(&v["status"]))
+        }
     }
 }

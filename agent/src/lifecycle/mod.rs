@@ -396,6 +396,19 @@ impl Agent {
         // Commit: from here the install survives a crash.
         let du = {
             let mut m = lock(&self.shared.model);
+            // Re-checked under the lock: an app started since the first check counts.
+            let available =
+                env.memory_budget_mib
+                    .saturating_sub(admitted_mib(&m.persisted, &env.name, None));
+            if spec.memory_mib > available {
+                return Err(fault(
+                    FaultCode::SystemResourcesExceeded,
+                    format!(
+                        "{} needs {} MiB, ExecEnv {} has {available} MiB left",
+                        spec.name, spec.memory_mib, env.name
+                    ),
+                ));
+            }
             m.persisted.next_eu += 1;
             let eu_id = format!("eu-{}", m.persisted.next_eu);
             let du = DeploymentUnit {
@@ -757,16 +770,6 @@ impl Agent {
                 {
                     return Ok(self.eu(eu_id).unwrap_or(eu));
                 }
-                let available = self.available_mib(&env.name, Some(&eu.du_uuid));
-                if eu.memory_mib > available {
-                    return Err(fault(
-                        FaultCode::SystemResourcesExceeded,
-                        format!(
-                            "{eu_id} needs {} MiB, ExecEnv {} has {available} MiB left",
-                            eu.memory_mib, env.name
-                        ),
-                    ));
-                }
                 self.persist_requested(eu_id, RequestedState::Active)?;
                 if let Err(msg) = self.start_eu(&rec, StartReason::Operator) {
                     self.persist_requested(eu_id, RequestedState::Idle)?;
@@ -1055,6 +1058,27 @@ impl Agent {
         if eu.requested_state == req {
             return Ok(());
         }
+        if req == RequestedState::Active {
+            // Admission under the same lock as the write, so two starts cannot both take the
+            // last MiB.
+            let (env, du, need) = (eu.exec_env.clone(), eu.du_uuid.clone(), eu.memory_mib);
+            let budget = self
+                .cfg
+                .exec_envs
+                .iter()
+                .find(|e| e.name == env)
+                .map_or(0, |e| e.memory_budget_mib);
+            let available = budget.saturating_sub(admitted_mib(&m.persisted, &env, Some(&du)));
+            if need > available {
+                return Err(fault(
+                    FaultCode::SystemResourcesExceeded,
+                    format!("{eu_id} needs {need} MiB, ExecEnv {env} has {available} MiB left"),
+                ));
+            }
+        }
+        let Some(eu) = m.persisted.eus.iter_mut().find(|e| e.eu_id == eu_id) else {
+            return Err(unknown_eu(eu_id));
+        };
         let old = eu.requested_state;
         eu.requested_state = req;
         if let Err(f) = self.files.save_state(&m.persisted) {
@@ -1099,11 +1123,54 @@ impl Agent {
     }
 
     fn env_enabled(&self, env: &ExecEnvConfig) -> bool {
-        env.enable
-            && !lock(&self.shared.model)
-                .persisted
-                .disabled_envs
-                .contains(&env.name)
+        env_is_enabled(env, &lock(&self.shared.model).persisted)
+    }
+
+    /// ExecEnv.Enable: disabling stops its apps (their RequestedState is kept); enabling
+    /// starts again those requested Active.
+    pub fn set_env_enable(&self, env: &str, enable: bool) -> OpResult<ExecEnv> {
+        let cfg = self.env_config(env)?;
+        let _eu = lock(&self.eu_ops);
+        {
+            let mut m = lock(&self.shared.model);
+            let before = m.persisted.clone();
+            m.persisted.disabled_envs.retain(|e| e != env);
+            m.persisted.enabled_envs.retain(|e| e != env);
+            if enable && !cfg.enable {
+                m.persisted.enabled_envs.push(env.to_string());
+            }
+            if !enable && cfg.enable {
+                m.persisted.disabled_envs.push(env.to_string());
+            }
+            if m.persisted != before {
+                if let Err(f) = self.files.save_state(&m.persisted) {
+                    m.persisted = before;
+                    return Err(ef(f));
+                }
+            }
+        }
+        let eus: Vec<ExecutionUnit> = lock(&self.shared.model)
+            .persisted
+            .eus
+            .iter()
+            .filter(|e| e.exec_env == env)
+            .cloned()
+            .collect();
+        for eu in eus {
+            if !enable {
+                self.supervisor.stop(&eu.eu_id).map_err(internal)?;
+            } else if eu.requested_state == RequestedState::Active
+                && !self.supervisor.is_running(&eu.eu_id)
+            {
+                if let Some(rec) = self.record(&eu.du_uuid) {
+                    if let Err(msg) = self.start_eu(&rec, StartReason::AutoStart) {
+                        crate::log_warn!("{}: {msg}", eu.eu_id);
+                    }
+                }
+            }
+        }
+        let m = lock(&self.shared.model);
+        Ok(exec_env_view(&cfg, &m.persisted))
     }
 
     /// Checks the package's architecture and backends against the ExecEnv (7225).
@@ -1226,8 +1293,12 @@ fn admitted_mib(s: &PersistedState, env: &str, except: Option<&str>) -> u32 {
         .fold(0u32, |a, b| a.saturating_add(b))
 }
 
+fn env_is_enabled(c: &ExecEnvConfig, s: &PersistedState) -> bool {
+    !s.disabled_envs.contains(&c.name) && (c.enable || s.enabled_envs.contains(&c.name))
+}
+
 fn exec_env_view(c: &ExecEnvConfig, s: &PersistedState) -> ExecEnv {
-    let enabled = c.enable && !s.disabled_envs.contains(&c.name);
+    let enabled = env_is_enabled(c, s);
     ExecEnv {
         name: c.name.clone(),
         env_type: c.env_type,

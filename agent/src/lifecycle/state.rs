@@ -29,8 +29,11 @@ pub struct DuRecord {
 pub struct PersistedState {
     pub dus: Vec<DuRecord>,
     pub eus: Vec<ExecutionUnit>,
-    /// ExecEnvs disabled by the operator (all others follow the config's `enable`).
+    /// ExecEnvs disabled by the operator (ExecEnv.Enable = false).
     pub disabled_envs: Vec<String>,
+    /// ExecEnvs enabled by the operator although the config disables them.
+    #[serde(default)]
+    pub enabled_envs: Vec<String>,
     pub next_eu: u64,
 }
 
