@@ -224,7 +224,9 @@ fn install_kick_handler() -> std::io::Result<()> {
     result
 }
 
-/// Set by the first vCPU to enter KVM_RUN, so the first-instruction line is logged once.
+/// Set once the boot vCPU entered KVM_RUN, so the first-instruction line is logged once per
+/// process. Only vCPU 0 counts: secondaries may enter KVM_RUN earlier but stay powered off (arm64
+/// PSCI) or wait for SIPI (x86) until the guest starts them.
 static FIRST_RUN_LOGGED: AtomicBool = AtomicBool::new(false);
 
 /// Starts one thread per vCPU. Index 0 is the boot vCPU.
@@ -271,7 +273,7 @@ fn vcpu_loop(id: usize, mut fd: VcpuFd, handler: &dyn ExitHandler, ctl: &VcpuCon
     let ptr = &mut fd.get_kvm_run().immediate_exit as *mut u8;
     IMMEDIATE_EXIT.with(|c| c.set(ptr));
     while ctl.wait_runnable() {
-        if !FIRST_RUN_LOGGED.swap(true, Ordering::Relaxed) {
+        if id == 0 && !FIRST_RUN_LOGGED.swap(true, Ordering::Relaxed) {
             crate::log(&format!(
                 "first instruction: vcpu {id} entering KVM_RUN at {:.3} ms",
                 crate::elapsed_ms()
