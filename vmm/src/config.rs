@@ -15,6 +15,8 @@ use crate::devices::serial::SerialBackend;
 pub const MAX_VCPUS: u8 = 64;
 /// Default ceiling on guest memory when neither the config nor the CLI sets one.
 pub const DEFAULT_MAX_MEMORY_MIB: u64 = 2048;
+/// No board has more (1 TiB); keeps byte arithmetic on guest sizes far from overflow.
+pub const MEMORY_CEILING_MIB: u64 = 1 << 20;
 /// The config file is a small document; refuse anything that is obviously not one.
 const MAX_CONFIG_BYTES: u64 = 64 * 1024;
 /// Longest accepted kernel command line (x86 boot protocol and arm64 FDT alike accept 2 KiB+).
@@ -234,6 +236,15 @@ impl VmConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.memory_mib == 0 {
             return Err(ConfigError::invalid("memory_mib", "must be at least 1"));
+        }
+        if self.max_memory_mib > MEMORY_CEILING_MIB {
+            return Err(ConfigError::invalid(
+                "max_memory_mib",
+                format!(
+                    "{} MiB is above {MEMORY_CEILING_MIB} MiB",
+                    self.max_memory_mib
+                ),
+            ));
         }
         if self.memory_mib > self.max_memory_mib {
             return Err(ConfigError::invalid(
@@ -485,6 +496,9 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Co
         match name.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
+            "--rng" if inline.is_some() => {
+                return Err(ConfigError::invalid(&name, "takes no value"));
+            }
             "--rng" => flags.push((name, None)),
             "--config" | "--kernel" | "--kernel-format" | "--initrd" | "--cmdline" | "--memory"
             | "--max-memory" | "--vcpus" | "--disk" | "--net" | "--console"
@@ -649,6 +663,10 @@ mod tests {
         c.max_memory_mib = 1024;
         let e = c.validate().unwrap_err();
         assert!(e.why.contains("max_memory_mib"), "{e}");
+        c.memory_mib = u64::MAX >> 10;
+        c.max_memory_mib = u64::MAX;
+        assert_eq!(c.validate().unwrap_err().what, "max_memory_mib");
+        c.max_memory_mib = 1024;
         c.memory_mib = 64;
         c.vcpus = 0;
         assert_eq!(c.validate().unwrap_err().what, "vcpus");
@@ -767,6 +785,12 @@ mod tests {
         assert_eq!(
             parse_args(args(&["--kernel"])).unwrap_err().why,
             "needs a value"
+        );
+        assert_eq!(
+            parse_args(args(&["--kernel", "/k", "--rng=yes"]))
+                .unwrap_err()
+                .why,
+            "takes no value"
         );
     }
 }
