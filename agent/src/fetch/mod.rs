@@ -269,9 +269,10 @@ impl<'a> Download<'a> {
                     if without_progress >= self.opts.max_attempts.max(1)
                         || self.attempts >= MAX_TOTAL_ATTEMPTS
                     {
+                        // `reason` names the URL of the last request (after redirects).
                         return Err(download_failure(format!(
-                            "{}: {reason} (gave up after {} attempts, {} bytes received)",
-                            self.url, self.attempts, self.len
+                            "{reason} (gave up after {} attempts, {} bytes received)",
+                            self.attempts, self.len
                         )));
                     }
                     std::thread::sleep(self.opts.retry_delay);
