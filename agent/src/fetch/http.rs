@@ -346,6 +346,57 @@ impl Read for Body {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::TcpListener;
+
+    /// Sends `response` to the first connection and returns what `get` + `Body` make of it.
+    fn exchange(response: &'static [u8]) -> io::Result<(ResponseHead, Vec<u8>)> {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut req = [0u8; 1024];
+            let _ = s.read(&mut req);
+            let _ = s.write_all(response);
+        });
+        let url = Url::parse(&format!("http://127.0.0.1:{port}/f")).unwrap();
+        let stream = connect(&url, None, Duration::from_secs(2), Duration::from_secs(2)).unwrap();
+        let result = get(stream, &url, &[]).and_then(|(head, r)| {
+            let mut body = Vec::new();
+            Body::new(&head, r).read_to_end(&mut body)?;
+            Ok((head, body))
+        });
+        server.join().unwrap();
+        result
+    }
+
+    #[test]
+    fn reads_chunked_bodies() {
+        let (head, body) = exchange(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\n\r\n\
+              5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nX-Trailer: 1\r\n\r\n",
+        )
+        .unwrap();
+        assert!(head.chunked && head.content_length.is_none());
+        assert_eq!(body, b"hello, world");
+    }
+
+    #[test]
+    fn detects_short_bodies_and_bad_heads() {
+        let err = exchange(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        let err =
+            exchange(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        let err = exchange(b"SSH-2.0-OpenSSH\r\n\r\n").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        let err = exchange(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n\r\n").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        let (head, body) = exchange(b"HTTP/1.0 404 Not Found\r\n\r\ngone").unwrap();
+        assert_eq!(
+            (head.status, head.reason.as_str(), body.as_slice()),
+            (404, "Not Found", &b"gone"[..])
+        );
+    }
 
     #[test]
     fn content_range_parsing() {
