@@ -250,6 +250,7 @@ fn uninstall_survives_a_crash_at_every_step() {
         let _ = w.ctl(&["uninstall", &uuid]);
     };
     let steps = trace_steps(&mut w, &uninstall);
+    eprintln!("uninstall steps: {steps:?}");
     for step in &steps {
         copy_dir(&snap, &w.state);
         crash_at(&mut w, step, &uninstall);
@@ -307,4 +308,34 @@ fn update_whose_new_version_cannot_start_keeps_the_previous_running() {
     w.start_daemon(None);
     assert_eq!(w.list()["deployment_units"][0]["version"], "1.0");
     w.wait_eu_status(&eu, "Active", 10);
+}
+
+#[test]
+fn a_damaged_journal_is_set_aside_and_the_agent_starts() {
+    let (mut w, _uuid, eu, _snap) = installed_world("bad-journal");
+    fs::write(w.state.join("journal.json"), b"{\"operation\": \"Inst").unwrap();
+    w.start_daemon(None);
+    assert!(w.state.join("journal.json.bad").exists());
+    assert!(!w.state.join("journal.json").exists());
+    w.wait_eu_status(&eu, "Active", 10);
+    assert!(w.daemon_log().contains("set aside"), "{}", w.daemon_log());
+    // A damaged state file, on the other hand, stops the agent with a clear error.
+    w.stop_daemon();
+    fs::write(w.state.join("state.json"), b"[garbage").unwrap();
+    let out = Command::new(agentd::DAEMON)
+        .arg("--state-dir")
+        .arg(&w.state)
+        .arg("--config")
+        .arg(&w.config)
+        .arg("--socket")
+        .arg(&w.socket)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("state.json") && err.contains("malformed JSON"),
+        "{err}"
+    );
+    assert!(!w.socket.exists(), "socket left behind");
 }

@@ -96,6 +96,27 @@ fn install_runs_updates_and_uninstalls() {
         .collect();
     let data = format!("apps/{uuid}_data/");
     assert_eq!(apps.iter().filter(|a| **a != data).count(), 1, "{apps:?}");
+    // Restart: a new process, the same EU.
+    let before = w.ctl_json(&["logs", &eu_id]).unwrap()["log"]
+        .as_str()
+        .unwrap()
+        .matches("dnsfilter 2.0 up")
+        .count();
+    assert_eq!(
+        w.ctl_json(&["restart", &eu_id]).unwrap()["status"],
+        "Active"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while w.ctl_json(&["logs", &eu_id]).unwrap()["log"]
+        .as_str()
+        .unwrap()
+        .matches("dnsfilter 2.0 up")
+        .count()
+        <= before
+    {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     // Updating to the same version again is a duplicate.
     assert_eq!(w.ctl_json(&["update", &uuid, &url2]).unwrap_err().0, 7226);
 

@@ -810,7 +810,19 @@ impl Agent {
     /// Finishes the operation a crash cut: roll back what did not commit, complete what did,
     /// publish its event once.
     fn recover(&self) -> Result<(), Fault> {
-        let Some(mut j) = self.files.load_journal()? else {
+        let journal = match self.files.load_journal() {
+            Ok(j) => j,
+            Err(f) if f.code == FaultCode::CorruptData => {
+                // Only we write it, atomically: damage means the flash failed. Keep it for
+                // diagnosis and carry on; the state file still describes what is installed.
+                crate::log_error!("{f}; set aside, the interrupted operation is not recovered");
+                self.files.set_journal_aside()?;
+                None
+            }
+            Err(f) => return Err(f),
+        };
+        let Some(mut j) = journal else {
+            self.packages.clear_downloads();
             return Ok(());
         };
         crate::log_warn!(

@@ -84,6 +84,14 @@ impl StateFiles {
         store::write_json(&self.dir.join(JOURNAL_FILE), j)
     }
 
+    /// Renames an unreadable journal to `journal.json.bad` (kept for diagnosis).
+    pub fn set_journal_aside(&self) -> Result<(), Fault> {
+        let from = self.dir.join(JOURNAL_FILE);
+        let to = self.dir.join(format!("{JOURNAL_FILE}.bad"));
+        std::fs::rename(&from, &to).map_err(|e| store::io_fault("rename", &from, e))?;
+        store::fsync_dir(&self.dir)
+    }
+
     /// Removes the journal durably: the operation is over and its event published.
     pub fn clear_journal(&self) -> Result<(), Fault> {
         let path = self.dir.join(JOURNAL_FILE);
