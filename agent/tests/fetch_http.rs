@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{list_files, test_key, write_app_dir, Scratch, Server};
 use cpevisor_agent::fault::{Fault, FaultCode};
-use cpevisor_agent::fetch::{fetch, part_path, FetchOptions, Fetched};
+use cpevisor_agent::fetch::{discard_download, fetch, part_path, FetchOptions, Fetched};
 use cpevisor_agent::package::{pack_dir, verify_package, LayerKind, PackageCaps, TrustedKey};
 use cpevisor_agent::store::{Digest, Store};
 
@@ -358,4 +358,6 @@ fn resumes_after_a_crash_mid_download() {
         list_files(store.root()),
         vec!["downloads/big.bin".to_string()]
     );
+    discard_download(&dest).unwrap();
+    assert!(list_files(store.root()).is_empty());
 }

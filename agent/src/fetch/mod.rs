@@ -93,6 +93,22 @@ pub fn download_path(dir: &Path, url: &str) -> PathBuf {
     dir.join(format!("{}.cpkg", &Digest::of(url.as_bytes()).hex()[..16]))
 }
 
+/// Removes a download and what an interrupted one left (`.part`, `.part.meta`): for an
+/// operation that is rolled back instead of resumed.
+pub fn discard_download(dest: &Path) -> Result<(), Fault> {
+    for path in [dest.to_path_buf(), part_path(dest), meta_path(dest)] {
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_fault("remove", &path, e)),
+        }
+    }
+    match dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => fsync_dir(dir),
+        None => Ok(()),
+    }
+}
+
 /// `<dest>.part.meta`: which URL (and server validator) the `.part` belongs to.
 fn meta_path(dest: &Path) -> PathBuf {
     let mut p = dest.as_os_str().to_owned();

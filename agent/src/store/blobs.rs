@@ -150,6 +150,17 @@ impl Store {
         file.sync_all().map_err(|e| io_fault("fsync", tmp, e))
     }
 
+    /// Empties `downloads/` (partial downloads included), e.g. when recovery finds no
+    /// operation that could resume them.
+    pub fn clear_downloads(&self) -> Result<(), Fault> {
+        let dir = self.downloads_dir();
+        for entry in fs::read_dir(&dir).map_err(|e| io_fault("list", &dir, e))? {
+            let path = entry.map_err(|e| io_fault("list", &dir, e))?.path();
+            remove_any(&path).map_err(|e| io_fault("remove", &path, e))?;
+        }
+        fsync_dir(&dir)
+    }
+
     /// Digests of all stored blobs, sorted.
     pub fn list_blobs(&self) -> Result<Vec<Digest>, Fault> {
         let dir = self.blobs_dir();
@@ -347,8 +358,13 @@ mod tests {
         let root = scratch("tmp");
         let store = Store::open(&root).unwrap();
         fs::write(store.temp_path("blob"), b"half").unwrap();
+        fs::write(store.downloads_dir().join("x.cpkg.part"), b"half").unwrap();
         let store = Store::open(&root).unwrap();
         assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
+        // Partial downloads survive a reopen (they resume) until cleared.
+        assert_eq!(store.file_count().unwrap(), 1);
+        store.clear_downloads().unwrap();
+        assert_eq!(store.file_count().unwrap(), 0);
         fs::remove_dir_all(&root).unwrap();
     }
 }
