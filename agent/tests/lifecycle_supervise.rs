@@ -247,3 +247,106 @@ fn kvm_exec_env_runs_one_vmm_per_app_with_its_config() {
     let stopped = w.ctl_json(&["stop", &eu]).unwrap();
     assert_eq!(stopped["status"], "Idle");
 }
+
+#[test]
+fn kvm_apps_get_a_tap_with_a_link_of_their_own() {
+    let mut w = World::new("tap");
+    // Its own network namespace: the taps never touch the host's.
+    w.wrap = [
+        "unshare",
+        "--net",
+        "sh",
+        "-c",
+        "ip link set lo up && exec \"$@\"",
+        "sh",
+    ]
+    .map(String::from)
+    .to_vec();
+    let vmm = w.root.join("fake-vmm");
+    std::fs::write(
+        &vmm,
+        "#!/bin/sh\ncat \"$2\"\necho\nip -o -4 addr show dev cpv-eu-1\nexec sleep 1000\n",
+    )
+    .unwrap();
+    let mut perm = std::fs::metadata(&vmm).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&vmm, perm).unwrap();
+    w.write_config_patched(json!({
+        "vmm_path": vmm,
+        "exec_envs": [{"name": "kvm0", "type": "kvm", "arch": "x86_64", "memory_budget_mib": 64,
+                       "app_network": "10.100.0.0/16"}]
+    }));
+    let mut app = App::new("netapp", "1.0");
+    app.kvm = true;
+    w.publish(&app, "netapp.cpkg");
+    w.start_daemon(None);
+    // The package server must live in that namespace too.
+    let pid = w.daemon.as_ref().unwrap().id().to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let mut server = std::process::Command::new("nsenter")
+        .args(["-t", &pid, "-n", "python3", "-m", "http.server", &port])
+        .args(["--bind", "127.0.0.1", "--directory"])
+        .arg(&w.www)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/netapp.cpkg");
+    let mut tries = 0;
+    let du = loop {
+        match w.ctl_json(&["install", &url]) {
+            Err((7033, _)) if tries < 100 => tries += 1,
+            other => break other.unwrap(),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = server.kill();
+    let _ = server.wait();
+    let eu = eu_of(&du);
+    assert_eq!(eu, "eu-1");
+    w.wait_eu_status(&eu, "Active", 10);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let log = loop {
+        let log = w.ctl_json(&["logs", &eu]).unwrap()["log"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if log.contains("inet ") {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "{log}\n{}", w.daemon_log());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(log.contains("inet 10.100.0.5/30"), "{log}");
+    let end = log.rfind('}').unwrap();
+    let cfg: serde_json::Value = serde_json::from_str(&log[log.find('{').unwrap()..=end]).unwrap();
+    assert_eq!(cfg["nets"][0]["tap"], "cpv-eu-1");
+    let cmdline = cfg["cmdline"].as_str().unwrap();
+    assert!(
+        cmdline
+            .starts_with("console=ttyS0 quiet ip=10.100.0.6::10.100.0.5:255.255.255.252::eth0:off"),
+        "{cmdline}"
+    );
+    assert!(cmdline.contains("cpevisor.ip=10.100.0.6/30 cpevisor.gw=10.100.0.5"));
+    // Stopped: the tap is gone from the agent's namespace.
+    w.ctl_json(&["stop", &eu]).unwrap();
+    let out = std::process::Command::new("nsenter")
+        .args(["-t", &pid, "-n", "ip", "link", "show", "cpv-eu-1"])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "tap left: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = std::process::Command::new("nsenter")
+        .args(["-t", &pid, "-n", "ip", "link", "show", "lo"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "nsenter works");
+}

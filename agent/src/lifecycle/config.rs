@@ -32,6 +32,10 @@ pub struct ExecEnvConfig {
     /// jail -> process.
     #[serde(default)]
     pub runner: Option<Runner>,
+    /// kvm: `a.b.0.0/16` from which each app gets a tap with its own /30 (host .1, guest .2,
+    /// passed on the guest's command line). None: microVMs have no network.
+    #[serde(default)]
+    pub app_network: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +133,7 @@ impl AgentConfig {
                 memory_budget_mib: budget_mib,
                 enable: true,
                 runner: None,
+                app_network: None,
             }],
             trusted_keys_dir: None,
             download_cap_bytes: default_cap(),
@@ -190,6 +195,10 @@ impl AgentConfig {
             if self.exec_envs[..i].iter().any(|e| e.name == env.name) {
                 return Err(format!("exec_envs[{i}].name: duplicate {:?}", env.name));
             }
+            if let Some(n) = &env.app_network {
+                crate::supervise::net::parse_network(n)
+                    .map_err(|e| format!("exec_envs[{i}].app_network: {e}"))?;
+            }
             if env.memory_budget_mib == 0 {
                 return Err(format!("exec_envs[{i}].memory_budget_mib: must be > 0"));
             }
@@ -242,6 +251,10 @@ mod tests {
             .unwrap_err()
             .contains("exec_envs[1].name: duplicate"));
         cfg.exec_envs.truncate(1);
+        cfg.exec_envs[0].app_network = Some("10.1.2.0/24".into());
+        assert!(cfg.validate().unwrap_err().contains("exec_envs[0].app_network"));
+        cfg.exec_envs[0].app_network = Some("10.1.0.0/16".into());
+        assert!(cfg.validate().is_ok());
         cfg.exec_envs[0].memory_budget_mib = 0;
         assert!(cfg.validate().unwrap_err().contains("memory_budget_mib"));
     }

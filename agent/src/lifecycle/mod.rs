@@ -165,6 +165,10 @@ impl Agent {
             let b: Arc<dyn Backend> = match env.runner() {
                 Runner::Vmm => Arc::new(KvmBackend {
                     vmm_path: cfg.vmm_path.clone(),
+                    network: env
+                        .app_network
+                        .as_deref()
+                        .and_then(|n| crate::supervise::net::parse_network(n).ok()),
                 }),
                 Runner::Process => Arc::new(ProcessBackend),
             };

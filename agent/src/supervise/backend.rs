@@ -11,6 +11,8 @@ use std::process::{Child, Command, Stdio};
 
 use serde::Serialize;
 
+use super::net;
+
 /// What the supervisor needs to start one app.
 #[derive(Debug, Clone)]
 pub struct LaunchSpec {
@@ -40,6 +42,8 @@ pub trait Backend: Send + Sync {
     fn overhead_mib(&self) -> u32;
     /// Starts the backend with stdout+stderr going to `console` (a pipe the supervisor reads).
     fn spawn(&self, spec: &LaunchSpec, console: Stdio, console_err: Stdio) -> io::Result<Child>;
+    /// Releases what `spawn` set up outside the process (a tap), once it has exited.
+    fn after_exit(&self, _spec: &LaunchSpec) {}
 }
 
 /// Runs the app's command as a host process in its own process group.
@@ -78,6 +82,8 @@ impl Backend for ProcessBackend {
 /// Runs `cpevisor-vmm --config <run_dir>/vm.json`, one microVM per app.
 pub struct KvmBackend {
     pub vmm_path: PathBuf,
+    /// `a.b.0.0` of the /16 that app links are carved from; None: microVMs get no network.
+    pub network: Option<std::net::Ipv4Addr>,
 }
 
 /// The VM description `cpevisor-vmm --config` reads (vmm/src/config.rs).
@@ -159,8 +165,20 @@ impl Backend for KvmBackend {
 
     fn spawn(&self, spec: &LaunchSpec, console: Stdio, console_err: Stdio) -> io::Result<Child> {
         fs::create_dir_all(&spec.run_dir)?;
+        let mut spec = spec.clone();
+        if let Some(base) = self.network {
+            let link = net::plan(base, &spec.eu_id)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            net::create_tap(&link).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot create tap {}: {e}", link.tap))
+            })?;
+            spec.cmdline = format!("{} {}", spec.cmdline, net::guest_cmdline(&link))
+                .trim()
+                .to_string();
+            spec.tap = Some(link.tap);
+        }
         let config = spec.run_dir.join("vm.json");
-        fs::write(&config, vm_config_json(spec)?)?;
+        fs::write(&config, vm_config_json(&spec)?)?;
         Command::new(&self.vmm_path)
             .arg("--config")
             .arg(&config)
@@ -170,11 +188,22 @@ impl Backend for KvmBackend {
             .process_group(0)
             .spawn()
             .map_err(|e| {
+                self.after_exit(&spec);
                 io::Error::new(
                     e.kind(),
                     format!("cannot run {}: {e}", self.vmm_path.display()),
                 )
             })
+    }
+
+    fn after_exit(&self, spec: &LaunchSpec) {
+        if let Some(base) = self.network {
+            if let Ok(link) = net::plan(base, &spec.eu_id) {
+                if let Err(e) = net::delete_tap(&link.tap) {
+                    crate::log_warn!("{}: removing tap {}: {e}", spec.eu_id, link.tap);
+                }
+            }
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod cgroup;
 pub mod logring;
+pub mod net;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -410,6 +411,7 @@ impl Runner {
                 // Stopped while starting: do not leave the child behind.
                 signal_group(child.id() as i32, libc::SIGKILL);
                 let _ = child.wait();
+                self.backend.after_exit(&self.spec);
                 drop(r);
                 self.update(
                     EuStatus::Idle,
@@ -487,6 +489,7 @@ impl Runner {
         }
         // Leftover members of the group (daemonized children) go with the app.
         signal_group(pid as i32, libc::SIGKILL);
+        self.backend.after_exit(&self.spec);
         if let Some(t) = log_thread {
             let _ = t.join();
         }

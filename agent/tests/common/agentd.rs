@@ -28,6 +28,8 @@ pub struct World {
     pub http: Option<HttpServer>,
     pub daemon: Option<Child>,
     pub budget_mib: u32,
+    /// Command the daemon is started under (e.g. `unshare --net`), empty for none.
+    pub wrap: Vec<String>,
 }
 
 pub struct HttpServer {
@@ -137,6 +139,7 @@ impl World {
             http: None,
             daemon: None,
             budget_mib: 64,
+            wrap: Vec::new(),
             root,
         };
         w.write_config(64, 1 << 20);
@@ -231,7 +234,14 @@ impl World {
 
     pub fn start_daemon_env(&mut self, crash_at: Option<&str>, env: &[(&str, &str)]) {
         assert!(self.daemon.is_none(), "daemon already running");
-        let mut cmd = Command::new(DAEMON);
+        let mut cmd = match self.wrap.split_first() {
+            Some((prog, args)) => {
+                let mut c = Command::new(prog);
+                c.args(args).arg(DAEMON);
+                c
+            }
+            None => Command::new(DAEMON),
+        };
         cmd.arg("--state-dir")
             .arg(&self.state)
             .arg("--config")

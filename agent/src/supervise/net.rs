@@ -1,0 +1,208 @@
+//! Networking for microVM apps: one persistent tap per app with a /30 of its own, the host side
+//! addressed here, the guest side handed to the guest on its kernel command line. The agent
+//! creates the tap before starting the VMM (which attaches to it by name) and deletes it after.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// Addresses of one app's link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppNet {
+    pub tap: String,
+    pub host_ip: Ipv4Addr,
+    pub guest_ip: Ipv4Addr,
+}
+
+/// Links carved from a /16: app `n` gets `base + 4n` /30 (host .1, guest .2).
+pub const MAX_APPS_PER_NETWORK: u32 = 1 << 14;
+const NETMASK_30: Ipv4Addr = Ipv4Addr::new(255, 255, 255, 252);
+
+/// Parses `a.b.0.0/16`, the only shape accepted for an app network.
+pub fn parse_network(text: &str) -> Result<Ipv4Addr, String> {
+    let (ip, len) = text
+        .split_once('/')
+        .ok_or_else(|| format!("{text:?}: expected a.b.0.0/16"))?;
+    let ip: Ipv4Addr = ip
+        .parse()
+        .map_err(|_| format!("{text:?}: bad IPv4 address"))?;
+    if len != "16" || ip.octets()[2] != 0 || ip.octets()[3] != 0 {
+        return Err(format!(
+            "{text:?}: expected a /16 network such as 10.100.0.0/16"
+        ));
+    }
+    Ok(ip)
+}
+
+/// The link of the app whose EUID is `eu-<n>`.
+pub fn plan(base: Ipv4Addr, eu_id: &str) -> Result<AppNet, String> {
+    let n: u32 = eu_id
+        .strip_prefix("eu-")
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("{eu_id}: not an agent EUID"))?;
+    if n >= MAX_APPS_PER_NETWORK {
+        return Err(format!(
+            "{eu_id}: beyond the {MAX_APPS_PER_NETWORK} links of the network"
+        ));
+    }
+    let net = u32::from(base) + 4 * n;
+    Ok(AppNet {
+        // IFNAMSIZ is 16 with the NUL: "cpv-eu-16383" fits.
+        tap: format!("cpv-{eu_id}"),
+        host_ip: Ipv4Addr::from(net + 1),
+        guest_ip: Ipv4Addr::from(net + 2),
+    })
+}
+
+/// Kernel command line for the guest: `ip=` for kernels with IP autoconfiguration, and
+/// `cpevisor.ip=`/`cpevisor.gw=` for the app image's init to read from /proc/cmdline.
+pub fn guest_cmdline(net: &AppNet) -> String {
+    format!(
+        "ip={g}::{h}:{NETMASK_30}::eth0:off cpevisor.ip={g}/30 cpevisor.gw={h}",
+        g = net.guest_ip,
+        h = net.host_ip
+    )
+}
+
+fn ifreq_named(name: &str) -> io::Result<libc::ifreq> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("interface name {name:?} must be 1..15 bytes"),
+        ));
+    }
+    // SAFETY: ifreq is plain data; all-zero is a valid (empty) value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    Ok(ifr)
+}
+
+fn tun_attach(name: &str) -> io::Result<File> {
+    let tun = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")?;
+    let mut ifr = ifreq_named(name)?;
+    ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+    // SAFETY: TUNSETIFF reads and updates one ifreq that lives for the whole call.
+    if unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF as _, &mut ifr) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(tun)
+}
+
+fn set_persist(tun: &File, on: bool) -> io::Result<()> {
+    // SAFETY: TUNSETPERSIST takes an integer argument by value.
+    if unsafe {
+        libc::ioctl(
+            tun.as_raw_fd(),
+            libc::TUNSETPERSIST as _,
+            libc::c_ulong::from(on),
+        )
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn sockaddr_in(ip: Ipv4Addr) -> libc::sockaddr {
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(ip.octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: sockaddr_in and sockaddr have the same size on Linux; the kernel reads it back
+    // as sockaddr_in because sa_family is AF_INET.
+    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
+}
+
+fn inet_ioctl(req: libc::c_ulong, ifr: &mut libc::ifreq) -> io::Result<()> {
+    // SAFETY: a plain datagram socket, owned right away.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by socket() and is owned by nothing else.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: the SIOC{S,G}IF* requests read or write one ifreq valid for the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), req as _, ifr as *mut libc::ifreq) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Creates the persistent tap (replacing a stale one), addresses the host side, brings it up.
+pub fn create_tap(net: &AppNet) -> io::Result<()> {
+    let _ = delete_tap(&net.tap);
+    let tun = tun_attach(&net.tap)?;
+    set_persist(&tun, true)?;
+    drop(tun);
+    let configure = || -> io::Result<()> {
+        let mut ifr = ifreq_named(&net.tap)?;
+        ifr.ifr_ifru.ifru_addr = sockaddr_in(net.host_ip);
+        inet_ioctl(libc::SIOCSIFADDR as _, &mut ifr)?;
+        let mut ifr = ifreq_named(&net.tap)?;
+        ifr.ifr_ifru.ifru_netmask = sockaddr_in(NETMASK_30);
+        inet_ioctl(libc::SIOCSIFNETMASK as _, &mut ifr)?;
+        let mut ifr = ifreq_named(&net.tap)?;
+        inet_ioctl(libc::SIOCGIFFLAGS as _, &mut ifr)?;
+        // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+        let flags = unsafe { ifr.ifr_ifru.ifru_flags };
+        ifr.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+        inet_ioctl(libc::SIOCSIFFLAGS as _, &mut ifr)
+    };
+    configure().inspect_err(|_| {
+        let _ = delete_tap(&net.tap);
+    })
+}
+
+/// Removes a persistent tap (its addresses and routes go with it).
+pub fn delete_tap(name: &str) -> io::Result<()> {
+    let tun = tun_attach(name)?;
+    set_persist(&tun, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_disjoint_links() {
+        let base = parse_network("10.100.0.0/16").unwrap();
+        let a = plan(base, "eu-1").unwrap();
+        assert_eq!(a.tap, "cpv-eu-1");
+        assert_eq!(a.host_ip, Ipv4Addr::new(10, 100, 0, 5));
+        assert_eq!(a.guest_ip, Ipv4Addr::new(10, 100, 0, 6));
+        let b = plan(base, "eu-300").unwrap();
+        assert_eq!(b.host_ip, Ipv4Addr::new(10, 100, 4, 177));
+        assert!(plan(base, "eu-16384").is_err());
+        assert!(plan(base, "x").is_err());
+        assert!(plan(base, "eu-16383").unwrap().tap.len() < libc::IFNAMSIZ);
+        assert_eq!(
+            guest_cmdline(&a),
+            "ip=10.100.0.6::10.100.0.5:255.255.255.252::eth0:off cpevisor.ip=10.100.0.6/30 cpevisor.gw=10.100.0.5"
+        );
+    }
+
+    #[test]
+    fn only_slash_16_networks() {
+        assert!(parse_network("10.100.0.0/24").is_err());
+        assert!(parse_network("10.100.1.0/16").is_err());
+        assert!(parse_network("10.100.0.0").is_err());
+        assert!(parse_network("banana/16").is_err());
+    }
+
+    #[test]
+    fn interface_names_are_bounded() {
+        assert!(ifreq_named("").is_err());
+        assert!(ifreq_named("a-very-long-interface").is_err());
+        assert!(ifreq_named("cpv-eu-1").is_ok());
+    }
+}
