@@ -252,7 +252,10 @@ mod tests {
             .contains("exec_envs[1].name: duplicate"));
         cfg.exec_envs.truncate(1);
         cfg.exec_envs[0].app_network = Some("10.1.2.0/24".into());
-        assert!(cfg.validate().unwrap_err().contains("exec_envs[0].app_network"));
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .contains("exec_envs[0].app_network"));
         cfg.exec_envs[0].app_network = Some("10.1.0.0/16".into());
         assert!(cfg.validate().is_ok());
         cfg.exec_envs[0].memory_budget_mib = 0;
