@@ -12,6 +12,8 @@ use crate::model::ExecEnvType;
 pub const INSTALLED_BOARD: &str = "/etc/cpevisor/board.toml";
 /// Trusted signer keys on the device when the config names none.
 pub const DEVICE_KEYS_DIR: &str = "/etc/cpevisor/keys";
+/// Where `--board` carves app links from on kvm boards (clear of QEMU's 10.0.2.0/24).
+pub const DEFAULT_APP_NETWORK: &str = "10.100.0.0/16";
 /// Largest config file accepted.
 const MAX_CONFIG_BYTES: u64 = 64 * 1024;
 
@@ -145,7 +147,8 @@ impl AgentConfig {
     }
 
     /// The config for a board profile: one ExecEnv (`kvm0` or `jail0`) of the board's isolation
-    /// backend, its arch and app memory budget; trusted keys from `/etc/cpevisor/keys`.
+    /// backend, its arch and app memory budget (kvm: `app_network` 10.100.0.0/16 when
+    /// /dev/net/tun exists); trusted keys from `/etc/cpevisor/keys`.
     /// The profile is the installed `/etc/cpevisor/board.toml` when it names `name`, else
     /// `<boards dir>/<name>.toml` (`CPEVISOR_BOARDS_DIR`, see the boards crate).
     pub fn for_board(name: &str) -> Result<AgentConfig, Fault> {
@@ -166,6 +169,10 @@ impl AgentConfig {
             board.cpu.arch.as_str(),
             board.memory.app_budget_mib,
         );
+        // microVM apps get a network where the kernel offers taps (module `tun`).
+        if env_type == ExecEnvType::Kvm && Path::new("/dev/net/tun").exists() {
+            cfg.exec_envs[0].app_network = Some(DEFAULT_APP_NETWORK.to_string());
+        }
         let keys = Path::new(DEVICE_KEYS_DIR);
         if keys.is_dir() {
             cfg.trusted_keys_dir = Some(keys.to_path_buf());
