@@ -274,6 +274,21 @@ fn refused_inputs_have_their_fault_and_change_nothing() {
     w.ctl_json(&["install", &other_url]).unwrap();
     let err = w.ctl_json(&["start", &eu]).unwrap_err();
     assert_eq!(err.0, 7227, "{}", err.1);
+    // ExecEnv.Reset() uninstalls everything in it, one event each.
+    let before = w.du_events().len();
+    let reset = w.ctl_json(&["reset", "jail0"]).unwrap();
+    assert_eq!(reset["uninstalled"].as_array().unwrap().len(), 3, "{reset}");
+    assert!(w.list()["deployment_units"].as_array().unwrap().is_empty());
+    let evs = w.du_events();
+    assert_eq!(evs.len(), before + 3);
+    assert!(evs[before..]
+        .iter()
+        .all(|e| e["operation_performed"] == "Uninstall" && e["fault"].is_null()));
+    assert!(!w
+        .state_files()
+        .iter()
+        .any(|f| f.starts_with("blobs/sha256/") && f.len() > 13));
+    assert_eq!(w.ctl_json(&["reset", "nope"]).unwrap_err().0, 7223);
     // Refusals before the operation started emit no event; the failed install attempts do.
     for e in w.du_events() {
         assert!(e["uuid"].is_string());

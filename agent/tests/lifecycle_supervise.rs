@@ -187,6 +187,15 @@ fn bad_clients_get_faults_and_cannot_hang_others() {
         s.read_to_string(&mut reply).unwrap();
         assert!(reply.contains("\"code\":7004"), "{req}: {reply}");
     }
+    // A client that sends no newline gets a fault once the request time is up.
+    let mut partial = UnixStream::connect(&w.socket).unwrap();
+    partial.write_all(b"{\"op\":").unwrap();
+    let mut reply = String::new();
+    partial.read_to_string(&mut reply).unwrap();
+    assert!(
+        reply.contains("7004") && reply.contains("no complete request"),
+        "{reply}"
+    );
     // Others are still served while the silent client holds its connection.
     let t = Instant::now();
     assert!(w.list()["exec_envs"].is_array());

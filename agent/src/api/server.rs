@@ -1,7 +1,7 @@
 //! The daemon side of the socket: accept loop, one thread per connection (bounded), dispatch to
 //! the lifecycle.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -88,23 +88,53 @@ fn bad_request(msg: String) -> EventFault {
     }
 }
 
-/// Reads one request line of at most MAX_REQUEST_BYTES within REQUEST_TIMEOUT.
-fn read_request(stream: &UnixStream) -> Result<Request, EventFault> {
-    let _ = stream.set_read_timeout(Some(REQUEST_TIMEOUT));
+/// Reads one request line of at most MAX_REQUEST_BYTES within REQUEST_TIMEOUT in total (a
+/// client trickling bytes cannot hold its thread longer).
+fn read_request(mut stream: &UnixStream) -> Result<Request, EventFault> {
+    let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
     let mut line = Vec::new();
-    let mut reader = BufReader::new(stream.take(MAX_REQUEST_BYTES as u64 + 1));
-    reader
-        .read_until(b'\n', &mut line)
-        .map_err(|e| bad_request(format!("reading the request: {e}")))?;
-    if line.len() > MAX_REQUEST_BYTES {
-        return Err(bad_request(format!(
-            "request longer than {MAX_REQUEST_BYTES} bytes"
-        )));
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(bad_request(format!(
+                "no complete request within {REQUEST_TIMEOUT:?}"
+            )));
+        }
+        let _ = stream.set_read_timeout(Some(left));
+        let n = match stream.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue; // the deadline check above answers
+            }
+            Err(e) => return Err(bad_request(format!("reading the request: {e}"))),
+        };
+        if n == 0 {
+            return Err(bad_request("request not terminated by a newline".into()));
+        }
+        let chunk = &buf[..n];
+        if let Some(pos) = chunk.iter().position(|b| *b == b'\n') {
+            line.extend_from_slice(&chunk[..pos]);
+            if line.len() > MAX_REQUEST_BYTES {
+                break;
+            }
+            return serde_json::from_slice(&line)
+                .map_err(|e| bad_request(format!("malformed request: {e}")));
+        }
+        line.extend_from_slice(chunk);
+        if line.len() > MAX_REQUEST_BYTES {
+            break;
+        }
     }
-    if line.last() != Some(&b'\n') {
-        return Err(bad_request("request not terminated by a newline".into()));
-    }
-    serde_json::from_slice(&line).map_err(|e| bad_request(format!("malformed request: {e}")))
+    Err(bad_request(format!(
+        "request longer than {MAX_REQUEST_BYTES} bytes"
+    )))
 }
 
 fn handle(mut stream: UnixStream, agent: &Agent) {
