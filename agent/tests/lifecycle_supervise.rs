@@ -359,3 +359,69 @@ fn kvm_apps_get_a_tap_with_a_link_of_their_own() {
         .unwrap();
     assert!(out.status.success(), "nsenter works");
 }
+
+#[test]
+fn stop_sends_sigterm_first() {
+    let mut w = World::new("sigterm");
+    let mut app = App::new("polite", "1.0");
+    app.command = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "trap 'echo got TERM; exit 0' TERM; echo ready; while true; do sleep 0.1; done".into(),
+    ];
+    let url = w.publish(&app, "polite.cpkg");
+    w.start_daemon(None);
+    let eu = eu_of(&w.ctl_json(&["install", &url]).unwrap());
+    w.wait_eu_status(&eu, "Active", 10);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !w.ctl_json(&["logs", &eu]).unwrap()["log"]
+        .as_str()
+        .unwrap()
+        .contains("ready")
+    {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let t = Instant::now();
+    w.ctl_json(&["stop", &eu]).unwrap();
+    // Well before the 2 s stop timeout that would escalate to SIGKILL.
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
+    let log = w.ctl_json(&["logs", &eu]).unwrap()["log"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(log.contains("got TERM"), "{log}");
+}
+
+#[test]
+fn apps_start_with_no_blocked_signals() {
+    // The daemon blocks SIGTERM/SIGINT in its threads; its apps must not inherit that mask
+    // (no shell in between, which could reset it).
+    let mut w = World::new("sigmask");
+    let mut app = App::new("mask", "1.0");
+    app.command = ["/bin/busybox", "grep", "SigBlk", "/proc/self/status"]
+        .map(String::from)
+        .to_vec();
+    app.restart = json!({"enable": false, "retry_min_wait_s": 1, "retry_max_wait_s": 1,
+        "retry_interval_multiplier": 1000, "max_retry_count": 0, "reset_period_s": 1});
+    let url = w.publish(&app, "mask.cpkg");
+    w.start_daemon(None);
+    let eu = eu_of(&w.ctl_json(&["install", &url]).unwrap());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let log = loop {
+        let log = w.ctl_json(&["logs", &eu]).unwrap()["log"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if log.contains("SigBlk") {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "{log}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(log.contains("SigBlk:\t0000000000000000"), "{log}");
+}

@@ -46,6 +46,22 @@ pub trait Backend: Send + Sync {
     fn after_exit(&self, _spec: &LaunchSpec) {}
 }
 
+/// The daemon blocks SIGTERM/SIGINT in all its threads (one thread takes them with sigwait) and
+/// std lets children inherit the mask: give backends the default mask so a stop's SIGTERM
+/// reaches them.
+fn default_signal_mask(cmd: &mut Command) -> &mut Command {
+    // SAFETY: the closure runs in the child between fork and exec and only calls sigemptyset
+    // and pthread_sigmask, which are async-signal-safe; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            Ok(())
+        })
+    }
+}
+
 /// Runs the app's command as a host process in its own process group.
 pub struct ProcessBackend;
 
@@ -63,7 +79,7 @@ impl Backend for ProcessBackend {
             io::Error::new(io::ErrorKind::InvalidInput, "the package has no command")
         })?;
         fs::create_dir_all(&spec.data_dir)?;
-        Command::new(prog)
+        default_signal_mask(&mut Command::new(prog))
             .args(args)
             .current_dir(&spec.data_dir)
             .env("CPEVISOR_EU", &spec.eu_id)
@@ -179,7 +195,7 @@ impl Backend for KvmBackend {
         }
         let config = spec.run_dir.join("vm.json");
         fs::write(&config, vm_config_json(&spec)?)?;
-        Command::new(&self.vmm_path)
+        default_signal_mask(&mut Command::new(&self.vmm_path))
             .arg("--config")
             .arg(&config)
             .stdin(Stdio::null())
