@@ -222,6 +222,7 @@ fn https_install_malformed_config_and_disabled_env() {
     assert_eq!(text(&out.stdout).trim(), "ExecEnv jail0 is Disabled");
     assert_eq!(w.eu(eu)["status"], "Idle");
     assert_eq!(w.ctl_json(&["start", eu]).unwrap_err().0, 7230);
+    assert_eq!(w.ctl_json(&["restart", eu]).unwrap_err().0, 7230);
     w.stop_daemon();
     w.start_daemon(None);
     assert_eq!(w.list()["exec_envs"][0]["status"], "Disabled");

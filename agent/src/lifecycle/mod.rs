@@ -624,7 +624,7 @@ impl Agent {
             new_record
         };
         persist_point("lifecycle:update:committed");
-        if was_active {
+        if was_active && self.env_enabled(&env) {
             if let Err(msg) = self.start_eu(&new_record, StartReason::Operator) {
                 // The new version does not start: go back to the previous one.
                 crate::log_warn!(
@@ -796,6 +796,13 @@ impl Agent {
             return Err(fault(
                 FaultCode::InvalidDeploymentUnitState,
                 format!("{eu_id} is not requested Active; start it instead"),
+            ));
+        }
+        let env = self.env_config(&eu.exec_env)?;
+        if !self.env_enabled(&env) {
+            return Err(fault(
+                FaultCode::InvalidExecEnvState,
+                format!("ExecEnv {} is disabled", env.name),
             ));
         }
         self.supervisor.stop(eu_id).map_err(internal)?;
