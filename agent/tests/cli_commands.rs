@@ -150,6 +150,22 @@ fn install_streams_progress_lines() {
     assert!(bytes.windows(2).all(|b| b[0] < b[1]), "{bytes:?}");
     assert_eq!(*bytes.last().unwrap(), size);
     assert_eq!(progress[0]["progress"]["total"], size);
+
+    // On a terminal the CLI draws them as a bar (script(1) provides the terminal).
+    let uuid = last["result"]["uuid"].as_str().unwrap().to_string();
+    assert!(w.ctl(&["uninstall", &uuid]).status.success());
+    let cmd = format!("{CTL} --socket {} install {url}", w.socket.display());
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .unwrap();
+    let tty = text(&out.stdout);
+    assert!(out.status.success(), "{tty}");
+    assert!(
+        tty.contains("[##############################] 100.0%"),
+        "{tty:?}"
+    );
+    assert!(tty.contains("Installed bulky 1.0"), "{tty:?}");
 }
 
 #[test]
