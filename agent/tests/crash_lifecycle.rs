@@ -314,11 +314,22 @@ fn update_whose_new_version_cannot_start_keeps_the_previous_running() {
 fn a_damaged_journal_is_set_aside_and_the_agent_starts() {
     let (mut w, _uuid, eu, _snap) = installed_world("bad-journal");
     fs::write(w.state.join("journal.json"), b"{\"operation\": \"Inst").unwrap();
+    // What the cut operation had unpacked is swept as nothing refers to it; data dirs stay.
+    let stray = w
+        .state
+        .join("apps/0badc0de-0000-5000-8000-000000000000_0123456789ab");
+    let data = w
+        .state
+        .join("apps/0badc0de-0000-5000-8000-000000000000_data");
+    fs::create_dir_all(&stray).unwrap();
+    fs::create_dir_all(&data).unwrap();
     w.start_daemon(None);
     assert!(w.state.join("journal.json.bad").exists());
     assert!(!w.state.join("journal.json").exists());
     w.wait_eu_status(&eu, "Active", 10);
     assert!(w.daemon_log().contains("set aside"), "{}", w.daemon_log());
+    assert!(!stray.exists() && data.exists());
+    assert_consistent(&w, "swept");
     // A damaged state file, on the other hand, stops the agent with a clear error.
     w.stop_daemon();
     fs::write(w.state.join("state.json"), b"[garbage").unwrap();

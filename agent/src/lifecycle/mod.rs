@@ -191,6 +191,7 @@ impl Agent {
             eu_ops: Mutex::new(()),
         };
         agent.recover()?;
+        agent.sweep();
         agent.autostart();
         Ok(agent)
     }
@@ -870,12 +871,12 @@ impl Agent {
                 }
             }
             Operation::Update => {
-                let prev = j.previous.clone().ok_or_else(|| {
-                    Fault::new(
-                        FaultCode::CorruptData,
-                        "journal: update without previous version",
-                    )
-                })?;
+                let Some(prev) = j.previous.clone() else {
+                    crate::log_error!("journal: update without previous version; set aside");
+                    self.files.set_journal_aside()?;
+                    self.packages.clear_downloads();
+                    return Ok(());
+                };
                 let committed = self
                     .record(&j.uuid)
                     .is_some_and(|r| !j.app_id.is_empty() && r.files.app_id == j.app_id);
@@ -929,6 +930,33 @@ impl Agent {
         };
         self.finish(&mut j, event);
         Ok(())
+    }
+
+    /// Removes version directories and blobs nothing in the state refers to (left by damage or
+    /// a journal that had to be set aside). Data directories are kept: uninstall may keep them.
+    fn sweep(&self) {
+        let referenced: HashSet<String> = lock(&self.shared.model)
+            .persisted
+            .dus
+            .iter()
+            .map(|r| r.files.app_id.clone())
+            .collect();
+        let mut removed = false;
+        for id in self.packages.store.list_apps().unwrap_or_default() {
+            let is_version_dir = id
+                .rsplit_once('_')
+                .is_some_and(|(_, h)| h.len() == 12 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+            if is_version_dir && !referenced.contains(&id) {
+                crate::log_warn!("removing stray app directory {id}");
+                if let Err(f) = self.packages.remove_app(&id) {
+                    crate::log_warn!("{f}");
+                }
+                removed = true;
+            }
+        }
+        if removed {
+            self.gc();
+        }
     }
 
     /// Starts the EUs that were Active with AutoStart; an EU requested Active without
