@@ -181,6 +181,13 @@ fn https_install_malformed_config_and_disabled_env() {
     parts.config = b"{\"name\": \"broken\", ".to_vec();
     parts.sign_with(&signer);
     parts.write(&w.www.join("malformed.cpkg"));
+    // No signature at all, and a signature over another manifest.
+    let mut unsigned = common::Parts::good(&signer);
+    unsigned.signature = None;
+    unsigned.write(&w.www.join("unsigned.cpkg"));
+    let mut badsig = common::Parts::good(&signer);
+    badsig.layers[1].1 = vec![1u8; 1024];
+    badsig.write(&w.www.join("badsig.cpkg"));
 
     let server = common::Server::range(
         &w.www,
@@ -203,6 +210,13 @@ fn https_install_malformed_config_and_disabled_env() {
     }));
     w.start_daemon(None);
     let before = w.state_files();
+    for bad in ["unsigned.cpkg", "badsig.cpkg"] {
+        let err = w
+            .ctl_json(&["install", &server.url("https", "127.0.0.1", bad)])
+            .unwrap_err();
+        assert_eq!(err.0, 7036, "{bad}: {}", err.1);
+        assert_eq!(w.state_files(), before, "{bad}");
+    }
     let err = w
         .ctl_json(&[
             "install",
