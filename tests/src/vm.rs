@@ -22,7 +22,7 @@ pub struct BootOptions {
     /// Disk image attached as the board's flash (virtio-blk / IDE as the board has it).
     pub flash: Option<PathBuf>,
     /// Copy the console to this process's stdout as it arrives (for `make demo`); otherwise it
-    /// goes to `target/e2e-logs/<board>-<pid>.log`.
+    /// goes to `target/e2e-logs/<board>-<pid>-<n>.log`.
     pub echo: bool,
 }
 
@@ -79,8 +79,11 @@ impl BoardVm {
         let tee: Option<Box<dyn Write + Send>> = if opts.echo {
             Some(Box::new(std::io::stdout()))
         } else {
+            // pid + a per-process count: several tests may boot the same board at once.
+            static BOOTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = BOOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             std::fs::File::create(log_dir.join(format!(
-                "{board_name}-{}.log",
+                "{board_name}-{}-{n}.log",
                 std::process::id()
             )))
             .ok()
