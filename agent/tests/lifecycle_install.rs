@@ -247,6 +247,15 @@ fn refused_inputs_have_their_fault_and_change_nothing() {
         "the message names the cap: {}",
         err.1
     );
+    // No trusted keys at all: every package is refused, naming the directory.
+    w.stop_daemon();
+    let empty = w.root.join("no-keys");
+    std::fs::create_dir_all(&empty).unwrap();
+    w.write_config_patched(serde_json::json!({ "trusted_keys_dir": empty }));
+    w.start_daemon(None);
+    let err = w.ctl_json(&["install", &good_url]).unwrap_err();
+    assert_eq!(err.0, 7036, "{}", err.1);
+    assert!(err.1.contains("no trusted signer keys"), "{}", err.1);
     w.stop_daemon();
     w.write_config(64, 1 << 20);
     w.start_daemon(None);

@@ -123,7 +123,17 @@ impl Packages {
 
     /// Verifies every blob, the signature and the config of a downloaded package.
     pub fn check(&self, path: &Path) -> Result<CheckedPackage, Fault> {
-        let verified = verify_package(path, &self.trusted_keys()?, &self.caps())?;
+        let keys = self.trusted_keys()?;
+        if keys.is_empty() {
+            return Err(Fault::new(
+                FaultCode::SignatureFailure,
+                match &self.trusted_keys_dir {
+                    Some(d) => format!("no trusted signer keys (*.pub) in {}", d.display()),
+                    None => "no trusted signer keys are configured (trusted_keys_dir)".into(),
+                },
+            ));
+        }
+        let verified = verify_package(path, &keys, &self.caps())?;
         let c = &verified.config;
         let r = &c.restart;
         let spec = AppSpec {
