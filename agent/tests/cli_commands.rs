@@ -266,3 +266,65 @@ fn https_install_malformed_config_and_disabled_env() {
     assert_eq!(w.ctl_json(&["env-enable", "vm0"]).unwrap()["enable"], true);
     assert_eq!(w.ctl_json(&["env-disable", "nope"]).unwrap_err().0, 7223);
 }
+
+#[test]
+fn daemon_takes_its_config_from_a_board_profile() {
+    let w = World::new("board");
+    let boards = concat!(env!("CARGO_MANIFEST_DIR"), "/../boards");
+    let board = cpevisor_boards::Board::by_name_in(std::path::Path::new(boards), "qemu-q35-x86_64")
+        .unwrap();
+    let mut child = Command::new(agentd::DAEMON)
+        .arg("--state-dir")
+        .arg(&w.state)
+        .arg("--socket")
+        .arg(&w.socket)
+        .args(["--board", "qemu-q35-x86_64"])
+        .env("CPEVISOR_BOARDS_DIR", boards)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let list = loop {
+        let out = w.ctl(&["--json", "list"]);
+        if out.status.success() {
+            break serde_json::from_slice::<Value>(&out.stdout).unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            text(&out.stderr)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    let env = &list["exec_envs"][0];
+    assert_eq!(env["name"], "kvm0");
+    assert_eq!(env["type"], "kvm");
+    assert_eq!(env["arch"], "x86_64");
+    assert_eq!(env["memory_budget_mib"], board.memory.app_budget_mib);
+
+    // Usage errors exit 2 and say what is wrong.
+    for (args, needle) in [
+        (vec!["--board", "no-such-board"], "no-such-board"),
+        (vec!["--board", "x", "--config", "y"], "exclude each other"),
+        (vec![], "--config FILE or --board NAME is required"),
+    ] {
+        let out = Command::new(agentd::DAEMON)
+            .arg("--state-dir")
+            .arg(&w.state)
+            .arg("--socket")
+            .arg(w.root.join("other.sock"))
+            .args(&args)
+            .env("CPEVISOR_BOARDS_DIR", boards)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(needle),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
