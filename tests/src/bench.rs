@@ -88,6 +88,9 @@ mod tests {
         assert_eq!(v["peer"], json!("qemu"));
         let plain = Figure::new("x", 1.0, "ms").to_json();
         assert!(plain.get("ratio").is_none() && plain.get("peer").is_none());
-        assert!(Figure::new("z", 1.0, "ms").with_peer("p", 0.0).ratio().is_none());
+        assert!(Figure::new("z", 1.0, "ms")
+            .with_peer("p", 0.0)
+            .ratio()
+            .is_none());
     }
 }

@@ -129,7 +129,9 @@ mod tests {
         assert!(!text.contains('\r'));
         let (_, text2) = c.wait_for("READY", p, Duration::from_secs(5)).unwrap();
         assert_eq!(text2, " one\nREADY");
-        let err = c.wait_for("never", 0, Duration::from_millis(50)).unwrap_err();
+        let err = c
+            .wait_for("never", 0, Duration::from_millis(50))
+            .unwrap_err();
         assert!(err.contains("timed out"), "{err}");
         drop(w);
         let err = c.wait_for("never", 0, Duration::from_secs(5)).unwrap_err();

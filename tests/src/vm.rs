@@ -82,10 +82,9 @@ impl BoardVm {
             // pid + a per-process count: several tests may boot the same board at once.
             static BOOTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
             let n = BOOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            std::fs::File::create(log_dir.join(format!(
-                "{board_name}-{}-{n}.log",
-                std::process::id()
-            )))
+            std::fs::File::create(
+                log_dir.join(format!("{board_name}-{}-{n}.log", std::process::id())),
+            )
             .ok()
             .map(|f| Box::new(f) as Box<dyn Write + Send>)
         };
@@ -184,7 +183,10 @@ impl BoardVm {
                 return Ok(status.code().unwrap_or(-1));
             }
             if std::time::Instant::now() > deadline {
-                return Err(format!("{}: QEMU still running after {timeout:?}", self.board.name));
+                return Err(format!(
+                    "{}: QEMU still running after {timeout:?}",
+                    self.board.name
+                ));
             }
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -127,7 +127,9 @@ fn qemu_q35_x86_64() {
 fn qemu_virt_a53_kvm_from_cross_built_vmm() {
     let mut vm = BoardVm::boot("qemu-virt-a53", &BootOptions::default()).unwrap();
     vm.wait_ready(BOOT).unwrap();
-    let out = vm.run_ok("ls -l /dev/kvm && cpevisor-vmm kvm-info", CMD).unwrap();
+    let out = vm
+        .run_ok("ls -l /dev/kvm && cpevisor-vmm kvm-info", CMD)
+        .unwrap();
     // KVM_GET_API_VERSION has been 12 since Linux 2.6.22; anything else means we read garbage.
     assert!(out.contains("KVM API version: 12"), "{out}");
     assert!(out.contains("VM created"), "{out}");

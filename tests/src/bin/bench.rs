@@ -21,7 +21,10 @@ fn main() {
 fn binary_sizes(root: &std::path::Path, figures: &mut Vec<Figure>) {
     let dir = root.join("target/cross");
     let Ok(entries) = std::fs::read_dir(&dir) else {
-        eprintln!("bench: {} missing (run make cross): no binary sizes", dir.display());
+        eprintln!(
+            "bench: {} missing (run make cross): no binary sizes",
+            dir.display()
+        );
         return;
     };
     let mut targets: Vec<_> = entries.flatten().map(|e| e.file_name()).collect();

@@ -20,7 +20,9 @@ fn main() {
 }
 
 fn demo(board: &str) -> Result<(), String> {
-    step(&format!("booting {board} under QEMU (firmware from target/firmware/{board})"));
+    step(&format!(
+        "booting {board} under QEMU (firmware from target/firmware/{board})"
+    ));
     let opts = BootOptions {
         echo: true,
         ..Default::default()
