@@ -4,6 +4,7 @@
 pub mod board_spec;
 pub mod cpio;
 pub mod firmware;
+pub mod guest;
 pub mod modules;
 
 pub use cpio::{CpioError, Initramfs};

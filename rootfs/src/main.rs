@@ -5,15 +5,26 @@ use std::process::ExitCode;
 
 use cpevisor_rootfs::board_spec::spec_for_board;
 use cpevisor_rootfs::firmware::{build_firmware, source_date_epoch, FirmwareInputs};
+use cpevisor_rootfs::guest::{
+    build_guest, GuestArch, GuestInputs, GuestKernel, GuestSpec, MAX_DATA_SIZE,
+};
 
 const USAGE: &str = "\
 usage: cpevisor-rootfs firmware --board NAME --out DIR [--bins DIR] [--cache DIR]
+       cpevisor-rootfs guest --arch aarch64|x86_64 --app NAME --out DIR
+                             [--kernel stock|minimal] [--data FILE] [--cache DIR]
 
 Builds OUT/kernel, OUT/initramfs.cpio.gz and OUT/manifest.txt for board NAME (boards/NAME.toml).
   --bins DIR   cross-built project binaries for the board (target/cross/<rust_target>); every
                ELF file there goes to /usr/bin. Without it the firmware has no project binaries.
   --cache DIR  kernels and busybox fetched by `make setup`
                (default: $CPEVISOR_CACHE, else ~/.cache/cpevisor)
+
+guest: microVM images for cpevisor-vmm into OUT: Image (arm64 raw Image / x86_64 bzImage),
+initramfs.cpio.gz (busybox + the app; stock kernels also get their virtio and ext4 modules),
+disk.img (ext2 holding data.txt) and manifest.txt. Apps: status.
+  --kernel     stock: Debian's kernel package (default); minimal: $CACHE/guest-kernel/<arch>/
+  --data FILE  contents of the disk's data.txt (default: the app's sample file)
 Two runs with the same inputs give byte-identical files; SOURCE_DATE_EPOCH sets the file times.";
 
 struct FirmwareArgs {
@@ -33,25 +44,31 @@ fn default_cache() -> Result<PathBuf, String> {
     Ok(PathBuf::from(home).join(".cache/cpevisor"))
 }
 
-fn parse_firmware_args(args: &[String]) -> Result<FirmwareArgs, String> {
-    let (mut board, mut out, mut bins, mut cache) = (None, None, None, None);
+/// Parses `--flag VALUE` pairs into the slots named by `flags`; every flag takes one value.
+fn parse_flags<const N: usize>(
+    args: &[String],
+    flags: [&str; N],
+) -> Result<[Option<String>; N], String> {
+    let mut slots: [Option<String>; N] = std::array::from_fn(|_| None);
     let mut it = args.iter();
     while let Some(flag) = it.next() {
-        let slot = match flag.as_str() {
-            "--board" => &mut board,
-            "--out" => &mut out,
-            "--bins" => &mut bins,
-            "--cache" => &mut cache,
-            other => return Err(format!("unknown argument {other:?}")),
-        };
+        let i = flags
+            .iter()
+            .position(|f| f == flag)
+            .ok_or_else(|| format!("unknown argument {flag:?}"))?;
         let value = it
             .next()
             .filter(|v| !v.is_empty())
             .ok_or_else(|| format!("{flag} needs a value"))?;
-        if slot.replace(value.clone()).is_some() {
+        if slots[i].replace(value.clone()).is_some() {
             return Err(format!("{flag} given twice"));
         }
     }
+    Ok(slots)
+}
+
+fn parse_firmware_args(args: &[String]) -> Result<FirmwareArgs, String> {
+    let [board, out, bins, cache] = parse_flags(args, ["--board", "--out", "--bins", "--cache"])?;
     Ok(FirmwareArgs {
         board: board.ok_or("--board NAME is required")?,
         out: PathBuf::from(out.ok_or("--out DIR is required")?),
@@ -72,6 +89,7 @@ enum Failure {
 fn run(args: &[String]) -> Result<(), Failure> {
     match args.first().map(String::as_str) {
         Some("firmware") => {}
+        Some("guest") => return run_guest(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             return Ok(());
@@ -112,6 +130,64 @@ fn run(args: &[String]) -> Result<(), Failure> {
     }
     for (path, _) in &m.binaries {
         println!("  /{path}");
+    }
+    Ok(())
+}
+
+/// `guest`: microVM images for one app.
+fn run_guest(args: &[String]) -> Result<(), Failure> {
+    let [arch, app, out, kernel, data, cache] = parse_flags(
+        args,
+        ["--arch", "--app", "--out", "--kernel", "--data", "--cache"],
+    )
+    .map_err(Failure::Usage)?;
+    let usage = |e: cpevisor_rootfs::FirmwareError| Failure::Usage(e.to_string());
+    let build = |e: cpevisor_rootfs::FirmwareError| Failure::Build(e.to_string());
+    let arch = GuestArch::parse(&arch.ok_or(Failure::Usage("--arch is required".into()))?)
+        .map_err(usage)?;
+    let app = app.ok_or(Failure::Usage("--app NAME is required".into()))?;
+    let out = PathBuf::from(out.ok_or(Failure::Usage("--out DIR is required".into()))?);
+    let kernel = GuestKernel::parse(kernel.as_deref().unwrap_or("stock")).map_err(usage)?;
+    let data = match data {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            let meta = std::fs::metadata(&path)
+                .map_err(|e| Failure::Build(format!("--data {}: {e}", path.display())))?;
+            if !meta.is_file() || meta.len() > MAX_DATA_SIZE {
+                return Err(Failure::Build(format!(
+                    "--data {}: must be a regular file of at most {MAX_DATA_SIZE} bytes",
+                    path.display()
+                )));
+            }
+            Some(
+                std::fs::read(&path)
+                    .map_err(|e| Failure::Build(format!("--data {}: {e}", path.display())))?,
+            )
+        }
+        None => None,
+    };
+    let cache = match cache {
+        Some(c) => PathBuf::from(c),
+        None => default_cache().map_err(Failure::Usage)?,
+    };
+    let spec = GuestSpec {
+        arch,
+        app,
+        kernel,
+        data,
+    };
+    let inputs = GuestInputs {
+        cache,
+        mtime: source_date_epoch().map_err(build)?,
+    };
+    let m = build_guest(&spec, &inputs, &out).map_err(build)?;
+    let size = |f: &str| std::fs::metadata(out.join(f)).map_or(0, |m| m.len());
+    println!("{m} in {}", out.display());
+    for f in ["Image", "initramfs.cpio.gz", "disk.img"] {
+        println!("  {f:<18} {:>10} bytes", size(f));
+    }
+    if !m.modules.is_empty() {
+        println!("  modules ({}): {}", m.modules.len(), m.modules.join(" "));
     }
     Ok(())
 }

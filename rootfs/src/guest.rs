@@ -1,0 +1,562 @@
+//! Guest images for `cpevisor-vmm` microVMs: a kernel, an initramfs running a sample app, and a
+//! small app disk, built reproducibly from the `make setup` cache.
+//!
+//! Output directory layout (`cpevisor-rootfs guest --out DIR`):
+//! - `Image`              the guest kernel as the VMM loads it: aarch64 a raw arm64 `Image`
+//!   (gunzipped when the source is gzip); x86_64 a bzImage
+//! - `initramfs.cpio.gz`  busybox, the app's init and files, and (stock kernels) the virtio and
+//!   ext4 modules from the same kernel package with their load order
+//! - `disk.img`           the app disk: ext2 made by `mke2fs -d` holding `data.txt`
+//! - `manifest.txt`       what went in, with sha256 digests
+//!
+//! The disk is ext2 rather than a raw byte layout so the app reads its data through a real file
+//! system, as apps will: the minimal guest kernel has ext2 built in, and stock kernels get it from
+//! the ext4 module (which mounts ext2).
+
+use std::fmt;
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+use crate::cpio::Initramfs;
+use crate::firmware::{install_modules, FirmwareError, KernelPackage};
+
+/// Largest kernel image, busybox or data file accepted.
+const MAX_INPUT_SIZE: u64 = 256 << 20;
+/// Largest data file put on the app disk (the disk is sized for it).
+pub const MAX_DATA_SIZE: u64 = 1 << 20;
+/// Largest kernel after decompression.
+const MAX_IMAGE_SIZE: u64 = 256 << 20;
+/// Fixed file-system UUID and directory hash seed, so two builds give the same disk bytes.
+const DISK_UUID: &str = "c9e71505-0000-4000-8000-000000000001";
+
+/// Guest architectures the VMM boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestArch {
+    Aarch64,
+    X86_64,
+}
+
+impl GuestArch {
+    pub fn parse(s: &str) -> Result<Self, FirmwareError> {
+        match s {
+            "aarch64" => Ok(GuestArch::Aarch64),
+            "x86_64" => Ok(GuestArch::X86_64),
+            other => Err(input(format!(
+                "guest arch {other:?}: expected aarch64 or x86_64"
+            ))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            GuestArch::Aarch64 => "aarch64",
+            GuestArch::X86_64 => "x86_64",
+        }
+    }
+
+    /// Debian architecture: selects `$CACHE/busybox/<debian_arch>/busybox`.
+    fn debian_arch(self) -> &'static str {
+        match self {
+            GuestArch::Aarch64 => "arm64",
+            GuestArch::X86_64 => "amd64",
+        }
+    }
+
+    /// Debian kernel flavour of the stock guest kernel.
+    fn stock_flavour(self) -> &'static str {
+        self.debian_arch()
+    }
+
+    /// ELF e_machine of binaries for this arch (both are 64-bit little-endian).
+    fn elf_machine(self) -> u16 {
+        match self {
+            GuestArch::Aarch64 => 183,
+            GuestArch::X86_64 => 62,
+        }
+    }
+
+    /// The minimal kernel's file in `$CACHE/guest-kernel/<arch>/`.
+    fn minimal_kernel_file(self) -> &'static str {
+        match self {
+            GuestArch::Aarch64 => "Image",
+            GuestArch::X86_64 => "bzImage",
+        }
+    }
+}
+
+/// Which kernel the guest boots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuestKernel {
+    /// Debian's kernel package for the arch (virtio as modules, loaded by the init).
+    Stock,
+    /// The minimal kernel built from Debian's source into `$CACHE/guest-kernel/<arch>/`
+    /// (virtio and ext2 built in, no modules).
+    Minimal,
+}
+
+impl GuestKernel {
+    pub fn parse(s: &str) -> Result<Self, FirmwareError> {
+        match s {
+            "stock" => Ok(GuestKernel::Stock),
+            "minimal" => Ok(GuestKernel::Minimal),
+            other => Err(input(format!(
+                "guest kernel {other:?}: expected stock or minimal"
+            ))),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            GuestKernel::Stock => "stock",
+            GuestKernel::Minimal => "minimal",
+        }
+    }
+}
+
+/// A sample app: its init and files, compiled into the builder.
+struct App {
+    name: &'static str,
+    init: &'static str,
+    /// (path in the initramfs, contents, mode)
+    files: &'static [(&'static str, &'static str, u32)],
+    /// Empty directories the app needs.
+    dirs: &'static [&'static str],
+    /// Default data file for the disk.
+    data: &'static str,
+    /// Modules a stock kernel must load (dependencies are added).
+    modules: &'static [&'static str],
+}
+
+const APPS: &[App] = &[App {
+    name: "status",
+    init: include_str!("../files/guest/status/init"),
+    files: &[
+        // busybox httpd runs /cgi-bin/index.cgi for a directory without index.html: that
+        // makes `/status` (redirected to `/status/`) a live page.
+        (
+            "www/cgi-bin/index.cgi",
+            include_str!("../files/guest/status/status.cgi"),
+            0o755,
+        ),
+        (
+            "www/cgi-bin/poweroff",
+            include_str!("../files/guest/status/poweroff.cgi"),
+            0o755,
+        ),
+    ],
+    dirs: &["www/status", "data", "tmp"],
+    data: include_str!("../files/guest/status/data.txt"),
+    modules: &[
+        "virtio_mmio",
+        "virtio_blk",
+        "virtio_net",
+        "virtio_rng",
+        "ext4",
+    ],
+}];
+
+/// Names of the apps `guest --app` accepts.
+pub fn app_names() -> Vec<&'static str> {
+    APPS.iter().map(|a| a.name).collect()
+}
+
+/// What to build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestSpec {
+    pub arch: GuestArch,
+    pub app: String,
+    pub kernel: GuestKernel,
+    /// Contents of the disk's `data.txt`; `None` takes the app's default.
+    pub data: Option<Vec<u8>>,
+}
+
+/// Where inputs come from and how outputs are stamped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestInputs {
+    /// The `make setup` cache.
+    pub cache: PathBuf,
+    /// mtime of every initramfs entry and disk inode (0, or `SOURCE_DATE_EPOCH`).
+    pub mtime: u32,
+}
+
+/// What a guest build produced, as written to `manifest.txt`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestManifest {
+    pub arch: String,
+    pub app: String,
+    pub kernel: String,
+    /// Kernel release for stock kernels; the cache path for the minimal one.
+    pub kernel_source: String,
+    pub image_sha256: String,
+    pub initramfs_sha256: String,
+    pub disk_sha256: String,
+    /// Modules in load order (empty for the minimal kernel).
+    pub modules: Vec<String>,
+}
+
+impl GuestManifest {
+    pub fn to_text(&self) -> String {
+        let mut s = String::from("# cpevisor guest image manifest\n");
+        s += &format!(
+            "arch={}\napp={}\nkernel={}\nkernel_source={}\n",
+            self.arch, self.app, self.kernel, self.kernel_source
+        );
+        s += &format!(
+            "image_sha256={}\ninitramfs_sha256={}\ndisk_sha256={}\n",
+            self.image_sha256, self.initramfs_sha256, self.disk_sha256
+        );
+        for m in &self.modules {
+            s += &format!("module={m}\n");
+        }
+        s
+    }
+}
+
+/// An error about the inputs (message as given).
+fn input(msg: String) -> FirmwareError {
+    FirmwareError::Input(msg)
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> FirmwareError + '_ {
+    move |source| FirmwareError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Reads a regular file of at most `limit` bytes.
+fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, FirmwareError> {
+    let meta = fs::metadata(path).map_err(io_at(path))?;
+    if !meta.is_file() {
+        return Err(input(format!("{}: not a regular file", path.display())));
+    }
+    if meta.len() > limit {
+        return Err(input(format!(
+            "{}: {} bytes, larger than the {limit}-byte limit",
+            path.display(),
+            meta.len()
+        )));
+    }
+    fs::read(path).map_err(io_at(path))
+}
+
+/// Checks that busybox is a little-endian 64-bit ELF for `arch`.
+fn check_busybox(bytes: &[u8], arch: GuestArch, path: &Path) -> Result<(), FirmwareError> {
+    let bad = |why: String| input(format!("{}: {why}", path.display()));
+    if bytes.len() < 20 || &bytes[..4] != b"\x7fELF" {
+        return Err(bad("not an ELF binary".into()));
+    }
+    let machine = u16::from_le_bytes([bytes[18], bytes[19]]);
+    if bytes[4] != 2 || bytes[5] != 1 || machine != arch.elf_machine() {
+        return Err(bad(format!(
+            "ELF class {} data {} machine {machine}, but a {} guest needs 64-bit little-endian machine {}",
+            bytes[4],
+            bytes[5],
+            arch.name(),
+            arch.elf_machine()
+        )));
+    }
+    Ok(())
+}
+
+/// Turns the kernel file into what the VMM loads: a raw arm64 `Image` (gunzipped if needed) or
+/// an x86 bzImage, each checked by its boot-protocol magic so a wrong file fails here.
+pub fn guest_kernel_image(
+    bytes: Vec<u8>,
+    arch: GuestArch,
+    what: &Path,
+) -> Result<Vec<u8>, FirmwareError> {
+    let bytes = if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&bytes[..])
+            .take(MAX_IMAGE_SIZE + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| input(format!("{}: bad gzip data: {e}", what.display())))?;
+        if out.len() as u64 > MAX_IMAGE_SIZE {
+            return Err(input(format!(
+                "{}: decompresses to more than {MAX_IMAGE_SIZE} bytes",
+                what.display()
+            )));
+        }
+        out
+    } else {
+        bytes
+    };
+    let ok = match arch {
+        // arm64 Image header: magic "ARM\x64" at offset 0x38.
+        GuestArch::Aarch64 => bytes.get(0x38..0x3c) == Some(b"ARM\x64"),
+        // x86 boot protocol setup header: "HdrS" at 0x202.
+        GuestArch::X86_64 => bytes.get(0x202..0x206) == Some(b"HdrS"),
+    };
+    if !ok {
+        return Err(input(format!(
+            "{}: not an {} kernel ({})",
+            what.display(),
+            arch.name(),
+            match arch {
+                GuestArch::Aarch64 => "no arm64 Image magic at 0x38",
+                GuestArch::X86_64 => "no bzImage HdrS magic at 0x202",
+            }
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Writes `bytes` to `dir/name` through a temporary file, so a crash never leaves half a file
+/// under the final name.
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), FirmwareError> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let dest = dir.join(name);
+    fs::write(&tmp, bytes).map_err(io_at(&tmp))?;
+    fs::rename(&tmp, &dest).map_err(io_at(&dest))
+}
+
+/// Builds the app disk: an ext2 image holding `data.txt`, made by `mke2fs -d` with a fixed UUID,
+/// hash seed and time so it is reproducible.
+pub fn build_disk(data: &[u8], mtime: u32, out: &Path) -> Result<(), FirmwareError> {
+    if data.len() as u64 > MAX_DATA_SIZE {
+        return Err(input(format!(
+            "app data file: {} bytes, larger than the {MAX_DATA_SIZE}-byte limit",
+            data.len()
+        )));
+    }
+    let parent = out
+        .parent()
+        .ok_or_else(|| input(format!("{}: no parent directory", out.display())))?;
+    let staging = parent.join(".disk-staging");
+    if staging.exists() {
+        fs::remove_dir_all(&staging).map_err(io_at(&staging))?;
+    }
+    fs::create_dir_all(&staging).map_err(io_at(&staging))?;
+    let data_path = staging.join("data.txt");
+    fs::write(&data_path, data).map_err(io_at(&data_path))?;
+    // mke2fs -d copies the source's times: pin them.
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime.into());
+    for p in [&data_path, &staging] {
+        let f = fs::File::open(p).map_err(io_at(p))?;
+        f.set_times(fs::FileTimes::new().set_accessed(when).set_modified(when))
+            .map_err(io_at(p))?;
+    }
+    // 1 KiB blocks, room for the data plus file-system overhead.
+    let blocks = 256 + (data.len() as u64).div_ceil(1024) * 2;
+    let tmp = parent.join(".disk.img.tmp");
+    let _ = fs::remove_file(&tmp);
+    let result = Command::new("mke2fs")
+        .args([
+            "-q", "-F", "-t", "ext2", "-b", "1024", "-N", "16", "-m", "0",
+        ])
+        .args(["-L", "cpevisor-app", "-U", DISK_UUID])
+        .arg("-E")
+        .arg(format!("hash_seed={DISK_UUID},root_owner=0:0"))
+        .arg("-d")
+        .arg(&staging)
+        .arg(&tmp)
+        .arg(blocks.to_string())
+        .env("E2FSPROGS_FAKE_TIME", mtime.to_string())
+        .env("MKE2FS_CONFIG", "/dev/null")
+        .output();
+    let output = result.map_err(|e| {
+        input(format!(
+            "cannot run mke2fs (install e2fsprogs) to build the app disk: {e}"
+        ))
+    });
+    let output = match output {
+        Ok(o) if o.status.success() => Ok(o),
+        Ok(o) => Err(input(format!(
+            "mke2fs failed ({}) building {}: {}",
+            o.status,
+            out.display(),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ))),
+        Err(e) => Err(e),
+    };
+    // mke2fs -d copies each source inode's ctime and atime (which reading it just updated):
+    // pin them with debugfs so the image bytes depend on the inputs only.
+    let pinned = output.and_then(|_| pin_inode_times(&staging, &tmp, mtime));
+    let _ = fs::remove_dir_all(&staging);
+    pinned?;
+    fs::rename(&tmp, out).map_err(io_at(out))
+}
+
+/// Sets atime and ctime of the disk's inodes to `mtime` with `debugfs -w`.
+fn pin_inode_times(staging: &Path, image: &Path, mtime: u32) -> Result<(), FirmwareError> {
+    let script = staging.join("pin-times.debugfs");
+    let mut text = String::new();
+    for inode in ["/", "/data.txt"] {
+        for field in ["atime", "ctime"] {
+            text += &format!("set_inode_field {inode} {field} @{mtime}\n");
+        }
+    }
+    fs::write(&script, text).map_err(io_at(&script))?;
+    let output = Command::new("debugfs")
+        .arg("-w")
+        .arg("-f")
+        .arg(&script)
+        .arg(image)
+        .env("E2FSPROGS_FAKE_TIME", mtime.to_string())
+        .output()
+        .map_err(|e| input(format!("cannot run debugfs (install e2fsprogs): {e}")))?;
+    // debugfs reports failed requests on stderr but still exits 0; its banner goes there too.
+    let errors: Vec<&str> = std::str::from_utf8(&output.stderr)
+        .unwrap_or("")
+        .lines()
+        .filter(|l| !l.starts_with("debugfs ") && !l.trim().is_empty())
+        .collect();
+    if !output.status.success() || !errors.is_empty() {
+        return Err(input(format!(
+            "debugfs failed ({}) pinning times in {}: {}",
+            output.status,
+            image.display(),
+            errors.join("; ")
+        )));
+    }
+    Ok(())
+}
+
+fn add_base_files(fs: &mut Initramfs, app: &App) -> Result<(), FirmwareError> {
+    for dir in [
+        "bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "etc",
+    ] {
+        fs.add_dir(dir, 0o755)?;
+    }
+    for dir in app.dirs {
+        fs.add_dir(dir, if *dir == "tmp" { 0o1777 } else { 0o755 })?;
+    }
+    // The kernel opens /dev/console before init runs, so it must exist before devtmpfs.
+    fs.add_char_dev("dev/console", 0o600, 5, 1)?;
+    fs.add_char_dev("dev/null", 0o666, 1, 3)?;
+    fs.add_file("etc/passwd", b"root:x:0:0:root:/:/bin/sh\n".to_vec(), 0o644)?;
+    fs.add_file("etc/group", b"root:x:0:\n".to_vec(), 0o644)?;
+    fs.add_file(
+        "etc/hostname",
+        format!("{}-app\n", app.name).into_bytes(),
+        0o644,
+    )?;
+    fs.add_file("init", app.init.as_bytes().to_vec(), 0o755)?;
+    for (path, text, mode) in app.files {
+        fs.add_file(path, text.as_bytes().to_vec(), *mode)?;
+    }
+    Ok(())
+}
+
+/// Builds the guest images for `spec` into `out` and returns the manifest.
+pub fn build_guest(
+    spec: &GuestSpec,
+    inputs: &GuestInputs,
+    out: &Path,
+) -> Result<GuestManifest, FirmwareError> {
+    let app = APPS.iter().find(|a| a.name == spec.app).ok_or_else(|| {
+        input(format!(
+            "unknown app {:?}: expected one of {}",
+            spec.app,
+            app_names().join(", ")
+        ))
+    })?;
+    let arch = spec.arch;
+
+    let busybox_path = inputs
+        .cache
+        .join("busybox")
+        .join(arch.debian_arch())
+        .join("busybox");
+    if !busybox_path.exists() {
+        return Err(input(format!(
+            "{} is missing: run `make setup` to fetch busybox for {}",
+            busybox_path.display(),
+            arch.debian_arch()
+        )));
+    }
+    let busybox = read_bounded(&busybox_path, MAX_INPUT_SIZE)?;
+    check_busybox(&busybox, arch, &busybox_path)?;
+
+    let mut fs_tree = Initramfs::new().with_mtime(inputs.mtime);
+    add_base_files(&mut fs_tree, app)?;
+    fs_tree.add_file("bin/busybox", busybox, 0o755)?;
+    fs_tree.add_symlink("bin/sh", "busybox")?;
+
+    let (kernel_path, kernel_source, modules) = match spec.kernel {
+        GuestKernel::Stock => {
+            let package = KernelPackage::from_cache(&inputs.cache, arch.stock_flavour())?;
+            let names: Vec<String> = app.modules.iter().map(|m| m.to_string()).collect();
+            let (_, installed) = install_modules(
+                &mut fs_tree,
+                &package,
+                &names,
+                crate::firmware::LOAD_ORDER_PATH,
+            )?;
+            let modules = installed.into_iter().map(|m| m.name).collect();
+            (package.image.clone(), package.release.clone(), modules)
+        }
+        GuestKernel::Minimal => {
+            let path = inputs
+                .cache
+                .join("guest-kernel")
+                .join(arch.name())
+                .join(arch.minimal_kernel_file());
+            if !path.is_file() {
+                return Err(input(format!(
+                    "{} is missing: build the minimal guest kernel first (`make guest-kernels`)",
+                    path.display()
+                )));
+            }
+            let source = path.display().to_string();
+            (path, source, Vec::new())
+        }
+    };
+    let image = guest_kernel_image(
+        read_bounded(&kernel_path, MAX_INPUT_SIZE)?,
+        arch,
+        &kernel_path,
+    )?;
+
+    fs::create_dir_all(out).map_err(io_at(out))?;
+    let initramfs_tmp = out.join(".initramfs.cpio.gz.tmp");
+    fs_tree.write_gz(&initramfs_tmp)?;
+    let initramfs_path = out.join("initramfs.cpio.gz");
+    fs::rename(&initramfs_tmp, &initramfs_path).map_err(io_at(&initramfs_path))?;
+    let initramfs = fs::read(&initramfs_path).map_err(io_at(&initramfs_path))?;
+    write_atomically(out, "Image", &image)?;
+
+    let data = spec.data.as_deref().unwrap_or(app.data.as_bytes()).to_vec();
+    let disk_path = out.join("disk.img");
+    build_disk(&data, inputs.mtime, &disk_path)?;
+    let disk = fs::read(&disk_path).map_err(io_at(&disk_path))?;
+
+    let manifest = GuestManifest {
+        arch: arch.name().to_string(),
+        app: app.name.to_string(),
+        kernel: spec.kernel.name().to_string(),
+        kernel_source,
+        image_sha256: sha256_hex(&image),
+        initramfs_sha256: sha256_hex(&initramfs),
+        disk_sha256: sha256_hex(&disk),
+        modules,
+    };
+    write_atomically(out, "manifest.txt", manifest.to_text().as_bytes())?;
+    Ok(manifest)
+}
+
+impl fmt::Display for GuestManifest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} guest, app {}, {} kernel ({})",
+            self.arch, self.app, self.kernel, self.kernel_source
+        )
+    }
+}
+
+#[cfg(test)]
+#[path = "guest_tests.rs"]
+mod tests;

@@ -1,0 +1,288 @@
+use super::*;
+use crate::cpio::tests::{parse, Parsed};
+use std::io::Write;
+
+/// A scratch directory per test, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir =
+            std::env::temp_dir().join(format!("cpevisor-guest-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+const RELEASE: &str = "6.1.0-99-amd64";
+
+/// A fake bzImage: only the setup-header magic matters to the builder.
+fn fake_bzimage() -> Vec<u8> {
+    let mut k = vec![0u8; 4096];
+    k[0x202..0x206].copy_from_slice(b"HdrS");
+    k
+}
+
+fn fake_arm64_image() -> Vec<u8> {
+    let mut k = vec![0u8; 4096];
+    k[0x38..0x3c].copy_from_slice(b"ARM\x64");
+    k
+}
+
+/// A cache with the host's x86_64 busybox, a stock amd64 "package" whose modules.dep lists the
+/// app's modules (so they need not be real ELF), and a minimal x86_64 kernel.
+fn synthetic_cache(dir: &Path) -> PathBuf {
+    let cache = dir.join("cache");
+    let kdir = cache.join("kernel/amd64");
+    let mods = kdir.join("root/lib/modules").join(RELEASE);
+    fs::create_dir_all(mods.join("kernel")).unwrap();
+    fs::create_dir_all(kdir.join("root/boot")).unwrap();
+    fs::write(kdir.join("release"), RELEASE).unwrap();
+    fs::write(
+        kdir.join(format!("root/boot/vmlinuz-{RELEASE}")),
+        fake_bzimage(),
+    )
+    .unwrap();
+    let mut dep = String::new();
+    for name in [
+        "virtio_mmio",
+        "virtio_blk",
+        "virtio_net",
+        "virtio_rng",
+        "ext4",
+    ] {
+        fs::write(
+            mods.join(format!("kernel/{name}.ko")),
+            format!("module {name}"),
+        )
+        .unwrap();
+        dep += &format!("kernel/{name}.ko:\n");
+    }
+    fs::write(mods.join("modules.dep"), dep).unwrap();
+    let minimal = cache.join("guest-kernel/x86_64");
+    fs::create_dir_all(&minimal).unwrap();
+    fs::write(minimal.join("bzImage"), fake_bzimage()).unwrap();
+    let bb = cache.join("busybox/amd64");
+    fs::create_dir_all(&bb).unwrap();
+    fs::copy("/bin/busybox", bb.join("busybox")).unwrap();
+    cache
+}
+
+fn spec(kernel: GuestKernel, data: Option<&[u8]>) -> GuestSpec {
+    GuestSpec {
+        arch: GuestArch::X86_64,
+        app: "status".into(),
+        kernel,
+        data: data.map(<[u8]>::to_vec),
+    }
+}
+
+fn initramfs_entries(dir: &Path) -> Vec<Parsed> {
+    let gz = fs::read(dir.join("initramfs.cpio.gz")).unwrap();
+    let mut cpio = Vec::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_end(&mut cpio)
+        .unwrap();
+    parse(&cpio)
+}
+
+fn have_debugfs() -> bool {
+    Command::new("debugfs").arg("-V").output().is_ok()
+}
+
+/// `data.txt` as the ext2 image holds it, read back with e2fsprogs' debugfs.
+fn disk_data(disk: &Path) -> String {
+    let out = Command::new("debugfs")
+        .args(["-R", "cat /data.txt"])
+        .arg(disk)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn stock_build_has_app_modules_and_is_reproducible() {
+    let s = Scratch::new("stock");
+    let cache = synthetic_cache(&s.0);
+    let inputs = GuestInputs {
+        cache,
+        mtime: 1_700_000_000,
+    };
+    let (a, b) = (s.0.join("a"), s.0.join("b"));
+    let m = build_guest(&spec(GuestKernel::Stock, None), &inputs, &a).unwrap();
+    // Source inode times must not leak into the disk: build the second one a second later.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    build_guest(&spec(GuestKernel::Stock, None), &inputs, &b).unwrap();
+    for f in ["Image", "initramfs.cpio.gz", "disk.img", "manifest.txt"] {
+        let digest = |d: &Path| sha256_hex(&fs::read(d.join(f)).unwrap());
+        assert_eq!(digest(&a), digest(&b), "{f} differs between two builds");
+    }
+    assert_eq!(m.kernel_source, RELEASE);
+    let mut names = m.modules.clone();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "ext4",
+            "virtio_blk",
+            "virtio_mmio",
+            "virtio_net",
+            "virtio_rng"
+        ]
+    );
+    let entries = initramfs_entries(&a);
+    let find = |name: &str| entries.iter().find(|e| e.name == name);
+    let init = find("init").expect("init in the initramfs");
+    assert_eq!(init.mode & 0o777, 0o755);
+    assert!(String::from_utf8_lossy(&init.data).contains("APP-READY"));
+    let order = find("etc/cpevisor/modules.load").expect("load order");
+    assert!(String::from_utf8_lossy(&order.data).contains("virtio_mmio /lib/modules/"));
+    assert!(find("www/cgi-bin/index.cgi").is_some());
+    assert!(find("www/cgi-bin/poweroff").is_some());
+    assert!(find("www/status").is_some(), "/status must be a directory");
+    assert!(entries
+        .iter()
+        .all(|e| e.mtime == 1_700_000_000 || e.name == "TRAILER!!!"));
+    assert_eq!(fs::read(a.join("Image")).unwrap(), fake_bzimage());
+    if have_debugfs() {
+        assert_eq!(disk_data(&a.join("disk.img")), "cpevisor sample data\n");
+    }
+}
+
+#[test]
+fn minimal_build_has_no_modules_and_carries_the_data() {
+    let s = Scratch::new("minimal");
+    let cache = synthetic_cache(&s.0);
+    let inputs = GuestInputs { cache, mtime: 0 };
+    let out = s.0.join("out");
+    let m = build_guest(
+        &spec(GuestKernel::Minimal, Some(b"token-1234\n")),
+        &inputs,
+        &out,
+    )
+    .unwrap();
+    assert!(m.modules.is_empty());
+    let entries = initramfs_entries(&out);
+    assert!(!entries.iter().any(|e| e.name.ends_with("modules.load")));
+    assert!(!entries.iter().any(|e| e.name.ends_with(".ko")));
+    if have_debugfs() {
+        assert_eq!(disk_data(&out.join("disk.img")), "token-1234\n");
+    }
+    let text = fs::read_to_string(out.join("manifest.txt")).unwrap();
+    assert!(text.contains("kernel=minimal"), "{text}");
+}
+
+#[test]
+fn missing_inputs_name_the_file_and_the_fix() {
+    let s = Scratch::new("missing");
+    let cache = synthetic_cache(&s.0);
+    fs::remove_file(cache.join("guest-kernel/x86_64/bzImage")).unwrap();
+    let inputs = GuestInputs {
+        cache: cache.clone(),
+        mtime: 0,
+    };
+    let err = build_guest(&spec(GuestKernel::Minimal, None), &inputs, &s.0.join("o"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("guest-kernel/x86_64/bzImage") && err.contains("make guest-kernels"),
+        "{err}"
+    );
+
+    let mut unknown = spec(GuestKernel::Stock, None);
+    unknown.app = "nope".into();
+    let err = build_guest(&unknown, &inputs, &s.0.join("o"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("unknown app \"nope\"") && err.contains("status"),
+        "{err}"
+    );
+
+    // An aarch64 guest needs arm64 busybox, absent from this cache.
+    let mut arm = spec(GuestKernel::Stock, None);
+    arm.arch = GuestArch::Aarch64;
+    let err = build_guest(&arm, &inputs, &s.0.join("o"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("busybox/arm64/busybox") && err.contains("make setup"),
+        "{err}"
+    );
+
+    // The x86_64 busybox put where arm64's belongs is refused as the wrong machine.
+    let bb = cache.join("busybox/arm64");
+    fs::create_dir_all(&bb).unwrap();
+    fs::copy("/bin/busybox", bb.join("busybox")).unwrap();
+    let err = build_guest(&arm, &inputs, &s.0.join("o"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("machine 62") && err.contains("machine 183"),
+        "{err}"
+    );
+
+    let too_big = vec![b'x'; MAX_DATA_SIZE as usize + 1];
+    let err = build_guest(
+        &spec(GuestKernel::Stock, Some(&too_big)),
+        &inputs,
+        &s.0.join("o"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("app data file"), "{err}");
+}
+
+#[test]
+fn kernel_images_are_checked_and_gunzipped() {
+    let what = Path::new("k");
+    let raw = fake_arm64_image();
+    assert_eq!(
+        guest_kernel_image(raw.clone(), GuestArch::Aarch64, what).unwrap(),
+        raw
+    );
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&raw).unwrap();
+    let gz = gz.finish().unwrap();
+    assert_eq!(
+        guest_kernel_image(gz, GuestArch::Aarch64, what).unwrap(),
+        raw
+    );
+    let err = guest_kernel_image(fake_bzimage(), GuestArch::Aarch64, what)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not an aarch64 kernel"), "{err}");
+    let err = guest_kernel_image(raw, GuestArch::X86_64, what)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("HdrS"), "{err}");
+    let err = guest_kernel_image(vec![0x1f, 0x8b, 8, 0, 1, 2], GuestArch::Aarch64, what)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bad gzip data"), "{err}");
+    let err = guest_kernel_image(Vec::new(), GuestArch::X86_64, what)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not an x86_64 kernel"), "{err}");
+}
+
+#[test]
+fn arch_and_kernel_names_parse_strictly() {
+    assert_eq!(GuestArch::parse("aarch64").unwrap(), GuestArch::Aarch64);
+    assert!(GuestArch::parse("arm64")
+        .unwrap_err()
+        .to_string()
+        .contains("aarch64 or x86_64"));
+    assert_eq!(GuestKernel::parse("minimal").unwrap(), GuestKernel::Minimal);
+    assert!(GuestKernel::parse("")
+        .unwrap_err()
+        .to_string()
+        .contains("stock or minimal"));
+}
