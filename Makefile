@@ -7,7 +7,7 @@ BOARDS ?= $(EMULATED)
 export CPEVISOR_CACHE ?= $(HOME)/.cache/cpevisor
 CARGO ?= cargo
 
-.PHONY: all setup build cross firmware board demo test lint unit e2e bench clean-firmware
+.PHONY: all setup build cross firmware guest-kernels board demo test lint unit e2e bench clean-firmware
 
 all: build
 
@@ -25,6 +25,12 @@ cross: setup
 ## firmware: kernel + initramfs for each board in BOARDS, into target/firmware/<board>/
 firmware: setup
 	@bash scripts/firmware.sh $(BOARDS)
+
+## guest-kernels: minimal microVM guest kernels from Debian's linux-source, into
+## $(CPEVISOR_CACHE)/guest-kernel/<arch>/ (cached: rebuilt only when the source or a fragment changes)
+GUEST_KERNEL_ARCHES ?= aarch64 x86_64
+guest-kernels: setup
+	@bash scripts/guest-kernel.sh $(GUEST_KERNEL_ARCHES)
 
 ## board: boot BOARD's firmware under QEMU with the console on this terminal (Ctrl-A X quits)
 board: setup
@@ -46,7 +52,7 @@ lint:
 unit:
 	$(CARGO) test --workspace
 
-e2e:
+e2e: guest-kernels
 	$(CARGO) test -p cpevisor-e2e --test boards -- --ignored --test-threads=2
 
 ## bench: figures side by side with their peers, into target/bench.json

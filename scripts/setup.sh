@@ -25,6 +25,9 @@ HOST_PKGS=(
   gcc-mipsel-linux-gnu libc6-dev-mipsel-cross gcc-mips64el-linux-gnuabi64 libc6-dev-mips64el-cross
   # images, tests and benchmarks
   busybox-static cpio file openssl python3 mosquitto mosquitto-clients iproute2 e2fsprogs
+  # minimal guest kernels (scripts/guest-kernel.sh): source, kconfig and build tools; libelf for
+  # x86_64's objtool, xz for its compressed bzImage
+  linux-source-6.1 make gcc flex bison bc libelf-dev xz-utils
 )
 
 missing=()
