@@ -157,7 +157,7 @@ fn tool_list_get_show_and_check() {
     let (code, out, _) = tool(&dir, &["get", DEFAULT_BOARD, "kernel.modules"]);
     assert_eq!(
         (code, out.as_str()),
-        (0, "virtio_mmio virtio_net virtio_blk\n")
+        (0, "virtio_mmio virtio_net virtio_blk tun\n")
     );
     let (code, _, err) = tool(&dir, &["get", DEFAULT_BOARD, "memory.nope"]);
     assert_eq!(code, 2);

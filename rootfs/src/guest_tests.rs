@@ -57,6 +57,7 @@ fn synthetic_cache(dir: &Path) -> PathBuf {
         "virtio_net",
         "virtio_rng",
         "ext4",
+        "crc32c_generic",
     ] {
         fs::write(
             mods.join(format!("kernel/{name}.ko")),
@@ -130,6 +131,7 @@ fn stock_build_has_app_modules_and_is_reproducible() {
     assert_eq!(
         names,
         [
+            "crc32c_generic",
             "ext4",
             "virtio_blk",
             "virtio_mmio",

@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod console;
 pub mod firmware;
+pub mod microvm;
 pub mod vm;
 
 pub use firmware::{firmware_dir, workspace_root};

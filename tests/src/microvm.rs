@@ -1,0 +1,384 @@
+//! MicroVMs inside an emulated board: guest images built on the host, served to the board over
+//! HTTP, and `cpevisor-vmm` driven through the board's console.
+//!
+//! Flow (see tests/tests/vmm_in_board.rs): [`GuestImages::build`] writes `Image`,
+//! `initramfs.cpio.gz` and `disk.img` (the disk's data file carries a per-run token);
+//! [`HttpServer::serve`] serves them from 127.0.0.1; [`fetch_images`] makes the board download
+//! and checksum them from 10.0.2.2 (QEMU user networking's view of the host's loopback);
+//! [`create_tap`] and [`VmmRun::start`] start the VMM in the background of the board's console
+//! shell; [`VmmRun::wait_app_ready`], [`VmmRun::wait_exit`] follow it to the end.
+
+use crate::firmware::{timeout_scale, workspace_root};
+use crate::BoardVm;
+use cpevisor_rootfs::guest::{build_guest, GuestArch, GuestInputs, GuestKernel, GuestSpec};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where the board keeps the fetched images and the VMM's logs (the board's /tmp is a tmpfs).
+pub const BOARD_DIR: &str = "/tmp/guest";
+/// The guest's address on the tap link; the board side is [`HOST_TAP_ADDR`].
+pub const GUEST_ADDR: &str = "172.16.0.2";
+pub const HOST_TAP_ADDR: &str = "172.16.0.1";
+/// Line the sample app's init prints on the guest console once HTTP is up.
+pub const APP_READY: &str = "APP-READY";
+/// The images, as the board sees them in [`BOARD_DIR`].
+pub const IMAGE_FILES: [&str; 3] = ["Image", "initramfs.cpio.gz", "disk.img"];
+
+/// The `make setup` cache, as the Makefile passes it (`CPEVISOR_CACHE`) or its default.
+pub fn cache_dir() -> Result<PathBuf, String> {
+    if let Some(dir) = std::env::var_os("CPEVISOR_CACHE").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| PathBuf::from(h).join(".cache/cpevisor"))
+        .ok_or_else(|| "neither CPEVISOR_CACHE nor HOME is set".to_string())
+}
+
+/// Guest images built for one test run; the directory is removed on drop.
+pub struct GuestImages {
+    pub dir: PathBuf,
+    /// The token written into the disk's data file.
+    pub token: String,
+    /// sha256 of each of [`IMAGE_FILES`], to check the copies in the board.
+    pub sha256: Vec<(String, String)>,
+    pub kernel: GuestKernel,
+}
+
+impl GuestImages {
+    /// Builds the `status` app for aarch64 with `kernel`, its disk carrying `token`. Fails with
+    /// the builder's message (which names the missing file and the make target to run).
+    pub fn build(kernel: GuestKernel, token: &str) -> Result<GuestImages, String> {
+        let dir = workspace_root().join("target/e2e-guest").join(format!(
+            "{}-{}-{token}",
+            kernel.name(),
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let spec = GuestSpec {
+            arch: GuestArch::Aarch64,
+            app: "status".into(),
+            kernel: kernel.clone(),
+            data: Some(format!("{token}\n").into_bytes()),
+        };
+        let inputs = GuestInputs {
+            cache: cache_dir()?,
+            mtime: 0,
+        };
+        let m = build_guest(&spec, &inputs, &dir)
+            .map_err(|e| format!("building the {} guest images: {e}", kernel.name()))?;
+        let sha256 = vec![
+            ("Image".to_string(), m.image_sha256),
+            ("initramfs.cpio.gz".to_string(), m.initramfs_sha256),
+            ("disk.img".to_string(), m.disk_sha256),
+        ];
+        Ok(GuestImages {
+            dir,
+            token: token.to_string(),
+            sha256,
+            kernel,
+        })
+    }
+}
+
+impl Drop for GuestImages {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `python3 -m http.server` serving one directory on 127.0.0.1; killed on drop.
+pub struct HttpServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl HttpServer {
+    /// Starts the server and waits until it accepts connections.
+    pub fn serve(dir: &Path) -> Result<HttpServer, String> {
+        let port = free_port()?;
+        let child = Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
+            .arg(dir)
+            .arg(port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start python3 -m http.server: {e}"))?;
+        let mut server = HttpServer { child, port };
+        let deadline = Instant::now() + Duration::from_secs(20).mul_f64(timeout_scale());
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(format!("python3 -m http.server exited at once: {status}"));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("HTTP server on 127.0.0.1:{port} did not start"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(server)
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
+/// Downloads the images into [`BOARD_DIR`] from the host's server and checks their sha256.
+pub fn fetch_images(
+    vm: &mut BoardVm,
+    images: &GuestImages,
+    server: &HttpServer,
+) -> Result<Duration, String> {
+    let started = Instant::now();
+    let mut cmd = format!("rm -rf {BOARD_DIR} && mkdir -p {BOARD_DIR} && cd {BOARD_DIR}");
+    for f in IMAGE_FILES {
+        cmd += &format!(" && wget -q http://10.0.2.2:{}/{f}", server.port);
+    }
+    cmd += " && sha256sum ";
+    cmd += &IMAGE_FILES.join(" ");
+    cmd += "; cd /";
+    let out = vm.run_ok(&cmd, Duration::from_secs(300))?;
+    for (file, sha) in &images.sha256 {
+        if !out.contains(&format!("{sha}  {file}")) {
+            return Err(format!(
+                "{file} in the board does not match the host's sha256 {sha}:\n{out}"
+            ));
+        }
+    }
+    Ok(started.elapsed())
+}
+
+/// Creates `tap` with [`HOST_TAP_ADDR`]/24 and brings it up.
+pub fn create_tap(vm: &mut BoardVm, tap: &str) -> Result<(), String> {
+    vm.run_ok(
+        &format!(
+            "(ip tuntap add dev {tap} mode tap 2>/dev/null || tunctl -t {tap} >/dev/null) \
+             && ip addr add {HOST_TAP_ADDR}/24 dev {tap} && ip link set {tap} up"
+        ),
+        Duration::from_secs(30),
+    )
+    .map(|_| ())
+}
+
+/// How to start the VMM for the sample app.
+#[derive(Debug, Clone)]
+pub struct VmmLaunch {
+    pub memory_mib: u32,
+    pub vcpus: u32,
+    pub tap: String,
+    pub extra_cmdline: String,
+}
+
+impl Default for VmmLaunch {
+    fn default() -> Self {
+        VmmLaunch {
+            memory_mib: 64,
+            vcpus: 2,
+            tap: "tap0".into(),
+            extra_cmdline: String::new(),
+        }
+    }
+}
+
+impl VmmLaunch {
+    /// The `cpevisor-vmm` command line over the images in [`BOARD_DIR`]. The guest console goes
+    /// to a file (the board's own console is slow and carries the test's commands).
+    pub fn command(&self) -> String {
+        let d = BOARD_DIR;
+        format!(
+            "cpevisor-vmm --kernel {d}/Image --initrd {d}/initramfs.cpio.gz \
+             --cmdline 'console=ttyS0 quiet panic=-1 cpevisor.ip={GUEST_ADDR}/24 {extra}' \
+             --memory {mem} --vcpus {cpus} --disk {d}/disk.img,ro --net {tap} --rng \
+             --console file:{d}/console.log --control-socket {d}/vmm.sock",
+            extra = self.extra_cmdline,
+            mem = self.memory_mib,
+            cpus = self.vcpus,
+            tap = self.tap,
+        )
+    }
+}
+
+/// Figures the VMM logged, in milliseconds since its process started.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VmmFigures {
+    pub first_instruction_ms: f64,
+    pub boot_ready_ms: f64,
+}
+
+/// Reads `... at <ms> ms` and `boot-ready: <ms> ms since VMM start` out of the VMM's log.
+pub fn parse_figures(log: &str) -> Result<VmmFigures, String> {
+    let number_before_ms = |line: &str, after: &str| -> Option<f64> {
+        let rest = &line[line.find(after)? + after.len()..];
+        rest.split_whitespace().next()?.parse().ok()
+    };
+    let first = log
+        .lines()
+        .find(|l| l.contains("first instruction:"))
+        .and_then(|l| number_before_ms(l, " at "));
+    let ready = log
+        .lines()
+        .find(|l| l.starts_with("boot-ready:"))
+        .and_then(|l| number_before_ms(l, "boot-ready:"));
+    match (first, ready) {
+        (Some(first_instruction_ms), Some(boot_ready_ms)) => Ok(VmmFigures {
+            first_instruction_ms,
+            boot_ready_ms,
+        }),
+        _ => Err(format!(
+            "VMM log lacks the first-instruction or boot-ready line:\n{log}"
+        )),
+    }
+}
+
+/// A `cpevisor-vmm` started in the background of the board's console shell.
+pub struct VmmRun {
+    /// The shell variable holding its PID (the console shell keeps it between commands).
+    pid_var: &'static str,
+}
+
+/// The board-side poll loop: up to `secs` seconds until `cond` holds or the VMM is gone.
+fn poll(cond: &str, pid_var: &str, secs: f64) -> String {
+    let rounds = (secs * 4.0).ceil() as u64;
+    format!(
+        "i=0; until {cond}; do kill -0 ${pid_var} 2>/dev/null || break; \
+         i=$((i+1)); [ $i -ge {rounds} ] && break; usleep 250000; done"
+    )
+}
+
+impl VmmRun {
+    /// Starts the VMM; its stderr goes to `BOARD_DIR/vmm.log`.
+    pub fn start(vm: &mut BoardVm, launch: &VmmLaunch) -> Result<VmmRun, String> {
+        let pid_var = "vmm_pid";
+        vm.run_ok(
+            &format!(
+                "rm -f {BOARD_DIR}/vmm.log {BOARD_DIR}/console.log; \
+                 {} </dev/null >{BOARD_DIR}/vmm.log 2>&1 & {pid_var}=$!",
+                launch.command()
+            ),
+            Duration::from_secs(30),
+        )?;
+        Ok(VmmRun { pid_var })
+    }
+
+    /// Waits (board side) until the guest console shows [`APP_READY`] and the VMM logged
+    /// boot-ready; returns the VMM's figures. On failure the error carries both logs.
+    pub fn wait_app_ready(
+        &self,
+        vm: &mut BoardVm,
+        timeout: Duration,
+    ) -> Result<VmmFigures, String> {
+        let secs = timeout.mul_f64(timeout_scale()).as_secs_f64();
+        let cond = format!(
+            "grep -q {APP_READY} {BOARD_DIR}/console.log 2>/dev/null && \
+             grep -q boot-ready: {BOARD_DIR}/vmm.log"
+        );
+        let wait = poll(&cond, self.pid_var, secs);
+        vm.run_ok(&wait, timeout + Duration::from_secs(60))?;
+        let logs = self.logs(vm)?;
+        if !logs.contains(APP_READY) {
+            return Err(format!("the guest never printed {APP_READY}:\n{logs}"));
+        }
+        parse_figures(&logs).map_err(|e| format!("{e}\n{logs}"))
+    }
+
+    /// The VMM's log and the guest console, for reports and failures.
+    pub fn logs(&self, vm: &mut BoardVm) -> Result<String, String> {
+        vm.run_ok(
+            &format!(
+                "echo '--- vmm.log'; cat {BOARD_DIR}/vmm.log; \
+                 echo '--- console.log (tail)'; tail -c 3000 {BOARD_DIR}/console.log"
+            ),
+            Duration::from_secs(30),
+        )
+    }
+
+    /// Waits for the VMM to exit by itself and returns its exit status; an error if it is still
+    /// running after `timeout` (it is then killed so the board can be powered off).
+    pub fn wait_exit(&self, vm: &mut BoardVm, timeout: Duration) -> Result<i32, String> {
+        let secs = timeout.mul_f64(timeout_scale()).as_secs_f64();
+        let v = self.pid_var;
+        let gone = format!("! kill -0 ${v} 2>/dev/null");
+        let cmd = format!(
+            "{}; if kill -0 ${v} 2>/dev/null; then kill -9 ${v}; wait ${v}; echo VMM-STILL-RUNNING; \
+             else wait ${v}; echo VMM-EXIT=$?; fi",
+            poll(&gone, v, secs)
+        );
+        let out = vm.run_ok(&cmd, timeout + Duration::from_secs(60))?;
+        if out.contains("VMM-STILL-RUNNING") {
+            return Err(format!("cpevisor-vmm still running after {timeout:?}"));
+        }
+        out.split("VMM-EXIT=")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("no VMM exit status in:\n{out}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_are_read_from_the_vmm_log() {
+        let log = "cpevisor-vmm: vGIC: v3\n\
+                   cpevisor-vmm: first instruction: vcpu 0 entering KVM_RUN at 3.412 ms\n\
+                   boot-ready: 812.345 ms since VMM start\n";
+        let f = parse_figures(log).unwrap();
+        assert_eq!(f.first_instruction_ms, 3.412);
+        assert_eq!(f.boot_ready_ms, 812.345);
+        let err = parse_figures("cpevisor-vmm: error: tap0: no such device\n").unwrap_err();
+        assert!(err.contains("lacks"), "{err}");
+        assert!(parse_figures("boot-ready: soon ms\nfirst instruction: at x ms").is_err());
+    }
+
+    #[test]
+    fn the_vmm_command_names_every_image_and_the_tap() {
+        let cmd = VmmLaunch {
+            tap: "tapX".into(),
+            ..Default::default()
+        }
+        .command();
+        for f in IMAGE_FILES {
+            assert!(cmd.contains(&format!("{BOARD_DIR}/{f}")), "{cmd}");
+        }
+        assert!(
+            cmd.contains("--net tapX") && cmd.contains("--memory 64"),
+            "{cmd}"
+        );
+        assert!(cmd.contains(",ro") && cmd.contains("--rng"), "{cmd}");
+    }
+
+    #[test]
+    fn the_http_server_serves_the_directory_and_dies_with_its_handle() {
+        let dir = std::env::temp_dir().join(format!("cpevisor-httpd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("hello.txt"), "hello board\n").unwrap();
+        let server = HttpServer::serve(&dir).unwrap();
+        let port = server.port;
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        use std::io::{Read, Write};
+        s.write_all(b"GET /hello.txt HTTP/1.0\r\n\r\n").unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        assert!(reply.contains("hello board"), "{reply}");
+        drop(server);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,173 @@
+//! `cpevisor-vmm` end to end inside the emulated aarch64 boards (KVM inside QEMU, GICv3 and
+//! GICv2): the board downloads guest images from the host, the VMM boots the `status` sample app
+//! on the stock Debian kernel or the minimal guest kernel, the board fetches the app's status page
+//! over virtio-net (its body carries the per-run token from the virtio-blk disk), asks the app to
+//! power off, and the VMM exits 0. Bad input: a missing tap is refused with a message naming it
+//! and no control socket left behind.
+//!
+//! They need `make firmware` (and `make guest-kernels` for the minimal kernel), so they are
+//! `#[ignore]`d for a plain `cargo test` and run by `make e2e`.
+
+use cpevisor_e2e::microvm::{
+    create_tap, fetch_images, GuestImages, HttpServer, VmmLaunch, VmmRun, BOARD_DIR, GUEST_ADDR,
+};
+use cpevisor_e2e::{BoardVm, BootOptions};
+use cpevisor_rootfs::guest::GuestKernel;
+use std::time::{Duration, Instant};
+
+const BOOT: Duration = Duration::from_secs(240);
+const CMD: Duration = Duration::from_secs(60);
+/// Nested Linux under TCG is slow: the stock kernel loads ten modules before the app starts.
+const APP_READY: Duration = Duration::from_secs(300);
+
+/// A token unique to this run and test, so a stale disk or page can never pass.
+fn token(board: &str, kernel: &GuestKernel) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "tok{}x{nanos}x{}x{}",
+        std::process::id(),
+        board.len(),
+        kernel.name()
+    )
+}
+
+/// Boots `board`, fetches the images into it and creates tap0; returns the board and images.
+fn board_with_images(board: &str, kernel: GuestKernel) -> (BoardVm, GuestImages) {
+    let images = GuestImages::build(kernel.clone(), &token(board, &kernel)).unwrap();
+    let server = HttpServer::serve(&images.dir).unwrap();
+    let mut vm = BoardVm::boot(board, &BootOptions::default()).unwrap();
+    vm.wait_ready(BOOT).unwrap();
+    let took = fetch_images(&mut vm, &images, &server).unwrap();
+    println!("{board}: images fetched and checked in {took:.1?}");
+    create_tap(&mut vm, "tap0").unwrap();
+    (vm, images)
+}
+
+/// The whole app lifecycle on one board with one kernel.
+fn app_serves_and_powers_off(board: &str, kernel: GuestKernel) {
+    let (mut vm, images) = board_with_images(board, kernel.clone());
+    let started = Instant::now();
+    let run = VmmRun::start(&mut vm, &VmmLaunch::default()).unwrap();
+    let figures = run.wait_app_ready(&mut vm, APP_READY).unwrap_or_else(|e| {
+        panic!("{board}/{}: app not ready: {e}", kernel.name());
+    });
+    println!(
+        "{board} {} kernel: first instruction {:.3} ms, boot-ready {:.3} ms after VMM start \
+         (APP-READY seen by the test after {:.1?})",
+        kernel.name(),
+        figures.first_instruction_ms,
+        figures.boot_ready_ms,
+        started.elapsed()
+    );
+    assert!(figures.first_instruction_ms < figures.boot_ready_ms);
+
+    // From the board, over tap0 -> virtio-net: the page carries the token read from virtio-blk.
+    let page = vm
+        .run_ok(
+            // Not `wget -T`: busybox 1.35's wget segfaults with -T when following the
+            // /status -> /status/ redirect. `timeout` bounds it instead.
+            &format!("timeout 20 wget -q -O- http://{GUEST_ADDR}/status"),
+            CMD,
+        )
+        .unwrap();
+    if !page.contains(&format!("data={}", images.token)) {
+        let logs = run.logs(&mut vm).unwrap_or_default();
+        panic!(
+            "{board}: status page lacks the disk's token {}:\n{page}\n{logs}",
+            images.token
+        );
+    }
+    assert!(page.contains("hostname=status-app"), "{page}");
+    assert!(page.contains("uptime_s="), "{page}");
+
+    // The reply may or may not arrive before the guest goes down: only the exit status counts.
+    let _ = vm.run(
+        &format!("timeout 10 wget -q -O- http://{GUEST_ADDR}/cgi-bin/poweroff"),
+        CMD,
+    );
+    let code = run.wait_exit(&mut vm, Duration::from_secs(60));
+    let logs = run.logs(&mut vm).unwrap_or_default();
+    assert_eq!(
+        code,
+        Ok(0),
+        "{board}: VMM exit status after the guest's power-off:\n{logs}"
+    );
+    assert!(logs.contains("guest power-off"), "{logs}");
+    let left = vm
+        .run_ok(&format!("ls {BOARD_DIR}/vmm.sock 2>&1 || true"), CMD)
+        .unwrap();
+    assert!(
+        left.contains("No such file"),
+        "control socket left behind: {left}"
+    );
+}
+
+/// A tap that does not exist: exit 2, the message names it, no control socket left.
+fn missing_tap_is_refused(vm: &mut BoardVm) {
+    let launch = VmmLaunch {
+        tap: "tapnope9".into(),
+        ..Default::default()
+    };
+    let out = vm
+        .run_ok(
+            &format!(
+                "{} </dev/null; echo VMM-EXIT=$?; ls {BOARD_DIR}/vmm.sock 2>&1; true",
+                launch.command()
+            ),
+            CMD,
+        )
+        .unwrap();
+    assert!(
+        out.contains("VMM-EXIT=2"),
+        "missing tap: not exit 2:\n{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.contains("error") && l.contains("tapnope9")),
+        "missing tap: no error naming the tap:\n{out}"
+    );
+    assert!(
+        out.contains("No such file"),
+        "control socket left behind:\n{out}"
+    );
+    assert!(
+        !vm.run_ok("ip link show tapnope9 2>&1 || true", CMD)
+            .unwrap()
+            .contains("tapnope9:"),
+        "the VMM created the tap it was refused"
+    );
+}
+
+#[test]
+#[ignore = "boots an emulated board and a microVM in it: needs `make firmware`; run by `make e2e`"]
+fn qemu_virt_a53_stock_kernel() {
+    app_serves_and_powers_off("qemu-virt-a53", GuestKernel::Stock);
+}
+
+#[test]
+#[ignore = "boots an emulated board and a microVM in it: needs `make firmware`; run by `make e2e`"]
+fn qemu_virt_a53_gicv2_stock_kernel() {
+    app_serves_and_powers_off("qemu-virt-a53-gicv2", GuestKernel::Stock);
+}
+
+#[test]
+#[ignore = "needs `make firmware` and the minimal guest kernel (`make guest-kernels`); run by `make e2e`"]
+fn qemu_virt_a53_minimal_kernel() {
+    app_serves_and_powers_off("qemu-virt-a53", GuestKernel::Minimal);
+}
+
+#[test]
+#[ignore = "needs `make firmware` and the minimal guest kernel (`make guest-kernels`); run by `make e2e`"]
+fn qemu_virt_a53_gicv2_minimal_kernel() {
+    app_serves_and_powers_off("qemu-virt-a53-gicv2", GuestKernel::Minimal);
+}
+
+#[test]
+#[ignore = "boots an emulated board: needs `make firmware`; run by `make e2e`"]
+fn qemu_virt_a53_missing_tap_is_refused() {
+    let (mut vm, _images) = board_with_images("qemu-virt-a53", GuestKernel::Stock);
+    missing_tap_is_refused(&mut vm);
+}
