@@ -7,7 +7,7 @@ BOARDS ?= $(EMULATED)
 export CPEVISOR_CACHE ?= $(HOME)/.cache/cpevisor
 CARGO ?= cargo
 
-.PHONY: all setup build cross firmware guest-kernels board demo test lint unit e2e bench clean-firmware
+.PHONY: all setup build cross firmware guest-kernels guest-images board demo test lint unit e2e bench clean-firmware
 
 all: build
 
@@ -32,6 +32,12 @@ GUEST_KERNEL_ARCHES ?= aarch64 x86_64
 guest-kernels: setup
 	@bash scripts/guest-kernel.sh $(GUEST_KERNEL_ARCHES)
 
+## guest-images: microVM images of the sample app (Image, initramfs, ext2 disk) for each
+## ARCH:KERNEL in GUEST_IMAGES, into target/guest/<arch>-status-<kernel>/ (see scripts/guest-images.sh)
+GUEST_IMAGES ?= aarch64:stock aarch64:minimal x86_64:stock x86_64:minimal
+guest-images: setup guest-kernels
+	@bash scripts/guest-images.sh $(GUEST_IMAGES)
+
 ## board: boot BOARD's firmware under QEMU with the console on this terminal (Ctrl-A X quits)
 board: setup
 	@bash scripts/firmware.sh $(BOARD)
@@ -52,8 +58,10 @@ lint:
 unit:
 	$(CARGO) test --workspace
 
+# vmm_in_board builds its own guest images (a fresh token on each disk) and boots them with
+# cpevisor-vmm inside the aarch64 boards, with the stock and the minimal guest kernel.
 e2e: guest-kernels
-	$(CARGO) test -p cpevisor-e2e --test boards -- --ignored --test-threads=2
+	$(CARGO) test -p cpevisor-e2e --test boards --test vmm_in_board -- --ignored --test-threads=2
 
 ## bench: figures side by side with their peers, into target/bench.json
 bench: setup

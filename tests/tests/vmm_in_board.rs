@@ -63,6 +63,14 @@ fn app_serves_and_powers_off(board: &str, kernel: GuestKernel) {
         started.elapsed()
     );
     assert!(figures.first_instruction_ms < figures.boot_ready_ms);
+    // The VMM falls back to a vGICv2 only where the board's GIC has no v3.
+    let logs = run.logs(&mut vm).unwrap();
+    let fell_back = logs.contains("using GICv2");
+    assert_eq!(
+        fell_back,
+        board.ends_with("gicv2"),
+        "{board}: wrong vGIC choice:\n{logs}"
+    );
 
     // From the board, over tap0 -> virtio-net: the page carries the token read from virtio-blk.
     let page = vm
