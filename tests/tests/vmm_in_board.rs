@@ -26,12 +26,7 @@ fn token(board: &str, kernel: &GuestKernel) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    format!(
-        "tok{}x{nanos}x{}x{}",
-        std::process::id(),
-        board.len(),
-        kernel.name()
-    )
+    format!("{board}-{}-{}-{nanos}", kernel.name(), std::process::id())
 }
 
 /// Boots `board`, fetches the images into it and creates tap0; returns the board and images.
