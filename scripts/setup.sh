@@ -7,7 +7,6 @@
 #   debs/                    the downloaded .deb files
 #   kernel/<flavour>/        root/ = the kernel package unpacked, release = its `uname -r`
 #   busybox/<debian_arch>/   busybox (static)
-#   sysroot/arm64/           Debian's prebuilt aarch64 std for rustc-web (for `make cross`)
 set -euo pipefail
 
 CACHE=${CPEVISOR_CACHE:-$HOME/.cache/cpevisor}
@@ -18,7 +17,7 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 HOST_PKGS=(
   # emulated boards and cross binaries under user-mode emulation
   qemu-system-arm qemu-system-mips qemu-system-x86 qemu-user-static
-  # Debian's Rust (1.96) with std sources: cross builds use its prebuilt aarch64 std and build-std
+  # Debian's Rust (1.96) with std sources: cross builds build std for each target (build-std)
   rustc-web cargo-web rust-web-src
   # cross linkers and C libraries for static glibc binaries
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross gcc-arm-linux-gnueabihf libc6-dev-armhf-cross
@@ -131,18 +130,5 @@ for arch in "${ARCHES[@]}"; do
   basename "$deb" > "$dir.tmp/deb"
   rm -rf "$dir" && mv "$dir.tmp" "$dir"
 done
-
-# --- 5. aarch64 std for rustc-web (exactly rustc-web's version) -----------------------------------
-rustver=$(dpkg-query -W -f '${Version}' rustc-web)
-dir=$CACHE/sysroot/arm64
-if [ "$(cat "$dir/version" 2>/dev/null)" != "$rustver" ]; then
-  apt_view
-  log "aarch64 std for rustc-web $rustver"
-  deb=$(download "libstd-rust-web-dev:arm64=$rustver")
-  rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
-  dpkg-deb -x "$deb" "$dir.tmp"
-  echo "$rustver" > "$dir.tmp/version"
-  rm -rf "$dir" && mv "$dir.tmp" "$dir"
-fi
 
 log "ready (cache: $CACHE)"
