@@ -63,9 +63,11 @@ unit:
 e2e: guest-kernels
 	$(CARGO) test -p cpevisor-e2e --test boards --test vmm_in_board -- --ignored --test-threads=2
 
-## bench: figures side by side with their peers, into target/bench.json
+## bench: figures side by side with their peers, into target/bench.json (not part of test; ~10 min)
 bench: setup
 	@bash scripts/cross.sh
+	@bash scripts/firmware.sh qemu-virt-a53
+	@bash scripts/bench-overlay.sh
 	$(CARGO) run -q --release -p cpevisor-e2e --bin cpevisor-bench
 
 clean-firmware:

@@ -24,6 +24,11 @@ pub struct BootOptions {
     /// Copy the console to this process's stdout as it arrives (for `make demo`); otherwise it
     /// goes to `target/e2e-logs/<board>-<pid>-<n>.log`.
     pub echo: bool,
+    /// Boot this initrd instead of the firmware's `initramfs.cpio.gz` (e.g. the firmware with a
+    /// bench overlay appended).
+    pub initrd_override: Option<PathBuf>,
+    /// Board RAM in MiB instead of the profile's `qemu.memory_mib`.
+    pub memory_override: Option<u32>,
 }
 
 /// A running board. Dropping it kills QEMU.
@@ -46,7 +51,10 @@ impl BoardVm {
         let board = Board::by_name(board_name).map_err(|e| e.to_string())?;
         let dir = firmware_dir(board_name);
         let kernel = dir.join("kernel");
-        let initrd = dir.join("initramfs.cpio.gz");
+        let initrd = opts
+            .initrd_override
+            .clone()
+            .unwrap_or_else(|| dir.join("initramfs.cpio.gz"));
         for f in [&kernel, &initrd] {
             if !f.is_file() {
                 return Err(format!(
@@ -59,9 +67,16 @@ impl BoardVm {
         for &guest in &opts.forward {
             forwards.push((free_port()?, guest));
         }
-        let argv = board
+        let mut argv = board
             .qemu_command(&kernel, &initrd, &opts.append, &forwards)
             .map_err(|e| e.to_string())?;
+        if let Some(mib) = opts.memory_override {
+            let at = argv.iter().position(|a| a == "-m").map(|i| i + 1);
+            match at.and_then(|i| argv.get_mut(i)) {
+                Some(value) => *value = mib.to_string(),
+                None => return Err(format!("{board_name}: QEMU command has no -m to override")),
+            }
+        }
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..]);
         if let Some(flash) = &opts.flash {

@@ -1,6 +1,10 @@
 //! Benchmark figures: printed as a table and written to `target/bench.json` as a JSON list of
-//! `{name, value, unit[, peer, peer_value, ratio]}` where `ratio = value / peer_value` for a peer
-//! measured on the same work in the same run.
+//! `{name, value, unit[, peer, peer_value, ratio][, note][, samples, peer_samples]}` where
+//! `ratio = value / peer_value` for a peer measured on the same work in the same run.
+
+pub mod board;
+pub mod sizes;
+pub mod stats;
 
 use serde_json::{json, Value};
 use std::path::Path;
@@ -11,6 +15,11 @@ pub struct Figure {
     pub value: f64,
     pub unit: String,
     pub peer: Option<(String, f64)>,
+    /// How the figure was taken, or why its peer is absent.
+    pub note: Option<String>,
+    /// The individual runs behind a median (value's, then the peer's).
+    pub samples: Vec<f64>,
+    pub peer_samples: Vec<f64>,
 }
 
 impl Figure {
@@ -20,7 +29,21 @@ impl Figure {
             value,
             unit: unit.into(),
             peer: None,
+            note: None,
+            samples: Vec::new(),
+            peer_samples: Vec::new(),
         }
+    }
+
+    pub fn with_note(mut self, note: impl Into<String>) -> Figure {
+        self.note = Some(note.into());
+        self
+    }
+
+    pub fn with_samples(mut self, samples: Vec<f64>, peer_samples: Vec<f64>) -> Figure {
+        self.samples = samples;
+        self.peer_samples = peer_samples;
+        self
     }
 
     pub fn with_peer(mut self, peer: impl Into<String>, peer_value: f64) -> Figure {
@@ -44,17 +67,34 @@ impl Figure {
                 v["ratio"] = json!((r * 1000.0).round() / 1000.0);
             }
         }
+        if let Some(note) = &self.note {
+            v["note"] = json!(note);
+        }
+        if !self.samples.is_empty() {
+            v["samples"] = json!(self.samples);
+        }
+        if !self.peer_samples.is_empty() {
+            v["peer_samples"] = json!(self.peer_samples);
+        }
         v
     }
 }
 
-/// The table people read.
+/// The table people read; notes follow it, numbered from the figures that carry them.
 pub fn table(figures: &[Figure]) -> String {
     let mut out = format!(
         "{:<48} {:>12} {:<6} {:<28} {:>12} {:>8}\n",
         "figure", "value", "unit", "peer", "peer value", "ratio"
     );
+    let mut notes = Vec::new();
     for f in figures {
+        let name = match &f.note {
+            Some(note) => {
+                notes.push(note.as_str());
+                format!("{} [{}]", f.name, notes.len())
+            }
+            None => f.name.clone(),
+        };
         let (peer, pv) = match &f.peer {
             Some((p, v)) => (p.clone(), format!("{v:.1}")),
             None => (String::new(), String::new()),
@@ -62,8 +102,11 @@ pub fn table(figures: &[Figure]) -> String {
         let ratio = f.ratio().map(|r| format!("{r:.3}")).unwrap_or_default();
         out.push_str(&format!(
             "{:<48} {:>12.1} {:<6} {:<28} {:>12} {:>8}\n",
-            f.name, f.value, f.unit, peer, pv, ratio
+            name, f.value, f.unit, peer, pv, ratio
         ));
+    }
+    for (i, note) in notes.iter().enumerate() {
+        out.push_str(&format!("[{}] {note}\n", i + 1));
     }
     out
 }
@@ -92,5 +135,22 @@ mod tests {
             .with_peer("p", 0.0)
             .ratio()
             .is_none());
+        assert!(plain.get("note").is_none() && plain.get("samples").is_none());
+    }
+
+    #[test]
+    fn notes_and_samples_reach_json_and_table() {
+        let f = Figure::new("vmm.start_to_ready_ms", 900.0, "ms")
+            .with_peer("qemu", 3000.0)
+            .with_note("watcher on the board")
+            .with_samples(vec![890.0, 900.0, 950.0], vec![3000.0, 2900.0, 3100.0]);
+        let v = f.to_json();
+        assert_eq!(v["note"], json!("watcher on the board"));
+        assert_eq!(v["samples"], json!([890.0, 900.0, 950.0]));
+        assert_eq!(v["peer_samples"][2], json!(3100.0));
+        assert_eq!(v["ratio"], json!(0.3));
+        let t = table(&[f, Figure::new("x", 1.0, "KiB")]);
+        assert!(t.contains("vmm.start_to_ready_ms [1]"), "{t}");
+        assert!(t.ends_with("[1] watcher on the board\n"), "{t}");
     }
 }

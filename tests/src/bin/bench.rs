@@ -1,13 +1,48 @@
-//! `make bench`: collects the figures the build and the boards can give, prints a table and
-//! writes `target/bench.json`. Each figure group says why it is absent when it cannot be taken.
+//! `make bench`: binary sizes from `make cross`, then the `qemu-virt-a53` board booted with the
+//! bench overlay (`scripts/bench-overlay.sh`) to time and weigh cpevisor-vmm beside
+//! qemu-system-aarch64 -accel kvm on the same guest. Prints a table, writes `target/bench.json`.
+//! Exits 1 when a figure group could not be taken (after writing what was measured).
 
-use cpevisor_e2e::bench::{table, write_json, Figure};
+use cpevisor_e2e::bench::{board, sizes, table, write_json, Figure};
 use cpevisor_e2e::workspace_root;
 
 fn main() {
     let root = workspace_root();
-    let mut figures = Vec::new();
-    binary_sizes(&root, &mut figures);
+    let mut figures: Vec<Figure> = Vec::new();
+    let mut failed = false;
+    sizes::binary_sizes(&root, &mut figures);
+
+    let initrd = root.join("target/bench/board-initrd");
+    if initrd.is_file() {
+        println!(
+            "bench: booting {} with {} ({} runs per monitor)",
+            board::BOARD,
+            initrd.display(),
+            board::RUNS
+        );
+        match board::measure(&initrd) {
+            Ok((vmm, qemu, problems)) => {
+                for p in &problems {
+                    eprintln!("bench: {p}");
+                }
+                failed |= !problems.is_empty();
+                let board_figures = board::figures(&vmm, &qemu);
+                failed |= board_figures.is_empty();
+                figures.extend(board_figures);
+            }
+            Err(e) => {
+                eprintln!("bench: board measurement failed: {e}");
+                failed = true;
+            }
+        }
+    } else {
+        eprintln!(
+            "bench: {} missing (run scripts/bench-overlay.sh): no board figures",
+            initrd.display()
+        );
+        failed = true;
+    }
+
     print!("{}", table(&figures));
     let out = root.join("target/bench.json");
     if let Err(e) = write_json(&figures, &out) {
@@ -15,30 +50,7 @@ fn main() {
         std::process::exit(1);
     }
     println!("wrote {}", out.display());
-}
-
-/// Stripped static release binaries from `make cross` (`target/cross/<rust target>/`).
-fn binary_sizes(root: &std::path::Path, figures: &mut Vec<Figure>) {
-    let dir = root.join("target/cross");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        eprintln!(
-            "bench: {} missing (run make cross): no binary sizes",
-            dir.display()
-        );
-        return;
-    };
-    let mut targets: Vec<_> = entries.flatten().map(|e| e.file_name()).collect();
-    targets.sort();
-    for t in targets {
-        let t = t.to_string_lossy().to_string();
-        for (bin, group) in [("cpevisor-vmm", "vmm"), ("cpevisord", "agent")] {
-            if let Ok(md) = std::fs::metadata(dir.join(&t).join(bin)) {
-                figures.push(Figure::new(
-                    format!("{group}.binary_kib.{t}"),
-                    (md.len() as f64 / 1024.0).round(),
-                    "KiB",
-                ));
-            }
-        }
+    if failed {
+        std::process::exit(1);
     }
 }

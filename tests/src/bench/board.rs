@@ -1,0 +1,378 @@
+//! The board part of `make bench`: `qemu-virt-a53` booted with the bench overlay appended to its
+//! firmware (`scripts/bench-overlay.sh`), `/bench/board.sh` run for cpevisor-vmm and for
+//! qemu-system-aarch64 in the same board, its `BENCH-RESULT` lines turned into figures.
+
+use super::stats::{median, round_to};
+use super::Figure;
+use crate::vm::{BoardVm, BootOptions};
+use std::path::Path;
+use std::time::Duration;
+
+pub const BOARD: &str = "qemu-virt-a53";
+/// Board RAM: QEMU, its libraries and two guest images live in the board's rootfs (RAM).
+pub const BOARD_MEMORY_MIB: u32 = 1024;
+/// Guest boots per monitor; figures are their medians.
+pub const RUNS: u32 = 3;
+/// The peer as the figures name it.
+pub const PEER: &str = "qemu-system-aarch64 -accel kvm";
+/// Longest result line accepted from the board (a garbled console cannot grow one without bound).
+const MAX_RESULT_LINE: usize = 1024;
+
+/// One guest boot as `/bench/board.sh` reported it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Run {
+    pub monitor: String,
+    pub run: u32,
+    /// The monitor's exit status after SIGTERM.
+    pub rc: Option<i32>,
+    /// Process start (exec) to the first vCPU entry into the guest, board clock.
+    pub first_entry_us: Option<f64>,
+    /// Process start to the guest's marker line read from the console pipe, board clock.
+    pub ready_us: Option<f64>,
+    pub rss_kib: u64,
+    pub pss_kib: u64,
+    pub guest_rss_kib: u64,
+    pub guest_pss_kib: u64,
+    /// Whether the guest RAM mapping was found in smaps (else the overheads are unknown).
+    pub guest_found: bool,
+    /// cpevisor-vmm's own log lines (ms since its `main`).
+    pub self_first_ms: Option<f64>,
+    pub self_ready_ms: Option<f64>,
+}
+
+impl Run {
+    pub fn overhead_rss_kib(&self) -> Option<f64> {
+        self.guest_found
+            .then(|| self.rss_kib.saturating_sub(self.guest_rss_kib) as f64)
+    }
+
+    pub fn overhead_pss_kib(&self) -> Option<f64> {
+        self.guest_found
+            .then(|| self.pss_kib.saturating_sub(self.guest_pss_kib) as f64)
+    }
+}
+
+/// Parses one `BENCH-RESULT key=value ...` line. Unknown keys are ignored (the script may grow);
+/// a time of -1 means "not seen".
+pub fn parse_result_line(line: &str) -> Result<Run, String> {
+    if line.len() > MAX_RESULT_LINE {
+        return Err(format!(
+            "result line of {} bytes, at most {MAX_RESULT_LINE}",
+            line.len()
+        ));
+    }
+    let rest = line
+        .trim()
+        .strip_prefix("BENCH-RESULT ")
+        .ok_or_else(|| format!("not a BENCH-RESULT line: {line:?}"))?;
+    let mut run = Run::default();
+    for word in rest.split_whitespace() {
+        let Some((key, value)) = word.split_once('=') else {
+            return Err(format!("word {word:?} is not key=value in {line:?}"));
+        };
+        let bad = |what: &str| format!("{key}={value:?} is not {what} in {line:?}");
+        let time = || -> Result<Option<f64>, String> {
+            let v: f64 = value.parse().map_err(|_| bad("a number"))?;
+            Ok((v.is_finite() && v >= 0.0).then_some(v))
+        };
+        let kib = || value.parse::<u64>().map_err(|_| bad("a KiB count"));
+        match key {
+            "monitor" => run.monitor = value.to_string(),
+            "run" => run.run = value.parse().map_err(|_| bad("a run number"))?,
+            "rc" => run.rc = value.parse().ok(),
+            "first_entry_us" => run.first_entry_us = time()?,
+            "ready_us" => run.ready_us = time()?,
+            "self_first_ms" => run.self_first_ms = time()?,
+            "self_ready_ms" => run.self_ready_ms = time()?,
+            "rss_kib" => run.rss_kib = kib()?,
+            "pss_kib" => run.pss_kib = kib()?,
+            "guest_rss_kib" => run.guest_rss_kib = kib()?,
+            "guest_pss_kib" => run.guest_pss_kib = kib()?,
+            "guest_found" => run.guest_found = value == "1",
+            "error" => return Err(format!("board script: {value} in {line:?}")),
+            _ => {}
+        }
+    }
+    if run.monitor.is_empty() {
+        return Err(format!("no monitor= in {line:?}"));
+    }
+    Ok(run)
+}
+
+/// Every result line in the board's output; other lines are ignored, `BENCH-ERROR` lines and
+/// unparsable result lines are returned as errors.
+pub fn parse_results(output: &str) -> (Vec<Run>, Vec<String>) {
+    let mut runs = Vec::new();
+    let mut errors = Vec::new();
+    for line in output.lines().map(str::trim) {
+        if line.starts_with("BENCH-RESULT ") {
+            match parse_result_line(line) {
+                Ok(r) => runs.push(r),
+                Err(e) => errors.push(e),
+            }
+        } else if line.starts_with("BENCH-ERROR ") {
+            errors.push(line.chars().take(MAX_RESULT_LINE).collect());
+        }
+    }
+    (runs, errors)
+}
+
+/// Boots the board with `initrd` (firmware + overlay), runs both monitors `RUNS` times, powers the
+/// board off. Returns (cpevisor-vmm runs, QEMU runs, problems seen).
+pub fn measure(initrd: &Path) -> Result<(Vec<Run>, Vec<Run>, Vec<String>), String> {
+    let opts = BootOptions {
+        initrd_override: Some(initrd.to_path_buf()),
+        memory_override: Some(BOARD_MEMORY_MIB),
+        ..Default::default()
+    };
+    let mut vm = BoardVm::boot(BOARD, &opts)?;
+    // The overlay is ~100 MB for the board kernel to unpack under TCG.
+    vm.wait_ready(Duration::from_secs(300))?;
+    let mut problems = Vec::new();
+    let mut per_monitor = Vec::new();
+    for monitor in ["vmm", "qemu"] {
+        // A failing run still prints its line; the exit status only says one failed.
+        let (_, out) = vm.run(
+            &format!("sh /bench/board.sh {monitor} {RUNS}"),
+            Duration::from_secs(120 * u64::from(RUNS)),
+        )?;
+        let (runs, errors) = parse_results(&out);
+        for r in &runs {
+            println!(
+                "bench: {monitor} run {}: first entry {} ms, ready {} ms, overhead rss {} KiB pss {} KiB (rc {:?})",
+                r.run,
+                show_ms(r.first_entry_us),
+                show_ms(r.ready_us),
+                r.overhead_rss_kib().map_or("?".into(), |v| v.to_string()),
+                r.overhead_pss_kib().map_or("?".into(), |v| v.to_string()),
+                r.rc
+            );
+            if !r.guest_found {
+                problems.push(format!(
+                    "{monitor} run {}: no {} MiB guest RAM mapping in smaps",
+                    r.run, 64
+                ));
+            }
+        }
+        problems.extend(errors.into_iter().map(|e| format!("{monitor}: {e}")));
+        if runs.is_empty() {
+            problems.push(format!("{monitor}: no result; board output:\n{out}"));
+        }
+        per_monitor.push(runs);
+    }
+    let _ = vm.send_line("poweroff -f");
+    let _ = vm.wait_exit(Duration::from_secs(30));
+    let qemu = per_monitor.pop().unwrap_or_default();
+    let vmm = per_monitor.pop().unwrap_or_default();
+    Ok((vmm, qemu, problems))
+}
+
+fn show_ms(us: Option<f64>) -> String {
+    us.map_or("?".into(), |v| format!("{:.1}", v / 1000.0))
+}
+
+const TIME_METHOD: &str = "board clock (tracefs, mono): from the monitor's sched_process_exec";
+const MEMORY_METHOD: &str = "/proc/PID/smaps in the board while the guest idles after its marker: \
+     total minus the guest RAM mapping (anonymous rw-p, exactly the guest size)";
+
+/// The board figures: medians of cpevisor-vmm's runs, beside QEMU's medians where QEMU gave one.
+pub fn figures(vmm: &[Run], qemu: &[Run]) -> Vec<Figure> {
+    let setting = format!(
+        "{BOARD} board (-m {BOARD_MEMORY_MIB}), guest: stock Debian arm64 Image + busybox initramfs, 64 MiB, 1 vCPU, `quiet`; median of {RUNS} runs"
+    );
+    type Metric = fn(&Run) -> Option<f64>;
+    let rows: [(&str, &str, Metric, f64, String); 4] = [
+        (
+            "vmm.overhead_rss_kib",
+            "KiB",
+            Run::overhead_rss_kib,
+            1.0,
+            format!("RSS beyond guest RAM; {MEMORY_METHOD}; {setting}"),
+        ),
+        (
+            "vmm.overhead_pss_kib",
+            "KiB",
+            Run::overhead_pss_kib,
+            1.0,
+            format!("PSS beyond guest RAM; {MEMORY_METHOD}; {setting}"),
+        ),
+        (
+            "vmm.start_to_first_instruction_ms",
+            "ms",
+            |r| r.first_entry_us,
+            1e-3,
+            format!("{TIME_METHOD} to the first kvm:kvm_entry (a vCPU entering the guest); {setting}"),
+        ),
+        (
+            "vmm.start_to_ready_ms",
+            "ms",
+            |r| r.ready_us,
+            1e-3,
+            format!(
+                "{TIME_METHOD} to a board-side watcher reading the guest's marker line from the monitor's console pipe (same method for both: QEMU has no boot-signal device); {setting}"
+            ),
+        ),
+    ];
+    let mut out = Vec::new();
+    for (name, unit, metric, scale, note) in rows {
+        let ours: Vec<f64> = vmm
+            .iter()
+            .filter_map(metric)
+            .map(|v| round_to(v * scale, 1))
+            .collect();
+        let theirs: Vec<f64> = qemu
+            .iter()
+            .filter_map(metric)
+            .map(|v| round_to(v * scale, 1))
+            .collect();
+        let Some(value) = median(&ours) else { continue };
+        let mut f = Figure::new(name, value, unit);
+        let note = match median(&theirs) {
+            Some(pv) => {
+                f = f.with_peer(PEER, pv);
+                note
+            }
+            None => {
+                format!("{note}; peer absent: QEMU gave no value in any run (see the bench output)")
+            }
+        };
+        out.push(f.with_note(note).with_samples(ours, theirs));
+    }
+    let self_rows: [(&str, Metric, &str); 2] = [
+        (
+            "vmm.self_reported.first_instruction_ms",
+            |r| r.self_first_ms,
+            "cpevisor-vmm's own log line (ms since its main) when vCPU 0 enters KVM_RUN; QEMU logs no such time",
+        ),
+        (
+            "vmm.self_reported.boot_ready_ms",
+            |r| r.self_ready_ms,
+            "cpevisor-vmm's boot-ready line (guest writes its boot-signal device; ms since main); QEMU has no such device",
+        ),
+    ];
+    for (name, metric, note) in self_rows {
+        let ours: Vec<f64> = vmm
+            .iter()
+            .filter_map(metric)
+            .map(|v| round_to(v, 1))
+            .collect();
+        if let Some(value) = median(&ours) {
+            out.push(
+                Figure::new(name, value, "ms")
+                    .with_note(format!("{note}; {setting}"))
+                    .with_samples(ours, Vec::new()),
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VMM_LINE: &str =
+        "BENCH-RESULT monitor=vmm run=2 rc=0 first_entry_us=4210 ready_us=912345 \
+        rss_kib=12000 pss_kib=11000 guest_rss_kib=10900 guest_pss_kib=10800 guest_found=1 \
+        self_first_ms=3.412 self_ready_ms=812.345 ";
+
+    #[test]
+    fn parses_a_vmm_line() {
+        let r = parse_result_line(VMM_LINE).unwrap();
+        assert_eq!(r.monitor, "vmm");
+        assert_eq!(r.run, 2);
+        assert_eq!(r.rc, Some(0));
+        assert_eq!(r.first_entry_us, Some(4210.0));
+        assert_eq!(r.overhead_rss_kib(), Some(1100.0));
+        assert_eq!(r.overhead_pss_kib(), Some(200.0));
+        assert_eq!(r.self_ready_ms, Some(812.345));
+    }
+
+    #[test]
+    fn missing_times_and_mapping_are_absent_not_zero() {
+        let r = parse_result_line(
+            "BENCH-RESULT monitor=qemu run=1 rc=0 first_entry_us=-1 ready_us=3100000 rss_kib=50000 pss_kib=40000 guest_rss_kib=0 guest_pss_kib=0 guest_found=0",
+        )
+        .unwrap();
+        assert_eq!(r.first_entry_us, None);
+        assert_eq!(r.ready_us, Some(3_100_000.0));
+        assert_eq!(r.overhead_rss_kib(), None);
+        assert_eq!(r.self_first_ms, None);
+    }
+
+    #[test]
+    fn bad_lines_are_named_errors() {
+        for (line, needle) in [
+            ("BENCH-RESULT monitor=vmm rss_kib=lots", "rss_kib"),
+            ("BENCH-RESULT run=1", "no monitor"),
+            ("BENCH-RESULT monitor=vmm oops", "not key=value"),
+            (
+                "BENCH-RESULT monitor=vmm run=1 error=no-exec-event",
+                "no-exec-event",
+            ),
+            ("hello", "not a BENCH-RESULT"),
+        ] {
+            let e = parse_result_line(line).unwrap_err();
+            assert!(e.contains(needle), "{line}: {e}");
+        }
+        let long = format!("BENCH-RESULT monitor=vmm {}", "x=1 ".repeat(400));
+        assert!(parse_result_line(&long).unwrap_err().contains("at most"));
+    }
+
+    #[test]
+    fn console_output_with_noise_and_errors() {
+        let out = format!(
+            "sh /bench/board.sh vmm 3\n[  12.3] random kernel line\n{VMM_LINE}\nBENCH-ERROR monitor=vmm run=3 reason=no-marker rc=1\nBENCH-RESULT monitor=vmm run=x\n"
+        );
+        let (runs, errors) = parse_results(&out);
+        assert_eq!(runs.len(), 1);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].contains("no-marker"));
+    }
+
+    fn run(monitor: &str, entry: Option<f64>, ready: f64, rss: u64) -> Run {
+        Run {
+            monitor: monitor.into(),
+            first_entry_us: entry,
+            ready_us: Some(ready),
+            rss_kib: rss,
+            pss_kib: rss,
+            guest_rss_kib: 10_000,
+            guest_pss_kib: 10_000,
+            guest_found: true,
+            self_first_ms: Some(2.0),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn figures_take_medians_and_leave_out_a_missing_peer() {
+        let vmm = [
+            run("vmm", Some(5000.0), 900_000.0, 11_000),
+            run("vmm", Some(4000.0), 800_000.0, 11_500),
+            run("vmm", Some(6000.0), 1_000_000.0, 11_200),
+        ];
+        let qemu = [
+            run("qemu", None, 3_000_000.0, 40_000),
+            run("qemu", None, 3_500_000.0, 44_000),
+        ];
+        let figs = figures(&vmm, &qemu);
+        let get = |n: &str| {
+            figs.iter()
+                .find(|f| f.name == n)
+                .unwrap_or_else(|| panic!("{n}"))
+        };
+        let rss = get("vmm.overhead_rss_kib");
+        assert_eq!(rss.value, 1200.0);
+        assert_eq!(rss.peer, Some((PEER.to_string(), 32_000.0)));
+        let first = get("vmm.start_to_first_instruction_ms");
+        assert_eq!(first.value, 5.0);
+        assert!(first.peer.is_none());
+        assert!(first.note.as_deref().unwrap().contains("peer absent"));
+        assert_eq!(get("vmm.start_to_ready_ms").ratio(), Some(900.0 / 3250.0));
+        assert_eq!(get("vmm.self_reported.first_instruction_ms").value, 2.0);
+        assert!(figs
+            .iter()
+            .all(|f| f.name != "vmm.self_reported.boot_ready_ms"));
+    }
+}
