@@ -29,6 +29,21 @@ fn token(board: &str, kernel: &GuestKernel) -> String {
     format!("{board}-{}-{}-{nanos}", kernel.name(), std::process::id())
 }
 
+/// Appends a line to `target/e2e-logs/vmm-figures.txt`: `make e2e` captures the output of
+/// passing tests, and the figures are wanted from every run.
+fn record_figures(line: &str) {
+    use std::io::Write;
+    let dir = cpevisor_e2e::workspace_root().join("target/e2e-logs");
+    let _ = std::fs::create_dir_all(&dir);
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("vmm-figures.txt"))
+    {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
 /// Boots `board`, fetches the images into it and creates tap0; returns the board and images.
 fn board_with_images(board: &str, kernel: GuestKernel) -> (BoardVm, GuestImages) {
     let images = GuestImages::build(kernel.clone(), &token(board, &kernel)).unwrap();
@@ -49,7 +64,7 @@ fn app_serves_and_powers_off(board: &str, kernel: GuestKernel) {
     let figures = run.wait_app_ready(&mut vm, APP_READY).unwrap_or_else(|e| {
         panic!("{board}/{}: app not ready: {e}", kernel.name());
     });
-    println!(
+    let line = format!(
         "{board} {} kernel: first instruction {:.3} ms, boot-ready {:.3} ms after VMM start \
          (APP-READY seen by the test after {:.1?})",
         kernel.name(),
@@ -57,6 +72,8 @@ fn app_serves_and_powers_off(board: &str, kernel: GuestKernel) {
         figures.boot_ready_ms,
         started.elapsed()
     );
+    println!("{line}");
+    record_figures(&line);
     assert!(figures.first_instruction_ms < figures.boot_ready_ms);
     // The VMM falls back to a vGICv2 only where the board's GIC has no v3.
     let logs = run.logs(&mut vm).unwrap();
