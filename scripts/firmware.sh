@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Builds the firmware (board kernel + initramfs with busybox, the project's binaries and init) for
 # each board named, into target/firmware/<board>/. Cross-builds the binaries for each board's CPU.
+# The agent trusts the app signing key of $CPEVISOR_CACHE/keys/ (made on first use by
+# scripts/sample-app.sh). When a board is aarch64, the sample app's packages signed with that key
+# are built too (target/packages/, see scripts/sample-app.sh): the agent's e2e test and
+# `make demo` install them.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -14,7 +18,12 @@ for b in "$@"; do
   [[ " ${targets[*]} " == *" $t "* ]] || targets+=("$t")
 done
 bash scripts/cross.sh "${targets[@]}" >&2
+key=$(bash scripts/sample-app.sh key)
 for b in "$@"; do
   t=$("$BIN/cpevisor-board" get "$b" cpu.rust_target)
-  "$BIN/cpevisor-rootfs" firmware --board "$b" --bins "target/cross/$t" --out "target/firmware/$b"
+  "$BIN/cpevisor-rootfs" firmware --board "$b" --bins "target/cross/$t" --out "target/firmware/$b" \
+    --trusted-key "$key"
 done
+if [[ " ${targets[*]} " == *" aarch64-unknown-linux-gnu "* ]]; then
+  bash scripts/sample-app.sh
+fi

@@ -24,6 +24,12 @@ pub const LOAD_ORDER_PATH: &str = "etc/cpevisor/modules.load";
 const MAX_INPUT_SIZE: u64 = 256 << 20;
 /// Largest board name / arch / release accepted (they become file names and shell words).
 const MAX_WORD_LEN: usize = 64;
+/// Where the agent looks for trusted signer keys (`*.pub`, see agent/PACKAGE.md).
+pub const TRUSTED_KEYS_DIR: &str = "etc/cpevisor/keys";
+/// Largest public key file accepted: 64 hex digits and a newline, with room for a CRLF.
+const MAX_KEY_FILE_SIZE: u64 = 256;
+/// Most trusted keys one firmware carries (the agent itself accepts 64).
+const MAX_TRUSTED_KEYS: usize = 16;
 
 /// What to build, independent of where the board description came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +58,61 @@ pub struct FirmwareInputs {
     pub bins: Option<PathBuf>,
     /// mtime stamped on every initramfs entry (0, or `SOURCE_DATE_EPOCH`).
     pub mtime: u32,
+}
+
+/// An app signer's ed25519 public key that the firmware's agent trusts, as
+/// `cpevisorctl keygen` writes it (`cpevisor-signing.pub`: 64 hex digits).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedKey {
+    /// The 32-byte public key as 64 lowercase hex digits.
+    pub public_hex: String,
+}
+
+impl TrustedKey {
+    /// Parses a key file's text; `what` names the file in errors.
+    pub fn parse(text: &str, what: &str) -> Result<TrustedKey, FirmwareError> {
+        let hex = text.trim_end_matches(['\n', '\r']);
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(FirmwareError::Input(format!(
+                "trusted key {what}: expected one line of 64 hex digits (an ed25519 public key \
+                 from `cpevisorctl keygen`), found {} bytes",
+                text.len()
+            )));
+        }
+        Ok(TrustedKey {
+            public_hex: hex.to_ascii_lowercase(),
+        })
+    }
+
+    /// Reads and parses a key file.
+    pub fn load(path: &Path) -> Result<TrustedKey, FirmwareError> {
+        let meta = fs::metadata(path).map_err(io_err(path))?;
+        if !meta.is_file() || meta.len() > MAX_KEY_FILE_SIZE {
+            return Err(FirmwareError::Input(format!(
+                "trusted key {}: must be a regular file of at most {MAX_KEY_FILE_SIZE} bytes",
+                path.display()
+            )));
+        }
+        let bytes = fs::read(path).map_err(io_err(path))?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            FirmwareError::Input(format!("trusted key {}: not UTF-8", path.display()))
+        })?;
+        TrustedKey::parse(&text, &path.display().to_string())
+    }
+
+    /// The agent's key id (first 16 hex digits of sha256 of the 32 key bytes), used as the file
+    /// name so that several keys never collide and the name says which signer it is.
+    pub fn id(&self) -> String {
+        let bytes: Vec<u8> = (0..32)
+            .map(|i| u8::from_str_radix(&self.public_hex[2 * i..2 * i + 2], 16).unwrap_or(0))
+            .collect();
+        sha256_hex(&bytes)[..16].to_string()
+    }
+
+    /// Path inside the initramfs.
+    pub fn install_path(&self) -> String {
+        format!("{TRUSTED_KEYS_DIR}/{}.pub", self.id())
+    }
 }
 
 /// Why a firmware could not be built; the message names the file, field or module concerned.
@@ -234,6 +295,8 @@ pub struct Manifest {
     pub builtin: Vec<String>,
     /// (path inside the initramfs, sha256), sorted by path.
     pub binaries: Vec<(String, String)>,
+    /// (path inside the initramfs, public key hex) of each trusted signer key.
+    pub trusted_keys: Vec<(String, String)>,
 }
 
 impl Manifest {
@@ -254,6 +317,9 @@ impl Manifest {
         }
         for (path, sha) in &self.binaries {
             s += &format!("binary=/{path} sha256={sha}\n");
+        }
+        for (path, key) in &self.trusted_keys {
+            s += &format!("trusted_key=/{path} public={key}\n");
         }
         s
     }
@@ -433,12 +499,30 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Firmware
     fs::rename(&tmp, &dest).map_err(io_err(&dest))
 }
 
-/// Builds the firmware for `spec` into `out` and returns its manifest.
+/// Builds the firmware for `spec` into `out` and returns its manifest. Its agent trusts no
+/// signer: every app install fails with 7036 (see [`build_firmware_with_keys`]).
 pub fn build_firmware(
     spec: &FirmwareSpec,
     inputs: &FirmwareInputs,
     out: &Path,
 ) -> Result<Manifest, FirmwareError> {
+    build_firmware_with_keys(spec, inputs, &[], out)
+}
+
+/// Builds the firmware with `trusted_keys` installed in `/etc/cpevisor/keys/<key id>.pub`,
+/// where the agent reads the signer keys it accepts packages from.
+pub fn build_firmware_with_keys(
+    spec: &FirmwareSpec,
+    inputs: &FirmwareInputs,
+    trusted_keys: &[TrustedKey],
+    out: &Path,
+) -> Result<Manifest, FirmwareError> {
+    if trusted_keys.len() > MAX_TRUSTED_KEYS {
+        return Err(FirmwareError::Input(format!(
+            "{} trusted keys: at most {MAX_TRUSTED_KEYS}",
+            trusted_keys.len()
+        )));
+    }
     check_word("board name", &spec.board)?;
     check_word("arch", &spec.arch)?;
     check_word("Debian arch", &spec.debian_arch)?;
@@ -492,6 +576,23 @@ pub fn build_firmware(
         }
     }
 
+    let mut keys = Vec::new();
+    if !trusted_keys.is_empty() {
+        fs.add_dir(TRUSTED_KEYS_DIR, 0o755)?;
+    }
+    for key in trusted_keys {
+        let path = key.install_path();
+        if keys.iter().any(|(p, _)| *p == path) {
+            return Err(FirmwareError::Input(format!(
+                "trusted key {} given twice",
+                key.public_hex
+            )));
+        }
+        fs.add_file(&path, format!("{}\n", key.public_hex).into_bytes(), 0o644)?;
+        keys.push((path, key.public_hex.clone()));
+    }
+    keys.sort();
+
     fs::create_dir_all(out).map_err(io_err(out))?;
     let initramfs_tmp = out.join(".initramfs.cpio.gz.tmp");
     fs.write_gz(&initramfs_tmp)?;
@@ -511,6 +612,7 @@ pub fn build_firmware(
         modules,
         builtin: plan.builtin.clone(),
         binaries,
+        trusted_keys: keys,
     };
     write_atomically(out, "manifest.txt", manifest.to_text().as_bytes())?;
     Ok(manifest)
@@ -519,3 +621,58 @@ pub fn build_firmware(
 #[cfg(test)]
 #[path = "firmware_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+mod trusted_key_tests {
+    use super::*;
+
+    // `cpevisorctl keygen` output for a fixed seed: the id is the agent's key id of this key.
+    const KEY: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+
+    #[test]
+    fn key_files_parse_and_are_named_by_key_id() {
+        let k = TrustedKey::parse(&format!("{}\n", KEY.to_uppercase()), "k.pub").unwrap();
+        assert_eq!(k.public_hex, KEY);
+        assert_eq!(k.id().len(), 16);
+        assert_eq!(
+            k.id(),
+            sha256_hex(&[
+                0xd7, 0x5a, 0x98, 0x01, 0x82, 0xb1, 0x0a, 0xb7, 0xd5, 0x4b, 0xfe, 0xd3, 0xc9, 0x64,
+                0x07, 0x3a, 0x0e, 0xe1, 0x72, 0xf3, 0xda, 0xa6, 0x23, 0x25, 0xaf, 0x02, 0x1a, 0x68,
+                0xf7, 0x07, 0x51, 0x1a,
+            ])[..16]
+        );
+        assert_eq!(
+            k.install_path(),
+            format!("etc/cpevisor/keys/{}.pub", k.id())
+        );
+    }
+
+    #[test]
+    fn bad_key_files_are_refused_with_the_file_named() {
+        for bad in [
+            "",
+            "abc",
+            &KEY[..63],
+            &format!("{KEY}00"),
+            &KEY.replace('d', "g"),
+        ] {
+            let e = TrustedKey::parse(bad, "bad.pub").unwrap_err().to_string();
+            assert!(
+                e.contains("bad.pub") && e.contains("64 hex"),
+                "{bad:?}: {e}"
+            );
+        }
+        let dir = std::env::temp_dir().join(format!("cpevisor-key-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let big = dir.join("big.pub");
+        fs::write(&big, vec![b'a'; 4096]).unwrap();
+        let e = TrustedKey::load(&big).unwrap_err().to_string();
+        assert!(e.contains("big.pub") && e.contains("at most"), "{e}");
+        let e = TrustedKey::load(&dir.join("missing.pub"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing.pub"), "{e}");
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

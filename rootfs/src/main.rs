@@ -4,13 +4,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use cpevisor_rootfs::board_spec::spec_for_board;
-use cpevisor_rootfs::firmware::{build_firmware, source_date_epoch, FirmwareInputs};
+use cpevisor_rootfs::firmware::{
+    build_firmware_with_keys, source_date_epoch, FirmwareInputs, TrustedKey,
+};
 use cpevisor_rootfs::guest::{
     build_guest, GuestArch, GuestInputs, GuestKernel, GuestSpec, MAX_DATA_SIZE,
 };
 
 const USAGE: &str = "\
 usage: cpevisor-rootfs firmware --board NAME --out DIR [--bins DIR] [--cache DIR]
+                                [--trusted-key FILE]
        cpevisor-rootfs guest --arch aarch64|x86_64 --app NAME --out DIR
                              [--kernel stock|minimal] [--data FILE] [--cache DIR]
 
@@ -19,6 +22,9 @@ Builds OUT/kernel, OUT/initramfs.cpio.gz and OUT/manifest.txt for board NAME (bo
                ELF file there goes to /usr/bin. Without it the firmware has no project binaries.
   --cache DIR  kernels and busybox fetched by `make setup`
                (default: $CPEVISOR_CACHE, else ~/.cache/cpevisor)
+  --trusted-key FILE  an app signer's public key (`cpevisorctl keygen`'s cpevisor-signing.pub)
+               for the agent to trust, as /etc/cpevisor/keys/<key id>.pub. Without it the
+               agent refuses every package (7036).
 
 guest: microVM images for cpevisor-vmm into OUT: Image (arm64 raw Image / x86_64 bzImage),
 initramfs.cpio.gz (busybox + the app; stock kernels also get their virtio and ext4 modules),
@@ -32,6 +38,7 @@ struct FirmwareArgs {
     out: PathBuf,
     bins: Option<PathBuf>,
     cache: PathBuf,
+    trusted_key: Option<PathBuf>,
 }
 
 fn default_cache() -> Result<PathBuf, String> {
@@ -68,7 +75,10 @@ fn parse_flags<const N: usize>(
 }
 
 fn parse_firmware_args(args: &[String]) -> Result<FirmwareArgs, String> {
-    let [board, out, bins, cache] = parse_flags(args, ["--board", "--out", "--bins", "--cache"])?;
+    let [board, out, bins, cache, trusted_key] = parse_flags(
+        args,
+        ["--board", "--out", "--bins", "--cache", "--trusted-key"],
+    )?;
     Ok(FirmwareArgs {
         board: board.ok_or("--board NAME is required")?,
         out: PathBuf::from(out.ok_or("--out DIR is required")?),
@@ -77,6 +87,7 @@ fn parse_firmware_args(args: &[String]) -> Result<FirmwareArgs, String> {
             Some(c) => PathBuf::from(c),
             None => default_cache()?,
         },
+        trusted_key: trusted_key.map(PathBuf::from),
     })
 }
 
@@ -108,7 +119,14 @@ fn run(args: &[String]) -> Result<(), Failure> {
     if inputs.bins.is_none() {
         eprintln!("cpevisor-rootfs: no --bins: the firmware will hold no project binaries");
     }
-    let m = build_firmware(&spec, &inputs, &a.out).map_err(build)?;
+    let keys = match &a.trusted_key {
+        Some(path) => vec![TrustedKey::load(path).map_err(build)?],
+        None => {
+            eprintln!("cpevisor-rootfs: no --trusted-key: the agent will refuse every package");
+            Vec::new()
+        }
+    };
+    let m = build_firmware_with_keys(&spec, &inputs, &keys, &a.out).map_err(build)?;
     let size = |f: &str| std::fs::metadata(a.out.join(f)).map_or(0, |m| m.len());
     println!(
         "firmware for {} ({}), kernel {} in {}",
@@ -130,6 +148,9 @@ fn run(args: &[String]) -> Result<(), Failure> {
     }
     for (path, _) in &m.binaries {
         println!("  /{path}");
+    }
+    for (path, _) in &m.trusted_keys {
+        println!("  /{path} (trusted signer key)");
     }
     Ok(())
 }

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The sample app `status` as signed cpevisor packages (agent/PACKAGE.md), for the agent's
+# end-to-end test and `make demo`.
+#
+#   scripts/sample-app.sh [VERSION...]   packages, default 1.0 1.1 -> target/packages/status-<v>.cpkg
+#   scripts/sample-app.sh key            only make sure the signing key exists; prints its .pub path
+#
+# Each version is the aarch64 microVM of `cpevisor-rootfs guest --app status` (kernel Image,
+# initramfs, ext2 disk) whose disk's data.txt holds the token `sample-status-<version>`: the app's
+# /status page shows it as `data=sample-status-<version>`, so a test can tell which version runs.
+# The signing key lives in $CPEVISOR_CACHE/keys/ (generated once with `cpevisorctl keygen`, never
+# in the repository); scripts/firmware.sh puts its public half in the firmware's trusted keys.
+# SAMPLE_KERNEL=stock (Debian's arm64 kernel, default) or minimal (`make guest-kernels`).
+# Same inputs, same key -> byte-identical packages.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+CACHE=${CPEVISOR_CACHE:-$HOME/.cache/cpevisor}
+KEYS=$CACHE/keys
+KERNEL=${SAMPLE_KERNEL:-stock}
+OUT=target/packages
+CTL=target/debug/cpevisorctl
+
+cargo build -q -p cpevisor-agent --bin cpevisorctl
+
+# One key for every build; the lock keeps two concurrent first runs from racing keygen.
+mkdir -p "$KEYS"
+(
+  flock 9
+  if [ ! -f "$KEYS/cpevisor-signing.key" ]; then
+    "$CTL" keygen "$KEYS" >&2
+  fi
+) 9>"$KEYS/.lock"
+for f in cpevisor-signing.key cpevisor-signing.pub; do
+  [ -f "$KEYS/$f" ] || { echo "sample-app.sh: $KEYS/$f is missing (delete $KEYS and rerun)" >&2; exit 1; }
+done
+if [ "${1:-}" = key ]; then
+  echo "$KEYS/cpevisor-signing.pub"
+  exit 0
+fi
+
+case $KERNEL in
+  stock | minimal) ;;
+  *) echo "sample-app.sh: SAMPLE_KERNEL=$KERNEL: expected stock or minimal" >&2; exit 2 ;;
+esac
+[ $# -gt 0 ] || set -- 1.0 1.1
+cargo build -q -p cpevisor-rootfs
+mkdir -p "$OUT"
+for v in "$@"; do
+  # The version becomes a file name and a JSON string: keep it to a plain dotted version.
+  [[ $v =~ ^[0-9A-Za-z][0-9A-Za-z.+-]{0,31}$ ]] ||
+    { echo "sample-app.sh: version $v: expected 1-32 of [0-9A-Za-z.+-]" >&2; exit 2; }
+  stage=$OUT/build/status-$v
+  rm -rf "$stage"
+  mkdir -p "$stage"
+  echo "sample-status-$v" >"$stage/data.txt"
+  target/debug/cpevisor-rootfs guest --arch aarch64 --app status --kernel "$KERNEL" \
+    --data "$stage/data.txt" --out "$stage/guest" >&2
+  cat >"$stage/app.json" <<EOF
+{"name": "status", "version": "$v", "vendor": "cpevisor",
+ "description": "sample app: HTTP /status page showing the token on its disk",
+ "arch": "aarch64", "backends": ["kvm"], "memory_mib": 64, "vcpus": 1,
+ "cmdline": "console=ttyS0 quiet panic=-1",
+ "restart": {"enable": true, "retry_min_wait_s": 2, "retry_max_wait_s": 30,
+             "retry_interval_multiplier": 2000, "max_retry_count": 5, "reset_period_s": 120},
+ "autostart": true, "run_level": 1,
+ "kernel": "guest/Image", "initrd": "guest/initramfs.cpio.gz", "disk": "guest/disk.img"}
+EOF
+  "$CTL" pack "$stage" --key "$KEYS/cpevisor-signing.key" --out "$OUT/status-$v.cpkg" >&2
+  echo "sample-app.sh: $OUT/status-$v.cpkg ($(stat -c %s "$OUT/status-$v.cpkg") bytes, $KERNEL kernel)" >&2
+done
