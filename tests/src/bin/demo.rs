@@ -1,8 +1,14 @@
 //! `make demo`: boots the default emulated board with its console on this terminal and shows
-//! what cpevisor does on it, step by step. Exits non-zero if any step fails.
+//! what cpevisor does on it, step by step: the agent installs the sample app from a server on
+//! the host, runs it as a microVM, the app answers; the board reboots on the same flash and the
+//! app is Active again by itself. Exits non-zero if any step fails.
 
+use cpevisor_e2e::agent::{
+    app_address, app_logs, eu_of, fetch_status_page, install, reboot, sample_token, wait_agent,
+    wait_eu_status, Flash, HttpServer, SamplePackages,
+};
 use cpevisor_e2e::{BoardVm, BootOptions};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn step(title: &str) {
     println!("\n\x1b[1m==> {title}\x1b[0m");
@@ -12,33 +18,93 @@ fn main() {
     let board = std::env::args()
         .nth(1)
         .unwrap_or_else(|| cpevisor_boards::DEFAULT_BOARD.to_string());
-    if let Err(e) = demo(&board) {
-        eprintln!("\ndemo failed: {e}");
-        std::process::exit(1);
+    let started = Instant::now();
+    match demo(&board) {
+        Ok(()) => println!(
+            "\n\x1b[1mdemo finished in {:.0?}: {board} installed the app, ran it, rebooted, and \
+             the app came back by itself\x1b[0m",
+            started.elapsed()
+        ),
+        Err(e) => {
+            eprintln!("\ndemo failed: {e}");
+            std::process::exit(1);
+        }
     }
-    println!("\n\x1b[1mdemo finished: {board} booted, ready, and powered off cleanly\x1b[0m");
 }
 
-fn demo(board: &str) -> Result<(), String> {
-    step(&format!(
-        "booting {board} under QEMU (firmware from target/firmware/{board})"
-    ));
+fn boot(board: &str, flash: &Flash) -> Result<BoardVm, String> {
     let opts = BootOptions {
         echo: true,
+        flash: Some(flash.path.clone()),
         ..Default::default()
     };
     let mut vm = BoardVm::boot(board, &opts)?;
     let ready = vm.wait_ready(Duration::from_secs(240))?;
     step(&format!("board ready: {ready}"));
+    Ok(vm)
+}
 
-    let isolation = format!("{:?}", vm.board.isolation).to_lowercase();
-    step(&format!("isolation backend on this board: {isolation}"));
-    if isolation == "kvm" {
-        step("the cross-built cpevisor-vmm talks to the board's /dev/kvm");
-        vm.run_ok("cpevisor-vmm kvm-info", Duration::from_secs(60))?;
+/// Shows the app's EU reaching Active and its page; returns the EUID.
+fn show_app(vm: &mut BoardVm, token: &str) -> Result<String, String> {
+    let list = wait_agent(vm, Duration::from_secs(60))?;
+    let eu = eu_of(&list, "status").ok_or("the agent lists no `status` app")?;
+    let eu_id = eu["eu_id"].as_str().unwrap_or_default().to_string();
+    step(&format!("waiting for {eu_id} to be Active (AutoStart)"));
+    wait_eu_status(vm, &eu_id, "Active", Duration::from_secs(120))
+        .map_err(|e| format!("{e}\n{}", app_logs(vm, &eu_id)))?;
+    vm.run_ok("cpevisorctl list", Duration::from_secs(60))?;
+    let addr = app_address(vm, &eu_id)?;
+    step(&format!(
+        "the app boots in its microVM; asking it for http://{addr}/status from the board"
+    ));
+    let page = fetch_status_page(vm, &addr, Duration::from_secs(300))
+        .map_err(|e| format!("{e}\n{}", app_logs(vm, &eu_id)))?;
+    if !page.contains(&format!("data={token}")) {
+        return Err(format!("the page does not carry {token}:\n{page}"));
     }
-    step("the agent's tool on the board");
-    vm.run_ok("cpevisorctl --help | head -5", Duration::from_secs(60))?;
+    step(&format!("the app answered with its token {token}"));
+    Ok(eu_id)
+}
+
+fn demo(board: &str) -> Result<(), String> {
+    let packages = SamplePackages::find(board)?;
+    let server = HttpServer::serve(&packages.dir)?;
+    let flash = Flash::blank("demo", 256)?;
+    step(&format!(
+        "serving the sample app's signed packages from {} on the host (port {})",
+        packages.dir.display(),
+        server.port
+    ));
+    step(&format!(
+        "booting {board} under QEMU with a blank 256 MiB flash (firmware from target/firmware/{board})"
+    ));
+    let mut vm = boot(board, &flash)?;
+    step("the agent cpevisord is running; nothing is installed yet");
+    wait_agent(&mut vm, Duration::from_secs(60))?;
+    vm.run_ok("cpevisorctl list", Duration::from_secs(60))?;
+
+    let url = format!("http://10.0.2.2:{}/status-1.0.cpkg", server.port);
+    step(&format!(
+        "cpevisorctl install {url}  (download, digests, signature, unpack to flash)"
+    ));
+    let (outcome, took) = install(&mut vm, &url, Duration::from_secs(400))?;
+    let du = outcome.map_err(|(code, msg)| format!("install failed: {code} {msg}"))?;
+    step(&format!(
+        "installed {} {} in {took:.1?}",
+        du["name"], du["version"]
+    ));
+    let eu_id = show_app(&mut vm, &sample_token("1.0"))?;
+
+    step("rebooting the board (sync; reboot -f), then booting it again on the same flash");
+    reboot(vm)?;
+    let mut vm = boot(board, &flash)?;
+    step("no command given: the agent recovers its store and starts the app again");
+    let again = show_app(&mut vm, &sample_token("1.0"))?;
+    if again != eu_id {
+        return Err(format!(
+            "the EUID changed across the reboot: {eu_id} -> {again}"
+        ));
+    }
 
     step("powering the board off");
     vm.send_line("poweroff -f")?;

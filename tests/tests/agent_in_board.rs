@@ -1,0 +1,139 @@
+//! The agent end to end on the default board: `cpevisord` in the firmware installs the sample
+//! app's signed package from a server on the host, runs it as a microVM (cpevisor-vmm on the
+//! board's KVM), the app answers over its tap link with the token of the version installed; the
+//! board is rebooted on the same flash image and, without any command, the app is Active and
+//! answers again. Bad input first: a package signed by a key the firmware does not trust is
+//! refused with 7036 and leaves nothing installed or on the flash.
+//!
+//! They need `make firmware` (which also builds the packages, scripts/sample-app.sh), so they are
+//! `#[ignore]`d for a plain `cargo test` and run by `make e2e`.
+
+use cpevisor_e2e::agent::{
+    app_address, app_logs, deployment_units, eu_of, fetch_status_page, install, reboot,
+    sample_token, wait_agent, wait_eu_status, Flash, HttpServer, SamplePackages,
+};
+use cpevisor_e2e::{BoardVm, BootOptions};
+use std::time::{Duration, Instant};
+
+const BOARD: &str = "qemu-virt-a53";
+const BOOT: Duration = Duration::from_secs(240);
+const AGENT: Duration = Duration::from_secs(60);
+/// Download (~30 MB over QEMU user networking), verification and unpack on an emulated CPU.
+const INSTALL: Duration = Duration::from_secs(400);
+const ACTIVE: Duration = Duration::from_secs(120);
+/// Nested Linux under TCG: the stock guest kernel takes 20-30 s to serve HTTP.
+const ANSWER: Duration = Duration::from_secs(300);
+
+fn boot(flash: &Flash) -> BoardVm {
+    let opts = BootOptions {
+        flash: Some(flash.path.clone()),
+        ..Default::default()
+    };
+    let mut vm = BoardVm::boot(BOARD, &opts).unwrap();
+    vm.wait_ready(BOOT).unwrap();
+    vm
+}
+
+/// Waits for the status app's EU to be Active and its page to carry `token`; returns the EUID.
+fn app_answers(vm: &mut BoardVm, token: &str, started: Instant) -> String {
+    let list = wait_agent(vm, AGENT).unwrap();
+    let eu = eu_of(&list, "status").unwrap_or_else(|| panic!("no status EU listed: {list}"));
+    let eu_id = eu["eu_id"].as_str().unwrap().to_string();
+    let eu = wait_eu_status(vm, &eu_id, "Active", ACTIVE)
+        .unwrap_or_else(|e| panic!("{e}\n{}", app_logs(vm, &eu_id)));
+    assert_eq!(eu["requested_state"], "Active", "{eu}");
+    let active = started.elapsed();
+    let addr = app_address(vm, &eu_id).unwrap();
+    let page = fetch_status_page(vm, &addr, ANSWER)
+        .unwrap_or_else(|e| panic!("{e}\n{}", app_logs(vm, &eu_id)));
+    assert!(
+        page.contains(&format!("data={token}")),
+        "the app at {addr} does not show {token}:\n{page}\n{}",
+        app_logs(vm, &eu_id)
+    );
+    assert!(page.contains("app=status"), "{page}");
+    println!(
+        "{eu_id} Active {active:.1?} and answering at {addr} {:.1?} after boot",
+        started.elapsed()
+    );
+    eu_id
+}
+
+#[test]
+#[ignore = "boots the emulated board and a microVM in it: needs `make firmware`; run by `make e2e`"]
+fn installed_app_runs_and_survives_a_reboot() {
+    let packages = SamplePackages::find(BOARD).unwrap();
+    // Served next to the good packages, under a directory of this run.
+    let untrusted_dir = packages
+        .dir
+        .join(format!("untrusted-{}", std::process::id()));
+    std::fs::create_dir_all(&untrusted_dir).unwrap();
+    let untrusted = packages
+        .signed_by_untrusted_key("1.0", &untrusted_dir)
+        .unwrap();
+    let server = HttpServer::serve(&packages.dir).unwrap();
+    let flash = Flash::blank("agent", 256).unwrap();
+    let url = format!("http://10.0.2.2:{}/status-1.0.cpkg", server.port);
+
+    let started = Instant::now();
+    let mut vm = boot(&flash);
+    let list = wait_agent(&mut vm, AGENT).unwrap();
+    assert!(deployment_units(&list).is_empty(), "fresh flash: {list}");
+    println!(
+        "board ready, agent answering after {:.1?}",
+        started.elapsed()
+    );
+
+    // Bad input first: the same app signed by a key the firmware does not trust.
+    let bad_url = format!(
+        "http://10.0.2.2:{}/{}/{}",
+        server.port,
+        untrusted_dir.file_name().unwrap().to_string_lossy(),
+        untrusted.file_name().unwrap().to_string_lossy()
+    );
+    let (outcome, _) = install(&mut vm, &bad_url, INSTALL).unwrap();
+    let _ = std::fs::remove_dir_all(&untrusted_dir);
+    match outcome {
+        Err((7036, msg)) => println!("untrusted signer refused: 7036 {msg}"),
+        other => panic!("untrusted package: expected fault 7036, got {other:?}"),
+    }
+    let list = wait_agent(&mut vm, AGENT).unwrap();
+    assert!(deployment_units(&list).is_empty(), "{list}");
+    assert!(eu_of(&list, "status").is_none(), "{list}");
+    let left = vm
+        .run_ok(
+            "find /data/cpevisor/blobs /data/cpevisor/apps /data/cpevisor/downloads -type f \
+             2>/dev/null | wc -l",
+            Duration::from_secs(30),
+        )
+        .unwrap();
+    assert_eq!(
+        left.trim(),
+        "0",
+        "the refused package left files on the flash"
+    );
+
+    let (outcome, took) = install(&mut vm, &url, INSTALL).unwrap();
+    let du = outcome.unwrap_or_else(|(code, msg)| panic!("install failed: {code} {msg}"));
+    let size = std::fs::metadata(packages.path("1.0")).unwrap().len();
+    println!(
+        "installed {} bytes in {took:.1?} ({:.2} MiB/s): {du}",
+        size,
+        size as f64 / (1 << 20) as f64 / took.as_secs_f64()
+    );
+    let list = wait_agent(&mut vm, AGENT).unwrap();
+    let dus = deployment_units(&list);
+    assert_eq!(dus.len(), 1, "{list}");
+    assert_eq!(dus[0]["status"], "Installed", "{list}");
+    assert_eq!(dus[0]["version"], "1.0", "{list}");
+    // AutoStart: the agent starts it without a `start`.
+    let eu_id = app_answers(&mut vm, &sample_token("1.0"), started);
+
+    reboot(vm).unwrap();
+    let started = Instant::now();
+    let mut vm = boot(&flash);
+    let again = app_answers(&mut vm, &sample_token("1.0"), started);
+    assert_eq!(again, eu_id, "the EUID changed across the reboot");
+    let list = wait_agent(&mut vm, AGENT).unwrap();
+    assert_eq!(deployment_units(&list).len(), 1, "{list}");
+}
