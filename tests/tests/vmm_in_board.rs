@@ -64,19 +64,27 @@ fn app_serves_and_powers_off(board: &str, kernel: GuestKernel) {
     let figures = run.wait_app_ready(&mut vm, APP_READY).unwrap_or_else(|e| {
         panic!("{board}/{}: app not ready: {e}", kernel.name());
     });
+    let seen_after = started.elapsed();
+    let logs = run.logs(&mut vm).unwrap();
+    // The guest's own clock at init start and at ready: kernel time versus app start-up time.
+    let guest_uptimes: Vec<&str> = logs
+        .lines()
+        .filter_map(|l| l.split_once(" uptime=").filter(|_| l.starts_with("APP-")))
+        .map(|(_, t)| t.trim())
+        .collect();
     let line = format!(
         "{board} {} kernel: first instruction {:.3} ms, boot-ready {:.3} ms after VMM start \
-         (APP-READY seen by the test after {:.1?})",
+         (APP-READY seen by the test after {:.1?}; guest uptime at init, ready: {:?} s)",
         kernel.name(),
         figures.first_instruction_ms,
         figures.boot_ready_ms,
-        started.elapsed()
+        seen_after,
+        guest_uptimes
     );
     println!("{line}");
     record_figures(&line);
     assert!(figures.first_instruction_ms < figures.boot_ready_ms);
     // The VMM falls back to a vGICv2 only where the board's GIC has no v3.
-    let logs = run.logs(&mut vm).unwrap();
     let fell_back = logs.contains("using GICv2");
     assert_eq!(
         fell_back,
