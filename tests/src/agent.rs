@@ -199,27 +199,55 @@ pub fn ctl_json(vm: &mut BoardVm, args: &str, timeout: Duration) -> Result<Value
     Ok(reply)
 }
 
-/// `cpevisorctl install URL` on the board: the outcome (`Ok(result)`, or `Err((code, message))`
-/// for a fault) and how long it took.
-pub fn install(
+/// A fault `cpevisorctl` reported: its TR-181 / USP code and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CtlFault {
+    pub code: u64,
+    pub message: String,
+}
+
+/// What an install on the board gave: the DeploymentUnit or a fault, and how long it took.
+#[derive(Debug, Clone)]
+pub struct Installed {
+    pub outcome: Result<Value, CtlFault>,
+    pub took: Duration,
+}
+
+/// `cpevisorctl install URL` on the board. A fault is an outcome, not an error: errors are the harness's own failures.
+pub fn install(vm: &mut BoardVm, url: &str, timeout: Duration) -> Result<Installed, String> {
+    run_du_operation(vm, &format!("install {url}"), timeout)
+}
+
+/// `cpevisorctl update UUID URL` on the board.
+pub fn update(
     vm: &mut BoardVm,
+    uuid: &str,
     url: &str,
     timeout: Duration,
-) -> Result<(Result<Value, (u64, String)>, Duration), String> {
+) -> Result<Installed, String> {
+    run_du_operation(vm, &format!("update {uuid} {url}"), timeout)
+}
+
+fn run_du_operation(vm: &mut BoardVm, args: &str, timeout: Duration) -> Result<Installed, String> {
     let started = Instant::now();
-    let (status, out) = vm.run(&format!("cpevisorctl --json install {url}"), timeout)?;
+    let (status, out) = vm.run(&format!("cpevisorctl --json {args}"), timeout)?;
     let took = started.elapsed();
     let reply = parse_reply(&out)?;
-    match reply.get("fault") {
-        Some(f) => {
-            let code = f["code"]
+    let outcome = match reply.get("fault") {
+        Some(f) => Err(CtlFault {
+            code: f["code"]
                 .as_u64()
-                .ok_or_else(|| format!("fault without a code: {reply}"))?;
-            Ok((Err((code, f["message"].to_string())), took))
+                .ok_or_else(|| format!("fault without a code: {reply}"))?,
+            message: f["message"].as_str().unwrap_or_default().to_string(),
+        }),
+        None if status == 0 => Ok(reply),
+        None => {
+            return Err(format!(
+                "`cpevisorctl {args}` exited {status} without a fault:\n{out}"
+            ))
         }
-        None if status == 0 => Ok((Ok(reply), took)),
-        None => Err(format!("install exited {status} without a fault:\n{out}")),
-    }
+    };
+    Ok(Installed { outcome, took })
 }
 
 /// The execution unit of the app named `name` in a `list` reply.

@@ -2,15 +2,16 @@
 //! app's signed package from a server on the host, runs it as a microVM (cpevisor-vmm on the
 //! board's KVM), the app answers over its tap link with the token of the version installed; the
 //! board is rebooted on the same flash image and, without any command, the app is Active and
-//! answers again. Bad input first: a package signed by a key the firmware does not trust is
-//! refused with 7036 and leaves nothing installed or on the flash.
+//! answers again; then an update to 1.1 answers with 1.1's token. Bad input first: a package
+//! signed by a key the firmware does not trust is refused with 7036 and leaves nothing installed
+//! or on the flash.
 //!
 //! They need `make firmware` (which also builds the packages, scripts/sample-app.sh), so they are
 //! `#[ignore]`d for a plain `cargo test` and run by `make e2e`.
 
 use cpevisor_e2e::agent::{
     app_address, app_logs, deployment_units, eu_of, fetch_status_page, install, reboot,
-    sample_token, wait_agent, wait_eu_status, Flash, HttpServer, SamplePackages,
+    sample_token, update, wait_agent, wait_eu_status, Flash, HttpServer, SamplePackages,
 };
 use cpevisor_e2e::{BoardVm, BootOptions};
 use std::time::{Duration, Instant};
@@ -91,10 +92,10 @@ fn installed_app_runs_and_survives_a_reboot() {
         untrusted_dir.file_name().unwrap().to_string_lossy(),
         untrusted.file_name().unwrap().to_string_lossy()
     );
-    let (outcome, _) = install(&mut vm, &bad_url, INSTALL).unwrap();
+    let refused = install(&mut vm, &bad_url, INSTALL).unwrap();
     let _ = std::fs::remove_dir_all(&untrusted_dir);
-    match outcome {
-        Err((7036, msg)) => println!("untrusted signer refused: 7036 {msg}"),
+    match refused.outcome {
+        Err(f) if f.code == 7036 => println!("untrusted signer refused: 7036 {}", f.message),
         other => panic!("untrusted package: expected fault 7036, got {other:?}"),
     }
     let list = wait_agent(&mut vm, AGENT).unwrap();
@@ -113,8 +114,11 @@ fn installed_app_runs_and_survives_a_reboot() {
         "the refused package left files on the flash"
     );
 
-    let (outcome, took) = install(&mut vm, &url, INSTALL).unwrap();
-    let du = outcome.unwrap_or_else(|(code, msg)| panic!("install failed: {code} {msg}"));
+    let done = install(&mut vm, &url, INSTALL).unwrap();
+    let took = done.took;
+    let du = done
+        .outcome
+        .unwrap_or_else(|f| panic!("install failed: {} {}", f.code, f.message));
     let size = std::fs::metadata(packages.path("1.0")).unwrap().len();
     println!(
         "installed {} bytes in {took:.1?} ({:.2} MiB/s): {du}",
@@ -136,4 +140,18 @@ fn installed_app_runs_and_survives_a_reboot() {
     assert_eq!(again, eu_id, "the EUID changed across the reboot");
     let list = wait_agent(&mut vm, AGENT).unwrap();
     assert_eq!(deployment_units(&list).len(), 1, "{list}");
+
+    // Update to 1.1 (another token on its disk): same DU and EU, the new version answers.
+    let uuid = du["uuid"].as_str().unwrap();
+    let url = format!("http://10.0.2.2:{}/status-1.1.cpkg", server.port);
+    let started = Instant::now();
+    let done = update(&mut vm, uuid, &url, INSTALL).unwrap();
+    let updated = done
+        .outcome
+        .unwrap_or_else(|f| panic!("update failed: {} {}", f.code, f.message));
+    println!("updated to 1.1 in {:.1?}", done.took);
+    assert_eq!(updated["uuid"], uuid, "{updated}");
+    assert_eq!(updated["version"], "1.1", "{updated}");
+    let after = app_answers(&mut vm, &sample_token("1.1"), started);
+    assert_eq!(after, eu_id, "the EUID changed across the update");
 }

@@ -87,8 +87,11 @@ fn demo(board: &str) -> Result<(), String> {
     step(&format!(
         "cpevisorctl install {url}  (download, digests, signature, unpack to flash)"
     ));
-    let (outcome, took) = install(&mut vm, &url, Duration::from_secs(400))?;
-    let du = outcome.map_err(|(code, msg)| format!("install failed: {code} {msg}"))?;
+    let done = install(&mut vm, &url, Duration::from_secs(400))?;
+    let took = done.took;
+    let du = done
+        .outcome
+        .map_err(|f| format!("install failed: {} {}", f.code, f.message))?;
     step(&format!(
         "installed {} {} in {took:.1?}",
         du["name"], du["version"]
