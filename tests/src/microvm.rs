@@ -48,9 +48,9 @@ pub struct GuestImages {
 }
 
 impl GuestImages {
-    /// Builds the `status` app for aarch64 with `kernel`, its disk carrying `token`. Fails with
+    /// Builds the `status` app for `arch` with `kernel`, its disk carrying `token`. Fails with
     /// the builder's message (which names the missing file and the make target to run).
-    pub fn build(kernel: GuestKernel, token: &str) -> Result<GuestImages, String> {
+    pub fn build(arch: GuestArch, kernel: GuestKernel, token: &str) -> Result<GuestImages, String> {
         let dir = workspace_root().join("target/e2e-guest").join(format!(
             "{}-{}-{token}",
             kernel.name(),
@@ -58,7 +58,7 @@ impl GuestImages {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         let spec = GuestSpec {
-            arch: GuestArch::Aarch64,
+            arch,
             app: "status".into(),
             kernel: kernel.clone(),
             data: Some(format!("{token}\n").into_bytes()),

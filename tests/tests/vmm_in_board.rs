@@ -12,7 +12,7 @@ use cpevisor_e2e::microvm::{
     create_tap, fetch_images, GuestImages, HttpServer, VmmLaunch, VmmRun, BOARD_DIR, GUEST_ADDR,
 };
 use cpevisor_e2e::{BoardVm, BootOptions};
-use cpevisor_rootfs::guest::GuestKernel;
+use cpevisor_rootfs::guest::{GuestArch, GuestKernel};
 use std::time::{Duration, Instant};
 
 const BOOT: Duration = Duration::from_secs(240);
@@ -46,7 +46,9 @@ fn record_figures(line: &str) {
 
 /// Boots `board`, fetches the images into it and creates tap0; returns the board and images.
 fn board_with_images(board: &str, kernel: GuestKernel) -> (BoardVm, GuestImages) {
-    let images = GuestImages::build(kernel.clone(), &token(board, &kernel)).unwrap();
+    let arch = cpevisor_boards::Board::by_name(board).unwrap().cpu.arch;
+    let arch = GuestArch::parse(arch.as_str()).unwrap();
+    let images = GuestImages::build(arch, kernel.clone(), &token(board, &kernel)).unwrap();
     let server = HttpServer::serve(&images.dir).unwrap();
     let mut vm = BoardVm::boot(board, &BootOptions::default()).unwrap();
     vm.wait_ready(BOOT).unwrap();
