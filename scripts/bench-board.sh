@@ -21,7 +21,7 @@ MONITOR=${1:-}
 RUNS=${2:-3}
 GUEST_MIB=64
 CMDLINE="quiet panic=-1 cma=0"
-READY_TIMEOUT_S=60
+READY_TIMEOUT_S=120
 T=/sys/kernel/tracing
 I=$T/instances/bench-entry
 W=/tmp/bench
@@ -58,8 +58,10 @@ echo 1 >$I/events/kvm/kvm_entry/enable || { echo "BENCH-ERROR monitor=$MONITOR r
 echo 1 >$T/events/sched/sched_process_exec/enable
 mkdir -p $W
 
+# run_once N MONITOR-ARGV...
 run_once() {
     n=$1
+    shift
     rm -f $W/*
     echo 0 >$T/tracing_on
     echo 0 >$I/tracing_on
@@ -132,7 +134,7 @@ run_once() {
 n=1
 status=0
 while [ $n -le "$RUNS" ]; do
-    run_once $n || status=1
+    run_once $n "$@" || status=1
     n=$((n + 1))
 done
 echo 0 >$I/events/kvm/kvm_entry/enable

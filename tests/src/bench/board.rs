@@ -11,8 +11,10 @@ use std::time::Duration;
 pub const BOARD: &str = "qemu-virt-a53";
 /// Board RAM: QEMU, its libraries and two guest images live in the board's rootfs (RAM).
 pub const BOARD_MEMORY_MIB: u32 = 1024;
-/// Guest boots per monitor; figures are their medians.
-pub const RUNS: u32 = 3;
+/// Guest boots per monitor by default; figures are their medians.
+pub const DEFAULT_RUNS: u32 = 3;
+/// Upper bound for `CPEVISOR_BENCH_RUNS` (each run is tens of seconds of emulated board time).
+pub const MAX_RUNS: u32 = 15;
 /// The peer as the figures name it.
 pub const PEER: &str = "qemu-system-aarch64 -accel kvm";
 /// Longest result line accepted from the board (a garbled console cannot grow one without bound).
@@ -49,6 +51,19 @@ impl Run {
     pub fn overhead_pss_kib(&self) -> Option<f64> {
         self.guest_found
             .then(|| self.pss_kib.saturating_sub(self.guest_pss_kib) as f64)
+    }
+}
+
+/// Guest boots per monitor: `CPEVISOR_BENCH_RUNS` (1..=15) or 3.
+pub fn runs() -> Result<u32, String> {
+    match std::env::var("CPEVISOR_BENCH_RUNS") {
+        Err(_) => Ok(DEFAULT_RUNS),
+        Ok(text) => match text.trim().parse::<u32>() {
+            Ok(n) if (1..=MAX_RUNS).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "CPEVISOR_BENCH_RUNS={text:?}: expected a whole number from 1 to {MAX_RUNS}"
+            )),
+        },
     }
 }
 
@@ -117,9 +132,18 @@ pub fn parse_results(output: &str) -> (Vec<Run>, Vec<String>) {
     (runs, errors)
 }
 
-/// Boots the board with `initrd` (firmware + overlay), runs both monitors `RUNS` times, powers the
-/// board off. Returns (cpevisor-vmm runs, QEMU runs, problems seen).
-pub fn measure(initrd: &Path) -> Result<(Vec<Run>, Vec<Run>, Vec<String>), String> {
+/// What one board session gave.
+#[derive(Debug, Default)]
+pub struct Measured {
+    pub vmm: Vec<Run>,
+    pub qemu: Vec<Run>,
+    /// Failed runs, odd exits, unparsable lines: each makes `make bench` exit non-zero.
+    pub problems: Vec<String>,
+}
+
+/// Boots the board with `initrd` (firmware + overlay), runs both monitors `runs` times, powers the
+/// board off.
+pub fn measure(initrd: &Path, runs: u32) -> Result<Measured, String> {
     let opts = BootOptions {
         initrd_override: Some(initrd.to_path_buf()),
         memory_override: Some(BOARD_MEMORY_MIB),
@@ -133,16 +157,18 @@ pub fn measure(initrd: &Path) -> Result<(Vec<Run>, Vec<Run>, Vec<String>), Strin
     for monitor in ["vmm", "qemu"] {
         // A failing run still prints its line; the exit status only says one failed.
         let (_, out) = vm.run(
-            &format!("sh /bench/board.sh {monitor} {RUNS}"),
-            Duration::from_secs(120 * u64::from(RUNS)),
+            &format!("sh /bench/board.sh {monitor} {runs}"),
+            // The script gives each boot 120 s of board time to reach its marker.
+            Duration::from_secs(60 + 150 * u64::from(runs)),
         )?;
         let (runs, errors) = parse_results(&out);
         for r in &runs {
             println!(
-                "bench: {monitor} run {}: first entry {} ms, ready {} ms, overhead rss {} KiB pss {} KiB (rc {:?})",
+                "bench: {monitor} run {}: first entry {} ms, ready {} ms, guest RAM rss {} KiB, overhead rss {} KiB pss {} KiB (rc {:?})",
                 r.run,
                 show_ms(r.first_entry_us),
                 show_ms(r.ready_us),
+                r.guest_rss_kib,
                 r.overhead_rss_kib().map_or("?".into(), |v| v.to_string()),
                 r.overhead_pss_kib().map_or("?".into(), |v| v.to_string()),
                 r.rc
@@ -164,7 +190,11 @@ pub fn measure(initrd: &Path) -> Result<(Vec<Run>, Vec<Run>, Vec<String>), Strin
     let _ = vm.wait_exit(Duration::from_secs(30));
     let qemu = per_monitor.pop().unwrap_or_default();
     let vmm = per_monitor.pop().unwrap_or_default();
-    Ok((vmm, qemu, problems))
+    Ok(Measured {
+        vmm,
+        qemu,
+        problems,
+    })
 }
 
 fn show_ms(us: Option<f64>) -> String {
@@ -178,7 +208,9 @@ const MEMORY_METHOD: &str = "/proc/PID/smaps in the board while the guest idles 
 /// The board figures: medians of cpevisor-vmm's runs, beside QEMU's medians where QEMU gave one.
 pub fn figures(vmm: &[Run], qemu: &[Run]) -> Vec<Figure> {
     let setting = format!(
-        "{BOARD} board (-m {BOARD_MEMORY_MIB}), guest: stock Debian arm64 Image + busybox initramfs, 64 MiB, 1 vCPU, `quiet`; median of {RUNS} runs"
+        "{BOARD} board (-m {BOARD_MEMORY_MIB}), guest: stock Debian arm64 Image + busybox initramfs, 64 MiB, 1 vCPU, `quiet`; median of {} runs ({} for QEMU)",
+        vmm.len(),
+        qemu.len()
     );
     type Metric = fn(&Run) -> Option<f64>;
     let rows: [(&str, &str, Metric, f64, String); 4] = [

@@ -32,16 +32,24 @@ pub fn parse_peer_sizes(text: &str) -> Result<BTreeMap<String, u64>, String> {
 /// The peer for a target's VMM binary: (peer name, KiB, note), when the overlay script measured it.
 fn peer_for(target: &str, peers: &BTreeMap<String, u64>) -> Option<(String, f64, String)> {
     let arch = target.split('-').next()?;
-    let (deb_arch, qemu) = match arch {
-        "aarch64" => ("arm64", "qemu-system-aarch64"),
-        "x86_64" => ("amd64", "qemu-system-x86_64"),
+    let (deb_arch, qemu, how) = match arch {
+        "aarch64" => (
+            "arm64",
+            "qemu-system-aarch64",
+            "the overlay's copy, NEEDED followed with readelf",
+        ),
+        "x86_64" => (
+            "amd64",
+            "qemu-system-x86_64",
+            "this host's, as ldd resolves it",
+        ),
         _ => return None,
     };
     let total = *peers.get(&format!("qemu_{deb_arch}_total_bytes"))?;
     let binary = peers.get(&format!("qemu_{deb_arch}_binary_bytes")).copied();
     let files = peers.get(&format!("qemu_{deb_arch}_files")).copied();
     let note = format!(
-        "ours: stripped, static (+crt-static); peer: Debian's {qemu} ({deb_arch}, stripped, dynamic) plus its shared-library closure (NEEDED followed with readelf, {} files; the binary alone {} KiB)",
+        "ours: stripped, static (+crt-static); peer: Debian's {qemu} ({deb_arch}, stripped, dynamic) plus its shared-library closure ({how}: {} files; the binary alone {} KiB)",
         files.map_or("?".into(), |n| n.to_string()),
         binary.map_or("?".into(), |b| (b / 1024).to_string())
     );

@@ -13,20 +13,23 @@ fn main() {
     sizes::binary_sizes(&root, &mut figures);
 
     let initrd = root.join("target/bench/board-initrd");
+    let runs = board::runs().unwrap_or_else(|e| {
+        eprintln!("bench: {e}");
+        std::process::exit(2);
+    });
     if initrd.is_file() {
         println!(
-            "bench: booting {} with {} ({} runs per monitor)",
+            "bench: booting {} with {} ({runs} runs per monitor)",
             board::BOARD,
             initrd.display(),
-            board::RUNS
         );
-        match board::measure(&initrd) {
-            Ok((vmm, qemu, problems)) => {
-                for p in &problems {
+        match board::measure(&initrd, runs) {
+            Ok(m) => {
+                for p in &m.problems {
                     eprintln!("bench: {p}");
                 }
-                failed |= !problems.is_empty();
-                let board_figures = board::figures(&vmm, &qemu);
+                failed |= !m.problems.is_empty();
+                let board_figures = board::figures(&m.vmm, &m.qemu);
                 failed |= board_figures.is_empty();
                 figures.extend(board_figures);
             }
