@@ -111,7 +111,14 @@ run_once() {
         }
         END { printf "rss_kib=%d pss_kib=%d guest_rss_kib=%d guest_pss_kib=%d guest_found=%d", rss, pss, grss, gpss, found }
     ' /proc/$pid/smaps)
+    # Both monitors exit 0 on SIGTERM; one that does not within 10 s is killed (and its rc shows it).
     kill -TERM "$pid"
+    i=0
+    while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do
+        usleep 100000
+        i=$((i + 1))
+    done
+    kill -KILL "$pid" 2>/dev/null
     wait
     echo 0 >$T/tracing_on
     echo 0 >$I/tracing_on
