@@ -25,18 +25,26 @@ const ACTIVE: Duration = Duration::from_secs(120);
 /// Nested Linux under TCG: the stock guest kernel takes 20-30 s to serve HTTP.
 const ANSWER: Duration = Duration::from_secs(300);
 
-fn boot(flash: &Flash) -> BoardVm {
+/// Boots on `flash`; `data` is what the init must report for it: `formatted` on a blank flash,
+/// `mounted` when it already holds the agent's state.
+fn boot(flash: &Flash, data: &str) -> BoardVm {
     let opts = BootOptions {
         flash: Some(flash.path.clone()),
         ..Default::default()
     };
     let mut vm = BoardVm::boot(BOARD, &opts).unwrap();
     vm.wait_ready(BOOT).unwrap();
+    let marker = format!("CPEVISOR-DATA state={data} dev=/dev/vda");
+    assert!(
+        vm.transcript().contains(&marker),
+        "the init did not report {marker:?}"
+    );
     vm
 }
 
 /// Waits for the status app's EU to be Active and its page to carry `token`; returns the EUID.
-fn app_answers(vm: &mut BoardVm, token: &str, started: Instant) -> String {
+/// `since` names what `started` marks, for the timings printed.
+fn app_answers(vm: &mut BoardVm, token: &str, started: Instant, since: &str) -> String {
     let list = wait_agent(vm, AGENT).unwrap();
     let eu = eu_of(&list, "status").unwrap_or_else(|| panic!("no status EU listed: {list}"));
     let eu_id = eu["eu_id"].as_str().unwrap().to_string();
@@ -54,7 +62,7 @@ fn app_answers(vm: &mut BoardVm, token: &str, started: Instant) -> String {
     );
     assert!(page.contains("app=status"), "{page}");
     println!(
-        "{eu_id} Active {active:.1?} and answering at {addr} {:.1?} after boot",
+        "{eu_id} Active {active:.1?} and answering at {addr} {:.1?} after {since}",
         started.elapsed()
     );
     eu_id
@@ -77,7 +85,7 @@ fn installed_app_runs_and_survives_a_reboot() {
     let url = format!("http://10.0.2.2:{}/status-1.0.cpkg", server.port);
 
     let started = Instant::now();
-    let mut vm = boot(&flash);
+    let mut vm = boot(&flash, "formatted");
     let list = wait_agent(&mut vm, AGENT).unwrap();
     assert!(deployment_units(&list).is_empty(), "fresh flash: {list}");
     println!(
@@ -131,12 +139,12 @@ fn installed_app_runs_and_survives_a_reboot() {
     assert_eq!(dus[0]["status"], "Installed", "{list}");
     assert_eq!(dus[0]["version"], "1.0", "{list}");
     // AutoStart: the agent starts it without a `start`.
-    let eu_id = app_answers(&mut vm, &sample_token("1.0"), started);
+    let eu_id = app_answers(&mut vm, &sample_token("1.0"), started, "the first boot");
 
     reboot(vm).unwrap();
     let started = Instant::now();
-    let mut vm = boot(&flash);
-    let again = app_answers(&mut vm, &sample_token("1.0"), started);
+    let mut vm = boot(&flash, "mounted");
+    let again = app_answers(&mut vm, &sample_token("1.0"), started, "the reboot");
     assert_eq!(again, eu_id, "the EUID changed across the reboot");
     let list = wait_agent(&mut vm, AGENT).unwrap();
     assert_eq!(deployment_units(&list).len(), 1, "{list}");
@@ -152,6 +160,6 @@ fn installed_app_runs_and_survives_a_reboot() {
     println!("updated to 1.1 in {:.1?}", done.took);
     assert_eq!(updated["uuid"], uuid, "{updated}");
     assert_eq!(updated["version"], "1.1", "{updated}");
-    let after = app_answers(&mut vm, &sample_token("1.1"), started);
+    let after = app_answers(&mut vm, &sample_token("1.1"), started, "the update began");
     assert_eq!(after, eu_id, "the EUID changed across the update");
 }

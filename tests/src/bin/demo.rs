@@ -94,7 +94,8 @@ fn demo(board: &str) -> Result<(), String> {
         .map_err(|f| format!("install failed: {} {}", f.code, f.message))?;
     step(&format!(
         "installed {} {} in {took:.1?}",
-        du["name"], du["version"]
+        du["name"].as_str().unwrap_or("?"),
+        du["version"].as_str().unwrap_or("?")
     ));
     let eu_id = show_app(&mut vm, &sample_token("1.0"))?;
 
