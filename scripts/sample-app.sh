@@ -19,7 +19,8 @@ CACHE=${CPEVISOR_CACHE:-$HOME/.cache/cpevisor}
 KEYS=$CACHE/keys
 KERNEL=${SAMPLE_KERNEL:-stock}
 OUT=target/packages
-CTL=target/debug/cpevisorctl
+BIN=${CARGO_TARGET_DIR:-target}/debug
+CTL=$BIN/cpevisorctl
 # Not 0: mke2fs reads E2FSPROGS_FAKE_TIME=0 as "unset" and stamps the disk with the clock, so
 # an epoch of 0 would give a different disk (and package digest) on every run.
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1}
@@ -57,7 +58,7 @@ for v in "$@"; do
   rm -rf "$stage"
   mkdir -p "$stage"
   echo "sample-status-$v" >"$stage/data.txt"
-  target/debug/cpevisor-rootfs guest --arch aarch64 --app status --kernel "$KERNEL" \
+  "$BIN/cpevisor-rootfs" guest --arch aarch64 --app status --kernel "$KERNEL" \
     --data "$stage/data.txt" --out "$stage/guest" >&2
   cat >"$stage/app.json" <<EOF
 {"name": "status", "version": "$v", "vendor": "cpevisor",

@@ -87,7 +87,7 @@ impl SamplePackages {
     /// Signs the staged `version` (`target/packages/build/status-<v>/`) with a key made for
     /// this call, which no firmware trusts; returns the package inside `out`.
     pub fn signed_by_untrusted_key(&self, version: &str, out: &Path) -> Result<PathBuf, String> {
-        let ctl = workspace_root().join("target/debug/cpevisorctl");
+        let ctl = host_cpevisorctl()?;
         let stage = self.dir.join("build").join(format!("status-{version}"));
         let keys = out.join("untrusted-key");
         let _ = std::fs::remove_dir_all(&keys);
@@ -103,6 +103,24 @@ impl SamplePackages {
                 .arg(&pkg),
         )?;
         Ok(pkg)
+    }
+}
+
+/// The host build of `cpevisorctl` that `scripts/sample-app.sh` made (it honours
+/// `CARGO_TARGET_DIR` like cargo does).
+fn host_cpevisorctl() -> Result<PathBuf, String> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let ctl = target.join("debug/cpevisorctl");
+    if ctl.is_file() {
+        Ok(ctl)
+    } else {
+        Err(format!(
+            "{} is missing: run `bash scripts/sample-app.sh` (make firmware does)",
+            ctl.display()
+        ))
     }
 }
 
