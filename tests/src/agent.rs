@@ -106,22 +106,25 @@ impl SamplePackages {
     }
 }
 
-/// The host build of `cpevisorctl` that `scripts/sample-app.sh` made (it honours
-/// `CARGO_TARGET_DIR` like cargo does).
+/// The host build of `cpevisorctl` that `scripts/sample-app.sh` made: under `CARGO_TARGET_DIR`
+/// when the script ran with it, else under the workspace's `target/`.
 fn host_cpevisorctl() -> Result<PathBuf, String> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
+    let mut candidates: Vec<PathBuf> = std::env::var_os("CARGO_TARGET_DIR")
         .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let ctl = target.join("debug/cpevisorctl");
-    if ctl.is_file() {
-        Ok(ctl)
-    } else {
-        Err(format!(
-            "{} is missing: run `bash scripts/sample-app.sh` (make firmware does)",
-            ctl.display()
-        ))
-    }
+        .map(|d| PathBuf::from(d).join("debug/cpevisorctl"))
+        .into_iter()
+        .collect();
+    candidates.push(workspace_root().join("target/debug/cpevisorctl"));
+    candidates
+        .iter()
+        .find(|c| c.is_file())
+        .cloned()
+        .ok_or_else(|| {
+            format!(
+                "no host cpevisorctl at {candidates:?}: run `bash scripts/sample-app.sh` \
+                 (make firmware does)"
+            )
+        })
 }
 
 fn package_name(version: &str) -> String {
