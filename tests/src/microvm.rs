@@ -216,10 +216,14 @@ impl VmmLaunch {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct VmmFigures {
     pub first_instruction_ms: f64,
-    pub boot_ready_ms: f64,
+    /// `None` when the guest said it could not send the signal (`APP-READY ... signal=unavailable`:
+    /// an x86 kernel without /dev/port).
+    pub boot_ready_ms: Option<f64>,
 }
 
-/// Reads `... at <ms> ms` and `boot-ready: <ms> ms since VMM start` out of the VMM's log.
+/// Reads `... at <ms> ms` and `boot-ready: <ms> ms since VMM start` out of the VMM's log (and
+/// the guest console after it). The boot-ready line is required unless the guest's `APP-READY`
+/// line says `signal=unavailable`.
 pub fn parse_figures(log: &str) -> Result<VmmFigures, String> {
     let number_before_ms = |line: &str, after: &str| -> Option<f64> {
         let rest = &line[line.find(after)? + after.len()..];
@@ -233,10 +237,17 @@ pub fn parse_figures(log: &str) -> Result<VmmFigures, String> {
         .lines()
         .find(|l| l.starts_with("boot-ready:"))
         .and_then(|l| number_before_ms(l, "boot-ready:"));
+    let unsignalled = log
+        .lines()
+        .any(|l| l.starts_with(APP_READY) && l.contains(" signal=unavailable"));
     match (first, ready) {
-        (Some(first_instruction_ms), Some(boot_ready_ms)) => Ok(VmmFigures {
+        (Some(first_instruction_ms), Some(ms)) => Ok(VmmFigures {
             first_instruction_ms,
-            boot_ready_ms,
+            boot_ready_ms: Some(ms),
+        }),
+        (Some(first_instruction_ms), None) if unsignalled => Ok(VmmFigures {
+            first_instruction_ms,
+            boot_ready_ms: None,
         }),
         _ => Err(format!(
             "VMM log lacks the first-instruction or boot-ready line:\n{log}"
@@ -275,7 +286,8 @@ impl VmmRun {
     }
 
     /// Waits (board side) until the guest console shows [`APP_READY`] and the VMM logged
-    /// boot-ready; returns the VMM's figures. On failure the error carries both logs.
+    /// boot-ready (unless the guest reported it could not signal); returns the VMM's figures.
+    /// On failure the error carries both logs.
     pub fn wait_app_ready(
         &self,
         vm: &mut BoardVm,
@@ -284,7 +296,8 @@ impl VmmRun {
         let secs = timeout.mul_f64(timeout_scale()).as_secs_f64();
         let cond = format!(
             "grep -q {APP_READY} {BOARD_DIR}/console.log 2>/dev/null && \
-             grep -q boot-ready: {BOARD_DIR}/vmm.log"
+             (grep -q boot-ready: {BOARD_DIR}/vmm.log || \
+              grep -q 'signal=unavailable' {BOARD_DIR}/console.log)"
         );
         let wait = poll(&cond, self.pid_var, secs);
         vm.run_ok(&wait, timeout + Duration::from_secs(60))?;
@@ -304,6 +317,15 @@ impl VmmRun {
             ),
             Duration::from_secs(30),
         )
+    }
+
+    /// Asks the VMM to stop with SIGTERM (a clean stop: exit 0, control socket removed).
+    pub fn terminate(&self, vm: &mut BoardVm) -> Result<(), String> {
+        vm.run_ok(
+            &format!("kill -TERM ${}", self.pid_var),
+            Duration::from_secs(30),
+        )
+        .map(|_| ())
     }
 
     /// Waits for the VMM to exit by itself and returns its exit status; an error if it is still
@@ -340,7 +362,18 @@ mod tests {
                    boot-ready: 812.345 ms since VMM start\n";
         let f = parse_figures(log).unwrap();
         assert_eq!(f.first_instruction_ms, 3.412);
-        assert_eq!(f.boot_ready_ms, 812.345);
+        assert_eq!(f.boot_ready_ms, Some(812.345));
+        // No boot-ready line: fine only when the guest said it could not signal.
+        let first = "cpevisor-vmm: first instruction: vcpu 0 entering KVM_RUN at 1.5 ms\n";
+        assert!(parse_figures(&format!(
+            "{first}APP-READY app=status signal=sent uptime=1\n"
+        ))
+        .is_err());
+        let f = parse_figures(&format!(
+            "{first}APP-READY app=status signal=unavailable uptime=1\n"
+        ))
+        .unwrap();
+        assert_eq!((f.first_instruction_ms, f.boot_ready_ms), (1.5, None));
         let err = parse_figures("cpevisor-vmm: error: tap0: no such device\n").unwrap_err();
         assert!(err.contains("lacks"), "{err}");
         assert!(parse_figures("boot-ready: soon ms\nfirst instruction: at x ms").is_err());

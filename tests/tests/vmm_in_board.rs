@@ -58,8 +58,22 @@ fn board_with_images(board: &str, kernel: GuestKernel) -> (BoardVm, GuestImages)
     (vm, images)
 }
 
+/// How a test ends the microVM.
+#[derive(PartialEq)]
+enum End {
+    /// The app's /cgi-bin/poweroff: the guest powers off (PSCI SYSTEM_OFF on arm64).
+    GuestPowerOff,
+    /// SIGTERM to the VMM: x86 Linux without ACPI only halts on power-off, which the VMM cannot
+    /// see (measured: the guest prints `reboot: System halted` and the VMM keeps running).
+    Sigterm,
+}
+
 /// The whole app lifecycle on one board with one kernel.
 fn app_serves_and_powers_off(board: &str, kernel: GuestKernel) {
+    app_lifecycle(board, kernel, End::GuestPowerOff)
+}
+
+fn app_lifecycle(board: &str, kernel: GuestKernel, end: End) {
     let (mut vm, images) = board_with_images(board, kernel.clone());
     let started = Instant::now();
     let run = VmmRun::start(&mut vm, &VmmLaunch::default()).unwrap();
@@ -74,18 +88,28 @@ fn app_serves_and_powers_off(board: &str, kernel: GuestKernel) {
         .filter_map(|l| l.split_once(" uptime=").filter(|_| l.starts_with("APP-")))
         .map(|(_, t)| t.trim())
         .collect();
+    let boot_ready = match figures.boot_ready_ms {
+        Some(ms) => format!("{ms:.3} ms"),
+        None => "not signalled (guest has no /dev/port)".to_string(),
+    };
     let line = format!(
-        "{board} {} kernel: first instruction {:.3} ms, boot-ready {:.3} ms after VMM start \
+        "{board} {} kernel: first instruction {:.3} ms, boot-ready {boot_ready} after VMM start \
          (APP-READY seen by the test after {:.1?}; guest uptime at init, ready: {:?} s)",
         kernel.name(),
         figures.first_instruction_ms,
-        figures.boot_ready_ms,
         seen_after,
         guest_uptimes
     );
     println!("{line}");
     record_figures(&line);
-    assert!(figures.first_instruction_ms < figures.boot_ready_ms);
+    match figures.boot_ready_ms {
+        Some(ms) => assert!(figures.first_instruction_ms < ms),
+        // Only x86 guests may lack the signal (no /dev/port); arm64 always has /dev/mem.
+        None => assert!(
+            board.contains("x86"),
+            "{board}: no boot-ready signal:\n{logs}"
+        ),
+    }
     // The VMM falls back to a vGICv2 only where the board's GIC has no v3.
     let fell_back = logs.contains("using GICv2");
     assert_eq!(
@@ -113,19 +137,21 @@ fn app_serves_and_powers_off(board: &str, kernel: GuestKernel) {
     assert!(page.contains("hostname=status-app"), "{page}");
     assert!(page.contains("uptime_s="), "{page}");
 
-    // The reply may or may not arrive before the guest goes down: only the exit status counts.
-    let _ = vm.run(
-        &format!("timeout 10 wget -q -O- http://{GUEST_ADDR}/cgi-bin/poweroff"),
-        CMD,
-    );
+    if end == End::GuestPowerOff {
+        // The reply may or may not arrive before the guest goes down: the exit status counts.
+        let _ = vm.run(
+            &format!("timeout 10 wget -q -O- http://{GUEST_ADDR}/cgi-bin/poweroff"),
+            CMD,
+        );
+    } else {
+        run.terminate(&mut vm).unwrap();
+    }
     let code = run.wait_exit(&mut vm, Duration::from_secs(60));
     let logs = run.logs(&mut vm).unwrap_or_default();
-    assert_eq!(
-        code,
-        Ok(0),
-        "{board}: VMM exit status after the guest's power-off:\n{logs}"
-    );
-    assert!(logs.contains("guest power-off"), "{logs}");
+    assert_eq!(code, Ok(0), "{board}: VMM exit status at the end:\n{logs}");
+    if end == End::GuestPowerOff {
+        assert!(logs.contains("guest power-off"), "{logs}");
+    }
     let left = vm
         .run_ok(&format!("ls {BOARD_DIR}/vmm.sock 2>&1 || true"), CMD)
         .unwrap();
@@ -200,4 +226,12 @@ fn qemu_virt_a53_gicv2_minimal_kernel() {
 fn qemu_virt_a53_missing_tap_is_refused() {
     let (mut vm, _images) = board_with_images("qemu-virt-a53", GuestKernel::Stock);
     missing_tap_is_refused(&mut vm);
+}
+
+/// x86_64 nested in the emulated q35 board (KVM on emulated SVM) with the minimal kernel, which
+/// finds the virtio-mmio devices on its command line. Ended with SIGTERM (see [`End::Sigterm`]).
+#[test]
+#[ignore = "needs `make firmware` and the minimal guest kernel (`make guest-kernels`); run by `make e2e`"]
+fn qemu_q35_x86_64_minimal_kernel() {
+    app_lifecycle("qemu-q35-x86_64", GuestKernel::Minimal, End::Sigterm);
 }
