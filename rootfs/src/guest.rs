@@ -333,6 +333,9 @@ pub fn build_disk(data: &[u8], mtime: u32, out: &Path) -> Result<(), FirmwareErr
             data.len()
         )));
     }
+    // mke2fs and debugfs take E2FSPROGS_FAKE_TIME=0 as unset (and then stamp the real time), so
+    // the epoch itself is moved to 1 s.
+    let mtime = mtime.max(1);
     let parent = out
         .parent()
         .ok_or_else(|| input(format!("{}: no parent directory", out.display())))?;
