@@ -21,9 +21,6 @@ KERNEL=${SAMPLE_KERNEL:-stock}
 OUT=target/packages
 BIN=${CARGO_TARGET_DIR:-target}/debug
 CTL=$BIN/cpevisorctl
-# Not 0: mke2fs reads E2FSPROGS_FAKE_TIME=0 as "unset" and stamps the disk with the clock, so
-# an epoch of 0 would give a different disk (and package digest) on every run.
-export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1}
 
 cargo build -q -p cpevisor-agent --bin cpevisorctl
 
