@@ -47,9 +47,10 @@ pub fn figures(root: &Path, figures: &mut Vec<Figure>) -> Result<(), String> {
     let setup = Setup::prepare(&bins, &work.0)?;
 
     let (rss, pss) = idle_memory(&bins, &setup)?;
+    let shown_dir = bins.dir.strip_prefix(root).unwrap_or(&bins.dir);
     let origin = format!(
-        "static {HOST_TARGET} release build ({}) run on this host, not the aarch64 board",
-        bins.dir.display()
+        "the static {HOST_TARGET} release build ({}) run on this host, not the aarch64 board",
+        shown_dir.display()
     );
     figures.push(
         Figure::new("agent.idle_rss_kib", median_or(&rss)?, "KiB")
@@ -267,7 +268,7 @@ fn install_throughput(bins: &Binaries, setup: &Setup) -> Result<InstallRuns, Str
         let took = started.elapsed();
         out.success("cpevisorctl install")?;
         let uuid = installed_uuid(&out.stdout)?;
-        agent.push(mib / took.as_secs_f64());
+        agent.push(round_to(mib / took.as_secs_f64(), 1));
         // Uninstalled outside the timing: the same app installs again in the next run.
         daemon
             .ctl(&["uninstall", &uuid], COMMAND_TIMEOUT)?
@@ -290,7 +291,7 @@ fn install_throughput(bins: &Binaries, setup: &Setup) -> Result<InstallRuns, Str
                 downloader.name, setup.package_bytes, setup.package_sha256
             ));
         }
-        peer.push(mib / took.as_secs_f64());
+        peer.push(round_to(mib / took.as_secs_f64(), 1));
     }
     let _ = fs::remove_file(&copy);
     daemon.check_alive()?;
