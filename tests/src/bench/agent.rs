@@ -339,7 +339,7 @@ impl Downloader {
         if works("curl", "--version") {
             return Ok(Downloader {
                 name: "curl".into(),
-                usage: "curl -s -o".into(),
+                usage: "curl -s -f -o".into(),
                 program: "curl".into(),
                 args: vec!["-s".into(), "-f".into(), "-o".into()],
             });
