@@ -2,6 +2,7 @@
 //! `{name, value, unit[, peer, peer_value, ratio][, note][, samples, peer_samples]}` where
 //! `ratio = value / peer_value` for a peer measured on the same work in the same run.
 
+pub mod agent;
 pub mod board;
 pub mod sizes;
 pub mod stats;

@@ -1,9 +1,9 @@
-//! `make bench`: binary sizes from `make cross`, then the `qemu-virt-a53` board booted with the
+//! `make bench`: binary sizes from `make cross`, the agent's host figures, then the `qemu-virt-a53` board booted with the
 //! bench overlay (`scripts/bench-overlay.sh`) to time and weigh cpevisor-vmm beside
 //! qemu-system-aarch64 -accel kvm on the same guest. Prints a table, writes `target/bench.json`.
 //! Exits 1 when a figure group could not be taken (after writing what was measured).
 
-use cpevisor_e2e::bench::{board, sizes, table, write_json, Figure};
+use cpevisor_e2e::bench::{agent, board, sizes, table, write_json, Figure};
 use cpevisor_e2e::workspace_root;
 
 fn main() {
@@ -11,6 +11,11 @@ fn main() {
     let mut figures: Vec<Figure> = Vec::new();
     let mut failed = false;
     sizes::binary_sizes(&root, &mut figures);
+    // Agent figures on this host (tests/src/bench/agent.rs): idle memory, install throughput.
+    if let Err(e) = agent::figures(&root, &mut figures) {
+        eprintln!("bench: agent figures: {e}");
+        failed = true;
+    }
 
     let initrd = root.join("target/bench/board-initrd");
     let runs = board::runs().unwrap_or_else(|e| {
