@@ -61,6 +61,29 @@ fn app_answers(vm: &mut BoardVm, token: &str, started: Instant, since: &str) -> 
         app_logs(vm, &eu_id)
     );
     assert!(page.contains("app=status"), "{page}");
+
+    // Run-time memory enforcement: the app's VMM sits in its own cgroup v2 whose memory.max is
+    // the package's declared 64 MiB plus the kvm backend's 8 MiB margin for the VMM itself.
+    let cgroup = format!("/sys/fs/cgroup/cpevisor/{eu_id}");
+    let out = vm
+        .run_ok(
+            &format!(
+                "cat {cgroup}/memory.max; for p in $(cat {cgroup}/cgroup.procs); do cat /proc/$p/comm; done"
+            ),
+            Duration::from_secs(30),
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{}", app_logs(vm, &eu_id)));
+    let mut lines = out.lines().map(str::trim).filter(|l| !l.is_empty());
+    let limit = ((64u64 + 8) << 20).to_string();
+    assert_eq!(
+        lines.next(),
+        Some(limit.as_str()),
+        "memory.max of {cgroup}:\n{out}"
+    );
+    assert!(
+        lines.any(|l| l == "cpevisor-vmm"),
+        "cpevisor-vmm is not in {cgroup}:\n{out}"
+    );
     println!(
         "{eu_id} Active {active:.1?} and answering at {addr} {:.1?} after {since}",
         started.elapsed()
