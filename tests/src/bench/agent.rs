@@ -53,7 +53,7 @@ pub fn figures(root: &Path, figures: &mut Vec<Figure>) -> Result<(), String> {
         shown_dir.display()
     );
     figures.push(
-        Figure::new("agent.idle_rss_kib", median_or(&rss)?, "KiB")
+        Figure::new("agent.idle_rss_kib.x86_64_host", median_or(&rss)?, "KiB")
             .with_note(format!(
                 "VmRSS of cpevisord with one empty jail ExecEnv, {}s after it first answered \
                  `list`, median of {RUNS} reads; {origin}",
@@ -62,9 +62,9 @@ pub fn figures(root: &Path, figures: &mut Vec<Figure>) -> Result<(), String> {
             .with_samples(rss, Vec::new()),
     );
     figures.push(
-        Figure::new("agent.idle_pss_kib", median_or(&pss)?, "KiB")
+        Figure::new("agent.idle_pss_kib.x86_64_host", median_or(&pss)?, "KiB")
             .with_note(format!(
-                "Pss from /proc/<pid>/smaps_rollup at the same moments as agent.idle_rss_kib; \
+                "Pss from /proc/<pid>/smaps_rollup at the same moments as agent.idle_rss_kib.x86_64_host; \
                  {origin}"
             ))
             .with_samples(pss, Vec::new()),
@@ -650,8 +650,8 @@ mod tests {
         assert_eq!(
             names,
             [
-                "agent.idle_rss_kib",
-                "agent.idle_pss_kib",
+                "agent.idle_rss_kib.x86_64_host",
+                "agent.idle_pss_kib.x86_64_host",
                 "agent.install_mib_per_s"
             ]
         );

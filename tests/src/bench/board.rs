@@ -137,6 +137,8 @@ pub fn parse_results(output: &str) -> (Vec<Run>, Vec<String>) {
 pub struct Measured {
     pub vmm: Vec<Run>,
     pub qemu: Vec<Run>,
+    /// (VmRSS, Pss) in KiB of the `cpevisord` the firmware started, idle with nothing installed.
+    pub agent_idle_kib: Option<(u64, u64)>,
     /// Failed runs, odd exits, unparsable lines: each makes `make bench` exit non-zero.
     pub problems: Vec<String>,
 }
@@ -153,6 +155,13 @@ pub fn measure(initrd: &Path, runs: u32) -> Result<Measured, String> {
     // The overlay is ~100 MB for the board kernel to unpack under TCG.
     vm.wait_ready(Duration::from_secs(300))?;
     let mut problems = Vec::new();
+    let agent_idle_kib = match agent_idle(&mut vm) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            problems.push(format!("agent idle memory: {e}"));
+            None
+        }
+    };
     let mut per_monitor = Vec::new();
     for monitor in ["vmm", "qemu"] {
         // A failing run still prints its line; the exit status only says one failed.
@@ -193,8 +202,48 @@ pub fn measure(initrd: &Path, runs: u32) -> Result<Measured, String> {
     Ok(Measured {
         vmm,
         qemu,
+        agent_idle_kib,
         problems,
     })
+}
+
+/// The firmware's own `cpevisord` (aarch64, static), idle with nothing installed: Rss and Pss.
+/// Both come from smaps_rollup, which walks the page tables: the board's 6.1 kernel still keeps
+/// split per-thread RSS counters, and `VmRSS` in /proc/PID/status read 8 KiB for this
+/// multi-threaded daemon (with Pss 1821 KiB, which cannot exceed Rss).
+fn agent_idle(vm: &mut BoardVm) -> Result<(u64, u64), String> {
+    let out = vm.run_ok(
+        "sleep 2; p=$(pidof cpevisord) && \
+         awk '/^Rss:/ {r=$2} /^Pss:/ {s=$2} END {print \"AGENT-MEM\", r, s}' /proc/$p/smaps_rollup",
+        Duration::from_secs(60),
+    )?;
+    // Kernel messages may interleave on the console: take the tagged line only.
+    let kib: Vec<u64> = out
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("AGENT-MEM "))
+        .flat_map(|rest| rest.split_whitespace().map(|v| v.parse().ok()))
+        .collect::<Option<Vec<u64>>>()
+        .unwrap_or_default();
+    match kib[..] {
+        [rss, pss] if rss > 0 && pss <= rss => Ok((rss, pss)),
+        _ => Err(format!(
+            "cannot read cpevisord's Rss/Pss in the board:\n{out}"
+        )),
+    }
+}
+
+/// `agent.idle_rss_kib` / `agent.idle_pss_kib` from the board's own agent.
+pub fn agent_figures(rss: u64, pss: u64) -> Vec<Figure> {
+    let note = format!(
+        "the static aarch64 cpevisord started by the firmware's init in the {BOARD} board, \
+         idle with nothing installed, read 2 s after the board was ready"
+    );
+    vec![
+        Figure::new("agent.idle_rss_kib", rss as f64, "KiB")
+            .with_note(format!("Rss from /proc/PID/smaps_rollup; {note}")),
+        Figure::new("agent.idle_pss_kib", pss as f64, "KiB")
+            .with_note(format!("Pss from /proc/PID/smaps_rollup; {note}")),
+    ]
 }
 
 fn show_ms(us: Option<f64>) -> String {

@@ -34,6 +34,9 @@ fn main() {
                     eprintln!("bench: {p}");
                 }
                 failed |= !m.problems.is_empty();
+                if let Some((rss, pss)) = m.agent_idle_kib {
+                    figures.extend(board::agent_figures(rss, pss));
+                }
                 let board_figures = board::figures(&m.vmm, &m.qemu);
                 failed |= board_figures.is_empty();
                 figures.extend(board_figures);
