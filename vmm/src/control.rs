@@ -263,8 +263,19 @@ pub fn handle_line(line: &[u8], vm: &dyn VmControl) -> Value {
     }
 }
 
-/// Resident set size of this process, from /proc/self/statm (0 if unavailable).
+/// Resident set size of this process in KiB (0 if unavailable). `Rss:` of smaps_rollup first: it
+/// walks the page tables, while statm/VmRSS come from per-thread counters that Linux before 6.2
+/// syncs lazily, so a process with vCPU threads can read far too low there (8 KiB was seen for a
+/// ~1.8 MiB daemon on the boards' 6.1 kernel). statm is the fallback.
 pub fn process_rss_kib() -> u64 {
+    let rollup = std::fs::read_to_string("/proc/self/smaps_rollup").ok();
+    if let Some(kib) = rollup.as_deref().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Rss:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    }) {
+        return kib;
+    }
     let Ok(s) = std::fs::read_to_string("/proc/self/statm") else {
         return 0;
     };

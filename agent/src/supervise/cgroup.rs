@@ -84,13 +84,23 @@ impl AppCgroup {
     }
 }
 
-/// Resident set size of one process in KiB (`VmRSS` of /proc/PID/status).
+/// Resident set size of one process in KiB. `Rss:` of smaps_rollup first: it walks the page
+/// tables, while `VmRSS` comes from per-thread counters that Linux before 6.2 syncs lazily, so a
+/// threaded backend (a VMM with vCPU threads) can read far too low there. `VmRSS` is the fallback.
 pub fn process_rss_kib(pid: u32) -> Option<u64> {
+    let kib_of = |text: &str, key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    };
+    if let Some(kib) = fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|s| kib_of(&s, "Rss:"))
+    {
+        return Some(kib);
+    }
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    kib_of(&status, "VmRSS:")
 }
 
 #[cfg(test)]
