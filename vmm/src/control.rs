@@ -108,7 +108,7 @@ impl ControlServer {
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(io_err(e)),
         }
-        let listener = UnixListener::bind(path).map_err(io_err)?;
+        let listener = bind_listening(path).map_err(io_err)?;
         listener.set_nonblocking(true).map_err(io_err)?;
         let meta = std::fs::symlink_metadata(path).map_err(io_err)?;
         Ok(ControlServer {
@@ -261,6 +261,30 @@ pub fn handle_line(line: &[u8], vm: &dyn VmControl) -> Value {
             other.chars().take(64).collect::<String>()
         )),
     }
+}
+
+/// Binds a listening socket that appears at `path` only once it accepts connections: std's
+/// `UnixListener::bind` creates the file in bind() before listen(), and a client that sees the
+/// file in between (the agent right after starting a VMM, a test) gets ECONNREFUSED. So bind under
+/// a temporary name in the same directory and rename it into place. A temporary name too long for
+/// a socket address falls back to binding `path` directly.
+fn bind_listening(path: &Path) -> std::io::Result<UnixListener> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let tmp = path.with_file_name(format!(
+        ".{}.{}.tmp",
+        name.unwrap_or_default(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    let listener = match UnixListener::bind(&tmp) {
+        Ok(listener) => listener,
+        Err(_) => return UnixListener::bind(path),
+    };
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(listener)
 }
 
 /// Resident set size of this process in KiB (0 if unavailable). `Rss:` of smaps_rollup first: it
