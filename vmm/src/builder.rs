@@ -33,7 +33,7 @@ use crate::devices::virtio::VirtioDevice;
 use crate::devices::IrqLine;
 use crate::exit_code;
 use crate::vstate::memory::create_guest_memory;
-use crate::vstate::vcpu::{start_vcpus, stop_vcpus, ExitHandler, VcpuControl, VmEvent};
+use crate::vstate::vcpu::{start_vcpus, stop_vcpus, Buses, VcpuControl, VmEvent};
 use crate::vstate::vm::Vm;
 
 /// Why the VM could not be built; decides the exit code.
@@ -79,27 +79,6 @@ pub fn exit_code_for(event: &VmEvent) -> i32 {
         VmEvent::PowerOff | VmEvent::Stopped => exit_code::OK,
         VmEvent::Reset => exit_code::GUEST_REBOOT,
         VmEvent::Crash(_) => exit_code::GUEST_CRASH,
-    }
-}
-
-/// The MMIO and port-I/O buses the vCPUs dispatch exits to.
-struct Buses {
-    mmio: Bus,
-    pio: Bus,
-}
-
-impl ExitHandler for Buses {
-    fn mmio_read(&self, addr: u64, data: &mut [u8]) -> bool {
-        self.mmio.read(addr, data)
-    }
-    fn mmio_write(&self, addr: u64, data: &[u8]) -> bool {
-        self.mmio.write(addr, data)
-    }
-    fn pio_read(&self, port: u16, data: &mut [u8]) -> bool {
-        self.pio.read(port as u64, data)
-    }
-    fn pio_write(&self, port: u16, data: &[u8]) -> bool {
-        self.pio.write(port as u64, data)
     }
 }
 

@@ -10,9 +10,7 @@ use cpevisor_vmm::arch::x86_64::regs;
 use cpevisor_vmm::devices::bus::{Bus, SharedDevice};
 use cpevisor_vmm::devices::BusDevice;
 use cpevisor_vmm::vstate::memory::create_guest_memory;
-use cpevisor_vmm::vstate::vcpu::{
-    start_vcpus, stop_vcpus, ExitHandler, RunState, VcpuControl, VmEvent,
-};
+use cpevisor_vmm::vstate::vcpu::{start_vcpus, stop_vcpus, Buses, RunState, VcpuControl, VmEvent};
 use cpevisor_vmm::vstate::vm::Vm;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -45,26 +43,6 @@ impl BusDevice for Recorder {
             .lock()
             .unwrap()
             .push(Access::Write(offset, data.to_vec()));
-    }
-}
-
-struct Buses {
-    mmio: Bus,
-    pio: Bus,
-}
-
-impl ExitHandler for Buses {
-    fn mmio_read(&self, addr: u64, data: &mut [u8]) -> bool {
-        self.mmio.read(addr, data)
-    }
-    fn mmio_write(&self, addr: u64, data: &[u8]) -> bool {
-        self.mmio.write(addr, data)
-    }
-    fn pio_read(&self, port: u16, data: &mut [u8]) -> bool {
-        self.pio.read(port as u64, data)
-    }
-    fn pio_write(&self, port: u16, data: &[u8]) -> bool {
-        self.pio.write(port as u64, data)
     }
 }
 

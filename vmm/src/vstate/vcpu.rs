@@ -13,6 +13,8 @@ use std::sync::{Arc, Condvar, Mutex, Once};
 use std::thread::JoinHandle;
 
 use kvm_ioctls::{VcpuExit, VcpuFd};
+
+use crate::devices::bus::Bus;
 use vmm_sys_util::eventfd::EventFd;
 
 /// What the vCPU loop needs from the device side. Returns false when no device claims the
@@ -22,6 +24,28 @@ pub trait ExitHandler: Send + Sync {
     fn mmio_write(&self, addr: u64, data: &[u8]) -> bool;
     fn pio_read(&self, port: u16, data: &mut [u8]) -> bool;
     fn pio_write(&self, port: u16, data: &[u8]) -> bool;
+}
+
+/// The MMIO and port-I/O buses the vCPUs dispatch exits to: the `ExitHandler` the builder wires
+/// (and the host KVM tests reuse).
+pub struct Buses {
+    pub mmio: Bus,
+    pub pio: Bus,
+}
+
+impl ExitHandler for Buses {
+    fn mmio_read(&self, addr: u64, data: &mut [u8]) -> bool {
+        self.mmio.read(addr, data)
+    }
+    fn mmio_write(&self, addr: u64, data: &[u8]) -> bool {
+        self.mmio.write(addr, data)
+    }
+    fn pio_read(&self, port: u16, data: &mut [u8]) -> bool {
+        self.pio.read(port as u64, data)
+    }
+    fn pio_write(&self, port: u16, data: &[u8]) -> bool {
+        self.pio.write(port as u64, data)
+    }
 }
 
 /// Why the VM stops.
