@@ -112,7 +112,11 @@ pub struct Path {
 
 fn syntax(path: &str, why: impl fmt::Display) -> UspError {
     let shown: String = path.chars().take(128).collect();
-    let more = if path.chars().count() > 128 { "..." } else { "" };
+    let more = if path.chars().count() > 128 {
+        "..."
+    } else {
+        ""
+    };
     UspError::new(INVALID_PATH_SYNTAX, format!("{shown:?}{more}: {why}"))
 }
 
@@ -372,9 +376,8 @@ fn write_segment(s: &mut String, seg: &Segment) {
                 if k > 0 {
                     s.push_str("&&");
                 }
-                let quote = !(e.value == "true"
-                    || e.value == "false"
-                    || e.value.parse::<f64>().is_ok());
+                let quote =
+                    !(e.value == "true" || e.value == "false" || e.value.parse::<f64>().is_ok());
                 let q = if quote { "\"" } else { "" };
                 let _ = write!(s, "{}{}{q}{}{q}", e.param, e.op.as_str(), e.value);
             }
@@ -420,7 +423,10 @@ mod tests {
         );
         assert_eq!(p.leaf, Leaf::Param("UUID".into()));
         assert!(p.is_exact());
-        assert_eq!(p.to_string(), "Device.SoftwareModules.DeploymentUnit.3.UUID");
+        assert_eq!(
+            p.to_string(),
+            "Device.SoftwareModules.DeploymentUnit.3.UUID"
+        );
         // An instance at the end is an object path, dot or not.
         let p = Path::parse("Device.LocalAgent.Subscription.2").unwrap();
         assert_eq!(p.leaf, Leaf::Object);
