@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod jail_app;
+
 use cpevisor_rootfs::board_spec::spec_for_board;
 use cpevisor_rootfs::firmware::{
     build_firmware_with_keys, source_date_epoch, FirmwareInputs, TrustedKey,
@@ -16,6 +18,8 @@ usage: cpevisor-rootfs firmware --board NAME --out DIR [--bins DIR] [--cache DIR
                                 [--trusted-key FILE]
        cpevisor-rootfs guest --arch aarch64|x86_64 --app NAME --out DIR
                              [--kernel stock|minimal] [--data FILE] [--cache DIR]
+       cpevisor-rootfs jail-app --arch ARCH --app status|memhog --out DIR
+                                [--data FILE] [--cache DIR]
 
 Builds OUT/kernel, OUT/initramfs.cpio.gz and OUT/manifest.txt for board NAME (boards/NAME.toml).
   --bins DIR   cross-built project binaries for the board (target/cross/<rust_target>); every
@@ -31,7 +35,12 @@ initramfs.cpio.gz (busybox + the app; stock kernels also get their virtio and ex
 disk.img (ext2 holding data.txt) and manifest.txt. Apps: status.
   --kernel     stock: Debian's kernel package (default); minimal: $CACHE/guest-kernel/<arch>/
   --data FILE  contents of the disk's data.txt (default: the app's sample file)
-Two runs with the same inputs give byte-identical files; SOURCE_DATE_EPOCH sets the file times.";
+Two runs with the same inputs give byte-identical files; SOURCE_DATE_EPOCH sets the file times.
+
+jail-app: an app root filesystem for the agent's jail backend into OUT: rootfs.tar (static
+busybox of ARCH from $CACHE/busybox/<debian arch>/, the app's scripts; no kernel) and
+manifest.txt (with the package's command). ARCH: aarch64 armv7 mipsel mips64el x86_64.
+  --data FILE  status: its token, /etc/status/token (at most 4096 bytes)";
 
 struct FirmwareArgs {
     board: String,
@@ -101,6 +110,7 @@ fn run(args: &[String]) -> Result<(), Failure> {
     match args.first().map(String::as_str) {
         Some("firmware") => {}
         Some("guest") => return run_guest(&args[1..]),
+        Some("jail-app") => return run_jail_app(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             return Ok(());
@@ -210,6 +220,52 @@ fn run_guest(args: &[String]) -> Result<(), Failure> {
     if !m.modules.is_empty() {
         println!("  modules ({}): {}", m.modules.len(), m.modules.join(" "));
     }
+    Ok(())
+}
+
+/// `jail-app`: the rootfs layer of a jail package.
+fn run_jail_app(args: &[String]) -> Result<(), Failure> {
+    use jail_app::{build_jail_app, JailApp, JailAppInputs, JailAppSpec, JailArch, MAX_TOKEN_SIZE};
+    let [arch, app, out, data, cache] =
+        parse_flags(args, ["--arch", "--app", "--out", "--data", "--cache"])
+            .map_err(Failure::Usage)?;
+    let usage = |e: jail_app::JailAppError| Failure::Usage(e.to_string());
+    let arch = JailArch::parse(&arch.ok_or(Failure::Usage("--arch is required".into()))?)
+        .map_err(usage)?;
+    let app = JailApp::parse(&app.ok_or(Failure::Usage("--app NAME is required".into()))?)
+        .map_err(usage)?;
+    let out = PathBuf::from(out.ok_or(Failure::Usage("--out DIR is required".into()))?);
+    let token = match data {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            let meta = std::fs::metadata(&path)
+                .map_err(|e| Failure::Build(format!("--data {}: {e}", path.display())))?;
+            if !meta.is_file() || meta.len() > MAX_TOKEN_SIZE {
+                return Err(Failure::Build(format!(
+                    "--data {}: must be a regular file of at most {MAX_TOKEN_SIZE} bytes",
+                    path.display()
+                )));
+            }
+            Some(
+                std::fs::read(&path)
+                    .map_err(|e| Failure::Build(format!("--data {}: {e}", path.display())))?,
+            )
+        }
+        None => None,
+    };
+    let cache = match cache {
+        Some(c) => PathBuf::from(c),
+        None => default_cache().map_err(Failure::Usage)?,
+    };
+    let mtime = source_date_epoch().map_err(|e| Failure::Build(e.to_string()))?;
+    let spec = JailAppSpec { arch, app, token };
+    let m = build_jail_app(&spec, &JailAppInputs { cache, mtime }, &out)
+        .map_err(|e| Failure::Build(e.to_string()))?;
+    println!("{m} in {}", out.display());
+    println!(
+        "  rootfs.tar {:>10} bytes  sha256 {}",
+        m.rootfs_bytes, m.rootfs_sha256
+    );
     Ok(())
 }
 
