@@ -13,7 +13,7 @@ mod tls;
 pub mod url;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -143,6 +143,93 @@ pub fn fetch(
     result
 }
 
+/// Sends a GET for `url` with `headers`, following redirects (never from https to http).
+/// Returns the URL that answered, its response head and the body reader. `tls` caches the
+/// client config across calls; `attempts` counts connections.
+fn request(
+    url: &Url,
+    opts: &FetchOptions,
+    tls: &mut Option<Arc<ClientConfig>>,
+    headers: &[(&str, String)],
+    attempts: &mut u32,
+) -> Result<(Url, http::ResponseHead, BufReader<http::Stream>), AttemptError> {
+    let mut target = url.clone();
+    let mut redirects = 0;
+    loop {
+        let config = match target.scheme {
+            url::Scheme::Https => {
+                if tls.is_none() {
+                    *tls = Some(
+                        tls::client_config(opts.extra_ca_file.as_deref())
+                            .map_err(AttemptError::Fatal)?,
+                    );
+                }
+                tls.clone()
+            }
+            url::Scheme::Http => None,
+        };
+        *attempts += 1;
+        let stream = http::connect(
+            &target,
+            config.as_ref(),
+            opts.connect_timeout,
+            opts.io_timeout,
+        )
+        .map_err(|e| classify_connect(&target, e))?;
+        let (head, reader) = http::get(stream, &target, headers)
+            .map_err(|e| classify_io(&target, e, opts.io_timeout))?;
+        if !matches!(head.status, 301 | 302 | 303 | 307 | 308) {
+            return Ok((target, head, reader));
+        }
+        redirects += 1;
+        if redirects > opts.max_redirects {
+            return Err(AttemptError::Fatal(download_failure(format!(
+                "{url}: more than {} redirects",
+                opts.max_redirects
+            ))));
+        }
+        let location = head.location.as_deref().ok_or_else(|| {
+            AttemptError::Fatal(download_failure(format!(
+                "{target}: redirect without Location"
+            )))
+        })?;
+        let next = target.join(location).map_err(AttemptError::Fatal)?;
+        if target.scheme == url::Scheme::Https && next.scheme == url::Scheme::Http {
+            return Err(AttemptError::Fatal(download_failure(format!(
+                "{target}: refusing a redirect from https to http"
+            ))));
+        }
+        target = next;
+    }
+}
+
+/// The first `max` bytes of `url` (a `Range` request; a server that ignores it is read only
+/// that far), without touching the flash. One connection, no retries: None on any failure,
+/// which the caller treats as "unknown" and leaves to the real download to report.
+pub fn fetch_head(url: &str, opts: &FetchOptions, max: usize) -> Option<Vec<u8>> {
+    let parsed = Url::parse(url).ok()?;
+    let headers = [("Range", format!("bytes=0-{}", max.saturating_sub(1)))];
+    let (_, head, reader) = request(&parsed, opts, &mut None, &headers, &mut 0).ok()?;
+    let from_start = match head.status {
+        200 => true,
+        206 => head
+            .content_range
+            .as_deref()
+            .and_then(http::parse_content_range)
+            .is_some_and(|(first, _, _)| first == 0),
+        _ => false,
+    };
+    if !from_start {
+        return None;
+    }
+    let mut out = Vec::with_capacity(max.min(BUFFER));
+    http::Body::new(&head, reader)
+        .take(max as u64)
+        .read_to_end(&mut out)
+        .ok()?;
+    Some(out)
+}
+
 enum AttemptError {
     /// Worth another connection (dropped, timed out, refused).
     Retry(String),
@@ -262,13 +349,6 @@ impl<'a> Download<'a> {
         Ok(())
     }
 
-    fn tls(&mut self) -> Result<Arc<ClientConfig>, Fault> {
-        if self.tls.is_none() {
-            self.tls = Some(tls::client_config(self.opts.extra_ca_file.as_deref())?);
-        }
-        Ok(self.tls.clone().expect("set above"))
-    }
-
     fn run(&mut self, progress: &mut dyn FnMut(u64, Option<u64>)) -> Result<Fetched, Fault> {
         let mut without_progress = 0;
         loop {
@@ -299,54 +379,20 @@ impl<'a> Download<'a> {
     }
 
     fn attempt(&mut self, progress: &mut dyn FnMut(u64, Option<u64>)) -> Result<(), AttemptError> {
-        let mut target = self.url.clone();
-        let mut redirects = 0;
-        let (head, body) = loop {
-            let tls = match target.scheme {
-                url::Scheme::Https => Some(self.tls().map_err(AttemptError::Fatal)?),
-                url::Scheme::Http => None,
-            };
-            self.attempts += 1;
-            let stream = http::connect(
-                &target,
-                tls.as_ref(),
-                self.opts.connect_timeout,
-                self.opts.io_timeout,
-            )
-            .map_err(|e| classify_connect(&target, e))?;
-            let mut headers = Vec::new();
-            if self.len > 0 {
-                headers.push(("Range", format!("bytes={}-", self.len)));
-                if let Some(v) = &self.meta.validator {
-                    headers.push(("If-Range", v.clone()));
-                }
+        let mut headers = Vec::new();
+        if self.len > 0 {
+            headers.push(("Range", format!("bytes={}-", self.len)));
+            if let Some(v) = &self.meta.validator {
+                headers.push(("If-Range", v.clone()));
             }
-            let (head, reader) = http::get(stream, &target, &headers)
-                .map_err(|e| classify_io(&target, e, self.opts.io_timeout))?;
-            if matches!(head.status, 301 | 302 | 303 | 307 | 308) {
-                redirects += 1;
-                if redirects > self.opts.max_redirects {
-                    return Err(AttemptError::Fatal(download_failure(format!(
-                        "{}: more than {} redirects",
-                        self.url, self.opts.max_redirects
-                    ))));
-                }
-                let location = head.location.as_deref().ok_or_else(|| {
-                    AttemptError::Fatal(download_failure(format!(
-                        "{target}: redirect without Location"
-                    )))
-                })?;
-                let next = target.join(location).map_err(AttemptError::Fatal)?;
-                if target.scheme == url::Scheme::Https && next.scheme == url::Scheme::Http {
-                    return Err(AttemptError::Fatal(download_failure(format!(
-                        "{target}: refusing a redirect from https to http"
-                    ))));
-                }
-                target = next;
-                continue;
-            }
-            break (head, reader);
-        };
+        }
+        let (target, head, body) = request(
+            &self.url,
+            self.opts,
+            &mut self.tls,
+            &headers,
+            &mut self.attempts,
+        )?;
 
         let total = match head.status {
             200 => {

@@ -294,6 +294,7 @@ impl Agent {
                 ),
             ));
         }
+        self.admit_before_download(url, &env, None, true)?;
         let mut j = Journal {
             operation: Operation::Install,
             start_time: rfc3339(now_secs()),
@@ -536,6 +537,10 @@ impl Agent {
         progress: &mut dyn FnMut(u64, Option<u64>),
     ) -> OpResult<DeploymentUnit> {
         let env = self.env_config(&prev.du.exec_env)?;
+        let was_active = self
+            .eu_of(&prev.du.uuid)
+            .is_some_and(|e| e.requested_state == RequestedState::Active);
+        self.admit_before_download(&j.url, &env, Some(&prev.du.uuid), was_active)?;
         let path = self.packages.download(&j.url, None, progress).map_err(ef)?;
         let checked = self.packages.check(&path).map_err(|f| {
             self.packages.discard_download(&path);
@@ -1225,6 +1230,35 @@ impl Agent {
     }
 
     /// Checks the package's architecture and backends against the ExecEnv (7225).
+    /// Admission before any download: the package's head declares its arch, backends and
+    /// memory (`package::head`); what the verified package would be refused for (7225, 7227) is
+    /// refused now, before the flash is touched. The memory check is the one made after
+    /// verification: against what is left in the ExecEnv, with the memory of `except` (the DU
+    /// being updated) counted as free. The same checks run again on the verified package.
+    fn admit_before_download(
+        &self,
+        url: &str,
+        env: &ExecEnvConfig,
+        except: Option<&str>,
+        check_memory: bool,
+    ) -> OpResult<()> {
+        let Some(spec) = self.packages.peek_spec(url) else {
+            return Ok(());
+        };
+        self.fits_env(&spec, env)?;
+        let available = self.available_mib(&env.name, except);
+        if check_memory && spec.memory_mib > available {
+            return Err(fault(
+                FaultCode::SystemResourcesExceeded,
+                format!(
+                    "{} {} declares {} MiB, ExecEnv {} has {available} MiB left (refused before download)",
+                    spec.name, spec.version, spec.memory_mib, env.name
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn fits_env(&self, spec: &AppSpec, env: &ExecEnvConfig) -> OpResult<()> {
         if spec.arch != env.arch {
             return Err(fault(

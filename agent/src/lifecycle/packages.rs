@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::fault::{Fault, FaultCode};
-use crate::fetch::{download_path, fetch, FetchOptions};
+use crate::fetch::{download_path, fetch, fetch_head, FetchOptions};
+use crate::package::head::{peek_config, HEAD_BYTES};
 use crate::package::{
-    verify_package, Backend as PkgBackend, LayerKind, PackageCaps, TrustedKey, VerifiedPackage,
+    verify_package, AppConfig, Backend as PkgBackend, LayerKind, PackageCaps, TrustedKey,
+    VerifiedPackage,
 };
 use crate::store::Store;
 
@@ -29,6 +31,41 @@ pub struct AppSpec {
     pub restart: RestartPolicy,
     pub autostart: bool,
     pub run_level: u32,
+}
+
+impl AppSpec {
+    pub fn from_config(c: &AppConfig) -> AppSpec {
+        let r = &c.restart;
+        AppSpec {
+            name: c.name.clone(),
+            version: c.version.clone(),
+            vendor: c.vendor.clone(),
+            description: c.description.clone(),
+            arch: c.arch.as_str().to_string(),
+            backends: c
+                .backends
+                .iter()
+                .map(|b| match b {
+                    PkgBackend::Kvm => "kvm".to_string(),
+                    PkgBackend::Jail => "jail".to_string(),
+                })
+                .collect(),
+            memory_mib: c.memory_mib,
+            vcpus: c.vcpus,
+            cmdline: c.cmdline.clone(),
+            command: c.command.clone(),
+            restart: RestartPolicy {
+                enable: r.enable,
+                retry_min_wait_s: r.retry_min_wait_s,
+                retry_max_wait_s: r.retry_max_wait_s,
+                retry_interval_multiplier: r.retry_interval_multiplier,
+                max_retry_count: r.max_retry_count,
+                reset_period_s: r.reset_period_s,
+            },
+            autostart: c.autostart,
+            run_level: u32::from(c.run_level),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +158,18 @@ impl Packages {
         fetch(url, &dest, &opts, progress).map(|f| f.path)
     }
 
+    /// The app config the package at `url` declares in its head, read before downloading it
+    /// (unverified: only good for refusing early, see `package::head`). None when the server
+    /// or the package does not tell.
+    pub fn peek_spec(&self, url: &str) -> Option<AppSpec> {
+        let opts = FetchOptions {
+            extra_ca_file: self.ca_file.clone(),
+            ..FetchOptions::default()
+        };
+        let head = fetch_head(url, &opts, HEAD_BYTES)?;
+        peek_config(&head).map(|c| AppSpec::from_config(&c))
+    }
+
     /// Verifies every blob, the signature and the config of a downloaded package.
     pub fn check(&self, path: &Path) -> Result<CheckedPackage, Fault> {
         let keys = self.trusted_keys()?;
@@ -134,37 +183,7 @@ impl Packages {
             ));
         }
         let verified = verify_package(path, &keys, &self.caps())?;
-        let c = &verified.config;
-        let r = &c.restart;
-        let spec = AppSpec {
-            name: c.name.clone(),
-            version: c.version.clone(),
-            vendor: c.vendor.clone(),
-            description: c.description.clone(),
-            arch: c.arch.as_str().to_string(),
-            backends: c
-                .backends
-                .iter()
-                .map(|b| match b {
-                    PkgBackend::Kvm => "kvm".to_string(),
-                    PkgBackend::Jail => "jail".to_string(),
-                })
-                .collect(),
-            memory_mib: c.memory_mib,
-            vcpus: c.vcpus,
-            cmdline: c.cmdline.clone(),
-            command: c.command.clone(),
-            restart: RestartPolicy {
-                enable: r.enable,
-                retry_min_wait_s: r.retry_min_wait_s,
-                retry_max_wait_s: r.retry_max_wait_s,
-                retry_interval_multiplier: r.retry_interval_multiplier,
-                max_retry_count: r.max_retry_count,
-                reset_period_s: r.reset_period_s,
-            },
-            autostart: c.autostart,
-            run_level: u32::from(c.run_level),
-        };
+        let spec = AppSpec::from_config(&verified.config);
         Ok(CheckedPackage {
             path: path.to_path_buf(),
             spec,

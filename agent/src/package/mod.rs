@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod keys;
+pub mod head;
 mod layer;
 pub mod oci;
 mod pack;

@@ -178,26 +178,32 @@ pub fn pack_dir(dir: &Path, signing_key: &SigningKey, out_path: &Path) -> Result
     let write = || -> io::Result<u64> {
         let file = File::create(&tmp)?;
         let mut tar = TarWriter::new(BufWriter::new(file));
-        // BTreeMap order of "blobs/sha256/<hex>" is the sorted order of the names.
+        // The small metadata first (layout, index, manifest, config), then the layers in the
+        // sorted order of their names: an agent reads the app's declared arch, backends and
+        // memory from the first few KiB and can refuse a package before downloading it
+        // (`package::head`). Verification does not depend on the order.
+        tar.add_file(
+            oci::OCI_LAYOUT_FILE,
+            layout_bytes.len() as u64,
+            &mut &layout_bytes[..],
+        )?;
+        tar.add_file(
+            oci::INDEX_FILE,
+            index_bytes.len() as u64,
+            &mut &index_bytes[..],
+        )?;
         tar.add_dir("blobs")?;
         tar.add_dir("blobs/sha256")?;
-        for (digest, (size, source)) in &blobs {
+        let metadata_first = [manifest_digest, config_digest];
+        let rest = blobs.keys().filter(|d| !metadata_first.contains(d));
+        for digest in metadata_first.iter().chain(rest) {
+            let (size, source) = &blobs[digest];
             let name = oci::blob_name(digest);
             match source {
                 Source::Bytes(b) => tar.add_file(&name, *size, &mut &b[..])?,
                 Source::File(p) => tar.add_file(&name, *size, &mut File::open(p)?)?,
             }
         }
-        tar.add_file(
-            oci::INDEX_FILE,
-            index_bytes.len() as u64,
-            &mut &index_bytes[..],
-        )?;
-        tar.add_file(
-            oci::OCI_LAYOUT_FILE,
-            layout_bytes.len() as u64,
-            &mut &layout_bytes[..],
-        )?;
         let file = tar.finish()?.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         Ok(file.metadata()?.len())

@@ -107,7 +107,7 @@ impl<W: Write> TarWriter<W> {
     }
 }
 
-pub(super) fn parse_octal(field: &[u8], what: &str, name: &str) -> Result<u64, Fault> {
+pub(crate) fn parse_octal(field: &[u8], what: &str, name: &str) -> Result<u64, Fault> {
     let text: Vec<u8> = field
         .iter()
         .copied()
@@ -127,7 +127,7 @@ pub(super) fn parse_octal(field: &[u8], what: &str, name: &str) -> Result<u64, F
     Ok(v)
 }
 
-pub(super) fn field_str<'a>(field: &'a [u8], name_so_far: &str) -> Result<&'a str, Fault> {
+pub(crate) fn field_str<'a>(field: &'a [u8], name_so_far: &str) -> Result<&'a str, Fault> {
     let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
     std::str::from_utf8(&field[..end]).map_err(|_| {
         corrupt(format!(

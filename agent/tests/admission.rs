@@ -1,0 +1,148 @@
+//! Admission before download: a package whose head declares more memory than its ExecEnv has
+//! left, or another architecture, is refused (7227, 7225) after a single 64 KiB Range request,
+//! with nothing written to flash; an update of a running app likewise, the old version running.
+
+#[path = "common/agentd.rs"]
+mod agentd;
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use agentd::{App, World};
+
+/// `common/serve.py` over the world's www/, logging each request's Range header.
+struct RangeServer {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl RangeServer {
+    fn start(root: &Path, log: &Path) -> RangeServer {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/serve.py");
+        let mut child = Command::new("python3")
+            .arg("-u")
+            .arg(script)
+            .arg("--root")
+            .arg(root)
+            .arg("--log")
+            .arg(log)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs serve.py");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().strip_prefix("PORT ").unwrap().parse().unwrap();
+        RangeServer {
+            child,
+            port,
+            log: log.to_path_buf(),
+        }
+    }
+
+    fn url(&self, file: &str) -> String {
+        format!("http://127.0.0.1:{}/{file}", self.port)
+    }
+
+    /// Requests for `file` since the last call, as "GET /file range=...".
+    fn take_requests(&self, file: &str) -> Vec<String> {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let _ = fs::write(&self.log, "");
+        text.lines()
+            .filter(|l| l.contains(&format!("/{file} ")))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for RangeServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn packages_that_cannot_fit_are_refused_before_download() {
+    let mut w = World::new("admit");
+    w.start_daemon(None);
+    let server = RangeServer::start(&w.www, &w.root.join("requests.log"));
+
+    // 40 of the 64 MiB budget taken by a running app.
+    let mut filler = App::new("filler", "1.0");
+    filler.memory_mib = 40;
+    w.publish(&filler, "filler.cpkg");
+    w.ctl_json(&["install", &server.url("filler.cpkg")])
+        .expect("filler installs");
+    let full_get = server.take_requests("filler.cpkg");
+    assert!(
+        full_get.iter().any(|l| l.ends_with("range=-")),
+        "an admitted package is downloaded in full: {full_get:?}"
+    );
+    let before = w.state_files();
+    let list_before = w.list();
+
+    // 32 MiB declared, 24 left: 7227 after one Range request for the head.
+    let mut big = App::new("big", "1.0");
+    big.memory_mib = 32;
+    w.publish(&big, "big.cpkg");
+    let err = w
+        .ctl_json(&["install", &server.url("big.cpkg")])
+        .unwrap_err();
+    assert_eq!(err.0, 7227, "{}", err.1);
+    assert!(err.1.contains("before download"), "{}", err.1);
+    assert!(
+        err.1.contains("32 MiB"),
+        "the message names the need: {}",
+        err.1
+    );
+    assert_eq!(
+        server.take_requests("big.cpkg"),
+        vec!["GET /big.cpkg range=bytes=0-65535".to_string()],
+        "only the head was requested"
+    );
+    assert_eq!(w.state_files(), before, "nothing written to flash");
+
+    // Another architecture: 7225, same way.
+    let mut arm = App::new("armapp", "1.0");
+    arm.arch = "aarch64".into();
+    w.publish(&arm, "arm.cpkg");
+    let err = w
+        .ctl_json(&["install", &server.url("arm.cpkg")])
+        .unwrap_err();
+    assert_eq!(err.0, 7225, "{}", err.1);
+    assert_eq!(server.take_requests("arm.cpkg").len(), 1);
+    assert_eq!(w.state_files(), before);
+
+    // An update of the running app to a version that needs more than the budget allows.
+    let mut filler2 = App::new("filler", "2.0");
+    filler2.memory_mib = 70;
+    w.publish(&filler2, "filler-2.cpkg");
+    let uuid = list_before["deployment_units"][0]["uuid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let err = w
+        .ctl_json(&["update", &uuid, &server.url("filler-2.cpkg")])
+        .unwrap_err();
+    assert_eq!(err.0, 7227, "{}", err.1);
+    assert_eq!(server.take_requests("filler-2.cpkg").len(), 1);
+    let du = &w.list()["deployment_units"][0];
+    assert_eq!(du["version"], "1.0", "the previous version stays");
+    let eu = du["execution_unit_list"][0].as_str().unwrap().to_string();
+    w.wait_eu_status(&eu, "Active", 10);
+
+    // A package that fits is still admitted through the same path.
+    let mut small = App::new("small", "1.0");
+    small.memory_mib = 16;
+    w.publish(&small, "small.cpkg");
+    w.ctl_json(&["install", &server.url("small.cpkg")])
+        .expect("a package that fits installs");
+    let reqs = server.take_requests("small.cpkg");
+    assert_eq!(reqs.len(), 2, "head, then the download: {reqs:?}");
+    w.stop_daemon();
+}
