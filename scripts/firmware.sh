@@ -4,7 +4,8 @@
 # The agent trusts the app signing key of $CPEVISOR_CACHE/keys/ (made on first use by
 # scripts/sample-app.sh). When a board is aarch64, the sample app's packages signed with that key
 # are built too (target/packages/, see scripts/sample-app.sh): the agent's e2e test and
-# `make demo` install them.
+# `make demo` install them. When a board runs apps in jails (armv7, mipsel), the jail packages of
+# its arch are built too (`scripts/sample-app.sh jail ARCH`): the jail e2e test installs them.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -12,10 +13,15 @@ cd "$ROOT"
 cargo build -q -p cpevisor-boards -p cpevisor-rootfs
 BIN=$ROOT/target/debug
 targets=()
+jail_archs=()
 for b in "$@"; do
   "$BIN/cpevisor-board" show "$b" >/dev/null  # fails with the reason for an unknown/bad board
   t=$("$BIN/cpevisor-board" get "$b" cpu.rust_target)
   [[ " ${targets[*]} " == *" $t "* ]] || targets+=("$t")
+  if [ "$("$BIN/cpevisor-board" get "$b" isolation)" = jail ]; then
+    a=$("$BIN/cpevisor-board" get "$b" cpu.arch)
+    [[ " ${jail_archs[*]} " == *" $a "* ]] || jail_archs+=("$a")
+  fi
 done
 bash scripts/cross.sh "${targets[@]}" >&2
 key=$(bash scripts/sample-app.sh key)
@@ -26,4 +32,7 @@ for b in "$@"; do
 done
 if [[ " ${targets[*]} " == *" aarch64-unknown-linux-gnu "* ]]; then
   bash scripts/sample-app.sh
+fi
+if [ ${#jail_archs[@]} -gt 0 ]; then
+  bash scripts/sample-app.sh jail "${jail_archs[@]}"
 fi

@@ -4,6 +4,14 @@
 #
 #   scripts/sample-app.sh [VERSION...]   packages, default 1.0 1.1 -> target/packages/status-<v>.cpkg
 #   scripts/sample-app.sh key            only make sure the signing key exists; prints its .pub path
+#   scripts/sample-app.sh jail ARCH...   jail packages for boards without KVM (ARCH: armv7, mipsel,
+#                                        aarch64, mips64el, x86_64), into target/packages/:
+#       status-jail-<arch>-<v>.cpkg  (v = 1.0, 1.1) the same app for the jail backend: a rootfs
+#                                    layer (`cpevisor-rootfs jail-app`: busybox of ARCH, /bin/status
+#                                    serving /status on port 8080, token sample-status-<v> in
+#                                    /etc/status/token), 16 MiB, AutoRestart on, autostart
+#       memhog-jail-<arch>-1.0.cpkg  allocates without bound 5 s after it starts: killed by its
+#                                    16 MiB memory.max, restarted per AutoRestart (containment test)
 #
 # Each version is the aarch64 microVM of `cpevisor-rootfs guest --app status` (kernel Image,
 # initramfs, ext2 disk) whose disk's data.txt holds the token `sample-status-<version>`: the app's
@@ -37,6 +45,51 @@ for f in cpevisor-signing.key cpevisor-signing.pub; do
 done
 if [ "${1:-}" = key ]; then
   echo "$KEYS/cpevisor-signing.pub"
+  exit 0
+fi
+
+# One jail package: build_jail ARCH APP VERSION MEMORY_MIB COMMAND_JSON [TOKEN]
+build_jail() {
+  local arch=$1 app=$2 v=$3 mem=$4 command=$5 token=${6:-}
+  local name=$app-jail-$arch-$v
+  local stage=$OUT/build/$name
+  rm -rf "$stage"
+  mkdir -p "$stage"
+  local data=()
+  if [ -n "$token" ]; then
+    echo "$token" >"$stage/token.txt"
+    data=(--data "$stage/token.txt")
+  fi
+  "$BIN/cpevisor-rootfs" jail-app --arch "$arch" --app "$app" "${data[@]}" --out "$stage/app" >&2
+  cat >"$stage/app.json" <<EOF
+{"name": "$app", "version": "$v", "vendor": "cpevisor",
+ "description": "sample app for the jail backend ($app)",
+ "arch": "$arch", "backends": ["jail"], "memory_mib": $mem, "vcpus": 1,
+ "command": $command,
+ "restart": {"enable": true, "retry_min_wait_s": 2, "retry_max_wait_s": 8,
+             "retry_interval_multiplier": 2000, "max_retry_count": 50, "reset_period_s": 120},
+ "autostart": true, "run_level": 1,
+ "rootfs": "app/rootfs.tar"}
+EOF
+  "$CTL" pack "$stage" --key "$KEYS/cpevisor-signing.key" --out "$OUT/$name.cpkg" >&2
+  echo "sample-app.sh: $OUT/$name.cpkg ($(stat -c %s "$OUT/$name.cpkg") bytes)" >&2
+}
+
+if [ "${1:-}" = jail ]; then
+  shift
+  [ $# -gt 0 ] || { echo "sample-app.sh: jail ARCH...: name at least one arch" >&2; exit 2; }
+  cargo build -q -p cpevisor-rootfs
+  mkdir -p "$OUT"
+  for arch in "$@"; do
+    case $arch in
+      aarch64 | armv7 | mipsel | mips64el | x86_64) ;;
+      *) echo "sample-app.sh: jail arch $arch: expected aarch64, armv7, mipsel, mips64el or x86_64" >&2; exit 2 ;;
+    esac
+    for v in 1.0 1.1; do
+      build_jail "$arch" status "$v" 16 '["/bin/status", "8080"]' "sample-status-$v"
+    done
+    build_jail "$arch" memhog 1.0 16 '["/bin/memhog", "5"]'
+  done
   exit 0
 fi
 
