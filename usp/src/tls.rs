@@ -1,1 +1,671 @@
-//! (being written)
+//! TLS for the USP transports: rustls configurations from PEM files (server verification against
+//! a CA file, client certificates, mutual TLS on the server side), the peer's identity from its
+//! certificate (subject CN and SAN entries, for the agent's role mapping), and a connection that
+//! splits into a reading half and a writing half usable from two threads, over TLS or plain TCP.
+//!
+//! ```no_run
+//! use cpevisor_usp::tls;
+//! let config = tls::client_config(
+//!     "ca.pem".as_ref(),
+//!     Some((std::path::Path::new("agent.pem"), std::path::Path::new("agent.key"))),
+//! )?;
+//! let (reader, writer, server) = tls::connect("127.0.0.1", 8883, Some((&config, "127.0.0.1")),
+//!     std::time::Duration::from_secs(10))?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, ClientConnection, Connection, RootCertStore, ServerConfig};
+
+/// A PEM file larger than this is not a certificate chain or a key.
+const MAX_PEM_FILE: u64 = 1 << 20;
+/// TLS handshakes must finish within this, so a silent peer cannot hold a thread.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why a TLS configuration or connection could not be made; the text names the file or peer.
+#[derive(Debug)]
+pub struct TlsError(pub String);
+
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TlsError {}
+
+impl From<TlsError> for io::Error {
+    fn from(e: TlsError) -> Self {
+        io::Error::other(e.0)
+    }
+}
+
+fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>, TlsError> {
+    let mut pem = Vec::new();
+    File::open(path)
+        .and_then(|f| f.take(MAX_PEM_FILE + 1).read_to_end(&mut pem))
+        .map_err(|e| TlsError(format!("{what} {}: {e}", path.display())))?;
+    if pem.len() as u64 > MAX_PEM_FILE {
+        return Err(TlsError(format!(
+            "{what} {}: larger than {MAX_PEM_FILE} bytes",
+            path.display()
+        )));
+    }
+    Ok(pem)
+}
+
+/// Reads every certificate of a PEM file (at least one).
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read_pem(path, "certificate file")?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError(format!("certificate file {}: bad PEM: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(TlsError(format!(
+            "certificate file {}: holds no certificate",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+/// Reads the first private key (PKCS#8, PKCS#1 or SEC1) of a PEM file.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = read_pem(path, "key file")?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+        TlsError(format!(
+            "key file {}: no usable private key: {e}",
+            path.display()
+        ))
+    })
+}
+
+fn roots(ca_file: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in load_certs(ca_file)? {
+        roots.add(cert).map_err(|e| {
+            TlsError(format!(
+                "CA file {}: unusable certificate: {e}",
+                ca_file.display()
+            ))
+        })?;
+    }
+    Ok(roots)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A client configuration trusting only the CAs in `ca_file` (an operator's broker or
+/// controller has its own PKI), presenting `client_cert` = (chain PEM, key PEM) when given.
+pub fn client_config(
+    ca_file: &Path,
+    client_cert: Option<(&Path, &Path)>,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError(format!("TLS setup: {e}")))?
+        .with_root_certificates(roots(ca_file)?);
+    let config = match client_cert {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(load_certs(chain)?, load_key(key)?)
+            .map_err(|e| {
+                TlsError(format!(
+                    "client certificate {} with key {}: {e}",
+                    chain.display(),
+                    key.display()
+                ))
+            })?,
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+/// A server configuration with `cert`/`key`; with `client_ca`, every client must present a
+/// certificate issued by one of its CAs (mutual TLS).
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError(format!("TLS setup: {e}")))?;
+    let builder = match client_ca {
+        Some(ca) => {
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
+                    .build()
+                    .map_err(|e| TlsError(format!("client CA {}: {e}", ca.display())))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let config = builder
+        .with_single_cert(load_certs(cert)?, load_key(key)?)
+        .map_err(|e| {
+            TlsError(format!(
+                "server certificate {} with key {}: {e}",
+                cert.display(),
+                key.display()
+            ))
+        })?;
+    Ok(Arc::new(config))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Peer identity
+
+/// Who the peer's (verified) certificate says it is. USP puts the Endpoint ID in a SAN URI
+/// (`urn:bbf:usp:id:...`); operators often use the subject CN.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerIdentity {
+    pub common_name: Option<String>,
+    pub dns_names: Vec<String>,
+    pub uris: Vec<String>,
+    pub emails: Vec<String>,
+}
+
+impl PeerIdentity {
+    /// Every name the certificate carries, CN first: what a role table is matched against.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.common_name
+            .iter()
+            .chain(&self.uris)
+            .chain(&self.dns_names)
+            .chain(&self.emails)
+            .map(String::as_str)
+    }
+
+    /// Reads the subject CN and the subjectAltName entries of a DER certificate.
+    pub fn from_der(der: &[u8]) -> Result<PeerIdentity, TlsError> {
+        parse_identity(der).map_err(|why| TlsError(format!("peer certificate: {why}")))
+    }
+}
+
+/// One DER element: its tag and its contents.
+struct Tlv<'a> {
+    tag: u8,
+    value: &'a [u8],
+}
+
+/// Reads DER elements one after another out of a slice; lengths are checked against it.
+struct Der<'a>(&'a [u8]);
+
+impl<'a> Der<'a> {
+    fn next(&mut self) -> Result<Option<Tlv<'a>>, String> {
+        let buf = self.0;
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        if buf.len() < 2 {
+            return Err("truncated DER element".into());
+        }
+        let tag = buf[0];
+        if tag & 0x1F == 0x1F {
+            return Err("multi-byte DER tag".into());
+        }
+        let (len, header) = match buf[1] {
+            n if n < 0x80 => (n as usize, 2),
+            n @ 0x81..=0x84 => {
+                let count = (n & 0x7F) as usize;
+                let bytes = buf.get(2..2 + count).ok_or("truncated DER length")?;
+                let len = bytes.iter().fold(0usize, |acc, &b| (acc << 8) | b as usize);
+                (len, 2 + count)
+            }
+            _ => return Err("unsupported DER length form".into()),
+        };
+        let value = buf
+            .get(header..header.checked_add(len).ok_or("DER length overflow")?)
+            .ok_or("DER element longer than its container")?;
+        self.0 = &buf[header + len..];
+        Ok(Some(Tlv { tag, value }))
+    }
+
+    fn expect(&mut self, tag: u8, what: &str) -> Result<Tlv<'a>, String> {
+        match self.next()? {
+            Some(t) if t.tag == tag => Ok(t),
+            Some(t) => Err(format!("{what}: tag 0x{:02X}, expected 0x{tag:02X}", t.tag)),
+            None => Err(format!("{what} missing")),
+        }
+    }
+}
+
+const SEQUENCE: u8 = 0x30;
+const SET: u8 = 0x31;
+const OID_COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
+const OID_SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1D, 0x11];
+/// A name longer than this in a certificate is not one we map to a role.
+const MAX_NAME: usize = 1024;
+/// Bounds how many SAN entries we collect from one certificate.
+const MAX_SAN_ENTRIES: usize = 64;
+
+fn text(bytes: &[u8], what: &str) -> Result<String, String> {
+    if bytes.len() > MAX_NAME {
+        return Err(format!("{what} longer than {MAX_NAME} bytes"));
+    }
+    std::str::from_utf8(bytes)
+        .map(str::to_owned)
+        .map_err(|_| format!("{what} is not UTF-8"))
+}
+
+fn parse_identity(der: &[u8]) -> Result<PeerIdentity, String> {
+    let cert = Der(der).expect(SEQUENCE, "certificate")?;
+    let mut tbs = Der(Der(cert.value).expect(SEQUENCE, "tbsCertificate")?.value);
+    let mut first = tbs.next()?.ok_or("empty tbsCertificate")?;
+    if first.tag == 0xA0 {
+        // [0] EXPLICIT version; the serial number follows.
+        first = tbs.next()?.ok_or("serial number missing")?;
+    }
+    if first.tag != 0x02 {
+        return Err("serial number missing".into());
+    }
+    tbs.expect(SEQUENCE, "signature algorithm")?;
+    tbs.expect(SEQUENCE, "issuer")?;
+    tbs.expect(SEQUENCE, "validity")?;
+    let subject = tbs.expect(SEQUENCE, "subject")?;
+    tbs.expect(SEQUENCE, "subject public key info")?;
+
+    let mut id = PeerIdentity::default();
+    let mut rdns = Der(subject.value);
+    while let Some(rdn) = rdns.next()? {
+        if rdn.tag != SET {
+            return Err("subject RDN is not a SET".into());
+        }
+        let mut atvs = Der(rdn.value);
+        while let Some(atv) = atvs.next()? {
+            let mut fields = Der(atv.value);
+            let oid = fields.expect(0x06, "attribute type")?;
+            let value = fields.next()?.ok_or("attribute value missing")?;
+            if oid.value == OID_COMMON_NAME {
+                // The last CN is the most specific one (as OpenSSL and mosquitto read it).
+                id.common_name = Some(text(value.value, "subject CN")?);
+            }
+        }
+    }
+
+    while let Some(field) = tbs.next()? {
+        if field.tag != 0xA3 {
+            continue; // issuer/subject unique IDs
+        }
+        let mut exts = Der(Der(field.value).expect(SEQUENCE, "extensions")?.value);
+        while let Some(ext) = exts.next()? {
+            let mut parts = Der(ext.value);
+            let oid = parts.expect(0x06, "extension id")?;
+            let mut value = parts.next()?.ok_or("extension value missing")?;
+            if value.tag == 0x01 {
+                value = parts.next()?.ok_or("extension value missing")?; // critical flag
+            }
+            if oid.value != OID_SUBJECT_ALT_NAME {
+                continue;
+            }
+            if value.tag != 0x04 {
+                return Err("subjectAltName is not an OCTET STRING".into());
+            }
+            let mut names = Der(Der(value.value).expect(SEQUENCE, "subjectAltName")?.value);
+            let mut count = 0;
+            while let Some(name) = names.next()? {
+                count += 1;
+                if count > MAX_SAN_ENTRIES {
+                    return Err(format!(
+                        "more than {MAX_SAN_ENTRIES} subjectAltName entries"
+                    ));
+                }
+                match name.tag {
+                    0x81 => id.emails.push(text(name.value, "SAN email")?),
+                    0x82 => id.dns_names.push(text(name.value, "SAN DNS name")?),
+                    0x86 => id.uris.push(text(name.value, "SAN URI")?),
+                    _ => {} // IP addresses, directory names: not used for roles
+                }
+            }
+        }
+    }
+    Ok(id)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Split connections
+
+enum Shared {
+    Plain(TcpStream),
+    Tls {
+        tcp: TcpStream,
+        conn: Box<Connection>,
+    },
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    // A panic in another thread holding the lock leaves a connection we can still close.
+    shared.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Pushes every pending TLS record to the socket.
+fn flush_tls(tcp: &mut TcpStream, conn: &mut Connection) -> io::Result<()> {
+    while conn.wants_write() {
+        conn.write_tls(tcp)?;
+    }
+    tcp.flush()
+}
+
+/// The writing half: whole messages, one writer at a time (clone it for several threads).
+#[derive(Clone)]
+pub struct WriteHalf {
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl WriteHalf {
+    /// Writes all of `bytes` as one unit: two threads' messages never interleave.
+    pub fn send(&self, bytes: &[u8]) -> io::Result<()> {
+        match &mut *lock(&self.shared) {
+            Shared::Plain(tcp) => tcp.write_all(bytes),
+            Shared::Tls { tcp, conn } => {
+                conn.writer().write_all(bytes)?;
+                flush_tls(tcp, conn)
+            }
+        }
+    }
+
+    /// Sends TLS close_notify (where TLS) and shuts the socket down both ways, which also
+    /// wakes the reading half.
+    pub fn close(&self) {
+        let mut guard = lock(&self.shared);
+        if let Shared::Tls { tcp, conn } = &mut *guard {
+            conn.send_close_notify();
+            let _ = flush_tls(tcp, conn);
+        }
+        let tcp = match &*guard {
+            Shared::Plain(tcp) | Shared::Tls { tcp, .. } => tcp,
+        };
+        let _ = tcp.shutdown(Shutdown::Both);
+    }
+
+    /// Sets how long a blocked write may wait for the peer.
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match &*lock(&self.shared) {
+            Shared::Plain(tcp) | Shared::Tls { tcp, .. } => tcp.set_write_timeout(timeout),
+        }
+    }
+}
+
+/// The reading half: a `Read` over the connection's plaintext, for one reader thread.
+pub struct ReadHalf {
+    shared: Arc<Mutex<Shared>>,
+    /// A clone of the socket: the reader blocks on it without holding the lock.
+    tcp: TcpStream,
+    raw: Box<[u8]>,
+    raw_start: usize,
+    raw_end: usize,
+}
+
+impl ReadHalf {
+    /// Sets how long a read may wait for data (keep-alive supervision).
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.tcp.set_read_timeout(timeout)
+    }
+}
+
+impl Read for ReadHalf {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            {
+                let mut guard = lock(&self.shared);
+                let (tcp, conn) = match &mut *guard {
+                    Shared::Tls { tcp, conn } => (tcp, conn),
+                    Shared::Plain(_) => break,
+                };
+                match conn.reader().read(buf) {
+                    Ok(n) => return Ok(n), // 0: the peer sent close_notify
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+                if self.raw_start < self.raw_end {
+                    // rustls may take only part of what the socket gave us.
+                    let n = conn.read_tls(&mut &self.raw[self.raw_start..self.raw_end])?;
+                    self.raw_start += n;
+                    let processed = conn.process_new_packets();
+                    // Key updates need an answer; a failure sends the peer an alert.
+                    let flushed = flush_tls(tcp, conn);
+                    processed.map_err(|e| {
+                        io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}"))
+                    })?;
+                    flushed?;
+                    continue;
+                }
+            }
+            // No plaintext buffered: wait for the socket without holding the lock.
+            let n = self.tcp.read(&mut self.raw)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed without TLS close_notify",
+                ));
+            }
+            self.raw_start = 0;
+            self.raw_end = n;
+        }
+        // Plain TCP: nothing to decrypt, read the socket directly.
+        self.tcp.read(buf)
+    }
+}
+
+fn split(tcp: TcpStream, conn: Option<Connection>) -> io::Result<(ReadHalf, WriteHalf)> {
+    let reader_tcp = tcp.try_clone()?;
+    let shared = match conn {
+        Some(conn) => Shared::Tls {
+            tcp,
+            conn: Box::new(conn),
+        },
+        None => Shared::Plain(tcp),
+    };
+    let shared = Arc::new(Mutex::new(shared));
+    Ok((
+        ReadHalf {
+            shared: shared.clone(),
+            tcp: reader_tcp,
+            raw: vec![0u8; 16 * 1024 + 512].into_boxed_slice(),
+            raw_start: 0,
+            raw_end: 0,
+        },
+        WriteHalf { shared },
+    ))
+}
+
+/// Runs a handshake to completion on a blocking socket with a deadline.
+fn handshake(tcp: &mut TcpStream, conn: &mut Connection) -> io::Result<()> {
+    let old = tcp.read_timeout()?;
+    tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    while conn.is_handshaking() {
+        conn.complete_io(tcp)?;
+    }
+    // Flush anything the final flight left (a TLS 1.3 client's Finished).
+    flush_tls(tcp, conn)?;
+    tcp.set_read_timeout(old)
+}
+
+/// Opens a TCP connection (trying each resolved address within `timeout`) and, with `tls` =
+/// (configuration, expected server name), a verified TLS session over it. Returns the halves
+/// and, for TLS, the server certificate's identity.
+pub fn connect(
+    host: &str,
+    port: u16,
+    tls: Option<(&Arc<ClientConfig>, &str)>,
+    timeout: Duration,
+) -> io::Result<(ReadHalf, WriteHalf, Option<PeerIdentity>)> {
+    let mut last = io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{host}:{port} resolves to no address"),
+    );
+    let mut tcp = None;
+    for addr in (host, port).to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(s) => {
+                tcp = Some(s);
+                break;
+            }
+            Err(e) => last = io::Error::new(e.kind(), format!("{addr}: {e}")),
+        }
+    }
+    let mut tcp = tcp.ok_or(last)?;
+    tcp.set_nodelay(true)?;
+    let Some((config, server_name)) = tls else {
+        let (r, w) = split(tcp, None)?;
+        return Ok((r, w, None));
+    };
+    let name = ServerName::try_from(server_name.to_owned()).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("server name {server_name:?}: {e}"),
+        )
+    })?;
+    let client = ClientConnection::new(config.clone(), name)
+        .map_err(|e| io::Error::other(format!("TLS: {e}")))?;
+    let mut conn = Connection::Client(client);
+    handshake(&mut tcp, &mut conn)
+        .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake with {host}:{port}: {e}")))?;
+    let identity = match conn.peer_certificates().and_then(|c| c.first()) {
+        Some(cert) => Some(PeerIdentity::from_der(cert)?),
+        None => None,
+    };
+    let (r, w) = split(tcp, Some(conn))?;
+    Ok((r, w, identity))
+}
+
+/// Accepts a server-side session on an accepted socket: TLS when `config` is given (with its
+/// client verification), plain otherwise. Returns the client certificate's identity, if any.
+pub fn accept(
+    mut tcp: TcpStream,
+    config: Option<&Arc<ServerConfig>>,
+) -> io::Result<(ReadHalf, WriteHalf, Option<PeerIdentity>)> {
+    tcp.set_nodelay(true)?;
+    let Some(config) = config else {
+        let (r, w) = split(tcp, None)?;
+        return Ok((r, w, None));
+    };
+    let server = rustls::ServerConnection::new(config.clone())
+        .map_err(|e| io::Error::other(format!("TLS: {e}")))?;
+    let mut conn = Connection::Server(server);
+    handshake(&mut tcp, &mut conn)
+        .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake: {e}")))?;
+    let identity = match conn.peer_certificates().and_then(|c| c.first()) {
+        Some(cert) => Some(PeerIdentity::from_der(cert)?),
+        None => None,
+    };
+    let (r, w) = split(tcp, Some(conn))?;
+    Ok((r, w, identity))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds a DER TLV (short or long length form).
+    fn tlv(tag: u8, value: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        if value.len() < 0x80 {
+            out.push(value.len() as u8);
+        } else {
+            out.push(0x82);
+            out.extend_from_slice(&(value.len() as u16).to_be_bytes());
+        }
+        out.extend_from_slice(value);
+        out
+    }
+
+    fn cert_with(subject_cn: &str, san: &[(u8, &str)]) -> Vec<u8> {
+        let cn = tlv(
+            SET,
+            &tlv(
+                SEQUENCE,
+                &[tlv(0x06, OID_COMMON_NAME), tlv(0x0C, subject_cn.as_bytes())].concat(),
+            ),
+        );
+        let names: Vec<u8> = san
+            .iter()
+            .flat_map(|(t, v)| tlv(*t, v.as_bytes()))
+            .collect();
+        let ext = tlv(
+            SEQUENCE,
+            &[
+                tlv(0x06, OID_SUBJECT_ALT_NAME),
+                tlv(0x01, &[0xFF]),
+                tlv(0x04, &tlv(SEQUENCE, &names)),
+            ]
+            .concat(),
+        );
+        let tbs = tlv(
+            SEQUENCE,
+            &[
+                tlv(0xA0, &tlv(0x02, &[2])),
+                tlv(0x02, &[1]),
+                tlv(SEQUENCE, &[]),
+                tlv(SEQUENCE, &[]),
+                tlv(SEQUENCE, &[]),
+                tlv(SEQUENCE, &cn),
+                tlv(SEQUENCE, &[]),
+                tlv(0xA3, &tlv(SEQUENCE, &ext)),
+            ]
+            .concat(),
+        );
+        tlv(
+            SEQUENCE,
+            &[tbs, tlv(SEQUENCE, &[]), tlv(0x03, &[0])].concat(),
+        )
+    }
+
+    #[test]
+    fn identity_from_cn_and_san() {
+        let der = cert_with(
+            "controller-1",
+            &[
+                (0x86, "urn:bbf:usp:id:oui-1"),
+                (0x82, "ctl.example"),
+                (0x87, "\x7f\0\0\x01"),
+            ],
+        );
+        let id = PeerIdentity::from_der(&der).unwrap();
+        assert_eq!(id.common_name.as_deref(), Some("controller-1"));
+        assert_eq!(id.uris, ["urn:bbf:usp:id:oui-1"]);
+        assert_eq!(id.dns_names, ["ctl.example"]);
+        assert_eq!(
+            id.names().collect::<Vec<_>>(),
+            ["controller-1", "urn:bbf:usp:id:oui-1", "ctl.example"]
+        );
+    }
+
+    #[test]
+    fn truncated_or_garbage_certificates_are_errors() {
+        let der = cert_with("x", &[(0x82, "a")]);
+        for cut in 0..der.len() {
+            assert!(PeerIdentity::from_der(&der[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(PeerIdentity::from_der(&[0x30, 0x85, 0, 0, 0, 0, 1]).is_err());
+        assert!(PeerIdentity::from_der(&[0x30, 0x84, 0xFF, 0xFF, 0xFF, 0xFF]).is_err());
+        let many: Vec<(u8, &str)> = (0..=MAX_SAN_ENTRIES).map(|_| (0x82, "a")).collect();
+        assert!(PeerIdentity::from_der(&cert_with("x", &many)).is_err());
+    }
+
+    #[test]
+    fn missing_files_name_the_file() {
+        let e = load_certs(Path::new("/nonexistent/ca.pem")).unwrap_err();
+        assert!(e.0.contains("/nonexistent/ca.pem"), "{e}");
+        let e = client_config(Path::new("/nonexistent/ca.pem"), None).unwrap_err();
+        assert!(
+            e.0.contains("CA") || e.0.contains("certificate file"),
+            "{e}"
+        );
+    }
+}
