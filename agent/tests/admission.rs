@@ -146,3 +146,59 @@ fn packages_that_cannot_fit_are_refused_before_download() {
     assert_eq!(reqs.len(), 2, "head, then the download: {reqs:?}");
     w.stop_daemon();
 }
+
+/// A download cut by a power loss (SIGKILL after 8 MiB reached flash) is rolled back as an
+/// install, but its `.part` stays: the operator's retry of the same URL resumes with a Range
+/// request instead of starting over, and installs.
+#[test]
+fn a_download_cut_by_a_crash_resumes_on_retry() {
+    let mut w = World::new("resume");
+    w.write_config(64, 64 << 20);
+    let server = RangeServer::start(&w.www, &w.root.join("requests.log"));
+    let mut app = App::new("bulky", "1.0");
+    app.pad_bytes = 12 << 20;
+    app.autostart = false;
+    w.publish(&app, "bulky.cpkg");
+    let url = server.url("bulky.cpkg");
+
+    w.start_daemon(Some("fetch.part:synced#1"));
+    let _ = w.ctl(&["install", &url]);
+    assert!(w.wait_killed(), "the agent died at the crash point");
+    w.start_daemon(None);
+    let parts: Vec<String> = w
+        .state_files()
+        .into_iter()
+        .filter(|f| f.starts_with("downloads/") && f.len() > "downloads/".len())
+        .collect();
+    assert_eq!(parts.len(), 2, "the .part and its .meta survive: {parts:?}");
+    assert!(parts.iter().any(|f| f.ends_with(".part")), "{parts:?}");
+    let events = w.du_events();
+    assert_eq!(events.len(), 1, "the cut install's event, once: {events:?}");
+    assert!(w.list()["deployment_units"].as_array().unwrap().is_empty());
+    let _ = server.take_requests("bulky.cpkg");
+
+    let du = w.ctl_json(&["install", &url]).expect("the retry installs");
+    assert_eq!(du["status"], "Installed");
+    let reqs = server.take_requests("bulky.cpkg");
+    let resumed: Vec<&String> = reqs
+        .iter()
+        .filter(|r| r.contains("range=bytes=") && !r.ends_with("range=bytes=0-65535"))
+        .collect();
+    assert_eq!(resumed.len(), 1, "one resumed request: {reqs:?}");
+    let from: u64 = resumed[0]
+        .rsplit("range=bytes=")
+        .next()
+        .and_then(|r| r.trim_end_matches('-').parse().ok())
+        .unwrap();
+    assert!(
+        from >= 8 << 20,
+        "resumed from the synced 8 MiB, not 0: {from}"
+    );
+    assert!(
+        !w.state_files()
+            .iter()
+            .any(|f| f.starts_with("downloads/") && f.len() > "downloads/".len()),
+        "nothing left in downloads/"
+    );
+    w.stop_daemon();
+}

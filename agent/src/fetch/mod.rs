@@ -110,7 +110,7 @@ pub fn discard_download(dest: &Path) -> Result<(), Fault> {
 }
 
 /// `<dest>.part.meta`: which URL (and server validator) the `.part` belongs to.
-fn meta_path(dest: &Path) -> PathBuf {
+pub fn meta_path(dest: &Path) -> PathBuf {
     let mut p = dest.as_os_str().to_owned();
     p.push(".part.meta");
     PathBuf::from(p)

@@ -350,6 +350,7 @@ impl Agent {
         digest: Option<&str>,
         progress: &mut dyn FnMut(u64, Option<u64>),
     ) -> OpResult<DeploymentUnit> {
+        self.packages.clear_downloads_except_part(&j.url);
         let path = self
             .packages
             .download(&j.url, digest, progress)
@@ -470,7 +471,7 @@ impl Agent {
                 crate::log_warn!("rollback: {f}");
             }
         }
-        self.packages.clear_downloads();
+        self.packages.clear_downloads_except_part(&j.url);
         self.gc();
     }
 
@@ -541,6 +542,7 @@ impl Agent {
             .eu_of(&prev.du.uuid)
             .is_some_and(|e| e.requested_state == RequestedState::Active);
         self.admit_before_download(&j.url, &env, Some(&prev.du.uuid), was_active)?;
+        self.packages.clear_downloads_except_part(&j.url);
         let path = self.packages.download(&j.url, None, progress).map_err(ef)?;
         let checked = self.packages.check(&path).map_err(|f| {
             self.packages.discard_download(&path);
@@ -672,7 +674,7 @@ impl Agent {
                 crate::log_warn!("rollback: {f}");
             }
         }
-        self.packages.clear_downloads();
+        self.packages.clear_downloads_except_part(&j.url);
         self.gc();
     }
 

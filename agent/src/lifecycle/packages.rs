@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::fault::{Fault, FaultCode};
-use crate::fetch::{download_path, fetch, fetch_head, FetchOptions};
+use crate::fetch::{download_path, fetch, fetch_head, meta_path, part_path, FetchOptions};
 use crate::package::head::{peek_config, HEAD_BYTES};
 use crate::package::{
     verify_package, AppConfig, Backend as PkgBackend, LayerKind, PackageCaps, TrustedKey,
@@ -209,6 +209,30 @@ impl Packages {
 
     pub fn discard_download(&self, path: &Path) {
         let _ = std::fs::remove_file(path);
+    }
+
+    /// Removes every download left behind except the partial download of `url`: an install or
+    /// update cut by a crash or power loss is rolled back, and the operator's retry of the same
+    /// URL resumes from the `.part` instead of starting over. At most one part is kept: every
+    /// operation clears the others when it starts. The kept part is only ever resumed by a
+    /// download of the same URL, and its digest is checked like any other download.
+    pub fn clear_downloads_except_part(&self, url: &str) {
+        let dest = download_path(&self.store.downloads_dir(), url);
+        let part = part_path(&dest);
+        // An empty part saves nothing: drop it with its meta.
+        let has_data = std::fs::metadata(&part).is_ok_and(|m| m.len() > 0);
+        let keep = if has_data {
+            vec![part, meta_path(&dest)]
+        } else {
+            Vec::new()
+        };
+        if let Ok(rd) = std::fs::read_dir(self.store.downloads_dir()) {
+            for e in rd.flatten() {
+                if !keep.contains(&e.path()) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
     }
 
     /// Removes every download left behind (e.g. by an interrupted install).

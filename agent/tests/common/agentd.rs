@@ -90,6 +90,8 @@ pub struct App {
     pub restart: Value,
     /// Package for the kvm backend (kernel layer) instead of jail (rootfs + command).
     pub kvm: bool,
+    /// Bytes of filler added to the rootfs (a package big enough to watch a download).
+    pub pad_bytes: usize,
 }
 
 impl App {
@@ -112,6 +114,7 @@ impl App {
                 "retry_interval_multiplier": 2000, "max_retry_count": 3, "reset_period_s": 600
             }),
             kvm: false,
+            pad_bytes: 0,
         }
     }
 }
@@ -194,6 +197,10 @@ impl World {
             format!("{} {}\n", app.name, app.version),
         )
         .unwrap();
+        if app.pad_bytes > 0 {
+            let filler: Vec<u8> = (0..app.pad_bytes).map(|i| (i % 251) as u8).collect();
+            fs::write(dir.join("rootfs/filler"), filler).unwrap();
+        }
         let tar = Command::new("tar")
             .arg("-C")
             .arg(dir.join("rootfs"))
