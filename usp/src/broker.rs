@@ -1,0 +1,446 @@
+//! A real MQTT 5 broker for tests: Debian's mosquitto on 127.0.0.1 with TLS and required client
+//! certificates, plus the PKI it needs (a CA, a server certificate for 127.0.0.1, client
+//! certificates for named identities), made with the openssl CLI in a test directory.
+//!
+//! ```no_run
+//! # fn main() -> std::io::Result<()> {
+//! use cpevisor_usp::broker::TestBroker;
+//! let dir = std::env::temp_dir().join("broker-doc");
+//! let broker = TestBroker::start(&dir)?;
+//! let config = broker.mqtt_config("agent-1", "os::agent-1")?; // TLS with agent-1's certificate
+//! # Ok(()) }
+//! ```
+
+use std::fs;
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::mqtt::MqttConfig;
+use crate::tls;
+
+const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+
+/// Broker limits, for load and bad-input tests.
+#[derive(Debug, Clone)]
+pub struct BrokerOptions {
+    /// mosquitto `max_connections` (-1: unlimited).
+    pub max_connections: i64,
+    /// mosquitto `max_inflight_messages` per client.
+    pub max_inflight: u16,
+    /// mosquitto `max_packet_size`: larger packets are refused (0: mosquitto's default).
+    pub max_packet_size: u32,
+    /// mosquitto `message_size_limit`: larger payloads are dropped (0: no limit).
+    pub message_size_limit: u32,
+    /// Also open a plain-TCP listener without authentication (for tests of the codec alone).
+    pub plain_listener: bool,
+}
+
+impl Default for BrokerOptions {
+    fn default() -> Self {
+        BrokerOptions {
+            max_connections: -1,
+            max_inflight: 20,
+            max_packet_size: 0,
+            message_size_limit: 0,
+            plain_listener: false,
+        }
+    }
+}
+
+/// A certificate and its key on disk.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A running mosquitto; killed on drop.
+pub struct TestBroker {
+    dir: PathBuf,
+    port: u16,
+    plain_port: Option<u16>,
+    child: Option<Child>,
+}
+
+fn run(cmd: &mut Command, what: &str) -> io::Result<()> {
+    let out = cmd.stdin(Stdio::null()).output().map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("{what}: cannot run {:?}: {e}", cmd.get_program()),
+        )
+    })?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// Names become file names and certificate subjects: keep them plain.
+fn check_name(name: &str) -> io::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
+    if !ok {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("identity name {name:?}: use 1-64 of A-Z a-z 0-9 . _ : -"),
+        ));
+    }
+    Ok(())
+}
+
+fn unique_serial() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(1);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    format!(
+        "0x{:016x}{:08x}",
+        nanos,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Makes a CA (key + self-signed certificate) named `cn` in `dir` as `<stem>.pem/.key`.
+fn make_ca(dir: &Path, stem: &str, cn: &str) -> io::Result<Identity> {
+    let cnf = dir.join("openssl-ca.cnf");
+    fs::write(
+        &cnf,
+        "[req]\ndistinguished_name = dn\n[dn]\n[v3]\nbasicConstraints = critical,CA:TRUE\n\
+         keyUsage = critical,keyCertSign,cRLSign\nsubjectKeyIdentifier = hash\n",
+    )?;
+    let id = Identity {
+        cert: dir.join(format!("{stem}.pem")),
+        key: dir.join(format!("{stem}.key")),
+    };
+    run(
+        Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .arg("ec_paramgen_curve:P-256")
+            .args(["-nodes", "-days", "3", "-subj"])
+            .arg(format!("/CN={cn}"))
+            .arg("-set_serial")
+            .arg(unique_serial())
+            .arg("-config")
+            .arg(&cnf)
+            .args(["-extensions", "v3", "-keyout"])
+            .arg(&id.key)
+            .arg("-out")
+            .arg(&id.cert),
+        "openssl CA",
+    )?;
+    Ok(id)
+}
+
+/// Makes a leaf certificate `CN=cn` with `san` (openssl syntax), signed by `ca`.
+fn make_leaf(dir: &Path, stem: &str, cn: &str, san: &str, ca: &Identity) -> io::Result<Identity> {
+    let cnf = dir.join(format!("{stem}.cnf"));
+    fs::write(
+        &cnf,
+        format!(
+            "[req]\ndistinguished_name = dn\n[dn]\n[leaf]\nbasicConstraints = critical,CA:FALSE\n\
+             keyUsage = critical,digitalSignature\nextendedKeyUsage = serverAuth,clientAuth\n\
+             subjectAltName = {san}\nsubjectKeyIdentifier = hash\n\
+             authorityKeyIdentifier = keyid\n"
+        ),
+    )?;
+    let id = Identity {
+        cert: dir.join(format!("{stem}.pem")),
+        key: dir.join(format!("{stem}.key")),
+    };
+    // OpenSSL 3's `req -x509 -CA` makes key, request and signature in one process.
+    run(
+        Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .arg("ec_paramgen_curve:P-256")
+            .args(["-nodes", "-days", "3", "-subj"])
+            .arg(format!("/CN={cn}"))
+            .arg("-set_serial")
+            .arg(unique_serial())
+            .arg("-CA")
+            .arg(&ca.cert)
+            .arg("-CAkey")
+            .arg(&ca.key)
+            .arg("-config")
+            .arg(&cnf)
+            .args(["-extensions", "leaf", "-keyout"])
+            .arg(&id.key)
+            .arg("-out")
+            .arg(&id.cert),
+        "openssl leaf certificate",
+    )?;
+    let _ = fs::remove_file(&cnf);
+    Ok(id)
+}
+
+fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl TestBroker {
+    /// Makes the PKI in `dir` (created if missing) and starts mosquitto with the defaults.
+    pub fn start(dir: &Path) -> io::Result<TestBroker> {
+        TestBroker::start_with(dir, &BrokerOptions::default())
+    }
+
+    pub fn start_with(dir: &Path, options: &BrokerOptions) -> io::Result<TestBroker> {
+        fs::create_dir_all(dir)?;
+        let ca = make_ca(dir, "ca", "cpevisor test CA")?;
+        make_leaf(
+            dir,
+            "server",
+            "127.0.0.1",
+            "IP:127.0.0.1,DNS:localhost",
+            &ca,
+        )?;
+        let mut last = None;
+        // The free port may be taken between our probe and mosquitto's bind: try a few.
+        for _ in 0..3 {
+            let port = free_port()?;
+            let plain_port = if options.plain_listener {
+                Some(free_port()?)
+            } else {
+                None
+            };
+            let mut broker = TestBroker {
+                dir: dir.to_owned(),
+                port,
+                plain_port,
+                child: None,
+            };
+            broker.write_conf(options)?;
+            match broker.spawn() {
+                Ok(()) => return Ok(broker),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::other("mosquitto did not start")))
+    }
+
+    fn write_conf(&self, o: &BrokerOptions) -> io::Result<()> {
+        let d = self.dir.display();
+        let mut conf = format!(
+            "per_listener_settings true\npersistence false\nlog_dest file {d}/mosquitto.log\n\
+             log_type error\nlog_type warning\nlog_type notice\nlog_type information\n\
+             connection_messages true\nmax_inflight_messages {}\n",
+            o.max_inflight
+        );
+        // As root, mosquitto would switch to user "mosquitto", who cannot read our keys.
+        if std::env::var("USER").as_deref() == Ok("root") || is_root() {
+            conf.push_str("user root\n");
+        }
+        if o.message_size_limit > 0 {
+            conf.push_str(&format!("message_size_limit {}\n", o.message_size_limit));
+        }
+        let limits = |conf: &mut String| {
+            conf.push_str(&format!("max_connections {}\n", o.max_connections));
+            if o.max_packet_size > 0 {
+                conf.push_str(&format!("max_packet_size {}\n", o.max_packet_size));
+            }
+        };
+        conf.push_str(&format!(
+            "\nlistener {} 127.0.0.1\nprotocol mqtt\nallow_anonymous false\n\
+             cafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n\
+             require_certificate true\nuse_identity_as_username true\n",
+            self.port
+        ));
+        limits(&mut conf);
+        if let Some(plain) = self.plain_port {
+            conf.push_str(&format!(
+                "\nlistener {plain} 127.0.0.1\nprotocol mqtt\nallow_anonymous true\n"
+            ));
+            limits(&mut conf);
+        }
+        fs::write(self.dir.join("mosquitto.conf"), conf)
+    }
+
+    fn spawn(&mut self) -> io::Result<()> {
+        let mut child = Command::new(MOSQUITTO)
+            .arg("-c")
+            .arg(self.dir.join("mosquitto.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot start {MOSQUITTO}: {e}")))?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                let mut err = String::new();
+                if let Some(mut s) = child.stderr.take() {
+                    let _ = s.read_to_string(&mut err);
+                }
+                return Err(io::Error::other(format!(
+                    "mosquitto exited ({status}): {} {}",
+                    err.trim(),
+                    self.log_tail()
+                )));
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                self.child = Some(child);
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("mosquitto did not listen on {addr} within 10 s"),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The last lines of mosquitto's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let log = fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    pub fn host(&self) -> &'static str {
+        "127.0.0.1"
+    }
+
+    /// The TLS listener's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The plain listener's port, when `BrokerOptions::plain_listener` was set.
+    pub fn plain_port(&self) -> Option<u16> {
+        self.plain_port
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The CA that signed the server and every identity.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// A client certificate `CN=name` (SAN URI `urn:bbf:usp:id:<name>`) from the broker's CA,
+    /// made on first use. mosquitto takes the CN as the user name.
+    pub fn identity(&self, name: &str) -> io::Result<Identity> {
+        check_name(name)?;
+        let stem = format!("client-{name}");
+        let id = Identity {
+            cert: self.dir.join(format!("{stem}.pem")),
+            key: self.dir.join(format!("{stem}.key")),
+        };
+        if id.cert.exists() && id.key.exists() {
+            return Ok(id);
+        }
+        let ca = Identity {
+            cert: self.ca(),
+            key: self.dir.join("ca.key"),
+        };
+        make_leaf(
+            &self.dir,
+            &stem,
+            name,
+            &format!("URI:urn:bbf:usp:id:{name}"),
+            &ca,
+        )
+    }
+
+    /// A client certificate `CN=name` from a different CA the broker does not trust.
+    pub fn foreign_identity(&self, name: &str) -> io::Result<Identity> {
+        check_name(name)?;
+        let foreign = self.dir.join("foreign");
+        fs::create_dir_all(&foreign)?;
+        let ca = if foreign.join("ca.pem").exists() {
+            Identity {
+                cert: foreign.join("ca.pem"),
+                key: foreign.join("ca.key"),
+            }
+        } else {
+            make_ca(&foreign, "ca", "untrusted test CA")?
+        };
+        make_leaf(
+            &foreign,
+            &format!("client-{name}"),
+            name,
+            "DNS:localhost",
+            &ca,
+        )
+    }
+
+    /// A TLS client configuration trusting the broker's CA, presenting `identity` if given.
+    pub fn client_tls(&self, identity: Option<&Identity>) -> io::Result<Arc<rustls::ClientConfig>> {
+        Ok(tls::client_config(
+            &self.ca(),
+            identity.map(|i| (i.cert.as_path(), i.key.as_path())),
+        )?)
+    }
+
+    /// An MQTT configuration for this broker over TLS with identity `name`'s certificate,
+    /// client id `client_id`, and quick reconnects (tests should not wait a minute).
+    pub fn mqtt_config(&self, name: &str, client_id: &str) -> io::Result<MqttConfig> {
+        let identity = self.identity(name)?;
+        let mut config = MqttConfig::new(self.host(), self.port, client_id);
+        config.tls = Some((self.client_tls(Some(&identity))?, self.host().to_owned()));
+        config.backoff.min = Duration::from_millis(200);
+        config.backoff.max = Duration::from_secs(2);
+        config.connect_timeout = Duration::from_secs(10);
+        Ok(config)
+    }
+
+    /// Stops mosquitto (SIGKILL: an abrupt broker loss, as a crash or a network cut looks).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts mosquitto again on the same ports and configuration.
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.stop();
+        // The old socket may linger briefly; mosquitto sets SO_REUSEADDR, retry a little.
+        let mut last = None;
+        for _ in 0..10 {
+            match self.spawn() {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Err(last.unwrap_or_else(|| io::Error::other("mosquitto did not restart")))
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+fn is_root() -> bool {
+    // `id -u` avoids a libc dependency for this test-only helper.
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.trim_ascii() == b"0")
+        .unwrap_or(false)
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
