@@ -33,9 +33,9 @@ use events::EventLog;
 use packages::{AppSpec, CheckedPackage, InstalledFiles, Packages};
 use state::{DuRecord, Journal, PersistedState, StateFiles};
 
-/// USP 7002 "internal error": used for outcomes no TR-181 fault describes (an operation cut by
+/// USP 7003 "Internal error": used for outcomes no TR-181 fault describes (an operation cut by
 /// a restart of the agent, a backend that cannot start).
-pub const INTERNAL_ERROR: u32 = 7002;
+pub const INTERNAL_ERROR: u32 = 7003;
 /// Longest URL accepted (bounded input).
 const MAX_URL_LEN: usize = 2048;
 

@@ -1,0 +1,136 @@
+//! Fleet scale: one controller reaches 200 agent sessions (one process, each its own MQTT
+//! session, client certificate and Endpoint ID) through one mosquitto, and each answers.
+
+use std::time::{Duration, Instant};
+
+use cpevisor_usp::broker::{BrokerOptions, TestBroker};
+use cpevisor_usp::mqtt::{Event, MqttClient, USP_CONTENT_TYPE};
+
+const AGENTS: usize = 200;
+
+fn recv_matching(
+    events: &std::sync::mpsc::Receiver<Event>,
+    deadline: Instant,
+    what: &str,
+    mut pick: impl FnMut(Event) -> Option<Event>,
+) -> Event {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = events
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no {what} before the deadline"));
+        if let Some(e) = pick(event) {
+            return e;
+        }
+    }
+}
+
+#[test]
+fn one_controller_reaches_200_agent_sessions() {
+    let dir = std::env::temp_dir().join(format!("cpevisor-usp-fleet-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let options = BrokerOptions {
+        max_connections: (AGENTS + 10) as i64,
+        ..BrokerOptions::default()
+    };
+    let broker = TestBroker::start_with(&dir, &options).unwrap();
+
+    let t = Instant::now();
+    let mut configs = Vec::new();
+    for i in 0..AGENTS {
+        let id = format!("os::fleet-{i:03}");
+        let mut config = broker.mqtt_config(&format!("fleet-{i:03}"), &id).unwrap();
+        config.subscriptions = vec![format!("usp/agent/{id}")];
+        config.incoming_capacity = 4;
+        config.outgoing_capacity = 4;
+        configs.push((id, config));
+    }
+    eprintln!("{AGENTS} client certificates made in {:?}", t.elapsed());
+
+    let t = Instant::now();
+    let agents: Vec<_> = configs
+        .into_iter()
+        .map(|(id, config)| {
+            let (client, events) = MqttClient::start(config).unwrap();
+            (id, client, events)
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for (id, _, events) in &agents {
+        recv_matching(events, deadline, &format!("Connected for {id}"), |e| {
+            matches!(e, Event::Connected { .. }).then_some(e)
+        });
+    }
+    let connect_time = t.elapsed();
+    eprintln!(
+        "{AGENTS} sessions connected (TLS, client certificates, subscribed) in {connect_time:?}"
+    );
+
+    let mut ctl_config = broker
+        .mqtt_config("controller", "self::controller")
+        .unwrap();
+    ctl_config.subscriptions = vec!["usp/controller".into()];
+    ctl_config.incoming_capacity = AGENTS * 2;
+    ctl_config.outgoing_capacity = AGENTS * 2;
+    let (controller, ctl_events) = MqttClient::start(ctl_config).unwrap();
+    recv_matching(&ctl_events, deadline, "controller Connected", |e| {
+        matches!(e, Event::Connected { .. }).then_some(e)
+    });
+
+    let t = Instant::now();
+    for (id, _, _) in &agents {
+        let record = format!("install app on {id}");
+        controller
+            .publish(
+                &format!("usp/agent/{id}"),
+                record.as_bytes(),
+                Some("usp/controller"),
+                Some(USP_CONTENT_TYPE),
+            )
+            .unwrap();
+    }
+    // Every agent gets exactly its own request and answers on the Response Topic.
+    for (id, client, events) in &agents {
+        let Event::Message(m) =
+            recv_matching(events, deadline, &format!("request for {id}"), |e| {
+                matches!(e, Event::Message(_)).then_some(e)
+            })
+        else {
+            unreachable!()
+        };
+        assert_eq!(m.payload, format!("install app on {id}").as_bytes());
+        assert_eq!(m.content_type.as_deref(), Some(USP_CONTENT_TYPE));
+        let to = m.response_topic.expect("request carries a response topic");
+        client
+            .publish(
+                &to,
+                format!("done {id}").as_bytes(),
+                None,
+                Some(USP_CONTENT_TYPE),
+            )
+            .unwrap();
+    }
+    let mut answered = std::collections::HashSet::new();
+    while answered.len() < AGENTS {
+        let Event::Message(m) = recv_matching(&ctl_events, deadline, "answers", |e| {
+            matches!(e, Event::Message(_)).then_some(e)
+        }) else {
+            unreachable!()
+        };
+        assert!(answered.insert(m.payload), "duplicate answer");
+    }
+    let round_trip = t.elapsed();
+    eprintln!("{AGENTS} requests delivered and answered in {round_trip:?}");
+    let stats = controller.stats();
+    assert_eq!(
+        (stats.published, stats.received, stats.incoming_dropped),
+        (AGENTS as u64, AGENTS as u64, 0)
+    );
+
+    drop(controller);
+    let t = Instant::now();
+    drop(agents);
+    eprintln!("{AGENTS} sessions closed in {:?}", t.elapsed());
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}
