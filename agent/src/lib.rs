@@ -9,6 +9,7 @@
 //! - `supervise` one backend process per running app, restart policy, cgroup limits.
 //! - `api`       the local Unix-socket protocol between cpevisorctl and cpevisord.
 //! - `ctl`       the cpevisorctl command line.
+//! - `usp`       the TR-181 data model over USP (TR-369) and the transport-free endpoint.
 
 pub mod fault;
 pub mod fetch;
@@ -20,6 +21,7 @@ pub mod ctl;
 pub mod lifecycle;
 pub mod model;
 pub mod supervise;
+pub mod usp;
 
 /// Log verbosity for the daemon's stderr: 0 error, 1 warn, 2 info, 3 debug.
 pub static LOG_LEVEL: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(2);

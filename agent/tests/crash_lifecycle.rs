@@ -159,7 +159,7 @@ fn install_survives_a_crash_at_every_step() {
             assert_eq!(evs[0]["operation_performed"], "Install");
             if dus.is_empty() {
                 assert_eq!(evs[0]["current_state"], "Failed", "{step}");
-                assert_eq!(evs[0]["fault"]["code"], 7002, "{step}");
+                assert_eq!(evs[0]["fault"]["code"], 7003, "{step}");
                 assert!(state["dus"].as_array().is_none_or(|a| a.is_empty()));
             } else {
                 assert_eq!(evs[0]["current_state"], "Installed", "{step}");
@@ -291,7 +291,7 @@ fn update_whose_new_version_cannot_start_keeps_the_previous_running() {
     w.start_daemon(None);
     w.wait_eu_status(&eu, "Active", 10);
     let err = w.ctl_json(&["update", &uuid, &url3]).unwrap_err();
-    assert_eq!(err.0, 7002, "{}", err.1);
+    assert_eq!(err.0, 7003, "{}", err.1);
     assert!(err.1.contains("1.0 restored"), "{}", err.1);
     let du = &w.list()["deployment_units"][0];
     assert_eq!(du["version"], "1.0");
@@ -300,7 +300,7 @@ fn update_whose_new_version_cannot_start_keeps_the_previous_running() {
     let evs = w.du_events();
     assert_eq!(evs.len(), 1);
     assert_eq!(evs[0]["version"], "1.0");
-    assert_eq!(evs[0]["fault"]["code"], 7002);
+    assert_eq!(evs[0]["fault"]["code"], 7003);
     assert_consistent(&w, "revert");
     // And after a reboot it is still 1.0.
     w.kill_daemon();

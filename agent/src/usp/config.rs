@@ -1,0 +1,97 @@
+//! The USP side of the agent's configuration: our endpoint ID, the controllers allowed to talk
+//! to us with their roles, and what DeviceInfo reports.
+
+use serde::{Deserialize, Serialize};
+
+/// What a controller may do (TR-181 `LocalAgent.Controller.{i}.AssignedRole`, by name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// Every message.
+    FullAccess,
+    /// Get, GetInstances, GetSupportedDM and GetSupportedProtocol; the rest is 7006.
+    ReadOnly,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::FullAccess => "FullAccess",
+            Role::ReadOnly => "ReadOnly",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerConfig {
+    /// USP endpoint ID, e.g. `proto::cpevisor-controller`.
+    pub endpoint_id: String,
+    pub role: Role,
+    /// The transport identity the controller must present (its client certificate's CN).
+    /// None: the endpoint ID alone identifies it (only for transports without client certs).
+    #[serde(default)]
+    pub identity: Option<String>,
+    /// Where replies and notifications go (the controller's MQTT topic); default its endpoint ID.
+    #[serde(default)]
+    pub reply_to: Option<String>,
+}
+
+/// DeviceInfo values the board knows (the rest, UpTime and MemoryStatus, come from /proc).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceInfoConfig {
+    #[serde(default)]
+    pub manufacturer: String,
+    #[serde(default)]
+    pub manufacturer_oui: String,
+    /// The board profile's name.
+    #[serde(default)]
+    pub model_name: String,
+    #[serde(default)]
+    pub product_class: String,
+    #[serde(default)]
+    pub serial_number: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UspConfig {
+    /// Our USP endpoint ID (`os::<OUI>-<serial>` style).
+    pub endpoint_id: String,
+    pub controllers: Vec<ControllerConfig>,
+    #[serde(default)]
+    pub device_info: DeviceInfoConfig,
+}
+
+/// Bound on configured controllers: the table is read on every record.
+pub const MAX_CONTROLLERS: usize = 32;
+/// Longest endpoint ID (TR-369 leaves it open; ours fit in a topic name).
+pub const MAX_ENDPOINT_ID: usize = 256;
+
+impl UspConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        let check_id = |what: &str, id: &str| {
+            if id.is_empty() || id.len() > MAX_ENDPOINT_ID || id.chars().any(|c| c.is_control()) {
+                Err(format!(
+                    "{what} {id:?}: must be 1..{MAX_ENDPOINT_ID} printable bytes"
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        check_id("endpoint_id", &self.endpoint_id)?;
+        if self.controllers.len() > MAX_CONTROLLERS {
+            return Err(format!("more than {MAX_CONTROLLERS} controllers"));
+        }
+        for (i, c) in self.controllers.iter().enumerate() {
+            check_id("controller endpoint_id", &c.endpoint_id)?;
+            if self.controllers[..i]
+                .iter()
+                .any(|o| o.endpoint_id == c.endpoint_id)
+            {
+                return Err(format!("controller {} listed twice", c.endpoint_id));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,294 @@
+//! Operate: the data model's commands mapped to `Agent` calls. Long ones (InstallDU, Update,
+//! Uninstall, ExecEnv Reset, Device.Reboot) run on a thread of their own and report through
+//! `Device.LocalAgent.Request.{i}` and a later OperationComplete; SetRequestedState and Restart
+//! answer in the OperateResp.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use cpevisor_usp::errors::*;
+use cpevisor_usp::path::{Leaf, Path, Segment};
+
+use super::tree::{self, Obj};
+use super::{Caller, DataModel, Request, MAX_REQUESTS};
+use crate::lifecycle::Agent;
+use crate::model::uuid::is_uuid;
+use crate::model::{DeploymentUnit, EventFault, RequestedState};
+
+/// What `Device.Reboot()` runs (the daemon reboots the board; tests record the call).
+pub type RebootHook = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperateOutcome {
+    /// Asynchronous: `Device.LocalAgent.Request.{i}`; an OperationComplete follows.
+    Request(String),
+    Output(BTreeMap<String, String>),
+    Failure(UspError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperateResult {
+    /// The command's concrete path (`Device.SoftwareModules.DeploymentUnit.2.Update()`).
+    pub executed_command: String,
+    pub outcome: OperateOutcome,
+}
+
+/// The end of an asynchronous command.
+pub(super) struct Completion {
+    pub request: u32,
+    pub obj_path: String,
+    pub command_name: String,
+    pub command_key: String,
+    pub result: Result<Option<DeploymentUnit>, EventFault>,
+    /// The caller's requested DU UUID (InstallDU's `UUID` argument), checked on completion.
+    pub want_uuid: Option<String>,
+}
+
+fn args_error(msg: impl Into<String>) -> UspError {
+    UspError::new(INVALID_COMMAND_ARGUMENTS, msg)
+}
+
+fn agent_err(f: EventFault) -> UspError {
+    UspError::new(f.code, f.message)
+}
+
+/// Refuses argument names the command does not take (TR-369: 7027).
+fn check_args(
+    cmd: &str,
+    allowed: &[&str],
+    args: &BTreeMap<String, String>,
+) -> Result<(), UspError> {
+    for k in args.keys() {
+        if !allowed.contains(&k.as_str()) {
+            return Err(args_error(format!("{cmd}: no input argument {k:?}")));
+        }
+    }
+    Ok(())
+}
+
+fn no_credentials(cmd: &str, args: &BTreeMap<String, String>) -> Result<(), UspError> {
+    for k in ["Username", "Password"] {
+        if args.get(k).is_some_and(|v| !v.is_empty()) {
+            return Err(args_error(format!(
+                "{cmd}: {k} is not supported (downloads take no credentials; use a URL the \
+                 device may fetch as is)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl DataModel {
+    /// Runs `command` (a command path, possibly with wildcards) for `caller`. A bad path is an
+    /// Error for the whole message (7008/7026/7016); per-object failures are in the results.
+    pub fn operate(
+        &mut self,
+        caller: &Caller,
+        command: &str,
+        command_key: &str,
+        args: &BTreeMap<String, String>,
+    ) -> Result<Vec<OperateResult>, UspError> {
+        let path = Path::parse(command)?;
+        let Leaf::Command(name) = path.leaf.clone() else {
+            return Err(UspError::new(
+                INVALID_PATH,
+                format!("{command}: not a command path (Name())"),
+            ));
+        };
+        tree::schema_of(&path)?;
+        let tree = self.materialize();
+        let targets: Vec<Obj> = tree.resolve(&path).into_iter().cloned().collect();
+        if targets.is_empty()
+            && path
+                .segments
+                .iter()
+                .all(|s| matches!(s, Segment::Name(_) | Segment::Instance(_)))
+        {
+            return Err(UspError::new(
+                OBJECT_DOES_NOT_EXIST,
+                format!("{} does not exist", path.object_path()),
+            ));
+        }
+        let mut out = Vec::new();
+        for t in targets {
+            let executed_command = format!("{}{name}()", t.path);
+            let outcome = match self.run_command(caller, &t, &name, command_key, args) {
+                Ok(o) => o,
+                Err(e) => OperateOutcome::Failure(e),
+            };
+            out.push(OperateResult {
+                executed_command,
+                outcome,
+            });
+        }
+        Ok(out)
+    }
+
+    fn run_command(
+        &mut self,
+        caller: &Caller,
+        t: &Obj,
+        name: &str,
+        command_key: &str,
+        args: &BTreeMap<String, String>,
+    ) -> Result<OperateOutcome, UspError> {
+        let cmd = t.desc.command(name).expect("schema_of checked it");
+        check_args(name, cmd.inputs, args)?;
+        let arg = |k: &str| args.get(k).map(String::as_str).unwrap_or("");
+        match (t.desc.name, name) {
+            ("ExecutionUnit", "SetRequestedState") => {
+                let req = match arg("RequestedState") {
+                    "Idle" => RequestedState::Idle,
+                    "Active" => RequestedState::Active,
+                    other => {
+                        return Err(args_error(format!(
+                            "SetRequestedState: RequestedState {other:?} is not Idle or Active"
+                        )))
+                    }
+                };
+                self.agent
+                    .set_requested_state(&t.key, req)
+                    .map_err(agent_err)?;
+                Ok(OperateOutcome::Output(BTreeMap::new()))
+            }
+            ("ExecutionUnit", "Restart") => {
+                self.agent.restart(&t.key).map_err(agent_err)?;
+                Ok(OperateOutcome::Output(BTreeMap::new()))
+            }
+            ("SoftwareModules", "InstallDU") => {
+                no_credentials(name, args)?;
+                let url = arg("URL").to_string();
+                if url.is_empty() {
+                    return Err(args_error("InstallDU: URL is required"));
+                }
+                let want_uuid = match arg("UUID") {
+                    "" => None,
+                    u if is_uuid(&u.to_ascii_lowercase()) => Some(u.to_ascii_lowercase()),
+                    u => return Err(args_error(format!("InstallDU: UUID {u:?} is not a UUID"))),
+                };
+                let env = match arg("ExecutionEnvRef") {
+                    "" => None,
+                    r => Some(self.exec_env_named(r)?),
+                };
+                self.start_async(caller, t, name, command_key, want_uuid, move |a| {
+                    a.install(&url, None, env.as_deref(), &mut |_, _| {})
+                        .map(Some)
+                })
+            }
+            ("DeploymentUnit", "Update") => {
+                no_credentials(name, args)?;
+                let url = match arg("URL") {
+                    "" => None,
+                    u => Some(u.to_string()),
+                };
+                let uuid = t.key.clone();
+                self.start_async(caller, t, name, command_key, None, move |a| {
+                    a.update(&uuid, url.as_deref(), &mut |_, _| {}).map(Some)
+                })
+            }
+            ("DeploymentUnit", "Uninstall") => {
+                let uuid = t.key.clone();
+                self.start_async(caller, t, name, command_key, None, move |a| {
+                    a.uninstall(&uuid, false).map(|()| None)
+                })
+            }
+            ("ExecEnv", "Reset") => {
+                let env = t.key.clone();
+                self.start_async(caller, t, name, command_key, None, move |a| {
+                    a.reset_env(&env).map(|_| None)
+                })
+            }
+            ("Device", "Reboot") => {
+                // Recorded first: the Boot! after the reboot reports this CommandKey.
+                self.store.data.reboot_command_key = Some(command_key.to_string());
+                self.store
+                    .save_if_changed()
+                    .map_err(|f| UspError::new(INTERNAL_ERROR, f.to_string()))?;
+                let hook = self.reboot.clone();
+                self.start_async(caller, t, name, command_key, None, move |_| {
+                    hook().map(|()| None).map_err(|m| EventFault {
+                        code: COMMAND_FAILURE,
+                        message: format!("reboot: {m}"),
+                    })
+                })
+            }
+            (obj, cmd) => Err(UspError::new(
+                COMMAND_FAILURE,
+                format!("{obj}.{cmd}() is not implemented"),
+            )),
+        }
+    }
+
+    /// `Device.SoftwareModules.ExecEnv.N` (dot optional) to the ExecEnv's name; 7223 when it
+    /// names none.
+    fn exec_env_named(&mut self, reference: &str) -> Result<String, UspError> {
+        let r = reference.trim_end_matches('.');
+        let tree = self.materialize();
+        tree.get(&format!("{r}."))
+            .filter(|o| o.desc.name == "ExecEnv" && o.instance().is_some())
+            .map(|o| o.key.clone())
+            .ok_or_else(|| {
+                UspError::new(
+                    7223,
+                    format!("ExecutionEnvRef {reference:?} names no ExecEnv"),
+                )
+            })
+    }
+
+    fn start_async<F>(
+        &mut self,
+        caller: &Caller,
+        t: &Obj,
+        name: &str,
+        command_key: &str,
+        want_uuid: Option<String>,
+        work: F,
+    ) -> Result<OperateOutcome, UspError>
+    where
+        F: FnOnce(&Agent) -> Result<Option<DeploymentUnit>, EventFault> + Send + 'static,
+    {
+        if self.requests.len() >= MAX_REQUESTS {
+            return Err(UspError::new(
+                RESOURCES_EXCEEDED,
+                format!("already {MAX_REQUESTS} commands in progress"),
+            ));
+        }
+        self.next_request += 1;
+        let instance = self.next_request;
+        let originator = self.controller_path(&caller.endpoint_id);
+        self.requests.push(Request {
+            instance,
+            originator,
+            command: format!("{}{name}()", t.path),
+            command_key: command_key.to_string(),
+        });
+        let agent = self.agent.clone();
+        let tx = self.completions_tx.clone();
+        let obj_path = t.path.clone();
+        let command_name = format!("{name}()");
+        let command_key = command_key.to_string();
+        let spawned = std::thread::Builder::new()
+            .name(format!("usp-req-{instance}"))
+            .spawn(move || {
+                let result = work(&agent);
+                let _ = tx.send(Completion {
+                    request: instance,
+                    obj_path,
+                    command_name,
+                    command_key,
+                    result,
+                    want_uuid,
+                });
+            });
+        if let Err(e) = spawned {
+            self.requests.retain(|r| r.instance != instance);
+            return Err(UspError::new(
+                INTERNAL_ERROR,
+                format!("cannot start the command: {e}"),
+            ));
+        }
+        Ok(OperateOutcome::Request(format!(
+            "Device.LocalAgent.Request.{instance}"
+        )))
+    }
+}

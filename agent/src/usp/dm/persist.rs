@@ -1,0 +1,99 @@
+//! What the USP layer keeps on flash (`usp.json` in the state directory): instance numbers per
+//! table (stable across reboots, never reused), persistent subscriptions, and the boot facts
+//! for `Boot!` and OnBoardRequest. Written atomically, and only when something changed.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::fault::Fault;
+use crate::store::{read_json, write_json};
+
+pub const USP_STATE_FILE: &str = "usp.json";
+const MAX_STATE_BYTES: u64 = 256 * 1024;
+
+/// A subscription as TR-181 `LocalAgent.Subscription.{i}` describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    pub instance: u32,
+    pub enable: bool,
+    pub id: String,
+    /// The controller's endpoint ID (Recipient is shown as its Controller path).
+    pub recipient: String,
+    pub notif_type: String,
+    pub reference_list: Vec<String>,
+    pub persistent: bool,
+    pub creation_date: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Persisted {
+    /// table name -> key (UUID, EUID, ExecEnv name, endpoint ID) -> instance number.
+    pub instances: BTreeMap<String, BTreeMap<String, u32>>,
+    /// table name -> last number handed out.
+    pub last: BTreeMap<String, u32>,
+    pub subscriptions: Vec<Subscription>,
+    /// The Reboot() CommandKey, reported in the next `Boot!` (Cause RemoteReboot).
+    #[serde(default)]
+    pub reboot_command_key: Option<String>,
+    /// Controllers that got their OnBoardRequest.
+    #[serde(default)]
+    pub onboarded: Vec<String>,
+}
+
+pub struct UspStore {
+    path: PathBuf,
+    pub data: Persisted,
+    saved: Persisted,
+}
+
+impl UspStore {
+    pub fn open(state_dir: &std::path::Path) -> Result<UspStore, Fault> {
+        let path = state_dir.join(USP_STATE_FILE);
+        let data: Persisted = read_json(&path, MAX_STATE_BYTES)?.unwrap_or_default();
+        Ok(UspStore {
+            path,
+            saved: data.clone(),
+            data,
+        })
+    }
+
+    /// The instance number of `key` in `table`, handing out the next one when it is new.
+    pub fn number(&mut self, table: &str, key: &str) -> u32 {
+        if let Some(n) = self.data.instances.get(table).and_then(|m| m.get(key)) {
+            return *n;
+        }
+        let n = self.next(table);
+        self.data
+            .instances
+            .entry(table.to_string())
+            .or_default()
+            .insert(key.to_string(), n);
+        n
+    }
+
+    /// A fresh number in `table` (subscriptions).
+    pub fn next(&mut self, table: &str) -> u32 {
+        let last = self.data.last.entry(table.to_string()).or_insert(0);
+        *last = last.saturating_add(1);
+        *last
+    }
+
+    /// Forgets the keys of `table` not in `live` (their numbers are not reused).
+    pub fn retain(&mut self, table: &str, live: &[&str]) {
+        if let Some(m) = self.data.instances.get_mut(table) {
+            m.retain(|k, _| live.contains(&k.as_str()));
+        }
+    }
+
+    /// Writes `usp.json` when its content differs from what is on flash.
+    pub fn save_if_changed(&mut self) -> Result<(), Fault> {
+        if self.data == self.saved {
+            return Ok(());
+        }
+        write_json(&self.path, &self.data)?;
+        self.saved = self.data.clone();
+        Ok(())
+    }
+}

@@ -1,0 +1,439 @@
+//! The supported data model as static descriptors: objects (single or multi-instance), their
+//! parameters (type, access), commands (input/output argument names, sync or async) and events
+//! (argument names). Names follow TR-181 Device:2 exactly; what we add beyond it is marked.
+
+/// TR-106 parameter types we use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    String,
+    Boolean,
+    UnsignedInt,
+    Int,
+    UnsignedLong,
+    DateTime,
+    /// Comma-separated list of strings (references included).
+    List,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    ReadOnly,
+    ReadWrite,
+}
+
+#[derive(Debug)]
+pub struct ParamDesc {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub access: Access,
+    /// Allowed values for enumerations (empty: any value of the type).
+    pub values: &'static [&'static str],
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct CommandDesc {
+    pub name: &'static str,
+    pub is_async: bool,
+    pub inputs: &'static [&'static str],
+    pub outputs: &'static [&'static str],
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct EventDesc {
+    pub name: &'static str,
+    pub args: &'static [&'static str],
+}
+
+#[derive(Debug)]
+pub struct ObjDesc {
+    pub name: &'static str,
+    pub multi: bool,
+    /// Controllers may Add/Delete instances (only LocalAgent.Subscription here).
+    pub creatable: bool,
+    pub params: &'static [ParamDesc],
+    pub commands: &'static [CommandDesc],
+    pub events: &'static [EventDesc],
+    pub children: &'static [ObjDesc],
+}
+
+impl ObjDesc {
+    pub fn child(&self, name: &str) -> Option<&'static ObjDesc> {
+        self.children.iter().find(|c| c.name == name)
+    }
+    pub fn param(&self, name: &str) -> Option<&'static ParamDesc> {
+        self.params.iter().find(|p| p.name == name)
+    }
+    pub fn command(&self, name: &str) -> Option<&'static CommandDesc> {
+        self.commands.iter().find(|c| c.name == name)
+    }
+    pub fn event(&self, name: &str) -> Option<&'static EventDesc> {
+        self.events.iter().find(|e| e.name == name)
+    }
+}
+
+const fn ro(name: &'static str, kind: Kind) -> ParamDesc {
+    ParamDesc {
+        name,
+        kind,
+        access: Access::ReadOnly,
+        values: &[],
+    }
+}
+const fn rw(name: &'static str, kind: Kind) -> ParamDesc {
+    ParamDesc {
+        name,
+        kind,
+        access: Access::ReadWrite,
+        values: &[],
+    }
+}
+const fn ro_enum(name: &'static str, values: &'static [&'static str]) -> ParamDesc {
+    ParamDesc {
+        name,
+        kind: Kind::String,
+        access: Access::ReadOnly,
+        values,
+    }
+}
+const fn obj(
+    name: &'static str,
+    params: &'static [ParamDesc],
+    children: &'static [ObjDesc],
+) -> ObjDesc {
+    ObjDesc {
+        name,
+        multi: false,
+        creatable: false,
+        params,
+        commands: &[],
+        events: &[],
+        children,
+    }
+}
+
+use Kind::*;
+
+pub const NOTIF_TYPES: &[&str] = &[
+    "ValueChange",
+    "ObjectCreation",
+    "ObjectDeletion",
+    "OperationComplete",
+    "Event",
+];
+pub const DU_STATUS: &[&str] = &[
+    "Installing",
+    "Installed",
+    "Updating",
+    "Uninstalling",
+    "Uninstalled",
+];
+pub const EU_STATUS: &[&str] = &["Idle", "Starting", "Active", "Stopping", "Restarting"];
+pub const EU_FAULTS: &[&str] = &[
+    "NoFault",
+    "FailureOnStart",
+    "FailureOnAutoStart",
+    "FailureOnStop",
+    "FailureWhileActive",
+    "DependencyFailure",
+    "Unstartable",
+];
+
+/// `DUStateChange!` arguments (TR-181).
+pub const DU_STATE_CHANGE_ARGS: &[&str] = &[
+    "UUID",
+    "DeploymentUnitRef",
+    "Version",
+    "CurrentState",
+    "Resolved",
+    "ExecutionUnitRefList",
+    "StartTime",
+    "CompleteTime",
+    "OperationPerformed",
+    "Fault.FaultCode",
+    "Fault.FaultString",
+];
+pub const BOOT_ARGS: &[&str] = &["CommandKey", "Cause", "FirmwareUpdated", "ParameterMap"];
+
+const MEMORY_STATUS: ObjDesc = obj(
+    "MemoryStatus",
+    &[ro("Total", UnsignedInt), ro("Free", UnsignedInt)],
+    &[],
+);
+
+const DEVICE_INFO: ObjDesc = obj(
+    "DeviceInfo",
+    &[
+        ro("Manufacturer", String),
+        ro("ManufacturerOUI", String),
+        ro("ModelName", String),
+        ro("ProductClass", String),
+        ro("SerialNumber", String),
+        ro("SoftwareVersion", String),
+        ro("UpTime", UnsignedInt),
+    ],
+    &[MEMORY_STATUS],
+);
+
+const CONTROLLER: ObjDesc = ObjDesc {
+    name: "Controller",
+    multi: true,
+    creatable: false,
+    params: &[
+        ro("EndpointID", String),
+        ro("Enable", Boolean),
+        // Vendor note: the role by name (FullAccess | ReadOnly) rather than a reference into
+        // ControllerTrust.Role, which this agent does not model.
+        ro_enum("AssignedRole", &["FullAccess", "ReadOnly"]),
+    ],
+    commands: &[],
+    events: &[],
+    children: &[],
+};
+
+const SUBSCRIPTION: ObjDesc = ObjDesc {
+    name: "Subscription",
+    multi: true,
+    creatable: true,
+    params: &[
+        rw("Enable", Boolean),
+        rw("ID", String),
+        ro("Recipient", String),
+        ParamDesc {
+            name: "NotifType",
+            kind: String,
+            access: Access::ReadWrite,
+            values: NOTIF_TYPES,
+        },
+        rw("ReferenceList", List),
+        rw("Persistent", Boolean),
+        ro("CreationDate", DateTime),
+    ],
+    commands: &[],
+    events: &[],
+    children: &[],
+};
+
+const REQUEST: ObjDesc = ObjDesc {
+    name: "Request",
+    multi: true,
+    creatable: false,
+    params: &[
+        ro("Originator", String),
+        ro("Command", String),
+        ro("CommandKey", String),
+        ro_enum(
+            "Status",
+            &[
+                "Requested",
+                "Active",
+                "Canceling",
+                "Canceled",
+                "Success",
+                "Error",
+            ],
+        ),
+    ],
+    commands: &[],
+    events: &[],
+    children: &[],
+};
+
+const LOCAL_AGENT: ObjDesc = obj(
+    "LocalAgent",
+    &[
+        ro("EndpointID", String),
+        ro("SupportedProtocols", List),
+        ro("ControllerNumberOfEntries", UnsignedInt),
+        ro("SubscriptionNumberOfEntries", UnsignedInt),
+        ro("RequestNumberOfEntries", UnsignedInt),
+    ],
+    &[CONTROLLER, SUBSCRIPTION, REQUEST],
+);
+
+const EXEC_ENV: ObjDesc = ObjDesc {
+    name: "ExecEnv",
+    multi: true,
+    creatable: false,
+    params: &[
+        rw("Enable", Boolean),
+        ro_enum("Status", &["Up", "Error", "Disabled"]),
+        ro("Name", String),
+        ro("Type", String),
+        ro("AllocatedMemory", Int),
+        ro("AvailableMemory", Int),
+        ro("ActiveExecutionUnits", List),
+    ],
+    commands: &[CommandDesc {
+        name: "Reset",
+        is_async: true,
+        inputs: &[],
+        outputs: &[],
+    }],
+    events: &[],
+    children: &[],
+};
+
+const DEPLOYMENT_UNIT: ObjDesc = ObjDesc {
+    name: "DeploymentUnit",
+    multi: true,
+    creatable: false,
+    params: &[
+        ro("UUID", String),
+        ro("DUID", String),
+        ro("Name", String),
+        ro_enum("Status", DU_STATUS),
+        ro("Resolved", Boolean),
+        ro("URL", String),
+        ro("Description", String),
+        ro("Vendor", String),
+        ro("Version", String),
+        ro("ExecutionUnitList", List),
+        ro("ExecutionEnvRef", String),
+    ],
+    commands: &[
+        CommandDesc {
+            name: "Update",
+            is_async: true,
+            inputs: &["URL", "Username", "Password"],
+            outputs: &[],
+        },
+        CommandDesc {
+            name: "Uninstall",
+            is_async: true,
+            inputs: &[],
+            outputs: &[],
+        },
+    ],
+    events: &[],
+    children: &[],
+};
+
+const EXECUTION_UNIT: ObjDesc = ObjDesc {
+    name: "ExecutionUnit",
+    multi: true,
+    creatable: false,
+    params: &[
+        ro("EUID", String),
+        ro("Name", String),
+        ro("ExecEnvLabel", String),
+        ro_enum("Status", EU_STATUS),
+        ro_enum("RequestedState", &["Idle", "Active"]),
+        ro_enum("ExecutionFaultCode", EU_FAULTS),
+        ro("ExecutionFaultMessage", String),
+        // TR-181 has AutoStart and RunLevel writable; the agent takes them from the package.
+        ro("AutoStart", Boolean),
+        ro("RunLevel", UnsignedInt),
+        ro("Vendor", String),
+        ro("Version", String),
+        ro("Description", String),
+        ro("MemoryInUse", Int),
+        ro("ExecutionEnvRef", String),
+    ],
+    commands: &[
+        CommandDesc {
+            name: "SetRequestedState",
+            is_async: false,
+            inputs: &["RequestedState"],
+            outputs: &[],
+        },
+        CommandDesc {
+            name: "Restart",
+            is_async: false,
+            inputs: &[],
+            outputs: &[],
+        },
+    ],
+    events: &[],
+    children: &[],
+};
+
+const SOFTWARE_MODULES: ObjDesc = ObjDesc {
+    name: "SoftwareModules",
+    multi: false,
+    creatable: false,
+    params: &[
+        ro("ExecEnvNumberOfEntries", UnsignedInt),
+        ro("DeploymentUnitNumberOfEntries", UnsignedInt),
+        ro("ExecutionUnitNumberOfEntries", UnsignedInt),
+    ],
+    commands: &[CommandDesc {
+        name: "InstallDU",
+        is_async: true,
+        inputs: &["URL", "UUID", "Username", "Password", "ExecutionEnvRef"],
+        // Beyond TR-181 (which reports through DUStateChange! only): the new DU, for the
+        // OperationComplete of this request.
+        outputs: &["DeploymentUnitRef", "UUID", "Version"],
+    }],
+    events: &[EventDesc {
+        name: "DUStateChange",
+        args: DU_STATE_CHANGE_ARGS,
+    }],
+    children: &[EXEC_ENV, DEPLOYMENT_UNIT, EXECUTION_UNIT],
+};
+
+/// `Device.`: the root.
+pub static DEVICE: ObjDesc = ObjDesc {
+    name: "Device",
+    multi: false,
+    creatable: false,
+    params: &[],
+    commands: &[CommandDesc {
+        name: "Reboot",
+        is_async: true,
+        inputs: &[],
+        outputs: &[],
+    }],
+    events: &[EventDesc {
+        name: "Boot",
+        args: BOOT_ARGS,
+    }],
+    children: &[DEVICE_INFO, LOCAL_AGENT, SOFTWARE_MODULES],
+};
+
+/// Checks `value` against a parameter's type and enumeration: 7011 for the wrong type, 7012 for
+/// a value out of range or outside the enumeration.
+pub fn check_value(p: &ParamDesc, value: &str) -> Result<(), (u32, std::string::String)> {
+    use cpevisor_usp::errors::{INVALID_TYPE, INVALID_VALUE};
+    let bad_type = |what: &str| Err((INVALID_TYPE, format!("{}: {value:?} is not {what}", p.name)));
+    match p.kind {
+        Boolean => {
+            if !matches!(value, "true" | "false" | "1" | "0") {
+                return bad_type("a boolean");
+            }
+        }
+        UnsignedInt => {
+            if value.parse::<u32>().is_err() {
+                return bad_type("an unsignedInt");
+            }
+        }
+        UnsignedLong => {
+            if value.parse::<u64>().is_err() {
+                return bad_type("an unsignedLong");
+            }
+        }
+        Int => {
+            if value.parse::<i32>().is_err() {
+                return bad_type("an int");
+            }
+        }
+        String | List | DateTime => {}
+    }
+    if value.len() > 1024 {
+        return Err((INVALID_VALUE, format!("{}: longer than 1024 bytes", p.name)));
+    }
+    if !p.values.is_empty() && !p.values.contains(&value) {
+        return Err((
+            INVALID_VALUE,
+            format!(
+                "{}: {value:?} is not one of {}",
+                p.name,
+                p.values.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+pub fn parse_bool(v: &str) -> bool {
+    matches!(v, "true" | "1")
+}
