@@ -10,8 +10,9 @@
 #                                    layer (`cpevisor-rootfs jail-app`: busybox of ARCH, /bin/status
 #                                    serving /status on port 8080, token sample-status-<v> in
 #                                    /etc/status/token), 16 MiB, AutoRestart on, autostart
-#       memhog-jail-<arch>-1.0.cpkg  allocates without bound 5 s after it starts: killed by its
-#                                    16 MiB memory.max, restarted per AutoRestart (containment test)
+#       memhog-jail-<arch>-1.0.cpkg  allocates without bound 3 s after it starts: killed by its
+#                                    16 MiB memory.max, restarted 3 times (1, 2, 4 s), then Idle
+#                                    with FailureWhileActive (the containment test)
 #
 # Each version is the aarch64 microVM of `cpevisor-rootfs guest --app status` (kernel Image,
 # initramfs, ext2 disk) whose disk's data.txt holds the token `sample-status-<version>`: the app's
@@ -48,9 +49,9 @@ if [ "${1:-}" = key ]; then
   exit 0
 fi
 
-# One jail package: build_jail ARCH APP VERSION MEMORY_MIB COMMAND_JSON [TOKEN]
+# One jail package: build_jail ARCH APP VERSION MEMORY_MIB COMMAND_JSON RESTART_JSON [TOKEN]
 build_jail() {
-  local arch=$1 app=$2 v=$3 mem=$4 command=$5 token=${6:-}
+  local arch=$1 app=$2 v=$3 mem=$4 command=$5 restart=$6 token=${7:-}
   local name=$app-jail-$arch-$v
   local stage=$OUT/build/$name
   rm -rf "$stage"
@@ -66,8 +67,7 @@ build_jail() {
  "description": "sample app for the jail backend ($app)",
  "arch": "$arch", "backends": ["jail"], "memory_mib": $mem, "vcpus": 1,
  "command": $command,
- "restart": {"enable": true, "retry_min_wait_s": 2, "retry_max_wait_s": 8,
-             "retry_interval_multiplier": 2000, "max_retry_count": 50, "reset_period_s": 120},
+ "restart": $restart,
  "autostart": true, "run_level": 1,
  "rootfs": "app/rootfs.tar"}
 EOF
@@ -86,9 +86,15 @@ if [ "${1:-}" = jail ]; then
       *) echo "sample-app.sh: jail arch $arch: expected aarch64, armv7, mipsel, mips64el or x86_64" >&2; exit 2 ;;
     esac
     for v in 1.0 1.1; do
-      build_jail "$arch" status "$v" 16 '["/bin/status", "8080"]' "sample-status-$v"
+      build_jail "$arch" status "$v" 16 '["/bin/status", "8080"]' \
+        '{"enable": true, "retry_min_wait_s": 2, "retry_max_wait_s": 30,
+          "retry_interval_multiplier": 2000, "max_retry_count": 5, "reset_period_s": 120}' \
+        "sample-status-$v"
     done
-    build_jail "$arch" memhog 1.0 16 '["/bin/memhog", "5"]'
+    # Three quick restarts (1, 2, 4 s), then Idle with FailureWhileActive: a test sees both.
+    build_jail "$arch" memhog 1.0 16 '["/bin/memhog", "3"]' \
+      '{"enable": true, "retry_min_wait_s": 1, "retry_max_wait_s": 4,
+        "retry_interval_multiplier": 2000, "max_retry_count": 3, "reset_period_s": 120}'
   done
   exit 0
 fi

@@ -217,7 +217,7 @@ impl JailApp {
     pub fn command(self) -> &'static [&'static str] {
         match self {
             JailApp::Status => &["/bin/status", "8080"],
-            JailApp::Memhog => &["/bin/memhog", "5"],
+            JailApp::Memhog => &["/bin/memhog", "3"],
         }
     }
 }

@@ -3,7 +3,7 @@
 //! qemu-system-aarch64 -accel kvm on the same guest. Prints a table, writes `target/bench.json`.
 //! Exits 1 when a figure group could not be taken (after writing what was measured).
 
-use cpevisor_e2e::bench::{agent, board, sizes, table, write_json, Figure};
+use cpevisor_e2e::bench::{agent, board, jail, sizes, table, write_json, Figure};
 use cpevisor_e2e::workspace_root;
 
 fn main() {
@@ -51,6 +51,14 @@ fn main() {
             "bench: {} missing (run scripts/bench-overlay.sh): no board figures",
             initrd.display()
         );
+        failed = true;
+    }
+
+    // Jail figures (tests/src/bench/jail.rs): qemu-malta-mipsel's firmware and jail packages
+    // (`make firmware BOARDS=qemu-malta-mipsel`).
+    println!("bench: booting {} for the jail figures", jail::BENCH_BOARD);
+    if let Err(e) = jail::figures(&root, &mut figures) {
+        eprintln!("bench: jail figures: {e}");
         failed = true;
     }
 

@@ -1,0 +1,431 @@
+//! Jail boards (no KVM: apps run in the agent's jail backend): the pieces the board test
+//! (tests/tests/jail_in_board.rs) and `make bench` share, and the bench's jail figures.
+//!
+//! Packages: `scripts/sample-app.sh jail ARCH` (run by `make firmware` for jail boards) builds
+//! `target/packages/{status,memhog}-jail-<arch>-<version>.cpkg`; the status app serves
+//! `http://<its address>:8080/status` from inside its jail.
+//!
+//! Figures, on [`BENCH_BOARD`]:
+//! - `jail.agent_idle_rss_kib`: the firmware's cpevisord, idle with nothing installed.
+//! - `jail.overhead_kib`: the status app's cgroup `memory.current` minus the app's own Rss:
+//!   what running it in a jail costs beyond the app (the jail runner and the jail's init,
+//!   both copies of cpevisord, plus kernel memory and page cache charged to the cgroup).
+//! - `jail.binary_kib.<rust target>`: what a jail board carries from us on flash (cpevisord +
+//!   cpevisorctl, static, from `make cross`), for the jail boards' targets.
+
+use super::Figure;
+use crate::agent::{
+    ctl_json, eu_of, install, wait_agent, wait_eu_status, Flash, HttpServer, AGENT_SOCKET,
+};
+use crate::firmware::{firmware_dir, workspace_root};
+use crate::microvm::cache_dir;
+use crate::{BoardVm, BootOptions};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// The board the jail figures are taken on.
+pub const BENCH_BOARD: &str = "qemu-malta-mipsel";
+/// Rust targets of the jail boards (armv7 and mipsel: no KVM on either).
+pub const JAIL_TARGETS: [&str; 2] = ["mipsel-unknown-linux-gnu", "armv7-unknown-linux-gnueabihf"];
+/// The port the status app listens on inside its jail (it has no capability for port 80).
+pub const APP_PORT: u16 = 8080;
+/// The init's line once the LAN bridge is up (rootfs/files/init).
+pub const JAIL_MARKER: &str = "CPEVISOR-JAIL bridge=br-lan";
+/// Where the agent puts each app's cgroup.
+pub const CGROUP_PARENT: &str = "/sys/fs/cgroup/cpevisor";
+
+const BOOT: Duration = Duration::from_secs(300);
+const AGENT: Duration = Duration::from_secs(120);
+const INSTALL: Duration = Duration::from_secs(300);
+const ACTIVE: Duration = Duration::from_secs(180);
+const ANSWER: Duration = Duration::from_secs(120);
+
+/// `<app>-jail-<arch>-<version>.cpkg`.
+pub fn package_file(app: &str, arch: &str, version: &str) -> String {
+    format!("{app}-jail-{arch}-{version}.cpkg")
+}
+
+/// The jail packages of one board's arch in `target/packages/`, checked against its firmware.
+pub struct JailPackages {
+    pub dir: PathBuf,
+    pub arch: String,
+}
+
+impl JailPackages {
+    /// Finds status 1.0/1.1 and memhog 1.0 for `board`'s arch and checks that the board's
+    /// firmware trusts the key they are signed with; errors name the build step to run.
+    pub fn find(board: &str) -> Result<JailPackages, String> {
+        let b = cpevisor_boards::Board::by_name(board).map_err(|e| e.to_string())?;
+        let arch = b.cpu.arch.as_str().to_string();
+        let dir = workspace_root().join("target/packages");
+        for (app, v) in [("status", "1.0"), ("status", "1.1"), ("memhog", "1.0")] {
+            let p = dir.join(package_file(app, &arch, v));
+            if !p.is_file() {
+                return Err(format!(
+                    "{} is missing: build the jail packages (`bash scripts/sample-app.sh jail \
+                     {arch}`, run by `make firmware BOARDS={board}`)",
+                    p.display()
+                ));
+            }
+        }
+        let key_file = cache_dir()?.join("keys/cpevisor-signing.pub");
+        let key = std::fs::read_to_string(&key_file)
+            .map_err(|e| format!("{}: {e}", key_file.display()))?;
+        let manifest_path = firmware_dir(board).join("manifest.txt");
+        let manifest = std::fs::read_to_string(&manifest_path).map_err(|e| {
+            format!(
+                "{}: {e} (build the firmware: `make firmware BOARDS={board}`)",
+                manifest_path.display()
+            )
+        })?;
+        let wanted = format!("public={}", key.trim());
+        if !manifest
+            .lines()
+            .any(|l| l.starts_with("trusted_key=") && l.ends_with(&wanted))
+        {
+            return Err(format!(
+                "the {board} firmware does not trust {}: rebuild it with `make firmware \
+                 BOARDS={board}`",
+                key_file.display()
+            ));
+        }
+        Ok(JailPackages { dir, arch })
+    }
+
+    pub fn path(&self, app: &str, version: &str) -> PathBuf {
+        self.dir.join(package_file(app, &self.arch, version))
+    }
+
+    /// The URL the board fetches `app` `version` from, served by `server` from [`Self::dir`].
+    pub fn url(&self, server: &HttpServer, app: &str, version: &str) -> String {
+        format!(
+            "http://10.0.2.2:{}/{}",
+            server.port,
+            package_file(app, &self.arch, version)
+        )
+    }
+
+    /// status 1.0 re-packed and signed with the trusted key after `edit` changed its app
+    /// config: a package that is good but for that change. Written to `<dir>/<name>.cpkg`
+    /// (served beside the others); returns its file name.
+    pub fn variant(&self, name: &str, edit: impl Fn(&mut Value)) -> Result<String, String> {
+        let from = self
+            .dir
+            .join("build")
+            .join(format!("status-jail-{}-1.0", self.arch));
+        let stage = self.dir.join("build").join(name);
+        let _ = std::fs::remove_dir_all(&stage);
+        std::fs::create_dir_all(stage.join("app")).map_err(|e| format!("{stage:?}: {e}"))?;
+        for f in ["app/rootfs.tar", "app/manifest.txt"] {
+            std::fs::copy(from.join(f), stage.join(f)).map_err(|e| {
+                format!("{}: {e} (rerun scripts/sample-app.sh jail)", from.display())
+            })?;
+        }
+        let text = std::fs::read_to_string(from.join("app.json"))
+            .map_err(|e| format!("{}/app.json: {e}", from.display()))?;
+        let mut config: Value =
+            serde_json::from_str(&text).map_err(|e| format!("{}/app.json: {e}", from.display()))?;
+        edit(&mut config);
+        std::fs::write(stage.join("app.json"), config.to_string())
+            .map_err(|e| format!("{stage:?}/app.json: {e}"))?;
+        let file = format!("{name}.cpkg");
+        let key = cache_dir()?.join("keys/cpevisor-signing.key");
+        let out = Command::new(host_cpevisorctl()?)
+            .arg("pack")
+            .arg(&stage)
+            .arg("--key")
+            .arg(&key)
+            .arg("--out")
+            .arg(self.dir.join(&file))
+            .output()
+            .map_err(|e| format!("cannot run cpevisorctl pack: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "cpevisorctl pack {}: {}",
+                stage.display(),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(file)
+    }
+}
+
+/// The host `cpevisorctl` that `scripts/sample-app.sh` built (under `CARGO_TARGET_DIR` when it
+/// ran with one, else the workspace's `target/`).
+fn host_cpevisorctl() -> Result<PathBuf, String> {
+    let mut candidates: Vec<PathBuf> = std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|d| !d.is_empty())
+        .map(|d| PathBuf::from(d).join("debug/cpevisorctl"))
+        .into_iter()
+        .collect();
+    candidates.push(workspace_root().join("target/debug/cpevisorctl"));
+    candidates
+        .iter()
+        .find(|c| c.is_file())
+        .cloned()
+        .ok_or_else(|| format!("no host cpevisorctl at {candidates:?}: run scripts/sample-app.sh"))
+}
+
+/// Boots a jail board on `flash`; `data` is what the init must report for it (`formatted` on a
+/// blank flash, `mounted` after). Checks the init's LAN bridge line.
+pub fn boot_jail_board(board: &str, flash: &Flash, data: &str) -> Result<BoardVm, String> {
+    let opts = BootOptions {
+        flash: Some(flash.path.clone()),
+        ..Default::default()
+    };
+    let mut vm = BoardVm::boot(board, &opts)?;
+    vm.wait_ready(BOOT)?;
+    let text = vm.transcript();
+    let marker = format!("CPEVISOR-DATA state={data} dev=");
+    if !text.contains(&marker) {
+        return Err(format!("{board}: the init did not report {marker:?}"));
+    }
+    if !text.contains(JAIL_MARKER) {
+        return Err(format!(
+            "{board}: the init did not report {JAIL_MARKER:?} (jail-board part of rootfs/files/init)"
+        ));
+    }
+    Ok(vm)
+}
+
+/// PID (in the board's namespace) of the jailed process of `eu_id` whose command line contains
+/// `needle`: a process in the EU's cgroup and in another PID namespace than the board's init.
+pub fn jail_pid(vm: &mut BoardVm, eu_id: &str, needle: &str) -> Result<u32, String> {
+    let out = vm.run_ok(
+        &format!(
+            "for d in /proc/[0-9]*; do grep -q '/cpevisor/{eu_id}' $d/cgroup 2>/dev/null || continue; \
+             [ \"$(readlink $d/ns/pid)\" != \"$(readlink /proc/1/ns/pid)\" ] || continue; \
+             tr '\\0' ' ' <$d/cmdline | grep -q '{needle}' && echo \"JAIL-PID ${{d#/proc/}}\"; \
+             done; true"
+        ),
+        Duration::from_secs(60),
+    )?;
+    out.lines()
+        .filter_map(|l| l.trim().strip_prefix("JAIL-PID "))
+        .filter_map(|p| p.trim().parse::<u32>().ok())
+        .min()
+        .ok_or_else(|| format!("no jailed process of {eu_id} runs {needle:?}:\n{out}"))
+}
+
+/// The app's IPv4 address on its veth (eth0 in its network namespace).
+pub fn jail_address(vm: &mut BoardVm, pid: u32) -> Result<String, String> {
+    let out = vm.run_ok(
+        &format!("nsenter -t {pid} -n ip -4 -o addr show dev eth0"),
+        Duration::from_secs(30),
+    )?;
+    out.split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next())
+        .and_then(|a| a.parse::<std::net::Ipv4Addr>().ok())
+        .map(|a| a.to_string())
+        .ok_or_else(|| format!("no IPv4 address on eth0 in the jail of pid {pid}:\n{out}"))
+}
+
+/// Rss (KiB) of `pid` from smaps_rollup (threaded processes' VmRSS under-counts on 6.1).
+pub fn rss_kib(vm: &mut BoardVm, pid: u32) -> Result<u64, String> {
+    let out = vm.run_ok(
+        &format!("awk '/^Rss:/ {{print \"RSS-KIB\", $2}}' /proc/{pid}/smaps_rollup"),
+        Duration::from_secs(30),
+    )?;
+    tagged_numbers(&out, "RSS-KIB")
+        .first()
+        .copied()
+        .ok_or_else(|| format!("no Rss for pid {pid}:\n{out}"))
+}
+
+/// The numbers after `TAG ` on the console lines that carry it (kernel messages interleave).
+pub fn tagged_numbers(out: &str, tag: &str) -> Vec<u64> {
+    out.lines()
+        .filter_map(|l| l.trim().strip_prefix(tag))
+        .flat_map(|rest| rest.split_whitespace().map(str::parse::<u64>))
+        .filter_map(Result::ok)
+        .collect()
+}
+
+/// `jail.binary_kib.<target>`: cpevisord + cpevisorctl of each jail target built by `make cross`.
+pub fn binary_figures(root: &Path) -> Vec<Figure> {
+    let mut figures = Vec::new();
+    for t in JAIL_TARGETS {
+        let dir = root.join("target/cross").join(t);
+        let size = |b: &str| std::fs::metadata(dir.join(b)).map(|m| m.len()).ok();
+        let (Some(d), Some(c)) = (size("cpevisord"), size("cpevisorctl")) else {
+            eprintln!(
+                "bench: {} has no cpevisord/cpevisorctl (make cross)",
+                dir.display()
+            );
+            continue;
+        };
+        figures.push(
+            Figure::new(
+                format!("jail.binary_kib.{t}"),
+                ((d + c) as f64 / 1024.0).round(),
+                "KiB",
+            )
+            .with_note(format!(
+                "what a jail board carries from us: static stripped cpevisord ({} KiB; agent, \
+                 jail runner and jail init in one multi-call binary) + cpevisorctl ({} KiB)",
+                d / 1024,
+                c / 1024
+            )),
+        );
+    }
+    figures
+}
+
+/// What was read in the board for the jail figures, KiB.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JailMemory {
+    pub agent_idle_rss: u64,
+    pub cgroup_current: u64,
+    pub app_rss: u64,
+    /// Rss of the other processes in the app's cgroup (runner, the jail's init).
+    pub others_rss: Vec<u64>,
+}
+
+impl JailMemory {
+    pub fn overhead_kib(&self) -> i64 {
+        self.cgroup_current as i64 - self.app_rss as i64
+    }
+
+    pub fn figures(&self) -> Vec<Figure> {
+        vec![
+            Figure::new("jail.agent_idle_rss_kib", self.agent_idle_rss as f64, "KiB").with_note(
+                format!(
+                    "Rss from /proc/PID/smaps_rollup of the static mipsel cpevisord started by the \
+                     firmware in the {BENCH_BOARD} board, idle with nothing installed"
+                ),
+            ),
+            Figure::new("jail.overhead_kib", self.overhead_kib() as f64, "KiB").with_note(format!(
+                "the jailed status app (busybox httpd, after one request) in {BENCH_BOARD}: its \
+                 cgroup's memory.current {} KiB minus the app's own Rss {} KiB; the jail's other \
+                 processes (runner, init) have Rss {:?} KiB, the rest is kernel memory and page \
+                 cache charged to the cgroup",
+                self.cgroup_current, self.app_rss, self.others_rss
+            )),
+        ]
+    }
+}
+
+/// Boots [`BENCH_BOARD`], reads the idle agent, installs the status jail app and weighs it.
+pub fn measure() -> Result<JailMemory, String> {
+    let packages = JailPackages::find(BENCH_BOARD)?;
+    let server = HttpServer::serve(&packages.dir)?;
+    let flash = Flash::blank("bench-jail", 64)?;
+    let mut vm = boot_jail_board(BENCH_BOARD, &flash, "formatted")?;
+    wait_agent(&mut vm, AGENT)?;
+    let out = vm.run_ok(
+        &format!("sleep 2; [ -S {AGENT_SOCKET} ] && echo \"AGENT-PIDS $(pidof cpevisord)\""),
+        Duration::from_secs(60),
+    )?;
+    let pids = tagged_numbers(&out, "AGENT-PIDS");
+    let [agent] = pids[..] else {
+        return Err(format!(
+            "expected one idle cpevisord, found {pids:?}:\n{out}"
+        ));
+    };
+    let agent_idle_rss = rss_kib(&mut vm, agent as u32)?;
+
+    let done = install(&mut vm, &packages.url(&server, "status", "1.0"), INSTALL)?;
+    done.outcome
+        .map_err(|f| format!("install failed: {} {}", f.code, f.message))?;
+    let list = wait_agent(&mut vm, AGENT)?;
+    let eu = eu_of(&list, "status").ok_or_else(|| format!("no status EU: {list}"))?;
+    let eu_id = eu["eu_id"].as_str().unwrap_or_default().to_string();
+    wait_eu_status(&mut vm, &eu_id, "Active", ACTIVE)?;
+    let app = jail_pid(&mut vm, &eu_id, "httpd")?;
+    let addr = jail_address(&mut vm, app)?;
+    let get = format!(
+        "i=0; until timeout 10 wget -q -O /dev/null http://{addr}:{APP_PORT}/status; do \
+         i=$((i+1)); [ $i -ge {} ] && exit 1; sleep 1; done",
+        ANSWER.as_secs()
+    );
+    vm.run_ok(&get, ANSWER * 2)?;
+    let out = vm.run_ok(
+        &format!(
+            "sleep 2; c=$(sed -n 's/^0:://p' /proc/{app}/cgroup); \
+             echo \"CG-CURRENT $(cat /sys/fs/cgroup$c/memory.current)\"; \
+             for p in $(cat /sys/fs/cgroup$c/cgroup.procs); do [ $p = {app} ] || \
+             awk '/^Rss:/ {{print \"OTHER-RSS\", $2}}' /proc/$p/smaps_rollup; done"
+        ),
+        Duration::from_secs(60),
+    )?;
+    let current = tagged_numbers(&out, "CG-CURRENT");
+    let cgroup_current = current
+        .first()
+        .map(|b| b / 1024)
+        .ok_or_else(|| format!("no memory.current for the app's cgroup:\n{out}"))?;
+    let app_rss = rss_kib(&mut vm, app)?;
+    let others_rss = tagged_numbers(&out, "OTHER-RSS");
+    // Still the agent's view: the EU is Active and within its limit.
+    ctl_json(&mut vm, &format!("status {eu_id}"), Duration::from_secs(60))?;
+    Ok(JailMemory {
+        agent_idle_rss,
+        cgroup_current,
+        app_rss,
+        others_rss,
+    })
+}
+
+/// Every jail figure that could be taken; Err when the board measurement failed (the binary
+/// sizes are added either way).
+pub fn figures(root: &Path, figures: &mut Vec<Figure>) -> Result<(), String> {
+    figures.extend(binary_figures(root));
+    let m = measure()?;
+    figures.extend(m.figures());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tagged_numbers_skip_console_noise() {
+        let out = "echo x\n[ 3.2] br-lan: port 1 entered forwarding state\nRSS-KIB 1234\n\
+                   CG-CURRENT 4096000\nOTHER-RSS 300\nOTHER-RSS 280\n";
+        assert_eq!(tagged_numbers(out, "RSS-KIB"), vec![1234]);
+        assert_eq!(tagged_numbers(out, "OTHER-RSS"), vec![300, 280]);
+        assert!(tagged_numbers(out, "AGENT-PIDS").is_empty());
+    }
+
+    #[test]
+    fn overhead_is_the_cgroup_beyond_the_app() {
+        let m = JailMemory {
+            agent_idle_rss: 2000,
+            cgroup_current: 3000,
+            app_rss: 1200,
+            others_rss: vec![400, 350],
+        };
+        assert_eq!(m.overhead_kib(), 1800);
+        let f = m.figures();
+        assert_eq!(f[0].name, "jail.agent_idle_rss_kib");
+        assert_eq!(f[1].name, "jail.overhead_kib");
+        assert_eq!(f[1].value, 1800.0);
+        assert!(f[1].note.as_ref().unwrap().contains("[400, 350]"));
+    }
+
+    #[test]
+    fn package_names_carry_app_arch_and_version() {
+        assert_eq!(
+            package_file("memhog", "mipsel", "1.0"),
+            "memhog-jail-mipsel-1.0.cpkg"
+        );
+    }
+
+    #[test]
+    fn binary_figures_sum_both_binaries_of_each_jail_target() {
+        let root = std::env::temp_dir().join(format!("jail-bench-{}", std::process::id()));
+        let dir = root.join("target/cross/mipsel-unknown-linux-gnu");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cpevisord"), vec![0u8; 3 * 1024]).unwrap();
+        std::fs::write(dir.join("cpevisorctl"), vec![0u8; 1024]).unwrap();
+        let f = binary_figures(&root);
+        let _ = std::fs::remove_dir_all(&root);
+        assert_eq!(f.len(), 1, "armv7 has no binaries here: {f:?}");
+        assert_eq!(f[0].name, "jail.binary_kib.mipsel-unknown-linux-gnu");
+        assert_eq!(f[0].value, 4.0);
+    }
+}
