@@ -8,15 +8,18 @@ use std::sync::Arc;
 use cpevisor_agent::api::server;
 use cpevisor_agent::lifecycle::config::AgentConfig;
 use cpevisor_agent::lifecycle::Agent;
+use cpevisor_agent::supervise::jail;
 use cpevisor_agent::{log_error, log_info, LOG_LEVEL};
 
 const USAGE: &str =
     "usage: cpevisord --state-dir DIR --config FILE [--socket PATH] [--log-level 0-3]
+       cpevisord jail-exec SPEC.json [--ready-fd N]   (the jail runner, started by the agent)
 
   --state-dir DIR   flash directory for the store, state.json and journal.json
   --config FILE     agent config (JSON): exec_envs [{name, type kvm|jail, arch, memory_budget_mib,
-                    enable, runner vmm|process}], trusted_keys_dir, download_cap_bytes, vmm_path,
-                    ca_file, cgroup_root, stop_timeout_ms
+                    enable, runner vmm|jail|process, app_network, lan_bridge}],
+                    trusted_keys_dir, download_cap_bytes, vmm_path, ca_file, cgroup_root,
+                    stop_timeout_ms
   --socket PATH     control socket (default /run/cpevisord.sock)
   --log-level N     0 error, 1 warn, 2 info (default), 3 debug";
 
@@ -99,6 +102,12 @@ fn wait_for_signal(set: &libc::sigset_t) -> i32 {
 }
 
 fn main() -> ExitCode {
+    // Multi-call: `cpevisord jail-exec SPEC` is the jail runner, so routers carry one binary.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some(jail::JAIL_EXEC) {
+        let code = jail::jail_exec_main(&argv[2..]);
+        return ExitCode::from(u8::try_from(code).unwrap_or(255));
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {

@@ -29,21 +29,26 @@ pub struct ExecEnvConfig {
     pub memory_budget_mib: u32,
     #[serde(default = "yes")]
     pub enable: bool,
-    /// Which supervisor backend runs its apps: `vmm` (kvm), or `process` (the host-test stand-in,
-    /// also used for jail ExecEnvs until the jail backend exists). Default: kvm -> vmm,
-    /// jail -> process.
+    /// Which supervisor backend runs its apps: `vmm` (kvm), `jail`, or `process` (the
+    /// host-test stand-in, no isolation). Default: kvm -> vmm, jail -> jail.
     #[serde(default)]
     pub runner: Option<Runner>,
-    /// kvm: `a.b.0.0/16` from which each app gets a tap with its own /30 (host .1, guest .2,
-    /// passed on the guest's command line). None: microVMs have no network.
+    /// `a.b.0.0/16` the apps' links come from. kvm: each app gets a tap with its own /30 (host
+    /// .1, guest .2, passed on the guest's command line). jail: each app gets a veth on
+    /// `lan_bridge` with `a.b.0.0 + 4n + 2`/16, gateway `a.b.0.1` (the bridge's address).
+    /// None: no network (jail apps still have loopback).
     #[serde(default)]
     pub app_network: Option<String>,
+    /// jail: the bridge the apps' veths join (default `br-lan`), created if missing.
+    #[serde(default)]
+    pub lan_bridge: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Runner {
     Vmm,
+    Jail,
     Process,
 }
 
@@ -51,9 +56,25 @@ impl ExecEnvConfig {
     pub fn runner(&self) -> Runner {
         self.runner.unwrap_or(match self.env_type {
             ExecEnvType::Kvm => Runner::Vmm,
-            ExecEnvType::Jail => Runner::Process,
+            ExecEnvType::Jail => Runner::Jail,
         })
     }
+
+    /// The bridge jail apps join.
+    pub fn lan_bridge(&self) -> String {
+        self.lan_bridge
+            .clone()
+            .unwrap_or_else(|| crate::supervise::backend::DEFAULT_LAN_BRIDGE.to_string())
+    }
+}
+
+/// The binary that holds `jail-exec`: this very executable (cpevisord is multi-call), or
+/// `$CPEVISOR_JAIL_RUNNER` (tests whose process is not cpevisord).
+pub fn jail_runner_exe() -> PathBuf {
+    std::env::var_os("CPEVISOR_JAIL_RUNNER")
+        .map(PathBuf::from)
+        .or_else(|| std::env::current_exe().ok())
+        .unwrap_or_else(|| PathBuf::from("/proc/self/exe"))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,6 +157,7 @@ impl AgentConfig {
                 enable: true,
                 runner: None,
                 app_network: None,
+                lan_bridge: None,
             }],
             trusted_keys_dir: None,
             download_cap_bytes: default_cap(),
@@ -169,8 +191,13 @@ impl AgentConfig {
             board.cpu.arch.as_str(),
             board.memory.app_budget_mib,
         );
-        // microVM apps get a network where the kernel offers taps (module `tun`).
-        if env_type == ExecEnvType::Kvm && Path::new("/dev/net/tun").exists() {
+        // microVM apps get a network where the kernel offers taps (module `tun`), jail apps
+        // where it offers veth pairs (module `veth`; bridges come with it in the firmware).
+        let has_links = match env_type {
+            ExecEnvType::Kvm => Path::new("/dev/net/tun").exists(),
+            ExecEnvType::Jail => Path::new("/sys/module/veth").exists(),
+        };
+        if has_links {
             cfg.exec_envs[0].app_network = Some(DEFAULT_APP_NETWORK.to_string());
         }
         let keys = Path::new(DEVICE_KEYS_DIR);
@@ -206,6 +233,12 @@ impl AgentConfig {
                 crate::supervise::net::parse_network(n)
                     .map_err(|e| format!("exec_envs[{i}].app_network: {e}"))?;
             }
+            if let Some(b) = &env.lan_bridge {
+                crate::supervise::jail::spec::check_ifname(
+                    &format!("exec_envs[{i}].lan_bridge"),
+                    b,
+                )?;
+            }
             if env.memory_budget_mib == 0 {
                 return Err(format!("exec_envs[{i}].memory_budget_mib: must be > 0"));
             }
@@ -227,7 +260,8 @@ mod tests {
             r#"{"exec_envs":[{"name":"jail0","type":"jail","memory_budget_mib":64}]}"#,
         )
         .unwrap();
-        assert_eq!(cfg.exec_envs[0].runner(), Runner::Process);
+        assert_eq!(cfg.exec_envs[0].runner(), Runner::Jail);
+        assert_eq!(cfg.exec_envs[0].lan_bridge(), "br-lan");
         assert_eq!(cfg.exec_envs[0].arch, host_arch());
         assert!(cfg.validate().is_ok());
         assert!(serde_json::from_str::<AgentConfig>(r#"{"exec_envs":[],"bogus":1}"#).is_err());
@@ -264,6 +298,13 @@ mod tests {
             .unwrap_err()
             .contains("exec_envs[0].app_network"));
         cfg.exec_envs[0].app_network = Some("10.1.0.0/16".into());
+        assert!(cfg.validate().is_ok());
+        cfg.exec_envs[0].lan_bridge = Some("br lan".into());
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .contains("exec_envs[0].lan_bridge"));
+        cfg.exec_envs[0].lan_bridge = Some("br-apps".into());
         assert!(cfg.validate().is_ok());
         cfg.exec_envs[0].memory_budget_mib = 0;
         assert!(cfg.validate().unwrap_err().contains("memory_budget_mib"));

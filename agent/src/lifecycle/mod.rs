@@ -25,7 +25,7 @@ use crate::model::{
     ExecutionUnit, Operation, RequestedState,
 };
 use crate::store::{persist_point, Store};
-use crate::supervise::backend::{Backend, KvmBackend, LaunchSpec, ProcessBackend};
+use crate::supervise::backend::{Backend, JailBackend, KvmBackend, LaunchSpec, ProcessBackend};
 use crate::supervise::cgroup::CgroupParent;
 use crate::supervise::{lock, EuUpdate, StartReason, StatusSink, Supervisor};
 use config::{AgentConfig, ExecEnvConfig, Runner};
@@ -171,6 +171,15 @@ impl Agent {
                         .and_then(|n| crate::supervise::net::parse_network(n).ok()),
                 }),
                 Runner::Process => Arc::new(ProcessBackend),
+                Runner::Jail => Arc::new(JailBackend {
+                    runner_exe: config::jail_runner_exe(),
+                    network: env
+                        .app_network
+                        .as_deref()
+                        .and_then(|n| crate::supervise::net::parse_network(n).ok()),
+                    bridge: env.lan_bridge(),
+                    pids_max: crate::supervise::backend::DEFAULT_JAIL_PIDS_MAX,
+                }),
             };
             backends.insert(env.name.clone(), b);
         }
@@ -1053,6 +1062,8 @@ impl Agent {
             app_dir: rec.files.app_dir.clone(),
             run_dir: std::env::temp_dir().join(format!("cpevisor-{}", eu.eu_id)),
             tap: None,
+            rootfs: rec.files.rootfs.clone(),
+            cgroup: None,
         };
         self.supervisor
             .start(backend, spec, eu.auto_restart.clone(), reason)
@@ -1283,7 +1294,7 @@ impl Agent {
                 ),
             ));
         }
-        if env.runner() == Runner::Process && spec.command.is_empty() {
+        if matches!(env.runner(), Runner::Process | Runner::Jail) && spec.command.is_empty() {
             return Err(fault(
                 FaultCode::DeploymentUnitToExecEnvMismatch,
                 format!("{} has no command for ExecEnv {}", spec.name, env.name),

@@ -1,16 +1,19 @@
-//! How an app's backend process is started. `kvm` runs one `cpevisor-vmm` per app; `process`
-//! runs the package's `command` directly on the host. `process` is a stand-in for host tests
-//! (this host's KVM cannot boot Linux, see shared/PLATFORM.md) and for jail ExecEnvs until the
-//! jail backend lands: it isolates nothing beyond its own process group and cgroup.
+//! How an app's backend process is started. `kvm` runs one `cpevisor-vmm` per app; `jail` runs
+//! `cpevisord jail-exec` per app (namespaces, read-only rootfs, no capabilities, seccomp; see
+//! `jail/`); `process` runs the package's `command` directly on the host, a stand-in for host
+//! tests that isolates nothing beyond its own process group and cgroup.
 
 use std::fs;
-use std::io;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use serde::Serialize;
 
+use super::cgroup::{AppLimits, CpuMax};
+use super::jail::{self, JailNet, JailSpec};
 use super::net;
 
 /// What the supervisor needs to start one app.
@@ -34,12 +37,22 @@ pub struct LaunchSpec {
     pub run_dir: PathBuf,
     /// Optional tap device for the guest's network.
     pub tap: Option<String>,
+    /// The rootfs layer (an OCI layer tar) for the jail backend.
+    pub rootfs: Option<PathBuf>,
+    /// The app's cgroup, set by the supervisor when limits are enforced.
+    pub cgroup: Option<PathBuf>,
 }
 
 pub trait Backend: Send + Sync {
     fn name(&self) -> &'static str;
     /// Memory the backend itself needs beyond the app's declared memory (cgroup limit margin).
     fn overhead_mib(&self) -> u32;
+    /// What the app's cgroup enforces: by default memory.max = declared memory + overhead.
+    fn limits(&self, spec: &LaunchSpec) -> AppLimits {
+        AppLimits::memory_only(
+            u64::from(spec.memory_mib.saturating_add(self.overhead_mib())).saturating_mul(1 << 20),
+        )
+    }
     /// Starts the backend with stdout+stderr going to `console` (a pipe the supervisor reads).
     fn spawn(&self, spec: &LaunchSpec, console: Stdio, console_err: Stdio) -> io::Result<Child>;
     /// Releases what `spawn` set up outside the process (a tap), once it has exited.
@@ -223,6 +236,240 @@ impl Backend for KvmBackend {
     }
 }
 
+/// Runs each app in a jail through `<runner_exe> jail-exec <run_dir>/jail.json`.
+pub struct JailBackend {
+    /// The multi-call binary that holds `jail-exec`: cpevisord itself.
+    pub runner_exe: PathBuf,
+    /// `a.b.0.0` of the /16 the apps' addresses come from; None: apps get loopback only.
+    pub network: Option<std::net::Ipv4Addr>,
+    /// The LAN bridge the apps' veths join (created with `a.b.0.1/16` if missing).
+    pub bridge: String,
+    /// pids.max of each app's cgroup.
+    pub pids_max: u32,
+}
+
+/// The bridge app veths join when the ExecEnv names none.
+pub const DEFAULT_LAN_BRIDGE: &str = "br-lan";
+/// Default pids.max of a jailed app: enough for a shell with its pipelines, not a fork bomb.
+pub const DEFAULT_JAIL_PIDS_MAX: u32 = 256;
+/// How long the agent waits for the jail runner to say the app's command was exec'd.
+const JAIL_READY_TIMEOUT_MS: i32 = 10_000;
+/// The descriptor number the ready pipe gets in the runner.
+const READY_FD: i32 = 3;
+
+impl JailBackend {
+    /// The extracted rootfs of this version (`<app_dir>/rootfs`), extracted on first use.
+    fn rootfs_dir(spec: &LaunchSpec) -> io::Result<PathBuf> {
+        let layer = spec.rootfs.as_deref().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the package has no rootfs layer (required by the jail backend)",
+            )
+        })?;
+        let dir = spec.app_dir.join("rootfs");
+        if !dir.is_dir() {
+            crate::package::extract_layer(layer, &dir, &crate::package::LayerCaps::default())
+                .map_err(|f| io::Error::other(format!("rootfs layer: {}", f.message)))?;
+        }
+        for p in jail::mounts::MOUNT_POINTS {
+            let m = dir.join(p);
+            match fs::symlink_metadata(&m) {
+                Ok(md) if md.is_dir() => {}
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("rootfs: /{p} is not a directory (the jail mounts onto it)"),
+                    ))
+                }
+                Err(_) => fs::create_dir(&m)?,
+            }
+        }
+        Ok(dir)
+    }
+
+    /// The runner's spec for `spec`.
+    pub fn jail_spec(&self, spec: &LaunchSpec, rootfs: PathBuf) -> io::Result<JailSpec> {
+        let mut env = vec![
+            "PATH=/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+            "HOME=/data".to_string(),
+            format!("CPEVISOR_EU={}", spec.eu_id),
+            "CPEVISOR_DATA_DIR=/data".to_string(),
+            format!("CPEVISOR_MEMORY_MIB={}", spec.memory_mib),
+        ];
+        let net = match self.network {
+            Some(base) => {
+                let link = net::plan(base, &spec.eu_id)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                let gateway = std::net::Ipv4Addr::from(u32::from(base) + 1);
+                env.push(format!("CPEVISOR_IP={}/16", link.guest_ip));
+                env.push(format!("CPEVISOR_GW={gateway}"));
+                Some(JailNet {
+                    bridge: self.bridge.clone(),
+                    gateway,
+                    prefix_len: 16,
+                    host_if: link.tap,
+                    app_ip: link.guest_ip,
+                })
+            }
+            None => None,
+        };
+        let js = JailSpec {
+            eu_id: spec.eu_id.clone(),
+            rootfs,
+            data_dir: spec.data_dir.clone(),
+            command: spec.command.clone(),
+            env,
+            tmp_size_mib: spec.memory_mib.clamp(1, 4096),
+            cgroup: spec.cgroup.clone(),
+            net,
+        };
+        js.validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        Ok(js)
+    }
+}
+
+/// Reads the runner's answer on the ready pipe: Ok once it wrote "ok", else its error.
+fn await_ready(ready: OwnedFd) -> Result<(), String> {
+    let mut pfd = libc::pollfd {
+        fd: ready.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let deadline =
+        std::time::Instant::now() + std::time::Duration::from_millis(JAIL_READY_TIMEOUT_MS as u64);
+    let mut answer = Vec::new();
+    let mut file = fs::File::from(ready);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "the jail was not ready within {} s",
+                JAIL_READY_TIMEOUT_MS / 1000
+            ));
+        }
+        // SAFETY: poll reads and writes one pollfd valid for the call.
+        let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis() as i32) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(format!("waiting for the jail: {e}"));
+        }
+        if n == 0 {
+            continue;
+        }
+        let mut buf = [0u8; 1024];
+        match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => {
+                answer.extend_from_slice(&buf[..k]);
+                if answer.len() > 4096 {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("waiting for the jail: {e}")),
+        }
+    }
+    match answer.as_slice() {
+        b"ok" => Ok(()),
+        [] => Err("the jail runner exited before the app started".into()),
+        other => Err(String::from_utf8_lossy(other).trim().to_string()),
+    }
+}
+
+impl Backend for JailBackend {
+    fn name(&self) -> &'static str {
+        "jail"
+    }
+
+    fn overhead_mib(&self) -> u32 {
+        // The runner and the jail's init: two copies of cpevisord that touch little of it.
+        4
+    }
+
+    fn limits(&self, spec: &LaunchSpec) -> AppLimits {
+        let memory = u64::from(spec.memory_mib.saturating_add(self.overhead_mib())) << 20;
+        AppLimits {
+            memory_max_bytes: memory,
+            pids_max: Some(self.pids_max),
+            // As many CPUs' worth of time as the package declares vCPUs.
+            cpu_max: Some(CpuMax {
+                quota_us: u64::from(spec.vcpus.max(1)) * 100_000,
+                period_us: 100_000,
+            }),
+        }
+    }
+
+    fn spawn(&self, spec: &LaunchSpec, console: Stdio, console_err: Stdio) -> io::Result<Child> {
+        if spec.command.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the package has no command",
+            ));
+        }
+        let rootfs = Self::rootfs_dir(spec)?;
+        fs::create_dir_all(&spec.data_dir)?;
+        fs::create_dir_all(&spec.run_dir)?;
+        let js = self.jail_spec(spec, rootfs)?;
+        let spec_file = spec.run_dir.join("jail.json");
+        fs::write(
+            &spec_file,
+            serde_json::to_vec_pretty(&js).map_err(io::Error::other)?,
+        )?;
+        let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let ready_raw = ready_w.as_raw_fd();
+        let mut cmd = Command::new(&self.runner_exe);
+        cmd.arg(jail::JAIL_EXEC)
+            .arg(&spec_file)
+            .arg("--ready-fd")
+            .arg(READY_FD.to_string());
+        // SAFETY: the closure runs between fork and exec and only calls dup2/fcntl, which are
+        // async-signal-safe; it allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                if ready_raw == READY_FD {
+                    // dup2 onto itself keeps CLOEXEC: clear it instead.
+                    if libc::fcntl(ready_raw, libc::F_SETFD, 0) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                } else if libc::dup2(ready_raw, READY_FD) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = default_signal_mask(&mut cmd)
+            .stdin(Stdio::null())
+            .stdout(console)
+            .stderr(console_err)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot run {}: {e}", self.runner_exe.display()),
+                )
+            })?;
+        // Our copy of the write end must go, or the runner's exit would never read as EOF.
+        drop(ready_w);
+        match await_ready(ready_r) {
+            Ok(()) => Ok(child),
+            Err(msg) => {
+                let pgid = child.id() as i32;
+                if pgid > 1 {
+                    // SAFETY: kill(2) on the runner's own process group; no memory involved.
+                    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+                }
+                let _ = child.wait();
+                Err(io::Error::other(msg))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,6 +488,8 @@ mod tests {
             app_dir: "/apps/k".into(),
             run_dir: "/run/eu-1".into(),
             tap: Some("tap0".into()),
+            rootfs: None,
+            cgroup: None,
         }
     }
 
@@ -264,5 +513,34 @@ mod tests {
             .spawn(&s, Stdio::null(), Stdio::null())
             .unwrap_err();
         assert!(err.to_string().contains("no command"));
+    }
+
+    #[test]
+    fn jail_spec_plans_the_link_and_limits() {
+        let jail = JailBackend {
+            runner_exe: "/usr/bin/cpevisord".into(),
+            network: Some(std::net::Ipv4Addr::new(10, 100, 0, 0)),
+            bridge: DEFAULT_LAN_BRIDGE.into(),
+            pids_max: 64,
+        };
+        let mut s = spec();
+        s.command = vec!["/bin/app".into()];
+        s.eu_id = "eu-2".into();
+        let js = jail.jail_spec(&s, "/apps/k/rootfs".into()).unwrap();
+        let net = js.net.unwrap();
+        assert_eq!(net.host_if, "cpv-eu-2");
+        assert_eq!(net.app_ip, std::net::Ipv4Addr::new(10, 100, 0, 10));
+        assert_eq!(net.gateway, std::net::Ipv4Addr::new(10, 100, 0, 1));
+        assert!(js.env.contains(&"CPEVISOR_IP=10.100.0.10/16".to_string()));
+        let limits = jail.limits(&s);
+        assert_eq!(limits.memory_max_bytes, (64 + 4) << 20);
+        assert_eq!(limits.pids_max, Some(64));
+        assert_eq!(limits.cpu_max.unwrap().quota_us, 100_000);
+        s.command.clear();
+        let err = jail.spawn(&s, Stdio::null(), Stdio::null()).unwrap_err();
+        assert!(err.to_string().contains("no command"));
+        s.command = vec!["/bin/app".into()];
+        let err = jail.spawn(&s, Stdio::null(), Stdio::null()).unwrap_err();
+        assert!(err.to_string().contains("no rootfs layer"), "{err}");
     }
 }

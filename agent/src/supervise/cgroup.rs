@@ -1,5 +1,7 @@
-//! cgroup v2 memory limit around one app's backend process: `/sys/fs/cgroup/cpevisor/<eu>` with
-//! `memory.max`. Used only where the board mounts cgroup2; otherwise the caller logs why not.
+//! cgroup v2 limits around one app's backend process: `/sys/fs/cgroup/cpevisor/<eu>` with
+//! `memory.max` (and, where the backend asks and the kernel has the controllers, `pids.max` and
+//! `cpu.max`). `memory.events` tells whether the kernel's OOM killer ended the app. Used only
+//! where the board mounts cgroup2; otherwise the caller logs why not.
 
 use std::fs;
 use std::io;
@@ -11,6 +13,33 @@ pub const DEFAULT_CGROUP_ROOT: &str = "/sys/fs/cgroup";
 #[derive(Debug, Clone)]
 pub struct CgroupParent {
     dir: PathBuf,
+    /// Optional controllers enabled for the apps (`pids`, `cpu`), besides `memory`.
+    optional: Vec<&'static str>,
+}
+
+/// `cpu.max`: `quota_us` of CPU time per `period_us`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuMax {
+    pub quota_us: u64,
+    pub period_us: u64,
+}
+
+/// What one app's cgroup enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppLimits {
+    pub memory_max_bytes: u64,
+    pub pids_max: Option<u32>,
+    pub cpu_max: Option<CpuMax>,
+}
+
+impl AppLimits {
+    pub fn memory_only(memory_max_bytes: u64) -> AppLimits {
+        AppLimits {
+            memory_max_bytes,
+            pids_max: None,
+            cpu_max: None,
+        }
+    }
 }
 
 impl CgroupParent {
@@ -37,21 +66,54 @@ impl CgroupParent {
                 format!("cannot enable memory controller in {}: {e}", ctl.display())
             })?;
         }
-        Ok(CgroupParent { dir })
+        // pids and cpu where the kernel has them: a board without CONFIG_CGROUP_PIDS still
+        // gets its memory limits.
+        let mut optional = Vec::new();
+        for ctl in ["pids", "cpu"] {
+            if !controllers.split_whitespace().any(|c| c == ctl) {
+                continue;
+            }
+            let enabled = [root, dir.as_path()]
+                .iter()
+                .all(|d| fs::write(d.join("cgroup.subtree_control"), format!("+{ctl}")).is_ok());
+            if enabled {
+                optional.push(ctl);
+            }
+        }
+        Ok(CgroupParent { dir, optional })
     }
 
-    /// Creates (or reuses) the cgroup of one app with `memory.max` = `limit_bytes`.
-    pub fn create_app(&self, eu_id: &str, limit_bytes: u64) -> io::Result<AppCgroup> {
+    /// Creates (or reuses) the cgroup of one app with its limits. A pids or cpu limit the
+    /// kernel cannot enforce here is skipped (logged); memory.max must be set.
+    pub fn create_app(&self, eu_id: &str, limits: &AppLimits) -> io::Result<AppCgroup> {
         let dir = self.dir.join(eu_id);
         match fs::create_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
-        fs::write(dir.join("memory.max"), limit_bytes.to_string())?;
+        fs::write(dir.join("memory.max"), limits.memory_max_bytes.to_string())?;
         // No swap escape hatch where the kernel offers swap accounting.
         let _ = fs::write(dir.join("memory.swap.max"), "0");
+        if let Some(n) = limits.pids_max {
+            self.write_optional("pids", &dir.join("pids.max"), &n.to_string());
+        }
+        if let Some(cpu) = limits.cpu_max {
+            let value = format!("{} {}", cpu.quota_us, cpu.period_us);
+            self.write_optional("cpu", &dir.join("cpu.max"), &value);
+        }
         Ok(AppCgroup { dir })
+    }
+
+    fn write_optional(&self, controller: &str, file: &Path, value: &str) {
+        if !self.optional.contains(&controller) {
+            crate::log_warn!(
+                "{}: not set, the {controller} controller is not available",
+                file.display()
+            );
+        } else if let Err(e) = fs::write(file, value) {
+            crate::log_warn!("{}: cannot set {value}: {e}", file.display());
+        }
     }
 }
 
@@ -76,6 +138,15 @@ impl AppCgroup {
 
     pub fn path(&self) -> &Path {
         &self.dir
+    }
+
+    /// How many times the kernel's OOM killer killed a process of this cgroup (`oom_kill` of
+    /// memory.events), 0 when unreadable.
+    pub fn oom_kills(&self) -> u64 {
+        fs::read_to_string(self.dir.join("memory.events"))
+            .ok()
+            .and_then(|text| parse_oom_kills(&text))
+            .unwrap_or(0)
     }
 
     /// Removes the (empty) cgroup; fails harmlessly while processes remain.
@@ -103,9 +174,48 @@ pub fn process_rss_kib(pid: u32) -> Option<u64> {
     kib_of(&status, "VmRSS:")
 }
 
+fn parse_oom_kills(memory_events: &str) -> Option<u64> {
+    memory_events
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_and_oom_kills_are_written_and_read() {
+        // A fake cgroup tree: plain files stand in for the kernel's.
+        let root = std::env::temp_dir().join(format!("cpevisor-cgl-{}", std::process::id()));
+        fs::create_dir_all(&root).unwrap();
+        fs::write(root.join("cgroup.controllers"), "cpu memory pids").unwrap();
+        let parent = CgroupParent::prepare(&root).unwrap();
+        assert_eq!(parent.optional, vec!["pids", "cpu"]);
+        let limits = AppLimits {
+            memory_max_bytes: 40 << 20,
+            pids_max: Some(128),
+            cpu_max: Some(CpuMax {
+                quota_us: 100_000,
+                period_us: 100_000,
+            }),
+        };
+        let app = parent.create_app("eu-3", &limits).unwrap();
+        let read = |f: &str| fs::read_to_string(app.path().join(f)).unwrap();
+        assert_eq!(read("memory.max"), (40u64 << 20).to_string());
+        assert_eq!(read("pids.max"), "128");
+        assert_eq!(read("cpu.max"), "100000 100000");
+        assert_eq!(app.oom_kills(), 0);
+        fs::write(
+            app.path().join("memory.events"),
+            "low 0\nhigh 0\nmax 9\noom 2\noom_kill 2\noom_group_kill 0\n",
+        )
+        .unwrap();
+        assert_eq!(app.oom_kills(), 2);
+        assert_eq!(parse_oom_kills("oom_kill x\n"), None);
+        fs::remove_dir_all(&root).unwrap();
+    }
 
     #[test]
     fn non_cgroup_dir_is_refused_with_reason() {

@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod cgroup;
+pub mod jail;
 pub mod logring;
 pub mod net;
 
@@ -114,17 +115,13 @@ impl Supervisor {
             .or_insert_with(|| Arc::new(Mutex::new(LogRing::new(DEFAULT_LOG_CAPACITY))))
             .clone();
         let cg = match &self.cgroups {
-            Some(parent) => {
-                let limit =
-                    u64::from(spec.memory_mib + backend.overhead_mib()).saturating_mul(1 << 20);
-                match parent.create_app(&spec.eu_id, limit) {
-                    Ok(cg) => Some(cg),
-                    Err(e) => {
-                        crate::log_warn!("{}: no memory limit, cgroup failed: {e}", spec.eu_id);
-                        None
-                    }
+            Some(parent) => match parent.create_app(&spec.eu_id, &backend.limits(&spec)) {
+                Ok(cg) => Some(cg),
+                Err(e) => {
+                    crate::log_warn!("{}: no memory limit, cgroup failed: {e}", spec.eu_id);
+                    None
                 }
-            }
+            },
             None => None,
         };
         let app = App {
@@ -306,11 +303,16 @@ impl Runner {
                 0,
             );
             let started = Instant::now();
-            let status = match self.spawn_and_wait(&mut ready, retry) {
+            let (status, oom_killed) = match self.spawn_and_wait(&mut ready, retry) {
                 Some(s) => s,
                 None => return, // spawn failed: reported and finished
             };
-            let reason = describe_exit(status);
+            let reason = if oom_killed {
+                let limit = self.backend.limits(&self.spec).memory_max_bytes >> 20;
+                format!("killed: exceeded memory.max ({limit} MiB)")
+            } else {
+                describe_exit(status)
+            };
             if lock(&self.run.0).stop_requested {
                 self.update(
                     EuStatus::Idle,
@@ -392,14 +394,23 @@ impl Runner {
     }
 
     /// Spawns the backend with its console piped into the log ring and waits for it to exit.
-    /// None when it could not be spawned (already reported).
+    /// None when it could not be spawned (already reported); else its exit status and whether
+    /// the cgroup's OOM killer struck during the run.
     fn spawn_and_wait(
         &self,
         ready: &mut Option<std::sync::mpsc::Sender<Result<(), String>>>,
         retry: u32,
-    ) -> Option<ExitStatus> {
+    ) -> Option<(ExitStatus, bool)> {
+        let mut spec = self.spec.clone();
+        let oom_before = match lock(&self.cgroup).as_ref() {
+            Some(cg) => {
+                spec.cgroup = Some(cg.path().to_path_buf());
+                cg.oom_kills()
+            }
+            None => 0,
+        };
         let spawned = console_pipe().and_then(|(reader, w1, w2)| {
-            let child = self.backend.spawn(&self.spec, w1, w2)?;
+            let child = self.backend.spawn(&spec, w1, w2)?;
             Ok((child, reader))
         });
         // Hold the run lock from spawn to registering the pgid so a concurrent stop sees it.
@@ -493,7 +504,10 @@ impl Runner {
         if let Some(t) = log_thread {
             let _ = t.join();
         }
-        Some(status)
+        let oom_killed = lock(&self.cgroup)
+            .as_ref()
+            .is_some_and(|cg| cg.oom_kills() > oom_before);
+        Some((status, oom_killed))
     }
 }
 

@@ -1,0 +1,186 @@
+//! The jail's PID 1. Cloned by the runner into fresh mount, PID, UTS, IPC and network
+//! namespaces, it waits for the runner's go (the veth is then in place), builds the jail
+//! (mounts, hostname, addresses), forks the app, which drops every privilege and execs the
+//! command, then stays as a minimal init: forwards termination signals, reaps orphans, and
+//! reports the app's exit to the runner. When it exits the kernel kills whatever is left in
+//! the jail.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, RawFd};
+
+use nix::sys::signal::{self, SigHandler, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
+
+use super::{caps, mounts, netlink, seccomp, spec::JailSpec, spec::JAIL_IF};
+
+/// Signals the init passes on to everything else in the jail.
+pub const FORWARDED: [Signal; 4] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+];
+
+/// The descriptors the runner hands to the init (raw: the init is a clone, not an exec).
+pub struct InitFds {
+    /// One byte when the runner has set up the host side; EOF when it gave up.
+    pub go: RawFd,
+    /// CLOEXEC: closed by the app's exec (success); a message on failure.
+    pub error: RawFd,
+    /// Two bytes for the app's end: [0, code] exited, [1, signal] killed.
+    pub status: RawFd,
+}
+
+extern "C" fn forward(sig: libc::c_int) {
+    // SAFETY: kill(2) is async-signal-safe; -1 from a PID namespace's init reaches every other
+    // process of the namespace.
+    unsafe {
+        libc::kill(-1, sig);
+    }
+}
+
+fn configure_network(spec: &JailSpec) -> Result<(), String> {
+    let mut nl = netlink::Netlink::open().map_err(|e| format!("jail: netlink: {e}"))?;
+    let lo = netlink::link_index("lo").ok_or("jail: no loopback device")?;
+    nl.set_up(lo, None)
+        .map_err(|e| format!("jail: bring lo up: {e}"))?;
+    let Some(net) = &spec.net else {
+        return Ok(());
+    };
+    let eth = netlink::link_index(JAIL_IF)
+        .ok_or_else(|| format!("jail: {JAIL_IF} did not arrive in the jail"))?;
+    nl.add_addr(eth, net.app_ip, net.prefix_len).map_err(|e| {
+        format!(
+            "jail: address {}/{} on {JAIL_IF}: {e}",
+            net.app_ip, net.prefix_len
+        )
+    })?;
+    nl.set_up(eth, None)
+        .map_err(|e| format!("jail: bring {JAIL_IF} up: {e}"))?;
+    nl.add_default_route(net.gateway, eth)
+        .map_err(|e| format!("jail: default route via {}: {e}", net.gateway))?;
+    Ok(())
+}
+
+fn to_cstrings(items: &[String]) -> Result<Vec<CString>, String> {
+    items
+        .iter()
+        .map(|s| CString::new(s.as_bytes()).map_err(|_| format!("jail: {s:?} contains NUL")))
+        .collect()
+}
+
+/// The app process: last privileges dropped, then exec. Returns only on failure.
+fn exec_app(spec: &JailSpec) -> String {
+    for sig in FORWARDED {
+        // SAFETY: restoring the default disposition installs no handler code.
+        let _ = unsafe { signal::signal(sig, SigHandler::SigDfl) };
+    }
+    // The runner and init are shielded from the OOM killer (-1000); the app is the one to go.
+    // Set while still privileged so the app cannot lower it again.
+    if let Err(e) = std::fs::write("/proc/self/oom_score_adj", "0") {
+        return format!("jail: oom_score_adj: {e}");
+    }
+    let argv = match to_cstrings(&spec.command) {
+        Ok(a) => a,
+        Err(e) => return e,
+    };
+    let env = match to_cstrings(&spec.env) {
+        Ok(e) => e,
+        Err(e) => return e,
+    };
+    if let Err(e) = caps::set_no_new_privs() {
+        return format!("jail: no_new_privs: {e}");
+    }
+    if let Err(e) = caps::drop_all() {
+        return format!("jail: {e}");
+    }
+    if let Err(e) = seccomp::install() {
+        return format!("jail: {e}");
+    }
+    match nix::unistd::execve(&argv[0], &argv, &env) {
+        Err(e) => format!("jail: exec {}: {e}", spec.command[0]),
+        Ok(never) => match never {},
+    }
+}
+
+fn report_error(fd: RawFd, msg: &str) {
+    // SAFETY: `fd` is the error pipe's write end, open in this process; ManuallyDrop-like use:
+    // the File is forgotten so the descriptor is not closed twice.
+    let mut f = unsafe { File::from_raw_fd(fd) };
+    let _ = f.write_all(msg.as_bytes());
+    std::mem::forget(f);
+}
+
+/// Everything before the app starts; Err carries the message for the runner.
+fn build(spec: &JailSpec, fds: &InitFds) -> Result<(), String> {
+    // The jail dies with its runner (a SIGKILLed runner leaves nothing behind).
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .map_err(|e| format!("jail: parent-death signal: {e}"))?;
+    // SAFETY: `go` is the read end of the go pipe, owned by this process from here on.
+    let mut go = unsafe { File::from_raw_fd(fds.go) };
+    let mut byte = [0u8; 1];
+    match go.read(&mut byte) {
+        Ok(1) => {}
+        _ => return Err("jail: the runner gave up before the jail was built".into()),
+    }
+    drop(go);
+    mounts::enter_rootfs(spec)?;
+    nix::unistd::sethostname(&spec.eu_id)
+        .map_err(|e| format!("jail: hostname {}: {e}", spec.eu_id))?;
+    configure_network(spec)?;
+    Ok(())
+}
+
+/// Entry of the cloned child. Never returns to the runner's code: the value is its exit code.
+pub fn main(spec: &JailSpec, fds: InitFds) -> isize {
+    if let Err(msg) = build(spec, &fds) {
+        report_error(fds.error, &msg);
+        return 125;
+    }
+    for sig in FORWARDED {
+        // SAFETY: `forward` only calls kill(2), which is async-signal-safe.
+        let _ = unsafe { signal::signal(sig, SigHandler::Handler(forward)) };
+    }
+    // SAFETY: this process is single-threaded (a clone of the single-threaded runner), so the
+    // forked child may allocate and run ordinary code before it execs.
+    let app = match unsafe { nix::unistd::fork() } {
+        Ok(ForkResult::Child) => {
+            let msg = exec_app(spec);
+            report_error(fds.error, &msg);
+            // SAFETY: _exit leaves the failed app child without unwinding into the init's code.
+            unsafe { libc::_exit(127) }
+        }
+        Ok(ForkResult::Parent { child }) => child,
+        Err(e) => {
+            report_error(fds.error, &format!("jail: fork the app: {e}"));
+            return 125;
+        }
+    };
+    // SAFETY: the init's copy of the error pipe; the app holds its own until exec.
+    unsafe { libc::close(fds.error) };
+    // The init needs no privilege any more: waiting and signalling are all it does.
+    let _ = caps::set_no_new_privs();
+    let _ = caps::drop_all();
+    let outcome = reap_until(app);
+    // SAFETY: `status` is the status pipe's write end, owned by this process.
+    let mut status = unsafe { File::from_raw_fd(fds.status) };
+    let _ = status.write_all(&outcome);
+    0
+}
+
+/// Reaps every child (orphans are re-parented here) until `app` ends; its end as 2 bytes.
+fn reap_until(app: Pid) -> [u8; 2] {
+    loop {
+        match waitpid(Pid::from_raw(-1), None) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == app => return [0, code as u8],
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == app => return [1, sig as i32 as u8],
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            // ECHILD: nothing left to wait for (cannot happen while the app lives).
+            Err(_) => return [0, 125],
+        }
+    }
+}

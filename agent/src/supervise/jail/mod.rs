@@ -1,0 +1,22 @@
+//! The jail backend's machinery, for boards without hardware virtualization: each app runs in
+//! its own mount, PID, UTS, IPC and network namespaces, on its read-only rootfs with a writable
+//! data volume, without capabilities, under no_new_privs and a seccomp filter, inside its cgroup.
+//!
+//! - `spec`: what the agent asks for (JSON file), bounded and validated.
+//! - `runner`: `cpevisord jail-exec`, the host side (cgroup, bridge, veth, clone, wait).
+//! - `init`: the jail's PID 1 (mounts, hostname, addresses, privilege drop, exec, reaping).
+//! - `mounts`, `netlink`, `caps`, `seccomp`: one mechanism each.
+
+pub mod caps;
+pub mod init;
+pub mod mounts;
+pub mod netlink;
+pub mod runner;
+pub mod seccomp;
+pub mod spec;
+
+pub use runner::main as jail_exec_main;
+pub use spec::{JailNet, JailSpec};
+
+/// The multi-call name: `cpevisord jail-exec SPEC [--ready-fd N]`.
+pub const JAIL_EXEC: &str = "jail-exec";

@@ -1,0 +1,144 @@
+//! The jail's filesystem, built by the jail's PID 1 in its new mount namespace: the app's
+//! rootfs bind-mounted read-only as `/`, its data volume read-write at `/data`, a fresh `/proc`
+//! (with `/proc/sys` and `/proc/sysrq-trigger` read-only), a tmpfs `/dev` holding only harmless
+//! device nodes, a tmpfs `/tmp`; then pivot_root into it and the host's tree detached.
+
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+use super::spec::JailSpec;
+
+/// Directories the rootfs must have for the mounts above (the backend creates them).
+pub const MOUNT_POINTS: [&str; 4] = ["proc", "dev", "tmp", "data"];
+/// Device nodes bound from the host's /dev: none of them reaches hardware or the host.
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+fn fail(what: &str, path: &Path, e: nix::errno::Errno) -> String {
+    format!("jail: {what} {}: {e}", path.display())
+}
+
+fn bind(src: &Path, dst: &Path, extra: MsFlags) -> Result<(), String> {
+    mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(|e| fail(&format!("bind {} onto", src.display()), dst, e))?;
+    if !extra.is_empty() {
+        // Flags of a bind mount change only with a remount.
+        mount(
+            None::<&str>,
+            dst,
+            None::<&str>,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | extra,
+            None::<&str>,
+        )
+        .map_err(|e| fail("remount", dst, e))?;
+    }
+    Ok(())
+}
+
+fn tmpfs(dst: &Path, flags: MsFlags, options: &str) -> Result<(), String> {
+    mount(Some("tmpfs"), dst, Some("tmpfs"), flags, Some(options))
+        .map_err(|e| fail("mount tmpfs on", dst, e))
+}
+
+fn populate_dev(dev: &Path) -> Result<(), String> {
+    for name in DEVICES {
+        let host = Path::new("/dev").join(name);
+        if !host.exists() {
+            continue; // a board without /dev/tty still gets the others
+        }
+        let node = dev.join(name);
+        std::fs::File::create(&node)
+            .map_err(|e| format!("jail: create {}: {e}", node.display()))?;
+        bind(&host, &node, MsFlags::empty())?;
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        let path = dev.join(link);
+        std::os::unix::fs::symlink(target, &path)
+            .map_err(|e| format!("jail: symlink {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Builds the jail's tree under `spec.rootfs` and makes it `/`. Runs in the jail's PID 1,
+/// inside its own mount and PID namespaces, before any privilege is dropped.
+pub fn enter_rootfs(spec: &JailSpec) -> Result<(), String> {
+    let root = &spec.rootfs;
+    let at = |p: &str| -> PathBuf { root.join(p) };
+    for p in MOUNT_POINTS {
+        if !at(p).is_dir() {
+            return Err(format!("jail: mount point {} is missing", at(p).display()));
+        }
+    }
+    // Nothing mounted here propagates back to the host, and nothing from the host comes in.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| fail("make private", Path::new("/"), e))?;
+    // pivot_root needs the new root to be a mount point of its own.
+    mount(
+        Some(root.as_path()),
+        root.as_path(),
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| fail("bind rootfs", root, e))?;
+    let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    bind(&spec.data_dir, &at("data"), nosuid_nodev)?;
+    mount(
+        Some("proc"),
+        &at("proc"),
+        Some("proc"),
+        nosuid_nodev | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(|e| fail("mount proc on", &at("proc"), e))?;
+    // Writable as uid 0 even without capabilities: make them read-only.
+    for p in ["proc/sys", "proc/sysrq-trigger"] {
+        if !at(p).exists() {
+            continue; // a kernel without magic SysRq has no trigger file
+        }
+        bind(
+            &at(p),
+            &at(p),
+            nosuid_nodev | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
+        )?;
+    }
+    tmpfs(
+        &at("dev"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        "mode=755,size=64k,nr_inodes=64",
+    )?;
+    populate_dev(&at("dev"))?;
+    tmpfs(
+        &at("tmp"),
+        nosuid_nodev,
+        &format!("mode=1777,size={}m", spec.tmp_size_mib),
+    )?;
+    // Read-only last: the mounts above only needed their mount points to exist.
+    mount(
+        None::<&str>,
+        root.as_path(),
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | nosuid_nodev,
+        None::<&str>,
+    )
+    .map_err(|e| fail("remount read-only", root, e))?;
+    nix::unistd::chdir(root.as_path()).map_err(|e| fail("chdir", root, e))?;
+    // pivot_root(".", "."): the old root ends up stacked under the new one, then detached,
+    // so no directory in the rootfs is needed for it.
+    nix::unistd::pivot_root(".", ".").map_err(|e| fail("pivot_root into", root, e))?;
+    umount2(".", MntFlags::MNT_DETACH)
+        .map_err(|e| fail("detach the host's root under", root, e))?;
+    nix::unistd::chdir("/data").map_err(|e| fail("chdir", Path::new("/data"), e))?;
+    Ok(())
+}

@@ -1,0 +1,246 @@
+//! What the jail runner is told to do: one JSON file written by the agent (`JailBackend`) and
+//! read by `cpevisord jail-exec`. Everything in it is checked again by the runner, so a damaged
+//! or hand-written spec gives a clear error instead of a half-built jail.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Largest spec file the runner reads.
+pub const MAX_SPEC_BYTES: u64 = 64 * 1024;
+/// Same bounds as the package config's `command`.
+pub const MAX_ARGS: usize = 64;
+pub const MAX_ARG_BYTES: usize = 1024;
+pub const MAX_ENV: usize = 32;
+const MAX_PATH_BYTES: usize = 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JailSpec {
+    /// The EU id: the jail's hostname and the name in every error.
+    pub eu_id: String,
+    /// Extracted rootfs directory, mounted read-only as `/`.
+    pub rootfs: PathBuf,
+    /// The app's persistent data directory, mounted read-write at `/data`.
+    pub data_dir: PathBuf,
+    /// Argv of the app inside the jail (an absolute path in the rootfs first).
+    pub command: Vec<String>,
+    /// `KEY=value` entries of the app's environment.
+    pub env: Vec<String>,
+    /// Size of the jail's `/tmp` (tmpfs pages are charged to the app's memory cgroup).
+    pub tmp_size_mib: u32,
+    /// cgroup the runner joins before creating the jail, so no jail process starts outside it.
+    #[serde(default)]
+    pub cgroup: Option<PathBuf>,
+    /// The app's link; None: only loopback.
+    #[serde(default)]
+    pub net: Option<JailNet>,
+}
+
+/// A veth pair: `host_if` in the host namespace on `bridge`, `eth0` in the jail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JailNet {
+    pub bridge: String,
+    /// Address the bridge gets (and keeps, when it has it already): the app's gateway.
+    pub gateway: Ipv4Addr,
+    pub prefix_len: u8,
+    pub host_if: String,
+    pub app_ip: Ipv4Addr,
+}
+
+/// The interface name the app sees.
+pub const JAIL_IF: &str = "eth0";
+
+/// Checks an interface name the way the kernel will (IFNAMSIZ, no '/', no spaces).
+pub fn check_ifname(what: &str, name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() >= libc::IFNAMSIZ
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        return Err(format!("{what}: {name:?} must be 1-15 of [A-Za-z0-9._-]"));
+    }
+    Ok(())
+}
+
+fn check_path(what: &str, p: &Path) -> Result<(), String> {
+    let bytes = p.as_os_str().len();
+    if !p.is_absolute() || bytes > MAX_PATH_BYTES || p.as_os_str().to_string_lossy().contains('\0')
+    {
+        return Err(format!(
+            "{what}: {} must be an absolute path of at most {MAX_PATH_BYTES} bytes",
+            p.display()
+        ));
+    }
+    Ok(())
+}
+
+fn check_strings(what: &str, items: &[String], max: usize) -> Result<(), String> {
+    if items.len() > max {
+        return Err(format!("{what}: {} entries, at most {max}", items.len()));
+    }
+    for (i, s) in items.iter().enumerate() {
+        if s.len() > MAX_ARG_BYTES || s.contains('\0') {
+            return Err(format!(
+                "{what}[{i}]: at most {MAX_ARG_BYTES} bytes and no NUL"
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl JailSpec {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.eu_id.is_empty()
+            || self.eu_id.len() > 64
+            || !self
+                .eu_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        {
+            return Err(format!(
+                "eu_id: {:?} must be 1-64 of [A-Za-z0-9._-]",
+                self.eu_id
+            ));
+        }
+        check_path("rootfs", &self.rootfs)?;
+        check_path("data_dir", &self.data_dir)?;
+        if let Some(cg) = &self.cgroup {
+            check_path("cgroup", cg)?;
+        }
+        match self.command.first() {
+            None => return Err("command: empty (a jail app needs a command)".into()),
+            Some(prog) if !prog.starts_with('/') => {
+                return Err(format!(
+                    "command[0]: {prog:?} must be an absolute path inside the rootfs"
+                ))
+            }
+            Some(_) => {}
+        }
+        check_strings("command", &self.command, MAX_ARGS)?;
+        check_strings("env", &self.env, MAX_ENV)?;
+        if let Some(bad) = self.env.iter().find(|e| !e.contains('=')) {
+            return Err(format!("env: {bad:?} is not KEY=value"));
+        }
+        if !(1..=4096).contains(&self.tmp_size_mib) {
+            return Err(format!(
+                "tmp_size_mib: {} not in 1..4096",
+                self.tmp_size_mib
+            ));
+        }
+        if let Some(net) = &self.net {
+            check_ifname("net.bridge", &net.bridge)?;
+            check_ifname("net.host_if", &net.host_if)?;
+            if !(8..=30).contains(&net.prefix_len) {
+                return Err(format!("net.prefix_len: {} not in 8..30", net.prefix_len));
+            }
+            let mask = u32::MAX << (32 - u32::from(net.prefix_len));
+            let (gw, app) = (u32::from(net.gateway), u32::from(net.app_ip));
+            if gw & mask != app & mask || gw == app {
+                return Err(format!(
+                    "net: app {} and gateway {} must be distinct addresses of one /{}",
+                    net.app_ip, net.gateway, net.prefix_len
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads and validates a spec file.
+    pub fn load(path: &Path) -> Result<JailSpec, String> {
+        use std::io::Read;
+        let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut text = Vec::new();
+        file.take(MAX_SPEC_BYTES + 1)
+            .read_to_end(&mut text)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if text.len() as u64 > MAX_SPEC_BYTES {
+            return Err(format!(
+                "{}: larger than {MAX_SPEC_BYTES} bytes",
+                path.display()
+            ));
+        }
+        let spec: JailSpec =
+            serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        spec.validate()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(spec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> JailSpec {
+        JailSpec {
+            eu_id: "eu-1".into(),
+            rootfs: "/apps/a/rootfs".into(),
+            data_dir: "/apps/a_data".into(),
+            command: vec!["/bin/sh".into(), "-c".into(), "true".into()],
+            env: vec!["PATH=/bin".into()],
+            tmp_size_mib: 8,
+            cgroup: None,
+            net: Some(JailNet {
+                bridge: "br-lan".into(),
+                gateway: Ipv4Addr::new(10, 100, 0, 1),
+                prefix_len: 16,
+                host_if: "cpv-eu-1".into(),
+                app_ip: Ipv4Addr::new(10, 100, 0, 6),
+            }),
+        }
+    }
+
+    #[test]
+    fn accepts_a_good_spec_and_names_what_is_wrong() {
+        assert_eq!(sample().validate(), Ok(()));
+        type Breaker = fn(&mut JailSpec);
+        let cases: Vec<(Breaker, &str)> = vec![
+            (|s| s.eu_id = "eu/1".into(), "eu_id"),
+            (|s| s.rootfs = "rel/rootfs".into(), "rootfs"),
+            (|s| s.command.clear(), "command: empty"),
+            (|s| s.command[0] = "sh".into(), "command[0]"),
+            (|s| s.command = vec!["/x".into(); 65], "command: 65"),
+            (|s| s.command.push("a\0b".into()), "command[3]"),
+            (|s| s.env.push("NOEQUALS".into()), "env"),
+            (|s| s.tmp_size_mib = 0, "tmp_size_mib"),
+            (
+                |s| s.net.as_mut().unwrap().bridge = "a-very-long-bridge-name".into(),
+                "net.bridge",
+            ),
+            (
+                |s| s.net.as_mut().unwrap().prefix_len = 31,
+                "net.prefix_len",
+            ),
+            (
+                |s| s.net.as_mut().unwrap().app_ip = Ipv4Addr::new(10, 101, 0, 6),
+                "must be distinct addresses of one /16",
+            ),
+        ];
+        for (break_it, expect) in cases {
+            let mut s = sample();
+            break_it(&mut s);
+            let err = s.validate().unwrap_err();
+            assert!(err.contains(expect), "{err} should mention {expect}");
+        }
+    }
+
+    #[test]
+    fn load_refuses_oversized_and_unknown_fields() {
+        let dir = std::env::temp_dir().join(format!("cpv-jailspec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("spec.json");
+        std::fs::write(&p, serde_json::to_vec(&sample()).unwrap()).unwrap();
+        assert_eq!(JailSpec::load(&p).unwrap(), sample());
+        let mut v = serde_json::to_value(sample()).unwrap();
+        v["bogus"] = 1.into();
+        std::fs::write(&p, v.to_string()).unwrap();
+        assert!(JailSpec::load(&p).unwrap_err().contains("bogus"));
+        std::fs::write(&p, vec![b' '; MAX_SPEC_BYTES as usize + 1]).unwrap();
+        assert!(JailSpec::load(&p).unwrap_err().contains("larger than"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
