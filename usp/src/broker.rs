@@ -1,4 +1,4 @@
-//! A real MQTT 5 broker for tests: Debian's mosquitto on 127.0.0.1 with TLS and required client
+//! A real MQTT 5 broker for tests (and the PKI for any TLS test, `Pki`): Debian's mosquitto on 127.0.0.1 with TLS and required client
 //! certificates, plus the PKI it needs (a CA, a server certificate for 127.0.0.1, client
 //! certificates for named identities), made with the openssl CLI in a test directory.
 //!
@@ -61,6 +61,7 @@ pub struct Identity {
 
 /// A running mosquitto; killed on drop.
 pub struct TestBroker {
+    pki: Pki,
     dir: PathBuf,
     port: u16,
     plain_port: Option<u16>,
@@ -185,6 +186,116 @@ fn make_leaf(dir: &Path, stem: &str, cn: &str, san: &str, ca: &Identity) -> io::
     Ok(id)
 }
 
+/// A test PKI in a directory: a CA, a server certificate for 127.0.0.1, and client
+/// certificates made on demand (also from a second, untrusted CA).
+#[derive(Debug, Clone)]
+pub struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    /// Makes the CA (`ca.pem`) and the server certificate (`server.pem`, CN and SAN 127.0.0.1
+    /// and localhost) in `dir`, created if missing.
+    pub fn new(dir: &Path) -> io::Result<Pki> {
+        fs::create_dir_all(dir)?;
+        let ca = make_ca(dir, "ca", "cpevisor test CA")?;
+        make_leaf(
+            dir,
+            "server",
+            "127.0.0.1",
+            "IP:127.0.0.1,DNS:localhost",
+            &ca,
+        )?;
+        Ok(Pki {
+            dir: dir.to_owned(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The CA that signed the server and every identity.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// The server's certificate and key.
+    pub fn server(&self) -> Identity {
+        Identity {
+            cert: self.dir.join("server.pem"),
+            key: self.dir.join("server.key"),
+        }
+    }
+
+    /// A client certificate `CN=name` (SAN URI `urn:bbf:usp:id:<name>`) from the CA, made on
+    /// first use.
+    pub fn identity(&self, name: &str) -> io::Result<Identity> {
+        check_name(name)?;
+        let stem = format!("client-{name}");
+        let id = Identity {
+            cert: self.dir.join(format!("{stem}.pem")),
+            key: self.dir.join(format!("{stem}.key")),
+        };
+        if id.cert.exists() && id.key.exists() {
+            return Ok(id);
+        }
+        let ca = Identity {
+            cert: self.ca(),
+            key: self.dir.join("ca.key"),
+        };
+        make_leaf(
+            &self.dir,
+            &stem,
+            name,
+            &format!("URI:urn:bbf:usp:id:{name}"),
+            &ca,
+        )
+    }
+
+    /// A client certificate `CN=name` from a different CA that nobody here trusts.
+    pub fn foreign_identity(&self, name: &str) -> io::Result<Identity> {
+        check_name(name)?;
+        let foreign = self.dir.join("foreign");
+        fs::create_dir_all(&foreign)?;
+        let ca = if foreign.join("ca.pem").exists() {
+            Identity {
+                cert: foreign.join("ca.pem"),
+                key: foreign.join("ca.key"),
+            }
+        } else {
+            make_ca(&foreign, "ca", "untrusted test CA")?
+        };
+        make_leaf(
+            &foreign,
+            &format!("client-{name}"),
+            name,
+            "DNS:localhost",
+            &ca,
+        )
+    }
+
+    /// A TLS client configuration trusting the CA, presenting `identity` if given.
+    pub fn client_tls(&self, identity: Option<&Identity>) -> io::Result<Arc<rustls::ClientConfig>> {
+        Ok(tls::client_config(
+            &self.ca(),
+            identity.map(|i| (i.cert.as_path(), i.key.as_path())),
+        )?)
+    }
+
+    /// A TLS server configuration with the server certificate, requiring client certificates
+    /// from the CA when `mutual`.
+    pub fn server_tls(&self, mutual: bool) -> io::Result<Arc<rustls::ServerConfig>> {
+        let server = self.server();
+        let ca = self.ca();
+        Ok(tls::server_config(
+            &server.cert,
+            &server.key,
+            mutual.then_some(ca.as_path()),
+        )?)
+    }
+}
+
 fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -196,15 +307,7 @@ impl TestBroker {
     }
 
     pub fn start_with(dir: &Path, options: &BrokerOptions) -> io::Result<TestBroker> {
-        fs::create_dir_all(dir)?;
-        let ca = make_ca(dir, "ca", "cpevisor test CA")?;
-        make_leaf(
-            dir,
-            "server",
-            "127.0.0.1",
-            "IP:127.0.0.1,DNS:localhost",
-            &ca,
-        )?;
+        let pki = Pki::new(dir)?;
         let mut last = None;
         // The free port may be taken between our probe and mosquitto's bind: try a few.
         for _ in 0..3 {
@@ -215,6 +318,7 @@ impl TestBroker {
                 None
             };
             let mut broker = TestBroker {
+                pki: pki.clone(),
                 dir: dir.to_owned(),
                 port,
                 plain_port,
@@ -330,64 +434,30 @@ impl TestBroker {
         &self.dir
     }
 
+    /// The broker's PKI: its CA, server certificate and client identities.
+    pub fn pki(&self) -> &Pki {
+        &self.pki
+    }
+
     /// The CA that signed the server and every identity.
     pub fn ca(&self) -> PathBuf {
-        self.dir.join("ca.pem")
+        self.pki.ca()
     }
 
-    /// A client certificate `CN=name` (SAN URI `urn:bbf:usp:id:<name>`) from the broker's CA,
-    /// made on first use. mosquitto takes the CN as the user name.
+    /// A client certificate `CN=name` from the broker's CA (mosquitto takes the CN as the
+    /// user name).
     pub fn identity(&self, name: &str) -> io::Result<Identity> {
-        check_name(name)?;
-        let stem = format!("client-{name}");
-        let id = Identity {
-            cert: self.dir.join(format!("{stem}.pem")),
-            key: self.dir.join(format!("{stem}.key")),
-        };
-        if id.cert.exists() && id.key.exists() {
-            return Ok(id);
-        }
-        let ca = Identity {
-            cert: self.ca(),
-            key: self.dir.join("ca.key"),
-        };
-        make_leaf(
-            &self.dir,
-            &stem,
-            name,
-            &format!("URI:urn:bbf:usp:id:{name}"),
-            &ca,
-        )
+        self.pki.identity(name)
     }
 
-    /// A client certificate `CN=name` from a different CA the broker does not trust.
+    /// A client certificate `CN=name` from a CA the broker does not trust.
     pub fn foreign_identity(&self, name: &str) -> io::Result<Identity> {
-        check_name(name)?;
-        let foreign = self.dir.join("foreign");
-        fs::create_dir_all(&foreign)?;
-        let ca = if foreign.join("ca.pem").exists() {
-            Identity {
-                cert: foreign.join("ca.pem"),
-                key: foreign.join("ca.key"),
-            }
-        } else {
-            make_ca(&foreign, "ca", "untrusted test CA")?
-        };
-        make_leaf(
-            &foreign,
-            &format!("client-{name}"),
-            name,
-            "DNS:localhost",
-            &ca,
-        )
+        self.pki.foreign_identity(name)
     }
 
     /// A TLS client configuration trusting the broker's CA, presenting `identity` if given.
     pub fn client_tls(&self, identity: Option<&Identity>) -> io::Result<Arc<rustls::ClientConfig>> {
-        Ok(tls::client_config(
-            &self.ca(),
-            identity.map(|i| (i.cert.as_path(), i.key.as_path())),
-        )?)
+        self.pki.client_tls(identity)
     }
 
     /// An MQTT configuration for this broker over TLS with identity `name`'s certificate,

@@ -337,71 +337,100 @@ fn parse_identity(der: &[u8]) -> Result<PeerIdentity, String> {
 // ---------------------------------------------------------------------------------------------
 // Split connections
 
-enum Shared {
-    Plain(TcpStream),
-    Tls {
-        tcp: TcpStream,
-        conn: Box<Connection>,
-    },
+/// What both halves share. Lock order: `out` before `conn`; the reader takes `conn` alone, so
+/// a writer blocked on a full socket (holding `out`) never stops the reader from decrypting.
+struct Inner {
+    /// The socket for writing; held while a whole message goes out, so messages never mix.
+    out: Mutex<TcpStream>,
+    /// The TLS state, when TLS; encrypting and decrypting happen under it, never socket I/O
+    /// that may block.
+    conn: Option<Mutex<Connection>>,
+    /// For shutting the socket down without waiting for a blocked writer.
+    socket: TcpStream,
 }
 
-fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic in another thread holding the lock leaves a connection we can still close.
-    shared.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Pushes every pending TLS record to the socket.
-fn flush_tls(tcp: &mut TcpStream, conn: &mut Connection) -> io::Result<()> {
+/// Moves every pending TLS record into `cipher`.
+fn drain_tls(conn: &mut Connection, cipher: &mut Vec<u8>) -> io::Result<()> {
     while conn.wants_write() {
-        conn.write_tls(tcp)?;
+        conn.write_tls(cipher)?;
     }
-    tcp.flush()
+    Ok(())
+}
+
+impl Inner {
+    /// Sends whatever TLS records are pending (alerts, key updates, close_notify).
+    fn flush_tls(&self) -> io::Result<()> {
+        let Some(conn) = &self.conn else {
+            return Ok(());
+        };
+        let mut out = lock(&self.out);
+        let mut cipher = Vec::new();
+        drain_tls(&mut lock(conn), &mut cipher)?;
+        out.write_all(&cipher)
+    }
 }
 
 /// The writing half: whole messages, one writer at a time (clone it for several threads).
 #[derive(Clone)]
 pub struct WriteHalf {
-    shared: Arc<Mutex<Shared>>,
+    inner: Arc<Inner>,
 }
 
 impl WriteHalf {
     /// Writes all of `bytes` as one unit: two threads' messages never interleave.
     pub fn send(&self, bytes: &[u8]) -> io::Result<()> {
-        match &mut *lock(&self.shared) {
-            Shared::Plain(tcp) => tcp.write_all(bytes),
-            Shared::Tls { tcp, conn } => {
-                conn.writer().write_all(bytes)?;
-                flush_tls(tcp, conn)
+        let mut out = lock(&self.inner.out);
+        let Some(conn) = &self.inner.conn else {
+            return out.write_all(bytes);
+        };
+        let mut rest = bytes;
+        let mut cipher = Vec::new();
+        loop {
+            {
+                let mut conn = lock(conn);
+                // rustls buffers a bounded amount: encrypt a part, send it, go on.
+                let n = conn.writer().write(rest)?;
+                rest = &rest[n..];
+                drain_tls(&mut conn, &mut cipher)?;
+            }
+            out.write_all(&cipher)?;
+            cipher.clear();
+            if rest.is_empty() {
+                return Ok(());
             }
         }
     }
 
-    /// Sends TLS close_notify (where TLS) and shuts the socket down both ways, which also
-    /// wakes the reading half.
+    /// Sends TLS close_notify (where TLS, unless a blocked writer holds the socket) and shuts
+    /// the socket down both ways, which also wakes the reading half.
     pub fn close(&self) {
-        let mut guard = lock(&self.shared);
-        if let Shared::Tls { tcp, conn } = &mut *guard {
-            conn.send_close_notify();
-            let _ = flush_tls(tcp, conn);
+        if let (Some(conn), Ok(mut out)) = (&self.inner.conn, self.inner.out.try_lock()) {
+            let mut cipher = Vec::new();
+            {
+                let mut conn = lock(conn);
+                conn.send_close_notify();
+                let _ = drain_tls(&mut conn, &mut cipher);
+            }
+            let _ = out.write_all(&cipher);
         }
-        let tcp = match &*guard {
-            Shared::Plain(tcp) | Shared::Tls { tcp, .. } => tcp,
-        };
-        let _ = tcp.shutdown(Shutdown::Both);
+        let _ = self.inner.socket.shutdown(Shutdown::Both);
     }
 
     /// Sets how long a blocked write may wait for the peer.
     pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        match &*lock(&self.shared) {
-            Shared::Plain(tcp) | Shared::Tls { tcp, .. } => tcp.set_write_timeout(timeout),
-        }
+        self.inner.socket.set_write_timeout(timeout)
     }
 }
 
 /// The reading half: a `Read` over the connection's plaintext, for one reader thread.
 pub struct ReadHalf {
-    shared: Arc<Mutex<Shared>>,
-    /// A clone of the socket: the reader blocks on it without holding the lock.
+    inner: Arc<Inner>,
+    /// A clone of the socket: the reader blocks on it without holding any lock.
     tcp: TcpStream,
     raw: Box<[u8]>,
     raw_start: usize,
@@ -417,16 +446,15 @@ impl ReadHalf {
 
 impl Read for ReadHalf {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(conn) = &self.inner.conn else {
+            return self.tcp.read(buf); // plain TCP: nothing to decrypt
+        };
         if buf.is_empty() {
             return Ok(0);
         }
         loop {
-            {
-                let mut guard = lock(&self.shared);
-                let (tcp, conn) = match &mut *guard {
-                    Shared::Tls { tcp, conn } => (tcp, conn),
-                    Shared::Plain(_) => break,
-                };
+            let must_flush = {
+                let mut conn = lock(conn);
                 match conn.reader().read(buf) {
                     Ok(n) => return Ok(n), // 0: the peer sent close_notify
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -436,15 +464,26 @@ impl Read for ReadHalf {
                     // rustls may take only part of what the socket gave us.
                     let n = conn.read_tls(&mut &self.raw[self.raw_start..self.raw_end])?;
                     self.raw_start += n;
-                    let processed = conn.process_new_packets();
-                    // Key updates need an answer; a failure sends the peer an alert.
-                    let flushed = flush_tls(tcp, conn);
-                    processed.map_err(|e| {
-                        io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}"))
-                    })?;
-                    flushed?;
-                    continue;
+                    match conn.process_new_packets() {
+                        Ok(_) => Some(None),
+                        // Send the peer the alert rustls queued, then fail.
+                        Err(e) => Some(Some(e)),
+                    }
+                } else {
+                    None
                 }
+            };
+            if let Some(failure) = must_flush {
+                // Key updates need an answer; a failure sends the peer an alert.
+                let flushed = self.inner.flush_tls();
+                if let Some(e) = failure {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("TLS: {e}"),
+                    ));
+                }
+                flushed?;
+                continue;
             }
             // No plaintext buffered: wait for the socket without holding the lock.
             let n = self.tcp.read(&mut self.raw)?;
@@ -457,31 +496,33 @@ impl Read for ReadHalf {
             self.raw_start = 0;
             self.raw_end = n;
         }
-        // Plain TCP: nothing to decrypt, read the socket directly.
-        self.tcp.read(buf)
     }
 }
 
 fn split(tcp: TcpStream, conn: Option<Connection>) -> io::Result<(ReadHalf, WriteHalf)> {
-    let reader_tcp = tcp.try_clone()?;
-    let shared = match conn {
-        Some(conn) => Shared::Tls {
-            tcp,
-            conn: Box::new(conn),
-        },
-        None => Shared::Plain(tcp),
-    };
-    let shared = Arc::new(Mutex::new(shared));
+    let inner = Arc::new(Inner {
+        out: Mutex::new(tcp.try_clone()?),
+        conn: conn.map(Mutex::new),
+        socket: tcp.try_clone()?,
+    });
     Ok((
         ReadHalf {
-            shared: shared.clone(),
-            tcp: reader_tcp,
+            inner: inner.clone(),
+            tcp,
             raw: vec![0u8; 16 * 1024 + 512].into_boxed_slice(),
             raw_start: 0,
             raw_end: 0,
         },
-        WriteHalf { shared },
+        WriteHalf { inner },
     ))
+}
+
+/// Pushes every pending TLS record to the socket (during the handshake, before the split).
+fn flush_tls(tcp: &mut TcpStream, conn: &mut Connection) -> io::Result<()> {
+    while conn.wants_write() {
+        conn.write_tls(tcp)?;
+    }
+    tcp.flush()
 }
 
 /// Runs a handshake to completion on a blocking socket with a deadline.
