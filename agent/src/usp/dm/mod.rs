@@ -9,7 +9,7 @@ pub mod persist;
 pub mod schema;
 pub mod tree;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::Path as FsPath;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
@@ -38,6 +38,8 @@ pub const MAX_SUBSCRIPTIONS: usize = 64;
 pub const MAX_REQUESTS: usize = 16;
 /// Most entries in one ReferenceList.
 pub const MAX_REFERENCES: usize = 16;
+/// How many gone objects keep their number in RAM for late events.
+const RECENTLY_GONE: usize = 64;
 
 /// Who sent the message being processed.
 #[derive(Debug, Clone)]
@@ -168,6 +170,9 @@ pub struct DataModel {
     known: BTreeSet<String>,
     /// DU UUID -> its EUIDs as last seen (DUStateChange! of an uninstall names them).
     du_eus: HashMap<String, Vec<String>>,
+    /// (table, key, number) of objects recently gone: events about them may arrive after the
+    /// poll that saw them go.
+    recently_gone: VecDeque<(String, String, u32)>,
     boot_sent: bool,
 }
 
@@ -225,6 +230,7 @@ impl DataModel {
             reboot,
             known: BTreeSet::new(),
             du_eus: HashMap::new(),
+            recently_gone: VecDeque::new(),
             boot_sent: false,
         };
         let tree = dm.materialize();
@@ -238,6 +244,16 @@ impl DataModel {
 
     pub fn agent(&self) -> &Arc<Agent> {
         &self.agent
+    }
+
+    /// The number of an object that exists or went away recently; never a new one.
+    fn known_number(&self, table: &str, key: &str) -> Option<u32> {
+        self.store.lookup(table, key).or_else(|| {
+            self.recently_gone
+                .iter()
+                .find(|(t, k, _)| t == table && k == key)
+                .map(|(_, _, n)| *n)
+        })
     }
 
     fn controller_path(&mut self, endpoint_id: &str) -> String {

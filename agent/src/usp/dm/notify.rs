@@ -137,15 +137,32 @@ impl DataModel {
             self.requests.retain(|r| r.instance != c.request);
             bodies.push(self.completion_body(c));
         }
+        let live_eus: Vec<String> = if events.is_empty() {
+            Vec::new()
+        } else {
+            self.agent
+                .snapshot()
+                .execution_units
+                .into_iter()
+                .map(|u| u.eu_id)
+                .collect()
+        };
         for e in events {
             match e {
                 Event::DuStateChange(d) => bodies.push(self.du_state_change(&d)),
                 Event::EuValueChange(v) => {
-                    let n = self.store.number("ExecutionUnit", &v.eu_id);
-                    bodies.push(NotifyBody::ValueChange {
-                        param_path: format!("Device.SoftwareModules.ExecutionUnit.{n}.Status"),
-                        param_value: format!("{:?}", v.status),
-                    });
+                    // A live EU gets its number now; one already gone keeps its last one.
+                    let n = if live_eus.contains(&v.eu_id) {
+                        Some(self.store.number("ExecutionUnit", &v.eu_id))
+                    } else {
+                        self.known_number("ExecutionUnit", &v.eu_id)
+                    };
+                    if let Some(n) = n {
+                        bodies.push(NotifyBody::ValueChange {
+                            param_path: format!("Device.SoftwareModules.ExecutionUnit.{n}.Status"),
+                            param_value: format!("{:?}", v.status),
+                        });
+                    }
                 }
             }
         }
@@ -181,7 +198,12 @@ impl DataModel {
                 .filter(|o| o.desc.name == table && o.instance().is_some())
                 .map(|o| o.key.as_str())
                 .collect();
-            self.store.retain(table, &live);
+            for (key, n) in self.store.retain(table, &live) {
+                if self.recently_gone.len() == super::RECENTLY_GONE {
+                    self.recently_gone.pop_front();
+                }
+                self.recently_gone.push_back((table.to_string(), key, n));
+            }
         }
         let live_dus: Vec<String> = tree
             .objs
@@ -189,7 +211,10 @@ impl DataModel {
             .filter(|o| o.desc.name == "DeploymentUnit" && o.instance().is_some())
             .map(|o| o.key.clone())
             .collect();
-        self.du_eus.retain(|k, _| live_dus.contains(k));
+        // Gone DUs stay until their DUStateChange! names their EUs (or the map grows too big).
+        if self.du_eus.len() > 2 * super::RECENTLY_GONE {
+            self.du_eus.retain(|k, _| live_dus.contains(k));
+        }
         if let Err(f) = self.store.save_if_changed() {
             crate::log_warn!("usp: instance numbers not saved: {f}");
         }
@@ -238,13 +263,6 @@ impl DataModel {
 
     /// TR-181 `DUStateChange!` arguments.
     fn du_state_change(&mut self, d: &DuStateChange) -> NotifyBody {
-        let known = self
-            .store
-            .data
-            .instances
-            .get("DeploymentUnit")
-            .and_then(|m| m.get(&d.uuid))
-            .copied();
         // A DU that exists after the operation gets its number now; a failed install has none.
         let du_live = self
             .agent
@@ -253,20 +271,28 @@ impl DataModel {
             .iter()
             .find(|u| u.uuid == d.uuid)
             .map(|u| u.execution_unit_list.clone());
-        let number = match (&du_live, known) {
-            (_, Some(n)) => Some(n),
-            (Some(_), None) => Some(self.store.number("DeploymentUnit", &d.uuid)),
-            (None, None) => None,
+        let number = match &du_live {
+            Some(_) => Some(self.store.number("DeploymentUnit", &d.uuid)),
+            None => self.known_number("DeploymentUnit", &d.uuid),
         };
-        let eus = du_live
-            .or_else(|| self.du_eus.get(&d.uuid).cloned())
-            .unwrap_or_default();
-        let eu_refs: Vec<String> = eus
-            .iter()
-            .map(|id| {
-                let n = self.store.number("ExecutionUnit", id);
-                format!("Device.SoftwareModules.ExecutionUnit.{n}")
-            })
+        // EUs of a live DU get their numbers now; those of a removed one keep their last ones.
+        let eu_numbers: Vec<Option<u32>> = match du_live {
+            Some(eus) => eus
+                .iter()
+                .map(|id| Some(self.store.number("ExecutionUnit", id)))
+                .collect(),
+            None => self
+                .du_eus
+                .remove(&d.uuid)
+                .unwrap_or_default()
+                .iter()
+                .map(|id| self.known_number("ExecutionUnit", id))
+                .collect(),
+        };
+        let eu_refs: Vec<String> = eu_numbers
+            .into_iter()
+            .flatten()
+            .map(|n| format!("Device.SoftwareModules.ExecutionUnit.{n}"))
             .collect();
         let (code, msg) = match &d.fault {
             Some(f) => (f.code, f.message.clone()),

@@ -80,11 +80,28 @@ impl UspStore {
         *last
     }
 
-    /// Forgets the keys of `table` not in `live` (their numbers are not reused).
-    pub fn retain(&mut self, table: &str, live: &[&str]) {
+    /// Forgets the keys of `table` not in `live` (their numbers are not reused); returns them.
+    pub fn retain(&mut self, table: &str, live: &[&str]) -> Vec<(String, u32)> {
+        let mut gone = Vec::new();
         if let Some(m) = self.data.instances.get_mut(table) {
-            m.retain(|k, _| live.contains(&k.as_str()));
+            m.retain(|k, n| {
+                let keep = live.contains(&k.as_str());
+                if !keep {
+                    gone.push((k.clone(), *n));
+                }
+                keep
+            });
         }
+        gone
+    }
+
+    /// The number `key` has in `table`, without handing out a new one.
+    pub fn lookup(&self, table: &str, key: &str) -> Option<u32> {
+        self.data
+            .instances
+            .get(table)
+            .and_then(|m| m.get(key))
+            .copied()
     }
 
     /// Writes `usp.json` when its content differs from what is on flash.

@@ -1,0 +1,1215 @@
+//! The USP endpoint against a real Agent (process runner, packages served over HTTP on
+//! loopback), driven with encoded Records as a controller would send them: every command and
+//! notification of the data model, every error code, roles, and Records that must be dropped.
+
+#[path = "common/agentd.rs"]
+mod agentd;
+#[path = "common/mod.rs"]
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agentd::{App, World};
+use cpevisor_agent::lifecycle::config::AgentConfig;
+use cpevisor_agent::lifecycle::Agent;
+use cpevisor_agent::usp::config::{ControllerConfig, DeviceInfoConfig, Role, UspConfig};
+use cpevisor_agent::usp::dm::{DataModel, RebootHook};
+use cpevisor_agent::usp::endpoint::Endpoint;
+use cpevisor_usp::proto::{add, notify, operate_resp, request, response, set, Msg, Record};
+use cpevisor_usp::record::{decode_msg, decode_record, encode_record, Limits};
+
+const AGENT_ID: &str = "os::012345-cpe0001";
+const FULL: &str = "self::ctl-full";
+const FULL_CN: &str = "ctl-full.example";
+const RO: &str = "self::ctl-ro";
+
+struct Rig {
+    ep: Endpoint,
+    agent: Arc<Agent>,
+    reboots: Arc<Mutex<u32>>,
+    next: u64,
+    usp_dir: std::path::PathBuf,
+}
+
+fn usp_config() -> UspConfig {
+    UspConfig {
+        endpoint_id: AGENT_ID.into(),
+        controllers: vec![
+            ControllerConfig {
+                endpoint_id: FULL.into(),
+                role: Role::FullAccess,
+                identity: Some(FULL_CN.into()),
+                reply_to: None,
+            },
+            ControllerConfig {
+                endpoint_id: RO.into(),
+                role: Role::ReadOnly,
+                identity: None,
+                reply_to: None,
+            },
+        ],
+        device_info: DeviceInfoConfig {
+            manufacturer: "Example Networks".into(),
+            manufacturer_oui: "012345".into(),
+            model_name: "qemu-aarch64-virt".into(),
+            product_class: "HomeGateway".into(),
+            serial_number: "cpe0001".into(),
+        },
+    }
+}
+
+impl Rig {
+    fn open(w: &World) -> Rig {
+        let cfg = AgentConfig::load(&w.config).expect("config");
+        let agent = Arc::new(Agent::open(&w.state, cfg).expect("agent"));
+        Rig::with_agent(w, agent)
+    }
+
+    fn with_agent(w: &World, agent: Arc<Agent>) -> Rig {
+        let reboots = Arc::new(Mutex::new(0u32));
+        let r = reboots.clone();
+        let hook: RebootHook = Arc::new(move || {
+            *r.lock().unwrap() += 1;
+            Ok(())
+        });
+        let usp_dir = w.root.join("usp-state");
+        std::fs::create_dir_all(&usp_dir).unwrap();
+        let dm = DataModel::open(agent.clone(), usp_config(), &usp_dir, hook).expect("dm");
+        Rig {
+            ep: Endpoint::new(dm),
+            agent,
+            reboots,
+            next: 0,
+            usp_dir,
+        }
+    }
+
+    /// Sends `msg` from `from` (with the transport identity `cn`); returns the decoded replies.
+    fn send_as(&mut self, from: &str, cn: Option<&str>, msg: &Msg) -> Vec<Msg> {
+        let bytes = enc(&Record::no_session_msg(AGENT_ID, from, msg));
+        self.ep
+            .handle_record(&bytes, cn)
+            .into_iter()
+            .map(|(to, b)| {
+                assert_eq!(to, from, "replies go to the sender");
+                open_record(&b, from)
+            })
+            .collect()
+    }
+
+    fn send(&mut self, msg: &Msg) -> Msg {
+        let mut r = self.send_as(FULL, Some(FULL_CN), msg);
+        assert_eq!(r.len(), 1, "one reply to {msg:?}");
+        let reply = r.remove(0);
+        assert_eq!(reply.msg_id(), msg.msg_id());
+        reply
+    }
+
+    fn id(&mut self) -> String {
+        self.next += 1;
+        format!("m{}", self.next)
+    }
+
+    fn get(&mut self, paths: &[&str]) -> cpevisor_usp::proto::GetResp {
+        let id = self.id();
+        match self
+            .send(&Msg::get(id, paths.iter().copied(), 0))
+            .response_body()
+        {
+            Some(response::RespType::GetResp(r)) => r.clone(),
+            other => panic!("not a GetResp: {other:?}"),
+        }
+    }
+
+    /// The value of one parameter path (panics when it does not resolve to exactly one).
+    fn value(&mut self, path: &str) -> String {
+        let r = self.get(&[path]);
+        let res = &r.req_path_results[0];
+        assert_eq!(res.err_code, 0, "{path}: {}", res.err_msg);
+        assert_eq!(res.resolved_path_results.len(), 1, "{path}: {res:?}");
+        let name = path.rsplit('.').next().unwrap();
+        res.resolved_path_results[0].result_params[name].clone()
+    }
+
+    fn operate(&mut self, cmd: &str, key: &str, args: &[(&str, &str)]) -> Msg {
+        let id = self.id();
+        let args: BTreeMap<String, String> = args
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.send(&Msg::operate(id, cmd, key, true, args))
+    }
+
+    fn subscribe(&mut self, id: &str, notif_type: &str, refs: &str, persistent: bool) -> String {
+        let mid = self.id();
+        let p = |k: &str, v: &str| add::CreateParamSetting {
+            param: k.into(),
+            value: v.into(),
+            required: true,
+        };
+        let msg = Msg::add(
+            mid,
+            false,
+            vec![add::CreateObject {
+                obj_path: "Device.LocalAgent.Subscription.".into(),
+                param_settings: vec![
+                    p("ID", id),
+                    p("NotifType", notif_type),
+                    p("ReferenceList", refs),
+                    p("Enable", "true"),
+                    p("Persistent", if persistent { "true" } else { "false" }),
+                ],
+            }],
+        );
+        match self.send(&msg).response_body() {
+            Some(response::RespType::AddResp(r)) => {
+                use cpevisor_usp::proto::add_resp::created_object_result::operation_status::OperStatus;
+                match r.created_obj_results[0]
+                    .oper_status
+                    .as_ref()
+                    .unwrap()
+                    .oper_status
+                    .as_ref()
+                    .unwrap()
+                {
+                    OperStatus::OperSuccess(s) => s.instantiated_path.clone(),
+                    OperStatus::OperFailure(f) => panic!("subscribe failed: {f:?}"),
+                }
+            }
+            other => panic!("not an AddResp: {other:?}"),
+        }
+    }
+
+    /// Collects Notify bodies (with their subscription IDs) until `done` holds or `secs` pass.
+    fn notifications_until(
+        &mut self,
+        secs: u64,
+        seen: &mut Vec<(String, notify::Notification)>,
+        done: impl Fn(&[(String, notify::Notification)]) -> bool,
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            for (to, b) in self.ep.notifications() {
+                let m = open_record(&b, &to);
+                let Some(request::ReqType::Notify(n)) = m.request_body() else {
+                    panic!("not a Notify: {m:?}")
+                };
+                assert_eq!(
+                    to, FULL,
+                    "subscriptions belong to the full-access controller"
+                );
+                seen.push((n.subscription_id.clone(), n.notification.clone().unwrap()));
+            }
+            if done(seen) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "timed out; seen: {seen:#?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn enc(r: &Record) -> Vec<u8> {
+    encode_record(r, &Limits::default()).unwrap()
+}
+
+fn open_record(bytes: &[u8], to: &str) -> Msg {
+    let rec = decode_record(bytes, to, &Limits::default()).expect("record");
+    assert_eq!(rec.from_id, AGENT_ID);
+    decode_msg(
+        rec.no_session_payload().expect("no-session"),
+        &Limits::default(),
+    )
+    .expect("msg")
+}
+
+fn error_of(m: &Msg) -> (u32, String) {
+    let e = m
+        .error_body()
+        .unwrap_or_else(|| panic!("not an Error: {m:?}"));
+    (e.err_code, e.err_msg.clone())
+}
+
+/// The single OperateResp result of `m`.
+fn op_result(m: &Msg) -> operate_resp::operation_result::OperationResp {
+    match m.response_body() {
+        Some(response::RespType::OperateResp(r)) => {
+            assert_eq!(r.operation_results.len(), 1, "{r:?}");
+            r.operation_results[0].operation_resp.clone().unwrap()
+        }
+        other => panic!("not an OperateResp: {other:?}"),
+    }
+}
+
+fn oper_complete(
+    seen: &[(String, notify::Notification)],
+    command: &str,
+    key: &str,
+) -> Option<notify::OperationComplete> {
+    seen.iter().find_map(|(_, n)| match n {
+        notify::Notification::OperComplete(o)
+            if o.command_name == command && o.command_key == key =>
+        {
+            Some(o.clone())
+        }
+        _ => None,
+    })
+}
+
+fn output_of(o: &notify::OperationComplete) -> BTreeMap<String, String> {
+    use notify::operation_complete::OperationResp;
+    match o.operation_resp.as_ref().unwrap() {
+        OperationResp::ReqOutputArgs(a) => a.output_args.clone(),
+        OperationResp::CmdFailure(f) => panic!("command failed: {} {}", f.err_code, f.err_msg),
+    }
+}
+
+fn failure_of(o: &notify::OperationComplete) -> (u32, String) {
+    use notify::operation_complete::OperationResp;
+    match o.operation_resp.as_ref().unwrap() {
+        OperationResp::CmdFailure(f) => (f.err_code, f.err_msg.clone()),
+        OperationResp::ReqOutputArgs(a) => panic!("command succeeded: {a:?}"),
+    }
+}
+
+fn du_events(seen: &[(String, notify::Notification)]) -> Vec<BTreeMap<String, String>> {
+    seen.iter()
+        .filter_map(|(_, n)| match n {
+            notify::Notification::Event(e) if e.event_name == "DUStateChange!" => {
+                assert_eq!(e.obj_path, "Device.SoftwareModules.");
+                Some(e.params.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn wait_value(rig: &mut Rig, path: &str, want: &str, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let v = rig.value(path);
+        if v == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} is {v:?}, wanted {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn state_of(dir: &Path) -> Vec<String> {
+    common::list_files(dir)
+}
+
+#[test]
+fn device_info_local_agent_and_supported_dm() {
+    let w = World::new("usp-info");
+    let mut rig = Rig::open(&w);
+    assert_eq!(
+        rig.value("Device.DeviceInfo.Manufacturer"),
+        "Example Networks"
+    );
+    assert_eq!(
+        rig.value("Device.DeviceInfo.ModelName"),
+        "qemu-aarch64-virt"
+    );
+    assert_eq!(
+        rig.value("Device.DeviceInfo.SoftwareVersion"),
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(
+        rig.value("Device.DeviceInfo.UpTime")
+            .parse::<u32>()
+            .unwrap()
+            > 0
+    );
+    let total: u64 = rig
+        .value("Device.DeviceInfo.MemoryStatus.Total")
+        .parse()
+        .unwrap();
+    let free: u64 = rig
+        .value("Device.DeviceInfo.MemoryStatus.Free")
+        .parse()
+        .unwrap();
+    assert!(total > 0 && free > 0 && free <= total, "{total} {free}");
+    assert_eq!(rig.value("Device.LocalAgent.EndpointID"), AGENT_ID);
+
+    // Partial path with max_depth: DeviceInfo's own parameters only at depth 1.
+    let id = rig.id();
+    let m = rig.send(&Msg::get(id, ["Device.DeviceInfo."], 1));
+    let Some(response::RespType::GetResp(r)) = m.response_body() else {
+        panic!()
+    };
+    let paths: Vec<&str> = r.req_path_results[0]
+        .resolved_path_results
+        .iter()
+        .map(|x| x.resolved_path.as_str())
+        .collect();
+    assert_eq!(paths, ["Device.DeviceInfo."]);
+    let id = rig.id();
+    let m = rig.send(&Msg::get(id, ["Device.DeviceInfo."], 0));
+    let Some(response::RespType::GetResp(r)) = m.response_body() else {
+        panic!()
+    };
+    assert_eq!(r.req_path_results[0].resolved_path_results.len(), 2);
+
+    // Controllers and their roles, with stable instance numbers.
+    let role =
+        rig.value("Device.LocalAgent.Controller.[EndpointID==\"self::ctl-ro\"].AssignedRole");
+    assert_eq!(role, "ReadOnly");
+    let id = rig.id();
+    let m = rig.send(&Msg::get_instances(
+        id,
+        ["Device.LocalAgent.Controller."],
+        false,
+    ));
+    let Some(response::RespType::GetInstancesResp(r)) = m.response_body() else {
+        panic!()
+    };
+    let insts = &r.req_path_results[0].curr_insts;
+    assert_eq!(insts.len(), 2);
+    assert_eq!(
+        insts[0].instantiated_obj_path,
+        "Device.LocalAgent.Controller.1."
+    );
+    assert_eq!(insts[0].unique_keys["EndpointID"], FULL);
+    let id = rig.id();
+    let m = rig.send(&Msg::get_instances(
+        id,
+        ["Device.SoftwareModules.ExecEnv."],
+        true,
+    ));
+    let Some(response::RespType::GetInstancesResp(r)) = m.response_body() else {
+        panic!()
+    };
+    assert_eq!(
+        r.req_path_results[0].curr_insts[0].unique_keys["Name"],
+        "jail0"
+    );
+
+    // The supported model: commands with their arguments, events, access.
+    let id = rig.id();
+    let m = rig.send(&Msg::get_supported_dm(
+        id,
+        ["Device.SoftwareModules."],
+        false,
+    ));
+    let Some(response::RespType::GetSupportedDmResp(r)) = m.response_body() else {
+        panic!()
+    };
+    let objs = &r.req_obj_results[0].supported_objs;
+    let sm = objs
+        .iter()
+        .find(|o| o.supported_obj_path == "Device.SoftwareModules.")
+        .unwrap();
+    let install = sm
+        .supported_commands
+        .iter()
+        .find(|c| c.command_name == "InstallDU()")
+        .unwrap();
+    assert_eq!(
+        install.input_arg_names,
+        ["URL", "UUID", "Username", "Password", "ExecutionEnvRef"]
+    );
+    assert_eq!(install.command_type, 2, "async");
+    let ev = &sm.supported_events[0];
+    assert_eq!(ev.event_name, "DUStateChange!");
+    assert!(ev.arg_names.contains(&"Fault.FaultCode".to_string()));
+    let du = objs
+        .iter()
+        .find(|o| o.supported_obj_path == "Device.SoftwareModules.DeploymentUnit.{i}.")
+        .unwrap();
+    assert!(du.is_multi_instance);
+    let cmds: Vec<&str> = du
+        .supported_commands
+        .iter()
+        .map(|c| c.command_name.as_str())
+        .collect();
+    assert_eq!(cmds, ["Update()", "Uninstall()"]);
+    let eu = objs
+        .iter()
+        .find(|o| o.supported_obj_path == "Device.SoftwareModules.ExecutionUnit.{i}.")
+        .unwrap();
+    let srs = eu
+        .supported_commands
+        .iter()
+        .find(|c| c.command_name == "SetRequestedState()")
+        .unwrap();
+    assert_eq!(srs.command_type, 1, "sync");
+    let env = objs
+        .iter()
+        .find(|o| o.supported_obj_path == "Device.SoftwareModules.ExecEnv.{i}.")
+        .unwrap();
+    let enable = env
+        .supported_params
+        .iter()
+        .find(|p| p.param_name == "Enable")
+        .unwrap();
+    assert_eq!(enable.access, 1, "ExecEnv.Enable is writable");
+    let id = rig.id();
+    let m = rig.send(&Msg::get_supported_dm(
+        id,
+        ["Device.LocalAgent.Subscription.{i}."],
+        true,
+    ));
+    let Some(response::RespType::GetSupportedDmResp(r)) = m.response_body() else {
+        panic!()
+    };
+    assert_eq!(
+        r.req_obj_results[0].supported_objs[0].access, 1,
+        "add/delete"
+    );
+    let id = rig.id();
+    let m = rig.send(&Msg::get_supported_dm(id, ["Device."], true));
+    let Some(response::RespType::GetSupportedDmResp(r)) = m.response_body() else {
+        panic!()
+    };
+    let dev = &r.req_obj_results[0].supported_objs[0];
+    assert_eq!(dev.supported_commands[0].command_name, "Reboot()");
+    assert_eq!(dev.supported_events[0].event_name, "Boot!");
+    assert_eq!(
+        r.req_obj_results[0].supported_objs.len(),
+        4,
+        "Device. and its 3 children"
+    );
+}
+
+#[test]
+fn du_lifecycle_through_operate_with_notifications() {
+    let w = World::new("usp-life");
+    let url1 = w.publish(&App::new("dnsfilter", "1.0"), "dnsfilter-1.0.cpkg");
+    let url2 = w.publish(&App::new("dnsfilter", "2.0"), "dnsfilter-2.0.cpkg");
+    let mut rig = Rig::open(&w);
+    rig.subscribe("oc", "OperationComplete", "Device.SoftwareModules.", false);
+    rig.subscribe(
+        "du",
+        "Event",
+        "Device.SoftwareModules.DUStateChange!",
+        false,
+    );
+    rig.subscribe(
+        "vc",
+        "ValueChange",
+        "Device.SoftwareModules.ExecutionUnit.*.Status",
+        false,
+    );
+    rig.subscribe(
+        "new",
+        "ObjectCreation",
+        "Device.SoftwareModules.DeploymentUnit.",
+        false,
+    );
+    rig.subscribe(
+        "gone",
+        "ObjectDeletion",
+        "Device.SoftwareModules.DeploymentUnit.",
+        false,
+    );
+    assert_eq!(
+        rig.value("Device.LocalAgent.SubscriptionNumberOfEntries"),
+        "5"
+    );
+
+    // InstallDU: asynchronous, a Request object, then OperationComplete and DUStateChange!.
+    let m = rig.operate(
+        "Device.SoftwareModules.InstallDU()",
+        "k-install",
+        &[
+            ("URL", &url1),
+            ("ExecutionEnvRef", "Device.SoftwareModules.ExecEnv.1"),
+        ],
+    );
+    use operate_resp::operation_result::OperationResp as R;
+    assert_eq!(
+        op_result(&m),
+        R::ReqObjPath("Device.LocalAgent.Request.1".into())
+    );
+    let mut seen = Vec::new();
+    rig.notifications_until(20, &mut seen, |s| {
+        oper_complete(s, "InstallDU()", "k-install").is_some()
+            && !du_events(s).is_empty()
+            && s.iter().any(|(id, _)| id == "new")
+            && s.iter().any(|(_, n)| {
+                matches!(n, notify::Notification::ValueChange(v) if v.param_value == "Active")
+            })
+    });
+    let out = output_of(&oper_complete(&seen, "InstallDU()", "k-install").unwrap());
+    let du_ref = out["DeploymentUnitRef"].clone();
+    assert_eq!(du_ref, "Device.SoftwareModules.DeploymentUnit.1");
+    assert_eq!(out["Version"], "1.0");
+    let uuid = out["UUID"].clone();
+    let ev = &du_events(&seen)[0];
+    assert_eq!(ev["UUID"], uuid);
+    assert_eq!(ev["DeploymentUnitRef"], du_ref);
+    assert_eq!(ev["CurrentState"], "Installed");
+    assert_eq!(ev["OperationPerformed"], "Install");
+    assert_eq!(ev["Resolved"], "true");
+    assert_eq!(ev["Fault.FaultCode"], "0");
+    assert_eq!(
+        ev["ExecutionUnitRefList"],
+        "Device.SoftwareModules.ExecutionUnit.1"
+    );
+    assert!(ev["StartTime"].ends_with('Z') && ev["CompleteTime"].ends_with('Z'));
+    let created = seen.iter().find_map(|(id, n)| match n {
+        notify::Notification::ObjCreation(c) if id == "new" => Some(c.clone()),
+        _ => None,
+    });
+    let created = created.unwrap();
+    assert_eq!(created.obj_path, "Device.SoftwareModules.DeploymentUnit.1.");
+    assert_eq!(created.unique_keys["UUID"], uuid);
+    let vc = seen.iter().find_map(|(_, n)| match n {
+        notify::Notification::ValueChange(v) => Some(v.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        vc.unwrap().param_path,
+        "Device.SoftwareModules.ExecutionUnit.1.Status"
+    );
+    assert_eq!(rig.value("Device.LocalAgent.RequestNumberOfEntries"), "0");
+
+    // The model shows it, searchable.
+    assert_eq!(
+        rig.value("Device.SoftwareModules.DeploymentUnit.[Name==\"dnsfilter\"].UUID"),
+        uuid
+    );
+    assert_eq!(
+        rig.value("Device.SoftwareModules.DeploymentUnit.1.ExecutionUnitList"),
+        "Device.SoftwareModules.ExecutionUnit.1"
+    );
+    assert_eq!(
+        rig.value("Device.SoftwareModules.DeploymentUnit.1.ExecutionEnvRef"),
+        "Device.SoftwareModules.ExecEnv.1"
+    );
+    wait_value(
+        &mut rig,
+        "Device.SoftwareModules.ExecutionUnit.1.Status",
+        "Active",
+        10,
+    );
+    assert_eq!(
+        rig.value("Device.SoftwareModules.ExecEnv.1.AvailableMemory"),
+        "49152"
+    );
+    assert_eq!(
+        rig.value("Device.SoftwareModules.ExecEnv.1.ActiveExecutionUnits"),
+        "Device.SoftwareModules.ExecutionUnit.1"
+    );
+    let id = rig.id();
+    let m = rig.send(&Msg::get(
+        id,
+        ["Device.SoftwareModules.ExecutionUnit.[Status==\"Idle\"].EUID"],
+        0,
+    ));
+    let Some(response::RespType::GetResp(r)) = m.response_body() else {
+        panic!()
+    };
+    assert!(
+        r.req_path_results[0].resolved_path_results.is_empty(),
+        "{r:?}"
+    );
+
+    // SetRequestedState and Restart: synchronous.
+    let m = rig.operate(
+        "Device.SoftwareModules.ExecutionUnit.1.SetRequestedState()",
+        "",
+        &[("RequestedState", "Idle")],
+    );
+    assert_eq!(op_result(&m), R::ReqOutputArgs(Default::default()));
+    assert_eq!(
+        rig.value("Device.SoftwareModules.ExecutionUnit.1.Status"),
+        "Idle"
+    );
+    assert_eq!(
+        rig.value("Device.SoftwareModules.ExecutionUnit.1.RequestedState"),
+        "Idle"
+    );
+    let m = rig.operate("Device.SoftwareModules.ExecutionUnit.1.Restart()", "", &[]);
+    let R::CmdFailure(f) = op_result(&m) else {
+        panic!("{m:?}")
+    };
+    assert_eq!(f.err_code, 7229, "restart of an Idle EU: {}", f.err_msg);
+    let m = rig.operate(
+        "Device.SoftwareModules.ExecutionUnit.*.SetRequestedState()",
+        "",
+        &[("RequestedState", "Active")],
+    );
+    assert_eq!(op_result(&m), R::ReqOutputArgs(Default::default()));
+    let m = rig.operate("Device.SoftwareModules.ExecutionUnit.1.Restart()", "", &[]);
+    assert_eq!(op_result(&m), R::ReqOutputArgs(Default::default()));
+    wait_value(
+        &mut rig,
+        "Device.SoftwareModules.ExecutionUnit.1.Status",
+        "Active",
+        10,
+    );
+    let mut seen = Vec::new();
+    rig.notifications_until(5, &mut seen, |s| {
+        s.iter().any(
+            |(_, n)| matches!(n, notify::Notification::ValueChange(v) if v.param_value == "Idle"),
+        )
+    });
+
+    // Update keeps the instance numbers.
+    let m = rig.operate(&format!("{du_ref}.Update()"), "k-up", &[("URL", &url2)]);
+    assert!(matches!(op_result(&m), R::ReqObjPath(_)), "{m:?}");
+    let mut seen = Vec::new();
+    rig.notifications_until(20, &mut seen, |s| {
+        oper_complete(s, "Update()", "k-up").is_some()
+    });
+    let oc = oper_complete(&seen, "Update()", "k-up").unwrap();
+    assert_eq!(oc.obj_path, "Device.SoftwareModules.DeploymentUnit.1.");
+    output_of(&oc);
+    let ev = du_events(&seen);
+    assert_eq!(ev[0]["OperationPerformed"], "Update");
+    assert_eq!(ev[0]["Version"], "2.0");
+    assert_eq!(
+        rig.value("Device.SoftwareModules.DeploymentUnit.1.Version"),
+        "2.0"
+    );
+    assert_eq!(
+        rig.value("Device.SoftwareModules.DeploymentUnit.1.UUID"),
+        uuid
+    );
+
+    // Uninstall: the object goes, ObjectDeletion and DUStateChange! say so.
+    let m = rig.operate(&format!("{du_ref}.Uninstall()"), "k-rm", &[]);
+    assert!(matches!(op_result(&m), R::ReqObjPath(_)), "{m:?}");
+    let mut seen = Vec::new();
+    rig.notifications_until(20, &mut seen, |s| {
+        oper_complete(s, "Uninstall()", "k-rm").is_some() && s.iter().any(|(id, _)| id == "gone")
+    });
+    output_of(&oper_complete(&seen, "Uninstall()", "k-rm").unwrap());
+    let ev = du_events(&seen);
+    assert_eq!(ev[0]["CurrentState"], "Uninstalled");
+    assert_eq!(ev[0]["DeploymentUnitRef"], du_ref);
+    assert_eq!(
+        ev[0]["ExecutionUnitRefList"],
+        "Device.SoftwareModules.ExecutionUnit.1"
+    );
+    assert_eq!(
+        rig.value("Device.SoftwareModules.DeploymentUnitNumberOfEntries"),
+        "0"
+    );
+
+    // A second install gets a new number: numbers are never reused.
+    let m = rig.operate(
+        "Device.SoftwareModules.InstallDU()",
+        "k2",
+        &[("URL", &url1)],
+    );
+    assert!(matches!(op_result(&m), R::ReqObjPath(_)));
+    let mut seen = Vec::new();
+    rig.notifications_until(20, &mut seen, |s| {
+        oper_complete(s, "InstallDU()", "k2").is_some()
+    });
+    let out = output_of(&oper_complete(&seen, "InstallDU()", "k2").unwrap());
+    assert_eq!(
+        out["DeploymentUnitRef"],
+        "Device.SoftwareModules.DeploymentUnit.2"
+    );
+    agentd::kill_apps_of(&w.root);
+}
+
+#[test]
+fn failures_carry_fault_codes_and_change_nothing() {
+    let w = World::new("usp-err");
+    let url = w.publish(&App::new("voip", "1.0"), "voip-1.0.cpkg");
+    let mut rig = Rig::open(&w);
+    rig.subscribe(
+        "oc",
+        "OperationComplete",
+        "Device.SoftwareModules.InstallDU()",
+        false,
+    );
+    use operate_resp::operation_result::OperationResp as R;
+
+    // Asynchronous failures arrive in OperationComplete with the TR-181 fault code.
+    let m = rig.operate(
+        "Device.SoftwareModules.InstallDU()",
+        "bad-url",
+        &[("URL", "ftp://127.0.0.1/x")],
+    );
+    assert!(matches!(op_result(&m), R::ReqObjPath(_)));
+    let missing = w.url("nothing-here.cpkg");
+    let m = rig.operate(
+        "Device.SoftwareModules.InstallDU()",
+        "missing",
+        &[("URL", &missing)],
+    );
+    assert!(matches!(op_result(&m), R::ReqObjPath(_)));
+    let mut seen = Vec::new();
+    rig.notifications_until(20, &mut seen, |s| {
+        oper_complete(s, "InstallDU()", "bad-url").is_some()
+            && oper_complete(s, "InstallDU()", "missing").is_some()
+    });
+    assert_eq!(
+        failure_of(&oper_complete(&seen, "InstallDU()", "bad-url").unwrap()).0,
+        7004
+    );
+    let (code, msg) = failure_of(&oper_complete(&seen, "InstallDU()", "missing").unwrap());
+    assert_eq!(code, 7033, "{msg}");
+
+    // Synchronous argument errors: 7027; an unknown ExecEnv: 7223.
+    for (args, code) in [
+        (vec![("URL", url.as_str()), ("Colour", "blue")], 7027),
+        (vec![], 7027),
+        (
+            vec![("URL", url.as_str()), ("Username", "u"), ("Password", "p")],
+            7027,
+        ),
+        (vec![("URL", url.as_str()), ("UUID", "not-a-uuid")], 7027),
+        (
+            vec![
+                ("URL", url.as_str()),
+                ("ExecutionEnvRef", "Device.SoftwareModules.ExecEnv.7"),
+            ],
+            7223,
+        ),
+    ] {
+        let m = rig.operate("Device.SoftwareModules.InstallDU()", "", &args);
+        let R::CmdFailure(f) = op_result(&m) else {
+            panic!("{args:?}: {m:?}")
+        };
+        assert_eq!(f.err_code, code, "{args:?}: {}", f.err_msg);
+    }
+    // A requested UUID that is not the package's: installed then taken out again, 7004.
+    let m = rig.operate(
+        "Device.SoftwareModules.InstallDU()",
+        "wrong-uuid",
+        &[
+            ("URL", &url),
+            ("UUID", "00000000-0000-5000-8000-000000000000"),
+        ],
+    );
+    assert!(matches!(op_result(&m), R::ReqObjPath(_)));
+    let mut seen = Vec::new();
+    rig.notifications_until(20, &mut seen, |s| {
+        oper_complete(s, "InstallDU()", "wrong-uuid").is_some()
+    });
+    let (code, msg) = failure_of(&oper_complete(&seen, "InstallDU()", "wrong-uuid").unwrap());
+    assert_eq!(code, 7004, "{msg}");
+    assert!(msg.contains("uninstalled again"), "{msg}");
+    assert_eq!(
+        rig.value("Device.SoftwareModules.DeploymentUnitNumberOfEntries"),
+        "0"
+    );
+
+    let before_files = state_of(&w.state);
+    let before_usp = state_of(&rig.usp_dir);
+    let before_model = rig.get(&["Device."]);
+
+    // Paths: syntax 7008, unknown 7026, missing instance 7016.
+    let r = rig.get(&[
+        "Device.Nope.",
+        "Device.SoftwareModules..",
+        "Device.SoftwareModules.DeploymentUnit.9.UUID",
+    ]);
+    assert_eq!(
+        r.req_path_results[0].err_code, 7026,
+        "{:?}",
+        r.req_path_results[0]
+    );
+    assert_eq!(r.req_path_results[1].err_code, 7008);
+    assert_eq!(
+        r.req_path_results[2].err_code, 0,
+        "a valid path naming nothing is empty"
+    );
+    assert!(r.req_path_results[2].resolved_path_results.is_empty());
+    let m = rig.operate(
+        "Device.SoftwareModules.DeploymentUnit.9.Uninstall()",
+        "",
+        &[],
+    );
+    assert_eq!(error_of(&m).0, 7016);
+    let m = rig.operate("Device.SoftwareModules.Explode()", "", &[]);
+    assert_eq!(error_of(&m).0, 7026);
+    let m = rig.operate(
+        "Device.SoftwareModules.ExecutionUnit.1.SetRequestedState(",
+        "",
+        &[],
+    );
+    assert_eq!(error_of(&m).0, 7008);
+
+    // Set: 7011 wrong type, 7012 bad value, 7013 read-only, 7016 missing, 7026 unknown param.
+    let set = |obj: &str, param: &str, value: &str| {
+        Msg::set(
+            "s",
+            false,
+            vec![set::UpdateObject {
+                obj_path: obj.into(),
+                param_settings: vec![set::UpdateParamSetting {
+                    param: param.into(),
+                    value: value.into(),
+                    required: true,
+                }],
+            }],
+        )
+    };
+    for (obj, param, value, code) in [
+        ("Device.SoftwareModules.ExecEnv.1.", "Enable", "maybe", 7011),
+        (
+            "Device.LocalAgent.Subscription.1.",
+            "NotifType",
+            "Everything",
+            7012,
+        ),
+        (
+            "Device.LocalAgent.Subscription.1.",
+            "ReferenceList",
+            "Device.Nope.",
+            7012,
+        ),
+        ("Device.SoftwareModules.ExecEnv.1.", "Name", "other", 7013),
+        ("Device.DeviceInfo.", "UpTime", "3", 7013),
+        ("Device.SoftwareModules.ExecEnv.9.", "Enable", "false", 7016),
+        ("Device.SoftwareModules.ExecEnv.1.", "Colour", "red", 7026),
+    ] {
+        let m = rig.send(&set(obj, param, value));
+        let (c, msg) = error_of(&m);
+        assert_eq!(c, code, "{obj}{param}={value}: {msg}");
+        let e = m.error_body().unwrap();
+        if code != 7016 {
+            assert_eq!(e.param_errs.len(), 1, "{e:?}");
+            assert_eq!(e.param_errs[0].param_path, format!("{obj}{param}"));
+        }
+    }
+    // Add / Delete: only subscriptions.
+    let addm = |obj: &str| {
+        Msg::add(
+            "a",
+            false,
+            vec![add::CreateObject {
+                obj_path: obj.into(),
+                param_settings: vec![],
+            }],
+        )
+    };
+    assert_eq!(
+        error_of(&rig.send(&addm("Device.SoftwareModules.DeploymentUnit."))).0,
+        7019
+    );
+    assert_eq!(error_of(&rig.send(&addm("Device.DeviceInfo."))).0, 7018);
+    assert_eq!(error_of(&rig.send(&addm("Device.Nothing."))).0, 7026);
+    let del = |p: &str| Msg::delete("d", false, [p]);
+    assert_eq!(
+        error_of(&rig.send(&del("Device.SoftwareModules.ExecEnv.1."))).0,
+        7024
+    );
+    assert_eq!(error_of(&rig.send(&del("Device.DeviceInfo."))).0, 7018);
+
+    assert_eq!(state_of(&w.state), before_files, "nothing changed on flash");
+    assert_eq!(state_of(&rig.usp_dir), before_usp);
+    let mut after = rig.get(&["Device."]);
+    let mut before = before_model;
+    for r in [&mut before, &mut after] {
+        for rp in &mut r.req_path_results[0].resolved_path_results {
+            // Clocks and free memory move on their own.
+            rp.result_params.remove("UpTime");
+            rp.result_params.remove("Free");
+        }
+    }
+    assert_eq!(after, before, "nothing changed in the model");
+
+    // Set that works: ExecEnv.Enable through the agent; a subscription's params.
+    let m = rig.send(&set("Device.SoftwareModules.ExecEnv.1.", "Enable", "false"));
+    assert!(
+        matches!(m.response_body(), Some(response::RespType::SetResp(_))),
+        "{m:?}"
+    );
+    assert_eq!(
+        rig.value("Device.SoftwareModules.ExecEnv.1.Status"),
+        "Disabled"
+    );
+    let m = rig.operate(
+        "Device.SoftwareModules.InstallDU()",
+        "",
+        &[
+            ("URL", &url),
+            ("ExecutionEnvRef", "Device.SoftwareModules.ExecEnv.1."),
+        ],
+    );
+    assert!(matches!(op_result(&m), R::ReqObjPath(_)));
+    let m = rig.send(&set(
+        "Device.LocalAgent.Subscription.[ID==\"oc\"].",
+        "Enable",
+        "false",
+    ));
+    assert!(
+        matches!(m.response_body(), Some(response::RespType::SetResp(_))),
+        "{m:?}"
+    );
+    assert_eq!(
+        rig.value("Device.LocalAgent.Subscription.1.Enable"),
+        "false"
+    );
+    // A disabled subscription delivers nothing.
+    std::thread::sleep(Duration::from_secs(1));
+    let mut seen = Vec::new();
+    rig.notifications_until(0, &mut seen, |_| true);
+    assert!(seen.is_empty(), "{seen:?}");
+    let m = rig.send(&del("Device.LocalAgent.Subscription.1."));
+    let Some(response::RespType::DeleteResp(d)) = m.response_body() else {
+        panic!("{m:?}")
+    };
+    use cpevisor_usp::proto::delete_resp::deleted_object_result::operation_status::OperStatus;
+    let Some(OperStatus::OperSuccess(s)) = d.deleted_obj_results[0]
+        .oper_status
+        .clone()
+        .unwrap()
+        .oper_status
+    else {
+        panic!("{d:?}")
+    };
+    assert_eq!(s.affected_paths, ["Device.LocalAgent.Subscription.1."]);
+    assert_eq!(
+        rig.value("Device.LocalAgent.SubscriptionNumberOfEntries"),
+        "0"
+    );
+}
+
+#[test]
+fn read_only_controller_and_strangers_change_nothing() {
+    let w = World::new("usp-ro");
+    let url = w.publish(&App::new("probe", "1.0"), "probe-1.0.cpkg");
+    let mut rig = Rig::open(&w);
+    let before = state_of(&w.state);
+
+    // ReadOnly reads...
+    let replies = rig.send_as(
+        RO,
+        None,
+        &Msg::get("r1", ["Device.LocalAgent.EndpointID"], 0),
+    );
+    assert!(matches!(
+        replies[0].response_body(),
+        Some(response::RespType::GetResp(_))
+    ));
+    let replies = rig.send_as(RO, None, &Msg::get_supported_dm("r2", ["Device."], true));
+    assert!(matches!(
+        replies[0].response_body(),
+        Some(response::RespType::GetSupportedDmResp(_))
+    ));
+    // ...and may not write: 7006 for Set, Add, Delete, Operate.
+    let writes = [
+        Msg::operate(
+            "w1",
+            "Device.SoftwareModules.InstallDU()",
+            "",
+            true,
+            BTreeMap::from([("URL".to_string(), url.clone())]),
+        ),
+        Msg::operate("w2", "Device.Reboot()", "", true, BTreeMap::new()),
+        Msg::set(
+            "w3",
+            false,
+            vec![set::UpdateObject {
+                obj_path: "Device.SoftwareModules.ExecEnv.1.".into(),
+                param_settings: vec![set::UpdateParamSetting {
+                    param: "Enable".into(),
+                    value: "false".into(),
+                    required: true,
+                }],
+            }],
+        ),
+        Msg::add(
+            "w4",
+            false,
+            vec![add::CreateObject {
+                obj_path: "Device.LocalAgent.Subscription.".into(),
+                param_settings: vec![],
+            }],
+        ),
+        Msg::delete("w5", false, ["Device.LocalAgent.Subscription.1."]),
+    ];
+    for m in &writes {
+        let r = rig.send_as(RO, None, m);
+        assert_eq!(r.len(), 1);
+        let (code, msg) = error_of(&r[0]);
+        assert_eq!(code, 7006, "{}: {msg}", m.msg_id());
+        assert_eq!(r[0].msg_id(), m.msg_id());
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(*rig.reboots.lock().unwrap(), 0);
+    assert_eq!(
+        rig.value("Device.SoftwareModules.DeploymentUnitNumberOfEntries"),
+        "0"
+    );
+    assert_eq!(rig.value("Device.SoftwareModules.ExecEnv.1.Enable"), "true");
+    assert_eq!(
+        rig.value("Device.LocalAgent.SubscriptionNumberOfEntries"),
+        "0"
+    );
+    assert_eq!(rig.agent.snapshot().deployment_units.len(), 0);
+
+    // Nothing at all for: the full controller without its certificate identity, an unknown
+    // controller, a Record for another endpoint, garbage.
+    let install = &writes[0];
+    assert!(rig.send_as(FULL, Some("someone-else"), install).is_empty());
+    assert!(rig.send_as(FULL, None, install).is_empty());
+    assert!(rig.send_as("self::intruder", None, install).is_empty());
+    let foreign = enc(&Record::no_session_msg("os::other-cpe", FULL, install));
+    assert!(rig.ep.handle_record(&foreign, Some(FULL_CN)).is_empty());
+    assert!(rig.ep.handle_record(&foreign, Some(FULL_CN)).is_empty());
+    assert!(rig
+        .ep
+        .handle_record(b"\xff\xff\xff garbage", Some(FULL_CN))
+        .is_empty());
+    // A known controller's malformed Msg (a Get header without a body) gets an Error naming
+    // why; the agent keeps running.
+    let headless = Msg {
+        header: Some(cpevisor_usp::proto::Header {
+            msg_id: "bad-1".into(),
+            msg_type: cpevisor_usp::proto::header::MsgType::Get as i32,
+        }),
+        body: None,
+    };
+    let bad = enc(&Record::no_session_msg(AGENT_ID, FULL, &headless));
+    let r = rig.ep.handle_record(&bad, Some(FULL_CN));
+    assert_eq!(r.len(), 1);
+    let reply = open_record(&r[0].1, FULL);
+    assert_eq!(reply.msg_id(), "bad-1");
+    let (code, msg) = error_of(&reply);
+    assert_eq!(code, 7004, "{msg}");
+    // The same from a stranger: nothing.
+    let bad = enc(&Record::no_session_msg(
+        AGENT_ID,
+        "self::intruder",
+        &headless,
+    ));
+    assert!(rig.ep.handle_record(&bad, None).is_empty());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(rig.agent.snapshot().deployment_units.len(), 0);
+    assert_eq!(state_of(&w.state), before, "nothing changed on flash");
+    assert_eq!(
+        rig.value("Device.LocalAgent.EndpointID"),
+        AGENT_ID,
+        "still answering"
+    );
+}
+
+#[test]
+fn reset_reboot_boot_onboard_and_numbers_across_restarts() {
+    let mut w = World::new("usp-boot");
+    let url = w.publish(&App::new("speedtest", "1.0"), "speedtest-1.0.cpkg");
+    let mut rig = Rig::open(&w);
+
+    // First connect: OnBoardRequest to each controller, once; no Boot! subscribers yet.
+    let out = rig.ep.on_connect();
+    let mut to: Vec<String> = out.iter().map(|(t, _)| t.clone()).collect();
+    to.sort();
+    assert_eq!(to, [FULL.to_string(), RO.to_string()]);
+    let m = open_record(&out[0].1, &out[0].0);
+    let Some(request::ReqType::Notify(n)) = m.request_body() else {
+        panic!()
+    };
+    assert!(n.send_resp);
+    let Some(notify::Notification::OnBoardReq(ob)) = &n.notification else {
+        panic!("{n:?}")
+    };
+    assert_eq!(ob.oui, "012345");
+    assert_eq!(ob.product_class, "HomeGateway");
+    assert_eq!(ob.serial_number, "cpe0001");
+    assert!(
+        rig.ep.on_connect().is_empty(),
+        "a reconnect sends nothing again"
+    );
+
+    rig.subscribe("boot", "Event", "Device.Boot!", true);
+    rig.subscribe("oc", "OperationComplete", "Device.", true);
+    let m = rig.operate("Device.SoftwareModules.InstallDU()", "i", &[("URL", &url)]);
+    use operate_resp::operation_result::OperationResp as R;
+    assert!(matches!(op_result(&m), R::ReqObjPath(_)));
+    let mut seen = Vec::new();
+    rig.notifications_until(20, &mut seen, |s| {
+        oper_complete(s, "InstallDU()", "i").is_some()
+    });
+    output_of(&oper_complete(&seen, "InstallDU()", "i").unwrap());
+    let uuid = rig.value("Device.SoftwareModules.DeploymentUnit.1.UUID");
+
+    // Reboot(): asynchronous, runs the hook, completes; the next Boot! names its CommandKey.
+    let m = rig.operate("Device.Reboot()", "reboot-42", &[]);
+    assert!(matches!(op_result(&m), R::ReqObjPath(_)));
+    let mut seen = Vec::new();
+    rig.notifications_until(10, &mut seen, |s| {
+        oper_complete(s, "Reboot()", "reboot-42").is_some()
+    });
+    assert_eq!(
+        oper_complete(&seen, "Reboot()", "reboot-42")
+            .unwrap()
+            .obj_path,
+        "Device."
+    );
+    assert_eq!(*rig.reboots.lock().unwrap(), 1);
+
+    // "Reboot": a new agent and data model on the same state.
+    rig.agent.shutdown();
+    drop(rig);
+    agentd::kill_apps_of(&w.root);
+    let mut rig = Rig::open(&w);
+    let out = rig.ep.on_connect();
+    assert_eq!(
+        out.len(),
+        1,
+        "Boot! only: every controller was on-boarded already"
+    );
+    let m = open_record(&out[0].1, &out[0].0);
+    let Some(request::ReqType::Notify(n)) = m.request_body() else {
+        panic!()
+    };
+    assert_eq!(
+        n.subscription_id, "boot",
+        "persistent subscription survived"
+    );
+    let Some(notify::Notification::Event(e)) = &n.notification else {
+        panic!("{n:?}")
+    };
+    assert_eq!(e.obj_path, "Device.");
+    assert_eq!(e.event_name, "Boot!");
+    assert_eq!(e.params["Cause"], "RemoteReboot");
+    assert_eq!(e.params["CommandKey"], "reboot-42");
+    assert_eq!(e.params["FirmwareUpdated"], "false");
+    // Same instance numbers after the restart.
+    assert_eq!(
+        rig.value("Device.SoftwareModules.DeploymentUnit.1.UUID"),
+        uuid
+    );
+    assert_eq!(
+        rig.value("Device.LocalAgent.SubscriptionNumberOfEntries"),
+        "2"
+    );
+
+    // ExecEnv.Reset(): uninstalls everything in it.
+    let m = rig.operate("Device.SoftwareModules.ExecEnv.1.Reset()", "reset", &[]);
+    assert!(matches!(op_result(&m), R::ReqObjPath(_)));
+    let mut seen = Vec::new();
+    rig.notifications_until(20, &mut seen, |s| {
+        oper_complete(s, "Reset()", "reset").is_some()
+    });
+    output_of(&oper_complete(&seen, "Reset()", "reset").unwrap());
+    assert_eq!(
+        rig.value("Device.SoftwareModules.DeploymentUnitNumberOfEntries"),
+        "0"
+    );
+
+    // A later agent start is a LocalReboot with no CommandKey.
+    rig.agent.shutdown();
+    drop(rig);
+    let mut rig = Rig::open(&w);
+    let out = rig.ep.on_connect();
+    let m = open_record(&out[0].1, &out[0].0);
+    let Some(request::ReqType::Notify(n)) = m.request_body() else {
+        panic!()
+    };
+    let Some(notify::Notification::Event(e)) = &n.notification else {
+        panic!()
+    };
+    assert_eq!(e.params["Cause"], "LocalReboot");
+    assert_eq!(e.params["CommandKey"], "");
+    w.stop_daemon();
+    agentd::kill_apps_of(&w.root);
+}
