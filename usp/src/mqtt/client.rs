@@ -6,7 +6,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::BufReader;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{
+    AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -15,6 +17,11 @@ use std::time::{Duration, Instant};
 use super::backoff::Backoff;
 use super::codec::{self, CodecError, Connect, Incoming, Publish, Subscribe};
 use crate::tls::{self, ReadHalf, WriteHalf};
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panicked holder leaves plain data behind; carry on with it.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Thread stacks: the client's threads use little, and a router counts every page.
 const THREAD_STACK: usize = 128 * 1024;
@@ -201,6 +208,10 @@ struct Shared {
     send_max: AtomicU32,
     next_packet_id: AtomicU16,
     subscriptions: Mutex<Vec<String>>,
+    /// SUBSCRIBEs sent after connecting, by packet identifier, until their SUBACK.
+    runtime_subscribes: Mutex<HashMap<u16, String>>,
+    /// The server's Maximum QoS (CONNACK); publications are sent at most at this QoS.
+    max_qos: AtomicU8,
     response_information: Mutex<Option<String>>,
     counters: Counters,
 }
@@ -276,6 +287,8 @@ impl MqttClient {
         let shared = Arc::new(Shared {
             send_max: AtomicU32::new(config.max_packet_size),
             subscriptions: Mutex::new(config.subscriptions.clone()),
+            runtime_subscribes: Mutex::new(HashMap::new()),
+            max_qos: AtomicU8::new(1),
             config,
             events: events_tx,
             commands: commands_tx,
@@ -323,6 +336,8 @@ impl MqttClient {
     /// message expiry). The packet identifier is assigned here.
     pub fn publish_with(&self, mut publish: Publish) -> Result<(), MqttError> {
         let capacity = self.shared.config.outgoing_capacity;
+        // A server may cap QoS (CONNACK Maximum QoS); sending above it is a protocol error.
+        publish.qos = publish.qos.min(self.shared.max_qos.load(Ordering::Relaxed));
         publish.packet_id = (publish.qos == 1).then(|| self.shared.packet_id());
         publish.dup = false;
         let max = self.shared.send_max.load(Ordering::Relaxed);
@@ -355,11 +370,7 @@ impl MqttClient {
     pub fn subscribe(&self, filter: &str) -> Result<(), MqttError> {
         check_filter(filter)?;
         {
-            let mut subs = self
-                .shared
-                .subscriptions
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut subs = lock(&self.shared.subscriptions);
             if subs.iter().any(|s| s == filter) {
                 return Ok(());
             }
@@ -377,11 +388,7 @@ impl MqttClient {
     /// Unsubscribes now (if connected) and no longer after reconnects.
     pub fn unsubscribe(&self, filter: &str) -> Result<(), MqttError> {
         check_filter(filter)?;
-        self.shared
-            .subscriptions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|s| s != filter);
+        lock(&self.shared.subscriptions).retain(|s| s != filter);
         self.shared
             .commands
             .send(Command::Unsubscribe(filter.to_owned()))
@@ -394,11 +401,7 @@ impl MqttClient {
 
     /// The Response Information of the last CONNACK that carried one.
     pub fn response_information(&self) -> Option<String> {
-        self.shared
-            .response_information
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        lock(&self.shared.response_information).clone()
     }
 
     pub fn stats(&self) -> Stats {
@@ -587,13 +590,12 @@ impl Manager {
             .unwrap_or(u32::MAX)
             .min(config.max_packet_size);
         self.shared.send_max.store(send_max, Ordering::Relaxed);
+        self.shared
+            .max_qos
+            .store(ack.maximum_qos.unwrap_or(1).min(1), Ordering::Relaxed);
         self.inflight_max = MAX_INFLIGHT.min(ack.receive_maximum.unwrap_or(u16::MAX).into());
         if ack.response_information.is_some() {
-            *self
-                .shared
-                .response_information
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = ack.response_information.clone();
+            *lock(&self.shared.response_information) = ack.response_information.clone();
         }
         // Nothing from the server for 1.5 keep-alive periods means the connection is dead
         // (our PINGREQs every 3/4 period always get an answer from a live server).
@@ -607,12 +609,7 @@ impl Manager {
 
         self.next_session += 1;
         let id = self.next_session;
-        let subscriptions = self
-            .shared
-            .subscriptions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let subscriptions = lock(&self.shared.subscriptions).clone();
         let mut awaiting = HashMap::new();
         let mut now = Instant::now();
         for filter in subscriptions {
@@ -724,6 +721,7 @@ impl Manager {
                 }
                 Command::Subscribe(filter) => {
                     let packet_id = self.shared.packet_id();
+                    lock(&self.shared.runtime_subscribes).insert(packet_id, filter.clone());
                     codec::encode_subscribe(&Subscribe {
                         packet_id,
                         filter,
@@ -839,7 +837,10 @@ impl Reader {
                         .send(Command::PubAck(self.session, packet_id));
                 }
                 Incoming::SubAck(ack) => {
-                    let filter = self.subscriptions.remove(&ack.packet_id);
+                    let filter = self
+                        .subscriptions
+                        .remove(&ack.packet_id)
+                        .or_else(|| lock(&self.shared.runtime_subscribes).remove(&ack.packet_id));
                     if let (Some(&code), Some(filter)) = (ack.reason_codes.first(), filter) {
                         if code >= 0x80 {
                             self.shared.emit(Event::SubscribeRefused {
