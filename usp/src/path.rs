@@ -510,7 +510,7 @@ mod tests {
         assert!(Path::parse(&many).unwrap_err().message.contains("segments"));
         let wide = format!("Device.{}.", "N".repeat(MAX_NAME_LEN + 1));
         assert!(Path::parse(&wide).is_err());
-        let exprs = vec!["A==1"; MAX_EXPRESSIONS + 1].join("&&");
+        let exprs = ["A==1"; MAX_EXPRESSIONS + 1].join("&&");
         let e = Path::parse(&format!("Device.X.[{exprs}].")).unwrap_err();
         assert!(e.message.contains("expressions"), "{e}");
     }
