@@ -253,3 +253,58 @@ fn garbage_instead_of_connack_is_an_error() {
     drop(client);
     server.join().unwrap();
 }
+
+#[test]
+fn unacknowledged_qos1_publications_are_resent_after_a_reconnect() {
+    let (port, server) = fake_server(2, |n, mut tcp| {
+        tcp.write_all(&CONNACK_OK).unwrap();
+        let publish = read_packet(&mut tcp).unwrap();
+        if n == 1 {
+            // Acknowledge this time, then see that nothing more comes.
+            let id = [publish.1[3], publish.1[4]];
+            tcp.write_all(&[0x40, 2, id[0], id[1]]).unwrap();
+            tcp.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            assert!(read_packet(&mut tcp).is_err(), "nothing after the PUBACK");
+        }
+        publish // the first connection drops without PUBACK
+    });
+    let (client, events) = MqttClient::start(config(port)).unwrap();
+    assert!(matches!(next_event(&events), Event::Connected { .. }));
+    client.publish("t", b"once", None, None).unwrap();
+    expect_disconnect(&events, "connection lost");
+    assert!(matches!(next_event(&events), Event::Connected { .. }));
+    let sent = server.join().unwrap();
+    let (first, again) = (&sent[0], &sent[1]);
+    assert_eq!(first.0, 0x32, "QoS 1 PUBLISH");
+    assert_eq!(again.0, 0x3A, "the resend carries DUP");
+    assert_eq!(first.1, again.1, "same packet identifier and payload");
+    drop(client);
+}
+
+#[test]
+fn a_refused_subscription_is_reported() {
+    let (port, server) = fake_server(1, |_, mut tcp| {
+        tcp.write_all(&CONNACK_OK).unwrap();
+        let (first, body) = read_packet(&mut tcp).unwrap();
+        assert_eq!(first, 0x82, "SUBSCRIBE");
+        // SUBACK: same packet id, no properties, 0x87 Not authorized.
+        tcp.write_all(&[0x90, 4, body[0], body[1], 0, 0x87])
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    });
+    let mut config = config(port);
+    config.subscriptions = vec!["usp/agent/x".into()];
+    let (client, events) = MqttClient::start(config).unwrap();
+    assert_eq!(
+        next_event(&events),
+        Event::SubscribeRefused {
+            filter: "usp/agent/x".into(),
+            reason_code: 0x87
+        }
+    );
+    // Connected still follows: the connection itself is fine.
+    assert!(matches!(next_event(&events), Event::Connected { .. }));
+    drop(client);
+    server.join().unwrap();
+}

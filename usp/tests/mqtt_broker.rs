@@ -309,3 +309,61 @@ fn the_client_reconnects_with_back_off_and_subscribes_again() {
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn subscriptions_made_and_dropped_while_connected() {
+    let dir = test_dir("subscribe");
+    let broker = TestBroker::start(&dir).unwrap();
+    let (agent, agent_events) =
+        MqttClient::start(broker.mqtt_config("agent-7", "agent-7").unwrap()).unwrap();
+    let (controller, ctl_events) =
+        MqttClient::start(broker.mqtt_config("controller", "controller").unwrap()).unwrap();
+    connected(&agent_events);
+    connected(&ctl_events);
+
+    agent.subscribe("usp/agent/agent-7/#").unwrap();
+    // The SUBACK is not reported; publish until the subscription is in place.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let m = loop {
+        controller
+            .publish("usp/agent/agent-7/x", b"late", None, None)
+            .unwrap();
+        if let Ok(Event::Message(m)) = agent_events.recv_timeout(Duration::from_millis(200)) {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "runtime subscription never took effect"
+        );
+    };
+    assert_eq!(
+        (m.topic.as_str(), m.payload.as_slice()),
+        ("usp/agent/agent-7/x", &b"late"[..])
+    );
+
+    agent.unsubscribe("usp/agent/agent-7/#").unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    while agent_events.try_recv().is_ok() {} // messages sent before the UNSUBACK
+    controller
+        .publish("usp/agent/agent-7/x", b"gone", None, None)
+        .unwrap();
+    assert!(
+        agent_events
+            .recv_timeout(Duration::from_millis(700))
+            .is_err(),
+        "a message arrived after unsubscribing"
+    );
+
+    // A filter MQTT does not allow never reaches the broker.
+    for bad in ["a/#/b", "a/b#", "a+/b"] {
+        assert!(
+            matches!(agent.subscribe(bad), Err(MqttError::Invalid(_))),
+            "{bad}"
+        );
+    }
+    assert!(agent.is_connected());
+    drop(agent);
+    drop(controller);
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -47,6 +47,7 @@ fn one_controller_reaches_200_agent_sessions() {
     }
     eprintln!("{AGENTS} client certificates made in {:?}", t.elapsed());
 
+    let rss_before = rss_kib();
     let t = Instant::now();
     let agents: Vec<_> = configs
         .into_iter()
@@ -62,6 +63,7 @@ fn one_controller_reaches_200_agent_sessions() {
         });
     }
     let connect_time = t.elapsed();
+    let rss_after = rss_kib();
     eprintln!(
         "{AGENTS} sessions connected (TLS, client certificates, subscribed) in {connect_time:?}"
     );
@@ -121,6 +123,13 @@ fn one_controller_reaches_200_agent_sessions() {
     }
     let round_trip = t.elapsed();
     eprintln!("{AGENTS} requests delivered and answered in {round_trip:?}");
+    if let (Some(before), Some(after)) = (rss_before, rss_after) {
+        eprintln!(
+            "process RSS {before} KiB -> {after} KiB with {AGENTS} TLS sessions: ~{} KiB each \
+             (debug build, two threads per session)",
+            after.saturating_sub(before) / AGENTS as u64
+        );
+    }
     let stats = controller.stats();
     assert_eq!(
         (stats.published, stats.received, stats.incoming_dropped),
@@ -133,4 +142,11 @@ fn one_controller_reaches_200_agent_sessions() {
     eprintln!("{AGENTS} sessions closed in {:?}", t.elapsed());
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The process's resident memory (smaps_rollup counts threaded processes right).
+fn rss_kib() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/smaps_rollup").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Rss:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }

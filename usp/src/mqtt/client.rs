@@ -252,11 +252,24 @@ pub struct MqttClient {
 /// The USP MQTT binding's Content Type for a USP Record.
 pub const USP_CONTENT_TYPE: &str = "usp.msg";
 
+/// A topic filter per MQTT 5 section 4.7: `+` and `#` fill a whole level, `#` only the last.
 fn check_filter(filter: &str) -> Result<(), MqttError> {
+    let invalid = |why: &str| {
+        Err(MqttError::Invalid(format!(
+            "topic filter {filter:?}: {why}"
+        )))
+    };
     if filter.is_empty() || filter.len() > u16::MAX as usize || filter.contains('\0') {
-        return Err(MqttError::Invalid(format!(
-            "topic filter {filter:?} is empty, too long or holds U+0000"
-        )));
+        return invalid("empty, too long or holds U+0000");
+    }
+    let levels: Vec<&str> = filter.split('/').collect();
+    for (i, level) in levels.iter().enumerate() {
+        if level.contains('#') && (*level != "#" || i != levels.len() - 1) {
+            return invalid("'#' must be a whole level and the last one");
+        }
+        if level.contains('+') && *level != "+" {
+            return invalid("'+' must be a whole level");
+        }
     }
     Ok(())
 }
