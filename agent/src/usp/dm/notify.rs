@@ -115,6 +115,16 @@ impl DataModel {
             if !s.enable || s.notif_type != ty {
                 continue;
             }
+            // A persisted subscription of a controller since removed from the config: its
+            // recipient would not be allowed to talk to us, so it hears nothing either.
+            if !self
+                .cfg
+                .controllers
+                .iter()
+                .any(|c| c.endpoint_id == s.recipient)
+            {
+                continue;
+            }
             if !s.reference_list.iter().any(|r| covers(tree, r, &body)) {
                 continue;
             }

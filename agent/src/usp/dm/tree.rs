@@ -273,3 +273,116 @@ impl TreeBuilder {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::usp::dm::schema::check_value;
+    use cpevisor_usp::errors::{INVALID_TYPE, INVALID_VALUE};
+
+    fn hit(p: &str) -> Result<SchemaHit, UspError> {
+        schema_of(&Path::parse(p).unwrap())
+    }
+
+    #[test]
+    fn schema_accepts_tr181_names_and_refuses_others() {
+        for ok in [
+            "Device.",
+            "Device.DeviceInfo.MemoryStatus.Free",
+            "Device.SoftwareModules.DeploymentUnit.",
+            "Device.SoftwareModules.DeploymentUnit.3.ExecutionUnitList",
+            "Device.SoftwareModules.DeploymentUnit.*.Update()",
+            "Device.SoftwareModules.ExecutionUnit.[Status==\"Active\"].EUID",
+            "Device.SoftwareModules.ExecEnv.{i}.Reset()",
+            "Device.SoftwareModules.DUStateChange!",
+            "Device.Boot!",
+            "Device.Reboot()",
+            "Device.LocalAgent.Subscription.1.NotifType",
+        ] {
+            assert!(hit(ok).is_ok(), "{ok}");
+        }
+        assert!(hit("Device.SoftwareModules.DeploymentUnit.").unwrap().table);
+        for bad in [
+            "Device.Nope.",
+            "Device.DeviceInfo.1.",
+            "Device.SoftwareModules.DeploymentUnit.UUID",
+            "Device.SoftwareModules.DeploymentUnit.Status.1.",
+            "Device.SoftwareModules.DeploymentUnit.1.Colour",
+            "Device.SoftwareModules.DeploymentUnit.1.Reset()",
+            "Device.SoftwareModules.Boot!",
+            "Device.SoftwareModules.ExecutionUnit.[Colour==\"red\"].",
+        ] {
+            assert_eq!(hit(bad).err().map(|e| e.code), Some(INVALID_PATH), "{bad}");
+        }
+    }
+
+    #[test]
+    fn value_checks_give_7011_and_7012() {
+        let env = DEVICE
+            .child("SoftwareModules")
+            .and_then(|s| s.child("ExecEnv"))
+            .unwrap();
+        let enable = env.param("Enable").unwrap();
+        assert!(check_value(enable, "true").is_ok());
+        assert!(check_value(enable, "0").is_ok());
+        assert_eq!(check_value(enable, "yes").unwrap_err().0, INVALID_TYPE);
+        let sub = DEVICE
+            .child("LocalAgent")
+            .and_then(|l| l.child("Subscription"))
+            .unwrap();
+        let nt = sub.param("NotifType").unwrap();
+        assert!(check_value(nt, "ValueChange").is_ok());
+        assert_eq!(check_value(nt, "valuechange").unwrap_err().0, INVALID_VALUE);
+        let uptime = DEVICE.child("DeviceInfo").unwrap().param("UpTime").unwrap();
+        assert_eq!(check_value(uptime, "-1").unwrap_err().0, INVALID_TYPE);
+        assert_eq!(
+            check_value(uptime, "4294967296").unwrap_err().0,
+            INVALID_TYPE
+        );
+    }
+
+    #[test]
+    fn search_resolves_against_instance_values() {
+        let mut b = TreeBuilder::default();
+        let dev = b.object(None, &DEVICE, Vec::new());
+        let sm_desc = DEVICE.child("SoftwareModules").unwrap();
+        let sm = b.object(Some(&dev), sm_desc, Vec::new());
+        let eu = sm_desc.child("ExecutionUnit").unwrap();
+        let t = b.table(&sm, eu);
+        b.instance(
+            &t,
+            eu,
+            4,
+            "eu-1",
+            vec![("EUID", "eu-1".into()), ("Status", "Active".into())],
+        );
+        b.instance(
+            &t,
+            eu,
+            7,
+            "eu-2",
+            vec![("EUID", "eu-2".into()), ("Status", "Idle".into())],
+        );
+        let tree = Tree::new(b.objs);
+        let found = |p: &str| -> Vec<String> {
+            tree.resolve(&Path::parse(p).unwrap())
+                .iter()
+                .map(|o| o.path.clone())
+                .collect()
+        };
+        assert_eq!(
+            found("Device.SoftwareModules.ExecutionUnit.[Status!=\"Active\"]."),
+            ["Device.SoftwareModules.ExecutionUnit.7."]
+        );
+        assert_eq!(found("Device.SoftwareModules.ExecutionUnit.*.").len(), 2);
+        assert!(found("Device.SoftwareModules.ExecutionUnit.5.").is_empty());
+        assert_eq!(
+            tree.get("Device.SoftwareModules.ExecutionUnit.4.")
+                .unwrap()
+                .params
+                .len(),
+            eu.params.len(),
+            "every schema parameter present"
+        );
+    }
+}
