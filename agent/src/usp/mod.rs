@@ -1,6 +1,40 @@
 //! The agent's USP side (TR-369): the TR-181 data model (`dm`) and the endpoint that turns
 //! Records into data model calls and notifications into Records (`endpoint`). Transport-free:
 //! the daemon feeds it bytes from its MQTT or WebSocket connection.
+//!
+//! Data model (names as TR-181 Device:2 writes them):
+//! - `Device.DeviceInfo.`: Manufacturer, ManufacturerOUI, ModelName, ProductClass, SerialNumber
+//!   (from [`config::DeviceInfoConfig`]), SoftwareVersion (the agent's), UpTime (/proc/uptime),
+//!   `MemoryStatus.Total`/`Free` (KiB, /proc/meminfo MemTotal/MemAvailable).
+//! - `Device.LocalAgent.`: EndpointID, `Controller.{i}` (EndpointID, Enable, AssignedRole by name:
+//!   FullAccess | ReadOnly), `Subscription.{i}` (Enable, ID, Recipient, NotifType, ReferenceList,
+//!   Persistent, CreationDate; the only table controllers may Add/Delete), `Request.{i}` (async
+//!   commands in flight, RAM only).
+//! - `Device.SoftwareModules.`: `ExecEnv.{i}` (Enable writable; AllocatedMemory/AvailableMemory in
+//!   KiB; `Reset()`), `DeploymentUnit.{i}` (`Update()`, `Uninstall()`), `ExecutionUnit.{i}`
+//!   (`SetRequestedState()`, `Restart()`), `InstallDU()`, `DUStateChange!`; `Device.Reboot()`,
+//!   `Device.Boot!`.
+//! - Instance numbers are per table, keyed by ExecEnv name, DU UUID, EUID, controller endpoint
+//!   ID; kept in `usp.json` (written only when they change) and never reused.
+//!
+//! Semantics worth knowing:
+//! - InstallDU, Update, Uninstall, Reset and Reboot are asynchronous: OperateResp carries
+//!   `Device.LocalAgent.Request.{i}`, and an OperationComplete goes to the subscriptions that ask
+//!   for it (TR-369: OperationComplete is a subscribed notification), with output args
+//!   (InstallDU: DeploymentUnitRef, UUID, Version, beyond TR-181) or a CommandFailure carrying
+//!   the agent's fault code (7004..7230, 7003 internal). Bad arguments are refused at once (7027).
+//! - InstallDU's Username/Password are refused (7027): downloads take no credentials. A `UUID`
+//!   argument that is not the package's UUID undoes the install and fails with 7004.
+//! - Errors: 7008 path syntax, 7026 unknown path (Get reports it per path), 7016 a named
+//!   instance that does not exist (Set, Operate), 7011/7012 wrong type/value, 7013 read-only,
+//!   7018 not a table, 7019 not creatable, 7024 not deletable, 7025 duplicate subscription ID,
+//!   7006 a ReadOnly controller's Set/Add/Delete/Operate, 7001 Notify/Register from a controller.
+//!   A Set without allow_partial validates every parameter before changing anything; an
+//!   ExecEnv.Enable that the agent then refuses is not rolled back with the others.
+//! - ValueChange is produced for `ExecutionUnit.{i}.Status` only (from the agent's events).
+//! - Records from an endpoint that is not a configured controller, or without the transport
+//!   identity (certificate CN) its config names, get no answer at all; Records for another
+//!   endpoint are dropped (logged once).
 
 pub mod config;
 pub mod dm;
