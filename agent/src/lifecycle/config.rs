@@ -192,10 +192,15 @@ impl AgentConfig {
             board.memory.app_budget_mib,
         );
         // microVM apps get a network where the kernel offers taps (module `tun`), jail apps
-        // where it offers veth pairs (module `veth`; bridges come with it in the firmware).
+        // where the firmware made the LAN bridge or loaded the `veth` module.
         let has_links = match env_type {
             ExecEnvType::Kvm => Path::new("/dev/net/tun").exists(),
-            ExecEnvType::Jail => Path::new("/sys/module/veth").exists(),
+            ExecEnvType::Jail => {
+                Path::new("/sys/class/net")
+                    .join(crate::supervise::backend::DEFAULT_LAN_BRIDGE)
+                    .exists()
+                    || Path::new("/sys/module/veth").exists()
+            }
         };
         if has_links {
             cfg.exec_envs[0].app_network = Some(DEFAULT_APP_NETWORK.to_string());

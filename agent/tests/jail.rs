@@ -1,0 +1,542 @@
+//! The jail backend on this host (root, namespaces, veth): the runner alone (`cpevisord
+//! jail-exec`) and through the agent. A busybox-static app looks at its own jail from inside:
+//! PIDs, read-only root, data volume, hostname, seccomp, capabilities, its address; the host
+//! reaches its server through the bridge; SIGTERM ends it; bad input is refused with a reason.
+//! The runner tests make their network changes in a private network namespace (`unshare
+//! --net`); the agent tests run the daemon in the host's (it downloads from loopback) with a
+//! bridge and /16 of their own, removed at the end.
+//! Memory limits need cgroup v2 with the memory controller, which this host lacks (v1): the
+//! OOM path is covered by the board test (tests/tests/jail_in_board.rs).
+
+#[path = "common/agentd.rs"]
+mod agentd;
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use agentd::{App, World, DAEMON};
+use cpevisor_agent::package::{load_signing_key, pack_dir};
+use serde_json::{json, Value};
+
+const BUSYBOX: &str = "/bin/busybox";
+const APPLETS: [&str; 16] = [
+    "sh", "ps", "cat", "hostname", "ls", "touch", "ip", "mount", "unshare", "wget", "httpd",
+    "echo", "sleep", "grep", "tail", "tr",
+];
+
+/// Root, busybox-static and unshare are what these tests need; say so instead of failing
+/// on a machine that cannot run them.
+fn can_run() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let ok = root
+        && [BUSYBOX, "/usr/bin/unshare", "/usr/bin/curl"]
+            .iter()
+            .all(|p| Path::new(p).exists());
+    if !ok {
+        eprintln!("skipped: needs root, {BUSYBOX} (busybox-static), unshare and curl");
+    }
+    ok
+}
+
+/// A rootfs holding busybox and its applet links, with the jail's mount points.
+fn busybox_rootfs(dir: &Path) {
+    fs::create_dir_all(dir.join("bin")).unwrap();
+    fs::copy(BUSYBOX, dir.join("bin/busybox")).unwrap();
+    for a in APPLETS {
+        std::os::unix::fs::symlink("busybox", dir.join("bin").join(a)).unwrap();
+    }
+    for m in ["proc", "dev", "tmp", "data"] {
+        fs::create_dir_all(dir.join(m)).unwrap();
+    }
+}
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("cpv-jail-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("data")).unwrap();
+        busybox_rootfs(&dir.join("rootfs"));
+        Scratch(dir)
+    }
+
+    /// Writes a runner spec for `command` with a link on `bridge` in 10.`net`.0.0/16.
+    fn spec(&self, command: &[&str], bridge: &str, net: u8) -> PathBuf {
+        let spec = json!({
+            "eu_id": "eu-5",
+            "rootfs": self.0.join("rootfs"),
+            "data_dir": self.0.join("data"),
+            "command": command,
+            "env": ["PATH=/bin"],
+            "tmp_size_mib": 4,
+            "net": {"bridge": bridge, "gateway": format!("10.{net}.0.1"), "prefix_len": 16,
+                    "host_if": "cpv-eu-5", "app_ip": format!("10.{net}.0.22")},
+        });
+        let path = self.0.join("jail.json");
+        fs::write(&path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `sh -c script` in a fresh network namespace (the runner's bridge and veth live there).
+fn in_private_net(script: &str) -> Output {
+    Command::new("unshare")
+        .args(["--net", "/bin/sh", "-c", script])
+        .env("RUNNER", DAEMON)
+        .output()
+        .expect("unshare")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn line_after<'a>(out: &'a str, tag: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(tag))
+        .unwrap_or_else(|| panic!("no {tag:?} line in:\n{out}"))
+        .trim()
+}
+
+const INSPECT: &str = "\
+echo \"PIDS $(ps -o pid | tail -n +2 | tr '\\n' ' ')\"
+echo \"COMM1 $(cat /proc/1/comm)\"
+touch /escape 2>&1 | sed 's/^/ROOTW /' || true
+echo kept > /data/written && echo \"DATAW $(cat /data/written)\"
+echo \"HOST $(hostname)\"
+mount -t tmpfs none /tmp 2>&1 | sed 's/^/MOUNT /'
+unshare -n true 2>&1 | sed 's/^/UNSHARE /'
+grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status | sed 's/^/STATUS /'
+echo \"ADDR $(ip -4 -o addr show dev eth0)\"
+echo \"ROUTE $(ip route | grep default)\"
+echo \"DEV $(ls /dev | tr '\\n' ' ')\"
+exit 3";
+
+#[test]
+fn runner_contains_the_app() {
+    if !can_run() {
+        return;
+    }
+    let s = Scratch::new("contain");
+    // busybox sed is not an applet in the rootfs: add it for the script.
+    std::os::unix::fs::symlink("busybox", s.0.join("rootfs/bin/sed")).unwrap();
+    let spec = s.spec(&["/bin/sh", "-c", INSPECT], "br-cpvt1", 71);
+    let out = in_private_net(&format!("\"$RUNNER\" jail-exec {}", spec.display()));
+    let all = text(&out);
+    // The runner ends like the app did.
+    assert_eq!(out.status.code(), Some(3), "{all}");
+
+    // Its own PID namespace: the jail's init is PID 1, and nothing of the host is visible.
+    let pids: Vec<u32> = line_after(&all, "PIDS ")
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert!(pids.contains(&1) && pids.len() <= 5, "{pids:?}\n{all}");
+    assert!(pids.iter().all(|&p| p < 10), "host PIDs visible: {pids:?}");
+    assert_eq!(line_after(&all, "COMM1 "), "cpevisord", "{all}");
+    // Read-only root, writable data volume (seen from the host too).
+    assert!(
+        line_after(&all, "ROOTW ").contains("Read-only file system"),
+        "{all}"
+    );
+    assert_eq!(line_after(&all, "DATAW "), "kept");
+    assert_eq!(
+        fs::read_to_string(s.0.join("data/written")).unwrap(),
+        "kept\n"
+    );
+    assert!(!s.0.join("rootfs/escape").exists());
+    assert_eq!(line_after(&all, "HOST "), "eu-5");
+    // seccomp answers EPERM to mount and unshare.
+    assert!(
+        line_after(&all, "MOUNT ").contains("permission denied"),
+        "{all}"
+    );
+    assert!(
+        line_after(&all, "UNSHARE ").contains("Operation not permitted"),
+        "{all}"
+    );
+    let status: Vec<&str> = all
+        .lines()
+        .filter_map(|l| l.strip_prefix("STATUS "))
+        .collect();
+    for want in [
+        "CapEff:\t0000000000000000",
+        "CapBnd:\t0000000000000000",
+        "NoNewPrivs:\t1",
+        "Seccomp:\t2",
+    ] {
+        assert!(status.contains(&want), "{want:?} not in {status:?}");
+    }
+    assert!(
+        line_after(&all, "ADDR ").contains("inet 10.71.0.22/16"),
+        "{all}"
+    );
+    assert!(
+        line_after(&all, "ROUTE ").contains("default via 10.71.0.1 dev eth0"),
+        "{all}"
+    );
+    // Only harmless devices.
+    let devs = line_after(&all, "DEV ");
+    assert!(devs.contains("null") && devs.contains("urandom"), "{devs}");
+    for absent in ["sda", "vda", "mem", "kmsg", "console"] {
+        assert!(
+            !devs.split_whitespace().any(|d| d == absent),
+            "/dev/{absent} in the jail: {devs}"
+        );
+    }
+}
+
+#[test]
+fn host_reaches_the_app_through_the_bridge_and_sigterm_ends_it() {
+    if !can_run() {
+        return;
+    }
+    let s = Scratch::new("net");
+    fs::create_dir_all(s.0.join("data/www")).unwrap();
+    fs::write(s.0.join("data/www/index.html"), "hello from the jail\n").unwrap();
+    let spec = s.spec(
+        &["/bin/httpd", "-f", "-p", "8080", "-h", "/data/www"],
+        "br-cpvt2",
+        72,
+    );
+    let script = format!(
+        "\"$RUNNER\" jail-exec {} & pid=$!
+         i=0
+         until page=$(curl -sf -m 1 http://10.72.0.22:8080/); do
+             i=$((i + 1)); [ $i -gt 100 ] && break; sleep 0.1
+         done
+         echo \"PAGE $page\"
+         echo \"PORTS $(ip -o link show master br-cpvt2 | cut -d: -f2 | cut -d@ -f1)\"
+         echo \"BRIDGE $(ip -4 -o addr show dev br-cpvt2)\"
+         kill -TERM $pid; wait $pid; echo \"RC $?\"",
+        spec.display()
+    );
+    let out = in_private_net(&script);
+    let all = text(&out);
+    assert_eq!(line_after(&all, "PAGE "), "hello from the jail", "{all}");
+    assert_eq!(line_after(&all, "PORTS "), "cpv-eu-5", "{all}");
+    assert!(
+        line_after(&all, "BRIDGE ").contains("10.72.0.1/16"),
+        "{all}"
+    );
+    // httpd died of the forwarded SIGTERM; the runner died the same way (128 + 15).
+    assert_eq!(line_after(&all, "RC "), "143", "{all}");
+}
+
+#[test]
+fn runner_refuses_bad_specs_with_the_reason() {
+    if !can_run() {
+        return;
+    }
+    let s = Scratch::new("bad");
+    let run = |spec: &Path| {
+        let out = in_private_net(&format!("\"$RUNNER\" jail-exec {}", spec.display()));
+        (out.status.code(), text(&out))
+    };
+    // A rootfs without the /data mount point: nothing runs, the message names it.
+    let spec = s.spec(&["/bin/sh", "-c", "echo ran"], "br-cpvt3", 73);
+    fs::remove_dir(s.0.join("rootfs/data")).unwrap();
+    let (code, all) = run(&spec);
+    assert_eq!(code, Some(125), "{all}");
+    assert!(
+        all.contains("mount point") && all.contains("/data"),
+        "{all}"
+    );
+    assert!(!all.contains("ran"), "{all}");
+    fs::create_dir(s.0.join("rootfs/data")).unwrap();
+    // A command that does not exist in the rootfs.
+    let spec = s.spec(&["/bin/nope"], "br-cpvt3", 73);
+    let (code, all) = run(&spec);
+    assert_eq!(code, Some(125), "{all}");
+    assert!(all.contains("jail: exec /bin/nope: ENOENT"), "{all}");
+    // Spec errors: unknown field, relative command, a bridge name the kernel would refuse.
+    for (patch, want) in [
+        (json!({"bogus": 1}), "unknown field `bogus`"),
+        (json!({"command": ["sh"]}), "command[0]"),
+        (
+            json!({"net": {"bridge": "bridge/with/slash", "gateway": "10.73.0.1",
+                    "prefix_len": 16, "host_if": "cpv-eu-5", "app_ip": "10.73.0.22"}}),
+            "net.bridge",
+        ),
+    ] {
+        let good = s.spec(&["/bin/nope"], "br-cpvt3", 73);
+        let mut v: Value = serde_json::from_slice(&fs::read(&good).unwrap()).unwrap();
+        for (k, val) in patch.as_object().unwrap() {
+            v[k] = val.clone();
+        }
+        fs::write(&spec, v.to_string()).unwrap();
+        let (code, all) = run(&spec);
+        assert_eq!(code, Some(125), "{all}");
+        assert!(all.contains("jail: spec") && all.contains(want), "{all}");
+    }
+    let out = Command::new(DAEMON).arg("jail-exec").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("usage: cpevisord jail-exec"));
+}
+
+/// The bridge the agent tests create in the host's namespace; deleted when dropped.
+struct HostBridge {
+    name: String,
+    /// `10.<octet>.0.0/16`.
+    octet: u8,
+}
+
+impl HostBridge {
+    /// Unique per test process and tag, so parallel runs do not share a bridge or a network.
+    fn new(tag: u8) -> HostBridge {
+        let id = std::process::id() % 10_000;
+        let b = HostBridge {
+            name: format!("br-cpv{id}-{tag}"),
+            octet: 150 + ((id % 50) as u8) + tag,
+        };
+        b.delete();
+        b
+    }
+
+    fn delete(&self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.name])
+            .output();
+    }
+
+    fn app_ip(&self, eu: &str) -> std::net::Ipv4Addr {
+        // eu-N gets 10.x.0.0 + 4N + 2.
+        let n: u32 = eu.strip_prefix("eu-").unwrap().parse().unwrap();
+        std::net::Ipv4Addr::from(
+            u32::from(std::net::Ipv4Addr::new(10, self.octet, 0, 0)) + 4 * n + 2,
+        )
+    }
+}
+
+impl Drop for HostBridge {
+    fn drop(&mut self) {
+        self.delete();
+    }
+}
+
+/// A world whose daemon runs jail apps with links on `bridge`.
+fn jail_world(tag: &str, bridge: &HostBridge) -> World {
+    let w = World::new(tag);
+    w.write_config_patched(json!({
+        "exec_envs": [{"name": "jail0", "type": "jail", "arch": "x86_64",
+                       "memory_budget_mib": 64, "runner": "jail",
+                       "app_network": format!("10.{}.0.0/16", bridge.octet),
+                       "lan_bridge": bridge.name}],
+        // The busybox rootfs is 2 MB.
+        "download_cap_bytes": 16 << 20,
+    }));
+    w
+}
+
+/// Packs a jail app with the busybox rootfs; returns its URL.
+fn publish_jail_app(w: &World, name: &str, command: &[&str], restart: Value) -> String {
+    let dir = w.root.join(format!("src-{name}"));
+    busybox_rootfs(&dir.join("rootfs"));
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(dir.join("rootfs"))
+        .arg("-cf")
+        .arg(dir.join("rootfs.tar"))
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    let app = json!({
+        "name": name, "version": "1.0", "vendor": "acme", "description": "jail test app",
+        "arch": "x86_64", "backends": ["jail"], "memory_mib": 16, "vcpus": 1,
+        "command": command, "restart": restart, "autostart": true, "run_level": 1,
+        "rootfs": "rootfs.tar",
+    });
+    fs::write(dir.join("app.json"), serde_json::to_vec(&app).unwrap()).unwrap();
+    let key = load_signing_key(&w.key).unwrap();
+    let file = format!("{name}.cpkg");
+    pack_dir(&dir, &key, &w.www.join(&file)).unwrap();
+    w.url(&file)
+}
+
+fn eu_of(du: &Value) -> String {
+    du["execution_unit_list"][0].as_str().unwrap().to_string()
+}
+
+fn logs(w: &World, eu: &str) -> String {
+    w.ctl_json(&["logs", eu]).unwrap()["log"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn agent_runs_jail_apps_with_the_same_lifecycle() {
+    if !can_run() {
+        return;
+    }
+    let bridge = HostBridge::new(1);
+    let mut w = jail_world("agent", &bridge);
+    let server = publish_jail_app(
+        &w,
+        "server",
+        &[
+            "/bin/sh",
+            "-c",
+            "echo \"up as $(hostname) at $CPEVISOR_IP\"; echo stored > /data/f; \
+             exec httpd -f -p 8080 -h /data",
+        ],
+        json!({"enable": false, "retry_min_wait_s": 1, "retry_max_wait_s": 1,
+               "retry_interval_multiplier": 1000, "max_retry_count": 0, "reset_period_s": 60}),
+    );
+    let crashy = publish_jail_app(
+        &w,
+        "crashy",
+        &["/bin/sh", "-c", "echo boom; exit 3"],
+        json!({"enable": true, "retry_min_wait_s": 1, "retry_max_wait_s": 1,
+               "retry_interval_multiplier": 1000, "max_retry_count": 1, "reset_period_s": 60}),
+    );
+    w.start_daemon(None);
+
+    let eu = eu_of(&w.ctl_json(&["install", &server]).unwrap());
+    w.wait_eu_status(&eu, "Active", 20);
+    let ip = bridge.app_ip(&eu);
+    let fetch = || {
+        Command::new("curl")
+            .args(["-sf", "-m", "2"])
+            .arg(format!("http://{ip}:8080/f"))
+            .output()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let page = loop {
+        let out = fetch();
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no answer from {ip}: {}\n{}",
+            text(&out),
+            logs(&w, &eu)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(page, "stored\n");
+    assert!(
+        logs(&w, &eu).contains(&format!("up as {eu} at {ip}/16")),
+        "{}",
+        logs(&w, &eu)
+    );
+    // The data volume is the agent's per-DU data directory.
+    let data_files: Vec<String> = w
+        .state_files()
+        .into_iter()
+        .filter(|f| f.contains("_data/"))
+        .collect();
+    assert!(
+        data_files.iter().any(|f| f.ends_with("_data/f")),
+        "{data_files:?}"
+    );
+    // The rootfs was extracted once, next to the version's files.
+    assert!(
+        w.state_files()
+            .iter()
+            .any(|f| f.ends_with("/rootfs/bin/busybox")),
+        "{:?}",
+        w.state_files()
+    );
+
+    // Stop: the jail goes away (SIGTERM forwarded to httpd), restart brings it back.
+    let t0 = Instant::now();
+    assert!(w.ctl(&["stop", &eu]).status.success());
+    let v = w.eu(&eu);
+    assert_eq!(v["status"], "Idle", "{v}");
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(!fetch().status.success(), "still answering after stop");
+    assert!(w.ctl(&["start", &eu]).status.success());
+    w.wait_eu_status(&eu, "Active", 20);
+
+    // A crashing jail app follows AutoRestart like any other.
+    let bad = eu_of(&w.ctl_json(&["install", &crashy]).unwrap());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let v = loop {
+        let v = w.eu(&bad);
+        if v["execution_fault_code"] == "FailureWhileActive" {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "{v}\n{}", w.daemon_log());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(v["status"], "Idle");
+    let msg = v["execution_fault_message"].as_str().unwrap();
+    assert!(
+        msg.contains("exited with status 3") && msg.contains("gave up after 1 restarts"),
+        "{msg}"
+    );
+    assert_eq!(logs(&w, &bad).matches("boom").count(), 2);
+    // ...while the other app keeps serving.
+    assert_eq!(w.eu(&eu)["status"], "Active");
+    assert!(fetch().status.success());
+    assert_eq!(w.stop_daemon(), Some(0));
+}
+
+#[test]
+fn jail_exec_env_refuses_what_it_cannot_run() {
+    if !can_run() {
+        return;
+    }
+    let bridge = HostBridge::new(2);
+    let mut w = jail_world("refuse", &bridge);
+    // kvm-only, and a jail app for another architecture: 7225.
+    let mut kvm = App::new("kvmonly", "1.0");
+    kvm.kvm = true;
+    let kvm_url = w.publish(&kvm, "kvmonly.cpkg");
+    let mut arm = App::new("armapp", "1.0");
+    arm.arch = "armv7".into();
+    let arm_url = w.publish(&arm, "armapp.cpkg");
+    // A jail package without a command, correctly signed: 7004 (the config is invalid).
+    let signer = common::test_key(43);
+    let trusted = cpevisor_agent::package::TrustedKey::new(signer.verifying_key());
+    fs::write(w.trusted.join("parts.pub"), trusted.to_hex()).unwrap();
+    let mut parts = common::Parts::good(&signer);
+    let mut cfg = common::app_config_json();
+    cfg["arch"] = "x86_64".into();
+    cfg["backends"] = json!(["jail"]);
+    cfg["command"] = json!([]);
+    parts.config = serde_json::to_vec(&cfg).unwrap();
+    parts.sign_with(&signer);
+    parts.write(&w.www.join("nocommand.cpkg"));
+    w.start_daemon(None);
+    let before = w.state_files();
+
+    for (url, code, words) in [
+        (kvm_url, 7225, "supports backends [kvm]"),
+        (arm_url, 7225, "built for armv7"),
+        (w.url("nocommand.cpkg"), 7004, "command"),
+    ] {
+        let (got, msg) = w.ctl_json(&["install", &url]).unwrap_err();
+        assert_eq!(got, code, "{url}: {msg}");
+        assert!(msg.contains(words), "{url}: {msg}");
+    }
+    assert!(w.list()["deployment_units"].as_array().unwrap().is_empty());
+    assert_eq!(
+        w.state_files(),
+        before,
+        "a refused install changed the store"
+    );
+}
