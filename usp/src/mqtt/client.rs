@@ -6,9 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::BufReader;
-use std::sync::atomic::{
-    AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
-};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -168,16 +166,6 @@ pub struct Stats {
     pub events_dropped: u64,
 }
 
-#[derive(Default)]
-struct Counters {
-    connects: AtomicU64,
-    disconnects: AtomicU64,
-    published: AtomicU64,
-    received: AtomicU64,
-    incoming_dropped: AtomicU64,
-    events_dropped: AtomicU64,
-}
-
 /// What the manager thread is asked to do (by the API or by the reader).
 enum Command {
     Publish(Outgoing),
@@ -213,22 +201,26 @@ struct Shared {
     /// The server's Maximum QoS (CONNACK); publications are sent at most at this QoS.
     max_qos: AtomicU8,
     response_information: Mutex<Option<String>>,
-    counters: Counters,
+    /// Under a lock: 32-bit MIPS has no 64-bit atomics.
+    counters: Mutex<Stats>,
 }
 
 impl Shared {
+    fn count(&self, update: impl FnOnce(&mut Stats)) {
+        update(&mut lock(&self.counters));
+    }
+
     fn emit(&self, event: Event) {
         let is_message = matches!(event, Event::Message(_));
         match self.events.try_send(event) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                let counter = if is_message {
-                    &self.counters.incoming_dropped
+            Err(TrySendError::Full(_)) => self.count(|c| {
+                if is_message {
+                    c.incoming_dropped += 1
                 } else {
-                    &self.counters.events_dropped
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-            }
+                    c.events_dropped += 1
+                }
+            }),
             Err(TrySendError::Disconnected(_)) => {} // nobody listens any more
         }
     }
@@ -309,7 +301,7 @@ impl MqttClient {
             connected: AtomicBool::new(false),
             next_packet_id: AtomicU16::new(1),
             response_information: Mutex::new(None),
-            counters: Counters::default(),
+            counters: Mutex::new(Stats::default()),
         });
         let manager_shared = shared.clone();
         let manager = std::thread::Builder::new()
@@ -418,15 +410,7 @@ impl MqttClient {
     }
 
     pub fn stats(&self) -> Stats {
-        let c = &self.shared.counters;
-        Stats {
-            connects: c.connects.load(Ordering::Relaxed),
-            disconnects: c.disconnects.load(Ordering::Relaxed),
-            published: c.published.load(Ordering::Relaxed),
-            received: c.received.load(Ordering::Relaxed),
-            incoming_dropped: c.incoming_dropped.load(Ordering::Relaxed),
-            events_dropped: c.events_dropped.load(Ordering::Relaxed),
-        }
+        *lock(&self.shared.counters)
     }
 
     /// Sends DISCONNECT (if connected), closes the connection and stops the threads.
@@ -492,10 +476,7 @@ impl Manager {
             let end = match self.connect() {
                 Ok(mut session) => {
                     attempt = 0;
-                    self.shared
-                        .counters
-                        .connects
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.shared.count(|c| c.connects += 1);
                     let end = self.serve(&mut session);
                     self.shared.connected.store(false, Ordering::Release);
                     self.close(session, matches!(end, SessionEnd::Shutdown));
@@ -506,10 +487,7 @@ impl Manager {
             let SessionEnd::Lost(reason) = end else {
                 return;
             };
-            self.shared
-                .counters
-                .disconnects
-                .fetch_add(1, Ordering::Relaxed);
+            self.shared.count(|c| c.disconnects += 1);
             attempt = attempt.saturating_add(1);
             let delay = self.shared.config.backoff.delay(attempt, &mut rng);
             self.shared.emit(Event::Disconnected {
@@ -691,10 +669,7 @@ impl Manager {
                 .send(&outgoing.bytes)
                 .map_err(|e| format!("send PUBLISH: {e}"))?;
             session.last_write = Instant::now();
-            self.shared
-                .counters
-                .published
-                .fetch_add(1, Ordering::Relaxed);
+            self.shared.count(|c| c.published += 1);
             if let Some(id) = outgoing.packet_id {
                 self.inflight.insert(id, outgoing.bytes);
             }
@@ -831,10 +806,7 @@ impl Reader {
                             return format!("send PUBACK: {e}");
                         }
                     }
-                    self.shared
-                        .counters
-                        .received
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.shared.count(|c| c.received += 1);
                     self.shared.emit(Event::Message(Message {
                         topic: p.topic,
                         payload: p.payload,
