@@ -137,6 +137,29 @@ fn controller_manages_an_agent_over_mosquitto() {
     ];
     world.start_daemon(None);
 
+    // `agents`: the OnBoardRequest kept by the broker, recorded in the roster.
+    let roster = world.root.join("roster.json");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, v, err) = usp(
+            &ctl,
+            &["--listen", "2", "--roster", roster.to_str().unwrap(), "agents"],
+        );
+        assert_eq!(code, 0, "{err}");
+        let seen = v["seen"].as_array().unwrap();
+        if seen
+            .iter()
+            .any(|s| s["endpoint_id"] == AGENT && s["how"] == "OnBoardRequest")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no OnBoardRequest: {v}\nlog:\n{}",
+            world.daemon_log()
+        );
+    }
+
     let info = wait_answering(&ctl, &world);
     let r = only(&info);
     assert_eq!(row(r, "Manufacturer"), Some("Example Networks"), "{r}");
@@ -145,19 +168,6 @@ fn controller_manages_an_agent_over_mosquitto() {
     assert!(row(r, "UpTime").is_some());
     assert!(row(r, "MemoryStatus.Total").is_some(), "{r}");
 
-    // `agents`: the OnBoardRequest kept by the broker, recorded in the roster.
-    let roster = world.root.join("roster.json");
-    let (code, v, err) = usp(
-        &ctl,
-        &["--listen", "1", "--roster", roster.to_str().unwrap(), "agents"],
-    );
-    assert_eq!(code, 0, "{err}");
-    let seen = v["seen"].as_array().unwrap();
-    assert!(
-        seen.iter()
-            .any(|s| s["endpoint_id"] == AGENT && s["how"] == "OnBoardRequest"),
-        "{v}"
-    );
     let (code, v, err) = usp(
         &ctl,
         &["--all", "--roster", roster.to_str().unwrap(), "get", "Device.LocalAgent.EndpointID"],

@@ -22,6 +22,9 @@ pub const MAX_AGENTS: usize = 10_000;
 pub const MAX_EVENTS_PER_AGENT: usize = 32;
 /// How often a start/stop checks the EU's Status when no ValueChange came.
 const STATUS_POLL: Duration = Duration::from_millis(1000);
+/// How long a finished DU command waits for its `DUStateChange!`, which an agent may send
+/// just after the OperationComplete.
+const DU_EVENT_GRACE: Duration = Duration::from_secs(2);
 
 /// A payload the MTP received on the controller's topic.
 #[derive(Debug, Clone)]
@@ -143,6 +146,8 @@ enum Phase {
     AwaitComplete,
     /// Start/stop: waiting for the EU's Status to reach the wanted value.
     AwaitStatus { status_path: String, want: String, next_poll: Instant },
+    /// Finished; waiting a little for the `DUStateChange!` of a DU command.
+    AwaitDuEvent { until: Instant },
     Done,
 }
 
@@ -285,6 +290,11 @@ impl Controller {
                 break;
             }
             self.poll_status(&mut jobs, now);
+            for job in jobs.values_mut() {
+                if matches!(job.phase, Phase::AwaitDuEvent { until } if until <= now) {
+                    job.phase = Phase::Done;
+                }
+            }
             let wait = (deadline - now).min(Duration::from_millis(200));
             match self.rx.recv_timeout(wait) {
                 Ok(inb) => self.on_inbound(inb, &mut jobs),
@@ -296,6 +306,9 @@ impl Controller {
             .into_iter()
             .map(|a| {
                 let mut job = jobs.remove(&a).expect("one job per agent");
+                if matches!(job.phase, Phase::AwaitDuEvent { .. }) {
+                    job.phase = Phase::Done;
+                }
                 if job.phase != Phase::Done {
                     job.outcome.ok = false;
                     job.outcome.fault = Some(UspError::new(
@@ -317,6 +330,30 @@ impl Controller {
     fn succeed(job: &mut Job) {
         job.outcome.ok = true;
         job.phase = Phase::Done;
+    }
+
+    /// The OperationComplete ended the command; a DU command also reports its
+    /// `DUStateChange!`, which the operator wants to see: wait briefly unless it came already.
+    fn completed(job: &mut Job, result: Result<(), UspError>) {
+        match result {
+            Ok(()) => job.outcome.ok = true,
+            Err(e) => {
+                job.outcome.ok = false;
+                job.outcome.fault = Some(e);
+            }
+        }
+        let du_op = matches!(
+            job.op,
+            Op::Install { .. } | Op::Update { .. } | Op::Uninstall { .. }
+        );
+        let seen = job.outcome.events.iter().any(|e| e.kind == "DUStateChange!");
+        job.phase = if du_op && !seen {
+            Phase::AwaitDuEvent {
+                until: Instant::now() + DU_EVENT_GRACE,
+            }
+        } else {
+            Phase::Done
+        };
     }
 
     fn request(&mut self, agent: &str, job: &mut Job, phase: Phase, msg: Msg) {
@@ -641,16 +678,22 @@ impl Controller {
                         job.outcome
                             .rows
                             .extend(a.output_args.iter().map(|(k, v)| (k.clone(), v.clone())));
-                        Self::succeed(job);
+                        Self::completed(job, Ok(()));
                     }
-                    Some(R::CmdFailure(f)) => {
-                        Self::fail(job, UspError::new(f.err_code, f.err_msg.clone()))
-                    }
+                    Some(R::CmdFailure(f)) => Self::completed(
+                        job,
+                        Err(UspError::new(f.err_code, f.err_msg.clone())),
+                    ),
                     None => Self::fail(
                         job,
                         UspError::new(0, "OperationComplete without a result".to_string()),
                     ),
                 }
+            }
+            (Phase::AwaitDuEvent { .. }, Notification::Event(e))
+                if e.event_name == "DUStateChange!" =>
+            {
+                job.phase = Phase::Done;
             }
             (Phase::AwaitStatus { status_path, want, .. }, Notification::ValueChange(v))
                 if &v.param_path == status_path && &v.param_value == want =>
@@ -908,12 +951,12 @@ impl Controller {
             return;
         };
         match e.params.get("err_code") {
-            Some(code) => Self::fail(
+            Some(code) => Self::completed(
                 job,
-                UspError::new(
+                Err(UspError::new(
                     code.parse().unwrap_or(0),
                     e.params.get("err_msg").cloned().unwrap_or_default(),
-                ),
+                )),
             ),
             None => {
                 job.outcome.rows.extend(
@@ -922,7 +965,7 @@ impl Controller {
                         .filter(|(k, _)| k.as_str() != "command_key")
                         .map(|(k, v)| (k.clone(), v.clone())),
                 );
-                Self::succeed(job);
+                Self::completed(job, Ok(()));
             }
         }
     }
@@ -950,6 +993,7 @@ fn phase_name(p: &Phase) -> &'static str {
         Phase::Request => "waiting for the response",
         Phase::AwaitComplete => "waiting for OperationComplete",
         Phase::AwaitStatus { .. } => "waiting for the Status to change",
+        Phase::AwaitDuEvent { .. } => "waiting for DUStateChange!",
         Phase::Done => "done",
     }
 }

@@ -470,6 +470,9 @@ impl Connection {
         let (client, events) = MqttClient::start(mqtt).map_err(|e| format!("mqtt: {e}"))?;
         let deadline = Instant::now() + CONNECT_TIMEOUT;
         let mut last = String::from("no answer");
+        // A persistent session delivers what the broker kept as soon as it accepts us, even
+        // before our SUBACK: keep those for the engine.
+        let mut early = Vec::new();
         loop {
             let left = deadline
                 .checked_duration_since(Instant::now())
@@ -483,7 +486,11 @@ impl Connection {
                         cpevisor_usp::mqtt::codec::reason_name(reason_code)
                     ))
                 }
-                Ok(MqttEvent::Message(_)) => {}
+                Ok(MqttEvent::Message(m)) => {
+                    if early.len() < 4096 {
+                        early.push(m)
+                    }
+                }
                 Err(_) => return Err(format!("broker {broker}: cannot connect ({last})")),
             }
         }
@@ -493,7 +500,8 @@ impl Connection {
         std::thread::Builder::new()
             .name("usp-ctl-rx".into())
             .spawn(move || {
-                for ev in events {
+                let early = early.into_iter().map(MqttEvent::Message);
+                for ev in early.chain(events) {
                     if let MqttEvent::Message(m) = ev {
                         if m.content_type.as_deref().is_some_and(|c| c != USP_CONTENT_TYPE) {
                             continue;
