@@ -29,7 +29,8 @@ use rustls::{ClientConfig, ClientConnection, Connection, RootCertStore, ServerCo
 
 /// A PEM file larger than this is not a certificate chain or a key.
 const MAX_PEM_FILE: u64 = 1 << 20;
-/// TLS handshakes must finish within this, so a silent peer cannot hold a thread.
+/// Server-side TLS handshakes wait at most this long per read unless the socket already has a
+/// read timeout, so a silent client cannot hold a thread.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Why a TLS configuration or connection could not be made; the text names the file or peer.
@@ -526,9 +527,9 @@ fn flush_tls(tcp: &mut TcpStream, conn: &mut Connection) -> io::Result<()> {
 }
 
 /// Runs a handshake to completion on a blocking socket with a deadline.
-fn handshake(tcp: &mut TcpStream, conn: &mut Connection) -> io::Result<()> {
+fn handshake(tcp: &mut TcpStream, conn: &mut Connection, timeout: Duration) -> io::Result<()> {
     let old = tcp.read_timeout()?;
-    tcp.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    tcp.set_read_timeout(Some(timeout))?;
     while conn.is_handshaking() {
         conn.complete_io(tcp)?;
     }
@@ -575,7 +576,7 @@ pub fn connect(
     let client = ClientConnection::new(config.clone(), name)
         .map_err(|e| io::Error::other(format!("TLS: {e}")))?;
     let mut conn = Connection::Client(client);
-    handshake(&mut tcp, &mut conn)
+    handshake(&mut tcp, &mut conn, timeout)
         .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake with {host}:{port}: {e}")))?;
     let identity = match conn.peer_certificates().and_then(|c| c.first()) {
         Some(cert) => Some(PeerIdentity::from_der(cert)?),
@@ -599,7 +600,8 @@ pub fn accept(
     let server = rustls::ServerConnection::new(config.clone())
         .map_err(|e| io::Error::other(format!("TLS: {e}")))?;
     let mut conn = Connection::Server(server);
-    handshake(&mut tcp, &mut conn)
+    let timeout = tcp.read_timeout()?.unwrap_or(HANDSHAKE_TIMEOUT);
+    handshake(&mut tcp, &mut conn, timeout)
         .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake: {e}")))?;
     let identity = match conn.peer_certificates().and_then(|c| c.first()) {
         Some(cert) => Some(PeerIdentity::from_der(cert)?),

@@ -328,3 +328,39 @@ fn a_dropped_connection_is_an_error_not_a_hang() {
     drop(input);
     assert!(matches!(server.join().unwrap().1, WsError::Io(_)));
 }
+
+#[test]
+fn silent_peers_time_out_in_the_handshake() {
+    let dir = test_dir("silent");
+    let pki = Pki::new(&dir).unwrap();
+    let config = WsConfig {
+        handshake_timeout: Duration::from_millis(500),
+        ..WsConfig::default()
+    };
+    // A client that connects and says nothing, over TLS and over plain TCP.
+    for tls in [Some(pki.server_tls(true).unwrap()), None] {
+        let (port, server) = serve_once(tls, config.clone(), |c| c.err().map(|e| e.to_string()));
+        let silent = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let t = std::time::Instant::now();
+        let error = server
+            .join()
+            .unwrap()
+            .expect("a silent client was accepted");
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "{:?}: {error}",
+            t.elapsed()
+        );
+        drop(silent);
+    }
+    // A server that accepts and says nothing.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let tls = pki.client_tls(Some(&pki.identity("c").unwrap())).unwrap();
+    let t = std::time::Instant::now();
+    let outcome = ws::connect("127.0.0.1", port, "/", Some((&tls, "127.0.0.1")), &config);
+    assert!(outcome.is_err());
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    drop(listener);
+    let _ = std::fs::remove_dir_all(&dir);
+}
