@@ -711,4 +711,27 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn mutated_certificates_never_panic() {
+        let der = cert_with(
+            "controller",
+            &[(0x86, "urn:bbf:usp:id:x"), (0x82, "a.example")],
+        );
+        let mut seed = 0xD1B5_4A32_D192_ED03u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let mut bytes = der.clone();
+            for _ in 0..=(next() % 4) {
+                let at = (next() as usize) % bytes.len();
+                bytes[at] = next() as u8;
+            }
+            let _ = PeerIdentity::from_der(&bytes);
+        }
+    }
 }

@@ -1159,4 +1159,47 @@ mod tests {
         assert_eq!(encode_puback(5, 0), [0x40, 2, 0, 5]);
         assert_eq!(encode_puback(5, 0x80), [0x40, 3, 0, 5, 0x80]);
     }
+
+    /// Random and mutated packets: decoding gives a packet or an error, never a panic.
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let valid = encode_publish(
+            &Publish {
+                topic: "a/b".into(),
+                qos: 1,
+                packet_id: Some(3),
+                content_type: Some("usp.msg".into()),
+                response_topic: Some("r".into()),
+                payload: vec![1, 2, 3],
+                ..Default::default()
+            },
+            1 << 20,
+        )
+        .unwrap();
+        for round in 0..50_000 {
+            let mut bytes = if round % 2 == 0 {
+                valid.clone()
+            } else {
+                let len = (next() % 40) as usize;
+                (0..len).map(|_| next() as u8).collect()
+            };
+            if !bytes.is_empty() {
+                for _ in 0..=(next() % 3) {
+                    let at = (next() as usize) % bytes.len();
+                    bytes[at] = next() as u8;
+                }
+            }
+            let _ = read_packet(&mut &bytes[..], 1 << 16);
+            if let Some((&first, body)) = bytes.split_first() {
+                let _ = decode(first, body);
+            }
+        }
+    }
 }

@@ -276,4 +276,21 @@ mod tests {
         assert!(p.len() <= MAX_CONTROL_PAYLOAD);
         assert!(parse_close(&p).is_ok());
     }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..50_000 {
+            let len = (next() % 24) as usize;
+            let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            let _ = read(&mut &bytes[..], next() % 2 == 0, 64);
+            let _ = parse_close(&bytes);
+        }
+    }
 }
