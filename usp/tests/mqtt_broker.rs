@@ -367,3 +367,41 @@ fn subscriptions_made_and_dropped_while_connected() {
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn broker_tunables_and_the_plain_listener_apply() {
+    let dir = test_dir("tunables");
+    let options = BrokerOptions {
+        max_connections: 2,
+        message_size_limit: 100,
+        plain_listener: true,
+        ..BrokerOptions::default()
+    };
+    let broker = TestBroker::start_with(&dir, &options).unwrap();
+    let plain = broker.plain_port().expect("plain listener");
+    let mut config = MqttConfig::new(broker.host(), plain, "plain-receiver");
+    config.subscriptions = vec!["t".into()];
+    let (receiver, receiver_events) = MqttClient::start(config).unwrap();
+    connected(&receiver_events);
+    let (sender, sender_events) =
+        MqttClient::start(MqttConfig::new(broker.host(), plain, "plain-sender")).unwrap();
+    connected(&sender_events);
+
+    // message_size_limit: a 200-byte payload is dropped by the broker, 50 bytes pass.
+    sender.publish("t", &[1u8; 200], None, None).unwrap();
+    sender.publish("t", &[2u8; 50], None, None).unwrap();
+    let m = message(&receiver_events, Duration::from_secs(10));
+    assert_eq!(m.payload, [2u8; 50]);
+
+    // max_connections 2 (per listener): a third client is turned away.
+    let mut third = MqttConfig::new(broker.host(), plain, "third");
+    third.backoff.min = Duration::from_millis(200);
+    let (third, third_events) = MqttClient::start(third).unwrap();
+    let reason = disconnected_reason(&third_events);
+    eprintln!("third connection: {reason}");
+    drop(third);
+    drop(sender);
+    drop(receiver);
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -28,6 +28,9 @@ pub enum CodecError {
 impl fmt::Display for CodecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            CodecError::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                f.write_str("connection closed by the peer")
+            }
             CodecError::Io(e) => write!(f, "connection: {e}"),
             CodecError::TooLarge { size, max } => {
                 write!(
