@@ -1213,3 +1213,46 @@ fn reset_reboot_boot_onboard_and_numbers_across_restarts() {
     w.stop_daemon();
     agentd::kill_apps_of(&w.root);
 }
+
+/// Cost of the endpoint per request (run with `--ignored --nocapture`, release for real
+/// figures): Get of the whole model, GetSupportedDM of everything, with one app installed.
+#[test]
+#[ignore]
+fn timing_per_request() {
+    let w = World::new("usp-time");
+    let url = w.publish(&App::new("timer", "1.0"), "timer-1.0.cpkg");
+    let mut rig = Rig::open(&w);
+    rig.subscribe("oc", "OperationComplete", "Device.SoftwareModules.", false);
+    rig.operate("Device.SoftwareModules.InstallDU()", "t", &[("URL", &url)]);
+    let mut seen = Vec::new();
+    rig.notifications_until(20, &mut seen, |s| {
+        oper_complete(s, "InstallDU()", "t").is_some()
+    });
+    for (what, msg) in [
+        ("Get Device.", Msg::get("g", ["Device."], 0)),
+        (
+            "Get one parameter",
+            Msg::get("g", ["Device.SoftwareModules.ExecutionUnit.1.Status"], 0),
+        ),
+        (
+            "GetSupportedDM Device.",
+            Msg::get_supported_dm("s", ["Device."], false),
+        ),
+    ] {
+        let bytes = enc(&Record::no_session_msg(AGENT_ID, FULL, &msg));
+        let n = 200;
+        let t = Instant::now();
+        let mut reply_len = 0;
+        for _ in 0..n {
+            reply_len = rig.ep.handle_record(&bytes, Some(FULL_CN))[0].1.len();
+        }
+        let per = t.elapsed() / n;
+        println!("{what}: {per:?} per request, reply {reply_len} bytes");
+    }
+    let t = Instant::now();
+    for _ in 0..200 {
+        rig.ep.notifications();
+    }
+    println!("idle notifications() poll: {:?}", t.elapsed() / 200);
+    agentd::kill_apps_of(&w.root);
+}

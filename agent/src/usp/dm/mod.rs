@@ -174,6 +174,9 @@ pub struct DataModel {
     /// poll that saw them go.
     recently_gone: VecDeque<(String, String, u32)>,
     boot_sent: bool,
+    /// A controller changed something since the last poll (objects may have come or gone
+    /// without an agent event: subscriptions, ExecEnv state).
+    touched: bool,
 }
 
 fn fault_err(f: Fault) -> UspError {
@@ -232,6 +235,7 @@ impl DataModel {
             du_eus: HashMap::new(),
             recently_gone: VecDeque::new(),
             boot_sent: false,
+            touched: false,
         };
         let tree = dm.materialize();
         dm.known = instance_paths(&tree);
@@ -582,6 +586,7 @@ impl DataModel {
         objs: &[ObjSettings],
         allow_partial: bool,
     ) -> Result<Vec<SetResult>, RequestError> {
+        self.touched = true;
         let tree = self.materialize();
         // Validate everything first, so a refused request changes nothing.
         let mut plans = Vec::new();
@@ -686,6 +691,7 @@ impl DataModel {
         objs: &[ObjSettings],
         allow_partial: bool,
     ) -> Result<Vec<AddResult>, RequestError> {
+        self.touched = true;
         let mut out = Vec::new();
         let before = self.subs.clone();
         for o in objs {
@@ -807,6 +813,7 @@ impl DataModel {
         paths: &[String],
         allow_partial: bool,
     ) -> Result<Vec<DeleteResult>, RequestError> {
+        self.touched = true;
         let tree = self.materialize();
         let mut plans = Vec::new();
         for p in paths {

@@ -142,6 +142,11 @@ impl DataModel {
     pub fn poll(&mut self) -> Vec<Notification> {
         let completions: Vec<Completion> = self.completions_rx.try_iter().collect();
         let events: Vec<Event> = self.events_rx.try_iter().map(|(_, e)| e).collect();
+        if completions.is_empty() && events.is_empty() && !std::mem::take(&mut self.touched) {
+            // Nothing happened: the model can only have changed through the agent's events
+            // or a controller's request, so an idle poll costs no snapshot.
+            return Vec::new();
+        }
         let mut bodies = Vec::new();
         for c in completions {
             self.requests.retain(|r| r.instance != c.request);

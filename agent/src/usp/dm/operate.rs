@@ -88,6 +88,7 @@ impl DataModel {
         command_key: &str,
         args: &BTreeMap<String, String>,
     ) -> Result<Vec<OperateResult>, UspError> {
+        self.touched = true;
         let path = Path::parse(command)?;
         let Leaf::Command(name) = path.leaf.clone() else {
             return Err(UspError::new(
