@@ -7,6 +7,7 @@ pub mod board;
 pub mod jail;
 pub mod sizes;
 pub mod stats;
+pub mod usp;
 
 use serde_json::{json, Value};
 use std::path::Path;

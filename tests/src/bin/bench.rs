@@ -3,7 +3,7 @@
 //! qemu-system-aarch64 -accel kvm on the same guest. Prints a table, writes `target/bench.json`.
 //! Exits 1 when a figure group could not be taken (after writing what was measured).
 
-use cpevisor_e2e::bench::{agent, board, jail, sizes, table, write_json, Figure};
+use cpevisor_e2e::bench::{agent, board, jail, sizes, table, usp, write_json, Figure};
 use cpevisor_e2e::workspace_root;
 
 fn main() {
@@ -14,6 +14,11 @@ fn main() {
     // Agent figures on this host (tests/src/bench/agent.rs): idle memory, install throughput.
     if let Err(e) = agent::figures(&root, &mut figures) {
         eprintln!("bench: agent figures: {e}");
+        failed = true;
+    }
+    // USP on this host (tests/src/bench/usp.rs): the 200-agent fleet install, idle memory.
+    if let Err(e) = usp::figures(&root, &mut figures) {
+        eprintln!("bench: usp figures: {e}");
         failed = true;
     }
 
