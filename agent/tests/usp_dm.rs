@@ -9,6 +9,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,8 @@ struct Rig {
     ep: Endpoint,
     agent: Arc<Agent>,
     reboots: Arc<Mutex<u32>>,
+    /// When set, the reboot hook fails (as a board whose reboot syscall is refused).
+    reboot_fails: Arc<AtomicBool>,
     next: u64,
     usp_dir: std::path::PathBuf,
 }
@@ -71,7 +74,12 @@ impl Rig {
     fn with_agent(w: &World, agent: Arc<Agent>) -> Rig {
         let reboots = Arc::new(Mutex::new(0u32));
         let r = reboots.clone();
+        let reboot_fails = Arc::new(AtomicBool::new(false));
+        let fails = reboot_fails.clone();
         let hook: RebootHook = Arc::new(move || {
+            if fails.load(Ordering::SeqCst) {
+                return Err("reboot(2): operation not permitted".into());
+            }
             *r.lock().unwrap() += 1;
             Ok(())
         });
@@ -82,6 +90,7 @@ impl Rig {
             ep: Endpoint::new(dm),
             agent,
             reboots,
+            reboot_fails,
             next: 0,
             usp_dir,
         }
@@ -1131,6 +1140,19 @@ fn reset_reboot_boot_onboard_and_numbers_across_restarts() {
     output_of(&oper_complete(&seen, "InstallDU()", "i").unwrap());
     let uuid = rig.value("Device.SoftwareModules.DeploymentUnit.1.UUID");
 
+    // A reboot that fails: CommandFailure 7022, and no RemoteReboot claimed later.
+    rig.reboot_fails.store(true, Ordering::SeqCst);
+    let m = rig.operate("Device.Reboot()", "reboot-bad", &[]);
+    assert!(matches!(op_result(&m), R::ReqObjPath(_)));
+    let mut seen = Vec::new();
+    rig.notifications_until(10, &mut seen, |s| {
+        oper_complete(s, "Reboot()", "reboot-bad").is_some()
+    });
+    let (code, msg) = failure_of(&oper_complete(&seen, "Reboot()", "reboot-bad").unwrap());
+    assert_eq!(code, 7022, "{msg}");
+    assert!(msg.contains("not permitted"), "{msg}");
+    rig.reboot_fails.store(false, Ordering::SeqCst);
+
     // Reboot(): asynchronous, runs the hook, completes; the next Boot! names its CommandKey.
     let m = rig.operate("Device.Reboot()", "reboot-42", &[]);
     assert!(matches!(op_result(&m), R::ReqObjPath(_)));
@@ -1255,4 +1277,102 @@ fn timing_per_request() {
     }
     println!("idle notifications() poll: {:?}", t.elapsed() / 200);
     agentd::kill_apps_of(&w.root);
+}
+
+#[test]
+fn subscriptions_are_bounded_and_partial_adds_report_per_object() {
+    let w = World::new("usp-subs");
+    let mut rig = Rig::open(&w);
+    for i in 0..cpevisor_agent::usp::dm::MAX_SUBSCRIPTIONS {
+        rig.subscribe(
+            &format!("s{i}"),
+            "ValueChange",
+            "Device.SoftwareModules.ExecutionUnit.*.Status",
+            false,
+        );
+    }
+    let obj = |path: &str, id: &str| add::CreateObject {
+        obj_path: path.into(),
+        param_settings: vec![add::CreateParamSetting {
+            param: "ID".into(),
+            value: id.into(),
+            required: true,
+        }],
+    };
+    let m = rig.send(&Msg::add(
+        "full",
+        false,
+        vec![obj("Device.LocalAgent.Subscription.", "one-more")],
+    ));
+    assert_eq!(error_of(&m).0, 7005);
+    let m = rig.send(&Msg::delete(
+        "d",
+        false,
+        ["Device.LocalAgent.Subscription.*."],
+    ));
+    assert!(matches!(
+        m.response_body(),
+        Some(response::RespType::DeleteResp(_))
+    ));
+    assert_eq!(
+        rig.value("Device.LocalAgent.SubscriptionNumberOfEntries"),
+        "0"
+    );
+
+    // allow_partial: each object succeeds or fails on its own; a duplicate ID is 7025.
+    let m = rig.send(&Msg::add(
+        "partial",
+        true,
+        vec![
+            obj("Device.LocalAgent.Subscription.", "a"),
+            obj("Device.LocalAgent.Subscription.", "a"),
+            obj("Device.SoftwareModules.ExecEnv.", "x"),
+        ],
+    ));
+    let Some(response::RespType::AddResp(r)) = m.response_body() else {
+        panic!("{m:?}")
+    };
+    use cpevisor_usp::proto::add_resp::created_object_result::operation_status::OperStatus;
+    let codes: Vec<u32> = r
+        .created_obj_results
+        .iter()
+        .map(
+            |c| match c.oper_status.clone().unwrap().oper_status.unwrap() {
+                OperStatus::OperSuccess(s) => {
+                    assert_eq!(s.unique_keys["ID"], "a");
+                    assert_eq!(s.unique_keys["Recipient"], "Device.LocalAgent.Controller.1");
+                    0
+                }
+                OperStatus::OperFailure(f) => f.err_code,
+            },
+        )
+        .collect();
+    assert_eq!(codes, [0, 7025, 7019]);
+    assert_eq!(
+        rig.value("Device.LocalAgent.Subscription.[ID==\"a\"].Recipient"),
+        "Device.LocalAgent.Controller.1"
+    );
+    // Without allow_partial, one failure undoes the others.
+    let m = rig.send(&Msg::add(
+        "whole",
+        false,
+        vec![
+            obj("Device.LocalAgent.Subscription.", "b"),
+            obj("Device.LocalAgent.Subscription.", "a"),
+        ],
+    ));
+    assert_eq!(error_of(&m).0, 7025);
+    assert_eq!(
+        rig.value("Device.LocalAgent.SubscriptionNumberOfEntries"),
+        "1"
+    );
+    // Operate with send_resp false: no reply at all.
+    let msg = Msg::operate(
+        "quiet",
+        "Device.SoftwareModules.ExecEnv.1.Reset()",
+        "",
+        false,
+        BTreeMap::new(),
+    );
+    assert!(rig.send_as(FULL, Some(FULL_CN), &msg).is_empty());
 }

@@ -236,6 +236,13 @@ impl DataModel {
     }
 
     fn completion_body(&mut self, c: Completion) -> NotifyBody {
+        if c.command_name == "Reboot()" && c.result.is_err() {
+            // No reboot happened: the next Boot! must not claim this one.
+            self.store.data.reboot_command_key = None;
+            if let Err(f) = self.store.save_if_changed() {
+                crate::log_warn!("usp: reboot state not saved: {f}");
+            }
+        }
         let result = match c.result {
             Err(f) => Err(UspError::new(f.code, f.message)),
             Ok(None) => Ok(BTreeMap::new()),
