@@ -99,6 +99,9 @@ enum Pollable {
     NetRx(Arc<Mutex<MmioTransport>>),
     #[cfg(target_arch = "x86_64")]
     Reset(Arc<crate::devices::i8042::ExitRequest>),
+    /// The ACPI sleep control (power-off) and reset registers.
+    #[cfg(target_arch = "x86_64")]
+    AcpiPower(Arc<crate::devices::acpi_pm::SystemRequest>),
 }
 
 /// A built VM, vCPUs running.
@@ -309,6 +312,10 @@ impl Vmm {
         boot: SharedDevice,
         pollables: &mut Vec<(RawFd, Pollable)>,
     ) -> Result<(), BuildError> {
+        use crate::arch::x86_64::layout::{
+            ACPI_PM_PORT, ACPI_PM_PORT_LEN, BOOT_SIGNAL_MMIO, BOOT_SIGNAL_MMIO_LEN,
+        };
+        use crate::devices::acpi_pm::{AcpiPm, SystemRequest};
         use crate::devices::i8042::{ExitRequest, I8042, I8042_PORT_BASE, I8042_PORT_LEN};
         let s = &devices.serial;
         let b = &devices.boot_signal;
@@ -316,10 +323,23 @@ impl Vmm {
             .pio
             .insert(serial, s.addr, s.len)
             .map_err(host("device bus"))?;
+        // One boot signal, two doors: the port for guests with /dev/port, the MMIO page for
+        // guests with only /dev/mem (busybox `devmem`).
         buses
             .pio
-            .insert(boot, b.addr, b.len)
+            .insert(boot.clone(), b.addr, b.len)
             .map_err(host("device bus"))?;
+        buses
+            .mmio
+            .insert(boot, BOOT_SIGNAL_MMIO, BOOT_SIGNAL_MMIO_LEN)
+            .map_err(host("device bus"))?;
+        let power = SystemRequest::new().map_err(host("ACPI power management"))?;
+        let (_, dev) = shared(AcpiPm::new(power.clone()));
+        buses
+            .pio
+            .insert(dev, ACPI_PM_PORT, ACPI_PM_PORT_LEN)
+            .map_err(host("device bus"))?;
+        pollables.push((power.as_raw_fd(), Pollable::AcpiPower(power)));
         let exit = ExitRequest::new().map_err(host("i8042"))?;
         let (_, dev) = shared(I8042::new(exit.clone()));
         buses
@@ -468,6 +488,16 @@ impl Vmm {
                 exit.acknowledge();
                 if exit.reset_requested() {
                     self.vcpus.report(VmEvent::Reset);
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Pollable::AcpiPower(request) => {
+                use crate::devices::acpi_pm::Request;
+                request.acknowledge();
+                match request.requested() {
+                    Some(Request::PowerOff) => self.vcpus.report(VmEvent::PowerOff),
+                    Some(Request::Reset) => self.vcpus.report(VmEvent::Reset),
+                    None => {}
                 }
             }
         }

@@ -6,8 +6,10 @@
 //! [`BootReady`] (control socket status, benchmarks). Later writes are ignored.
 //!
 //! Addresses (fixed: guests hard-code them):
-//! - x86_64: I/O port [`X86_PORT`] = 0x3f0, one byte. From a Linux guest:
-//!   `printf '\001' | dd of=/dev/port bs=1 seek=1008 count=1`.
+//! - x86_64: MMIO page at [`X86_MMIO_ADDR`] = 0xcfff_f000 (just below the virtio-mmio window,
+//!   above RAM), any width 1 to 8 at offset 0. From a Linux guest: `devmem 0xcffff000 8 1`.
+//!   The I/O port [`X86_PORT`] = 0x3f0 (one byte) works too, for kernels with /dev/port:
+//!   `printf '\001' | dd of=/dev/port bs=1 seek=1008 count=1`. Both reach the same device.
 //! - aarch64: MMIO page at [`AARCH64_MMIO_ADDR`] = 0x0902_0000 (next to the serial port and
 //!   the RTC in the VMM's device area, `arch/aarch64/layout.rs`), any width 1 to 8 at offset
 //!   0. From a Linux guest: `devmem 0x09020000 8 1` (busybox).
@@ -22,6 +24,10 @@ use super::BusDevice;
 pub const X86_PORT: u64 = 0x3f0;
 /// Port range length on x86.
 pub const X86_PORT_LEN: u64 = 1;
+/// x86_64 guest-physical address the guest writes to (no /dev/port needed, only /dev/mem).
+pub const X86_MMIO_ADDR: u64 = 0xcfff_f000;
+/// MMIO window length on x86_64 (one page).
+pub const X86_MMIO_LEN: u64 = 0x1000;
 /// aarch64 guest-physical address the guest writes to.
 pub const AARCH64_MMIO_ADDR: u64 = 0x0902_0000;
 /// MMIO window length on aarch64 (one page, so no other device shares it).

@@ -16,7 +16,8 @@
 //! | console UART | `serial::Serial::new(&SerialBackend, Arc<dyn IrqLine>) -> Result<_, SerialError>` | x86: port 0x3f8, len 8, IRQ 4. aarch64: MMIO `SERIAL_BASE`, len 0x1000 (registers are bytes at offsets 0..8), DT `compatible = "ns16550a"`, `clock-frequency = <1843200>`, edge SPI | yes | `input_fd() -> Option<RawFd>` readable → `process_input() -> InputState`; on `Closed` stop polling |
 //! | PL031 RTC (aarch64) | `rtc_pl031::RtcPl031::new()` | MMIO `RTC_BASE`, len `RTC_WINDOW_SIZE` (0x1000), DT `compatible = "arm,pl031", "arm,primecell"`, clocks `apb_pclk` | none (alarm not modelled) | none |
 //! | i8042 (x86) | `i8042::ExitRequest::new() -> io::Result<Arc<ExitRequest>>`, then `i8042::I8042::new(Arc<ExitRequest>)` | port `I8042_PORT_BASE` 0x60, len `I8042_PORT_LEN` 5; add `i8042.dumbkbd` to x86 guest command lines (no keyboard, no IRQ 1: avoids a ~0.4 s probe wait) | none | `ExitRequest::as_raw_fd()` readable (eventfd) → `acknowledge()`, then `reset_requested()` is true: guest reboot |
-//! | boot signal | `boot_signal::BootSignal::new(vmm_start: Instant)`; `.handle() -> BootReady` for status | x86: port `X86_PORT` 0x3f0, len 1. aarch64: MMIO `AARCH64_MMIO_ADDR` 0x0902_0000, len 0x1000 | none | none; `BootReady::ready_ms() -> Option<f64>` / `ready_us()` |
+//! | ACPI power management (x86) | `acpi_pm::SystemRequest::new() -> io::Result<Arc<SystemRequest>>`, then `acpi_pm::AcpiPm::new(Arc<SystemRequest>)` | port `ACPI_PM_PORT` 0x600, len `acpi_pm::LEN` 3 (sleep control, sleep status, reset; named by the FADT) | none | `SystemRequest::as_raw_fd()` readable (eventfd) → `acknowledge()`, then `requested()`: `PowerOff` or `Reset` |
+//! | boot signal | `boot_signal::BootSignal::new(vmm_start: Instant)`; `.handle() -> BootReady` for status | x86: port `X86_PORT` 0x3f0, len 1, and the same device at MMIO `X86_MMIO_ADDR` 0xcfff_f000, len 0x1000. aarch64: MMIO `AARCH64_MMIO_ADDR` 0x0902_0000, len 0x1000 | none | none; `BootReady::ready_ms() -> Option<f64>` / `ready_us()` |
 //! | virtio-blk | `virtio::block::Block::new(&Path, read_only: bool) -> Result<_, SetupError>` | see virtio below | see below | none |
 //! | virtio-net | `virtio::net::Net::new(Box<dyn NetBackend>, mac: [u8; 6])`, backend `virtio::tap::Tap::open(name) -> Result<Tap, SetupError>` (tap must exist); `Net::counters()` before boxing gives shared rx/tx/drop counters | see below | see below | `MmioTransport::rx_fd()`: register with **EPOLLIN \| EPOLLET** (edge-triggered) → `MmioTransport::process_rx()` |
 //! | virtio-rng | `virtio::rng::Rng::new() -> Result<_, SetupError>` (opens /dev/urandom) | see below | see below | none |
@@ -40,6 +41,7 @@
 //! the protocol's error status, and broken virtqueues mark the device failed. Host-side
 //! setup errors (`SerialError`, `SetupError`) name the file, socket or tap at fault.
 
+pub mod acpi_pm;
 pub mod boot_signal;
 pub mod bus;
 pub mod i8042;

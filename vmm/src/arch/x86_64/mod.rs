@@ -1,7 +1,9 @@
 //! x86_64: Linux 64-bit boot protocol (Documentation/arch/x86/boot.rst) for ELF `vmlinux` and
-//! bzImage, zero page with an e820 map, MP table, in-kernel PIC/IOAPIC/PIT, and two raw test
-//! formats for hand-written guests.
+//! bzImage, zero page with an e820 map, MP table and ACPI tables (hardware-reduced: DSDT with
+//! the virtio-mmio devices, power-off and reset registers), in-kernel PIC/IOAPIC/PIT, and two
+//! raw test formats for hand-written guests.
 
+pub mod acpi;
 pub mod mptable;
 pub mod regs;
 
@@ -43,9 +45,15 @@ pub mod layout {
     pub const MMIO_GAP_START: u64 = 0xc000_0000;
     pub const FIRST_ADDR_PAST_4G: u64 = 1 << 32;
     pub const TSS_ADDR: usize = 0xfffb_d000;
-    /// The boot-ready signal is an I/O port on x86 (`devices::boot_signal::X86_PORT`).
+    /// The boot-ready signal: an I/O port (`devices::boot_signal::X86_PORT`) and, for guests
+    /// without /dev/port, an MMIO page below the virtio window (`X86_MMIO_ADDR`).
     pub const BOOT_SIGNAL_PORT: u64 = crate::devices::boot_signal::X86_PORT;
     pub const BOOT_SIGNAL_PORT_LEN: u64 = crate::devices::boot_signal::X86_PORT_LEN;
+    pub const BOOT_SIGNAL_MMIO: u64 = crate::devices::boot_signal::X86_MMIO_ADDR;
+    pub const BOOT_SIGNAL_MMIO_LEN: u64 = crate::devices::boot_signal::X86_MMIO_LEN;
+    /// The ACPI sleep control / status / reset registers (`devices::acpi_pm`), named by the FADT.
+    pub const ACPI_PM_PORT: u64 = 0x600;
+    pub const ACPI_PM_PORT_LEN: u64 = crate::devices::acpi_pm::LEN;
     pub const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
     pub const DEVICE_WINDOW: u64 = 0x1000;
     pub const SERIAL_PORT: u64 = 0x3f8;
@@ -332,8 +340,8 @@ const KERNEL_BOOT_FLAG_MAGIC: u16 = 0xaa55;
 const KERNEL_LOADER_OTHER: u8 = 0xff;
 const KERNEL_MIN_ALIGNMENT_BYTES: u32 = 0x100_0000;
 
-/// Writes the zero page, command line, MP table, GDT and page tables. Returns the zero page
-/// address (RSI at entry). Raw formats get only the GDT and page tables.
+/// Writes the zero page, command line, MP table, ACPI tables, GDT and page tables. Returns the
+/// zero page address (RSI at entry). Raw formats get only the GDT and page tables.
 #[allow(clippy::too_many_arguments)]
 pub fn configure_system(
     mem: &GuestMemoryMmap,
@@ -342,7 +350,7 @@ pub fn configure_system(
     kernel: &LoadedKernel,
     mem_bytes: u64,
     cmdline: &str,
-    _devices: &DeviceMap,
+    devices: &DeviceMap,
     format: KernelFormat,
 ) -> Result<u64, ArchError> {
     match format {
@@ -351,7 +359,17 @@ pub fn configure_system(
         KernelFormat::RawX86_64 => return regs::write_boot_tables(mem).map(|_| 0),
         KernelFormat::Auto => regs::write_boot_tables(mem)?,
     }
-    mptable::write(mem, EBDA_START, vcpus.len() as u8, HIMEM_START)?;
+    let cpus = u8::try_from(vcpus.len())
+        .map_err(|_| ArchError(format!("{} vCPUs do not fit the tables", vcpus.len())))?;
+    // Both: kernels without ACPI read the MP table, kernels with ACPI prefer the MADT.
+    mptable::write(mem, EBDA_START, cpus, HIMEM_START)?;
+    let rsdp = acpi::write(
+        mem,
+        cpus,
+        devices,
+        ACPI_PM_PORT as u16,
+        (mptable::APIC_DEFAULT_BASE, mptable::IOAPIC_DEFAULT_BASE),
+    )?;
 
     let bytes = cmdline.as_bytes();
     if bytes.len() as u64 >= CMDLINE_MAX {
@@ -372,6 +390,8 @@ pub fn configure_system(
         params.hdr.kernel_alignment = KERNEL_MIN_ALIGNMENT_BYTES;
     }
     params.hdr.type_of_loader = KERNEL_LOADER_OTHER;
+    // Boot protocol 2.14+: saves the kernel its scan of the BIOS area.
+    params.acpi_rsdp_addr = rsdp;
     params.hdr.cmd_line_ptr = CMDLINE_ADDR as u32;
     params.hdr.cmdline_size = bytes.len() as u32;
     if let Some((addr, size)) = kernel.initrd {
