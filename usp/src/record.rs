@@ -22,10 +22,13 @@
 //! Sending: build with [`Record::no_session_msg`] and the `Msg` builders in [`crate::proto`],
 //! encode with [`encode_record`], which refuses a Record the peer's equal limit would refuse.
 //!
-//! Memory: prost allocates while decoding, before the counts can be checked, so the transient
-//! cost is bounded by the record size times the largest struct-per-wire-byte ratio of the schema
-//! (an empty repeated element costs 2 wire bytes); with the 64 KiB default a request Msg stays
-//! under ~1.5 MiB transient, and the checks then drop anything over the limits.
+//! Memory: prost allocates every element of a repeated field while decoding, before counts
+//! could be checked (64 KiB of empty 2-byte elements measured 7 MiB of heap). So before prost
+//! runs, [`wire::count`] walks the bytes without allocating and refuses (7005) more than
+//! [`Limits::max_items`] submessages / map entries, or 4x that many strings and messages;
+//! `tests/proto_memory.rs` measures the resulting peak heap for hostile Msgs.
+
+mod wire;
 
 use prost::Message;
 
@@ -63,7 +66,8 @@ pub struct Limits {
     pub max_value_len: usize,
     /// Longest other string: names, keys, error messages, command keys, ids.
     pub max_text_len: usize,
-    /// Most elements in one Msg, all lists and maps together (bounds nested results).
+    /// Most elements in one Msg, all lists and maps together (bounds nested results); also
+    /// the most submessages and map entries the wire bytes may hold before prost decodes them.
     pub max_items: usize,
     /// Refuse (7004) a header msg_type that disagrees with the body instead of correcting it.
     pub strict_msg_type: bool,
@@ -80,7 +84,7 @@ impl Default for Limits {
             max_params: 1024,
             max_value_len: 16 * 1024,
             max_text_len: 1024,
-            max_items: 8192,
+            max_items: 4096,
             strict_msg_type: false,
         }
     }
@@ -161,9 +165,47 @@ fn check_size(len: usize, what: &str, code: u32, limits: &Limits) -> Result<(), 
     Ok(())
 }
 
+/// The allocation-free pass that must succeed before prost decodes `bytes`: valid protobuf,
+/// and no more submessages / map entries than `limits.max_items` (what prost would allocate).
+fn check_wire(bytes: &[u8], what: &str, parse_code: u32, limits: &Limits) -> Result<(), UspError> {
+    let counts = wire::count(bytes, 0).map_err(|m| {
+        UspError::new(
+            parse_code,
+            format!(
+                "{what} could not be parsed: {} at byte {}",
+                m.what, m.offset
+            ),
+        )
+    })?;
+    if counts.messages > limits.max_items {
+        return Err(UspError::new(
+            RESOURCES_EXCEEDED,
+            format!(
+                "{what} holds {} nested messages, over the limit of {} (max_items)",
+                counts.messages, limits.max_items
+            ),
+        ));
+    }
+    // A map entry is three length-delimited fields (entry, key, value): room for max_items
+    // of them plus the paths and names around them.
+    let max_len_fields = limits.max_items.saturating_mul(4);
+    if counts.len_fields > max_len_fields {
+        return Err(UspError::new(
+            RESOURCES_EXCEEDED,
+            format!(
+                "{what} holds {} strings and messages, over the limit of {max_len_fields} \
+                 (4 x max_items)",
+                counts.len_fields
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Decodes and checks a Record addressed to `own_id`. See the module doc for the checks.
 pub fn decode_record(bytes: &[u8], own_id: &str, limits: &Limits) -> Result<Record, UspError> {
     check_size(bytes.len(), "Record", RECORD_NOT_PARSED, limits)?;
+    check_wire(bytes, "Record", RECORD_NOT_PARSED, limits)?;
     let record = Record::decode(bytes).map_err(|e| {
         record_err(
             RECORD_NOT_PARSED,
@@ -331,6 +373,7 @@ pub fn encode_record(record: &Record, limits: &Limits) -> Result<Vec<u8>, UspErr
 /// Decodes and checks a Msg (the payload of a no-session-context Record).
 pub fn decode_msg(bytes: &[u8], limits: &Limits) -> Result<Msg, UspError> {
     check_size(bytes.len(), "Msg", RESOURCES_EXCEEDED, limits)?;
+    check_wire(bytes, "Msg", MESSAGE_FAILED, limits)?;
     let mut msg = Msg::decode(bytes)
         .map_err(|e| UspError::new(MESSAGE_FAILED, format!("Msg could not be parsed: {e}")))?;
     check_msg(&mut msg, limits)?;

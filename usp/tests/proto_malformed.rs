@@ -429,6 +429,37 @@ fn counts_and_strings_are_bounded() {
     let at: Vec<String> = many[..l.max_paths].to_vec();
     decode_msg(&Msg::get("g", at, 0).encode_to_vec(), &l).unwrap();
 
+    // A large but legitimate GetResp (3000 parameters, ~50 KiB) passes every limit.
+    let objects: Vec<get_resp::ResolvedPathResult> = (0..3)
+        .map(|o| get_resp::ResolvedPathResult {
+            resolved_path: format!("Device.X.{o}."),
+            result_params: (0..1000)
+                .map(|i| (format!("Param{i}"), "v".to_string()))
+                .collect(),
+        })
+        .collect();
+    let big = Msg::response(
+        "big",
+        response::RespType::GetResp(GetResp {
+            req_path_results: vec![get_resp::RequestedPathResult {
+                requested_path: "Device.X.".into(),
+                resolved_path_results: objects,
+                ..Default::default()
+            }],
+        }),
+    );
+    let bytes = Record::no_session_msg(AGENT, CONTROLLER, &big).encode_to_vec();
+    assert!(
+        bytes.len() > 40_000 && bytes.len() <= l.max_record_bytes,
+        "{}",
+        bytes.len()
+    );
+    let record = decode_record(&bytes, AGENT, &l).unwrap();
+    assert_eq!(
+        decode_msg(record.no_session_payload().unwrap(), &l).unwrap(),
+        big
+    );
+
     // Nested results are bounded in total by max_items.
     let rows: Vec<get_resp::ResolvedPathResult> = (0..200)
         .map(|i| get_resp::ResolvedPathResult {
