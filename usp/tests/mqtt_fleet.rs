@@ -124,9 +124,14 @@ fn one_controller_reaches_200_agent_sessions() {
     let round_trip = t.elapsed();
     eprintln!("{AGENTS} requests delivered and answered in {round_trip:?}");
     if let (Some(before), Some(after)) = (rss_before, rss_after) {
+        let build = if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        };
         eprintln!(
             "process RSS {before} KiB -> {after} KiB with {AGENTS} TLS sessions: ~{} KiB each \
-             (debug build, two threads per session)",
+             ({build} build, two threads per session)",
             after.saturating_sub(before) / AGENTS as u64
         );
     }

@@ -413,7 +413,8 @@ impl MqttClient {
         *lock(&self.shared.counters)
     }
 
-    /// Sends DISCONNECT (if connected), closes the connection and stops the threads.
+    /// Sends DISCONNECT (if connected), closes the connection and stops the threads. A
+    /// connection attempt under way finishes first (at most `connect_timeout`).
     pub fn shutdown(mut self) {
         self.stop();
     }
