@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use agentd::{App, World, CTL};
 use cpevisor_agent::lifecycle::config::AgentConfig;
 use cpevisor_agent::lifecycle::Agent;
-use cpevisor_agent::usp::session::{ControllerEntry, Session, UspFile};
 use cpevisor_agent::usp::config::{DeviceInfoConfig, Role};
+use cpevisor_agent::usp::session::{ControllerEntry, Session, UspFile};
 use cpevisor_usp::broker::{BrokerOptions, TestBroker};
 use serde_json::{json, Value};
 
@@ -190,7 +190,12 @@ fn one_controller_installs_an_app_on_a_fleet() {
     assert!(out.status.success());
     for m in &fleet {
         let snap = m.agent.snapshot();
-        assert_eq!(snap.deployment_units.len(), 1, "{:?}", snap.deployment_units);
+        assert_eq!(
+            snap.deployment_units.len(),
+            1,
+            "{:?}",
+            snap.deployment_units
+        );
     }
     let ctl_sent = v["messages"]["sent"].as_u64().unwrap();
     let ctl_recv = v["messages"]["received"].as_u64().unwrap();
@@ -204,7 +209,10 @@ fn one_controller_installs_an_app_on_a_fleet() {
          controller sent {ctl_sent} + agents sent {agents_sent}; controller received {ctl_recv}, \
          agents received {agents_recv}"
     );
-    assert!(ctl_recv >= agents_sent.saturating_sub(n as u64), "messages lost on the way");
+    assert!(
+        ctl_recv >= agents_sent.saturating_sub(n as u64),
+        "messages lost on the way"
+    );
     bench_out(
         "fleet.json",
         &json!({
@@ -281,7 +289,11 @@ fn cpevisord_idle_memory_with_usp_connected() {
     rss.sort();
     let median = rss[1];
     let pss = samples[1].1;
-    let build = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let build = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
     println!("cpevisord idle with USP connected ({build} build): Rss {median} KiB, Pss {pss} KiB");
     // The agent's budget is 4 MiB on a router; a debug build on the host is larger, so only
     // a gross regression fails here.

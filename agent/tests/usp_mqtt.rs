@@ -68,7 +68,10 @@ fn row<'a>(result: &'a Value, name: &str) -> Option<&'a str> {
     result["rows"]
         .as_array()?
         .iter()
-        .find(|r| r[0].as_str().is_some_and(|k| k == name || k.ends_with(&format!(".{name}"))))
+        .find(|r| {
+            r[0].as_str()
+                .is_some_and(|k| k == name || k.ends_with(&format!(".{name}")))
+        })
         .and_then(|r| r[1].as_str())
 }
 
@@ -85,7 +88,14 @@ fn wait_answering(cfg: &Path, world: &World) -> Value {
     loop {
         let (code, v, err) = usp(
             cfg,
-            &["--agent", AGENT, "--timeout", "2", "get", "Device.DeviceInfo."],
+            &[
+                "--agent",
+                AGENT,
+                "--timeout",
+                "2",
+                "get",
+                "Device.DeviceInfo.",
+            ],
         );
         if code == 0 {
             return v;
@@ -143,7 +153,13 @@ fn controller_manages_an_agent_over_mosquitto() {
     loop {
         let (code, v, err) = usp(
             &ctl,
-            &["--listen", "2", "--roster", roster.to_str().unwrap(), "agents"],
+            &[
+                "--listen",
+                "2",
+                "--roster",
+                roster.to_str().unwrap(),
+                "agents",
+            ],
         );
         assert_eq!(code, 0, "{err}");
         let seen = v["seen"].as_array().unwrap();
@@ -170,7 +186,13 @@ fn controller_manages_an_agent_over_mosquitto() {
 
     let (code, v, err) = usp(
         &ctl,
-        &["--all", "--roster", roster.to_str().unwrap(), "get", "Device.LocalAgent.EndpointID"],
+        &[
+            "--all",
+            "--roster",
+            roster.to_str().unwrap(),
+            "get",
+            "Device.LocalAgent.EndpointID",
+        ],
     );
     assert_eq!(code, 0, "{err}");
     assert_eq!(row(only(&v), "EndpointID"), Some(AGENT));
@@ -181,7 +203,12 @@ fn controller_manages_an_agent_over_mosquitto() {
     assert_eq!(only(&v)["fault"]["code"], 7026, "{v}");
     let (code, v, _) = usp(
         &ctl,
-        &["--agent", AGENT, "set", "Device.SoftwareModules.ExecEnv.1.Enable=maybe"],
+        &[
+            "--agent",
+            AGENT,
+            "set",
+            "Device.SoftwareModules.ExecEnv.1.Enable=maybe",
+        ],
     );
     assert_eq!(code, 1);
     let fault = only(&v)["fault"]["code"].as_u64().unwrap();
@@ -189,7 +216,10 @@ fn controller_manages_an_agent_over_mosquitto() {
 
     // Install: OperateResp names the Request, then DUStateChange! and OperationComplete.
     let url = world.publish(&App::new("hello", "1.0"), "hello-1.0.cpkg");
-    let (code, v, err) = usp(&ctl, &["--agent", AGENT, "--timeout", "60", "install", &url]);
+    let (code, v, err) = usp(
+        &ctl,
+        &["--agent", AGENT, "--timeout", "60", "install", &url],
+    );
     assert_eq!(code, 0, "{v} {err}\n{}", world.daemon_log());
     let r = only(&v);
     let uuid = row(r, "UUID").expect("UUID output").to_string();
@@ -206,7 +236,12 @@ fn controller_manages_an_agent_over_mosquitto() {
     // Its ExecutionUnit, by EUID, stopped and started with ValueChange on Status.
     let (code, v, _) = usp(
         &ctl,
-        &["--agent", AGENT, "get", "Device.SoftwareModules.ExecutionUnit.*.EUID"],
+        &[
+            "--agent",
+            AGENT,
+            "get",
+            "Device.SoftwareModules.ExecutionUnit.*.EUID",
+        ],
     );
     assert_eq!(code, 0, "{v}");
     let eu = row(only(&v), "EUID").expect("one EU").to_string();
@@ -234,7 +269,15 @@ fn controller_manages_an_agent_over_mosquitto() {
     // A read-only controller reads, but its commands get 7006 and change nothing.
     let before = world.state_files();
     let state_before = world.state_json();
-    let (code, v, _) = usp(&ro, &["--agent", AGENT, "get", "Device.SoftwareModules.DeploymentUnit.*.UUID"]);
+    let (code, v, _) = usp(
+        &ro,
+        &[
+            "--agent",
+            AGENT,
+            "get",
+            "Device.SoftwareModules.DeploymentUnit.*.UUID",
+        ],
+    );
     assert_eq!(code, 0, "{v}");
     assert_eq!(row(only(&v), "UUID"), Some(uuid.as_str()));
     for cmd in [
@@ -257,7 +300,9 @@ fn controller_manages_an_agent_over_mosquitto() {
     let (code, _, err) = usp(&nocert, &["--agent", AGENT, "get", "Device.DeviceInfo."]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("cannot connect"), "{err}");
-    let mut foreign = broker.mqtt_config("self::foreign", "self::foreign").unwrap();
+    let mut foreign = broker
+        .mqtt_config("self::foreign", "self::foreign")
+        .unwrap();
     let fid = broker.pki().foreign_identity("self::foreign").unwrap();
     foreign.tls = Some((
         cpevisor_usp::tls::client_config(&broker.ca(), Some((&fid.cert, &fid.key))).unwrap(),
@@ -278,7 +323,10 @@ fn controller_manages_an_agent_over_mosquitto() {
     let raw_cfg = broker.mqtt_config(CTL_ID, "self::raw").unwrap();
     let (raw, raw_ev) = MqttClient::start(raw_cfg).unwrap();
     loop {
-        match raw_ev.recv_timeout(Duration::from_secs(10)).expect("raw client connects") {
+        match raw_ev
+            .recv_timeout(Duration::from_secs(10))
+            .expect("raw client connects")
+        {
             Event::Connected { .. } => break,
             _ => continue,
         }
@@ -289,8 +337,11 @@ fn controller_manages_an_agent_over_mosquitto() {
         max_record_bytes: 1 << 20,
         ..Limits::default()
     };
-    let foreign_rec =
-        encode_record(&Record::no_session_msg("os::someone-else", CTL_ID, &get), &big).unwrap();
+    let foreign_rec = encode_record(
+        &Record::no_session_msg("os::someone-else", CTL_ID, &get),
+        &big,
+    )
+    .unwrap();
     let mut huge = Record::no_session_msg(AGENT, CTL_ID, &get);
     if let Some(cpevisor_usp::proto::record::RecordType::NoSessionContext(n)) =
         huge.record_type.as_mut()
@@ -299,11 +350,7 @@ fn controller_manages_an_agent_over_mosquitto() {
     }
     let huge = encode_record(&huge, &big).unwrap();
     let reply_to = Some("usp/controller/self::raw");
-    for payload in [
-        vec![0xff, 0xff, 0xff, 0x0f, 0x08],
-        foreign_rec,
-        huge,
-    ] {
+    for payload in [vec![0xff, 0xff, 0xff, 0x0f, 0x08], foreign_rec, huge] {
         raw.publish(&topic, &payload, reply_to, Some(USP_CONTENT_TYPE))
             .unwrap();
     }
@@ -326,7 +373,12 @@ fn controller_manages_an_agent_over_mosquitto() {
     );
     let (code, v, _) = usp(
         &ctl,
-        &["--agent", AGENT, "instances", "Device.SoftwareModules.DeploymentUnit."],
+        &[
+            "--agent",
+            AGENT,
+            "instances",
+            "Device.SoftwareModules.DeploymentUnit.",
+        ],
     );
     assert_eq!(code, 0, "{v}");
     assert!(only(&v)["rows"].as_array().unwrap().is_empty(), "{v}");

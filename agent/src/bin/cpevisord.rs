@@ -9,6 +9,7 @@ use cpevisor_agent::api::server;
 use cpevisor_agent::lifecycle::config::AgentConfig;
 use cpevisor_agent::lifecycle::Agent;
 use cpevisor_agent::supervise::jail;
+use cpevisor_agent::usp::session::{Session, UspFile};
 use cpevisor_agent::{log_error, log_info, LOG_LEVEL};
 
 const USAGE: &str =
@@ -21,6 +22,9 @@ const USAGE: &str =
                     trusted_keys_dir, download_cap_bytes, vmm_path, ca_file, cgroup_root,
                     stop_timeout_ms
   --socket PATH     control socket (default /run/cpevisord.sock)
+  --usp FILE        remote management over USP/MQTT (JSON: broker_host, broker_port, ca_file,
+                    cert_file, key_file, endpoint_id, topic, controllers [{endpoint_id, topic,
+                    role FullAccess|ReadOnly}], device_info, reboot_command); none: local only
   --log-level N     0 error, 1 warn, 2 info (default), 3 debug";
 
 enum ConfigSource {
@@ -32,6 +36,7 @@ struct Args {
     state_dir: PathBuf,
     config: ConfigSource,
     socket: PathBuf,
+    usp: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -39,6 +44,7 @@ fn parse_args() -> Result<Args, String> {
     let mut config = None;
     let mut board = None;
     let mut socket = PathBuf::from("/run/cpevisord.sock");
+    let mut usp = None;
     let mut it = std::env::args_os().skip(1);
     while let Some(a) = it.next() {
         let a = a.to_string_lossy().into_owned();
@@ -52,6 +58,7 @@ fn parse_args() -> Result<Args, String> {
             "--config" => config = Some(value("--config")?),
             "--board" => board = Some(value("--board")?.to_string_lossy().into_owned()),
             "--socket" => socket = value("--socket")?,
+            "--usp" => usp = Some(value("--usp")?),
             "--log-level" => {
                 let v = value("--log-level")?;
                 let n: u8 = v
@@ -77,6 +84,7 @@ fn parse_args() -> Result<Args, String> {
             (None, None) => return Err("--config FILE or --board NAME is required".into()),
         },
         socket,
+        usp,
     })
 }
 
@@ -156,8 +164,26 @@ fn main() -> ExitCode {
         args.state_dir.display(),
         args.socket.display()
     );
+    // USP is optional: without --usp the agent is managed through its socket only.
+    let usp = match &args.usp {
+        Some(file) => match UspFile::load(file)
+            .and_then(|f| Session::start(agent.clone(), &f, &args.state_dir))
+        {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log_error!("{e}");
+                agent.shutdown();
+                let _ = std::fs::remove_file(&args.socket);
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
     let sig = wait_for_signal(&sigset);
     log_info!("signal {sig}: stopping apps");
+    if let Some(s) = usp {
+        s.stop();
+    }
     agent.shutdown();
     let _ = std::fs::remove_file(&args.socket);
     log_info!("stopped");

@@ -3,6 +3,7 @@
 
 pub mod client;
 mod render;
+pub mod usp;
 
 use std::path::PathBuf;
 
@@ -25,6 +26,7 @@ commands:
   env-enable ENV | env-disable ENV                ExecEnv.Enable (disable stops its apps)
   pack DIR --key KEY --out FILE                   build and sign a package from DIR/app.json
   keygen DIR                                      create a signing key pair in DIR
+  usp ...                                         USP controller over MQTT (cpevisorctl usp --help)
 
 The socket defaults to $CPEVISOR_SOCKET or /run/cpevisord.sock.";
 

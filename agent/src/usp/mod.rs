@@ -39,3 +39,4 @@
 pub mod config;
 pub mod dm;
 pub mod endpoint;
+pub mod session;

@@ -119,15 +119,19 @@ pub fn fleet_figures(f: &Value) -> Result<Vec<Figure>, String> {
              before. No peer measured.",
             number(f, "connect_s")?
         )),
-        Figure::new("usp.messages_per_agent", (per_agent * 10.0).round() / 10.0, "msgs")
-            .with_note(format!(
-                "USP Records published during that install, controller and agents together \
+        Figure::new(
+            "usp.messages_per_agent",
+            (per_agent * 10.0).round() / 10.0,
+            "msgs",
+        )
+        .with_note(format!(
+            "USP Records published during that install, controller and agents together \
                  ({total} for {FLEET_AGENTS} agents: controller {} sent, agents {} sent): \
                  subscription Add + AddResp, Operate + OperateResp, DUStateChange!, \
                  OperationComplete and the ValueChanges of the started app",
-                number(f, "controller_sent")?,
-                number(f, "agents_sent")?
-            )),
+            number(f, "controller_sent")?,
+            number(f, "agents_sent")?
+        )),
     ])
 }
 
@@ -168,7 +172,9 @@ mod tests {
         assert_eq!(figs[1].value, 8.0);
         let small = json!({"agents": 20, "install_s": 1.0, "messages_per_agent": 8.0});
         assert!(fleet_figures(&small).unwrap_err().contains("not 200"));
-        assert!(fleet_figures(&json!({"agents": 200})).unwrap_err().contains("install_s"));
+        assert!(fleet_figures(&json!({"agents": 200}))
+            .unwrap_err()
+            .contains("install_s"));
         let i = json!({"rss_kib": 3000, "pss_kib": 2500, "samples_kib": [2990, 3000, 3010],
                        "build": "release"});
         let fig = idle_figure(&i).unwrap();

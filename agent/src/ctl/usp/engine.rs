@@ -40,16 +40,40 @@ pub type Sender = Box<dyn FnMut(&str, Vec<u8>) -> Result<(), String> + Send>;
 /// What the operator asked for, for every addressed agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    Get { paths: Vec<String>, max_depth: u32 },
-    Set { params: Vec<(String, String)> },
-    Instances { paths: Vec<String> },
-    Supported { paths: Vec<String> },
-    Operate { command: String, args: BTreeMap<String, String> },
-    Install { url: String, env: Option<String> },
-    Update { du: String, url: Option<String> },
-    Uninstall { du: String },
-    Start { eu: String },
-    Stop { eu: String },
+    Get {
+        paths: Vec<String>,
+        max_depth: u32,
+    },
+    Set {
+        params: Vec<(String, String)>,
+    },
+    Instances {
+        paths: Vec<String>,
+    },
+    Supported {
+        paths: Vec<String>,
+    },
+    Operate {
+        command: String,
+        args: BTreeMap<String, String>,
+    },
+    Install {
+        url: String,
+        env: Option<String>,
+    },
+    Update {
+        du: String,
+        url: Option<String>,
+    },
+    Uninstall {
+        du: String,
+    },
+    Start {
+        eu: String,
+    },
+    Stop {
+        eu: String,
+    },
     /// Get `Device.DeviceInfo.` (who answers).
     Probe,
 }
@@ -145,9 +169,15 @@ enum Phase {
     /// An async command runs: its OperationComplete carries this command key.
     AwaitComplete,
     /// Start/stop: waiting for the EU's Status to reach the wanted value.
-    AwaitStatus { status_path: String, want: String, next_poll: Instant },
+    AwaitStatus {
+        status_path: String,
+        want: String,
+        next_poll: Instant,
+    },
     /// Finished; waiting a little for the `DUStateChange!` of a DU command.
-    AwaitDuEvent { until: Instant },
+    AwaitDuEvent {
+        until: Instant,
+    },
     Done,
 }
 
@@ -346,7 +376,11 @@ impl Controller {
             job.op,
             Op::Install { .. } | Op::Update { .. } | Op::Uninstall { .. }
         );
-        let seen = job.outcome.events.iter().any(|e| e.kind == "DUStateChange!");
+        let seen = job
+            .outcome
+            .events
+            .iter()
+            .any(|e| e.kind == "DUStateChange!");
         job.phase = if du_op && !seen {
             Phase::AwaitDuEvent {
                 until: Instant::now() + DU_EVENT_GRACE,
@@ -408,7 +442,11 @@ impl Controller {
             sub("opc", "OperationComplete", "Device."),
             sub("du", "Event", "Device.SoftwareModules.DUStateChange!"),
             sub("boot", "Event", "Device.Boot!"),
-            sub("vc", "ValueChange", "Device.SoftwareModules.ExecutionUnit.*.Status"),
+            sub(
+                "vc",
+                "ValueChange",
+                "Device.SoftwareModules.ExecutionUnit.*.Status",
+            ),
         ]
     }
 
@@ -462,9 +500,10 @@ impl Controller {
                 format!("{}Update()", instance_of(&target, &job.op)),
                 vec![("URL", url.clone().unwrap_or_default())],
             ),
-            Op::Uninstall { .. } => {
-                operate(format!("{}Uninstall()", instance_of(&target, &job.op)), vec![])
-            }
+            Op::Uninstall { .. } => operate(
+                format!("{}Uninstall()", instance_of(&target, &job.op)),
+                vec![],
+            ),
             Op::Start { .. } | Op::Stop { .. } => {
                 let want = if matches!(job.op, Op::Start { .. }) {
                     "Active"
@@ -492,9 +531,7 @@ impl Controller {
         for agent in due {
             let job = jobs.get_mut(&agent).expect("listed above");
             let Phase::AwaitStatus {
-                status_path,
-                want,
-                ..
+                status_path, want, ..
             } = job.phase.clone()
             else {
                 continue;
@@ -524,7 +561,10 @@ impl Controller {
             }
         };
         let from = record.from_id.clone();
-        if let Some(t) = inb.response_topic.filter(|t| !t.is_empty() && t.len() <= 1024) {
+        if let Some(t) = inb
+            .response_topic
+            .filter(|t| !t.is_empty() && t.len() <= 1024)
+        {
             if self.topics.len() < MAX_AGENTS || self.topics.contains_key(&from) {
                 self.topics.insert(from.clone(), t);
             }
@@ -607,7 +647,12 @@ impl Controller {
         }
     }
 
-    fn on_notification(&mut self, from: &str, note: &Notification, jobs: &mut HashMap<String, Job>) {
+    fn on_notification(
+        &mut self,
+        from: &str,
+        note: &Notification,
+        jobs: &mut HashMap<String, Job>,
+    ) {
         let event = match note {
             Notification::Event(e) => SeenEvent {
                 kind: e.event_name.clone(),
@@ -680,10 +725,9 @@ impl Controller {
                             .extend(a.output_args.iter().map(|(k, v)| (k.clone(), v.clone())));
                         Self::completed(job, Ok(()));
                     }
-                    Some(R::CmdFailure(f)) => Self::completed(
-                        job,
-                        Err(UspError::new(f.err_code, f.err_msg.clone())),
-                    ),
+                    Some(R::CmdFailure(f)) => {
+                        Self::completed(job, Err(UspError::new(f.err_code, f.err_msg.clone())))
+                    }
                     None => Self::fail(
                         job,
                         UspError::new(0, "OperationComplete without a result".to_string()),
@@ -695,10 +739,15 @@ impl Controller {
             {
                 job.phase = Phase::Done;
             }
-            (Phase::AwaitStatus { status_path, want, .. }, Notification::ValueChange(v))
-                if &v.param_path == status_path && &v.param_value == want =>
-            {
-                job.outcome.rows.push((v.param_path.clone(), v.param_value.clone()));
+            (
+                Phase::AwaitStatus {
+                    status_path, want, ..
+                },
+                Notification::ValueChange(v),
+            ) if &v.param_path == status_path && &v.param_value == want => {
+                job.outcome
+                    .rows
+                    .push((v.param_path.clone(), v.param_value.clone()));
                 Self::succeed(job);
             }
             _ => {}
@@ -709,7 +758,10 @@ impl Controller {
         if let Some(e) = msg.error_body() {
             let mut text = e.err_msg.clone();
             for pe in e.param_errs.iter().take(4) {
-                text.push_str(&format!("; {}: {} {}", pe.param_path, pe.err_code, pe.err_msg));
+                text.push_str(&format!(
+                    "; {}: {} {}",
+                    pe.param_path, pe.err_code, pe.err_msg
+                ));
             }
             // A refused subscription (e.g. a read-only role) does not stop the request itself:
             // the agent then answers the request with its own error.
@@ -783,8 +835,10 @@ impl Controller {
                                 } else {
                                     "Idle"
                                 };
-                                let status_path =
-                                    format!("{}Status", instance_of(job.target.as_deref().unwrap_or(""), &job.op));
+                                let status_path = format!(
+                                    "{}Status",
+                                    instance_of(job.target.as_deref().unwrap_or(""), &job.op)
+                                );
                                 let reached = job.outcome.events.iter().any(|e| {
                                     e.kind == "ValueChange"
                                         && e.path == status_path
@@ -820,7 +874,9 @@ impl Controller {
                     }
                     for rp in &r.resolved_path_results {
                         for (k, v) in &rp.result_params {
-                            job.outcome.rows.push((format!("{}{k}", rp.resolved_path), v.clone()));
+                            job.outcome
+                                .rows
+                                .push((format!("{}{k}", rp.resolved_path), v.clone()));
                         }
                     }
                 }
@@ -836,8 +892,11 @@ impl Controller {
                         ));
                     }
                     for c in &r.curr_insts {
-                        let keys: Vec<String> =
-                            c.unique_keys.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        let keys: Vec<String> = c
+                            .unique_keys
+                            .iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect();
                         job.outcome
                             .rows
                             .push((c.instantiated_obj_path.clone(), keys.join(",")));
@@ -910,7 +969,12 @@ impl Controller {
                 job.outcome.ok = job.outcome.fault.is_none();
                 job.phase = Phase::Done;
             }
-            (Phase::AwaitStatus { status_path, want, .. }, RespType::GetResp(g)) => {
+            (
+                Phase::AwaitStatus {
+                    status_path, want, ..
+                },
+                RespType::GetResp(g),
+            ) => {
                 let now = g
                     .req_path_results
                     .iter()
@@ -944,7 +1008,8 @@ impl Controller {
             .events
             .iter()
             .find(|e| {
-                e.kind == "OperationComplete" && e.params.get("command_key") == Some(&job.command_key)
+                e.kind == "OperationComplete"
+                    && e.params.get("command_key") == Some(&job.command_key)
             })
             .cloned()
         else {

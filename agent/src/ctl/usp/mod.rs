@@ -72,8 +72,8 @@ pub struct CtlConfig {
     pub topic: Option<String>,
     #[serde(default)]
     pub agent_topic: Option<String>,
-    /// > 0: a persistent MQTT session, so announcements made while we were away are kept by
-    /// the broker for the next run.
+    /// Above 0: a persistent MQTT session, so announcements made while we were away are kept
+    /// by the broker for the next run.
     #[serde(default)]
     pub session_expiry_s: u32,
 }
@@ -104,7 +104,10 @@ fn read_bounded(path: &Path, what: &str) -> Result<String, String> {
         .and_then(|f| f.take(MAX_FILE + 1).read_to_string(&mut text))
         .map_err(|e| format!("{what} {}: {e}", path.display()))?;
     if text.len() as u64 > MAX_FILE {
-        return Err(format!("{what} {}: larger than {MAX_FILE} bytes", path.display()));
+        return Err(format!(
+            "{what} {}: larger than {MAX_FILE} bytes",
+            path.display()
+        ));
     }
     Ok(text)
 }
@@ -138,7 +141,9 @@ pub fn parse_agents_file(text: &str) -> Result<Vec<String>, String> {
 
 fn check_endpoint(ep: &str) -> Result<(), String> {
     if ep.is_empty() || ep.len() > 256 || ep.chars().any(|c| c.is_control() || c == ' ') {
-        Err(format!("endpoint ID {ep:?}: must be 1..256 printable bytes without spaces"))
+        Err(format!(
+            "endpoint ID {ep:?}: must be 1..256 printable bytes without spaces"
+        ))
     } else {
         Ok(())
     }
@@ -363,7 +368,15 @@ fn merge(base: &mut CtlConfig, over: CtlConfig) {
     macro_rules! take {
         ($($f:ident),*) => { $( if over.$f.is_some() { base.$f = over.$f; } )* };
     }
-    take!(broker_port, ca_file, cert_file, key_file, server_name, topic, agent_topic);
+    take!(
+        broker_port,
+        ca_file,
+        cert_file,
+        key_file,
+        server_name,
+        topic,
+        agent_topic
+    );
 }
 
 impl CtlConfig {
@@ -426,7 +439,11 @@ pub fn load_roster(path: &Path) -> Result<Vec<RosterEntry>, String> {
     let list: Vec<RosterEntry> = serde_json::from_str(&read_bounded(path, "roster")?)
         .map_err(|e| format!("roster {}: {e}", path.display()))?;
     if list.len() > engine::MAX_AGENTS {
-        return Err(format!("roster {}: more than {} agents", path.display(), engine::MAX_AGENTS));
+        return Err(format!(
+            "roster {}: more than {} agents",
+            path.display(),
+            engine::MAX_AGENTS
+        ));
     }
     for e in &list {
         check_endpoint(&e.endpoint_id).map_err(|m| format!("roster {}: {m}", path.display()))?;
@@ -480,7 +497,10 @@ impl Connection {
             match events.recv_timeout(left) {
                 Ok(MqttEvent::Connected { .. }) => break,
                 Ok(MqttEvent::Disconnected { reason, .. }) => last = reason,
-                Ok(MqttEvent::SubscribeRefused { filter, reason_code }) => {
+                Ok(MqttEvent::SubscribeRefused {
+                    filter,
+                    reason_code,
+                }) => {
                     return Err(format!(
                         "broker {broker} refused our subscription to {filter} ({})",
                         cpevisor_usp::mqtt::codec::reason_name(reason_code)
@@ -503,7 +523,10 @@ impl Connection {
                 let early = early.into_iter().map(MqttEvent::Message);
                 for ev in early.chain(events) {
                     if let MqttEvent::Message(m) = ev {
-                        if m.content_type.as_deref().is_some_and(|c| c != USP_CONTENT_TYPE) {
+                        if m.content_type
+                            .as_deref()
+                            .is_some_and(|c| c != USP_CONTENT_TYPE)
+                        {
                             continue;
                         }
                         let inb = Inbound {
@@ -532,19 +555,15 @@ impl Connection {
                 }
             }
         });
-        let controller = Controller::new(
-            &config.endpoint_id,
-            &config.agent_topic(),
-            send,
-            rx,
-        );
+        let controller = Controller::new(&config.endpoint_id, &config.agent_topic(), send, rx);
         Ok(Connection { controller, client })
     }
 
     /// Waits (up to `wait`) until everything queued has been handed to the broker.
     pub fn flush(&self, wait: Duration) {
         let deadline = Instant::now() + wait;
-        while Instant::now() < deadline && self.client.stats().published < self.controller.stats().sent
+        while Instant::now() < deadline
+            && self.client.stats().published < self.controller.stats().sent
         {
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -579,7 +598,9 @@ pub fn run(cli: &UspCli) -> i32 {
                     how: s.how.clone(),
                 })
                 .collect();
-            seen.retain(|s| s.how != "Response" || probed.iter().any(|p| p.ok && p.agent == s.endpoint_id));
+            seen.retain(|s| {
+                s.how != "Response" || probed.iter().any(|p| p.ok && p.agent == s.endpoint_id)
+            });
             if let Some(r) = &cli.roster {
                 if let Err(e) = save_roster(r, &seen) {
                     eprintln!("cpevisorctl usp: {e}");
@@ -608,7 +629,8 @@ mod tests {
         parse(&s.split_whitespace().map(String::from).collect::<Vec<_>>())
     }
 
-    const CONN: &str = "--broker 127.0.0.1:8883 --ca ca.pem --cert c.pem --key c.key --id self::ctl";
+    const CONN: &str =
+        "--broker 127.0.0.1:8883 --ca ca.pem --cert c.pem --key c.key --id self::ctl";
 
     #[test]
     fn parses_commands() {
@@ -625,18 +647,29 @@ mod tests {
             })
         );
         assert_eq!(c.config.topic(), "usp/controller/self::ctl");
-        let c = p(&format!("{CONN} --agent os::a set Device.LocalAgent.Subscription.1.Enable=false")).unwrap();
+        let c = p(&format!(
+            "{CONN} --agent os::a set Device.LocalAgent.Subscription.1.Enable=false"
+        ))
+        .unwrap();
         assert_eq!(
             c.op,
             Some(Op::Set {
-                params: vec![("Device.LocalAgent.Subscription.1.Enable".into(), "false".into())]
+                params: vec![(
+                    "Device.LocalAgent.Subscription.1.Enable".into(),
+                    "false".into()
+                )]
             })
         );
-        let c = p(&format!("{CONN} --agent os::a operate Device.Reboot() CommandKey=k")).unwrap();
+        let c = p(&format!(
+            "{CONN} --agent os::a operate Device.Reboot() CommandKey=k"
+        ))
+        .unwrap();
         assert!(matches!(c.op, Some(Op::Operate { ref args, .. }) if args["CommandKey"] == "k"));
         assert_eq!(p(&format!("{CONN} agents")).unwrap().op, None);
         assert_eq!(
-            p(&format!("{CONN} --agent os::a --timeout 2.5 stop eu-1")).unwrap().timeout,
+            p(&format!("{CONN} --agent os::a --timeout 2.5 stop eu-1"))
+                .unwrap()
+                .timeout,
             Duration::from_millis(2500)
         );
     }
@@ -649,7 +682,9 @@ mod tests {
         assert!(e(&format!("{CONN} --agent a set Device.X")).contains("not PATH=VALUE"));
         assert!(e(&format!("{CONN} --agent a operate Device.X")).contains("not a command"));
         assert!(e(&format!("{CONN} --agent a start")).contains("wrong number"));
-        assert!(e(&format!("{CONN} --agent a --env x get Device.")).contains("--env does not apply"));
+        assert!(
+            e(&format!("{CONN} --agent a --env x get Device.")).contains("--env does not apply")
+        );
         assert!(e(&format!("{CONN} --all get Device.")).contains("--roster"));
         assert!(e("--id c --agent a get Device.").contains("no broker"));
         assert!(e("--broker h --agent a get Device.").contains("no controller endpoint"));
@@ -663,7 +698,9 @@ mod tests {
     fn agents_files_and_rosters() {
         let list = parse_agents_file("# fleet\nos::a\n\n  os::b  \n").unwrap();
         assert_eq!(list, vec!["os::a", "os::b"]);
-        assert!(parse_agents_file("os::a\nbad id\n").unwrap_err().contains("line 2"));
+        assert!(parse_agents_file("os::a\nbad id\n")
+            .unwrap_err()
+            .contains("line 2"));
         let dir = std::env::temp_dir().join(format!("cpv-roster-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let r = dir.join("roster.json");
@@ -675,8 +712,15 @@ mod tests {
         save_roster(&r, &[e("os::b", "Boot!"), e("os::a", "OnBoardRequest")]).unwrap();
         save_roster(&r, &[e("os::b", "Response")]).unwrap();
         let got = load_roster(&r).unwrap();
-        assert_eq!(got, vec![e("os::a", "OnBoardRequest"), e("os::b", "Response")]);
-        let c = p(&format!("{CONN} --all --roster {} get Device.", r.display())).unwrap();
+        assert_eq!(
+            got,
+            vec![e("os::a", "OnBoardRequest"), e("os::b", "Response")]
+        );
+        let c = p(&format!(
+            "{CONN} --all --roster {} get Device.",
+            r.display()
+        ))
+        .unwrap();
         assert_eq!(c.agents, vec!["os::a", "os::b"]);
         std::fs::write(&r, "[{\"endpoint_id\": \"\"}]").unwrap();
         assert!(load_roster(&r).unwrap_err().contains("endpoint ID"));

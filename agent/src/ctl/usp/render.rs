@@ -73,7 +73,12 @@ pub fn print_outcomes(op: &Op, outcomes: &[Outcome], stats: Stats, took: Duratio
     }
     let aw = width(outcomes.iter().map(|o| o.agent.len()), 5);
     if lists_rows(op) {
-        let pw = width(outcomes.iter().flat_map(|o| o.rows.iter().map(|r| r.0.len())), 4);
+        let pw = width(
+            outcomes
+                .iter()
+                .flat_map(|o| o.rows.iter().map(|r| r.0.len())),
+            4,
+        );
         println!("{:<aw$}  {:<pw$}  VALUE", "AGENT", "PATH");
         for o in outcomes {
             for (k, v) in &o.rows {
