@@ -364,3 +364,49 @@ fn silent_peers_time_out_in_the_handshake() {
     drop(listener);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn endpoint_ids_are_exchanged_in_the_handshake() {
+    let server_config = WsConfig {
+        endpoint_id: Some("os::012345-CPE0001".into()),
+        ..WsConfig::default()
+    };
+    let (port, server) = serve_once(None, server_config, |c| {
+        let mut conn = c.unwrap();
+        let seen = conn.peer_endpoint_id.clone();
+        let _ = conn.reader.recv();
+        seen
+    });
+    let client_config = WsConfig {
+        endpoint_id: Some("self::controller-1".into()),
+        ..WsConfig::default()
+    };
+    let conn = ws::connect("127.0.0.1", port, "/usp", None, &client_config).unwrap();
+    assert_eq!(conn.peer_endpoint_id.as_deref(), Some("os::012345-CPE0001"));
+    conn.writer.close(frame::CLOSE_NORMAL, "").unwrap();
+    assert_eq!(
+        server.join().unwrap().as_deref(),
+        Some("self::controller-1")
+    );
+
+    // A client without an Endpoint ID gets none back; a bad one is refused before sending.
+    let (port, server) = serve_once(
+        None,
+        WsConfig {
+            endpoint_id: Some("os::x".into()),
+            ..WsConfig::default()
+        },
+        |c| c.unwrap().peer_endpoint_id,
+    );
+    let conn = ws::connect("127.0.0.1", port, "/usp", None, &WsConfig::default()).unwrap();
+    assert_eq!(conn.peer_endpoint_id, None);
+    assert_eq!(server.join().unwrap(), None);
+    let bad = WsConfig {
+        endpoint_id: Some("has \"quotes\"".into()),
+        ..WsConfig::default()
+    };
+    assert!(matches!(
+        ws::connect("127.0.0.1", port, "/usp", None, &bad),
+        Err(WsError::Handshake(_))
+    ));
+}

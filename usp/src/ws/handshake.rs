@@ -109,8 +109,65 @@ pub fn read_head<R: BufRead>(r: &mut R, max_bytes: usize) -> Result<Head, WsErro
     Ok(Head { start, headers })
 }
 
+/// The TR-369 WebSocket extension that carries Endpoint IDs in the handshake.
+pub const EID_EXTENSION: &str = "bbf-usp-protocol";
+/// Endpoint IDs are at most this long in a handshake header.
+const MAX_EID: usize = 256;
+
+/// Checks an Endpoint ID we are about to put into a header: printable, no quote or backslash.
+pub fn check_eid(eid: &str) -> Result<(), WsError> {
+    let printable = eid
+        .bytes()
+        .all(|b| (b'!'..=b'~').contains(&b) && b != b'"' && b != b'\\');
+    if eid.is_empty() || eid.len() > MAX_EID || !printable {
+        return Err(WsError::Handshake(format!(
+            "endpoint ID {eid:?} cannot go into a handshake header"
+        )));
+    }
+    Ok(())
+}
+
+fn eid_header(eid: Option<&str>) -> String {
+    eid.map(|e| format!("Sec-WebSocket-Extensions: {EID_EXTENSION}; eid=\"{e}\"\r\n"))
+        .unwrap_or_default()
+}
+
+/// The peer's Endpoint ID from a `bbf-usp-protocol; eid="..."` extension offer, if any.
+/// Other extensions are ignored (we agree to none); a malformed eid is an error.
+pub fn peer_eid(head: &Head) -> Result<Option<String>, String> {
+    for offer in head.tokens("Sec-WebSocket-Extensions") {
+        let mut params = offer.split(';').map(str::trim);
+        if params.next() != Some(EID_EXTENSION) {
+            continue;
+        }
+        for param in params {
+            let Some((name, value)) = param.split_once('=') else {
+                continue;
+            };
+            if name.trim() != "eid" {
+                continue;
+            }
+            let value = value.trim();
+            let value = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(value);
+            if value.is_empty() || value.len() > MAX_EID || value.contains(['"', '\\']) {
+                return Err(format!("bad eid in {EID_EXTENSION}: {value:?}"));
+            }
+            return Ok(Some(value.to_owned()));
+        }
+    }
+    Ok(None)
+}
+
 /// The client's request (section 4.1).
 pub fn request(host: &str, port: u16, path: &str, key: &str) -> String {
+    request_with_eid(host, port, path, key, None)
+}
+
+/// The client's request, announcing our Endpoint ID when given (TR-369 `bbf-usp-protocol`).
+pub fn request_with_eid(host: &str, port: u16, path: &str, key: &str, eid: Option<&str>) -> String {
     let host = if host.contains(':') {
         format!("[{host}]")
     } else {
@@ -119,7 +176,8 @@ pub fn request(host: &str, port: u16, path: &str, key: &str) -> String {
     format!(
         "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n\
          Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\
-         Sec-WebSocket-Protocol: {SUBPROTOCOL}\r\n\r\n"
+         Sec-WebSocket-Protocol: {SUBPROTOCOL}\r\n{}\r\n",
+        eid_header(eid)
     )
 }
 
@@ -159,7 +217,11 @@ pub fn check_response(head: &Head, key: &str) -> Result<(), WsError> {
             "server chose subprotocol {protocols:?}, {SUBPROTOCOL} is required"
         )));
     }
-    if head.get("Sec-WebSocket-Extensions").is_some() {
+    // The only extension we may offer carries Endpoint IDs; anything else was not offered.
+    let others = head
+        .tokens("Sec-WebSocket-Extensions")
+        .any(|e| e.split(';').next().map(str::trim) != Some(EID_EXTENSION));
+    if others {
         return Err(WsError::Handshake(
             "server chose an extension we did not offer".into(),
         ));
@@ -217,10 +279,16 @@ pub fn check_request(head: &Head) -> Result<(String, String), Refusal> {
 
 /// The server's 101 answer.
 pub fn response(key: &str) -> String {
+    response_with_eid(key, None)
+}
+
+/// The server's 101 answer, with our Endpoint ID when given.
+pub fn response_with_eid(key: &str, eid: Option<&str>) -> String {
     format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {}\r\nSec-WebSocket-Protocol: {SUBPROTOCOL}\r\n\r\n",
-        accept_key(key)
+         Sec-WebSocket-Accept: {}\r\nSec-WebSocket-Protocol: {SUBPROTOCOL}\r\n{}\r\n",
+        accept_key(key),
+        eid_header(eid)
     )
 }
 
@@ -310,5 +378,35 @@ mod tests {
         let answer = response(key).replace("Sec-WebSocket-Protocol: v1.usp\r\n", "");
         let e = check_response(&head(&answer).unwrap(), key).unwrap_err();
         assert!(e.to_string().contains("v1.usp"), "{e}");
+    }
+
+    #[test]
+    fn endpoint_ids_travel_in_the_bbf_extension() {
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        let req = head(&request_with_eid("h", 1, "/", key, Some("os::012345-CPE"))).unwrap();
+        check_request(&req).unwrap();
+        assert_eq!(peer_eid(&req).unwrap().as_deref(), Some("os::012345-CPE"));
+        let answer = head(&response_with_eid(key, Some("self::ctl"))).unwrap();
+        check_response(&answer, key).unwrap();
+        assert_eq!(peer_eid(&answer).unwrap().as_deref(), Some("self::ctl"));
+        let plain = head(&request("h", 1, "/", key)).unwrap();
+        assert_eq!(peer_eid(&plain).unwrap(), None);
+        let other = format!(
+            "GET / HTTP/1.1\r\nSec-WebSocket-Extensions: permessage-deflate, {EID_EXTENSION}; eid=x\r\n\r\n"
+        );
+        assert_eq!(
+            peer_eid(&head(&other).unwrap()).unwrap().as_deref(),
+            Some("x")
+        );
+        let bad = format!(
+            "GET / HTTP/1.1\r\nSec-WebSocket-Extensions: {EID_EXTENSION}; eid=\"\"\r\n\r\n"
+        );
+        assert!(peer_eid(&head(&bad).unwrap()).is_err());
+        assert!(check_eid("a\"b").is_err() && check_eid("").is_err() && check_eid("a b").is_err());
+        let deflate = response(key).replace(
+            "\r\n\r\n",
+            "\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+        );
+        assert!(check_response(&head(&deflate).unwrap(), key).is_err());
     }
 }

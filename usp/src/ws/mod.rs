@@ -45,6 +45,9 @@ pub struct WsConfig {
     pub max_handshake: usize,
     /// Connecting plus the opening handshake must finish within this.
     pub handshake_timeout: Duration,
+    /// Our USP Endpoint ID, announced in the handshake (TR-369 `bbf-usp-protocol` extension):
+    /// always by a client, by a server to clients that announced theirs.
+    pub endpoint_id: Option<String>,
 }
 
 impl Default for WsConfig {
@@ -53,6 +56,7 @@ impl Default for WsConfig {
             max_message: 1 << 20,
             max_handshake: 8192,
             handshake_timeout: Duration::from_secs(15),
+            endpoint_id: None,
         }
     }
 }
@@ -264,19 +268,22 @@ pub struct WsConnection {
     pub peer: Option<PeerIdentity>,
     /// The request path (server side; the one we asked for on the client side).
     pub path: String,
+    /// The Endpoint ID the peer announced in the handshake, if it did.
+    pub peer_endpoint_id: Option<String>,
 }
 
-fn open(
-    input: BufReader<ReadHalf>,
-    out: WriteHalf,
+/// What the handshake established about the peer.
+struct Opened {
     is_client: bool,
     peer: Option<PeerIdentity>,
     path: String,
-    config: &WsConfig,
-) -> WsConnection {
+    peer_endpoint_id: Option<String>,
+}
+
+fn open(input: BufReader<ReadHalf>, out: WriteHalf, o: Opened, config: &WsConfig) -> WsConnection {
     let writer = WsWriter {
         out,
-        is_client,
+        is_client: o.is_client,
         close_sent: Arc::new(AtomicBool::new(false)),
     };
     WsConnection {
@@ -286,8 +293,9 @@ fn open(
             max_message: config.max_message,
         },
         writer,
-        peer,
-        path,
+        peer: o.peer,
+        path: o.path,
+        peer_endpoint_id: o.peer_endpoint_id,
     }
 }
 
@@ -301,21 +309,36 @@ pub fn connect(
     config: &WsConfig,
 ) -> Result<WsConnection, WsError> {
     handshake::check_path(path)?;
+    let eid = config.endpoint_id.as_deref();
+    if let Some(eid) = eid {
+        handshake::check_eid(eid)?;
+    }
     let (reader, writer, peer) = tls::connect(host, port, tls, config.handshake_timeout)?;
     reader.set_read_timeout(Some(config.handshake_timeout))?;
     writer.set_write_timeout(Some(config.handshake_timeout))?;
     let key = sha1::base64_encode(&random_bytes::<16>()?);
-    writer.send(handshake::request(host, port, path, &key).as_bytes())?;
+    writer.send(handshake::request_with_eid(host, port, path, &key, eid).as_bytes())?;
     let mut input = BufReader::with_capacity(8192, reader);
-    let result = handshake::read_head(&mut input, config.max_handshake)
-        .and_then(|head| handshake::check_response(&head, &key));
-    if let Err(e) = result {
-        writer.close();
-        return Err(e);
-    }
+    let result = handshake::read_head(&mut input, config.max_handshake).and_then(|head| {
+        handshake::check_response(&head, &key)?;
+        handshake::peer_eid(&head).map_err(WsError::Handshake)
+    });
+    let peer_endpoint_id = match result {
+        Ok(eid) => eid,
+        Err(e) => {
+            writer.close();
+            return Err(e);
+        }
+    };
     input.get_ref().set_read_timeout(None)?;
     writer.set_write_timeout(None)?;
-    Ok(open(input, writer, true, peer, path.to_owned(), config))
+    let opened = Opened {
+        is_client: true,
+        peer,
+        path: path.to_owned(),
+        peer_endpoint_id,
+    };
+    Ok(open(input, writer, opened, config))
 }
 
 /// Runs the server side on an accepted socket: TLS when `tls` is given (with its client
@@ -342,7 +365,12 @@ pub fn accept(
             return Err(e);
         }
     };
-    let (path, key) = match handshake::check_request(&head) {
+    let checked = handshake::check_request(&head).and_then(|(path, key)| {
+        let eid =
+            handshake::peer_eid(&head).map_err(|why| handshake::Refusal { status: 400, why })?;
+        Ok((path, key, eid))
+    });
+    let (path, key, peer_endpoint_id) = match checked {
         Ok(ok) => ok,
         Err(refusal) => {
             let _ = writer.send(handshake::refusal_response(&refusal).as_bytes());
@@ -353,8 +381,19 @@ pub fn accept(
             )));
         }
     };
-    writer.send(handshake::response(&key).as_bytes())?;
+    // Announce our Endpoint ID only to a client that offered the extension (RFC 6455 9.1).
+    let our_eid = peer_endpoint_id
+        .as_ref()
+        .and(config.endpoint_id.as_deref())
+        .filter(|e| handshake::check_eid(e).is_ok());
+    writer.send(handshake::response_with_eid(&key, our_eid).as_bytes())?;
     input.get_ref().set_read_timeout(None)?;
     writer.set_write_timeout(None)?;
-    Ok(open(input, writer, false, peer, path, config))
+    let opened = Opened {
+        is_client: false,
+        peer,
+        path,
+        peer_endpoint_id,
+    };
+    Ok(open(input, writer, opened, config))
 }
