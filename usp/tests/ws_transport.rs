@@ -410,3 +410,42 @@ fn endpoint_ids_are_exchanged_in_the_handshake() {
         Err(WsError::Handshake(_))
     ));
 }
+
+#[test]
+fn both_directions_at_once_over_tls_do_not_deadlock() {
+    let dir = test_dir("duplex");
+    let pki = Pki::new(&dir).unwrap();
+    let (port, server) = serve_once(
+        Some(pki.server_tls(true).unwrap()),
+        WsConfig::default(),
+        echo,
+    );
+    let tls = pki.client_tls(Some(&pki.identity("c").unwrap())).unwrap();
+    let mut conn = ws::connect(
+        "127.0.0.1",
+        port,
+        "/",
+        Some((&tls, "127.0.0.1")),
+        &WsConfig::default(),
+    )
+    .unwrap();
+    // The writer pushes far more than the socket buffers hold while this thread reads.
+    const MESSAGES: usize = 24;
+    let writer = conn.writer.clone();
+    let sending = std::thread::spawn(move || {
+        for i in 0..MESSAGES {
+            writer.send(&vec![i as u8; 512 * 1024]).unwrap();
+        }
+    });
+    let t = std::time::Instant::now();
+    for i in 0..MESSAGES {
+        let m = conn.reader.recv().unwrap();
+        assert_eq!((m.len(), m[0]), (512 * 1024, i as u8));
+    }
+    sending.join().unwrap();
+    eprintln!("{MESSAGES} x 512 KiB echoed over TLS in {:?}", t.elapsed());
+    conn.writer.close(frame::CLOSE_NORMAL, "").unwrap();
+    assert!(matches!(conn.reader.recv(), Err(WsError::Closed { .. })));
+    server.join().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
