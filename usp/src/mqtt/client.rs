@@ -686,21 +686,21 @@ impl Manager {
             let timeout = if session.keep_alive.is_zero() {
                 Duration::from_secs(3600)
             } else {
-                // PINGREQ after 3/4 of the keep-alive period without a write.
+                // PINGREQ after 3/4 of the keep-alive period without a write. Checked on
+                // every turn: a stream of commands that write nothing must not starve it.
+                let due = session.last_write + session.keep_alive * 3 / 4;
+                if Instant::now() >= due {
+                    if let Err(e) = session.writer.send(&codec::encode_pingreq()) {
+                        return SessionEnd::Lost(format!("send PINGREQ: {e}"));
+                    }
+                    session.last_write = Instant::now();
+                }
                 (session.last_write + session.keep_alive * 3 / 4)
                     .saturating_duration_since(Instant::now())
             };
             let command = match self.commands.recv_timeout(timeout) {
                 Ok(c) => c,
-                Err(RecvTimeoutError::Timeout) => {
-                    if !session.keep_alive.is_zero() {
-                        if let Err(e) = session.writer.send(&codec::encode_pingreq()) {
-                            return SessionEnd::Lost(format!("send PINGREQ: {e}"));
-                        }
-                        session.last_write = Instant::now();
-                    }
-                    continue;
-                }
+                Err(RecvTimeoutError::Timeout) => continue, // the ping goes out above
                 Err(RecvTimeoutError::Disconnected) => return SessionEnd::Shutdown,
             };
             let written = match command {
