@@ -17,7 +17,7 @@
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -538,10 +538,44 @@ fn handshake(tcp: &mut TcpStream, conn: &mut Connection, timeout: Duration) -> i
     tcp.set_read_timeout(old)
 }
 
+/// Turns a host name and port into addresses. A static glibc binary on a router has no NSS,
+/// so the agent passes its own resolver (hosts file + DNS); without one, the C library's is
+/// used (fine for IP literals, hosts and tests).
+#[derive(Clone)]
+pub struct Resolver(pub Arc<ResolveFn>);
+
+/// The resolver's signature: host and port to addresses, or why there are none.
+pub type ResolveFn = dyn Fn(&str, u16) -> Result<Vec<SocketAddr>, String> + Send + Sync;
+
+impl fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Resolver")
+    }
+}
+
+fn resolve(resolver: Option<&Resolver>, host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    match resolver {
+        Some(Resolver(resolve)) => resolve(host, port)
+            .map_err(|e| io::Error::new(io::ErrorKind::NotFound, format!("resolve {host}: {e}"))),
+        None => Ok((host, port).to_socket_addrs()?.collect()),
+    }
+}
+
 /// Opens a TCP connection (trying each resolved address within `timeout`) and, with `tls` =
 /// (configuration, expected server name), a verified TLS session over it. Returns the halves
 /// and, for TLS, the server certificate's identity.
 pub fn connect(
+    host: &str,
+    port: u16,
+    tls: Option<(&Arc<ClientConfig>, &str)>,
+    timeout: Duration,
+) -> io::Result<(ReadHalf, WriteHalf, Option<PeerIdentity>)> {
+    connect_with(None, host, port, tls, timeout)
+}
+
+/// `connect` with the host name resolved by `resolver`.
+pub fn connect_with(
+    resolver: Option<&Resolver>,
     host: &str,
     port: u16,
     tls: Option<(&Arc<ClientConfig>, &str)>,
@@ -552,7 +586,8 @@ pub fn connect(
         format!("{host}:{port} resolves to no address"),
     );
     let mut tcp = None;
-    for addr in (host, port).to_socket_addrs()? {
+    // A few addresses are plenty; a resolver's long answer must not stretch the attempt.
+    for addr in resolve(resolver, host, port)?.into_iter().take(8) {
         match TcpStream::connect_timeout(&addr, timeout) {
             Ok(s) => {
                 tcp = Some(s);

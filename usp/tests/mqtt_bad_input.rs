@@ -308,3 +308,34 @@ fn a_refused_subscription_is_reported() {
     drop(client);
     server.join().unwrap();
 }
+
+#[test]
+fn host_names_go_through_the_configured_resolver() {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    let (port, server) = fake_server(1, |_, mut tcp| {
+        tcp.write_all(&CONNACK_OK).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    });
+    let resolver = cpevisor_usp::tls::Resolver(Arc::new(|host: &str, port: u16| match host {
+        "broker.test" => Ok(vec![SocketAddr::from(([127, 0, 0, 1], port))]),
+        other => Err(format!("{other}: no such host")),
+    }));
+    let mut good = config(port);
+    good.host = "broker.test".into();
+    good.resolver = Some(resolver.clone());
+    let (client, events) = MqttClient::start(good).unwrap();
+    assert!(matches!(next_event(&events), Event::Connected { .. }));
+    drop(client);
+    server.join().unwrap();
+
+    let mut bad = config(port);
+    bad.host = "elsewhere.test".into();
+    bad.resolver = Some(resolver);
+    let (client, events) = MqttClient::start(bad).unwrap();
+    expect_disconnect(
+        &events,
+        "resolve elsewhere.test: elsewhere.test: no such host",
+    );
+    drop(client);
+}

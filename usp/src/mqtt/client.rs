@@ -56,8 +56,10 @@ pub struct MqttConfig {
     /// How many publications may wait for the connection.
     pub outgoing_capacity: usize,
     pub backoff: Backoff,
-    /// TCP connect + TLS handshake + CONNACK must finish within this.
+    /// Each step of connecting (TCP connect, TLS handshake, CONNACK) waits at most this.
     pub connect_timeout: Duration,
+    /// Resolves the broker's host name; `None` uses the C library (see `tls::Resolver`).
+    pub resolver: Option<tls::Resolver>,
 }
 
 impl MqttConfig {
@@ -81,6 +83,7 @@ impl MqttConfig {
             outgoing_capacity: 64,
             backoff: Backoff::default(),
             connect_timeout: Duration::from_secs(15),
+            resolver: None,
         }
     }
 }
@@ -523,9 +526,14 @@ impl Manager {
     fn connect(&mut self) -> Result<Session, String> {
         let config = &self.shared.config;
         let tls = config.tls.as_ref().map(|(c, name)| (c, name.as_str()));
-        let (mut reader, writer, _) =
-            tls::connect(&config.host, config.port, tls, config.connect_timeout)
-                .map_err(|e| format!("connect to {}:{}: {e}", config.host, config.port))?;
+        let (mut reader, writer, _) = tls::connect_with(
+            config.resolver.as_ref(),
+            &config.host,
+            config.port,
+            tls,
+            config.connect_timeout,
+        )
+        .map_err(|e| format!("connect to {}:{}: {e}", config.host, config.port))?;
         let connect = Connect {
             client_id: config.client_id.clone(),
             clean_start: config.session_expiry_s == 0,

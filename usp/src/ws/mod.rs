@@ -48,6 +48,8 @@ pub struct WsConfig {
     /// Our USP Endpoint ID, announced in the handshake (TR-369 `bbf-usp-protocol` extension):
     /// always by a client, by a server to clients that announced theirs.
     pub endpoint_id: Option<String>,
+    /// Resolves host names for `connect`; `None` uses the C library (see `tls::Resolver`).
+    pub resolver: Option<tls::Resolver>,
 }
 
 impl Default for WsConfig {
@@ -57,6 +59,7 @@ impl Default for WsConfig {
             max_handshake: 8192,
             handshake_timeout: Duration::from_secs(15),
             endpoint_id: None,
+            resolver: None,
         }
     }
 }
@@ -313,7 +316,13 @@ pub fn connect(
     if let Some(eid) = eid {
         handshake::check_eid(eid)?;
     }
-    let (reader, writer, peer) = tls::connect(host, port, tls, config.handshake_timeout)?;
+    let (reader, writer, peer) = tls::connect_with(
+        config.resolver.as_ref(),
+        host,
+        port,
+        tls,
+        config.handshake_timeout,
+    )?;
     reader.set_read_timeout(Some(config.handshake_timeout))?;
     writer.set_write_timeout(Some(config.handshake_timeout))?;
     let key = sha1::base64_encode(&random_bytes::<16>()?);
