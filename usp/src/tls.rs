@@ -398,6 +398,13 @@ impl WriteHalf {
                 let n = conn.writer().write(rest)?;
                 rest = &rest[n..];
                 drain_tls(&mut conn, &mut cipher)?;
+                if n == 0 && cipher.is_empty() {
+                    // Neither plaintext taken nor records made: the session cannot send.
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "TLS session accepts no more data",
+                    ));
+                }
             }
             out.write_all(&cipher)?;
             cipher.clear();
