@@ -1376,3 +1376,76 @@ fn subscriptions_are_bounded_and_partial_adds_report_per_object() {
     );
     assert!(rig.send_as(FULL, Some(FULL_CN), &msg).is_empty());
 }
+
+/// Mangled paths and values in every message type: always an answer, never a panic, and the
+/// agent keeps serving.
+#[test]
+fn mangled_paths_and_values_never_panic() {
+    let w = World::new("usp-mangle");
+    let mut rig = Rig::open(&w);
+    let seeds = [
+        "Device.SoftwareModules.ExecutionUnit.[Status==\"Active\"&&Name!=\"x\"].EUID",
+        "Device.LocalAgent.Subscription.{i}.NotifType",
+        "Device.SoftwareModules.DeploymentUnit.*.Update()",
+        "Device.Boot!",
+        "Device.DeviceInfo.MemoryStatus.",
+        "Device.SoftwareModules.ExecEnv.1.Reset()",
+    ];
+    let alphabet: &[u8] = b"Device.[]{}*!()=<>&\"0123456789ia.";
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for i in 0..600 {
+        let mut p = seeds[i % seeds.len()].as_bytes().to_vec();
+        for _ in 0..(1 + rnd() % 4) {
+            let at = (rnd() as usize) % (p.len() + 1);
+            match rnd() % 3 {
+                0 if at < p.len() => {
+                    p.remove(at);
+                }
+                1 => p.insert(at, alphabet[(rnd() as usize) % alphabet.len()]),
+                _ if at < p.len() => p[at] = alphabet[(rnd() as usize) % alphabet.len()],
+                _ => {}
+            }
+        }
+        let path = String::from_utf8_lossy(&p).into_owned();
+        let value = String::from_utf8_lossy(&p[..p.len().min(40)]).into_owned();
+        let msgs = [
+            Msg::get("g", [path.clone()], (rnd() % 3) as u32),
+            Msg::get_instances("gi", [path.clone()], rnd() % 2 == 0),
+            Msg::get_supported_dm("gs", [path.clone()], rnd() % 2 == 0),
+            Msg::set(
+                "s",
+                rnd() % 2 == 0,
+                vec![set::UpdateObject {
+                    obj_path: path.clone(),
+                    param_settings: vec![set::UpdateParamSetting {
+                        param: "ReferenceList".into(),
+                        value: value.clone(),
+                        required: rnd() % 2 == 0,
+                    }],
+                }],
+            ),
+            Msg::delete("d", rnd() % 2 == 0, [path.clone()]),
+            Msg::operate(
+                "o",
+                path.clone(),
+                "",
+                true,
+                BTreeMap::from([("RequestedState".to_string(), value.clone())]),
+            ),
+        ];
+        for m in &msgs {
+            assert_eq!(rig.send_as(FULL, Some(FULL_CN), m).len(), 1, "{path:?}");
+        }
+    }
+    // Every async command the mangling may have started has to end before the check.
+    std::thread::sleep(Duration::from_secs(1));
+    rig.ep.notifications();
+    assert_eq!(rig.value("Device.LocalAgent.EndpointID"), AGENT_ID);
+    agentd::kill_apps_of(&w.root);
+}
