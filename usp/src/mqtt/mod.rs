@@ -36,7 +36,9 @@
 //!
 //! The client reconnects by itself and subscribes again; publications made while it is away
 //! wait in the bounded outgoing queue (`MqttError::QueueFull` past it). Incoming messages that
-//! find the event channel full are dropped and counted (`MqttClient::stats`).
+//! find the event channel full are dropped and counted (`MqttClient::stats`); so are state
+//! events, which is why `MqttClient::is_connected` is the authority on the connection's state.
+//! Host names go through `MqttConfig::resolver` when set (a static agent has no NSS).
 
 pub mod backoff;
 pub mod client;
