@@ -67,17 +67,11 @@ struct Member {
 }
 
 fn sent(fleet: &[Member]) -> u64 {
-    fleet
-        .iter()
-        .map(|m| m.session.stats().sent.load(Ordering::Relaxed))
-        .sum()
+    fleet.iter().map(|m| m.session.stats().sent).sum()
 }
 
 fn received(fleet: &[Member]) -> u64 {
-    fleet
-        .iter()
-        .map(|m| m.session.stats().received.load(Ordering::Relaxed))
-        .sum()
+    fleet.iter().map(|m| m.session.stats().received).sum()
 }
 
 #[test]
@@ -135,10 +129,7 @@ fn one_controller_installs_an_app_on_a_fleet() {
         ids.push(id);
     }
     let deadline = Instant::now() + Duration::from_secs(120);
-    while fleet
-        .iter()
-        .any(|m| m.session.stats().connects.load(Ordering::Relaxed) == 0)
-    {
+    while fleet.iter().any(|m| m.session.stats().connects == 0) {
         assert!(
             Instant::now() < deadline,
             "not every agent connected: {}",

@@ -266,6 +266,58 @@ fn controller_manages_an_agent_over_mosquitto() {
     );
     world.wait_eu_status(&eu, "Active", 20);
 
+    // The supported model names the commands with their arguments.
+    let (code, v, _) = usp(
+        &ctl,
+        &["--agent", AGENT, "supported", "Device.SoftwareModules."],
+    );
+    assert_eq!(code, 0, "{v}");
+    let install_du = row(only(&v), "InstallDU()").expect("InstallDU() listed");
+    assert!(
+        install_du.starts_with("command(") && install_du.contains("URL"),
+        "{install_du}"
+    );
+    // A synchronous command through `operate`, on the EU's path.
+    let (_, v, _) = usp(
+        &ctl,
+        &[
+            "--agent",
+            AGENT,
+            "get",
+            "Device.SoftwareModules.ExecutionUnit.*.EUID",
+        ],
+    );
+    let eu_path = only(&v)["rows"][0][0]
+        .as_str()
+        .unwrap()
+        .trim_end_matches("EUID")
+        .to_string();
+    let restart = format!("{eu_path}Restart()");
+    let (code, v, err) = usp(&ctl, &["--agent", AGENT, "operate", &restart]);
+    assert_eq!(code, 0, "{v} {err}");
+    world.wait_eu_status(&eu, "Active", 20);
+    // Set on a writable parameter: our own subscription's Enable.
+    let (code, v, _) = usp(
+        &ctl,
+        &[
+            "--agent",
+            AGENT,
+            "instances",
+            "Device.LocalAgent.Subscription.",
+        ],
+    );
+    assert_eq!(code, 0, "{v}");
+    let sub = only(&v)["rows"][0][0]
+        .as_str()
+        .expect("our subscriptions")
+        .to_string();
+    let (code, v, err) = usp(
+        &ctl,
+        &["--agent", AGENT, "set", &format!("{sub}Enable=true")],
+    );
+    assert_eq!(code, 0, "{v} {err}");
+    assert_eq!(row(only(&v), "Enable"), Some("true"), "{v}");
+
     // A read-only controller reads, but its commands get 7006 and change nothing.
     let before = world.state_files();
     let state_before = world.state_json();
@@ -360,6 +412,19 @@ fn controller_manages_an_agent_over_mosquitto() {
     assert_eq!(row(only(&v), "ModelName"), Some("test-board"));
     let daemon = world.daemon.as_mut().unwrap();
     assert!(daemon.try_wait().unwrap().is_none(), "cpevisord died");
+
+    // Update to 1.1 by UUID: the new version in the OperationComplete and the DUStateChange!.
+    let url2 = world.publish(&App::new("hello", "1.1"), "hello-1.1.cpkg");
+    let (code, v, err) = usp(&ctl, &["--agent", AGENT, "update", &uuid, &url2]);
+    assert_eq!(code, 0, "{v} {err}\n{}", world.daemon_log());
+    let r = only(&v);
+    assert_eq!(row(r, "Version"), Some("1.1"), "{r}");
+    assert!(
+        events(r, "DUStateChange!")
+            .iter()
+            .any(|e| e["params"]["Version"] == "1.1" && e["params"]["Fault.FaultCode"] == "0"),
+        "{r}"
+    );
 
     // Uninstall: DUStateChange! Uninstalled, OperationComplete, nothing left.
     let (code, v, err) = usp(&ctl, &["--agent", AGENT, "uninstall", &uuid]);

@@ -11,9 +11,9 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -252,18 +252,32 @@ fn controller_topic(c: &ControllerEntry) -> String {
         .unwrap_or_else(|| format!("usp/controller/{}", c.endpoint_id))
 }
 
-/// What a session did, for logs, tests and the fleet figures.
-#[derive(Debug, Default)]
+/// What a session did, for logs, tests and the fleet figures. (Behind a mutex: 32-bit MIPS
+/// has no 64-bit atomics.)
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SessionStats {
     /// PUBLISHes received on our topic.
-    pub received: AtomicU64,
+    pub received: u64,
     /// Records handed to the client for publishing.
-    pub sent: AtomicU64,
+    pub sent: u64,
     /// Records the client refused (queue full, too large) or with no known topic.
-    pub send_dropped: AtomicU64,
+    pub send_dropped: u64,
     /// Received messages with a foreign Content Type.
-    pub ignored: AtomicU64,
-    pub connects: AtomicU64,
+    pub ignored: u64,
+    pub connects: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters(Mutex<SessionStats>);
+
+impl Counters {
+    fn bump(&self, f: impl FnOnce(&mut SessionStats)) {
+        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    fn get(&self) -> SessionStats {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Where Records for an endpoint ID go.
@@ -282,7 +296,7 @@ impl Routes {
 pub struct Session {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
-    stats: Arc<SessionStats>,
+    stats: Arc<Counters>,
 }
 
 impl Session {
@@ -336,7 +350,7 @@ impl Session {
         let agent_events = agent.events().subscribe();
         let (client, events) = MqttClient::start(mqtt).map_err(|e| format!("mqtt: {e}"))?;
         let stop = Arc::new(AtomicBool::new(false));
-        let stats = Arc::new(SessionStats::default());
+        let stats = Arc::new(Counters::default());
         let mut runner = Runner {
             endpoint: ep,
             client,
@@ -362,8 +376,8 @@ impl Session {
         })
     }
 
-    pub fn stats(&self) -> &SessionStats {
-        &self.stats
+    pub fn stats(&self) -> SessionStats {
+        self.stats.get()
     }
 
     /// Disconnects (MQTT DISCONNECT) and ends the thread.
@@ -393,7 +407,7 @@ struct Runner {
     own_topic: String,
     routes: Routes,
     stop: Arc<AtomicBool>,
-    stats: Arc<SessionStats>,
+    stats: Arc<Counters>,
 }
 
 impl Runner {
@@ -402,7 +416,7 @@ impl Runner {
         while !self.stop.load(Ordering::Acquire) {
             match self.events.recv_timeout(TICK) {
                 Ok(MqttEvent::Connected { .. }) => {
-                    self.stats.connects.fetch_add(1, Ordering::Relaxed);
+                    self.stats.bump(|s| s.connects += 1);
                     crate::log_info!("usp: connected, listening on {}", self.own_topic);
                     let out = self.endpoint.on_connect();
                     self.send_all(out, None);
@@ -423,13 +437,13 @@ impl Runner {
                     );
                 }
                 Ok(MqttEvent::Message(m)) => {
-                    self.stats.received.fetch_add(1, Ordering::Relaxed);
+                    self.stats.bump(|s| s.received += 1);
                     // The binding requires `usp.msg`; MQTT 3.1.1 peers cannot send any.
                     if m.content_type
                         .as_deref()
                         .is_some_and(|c| c != USP_CONTENT_TYPE)
                     {
-                        self.stats.ignored.fetch_add(1, Ordering::Relaxed);
+                        self.stats.bump(|s| s.ignored += 1);
                         crate::log_debug!(
                             "usp: ignoring a message with Content Type {:?}",
                             m.content_type
@@ -474,7 +488,7 @@ impl Runner {
                 None => match self.routes.topic(&to) {
                     Some(t) => t.clone(),
                     None => {
-                        self.stats.send_dropped.fetch_add(1, Ordering::Relaxed);
+                        self.stats.bump(|s| s.send_dropped += 1);
                         crate::log_warn!("usp: no topic known for {to}: record dropped");
                         continue;
                     }
@@ -486,11 +500,9 @@ impl Runner {
                 Some(&self.own_topic),
                 Some(USP_CONTENT_TYPE),
             ) {
-                Ok(()) => {
-                    self.stats.sent.fetch_add(1, Ordering::Relaxed);
-                }
+                Ok(()) => self.stats.bump(|s| s.sent += 1),
                 Err(e) => {
-                    self.stats.send_dropped.fetch_add(1, Ordering::Relaxed);
+                    self.stats.bump(|s| s.send_dropped += 1);
                     crate::log_warn!("usp: record to {to} on {topic} dropped: {e}");
                 }
             }
