@@ -810,6 +810,11 @@ fn failures_carry_fault_codes_and_change_nothing() {
 
     let before_files = state_of(&w.state);
     let before_usp = state_of(&rig.usp_dir);
+    let usp_json = rig.usp_dir.join("usp.json");
+    let usp_before = (
+        std::fs::read(&usp_json).unwrap(),
+        std::fs::metadata(&usp_json).unwrap().modified().unwrap(),
+    );
     let before_model = rig.get(&["Device."]);
 
     // Paths: syntax 7008, unknown 7026, missing instance 7016.
@@ -913,6 +918,14 @@ fn failures_carry_fault_codes_and_change_nothing() {
 
     assert_eq!(state_of(&w.state), before_files, "nothing changed on flash");
     assert_eq!(state_of(&rig.usp_dir), before_usp);
+    let usp_after = (
+        std::fs::read(&usp_json).unwrap(),
+        std::fs::metadata(&usp_json).unwrap().modified().unwrap(),
+    );
+    assert!(
+        usp_after == usp_before,
+        "usp.json rewritten without a change"
+    );
     let mut after = rig.get(&["Device."]);
     let mut before = before_model;
     for r in [&mut before, &mut after] {
