@@ -7,9 +7,12 @@
 //!
 //! Figures, on [`BENCH_BOARD`]:
 //! - `jail.agent_idle_rss_kib`: the firmware's cpevisord, idle with nothing installed.
-//! - `jail.overhead_kib`: the status app's cgroup `memory.current` minus the app's own Rss:
-//!   what running it in a jail costs beyond the app (the jail runner and the jail's init,
-//!   both copies of cpevisord, plus kernel memory and page cache charged to the cgroup).
+//! - `jail.overhead_kib`: the status app's cgroup `memory.current` minus the app's own
+//!   anonymous memory: what its cgroup is charged beyond the app (the jail runner's and the
+//!   jail init's anonymous pages, both cpevisord, and the kernel memory of the jail). Not minus
+//!   the app's Rss: that is mostly busybox text, whose page cache is charged to the agent that
+//!   unpacked the rootfs, so memory.current can be below the app's Rss.
+//! - `jail.overhead_pss_kib`: Pss of the runner and the init (their text shared with the agent).
 //! - `jail.binary_kib.<rust target>`: what a jail board carries from us on flash (cpevisord +
 //!   cpevisorctl, static, from `make cross`), for the jail boards' targets.
 
@@ -224,16 +227,31 @@ pub fn jail_address(vm: &mut BoardVm, pid: u32) -> Result<String, String> {
         .ok_or_else(|| format!("no IPv4 address on eth0 in the jail of pid {pid}:\n{out}"))
 }
 
-/// Rss (KiB) of `pid` from smaps_rollup (threaded processes' VmRSS under-counts on 6.1).
-pub fn rss_kib(vm: &mut BoardVm, pid: u32) -> Result<u64, String> {
+/// What smaps_rollup says of one process, KiB. It walks the page tables, so it is right for
+/// threaded processes too (VmRSS under-counts them on 6.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Smaps {
+    pub rss: u64,
+    pub pss: u64,
+    /// Anonymous pages: what the process's own cgroup is charged for it. File pages (the
+    /// binaries' text) are charged to whichever cgroup read them first: for a jailed app, the
+    /// agent that unpacked the rootfs; for cpevisord's text, the agent itself.
+    pub anon: u64,
+}
+
+/// [`Smaps`] of `pid`.
+pub fn smaps(vm: &mut BoardVm, pid: u32) -> Result<Smaps, String> {
     let out = vm.run_ok(
-        &format!("awk '/^Rss:/ {{print \"RSS-KIB\", $2}}' /proc/{pid}/smaps_rollup"),
+        &format!(
+            "awk '/^Rss:/ {{r=$2}} /^Pss:/ {{p=$2}} /^Anonymous:/ {{a=$2}} \
+             END {{print \"SMAPS\", r, p, a}}' /proc/{pid}/smaps_rollup"
+        ),
         Duration::from_secs(30),
     )?;
-    tagged_numbers(&out, "RSS-KIB")
-        .first()
-        .copied()
-        .ok_or_else(|| format!("no Rss for pid {pid}:\n{out}"))
+    match tagged_numbers(&out, "SMAPS")[..] {
+        [rss, pss, anon] if rss > 0 && pss <= rss && anon <= rss => Ok(Smaps { rss, pss, anon }),
+        _ => Err(format!("cannot read smaps_rollup of pid {pid}:\n{out}")),
+    }
 }
 
 /// The numbers after `TAG ` on the console lines that carry it (kernel messages interleave).
@@ -278,33 +296,50 @@ pub fn binary_figures(root: &Path) -> Vec<Figure> {
 /// What was read in the board for the jail figures, KiB.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JailMemory {
-    pub agent_idle_rss: u64,
+    pub agent_idle: Smaps,
+    /// `memory.current` of the app's cgroup.
     pub cgroup_current: u64,
-    pub app_rss: u64,
-    /// Rss of the other processes in the app's cgroup (runner, the jail's init).
-    pub others_rss: Vec<u64>,
+    pub app: Smaps,
+    /// The jail's other processes in the cgroup: the runner and the jail's init.
+    pub others: Vec<Smaps>,
 }
 
 impl JailMemory {
+    /// What the cgroup carries beyond the app's own (anonymous) memory: the runner's and the
+    /// init's anonymous pages and the kernel memory of the namespaces, mounts and veth.
     pub fn overhead_kib(&self) -> i64 {
-        self.cgroup_current as i64 - self.app_rss as i64
+        self.cgroup_current as i64 - self.app.anon as i64
+    }
+
+    /// The same overhead seen per process: the proportional share of the runner and the init
+    /// (their text is cpevisord's, shared with the agent).
+    pub fn others_pss_kib(&self) -> u64 {
+        self.others.iter().map(|s| s.pss).sum()
     }
 
     pub fn figures(&self) -> Vec<Figure> {
         vec![
-            Figure::new("jail.agent_idle_rss_kib", self.agent_idle_rss as f64, "KiB").with_note(
+            Figure::new("jail.agent_idle_rss_kib", self.agent_idle.rss as f64, "KiB").with_note(
                 format!(
                     "Rss from /proc/PID/smaps_rollup of the static mipsel cpevisord started by the \
-                     firmware in the {BENCH_BOARD} board, idle with nothing installed"
+                     firmware in the {BENCH_BOARD} board, idle with nothing installed (Pss {} KiB)",
+                    self.agent_idle.pss
                 ),
             ),
             Figure::new("jail.overhead_kib", self.overhead_kib() as f64, "KiB").with_note(format!(
                 "the jailed status app (busybox httpd, after one request) in {BENCH_BOARD}: its \
-                 cgroup's memory.current {} KiB minus the app's own Rss {} KiB; the jail's other \
-                 processes (runner, init) have Rss {:?} KiB, the rest is kernel memory and page \
-                 cache charged to the cgroup",
-                self.cgroup_current, self.app_rss, self.others_rss
+                 cgroup's memory.current {} KiB minus the app's own anonymous memory {} KiB (its \
+                 Rss {} KiB is mostly busybox text, charged to the agent that unpacked it); the \
+                 rest is the runner's and the jail init's anonymous pages and kernel memory",
+                self.cgroup_current, self.app.anon, self.app.rss
             )),
+            Figure::new("jail.overhead_pss_kib", self.others_pss_kib() as f64, "KiB").with_note(
+                format!(
+                    "Pss of the jail's processes beside the app (runner and init, both cpevisord; \
+                     Rss {:?} KiB, mostly cpevisord text shared with the agent)",
+                    self.others.iter().map(|s| s.rss).collect::<Vec<_>>()
+                ),
+            ),
         ]
     }
 }
@@ -326,7 +361,7 @@ pub fn measure() -> Result<JailMemory, String> {
             "expected one idle cpevisord, found {pids:?}:\n{out}"
         ));
     };
-    let agent_idle_rss = rss_kib(&mut vm, agent as u32)?;
+    let agent_idle = smaps(&mut vm, agent as u32)?;
 
     let done = install(&mut vm, &packages.url(&server, "status", "1.0"), INSTALL)?;
     done.outcome
@@ -348,7 +383,7 @@ pub fn measure() -> Result<JailMemory, String> {
             "sleep 2; c=$(sed -n 's/^0:://p' /proc/{app}/cgroup); \
              echo \"CG-CURRENT $(cat /sys/fs/cgroup$c/memory.current)\"; \
              for p in $(cat /sys/fs/cgroup$c/cgroup.procs); do [ $p = {app} ] || \
-             awk '/^Rss:/ {{print \"OTHER-RSS\", $2}}' /proc/$p/smaps_rollup; done"
+             echo \"OTHER-PID $p\"; done"
         ),
         Duration::from_secs(60),
     )?;
@@ -357,15 +392,18 @@ pub fn measure() -> Result<JailMemory, String> {
         .first()
         .map(|b| b / 1024)
         .ok_or_else(|| format!("no memory.current for the app's cgroup:\n{out}"))?;
-    let app_rss = rss_kib(&mut vm, app)?;
-    let others_rss = tagged_numbers(&out, "OTHER-RSS");
+    let app_smaps = smaps(&mut vm, app)?;
+    let mut others = Vec::new();
+    for pid in tagged_numbers(&out, "OTHER-PID") {
+        others.push(smaps(&mut vm, pid as u32)?);
+    }
     // Still the agent's view: the EU is Active and within its limit.
     ctl_json(&mut vm, &format!("status {eu_id}"), Duration::from_secs(60))?;
     Ok(JailMemory {
-        agent_idle_rss,
+        agent_idle,
         cgroup_current,
-        app_rss,
-        others_rss,
+        app: app_smaps,
+        others,
     })
 }
 
@@ -384,27 +422,31 @@ mod tests {
 
     #[test]
     fn tagged_numbers_skip_console_noise() {
-        let out = "echo x\n[ 3.2] br-lan: port 1 entered forwarding state\nRSS-KIB 1234\n\
-                   CG-CURRENT 4096000\nOTHER-RSS 300\nOTHER-RSS 280\n";
-        assert_eq!(tagged_numbers(out, "RSS-KIB"), vec![1234]);
-        assert_eq!(tagged_numbers(out, "OTHER-RSS"), vec![300, 280]);
+        let out = "echo x\n[ 3.2] br-lan: port 1 entered forwarding state\nSMAPS 1234 800 96\n\
+                   CG-CURRENT 4096000\nOTHER-PID 300\nOTHER-PID 280\n";
+        assert_eq!(tagged_numbers(out, "SMAPS"), vec![1234, 800, 96]);
+        assert_eq!(tagged_numbers(out, "OTHER-PID"), vec![300, 280]);
         assert!(tagged_numbers(out, "AGENT-PIDS").is_empty());
     }
 
     #[test]
     fn overhead_is_the_cgroup_beyond_the_app() {
+        let smaps = |rss, pss, anon| Smaps { rss, pss, anon };
         let m = JailMemory {
-            agent_idle_rss: 2000,
-            cgroup_current: 3000,
-            app_rss: 1200,
-            others_rss: vec![400, 350],
+            agent_idle: smaps(2000, 1900, 700),
+            cgroup_current: 330,
+            app: smaps(1200, 500, 100),
+            others: vec![smaps(2400, 300, 90), smaps(1300, 200, 60)],
         };
-        assert_eq!(m.overhead_kib(), 1800);
+        assert_eq!(m.overhead_kib(), 230);
         let f = m.figures();
         assert_eq!(f[0].name, "jail.agent_idle_rss_kib");
+        assert_eq!(f[0].value, 2000.0);
         assert_eq!(f[1].name, "jail.overhead_kib");
-        assert_eq!(f[1].value, 1800.0);
-        assert!(f[1].note.as_ref().unwrap().contains("[400, 350]"));
+        assert_eq!(f[1].value, 230.0);
+        assert_eq!(f[2].name, "jail.overhead_pss_kib");
+        assert_eq!(f[2].value, 500.0);
+        assert!(f[2].note.as_ref().unwrap().contains("[2400, 1300]"));
     }
 
     #[test]
@@ -413,6 +455,20 @@ mod tests {
             package_file("memhog", "mipsel", "1.0"),
             "memhog-jail-mipsel-1.0.cpkg"
         );
+    }
+
+    /// The board part alone (`make bench` runs it with everything else):
+    /// `cargo test -p cpevisor-e2e --lib bench::jail -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "boots qemu-malta-mipsel: needs its firmware and jail packages"]
+    fn jail_figures_on_the_board() {
+        let m = measure().unwrap();
+        println!("{m:?}");
+        for f in m.figures() {
+            println!("{} = {} {}", f.name, f.value, f.unit);
+        }
+        assert!(m.cgroup_current > m.app.anon, "{m:?}");
+        assert_eq!(m.others.len(), 2, "runner and init: {m:?}");
     }
 
     #[test]
