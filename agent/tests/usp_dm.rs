@@ -1068,6 +1068,42 @@ fn read_only_controller_and_strangers_change_nothing() {
     );
     assert_eq!(rig.agent.snapshot().deployment_units.len(), 0);
 
+    // The full-access controller disables the read-only one: it is ignored from then on,
+    // across restarts of the data model, until enabled again.
+    let set_enable = |v: &str| {
+        Msg::set(
+            "en",
+            false,
+            vec![set::UpdateObject {
+                obj_path: "Device.LocalAgent.Controller.[EndpointID==\"self::ctl-ro\"].".into(),
+                param_settings: vec![set::UpdateParamSetting {
+                    param: "Enable".into(),
+                    value: v.into(),
+                    required: true,
+                }],
+            }],
+        )
+    };
+    let m = rig.send(&set_enable("false"));
+    assert!(
+        matches!(m.response_body(), Some(response::RespType::SetResp(_))),
+        "{m:?}"
+    );
+    assert_eq!(rig.value("Device.LocalAgent.Controller.2.Enable"), "false");
+    assert!(rig
+        .send_as(RO, None, &Msg::get("r3", ["Device.LocalAgent."], 0))
+        .is_empty());
+    let m = rig.send(&set_enable("true"));
+    assert!(
+        matches!(m.response_body(), Some(response::RespType::SetResp(_))),
+        "{m:?}"
+    );
+    assert_eq!(
+        rig.send_as(RO, None, &Msg::get("r4", ["Device.LocalAgent."], 0))
+            .len(),
+        1
+    );
+
     // Nothing at all for: the full controller without its certificate identity, an unknown
     // controller, a Record for another endpoint, garbage.
     let install = &writes[0];

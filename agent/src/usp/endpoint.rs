@@ -134,7 +134,10 @@ impl Endpoint {
             .find(|c| c.endpoint_id == from_id)
             .cloned();
         let ok = match &c {
-            Some(c) => c.identity.is_none() || c.identity.as_deref() == peer_identity,
+            Some(c) => {
+                (c.identity.is_none() || c.identity.as_deref() == peer_identity)
+                    && self.dm.controller_enabled(&c.endpoint_id)
+            }
             None => false,
         };
         if !ok {

@@ -250,6 +250,16 @@ impl DataModel {
         &self.agent
     }
 
+    /// False once `Controller.{i}.Enable` was set false: its Records are ignored.
+    pub fn controller_enabled(&self, endpoint_id: &str) -> bool {
+        !self
+            .store
+            .data
+            .disabled_controllers
+            .iter()
+            .any(|c| c == endpoint_id)
+    }
+
     /// The number of an object that exists or went away recently; never a new one.
     fn known_number(&self, table: &str, key: &str) -> Option<u32> {
         self.store.lookup(table, key).or_else(|| {
@@ -324,7 +334,7 @@ impl DataModel {
                 &c.endpoint_id,
                 vec![
                     ("EndpointID", c.endpoint_id.clone()),
-                    ("Enable", b(true)),
+                    ("Enable", b(self.controller_enabled(&c.endpoint_id))),
                     ("AssignedRole", c.role.as_str().to_string()),
                 ],
             );
@@ -656,6 +666,18 @@ impl DataModel {
                     }
                 }
                 Ok(())
+            }
+            "Controller" => {
+                for (name, value) in &inst.changes {
+                    if *name == "Enable" {
+                        let list = &mut self.store.data.disabled_controllers;
+                        list.retain(|c| *c != inst.key);
+                        if !parse_bool(value) {
+                            list.push(inst.key.clone());
+                        }
+                    }
+                }
+                self.store.save_if_changed().map_err(fault_err)
             }
             "Subscription" => {
                 let n: u32 = inst.key.parse().unwrap_or(0);

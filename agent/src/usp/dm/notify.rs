@@ -122,6 +122,7 @@ impl DataModel {
                 .controllers
                 .iter()
                 .any(|c| c.endpoint_id == s.recipient)
+                || !self.controller_enabled(&s.recipient)
             {
                 continue;
             }
@@ -375,7 +376,9 @@ impl DataModel {
         }
         let di = self.cfg.device_info.clone();
         for c in self.cfg.controllers.clone() {
-            if self.store.data.onboarded.contains(&c.endpoint_id) {
+            if self.store.data.onboarded.contains(&c.endpoint_id)
+                || !self.controller_enabled(&c.endpoint_id)
+            {
                 continue;
             }
             self.store.data.onboarded.push(c.endpoint_id.clone());

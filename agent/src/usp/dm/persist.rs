@@ -40,6 +40,9 @@ pub struct Persisted {
     /// Controllers that got their OnBoardRequest.
     #[serde(default)]
     pub onboarded: Vec<String>,
+    /// Controllers disabled through `Controller.{i}.Enable` (endpoint IDs).
+    #[serde(default)]
+    pub disabled_controllers: Vec<String>,
 }
 
 pub struct UspStore {

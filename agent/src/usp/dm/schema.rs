@@ -180,7 +180,8 @@ const CONTROLLER: ObjDesc = ObjDesc {
     creatable: false,
     params: &[
         ro("EndpointID", String),
-        ro("Enable", Boolean),
+        // Disabling a controller makes the agent ignore it (and stop notifying it).
+        rw("Enable", Boolean),
         // Vendor note: the role by name (FullAccess | ReadOnly) rather than a reference into
         // ControllerTrust.Role, which this agent does not model.
         ro_enum("AssignedRole", &["FullAccess", "ReadOnly"]),
