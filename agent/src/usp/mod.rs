@@ -6,8 +6,8 @@
 //! - `Device.DeviceInfo.`: Manufacturer, ManufacturerOUI, ModelName, ProductClass, SerialNumber
 //!   (from [`config::DeviceInfoConfig`]), SoftwareVersion (the agent's), UpTime (/proc/uptime),
 //!   `MemoryStatus.Total`/`Free` (KiB, /proc/meminfo MemTotal/MemAvailable).
-//! - `Device.LocalAgent.`: EndpointID, `Controller.{i}` (EndpointID, Enable, AssignedRole by name:
-//!   FullAccess | ReadOnly), `Subscription.{i}` (Enable, ID, Recipient, NotifType, ReferenceList,
+//! - `Device.LocalAgent.`: EndpointID, `Controller.{i}` (EndpointID, AssignedRole by name:
+//!   FullAccess | ReadOnly; Enable writable and persisted: a disabled controller is ignored), `Subscription.{i}` (Enable, ID, Recipient, NotifType, ReferenceList,
 //!   Persistent, CreationDate; the only table controllers may Add/Delete), `Request.{i}` (async
 //!   commands in flight, RAM only).
 //! - `Device.SoftwareModules.`: `ExecEnv.{i}` (Enable writable; AllocatedMemory/AvailableMemory in
