@@ -949,11 +949,23 @@ fn failures_carry_fault_codes_and_change_nothing() {
     );
     let m = rig.operate(
         "Device.SoftwareModules.InstallDU()",
-        "",
+        "disabled",
         &[
             ("URL", &url),
             ("ExecutionEnvRef", "Device.SoftwareModules.ExecEnv.1."),
         ],
+    );
+    assert!(matches!(op_result(&m), R::ReqObjPath(_)));
+    let mut seen = Vec::new();
+    rig.notifications_until(20, &mut seen, |s| {
+        oper_complete(s, "InstallDU()", "disabled").is_some()
+    });
+    let (code, msg) = failure_of(&oper_complete(&seen, "InstallDU()", "disabled").unwrap());
+    assert_eq!(code, 7230, "{msg}");
+    let m = rig.operate(
+        "Device.SoftwareModules.InstallDU()",
+        "unheard",
+        &[("URL", &url)],
     );
     assert!(matches!(op_result(&m), R::ReqObjPath(_)));
     let m = rig.send(&set(
