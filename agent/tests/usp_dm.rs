@@ -347,6 +347,12 @@ fn device_info_local_agent_and_supported_dm() {
         .unwrap();
     assert!(total > 0 && free > 0 && free <= total, "{total} {free}");
     assert_eq!(rig.value("Device.LocalAgent.EndpointID"), AGENT_ID);
+    let id = rig.id();
+    let m = rig.send(&Msg::get_supported_protocol(id, "1.0,1.3"));
+    let Some(response::RespType::GetSupportedProtocolResp(p)) = m.response_body() else {
+        panic!("{m:?}")
+    };
+    assert!(p.agent_supported_protocol_versions.contains("1.3"));
 
     // Partial path with max_depth: DeviceInfo's own parameters only at depth 1.
     let id = rig.id();
@@ -434,6 +440,7 @@ fn device_info_local_agent_and_supported_dm() {
         .find(|o| o.supported_obj_path == "Device.SoftwareModules.DeploymentUnit.{i}.")
         .unwrap();
     assert!(du.is_multi_instance);
+    assert_eq!(du.unique_key_sets[0].key_names, ["UUID"]);
     let cmds: Vec<&str> = du
         .supported_commands
         .iter()

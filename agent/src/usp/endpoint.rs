@@ -486,7 +486,17 @@ impl Endpoint {
                                     })
                                     .collect(),
                                 divergent_paths: Vec::new(),
-                                unique_key_sets: Vec::new(),
+                                unique_key_sets: if o.unique_keys.is_empty() {
+                                    Vec::new()
+                                } else {
+                                    vec![gsdm::SupportedUniqueKeySet {
+                                        key_names: o
+                                            .unique_keys
+                                            .iter()
+                                            .map(|k| k.to_string())
+                                            .collect(),
+                                    }]
+                                },
                             })
                             .collect(),
                     }

@@ -81,6 +81,8 @@ pub struct SupportedObject {
     pub params: Vec<(&'static str, Access, Kind)>,
     pub commands: Vec<&'static schema::CommandDesc>,
     pub events: Vec<&'static schema::EventDesc>,
+    /// The parameters that identify an instance (multi-instance objects only).
+    pub unique_keys: &'static [&'static str],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -928,15 +930,7 @@ fn get_one(tree: &Tree, p: &str, max_depth: u32) -> Result<PathValues, UspError>
 }
 
 fn unique_keys(o: &Obj) -> Vec<(String, String)> {
-    let names: &[&str] = match o.desc.name {
-        "DeploymentUnit" => &["UUID"],
-        "ExecutionUnit" => &["EUID"],
-        "ExecEnv" => &["Name"],
-        "Controller" => &["EndpointID"],
-        "Subscription" => &["ID", "Recipient"],
-        _ => &[],
-    };
-    names
+    schema::unique_key_names(o.desc)
         .iter()
         .map(|n| (n.to_string(), o.param(n).unwrap_or_default().to_string()))
         .collect()
@@ -1014,6 +1008,7 @@ fn walk_supported(
         path: path.to_string(),
         multi: d.multi,
         add_delete: d.creatable,
+        unique_keys: schema::unique_key_names(d),
         params: if f.params {
             d.params
                 .iter()

@@ -391,6 +391,19 @@ pub static DEVICE: ObjDesc = ObjDesc {
     children: &[DEVICE_INFO, LOCAL_AGENT, SOFTWARE_MODULES],
 };
 
+/// The parameters that identify an instance of a table (TR-181 unique keys), as GetInstances
+/// and ObjectCreation report them.
+pub fn unique_key_names(d: &ObjDesc) -> &'static [&'static str] {
+    match d.name {
+        "DeploymentUnit" => &["UUID"],
+        "ExecutionUnit" => &["EUID"],
+        "ExecEnv" => &["Name"],
+        "Controller" => &["EndpointID"],
+        "Subscription" => &["ID", "Recipient"],
+        _ => &[],
+    }
+}
+
 /// Checks `value` against a parameter's type and enumeration: 7011 for the wrong type, 7012 for
 /// a value out of range or outside the enumeration.
 pub fn check_value(p: &ParamDesc, value: &str) -> Result<(), (u32, std::string::String)> {
