@@ -1198,6 +1198,12 @@ fn reset_reboot_boot_onboard_and_numbers_across_restarts() {
 
     rig.subscribe("boot", "Event", "Device.Boot!", true);
     rig.subscribe("oc", "OperationComplete", "Device.", true);
+    rig.subscribe(
+        "ram",
+        "ValueChange",
+        "Device.SoftwareModules.ExecutionUnit.*.Status",
+        false,
+    );
     let m = rig.operate("Device.SoftwareModules.InstallDU()", "i", &[("URL", &url)]);
     use operate_resp::operation_result::OperationResp as R;
     assert!(matches!(op_result(&m), R::ReqObjPath(_)));
@@ -1270,8 +1276,24 @@ fn reset_reboot_boot_onboard_and_numbers_across_restarts() {
     );
     assert_eq!(
         rig.value("Device.LocalAgent.SubscriptionNumberOfEntries"),
-        "2"
+        "2",
+        "the non-persistent subscription is gone"
     );
+    let id = rig.id();
+    let m = rig.send(&Msg::get_instances(
+        id,
+        ["Device.LocalAgent.Subscription."],
+        true,
+    ));
+    let Some(response::RespType::GetInstancesResp(r)) = m.response_body() else {
+        panic!("{m:?}")
+    };
+    let ids: Vec<&str> = r.req_path_results[0]
+        .curr_insts
+        .iter()
+        .map(|i| i.unique_keys["ID"].as_str())
+        .collect();
+    assert_eq!(ids, ["boot", "oc"]);
 
     // ExecEnv.Reset(): uninstalls everything in it.
     let m = rig.operate("Device.SoftwareModules.ExecEnv.1.Reset()", "reset", &[]);
