@@ -11,19 +11,23 @@
 //! (sorted, so encoding is deterministic).
 //!
 //! Stable API for the other layers (agent, controller, transports):
-//! - decoding with bounds and checks: [`crate::record::decode_record`], [`crate::record::decode_msg`]
-//!   with [`crate::record::Limits`];
-//! - Records: [`Record::no_session`], [`Record::mqtt_connect`], [`Record::websocket_connect`],
-//!   [`Record::disconnect`], [`Record::encode_to_vec`](prost::Message::encode_to_vec),
-//!   [`Record::no_session_payload`];
-//! - Msgs (header msg_type always matches the body): [`Msg::get`], [`Msg::get_supported_dm`],
-//!   [`Msg::get_instances`], [`Msg::get_supported_protocol`], [`Msg::set`], [`Msg::add`],
-//!   [`Msg::delete`], [`Msg::operate`], [`Msg::notify_event`], [`Msg::notify_value_change`],
+//! - decoding with bounds and checks: [`crate::record::decode_record`],
+//!   [`crate::record::decode_msg`] with [`crate::record::Limits`];
+//! - Records: [`Record::no_session`], [`Record::no_session_msg`], [`Record::mqtt_connect`],
+//!   [`Record::websocket_connect`], [`Record::disconnect`], [`Record::no_session_payload`],
+//!   [`crate::record::encode_record`] (bounded) and [`Record::content`];
+//! - Msgs (header msg_type always matches the body): [`Msg::request`] / [`Msg::response`]
+//!   (any body), [`Msg::get`], [`Msg::get_supported_dm`], [`Msg::get_instances`],
+//!   [`Msg::get_supported_protocol`], [`Msg::set`], [`Msg::add`], [`Msg::delete`],
+//!   [`Msg::operate`], [`Msg::notify`], [`Msg::notify_event`], [`Msg::notify_value_change`],
 //!   [`Msg::notify_object_creation`], [`Msg::notify_object_deletion`],
-//!   [`Msg::operation_complete`], [`Msg::on_board_request`], [`Msg::response`] (any response
-//!   body), [`Msg::error`] / [`Msg::from_usp_error`];
-//! - reading a decoded Msg: [`Msg::msg_id`], [`Msg::msg_type`], [`Msg::request`],
-//!   [`Msg::response_body`], [`Msg::error_body`], [`Msg::body_msg_type`].
+//!   [`Msg::operation_complete`], [`Msg::on_board_request`], [`Msg::error`] /
+//!   [`Msg::from_usp_error`] (and `Error::from(&UspError)`);
+//! - reading a decoded Msg: [`Msg::msg_id`], [`Msg::msg_type`], [`Msg::request_body`],
+//!   [`Msg::response_body`], [`Msg::error_body`], [`Msg::body_msg_type`];
+//!   [`header::MsgType::response_type`] / [`header::MsgType::is_request`];
+//! - Operate results: [`operate_resp::OperationResult::sync`] (output args or failure) and
+//!   [`operate_resp::OperationResult::started`] (asynchronous: the `Request.{i}.` path).
 //!
 //! Register/Deregister (USP 1.3, for USP Services registering data model parts at a USP Broker)
 //! are present so that such Msgs decode and can be answered; cpevisor's agent is not a Broker.

@@ -24,7 +24,7 @@
 //!
 //! Memory: prost allocates every element of a repeated field while decoding, before counts
 //! could be checked (64 KiB of empty 2-byte elements measured 7 MiB of heap). So before prost
-//! runs, [`wire::count`] walks the bytes without allocating and refuses (7005) more than
+//! runs, `wire::count` walks the bytes without allocating and refuses (7005) more than
 //! [`Limits::max_items`] submessages / map entries, or 4x that many strings and messages;
 //! `tests/proto_memory.rs` measures the resulting peak heap for hostile Msgs.
 
@@ -46,6 +46,10 @@ use crate::proto::{
 pub const SESSION_CONTEXT_TERMINATED: u32 = 7105;
 /// TR-369 7106 "Session Context not allowed": our answer to session-context Records.
 pub const SESSION_CONTEXT_NOT_ALLOWED: u32 = 7106;
+
+/// In the message of the error [`decode_record`] returns for a Record addressed to another
+/// endpoint, which the receiver must drop silently (R-E2E.1): stable, callers match on it.
+pub const NOT_THIS_ENDPOINT: &str = "is not this endpoint";
 
 /// Bounds on what a peer may send. `Default` suits an agent on a small router.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,7 +229,7 @@ pub fn check_record(record: &Record, own_id: &str, limits: &Limits) -> Result<()
         return Err(record_err(
             INVALID_RECORD_VALUE,
             format!(
-                "Record.to_id {:?} is not this endpoint ({own_id:?}); the Record is ignored",
+                "Record.to_id {:?} {NOT_THIS_ENDPOINT} ({own_id:?}); the Record is ignored",
                 record.to_id
             ),
         ));
@@ -732,57 +736,55 @@ impl Checker<'_> {
                 &g.agent_supported_protocol_versions,
                 "GetSupportedProtocolResp.agent_supported_protocol_versions",
             ),
-            R::RegisterResp(r) => {
-                use crate::proto::register_resp::registered_path_result::operation_status::OperStatus;
-                let what = "RegisterResp.registered_path_results";
-                self.top_results(r.registered_path_results.len(), what)?;
-                for res in &r.registered_path_results {
-                    self.path(&res.requested_path, "RegisterResp.requested_path")?;
-                    match oper_status(
-                        res.oper_status
-                            .as_ref()
-                            .and_then(|s| s.oper_status.as_ref()),
-                        "RegisterResp",
-                    )? {
-                        OperStatus::OperFailure(f) => {
-                            self.text(&f.err_msg, "RegisterResp.err_msg")?
-                        }
-                        OperStatus::OperSuccess(s) => {
-                            self.path(&s.registered_path, "RegisterResp.registered_path")?
-                        }
-                    }
+            R::RegisterResp(r) => self.register_resp(r),
+            R::DeregisterResp(d) => self.deregister_resp(d),
+        }
+    }
+
+    fn register_resp(&mut self, r: &crate::proto::RegisterResp) -> Result<(), UspError> {
+        use crate::proto::register_resp::registered_path_result::operation_status as st;
+        let what = "RegisterResp.registered_path_results";
+        self.top_results(r.registered_path_results.len(), what)?;
+        for res in &r.registered_path_results {
+            self.path(&res.requested_path, "RegisterResp.requested_path")?;
+            let status = res
+                .oper_status
+                .as_ref()
+                .and_then(|s| s.oper_status.as_ref());
+            match oper_status(status, "RegisterResp")? {
+                st::OperStatus::OperFailure(f) => self.text(&f.err_msg, "RegisterResp.err_msg")?,
+                st::OperStatus::OperSuccess(ok) => {
+                    self.path(&ok.registered_path, "RegisterResp.registered_path")?
                 }
-                Ok(())
-            }
-            R::DeregisterResp(r) => {
-                use crate::proto::deregister_resp::deregistered_path_result::operation_status::OperStatus;
-                let what = "DeregisterResp.deregistered_path_results";
-                self.top_results(r.deregistered_path_results.len(), what)?;
-                for res in &r.deregistered_path_results {
-                    self.path(&res.requested_path, "DeregisterResp.requested_path")?;
-                    match oper_status(
-                        res.oper_status
-                            .as_ref()
-                            .and_then(|s| s.oper_status.as_ref()),
-                        "DeregisterResp",
-                    )? {
-                        OperStatus::OperFailure(f) => {
-                            self.text(&f.err_msg, "DeregisterResp.err_msg")?
-                        }
-                        OperStatus::OperSuccess(s) => {
-                            self.nested(
-                                s.deregistered_path.len(),
-                                "DeregisterResp.deregistered_path",
-                            )?;
-                            for p in &s.deregistered_path {
-                                self.path(p, "DeregisterResp.deregistered_path")?;
-                            }
-                        }
-                    }
-                }
-                Ok(())
             }
         }
+        Ok(())
+    }
+
+    fn deregister_resp(&mut self, d: &crate::proto::DeregisterResp) -> Result<(), UspError> {
+        use crate::proto::deregister_resp::deregistered_path_result::operation_status as st;
+        let what = "DeregisterResp.deregistered_path_results";
+        self.top_results(d.deregistered_path_results.len(), what)?;
+        for res in &d.deregistered_path_results {
+            self.path(&res.requested_path, "DeregisterResp.requested_path")?;
+            let status = res
+                .oper_status
+                .as_ref()
+                .and_then(|s| s.oper_status.as_ref());
+            match oper_status(status, "DeregisterResp")? {
+                st::OperStatus::OperFailure(f) => {
+                    self.text(&f.err_msg, "DeregisterResp.err_msg")?
+                }
+                st::OperStatus::OperSuccess(ok) => {
+                    let what = "DeregisterResp.deregistered_path";
+                    self.nested(ok.deregistered_path.len(), what)?;
+                    for p in &ok.deregistered_path {
+                        self.path(p, what)?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn supported_obj(
