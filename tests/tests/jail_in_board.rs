@@ -7,7 +7,8 @@
 //! board's console; the memhog app is killed by its memory.max, restarted per AutoRestart and
 //! finally reported FailureWhileActive with a reason naming memory, while the agent and the
 //! status app keep running. After `sync; reboot -f` on the same flash the status app is Active
-//! again and answers, its data volume carried over (starts=2).
+//! again and answers, its data volume carried over (starts=2); an update to 1.1 answers with
+//! 1.1's token, same EU, same data volume (starts=3).
 //!
 //! They need `make firmware BOARDS="qemu-malta-mipsel qemu-virt-a15"` (which also builds the
 //! jail packages, `scripts/sample-app.sh jail ARCH`), so they are `#[ignore]`d for a plain
@@ -15,7 +16,7 @@
 
 use cpevisor_e2e::agent::{
     app_logs, ctl_json, deployment_units, eu_of, fetch_status_page, install, reboot, sample_token,
-    wait_agent, wait_eu_status, Flash, HttpServer,
+    update, wait_agent, wait_eu_status, Flash, HttpServer,
 };
 use cpevisor_e2e::bench::jail::{
     boot_jail_board, jail_address, jail_pid, JailPackages, APP_PORT, CGROUP_PARENT,
@@ -409,6 +410,25 @@ fn jail_end_to_end(board: &str) {
         2,
         "status and memhog: {list}"
     );
+
+    // Update to 1.1 (another token in its rootfs): same DU and EU, the new version answers
+    // from a new rootfs with the same data volume (starts=3).
+    let uuid = du["uuid"].as_str().unwrap();
+    let started = Instant::now();
+    let done = update(
+        &mut vm,
+        uuid,
+        &packages.url(&server, "status", "1.1"),
+        INSTALL,
+    )
+    .unwrap();
+    let updated = done
+        .outcome
+        .unwrap_or_else(|f| panic!("update failed: {} {}", f.code, f.message));
+    assert_eq!(updated["uuid"], uuid, "{updated}");
+    assert_eq!(updated["version"], "1.1", "{updated}");
+    let (after, _, _) = status_answers(&mut vm, "1.1", 3, started, "the update began");
+    assert_eq!(after, eu_id, "the EUID changed across the update");
     println!("{board}: whole test {:.1?}", t0.elapsed());
 }
 
