@@ -45,6 +45,16 @@ const CLONE_NAMESPACES: u32 = 0x0002_0000 // NEWNS
     | 0x2000_0000 // NEWPID
     | 0x4000_0000; // NEWNET
 
+/// Target-only syscalls of the same kinds (kexec_file_load does not exist on MIPS).
+#[cfg(target_arch = "x86_64")]
+const ARCH_DENIED: &[libc::c_long] = &[libc::SYS_kexec_file_load, libc::SYS_iopl, libc::SYS_ioperm];
+#[cfg(any(target_arch = "aarch64", target_arch = "arm"))]
+const ARCH_DENIED: &[libc::c_long] = &[libc::SYS_kexec_file_load];
+#[cfg(target_arch = "mips")]
+const ARCH_DENIED: &[libc::c_long] = &[libc::SYS_umount, libc::SYS_stime];
+#[cfg(target_arch = "mips64")]
+const ARCH_DENIED: &[libc::c_long] = &[];
+
 /// Syscalls that reach beyond the jail: mounts, module and kernel loading, namespace changes,
 /// tracing other processes, keyrings, BPF and perf, time and host identity, swap, reboot.
 fn denied() -> Vec<libc::c_long> {
@@ -93,13 +103,7 @@ fn denied() -> Vec<libc::c_long> {
         libc::SYS_setdomainname,
         libc::SYS_fanotify_init,
     ];
-    // kexec_file_load does not exist on MIPS.
-    #[cfg(not(any(target_arch = "mips", target_arch = "mips64")))]
-    v.push(libc::SYS_kexec_file_load);
-    #[cfg(target_arch = "x86_64")]
-    v.extend([libc::SYS_iopl, libc::SYS_ioperm]);
-    #[cfg(target_arch = "mips")]
-    v.extend([libc::SYS_umount, libc::SYS_stime]);
+    v.extend_from_slice(ARCH_DENIED);
     v
 }
 
