@@ -121,7 +121,7 @@ echo kept > /data/written && echo \"DATAW $(cat /data/written)\"
 echo \"HOST $(hostname)\"
 mount -t tmpfs none /tmp 2>&1 | sed 's/^/MOUNT /'
 unshare -n true 2>&1 | sed 's/^/UNSHARE /'
-grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status | sed 's/^/STATUS /'
+grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp|SigIgn):' /proc/self/status | sed 's/^/STATUS /'
 echo \"ADDR $(ip -4 -o addr show dev eth0)\"
 echo \"ROUTE $(ip route | grep default)\"
 echo \"DEV $(ls /dev | tr '\\n' ' ')\"
@@ -182,6 +182,26 @@ fn runner_contains_the_app() {
         "Seccomp:\t2",
     ] {
         assert!(status.contains(&want), "{want:?} not in {status:?}");
+    }
+    // The runner's ignored SIGPIPE (Rust's runtime) does not leak into the app, nor do the
+    // init's forwarding handlers: SIGHUP, SIGINT, SIGQUIT, SIGPIPE, SIGTERM are not ignored.
+    let ignored = status
+        .iter()
+        .find_map(|l| l.strip_prefix("SigIgn:\t"))
+        .map(|hex| u64::from_str_radix(hex, 16).unwrap())
+        .unwrap_or_else(|| panic!("no SigIgn in {status:?}"));
+    for sig in [
+        libc::SIGHUP,
+        libc::SIGINT,
+        libc::SIGQUIT,
+        libc::SIGPIPE,
+        libc::SIGTERM,
+    ] {
+        assert_eq!(
+            ignored & (1 << (sig - 1)),
+            0,
+            "signal {sig} ignored: {ignored:#x}"
+        );
     }
     assert!(
         line_after(&all, "ADDR ").contains("inet 10.71.0.22/16"),

@@ -74,7 +74,9 @@ fn to_cstrings(items: &[String]) -> Result<Vec<CString>, String> {
 
 /// The app process: last privileges dropped, then exec. Returns only on failure.
 fn exec_app(spec: &JailSpec) -> String {
-    for sig in FORWARDED {
+    // exec keeps ignored signals ignored: SIGPIPE (ignored by Rust's runtime in the runner)
+    // and the forwarded ones go back to their defaults, as for any freshly started program.
+    for sig in FORWARDED.into_iter().chain([Signal::SIGPIPE]) {
         // SAFETY: restoring the default disposition installs no handler code.
         let _ = unsafe { signal::signal(sig, SigHandler::SigDfl) };
     }
