@@ -26,13 +26,24 @@ if ! "$TOOLS/bin/cargo-fuzz" --version 2>/dev/null | grep -q " $CARGO_FUZZ_VERSI
     cargo install --locked --root "$TOOLS" cargo-fuzz --version "$CARGO_FUZZ_VERSION"
 fi
 
+# Debian's rustc ships no sanitizer runtimes: coverage-guided fuzzing still works without one.
+if [ "$FUZZ_SANITIZER" = address ]; then
+    host=$(rustc -vV | sed -n 's/^host: //p')
+    if ! compgen -G "$(rustc --print sysroot)/lib/rustlib/$host/lib/*rt.asan*" >/dev/null; then
+        echo "fuzz: $(rustc --version) has no ASan runtime; fuzzing with --sanitizer none"
+        FUZZ_SANITIZER=none
+    fi
+fi
+
 cd "$ROOT/usp"
 for target in $FUZZ_TARGETS; do
     # Artifacts of an earlier failing run would be stale once it is fixed: start clean.
     rm -rf "${ARTIFACTS:?}/$target"
     mkdir -p "$CORPUS/$target" "$ARTIFACTS/$target"
     # Seeds: one valid Record/Msg of every type (usp/tests/proto_corpus.rs writes them).
-    cp -n "$ROOT/usp/fuzz/seeds/$target"/* "$CORPUS/$target/"
+    for seed in "$ROOT/usp/fuzz/seeds/$target"/*; do
+        [ -e "$CORPUS/$target/${seed##*/}" ] || cp "$seed" "$CORPUS/$target/"
+    done
     echo "fuzz: $target for ${FUZZ_SECONDS}s (corpus $CORPUS/$target)"
     # -malloc_limit_mb: one allocation over 64 MiB is a bounding bug on a 256 MiB router;
     # -rss_limit_mb: the whole process likewise (ASan's own overhead included).
