@@ -117,6 +117,8 @@ const INSPECT: &str = "\
 echo \"PIDS $(ps -o pid | tail -n +2 | tr '\\n' ' ')\"
 echo \"COMM1 $(cat /proc/1/comm)\"
 touch /escape 2>&1 | sed 's/^/ROOTW /' || true
+touch /dev/escape 2>&1 | sed 's/^/DEVW /' || true
+echo \"NULLW $(echo x > /dev/null && echo ok)\"
 echo kept > /data/written && echo \"DATAW $(cat /data/written)\"
 echo \"HOST $(hostname)\"
 mount -t tmpfs none /tmp 2>&1 | sed 's/^/MOUNT /'
@@ -156,6 +158,11 @@ fn runner_contains_the_app() {
         "{all}"
     );
     assert_eq!(line_after(&all, "DATAW "), "kept");
+    assert!(
+        line_after(&all, "DEVW ").contains("Read-only file system"),
+        "{all}"
+    );
+    assert_eq!(line_after(&all, "NULLW "), "ok", "{all}");
     assert_eq!(
         fs::read_to_string(s.0.join("data/written")).unwrap(),
         "kept\n"

@@ -113,12 +113,19 @@ pub fn enter_rootfs(spec: &JailSpec) -> Result<(), String> {
             nosuid_nodev | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
         )?;
     }
-    tmpfs(
-        &at("dev"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        "mode=755,size=64k,nr_inodes=64",
-    )?;
+    let dev_flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+    let dev_options = "mode=755,size=64k,nr_inodes=64";
+    tmpfs(&at("dev"), dev_flags, dev_options)?;
     populate_dev(&at("dev"))?;
+    // Nothing new in /dev once populated; the bound nodes keep their own (writable) mounts.
+    mount(
+        None::<&str>,
+        &at("dev"),
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | dev_flags,
+        Some(dev_options),
+    )
+    .map_err(|e| fail("remount read-only", &at("dev"), e))?;
     tmpfs(
         &at("tmp"),
         nosuid_nodev,
