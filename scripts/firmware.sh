@@ -11,7 +11,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 [ $# -gt 0 ] || { echo "usage: firmware.sh BOARD..." >&2; exit 2; }
 cargo build -q -p cpevisor-boards -p cpevisor-rootfs
-BIN=$ROOT/target/debug
+# The host tools as cargo just built them (CARGO_TARGET_DIR when set, as scripts/sample-app.sh).
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug
 targets=()
 jail_archs=()
 for b in "$@"; do
