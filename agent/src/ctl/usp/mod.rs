@@ -396,7 +396,14 @@ impl CtlConfig {
         let port = self
             .broker_port
             .unwrap_or(if self.ca_file.is_some() { 8883 } else { 1883 });
-        let mut m = MqttConfig::new(&self.broker_host, port, &self.endpoint_id);
+        // A clean session gets a client id of its own, so two runs at once do not take each
+        // other's connection over; a persistent one must keep the same id to find its session.
+        let client_id = if self.session_expiry_s == 0 {
+            format!("{}-{}", self.endpoint_id, std::process::id())
+        } else {
+            self.endpoint_id.clone()
+        };
+        let mut m = MqttConfig::new(&self.broker_host, port, client_id);
         if let Some(ca) = &self.ca_file {
             let cert = match (&self.cert_file, &self.key_file) {
                 (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
@@ -692,6 +699,26 @@ mod tests {
         assert!(e(&format!("{CONN} --timeout soon --agent a get Device.")).contains("--timeout"));
         assert!(e(&format!("{CONN} --bogus")).contains("unknown option --bogus"));
         assert!(e(&format!("{CONN} --agent")).contains("--agent needs a value"));
+    }
+
+    #[test]
+    fn client_ids_and_topics() {
+        let mut c = CtlConfig {
+            broker_host: "127.0.0.1".into(),
+            endpoint_id: "self::c".into(),
+            ..CtlConfig::default()
+        };
+        let m = c.mqtt_config().unwrap();
+        assert_eq!(m.client_id, format!("self::c-{}", std::process::id()));
+        assert_eq!(m.port, 1883);
+        assert_eq!(m.subscriptions, vec!["usp/controller/self::c".to_string()]);
+        c.session_expiry_s = 600;
+        c.topic = Some("ops/c".into());
+        let m = c.mqtt_config().unwrap();
+        assert_eq!(m.client_id, "self::c");
+        assert_eq!(m.session_expiry_s, 600);
+        assert_eq!(m.subscriptions, vec!["ops/c".to_string()]);
+        assert_eq!(c.agent_topic().replace("{id}", "os::a"), "usp/agent/os::a");
     }
 
     #[test]
