@@ -317,6 +317,17 @@ fn runner_refuses_bad_specs_with_the_reason() {
     assert!(text(&out).contains("usage: cpevisord jail-exec"));
 }
 
+/// The agent tests take turns: EU ids start at eu-1 in every world, and a jail's host-side
+/// veth (`cpv-eu-N`) and run directory (`<tmp>/cpevisor-eu-N`) are named after the EU, as
+/// they may be on a board with one agent.
+static ONE_AGENT_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_agent_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AGENT_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The bridge the agent tests create in the host's namespace; deleted when dropped.
 struct HostBridge {
     name: String,
@@ -413,6 +424,7 @@ fn agent_runs_jail_apps_with_the_same_lifecycle() {
     if !can_run() {
         return;
     }
+    let _turn = one_agent_at_a_time();
     let bridge = HostBridge::new(1);
     let mut w = jail_world("agent", &bridge);
     let server = publish_jail_app(
@@ -520,7 +532,30 @@ fn agent_runs_jail_apps_with_the_same_lifecycle() {
     // ...while the other app keeps serving.
     assert_eq!(w.eu(&eu)["status"], "Active");
     assert!(fetch().status.success());
-    assert_eq!(w.stop_daemon(), Some(0));
+
+    // A power cut of the agent (SIGKILL) takes its jails along: nothing keeps serving.
+    w.kill_daemon();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while agent_jail_runners() > 0 || fetch().status.success() {
+        assert!(Instant::now() < deadline, "a jail outlived its agent");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// How many jail runners the agents of these tests have running (their specs live in
+/// `<tmp>/cpevisor-eu-N/`; the runner-only tests use other paths).
+fn agent_jail_runners() -> usize {
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return 0;
+    };
+    rd.flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter(|e| {
+            let cmd = fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            cmd.contains("jail-exec") && cmd.contains("cpevisor-eu-")
+        })
+        .count()
 }
 
 #[test]
@@ -528,6 +563,7 @@ fn jail_exec_env_refuses_what_it_cannot_run() {
     if !can_run() {
         return;
     }
+    let _turn = one_agent_at_a_time();
     let bridge = HostBridge::new(2);
     let mut w = jail_world("refuse", &bridge);
     // kvm-only, and a jail app for another architecture: 7225.
@@ -579,6 +615,7 @@ fn cgroup_limits_and_the_oom_kill_reason() {
     if !can_run() {
         return;
     }
+    let _turn = one_agent_at_a_time();
     let bridge = HostBridge::new(3);
     let mut w = World::new("cgroup");
     let cg = w.root.join("cgroup");

@@ -1,4 +1,5 @@
-//! `cpevisord jail-exec SPEC [--ready-fd N]`: the host side of one jailed app. Joins the app's
+//! `cpevisord jail-exec SPEC [--ready-fd N]`: the host side of one jailed app. Dies with its
+//! parent (the agent's supervisor thread) and the jail with it. Joins the app's
 //! cgroup, prepares the bridge, clones the jail's init into new namespaces, moves its veth peer
 //! in, lets it go, then waits: forwards termination signals, and ends the way the app ended
 //! (same exit code, or killed by the same signal). It stays in the app's cgroup, so memory.max
@@ -59,6 +60,16 @@ pub fn main(args: &[String]) -> i32 {
             return 2;
         }
     };
+    // An agent that dies (crash, power-cut test) takes its jails along: the restarted agent
+    // starts them again, and a leftover jail would run the app twice on one data volume.
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
+        eprintln!("jail: parent-death signal: {e}");
+        return SETUP_FAILED;
+    }
+    if ready_fd.is_some() && nix::unistd::getppid().as_raw() == 1 {
+        eprintln!("jail: the agent is gone");
+        return SETUP_FAILED;
+    }
     let mut ready = ready_fd.map(|fd| {
         // Jail processes must not inherit it: the agent waits for it to close.
         // SAFETY: F_SETFD on a descriptor number only changes its flags.
