@@ -183,6 +183,25 @@ fn controller_manages_an_agent_over_mosquitto() {
     assert!(row(r, "SoftwareVersion").is_some_and(|v| !v.is_empty()));
     assert!(row(r, "UpTime").is_some());
     assert!(row(r, "MemoryStatus.Total").is_some(), "{r}");
+    // The table people read: a header, one line per parameter, a summary.
+    let out = Command::new(CTL)
+        .args(["usp", "--config"])
+        .arg(&ctl)
+        .args(["--agent", AGENT, "get", "Device.DeviceInfo.ModelName"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("AGENT") && lines[0].contains("VALUE"),
+        "{table}"
+    );
+    assert!(
+        lines[1].starts_with(AGENT) && lines[1].ends_with("test-board"),
+        "{table}"
+    );
+    assert!(lines[2].starts_with("1 ok, 0 failed"), "{table}");
 
     let (code, v, err) = usp(
         &ctl,
