@@ -109,11 +109,10 @@ fn exec_app(spec: &JailSpec) -> String {
 }
 
 fn report_error(fd: RawFd, msg: &str) {
-    // SAFETY: `fd` is the error pipe's write end, open in this process; ManuallyDrop-like use:
-    // the File is forgotten so the descriptor is not closed twice.
-    let mut f = unsafe { File::from_raw_fd(fd) };
+    // SAFETY: `fd` is the error pipe's write end, open in this process; ManuallyDrop keeps it
+    // open (the caller still owns it).
+    let mut f = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(fd) });
     let _ = f.write_all(msg.as_bytes());
-    std::mem::forget(f);
 }
 
 /// Everything before the app starts; Err carries the message for the runner.
