@@ -219,8 +219,9 @@ fn one_controller_installs_an_app_on_a_fleet() {
     }
 }
 
-/// Rss and Pss (KiB) of `pid` from /proc/PID/smaps_rollup (VmRSS under-counts threads).
-fn smaps_rollup(pid: u32) -> (u64, u64) {
+/// Rss, Pss and Anonymous (KiB) of `pid` from /proc/PID/smaps_rollup (VmRSS under-counts
+/// threads).
+fn smaps_rollup(pid: u32) -> (u64, u64, u64) {
     let text = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap();
     let field = |name: &str| {
         text.lines()
@@ -229,7 +230,7 @@ fn smaps_rollup(pid: u32) -> (u64, u64) {
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("{name} missing in smaps_rollup"))
     };
-    (field("Rss:"), field("Pss:"))
+    (field("Rss:"), field("Pss:"), field("Anonymous:"))
 }
 
 #[test]
@@ -280,18 +281,23 @@ fn cpevisord_idle_memory_with_usp_connected() {
     rss.sort();
     let median = rss[1];
     let pss = samples[1].1;
+    let anon = samples[1].2;
     let build = if cfg!(debug_assertions) {
         "debug"
     } else {
         "release"
     };
-    println!("cpevisord idle with USP connected ({build} build): Rss {median} KiB, Pss {pss} KiB");
+    println!(
+        "cpevisord idle with USP connected ({build} build): Rss {median} KiB, Pss {pss} KiB, \
+         Anonymous {anon} KiB"
+    );
     // The agent's budget is 4 MiB on a router; a debug build on the host is larger, so only
     // a gross regression fails here.
     assert!(median < 64 * 1024, "idle Rss {median} KiB");
     bench_out(
         "idle.json",
-        &json!({"rss_kib": median, "pss_kib": pss, "samples_kib": rss, "build": build,
+        &json!({"rss_kib": median, "pss_kib": pss, "anon_kib": anon, "samples_kib": rss,
+                "build": build,
                 "binary": agentd::DAEMON}),
     );
     assert_eq!(world.stop_daemon(), Some(0));

@@ -139,6 +139,7 @@ pub fn fleet_figures(f: &Value) -> Result<Vec<Figure>, String> {
 pub fn idle_figure(i: &Value) -> Result<Figure, String> {
     let rss = number(i, "rss_kib")?;
     let pss = number(i, "pss_kib")?;
+    let anon = number(i, "anon_kib")?;
     let build = i["build"].as_str().unwrap_or("?");
     let samples: Vec<f64> = i["samples_kib"]
         .as_array()
@@ -149,7 +150,8 @@ pub fn idle_figure(i: &Value) -> Result<Figure, String> {
             "Rss from /proc/<pid>/smaps_rollup of cpevisord ({build} build for this x86_64 host, \
              glibc, dynamically linked: the cargo test binary, not the static cross build) \
              with one empty jail ExecEnv and its USP MQTT 5 session over TLS up, 2 s after it \
-             answered a Get through mosquitto; median of {} reads; Pss {pss} KiB",
+             answered a Get through mosquitto; median of {} reads; Pss {pss} KiB, of which \
+             {anon} KiB anonymous (the rest is the binary's and libc's pages)",
             samples.len()
         ))
         .with_samples(samples, Vec::new()))
@@ -175,7 +177,8 @@ mod tests {
         assert!(fleet_figures(&json!({"agents": 200}))
             .unwrap_err()
             .contains("install_s"));
-        let i = json!({"rss_kib": 3000, "pss_kib": 2500, "samples_kib": [2990, 3000, 3010],
+        let i = json!({"rss_kib": 3000, "pss_kib": 2500, "anon_kib": 600,
+                       "samples_kib": [2990, 3000, 3010],
                        "build": "release"});
         let fig = idle_figure(&i).unwrap();
         assert_eq!(fig.name, "usp.agent_idle_rss_kib");
