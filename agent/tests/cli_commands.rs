@@ -181,11 +181,18 @@ fn https_install_malformed_config_and_disabled_env() {
     parts.config = b"{\"name\": \"broken\", ".to_vec();
     parts.sign_with(&signer);
     parts.write(&w.www.join("malformed.cpkg"));
-    // No signature at all, and a signature over another manifest.
+    // No signature at all, and a signature over another manifest. Built for this host's arch:
+    // a package for another arch is refused (7225) from its head, before its signature is read.
+    let mut host_config = common::app_config_json();
+    host_config["arch"] = "x86_64".into();
+    let host_config = serde_json::to_vec(&host_config).unwrap();
     let mut unsigned = common::Parts::good(&signer);
+    unsigned.config = host_config.clone();
     unsigned.signature = None;
     unsigned.write(&w.www.join("unsigned.cpkg"));
     let mut badsig = common::Parts::good(&signer);
+    badsig.config = host_config;
+    badsig.sign_with(&signer);
     badsig.layers[1].1 = vec![1u8; 1024];
     badsig.write(&w.www.join("badsig.cpkg"));
 
