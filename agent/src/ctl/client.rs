@@ -45,7 +45,7 @@ pub fn call(
             } => return Ok(Ok(result.unwrap_or(serde_json::Value::Null))),
             ReplyLine::Done { fault, .. } => {
                 return Ok(Err(fault.unwrap_or(EventFault {
-                    code: 7002,
+                    code: crate::lifecycle::INTERNAL_ERROR,
                     message: "the daemon reported a failure without a fault".into(),
                 })))
             }
