@@ -7,7 +7,7 @@ BOARDS ?= $(EMULATED)
 export CPEVISOR_CACHE ?= $(HOME)/.cache/cpevisor
 CARGO ?= cargo
 
-.PHONY: all setup build cross firmware guest-kernels guest-images board demo test lint unit e2e bench clean-firmware
+.PHONY: all setup build cross firmware guest-kernels guest-images board demo test lint unit fuzz e2e bench clean-firmware
 
 all: build
 
@@ -48,8 +48,8 @@ demo: setup
 	@bash scripts/firmware.sh $(BOARD)
 	$(CARGO) run -q -p cpevisor-e2e --bin cpevisor-demo -- $(BOARD)
 
-## test: formatting, lints, unit and host tests, then every emulated board end to end
-test: setup lint unit firmware e2e
+## test: formatting, lints, unit and host tests, fuzzing, then every emulated board end to end
+test: setup lint unit fuzz firmware e2e
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -58,15 +58,21 @@ lint:
 unit:
 	$(CARGO) test --workspace
 
+## fuzz: libFuzzer on USP Record and Msg decoding, FUZZ_SECONDS per target (cargo-fuzz is
+## installed into $(CPEVISOR_CACHE)/tools on first use)
+FUZZ_SECONDS ?= 45
+fuzz: setup
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh
+
 # vmm_in_board builds its own guest images (a fresh token on each disk) and boots them with
 # cpevisor-vmm inside the aarch64 boards, with the stock and the minimal guest kernel.
 e2e: guest-kernels
-	$(CARGO) test -p cpevisor-e2e --test boards --test vmm_in_board --test agent_in_board -- --ignored --test-threads=2
+	$(CARGO) test -p cpevisor-e2e --test boards --test vmm_in_board --test agent_in_board --test jail_in_board -- --ignored --test-threads=2
 
 ## bench: figures side by side with their peers, into target/bench.json (not part of test; ~10 min)
 bench: setup
 	@bash scripts/cross.sh
-	@bash scripts/firmware.sh qemu-virt-a53
+	@bash scripts/firmware.sh qemu-virt-a53 qemu-malta-mipsel
 	@bash scripts/bench-overlay.sh
 	$(CARGO) run -q --release -p cpevisor-e2e --bin cpevisor-bench
 

@@ -15,9 +15,9 @@ CARGO_FUZZ_VERSION=0.13.1
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 FUZZ_TARGETS=${FUZZ_TARGETS:-"record msg"}
 FUZZ_SANITIZER=${FUZZ_SANITIZER:-address}
-# Its own build directory: the fuzz build's instrumentation flags would otherwise invalidate
-# the normal build's artefacts.
-export CARGO_TARGET_DIR=${FUZZ_TARGET_DIR:-$ROOT/target/usp-fuzz}
+# Its own build directory, outside the clone so that later clones reuse it: the fuzz build's
+# instrumentation flags would otherwise invalidate the normal build's artefacts.
+export CARGO_TARGET_DIR=${FUZZ_TARGET_DIR:-$CACHE/target-fuzz}
 CORPUS=$CACHE/fuzz/usp
 ARTIFACTS=$ROOT/target/usp-fuzz-artifacts
 
