@@ -273,10 +273,25 @@ pub fn load_kernel(mem: &GuestMemoryMmap, cfg: &VmConfig) -> Result<LoadedKernel
             } else {
                 let r = BzImage::load(mem, None, &mut f, himem)
                     .map_err(|e| ArchError::new(&what, e))?;
+                let mut kernel_end = r.kernel_end;
+                if let Some(extract_end) = r.setup_header.and_then(|h| decompression_end(&h)) {
+                    let low_ram = (cfg.memory_mib << 20).min(MMIO_GAP_START);
+                    if extract_end > low_ram {
+                        return Err(ArchError(format!(
+                            "{what} decompresses itself into guest memory up to {:#x} \
+                             ({} MiB), more than the {} MiB it has",
+                            extract_end,
+                            extract_end.div_ceil(1 << 20),
+                            low_ram >> 20
+                        )));
+                    }
+                    // The initrd must stay clear of it too.
+                    kernel_end = kernel_end.max(extract_end);
+                }
                 LoadedKernel {
                     // The 64-bit entry point is 0x200 past the protected-mode code.
                     entry: r.kernel_load.0 + 0x200,
-                    kernel_end: r.kernel_end,
+                    kernel_end,
                     initrd: None,
                     setup_header: r.setup_header,
                 }
@@ -309,6 +324,17 @@ pub fn load_kernel(mem: &GuestMemoryMmap, cfg: &VmConfig) -> Result<LoadedKernel
         loaded.initrd = Some((start, size));
     }
     Ok(loaded)
+}
+
+/// Where a bzImage's decompressor ends writing: it extracts the kernel at `pref_address` (the
+/// kernel's LOAD_PHYSICAL_ADDR, 16 MiB for distribution kernels, never lower) and needs
+/// `init_size` bytes there (boot protocol 2.10+). A stock Debian kernel asks for 64 MiB, so a
+/// 64 MiB guest would die in the decompressor with nothing on the console.
+fn decompression_end(h: &linux_loader::loader::bootparam::setup_header) -> Option<u64> {
+    if h.version < 0x20a {
+        return None;
+    }
+    h.pref_address.checked_add(u64::from(h.init_size))
 }
 
 /// Adds the virtio-mmio devices to the command line (kernels with
@@ -492,6 +518,58 @@ mod tests {
         assert!(c.contains("virtio_mmio.device=512@0xd0000000:5"), "{c}");
         assert!(c.contains("virtio_mmio.device=512@0xd0001000:6"), "{c}");
         assert!(device_map(30).is_err());
+    }
+
+    /// A bzImage shell BzImage::load accepts: boot protocol 2.15, loaded high, 64-bit entry.
+    fn fake_bzimage(pref_address: u64, init_size: u32) -> Vec<u8> {
+        let mut bz = vec![0u8; 0x2000];
+        bz[0x1f1] = 4; // setup sectors
+        bz[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
+        bz[0x202..0x206].copy_from_slice(&HDRS_MAGIC.to_le_bytes());
+        bz[0x206..0x208].copy_from_slice(&0x20fu16.to_le_bytes());
+        bz[0x211] = 1; // loadflags: LOADED_HIGH
+        bz[0x214..0x218].copy_from_slice(&(HIMEM_START as u32).to_le_bytes()); // code32_start
+        bz[0x236..0x238].copy_from_slice(&1u16.to_le_bytes()); // XLF_KERNEL_64
+        bz[0x258..0x260].copy_from_slice(&pref_address.to_le_bytes());
+        bz[0x260..0x264].copy_from_slice(&init_size.to_le_bytes());
+        bz
+    }
+
+    #[test]
+    fn bzimage_needs_room_to_decompress() {
+        let dir = std::env::temp_dir().join(format!("cpv-x86bz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let kernel = dir.join("bzImage");
+        let initrd = dir.join("initrd");
+        std::fs::write(&initrd, vec![0u8; 4 << 20]).unwrap();
+        let mem = crate::vstate::memory::create_guest_memory(&ram_regions(64 << 20)).unwrap();
+        let cfg = |init_rd: bool| {
+            let json = format!(r#"{{"kernel": "{}", "memory_mib": 64}}"#, kernel.display());
+            let mut c = VmConfig::from_json(&json).unwrap();
+            c.initrd = init_rd.then(|| initrd.clone());
+            c
+        };
+        // A Debian-sized request: 16 MiB + 64 MiB does not fit 64 MiB.
+        std::fs::write(&kernel, fake_bzimage(16 << 20, 64 << 20)).unwrap();
+        let e = load_kernel(&mem, &cfg(false)).err().unwrap();
+        assert!(
+            e.0.contains("decompresses itself") && e.0.contains("80 MiB"),
+            "{e}"
+        );
+        // 16 + 46 MiB fits, but then a 4 MiB initrd has no room above it.
+        std::fs::write(&kernel, fake_bzimage(16 << 20, 46 << 20)).unwrap();
+        let k = load_kernel(&mem, &cfg(false)).unwrap();
+        assert_eq!(k.kernel_end, 62 << 20);
+        let e = load_kernel(&mem, &cfg(true)).err().unwrap();
+        assert!(
+            e.0.contains("initrd") && e.0.contains("does not fit"),
+            "{e}"
+        );
+        // 16 + 40 MiB leaves room for it at the top of RAM.
+        std::fs::write(&kernel, fake_bzimage(16 << 20, 40 << 20)).unwrap();
+        let k = load_kernel(&mem, &cfg(true)).unwrap();
+        assert_eq!(k.initrd, Some((60 << 20, 4 << 20)));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
