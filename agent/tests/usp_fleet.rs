@@ -118,6 +118,9 @@ fn one_controller_installs_an_app_on_a_fleet() {
                 endpoint_id: CTL_ID.into(),
                 topic: None,
                 role: Role::FullAccess,
+                // The fleet shares one client certificate: identity binding needs one per
+                // controller and the broker's USP ACL (tested in usp_identity.rs).
+                identity: None,
             }],
             device_info: DeviceInfoConfig::default(),
             keep_alive_s: 60,

@@ -38,7 +38,23 @@ pub struct BrokerOptions {
     pub message_size_limit: u32,
     /// Also open a plain-TCP listener without authentication (for tests of the codec alone).
     pub plain_listener: bool,
+    /// The USP topic ACL on the TLS listener (`USP_ACL`): each client, named by its certificate's
+    /// CN, reads only its own `usp/agent/<CN>[/+]` or `usp/controller/<CN>` topic and writes
+    /// under `usp/agent/<any>/` only as `<CN>`. Off: every authenticated client may use any topic.
+    pub usp_acl: bool,
 }
+
+/// The mosquitto ACL `BrokerOptions::usp_acl` installs (`%u` is the certificate's CN). A
+/// controller writes requests to `usp/agent/<agent>/<its CN>`, a topic no one else may write:
+/// the agent takes the suffix as the sender's identity. Agents write to controllers' topics.
+pub const USP_ACL: &str = "\
+pattern read usp/agent/%u
+pattern read usp/agent/%u/+
+pattern write usp/agent/+
+pattern write usp/agent/+/%u
+pattern read usp/controller/%u
+pattern write usp/controller/+
+";
 
 impl Default for BrokerOptions {
     fn default() -> Self {
@@ -48,6 +64,7 @@ impl Default for BrokerOptions {
             max_packet_size: 0,
             message_size_limit: 0,
             plain_listener: false,
+            usp_acl: false,
         }
     }
 }
@@ -360,6 +377,10 @@ impl TestBroker {
              require_certificate true\nuse_identity_as_username true\n",
             self.port
         ));
+        if o.usp_acl {
+            fs::write(self.dir.join("acl"), USP_ACL)?;
+            conf.push_str(&format!("acl_file {d}/acl\n"));
+        }
         limits(&mut conf);
         if let Some(plain) = self.plain_port {
             conf.push_str(&format!(

@@ -86,6 +86,14 @@ pub struct ControllerEntry {
     #[serde(default)]
     pub topic: Option<String>,
     pub role: Role,
+    /// The identity the broker authenticated this controller as (its client certificate's CN,
+    /// mosquitto `use_identity_as_username`). When set, its Records count only when they arrive
+    /// on `<our topic>/<identity>`, a topic the broker's ACL lets no one else write
+    /// (`pattern write usp/agent/+/%u`): another client cannot speak for it by writing its
+    /// EndpointID into `from_id`. Unset: the `from_id` alone decides, and the broker's ACLs
+    /// must keep everyone but trusted controllers off our topic.
+    #[serde(default)]
+    pub identity: Option<String>,
 }
 
 fn default_port() -> u16 {
@@ -153,6 +161,15 @@ impl UspFile {
                     c.endpoint_id
                 ));
             }
+            if let Some(id) = &c.identity {
+                if !valid_topic_level(id) {
+                    return Err(format!(
+                        "controller {}: identity {id:?} must be one MQTT topic level \
+                         (1-256 bytes, no '/', '+', '#' or U+0000)",
+                        c.endpoint_id
+                    ));
+                }
+            }
         }
         if let Some(n) = self.max_record_bytes {
             if !(1024..=MAX_RECORD_CEILING).contains(&n) {
@@ -176,8 +193,8 @@ impl UspFile {
     }
 
     /// The data model's view: endpoint ID, controllers with roles and topics, DeviceInfo.
-    /// MQTT gives the agent no controller certificate (the broker is its TLS peer), so no
-    /// transport identity is required: the broker's ACLs decide who may publish to our topic.
+    /// MQTT gives the agent no controller certificate (the broker is its TLS peer): a
+    /// controller's identity is the topic suffix the broker's ACL binds to its certificate.
     pub fn usp_config(&self) -> UspConfig {
         UspConfig {
             endpoint_id: self.endpoint_id.clone(),
@@ -187,7 +204,7 @@ impl UspFile {
                 .map(|c| ControllerConfig {
                     endpoint_id: c.endpoint_id.clone(),
                     role: c.role,
-                    identity: None,
+                    identity: c.identity.clone(),
                     reply_to: Some(controller_topic(c)),
                 })
                 .collect(),
@@ -244,6 +261,19 @@ impl UspFile {
             None => Err("this agent has no reboot_command configured".into()),
         })
     }
+}
+
+/// One level of a topic name: what a controller identity becomes in `<topic>/<identity>`.
+pub fn valid_topic_level(level: &str) -> bool {
+    !level.is_empty() && level.len() <= 256 && !level.contains(['/', '+', '#', '\0'])
+}
+
+/// The sender identity a topic carries: `x` for `<own_topic>/x`, None for our bare topic.
+fn topic_identity<'a>(own_topic: &str, topic: &'a str) -> Option<&'a str> {
+    topic
+        .strip_prefix(own_topic)?
+        .strip_prefix('/')
+        .filter(|id| !id.is_empty() && !id.contains('/'))
 }
 
 fn controller_topic(c: &ControllerEntry) -> String {
@@ -335,8 +365,12 @@ impl Session {
                 "topic {own_topic:?} is not a valid MQTT topic name"
             ));
         }
-        if !mqtt.subscriptions.contains(&own_topic) {
-            mqtt.subscriptions.push(own_topic.clone());
+        // Our topic, and one level below it: `<own_topic>/<identity>` for controllers whose
+        // identity the broker binds to their topic suffix.
+        for t in [own_topic.clone(), format!("{own_topic}/+")] {
+            if !mqtt.subscriptions.contains(&t) {
+                mqtt.subscriptions.push(t);
+            }
         }
         let mut ep = endpoint;
         let configured = ep
@@ -451,7 +485,8 @@ impl Runner {
                         continue;
                     }
                     let reply_topic = m.response_topic.filter(|t| valid_topic(t));
-                    let out = self.endpoint.handle_record(&m.payload, None);
+                    let identity = topic_identity(&self.own_topic, &m.topic);
+                    let out = self.endpoint.handle_record(&m.payload, identity);
                     self.send_all(out, reply_topic.as_deref());
                     // A request may have changed what subscribers watch.
                     let notes = self.endpoint.notifications();
@@ -575,6 +610,16 @@ mod tests {
         )
         .unwrap();
         assert!((f.reboot_hook())().unwrap_err().contains("exited"));
+    }
+
+    #[test]
+    fn the_topic_suffix_is_the_identity() {
+        let own = "usp/agent/os::cpe-1";
+        assert_eq!(topic_identity(own, "usp/agent/os::cpe-1/ops"), Some("ops"));
+        assert_eq!(topic_identity(own, "usp/agent/os::cpe-1"), None);
+        assert_eq!(topic_identity(own, "usp/agent/os::cpe-1/"), None);
+        assert_eq!(topic_identity(own, "usp/agent/os::cpe-10/ops"), None);
+        assert_eq!(topic_identity(own, "usp/agent/os::cpe-1/a/b"), None);
     }
 
     #[test]

@@ -42,9 +42,12 @@ agents (one or more):
 options:
   --config FILE                controller settings, JSON: broker_host, broker_port, ca_file,
                                cert_file, key_file, server_name, endpoint_id, topic,
-                               agent_topic, session_expiry_s (default $CPEVISOR_USP_CONFIG)
+                               agent_topic, identity, session_expiry_s
+                               (default $CPEVISOR_USP_CONFIG)
   --broker HOST[:PORT]  --ca FILE  --cert FILE  --key FILE  --id EP  --topic TOPIC
   --agent-topic TEMPLATE       where agents listen, {id} = endpoint ID (default usp/agent/{id})
+  --identity CN                publish to <agent topic>/CN, the sub-topic the broker binds to
+                               our certificate (see agent/README.md, USP)
   --roster FILE                agents seen are added here by `agents`; read by --all
   --timeout SECS               give up on agents not done by then (default 60)
   --listen SECS                how long `agents` listens (default 5)
@@ -72,6 +75,11 @@ pub struct CtlConfig {
     pub topic: Option<String>,
     #[serde(default)]
     pub agent_topic: Option<String>,
+    /// Our identity as the broker authenticates it (the client certificate's CN). When set,
+    /// requests go to `<agent topic>/<identity>`, the sub-topic the broker's ACL lets only us
+    /// write, and agents configured with that identity accept nothing else as us.
+    #[serde(default)]
+    pub identity: Option<String>,
     /// Above 0: a persistent MQTT session, so announcements made while we were away are kept
     /// by the broker for the next run.
     #[serde(default)]
@@ -195,6 +203,7 @@ pub fn parse(args: &[String]) -> Result<UspCli, String> {
             "--id" => over.endpoint_id = value()?.to_string(),
             "--topic" => over.topic = Some(value()?.to_string()),
             "--agent-topic" => over.agent_topic = Some(value()?.to_string()),
+            "--identity" => over.identity = Some(value()?.to_string()),
             "--agent" => {
                 let v = value()?;
                 check_endpoint(v).map_err(|e| format!("--agent: {e}"))?;
@@ -338,6 +347,13 @@ pub fn parse(args: &[String]) -> Result<UspCli, String> {
         return Err("no controller endpoint ID: give --id EP or --config FILE".into());
     }
     check_endpoint(&config.endpoint_id).map_err(|e| format!("--id: {e}"))?;
+    if let Some(id) = &config.identity {
+        if !crate::usp::session::valid_topic_level(id) {
+            return Err(format!(
+                "--identity {id:?}: must be one MQTT topic level (no '/', '+', '#')"
+            ));
+        }
+    }
     if config.cert_file.is_some() != config.key_file.is_some() {
         return Err("--cert and --key go together".into());
     }
@@ -375,7 +391,8 @@ fn merge(base: &mut CtlConfig, over: CtlConfig) {
         key_file,
         server_name,
         topic,
-        agent_topic
+        agent_topic,
+        identity
     );
 }
 
@@ -549,7 +566,13 @@ impl Connection {
             .map_err(|e| format!("cannot start the receiver thread: {e}"))?;
         let own_topic = config.topic();
         let publisher = client.clone();
+        let identity = config.identity.clone();
         let send: engine::Sender = Box::new(move |topic: &str, bytes: Vec<u8>| {
+            let topic = match &identity {
+                Some(id) => format!("{topic}/{id}"),
+                None => topic.to_string(),
+            };
+            let topic = topic.as_str();
             let deadline = Instant::now() + QUEUE_WAIT;
             loop {
                 match publisher.publish(topic, &bytes, Some(&own_topic), Some(USP_CONTENT_TYPE)) {
