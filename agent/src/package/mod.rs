@@ -2,8 +2,8 @@
 //! over the manifest digest. The format is specified in `agent/PACKAGE.md`.
 
 pub mod config;
-pub mod keys;
 pub mod head;
+pub mod keys;
 mod layer;
 pub mod oci;
 mod pack;
