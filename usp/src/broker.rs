@@ -1,6 +1,8 @@
 //! A real MQTT 5 broker for tests (and the PKI for any TLS test, `Pki`): Debian's mosquitto on 127.0.0.1 with TLS and required client
-//! certificates, plus the PKI it needs (a CA, a server certificate for 127.0.0.1, client
-//! certificates for named identities), made with the openssl CLI in a test directory.
+//! certificates, plus the PKI it needs (a CA, a server certificate for 127.0.0.1 and for
+//! 10.0.2.2, client certificates for named identities), made with the openssl CLI in a test
+//! directory. An emulated board on QEMU user networking reaches the host's loopback, and so this
+//! broker, at 10.0.2.2 (slirp forwards it to 127.0.0.1), which is why the certificate names it.
 //!
 //! ```no_run
 //! # fn main() -> std::io::Result<()> {
@@ -24,6 +26,10 @@ use crate::mqtt::MqttConfig;
 use crate::tls;
 
 const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+
+/// The host as a QEMU board on user networking (slirp) sees it: connections to it reach the
+/// host's 127.0.0.1, where the broker listens. The server certificate names it too.
+pub const SLIRP_HOST: &str = "10.0.2.2";
 
 /// Broker limits, for load and bad-input tests.
 #[derive(Debug, Clone)]
@@ -211,8 +217,8 @@ pub struct Pki {
 }
 
 impl Pki {
-    /// Makes the CA (`ca.pem`) and the server certificate (`server.pem`, CN and SAN 127.0.0.1
-    /// and localhost) in `dir`, created if missing.
+    /// Makes the CA (`ca.pem`) and the server certificate (`server.pem`, CN 127.0.0.1, SAN
+    /// 127.0.0.1, [`SLIRP_HOST`] and localhost) in `dir`, created if missing.
     pub fn new(dir: &Path) -> io::Result<Pki> {
         fs::create_dir_all(dir)?;
         let ca = make_ca(dir, "ca", "cpevisor test CA")?;
@@ -220,7 +226,7 @@ impl Pki {
             dir,
             "server",
             "127.0.0.1",
-            "IP:127.0.0.1,DNS:localhost",
+            &format!("IP:127.0.0.1,IP:{SLIRP_HOST},DNS:localhost"),
             &ca,
         )?;
         Ok(Pki {
@@ -533,5 +539,58 @@ fn is_root() -> bool {
 impl Drop for TestBroker {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mqtt::{Event, MqttClient};
+
+    /// A board connects to 10.0.2.2 and checks the certificate against that name: the same
+    /// listener must pass that check (reached here through 127.0.0.1, as slirp does).
+    #[test]
+    fn the_server_certificate_is_valid_for_the_slirp_host() {
+        let dir = std::env::temp_dir().join(format!("broker-slirp-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let broker = TestBroker::start(&dir).expect("mosquitto");
+        for name in [SLIRP_HOST, "127.0.0.1"] {
+            let mut config = broker.mqtt_config("board", "board").unwrap();
+            let identity = broker.identity("board").unwrap();
+            config.tls = Some((broker.client_tls(Some(&identity)).unwrap(), name.into()));
+            let (client, events) = MqttClient::start(config).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let connected = loop {
+                let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                    break false;
+                };
+                match events.recv_timeout(left) {
+                    Ok(Event::Connected { .. }) => break true,
+                    Ok(_) => continue,
+                    Err(_) => break false,
+                }
+            };
+            client.shutdown();
+            assert!(connected, "TLS as {name} failed: {}", broker.log_tail());
+        }
+        // A name the certificate does not carry is refused: the check above can fail.
+        let mut config = broker.mqtt_config("board", "board").unwrap();
+        let identity = broker.identity("board").unwrap();
+        config.tls = Some((
+            broker.client_tls(Some(&identity)).unwrap(),
+            "10.0.2.3".into(),
+        ));
+        let (client, events) = MqttClient::start(config).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match events.recv_timeout(left) {
+                Ok(Event::Connected { .. }) => panic!("10.0.2.3 was accepted"),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        client.shutdown();
+        drop(broker);
+        let _ = fs::remove_dir_all(&dir);
     }
 }
