@@ -11,6 +11,7 @@ pub mod bench;
 pub mod console;
 pub mod firmware;
 pub mod microvm;
+pub mod usp;
 pub mod vm;
 
 pub use firmware::{firmware_dir, workspace_root};

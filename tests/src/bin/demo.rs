@@ -1,13 +1,18 @@
 //! `make demo`: boots the default emulated board with its console on this terminal and shows
-//! what cpevisor does on it, step by step: the agent installs the sample app from a server on
-//! the host, runs it as a microVM, the app answers; the board reboots on the same flash and the
-//! app is Active again by itself. Exits non-zero if any step fails.
+//! what cpevisor does on it, step by step, driven the way an operator would: over USP. A broker
+//! (mosquitto with its own CA) runs on the host; the board's flash is provisioned with the
+//! agent's certificate and USP settings; the agent connects out to the broker and the host's
+//! `cpevisorctl usp` controller reads the device, installs the sample app from a server on the
+//! host (OperationComplete, `DUStateChange!`), stops and starts it (ValueChange); the app runs as
+//! a microVM and answers; the board reboots on the same flash, the agent says `Boot!` again and
+//! the app is Active by itself. Exits non-zero if any step fails.
 
 use cpevisor_boards::{Arch, Board, Isolation};
 use cpevisor_e2e::agent::{
-    app_address, app_logs, eu_of, fetch_status_page, install, reboot, sample_token, wait_agent,
-    wait_eu_status, Flash, HttpServer, SamplePackages,
+    app_address, app_logs, fetch_status_page, reboot, sample_token, wait_agent, Flash, HttpServer,
+    SamplePackages,
 };
+use cpevisor_e2e::usp::{CtlRun, UspHost, AGENT_ENDPOINT};
 use cpevisor_e2e::{BoardVm, BootOptions};
 use std::time::{Duration, Instant};
 
@@ -44,18 +49,57 @@ fn boot(board: &str, flash: &Flash) -> Result<BoardVm, String> {
     Ok(vm)
 }
 
-/// Shows the app's EU reaching Active and its page; returns the EUID.
-fn show_app(vm: &mut BoardVm, token: &str) -> Result<String, String> {
-    let list = wait_agent(vm, Duration::from_secs(60))?;
-    let eu = eu_of(&list, "status").ok_or("the agent lists no `status` app")?;
-    let eu_id = eu["eu_id"].as_str().unwrap_or_default().to_string();
-    step(&format!("waiting for {eu_id} to be Active (AutoStart)"));
-    wait_eu_status(vm, &eu_id, "Active", Duration::from_secs(120))
-        .map_err(|e| format!("{e}\n{}", app_logs(vm, &eu_id)))?;
+/// Prints what a controller run gave: its rows and the notifications it received.
+fn show_run(run: &CtlRun) {
+    let Ok(result) = run.result() else {
+        println!("    {}", run.reply);
+        return;
+    };
+    for r in result["rows"].as_array().into_iter().flatten() {
+        println!(
+            "    {} = {}",
+            r[0].as_str().unwrap_or("?"),
+            r[1].as_str().unwrap_or("?")
+        );
+    }
+    for e in result["events"].as_array().into_iter().flatten() {
+        let params: Vec<String> = e["params"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+            .collect();
+        println!(
+            "    <- {} {} {}",
+            e["kind"].as_str().unwrap_or("?"),
+            e["path"].as_str().unwrap_or_default(),
+            params.join(" ")
+        );
+    }
+    println!("    ({:.1?})", run.took);
+}
+
+/// A controller command that must succeed; shown as it ran.
+fn usp(host: &UspHost, timeout: Duration, args: &[&str]) -> Result<CtlRun, String> {
+    step(&format!(
+        "controller: cpevisorctl usp --agent {AGENT_ENDPOINT} {}",
+        args.join(" ")
+    ));
+    let run = host.on_agent(timeout, args)?.ok(&args.join(" "))?;
+    show_run(&run);
+    Ok(run)
+}
+
+/// Shows the app's EU reaching Active (as the controller reads it) and its page; returns the
+/// EUID.
+fn show_app(vm: &mut BoardVm, host: &UspHost, token: &str) -> Result<String, String> {
+    step("controller: waiting for the `status` ExecutionUnit to be Active (AutoStart)");
+    let eu_id = host.wait_eu_status("status", "Active", Duration::from_secs(180))?;
     vm.run_ok("cpevisorctl list", Duration::from_secs(60))?;
     let addr = app_address(vm, &eu_id)?;
     step(&format!(
-        "the app boots in its microVM; asking it for http://{addr}/status from the board"
+        "{eu_id} is Active: the app boots in its microVM; asking it for http://{addr}/status \
+         from the board"
     ));
     let page = fetch_status_page(vm, &addr, Duration::from_secs(300))
         .map_err(|e| format!("{e}\n{}", app_logs(vm, &eu_id)))?;
@@ -101,41 +145,67 @@ fn demo(board: &str) -> Result<(), String> {
     }
     let packages = SamplePackages::find(board)?;
     let server = HttpServer::serve(&packages.dir)?;
-    let flash = Flash::blank("demo", 256)?;
     step(&format!(
         "serving the sample app's signed packages from {} on the host (port {})",
         packages.dir.display(),
         server.port
     ));
+    let host = UspHost::start("demo")?;
     step(&format!(
-        "booting {board} under QEMU with a blank 256 MiB flash (firmware from target/firmware/{board})"
+        "USP broker (mosquitto, TLS with client certificates) on 127.0.0.1:{}; the board \
+         reaches it as 10.0.2.2:{}",
+        host.broker.port(),
+        host.broker.port()
+    ));
+    let flash = host.provision_flash("demo", 256)?;
+    step(&format!(
+        "flash provisioned with the agent's certificate and usp.json (endpoint {AGENT_ENDPOINT})"
+    ));
+    step(&format!(
+        "booting {board} under QEMU on that flash (firmware from target/firmware/{board})"
     ));
     let mut vm = boot(board, &flash)?;
-    step("the agent cpevisord is running; nothing is installed yet");
     wait_agent(&mut vm, Duration::from_secs(60))?;
-    vm.run_ok("cpevisorctl list", Duration::from_secs(60))?;
+    step("the agent cpevisord connects to the broker; the controller listens for it");
+    let how = host.wait_announced(&["OnBoardRequest", "Boot!"], Duration::from_secs(180))?;
+    step(&format!(
+        "controller: {AGENT_ENDPOINT} announced itself ({how})"
+    ));
+    let info = host.wait_answering("Device.DeviceInfo.", Duration::from_secs(60))?;
+    step(&format!(
+        "controller: cpevisorctl usp --agent {AGENT_ENDPOINT} get Device.DeviceInfo."
+    ));
+    show_run(&info);
+    usp(
+        &host,
+        Duration::from_secs(60),
+        &["get", "Device.SoftwareModules.ExecEnv."],
+    )?;
 
     let url = format!("http://10.0.2.2:{}/status-1.0.cpkg", server.port);
-    step(&format!(
-        "cpevisorctl install {url}  (download, digests, signature, unpack to flash)"
-    ));
-    let done = install(&mut vm, &url, Duration::from_secs(400))?;
-    let took = done.took;
-    let du = done
-        .outcome
-        .map_err(|f| format!("install failed: {} {}", f.code, f.message))?;
-    step(&format!(
-        "installed {} {} in {took:.1?}",
-        du["name"].as_str().unwrap_or("?"),
-        du["version"].as_str().unwrap_or("?")
-    ));
-    let eu_id = show_app(&mut vm, &sample_token("1.0"))?;
+    let done = usp(&host, Duration::from_secs(500), &["install", &url])?;
+    let installed = done.events("DUStateChange!").iter().any(|e| {
+        e["params"]["CurrentState"] == "Installed" && e["params"]["Fault.FaultCode"] == "0"
+    });
+    if !installed || done.events("OperationComplete").is_empty() {
+        return Err(format!(
+            "install: no DUStateChange! Installed / OperationComplete: {}",
+            done.reply
+        ));
+    }
+    let eu_id = show_app(&mut vm, &host, &sample_token("1.0"))?;
+    usp(&host, Duration::from_secs(120), &["stop", &eu_id])?;
+    usp(&host, Duration::from_secs(120), &["start", &eu_id])?;
 
     step("rebooting the board (sync; reboot -f), then booting it again on the same flash");
     reboot(vm)?;
     let mut vm = boot(board, &flash)?;
-    step("no command given: the agent recovers its store and starts the app again");
-    let again = show_app(&mut vm, &sample_token("1.0"))?;
+    step("no command given: the agent recovers its store, reconnects and starts the app again");
+    let how = host.wait_announced(&["Boot!"], Duration::from_secs(180))?;
+    step(&format!(
+        "controller: {AGENT_ENDPOINT} announced itself again ({how})"
+    ));
+    let again = show_app(&mut vm, &host, &sample_token("1.0"))?;
     if again != eu_id {
         return Err(format!(
             "the EUID changed across the reboot: {eu_id} -> {again}"

@@ -1,0 +1,374 @@
+//! The board managed over USP: a mosquitto broker with its own PKI on the host, the agent in the
+//! board connecting to it at 10.0.2.2 (QEMU user networking forwards that to the host's
+//! 127.0.0.1), and the host's `cpevisorctl usp` as the controller.
+//!
+//! Provisioning: [`UspHost::provision_flash`] builds the board's flash on the host as an ext2
+//! image (`mke2fs -d`) holding `cpevisor/usp/{usp.json,ca.pem,agent.pem,agent.key}`; the
+//! firmware's init mounts it as /data and, finding `/data/cpevisor/usp/usp.json`, starts the
+//! agent with `--usp`. Pre-building the image is chosen over typing files on the console: it is
+//! how a device would be provisioned at the factory, needs no base64 round trips over a slow
+//! emulated UART, and keeps the key off the console transcript.
+
+use crate::agent::Flash;
+use crate::firmware::{timeout_scale, workspace_root};
+use cpevisor_usp::broker::{TestBroker, SLIRP_HOST};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The board agent's USP endpoint ID (`os::<OUI>-<serial>`).
+pub const AGENT_ENDPOINT: &str = "os::012345-qemu0001";
+/// The host controller's endpoint ID, allowed FullAccess on the board.
+pub const CONTROLLER_ENDPOINT: &str = "self::cpevisor-e2e";
+/// Where the init looks for the agent's USP settings on the board.
+pub const BOARD_USP_DIR: &str = "/data/cpevisor/usp";
+/// Longest stdout accepted from one `cpevisorctl usp` run.
+const MAX_CTL_OUTPUT: usize = 1 << 20;
+
+/// The broker, the controller's settings and the host `cpevisorctl` that drives the board.
+pub struct UspHost {
+    pub broker: TestBroker,
+    pub dir: PathBuf,
+    ctl: PathBuf,
+    ctl_config: PathBuf,
+    roster: PathBuf,
+}
+
+/// One `cpevisorctl usp --json` run: its exit code, the parsed reply, stderr and how long it took.
+#[derive(Debug, Clone)]
+pub struct CtlRun {
+    pub code: i32,
+    pub reply: Value,
+    pub stderr: String,
+    pub took: Duration,
+}
+
+impl CtlRun {
+    /// The only agent's result (we address one agent).
+    pub fn result(&self) -> Result<&Value, String> {
+        match self.reply["results"].as_array().map(Vec::as_slice) {
+            Some([one]) => Ok(one),
+            _ => Err(format!(
+                "expected one result: {} {}",
+                self.reply, self.stderr
+            )),
+        }
+    }
+
+    /// The value of the row whose path is `name` or ends with `.name`.
+    pub fn row(&self, name: &str) -> Option<String> {
+        row(self.result().ok()?, name)
+    }
+
+    /// The events of `kind` (`DUStateChange!`, `OperationComplete`, `ValueChange`) the
+    /// controller received for this run.
+    pub fn events(&self, kind: &str) -> Vec<Value> {
+        self.result()
+            .ok()
+            .and_then(|r| r["events"].as_array())
+            .map(|a| a.iter().filter(|e| e["kind"] == kind).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Exit code 0 or an error naming the command, the fault and stderr.
+    pub fn ok(self, what: &str) -> Result<CtlRun, String> {
+        if self.code == 0 {
+            Ok(self)
+        } else {
+            Err(format!(
+                "cpevisorctl usp {what}: exit {}: {} {}",
+                self.code,
+                self.reply,
+                self.stderr.trim()
+            ))
+        }
+    }
+}
+
+/// The value of the row `name` (or `*.name`) in one agent's result.
+pub fn row(result: &Value, name: &str) -> Option<String> {
+    let suffix = format!(".{name}");
+    result["rows"]
+        .as_array()?
+        .iter()
+        .find(|r| {
+            r[0].as_str()
+                .is_some_and(|k| k == name || k.ends_with(&suffix))
+        })
+        .and_then(|r| r[1].as_str())
+        .map(str::to_string)
+}
+
+impl UspHost {
+    /// Starts the broker (PKI in `target/e2e-usp/<name>-<pid>/`) and opens the controller's
+    /// persistent session, so the agent's first announcements wait at the broker for us.
+    pub fn start(name: &str) -> Result<UspHost, String> {
+        let ctl = host_cpevisorctl()?;
+        let dir = workspace_root()
+            .join("target/e2e-usp")
+            .join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let broker = TestBroker::start(&dir.join("broker"))
+            .map_err(|e| format!("cannot start the test broker (mosquitto): {e}"))?;
+        let id = broker
+            .identity(CONTROLLER_ENDPOINT)
+            .map_err(|e| format!("controller certificate: {e}"))?;
+        let ctl_config = dir.join("controller.json");
+        let config = json!({
+            "broker_host": broker.host(), "broker_port": broker.port(),
+            "ca_file": broker.ca(), "cert_file": id.cert, "key_file": id.key,
+            "endpoint_id": CONTROLLER_ENDPOINT,
+            // Announcements made while no run is connected are kept for the next one.
+            "session_expiry_s": 3600,
+        });
+        write_json(&ctl_config, &config)?;
+        let host = UspHost {
+            broker,
+            roster: dir.join("roster.json"),
+            dir,
+            ctl,
+            ctl_config,
+        };
+        host.ctl(&["--listen", "0.2", "agents"])?.ok("agents")?;
+        Ok(host)
+    }
+
+    /// A flash image of `size_mib` MiB, ext2, with the agent's USP settings, CA, certificate
+    /// and key in `cpevisor/usp/` (the board mounts it as /data).
+    pub fn provision_flash(&self, name: &str, size_mib: u64) -> Result<Flash, String> {
+        let stage = self.dir.join(format!("{name}-flash"));
+        let usp = stage.join("cpevisor/usp");
+        let _ = std::fs::remove_dir_all(&stage);
+        std::fs::create_dir_all(&usp).map_err(|e| format!("{}: {e}", usp.display()))?;
+        let id = self
+            .broker
+            .identity(AGENT_ENDPOINT)
+            .map_err(|e| format!("agent certificate: {e}"))?;
+        copy(&self.broker.ca(), &usp.join("ca.pem"))?;
+        copy(&id.cert, &usp.join("agent.pem"))?;
+        copy(&id.key, &usp.join("agent.key"))?;
+        set_mode(&usp.join("agent.key"), 0o600)?;
+        let on_board = |f: &str| format!("{BOARD_USP_DIR}/{f}");
+        let config = json!({
+            "broker_host": SLIRP_HOST, "broker_port": self.broker.port(),
+            "ca_file": on_board("ca.pem"), "cert_file": on_board("agent.pem"),
+            "key_file": on_board("agent.key"),
+            "endpoint_id": AGENT_ENDPOINT,
+            "controllers": [{"endpoint_id": CONTROLLER_ENDPOINT, "role": "FullAccess"}],
+            "device_info": {"manufacturer": "cpevisor", "manufacturer_oui": "012345",
+                            "model_name": "qemu-virt-a53", "product_class": "HomeGateway",
+                            "serial_number": "qemu0001"},
+            "keep_alive_s": 30,
+        });
+        write_json(&usp.join("usp.json"), &config)?;
+        let image = workspace_root()
+            .join("target/e2e-flash")
+            .join(format!("{name}-usp-{}.img", std::process::id()));
+        if let Some(parent) = image.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        let _ = std::fs::remove_file(&image);
+        let out = Command::new("mke2fs")
+            .args(["-q", "-F", "-t", "ext2", "-L", "cpevisor-data", "-d"])
+            .arg(&stage)
+            .arg(&image)
+            .arg(format!("{size_mib}M"))
+            .output()
+            .map_err(|e| format!("cannot run mke2fs (e2fsprogs): {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mke2fs -d {} failed: {}",
+                stage.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(Flash { path: image })
+    }
+
+    /// Runs `cpevisorctl usp --config CFG --json ARGS` on the host.
+    pub fn ctl(&self, args: &[&str]) -> Result<CtlRun, String> {
+        let started = Instant::now();
+        let out = Command::new(&self.ctl)
+            .arg("usp")
+            .arg("--config")
+            .arg(&self.ctl_config)
+            .arg("--json")
+            .args(args)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", self.ctl.display()))?;
+        if out.stdout.len() > MAX_CTL_OUTPUT {
+            return Err(format!(
+                "cpevisorctl usp {args:?}: {} bytes of output, over {MAX_CTL_OUTPUT}",
+                out.stdout.len()
+            ));
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        Ok(CtlRun {
+            code: out.status.code().unwrap_or(-1),
+            reply: serde_json::from_str(stdout.trim()).unwrap_or(Value::Null),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            took: started.elapsed(),
+        })
+    }
+
+    /// Runs a command on the board's agent (`--agent AGENT_ENDPOINT --timeout T ARGS`).
+    pub fn on_agent(&self, timeout: Duration, args: &[&str]) -> Result<CtlRun, String> {
+        let secs = format!("{}", scaled(timeout).as_secs().max(1));
+        let mut all = vec!["--agent", AGENT_ENDPOINT, "--timeout", &secs];
+        all.extend_from_slice(args);
+        self.ctl(&all)
+    }
+
+    /// Listens (`agents`) until the board's agent announces itself with one of `hows`
+    /// (`Boot!`, `OnBoardRequest`); returns what it was seen as.
+    pub fn wait_announced(&self, hows: &[&str], timeout: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + scaled(timeout);
+        let roster = self.roster.to_string_lossy().into_owned();
+        loop {
+            let run = self
+                .ctl(&["--listen", "5", "--roster", &roster, "agents"])?
+                .ok("agents")?;
+            let seen = run.reply["seen"].as_array().cloned().unwrap_or_default();
+            if let Some(s) = seen.iter().find(|s| {
+                s["endpoint_id"] == AGENT_ENDPOINT
+                    && s["how"].as_str().is_some_and(|h| hows.contains(&h))
+            }) {
+                return Ok(s["how"].as_str().unwrap_or_default().to_string());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{AGENT_ENDPOINT} did not announce itself ({hows:?}) within {timeout:?}; \
+                     last: {}\nbroker log:\n{}",
+                    run.reply,
+                    self.broker.log_tail()
+                ));
+            }
+        }
+    }
+
+    /// `get PATH` until the agent answers (it connects in the background); returns the run.
+    pub fn wait_answering(&self, path: &str, timeout: Duration) -> Result<CtlRun, String> {
+        let deadline = Instant::now() + scaled(timeout);
+        loop {
+            let run = self.on_agent(Duration::from_secs(5), &["get", path])?;
+            if run.code == 0 {
+                return Ok(run);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{AGENT_ENDPOINT} never answered `get {path}`: {} {}\nbroker log:\n{}",
+                    run.reply,
+                    run.stderr.trim(),
+                    self.broker.log_tail()
+                ));
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    /// The EUID and Status of the execution unit named `name`, if the agent lists one.
+    pub fn eu_status(&self, name: &str) -> Result<Option<(String, String)>, String> {
+        let run = self
+            .on_agent(
+                Duration::from_secs(30),
+                &["get", "Device.SoftwareModules.ExecutionUnit."],
+            )?
+            .ok("get Device.SoftwareModules.ExecutionUnit.")?;
+        let result = run.result()?;
+        let rows = result["rows"].as_array().cloned().unwrap_or_default();
+        let value_of = |path: &str| {
+            rows.iter()
+                .find(|r| r[0] == path)
+                .and_then(|r| r[1].as_str())
+                .map(str::to_string)
+        };
+        for r in &rows {
+            let Some(path) = r[0].as_str() else { continue };
+            if path.ends_with(".Name") && r[1] == name {
+                let base = path.trim_end_matches("Name");
+                let eu_id = value_of(&format!("{base}EUID")).unwrap_or_default();
+                let status = value_of(&format!("{base}Status")).unwrap_or_default();
+                return Ok(Some((eu_id, status)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Polls until the EU named `name` has Status `want`; returns its EUID.
+    pub fn wait_eu_status(
+        &self,
+        name: &str,
+        want: &str,
+        timeout: Duration,
+    ) -> Result<String, String> {
+        let deadline = Instant::now() + scaled(timeout);
+        loop {
+            let now = self.eu_status(name)?;
+            if let Some((eu_id, status)) = &now {
+                if status == want {
+                    return Ok(eu_id.clone());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "EU {name} not {want} after {timeout:?}; last: {now:?}"
+                ));
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+}
+
+/// Scales a timeout by `CPEVISOR_TIMEOUT_SCALE`.
+fn scaled(d: Duration) -> Duration {
+    d.mul_f64(timeout_scale())
+}
+
+fn write_json(path: &Path, v: &Value) -> Result<(), String> {
+    let text = serde_json::to_vec_pretty(v).map_err(|e| format!("{}: {e}", path.display()))?;
+    std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn copy(from: &Path, to: &Path) -> Result<(), String> {
+    std::fs::copy(from, to)
+        .map(|_| ())
+        .map_err(|e| format!("copy {} -> {}: {e}", from.display(), to.display()))
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The host `cpevisorctl` with the `usp` command: under `CARGO_TARGET_DIR` when set, else the
+/// workspace's `target/debug/` (`scripts/sample-app.sh`, run by `make firmware`, builds it).
+fn host_cpevisorctl() -> Result<PathBuf, String> {
+    let mut candidates: Vec<PathBuf> = std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|d| !d.is_empty())
+        .map(|d| PathBuf::from(d).join("debug/cpevisorctl"))
+        .into_iter()
+        .collect();
+    candidates.push(workspace_root().join("target/debug/cpevisorctl"));
+    let hint = "build it: `cargo build -p cpevisor-agent --bin cpevisorctl`";
+    let ctl = candidates
+        .iter()
+        .find(|c| c.is_file())
+        .cloned()
+        .ok_or_else(|| format!("no host cpevisorctl at {candidates:?}: {hint}"))?;
+    // An older build has no `usp` command: say so rather than fail on its usage text later.
+    let out = Command::new(&ctl)
+        .args(["usp", "--help"])
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", ctl.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    if !text.contains("InstallDU") {
+        return Err(format!(
+            "{} has no `usp` command (an older build): {hint}",
+            ctl.display()
+        ));
+    }
+    Ok(ctl)
+}
