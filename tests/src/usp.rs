@@ -321,6 +321,16 @@ impl UspHost {
     }
 }
 
+impl Drop for UspHost {
+    fn drop(&mut self) {
+        // Kept after a failure: the broker's log and the PKI explain it.
+        if !std::thread::panicking() {
+            self.broker.stop();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
 /// Scales a timeout by `CPEVISOR_TIMEOUT_SCALE`.
 fn scaled(d: Duration) -> Duration {
     d.mul_f64(timeout_scale())

@@ -3,15 +3,16 @@
 //! provisioned on its flash, and the host's `cpevisorctl usp` as the controller. The controller
 //! sees the agent announce itself, reads DeviceInfo and the ExecEnv, installs the sample app
 //! from a server on the host (OperationComplete + `DUStateChange!` Installed), the app becomes
-//! Active and answers on the board, a stop gives ValueChange Idle, and an uninstall gives
-//! `DUStateChange!` Uninstalled with nothing left installed.
+//! Active and answers on the board, stop and start give ValueChange Idle and Active; after a
+//! reboot on the same flash the agent says `Boot!` and the app is Active again by itself; an
+//! uninstall gives `DUStateChange!` Uninstalled with nothing left installed.
 //!
 //! Needs `make firmware` (the sample app's packages and a firmware whose init starts the agent
 //! with `--usp`) and a host `cpevisorctl` with the `usp` command, so it is `#[ignore]`d for a
 //! plain `cargo test` and run by `make e2e`.
 
 use cpevisor_e2e::agent::{
-    app_address, app_logs, fetch_status_page, sample_token, HttpServer, SamplePackages,
+    app_address, app_logs, fetch_status_page, reboot, sample_token, HttpServer, SamplePackages,
 };
 use cpevisor_e2e::usp::{UspHost, AGENT_ENDPOINT, BOARD_USP_DIR};
 use cpevisor_e2e::{BoardVm, BootOptions};
@@ -137,6 +138,38 @@ fn controller_manages_the_board_over_usp() {
     );
     let (_, status) = host.eu_status("status").unwrap().expect("EU still listed");
     assert_eq!(status, "Idle");
+    // SetRequestedState Active: ValueChange to Active.
+    let start = host
+        .on_agent(STOP, &["start", &eu_id])
+        .unwrap()
+        .ok("start")
+        .unwrap();
+    assert!(
+        start
+            .events("ValueChange")
+            .iter()
+            .any(|e| e["params"]["value"] == "Active"),
+        "{:?}",
+        start.reply
+    );
+
+    // Reboot on the same flash: the agent reconnects with Boot! (the controller's persistent
+    // subscription, made by the install) and the app is Active again without a command.
+    reboot(vm).unwrap();
+    let rebooted = Instant::now();
+    let mut vm = BoardVm::boot(BOARD, &opts).unwrap();
+    vm.wait_ready(BOOT).unwrap();
+    vm.wait_for(&marker, Duration::from_secs(30)).unwrap();
+    host.wait_announced(&["Boot!"], CONNECT)
+        .unwrap_or_else(|e| panic!("{e}\nagent log:\n{}", agent_log(&mut vm)));
+    let again = host
+        .wait_eu_status("status", "Active", ACTIVE)
+        .unwrap_or_else(|e| panic!("{e}\nagent log:\n{}", agent_log(&mut vm)));
+    assert_eq!(again, eu_id, "the EUID changed across the reboot");
+    println!(
+        "Boot! and the app Active again {:.1?} after the reboot",
+        rebooted.elapsed()
+    );
 
     // Uninstall: DUStateChange! Uninstalled, then no DeploymentUnit left.
     let gone = host
@@ -167,7 +200,8 @@ fn controller_manages_the_board_over_usp() {
     );
     assert!(host.eu_status("status").unwrap().is_none());
     println!(
-        "usp_in_board: wall time {:.1?} (boot, connect, install, app, stop, uninstall)",
+        "usp_in_board: wall time {:.1?} (boot, connect, install, app, stop/start, reboot, \
+         uninstall)",
         started.elapsed()
     );
 }
