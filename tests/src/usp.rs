@@ -135,56 +135,10 @@ impl UspHost {
         Ok(host)
     }
 
-    /// A flash image of `size_mib` MiB, ext2, with the agent's USP settings, CA, certificate
-    /// and key in `cpevisor/usp/` (the board mounts it as /data).
-    pub fn provision_flash(&self, name: &str, size_mib: u64) -> Result<Flash, String> {
-        let stage = self.dir.join(format!("{name}-flash"));
-        let usp = stage.join("cpevisor/usp");
-        let _ = std::fs::remove_dir_all(&stage);
-        std::fs::create_dir_all(&usp).map_err(|e| format!("{}: {e}", usp.display()))?;
-        let id = self
-            .broker
-            .identity(AGENT_ENDPOINT)
-            .map_err(|e| format!("agent certificate: {e}"))?;
-        copy(&self.broker.ca(), &usp.join("ca.pem"))?;
-        copy(&id.cert, &usp.join("agent.pem"))?;
-        copy(&id.key, &usp.join("agent.key"))?;
-        set_mode(&usp.join("agent.key"), 0o600)?;
-        let on_board = |f: &str| format!("{BOARD_USP_DIR}/{f}");
-        let config = json!({
-            "broker_host": SLIRP_HOST, "broker_port": self.broker.port(),
-            "ca_file": on_board("ca.pem"), "cert_file": on_board("agent.pem"),
-            "key_file": on_board("agent.key"),
-            "endpoint_id": AGENT_ENDPOINT,
-            "controllers": [{"endpoint_id": CONTROLLER_ENDPOINT, "role": "FullAccess"}],
-            "device_info": {"manufacturer": "cpevisor", "manufacturer_oui": "012345",
-                            "model_name": "qemu-virt-a53", "product_class": "HomeGateway",
-                            "serial_number": "qemu0001"},
-            "keep_alive_s": 30,
-        });
-        write_json(&usp.join("usp.json"), &config)?;
-        let image = workspace_root()
-            .join("target/e2e-flash")
-            .join(format!("{name}-usp-{}.img", std::process::id()));
-        if let Some(parent) = image.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-        }
-        let _ = std::fs::remove_file(&image);
-        let out = Command::new("mke2fs")
-            .args(["-q", "-F", "-t", "ext2", "-L", "cpevisor-data", "-d"])
-            .arg(&stage)
-            .arg(&image)
-            .arg(format!("{size_mib}M"))
-            .output()
-            .map_err(|e| format!("cannot run mke2fs (e2fsprogs): {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "mke2fs -d {} failed: {}",
-                stage.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(Flash { path: image })
+    /// A flash image of `size_mib` MiB for `board`, ext2, with the agent's USP settings, CA,
+    /// certificate and key in `cpevisor/usp/` (the board mounts it as /data).
+    pub fn provision_flash(&self, board: &str, name: &str, size_mib: u64) -> Result<Flash, String> {
+        provision_flash(&self.broker, &self.dir, board, name, size_mib)
     }
 
     /// Runs `cpevisorctl usp --config CFG --json ARGS` on the host.
@@ -321,6 +275,65 @@ impl UspHost {
     }
 }
 
+/// A flash image of `size_mib` MiB, ext2, staged in `dir`: the agent's `usp.json` (broker at
+/// [`SLIRP_HOST`], [`CONTROLLER_ENDPOINT`] allowed FullAccess, DeviceInfo.ModelName `board`),
+/// the broker's CA, and the agent's certificate and key from `broker`'s PKI, all in
+/// `cpevisor/usp/`.
+pub fn provision_flash(
+    broker: &TestBroker,
+    dir: &Path,
+    board: &str,
+    name: &str,
+    size_mib: u64,
+) -> Result<Flash, String> {
+    let stage = dir.join(format!("{name}-flash"));
+    let usp = stage.join("cpevisor/usp");
+    let _ = std::fs::remove_dir_all(&stage);
+    std::fs::create_dir_all(&usp).map_err(|e| format!("{}: {e}", usp.display()))?;
+    let id = broker
+        .identity(AGENT_ENDPOINT)
+        .map_err(|e| format!("agent certificate: {e}"))?;
+    copy(&broker.ca(), &usp.join("ca.pem"))?;
+    copy(&id.cert, &usp.join("agent.pem"))?;
+    copy(&id.key, &usp.join("agent.key"))?;
+    set_mode(&usp.join("agent.key"), 0o600)?;
+    let on_board = |f: &str| format!("{BOARD_USP_DIR}/{f}");
+    let config = json!({
+        "broker_host": SLIRP_HOST, "broker_port": broker.port(),
+        "ca_file": on_board("ca.pem"), "cert_file": on_board("agent.pem"),
+        "key_file": on_board("agent.key"),
+        "endpoint_id": AGENT_ENDPOINT,
+        "controllers": [{"endpoint_id": CONTROLLER_ENDPOINT, "role": "FullAccess"}],
+        "device_info": {"manufacturer": "cpevisor", "manufacturer_oui": "012345",
+                        "model_name": board, "product_class": "HomeGateway",
+                        "serial_number": "qemu0001"},
+        "keep_alive_s": 30,
+    });
+    write_json(&usp.join("usp.json"), &config)?;
+    let image = workspace_root()
+        .join("target/e2e-flash")
+        .join(format!("{name}-usp-{}.img", std::process::id()));
+    if let Some(parent) = image.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    let _ = std::fs::remove_file(&image);
+    let out = Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext2", "-L", "cpevisor-data", "-d"])
+        .arg(&stage)
+        .arg(&image)
+        .arg(format!("{size_mib}M"))
+        .output()
+        .map_err(|e| format!("cannot run mke2fs (e2fsprogs): {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "mke2fs -d {} failed: {}",
+            stage.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(Flash { path: image })
+}
+
 impl Drop for UspHost {
     fn drop(&mut self) {
         // Kept after a failure: the broker's log and the PKI explain it.
@@ -381,4 +394,73 @@ fn host_cpevisorctl() -> Result<PathBuf, String> {
         ));
     }
     Ok(ctl)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The file `path` inside the ext2 image, read back with e2fsprogs' debugfs.
+    fn read_from_image(image: &Path, path: &str) -> String {
+        let out = Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("cat {path}"))
+            .arg(image)
+            .output()
+            .expect("debugfs (e2fsprogs)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    #[test]
+    fn the_flash_carries_the_agents_usp_settings_and_identity() {
+        let dir = std::env::temp_dir().join(format!("e2e-usp-flash-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let broker = TestBroker::start(&dir.join("broker")).expect("mosquitto");
+        let flash = provision_flash(&broker, &dir, "qemu-virt-a53", "unit", 8).unwrap();
+        assert_eq!(std::fs::metadata(&flash.path).unwrap().len(), 8 << 20);
+        let text = read_from_image(&flash.path, "/cpevisor/usp/usp.json");
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+        assert_eq!(v["broker_host"], SLIRP_HOST);
+        assert_eq!(v["broker_port"], broker.port());
+        assert_eq!(v["endpoint_id"], AGENT_ENDPOINT);
+        assert_eq!(v["controllers"][0]["endpoint_id"], CONTROLLER_ENDPOINT);
+        assert_eq!(v["device_info"]["model_name"], "qemu-virt-a53");
+        for (key, file) in [
+            ("ca_file", "ca.pem"),
+            ("cert_file", "agent.pem"),
+            ("key_file", "agent.key"),
+        ] {
+            assert_eq!(v[key], format!("{BOARD_USP_DIR}/{file}"));
+            let pem = read_from_image(&flash.path, &format!("/cpevisor/usp/{file}"));
+            assert!(pem.starts_with("-----BEGIN "), "{file}: {pem:?}");
+        }
+        let ca = std::fs::read_to_string(broker.ca()).unwrap();
+        assert_eq!(read_from_image(&flash.path, "/cpevisor/usp/ca.pem"), ca);
+        let path = flash.path.clone();
+        drop(flash);
+        assert!(!path.exists(), "the image outlived its Flash");
+        drop(broker);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn rows_match_by_full_path_or_last_segment() {
+        let result = json!({"rows": [["Device.DeviceInfo.ModelName", "b"],
+                                     ["Device.SoftwareModules.ExecEnv.1.Name", "kvm0"]]});
+        assert_eq!(row(&result, "ModelName").as_deref(), Some("b"));
+        assert_eq!(row(&result, "ExecEnv.1.Name").as_deref(), Some("kvm0"));
+        assert_eq!(row(&result, "Name").as_deref(), Some("kvm0"));
+        assert_eq!(row(&result, "elName"), None);
+        assert_eq!(row(&json!({}), "ModelName"), None);
+        let run = CtlRun {
+            code: 1,
+            reply: json!({"results": []}),
+            stderr: "boom".into(),
+            took: Duration::ZERO,
+        };
+        assert!(run.result().is_err());
+        assert!(run.events("ValueChange").is_empty());
+        let err = run.ok("get X").unwrap_err();
+        assert!(err.contains("exit 1") && err.contains("boom"), "{err}");
+    }
 }

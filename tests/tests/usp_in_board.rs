@@ -36,7 +36,7 @@ fn controller_manages_the_board_over_usp() {
     let packages = SamplePackages::find(BOARD).unwrap();
     let server = HttpServer::serve(&packages.dir).unwrap();
     let host = UspHost::start("usp-in-board").unwrap();
-    let flash = host.provision_flash("usp-in-board", 256).unwrap();
+    let flash = host.provision_flash(BOARD, "usp-in-board", 256).unwrap();
     let opts = BootOptions {
         flash: Some(flash.path.clone()),
         ..Default::default()

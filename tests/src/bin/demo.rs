@@ -157,7 +157,7 @@ fn demo(board: &str) -> Result<(), String> {
         host.broker.port(),
         host.broker.port()
     ));
-    let flash = host.provision_flash("demo", 256)?;
+    let flash = host.provision_flash(board, "demo", 256)?;
     step(&format!(
         "flash provisioned with the agent's certificate and usp.json (endpoint {AGENT_ENDPOINT})"
     ));
