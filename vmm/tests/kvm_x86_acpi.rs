@@ -109,3 +109,51 @@ fn a_write_next_to_the_mmio_page_is_no_signal() {
     assert_eq!(stdout(&o), "R\n");
     assert!(!e.contains("boot-ready"), "{e}");
 }
+
+/// A bzImage shell around hand-written 64-bit code, booted through the real boot protocol
+/// (zero page, ACPI tables, in-kernel irqchip): boot protocol 2.15, loaded high, 64-bit entry
+/// 0x200 into the protected-mode part (file offset 0xc00 with 4 setup sectors).
+fn fake_bzimage(code: &[u8]) -> Vec<u8> {
+    let mut bz = vec![0u8; 0x2000];
+    bz[0x1f1] = 4; // setup sectors
+    bz[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
+    bz[0x202..0x206].copy_from_slice(b"HdrS");
+    bz[0x206..0x208].copy_from_slice(&0x20fu16.to_le_bytes());
+    bz[0x211] = 1; // loadflags: LOADED_HIGH
+    bz[0x214..0x218].copy_from_slice(&0x10_0000u32.to_le_bytes()); // code32_start
+    bz[0x236..0x238].copy_from_slice(&1u16.to_le_bytes()); // XLF_KERNEL_64
+    bz[0x258..0x260].copy_from_slice(&0x100_0000u64.to_le_bytes()); // pref_address
+    bz[0x260..0x264].copy_from_slice(&0x10_0000u32.to_le_bytes()); // init_size
+    bz[0xc00..0xc00 + code.len()].copy_from_slice(code);
+    bz
+}
+
+/// The guest follows the zero page (RSI) to `acpi_rsdp_addr` (+0x70), prints the 8 bytes found
+/// there on the UART, then powers off through the sleep control register. With the in-kernel
+/// irqchip HLT would not end the VM: only the ACPI register can.
+#[test]
+fn booted_guest_finds_the_rsdp_through_the_zero_page_and_powers_off() {
+    let code = guest(&[
+        vec![0x48, 0x8b, 0x5e, 0x70], // mov rbx, [rsi + 0x70]
+        vec![0xb9, 8, 0, 0, 0],       // mov ecx, 8
+        vec![0x66, 0xba, 0xf8, 0x03], // mov dx, 0x3f8
+        vec![0x8a, 0x03],             // loop: mov al, [rbx]
+        vec![0xee],                   //   out dx, al
+        vec![0x48, 0xff, 0xc3],       //   inc rbx
+        vec![0xff, 0xc9],             //   dec ecx
+        vec![0x75, 0xf6],             //   jnz loop
+        vec![0xb0, b'\n', 0xee],      // newline
+        out8(SLEEP_CONTROL, S5 | SLP_EN),
+        SPIN.to_vec(),
+    ]);
+    let s = Scratch::new("acpi-rsdp");
+    let k = s.file("bzImage", &fake_bzimage(&code));
+    let o = run(
+        &["--kernel", k.to_str().unwrap(), "--memory=32", "--vcpus=2"],
+        T,
+    );
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{e}");
+    assert_eq!(stdout(&o), "RSD PTR \n", "{e}");
+    assert!(e.contains("exit: guest power-off (code 0)"), "{e}");
+}
