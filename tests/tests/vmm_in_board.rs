@@ -233,3 +233,34 @@ fn qemu_q35_x86_64_stock_kernel() {
     };
     app_lifecycle("qemu-q35-x86_64", GuestKernel::Stock, &launch);
 }
+
+/// A guest kernel panic on x86 (no init: `rdinit=` names a missing file, `panic=-1` reboots at
+/// once) restarts the machine (Linux tries the FADT reset register first): the VMM ends with the
+/// reboot code 3 and removes its control socket.
+#[test]
+#[ignore = "needs `make firmware` and the minimal guest kernel (`make guest-kernels`); run by `make e2e`"]
+fn qemu_q35_x86_64_guest_panic_is_a_reboot() {
+    let board = "qemu-q35-x86_64";
+    let (mut vm, _images) = board_with_images(board, GuestKernel::Minimal);
+    let launch = VmmLaunch {
+        extra_cmdline: "rdinit=/no-such-init".into(),
+        ..Default::default()
+    };
+    let run = VmmRun::start(&mut vm, &launch).unwrap();
+    let code = run.wait_exit(&mut vm, APP_READY);
+    let logs = run.logs(&mut vm).unwrap_or_default();
+    assert_eq!(
+        code,
+        Ok(3),
+        "{board}: VMM exit status after a panic:\n{logs}"
+    );
+    assert!(logs.contains("exit: guest reset (code 3)"), "{logs}");
+    assert!(logs.contains("Kernel panic"), "{logs}");
+    let left = vm
+        .run_ok(&format!("ls {BOARD_DIR}/vmm.sock 2>&1 || true"), CMD)
+        .unwrap();
+    assert!(
+        left.contains("No such file"),
+        "control socket left behind: {left}"
+    );
+}
