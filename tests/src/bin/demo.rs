@@ -5,7 +5,9 @@
 //! `cpevisorctl usp` controller reads the device, installs the sample app from a server on the
 //! host (OperationComplete, `DUStateChange!`), stops and starts it (ValueChange); the app runs as
 //! a microVM and answers; the board reboots on the same flash, the agent says `Boot!` again and
-//! the app is Active by itself. Exits non-zero if any step fails.
+//! the app is Active by itself. Boards that cannot run the aarch64 sample app show the agent
+//! over USP (announcement, DeviceInfo, ExecEnv) and stop there. Exits non-zero if any step
+//! fails.
 
 use cpevisor_boards::{Arch, Board, Isolation};
 use cpevisor_e2e::agent::{
@@ -116,18 +118,54 @@ fn runs_sample_app(board: &str) -> Result<bool, String> {
     Ok(b.isolation == Isolation::Kvm && b.cpu.arch == Arch::Aarch64)
 }
 
-/// On a board that cannot run the sample app: the agent, its ExecEnv, and power-off.
+/// On a board that cannot run the sample app: the agent over USP (announcement, DeviceInfo,
+/// its ExecEnv), and power-off.
 fn agent_only(board: &str) -> Result<(), String> {
-    let flash = Flash::blank("demo", 256)?;
+    let host = start_usp(board)?;
+    let flash = host.provision_flash(board, "demo", 256)?;
     step(&format!(
-        "booting {board} under QEMU (firmware from target/firmware/{board})"
+        "booting {board} under QEMU on that flash (firmware from target/firmware/{board})"
     ));
     let mut vm = boot(board, &flash)?;
-    step("the agent cpevisord and its ExecEnv on this board");
-    wait_agent(&mut vm, Duration::from_secs(60))?;
-    vm.run_ok("cpevisorctl list", Duration::from_secs(60))?;
+    meet_agent(&mut vm, &host)?;
     step("the sample app is an aarch64 microVM: run `make demo` on qemu-virt-a53 to see it");
     power_off(vm)
+}
+
+/// The broker on the host, announced.
+fn start_usp(board: &str) -> Result<UspHost, String> {
+    let host = UspHost::start("demo")?;
+    step(&format!(
+        "USP broker (mosquitto, TLS with client certificates) on 127.0.0.1:{0}; the board \
+         reaches it as 10.0.2.2:{0}",
+        host.broker.port()
+    ));
+    step(&format!(
+        "{board}'s flash provisioned with the agent's certificate and usp.json (endpoint \
+         {AGENT_ENDPOINT})"
+    ));
+    Ok(host)
+}
+
+/// The agent connects out to the broker; the controller sees it and reads the device.
+fn meet_agent(vm: &mut BoardVm, host: &UspHost) -> Result<(), String> {
+    wait_agent(vm, Duration::from_secs(60))?;
+    step("the agent cpevisord connects to the broker; the controller listens for it");
+    let how = host.wait_announced(&["OnBoardRequest", "Boot!"], Duration::from_secs(180))?;
+    step(&format!(
+        "controller: {AGENT_ENDPOINT} announced itself ({how})"
+    ));
+    let info = host.wait_answering("Device.DeviceInfo.", Duration::from_secs(60))?;
+    step(&format!(
+        "controller: cpevisorctl usp --agent {AGENT_ENDPOINT} get Device.DeviceInfo."
+    ));
+    show_run(&info);
+    usp(
+        host,
+        Duration::from_secs(60),
+        &["get", "Device.SoftwareModules.ExecEnv."],
+    )?;
+    Ok(())
 }
 
 fn power_off(mut vm: BoardVm) -> Result<(), String> {
@@ -150,37 +188,13 @@ fn demo(board: &str) -> Result<(), String> {
         packages.dir.display(),
         server.port
     ));
-    let host = UspHost::start("demo")?;
-    step(&format!(
-        "USP broker (mosquitto, TLS with client certificates) on 127.0.0.1:{}; the board \
-         reaches it as 10.0.2.2:{}",
-        host.broker.port(),
-        host.broker.port()
-    ));
+    let host = start_usp(board)?;
     let flash = host.provision_flash(board, "demo", 256)?;
-    step(&format!(
-        "flash provisioned with the agent's certificate and usp.json (endpoint {AGENT_ENDPOINT})"
-    ));
     step(&format!(
         "booting {board} under QEMU on that flash (firmware from target/firmware/{board})"
     ));
     let mut vm = boot(board, &flash)?;
-    wait_agent(&mut vm, Duration::from_secs(60))?;
-    step("the agent cpevisord connects to the broker; the controller listens for it");
-    let how = host.wait_announced(&["OnBoardRequest", "Boot!"], Duration::from_secs(180))?;
-    step(&format!(
-        "controller: {AGENT_ENDPOINT} announced itself ({how})"
-    ));
-    let info = host.wait_answering("Device.DeviceInfo.", Duration::from_secs(60))?;
-    step(&format!(
-        "controller: cpevisorctl usp --agent {AGENT_ENDPOINT} get Device.DeviceInfo."
-    ));
-    show_run(&info);
-    usp(
-        &host,
-        Duration::from_secs(60),
-        &["get", "Device.SoftwareModules.ExecEnv."],
-    )?;
+    meet_agent(&mut vm, &host)?;
 
     let url = format!("http://10.0.2.2:{}/status-1.0.cpkg", server.port);
     let done = usp(&host, Duration::from_secs(500), &["install", &url])?;
