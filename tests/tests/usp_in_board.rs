@@ -50,7 +50,12 @@ fn controller_manages_the_board_over_usp() {
     );
     let marker = format!("usp={BOARD_USP_DIR}/usp.json");
     vm.wait_for(&marker, Duration::from_secs(30))
-        .unwrap_or_else(|e| panic!("the init did not start the agent with --usp: {e}"));
+        .unwrap_or_else(|e| {
+            panic!(
+                "the init did not start the agent with --usp (firmware older than USP \
+                 provisioning? `make firmware BOARDS={BOARD}`): {e}"
+            )
+        });
 
     let agent_log = |vm: &mut BoardVm| {
         vm.run_ok("tail -c 4000 /run/cpevisord.log", Duration::from_secs(30))

@@ -14,7 +14,7 @@ use cpevisor_e2e::agent::{
     app_address, app_logs, fetch_status_page, reboot, sample_token, wait_agent, Flash, HttpServer,
     SamplePackages,
 };
-use cpevisor_e2e::usp::{CtlRun, UspHost, AGENT_ENDPOINT};
+use cpevisor_e2e::usp::{CtlRun, UspHost, AGENT_ENDPOINT, BOARD_USP_DIR};
 use cpevisor_e2e::{BoardVm, BootOptions};
 use std::time::{Duration, Instant};
 
@@ -149,6 +149,17 @@ fn start_usp(board: &str) -> Result<UspHost, String> {
 
 /// The agent connects out to the broker; the controller sees it and reads the device.
 fn meet_agent(vm: &mut BoardVm, host: &UspHost) -> Result<(), String> {
+    vm.wait_for(
+        &format!("usp={BOARD_USP_DIR}/usp.json"),
+        Duration::from_secs(30),
+    )
+    .map_err(|e| {
+        format!(
+            "the init did not start the agent with --usp (firmware older than USP \
+                 provisioning? `make firmware BOARDS={}`): {e}",
+            vm.board.name
+        )
+    })?;
     wait_agent(vm, Duration::from_secs(60))?;
     step("the agent cpevisord connects to the broker; the controller listens for it");
     let how = host.wait_announced(&["OnBoardRequest", "Boot!"], Duration::from_secs(180))?;
