@@ -13,6 +13,7 @@ mod agentd;
 mod common;
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -22,9 +23,9 @@ use cpevisor_agent::package::{load_signing_key, pack_dir};
 use serde_json::{json, Value};
 
 const BUSYBOX: &str = "/bin/busybox";
-const APPLETS: [&str; 16] = [
+const APPLETS: [&str; 17] = [
     "sh", "ps", "cat", "hostname", "ls", "touch", "ip", "mount", "unshare", "wget", "httpd",
-    "echo", "sleep", "grep", "tail", "tr",
+    "echo", "sleep", "grep", "tail", "tr", "id",
 ];
 
 /// Root, busybox-static and unshare are what these tests need; say so instead of failing
@@ -67,7 +68,13 @@ impl Scratch {
 
     /// Writes a runner spec for `command` with a link on `bridge` in 10.`net`.0.0/16.
     fn spec(&self, command: &[&str], bridge: &str, net: u8) -> PathBuf {
+        self.spec_as(command, bridge, net, None)
+    }
+
+    /// `spec`, with a user namespace mapping the app's root to `host_id` when given.
+    fn spec_as(&self, command: &[&str], bridge: &str, net: u8, host_id: Option<u32>) -> PathBuf {
         let spec = json!({
+            "host_id": host_id,
             "eu_id": "eu-5",
             "rootfs": self.0.join("rootfs"),
             "data_dir": self.0.join("data"),
@@ -127,6 +134,8 @@ grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp|SigIgn):' /proc/self/status | sed 's
 echo \"ADDR $(ip -4 -o addr show dev eth0)\"
 echo \"ROUTE $(ip route | grep default)\"
 echo \"DEV $(ls /dev | tr '\\n' ' ')\"
+echo \"ID $(id -u)\"
+echo \"UIDMAP $(cat /proc/self/uid_map)\"
 exit 3";
 
 #[test]
@@ -168,6 +177,20 @@ fn runner_contains_the_app() {
         "kept\n"
     );
     assert!(!s.0.join("rootfs/escape").exists());
+    // Without a user namespace the app is host root (its capabilities dropped below).
+    assert_eq!(line_after(&all, "ID "), "0", "{all}");
+    assert_eq!(
+        line_after(&all, "UIDMAP ")
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["0", "0", "4294967295"],
+        "{all}"
+    );
+    assert_eq!(
+        fs::metadata(s.0.join("data/written")).unwrap().uid(),
+        0,
+        "{all}"
+    );
     assert_eq!(line_after(&all, "HOST "), "eu-5");
     // seccomp answers EPERM to mount and unshare.
     assert!(
@@ -227,6 +250,138 @@ fn runner_contains_the_app() {
             "/dev/{absent} in the jail: {devs}"
         );
     }
+}
+
+/// What the app does as root of its own user namespace.
+const AS_MAPPED_ROOT: &str = "\
+echo \"ID $(id -u) $(id -g)\"
+echo \"UIDMAP $(cat /proc/self/uid_map)\"
+echo \"GIDMAP $(cat /proc/self/gid_map)\"
+echo \"SETGROUPS $(cat /proc/self/setgroups)\"
+echo \"PIDS $(ps -o pid | tail -n +2 | tr '\\n' ' ')\"
+touch /data/made && echo \"MADE ok\"
+(echo more >> /data/host-root-file) 2>&1 | sed 's/^/HOSTW /' || true
+touch /escape 2>&1 | sed 's/^/ROOTW /' || true
+echo \"ROOTOWNER $(ls -ln /bin/busybox | tr -s ' ' | cut -d ' ' -f 3)\"
+echo \"HOST $(hostname)\"
+echo \"ADDR $(ip -4 -o addr show dev eth0)\"
+grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status | sed 's/^/STATUS /'
+unshare -U true 2>&1 | sed 's/^/UNSHARE /'
+exit 4";
+
+#[test]
+fn runner_maps_the_app_root_to_its_host_id() {
+    if !can_run() {
+        return;
+    }
+    const HOST_ID: u32 = 100_005;
+    let s = Scratch::new("userns");
+    for applet in ["sed", "cut"] {
+        std::os::unix::fs::symlink("busybox", s.0.join("rootfs/bin").join(applet)).unwrap();
+    }
+    // A volume already the app's (no ownership walk) holding a file of host root's.
+    let data = s.0.join("data");
+    std::os::unix::fs::chown(&data, Some(HOST_ID), Some(HOST_ID)).unwrap();
+    let host_file = data.join("host-root-file");
+    fs::write(&host_file, "root's\n").unwrap();
+    let spec = s.spec_as(
+        &["/bin/sh", "-c", AS_MAPPED_ROOT],
+        "br-cpvt3",
+        73,
+        Some(HOST_ID),
+    );
+    let out = in_private_net(&format!("\"$RUNNER\" jail-exec {}", spec.display()));
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(4), "{all}");
+    // Root inside, HOST_ID outside, and only that one id.
+    assert_eq!(line_after(&all, "ID "), "0 0", "{all}");
+    for map in ["UIDMAP ", "GIDMAP "] {
+        assert_eq!(
+            line_after(&all, map).split_whitespace().collect::<Vec<_>>(),
+            ["0", "100005", "1"],
+            "{all}"
+        );
+    }
+    assert_eq!(line_after(&all, "SETGROUPS "), "deny", "{all}");
+    assert_eq!(line_after(&all, "MADE "), "ok", "{all}");
+    let made = fs::metadata(data.join("made")).unwrap();
+    assert_eq!((made.uid(), made.gid()), (HOST_ID, HOST_ID), "{all}");
+    // Host root's file is out of reach although the app is "root" and sees it.
+    assert!(
+        line_after(&all, "HOSTW ").contains("Permission denied"),
+        "{all}"
+    );
+    assert_eq!(fs::read_to_string(&host_file).unwrap(), "root's\n");
+    assert!(
+        line_after(&all, "ROOTW ").contains("Read-only file system"),
+        "{all}"
+    );
+    // The rootfs stays host root's: nobody inside.
+    assert_eq!(line_after(&all, "ROOTOWNER "), "65534", "{all}");
+    // The rest of the jail is as without a user namespace.
+    assert!(
+        line_after(&all, "PIDS ")
+            .split_whitespace()
+            .any(|p| p == "1"),
+        "{all}"
+    );
+    assert_eq!(line_after(&all, "HOST "), "eu-5");
+    assert!(
+        line_after(&all, "ADDR ").contains("inet 10.73.0.22/16"),
+        "{all}"
+    );
+    let status: Vec<&str> = all
+        .lines()
+        .filter_map(|l| l.strip_prefix("STATUS "))
+        .collect();
+    for want in [
+        "CapEff:\t0000000000000000",
+        "CapBnd:\t0000000000000000",
+        "NoNewPrivs:\t1",
+        "Seccomp:\t2",
+    ] {
+        assert!(status.contains(&want), "{want:?} not in {status:?}");
+    }
+    assert!(
+        line_after(&all, "UNSHARE ").contains("Operation not permitted"),
+        "{all}"
+    );
+}
+
+#[test]
+fn runner_gives_the_data_volume_to_the_mapped_id() {
+    if !can_run() {
+        return;
+    }
+    let s = Scratch::new("chown");
+    let data = s.0.join("data");
+    fs::create_dir_all(data.join("old/deeper")).unwrap();
+    fs::write(data.join("old/deeper/file"), "from a run as host root\n").unwrap();
+    let spec = s.spec_as(
+        &["/bin/sh", "-c", "echo new >> /data/old/deeper/file"],
+        "br-cpvt4",
+        74,
+        Some(100_009),
+    );
+    let out = in_private_net(&format!("\"$RUNNER\" jail-exec {}", spec.display()));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    for p in ["", "old", "old/deeper", "old/deeper/file"] {
+        let md = fs::metadata(data.join(p)).unwrap();
+        assert_eq!((md.uid(), md.gid()), (100_009, 100_009), "{p}");
+    }
+    assert_eq!(
+        fs::read_to_string(data.join("old/deeper/file")).unwrap(),
+        "from a run as host root\nnew\n"
+    );
+    // Back without a user namespace: host root's again.
+    let spec = s.spec(
+        &["/bin/sh", "-c", "echo back >> /data/old/deeper/file"],
+        "br-cpvt4",
+        74,
+    );
+    let out = in_private_net(&format!("\"$RUNNER\" jail-exec {}", spec.display()));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(fs::metadata(data.join("old/deeper/file")).unwrap().uid(), 0);
 }
 
 #[test]
@@ -434,6 +589,7 @@ fn agent_runs_jail_apps_with_the_same_lifecycle() {
             "/bin/sh",
             "-c",
             "echo \"up as $(hostname) at $CPEVISOR_IP\"; echo stored > /data/f; \
+             echo \"uidmap$(tr -s ' ' < /proc/self/uid_map)\"; \
              exec httpd -f -p 8080 -h /data",
         ],
         json!({"enable": false, "retry_min_wait_s": 1, "retry_max_wait_s": 1,
@@ -475,6 +631,13 @@ fn agent_runs_jail_apps_with_the_same_lifecycle() {
     assert_eq!(page, "stored\n");
     assert!(
         logs(&w, &eu).contains(&format!("up as {eu} at {ip}/16")),
+        "{}",
+        logs(&w, &eu)
+    );
+    // The agent's default on a kernel with user namespaces: root inside is 100000 + N.
+    let n: u32 = eu.strip_prefix("eu-").unwrap().parse().unwrap();
+    assert!(
+        logs(&w, &eu).contains(&format!("uidmap 0 {} 1", 100_000 + n)),
         "{}",
         logs(&w, &eu)
     );

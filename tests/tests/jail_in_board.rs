@@ -117,6 +117,18 @@ fn containment(vm: &mut BoardVm, eu_id: &str, pid: u32) {
         assert_eq!(field(cap), "0000000000000000", "{cap}:\n{status}");
     }
 
+    // Root inside its own user namespace, 100000 + N on the board (Debian's kernels have
+    // CONFIG_USER_NS, so the agent's default turns it on).
+    let n: u32 = eu_id.strip_prefix("eu-").unwrap().parse().unwrap();
+    let map = vm
+        .run_ok(&format!("cat /proc/{pid}/uid_map"), Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(
+        map.split_whitespace().collect::<Vec<_>>(),
+        ["0".to_string(), (100_000 + n).to_string(), "1".to_string()],
+        "uid_map of the app:\n{map}"
+    );
+
     // Its cgroup: the agent's per-EU one, with memory.max and pids.max set.
     let out = vm
         .run_ok(

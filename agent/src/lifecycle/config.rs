@@ -42,6 +42,11 @@ pub struct ExecEnvConfig {
     /// jail: the bridge the apps' veths join (default `br-lan`), created if missing.
     #[serde(default)]
     pub lan_bridge: Option<String>,
+    /// jail: each app in its own user namespace (root inside, an unprivileged id outside).
+    /// Default: where the kernel has user namespaces; `true` on a kernel without them runs
+    /// the apps without one (logged).
+    #[serde(default)]
+    pub user_namespace: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +63,30 @@ impl ExecEnvConfig {
             ExecEnvType::Kvm => Runner::Vmm,
             ExecEnvType::Jail => Runner::Jail,
         })
+    }
+
+    /// Whether this ExecEnv's jails get user namespaces; says why once (called when the
+    /// ExecEnv's backend is made).
+    pub fn jail_user_namespace(&self) -> bool {
+        use crate::supervise::jail::userns;
+        match (self.user_namespace, userns::available()) {
+            (Some(false), _) => {
+                crate::log_info!("{}: jails without user namespaces (config)", self.name);
+                false
+            }
+            (_, Ok(())) => {
+                crate::log_info!("{}: jails with user namespaces", self.name);
+                true
+            }
+            (Some(true), Err(why)) => {
+                crate::log_warn!("{}: jails without user namespaces: {why}", self.name);
+                false
+            }
+            (None, Err(why)) => {
+                crate::log_info!("{}: jails without user namespaces: {why}", self.name);
+                false
+            }
+        }
     }
 
     /// The bridge jail apps join.
@@ -158,6 +187,7 @@ impl AgentConfig {
                 runner: None,
                 app_network: None,
                 lan_bridge: None,
+                user_namespace: None,
             }],
             trusted_keys_dir: None,
             download_cap_bytes: default_cap(),
@@ -270,6 +300,25 @@ mod tests {
         assert_eq!(cfg.exec_envs[0].arch, host_arch());
         assert!(cfg.validate().is_ok());
         assert!(serde_json::from_str::<AgentConfig>(r#"{"exec_envs":[],"bogus":1}"#).is_err());
+    }
+
+    #[test]
+    fn jail_user_namespaces_follow_the_kernel_unless_turned_off() {
+        let parse = |extra: &str| -> ExecEnvConfig {
+            let text = format!(r#"{{"name":"jail0","type":"jail","memory_budget_mib":64{extra}}}"#);
+            serde_json::from_str(&text).unwrap()
+        };
+        let kernel_has_them = crate::supervise::jail::userns::available().is_ok();
+        assert_eq!(parse("").jail_user_namespace(), kernel_has_them);
+        assert_eq!(
+            parse(r#","user_namespace":true"#).jail_user_namespace(),
+            kernel_has_them
+        );
+        assert!(!parse(r#","user_namespace":false"#).jail_user_namespace());
+        assert!(serde_json::from_str::<ExecEnvConfig>(
+            r#"{"name":"j","type":"jail","memory_budget_mib":64,"user_namespace":"yes"}"#
+        )
+        .is_err());
     }
 
     #[test]

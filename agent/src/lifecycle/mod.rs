@@ -179,6 +179,7 @@ impl Agent {
                         .and_then(|n| crate::supervise::net::parse_network(n).ok()),
                     bridge: env.lan_bridge(),
                     pids_max: crate::supervise::backend::DEFAULT_JAIL_PIDS_MAX,
+                    user_namespace: env.jail_user_namespace(),
                 }),
             };
             backends.insert(env.name.clone(), b);

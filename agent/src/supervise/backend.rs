@@ -246,6 +246,8 @@ pub struct JailBackend {
     pub bridge: String,
     /// pids.max of each app's cgroup.
     pub pids_max: u32,
+    /// Each app in its own user namespace, root inside as `jail::userns::host_id` outside.
+    pub user_namespace: bool,
 }
 
 /// The bridge app veths join when the ExecEnv names none.
@@ -322,6 +324,13 @@ impl JailBackend {
             tmp_size_mib: spec.memory_mib.clamp(1, 4096),
             cgroup: spec.cgroup.clone(),
             net,
+            host_id: match self.user_namespace {
+                true => Some(
+                    jail::userns::host_id(&spec.eu_id)
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+                ),
+                false => None,
+            },
         };
         js.validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -522,11 +531,13 @@ mod tests {
             network: Some(std::net::Ipv4Addr::new(10, 100, 0, 0)),
             bridge: DEFAULT_LAN_BRIDGE.into(),
             pids_max: 64,
+            user_namespace: true,
         };
         let mut s = spec();
         s.command = vec!["/bin/app".into()];
         s.eu_id = "eu-2".into();
         let js = jail.jail_spec(&s, "/apps/k/rootfs".into()).unwrap();
+        assert_eq!(js.host_id, Some(jail::userns::USERNS_ID_BASE + 2));
         let net = js.net.unwrap();
         assert_eq!(net.host_if, "cpv-eu-2");
         assert_eq!(net.app_ip, std::net::Ipv4Addr::new(10, 100, 0, 10));

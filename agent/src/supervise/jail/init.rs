@@ -1,5 +1,5 @@
 //! The jail's PID 1. Cloned by the runner into fresh mount, PID, UTS, IPC and network
-//! namespaces, it waits for the runner's go (the veth is then in place), builds the jail
+//! namespaces (and a user namespace, when the spec has a host id), it waits for the runner's go (the veth is then in place), builds the jail
 //! (mounts, hostname, addresses), forks the app, which drops every privilege and execs the
 //! command, then stays as a minimal init: forwards termination signals, reaps orphans, and
 //! reports the app's exit to the runner. When it exits the kernel kills whatever is left in
@@ -128,10 +128,37 @@ fn build(spec: &JailSpec, fds: &InitFds) -> Result<(), String> {
         _ => return Err("jail: the runner gave up before the jail was built".into()),
     }
     drop(go);
-    mounts::enter_rootfs(spec)?;
+    // Still host root by id (with capabilities only in the jail's namespaces) until the
+    // mounts switch: the host directories on the way to the rootfs and data volume may be
+    // root's alone.
+    mounts::enter_rootfs(spec, || match spec.host_id {
+        Some(_) => become_namespace_root(),
+        None => Ok(()),
+    })?;
     nix::unistd::sethostname(&spec.eu_id)
         .map_err(|e| format!("jail: hostname {}: {e}", spec.eu_id))?;
     configure_network(spec)?;
+    Ok(())
+}
+
+/// Switches to uid/gid 0 of the jail's user namespace (the runner has mapped it to the app's
+/// host id), keeping the namespace's capabilities for the app's own drop.
+fn become_namespace_root() -> Result<(), String> {
+    // SAFETY: setresgid/setresuid take ids by value; the process is single-threaded.
+    if unsafe { libc::setresgid(0, 0, 0) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(format!("jail: become gid 0 of the user namespace: {e}"));
+    }
+    // SAFETY: as above.
+    if unsafe { libc::setresuid(0, 0, 0) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(format!("jail: become uid 0 of the user namespace: {e}"));
+    }
+    // A change of ids clears both: the parent-death signal, and dumpable, which would leave
+    // /proc/self owned by host root and out of the app's reach.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .map_err(|e| format!("jail: parent-death signal: {e}"))?;
+    nix::sys::prctl::set_dumpable(true).map_err(|e| format!("jail: dumpable: {e}"))?;
     Ok(())
 }
 

@@ -1,11 +1,12 @@
 //! The jail backend's machinery, for boards without hardware virtualization: each app runs in
-//! its own mount, PID, UTS, IPC and network namespaces, on its read-only rootfs with a writable
-//! data volume, without capabilities, under no_new_privs and a seccomp filter, inside its cgroup.
+//! its own mount, PID, UTS, IPC, network and (where the kernel has them) user namespaces, on
+//! its read-only rootfs with a writable data volume, without capabilities, under no_new_privs
+//! and a seccomp filter, inside its cgroup.
 //!
 //! - `spec`: what the agent asks for (JSON file), bounded and validated.
 //! - `runner`: `cpevisord jail-exec`, the host side (cgroup, bridge, veth, clone, wait).
 //! - `init`: the jail's PID 1 (mounts, hostname, addresses, privilege drop, exec, reaping).
-//! - `mounts`, `netlink`, `caps`, `seccomp`: one mechanism each.
+//! - `mounts`, `netlink`, `caps`, `seccomp`, `userns`: one mechanism each.
 
 pub mod caps;
 pub mod init;
@@ -14,6 +15,7 @@ pub mod netlink;
 pub mod runner;
 pub mod seccomp;
 pub mod spec;
+pub mod userns;
 
 pub use runner::main as jail_exec_main;
 pub use spec::{JailNet, JailSpec};

@@ -18,19 +18,38 @@ fn fail(what: &str, path: &Path, e: nix::errno::Errno) -> String {
     format!("jail: {what} {}: {e}", path.display())
 }
 
+/// The flags `path`'s mount has now. In a user namespace the host's flags of a bound mount
+/// are locked (a remount must repeat them), so every remount here adds to them.
+fn current_flags(path: &Path) -> Result<MsFlags, String> {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    let have = statvfs(path).map_err(|e| fail("statvfs", path, e))?.flags();
+    let pairs = [
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ];
+    Ok(pairs
+        .into_iter()
+        .filter(|(st, _)| have.contains(*st))
+        .fold(MsFlags::empty(), |acc, (_, ms)| acc | ms))
+}
+
+/// Remounts the bind mount at `dst` with `extra` on top of the flags it has.
+fn remount_bind(dst: &Path, extra: MsFlags) -> Result<(), String> {
+    let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | current_flags(dst)? | extra;
+    mount(None::<&str>, dst, None::<&str>, flags, None::<&str>).map_err(|e| fail("remount", dst, e))
+}
+
 fn bind(src: &Path, dst: &Path, extra: MsFlags) -> Result<(), String> {
     mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>)
         .map_err(|e| fail(&format!("bind {} onto", src.display()), dst, e))?;
     if !extra.is_empty() {
         // Flags of a bind mount change only with a remount.
-        mount(
-            None::<&str>,
-            dst,
-            None::<&str>,
-            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | extra,
-            None::<&str>,
-        )
-        .map_err(|e| fail("remount", dst, e))?;
+        remount_bind(dst, extra)?;
     }
     Ok(())
 }
@@ -65,13 +84,21 @@ fn populate_dev(dev: &Path) -> Result<(), String> {
 }
 
 /// Builds the jail's tree under `spec.rootfs` and makes it `/`. Runs in the jail's PID 1,
-/// inside its own mount and PID namespaces, before any privilege is dropped.
-pub fn enter_rootfs(spec: &JailSpec) -> Result<(), String> {
+/// inside its own mount and PID namespaces, before any privilege is dropped. `switch_ids`
+/// runs once the host's paths (rootfs, data volume) are bound and the rootfs is the working
+/// directory: the jail's user-namespace ids reach no further into the host, and filesystems
+/// mounted in the user namespace only take files from a mapped owner.
+pub fn enter_rootfs(
+    spec: &JailSpec,
+    switch_ids: impl FnOnce() -> Result<(), String>,
+) -> Result<(), String> {
     let root = &spec.rootfs;
-    let at = |p: &str| -> PathBuf { root.join(p) };
     for p in MOUNT_POINTS {
-        if !at(p).is_dir() {
-            return Err(format!("jail: mount point {} is missing", at(p).display()));
+        if !root.join(p).is_dir() {
+            return Err(format!(
+                "jail: mount point {} is missing",
+                root.join(p).display()
+            ));
         }
     }
     // Nothing mounted here propagates back to the host, and nothing from the host comes in.
@@ -93,7 +120,11 @@ pub fn enter_rootfs(spec: &JailSpec) -> Result<(), String> {
     )
     .map_err(|e| fail("bind rootfs", root, e))?;
     let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    bind(&spec.data_dir, &at("data"), nosuid_nodev)?;
+    bind(&spec.data_dir, &root.join("data"), nosuid_nodev)?;
+    // From here on paths are relative to the rootfs (now on its own mount).
+    nix::unistd::chdir(root.as_path()).map_err(|e| fail("chdir", root, e))?;
+    switch_ids()?;
+    let at = |p: &str| -> PathBuf { PathBuf::from(p) };
     mount(
         Some("proc"),
         &at("proc"),
@@ -132,15 +163,7 @@ pub fn enter_rootfs(spec: &JailSpec) -> Result<(), String> {
         &format!("mode=1777,size={}m", spec.tmp_size_mib),
     )?;
     // Read-only last: the mounts above only needed their mount points to exist.
-    mount(
-        None::<&str>,
-        root.as_path(),
-        None::<&str>,
-        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | nosuid_nodev,
-        None::<&str>,
-    )
-    .map_err(|e| fail("remount read-only", root, e))?;
-    nix::unistd::chdir(root.as_path()).map_err(|e| fail("chdir", root, e))?;
+    remount_bind(Path::new("."), MsFlags::MS_RDONLY | nosuid_nodev)?;
     // pivot_root(".", "."): the old root ends up stacked under the new one, then detached,
     // so no directory in the rootfs is needed for it.
     nix::unistd::pivot_root(".", ".").map_err(|e| fail("pivot_root into", root, e))?;

@@ -138,9 +138,20 @@ fn start(spec: &JailSpec, ready_fd: Option<RawFd>) -> Result<Started, String> {
         std::fs::write(&procs, std::process::id().to_string())
             .map_err(|e| format!("jail: join {}: {e}", procs.display()))?;
     }
-    // Shield the runner and the init from the memory cgroup's OOM killer (the app resets its
-    // own score), so the app is what gets killed and the runner lives to report it.
-    let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");
+    // The jail starts with an ordinary OOM score whose floor (set by a privileged write) is
+    // that score: an app in a user namespace has no host CAP_SYS_RESOURCE, so it can never
+    // lower it. The runner and the init are shielded below, each on its own.
+    let _ = std::fs::write("/proc/self/oom_score_adj", "0");
+    // The app's root is `host_id` on the host (host root without a user namespace): /data
+    // must be its own, also after the setting changed.
+    super::userns::own_data(&spec.data_dir, spec.host_id.unwrap_or(0))?;
+    // Host root's supplementary groups would follow the app into its user namespace (where
+    // setgroups is denied) and still open group-accessible host files.
+    // SAFETY: setgroups with a count of 0 reads no memory.
+    if unsafe { libc::setgroups(0, std::ptr::null()) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(format!("jail: drop supplementary groups: {e}"));
+    }
     for sig in FORWARDED {
         // SAFETY: `forward_to_init` only reads an atomic and calls kill(2).
         let _ = unsafe { signal::signal(sig, SigHandler::Handler(forward_to_init)) };
@@ -163,11 +174,16 @@ fn start(spec: &JailSpec, ready_fd: Option<RawFd>) -> Result<Started, String> {
     };
     let parent_ends = [go_w.as_raw_fd(), err_r.as_raw_fd(), status_r.as_raw_fd()];
     let mut stack = vec![0u8; INIT_STACK];
-    let flags = CloneFlags::CLONE_NEWPID
+    let mut flags = CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWNET;
+    if spec.host_id.is_some() {
+        // In one clone: the other namespaces are then owned by the new user namespace, so the
+        // init may mount /proc for its PID namespace and configure its network.
+        flags |= CloneFlags::CLONE_NEWUSER;
+    }
     let child_spec = spec.clone();
     let mut fds = Some(fds);
     let callback = Box::new(move || {
@@ -187,6 +203,9 @@ fn start(spec: &JailSpec, ready_fd: Option<RawFd>) -> Result<Started, String> {
         .map_err(|e| format!("jail: clone into new namespaces: {e}"))?;
     drop(stack);
     INIT_PID.store(init.as_raw(), Ordering::Relaxed);
+    // Shield the runner from the memory cgroup's OOM killer, so the app is what gets killed and
+    // the runner lives to report it (only its own score: the init already has its copy).
+    let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");
     drop(go_r);
     drop(err_w);
     drop(status_w);
@@ -195,6 +214,12 @@ fn start(spec: &JailSpec, ready_fd: Option<RawFd>) -> Result<Started, String> {
         let _ = waitpid(init, None);
         Err(msg)
     };
+    if let Some(id) = spec.host_id {
+        // Before the go: the init becomes the namespace's root only once this is written.
+        if let Err(msg) = super::userns::write_maps(init.as_raw(), id) {
+            return abort(msg);
+        }
+    }
     if let (Some(nl), Some(net), Some(bridge)) = (&mut nl, &spec.net, bridge) {
         let linked = nl
             .create_veth(&net.host_if, JAIL_IF, init.as_raw() as u32)
@@ -221,6 +246,9 @@ fn start(spec: &JailSpec, ready_fd: Option<RawFd>) -> Result<Started, String> {
         let _ = waitpid(init, None);
         return Err(error);
     }
+    // The app runs with its own copy of the score; now the init may be shielded too.
+    let init_score = format!("/proc/{}/oom_score_adj", init.as_raw());
+    let _ = std::fs::write(init_score, "-1000");
     Ok(Started {
         init,
         status: File::from(status_r),

@@ -36,6 +36,10 @@ pub struct JailSpec {
     /// The app's link; None: only loopback.
     #[serde(default)]
     pub net: Option<JailNet>,
+    /// Host uid and gid that the jail's 0 maps to in its own user namespace (`userns`);
+    /// None: no user namespace, the app is host root without capabilities.
+    #[serde(default)]
+    pub host_id: Option<u32>,
 }
 
 /// A veth pair: `host_if` in the host namespace on `bridge`, `eth0` in the jail.
@@ -110,6 +114,9 @@ impl JailSpec {
         check_path("data_dir", &self.data_dir)?;
         if let Some(cg) = &self.cgroup {
             check_path("cgroup", cg)?;
+        }
+        if let Some(id) = self.host_id {
+            super::userns::check_host_id(id)?;
         }
         match self.command.first() {
             None => return Err("command: empty (a jail app needs a command)".into()),
@@ -191,6 +198,7 @@ mod tests {
                 host_if: "cpv-eu-1".into(),
                 app_ip: Ipv4Addr::new(10, 100, 0, 6),
             }),
+            host_id: Some(100_001),
         }
     }
 
@@ -207,6 +215,7 @@ mod tests {
             (|s| s.command.push("a\0b".into()), "command[3]"),
             (|s| s.env.push("NOEQUALS".into()), "env"),
             (|s| s.tmp_size_mib = 0, "tmp_size_mib"),
+            (|s| s.host_id = Some(0), "host_id"),
             (
                 |s| s.net.as_mut().unwrap().bridge = "a-very-long-bridge-name".into(),
                 "net.bridge",
