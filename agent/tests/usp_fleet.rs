@@ -126,6 +126,7 @@ fn one_controller_installs_an_app_on_a_fleet() {
             keep_alive_s: 60,
             max_record_bytes: None,
             reboot_command: None,
+            websocket: None,
         };
         let session = Session::start(agent.clone(), &file, &dir).expect("session");
         fleet.push(Member { agent, session });

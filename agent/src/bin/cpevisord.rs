@@ -24,7 +24,9 @@ const USAGE: &str =
   --socket PATH     control socket (default /run/cpevisord.sock)
   --usp FILE        remote management over USP/MQTT (JSON: broker_host, broker_port, ca_file,
                     cert_file, key_file, endpoint_id, topic, controllers [{endpoint_id, topic,
-                    role FullAccess|ReadOnly}], device_info, reboot_command); none: local only
+                    role FullAccess|ReadOnly, identity}], device_info, reboot_command;
+                    websocket {host, port, path, server_name}: USP/WebSocket to the
+                    controller instead of MQTT); none: local only
   --log-level N     0 error, 1 warn, 2 info (default), 3 debug";
 
 enum ConfigSource {

@@ -40,3 +40,4 @@ pub mod config;
 pub mod dm;
 pub mod endpoint;
 pub mod session;
+pub mod ws_session;

@@ -24,6 +24,7 @@ use serde::Deserialize;
 use super::config::{ControllerConfig, DeviceInfoConfig, Role, UspConfig};
 use super::dm::{DataModel, RebootHook};
 use super::endpoint::Endpoint;
+use super::ws_session::{self, WsTarget};
 use crate::lifecycle::Agent;
 
 /// How long the loop waits for MQTT traffic before it looks at the agent's events.
@@ -43,6 +44,8 @@ const THREAD_STACK: usize = 256 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UspFile {
+    /// The MQTT broker; not needed when `websocket` is given.
+    #[serde(default)]
     pub broker_host: String,
     #[serde(default = "default_port")]
     pub broker_port: u16,
@@ -74,6 +77,10 @@ pub struct UspFile {
     /// What `Device.Reboot()` runs (argv); absent: the command is refused.
     #[serde(default)]
     pub reboot_command: Option<Vec<String>>,
+    /// Present: the MTP is a WebSocket to the controller (the agent connects), not MQTT;
+    /// `ca_file`, `cert_file`, `key_file` then apply to it.
+    #[serde(default)]
+    pub websocket: Option<WsTarget>,
 }
 
 /// One controller allowed to manage this agent.
@@ -135,8 +142,12 @@ impl UspFile {
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        if self.broker_host.is_empty() || self.broker_host.len() > 253 {
-            return Err("broker_host must be 1..253 bytes".into());
+        match &self.websocket {
+            Some(ws) => ws.validate()?,
+            None if self.broker_host.is_empty() || self.broker_host.len() > 253 => {
+                return Err("broker_host must be 1..253 bytes (or give a websocket object)".into())
+            }
+            None => {}
         }
         if self.broker_port == 0 {
             return Err("broker_port must not be 0".into());
@@ -298,10 +309,10 @@ pub struct SessionStats {
 }
 
 #[derive(Debug, Default)]
-struct Counters(Mutex<SessionStats>);
+pub(super) struct Counters(Mutex<SessionStats>);
 
 impl Counters {
-    fn bump(&self, f: impl FnOnce(&mut SessionStats)) {
+    pub(super) fn bump(&self, f: impl FnOnce(&mut SessionStats)) {
         f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
@@ -333,14 +344,13 @@ impl Session {
     /// Builds the data model and endpoint over `agent` and connects as `file` says.
     pub fn start(agent: Arc<Agent>, file: &UspFile, state_dir: &Path) -> Result<Session, String> {
         file.validate()?;
-        if file.ca_file.is_none() {
+        if file.websocket.is_none() && file.ca_file.is_none() {
             crate::log_warn!(
                 "usp: no ca_file: talking to {}:{} over plain TCP",
                 file.broker_host,
                 file.broker_port
             );
         }
-        let mqtt = file.mqtt_config()?;
         let dm = DataModel::open(
             agent.clone(),
             file.usp_config(),
@@ -349,7 +359,24 @@ impl Session {
         )
         .map_err(|f| format!("usp data model: {f}"))?;
         let endpoint = Endpoint::new(dm);
+        if let Some(ws) = &file.websocket {
+            return ws_session::start(endpoint, agent, file, ws);
+        }
+        let mqtt = file.mqtt_config()?;
         Session::start_with(endpoint, agent, mqtt, file.topic())
+    }
+
+    /// A session whose thread another MTP (the WebSocket one) started.
+    pub(super) fn from_parts(
+        stop: Arc<AtomicBool>,
+        thread: JoinHandle<()>,
+        stats: Arc<Counters>,
+    ) -> Session {
+        Session {
+            stop,
+            thread: Some(thread),
+            stats,
+        }
     }
 
     /// Runs `endpoint` over a client made from `mqtt` (whose subscriptions must include

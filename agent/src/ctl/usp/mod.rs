@@ -6,6 +6,7 @@
 
 pub mod engine;
 mod render;
+pub mod ws_server;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -51,7 +52,12 @@ options:
   --roster FILE                agents seen are added here by `agents`; read by --all
   --timeout SECS               give up on agents not done by then (default 60)
   --listen SECS                how long `agents` listens (default 5)
-  --json                       JSON instead of a table";
+  --json                       JSON instead of a table
+  --ws-listen HOST:PORT        be a USP WebSocket server (subprotocol v1.usp) that agents
+                               connect to, instead of using a broker; with --ws-cert FILE
+                               --ws-key FILE (our server certificate) and --ca FILE (the CA
+                               agents' client certificates must come from) it is TLS with
+                               client certificates required";
 
 /// The controller's connection settings (`--config FILE`, flags override).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +103,16 @@ pub struct UspCli {
     pub listen: Duration,
     /// None for `agents`.
     pub op: Option<Op>,
+    /// `--ws-listen`: serve agents over WebSocket instead of the broker.
+    pub ws: Option<WsListen>,
+}
+
+/// The WebSocket server's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WsListen {
+    pub addr: String,
+    /// Our server certificate and key; None: plain TCP.
+    pub cert: Option<(PathBuf, PathBuf)>,
 }
 
 /// Largest config, agents or roster file read.
@@ -169,6 +185,9 @@ pub fn parse(args: &[String]) -> Result<UspCli, String> {
     let mut timeout = Duration::from_secs(60);
     let mut listen = Duration::from_secs(5);
     let mut env = None;
+    let mut ws_listen: Option<String> = None;
+    let mut ws_cert: Option<PathBuf> = None;
+    let mut ws_key: Option<PathBuf> = None;
     let mut words: Vec<&str> = Vec::new();
     let mut i = 0;
     while i < args.len() {
@@ -214,6 +233,9 @@ pub fn parse(args: &[String]) -> Result<UspCli, String> {
             "--timeout" => timeout = parse_secs(a, value()?)?,
             "--listen" => listen = parse_secs(a, value()?)?,
             "--env" => env = Some(value()?.to_string()),
+            "--ws-listen" => ws_listen = Some(value()?.to_string()),
+            "--ws-cert" => ws_cert = Some(value()?.into()),
+            "--ws-key" => ws_key = Some(value()?.into()),
             _ if a.starts_with("--") => return Err(format!("unknown option {a}")),
             _ => words.push(a),
         }
@@ -340,7 +362,22 @@ pub fn parse(args: &[String]) -> Result<UspCli, String> {
             "usp {cmd}: name the agents (--agent EP, --agents-file FILE or --all)"
         ));
     }
-    if config.broker_host.is_empty() {
+    let ws = match (ws_listen, ws_cert, ws_key) {
+        (Some(addr), Some(c), Some(k)) => {
+            if config.ca_file.is_none() {
+                return Err("--ws-listen with TLS needs --ca FILE (the agents' CA)".into());
+            }
+            Some(WsListen {
+                addr,
+                cert: Some((c, k)),
+            })
+        }
+        (Some(addr), None, None) => Some(WsListen { addr, cert: None }),
+        (Some(_), _, _) => return Err("--ws-cert and --ws-key go together".into()),
+        (None, None, None) => None,
+        (None, _, _) => return Err("--ws-cert and --ws-key need --ws-listen".into()),
+    };
+    if ws.is_none() && config.broker_host.is_empty() {
         return Err("no broker: give --broker HOST[:PORT] or --config FILE".into());
     }
     if config.endpoint_id.is_empty() {
@@ -371,6 +408,7 @@ pub fn parse(args: &[String]) -> Result<UspCli, String> {
         timeout,
         listen,
         op,
+        ws,
     })
 }
 
@@ -496,7 +534,9 @@ fn save_roster(path: &Path, seen: &[RosterEntry]) -> Result<(), String> {
 /// A connected controller: the engine plus the MQTT client behind it.
 pub struct Connection {
     pub controller: Controller,
-    client: Arc<MqttClient>,
+    client: Option<Arc<MqttClient>>,
+    /// Set when agents connect to us over WebSocket instead.
+    server: Option<ws_server::WsServer>,
 }
 
 impl Connection {
@@ -586,15 +626,45 @@ impl Connection {
             }
         });
         let controller = Controller::new(&config.endpoint_id, &config.agent_topic(), send, rx);
-        Ok(Connection { controller, client })
+        Ok(Connection {
+            controller,
+            client: Some(client),
+            server: None,
+        })
+    }
+
+    /// Listens for agents' WebSockets as `ws` says; the engine addresses agents by
+    /// Endpoint ID, each on its own connection.
+    pub fn open_ws(ws: &WsListen, config: &CtlConfig) -> Result<Connection, String> {
+        let tls = match (&ws.cert, &config.ca_file) {
+            (Some((cert, key)), Some(ca)) => Some(
+                cpevisor_usp::tls::server_config(cert, key, Some(ca)).map_err(|e| e.to_string())?,
+            ),
+            _ => None,
+        };
+        let (tx, rx) = mpsc::sync_channel::<Inbound>(4096);
+        let server = ws_server::WsServer::start(&ws.addr, tls, &config.endpoint_id, tx)?;
+        let controller = Controller::new(&config.endpoint_id, "{id}", server.sender(), rx);
+        Ok(Connection {
+            controller,
+            client: None,
+            server: Some(server),
+        })
+    }
+
+    /// With a WebSocket server: waits until each of `agents` has connected (or `deadline`).
+    pub fn wait_for_agents(&self, agents: &[String], deadline: Instant) {
+        if let Some(s) = &self.server {
+            s.wait_for(agents, deadline);
+        }
     }
 
     /// Waits (up to `wait`) until everything queued has been handed to the broker.
     pub fn flush(&self, wait: Duration) {
+        // WebSocket sends are written before they return: nothing to wait for.
+        let Some(client) = &self.client else { return };
         let deadline = Instant::now() + wait;
-        while Instant::now() < deadline
-            && self.client.stats().published < self.controller.stats().sent
-        {
+        while Instant::now() < deadline && client.stats().published < self.controller.stats().sent {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -602,7 +672,11 @@ impl Connection {
 
 /// Runs a parsed `usp` command; returns the exit code.
 pub fn run(cli: &UspCli) -> i32 {
-    let mut conn = match Connection::open(&cli.config) {
+    let opened = match &cli.ws {
+        Some(ws) => Connection::open_ws(ws, &cli.config),
+        None => Connection::open(&cli.config),
+    };
+    let mut conn = match opened {
         Ok(c) => c,
         Err(e) => {
             eprintln!("cpevisorctl usp: {e}");
@@ -616,6 +690,7 @@ pub fn run(cli: &UspCli) -> i32 {
             let probed = if cli.agents.is_empty() {
                 Vec::new()
             } else {
+                conn.wait_for_agents(&cli.agents, started + cli.timeout);
                 conn.controller.run(&cli.agents, &Op::Probe, cli.timeout)
             };
             let mut seen: Vec<RosterEntry> = conn
@@ -640,7 +715,10 @@ pub fn run(cli: &UspCli) -> i32 {
             i32::from(probed.iter().any(|p| !p.ok))
         }
         Some(op) => {
-            let outcomes = conn.controller.run(&cli.agents, op, cli.timeout);
+            // Agents reach a WebSocket controller when their back-off lets them.
+            conn.wait_for_agents(&cli.agents, started + cli.timeout);
+            let left = (started + cli.timeout).saturating_duration_since(Instant::now());
+            let outcomes = conn.controller.run(&cli.agents, op, left);
             let stats = conn.controller.stats();
             render::print_outcomes(op, &outcomes, stats, started.elapsed(), cli.json);
             i32::from(outcomes.iter().any(|o| !o.ok))
@@ -722,6 +800,29 @@ mod tests {
         assert!(e(&format!("{CONN} --timeout soon --agent a get Device.")).contains("--timeout"));
         assert!(e(&format!("{CONN} --bogus")).contains("unknown option --bogus"));
         assert!(e(&format!("{CONN} --agent")).contains("--agent needs a value"));
+    }
+
+    #[test]
+    fn websocket_listen_flags() {
+        let c = p("--id self::c --ca ca.pem --ws-listen 127.0.0.1:9000 --ws-cert s.pem --ws-key s.key --agent os::a get Device.").unwrap();
+        assert_eq!(
+            c.ws,
+            Some(WsListen {
+                addr: "127.0.0.1:9000".into(),
+                cert: Some(("s.pem".into(), "s.key".into()))
+            })
+        );
+        let e = |s: &str| p(s).unwrap_err();
+        assert!(
+            e("--id c --ws-listen h:1 --ws-cert s.pem --agent a get Device.")
+                .contains("go together")
+        );
+        assert!(
+            e("--id c --ws-listen h:1 --ws-cert s --ws-key k --agent a get Device.")
+                .contains("--ca")
+        );
+        assert!(e("--id c --ws-cert s --ws-key k --agent a get Device.").contains("--ws-listen"));
+        assert!(p("--id c --ws-listen h:1 --agent a get Device.").is_ok());
     }
 
     #[test]

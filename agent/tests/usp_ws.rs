@@ -1,0 +1,192 @@
+//! USP over WebSocket end to end: a real `cpevisord --usp` whose file names a `websocket`
+//! controller, and `cpevisorctl usp --ws-listen` as the WebSocket server, with TLS both ways
+//! (certificates from the test PKI, no broker): DeviceInfo, an install from a loopback HTTP
+//! server with OperationComplete and `DUStateChange!`, a read-only controller refused with
+//! 7006, a controller whose certificate is not the identity configured for it ignored, and the
+//! agent coming back on its own after the controller went away.
+
+#[path = "common/agentd.rs"]
+mod agentd;
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use agentd::{App, World, CTL};
+use cpevisor_usp::broker::Pki;
+use serde_json::{json, Value};
+
+const AGENT: &str = "os::cpe-ws-1";
+const CTL_ID: &str = "self::ctl";
+const RO_ID: &str = "self::ro";
+/// Configured with an identity the test's server certificate (CN 127.0.0.1) does not carry.
+const OTHER_ID: &str = "self::other";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs `cpevisorctl usp --ws-listen 127.0.0.1:PORT ... --json ARGS` as controller `id`:
+/// (exit code, parsed stdout, stderr).
+fn usp(pki: &Pki, port: u16, id: &str, args: &[&str]) -> (i32, Value, String) {
+    let server = pki.server();
+    let out = Command::new(CTL)
+        .arg("usp")
+        .args(["--id", id, "--ws-listen", &format!("127.0.0.1:{port}")])
+        .arg("--ws-cert")
+        .arg(&server.cert)
+        .arg("--ws-key")
+        .arg(&server.key)
+        .arg("--ca")
+        .arg(pki.ca())
+        .args(["--agent", AGENT, "--json"])
+        .args(args)
+        .output()
+        .expect("cpevisorctl");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let v = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
+    (out.status.code().unwrap_or(-1), v, stderr)
+}
+
+fn only(v: &Value) -> &Value {
+    let r = v["results"].as_array().expect("results");
+    assert_eq!(r.len(), 1, "{v}");
+    &r[0]
+}
+
+fn row<'a>(result: &'a Value, name: &str) -> Option<&'a str> {
+    result["rows"]
+        .as_array()?
+        .iter()
+        .find(|r| {
+            r[0].as_str()
+                .is_some_and(|k| k == name || k.ends_with(&format!(".{name}")))
+        })
+        .and_then(|r| r[1].as_str())
+}
+
+fn events<'a>(result: &'a Value, kind: &str) -> Vec<&'a Value> {
+    result["events"]
+        .as_array()
+        .map(|a| a.iter().filter(|e| e["kind"] == kind).collect())
+        .unwrap_or_default()
+}
+
+fn write_usp_file(path: &Path, pki: &Pki, port: u16) {
+    let agent_id = pki.identity(AGENT).unwrap();
+    let v = json!({
+        "endpoint_id": AGENT,
+        "ca_file": pki.ca(), "cert_file": agent_id.cert, "key_file": agent_id.key,
+        // A short back-off: every CLI run is a controller that starts and goes away.
+        "websocket": {"host": "127.0.0.1", "port": port, "path": "/usp",
+                      "retry_min_ms": 100, "retry_max_ms": 400},
+        "controllers": [
+            {"endpoint_id": CTL_ID, "role": "FullAccess", "identity": "127.0.0.1"},
+            {"endpoint_id": RO_ID, "role": "ReadOnly", "identity": "127.0.0.1"},
+            {"endpoint_id": OTHER_ID, "role": "FullAccess", "identity": "ctl.example"},
+        ],
+        "device_info": {"manufacturer": "Example Networks", "model_name": "ws-board"},
+    });
+    fs::write(path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn controller_serves_an_agent_over_websocket() {
+    let mut world = World::new("usp-ws");
+    let pki = Pki::new(&world.root.join("pki")).expect("openssl test PKI");
+    let port = free_port();
+    let usp_file = world.root.join("usp.json");
+    write_usp_file(&usp_file, &pki, port);
+    world.wrap = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        format!("exec \"$0\" \"$@\" --usp {}", usp_file.display()),
+    ];
+    world.start_daemon(None);
+
+    // DeviceInfo: the agent connects to the controller once it listens.
+    let (code, v, err) = usp(
+        &pki,
+        port,
+        CTL_ID,
+        &["--timeout", "20", "get", "Device.DeviceInfo."],
+    );
+    assert_eq!(code, 0, "{v} {err}\nlog:\n{}", world.daemon_log());
+    let r = only(&v);
+    assert_eq!(row(r, "Manufacturer"), Some("Example Networks"), "{r}");
+    assert_eq!(row(r, "ModelName"), Some("ws-board"), "{r}");
+    assert!(row(r, "SoftwareVersion").is_some_and(|s| !s.is_empty()));
+
+    // Install from loopback HTTP: OperateResp, then DUStateChange! and OperationComplete.
+    let url = world.publish(&App::new("hello", "1.0"), "hello-1.0.cpkg");
+    let (code, v, err) = usp(&pki, port, CTL_ID, &["--timeout", "60", "install", &url]);
+    assert_eq!(code, 0, "{v} {err}\nlog:\n{}", world.daemon_log());
+    let r = only(&v);
+    let uuid = row(r, "UUID").expect("UUID output").to_string();
+    assert!(
+        events(r, "DUStateChange!")
+            .iter()
+            .any(|e| e["params"]["CurrentState"] == "Installed"
+                && e["params"]["UUID"] == uuid.as_str()),
+        "{r}"
+    );
+    assert_eq!(events(r, "OperationComplete").len(), 1, "{r}");
+    assert_eq!(
+        world.list()["deployment_units"].as_array().map(Vec::len),
+        Some(1)
+    );
+
+    // Read-only: Get works, an Operate is refused with 7006 and nothing changes.
+    let (code, v, err) = usp(
+        &pki,
+        port,
+        RO_ID,
+        &["--timeout", "20", "get", "Device.LocalAgent.EndpointID"],
+    );
+    assert_eq!(code, 0, "{v} {err}");
+    assert_eq!(row(only(&v), "EndpointID"), Some(AGENT));
+    let (code, v, _) = usp(&pki, port, RO_ID, &["--timeout", "20", "uninstall", &uuid]);
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(only(&v)["fault"]["code"], 7006, "{v}");
+    assert_eq!(
+        world.list()["deployment_units"].as_array().map(Vec::len),
+        Some(1)
+    );
+
+    // A controller whose certificate is not its configured identity gets no answer at all.
+    let (code, v, _) = usp(
+        &pki,
+        port,
+        OTHER_ID,
+        &["--timeout", "4", "get", "Device.DeviceInfo."],
+    );
+    assert_eq!(code, 1, "{v}");
+    // Code 0: the controller's own timeout, not an answer from the agent.
+    assert_eq!(only(&v)["fault"]["code"], 0, "{v}");
+    assert!(row(only(&v), "Manufacturer").is_none(), "{v}");
+
+    // The controller was away for a while: the agent retried and comes back by itself.
+    std::thread::sleep(Duration::from_secs(2));
+    let started = Instant::now();
+    let (code, v, err) = usp(
+        &pki,
+        port,
+        CTL_ID,
+        &["--timeout", "20", "get", "Device.DeviceInfo.ModelName"],
+    );
+    assert_eq!(code, 0, "{v} {err}\nlog:\n{}", world.daemon_log());
+    assert_eq!(row(only(&v), "ModelName"), Some("ws-board"));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let log = world.daemon_log();
+    assert!(log.contains("WebSocket lost"), "{log}");
+    assert!(log.matches("open (controller").count() >= 5, "{log}");
+
+    world.stop_daemon();
+}
