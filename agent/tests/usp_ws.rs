@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use agentd::{App, World, CTL};
 use cpevisor_usp::broker::Pki;
+use cpevisor_usp::ws::{self, WsConfig, WsError};
 use serde_json::{json, Value};
 
 const AGENT: &str = "os::cpe-ws-1";
@@ -186,7 +187,78 @@ fn controller_serves_an_agent_over_websocket() {
     assert!(started.elapsed() < Duration::from_secs(10));
     let log = world.daemon_log();
     assert!(log.contains("WebSocket lost"), "{log}");
+    assert!(
+        log.contains(&format!("ignoring records from \"{OTHER_ID}\"")),
+        "{log}"
+    );
     assert!(log.matches("open (controller").count() >= 5, "{log}");
 
     world.stop_daemon();
+}
+
+/// The controller takes only agents with a certificate from its CA whose Endpoint ID is the
+/// one they announce.
+#[test]
+fn the_controller_refuses_agents_it_cannot_identify() {
+    let world = World::new("usp-ws-refuse");
+    let pki = Pki::new(&world.root.join("pki")).expect("openssl test PKI");
+    let port = free_port();
+    let server = pki.server();
+    let mut ctl = Command::new(CTL)
+        .arg("usp")
+        .args(["--id", CTL_ID, "--ws-listen", &format!("127.0.0.1:{port}")])
+        .arg("--ws-cert")
+        .arg(&server.cert)
+        .arg("--ws-key")
+        .arg(&server.key)
+        .arg("--ca")
+        .arg(pki.ca())
+        .args(["--agent", "os::never", "--timeout", "15", "get", "Device."])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("cpevisorctl");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the controller never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let config = |eid: &str| WsConfig {
+        endpoint_id: Some(eid.into()),
+        handshake_timeout: Duration::from_secs(5),
+        ..WsConfig::default()
+    };
+    let open = |tls: std::sync::Arc<rustls::ClientConfig>, eid: &str| {
+        ws::connect(
+            "127.0.0.1",
+            port,
+            "/usp",
+            Some((&tls, "127.0.0.1")),
+            &config(eid),
+        )
+    };
+    // No client certificate, or one from a CA nobody trusts: no WebSocket at all.
+    assert!(open(pki.client_tls(None).unwrap(), "os::anon").is_err());
+    let foreign = pki.foreign_identity("os::stranger").unwrap();
+    let foreign_tls = cpevisor_usp::tls::client_config(
+        &pki.ca(),
+        Some((foreign.cert.as_path(), foreign.key.as_path())),
+    )
+    .unwrap();
+    assert!(open(foreign_tls, "os::stranger").is_err());
+    // A good certificate announcing someone else's Endpoint ID: closed with 1008.
+    let mallory = pki.identity("os::mallory").unwrap();
+    let mut conn = open(pki.client_tls(Some(&mallory)).unwrap(), "os::never").expect("handshake");
+    match conn.reader.recv() {
+        Err(WsError::Closed { code, .. }) => assert_eq!(code, 1008),
+        other => panic!("expected close 1008, got {other:?}"),
+    }
+    // The same certificate with its own ID is taken (and then kept open).
+    let mut conn = open(pki.client_tls(Some(&mallory)).unwrap(), "os::mallory").expect("ok");
+    conn.reader
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(matches!(conn.reader.recv(), Err(WsError::Io(_))));
+    let _ = ctl.kill();
+    let _ = ctl.wait();
 }
