@@ -31,6 +31,10 @@ const MAX_PENDING: usize = 256;
 /// Received Records waiting for the endpoint: the reader stops reading when this is full.
 const INBOX: usize = 64;
 const THREAD_STACK: usize = 256 * 1024;
+/// A ping this often keeps NATs open and proves the controller is there...
+const PING_EVERY: Duration = Duration::from_secs(30);
+/// ...and a connection silent for this long (no pong either) is dead: reconnect.
+const SILENCE_LIMIT: Duration = Duration::from_secs(90);
 
 /// The `websocket` object of the `--usp` file: where the controller's WebSocket server is.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -223,6 +227,7 @@ impl Runner {
         let identity = conn.peer.as_ref().and_then(|p| p.common_name.clone());
         let (tx, inbox) = mpsc::sync_channel(INBOX);
         let mut reader = conn.reader;
+        reader.set_read_timeout(Some(SILENCE_LIMIT))?;
         // The reader blocks in recv; it ends when the connection does (the loop aborts it).
         std::thread::Builder::new()
             .name("usp-ws-reader".into())
@@ -251,7 +256,14 @@ impl Runner {
             return e;
         }
         let mut last_poll = Instant::now();
+        let mut last_ping = Instant::now();
         while !self.stopped() {
+            if last_ping.elapsed() >= PING_EVERY {
+                if let Err(e) = link.writer.ping(b"cpevisor") {
+                    return e.to_string();
+                }
+                last_ping = Instant::now();
+            }
             match link.inbox.recv_timeout(TICK) {
                 Ok(Ok(bytes)) => {
                     self.stats.bump(|s| s.received += 1);
