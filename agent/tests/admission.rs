@@ -4,81 +4,41 @@
 
 #[path = "common/agentd.rs"]
 mod agentd;
+mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 
 use agentd::{App, World};
+use common::Server;
 
-/// `common/serve.py` over the world's www/, logging each request's Range header.
-struct RangeServer {
-    child: Child,
-    port: u16,
-    log: PathBuf,
+/// Requests for `file` logged by `server` since the last call, as "GET /file range=...".
+fn take_requests(server: &Server, file: &str) -> Vec<String> {
+    let reqs = server
+        .requests()
+        .into_iter()
+        .filter(|l| l.contains(&format!("/{file} ")))
+        .collect();
+    let _ = fs::write(&server.log, "");
+    reqs
 }
 
-impl RangeServer {
-    fn start(root: &Path, log: &Path) -> RangeServer {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/serve.py");
-        let mut child = Command::new("python3")
-            .arg("-u")
-            .arg(script)
-            .arg("--root")
-            .arg(root)
-            .arg("--log")
-            .arg(log)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs serve.py");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line.trim().strip_prefix("PORT ").unwrap().parse().unwrap();
-        RangeServer {
-            child,
-            port,
-            log: log.to_path_buf(),
-        }
-    }
-
-    fn url(&self, file: &str) -> String {
-        format!("http://127.0.0.1:{}/{file}", self.port)
-    }
-
-    /// Requests for `file` since the last call, as "GET /file range=...".
-    fn take_requests(&self, file: &str) -> Vec<String> {
-        let text = fs::read_to_string(&self.log).unwrap_or_default();
-        let _ = fs::write(&self.log, "");
-        text.lines()
-            .filter(|l| l.contains(&format!("/{file} ")))
-            .map(str::to_string)
-            .collect()
-    }
-}
-
-impl Drop for RangeServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn url(server: &Server, file: &str) -> String {
+    server.url("http", "127.0.0.1", file)
 }
 
 #[test]
 fn packages_that_cannot_fit_are_refused_before_download() {
     let mut w = World::new("admit");
     w.start_daemon(None);
-    let server = RangeServer::start(&w.www, &w.root.join("requests.log"));
+    let server = Server::range(&w.www, &w.root.join("requests.log"), &[]);
 
     // 40 of the 64 MiB budget taken by a running app.
     let mut filler = App::new("filler", "1.0");
     filler.memory_mib = 40;
     w.publish(&filler, "filler.cpkg");
-    w.ctl_json(&["install", &server.url("filler.cpkg")])
+    w.ctl_json(&["install", &url(&server, "filler.cpkg")])
         .expect("filler installs");
-    let full_get = server.take_requests("filler.cpkg");
+    let full_get = take_requests(&server, "filler.cpkg");
     assert!(
         full_get.iter().any(|l| l.ends_with("range=-")),
         "an admitted package is downloaded in full: {full_get:?}"
@@ -91,7 +51,7 @@ fn packages_that_cannot_fit_are_refused_before_download() {
     big.memory_mib = 32;
     w.publish(&big, "big.cpkg");
     let err = w
-        .ctl_json(&["install", &server.url("big.cpkg")])
+        .ctl_json(&["install", &url(&server, "big.cpkg")])
         .unwrap_err();
     assert_eq!(err.0, 7227, "{}", err.1);
     assert!(err.1.contains("before download"), "{}", err.1);
@@ -101,7 +61,7 @@ fn packages_that_cannot_fit_are_refused_before_download() {
         err.1
     );
     assert_eq!(
-        server.take_requests("big.cpkg"),
+        take_requests(&server, "big.cpkg"),
         vec!["GET /big.cpkg range=bytes=0-65535".to_string()],
         "only the head was requested"
     );
@@ -112,10 +72,10 @@ fn packages_that_cannot_fit_are_refused_before_download() {
     arm.arch = "aarch64".into();
     w.publish(&arm, "arm.cpkg");
     let err = w
-        .ctl_json(&["install", &server.url("arm.cpkg")])
+        .ctl_json(&["install", &url(&server, "arm.cpkg")])
         .unwrap_err();
     assert_eq!(err.0, 7225, "{}", err.1);
-    assert_eq!(server.take_requests("arm.cpkg").len(), 1);
+    assert_eq!(take_requests(&server, "arm.cpkg").len(), 1);
     assert_eq!(w.state_files(), before);
 
     // An update of the running app to a version that needs more than the budget allows.
@@ -127,10 +87,10 @@ fn packages_that_cannot_fit_are_refused_before_download() {
         .unwrap()
         .to_string();
     let err = w
-        .ctl_json(&["update", &uuid, &server.url("filler-2.cpkg")])
+        .ctl_json(&["update", &uuid, &url(&server, "filler-2.cpkg")])
         .unwrap_err();
     assert_eq!(err.0, 7227, "{}", err.1);
-    assert_eq!(server.take_requests("filler-2.cpkg").len(), 1);
+    assert_eq!(take_requests(&server, "filler-2.cpkg").len(), 1);
     let du = &w.list()["deployment_units"][0];
     assert_eq!(du["version"], "1.0", "the previous version stays");
     let eu = du["execution_unit_list"][0].as_str().unwrap().to_string();
@@ -140,9 +100,9 @@ fn packages_that_cannot_fit_are_refused_before_download() {
     let mut small = App::new("small", "1.0");
     small.memory_mib = 16;
     w.publish(&small, "small.cpkg");
-    w.ctl_json(&["install", &server.url("small.cpkg")])
+    w.ctl_json(&["install", &url(&server, "small.cpkg")])
         .expect("a package that fits installs");
-    let reqs = server.take_requests("small.cpkg");
+    let reqs = take_requests(&server, "small.cpkg");
     assert_eq!(reqs.len(), 2, "head, then the download: {reqs:?}");
     w.stop_daemon();
 }
@@ -154,12 +114,12 @@ fn packages_that_cannot_fit_are_refused_before_download() {
 fn a_download_cut_by_a_crash_resumes_on_retry() {
     let mut w = World::new("resume");
     w.write_config(64, 64 << 20);
-    let server = RangeServer::start(&w.www, &w.root.join("requests.log"));
+    let server = Server::range(&w.www, &w.root.join("requests.log"), &[]);
     let mut app = App::new("bulky", "1.0");
     app.pad_bytes = 12 << 20;
     app.autostart = false;
     w.publish(&app, "bulky.cpkg");
-    let url = server.url("bulky.cpkg");
+    let url = url(&server, "bulky.cpkg");
 
     w.start_daemon(Some("fetch.part:synced#1"));
     let _ = w.ctl(&["install", &url]);
@@ -175,11 +135,11 @@ fn a_download_cut_by_a_crash_resumes_on_retry() {
     let events = w.du_events();
     assert_eq!(events.len(), 1, "the cut install's event, once: {events:?}");
     assert!(w.list()["deployment_units"].as_array().unwrap().is_empty());
-    let _ = server.take_requests("bulky.cpkg");
+    let _ = take_requests(&server, "bulky.cpkg");
 
     let du = w.ctl_json(&["install", &url]).expect("the retry installs");
     assert_eq!(du["status"], "Installed");
-    let reqs = server.take_requests("bulky.cpkg");
+    let reqs = take_requests(&server, "bulky.cpkg");
     let resumed: Vec<&String> = reqs
         .iter()
         .filter(|r| r.contains("range=bytes=") && !r.ends_with("range=bytes=0-65535"))

@@ -9,13 +9,14 @@
 
 #[path = "common/agentd.rs"]
 mod agentd;
+#[path = "common/usp.rs"]
+mod usp_common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use agentd::{World, CTL};
+use agentd::World;
 use cpevisor_usp::broker::{BrokerOptions, TestBroker};
 use cpevisor_usp::mqtt::{Event, MqttClient, USP_CONTENT_TYPE};
 use cpevisor_usp::proto::set::{UpdateObject, UpdateParamSetting};
@@ -28,30 +29,16 @@ const FULL: &str = "self::full";
 const RO: &str = "self::ro";
 const ENABLE: &str = "Device.SoftwareModules.ExecEnv.1.Enable";
 
+/// A controller's config, publishing under its own identity (its certificate's CN).
 fn ctl_config(broker: &TestBroker, dir: &Path, id: &str) -> PathBuf {
-    let ident = broker.identity(id).unwrap();
-    let v = json!({
-        "broker_host": broker.host(), "broker_port": broker.port(), "ca_file": broker.ca(),
-        "cert_file": ident.cert, "key_file": ident.key, "endpoint_id": id, "identity": id,
-    });
-    let path = dir.join(format!("ctl-{}.json", id.replace(':', "_")));
-    fs::write(&path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
-    path
+    usp_common::ctl_config(broker, dir, id, true, json!({ "identity": id }))
 }
 
+/// `cpevisorctl usp` for our one agent.
 fn usp(cfg: &Path, args: &[&str]) -> (i32, Value, String) {
-    let out = Command::new(CTL)
-        .arg("usp")
-        .arg("--config")
-        .arg(cfg)
-        .arg("--json")
-        .args(["--agent", AGENT, "--timeout", "5"])
-        .args(args)
-        .output()
-        .expect("cpevisorctl");
-    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    (out.status.code().unwrap_or(-1), v, err)
+    let mut all = vec!["--agent", AGENT, "--timeout", "5"];
+    all.extend_from_slice(args);
+    usp_common::usp(cfg, &all)
 }
 
 /// `ExecEnv.1.Enable` as the full-access controller reads it, once the agent answers.

@@ -7,6 +7,8 @@
 
 #[path = "common/agentd.rs"]
 mod agentd;
+#[path = "common/usp.rs"]
+mod usp_common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -19,67 +21,20 @@ use cpevisor_usp::mqtt::{Event, MqttClient, USP_CONTENT_TYPE};
 use cpevisor_usp::proto::{Msg, Record};
 use cpevisor_usp::record::{encode_record, Limits};
 use serde_json::{json, Value};
+use usp_common::{events, only, row, usp};
 
 const AGENT: &str = "os::cpe-0001";
 const CTL_ID: &str = "self::ctl";
 const RO_ID: &str = "self::ro";
 
-/// Writes a controller's `--config` file (its certificate from the broker's PKI).
-fn ctl_config(broker: &TestBroker, dir: &Path, id: &str, cert: bool) -> PathBuf {
-    let ident = broker.identity(id).unwrap();
-    let mut v = json!({
-        "broker_host": broker.host(), "broker_port": broker.port(),
-        "ca_file": broker.ca(), "endpoint_id": id,
-        // Announcements made while no CLI runs wait at the broker for the next one.
-        "session_expiry_s": 600,
-    });
-    if cert {
-        v["cert_file"] = json!(ident.cert);
-        v["key_file"] = json!(ident.key);
-    }
-    let path = dir.join(format!("ctl-{}.json", id.replace(':', "_")));
-    fs::write(&path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
-    path
+/// A controller config's extra fields: announcements made while no CLI runs wait at the
+/// broker for the next one.
+fn persistent() -> Value {
+    json!({ "session_expiry_s": 600 })
 }
 
-/// Runs `cpevisorctl usp --config CFG --json ARGS`: (exit code, parsed stdout, stderr).
-fn usp(cfg: &Path, args: &[&str]) -> (i32, Value, String) {
-    let out = Command::new(CTL)
-        .arg("usp")
-        .arg("--config")
-        .arg(cfg)
-        .arg("--json")
-        .args(args)
-        .output()
-        .expect("cpevisorctl");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    let v = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
-    (out.status.code().unwrap_or(-1), v, stderr)
-}
-
-fn only(v: &Value) -> &Value {
-    let r = v["results"].as_array().expect("results");
-    assert_eq!(r.len(), 1, "{v}");
-    &r[0]
-}
-
-fn row<'a>(result: &'a Value, name: &str) -> Option<&'a str> {
-    result["rows"]
-        .as_array()?
-        .iter()
-        .find(|r| {
-            r[0].as_str()
-                .is_some_and(|k| k == name || k.ends_with(&format!(".{name}")))
-        })
-        .and_then(|r| r[1].as_str())
-}
-
-fn events<'a>(result: &'a Value, kind: &str) -> Vec<&'a Value> {
-    result["events"]
-        .as_array()
-        .map(|a| a.iter().filter(|e| e["kind"] == kind).collect())
-        .unwrap_or_default()
+fn ctl_config(broker: &TestBroker, dir: &Path, id: &str, cert: bool, extra: Value) -> PathBuf {
+    usp_common::ctl_config(broker, dir, id, cert, extra)
 }
 
 /// `get` until the agent answers (it connects in the background after start).
@@ -113,8 +68,8 @@ fn controller_manages_an_agent_over_mosquitto() {
     let mut world = World::new("usp-mqtt");
     let broker = TestBroker::start(&world.root.join("broker")).expect("mosquitto");
     let agent_id = broker.identity(AGENT).unwrap();
-    let ctl = ctl_config(&broker, &world.root, CTL_ID, true);
-    let ro = ctl_config(&broker, &world.root, RO_ID, true);
+    let ctl = ctl_config(&broker, &world.root, CTL_ID, true, persistent());
+    let ro = ctl_config(&broker, &world.root, RO_ID, true, persistent());
     let usp_file = world.root.join("usp.json");
     fs::write(
         &usp_file,
@@ -367,7 +322,7 @@ fn controller_manages_an_agent_over_mosquitto() {
     assert_eq!(world.state_json(), state_before);
 
     // A client without a certificate never gets in; one with a foreign CA's neither.
-    let nocert = ctl_config(&broker, &world.root, "self::nocert", false);
+    let nocert = ctl_config(&broker, &world.root, "self::nocert", false, persistent());
     let (code, _, err) = usp(&nocert, &["--agent", AGENT, "get", "Device.DeviceInfo."]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("cannot connect"), "{err}");
@@ -517,7 +472,7 @@ fn agent_waits_for_the_broker_and_refuses_bad_usp_files() {
     // Local management works while the broker is away.
     assert!(world.list()["exec_envs"].is_array());
     broker.restart().expect("mosquitto again");
-    let ctl = ctl_config(&broker, &world.root, CTL_ID, true);
+    let ctl = ctl_config(&broker, &world.root, CTL_ID, true, persistent());
     let v = wait_answering(&ctl, &world);
     assert_eq!(row(only(&v), "Manufacturer"), Some(""));
     assert_eq!(world.stop_daemon(), Some(0));

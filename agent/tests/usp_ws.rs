@@ -7,6 +7,8 @@
 
 #[path = "common/agentd.rs"]
 mod agentd;
+#[path = "common/usp.rs"]
+mod usp_common;
 
 use std::fs;
 use std::net::TcpListener;
@@ -18,6 +20,7 @@ use agentd::{App, World, CTL};
 use cpevisor_usp::broker::Pki;
 use cpevisor_usp::ws::{self, WsConfig, WsError};
 use serde_json::{json, Value};
+use usp_common::{events, only, row};
 
 const AGENT: &str = "os::cpe-ws-1";
 const CTL_ID: &str = "self::ctl";
@@ -37,47 +40,19 @@ fn free_port() -> u16 {
 /// (exit code, parsed stdout, stderr).
 fn usp(pki: &Pki, port: u16, id: &str, args: &[&str]) -> (i32, Value, String) {
     let server = pki.server();
-    let out = Command::new(CTL)
-        .arg("usp")
-        .args(["--id", id, "--ws-listen", &format!("127.0.0.1:{port}")])
-        .arg("--ws-cert")
-        .arg(&server.cert)
-        .arg("--ws-key")
-        .arg(&server.key)
-        .arg("--ca")
-        .arg(pki.ca())
-        .args(["--agent", AGENT, "--json"])
-        .args(args)
-        .output()
-        .expect("cpevisorctl");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    let v = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
-    (out.status.code().unwrap_or(-1), v, stderr)
-}
-
-fn only(v: &Value) -> &Value {
-    let r = v["results"].as_array().expect("results");
-    assert_eq!(r.len(), 1, "{v}");
-    &r[0]
-}
-
-fn row<'a>(result: &'a Value, name: &str) -> Option<&'a str> {
-    result["rows"]
-        .as_array()?
+    let listen = format!("127.0.0.1:{port}");
+    let mut all: Vec<std::ffi::OsString> = ["usp", "--id", id, "--ws-listen", &listen, "--ws-cert"]
         .iter()
-        .find(|r| {
-            r[0].as_str()
-                .is_some_and(|k| k == name || k.ends_with(&format!(".{name}")))
-        })
-        .and_then(|r| r[1].as_str())
-}
-
-fn events<'a>(result: &'a Value, kind: &str) -> Vec<&'a Value> {
-    result["events"]
-        .as_array()
-        .map(|a| a.iter().filter(|e| e["kind"] == kind).collect())
-        .unwrap_or_default()
+        .map(Into::into)
+        .collect();
+    all.push(server.cert.clone().into());
+    all.push("--ws-key".into());
+    all.push(server.key.clone().into());
+    all.push("--ca".into());
+    all.push(pki.ca().into());
+    all.extend(["--agent", AGENT, "--json"].iter().map(Into::into));
+    all.extend(args.iter().map(Into::into));
+    usp_common::run_ctl(all)
 }
 
 fn write_usp_file(path: &Path, pki: &Pki, port: u16) {

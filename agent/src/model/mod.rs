@@ -2,7 +2,6 @@
 //! status state machines with explicit allowed transitions, and the `DUStateChange!` event.
 //! Plain data: the lifecycle owns and persists it, the API serializes it.
 
-mod sha1;
 pub mod uuid;
 
 use serde::{Deserialize, Serialize};

@@ -5,7 +5,9 @@
 //! Namespace: TR-181 leaves the namespace ID to the implementation; ours is the version-5 UUID of
 //! the name "cpevisor" in the RFC 4122 DNS namespace, fixed below so every device agrees.
 
-use super::sha1::sha1;
+// SHA-1 here only names a UUID (RFC 4122 v5), as TR-181 prescribes; the same code serves the
+// WebSocket handshake.
+use cpevisor_usp::ws::sha1::sha1;
 
 /// RFC 4122 appendix C: the DNS namespace, `6ba7b810-9dad-11d1-80b4-00c04fd430c8`.
 const NAMESPACE_DNS: [u8; 16] = [

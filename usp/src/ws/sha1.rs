@@ -1,5 +1,6 @@
-//! SHA-1 and base64, just enough for `Sec-WebSocket-Accept` (RFC 6455 section 4.2.2). SHA-1
-//! serves here as a handshake checksum, not for security; our own ~60 lines avoid a crate.
+//! SHA-1 and base64, just enough for `Sec-WebSocket-Accept` (RFC 6455 section 4.2.2) and for the
+//! agent's RFC 4122 version-5 UUIDs (TR-181 `DeploymentUnit.UUID`). SHA-1 serves as a checksum
+//! and a name hash there, never for security; our own ~60 lines avoid a crate.
 
 /// SHA-1 (FIPS 180-4) of `data`.
 pub fn sha1(data: &[u8]) -> [u8; 20] {
