@@ -19,10 +19,12 @@ use cpevisor_e2e::agent::{
     update, wait_agent, wait_eu_status, Flash, HttpServer,
 };
 use cpevisor_e2e::bench::jail::{
-    boot_jail_board, jail_address, jail_pid, JailPackages, APP_PORT, CGROUP_PARENT,
+    boot_jail_board, jail_address, jail_pid, JailPackages, APP_PORT, CGROUP_PARENT, PUBLISHED_PORT,
 };
 use cpevisor_e2e::BoardVm;
 use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 const AGENT: Duration = Duration::from_secs(120);
@@ -93,6 +95,71 @@ fn status_answers(
         started.elapsed()
     );
     (eu_id, pid, addr)
+}
+
+/// GET `path` from 127.0.0.1:`port` (HTTP/1.0), following one redirect; retries while the
+/// relay starts. Returns the whole response.
+fn host_get(port: u16, path: &str) -> Result<String, String> {
+    let deadline = Instant::now() + BoardVm::scaled(Duration::from_secs(60));
+    let mut path = path.to_string();
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let reply = TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(20)))?;
+            s.write_all(format!("GET {path} HTTP/1.0\r\nHost: app\r\n\r\n").as_bytes())?;
+            let mut body = String::new();
+            s.take(1 << 20).read_to_string(&mut body)?;
+            Ok(body)
+        });
+        match reply {
+            Ok(r) if r.starts_with("HTTP/1.") && r.get(9..).is_some_and(|c| c.starts_with('3')) => {
+                let location = r
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Location: "))
+                    .ok_or_else(|| format!("redirect without Location: {r}"))?;
+                // Keep only the path: the host cannot resolve the app's own name for itself.
+                path = match location.find("://") {
+                    Some(i) => location[i + 3..]
+                        .find('/')
+                        .map(|j| location[i + 3 + j..].to_string())
+                        .unwrap_or_else(|| "/".into()),
+                    None => location.to_string(),
+                };
+                continue;
+            }
+            Ok(r) if !r.is_empty() => return Ok(r),
+            Ok(_) => last = "empty reply".into(),
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Err(format!("no answer on 127.0.0.1:{port}{path}: {last}"))
+}
+
+/// A request from the host: the board relays its forwarded port to the app's veth address
+/// (busybox `nc -ll -e nc`, standing in for the port publishing a router's firewall does), and
+/// the host GETs the app's page through QEMU's forward.
+fn host_reaches_app(vm: &mut BoardVm, addr: &str, version: &str) {
+    vm.run_ok(
+        &format!(
+            "(nc -ll -p {PUBLISHED_PORT} -e nc {addr} {APP_PORT} </dev/null >/dev/null 2>&1 &)"
+        ),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let port = vm
+        .host_port(PUBLISHED_PORT)
+        .expect("the published port is forwarded");
+    let page = host_get(port, "/status").unwrap_or_else(|e| panic!("{e}"));
+    let token = format!("data={}", sample_token(version));
+    assert!(
+        page.lines().any(|l| l.trim() == token),
+        "the host's request did not reach the app (no {token}):\n{page}"
+    );
+    println!(
+        "{}: the app answered the host through 127.0.0.1:{port}",
+        vm.board.name
+    );
 }
 
 /// What the jail keeps the app from, read from the board's side.
@@ -400,6 +467,7 @@ fn jail_end_to_end(board: &str) {
     assert_eq!(du["version"], "1.0", "{du}");
     // AutoStart: the agent starts it without a `start`.
     let (eu_id, pid, addr) = status_answers(&mut vm, "1.0", 1, started, "the first boot");
+    host_reaches_app(&mut vm, &addr, "1.0");
     containment(&mut vm, &eu_id, pid);
     memhog_is_contained(
         &mut vm,
@@ -439,7 +507,8 @@ fn jail_end_to_end(board: &str) {
         .unwrap_or_else(|f| panic!("update failed: {} {}", f.code, f.message));
     assert_eq!(updated["uuid"], uuid, "{updated}");
     assert_eq!(updated["version"], "1.1", "{updated}");
-    let (after, _, _) = status_answers(&mut vm, "1.1", 3, started, "the update began");
+    let (after, _, addr) = status_answers(&mut vm, "1.1", 3, started, "the update began");
+    host_reaches_app(&mut vm, &addr, "1.1");
     assert_eq!(after, eu_id, "the EUID changed across the update");
     println!("{board}: whole test {:.1?}", t0.elapsed());
 }

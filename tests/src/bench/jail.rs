@@ -34,6 +34,9 @@ pub const BENCH_BOARD: &str = "qemu-malta-mipsel";
 pub const JAIL_TARGETS: [&str; 2] = ["mipsel-unknown-linux-gnu", "armv7-unknown-linux-gnueabihf"];
 /// The port the status app listens on inside its jail (it has no capability for port 80).
 pub const APP_PORT: u16 = 8080;
+/// Board port the jail tests publish the app on, forwarded from the host: a relay on the board
+/// to the app's veth address stands in for the port forward a router's firewall would do.
+pub const PUBLISHED_PORT: u16 = 18080;
 /// The init's line once the LAN bridge is up (rootfs/files/init).
 pub const JAIL_MARKER: &str = "CPEVISOR-JAIL bridge=br-lan";
 /// Where the agent puts each app's cgroup.
@@ -176,6 +179,7 @@ fn host_cpevisorctl() -> Result<PathBuf, String> {
 pub fn boot_jail_board(board: &str, flash: &Flash, data: &str) -> Result<BoardVm, String> {
     let opts = BootOptions {
         flash: Some(flash.path.clone()),
+        forward: vec![PUBLISHED_PORT],
         ..Default::default()
     };
     let mut vm = BoardVm::boot(board, &opts)?;
