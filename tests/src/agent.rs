@@ -332,10 +332,13 @@ pub fn app_address(vm: &mut BoardVm, eu_id: &str) -> Result<String, String> {
         ),
         Duration::from_secs(30),
     )?;
-    let addr = out.trim();
-    addr.parse::<std::net::Ipv4Addr>()
+    // The board's kernel may print to the console in the middle of the command's output (seen:
+    // "eth0: link becomes ready" right after a reboot): take the line that is an address.
+    out.lines()
+        .rev()
+        .find_map(|l| l.trim().parse::<std::net::Ipv4Addr>().ok())
         .map(|a| a.to_string())
-        .map_err(|_| format!("no cpevisor.ip= in /tmp/cpevisor-{eu_id}/vm.json: {out:?}"))
+        .ok_or_else(|| format!("no cpevisor.ip= in /tmp/cpevisor-{eu_id}/vm.json: {out:?}"))
 }
 
 /// Fetches `http://ADDR/status` from the board until the app answers; returns the page.
