@@ -108,7 +108,7 @@ impl SamplePackages {
 
 /// The host build of `cpevisorctl` that `scripts/sample-app.sh` made: under `CARGO_TARGET_DIR`
 /// when the script ran with it, else under the workspace's `target/`.
-fn host_cpevisorctl() -> Result<PathBuf, String> {
+pub fn host_cpevisorctl() -> Result<PathBuf, String> {
     let mut candidates: Vec<PathBuf> = std::env::var_os("CARGO_TARGET_DIR")
         .filter(|d| !d.is_empty())
         .map(|d| PathBuf::from(d).join("debug/cpevisorctl"))

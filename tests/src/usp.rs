@@ -104,7 +104,7 @@ impl UspHost {
     /// Starts the broker (PKI in `target/e2e-usp/<name>-<pid>/`) and opens the controller's
     /// persistent session, so the agent's first announcements wait at the broker for us.
     pub fn start(name: &str) -> Result<UspHost, String> {
-        let ctl = host_cpevisorctl()?;
+        let ctl = usp_capable_cpevisorctl()?;
         let dir = workspace_root()
             .join("target/e2e-usp")
             .join(format!("{name}-{}", std::process::id()));
@@ -368,19 +368,9 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), String> {
 
 /// The host `cpevisorctl` with the `usp` command: under `CARGO_TARGET_DIR` when set, else the
 /// workspace's `target/debug/` (`scripts/sample-app.sh`, run by `make firmware`, builds it).
-fn host_cpevisorctl() -> Result<PathBuf, String> {
-    let mut candidates: Vec<PathBuf> = std::env::var_os("CARGO_TARGET_DIR")
-        .filter(|d| !d.is_empty())
-        .map(|d| PathBuf::from(d).join("debug/cpevisorctl"))
-        .into_iter()
-        .collect();
-    candidates.push(workspace_root().join("target/debug/cpevisorctl"));
+fn usp_capable_cpevisorctl() -> Result<PathBuf, String> {
     let hint = "build it: `cargo build -p cpevisor-agent --bin cpevisorctl`";
-    let ctl = candidates
-        .iter()
-        .find(|c| c.is_file())
-        .cloned()
-        .ok_or_else(|| format!("no host cpevisorctl at {candidates:?}: {hint}"))?;
+    let ctl = crate::agent::host_cpevisorctl().map_err(|e| format!("{e}; or {hint}"))?;
     // An older build has no `usp` command: say so rather than fail on its usage text later.
     let out = Command::new(&ctl)
         .args(["usp", "--help"])

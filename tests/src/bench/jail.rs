@@ -18,7 +18,8 @@
 
 use super::Figure;
 use crate::agent::{
-    ctl_json, eu_of, install, wait_agent, wait_eu_status, Flash, HttpServer, AGENT_SOCKET,
+    ctl_json, eu_of, host_cpevisorctl, install, wait_agent, wait_eu_status, Flash, HttpServer,
+    AGENT_SOCKET,
 };
 use crate::firmware::{firmware_dir, workspace_root};
 use crate::microvm::cache_dir;
@@ -156,22 +157,6 @@ impl JailPackages {
         }
         Ok(file)
     }
-}
-
-/// The host `cpevisorctl` that `scripts/sample-app.sh` built (under `CARGO_TARGET_DIR` when it
-/// ran with one, else the workspace's `target/`).
-fn host_cpevisorctl() -> Result<PathBuf, String> {
-    let mut candidates: Vec<PathBuf> = std::env::var_os("CARGO_TARGET_DIR")
-        .filter(|d| !d.is_empty())
-        .map(|d| PathBuf::from(d).join("debug/cpevisorctl"))
-        .into_iter()
-        .collect();
-    candidates.push(workspace_root().join("target/debug/cpevisorctl"));
-    candidates
-        .iter()
-        .find(|c| c.is_file())
-        .cloned()
-        .ok_or_else(|| format!("no host cpevisorctl at {candidates:?}: run scripts/sample-app.sh"))
 }
 
 /// Boots a jail board on `flash`; `data` is what the init must report for it (`formatted` on a
