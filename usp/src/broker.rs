@@ -137,6 +137,36 @@ fn unique_serial() -> String {
     )
 }
 
+/// `openssl req -x509`: a new P-256 key and a certificate `CN=cn` with the `extensions` section
+/// of `cnf`, self-signed or signed by `signer` (OpenSSL 3's `-CA` makes key, request and
+/// signature in one process), written to `id`.
+fn new_certificate(
+    cnf: &Path,
+    extensions: &str,
+    cn: &str,
+    id: &Identity,
+    signer: Option<&Identity>,
+    what: &str,
+) -> io::Result<()> {
+    let mut cmd = Command::new("openssl");
+    cmd.args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .arg("ec_paramgen_curve:P-256")
+        .args(["-nodes", "-days", "3", "-subj"])
+        .arg(format!("/CN={cn}"))
+        .arg("-set_serial")
+        .arg(unique_serial());
+    if let Some(ca) = signer {
+        cmd.arg("-CA").arg(&ca.cert).arg("-CAkey").arg(&ca.key);
+    }
+    cmd.arg("-config")
+        .arg(cnf)
+        .args(["-extensions", extensions, "-keyout"])
+        .arg(&id.key)
+        .arg("-out")
+        .arg(&id.cert);
+    run(&mut cmd, what)
+}
+
 /// Makes a CA (key + self-signed certificate) named `cn` in `dir` as `<stem>.pem/.key`.
 fn make_ca(dir: &Path, stem: &str, cn: &str) -> io::Result<Identity> {
     let cnf = dir.join("openssl-ca.cnf");
@@ -149,22 +179,7 @@ fn make_ca(dir: &Path, stem: &str, cn: &str) -> io::Result<Identity> {
         cert: dir.join(format!("{stem}.pem")),
         key: dir.join(format!("{stem}.key")),
     };
-    run(
-        Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-            .arg("ec_paramgen_curve:P-256")
-            .args(["-nodes", "-days", "3", "-subj"])
-            .arg(format!("/CN={cn}"))
-            .arg("-set_serial")
-            .arg(unique_serial())
-            .arg("-config")
-            .arg(&cnf)
-            .args(["-extensions", "v3", "-keyout"])
-            .arg(&id.key)
-            .arg("-out")
-            .arg(&id.cert),
-        "openssl CA",
-    )?;
+    new_certificate(&cnf, "v3", cn, &id, None, "openssl CA")?;
     Ok(id)
 }
 
@@ -184,27 +199,7 @@ fn make_leaf(dir: &Path, stem: &str, cn: &str, san: &str, ca: &Identity) -> io::
         cert: dir.join(format!("{stem}.pem")),
         key: dir.join(format!("{stem}.key")),
     };
-    // OpenSSL 3's `req -x509 -CA` makes key, request and signature in one process.
-    run(
-        Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-            .arg("ec_paramgen_curve:P-256")
-            .args(["-nodes", "-days", "3", "-subj"])
-            .arg(format!("/CN={cn}"))
-            .arg("-set_serial")
-            .arg(unique_serial())
-            .arg("-CA")
-            .arg(&ca.cert)
-            .arg("-CAkey")
-            .arg(&ca.key)
-            .arg("-config")
-            .arg(&cnf)
-            .args(["-extensions", "leaf", "-keyout"])
-            .arg(&id.key)
-            .arg("-out")
-            .arg(&id.cert),
-        "openssl leaf certificate",
-    )?;
+    new_certificate(&cnf, "leaf", cn, &id, Some(ca), "openssl leaf certificate")?;
     let _ = fs::remove_file(&cnf);
     Ok(id)
 }
