@@ -179,28 +179,8 @@ fn run_guest(args: &[String]) -> Result<(), Failure> {
     let app = app.ok_or(Failure::Usage("--app NAME is required".into()))?;
     let out = PathBuf::from(out.ok_or(Failure::Usage("--out DIR is required".into()))?);
     let kernel = GuestKernel::parse(kernel.as_deref().unwrap_or("stock")).map_err(usage)?;
-    let data = match data {
-        Some(path) => {
-            let path = PathBuf::from(path);
-            let meta = std::fs::metadata(&path)
-                .map_err(|e| Failure::Build(format!("--data {}: {e}", path.display())))?;
-            if !meta.is_file() || meta.len() > MAX_DATA_SIZE {
-                return Err(Failure::Build(format!(
-                    "--data {}: must be a regular file of at most {MAX_DATA_SIZE} bytes",
-                    path.display()
-                )));
-            }
-            Some(
-                std::fs::read(&path)
-                    .map_err(|e| Failure::Build(format!("--data {}: {e}", path.display())))?,
-            )
-        }
-        None => None,
-    };
-    let cache = match cache {
-        Some(c) => PathBuf::from(c),
-        None => default_cache().map_err(Failure::Usage)?,
-    };
+    let data = data_file(data, MAX_DATA_SIZE)?;
+    let cache = cache_dir(cache)?;
     let spec = GuestSpec {
         arch,
         app,
@@ -223,6 +203,32 @@ fn run_guest(args: &[String]) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The contents of the `--data FILE` given, checked to be a regular file of at most `max` bytes.
+fn data_file(data: Option<String>, max: u64) -> Result<Option<Vec<u8>>, Failure> {
+    let Some(path) = data.map(PathBuf::from) else {
+        return Ok(None);
+    };
+    let meta = std::fs::metadata(&path)
+        .map_err(|e| Failure::Build(format!("--data {}: {e}", path.display())))?;
+    if !meta.is_file() || meta.len() > max {
+        return Err(Failure::Build(format!(
+            "--data {}: must be a regular file of at most {max} bytes",
+            path.display()
+        )));
+    }
+    std::fs::read(&path)
+        .map(Some)
+        .map_err(|e| Failure::Build(format!("--data {}: {e}", path.display())))
+}
+
+/// `--cache DIR`, else the default cache.
+fn cache_dir(cache: Option<String>) -> Result<PathBuf, Failure> {
+    match cache {
+        Some(c) => Ok(PathBuf::from(c)),
+        None => default_cache().map_err(Failure::Usage),
+    }
+}
+
 /// `jail-app`: the rootfs layer of a jail package.
 fn run_jail_app(args: &[String]) -> Result<(), Failure> {
     use jail_app::{build_jail_app, JailApp, JailAppInputs, JailAppSpec, JailArch, MAX_TOKEN_SIZE};
@@ -235,28 +241,8 @@ fn run_jail_app(args: &[String]) -> Result<(), Failure> {
     let app = JailApp::parse(&app.ok_or(Failure::Usage("--app NAME is required".into()))?)
         .map_err(usage)?;
     let out = PathBuf::from(out.ok_or(Failure::Usage("--out DIR is required".into()))?);
-    let token = match data {
-        Some(path) => {
-            let path = PathBuf::from(path);
-            let meta = std::fs::metadata(&path)
-                .map_err(|e| Failure::Build(format!("--data {}: {e}", path.display())))?;
-            if !meta.is_file() || meta.len() > MAX_TOKEN_SIZE {
-                return Err(Failure::Build(format!(
-                    "--data {}: must be a regular file of at most {MAX_TOKEN_SIZE} bytes",
-                    path.display()
-                )));
-            }
-            Some(
-                std::fs::read(&path)
-                    .map_err(|e| Failure::Build(format!("--data {}: {e}", path.display())))?,
-            )
-        }
-        None => None,
-    };
-    let cache = match cache {
-        Some(c) => PathBuf::from(c),
-        None => default_cache().map_err(Failure::Usage)?,
-    };
+    let token = data_file(data, MAX_TOKEN_SIZE)?;
+    let cache = cache_dir(cache)?;
     let mtime = source_date_epoch().map_err(|e| Failure::Build(e.to_string()))?;
     let spec = JailAppSpec { arch, app, token };
     let m = build_jail_app(&spec, &JailAppInputs { cache, mtime }, &out)
