@@ -14,7 +14,9 @@ use nix::sys::signal::{self, SigHandler, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 
-use super::{caps, mounts, netlink, seccomp, spec::JailSpec, spec::JAIL_IF};
+use cpevisor_sandbox::caps;
+
+use super::{mounts, netlink, seccomp, spec::JailSpec, spec::JAIL_IF};
 
 /// Signals the init passes on to everything else in the jail.
 pub const FORWARDED: [Signal; 4] = [

@@ -6,9 +6,9 @@
 //! - `spec`: what the agent asks for (JSON file), bounded and validated.
 //! - `runner`: `cpevisord jail-exec`, the host side (cgroup, bridge, veth, clone, wait).
 //! - `init`: the jail's PID 1 (mounts, hostname, addresses, privilege drop, exec, reaping).
-//! - `mounts`, `netlink`, `caps`, `seccomp`, `userns`: one mechanism each.
+//! - `mounts`, `netlink`, `seccomp`, `userns`: one mechanism each (capabilities, descriptors
+//!   and the seccomp compiler are in the `cpevisor-sandbox` crate, shared with the VMM).
 
-pub mod caps;
 pub mod init;
 pub mod mounts;
 pub mod netlink;

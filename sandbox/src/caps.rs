@@ -1,5 +1,5 @@
-//! Privilege drop for the jail: no_new_privs, an empty capability bounding set (so executing
-//! the app as uid 0 grants nothing back), no ambient, inheritable, permitted or effective caps.
+//! Privilege drop: no_new_privs, not dumpable, an empty capability bounding set (so executing
+//! as uid 0 grants nothing back), no ambient, inheritable, permitted or effective caps.
 
 use std::io;
 
@@ -22,8 +22,28 @@ struct CapData {
     inheritable: u32,
 }
 
+/// No exec of this process or its children can gain privileges (setuid bits, file caps).
 pub fn set_no_new_privs() -> io::Result<()> {
-    nix::sys::prctl::set_no_new_privs().map_err(io::Error::from)
+    // SAFETY: PR_SET_NO_NEW_PRIVS takes only integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("setting no_new_privs: {e}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Not dumpable: /proc/<pid>/mem and friends become root-owned and ptrace needs
+/// CAP_SYS_PTRACE, so a process of the same uid cannot write into this one.
+pub fn set_not_dumpable() -> io::Result<()> {
+    // SAFETY: PR_SET_DUMPABLE takes only integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("clearing dumpable: {e}")));
+    }
+    Ok(())
 }
 
 /// Drops every capability of the calling process for good.
@@ -96,8 +116,8 @@ mod tests {
         // test process keeps its own.
         // SAFETY: the child only calls async-signal-safe-enough code in this single test and
         // leaves with _exit; the parent waits for it.
-        match unsafe { nix::unistd::fork() }.unwrap() {
-            nix::unistd::ForkResult::Child => {
+        match unsafe { libc::fork() } {
+            0 => {
                 let ok = set_no_new_privs().is_ok()
                     && drop_all().is_ok()
                     && std::fs::read_to_string("/proc/self/status")
@@ -111,9 +131,15 @@ mod tests {
                 // SAFETY: _exit ends the forked child without running the parent's destructors.
                 unsafe { libc::_exit(if ok { 0 } else { 1 }) }
             }
-            nix::unistd::ForkResult::Parent { child } => {
-                let status = nix::sys::wait::waitpid(child, None).unwrap();
-                assert_eq!(status, nix::sys::wait::WaitStatus::Exited(child, 0));
+            child => {
+                assert!(child > 0, "fork failed");
+                let mut status = 0;
+                // SAFETY: waits for our own child; `status` is a valid out pointer.
+                assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+                assert!(
+                    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                    "the child kept a capability or no_new_privs is unset"
+                );
             }
         }
     }
