@@ -679,7 +679,10 @@ mod tests {
     fn deep_paths_check_each_directory_once() {
         let mut entries = Vec::new();
         for i in 0..3000 {
-            let chain = (1..30).map(|l| format!("l{l}")).collect::<Vec<_>>().join("/");
+            let chain = (1..30)
+                .map(|l| format!("l{l}"))
+                .collect::<Vec<_>>()
+                .join("/");
             let path = format!("c{}/{chain}/f{i}", i % 10);
             entries.push(pax_entry("path", &path));
             entries.push(raw_entry("placeholder", b'0', "", b"x"));
@@ -701,7 +704,10 @@ mod tests {
 
     #[test]
     fn refuses_paths_deeper_than_the_cap() {
-        let deep = (0..65).map(|i| format!("d{i}")).collect::<Vec<_>>().join("/");
+        let deep = (0..65)
+            .map(|i| format!("d{i}"))
+            .collect::<Vec<_>>()
+            .join("/");
         let (dir, r) = extract_raw(
             "too-deep",
             &[pax_entry("path", &deep), raw_entry("p", b'0', "", b"x")],

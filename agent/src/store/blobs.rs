@@ -98,8 +98,11 @@ impl Store {
         let path = self.blob_path(digest);
         let file = open_regular_read_only(&path)?;
         let mut hasher = Sha256Writer::new(io::sink());
-        let size = io::copy(&mut io::BufReader::with_capacity(64 * 1024, file), &mut hasher)
-            .map_err(|e| io_fault("read", &path, e))?;
+        let size = io::copy(
+            &mut io::BufReader::with_capacity(64 * 1024, file),
+            &mut hasher,
+        )
+        .map_err(|e| io_fault("read", &path, e))?;
         let (_, actual, _) = hasher.finish();
         if actual != *digest {
             return Err(Fault::new(
@@ -219,8 +222,11 @@ impl Store {
                 .open(&tmp)
                 .map_err(|e| io_fault("create", &tmp, e))?;
             let mut writer = Sha256Writer::new(io::BufWriter::with_capacity(64 * 1024, file));
-            io::copy(&mut io::BufReader::with_capacity(64 * 1024, src), &mut writer)
-                .map_err(|e| io_fault("copy into", &tmp, e))?;
+            io::copy(
+                &mut io::BufReader::with_capacity(64 * 1024, src),
+                &mut writer,
+            )
+            .map_err(|e| io_fault("copy into", &tmp, e))?;
             let (buffered, actual, _) = writer.finish();
             if actual != *digest {
                 return Err(Fault::new(
