@@ -162,7 +162,8 @@ fn a_dripping_download_is_cut_at_its_minimum_rate() {
     let err = fetch(&server.url(), &dir.join("slow.cpkg"), &opts, &mut |_, _| {}).unwrap_err();
     let took = t0.elapsed();
     assert!(
-        err.message.contains("download not complete within its deadline of 2000 ms"),
+        err.message
+            .contains("download not complete within its deadline of 2000 ms"),
         "{}",
         err.message
     );

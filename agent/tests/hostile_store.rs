@@ -43,6 +43,14 @@ while True:
     time.sleep(1)
 "#;
 
+/// The kvm backend's run directory is named after the EU (`eu-1` in every test): one kvm
+/// agent at a time.
+static ONE_KVM_AGENT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_kvm_agent() -> std::sync::MutexGuard<'static, ()> {
+    ONE_KVM_AGENT.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn kvm_world(tag: &str) -> World {
     let w = World::new(tag);
     let vmm = w.root.join("fake-vmm");
@@ -125,6 +133,7 @@ fn assert_blob_intact(w: &World, digest: &Digest) -> PathBuf {
 
 #[test]
 fn data_disks_are_private_copies_and_blobs_stay_intact() {
+    let _turn = one_kvm_agent();
     let mut w = kvm_world("disks");
     let alpha = publish_kvm(&w, "alpha", "1.0", "alpha");
     let alpha2 = publish_kvm(&w, "alpha", "2.0", "alpha2");
@@ -232,4 +241,48 @@ fn the_rootfs_is_extracted_at_install() {
         "unpacked 1.0\n"
     );
     assert!(!w.daemon_log().contains("auto-start"), "{}", w.daemon_log());
+}
+
+/// A DU an older agent installed used the blob itself as its disk: at open it gets a private
+/// copy holding what its app wrote, and the blob, no longer matching its name, is not reused.
+#[test]
+fn a_legacy_shared_disk_is_migrated_to_a_private_copy() {
+    let _turn = one_kvm_agent();
+    let mut w = kvm_world("legacy");
+    let alpha = publish_kvm(&w, "alpha", "1.0", "alpha");
+    let beta = publish_kvm(&w, "beta", "1.0", "beta");
+    let blob = Digest::of(&blank_disk());
+    w.start_daemon(None);
+    w.ctl_json(&["install", &alpha]).expect("install alpha");
+    assert_eq!(w.stop_daemon(), Some(0));
+    // What an older agent left: the record's disk is the blob, and the app wrote into it;
+    // no private copy.
+    let blob_path = w.state.join("blobs/sha256").join(blob.hex());
+    let mut state = w.state_json().unwrap();
+    fs::remove_file(state["dus"][0]["files"]["disk"].as_str().unwrap()).unwrap();
+    state["dus"][0]["files"]["disk"] = json!(blob_path);
+    fs::write(
+        w.state.join("state.json"),
+        serde_json::to_vec_pretty(&state).unwrap(),
+    )
+    .unwrap();
+    fs::set_permissions(&blob_path, fs::Permissions::from_mode(0o644)).unwrap();
+    let mut bytes = fs::read(&blob_path).unwrap();
+    bytes[..12].copy_from_slice(b"LEGACY-DATA!");
+    fs::write(&blob_path, &bytes).unwrap();
+
+    w.start_daemon(None);
+    let eu = eu_of(&w.list()["deployment_units"][0]);
+    let log = guest_log(&w, &eu);
+    assert_eq!(line(&log, "before="), "LEGACY-DATA!", "{log}");
+    assert!(line(&log, "disk=").contains("_data/"), "{log}");
+    let disk = w.state_json().unwrap()["dus"][0]["files"]["disk"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(disk.ends_with("_data/disk.img"), "{disk}");
+    let b = w.ctl_json(&["install", &beta]).expect("install beta");
+    let b_log = guest_log(&w, &eu_of(&b));
+    assert_eq!(line(&b_log, "before="), "BLANKBLANKBL", "{b_log}");
+    assert_blob_intact(&w, &blob);
 }

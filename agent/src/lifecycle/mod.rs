@@ -12,6 +12,7 @@
 pub mod config;
 pub mod events;
 mod inflight;
+mod migrate;
 pub mod packages;
 pub mod state;
 
@@ -207,6 +208,7 @@ impl Agent {
         };
         agent.recover()?;
         agent.sweep();
+        agent.migrate();
         agent.autostart();
         Ok(agent)
     }
@@ -393,10 +395,9 @@ impl Agent {
         self.save_journal(j).map_err(ef)?;
         self.inflight
             .pin(j.op_id, self.packages.blob_digests(&checked));
-        let files = self.unpack_for(j, &checked, env).map_err(|f| {
-            self.packages.discard_download(&path);
-            f
-        })?;
+        let files = self
+            .unpack_for(j, &checked, env)
+            .inspect_err(|_| self.packages.discard_download(&path))?;
         self.packages.discard_download(&path);
         persist_point("lifecycle:install:unpacked");
         // Commit: from here the install survives a crash.
@@ -612,10 +613,9 @@ impl Agent {
         self.save_journal(j).map_err(ef)?;
         self.inflight
             .pin(j.op_id, self.packages.blob_digests(&checked));
-        let files = self.unpack_for(j, &checked, &env).map_err(|f| {
-            self.packages.discard_download(&path);
-            f
-        })?;
+        let files = self
+            .unpack_for(j, &checked, &env)
+            .inspect_err(|_| self.packages.discard_download(&path))?;
         self.packages.discard_download(&path);
         persist_point("lifecycle:update:unpacked");
 

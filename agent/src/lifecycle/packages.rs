@@ -264,6 +264,21 @@ impl Packages {
         Ok((path, true))
     }
 
+    /// The private data disk of a DU an older agent installed, whose app wrote into the blob
+    /// itself: that blob's current bytes are its data, copied as they are.
+    pub fn make_data_disk_from_legacy(
+        &self,
+        data_id: &str,
+        blob: &Digest,
+    ) -> Result<PathBuf, Fault> {
+        let path = self.data_disk_path(data_id)?;
+        if !path.is_file() {
+            self.store.create_app_dir(data_id)?;
+            self.store.copy_blob_as_is(blob, &path)?;
+        }
+        Ok(path)
+    }
+
     pub fn discard_download(&self, path: &Path) {
         let _ = std::fs::remove_file(path);
     }
