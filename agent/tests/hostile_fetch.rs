@@ -255,3 +255,35 @@ fn a_dripping_download_holds_no_lock() {
 fn a_dripping_head_probe_holds_no_lock() {
     drip_does_not_block_other_operations(Drip::Probe, "head probe too slow");
 }
+
+/// Without the lock, operations on the SAME DU (or the same URL) are still kept apart: while an
+/// update of `other` drips, uninstalling `other` and installing from that URL again are
+/// refused at once with 7229; once the update failed, the DU is intact and free again.
+#[test]
+fn operations_on_the_same_du_are_refused_while_one_drips() {
+    let (w, other) = world_with_other("drip-same");
+    let server = DripServer::start(Drip::Download, Duration::from_millis(300));
+    let url = server.url();
+    let w = Arc::new(w);
+    let updater = {
+        let (w, other, url) = (w.clone(), other.clone(), url.clone());
+        std::thread::spawn(move || w.ctl_json(&["update", &other, &url]))
+    };
+    server.wait_dripping();
+    let t0 = Instant::now();
+    let (code, msg) = w.ctl_json(&["uninstall", &other]).unwrap_err();
+    assert_eq!(code, 7229, "{msg}");
+    assert!(msg.contains("Updating"), "{msg}");
+    let (code, msg) = w.ctl_json(&["install", &url]).unwrap_err();
+    assert_eq!(code, 7229, "{msg}");
+    assert!(msg.contains("being downloaded"), "{msg}");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert!(!updater.is_finished(), "the update ended too early to test");
+    let (code, msg) = updater.join().unwrap().unwrap_err();
+    assert_eq!(code, 7033, "{msg}");
+    let du = &w.list()["deployment_units"][0];
+    assert_eq!(du["version"], "1.0");
+    assert_eq!(du["status"], "Installed");
+    w.ctl_json(&["uninstall", &other])
+        .expect("uninstall after the update");
+}
