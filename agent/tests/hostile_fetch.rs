@@ -193,9 +193,11 @@ fn a_dripping_head_probe_is_cut_too() {
 fn world_with_other(tag: &str) -> (World, String) {
     let mut w = World::new(tag);
     w.write_config_patched(json!({
-        "download_limits": {"deadline_ms": 3000, "deadline_ms_per_mib": 100,
-                            "min_rate_bytes_per_s": 512, "rate_window_ms": 1000,
-                            "probe_deadline_ms": 2000},
+        // The probe is cut by its deadline (2.5 s), the download by the minimum rate (its
+        // first 3 s window): long enough to run another operation meanwhile.
+        "download_limits": {"deadline_ms": 6000, "deadline_ms_per_mib": 100,
+                            "min_rate_bytes_per_s": 512, "rate_window_ms": 3000,
+                            "probe_deadline_ms": 2500},
     }));
     let other = w.publish(&App::new("other", "1.0"), "other.cpkg");
     w.start_daemon(None);
@@ -235,8 +237,8 @@ fn drip_does_not_block_other_operations(drip: Drip, expect: &str) {
     let install_took = t0.elapsed();
     assert_eq!(code, 7033, "{msg}");
     assert!(msg.contains(&url) && msg.contains(expect), "{msg}");
-    // Limits: 1 s windows, 3 s deadline (2 s for the probe); far less than the minutes a drip
-    // held an install before.
+    // Limits: a 3 s window, 2.5 s for the probe; far less than the minutes a drip held an
+    // install before.
     assert!(install_took < Duration::from_secs(8), "{install_took:?}");
     assert!(w.list()["deployment_units"].as_array().unwrap().is_empty());
     if drip == Drip::Download {
@@ -253,7 +255,10 @@ fn a_dripping_download_holds_no_lock() {
 
 #[test]
 fn a_dripping_head_probe_holds_no_lock() {
-    drip_does_not_block_other_operations(Drip::Probe, "head probe too slow");
+    drip_does_not_block_other_operations(
+        Drip::Probe,
+        "head probe not complete within its deadline of 2500 ms",
+    );
 }
 
 /// Without the lock, operations on the SAME DU (or the same URL) are still kept apart: while an
