@@ -10,6 +10,7 @@ use std::time::Duration;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
+use super::pace::{Guarded, Pace};
 use super::resolve::resolve;
 use super::url::{Scheme, Url};
 
@@ -17,9 +18,11 @@ use super::url::{Scheme, Url};
 const MAX_LINE: usize = 8 * 1024;
 const MAX_HEADERS: usize = 64;
 
+/// Every byte goes through a `Guarded` socket: the transfer's deadline and minimum rate hold
+/// for the TLS handshake and the response head as much as for the body.
 pub enum Stream {
-    Plain(TcpStream),
-    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+    Plain(Guarded),
+    Tls(Box<StreamOwned<ClientConnection, Guarded>>),
 }
 
 impl Read for Stream {
@@ -46,19 +49,22 @@ impl Write for Stream {
     }
 }
 
-/// Connects to `url`'s host (every resolved address in turn) with bounded timeouts.
+/// Connects to `url`'s host (every resolved address in turn) with bounded timeouts, within
+/// what is left of `pace`'s deadline.
 pub fn connect(
     url: &Url,
     tls: Option<&Arc<ClientConfig>>,
     connect_timeout: Duration,
     io_timeout: Duration,
+    pace: &Arc<Pace>,
 ) -> Result<Stream, String> {
     let addrs =
         resolve(&url.host, url.port).map_err(|e| format!("cannot resolve {}: {e}", url.host))?;
     let mut last = String::new();
     let mut tcp = None;
     for addr in addrs {
-        match TcpStream::connect_timeout(&addr, connect_timeout) {
+        let left = pace.remaining().map_err(|e| e.to_string())?;
+        match TcpStream::connect_timeout(&addr, connect_timeout.min(left)) {
             Ok(s) => {
                 tcp = Some(s);
                 break;
@@ -67,10 +73,8 @@ pub fn connect(
         }
     }
     let tcp = tcp.ok_or(last)?;
-    tcp.set_read_timeout(Some(io_timeout))
-        .and_then(|_| tcp.set_write_timeout(Some(io_timeout)))
-        .map_err(|e| e.to_string())?;
     let _ = tcp.set_nodelay(true);
+    let tcp = Guarded::new(tcp, pace.clone(), io_timeout);
     match url.scheme {
         Scheme::Http => Ok(Stream::Plain(tcp)),
         Scheme::Https => {
@@ -359,7 +363,15 @@ mod tests {
             let _ = s.write_all(response);
         });
         let url = Url::parse(&format!("http://127.0.0.1:{port}/f")).unwrap();
-        let stream = connect(&url, None, Duration::from_secs(2), Duration::from_secs(2)).unwrap();
+        let pace = super::super::pace::Pace::new(Default::default(), "test");
+        let stream = connect(
+            &url,
+            None,
+            Duration::from_secs(2),
+            Duration::from_secs(2),
+            &pace,
+        )
+        .unwrap();
         let result = get(stream, &url, &[]).and_then(|(head, r)| {
             let mut body = Vec::new();
             Body::new(&head, r).read_to_end(&mut body)?;

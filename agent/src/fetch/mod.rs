@@ -3,11 +3,16 @@
 //! call by reconnecting with `Range`, across a crash or reboot from `<dest>.part`), verified
 //! against an expected sha256.
 //!
+//! Every transfer (download or head probe) runs under an overall deadline (scaled by the size the
+//! server announces, with a floor) and a minimum average rate, enforced on the socket
+//! (`pace`): a server that drips bytes is cut, with an error that names the URL and the bound.
+//!
 //! Faults: 7004 bad URL (credentials included) or options, 7033 unreachable / TLS / HTTP error /
-//! transfer that stops making progress, 7005 over the size cap or flash full, 7035 digest
+//! transfer that stops making progress or is too slow, 7005 over the size cap or flash full, 7035 digest
 //! mismatch. On any fault the partial file is removed: a failed download leaves nothing behind.
 
 mod http;
+mod pace;
 mod resolve;
 mod tls;
 pub mod url;
@@ -24,6 +29,8 @@ use sha2::{Digest as _, Sha256};
 
 use crate::fault::{Fault, FaultCode};
 use crate::store::{atomic_write, fsync_dir, io_fault, persist_point, read_json, Digest};
+pub use pace::TransferLimits;
+use pace::{is_too_slow, Pace};
 pub use resolve::resolve;
 pub use url::Url;
 
@@ -51,6 +58,8 @@ pub struct FetchOptions {
     pub max_attempts: u32,
     pub retry_delay: Duration,
     pub max_redirects: u32,
+    /// Overall deadline and minimum rate of the whole transfer, all attempts included.
+    pub limits: TransferLimits,
 }
 
 impl Default for FetchOptions {
@@ -64,6 +73,7 @@ impl Default for FetchOptions {
             max_attempts: 3,
             retry_delay: Duration::from_secs(1),
             max_redirects: 5,
+            limits: TransferLimits::default(),
         }
     }
 }
@@ -149,6 +159,7 @@ pub fn fetch(
 fn request(
     url: &Url,
     opts: &FetchOptions,
+    pace: &Arc<Pace>,
     tls: &mut Option<Arc<ClientConfig>>,
     headers: &[(&str, String)],
     attempts: &mut u32,
@@ -168,14 +179,20 @@ fn request(
             }
             url::Scheme::Http => None,
         };
+        pace.remaining()
+            .map_err(|e| AttemptError::TooSlow(download_failure(format!("{target}: {e}"))))?;
         *attempts += 1;
         let stream = http::connect(
             &target,
             config.as_ref(),
             opts.connect_timeout,
             opts.io_timeout,
+            pace,
         )
-        .map_err(|e| classify_connect(&target, e))?;
+        .map_err(|e| match pace.remaining() {
+            Err(late) => AttemptError::TooSlow(download_failure(format!("{target}: {late}"))),
+            Ok(_) => classify_connect(&target, e),
+        })?;
         let (head, reader) = http::get(stream, &target, headers)
             .map_err(|e| classify_io(&target, e, opts.io_timeout))?;
         if !matches!(head.status, 301 | 302 | 303 | 307 | 308) {
@@ -204,12 +221,22 @@ fn request(
 }
 
 /// The first `max` bytes of `url` (a `Range` request; a server that ignores it is read only
-/// that far), without touching the flash. One connection, no retries: None on any failure,
-/// which the caller treats as "unknown" and leaves to the real download to report.
-pub fn fetch_head(url: &str, opts: &FetchOptions, max: usize) -> Option<Vec<u8>> {
-    let parsed = Url::parse(url).ok()?;
+/// that far), without touching the flash, within `opts.limits` (a probe's deadline is its
+/// floor: the size is `max`). One connection, no retries. `Ok(None)` on a failure that says
+/// nothing about the server's pace (refused, HTTP error, unexpected range), which the caller
+/// treats as "unknown" and leaves to the real download to report; an error when the server was
+/// too slow (deadline or minimum rate), naming the URL: the download would be no faster.
+pub fn fetch_head(url: &str, opts: &FetchOptions, max: usize) -> Result<Option<Vec<u8>>, Fault> {
+    let Ok(parsed) = Url::parse(url) else {
+        return Ok(None);
+    };
+    let pace = Pace::new(opts.limits, "head probe");
     let headers = [("Range", format!("bytes=0-{}", max.saturating_sub(1)))];
-    let (_, head, reader) = request(&parsed, opts, &mut None, &headers, &mut 0).ok()?;
+    let (_, head, reader) = match request(&parsed, opts, &pace, &mut None, &headers, &mut 0) {
+        Ok(r) => r,
+        Err(AttemptError::TooSlow(f)) => return Err(f),
+        Err(_) => return Ok(None),
+    };
     let from_start = match head.status {
         200 => true,
         206 => head
@@ -220,14 +247,17 @@ pub fn fetch_head(url: &str, opts: &FetchOptions, max: usize) -> Option<Vec<u8>>
         _ => false,
     };
     if !from_start {
-        return None;
+        return Ok(None);
     }
     let mut out = Vec::with_capacity(max.min(BUFFER));
-    http::Body::new(&head, reader)
+    match http::Body::new(&head, reader)
         .take(max as u64)
         .read_to_end(&mut out)
-        .ok()?;
-    Some(out)
+    {
+        Ok(_) => Ok(Some(out)),
+        Err(e) if is_too_slow(&e) => Err(download_failure(format!("{parsed}: {e}"))),
+        Err(_) => Ok(None),
+    }
 }
 
 enum AttemptError {
@@ -235,6 +265,8 @@ enum AttemptError {
     Retry(String),
     /// Final.
     Fatal(Fault),
+    /// Final: the transfer's deadline passed or it went under the minimum rate.
+    TooSlow(Fault),
 }
 
 fn download_failure(msg: impl Into<String>) -> Fault {
@@ -255,6 +287,7 @@ struct Download<'a> {
     tls: Option<Arc<ClientConfig>>,
     attempts: u32,
     last_progress: u64,
+    pace: Arc<Pace>,
 }
 
 impl<'a> Download<'a> {
@@ -297,6 +330,7 @@ impl<'a> Download<'a> {
             tls: None,
             attempts: 0,
             last_progress: 0,
+            pace: Pace::new(opts.limits, "download"),
         };
         if resumable {
             d.absorb_existing()?;
@@ -355,7 +389,7 @@ impl<'a> Download<'a> {
             let before = self.len;
             match self.attempt(progress) {
                 Ok(()) => break,
-                Err(AttemptError::Fatal(f)) => return Err(f),
+                Err(AttemptError::Fatal(f)) | Err(AttemptError::TooSlow(f)) => return Err(f),
                 Err(AttemptError::Retry(reason)) => {
                     without_progress = if self.len > before {
                         0
@@ -371,7 +405,13 @@ impl<'a> Download<'a> {
                             self.attempts, self.len
                         )));
                     }
-                    std::thread::sleep(self.opts.retry_delay);
+                    let left = self.pace.remaining().map_err(|e| {
+                        download_failure(format!(
+                            "{}: {e} ({reason}; {} bytes received)",
+                            self.url, self.len
+                        ))
+                    })?;
+                    std::thread::sleep(self.opts.retry_delay.min(left));
                 }
             }
         }
@@ -389,6 +429,7 @@ impl<'a> Download<'a> {
         let (target, head, body) = request(
             &self.url,
             self.opts,
+            &self.pace,
             &mut self.tls,
             &headers,
             &mut self.attempts,
@@ -444,6 +485,8 @@ impl<'a> Download<'a> {
         if let Some(total) = total {
             self.check_cap(total).map_err(AttemptError::Fatal)?;
         }
+        // The deadline scales with the size announced (the cap when none is).
+        self.pace.size_known(total.unwrap_or(self.opts.max_bytes));
         progress(self.len, total);
         let mut body = http::Body::new(&head, body);
         let mut buf = vec![0u8; BUFFER];
@@ -537,6 +580,10 @@ fn classify_connect(url: &Url, reason: String) -> AttemptError {
 /// Timeouts and dropped connections are retried; a TLS failure (certificate, protocol) or a
 /// malformed response will not get better by asking again.
 fn classify_io(url: &Url, e: io::Error, io_timeout: Duration) -> AttemptError {
+    if is_too_slow(&e) {
+        // Deadline or minimum rate: final, and the message says which.
+        return AttemptError::TooSlow(download_failure(format!("{url}: {e}")));
+    }
     match e.kind() {
         io::ErrorKind::InvalidData => AttemptError::Fatal(download_failure(format!("{url}: {e}"))),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => AttemptError::Retry(format!(

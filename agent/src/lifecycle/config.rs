@@ -127,6 +127,72 @@ pub struct AgentConfig {
     /// How long a stopping app gets between SIGTERM and SIGKILL.
     #[serde(default = "default_stop_timeout")]
     pub stop_timeout_ms: u64,
+    /// Deadlines and minimum rate of package downloads and head probes.
+    #[serde(default)]
+    pub download_limits: DownloadLimits,
+}
+
+/// How long a package server may take. Every download has an overall deadline, the floor
+/// `deadline_ms` or `deadline_ms_per_mib` per MiB announced when longer, and must average at
+/// least `min_rate_bytes_per_s` over every `rate_window_ms`; the head probe (64 KiB) has
+/// `probe_deadline_ms` and the same minimum rate. A server that drips bytes is cut at the
+/// first bound it misses, and the fault (7033) names the URL and the bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DownloadLimits {
+    pub deadline_ms: u64,
+    pub deadline_ms_per_mib: u64,
+    pub min_rate_bytes_per_s: u64,
+    pub rate_window_ms: u64,
+    pub probe_deadline_ms: u64,
+}
+
+impl Default for DownloadLimits {
+    fn default() -> Self {
+        // Sized for a slow DSL line (1 Mbit/s moves a MiB in 8 s) with margin; 1 KiB/s over
+        // 30 s is far below any working link and far above a drip.
+        DownloadLimits {
+            deadline_ms: 300_000,
+            deadline_ms_per_mib: 30_000,
+            min_rate_bytes_per_s: 1024,
+            rate_window_ms: 30_000,
+            probe_deadline_ms: 15_000,
+        }
+    }
+}
+
+impl DownloadLimits {
+    /// The limits of a package download.
+    pub fn download(&self) -> crate::fetch::TransferLimits {
+        crate::fetch::TransferLimits {
+            deadline: std::time::Duration::from_millis(self.deadline_ms),
+            deadline_per_mib: std::time::Duration::from_millis(self.deadline_ms_per_mib),
+            min_rate_bps: self.min_rate_bytes_per_s,
+            rate_window: std::time::Duration::from_millis(self.rate_window_ms),
+        }
+    }
+
+    /// The limits of the head probe: its own deadline, the same minimum rate.
+    pub fn probe(&self) -> crate::fetch::TransferLimits {
+        crate::fetch::TransferLimits {
+            deadline: std::time::Duration::from_millis(self.probe_deadline_ms),
+            deadline_per_mib: std::time::Duration::ZERO,
+            ..self.download()
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("deadline_ms", self.deadline_ms),
+            ("rate_window_ms", self.rate_window_ms),
+            ("probe_deadline_ms", self.probe_deadline_ms),
+        ] {
+            if v == 0 {
+                return Err(format!("download_limits.{name}: must be over 0"));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn yes() -> bool {
@@ -195,6 +261,7 @@ impl AgentConfig {
             ca_file: None,
             cgroup_root: default_cgroup_root(),
             stop_timeout_ms: default_stop_timeout(),
+            download_limits: DownloadLimits::default(),
         }
     }
 
@@ -248,6 +315,7 @@ impl AgentConfig {
         if self.exec_envs.is_empty() {
             return Err("exec_envs: at least one ExecEnv is required".into());
         }
+        self.download_limits.validate()?;
         for (i, env) in self.exec_envs.iter().enumerate() {
             if env.name.is_empty()
                 || env.name.len() > 32

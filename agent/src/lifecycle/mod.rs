@@ -2,14 +2,19 @@
 //! restart, ExecEnv reset; memory admission; the operation journal and recovery after a crash
 //! or power loss; events.
 //!
-//! Concurrency: DU operations (install/update/uninstall/reset) run one at a time (`ops`), which
-//! keeps the journal a single entry; EU start/stop take `eu_ops` so they never interleave with
-//! the stop/commit/start phase of an update or uninstall. The state lock is only held for short
-//! in-memory work and never across a blocking supervisor call.
+//! Concurrency: no lock is held across network I/O (head probe, download) or unpacking. A DU
+//! operation reserves its DU in the model (`transient`, checked and set under the state lock),
+//! so operations on the same DU are refused (7229) while operations on different DUs run side
+//! by side, each with its own journal entry (`inflight`). EU start/stop take `eu_ops` so they
+//! never interleave with the stop/commit/start phase of an update or uninstall. The state lock
+//! is only held for short in-memory work and never across a blocking supervisor call.
 
 pub mod config;
 pub mod events;
+mod inflight;
+mod migrate;
 pub mod packages;
+mod reserve;
 pub mod state;
 
 use std::collections::{HashMap, HashSet};
@@ -30,6 +35,7 @@ use crate::supervise::cgroup::CgroupParent;
 use crate::supervise::{lock, EuUpdate, StartReason, StatusSink, Supervisor};
 use config::{AgentConfig, ExecEnvConfig, Runner};
 use events::EventLog;
+use inflight::InFlight;
 use packages::{AppSpec, CheckedPackage, InstalledFiles, Packages};
 use state::{DuRecord, Journal, PersistedState, StateFiles};
 
@@ -119,7 +125,7 @@ pub struct Agent {
     shared: Arc<Shared>,
     supervisor: Supervisor,
     backends: HashMap<String, Arc<dyn Backend>>,
-    ops: Mutex<()>,
+    inflight: InFlight,
     eu_ops: Mutex<()>,
 }
 
@@ -189,6 +195,7 @@ impl Agent {
             trusted_keys_dir: cfg.trusted_keys_dir.clone(),
             download_cap_bytes: cfg.download_cap_bytes,
             ca_file: cfg.ca_file.clone(),
+            limits: cfg.download_limits,
         };
         let agent = Agent {
             cfg,
@@ -197,11 +204,12 @@ impl Agent {
             shared,
             supervisor,
             backends,
-            ops: Mutex::new(()),
+            inflight: InFlight::new(),
             eu_ops: Mutex::new(()),
         };
         agent.recover()?;
         agent.sweep();
+        agent.migrate();
         agent.autostart();
         Ok(agent)
     }
@@ -292,7 +300,6 @@ impl Agent {
         if let Some(d) = digest {
             validate_digest(d)?;
         }
-        let _op = lock(&self.ops);
         let env = self.resolve_env(env)?;
         let available = self.available_mib(&env.name, None);
         if available == 0 {
@@ -304,8 +311,12 @@ impl Agent {
                 ),
             ));
         }
+        // The probe and the download hold no lock: a slow server stalls only this operation.
         self.admit_before_download(url, &env, None, true)?;
+        let _download = self.inflight.claim_download(url)?;
         let mut j = Journal {
+            op_id: self.inflight.new_op(),
+            disk_created: false,
             operation: Operation::Install,
             start_time: rfc3339(now_secs()),
             url: url.to_string(),
@@ -317,7 +328,7 @@ impl Agent {
             previous: None,
             outcome: None,
         };
-        self.files.save_journal(&j).map_err(ef)?;
+        self.save_journal(&j).map_err(ef)?;
         persist_point("lifecycle:install:journal");
         let result = self.install_steps(&mut j, &env, digest, progress);
         match result {
@@ -360,7 +371,7 @@ impl Agent {
         digest: Option<&str>,
         progress: &mut dyn FnMut(u64, Option<u64>),
     ) -> OpResult<DeploymentUnit> {
-        self.packages.clear_downloads_except_part(&j.url);
+        self.clear_downloads_except_part(&j.url);
         let path = self
             .packages
             .download(&j.url, digest, progress)
@@ -375,39 +386,19 @@ impl Agent {
             self.packages.discard_download(&path);
             Err(f)
         };
-        if let Some(existing) = self.record(&uuid) {
-            return refuse(fault(
-                FaultCode::DuplicateDeploymentUnit,
-                format!(
-                    "{} {} from {} is already installed as {uuid} (version {}); use update",
-                    spec.name, spec.version, spec.vendor, existing.du.version
-                ),
-            ));
-        }
-        if let Err(f) = self.fits_env(spec, env) {
+        if let Err(f) = self.reserve_install(&uuid, spec, env) {
             return refuse(f);
         }
-        let available = self.available_mib(&env.name, None);
-        if spec.memory_mib > available {
-            return refuse(fault(
-                FaultCode::SystemResourcesExceeded,
-                format!(
-                    "{} needs {} MiB, ExecEnv {} has {available} MiB left",
-                    spec.name, spec.memory_mib, env.name
-                ),
-            ));
-        }
+        // Reserved: from here `j.uuid` is ours to roll back.
         j.uuid = uuid.clone();
         j.version = spec.version.clone();
         j.app_id = app_id(&uuid, &checked.manifest_digest);
-        self.files.save_journal(j).map_err(ef)?;
-        lock(&self.shared.model)
-            .transient
-            .insert(uuid.clone(), DuStatus::Installing);
-        let files = self.packages.unpack(&checked, &j.app_id).map_err(|f| {
-            self.packages.discard_download(&path);
-            ef(f)
-        })?;
+        self.save_journal(j).map_err(ef)?;
+        self.inflight
+            .pin(j.op_id, self.packages.blob_digests(&checked));
+        let files = self
+            .unpack_for(j, &checked, env)
+            .inspect_err(|_| self.packages.discard_download(&path))?;
         self.packages.discard_download(&path);
         persist_point("lifecycle:install:unpacked");
         // Commit: from here the install survives a crash.
@@ -469,7 +460,10 @@ impl Agent {
     /// Removes whatever an install that did not commit left behind.
     fn rollback_install(&self, j: &Journal) {
         let mut m = lock(&self.shared.model);
-        m.transient.remove(&j.uuid);
+        // `j.uuid` is set once the DU was reserved by this operation, never before.
+        if !j.uuid.is_empty() {
+            m.transient.remove(&j.uuid);
+        }
         let committed = m
             .persisted
             .dus
@@ -481,7 +475,11 @@ impl Agent {
                 crate::log_warn!("rollback: {f}");
             }
         }
-        self.packages.clear_downloads_except_part(&j.url);
+        if !committed {
+            self.remove_created_disk(j);
+        }
+        self.clear_downloads_except_part(&j.url);
+        self.inflight.unpin(j.op_id);
         self.gc();
     }
 
@@ -496,11 +494,22 @@ impl Agent {
         if let Some(u) = url {
             validate_url(u)?;
         }
-        let _op = lock(&self.ops);
         let prev = self.installed_record(uuid)?;
         let url = url.unwrap_or(&prev.du.url).to_string();
         validate_url(&url)?;
+        // Reserved for the whole update (a second operation on this DU is refused with 7229);
+        // the download below holds no lock.
+        let prev = self.reserve(uuid, DuStatus::Updating)?;
+        let download = match self.inflight.claim_download(&url) {
+            Ok(c) => c,
+            Err(f) => {
+                lock(&self.shared.model).transient.remove(uuid);
+                return Err(f);
+            }
+        };
         let mut j = Journal {
+            op_id: self.inflight.new_op(),
+            disk_created: false,
             operation: Operation::Update,
             start_time: rfc3339(now_secs()),
             url,
@@ -512,21 +521,23 @@ impl Agent {
             previous: Some(prev.clone()),
             outcome: None,
         };
-        self.files.save_journal(&j).map_err(ef)?;
+        if let Err(f) = self.save_journal(&j) {
+            lock(&self.shared.model).transient.remove(uuid);
+            return Err(ef(f));
+        }
         persist_point("lifecycle:update:journal");
-        lock(&self.shared.model)
-            .transient
-            .insert(uuid.to_string(), DuStatus::Updating);
         let result = self.update_steps(&mut j, &prev, progress);
-        lock(&self.shared.model).transient.remove(uuid);
+        drop(download);
         match result {
             Ok(du) => {
+                lock(&self.shared.model).transient.remove(uuid);
                 let event = self.event(&j, uuid, &du.version, DuEventState::Installed, true, None);
                 self.finish(&mut j, event);
                 Ok(du)
             }
             Err(f) => {
                 self.rollback_update(&j, &prev);
+                lock(&self.shared.model).transient.remove(uuid);
                 let event = self.event(
                     &j,
                     uuid,
@@ -552,7 +563,7 @@ impl Agent {
             .eu_of(&prev.du.uuid)
             .is_some_and(|e| e.requested_state == RequestedState::Active);
         self.admit_before_download(&j.url, &env, Some(&prev.du.uuid), was_active)?;
-        self.packages.clear_downloads_except_part(&j.url);
+        self.clear_downloads_except_part(&j.url);
         let path = self.packages.download(&j.url, None, progress).map_err(ef)?;
         let checked = self.packages.check(&path).map_err(|f| {
             self.packages.discard_download(&path);
@@ -600,11 +611,12 @@ impl Agent {
         }
         j.version = spec.version.clone();
         j.app_id = app_id(&prev.du.uuid, &checked.manifest_digest);
-        self.files.save_journal(j).map_err(ef)?;
-        let files = self.packages.unpack(&checked, &j.app_id).map_err(|f| {
-            self.packages.discard_download(&path);
-            ef(f)
-        })?;
+        self.save_journal(j).map_err(ef)?;
+        self.inflight
+            .pin(j.op_id, self.packages.blob_digests(&checked));
+        let files = self
+            .unpack_for(j, &checked, &env)
+            .inspect_err(|_| self.packages.discard_download(&path))?;
         self.packages.discard_download(&path);
         persist_point("lifecycle:update:unpacked");
 
@@ -684,15 +696,20 @@ impl Agent {
                 crate::log_warn!("rollback: {f}");
             }
         }
-        self.packages.clear_downloads_except_part(&j.url);
+        if current_app.as_deref() != Some(&j.app_id) {
+            self.remove_created_disk(j);
+        }
+        self.clear_downloads_except_part(&j.url);
+        self.inflight.unpin(j.op_id);
         self.gc();
     }
 
     /// Uninstall: stops the DU's EUs, forgets it, removes its files (and data unless kept).
     pub fn uninstall(&self, uuid: &str, keep_data: bool) -> OpResult<()> {
-        let _op = lock(&self.ops);
-        let rec = self.installed_record(uuid)?;
+        let rec = self.reserve(uuid, DuStatus::Uninstalling)?;
         let mut j = Journal {
+            op_id: self.inflight.new_op(),
+            disk_created: false,
             operation: Operation::Uninstall,
             start_time: rfc3339(now_secs()),
             url: rec.du.url.clone(),
@@ -704,11 +721,11 @@ impl Agent {
             previous: None,
             outcome: None,
         };
-        self.files.save_journal(&j).map_err(ef)?;
+        if let Err(f) = self.save_journal(&j) {
+            lock(&self.shared.model).transient.remove(uuid);
+            return Err(ef(f));
+        }
         persist_point("lifecycle:uninstall:journal");
-        lock(&self.shared.model)
-            .transient
-            .insert(uuid.to_string(), DuStatus::Uninstalling);
         let result = self.uninstall_steps(&j);
         lock(&self.shared.model).transient.remove(uuid);
         let (state, f) = match &result {
@@ -836,24 +853,32 @@ impl Agent {
 
     // ---- recovery ------------------------------------------------------------------------
 
-    /// Finishes the operation a crash cut: roll back what did not commit, complete what did,
-    /// publish its event once.
+    /// Finishes the operations a crash cut: roll back what did not commit, complete what did,
+    /// publish each one's event once.
     fn recover(&self) -> Result<(), Fault> {
-        let journal = match self.files.load_journal() {
-            Ok(j) => j,
+        let journals = match self.files.load_journals() {
+            Ok(js) => js,
             Err(f) if f.code == FaultCode::CorruptData => {
                 // Only we write it, atomically: damage means the flash failed. Keep it for
                 // diagnosis and carry on; the state file still describes what is installed.
                 crate::log_error!("{f}; set aside, the interrupted operation is not recovered");
                 self.files.set_journal_aside()?;
-                None
+                Vec::new()
             }
             Err(f) => return Err(f),
         };
-        let Some(mut j) = journal else {
+        if journals.is_empty() {
             self.packages.clear_downloads();
             return Ok(());
-        };
+        }
+        self.inflight.adopt(journals);
+        for j in self.inflight.entries() {
+            self.recover_one(j)?;
+        }
+        Ok(())
+    }
+
+    fn recover_one(&self, mut j: Journal) -> Result<(), Fault> {
         crate::log_warn!(
             "recovering an interrupted {:?} of {:?} started {}",
             j.operation,
@@ -889,8 +914,8 @@ impl Agent {
             }
             Operation::Update => {
                 let Some(prev) = j.previous.clone() else {
-                    crate::log_error!("journal: update without previous version; set aside");
-                    self.files.set_journal_aside()?;
+                    crate::log_error!("journal: update without previous version, dropped: {j:?}");
+                    self.inflight.remove(&self.files, j.op_id)?;
                     self.packages.clear_downloads();
                     return Ok(());
                 };
@@ -1095,24 +1120,30 @@ impl Agent {
     /// before the outcome is on flash re-decides it on restart; after, republishes this event.
     fn finish(&self, j: &mut Journal, event: DuStateChange) {
         j.outcome = Some(event.clone());
-        if let Err(f) = self.files.save_journal(j) {
+        if let Err(f) = self.save_journal(j) {
             crate::log_error!("journal: {f}");
         }
         persist_point("lifecycle:event:decided");
         self.shared.events.publish(Event::DuStateChange(event));
-        if let Err(f) = self.files.clear_journal() {
+        if let Err(f) = self.inflight.remove(&self.files, j.op_id) {
             crate::log_error!("journal: {f}");
         }
+        self.inflight.unpin(j.op_id);
     }
 
+    /// Removes the blobs neither an installed version nor an operation in flight uses.
     fn gc(&self) {
-        let keep: HashSet<String> = lock(&self.shared.model)
-            .persisted
-            .dus
-            .iter()
-            .flat_map(|r| r.files.blobs.iter().cloned())
-            .collect();
-        if let Err(f) = self.packages.gc(&keep) {
+        let result = self.inflight.with_pins(|pinned| {
+            let mut keep: HashSet<String> = lock(&self.shared.model)
+                .persisted
+                .dus
+                .iter()
+                .flat_map(|r| r.files.blobs.iter().cloned())
+                .collect();
+            keep.extend(pinned.iter().cloned());
+            self.packages.gc(&keep)
+        });
+        if let Err(f) = result {
             crate::log_warn!("blob GC: {f}");
         }
     }
@@ -1256,7 +1287,7 @@ impl Agent {
         except: Option<&str>,
         check_memory: bool,
     ) -> OpResult<()> {
-        let Some(spec) = self.packages.peek_spec(url) else {
+        let Some(spec) = self.packages.peek_spec(url).map_err(ef)? else {
             return Ok(());
         };
         self.fits_env(&spec, env)?;

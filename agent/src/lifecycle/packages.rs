@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::config::DownloadLimits;
 use crate::fault::{Fault, FaultCode};
 use crate::fetch::{download_path, fetch, fetch_head, meta_path, part_path, FetchOptions};
 use crate::package::head::{peek_config, HEAD_BYTES};
@@ -13,7 +14,7 @@ use crate::package::{
     verify_package, AppConfig, Backend as PkgBackend, LayerKind, PackageCaps, TrustedKey,
     VerifiedPackage,
 };
-use crate::store::Store;
+use crate::store::{Digest, Store};
 
 /// What the lifecycle needs from a package's app config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,7 +105,11 @@ pub struct Packages {
     pub trusted_keys_dir: Option<PathBuf>,
     pub download_cap_bytes: u64,
     pub ca_file: Option<PathBuf>,
+    pub limits: DownloadLimits,
 }
+
+/// Name of an app's private data disk in its data directory.
+pub const DATA_DISK: &str = "disk.img";
 
 impl Packages {
     fn trusted_keys(&self) -> Result<Vec<TrustedKey>, Fault> {
@@ -152,6 +157,7 @@ impl Packages {
             max_bytes: self.download_cap_bytes,
             expected_sha256,
             extra_ca_file: self.ca_file.clone(),
+            limits: self.limits.download(),
             ..FetchOptions::default()
         };
         let dest = download_path(&self.store.downloads_dir(), url);
@@ -160,14 +166,18 @@ impl Packages {
 
     /// The app config the package at `url` declares in its head, read before downloading it
     /// (unverified: only good for refusing early, see `package::head`). None when the server
-    /// or the package does not tell.
-    pub fn peek_spec(&self, url: &str) -> Option<AppSpec> {
+    /// or the package does not tell; an error (7033, naming the URL and the bound) when the
+    /// server is too slow to send the head within the probe's deadline and minimum rate.
+    pub fn peek_spec(&self, url: &str) -> Result<Option<AppSpec>, Fault> {
         let opts = FetchOptions {
             extra_ca_file: self.ca_file.clone(),
+            limits: self.limits.probe(),
             ..FetchOptions::default()
         };
-        let head = fetch_head(url, &opts, HEAD_BYTES)?;
-        peek_config(&head).map(|c| AppSpec::from_config(&c))
+        let Some(head) = fetch_head(url, &opts, HEAD_BYTES)? else {
+            return Ok(None);
+        };
+        Ok(peek_config(&head).map(|c| AppSpec::from_config(&c)))
     }
 
     /// Verifies every blob, the signature and the config of a downloaded package.
@@ -192,41 +202,109 @@ impl Packages {
         })
     }
 
+    /// Every blob a checked package will put in the store (what GC must keep while it is
+    /// being unpacked and not yet committed).
+    pub fn blob_digests(&self, pkg: &CheckedPackage) -> Vec<String> {
+        let v = &pkg.verified;
+        let mut out = vec![
+            v.manifest_digest.to_string(),
+            v.config_blob.digest.to_string(),
+        ];
+        out.extend(v.layers.values().map(|b| b.digest.to_string()));
+        out
+    }
+
     /// Copies a checked package's blobs into the store and creates its `apps/<app_id>/`.
-    pub fn unpack(&self, pkg: &CheckedPackage, app_id: &str) -> Result<InstalledFiles, Fault> {
+    /// With `extract_rootfs` (jail apps) the rootfs layer is extracted there now, at install,
+    /// so that a start does no extraction. `disk` is left to [`Packages::make_data_disk`]:
+    /// this sets it to None.
+    pub fn unpack(
+        &self,
+        pkg: &CheckedPackage,
+        app_id: &str,
+        extract_rootfs: bool,
+    ) -> Result<(InstalledFiles, Option<Digest>), Fault> {
         let unpacked = pkg.verified.unpack(&self.store)?;
         let app_dir = self.store.create_app_dir(app_id)?;
-        Ok(InstalledFiles {
+        let rootfs = unpacked.layer_path(&self.store, LayerKind::Rootfs);
+        if let (true, Some(layer)) = (extract_rootfs, &rootfs) {
+            let dest = app_dir.join("rootfs");
+            if !dest.is_dir() {
+                crate::package::extract_layer(layer, &dest, &crate::package::LayerCaps::default())?;
+            }
+        }
+        let files = InstalledFiles {
             app_id: app_id.to_string(),
             app_dir,
             kernel: unpacked.layer_path(&self.store, LayerKind::Kernel),
             initrd: unpacked.layer_path(&self.store, LayerKind::Initrd),
-            rootfs: unpacked.layer_path(&self.store, LayerKind::Rootfs),
-            disk: unpacked.layer_path(&self.store, LayerKind::Disk),
+            rootfs,
+            disk: None,
             blobs: unpacked.blobs().iter().map(|d| d.to_string()).collect(),
-        })
+        };
+        Ok((files, unpacked.layers.get(&LayerKind::Disk).copied()))
+    }
+
+    /// The path of the DU's private data disk in its data directory `data_id`.
+    pub fn data_disk_path(&self, data_id: &str) -> Result<PathBuf, Fault> {
+        Ok(self.store.app_dir(data_id)?.join(DATA_DISK))
+    }
+
+    /// Makes the DU's private, writable copy of its package's disk blob in its data directory
+    /// (created if needed). An existing copy is kept: it is the app's data (an update keeps
+    /// it; so does a reinstall after an uninstall that kept the data). Returns the path and
+    /// whether it was created now.
+    pub fn make_data_disk(&self, data_id: &str, blob: &Digest) -> Result<(PathBuf, bool), Fault> {
+        let path = self.data_disk_path(data_id)?;
+        if path.is_file() {
+            return Ok((path, false));
+        }
+        self.store.create_app_dir(data_id)?;
+        self.store.copy_blob_to(blob, &path)?;
+        Ok((path, true))
+    }
+
+    /// The private data disk of a DU an older agent installed, whose app wrote into the blob
+    /// itself: that blob's current bytes are its data, copied as they are.
+    pub fn make_data_disk_from_legacy(
+        &self,
+        data_id: &str,
+        blob: &Digest,
+    ) -> Result<PathBuf, Fault> {
+        let path = self.data_disk_path(data_id)?;
+        if !path.is_file() {
+            self.store.create_app_dir(data_id)?;
+            self.store.copy_blob_as_is(blob, &path)?;
+        }
+        Ok(path)
     }
 
     pub fn discard_download(&self, path: &Path) {
         let _ = std::fs::remove_file(path);
     }
 
-    /// Removes every download left behind except the partial download of `url`: an install or
+    /// Removes every download left behind except the partial download of `url` and the files
+    /// of the downloads in `busy` (URLs other operations are downloading now): an install or
     /// update cut by a crash or power loss is rolled back, and the operator's retry of the same
-    /// URL resumes from the `.part` instead of starting over. At most one part is kept: every
-    /// operation clears the others when it starts. The kept part is only ever resumed by a
-    /// download of the same URL, and its digest is checked like any other download.
-    pub fn clear_downloads_except_part(&self, url: &str) {
-        let dest = download_path(&self.store.downloads_dir(), url);
+    /// URL resumes from the `.part` instead of starting over. The kept part is only ever
+    /// resumed by a download of the same URL, and its digest is checked like any other
+    /// download.
+    pub fn clear_downloads_except_part(&self, url: &str, busy: &[String]) {
+        let dir = self.store.downloads_dir();
+        let dest = download_path(&dir, url);
         let part = part_path(&dest);
         // An empty part saves nothing: drop it with its meta.
         let has_data = std::fs::metadata(&part).is_ok_and(|m| m.len() > 0);
-        let keep = if has_data {
+        let mut keep = if has_data {
             vec![part, meta_path(&dest)]
         } else {
             Vec::new()
         };
-        if let Ok(rd) = std::fs::read_dir(self.store.downloads_dir()) {
+        for other in busy.iter().filter(|u| *u != url) {
+            let d = download_path(&dir, other);
+            keep.extend([part_path(&d), meta_path(&d), d]);
+        }
+        if let Ok(rd) = std::fs::read_dir(&dir) {
             for e in rd.flatten() {
                 if !keep.contains(&e.path()) {
                     let _ = std::fs::remove_file(e.path());

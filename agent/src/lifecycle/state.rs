@@ -37,10 +37,14 @@ pub struct PersistedState {
     pub next_eu: u64,
 }
 
-/// The operation in flight. Recovery reads it to roll back or complete the operation and to
-/// publish its event exactly once.
+/// An operation in flight. Recovery reads it to roll back or complete the operation and to
+/// publish its event exactly once. Operations on different DUs run side by side (their network
+/// I/O holds no lock), so `journal.json` holds every one in flight.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Journal {
+    /// Tells this operation's entry from the others' (unique within one run of the agent).
+    #[serde(default)]
+    pub op_id: u32,
     pub operation: Operation,
     pub start_time: String,
     pub url: String,
@@ -55,6 +59,18 @@ pub struct Journal {
     pub previous: Option<DuRecord>,
     /// Set once the outcome is decided, just before the event is published.
     pub outcome: Option<DuStateChange>,
+    /// Install: this operation created the DU's private data disk (a rollback removes it;
+    /// one that existed before, kept by an uninstall, is left alone).
+    #[serde(default)]
+    pub disk_created: bool,
+}
+
+/// `journal.json`: the operations in flight (an agent before concurrent operations wrote one).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum JournalFile {
+    Many(Vec<Journal>),
+    One(Box<Journal>),
 }
 
 pub struct StateFiles {
@@ -76,12 +92,23 @@ impl StateFiles {
         store::write_json(&self.dir.join(STATE_FILE), s)
     }
 
-    pub fn load_journal(&self) -> Result<Option<Journal>, Fault> {
-        store::read_json(&self.dir.join(JOURNAL_FILE), MAX_JOURNAL_BYTES)
+    /// Every operation in flight when the agent stopped (none when there is no journal).
+    pub fn load_journals(&self) -> Result<Vec<Journal>, Fault> {
+        let file: Option<JournalFile> =
+            store::read_json(&self.dir.join(JOURNAL_FILE), MAX_JOURNAL_BYTES)?;
+        Ok(match file {
+            None => Vec::new(),
+            Some(JournalFile::Many(v)) => v,
+            Some(JournalFile::One(j)) => vec![*j],
+        })
     }
 
-    pub fn save_journal(&self, j: &Journal) -> Result<(), Fault> {
-        store::write_json(&self.dir.join(JOURNAL_FILE), j)
+    /// Writes the operations in flight; none removes the journal.
+    pub fn save_journals(&self, js: &[Journal]) -> Result<(), Fault> {
+        if js.is_empty() {
+            return self.clear_journal();
+        }
+        store::write_json(&self.dir.join(JOURNAL_FILE), &js)
     }
 
     /// Renames an unreadable journal to `journal.json.bad` (kept for diagnosis).

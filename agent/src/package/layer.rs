@@ -3,6 +3,7 @@
 //! nothing is written outside the target, no write goes through a symlink, setuid/setgid bits
 //! are dropped, device nodes are skipped, counts and sizes are capped.
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -18,6 +19,8 @@ pub struct LayerCaps {
     pub max_entries: u64,
     /// Sum of the regular files' sizes.
     pub max_bytes: u64,
+    /// Most path components in one entry's path (a rootfs nests a dozen deep, not hundreds).
+    pub max_depth: usize,
 }
 
 impl Default for LayerCaps {
@@ -25,6 +28,7 @@ impl Default for LayerCaps {
         LayerCaps {
             max_entries: 50_000,
             max_bytes: 1 << 30,
+            max_depth: 64,
         }
     }
 }
@@ -38,6 +42,9 @@ pub struct LayerStats {
     /// Device nodes, FIFOs and whiteouts, which a single-layer jail rootfs has no use for.
     pub skipped: u64,
     pub bytes: u64,
+    /// stat/mkdir calls made on ancestor directories: each directory is checked once, so this
+    /// is bounded by the number of directories, not by entries x depth.
+    pub dir_checks: u64,
 }
 
 const MAX_PATH: usize = 4096;
@@ -107,6 +114,10 @@ struct Extractor<'a> {
     next_path: Option<String>,
     next_link: Option<String>,
     next_size: Option<u64>,
+    /// Directories (relative paths) known to be real directories we created or checked: none
+    /// is ever removed or replaced during an extraction (`clear` refuses directories), so one
+    /// check per directory suffices.
+    known_dirs: HashSet<String>,
 }
 
 fn read_exact_or_truncated(r: &mut impl Read, buf: &mut [u8]) -> Result<(), Fault> {
@@ -126,6 +137,13 @@ fn skip(r: &mut impl Read, n: u64) -> Result<(), Fault> {
 
 fn padding(size: u64) -> u64 {
     (BLOCK - size % BLOCK) % BLOCK
+}
+
+/// `size` rounded up to whole blocks; a size so large that this overflows (a pax `size` near
+/// u64::MAX) is refused naming the entry.
+fn padded(size: u64, entry: &str) -> Result<u64, Fault> {
+    size.checked_add(padding(size))
+        .ok_or_else(|| corrupt(format!("{entry:?}: size {size} overflows")))
 }
 
 /// `a/./b/` -> ["a", "b"]; refuses `..`. Leading `/` and `./` are dropped: layer paths are
@@ -188,16 +206,36 @@ impl<'a> Extractor<'a> {
             next_path: None,
             next_link: None,
             next_size: None,
+            known_dirs: HashSet::new(),
         }
     }
 
     /// Makes sure every ancestor of `parts` under the root is a real directory (created when
-    /// missing), never a symlink: this is what keeps writes inside the root.
-    fn safe_parent(&self, parts: &[String]) -> Result<PathBuf, Fault> {
+    /// missing), never a symlink: this is what keeps writes inside the root. Each directory is
+    /// stat'ed (or created) once per extraction, then remembered in `known_dirs`.
+    fn safe_parent(&mut self, parts: &[String]) -> Result<PathBuf, Fault> {
+        let ancestors = &parts[..parts.len().saturating_sub(1)];
         let mut dir = self.root.to_path_buf();
-        for part in &parts[..parts.len().saturating_sub(1)] {
+        for part in ancestors {
             dir.push(part);
-            match fs::symlink_metadata(&dir) {
+        }
+        if ancestors.is_empty() || self.known_dirs.contains(&ancestors.join("/")) {
+            // Directories enter the set parent first, so a known parent has known ancestors.
+            return Ok(dir);
+        }
+        let mut rel = String::new();
+        let mut path = self.root.to_path_buf();
+        for part in ancestors {
+            if !rel.is_empty() {
+                rel.push('/');
+            }
+            rel.push_str(part);
+            path.push(part);
+            if self.known_dirs.contains(&rel) {
+                continue;
+            }
+            self.stats.dir_checks += 1;
+            match fs::symlink_metadata(&path) {
                 Ok(m) if m.is_dir() => {}
                 Ok(_) => {
                     return Err(corrupt(format!(
@@ -206,10 +244,12 @@ impl<'a> Extractor<'a> {
                     )))
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    fs::create_dir(&dir).map_err(|e| io_fault("create", &dir, e))?;
+                    self.stats.dir_checks += 1;
+                    fs::create_dir(&path).map_err(|e| io_fault("create", &path, e))?;
                 }
-                Err(e) => return Err(io_fault("stat", &dir, e)),
+                Err(e) => return Err(io_fault("stat", &path, e)),
             }
+            self.known_dirs.insert(rel.clone());
         }
         Ok(dir)
     }
@@ -271,7 +311,7 @@ impl<'a> Extractor<'a> {
                     continue;
                 }
                 b'g' => {
-                    skip(r, size + padding(size))?;
+                    skip(r, padded(size, &header_name)?)?;
                     continue;
                 }
                 _ => {}
@@ -282,24 +322,33 @@ impl<'a> Extractor<'a> {
                 None => field_str(&h[157..257], &name)?.to_string(),
             };
             let parts = clean_path(&name)?;
+            if parts.len() > self.caps.max_depth {
+                return Err(corrupt(format!(
+                    "{name:?}: {} levels deep, more than {}",
+                    parts.len(),
+                    self.caps.max_depth
+                )));
+            }
+            // Checked before anything is written: the skips below and `file` rely on it.
+            let skip_len = padded(size, &name)?;
             let whiteout = parts.last().is_some_and(|p| p.starts_with(".wh."));
             match typeflag {
                 b'0' | 0 | b'7' if !whiteout => self.file(r, &parts, size, mode)?,
                 b'5' => {
                     self.dir(&parts, mode)?;
-                    skip(r, size + padding(size))?;
+                    skip(r, skip_len)?;
                 }
                 b'2' if !whiteout => {
                     self.symlink(&parts, &link)?;
-                    skip(r, size + padding(size))?;
+                    skip(r, skip_len)?;
                 }
                 b'1' if !whiteout => {
                     self.hardlink(&parts, &link)?;
-                    skip(r, size + padding(size))?;
+                    skip(r, skip_len)?;
                 }
                 b'0' | 0 | b'7' | b'1' | b'2' | b'3' | b'4' | b'6' => {
                     self.stats.skipped += 1;
-                    skip(r, size + padding(size))?;
+                    skip(r, skip_len)?;
                 }
                 t => {
                     return Err(corrupt(format!(
@@ -391,6 +440,7 @@ impl<'a> Extractor<'a> {
         // Owner keeps rwx so later entries can be written into it.
         fs::set_permissions(&path, fs::Permissions::from_mode((mode & 0o1777) | 0o700))
             .map_err(|e| io_fault("chmod", &path, e))?;
+        self.known_dirs.insert(parts.join("/"));
         self.stats.dirs += 1;
         Ok(())
     }
@@ -411,6 +461,12 @@ impl<'a> Extractor<'a> {
 
     fn hardlink(&mut self, parts: &[String], target: &str) -> Result<(), Fault> {
         let target_parts = clean_path(target)?;
+        if target_parts.len() > self.caps.max_depth {
+            return Err(corrupt(format!(
+                "hard link target {target:?}: more than {} levels deep",
+                self.caps.max_depth
+            )));
+        }
         if parts.is_empty() || target_parts.is_empty() {
             return Err(corrupt("bad hard link entry"));
         }
@@ -571,6 +627,108 @@ mod tests {
         );
         let stats = r.unwrap();
         assert_eq!((stats.files, stats.skipped), (1, 1));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A pax extended header (`x`) carrying `key=value` for the next entry.
+    fn pax_entry(key: &str, value: &str) -> Vec<u8> {
+        let body = format!(" {key}={value}\n");
+        // The record's length counts its own digits.
+        let mut len = body.len() + 1;
+        while format!("{len}{body}").len() != len {
+            len += 1;
+        }
+        raw_entry("pax", b'x', "", format!("{len}{body}").as_bytes())
+    }
+
+    #[test]
+    fn refuses_a_pax_size_that_overflows() {
+        for size in [u64::MAX, u64::MAX - 100, u64::MAX - 510] {
+            let (dir, r) = extract_raw(
+                "pax-size",
+                &[
+                    pax_entry("size", &size.to_string()),
+                    raw_entry("d/", b'5', "", b""),
+                ],
+            );
+            let err = r.unwrap_err();
+            assert_eq!(err.code, FaultCode::CorruptData, "{}", err.message);
+            assert!(
+                err.message.contains("overflows") && err.message.contains("\"d/\""),
+                "{}",
+                err.message
+            );
+            assert!(!dir.join("rootfs").exists() && !dir.join("rootfs.tmp").exists());
+            fs::remove_dir_all(&dir).unwrap();
+        }
+        // A global header (`g`) with such a size is refused the same way.
+        let mut g = raw_entry("glob", b'g', "", b"");
+        g[124..136].copy_from_slice(b"77777777777\0");
+        g[148..156].fill(b' ');
+        let sum: u32 = g[..512].iter().map(|&b| u32::from(b)).sum();
+        g[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+        let (dir, r) = extract_raw("pax-g", &[g]);
+        // 8 GiB of data is missing, so this one ends as truncated, without a panic.
+        assert_eq!(r.unwrap_err().code, FaultCode::CorruptData);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// 3,000 files, 30 levels deep, in 10 chains: each ancestor directory is checked once, so
+    /// the stat/mkdir calls are bounded by the directories (300), not entries x depth (90,000).
+    #[test]
+    fn deep_paths_check_each_directory_once() {
+        let mut entries = Vec::new();
+        for i in 0..3000 {
+            let chain = (1..30)
+                .map(|l| format!("l{l}"))
+                .collect::<Vec<_>>()
+                .join("/");
+            let path = format!("c{}/{chain}/f{i}", i % 10);
+            entries.push(pax_entry("path", &path));
+            entries.push(raw_entry("placeholder", b'0', "", b"x"));
+        }
+        let (dir, r) = extract_raw("deep", &entries);
+        let stats = r.unwrap();
+        assert_eq!(stats.files, 3000);
+        let dirs = 10 * 30;
+        // One stat and one mkdir per directory at most.
+        assert!(
+            stats.dir_checks <= 2 * dirs,
+            "{} ancestor checks for {dirs} directories",
+            stats.dir_checks
+        );
+        let deepest = (1..30).fold(dir.join("rootfs/c3"), |p, l| p.join(format!("l{l}")));
+        assert_eq!(fs::read(deepest.join("f2993")).unwrap(), b"x");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn refuses_paths_deeper_than_the_cap() {
+        let deep = (0..65)
+            .map(|i| format!("d{i}"))
+            .collect::<Vec<_>>()
+            .join("/");
+        let (dir, r) = extract_raw(
+            "too-deep",
+            &[pax_entry("path", &deep), raw_entry("p", b'0', "", b"x")],
+        );
+        let err = r.unwrap_err();
+        assert!(err.message.contains("more than 64"), "{}", err.message);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_known_directory_is_not_replaced_by_a_symlink() {
+        let (dir, r) = extract_raw(
+            "dir-then-link",
+            &[
+                raw_entry("a/b/f", b'0', "", b"x"),
+                raw_entry("a/b", b'2', "/tmp", b""),
+                raw_entry("a/b/g", b'0', "", b"y"),
+            ],
+        );
+        let err = r.unwrap_err();
+        assert!(err.message.contains("is a directory"), "{}", err.message);
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,8 +1,9 @@
 //! Content-addressed blobs and per-app directories under the state directory.
 
 use std::collections::HashSet;
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 // AtomicU32: 32-bit MIPS routers have no 64-bit atomics.
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -19,6 +20,12 @@ pub const TMP_DIR: &str = "tmp";
 
 /// Longest app id accepted as a directory name (a TR-181 UUID is 36 characters).
 const MAX_APP_ID_LEN: usize = 64;
+/// Blobs are immutable: shared by every app whose package holds the same bytes, they must keep
+/// matching their name. Nothing opens them for writing; what an app may write (its data disk)
+/// is a private copy ([`Store::copy_blob_to`]).
+const BLOB_MODE: u32 = 0o444;
+/// A private copy: the app's own file, read and written by its backend.
+const PRIVATE_MODE: u32 = 0o600;
 
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -41,7 +48,23 @@ impl Store {
             let path = entry.map_err(|e| io_fault("list", &tmp, e))?.path();
             remove_any(&path).map_err(|e| io_fault("remove stale", &path, e))?;
         }
+        store.seal_blobs()?;
         Ok(store)
+    }
+
+    /// Makes every blob read-only (blobs written by an older agent were 0644).
+    fn seal_blobs(&self) -> Result<(), Fault> {
+        let dir = self.blobs_dir();
+        for entry in fs::read_dir(&dir).map_err(|e| io_fault("list", &dir, e))? {
+            let entry = entry.map_err(|e| io_fault("list", &dir, e))?;
+            let path = entry.path();
+            let meta = fs::symlink_metadata(&path).map_err(|e| io_fault("stat", &path, e))?;
+            if meta.is_file() && meta.permissions().mode() & 0o7777 != BLOB_MODE {
+                fs::set_permissions(&path, fs::Permissions::from_mode(BLOB_MODE))
+                    .map_err(|e| io_fault("chmod", &path, e))?;
+            }
+        }
+        Ok(())
     }
 
     pub fn root(&self) -> &Path {
@@ -64,8 +87,33 @@ impl Store {
         self.blobs_dir().join(digest.hex())
     }
 
+    /// Whether the blob is present AND its content still hashes to its name (it is read
+    /// whole: a blob is only trusted after this check, never for its size alone).
     pub fn has_blob(&self, digest: &Digest) -> bool {
-        self.blob_path(digest).is_file()
+        self.verify_blob(digest).is_ok()
+    }
+
+    /// Rehashes the blob `digest`; a fault naming it when it is missing or was modified.
+    pub fn verify_blob(&self, digest: &Digest) -> Result<u64, Fault> {
+        let path = self.blob_path(digest);
+        let file = open_regular_read_only(&path)?;
+        let mut hasher = Sha256Writer::new(io::sink());
+        let size = io::copy(
+            &mut io::BufReader::with_capacity(64 * 1024, file),
+            &mut hasher,
+        )
+        .map_err(|e| io_fault("read", &path, e))?;
+        let (_, actual, _) = hasher.finish();
+        if actual != *digest {
+            return Err(Fault::new(
+                FaultCode::CorruptData,
+                format!(
+                    "blob {}: content hashes to {actual} (modified on flash)",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(size)
     }
 
     /// A fresh path in `tmp/` for a write that is renamed into place once complete.
@@ -78,7 +126,8 @@ impl Store {
 
     /// Streams exactly `size` bytes from `reader` into the blob `expected`, hashing while
     /// writing; the blob appears under its name only once complete, verified and synced.
-    /// A present blob is kept (content addressing makes it identical) and the reader not read.
+    /// A present blob is kept (content addressing makes it identical) and the reader not read,
+    /// but only once it was rehashed: one modified on flash is replaced. Blobs are 0444.
     /// Crash points: `store.blob:synced`, `store.blob:renamed`.
     pub fn put_blob(
         &self,
@@ -87,10 +136,14 @@ impl Store {
         reader: &mut dyn Read,
     ) -> Result<PathBuf, Fault> {
         let dest = self.blob_path(expected);
-        if let Ok(meta) = fs::metadata(&dest) {
-            if meta.is_file() && meta.len() == size {
-                return Ok(dest);
+        match self.verify_blob(expected) {
+            Ok(n) if n == size => return Ok(dest),
+            Ok(_) => {}
+            Err(f) if dest.exists() => {
+                // Replaced below by the verified bytes at hand: a blob must match its name.
+                crate::log_warn!("{}; replacing it", f.message);
             }
+            Err(_) => {}
         }
         let tmp = self.temp_path("blob");
         let result = self.write_verified(&tmp, expected, size, reader);
@@ -125,6 +178,7 @@ impl Store {
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(BLOB_MODE)
             .open(tmp)
             .map_err(|e| io_fault("create", tmp, e))?;
         let mut writer = Sha256Writer::new(io::BufWriter::with_capacity(64 * 1024, file));
@@ -148,6 +202,70 @@ impl Store {
             .into_inner()
             .map_err(|e| io_fault("write", tmp, e.into_error()))?;
         file.sync_all().map_err(|e| io_fault("fsync", tmp, e))
+    }
+
+    /// Makes `dest` a private, writable copy of the blob `digest` (an app's data disk), as one
+    /// step for a crash: copied into `tmp/` while hashing (a blob modified on flash is refused,
+    /// naming it), fsynced, renamed into place, directory fsynced. `dest`'s directory must
+    /// exist and be on the store's filesystem. Crash points: `store.copy:synced`,
+    /// `store.copy:renamed`.
+    pub fn copy_blob_to(&self, digest: &Digest, dest: &Path) -> Result<(), Fault> {
+        self.copy_blob(digest, dest, true)
+    }
+
+    /// [`Store::copy_blob_to`] without the content check: for the data disk an older agent
+    /// let an app write in place, whose bytes are that app's data, not the blob's.
+    pub fn copy_blob_as_is(&self, digest: &Digest, dest: &Path) -> Result<(), Fault> {
+        self.copy_blob(digest, dest, false)
+    }
+
+    fn copy_blob(&self, digest: &Digest, dest: &Path, verify: bool) -> Result<(), Fault> {
+        let src_path = self.blob_path(digest);
+        let src = open_regular_read_only(&src_path)?;
+        let tmp = self.temp_path("copy");
+        let result = (|| {
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(PRIVATE_MODE)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&tmp)
+                .map_err(|e| io_fault("create", &tmp, e))?;
+            let mut writer = Sha256Writer::new(io::BufWriter::with_capacity(64 * 1024, file));
+            io::copy(
+                &mut io::BufReader::with_capacity(64 * 1024, src),
+                &mut writer,
+            )
+            .map_err(|e| io_fault("copy into", &tmp, e))?;
+            let (buffered, actual, _) = writer.finish();
+            if verify && actual != *digest {
+                return Err(Fault::new(
+                    FaultCode::CorruptData,
+                    format!(
+                        "blob {}: content hashes to {actual} (modified on flash); not copied",
+                        src_path.display()
+                    ),
+                ));
+            }
+            let file = buffered
+                .into_inner()
+                .map_err(|e| io_fault("write", &tmp, e.into_error()))?;
+            file.sync_all().map_err(|e| io_fault("fsync", &tmp, e))
+        })();
+        if let Err(f) = result {
+            let _ = fs::remove_file(&tmp);
+            return Err(f);
+        }
+        persist_point("store.copy:synced");
+        fs::rename(&tmp, dest).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            io_fault("rename into", dest, e)
+        })?;
+        persist_point("store.copy:renamed");
+        match dest.parent() {
+            Some(dir) => fsync_dir(dir),
+            None => Ok(()),
+        }
     }
 
     /// Empties `downloads/` (partial downloads included), e.g. when recovery finds no
@@ -287,6 +405,23 @@ fn validate_app_id(app_id: &str) -> Result<(), Fault> {
     }
 }
 
+/// Opens a blob for reading only, refusing a symlink or anything but a regular file.
+fn open_regular_read_only(path: &Path) -> Result<File, Fault> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| io_fault("open", path, e))?;
+    let meta = file.metadata().map_err(|e| io_fault("stat", path, e))?;
+    if !meta.is_file() {
+        return Err(Fault::new(
+            FaultCode::CorruptData,
+            format!("blob {}: not a regular file", path.display()),
+        ));
+    }
+    Ok(file)
+}
+
 fn remove_any(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => fs::remove_dir_all(path),
@@ -365,6 +500,65 @@ mod tests {
         assert_eq!(store.file_count().unwrap(), 1);
         store.clear_downloads().unwrap();
         assert_eq!(store.file_count().unwrap(), 0);
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn blobs_are_read_only_and_rehashed_before_reuse() {
+        let root = scratch("immutable");
+        let store = Store::open(&root).unwrap();
+        let d = store.put_blob_bytes(b"blank disk").unwrap();
+        let path = store.blob_path(&d);
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o444);
+        // Modified on flash, same size: no longer "has" it, and a put replaces it.
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(&path, b"BLANK DISK").unwrap();
+        assert!(!store.has_blob(&d));
+        let err = store.verify_blob(&d).unwrap_err();
+        assert!(err.message.contains("modified on flash"), "{}", err.message);
+        store.put_blob_bytes(b"blank disk").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"blank disk");
+        assert!(store.has_blob(&d));
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o7777,
+            0o444
+        );
+        // A reopen seals blobs an older agent left writable.
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        Store::open(&root).unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o7777,
+            0o444
+        );
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn private_copies_are_independent_and_verified() {
+        let root = scratch("copy");
+        let store = Store::open(&root).unwrap();
+        let d = store.put_blob_bytes(b"blank disk").unwrap();
+        let app = store.create_app_dir("a_data").unwrap();
+        let copy = app.join("disk.img");
+        store.copy_blob_to(&d, &copy).unwrap();
+        assert_eq!(
+            fs::metadata(&copy).unwrap().permissions().mode() & 0o7777,
+            0o600
+        );
+        fs::write(&copy, b"secret!!!!").unwrap();
+        assert_eq!(fs::read(store.blob_path(&d)).unwrap(), b"blank disk");
+        assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
+        // A blob that no longer matches its name is not copied.
+        let path = store.blob_path(&d);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(&path, b"BLANK DISK").unwrap();
+        let other = app.join("other.img");
+        let err = store.copy_blob_to(&d, &other).unwrap_err();
+        assert_eq!(err.code, FaultCode::CorruptData);
+        assert!(err.message.contains("modified on flash"), "{}", err.message);
+        assert!(!other.exists());
+        assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
         fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -1,0 +1,140 @@
+//! The short state transitions of DU operations that hold no lock across their slow steps:
+//! reserving the DU an operation works on (so that a second operation on it is refused while
+//! operations on other DUs run), its journal entry, and unpacking for the reserved DU (rootfs
+//! extracted for a jail, a private data disk for a microVM).
+
+use super::config::{ExecEnvConfig, Runner};
+use super::packages::{AppSpec, CheckedPackage, InstalledFiles};
+use super::state::{DuRecord, Journal};
+use super::{admitted_mib, data_id, ef, fault, Agent, OpResult};
+use crate::fault::{Fault, FaultCode};
+use crate::model::DuStatus;
+use crate::supervise::lock;
+
+impl Agent {
+    pub(super) fn save_journal(&self, j: &Journal) -> Result<(), Fault> {
+        self.inflight.save(&self.files, j)
+    }
+
+    /// Clears stale downloads, keeping `url`'s part and the files of other operations'
+    /// downloads in progress.
+    pub(super) fn clear_downloads_except_part(&self, url: &str) {
+        self.packages
+            .clear_downloads_except_part(url, &self.inflight.busy_downloads());
+    }
+
+    /// Reserves an installed DU with no operation running on it (else 7229) for an operation.
+    pub(super) fn reserve(&self, uuid: &str, status: DuStatus) -> OpResult<DuRecord> {
+        let rec = self.installed_record(uuid)?;
+        let mut m = lock(&self.shared.model);
+        // Checked again under the lock that the reservation is made under.
+        if let Some(s) = m.transient.get(uuid) {
+            return Err(fault(
+                FaultCode::InvalidDeploymentUnitState,
+                format!("DeploymentUnit {uuid} is {s:?}"),
+            ));
+        }
+        if !m.persisted.dus.iter().any(|r| r.du.uuid == uuid) {
+            return Err(fault(
+                FaultCode::InvalidDeploymentUnitState,
+                format!("no DeploymentUnit {uuid}"),
+            ));
+        }
+        m.transient.insert(uuid.to_string(), status);
+        Ok(rec)
+    }
+
+    /// Reserves the DU a verified package installs: refused when it is installed (7226), when
+    /// another operation holds it (7229), when it does not fit the ExecEnv (7225) or its memory
+    /// (7227).
+    pub(super) fn reserve_install(
+        &self,
+        uuid: &str,
+        spec: &AppSpec,
+        env: &ExecEnvConfig,
+    ) -> OpResult<()> {
+        let mut m = lock(&self.shared.model);
+        if let Some(existing) = m.persisted.dus.iter().find(|r| r.du.uuid == uuid) {
+            return Err(fault(
+                FaultCode::DuplicateDeploymentUnit,
+                format!(
+                    "{} {} from {} is already installed as {uuid} (version {}); use update",
+                    spec.name, spec.version, spec.vendor, existing.du.version
+                ),
+            ));
+        }
+        if let Some(s) = m.transient.get(uuid) {
+            return Err(fault(
+                FaultCode::InvalidDeploymentUnitState,
+                format!(
+                    "{} from {} ({uuid}) is {s:?} by another operation",
+                    spec.name, spec.vendor
+                ),
+            ));
+        }
+        self.fits_env(spec, env)?;
+        let available =
+            env.memory_budget_mib
+                .saturating_sub(admitted_mib(&m.persisted, &env.name, None));
+        if spec.memory_mib > available {
+            return Err(fault(
+                FaultCode::SystemResourcesExceeded,
+                format!(
+                    "{} needs {} MiB, ExecEnv {} has {available} MiB left",
+                    spec.name, spec.memory_mib, env.name
+                ),
+            ));
+        }
+        m.transient.insert(uuid.to_string(), DuStatus::Installing);
+        Ok(())
+    }
+
+    /// Unpacks a checked package for the reserved DU `j.uuid`: blobs, version directory, the
+    /// rootfs extracted for a jail (so that no start extracts), and for a microVM the DU's
+    /// private copy of its data disk (kept if it exists: the DU's data survives an update).
+    pub(super) fn unpack_for(
+        &self,
+        j: &mut Journal,
+        checked: &CheckedPackage,
+        env: &ExecEnvConfig,
+    ) -> OpResult<InstalledFiles> {
+        let runner = env.runner();
+        let (mut files, disk) = self
+            .packages
+            .unpack(checked, &j.app_id, runner == Runner::Jail)
+            .map_err(ef)?;
+        if let (Some(blob), Runner::Vmm) = (disk, runner) {
+            let data = data_id(&j.uuid);
+            let path = self.packages.data_disk_path(&data).map_err(ef)?;
+            if !path.is_file() {
+                // On flash before the copy: a rollback then removes the copy (and only a copy
+                // this operation made, never data an earlier uninstall kept).
+                j.disk_created = true;
+                self.save_journal(j).map_err(ef)?;
+            }
+            let (path, _) = self.packages.make_data_disk(&data, &blob).map_err(ef)?;
+            files.disk = Some(path);
+        }
+        Ok(files)
+    }
+
+    /// Removes the data disk an operation that did not commit created.
+    pub(super) fn remove_created_disk(&self, j: &Journal) {
+        if !j.disk_created || j.uuid.is_empty() {
+            return;
+        }
+        let data = data_id(&j.uuid);
+        if let Ok(path) = self.packages.data_disk_path(&data) {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    if let Some(dir) = path.parent() {
+                        // The directory too when nothing else is in it.
+                        let _ = std::fs::remove_dir(dir);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => crate::log_warn!("rollback: {}: {e}", path.display()),
+            }
+        }
+    }
+}
