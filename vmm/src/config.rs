@@ -215,20 +215,13 @@ impl VmConfig {
         serde_json::from_str(text).map_err(|e| ConfigError::invalid("config", e.to_string()))
     }
 
+    /// Reads a config file: only a regular file that root or we own, not through a symlink and
+    /// never waiting on a FIFO (the VMM runs as root and is handed the path).
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let what = format!("config file {}", path.display());
-        let file = File::open(path).map_err(|e| ConfigError::invalid(&what, e.to_string()))?;
-        let mut text = String::new();
-        file.take(MAX_CONFIG_BYTES + 1)
-            .read_to_string(&mut text)
-            .map_err(|e| ConfigError::invalid(&what, e.to_string()))?;
-        if text.len() as u64 > MAX_CONFIG_BYTES {
-            return Err(ConfigError::invalid(
-                &what,
-                format!("larger than {MAX_CONFIG_BYTES} bytes"),
-            ));
-        }
-        serde_json::from_str(&text).map_err(|e| ConfigError::invalid(&what, e.to_string()))
+        let text = cpevisor_sandbox::files::read_regular(path, MAX_CONFIG_BYTES)
+            .map_err(|e| ConfigError::invalid("config file", e.to_string()))?;
+        serde_json::from_slice(&text).map_err(|e| ConfigError::invalid(&what, e.to_string()))
     }
 
     /// Checks everything that can be checked without KVM: sizes, limits, files and their headers.
@@ -647,6 +640,31 @@ mod tests {
         assert_eq!(e.what, "config");
         let e = VmConfig::from_json(r#"{"memory_mib":1}"#).unwrap_err();
         assert!(e.to_string().contains("kernel"), "{e}");
+    }
+
+    /// A config planted as a FIFO or a symlink is refused, without waiting for a writer.
+    #[test]
+    fn config_file_must_be_a_regular_file() {
+        let dir = std::env::temp_dir().join(format!("cpv-cfgfile-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("vm.json");
+        std::fs::write(&good, br#"{"kernel":"/k"}"#).unwrap();
+        assert_eq!(
+            VmConfig::from_file(&good).unwrap().kernel,
+            PathBuf::from("/k")
+        );
+        let fifo = dir.join("fifo.json");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo reads a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0);
+        let e = VmConfig::from_file(&fifo).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        let link = dir.join("link.json");
+        std::os::unix::fs::symlink(&good, &link).unwrap();
+        let e = VmConfig::from_file(&link).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
