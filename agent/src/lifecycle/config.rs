@@ -1,5 +1,5 @@
 //! The agent's configuration (`cpevisord --config FILE`, JSON): ExecEnvs with their memory
-//! budgets, trusted signer keys, download cap, VMM path, CA file, cgroup root.
+//! budgets, trusted signer keys, download cap, VMM path, CA file, cgroup root, run directory.
 
 use std::path::{Path, PathBuf};
 
@@ -127,6 +127,11 @@ pub struct AgentConfig {
     /// How long a stopping app gets between SIGTERM and SIGKILL.
     #[serde(default = "default_stop_timeout")]
     pub stop_timeout_ms: u64,
+    /// The agent's private run state (a directory per running app: the backend's spec file,
+    /// the VMM's control socket), made 0700 at start-up; an existing one must be the agent's
+    /// own and 0700. None: `/run/cpevisor` as root, else `<state dir>/run`.
+    #[serde(default)]
+    pub run_dir: Option<PathBuf>,
 }
 
 fn yes() -> bool {
@@ -195,6 +200,7 @@ impl AgentConfig {
             ca_file: None,
             cgroup_root: default_cgroup_root(),
             stop_timeout_ms: default_stop_timeout(),
+            run_dir: None,
         }
     }
 
@@ -281,6 +287,14 @@ impl AgentConfig {
         if self.download_cap_bytes == 0 {
             return Err("download_cap_bytes: must be > 0".into());
         }
+        if let Some(d) = &self.run_dir {
+            if !d.is_absolute() || d.parent().is_none() {
+                return Err(format!(
+                    "run_dir: {} must be an absolute path below /",
+                    d.display()
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -362,5 +376,10 @@ mod tests {
         assert!(cfg.validate().is_ok());
         cfg.exec_envs[0].memory_budget_mib = 0;
         assert!(cfg.validate().unwrap_err().contains("memory_budget_mib"));
+        cfg.exec_envs[0].memory_budget_mib = 64;
+        cfg.run_dir = Some("run".into());
+        assert!(cfg.validate().unwrap_err().contains("run_dir"));
+        cfg.run_dir = Some("/".into());
+        assert!(cfg.validate().unwrap_err().contains("run_dir"));
     }
 }

@@ -173,6 +173,8 @@ impl World {
             "download_cap_bytes": cap,
             "cgroup_root": self.root.join("no-cgroup"),
             "stop_timeout_ms": 2000,
+            // Each world's run state to itself (parallel agents, EU ids from eu-1 in each).
+            "run_dir": self.root.join("run"),
         })
     }
 
