@@ -242,6 +242,17 @@ impl World {
     }
 
     pub fn start_daemon_env(&mut self, crash_at: Option<&str>, env: &[(&str, &str)]) {
+        self.start_daemon_with(crash_at, env, |_| {});
+    }
+
+    /// `start_daemon_env`, with `customize` applied to the command last (a pre_exec hook, a
+    /// umask, descriptors to pass on).
+    pub fn start_daemon_with(
+        &mut self,
+        crash_at: Option<&str>,
+        env: &[(&str, &str)],
+        customize: impl FnOnce(&mut Command),
+    ) {
         assert!(self.daemon.is_none(), "daemon already running");
         let mut cmd = match self.wrap.split_first() {
             Some((prog, args)) => {
@@ -275,6 +286,7 @@ impl World {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        customize(&mut cmd);
         let mut child = cmd.spawn().expect("cpevisord");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
