@@ -388,7 +388,7 @@ fn the_api_socket_is_private_and_checks_its_peers() {
 /// The agent's overall deadline for what a connection waits on its client (api::server).
 const CLIENT_TIME: Duration = cpevisor_agent::api::server::CLIENT_TIME;
 
-/// Finding 7: 16 clients that send part of a request and then trickle a byte every 200 ms
+/// Finding 7: 16 clients that send part of a request and then trickle a byte every 100 ms
 /// hold every slot (a 17th is told "busy"), but only until the overall deadline: then each is
 /// closed, and the 17th is answered.
 #[test]
@@ -404,7 +404,7 @@ fn slow_clients_cannot_hold_the_api() {
             std::thread::spawn(move || {
                 let t0 = Instant::now();
                 while t0.elapsed() < bound {
-                    std::thread::sleep(Duration::from_millis(200));
+                    std::thread::sleep(Duration::from_millis(100));
                     if s.write_all(b" ").is_err() {
                         return Some(t0.elapsed());
                     }
