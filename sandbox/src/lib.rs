@@ -5,9 +5,11 @@
 //!   installation on the calling thread (or all threads).
 //! - `caps`: no_new_privs, dumpable, and dropping every capability for good.
 //! - `fds`: closing or marking close-on-exec every descriptor above stderr.
+//! - `files`: reading a file handed over by path only if it is a regular one of ours.
 //!
 //! Only libc: the VMM links this too and stays small.
 
 pub mod caps;
 pub mod fds;
+pub mod files;
 pub mod seccomp;

@@ -215,20 +215,13 @@ impl VmConfig {
         serde_json::from_str(text).map_err(|e| ConfigError::invalid("config", e.to_string()))
     }
 
+    /// Reads a config file: only a regular file that root or we own, not through a symlink and
+    /// never waiting on a FIFO (the VMM runs as root and is handed the path).
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let what = format!("config file {}", path.display());
-        let file = File::open(path).map_err(|e| ConfigError::invalid(&what, e.to_string()))?;
-        let mut text = String::new();
-        file.take(MAX_CONFIG_BYTES + 1)
-            .read_to_string(&mut text)
-            .map_err(|e| ConfigError::invalid(&what, e.to_string()))?;
-        if text.len() as u64 > MAX_CONFIG_BYTES {
-            return Err(ConfigError::invalid(
-                &what,
-                format!("larger than {MAX_CONFIG_BYTES} bytes"),
-            ));
-        }
-        serde_json::from_str(&text).map_err(|e| ConfigError::invalid(&what, e.to_string()))
+        let text = cpevisor_sandbox::files::read_regular(path, MAX_CONFIG_BYTES)
+            .map_err(|e| ConfigError::invalid("config file", e.to_string()))?;
+        serde_json::from_slice(&text).map_err(|e| ConfigError::invalid(&what, e.to_string()))
     }
 
     /// Checks everything that can be checked without KVM: sizes, limits, files and their headers.

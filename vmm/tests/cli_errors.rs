@@ -152,6 +152,26 @@ fn memory_limits() {
     );
 }
 
+/// A config planted as a FIFO (nobody ever writes to it) or a symlink is refused at once: the
+/// VMM runs as root and is handed the path.
+#[test]
+fn config_must_be_a_regular_file() {
+    let s = Scratch::new("e-fifo");
+    let fifo = s.path("fifo.json");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0);
+    expect_config_error(
+        &s,
+        &["--config", fifo.to_str().unwrap()],
+        "not a regular file",
+    );
+    let good = s.file("vm.json", b"{\"kernel\": \"/k\"}");
+    let link = s.path("link.json");
+    std::os::unix::fs::symlink(&good, &link).unwrap();
+    expect_config_error(&s, &["--config", link.to_str().unwrap()], "symbolic link");
+}
+
 #[test]
 fn bad_json_and_unknown_fields() {
     let s = Scratch::new("e-json");

@@ -3,9 +3,10 @@
 //! `{"progress":{"bytes":N,"total":M}}` lines (install/update) and one final line,
 //! `{"ok":true,"result":...}` or `{"ok":false,"fault":{"code":7xxx,"message":"..."}}`.
 //!
-//! Bounded: a request line is at most 64 KiB, a client gets 10 s to send it, at most 16
-//! connections are served at once (others get a fault and are closed), and writes time out so a
-//! client that stops reading cannot hold an operation.
+//! Bounded: a request line is at most 64 KiB, a client gets 10 s in total for everything the
+//! daemon waits on it for (sending the request, reading progress and the reply), at most 16
+//! connections are served at once (others get a fault and are closed). Only root and the
+//! agent's uid may connect (socket mode 0600, SO_PEERCRED checked).
 
 pub mod server;
 

@@ -20,7 +20,7 @@ const USAGE: &str =
   --config FILE     agent config (JSON): exec_envs [{name, type kvm|jail, arch, memory_budget_mib,
                     enable, runner vmm|jail|process, app_network, lan_bridge}],
                     trusted_keys_dir, download_cap_bytes, vmm_path, ca_file, cgroup_root,
-                    stop_timeout_ms
+                    stop_timeout_ms, run_dir (private run state, default /run/cpevisor)
   --socket PATH     control socket (default /run/cpevisord.sock)
   --usp FILE        remote management over USP/MQTT (JSON: broker_host, broker_port, ca_file,
                     cert_file, key_file, endpoint_id, topic, controllers [{endpoint_id, topic,
@@ -112,6 +112,14 @@ fn wait_for_signal(set: &libc::sigset_t) -> i32 {
 }
 
 fn main() -> ExitCode {
+    // Whatever descriptors we were started with (a service manager's, a shell's) must not
+    // reach the apps we run: close-on-exec for all above stderr, before anything is opened.
+    // The runner's `--ready-fd` stays usable: it sets close-on-exec on it itself, and only
+    // writes to it.
+    if let Err(e) = cpevisor_sandbox::fds::cloexec_from(3) {
+        eprintln!("cpevisord: marking inherited descriptors close-on-exec: {e}");
+        return ExitCode::from(1);
+    }
     // Multi-call: `cpevisord jail-exec SPEC` is the jail runner, so routers carry one binary.
     let argv: Vec<String> = std::env::args().collect();
     if argv.get(1).map(String::as_str) == Some(jail::JAIL_EXEC) {

@@ -1,5 +1,5 @@
 //! The agent's configuration (`cpevisord --config FILE`, JSON): ExecEnvs with their memory
-//! budgets, trusted signer keys, download cap, VMM path, CA file, cgroup root.
+//! budgets, trusted signer keys, download cap, VMM path, CA file, cgroup root, run directory.
 
 use std::path::{Path, PathBuf};
 
@@ -130,6 +130,11 @@ pub struct AgentConfig {
     /// Deadlines and minimum rate of package downloads and head probes.
     #[serde(default)]
     pub download_limits: DownloadLimits,
+    /// The agent's private run state (a directory per running app: the backend's spec file,
+    /// the VMM's control socket), made 0700 at start-up; an existing one must be the agent's
+    /// own and 0700. None: `/run/cpevisor` as root, else `<state dir>/run`.
+    #[serde(default)]
+    pub run_dir: Option<PathBuf>,
 }
 
 /// How long a package server may take. Every download has an overall deadline, the floor
@@ -262,6 +267,7 @@ impl AgentConfig {
             cgroup_root: default_cgroup_root(),
             stop_timeout_ms: default_stop_timeout(),
             download_limits: DownloadLimits::default(),
+            run_dir: None,
         }
     }
 
@@ -349,6 +355,14 @@ impl AgentConfig {
         if self.download_cap_bytes == 0 {
             return Err("download_cap_bytes: must be > 0".into());
         }
+        if let Some(d) = &self.run_dir {
+            if !d.is_absolute() || d.parent().is_none() {
+                return Err(format!(
+                    "run_dir: {} must be an absolute path below /",
+                    d.display()
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -430,5 +444,10 @@ mod tests {
         assert!(cfg.validate().is_ok());
         cfg.exec_envs[0].memory_budget_mib = 0;
         assert!(cfg.validate().unwrap_err().contains("memory_budget_mib"));
+        cfg.exec_envs[0].memory_budget_mib = 64;
+        cfg.run_dir = Some("run".into());
+        assert!(cfg.validate().unwrap_err().contains("run_dir"));
+        cfg.run_dir = Some("/".into());
+        assert!(cfg.validate().unwrap_err().contains("run_dir"));
     }
 }

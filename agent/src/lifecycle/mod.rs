@@ -127,6 +127,8 @@ pub struct Agent {
     backends: HashMap<String, Arc<dyn Backend>>,
     inflight: InFlight,
     eu_ops: Mutex<()>,
+    /// The private base of the EUs' run directories (`supervise::rundir`).
+    run_dir: PathBuf,
 }
 
 impl Agent {
@@ -135,6 +137,8 @@ impl Agent {
     pub fn open(state_dir: &Path, cfg: AgentConfig) -> Result<Agent, Fault> {
         cfg.validate()
             .map_err(|m| Fault::new(FaultCode::InvalidArguments, m))?;
+        let run_dir = crate::supervise::rundir::prepare_base(cfg.run_dir.as_deref(), state_dir)
+            .map_err(|e| Fault::new(FaultCode::InvalidArguments, e.to_string()))?;
         let store = Store::open(state_dir)?;
         let files = StateFiles::new(state_dir);
         let mut persisted = files.load_state()?;
@@ -206,6 +210,7 @@ impl Agent {
             backends,
             inflight: InFlight::new(),
             eu_ops: Mutex::new(()),
+            run_dir,
         };
         agent.recover()?;
         agent.sweep();
@@ -1086,7 +1091,8 @@ impl Agent {
             vcpus: rec.spec.vcpus,
             data_dir,
             app_dir: rec.files.app_dir.clone(),
-            run_dir: std::env::temp_dir().join(format!("cpevisor-{}", eu.eu_id)),
+            run_dir: crate::supervise::rundir::eu_dir(&self.run_dir, &eu.eu_id)
+                .map_err(|e| e.to_string())?,
             tap: None,
             rootfs: rec.files.rootfs.clone(),
             cgroup: None,

@@ -193,7 +193,7 @@ impl Backend for KvmBackend {
     }
 
     fn spawn(&self, spec: &LaunchSpec, console: Stdio, console_err: Stdio) -> io::Result<Child> {
-        fs::create_dir_all(&spec.run_dir)?;
+        super::rundir::fresh_eu_dir(&spec.run_dir)?;
         let mut spec = spec.clone();
         if let Some(base) = self.network {
             let link = net::plan(base, &spec.eu_id)
@@ -206,8 +206,8 @@ impl Backend for KvmBackend {
                 .to_string();
             spec.tap = Some(link.tap);
         }
-        let config = spec.run_dir.join("vm.json");
-        fs::write(&config, vm_config_json(&spec)?)?;
+        let config =
+            super::rundir::write_new(&spec.run_dir, "vm.json", vm_config_json(&spec)?.as_bytes())?;
         default_signal_mask(&mut Command::new(&self.vmm_path))
             .arg("--config")
             .arg(&config)
@@ -421,12 +421,12 @@ impl Backend for JailBackend {
         }
         let rootfs = Self::rootfs_dir(spec)?;
         fs::create_dir_all(&spec.data_dir)?;
-        fs::create_dir_all(&spec.run_dir)?;
+        super::rundir::fresh_eu_dir(&spec.run_dir)?;
         let js = self.jail_spec(spec, rootfs)?;
-        let spec_file = spec.run_dir.join("jail.json");
-        fs::write(
-            &spec_file,
-            serde_json::to_vec_pretty(&js).map_err(io::Error::other)?,
+        let spec_file = super::rundir::write_new(
+            &spec.run_dir,
+            "jail.json",
+            &serde_json::to_vec_pretty(&js).map_err(io::Error::other)?,
         )?;
         let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let ready_raw = ready_w.as_raw_fd();

@@ -10,6 +10,7 @@ pub mod cgroup;
 pub mod jail;
 pub mod logring;
 pub mod net;
+pub mod rundir;
 
 use std::collections::HashMap;
 use std::fs::File;

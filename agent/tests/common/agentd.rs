@@ -173,6 +173,8 @@ impl World {
             "download_cap_bytes": cap,
             "cgroup_root": self.root.join("no-cgroup"),
             "stop_timeout_ms": 2000,
+            // Each world's run state to itself (parallel agents, EU ids from eu-1 in each).
+            "run_dir": self.root.join("run"),
         })
     }
 
@@ -240,6 +242,17 @@ impl World {
     }
 
     pub fn start_daemon_env(&mut self, crash_at: Option<&str>, env: &[(&str, &str)]) {
+        self.start_daemon_with(crash_at, env, |_| {});
+    }
+
+    /// `start_daemon_env`, with `customize` applied to the command last (a pre_exec hook, a
+    /// umask, descriptors to pass on).
+    pub fn start_daemon_with(
+        &mut self,
+        crash_at: Option<&str>,
+        env: &[(&str, &str)],
+        customize: impl FnOnce(&mut Command),
+    ) {
         assert!(self.daemon.is_none(), "daemon already running");
         let mut cmd = match self.wrap.split_first() {
             Some((prog, args)) => {
@@ -273,6 +286,7 @@ impl World {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        customize(&mut cmd);
         let mut child = cmd.spawn().expect("cpevisord");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {

@@ -156,20 +156,11 @@ impl JailSpec {
         Ok(())
     }
 
-    /// Reads and validates a spec file.
+    /// Reads and validates a spec file: only a regular file that root or we own (not through
+    /// a symlink, never waiting on a FIFO), as the runner is root and the path is an argument.
     pub fn load(path: &Path) -> Result<JailSpec, String> {
-        use std::io::Read;
-        let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut text = Vec::new();
-        file.take(MAX_SPEC_BYTES + 1)
-            .read_to_end(&mut text)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        if text.len() as u64 > MAX_SPEC_BYTES {
-            return Err(format!(
-                "{}: larger than {MAX_SPEC_BYTES} bytes",
-                path.display()
-            ));
-        }
+        let text = cpevisor_sandbox::files::read_regular(path, MAX_SPEC_BYTES)
+            .map_err(|e| e.to_string())?;
         let spec: JailSpec =
             serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         spec.validate()
@@ -240,6 +231,7 @@ mod tests {
     #[test]
     fn load_refuses_oversized_and_unknown_fields() {
         let dir = std::env::temp_dir().join(format!("cpv-jailspec-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("spec.json");
         std::fs::write(&p, serde_json::to_vec(&sample()).unwrap()).unwrap();
@@ -250,6 +242,18 @@ mod tests {
         assert!(JailSpec::load(&p).unwrap_err().contains("bogus"));
         std::fs::write(&p, vec![b' '; MAX_SPEC_BYTES as usize + 1]).unwrap();
         assert!(JailSpec::load(&p).unwrap_err().contains("larger than"));
+        // A FIFO (nobody writes to it: a blocking open would hang) and a symlink are refused.
+        let fifo = dir.join("fifo.json");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo reads a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0);
+        let err = JailSpec::load(&fifo).unwrap_err();
+        assert!(err.contains("not a regular file"), "{err}");
+        let link = dir.join("link.json");
+        std::fs::write(&p, serde_json::to_vec(&sample()).unwrap()).unwrap();
+        std::os::unix::fs::symlink(&p, &link).unwrap();
+        let err = JailSpec::load(&link).unwrap_err();
+        assert!(err.contains("symbolic link"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
