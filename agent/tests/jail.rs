@@ -661,6 +661,47 @@ fn probe_in_a_user_namespace_finds_the_jail_shut() {
     assert_proc_masked(&lines, &all, false);
 }
 
+/// Issue 10, finding 3, seen from the host: the jail's init holds stdio and its status pipe,
+/// nothing of the runner's (its netlink socket) or of whoever started the runner.
+#[test]
+fn the_init_holds_only_stdio_and_its_status_pipe() {
+    if !can_run() {
+        return;
+    }
+    let s = Scratch::new("initfds");
+    let spec = s.spec(&["/bin/sleep", "30"], "br-cpvt6", 77);
+    // The init is the runner's child, the app the init's; its fds are final once the app
+    // runs its command.
+    let script = format!(
+        "\"$RUNNER\" jail-exec {} & runner=$!
+         i=0
+         while :; do
+             init=$(pgrep -P $runner | head -n 1)
+             app=$([ -n \"$init\" ] && pgrep -P $init | head -n 1)
+             [ -n \"$app\" ] && [ \"$(cat /proc/$app/comm 2>/dev/null)\" = sleep ] && break
+             i=$((i + 1)); [ $i -gt 100 ] && break; sleep 0.1
+         done
+         for f in /proc/$init/fd/*; do echo \"INITFD ${{f##*/}} $(readlink $f)\"; done
+         kill -TERM $runner; wait $runner; echo \"RC $?\"",
+        spec.display()
+    );
+    let out = in_private_net(&script);
+    let all = text(&out);
+    let fds: Vec<(u32, &str)> = all
+        .lines()
+        .filter_map(|l| l.strip_prefix("INITFD ")?.split_once(' '))
+        .map(|(fd, target)| (fd.parse().unwrap(), target))
+        .collect();
+    assert!(fds.iter().any(|&(fd, _)| fd == 2), "{all}");
+    let above: Vec<&(u32, &str)> = fds.iter().filter(|&&(fd, _)| fd > 2).collect();
+    assert!(
+        above.len() == 1 && above[0].1.starts_with("pipe:"),
+        "the init holds more than its status pipe: {above:?}\n{all}"
+    );
+    // The forwarded SIGTERM still ends the app under the init's filter.
+    assert_eq!(line_after(&all, "RC "), "143", "{all}");
+}
+
 /// The agent tests take turns: EU ids start at eu-1 in every world, and a jail's host-side
 /// veth (`cpv-eu-N`) and run directory (`<tmp>/cpevisor-eu-N`) are named after the EU, as
 /// they may be on a board with one agent.
