@@ -93,7 +93,7 @@ fn init_tracing() {
         iov_len: 1,
     };
     let remote = libc::iovec {
-        iov_base: 1 as *mut libc::c_void,
+        iov_base: std::ptr::dangling_mut::<libc::c_void>(), // address 1
         iov_len: 1,
     };
     // SAFETY: both iovecs are valid for the call; the remote address is the kernel's to check.
@@ -199,7 +199,7 @@ fn proc_entries() {
                 let mut f = l.split_whitespace();
                 (f.nth(4)? == p).then(|| f.next().map(str::to_string))?
             })
-            .last()
+            .next_back()
             .unwrap_or_else(|| "none".into());
         let ro = opts.split(',').any(|o| o == "ro");
         report(&format!("ro:{p}"), if ro { "yes" } else { "no" });

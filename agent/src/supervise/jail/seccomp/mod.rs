@@ -19,7 +19,8 @@
 //! process: the numbers here are only right for the target's own ABI.
 //!
 //! Matching is linear (one comparison per allowed syscall, the frequent ones first): the app's
-//! program has about 700 instructions (`tests::programs_fit`), well under the kernel's 4096.
+//! program has about 800 instructions on x86_64
+//! (`tests::tables_have_no_duplicates_and_programs_fit`), well under the kernel's 4096.
 
 use std::io;
 

@@ -188,7 +188,11 @@ fn tables_have_no_duplicates_and_programs_fit() {
     let app = app_policy().program(AUDIT_ARCH).unwrap().len();
     let init = init_policy().program(AUDIT_ARCH).unwrap().len();
     eprintln!("app program: {app} instructions for {n} syscalls; init program: {init}");
-    assert!(app < 1000 && app < MAX_INSTRUCTIONS, "{app} instructions");
+    // Far below the kernel's limit, and a bound on the linear matching's cost.
+    assert!(
+        app < 1000,
+        "{app} instructions (the kernel takes {MAX_INSTRUCTIONS})"
+    );
     assert!(init < 64, "{init} instructions");
 }
 
