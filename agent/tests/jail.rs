@@ -11,6 +11,8 @@
 #[path = "common/agentd.rs"]
 mod agentd;
 mod common;
+#[path = "jail_probe/mod.rs"]
+mod probe;
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -73,13 +75,26 @@ impl Scratch {
 
     /// `spec`, with a user namespace mapping the app's root to `host_id` when given.
     fn spec_as(&self, command: &[&str], bridge: &str, net: u8, host_id: Option<u32>) -> PathBuf {
+        self.spec_env(command, bridge, net, host_id, &[])
+    }
+
+    /// `spec_as`, with `extra_env` for the app beside PATH.
+    fn spec_env(
+        &self,
+        command: &[&str],
+        bridge: &str,
+        net: u8,
+        host_id: Option<u32>,
+        extra_env: &[&str],
+    ) -> PathBuf {
+        let env: Vec<&str> = ["PATH=/bin"].iter().chain(extra_env).copied().collect();
         let spec = json!({
             "host_id": host_id,
             "eu_id": "eu-5",
             "rootfs": self.0.join("rootfs"),
             "data_dir": self.0.join("data"),
             "command": command,
-            "env": ["PATH=/bin"],
+            "env": env,
             "tmp_size_mib": 4,
             "net": {"bridge": bridge, "gateway": format!("10.{net}.0.1"), "prefix_len": 16,
                     "host_if": "cpv-eu-5", "app_ip": format!("10.{net}.0.22")},
@@ -470,6 +485,221 @@ fn runner_refuses_bad_specs_with_the_reason() {
     let out = Command::new(DAEMON).arg("jail-exec").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("usage: cpevisord jail-exec"));
+}
+
+/// The probe's entry point (tests/jail_probe): nothing, unless run inside a jail by the
+/// tests below (they set its variable).
+#[test]
+fn jail_probe_entry() {
+    if std::env::var_os(probe::ENV).is_some() {
+        probe::run();
+    }
+}
+
+/// Puts this test binary into the rootfs as /probe, with the shared libraries it needs at
+/// their paths (the rootfs has only busybox otherwise).
+fn add_probe(rootfs: &Path) {
+    let me = std::env::current_exe().unwrap();
+    if fs::hard_link(&me, rootfs.join("probe")).is_err() {
+        fs::copy(&me, rootfs.join("probe")).unwrap();
+    }
+    let ldd = Command::new("ldd").arg(&me).output().expect("ldd");
+    let libs = String::from_utf8_lossy(&ldd.stdout).into_owned();
+    for lib in libs.split_whitespace().filter(|w| w.starts_with('/')) {
+        let dst = rootfs.join(lib.trim_start_matches('/'));
+        fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        fs::copy(lib, &dst).unwrap_or_else(|e| panic!("copy {lib}: {e}"));
+    }
+}
+
+/// Runs the probe in a jail (with a user namespace for `host_id`); its `PROBE` lines as
+/// (what, result) pairs, and the whole output for messages.
+fn run_probe(tag: &str, net: u8, host_id: Option<u32>) -> (Vec<(String, String)>, String) {
+    let s = Scratch::new(tag);
+    add_probe(&s.0.join("rootfs"));
+    let env = format!("{}=1", probe::ENV);
+    let command = [
+        "/probe",
+        "--exact",
+        "jail_probe_entry",
+        "--nocapture",
+        "--test-threads=1",
+    ];
+    let spec = s.spec_env(&command, "br-cpvt5", net, host_id, &[&env]);
+    let out = in_private_net(&format!("\"$RUNNER\" jail-exec {}", spec.display()));
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    let lines = all
+        .lines()
+        .filter_map(|l| l.strip_prefix("PROBE ")?.split_once(' '))
+        .map(|(what, result)| (what.to_string(), result.to_string()))
+        .collect();
+    (lines, all)
+}
+
+fn probed<'a>(lines: &'a [(String, String)], what: &str, all: &str) -> &'a str {
+    lines
+        .iter()
+        .find(|(w, _)| w == what)
+        .map(|(_, r)| r.as_str())
+        .unwrap_or_else(|| panic!("the probe did not report {what}:\n{all}"))
+}
+
+/// Issue 10, findings 2 and 3: the app cannot take over the jail's init (which runs under
+/// a seccomp filter of its own, without capabilities, not dumpable), and holds no descriptor
+/// but stdin, stdout and stderr (no netlink socket of the runner's).
+fn assert_init_out_of_reach_and_no_descriptors(lines: &[(String, String)], all: &str) {
+    let get = |what: &str| probed(lines, what, all);
+    assert_eq!(get("init-Seccomp"), "2", "{all}");
+    assert_eq!(get("init-NoNewPrivs"), "1", "{all}");
+    assert_eq!(get("init-CapEff"), "0000000000000000", "{all}");
+    // Refused at open (EACCES/EPERM): not "opened", let alone "written".
+    assert!(get("init-mem").starts_with("err "), "{all}");
+    assert!(get("init-ptrace").starts_with("err "), "{all}");
+    // EPERM: the call never got as far as the (bad) address.
+    assert_eq!(
+        get("init-vm-write"),
+        format!("err {}", libc::EPERM),
+        "{all}"
+    );
+    assert_eq!(get("init-getfd-taken"), "0", "{all}");
+    let fds: Vec<&str> = lines
+        .iter()
+        .filter(|(w, _)| w == "fd")
+        .map(|(_, r)| r.as_str())
+        .collect();
+    assert!(fds.len() >= 3, "{all}");
+    let above_stderr: Vec<&&str> = fds
+        .iter()
+        .filter(|f| f.split(' ').next().and_then(|n| n.parse::<u32>().ok()) > Some(2))
+        .collect();
+    // The one above stderr is the directory being listed (/proc/<pid>/fd).
+    assert!(
+        above_stderr.len() <= 1 && above_stderr.iter().all(|f| f.ends_with("/fd")),
+        "descriptors beyond stdio: {above_stderr:?}\n{all}"
+    );
+}
+
+/// Issue 10, finding 6: what Docker's default profile refuses is refused with EPERM.
+fn assert_docker_refusals(lines: &[(String, String)], all: &str) {
+    let get = |what: &str| probed(lines, what, all);
+    let eperm = format!("err {}", libc::EPERM);
+    for call in [
+        "io_uring_setup",
+        "pidfd_getfd",
+        "kcmp",
+        "memfd_secret",
+        "socket-vsock",
+        "personality-addr-no-randomize",
+    ] {
+        assert_eq!(get(&format!("sys:{call}")), eperm, "{call}\n{all}");
+    }
+    assert_eq!(get("sys:socket-inet"), "ok", "{all}");
+    assert_eq!(get("sys:personality-query"), "ok", "{all}");
+}
+
+/// Issue 10, finding 6: /proc masked and read-only as runc does.
+fn assert_proc_masked(lines: &[(String, String)], all: &str, expect_erofs: bool) {
+    let get = |what: &str| probed(lines, what, all);
+    for p in [
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/timer_list",
+        "/proc/sched_debug",
+    ] {
+        if Path::new(p).exists() {
+            assert_eq!(get(&format!("mask:{p}")), "chr", "{p} not masked\n{all}");
+        }
+    }
+    for p in ["/proc/acpi", "/proc/scsi"] {
+        if Path::new(p).exists() {
+            assert_eq!(get(&format!("mask:{p}")), "dir 0", "{p} not masked\n{all}");
+        }
+    }
+    for p in [
+        "/proc/bus",
+        "/proc/fs",
+        "/proc/irq",
+        "/proc/sys",
+        "/proc/sysrq-trigger",
+    ] {
+        if Path::new(p).exists() {
+            assert_eq!(get(&format!("ro:{p}")), "yes", "{p} writable\n{all}");
+        }
+    }
+    let irq = get("irq-write");
+    if expect_erofs {
+        assert_eq!(irq, format!("err {}", libc::EROFS), "{all}");
+    } else {
+        assert!(
+            irq.starts_with("err ") || irq.starts_with("read err"),
+            "{all}"
+        );
+    }
+}
+
+#[test]
+fn probe_without_a_user_namespace_finds_the_jail_shut() {
+    if !can_run() {
+        return;
+    }
+    let (lines, all) = run_probe("probe-root", 75, None);
+    assert_init_out_of_reach_and_no_descriptors(&lines, &all);
+    assert_docker_refusals(&lines, &all);
+    // The app is uid 0 here: only read-only mounts stop its writes.
+    assert_proc_masked(&lines, &all, true);
+}
+
+#[test]
+fn probe_in_a_user_namespace_finds_the_jail_shut() {
+    if !can_run() {
+        return;
+    }
+    let (lines, all) = run_probe("probe-userns", 76, Some(100_011));
+    assert_init_out_of_reach_and_no_descriptors(&lines, &all);
+    assert_docker_refusals(&lines, &all);
+    assert_proc_masked(&lines, &all, false);
+}
+
+/// Issue 10, finding 3, seen from the host: the jail's init holds stdio and its status pipe,
+/// nothing of the runner's (its netlink socket) or of whoever started the runner.
+#[test]
+fn the_init_holds_only_stdio_and_its_status_pipe() {
+    if !can_run() {
+        return;
+    }
+    let s = Scratch::new("initfds");
+    let spec = s.spec(&["/bin/sleep", "30"], "br-cpvt6", 77);
+    // The init is the runner's child, the app the init's; its fds are final once the app
+    // runs its command.
+    let script = format!(
+        "\"$RUNNER\" jail-exec {} & runner=$!
+         i=0
+         while :; do
+             init=$(pgrep -P $runner | head -n 1)
+             app=$([ -n \"$init\" ] && pgrep -P $init | head -n 1)
+             [ -n \"$app\" ] && [ \"$(cat /proc/$app/comm 2>/dev/null)\" = sleep ] && break
+             i=$((i + 1)); [ $i -gt 100 ] && break; sleep 0.1
+         done
+         for f in /proc/$init/fd/*; do echo \"INITFD ${{f##*/}} $(readlink $f)\"; done
+         kill -TERM $runner; wait $runner; echo \"RC $?\"",
+        spec.display()
+    );
+    let out = in_private_net(&script);
+    let all = text(&out);
+    let fds: Vec<(u32, &str)> = all
+        .lines()
+        .filter_map(|l| l.strip_prefix("INITFD ")?.split_once(' '))
+        .map(|(fd, target)| (fd.parse().unwrap(), target))
+        .collect();
+    assert!(fds.iter().any(|&(fd, _)| fd == 2), "{all}");
+    let above: Vec<&(u32, &str)> = fds.iter().filter(|&&(fd, _)| fd > 2).collect();
+    assert!(
+        above.len() == 1 && above[0].1.starts_with("pipe:"),
+        "the init holds more than its status pipe: {above:?}\n{all}"
+    );
+    // The forwarded SIGTERM still ends the app under the init's filter.
+    assert_eq!(line_after(&all, "RC "), "143", "{all}");
 }
 
 /// The agent tests take turns: EU ids start at eu-1 in every world, and a jail's host-side

@@ -1,7 +1,11 @@
 //! The jail's PID 1. Cloned by the runner into fresh mount, PID, UTS, IPC and network
-//! namespaces (and a user namespace, when the spec has a host id), it waits for the runner's go (the veth is then in place), builds the jail
-//! (mounts, hostname, addresses), forks the app, which drops every privilege and execs the
-//! command, then stays as a minimal init: forwards termination signals, reaps orphans, and
+//! namespaces (and a user namespace, when the spec has a host id), it closes every descriptor
+//! but its three pipe ends, waits for the runner's go (the veth is then in place), builds the
+//! jail (mounts, hostname, addresses), forks the app and, while the app waits, confines itself
+//! as much as the app will be: not dumpable (the app, of the same uid, can neither open its
+//! /proc/1/mem nor ptrace it), no capabilities, no_new_privs, and a seccomp allowlist of its
+//! own (wait, signal, write, exit). Only then does the app drop every privilege and exec the
+//! command. The init stays as a minimal init: forwards termination signals, reaps orphans, and
 //! reports the app's exit to the runner. When it exits the kernel kills whatever is left in
 //! the jail.
 
@@ -14,7 +18,7 @@ use nix::sys::signal::{self, SigHandler, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 
-use cpevisor_sandbox::caps;
+use cpevisor_sandbox::{caps, fds};
 
 use super::{mounts, netlink, seccomp, spec::JailSpec, spec::JAIL_IF};
 
@@ -74,8 +78,9 @@ fn to_cstrings(items: &[String]) -> Result<Vec<CString>, String> {
         .collect()
 }
 
-/// The app process: last privileges dropped, then exec. Returns only on failure.
-fn exec_app(spec: &JailSpec) -> String {
+/// The app process: last privileges dropped, then exec. Returns only on failure. `error` is
+/// the error pipe (CLOEXEC), the one descriptor above stderr it keeps until the exec.
+fn exec_app(spec: &JailSpec, error: RawFd) -> String {
     // exec keeps ignored signals ignored: SIGPIPE (ignored by Rust's runtime in the runner)
     // and the forwarded ones go back to their defaults, as for any freshly started program.
     for sig in FORWARDED.into_iter().chain([Signal::SIGPIPE]) {
@@ -99,6 +104,10 @@ fn exec_app(spec: &JailSpec) -> String {
         return format!("jail: no_new_privs: {e}");
     }
     if let Err(e) = caps::drop_all() {
+        return format!("jail: {e}");
+    }
+    // Nothing of the init's reaches the command: only stdin, stdout and stderr stay open.
+    if let Err(e) = fds::close_from(3, &[error]) {
         return format!("jail: {e}");
     }
     if let Err(e) = seccomp::install() {
@@ -166,6 +175,12 @@ fn become_namespace_root() -> Result<(), String> {
 
 /// Entry of the cloned child. Never returns to the runner's code: the value is its exit code.
 pub fn main(spec: &JailSpec, fds: InitFds) -> isize {
+    // First thing: the runner's other descriptors (its netlink socket, its own pipe ends, the
+    // agent's ready pipe, whatever cpevisord inherited) stay out of the jail.
+    if let Err(e) = fds::close_from(3, &[fds.go, fds.error, fds.status]) {
+        report_error(fds.error, &format!("jail: {e}"));
+        return 125;
+    }
     if let Err(msg) = build(spec, &fds) {
         report_error(fds.error, &msg);
         return 125;
@@ -174,11 +189,28 @@ pub fn main(spec: &JailSpec, fds: InitFds) -> isize {
         // SAFETY: `forward` only calls kill(2), which is async-signal-safe.
         let _ = unsafe { signal::signal(sig, SigHandler::Handler(forward)) };
     }
+    // The app waits on this pipe until the init is confined: the app's command must never run
+    // beside an init it could still take over.
+    let (hold_r, hold_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => {
+            report_error(fds.error, &format!("jail: pipe: {e}"));
+            return 125;
+        }
+    };
     // SAFETY: this process is single-threaded (a clone of the single-threaded runner), so the
     // forked child may allocate and run ordinary code before it execs.
     let app = match unsafe { nix::unistd::fork() } {
         Ok(ForkResult::Child) => {
-            let msg = exec_app(spec);
+            drop(hold_w);
+            let mut go = [0u8; 1];
+            // Its own statement: the pipe is closed before exec_app closes what is left.
+            let got = File::from(hold_r).read(&mut go);
+            let msg = match got {
+                Ok(1) => exec_app(spec, fds.error),
+                // The init failed to confine itself (and said why) or is gone.
+                _ => String::new(),
+            };
             report_error(fds.error, &msg);
             // SAFETY: _exit leaves the failed app child without unwinding into the init's code.
             unsafe { libc::_exit(127) }
@@ -189,16 +221,31 @@ pub fn main(spec: &JailSpec, fds: InitFds) -> isize {
             return 125;
         }
     };
+    drop(hold_r);
+    if let Err(msg) = confine() {
+        report_error(fds.error, &msg);
+        let _ = signal::kill(app, Signal::SIGKILL);
+        return 125;
+    }
     // SAFETY: the init's copy of the error pipe; the app holds its own until exec.
     unsafe { libc::close(fds.error) };
-    // The init needs no privilege any more: waiting and signalling are all it does.
-    let _ = caps::set_no_new_privs();
-    let _ = caps::drop_all();
+    // An app already gone (killed from outside) is reaped and reported below all the same.
+    let _ = File::from(hold_w).write_all(b"g");
     let outcome = reap_until(app);
     // SAFETY: `status` is the status pipe's write end, owned by this process.
     let mut status = unsafe { File::from_raw_fd(fds.status) };
     let _ = status.write_all(&outcome);
     0
+}
+
+/// The init, once the jail is built, as confined as the app: not dumpable (set after the last
+/// change of ids, which resets it: /proc/1/mem and ptrace need CAP_SYS_PTRACE, which nobody in
+/// the jail has), no capabilities, no_new_privs, and its own seccomp allowlist.
+fn confine() -> Result<(), String> {
+    caps::set_not_dumpable().map_err(|e| format!("jail: init: {e}"))?;
+    caps::set_no_new_privs().map_err(|e| format!("jail: init: {e}"))?;
+    caps::drop_all().map_err(|e| format!("jail: init: {e}"))?;
+    seccomp::install_init().map_err(|e| format!("jail: init: {e}"))
 }
 
 /// Reaps every child (orphans are re-parented here) until `app` ends; its end as 2 bytes.

@@ -1,7 +1,8 @@
 //! The jail's filesystem, built by the jail's PID 1 in its new mount namespace: the app's
 //! rootfs bind-mounted read-only as `/`, its data volume read-write at `/data`, a fresh `/proc`
-//! (with `/proc/sys` and `/proc/sysrq-trigger` read-only), a tmpfs `/dev` holding only harmless
-//! device nodes, a tmpfs `/tmp`; then pivot_root into it and the host's tree detached.
+//! masked and read-only where runc's defaults have it, a tmpfs `/dev` holding only harmless
+//! device nodes, a tmpfs `/tmp`; then pivot_root into it and the host's tree detached. No
+//! `/sys` is mounted (runc's masks under /sys have nothing to cover).
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +14,30 @@ use super::spec::JailSpec;
 pub const MOUNT_POINTS: [&str; 4] = ["proc", "dev", "tmp", "data"];
 /// Device nodes bound from the host's /dev: none of them reaches hardware or the host.
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+/// /proc entries hidden as runc does (its maskedPaths): kernel memory, keys, timers and
+/// scheduler internals, hardware lists. Files get /dev/null over them, directories an empty
+/// read-only tmpfs; what this kernel lacks is skipped.
+const PROC_MASKED: [&str; 9] = [
+    "proc/acpi",
+    "proc/asound",
+    "proc/kcore",
+    "proc/keys",
+    "proc/latency_stats",
+    "proc/timer_list",
+    "proc/timer_stats",
+    "proc/sched_debug",
+    "proc/scsi",
+];
+/// /proc entries made read-only as runc does (its readonlyPaths): without a user namespace
+/// the app is uid 0, and some of these are writable by uid 0 without any capability
+/// (/proc/irq/*/smp_affinity, /proc/sysrq-trigger).
+const PROC_READ_ONLY: [&str; 5] = [
+    "proc/bus",
+    "proc/fs",
+    "proc/irq",
+    "proc/sys",
+    "proc/sysrq-trigger",
+];
 
 fn fail(what: &str, path: &Path, e: nix::errno::Errno) -> String {
     format!("jail: {what} {}: {e}", path.display())
@@ -83,6 +108,32 @@ fn populate_dev(dev: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Masks and write-protects the fresh /proc (`PROC_MASKED`, `PROC_READ_ONLY`); `at` makes the
+/// paths relative to the rootfs. The host's /dev/null is still reachable here.
+fn mask_proc(at: &dyn Fn(&str) -> PathBuf) -> Result<(), String> {
+    let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    for p in PROC_MASKED {
+        let path = at(p);
+        match std::fs::symlink_metadata(&path) {
+            Err(_) => continue, // not in this kernel
+            Ok(md) if md.is_dir() => tmpfs(
+                &path,
+                nosuid_nodev_noexec | MsFlags::MS_RDONLY,
+                "size=4k,mode=555",
+            )?,
+            Ok(_) => bind(Path::new("/dev/null"), &path, MsFlags::empty())?,
+        }
+    }
+    for p in PROC_READ_ONLY {
+        let path = at(p);
+        if !path.exists() {
+            continue; // e.g. a kernel without magic SysRq has no trigger file
+        }
+        bind(&path, &path, nosuid_nodev_noexec | MsFlags::MS_RDONLY)?;
+    }
+    Ok(())
+}
+
 /// Builds the jail's tree under `spec.rootfs` and makes it `/`. Runs in the jail's PID 1,
 /// inside its own mount and PID namespaces, before any privilege is dropped. `switch_ids`
 /// runs once the host's paths (rootfs, data volume) are bound and the rootfs is the working
@@ -133,17 +184,7 @@ pub fn enter_rootfs(
         None::<&str>,
     )
     .map_err(|e| fail("mount proc on", &at("proc"), e))?;
-    // Writable as uid 0 even without capabilities: make them read-only.
-    for p in ["proc/sys", "proc/sysrq-trigger"] {
-        if !at(p).exists() {
-            continue; // a kernel without magic SysRq has no trigger file
-        }
-        bind(
-            &at(p),
-            &at(p),
-            nosuid_nodev | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
-        )?;
-    }
+    mask_proc(&at)?;
     let dev_flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
     let dev_options = "mode=755,size=64k,nr_inodes=64";
     tmpfs(&at("dev"), dev_flags, dev_options)?;

@@ -88,7 +88,7 @@ pub fn main(args: &[String]) -> i32 {
         Ok(s) => s,
         Err(e) => return fail(&mut ready, format!("jail: spec {e}")),
     };
-    match start(&spec, ready_fd) {
+    match start(&spec) {
         Err(msg) => fail(&mut ready, msg),
         Ok(jail) => {
             if let Some(mut f) = ready.take() {
@@ -130,8 +130,10 @@ fn prepare_bridge(nl: &mut Netlink, net: &JailNet) -> Result<u32, String> {
     Ok(bridge)
 }
 
-/// `ready_fd`: closed in the jail's copy of the runner, so only the runner answers the agent.
-fn start(spec: &JailSpec, ready_fd: Option<RawFd>) -> Result<Started, String> {
+/// The jail's copy of the runner closes every descriptor but its pipe ends first thing
+/// (`init::main`): the netlink socket, the agent's ready pipe (only the runner answers the
+/// agent) and whatever cpevisord inherited stay out of the jail.
+fn start(spec: &JailSpec) -> Result<Started, String> {
     if let Some(cg) = &spec.cgroup {
         // Before anything is created: every jail process then starts inside the limits.
         let procs = cg.join("cgroup.procs");
@@ -172,7 +174,6 @@ fn start(spec: &JailSpec, ready_fd: Option<RawFd>) -> Result<Started, String> {
         error: err_w.as_raw_fd(),
         status: status_w.as_raw_fd(),
     };
-    let parent_ends = [go_w.as_raw_fd(), err_r.as_raw_fd(), status_r.as_raw_fd()];
     let mut stack = vec![0u8; INIT_STACK];
     let mut flags = CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWNS
@@ -187,10 +188,7 @@ fn start(spec: &JailSpec, ready_fd: Option<RawFd>) -> Result<Started, String> {
     let child_spec = spec.clone();
     let mut fds = Some(fds);
     let callback = Box::new(move || {
-        for fd in parent_ends.into_iter().chain(ready_fd) {
-            // SAFETY: the child's copies of the runner's pipe ends; closing them lets EOF work.
-            unsafe { libc::close(fd) };
-        }
+        // The runner's pipe ends are closed there with everything else: EOF works.
         match fds.take() {
             Some(fds) => init::main(&child_spec, fds),
             None => 125,

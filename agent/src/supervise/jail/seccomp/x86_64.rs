@@ -1,0 +1,21 @@
+//! x86_64: the legacy calls (open, stat, fork, ...) beside the *at forms, and the x86 TLS and
+//! LDT calls.
+
+use libc::*;
+
+#[rustfmt::skip]
+pub const ARCH: &[c_long] = &[
+    SYS_access, SYS_alarm, SYS_arch_prctl, SYS_chmod, SYS_chown, SYS_creat, SYS_dup2,
+    SYS_epoll_create, SYS_epoll_wait, SYS_eventfd, SYS_fadvise64, SYS_fchmodat2, SYS_fork,
+    SYS_futimesat, SYS_get_thread_area, SYS_getdents, SYS_getpgrp, SYS_getrlimit,
+    SYS_inotify_init, SYS_lchown, SYS_link, SYS_lstat, SYS_mkdir, SYS_mknod, SYS_mmap,
+    SYS_modify_ldt, SYS_mseal, SYS_msgctl, SYS_msgget, SYS_msgrcv, SYS_msgsnd, SYS_newfstatat,
+    SYS_open, SYS_pause, SYS_pipe, SYS_poll, SYS_readlink, SYS_rename, SYS_renameat, SYS_rmdir,
+    SYS_select, SYS_semctl, SYS_semget, SYS_semop, SYS_semtimedop, SYS_set_thread_area,
+    SYS_setrlimit, SYS_shmat, SYS_shmctl, SYS_shmdt, SYS_shmget, SYS_signalfd, SYS_stat,
+    SYS_symlink, SYS_sync_file_range, SYS_time, SYS_unlink, SYS_utime, SYS_utimes, SYS_vfork,
+    // Missing from the libc crate (numbers from the kernel's unistd_64.h).
+    IO_PGETEVENTS,
+];
+
+const IO_PGETEVENTS: c_long = 333;
