@@ -5,9 +5,12 @@
 //!   installation on the calling thread (or all threads).
 //! - `caps`: no_new_privs, dumpable, and dropping every capability for good.
 //! - `fds`: closing or marking close-on-exec every descriptor above stderr.
+//! - `jailer`: an empty read-only root in new mount/IPC/UTS namespaces, and an unprivileged
+//!   uid/gid with no capabilities, for a process that opened what it needs beforehand.
 //!
 //! Only libc: the VMM links this too and stays small.
 
 pub mod caps;
 pub mod fds;
+pub mod jailer;
 pub mod seccomp;
