@@ -215,7 +215,9 @@ mod tests {
             if enter_empty_root().is_err() {
                 return false;
             }
-            let empty = std::fs::read_dir("/").map(|d| d.count() == 0).unwrap_or(false);
+            let empty = std::fs::read_dir("/")
+                .map(|d| d.count() == 0)
+                .unwrap_or(false);
             let read_only = std::fs::File::create("/x").is_err();
             let no_host = !std::path::Path::new("/etc").exists();
             empty && read_only && no_host
