@@ -293,6 +293,7 @@ impl Vmm {
         let mut control = control;
         // Everything the VM will use is open: a jailed VMM leaves the host's root, namespaces
         // and identity here, while still single-threaded (confine.rs).
+        let jail_start = Instant::now();
         let gate = match &cfg.jail {
             Some(jail) => {
                 crate::control::keep_rss_source().map_err(host("jail: /proc/self/smaps_rollup"))?;
@@ -323,8 +324,10 @@ impl Vmm {
             gate.open(installed.is_ok());
             installed.map_err(host("jail: main thread"))?;
             crate::log(&format!(
-                "jail: uid {} gid {}, empty root, no capabilities, seccomp on every thread",
-                jail.uid, jail.gid
+                "jail: uid {} gid {}, empty root, no capabilities, seccomp on every thread ({:.3} ms)",
+                jail.uid,
+                jail.gid,
+                jail_start.elapsed().as_secs_f64() * 1000.0
             ));
         }
         Ok(Vmm {
