@@ -39,6 +39,8 @@ const COMMON: &[libc::c_long] = &[
     libc::SYS_sigaltstack,
     libc::SYS_clock_gettime,
     libc::SYS_getrandom,
+    // glibc's malloc sizes its arenas by the CPUs it may run on, on a thread's first allocation.
+    libc::SYS_sched_getaffinity,
     libc::SYS_getpid,
     libc::SYS_gettid,
     libc::SYS_tgkill,
