@@ -29,7 +29,17 @@ fn cstr(s: &str) -> CString {
 
 /// Moves the calling process into new mount, IPC and UTS namespaces whose root directory is an
 /// empty, read-only tmpfs, with the old root detached. Needs CAP_SYS_ADMIN.
+///
+/// A system running from its initramfs (many routers, the emulated kvm boards) has the kernel's
+/// rootfs as `/`, which pivot_root refuses (EINVAL: it cannot be unmounted). There the empty
+/// tmpfs is moved over `/` and chrooted into instead (as switch_root and runc's no-pivot mode
+/// do): the old root stays mounted underneath, out of reach of a process that holds no
+/// directory descriptor and no capability to chroot or mount again.
 pub fn enter_empty_root() -> io::Result<()> {
+    enter_empty_root_with(true)
+}
+
+fn enter_empty_root_with(try_pivot: bool) -> io::Result<()> {
     // SAFETY: unshare takes flags only.
     check(
         unsafe { libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS) },
@@ -81,15 +91,42 @@ pub fn enter_empty_root() -> io::Result<()> {
     )?;
     let dot = cstr(".");
     // SAFETY: pivot_root reads two valid NUL-terminated paths.
-    check(
-        unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) as libc::c_int },
-        "pivot_root into the empty root",
-    )?;
-    // SAFETY: valid NUL-terminated path.
-    check(
-        unsafe { libc::umount2(dot.as_ptr(), libc::MNT_DETACH) },
-        "detaching the old root",
-    )?;
+    let pivoted = try_pivot
+        && unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) } == 0;
+    if pivoted {
+        // SAFETY: valid NUL-terminated path.
+        check(
+            unsafe { libc::umount2(dot.as_ptr(), libc::MNT_DETACH) },
+            "detaching the old root",
+        )?;
+    } else {
+        let e = io::Error::last_os_error();
+        if try_pivot && e.raw_os_error() != Some(libc::EINVAL) {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("pivot_root into the empty root: {e}"),
+            ));
+        }
+        // The root is the initramfs: move the empty tmpfs over it and chroot there.
+        // SAFETY: valid NUL-terminated paths; null pointers where the call allows them.
+        check(
+            unsafe {
+                libc::mount(
+                    dot.as_ptr(),
+                    root.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_MOVE,
+                    std::ptr::null(),
+                )
+            },
+            "moving the empty root over /",
+        )?;
+        // SAFETY: valid NUL-terminated path.
+        check(
+            unsafe { libc::chroot(dot.as_ptr()) },
+            "chroot into the empty root",
+        )?;
+    }
     // SAFETY: valid NUL-terminated path.
     check(unsafe { libc::chdir(root.as_ptr()) }, "chdir /")
 }
@@ -228,6 +265,28 @@ mod tests {
             host_ns,
             "the parent's namespace is untouched"
         );
+    }
+
+    #[test]
+    fn on_an_initramfs_root_the_empty_root_is_moved_over_it() {
+        if !is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        // The pivot_root-less path that a board running from its initramfs takes.
+        let code = in_child(|| {
+            if enter_empty_root_with(false).is_err() {
+                return false;
+            }
+            let empty = std::fs::read_dir("/")
+                .map(|d| d.count() == 0)
+                .unwrap_or(false);
+            let read_only = std::fs::File::create("/x").is_err();
+            let no_host =
+                !std::path::Path::new("/etc").exists() && !std::path::Path::new("/../etc").exists();
+            empty && read_only && no_host
+        });
+        assert_eq!(code, 0);
     }
 
     #[test]
