@@ -1,8 +1,10 @@
 #!/bin/sh
 # Runs INSIDE the qemu-virt-a53 board (busybox sh), from the bench overlay as /bench/board.sh:
-#   sh /bench/board.sh vmm|qemu RUNS
+#   sh /bench/board.sh vmm|vmm-confined|qemu RUNS
 # boots the same 64 MiB guest (/bench/Image + /bench/guest.cpio.gz, 1 vCPU) RUNS times under
-# cpevisor-vmm or qemu-system-aarch64 -accel kvm and prints one line per run:
+# cpevisor-vmm, cpevisor-vmm jailed as the agent starts it (`"jail"` in its VM description:
+# own namespaces and empty root, unprivileged uid, no capabilities, seccomp) or
+# qemu-system-aarch64 -accel kvm and prints one line per run:
 #   BENCH-RESULT monitor=M run=N rc=.. first_entry_us=.. ready_us=.. rss_kib=.. pss_kib=..
 #                guest_rss_kib=.. guest_pss_kib=.. [self_first_ms=.. self_ready_ms=..]
 # or `BENCH-ERROR monitor=M run=N reason=...`.
@@ -32,6 +34,13 @@ vmm)
     set -- "$BIN" --kernel /bench/Image --initrd /bench/guest.cpio.gz --memory $GUEST_MIB \
         --vcpus 1 --console stdout --cmdline "console=ttyS0 $CMDLINE bench_signal=devmem"
     ;;
+vmm-confined)
+    BIN=/usr/bin/cpevisor-vmm
+    CFG=/tmp/bench-vmm-confined.json
+    printf '{"kernel": "/bench/Image", "initrd": "/bench/guest.cpio.gz", "memory_mib": %s, "vcpus": 1, "console": "stdout", "cmdline": "console=ttyS0 %s bench_signal=devmem", "jail": {"uid": 100999, "gid": 100999}}\n' \
+        "$GUEST_MIB" "$CMDLINE" >$CFG
+    set -- "$BIN" --config $CFG
+    ;;
 qemu)
     BIN=/usr/bin/qemu-system-aarch64
     # The board's GIC is a GICv3 (gic-version=3): the nested virt machine must ask for the host's.
@@ -41,7 +50,7 @@ qemu)
     export LD_LIBRARY_PATH=/lib/aarch64-linux-gnu:/usr/lib/aarch64-linux-gnu
     ;;
 *)
-    echo "usage: board.sh vmm|qemu RUNS" >&2
+    echo "usage: board.sh vmm|vmm-confined|qemu RUNS" >&2
     exit 2
     ;;
 esac

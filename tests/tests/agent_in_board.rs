@@ -8,6 +8,9 @@
 //!
 //! They need `make firmware` (which also builds the packages, scripts/sample-app.sh), so they are
 //! `#[ignore]`d for a plain `cargo test` and run by `make e2e`.
+//!
+//! Each time the app answers, every `cpevisor-vmm` in the board is checked to have confined
+//! itself (seccomp, no_new_privs, no capabilities, the app's unprivileged uid).
 
 use cpevisor_e2e::agent::{
     app_address, app_logs, deployment_units, eu_of, fetch_status_page, install, reboot,
@@ -84,11 +87,47 @@ fn app_answers(vm: &mut BoardVm, token: &str, started: Instant, since: &str) -> 
         lines.any(|l| l == "cpevisor-vmm"),
         "cpevisor-vmm is not in {cgroup}:\n{out}"
     );
+    assert_vmms_confined(vm, &eu_id);
     println!(
         "{eu_id} Active {active:.1?} and answering at {addr} {:.1?} after {since}",
         started.elapsed()
     );
     eu_id
+}
+
+/// Every cpevisor-vmm running in the board confined itself before its guest ran: seccomp
+/// filter mode, no_new_privs, no effective capability, and the app's own unprivileged host id
+/// (100000 + EU number, the agent's rule for both backends), read from /proc in the board.
+fn assert_vmms_confined(vm: &mut BoardVm, eu_id: &str) {
+    let out = vm
+        .run_ok(
+            "for p in $(pidof cpevisor-vmm); do echo VMM-STATUS $p \
+             $(grep -E '^(Uid|CapEff|NoNewPrivs|Seccomp):' /proc/$p/status | tr '\\t\\n' '  '); done",
+            Duration::from_secs(30),
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{}", app_logs(vm, eu_id)));
+    // Kernel messages may interleave on the console: take the tagged lines only.
+    let vmms: Vec<Vec<&str>> = out
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("VMM-STATUS "))
+        .map(|rest| rest.split_whitespace().collect())
+        .collect();
+    assert!(!vmms.is_empty(), "no cpevisor-vmm running:\n{out}");
+    let n: u32 = eu_id.strip_prefix("eu-").unwrap().parse().unwrap();
+    let app_id = (100_000 + n).to_string();
+    for words in vmms {
+        let field = |key: &str| {
+            let at = words.iter().position(|w| *w == key);
+            at.and_then(|i| words.get(i + 1).copied())
+                .unwrap_or_else(|| panic!("no {key} for VMM {words:?}:\n{out}"))
+        };
+        assert_eq!(field("Seccomp:"), "2", "VMM {words:?}");
+        assert_eq!(field("NoNewPrivs:"), "1", "VMM {words:?}");
+        assert_eq!(field("CapEff:"), "0000000000000000", "VMM {words:?}");
+        assert_ne!(field("Uid:"), "0", "VMM {words:?}");
+        assert_eq!(field("Uid:"), app_id, "VMM {words:?}");
+    }
+    println!("every cpevisor-vmm in the board is confined (uid {app_id}, seccomp, no caps)");
 }
 
 #[test]

@@ -20,6 +20,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::arch::{self, DeviceMap};
 use crate::config::{ConfigError, VmConfig};
+use crate::confine::StartGate;
 use crate::control::{ControlServer, VmControl};
 use crate::devices::boot_signal::{BootReady, BootSignal};
 use crate::devices::bus::{Bus, SharedDevice};
@@ -33,7 +34,7 @@ use crate::devices::virtio::VirtioDevice;
 use crate::devices::IrqLine;
 use crate::exit_code;
 use crate::vstate::memory::create_guest_memory;
-use crate::vstate::vcpu::{start_vcpus, stop_vcpus, Buses, VcpuControl, VmEvent};
+use crate::vstate::vcpu::{start_vcpus_with, stop_vcpus, BeforeRun, Buses, VcpuControl, VmEvent};
 use crate::vstate::vm::Vm;
 
 /// Why the VM could not be built; decides the exit code.
@@ -123,6 +124,9 @@ pub struct Vmm {
 /// Every check that needs no KVM: the config's own, the kernel header, the vCPU ceiling.
 pub fn check_config(cfg: &VmConfig) -> Result<(), ConfigError> {
     cfg.validate()?;
+    if let Some(jail) = &cfg.jail {
+        jail.validate()?;
+    }
     arch::check_kernel(cfg.kernel_format, &cfg.kernel)?;
     if u64::from(cfg.vcpus) > arch::max_vcpus() {
         return Err(ConfigError::invalid(
@@ -286,9 +290,46 @@ impl Vmm {
         }
 
         let vcpus = VcpuControl::new(vcpu_fds.len()).map_err(host("vCPU control"))?;
+        let mut control = control;
+        // Everything the VM will use is open: a jailed VMM leaves the host's root, namespaces
+        // and identity here, while still single-threaded (confine.rs).
+        let jail_start = Instant::now();
+        let gate = match &cfg.jail {
+            Some(jail) => {
+                crate::control::keep_rss_source().map_err(host("jail: /proc/self/smaps_rollup"))?;
+                crate::confine::enter(jail).map_err(BuildError::Host)?;
+                if let Some(c) = control.as_mut() {
+                    c.leave_file_on_exit();
+                }
+                Some(Arc::new(StartGate::default()))
+            }
+            None => None,
+        };
+        let before_run = gate.clone().map(|gate| -> BeforeRun {
+            Arc::new(move |_| {
+                crate::seccomp::vcpu_thread()
+                    .install_thread()
+                    .map_err(|e| format!("jail: {e}"))?;
+                match gate.wait() {
+                    true => Ok(()),
+                    false => Err("jail: the main thread could not be confined".into()),
+                }
+            })
+        });
         let buses = Arc::new(buses);
-        let handles =
-            start_vcpus(vcpu_fds, buses.clone(), vcpus.clone()).map_err(host("vCPU threads"))?;
+        let handles = start_vcpus_with(vcpu_fds, buses.clone(), vcpus.clone(), before_run)
+            .map_err(host("vCPU threads"))?;
+        if let (Some(gate), Some(jail)) = (&gate, &cfg.jail) {
+            let installed = crate::seccomp::main_thread().install_thread();
+            gate.open(installed.is_ok());
+            installed.map_err(host("jail: main thread"))?;
+            crate::log(&format!(
+                "jail: uid {} gid {}, empty root, no capabilities, seccomp on every thread ({:.3} ms)",
+                jail.uid,
+                jail.gid,
+                jail_start.elapsed().as_secs_f64() * 1000.0
+            ));
+        }
         Ok(Vmm {
             guest_mib: cfg.memory_mib,
             start,
@@ -558,6 +599,17 @@ impl VmControl for ControlView<'_> {
     fn stop(&self) {
         crate::log("stop requested on the control socket");
         self.vcpus.report(VmEvent::Stopped);
+    }
+    #[cfg(all(feature = "test-hooks", debug_assertions))]
+    fn test_forbidden_syscall(&self, thread: &str) -> Result<i64, String> {
+        match thread {
+            "main" => Ok(crate::confine::forbidden_syscall()),
+            "vcpu" => {
+                self.vcpus.test_forbidden_syscall();
+                Ok(0)
+            }
+            other => Err(format!("thread '{other}': expected main or vcpu")),
+        }
     }
 }
 

@@ -166,6 +166,8 @@ pub struct VmConfig {
     pub console: SerialBackend,
     #[serde(default)]
     pub control_socket: Option<PathBuf>,
+    #[serde(default)] // absent: unconfined (host tests, CLI use); see confine.rs
+    pub jail: Option<crate::confine::JailConfig>,
 }
 
 /// A configuration or usage error. `what` names the field, flag or file; `why` says what is wrong.
@@ -208,6 +210,7 @@ impl VmConfig {
             rng: false,
             console: default_console(),
             control_socket: None,
+            jail: None,
         }
     }
 

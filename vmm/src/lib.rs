@@ -8,12 +8,16 @@
 //! - `vstate/`  KVM state: the VM, its vCPUs and guest memory.
 //! - `builder`  wires a `config::VmConfig` into a running VM.
 //! - `control`  the Unix control socket (status, pause, resume, stop).
+//! - `confine`  namespaces, identity and capabilities of a jailed VMM; `seccomp` its per-thread
+//!   syscall filters.
 
 pub mod arch;
 pub mod builder;
 pub mod config;
+pub mod confine;
 pub mod control;
 pub mod devices;
+pub mod seccomp;
 pub mod vstate;
 
 use std::io::Write;

@@ -71,6 +71,13 @@ fn run(start: Instant) -> i32 {
         Command::KvmInfo => return kvm_info(),
         Command::Run(cfg) => cfg,
     };
+    // A jailed VMM keeps nothing it inherited (the supervisor's descriptors) past this point.
+    if cfg.jail.is_some() {
+        if let Err(e) = cpevisor_vmm::confine::close_inherited() {
+            log(&format!("error: jail: {e}"));
+            return exit_code::HOST_ERROR;
+        }
+    }
     // Before anything that could leave state behind, so a SIGTERM during setup still ends in a
     // clean stop (the event loop reads it) instead of the default action.
     if let Err(e) = stop_signal_fd() {

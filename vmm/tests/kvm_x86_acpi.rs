@@ -157,3 +157,26 @@ fn booted_guest_finds_the_rsdp_through_the_zero_page_and_powers_off() {
     assert_eq!(stdout(&o), "RSD PTR \n", "{e}");
     assert!(e.contains("exit: guest power-off (code 0)"), "{e}");
 }
+
+/// The boot protocol's random seed reaches the guest: it follows the zero page's
+/// `hdr.setup_data` (+0x250) to the first entry and prints its type + '0' and its length as
+/// bytes: SETUP_RNG_SEED (9) with 64 bytes of seed reads "9@".
+#[test]
+fn booted_guest_finds_an_rng_seed_through_setup_data() {
+    let code = guest(&[
+        vec![0x48, 0x8b, 0x9e, 0x50, 0x02, 0x00, 0x00], // mov rbx, [rsi + 0x250]
+        vec![0x66, 0xba, 0xf8, 0x03],                   // mov dx, 0x3f8
+        vec![0x8b, 0x43, 0x08],                         // mov eax, [rbx + 8]  (type)
+        vec![0x04, b'0', 0xee],                         // add al, '0'; out dx, al
+        vec![0x8b, 0x43, 0x0c, 0xee],                   // mov eax, [rbx + 12] (len); out
+        vec![0xb0, b'\n', 0xee],                        // newline
+        out8(SLEEP_CONTROL, S5 | SLP_EN),
+        SPIN.to_vec(),
+    ]);
+    let s = Scratch::new("setup-data");
+    let k = s.file("bzImage", &fake_bzimage(&code));
+    let o = run(&["--kernel", k.to_str().unwrap(), "--memory=32"], T);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{e}");
+    assert_eq!(stdout(&o), "9@\n", "{e}");
+}

@@ -108,7 +108,8 @@ impl Backend for ProcessBackend {
     }
 }
 
-/// Runs `cpevisor-vmm --config <run_dir>/vm.json`, one microVM per app.
+/// Runs `cpevisor-vmm --config <run_dir>/vm.json`, one microVM per app, confined by the VMM
+/// itself to the app's own uid once set up (`VmConfig::jail`).
 pub struct KvmBackend {
     pub vmm_path: PathBuf,
     /// `a.b.0.0` of the /16 that app links are carved from; None: microVMs get no network.
@@ -132,6 +133,17 @@ struct VmConfig<'a> {
     rng: bool,
     console: &'static str,
     control_socket: PathBuf,
+    /// Always set: the VMM drops to these ids, an empty root, no capabilities and seccomp once
+    /// it has opened everything (vmm/src/confine.rs).
+    jail: VmJail,
+}
+
+/// The VMM of app `eu-N` runs as host uid = gid `jail::userns::host_id` (100000 + N): the id
+/// a jailed app of that EU is root as, one rule for both backends.
+#[derive(Serialize)]
+struct VmJail {
+    uid: u32,
+    gid: u32,
 }
 
 #[derive(Serialize)]
@@ -153,6 +165,8 @@ pub fn vm_config_json(spec: &LaunchSpec) -> io::Result<String> {
             "the package has no kernel layer (required by the kvm backend)",
         )
     })?;
+    let id = jail::userns::host_id(&spec.eu_id)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let cfg = VmConfig {
         kernel,
         initrd: spec.initrd.as_deref(),
@@ -178,6 +192,7 @@ pub fn vm_config_json(spec: &LaunchSpec) -> io::Result<String> {
         rng: true,
         console: "stdout",
         control_socket: spec.run_dir.join("vmm.sock"),
+        jail: VmJail { uid: id, gid: id },
     };
     serde_json::to_string_pretty(&cfg).map_err(io::Error::other)
 }
@@ -511,6 +526,8 @@ mod tests {
         assert_eq!(v["nets"][0]["tap"], "tap0");
         assert_eq!(v["console"], "stdout");
         assert_eq!(v["control_socket"], "/run/eu-1/vmm.sock");
+        let id = jail::userns::USERNS_ID_BASE + 1;
+        assert_eq!(v["jail"], serde_json::json!({"uid": id, "gid": id}));
     }
 
     #[test]

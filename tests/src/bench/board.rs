@@ -1,5 +1,6 @@
 //! The board part of `make bench`: `qemu-virt-a53` booted with the bench overlay appended to its
-//! firmware (`scripts/bench-overlay.sh`), `/bench/board.sh` run for cpevisor-vmm and for
+//! firmware (`scripts/bench-overlay.sh`), `/bench/board.sh` run for cpevisor-vmm, for
+//! cpevisor-vmm jailed (`"jail"` in its VM description, as the agent starts it) and for
 //! qemu-system-aarch64 in the same board, its `BENCH-RESULT` lines turned into figures.
 
 use super::stats::{median, round_to};
@@ -17,6 +18,8 @@ pub const DEFAULT_RUNS: u32 = 3;
 pub const MAX_RUNS: u32 = 15;
 /// The peer as the figures name it.
 pub const PEER: &str = "qemu-system-aarch64 -accel kvm";
+/// The peer of the `vmm.confined.*` figures: the same VMM without its jail.
+pub const UNCONFINED_PEER: &str = "cpevisor-vmm unconfined";
 /// Longest result line accepted from the board (a garbled console cannot grow one without bound).
 const MAX_RESULT_LINE: usize = 1024;
 
@@ -136,6 +139,8 @@ pub fn parse_results(output: &str) -> (Vec<Run>, Vec<String>) {
 #[derive(Debug, Default)]
 pub struct Measured {
     pub vmm: Vec<Run>,
+    /// cpevisor-vmm with `"jail"`: namespaces, unprivileged uid, seccomp (board.sh vmm-confined).
+    pub vmm_confined: Vec<Run>,
     pub qemu: Vec<Run>,
     /// (VmRSS, Pss) in KiB of the `cpevisord` the firmware started, idle with nothing installed.
     pub agent_idle_kib: Option<(u64, u64)>,
@@ -163,7 +168,7 @@ pub fn measure(initrd: &Path, runs: u32) -> Result<Measured, String> {
         }
     };
     let mut per_monitor = Vec::new();
-    for monitor in ["vmm", "qemu"] {
+    for monitor in ["vmm", "vmm-confined", "qemu"] {
         // A failing run still prints its line; the exit status only says one failed.
         let (_, out) = vm.run(
             &format!("sh /bench/board.sh {monitor} {runs}"),
@@ -198,9 +203,11 @@ pub fn measure(initrd: &Path, runs: u32) -> Result<Measured, String> {
     let _ = vm.send_line("poweroff -f");
     let _ = vm.wait_exit(Duration::from_secs(30));
     let qemu = per_monitor.pop().unwrap_or_default();
+    let vmm_confined = per_monitor.pop().unwrap_or_default();
     let vmm = per_monitor.pop().unwrap_or_default();
     Ok(Measured {
         vmm,
+        vmm_confined,
         qemu,
         agent_idle_kib,
         problems,
@@ -254,6 +261,8 @@ const TIME_METHOD: &str = "board clock (tracefs, mono): from the monitor's sched
 const MEMORY_METHOD: &str = "/proc/PID/smaps in the board while the guest idles after its marker: \
      total minus the guest RAM mapping (anonymous rw-p, exactly the guest size)";
 
+type Metric = fn(&Run) -> Option<f64>;
+
 /// The board figures: medians of cpevisor-vmm's runs, beside QEMU's medians where QEMU gave one.
 pub fn figures(vmm: &[Run], qemu: &[Run]) -> Vec<Figure> {
     let setting = format!(
@@ -261,64 +270,7 @@ pub fn figures(vmm: &[Run], qemu: &[Run]) -> Vec<Figure> {
         vmm.len(),
         qemu.len()
     );
-    type Metric = fn(&Run) -> Option<f64>;
-    let rows: [(&str, &str, Metric, f64, String); 4] = [
-        (
-            "vmm.overhead_rss_kib",
-            "KiB",
-            Run::overhead_rss_kib,
-            1.0,
-            format!("RSS beyond guest RAM; {MEMORY_METHOD}; {setting}"),
-        ),
-        (
-            "vmm.overhead_pss_kib",
-            "KiB",
-            Run::overhead_pss_kib,
-            1.0,
-            format!("PSS beyond guest RAM; {MEMORY_METHOD}; {setting}"),
-        ),
-        (
-            "vmm.start_to_first_instruction_ms",
-            "ms",
-            |r| r.first_entry_us,
-            1e-3,
-            format!("{TIME_METHOD} to the first kvm:kvm_entry (a vCPU entering the guest); {setting}"),
-        ),
-        (
-            "vmm.start_to_ready_ms",
-            "ms",
-            |r| r.ready_us,
-            1e-3,
-            format!(
-                "{TIME_METHOD} to a board-side watcher reading the guest's marker line from the monitor's console pipe (same method for both: QEMU has no boot-signal device); {setting}"
-            ),
-        ),
-    ];
-    let mut out = Vec::new();
-    for (name, unit, metric, scale, note) in rows {
-        let ours: Vec<f64> = vmm
-            .iter()
-            .filter_map(metric)
-            .map(|v| round_to(v * scale, 1))
-            .collect();
-        let theirs: Vec<f64> = qemu
-            .iter()
-            .filter_map(metric)
-            .map(|v| round_to(v * scale, 1))
-            .collect();
-        let Some(value) = median(&ours) else { continue };
-        let mut f = Figure::new(name, value, unit);
-        let note = match median(&theirs) {
-            Some(pv) => {
-                f = f.with_peer(PEER, pv);
-                note
-            }
-            None => {
-                format!("{note}; peer absent: QEMU gave no value in any run (see the bench output)")
-            }
-        };
-        out.push(f.with_note(note).with_samples(ours, theirs));
-    }
+    let mut out = compare("vmm.", vmm, qemu, PEER, "QEMU", &setting);
     let self_rows: [(&str, Metric, &str); 2] = [
         (
             "vmm.self_reported.first_instruction_ms",
@@ -344,6 +296,94 @@ pub fn figures(vmm: &[Run], qemu: &[Run]) -> Vec<Figure> {
                     .with_samples(ours, Vec::new()),
             );
         }
+    }
+    out
+}
+
+/// `vmm.confined.*`: the jailed VMM's medians beside the unconfined VMM's from the same board
+/// session, so the ratio is the cost of the jail (namespaces, pivot_root, uid, seccomp).
+pub fn confined_figures(confined: &[Run], vmm: &[Run]) -> Vec<Figure> {
+    let setting = format!(
+        "cpevisor-vmm with \"jail\": {{uid, gid}} in its VM description (as the agent starts it) \
+         beside the same VMM without, same guest and board session: {BOARD} board \
+         (-m {BOARD_MEMORY_MIB}), stock Debian arm64 Image + busybox initramfs, 64 MiB, 1 vCPU; \
+         median of {} runs ({} unconfined)",
+        confined.len(),
+        vmm.len()
+    );
+    compare(
+        "vmm.confined.",
+        confined,
+        vmm,
+        UNCONFINED_PEER,
+        "the unconfined VMM",
+        &setting,
+    )
+}
+
+/// Overhead and start-up figures named `<prefix><metric>`: medians of `ours`, beside the medians
+/// of `theirs` as `peer` where it gave a value.
+fn compare(
+    prefix: &str,
+    ours: &[Run],
+    theirs: &[Run],
+    peer: &str,
+    peer_label: &str,
+    setting: &str,
+) -> Vec<Figure> {
+    let rows: [(&str, &str, Metric, f64, String); 4] = [
+        (
+            "overhead_rss_kib",
+            "KiB",
+            Run::overhead_rss_kib,
+            1.0,
+            format!("RSS beyond guest RAM; {MEMORY_METHOD}; {setting}"),
+        ),
+        (
+            "overhead_pss_kib",
+            "KiB",
+            Run::overhead_pss_kib,
+            1.0,
+            format!("PSS beyond guest RAM; {MEMORY_METHOD}; {setting}"),
+        ),
+        (
+            "start_to_first_instruction_ms",
+            "ms",
+            |r| r.first_entry_us,
+            1e-3,
+            format!("{TIME_METHOD} to the first kvm:kvm_entry (a vCPU entering the guest); {setting}"),
+        ),
+        (
+            "start_to_ready_ms",
+            "ms",
+            |r| r.ready_us,
+            1e-3,
+            format!(
+                "{TIME_METHOD} to a board-side watcher reading the guest's marker line from the monitor's console pipe (same method for both: QEMU has no boot-signal device); {setting}"
+            ),
+        ),
+    ];
+    let mut out = Vec::new();
+    for (name, unit, metric, scale, note) in rows {
+        let values = |runs: &[Run]| -> Vec<f64> {
+            runs.iter()
+                .filter_map(metric)
+                .map(|v| round_to(v * scale, 1))
+                .collect()
+        };
+        let (ours, theirs) = (values(ours), values(theirs));
+        let Some(value) = median(&ours) else { continue };
+        let mut f = Figure::new(format!("{prefix}{name}"), value, unit);
+        let note = match median(&theirs) {
+            Some(pv) => {
+                f = f.with_peer(peer, pv);
+                note
+            }
+            None => format!(
+                "{note}; peer absent: {peer_label} gave no value in any run (see the bench output)"
+            ),
+        };
+        out.push(f.with_note(note).with_samples(ours, theirs));
     }
     out
 }
@@ -455,5 +495,31 @@ mod tests {
         assert!(figs
             .iter()
             .all(|f| f.name != "vmm.self_reported.boot_ready_ms"));
+
+        // The jailed VMM beside the same VMM unconfined.
+        let confined = [
+            run("vmm-confined", Some(5500.0), 950_000.0, 11_300),
+            run("vmm-confined", Some(4500.0), 850_000.0, 11_100),
+        ];
+        let figs = confined_figures(&confined, &vmm);
+        let get = |n: &str| {
+            figs.iter()
+                .find(|f| f.name == n)
+                .unwrap_or_else(|| panic!("{n}"))
+        };
+        let rss = get("vmm.confined.overhead_rss_kib");
+        assert_eq!(rss.value, 1200.0);
+        assert_eq!(rss.peer, Some((UNCONFINED_PEER.to_string(), 1200.0)));
+        assert_eq!(
+            get("vmm.confined.start_to_ready_ms").ratio(),
+            Some(900.0 / 900.0)
+        );
+        assert_eq!(get("vmm.confined.start_to_first_instruction_ms").value, 5.0);
+        assert!(get("vmm.confined.overhead_pss_kib")
+            .note
+            .as_deref()
+            .unwrap()
+            .contains("jail"));
+        assert!(figs.iter().all(|f| f.name.starts_with("vmm.confined.")));
     }
 }

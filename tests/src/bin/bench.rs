@@ -45,6 +45,9 @@ fn main() {
                 let board_figures = board::figures(&m.vmm, &m.qemu);
                 failed |= board_figures.is_empty();
                 figures.extend(board_figures);
+                let confined = board::confined_figures(&m.vmm_confined, &m.vmm);
+                failed |= confined.is_empty();
+                figures.extend(confined);
             }
             Err(e) => {
                 eprintln!("bench: board measurement failed: {e}");

@@ -72,6 +72,56 @@ impl ArchError {
     }
 }
 
+/// Bytes of the boot-time random seed handed to every guest (arm64 `/chosen/rng-seed`, x86
+/// `SETUP_RNG_SEED`): enough for the kernel's CRNG before any device feeds it.
+pub const RNG_SEED_LEN: usize = 64;
+
+/// The seeds one boot gets: KASLR offset entropy and the kernel's early RNG seed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootSeeds {
+    /// Non-zero: a zero `kaslr-seed` reads as "no seed" to the kernel.
+    pub kaslr: u64,
+    pub rng: [u8; RNG_SEED_LEN],
+}
+
+impl BootSeeds {
+    /// Fresh seeds from getrandom(2), so no two guests (or two boots of one) share a layout.
+    pub fn generate() -> std::io::Result<BootSeeds> {
+        let mut kaslr = [0u8; 8];
+        let mut rng = [0u8; RNG_SEED_LEN];
+        loop {
+            random_bytes(&mut kaslr)?;
+            if kaslr != [0; 8] {
+                break;
+            }
+        }
+        random_bytes(&mut rng)?;
+        Ok(BootSeeds {
+            kaslr: u64::from_le_bytes(kaslr),
+            rng,
+        })
+    }
+}
+
+/// Fills `buf` from the kernel's CRNG (getrandom(2), blocking only until it is initialized).
+pub fn random_bytes(buf: &mut [u8]) -> std::io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        // SAFETY: getrandom writes at most `rest.len()` bytes into `rest`, valid for the call.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(std::io::Error::new(e.kind(), format!("getrandom: {e}")));
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
 /// Reads a whole file into guest memory at `addr`, straight from the file into the mapping.
 pub(crate) fn load_file_at(
     mem: &vm_memory::GuestMemoryMmap,

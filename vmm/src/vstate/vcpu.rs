@@ -180,6 +180,13 @@ impl VcpuControl {
         s.state
     }
 
+    /// Test hook: a vCPU thread makes a forbidden syscall as soon as it leaves KVM_RUN.
+    #[cfg(all(feature = "test-hooks", debug_assertions))]
+    pub fn test_forbidden_syscall(&self) {
+        TEST_FORBIDDEN_SYSCALL.store(true, Ordering::Relaxed);
+        self.kick_all();
+    }
+
     fn kick_all(&self) {
         let threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
         for &t in threads.iter() {
@@ -253,23 +260,44 @@ fn install_kick_handler() -> std::io::Result<()> {
 /// PSCI) or wait for SIPI (x86) until the guest starts them.
 static FIRST_RUN_LOGGED: AtomicBool = AtomicBool::new(false);
 
+/// Run by each vCPU thread before its first KVM_RUN (a confined VMM installs the thread's
+/// seccomp filter and waits for the main thread's). An error ends the VM with that message.
+pub type BeforeRun = Arc<dyn Fn(usize) -> Result<(), String> + Send + Sync>;
+
 /// Starts one thread per vCPU. Index 0 is the boot vCPU.
 pub fn start_vcpus(
     vcpus: Vec<VcpuFd>,
     handler: Arc<dyn ExitHandler>,
     control: Arc<VcpuControl>,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
+    start_vcpus_with(vcpus, handler, control, None)
+}
+
+/// `start_vcpus`, with `before_run` run first on each vCPU thread.
+pub fn start_vcpus_with(
+    vcpus: Vec<VcpuFd>,
+    handler: Arc<dyn ExitHandler>,
+    control: Arc<VcpuControl>,
+    before_run: Option<BeforeRun>,
+) -> std::io::Result<Vec<JoinHandle<()>>> {
     install_kick_handler()?;
     let mut handles = Vec::with_capacity(vcpus.len());
     for (id, fd) in vcpus.into_iter().enumerate() {
         let handler = handler.clone();
         let ctl = control.clone();
+        let before = before_run.clone();
         let h = std::thread::Builder::new()
             .name(format!("vcpu{id}"))
             // Device emulation runs on this thread; the stack is reserved, not resident, so a
             // generous size costs only the pages actually touched.
             .stack_size(512 * 1024)
-            .spawn(move || vcpu_loop(id, fd, &*handler, &ctl))?;
+            .spawn(move || {
+                if let Some(Err(e)) = before.map(|f| f(id)) {
+                    ctl.report(VmEvent::Crash(format!("vcpu {id}: {e}")));
+                    return;
+                }
+                vcpu_loop(id, fd, &*handler, &ctl)
+            })?;
         control
             .threads
             .lock()
@@ -303,6 +331,13 @@ fn vcpu_loop(id: usize, mut fd: VcpuFd, handler: &dyn ExitHandler, ctl: &VcpuCon
                 crate::elapsed_ms()
             ));
         }
+        #[cfg(all(feature = "test-hooks", debug_assertions))]
+        if TEST_FORBIDDEN_SYSCALL.swap(false, Ordering::Relaxed) {
+            crate::log(&format!(
+                "test hook: vcpu {id}: forbidden syscall returned {}",
+                crate::confine::forbidden_syscall()
+            ));
+        }
         let event = match fd.run() {
             Ok(exit) => handle_exit(id, exit, handler),
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
@@ -317,6 +352,11 @@ fn vcpu_loop(id: usize, mut fd: VcpuFd, handler: &dyn ExitHandler, ctl: &VcpuCon
     }
     IMMEDIATE_EXIT.with(|c| c.set(std::ptr::null_mut()));
 }
+
+/// Test hook (feature `test-hooks`, debug builds): the next vCPU to leave KVM_RUN makes a
+/// forbidden syscall (`VcpuControl::test_forbidden_syscall` sets it and kicks).
+#[cfg(all(feature = "test-hooks", debug_assertions))]
+static TEST_FORBIDDEN_SYSCALL: AtomicBool = AtomicBool::new(false);
 
 /// KVM_SYSTEM_EVENT types (linux/kvm.h).
 const SYSTEM_EVENT_SHUTDOWN: u32 = 1;

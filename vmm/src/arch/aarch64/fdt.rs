@@ -4,7 +4,7 @@
 use vm_fdt::{Error as FdtError, FdtWriter};
 
 use super::layout::*;
-use crate::arch::DeviceMap;
+use crate::arch::{BootSeeds, DeviceMap};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GicVersion {
@@ -20,6 +20,9 @@ pub struct FdtConfig<'a> {
     pub cmdline: &'a str,
     pub initrd: Option<(u64, u64)>,
     pub devices: &'a DeviceMap,
+    /// `/chosen/kaslr-seed` and `/chosen/rng-seed`: without them the kernel logs "KASLR
+    /// disabled due to lack of seed" and every guest has the same layout.
+    pub seeds: &'a BootSeeds,
 }
 
 const PHANDLE_GIC: u32 = 1;
@@ -80,6 +83,8 @@ pub fn create_fdt(cfg: &FdtConfig<'_>) -> Result<Vec<u8>, FdtError> {
         "stdout-path",
         &format!("/uart@{:x}", cfg.devices.serial.addr),
     )?;
+    fdt.property_u64("kaslr-seed", cfg.seeds.kaslr)?;
+    fdt.property("rng-seed", &cfg.seeds.rng)?;
     fdt.end_node(chosen)?;
 
     create_gic_node(&mut fdt, cfg)?;
@@ -215,9 +220,76 @@ mod tests {
         hay.windows(needle.len()).any(|w| w == needle)
     }
 
+    /// The value of property `prop` of the top-level node `node`, read back from the blob by
+    /// walking its structure block (FDT_BEGIN_NODE 1, END_NODE 2, PROP 3, NOP 4, END 9).
+    fn property(blob: &[u8], node: &str, prop: &str) -> Option<Vec<u8>> {
+        let be32 = |at: usize| u32::from_be_bytes(blob[at..at + 4].try_into().unwrap());
+        let (structs, strings) = (be32(8) as usize, be32(12) as usize);
+        let (mut at, mut path) = (structs, Vec::<String>::new());
+        loop {
+            let token = be32(at);
+            at += 4;
+            match token {
+                1 => {
+                    let end = at + blob[at..].iter().position(|&b| b == 0).unwrap();
+                    path.push(String::from_utf8(blob[at..end].to_vec()).unwrap());
+                    at = (end + 1).next_multiple_of(4);
+                }
+                2 => {
+                    path.pop();
+                }
+                3 => {
+                    let (len, name_off) = (be32(at) as usize, be32(at + 4) as usize);
+                    let name_at = strings + name_off;
+                    let name_end = name_at + blob[name_at..].iter().position(|&b| b == 0).unwrap();
+                    let value = &blob[at + 8..at + 8 + len];
+                    if path.len() == 2
+                        && path[1] == node
+                        && &blob[name_at..name_end] == prop.as_bytes()
+                    {
+                        return Some(value.to_vec());
+                    }
+                    at = (at + 8 + len).next_multiple_of(4);
+                }
+                4 => {}
+                _ => return None,
+            }
+        }
+    }
+
+    #[test]
+    fn every_device_tree_carries_fresh_kaslr_and_rng_seeds() {
+        let d = devices();
+        let blob = || {
+            let seeds = BootSeeds::generate().unwrap();
+            create_fdt(&FdtConfig {
+                mem_size: 64 << 20,
+                mpidrs: &[0],
+                gic: GicVersion::V3,
+                cmdline: "",
+                initrd: None,
+                devices: &d,
+                seeds: &seeds,
+            })
+            .unwrap()
+        };
+        let (a, b) = (blob(), blob());
+        let kaslr = |blob: &[u8]| property(blob, "chosen", "kaslr-seed").expect("kaslr-seed");
+        let rng = |blob: &[u8]| property(blob, "chosen", "rng-seed").expect("rng-seed");
+        assert_eq!(kaslr(&a).len(), 8);
+        assert_ne!(kaslr(&a), vec![0; 8]);
+        assert_ne!(kaslr(&a), kaslr(&b), "two guests got the same KASLR seed");
+        assert_eq!(rng(&a).len(), crate::arch::RNG_SEED_LEN);
+        assert_ne!(rng(&a), vec![0; crate::arch::RNG_SEED_LEN]);
+        assert_ne!(rng(&a), rng(&b), "two guests got the same RNG seed");
+        // The reader finds what is there, not anything: bootargs is the given command line.
+        assert_eq!(property(&a, "chosen", "bootargs").unwrap(), b"\0");
+    }
+
     #[test]
     fn fdt_has_the_nodes_linux_needs() {
         let d = devices();
+        let seeds = BootSeeds::generate().unwrap();
         for gic in [GicVersion::V3, GicVersion::V2] {
             let blob = create_fdt(&FdtConfig {
                 mem_size: 64 << 20,
@@ -226,6 +298,7 @@ mod tests {
                 cmdline: "console=ttyS0 quiet",
                 initrd: Some((0x8400_0000, 0x1000)),
                 devices: &d,
+                seeds: &seeds,
             })
             .unwrap();
             assert_eq!(&blob[..4], &[0xd0, 0x0d, 0xfe, 0xed], "FDT magic");

@@ -265,6 +265,7 @@ pub fn configure_system(
 ) -> Result<u64, ArchError> {
     let irqchip = irqchip.ok_or_else(|| ArchError("aarch64 guests need the vGIC".into()))?;
     let mpidrs = vcpus.iter().map(mpidr).collect::<Result<Vec<_>, _>>()?;
+    let seeds = crate::arch::BootSeeds::generate().map_err(|e| ArchError::new("boot seeds", e))?;
     let blob = create_fdt(&FdtConfig {
         mem_size: mem_bytes,
         mpidrs: &mpidrs,
@@ -272,6 +273,7 @@ pub fn configure_system(
         cmdline,
         initrd: kernel.initrd,
         devices,
+        seeds: &seeds,
     })
     .map_err(|e| ArchError::new("device tree", e))?;
     if blob.len() as u64 > FDT_MAX_SIZE {

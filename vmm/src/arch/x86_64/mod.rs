@@ -36,6 +36,8 @@ pub mod layout {
     pub const PD_COUNT: u64 = 4;
     pub const CMDLINE_ADDR: u64 = 0x2_0000;
     pub const CMDLINE_MAX: u64 = 0x1_0000;
+    /// The `setup_data` list (one `SETUP_RNG_SEED` entry), just above the command line.
+    pub const SETUP_DATA_ADDR: u64 = CMDLINE_ADDR + CMDLINE_MAX;
     /// Start of the EBDA, where the MP table goes; up to 1 MiB is reserved in the e820 map.
     pub const EBDA_START: u64 = 0x9_fc00;
     pub const HIMEM_START: u64 = 0x10_0000;
@@ -424,6 +426,8 @@ pub fn configure_system(
         params.hdr.ramdisk_image = addr as u32;
         params.hdr.ramdisk_size = size as u32;
     }
+    let seeds = crate::arch::BootSeeds::generate().map_err(|e| ArchError::new("boot seeds", e))?;
+    link_rng_seed(mem, &mut params, &seeds)?;
     let low_end = mem_bytes.min(MMIO_GAP_START);
     let mut e820 = vec![
         (0, EBDA_START, E820_RAM),
@@ -444,6 +448,36 @@ pub fn configure_system(
     mem.write_obj(params, GuestAddress(ZERO_PAGE_ADDR))
         .map_err(|e| ArchError::new("write zero page", e))?;
     Ok(ZERO_PAGE_ADDR)
+}
+
+/// `struct setup_data` type of a random seed the kernel mixes into its CRNG before anything
+/// else runs (arch/x86/include/uapi/asm/bootparam.h), the x86 counterpart of `/chosen/rng-seed`;
+/// KASLR draws from RDRAND/RDTSC and this pool.
+const SETUP_RNG_SEED: u32 = 9;
+/// `setup_data` (and the zero page field pointing at it) exists from boot protocol 2.09.
+const SETUP_DATA_MIN_PROTOCOL: u16 = 0x0209;
+
+/// Writes a `SETUP_RNG_SEED` entry at `SETUP_DATA_ADDR` and links it from `hdr.setup_data`
+/// (ahead of any list the header already named).
+fn link_rng_seed(
+    mem: &GuestMemoryMmap,
+    params: &mut boot_params,
+    seeds: &crate::arch::BootSeeds,
+) -> Result<(), ArchError> {
+    let version = params.hdr.version;
+    if params.hdr.header == HDRS_MAGIC && version != 0 && version < SETUP_DATA_MIN_PROTOCOL {
+        return Ok(());
+    }
+    // struct setup_data { u64 next; u32 type; u32 len; u8 data[]; }
+    let mut entry = Vec::with_capacity(16 + seeds.rng.len());
+    entry.extend_from_slice(&{ params.hdr.setup_data }.to_le_bytes());
+    entry.extend_from_slice(&SETUP_RNG_SEED.to_le_bytes());
+    entry.extend_from_slice(&(seeds.rng.len() as u32).to_le_bytes());
+    entry.extend_from_slice(&seeds.rng);
+    mem.write_slice(&entry, GuestAddress(SETUP_DATA_ADDR))
+        .map_err(|e| ArchError::new("write setup_data", e))?;
+    params.hdr.setup_data = SETUP_DATA_ADDR;
+    Ok(())
 }
 
 /// Registers, CPUID, MSRs, FPU and LAPIC of vCPU `id`. With the in-kernel irqchip KVM holds the
@@ -518,6 +552,45 @@ mod tests {
         assert!(c.contains("virtio_mmio.device=512@0xd0000000:5"), "{c}");
         assert!(c.contains("virtio_mmio.device=512@0xd0001000:6"), "{c}");
         assert!(device_map(30).is_err());
+    }
+
+    #[test]
+    fn zero_page_links_a_fresh_rng_seed() {
+        let mem = crate::vstate::memory::create_guest_memory(&ram_regions(16 << 20)).unwrap();
+        let seed = |mem: &GuestMemoryMmap| {
+            let mut params = boot_params::default();
+            params.hdr.header = HDRS_MAGIC;
+            params.hdr.version = 0x020f;
+            let seeds = crate::arch::BootSeeds::generate().unwrap();
+            link_rng_seed(mem, &mut params, &seeds).unwrap();
+            let at = params.hdr.setup_data;
+            assert_eq!(at, SETUP_DATA_ADDR);
+            assert_eq!(
+                mem.read_obj::<u64>(GuestAddress(at)).unwrap(),
+                0,
+                "end of list"
+            );
+            assert_eq!(
+                mem.read_obj::<u32>(GuestAddress(at + 8)).unwrap(),
+                9,
+                "SETUP_RNG_SEED"
+            );
+            let len = mem.read_obj::<u32>(GuestAddress(at + 12)).unwrap() as usize;
+            assert_eq!(len, crate::arch::RNG_SEED_LEN);
+            let mut data = vec![0u8; len];
+            mem.read_slice(&mut data, GuestAddress(at + 16)).unwrap();
+            assert_eq!(data, seeds.rng);
+            assert_ne!(data, vec![0u8; len]);
+            data
+        };
+        assert_ne!(seed(&mem), seed(&mem), "two boots got the same seed");
+        // Too old a boot protocol has no setup_data field: nothing is linked.
+        let mut old = boot_params::default();
+        old.hdr.header = HDRS_MAGIC;
+        old.hdr.version = 0x0208;
+        let seeds = crate::arch::BootSeeds::generate().unwrap();
+        link_rng_seed(&mem, &mut old, &seeds).unwrap();
+        assert_eq!({ old.hdr.setup_data }, 0);
     }
 
     /// A bzImage shell BzImage::load accepts: boot protocol 2.15, loaded high, 64-bit entry.
