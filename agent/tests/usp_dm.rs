@@ -770,9 +770,9 @@ fn failures_carry_fault_codes_and_change_nothing() {
     let (code, msg) = failure_of(&oper_complete(&seen, "InstallDU()", "missing").unwrap());
     assert_eq!(code, 7033, "{msg}");
 
-    // Synchronous argument errors: 7027; an unknown ExecEnv: 7223.
+    // Synchronous argument errors: 7027 (an unknown argument is not one, R-OPR.6); an unknown
+    // ExecEnv: 7223.
     for (args, code) in [
-        (vec![("URL", url.as_str()), ("Colour", "blue")], 7027),
         (vec![], 7027),
         (
             vec![("URL", url.as_str()), ("Username", "u"), ("Password", "p")],
@@ -824,7 +824,8 @@ fn failures_carry_fault_codes_and_change_nothing() {
     );
     let before_model = rig.get(&["Device."]);
 
-    // Paths: syntax 7008, unknown 7026, missing instance 7016.
+    // Paths: syntax 7008, unknown 7026 (Get: also a missing instance, R-GET.0), Operate on a
+    // missing instance 7016.
     let r = rig.get(&[
         "Device.Nope.",
         "Device.SoftwareModules..",
@@ -836,11 +837,7 @@ fn failures_carry_fault_codes_and_change_nothing() {
         r.req_path_results[0]
     );
     assert_eq!(r.req_path_results[1].err_code, 7008);
-    assert_eq!(
-        r.req_path_results[2].err_code, 0,
-        "a valid path naming nothing is empty"
-    );
-    assert!(r.req_path_results[2].resolved_path_results.is_empty());
+    assert_eq!(r.req_path_results[2].err_code, 7026, "R-GET.0");
     let m = rig.operate(
         "Device.SoftwareModules.DeploymentUnit.9.Uninstall()",
         "",
@@ -856,7 +853,7 @@ fn failures_carry_fault_codes_and_change_nothing() {
     );
     assert_eq!(error_of(&m).0, 7008);
 
-    // Set: 7011 wrong type, 7012 bad value, 7013 read-only, 7016 missing, 7026 unknown param.
+    // Set: 7011 wrong type, 7012 bad value, 7013 read-only, 7016 missing, 7010 unknown param.
     let set = |obj: &str, param: &str, value: &str| {
         Msg::set(
             "s",
@@ -888,7 +885,7 @@ fn failures_carry_fault_codes_and_change_nothing() {
         ("Device.SoftwareModules.ExecEnv.1.", "Name", "other", 7013),
         ("Device.DeviceInfo.", "UpTime", "3", 7013),
         ("Device.SoftwareModules.ExecEnv.9.", "Enable", "false", 7016),
-        ("Device.SoftwareModules.ExecEnv.1.", "Colour", "red", 7026),
+        ("Device.SoftwareModules.ExecEnv.1.", "Colour", "red", 7010),
     ] {
         let m = rig.send(&set(obj, param, value));
         let (c, msg) = error_of(&m);
@@ -1538,4 +1535,127 @@ fn mangled_paths_and_values_never_panic() {
     rig.ep.notifications();
     assert_eq!(rig.value("Device.LocalAgent.EndpointID"), AGENT_ID);
     agentd::kill_apps_of(&w.root);
+}
+
+/// TR-369 rows of issue 12 at the data model: R-GET.0 (a missing instance is 7026, a search
+/// path matching nothing is empty), 7010 for an unknown parameter in Set, a failing
+/// non-required parameter is a param_err in oper_success even with allow_partial=false,
+/// R-OPR.6 (unknown input arguments are ignored), R-ENC.2 (header msg_type 99 is an Error).
+#[test]
+fn tr369_get_set_operate_and_unknown_msg_type() {
+    let w = World::new("usp-tr369");
+    let mut rig = Rig::open(&w);
+    use operate_resp::operation_result::OperationResp as R;
+
+    // R-GET.0.
+    let r = rig.get(&[
+        "Device.SoftwareModules.DeploymentUnit.9.",
+        "Device.SoftwareModules.DeploymentUnit.9.UUID",
+        "Device.LocalAgent.Controller.77.EndpointID",
+        "Device.SoftwareModules.DeploymentUnit.*.UUID",
+        "Device.SoftwareModules.DeploymentUnit.[Name==\"x\"].UUID",
+        "Device.SoftwareModules.DeploymentUnit.",
+        "Device.SoftwareModules.ExecEnv.1.Name",
+    ]);
+    let codes: Vec<u32> = r.req_path_results.iter().map(|x| x.err_code).collect();
+    assert_eq!(codes, [7026, 7026, 7026, 0, 0, 0, 0], "{r:#?}");
+    for x in &r.req_path_results[3..6] {
+        assert!(x.resolved_path_results.is_empty(), "{x:?}");
+    }
+    assert_eq!(r.req_path_results[6].resolved_path_results.len(), 1);
+
+    let set = |allow_partial: bool, obj: &str, params: &[(&str, &str, bool)]| {
+        Msg::set(
+            "s",
+            allow_partial,
+            vec![set::UpdateObject {
+                obj_path: obj.into(),
+                param_settings: params
+                    .iter()
+                    .map(|(p, v, required)| set::UpdateParamSetting {
+                        param: p.to_string(),
+                        value: v.to_string(),
+                        required: *required,
+                    })
+                    .collect(),
+            }],
+        )
+    };
+    // 7010: an unknown parameter (required: the whole message fails, naming it).
+    let m = rig.send(&set(
+        false,
+        "Device.SoftwareModules.ExecEnv.1.",
+        &[("Colour", "red", true)],
+    ));
+    let e = m.error_body().unwrap_or_else(|| panic!("{m:?}"));
+    assert_eq!(e.err_code, 7010, "{e:?}");
+    assert_eq!(e.param_errs[0].err_code, 7010);
+    assert_eq!(
+        e.param_errs[0].param_path,
+        "Device.SoftwareModules.ExecEnv.1.Colour"
+    );
+
+    // allow_partial=false, required=false: the object is updated (here: nothing to write),
+    // each failing parameter is a param_err of oper_success.
+    use cpevisor_usp::proto::set_resp::updated_object_result::operation_status::OperStatus;
+    for (obj, param, code) in [
+        ("Device.DeviceInfo.", "UpTime", 7013),
+        ("Device.SoftwareModules.ExecEnv.1.", "Colour", 7010),
+        ("Device.SoftwareModules.ExecEnv.1.", "Enable", 7011),
+    ] {
+        let value = if param == "Enable" { "maybe" } else { "3" };
+        let m = rig.send(&set(false, obj, &[(param, value, false)]));
+        let Some(response::RespType::SetResp(r)) = m.response_body() else {
+            panic!("{obj}{param}: not a SetResp: {m:?}")
+        };
+        let st = r.updated_obj_results[0]
+            .oper_status
+            .as_ref()
+            .and_then(|s| s.oper_status.as_ref());
+        let Some(OperStatus::OperSuccess(ok)) = st else {
+            panic!("{obj}{param}: not oper_success: {r:?}")
+        };
+        assert_eq!(ok.updated_inst_results.len(), 1, "{ok:?}");
+        let inst = &ok.updated_inst_results[0];
+        assert_eq!(inst.affected_path, obj);
+        assert!(inst.updated_params.is_empty(), "{inst:?}");
+        assert_eq!(inst.param_errs.len(), 1, "{inst:?}");
+        assert_eq!(inst.param_errs[0].param, param);
+        assert_eq!(inst.param_errs[0].err_code, code, "{inst:?}");
+    }
+    assert_eq!(
+        rig.value("Device.SoftwareModules.ExecEnv.1.Enable"),
+        "true",
+        "nothing was written"
+    );
+
+    // R-OPR.6: the unknown argument is ignored and the command runs (to its own failure:
+    // the URL's scheme is refused in OperationComplete, not synchronously).
+    rig.subscribe(
+        "oc",
+        "OperationComplete",
+        "Device.SoftwareModules.InstallDU()",
+        false,
+    );
+    let m = rig.operate(
+        "Device.SoftwareModules.InstallDU()",
+        "extra-arg",
+        &[("URL", "ftp://127.0.0.1/x"), ("Colour", "blue")],
+    );
+    assert!(matches!(op_result(&m), R::ReqObjPath(_)), "{m:?}");
+    let mut seen = Vec::new();
+    rig.notifications_until(20, &mut seen, |s| {
+        oper_complete(s, "InstallDU()", "extra-arg").is_some()
+    });
+    let (code, msg) = failure_of(&oper_complete(&seen, "InstallDU()", "extra-arg").unwrap());
+    assert_eq!(code, 7004, "{msg}");
+
+    // R-ENC.2 / R-MTP.5: msg_type 99 with a Get body is answered with an Error, not a GetResp.
+    let mut bad = Msg::get("t99", ["Device.DeviceInfo."], 0);
+    bad.header.as_mut().unwrap().msg_type = 99;
+    let replies = rig.send_as(FULL, Some(FULL_CN), &bad);
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert_eq!(replies[0].msg_id(), "t99");
+    let (code, msg) = error_of(&replies[0]);
+    assert_eq!(code, 7001, "{msg}");
 }
