@@ -221,6 +221,16 @@ impl Rig {
     }
 }
 
+/// A controller's NotifyResp to the Notify `msg_id`.
+fn notify_resp(msg_id: &str) -> Msg {
+    Msg::response(
+        msg_id,
+        response::RespType::NotifyResp(cpevisor_usp::proto::NotifyResp {
+            subscription_id: String::new(),
+        }),
+    )
+}
+
 fn enc(r: &Record) -> Vec<u8> {
     encode_record(r, &Limits::default()).unwrap()
 }
@@ -1172,7 +1182,8 @@ fn reset_reboot_boot_onboard_and_numbers_across_restarts() {
     let url = w.publish(&App::new("speedtest", "1.0"), "speedtest-1.0.cpkg");
     let mut rig = Rig::open(&w);
 
-    // First connect: OnBoardRequest to each controller, once; no Boot! subscribers yet.
+    // First connect: OnBoardRequest to each controller; no Boot! subscribers yet. Both are
+    // answered (R-NOT.6a: until then they are retried).
     let out = rig.ep.on_connect();
     let mut to: Vec<String> = out.iter().map(|(t, _)| t.clone()).collect();
     to.sort();
@@ -1188,6 +1199,11 @@ fn reset_reboot_boot_onboard_and_numbers_across_restarts() {
     assert_eq!(ob.oui, "012345");
     assert_eq!(ob.product_class, "HomeGateway");
     assert_eq!(ob.serial_number, "cpe0001");
+    for (to, bytes) in &out {
+        let id = open_record(bytes, to).msg_id().to_string();
+        let cn = (to == FULL).then_some(FULL_CN);
+        assert!(rig.send_as(to, cn, &notify_resp(&id)).is_empty());
+    }
     assert!(
         rig.ep.on_connect().is_empty(),
         "a reconnect sends nothing again"
@@ -1658,4 +1674,97 @@ fn tr369_get_set_operate_and_unknown_msg_type() {
     assert_eq!(replies[0].msg_id(), "t99");
     let (code, msg) = error_of(&replies[0]);
     assert_eq!(code, 7001, "{msg}");
+}
+
+/// R-NOT.1 / R-NOT.6a: the OnBoardRequest is retried on TR-369's schedule until its
+/// NotifyResp; only the NotifyResp makes a controller onboarded (not sending, not a reconnect,
+/// not a NotifyResp from another controller or for another msg_id), and after a restart an
+/// unanswered OnBoardRequest is sent again.
+#[test]
+fn onboard_request_is_retried_until_its_notify_resp() {
+    use cpevisor_agent::usp::retry::RetryPolicy;
+    let w = World::new("usp-retry");
+    let mut rig = Rig::open(&w);
+    let policy = RetryPolicy {
+        min_wait: Duration::from_millis(200),
+        multiplier: 2000,
+    };
+    rig.ep.set_retry_policy(policy);
+    let out = rig.ep.on_connect();
+    let id_of = |to: &str, out: &[(String, Vec<u8>)]| -> Option<String> {
+        out.iter()
+            .find(|(t, _)| t == to)
+            .map(|(t, b)| open_record(b, t))
+            .filter(|m| {
+                matches!(
+                    m.request_body(),
+                    Some(request::ReqType::Notify(n))
+                        if matches!(n.notification, Some(notify::Notification::OnBoardReq(_)))
+                )
+            })
+            .map(|m| m.msg_id().to_string())
+    };
+    let full_id = id_of(FULL, &out).expect("OnBoardRequest to FULL");
+    let ro_id = id_of(RO, &out).expect("OnBoardRequest to RO");
+
+    // Unanswered: sent again with the same msg_id, the second retry later than the first.
+    let start = Instant::now();
+    let mut retries: Vec<(String, Duration)> = Vec::new();
+    let deadline = start + Duration::from_secs(10);
+    while retries.iter().filter(|(t, _)| t == FULL).count() < 2 {
+        for (to, b) in rig.ep.notifications() {
+            let m = open_record(&b, &to);
+            assert_eq!(
+                m.msg_id(),
+                if to == FULL { &full_id } else { &ro_id },
+                "a retry is the same Notify"
+            );
+            retries.push((to, start.elapsed()));
+        }
+        assert!(Instant::now() < deadline, "no retries: {retries:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let full: Vec<Duration> = retries
+        .iter()
+        .filter(|(t, _)| t == FULL)
+        .map(|(_, d)| *d)
+        .collect();
+    assert!(full[0] >= policy.wait(1, 0.0), "{full:?}");
+    assert!(full[1] - full[0] >= policy.wait(2, 0.0), "{full:?}");
+
+    // Answers that do not count: the wrong msg_id, the wrong controller; a reconnect resends.
+    assert!(rig
+        .send_as(FULL, Some(FULL_CN), &notify_resp("not-it"))
+        .is_empty());
+    assert!(rig.send_as(RO, None, &notify_resp(&full_id)).is_empty());
+    let again = rig.ep.on_connect();
+    assert_eq!(id_of(FULL, &again), Some(full_id.clone()), "{again:?}");
+    assert_eq!(id_of(RO, &again), Some(ro_id.clone()));
+    assert_eq!(again.len(), 2, "no second OnBoardRequest is made up");
+
+    // The NotifyResp: FULL is done, RO still pending.
+    assert!(rig
+        .send_as(FULL, Some(FULL_CN), &notify_resp(&full_id))
+        .is_empty());
+    let pending: Vec<&str> = rig
+        .ep
+        .pending_notifications()
+        .iter()
+        .map(|p| p.to.as_str())
+        .collect();
+    assert_eq!(pending, [RO]);
+    let again = rig.ep.on_connect();
+    assert_eq!(id_of(FULL, &again), None);
+    assert_eq!(id_of(RO, &again), Some(ro_id));
+
+    // A restart: FULL stays onboarded (persisted), RO gets a new OnBoardRequest.
+    rig.agent.shutdown();
+    drop(rig);
+    let mut rig = Rig::open(&w);
+    let out = rig.ep.on_connect();
+    assert_eq!(id_of(FULL, &out), None, "onboarded survives a restart");
+    assert!(
+        id_of(RO, &out).is_some(),
+        "unanswered: sent again after a restart"
+    );
 }

@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cpevisor_usp::mqtt::{Event as MqttEvent, MqttClient, MqttConfig, USP_CONTENT_TYPE};
+use cpevisor_usp::mqtt::{
+    is_usp_content_type, Event as MqttEvent, MqttClient, MqttConfig, USP_CONTENT_TYPE,
+};
 use cpevisor_usp::record::Limits;
 use serde::Deserialize;
 
@@ -235,7 +237,8 @@ impl UspFile {
     /// The MQTT client configuration: TLS with our certificate when configured, client id =
     /// endpoint ID, packets bounded by the largest Record.
     pub fn mqtt_config(&self) -> Result<MqttConfig, String> {
-        let mut m = MqttConfig::new(&self.broker_host, self.broker_port, &self.endpoint_id);
+        let mut m = MqttConfig::new(&self.broker_host, self.broker_port, &self.endpoint_id)
+            .with_usp_endpoint_id(&self.endpoint_id);
         if let Some(ca) = &self.ca_file {
             let cert = match (&self.cert_file, &self.key_file) {
                 (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
@@ -479,6 +482,15 @@ impl Runner {
                 Ok(MqttEvent::Connected { .. }) => {
                     self.stats.bump(|s| s.connects += 1);
                     crate::log_info!("usp: connected, listening on {}", self.own_topic);
+                    // R-MTP.6/R-MTP.8: the MQTT Connect Record first, to each controller we
+                    // have a topic for, then the notifications.
+                    let connects: Vec<_> = self
+                        .endpoint
+                        .mqtt_connect_records(&self.own_topic)
+                        .into_iter()
+                        .filter(|(to, _)| self.routes.topic(to).is_some())
+                        .collect();
+                    self.send_all(connects, None);
                     let out = self.endpoint.on_connect();
                     self.send_all(out, None);
                 }
@@ -499,11 +511,9 @@ impl Runner {
                 }
                 Ok(MqttEvent::Message(m)) => {
                     self.stats.bump(|s| s.received += 1);
-                    // The binding requires `usp.msg`; MQTT 3.1.1 peers cannot send any.
-                    if m.content_type
-                        .as_deref()
-                        .is_some_and(|c| c != USP_CONTENT_TYPE)
-                    {
+                    // `usp.msg` or the registered MIME type (R-MQTT.27a); MQTT 3.1.1 peers
+                    // cannot send any.
+                    if !is_usp_content_type(m.content_type.as_deref()) {
                         self.stats.bump(|s| s.ignored += 1);
                         crate::log_debug!(
                             "usp: ignoring a message with Content Type {:?}",

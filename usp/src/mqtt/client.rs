@@ -60,6 +60,8 @@ pub struct MqttConfig {
     pub connect_timeout: Duration,
     /// Resolves the broker's host name; `None` uses the C library (see `tls::Resolver`).
     pub resolver: Option<tls::Resolver>,
+    /// User Properties sent in CONNECT (USP: `usp-endpoint-id`, R-MQTT.13).
+    pub user_properties: Vec<(String, String)>,
 }
 
 impl MqttConfig {
@@ -84,9 +86,23 @@ impl MqttConfig {
             backoff: Backoff::default(),
             connect_timeout: Duration::from_secs(15),
             resolver: None,
+            user_properties: Vec::new(),
         }
     }
+
+    /// Adds the User Property `usp-endpoint-id` that R-MQTT.13 asks every USP endpoint's
+    /// CONNECT to carry.
+    pub fn with_usp_endpoint_id(mut self, endpoint_id: &str) -> Self {
+        self.user_properties
+            .retain(|(n, _)| n != USP_ENDPOINT_ID_PROPERTY);
+        self.user_properties
+            .push((USP_ENDPOINT_ID_PROPERTY.into(), endpoint_id.into()));
+        self
+    }
 }
+
+/// The CONNECT User Property naming the USP Endpoint ID (R-MQTT.13).
+pub const USP_ENDPOINT_ID_PROPERTY: &str = "usp-endpoint-id";
 
 /// A message received on a subscribed topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,6 +262,16 @@ pub struct MqttClient {
 
 /// The USP MQTT binding's Content Type for a USP Record.
 pub const USP_CONTENT_TYPE: &str = "usp.msg";
+
+/// The registered MIME type of a USP Record, which receivers must accept like `usp.msg`
+/// (R-MQTT.27a); senders keep writing `usp.msg` (R-MQTT.27).
+pub const USP_MIME_TYPE: &str = "application/vnd.bbf.usp.msg";
+
+/// Whether a received Content Type says the payload is a USP Record (R-MQTT.27a). A message
+/// without one (MQTT 3.1.1 cannot carry it) is given the benefit of the doubt.
+pub fn is_usp_content_type(content_type: Option<&str>) -> bool {
+    content_type.is_none_or(|c| c == USP_CONTENT_TYPE || c == USP_MIME_TYPE)
+}
 
 /// A topic filter per MQTT 5 section 4.7: `+` and `#` fill a whole level, `#` only the last.
 fn check_filter(filter: &str) -> Result<(), MqttError> {
@@ -544,6 +570,7 @@ impl Manager {
             request_response_information: config.request_response_information,
             username: config.username.clone(),
             password: config.password.clone(),
+            user_properties: config.user_properties.clone(),
         };
         let bytes = codec::encode_connect(&connect).map_err(|e| format!("CONNECT: {e}"))?;
         writer

@@ -115,6 +115,8 @@ pub struct Connect {
     pub request_response_information: bool,
     pub username: Option<String>,
     pub password: Option<Vec<u8>>,
+    /// User Properties (name, value); USP puts `usp-endpoint-id` here (R-MQTT.13).
+    pub user_properties: Vec<(String, String)>,
 }
 
 /// CONNACK (3.2).
@@ -351,6 +353,11 @@ pub fn encode_connect(c: &Connect) -> Result<Vec<u8>, CodecError> {
     if c.request_response_information {
         props.push(prop::REQUEST_RESPONSE_INFO);
         props.push(1);
+    }
+    for (name, value) in &c.user_properties {
+        props.push(prop::USER_PROPERTY);
+        put_str(&mut props, "user property name", name)?;
+        put_str(&mut props, "user property value", value)?;
     }
     put_props(&mut body, &props);
 
@@ -923,6 +930,7 @@ mod tests {
             request_response_information: false,
             username: None,
             password: None,
+            user_properties: Vec::new(),
         }
     }
 
