@@ -4,6 +4,8 @@
 //! reconnect the agent's first Record is an MQTTConnect Record), R-NOT.6a over MQTT (an
 //! unanswered OnBoardRequest is sent again after a reconnect), R-MQTT.27a (Content Type
 //! `application/vnd.bbf.usp.msg` is a USP Record, agent and controller; another one is not).
+//! And R-MTP.6 for the WebSocket MTP: a scripted WebSocket server sees a WebSocketConnect
+//! Record first on every connection.
 
 #[path = "common/agentd.rs"]
 mod agentd;
@@ -350,4 +352,66 @@ fn controller_connect_names_it_and_takes_the_usp_mime_type() {
     let (code, v, err) = run.join().unwrap();
     assert_eq!(code, 0, "R-MQTT.27a: the answer was taken: {v} {err}");
     assert_eq!(row(only(&v), "Manufacturer"), Some("Example"), "{v}");
+}
+
+#[test]
+fn agent_websocket_connect_record_first_on_every_connection() {
+    use cpevisor_usp::ws::{self, WsConfig};
+    let w = World::new("usp-conf-ws");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let path = w.root.join("usp-ws.json");
+    let v = json!({
+        "endpoint_id": AGENT,
+        "websocket": {"host": "127.0.0.1", "port": port, "path": "/usp",
+                      "retry_min_ms": 100, "retry_max_ms": 500},
+        "controllers": [{"endpoint_id": CTL, "role": "FullAccess"}],
+        "device_info": {"manufacturer": "Example Networks", "manufacturer_oui": "012345",
+                        "model_name": "test-board", "product_class": "HomeGateway",
+                        "serial_number": "0001"},
+    });
+    std::fs::write(&path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    let file = UspFile::load(&path).unwrap();
+    let agent = Arc::new(Agent::open(&w.state, AgentConfig::load(&w.config).unwrap()).unwrap());
+    let state = w.root.join("usp-state");
+    std::fs::create_dir_all(&state).unwrap();
+    let session = Session::start(agent.clone(), &file, &state).expect("session");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let config = WsConfig {
+        endpoint_id: Some(CTL.into()),
+        ..WsConfig::default()
+    };
+    let mut onboard_id = None;
+    for round in ["first connect", "reconnect"] {
+        listener.set_nonblocking(true).unwrap();
+        let tcp = loop {
+            match listener.accept() {
+                Ok((t, _)) => break t,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(Instant::now() < deadline, "{round}: no connection");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        tcp.set_nonblocking(false).unwrap();
+        let mut conn = ws::accept(tcp, None, &config).expect("handshake");
+        conn.reader
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        let first = decode_record(&conn.reader.recv().unwrap(), CTL, &Limits::default()).unwrap();
+        assert!(
+            matches!(first.content(), Ok(RecordContent::WebSocketConnect)),
+            "{round}: the first Record is not a WebSocketConnect Record: {first:?}"
+        );
+        let next = decode_record(&conn.reader.recv().unwrap(), CTL, &Limits::default()).unwrap();
+        let m = decode_msg(next.no_session_payload().unwrap(), &Limits::default()).unwrap();
+        assert!(is_onboard(&m), "{round}: {m:?}");
+        // Unanswered, so the same OnBoardRequest again after the reconnect (R-NOT.6a).
+        let id = onboard_id.get_or_insert_with(|| m.msg_id().to_string());
+        assert_eq!(m.msg_id(), id);
+        conn.writer.abort();
+    }
+    session.stop();
+    agent.shutdown();
 }

@@ -103,6 +103,25 @@ impl Endpoint {
         self.retries.policy = policy;
     }
 
+    /// The WebSocket Connect Record R-MTP.6 asks for after every (re)connect, to the controller
+    /// on the other end (`peer`, when its handshake named it) or to each enabled controller.
+    pub fn websocket_connect_records(&self, peer: Option<&str>) -> Vec<Outgoing> {
+        let own = self.endpoint_id();
+        self.dm
+            .config()
+            .controllers
+            .iter()
+            .filter(|c| peer.is_none_or(|p| p == c.endpoint_id))
+            .filter(|c| self.dm.controller_enabled(&c.endpoint_id))
+            .filter_map(|c| {
+                let rec = Record::websocket_connect(&c.endpoint_id, own);
+                encode_record(&rec, &self.limits)
+                    .ok()
+                    .map(|b| (c.endpoint_id.clone(), b))
+            })
+            .collect()
+    }
+
     /// Notifications waiting for their NotifyResp.
     pub fn pending_notifications(&self) -> &[Pending] {
         self.retries.pending()
