@@ -948,6 +948,22 @@ mod tests {
     }
 
     #[test]
+    fn connect_user_property_golden_bytes() {
+        // 3.1.2.11.8: User Property (0x26), a UTF-8 string pair (R-MQTT.13's usp-endpoint-id).
+        let mut c = connect();
+        c.user_properties = vec![("k".into(), "v".into())];
+        let expected = [
+            0x10, 27, // fixed header, remaining length
+            0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, // variable header
+            12, 0x27, 0, 0, 4, 0, 0x26, 0, 1, b'k', 0, 1, b'v', // properties
+            0, 2, b'a', b'b', // client id
+        ];
+        assert_eq!(encode_connect(&c).unwrap(), expected);
+        c.user_properties = vec![("k".into(), "a\0b".into())];
+        assert!(encode_connect(&c).is_err(), "U+0000 is refused");
+    }
+
+    #[test]
     fn connect_with_everything() {
         let mut c = connect();
         c.session_expiry_s = 300;
