@@ -663,7 +663,8 @@ impl Endpoint {
     }
 
     /// Notify Records to send when the transport has (re)connected: `Boot!` once per start,
-    /// OnBoardRequest once per controller ever.
+    /// the OnBoardRequest to each controller until it answers one, and every notification
+    /// still waiting for its NotifyResp (the broker may have lost it).
     pub fn on_connect(&mut self) -> Vec<Outgoing> {
         let mut out = self.retries.resend_all(std::time::Instant::now());
         let notes = self.dm.on_connect();

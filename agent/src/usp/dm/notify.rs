@@ -350,7 +350,8 @@ impl DataModel {
     }
 
     /// Called when the transport (re)connects: `Boot!` once per agent start to the controllers
-    /// subscribed to it, and OnBoardRequest to each controller the first time ever.
+    /// subscribed to it, and OnBoardRequest to each controller that has not answered one yet
+    /// (the endpoint keeps one per controller in flight and calls `mark_onboarded`).
     pub fn on_connect(&mut self) -> Vec<Notification> {
         let mut out = Vec::new();
         let tree = self.materialize();
