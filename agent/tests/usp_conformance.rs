@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 use agentd::World;
 use cpevisor_agent::lifecycle::config::AgentConfig;
 use cpevisor_agent::lifecycle::Agent;
+use cpevisor_agent::usp::dm::DataModel;
+use cpevisor_agent::usp::endpoint::Endpoint;
+use cpevisor_agent::usp::retry::RetryPolicy;
 use cpevisor_agent::usp::session::{Session, UspFile};
 use cpevisor_usp::mqtt::codec::{self, Incoming, Publish};
 use cpevisor_usp::proto::mqtt_connect_record::MqttVersion;
@@ -231,7 +234,17 @@ fn agent_connect_record_endpoint_id_property_and_usp_mime_type() {
     let agent = Arc::new(Agent::open(&w.state, cfg).expect("agent"));
     let state = w.root.join("usp-state");
     std::fs::create_dir_all(&state).unwrap();
-    let session = Session::start(agent.clone(), &file, &state).expect("session");
+    // Retries every few hundred ms, so that some wait in the client's queue while the broker
+    // is away and the reconnect shows that the MQTTConnect Record still comes first.
+    let dm =
+        DataModel::open(agent.clone(), file.usp_config(), &state, file.reboot_hook()).expect("dm");
+    let mut ep = Endpoint::new(dm);
+    ep.set_retry_policy(RetryPolicy {
+        min_wait: Duration::from_millis(100),
+        multiplier: 1500,
+    });
+    let session = Session::start_with(ep, agent.clone(), file.mqtt_config().unwrap(), file.topic())
+        .expect("session");
     let deadline = Instant::now() + Duration::from_secs(30);
 
     // First connection: CONNECT names us (R-MQTT.13); MQTTConnect first, then OnBoardRequest.
@@ -272,9 +285,15 @@ fn agent_connect_record_endpoint_id_property_and_usp_mime_type() {
     );
 
     // The broker goes away: after the reconnect, CONNECT names us again, the first Record is
-    // again MQTTConnect (R-MTP.6 "after every reconnect"), and the unanswered OnBoardRequest
-    // is sent again with its msg_id (R-NOT.6a).
+    // again MQTTConnect (R-MTP.6 "after every reconnect"), ahead of the retries queued while
+    // disconnected (R-MTP.8), and the unanswered OnBoardRequest is sent again with its msg_id
+    // (R-NOT.6a).
     drop(c);
+    let sent = session.stats().sent;
+    while session.stats().sent < sent + 2 {
+        assert!(Instant::now() < deadline, "no retries queued");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let (mut c, props) = Conn::accept(&listener, deadline);
     assert!(props.contains(&("usp-endpoint-id".into(), AGENT.into())));
     assert_mqtt_connect(&c.next_publish().expect("a Record"), "reconnect");

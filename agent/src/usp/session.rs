@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use cpevisor_usp::mqtt::codec::Publish;
 use cpevisor_usp::mqtt::{
     is_usp_content_type, Event as MqttEvent, MqttClient, MqttConfig, USP_CONTENT_TYPE,
 };
@@ -403,12 +404,29 @@ impl Session {
             }
         }
         let mut ep = endpoint;
-        let configured = ep
+        let configured: HashMap<String, String> = ep
             .data_model()
             .config()
             .controllers
             .iter()
             .filter_map(|c| Some((c.endpoint_id.clone(), c.reply_to.clone()?)))
+            .collect();
+        // R-MTP.6/R-MTP.8: every connection starts with an MQTTConnect Record to each enabled
+        // controller we have a topic for, ahead of anything queued while disconnected; the
+        // client sends it (as its greeting) so nothing can overtake it.
+        mqtt.greeting = ep
+            .mqtt_connect_records(&own_topic)
+            .into_iter()
+            .filter_map(|(to, payload)| {
+                Some(Publish {
+                    topic: configured.get(&to)?.clone(),
+                    qos: 1,
+                    content_type: Some(USP_CONTENT_TYPE.into()),
+                    response_topic: Some(own_topic.clone()),
+                    payload,
+                    ..Publish::default()
+                })
+            })
             .collect();
         // Subscribe before connecting: no agent event is missed between start and the loop.
         let agent_events = agent.events().subscribe();
@@ -482,15 +500,7 @@ impl Runner {
                 Ok(MqttEvent::Connected { .. }) => {
                     self.stats.bump(|s| s.connects += 1);
                     crate::log_info!("usp: connected, listening on {}", self.own_topic);
-                    // R-MTP.6/R-MTP.8: the MQTT Connect Record first, to each controller we
-                    // have a topic for, then the notifications.
-                    let connects: Vec<_> = self
-                        .endpoint
-                        .mqtt_connect_records(&self.own_topic)
-                        .into_iter()
-                        .filter(|(to, _)| self.routes.topic(to).is_some())
-                        .collect();
-                    self.send_all(connects, None);
+                    // The client already sent the MQTTConnect Records (its greeting).
                     let out = self.endpoint.on_connect();
                     self.send_all(out, None);
                 }

@@ -62,6 +62,10 @@ pub struct MqttConfig {
     pub resolver: Option<tls::Resolver>,
     /// User Properties sent in CONNECT (USP: `usp-endpoint-id`, R-MQTT.13).
     pub user_properties: Vec<(String, String)>,
+    /// Publications every connection starts with, ahead of resends and of what was queued
+    /// while disconnected (USP: the MQTTConnect Records, R-MTP.6/R-MTP.8). QoS as given (at
+    /// most the server's); the packet identifier is assigned per connection.
+    pub greeting: Vec<Publish>,
 }
 
 impl MqttConfig {
@@ -87,6 +91,7 @@ impl MqttConfig {
             connect_timeout: Duration::from_secs(15),
             resolver: None,
             user_properties: Vec::new(),
+            greeting: Vec::new(),
         }
     }
 
@@ -202,6 +207,8 @@ struct Outgoing {
     bytes: Vec<u8>,
     /// Packet identifier of a QoS 1 publication.
     packet_id: Option<u16>,
+    /// Part of a connection's greeting: a new connection replaces it with its own.
+    greeting: bool,
 }
 
 struct Shared {
@@ -301,6 +308,12 @@ impl MqttClient {
         for f in &config.subscriptions {
             check_filter(f)?;
         }
+        for g in &config.greeting {
+            let mut p = g.clone();
+            p.packet_id = (p.qos == 1).then_some(1);
+            codec::encode_publish(&p, config.max_packet_size)
+                .map_err(|e| MqttError::Invalid(format!("greeting to {}: {e}", g.topic)))?;
+        }
         if config.incoming_capacity == 0 || config.outgoing_capacity == 0 {
             return Err(MqttError::Invalid(
                 "queue capacities must be at least 1".into(),
@@ -393,6 +406,7 @@ impl MqttClient {
         let outgoing = Outgoing {
             bytes,
             packet_id: publish.packet_id,
+            greeting: false,
         };
         self.shared
             .commands
@@ -681,7 +695,31 @@ impl Manager {
             self.pending.push_front(Outgoing {
                 bytes,
                 packet_id: Some(packet_id),
+                greeting: false,
             });
+        }
+        // The greeting goes first of all, in its order; one a lost connection did not get to
+        // send is not sent twice.
+        let before = self.pending.len();
+        self.pending.retain(|o| !o.greeting);
+        let stale = before - self.pending.len();
+        self.shared.queued.fetch_sub(stale, Ordering::AcqRel);
+        let max_qos = self.shared.max_qos.load(Ordering::Relaxed);
+        for g in self.shared.config.greeting.iter().rev() {
+            let mut p = g.clone();
+            p.qos = p.qos.min(max_qos);
+            p.dup = false;
+            p.packet_id = (p.qos == 1).then(|| self.shared.packet_id());
+            // `start` checked it encodes; only a server's smaller Maximum Packet Size can
+            // refuse it now, and then it is not sent (USP Connect Records are tens of bytes).
+            if let Ok(bytes) = codec::encode_publish(&p, send_max) {
+                self.shared.queued.fetch_add(1, Ordering::AcqRel);
+                self.pending.push_front(Outgoing {
+                    bytes,
+                    packet_id: p.packet_id,
+                    greeting: true,
+                });
+            }
         }
         Ok(Session {
             id,
