@@ -1666,6 +1666,22 @@ fn tr369_get_set_operate_and_unknown_msg_type() {
     let (code, msg) = failure_of(&oper_complete(&seen, "InstallDU()", "extra-arg").unwrap());
     assert_eq!(code, 7004, "{msg}");
 
+    // R-DEL.2a: a valid path naming no instance is an OperationSuccess with nothing affected.
+    let m = rig.send(&Msg::delete(
+        "d99",
+        false,
+        ["Device.LocalAgent.Subscription.99."],
+    ));
+    let Some(response::RespType::DeleteResp(d)) = m.response_body() else {
+        panic!("{m:?}")
+    };
+    use cpevisor_usp::proto::delete_resp::deleted_object_result::operation_status::OperStatus as D;
+    let st = d.deleted_obj_results[0].oper_status.as_ref().unwrap();
+    let Some(D::OperSuccess(ok)) = &st.oper_status else {
+        panic!("{d:?}")
+    };
+    assert!(ok.affected_paths.is_empty() && ok.unaffected_path_errs.is_empty());
+
     // R-ENC.2 / R-MTP.5: msg_type 99 with a Get body is answered with an Error, not a GetResp.
     let mut bad = Msg::get("t99", ["Device.DeviceInfo."], 0);
     bad.header.as_mut().unwrap().msg_type = 99;
