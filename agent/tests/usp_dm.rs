@@ -221,6 +221,16 @@ impl Rig {
     }
 }
 
+/// A controller's NotifyResp to the Notify `msg_id`.
+fn notify_resp(msg_id: &str) -> Msg {
+    Msg::response(
+        msg_id,
+        response::RespType::NotifyResp(cpevisor_usp::proto::NotifyResp {
+            subscription_id: String::new(),
+        }),
+    )
+}
+
 fn enc(r: &Record) -> Vec<u8> {
     encode_record(r, &Limits::default()).unwrap()
 }
@@ -770,9 +780,9 @@ fn failures_carry_fault_codes_and_change_nothing() {
     let (code, msg) = failure_of(&oper_complete(&seen, "InstallDU()", "missing").unwrap());
     assert_eq!(code, 7033, "{msg}");
 
-    // Synchronous argument errors: 7027; an unknown ExecEnv: 7223.
+    // Synchronous argument errors: 7027 (an unknown argument is not one, R-OPR.6); an unknown
+    // ExecEnv: 7223.
     for (args, code) in [
-        (vec![("URL", url.as_str()), ("Colour", "blue")], 7027),
         (vec![], 7027),
         (
             vec![("URL", url.as_str()), ("Username", "u"), ("Password", "p")],
@@ -824,7 +834,8 @@ fn failures_carry_fault_codes_and_change_nothing() {
     );
     let before_model = rig.get(&["Device."]);
 
-    // Paths: syntax 7008, unknown 7026, missing instance 7016.
+    // Paths: syntax 7008, unknown 7026 (Get: also a missing instance, R-GET.0), Operate on a
+    // missing instance 7016.
     let r = rig.get(&[
         "Device.Nope.",
         "Device.SoftwareModules..",
@@ -836,11 +847,7 @@ fn failures_carry_fault_codes_and_change_nothing() {
         r.req_path_results[0]
     );
     assert_eq!(r.req_path_results[1].err_code, 7008);
-    assert_eq!(
-        r.req_path_results[2].err_code, 0,
-        "a valid path naming nothing is empty"
-    );
-    assert!(r.req_path_results[2].resolved_path_results.is_empty());
+    assert_eq!(r.req_path_results[2].err_code, 7026, "R-GET.0");
     let m = rig.operate(
         "Device.SoftwareModules.DeploymentUnit.9.Uninstall()",
         "",
@@ -856,7 +863,7 @@ fn failures_carry_fault_codes_and_change_nothing() {
     );
     assert_eq!(error_of(&m).0, 7008);
 
-    // Set: 7011 wrong type, 7012 bad value, 7013 read-only, 7016 missing, 7026 unknown param.
+    // Set: 7011 wrong type, 7012 bad value, 7013 read-only, 7016 missing, 7010 unknown param.
     let set = |obj: &str, param: &str, value: &str| {
         Msg::set(
             "s",
@@ -888,7 +895,7 @@ fn failures_carry_fault_codes_and_change_nothing() {
         ("Device.SoftwareModules.ExecEnv.1.", "Name", "other", 7013),
         ("Device.DeviceInfo.", "UpTime", "3", 7013),
         ("Device.SoftwareModules.ExecEnv.9.", "Enable", "false", 7016),
-        ("Device.SoftwareModules.ExecEnv.1.", "Colour", "red", 7026),
+        ("Device.SoftwareModules.ExecEnv.1.", "Colour", "red", 7010),
     ] {
         let m = rig.send(&set(obj, param, value));
         let (c, msg) = error_of(&m);
@@ -1175,7 +1182,8 @@ fn reset_reboot_boot_onboard_and_numbers_across_restarts() {
     let url = w.publish(&App::new("speedtest", "1.0"), "speedtest-1.0.cpkg");
     let mut rig = Rig::open(&w);
 
-    // First connect: OnBoardRequest to each controller, once; no Boot! subscribers yet.
+    // First connect: OnBoardRequest to each controller; no Boot! subscribers yet. Both are
+    // answered (R-NOT.6a: until then they are retried).
     let out = rig.ep.on_connect();
     let mut to: Vec<String> = out.iter().map(|(t, _)| t.clone()).collect();
     to.sort();
@@ -1191,6 +1199,11 @@ fn reset_reboot_boot_onboard_and_numbers_across_restarts() {
     assert_eq!(ob.oui, "012345");
     assert_eq!(ob.product_class, "HomeGateway");
     assert_eq!(ob.serial_number, "cpe0001");
+    for (to, bytes) in &out {
+        let id = open_record(bytes, to).msg_id().to_string();
+        let cn = (to == FULL).then_some(FULL_CN);
+        assert!(rig.send_as(to, cn, &notify_resp(&id)).is_empty());
+    }
     assert!(
         rig.ep.on_connect().is_empty(),
         "a reconnect sends nothing again"
@@ -1538,4 +1551,236 @@ fn mangled_paths_and_values_never_panic() {
     rig.ep.notifications();
     assert_eq!(rig.value("Device.LocalAgent.EndpointID"), AGENT_ID);
     agentd::kill_apps_of(&w.root);
+}
+
+/// TR-369 rows of issue 12 at the data model: R-GET.0 (a missing instance is 7026, a search
+/// path matching nothing is empty), 7010 for an unknown parameter in Set, a failing
+/// non-required parameter is a param_err in oper_success even with allow_partial=false,
+/// R-OPR.6 (unknown input arguments are ignored), R-ENC.2 (header msg_type 99 is an Error).
+#[test]
+fn tr369_get_set_operate_and_unknown_msg_type() {
+    let w = World::new("usp-tr369");
+    let mut rig = Rig::open(&w);
+    use operate_resp::operation_result::OperationResp as R;
+
+    // R-GET.0.
+    let r = rig.get(&[
+        "Device.SoftwareModules.DeploymentUnit.9.",
+        "Device.SoftwareModules.DeploymentUnit.9.UUID",
+        "Device.LocalAgent.Controller.77.EndpointID",
+        "Device.SoftwareModules.DeploymentUnit.*.UUID",
+        "Device.SoftwareModules.DeploymentUnit.[Name==\"x\"].UUID",
+        "Device.SoftwareModules.DeploymentUnit.",
+        "Device.SoftwareModules.ExecEnv.1.Name",
+    ]);
+    let codes: Vec<u32> = r.req_path_results.iter().map(|x| x.err_code).collect();
+    assert_eq!(codes, [7026, 7026, 7026, 0, 0, 0, 0], "{r:#?}");
+    for x in &r.req_path_results[3..6] {
+        assert!(x.resolved_path_results.is_empty(), "{x:?}");
+    }
+    assert_eq!(r.req_path_results[6].resolved_path_results.len(), 1);
+
+    let set = |allow_partial: bool, obj: &str, params: &[(&str, &str, bool)]| {
+        Msg::set(
+            "s",
+            allow_partial,
+            vec![set::UpdateObject {
+                obj_path: obj.into(),
+                param_settings: params
+                    .iter()
+                    .map(|(p, v, required)| set::UpdateParamSetting {
+                        param: p.to_string(),
+                        value: v.to_string(),
+                        required: *required,
+                    })
+                    .collect(),
+            }],
+        )
+    };
+    // 7010: an unknown parameter (required: the whole message fails, naming it).
+    let m = rig.send(&set(
+        false,
+        "Device.SoftwareModules.ExecEnv.1.",
+        &[("Colour", "red", true)],
+    ));
+    let e = m.error_body().unwrap_or_else(|| panic!("{m:?}"));
+    assert_eq!(e.err_code, 7010, "{e:?}");
+    assert_eq!(e.param_errs[0].err_code, 7010);
+    assert_eq!(
+        e.param_errs[0].param_path,
+        "Device.SoftwareModules.ExecEnv.1.Colour"
+    );
+
+    // allow_partial=false, required=false: the object is updated (here: nothing to write),
+    // each failing parameter is a param_err of oper_success.
+    use cpevisor_usp::proto::set_resp::updated_object_result::operation_status::OperStatus;
+    for (obj, param, code) in [
+        ("Device.DeviceInfo.", "UpTime", 7013),
+        ("Device.SoftwareModules.ExecEnv.1.", "Colour", 7010),
+        ("Device.SoftwareModules.ExecEnv.1.", "Enable", 7011),
+    ] {
+        let value = if param == "Enable" { "maybe" } else { "3" };
+        let m = rig.send(&set(false, obj, &[(param, value, false)]));
+        let Some(response::RespType::SetResp(r)) = m.response_body() else {
+            panic!("{obj}{param}: not a SetResp: {m:?}")
+        };
+        let st = r.updated_obj_results[0]
+            .oper_status
+            .as_ref()
+            .and_then(|s| s.oper_status.as_ref());
+        let Some(OperStatus::OperSuccess(ok)) = st else {
+            panic!("{obj}{param}: not oper_success: {r:?}")
+        };
+        assert_eq!(ok.updated_inst_results.len(), 1, "{ok:?}");
+        let inst = &ok.updated_inst_results[0];
+        assert_eq!(inst.affected_path, obj);
+        assert!(inst.updated_params.is_empty(), "{inst:?}");
+        assert_eq!(inst.param_errs.len(), 1, "{inst:?}");
+        assert_eq!(inst.param_errs[0].param, param);
+        assert_eq!(inst.param_errs[0].err_code, code, "{inst:?}");
+    }
+    assert_eq!(
+        rig.value("Device.SoftwareModules.ExecEnv.1.Enable"),
+        "true",
+        "nothing was written"
+    );
+
+    // R-OPR.6: the unknown argument is ignored and the command runs (to its own failure:
+    // the URL's scheme is refused in OperationComplete, not synchronously).
+    rig.subscribe(
+        "oc",
+        "OperationComplete",
+        "Device.SoftwareModules.InstallDU()",
+        false,
+    );
+    let m = rig.operate(
+        "Device.SoftwareModules.InstallDU()",
+        "extra-arg",
+        &[("URL", "ftp://127.0.0.1/x"), ("Colour", "blue")],
+    );
+    assert!(matches!(op_result(&m), R::ReqObjPath(_)), "{m:?}");
+    let mut seen = Vec::new();
+    rig.notifications_until(20, &mut seen, |s| {
+        oper_complete(s, "InstallDU()", "extra-arg").is_some()
+    });
+    let (code, msg) = failure_of(&oper_complete(&seen, "InstallDU()", "extra-arg").unwrap());
+    assert_eq!(code, 7004, "{msg}");
+
+    // R-DEL.2a: a valid path naming no instance is an OperationSuccess with nothing affected.
+    let m = rig.send(&Msg::delete(
+        "d99",
+        false,
+        ["Device.LocalAgent.Subscription.99."],
+    ));
+    let Some(response::RespType::DeleteResp(d)) = m.response_body() else {
+        panic!("{m:?}")
+    };
+    use cpevisor_usp::proto::delete_resp::deleted_object_result::operation_status::OperStatus as D;
+    let st = d.deleted_obj_results[0].oper_status.as_ref().unwrap();
+    let Some(D::OperSuccess(ok)) = &st.oper_status else {
+        panic!("{d:?}")
+    };
+    assert!(ok.affected_paths.is_empty() && ok.unaffected_path_errs.is_empty());
+
+    // R-ENC.2 / R-MTP.5: msg_type 99 with a Get body is answered with an Error, not a GetResp.
+    let mut bad = Msg::get("t99", ["Device.DeviceInfo."], 0);
+    bad.header.as_mut().unwrap().msg_type = 99;
+    let replies = rig.send_as(FULL, Some(FULL_CN), &bad);
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert_eq!(replies[0].msg_id(), "t99");
+    let (code, msg) = error_of(&replies[0]);
+    assert_eq!(code, 7001, "{msg}");
+}
+
+/// R-NOT.1 / R-NOT.6a: the OnBoardRequest is retried on TR-369's schedule until its
+/// NotifyResp; only the NotifyResp makes a controller onboarded (not sending, not a reconnect,
+/// not a NotifyResp from another controller or for another msg_id), and after a restart an
+/// unanswered OnBoardRequest is sent again.
+#[test]
+fn onboard_request_is_retried_until_its_notify_resp() {
+    use cpevisor_agent::usp::retry::RetryPolicy;
+    let w = World::new("usp-retry");
+    let mut rig = Rig::open(&w);
+    let policy = RetryPolicy {
+        min_wait: Duration::from_millis(200),
+        multiplier: 2000,
+    };
+    rig.ep.set_retry_policy(policy);
+    let out = rig.ep.on_connect();
+    let id_of = |to: &str, out: &[(String, Vec<u8>)]| -> Option<String> {
+        out.iter()
+            .find(|(t, _)| t == to)
+            .map(|(t, b)| open_record(b, t))
+            .filter(|m| {
+                matches!(
+                    m.request_body(),
+                    Some(request::ReqType::Notify(n))
+                        if matches!(n.notification, Some(notify::Notification::OnBoardReq(_)))
+                )
+            })
+            .map(|m| m.msg_id().to_string())
+    };
+    let full_id = id_of(FULL, &out).expect("OnBoardRequest to FULL");
+    let ro_id = id_of(RO, &out).expect("OnBoardRequest to RO");
+
+    // Unanswered: sent again with the same msg_id, the second retry later than the first.
+    let start = Instant::now();
+    let mut retries: Vec<(String, Duration)> = Vec::new();
+    let deadline = start + Duration::from_secs(10);
+    while retries.iter().filter(|(t, _)| t == FULL).count() < 2 {
+        for (to, b) in rig.ep.notifications() {
+            let m = open_record(&b, &to);
+            assert_eq!(
+                m.msg_id(),
+                if to == FULL { &full_id } else { &ro_id },
+                "a retry is the same Notify"
+            );
+            retries.push((to, start.elapsed()));
+        }
+        assert!(Instant::now() < deadline, "no retries: {retries:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let full: Vec<Duration> = retries
+        .iter()
+        .filter(|(t, _)| t == FULL)
+        .map(|(_, d)| *d)
+        .collect();
+    assert!(full[0] >= policy.wait(1, 0.0), "{full:?}");
+    assert!(full[1] - full[0] >= policy.wait(2, 0.0), "{full:?}");
+
+    // Answers that do not count: the wrong msg_id, the wrong controller; a reconnect resends.
+    assert!(rig
+        .send_as(FULL, Some(FULL_CN), &notify_resp("not-it"))
+        .is_empty());
+    assert!(rig.send_as(RO, None, &notify_resp(&full_id)).is_empty());
+    let again = rig.ep.on_connect();
+    assert_eq!(id_of(FULL, &again), Some(full_id.clone()), "{again:?}");
+    assert_eq!(id_of(RO, &again), Some(ro_id.clone()));
+    assert_eq!(again.len(), 2, "no second OnBoardRequest is made up");
+
+    // The NotifyResp: FULL is done, RO still pending.
+    assert!(rig
+        .send_as(FULL, Some(FULL_CN), &notify_resp(&full_id))
+        .is_empty());
+    let pending: Vec<&str> = rig
+        .ep
+        .pending_notifications()
+        .iter()
+        .map(|p| p.to.as_str())
+        .collect();
+    assert_eq!(pending, [RO]);
+    let again = rig.ep.on_connect();
+    assert_eq!(id_of(FULL, &again), None);
+    assert_eq!(id_of(RO, &again), Some(ro_id));
+
+    // A restart: FULL stays onboarded (persisted), RO gets a new OnBoardRequest.
+    rig.agent.shutdown();
+    drop(rig);
+    let mut rig = Rig::open(&w);
+    let out = rig.ep.on_connect();
+    assert_eq!(id_of(FULL, &out), None, "onboarded survives a restart");
+    assert!(
+        id_of(RO, &out).is_some(),
+        "unanswered: sent again after a restart"
+    );
 }

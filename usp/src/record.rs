@@ -33,8 +33,8 @@ mod wire;
 use prost::Message;
 
 use crate::errors::{
-    UspError, INVALID_ARGUMENTS, INVALID_RECORD_VALUE, MESSAGE_FAILED, RECORD_NOT_PARSED,
-    RESOURCES_EXCEEDED, SECURE_SESSION_NOT_SUPPORTED,
+    UspError, INVALID_ARGUMENTS, INVALID_RECORD_VALUE, MESSAGE_FAILED, MESSAGE_NOT_SUPPORTED,
+    RECORD_NOT_PARSED, RESOURCES_EXCEEDED, SECURE_SESSION_NOT_SUPPORTED,
 };
 use crate::proto::record::{PayloadSecurity, RecordType};
 use crate::proto::session_context_record::PayloadSarState;
@@ -430,6 +430,17 @@ pub fn check_msg(msg: &mut Msg, limits: &Limits) -> Result<(), UspError> {
     let body_type = msg
         .body_msg_type()
         .ok_or_else(|| invalid("Msg body holds no typed message (R-ENC.3)"))?;
+    // R-ENC.2: an unknown enumeration value is reported (R-MTP.5), never guessed from the
+    // body; 7001 because the sender asked for a message type this endpoint does not know.
+    if msg.msg_type().is_none() {
+        return Err(UspError::new(
+            MESSAGE_NOT_SUPPORTED,
+            format!(
+                "Header.msg_type {} is not a known MsgType (R-ENC.2)",
+                header.msg_type
+            ),
+        ));
+    }
     if msg.msg_type() != Some(body_type) {
         if limits.strict_msg_type {
             return Err(invalid(format!(

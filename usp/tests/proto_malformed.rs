@@ -355,14 +355,40 @@ fn header_type_disagreeing_with_body_is_corrected_or_refused() {
     let e = decode_msg(&bytes, &strict).unwrap_err();
     assert_eq!(e.code, INVALID_ARGUMENTS);
     assert!(e.message.contains("msg_type"), "{e}");
-    // A value outside the enum is treated the same way.
+}
+
+/// R-ENC.2: an unknown enumeration value (header msg_type 99) is reported as a failure the
+/// way R-MTP.5 says (an Error to the sender of a request), never answered as the body's type.
+#[test]
+fn unknown_msg_type_is_an_error_not_a_guess() {
+    let mut m = Msg::get("g99", ["Device."], 0);
     m.header.as_mut().unwrap().msg_type = 99;
-    assert_eq!(
-        decode_msg(&m.encode_to_vec(), &Limits::default())
+    let payload = m.encode_to_vec();
+    for limits in [
+        Limits::default(),
+        Limits {
+            strict_msg_type: true,
+            ..Limits::default()
+        },
+    ] {
+        let e = decode_msg(&payload, &limits).unwrap_err();
+        assert_eq!(e.code, MESSAGE_NOT_SUPPORTED, "{e}");
+        assert!(e.message.contains("99"), "{e}");
+    }
+    let bytes = Record::no_session("os::agent", "self::ctl", payload).encode_to_vec();
+    let e = decode_msg(
+        decode_record(&bytes, "os::agent", &Limits::default())
             .unwrap()
-            .msg_type(),
-        Some(MsgType::Get)
-    );
+            .no_session_payload()
+            .unwrap(),
+        &Limits::default(),
+    )
+    .unwrap_err();
+    let reply = error_reply(&bytes, "os::agent", &Limits::default(), &e).expect("R-MTP.5 reply");
+    assert_eq!(reply.to_id, "self::ctl");
+    let msg = decode_msg(reply.no_session_payload().unwrap(), &Limits::default()).unwrap();
+    assert_eq!(msg.msg_id(), "g99");
+    assert_eq!(msg.error_body().unwrap().err_code, MESSAGE_NOT_SUPPORTED);
 }
 
 #[test]

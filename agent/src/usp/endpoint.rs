@@ -24,6 +24,7 @@ use super::dm::{
     Caller, DataModel, Notification, NotifyBody, ObjSettings, OperateOutcome, ParamError,
     RequestError, SupportedFilter,
 };
+use super::retry::{Pending, Retries, RetryPolicy};
 
 /// A Record to send: (destination endpoint ID, encoded Record).
 pub type Outgoing = (String, Vec<u8>);
@@ -39,6 +40,8 @@ pub struct Endpoint {
     next_msg: u64,
     logged_foreign: bool,
     logged_strangers: HashSet<String>,
+    /// Notifications sent with send_resp, until their NotifyResp (R-NOT.1, R-NOT.6a).
+    retries: Retries,
 }
 
 fn param_errors<T>(errs: &[ParamError], make: impl Fn(String, u32, String) -> T) -> Vec<T> {
@@ -91,7 +94,57 @@ impl Endpoint {
             next_msg: 0,
             logged_foreign: false,
             logged_strangers: HashSet::new(),
+            retries: Retries::default(),
         }
+    }
+
+    /// The retry schedule of notifications sent with send_resp (R-NOT.1's m and k).
+    pub fn set_retry_policy(&mut self, policy: RetryPolicy) {
+        self.retries.policy = policy;
+    }
+
+    /// The WebSocket Connect Record R-MTP.6 asks for after every (re)connect, to the controller
+    /// on the other end (`peer`, when its handshake named it) or to each enabled controller.
+    pub fn websocket_connect_records(&self, peer: Option<&str>) -> Vec<Outgoing> {
+        let own = self.endpoint_id();
+        self.dm
+            .config()
+            .controllers
+            .iter()
+            .filter(|c| peer.is_none_or(|p| p == c.endpoint_id))
+            .filter(|c| self.dm.controller_enabled(&c.endpoint_id))
+            .filter_map(|c| {
+                let rec = Record::websocket_connect(&c.endpoint_id, own);
+                encode_record(&rec, &self.limits)
+                    .ok()
+                    .map(|b| (c.endpoint_id.clone(), b))
+            })
+            .collect()
+    }
+
+    /// Notifications waiting for their NotifyResp.
+    pub fn pending_notifications(&self) -> &[Pending] {
+        self.retries.pending()
+    }
+
+    /// The MQTT Connect Records R-MTP.6 asks for after every (re)connect: one to each enabled
+    /// controller, naming the topic we subscribed to. Sent before any other Record (R-MTP.8).
+    pub fn mqtt_connect_records(&self, subscribed_topic: &str) -> Vec<Outgoing> {
+        use cpevisor_usp::proto::mqtt_connect_record::MqttVersion;
+        let own = self.endpoint_id();
+        self.dm
+            .config()
+            .controllers
+            .iter()
+            .filter(|c| self.dm.controller_enabled(&c.endpoint_id))
+            .filter_map(|c| {
+                let rec =
+                    Record::mqtt_connect(&c.endpoint_id, own, MqttVersion::V5, subscribed_topic);
+                encode_record(&rec, &self.limits)
+                    .ok()
+                    .map(|b| (c.endpoint_id.clone(), b))
+            })
+            .collect()
     }
 
     pub fn endpoint_id(&self) -> &str {
@@ -217,7 +270,15 @@ impl Endpoint {
     fn dispatch(&mut self, caller: &Caller, msg: &Msg) -> Option<Msg> {
         let id = msg.msg_id().to_string();
         let Some(req) = msg.request_body() else {
-            // Responses (NotifyResp to our OnBoardRequest) and Errors need no answer.
+            // A NotifyResp ends the retries of its Notify; for the OnBoardRequest it is what
+            // makes the controller onboarded (R-NOT.6a). Responses and Errors get no answer.
+            if let Some(response::RespType::NotifyResp(_)) = msg.response_body() {
+                if let Some(p) = self.retries.answered(&caller.endpoint_id, &id) {
+                    if p.onboard {
+                        self.dm.mark_onboarded(&caller.endpoint_id);
+                    }
+                }
+            }
             if let Some(e) = msg.error_body() {
                 crate::log_info!(
                     "usp: {} reported error {}: {}",
@@ -508,7 +569,12 @@ impl Endpoint {
     fn notify_records(&mut self, notes: Vec<Notification>) -> Vec<Outgoing> {
         let mut out = Vec::new();
         for n in notes {
+            let onboard = matches!(n.body, NotifyBody::OnBoardRequest { .. });
+            if onboard && self.retries.onboard_pending(&n.to) {
+                continue; // the one already sent is retried (and was resent on reconnect)
+            }
             let id = self.msg_id("notify");
+            let sent_id = id.clone();
             let msg = match n.body {
                 NotifyBody::Event {
                     obj_path,
@@ -572,7 +638,17 @@ impl Endpoint {
                     agent_supported_protocol_versions,
                 ),
             };
-            out.extend(self.record(&n.to, &msg));
+            let Some(rec) = self.record(&n.to, &msg) else {
+                continue;
+            };
+            if n.send_resp && !self.retries.track(&n.to, &sent_id, onboard, rec.1.clone()) {
+                crate::log_warn!(
+                    "usp: {} notifications await a NotifyResp; {sent_id} to {} is sent once",
+                    super::retry::MAX_PENDING,
+                    n.to
+                );
+            }
+            out.push(rec);
         }
         out
     }
@@ -581,14 +657,19 @@ impl Endpoint {
     /// agent's events wake the transport loop).
     pub fn notifications(&mut self) -> Vec<Outgoing> {
         let notes = self.dm.poll();
-        self.notify_records(notes)
+        let mut out = self.notify_records(notes);
+        out.extend(self.retries.due(std::time::Instant::now()));
+        out
     }
 
     /// Notify Records to send when the transport has (re)connected: `Boot!` once per start,
-    /// OnBoardRequest once per controller ever.
+    /// the OnBoardRequest to each controller until it answers one, and every notification
+    /// still waiting for its NotifyResp (the broker may have lost it).
     pub fn on_connect(&mut self) -> Vec<Outgoing> {
+        let mut out = self.retries.resend_all(std::time::Instant::now());
         let notes = self.dm.on_connect();
-        self.notify_records(notes)
+        out.extend(self.notify_records(notes));
+        out
     }
 }
 

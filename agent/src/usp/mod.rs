@@ -39,5 +39,6 @@
 pub mod config;
 pub mod dm;
 pub mod endpoint;
+pub mod retry;
 pub mod session;
 pub mod ws_session;

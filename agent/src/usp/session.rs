@@ -17,7 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cpevisor_usp::mqtt::{Event as MqttEvent, MqttClient, MqttConfig, USP_CONTENT_TYPE};
+use cpevisor_usp::mqtt::codec::Publish;
+use cpevisor_usp::mqtt::{
+    is_usp_content_type, Event as MqttEvent, MqttClient, MqttConfig, USP_CONTENT_TYPE,
+};
 use cpevisor_usp::record::Limits;
 use serde::Deserialize;
 
@@ -235,7 +238,8 @@ impl UspFile {
     /// The MQTT client configuration: TLS with our certificate when configured, client id =
     /// endpoint ID, packets bounded by the largest Record.
     pub fn mqtt_config(&self) -> Result<MqttConfig, String> {
-        let mut m = MqttConfig::new(&self.broker_host, self.broker_port, &self.endpoint_id);
+        let mut m = MqttConfig::new(&self.broker_host, self.broker_port, &self.endpoint_id)
+            .with_usp_endpoint_id(&self.endpoint_id);
         if let Some(ca) = &self.ca_file {
             let cert = match (&self.cert_file, &self.key_file) {
                 (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
@@ -400,12 +404,29 @@ impl Session {
             }
         }
         let mut ep = endpoint;
-        let configured = ep
+        let configured: HashMap<String, String> = ep
             .data_model()
             .config()
             .controllers
             .iter()
             .filter_map(|c| Some((c.endpoint_id.clone(), c.reply_to.clone()?)))
+            .collect();
+        // R-MTP.6/R-MTP.8: every connection starts with an MQTTConnect Record to each enabled
+        // controller we have a topic for, ahead of anything queued while disconnected; the
+        // client sends it (as its greeting) so nothing can overtake it.
+        mqtt.greeting = ep
+            .mqtt_connect_records(&own_topic)
+            .into_iter()
+            .filter_map(|(to, payload)| {
+                Some(Publish {
+                    topic: configured.get(&to)?.clone(),
+                    qos: 1,
+                    content_type: Some(USP_CONTENT_TYPE.into()),
+                    response_topic: Some(own_topic.clone()),
+                    payload,
+                    ..Publish::default()
+                })
+            })
             .collect();
         // Subscribe before connecting: no agent event is missed between start and the loop.
         let agent_events = agent.events().subscribe();
@@ -479,6 +500,7 @@ impl Runner {
                 Ok(MqttEvent::Connected { .. }) => {
                     self.stats.bump(|s| s.connects += 1);
                     crate::log_info!("usp: connected, listening on {}", self.own_topic);
+                    // The client already sent the MQTTConnect Records (its greeting).
                     let out = self.endpoint.on_connect();
                     self.send_all(out, None);
                 }
@@ -499,11 +521,9 @@ impl Runner {
                 }
                 Ok(MqttEvent::Message(m)) => {
                     self.stats.bump(|s| s.received += 1);
-                    // The binding requires `usp.msg`; MQTT 3.1.1 peers cannot send any.
-                    if m.content_type
-                        .as_deref()
-                        .is_some_and(|c| c != USP_CONTENT_TYPE)
-                    {
+                    // `usp.msg` or the registered MIME type (R-MQTT.27a); MQTT 3.1.1 peers
+                    // cannot send any.
+                    if !is_usp_content_type(m.content_type.as_deref()) {
                         self.stats.bump(|s| s.ignored += 1);
                         crate::log_debug!(
                             "usp: ignoring a message with Content Type {:?}",

@@ -250,6 +250,16 @@ impl Runner {
 
     /// Runs one connection until it ends or the session stops; returns why it ended.
     fn serve(&mut self, link: &Link) -> String {
+        // R-MTP.6/R-MTP.8: the WebSocket Connect Record first, ahead of anything queued.
+        for (_, bytes) in self
+            .endpoint
+            .websocket_connect_records(link.peer_eid.as_deref())
+        {
+            if let Err(e) = link.writer.send(&bytes) {
+                return e.to_string();
+            }
+            self.stats.bump(|s| s.sent += 1);
+        }
         let boot = self.endpoint.on_connect();
         self.queue(boot);
         if let Err(e) = self.flush(link) {

@@ -60,6 +60,12 @@ pub struct MqttConfig {
     pub connect_timeout: Duration,
     /// Resolves the broker's host name; `None` uses the C library (see `tls::Resolver`).
     pub resolver: Option<tls::Resolver>,
+    /// User Properties sent in CONNECT (USP: `usp-endpoint-id`, R-MQTT.13).
+    pub user_properties: Vec<(String, String)>,
+    /// Publications every connection starts with, ahead of resends and of what was queued
+    /// while disconnected (USP: the MQTTConnect Records, R-MTP.6/R-MTP.8). QoS as given (at
+    /// most the server's); the packet identifier is assigned per connection.
+    pub greeting: Vec<Publish>,
 }
 
 impl MqttConfig {
@@ -84,9 +90,24 @@ impl MqttConfig {
             backoff: Backoff::default(),
             connect_timeout: Duration::from_secs(15),
             resolver: None,
+            user_properties: Vec::new(),
+            greeting: Vec::new(),
         }
     }
+
+    /// Adds the User Property `usp-endpoint-id` that R-MQTT.13 asks every USP endpoint's
+    /// CONNECT to carry.
+    pub fn with_usp_endpoint_id(mut self, endpoint_id: &str) -> Self {
+        self.user_properties
+            .retain(|(n, _)| n != USP_ENDPOINT_ID_PROPERTY);
+        self.user_properties
+            .push((USP_ENDPOINT_ID_PROPERTY.into(), endpoint_id.into()));
+        self
+    }
 }
+
+/// The CONNECT User Property naming the USP Endpoint ID (R-MQTT.13).
+pub const USP_ENDPOINT_ID_PROPERTY: &str = "usp-endpoint-id";
 
 /// A message received on a subscribed topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +207,8 @@ struct Outgoing {
     bytes: Vec<u8>,
     /// Packet identifier of a QoS 1 publication.
     packet_id: Option<u16>,
+    /// Part of a connection's greeting: a new connection replaces it with its own.
+    greeting: bool,
 }
 
 struct Shared {
@@ -247,6 +270,16 @@ pub struct MqttClient {
 /// The USP MQTT binding's Content Type for a USP Record.
 pub const USP_CONTENT_TYPE: &str = "usp.msg";
 
+/// The registered MIME type of a USP Record, which receivers must accept like `usp.msg`
+/// (R-MQTT.27a); senders keep writing `usp.msg` (R-MQTT.27).
+pub const USP_MIME_TYPE: &str = "application/vnd.bbf.usp.msg";
+
+/// Whether a received Content Type says the payload is a USP Record (R-MQTT.27a). A message
+/// without one (MQTT 3.1.1 cannot carry it) is given the benefit of the doubt.
+pub fn is_usp_content_type(content_type: Option<&str>) -> bool {
+    content_type.is_none_or(|c| c == USP_CONTENT_TYPE || c == USP_MIME_TYPE)
+}
+
 /// A topic filter per MQTT 5 section 4.7: `+` and `#` fill a whole level, `#` only the last.
 fn check_filter(filter: &str) -> Result<(), MqttError> {
     let invalid = |why: &str| {
@@ -274,6 +307,12 @@ impl MqttClient {
     pub fn start(config: MqttConfig) -> Result<(MqttClient, Receiver<Event>), MqttError> {
         for f in &config.subscriptions {
             check_filter(f)?;
+        }
+        for g in &config.greeting {
+            let mut p = g.clone();
+            p.packet_id = (p.qos == 1).then_some(1);
+            codec::encode_publish(&p, config.max_packet_size)
+                .map_err(|e| MqttError::Invalid(format!("greeting to {}: {e}", g.topic)))?;
         }
         if config.incoming_capacity == 0 || config.outgoing_capacity == 0 {
             return Err(MqttError::Invalid(
@@ -367,6 +406,7 @@ impl MqttClient {
         let outgoing = Outgoing {
             bytes,
             packet_id: publish.packet_id,
+            greeting: false,
         };
         self.shared
             .commands
@@ -544,6 +584,7 @@ impl Manager {
             request_response_information: config.request_response_information,
             username: config.username.clone(),
             password: config.password.clone(),
+            user_properties: config.user_properties.clone(),
         };
         let bytes = codec::encode_connect(&connect).map_err(|e| format!("CONNECT: {e}"))?;
         writer
@@ -654,7 +695,31 @@ impl Manager {
             self.pending.push_front(Outgoing {
                 bytes,
                 packet_id: Some(packet_id),
+                greeting: false,
             });
+        }
+        // The greeting goes first of all, in its order; one a lost connection did not get to
+        // send is not sent twice.
+        let before = self.pending.len();
+        self.pending.retain(|o| !o.greeting);
+        let stale = before - self.pending.len();
+        self.shared.queued.fetch_sub(stale, Ordering::AcqRel);
+        let max_qos = self.shared.max_qos.load(Ordering::Relaxed);
+        for g in self.shared.config.greeting.iter().rev() {
+            let mut p = g.clone();
+            p.qos = p.qos.min(max_qos);
+            p.dup = false;
+            p.packet_id = (p.qos == 1).then(|| self.shared.packet_id());
+            // `start` checked it encodes; only a server's smaller Maximum Packet Size can
+            // refuse it now, and then it is not sent (USP Connect Records are tens of bytes).
+            if let Ok(bytes) = codec::encode_publish(&p, send_max) {
+                self.shared.queued.fetch_add(1, Ordering::AcqRel);
+                self.pending.push_front(Outgoing {
+                    bytes,
+                    packet_id: p.packet_id,
+                    greeting: true,
+                });
+            }
         }
         Ok(Session {
             id,

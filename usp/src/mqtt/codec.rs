@@ -115,6 +115,8 @@ pub struct Connect {
     pub request_response_information: bool,
     pub username: Option<String>,
     pub password: Option<Vec<u8>>,
+    /// User Properties (name, value); USP puts `usp-endpoint-id` here (R-MQTT.13).
+    pub user_properties: Vec<(String, String)>,
 }
 
 /// CONNACK (3.2).
@@ -351,6 +353,11 @@ pub fn encode_connect(c: &Connect) -> Result<Vec<u8>, CodecError> {
     if c.request_response_information {
         props.push(prop::REQUEST_RESPONSE_INFO);
         props.push(1);
+    }
+    for (name, value) in &c.user_properties {
+        props.push(prop::USER_PROPERTY);
+        put_str(&mut props, "user property name", name)?;
+        put_str(&mut props, "user property value", value)?;
     }
     put_props(&mut body, &props);
 
@@ -923,6 +930,7 @@ mod tests {
             request_response_information: false,
             username: None,
             password: None,
+            user_properties: Vec::new(),
         }
     }
 
@@ -937,6 +945,22 @@ mod tests {
             0, 2, b'a', b'b', // client id
         ];
         assert_eq!(encode_connect(&connect()).unwrap(), expected);
+    }
+
+    #[test]
+    fn connect_user_property_golden_bytes() {
+        // 3.1.2.11.8: User Property (0x26), a UTF-8 string pair (R-MQTT.13's usp-endpoint-id).
+        let mut c = connect();
+        c.user_properties = vec![("k".into(), "v".into())];
+        let expected = [
+            0x10, 27, // fixed header, remaining length
+            0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, // variable header
+            12, 0x27, 0, 0, 4, 0, 0x26, 0, 1, b'k', 0, 1, b'v', // properties
+            0, 2, b'a', b'b', // client id
+        ];
+        assert_eq!(encode_connect(&c).unwrap(), expected);
+        c.user_properties = vec![("k".into(), "a\0b".into())];
+        assert!(encode_connect(&c).is_err(), "U+0000 is refused");
     }
 
     #[test]

@@ -45,4 +45,7 @@ pub mod client;
 pub mod codec;
 
 pub use backoff::Backoff;
-pub use client::{Event, Message, MqttClient, MqttConfig, MqttError, Stats, USP_CONTENT_TYPE};
+pub use client::{
+    is_usp_content_type, Event, Message, MqttClient, MqttConfig, MqttError, Stats,
+    USP_CONTENT_TYPE, USP_ENDPOINT_ID_PROPERTY, USP_MIME_TYPE,
+};

@@ -15,7 +15,9 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cpevisor_usp::mqtt::{Event as MqttEvent, MqttClient, MqttConfig, MqttError, USP_CONTENT_TYPE};
+use cpevisor_usp::mqtt::{
+    is_usp_content_type, Event as MqttEvent, MqttClient, MqttConfig, MqttError, USP_CONTENT_TYPE,
+};
 use serde::{Deserialize, Serialize};
 
 use engine::{Controller, Inbound, Op};
@@ -458,7 +460,8 @@ impl CtlConfig {
         } else {
             self.endpoint_id.clone()
         };
-        let mut m = MqttConfig::new(&self.broker_host, port, client_id);
+        let mut m = MqttConfig::new(&self.broker_host, port, client_id)
+            .with_usp_endpoint_id(&self.endpoint_id);
         if let Some(ca) = &self.ca_file {
             let cert = match (&self.cert_file, &self.key_file) {
                 (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
@@ -587,10 +590,7 @@ impl Connection {
                 let early = early.into_iter().map(MqttEvent::Message);
                 for ev in early.chain(events) {
                     if let MqttEvent::Message(m) = ev {
-                        if m.content_type
-                            .as_deref()
-                            .is_some_and(|c| c != USP_CONTENT_TYPE)
-                        {
+                        if !is_usp_content_type(m.content_type.as_deref()) {
                             continue;
                         }
                         let inb = Inbound {

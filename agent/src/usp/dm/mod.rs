@@ -621,7 +621,15 @@ impl DataModel {
                     let mut done = Vec::new();
                     let mut failed = None;
                     for inst in insts {
-                        match self.apply_set(&inst) {
+                        // Only non-required parameters failed (or none were given): the object
+                        // is still updated, with the failures as param_errs (TR-369's
+                        // allow_partial/required table), so there is nothing to apply.
+                        let applied = if inst.changes.is_empty() {
+                            Ok(())
+                        } else {
+                            self.apply_set(&inst)
+                        };
+                        match applied {
                             Ok(()) => done.push(UpdatedInstance {
                                 affected_path: inst.obj_path.clone(),
                                 updated: inst
@@ -889,6 +897,14 @@ fn get_one(tree: &Tree, p: &str, max_depth: u32) -> Result<PathValues, UspError>
     let path = Path::parse(p)?;
     tree::schema_of(&path)?;
     let roots = tree.resolve(&path);
+    // R-GET.0: a path without wildcards or search expressions must name something that is
+    // instantiated; only a search path may match nothing and still succeed (empty result).
+    if roots.is_empty() && path.is_exact() {
+        return Err(UspError::new(
+            INVALID_PATH,
+            format!("{p}: no such object instance"),
+        ));
+    }
     let mut out = Vec::new();
     match &path.leaf {
         Leaf::Param(name) => {
@@ -1051,9 +1067,10 @@ struct SetPlan {
 }
 
 fn check_param(desc: &'static ObjDesc, name: &str, value: &str) -> Result<(), UspError> {
+    // TR-369's error table: 7010 is the Add/Set code for a parameter that does not exist.
     let Some(p) = desc.param(name) else {
         return Err(UspError::new(
-            INVALID_PATH,
+            UNSUPPORTED_PARAMETER,
             format!("no parameter {name} in {}", desc.name),
         ));
     };

@@ -350,7 +350,8 @@ impl DataModel {
     }
 
     /// Called when the transport (re)connects: `Boot!` once per agent start to the controllers
-    /// subscribed to it, and OnBoardRequest to each controller the first time ever.
+    /// subscribed to it, and OnBoardRequest to each controller that has not answered one yet
+    /// (the endpoint keeps one per controller in flight and calls `mark_onboarded`).
     pub fn on_connect(&mut self) -> Vec<Notification> {
         let mut out = Vec::new();
         let tree = self.materialize();
@@ -381,7 +382,7 @@ impl DataModel {
             {
                 continue;
             }
-            self.store.data.onboarded.push(c.endpoint_id.clone());
+            // Onboarded only when the NotifyResp arrives (R-NOT.6a): see `mark_onboarded`.
             out.push(Notification {
                 to: c.endpoint_id.clone(),
                 subscription_id: String::new(),
@@ -398,5 +399,16 @@ impl DataModel {
             crate::log_warn!("usp: boot state not saved: {f}");
         }
         out
+    }
+
+    /// `controller` answered its OnBoardRequest: it is not sent again, even after a restart.
+    pub fn mark_onboarded(&mut self, controller: &str) {
+        if self.store.data.onboarded.iter().any(|c| c == controller) {
+            return;
+        }
+        self.store.data.onboarded.push(controller.to_string());
+        if let Err(f) = self.store.save_if_changed() {
+            crate::log_warn!("usp: onboarding of {controller} not saved: {f}");
+        }
     }
 }

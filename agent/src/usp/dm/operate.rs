@@ -52,20 +52,6 @@ fn agent_err(f: EventFault) -> UspError {
     UspError::new(f.code, f.message)
 }
 
-/// Refuses argument names the command does not take (TR-369: 7027).
-fn check_args(
-    cmd: &str,
-    allowed: &[&str],
-    args: &BTreeMap<String, String>,
-) -> Result<(), UspError> {
-    for k in args.keys() {
-        if !allowed.contains(&k.as_str()) {
-            return Err(args_error(format!("{cmd}: no input argument {k:?}")));
-        }
-    }
-    Ok(())
-}
-
 fn no_credentials(cmd: &str, args: &BTreeMap<String, String>) -> Result<(), UspError> {
     for k in ["Username", "Password"] {
         if args.get(k).is_some_and(|v| !v.is_empty()) {
@@ -134,7 +120,13 @@ impl DataModel {
         args: &BTreeMap<String, String>,
     ) -> Result<OperateOutcome, UspError> {
         let cmd = t.desc.command(name).expect("schema_of checked it");
-        check_args(name, cmd.inputs, args)?;
+        // R-OPR.6: input arguments the command does not take are ignored, not refused.
+        let args: BTreeMap<String, String> = args
+            .iter()
+            .filter(|(k, _)| cmd.inputs.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let args = &args;
         let arg = |k: &str| args.get(k).map(String::as_str).unwrap_or("");
         match (t.desc.name, name) {
             ("ExecutionUnit", "SetRequestedState") => {
