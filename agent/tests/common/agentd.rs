@@ -411,6 +411,12 @@ impl World {
             if let Ok(rd) = fs::read_dir(dir) {
                 for e in rd.flatten() {
                     let p = e.path();
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if name.starts_with('.') && name.ends_with(".tmp") {
+                        // An atomic write in flight (store::atomic): transient by design; the
+                        // file it replaces is what a comparison of states is about.
+                        continue;
+                    }
                     if p.is_dir() {
                         out.push(format!("{}/", p.strip_prefix(base).unwrap().display()));
                         walk(base, &p, out);
