@@ -111,7 +111,11 @@ const SOCKET_FAMILIES: [u32; 37] = [
 
 /// Every syscall the app may make whatever its arguments, on this target.
 pub fn app_allowed() -> impl Iterator<Item = libc::c_long> {
-    common::COMMON.iter().chain(arch::ARCH).copied()
+    common::COMMON
+        .iter()
+        .chain(arch::ARCH)
+        .chain(common::TIME64)
+        .copied()
 }
 
 /// The app's policy (see the module comment).
@@ -157,7 +161,12 @@ pub fn app_policy() -> Policy {
             Action::Allow,
         )
     }));
-    rules.extend(arch::ARCH.iter().map(|&nr| Rule::new(nr, Action::Allow)));
+    rules.extend(
+        arch::ARCH
+            .iter()
+            .chain(common::TIME64)
+            .map(|&nr| Rule::new(nr, Action::Allow)),
+    );
     Policy {
         rules,
         default: EPERM,
