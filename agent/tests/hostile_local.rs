@@ -112,16 +112,7 @@ fn planted_run_directories_are_never_used() {
     w.wait_eu_status(&eu1, "Active", 20);
     w.wait_eu_status(&eu2, "Active", 20);
     for (eu, name) in [(&eu1, "one"), (&eu2, "two")] {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !w.logs(eu).contains(&format!("{name} is up")) {
-            assert!(
-                Instant::now() < deadline,
-                "{eu}: {}\n{}",
-                w.logs(eu),
-                w.daemon_log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        w.wait_log(eu, &format!("{name} is up"), 10);
     }
 
     // The attacker's reader is still waiting: nobody opened its FIFO, nothing was read.
@@ -255,11 +246,7 @@ fn descriptors_the_agent_inherited_do_not_reach_apps() {
     });
     let eu = eu_of(&w.ctl_json(&["install", &url]).unwrap());
     w.wait_eu_status(&eu, "Active", 20);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !w.logs(&eu).contains("listed") {
-        assert!(Instant::now() < deadline, "{}", w.logs(&eu));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    w.wait_log(&eu, "listed", 10);
     // The daemon did get it (else this test shows nothing).
     let pid = w.daemon.as_ref().unwrap().id();
     let daemon_fd = fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap();

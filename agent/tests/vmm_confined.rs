@@ -15,7 +15,7 @@ mod agentd;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agentd::{eu_of, App, World};
 use cpevisor_sandbox::caps::read_status_field;
@@ -78,14 +78,6 @@ fn status_field(pid: &str, key: &str) -> String {
     read_status_field(format!("/proc/{pid}/status"), key).unwrap()
 }
 
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn a_vmm_killed_by_its_seccomp_filter_is_failure_while_active() {
     if !is_root() || !Path::new("/dev/kvm").exists() || !cfg!(debug_assertions) {
@@ -143,10 +135,13 @@ fn a_vmm_killed_by_its_seccomp_filter_is_failure_while_active() {
     let mut reply = String::new();
     let _ = BufReader::new(&mut s).read_line(&mut reply);
 
-    let mut v = json!(null);
-    wait_for("FailureWhileActive", 20, || {
-        v = w.eu(&eu);
-        v["execution_fault_code"] == "FailureWhileActive"
+    let v = w.poll(20, || {
+        let v = w.eu(&eu);
+        if v["execution_fault_code"] == "FailureWhileActive" {
+            Ok(v)
+        } else {
+            Err(format!("{eu} not FailureWhileActive: {v}"))
+        }
     });
     assert_eq!(v["status"], "Idle", "{v}");
     let msg = v["execution_fault_message"].as_str().unwrap();

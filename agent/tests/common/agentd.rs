@@ -462,17 +462,29 @@ impl World {
 
     /// Polls the EU's log until it contains `needle` (or panics after `secs`); returns it.
     pub fn wait_log(&self, eu: &str, needle: &str, secs: u64) -> String {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
+        self.poll(secs, || {
             let log = self.logs(eu);
             if log.contains(needle) {
-                return log;
+                Ok(log)
+            } else {
+                Err(format!("{eu}: no {needle:?} in its log: {log:?}"))
             }
-            assert!(
-                Instant::now() < deadline,
-                "{eu}: no {needle:?} in its log within {secs} s: {log:?}\ndaemon log:\n{}",
-                self.daemon_log()
-            );
+        })
+    }
+
+    /// Calls `probe` every 50 ms until it gives Ok (returned), or panics after `secs` with its
+    /// last Err and the daemon's log.
+    pub fn poll<T>(&self, secs: u64, mut probe: impl FnMut() -> Result<T, String>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            match probe() {
+                Ok(v) => return v,
+                Err(why) => assert!(
+                    Instant::now() < deadline,
+                    "{why} (after {secs} s)\ndaemon log:\n{}",
+                    self.daemon_log()
+                ),
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -483,19 +495,14 @@ impl World {
 
     /// Polls until the EU's Status is `want` (or panics after `secs`).
     pub fn wait_eu_status(&self, eu: &str, want: &str, secs: u64) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
+        self.poll(secs, || {
             let v = self.eu(eu);
             if v["status"] == want {
-                return v;
+                Ok(v)
+            } else {
+                Err(format!("{eu} never became {want}: {v}"))
             }
-            assert!(
-                Instant::now() < deadline,
-                "{eu} never became {want}: {v}\nlog:\n{}",
-                self.daemon_log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        })
     }
 
     /// Every file under the state dir (relative), sorted, for "nothing changed" checks.
