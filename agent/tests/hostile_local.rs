@@ -94,9 +94,11 @@ fn planted_run_directories_are_never_used() {
     .status()
     .unwrap();
     assert!(plant.success());
-    // The attacker waits on the FIFO for whatever root writes into it.
+    // The attacker waits on the FIFO for whatever root writes into it (exec: the kill below
+    // ends the reader itself, not only its shell, or it would wait on the FIFO for ever
+    // holding this test's stdout).
     let mut thief = as_nobody(&format!(
-        "cat {tmp}/cpevisor-eu-1/jail.json > {stolen}",
+        "exec cat {tmp}/cpevisor-eu-1/jail.json > {stolen}",
         tmp = tmp.display(),
         stolen = stolen.display()
     ))
