@@ -14,9 +14,10 @@
 //!   needs.
 //!
 //! The syscall set differs per architecture (aarch64 has no open/stat/fork; armv7 and MIPS o32
-//! have the 32-bit and *_time64 variants): a table per target beside the common one. A
-//! syscall made through another ABI than the target's (x32 on x86_64, n32 on mips64) kills the
-//! process: the numbers here are only right for the target's own ABI.
+//! have the 32-bit and *_time64 variants): a table per target beside the common one, which
+//! also holds the *_time64 list the 32-bit targets share. A syscall made through another ABI
+//! than the target's (x32 on x86_64, n32 on mips64) kills the process: the numbers here are
+//! only right for the target's own ABI.
 //!
 //! Matching is linear (one comparison per allowed syscall, the frequent ones first): the app's
 //! program has about 800 instructions on x86_64
