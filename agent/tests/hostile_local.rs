@@ -21,12 +21,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agentd::{App, World, DAEMON};
-use cpevisor_agent::package::{load_signing_key, pack_dir};
+use agentd::{eu_of, App, World, BUSYBOX, DAEMON};
 use serde_json::{json, Value};
 
 const NOBODY: u32 = 65534;
-const BUSYBOX: &str = "/bin/busybox";
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -46,49 +44,13 @@ fn as_nobody(script: &str) -> Command {
 
 /// A jail app on a busybox rootfs that says it is up and stays.
 fn publish_jail_app(w: &World, name: &str) -> String {
-    let dir = w.root.join(format!("src-{name}"));
-    let rootfs = dir.join("rootfs");
-    fs::create_dir_all(rootfs.join("bin")).unwrap();
-    fs::copy(BUSYBOX, rootfs.join("bin/busybox")).unwrap();
-    for a in ["sh", "sleep", "echo"] {
-        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(a)).unwrap();
-    }
-    for m in ["proc", "dev", "tmp", "data"] {
-        fs::create_dir_all(rootfs.join(m)).unwrap();
-    }
-    let tar = Command::new("tar")
-        .arg("-C")
-        .arg(&rootfs)
-        .arg("-cf")
-        .arg(dir.join("rootfs.tar"))
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(tar.success());
-    let app = json!({
-        "name": name, "version": "1.0", "vendor": "acme", "description": "hostile test app",
-        "arch": "x86_64", "backends": ["jail"], "memory_mib": 16, "vcpus": 1,
-        "command": ["/bin/sh", "-c", format!("echo {name} is up; while true; do sleep 1; done")],
-        "restart": {"enable": false, "retry_min_wait_s": 1, "retry_max_wait_s": 1,
-                    "retry_interval_multiplier": 1000, "max_retry_count": 0, "reset_period_s": 60},
-        "autostart": true, "run_level": 1, "rootfs": "rootfs.tar",
-    });
-    fs::write(dir.join("app.json"), serde_json::to_vec(&app).unwrap()).unwrap();
-    let key = load_signing_key(&w.key).unwrap();
-    let file = format!("{name}.cpkg");
-    pack_dir(&dir, &key, &w.www.join(&file)).unwrap();
-    w.url(&file)
-}
-
-fn eu_of(du: &Value) -> String {
-    du["execution_unit_list"][0].as_str().unwrap().to_string()
-}
-
-fn logs(w: &World, eu: &str) -> String {
-    w.ctl_json(&["logs", eu]).unwrap()["log"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
+    let up = format!("echo {name} is up; while true; do sleep 1; done");
+    w.publish_busybox_app(
+        name,
+        &["/bin/sh", "-c", &up],
+        json!({"enable": false, "retry_min_wait_s": 1, "retry_max_wait_s": 1,
+               "retry_interval_multiplier": 1000, "max_retry_count": 0, "reset_period_s": 60}),
+    )
 }
 
 fn mode(p: &Path) -> u32 {
@@ -132,9 +94,11 @@ fn planted_run_directories_are_never_used() {
     .status()
     .unwrap();
     assert!(plant.success());
-    // The attacker waits on the FIFO for whatever root writes into it.
+    // The attacker waits on the FIFO for whatever root writes into it (exec: the kill below
+    // ends the reader itself, not only its shell, or it would wait on the FIFO for ever
+    // holding this test's stdout).
     let mut thief = as_nobody(&format!(
-        "cat {tmp}/cpevisor-eu-1/jail.json > {stolen}",
+        "exec cat {tmp}/cpevisor-eu-1/jail.json > {stolen}",
         tmp = tmp.display(),
         stolen = stolen.display()
     ))
@@ -150,16 +114,7 @@ fn planted_run_directories_are_never_used() {
     w.wait_eu_status(&eu1, "Active", 20);
     w.wait_eu_status(&eu2, "Active", 20);
     for (eu, name) in [(&eu1, "one"), (&eu2, "two")] {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !logs(&w, eu).contains(&format!("{name} is up")) {
-            assert!(
-                Instant::now() < deadline,
-                "{eu}: {}\n{}",
-                logs(&w, eu),
-                w.daemon_log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        w.wait_log(eu, &format!("{name} is up"), 10);
     }
 
     // The attacker's reader is still waiting: nobody opened its FIFO, nothing was read.
@@ -293,11 +248,7 @@ fn descriptors_the_agent_inherited_do_not_reach_apps() {
     });
     let eu = eu_of(&w.ctl_json(&["install", &url]).unwrap());
     w.wait_eu_status(&eu, "Active", 20);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !logs(&w, &eu).contains("listed") {
-        assert!(Instant::now() < deadline, "{}", logs(&w, &eu));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    w.wait_log(&eu, "listed", 10);
     // The daemon did get it (else this test shows nothing).
     let pid = w.daemon.as_ref().unwrap().id();
     let daemon_fd = fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap();

@@ -13,10 +13,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use agentd::{App, World};
-use cpevisor_agent::package::{load_signing_key, pack_dir};
+use agentd::{eu_of, App, World};
 use cpevisor_agent::store::Digest;
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// The blank data disk both vendors ship: same bytes, so the same blob.
 fn blank_disk() -> Vec<u8> {
@@ -53,14 +52,7 @@ fn one_kvm_agent() -> std::sync::MutexGuard<'static, ()> {
 
 fn kvm_world(tag: &str) -> World {
     let w = World::new(tag);
-    let vmm = w.root.join("fake-vmm");
-    fs::write(&vmm, FAKE_VMM).unwrap();
-    fs::set_permissions(&vmm, fs::Permissions::from_mode(0o755)).unwrap();
-    w.write_config_patched(json!({
-        "exec_envs": [{"name": "kvm0", "type": "kvm", "arch": "x86_64",
-                       "memory_budget_mib": 64, "runner": "vmm"}],
-        "vmm_path": vmm,
-    }));
+    w.use_vmm_script(FAKE_VMM, json!({}));
     w
 }
 
@@ -81,34 +73,12 @@ fn publish_kvm(w: &World, vendor: &str, version: &str, secret: &str) -> String {
                     "reset_period_s": 60},
         "autostart": true, "run_level": 1, "kernel": "Image", "disk": "data.img",
     });
-    fs::write(dir.join("app.json"), serde_json::to_vec(&app).unwrap()).unwrap();
-    let key = load_signing_key(&w.key).unwrap();
-    pack_dir(&dir, &key, &w.www.join(&file)).unwrap();
-    w.url(&file)
-}
-
-fn eu_of(du: &Value) -> String {
-    du["execution_unit_list"][0].as_str().unwrap().to_string()
+    w.pack_app(&dir, &app, &file, &w.key)
 }
 
 /// Waits for the stand-in VMM of `eu` to have written its secret; returns its log.
 fn guest_log(w: &World, eu: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let log = w.ctl_json(&["logs", eu]).unwrap()["log"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        if log.contains("wrote") {
-            return log;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{eu}: no guest output: {log:?}\n{}",
-            w.daemon_log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    w.wait_log(eu, "wrote", 15)
 }
 
 fn line<'a>(log: &'a str, key: &str) -> &'a str {

@@ -20,15 +20,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use agentd::{App, World, DAEMON};
-use cpevisor_agent::package::{load_signing_key, pack_dir};
+use agentd::{busybox_rootfs, eu_of, App, World, BUSYBOX, DAEMON};
 use serde_json::{json, Value};
-
-const BUSYBOX: &str = "/bin/busybox";
-const APPLETS: [&str; 17] = [
-    "sh", "ps", "cat", "hostname", "ls", "touch", "ip", "mount", "unshare", "wget", "httpd",
-    "echo", "sleep", "grep", "tail", "tr", "id",
-];
 
 /// Root, busybox-static and unshare are what these tests need; say so instead of failing
 /// on a machine that cannot run them.
@@ -43,18 +36,6 @@ fn can_run() -> bool {
         eprintln!("skipped: needs root, {BUSYBOX} (busybox-static), unshare and curl");
     }
     ok
-}
-
-/// A rootfs holding busybox and its applet links, with the jail's mount points.
-fn busybox_rootfs(dir: &Path) {
-    fs::create_dir_all(dir.join("bin")).unwrap();
-    fs::copy(BUSYBOX, dir.join("bin/busybox")).unwrap();
-    for a in APPLETS {
-        std::os::unix::fs::symlink("busybox", dir.join("bin").join(a)).unwrap();
-    }
-    for m in ["proc", "dev", "tmp", "data"] {
-        fs::create_dir_all(dir.join(m)).unwrap();
-    }
 }
 
 struct Scratch(PathBuf);
@@ -601,28 +582,17 @@ fn assert_docker_refusals(lines: &[(String, String)], all: &str) {
 /// Issue 10, finding 6: /proc masked and read-only as runc does.
 fn assert_proc_masked(lines: &[(String, String)], all: &str, expect_erofs: bool) {
     let get = |what: &str| probed(lines, what, all);
-    for p in [
-        "/proc/kcore",
-        "/proc/keys",
-        "/proc/timer_list",
-        "/proc/sched_debug",
-    ] {
+    for p in probe::MASKED_FILES {
         if Path::new(p).exists() {
             assert_eq!(get(&format!("mask:{p}")), "chr", "{p} not masked\n{all}");
         }
     }
-    for p in ["/proc/acpi", "/proc/scsi"] {
+    for p in probe::MASKED_DIRS {
         if Path::new(p).exists() {
             assert_eq!(get(&format!("mask:{p}")), "dir 0", "{p} not masked\n{all}");
         }
     }
-    for p in [
-        "/proc/bus",
-        "/proc/fs",
-        "/proc/irq",
-        "/proc/sys",
-        "/proc/sysrq-trigger",
-    ] {
+    for p in probe::READ_ONLY {
         if Path::new(p).exists() {
             assert_eq!(get(&format!("ro:{p}")), "yes", "{p} writable\n{all}");
         }
@@ -767,43 +737,6 @@ fn jail_world(tag: &str, bridge: &HostBridge) -> World {
     w
 }
 
-/// Packs a jail app with the busybox rootfs; returns its URL.
-fn publish_jail_app(w: &World, name: &str, command: &[&str], restart: Value) -> String {
-    let dir = w.root.join(format!("src-{name}"));
-    busybox_rootfs(&dir.join("rootfs"));
-    let tar = Command::new("tar")
-        .arg("-C")
-        .arg(dir.join("rootfs"))
-        .arg("-cf")
-        .arg(dir.join("rootfs.tar"))
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(tar.success());
-    let app = json!({
-        "name": name, "version": "1.0", "vendor": "acme", "description": "jail test app",
-        "arch": "x86_64", "backends": ["jail"], "memory_mib": 16, "vcpus": 1,
-        "command": command, "restart": restart, "autostart": true, "run_level": 1,
-        "rootfs": "rootfs.tar",
-    });
-    fs::write(dir.join("app.json"), serde_json::to_vec(&app).unwrap()).unwrap();
-    let key = load_signing_key(&w.key).unwrap();
-    let file = format!("{name}.cpkg");
-    pack_dir(&dir, &key, &w.www.join(&file)).unwrap();
-    w.url(&file)
-}
-
-fn eu_of(du: &Value) -> String {
-    du["execution_unit_list"][0].as_str().unwrap().to_string()
-}
-
-fn logs(w: &World, eu: &str) -> String {
-    w.ctl_json(&["logs", eu]).unwrap()["log"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
-}
-
 #[test]
 fn agent_runs_jail_apps_with_the_same_lifecycle() {
     if !can_run() {
@@ -812,8 +745,7 @@ fn agent_runs_jail_apps_with_the_same_lifecycle() {
     let _turn = one_agent_at_a_time();
     let bridge = HostBridge::new(1);
     let mut w = jail_world("agent", &bridge);
-    let server = publish_jail_app(
-        &w,
+    let server = w.publish_busybox_app(
         "server",
         &[
             "/bin/sh",
@@ -825,8 +757,7 @@ fn agent_runs_jail_apps_with_the_same_lifecycle() {
         json!({"enable": false, "retry_min_wait_s": 1, "retry_max_wait_s": 1,
                "retry_interval_multiplier": 1000, "max_retry_count": 0, "reset_period_s": 60}),
     );
-    let crashy = publish_jail_app(
-        &w,
+    let crashy = w.publish_busybox_app(
         "crashy",
         &["/bin/sh", "-c", "echo boom; exit 3"],
         json!({"enable": true, "retry_min_wait_s": 1, "retry_max_wait_s": 1,
@@ -854,22 +785,22 @@ fn agent_runs_jail_apps_with_the_same_lifecycle() {
             Instant::now() < deadline,
             "no answer from {ip}: {}\n{}",
             text(&out),
-            logs(&w, &eu)
+            w.logs(&eu)
         );
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(page, "stored\n");
     assert!(
-        logs(&w, &eu).contains(&format!("up as {eu} at {ip}/16")),
+        w.logs(&eu).contains(&format!("up as {eu} at {ip}/16")),
         "{}",
-        logs(&w, &eu)
+        w.logs(&eu)
     );
     // The agent's default on a kernel with user namespaces: root inside is 100000 + N.
     let n: u32 = eu.strip_prefix("eu-").unwrap().parse().unwrap();
     assert!(
-        logs(&w, &eu).contains(&format!("uidmap 0 {} 1", 100_000 + n)),
+        w.logs(&eu).contains(&format!("uidmap 0 {} 1", 100_000 + n)),
         "{}",
-        logs(&w, &eu)
+        w.logs(&eu)
     );
     // The data volume is the agent's per-DU data directory.
     let data_files: Vec<String> = w
@@ -921,7 +852,7 @@ fn agent_runs_jail_apps_with_the_same_lifecycle() {
         msg.contains("exited with status 3") && msg.contains("gave up after 1 restarts"),
         "{msg}"
     );
-    assert_eq!(logs(&w, &bad).matches("boom").count(), 2);
+    assert_eq!(w.logs(&bad).matches("boom").count(), 2);
     // ...while the other app keeps serving.
     assert_eq!(w.eu(&eu)["status"], "Active");
     assert!(fetch().status.success());
@@ -1023,8 +954,7 @@ fn cgroup_limits_and_the_oom_kill_reason() {
         "cgroup_root": cg,
         "download_cap_bytes": 16 << 20,
     }));
-    let server = publish_jail_app(
-        &w,
+    let server = w.publish_busybox_app(
         "server",
         &["/bin/httpd", "-f", "-p", "8080", "-h", "/data"],
         json!({"enable": false, "retry_min_wait_s": 1, "retry_max_wait_s": 1,
@@ -1079,7 +1009,7 @@ fn cgroup_limits_and_the_oom_kill_reason() {
         msg, "killed: exceeded memory.max (16 MiB); gave up after 1 restarts",
         "{v}"
     );
-    assert_eq!(logs(&w, &bad).matches("hogging").count(), 2);
+    assert_eq!(w.logs(&bad).matches("hogging").count(), 2);
     assert_eq!(w.eu(&eu)["status"], "Active");
     assert_eq!(w.stop_daemon(), Some(0));
 }

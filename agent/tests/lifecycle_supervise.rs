@@ -8,12 +8,8 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use agentd::{App, World};
+use agentd::{eu_of, App, World};
 use serde_json::json;
-
-fn eu_of(du: &serde_json::Value) -> String {
-    du["execution_unit_list"][0].as_str().unwrap().to_string()
-}
 
 #[test]
 fn crash_loop_backs_off_then_fails_while_active() {
@@ -207,19 +203,10 @@ fn kvm_exec_env_runs_one_vmm_per_app_with_its_config() {
     let mut w = World::new("kvm");
     // Stand-in for cpevisor-vmm (this host cannot boot Linux guests): prints its arguments and
     // the VM config it was given, then runs until stopped.
-    let vmm = w.root.join("fake-vmm");
-    std::fs::write(
-        &vmm,
+    w.use_vmm_script(
         "#!/bin/sh\necho \"vmm args: $*\"\ncat \"$2\"\nexec sleep 1000\n",
-    )
-    .unwrap();
-    let mut perm = std::fs::metadata(&vmm).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
-    std::fs::set_permissions(&vmm, perm).unwrap();
-    w.write_config_patched(json!({
-        "vmm_path": vmm,
-        "exec_envs": [{"name": "kvm0", "type": "kvm", "arch": "x86_64", "memory_budget_mib": 64}]
-    }));
+        json!({}),
+    );
     let mut app = App::new("vmapp", "1.0");
     app.kvm = true;
     let url = w.publish(&app, "vmapp.cpkg");
@@ -271,20 +258,10 @@ fn kvm_apps_get_a_tap_with_a_link_of_their_own() {
     ]
     .map(String::from)
     .to_vec();
-    let vmm = w.root.join("fake-vmm");
-    std::fs::write(
-        &vmm,
+    w.use_vmm_script(
         "#!/bin/sh\ncat \"$2\"\necho\nip -o -4 addr show dev cpv-eu-1\nexec sleep 1000\n",
-    )
-    .unwrap();
-    let mut perm = std::fs::metadata(&vmm).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
-    std::fs::set_permissions(&vmm, perm).unwrap();
-    w.write_config_patched(json!({
-        "vmm_path": vmm,
-        "exec_envs": [{"name": "kvm0", "type": "kvm", "arch": "x86_64", "memory_budget_mib": 64,
-                       "app_network": "10.100.0.0/16"}]
-    }));
+        json!({"app_network": "10.100.0.0/16"}),
+    );
     let mut app = App::new("netapp", "1.0");
     app.kvm = true;
     w.publish(&app, "netapp.cpkg");

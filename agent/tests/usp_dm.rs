@@ -152,6 +152,29 @@ impl Rig {
         self.send(&Msg::operate(id, cmd, key, true, args))
     }
 
+    /// Subscribes (as "oc") to the OperationComplete of InstallDU().
+    fn subscribe_install_complete(&mut self) {
+        self.subscribe(
+            "oc",
+            "OperationComplete",
+            "Device.SoftwareModules.InstallDU()",
+            false,
+        );
+    }
+
+    /// Runs InstallDU() asynchronously as `key` and waits (20 s at most) for its
+    /// OperationComplete; an OperationComplete subscription must be in place.
+    fn install_du(&mut self, key: &str, args: &[(&str, &str)]) -> notify::OperationComplete {
+        use operate_resp::operation_result::OperationResp as R;
+        let m = self.operate("Device.SoftwareModules.InstallDU()", key, args);
+        assert!(matches!(op_result(&m), R::ReqObjPath(_)), "{key}: {m:?}");
+        let mut seen = Vec::new();
+        self.notifications_until(20, &mut seen, |s| {
+            oper_complete(s, "InstallDU()", key).is_some()
+        });
+        oper_complete(&seen, "InstallDU()", key).unwrap()
+    }
+
     fn subscribe(&mut self, id: &str, notif_type: &str, refs: &str, persistent: bool) -> String {
         let mid = self.id();
         let p = |k: &str, v: &str| add::CreateParamSetting {
@@ -723,17 +746,7 @@ fn du_lifecycle_through_operate_with_notifications() {
     );
 
     // A second install gets a new number: numbers are never reused.
-    let m = rig.operate(
-        "Device.SoftwareModules.InstallDU()",
-        "k2",
-        &[("URL", &url1)],
-    );
-    assert!(matches!(op_result(&m), R::ReqObjPath(_)));
-    let mut seen = Vec::new();
-    rig.notifications_until(20, &mut seen, |s| {
-        oper_complete(s, "InstallDU()", "k2").is_some()
-    });
-    let out = output_of(&oper_complete(&seen, "InstallDU()", "k2").unwrap());
+    let out = output_of(&rig.install_du("k2", &[("URL", &url1)]));
     assert_eq!(
         out["DeploymentUnitRef"],
         "Device.SoftwareModules.DeploymentUnit.2"
@@ -746,12 +759,7 @@ fn failures_carry_fault_codes_and_change_nothing() {
     let w = World::new("usp-err");
     let url = w.publish(&App::new("voip", "1.0"), "voip-1.0.cpkg");
     let mut rig = Rig::open(&w);
-    rig.subscribe(
-        "oc",
-        "OperationComplete",
-        "Device.SoftwareModules.InstallDU()",
-        false,
-    );
+    rig.subscribe_install_complete();
     use operate_resp::operation_result::OperationResp as R;
 
     // Asynchronous failures arrive in OperationComplete with the TR-181 fault code.
@@ -804,20 +812,13 @@ fn failures_carry_fault_codes_and_change_nothing() {
         assert_eq!(f.err_code, code, "{args:?}: {}", f.err_msg);
     }
     // A requested UUID that is not the package's: installed then taken out again, 7004.
-    let m = rig.operate(
-        "Device.SoftwareModules.InstallDU()",
+    let (code, msg) = failure_of(&rig.install_du(
         "wrong-uuid",
         &[
             ("URL", &url),
             ("UUID", "00000000-0000-5000-8000-000000000000"),
         ],
-    );
-    assert!(matches!(op_result(&m), R::ReqObjPath(_)));
-    let mut seen = Vec::new();
-    rig.notifications_until(20, &mut seen, |s| {
-        oper_complete(s, "InstallDU()", "wrong-uuid").is_some()
-    });
-    let (code, msg) = failure_of(&oper_complete(&seen, "InstallDU()", "wrong-uuid").unwrap());
+    ));
     assert_eq!(code, 7004, "{msg}");
     assert!(msg.contains("uninstalled again"), "{msg}");
     assert_eq!(
@@ -961,20 +962,13 @@ fn failures_carry_fault_codes_and_change_nothing() {
         rig.value("Device.SoftwareModules.ExecEnv.1.Status"),
         "Disabled"
     );
-    let m = rig.operate(
-        "Device.SoftwareModules.InstallDU()",
+    let (code, msg) = failure_of(&rig.install_du(
         "disabled",
         &[
             ("URL", &url),
             ("ExecutionEnvRef", "Device.SoftwareModules.ExecEnv.1."),
         ],
-    );
-    assert!(matches!(op_result(&m), R::ReqObjPath(_)));
-    let mut seen = Vec::new();
-    rig.notifications_until(20, &mut seen, |s| {
-        oper_complete(s, "InstallDU()", "disabled").is_some()
-    });
-    let (code, msg) = failure_of(&oper_complete(&seen, "InstallDU()", "disabled").unwrap());
+    ));
     assert_eq!(code, 7230, "{msg}");
     let m = rig.operate(
         "Device.SoftwareModules.InstallDU()",
@@ -1217,14 +1211,8 @@ fn reset_reboot_boot_onboard_and_numbers_across_restarts() {
         "Device.SoftwareModules.ExecutionUnit.*.Status",
         false,
     );
-    let m = rig.operate("Device.SoftwareModules.InstallDU()", "i", &[("URL", &url)]);
+    output_of(&rig.install_du("i", &[("URL", &url)]));
     use operate_resp::operation_result::OperationResp as R;
-    assert!(matches!(op_result(&m), R::ReqObjPath(_)));
-    let mut seen = Vec::new();
-    rig.notifications_until(20, &mut seen, |s| {
-        oper_complete(s, "InstallDU()", "i").is_some()
-    });
-    output_of(&oper_complete(&seen, "InstallDU()", "i").unwrap());
     let uuid = rig.value("Device.SoftwareModules.DeploymentUnit.1.UUID");
 
     // A reboot that fails: CommandFailure 7022, and no RemoteReboot claimed later.
@@ -1561,7 +1549,6 @@ fn mangled_paths_and_values_never_panic() {
 fn tr369_get_set_operate_and_unknown_msg_type() {
     let w = World::new("usp-tr369");
     let mut rig = Rig::open(&w);
-    use operate_resp::operation_result::OperationResp as R;
 
     // R-GET.0.
     let r = rig.get(&[
@@ -1647,23 +1634,11 @@ fn tr369_get_set_operate_and_unknown_msg_type() {
 
     // R-OPR.6: the unknown argument is ignored and the command runs (to its own failure:
     // the URL's scheme is refused in OperationComplete, not synchronously).
-    rig.subscribe(
-        "oc",
-        "OperationComplete",
-        "Device.SoftwareModules.InstallDU()",
-        false,
-    );
-    let m = rig.operate(
-        "Device.SoftwareModules.InstallDU()",
+    rig.subscribe_install_complete();
+    let (code, msg) = failure_of(&rig.install_du(
         "extra-arg",
         &[("URL", "ftp://127.0.0.1/x"), ("Colour", "blue")],
-    );
-    assert!(matches!(op_result(&m), R::ReqObjPath(_)), "{m:?}");
-    let mut seen = Vec::new();
-    rig.notifications_until(20, &mut seen, |s| {
-        oper_complete(s, "InstallDU()", "extra-arg").is_some()
-    });
-    let (code, msg) = failure_of(&oper_complete(&seen, "InstallDU()", "extra-arg").unwrap());
+    ));
     assert_eq!(code, 7004, "{msg}");
 
     // R-DEL.2a: a valid path naming no instance is an OperationSuccess with nothing affected.

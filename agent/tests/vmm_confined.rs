@@ -15,9 +15,10 @@ mod agentd;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use agentd::{App, World};
+use agentd::{eu_of, App, World};
+use cpevisor_sandbox::caps::read_status_field;
 use serde_json::json;
 
 fn is_root() -> bool {
@@ -74,21 +75,7 @@ fn tiny_bzimage() -> Vec<u8> {
 }
 
 fn status_field(pid: &str, key: &str) -> String {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}:")))
-        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
-        .trim()
-        .to_string()
-}
-
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    read_status_field(format!("/proc/{pid}/status"), key).unwrap()
 }
 
 #[test]
@@ -103,42 +90,27 @@ fn a_vmm_killed_by_its_seccomp_filter_is_failure_while_active() {
     std::fs::write(&guest, tiny_bzimage()).unwrap();
     let seen = w.root.join("vm.json");
     let pid_file = w.root.join("vmm.pid");
-    let shim = w.root.join("vmm-shim");
     // $1 is --config, $2 the agent's VM description.
-    std::fs::write(
-        &shim,
-        format!(
+    w.use_vmm_script(
+        &format!(
             "#!/bin/sh\necho $$ > {pid}\nsed 's|\"kernel\": \"[^\"]*\"|\"kernel\": \"{guest}\"|' \"$2\" > {seen}\nexec {vmm} --config {seen}\n",
             pid = pid_file.display(),
             guest = guest.display(),
             seen = seen.display(),
             vmm = vmm.display(),
         ),
-    )
-    .unwrap();
-    let mut perm = std::fs::metadata(&shim).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
-    std::fs::set_permissions(&shim, perm).unwrap();
-    w.write_config_patched(json!({
-        "vmm_path": shim,
-        "exec_envs": [{"name": "kvm0", "type": "kvm", "arch": "x86_64", "memory_budget_mib": 64}]
-    }));
+        json!({}),
+    );
     let mut app = App::new("vmapp", "1.0");
     app.kvm = true;
     app.restart["enable"] = json!(false);
     let url = w.publish(&app, "vmapp.cpkg");
     w.start_daemon(None);
     let du = w.ctl_json(&["install", &url]).unwrap();
-    let eu = du["execution_unit_list"][0].as_str().unwrap().to_string();
+    let eu = eu_of(&du);
     w.wait_eu_status(&eu, "Active", 10);
-    let log = || {
-        w.ctl_json(&["logs", &eu]).unwrap()["log"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    };
-    wait_for("the guest's output", 20, || log().contains("guest up"));
-    assert!(log().contains("jail: uid"), "{}", log());
+    let log = w.wait_log(&eu, "guest up", 20);
+    assert!(log.contains("jail: uid"), "{log}");
 
     // The VMM the agent started is confined, as the app's own host id.
     let pid = std::fs::read_to_string(&pid_file)
@@ -163,10 +135,13 @@ fn a_vmm_killed_by_its_seccomp_filter_is_failure_while_active() {
     let mut reply = String::new();
     let _ = BufReader::new(&mut s).read_line(&mut reply);
 
-    let mut v = json!(null);
-    wait_for("FailureWhileActive", 20, || {
-        v = w.eu(&eu);
-        v["execution_fault_code"] == "FailureWhileActive"
+    let v = w.poll(20, || {
+        let v = w.eu(&eu);
+        if v["execution_fault_code"] == "FailureWhileActive" {
+            Ok(v)
+        } else {
+            Err(format!("{eu} not FailureWhileActive: {v}"))
+        }
     });
     assert_eq!(v["status"], "Idle", "{v}");
     let msg = v["execution_fault_message"].as_str().unwrap();

@@ -22,6 +22,34 @@ struct CapData {
     inheritable: u32,
 }
 
+/// Sets the calling thread's effective, permitted and inheritable capability sets (bit n is
+/// capability n) with capset(2), version 3.
+pub fn capset(effective: u64, permitted: u64, inheritable: u64) -> io::Result<()> {
+    let header = CapHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    // Version 3 takes each set as two 32-bit words, the low one first.
+    let word = |i: u32| CapData {
+        effective: (effective >> (32 * i)) as u32,
+        permitted: (permitted >> (32 * i)) as u32,
+        inheritable: (inheritable >> (32 * i)) as u32,
+    };
+    let data = [word(0), word(1)];
+    // SAFETY: capset reads one header and two data words, both valid for the call.
+    if unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!(
+                "capset(effective {effective:#x}, permitted {permitted:#x}, \
+                 inheritable {inheritable:#x}): {e}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// No exec of this process or its children can gain privileges (setuid bits, file caps).
 pub fn set_no_new_privs() -> io::Result<()> {
     // SAFETY: PR_SET_NO_NEW_PRIVS takes only integer arguments.
@@ -81,21 +109,7 @@ pub fn drop_all() -> io::Result<()> {
             ));
         }
     }
-    let header = CapHeader {
-        version: CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let data = [CapData {
-        effective: 0,
-        permitted: 0,
-        inheritable: 0,
-    }; 2];
-    // SAFETY: capset reads one header and two data words, both valid for the call.
-    if unsafe { libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) } != 0 {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("capset to nothing: {e}")));
-    }
-    Ok(())
+    capset(0, 0, 0)
 }
 
 /// The `CapEff`/`NoNewPrivs` lines of /proc/<pid>/status, for tests and diagnostics.
@@ -104,6 +118,23 @@ pub fn status_field(status: &str, key: &str) -> Option<String> {
         .lines()
         .find_map(|l| l.strip_prefix(key))
         .map(|v| v.trim_start_matches(':').trim().to_string())
+}
+
+/// `key`'s value in a /proc status file (`/proc/<pid>/status`, `/proc/<pid>/task/<tid>/status`),
+/// for tests and diagnostics; an error names the file and what was missing.
+pub fn read_status_field(
+    status_file: impl AsRef<std::path::Path>,
+    key: &str,
+) -> io::Result<String> {
+    let path = status_file.as_ref();
+    let status = std::fs::read_to_string(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("reading {}: {e}", path.display())))?;
+    status_field(&status, key).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no {key} in {}", path.display()),
+        )
+    })
 }
 
 #[cfg(test)]

@@ -133,7 +133,6 @@ fn enter_empty_root_with(try_pivot: bool) -> io::Result<()> {
 
 /// `CAP_SETPCAP`: kept across the uid change only long enough to empty the bounding set.
 const CAP_SETPCAP: u32 = 8;
-const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
 /// Becomes `uid`/`gid` with no supplementary groups and no capabilities at all (bounding,
 /// ambient, permitted, effective, inheritable), then sets no_new_privs. Needs to start as root.
@@ -168,40 +167,8 @@ pub fn become_user(uid: u32, gid: u32) -> io::Result<()> {
         unsafe { libc::setresuid(uid, uid, uid) },
         &format!("setresuid({uid})"),
     )?;
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: libc::c_int,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    let header = Header {
-        version: CAPABILITY_VERSION_3,
-        pid: 0,
-    };
-    let setpcap = Data {
-        effective: 1 << CAP_SETPCAP,
-        permitted: 1 << CAP_SETPCAP,
-        inheritable: 0,
-    };
-    let none = Data {
-        effective: 0,
-        permitted: 0,
-        inheritable: 0,
-    };
-    let data = [setpcap, none];
-    // SAFETY: capset reads one header and two data words, valid for the call.
-    check(
-        unsafe {
-            libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) as libc::c_int
-        },
-        "capset(CAP_SETPCAP)",
-    )?;
+    // CAP_SETPCAP alone, effective and permitted: enough to empty the bounding set next.
+    caps::capset(1 << CAP_SETPCAP, 1 << CAP_SETPCAP, 0)?;
     caps::drop_all()?;
     // SAFETY: prctl with integer arguments only.
     check(

@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use cpevisor_sandbox::caps::read_status_field;
 
 const T: Duration = Duration::from_secs(20);
 /// An id in the agent's range for apps (100000 + EU number), far above the EUs tests create.
@@ -74,17 +75,7 @@ fn wait_growth(p: &Path, len: u64) -> u64 {
 }
 
 fn status_field(pid: u32, key: &str) -> String {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    field(&status, key)
-}
-
-fn field(status: &str, key: &str) -> String {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}:")))
-        .unwrap_or_else(|| panic!("no {key} in status"))
-        .trim()
-        .to_string()
+    read_status_field(format!("/proc/{pid}/status"), key).unwrap()
 }
 
 #[test]
@@ -113,8 +104,8 @@ fn a_jailed_vmm_keeps_nothing_but_what_its_guest_needs() {
     // Every thread has its filter (vCPUs too), installed before the guest ran.
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let task = task.unwrap().path();
-        let st = std::fs::read_to_string(task.join("status")).unwrap();
-        assert_eq!(field(&st, "Seccomp"), "2", "{}", task.display());
+        let seccomp = read_status_field(task.join("status"), "Seccomp").unwrap();
+        assert_eq!(seccomp, "2", "{}", task.display());
     }
     let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/mnt")).unwrap();
     assert_ne!(

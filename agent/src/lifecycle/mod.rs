@@ -410,18 +410,7 @@ impl Agent {
         let du = {
             let mut m = lock(&self.shared.model);
             // Re-checked under the lock: an app started since the first check counts.
-            let available =
-                env.memory_budget_mib
-                    .saturating_sub(admitted_mib(&m.persisted, &env.name, None));
-            if spec.memory_mib > available {
-                return Err(fault(
-                    FaultCode::SystemResourcesExceeded,
-                    format!(
-                        "{} needs {} MiB, ExecEnv {} has {available} MiB left",
-                        spec.name, spec.memory_mib, env.name
-                    ),
-                ));
-            }
+            reserve::fits_budget(&m.persisted, spec, env)?;
             m.persisted.next_eu += 1;
             let eu_id = format!("eu-{}", m.persisted.next_eu);
             let du = DeploymentUnit {

@@ -5,7 +5,7 @@
 
 use super::config::{ExecEnvConfig, Runner};
 use super::packages::{AppSpec, CheckedPackage, InstalledFiles};
-use super::state::{DuRecord, Journal};
+use super::state::{DuRecord, Journal, PersistedState};
 use super::{admitted_mib, data_id, ef, fault, Agent, OpResult};
 use crate::fault::{Fault, FaultCode};
 use crate::model::DuStatus;
@@ -73,18 +73,7 @@ impl Agent {
             ));
         }
         self.fits_env(spec, env)?;
-        let available =
-            env.memory_budget_mib
-                .saturating_sub(admitted_mib(&m.persisted, &env.name, None));
-        if spec.memory_mib > available {
-            return Err(fault(
-                FaultCode::SystemResourcesExceeded,
-                format!(
-                    "{} needs {} MiB, ExecEnv {} has {available} MiB left",
-                    spec.name, spec.memory_mib, env.name
-                ),
-            ));
-        }
+        fits_budget(&m.persisted, spec, env)?;
         m.transient.insert(uuid.to_string(), DuStatus::Installing);
         Ok(())
     }
@@ -137,4 +126,22 @@ impl Agent {
             }
         }
     }
+}
+
+/// 7004 (SystemResourcesExceeded) unless a new DU of `spec` fits in what `env`'s memory budget
+/// has left beside the EUs requested Active in `s`.
+pub(super) fn fits_budget(s: &PersistedState, spec: &AppSpec, env: &ExecEnvConfig) -> OpResult<()> {
+    let available = env
+        .memory_budget_mib
+        .saturating_sub(admitted_mib(s, &env.name, None));
+    if spec.memory_mib > available {
+        return Err(fault(
+            FaultCode::SystemResourcesExceeded,
+            format!(
+                "{} needs {} MiB, ExecEnv {} has {available} MiB left",
+                spec.name, spec.memory_mib, env.name
+            ),
+        ));
+    }
+    Ok(())
 }

@@ -5,6 +5,7 @@
 
 use std::fs;
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -75,6 +76,44 @@ pub fn http_server(dir: &Path) -> HttpServer {
         }
     }
     panic!("the HTTP server did not come up");
+}
+
+pub const BUSYBOX: &str = "/bin/busybox";
+/// The busybox applets the jail tests' apps use.
+pub const APPLETS: [&str; 17] = [
+    "sh", "ps", "cat", "hostname", "ls", "touch", "ip", "mount", "unshare", "wget", "httpd",
+    "echo", "sleep", "grep", "tail", "tr", "id",
+];
+
+/// A rootfs in `dir` holding busybox (from the host's busybox-static) and its `APPLETS`
+/// links, with the jail's mount points.
+pub fn busybox_rootfs(dir: &Path) {
+    fs::create_dir_all(dir.join("bin")).unwrap();
+    fs::copy(BUSYBOX, dir.join("bin/busybox")).unwrap();
+    for a in APPLETS {
+        std::os::unix::fs::symlink("busybox", dir.join("bin").join(a)).unwrap();
+    }
+    for m in ["proc", "dev", "tmp", "data"] {
+        fs::create_dir_all(dir.join(m)).unwrap();
+    }
+}
+
+/// Packs the contents of `dir` into the tar file `out` (with the `tar` CLI).
+pub fn tar_dir(dir: &Path, out: &Path) {
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(dir)
+        .arg("-cf")
+        .arg(out)
+        .arg(".")
+        .status()
+        .expect("run tar");
+    assert!(st.success(), "tar of {} failed: {st}", dir.display());
+}
+
+/// The (first) EU id of an installed DU as `cpevisorctl install` returns it.
+pub fn eu_of(du: &Value) -> String {
+    du["execution_unit_list"][0].as_str().unwrap().to_string()
 }
 
 /// app.json options for a test package.
@@ -203,15 +242,7 @@ impl World {
             let filler: Vec<u8> = (0..app.pad_bytes).map(|i| (i % 251) as u8).collect();
             fs::write(dir.join("rootfs/filler"), filler).unwrap();
         }
-        let tar = Command::new("tar")
-            .arg("-C")
-            .arg(dir.join("rootfs"))
-            .arg("-cf")
-            .arg(dir.join("rootfs.tar"))
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(tar.success());
+        tar_dir(&dir.join("rootfs"), &dir.join("rootfs.tar"));
         let mut app_json = json!({
             "name": app.name, "version": app.version, "vendor": app.vendor,
             "description": "test app", "arch": app.arch, "backends": ["jail"],
@@ -226,14 +257,51 @@ impl World {
             app_json["cmdline"] = json!("console=ttyS0 quiet");
             app_json["command"] = json!([]);
         }
+        self.pack_app(&dir, &app_json, file, key)
+    }
+
+    /// Writes `app_json` as dir/app.json and packs `dir` signed with `key` into www/<file>;
+    /// returns its URL. For packages `App` cannot describe.
+    pub fn pack_app(&self, dir: &Path, app_json: &Value, file: &str, key: &Path) -> String {
         fs::write(
             dir.join("app.json"),
-            serde_json::to_vec_pretty(&app_json).unwrap(),
+            serde_json::to_vec_pretty(app_json).unwrap(),
         )
         .unwrap();
         let key = load_signing_key(key).unwrap();
-        pack_dir(&dir, &key, &self.www.join(file)).unwrap();
+        pack_dir(dir, &key, &self.www.join(file)).unwrap();
         self.url(file)
+    }
+
+    /// Packs a jail app `name` on a busybox rootfs (`busybox_rootfs`) running `command`;
+    /// returns its URL.
+    pub fn publish_busybox_app(&self, name: &str, command: &[&str], restart: Value) -> String {
+        let dir = self.root.join(format!("src-{name}"));
+        busybox_rootfs(&dir.join("rootfs"));
+        tar_dir(&dir.join("rootfs"), &dir.join("rootfs.tar"));
+        let app = json!({
+            "name": name, "version": "1.0", "vendor": "acme", "description": "busybox test app",
+            "arch": "x86_64", "backends": ["jail"], "memory_mib": 16, "vcpus": 1,
+            "command": command, "restart": restart, "autostart": true, "run_level": 1,
+            "rootfs": "rootfs.tar",
+        });
+        self.pack_app(&dir, &app, &format!("{name}.cpkg"), &self.key)
+    }
+
+    /// Installs `script` (a stand-in for cpevisor-vmm) as the world's VMM, mode 0755, and
+    /// configures one kvm ExecEnv `kvm0` (with `env_extra`'s fields added) that runs it;
+    /// returns the script's path.
+    pub fn use_vmm_script(&self, script: &str, env_extra: Value) -> PathBuf {
+        let vmm = self.root.join("fake-vmm");
+        fs::write(&vmm, script).unwrap();
+        fs::set_permissions(&vmm, fs::Permissions::from_mode(0o755)).unwrap();
+        let mut env = json!({"name": "kvm0", "type": "kvm", "arch": "x86_64",
+                             "memory_budget_mib": 64});
+        for (k, v) in env_extra.as_object().expect("env_extra is an object") {
+            env[k] = v.clone();
+        }
+        self.write_config_patched(json!({"vmm_path": vmm, "exec_envs": [env]}));
+        vmm
     }
 
     /// Starts cpevisord (optionally with a crash point) and waits for its socket.
@@ -384,25 +452,57 @@ impl World {
             .collect()
     }
 
+    /// The EU's log as `cpevisorctl logs` returns it ("" when it has none yet).
+    pub fn logs(&self, eu: &str) -> String {
+        self.ctl_json(&["logs", eu]).unwrap()["log"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    /// Polls the EU's log until it contains `needle` (or panics after `secs`); returns it.
+    pub fn wait_log(&self, eu: &str, needle: &str, secs: u64) -> String {
+        self.poll(secs, || {
+            let log = self.logs(eu);
+            if log.contains(needle) {
+                Ok(log)
+            } else {
+                Err(format!("{eu}: no {needle:?} in its log: {log:?}"))
+            }
+        })
+    }
+
+    /// Calls `probe` every 50 ms until it gives Ok (returned), or panics after `secs` with its
+    /// last Err and the daemon's log.
+    pub fn poll<T>(&self, secs: u64, mut probe: impl FnMut() -> Result<T, String>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            match probe() {
+                Ok(v) => return v,
+                Err(why) => assert!(
+                    Instant::now() < deadline,
+                    "{why} (after {secs} s)\ndaemon log:\n{}",
+                    self.daemon_log()
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn eu(&self, eu: &str) -> Value {
         self.ctl_json(&["status", eu]).expect("status")["execution_unit"].clone()
     }
 
     /// Polls until the EU's Status is `want` (or panics after `secs`).
     pub fn wait_eu_status(&self, eu: &str, want: &str, secs: u64) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
+        self.poll(secs, || {
             let v = self.eu(eu);
             if v["status"] == want {
-                return v;
+                Ok(v)
+            } else {
+                Err(format!("{eu} never became {want}: {v}"))
             }
-            assert!(
-                Instant::now() < deadline,
-                "{eu} never became {want}: {v}\nlog:\n{}",
-                self.daemon_log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        })
     }
 
     /// Every file under the state dir (relative), sorted, for "nothing changed" checks.

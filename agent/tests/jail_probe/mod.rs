@@ -144,15 +144,26 @@ fn own_descriptors() {
     }
 }
 
+/// /proc files the jail masks with a character device (as runc does).
+pub const MASKED_FILES: [&str; 4] = [
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/timer_list",
+    "/proc/sched_debug",
+];
+/// /proc directories the jail masks with an empty one.
+pub const MASKED_DIRS: [&str; 2] = ["/proc/acpi", "/proc/scsi"];
+/// /proc paths the jail makes read-only.
+pub const READ_ONLY: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
 fn proc_entries() {
-    for p in [
-        "/proc/kcore",
-        "/proc/keys",
-        "/proc/timer_list",
-        "/proc/sched_debug",
-        "/proc/acpi",
-        "/proc/scsi",
-    ] {
+    for p in MASKED_FILES.into_iter().chain(MASKED_DIRS) {
         let kind = match fs::symlink_metadata(p) {
             Err(_) => "absent".to_string(),
             Ok(md) if md.file_type().is_char_device() => "chr".into(),
@@ -186,13 +197,7 @@ fn proc_entries() {
     report("irq-write", result);
     // The mount options of each read-only path (the last mount on it is what is seen).
     let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    for p in [
-        "/proc/bus",
-        "/proc/fs",
-        "/proc/irq",
-        "/proc/sys",
-        "/proc/sysrq-trigger",
-    ] {
+    for p in READ_ONLY {
         let opts = mountinfo
             .lines()
             .filter_map(|l| {

@@ -1,6 +1,5 @@
 //! 32-bit ARM (EABI): the 32-bit variants (_llseek, mmap2, fstat64, fcntl64, the *32 id
-//! calls), the *_time64 calls of 64-bit time (glibc tries them first and falls back only on
-//! ENOSYS: an EPERM here would break every time function), and the ARM private calls.
+//! calls) and the ARM private calls; its *_time64 calls are `common::TIME64`.
 
 use libc::*;
 
@@ -22,34 +21,14 @@ pub const ARCH: &[c_long] = &[
     SYS_vfork,
     // Missing from the libc crate; numbers from the kernel's asm/unistd-eabi.h and
     // asm/unistd.h (__ARM_NR_BASE 0x0f0000).
-    CLOCK_GETTIME64, CLOCK_GETRES_TIME64, CLOCK_NANOSLEEP_TIME64, TIMER_GETTIME64,
-    TIMER_SETTIME64, TIMERFD_GETTIME64, TIMERFD_SETTIME64, UTIMENSAT_TIME64, PSELECT6_TIME64,
-    PPOLL_TIME64, IO_PGETEVENTS, IO_PGETEVENTS_TIME64, RECVMMSG_TIME64, MQ_TIMEDSEND_TIME64,
-    MQ_TIMEDRECEIVE_TIME64, SEMTIMEDOP_TIME64, RT_SIGTIMEDWAIT_TIME64, FUTEX_TIME64,
-    SCHED_RR_GET_INTERVAL_TIME64,
+    IO_PGETEVENTS,
     // glibc sets the thread pointer with set_tls at start-up: without it nothing runs.
     ARM_BREAKPOINT, ARM_CACHEFLUSH, ARM_SET_TLS,
 ];
 
-pub const CLOCK_GETTIME64: c_long = 403;
-pub const CLOCK_GETRES_TIME64: c_long = 406;
-pub const CLOCK_NANOSLEEP_TIME64: c_long = 407;
-pub const TIMER_GETTIME64: c_long = 408;
-pub const TIMER_SETTIME64: c_long = 409;
-pub const TIMERFD_GETTIME64: c_long = 410;
-pub const TIMERFD_SETTIME64: c_long = 411;
-pub const UTIMENSAT_TIME64: c_long = 412;
-pub const PSELECT6_TIME64: c_long = 413;
-pub const PPOLL_TIME64: c_long = 414;
+/// The first syscall number of this ABI (`common::TIME64` counts from it).
+pub const NR_BASE: c_long = 0;
 pub const IO_PGETEVENTS: c_long = 399;
-pub const IO_PGETEVENTS_TIME64: c_long = 416;
-pub const RECVMMSG_TIME64: c_long = 417;
-pub const MQ_TIMEDSEND_TIME64: c_long = 418;
-pub const MQ_TIMEDRECEIVE_TIME64: c_long = 419;
-pub const SEMTIMEDOP_TIME64: c_long = 420;
-pub const RT_SIGTIMEDWAIT_TIME64: c_long = 421;
-pub const FUTEX_TIME64: c_long = 422;
-pub const SCHED_RR_GET_INTERVAL_TIME64: c_long = 423;
 pub const ARM_BREAKPOINT: c_long = 0x0f_0001;
 pub const ARM_CACHEFLUSH: c_long = 0x0f_0002;
 pub const ARM_SET_TLS: c_long = 0x0f_0005;

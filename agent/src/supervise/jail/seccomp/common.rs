@@ -49,3 +49,49 @@ pub const COMMON: &[c_long] = &[
     SYS_tkill, SYS_truncate, SYS_umask, SYS_uname, SYS_unlinkat, SYS_utimensat, SYS_vmsplice,
     SYS_waitid,
 ];
+
+/// The *_time64 calls of 64-bit time on 32-bit targets (armv7, MIPS o32): glibc tries them
+/// first and falls back only on ENOSYS, so an EPERM here would break every time function.
+/// Missing from the libc crate; the same numbers above each ABI's base on every 32-bit target
+/// (the kernel's uapi/asm-generic/unistd.h, 403 to 423).
+#[cfg(target_pointer_width = "32")]
+#[rustfmt::skip]
+pub const TIME64: &[c_long] = &[
+    CLOCK_GETTIME64, CLOCK_GETRES_TIME64, CLOCK_NANOSLEEP_TIME64, TIMER_GETTIME64,
+    TIMER_SETTIME64, TIMERFD_GETTIME64, TIMERFD_SETTIME64, UTIMENSAT_TIME64, PSELECT6_TIME64,
+    PPOLL_TIME64, IO_PGETEVENTS_TIME64, RECVMMSG_TIME64, MQ_TIMEDSEND_TIME64,
+    MQ_TIMEDRECEIVE_TIME64, SEMTIMEDOP_TIME64, RT_SIGTIMEDWAIT_TIME64, FUTEX_TIME64,
+    SCHED_RR_GET_INTERVAL_TIME64,
+];
+
+/// No *_time64 calls where time_t has always been 64 bits.
+#[cfg(not(target_pointer_width = "32"))]
+pub const TIME64: &[c_long] = &[];
+
+#[cfg(target_pointer_width = "32")]
+pub use time64::*;
+
+#[cfg(target_pointer_width = "32")]
+mod time64 {
+    use super::super::arch::NR_BASE;
+    use libc::c_long;
+
+    pub const CLOCK_GETTIME64: c_long = NR_BASE + 403;
+    pub const CLOCK_GETRES_TIME64: c_long = NR_BASE + 406;
+    pub const CLOCK_NANOSLEEP_TIME64: c_long = NR_BASE + 407;
+    pub const TIMER_GETTIME64: c_long = NR_BASE + 408;
+    pub const TIMER_SETTIME64: c_long = NR_BASE + 409;
+    pub const TIMERFD_GETTIME64: c_long = NR_BASE + 410;
+    pub const TIMERFD_SETTIME64: c_long = NR_BASE + 411;
+    pub const UTIMENSAT_TIME64: c_long = NR_BASE + 412;
+    pub const PSELECT6_TIME64: c_long = NR_BASE + 413;
+    pub const PPOLL_TIME64: c_long = NR_BASE + 414;
+    pub const IO_PGETEVENTS_TIME64: c_long = NR_BASE + 416;
+    pub const RECVMMSG_TIME64: c_long = NR_BASE + 417;
+    pub const MQ_TIMEDSEND_TIME64: c_long = NR_BASE + 418;
+    pub const MQ_TIMEDRECEIVE_TIME64: c_long = NR_BASE + 419;
+    pub const SEMTIMEDOP_TIME64: c_long = NR_BASE + 420;
+    pub const RT_SIGTIMEDWAIT_TIME64: c_long = NR_BASE + 421;
+    pub const FUTEX_TIME64: c_long = NR_BASE + 422;
+    pub const SCHED_RR_GET_INTERVAL_TIME64: c_long = NR_BASE + 423;
+}

@@ -1,8 +1,7 @@
 //! 32-bit MIPS (o32, numbers from 4000): the 32-bit variants (_llseek, mmap2, fstat64,
-//! fcntl64, send/recv), the multiplexed ipc call (glibc for kernels before 5.1), the *_time64
-//! calls (glibc tries them first and falls back only on ENOSYS: an EPERM here would break
-//! every time function), set_thread_area (the TLS pointer, set by glibc at start-up) and
-//! cacheflush. Not sysmips (MIPS_ATOMIC_SET for CPUs without ll/sc, unused by today's libcs).
+//! fcntl64, send/recv), the multiplexed ipc call (glibc for kernels before 5.1),
+//! set_thread_area (the TLS pointer, set by glibc at start-up) and cacheflush; its *_time64
+//! calls are `common::TIME64`. Not sysmips (MIPS_ATOMIC_SET for CPUs without ll/sc, unused by today's libcs).
 
 use libc::*;
 
@@ -19,34 +18,14 @@ pub const ARCH: &[c_long] = &[
     SYS_sync_file_range, SYS_time, SYS_truncate64, SYS_unlink, SYS_utime, SYS_utimes,
     SYS_waitpid,
     // Missing from the libc crate; numbers from the kernel's asm/unistd_o32.h.
-    CLOCK_GETTIME64, CLOCK_GETRES_TIME64, CLOCK_NANOSLEEP_TIME64, TIMER_GETTIME64,
-    TIMER_SETTIME64, TIMERFD_GETTIME64, TIMERFD_SETTIME64, UTIMENSAT_TIME64, PSELECT6_TIME64,
-    PPOLL_TIME64, IO_PGETEVENTS, IO_PGETEVENTS_TIME64, RECVMMSG_TIME64, MQ_TIMEDSEND_TIME64,
-    MQ_TIMEDRECEIVE_TIME64, SEMTIMEDOP_TIME64, RT_SIGTIMEDWAIT_TIME64, FUTEX_TIME64,
-    SCHED_RR_GET_INTERVAL_TIME64,
+    IO_PGETEVENTS,
     // The direct SysV IPC calls (Linux 5.1) beside ipc.
     SEMGET, SEMCTL, SHMGET, SHMCTL, SHMAT, SHMDT, MSGGET, MSGSND, MSGRCV, MSGCTL,
 ];
 
-pub const CLOCK_GETTIME64: c_long = 4403;
-pub const CLOCK_GETRES_TIME64: c_long = 4406;
-pub const CLOCK_NANOSLEEP_TIME64: c_long = 4407;
-pub const TIMER_GETTIME64: c_long = 4408;
-pub const TIMER_SETTIME64: c_long = 4409;
-pub const TIMERFD_GETTIME64: c_long = 4410;
-pub const TIMERFD_SETTIME64: c_long = 4411;
-pub const UTIMENSAT_TIME64: c_long = 4412;
-pub const PSELECT6_TIME64: c_long = 4413;
-pub const PPOLL_TIME64: c_long = 4414;
+/// The first syscall number of this ABI (`common::TIME64` counts from it).
+pub const NR_BASE: c_long = 4000;
 pub const IO_PGETEVENTS: c_long = 4368;
-pub const IO_PGETEVENTS_TIME64: c_long = 4416;
-pub const RECVMMSG_TIME64: c_long = 4417;
-pub const MQ_TIMEDSEND_TIME64: c_long = 4418;
-pub const MQ_TIMEDRECEIVE_TIME64: c_long = 4419;
-pub const SEMTIMEDOP_TIME64: c_long = 4420;
-pub const RT_SIGTIMEDWAIT_TIME64: c_long = 4421;
-pub const FUTEX_TIME64: c_long = 4422;
-pub const SCHED_RR_GET_INTERVAL_TIME64: c_long = 4423;
 pub const SEMGET: c_long = 4393;
 pub const SEMCTL: c_long = 4394;
 pub const SHMGET: c_long = 4395;

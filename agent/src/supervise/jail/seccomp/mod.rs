@@ -14,9 +14,10 @@
 //!   needs.
 //!
 //! The syscall set differs per architecture (aarch64 has no open/stat/fork; armv7 and MIPS o32
-//! have the 32-bit and *_time64 variants): a table per target beside the common one. A
-//! syscall made through another ABI than the target's (x32 on x86_64, n32 on mips64) kills the
-//! process: the numbers here are only right for the target's own ABI.
+//! have the 32-bit and *_time64 variants): a table per target beside the common one, which
+//! also holds the *_time64 list the 32-bit targets share. A syscall made through another ABI
+//! than the target's (x32 on x86_64, n32 on mips64) kills the process: the numbers here are
+//! only right for the target's own ABI.
 //!
 //! Matching is linear (one comparison per allowed syscall, the frequent ones first): the app's
 //! program has about 800 instructions on x86_64
@@ -111,7 +112,11 @@ const SOCKET_FAMILIES: [u32; 37] = [
 
 /// Every syscall the app may make whatever its arguments, on this target.
 pub fn app_allowed() -> impl Iterator<Item = libc::c_long> {
-    common::COMMON.iter().chain(arch::ARCH).copied()
+    common::COMMON
+        .iter()
+        .chain(arch::ARCH)
+        .chain(common::TIME64)
+        .copied()
 }
 
 /// The app's policy (see the module comment).
@@ -157,7 +162,12 @@ pub fn app_policy() -> Policy {
             Action::Allow,
         )
     }));
-    rules.extend(arch::ARCH.iter().map(|&nr| Rule::new(nr, Action::Allow)));
+    rules.extend(
+        arch::ARCH
+            .iter()
+            .chain(common::TIME64)
+            .map(|&nr| Rule::new(nr, Action::Allow)),
+    );
     Policy {
         rules,
         default: EPERM,

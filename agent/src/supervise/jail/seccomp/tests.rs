@@ -53,7 +53,8 @@ fn needed_here() -> Vec<libc::c_long> {
     ]);
     #[cfg(target_arch = "aarch64")]
     v.extend([libc::SYS_mmap, libc::SYS_newfstatat, 38 /* renameat */]);
-    #[cfg(target_arch = "arm")]
+    // The 32-bit targets: the 32-bit variants and the *_time64 calls.
+    #[cfg(any(target_arch = "arm", target_arch = "mips"))]
     v.extend([
         libc::SYS_mmap2,
         libc::SYS__llseek,
@@ -63,32 +64,19 @@ fn needed_here() -> Vec<libc::c_long> {
         libc::SYS_sigreturn,
         libc::SYS_send,
         libc::SYS_recv,
-        libc::SYS_getuid32,
         libc::SYS_sendfile64,
-        arch::CLOCK_GETTIME64,
-        arch::FUTEX_TIME64,
-        arch::PPOLL_TIME64,
-        arch::ARM_SET_TLS,
-        arch::ARM_CACHEFLUSH,
+        common::CLOCK_GETTIME64,
+        common::FUTEX_TIME64,
+        common::PPOLL_TIME64,
     ]);
+    #[cfg(target_arch = "arm")]
+    v.extend([libc::SYS_getuid32, arch::ARM_SET_TLS, arch::ARM_CACHEFLUSH]);
     #[cfg(target_arch = "mips")]
     v.extend([
-        libc::SYS_mmap2,
-        libc::SYS__llseek,
-        libc::SYS_fstat64,
-        libc::SYS_fstatat64,
-        libc::SYS_fcntl64,
-        libc::SYS_sigreturn,
-        libc::SYS_send,
-        libc::SYS_recv,
         libc::SYS_waitpid,
         libc::SYS_ipc,
         libc::SYS_set_thread_area,
         libc::SYS_cacheflush,
-        libc::SYS_sendfile64,
-        arch::CLOCK_GETTIME64,
-        arch::FUTEX_TIME64,
-        arch::PPOLL_TIME64,
         arch::SEMGET,
     ]);
     #[cfg(target_arch = "mips64")]
