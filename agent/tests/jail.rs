@@ -673,8 +673,7 @@ fn the_init_holds_only_stdio_and_its_status_pipe() {
 }
 
 /// The agent tests take turns: EU ids start at eu-1 in every world, and a jail's host-side
-/// veth (`cpv-eu-N`) and run directory (`<tmp>/cpevisor-eu-N`) are named after the EU, as
-/// they may be on a board with one agent.
+/// veth (`cpv-eu-N`) is named after the EU, as it may be on a board with one agent.
 static ONE_AGENT_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn one_agent_at_a_time() -> std::sync::MutexGuard<'static, ()> {
@@ -866,8 +865,8 @@ fn agent_runs_jail_apps_with_the_same_lifecycle() {
     }
 }
 
-/// How many jail runners the agents of these tests have running (their specs live in
-/// `<tmp>/cpevisor-eu-N/`; the runner-only tests use other paths).
+/// How many jail runners the agents of these tests have running (their specs live in the
+/// world's run directory, `<world>/run/eu-N/jail.json`; the runner-only tests use other paths).
 fn agent_jail_runners() -> usize {
     let Ok(rd) = fs::read_dir("/proc") else {
         return 0;
@@ -877,7 +876,7 @@ fn agent_jail_runners() -> usize {
         .filter(|e| {
             let cmd = fs::read(e.path().join("cmdline")).unwrap_or_default();
             let cmd = String::from_utf8_lossy(&cmd);
-            cmd.contains("jail-exec") && cmd.contains("cpevisor-eu-")
+            cmd.contains("jail-exec") && cmd.contains("/run/eu-")
         })
         .count()
 }

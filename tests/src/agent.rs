@@ -323,13 +323,15 @@ pub fn wait_eu_status(
     }
 }
 
+/// The agent's run directory on the boards (agent/src/lifecycle/config.rs, run_dir as root).
+pub const RUN_DIR: &str = "/run/cpevisor";
+
 /// The app's address on its tap link: what the agent gave the guest as `cpevisor.ip=` in the
-/// VM description it wrote for the VMM (`$TMPDIR/cpevisor-<eu>/vm.json`).
+/// VM description it wrote for the VMM (`<run_dir>/<eu>/vm.json`; the firmware's agent runs as
+/// root, so its run directory is `/run/cpevisor`).
 pub fn app_address(vm: &mut BoardVm, eu_id: &str) -> Result<String, String> {
     let out = vm.run_ok(
-        &format!(
-            "sed -n 's/.*cpevisor\\.ip=\\([0-9.]*\\)\\/.*/\\1/p' /tmp/cpevisor-{eu_id}/vm.json"
-        ),
+        &format!("sed -n 's/.*cpevisor\\.ip=\\([0-9.]*\\)\\/.*/\\1/p' {RUN_DIR}/{eu_id}/vm.json"),
         Duration::from_secs(30),
     )?;
     // The board's kernel may print to the console in the middle of the command's output (seen:
@@ -338,7 +340,7 @@ pub fn app_address(vm: &mut BoardVm, eu_id: &str) -> Result<String, String> {
         .rev()
         .find_map(|l| l.trim().parse::<std::net::Ipv4Addr>().ok())
         .map(|a| a.to_string())
-        .ok_or_else(|| format!("no cpevisor.ip= in /tmp/cpevisor-{eu_id}/vm.json: {out:?}"))
+        .ok_or_else(|| format!("no cpevisor.ip= in {RUN_DIR}/{eu_id}/vm.json: {out:?}"))
 }
 
 /// Fetches `http://ADDR/status` from the board until the app answers; returns the page.
