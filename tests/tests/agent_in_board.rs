@@ -2,7 +2,10 @@
 //! app's signed package from a server on the host, runs it as a microVM (cpevisor-vmm on the
 //! board's KVM), the app answers over its tap link with the token of the version installed; the
 //! board is rebooted on the same flash image and, without any command, the app is Active and
-//! answers again; then an update to 1.1 answers with 1.1's token. Bad input first: a package
+//! answers again; then an update to 1.1 (its package carries another token on its blank disk)
+//! runs 1.1 with the app's own disk carried over: it still answers with the token it had (a
+//! DU's persistent data survives an update, TR-181; the new package's disk seeds only new
+//! installs). Bad input first: a package
 //! signed by a key the firmware does not trust is refused with 7036 and leaves nothing installed
 //! or on the flash.
 //!
@@ -211,7 +214,8 @@ fn installed_app_runs_and_survives_a_reboot() {
     let list = wait_agent(&mut vm, AGENT).unwrap();
     assert_eq!(deployment_units(&list).len(), 1, "{list}");
 
-    // Update to 1.1 (another token on its disk): same DU and EU, the new version answers.
+    // Update to 1.1 (another token on its package's disk): same DU and EU, version 1.1, and
+    // the app's data disk is its own private copy, kept across the update.
     let uuid = du["uuid"].as_str().unwrap();
     let url = format!("http://10.0.2.2:{}/status-1.1.cpkg", server.port);
     let started = Instant::now();
@@ -222,6 +226,6 @@ fn installed_app_runs_and_survives_a_reboot() {
     println!("updated to 1.1 in {:.1?}", done.took);
     assert_eq!(updated["uuid"], uuid, "{updated}");
     assert_eq!(updated["version"], "1.1", "{updated}");
-    let after = app_answers(&mut vm, &sample_token("1.1"), started, "the update began");
+    let after = app_answers(&mut vm, &sample_token("1.0"), started, "the update began");
     assert_eq!(after, eu_id, "the EUID changed across the update");
 }
