@@ -41,4 +41,5 @@ pub mod dm;
 pub mod endpoint;
 pub mod retry;
 pub mod session;
+pub mod topic_auth;
 pub mod ws_session;
