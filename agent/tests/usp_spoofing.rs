@@ -299,7 +299,8 @@ fn the_agent_refuses_mixed_roles_on_the_bare_topic() {
         .unwrap(),
     )
     .unwrap();
-    let out = std::process::Command::new(agentd::DAEMON)
+    let stderr = world.root.join("mixed.err");
+    let mut child = std::process::Command::new(agentd::DAEMON)
         .arg("--state-dir")
         .arg(world.root.join("state-mixed"))
         .arg("--config")
@@ -308,10 +309,28 @@ fn the_agent_refuses_mixed_roles_on_the_bare_topic() {
         .arg(world.root.join("mixed.sock"))
         .arg("--usp")
         .arg(&usp_file)
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&stderr).unwrap())
+        .spawn()
         .expect("cpevisord");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    // An agent that accepts the config runs on: it must have exited by the deadline.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "cpevisord started with mixed roles on the bare topic:\n{}",
+                fs::read_to_string(&stderr).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err = fs::read_to_string(&stderr).unwrap();
+    assert_eq!(status.code(), Some(2), "{err}");
     assert!(
         err.contains(&format!("{RO} could act as {FULL}")),
         "stderr: {err}"

@@ -620,6 +620,28 @@ mod tests {
     use super::*;
     use crate::mqtt::{Event, MqttClient};
 
+    /// The generated ACL: the fixed patterns, then one `user` block per controller with the one
+    /// topic it may write; CNs that would break the file or the topic are refused by name.
+    #[test]
+    fn the_acl_lists_what_each_controller_may_write() {
+        let acl = usp_acl(&[
+            AclController::new("acs", ControllerTopic::AgentTopic),
+            AclController::new("self::ops", ControllerTopic::IdentitySubTopic),
+        ])
+        .unwrap();
+        assert!(acl.contains(USP_ACL_PATTERNS));
+        assert!(!acl.contains("pattern write usp/agent/"), "{acl}");
+        assert!(acl.ends_with(
+            "\nuser acs\ntopic write usp/agent/+\n\nuser self::ops\ntopic write usp/agent/+/self::ops\n"
+        ));
+        for bad in ["", "a b", "a/b", "a+", "#", "x\ntopic write #"] {
+            let err = usp_acl(&[AclController::new(bad, ControllerTopic::AgentTopic)]).unwrap_err();
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+        }
+        let twice = vec![AclController::new("a", ControllerTopic::AgentTopic); 2];
+        assert!(usp_acl(&twice).unwrap_err().contains("listed twice"));
+    }
+
     /// A board connects to 10.0.2.2 and checks the certificate against that name: the same
     /// listener must pass that check (reached here through 127.0.0.1, as slirp does).
     #[test]
