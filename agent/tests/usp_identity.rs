@@ -2,8 +2,8 @@
 //! the agent cannot see a controller's certificate: a Record's `from_id` alone would let any
 //! client the broker admits speak as any controller. With `identity` configured, a controller's
 //! Records count only on `usp/agent/<agent>/<identity>`, a topic the broker's ACL
-//! (`broker::USP_ACL`, `pattern write usp/agent/+/%u`) lets only the client whose certificate
-//! CN is `<identity>` write. Here a read-only controller tries to pass for the full-access one:
+//! (`broker::usp_acl`, `IdentitySubTopic`: `topic write usp/agent/+/<CN>`) lets only the client
+//! whose certificate CN is `<identity>` write. Here a read-only controller tries to pass for the full-access one:
 //! on its own sub-topic, on the other's sub-topic and on the bare topic. Nothing changes, and
 //! the full-access controller still manages the agent.
 
@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use agentd::World;
-use cpevisor_usp::broker::{BrokerOptions, TestBroker};
+use cpevisor_usp::broker::{AclController, BrokerOptions, ControllerTopic, TestBroker};
 use cpevisor_usp::mqtt::{Event, MqttClient, USP_CONTENT_TYPE};
 use cpevisor_usp::proto::set::{UpdateObject, UpdateParamSetting};
 use cpevisor_usp::proto::{Msg, Record};
@@ -92,6 +92,10 @@ fn a_controller_cannot_speak_for_another() {
     let mut world = World::new("usp-ident");
     let options = BrokerOptions {
         usp_acl: true,
+        acl_controllers: vec![
+            AclController::new(FULL, ControllerTopic::IdentitySubTopic),
+            AclController::new(RO, ControllerTopic::IdentitySubTopic),
+        ],
         ..BrokerOptions::default()
     };
     let broker = TestBroker::start_with(&world.root.join("broker"), &options).expect("mosquitto");

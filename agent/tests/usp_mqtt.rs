@@ -69,7 +69,11 @@ fn controller_manages_an_agent_over_mosquitto() {
     let broker = TestBroker::start(&world.root.join("broker")).expect("mosquitto");
     let agent_id = broker.identity(AGENT).unwrap();
     let ctl = ctl_config(&broker, &world.root, CTL_ID, true, persistent());
-    let ro = ctl_config(&broker, &world.root, RO_ID, true, persistent());
+    // The read-only controller publishes under its identity: on the bare topic it could pass
+    // for the full-access one, and the agent refuses such a config (usp_spoofing.rs).
+    let mut ro_extra = persistent();
+    ro_extra["identity"] = json!(RO_ID);
+    let ro = ctl_config(&broker, &world.root, RO_ID, true, ro_extra);
     let usp_file = world.root.join("usp.json");
     fs::write(
         &usp_file,
@@ -79,7 +83,7 @@ fn controller_manages_an_agent_over_mosquitto() {
             "endpoint_id": AGENT,
             "controllers": [
                 {"endpoint_id": CTL_ID, "role": "FullAccess"},
-                {"endpoint_id": RO_ID, "role": "ReadOnly"},
+                {"endpoint_id": RO_ID, "role": "ReadOnly", "identity": RO_ID},
             ],
             "device_info": {"manufacturer": "Example Networks", "manufacturer_oui": "012345",
                             "model_name": "test-board", "product_class": "HomeGateway",

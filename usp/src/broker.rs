@@ -44,23 +44,94 @@ pub struct BrokerOptions {
     pub message_size_limit: u32,
     /// Also open a plain-TCP listener without authentication (for tests of the codec alone).
     pub plain_listener: bool,
-    /// The USP topic ACL on the TLS listener (`USP_ACL`): each client, named by its certificate's
-    /// CN, reads only its own `usp/agent/<CN>[/+]` or `usp/controller/<CN>` topic and writes
-    /// under `usp/agent/<any>/` only as `<CN>`. Off: every authenticated client may use any topic.
+    /// The USP topic ACL on the TLS listener ([`usp_acl`] of `acl_controllers`): each client,
+    /// named by its certificate's CN, reads only its own `usp/agent/<CN>[/+]` or
+    /// `usp/controller/<CN>` topic; only the listed controllers write to agents' topics. Off:
+    /// every authenticated client may use any topic.
     pub usp_acl: bool,
+    /// The controllers the ACL lets write to agents (with `usp_acl`).
+    pub acl_controllers: Vec<AclController>,
+    /// mosquitto `log_type debug`: the log then names every refused PUBLISH ("Denied PUBLISH
+    /// from <client id>"), which ACL tests wait for.
+    pub debug_log: bool,
 }
 
-/// The mosquitto ACL `BrokerOptions::usp_acl` installs (`%u` is the certificate's CN). A
-/// controller writes requests to `usp/agent/<agent>/<its CN>`, a topic no one else may write:
-/// the agent takes the suffix as the sender's identity. Agents write to controllers' topics.
-pub const USP_ACL: &str = "\
+/// The part of the USP ACL that is the same for every deployment (`%u` is the client
+/// certificate's CN, mosquitto `use_identity_as_username`): an agent reads its own topic
+/// `usp/agent/<CN>` and the identity sub-topics below it, and writes to controllers' topics; a
+/// controller reads its own `usp/controller/<CN>`. Nobody writes to an agent's topic by this
+/// part: [`usp_acl`] adds that, per configured controller.
+pub const USP_ACL_PATTERNS: &str = "\
 pattern read usp/agent/%u
 pattern read usp/agent/%u/+
-pattern write usp/agent/+
-pattern write usp/agent/+/%u
-pattern read usp/controller/%u
 pattern write usp/controller/+
+pattern read usp/controller/%u
 ";
+
+/// Where a controller publishes its requests to an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControllerTopic {
+    /// The agent's own topic `usp/agent/<agent>`, as every TR-369 controller does. The agent
+    /// cannot tell apart the controllers that write there: all those it accepts on that topic
+    /// must have the same role (the agent refuses a config that mixes them).
+    AgentTopic,
+    /// `usp/agent/<agent>/<CN>` (`cpevisorctl usp --identity CN`): the agent takes the suffix as
+    /// the sender, and only this certificate may write it.
+    IdentitySubTopic,
+}
+
+/// A controller certificate the ACL lets write to agents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AclController {
+    /// The certificate's CN (the user name mosquitto gives the client).
+    pub cn: String,
+    pub topic: ControllerTopic,
+}
+
+impl AclController {
+    pub fn new(cn: &str, topic: ControllerTopic) -> AclController {
+        AclController {
+            cn: cn.to_string(),
+            topic,
+        }
+    }
+}
+
+/// The mosquitto `acl_file` for a USP deployment: [`USP_ACL_PATTERNS`], then one `user` block per
+/// controller that may write to agents: `topic write usp/agent/+` for
+/// [`ControllerTopic::AgentTopic`], `topic write usp/agent/+/<CN>` for
+/// [`ControllerTopic::IdentitySubTopic`]. Any other client the broker admits (any certificate of
+/// the same CA) can write to no agent at all. A CN that would not be one plain ACL token and one
+/// topic level (empty, whitespace, control characters, `/`, `+`, `#`) is refused, naming it.
+pub fn usp_acl(controllers: &[AclController]) -> Result<String, String> {
+    let mut acl = String::from(
+        "# USP topic ACL (cpevisor): the CN of each client certificate is its user name.\n",
+    );
+    acl.push_str(USP_ACL_PATTERNS);
+    for (i, c) in controllers.iter().enumerate() {
+        let cn = &c.cn;
+        let plain = !cn.is_empty()
+            && cn.len() <= 256
+            && !cn
+                .chars()
+                .any(|ch| ch.is_whitespace() || ch.is_control() || "/+#".contains(ch));
+        if !plain {
+            return Err(format!(
+                "controller certificate CN {cn:?}: must be 1-256 bytes without whitespace, \
+                 control characters, '/', '+' or '#' (it becomes an ACL user and a topic level)"
+            ));
+        }
+        if controllers[..i].iter().any(|o| o.cn == *cn) {
+            return Err(format!("controller certificate CN {cn:?} listed twice"));
+        }
+        let topic = match c.topic {
+            ControllerTopic::AgentTopic => "usp/agent/+".to_string(),
+            ControllerTopic::IdentitySubTopic => format!("usp/agent/+/{cn}"),
+        };
+        acl.push_str(&format!("\nuser {cn}\ntopic write {topic}\n"));
+    }
+    Ok(acl)
+}
 
 impl Default for BrokerOptions {
     fn default() -> Self {
@@ -71,6 +142,8 @@ impl Default for BrokerOptions {
             message_size_limit: 0,
             plain_listener: false,
             usp_acl: false,
+            acl_controllers: Vec::new(),
+            debug_log: false,
         }
     }
 }
@@ -359,6 +432,9 @@ impl TestBroker {
              connection_messages true\nmax_inflight_messages {}\n",
             o.max_inflight
         );
+        if o.debug_log {
+            conf.push_str("log_type debug\n");
+        }
         // As root, mosquitto would switch to user "mosquitto", who cannot read our keys.
         if std::env::var("USER").as_deref() == Ok("root") || is_root() {
             conf.push_str("user root\n");
@@ -379,7 +455,9 @@ impl TestBroker {
             self.port
         ));
         if o.usp_acl {
-            fs::write(self.dir.join("acl"), USP_ACL)?;
+            let acl = usp_acl(&o.acl_controllers)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            fs::write(self.dir.join("acl"), acl)?;
             conf.push_str(&format!("acl_file {d}/acl\n"));
         }
         limits(&mut conf);
@@ -541,6 +619,28 @@ impl Drop for TestBroker {
 mod tests {
     use super::*;
     use crate::mqtt::{Event, MqttClient};
+
+    /// The generated ACL: the fixed patterns, then one `user` block per controller with the one
+    /// topic it may write; CNs that would break the file or the topic are refused by name.
+    #[test]
+    fn the_acl_lists_what_each_controller_may_write() {
+        let acl = usp_acl(&[
+            AclController::new("acs", ControllerTopic::AgentTopic),
+            AclController::new("self::ops", ControllerTopic::IdentitySubTopic),
+        ])
+        .unwrap();
+        assert!(acl.contains(USP_ACL_PATTERNS));
+        assert!(!acl.contains("pattern write usp/agent/"), "{acl}");
+        assert!(acl.ends_with(
+            "\nuser acs\ntopic write usp/agent/+\n\nuser self::ops\ntopic write usp/agent/+/self::ops\n"
+        ));
+        for bad in ["", "a b", "a/b", "a+", "#", "x\ntopic write #"] {
+            let err = usp_acl(&[AclController::new(bad, ControllerTopic::AgentTopic)]).unwrap_err();
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+        }
+        let twice = vec![AclController::new("a", ControllerTopic::AgentTopic); 2];
+        assert!(usp_acl(&twice).unwrap_err().contains("listed twice"));
+    }
 
     /// A board connects to 10.0.2.2 and checks the certificate against that name: the same
     /// listener must pass that check (reached here through 127.0.0.1, as slirp does).

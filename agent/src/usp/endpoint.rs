@@ -42,6 +42,8 @@ pub struct Endpoint {
     logged_strangers: HashSet<String>,
     /// Notifications sent with send_resp, until their NotifyResp (R-NOT.1, R-NOT.6a).
     retries: Retries,
+    /// MQTT: a controller without `identity` counts only on the bare topic (no peer identity).
+    unnamed_on_bare_topic_only: bool,
 }
 
 fn param_errors<T>(errs: &[ParamError], make: impl Fn(String, u32, String) -> T) -> Vec<T> {
@@ -95,7 +97,14 @@ impl Endpoint {
             logged_foreign: false,
             logged_strangers: HashSet::new(),
             retries: Retries::default(),
+            unnamed_on_bare_topic_only: false,
         }
+    }
+
+    /// MQTT, where the identity is a topic suffix: else a client that may write its own
+    /// `<topic>/<CN>` could put an identity-less controller's EndpointID in `from_id`.
+    pub fn bind_unnamed_controllers_to_bare_topic(&mut self) {
+        self.unnamed_on_bare_topic_only = true;
     }
 
     /// The retry schedule of notifications sent with send_resp (R-NOT.1's m and k).
@@ -188,8 +197,11 @@ impl Endpoint {
             .cloned();
         let ok = match &c {
             Some(c) => {
-                (c.identity.is_none() || c.identity.as_deref() == peer_identity)
-                    && self.dm.controller_enabled(&c.endpoint_id)
+                let identity_ok = match c.identity.as_deref() {
+                    Some(want) => peer_identity == Some(want),
+                    None => peer_identity.is_none() || !self.unnamed_on_bare_topic_only,
+                };
+                identity_ok && self.dm.controller_enabled(&c.endpoint_id)
             }
             None => false,
         };

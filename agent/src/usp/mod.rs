@@ -34,11 +34,12 @@
 //! - ValueChange is produced for `ExecutionUnit.{i}.Status` only (from the agent's events).
 //! - Records from an endpoint that is not a configured controller, or without the transport
 //!   identity (certificate CN) its config names, get no answer at all; Records for another
-//!   endpoint are dropped (logged once).
+//!   endpoint are dropped (logged once). Over MQTT the identity is the topic (`topic_auth`).
 
 pub mod config;
 pub mod dm;
 pub mod endpoint;
 pub mod retry;
 pub mod session;
+pub mod topic_auth;
 pub mod ws_session;

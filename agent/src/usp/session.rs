@@ -27,6 +27,7 @@ use serde::Deserialize;
 use super::config::{ControllerConfig, DeviceInfoConfig, Role, UspConfig};
 use super::dm::{DataModel, RebootHook};
 use super::endpoint::Endpoint;
+use super::topic_auth::check_bare_topic_roles;
 use super::ws_session::{self, WsTarget};
 use crate::lifecycle::Agent;
 
@@ -99,9 +100,10 @@ pub struct ControllerEntry {
     /// The identity the broker authenticated this controller as (its client certificate's CN,
     /// mosquitto `use_identity_as_username`). When set, its Records count only when they arrive
     /// on `<our topic>/<identity>`, a topic the broker's ACL lets no one else write
-    /// (`pattern write usp/agent/+/%u`): another client cannot speak for it by writing its
-    /// EndpointID into `from_id`. Unset: the `from_id` alone decides, and the broker's ACLs
-    /// must keep everyone but trusted controllers off our topic.
+    /// (`broker::usp_acl`, `IdentitySubTopic`). Unset (standard TR-369 controllers): its
+    /// Records count only on our bare topic, which the ACL lets only the listed controllers
+    /// write (`AgentTopic`); all controllers without `identity` must then have one role
+    /// (`topic_auth`).
     #[serde(default)]
     pub identity: Option<String>,
 }
@@ -197,7 +199,12 @@ impl UspFile {
                 return Err("reboot_command: give the program and its arguments".into());
             }
         }
-        self.usp_config().validate()
+        let usp = self.usp_config();
+        usp.validate()?;
+        if self.websocket.is_none() {
+            check_bare_topic_roles(&self.topic(), &usp.controllers)?;
+        }
+        Ok(())
     }
 
     pub fn topic(&self) -> String {
@@ -404,6 +411,8 @@ impl Session {
             }
         }
         let mut ep = endpoint;
+        check_bare_topic_roles(&own_topic, &ep.data_model().config().controllers)?;
+        ep.bind_unnamed_controllers_to_bare_topic();
         let configured: HashMap<String, String> = ep
             .data_model()
             .config()
@@ -607,7 +616,8 @@ mod tests {
         let f = file(
             r#"{"broker_host":"10.0.2.2","endpoint_id":"os::cpe-1",
                 "controllers":[{"endpoint_id":"self::ctl","role":"FullAccess"},
-                               {"endpoint_id":"self::ro","topic":"ops/ro","role":"ReadOnly"}]}"#,
+                               {"endpoint_id":"self::ro","topic":"ops/ro","role":"ReadOnly",
+                                "identity":"ro"}]}"#,
         )
         .unwrap();
         assert_eq!(f.broker_port, 8883);
@@ -618,7 +628,8 @@ mod tests {
             Some("usp/controller/self::ctl")
         );
         assert_eq!(cfg.controllers[1].reply_to.as_deref(), Some("ops/ro"));
-        assert!(cfg.controllers.iter().all(|c| c.identity.is_none()));
+        assert_eq!(cfg.controllers[0].identity, None);
+        assert_eq!(cfg.controllers[1].identity.as_deref(), Some("ro"));
         let m = f.mqtt_config().unwrap();
         assert!(m.tls.is_none());
         assert_eq!(m.client_id, "os::cpe-1");
@@ -643,6 +654,14 @@ mod tests {
         )
         .unwrap_err();
         assert!(dup.contains("listed twice"), "{dup}");
+        // A read-only controller beside a full-access one on the bare topic could act as it.
+        let mixed = r#"{"broker_host":"h","endpoint_id":"os::a","controllers":[
+                {"endpoint_id":"acs","role":"FullAccess"},{"endpoint_id":"ro","role":"ReadOnly"}
+                IDENT]}"#;
+        let err = file(&mixed.replace("IDENT", "")).unwrap_err();
+        assert!(err.contains("ro could act as acs"), "{err}");
+        let ro_sub = mixed.replace(r#""ReadOnly"}"#, r#""ReadOnly","identity":"ro-cn"}"#);
+        assert!(file(&ro_sub.replace("IDENT", "")).is_ok());
     }
 
     #[test]
