@@ -139,8 +139,7 @@ fn is_datetime(s: &str) -> bool {
         && b[4] == b'-'
         && b[10] == b'T'
         && s.ends_with('Z')
-        && b.iter()
-            .all(|c| c.is_ascii_digit() || b"-:.TZ".contains(c))
+        && b.iter().all(|c| c.is_ascii_digit() || b"-:.TZ".contains(c))
 }
 
 impl Expression {
@@ -558,7 +557,10 @@ mod tests {
             }
         };
         let e = exprs("Device.X.[Type == \"Normal\" && Count >= 2].");
-        assert_eq!((e[0].param.as_str(), e[0].value.as_str()), ("Type", "Normal"));
+        assert_eq!(
+            (e[0].param.as_str(), e[0].value.as_str()),
+            ("Type", "Normal")
+        );
         assert_eq!((e[1].param.as_str(), e[1].op), ("Count", Operator::Ge));
         assert!(e[0].holds("Normal") && e[1].holds("3") && !e[1].holds("1"));
 

@@ -484,8 +484,14 @@ mod eid_query_tests {
             Some("os::012345-CPE%2F1")
         );
         let req = request_with_eid("h", 1, "/usp?x=1", key, Some("self::a b"));
-        assert!(req.starts_with("GET /usp?x=1&eid=self::a%20b HTTP/1.1"), "{req}");
-        assert_eq!(request("h", 1, "/usp", key).lines().next(), Some("GET /usp HTTP/1.1"));
+        assert!(
+            req.starts_with("GET /usp?x=1&eid=self::a%20b HTTP/1.1"),
+            "{req}"
+        );
+        assert_eq!(
+            request("h", 1, "/usp", key).lines().next(),
+            Some("GET /usp HTTP/1.1")
+        );
 
         assert_eq!(query_eid("/usp").unwrap(), None);
         assert_eq!(query_eid("/usp?a=b").unwrap(), None);
@@ -493,7 +499,13 @@ mod eid_query_tests {
             query_eid("/usp?a=b&eid=proto%3A%3Actl").unwrap().as_deref(),
             Some("proto::ctl")
         );
-        for bad in ["/usp?eid=", "/usp?eid=%", "/usp?eid=%zz", "/usp?eid=%00x", "/usp?eid=%ff"] {
+        for bad in [
+            "/usp?eid=",
+            "/usp?eid=%",
+            "/usp?eid=%zz",
+            "/usp?eid=%00x",
+            "/usp?eid=%ff",
+        ] {
             assert!(query_eid(bad).is_err(), "{bad}");
         }
     }

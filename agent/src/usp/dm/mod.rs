@@ -3,6 +3,7 @@
 //! Operate, and the notifications its subscriptions ask for. Transport-free: the endpoint turns
 //! these results into USP messages.
 
+mod keys;
 mod notify;
 mod operate;
 pub mod persist;
@@ -1165,6 +1166,7 @@ fn plan_set(tree: &Tree, o: &ObjSettings) -> Result<Vec<SetPlan>, (UspError, Vec
             let checked = check_param(t.desc, name, value).and_then(|_| {
                 if t.desc.name == "Subscription" {
                     check_sub_value(name, value)
+                        .and_then(|_| keys::check_unique(tree, t, name, value))
                 } else {
                     Ok(())
                 }
