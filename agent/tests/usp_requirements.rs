@@ -1,7 +1,7 @@
 //! TR-369 1.4 requirements checked for usp/CONFORMANCE.md that no other test shows: search
 //! expressions as the specification writes them (R-ARC.9a whitespace, `~=`, typed constants),
-//! unique keys that stay unique under Set (R-KEY.2), and the controller's NotifyResp (R-NOT.8,
-//! R-NOT.10).
+//! unique keys that stay unique under Set (R-KEY.2), GetSupportedDM's element paths and flags,
+//! and the controller's NotifyResp (R-NOT.8, R-NOT.10).
 
 #[path = "common/agentd.rs"]
 mod agentd;
@@ -19,7 +19,8 @@ use cpevisor_agent::lifecycle::Agent;
 use cpevisor_agent::usp::config::{ControllerConfig, DeviceInfoConfig, Role, UspConfig};
 use cpevisor_agent::usp::dm::{DataModel, RebootHook};
 use cpevisor_agent::usp::endpoint::Endpoint;
-use cpevisor_usp::proto::{add, response, set, GetResp, Msg, Record};
+use cpevisor_usp::proto::get_supported_dm_resp::RequestedObjectResult;
+use cpevisor_usp::proto::{add, request, response, set, GetResp, GetSupportedDm, Msg, Record};
 use cpevisor_usp::record::{decode_msg, decode_record, encode_record, Limits};
 
 const AGENT_ID: &str = "os::012345-cpe0009";
@@ -245,4 +246,96 @@ fn controller_notify_resp_echoes_the_subscription_id() {
         Some(response::RespType::NotifyResp(r)) => assert_eq!(r.subscription_id, "sub-7"),
         other => panic!("not a NotifyResp: {other:?}"),
     }
+}
+
+fn supported(ep: &mut Endpoint, path: &str, unique_keys: bool) -> RequestedObjectResult {
+    let msg = Msg::request(
+        "gsdm",
+        request::ReqType::GetSupportedDm(GetSupportedDm {
+            obj_paths: vec![path.into()],
+            first_level_only: false,
+            return_commands: true,
+            return_events: true,
+            return_params: true,
+            return_unique_key_sets: unique_keys,
+        }),
+    );
+    match send(ep, &msg).response_body() {
+        Some(response::RespType::GetSupportedDmResp(r)) => r.req_obj_results[0].clone(),
+        other => panic!("{path}: not a GetSupportedDMResp: {other:?}"),
+    }
+}
+
+#[test]
+fn get_supported_dm_takes_element_paths_and_honours_its_flags() {
+    let w = World::new("usp-req-gsdm");
+    let mut ep = endpoint(&w);
+    // USP 1.3+: a command, event or parameter path reports that element of its object only.
+    let r = supported(&mut ep, "Device.SoftwareModules.InstallDU()", true);
+    assert_eq!(r.err_code, 0, "{}", r.err_msg);
+    assert_eq!(r.supported_objs.len(), 1, "{r:?}");
+    let o = &r.supported_objs[0];
+    assert_eq!(o.supported_obj_path, "Device.SoftwareModules.");
+    let cmds: Vec<&str> = o
+        .supported_commands
+        .iter()
+        .map(|c| c.command_name.as_str())
+        .collect();
+    assert_eq!(cmds, ["InstallDU()"]);
+    assert!(
+        o.supported_params.is_empty() && o.supported_events.is_empty(),
+        "{o:?}"
+    );
+
+    let r = supported(
+        &mut ep,
+        "Device.LocalAgent.Subscription.{i}.ReferenceList",
+        true,
+    );
+    assert_eq!(r.err_code, 0, "{}", r.err_msg);
+    let o = &r.supported_objs[0];
+    assert_eq!(o.supported_obj_path, "Device.LocalAgent.Subscription.{i}.");
+    assert!(o.is_multi_instance);
+    let params: Vec<&str> = o
+        .supported_params
+        .iter()
+        .map(|p| p.param_name.as_str())
+        .collect();
+    assert_eq!(params, ["ReferenceList"]);
+    assert!(
+        o.unique_key_sets.is_empty() && o.supported_commands.is_empty(),
+        "{o:?}"
+    );
+
+    let r = supported(&mut ep, "Device.Boot!", true);
+    assert_eq!(r.err_code, 0, "{}", r.err_msg);
+    assert_eq!(r.supported_objs[0].supported_events[0].event_name, "Boot!");
+    assert_eq!(r.supported_objs[0].supported_events.len(), 1);
+    assert!(r.supported_objs[0].supported_commands.is_empty());
+
+    // unique_key_sets only when return_unique_key_sets asks for them.
+    let with = supported(&mut ep, "Device.LocalAgent.Controller.", true);
+    assert_eq!(
+        with.supported_objs[0].unique_key_sets[0].key_names,
+        ["EndpointID"]
+    );
+    let without = supported(&mut ep, "Device.LocalAgent.Controller.", false);
+    assert!(
+        without.supported_objs[0].unique_key_sets.is_empty(),
+        "{without:?}"
+    );
+
+    // An instantiated path: the object must exist.
+    assert_eq!(
+        supported(&mut ep, "Device.LocalAgent.Controller.1.", true).err_code,
+        0
+    );
+    assert_eq!(
+        supported(&mut ep, "Device.LocalAgent.Controller.9.", true).err_code,
+        7026
+    );
+    assert_eq!(
+        supported(&mut ep, "Device.SoftwareModules.Nothing()", true).err_code,
+        7026
+    );
 }

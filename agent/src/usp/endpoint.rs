@@ -471,6 +471,7 @@ impl Endpoint {
             commands: g.return_commands,
             events: g.return_events,
             params: g.return_params,
+            unique_keys: g.return_unique_key_sets,
         };
         GetSupportedDmResp {
             req_obj_results: self

@@ -8,6 +8,7 @@ mod notify;
 mod operate;
 pub mod persist;
 pub mod schema;
+mod supported;
 pub mod tree;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -100,6 +101,8 @@ pub struct SupportedFilter {
     pub commands: bool,
     pub events: bool,
     pub params: bool,
+    /// `return_unique_key_sets`.
+    pub unique_keys: bool,
 }
 
 /// One object of a Set or Add request.
@@ -571,10 +574,11 @@ impl DataModel {
     }
 
     pub fn get_supported_dm(
-        &self,
+        &mut self,
         paths: &[String],
         filter: SupportedFilter,
     ) -> Vec<SupportedResult> {
+        let tree = self.materialize();
         paths
             .iter()
             .map(|p| {
@@ -583,7 +587,7 @@ impl DataModel {
                     err: None,
                     objects: Vec::new(),
                 };
-                match supported_one(p, filter) {
+                match supported::supported_one(&tree, p, filter) {
                     Ok(o) => r.objects = o,
                     Err(e) => r.err = Some(e),
                 }
@@ -982,80 +986,6 @@ fn instances_one(tree: &Tree, p: &str, first_level_only: bool) -> Result<PathVal
         }
     }
     Ok(out)
-}
-
-fn supported_one(p: &str, f: SupportedFilter) -> Result<Vec<SupportedObject>, UspError> {
-    let path = Path::parse(p)?;
-    let hit = tree::schema_of(&path)?;
-    if path.leaf != Leaf::Object {
-        return Err(UspError::new(
-            INVALID_PATH,
-            format!("{p}: GetSupportedDM takes object paths"),
-        ));
-    }
-    // The template form of the requested object: instances and wildcards become {i}.
-    let mut base = String::new();
-    let mut desc: &'static ObjDesc = &schema::DEVICE;
-    for (k, seg) in path.segments.iter().enumerate() {
-        if let cpevisor_usp::path::Segment::Name(n) = seg {
-            if k > 0 {
-                desc = desc.child(n).expect("schema_of checked it");
-            }
-            base.push_str(n);
-            base.push('.');
-            if desc.multi {
-                base.push_str("{i}.");
-            }
-        }
-    }
-    debug_assert!(std::ptr::eq(desc, hit.desc));
-    let mut out = Vec::new();
-    walk_supported(hit.desc, &base, f, 0, &mut out);
-    Ok(out)
-}
-
-fn walk_supported(
-    d: &'static ObjDesc,
-    path: &str,
-    f: SupportedFilter,
-    level: u32,
-    out: &mut Vec<SupportedObject>,
-) {
-    out.push(SupportedObject {
-        path: path.to_string(),
-        multi: d.multi,
-        add_delete: d.creatable,
-        unique_keys: schema::unique_key_names(d),
-        params: if f.params {
-            d.params
-                .iter()
-                .map(|p| (p.name, p.access, p.kind))
-                .collect()
-        } else {
-            Vec::new()
-        },
-        commands: if f.commands {
-            d.commands.iter().collect()
-        } else {
-            Vec::new()
-        },
-        events: if f.events {
-            d.events.iter().collect()
-        } else {
-            Vec::new()
-        },
-    });
-    if f.first_level_only && level >= 1 {
-        return;
-    }
-    for c in d.children {
-        let cp = if c.multi {
-            format!("{path}{}.{{i}}.", c.name)
-        } else {
-            format!("{path}{}.", c.name)
-        };
-        walk_supported(c, &cp, f, level + 1, out);
-    }
 }
 
 /// A Set validated for one instance.
