@@ -505,6 +505,8 @@ struct Manager {
     inflight: HashMap<u16, Vec<u8>>,
     inflight_max: usize,
     next_session: u64,
+    /// The Client Identifier the server assigned when we had none configured.
+    assigned_client_id: Option<String>,
 }
 
 impl Manager {
@@ -516,6 +518,7 @@ impl Manager {
             inflight: HashMap::new(),
             inflight_max: MAX_INFLIGHT,
             next_session: 0,
+            assigned_client_id: None,
         }
     }
 
@@ -584,8 +587,14 @@ impl Manager {
             config.connect_timeout,
         )
         .map_err(|e| format!("connect to {}:{}: {e}", config.host, config.port))?;
+        // With no configured ClientId, the one the server assigned the first time is ours from
+        // then on (TR-369 R-MQTT.9, R-MQTT.11).
+        let client_id = match &self.assigned_client_id {
+            Some(id) if config.client_id.is_empty() => id.clone(),
+            _ => config.client_id.clone(),
+        };
         let connect = Connect {
-            client_id: config.client_id.clone(),
+            client_id,
             clean_start: config.session_expiry_s == 0,
             keep_alive_s: config.keep_alive.as_secs() as u16,
             session_expiry_s: config.session_expiry_s,
@@ -647,6 +656,9 @@ impl Manager {
         self.inflight_max = MAX_INFLIGHT.min(ack.receive_maximum.unwrap_or(u16::MAX).into());
         if ack.response_information.is_some() {
             *lock(&self.shared.response_information) = ack.response_information.clone();
+        }
+        if config.client_id.is_empty() && self.assigned_client_id.is_none() {
+            self.assigned_client_id = ack.assigned_client_id.clone();
         }
         // Nothing from the server for 1.5 keep-alive periods means the connection is dead
         // (our PINGREQs every 3/4 period always get an answer from a live server).
