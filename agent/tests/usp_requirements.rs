@@ -1,7 +1,8 @@
 //! TR-369 1.4 requirements checked for usp/CONFORMANCE.md that no other test shows: search
 //! expressions as the specification writes them (R-ARC.9a whitespace, `~=`, typed constants),
 //! unique keys that stay unique under Set (R-KEY.2), GetSupportedDM's element paths and flags,
-//! and the controller's NotifyResp (R-NOT.8, R-NOT.10).
+//! ValueChange for any referenced parameter (R-NOT.0, TR-181 Subscription), and the controller's
+//! NotifyResp (R-NOT.8, R-NOT.10).
 
 #[path = "common/agentd.rs"]
 mod agentd;
@@ -20,7 +21,9 @@ use cpevisor_agent::usp::config::{ControllerConfig, DeviceInfoConfig, Role, UspC
 use cpevisor_agent::usp::dm::{DataModel, RebootHook};
 use cpevisor_agent::usp::endpoint::Endpoint;
 use cpevisor_usp::proto::get_supported_dm_resp::RequestedObjectResult;
-use cpevisor_usp::proto::{add, request, response, set, GetResp, GetSupportedDm, Msg, Record};
+use cpevisor_usp::proto::{
+    add, notify, request, response, set, GetResp, GetSupportedDm, Msg, Record,
+};
 use cpevisor_usp::record::{decode_msg, decode_record, encode_record, Limits};
 
 const AGENT_ID: &str = "os::012345-cpe0009";
@@ -83,6 +86,10 @@ fn values(ep: &mut Endpoint, path: &str) -> Vec<String> {
 }
 
 fn subscribe(ep: &mut Endpoint, id: &str, refs: &str, enable: bool) {
+    subscribe_to(ep, id, "ValueChange", refs, enable)
+}
+
+fn subscribe_to(ep: &mut Endpoint, id: &str, notif_type: &str, refs: &str, enable: bool) {
     let ps = |param: &str, value: &str| add::CreateParamSetting {
         param: param.into(),
         value: value.into(),
@@ -95,7 +102,7 @@ fn subscribe(ep: &mut Endpoint, id: &str, refs: &str, enable: bool) {
             obj_path: "Device.LocalAgent.Subscription.".into(),
             param_settings: vec![
                 ps("ID", id),
-                ps("NotifType", "ValueChange"),
+                ps("NotifType", notif_type),
                 ps("ReferenceList", refs),
                 ps("Enable", if enable { "true" } else { "false" }),
             ],
@@ -337,5 +344,73 @@ fn get_supported_dm_takes_element_paths_and_honours_its_flags() {
     assert_eq!(
         supported(&mut ep, "Device.SoftwareModules.Nothing()", true).err_code,
         7026
+    );
+}
+
+/// The Notify messages the endpoint has for the controller now.
+fn notifies(ep: &mut Endpoint) -> Vec<notify::Notification> {
+    let limits = Limits::default();
+    ep.notifications()
+        .into_iter()
+        .filter_map(|(to, b)| {
+            assert_eq!(to, CTL);
+            let rec = decode_record(&b, CTL, &limits).unwrap();
+            let msg = decode_msg(rec.no_session_payload().unwrap(), &limits).unwrap();
+            match msg.request_body() {
+                Some(request::ReqType::Notify(n)) => {
+                    assert_eq!(n.subscription_id, "vc");
+                    n.notification.clone()
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn value_change_for_any_referenced_parameter() {
+    let w = World::new("usp-req-vc");
+    let mut ep = endpoint(&w);
+    subscribe(
+        &mut ep,
+        "vc",
+        "Device.SoftwareModules.ExecEnv.1.Enable,Device.DeviceInfo.",
+        true,
+    );
+    assert!(notifies(&mut ep).is_empty(), "a first look is no change");
+    let msg = Msg::set(
+        "off",
+        false,
+        vec![set::UpdateObject {
+            obj_path: "Device.SoftwareModules.ExecEnv.1.".into(),
+            param_settings: vec![set::UpdateParamSetting {
+                param: "Enable".into(),
+                value: "false".into(),
+                required: true,
+            }],
+        }],
+    );
+    let reply = send(&mut ep, &msg);
+    assert!(reply.error_body().is_none(), "{reply:?}");
+    // Only the referenced parameter that changed; DeviceInfo's UpTime moves by itself and is
+    // not watched.
+    let notes = notifies(&mut ep);
+    assert_eq!(
+        notes,
+        [notify::Notification::ValueChange(notify::ValueChange {
+            param_path: "Device.SoftwareModules.ExecEnv.1.Enable".into(),
+            param_value: "false".into(),
+        })]
+    );
+    // GetSupportedDM says which parameters ValueChange ignores.
+    let r = supported(&mut ep, "Device.DeviceInfo.UpTime", false);
+    assert_eq!(
+        r.supported_objs[0].supported_params[0].value_change, 2,
+        "WILL_IGNORE"
+    );
+    let r = supported(&mut ep, "Device.SoftwareModules.ExecEnv.{i}.Enable", false);
+    assert_eq!(
+        r.supported_objs[0].supported_params[0].value_change, 1,
+        "ALLOWED"
     );
 }

@@ -20,6 +20,7 @@ use cpevisor_usp::record::{
 
 use super::config::Role;
 use super::dm::schema::{Access, Kind};
+use super::dm::value_change::ignores_value_change;
 use super::dm::{
     Caller, DataModel, Notification, NotifyBody, ObjSettings, OperateOutcome, ParamError,
     RequestError, SupportedFilter,
@@ -543,7 +544,11 @@ impl Endpoint {
                                             }
                                         } as i32,
                                         value_type: value_type(*kind) as i32,
-                                        value_change: gsdm::ValueChangeType::ValueChangeAllowed
+                                        value_change: if ignores_value_change(name) {
+                                            gsdm::ValueChangeType::ValueChangeWillIgnore
+                                        } else {
+                                            gsdm::ValueChangeType::ValueChangeAllowed
+                                        }
                                             as i32,
                                     })
                                     .collect(),

@@ -10,6 +10,7 @@ pub mod persist;
 pub mod schema;
 mod supported;
 pub mod tree;
+pub mod value_change;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::Path as FsPath;
@@ -183,6 +184,8 @@ pub struct DataModel {
     /// A controller changed something since the last poll (objects may have come or gone
     /// without an agent event: subscriptions, ExecEnv state).
     touched: bool,
+    /// Parameter values ValueChange subscriptions watch, as of the last poll.
+    watched: std::collections::BTreeMap<String, String>,
 }
 
 fn fault_err(f: Fault) -> UspError {
@@ -242,6 +245,7 @@ impl DataModel {
             recently_gone: VecDeque::new(),
             boot_sent: false,
             touched: false,
+            watched: Default::default(),
         };
         let tree = dm.materialize();
         dm.known = instance_paths(&tree);
