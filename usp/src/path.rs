@@ -1,5 +1,6 @@
 //! The data model path grammar of TR-369 ("Path Names"): `Device.A.{i}.B`, instance numbers,
-//! `*` wildcards, search expressions (`[Status=="Active"&&Name!="x"]`), partial paths ending in
+//! `*` wildcards, search expressions (`[Status=="Active"&&Name!="x"]`, operators `==` `!=` `~=`
+//! `<` `>` `<=` `>=`, whitespace around the operator tolerated, R-ARC.9a), partial paths ending in
 //! `.`, command (`X()`) and event (`X!`) names, and `{i}` templates (supported data model paths).
 //!
 //! Parsing is bounded (length, segment count, name length, expressions per search) and every
@@ -38,14 +39,20 @@ pub enum Segment {
 pub struct Expression {
     pub param: String,
     pub op: Operator,
-    /// The literal, unquoted (`"Active"` is stored as `Active`).
+    /// The literal, unquoted and unescaped (`"Active"` is stored as `Active`, `"a%22b"` as
+    /// `a"b`).
     pub value: String,
+    /// The literal was a quoted string: compared as text. An unquoted one (number, boolean,
+    /// dateTime) is compared as a value: `1` equals `true`, `0123` equals `123`.
+    pub quoted: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operator {
     Eq,
     Ne,
+    /// `~=`: a comma-separated list holds the element.
+    Contains,
     Lt,
     Gt,
     Le,
@@ -57,6 +64,7 @@ impl Operator {
         match self {
             Operator::Eq => "==",
             Operator::Ne => "!=",
+            Operator::Contains => "~=",
             Operator::Lt => "<",
             Operator::Gt => ">",
             Operator::Le => "<=",
@@ -64,14 +72,31 @@ impl Operator {
         }
     }
 
-    /// Compares a parameter's current value with the expression's literal. `==`/`!=` compare
-    /// text; the ordering operators compare numbers and are false when either side is not one.
+    /// Compares a parameter's current value with a quoted (text) literal. `==`/`!=` compare
+    /// text, `~=` looks for an element of a comma-separated list; the ordering operators compare
+    /// numbers and are false when either side is not one.
     pub fn holds(self, actual: &str, expected: &str) -> bool {
+        self.compare(actual, expected, true)
+    }
+
+    fn compare(self, actual: &str, expected: &str, quoted: bool) -> bool {
         match self {
-            Operator::Eq => actual == expected,
-            Operator::Ne => actual != expected,
+            Operator::Eq => same_value(actual, expected, quoted),
+            Operator::Ne => !same_value(actual, expected, quoted),
+            Operator::Contains => actual
+                .split(',')
+                .any(|item| same_value(item.trim(), expected, quoted)),
             _ => {
                 let (Ok(a), Ok(e)) = (actual.parse::<f64>(), expected.parse::<f64>()) else {
+                    // dateTime in UTC (TR-106): same-shaped RFC 3339 strings order as text.
+                    if !quoted && is_datetime(actual) && is_datetime(expected) {
+                        return match self {
+                            Operator::Lt => actual < expected,
+                            Operator::Gt => actual > expected,
+                            Operator::Le => actual <= expected,
+                            _ => actual >= expected,
+                        };
+                    }
                     return false;
                 };
                 match self {
@@ -85,9 +110,41 @@ impl Operator {
     }
 }
 
+/// Equality as TR-369 "Searching with Expressions" asks: literals are converted before
+/// comparing, so an unquoted `123`, `+123` and `0123` are equal, and so are `1` and `true`.
+fn same_value(actual: &str, expected: &str, quoted: bool) -> bool {
+    if actual == expected {
+        return true;
+    }
+    if quoted {
+        return false;
+    }
+    let boolean = |s: &str| match s {
+        "true" | "1" => Some(true),
+        "false" | "0" => Some(false),
+        _ => None,
+    };
+    match (actual.parse::<f64>(), expected.parse::<f64>()) {
+        (Ok(a), Ok(e)) => a == e,
+        _ => matches!((boolean(actual), boolean(expected)), (Some(a), Some(e)) if a == e),
+    }
+}
+
+/// `2021-06-06T08:00:00Z`: a TR-106 dateTime in UTC, as an unquoted search constant.
+fn is_datetime(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() >= 20
+        && b.len() <= 40
+        && b[..4].iter().all(u8::is_ascii_digit)
+        && b[4] == b'-'
+        && b[10] == b'T'
+        && s.ends_with('Z')
+        && b.iter().all(|c| c.is_ascii_digit() || b"-:.TZ".contains(c))
+}
+
 impl Expression {
     pub fn holds(&self, actual: &str) -> bool {
-        self.op.holds(actual, &self.value)
+        self.op.compare(actual, &self.value, self.quoted)
     }
 }
 
@@ -206,15 +263,19 @@ fn parse_search(path: &str, inner: &str) -> Result<Vec<Expression>, UspError> {
 
 fn parse_expression(path: &str, text: &str) -> Result<Expression, UspError> {
     // The operator is the first one outside the parameter name (names hold no operator chars).
+    // Whitespace on either side of it is tolerated (R-ARC.9a).
+    let text = text.trim_matches(' ');
     let at = text
-        .find(['=', '!', '<', '>'])
+        .find(['=', '!', '<', '>', '~'])
         .ok_or_else(|| syntax(path, format!("search expression {text:?} has no operator")))?;
-    let param = &text[..at];
+    let param = text[..at].trim_end_matches(' ');
     let rest = &text[at..];
     let (op, len) = if rest.starts_with("==") {
         (Operator::Eq, 2)
     } else if rest.starts_with("!=") {
         (Operator::Ne, 2)
+    } else if rest.starts_with("~=") {
+        (Operator::Contains, 2)
     } else if rest.starts_with("<=") {
         (Operator::Le, 2)
     } else if rest.starts_with(">=") {
@@ -232,7 +293,8 @@ fn parse_expression(path: &str, text: &str) -> Result<Expression, UspError> {
             format!("search parameter {param:?} is not a parameter name"),
         ));
     }
-    let literal = &rest[len..];
+    let literal = rest[len..].trim_start_matches(' ');
+    let quoted = literal.starts_with('"');
     let value = if let Some(q) = literal.strip_prefix('"') {
         let body = q
             .strip_suffix('"')
@@ -240,17 +302,19 @@ fn parse_expression(path: &str, text: &str) -> Result<Expression, UspError> {
         if body.contains('"') {
             return Err(syntax(path, format!("stray quote in {text:?}")));
         }
-        body.to_string()
+        // A quote inside a string is written %22, and so a percent sign %25.
+        body.replace("%22", "\"").replace("%25", "%")
     } else {
-        // Unquoted literals are numbers or booleans.
+        // Unquoted literals are numbers, booleans or dateTimes.
         let ok = !literal.is_empty()
             && (literal == "true"
                 || literal == "false"
-                || literal.parse::<f64>().is_ok_and(|f| f.is_finite()));
+                || literal.parse::<f64>().is_ok_and(|f| f.is_finite())
+                || is_datetime(literal));
         if !ok {
             return Err(syntax(
                 path,
-                format!("value {literal:?} must be quoted, a number or a boolean"),
+                format!("value {literal:?} must be quoted, a number, a boolean or a dateTime"),
             ));
         }
         literal.to_string()
@@ -259,6 +323,7 @@ fn parse_expression(path: &str, text: &str) -> Result<Expression, UspError> {
         param: param.to_string(),
         op,
         value,
+        quoted,
     })
 }
 
@@ -376,10 +441,12 @@ fn write_segment(s: &mut String, seg: &Segment) {
                 if k > 0 {
                     s.push_str("&&");
                 }
-                let quote =
-                    !(e.value == "true" || e.value == "false" || e.value.parse::<f64>().is_ok());
-                let q = if quote { "\"" } else { "" };
-                let _ = write!(s, "{}{}{q}{}{q}", e.param, e.op.as_str(), e.value);
+                if e.quoted {
+                    let escaped = e.value.replace('%', "%25").replace('"', "%22");
+                    let _ = write!(s, "{}{}\"{escaped}\"", e.param, e.op.as_str());
+                } else {
+                    let _ = write!(s, "{}{}{}", e.param, e.op.as_str(), e.value);
+                }
             }
             s.push(']');
         }
@@ -473,6 +540,55 @@ mod tests {
         assert!(!e[0].holds("12"));
         assert!(!e[0].holds("many"));
         assert_eq!(p.to_string(), "Device.X.[MemoryInUse>=1024].Name");
+    }
+
+    /// TR-369 "Searching with Expressions": whitespace around the operator (R-ARC.9a), `~=`,
+    /// %22 and %25 in strings, and constants compared as values of their type.
+    #[test]
+    fn search_operators_escapes_and_typed_constants() {
+        let exprs = |p: &str| -> Vec<Expression> {
+            let p = Path::parse(p).unwrap_or_else(|e| panic!("{p}: {e}"));
+            match p.segments.into_iter().find_map(|s| match s {
+                Segment::Search(e) => Some(e),
+                _ => None,
+            }) {
+                Some(e) => e,
+                None => panic!("no search"),
+            }
+        };
+        let e = exprs("Device.X.[Type == \"Normal\" && Count >= 2].");
+        assert_eq!(
+            (e[0].param.as_str(), e[0].value.as_str()),
+            ("Type", "Normal")
+        );
+        assert_eq!((e[1].param.as_str(), e[1].op), ("Count", Operator::Ge));
+        assert!(e[0].holds("Normal") && e[1].holds("3") && !e[1].holds("1"));
+
+        let e = exprs("Device.X.[Capabilities~=\"IPv6Firewall\"].");
+        assert_eq!(e[0].op, Operator::Contains);
+        assert!(e[0].holds("IPv4Firewall,IPv6Firewall"));
+        assert!(e[0].holds("IPv6Firewall"));
+        assert!(!e[0].holds("IPv6FirewallX,Other") && !e[0].holds(""));
+        let e = exprs("Device.X.[SampleSeconds~=5].");
+        assert!(e[0].holds("1, 05,10") && !e[0].holds("15,50"));
+
+        let e = exprs("Device.X.[Name==\"say %22hi%22 100%25\"].");
+        assert_eq!(e[0].value, "say \"hi\" 100%");
+        assert!(e[0].holds("say \"hi\" 100%"));
+        let p = Path::parse("Device.X.[Name==\"a%22b%25\"].").unwrap();
+        assert_eq!(p.to_string(), "Device.X.[Name==\"a%22b%25\"].");
+
+        let e = exprs("Device.X.[Enable==1&&Port==0123&&Flag!=false].");
+        assert!(e[0].holds("true") && e[0].holds("1") && !e[0].holds("false"));
+        assert!(e[1].holds("123") && e[1].holds("+123") && !e[1].holds("124"));
+        assert!(e[2].holds("true") && !e[2].holds("0"));
+        // A quoted constant is a string: compared as text.
+        let e = exprs("Device.X.[Name==\"1\"].");
+        assert!(e[0].holds("1") && !e[0].holds("true") && !e[0].holds("01"));
+
+        let e = exprs("Device.X.[CreationDate<2021-06-06T08:00:00Z].");
+        assert!(e[0].holds("2021-06-05T23:59:59Z") && !e[0].holds("2021-06-06T08:00:00Z"));
+        assert!(Path::parse("Device.X.[A~\"x\"].").is_err());
     }
 
     #[test]

@@ -284,18 +284,23 @@ fn unacknowledged_qos1_publications_are_resent_after_a_reconnect() {
 
 #[test]
 fn a_refused_subscription_is_reported() {
-    let (port, server) = fake_server(1, |_, mut tcp| {
+    // TR-369 R-MQTT.17: subscribed to nothing, a USP endpoint publishes no Record and
+    // disconnects. The first connection's only SUBSCRIBE is refused: the next packet is
+    // DISCONNECT, not the queued PUBLISH. The retry's is granted: then the PUBLISH goes out.
+    let (port, server) = fake_server(2, |n, mut tcp| {
         tcp.write_all(&CONNACK_OK).unwrap();
         let (first, body) = read_packet(&mut tcp).unwrap();
         assert_eq!(first, 0x82, "SUBSCRIBE");
-        // SUBACK: same packet id, no properties, 0x87 Not authorized.
-        tcp.write_all(&[0x90, 4, body[0], body[1], 0, 0x87])
+        // SUBACK: same packet id, no properties, 0x87 Not authorized (then 0x01 granted).
+        let code = if n == 0 { 0x87 } else { 0x01 };
+        tcp.write_all(&[0x90, 4, body[0], body[1], 0, code])
             .unwrap();
-        std::thread::sleep(Duration::from_millis(300));
+        read_packet(&mut tcp).unwrap().0
     });
     let mut config = config(port);
     config.subscriptions = vec!["usp/agent/x".into()];
     let (client, events) = MqttClient::start(config).unwrap();
+    client.publish("t", b"hi", None, None).unwrap();
     assert_eq!(
         next_event(&events),
         Event::SubscribeRefused {
@@ -303,10 +308,15 @@ fn a_refused_subscription_is_reported() {
             reason_code: 0x87
         }
     );
-    // Connected still follows: the connection itself is fine.
+    expect_disconnect(&events, "refused every subscription");
     assert!(matches!(next_event(&events), Event::Connected { .. }));
+    let next = server.join().unwrap();
+    assert_eq!(
+        next[0], 0xE0,
+        "DISCONNECT, not a PUBLISH, after the refusal"
+    );
+    assert_eq!(next[1] & 0xF0, 0x30, "a PUBLISH once subscribed");
     drop(client);
-    server.join().unwrap();
 }
 
 #[test]

@@ -20,6 +20,7 @@ use cpevisor_usp::record::{
 
 use super::config::Role;
 use super::dm::schema::{Access, Kind};
+use super::dm::value_change::ignores_value_change;
 use super::dm::{
     Caller, DataModel, Notification, NotifyBody, ObjSettings, OperateOutcome, ParamError,
     RequestError, SupportedFilter,
@@ -483,6 +484,7 @@ impl Endpoint {
             commands: g.return_commands,
             events: g.return_events,
             params: g.return_params,
+            unique_keys: g.return_unique_key_sets,
         };
         GetSupportedDmResp {
             req_obj_results: self
@@ -554,7 +556,11 @@ impl Endpoint {
                                             }
                                         } as i32,
                                         value_type: value_type(*kind) as i32,
-                                        value_change: gsdm::ValueChangeType::ValueChangeAllowed
+                                        value_change: if ignores_value_change(name) {
+                                            gsdm::ValueChangeType::ValueChangeWillIgnore
+                                        } else {
+                                            gsdm::ValueChangeType::ValueChangeAllowed
+                                        }
                                             as i32,
                                     })
                                     .collect(),

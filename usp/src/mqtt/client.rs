@@ -199,6 +199,9 @@ enum Command {
     PubAck(u64, u16),
     /// From the reader of session `.0`: the connection ended.
     ReaderDone(u64, String),
+    /// From the reader of session `.0`: the server granted at least one of the initial
+    /// subscriptions; publications may go out (TR-369 R-MQTT.17).
+    Subscribed(u64),
     Shutdown,
 }
 
@@ -483,6 +486,9 @@ struct Session {
     reader: Option<JoinHandle<()>>,
     keep_alive: Duration,
     last_write: Instant,
+    /// False until a SUBSCRIBE is granted (when there are subscriptions): a USP endpoint that
+    /// is subscribed to nothing publishes no Record (R-MQTT.17).
+    may_publish: bool,
 }
 
 enum SessionEnd {
@@ -499,6 +505,8 @@ struct Manager {
     inflight: HashMap<u16, Vec<u8>>,
     inflight_max: usize,
     next_session: u64,
+    /// The Client Identifier the server assigned when we had none configured.
+    assigned_client_id: Option<String>,
 }
 
 impl Manager {
@@ -510,6 +518,7 @@ impl Manager {
             inflight: HashMap::new(),
             inflight_max: MAX_INFLIGHT,
             next_session: 0,
+            assigned_client_id: None,
         }
     }
 
@@ -519,9 +528,13 @@ impl Manager {
         loop {
             let end = match self.connect() {
                 Ok(mut session) => {
-                    attempt = 0;
                     self.shared.count(|c| c.connects += 1);
                     let end = self.serve(&mut session);
+                    // A connection whose every subscription was refused is no success: keep
+                    // backing off.
+                    if session.may_publish {
+                        attempt = 0;
+                    }
                     self.shared.connected.store(false, Ordering::Release);
                     self.close(session, matches!(end, SessionEnd::Shutdown));
                     end
@@ -574,8 +587,14 @@ impl Manager {
             config.connect_timeout,
         )
         .map_err(|e| format!("connect to {}:{}: {e}", config.host, config.port))?;
+        // With no configured ClientId, the one the server assigned the first time is ours from
+        // then on (TR-369 R-MQTT.9, R-MQTT.11).
+        let client_id = match &self.assigned_client_id {
+            Some(id) if config.client_id.is_empty() => id.clone(),
+            _ => config.client_id.clone(),
+        };
         let connect = Connect {
-            client_id: config.client_id.clone(),
+            client_id,
             clean_start: config.session_expiry_s == 0,
             keep_alive_s: config.keep_alive.as_secs() as u16,
             session_expiry_s: config.session_expiry_s,
@@ -638,6 +657,9 @@ impl Manager {
         if ack.response_information.is_some() {
             *lock(&self.shared.response_information) = ack.response_information.clone();
         }
+        if config.client_id.is_empty() && self.assigned_client_id.is_none() {
+            self.assigned_client_id = ack.assigned_client_id.clone();
+        }
         // Nothing from the server for 1.5 keep-alive periods means the connection is dead
         // (our PINGREQs every 3/4 period always get an answer from a live server).
         let read_timeout = (!keep_alive.is_zero()).then(|| keep_alive * 3 / 2);
@@ -668,6 +690,7 @@ impl Manager {
             now = Instant::now();
             awaiting.insert(packet_id, filter);
         }
+        let may_publish = awaiting.is_empty();
         let connected = Event::Connected {
             session_present: ack.session_present,
             response_information: ack.response_information,
@@ -678,6 +701,7 @@ impl Manager {
             session: id,
             writer: writer.clone(),
             subscriptions: awaiting,
+            granted: false,
             connected: Some(connected),
         };
         let reader = std::thread::Builder::new()
@@ -727,6 +751,7 @@ impl Manager {
             reader: Some(reader),
             keep_alive,
             last_write: now,
+            may_publish,
         })
     }
 
@@ -753,8 +778,10 @@ impl Manager {
 
     fn serve(&mut self, session: &mut Session) -> SessionEnd {
         loop {
-            if let Err(reason) = self.flush_pending(session) {
-                return SessionEnd::Lost(reason);
+            if session.may_publish {
+                if let Err(reason) = self.flush_pending(session) {
+                    return SessionEnd::Lost(reason);
+                }
             }
             let timeout = if session.keep_alive.is_zero() {
                 Duration::from_secs(3600)
@@ -806,7 +833,12 @@ impl Manager {
                 Command::ReaderDone(s, reason) if s == session.id => {
                     return SessionEnd::Lost(reason)
                 }
-                Command::PubAck(..) | Command::ReaderDone(..) => Ok(()), // an older session's
+                Command::Subscribed(s) if s == session.id => {
+                    session.may_publish = true;
+                    Ok(())
+                }
+                // An older session's.
+                Command::PubAck(..) | Command::ReaderDone(..) | Command::Subscribed(_) => Ok(()),
                 Command::Shutdown => return SessionEnd::Shutdown,
             };
             if let Err(reason) = written {
@@ -833,6 +865,8 @@ struct Reader {
     writer: WriteHalf,
     /// Initial subscriptions not yet acknowledged; `Connected` waits for them.
     subscriptions: HashMap<u16, String>,
+    /// One of the initial subscriptions was granted.
+    granted: bool,
     connected: Option<Event>,
 }
 
@@ -896,9 +930,9 @@ impl Reader {
                         .send(Command::PubAck(self.session, packet_id));
                 }
                 Incoming::SubAck(ack) => {
-                    let filter = self
-                        .subscriptions
-                        .remove(&ack.packet_id)
+                    let initial = self.subscriptions.remove(&ack.packet_id);
+                    let is_initial = initial.is_some();
+                    let filter = initial
                         .or_else(|| lock(&self.shared.runtime_subscribes).remove(&ack.packet_id));
                     if let (Some(&code), Some(filter)) = (ack.reason_codes.first(), filter) {
                         if code >= 0x80 {
@@ -906,7 +940,17 @@ impl Reader {
                                 filter,
                                 reason_code: code,
                             });
+                        } else if is_initial {
+                            self.granted = true;
                         }
+                    }
+                    if is_initial && self.subscriptions.is_empty() {
+                        if !self.granted {
+                            // R-MQTT.17: subscribed to nothing, publish nothing and disconnect.
+                            let _ = self.writer.send(&codec::encode_disconnect(0x80));
+                            return "the server refused every subscription".into();
+                        }
+                        let _ = self.shared.commands.send(Command::Subscribed(self.session));
                     }
                     self.announce_if_ready();
                 }

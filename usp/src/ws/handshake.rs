@@ -161,20 +161,73 @@ pub fn peer_eid(head: &Head) -> Result<Option<String>, String> {
     Ok(None)
 }
 
+/// `eid` for a request URI's query (R-WS.10b/c): unreserved characters and `:` as they are,
+/// everything else (`%` included, as `%25`) percent-encoded.
+pub fn encode_eid(eid: &str) -> String {
+    let mut out = String::with_capacity(eid.len());
+    for b in eid.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The client's Endpoint ID from the `eid=` pair of the request URI's query (R-WS.10b), if
+/// any; a pair that does not decode to a usable Endpoint ID is an error.
+pub fn query_eid(request_target: &str) -> Result<Option<String>, String> {
+    let Some((_, query)) = request_target.split_once('?') else {
+        return Ok(None);
+    };
+    let Some(value) = query.split('&').find_map(|kv| kv.strip_prefix("eid=")) else {
+        return Ok(None);
+    };
+    let bad = || format!("bad eid in the request URI: {value:?}");
+    let mut bytes = Vec::with_capacity(value.len());
+    let mut rest = value.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b'%' {
+            let hex = tail.get(..2).ok_or_else(bad)?;
+            let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
+            bytes.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+            rest = &tail[2..];
+        } else {
+            bytes.push(b);
+            rest = tail;
+        }
+    }
+    let eid = String::from_utf8(bytes).map_err(|_| bad())?;
+    if eid.is_empty() || eid.len() > MAX_EID || eid.chars().any(char::is_control) {
+        return Err(bad());
+    }
+    Ok(Some(eid))
+}
+
 /// The client's request (section 4.1).
 pub fn request(host: &str, port: u16, path: &str, key: &str) -> String {
     request_with_eid(host, port, path, key, None)
 }
 
-/// The client's request, announcing our Endpoint ID when given (TR-369 `bbf-usp-protocol`).
+/// The client's request, announcing our Endpoint ID when given: as `eid=` in the request URI's
+/// query (R-WS.10b, TR-369 1.3 on) and in the `bbf-usp-protocol` extension (R-WS.10a, deprecated,
+/// for servers older than 1.3).
 pub fn request_with_eid(host: &str, port: u16, path: &str, key: &str, eid: Option<&str>) -> String {
     let host = if host.contains(':') {
         format!("[{host}]")
     } else {
         host.to_owned()
     };
+    let target = match eid {
+        Some(e) => {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            format!("{path}{sep}eid={}", encode_eid(e))
+        }
+        None => path.to_owned(),
+    };
     format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n\
+        "GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n\
          Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\
          Sec-WebSocket-Protocol: {SUBPROTOCOL}\r\n{}\r\n",
         eid_header(eid)
@@ -325,7 +378,7 @@ mod tests {
         );
     }
 
-    fn head(text: &str) -> Result<Head, WsError> {
+    pub(super) fn head(text: &str) -> Result<Head, WsError> {
         read_head(&mut text.as_bytes(), 8192)
     }
 
@@ -408,5 +461,52 @@ mod tests {
             "\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
         );
         assert!(check_response(&head(&deflate).unwrap(), key).is_err());
+    }
+}
+
+#[cfg(test)]
+mod eid_query_tests {
+    use super::*;
+
+    /// R-WS.10b/c: the client puts its Endpoint ID into the request URI's query, `%` as `%25`;
+    /// the server reads it back, also from a client that sends no extension.
+    #[test]
+    fn the_endpoint_id_travels_in_the_request_uri() {
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        let req = request_with_eid("h", 1, "/usp", key, Some("os::012345-CPE%2F1"));
+        assert!(
+            req.starts_with("GET /usp?eid=os::012345-CPE%252F1 HTTP/1.1\r\n"),
+            "{req}"
+        );
+        let (target, _) = check_request(&super::tests::head(&req).unwrap()).unwrap();
+        assert_eq!(
+            query_eid(&target).unwrap().as_deref(),
+            Some("os::012345-CPE%2F1")
+        );
+        let req = request_with_eid("h", 1, "/usp?x=1", key, Some("self::a b"));
+        assert!(
+            req.starts_with("GET /usp?x=1&eid=self::a%20b HTTP/1.1"),
+            "{req}"
+        );
+        assert_eq!(
+            request("h", 1, "/usp", key).lines().next(),
+            Some("GET /usp HTTP/1.1")
+        );
+
+        assert_eq!(query_eid("/usp").unwrap(), None);
+        assert_eq!(query_eid("/usp?a=b").unwrap(), None);
+        assert_eq!(
+            query_eid("/usp?a=b&eid=proto%3A%3Actl").unwrap().as_deref(),
+            Some("proto::ctl")
+        );
+        for bad in [
+            "/usp?eid=",
+            "/usp?eid=%",
+            "/usp?eid=%zz",
+            "/usp?eid=%00x",
+            "/usp?eid=%ff",
+        ] {
+            assert!(query_eid(bad).is_err(), "{bad}");
+        }
     }
 }

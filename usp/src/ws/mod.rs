@@ -375,11 +375,13 @@ pub fn accept(
         }
     };
     let checked = handshake::check_request(&head).and_then(|(path, key)| {
-        let eid =
-            handshake::peer_eid(&head).map_err(|why| handshake::Refusal { status: 400, why })?;
-        Ok((path, key, eid))
+        let refuse = |why| handshake::Refusal { status: 400, why };
+        let offered = handshake::peer_eid(&head).map_err(refuse)?;
+        // The query's eid is TR-369 1.3's way (R-WS.10b); the extension the older one.
+        let from_query = handshake::query_eid(&path).map_err(refuse)?;
+        Ok((path, key, offered.is_some(), from_query.or(offered)))
     });
-    let (path, key, peer_endpoint_id) = match checked {
+    let (path, key, offered_extension, peer_endpoint_id) = match checked {
         Ok(ok) => ok,
         Err(refusal) => {
             let _ = writer.send(handshake::refusal_response(&refusal).as_bytes());
@@ -391,9 +393,9 @@ pub fn accept(
         }
     };
     // Announce our Endpoint ID only to a client that offered the extension (RFC 6455 9.1).
-    let our_eid = peer_endpoint_id
-        .as_ref()
-        .and(config.endpoint_id.as_deref())
+    let our_eid = offered_extension
+        .then_some(config.endpoint_id.as_deref())
+        .flatten()
         .filter(|e| handshake::check_eid(e).is_ok());
     writer.send(handshake::response_with_eid(&key, our_eid).as_bytes())?;
     input.get_ref().set_read_timeout(None)?;

@@ -3,11 +3,14 @@
 //! Operate, and the notifications its subscriptions ask for. Transport-free: the endpoint turns
 //! these results into USP messages.
 
+mod keys;
 mod notify;
 mod operate;
 pub mod persist;
 pub mod schema;
+mod supported;
 pub mod tree;
+pub mod value_change;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::Path as FsPath;
@@ -99,6 +102,8 @@ pub struct SupportedFilter {
     pub commands: bool,
     pub events: bool,
     pub params: bool,
+    /// `return_unique_key_sets`.
+    pub unique_keys: bool,
 }
 
 /// One object of a Set or Add request.
@@ -179,6 +184,8 @@ pub struct DataModel {
     /// A controller changed something since the last poll (objects may have come or gone
     /// without an agent event: subscriptions, ExecEnv state).
     touched: bool,
+    /// Parameter values ValueChange subscriptions watch, as of the last poll.
+    watched: std::collections::BTreeMap<String, String>,
 }
 
 fn fault_err(f: Fault) -> UspError {
@@ -238,6 +245,7 @@ impl DataModel {
             recently_gone: VecDeque::new(),
             boot_sent: false,
             touched: false,
+            watched: Default::default(),
         };
         let tree = dm.materialize();
         dm.known = instance_paths(&tree);
@@ -570,10 +578,11 @@ impl DataModel {
     }
 
     pub fn get_supported_dm(
-        &self,
+        &mut self,
         paths: &[String],
         filter: SupportedFilter,
     ) -> Vec<SupportedResult> {
+        let tree = self.materialize();
         paths
             .iter()
             .map(|p| {
@@ -582,7 +591,7 @@ impl DataModel {
                     err: None,
                     objects: Vec::new(),
                 };
-                match supported_one(p, filter) {
+                match supported::supported_one(&tree, p, filter) {
                     Ok(o) => r.objects = o,
                     Err(e) => r.err = Some(e),
                 }
@@ -983,80 +992,6 @@ fn instances_one(tree: &Tree, p: &str, first_level_only: bool) -> Result<PathVal
     Ok(out)
 }
 
-fn supported_one(p: &str, f: SupportedFilter) -> Result<Vec<SupportedObject>, UspError> {
-    let path = Path::parse(p)?;
-    let hit = tree::schema_of(&path)?;
-    if path.leaf != Leaf::Object {
-        return Err(UspError::new(
-            INVALID_PATH,
-            format!("{p}: GetSupportedDM takes object paths"),
-        ));
-    }
-    // The template form of the requested object: instances and wildcards become {i}.
-    let mut base = String::new();
-    let mut desc: &'static ObjDesc = &schema::DEVICE;
-    for (k, seg) in path.segments.iter().enumerate() {
-        if let cpevisor_usp::path::Segment::Name(n) = seg {
-            if k > 0 {
-                desc = desc.child(n).expect("schema_of checked it");
-            }
-            base.push_str(n);
-            base.push('.');
-            if desc.multi {
-                base.push_str("{i}.");
-            }
-        }
-    }
-    debug_assert!(std::ptr::eq(desc, hit.desc));
-    let mut out = Vec::new();
-    walk_supported(hit.desc, &base, f, 0, &mut out);
-    Ok(out)
-}
-
-fn walk_supported(
-    d: &'static ObjDesc,
-    path: &str,
-    f: SupportedFilter,
-    level: u32,
-    out: &mut Vec<SupportedObject>,
-) {
-    out.push(SupportedObject {
-        path: path.to_string(),
-        multi: d.multi,
-        add_delete: d.creatable,
-        unique_keys: schema::unique_key_names(d),
-        params: if f.params {
-            d.params
-                .iter()
-                .map(|p| (p.name, p.access, p.kind))
-                .collect()
-        } else {
-            Vec::new()
-        },
-        commands: if f.commands {
-            d.commands.iter().collect()
-        } else {
-            Vec::new()
-        },
-        events: if f.events {
-            d.events.iter().collect()
-        } else {
-            Vec::new()
-        },
-    });
-    if f.first_level_only && level >= 1 {
-        return;
-    }
-    for c in d.children {
-        let cp = if c.multi {
-            format!("{path}{}.{{i}}.", c.name)
-        } else {
-            format!("{path}{}.", c.name)
-        };
-        walk_supported(c, &cp, f, level + 1, out);
-    }
-}
-
 /// A Set validated for one instance.
 struct SetPlan {
     obj_path: String,
@@ -1165,6 +1100,7 @@ fn plan_set(tree: &Tree, o: &ObjSettings) -> Result<Vec<SetPlan>, (UspError, Vec
             let checked = check_param(t.desc, name, value).and_then(|_| {
                 if t.desc.name == "Subscription" {
                     check_sub_value(name, value)
+                        .and_then(|_| keys::check_unique(tree, t, name, value))
                 } else {
                     Ok(())
                 }

@@ -197,6 +197,7 @@ impl DataModel {
             });
         }
         self.known = now;
+        bodies.extend(self.value_changes(&tree));
         let mut out = Vec::new();
         for b in bodies {
             self.deliver(&tree, b, &mut out);
