@@ -179,6 +179,20 @@ pub struct ExecutionUnit {
     /// Declared memory from the package config, MiB (what admission counts).
     pub memory_mib: u32,
     pub auto_restart: AutoRestart,
+    /// The last health probe's result, for apps whose package declares one (not persisted
+    /// meaning: refreshed from the supervisor for every snapshot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthStatus>,
+}
+
+/// The last result of an app's health probe (`X_CPEVISOR_Health*` in the data model).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthStatus {
+    /// `ok` or `failing`.
+    pub state: String,
+    /// RFC 3339 UTC of the probe.
+    pub time: String,
+    pub message: String,
 }
 
 /// `Device.SoftwareModules.DeploymentUnit.{i}`.
