@@ -321,3 +321,74 @@ fn a_microvm_is_active_only_after_its_guest_signals_ready() {
     assert!(log.contains("hello"), "{log}");
     w.ctl_json(&["stop", &eu]).unwrap();
 }
+
+/// The data model's vendor parameters carry the last probe result; an app without a probe
+/// says None.
+#[test]
+fn the_data_model_shows_the_last_probe_result() {
+    use cpevisor_agent::lifecycle::config::AgentConfig;
+    use cpevisor_agent::lifecycle::Agent;
+    use cpevisor_agent::usp::config::{ControllerConfig, DeviceInfoConfig, Role, UspConfig};
+    use cpevisor_agent::usp::dm::{DataModel, RebootHook};
+    use std::sync::Arc;
+
+    let w = World::new("probedm");
+    let port = free_port();
+    let mut app = App::new("deaf", "1.0");
+    app.extra = json!({"health": {"kind": "tcp", "port": port, "interval_s": 1}});
+    let url = w.publish(&app, "deaf.cpkg");
+    let plain_url = w.publish(&App::new("plain", "1.0"), "plain.cpkg");
+    let cfg = AgentConfig::load(&w.config).expect("config");
+    let agent = Arc::new(Agent::open(&w.state, cfg).expect("agent"));
+    let usp = UspConfig {
+        endpoint_id: "os::012345-cpe0001".into(),
+        controllers: vec![ControllerConfig {
+            endpoint_id: "self::ctl".into(),
+            role: Role::FullAccess,
+            identity: None,
+            reply_to: None,
+        }],
+        device_info: DeviceInfoConfig {
+            manufacturer: "Example Networks".into(),
+            manufacturer_oui: "012345".into(),
+            model_name: "test".into(),
+            product_class: "HomeGateway".into(),
+            serial_number: "cpe0001".into(),
+        },
+    };
+    let dir = w.root.join("usp-state");
+    std::fs::create_dir_all(&dir).unwrap();
+    let hook: RebootHook = Arc::new(|| Ok(()));
+    let mut dm = DataModel::open(agent.clone(), usp, &dir, hook).expect("dm");
+    agent.install(&plain_url, None, None, &mut |_, _| {}).unwrap();
+    agent.install(&url, None, None, &mut |_, _| {}).unwrap();
+    let eu_params = |dm: &mut DataModel, n: u32| -> Vec<(String, String)> {
+        let path = format!("Device.SoftwareModules.ExecutionUnit.{n}.");
+        let r = dm.get(&[path], 0);
+        r[0].resolved.iter().flat_map(|(_, p)| p.clone()).collect()
+    };
+    let param = |ps: &[(String, String)], name: &str| -> String {
+        ps.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no {name} in {ps:?}"))
+    };
+    let ps = w.poll(10, || {
+        let ps = eu_params(&mut dm, 2);
+        match param(&ps, "X_CPEVISOR_HealthStatus").as_str() {
+            "Failing" => Ok(ps),
+            other => Err(format!("HealthStatus {other}")),
+        }
+    });
+    assert_eq!(param(&ps, "Status"), "Starting");
+    assert!(param(&ps, "X_CPEVISOR_HealthMessage").contains(&format!("127.0.0.1:{port}")));
+    assert!(param(&ps, "X_CPEVISOR_HealthLastCheck").starts_with("20"));
+    let plain = eu_params(&mut dm, 1);
+    assert_eq!(param(&plain, "Status"), "Active");
+    assert_eq!(param(&plain, "X_CPEVISOR_HealthStatus"), "None");
+    assert_eq!(
+        param(&plain, "X_CPEVISOR_HealthLastCheck"),
+        "0001-01-01T00:00:00Z"
+    );
+    agent.shutdown();
+}

@@ -195,6 +195,26 @@ pub struct HealthStatus {
     pub message: String,
 }
 
+impl HealthStatus {
+    /// `X_CPEVISOR_HealthStatus`: `None` (no probe, or none ran yet), `Ok` or `Failing`.
+    pub fn dm_status(h: &Option<HealthStatus>) -> String {
+        match h.as_ref().map(|h| h.state.as_str()) {
+            None => "None",
+            Some("ok") => "Ok",
+            Some(_) => "Failing",
+        }
+        .into()
+    }
+    /// `X_CPEVISOR_HealthLastCheck`; TR-106's unknown time when no probe ran.
+    pub fn dm_time(h: &Option<HealthStatus>) -> String {
+        h.as_ref()
+            .map_or_else(|| "0001-01-01T00:00:00Z".into(), |h| h.time.clone())
+    }
+    pub fn dm_message(h: &Option<HealthStatus>) -> String {
+        h.as_ref().map(|h| h.message.clone()).unwrap_or_default()
+    }
+}
+
 /// `Device.SoftwareModules.DeploymentUnit.{i}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeploymentUnit {
