@@ -392,3 +392,81 @@ fn the_data_model_shows_the_last_probe_result() {
     );
     agent.shutdown();
 }
+
+/// Finds `name` under `dir` (the app's data volume somewhere in the state directory).
+fn find_file(dir: &Path, name: &str) -> Option<std::path::PathBuf> {
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = e.path();
+        if p.file_name().is_some_and(|n| n == name) {
+            return Some(p);
+        }
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            if let Some(found) = find_file(&p, name) {
+                return Some(found);
+            }
+        }
+    }
+    None
+}
+
+/// A jail app's command probe runs inside that jail (its hostname, PID namespace, data volume,
+/// the app's root) as confined as the app (no capabilities, no_new_privs, seccomp), and gates
+/// Active.
+#[test]
+fn a_jail_apps_command_probe_runs_in_its_jail() {
+    if !is_root() || !Path::new(agentd::BUSYBOX).exists() {
+        eprintln!("skipped: needs root and {} (busybox-static)", agentd::BUSYBOX);
+        return;
+    }
+    let mut w = World::new("jailprobe");
+    w.write_config_patched(json!({
+        "exec_envs": [{"name": "jail0", "type": "jail", "arch": "x86_64",
+                       "memory_budget_mib": 64, "runner": "jail"}],
+        "download_cap_bytes": 16 << 20,
+    }));
+    let dir = w.root.join("src-jp");
+    agentd::busybox_rootfs(&dir.join("rootfs"));
+    agentd::tar_dir(&dir.join("rootfs"), &dir.join("rootfs.tar"));
+    let probe = "echo \"host=$(hostname) pid=$$ uid=$(id -u) \
+                 $(grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status | tr '\\n\\t' '  ')\" \
+                 > /data/probe-saw; test -f /data/ok";
+    let app = json!({
+        "name": "jp", "version": "1.0", "vendor": "acme", "description": "probe test",
+        "arch": "x86_64", "backends": ["jail"], "memory_mib": 16, "vcpus": 1,
+        "command": ["/bin/sh", "-c", "echo jp up; while true; do sleep 1; done"],
+        "restart": {"enable": false, "retry_min_wait_s": 1, "retry_max_wait_s": 1,
+                    "retry_interval_multiplier": 1000, "max_retry_count": 0, "reset_period_s": 60},
+        "autostart": true, "run_level": 1, "rootfs": "rootfs.tar",
+        "health": {"kind": "command", "command": ["/bin/sh", "-c", probe],
+                   "interval_s": 1, "timeout_s": 5},
+    });
+    let url = w.pack_app(&dir, &app, "jp.cpkg", &w.key);
+    w.start_daemon(None);
+    let eu = eu_of(&w.ctl_json(&["install", &url]).unwrap());
+    w.wait_log(&eu, "jp up", 20);
+    let saw_file = w.poll(20, || {
+        find_file(&w.state, "probe-saw").ok_or_else(|| format!("no probe yet: {}", w.eu(&eu)))
+    });
+    let v = w.eu(&eu);
+    assert_eq!(v["status"], "Starting", "{v}");
+    assert_eq!(v["health"]["state"], "failing", "{v}");
+    let saw = w.poll(10, || {
+        let s = std::fs::read_to_string(&saw_file).unwrap_or_default();
+        s.contains("Seccomp").then_some(s.clone()).ok_or(s)
+    });
+    assert!(saw.contains(&format!("host={eu} ")), "{saw}");
+    assert!(saw.contains("uid=0 "), "{saw}");
+    assert!(saw.contains("CapEff: 0000000000000000"), "{saw}");
+    assert!(saw.contains("NoNewPrivs: 1") && saw.contains("Seccomp: 2"), "{saw}");
+    // A PID of the jail's namespace (its init is 1, the app 2), not a host PID.
+    let pid: u32 = saw
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("pid="))
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+    assert!(pid < 100, "{saw}");
+    std::fs::write(saw_file.with_file_name("ok"), b"").unwrap();
+    let v = w.wait_eu_status(&eu, "Active", 20);
+    assert_eq!(v["health"]["state"], "ok", "{v}");
+    w.ctl_json(&["stop", &eu]).unwrap();
+}

@@ -520,6 +520,23 @@ impl Backend for JailBackend {
         app_addr(self.network, spec, "jail")
     }
 
+    /// `cpevisord jail-probe`: the command in the running jail, confined as the app is.
+    fn probe_command(
+        &self,
+        spec: &LaunchSpec,
+        pid: u32,
+        argv: &[String],
+    ) -> Result<Command, String> {
+        let mut cmd = Command::new(&self.runner_exe);
+        cmd.arg(jail::JAIL_PROBE)
+            .arg(spec.run_dir.join("jail.json"))
+            .arg(pid.to_string())
+            .arg("--")
+            .args(argv);
+        default_signal_mask(&mut cmd);
+        Ok(cmd)
+    }
+
     fn overhead_mib(&self) -> u32 {
         // The runner and the jail's init: two copies of cpevisord that touch little of it.
         4
