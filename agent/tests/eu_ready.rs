@@ -117,7 +117,9 @@ fn active_only_once_the_probe_passes_and_a_failing_probe_restarts_the_app() {
     });
     assert_eq!(restarting.1, "FailureWhileActive", "{restarting:?}");
     assert!(
-        restarting.2.contains("health probe failed 2 times in a row")
+        restarting
+            .2
+            .contains("health probe failed 2 times in a row")
             && restarting.2.contains("status 503"),
         "{restarting:?}"
     );
@@ -140,7 +142,10 @@ fn active_only_once_the_probe_passes_and_a_failing_probe_restarts_the_app() {
     // cpevisorctl shows the probe's result.
     let out = w.ctl(&["status", &eu]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("HEALTH") && text.contains("ok at 20"), "{text}");
+    assert!(
+        text.contains("HEALTH") && text.contains("ok at 20"),
+        "{text}"
+    );
 }
 
 /// The app's data directory (the process backend runs the app there).
@@ -200,7 +205,11 @@ fn a_start_that_misses_its_deadline_fails_and_is_retried() {
     assert_eq!(v["auto_restart"]["retry_count"], 1, "{v}");
     let seen = changes(&w, &eu);
     let st: Vec<&str> = seen.iter().map(|c| c.0.as_str()).collect();
-    assert_eq!(st, ["Starting", "Restarting", "Starting", "Idle"], "{seen:?}");
+    assert_eq!(
+        st,
+        ["Starting", "Restarting", "Starting", "Idle"],
+        "{seen:?}"
+    );
     assert_eq!(seen[1].1, "FailureOnAutoStart", "{seen:?}");
     // Two runs of the app, both stopped by the agent.
     assert_eq!(w.logs(&eu).matches("mute 1.0 up").count(), 2);
@@ -242,7 +251,10 @@ fn a_command_probe_runs_with_the_app_and_gates_active() {
     });
     assert_eq!(v["status"], "Starting", "{v}");
     assert!(
-        v["health"]["message"].as_str().unwrap().contains("status 1"),
+        v["health"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("status 1"),
         "{v}"
     );
     let dir = find_data_dir(&w, &eu);
@@ -309,11 +321,7 @@ fn a_microvm_is_active_only_after_its_guest_signals_ready() {
     // The same package with a guest that signals: Active (through the confined VMM).
     let ready = w.root.join("ready.bzImage");
     std::fs::write(&ready, tiny_guest::tiny_bzimage("hello\n", true)).unwrap();
-    std::fs::write(
-        &shim,
-        tiny_guest::vmm_shim(&vmm, &ready, &seen, &pid_file),
-    )
-    .unwrap();
+    std::fs::write(&shim, tiny_guest::vmm_shim(&vmm, &ready, &seen, &pid_file)).unwrap();
     w.ctl_json(&["start", &eu]).unwrap();
     let v = w.wait_eu_status(&eu, "Active", 20);
     assert_eq!(v["execution_fault_code"], "NoFault", "{v}");
@@ -360,7 +368,9 @@ fn the_data_model_shows_the_last_probe_result() {
     std::fs::create_dir_all(&dir).unwrap();
     let hook: RebootHook = Arc::new(|| Ok(()));
     let mut dm = DataModel::open(agent.clone(), usp, &dir, hook).expect("dm");
-    agent.install(&plain_url, None, None, &mut |_, _| {}).unwrap();
+    agent
+        .install(&plain_url, None, None, &mut |_, _| {})
+        .unwrap();
     agent.install(&url, None, None, &mut |_, _| {}).unwrap();
     let eu_params = |dm: &mut DataModel, n: u32| -> Vec<(String, String)> {
         let path = format!("Device.SoftwareModules.ExecutionUnit.{n}.");
@@ -415,7 +425,10 @@ fn find_file(dir: &Path, name: &str) -> Option<std::path::PathBuf> {
 #[test]
 fn a_jail_apps_command_probe_runs_in_its_jail() {
     if !is_root() || !Path::new(agentd::BUSYBOX).exists() {
-        eprintln!("skipped: needs root and {} (busybox-static)", agentd::BUSYBOX);
+        eprintln!(
+            "skipped: needs root and {} (busybox-static)",
+            agentd::BUSYBOX
+        );
         return;
     }
     let mut w = World::new("jailprobe");
@@ -457,7 +470,10 @@ fn a_jail_apps_command_probe_runs_in_its_jail() {
     assert!(saw.contains(&format!("host={eu} ")), "{saw}");
     assert!(saw.contains("uid=0 "), "{saw}");
     assert!(saw.contains("CapEff: 0000000000000000"), "{saw}");
-    assert!(saw.contains("NoNewPrivs: 1") && saw.contains("Seccomp: 2"), "{saw}");
+    assert!(
+        saw.contains("NoNewPrivs: 1") && saw.contains("Seccomp: 2"),
+        "{saw}"
+    );
     // A PID of the jail's namespace (its init is 1, the app 2), not a host PID.
     let pid: u32 = saw
         .split_whitespace()

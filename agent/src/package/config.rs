@@ -413,13 +413,20 @@ mod tests {
         };
         // Absent: nothing is serialized, so existing packages keep their bytes.
         let plain = ok(|_| {});
-        assert!(!String::from_utf8(plain.to_json()).unwrap().contains("health"));
+        assert!(!String::from_utf8(plain.to_json())
+            .unwrap()
+            .contains("health"));
         let c = ok(|v| v["health"] = serde_json::json!({"kind": "http", "port": 80}));
         let h = c.health.unwrap();
         assert_eq!((h.interval_s, h.timeout_s, h.failure_threshold), (10, 2, 3));
         ok(|v| v["start_deadline_s"] = 300.into());
-        let msg = field_error(|v| v["health"] = serde_json::json!({"kind": "command", "command": ["/bin/true"]}));
-        assert!(msg.contains("`health.kind`") && msg.contains("tcp or http"), "{msg}");
+        let msg = field_error(|v| {
+            v["health"] = serde_json::json!({"kind": "command", "command": ["/bin/true"]})
+        });
+        assert!(
+            msg.contains("`health.kind`") && msg.contains("tcp or http"),
+            "{msg}"
+        );
         let jail = |v: &mut serde_json::Value| {
             v["backends"] = serde_json::json!(["jail"]);
             v["command"] = serde_json::json!(["/bin/app"]);
@@ -435,16 +442,25 @@ mod tests {
             v["health"] = serde_json::json!({"kind": "command"});
         })
         .contains("`health.command`"));
-        assert!(field_error(|v| v["health"] = serde_json::json!({"kind": "tcp"}))
-            .contains("`health.port`"));
-        assert!(field_error(|v| v["health"] = serde_json::json!({"kind": "http", "port": 80, "path": "x y"}))
-            .contains("`health.path`"));
-        assert!(field_error(|v| v["health"] = serde_json::json!({"kind": "tcp", "port": 80, "timeout_s": 0}))
-            .contains("`health.timeout_s`"));
-        assert!(field_error(|v| v["health"] = serde_json::json!({"kind": "tcp", "port": 80, "failure_threshold": 1000}))
-            .contains("`health.failure_threshold`"));
-        assert!(field_error(|v| v["health"] = serde_json::json!({"kind": "udp", "port": 80}))
-            .contains("udp"));
+        assert!(
+            field_error(|v| v["health"] = serde_json::json!({"kind": "tcp"}))
+                .contains("`health.port`")
+        );
+        assert!(field_error(
+            |v| v["health"] = serde_json::json!({"kind": "http", "port": 80, "path": "x y"})
+        )
+        .contains("`health.path`"));
+        assert!(field_error(
+            |v| v["health"] = serde_json::json!({"kind": "tcp", "port": 80, "timeout_s": 0})
+        )
+        .contains("`health.timeout_s`"));
+        assert!(field_error(|v| v["health"] =
+            serde_json::json!({"kind": "tcp", "port": 80, "failure_threshold": 1000}))
+        .contains("`health.failure_threshold`"));
+        assert!(
+            field_error(|v| v["health"] = serde_json::json!({"kind": "udp", "port": 80}))
+                .contains("udp")
+        );
         assert!(field_error(|v| v["start_deadline_s"] = 0.into()).contains("`start_deadline_s`"));
     }
 }

@@ -334,9 +334,15 @@ impl Runner {
                 (f.message, f.code)
             } else if watched.active_since.is_none() {
                 let code = self.start_fault();
-                (format!("{} before it was ready", describe_exit(status)), code)
+                (
+                    format!("{} before it was ready", describe_exit(status)),
+                    code,
+                )
             } else {
-                (describe_exit(status), ExecutionFaultCode::FailureWhileActive)
+                (
+                    describe_exit(status),
+                    ExecutionFaultCode::FailureWhileActive,
+                )
             };
             if lock(&self.run.0).stop_requested {
                 self.update(

@@ -47,11 +47,14 @@ fn clip(mut s: String) -> String {
     s
 }
 
+/// Makes a command probe's argv ready to run in the app's sandbox.
+pub type CommandMaker = Box<dyn Fn(&[String]) -> Result<Command, String> + Send>;
+
 /// Where a probe reaches the app: its address (tcp, http) or a command made ready to run in
 /// its sandbox (command). The backend decides both.
 pub struct Target {
     pub addr: Result<IpAddr, String>,
-    pub command: Box<dyn Fn(&[String]) -> Result<Command, String> + Send>,
+    pub command: CommandMaker,
 }
 
 /// Runs `h` once against `target`, within `h.timeout_s`.
@@ -119,7 +122,12 @@ pub fn http(addr: SocketAddr, path: &str, timeout: Duration) -> Outcome {
         Ok(Ok(code)) if (200..400).contains(&code) => Outcome::pass(format!("{what}: {code}")),
         Ok(Ok(code)) => Outcome::fail(format!("{what}: status {code}")),
         Ok(Err(why)) => Outcome::fail(format!("{what}: {why}")),
-        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
             Outcome::fail(format!("{what}: no answer within {timeout:?}"))
         }
         Err(e) => Outcome::fail(format!("{what}: {e}")),
@@ -159,10 +167,7 @@ pub fn command(mut cmd: Command, name: &str, timeout: Duration) -> Outcome {
         match child.try_wait() {
             Ok(Some(st)) if st.success() => return Outcome::pass(format!("command {name}: ok")),
             Ok(Some(st)) => {
-                return Outcome::fail(format!(
-                    "command {name}: {}",
-                    super::describe_exit(st)
-                ))
+                return Outcome::fail(format!("command {name}: {}", super::describe_exit(st)))
             }
             Ok(None) if Instant::now() >= deadline => {
                 super::signal_group(child.id() as i32, libc::SIGKILL);

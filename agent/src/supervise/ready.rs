@@ -244,7 +244,10 @@ impl Watch {
                 }
                 return self.fail(
                     self.start_code,
-                    format!("not ready within {secs} s: health probe failing: {}", o.message),
+                    format!(
+                        "not ready within {secs} s: health probe failing: {}",
+                        o.message
+                    ),
                 );
             }
             if !self.pause_until(next) {

@@ -512,7 +512,11 @@ impl Finished {
 
 /// Runs `cmd` with its output in files under `work` (no pipe to fill up), killing it after
 /// `timeout` (scaled by `CPEVISOR_TIMEOUT_SCALE`).
-pub(super) fn run_bounded(mut cmd: Command, work: &Path, timeout: Duration) -> Result<Finished, String> {
+pub(super) fn run_bounded(
+    mut cmd: Command,
+    work: &Path,
+    timeout: Duration,
+) -> Result<Finished, String> {
     static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let what = format!("{cmd:?}");

@@ -97,7 +97,12 @@ pub fn figures(root: &std::path::Path, figures: &mut Vec<Figure>) -> Result<(), 
     }
     let work = TempDir::new("cpevisor-ready-bench")?;
     let w = &work.0;
-    let (keys, trusted, app, www) = (w.join("keys"), w.join("trusted"), w.join("app"), w.join("www"));
+    let (keys, trusted, app, www) = (
+        w.join("keys"),
+        w.join("trusted"),
+        w.join("app"),
+        w.join("www"),
+    );
     for d in [&trusted, &app, &www] {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
@@ -176,16 +181,20 @@ pub fn figures(root: &std::path::Path, figures: &mut Vec<Figure>) -> Result<(), 
         api(&daemon, &json!({"op": "stop", "eu": eu}))?;
     }
     figures.push(
-        Figure::new("agent.start_to_active_ms", round_to(median_or(&agent)?, 1), "ms")
-            .with_peer("vmm.start_to_boot_ready_ms", round_to(median_or(&peer)?, 1))
-            .with_note(format!(
-                "a microVM app on this host's /dev/kvm (a tiny guest that signals boot-ready at \
+        Figure::new(
+            "agent.start_to_active_ms",
+            round_to(median_or(&agent)?, 1),
+            "ms",
+        )
+        .with_peer("vmm.start_to_boot_ready_ms", round_to(median_or(&peer)?, 1))
+        .with_note(format!(
+            "a microVM app on this host's /dev/kvm (a tiny guest that signals boot-ready at \
                  once, confined VMM): start request on the agent's socket until its status reads \
                  Active (polled every 1 ms), beside the VMM's own boot-ready time from its process \
                  start in the same runs; median of {RUNS}; binaries from {}",
-                bins.dir.display()
-            ))
-            .with_samples(agent, peer),
+            bins.dir.display()
+        ))
+        .with_samples(agent, peer),
     );
     Ok(())
 }
@@ -196,7 +205,8 @@ mod tests {
 
     #[test]
     fn the_last_boot_ready_line_counts() {
-        let log = "boot-ready: 3.500 ms since VMM start\nx\nboot-ready: 12.250 ms since VMM start\n";
+        let log =
+            "boot-ready: 3.500 ms since VMM start\nx\nboot-ready: 12.250 ms since VMM start\n";
         assert_eq!(boot_ready_ms(log), Some(12.25));
         assert_eq!(boot_ready_ms("guest up\n"), None);
         let g = ready_guest();

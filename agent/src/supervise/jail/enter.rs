@@ -86,7 +86,8 @@ fn enter(spec_path: &std::path::Path, runner: i32, argv: &[String]) -> Result<i3
         opened.push((name, flag, f));
     }
     for (name, flag, f) in &opened {
-        nix::sched::setns(f, *flag).map_err(|e| format!("enter the jail's {name} namespace: {e}"))?;
+        nix::sched::setns(f, *flag)
+            .map_err(|e| format!("enter the jail's {name} namespace: {e}"))?;
     }
     drop(opened);
     if spec.host_id.is_some() {
@@ -112,7 +113,11 @@ fn enter(spec_path: &std::path::Path, runner: i32, argv: &[String]) -> Result<i3
 fn jail_init(runner: i32) -> Result<i32, String> {
     let rd = std::fs::read_dir("/proc").map_err(|e| format!("read /proc: {e}"))?;
     for entry in rd.flatten().take(MAX_PROCS_SCANNED) {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
             continue;
         };
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
@@ -141,8 +146,7 @@ fn become_namespace_root() -> Result<(), String> {
         let e = std::io::Error::last_os_error();
         return Err(format!("become uid 0 of the jail's user namespace: {e}"));
     }
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-        .map_err(|e| format!("parent-death signal: {e}"))
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("parent-death signal: {e}"))
 }
 
 /// The probe process, now inside the jail's PID namespace: the app's own confinement, then

@@ -516,9 +516,18 @@ impl DataModel {
                         "ExecutionEnvRef",
                         env_ref.get(&u.exec_env).cloned().unwrap_or_default(),
                     ),
-                    ("X_CPEVISOR_HealthStatus", HealthStatus::dm_status(&u.health)),
-                    ("X_CPEVISOR_HealthLastCheck", HealthStatus::dm_time(&u.health)),
-                    ("X_CPEVISOR_HealthMessage", HealthStatus::dm_message(&u.health)),
+                    (
+                        "X_CPEVISOR_HealthStatus",
+                        HealthStatus::dm_status(&u.health),
+                    ),
+                    (
+                        "X_CPEVISOR_HealthLastCheck",
+                        HealthStatus::dm_time(&u.health),
+                    ),
+                    (
+                        "X_CPEVISOR_HealthMessage",
+                        HealthStatus::dm_message(&u.health),
+                    ),
                 ],
             );
         }
