@@ -306,6 +306,8 @@ impl Backend for KvmBackend {
         console_err: Stdio,
     ) -> io::Result<(Child, AppUp)> {
         super::rundir::fresh_eu_dir(&spec.run_dir)?;
+        // Before the tap: nothing to undo if it fails.
+        let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let mut spec = spec.clone();
         if let Some(base) = self.network {
             let link = net::plan(base, &spec.eu_id)
@@ -320,7 +322,6 @@ impl Backend for KvmBackend {
         }
         let json = vm_config_json(&spec, Some(VMM_READY_FD))?;
         let config = super::rundir::write_new(&spec.run_dir, "vm.json", json.as_bytes())?;
-        let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let mut cmd = Command::new(&self.vmm_path);
         inherit_as(&mut cmd, ready_w.as_raw_fd(), VMM_READY_FD);
         let child = default_signal_mask(&mut cmd)

@@ -152,11 +152,12 @@ pub fn figures(root: &std::path::Path, figures: &mut Vec<Figure>) -> Result<(), 
         .as_str()
         .ok_or_else(|| format!("no execution unit in {du}"))?
         .to_string();
-    let (mut agent, mut peer) = (Vec::new(), Vec::new());
+    let (mut agent, mut peer, mut request) = (Vec::new(), Vec::new(), Vec::new());
     let timeout = ACTIVE_TIMEOUT.mul_f64(timeout_scale());
     for _ in 0..RUNS {
         let t0 = Instant::now();
         api(&daemon, &json!({"op": "start", "eu": eu}))?;
+        request.push(round_to(t0.elapsed().as_secs_f64() * 1000.0, 2));
         loop {
             let v = api(&daemon, &json!({"op": "status", "id": eu}))?;
             let status = &v["execution_unit"]["status"];
@@ -195,6 +196,19 @@ pub fn figures(root: &std::path::Path, figures: &mut Vec<Figure>) -> Result<(), 
             bins.dir.display()
         ))
         .with_samples(agent, peer),
+    );
+    figures.push(
+        Figure::new(
+            "agent.start_request_ms",
+            round_to(median_or(&request)?, 1),
+            "ms",
+        )
+        .with_note(
+            "the same runs: until the start request's answer (RequestedState persisted, the run \
+             directory and VM description written, the VMM spawned), part of \
+             agent.start_to_active_ms",
+        )
+        .with_samples(request, Vec::new()),
     );
     Ok(())
 }
