@@ -486,3 +486,36 @@ fn a_jail_apps_command_probe_runs_in_its_jail() {
     assert_eq!(v["health"]["state"], "ok", "{v}");
     w.ctl_json(&["stop", &eu]).unwrap();
 }
+
+/// A tcp/http probe that can never reach the app (a microVM without a network) fails the
+/// start at once, saying why, instead of at the deadline.
+#[test]
+fn a_probe_without_an_address_fails_the_start_with_the_reason() {
+    let mut w = World::new("noaddr");
+    // A stand-in VMM that says its guest is ready on the readiness pipe, then idles.
+    w.use_vmm_script("#!/bin/sh\nprintf R >&3\nexec sleep 1000 3>&-\n", json!({}));
+    let mut app = App::new("vmweb", "1.0");
+    app.kvm = true;
+    app.restart["enable"] = json!(false);
+    app.extra = json!({"health": {"kind": "http", "port": 80}});
+    let url = w.publish(&app, "vmweb.cpkg");
+    w.start_daemon(None);
+    let eu = eu_of(&w.ctl_json(&["install", &url]).unwrap());
+    let v = w.poll(20, || {
+        let v = w.eu(&eu);
+        if v["status"] == "Idle" && v["execution_fault_code"] != "NoFault" {
+            Ok(v)
+        } else {
+            Err(format!("not failed yet: {v}"))
+        }
+    });
+    assert_eq!(v["execution_fault_code"], "FailureOnAutoStart", "{v}");
+    let msg = v["execution_fault_message"].as_str().unwrap();
+    assert!(
+        msg.contains("health probe: the app has no network address")
+            && msg.contains("kvm ExecEnv has no app_network"),
+        "{msg}"
+    );
+    assert_eq!(v["health"]["state"], "failing", "{v}");
+    assert!(!statuses(&w, &eu).contains(&"Active".to_string()));
+}

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use super::probe::{self, Outcome, Target};
 use super::{lock, signal_group, Run, StatusSink};
 use crate::model::{now_secs, rfc3339, EuStatus, ExecutionFaultCode, HealthStatus};
-use crate::package::HealthCheck;
+use crate::package::{HealthCheck, ProbeKind};
 
 /// Start deadline when the package sets none. A router boots a small microVM in about a
 /// second; nested guests on the emulated (TCG) test boards signalled boot-ready after 2.4-48 s
@@ -225,6 +225,18 @@ impl Watch {
                 active_since: Some(Instant::now()),
             };
         };
+        if let (ProbeKind::Tcp | ProbeKind::Http, Err(why)) = (health.kind, &self.target.addr) {
+            // Nothing to wait for: the probe can never reach the app.
+            let why = format!("health probe: {why}");
+            self.board.record(
+                &self.eu_id,
+                &Outcome {
+                    ok: false,
+                    message: why.clone(),
+                },
+            );
+            return self.fail(self.start_code, why);
+        }
         let interval = Duration::from_secs(u64::from(health.interval_s.max(1)));
         // Until the probe passes: every interval (but at least once a second while starting,
         // so a fast app is not held back a whole interval), up to the deadline.
