@@ -143,6 +143,7 @@ pub(super) fn start(w: Watch) -> Watching {
         });
     }
     let name = format!("ready-{}", w.eu_id);
+    let (sink, eu_id, retry) = (w.sink.clone(), w.eu_id.clone(), w.retry);
     let spawned = thread::Builder::new()
         .name(name)
         .stack_size(128 * 1024)
@@ -150,23 +151,32 @@ pub(super) fn start(w: Watch) -> Watching {
     match spawned {
         Ok(t) => Watching::Thread(t),
         Err(e) => {
-            // No watcher: the app is reported as before this existed, up once spawned.
-            crate::log_warn!("cannot start the readiness watcher: {e}");
-            Watching::Done(WatchEnd::default())
+            // No watcher (no memory for a thread): the app is reported up once spawned, as
+            // before readiness was watched, rather than left Starting for good.
+            crate::log_warn!("{eu_id}: cannot start the readiness watcher: {e}");
+            active_update(&sink, &eu_id, retry);
+            Watching::Done(WatchEnd {
+                failure: None,
+                active_since: Some(Instant::now()),
+            })
         }
     }
 }
 
+fn active_update(sink: &Arc<dyn StatusSink>, eu_id: &str, retry: u32) {
+    sink.eu_update(super::EuUpdate {
+        eu_id: eu_id.to_string(),
+        status: EuStatus::Active,
+        fault_code: ExecutionFaultCode::NoFault,
+        fault_message: String::new(),
+        retry_count: retry,
+        next_restart: 0,
+    });
+}
+
 impl Watch {
     fn active(&self) {
-        self.sink.eu_update(super::EuUpdate {
-            eu_id: self.eu_id.clone(),
-            status: EuStatus::Active,
-            fault_code: ExecutionFaultCode::NoFault,
-            fault_message: String::new(),
-            retry_count: self.retry,
-            next_restart: 0,
-        });
+        active_update(&self.sink, &self.eu_id, self.retry);
     }
 
     /// Still this run's process, and nobody asked it to stop.
