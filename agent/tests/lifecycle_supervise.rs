@@ -202,9 +202,10 @@ fn bad_clients_get_faults_and_cannot_hang_others() {
 fn kvm_exec_env_runs_one_vmm_per_app_with_its_config() {
     let mut w = World::new("kvm");
     // Stand-in for cpevisor-vmm (this host cannot boot Linux guests): prints its arguments and
-    // the VM config it was given, then runs until stopped.
+    // the VM config it was given, says its guest is ready on the readiness pipe (descriptor 3,
+    // as the config's ready_fd says), then runs until stopped.
     w.use_vmm_script(
-        "#!/bin/sh\necho \"vmm args: $*\"\ncat \"$2\"\nexec sleep 1000\n",
+        "#!/bin/sh\necho \"vmm args: $*\"\ncat \"$2\"\nprintf R >&3\nexec sleep 1000 3>&-\n",
         json!({}),
     );
     let mut app = App::new("vmapp", "1.0");
@@ -237,6 +238,7 @@ fn kvm_exec_env_runs_one_vmm_per_app_with_its_config() {
     assert_eq!(cfg["vcpus"], 1);
     assert_eq!(cfg["cmdline"], "console=ttyS0 quiet");
     assert_eq!(cfg["console"], "stdout");
+    assert_eq!(cfg["ready_fd"], 3);
     let kernel = cfg["kernel"].as_str().unwrap();
     assert!(kernel.contains("/blobs/sha256/"), "{kernel}");
     assert_eq!(std::fs::read(kernel).unwrap(), b"not really a kernel");
@@ -259,7 +261,7 @@ fn kvm_apps_get_a_tap_with_a_link_of_their_own() {
     .map(String::from)
     .to_vec();
     w.use_vmm_script(
-        "#!/bin/sh\ncat \"$2\"\necho\nip -o -4 addr show dev cpv-eu-1\nexec sleep 1000\n",
+        "#!/bin/sh\ncat \"$2\"\necho\nip -o -4 addr show dev cpv-eu-1\nprintf R >&3\nexec sleep 1000\n",
         json!({"app_network": "10.100.0.0/16"}),
     );
     let mut app = App::new("netapp", "1.0");

@@ -4,74 +4,29 @@
 //! agent reports as FailureWhileActive.
 //!
 //! This host's KVM runs hand-written guests only, so the package's kernel layer is a placeholder
-//! and a shim in front of the VMM swaps in a tiny bzImage (prints "guest up", spins); everything
-//! else in the agent's VM description (jail, control socket, console, rng) is used as written.
+//! and a shim in front of the VMM swaps in a tiny bzImage (prints "guest up", signals ready,
+//! spins); everything else in the agent's VM description (jail, control socket, console, rng,
+//! readiness pipe) is used as written.
 //! The VMM is built with the `test-hooks` feature into target/test-hooks (once; a debug build).
 #![cfg(target_arch = "x86_64")]
 
 #[path = "common/agentd.rs"]
 mod agentd;
+#[path = "common/tiny_guest.rs"]
+mod tiny_guest;
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use agentd::{eu_of, App, World};
 use cpevisor_sandbox::caps::read_status_field;
 use serde_json::json;
+use tiny_guest::{tiny_bzimage, vmm_shim, vmm_with_test_hooks};
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
-}
-
-/// cpevisor-vmm with the test hooks (a control command that makes a VMM thread perform a
-/// forbidden syscall), built in its own target dir so it never replaces the normal binary.
-fn vmm_with_test_hooks() -> PathBuf {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let target = workspace.join("target/test-hooks");
-    let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "-q",
-            "-p",
-            "cpevisor-vmm",
-            "--features",
-            "test-hooks",
-        ])
-        .arg("--target-dir")
-        .arg(&target)
-        .current_dir(workspace)
-        .status()
-        .expect("run cargo");
-    assert!(
-        status.success(),
-        "building cpevisor-vmm with test-hooks failed"
-    );
-    target.join("debug/cpevisor-vmm")
-}
-
-/// A bzImage shell (boot protocol 2.15, 64-bit entry at file offset 0xc00) around long-mode
-/// code that prints "guest up" on COM1 and spins; it needs 2 MiB of guest RAM.
-fn tiny_bzimage() -> Vec<u8> {
-    let mut code = vec![0x66, 0xba, 0xf8, 0x03]; // mov dx, 0x3f8
-    for &b in b"guest up\n" {
-        code.extend_from_slice(&[0xb0, b, 0xee]); // mov al, b; out dx, al
-    }
-    code.extend_from_slice(&[0xeb, 0xfe]); // jmp $
-    let mut bz = vec![0u8; 0x2000];
-    bz[0x1f1] = 4; // setup sectors
-    bz[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
-    bz[0x202..0x206].copy_from_slice(b"HdrS");
-    bz[0x206..0x208].copy_from_slice(&0x20fu16.to_le_bytes());
-    bz[0x211] = 1; // loadflags: LOADED_HIGH
-    bz[0x214..0x218].copy_from_slice(&0x10_0000u32.to_le_bytes()); // code32_start
-    bz[0x236..0x238].copy_from_slice(&1u16.to_le_bytes()); // XLF_KERNEL_64
-    bz[0x258..0x260].copy_from_slice(&0x10_0000u64.to_le_bytes()); // pref_address
-    bz[0x260..0x264].copy_from_slice(&0x10_0000u32.to_le_bytes()); // init_size
-    bz[0xc00..0xc00 + code.len()].copy_from_slice(&code);
-    bz
 }
 
 fn status_field(pid: &str, key: &str) -> String {
@@ -87,20 +42,11 @@ fn a_vmm_killed_by_its_seccomp_filter_is_failure_while_active() {
     let vmm = vmm_with_test_hooks();
     let mut w = World::new("vmmjail");
     let guest = w.root.join("guest.bzImage");
-    std::fs::write(&guest, tiny_bzimage()).unwrap();
+    // It signals boot-ready: the agent reports Active only then.
+    std::fs::write(&guest, tiny_bzimage("guest up\n", true)).unwrap();
     let seen = w.root.join("vm.json");
     let pid_file = w.root.join("vmm.pid");
-    // $1 is --config, $2 the agent's VM description.
-    w.use_vmm_script(
-        &format!(
-            "#!/bin/sh\necho $$ > {pid}\nsed 's|\"kernel\": \"[^\"]*\"|\"kernel\": \"{guest}\"|' \"$2\" > {seen}\nexec {vmm} --config {seen}\n",
-            pid = pid_file.display(),
-            guest = guest.display(),
-            seen = seen.display(),
-            vmm = vmm.display(),
-        ),
-        json!({}),
-    );
+    w.use_vmm_script(&vmm_shim(&vmm, &guest, &seen, &pid_file), json!({}));
     let mut app = App::new("vmapp", "1.0");
     app.kvm = true;
     app.restart["enable"] = json!(false);

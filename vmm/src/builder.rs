@@ -242,7 +242,10 @@ impl Vmm {
         if let Some(fd) = input_fd {
             pollables.push((fd, Pollable::SerialInput(serial)));
         }
-        let boot = BootSignal::new(start);
+        let mut boot = BootSignal::new(start);
+        if let Some(fd) = cfg.ready_fd {
+            boot = boot.notify_fd(fd);
+        }
         let boot_ready = boot.handle();
         let (_, boot_dev) = shared(boot);
         Self::attach_platform_devices(&mut buses, &devices, serial_dev, boot_dev, &mut pollables)?;

@@ -168,6 +168,9 @@ pub struct VmConfig {
     pub control_socket: Option<PathBuf>,
     #[serde(default)] // absent: unconfined (host tests, CLI use); see confine.rs
     pub jail: Option<crate::confine::JailConfig>,
+    /// An inherited pipe's write end: one byte on the guest's boot-ready (`boot_signal`).
+    #[serde(default)]
+    pub ready_fd: Option<i32>,
 }
 
 /// A configuration or usage error. `what` names the field, flag or file; `why` says what is wrong.
@@ -211,6 +214,7 @@ impl VmConfig {
             console: default_console(),
             control_socket: None,
             jail: None,
+            ready_fd: None,
         }
     }
 
@@ -314,6 +318,9 @@ impl VmConfig {
                     format!("{}: socket path longer than 107 bytes", p.display()),
                 ));
             }
+        }
+        if let Some(fd) = self.ready_fd {
+            crate::devices::boot_signal::check_ready_fd(fd)?;
         }
         if let Some(p) = &self.control_socket {
             if p.as_os_str().len() > 107 {

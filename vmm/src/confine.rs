@@ -43,10 +43,10 @@ impl JailConfig {
     }
 }
 
-/// Closes every descriptor above stderr that the VMM inherited: called first, before the VMM
-/// opens anything of its own.
-pub fn close_inherited() -> std::io::Result<()> {
-    cpevisor_sandbox::fds::close_from(3, &[])
+/// Closes every descriptor above stderr that the VMM inherited but `keep` (the readiness pipe):
+/// called first, before the VMM opens anything of its own.
+pub fn close_inherited(keep: &[i32]) -> std::io::Result<()> {
+    cpevisor_sandbox::fds::close_from(3, keep)
 }
 
 /// Steps 1 to 3 above. The caller must be single-threaded and must have opened everything.

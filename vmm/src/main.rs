@@ -73,7 +73,8 @@ fn run(start: Instant) -> i32 {
     };
     // A jailed VMM keeps nothing it inherited (the supervisor's descriptors) past this point.
     if cfg.jail.is_some() {
-        if let Err(e) = cpevisor_vmm::confine::close_inherited() {
+        let keep: Vec<i32> = cfg.ready_fd.into_iter().collect();
+        if let Err(e) = cpevisor_vmm::confine::close_inherited(&keep) {
             log(&format!("error: jail: {e}"));
             return exit_code::HOST_ERROR;
         }

@@ -126,6 +126,11 @@ fn main() -> ExitCode {
         let code = jail::jail_exec_main(&argv[2..]);
         return ExitCode::from(u8::try_from(code).unwrap_or(255));
     }
+    // `cpevisord jail-probe SPEC PID -- ARGV`: a health-probe command inside a running jail.
+    if argv.get(1).map(String::as_str) == Some(jail::JAIL_PROBE) {
+        let code = jail::jail_probe_main(&argv[2..]);
+        return ExitCode::from(u8::try_from(code).unwrap_or(255));
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {

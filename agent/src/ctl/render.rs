@@ -133,13 +133,26 @@ fn eu_rows(eus: &[Value]) -> Vec<Vec<String>> {
                 } else {
                     format!("{fault}: {msg}")
                 },
+                health_cell(&e["health"]),
             ]
         })
         .collect()
 }
 
+/// The last health probe: `ok at <time>`, `failing at <time>: <message>`, or `-` (no probe).
+fn health_cell(h: &Value) -> String {
+    if h.is_null() {
+        return "-".into();
+    }
+    let state = s(&h["state"]);
+    match state.as_str() {
+        "ok" => format!("ok at {}", s(&h["time"])),
+        _ => format!("{state} at {}: {}", s(&h["time"]), s(&h["message"])),
+    }
+}
+
 const DU_HEADERS: [&str; 7] = ["UUID", "NAME", "VERSION", "VENDOR", "STATUS", "ENV", "EUS"];
-const EU_HEADERS: [&str; 8] = [
+const EU_HEADERS: [&str; 9] = [
     "EUID",
     "NAME",
     "STATUS",
@@ -148,6 +161,7 @@ const EU_HEADERS: [&str; 8] = [
     "IN_USE_KIB",
     "RETRIES",
     "FAULT",
+    "HEALTH",
 ];
 
 fn empty() -> Vec<Value> {

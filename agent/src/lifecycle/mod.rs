@@ -32,6 +32,7 @@ use crate::model::{
 use crate::store::{persist_point, Store};
 use crate::supervise::backend::{Backend, JailBackend, KvmBackend, LaunchSpec, ProcessBackend};
 use crate::supervise::cgroup::CgroupParent;
+use crate::supervise::ready::StartPolicy;
 use crate::supervise::{lock, EuUpdate, StartReason, StatusSink, Supervisor};
 use config::{AgentConfig, ExecEnvConfig, Runner};
 use events::EventLog;
@@ -245,7 +246,11 @@ impl Agent {
                 (id, kib)
             })
             .collect();
+        let health = self.supervisor.health_all();
         let mut m = lock(&self.shared.model);
+        for eu in m.persisted.eus.iter_mut() {
+            eu.health = health.get(&eu.eu_id).cloned();
+        }
         for (id, kib) in usage {
             if let Some(eu) = m.persisted.eus.iter_mut().find(|e| e.eu_id == id) {
                 if eu.status != EuStatus::Idle {
@@ -1085,6 +1090,7 @@ impl Agent {
             tap: None,
             rootfs: rec.files.rootfs.clone(),
             cgroup: None,
+            start: StartPolicy::new(rec.spec.start_deadline_s, rec.spec.health.clone()),
         };
         self.supervisor
             .start(backend, spec, eu.auto_restart.clone(), reason)
@@ -1465,6 +1471,7 @@ fn new_eu(eu_id: &str, du: &DeploymentUnit, spec: &AppSpec) -> ExecutionUnit {
             retry_count: 0,
             next_restart: 0,
         },
+        health: None,
     };
     apply_spec(&mut eu, spec);
     eu

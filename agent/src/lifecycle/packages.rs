@@ -11,8 +11,8 @@ use crate::fault::{Fault, FaultCode};
 use crate::fetch::{download_path, fetch, fetch_head, meta_path, part_path, FetchOptions};
 use crate::package::head::{peek_config, HEAD_BYTES};
 use crate::package::{
-    verify_package, AppConfig, Backend as PkgBackend, LayerKind, PackageCaps, TrustedKey,
-    VerifiedPackage,
+    verify_package, AppConfig, Backend as PkgBackend, HealthCheck, LayerKind, PackageCaps,
+    TrustedKey, VerifiedPackage,
 };
 use crate::store::{Digest, Store};
 
@@ -32,6 +32,11 @@ pub struct AppSpec {
     pub restart: RestartPolicy,
     pub autostart: bool,
     pub run_level: u32,
+    /// None: the agent's default. (Absent in state files written before it existed.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_deadline_s: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthCheck>,
 }
 
 impl AppSpec {
@@ -65,6 +70,8 @@ impl AppSpec {
             },
             autostart: c.autostart,
             run_level: u32::from(c.run_level),
+            start_deadline_s: c.start_deadline_s,
+            health: c.health.clone(),
         }
     }
 }

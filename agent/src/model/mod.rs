@@ -179,6 +179,40 @@ pub struct ExecutionUnit {
     /// Declared memory from the package config, MiB (what admission counts).
     pub memory_mib: u32,
     pub auto_restart: AutoRestart,
+    /// The last health probe's result, for apps whose package declares one (not persisted
+    /// meaning: refreshed from the supervisor for every snapshot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthStatus>,
+}
+
+/// The last result of an app's health probe (`X_CPEVISOR_Health*` in the data model).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthStatus {
+    /// `ok` or `failing`.
+    pub state: String,
+    /// RFC 3339 UTC of the probe.
+    pub time: String,
+    pub message: String,
+}
+
+impl HealthStatus {
+    /// `X_CPEVISOR_HealthStatus`: `None` (no probe, or none ran yet), `Ok` or `Failing`.
+    pub fn dm_status(h: &Option<HealthStatus>) -> String {
+        match h.as_ref().map(|h| h.state.as_str()) {
+            None => "None",
+            Some("ok") => "Ok",
+            Some(_) => "Failing",
+        }
+        .into()
+    }
+    /// `X_CPEVISOR_HealthLastCheck`; TR-106's unknown time when no probe ran.
+    pub fn dm_time(h: &Option<HealthStatus>) -> String {
+        h.as_ref()
+            .map_or_else(|| "0001-01-01T00:00:00Z".into(), |h| h.time.clone())
+    }
+    pub fn dm_message(h: &Option<HealthStatus>) -> String {
+        h.as_ref().map(|h| h.message.clone()).unwrap_or_default()
+    }
 }
 
 /// `Device.SoftwareModules.DeploymentUnit.{i}`.

@@ -65,6 +65,123 @@ impl Default for RestartPolicy {
     }
 }
 
+/// What a health probe does (`health.kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeKind {
+    /// A TCP connect to the app's address and `port`.
+    Tcp,
+    /// `GET path` on the app's address and `port`: a 2xx or 3xx status passes.
+    Http,
+    /// `command` run in the app's sandbox: exit status 0 passes (jail apps only: a microVM
+    /// shares no sandbox with the agent).
+    Command,
+}
+
+fn default_probe_interval() -> u32 {
+    10
+}
+fn default_probe_timeout() -> u32 {
+    2
+}
+fn default_probe_threshold() -> u32 {
+    3
+}
+
+/// The app's health probe: it must pass before the app is Active, and keep passing while it is
+/// (`failure_threshold` failures in a row end the run as FailureWhileActive).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    pub kind: ProbeKind,
+    /// tcp, http: the port on the app's address.
+    #[serde(default)]
+    pub port: u16,
+    /// http: the request path (default `/`).
+    #[serde(default)]
+    pub path: String,
+    /// command: argv inside the app's sandbox.
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default = "default_probe_interval")]
+    pub interval_s: u32,
+    /// Deadline of one probe (connect, request and answer, or the command's run).
+    #[serde(default = "default_probe_timeout")]
+    pub timeout_s: u32,
+    #[serde(default = "default_probe_threshold")]
+    pub failure_threshold: u32,
+}
+
+pub const MAX_PROBE_INTERVAL_S: u32 = 3600;
+pub const MAX_PROBE_TIMEOUT_S: u32 = 60;
+pub const MAX_PROBE_THRESHOLD: u32 = 100;
+pub const MAX_PROBE_PATH_LEN: usize = 256;
+pub const MAX_PROBE_ARGS: usize = 16;
+/// Longest start deadline a package may ask for (a nested, emulated board is the slow case).
+pub const MAX_START_DEADLINE_S: u32 = 3600;
+
+impl HealthCheck {
+    fn validate(&self, backends: &[Backend]) -> Result<(), Fault> {
+        match self.kind {
+            ProbeKind::Tcp | ProbeKind::Http if self.port == 0 => {
+                return Err(invalid("health.port", "must be 1..=65535"))
+            }
+            ProbeKind::Command if backends.contains(&Backend::Kvm) => {
+                return Err(invalid(
+                    "health.kind",
+                    "a command probe runs in the app's sandbox, which a microVM does not share \
+                     with the agent: use tcp or http for a package with the kvm backend",
+                ))
+            }
+            ProbeKind::Command if self.command.first().is_none_or(|a| a.is_empty()) => {
+                return Err(invalid("health.command", "needs a non-empty argv"))
+            }
+            _ => {}
+        }
+        if self.kind == ProbeKind::Http && !self.path.is_empty() {
+            let ok = self.path.starts_with('/')
+                && self.path.len() <= MAX_PROBE_PATH_LEN
+                && self.path.bytes().all(|b| b.is_ascii_graphic());
+            if !ok {
+                return Err(invalid(
+                    "health.path",
+                    format!("must start with / and be up to {MAX_PROBE_PATH_LEN} printable ASCII bytes without spaces"),
+                ));
+            }
+        }
+        if self.command.len() > MAX_PROBE_ARGS
+            || self
+                .command
+                .iter()
+                .any(|a| a.len() > MAX_ARG_LEN || a.contains('\0'))
+        {
+            return Err(invalid(
+                "health.command",
+                format!("at most {MAX_PROBE_ARGS} arguments of {MAX_ARG_LEN} bytes, no NUL"),
+            ));
+        }
+        if !(1..=MAX_PROBE_INTERVAL_S).contains(&self.interval_s) {
+            return Err(invalid(
+                "health.interval_s",
+                format!("must be 1..={MAX_PROBE_INTERVAL_S}"),
+            ));
+        }
+        if !(1..=MAX_PROBE_TIMEOUT_S).contains(&self.timeout_s) {
+            return Err(invalid(
+                "health.timeout_s",
+                format!("must be 1..={MAX_PROBE_TIMEOUT_S}"),
+            ));
+        }
+        if !(1..=MAX_PROBE_THRESHOLD).contains(&self.failure_threshold) {
+            return Err(invalid(
+                "health.failure_threshold",
+                format!("must be 1..={MAX_PROBE_THRESHOLD}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
@@ -89,6 +206,13 @@ pub struct AppConfig {
     pub autostart: bool,
     #[serde(default)]
     pub run_level: u16,
+    /// Seconds from a start to Active (microVM: the guest's boot-ready signal; jail: the app's
+    /// process running; then the health probe, if any) before the start counts as failed.
+    /// Absent: the agent's default (`supervise::ready::DEFAULT_START_DEADLINE_S`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_deadline_s: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthCheck>,
 }
 
 pub const MAX_NAME_LEN: usize = 64;
@@ -199,6 +323,17 @@ impl AppConfig {
                 "the jail backend needs a non-empty argv",
             ));
         }
+        if let Some(d) = self.start_deadline_s {
+            if !(1..=MAX_START_DEADLINE_S).contains(&d) {
+                return Err(invalid(
+                    "start_deadline_s",
+                    format!("must be 1..={MAX_START_DEADLINE_S}"),
+                ));
+            }
+        }
+        if let Some(h) = &self.health {
+            h.validate(&self.backends)?;
+        }
         let r = &self.restart;
         if r.retry_min_wait_s > r.retry_max_wait_s {
             return Err(invalid(
@@ -267,5 +402,65 @@ mod tests {
         .contains("vendor"));
         let err = AppConfig::from_json(b"{\"name\": ").unwrap_err();
         assert_eq!(err.code, FaultCode::InvalidArguments);
+    }
+
+    #[test]
+    fn health_and_start_deadline_are_bounded() {
+        let ok = |mutate: fn(&mut serde_json::Value)| {
+            let mut v = good();
+            mutate(&mut v);
+            AppConfig::from_json(v.to_string().as_bytes()).unwrap()
+        };
+        // Absent: nothing is serialized, so existing packages keep their bytes.
+        let plain = ok(|_| {});
+        assert!(!String::from_utf8(plain.to_json())
+            .unwrap()
+            .contains("health"));
+        let c = ok(|v| v["health"] = serde_json::json!({"kind": "http", "port": 80}));
+        let h = c.health.unwrap();
+        assert_eq!((h.interval_s, h.timeout_s, h.failure_threshold), (10, 2, 3));
+        ok(|v| v["start_deadline_s"] = 300.into());
+        let msg = field_error(|v| {
+            v["health"] = serde_json::json!({"kind": "command", "command": ["/bin/true"]})
+        });
+        assert!(
+            msg.contains("`health.kind`") && msg.contains("tcp or http"),
+            "{msg}"
+        );
+        let jail = |v: &mut serde_json::Value| {
+            v["backends"] = serde_json::json!(["jail"]);
+            v["command"] = serde_json::json!(["/bin/app"]);
+        };
+        let c = ok(|v| {
+            v["backends"] = serde_json::json!(["jail"]);
+            v["command"] = serde_json::json!(["/bin/app"]);
+            v["health"] = serde_json::json!({"kind": "command", "command": ["/bin/check"]});
+        });
+        assert_eq!(c.health.unwrap().kind, ProbeKind::Command);
+        assert!(field_error(|v| {
+            jail(v);
+            v["health"] = serde_json::json!({"kind": "command"});
+        })
+        .contains("`health.command`"));
+        assert!(
+            field_error(|v| v["health"] = serde_json::json!({"kind": "tcp"}))
+                .contains("`health.port`")
+        );
+        assert!(field_error(
+            |v| v["health"] = serde_json::json!({"kind": "http", "port": 80, "path": "x y"})
+        )
+        .contains("`health.path`"));
+        assert!(field_error(
+            |v| v["health"] = serde_json::json!({"kind": "tcp", "port": 80, "timeout_s": 0})
+        )
+        .contains("`health.timeout_s`"));
+        assert!(field_error(|v| v["health"] =
+            serde_json::json!({"kind": "tcp", "port": 80, "failure_threshold": 1000}))
+        .contains("`health.failure_threshold`"));
+        assert!(
+            field_error(|v| v["health"] = serde_json::json!({"kind": "udp", "port": 80}))
+                .contains("udp")
+        );
+        assert!(field_error(|v| v["start_deadline_s"] = 0.into()).contains("`start_deadline_s`"));
     }
 }

@@ -10,7 +10,7 @@ mod pack;
 pub mod tar;
 mod verify;
 
-pub use config::{AppConfig, Arch, Backend, RestartPolicy};
+pub use config::{AppConfig, Arch, Backend, HealthCheck, ProbeKind, RestartPolicy};
 pub use ed25519_dalek::SigningKey;
 pub use keys::{key_id, keygen, load_signing_key, KeyPairFiles, TrustedKey};
 pub use layer::{extract_layer, LayerCaps, LayerStats};

@@ -15,6 +15,8 @@ use serde::Serialize;
 use super::cgroup::{AppLimits, CpuMax};
 use super::jail::{self, JailNet, JailSpec};
 use super::net;
+use super::ready::{AppUp, StartPolicy};
+use std::net::{IpAddr, Ipv4Addr};
 
 /// What the supervisor needs to start one app.
 #[derive(Debug, Clone)]
@@ -41,6 +43,8 @@ pub struct LaunchSpec {
     pub rootfs: Option<PathBuf>,
     /// The app's cgroup, set by the supervisor when limits are enforced.
     pub cgroup: Option<PathBuf>,
+    /// When the app counts as up, and by when it must be (`ready`).
+    pub start: StartPolicy,
 }
 
 pub trait Backend: Send + Sync {
@@ -57,6 +61,42 @@ pub trait Backend: Send + Sync {
     fn spawn(&self, spec: &LaunchSpec, console: Stdio, console_err: Stdio) -> io::Result<Child>;
     /// Releases what `spawn` set up outside the process (a tap), once it has exited.
     fn after_exit(&self, _spec: &LaunchSpec) {}
+    /// Starts the backend like `spawn`, and says how it will tell that the app is up. By
+    /// default the running process is the app (a host process; a jail's runner answers only
+    /// once the app's command was exec'd).
+    fn spawn_ready(
+        &self,
+        spec: &LaunchSpec,
+        console: Stdio,
+        console_err: Stdio,
+    ) -> io::Result<(Child, AppUp)> {
+        Ok((self.spawn(spec, console, console_err)?, AppUp::Now))
+    }
+    /// The address tcp and http health probes reach the app at, from the agent.
+    fn probe_addr(&self, _spec: &LaunchSpec) -> Result<IpAddr, String> {
+        Ok(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+    /// A command probe: `argv` made ready to run in the app's sandbox (`pid`: the backend
+    /// process).
+    fn probe_command(
+        &self,
+        _spec: &LaunchSpec,
+        _pid: u32,
+        _argv: &[String],
+    ) -> Result<Command, String> {
+        Err(format!(
+            "the {} backend cannot run a command probe: use tcp or http",
+            self.name()
+        ))
+    }
+}
+
+/// An app's link address, for probes from the agent (None: the ExecEnv gives it no network).
+fn app_addr(network: Option<Ipv4Addr>, spec: &LaunchSpec, env: &str) -> Result<IpAddr, String> {
+    let base = network.ok_or_else(|| {
+        format!("the app has no network address to probe (the {env} ExecEnv has no app_network): use a command probe or none")
+    })?;
+    Ok(IpAddr::V4(net::plan(base, &spec.eu_id)?.guest_ip))
 }
 
 /// The daemon blocks SIGTERM/SIGINT in all its threads (one thread takes them with sigwait) and
@@ -106,6 +146,44 @@ impl Backend for ProcessBackend {
             .process_group(0)
             .spawn()
     }
+
+    /// The host process isolates nothing, so its probe runs as it does: on the host, in the
+    /// app's data directory with the app's environment.
+    fn probe_command(
+        &self,
+        spec: &LaunchSpec,
+        _pid: u32,
+        argv: &[String],
+    ) -> Result<Command, String> {
+        let (prog, args) = argv.split_first().ok_or("the probe has no command")?;
+        let mut cmd = Command::new(prog);
+        cmd.args(args)
+            .current_dir(&spec.data_dir)
+            .env("CPEVISOR_EU", &spec.eu_id)
+            .env("CPEVISOR_APP_DIR", &spec.app_dir)
+            .env("CPEVISOR_DATA_DIR", &spec.data_dir);
+        default_signal_mask(&mut cmd);
+        Ok(cmd)
+    }
+}
+
+/// Gives the child `fd` (CLOEXEC in the parent) as descriptor `target`, open across exec.
+fn inherit_as(cmd: &mut Command, fd: i32, target: i32) {
+    // SAFETY: the closure runs between fork and exec and only calls dup2/fcntl, which are
+    // async-signal-safe; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == target {
+                // dup2 onto itself keeps CLOEXEC: clear it instead.
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, target) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Runs `cpevisor-vmm --config <run_dir>/vm.json`, one microVM per app, confined by the VMM
@@ -136,7 +214,15 @@ struct VmConfig<'a> {
     /// Always set: the VMM drops to these ids, an empty root, no capabilities and seccomp once
     /// it has opened everything (vmm/src/confine.rs).
     jail: VmJail,
+    /// The readiness pipe's write end in the VMM (`VMM_READY_FD`): one byte on the guest's
+    /// boot-ready signal. Not the `boot-ready:` log line: the guest's console shares that
+    /// stream and could print it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ready_fd: Option<i32>,
 }
+
+/// The descriptor number the readiness pipe gets in the VMM.
+const VMM_READY_FD: i32 = 3;
 
 /// The VMM of app `eu-N` runs as host uid = gid `jail::userns::host_id` (100000 + N): the id
 /// a jailed app of that EU is root as, one rule for both backends.
@@ -157,8 +243,8 @@ struct VmNet<'a> {
     tap: &'a str,
 }
 
-/// Generates the VMM's JSON config for `spec`.
-pub fn vm_config_json(spec: &LaunchSpec) -> io::Result<String> {
+/// Generates the VMM's JSON config for `spec`, with the readiness pipe at `ready_fd`.
+pub fn vm_config_json(spec: &LaunchSpec, ready_fd: Option<i32>) -> io::Result<String> {
     let kernel = spec.kernel.as_deref().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -193,6 +279,7 @@ pub fn vm_config_json(spec: &LaunchSpec) -> io::Result<String> {
         console: "stdout",
         control_socket: spec.run_dir.join("vmm.sock"),
         jail: VmJail { uid: id, gid: id },
+        ready_fd,
     };
     serde_json::to_string_pretty(&cfg).map_err(io::Error::other)
 }
@@ -208,7 +295,19 @@ impl Backend for KvmBackend {
     }
 
     fn spawn(&self, spec: &LaunchSpec, console: Stdio, console_err: Stdio) -> io::Result<Child> {
+        // Without a reader the VMM's one readiness write fails with EPIPE, which it ignores.
+        self.spawn_ready(spec, console, console_err).map(|(c, _)| c)
+    }
+
+    fn spawn_ready(
+        &self,
+        spec: &LaunchSpec,
+        console: Stdio,
+        console_err: Stdio,
+    ) -> io::Result<(Child, AppUp)> {
         super::rundir::fresh_eu_dir(&spec.run_dir)?;
+        // Before the tap: nothing to undo if it fails.
+        let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let mut spec = spec.clone();
         if let Some(base) = self.network {
             let link = net::plan(base, &spec.eu_id)
@@ -221,9 +320,11 @@ impl Backend for KvmBackend {
                 .to_string();
             spec.tap = Some(link.tap);
         }
-        let config =
-            super::rundir::write_new(&spec.run_dir, "vm.json", vm_config_json(&spec)?.as_bytes())?;
-        default_signal_mask(&mut Command::new(&self.vmm_path))
+        let json = vm_config_json(&spec, Some(VMM_READY_FD))?;
+        let config = super::rundir::write_new(&spec.run_dir, "vm.json", json.as_bytes())?;
+        let mut cmd = Command::new(&self.vmm_path);
+        inherit_as(&mut cmd, ready_w.as_raw_fd(), VMM_READY_FD);
+        let child = default_signal_mask(&mut cmd)
             .arg("--config")
             .arg(&config)
             .stdin(Stdio::null())
@@ -237,7 +338,14 @@ impl Backend for KvmBackend {
                     e.kind(),
                     format!("cannot run {}: {e}", self.vmm_path.display()),
                 )
-            })
+            })?;
+        // Only the VMM may hold the write end: its exit must read as EOF.
+        drop(ready_w);
+        Ok((child, AppUp::Pipe(ready_r)))
+    }
+
+    fn probe_addr(&self, spec: &LaunchSpec) -> Result<IpAddr, String> {
+        app_addr(self.network, spec, "kvm")
     }
 
     fn after_exit(&self, spec: &LaunchSpec) {
@@ -409,6 +517,27 @@ impl Backend for JailBackend {
         "jail"
     }
 
+    fn probe_addr(&self, spec: &LaunchSpec) -> Result<IpAddr, String> {
+        app_addr(self.network, spec, "jail")
+    }
+
+    /// `cpevisord jail-probe`: the command in the running jail, confined as the app is.
+    fn probe_command(
+        &self,
+        spec: &LaunchSpec,
+        pid: u32,
+        argv: &[String],
+    ) -> Result<Command, String> {
+        let mut cmd = Command::new(&self.runner_exe);
+        cmd.arg(jail::JAIL_PROBE)
+            .arg(spec.run_dir.join("jail.json"))
+            .arg(pid.to_string())
+            .arg("--")
+            .args(argv);
+        default_signal_mask(&mut cmd);
+        Ok(cmd)
+    }
+
     fn overhead_mib(&self) -> u32 {
         // The runner and the jail's init: two copies of cpevisord that touch little of it.
         4
@@ -444,27 +573,12 @@ impl Backend for JailBackend {
             &serde_json::to_vec_pretty(&js).map_err(io::Error::other)?,
         )?;
         let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        let ready_raw = ready_w.as_raw_fd();
         let mut cmd = Command::new(&self.runner_exe);
         cmd.arg(jail::JAIL_EXEC)
             .arg(&spec_file)
             .arg("--ready-fd")
             .arg(READY_FD.to_string());
-        // SAFETY: the closure runs between fork and exec and only calls dup2/fcntl, which are
-        // async-signal-safe; it allocates nothing.
-        unsafe {
-            cmd.pre_exec(move || {
-                if ready_raw == READY_FD {
-                    // dup2 onto itself keeps CLOEXEC: clear it instead.
-                    if libc::fcntl(ready_raw, libc::F_SETFD, 0) != 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                } else if libc::dup2(ready_raw, READY_FD) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        inherit_as(&mut cmd, ready_w.as_raw_fd(), READY_FD);
         let mut child = default_signal_mask(&mut cmd)
             .stdin(Stdio::null())
             .stdout(console)
@@ -514,12 +628,14 @@ mod tests {
             tap: Some("tap0".into()),
             rootfs: None,
             cgroup: None,
+            start: StartPolicy::default(),
         }
     }
 
     #[test]
     fn vm_config_has_what_the_vmm_needs() {
-        let v: serde_json::Value = serde_json::from_str(&vm_config_json(&spec()).unwrap()).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&vm_config_json(&spec(), Some(3)).unwrap()).unwrap();
         assert_eq!(v["kernel"], "/apps/k/Image");
         assert_eq!(v["memory_mib"], 64);
         assert_eq!(v["vcpus"], 1);
@@ -528,13 +644,14 @@ mod tests {
         assert_eq!(v["control_socket"], "/run/eu-1/vmm.sock");
         let id = jail::userns::USERNS_ID_BASE + 1;
         assert_eq!(v["jail"], serde_json::json!({"uid": id, "gid": id}));
+        assert_eq!(v["ready_fd"], 3);
     }
 
     #[test]
     fn kvm_needs_a_kernel_and_process_needs_a_command() {
         let mut s = spec();
         s.kernel = None;
-        assert!(vm_config_json(&s).is_err());
+        assert!(vm_config_json(&s, None).is_err());
         let err = ProcessBackend
             .spawn(&s, Stdio::null(), Stdio::null())
             .unwrap_err();

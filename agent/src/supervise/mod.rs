@@ -10,6 +10,8 @@ pub mod cgroup;
 pub mod jail;
 pub mod logring;
 pub mod net;
+pub mod probe;
+pub mod ready;
 pub mod rundir;
 
 use std::collections::HashMap;
@@ -25,6 +27,7 @@ use crate::model::{now_secs, AutoRestart, EuStatus, ExecutionFaultCode};
 use backend::{Backend, LaunchSpec};
 use cgroup::{AppCgroup, CgroupParent};
 use logring::{LogRing, DEFAULT_LOG_CAPACITY};
+use ready::{HealthBoard, WatchEnd};
 
 /// One status change of an EU, as the supervisor saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +74,8 @@ pub struct Supervisor {
     cgroups: Option<CgroupParent>,
     sink: Arc<dyn StatusSink>,
     stop_timeout: Duration,
+    /// Each app's last health probe result.
+    health: HealthBoard,
 }
 
 impl Supervisor {
@@ -86,7 +91,13 @@ impl Supervisor {
             cgroups,
             sink,
             stop_timeout,
+            health: HealthBoard::default(),
         }
+    }
+
+    /// The last health probe result of every app that has a probe.
+    pub fn health_all(&self) -> HashMap<String, crate::model::HealthStatus> {
+        self.health.get_all()
     }
 
     pub fn is_running(&self, eu_id: &str) -> bool {
@@ -148,6 +159,8 @@ impl Supervisor {
             logs: app.logs.clone(),
             cgroup: app.cgroup.clone(),
             sink: self.sink.clone(),
+            stop_timeout: self.stop_timeout,
+            health: self.health.clone(),
         };
         apps.insert(spec.eu_id.clone(), app);
         drop(apps);
@@ -234,6 +247,7 @@ impl Supervisor {
     pub fn forget(&self, eu_id: &str) {
         lock(&self.logs).remove(eu_id);
         lock(&self.apps).remove(eu_id);
+        self.health.forget(eu_id);
     }
 
     /// MemoryInUse in KiB: the cgroup's memory.current, else the backend process RSS.
@@ -259,6 +273,8 @@ struct Runner {
     logs: Arc<Mutex<LogRing>>,
     cgroup: Arc<Mutex<Option<AppCgroup>>>,
     sink: Arc<dyn StatusSink>,
+    stop_timeout: Duration,
+    health: HealthBoard,
 }
 
 impl Runner {
@@ -303,16 +319,30 @@ impl Runner {
                 retry,
                 0,
             );
-            let started = Instant::now();
-            let (status, oom_killed) = match self.spawn_and_wait(&mut ready, retry) {
+            let (status, oom_killed, watched) = match self.spawn_and_wait(&mut ready, retry) {
                 Some(s) => s,
                 None => return, // spawn failed: reported and finished
             };
-            let reason = if oom_killed {
+            // The readiness watcher's verdict (start deadline, health probe) outranks the exit
+            // it caused; an OOM kill outranks both.
+            let by_watcher = watched.failure.is_some();
+            let (reason, fault) = if oom_killed {
                 let limit = self.backend.limits(&self.spec).memory_max_bytes >> 20;
-                format!("killed: exceeded memory.max ({limit} MiB)")
+                let msg = format!("killed: exceeded memory.max ({limit} MiB)");
+                (msg, ExecutionFaultCode::FailureWhileActive)
+            } else if let Some(f) = watched.failure.clone() {
+                (f.message, f.code)
+            } else if watched.active_since.is_none() {
+                let code = self.start_fault();
+                (
+                    format!("{} before it was ready", describe_exit(status)),
+                    code,
+                )
             } else {
-                describe_exit(status)
+                (
+                    describe_exit(status),
+                    ExecutionFaultCode::FailureWhileActive,
+                )
             };
             if lock(&self.run.0).stop_requested {
                 self.update(
@@ -326,8 +356,10 @@ impl Runner {
                 return;
             }
             self.push_log(format!("[cpevisord] app {reason}\n").as_bytes());
-            // ResetPeriod: an app that stayed up long enough starts its retry count afresh.
-            if started.elapsed() >= Duration::from_secs(u64::from(self.policy.reset_period)) {
+            // ResetPeriod: an app that stayed up (Active) long enough starts its retry count
+            // afresh; one that never got there does not.
+            let reset = Duration::from_secs(u64::from(self.policy.reset_period));
+            if watched.active_since.is_some_and(|t| t.elapsed() >= reset) {
                 retry = 0;
             }
             let exhausted =
@@ -339,13 +371,7 @@ impl Runner {
                     format!("{reason}; AutoRestart disabled")
                 };
                 crate::log_warn!("{}: {msg}", self.spec.eu_id);
-                self.update(
-                    EuStatus::Idle,
-                    ExecutionFaultCode::FailureWhileActive,
-                    msg,
-                    retry,
-                    0,
-                );
+                self.update(EuStatus::Idle, fault, msg, retry, 0);
                 self.finish();
                 return;
             }
@@ -353,13 +379,15 @@ impl Runner {
             retry += 1;
             let next = now_secs() + wait.as_secs();
             crate::log_info!("{}: {reason}; restart {retry} in {wait:?}", self.spec.eu_id);
-            self.update(
-                EuStatus::Restarting,
-                ExecutionFaultCode::NoFault,
-                reason,
-                retry,
-                next,
-            );
+            // A crash keeps reporting NoFault while restarting (as before); a missed start or
+            // failing probe says so at once, since the app was never (or no longer) serving.
+            let restarting_fault = match fault {
+                ExecutionFaultCode::FailureWhileActive if !by_watcher => {
+                    ExecutionFaultCode::NoFault
+                }
+                f => f,
+            };
+            self.update(EuStatus::Restarting, restarting_fault, reason, retry, next);
             // Back-off, cut short by a stop request.
             let (m, cv) = &*self.run;
             let deadline = Instant::now() + wait;
@@ -401,7 +429,7 @@ impl Runner {
         &self,
         ready: &mut Option<std::sync::mpsc::Sender<Result<(), String>>>,
         retry: u32,
-    ) -> Option<(ExitStatus, bool)> {
+    ) -> Option<(ExitStatus, bool, WatchEnd)> {
         let mut spec = self.spec.clone();
         let oom_before = match lock(&self.cgroup).as_ref() {
             Some(cg) => {
@@ -410,16 +438,17 @@ impl Runner {
             }
             None => 0,
         };
+        let attempt_start = Instant::now();
         let spawned = console_pipe().and_then(|(reader, w1, w2)| {
-            let child = self.backend.spawn(&spec, w1, w2)?;
-            Ok((child, reader))
+            let (child, up) = self.backend.spawn_ready(&spec, w1, w2)?;
+            Ok((child, reader, up))
         });
         // Hold the run lock from spawn to registering the pgid so a concurrent stop sees it.
         let (m, _) = &*self.run;
         let mut r = lock(m);
-        let (mut child, reader) = match spawned {
+        let (mut child, reader, up) = match spawned {
             Ok(v) if !r.stop_requested => v,
-            Ok((mut child, _)) => {
+            Ok((mut child, _, _)) => {
                 // Stopped while starting: do not leave the child behind.
                 signal_group(child.id() as i32, libc::SIGKILL);
                 let _ = child.wait();
@@ -440,10 +469,7 @@ impl Runner {
             }
             Err(e) => {
                 drop(r);
-                let code = match self.reason {
-                    StartReason::AutoStart => ExecutionFaultCode::FailureOnAutoStart,
-                    StartReason::Operator => ExecutionFaultCode::FailureOnStart,
-                };
+                let code = self.start_fault();
                 let msg = format!("{} backend failed to start: {e}", self.backend.name());
                 crate::log_warn!("{}: {msg}", self.spec.eu_id);
                 self.push_log(format!("[cpevisord] {msg}\n").as_bytes());
@@ -474,13 +500,8 @@ impl Runner {
             .stack_size(64 * 1024)
             .spawn(move || pump_console(reader, logs))
             .ok();
-        self.update(
-            EuStatus::Active,
-            ExecutionFaultCode::NoFault,
-            String::new(),
-            retry,
-            0,
-        );
+        // Active once the app is up (ready.rs): at once, or from the watcher thread.
+        let watching = ready::start(self.watch(&spec, pid, up, attempt_start, retry));
         if let Some(tx) = ready.take() {
             let _ = tx.send(Ok(()));
         }
@@ -498,6 +519,8 @@ impl Runner {
             let mut r = lock(m);
             r.pgid = None;
             r.pid = None;
+            // The watcher waits on this condvar for the run to end.
+            self.run.1.notify_all();
         }
         // Leftover members of the group (daemonized children) go with the app.
         signal_group(pid as i32, libc::SIGKILL);
@@ -508,7 +531,43 @@ impl Runner {
         let oom_killed = lock(&self.cgroup)
             .as_ref()
             .is_some_and(|cg| cg.oom_kills() > oom_before);
-        Some((status, oom_killed))
+        Some((status, oom_killed, watching.end()))
+    }
+
+    /// The fault of a start that failed: TR-181 tells an auto-start from an operator's.
+    fn start_fault(&self) -> ExecutionFaultCode {
+        match self.reason {
+            StartReason::AutoStart => ExecutionFaultCode::FailureOnAutoStart,
+            StartReason::Operator => ExecutionFaultCode::FailureOnStart,
+        }
+    }
+
+    fn watch(
+        &self,
+        spec: &LaunchSpec,
+        pid: u32,
+        up: ready::AppUp,
+        started: Instant,
+        retry: u32,
+    ) -> ready::Watch {
+        let (backend, probe_spec) = (self.backend.clone(), spec.clone());
+        ready::Watch {
+            eu_id: spec.eu_id.clone(),
+            pid,
+            up,
+            policy: spec.start.clone(),
+            start_code: self.start_fault(),
+            target: probe::Target {
+                addr: self.backend.probe_addr(spec),
+                command: Box::new(move |argv| backend.probe_command(&probe_spec, pid, argv)),
+            },
+            run: self.run.clone(),
+            sink: self.sink.clone(),
+            board: self.health.clone(),
+            started,
+            retry,
+            stop_timeout: self.stop_timeout,
+        }
     }
 }
 

@@ -131,6 +131,8 @@ pub struct App {
     pub kvm: bool,
     /// Bytes of filler added to the rootfs (a package big enough to watch a download).
     pub pad_bytes: usize,
+    /// More app.json fields (`health`, `start_deadline_s`), set over the others.
+    pub extra: Value,
 }
 
 impl App {
@@ -154,6 +156,7 @@ impl App {
             }),
             kvm: false,
             pad_bytes: 0,
+            extra: json!({}),
         }
     }
 }
@@ -256,6 +259,9 @@ impl World {
             app_json["kernel"] = json!("Image");
             app_json["cmdline"] = json!("console=ttyS0 quiet");
             app_json["command"] = json!([]);
+        }
+        for (k, v) in app.extra.as_object().expect("extra is an object") {
+            app_json[k] = v.clone();
         }
         self.pack_app(&dir, &app_json, file, key)
     }

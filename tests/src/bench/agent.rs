@@ -94,19 +94,19 @@ pub fn figures(root: &Path, figures: &mut Vec<Figure>) -> Result<(), String> {
     Ok(())
 }
 
-fn median_or(samples: &[f64]) -> Result<f64, String> {
+pub(super) fn median_or(samples: &[f64]) -> Result<f64, String> {
     median(samples).ok_or_else(|| "no samples".to_string())
 }
 
 /// `cpevisord` and `cpevisorctl` to measure.
-struct Binaries {
-    dir: PathBuf,
-    daemon: PathBuf,
-    ctl: PathBuf,
+pub(super) struct Binaries {
+    pub(super) dir: PathBuf,
+    pub(super) daemon: PathBuf,
+    pub(super) ctl: PathBuf,
 }
 
 impl Binaries {
-    fn find(root: &Path) -> Result<Binaries, String> {
+    pub(super) fn find(root: &Path) -> Result<Binaries, String> {
         let dir = match std::env::var_os(BIN_DIR_ENV) {
             Some(d) => PathBuf::from(d),
             None => root.join("target/cross").join(HOST_TARGET),
@@ -126,10 +126,10 @@ impl Binaries {
 }
 
 /// A directory removed with everything in it when dropped.
-struct TempDir(PathBuf);
+pub(super) struct TempDir(pub(super) PathBuf);
 
 impl TempDir {
-    fn new(prefix: &str) -> Result<TempDir, String> {
+    pub(super) fn new(prefix: &str) -> Result<TempDir, String> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -377,9 +377,9 @@ fn sha256sum(file: &Path, work: &Path) -> Result<String, String> {
 }
 
 /// A running `cpevisord` on a fresh state directory; SIGTERM, then SIGKILL, when dropped.
-struct Daemon {
+pub(super) struct Daemon {
     child: Child,
-    socket: PathBuf,
+    pub(super) socket: PathBuf,
     log: PathBuf,
     ctl: PathBuf,
     work: PathBuf,
@@ -388,16 +388,26 @@ struct Daemon {
 impl Daemon {
     /// Starts it and waits until `cpevisorctl list` answers.
     fn start(bins: &Binaries, setup: &Setup, name: &str) -> Result<Daemon, String> {
-        let state = setup.work.join(format!("state-{name}"));
-        let socket = setup.work.join(format!("{name}.sock"));
-        let log = setup.work.join(format!("cpevisord-{name}.log"));
+        Daemon::start_in(bins, &setup.work, &setup.config, name)
+    }
+
+    /// `start` with its work directory and config given.
+    pub(super) fn start_in(
+        bins: &Binaries,
+        work: &Path,
+        config: &Path,
+        name: &str,
+    ) -> Result<Daemon, String> {
+        let state = work.join(format!("state-{name}"));
+        let socket = work.join(format!("{name}.sock"));
+        let log = work.join(format!("cpevisord-{name}.log"));
         let log_file =
             File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
         let child = Command::new(&bins.daemon)
             .arg("--state-dir")
             .arg(&state)
             .arg("--config")
-            .arg(&setup.config)
+            .arg(config)
             .arg("--socket")
             .arg(&socket)
             .args(["--log-level", "1"])
@@ -411,7 +421,7 @@ impl Daemon {
             socket,
             log,
             ctl: bins.ctl.clone(),
-            work: setup.work.clone(),
+            work: work.to_path_buf(),
         };
         let deadline = Instant::now() + READY_TIMEOUT.mul_f64(timeout_scale());
         loop {
@@ -445,11 +455,11 @@ impl Daemon {
         }
     }
 
-    fn log_tail(&self) -> String {
+    pub(super) fn log_tail(&self) -> String {
         read_tail(&self.log, 2048)
     }
 
-    fn ctl(&self, args: &[&str], timeout: Duration) -> Result<Finished, String> {
+    pub(super) fn ctl(&self, args: &[&str], timeout: Duration) -> Result<Finished, String> {
         let mut c = Command::new(&self.ctl);
         c.arg("--socket").arg(&self.socket).args(args);
         run_bounded(c, &self.work, timeout)
@@ -477,16 +487,16 @@ impl Drop for Daemon {
 }
 
 /// A command's exit and what it printed (each stream cut to [`MAX_OUTPUT`]).
-struct Finished {
+pub(super) struct Finished {
     what: String,
-    status_ok: bool,
+    pub(super) status_ok: bool,
     status: String,
-    stdout: String,
+    pub(super) stdout: String,
     stderr: String,
 }
 
 impl Finished {
-    fn success(&self, name: &str) -> Result<&Finished, String> {
+    pub(super) fn success(&self, name: &str) -> Result<&Finished, String> {
         if self.status_ok {
             Ok(self)
         } else {
@@ -502,7 +512,11 @@ impl Finished {
 
 /// Runs `cmd` with its output in files under `work` (no pipe to fill up), killing it after
 /// `timeout` (scaled by `CPEVISOR_TIMEOUT_SCALE`).
-fn run_bounded(mut cmd: Command, work: &Path, timeout: Duration) -> Result<Finished, String> {
+pub(super) fn run_bounded(
+    mut cmd: Command,
+    work: &Path,
+    timeout: Duration,
+) -> Result<Finished, String> {
     static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let what = format!("{cmd:?}");
@@ -602,7 +616,7 @@ fn write_random(path: &Path, bytes: usize) -> Result<(), String> {
     Ok(())
 }
 
-fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
+pub(super) fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
     fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 

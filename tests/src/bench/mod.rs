@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod board;
 pub mod jail;
+pub mod ready;
 pub mod sizes;
 pub mod stats;
 pub mod usp;

@@ -3,17 +3,31 @@
 //! qemu-system-aarch64 -accel kvm on the same guest. Prints a table, writes `target/bench.json`.
 //! Exits 1 when a figure group could not be taken (after writing what was measured).
 
-use cpevisor_e2e::bench::{agent, board, jail, sizes, table, usp, write_json, Figure};
+use cpevisor_e2e::bench::{agent, board, jail, ready, sizes, table, usp, write_json, Figure};
 use cpevisor_e2e::workspace_root;
 
 fn main() {
     let root = workspace_root();
     let mut figures: Vec<Figure> = Vec::new();
     let mut failed = false;
+    // `cpevisor-bench ready`: only the start-to-Active figures (printed, not written).
+    if std::env::args().nth(1).as_deref() == Some("ready") {
+        if let Err(e) = ready::figures(&root, &mut figures) {
+            eprintln!("bench: ready figures: {e}");
+            failed = true;
+        }
+        print!("{}", table(&figures));
+        std::process::exit(i32::from(failed));
+    }
     sizes::binary_sizes(&root, &mut figures);
     // Agent figures on this host (tests/src/bench/agent.rs): idle memory, install throughput.
     if let Err(e) = agent::figures(&root, &mut figures) {
         eprintln!("bench: agent figures: {e}");
+        failed = true;
+    }
+    // Start request to Active of a microVM app on this host (tests/src/bench/ready.rs).
+    if let Err(e) = ready::figures(&root, &mut figures) {
+        eprintln!("bench: ready figures: {e}");
         failed = true;
     }
     // USP on this host (tests/src/bench/usp.rs): the 200-agent fleet install, idle memory.

@@ -13,12 +13,21 @@
 //! - aarch64: MMIO page at [`AARCH64_MMIO_ADDR`] = 0x0902_0000 (next to the serial port and
 //!   the RTC in the VMM's device area, `arch/aarch64/layout.rs`), any width 1 to 8 at offset
 //!   0. From a Linux guest: `devmem 0x09020000 8 1` (busybox).
+//!
+//! Whoever started the VMM learns of it through `ready_fd` in the VM description (an inherited
+//! pipe's write end): the first signal writes one byte there and closes it. That channel, not
+//! the stderr line, is what a supervisor trusts: the guest's console shares the VMM's output
+//! and can print any text, but only the device itself writes to the pipe.
 
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{FromRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::BusDevice;
+use crate::config::ConfigError;
 
 /// x86 port the guest writes to.
 pub const X86_PORT: u64 = 0x3f0;
@@ -56,10 +65,38 @@ impl BootReady {
     }
 }
 
+/// Checks that `fd` can be the readiness pipe: above stderr, open, a pipe or socket, writable.
+/// Called while validating the config, before the VMM opens anything of its own, so the number
+/// cannot name one of the VMM's own descriptors.
+pub fn check_ready_fd(fd: RawFd) -> Result<(), ConfigError> {
+    let bad = |why: String| ConfigError::invalid("ready_fd", format!("{fd}: {why}"));
+    if fd <= 2 {
+        return Err(bad("must be an inherited descriptor above 2".into()));
+    }
+    // SAFETY: fstat writes into a zeroed stat owned by this frame; no descriptor changes hands.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return Err(bad(format!("{}", std::io::Error::last_os_error())));
+    }
+    let kind = st.st_mode & libc::S_IFMT;
+    if kind != libc::S_IFIFO && kind != libc::S_IFSOCK {
+        return Err(bad("not a pipe or socket".into()));
+    }
+    // SAFETY: F_GETFL reads the descriptor's status flags only.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 || flags & libc::O_ACCMODE == libc::O_RDONLY {
+        return Err(bad("not open for writing".into()));
+    }
+    Ok(())
+}
+
 /// The device.
 pub struct BootSignal {
     vmm_start: Instant,
     ready: BootReady,
+    /// The readiness pipe, until the first signal (taken, written and closed then).
+    notify: Mutex<Option<File>>,
 }
 
 impl BootSignal {
@@ -70,7 +107,23 @@ impl BootSignal {
             ready: BootReady {
                 ready_us: Arc::new(AtomicU64::new(NOT_READY)),
             },
+            notify: Mutex::new(None),
         }
+    }
+
+    /// Adopts the readiness pipe `fd` (checked by `check_ready_fd`, inherited and owned by
+    /// nobody else in this process): the first signal writes one byte to it and closes it.
+    pub fn notify_fd(self, fd: RawFd) -> Self {
+        // SAFETY: the VM description hands this inherited descriptor to the VMM alone and
+        // nothing else in the process wraps it (the config check ran before any open, and it
+        // was kept through `confine::close_inherited`).
+        let file = unsafe { File::from_raw_fd(fd) };
+        // The VMM execs nothing, but a descriptor leaking into a helper would keep the
+        // supervisor from ever seeing EOF.
+        // SAFETY: F_SETFD changes the descriptor's flags only.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        *self.notify.lock().unwrap_or_else(|p| p.into_inner()) = Some(file);
+        self
     }
 
     /// A handle to read the figure from elsewhere.
@@ -96,6 +149,11 @@ impl BootSignal {
                 us / 1000,
                 us % 1000
             );
+            let pipe = self.notify.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(mut pipe) = pipe {
+                // A supervisor that went away (EPIPE) is no reason to stop the guest.
+                let _ = pipe.write_all(b"R");
+            }
         }
     }
 }
@@ -115,6 +173,7 @@ impl BusDevice for BootSignal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
     use std::time::Duration;
 
     #[test]
@@ -137,5 +196,40 @@ mod tests {
             Some(first),
             "later writes do not move the figure"
         );
+    }
+
+    fn pipe() -> (File, RawFd) {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills two new descriptors; the read end is wrapped right away and the
+        // write end is handed to the device under test, which owns it from then on.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: as above.
+        (unsafe { File::from_raw_fd(fds[0]) }, fds[1])
+    }
+
+    #[test]
+    fn the_readiness_pipe_gets_one_byte_then_eof() {
+        use std::io::Read;
+        let (mut r, w) = pipe();
+        check_ready_fd(w).unwrap();
+        let e = check_ready_fd(r.as_raw_fd()).unwrap_err();
+        assert!(e.why.contains("not open for writing"), "{e}");
+        let mut dev = BootSignal::new(Instant::now()).notify_fd(w);
+        dev.write(0, &[1]);
+        dev.write(0, &[1]);
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"R", "one byte, then the write end is closed");
+    }
+
+    #[test]
+    fn the_readiness_fd_must_be_a_writable_pipe_above_stderr() {
+        for fd in [-1, 0, 2] {
+            assert_eq!(check_ready_fd(fd).unwrap_err().what, "ready_fd");
+        }
+        let f = File::open("/proc/self/status").unwrap();
+        let e = check_ready_fd(f.as_raw_fd()).unwrap_err();
+        assert!(e.why.contains("not a pipe"), "{e}");
+        assert!(check_ready_fd(1_000_000).is_err(), "a closed descriptor");
     }
 }

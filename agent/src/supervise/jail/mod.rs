@@ -9,6 +9,7 @@
 //! - `mounts`, `netlink`, `seccomp`, `userns`: one mechanism each (capabilities, descriptors
 //!   and the seccomp compiler are in the `cpevisor-sandbox` crate, shared with the VMM).
 
+pub mod enter;
 pub mod init;
 pub mod mounts;
 pub mod netlink;
@@ -17,6 +18,7 @@ pub mod seccomp;
 pub mod spec;
 pub mod userns;
 
+pub use enter::{main as jail_probe_main, JAIL_PROBE};
 pub use runner::main as jail_exec_main;
 pub use spec::{JailNet, JailSpec};
 

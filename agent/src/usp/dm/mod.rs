@@ -22,7 +22,7 @@ use cpevisor_usp::path::{Leaf, Path};
 
 use crate::fault::Fault;
 use crate::lifecycle::Agent;
-use crate::model::{now_secs, rfc3339, Event};
+use crate::model::{now_secs, rfc3339, Event, HealthStatus};
 use persist::{Subscription, UspStore};
 use schema::{check_value, parse_bool, Access, Kind, ObjDesc};
 use tree::{Obj, Seg, Tree, TreeBuilder};
@@ -523,6 +523,18 @@ impl DataModel {
                     (
                         "ExecutionEnvRef",
                         env_ref.get(&u.exec_env).cloned().unwrap_or_default(),
+                    ),
+                    (
+                        "X_CPEVISOR_HealthStatus",
+                        HealthStatus::dm_status(&u.health),
+                    ),
+                    (
+                        "X_CPEVISOR_HealthLastCheck",
+                        HealthStatus::dm_time(&u.health),
+                    ),
+                    (
+                        "X_CPEVISOR_HealthMessage",
+                        HealthStatus::dm_message(&u.health),
                     ),
                 ],
             );

@@ -329,6 +329,10 @@ const EXECUTION_UNIT: ObjDesc = ObjDesc {
         ro("Description", String),
         ro("MemoryInUse", Int),
         ro("ExecutionEnvRef", String),
+        // Vendor extensions (TR-106 `X_<VENDOR>_`): the last health probe of the app's package.
+        ro_enum("X_CPEVISOR_HealthStatus", &["None", "Ok", "Failing"]),
+        ro("X_CPEVISOR_HealthLastCheck", DateTime),
+        ro("X_CPEVISOR_HealthMessage", String),
     ],
     commands: &[
         CommandDesc {
