@@ -100,8 +100,15 @@ impl Vmm {
         let mut control_fds: Vec<RawFd> = Vec::new();
         let mut events = vec![EpollEvent::default(); 16];
         let mut shutdown: Option<Shutdown> = None;
-        // A signal that arrived before the loop (during setup) is read now.
-        self.on_stop_signals(&mut shutdown);
+        // A signal that arrived during setup, before the guest could run a driver for its power
+        // button, stops at once.
+        drain(stop_signal_fd_raw());
+        if let Some(name) = first_signal(PENDING_SIGNALS.swap(0, Ordering::SeqCst)) {
+            crate::log(&format!(
+                "stop requested by signal {name} before the guest started"
+            ));
+            self.vcpus.report(VmEvent::Stopped);
+        }
         loop {
             if let Some(server) = &self.control {
                 sync_control_fds(&epoll, server, &mut control_fds, TOKEN_CONTROL);
