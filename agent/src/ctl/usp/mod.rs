@@ -387,7 +387,7 @@ pub fn parse(args: &[String]) -> Result<UspCli, String> {
     }
     check_endpoint(&config.endpoint_id).map_err(|e| format!("--id: {e}"))?;
     if let Some(id) = &config.identity {
-        if !crate::usp::session::valid_topic_level(id) {
+        if !crate::usp::file::valid_topic_level(id) {
             return Err(format!(
                 "--identity {id:?}: must be one MQTT topic level (no '/', '+', '#')"
             ));
