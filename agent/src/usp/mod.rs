@@ -35,7 +35,9 @@
 //!   7006 a ReadOnly controller's Set/Add/Delete/Operate, 7001 Notify/Register from a controller.
 //!   A Set without allow_partial validates every parameter before changing anything; an
 //!   ExecEnv.Enable that the agent then refuses is not rolled back with the others.
-//! - ValueChange is produced for `ExecutionUnit.{i}.Status` only (from the agent's events).
+//! - ValueChange for every parameter a ValueChange subscription references (`dm::value_change`),
+//!   but those that move by themselves (UpTime, free memory); `ExecutionUnit.{i}.Status` from
+//!   the agent's events.
 //! - Records from an endpoint that is not a configured controller, or without the transport
 //!   identity (certificate CN) its config names, get no answer at all; Records for another
 //!   endpoint are dropped (logged once). Over MQTT the identity is the topic (`topic_auth`).
