@@ -23,8 +23,9 @@ use cpevisor_agent::lifecycle::config::AgentConfig;
 use cpevisor_agent::lifecycle::Agent;
 use cpevisor_agent::usp::dm::DataModel;
 use cpevisor_agent::usp::endpoint::Endpoint;
+use cpevisor_agent::usp::file::UspFile;
 use cpevisor_agent::usp::retry::RetryPolicy;
-use cpevisor_agent::usp::session::{Session, UspFile};
+use cpevisor_agent::usp::{self, mqtt};
 use cpevisor_usp::mqtt::codec::{self, Incoming, Publish};
 use cpevisor_usp::proto::mqtt_connect_record::MqttVersion;
 use cpevisor_usp::proto::{get_resp, notify, request, response, GetResp, Msg, Record};
@@ -243,8 +244,8 @@ fn agent_connect_record_endpoint_id_property_and_usp_mime_type() {
         min_wait: Duration::from_millis(100),
         multiplier: 1500,
     });
-    let session = Session::start_with(ep, agent.clone(), file.mqtt_config().unwrap(), file.topic())
-        .expect("session");
+    let session =
+        mqtt::start(ep, agent.clone(), file.mqtt_config().unwrap(), file.topic()).expect("session");
     let deadline = Instant::now() + Duration::from_secs(30);
 
     // First connection: CONNECT names us (R-MQTT.13); MQTTConnect first, then OnBoardRequest.
@@ -394,7 +395,7 @@ fn agent_websocket_connect_record_first_on_every_connection() {
     let agent = Arc::new(Agent::open(&w.state, AgentConfig::load(&w.config).unwrap()).unwrap());
     let state = w.root.join("usp-state");
     std::fs::create_dir_all(&state).unwrap();
-    let session = Session::start(agent.clone(), &file, &state).expect("session");
+    let session = usp::start(agent.clone(), &file, &state).expect("session");
     let deadline = Instant::now() + Duration::from_secs(30);
     let config = WsConfig {
         endpoint_id: Some(CTL.into()),

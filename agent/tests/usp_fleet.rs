@@ -22,7 +22,8 @@ use agentd::{App, World, CTL};
 use cpevisor_agent::lifecycle::config::AgentConfig;
 use cpevisor_agent::lifecycle::Agent;
 use cpevisor_agent::usp::config::{DeviceInfoConfig, Role};
-use cpevisor_agent::usp::session::{ControllerEntry, Session, UspFile};
+use cpevisor_agent::usp::file::{ControllerEntry, UspFile};
+use cpevisor_agent::usp::{self, session::Session};
 use cpevisor_usp::broker::{BrokerOptions, TestBroker};
 use serde_json::{json, Value};
 
@@ -128,7 +129,7 @@ fn one_controller_installs_an_app_on_a_fleet() {
             reboot_command: None,
             websocket: None,
         };
-        let session = Session::start(agent.clone(), &file, &dir).expect("session");
+        let session = usp::start(agent.clone(), &file, &dir).expect("session");
         fleet.push(Member { agent, session });
         ids.push(id);
     }

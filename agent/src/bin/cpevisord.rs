@@ -9,7 +9,7 @@ use cpevisor_agent::api::server;
 use cpevisor_agent::lifecycle::config::AgentConfig;
 use cpevisor_agent::lifecycle::Agent;
 use cpevisor_agent::supervise::jail;
-use cpevisor_agent::usp::session::{Session, UspFile};
+use cpevisor_agent::usp::{self, file::UspFile};
 use cpevisor_agent::{log_error, log_info, LOG_LEVEL};
 
 const USAGE: &str =
@@ -181,17 +181,17 @@ fn main() -> ExitCode {
     );
     // USP is optional: without --usp the agent is managed through its socket only.
     let usp = match &args.usp {
-        Some(file) => match UspFile::load(file)
-            .and_then(|f| Session::start(agent.clone(), &f, &args.state_dir))
-        {
-            Ok(s) => Some(s),
-            Err(e) => {
-                log_error!("{e}");
-                agent.shutdown();
-                let _ = std::fs::remove_file(&args.socket);
-                return ExitCode::from(2);
+        Some(file) => {
+            match UspFile::load(file).and_then(|f| usp::start(agent.clone(), &f, &args.state_dir)) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    log_error!("{e}");
+                    agent.shutdown();
+                    let _ = std::fs::remove_file(&args.socket);
+                    return ExitCode::from(2);
+                }
             }
-        },
+        }
         None => None,
     };
     let sig = wait_for_signal(&sigset);

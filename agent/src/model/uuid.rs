@@ -5,9 +5,8 @@
 //! Namespace: TR-181 leaves the namespace ID to the implementation; ours is the version-5 UUID of
 //! the name "cpevisor" in the RFC 4122 DNS namespace, fixed below so every device agrees.
 
-// SHA-1 here only names a UUID (RFC 4122 v5), as TR-181 prescribes; the same code serves the
-// WebSocket handshake.
-use cpevisor_usp::ws::sha1::sha1;
+// SHA-1 here only names a UUID (RFC 4122 v5), as TR-181 prescribes; it protects nothing.
+use ring::digest::{digest, SHA1_FOR_LEGACY_USE_ONLY};
 
 /// RFC 4122 appendix C: the DNS namespace, `6ba7b810-9dad-11d1-80b4-00c04fd430c8`.
 const NAMESPACE_DNS: [u8; 16] = [
@@ -19,9 +18,9 @@ pub fn uuid_v5(namespace: &[u8; 16], name: &[u8]) -> [u8; 16] {
     let mut input = Vec::with_capacity(16 + name.len());
     input.extend_from_slice(namespace);
     input.extend_from_slice(name);
-    let digest = sha1(&input);
+    let hash = digest(&SHA1_FOR_LEGACY_USE_ONLY, &input);
     let mut out = [0u8; 16];
-    out.copy_from_slice(&digest[..16]);
+    out.copy_from_slice(&hash.as_ref()[..16]);
     out[6] = (out[6] & 0x0f) | 0x50; // version 5
     out[8] = (out[8] & 0x3f) | 0x80; // RFC 4122 variant
     out
@@ -71,6 +70,21 @@ mod tests {
         assert_eq!(
             format_uuid(&uuid_v5(&NAMESPACE_DNS, b"www.example.com")),
             "2ed6657d-e927-568b-95e1-2665a8aea6a2"
+        );
+    }
+
+    /// UUIDs are persisted (the store, `usp.json`, controllers' records): these must never
+    /// change, whatever computes the hash. Values as the hand-written SHA-1 gave them, checked
+    /// against Python's `uuid.uuid5`.
+    #[test]
+    fn persisted_uuids_are_unchanged() {
+        assert_eq!(
+            format_uuid(&cpevisor_namespace()),
+            "a06a29b0-7f67-514d-9a79-681e0a80923c"
+        );
+        assert_eq!(
+            deployment_unit_uuid("acme", "dnsfilter"),
+            "df48a249-b4f1-5b92-8307-d5a3c7aefe66"
         );
     }
 

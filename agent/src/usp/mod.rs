@@ -1,6 +1,10 @@
 //! The agent's USP side (TR-369): the TR-181 data model (`dm`) and the endpoint that turns
-//! Records into data model calls and notifications into Records (`endpoint`). Transport-free:
-//! the daemon feeds it bytes from its MQTT or WebSocket connection.
+//! Records into data model calls and notifications into Records (`endpoint`, transport-free),
+//! carried by one MTP session: `mqtt` or `websocket`, both on the shared driver in `session`.
+//! [`start`] reads what the daemon's `--usp FILE` (`file`) asks for and starts it.
+//!
+//! No module here imports one that imports it back: `file` and `endpoint` build on `config`
+//! and `dm`; `mqtt` and `websocket` on `file`, `endpoint` and `session`; [`start`] on all.
 //!
 //! Data model (names as TR-181 Device:2 writes them):
 //! - `Device.DeviceInfo.`: Manufacturer, ManufacturerOUI, ModelName, ProductClass, SerialNumber
@@ -31,15 +35,55 @@
 //!   7006 a ReadOnly controller's Set/Add/Delete/Operate, 7001 Notify/Register from a controller.
 //!   A Set without allow_partial validates every parameter before changing anything; an
 //!   ExecEnv.Enable that the agent then refuses is not rolled back with the others.
-//! - ValueChange is produced for `ExecutionUnit.{i}.Status` only (from the agent's events).
+//! - ValueChange for every parameter a ValueChange subscription references (`dm::value_change`),
+//!   but those that move by themselves (UpTime, free memory); `ExecutionUnit.{i}.Status` from
+//!   the agent's events.
 //! - Records from an endpoint that is not a configured controller, or without the transport
 //!   identity (certificate CN) its config names, get no answer at all; Records for another
 //!   endpoint are dropped (logged once). Over MQTT the identity is the topic (`topic_auth`).
 
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::lifecycle::Agent;
+
 pub mod config;
 pub mod dm;
 pub mod endpoint;
+pub mod file;
+pub mod mqtt;
 pub mod retry;
 pub mod session;
 pub mod topic_auth;
-pub mod ws_session;
+pub mod websocket;
+
+use dm::DataModel;
+use endpoint::Endpoint;
+use file::UspFile;
+use session::Session;
+
+/// Builds the data model and endpoint over `agent` and connects as `file` says: a WebSocket to
+/// the controller when it has a `websocket` object, else the MQTT broker.
+pub fn start(agent: Arc<Agent>, file: &UspFile, state_dir: &Path) -> Result<Session, String> {
+    file.validate()?;
+    if file.websocket.is_none() && file.ca_file.is_none() {
+        crate::log_warn!(
+            "usp: no ca_file: talking to {}:{} over plain TCP",
+            file.broker_host,
+            file.broker_port
+        );
+    }
+    let dm = DataModel::open(
+        agent.clone(),
+        file.usp_config(),
+        state_dir,
+        file.reboot_hook(),
+    )
+    .map_err(|f| format!("usp data model: {f}"))?;
+    let endpoint = Endpoint::new(dm);
+    if let Some(ws) = &file.websocket {
+        return websocket::start(endpoint, agent, file, ws);
+    }
+    let mqtt = file.mqtt_config()?;
+    mqtt::start(endpoint, agent, mqtt, file.topic())
+}

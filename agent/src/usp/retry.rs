@@ -7,8 +7,6 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::endpoint::Outgoing;
-
 /// How many unanswered notifications are kept for retry; past this a new one is sent once.
 pub const MAX_PENDING: usize = 32;
 /// R-NOT.2: from the tenth retry on, the interval range stops growing.
@@ -112,8 +110,9 @@ impl Retries {
         Some(self.pending.remove(i))
     }
 
-    /// The Records due again now (each rescheduled on the next, longer, range).
-    pub fn due(&mut self, now: Instant) -> Vec<Outgoing> {
+    /// The Records due again now, as (endpoint ID, Record) (each rescheduled on the next,
+    /// longer, range).
+    pub fn due(&mut self, now: Instant) -> Vec<(String, Vec<u8>)> {
         let mut out = Vec::new();
         for i in 0..self.pending.len() {
             if self.pending[i].next_at > now {
@@ -130,7 +129,7 @@ impl Retries {
 
     /// After a reconnect: everything pending is sent again now (the broker may have lost it),
     /// keeping each entry's retry count.
-    pub fn resend_all(&mut self, now: Instant) -> Vec<Outgoing> {
+    pub fn resend_all(&mut self, now: Instant) -> Vec<(String, Vec<u8>)> {
         for p in &mut self.pending {
             p.next_at = now;
         }

@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, Read};
 
-use super::sha1::{base64_decode, base64_encode, sha1};
+use super::base64::{base64_decode, base64_encode};
 use super::WsError;
 
 /// The USP WebSocket subprotocol.
@@ -12,9 +12,14 @@ const ACCEPT_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// A head with more header lines than this is refused.
 const MAX_HEADERS: usize = 64;
 
-/// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (section 4.2.2, item 5.4).
+/// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (section 4.2.2, item 5.4). SHA-1 is what
+/// the RFC prescribes; it proves the server read the key, it protects nothing.
 pub fn accept_key(key: &str) -> String {
-    base64_encode(&sha1(format!("{key}{ACCEPT_GUID}").as_bytes()))
+    let digest = ring::digest::digest(
+        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        format!("{key}{ACCEPT_GUID}").as_bytes(),
+    );
+    base64_encode(digest.as_ref())
 }
 
 /// A request or status line and its headers.

@@ -19,9 +19,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod base64;
 pub mod frame;
 pub mod handshake;
-pub mod sha1;
 
 use std::fmt;
 use std::io::{self, BufReader};
@@ -325,7 +325,7 @@ pub fn connect(
     )?;
     reader.set_read_timeout(Some(config.handshake_timeout))?;
     writer.set_write_timeout(Some(config.handshake_timeout))?;
-    let key = sha1::base64_encode(&random_bytes::<16>()?);
+    let key = base64::base64_encode(&random_bytes::<16>()?);
     writer.send(handshake::request_with_eid(host, port, path, &key, eid).as_bytes())?;
     let mut input = BufReader::with_capacity(8192, reader);
     let result = handshake::read_head(&mut input, config.max_handshake).and_then(|head| {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::engine::{Op, Outcome, SeenEvent, Stats};
-use super::RosterEntry;
+use super::roster::RosterEntry;
 
 fn event_json(e: &SeenEvent) -> Value {
     json!({"kind": e.kind, "path": e.path, "params": e.params})

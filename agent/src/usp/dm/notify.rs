@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use cpevisor_usp::errors::UspError;
 use cpevisor_usp::path::{Leaf, Path};
 
-use super::operate::Completion;
+use super::model::{b, instance_paths, unique_keys, DataModel, RECENTLY_GONE};
 use super::tree::{self, Tree};
-use super::{instance_paths, DataModel};
+use super::types::Completion;
 use crate::model::{DuStateChange, Event};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,7 +188,7 @@ impl DataModel {
             let o = tree.get(created).expect("from this tree");
             bodies.push(NotifyBody::ObjectCreation {
                 obj_path: created.clone(),
-                unique_keys: super::unique_keys(o).into_iter().collect(),
+                unique_keys: unique_keys(o).into_iter().collect(),
             });
         }
         for deleted in self.known.difference(&now) {
@@ -216,7 +216,7 @@ impl DataModel {
                 .map(|o| o.key.as_str())
                 .collect();
             for (key, n) in self.store.retain(table, &live) {
-                if self.recently_gone.len() == super::RECENTLY_GONE {
+                if self.recently_gone.len() == RECENTLY_GONE {
                     self.recently_gone.pop_front();
                 }
                 self.recently_gone.push_back((table.to_string(), key, n));
@@ -229,7 +229,7 @@ impl DataModel {
             .map(|o| o.key.clone())
             .collect();
         // Gone DUs stay until their DUStateChange! names their EUs (or the map grows too big).
-        if self.du_eus.len() > 2 * super::RECENTLY_GONE {
+        if self.du_eus.len() > 2 * RECENTLY_GONE {
             self.du_eus.retain(|k, _| live_dus.contains(k));
         }
         if let Err(f) = self.store.save_if_changed() {
@@ -332,7 +332,7 @@ impl DataModel {
             ),
             ("Version".to_string(), d.version.clone()),
             ("CurrentState".to_string(), format!("{:?}", d.current_state)),
-            ("Resolved".to_string(), super::b(d.resolved)),
+            ("Resolved".to_string(), b(d.resolved)),
             ("ExecutionUnitRefList".to_string(), eu_refs.join(",")),
             ("StartTime".to_string(), d.start_time.clone()),
             ("CompleteTime".to_string(), d.complete_time.clone()),

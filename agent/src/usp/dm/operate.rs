@@ -4,45 +4,16 @@
 //! answer in the OperateResp.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use cpevisor_usp::errors::*;
 use cpevisor_usp::path::{Leaf, Path, Segment};
 
+use super::model::DataModel;
 use super::tree::{self, Obj};
-use super::{Caller, DataModel, Request, MAX_REQUESTS};
+use super::types::{Caller, Completion, OperateOutcome, OperateResult, Request, MAX_REQUESTS};
 use crate::lifecycle::Agent;
 use crate::model::uuid::is_uuid;
 use crate::model::{DeploymentUnit, EventFault, RequestedState};
-
-/// What `Device.Reboot()` runs (the daemon reboots the board; tests record the call).
-pub type RebootHook = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OperateOutcome {
-    /// Asynchronous: `Device.LocalAgent.Request.{i}`; an OperationComplete follows.
-    Request(String),
-    Output(BTreeMap<String, String>),
-    Failure(UspError),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OperateResult {
-    /// The command's concrete path (`Device.SoftwareModules.DeploymentUnit.2.Update()`).
-    pub executed_command: String,
-    pub outcome: OperateOutcome,
-}
-
-/// The end of an asynchronous command.
-pub(super) struct Completion {
-    pub request: u32,
-    pub obj_path: String,
-    pub command_name: String,
-    pub command_key: String,
-    pub result: Result<Option<DeploymentUnit>, EventFault>,
-    /// The caller's requested DU UUID (InstallDU's `UUID` argument), checked on completion.
-    pub want_uuid: Option<String>,
-}
 
 fn args_error(msg: impl Into<String>) -> UspError {
     UspError::new(INVALID_COMMAND_ARGUMENTS, msg)

@@ -7,7 +7,7 @@ use cpevisor_usp::path::{Leaf, Path, Segment};
 
 use super::schema::{self, ObjDesc};
 use super::tree::{self, Tree};
-use super::{SupportedFilter, SupportedObject};
+use super::types::{SupportedFilter, SupportedObject};
 
 pub fn supported_one(
     tree: &Tree,

@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 
 use cpevisor_usp::path::{Leaf, Path};
 
+use super::model::DataModel;
 use super::notify::NotifyBody;
 use super::tree::{self, Obj, Tree};
-use super::DataModel;
 
 /// Most parameter values remembered between polls (all subscriptions together).
 pub const MAX_WATCHED: usize = 4096;

@@ -16,86 +16,20 @@ use std::time::{Duration, Instant};
 
 use cpevisor_usp::mqtt::backoff::Backoff;
 use cpevisor_usp::ws::{self, WsConfig, WsError, WsWriter};
-use serde::Deserialize;
 
 use super::endpoint::{Endpoint, Outgoing};
-use super::session::{Counters, Session, UspFile};
+use super::file::{UspFile, WsTarget};
+use super::session::{Counters, Session, Wakeup, THREAD_STACK, TICK};
 use crate::lifecycle::Agent;
 
-/// How long the loop waits for a message before it looks at the agent's events.
-const TICK: Duration = Duration::from_millis(100);
-/// Even without events, the data model is polled this often.
-const IDLE_POLL: Duration = Duration::from_secs(2);
 /// Records kept for the controller while the connection is down (oldest dropped first).
 const MAX_PENDING: usize = 256;
 /// Received Records waiting for the endpoint: the reader stops reading when this is full.
 const INBOX: usize = 64;
-const THREAD_STACK: usize = 256 * 1024;
 /// A ping this often keeps NATs open and proves the controller is there...
 const PING_EVERY: Duration = Duration::from_secs(30);
 /// ...and a connection silent for this long (no pong either) is dead: reconnect.
 const SILENCE_LIMIT: Duration = Duration::from_secs(90);
-
-/// The `websocket` object of the `--usp` file: where the controller's WebSocket server is.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WsTarget {
-    pub host: String,
-    #[serde(default = "default_port")]
-    pub port: u16,
-    #[serde(default = "default_path")]
-    pub path: String,
-    /// The name the controller's certificate must carry (default: `host`).
-    #[serde(default)]
-    pub server_name: Option<String>,
-    /// Reconnect back-off (TR-369 SessionRetryMinimumWaitInterval, doubling per attempt up
-    /// to the maximum), in milliseconds: defaults 1000 and 60000.
-    #[serde(default)]
-    pub retry_min_ms: Option<u64>,
-    #[serde(default)]
-    pub retry_max_ms: Option<u64>,
-}
-
-fn default_port() -> u16 {
-    443
-}
-
-fn default_path() -> String {
-    "/usp".into()
-}
-
-impl WsTarget {
-    pub fn validate(&self) -> Result<(), String> {
-        if self.host.is_empty() || self.host.len() > 253 {
-            return Err("websocket.host must be 1..253 bytes".into());
-        }
-        if self.port == 0 {
-            return Err("websocket.port must not be 0".into());
-        }
-        if !self.path.starts_with('/')
-            || self.path.len() > 1024
-            || self.path.chars().any(|c| c.is_control() || c == ' ')
-        {
-            return Err(format!(
-                "websocket.path {:?}: must start with '/', without spaces or control characters",
-                self.path
-            ));
-        }
-        self.backoff()
-            .check()
-            .map_err(|e| format!("websocket retry: {e}"))
-    }
-
-    pub fn backoff(&self) -> Backoff {
-        let d = Backoff::default();
-        let ms = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_millis);
-        Backoff {
-            min: ms(self.retry_min_ms, d.min),
-            max: ms(self.retry_max_ms, d.max),
-            ..d
-        }
-    }
-}
 
 /// Starts the session thread for `endpoint` as `file` (with its `websocket` object) says.
 pub fn start(
@@ -105,28 +39,18 @@ pub fn start(
     target: &WsTarget,
 ) -> Result<Session, String> {
     target.validate()?;
-    let tls = match &file.ca_file {
-        Some(ca) => {
-            let cert = match (&file.cert_file, &file.key_file) {
-                (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
-                _ => None,
-            };
-            let config = cpevisor_usp::tls::client_config(ca, cert).map_err(|e| e.to_string())?;
-            let name = target
-                .server_name
-                .clone()
-                .unwrap_or_else(|| target.host.clone());
-            Some((config, name))
-        }
-        None => {
-            crate::log_warn!(
-                "usp: no ca_file: WebSocket to {}:{} without TLS",
-                target.host,
-                target.port
-            );
-            None
-        }
-    };
+    let name = target
+        .server_name
+        .clone()
+        .unwrap_or_else(|| target.host.clone());
+    let tls = file.tls(name)?;
+    if tls.is_none() {
+        crate::log_warn!(
+            "usp: no ca_file: WebSocket to {}:{} without TLS",
+            target.host,
+            target.port
+        );
+    }
     let ws_config = WsConfig {
         max_message: file.limits().max_record_bytes,
         endpoint_id: Some(file.endpoint_id.clone()),
@@ -136,7 +60,7 @@ pub fn start(
     let stats = Arc::new(Counters::default());
     let mut runner = Runner {
         endpoint,
-        agent_events: agent.events().subscribe(),
+        wakeup: Wakeup::new(agent.events().subscribe()),
         target: target.clone(),
         tls,
         ws_config,
@@ -145,17 +69,12 @@ pub fn start(
         stop: stop.clone(),
         stats: stats.clone(),
     };
-    let thread = std::thread::Builder::new()
-        .name("usp-ws-session".into())
-        .stack_size(THREAD_STACK)
-        .spawn(move || runner.run())
-        .map_err(|e| format!("cannot start the USP session thread: {e}"))?;
-    Ok(Session::from_parts(stop, thread, stats))
+    Session::spawn("usp-ws-session", stop, stats, move || runner.run())
 }
 
 struct Runner {
     endpoint: Endpoint,
-    agent_events: Receiver<(u64, crate::model::Event)>,
+    wakeup: Wakeup,
     target: WsTarget,
     tls: Option<(Arc<rustls::ClientConfig>, String)>,
     ws_config: WsConfig,
@@ -265,7 +184,7 @@ impl Runner {
         if let Err(e) = self.flush(link) {
             return e;
         }
-        let mut last_poll = Instant::now();
+        self.wakeup.polled();
         let mut last_ping = Instant::now();
         while !self.stopped() {
             if last_ping.elapsed() >= PING_EVERY {
@@ -284,17 +203,16 @@ impl Runner {
                     // A request may have changed what subscribers watch.
                     let notes = self.endpoint.notifications();
                     self.queue(notes);
-                    last_poll = Instant::now();
+                    self.wakeup.polled();
                 }
                 Ok(Err(e)) => return e.to_string(),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return "reader ended".into(),
             }
-            let woke = self.agent_events.try_iter().count() > 0;
-            if woke || last_poll.elapsed() >= IDLE_POLL {
+            if self.wakeup.due() {
                 let notes = self.endpoint.notifications();
                 self.queue(notes);
-                last_poll = Instant::now();
+                self.wakeup.polled();
             }
             if let Err(e) = self.flush(link) {
                 return e;
@@ -306,7 +224,7 @@ impl Runner {
 
     /// Keeps the data model's notifications while there is no connection (bounded).
     fn poll_while_down(&mut self) {
-        if self.agent_events.try_iter().count() > 0 {
+        if self.wakeup.woke() {
             let notes = self.endpoint.notifications();
             self.queue(notes);
         }
@@ -339,37 +257,5 @@ impl Runner {
             self.stats.bump(|s| s.sent += 1);
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn targets_are_checked() {
-        let t: WsTarget = serde_json::from_str(r#"{"host":"10.0.2.2"}"#).unwrap();
-        assert_eq!((t.port, t.path.as_str()), (443, "/usp"));
-        assert!(t.validate().is_ok());
-        let bad = |j: &str| {
-            serde_json::from_str::<WsTarget>(j)
-                .map_err(|e| e.to_string())
-                .and_then(|t| t.validate())
-                .unwrap_err()
-        };
-        assert!(bad(r#"{"host":""}"#).contains("host"));
-        assert!(bad(r#"{"host":"h","port":0}"#).contains("port"));
-        assert!(bad(r#"{"host":"h","path":"usp"}"#).contains("path"));
-        assert!(bad(r#"{"host":"h","path":"/a b"}"#).contains("path"));
-        assert!(bad(r#"{"host":"h","bogus":1}"#).contains("unknown field"));
-        assert!(bad(r#"{"host":"h","retry_min_ms":0}"#).contains("retry"));
-        assert!(bad(r#"{"host":"h","retry_min_ms":5000,"retry_max_ms":10}"#).contains("retry"));
-        let t: WsTarget =
-            serde_json::from_str(r#"{"host":"h","retry_min_ms":200,"retry_max_ms":500}"#).unwrap();
-        let b = t.backoff();
-        assert_eq!(
-            (b.min, b.max),
-            (Duration::from_millis(200), Duration::from_millis(500))
-        );
     }
 }

@@ -1,0 +1,155 @@
+//! A connected controller: the engine plus the transport behind it, the MQTT broker or the
+//! WebSocket server agents connect to.
+
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use cpevisor_usp::mqtt::{
+    is_usp_content_type, Event as MqttEvent, MqttClient, MqttConfig, MqttError, USP_CONTENT_TYPE,
+};
+
+use super::cli::WsListen;
+use super::config::CtlConfig;
+use super::engine::{self, Controller, Inbound};
+use super::ws_server;
+
+/// How long to wait for the broker's CONNACK and our subscription.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a publish may wait for room in the client's queue before it counts as failed.
+const QUEUE_WAIT: Duration = Duration::from_secs(20);
+
+/// A connected controller: the engine plus the MQTT client behind it.
+pub struct Connection {
+    pub controller: Controller,
+    client: Option<Arc<MqttClient>>,
+    /// Set when agents connect to us over WebSocket instead.
+    server: Option<ws_server::WsServer>,
+}
+
+impl Connection {
+    /// Connects and subscribes to our topic; fails if the broker does not accept us within
+    /// `CONNECT_TIMEOUT` (a refused certificate, a wrong CA, nothing listening).
+    pub fn open(config: &CtlConfig) -> Result<Connection, String> {
+        Connection::open_with(config.mqtt_config()?, config)
+    }
+
+    pub fn open_with(mqtt: MqttConfig, config: &CtlConfig) -> Result<Connection, String> {
+        let broker = format!("{}:{}", mqtt.host, mqtt.port);
+        let (client, events) = MqttClient::start(mqtt).map_err(|e| format!("mqtt: {e}"))?;
+        let deadline = Instant::now() + CONNECT_TIMEOUT;
+        let mut last = String::from("no answer");
+        // A persistent session delivers what the broker kept as soon as it accepts us, even
+        // before our SUBACK: keep those for the engine.
+        let mut early = Vec::new();
+        loop {
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .ok_or_else(|| format!("broker {broker}: cannot connect ({last})"))?;
+            match events.recv_timeout(left) {
+                Ok(MqttEvent::Connected { .. }) => break,
+                Ok(MqttEvent::Disconnected { reason, .. }) => last = reason,
+                Ok(MqttEvent::SubscribeRefused {
+                    filter,
+                    reason_code,
+                }) => {
+                    return Err(format!(
+                        "broker {broker} refused our subscription to {filter} ({})",
+                        cpevisor_usp::mqtt::codec::reason_name(reason_code)
+                    ))
+                }
+                Ok(MqttEvent::Message(m)) => {
+                    if early.len() < 4096 {
+                        early.push(m)
+                    }
+                }
+                Err(_) => return Err(format!("broker {broker}: cannot connect ({last})")),
+            }
+        }
+        let client = Arc::new(client);
+        let (tx, rx) = mpsc::sync_channel::<Inbound>(4096);
+        // Moves messages from the client's event channel to the engine's; ends with either.
+        std::thread::Builder::new()
+            .name("usp-ctl-rx".into())
+            .spawn(move || {
+                let early = early.into_iter().map(MqttEvent::Message);
+                for ev in early.chain(events) {
+                    if let MqttEvent::Message(m) = ev {
+                        if !is_usp_content_type(m.content_type.as_deref()) {
+                            continue;
+                        }
+                        let inb = Inbound {
+                            payload: m.payload,
+                            response_topic: m.response_topic,
+                        };
+                        if tx.send(inb).is_err() {
+                            break;
+                        }
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the receiver thread: {e}"))?;
+        let own_topic = config.topic();
+        let publisher = client.clone();
+        let identity = config.identity.clone();
+        let send: engine::Sender = Box::new(move |topic: &str, bytes: Vec<u8>| {
+            let topic = match &identity {
+                Some(id) => format!("{topic}/{id}"),
+                None => topic.to_string(),
+            };
+            let topic = topic.as_str();
+            let deadline = Instant::now() + QUEUE_WAIT;
+            loop {
+                match publisher.publish(topic, &bytes, Some(&own_topic), Some(USP_CONTENT_TYPE)) {
+                    Ok(()) => return Ok(()),
+                    // Back-pressure: the queue drains as the broker acknowledges.
+                    Err(MqttError::QueueFull { .. }) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        });
+        let controller = Controller::new(&config.endpoint_id, &config.agent_topic(), send, rx);
+        Ok(Connection {
+            controller,
+            client: Some(client),
+            server: None,
+        })
+    }
+
+    /// Listens for agents' WebSockets as `ws` says; the engine addresses agents by
+    /// Endpoint ID, each on its own connection.
+    pub fn open_ws(ws: &WsListen, config: &CtlConfig) -> Result<Connection, String> {
+        let tls = match (&ws.cert, &config.ca_file) {
+            (Some((cert, key)), Some(ca)) => Some(
+                cpevisor_usp::tls::server_config(cert, key, Some(ca)).map_err(|e| e.to_string())?,
+            ),
+            _ => None,
+        };
+        let (tx, rx) = mpsc::sync_channel::<Inbound>(4096);
+        let server = ws_server::WsServer::start(&ws.addr, tls, &config.endpoint_id, tx)?;
+        let controller = Controller::new(&config.endpoint_id, "{id}", server.sender(), rx);
+        Ok(Connection {
+            controller,
+            client: None,
+            server: Some(server),
+        })
+    }
+
+    /// With a WebSocket server: waits until each of `agents` has connected (or `deadline`).
+    pub fn wait_for_agents(&self, agents: &[String], deadline: Instant) {
+        if let Some(s) = &self.server {
+            s.wait_for(agents, deadline);
+        }
+    }
+
+    /// Waits (up to `wait`) until everything queued has been handed to the broker.
+    pub fn flush(&self, wait: Duration) {
+        // WebSocket sends are written before they return: nothing to wait for.
+        let Some(client) = &self.client else { return };
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline && client.stats().published < self.controller.stats().sent {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}

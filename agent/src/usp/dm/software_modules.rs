@@ -1,0 +1,168 @@
+//! `Device.SoftwareModules.`: the agent's execution environments, deployment units and
+//! execution units as its snapshot has them, cross-referenced by path.
+
+use std::collections::HashMap;
+
+use super::model::{b, kib, DataModel};
+use super::schema::DEVICE;
+use super::tree::{Seg, TreeBuilder};
+use crate::lifecycle::Snapshot;
+use crate::model::HealthStatus;
+
+impl DataModel {
+    /// Adds `Device.SoftwareModules.` and its tables under `dev`, from `snap`.
+    pub(super) fn software_modules(&mut self, t: &mut TreeBuilder, dev: &[Seg], snap: &Snapshot) {
+        let sm_desc = DEVICE.child("SoftwareModules").expect("schema");
+        let sm = t.object(
+            Some(dev),
+            sm_desc,
+            vec![
+                ("ExecEnvNumberOfEntries", snap.exec_envs.len().to_string()),
+                (
+                    "DeploymentUnitNumberOfEntries",
+                    snap.deployment_units.len().to_string(),
+                ),
+                (
+                    "ExecutionUnitNumberOfEntries",
+                    snap.execution_units.len().to_string(),
+                ),
+            ],
+        );
+        let env_ref: HashMap<String, String> = snap
+            .exec_envs
+            .iter()
+            .map(|e| {
+                let n = self.store.number("ExecEnv", &e.name);
+                (
+                    e.name.clone(),
+                    format!("Device.SoftwareModules.ExecEnv.{n}"),
+                )
+            })
+            .collect();
+        let eu_ref: HashMap<String, String> = snap
+            .execution_units
+            .iter()
+            .map(|e| {
+                let n = self.store.number("ExecutionUnit", &e.eu_id);
+                (
+                    e.eu_id.clone(),
+                    format!("Device.SoftwareModules.ExecutionUnit.{n}"),
+                )
+            })
+            .collect();
+        let refs = |ids: &mut dyn Iterator<Item = &String>| {
+            ids.filter_map(|id| eu_ref.get(id).cloned())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let e_desc = sm_desc.child("ExecEnv").expect("schema");
+        let et = t.table(&sm, e_desc);
+        for e in &snap.exec_envs {
+            let n = self.store.number("ExecEnv", &e.name);
+            let active = snap
+                .execution_units
+                .iter()
+                .filter(|u| u.exec_env == e.name && u.status == crate::model::EuStatus::Active)
+                .map(|u| &u.eu_id);
+            t.instance(
+                &et,
+                e_desc,
+                n,
+                &e.name,
+                vec![
+                    ("Enable", b(e.enable)),
+                    ("Status", format!("{:?}", e.status)),
+                    ("Name", e.name.clone()),
+                    ("Type", e.env_type.as_str().to_string()),
+                    (
+                        "AllocatedMemory",
+                        kib(u64::from(e.memory_budget_mib) * 1024),
+                    ),
+                    (
+                        "AvailableMemory",
+                        kib(u64::from(e.available_memory_mib) * 1024),
+                    ),
+                    ("ActiveExecutionUnits", refs(&mut { active })),
+                ],
+            );
+        }
+        let d_desc = sm_desc.child("DeploymentUnit").expect("schema");
+        let dt = t.table(&sm, d_desc);
+        for d in &snap.deployment_units {
+            let n = self.store.number("DeploymentUnit", &d.uuid);
+            self.du_eus
+                .insert(d.uuid.clone(), d.execution_unit_list.clone());
+            t.instance(
+                &dt,
+                d_desc,
+                n,
+                &d.uuid,
+                vec![
+                    ("UUID", d.uuid.clone()),
+                    ("DUID", d.uuid.clone()),
+                    ("Name", d.name.clone()),
+                    ("Status", format!("{:?}", d.status)),
+                    ("Resolved", b(d.resolved)),
+                    ("URL", d.url.clone()),
+                    ("Description", d.description.clone()),
+                    ("Vendor", d.vendor.clone()),
+                    ("Version", d.version.clone()),
+                    ("ExecutionUnitList", refs(&mut d.execution_unit_list.iter())),
+                    (
+                        "ExecutionEnvRef",
+                        env_ref.get(&d.exec_env).cloned().unwrap_or_default(),
+                    ),
+                ],
+            );
+        }
+        let u_desc = sm_desc.child("ExecutionUnit").expect("schema");
+        let ut = t.table(&sm, u_desc);
+        for u in &snap.execution_units {
+            let n = self.store.number("ExecutionUnit", &u.eu_id);
+            let du = snap.deployment_units.iter().find(|d| d.uuid == u.du_uuid);
+            t.instance(
+                &ut,
+                u_desc,
+                n,
+                &u.eu_id,
+                vec![
+                    ("EUID", u.eu_id.clone()),
+                    ("Name", u.name.clone()),
+                    ("ExecEnvLabel", u.eu_id.clone()),
+                    ("Status", format!("{:?}", u.status)),
+                    ("RequestedState", format!("{:?}", u.requested_state)),
+                    (
+                        "ExecutionFaultCode",
+                        format!("{:?}", u.execution_fault_code),
+                    ),
+                    ("ExecutionFaultMessage", u.execution_fault_message.clone()),
+                    ("AutoStart", b(u.auto_start)),
+                    ("RunLevel", u.run_level.to_string()),
+                    ("Vendor", du.map(|d| d.vendor.clone()).unwrap_or_default()),
+                    ("Version", du.map(|d| d.version.clone()).unwrap_or_default()),
+                    (
+                        "Description",
+                        du.map(|d| d.description.clone()).unwrap_or_default(),
+                    ),
+                    ("MemoryInUse", kib(u.memory_in_use)),
+                    (
+                        "ExecutionEnvRef",
+                        env_ref.get(&u.exec_env).cloned().unwrap_or_default(),
+                    ),
+                    (
+                        "X_CPEVISOR_HealthStatus",
+                        HealthStatus::dm_status(&u.health),
+                    ),
+                    (
+                        "X_CPEVISOR_HealthLastCheck",
+                        HealthStatus::dm_time(&u.health),
+                    ),
+                    (
+                        "X_CPEVISOR_HealthMessage",
+                        HealthStatus::dm_message(&u.health),
+                    ),
+                ],
+            );
+        }
+    }
+}

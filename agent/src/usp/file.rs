@@ -1,0 +1,460 @@
+//! The agent's `--usp FILE`: which MTP (an MQTT broker, or a WebSocket to the controller), who
+//! we are, who may manage us, and the rules every name in it must meet (MQTT topics, controller
+//! identities). Parsing and validation only: the sessions in `mqtt` and `websocket` take a
+//! validated [`UspFile`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cpevisor_usp::mqtt::backoff::Backoff;
+use cpevisor_usp::mqtt::MqttConfig;
+use cpevisor_usp::record::Limits;
+use serde::Deserialize;
+
+use super::config::{ControllerConfig, DeviceInfoConfig, Role, UspConfig};
+use super::dm::RebootHook;
+use super::topic_auth::check_bare_topic_roles;
+
+/// Longest topic accepted from a peer's Response Topic.
+pub const MAX_TOPIC_LEN: usize = 1024;
+/// MQTT packet overhead allowed above the largest Record (fixed header, topic, properties).
+const PACKET_OVERHEAD: u32 = 4096;
+
+/// The agent's `--usp FILE`: where the broker is, who we are, who may manage us.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UspFile {
+    /// The MQTT broker; not needed when `websocket` is given.
+    #[serde(default)]
+    pub broker_host: String,
+    #[serde(default = "default_port")]
+    pub broker_port: u16,
+    /// The CA that signed the broker's certificate. Absent: plain TCP (only for a broker on
+    /// loopback or a private link; the daemon logs a warning).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Our client certificate chain and key (PEM), presented to the broker.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// The name the broker's certificate must carry (default: `broker_host`).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// Our USP endpoint ID (also the MQTT client id).
+    pub endpoint_id: String,
+    /// The topic we subscribe to (default `usp/agent/<endpoint_id>`).
+    #[serde(default)]
+    pub topic: Option<String>,
+    pub controllers: Vec<ControllerEntry>,
+    #[serde(default)]
+    pub device_info: DeviceInfoConfig,
+    #[serde(default = "default_keep_alive")]
+    pub keep_alive_s: u16,
+    /// Largest Record accepted or sent (default 64 KiB).
+    #[serde(default)]
+    pub max_record_bytes: Option<usize>,
+    /// What `Device.Reboot()` runs (argv); absent: the command is refused.
+    #[serde(default)]
+    pub reboot_command: Option<Vec<String>>,
+    /// Present: the MTP is a WebSocket to the controller (the agent connects), not MQTT;
+    /// `ca_file`, `cert_file`, `key_file` then apply to it.
+    #[serde(default)]
+    pub websocket: Option<WsTarget>,
+}
+
+/// One controller allowed to manage this agent.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerEntry {
+    pub endpoint_id: String,
+    /// Where notifications go (default `usp/controller/<endpoint_id>`); replies go to the
+    /// Response Topic of each request.
+    #[serde(default)]
+    pub topic: Option<String>,
+    pub role: Role,
+    /// The identity the broker authenticated this controller as (its client certificate's CN,
+    /// mosquitto `use_identity_as_username`). When set, its Records count only when they arrive
+    /// on `<our topic>/<identity>`, a topic the broker's ACL lets no one else write
+    /// (`broker::usp_acl`, `IdentitySubTopic`). Unset (standard TR-369 controllers): its
+    /// Records count only on our bare topic, which the ACL lets only the listed controllers
+    /// write (`AgentTopic`); all controllers without `identity` must then have one role
+    /// (`topic_auth`).
+    #[serde(default)]
+    pub identity: Option<String>,
+}
+
+fn default_port() -> u16 {
+    8883
+}
+
+fn default_keep_alive() -> u16 {
+    60
+}
+
+/// Largest `--usp` file read.
+const MAX_FILE: u64 = 64 * 1024;
+/// Largest accepted max_record_bytes: the agent's memory budget is a few MiB.
+const MAX_RECORD_CEILING: usize = 1 << 20;
+
+/// A topic we may publish to: non-empty, bounded, no wildcards, no U+0000.
+pub fn valid_topic(t: &str) -> bool {
+    !t.is_empty() && t.len() <= MAX_TOPIC_LEN && !t.contains(['+', '#', '\0'])
+}
+
+impl UspFile {
+    pub fn load(path: &Path) -> Result<UspFile, String> {
+        use std::io::Read;
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_FILE + 1).read_to_string(&mut text))
+            .map_err(|e| format!("usp config {}: {e}", path.display()))?;
+        if text.len() as u64 > MAX_FILE {
+            return Err(format!(
+                "usp config {}: larger than {MAX_FILE} bytes",
+                path.display()
+            ));
+        }
+        let f: UspFile = serde_json::from_str(&text)
+            .map_err(|e| format!("usp config {}: {e}", path.display()))?;
+        f.validate()
+            .map_err(|e| format!("usp config {}: {e}", path.display()))?;
+        Ok(f)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        match &self.websocket {
+            Some(ws) => ws.validate()?,
+            None if self.broker_host.is_empty() || self.broker_host.len() > 253 => {
+                return Err("broker_host must be 1..253 bytes (or give a websocket object)".into())
+            }
+            None => {}
+        }
+        if self.broker_port == 0 {
+            return Err("broker_port must not be 0".into());
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err("cert_file and key_file go together".into());
+        }
+        if self.cert_file.is_some() && self.ca_file.is_none() {
+            return Err("a client certificate needs TLS: set ca_file".into());
+        }
+        if !valid_topic(&self.topic()) {
+            return Err(format!(
+                "topic {:?}: not a valid MQTT topic name",
+                self.topic()
+            ));
+        }
+        for c in &self.controllers {
+            let t = controller_topic(c);
+            if !valid_topic(&t) {
+                return Err(format!(
+                    "controller {}: topic {t:?} is not a valid MQTT topic name",
+                    c.endpoint_id
+                ));
+            }
+            if let Some(id) = &c.identity {
+                if !valid_topic_level(id) {
+                    return Err(format!(
+                        "controller {}: identity {id:?} must be one MQTT topic level \
+                         (1-256 bytes, no '/', '+', '#' or U+0000)",
+                        c.endpoint_id
+                    ));
+                }
+            }
+        }
+        if let Some(n) = self.max_record_bytes {
+            if !(1024..=MAX_RECORD_CEILING).contains(&n) {
+                return Err(format!(
+                    "max_record_bytes {n}: must be 1024..={MAX_RECORD_CEILING}"
+                ));
+            }
+        }
+        if let Some(cmd) = &self.reboot_command {
+            if cmd.is_empty() || cmd[0].is_empty() {
+                return Err("reboot_command: give the program and its arguments".into());
+            }
+        }
+        let usp = self.usp_config();
+        usp.validate()?;
+        if self.websocket.is_none() {
+            check_bare_topic_roles(&self.topic(), &usp.controllers)?;
+        }
+        Ok(())
+    }
+
+    pub fn topic(&self) -> String {
+        self.topic
+            .clone()
+            .unwrap_or_else(|| format!("usp/agent/{}", self.endpoint_id))
+    }
+
+    /// The data model's view: endpoint ID, controllers with roles and topics, DeviceInfo.
+    /// MQTT gives the agent no controller certificate (the broker is its TLS peer): a
+    /// controller's identity is the topic suffix the broker's ACL binds to its certificate.
+    pub fn usp_config(&self) -> UspConfig {
+        UspConfig {
+            endpoint_id: self.endpoint_id.clone(),
+            controllers: self
+                .controllers
+                .iter()
+                .map(|c| ControllerConfig {
+                    endpoint_id: c.endpoint_id.clone(),
+                    role: c.role,
+                    identity: c.identity.clone(),
+                    reply_to: Some(controller_topic(c)),
+                })
+                .collect(),
+            device_info: self.device_info.clone(),
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_record_bytes: self
+                .max_record_bytes
+                .unwrap_or(Limits::default().max_record_bytes),
+            ..Limits::default()
+        }
+    }
+
+    /// The MQTT client configuration: TLS with our certificate when configured, client id =
+    /// endpoint ID, packets bounded by the largest Record.
+    pub fn mqtt_config(&self) -> Result<MqttConfig, String> {
+        let mut m = MqttConfig::new(&self.broker_host, self.broker_port, &self.endpoint_id)
+            .with_usp_endpoint_id(&self.endpoint_id);
+        let name = self
+            .server_name
+            .clone()
+            .unwrap_or_else(|| self.broker_host.clone());
+        m.tls = self.tls(name)?;
+        m.keep_alive = Duration::from_secs(u64::from(self.keep_alive_s));
+        m.max_packet_size = self.limits().max_record_bytes as u32 + PACKET_OVERHEAD;
+        m.subscriptions = vec![self.topic()];
+        Ok(m)
+    }
+
+    /// The TLS client configuration both MTPs use: `ca_file` as the only trust anchor, our
+    /// certificate when configured, `server_name` the name the peer's certificate must carry.
+    /// None without `ca_file` (plain TCP).
+    pub fn tls(
+        &self,
+        server_name: String,
+    ) -> Result<Option<(Arc<rustls::ClientConfig>, String)>, String> {
+        let Some(ca) = &self.ca_file else {
+            return Ok(None);
+        };
+        let cert = match (&self.cert_file, &self.key_file) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            _ => None,
+        };
+        let config = cpevisor_usp::tls::client_config(ca, cert).map_err(|e| e.to_string())?;
+        Ok(Some((config, server_name)))
+    }
+
+    /// `Device.Reboot()`: runs `reboot_command`, or refuses.
+    pub fn reboot_hook(&self) -> RebootHook {
+        let cmd = self.reboot_command.clone();
+        Arc::new(move || match &cmd {
+            Some(argv) => std::process::Command::new(&argv[0])
+                .args(&argv[1..])
+                .status()
+                .map_err(|e| format!("{}: {e}", argv[0]))
+                .and_then(|st| {
+                    if st.success() {
+                        Ok(())
+                    } else {
+                        Err(format!("{} exited with {st}", argv[0]))
+                    }
+                }),
+            None => Err("this agent has no reboot_command configured".into()),
+        })
+    }
+}
+
+/// One level of a topic name: what a controller identity becomes in `<topic>/<identity>`.
+pub fn valid_topic_level(level: &str) -> bool {
+    !level.is_empty() && level.len() <= 256 && !level.contains(['/', '+', '#', '\0'])
+}
+
+fn controller_topic(c: &ControllerEntry) -> String {
+    c.topic
+        .clone()
+        .unwrap_or_else(|| format!("usp/controller/{}", c.endpoint_id))
+}
+
+/// The `websocket` object of the `--usp` file: where the controller's WebSocket server is.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WsTarget {
+    pub host: String,
+    #[serde(default = "default_ws_port")]
+    pub port: u16,
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// The name the controller's certificate must carry (default: `host`).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// Reconnect back-off (TR-369 SessionRetryMinimumWaitInterval, doubling per attempt up
+    /// to the maximum), in milliseconds: defaults 1000 and 60000.
+    #[serde(default)]
+    pub retry_min_ms: Option<u64>,
+    #[serde(default)]
+    pub retry_max_ms: Option<u64>,
+}
+
+fn default_ws_port() -> u16 {
+    443
+}
+
+fn default_path() -> String {
+    "/usp".into()
+}
+
+impl WsTarget {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.host.is_empty() || self.host.len() > 253 {
+            return Err("websocket.host must be 1..253 bytes".into());
+        }
+        if self.port == 0 {
+            return Err("websocket.port must not be 0".into());
+        }
+        if !self.path.starts_with('/')
+            || self.path.len() > 1024
+            || self.path.chars().any(|c| c.is_control() || c == ' ')
+        {
+            return Err(format!(
+                "websocket.path {:?}: must start with '/', without spaces or control characters",
+                self.path
+            ));
+        }
+        self.backoff()
+            .check()
+            .map_err(|e| format!("websocket retry: {e}"))
+    }
+
+    pub fn backoff(&self) -> Backoff {
+        let d = Backoff::default();
+        let ms = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_millis);
+        Backoff {
+            min: ms(self.retry_min_ms, d.min),
+            max: ms(self.retry_max_ms, d.max),
+            ..d
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(json: &str) -> Result<UspFile, String> {
+        let f: UspFile = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        f.validate()?;
+        Ok(f)
+    }
+
+    #[test]
+    fn defaults_and_topics() {
+        let f = file(
+            r#"{"broker_host":"10.0.2.2","endpoint_id":"os::cpe-1",
+                "controllers":[{"endpoint_id":"self::ctl","role":"FullAccess"},
+                               {"endpoint_id":"self::ro","topic":"ops/ro","role":"ReadOnly",
+                                "identity":"ro"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(f.broker_port, 8883);
+        assert_eq!(f.topic(), "usp/agent/os::cpe-1");
+        let cfg = f.usp_config();
+        assert_eq!(
+            cfg.controllers[0].reply_to.as_deref(),
+            Some("usp/controller/self::ctl")
+        );
+        assert_eq!(cfg.controllers[1].reply_to.as_deref(), Some("ops/ro"));
+        assert_eq!(cfg.controllers[0].identity, None);
+        assert_eq!(cfg.controllers[1].identity.as_deref(), Some("ro"));
+        let m = f.mqtt_config().unwrap();
+        assert!(m.tls.is_none());
+        assert_eq!(m.client_id, "os::cpe-1");
+        assert_eq!(m.subscriptions, vec!["usp/agent/os::cpe-1".to_string()]);
+        assert_eq!(m.max_packet_size, 64 * 1024 + PACKET_OVERHEAD);
+    }
+
+    #[test]
+    fn bad_files_name_the_problem() {
+        let base = r#""broker_host":"h","endpoint_id":"os::a","controllers":[]"#;
+        let err = |extra: &str| file(&format!("{{{base}{extra}}}")).unwrap_err();
+        assert!(err(r#","topic":"usp/+/x""#).contains("not a valid MQTT topic"));
+        assert!(err(r#","cert_file":"/c""#).contains("go together"));
+        assert!(err(r#","cert_file":"/c","key_file":"/k""#).contains("needs TLS"));
+        assert!(err(r#","max_record_bytes":10"#).contains("max_record_bytes"));
+        assert!(err(r#","broker_port":0"#).contains("broker_port"));
+        assert!(err(r#","reboot_command":[]"#).contains("reboot_command"));
+        assert!(err(r#","bogus":1"#).contains("unknown field"));
+        let dup = file(
+            r#"{"broker_host":"h","endpoint_id":"os::a","controllers":[
+                {"endpoint_id":"c","role":"FullAccess"},{"endpoint_id":"c","role":"ReadOnly"}]}"#,
+        )
+        .unwrap_err();
+        assert!(dup.contains("listed twice"), "{dup}");
+        // A read-only controller beside a full-access one on the bare topic could act as it.
+        let mixed = r#"{"broker_host":"h","endpoint_id":"os::a","controllers":[
+                {"endpoint_id":"acs","role":"FullAccess"},{"endpoint_id":"ro","role":"ReadOnly"}
+                IDENT]}"#;
+        let err = file(&mixed.replace("IDENT", "")).unwrap_err();
+        assert!(err.contains("ro could act as acs"), "{err}");
+        let ro_sub = mixed.replace(r#""ReadOnly"}"#, r#""ReadOnly","identity":"ro-cn"}"#);
+        assert!(file(&ro_sub.replace("IDENT", "")).is_ok());
+    }
+
+    #[test]
+    fn reboot_refused_without_a_command() {
+        let f = file(r#"{"broker_host":"h","endpoint_id":"os::a","controllers":[]}"#).unwrap();
+        assert!((f.reboot_hook())()
+            .unwrap_err()
+            .contains("no reboot_command"));
+        let f = file(
+            r#"{"broker_host":"h","endpoint_id":"os::a","controllers":[],
+                "reboot_command":["/bin/false"]}"#,
+        )
+        .unwrap();
+        assert!((f.reboot_hook())().unwrap_err().contains("exited"));
+    }
+
+    #[test]
+    fn topics_with_wildcards_are_not_publishable() {
+        assert!(valid_topic("usp/controller/self::ctl"));
+        assert!(!valid_topic(""));
+        assert!(!valid_topic("a/#"));
+        assert!(!valid_topic("a/+/b"));
+        assert!(!valid_topic(&"x".repeat(MAX_TOPIC_LEN + 1)));
+    }
+
+    #[test]
+    fn targets_are_checked() {
+        let t: WsTarget = serde_json::from_str(r#"{"host":"10.0.2.2"}"#).unwrap();
+        assert_eq!((t.port, t.path.as_str()), (443, "/usp"));
+        assert!(t.validate().is_ok());
+        let bad = |j: &str| {
+            serde_json::from_str::<WsTarget>(j)
+                .map_err(|e| e.to_string())
+                .and_then(|t| t.validate())
+                .unwrap_err()
+        };
+        assert!(bad(r#"{"host":""}"#).contains("host"));
+        assert!(bad(r#"{"host":"h","port":0}"#).contains("port"));
+        assert!(bad(r#"{"host":"h","path":"usp"}"#).contains("path"));
+        assert!(bad(r#"{"host":"h","path":"/a b"}"#).contains("path"));
+        assert!(bad(r#"{"host":"h","bogus":1}"#).contains("unknown field"));
+        assert!(bad(r#"{"host":"h","retry_min_ms":0}"#).contains("retry"));
+        assert!(bad(r#"{"host":"h","retry_min_ms":5000,"retry_max_ms":10}"#).contains("retry"));
+        let t: WsTarget =
+            serde_json::from_str(r#"{"host":"h","retry_min_ms":200,"retry_max_ms":500}"#).unwrap();
+        let b = t.backoff();
+        assert_eq!(
+            (b.min, b.max),
+            (Duration::from_millis(200), Duration::from_millis(500))
+        );
+    }
+}
