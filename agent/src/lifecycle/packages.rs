@@ -32,6 +32,10 @@ pub struct AppSpec {
     pub restart: RestartPolicy,
     pub autostart: bool,
     pub run_level: u32,
+    /// The package's stop deadline; None: the agent's default (state files from before the
+    /// field read as None).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout_ms: Option<u32>,
 }
 
 impl AppSpec {
@@ -65,6 +69,7 @@ impl AppSpec {
             },
             autostart: c.autostart,
             run_level: u32::from(c.run_level),
+            stop_timeout_ms: c.stop_timeout_ms,
         }
     }
 }
