@@ -147,6 +147,11 @@ const APPS: &[App] = &[App {
             include_str!("../files/guest/status/poweroff.cgi"),
             0o755,
         ),
+        (
+            "www/cgi-bin/write",
+            include_str!("../files/guest/status/write.cgi"),
+            0o755,
+        ),
     ],
     dirs: &["www/status", "data", "tmp"],
     data: include_str!("../files/guest/status/data.txt"),
