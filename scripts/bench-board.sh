@@ -31,13 +31,16 @@ W=/tmp/bench
 case $MONITOR in
 vmm)
     BIN=/usr/bin/cpevisor-vmm
+    # --shutdown-timeout 0: SIGTERM stops at once, as QEMU does (this bench guest has no power
+    # button driver; the graceful stop is timed separately, tests/src/bench/graceful.rs).
     set -- "$BIN" --kernel /bench/Image --initrd /bench/guest.cpio.gz --memory $GUEST_MIB \
-        --vcpus 1 --console stdout --cmdline "console=ttyS0 $CMDLINE bench_signal=devmem"
+        --vcpus 1 --console stdout --cmdline "console=ttyS0 $CMDLINE bench_signal=devmem" \
+        --shutdown-timeout 0
     ;;
 vmm-confined)
     BIN=/usr/bin/cpevisor-vmm
     CFG=/tmp/bench-vmm-confined.json
-    printf '{"kernel": "/bench/Image", "initrd": "/bench/guest.cpio.gz", "memory_mib": %s, "vcpus": 1, "console": "stdout", "cmdline": "console=ttyS0 %s bench_signal=devmem", "jail": {"uid": 100999, "gid": 100999}}\n' \
+    printf '{"kernel": "/bench/Image", "initrd": "/bench/guest.cpio.gz", "memory_mib": %s, "vcpus": 1, "console": "stdout", "cmdline": "console=ttyS0 %s bench_signal=devmem", "shutdown_timeout_ms": 0, "jail": {"uid": 100999, "gid": 100999}}\n' \
         "$GUEST_MIB" "$CMDLINE" >$CFG
     set -- "$BIN" --config $CFG
     ;;

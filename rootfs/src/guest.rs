@@ -152,6 +152,12 @@ const APPS: &[App] = &[App {
             include_str!("../files/guest/status/write.cgi"),
             0o755,
         ),
+        // The clean power-off: the power button's watcher and the poweroff CGI run it.
+        (
+            "sbin/app-shutdown",
+            include_str!("../files/guest/status/shutdown"),
+            0o755,
+        ),
     ],
     dirs: &["www/status", "data", "tmp"],
     data: include_str!("../files/guest/status/data.txt"),
@@ -165,6 +171,17 @@ const APPS: &[App] = &[App {
         "crc32c_generic",
     ],
 }];
+
+/// Stock-kernel modules for the VMM's power button, which every guest should watch (the VMM's
+/// stop request, rootfs/files/guest/README.md): Debian builds the input event interface and the
+/// button drivers as modules. aarch64: gpio-keys on the PL061 (built in); x86_64: the ACPI
+/// button driver (the GED that notifies it is built in).
+pub fn power_button_modules(arch: GuestArch) -> &'static [&'static str] {
+    match arch {
+        GuestArch::Aarch64 => &["evdev", "gpio_keys"],
+        GuestArch::X86_64 => &["evdev", "button"],
+    }
+}
 
 /// Names of the apps `guest --app` accepts.
 pub fn app_names() -> Vec<&'static str> {
@@ -498,7 +515,12 @@ pub fn build_guest(
     let (kernel_path, kernel_source, modules) = match spec.kernel {
         GuestKernel::Stock => {
             let package = KernelPackage::from_cache(&inputs.cache, arch.stock_flavour())?;
-            let names: Vec<String> = app.modules.iter().map(|m| m.to_string()).collect();
+            let names: Vec<String> = app
+                .modules
+                .iter()
+                .chain(power_button_modules(arch))
+                .map(|m| m.to_string())
+                .collect();
             let (_, installed) = install_modules(
                 &mut fs_tree,
                 &package,

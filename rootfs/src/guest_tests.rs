@@ -58,6 +58,8 @@ fn synthetic_cache(dir: &Path) -> PathBuf {
         "virtio_rng",
         "ext4",
         "crc32c_generic",
+        "evdev",
+        "button",
     ] {
         fs::write(
             mods.join(format!("kernel/{name}.ko")),
@@ -130,8 +132,11 @@ fn stock_build_has_app_modules_and_is_reproducible() {
     names.sort();
     assert_eq!(
         names,
+        // the app's modules and the power button's (x86: ACPI button, evdev)
         [
+            "button",
             "crc32c_generic",
+            "evdev",
             "ext4",
             "virtio_blk",
             "virtio_mmio",

@@ -181,6 +181,8 @@ pub struct VmmLaunch {
     pub vcpus: u32,
     pub tap: String,
     pub extra_cmdline: String,
+    /// `--shutdown-timeout MS` (the VMM's default when `None`).
+    pub shutdown_timeout_ms: Option<u32>,
 }
 
 impl Default for VmmLaunch {
@@ -190,6 +192,7 @@ impl Default for VmmLaunch {
             vcpus: 2,
             tap: "tap0".into(),
             extra_cmdline: String::new(),
+            shutdown_timeout_ms: None,
         }
     }
 }
@@ -203,8 +206,11 @@ impl VmmLaunch {
             "cpevisor-vmm --kernel {d}/Image --initrd {d}/initramfs.cpio.gz \
              --cmdline 'console=ttyS0 quiet panic=-1 cpevisor.ip={GUEST_ADDR}/24 {extra}' \
              --memory {mem} --vcpus {cpus} --disk {d}/disk.img,ro --net {tap} --rng \
-             --console file:{d}/console.log --control-socket {d}/vmm.sock",
+             --console file:{d}/console.log --control-socket {d}/vmm.sock{stop}",
             extra = self.extra_cmdline,
+            stop = self
+                .shutdown_timeout_ms
+                .map_or(String::new(), |ms| format!(" --shutdown-timeout {ms}")),
             mem = self.memory_mib,
             cpus = self.vcpus,
             tap = self.tap,
@@ -253,6 +259,27 @@ pub fn parse_figures(log: &str) -> Result<VmmFigures, String> {
             "VMM log lacks the first-instruction or boot-ready line:\n{log}"
         )),
     }
+}
+
+/// `VMM-EXIT=<code> STOP-TIME <t0> <t1>` (seconds of /proc/uptime) -> (code, ms).
+fn parse_stop_time(out: &str) -> Option<(i32, f64)> {
+    let rest = out.split("VMM-EXIT=").nth(1)?;
+    let mut words = rest.split_whitespace();
+    let code = words.next()?.parse().ok()?;
+    if words.next()? != "STOP-TIME" {
+        return None;
+    }
+    let t0: f64 = words.next()?.parse().ok()?;
+    let t1: f64 = words.next()?.parse().ok()?;
+    (t1 >= t0).then(|| (code, ((t1 - t0) * 1000.0).round()))
+}
+
+/// The VMM's own graceful-stop figure: `shutdown: guest powered off after <ms> ms`.
+pub fn parse_graceful_stop_ms(log: &str) -> Option<f64> {
+    log.lines()
+        .find_map(|l| l.split("shutdown: guest powered off after ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// A `cpevisor-vmm` started in the background of the board's console shell.
@@ -319,7 +346,46 @@ impl VmmRun {
         )
     }
 
-    /// Asks the VMM to stop with SIGTERM (a clean stop: exit 0, control socket removed).
+    /// Whether the guest console holds a line containing `text` (no quotes in `text`); the
+    /// whole console, where [`VmmRun::logs`] shows its tail.
+    pub fn console_has(&self, vm: &mut BoardVm, text: &str) -> Result<bool, String> {
+        let out = vm.run_ok(
+            &format!("grep -c '{text}' {BOARD_DIR}/console.log || true"),
+            Duration::from_secs(30),
+        )?;
+        Ok(out
+            .lines()
+            .any(|l| l.trim().parse::<u32>().is_ok_and(|n| n > 0)))
+    }
+
+    /// Sends SIGTERM and waits (board side) until the VMM is gone, up to `timeout`; returns its
+    /// exit status and the board-clock time from the signal to the exit in milliseconds
+    /// (/proc/uptime: 10 ms resolution, plus the 10 ms poll).
+    pub fn terminate_and_time(
+        &self,
+        vm: &mut BoardVm,
+        timeout: Duration,
+    ) -> Result<(i32, f64), String> {
+        let v = self.pid_var;
+        let rounds = (timeout.mul_f64(timeout_scale()).as_secs_f64() * 100.0).ceil() as u64;
+        let cmd = format!(
+            "t0=$(cut -d' ' -f1 /proc/uptime); kill -TERM ${v}; i=0; \
+             while kill -0 ${v} 2>/dev/null && [ $i -lt {rounds} ]; do usleep 10000; i=$((i+1)); done; \
+             t1=$(cut -d' ' -f1 /proc/uptime); \
+             if kill -0 ${v} 2>/dev/null; then kill -9 ${v}; wait ${v}; echo VMM-STILL-RUNNING; \
+             else wait ${v}; echo VMM-EXIT=$? STOP-TIME $t0 $t1; fi"
+        );
+        let out = vm.run_ok(&cmd, timeout + Duration::from_secs(60))?;
+        if out.contains("VMM-STILL-RUNNING") {
+            return Err(format!(
+                "cpevisor-vmm still running {timeout:?} after SIGTERM"
+            ));
+        }
+        parse_stop_time(&out).ok_or_else(|| format!("no VMM exit status and stop time in:\n{out}"))
+    }
+
+    /// Asks the VMM to stop with SIGTERM: the guest's power button, then exit 0 when the guest
+    /// powers off (5 if it does not within the VMM's shutdown timeout).
     pub fn terminate(&self, vm: &mut BoardVm) -> Result<(), String> {
         vm.run_ok(
             &format!("kill -TERM ${}", self.pid_var),
@@ -380,6 +446,30 @@ mod tests {
     }
 
     #[test]
+    fn stop_times_are_read_from_the_board_and_the_vmm_log() {
+        assert_eq!(
+            parse_stop_time("noise\nVMM-EXIT=0 STOP-TIME 12.34 12.87\n"),
+            Some((0, 530.0))
+        );
+        assert_eq!(
+            parse_stop_time("VMM-EXIT=5 STOP-TIME 1.00 1.00"),
+            Some((5, 0.0))
+        );
+        assert_eq!(parse_stop_time("VMM-EXIT=0 STOP-TIME 2.0 1.0"), None);
+        assert_eq!(parse_stop_time("VMM-EXIT=0"), None);
+        assert_eq!(
+            parse_graceful_stop_ms("cpevisor-vmm: shutdown: guest powered off after 412 ms\n"),
+            Some(412.0)
+        );
+        assert_eq!(
+            parse_graceful_stop_ms(
+                "cpevisor-vmm: shutdown: guest did not power off within 3000 ms"
+            ),
+            None
+        );
+    }
+
+    #[test]
     fn the_vmm_command_names_every_image_and_the_tap() {
         let cmd = VmmLaunch {
             tap: "tapX".into(),
@@ -394,6 +484,13 @@ mod tests {
             "{cmd}"
         );
         assert!(cmd.contains(",ro") && cmd.contains("--rng"), "{cmd}");
+        assert!(!cmd.contains("--shutdown-timeout"), "{cmd}");
+        let cmd = VmmLaunch {
+            shutdown_timeout_ms: Some(3000),
+            ..Default::default()
+        }
+        .command();
+        assert!(cmd.ends_with(" --shutdown-timeout 3000"), "{cmd}");
     }
 
     #[test]

@@ -4,13 +4,16 @@
 //! board fetches the app's status page over virtio-net (its body carries the per-run token from
 //! the virtio-blk disk), asks the app to power off (PSCI SYSTEM_OFF on arm64, the ACPI sleep
 //! control register on x86), and the VMM exits 0. Bad input: a missing tap is refused with a
-//! message naming it and no control socket left behind.
+//! message naming it and no control socket left behind. Stopping: SIGTERM presses the guest's
+//! power button (aarch64 gpio-keys on a PL061, x86 ACPI GED + PNP0C0C) and the app powers off
+//! cleanly (exit 0); an app that ignores the button is stopped at the deadline (exit 5).
 //!
 //! They need `make firmware` (and `make guest-kernels` for the minimal kernel), so they are
 //! `#[ignore]`d for a plain `cargo test` and run by `make e2e`.
 
 use cpevisor_e2e::microvm::{
-    create_tap, fetch_images, GuestImages, HttpServer, VmmLaunch, VmmRun, BOARD_DIR, GUEST_ADDR,
+    create_tap, fetch_images, parse_graceful_stop_ms, GuestImages, HttpServer, VmmLaunch, VmmRun,
+    BOARD_DIR, GUEST_ADDR,
 };
 use cpevisor_e2e::{BoardVm, BootOptions};
 use cpevisor_rootfs::guest::{GuestArch, GuestKernel};
@@ -144,6 +147,86 @@ fn app_lifecycle(board: &str, kernel: GuestKernel, launch: &VmmLaunch) {
     );
 }
 
+/// The VMM's stop request as the guest's power button, on one board: the app watches the button,
+/// and SIGTERM ends in its clean power-off (httpd stopped, data disk unmounted, exit 0); then an
+/// app told to ignore the button (`cpevisor.power_button=ignore`) is stopped at the deadline
+/// (exit 5). Both VMMs run in the same board boot.
+fn power_button_stops_the_app(board: &str, kernel: GuestKernel) {
+    let (mut vm, _images) = board_with_images(board, kernel.clone());
+    let name = kernel.name();
+
+    // Generous: the test is about the path; the time it takes is `make bench`'s figure.
+    let watching = VmmLaunch {
+        shutdown_timeout_ms: Some(120_000),
+        ..Default::default()
+    };
+    let run = VmmRun::start(&mut vm, &watching).unwrap();
+    run.wait_app_ready(&mut vm, APP_READY)
+        .unwrap_or_else(|e| panic!("{board}/{name}: app not ready: {e}"));
+    let logs = run.logs(&mut vm).unwrap_or_default();
+    assert!(
+        run.console_has(&mut vm, "APP-POWER-BUTTON state=watching")
+            .unwrap(),
+        "{board}/{name}: the app found no power button:\n{logs}"
+    );
+    let (code, took_ms) = run
+        .terminate_and_time(&mut vm, Duration::from_secs(180))
+        .unwrap();
+    let logs = run.logs(&mut vm).unwrap_or_default();
+    assert_eq!(code, 0, "{board}/{name}: exit after SIGTERM:\n{logs}");
+    assert!(
+        logs.contains("shutdown: power button pressed (signal SIGTERM)"),
+        "{logs}"
+    );
+    assert!(logs.contains("exit: guest power-off (code 0)"), "{logs}");
+    for marker in [
+        "APP-SHUTDOWN reason=power-button",
+        "APP-DISK state=unmounted",
+    ] {
+        assert!(
+            run.console_has(&mut vm, marker).unwrap(),
+            "{board}/{name}: no {marker:?} on the console:\n{logs}"
+        );
+    }
+    let pressed_to_off = parse_graceful_stop_ms(&logs)
+        .unwrap_or_else(|| panic!("no graceful stop figure in the log:\n{logs}"));
+    let line = format!(
+        "{board} {name} kernel: SIGTERM to VMM exit {took_ms} ms (board clock), power button to \
+         guest power-off {pressed_to_off} ms (VMM log)"
+    );
+    println!("{line}");
+    record_figures(&line);
+
+    let ignoring = VmmLaunch {
+        extra_cmdline: "cpevisor.power_button=ignore".into(),
+        shutdown_timeout_ms: Some(3000),
+        ..Default::default()
+    };
+    let run = VmmRun::start(&mut vm, &ignoring).unwrap();
+    run.wait_app_ready(&mut vm, APP_READY)
+        .unwrap_or_else(|e| panic!("{board}/{name}: app not ready: {e}"));
+    assert!(run
+        .console_has(&mut vm, "APP-POWER-BUTTON state=ignored")
+        .unwrap());
+    let (code, _) = run
+        .terminate_and_time(&mut vm, Duration::from_secs(120))
+        .unwrap();
+    let logs = run.logs(&mut vm).unwrap_or_default();
+    assert_eq!(code, 5, "{board}/{name}: exit at the deadline:\n{logs}");
+    assert!(
+        logs.contains("shutdown: guest did not power off within 3000 ms, stopping"),
+        "{logs}"
+    );
+    assert!(!run.console_has(&mut vm, "APP-SHUTDOWN").unwrap(), "{logs}");
+    let left = vm
+        .run_ok(&format!("ls {BOARD_DIR}/vmm.sock 2>&1 || true"), CMD)
+        .unwrap();
+    assert!(
+        left.contains("No such file"),
+        "control socket left behind: {left}"
+    );
+}
+
 /// A tap that does not exist: exit 2, the message names it, no control socket left.
 fn missing_tap_is_refused(vm: &mut BoardVm) {
     let launch = VmmLaunch {
@@ -205,6 +288,20 @@ fn qemu_virt_a53_gicv2_minimal_kernel() {
 }
 
 #[test]
+#[ignore = "needs `make firmware` and the minimal guest kernel (`make guest-kernels`); run by `make e2e`"]
+fn qemu_virt_a53_minimal_kernel_power_button() {
+    power_button_stops_the_app("qemu-virt-a53", GuestKernel::Minimal);
+}
+
+/// The stock Debian arm64 kernel: gpio_keys and evdev as modules from its package (PL061 is
+/// built in).
+#[test]
+#[ignore = "boots an emulated board and a microVM in it: needs `make firmware`; run by `make e2e`"]
+fn qemu_virt_a53_stock_kernel_power_button() {
+    power_button_stops_the_app("qemu-virt-a53", GuestKernel::Stock);
+}
+
+#[test]
 #[ignore = "boots an emulated board: needs `make firmware`; run by `make e2e`"]
 fn qemu_virt_a53_missing_tap_is_refused() {
     let (mut vm, _images) = board_with_images("qemu-virt-a53", GuestKernel::Stock);
@@ -218,6 +315,14 @@ fn qemu_virt_a53_missing_tap_is_refused() {
 #[ignore = "needs `make firmware` and the minimal guest kernel (`make guest-kernels`); run by `make e2e`"]
 fn qemu_q35_x86_64_minimal_kernel() {
     app_serves_and_powers_off("qemu-q35-x86_64", GuestKernel::Minimal);
+}
+
+/// x86_64 in q35 with the minimal kernel: the power button through the DSDT's Generic Event
+/// Device (`_EVT` notifies the PNP0C0C button; Linux's evged + button drivers).
+#[test]
+#[ignore = "needs `make firmware` and the minimal guest kernel (`make guest-kernels`); run by `make e2e`"]
+fn qemu_q35_x86_64_minimal_kernel_power_button() {
+    power_button_stops_the_app("qemu-q35-x86_64", GuestKernel::Minimal);
 }
 
 /// The stock Debian amd64 kernel (virtio-mmio as modules, no command-line devices): it finds

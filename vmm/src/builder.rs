@@ -7,24 +7,22 @@
 //! some hosts); the control socket is claimed first so a second VMM on the same path fails fast.
 
 use std::fmt;
-use std::os::unix::io::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::os::unix::io::RawFd;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use kvm_ioctls::VcpuFd;
 use vm_memory::GuestMemoryMmap;
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::arch::{self, DeviceMap};
 use crate::config::{ConfigError, VmConfig};
 use crate::confine::StartGate;
-use crate::control::{ControlServer, VmControl};
+use crate::control::ControlServer;
 use crate::devices::boot_signal::{BootReady, BootSignal};
 use crate::devices::bus::{Bus, SharedDevice};
-use crate::devices::serial::{InputState, Serial};
+use crate::devices::power_button::PowerButton;
+use crate::devices::serial::Serial;
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::mmio::MmioTransport;
 use crate::devices::virtio::net::Net;
@@ -33,8 +31,10 @@ use crate::devices::virtio::tap::Tap;
 use crate::devices::virtio::VirtioDevice;
 use crate::devices::IrqLine;
 use crate::exit_code;
+pub use crate::run_loop::stop_signal_fd;
+use crate::run_loop::Pollable;
 use crate::vstate::memory::create_guest_memory;
-use crate::vstate::vcpu::{start_vcpus_with, stop_vcpus, BeforeRun, Buses, VcpuControl, VmEvent};
+use crate::vstate::vcpu::{start_vcpus_with, BeforeRun, Buses, VcpuControl, VmEvent};
 use crate::vstate::vm::Vm;
 
 /// Why the VM could not be built; decides the exit code.
@@ -80,6 +80,7 @@ pub fn exit_code_for(event: &VmEvent) -> i32 {
         VmEvent::PowerOff | VmEvent::Stopped => exit_code::OK,
         VmEvent::Reset => exit_code::GUEST_REBOOT,
         VmEvent::Crash(_) => exit_code::GUEST_CRASH,
+        VmEvent::ShutdownForced(_) => exit_code::SHUTDOWN_FORCED,
     }
 }
 
@@ -92,28 +93,17 @@ impl IrqLine for NoIrq {
     }
 }
 
-/// A device the event loop serves when its fd is readable.
-enum Pollable {
-    SerialInput(Arc<Mutex<Serial>>),
-    /// Edge-triggered: the transport reads the tap until it would block or the guest has no
-    /// buffers; the guest adding buffers re-runs it from the vCPU's notify exit.
-    NetRx(Arc<Mutex<MmioTransport>>),
-    #[cfg(target_arch = "x86_64")]
-    Reset(Arc<crate::devices::i8042::ExitRequest>),
-    /// The ACPI sleep control (power-off) and reset registers.
-    #[cfg(target_arch = "x86_64")]
-    AcpiPower(Arc<crate::devices::acpi_pm::SystemRequest>),
-}
-
-/// A built VM, vCPUs running.
+/// A built VM, vCPUs running; `run_loop` runs it.
 pub struct Vmm {
-    guest_mib: u64,
-    start: Instant,
-    vcpus: Arc<VcpuControl>,
-    handles: Vec<JoinHandle<()>>,
-    boot_ready: BootReady,
-    control: Option<ControlServer>,
-    pollables: Vec<(RawFd, Pollable)>,
+    pub(crate) guest_mib: u64,
+    pub(crate) start: Instant,
+    pub(crate) vcpus: Arc<VcpuControl>,
+    pub(crate) handles: Vec<JoinHandle<()>>,
+    pub(crate) boot_ready: BootReady,
+    pub(crate) control: Option<ControlServer>,
+    pub(crate) pollables: Vec<(RawFd, Pollable)>,
+    pub(crate) power_button: Arc<dyn PowerButton>,
+    pub(crate) shutdown_timeout_ms: u32,
     // Kept alive for the VM's lifetime; dropped after the vCPU threads are joined.
     _buses: Arc<Buses>,
     _irqchip: Option<arch::IrqChip>,
@@ -245,7 +235,14 @@ impl Vmm {
         let boot = BootSignal::new(start);
         let boot_ready = boot.handle();
         let (_, boot_dev) = shared(boot);
-        Self::attach_platform_devices(&mut buses, &devices, serial_dev, boot_dev, &mut pollables)?;
+        let power_button = Self::attach_platform_devices(
+            &mut buses,
+            &devices,
+            serial_dev,
+            boot_dev,
+            irq(devices.power_button.irq)?,
+            &mut pollables,
+        )?;
 
         let virtio = open_virtio_devices(cfg)?;
         for (slot, device) in devices.virtio.iter().zip(virtio) {
@@ -338,6 +335,8 @@ impl Vmm {
             boot_ready,
             control,
             pollables,
+            power_button,
+            shutdown_timeout_ms: cfg.shutdown_timeout_ms,
             _buses: buses,
             _irqchip: irqchip,
             _mem: mem,
@@ -351,8 +350,9 @@ impl Vmm {
         devices: &DeviceMap,
         serial: SharedDevice,
         boot: SharedDevice,
+        button_irq: Arc<dyn IrqLine>,
         pollables: &mut Vec<(RawFd, Pollable)>,
-    ) -> Result<(), BuildError> {
+    ) -> Result<Arc<dyn PowerButton>, BuildError> {
         use crate::arch::x86_64::layout::{
             ACPI_PM_PORT, ACPI_PM_PORT_LEN, BOOT_SIGNAL_MMIO, BOOT_SIGNAL_MMIO_LEN,
         };
@@ -388,7 +388,15 @@ impl Vmm {
             .insert(dev, I8042_PORT_BASE, I8042_PORT_LEN)
             .map_err(host("device bus"))?;
         pollables.push((exit.as_raw_fd(), Pollable::Reset(exit)));
-        Ok(())
+        use crate::devices::ged::{Ged, GedButton, GedDevice};
+        let ged = Ged::new(button_irq);
+        let p = &devices.power_button;
+        let (_, dev) = shared(GedDevice(ged.clone()));
+        buses
+            .pio
+            .insert(dev, p.addr, p.len)
+            .map_err(host("device bus"))?;
+        Ok(Arc::new(GedButton(ged)))
     }
 
     #[cfg(target_arch = "aarch64")]
@@ -397,8 +405,10 @@ impl Vmm {
         devices: &DeviceMap,
         serial: SharedDevice,
         boot: SharedDevice,
+        button_irq: Arc<dyn IrqLine>,
         _pollables: &mut Vec<(RawFd, Pollable)>,
-    ) -> Result<(), BuildError> {
+    ) -> Result<Arc<dyn PowerButton>, BuildError> {
+        use crate::devices::pl061::{Pl061, Pl061Button};
         use crate::devices::rtc_pl031::RtcPl031;
         let s = &devices.serial;
         let b = &devices.boot_signal;
@@ -417,240 +427,14 @@ impl Vmm {
                 .insert(dev, r.addr, r.len)
                 .map_err(host("device bus"))?;
         }
-        Ok(())
+        let p = &devices.power_button;
+        let (gpio, dev) = shared(Pl061::new(button_irq));
+        buses
+            .mmio
+            .insert(dev, p.addr, p.len)
+            .map_err(host("device bus"))?;
+        Ok(Arc::new(Pl061Button(gpio)))
     }
-
-    /// Serves devices, signals and the control socket until the VM ends; returns why it ended.
-    pub fn run(mut self) -> VmEvent {
-        let event = match self.event_loop() {
-            Ok(ev) => ev,
-            Err(e) => VmEvent::Crash(format!("event loop: {e}")),
-        };
-        stop_vcpus(&self.vcpus, std::mem::take(&mut self.handles));
-        event
-    }
-
-    fn event_loop(&mut self) -> std::io::Result<VmEvent> {
-        const TOKEN_VM_EVENT: u64 = 1;
-        const TOKEN_STOP_SIGNAL: u64 = 2;
-        const TOKEN_POLLABLE: u64 = 1 << 32;
-        const TOKEN_CONTROL: u64 = 2 << 32;
-        let epoll = Epoll::new()?;
-        let add = |fd: RawFd, token: u64| {
-            epoll.ctl(
-                ControlOperation::Add,
-                fd,
-                EpollEvent::new(EventSet::IN, token),
-            )
-        };
-        add(self.vcpus.event_fd().as_raw_fd(), TOKEN_VM_EVENT)?;
-        let stop_fd = stop_signal_fd()?;
-        add(stop_fd, TOKEN_STOP_SIGNAL)?;
-        for (i, (fd, p)) in self.pollables.iter().enumerate() {
-            let set = match p {
-                Pollable::NetRx(_) => EventSet::IN | EventSet::EDGE_TRIGGERED,
-                _ => EventSet::IN,
-            };
-            let r = epoll.ctl(
-                ControlOperation::Add,
-                *fd,
-                EpollEvent::new(set, TOKEN_POLLABLE + i as u64),
-            );
-            match r {
-                Ok(()) => {}
-                // Regular files and /dev/null (a console input redirected from them) cannot be
-                // polled: there is no input to wait for then.
-                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        let mut control_fds: Vec<RawFd> = Vec::new();
-        let mut events = vec![EpollEvent::default(); 16];
-        loop {
-            if let Some(server) = &self.control {
-                sync_control_fds(&epoll, server, &mut control_fds, TOKEN_CONTROL);
-            }
-            if let Some(ev) = self.vcpus.event() {
-                return Ok(ev);
-            }
-            let n = match epoll.wait(-1, &mut events) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            for ev in &events[..n] {
-                let token = ev.data();
-                match token {
-                    TOKEN_VM_EVENT => {}
-                    TOKEN_STOP_SIGNAL => {
-                        drain(stop_fd);
-                        crate::log("stop requested by signal");
-                        self.vcpus.report(VmEvent::Stopped);
-                    }
-                    t if t >= TOKEN_CONTROL => {
-                        let fd = (t - TOKEN_CONTROL) as RawFd;
-                        let view = ControlView {
-                            vcpus: &self.vcpus,
-                            start: self.start,
-                            guest_mib: self.guest_mib,
-                            boot_ready: &self.boot_ready,
-                        };
-                        if let Some(server) = self.control.as_mut() {
-                            server.on_readable(fd, &view);
-                        }
-                    }
-                    t if t >= TOKEN_POLLABLE => {
-                        let i = (t - TOKEN_POLLABLE) as usize;
-                        self.serve_pollable(i, &epoll);
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-
-    fn serve_pollable(&mut self, i: usize, epoll: &Epoll) {
-        let Some((fd, p)) = self.pollables.get(i) else {
-            return;
-        };
-        match p {
-            Pollable::SerialInput(serial) => {
-                let state = serial
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .process_input();
-                if state == InputState::Closed {
-                    let _ = epoll.ctl(ControlOperation::Delete, *fd, EpollEvent::default());
-                }
-            }
-            Pollable::NetRx(t) => t.lock().unwrap_or_else(|e| e.into_inner()).process_rx(),
-            #[cfg(target_arch = "x86_64")]
-            Pollable::Reset(exit) => {
-                exit.acknowledge();
-                if exit.reset_requested() {
-                    self.vcpus.report(VmEvent::Reset);
-                }
-            }
-            #[cfg(target_arch = "x86_64")]
-            Pollable::AcpiPower(request) => {
-                use crate::devices::acpi_pm::Request;
-                request.acknowledge();
-                match request.requested() {
-                    Some(Request::PowerOff) => self.vcpus.report(VmEvent::PowerOff),
-                    Some(Request::Reset) => self.vcpus.report(VmEvent::Reset),
-                    None => {}
-                }
-            }
-        }
-    }
-}
-
-/// Keeps the epoll set in step with the control server's fds. Adding every current fd (EEXIST
-/// ignored) also covers an fd number reused by a new client after an old one closed.
-fn sync_control_fds(epoll: &Epoll, server: &ControlServer, known: &mut Vec<RawFd>, base: u64) {
-    let now = server.fds();
-    for fd in known.iter().filter(|fd| !now.contains(fd)) {
-        let _ = epoll.ctl(ControlOperation::Delete, *fd, EpollEvent::default());
-    }
-    for &fd in &now {
-        let _ = epoll.ctl(
-            ControlOperation::Add,
-            fd,
-            EpollEvent::new(EventSet::IN, base + fd as u64),
-        );
-    }
-    *known = now;
-}
-
-fn drain(fd: RawFd) {
-    let mut buf = [0u8; 8];
-    // SAFETY: reading into a local buffer of the given length from an fd we own.
-    unsafe {
-        libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
-    }
-}
-
-struct ControlView<'a> {
-    vcpus: &'a VcpuControl,
-    start: Instant,
-    guest_mib: u64,
-    boot_ready: &'a BootReady,
-}
-
-impl VmControl for ControlView<'_> {
-    fn state(&self) -> &'static str {
-        self.vcpus.state().as_str()
-    }
-    fn uptime_ms(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64
-    }
-    fn guest_memory_mib(&self) -> u64 {
-        self.guest_mib
-    }
-    fn boot_ready_ms(&self) -> Option<f64> {
-        self.boot_ready.ready_ms()
-    }
-    fn pause(&self) -> &'static str {
-        self.vcpus.pause().as_str()
-    }
-    fn resume(&self) -> &'static str {
-        self.vcpus.resume().as_str()
-    }
-    fn stop(&self) {
-        crate::log("stop requested on the control socket");
-        self.vcpus.report(VmEvent::Stopped);
-    }
-    #[cfg(all(feature = "test-hooks", debug_assertions))]
-    fn test_forbidden_syscall(&self, thread: &str) -> Result<i64, String> {
-        match thread {
-            "main" => Ok(crate::confine::forbidden_syscall()),
-            "vcpu" => {
-                self.vcpus.test_forbidden_syscall();
-                Ok(0)
-            }
-            other => Err(format!("thread '{other}': expected main or vcpu")),
-        }
-    }
-}
-
-/// The eventfd SIGTERM/SIGINT/SIGHUP write to (written from the signal handler).
-static STOP_FD: AtomicI32 = AtomicI32::new(-1);
-
-extern "C" fn on_stop_signal(_: libc::c_int) {
-    let fd = STOP_FD.load(Ordering::Relaxed);
-    if fd >= 0 {
-        let one = 1u64.to_ne_bytes();
-        // SAFETY: write(2) is async-signal-safe; the buffer is a local of the right length.
-        unsafe {
-            libc::write(fd, one.as_ptr().cast(), one.len());
-        }
-    }
-}
-
-/// Installs the stop-signal handlers (once) and returns the eventfd they write to.
-pub fn stop_signal_fd() -> std::io::Result<RawFd> {
-    let fd = STOP_FD.load(Ordering::Relaxed);
-    if fd >= 0 {
-        return Ok(fd);
-    }
-    let evt = EventFd::new(EFD_NONBLOCK)?;
-    // The eventfd lives for the rest of the process: the handler may fire at any time.
-    let raw = evt.as_raw_fd();
-    std::mem::forget(evt);
-    STOP_FD.store(raw, Ordering::Relaxed);
-    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-        // SAFETY: a zeroed sigaction is valid; the handler only calls write(2).
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_stop_signal as *const () as usize;
-            sa.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-    }
-    Ok(raw)
 }
 
 #[cfg(test)]
@@ -663,6 +447,7 @@ mod tests {
         assert_eq!(exit_code_for(&VmEvent::Stopped), 0);
         assert_eq!(exit_code_for(&VmEvent::Reset), 3);
         assert_eq!(exit_code_for(&VmEvent::Crash("x".into())), 4);
+        assert_eq!(exit_code_for(&VmEvent::ShutdownForced(10)), 5);
         let cfg = BuildError::Config(ConfigError::invalid("a", "b"));
         assert_eq!(cfg.exit_code(), 2);
         assert_eq!(BuildError::Host("h".into()).exit_code(), 1);

@@ -1,6 +1,8 @@
 //! The control socket: a Unix stream socket speaking line-delimited JSON.
 //!
-//! Requests: `{"cmd":"status"}`, `{"cmd":"pause"}`, `{"cmd":"resume"}`, `{"cmd":"stop"}`.
+//! Requests: `{"cmd":"status"}`, `{"cmd":"pause"}`, `{"cmd":"resume"}`, `{"cmd":"stop"}` (at
+//! once), `{"cmd":"shutdown"}` (the guest's power button, then stop at `shutdown_timeout_ms`;
+//! state `shutting-down` until the VM ends).
 //! Replies (one line each): `{"ok":true,...}` or `{"ok":false,"error":"..."}`. `status` answers
 //! `state`, `uptime_ms`, `memory` (`guest_mib`, `rss_kib`) and `boot_ready_ms` (null until the
 //! guest signalled). The server never blocks the VMM: it is driven by the VMM's event loop, lines
@@ -64,6 +66,8 @@ pub trait VmControl {
     fn pause(&self) -> &'static str;
     fn resume(&self) -> &'static str;
     fn stop(&self);
+    /// Presses the guest's power button (graceful shutdown, as on SIGTERM); returns the state.
+    fn shutdown(&self) -> &'static str;
     /// Test hook: `thread` ("main" or "vcpu") makes a syscall its filter forbids.
     #[cfg(all(feature = "test-hooks", debug_assertions))]
     fn test_forbidden_syscall(&self, thread: &str) -> Result<i64, String>;
@@ -274,13 +278,17 @@ pub fn handle_line(line: &[u8], vm: &dyn VmControl) -> Value {
             vm.stop();
             json!({"ok": true, "state": "stopping"})
         }
+        "shutdown" => {
+            let state = vm.shutdown();
+            json!({"ok": true, "state": state})
+        }
         #[cfg(all(feature = "test-hooks", debug_assertions))]
         "test-forbidden-syscall" => match vm.test_forbidden_syscall(&req.thread) {
             Ok(rc) => json!({"ok": true, "returned": rc}),
             Err(e) => error(&e),
         },
         other => error(&format!(
-            "unknown cmd '{}': expected status, pause, resume or stop",
+            "unknown cmd '{}': expected status, pause, resume, stop or shutdown",
             other.chars().take(64).collect::<String>()
         )),
     }
@@ -376,6 +384,7 @@ mod tests {
     struct FakeVm {
         paused: Cell<bool>,
         stopped: Cell<bool>,
+        shutdown: Cell<bool>,
     }
 
     impl VmControl for FakeVm {
@@ -406,6 +415,10 @@ mod tests {
         fn stop(&self) {
             self.stopped.set(true);
         }
+        fn shutdown(&self) -> &'static str {
+            self.shutdown.set(true);
+            "shutting-down"
+        }
         #[cfg(all(feature = "test-hooks", debug_assertions))]
         fn test_forbidden_syscall(&self, thread: &str) -> Result<i64, String> {
             Err(format!("no thread {thread}"))
@@ -416,6 +429,7 @@ mod tests {
         FakeVm {
             paused: Cell::new(false),
             stopped: Cell::new(false),
+            shutdown: Cell::new(false),
         }
     }
 
@@ -430,6 +444,15 @@ mod tests {
         assert!(s["boot_ready_ms"].is_null());
         assert_eq!(handle_line(br#"{"cmd":"pause"}"#, &vm)["state"], "paused");
         assert_eq!(handle_line(br#"{"cmd":"resume"}"#, &vm)["state"], "running");
+        let r = handle_line(br#"{"cmd":"shutdown"}"#, &vm);
+        assert_eq!(
+            (&r["ok"], &r["state"]),
+            (&json!(true), &json!("shutting-down"))
+        );
+        assert!(
+            vm.shutdown.get() && !vm.stopped.get(),
+            "shutdown is not stop"
+        );
         handle_line(br#"{"cmd":"stop"}"#, &vm);
         assert!(vm.stopped.get());
         for bad in [

@@ -7,6 +7,7 @@
 //!   testable against guest memory without KVM.
 //! - `vstate/`  KVM state: the VM, its vCPUs and guest memory.
 //! - `builder`  wires a `config::VmConfig` into a running VM.
+//! - `run_loop` serves devices, signals and the control socket while it runs; graceful shutdown.
 //! - `control`  the Unix control socket (status, pause, resume, stop).
 //! - `confine`  namespaces, identity and capabilities of a jailed VMM; `seccomp` its per-thread
 //!   syscall filters.
@@ -17,6 +18,8 @@ pub mod config;
 pub mod confine;
 pub mod control;
 pub mod devices;
+pub mod initrd;
+pub mod run_loop;
 pub mod seccomp;
 pub mod vstate;
 
@@ -36,6 +39,9 @@ pub mod exit_code {
     pub const GUEST_REBOOT: i32 = 3;
     /// The guest crashed or KVM failed while running it.
     pub const GUEST_CRASH: i32 = 4;
+    /// A shutdown request pressed the guest's power button and the guest did not power off
+    /// within `shutdown_timeout_ms`: the VM was stopped (its disks may miss unflushed writes).
+    pub const SHUTDOWN_FORCED: i32 = 5;
 }
 
 static START: OnceLock<Instant> = OnceLock::new();

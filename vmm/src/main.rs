@@ -2,9 +2,10 @@
 
 use std::time::Instant;
 
-use cpevisor_vmm::builder::{exit_code_for, stop_signal_fd, Vmm};
+use cpevisor_vmm::builder::{exit_code_for, Vmm};
 use cpevisor_vmm::config::{parse_args, Command};
 use cpevisor_vmm::exit_code;
+use cpevisor_vmm::run_loop::stop_signal_fd;
 use cpevisor_vmm::vstate::vm::Vm;
 use cpevisor_vmm::{arch, log};
 
@@ -28,20 +29,36 @@ FLAGS:
   --net TAP[,mac=MAC]      virtio-net on an existing tap device (repeatable)
   --rng                    virtio-rng
   --console SPEC           stdout (default) | none | file:PATH | socket:PATH
-  --control-socket PATH    Unix control socket (line-delimited JSON: status/pause/resume/stop)
+  --control-socket PATH    Unix control socket (line-delimited JSON:
+                           status/pause/resume/stop/shutdown)
+  --shutdown-timeout MS    on a stop request, press the guest's power button and wait this
+                           long for its power-off before stopping it (default 10000; 0 = stop
+                           at once)
   -h, --help               this text
   -V, --version            version
 
+STOPPING:
+  SIGTERM, SIGINT, SIGHUP or the control socket's `shutdown` press the guest's power button
+  (aarch64: gpio-keys KEY_POWER on a PL061; x86_64: ACPI power button through a Generic Event
+  Device) and wait up to --shutdown-timeout for the guest to power off. A second SIGTERM or
+  SIGINT meanwhile stops at once; so does the control socket's `stop`.
+
 EXIT CODES:
-  0  guest powered off, or stopped by SIGTERM/SIGINT/SIGHUP or the control socket
+  0  guest powered off (also after a shutdown request), or stopped at once (control `stop`,
+     a second SIGTERM/SIGINT, or any stop signal with --shutdown-timeout 0)
   1  host or KVM setup failure
   2  configuration or usage error (nothing was started)
   3  guest asked for a reboot
   4  guest crashed, or KVM failed while running it
+  5  shutdown forced: the guest did not power off within --shutdown-timeout of the power
+     button, so the VM was stopped
 
 LOG LINES (stderr):
   cpevisor-vmm: first instruction: vcpu 0 entering KVM_RUN at <ms> ms
   boot-ready: <ms> ms since VMM start
+  cpevisor-vmm: shutdown: power button pressed (<signal or control socket>), waiting up to <ms> ms ...
+  cpevisor-vmm: shutdown: guest powered off after <ms> ms
+  cpevisor-vmm: shutdown: guest did not power off within <ms> ms, stopping
   cpevisor-vmm: exit: <reason> (code <n>)
 ";
 

@@ -23,10 +23,21 @@ fn start_guest(
     code: &[u8],
     vcpus: &str,
 ) -> (std::process::Child, std::path::PathBuf, std::path::PathBuf) {
+    start_guest_with(s, code, vcpus, &[])
+}
+
+/// As `start_guest`, with more flags.
+pub fn start_guest_with(
+    s: &Scratch,
+    code: &[u8],
+    vcpus: &str,
+    extra: &[&str],
+) -> (std::process::Child, std::path::PathBuf, std::path::PathBuf) {
     let k = s.file("spin.bin", code);
     let sock = s.path("ctl.sock");
     let console = s.path("console.log");
-    let child = spawn(&[
+    let console_arg = format!("file:{}", console.display());
+    let mut args = vec![
         "--kernel",
         k.to_str().unwrap(),
         "--kernel-format",
@@ -34,12 +45,14 @@ fn start_guest(
         "--memory",
         "16",
         "--console",
-        &format!("file:{}", console.display()),
+        &console_arg,
         "--control-socket",
         sock.to_str().unwrap(),
         "--vcpus",
         vcpus,
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let child = spawn(&args);
     wait_for_path(&sock, T);
     (child, sock, console)
 }
@@ -99,16 +112,20 @@ fn pause_resume_stop_over_the_control_socket() {
     assert!(!sock.exists(), "control socket left behind");
 }
 
+/// With `shutdown_timeout_ms` 0 a SIGTERM stops at once, as before the power button existed
+/// (kvm_shutdown.rs covers the graceful path).
 #[test]
 fn sigterm_stops_cleanly() {
     let s = Scratch::new("term");
-    let (child, sock, console) = start_spinner(&s);
+    let (child, sock, console) =
+        start_guest_with(&s, guest::SPINNER, "1", &["--shutdown-timeout", "0"]);
     wait_growth(&console, 0);
     // SAFETY: signalling our own child by pid.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     let o = wait(child, T);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(stderr(&o).contains("stop requested by signal"));
+    assert!(stderr(&o).contains("stop requested by signal SIGTERM"));
+    assert!(!stderr(&o).contains("power button"), "{}", stderr(&o));
     assert!(!sock.exists(), "control socket left behind");
 }
 

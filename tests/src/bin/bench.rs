@@ -2,24 +2,40 @@
 //! bench overlay (`scripts/bench-overlay.sh`) to time and weigh cpevisor-vmm beside
 //! qemu-system-aarch64 -accel kvm on the same guest. Prints a table, writes `target/bench.json`.
 //! Exits 1 when a figure group could not be taken (after writing what was measured).
+//! `CPEVISOR_BENCH_ONLY=group,...` takes only those groups (sizes, agent, usp, board, stop,
+//! jail), e.g. to re-measure one piece.
 
-use cpevisor_e2e::bench::{agent, board, jail, sizes, table, usp, write_json, Figure};
+use cpevisor_e2e::bench::{agent, board, graceful, jail, sizes, table, usp, write_json, Figure};
 use cpevisor_e2e::workspace_root;
+
+/// Whether `group` is to be measured (all of them unless CPEVISOR_BENCH_ONLY names some).
+fn wanted(group: &str) -> bool {
+    match std::env::var("CPEVISOR_BENCH_ONLY") {
+        Ok(only) if !only.trim().is_empty() => only.split(',').any(|g| g.trim() == group),
+        _ => true,
+    }
+}
 
 fn main() {
     let root = workspace_root();
     let mut figures: Vec<Figure> = Vec::new();
     let mut failed = false;
-    sizes::binary_sizes(&root, &mut figures);
+    if wanted("sizes") {
+        sizes::binary_sizes(&root, &mut figures);
+    }
     // Agent figures on this host (tests/src/bench/agent.rs): idle memory, install throughput.
-    if let Err(e) = agent::figures(&root, &mut figures) {
-        eprintln!("bench: agent figures: {e}");
-        failed = true;
+    if wanted("agent") {
+        if let Err(e) = agent::figures(&root, &mut figures) {
+            eprintln!("bench: agent figures: {e}");
+            failed = true;
+        }
     }
     // USP on this host (tests/src/bench/usp.rs): the 200-agent fleet install, idle memory.
-    if let Err(e) = usp::figures(&root, &mut figures) {
-        eprintln!("bench: usp figures: {e}");
-        failed = true;
+    if wanted("usp") {
+        if let Err(e) = usp::figures(&root, &mut figures) {
+            eprintln!("bench: usp figures: {e}");
+            failed = true;
+        }
     }
 
     let initrd = root.join("target/bench/board-initrd");
@@ -27,47 +43,64 @@ fn main() {
         eprintln!("bench: {e}");
         std::process::exit(2);
     });
-    if initrd.is_file() {
-        println!(
-            "bench: booting {} with {} ({runs} runs per monitor)",
-            board::BOARD,
-            initrd.display(),
-        );
-        match board::measure(&initrd, runs) {
-            Ok(m) => {
-                for p in &m.problems {
-                    eprintln!("bench: {p}");
+    if wanted("board") {
+        if initrd.is_file() {
+            println!(
+                "bench: booting {} with {} ({runs} runs per monitor)",
+                board::BOARD,
+                initrd.display(),
+            );
+            match board::measure(&initrd, runs) {
+                Ok(m) => {
+                    for p in &m.problems {
+                        eprintln!("bench: {p}");
+                    }
+                    failed |= !m.problems.is_empty();
+                    if let Some((rss, pss)) = m.agent_idle_kib {
+                        figures.extend(board::agent_figures(rss, pss));
+                    }
+                    let board_figures = board::figures(&m.vmm, &m.qemu);
+                    failed |= board_figures.is_empty();
+                    figures.extend(board_figures);
+                    let confined = board::confined_figures(&m.vmm_confined, &m.vmm);
+                    failed |= confined.is_empty();
+                    figures.extend(confined);
                 }
-                failed |= !m.problems.is_empty();
-                if let Some((rss, pss)) = m.agent_idle_kib {
-                    figures.extend(board::agent_figures(rss, pss));
+                Err(e) => {
+                    eprintln!("bench: board measurement failed: {e}");
+                    failed = true;
                 }
-                let board_figures = board::figures(&m.vmm, &m.qemu);
-                failed |= board_figures.is_empty();
-                figures.extend(board_figures);
-                let confined = board::confined_figures(&m.vmm_confined, &m.vmm);
-                failed |= confined.is_empty();
-                figures.extend(confined);
             }
+        } else {
+            eprintln!(
+                "bench: {} missing (run scripts/bench-overlay.sh): no board figures",
+                initrd.display()
+            );
+            failed = true;
+        }
+    }
+
+    // The graceful stop (tests/src/bench/graceful.rs): qemu-virt-a53's firmware and the
+    // minimal guest kernel.
+    if wanted("stop") {
+        println!("bench: booting {} for the stop figures", graceful::BOARD);
+        match graceful::measure(runs).and_then(|(g, i)| graceful::figures(&g, &i)) {
+            Ok(f) => figures.extend(f),
             Err(e) => {
-                eprintln!("bench: board measurement failed: {e}");
+                eprintln!("bench: stop figures: {e}");
                 failed = true;
             }
         }
-    } else {
-        eprintln!(
-            "bench: {} missing (run scripts/bench-overlay.sh): no board figures",
-            initrd.display()
-        );
-        failed = true;
     }
 
     // Jail figures (tests/src/bench/jail.rs): qemu-malta-mipsel's firmware and jail packages
     // (`make firmware BOARDS=qemu-malta-mipsel`).
-    println!("bench: booting {} for the jail figures", jail::BENCH_BOARD);
-    if let Err(e) = jail::figures(&root, &mut figures) {
-        eprintln!("bench: jail figures: {e}");
-        failed = true;
+    if wanted("jail") {
+        println!("bench: booting {} for the jail figures", jail::BENCH_BOARD);
+        if let Err(e) = jail::figures(&root, &mut figures) {
+            eprintln!("bench: jail figures: {e}");
+            failed = true;
+        }
     }
 
     print!("{}", table(&figures));

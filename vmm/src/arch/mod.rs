@@ -37,6 +37,9 @@ pub struct DeviceMap {
     pub rtc: Option<DeviceSlot>,
     /// The boot-ready signal device (no interrupt; an I/O port on x86_64).
     pub boot_signal: DeviceSlot,
+    /// The power button's device: a PL061 GPIO controller on aarch64, the ACPI Generic Event
+    /// Device's register (an I/O port) on x86_64 (`devices::power_button`).
+    pub power_button: DeviceSlot,
     pub virtio: Vec<DeviceSlot>,
 }
 

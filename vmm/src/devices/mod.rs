@@ -17,6 +17,8 @@
 //! | PL031 RTC (aarch64) | `rtc_pl031::RtcPl031::new()` | MMIO `RTC_BASE`, len `RTC_WINDOW_SIZE` (0x1000), DT `compatible = "arm,pl031", "arm,primecell"`, clocks `apb_pclk` | none (alarm not modelled) | none |
 //! | i8042 (x86) | `i8042::ExitRequest::new() -> io::Result<Arc<ExitRequest>>`, then `i8042::I8042::new(Arc<ExitRequest>)` | port `I8042_PORT_BASE` 0x60, len `I8042_PORT_LEN` 5; add `i8042.dumbkbd` to x86 guest command lines (no keyboard, no IRQ 1: avoids a ~0.4 s probe wait) | none | `ExitRequest::as_raw_fd()` readable (eventfd) → `acknowledge()`, then `reset_requested()` is true: guest reboot |
 //! | ACPI power management (x86) | `acpi_pm::SystemRequest::new() -> io::Result<Arc<SystemRequest>>`, then `acpi_pm::AcpiPm::new(Arc<SystemRequest>)` | port `ACPI_PM_PORT` 0x600, len `acpi_pm::LEN` 3 (sleep control, sleep status, reset; named by the FADT) | none | `SystemRequest::as_raw_fd()` readable (eventfd) → `acknowledge()`, then `requested()`: `PowerOff` or `Reset` |
+//! | PL061 GPIO (aarch64): the power button | `pl061::Pl061::new(Arc<dyn IrqLine>)`, shared as `Arc<Mutex<_>>` with `pl061::Pl061Button` | MMIO `GPIO_BASE` 0x0903_0000, len 0x1000, DT `compatible = "arm,pl061", "arm,primecell"`, clocks `apb_pclk`, and a `gpio-keys` node with key `poweroff` (KEY_POWER) on line 3 | edge SPI, raised when MIS goes non-zero | none; the event loop calls `press()`, then `release()` 100 ms later |
+//! | ACPI GED (x86): the power button | `ged::Ged::new(Arc<dyn IrqLine>) -> Arc<Ged>`; `ged::GedDevice(Arc<Ged>)` on the bus, `ged::GedButton(Arc<Ged>)` to press | port `GED_PORT` 0x610, len 1 (event register, read-to-clear); DSDT `ACPI0013` with `_EVT` -> `Notify(PWRB, 0x80)` | edge, `GED_IRQ` | none; the event loop calls `press()` |
 //! | boot signal | `boot_signal::BootSignal::new(vmm_start: Instant)`; `.handle() -> BootReady` for status | x86: port `X86_PORT` 0x3f0, len 1, and the same device at MMIO `X86_MMIO_ADDR` 0xcfff_f000, len 0x1000. aarch64: MMIO `AARCH64_MMIO_ADDR` 0x0902_0000, len 0x1000 | none | none; `BootReady::ready_ms() -> Option<f64>` / `ready_us()` |
 //! | virtio-blk | `virtio::block::Block::new(&Path, read_only: bool) -> Result<_, SetupError>` | see virtio below | see below | none |
 //! | virtio-net | `virtio::net::Net::new(Box<dyn NetBackend>, mac: [u8; 6])`, backend `virtio::tap::Tap::open(name) -> Result<Tap, SetupError>` (tap must exist); `Net::counters()` before boxing gives shared rx/tx/drop counters | see below | see below | `MmioTransport::rx_fd()`: register with **EPOLLIN \| EPOLLET** (edge-triggered) → `MmioTransport::process_rx()` |
@@ -44,7 +46,10 @@
 pub mod acpi_pm;
 pub mod boot_signal;
 pub mod bus;
+pub mod ged;
 pub mod i8042;
+pub mod pl061;
+pub mod power_button;
 pub mod rtc_pl031;
 pub mod serial;
 pub mod virtio;

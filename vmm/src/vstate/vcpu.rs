@@ -59,6 +59,9 @@ pub enum VmEvent {
     Crash(String),
     /// The host asked the VM to stop (SIGTERM, control socket `stop`).
     Stopped,
+    /// The host asked the guest to shut down (power button) and it did not power off within
+    /// this many milliseconds, so the VM was stopped.
+    ShutdownForced(u32),
 }
 
 impl fmt::Display for VmEvent {
@@ -68,6 +71,10 @@ impl fmt::Display for VmEvent {
             VmEvent::Reset => write!(f, "guest reset"),
             VmEvent::Crash(s) => write!(f, "guest crash: {s}"),
             VmEvent::Stopped => write!(f, "stopped by the host"),
+            VmEvent::ShutdownForced(ms) => write!(
+                f,
+                "stopped by the host: the guest did not power off within {ms} ms"
+            ),
         }
     }
 }

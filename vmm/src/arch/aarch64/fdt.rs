@@ -27,6 +27,9 @@ pub struct FdtConfig<'a> {
 
 const PHANDLE_GIC: u32 = 1;
 const PHANDLE_APB_CLK: u32 = 2;
+const PHANDLE_GPIO: u32 = 3;
+/// KEY_POWER (include/uapi/linux/input-event-codes.h).
+pub const KEY_POWER: u32 = 116;
 
 // Interrupt specifier cells (dt-bindings/interrupt-controller/arm-gic.h).
 const GIC_SPI: u32 = 0;
@@ -119,6 +122,8 @@ pub fn create_fdt(cfg: &FdtConfig<'_>) -> Result<Vec<u8>, FdtError> {
         fdt.end_node(n)?;
     }
 
+    create_power_button_nodes(&mut fdt, &d.power_button)?;
+
     for v in &d.virtio {
         let n = fdt.begin_node(&format!("virtio_mmio@{:x}", v.addr))?;
         fdt.property_string("compatible", "virtio,mmio")?;
@@ -130,6 +135,39 @@ pub fn create_fdt(cfg: &FdtConfig<'_>) -> Result<Vec<u8>, FdtError> {
 
     fdt.end_node(root)?;
     fdt.finish()
+}
+
+/// The power button as on QEMU's virt board: a PL061 GPIO controller and a `gpio-keys` node
+/// whose `poweroff` key is line `POWER_BUTTON_LINE`, active high (Linux: gpio-keys + PL061).
+fn create_power_button_nodes(
+    fdt: &mut FdtWriter,
+    gpio: &crate::arch::DeviceSlot,
+) -> Result<(), FdtError> {
+    use crate::devices::pl061::POWER_BUTTON_LINE;
+    let n = fdt.begin_node(&format!("pl061@{:x}", gpio.addr))?;
+    fdt.property_string_list(
+        "compatible",
+        vec!["arm,pl061".into(), "arm,primecell".into()],
+    )?;
+    fdt.property_array_u64("reg", &[gpio.addr, gpio.len])?;
+    // Edge: the model raises one edge per rise of its output (see devices::pl061).
+    fdt.property_array_u32("interrupts", &[GIC_SPI, gpio.irq, IRQ_TYPE_EDGE_RISING])?;
+    fdt.property_null("gpio-controller")?;
+    fdt.property_u32("#gpio-cells", 2)?;
+    fdt.property_u32("clocks", PHANDLE_APB_CLK)?;
+    fdt.property_string("clock-names", "apb_pclk")?;
+    fdt.property_phandle(PHANDLE_GPIO)?;
+    fdt.end_node(n)?;
+
+    let keys = fdt.begin_node("gpio-keys")?;
+    fdt.property_string("compatible", "gpio-keys")?;
+    let key = fdt.begin_node("poweroff")?;
+    fdt.property_string("label", "GPIO Key Poweroff")?;
+    fdt.property_u32("linux,code", KEY_POWER)?;
+    // <&gpio line flags>: flags 0 = GPIO_ACTIVE_HIGH
+    fdt.property_array_u32("gpios", &[PHANDLE_GPIO, u32::from(POWER_BUTTON_LINE), 0])?;
+    fdt.end_node(key)?;
+    fdt.end_node(keys)
 }
 
 fn create_gic_node(fdt: &mut FdtWriter, cfg: &FdtConfig<'_>) -> Result<(), FdtError> {
@@ -206,6 +244,11 @@ mod tests {
                 addr: BOOT_SIGNAL_BASE,
                 len: DEVICE_WINDOW,
                 irq: 0,
+            },
+            power_button: DeviceSlot {
+                addr: GPIO_BASE,
+                len: DEVICE_WINDOW,
+                irq: GPIO_SPI,
             },
             virtio: vec![DeviceSlot {
                 addr: VIRTIO_MMIO_BASE,
@@ -284,6 +327,100 @@ mod tests {
         assert_ne!(rng(&a), rng(&b), "two guests got the same RNG seed");
         // The reader finds what is there, not anything: bootargs is the given command line.
         assert_eq!(property(&a, "chosen", "bootargs").unwrap(), b"\0");
+    }
+
+    /// The value of property `prop` of the node at `path` (e.g. `["gpio-keys", "poweroff"]`).
+    fn node_property(blob: &[u8], path: &[&str], prop: &str) -> Option<Vec<u8>> {
+        let be32 = |at: usize| u32::from_be_bytes(blob[at..at + 4].try_into().unwrap());
+        let (structs, strings) = (be32(8) as usize, be32(12) as usize);
+        let (mut at, mut cur) = (structs, Vec::<String>::new());
+        loop {
+            let token = be32(at);
+            at += 4;
+            match token {
+                1 => {
+                    let end = at + blob[at..].iter().position(|&b| b == 0).unwrap();
+                    cur.push(String::from_utf8(blob[at..end].to_vec()).unwrap());
+                    at = (end + 1).next_multiple_of(4);
+                }
+                2 => {
+                    cur.pop();
+                }
+                3 => {
+                    let (len, name_off) = (be32(at) as usize, be32(at + 4) as usize);
+                    let name_at = strings + name_off;
+                    let name_end = name_at + blob[name_at..].iter().position(|&b| b == 0).unwrap();
+                    if cur.len() == path.len() + 1
+                        && cur[1..].iter().zip(path).all(|(a, b)| a == b)
+                        && &blob[name_at..name_end] == prop.as_bytes()
+                    {
+                        return Some(blob[at + 8..at + 8 + len].to_vec());
+                    }
+                    at = (at + 8 + len).next_multiple_of(4);
+                }
+                4 => {}
+                _ => return None,
+            }
+        }
+    }
+
+    fn be32s(v: &[u8]) -> Vec<u32> {
+        v.chunks(4)
+            .map(|c| u32::from_be_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn the_power_button_is_a_gpio_key_on_the_pl061() {
+        let d = devices();
+        let seeds = BootSeeds::generate().unwrap();
+        let blob = create_fdt(&FdtConfig {
+            mem_size: 64 << 20,
+            mpidrs: &[0],
+            gic: GicVersion::V3,
+            cmdline: "",
+            initrd: None,
+            devices: &d,
+            seeds: &seeds,
+        })
+        .unwrap();
+        let gpio = "pl061@9030000";
+        let p = |path: &[&str], prop| node_property(&blob, path, prop);
+        assert_eq!(
+            p(&[gpio], "compatible").unwrap(),
+            b"arm,pl061\0arm,primecell\0"
+        );
+        assert_eq!(
+            be32s(&p(&[gpio], "reg").unwrap()),
+            [0, GPIO_BASE as u32, 0, 0x1000]
+        );
+        assert_eq!(
+            be32s(&p(&[gpio], "interrupts").unwrap()),
+            [GIC_SPI, GPIO_SPI, IRQ_TYPE_EDGE_RISING]
+        );
+        assert!(p(&[gpio], "gpio-controller").is_some());
+        assert_eq!(be32s(&p(&[gpio], "#gpio-cells").unwrap()), [2]);
+        assert_eq!(p(&[gpio], "clock-names").unwrap(), b"apb_pclk\0");
+        let phandle = be32s(&p(&[gpio], "phandle").unwrap())[0];
+        let key = ["gpio-keys", "poweroff"];
+        assert_eq!(p(&["gpio-keys"], "compatible").unwrap(), b"gpio-keys\0");
+        assert_eq!(be32s(&p(&key, "linux,code").unwrap()), [116]);
+        assert_eq!(
+            be32s(&p(&key, "gpios").unwrap()),
+            [
+                phandle,
+                u32::from(crate::devices::pl061::POWER_BUTTON_LINE),
+                0
+            ]
+        );
+        // No other node claims the GPIO's SPI or window.
+        const {
+            assert!(GPIO_SPI != SERIAL_SPI && GPIO_SPI != RTC_SPI && GPIO_SPI < VIRTIO_FIRST_SPI);
+            assert!(
+                GPIO_BASE >= BOOT_SIGNAL_BASE + DEVICE_WINDOW
+                    && GPIO_BASE + DEVICE_WINDOW <= VIRTIO_MMIO_BASE
+            );
+        }
     }
 
     #[test]

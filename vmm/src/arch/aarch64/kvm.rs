@@ -65,6 +65,7 @@ pub fn device_map(n_virtio: usize) -> Result<DeviceMap, ArchError> {
         serial: slot(SERIAL_BASE, SERIAL_SPI),
         rtc: Some(slot(RTC_BASE, RTC_SPI)),
         boot_signal: slot(BOOT_SIGNAL_BASE, 0),
+        power_button: slot(GPIO_BASE, GPIO_SPI),
         virtio: (0..n_virtio)
             .map(|i| DeviceSlot {
                 addr: VIRTIO_MMIO_BASE + i as u64 * DEVICE_WINDOW,

@@ -22,12 +22,15 @@ pub const SERIAL_BASE: u64 = 0x0900_0000;
 pub const RTC_BASE: u64 = 0x0901_0000;
 /// The boot-ready signal: the guest writes here once it is up.
 pub const BOOT_SIGNAL_BASE: u64 = crate::devices::boot_signal::AARCH64_MMIO_ADDR;
+/// The PL061 GPIO controller carrying the power button (where QEMU's virt board has its own).
+pub const GPIO_BASE: u64 = 0x0903_0000;
 pub const DEVICE_WINDOW: u64 = 0x1000;
 pub const VIRTIO_MMIO_BASE: u64 = 0x0a00_0000;
 
 /// SPI numbers (GIC INTID - 32); irqfd GSIs equal SPI numbers on arm64.
 pub const SERIAL_SPI: u32 = 1;
 pub const RTC_SPI: u32 = 2;
+pub const GPIO_SPI: u32 = 7;
 pub const VIRTIO_FIRST_SPI: u32 = 16;
 /// Interrupts the vGIC is created with (SGIs + PPIs + SPIs); a multiple of 32.
 pub const GIC_NR_IRQS: u32 = 128;

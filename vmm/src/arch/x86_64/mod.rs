@@ -58,6 +58,10 @@ pub mod layout {
     pub const ACPI_PM_PORT_LEN: u64 = crate::devices::acpi_pm::LEN;
     pub const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
     pub const DEVICE_WINDOW: u64 = 0x1000;
+    /// The ACPI Generic Event Device's event register (the power button) and its interrupt:
+    /// IRQ 3, free (no COM2), below the virtio range.
+    pub const GED_PORT: u64 = 0x610;
+    pub const GED_IRQ: u32 = 3;
     pub const SERIAL_PORT: u64 = 0x3f8;
     pub const SERIAL_IRQ: u32 = 4;
     /// The i8042 controller's ports (0x60 data, 0x64 command); only reset is used.
@@ -196,6 +200,11 @@ pub fn device_map(n_virtio: usize) -> Result<DeviceMap, ArchError> {
             addr: BOOT_SIGNAL_PORT,
             len: BOOT_SIGNAL_PORT_LEN,
             irq: 0,
+        },
+        power_button: DeviceSlot {
+            addr: GED_PORT,
+            len: crate::devices::ged::LEN,
+            irq: GED_IRQ,
         },
         virtio: (0..n_virtio)
             .map(|i| DeviceSlot {

@@ -41,6 +41,17 @@ const ROOT_CHAR: u8 = b'\\';
 const EXT_OP_PREFIX: u8 = 0x5b;
 const DEVICE_OP: u8 = 0x82;
 const RETURN_OP: u8 = 0xa4;
+const OP_REGION_OP: u8 = 0x80; // after EXT_OP_PREFIX
+const FIELD_OP: u8 = 0x81; // after EXT_OP_PREFIX
+const LOCAL0_OP: u8 = 0x60;
+const STORE_OP: u8 = 0x70;
+const AND_OP: u8 = 0x7b;
+const NOTIFY_OP: u8 = 0x86;
+const IF_OP: u8 = 0xa0;
+const NULL_NAME: u8 = 0x00;
+
+/// `Local0`, the first method-local variable.
+pub const LOCAL0: [u8; 1] = [LOCAL0_OP];
 
 /// PkgLength can count at most 2^28 - 1 bytes (four encoding bytes).
 pub const MAX_PKG_LENGTH: usize = (1 << 28) - 1;
@@ -294,9 +305,100 @@ pub fn irq_no_flags(irq: u8) -> Result<Vec<u8>> {
     Ok(o)
 }
 
+/// OperationRegion address spaces (ACPI 6.5, 19.6.100).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegionSpace {
+    SystemMemory = 0,
+    SystemIo = 1,
+}
+
+/// `OperationRegion(name, space, offset, length)`.
+pub fn operation_region(name: &str, space: RegionSpace, offset: u64, len: u64) -> Result<Vec<u8>> {
+    let mut o = vec![EXT_OP_PREFIX, OP_REGION_OP];
+    o.extend(name_string(name)?);
+    o.push(space as u8);
+    o.extend(integer(offset));
+    o.extend(integer(len));
+    Ok(o)
+}
+
+/// `Field(region, ByteAcc, NoLock, Preserve) { name, bits, ... }`: named fields in order from
+/// the region's start, each under 64 bits wide.
+pub fn field(region: &str, fields: &[(&str, u8)]) -> Result<Vec<u8>> {
+    const BYTE_ACC: u8 = 1; // AccessType ByteAcc; LockRule NoLock (bit 4 = 0); Preserve
+    let mut list = Vec::new();
+    for (name, bits) in fields {
+        if *bits == 0 || *bits >= 64 {
+            return Err(AmlError(format!(
+                "field {name:?}: {bits} bits, expected 1-63"
+            )));
+        }
+        list.extend_from_slice(&name_seg(name)?);
+        // A NamedField's width is a PkgLength that counts bits, not bytes: one byte below 64.
+        list.push(*bits);
+    }
+    with_pkg_length(
+        &[EXT_OP_PREFIX, FIELD_OP],
+        &[&name_string(region)?, &[BYTE_ACC], &list],
+    )
+}
+
+/// `Store(source, target)`.
+pub fn store(source: &[u8], target: &[u8]) -> Vec<u8> {
+    [&[STORE_OP][..], source, target].concat()
+}
+
+/// `And(a, b)` with no target: the value for a predicate.
+pub fn and(a: &[u8], b: &[u8]) -> Vec<u8> {
+    [&[AND_OP][..], a, b, &[NULL_NAME]].concat()
+}
+
+/// `If(predicate) { body }`.
+pub fn if_then(predicate: &[u8], body: &[u8]) -> Result<Vec<u8>> {
+    with_pkg_length(&[IF_OP], &[predicate, body])
+}
+
+/// `Notify(object, value)`.
+pub fn notify(object: &str, value: u64) -> Result<Vec<u8>> {
+    let mut o = vec![NOTIFY_OP];
+    o.extend(name_string(object)?);
+    o.extend(integer(value));
+    Ok(o)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_method_terms() {
+        // OperationRegion (GDST, SystemIO, 0x0610, One)
+        assert_eq!(
+            operation_region("GDST", RegionSpace::SystemIo, 0x610, 1).unwrap(),
+            [0x5b, 0x80, b'G', b'D', b'S', b'T', 1, 0x0b, 0x10, 0x06, 0x01]
+        );
+        // Field (GDST, ByteAcc, NoLock, Preserve) { GDAT, 8 }
+        assert_eq!(
+            field("GDST", &[("GDAT", 8)]).unwrap(),
+            [0x5b, 0x81, 11, b'G', b'D', b'S', b'T', 1, b'G', b'D', b'A', b'T', 8]
+        );
+        assert!(field("GDST", &[("GDAT", 64)]).is_err());
+        assert!(field("GDST", &[("GDAT", 0)]).is_err());
+        // Store (GDAT, Local0)
+        assert_eq!(
+            store(&name_string("GDAT").unwrap(), &LOCAL0),
+            [0x70, b'G', b'D', b'A', b'T', 0x60]
+        );
+        // If (And (Local0, One)) { Notify (\_SB.PWRB, 0x80) }
+        let n = notify("\\_SB_.PWRB", 0x80).unwrap();
+        assert_eq!(
+            n,
+            [0x86, b'\\', 0x2e, b'_', b'S', b'B', b'_', b'P', b'W', b'R', b'B', 0x0a, 0x80]
+        );
+        let i = if_then(&and(&LOCAL0, &integer(1)), &n).unwrap();
+        assert_eq!(&i[..6], [0xa0, 1 + 4 + 13, 0x7b, 0x60, 0x01, 0x00]);
+        assert_eq!(&i[6..], &n[..]);
+    }
 
     #[test]
     fn package_lengths_count_their_own_bytes() {

@@ -48,8 +48,13 @@ pub fn build(
     if cpus == 0 {
         return Err(ArchError("ACPI tables need at least one CPU".into()));
     }
-    let dsdt_body = dsdt::aml_body(&devices.serial, &devices.virtio, acpi_pm::S5_SLEEP_TYPE)
-        .map_err(|e| ArchError::new("DSDT", e))?;
+    let dsdt_body = dsdt::aml_body(
+        &devices.serial,
+        &devices.power_button,
+        &devices.virtio,
+        acpi_pm::S5_SLEEP_TYPE,
+    )
+    .map_err(|e| ArchError::new("DSDT", e))?;
     let dsdt = tables::sdt(b"DSDT", dsdt::DSDT_REVISION, &dsdt_body);
     let madt = tables::madt(ApicLayout {
         cpus,

@@ -102,6 +102,11 @@ pub mod fadt {
 
     /// Flags: the reset register is supported.
     pub const RESET_REG_SUP: u32 = 1 << 10;
+    /// Flags: the power and sleep buttons are control-method devices (the DSDT's PNP0C0C), not
+    /// fixed-feature buttons a hardware-reduced platform cannot have; without them Linux adds
+    /// a fixed "Power Button" input device that never fires.
+    pub const PWR_BUTTON: u32 = 1 << 4;
+    pub const SLP_BUTTON: u32 = 1 << 5;
     /// Flags: hardware-reduced ACPI (no PM1/GPE blocks, no SCI, no legacy PIC or PIT).
     pub const HW_REDUCED_ACPI: u32 = 1 << 20;
     /// IA-PC boot architecture flags: no VGA, no MSI, no CMOS RTC. No 8042 bit: Linux then
@@ -128,7 +133,8 @@ pub fn fadt(dsdt_addr: u64, regs: PowerRegisters) -> Vec<u8> {
     put(fadt::IAPC_BOOT_ARCH, &boot_arch.to_le_bytes());
     put(
         fadt::FLAGS,
-        &(fadt::HW_REDUCED_ACPI | fadt::RESET_REG_SUP).to_le_bytes(),
+        &(fadt::HW_REDUCED_ACPI | fadt::RESET_REG_SUP | fadt::PWR_BUTTON | fadt::SLP_BUTTON)
+            .to_le_bytes(),
     );
     put(fadt::RESET_REG, &gas_io_byte(regs.reset_port));
     put(fadt::RESET_VALUE, &[regs.reset_value]);

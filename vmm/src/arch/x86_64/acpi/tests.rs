@@ -68,6 +68,12 @@ enum Term {
     Scope(String, Vec<Term>),
     Device(String, Vec<Term>),
     Name(String, Value),
+    /// OperationRegion: name, space, offset, length.
+    Region(String, u8, Value, Value),
+    /// Field: region, flags, (name, bits).
+    Field(String, u8, Vec<(String, u8)>),
+    /// Method: name, flags, body bytes (not decoded).
+    Method(String, u8, Vec<u8>),
 }
 
 struct Parser<'a> {
@@ -177,11 +183,37 @@ impl Parser<'_> {
                     let n = self.name();
                     Term::Scope(n, self.terms(e))
                 }
-                0x5b => {
-                    assert_eq!(self.byte(), 0x82, "only DeviceOp is expected after 0x5b");
+                0x5b => match self.byte() {
+                    0x82 => {
+                        let e = self.pkg_end();
+                        let n = self.name();
+                        Term::Device(n, self.terms(e))
+                    }
+                    0x80 => {
+                        let n = self.name();
+                        let space = self.byte();
+                        Term::Region(n, space, self.value(), self.value())
+                    }
+                    0x81 => {
+                        let e = self.pkg_end();
+                        let n = self.name();
+                        let flags = self.byte();
+                        let mut fields = Vec::new();
+                        while self.pos < e {
+                            let f = String::from_utf8(self.take(4).to_vec()).unwrap();
+                            let bits = self.byte();
+                            assert!(bits < 64, "field width beyond one PkgLength byte");
+                            fields.push((f, bits));
+                        }
+                        Term::Field(n, flags, fields)
+                    }
+                    op => panic!("unexpected extended opcode {op:#x}"),
+                },
+                0x14 => {
                     let e = self.pkg_end();
                     let n = self.name();
-                    Term::Device(n, self.terms(e))
+                    let flags = self.byte();
+                    Term::Method(n, flags, self.take(e - self.pos).to_vec())
                 }
                 op => panic!("unexpected opcode {op:#x} at {}", self.pos - 1),
             });
@@ -205,6 +237,49 @@ fn crs_mem_irq(buf: &[u8]) -> (u32, u32, u32) {
     assert_eq!(buf[15], 0x03, "consumer, edge, active high");
     assert_eq!(&buf[buf.len() - 2..], [0x79, 0]);
     (u32_at(buf, 4), u32_at(buf, 8), u32_at(buf, 17))
+}
+
+/// The GED: an edge interrupt, its event register as an I/O region with one byte field, and
+/// `_EVT`: `Store(GDAT, Local0); If (And(Local0, 1)) { Notify(\_SB_.PWRB, 0x80) }`.
+fn check_ged(name: &str, body: &[Term], crs: &[u8], slot: &crate::arch::DeviceSlot) {
+    use crate::devices::ged;
+    assert_eq!(name, "GED_");
+    // Interrupt(ResourceConsumer, Edge, ActiveHigh, Exclusive) { irq }, end tag
+    let mut want = vec![0x89, 6, 0, 0x03, 1];
+    want.extend_from_slice(&slot.irq.to_le_bytes());
+    want.extend_from_slice(&[0x79, 0]);
+    assert_eq!(crs, &want[..]);
+    let region = body.iter().find_map(|t| match t {
+        Term::Region(n, space, off, len) if n == "GDST" => Some((*space, off.clone(), len.clone())),
+        _ => None,
+    });
+    assert_eq!(
+        region,
+        Some((
+            1,
+            Value::Int(slot.addr + ged::EVENT_REG),
+            Value::Int(ged::LEN)
+        )),
+        "SystemIO region over the event register"
+    );
+    let field = body.iter().find_map(|t| match t {
+        Term::Field(r, flags, f) if r == "GDST" => Some((*flags, f.clone())),
+        _ => None,
+    });
+    assert_eq!(field, Some((1, vec![("GDAT".to_string(), 8)])));
+    let evt = body.iter().find_map(|t| match t {
+        Term::Method(n, flags, b) if n == "_EVT" => Some((*flags, b.clone())),
+        _ => None,
+    });
+    let (flags, code) = evt.expect("GED without _EVT");
+    assert_eq!(flags, 1 | 1 << 3, "one argument (the GSI), serialized");
+    let mut want = vec![0x70, b'G', b'D', b'A', b'T', 0x60]; // Store (GDAT, Local0)
+                                                             // If (And (Local0, One)) { Notify (\_SB_.PWRB, 0x80) }
+    want.extend_from_slice(&[0xa0, 18, 0x7b, 0x60, ged::EVENT_POWER_BUTTON, 0x00]);
+    want.extend_from_slice(&[0x86, b'\\', 0x2e]);
+    want.extend_from_slice(b"_SB_PWRB");
+    want.extend_from_slice(&[0x0a, 0x80]);
+    assert_eq!(code, want);
 }
 
 fn parse_dsdt(dsdt: &[u8]) -> Vec<Term> {
@@ -291,15 +366,23 @@ fn tables_parse_back_for_each_device_count() {
         assert_eq!(s5, &Value::Package(vec![s5_type.clone(), s5_type]));
 
         let mut virtio = Vec::new();
-        let mut serial = 0;
+        let (mut serial, mut ged, mut button) = (0, 0, 0);
         for c in children {
             let Term::Device(name, body) = c else {
                 panic!("{c:?}")
             };
+            let hid = named(body, "_HID");
+            if hid
+                == Some(&Value::Int(
+                    aml::eisa_id(dsdt::POWER_BUTTON_HID).unwrap().into(),
+                ))
+            {
+                continue;
+            }
             let Some(Value::Buffer(crs)) = named(body, "_CRS") else {
                 panic!("{name}: no _CRS")
             };
-            match named(body, "_HID") {
+            match hid {
                 Some(Value::Str(hid)) if hid == dsdt::VIRTIO_MMIO_HID => {
                     assert_eq!(named(body, "_CCA"), Some(&Value::Int(1)));
                     let uid = named(body, "_UID").cloned();
@@ -311,9 +394,33 @@ fn tables_parse_back_for_each_device_count() {
                     assert_eq!(&crs[..8], [0x47, 1, 0xf8, 3, 0xf8, 3, 0, 8]);
                     assert_eq!(&crs[8..11], [0x22, 0x10, 0]);
                 }
+                Some(Value::Str(hid)) if hid == dsdt::GED_HID => {
+                    ged += 1;
+                    check_ged(name, body, crs, &devices.power_button);
+                }
                 other => panic!("{name}: unexpected _HID {other:?}"),
             }
         }
+        for c in children {
+            let Term::Device(name, body) = c else {
+                unreachable!()
+            };
+            if named(body, "_HID")
+                == Some(&Value::Int(
+                    aml::eisa_id(dsdt::POWER_BUTTON_HID).unwrap().into(),
+                ))
+            {
+                assert_eq!(name, "PWRB", "the name the GED's Notify names");
+                assert!(named(body, "_CRS").is_none());
+                button += 1;
+            }
+        }
+        assert_eq!((ged, button), (1, 1), "one GED, one power button");
+        assert_ne!(
+            flags & tables::fadt::PWR_BUTTON,
+            0,
+            "no fixed power button beside the PNP0C0C one"
+        );
         assert_eq!(serial, 1);
         assert_eq!(virtio.len(), n_virtio, "one DSDT device per virtio slot");
         for (i, (name, uid, (base, len, irq))) in virtio.iter().enumerate() {
@@ -375,6 +482,14 @@ fn iasl_disassembles_the_dsdt_when_available() {
     assert!(dsl.contains("0xD0002000"), "{dsl}");
     assert!(dsl.contains("EisaId (\"PNP0501\")"), "{dsl}");
     assert!(dsl.contains("Name (\\_S5, Package (0x02)"), "{dsl}");
+    assert!(dsl.contains("\"ACPI0013\""), "{dsl}");
+    assert!(dsl.contains("EisaId (\"PNP0C0C\")"), "{dsl}");
+    assert!(
+        dsl.contains("OperationRegion (GDST, SystemIO, 0x0610, One)"),
+        "{dsl}"
+    );
+    assert!(dsl.contains(r"Notify (\_SB.PWRB, 0x80)"), "{dsl}");
+    assert!(dsl.contains("If ((Local0 & One))"), "{dsl}");
     let facp = std::fs::read_to_string(dir.join("facp.dsl")).unwrap();
     assert!(facp.contains("Hardware Reduced (V5) : 1"), "{facp}");
     let apic = std::fs::read_to_string(dir.join("apic.dsl")).unwrap();

@@ -1,0 +1,450 @@
+//! The VMM's event loop: serves the devices' host fds, the stop signals and the control socket
+//! until the VM ends, and shuts the guest down gracefully.
+//!
+//! Graceful shutdown: a stop signal (SIGTERM, SIGINT, SIGHUP) or the control socket's
+//! `shutdown` presses the guest's power button (`devices::power_button`) and waits up to
+//! `shutdown_timeout_ms` for the guest's own power-off (exit 0). Past the deadline the VM is
+//! stopped ([`VmEvent::ShutdownForced`], exit 5). A second SIGTERM or SIGINT during the wait
+//! stops at once (exit 0, as an immediate stop always was); `shutdown_timeout_ms` = 0 stops at
+//! once on the first. The control socket's `stop` always stops at once.
+
+use std::cell::Cell;
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::builder::Vmm;
+use crate::control::{ControlServer, VmControl};
+use crate::devices::boot_signal::BootReady;
+use crate::devices::serial::{InputState, Serial};
+use crate::devices::virtio::mmio::MmioTransport;
+use crate::vstate::vcpu::{stop_vcpus, VcpuControl, VmEvent};
+
+/// A device the event loop serves when its fd is readable.
+pub(crate) enum Pollable {
+    SerialInput(Arc<Mutex<Serial>>),
+    /// Edge-triggered: the transport reads the tap until it would block or the guest has no
+    /// buffers; the guest adding buffers re-runs it from the vCPU's notify exit.
+    NetRx(Arc<Mutex<MmioTransport>>),
+    #[cfg(target_arch = "x86_64")]
+    Reset(Arc<crate::devices::i8042::ExitRequest>),
+    /// The ACPI sleep control (power-off) and reset registers.
+    #[cfg(target_arch = "x86_64")]
+    AcpiPower(Arc<crate::devices::acpi_pm::SystemRequest>),
+}
+
+/// Why a graceful shutdown began, for the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    Signal(&'static str),
+    Control,
+}
+
+/// A graceful shutdown in progress.
+struct Shutdown {
+    pressed: Instant,
+    deadline: Instant,
+    /// When to let the power button go (aarch64's GPIO key is held, x86's GED is one event).
+    release_at: Option<Instant>,
+}
+
+impl Vmm {
+    /// Serves devices, signals and the control socket until the VM ends; returns why it ended.
+    pub fn run(mut self) -> VmEvent {
+        let event = match self.event_loop() {
+            Ok(ev) => ev,
+            Err(e) => VmEvent::Crash(format!("event loop: {e}")),
+        };
+        stop_vcpus(&self.vcpus, std::mem::take(&mut self.handles));
+        event
+    }
+
+    fn event_loop(&mut self) -> std::io::Result<VmEvent> {
+        const TOKEN_VM_EVENT: u64 = 1;
+        const TOKEN_STOP_SIGNAL: u64 = 2;
+        const TOKEN_POLLABLE: u64 = 1 << 32;
+        const TOKEN_CONTROL: u64 = 2 << 32;
+        let epoll = Epoll::new()?;
+        let add = |fd: RawFd, token: u64| {
+            epoll.ctl(
+                ControlOperation::Add,
+                fd,
+                EpollEvent::new(EventSet::IN, token),
+            )
+        };
+        add(self.vcpus.event_fd().as_raw_fd(), TOKEN_VM_EVENT)?;
+        let stop_fd = stop_signal_fd()?;
+        add(stop_fd, TOKEN_STOP_SIGNAL)?;
+        for (i, (fd, p)) in self.pollables.iter().enumerate() {
+            let set = match p {
+                Pollable::NetRx(_) => EventSet::IN | EventSet::EDGE_TRIGGERED,
+                _ => EventSet::IN,
+            };
+            let r = epoll.ctl(
+                ControlOperation::Add,
+                *fd,
+                EpollEvent::new(set, TOKEN_POLLABLE + i as u64),
+            );
+            match r {
+                Ok(()) => {}
+                // Regular files and /dev/null (a console input redirected from them) cannot be
+                // polled: there is no input to wait for then.
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut control_fds: Vec<RawFd> = Vec::new();
+        let mut events = vec![EpollEvent::default(); 16];
+        let mut shutdown: Option<Shutdown> = None;
+        // A signal that arrived during setup, before the guest could run a driver for its power
+        // button, stops at once.
+        drain(stop_signal_fd_raw());
+        if let Some(name) = first_signal(PENDING_SIGNALS.swap(0, Ordering::SeqCst)) {
+            crate::log(&format!(
+                "stop requested by signal {name} before the guest started"
+            ));
+            self.vcpus.report(VmEvent::Stopped);
+        }
+        loop {
+            if let Some(server) = &self.control {
+                sync_control_fds(&epoll, server, &mut control_fds, TOKEN_CONTROL);
+            }
+            if let Some(ev) = self.vcpus.event() {
+                if let (Some(s), VmEvent::PowerOff) = (&shutdown, &ev) {
+                    crate::log(&format!(
+                        "shutdown: guest powered off after {} ms",
+                        s.pressed.elapsed().as_millis()
+                    ));
+                }
+                return Ok(ev);
+            }
+            if let Some(s) = shutdown.as_mut() {
+                let now = Instant::now();
+                if s.release_at.is_some_and(|t| now >= t) {
+                    s.release_at = None;
+                    self.power_button.release();
+                }
+                if now >= s.deadline {
+                    crate::log(&format!(
+                        "shutdown: guest did not power off within {} ms, stopping",
+                        self.shutdown_timeout_ms
+                    ));
+                    self.vcpus
+                        .report(VmEvent::ShutdownForced(self.shutdown_timeout_ms));
+                    continue;
+                }
+            }
+            let timeout = shutdown.as_ref().map_or(-1, |s| {
+                let next = s.release_at.map_or(s.deadline, |r| r.min(s.deadline));
+                millis_until(next)
+            });
+            let n = match epoll.wait(timeout, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            for ev in &events[..n] {
+                let token = ev.data();
+                match token {
+                    TOKEN_VM_EVENT => {}
+                    TOKEN_STOP_SIGNAL => self.on_stop_signals(&mut shutdown),
+                    t if t >= TOKEN_CONTROL => {
+                        let fd = (t - TOKEN_CONTROL) as RawFd;
+                        let view = ControlView {
+                            vcpus: &self.vcpus,
+                            start: self.start,
+                            guest_mib: self.guest_mib,
+                            boot_ready: &self.boot_ready,
+                            shutdown_requested: Cell::new(false),
+                            shutting_down: shutdown.is_some(),
+                        };
+                        if let Some(server) = self.control.as_mut() {
+                            server.on_readable(fd, &view);
+                        }
+                        if view.shutdown_requested.get() && shutdown.is_none() {
+                            self.begin_shutdown(Origin::Control, &mut shutdown);
+                        }
+                    }
+                    t if t >= TOKEN_POLLABLE => {
+                        let i = (t - TOKEN_POLLABLE) as usize;
+                        self.serve_pollable(i, &epoll);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Acts on the stop signals received since the last call.
+    fn on_stop_signals(&mut self, shutdown: &mut Option<Shutdown>) {
+        drain(stop_signal_fd_raw());
+        let pending = PENDING_SIGNALS.swap(0, Ordering::SeqCst);
+        let Some(name) = first_signal(pending) else {
+            return;
+        };
+        if shutdown.is_none() {
+            self.begin_shutdown(Origin::Signal(name), shutdown);
+            return;
+        }
+        // A second SIGTERM or SIGINT is the impatient operator's "now"; SIGHUP (a closed
+        // terminal) is not.
+        if pending & (bit(libc::SIGTERM) | bit(libc::SIGINT)) != 0 {
+            crate::log(&format!(
+                "shutdown: {} again while waiting, stopping now",
+                first_signal(pending & !bit(libc::SIGHUP)).unwrap_or(name)
+            ));
+            self.vcpus.report(VmEvent::Stopped);
+        }
+    }
+
+    /// Presses the power button and starts the deadline, or stops at once when the timeout
+    /// is 0.
+    fn begin_shutdown(&mut self, origin: Origin, shutdown: &mut Option<Shutdown>) {
+        let by = match origin {
+            Origin::Signal(name) => format!("signal {name}"),
+            Origin::Control => "the control socket".to_string(),
+        };
+        if self.shutdown_timeout_ms == 0 {
+            crate::log(&format!("stop requested by {by} (shutdown_timeout_ms 0)"));
+            self.vcpus.report(VmEvent::Stopped);
+            return;
+        }
+        // A paused guest cannot see the button.
+        if self.vcpus.state() == crate::vstate::vcpu::RunState::Paused {
+            self.vcpus.resume();
+        }
+        let pressed = Instant::now();
+        let hold = self.power_button.press();
+        crate::log(&format!(
+            "shutdown: power button pressed ({by}), waiting up to {} ms for the guest to power off",
+            self.shutdown_timeout_ms
+        ));
+        *shutdown = Some(Shutdown {
+            pressed,
+            deadline: pressed + Duration::from_millis(self.shutdown_timeout_ms.into()),
+            release_at: hold.map(|h| pressed + h),
+        });
+    }
+
+    fn serve_pollable(&mut self, i: usize, epoll: &Epoll) {
+        let Some((fd, p)) = self.pollables.get(i) else {
+            return;
+        };
+        match p {
+            Pollable::SerialInput(serial) => {
+                let state = serial
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .process_input();
+                if state == InputState::Closed {
+                    let _ = epoll.ctl(ControlOperation::Delete, *fd, EpollEvent::default());
+                }
+            }
+            Pollable::NetRx(t) => t.lock().unwrap_or_else(|e| e.into_inner()).process_rx(),
+            #[cfg(target_arch = "x86_64")]
+            Pollable::Reset(exit) => {
+                exit.acknowledge();
+                if exit.reset_requested() {
+                    self.vcpus.report(VmEvent::Reset);
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Pollable::AcpiPower(request) => {
+                use crate::devices::acpi_pm::Request;
+                request.acknowledge();
+                match request.requested() {
+                    Some(Request::PowerOff) => self.vcpus.report(VmEvent::PowerOff),
+                    Some(Request::Reset) => self.vcpus.report(VmEvent::Reset),
+                    None => {}
+                }
+            }
+        }
+    }
+}
+
+/// Milliseconds from now until `t`, rounded up so a wait never wakes before it; 0 if past.
+fn millis_until(t: Instant) -> i32 {
+    let d = t.saturating_duration_since(Instant::now());
+    let ms = d.as_micros().div_ceil(1000);
+    i32::try_from(ms).unwrap_or(i32::MAX)
+}
+
+/// Keeps the epoll set in step with the control server's fds. Adding every current fd (EEXIST
+/// ignored) also covers an fd number reused by a new client after an old one closed.
+fn sync_control_fds(epoll: &Epoll, server: &ControlServer, known: &mut Vec<RawFd>, base: u64) {
+    let now = server.fds();
+    for fd in known.iter().filter(|fd| !now.contains(fd)) {
+        let _ = epoll.ctl(ControlOperation::Delete, *fd, EpollEvent::default());
+    }
+    for &fd in &now {
+        let _ = epoll.ctl(
+            ControlOperation::Add,
+            fd,
+            EpollEvent::new(EventSet::IN, base + fd as u64),
+        );
+    }
+    *known = now;
+}
+
+fn drain(fd: RawFd) {
+    if fd < 0 {
+        return;
+    }
+    let mut buf = [0u8; 8];
+    // SAFETY: reading into a local buffer of the given length from an fd we own.
+    unsafe {
+        libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+    }
+}
+
+struct ControlView<'a> {
+    vcpus: &'a VcpuControl,
+    start: Instant,
+    guest_mib: u64,
+    boot_ready: &'a BootReady,
+    /// Set by a `shutdown` request; the loop starts the shutdown after the request is served.
+    shutdown_requested: Cell<bool>,
+    shutting_down: bool,
+}
+
+impl VmControl for ControlView<'_> {
+    fn state(&self) -> &'static str {
+        match self.vcpus.state() {
+            crate::vstate::vcpu::RunState::Running if self.shutting_down => "shutting-down",
+            s => s.as_str(),
+        }
+    }
+    fn uptime_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+    fn guest_memory_mib(&self) -> u64 {
+        self.guest_mib
+    }
+    fn boot_ready_ms(&self) -> Option<f64> {
+        self.boot_ready.ready_ms()
+    }
+    fn pause(&self) -> &'static str {
+        self.vcpus.pause().as_str()
+    }
+    fn resume(&self) -> &'static str {
+        self.vcpus.resume().as_str()
+    }
+    fn stop(&self) {
+        crate::log("stop requested on the control socket");
+        self.vcpus.report(VmEvent::Stopped);
+    }
+    fn shutdown(&self) -> &'static str {
+        self.shutdown_requested.set(true);
+        "shutting-down"
+    }
+    #[cfg(all(feature = "test-hooks", debug_assertions))]
+    fn test_forbidden_syscall(&self, thread: &str) -> Result<i64, String> {
+        match thread {
+            "main" => Ok(crate::confine::forbidden_syscall()),
+            "vcpu" => {
+                self.vcpus.test_forbidden_syscall();
+                Ok(0)
+            }
+            other => Err(format!("thread '{other}': expected main or vcpu")),
+        }
+    }
+}
+
+/// The eventfd SIGTERM/SIGINT/SIGHUP write to (written from the signal handler).
+static STOP_FD: AtomicI32 = AtomicI32::new(-1);
+/// Which stop signals arrived since the loop last looked: bit `signo`.
+static PENDING_SIGNALS: AtomicU32 = AtomicU32::new(0);
+const STOP_SIGNALS: [(libc::c_int, &str); 3] = [
+    (libc::SIGTERM, "SIGTERM"),
+    (libc::SIGINT, "SIGINT"),
+    (libc::SIGHUP, "SIGHUP"),
+];
+
+fn bit(sig: libc::c_int) -> u32 {
+    1 << sig
+}
+
+/// The name of one stop signal in `pending` (SIGTERM before SIGINT before SIGHUP).
+fn first_signal(pending: u32) -> Option<&'static str> {
+    STOP_SIGNALS
+        .iter()
+        .find(|(sig, _)| pending & bit(*sig) != 0)
+        .map(|(_, name)| *name)
+}
+
+extern "C" fn on_stop_signal(sig: libc::c_int) {
+    if (0..32).contains(&sig) {
+        // Lock-free atomics are async-signal-safe.
+        PENDING_SIGNALS.fetch_or(bit(sig), Ordering::SeqCst);
+    }
+    let fd = STOP_FD.load(Ordering::Relaxed);
+    if fd >= 0 {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: write(2) is async-signal-safe; the buffer is a local of the right length.
+        unsafe {
+            libc::write(fd, one.as_ptr().cast(), one.len());
+        }
+    }
+}
+
+fn stop_signal_fd_raw() -> RawFd {
+    STOP_FD.load(Ordering::Relaxed)
+}
+
+/// Installs the stop-signal handlers (once) and returns the eventfd they write to.
+pub fn stop_signal_fd() -> std::io::Result<RawFd> {
+    let fd = STOP_FD.load(Ordering::Relaxed);
+    if fd >= 0 {
+        return Ok(fd);
+    }
+    let evt = EventFd::new(EFD_NONBLOCK)?;
+    // The eventfd lives for the rest of the process: the handler may fire at any time.
+    let raw = evt.as_raw_fd();
+    std::mem::forget(evt);
+    STOP_FD.store(raw, Ordering::Relaxed);
+    for (sig, _) in STOP_SIGNALS {
+        // SAFETY: a zeroed sigaction is valid; the handler only uses atomics and write(2).
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_stop_signal as *const () as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_names_prefer_term_then_int_then_hup() {
+        assert_eq!(first_signal(0), None);
+        assert_eq!(first_signal(bit(libc::SIGHUP)), Some("SIGHUP"));
+        assert_eq!(
+            first_signal(bit(libc::SIGHUP) | bit(libc::SIGINT)),
+            Some("SIGINT")
+        );
+        assert_eq!(
+            first_signal(bit(libc::SIGINT) | bit(libc::SIGTERM)),
+            Some("SIGTERM")
+        );
+        assert_eq!(first_signal(bit(libc::SIGUSR1)), None);
+    }
+
+    #[test]
+    fn waits_round_up_and_never_go_negative() {
+        let now = Instant::now();
+        assert_eq!(millis_until(now - Duration::from_secs(1)), 0);
+        let t = millis_until(Instant::now() + Duration::from_secs(10));
+        assert!((9_000..=10_000).contains(&t), "{t}");
+    }
+}
