@@ -147,6 +147,11 @@ const APPS: &[App] = &[App {
             include_str!("../files/guest/status/poweroff.cgi"),
             0o755,
         ),
+        (
+            "www/cgi-bin/write",
+            include_str!("../files/guest/status/write.cgi"),
+            0o755,
+        ),
         // The clean power-off: the power button's watcher and the poweroff CGI run it.
         (
             "sbin/app-shutdown",

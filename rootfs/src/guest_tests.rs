@@ -153,6 +153,7 @@ fn stock_build_has_app_modules_and_is_reproducible() {
     assert!(String::from_utf8_lossy(&order.data).contains("virtio_mmio /lib/modules/"));
     assert!(find("www/cgi-bin/index.cgi").is_some());
     assert!(find("www/cgi-bin/poweroff").is_some());
+    assert!(find("www/cgi-bin/write").is_some());
     assert!(find("www/status").is_some(), "/status must be a directory");
     assert!(entries
         .iter()

@@ -204,6 +204,11 @@ impl JailApp {
                     include_bytes!("../files/jail/status/status.cgi").to_vec(),
                     0o755,
                 ),
+                (
+                    "www/cgi-bin/write",
+                    include_bytes!("../files/jail/status/write.cgi").to_vec(),
+                    0o755,
+                ),
             ],
             JailApp::Memhog => vec![(
                 "bin/memhog",

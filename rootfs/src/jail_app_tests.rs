@@ -42,6 +42,7 @@ fn status_rootfs_unpacks_with_tar_and_is_reproducible() {
         "bin/status",
         "etc/status/token",
         "www/cgi-bin/index.cgi",
+        "www/cgi-bin/write",
         "www/status/",
         "data/",
         "proc/",

@@ -6,8 +6,8 @@
 //! packages and the firmware trust the same key; [`Flash::blank`] makes the board's flash;
 //! [`HttpServer::serve`] serves the packages; [`wait_agent`], [`install`], [`wait_eu_status`],
 //! [`app_address`] and [`fetch_status_page`] follow the app from install to its first answer;
-//! rebooting is `sync; reboot -f` (QEMU exits: boards run with -no-reboot) and a new `BoardVm`
-//! on the same flash.
+//! rebooting is plain `reboot`, as on a router (the init stops the agent and unmounts the flash;
+//! QEMU exits: boards run with -no-reboot), and a new `BoardVm` on the same flash.
 
 use crate::firmware::{firmware_dir, timeout_scale, workspace_root};
 use crate::microvm::cache_dir;
@@ -372,10 +372,12 @@ pub fn app_logs(vm: &mut BoardVm, eu_id: &str) -> String {
     .unwrap_or_else(|e| format!("(no logs: {e})"))
 }
 
-/// Syncs the flash and reboots the board: QEMU exits (boards run with -no-reboot).
-pub fn reboot(mut vm: BoardVm) -> Result<(), String> {
-    vm.send_line("sync; reboot -f")?;
-    vm.wait_exit(Duration::from_secs(120)).map(|_| ())
+/// Reboots the board as a router is rebooted, with plain `reboot`: the init stops the agent
+/// (which stops its apps), syncs and unmounts the flash; QEMU exits (boards run with
+/// -no-reboot). Returns the board's whole console transcript.
+pub fn reboot(mut vm: BoardVm) -> Result<String, String> {
+    vm.shut_down("reboot", Duration::from_secs(180))?;
+    Ok(vm.transcript())
 }
 
 #[cfg(test)]

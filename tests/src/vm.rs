@@ -11,6 +11,20 @@ use std::time::Duration;
 
 /// The line the firmware's init prints once the board is up (see `rootfs/files/init`).
 pub const READY_MARKER: &str = "CPEVISOR-READY";
+/// The firmware init's last line before it reboots or powers off (rootfs/files/init).
+pub const SHUTDOWN_MARKER: &str = "CPEVISOR-SHUTDOWN action=";
+
+/// The kernel's complaints in a console transcript: WARNING traces, Oopses, BUGs, panics.
+pub fn kernel_complaints(console: &str) -> Vec<&str> {
+    console
+        .lines()
+        .filter(|l| {
+            ["WARNING:", "Oops", "BUG:", "cut here", "Kernel panic"]
+                .iter()
+                .any(|w| l.contains(w))
+        })
+        .collect()
+}
 
 /// How to boot a board.
 #[derive(Debug, Clone, Default)]
@@ -205,6 +219,24 @@ impl BoardVm {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// A router's reboot or power-off: types `command` (plain `reboot` or `poweroff`, which
+    /// signal the init), waits for the init's shutdown line and for QEMU to exit (boards run
+    /// with -no-reboot). The init must have stopped the agent and put /data away first:
+    /// otherwise the error names what it saw. Returns the shutdown line.
+    pub fn shut_down(&mut self, command: &str, timeout: Duration) -> Result<String, String> {
+        self.send_line(command)?;
+        self.wait_for(SHUTDOWN_MARKER, timeout)?;
+        let line = self.wait_for("\n", Duration::from_secs(10))?;
+        let line = format!("{SHUTDOWN_MARKER}{}", line.trim());
+        self.wait_exit(timeout)?;
+        let clean = line.contains(" agent=stopped ")
+            && (line.ends_with("data=unmounted") || line.ends_with("data=read-only"));
+        if !clean {
+            return Err(format!("{}: not a clean shutdown: {line}", self.board.name));
+        }
+        Ok(line)
     }
 
     /// Everything the console printed so far.

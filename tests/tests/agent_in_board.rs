@@ -1,8 +1,11 @@
 //! The agent end to end on the default board: `cpevisord` in the firmware installs the sample
 //! app's signed package from a server on the host, runs it as a microVM (cpevisor-vmm on the
 //! board's KVM), the app answers over its tap link with the token of the version installed; the
-//! board is rebooted on the same flash image and, without any command, the app is Active and
-//! answers again; then an update to 1.1 (its package carries another token on its blank disk)
+//! app writes a token to its data disk without syncing and the board is rebooted as a router
+//! is, with plain `reboot` (the init stops the agent, which asks the guest to power off, then
+//! syncs and unmounts the flash); on the same flash image and without any command the app is
+//! Active and answers again, the token is on its disk, and the board's console carries no
+//! kernel WARNING or Oops; then an update to 1.1 (its package carries another token on its blank disk)
 //! runs 1.1 with the app's own disk carried over: it still answers with the token it had (a
 //! DU's persistent data survives an update, TR-181; the new package's disk seeds only new
 //! installs). Bad input first: a package
@@ -19,6 +22,7 @@ use cpevisor_e2e::agent::{
     app_address, app_logs, deployment_units, eu_of, fetch_status_page, install, reboot,
     sample_token, update, wait_agent, wait_eu_status, Flash, HttpServer, SamplePackages,
 };
+use cpevisor_e2e::vm::kernel_complaints;
 use cpevisor_e2e::{BoardVm, BootOptions};
 use std::time::{Duration, Instant};
 
@@ -133,6 +137,22 @@ fn assert_vmms_confined(vm: &mut BoardVm, eu_id: &str) {
     println!("every cpevisor-vmm in the board is confined (uid {app_id}, seccomp, no caps)");
 }
 
+/// GET /cgi-bin/write?TOKEN from the board (the guest writes TOKEN to its data disk, unsynced);
+/// an empty token reads back what the disk holds. Returns the app's answer.
+fn app_write(vm: &mut BoardVm, eu_id: &str, token: &str) -> String {
+    let addr = app_address(vm, eu_id).unwrap();
+    let query = if token.is_empty() {
+        String::new()
+    } else {
+        format!("?{token}")
+    };
+    vm.run_ok(
+        &format!("timeout 20 wget -q -O- 'http://{addr}/cgi-bin/write{query}'"),
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", app_logs(vm, eu_id)))
+}
+
 #[test]
 #[ignore = "boots the emulated board and a microVM in it: needs `make firmware`; run by `make e2e`"]
 fn installed_app_runs_and_survives_a_reboot() {
@@ -206,11 +226,27 @@ fn installed_app_runs_and_survives_a_reboot() {
     // AutoStart: the agent starts it without a `start`.
     let eu_id = app_answers(&mut vm, &sample_token("1.0"), started, "the first boot");
 
-    reboot(vm).unwrap();
+    // A write the guest does not sync: only a clean power-off of the guest keeps it.
+    let token = format!("unsynced-{}", std::process::id());
+    let wrote = app_write(&mut vm, &eu_id, &token);
+    assert!(wrote.contains(&format!("wrote={token}")), "{wrote}");
+    let console = reboot(vm).unwrap();
+    let complaints = kernel_complaints(&console);
+    assert!(
+        complaints.is_empty(),
+        "the board's kernel complained:\n{}",
+        complaints.join("\n")
+    );
     let started = Instant::now();
     let mut vm = boot(&flash, "mounted");
     let again = app_answers(&mut vm, &sample_token("1.0"), started, "the reboot");
     assert_eq!(again, eu_id, "the EUID changed across the reboot");
+    let written = app_write(&mut vm, &eu_id, "");
+    assert!(
+        written.contains(&format!("written={token}")),
+        "the unsynced write did not survive the reboot: {written}\n{}",
+        app_logs(&mut vm, &eu_id)
+    );
     let list = wait_agent(&mut vm, AGENT).unwrap();
     assert_eq!(deployment_units(&list).len(), 1, "{list}");
 

@@ -6,9 +6,12 @@
 //! board fetches its /status page from the app's address. Containment is checked from the
 //! board's console; the memhog app is killed by its memory.max, restarted per AutoRestart and
 //! finally reported FailureWhileActive with a reason naming memory, while the agent and the
-//! status app keep running. After `sync; reboot -f` on the same flash the status app is Active
-//! again and answers, its data volume carried over (starts=2); an update to 1.1 answers with
-//! 1.1's token, same EU, same data volume (starts=3).
+//! status app keep running. The status app then writes a token to its data volume without
+//! syncing, and the board reboots as a router does, with plain `reboot` (the init stops the
+//! agent, which stops the app, then syncs and unmounts the flash): on the same flash the status
+//! app is Active again and answers, the token on its volume, its data volume carried over
+//! (starts=2), and the board's console carries no kernel WARNING or Oops; an update to 1.1
+//! answers with 1.1's token, same EU, same data volume (starts=3).
 //!
 //! They need `make firmware BOARDS="qemu-malta-mipsel qemu-virt-a15"` (which also builds the
 //! jail packages, `scripts/sample-app.sh jail ARCH`), so they are `#[ignore]`d for a plain
@@ -21,6 +24,7 @@ use cpevisor_e2e::agent::{
 use cpevisor_e2e::bench::jail::{
     boot_jail_board, jail_address, jail_pid, JailPackages, APP_PORT, CGROUP_PARENT, PUBLISHED_PORT,
 };
+use cpevisor_e2e::vm::kernel_complaints;
 use cpevisor_e2e::BoardVm;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
@@ -477,12 +481,27 @@ fn jail_end_to_end(board: &str) {
         &addr,
     );
 
-    reboot(vm).unwrap();
+    // A write the app does not sync: only a clean shutdown of the board keeps it.
+    let token = format!("unsynced-{run}");
+    let wrote = app_write(&mut vm, &addr, &token);
+    assert!(wrote.contains(&format!("wrote={token}")), "{wrote}");
+    let console = reboot(vm).unwrap();
+    let complaints = kernel_complaints(&console);
+    assert!(
+        complaints.is_empty(),
+        "{board}: the kernel complained:\n{}",
+        complaints.join("\n")
+    );
     let started = Instant::now();
     let mut vm = boot_jail_board(board, &flash, "mounted").unwrap();
     // starts=2: the data volume on the flash outlived the reboot.
-    let (again, pid, _) = status_answers(&mut vm, "1.0", 2, started, "the reboot");
+    let (again, pid, addr) = status_answers(&mut vm, "1.0", 2, started, "the reboot");
     assert_eq!(again, eu_id, "the EUID changed across the reboot");
+    let written = app_write(&mut vm, &addr, "");
+    assert!(
+        written.contains(&format!("written={token}")),
+        "{board}: the unsynced write did not survive the reboot: {written}"
+    );
     containment(&mut vm, &eu_id, pid);
     let list = wait_agent(&mut vm, AGENT).unwrap();
     assert_eq!(
@@ -511,6 +530,21 @@ fn jail_end_to_end(board: &str) {
     host_reaches_app(&mut vm, &addr, "1.1");
     assert_eq!(after, eu_id, "the EUID changed across the update");
     println!("{board}: whole test {:.1?}", t0.elapsed());
+}
+
+/// GET /cgi-bin/write?TOKEN from the board (the status app writes TOKEN to /data/written,
+/// unsynced); an empty token reads back what the volume holds. Returns the app's answer.
+fn app_write(vm: &mut BoardVm, addr: &str, token: &str) -> String {
+    let query = if token.is_empty() {
+        String::new()
+    } else {
+        format!("?{token}")
+    };
+    vm.run_ok(
+        &format!("timeout 20 wget -q -O- 'http://{addr}:{APP_PORT}/cgi-bin/write{query}'"),
+        Duration::from_secs(60),
+    )
+    .unwrap()
 }
 
 #[test]

@@ -124,7 +124,8 @@ pub struct AgentConfig {
     /// cgroup v2 mount; limits are skipped (with a logged reason) when it is not usable.
     #[serde(default = "default_cgroup_root")]
     pub cgroup_root: PathBuf,
-    /// How long a stopping app gets between SIGTERM and SIGKILL.
+    /// An app's stop deadline when its package declares none: how long a stop waits for the
+    /// app to end by itself (a microVM's guest to power off) before it is killed.
     #[serde(default = "default_stop_timeout")]
     pub stop_timeout_ms: u64,
     /// Deadlines and minimum rate of package downloads and head probes.
@@ -213,7 +214,8 @@ fn default_cgroup_root() -> PathBuf {
     PathBuf::from(crate::supervise::cgroup::DEFAULT_CGROUP_ROOT)
 }
 fn default_stop_timeout() -> u64 {
-    5000
+    // As cpevisor-vmm's own default for a guest's power-off.
+    10_000
 }
 
 /// The architecture name cpevisor uses for the machine the agent runs on.
@@ -322,6 +324,10 @@ impl AgentConfig {
             return Err("exec_envs: at least one ExecEnv is required".into());
         }
         self.download_limits.validate()?;
+        let max_stop = u64::from(crate::package::config::MAX_STOP_TIMEOUT_MS);
+        if self.stop_timeout_ms > max_stop {
+            return Err(format!("stop_timeout_ms: must be 0..={max_stop}"));
+        }
         for (i, env) in self.exec_envs.iter().enumerate() {
             if env.name.is_empty()
                 || env.name.len() > 32

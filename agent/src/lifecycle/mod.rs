@@ -9,6 +9,7 @@
 //! never interleave with the stop/commit/start phase of an update or uninstall. The state lock
 //! is only held for short in-memory work and never across a blocking supervisor call.
 
+mod cleanstop;
 pub mod config;
 pub mod events;
 mod inflight;
@@ -152,6 +153,10 @@ impl Agent {
             eu.execution_fault_code = ExecutionFaultCode::NoFault;
             eu.execution_fault_message.clear();
         }
+        let unclean = match cleanstop::take(state_dir) {
+            Some(_) => Vec::new(),
+            None => cleanstop::mark_unclean(&mut persisted.eus),
+        };
         let shared = Arc::new(Shared {
             model: Mutex::new(Model {
                 persisted,
@@ -159,6 +164,9 @@ impl Agent {
             }),
             events: EventLog::new(),
         });
+        for e in unclean {
+            shared.events.publish(Event::EuValueChange(e));
+        }
         let cgroups = match CgroupParent::prepare(&cfg.cgroup_root) {
             Ok(c) => Some(c),
             Err(why) => {
@@ -166,11 +174,7 @@ impl Agent {
                 None
             }
         };
-        let supervisor = Supervisor::new(
-            cgroups,
-            shared.clone(),
-            Duration::from_millis(cfg.stop_timeout_ms),
-        );
+        let supervisor = Supervisor::new(cgroups, shared.clone());
         let mut backends: HashMap<String, Arc<dyn Backend>> = HashMap::new();
         for env in &cfg.exec_envs {
             let b: Arc<dyn Backend> = match env.runner() {
@@ -845,9 +849,13 @@ impl Agent {
         self.eu(eu_id).ok_or_else(|| unknown_eu(eu_id))
     }
 
-    /// Stops every app (daemon shutdown); requested states stay as persisted.
+    /// Stops every app at once (daemon shutdown), then records the clean stop; requested
+    /// states stay as persisted, so the next start brings the AutoStart apps back.
     pub fn shutdown(&self) {
-        self.supervisor.stop_all();
+        let stopped = self.supervisor.stop_all();
+        if let Err(f) = cleanstop::record(self.files.dir(), stopped) {
+            crate::log_error!("recording the clean stop: {f}");
+        }
     }
 
     // ---- recovery ------------------------------------------------------------------------
@@ -1091,6 +1099,11 @@ impl Agent {
             rootfs: rec.files.rootfs.clone(),
             cgroup: None,
             start: StartPolicy::new(rec.spec.start_deadline_s, rec.spec.health.clone()),
+            stop_timeout: Duration::from_millis(
+                rec.spec
+                    .stop_timeout_ms
+                    .map_or(self.cfg.stop_timeout_ms, u64::from),
+            ),
         };
         self.supervisor
             .start(backend, spec, eu.auto_restart.clone(), reason)

@@ -37,6 +37,10 @@ pub struct AppSpec {
     pub start_deadline_s: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthCheck>,
+    /// The package's stop deadline; None: the agent's default (state files from before the
+    /// field read as None).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout_ms: Option<u32>,
 }
 
 impl AppSpec {
@@ -72,6 +76,7 @@ impl AppSpec {
             run_level: u32::from(c.run_level),
             start_deadline_s: c.start_deadline_s,
             health: c.health.clone(),
+            stop_timeout_ms: c.stop_timeout_ms,
         }
     }
 }

@@ -84,6 +84,11 @@ impl StateFiles {
         }
     }
 
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn load_state(&self) -> Result<PersistedState, Fault> {
         Ok(store::read_json(&self.dir.join(STATE_FILE), MAX_STATE_BYTES)?.unwrap_or_default())
     }

@@ -213,6 +213,11 @@ pub struct AppConfig {
     pub start_deadline_s: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthCheck>,
+    /// How long a stop waits for the app to end by itself (a microVM's guest to power off on
+    /// its power button, a jail app to exit on SIGTERM) before it is killed and the stop
+    /// reported as forced (FailureOnStop). None: the agent's `stop_timeout_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout_ms: Option<u32>,
 }
 
 pub const MAX_NAME_LEN: usize = 64;
@@ -224,6 +229,8 @@ pub const MAX_COMMAND_ARGS: usize = 64;
 pub const MAX_ARG_LEN: usize = 1024;
 pub const MAX_MEMORY_MIB: u32 = 16 * 1024;
 pub const MAX_VCPUS: u32 = 16;
+/// A stop deadline above this would hold a router's reboot for minutes.
+pub const MAX_STOP_TIMEOUT_MS: u32 = 120_000;
 
 fn invalid(field: &str, why: impl std::fmt::Display) -> Fault {
     Fault::new(
@@ -334,6 +341,15 @@ impl AppConfig {
         if let Some(h) = &self.health {
             h.validate(&self.backends)?;
         }
+        if self
+            .stop_timeout_ms
+            .is_some_and(|t| t > MAX_STOP_TIMEOUT_MS)
+        {
+            return Err(invalid(
+                "stop_timeout_ms",
+                format!("must be 0..={MAX_STOP_TIMEOUT_MS}"),
+            ));
+        }
         let r = &self.restart;
         if r.retry_min_wait_s > r.retry_max_wait_s {
             return Err(invalid(
@@ -379,6 +395,16 @@ mod tests {
         let c = AppConfig::from_json(good().to_string().as_bytes()).unwrap();
         assert_eq!(c.arch, Arch::Aarch64);
         assert_eq!(AppConfig::from_json(&c.to_json()).unwrap(), c);
+        // No deadline declared: the canonical bytes do not name one (packages built before
+        // the field existed keep their digest).
+        assert_eq!(c.stop_timeout_ms, None);
+        assert!(!String::from_utf8(c.to_json())
+            .unwrap()
+            .contains("stop_timeout"));
+        let mut v = good();
+        v["stop_timeout_ms"] = 3000.into();
+        let c = AppConfig::from_json(v.to_string().as_bytes()).unwrap();
+        assert_eq!(c.stop_timeout_ms, Some(3000));
     }
 
     #[test]
@@ -396,6 +422,7 @@ mod tests {
                 .contains("retry_min_wait_s")
         );
         assert!(field_error(|v| v["surprise"] = 1.into()).contains("surprise"));
+        assert!(field_error(|v| v["stop_timeout_ms"] = 120_001.into()).contains("stop_timeout_ms"));
         assert!(field_error(|v| {
             v.as_object_mut().unwrap().remove("vendor");
         })

@@ -8,7 +8,8 @@ use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -45,6 +46,8 @@ pub struct LaunchSpec {
     pub cgroup: Option<PathBuf>,
     /// When the app counts as up, and by when it must be (`ready`).
     pub start: StartPolicy,
+    /// The app's stop deadline: how long a stop waits for it to end by itself.
+    pub stop_timeout: Duration,
 }
 
 pub trait Backend: Send + Sync {
@@ -88,6 +91,16 @@ pub trait Backend: Send + Sync {
             "the {} backend cannot run a command probe: use tcp or http",
             self.name()
         ))
+    }
+    /// How long a stop waits after SIGTERM before it SIGKILLs the backend: the app's deadline,
+    /// plus whatever the backend needs to honour that deadline itself.
+    fn stop_grace(&self, spec: &LaunchSpec) -> Duration {
+        spec.stop_timeout
+    }
+    /// Why a run that ended on a stop request counts as forced although the backend exited by
+    /// itself (the VMM stopped a guest that ignored the power button); None: a clean stop.
+    fn forced_stop(&self, _spec: &LaunchSpec, _status: ExitStatus) -> Option<String> {
+        None
     }
 }
 
@@ -211,6 +224,9 @@ struct VmConfig<'a> {
     rng: bool,
     console: &'static str,
     control_socket: PathBuf,
+    /// On SIGTERM the VMM presses the guest's power button and waits this long for the guest
+    /// to power off before it stops the guest itself (exit `VMM_EXIT_SHUTDOWN_FORCED`).
+    shutdown_timeout_ms: u32,
     /// Always set: the VMM drops to these ids, an empty root, no capabilities and seccomp once
     /// it has opened everything (vmm/src/confine.rs).
     jail: VmJail,
@@ -278,15 +294,36 @@ pub fn vm_config_json(spec: &LaunchSpec, ready_fd: Option<i32>) -> io::Result<St
         rng: true,
         console: "stdout",
         control_socket: spec.run_dir.join("vmm.sock"),
+        shutdown_timeout_ms: u32::try_from(spec.stop_timeout.as_millis()).unwrap_or(u32::MAX),
         jail: VmJail { uid: id, gid: id },
         ready_fd,
     };
     serde_json::to_string_pretty(&cfg).map_err(io::Error::other)
 }
 
+/// cpevisor-vmm's exit code when the guest did not power off within `shutdown_timeout_ms` of
+/// the power button and the VMM stopped it (vmm/src/lib.rs `exit_code::SHUTDOWN_FORCED`).
+pub const VMM_EXIT_SHUTDOWN_FORCED: i32 = 5;
+/// What the agent allows the VMM beyond the guest's deadline to stop the guest and exit.
+pub const VMM_STOP_MARGIN: Duration = Duration::from_secs(3);
+
 impl Backend for KvmBackend {
     fn name(&self) -> &'static str {
         "kvm"
+    }
+
+    fn stop_grace(&self, spec: &LaunchSpec) -> Duration {
+        // The VMM enforces the app's deadline on its guest; SIGKILL only if the VMM itself hangs.
+        spec.stop_timeout + VMM_STOP_MARGIN
+    }
+
+    fn forced_stop(&self, spec: &LaunchSpec, status: ExitStatus) -> Option<String> {
+        (status.code() == Some(VMM_EXIT_SHUTDOWN_FORCED)).then(|| {
+            format!(
+                "the guest did not power off within {} ms of the power button; the VMM stopped it",
+                spec.stop_timeout.as_millis()
+            )
+        })
     }
 
     fn overhead_mib(&self) -> u32 {
@@ -629,6 +666,7 @@ mod tests {
             rootfs: None,
             cgroup: None,
             start: StartPolicy::default(),
+            stop_timeout: Duration::from_millis(2500),
         }
     }
 
@@ -642,9 +680,30 @@ mod tests {
         assert_eq!(v["nets"][0]["tap"], "tap0");
         assert_eq!(v["console"], "stdout");
         assert_eq!(v["control_socket"], "/run/eu-1/vmm.sock");
+        assert_eq!(v["shutdown_timeout_ms"], 2500);
         let id = jail::userns::USERNS_ID_BASE + 1;
         assert_eq!(v["jail"], serde_json::json!({"uid": id, "gid": id}));
         assert_eq!(v["ready_fd"], 3);
+    }
+
+    #[test]
+    fn kvm_stop_waits_past_the_vmm_deadline_and_reads_its_forced_exit() {
+        use std::os::unix::process::ExitStatusExt;
+        let kvm = KvmBackend {
+            vmm_path: "/usr/bin/cpevisor-vmm".into(),
+            network: None,
+        };
+        let s = spec();
+        assert_eq!(kvm.stop_grace(&s), s.stop_timeout + VMM_STOP_MARGIN);
+        assert_eq!(ProcessBackend.stop_grace(&s), s.stop_timeout);
+        // Exit codes in a wait status: code << 8.
+        let forced = ExitStatus::from_raw(VMM_EXIT_SHUTDOWN_FORCED << 8);
+        let msg = kvm
+            .forced_stop(&s, forced)
+            .expect("exit 5 is a forced stop");
+        assert!(msg.contains("2500 ms"), "{msg}");
+        assert_eq!(kvm.forced_stop(&s, ExitStatus::from_raw(0)), None);
+        assert_eq!(ProcessBackend.forced_stop(&s, forced), None);
     }
 
     #[test]

@@ -13,6 +13,9 @@ pub mod net;
 pub mod probe;
 pub mod ready;
 pub mod rundir;
+mod stop;
+
+pub use stop::KILL_WAIT;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -59,6 +62,10 @@ struct Run {
     pgid: Option<i32>,
     pid: Option<u32>,
     finished: bool,
+    /// How long a stop waits after SIGTERM before SIGKILL (`Backend::stop_grace`).
+    grace: Duration,
+    /// Set by a stop that had to SIGKILL: why the stop counts as forced.
+    forced: Option<String>,
 }
 
 struct App {
@@ -73,24 +80,18 @@ pub struct Supervisor {
     logs: Mutex<HashMap<String, Arc<Mutex<LogRing>>>>,
     cgroups: Option<CgroupParent>,
     sink: Arc<dyn StatusSink>,
-    stop_timeout: Duration,
     /// Each app's last health probe result.
     health: HealthBoard,
 }
 
 impl Supervisor {
     /// `cgroups`: the prepared parent cgroup, or None (the caller logged why).
-    pub fn new(
-        cgroups: Option<CgroupParent>,
-        sink: Arc<dyn StatusSink>,
-        stop_timeout: Duration,
-    ) -> Self {
+    pub fn new(cgroups: Option<CgroupParent>, sink: Arc<dyn StatusSink>) -> Self {
         Supervisor {
             apps: Mutex::new(HashMap::new()),
             logs: Mutex::new(HashMap::new()),
             cgroups,
             sink,
-            stop_timeout,
             health: HealthBoard::default(),
         }
     }
@@ -136,6 +137,7 @@ impl Supervisor {
             },
             None => None,
         };
+        let grace = backend.stop_grace(&spec);
         let app = App {
             run: Arc::new((
                 Mutex::new(Run {
@@ -143,6 +145,8 @@ impl Supervisor {
                     pgid: None,
                     pid: None,
                     finished: false,
+                    grace,
+                    forced: None,
                 }),
                 Condvar::new(),
             )),
@@ -159,7 +163,7 @@ impl Supervisor {
             logs: app.logs.clone(),
             cgroup: app.cgroup.clone(),
             sink: self.sink.clone(),
-            stop_timeout: self.stop_timeout,
+            stop_timeout: grace,
             health: self.health.clone(),
         };
         apps.insert(spec.eu_id.clone(), app);
@@ -172,70 +176,6 @@ impl Supervisor {
         ready_rx
             .recv()
             .unwrap_or_else(|_| Err("supervisor thread ended early".into()))
-    }
-
-    /// Stops the app: SIGTERM to its process group, SIGKILL after the stop timeout. Blocks until
-    /// the watcher has seen it exit. Ok(false) when it was not running.
-    pub fn stop(&self, eu_id: &str) -> Result<bool, String> {
-        let run = match lock(&self.apps).get(eu_id) {
-            Some(app) => app.run.clone(),
-            None => return Ok(false),
-        };
-        let (m, cv) = &*run;
-        if lock(m).finished {
-            return Ok(false);
-        }
-        // Published without holding the run lock: the sink takes the lifecycle's lock, which
-        // in turn may query us.
-        self.sink.eu_update(EuUpdate {
-            eu_id: eu_id.to_string(),
-            status: EuStatus::Stopping,
-            fault_code: ExecutionFaultCode::NoFault,
-            fault_message: String::new(),
-            retry_count: 0,
-            next_restart: 0,
-        });
-        let mut r = lock(m);
-        if r.finished {
-            return Ok(true);
-        }
-        r.stop_requested = true;
-        if let Some(pgid) = r.pgid {
-            signal_group(pgid, libc::SIGTERM);
-        }
-        cv.notify_all();
-        let deadline = Instant::now() + self.stop_timeout;
-        while !r.finished {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            r = cv
-                .wait_timeout(r, deadline - now)
-                .map(|g| g.0)
-                .unwrap_or_else(|e| e.into_inner().0);
-        }
-        if !r.finished {
-            if let Some(pgid) = r.pgid {
-                crate::log_warn!(
-                    "{eu_id}: did not stop within {:?}, killing",
-                    self.stop_timeout
-                );
-                signal_group(pgid, libc::SIGKILL);
-            }
-            while !r.finished {
-                r = cv.wait(r).unwrap_or_else(|e| e.into_inner());
-            }
-        }
-        Ok(true)
-    }
-
-    /// Stops every running app (daemon shutdown).
-    pub fn stop_all(&self) {
-        let ids: Vec<String> = lock(&self.apps).keys().cloned().collect();
-        for id in ids {
-            let _ = self.stop(&id);
-        }
     }
 
     /// The app's console log (kept after it stopped), if it ever ran.
@@ -345,13 +285,8 @@ impl Runner {
                 )
             };
             if lock(&self.run.0).stop_requested {
-                self.update(
-                    EuStatus::Idle,
-                    ExecutionFaultCode::NoFault,
-                    String::new(),
-                    0,
-                    0,
-                );
+                let (code, msg) = self.stop_outcome(status);
+                self.update(EuStatus::Idle, code, msg, 0, 0);
                 self.finish();
                 return;
             }

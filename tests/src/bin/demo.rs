@@ -179,13 +179,23 @@ fn meet_agent(vm: &mut BoardVm, host: &UspHost) -> Result<(), String> {
     Ok(())
 }
 
+/// Powers the board off as a router's user would, with plain `poweroff`: the init stops the
+/// agent (the app's guest powers itself off), syncs and unmounts the flash, then powers off.
 fn power_off(mut vm: BoardVm) -> Result<(), String> {
-    step("powering the board off");
-    vm.send_line("poweroff -f")?;
-    match vm.wait_exit(Duration::from_secs(60))? {
-        0 => Ok(()),
-        c => Err(format!("QEMU exited with {c}")),
+    step("powering the board off (poweroff: the agent stops the app, the flash is unmounted)");
+    let line = vm.shut_down("poweroff", Duration::from_secs(180))?;
+    step(&format!("firmware: {line}"));
+    let complaints = cpevisor_e2e::vm::kernel_complaints(&vm.transcript())
+        .into_iter()
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+    if !complaints.is_empty() {
+        return Err(format!(
+            "the board's kernel complained:\n{}",
+            complaints.join("\n")
+        ));
     }
+    Ok(())
 }
 
 fn demo(board: &str) -> Result<(), String> {
@@ -222,7 +232,7 @@ fn demo(board: &str) -> Result<(), String> {
     usp(&host, Duration::from_secs(120), &["stop", &eu_id])?;
     usp(&host, Duration::from_secs(120), &["start", &eu_id])?;
 
-    step("rebooting the board (sync; reboot -f), then booting it again on the same flash");
+    step("rebooting the board (reboot: the agent stops the app first), then booting it again on the same flash");
     reboot(vm)?;
     let mut vm = boot(board, &flash)?;
     step("no command given: the agent recovers its store, reconnects and starts the app again");
