@@ -1,6 +1,7 @@
 //! Wires a `VmConfig` into a running VM: checks -> control socket -> guest memory -> KVM VM ->
-//! interrupt controller and vCPUs -> devices -> kernel and boot data -> vCPU threads, then runs
-//! the event loop until the guest or the host ends the VM.
+//! interrupt controller and vCPUs -> devices -> kernel and boot data -> jail -> vCPU threads.
+//! Construction only: `run_loop` runs the built [`Vmm`], `signals` handles the stop signals,
+//! and everything architecture-specific goes through the `arch` seam.
 //!
 //! Order matters: everything a user can get wrong is checked before KVM is opened; guest memory is
 //! registered before the in-kernel interrupt controller exists (registering after costs 50x on
@@ -8,19 +9,19 @@
 
 use std::fmt;
 use std::os::unix::io::RawFd;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use kvm_ioctls::VcpuFd;
 use vm_memory::GuestMemoryMmap;
 
-use crate::arch::{self, DeviceMap};
+use crate::arch::{self, BootSetup, PlatformSetup, VcpuBoot};
 use crate::config::{ConfigError, VmConfig};
 use crate::confine::StartGate;
 use crate::control::ControlServer;
 use crate::devices::boot_signal::{BootReady, BootSignal};
-use crate::devices::bus::{Bus, SharedDevice};
+use crate::devices::bus::{shared, Bus};
 use crate::devices::power_button::PowerButton;
 use crate::devices::serial::Serial;
 use crate::devices::virtio::block::Block;
@@ -31,10 +32,9 @@ use crate::devices::virtio::tap::Tap;
 use crate::devices::virtio::VirtioDevice;
 use crate::devices::IrqLine;
 use crate::exit_code;
-pub use crate::run_loop::stop_signal_fd;
 use crate::run_loop::Pollable;
 use crate::vstate::memory::create_guest_memory;
-use crate::vstate::vcpu::{start_vcpus_with, BeforeRun, Buses, VcpuControl, VmEvent};
+use crate::vstate::vcpu::{start_vcpus_with, BeforeRun, Buses, VcpuControl};
 use crate::vstate::vm::Vm;
 
 /// Why the VM could not be built; decides the exit code.
@@ -47,6 +47,7 @@ pub enum BuildError {
 }
 
 impl BuildError {
+    /// The process exit code for this failure (`exit_code::CONFIG_ERROR` or `HOST_ERROR`).
     pub fn exit_code(&self) -> i32 {
         match self {
             BuildError::Config(_) => exit_code::CONFIG_ERROR,
@@ -74,16 +75,6 @@ fn host<E: fmt::Display>(context: &str) -> impl FnOnce(E) -> BuildError + '_ {
     move |e| BuildError::Host(format!("{context}: {e}"))
 }
 
-/// The exit code for how the VM ended.
-pub fn exit_code_for(event: &VmEvent) -> i32 {
-    match event {
-        VmEvent::PowerOff | VmEvent::Stopped => exit_code::OK,
-        VmEvent::Reset => exit_code::GUEST_REBOOT,
-        VmEvent::Crash(_) => exit_code::GUEST_CRASH,
-        VmEvent::ShutdownForced(_) => exit_code::SHUTDOWN_FORCED,
-    }
-}
-
 /// Interrupt line for raw test guests, which run without an interrupt controller and poll.
 struct NoIrq;
 
@@ -93,7 +84,7 @@ impl IrqLine for NoIrq {
     }
 }
 
-/// A built VM, vCPUs running; `run_loop` runs it.
+/// A built VM, vCPUs running; `run_loop` runs it (`Vmm::run`).
 pub struct Vmm {
     pub(crate) guest_mib: u64,
     pub(crate) start: Instant,
@@ -158,12 +149,6 @@ fn open_virtio_devices(cfg: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice>>, Bui
 fn default_mac(index: usize) -> [u8; 6] {
     let pid = std::process::id().to_be_bytes();
     [0x02, 0xcf, pid[1], pid[2], pid[3], index as u8]
-}
-
-fn shared<D: crate::devices::BusDevice + 'static>(d: D) -> (Arc<Mutex<D>>, SharedDevice) {
-    let a = Arc::new(Mutex::new(d));
-    let s: SharedDevice = a.clone();
-    (a, s)
 }
 
 impl Vmm {
@@ -238,14 +223,17 @@ impl Vmm {
         }
         let boot_ready = boot.handle();
         let (_, boot_dev) = shared(boot);
-        let power_button = Self::attach_platform_devices(
-            &mut buses,
-            &devices,
-            serial_dev,
-            boot_dev,
-            irq(devices.power_button.irq)?,
-            &mut pollables,
-        )?;
+        let platform = arch::attach_platform_devices(PlatformSetup {
+            buses: &mut buses,
+            devices: &devices,
+            serial: serial_dev,
+            boot_signal: boot_dev,
+            button_irq: irq(devices.power_button.irq)?,
+        })
+        .map_err(|e| BuildError::Host(e.0))?;
+        for source in platform.requests {
+            pollables.push((source.event_fd(), Pollable::Platform(source)));
+        }
 
         let virtio = open_virtio_devices(cfg)?;
         for (slot, device) in devices.virtio.iter().zip(virtio) {
@@ -264,28 +252,28 @@ impl Vmm {
         let kernel = arch::load_kernel(&mem, cfg).map_err(host("kernel"))?;
         let cmdline =
             arch::finalize_cmdline(&cfg.cmdline, &devices).map_err(host("kernel command line"))?;
-        let boot_arg = arch::configure_system(
-            &mem,
-            &vcpu_fds,
-            irqchip.as_ref(),
-            &kernel,
+        let boot_arg = arch::configure_system(&BootSetup {
+            mem: &mem,
+            vcpus: &vcpu_fds,
+            irqchip: irqchip.as_ref(),
+            kernel: &kernel,
             mem_bytes,
-            &cmdline,
-            &devices,
-            cfg.kernel_format,
-        )
+            cmdline: &cmdline,
+            devices: &devices,
+            format: cfg.kernel_format,
+        })
         .map_err(host("boot data"))?;
-        for (id, fd) in vcpu_fds.iter().enumerate() {
-            arch::setup_boot_regs(
-                &vm,
-                fd,
-                id as u64,
-                n,
-                &kernel,
+        for (id, vcpu) in vcpu_fds.iter().enumerate() {
+            arch::setup_vcpu(&VcpuBoot {
+                vm: &vm,
+                vcpu,
+                id: id as u64,
+                count: n,
+                kernel: &kernel,
                 boot_arg,
-                cfg.kernel_format,
-                irqchip.is_some(),
-            )
+                format: cfg.kernel_format,
+                has_irqchip: irqchip.is_some(),
+            })
             .map_err(host("vCPU registers"))?;
         }
 
@@ -338,105 +326,13 @@ impl Vmm {
             boot_ready,
             control,
             pollables,
-            power_button,
+            power_button: platform.power_button,
             shutdown_timeout_ms: cfg.shutdown_timeout_ms,
             _buses: buses,
             _irqchip: irqchip,
             _mem: mem,
             _vm: vm,
         })
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    fn attach_platform_devices(
-        buses: &mut Buses,
-        devices: &DeviceMap,
-        serial: SharedDevice,
-        boot: SharedDevice,
-        button_irq: Arc<dyn IrqLine>,
-        pollables: &mut Vec<(RawFd, Pollable)>,
-    ) -> Result<Arc<dyn PowerButton>, BuildError> {
-        use crate::arch::x86_64::layout::{
-            ACPI_PM_PORT, ACPI_PM_PORT_LEN, BOOT_SIGNAL_MMIO, BOOT_SIGNAL_MMIO_LEN,
-        };
-        use crate::devices::acpi_pm::{AcpiPm, SystemRequest};
-        use crate::devices::i8042::{ExitRequest, I8042, I8042_PORT_BASE, I8042_PORT_LEN};
-        let s = &devices.serial;
-        let b = &devices.boot_signal;
-        buses
-            .pio
-            .insert(serial, s.addr, s.len)
-            .map_err(host("device bus"))?;
-        // One boot signal, two doors: the port for guests with /dev/port, the MMIO page for
-        // guests with only /dev/mem (busybox `devmem`).
-        buses
-            .pio
-            .insert(boot.clone(), b.addr, b.len)
-            .map_err(host("device bus"))?;
-        buses
-            .mmio
-            .insert(boot, BOOT_SIGNAL_MMIO, BOOT_SIGNAL_MMIO_LEN)
-            .map_err(host("device bus"))?;
-        let power = SystemRequest::new().map_err(host("ACPI power management"))?;
-        let (_, dev) = shared(AcpiPm::new(power.clone()));
-        buses
-            .pio
-            .insert(dev, ACPI_PM_PORT, ACPI_PM_PORT_LEN)
-            .map_err(host("device bus"))?;
-        pollables.push((power.as_raw_fd(), Pollable::AcpiPower(power)));
-        let exit = ExitRequest::new().map_err(host("i8042"))?;
-        let (_, dev) = shared(I8042::new(exit.clone()));
-        buses
-            .pio
-            .insert(dev, I8042_PORT_BASE, I8042_PORT_LEN)
-            .map_err(host("device bus"))?;
-        pollables.push((exit.as_raw_fd(), Pollable::Reset(exit)));
-        use crate::devices::ged::{Ged, GedButton, GedDevice};
-        let ged = Ged::new(button_irq);
-        let p = &devices.power_button;
-        let (_, dev) = shared(GedDevice(ged.clone()));
-        buses
-            .pio
-            .insert(dev, p.addr, p.len)
-            .map_err(host("device bus"))?;
-        Ok(Arc::new(GedButton(ged)))
-    }
-
-    #[cfg(target_arch = "aarch64")]
-    fn attach_platform_devices(
-        buses: &mut Buses,
-        devices: &DeviceMap,
-        serial: SharedDevice,
-        boot: SharedDevice,
-        button_irq: Arc<dyn IrqLine>,
-        _pollables: &mut Vec<(RawFd, Pollable)>,
-    ) -> Result<Arc<dyn PowerButton>, BuildError> {
-        use crate::devices::pl061::{Pl061, Pl061Button};
-        use crate::devices::rtc_pl031::RtcPl031;
-        let s = &devices.serial;
-        let b = &devices.boot_signal;
-        buses
-            .mmio
-            .insert(serial, s.addr, s.len)
-            .map_err(host("device bus"))?;
-        buses
-            .mmio
-            .insert(boot, b.addr, b.len)
-            .map_err(host("device bus"))?;
-        if let Some(r) = &devices.rtc {
-            let (_, dev) = shared(RtcPl031::new());
-            buses
-                .mmio
-                .insert(dev, r.addr, r.len)
-                .map_err(host("device bus"))?;
-        }
-        let p = &devices.power_button;
-        let (gpio, dev) = shared(Pl061::new(button_irq));
-        buses
-            .mmio
-            .insert(dev, p.addr, p.len)
-            .map_err(host("device bus"))?;
-        Ok(Arc::new(Pl061Button(gpio)))
     }
 }
 
@@ -445,12 +341,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exit_codes_follow_the_documented_table() {
-        assert_eq!(exit_code_for(&VmEvent::PowerOff), 0);
-        assert_eq!(exit_code_for(&VmEvent::Stopped), 0);
-        assert_eq!(exit_code_for(&VmEvent::Reset), 3);
-        assert_eq!(exit_code_for(&VmEvent::Crash("x".into())), 4);
-        assert_eq!(exit_code_for(&VmEvent::ShutdownForced(10)), 5);
+    fn build_errors_map_to_their_exit_codes() {
         let cfg = BuildError::Config(ConfigError::invalid("a", "b"));
         assert_eq!(cfg.exit_code(), 2);
         assert_eq!(BuildError::Host("h".into()).exit_code(), 1);
