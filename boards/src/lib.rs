@@ -10,6 +10,8 @@
 //! Profiles are found in `$CPEVISOR_BOARDS_DIR` if set, else in this crate's directory (the
 //! repository's `boards/`). On a board itself, load the installed copy with [`Board::load`].
 
+#![forbid(unsafe_code)]
+
 mod error;
 mod lookup;
 mod profile;

@@ -1,6 +1,8 @@
 //! cpevisor's reproducible image builder: board firmware (kernel + initramfs) today, guest app
 //! images later, from the same deterministic pieces.
 
+#![forbid(unsafe_code)]
+
 pub mod board_spec;
 pub mod cpio;
 pub mod firmware;

@@ -1,5 +1,7 @@
 //! `cpevisor-rootfs`: builds board firmware images reproducibly.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -40,15 +40,15 @@ pub fn enter_empty_root() -> io::Result<()> {
 }
 
 fn enter_empty_root_with(try_pivot: bool) -> io::Result<()> {
-    // SAFETY: unshare takes flags only.
     check(
+        // SAFETY: unshare takes flags only.
         unsafe { libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS) },
         "unshare(mount, IPC, UTS namespaces)",
     )?;
     let root = cstr("/");
     // Nothing mounted or unmounted from here reaches the parent's namespace.
-    // SAFETY: a valid NUL-terminated path and null pointers where the call allows them.
     check(
+        // SAFETY: a valid NUL-terminated path and null pointers where the call allows them.
         unsafe {
             libc::mount(
                 std::ptr::null(),
@@ -69,8 +69,8 @@ fn enter_empty_root_with(try_pivot: bool) -> io::Result<()> {
     let fstype = cstr("tmpfs");
     // Two inodes and one page: room for the root directory and nothing else.
     let opts = cstr("mode=0555,size=4k,nr_inodes=2");
-    // SAFETY: valid NUL-terminated strings, alive for the call.
     check(
+        // SAFETY: valid NUL-terminated strings, alive for the call.
         unsafe {
             libc::mount(
                 fstype.as_ptr(),
@@ -84,8 +84,8 @@ fn enter_empty_root_with(try_pivot: bool) -> io::Result<()> {
     )?;
     // pivot_root(".", "."): the old root ends up stacked under the new one, then is detached
     // (the way runc does it, without a directory for the old root).
-    // SAFETY: valid NUL-terminated path.
     check(
+        // SAFETY: valid NUL-terminated path.
         unsafe { libc::chdir(target_c.as_ptr()) },
         &format!("chdir {target}"),
     )?;
@@ -94,8 +94,8 @@ fn enter_empty_root_with(try_pivot: bool) -> io::Result<()> {
     let pivoted = try_pivot
         && unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) } == 0;
     if pivoted {
-        // SAFETY: valid NUL-terminated path.
         check(
+            // SAFETY: valid NUL-terminated path.
             unsafe { libc::umount2(dot.as_ptr(), libc::MNT_DETACH) },
             "detaching the old root",
         )?;
@@ -108,8 +108,8 @@ fn enter_empty_root_with(try_pivot: bool) -> io::Result<()> {
             ));
         }
         // The root is the initramfs: move the empty tmpfs over it and chroot there.
-        // SAFETY: valid NUL-terminated paths; null pointers where the call allows them.
         check(
+            // SAFETY: valid NUL-terminated paths; null pointers where the call allows them.
             unsafe {
                 libc::mount(
                     dot.as_ptr(),
@@ -121,8 +121,8 @@ fn enter_empty_root_with(try_pivot: bool) -> io::Result<()> {
             },
             "moving the empty root over /",
         )?;
-        // SAFETY: valid NUL-terminated path.
         check(
+            // SAFETY: valid NUL-terminated path.
             unsafe { libc::chroot(dot.as_ptr()) },
             "chroot into the empty root",
         )?;
@@ -147,31 +147,31 @@ pub fn become_user(uid: u32, gid: u32) -> io::Result<()> {
             format!("become_user: uid {uid} / gid {gid}: root is not a confinement"),
         ));
     }
-    // SAFETY: prctl with integer arguments only.
     check(
+        // SAFETY: prctl with integer arguments only.
         unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) },
         "PR_SET_KEEPCAPS",
     )?;
-    // SAFETY: setgroups with an empty list reads no memory.
     check(
+        // SAFETY: setgroups with an empty list reads no memory.
         unsafe { libc::setgroups(0, std::ptr::null()) },
         "setgroups([])",
     )?;
-    // SAFETY: integer arguments only.
     check(
+        // SAFETY: integer arguments only.
         unsafe { libc::setresgid(gid, gid, gid) },
         &format!("setresgid({gid})"),
     )?;
-    // SAFETY: integer arguments only.
     check(
+        // SAFETY: integer arguments only.
         unsafe { libc::setresuid(uid, uid, uid) },
         &format!("setresuid({uid})"),
     )?;
     // CAP_SETPCAP alone, effective and permitted: enough to empty the bounding set next.
     caps::capset(1 << CAP_SETPCAP, 1 << CAP_SETPCAP, 0)?;
     caps::drop_all()?;
-    // SAFETY: prctl with integer arguments only.
     check(
+        // SAFETY: prctl with integer arguments only.
         unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) },
         "clearing PR_SET_KEEPCAPS",
     )?;

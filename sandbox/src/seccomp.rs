@@ -37,21 +37,27 @@ const LOW_WORD: u32 = 0;
 #[cfg(target_endian = "big")]
 const LOW_WORD: u32 = 4;
 
-/// AUDIT_ARCH_* of the target (linux/audit.h: EM_* | 64BIT 0x80000000 | LE 0x40000000).
+// AUDIT_ARCH_* of the target (linux/audit.h: EM_* | 64BIT 0x80000000 | LE 0x40000000).
+/// The AUDIT_ARCH_* value a filter checks the syscall ABI against.
 #[cfg(target_arch = "x86_64")]
 pub const AUDIT_ARCH: u32 = 0xC000_003E;
+/// The AUDIT_ARCH_* value a filter checks the syscall ABI against.
 #[cfg(target_arch = "aarch64")]
 pub const AUDIT_ARCH: u32 = 0xC000_00B7;
+/// The AUDIT_ARCH_* value a filter checks the syscall ABI against.
 #[cfg(all(target_arch = "arm", target_endian = "little"))]
 pub const AUDIT_ARCH: u32 = 0x4000_0028;
+/// The AUDIT_ARCH_* value a filter checks the syscall ABI against.
 #[cfg(all(target_arch = "mips", target_endian = "little"))]
 pub const AUDIT_ARCH: u32 = 0x4000_0008;
+/// The AUDIT_ARCH_* value a filter checks the syscall ABI against.
 #[cfg(all(target_arch = "mips64", target_endian = "little"))]
 pub const AUDIT_ARCH: u32 = 0xC000_0008;
 
 /// What the kernel does with a syscall.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
+    /// The syscall runs.
     Allow,
     /// Fails with this errno; the process goes on.
     Errno(u16),
@@ -83,16 +89,29 @@ impl Action {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ArgCheck {
     /// Argument `index` has any bit of `mask` set.
-    AnyBit { index: u8, mask: u32 },
+    AnyBit {
+        /// Which argument, 0 to 5.
+        index: u8,
+        /// The bits tested.
+        mask: u32,
+    },
     /// Argument `index` equals `value`.
-    Equals { index: u8, value: u32 },
+    Equals {
+        /// Which argument, 0 to 5.
+        index: u8,
+        /// The value it must have.
+        value: u32,
+    },
 }
 
 /// One line of a policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rule {
+    /// The syscall number.
     pub nr: libc::c_long,
+    /// The argument test the rule applies under (None: always).
     pub when: Option<ArgCheck>,
+    /// What happens when the rule matches.
     pub action: Action,
 }
 
@@ -119,6 +138,7 @@ impl Rule {
 /// An ordered rule list with the fallbacks around it.
 #[derive(Clone, Debug)]
 pub struct Policy {
+    /// Tried in order; the first match decides.
     pub rules: Vec<Rule>,
     /// For syscalls no rule matched.
     pub default: Action,

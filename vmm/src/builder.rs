@@ -1,6 +1,7 @@
 //! Wires a `VmConfig` into a running VM: checks -> control socket -> guest memory -> KVM VM ->
-//! interrupt controller and vCPUs -> devices -> kernel and boot data -> vCPU threads, then runs
-//! the event loop until the guest or the host ends the VM.
+//! interrupt controller and vCPUs -> devices -> kernel and boot data -> jail -> vCPU threads.
+//! Construction only: `run_loop` runs the built [`Vmm`], `signals` handles the stop signals,
+//! and everything architecture-specific goes through the `arch` seam.
 //!
 //! Order matters: everything a user can get wrong is checked before KVM is opened; guest memory is
 //! registered before the in-kernel interrupt controller exists (registering after costs 50x on
@@ -8,19 +9,19 @@
 
 use std::fmt;
 use std::os::unix::io::RawFd;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use kvm_ioctls::VcpuFd;
 use vm_memory::GuestMemoryMmap;
 
-use crate::arch::{self, DeviceMap};
+use crate::arch::{self, BootSetup, PlatformSetup, VcpuBoot};
 use crate::config::{ConfigError, VmConfig};
 use crate::confine::StartGate;
 use crate::control::ControlServer;
 use crate::devices::boot_signal::{BootReady, BootSignal};
-use crate::devices::bus::{Bus, SharedDevice};
+use crate::devices::bus::{shared, Bus};
 use crate::devices::power_button::PowerButton;
 use crate::devices::serial::Serial;
 use crate::devices::virtio::block::Block;
@@ -31,10 +32,9 @@ use crate::devices::virtio::tap::Tap;
 use crate::devices::virtio::VirtioDevice;
 use crate::devices::IrqLine;
 use crate::exit_code;
-pub use crate::run_loop::stop_signal_fd;
 use crate::run_loop::Pollable;
 use crate::vstate::memory::create_guest_memory;
-use crate::vstate::vcpu::{start_vcpus_with, BeforeRun, Buses, VcpuControl, VmEvent};
+use crate::vstate::vcpu::{start_vcpus_with, BeforeRun, Buses, VcpuControl};
 use crate::vstate::vm::Vm;
 
 /// Why the VM could not be built; decides the exit code.
@@ -47,6 +47,7 @@ pub enum BuildError {
 }
 
 impl BuildError {
+    /// The process exit code for this failure (`exit_code::CONFIG_ERROR` or `HOST_ERROR`).
     pub fn exit_code(&self) -> i32 {
         match self {
             BuildError::Config(_) => exit_code::CONFIG_ERROR,
@@ -74,16 +75,6 @@ fn host<E: fmt::Display>(context: &str) -> impl FnOnce(E) -> BuildError + '_ {
     move |e| BuildError::Host(format!("{context}: {e}"))
 }
 
-/// The exit code for how the VM ended.
-pub fn exit_code_for(event: &VmEvent) -> i32 {
-    match event {
-        VmEvent::PowerOff | VmEvent::Stopped => exit_code::OK,
-        VmEvent::Reset => exit_code::GUEST_REBOOT,
-        VmEvent::Crash(_) => exit_code::GUEST_CRASH,
-        VmEvent::ShutdownForced(_) => exit_code::SHUTDOWN_FORCED,
-    }
-}
-
 /// Interrupt line for raw test guests, which run without an interrupt controller and poll.
 struct NoIrq;
 
@@ -93,7 +84,7 @@ impl IrqLine for NoIrq {
     }
 }
 
-/// A built VM, vCPUs running; `run_loop` runs it.
+/// A built VM, vCPUs running; `run_loop` runs it (`Vmm::run`).
 pub struct Vmm {
     pub(crate) guest_mib: u64,
     pub(crate) start: Instant,
@@ -160,17 +151,11 @@ fn default_mac(index: usize) -> [u8; 6] {
     [0x02, 0xcf, pid[1], pid[2], pid[3], index as u8]
 }
 
-fn shared<D: crate::devices::BusDevice + 'static>(d: D) -> (Arc<Mutex<D>>, SharedDevice) {
-    let a = Arc::new(Mutex::new(d));
-    let s: SharedDevice = a.clone();
-    (a, s)
-}
-
 impl Vmm {
     /// Builds the VM and starts its vCPUs.
     pub fn build(cfg: &VmConfig, start: Instant) -> Result<Vmm, BuildError> {
         check_config(cfg)?;
-        let control = match &cfg.control_socket {
+        let mut control = match &cfg.control_socket {
             Some(p) => Some(ControlServer::bind(p).map_err(|e| {
                 BuildError::Config(ConfigError::invalid("control_socket", e.to_string()))
             })?),
@@ -191,154 +176,25 @@ impl Vmm {
         arch::prepare_vm(&vm).map_err(host("VM setup"))?;
         vm.register_memory(&mem).map_err(host("guest memory"))?;
 
-        // Raw test guests run without an interrupt controller, so HLT exits to the VMM.
-        let use_irqchip = !cfg.kernel_format.is_raw();
-        let n = u64::from(cfg.vcpus);
-        let mut irqchip = None;
-        if use_irqchip && arch::IRQCHIP_BEFORE_VCPUS {
-            irqchip = Some(arch::create_irqchip(&vm, n).map_err(host("interrupt controller"))?);
-        }
-        let mut vcpu_fds: Vec<VcpuFd> = Vec::with_capacity(cfg.vcpus as usize);
-        for id in 0..n {
-            let fd = vm
-                .fd()
-                .create_vcpu(id)
-                .map_err(host(&format!("KVM_CREATE_VCPU {id}")))?;
-            arch::init_vcpu(&vm, &fd, id, n).map_err(host("vCPU init"))?;
-            vcpu_fds.push(fd);
-        }
-        if use_irqchip && !arch::IRQCHIP_BEFORE_VCPUS {
-            irqchip = Some(arch::create_irqchip(&vm, n).map_err(host("interrupt controller"))?);
-        }
+        let (vcpu_fds, irqchip) = create_vcpus(&vm, cfg)?;
 
         let n_virtio = cfg.disks.len() + cfg.nets.len() + usize::from(cfg.rng);
         let devices = arch::device_map(n_virtio).map_err(host("device layout"))?;
-        let irq = |gsi: u32| -> Result<Arc<dyn IrqLine>, BuildError> {
-            if irqchip.is_some() {
-                Ok(Arc::new(vm.irq_line(gsi).map_err(host("interrupt line"))?))
-            } else {
-                Ok(Arc::new(NoIrq))
-            }
-        };
-        let mut buses = Buses {
-            mmio: Bus::new(),
-            pio: Bus::new(),
-        };
-        let mut pollables = Vec::new();
-        let serial = Serial::new(&cfg.console, irq(devices.serial.irq)?)
-            .map_err(|e| BuildError::Config(ConfigError::invalid("console", e.to_string())))?;
-        let input_fd = serial.input_fd();
-        let (serial, serial_dev) = shared(serial);
-        if let Some(fd) = input_fd {
-            pollables.push((fd, Pollable::SerialInput(serial)));
-        }
-        let mut boot = BootSignal::new(start);
-        if let Some(fd) = cfg.ready_fd {
-            boot = boot.notify_fd(fd);
-        }
-        let boot_ready = boot.handle();
-        let (_, boot_dev) = shared(boot);
-        let power_button = Self::attach_platform_devices(
-            &mut buses,
-            &devices,
-            serial_dev,
-            boot_dev,
-            irq(devices.power_button.irq)?,
-            &mut pollables,
-        )?;
-
-        let virtio = open_virtio_devices(cfg)?;
-        for (slot, device) in devices.virtio.iter().zip(virtio) {
-            let transport = MmioTransport::new(mem.clone(), irq(slot.irq)?, device);
-            let rx_fd = transport.rx_fd();
-            let (transport, dev) = shared(transport);
-            buses
-                .mmio
-                .insert(dev, slot.addr, slot.len)
-                .map_err(host("device bus"))?;
-            if let Some(fd) = rx_fd {
-                pollables.push((fd, Pollable::NetRx(transport)));
-            }
-        }
-
-        let kernel = arch::load_kernel(&mem, cfg).map_err(host("kernel"))?;
-        let cmdline =
-            arch::finalize_cmdline(&cfg.cmdline, &devices).map_err(host("kernel command line"))?;
-        let boot_arg = arch::configure_system(
-            &mem,
-            &vcpu_fds,
-            irqchip.as_ref(),
-            &kernel,
-            mem_bytes,
-            &cmdline,
-            &devices,
-            cfg.kernel_format,
-        )
-        .map_err(host("boot data"))?;
-        for (id, fd) in vcpu_fds.iter().enumerate() {
-            arch::setup_boot_regs(
-                &vm,
-                fd,
-                id as u64,
-                n,
-                &kernel,
-                boot_arg,
-                cfg.kernel_format,
-                irqchip.is_some(),
-            )
-            .map_err(host("vCPU registers"))?;
-        }
+        let attached = attach_devices(cfg, start, &vm, &mem, irqchip.is_some(), &devices)?;
+        load_and_configure_boot(cfg, &vm, &mem, &vcpu_fds, irqchip.as_ref(), &devices)?;
 
         let vcpus = VcpuControl::new(vcpu_fds.len()).map_err(host("vCPU control"))?;
-        let mut control = control;
-        // Everything the VM will use is open: a jailed VMM leaves the host's root, namespaces
-        // and identity here, while still single-threaded (confine.rs).
-        let jail_start = Instant::now();
-        let gate = match &cfg.jail {
-            Some(jail) => {
-                crate::control::keep_rss_source().map_err(host("jail: /proc/self/smaps_rollup"))?;
-                crate::confine::enter(jail).map_err(BuildError::Host)?;
-                if let Some(c) = control.as_mut() {
-                    c.leave_file_on_exit();
-                }
-                Some(Arc::new(StartGate::default()))
-            }
-            None => None,
-        };
-        let before_run = gate.clone().map(|gate| -> BeforeRun {
-            Arc::new(move |_| {
-                crate::seccomp::vcpu_thread()
-                    .install_thread()
-                    .map_err(|e| format!("jail: {e}"))?;
-                match gate.wait() {
-                    true => Ok(()),
-                    false => Err("jail: the main thread could not be confined".into()),
-                }
-            })
-        });
-        let buses = Arc::new(buses);
-        let handles = start_vcpus_with(vcpu_fds, buses.clone(), vcpus.clone(), before_run)
-            .map_err(host("vCPU threads"))?;
-        if let (Some(gate), Some(jail)) = (&gate, &cfg.jail) {
-            let installed = crate::seccomp::main_thread().install_thread();
-            gate.open(installed.is_ok());
-            installed.map_err(host("jail: main thread"))?;
-            crate::log(&format!(
-                "jail: uid {} gid {}, empty root, no capabilities, seccomp on every thread ({:.3} ms)",
-                jail.uid,
-                jail.gid,
-                jail_start.elapsed().as_secs_f64() * 1000.0
-            ));
-        }
+        let buses = Arc::new(attached.buses);
+        let handles = confine_and_start(cfg, control.as_mut(), vcpu_fds, &buses, &vcpus)?;
         Ok(Vmm {
             guest_mib: cfg.memory_mib,
             start,
             vcpus,
             handles,
-            boot_ready,
+            boot_ready: attached.boot_ready,
             control,
-            pollables,
-            power_button,
+            pollables: attached.pollables,
+            power_button: attached.power_button,
             shutdown_timeout_ms: cfg.shutdown_timeout_ms,
             _buses: buses,
             _irqchip: irqchip,
@@ -346,98 +202,200 @@ impl Vmm {
             _vm: vm,
         })
     }
+}
 
-    #[cfg(target_arch = "x86_64")]
-    fn attach_platform_devices(
-        buses: &mut Buses,
-        devices: &DeviceMap,
-        serial: SharedDevice,
-        boot: SharedDevice,
-        button_irq: Arc<dyn IrqLine>,
-        pollables: &mut Vec<(RawFd, Pollable)>,
-    ) -> Result<Arc<dyn PowerButton>, BuildError> {
-        use crate::arch::x86_64::layout::{
-            ACPI_PM_PORT, ACPI_PM_PORT_LEN, BOOT_SIGNAL_MMIO, BOOT_SIGNAL_MMIO_LEN,
-        };
-        use crate::devices::acpi_pm::{AcpiPm, SystemRequest};
-        use crate::devices::i8042::{ExitRequest, I8042, I8042_PORT_BASE, I8042_PORT_LEN};
-        let s = &devices.serial;
-        let b = &devices.boot_signal;
-        buses
-            .pio
-            .insert(serial, s.addr, s.len)
-            .map_err(host("device bus"))?;
-        // One boot signal, two doors: the port for guests with /dev/port, the MMIO page for
-        // guests with only /dev/mem (busybox `devmem`).
-        buses
-            .pio
-            .insert(boot.clone(), b.addr, b.len)
-            .map_err(host("device bus"))?;
-        buses
-            .mmio
-            .insert(boot, BOOT_SIGNAL_MMIO, BOOT_SIGNAL_MMIO_LEN)
-            .map_err(host("device bus"))?;
-        let power = SystemRequest::new().map_err(host("ACPI power management"))?;
-        let (_, dev) = shared(AcpiPm::new(power.clone()));
-        buses
-            .pio
-            .insert(dev, ACPI_PM_PORT, ACPI_PM_PORT_LEN)
-            .map_err(host("device bus"))?;
-        pollables.push((power.as_raw_fd(), Pollable::AcpiPower(power)));
-        let exit = ExitRequest::new().map_err(host("i8042"))?;
-        let (_, dev) = shared(I8042::new(exit.clone()));
-        buses
-            .pio
-            .insert(dev, I8042_PORT_BASE, I8042_PORT_LEN)
-            .map_err(host("device bus"))?;
-        pollables.push((exit.as_raw_fd(), Pollable::Reset(exit)));
-        use crate::devices::ged::{Ged, GedButton, GedDevice};
-        let ged = Ged::new(button_irq);
-        let p = &devices.power_button;
-        let (_, dev) = shared(GedDevice(ged.clone()));
-        buses
-            .pio
-            .insert(dev, p.addr, p.len)
-            .map_err(host("device bus"))?;
-        Ok(Arc::new(GedButton(ged)))
-    }
+/// The devices as the run loop and the vCPUs need them.
+struct AttachedDevices {
+    buses: Buses,
+    pollables: Vec<(RawFd, Pollable)>,
+    boot_ready: BootReady,
+    power_button: Arc<dyn PowerButton>,
+}
 
-    #[cfg(target_arch = "aarch64")]
-    fn attach_platform_devices(
-        buses: &mut Buses,
-        devices: &DeviceMap,
-        serial: SharedDevice,
-        boot: SharedDevice,
-        button_irq: Arc<dyn IrqLine>,
-        _pollables: &mut Vec<(RawFd, Pollable)>,
-    ) -> Result<Arc<dyn PowerButton>, BuildError> {
-        use crate::devices::pl061::{Pl061, Pl061Button};
-        use crate::devices::rtc_pl031::RtcPl031;
-        let s = &devices.serial;
-        let b = &devices.boot_signal;
-        buses
-            .mmio
-            .insert(serial, s.addr, s.len)
-            .map_err(host("device bus"))?;
-        buses
-            .mmio
-            .insert(boot, b.addr, b.len)
-            .map_err(host("device bus"))?;
-        if let Some(r) = &devices.rtc {
-            let (_, dev) = shared(RtcPl031::new());
-            buses
-                .mmio
-                .insert(dev, r.addr, r.len)
-                .map_err(host("device bus"))?;
+/// Creates the console, boot signal, platform and virtio devices and puts them on the buses at
+/// their `devices` slots. Without an interrupt controller (raw test guests) their interrupts
+/// go nowhere.
+fn attach_devices(
+    cfg: &VmConfig,
+    start: Instant,
+    vm: &Vm,
+    mem: &GuestMemoryMmap,
+    has_irqchip: bool,
+    devices: &arch::DeviceMap,
+) -> Result<AttachedDevices, BuildError> {
+    let irq = |gsi: u32| -> Result<Arc<dyn IrqLine>, BuildError> {
+        if has_irqchip {
+            Ok(Arc::new(vm.irq_line(gsi).map_err(host("interrupt line"))?))
+        } else {
+            Ok(Arc::new(NoIrq))
         }
-        let p = &devices.power_button;
-        let (gpio, dev) = shared(Pl061::new(button_irq));
+    };
+    let mut buses = Buses {
+        mmio: Bus::new(),
+        pio: Bus::new(),
+    };
+    let mut pollables = Vec::new();
+    let serial = Serial::new(&cfg.console, irq(devices.serial.irq)?)
+        .map_err(|e| BuildError::Config(ConfigError::invalid("console", e.to_string())))?;
+    let input_fd = serial.input_fd();
+    let (serial, serial_dev) = shared(serial);
+    if let Some(fd) = input_fd {
+        pollables.push((fd, Pollable::SerialInput(serial)));
+    }
+    let mut boot = BootSignal::new(start);
+    if let Some(fd) = cfg.ready_fd {
+        boot = boot.notify_fd(fd);
+    }
+    let boot_ready = boot.handle();
+    let (_, boot_dev) = shared(boot);
+    let platform = arch::attach_platform_devices(PlatformSetup {
+        buses: &mut buses,
+        devices,
+        serial: serial_dev,
+        boot_signal: boot_dev,
+        button_irq: irq(devices.power_button.irq)?,
+    })
+    .map_err(|e| BuildError::Host(e.0))?;
+    for source in platform.requests {
+        pollables.push((source.event_fd(), Pollable::Platform(source)));
+    }
+
+    let virtio = open_virtio_devices(cfg)?;
+    for (slot, device) in devices.virtio.iter().zip(virtio) {
+        let transport = MmioTransport::new(mem.clone(), irq(slot.irq)?, device);
+        let rx_fd = transport.rx_fd();
+        let (transport, dev) = shared(transport);
         buses
             .mmio
-            .insert(dev, p.addr, p.len)
+            .insert(dev, slot.addr, slot.len)
             .map_err(host("device bus"))?;
-        Ok(Arc::new(Pl061Button(gpio)))
+        if let Some(fd) = rx_fd {
+            pollables.push((fd, Pollable::NetRx(transport)));
+        }
     }
+    Ok(AttachedDevices {
+        buses,
+        pollables,
+        boot_ready,
+        power_button: platform.power_button,
+    })
+}
+
+/// Creates the vCPUs and, unless the guest is raw test code, the interrupt controller, in the
+/// order the architecture needs.
+fn create_vcpus(
+    vm: &Vm,
+    cfg: &VmConfig,
+) -> Result<(Vec<VcpuFd>, Option<arch::IrqChip>), BuildError> {
+    // Raw test guests run without an interrupt controller, so HLT exits to the VMM.
+    let use_irqchip = !cfg.kernel_format.is_raw();
+    let n = u64::from(cfg.vcpus);
+    let mut irqchip = None;
+    if use_irqchip && arch::IRQCHIP_BEFORE_VCPUS {
+        irqchip = Some(arch::create_irqchip(vm, n).map_err(host("interrupt controller"))?);
+    }
+    let mut vcpu_fds: Vec<VcpuFd> = Vec::with_capacity(cfg.vcpus as usize);
+    for id in 0..n {
+        let fd = vm
+            .fd()
+            .create_vcpu(id)
+            .map_err(host(&format!("KVM_CREATE_VCPU {id}")))?;
+        arch::init_vcpu(vm, &fd, id, n).map_err(host("vCPU init"))?;
+        vcpu_fds.push(fd);
+    }
+    if use_irqchip && !arch::IRQCHIP_BEFORE_VCPUS {
+        irqchip = Some(arch::create_irqchip(vm, n).map_err(host("interrupt controller"))?);
+    }
+    Ok((vcpu_fds, irqchip))
+}
+
+/// Loads the kernel and initrd, writes the boot data and sets every vCPU's boot registers.
+fn load_and_configure_boot(
+    cfg: &VmConfig,
+    vm: &Vm,
+    mem: &GuestMemoryMmap,
+    vcpu_fds: &[VcpuFd],
+    irqchip: Option<&arch::IrqChip>,
+    devices: &arch::DeviceMap,
+) -> Result<(), BuildError> {
+    let kernel = arch::load_kernel(mem, cfg).map_err(host("kernel"))?;
+    let cmdline =
+        arch::finalize_cmdline(&cfg.cmdline, devices).map_err(host("kernel command line"))?;
+    let boot_arg = arch::configure_system(&BootSetup {
+        mem,
+        vcpus: vcpu_fds,
+        irqchip,
+        kernel: &kernel,
+        mem_bytes: cfg.memory_mib << 20,
+        cmdline: &cmdline,
+        devices,
+        format: cfg.kernel_format,
+    })
+    .map_err(host("boot data"))?;
+    for (id, vcpu) in vcpu_fds.iter().enumerate() {
+        arch::setup_vcpu(&VcpuBoot {
+            vm,
+            vcpu,
+            id: id as u64,
+            count: vcpu_fds.len() as u64,
+            kernel: &kernel,
+            boot_arg,
+            format: cfg.kernel_format,
+            has_irqchip: irqchip.is_some(),
+        })
+        .map_err(host("vCPU registers"))?;
+    }
+    Ok(())
+}
+
+/// Enters the jail (when configured) and starts the vCPU threads. Everything the VM will use
+/// is open by now: a jailed VMM leaves the host's root, namespaces and identity here, while
+/// still single-threaded (confine.rs); each vCPU thread installs its filter and waits until the
+/// main thread has its own.
+fn confine_and_start(
+    cfg: &VmConfig,
+    control: Option<&mut ControlServer>,
+    vcpu_fds: Vec<VcpuFd>,
+    buses: &Arc<Buses>,
+    vcpus: &Arc<VcpuControl>,
+) -> Result<Vec<JoinHandle<()>>, BuildError> {
+    let jail_start = Instant::now();
+    let gate = match &cfg.jail {
+        Some(jail) => {
+            crate::control::keep_rss_source().map_err(host("jail: /proc/self/smaps_rollup"))?;
+            crate::confine::enter(jail).map_err(BuildError::Host)?;
+            if let Some(c) = control {
+                c.leave_file_on_exit();
+            }
+            Some(Arc::new(StartGate::default()))
+        }
+        None => None,
+    };
+    let before_run = gate.clone().map(|gate| -> BeforeRun {
+        Arc::new(move |_| {
+            crate::seccomp::vcpu_thread()
+                .install_thread()
+                .map_err(|e| format!("jail: {e}"))?;
+            match gate.wait() {
+                true => Ok(()),
+                false => Err("jail: the main thread could not be confined".into()),
+            }
+        })
+    });
+    let handles = start_vcpus_with(vcpu_fds, buses.clone(), vcpus.clone(), before_run)
+        .map_err(host("vCPU threads"))?;
+    if let (Some(gate), Some(jail)) = (&gate, &cfg.jail) {
+        let installed = crate::seccomp::main_thread().install_thread();
+        gate.open(installed.is_ok());
+        installed.map_err(host("jail: main thread"))?;
+        crate::log(&format!(
+            "jail: uid {} gid {}, empty root, no capabilities, seccomp on every thread ({:.3} ms)",
+            jail.uid,
+            jail.gid,
+            jail_start.elapsed().as_secs_f64() * 1000.0
+        ));
+    }
+    Ok(handles)
 }
 
 #[cfg(test)]
@@ -445,12 +403,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exit_codes_follow_the_documented_table() {
-        assert_eq!(exit_code_for(&VmEvent::PowerOff), 0);
-        assert_eq!(exit_code_for(&VmEvent::Stopped), 0);
-        assert_eq!(exit_code_for(&VmEvent::Reset), 3);
-        assert_eq!(exit_code_for(&VmEvent::Crash("x".into())), 4);
-        assert_eq!(exit_code_for(&VmEvent::ShutdownForced(10)), 5);
+    fn build_errors_map_to_their_exit_codes() {
         let cfg = BuildError::Config(ConfigError::invalid("a", "b"));
         assert_eq!(cfg.exit_code(), 2);
         assert_eq!(BuildError::Host("h".into()).exit_code(), 1);

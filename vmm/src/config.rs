@@ -40,6 +40,7 @@ pub enum KernelFormat {
 }
 
 impl KernelFormat {
+    /// Whether this is one of the raw test formats (no irqchip, no boot data).
     pub fn is_raw(self) -> bool {
         !matches!(self, KernelFormat::Auto)
     }
@@ -71,10 +72,13 @@ fn deserialize_console<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SerialB
     parse_console(&s).map_err(serde::de::Error::custom)
 }
 
+/// One virtio-blk disk.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct DiskConfig {
+    /// The image file or block device.
     pub path: PathBuf,
+    /// Guest writes fail (the device advertises read-only).
     #[serde(default)]
     pub read_only: bool,
 }
@@ -84,6 +88,7 @@ pub struct DiskConfig {
 pub struct MacAddr(pub [u8; 6]);
 
 impl MacAddr {
+    /// Parses `aa:bb:cc:dd:ee:ff`; None if malformed.
     pub fn parse(s: &str) -> Option<MacAddr> {
         let mut out = [0u8; 6];
         let mut parts = s.split(':');
@@ -117,11 +122,13 @@ impl<'de> Deserialize<'de> for MacAddr {
     }
 }
 
+/// One virtio-net device on an existing tap.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct NetConfig {
     /// Name of an existing tap device (the agent creates and owns it).
     pub tap: String,
+    /// The guest's MAC; a locally administered one per VMM when absent.
     #[serde(default)]
     pub mac: Option<MacAddr>,
 }
@@ -148,29 +155,42 @@ fn default_console() -> SerialBackend {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct VmConfig {
+    /// The kernel image.
     pub kernel: PathBuf,
+    /// The kernel's format (`auto`, or a raw test format).
     #[serde(default)]
     pub kernel_format: KernelFormat,
+    /// Optional initramfs.
     #[serde(default)]
     pub initrd: Option<PathBuf>,
+    /// Kernel command line.
     #[serde(default)]
     pub cmdline: String,
+    /// Guest RAM in MiB.
     #[serde(default = "default_memory_mib")]
     pub memory_mib: u64,
+    /// Upper bound on `memory_mib`.
     #[serde(default = "default_max_memory_mib")]
     pub max_memory_mib: u64,
+    /// vCPU count.
     #[serde(default = "default_vcpus")]
     pub vcpus: u8,
+    /// virtio-blk disks, in guest order.
     #[serde(default)]
     pub disks: Vec<DiskConfig>,
+    /// virtio-net devices, in guest order.
     #[serde(default)]
     pub nets: Vec<NetConfig>,
+    /// Whether the guest gets a virtio-rng.
     #[serde(default)]
     pub rng: bool,
+    /// Where the guest console goes.
     #[serde(default = "default_console", deserialize_with = "deserialize_console")]
     pub console: SerialBackend,
+    /// Unix control socket path.
     #[serde(default)]
     pub control_socket: Option<PathBuf>,
+    /// Confinement of the VMM process itself, when set.
     #[serde(default)] // absent: unconfined (host tests, CLI use); see confine.rs
     pub jail: Option<crate::confine::JailConfig>,
     /// An inherited pipe's write end: one byte on the guest's boot-ready (`boot_signal`).
@@ -186,11 +206,14 @@ pub struct VmConfig {
 /// A configuration or usage error. `what` names the field, flag or file; `why` says what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The field or file at fault.
     pub what: String,
+    /// What is wrong with it.
     pub why: String,
 }
 
 impl ConfigError {
+    /// An error for `what`, explained by `why`.
     pub fn invalid(what: impl Into<String>, why: impl Into<String>) -> Self {
         ConfigError {
             what: what.into(),
@@ -229,6 +252,7 @@ impl VmConfig {
         }
     }
 
+    /// Parses a JSON VM description (unknown fields are errors).
     pub fn from_json(text: &str) -> Result<Self, ConfigError> {
         serde_json::from_str(text).map_err(|e| ConfigError::invalid("config", e.to_string()))
     }
@@ -380,9 +404,13 @@ fn check_tap(what: &str, name: &str) -> Result<(), ConfigError> {
 /// What the command line asked for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
+    /// Run a VM.
     Run(Box<VmConfig>),
+    /// Print KVM's capabilities.
     KvmInfo,
+    /// Print the usage text.
     Help,
+    /// Print the version.
     Version,
 }
 

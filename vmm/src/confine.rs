@@ -23,7 +23,9 @@ use crate::config::ConfigError;
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct JailConfig {
+    /// The user the VMM becomes (not root).
     pub uid: u32,
+    /// The group the VMM becomes (not root).
     pub gid: u32,
 }
 
@@ -69,6 +71,7 @@ pub struct StartGate {
 }
 
 impl StartGate {
+    /// Lets the waiting vCPU threads run (`go`) or sends them home.
     pub fn open(&self, go: bool) {
         *self.go.lock().unwrap_or_else(|p| p.into_inner()) = Some(go);
         self.changed.notify_all();

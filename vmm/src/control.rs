@@ -29,10 +29,14 @@ pub const MAX_LINE: usize = 4096;
 pub const MAX_CLIENTS: usize = 8;
 const WRITE_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// Why the control socket could not be set up.
 #[derive(Debug)]
 pub enum ControlError {
+    /// Another VMM answers on this path.
     InUse(PathBuf),
+    /// Something other than a socket is at this path.
     NotASocket(PathBuf),
+    /// A system call on this path failed.
     Io(PathBuf, io::Error),
 }
 
@@ -58,13 +62,19 @@ impl std::error::Error for ControlError {}
 
 /// What the control socket can ask of the VM.
 pub trait VmControl {
+    /// The run state's name (`RunState::as_str`, or `shutting-down`).
     fn state(&self) -> &'static str;
+    /// Milliseconds since the VMM started.
     fn uptime_ms(&self) -> u64;
+    /// Guest RAM in MiB.
     fn guest_memory_mib(&self) -> u64;
+    /// When the guest signalled boot-ready, in ms since the VMM started.
     fn boot_ready_ms(&self) -> Option<f64>;
     /// Returns the state after the request.
     fn pause(&self) -> &'static str;
+    /// Resumes the vCPUs; returns the new state.
     fn resume(&self) -> &'static str;
+    /// Stops the VM at once.
     fn stop(&self);
     /// Presses the guest's power button (graceful shutdown, as on SIGTERM); returns the state.
     fn shutdown(&self) -> &'static str;
@@ -87,6 +97,7 @@ struct Client {
     buf: Vec<u8>,
 }
 
+/// The listening control socket and its clients.
 pub struct ControlServer {
     path: PathBuf,
     /// (device, inode) of the socket file this process bound, to remove only our own file.
@@ -99,6 +110,7 @@ pub struct ControlServer {
 }
 
 impl ControlServer {
+    /// Binds `path`, replacing a stale socket but not a live one.
     pub fn bind(path: &Path) -> Result<ControlServer, ControlError> {
         let io_err = |e| ControlError::Io(path.to_path_buf(), e);
         match std::fs::symlink_metadata(path) {
@@ -138,6 +150,7 @@ impl ControlServer {
         self.remove_on_drop = false;
     }
 
+    /// The socket's path.
     pub fn path(&self) -> &Path {
         &self.path
     }

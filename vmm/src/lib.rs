@@ -2,12 +2,14 @@
 //!
 //! Layout (after Firecracker's split):
 //! - `arch/`    architecture seam: boot protocol, device tree / boot params, interrupt controller,
-//!   vCPU register setup. A new board architecture touches only this folder.
+//!   platform devices, vCPU register setup, as named functions in `arch` (structs for the
+//!   many-input steps). A new board architecture touches only this folder.
 //! - `devices/` device models (serial, RTC, virtio-mmio transport and virtio devices, boot signal),
 //!   testable against guest memory without KVM.
 //! - `vstate/`  KVM state: the VM, its vCPUs and guest memory.
-//! - `builder`  wires a `config::VmConfig` into a running VM.
+//! - `builder`  wires a `config::VmConfig` into a running VM (construction only).
 //! - `run_loop` serves devices, signals and the control socket while it runs; graceful shutdown.
+//! - `signals`  the stop signals (SIGTERM, SIGINT, SIGHUP) as an eventfd for the run loop.
 //! - `control`  the Unix control socket (status, pause, resume, stop).
 //! - `confine`  namespaces, identity and capabilities of a jailed VMM; `seccomp` its per-thread
 //!   syscall filters.
@@ -21,6 +23,7 @@ pub mod devices;
 pub mod initrd;
 pub mod run_loop;
 pub mod seccomp;
+pub mod signals;
 pub mod vstate;
 
 use std::io::Write;
@@ -42,6 +45,32 @@ pub mod exit_code {
     /// A shutdown request pressed the guest's power button and the guest did not power off
     /// within `shutdown_timeout_ms`: the VM was stopped (its disks may miss unflushed writes).
     pub const SHUTDOWN_FORCED: i32 = 5;
+
+    use crate::vstate::vcpu::VmEvent;
+
+    /// The exit code for how the VM ended.
+    pub fn for_event(event: &VmEvent) -> i32 {
+        match event {
+            VmEvent::PowerOff | VmEvent::Stopped => OK,
+            VmEvent::Reset => GUEST_REBOOT,
+            VmEvent::Crash(_) => GUEST_CRASH,
+            VmEvent::ShutdownForced(_) => SHUTDOWN_FORCED,
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn exit_codes_follow_the_documented_table() {
+            assert_eq!(for_event(&VmEvent::PowerOff), 0);
+            assert_eq!(for_event(&VmEvent::Stopped), 0);
+            assert_eq!(for_event(&VmEvent::Reset), 3);
+            assert_eq!(for_event(&VmEvent::Crash("x".into())), 4);
+            assert_eq!(for_event(&VmEvent::ShutdownForced(10)), 5);
+        }
+    }
 }
 
 static START: OnceLock<Instant> = OnceLock::new();

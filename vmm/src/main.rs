@@ -2,10 +2,10 @@
 
 use std::time::Instant;
 
-use cpevisor_vmm::builder::{exit_code_for, Vmm};
+use cpevisor_vmm::builder::Vmm;
 use cpevisor_vmm::config::{parse_args, Command};
 use cpevisor_vmm::exit_code;
-use cpevisor_vmm::run_loop::stop_signal_fd;
+use cpevisor_vmm::signals::stop_signal_fd;
 use cpevisor_vmm::vstate::vm::Vm;
 use cpevisor_vmm::{arch, log};
 
@@ -110,7 +110,7 @@ fn run(start: Instant) -> i32 {
         }
     };
     let event = vmm.run();
-    let code = exit_code_for(&event);
+    let code = exit_code::for_event(&event);
     log(&format!("exit: {event} (code {code})"));
     code
 }

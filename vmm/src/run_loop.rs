@@ -10,18 +10,18 @@
 
 use std::cell::Cell;
 use std::os::unix::io::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::builder::Vmm;
 use crate::control::{ControlServer, VmControl};
 use crate::devices::boot_signal::BootReady;
 use crate::devices::serial::{InputState, Serial};
 use crate::devices::virtio::mmio::MmioTransport;
+use crate::devices::{PlatformRequest, PlatformRequests};
+use crate::signals;
 use crate::vstate::vcpu::{stop_vcpus, VcpuControl, VmEvent};
 
 /// A device the event loop serves when its fd is readable.
@@ -30,11 +30,8 @@ pub(crate) enum Pollable {
     /// Edge-triggered: the transport reads the tap until it would block or the guest has no
     /// buffers; the guest adding buffers re-runs it from the vCPU's notify exit.
     NetRx(Arc<Mutex<MmioTransport>>),
-    #[cfg(target_arch = "x86_64")]
-    Reset(Arc<crate::devices::i8042::ExitRequest>),
-    /// The ACPI sleep control (power-off) and reset registers.
-    #[cfg(target_arch = "x86_64")]
-    AcpiPower(Arc<crate::devices::acpi_pm::SystemRequest>),
+    /// A device through which the guest asks for power-off or reset.
+    Platform(Arc<dyn PlatformRequests>),
 }
 
 /// Why a graceful shutdown began, for the log.
@@ -77,7 +74,7 @@ impl Vmm {
             )
         };
         add(self.vcpus.event_fd().as_raw_fd(), TOKEN_VM_EVENT)?;
-        let stop_fd = stop_signal_fd()?;
+        let stop_fd = signals::stop_signal_fd()?;
         add(stop_fd, TOKEN_STOP_SIGNAL)?;
         for (i, (fd, p)) in self.pollables.iter().enumerate() {
             let set = match p {
@@ -102,8 +99,7 @@ impl Vmm {
         let mut shutdown: Option<Shutdown> = None;
         // A signal that arrived during setup, before the guest could run a driver for its power
         // button, stops at once.
-        drain(stop_signal_fd_raw());
-        if let Some(name) = first_signal(PENDING_SIGNALS.swap(0, Ordering::SeqCst)) {
+        if let Some(name) = signals::take_pending().first() {
             crate::log(&format!(
                 "stop requested by signal {name} before the guest started"
             ));
@@ -181,9 +177,8 @@ impl Vmm {
 
     /// Acts on the stop signals received since the last call.
     fn on_stop_signals(&mut self, shutdown: &mut Option<Shutdown>) {
-        drain(stop_signal_fd_raw());
-        let pending = PENDING_SIGNALS.swap(0, Ordering::SeqCst);
-        let Some(name) = first_signal(pending) else {
+        let pending = signals::take_pending();
+        let Some(name) = pending.first() else {
             return;
         };
         if shutdown.is_none() {
@@ -192,10 +187,9 @@ impl Vmm {
         }
         // A second SIGTERM or SIGINT is the impatient operator's "now"; SIGHUP (a closed
         // terminal) is not.
-        if pending & (bit(libc::SIGTERM) | bit(libc::SIGINT)) != 0 {
+        if let Some(urgent) = pending.first_urgent() {
             crate::log(&format!(
-                "shutdown: {} again while waiting, stopping now",
-                first_signal(pending & !bit(libc::SIGHUP)).unwrap_or(name)
+                "shutdown: {urgent} again while waiting, stopping now"
             ));
             self.vcpus.report(VmEvent::Stopped);
         }
@@ -245,23 +239,11 @@ impl Vmm {
                 }
             }
             Pollable::NetRx(t) => t.lock().unwrap_or_else(|e| e.into_inner()).process_rx(),
-            #[cfg(target_arch = "x86_64")]
-            Pollable::Reset(exit) => {
-                exit.acknowledge();
-                if exit.reset_requested() {
-                    self.vcpus.report(VmEvent::Reset);
-                }
-            }
-            #[cfg(target_arch = "x86_64")]
-            Pollable::AcpiPower(request) => {
-                use crate::devices::acpi_pm::Request;
-                request.acknowledge();
-                match request.requested() {
-                    Some(Request::PowerOff) => self.vcpus.report(VmEvent::PowerOff),
-                    Some(Request::Reset) => self.vcpus.report(VmEvent::Reset),
-                    None => {}
-                }
-            }
+            Pollable::Platform(source) => match source.take_request() {
+                Some(PlatformRequest::PowerOff) => self.vcpus.report(VmEvent::PowerOff),
+                Some(PlatformRequest::Reset) => self.vcpus.report(VmEvent::Reset),
+                None => {}
+            },
         }
     }
 }
@@ -288,17 +270,6 @@ fn sync_control_fds(epoll: &Epoll, server: &ControlServer, known: &mut Vec<RawFd
         );
     }
     *known = now;
-}
-
-fn drain(fd: RawFd) {
-    if fd < 0 {
-        return;
-    }
-    let mut buf = [0u8; 8];
-    // SAFETY: reading into a local buffer of the given length from an fd we own.
-    unsafe {
-        libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
-    }
 }
 
 struct ControlView<'a> {
@@ -354,91 +325,9 @@ impl VmControl for ControlView<'_> {
     }
 }
 
-/// The eventfd SIGTERM/SIGINT/SIGHUP write to (written from the signal handler).
-static STOP_FD: AtomicI32 = AtomicI32::new(-1);
-/// Which stop signals arrived since the loop last looked: bit `signo`.
-static PENDING_SIGNALS: AtomicU32 = AtomicU32::new(0);
-const STOP_SIGNALS: [(libc::c_int, &str); 3] = [
-    (libc::SIGTERM, "SIGTERM"),
-    (libc::SIGINT, "SIGINT"),
-    (libc::SIGHUP, "SIGHUP"),
-];
-
-fn bit(sig: libc::c_int) -> u32 {
-    1 << sig
-}
-
-/// The name of one stop signal in `pending` (SIGTERM before SIGINT before SIGHUP).
-fn first_signal(pending: u32) -> Option<&'static str> {
-    STOP_SIGNALS
-        .iter()
-        .find(|(sig, _)| pending & bit(*sig) != 0)
-        .map(|(_, name)| *name)
-}
-
-extern "C" fn on_stop_signal(sig: libc::c_int) {
-    if (0..32).contains(&sig) {
-        // Lock-free atomics are async-signal-safe.
-        PENDING_SIGNALS.fetch_or(bit(sig), Ordering::SeqCst);
-    }
-    let fd = STOP_FD.load(Ordering::Relaxed);
-    if fd >= 0 {
-        let one = 1u64.to_ne_bytes();
-        // SAFETY: write(2) is async-signal-safe; the buffer is a local of the right length.
-        unsafe {
-            libc::write(fd, one.as_ptr().cast(), one.len());
-        }
-    }
-}
-
-fn stop_signal_fd_raw() -> RawFd {
-    STOP_FD.load(Ordering::Relaxed)
-}
-
-/// Installs the stop-signal handlers (once) and returns the eventfd they write to.
-pub fn stop_signal_fd() -> std::io::Result<RawFd> {
-    let fd = STOP_FD.load(Ordering::Relaxed);
-    if fd >= 0 {
-        return Ok(fd);
-    }
-    let evt = EventFd::new(EFD_NONBLOCK)?;
-    // The eventfd lives for the rest of the process: the handler may fire at any time.
-    let raw = evt.as_raw_fd();
-    std::mem::forget(evt);
-    STOP_FD.store(raw, Ordering::Relaxed);
-    for (sig, _) in STOP_SIGNALS {
-        // SAFETY: a zeroed sigaction is valid; the handler only uses atomics and write(2).
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_stop_signal as *const () as usize;
-            sa.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-    }
-    Ok(raw)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn signal_names_prefer_term_then_int_then_hup() {
-        assert_eq!(first_signal(0), None);
-        assert_eq!(first_signal(bit(libc::SIGHUP)), Some("SIGHUP"));
-        assert_eq!(
-            first_signal(bit(libc::SIGHUP) | bit(libc::SIGINT)),
-            Some("SIGINT")
-        );
-        assert_eq!(
-            first_signal(bit(libc::SIGINT) | bit(libc::SIGTERM)),
-            Some("SIGTERM")
-        );
-        assert_eq!(first_signal(bit(libc::SIGUSR1)), None);
-    }
 
     #[test]
     fn waits_round_up_and_never_go_negative() {

@@ -10,6 +10,8 @@
 //! ```
 //! Profiles come from `$CPEVISOR_BOARDS_DIR` or the repository's `boards/`.
 
+#![forbid(unsafe_code)]
+
 use cpevisor_boards::{boards_dir, list_boards, load_all_in, plain_value, shell_join, Board};
 use std::path::PathBuf;
 use std::process::ExitCode;

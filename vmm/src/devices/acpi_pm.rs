@@ -22,8 +22,11 @@ use super::BusDevice;
 
 /// Register offsets from the device's base port; the range is [`LEN`] bytes.
 pub const SLEEP_CONTROL: u64 = 0;
+/// Offset of the sleep status register.
 pub const SLEEP_STATUS: u64 = 1;
+/// Offset of the reset register.
 pub const RESET: u64 = 2;
+/// Length of the register block.
 pub const LEN: u64 = 3;
 /// What the guest writes to the reset register to reboot.
 pub const RESET_VALUE: u8 = 0x0e;
@@ -37,7 +40,9 @@ const SLP_TYP_MASK: u8 = 0b111 << SLP_TYP_SHIFT;
 /// What the guest asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Request {
+    /// Sleep state S5 (soft off).
     PowerOff,
+    /// The reset register was written with the reset value.
     Reset,
 }
 
@@ -52,6 +57,7 @@ pub struct SystemRequest {
 }
 
 impl SystemRequest {
+    /// No request pending, eventfd unsignalled.
     pub fn new() -> io::Result<Arc<Self>> {
         Ok(Arc::new(SystemRequest {
             state: AtomicU8::new(NONE),
@@ -97,12 +103,27 @@ impl SystemRequest {
     }
 }
 
+impl crate::devices::PlatformRequests for SystemRequest {
+    fn event_fd(&self) -> RawFd {
+        self.as_raw_fd()
+    }
+    fn take_request(&self) -> Option<crate::devices::PlatformRequest> {
+        use crate::devices::PlatformRequest;
+        self.acknowledge();
+        self.requested().map(|r| match r {
+            Request::PowerOff => PlatformRequest::PowerOff,
+            Request::Reset => PlatformRequest::Reset,
+        })
+    }
+}
+
 /// The register block.
 pub struct AcpiPm {
     request: Arc<SystemRequest>,
 }
 
 impl AcpiPm {
+    /// The registers, reporting to `request`.
     pub fn new(request: Arc<SystemRequest>) -> Self {
         AcpiPm { request }
     }
@@ -139,6 +160,31 @@ mod tests {
     fn device() -> (Arc<SystemRequest>, AcpiPm) {
         let r = SystemRequest::new().unwrap();
         (r.clone(), AcpiPm::new(r))
+    }
+
+    /// What the event loop sees through `PlatformRequests`: nothing until the guest asks, then
+    /// its request, with the eventfd consumed so a level-triggered poll does not spin.
+    #[test]
+    fn platform_requests_report_power_off_and_reset() {
+        use crate::devices::{PlatformRequest, PlatformRequests};
+        let readable = |r: &SystemRequest| {
+            let mut p = libc::pollfd {
+                fd: r.event_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, zero timeout.
+            unsafe { libc::poll(&mut p, 1, 0) == 1 }
+        };
+        let (r, mut d) = device();
+        assert_eq!(r.take_request(), None);
+        d.write(SLEEP_CONTROL, &[(S5_SLEEP_TYPE << 2) | SLP_EN]);
+        assert!(readable(&r));
+        assert_eq!(r.take_request(), Some(PlatformRequest::PowerOff));
+        assert!(!readable(&r), "the wake-up was not consumed");
+        let (r, mut d) = device();
+        d.write(RESET, &[RESET_VALUE]);
+        assert_eq!(r.take_request(), Some(PlatformRequest::Reset));
     }
 
     #[test]

@@ -13,18 +13,37 @@ use super::BusDevice;
 /// status) and several vCPU threads may reach it.
 pub type SharedDevice = Arc<Mutex<dyn BusDevice>>;
 
+/// Wraps `device` for a bus: the typed handle the VMM keeps, and the bus's view of the same.
+pub fn shared<D: BusDevice + 'static>(device: D) -> (Arc<Mutex<D>>, SharedDevice) {
+    let typed = Arc::new(Mutex::new(device));
+    let dynamic: SharedDevice = typed.clone();
+    (typed, dynamic)
+}
+
 /// Why a range could not be added to the bus.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BusError {
     /// A range of length zero was requested.
-    ZeroLength { base: u64 },
+    ZeroLength {
+        /// Where it started.
+        base: u64,
+    },
     /// `base + len` does not fit in 64 bits.
-    Overflow { base: u64, len: u64 },
+    Overflow {
+        /// Start of the requested range.
+        base: u64,
+        /// Its length.
+        len: u64,
+    },
     /// The range overlaps a device already on the bus.
     Overlap {
+        /// Start of the requested range.
         base: u64,
+        /// Its length.
         len: u64,
+        /// Start of the device's range it overlaps.
         existing_base: u64,
+        /// That range's length.
         existing_len: u64,
     },
 }
@@ -65,6 +84,7 @@ pub struct Bus {
 }
 
 impl Bus {
+    /// An empty bus.
     pub fn new() -> Self {
         Self::default()
     }
@@ -138,6 +158,7 @@ impl Bus {
         self.ranges.len()
     }
 
+    /// Whether no device is mapped.
     pub fn is_empty(&self) -> bool {
         self.ranges.is_empty()
     }

@@ -21,6 +21,7 @@ use super::{BusDevice, IrqLine};
 
 /// The event register's offset and the device's port range.
 pub const EVENT_REG: u64 = 0;
+/// Length of the GED's register window (the event register).
 pub const LEN: u64 = 1;
 /// Event bit: the power button was pressed.
 pub const EVENT_POWER_BUTTON: u8 = 1 << 0;
@@ -32,6 +33,7 @@ pub struct Ged {
 }
 
 impl Ged {
+    /// A GED raising `irq` for its events.
     pub fn new(irq: Arc<dyn IrqLine>) -> Arc<Self> {
         Arc::new(Ged {
             pending: AtomicU8::new(0),

@@ -21,6 +21,7 @@ use super::BusDevice;
 
 /// Base port of the range and its length (0x60..=0x64).
 pub const I8042_PORT_BASE: u64 = 0x60;
+/// Ports 0x60..0x65 (data at 0x60, command/status at 0x64).
 pub const I8042_PORT_LEN: u64 = 5;
 
 const DATA_OFFSET: u64 = 0;
@@ -61,6 +62,7 @@ pub struct ExitRequest {
 }
 
 impl ExitRequest {
+    /// No request pending, eventfd unsignalled.
     pub fn new() -> io::Result<Arc<Self>> {
         Ok(Arc::new(ExitRequest {
             reset: AtomicBool::new(false),
@@ -93,6 +95,17 @@ impl ExitRequest {
     }
 }
 
+impl crate::devices::PlatformRequests for ExitRequest {
+    fn event_fd(&self) -> RawFd {
+        self.as_raw_fd()
+    }
+    fn take_request(&self) -> Option<crate::devices::PlatformRequest> {
+        self.acknowledge();
+        self.reset_requested()
+            .then_some(crate::devices::PlatformRequest::Reset)
+    }
+}
+
 /// What the next data-port write means.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum PendingWrite {
@@ -115,6 +128,7 @@ pub struct I8042 {
 }
 
 impl I8042 {
+    /// The controller, reporting resets to `exit`.
     pub fn new(exit: Arc<ExitRequest>) -> Self {
         I8042 {
             exit,
@@ -216,6 +230,15 @@ mod tests {
         let mut b = [0u8];
         dev.read(offset, &mut b);
         b[0]
+    }
+
+    #[test]
+    fn platform_requests_report_the_reset() {
+        use crate::devices::{PlatformRequest, PlatformRequests};
+        let exit = ExitRequest::new().unwrap();
+        assert_eq!(exit.take_request(), None);
+        exit.request_reset();
+        assert_eq!(exit.take_request(), Some(PlatformRequest::Reset));
     }
 
     #[test]

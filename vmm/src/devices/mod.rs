@@ -55,16 +55,38 @@ pub mod serial;
 pub mod virtio;
 
 use std::io;
+use std::os::unix::io::RawFd;
 
 /// A device mapped on the MMIO or port-I/O bus. `offset` is relative to the device's base.
 /// Accesses of unexpected size or offset must be ignored (reads return zeros), never panic.
 pub trait BusDevice: Send {
+    /// A guest read of `data.len()` bytes at `offset`.
     fn read(&mut self, offset: u64, data: &mut [u8]);
+    /// A guest write of `data` at `offset`.
     fn write(&mut self, offset: u64, data: &[u8]);
 }
 
 /// An interrupt line a device raises. Implemented by the VM wiring (KVM irqfd / irq_line) and by
 /// test doubles that count triggers.
 pub trait IrqLine: Send + Sync {
+    /// Raises the interrupt (edge).
     fn trigger(&self) -> io::Result<()>;
+}
+
+/// What a guest asked of the platform through a power-management device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlatformRequest {
+    /// Power off: the VM ends (exit 0).
+    PowerOff,
+    /// Reboot: the VM ends and the supervisor decides whether to start it again (exit 3).
+    Reset,
+}
+
+/// A device through which the guest asks for power-off or reset; it wakes the event loop
+/// through an eventfd, so the loop needs no architecture-specific cases.
+pub trait PlatformRequests: Send + Sync {
+    /// Readable once a request is pending.
+    fn event_fd(&self) -> RawFd;
+    /// Consumes the wake-up and returns the pending request, if any (it stays set).
+    fn take_request(&self) -> Option<PlatformRequest>;
 }

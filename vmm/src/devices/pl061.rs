@@ -52,6 +52,7 @@ const ID_BASE: u64 = 0xfe0;
 /// GPIOPeriphID0-3 then GPIOPCellID0-3.
 const IDS: [u8; 8] = [0x61, 0x10, 0x04, 0x00, 0x0d, 0xf0, 0x05, 0xb1];
 
+/// The PL061 GPIO controller model.
 pub struct Pl061 {
     /// Output latch (GPIODATA as written), seen on the lines set as outputs.
     out: u8,
@@ -70,6 +71,7 @@ pub struct Pl061 {
 }
 
 impl Pl061 {
+    /// A controller raising `irq` when a masked-in line changes.
     pub fn new(irq: Arc<dyn IrqLine>) -> Self {
         Pl061 {
             out: 0,

@@ -21,6 +21,7 @@ impl Default for RtcPl031 {
 }
 
 impl RtcPl031 {
+    /// An RTC that reads the host's wall clock.
     pub fn new() -> Self {
         RtcPl031 {
             rtc: vm_superio::Rtc::new(),

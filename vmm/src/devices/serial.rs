@@ -42,8 +42,21 @@ pub enum SerialBackend {
 /// Why the console could not be set up.
 #[derive(Debug)]
 pub enum SerialError {
-    OpenFile { path: PathBuf, source: io::Error },
-    ConnectSocket { path: PathBuf, source: io::Error },
+    /// The console file (`file:PATH`) could not be opened.
+    OpenFile {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The console socket (`socket:PATH`) could not be connected.
+    ConnectSocket {
+        /// The socket.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Setting up stdin/stdout for the console failed.
     Stdio(io::Error),
 }
 

@@ -6,11 +6,14 @@ use std::fmt;
 
 use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
 
+/// Why guest memory could not be created.
 #[derive(Debug)]
 pub enum MemoryError {
     /// A region had size zero or was not page aligned.
     BadLayout(String),
+    /// mmap of a region failed.
     Mmap(vm_memory::mmap::MmapRegionError),
+    /// The regions overlap or are otherwise invalid.
     Collection(vm_memory::GuestRegionCollectionError),
 }
 

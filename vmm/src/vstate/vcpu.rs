@@ -20,16 +20,22 @@ use vmm_sys_util::eventfd::EventFd;
 /// What the vCPU loop needs from the device side. Returns false when no device claims the
 /// address: reads then see all ones / zeros as hardware would, and the access is otherwise ignored.
 pub trait ExitHandler: Send + Sync {
+    /// Serves an MMIO read; false if nothing is mapped there.
     fn mmio_read(&self, addr: u64, data: &mut [u8]) -> bool;
+    /// Serves an MMIO write; false if nothing is mapped there.
     fn mmio_write(&self, addr: u64, data: &[u8]) -> bool;
+    /// Serves a port read; false if nothing is mapped there.
     fn pio_read(&self, port: u16, data: &mut [u8]) -> bool;
+    /// Serves a port write; false if nothing is mapped there.
     fn pio_write(&self, port: u16, data: &[u8]) -> bool;
 }
 
 /// The MMIO and port-I/O buses the vCPUs dispatch exits to: the `ExitHandler` the builder wires
 /// (and the host KVM tests reuse).
 pub struct Buses {
+    /// Guest-physical MMIO.
     pub mmio: Bus,
+    /// x86 port I/O (empty on aarch64).
     pub pio: Bus,
 }
 
@@ -79,14 +85,19 @@ impl fmt::Display for VmEvent {
     }
 }
 
+/// What the vCPUs are doing, as the control socket reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RunState {
+    /// Running guest code.
     Running,
+    /// Held outside KVM_RUN until resumed.
     Paused,
+    /// Leaving: the VM is ending.
     Stopping,
 }
 
 impl RunState {
+    /// The name the control socket uses.
     pub fn as_str(self) -> &'static str {
         match self {
             RunState::Running => "running",
@@ -115,6 +126,7 @@ pub struct VcpuControl {
 }
 
 impl VcpuControl {
+    /// Control for `count` vCPUs, running.
     pub fn new(count: usize) -> std::io::Result<Arc<VcpuControl>> {
         Ok(Arc::new(VcpuControl {
             shared: Mutex::new(Shared {
@@ -139,10 +151,12 @@ impl VcpuControl {
         &self.event_fd
     }
 
+    /// The current run state.
     pub fn state(&self) -> RunState {
         self.lock().state
     }
 
+    /// How the VM ended, once a vCPU or the VMM reported it.
     pub fn event(&self) -> Option<VmEvent> {
         self.lock().event.clone()
     }
@@ -178,6 +192,7 @@ impl VcpuControl {
         s.state
     }
 
+    /// Lets paused vCPUs run again; returns the new state.
     pub fn resume(&self) -> RunState {
         let mut s = self.lock();
         if s.state == RunState::Paused {

@@ -10,13 +10,20 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::devices::IrqLine;
 
+/// Why the KVM VM could not be created or set up.
 #[derive(Debug)]
 pub enum VmError {
+    /// /dev/kvm could not be opened.
     OpenKvm(kvm_ioctls::Error),
+    /// KVM's API version is not 12 (the value found).
     ApiVersion(i32),
+    /// KVM_CREATE_VM failed.
     CreateVm(kvm_ioctls::Error),
+    /// KVM_SET_USER_MEMORY_REGION failed for this slot.
     MemorySlot(u32, kvm_ioctls::Error),
+    /// More memory regions than KVM has slots (regions, slots).
     TooManySlots(usize, usize),
+    /// An interrupt line could not be set up.
     Irq(String),
 }
 
@@ -37,12 +44,14 @@ impl fmt::Display for VmError {
 
 impl std::error::Error for VmError {}
 
+/// A KVM VM: the /dev/kvm handle and the VM file descriptor.
 pub struct Vm {
     kvm: Kvm,
     fd: VmFd,
 }
 
 impl Vm {
+    /// Opens /dev/kvm, checks its API version, creates a VM.
     pub fn new() -> Result<Vm, VmError> {
         let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
         let version = kvm.get_api_version();
@@ -53,10 +62,12 @@ impl Vm {
         Ok(Vm { kvm, fd })
     }
 
+    /// The /dev/kvm handle.
     pub fn kvm(&self) -> &Kvm {
         &self.kvm
     }
 
+    /// The VM file descriptor.
     pub fn fd(&self) -> &VmFd {
         &self.fd
     }
@@ -107,6 +118,7 @@ pub struct EventFdIrq {
 }
 
 impl EventFdIrq {
+    /// The line's GSI.
     pub fn gsi(&self) -> u32 {
         self.gsi
     }

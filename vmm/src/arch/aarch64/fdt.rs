@@ -6,19 +6,28 @@ use vm_fdt::{Error as FdtError, FdtWriter};
 use super::layout::*;
 use crate::arch::{BootSeeds, DeviceMap};
 
+/// The guest's interrupt controller model, as KVM created it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GicVersion {
+    /// GICv2 (GIC-400 SoCs): distributor and CPU interface.
     V2,
+    /// GICv3: distributor and one redistributor per vCPU.
     V3,
 }
 
+/// What the device tree describes.
 pub struct FdtConfig<'a> {
+    /// Guest RAM in bytes, from `layout::RAM_START`.
     pub mem_size: u64,
     /// MPIDR of each vCPU, in vCPU order.
     pub mpidrs: &'a [u64],
+    /// The interrupt controller to describe.
     pub gic: GicVersion,
+    /// `/chosen/bootargs`.
     pub cmdline: &'a str,
+    /// Guest address and size of the initrd, if any.
     pub initrd: Option<(u64, u64)>,
+    /// The platform and virtio devices.
     pub devices: &'a DeviceMap,
     /// `/chosen/kaslr-seed` and `/chosen/rng-seed`: without them the kernel logs "KASLR
     /// disabled due to lack of seed" and every guest has the same layout.
@@ -42,6 +51,7 @@ const GIC_MAINTENANCE_PPI: u32 = 9;
 /// The 16550's input clock as the 8250 OF driver expects to find it.
 const SERIAL_CLOCK_HZ: u32 = 1_843_200;
 
+/// Builds the flattened device tree blob for `cfg`.
 pub fn create_fdt(cfg: &FdtConfig<'_>) -> Result<Vec<u8>, FdtError> {
     let mut fdt = FdtWriter::new()?;
     let root = fdt.begin_node("")?;

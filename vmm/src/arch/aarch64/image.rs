@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+/// Size of the arm64 `Image` header (Documentation/arch/arm64/booting.rst).
 pub const HEADER_LEN: usize = 64;
 const MAGIC: u32 = 0x644d_5241; // "ARM\x64", little endian
 /// Kernels before 3.17 have image_size 0 and expect this text offset.
@@ -11,8 +12,10 @@ const LEGACY_TEXT_OFFSET: u64 = 0x8_0000;
 /// A sane ceiling for a guest kernel's in-memory size (the header is guest-controlled data).
 const MAX_IMAGE_SIZE: u64 = 512 << 20;
 
+/// The fields of an `Image` header the loader uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImageHeader {
+    /// Where the image goes past a 2 MiB aligned base.
     pub text_offset: u64,
     /// Bytes the kernel occupies once loaded, BSS included (at least the file size).
     pub image_size: u64,
@@ -20,12 +23,18 @@ pub struct ImageHeader {
     pub anywhere: bool,
 }
 
+/// Why a file is not a bootable arm64 `Image`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageError {
+    /// Fewer bytes than a header (the count).
     TooShort(usize),
+    /// The magic at offset 56 is not "ARM\x64" (the value read).
     BadMagic(u32),
+    /// The kernel is built big endian.
     BigEndian,
+    /// The header's image size is implausibly large (the size).
     TooLarge(u64),
+    /// `text_offset` is not 4 KiB aligned (the offset).
     MisalignedTextOffset(u64),
 }
 

@@ -13,21 +13,27 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use super::fdt::{create_fdt, FdtConfig, GicVersion};
 use super::image;
 use super::layout::*;
-use crate::arch::{load_file_at, ArchError, DeviceMap, DeviceSlot, LoadedKernel};
+pub use super::platform::attach_platform_devices;
+use crate::arch::{
+    load_file_at, ArchError, BootSetup, DeviceMap, DeviceSlot, LoadedKernel, VcpuBoot,
+};
 use crate::config::{ConfigError, KernelFormat, VmConfig};
 use crate::vstate::vm::Vm;
 
 /// On arm64 the vGIC is created after the vCPUs (it sizes redistributors by vCPU count).
 pub const IRQCHIP_BEFORE_VCPUS: bool = false;
 
+/// One RAM region from `RAM_START`.
 pub fn ram_regions(bytes: u64) -> Vec<(GuestAddress, usize)> {
     vec![(GuestAddress(RAM_START), bytes as usize)]
 }
 
+/// See [`crate::arch::max_vcpus`].
 pub fn max_vcpus() -> u64 {
     MAX_VCPUS
 }
 
+/// The arm64 `Image` header checks; raw test formats are x86_64 only.
 pub fn check_kernel(format: KernelFormat, path: &Path) -> Result<(), ConfigError> {
     let what = format!("kernel {}", path.display());
     if format.is_raw() {
@@ -49,6 +55,7 @@ pub fn check_kernel(format: KernelFormat, path: &Path) -> Result<(), ConfigError
     Ok(())
 }
 
+/// See [`crate::arch::device_map`].
 pub fn device_map(n_virtio: usize) -> Result<DeviceMap, ArchError> {
     let last_spi = VIRTIO_FIRST_SPI as usize + n_virtio;
     if last_spi >= (GIC_NR_IRQS - 32) as usize {
@@ -76,6 +83,7 @@ pub fn device_map(n_virtio: usize) -> Result<DeviceMap, ArchError> {
     })
 }
 
+/// Nothing to prepare on arm64.
 pub fn prepare_vm(_vm: &Vm) -> Result<(), ArchError> {
     Ok(())
 }
@@ -83,6 +91,7 @@ pub fn prepare_vm(_vm: &Vm) -> Result<(), ArchError> {
 /// The vGIC, kept alive for the VM's lifetime.
 pub struct IrqChip {
     _fd: DeviceFd,
+    /// Which GIC the guest gets (the device tree describes it).
     pub version: GicVersion,
 }
 
@@ -200,6 +209,7 @@ fn mpidr(vcpu: &VcpuFd) -> Result<u64, ArchError> {
     Ok(u64::from_le_bytes(b))
 }
 
+/// The `Image` at its `text_offset` from `RAM_START`, the initrd just below the device tree.
 pub fn load_kernel(mem: &GuestMemoryMmap, cfg: &VmConfig) -> Result<LoadedKernel, ArchError> {
     let what = format!("kernel {}", cfg.kernel.display());
     let mut f = File::open(&cfg.kernel).map_err(|e| ArchError::new(&what, e))?;
@@ -253,17 +263,17 @@ fn fdt_address(ram_end: u64) -> u64 {
 }
 
 /// Writes the device tree at the top of RAM. Returns its address (for X0).
-#[allow(clippy::too_many_arguments)]
-pub fn configure_system(
-    mem: &GuestMemoryMmap,
-    vcpus: &[VcpuFd],
-    irqchip: Option<&IrqChip>,
-    kernel: &LoadedKernel,
-    mem_bytes: u64,
-    cmdline: &str,
-    devices: &DeviceMap,
-    _format: KernelFormat,
-) -> Result<u64, ArchError> {
+pub fn configure_system(setup: &BootSetup) -> Result<u64, ArchError> {
+    let BootSetup {
+        mem,
+        vcpus,
+        irqchip,
+        kernel,
+        mem_bytes,
+        cmdline,
+        devices,
+        format: _,
+    } = *setup;
     let irqchip = irqchip.ok_or_else(|| ArchError("aarch64 guests need the vGIC".into()))?;
     let mpidrs = vcpus.iter().map(mpidr).collect::<Result<Vec<_>, _>>()?;
     let seeds = crate::arch::BootSeeds::generate().map_err(|e| ArchError::new("boot seeds", e))?;
@@ -296,17 +306,14 @@ pub fn finalize_cmdline(user: &str, _devices: &DeviceMap) -> Result<String, Arch
 
 /// Boot vCPU: PC = kernel entry, X0 = DTB, EL1h with DAIF masked. Secondaries start through PSCI
 /// CPU_ON, which sets their registers in KVM.
-#[allow(clippy::too_many_arguments)]
-pub fn setup_boot_regs(
-    _vm: &Vm,
-    vcpu: &VcpuFd,
-    id: u64,
-    _count: u64,
-    kernel: &LoadedKernel,
-    fdt_addr: u64,
-    _format: KernelFormat,
-    _has_irqchip: bool,
-) -> Result<(), ArchError> {
+pub fn setup_vcpu(boot: &VcpuBoot) -> Result<(), ArchError> {
+    let VcpuBoot {
+        vcpu,
+        id,
+        kernel,
+        boot_arg: fdt_addr,
+        ..
+    } = *boot;
     let pstate = (PSR_MODE_EL1h | PSR_A_BIT | PSR_F_BIT | PSR_I_BIT | PSR_D_BIT) as u64;
     let set = |reg: u64, v: u64, name: &str| {
         vcpu.set_one_reg(reg, &v.to_le_bytes())

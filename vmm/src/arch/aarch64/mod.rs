@@ -7,3 +7,5 @@ pub mod layout;
 
 #[cfg(target_arch = "aarch64")]
 pub mod kvm;
+#[cfg(target_arch = "aarch64")]
+pub mod platform;

@@ -5,6 +5,7 @@
 
 pub mod acpi;
 pub mod mptable;
+pub mod platform;
 pub mod regs;
 
 use std::fs::File;
@@ -17,56 +18,82 @@ use linux_loader::loader::bootparam::{boot_e820_entry, boot_params};
 use linux_loader::loader::{BzImage, Elf, KernelLoader};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use crate::arch::{load_file_at, ArchError, DeviceMap, DeviceSlot, LoadedKernel};
+pub use self::platform::attach_platform_devices;
+use crate::arch::{
+    load_file_at, ArchError, BootSetup, DeviceMap, DeviceSlot, LoadedKernel, VcpuBoot,
+};
 use crate::config::{ConfigError, KernelFormat, VmConfig};
 use crate::vstate::vm::Vm;
 
 /// Guest-physical layout of the x86_64 microVM.
 pub mod layout {
+    /// Global descriptor table of the boot CPU.
     pub const GDT_ADDR: u64 = 0x500;
+    /// Interrupt descriptor table (empty) of the boot CPU.
     pub const IDT_ADDR: u64 = 0x520;
     /// Real-mode raw guests are loaded here (CS = 0).
     pub const RAW_REAL_MODE_ADDR: u64 = 0x1000;
+    /// The zero page (`struct boot_params`), handed over in RSI.
     pub const ZERO_PAGE_ADDR: u64 = 0x7000;
+    /// Initial stack pointer.
     pub const BOOT_STACK: u64 = 0x8ff0;
+    /// Page map level 4 of the boot identity map.
     pub const PML4_ADDR: u64 = 0x9000;
+    /// Page directory pointer table of the boot identity map.
     pub const PDPT_ADDR: u64 = 0xa000;
     /// Four page directories (0xb000..0xf000), one per GiB of the identity map.
     pub const PD_ADDR: u64 = 0xb000;
+    /// How many page directories (GiB) the identity map covers.
     pub const PD_COUNT: u64 = 4;
+    /// The kernel command line.
     pub const CMDLINE_ADDR: u64 = 0x2_0000;
+    /// Room for the command line, NUL included.
     pub const CMDLINE_MAX: u64 = 0x1_0000;
     /// The `setup_data` list (one `SETUP_RNG_SEED` entry), just above the command line.
     pub const SETUP_DATA_ADDR: u64 = CMDLINE_ADDR + CMDLINE_MAX;
     /// Start of the EBDA, where the MP table goes; up to 1 MiB is reserved in the e820 map.
     pub const EBDA_START: u64 = 0x9_fc00;
+    /// Start of high memory (1 MiB), where kernels load.
     pub const HIMEM_START: u64 = 0x10_0000;
     /// Long-mode raw guests are loaded and entered here.
     pub const RAW_LOAD_ADDR: u64 = HIMEM_START;
     /// RAM below 4 GiB ends here; the gap holds MMIO devices, the IOAPIC and the LAPIC.
     pub const MMIO_GAP_START: u64 = 0xc000_0000;
+    /// RAM above the MMIO gap resumes here.
     pub const FIRST_ADDR_PAST_4G: u64 = 1 << 32;
+    /// Three pages KVM needs for the TSS on Intel hosts, out of guest RAM.
     pub const TSS_ADDR: usize = 0xfffb_d000;
     /// The boot-ready signal: an I/O port (`devices::boot_signal::X86_PORT`) and, for guests
     /// without /dev/port, an MMIO page below the virtio window (`X86_MMIO_ADDR`).
     pub const BOOT_SIGNAL_PORT: u64 = crate::devices::boot_signal::X86_PORT;
+    /// Length of the boot signal port.
     pub const BOOT_SIGNAL_PORT_LEN: u64 = crate::devices::boot_signal::X86_PORT_LEN;
+    /// The boot signal's MMIO page.
     pub const BOOT_SIGNAL_MMIO: u64 = crate::devices::boot_signal::X86_MMIO_ADDR;
+    /// Length of the boot signal's MMIO page.
     pub const BOOT_SIGNAL_MMIO_LEN: u64 = crate::devices::boot_signal::X86_MMIO_LEN;
     /// The ACPI sleep control / status / reset registers (`devices::acpi_pm`), named by the FADT.
     pub const ACPI_PM_PORT: u64 = 0x600;
+    /// Length of the ACPI PM register block.
     pub const ACPI_PM_PORT_LEN: u64 = crate::devices::acpi_pm::LEN;
+    /// First virtio-mmio slot; the others follow every `DEVICE_WINDOW`.
     pub const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
+    /// Distance between virtio-mmio slots.
     pub const DEVICE_WINDOW: u64 = 0x1000;
     /// The ACPI Generic Event Device's event register (the power button) and its interrupt:
     /// IRQ 3, free (no COM2), below the virtio range.
     pub const GED_PORT: u64 = 0x610;
+    /// The GED's interrupt (IOAPIC pin).
     pub const GED_IRQ: u32 = 3;
+    /// COM1.
     pub const SERIAL_PORT: u64 = 0x3f8;
+    /// COM1's interrupt.
     pub const SERIAL_IRQ: u32 = 4;
     /// The i8042 controller's ports (0x60 data, 0x64 command); only reset is used.
     pub const I8042_PORT: u64 = 0x60;
+    /// The i8042's keyboard interrupt (unused: no keyboard).
     pub const I8042_IRQ: u32 = 1;
+    /// First virtio-mmio interrupt; one per device after it.
     pub const VIRTIO_FIRST_IRQ: u32 = 5;
 }
 use layout::*;
@@ -76,10 +103,12 @@ pub const IRQCHIP_BEFORE_VCPUS: bool = true;
 /// The MP table in the EBDA has room for this many processors.
 pub const MAX_VCPUS: u64 = 32;
 
+/// See [`crate::arch::max_vcpus`].
 pub fn max_vcpus() -> u64 {
     MAX_VCPUS
 }
 
+/// See [`crate::arch::ram_regions`]: RAM below the MMIO gap, the rest above 4 GiB.
 pub fn ram_regions(bytes: u64) -> Vec<(GuestAddress, usize)> {
     if bytes <= MMIO_GAP_START {
         vec![(GuestAddress(0), bytes as usize)]
@@ -182,6 +211,7 @@ fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
+/// See [`crate::arch::device_map`].
 pub fn device_map(n_virtio: usize) -> Result<DeviceMap, ArchError> {
     let last_irq = VIRTIO_FIRST_IRQ as usize + n_virtio;
     if last_irq > mptable::IOAPIC_PINS as usize {
@@ -226,6 +256,7 @@ pub fn prepare_vm(vm: &Vm) -> Result<(), ArchError> {
 /// Marker that the in-kernel PIC, IOAPIC and PIT exist.
 pub struct IrqChip;
 
+/// Creates the in-kernel PIC, IOAPIC and PIT.
 pub fn create_irqchip(vm: &Vm, _vcpus: u64) -> Result<IrqChip, ArchError> {
     vm.fd()
         .create_irq_chip()
@@ -240,11 +271,12 @@ pub fn create_irqchip(vm: &Vm, _vcpus: u64) -> Result<IrqChip, ArchError> {
     Ok(IrqChip)
 }
 
-/// Nothing to do at creation on x86 (all state is set in `setup_boot_regs`).
+/// Nothing to do at creation on x86 (all state is set in `setup_vcpu`).
 pub fn init_vcpu(_vm: &Vm, _vcpu: &VcpuFd, _id: u64, _n: u64) -> Result<(), ArchError> {
     Ok(())
 }
 
+/// See [`crate::arch::load_kernel`]: ELF vmlinux, bzImage or raw code, initrd at the top of low RAM.
 pub fn load_kernel(mem: &GuestMemoryMmap, cfg: &VmConfig) -> Result<LoadedKernel, ArchError> {
     let what = format!("kernel {}", cfg.kernel.display());
     let mut loaded = match cfg.kernel_format {
@@ -379,17 +411,17 @@ const KERNEL_MIN_ALIGNMENT_BYTES: u32 = 0x100_0000;
 
 /// Writes the zero page, command line, MP table, ACPI tables, GDT and page tables. Returns the
 /// zero page address (RSI at entry). Raw formats get only the GDT and page tables.
-#[allow(clippy::too_many_arguments)]
-pub fn configure_system(
-    mem: &GuestMemoryMmap,
-    vcpus: &[VcpuFd],
-    _irqchip: Option<&IrqChip>,
-    kernel: &LoadedKernel,
-    mem_bytes: u64,
-    cmdline: &str,
-    devices: &DeviceMap,
-    format: KernelFormat,
-) -> Result<u64, ArchError> {
+pub fn configure_system(setup: &BootSetup) -> Result<u64, ArchError> {
+    let BootSetup {
+        mem,
+        vcpus,
+        irqchip: _,
+        kernel,
+        mem_bytes,
+        cmdline,
+        devices,
+        format,
+    } = *setup;
     match format {
         // Real-mode code needs no tables, and they would overwrite it above 0x9000.
         KernelFormat::RawRealMode => return Ok(0),
@@ -492,17 +524,17 @@ fn link_rng_seed(
 /// Registers, CPUID, MSRs, FPU and LAPIC of vCPU `id`. With the in-kernel irqchip KVM holds the
 /// application processors in wait-for-SIPI whatever their registers say; Linux starts them with
 /// INIT/SIPI. (Raw test guests have no irqchip: every vCPU runs the code.)
-#[allow(clippy::too_many_arguments)]
-pub fn setup_boot_regs(
-    vm: &Vm,
-    vcpu: &VcpuFd,
-    id: u64,
-    count: u64,
-    kernel: &LoadedKernel,
-    zero_page: u64,
-    format: KernelFormat,
-    has_irqchip: bool,
-) -> Result<(), ArchError> {
+pub fn setup_vcpu(boot: &VcpuBoot) -> Result<(), ArchError> {
+    let VcpuBoot {
+        vm,
+        vcpu,
+        id,
+        count,
+        kernel,
+        boot_arg: zero_page,
+        format,
+        has_irqchip,
+    } = *boot;
     let cpuid = vm
         .kvm()
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)

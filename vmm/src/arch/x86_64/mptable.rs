@@ -5,7 +5,9 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::arch::ArchError;
 
+/// Default Local APIC base address.
 pub const APIC_DEFAULT_BASE: u32 = 0xfee0_0000;
+/// Default IOAPIC base address.
 pub const IOAPIC_DEFAULT_BASE: u32 = 0xfec0_0000;
 /// I/O APIC input pins; GSIs 0..24 route 1:1 to them.
 pub const IOAPIC_PINS: u8 = 24;
@@ -94,6 +96,7 @@ pub fn build(base: u64, cpus: u8) -> Result<Vec<u8>, ArchError> {
     Ok(out)
 }
 
+/// Writes the MP floating pointer and table for `cpus` vCPUs at `base`; fails past `limit`.
 pub fn write(mem: &GuestMemoryMmap, base: u64, cpus: u8, limit: u64) -> Result<(), ArchError> {
     let bytes = build(base, cpus)?;
     if base + bytes.len() as u64 > limit {

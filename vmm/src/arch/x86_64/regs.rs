@@ -135,6 +135,7 @@ pub fn setup_real_mode_sregs(vcpu: &VcpuFd) -> Result<(), ArchError> {
         .map_err(|e| ArchError::new("KVM_SET_SREGS", e))
 }
 
+/// General registers: RIP = entry, RSI = boot data (zero page), stack at `BOOT_STACK`.
 pub fn setup_regs(vcpu: &VcpuFd, rip: u64, rsi: u64) -> Result<(), ArchError> {
     let regs = kvm_regs {
         rflags: 0x2, // bit 1 is reserved and must be set
@@ -148,6 +149,7 @@ pub fn setup_regs(vcpu: &VcpuFd, rip: u64, rsi: u64) -> Result<(), ArchError> {
         .map_err(|e| ArchError::new("KVM_SET_REGS", e))
 }
 
+/// FPU state: the x87 control word and MXCSR at their reset values.
 pub fn setup_fpu(vcpu: &VcpuFd) -> Result<(), ArchError> {
     let fpu = kvm_fpu {
         fcw: 0x37f,

@@ -19,7 +19,9 @@ use vm_memory::{Bytes, GuestMemoryMmap};
 use super::chain::{complete, pop_chain, ranges, read_bytes, Chain};
 use super::{ActiveQueues, DeviceError, SetupError, VirtioDevice, FEATURE_VERSION_1};
 
+/// Descriptors per virtqueue.
 pub const QUEUE_SIZE: u16 = 128;
+/// virtio-blk's fixed sector size.
 pub const SECTOR_SIZE: u64 = 512;
 /// Largest data transfer one request may ask for.
 pub const MAX_REQUEST_BYTES: u64 = 32 << 20;
@@ -36,6 +38,7 @@ enum Status {
     Unsupported = VIRTIO_BLK_S_UNSUPP as isize,
 }
 
+/// virtio-blk on a file or block device.
 pub struct Block {
     file: File,
     read_only: bool,

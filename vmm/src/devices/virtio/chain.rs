@@ -19,15 +19,20 @@ use vm_memory::{GuestAddress, GuestMemory, GuestMemoryMmap};
 /// One guest buffer of a chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segment {
+    /// Guest address of the buffer.
     pub addr: GuestAddress,
+    /// Its length in bytes.
     pub len: u32,
 }
 
 /// A validated chain: device-readable buffers first, then device-writable ones.
 #[derive(Debug)]
 pub struct Chain {
+    /// Index of the head descriptor (returned in the used ring).
     pub head: u16,
+    /// The buffers the device reads (the request).
     pub readable: Vec<Segment>,
+    /// The buffers the device writes (the response).
     pub writable: Vec<Segment>,
     /// A device-readable buffer came after a device-writable one.
     pub misordered: bool,
@@ -36,10 +41,12 @@ pub struct Chain {
 }
 
 impl Chain {
+    /// Total bytes the device may read.
     pub fn readable_len(&self) -> u64 {
         self.readable.iter().map(|s| u64::from(s.len)).sum()
     }
 
+    /// Total bytes the device may write.
     pub fn writable_len(&self) -> u64 {
         self.writable.iter().map(|s| u64::from(s.len)).sum()
     }
@@ -56,11 +63,28 @@ pub enum ChainError {
     /// The available index claims more new entries than the queue holds.
     AvailIndex(String),
     /// The head index names no descriptor of the table.
-    HeadIndex { head: u16, queue_size: u16 },
+    HeadIndex {
+        /// The index the driver gave.
+        head: u16,
+        /// The queue's size.
+        queue_size: u16,
+    },
     /// The chain loops, is longer than the queue, or links to a descriptor that cannot be read.
-    Unterminated { head: u16, limit: u16 },
+    Unterminated {
+        /// The chain's head.
+        head: u16,
+        /// The most descriptors a chain may have.
+        limit: u16,
+    },
     /// A buffer lies (partly) outside guest memory.
-    OutsideMemory { head: u16, addr: u64, len: u32 },
+    OutsideMemory {
+        /// The chain's head.
+        head: u16,
+        /// The buffer's guest address.
+        addr: u64,
+        /// Its length.
+        len: u32,
+    },
     /// The used ring could not be written.
     UsedRing(String),
 }

@@ -24,6 +24,7 @@ use crate::devices::{BusDevice, IrqLine};
 
 /// "virt", little endian.
 pub const MMIO_MAGIC: u32 = 0x7472_6976;
+/// virtio-mmio version 2 (virtio 1.x, no legacy).
 pub const MMIO_VERSION: u32 = 2;
 /// Vendor ID reported to the guest: "CPEV".
 pub const MMIO_VENDOR: u32 = 0x5645_5043;
@@ -102,6 +103,7 @@ impl MmioTransport {
         }
     }
 
+    /// The virtio device id behind this transport.
     pub fn device_type(&self) -> u32 {
         self.device.device_type()
     }
@@ -121,6 +123,7 @@ impl MmioTransport {
         self.queues.len()
     }
 
+    /// Whether the driver set DRIVER_OK and the device is running.
     pub fn is_activated(&self) -> bool {
         self.activated
     }

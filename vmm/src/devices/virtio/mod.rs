@@ -37,6 +37,7 @@ pub const FEATURE_VERSION_1: u64 = 1 << virtio_bindings::virtio_config::VIRTIO_F
 
 /// Bits of the transport's InterruptStatus register.
 pub const INTERRUPT_USED_RING: u32 = virtio_bindings::virtio_mmio::VIRTIO_MMIO_INT_VRING;
+/// Interrupt status bit: the configuration changed.
 pub const INTERRUPT_CONFIG: u32 = virtio_bindings::virtio_mmio::VIRTIO_MMIO_INT_CONFIG;
 
 /// A device's way to interrupt the guest: sets InterruptStatus bits, then raises the line.
@@ -48,6 +49,7 @@ pub struct VirtioInterrupt {
 }
 
 impl VirtioInterrupt {
+    /// Interrupts raised on `line`.
     pub fn new(line: Arc<dyn IrqLine>) -> Self {
         VirtioInterrupt {
             status: Arc::new(AtomicU32::new(0)),
@@ -87,10 +89,12 @@ impl VirtioInterrupt {
 
 /// What a device gets when the driver sets DRIVER_OK.
 pub struct ActiveQueues {
+    /// Guest memory the queues live in.
     pub mem: GuestMemoryMmap,
     /// One per entry of `VirtioDevice::queue_max_sizes`, configured and checked by the
     /// transport (ready, sizes valid, rings inside guest memory).
     pub queues: Vec<Queue>,
+    /// To signal the driver.
     pub interrupt: VirtioInterrupt,
 }
 
@@ -169,7 +173,9 @@ pub trait VirtioDevice: Send {
 /// Errors from host-side setup of a device (opening an image, a tap...), named for the user.
 #[derive(Debug)]
 pub struct SetupError {
+    /// What was being opened (file, tap, device).
     pub what: String,
+    /// The OS error.
     pub source: io::Error,
 }
 

@@ -22,8 +22,11 @@ use super::chain::{complete, pop_chain, read_bytes, unpop, write_bytes};
 use super::tap::{NetBackend, VNET_HDR_LEN};
 use super::{ActiveQueues, DeviceError, VirtioDevice, FEATURE_VERSION_1};
 
+/// Descriptors per virtqueue.
 pub const QUEUE_SIZE: u16 = 256;
+/// Index of the receive queue.
 pub const RX_QUEUE: usize = 0;
+/// Index of the transmit queue.
 pub const TX_QUEUE: usize = 1;
 /// Largest Ethernet frame (without the virtio-net header) carried either way: a 64 KiB
 /// maximum tap MTU plus the Ethernet header.
@@ -66,6 +69,7 @@ fn bump(cell: &AtomicU64) {
     cell.fetch_add(1, Ordering::Relaxed);
 }
 
+/// virtio-net on a host backend (a tap).
 pub struct Net {
     backend: Box<dyn NetBackend>,
     mac: [u8; 6],
@@ -84,6 +88,7 @@ fn zeroed_packet_buffer() -> Vec<u8> {
 }
 
 impl Net {
+    /// A NIC with address `mac` on `backend`.
     pub fn new(backend: Box<dyn NetBackend>, mac: [u8; 6]) -> Self {
         Net {
             backend,
@@ -96,6 +101,7 @@ impl Net {
         }
     }
 
+    /// Shared packet counters, readable after the device is boxed.
     pub fn counters(&self) -> NetCounters {
         self.counters.clone()
     }

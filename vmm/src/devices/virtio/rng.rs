@@ -10,10 +10,12 @@ use vm_memory::Bytes;
 use super::chain::{complete, pop_chain, ranges};
 use super::{ActiveQueues, DeviceError, SetupError, VirtioDevice, FEATURE_VERSION_1};
 
+/// Descriptors in the one virtqueue.
 pub const QUEUE_SIZE: u16 = 64;
 /// Bound per request, so one request cannot keep the vCPU in the host for long.
 pub const MAX_BYTES_PER_REQUEST: u64 = 64 * 1024;
 
+/// virtio-rng fed from the host's /dev/urandom.
 pub struct Rng {
     source: File,
     active: Option<ActiveQueues>,

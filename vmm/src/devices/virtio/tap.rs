@@ -101,6 +101,7 @@ impl Tap {
         })
     }
 
+    /// The tap's interface name.
     pub fn name(&self) -> &str {
         &self.name
     }

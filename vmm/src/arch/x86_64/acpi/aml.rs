@@ -20,6 +20,7 @@ impl fmt::Display for AmlError {
 
 impl std::error::Error for AmlError {}
 
+/// Result of AML encoding.
 pub type Result<T> = std::result::Result<T, AmlError>;
 
 // Opcodes (ACPI 6.5, 20.2).
@@ -308,7 +309,9 @@ pub fn irq_no_flags(irq: u8) -> Result<Vec<u8>> {
 /// OperationRegion address spaces (ACPI 6.5, 19.6.100).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RegionSpace {
+    /// Memory-mapped registers.
     SystemMemory = 0,
+    /// I/O port registers.
     SystemIo = 1,
 }
 

@@ -16,6 +16,7 @@ pub const VIRTIO_MMIO_HID: &str = "LNRO0005";
 pub const SERIAL_HID: &str = "PNP0501";
 /// Generic Event Device and power button device ids.
 pub const GED_HID: &str = "ACPI0013";
+/// ACPI hardware id of the power button device.
 pub const POWER_BUTTON_HID: &str = "PNP0C0C";
 /// Notify value for a button press ("status change", ACPI 6.5 4.8.3.1).
 pub const NOTIFY_BUTTON_PRESSED: u64 = 0x80;

@@ -23,11 +23,13 @@ use tables::{ApicLayout, PowerRegisters};
 
 /// First and one-past-last byte of the area the tables go in.
 pub const ACPI_START: u64 = 0xe_0000;
+/// One past the last byte of that area (the BIOS area ends at 1 MiB).
 pub const ACPI_END: u64 = 0x10_0000;
 const ALIGN: u64 = 16;
 
 /// The tables and where each goes in guest memory.
 pub struct AcpiTables {
+    /// Guest address of the RSDP (the zero page's `acpi_rsdp_addr`).
     pub rsdp_addr: u64,
     /// (guest address, bytes), in address order, non-overlapping.
     pub blobs: Vec<(u64, Vec<u8>)>,

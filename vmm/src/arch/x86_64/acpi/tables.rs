@@ -3,9 +3,13 @@
 
 /// OEM fields of every table we make.
 pub const OEM_ID: &[u8; 6] = b"CPEVSR";
+/// OEM table id in every table header.
 pub const OEM_TABLE_ID: &[u8; 8] = b"MICROVM ";
+/// OEM revision in every table header.
 pub const OEM_REVISION: u32 = 1;
+/// Creator id (the table writer) in every table header.
 pub const CREATOR_ID: &[u8; 4] = b"CPEV";
+/// Creator revision in every table header.
 pub const CREATOR_REVISION: u32 = 1;
 
 /// Length of the common System Description Table header.
@@ -81,23 +85,37 @@ pub fn gas_io_byte(port: u16) -> [u8; 12] {
 /// The registers the FADT points a hardware-reduced guest at.
 #[derive(Clone, Copy, Debug)]
 pub struct PowerRegisters {
+    /// I/O port of the sleep control register (power-off).
     pub sleep_control_port: u16,
+    /// I/O port of the sleep status register.
     pub sleep_status_port: u16,
+    /// I/O port of the reset register.
     pub reset_port: u16,
+    /// Value the guest writes there to reset.
     pub reset_value: u8,
 }
 
-// FADT field offsets (ACPI 6.5, table 5.9).
+/// FADT field offsets (ACPI 6.5, table 5.9) and flag bits.
 pub mod fadt {
+    /// Offset of the 32-bit DSDT address.
     pub const DSDT: usize = 40;
+    /// Offset of the IA-PC boot architecture flags.
     pub const IAPC_BOOT_ARCH: usize = 109;
+    /// Offset of the fixed feature flags.
     pub const FLAGS: usize = 112;
+    /// Offset of the reset register's address (GAS).
     pub const RESET_REG: usize = 116;
+    /// Offset of the reset value.
     pub const RESET_VALUE: usize = 128;
+    /// Offset of the minor version.
     pub const MINOR_VERSION: usize = 131;
+    /// Offset of the 64-bit DSDT address.
     pub const X_DSDT: usize = 140;
+    /// Offset of the sleep control register's address (GAS).
     pub const SLEEP_CONTROL_REG: usize = 244;
+    /// Offset of the sleep status register's address (GAS).
     pub const SLEEP_STATUS_REG: usize = 256;
+    /// Offset of the hypervisor vendor identity.
     pub const HYPERVISOR_VENDOR: usize = 268;
 
     /// Flags: the reset register is supported.
@@ -106,13 +124,16 @@ pub mod fadt {
     /// fixed-feature buttons a hardware-reduced platform cannot have; without them Linux adds
     /// a fixed "Power Button" input device that never fires.
     pub const PWR_BUTTON: u32 = 1 << 4;
+    /// Flags: the sleep button likewise.
     pub const SLP_BUTTON: u32 = 1 << 5;
     /// Flags: hardware-reduced ACPI (no PM1/GPE blocks, no SCI, no legacy PIC or PIT).
     pub const HW_REDUCED_ACPI: u32 = 1 << 20;
     /// IA-PC boot architecture flags: no VGA, no MSI, no CMOS RTC. No 8042 bit: Linux then
     /// skips its PS/2 probe; the VMM's i8042 serves only the reset command.
     pub const IAPC_VGA_NOT_PRESENT: u16 = 1 << 2;
+    /// IA-PC boot architecture flag: no MSI.
     pub const IAPC_MSI_NOT_SUPPORTED: u16 = 1 << 3;
+    /// IA-PC boot architecture flag: no CMOS RTC.
     pub const IAPC_CMOS_RTC_NOT_PRESENT: u16 = 1 << 5;
 }
 
@@ -152,17 +173,25 @@ pub fn fadt(dsdt_addr: u64, regs: PowerRegisters) -> Vec<u8> {
 /// What the MADT describes.
 #[derive(Clone, Copy, Debug)]
 pub struct ApicLayout {
+    /// vCPUs, one Local APIC entry each.
     pub cpus: u8,
+    /// Local APIC base address.
     pub lapic_addr: u32,
+    /// The IOAPIC's id.
     pub ioapic_id: u8,
+    /// IOAPIC base address.
     pub ioapic_addr: u32,
 }
 
 /// MADT entry types.
 pub mod madt {
+    /// Processor Local APIC entry.
     pub const LOCAL_APIC: u8 = 0;
+    /// I/O APIC entry.
     pub const IO_APIC: u8 = 1;
+    /// Local APIC NMI entry.
     pub const LOCAL_APIC_NMI: u8 = 4;
+    /// Local APIC flag: the processor is enabled.
     pub const LAPIC_ENABLED: u32 = 1;
 }
 
