@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::clip;
+
 /// A sha256 digest; text form `sha256:<64 lowercase hex>`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Sha256Digest([u8; 32]);
@@ -54,19 +56,6 @@ impl Sha256Digest {
     pub fn hex(&self) -> String {
         to_hex(&self.0)
     }
-}
-
-/// Keeps a peer's text short in error messages (80 bytes, on a character boundary).
-pub fn clip(text: &str) -> String {
-    const MAX: usize = 80;
-    if text.len() <= MAX {
-        return text.to_string();
-    }
-    let mut end = MAX;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &text[..end])
 }
 
 fn hex_value(c: u8) -> Option<u8> {

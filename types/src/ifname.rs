@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::clip;
+
 /// Linux's limit on interface names (IFNAMSIZ), terminating NUL excluded.
 pub const IFNAME_MAX: usize = 15;
 
@@ -129,11 +131,6 @@ impl<'de> serde::Deserialize<'de> for IfName {
         IfName::parse(&s)
             .map_err(|e| serde::de::Error::custom(format!("interface name {:?}: {e}", clip(&s))))
     }
-}
-
-/// Keeps a peer's bad name short in error messages.
-fn clip(s: &str) -> String {
-    s.chars().take(32).collect()
 }
 
 #[cfg(test)]
