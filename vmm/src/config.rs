@@ -439,6 +439,60 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Whatever the shared type can say (the agent writes with it), this parser reads back
+    /// unchanged: every console, kernel format, ro and rw disks, MAC, jail, ready_fd, timeout.
+    #[test]
+    fn every_description_the_shared_type_writes_parses_back() {
+        let mut c = VmConfig::with_kernel("/k".into());
+        c.initrd = Some("/i".into());
+        c.disks = vec![
+            DiskConfig {
+                path: "/ro".into(),
+                read_only: true,
+            },
+            DiskConfig {
+                path: "/rw".into(),
+                read_only: false,
+            },
+        ];
+        c.nets = vec![NetConfig {
+            tap: IfName::parse("tap0").unwrap(),
+            mac: Some(MacAddr([2, 0, 0, 0, 0, 9])),
+        }];
+        c.rng = true;
+        c.control_socket = Some("/run/vm.sock".into());
+        c.jail = Some(JailConfig {
+            uid: 100_001,
+            gid: 100_001,
+        });
+        c.ready_fd = Some(3);
+        c.shutdown_timeout_ms = 2500;
+        let consoles = [
+            SerialBackend::Stdio,
+            SerialBackend::Null,
+            SerialBackend::File("/tmp/c".into()),
+            SerialBackend::Socket("/tmp/s".into()),
+        ];
+        let formats = [
+            KernelFormat::Auto,
+            KernelFormat::RawX86_64,
+            KernelFormat::RawRealMode,
+        ];
+        for console in &consoles {
+            for format in formats {
+                c.console = console.clone();
+                c.kernel_format = format;
+                let json = serde_json::to_string_pretty(&c).unwrap();
+                assert_eq!(VmConfig::from_json(&json).unwrap(), c, "{json}");
+            }
+        }
+        let bare = serde_json::to_string(&VmConfig::with_kernel("/k".into())).unwrap();
+        assert_eq!(
+            VmConfig::from_json(&bare).unwrap(),
+            VmConfig::with_kernel("/k".into())
+        );
+    }
+
     #[test]
     fn tap_names_follow_the_one_rule() {
         // ".." passed the old check here (and /sys/class/net/.. exists); tabs and '%' too.
