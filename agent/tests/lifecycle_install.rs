@@ -183,6 +183,27 @@ fn refused_inputs_have_their_fault_and_change_nothing() {
             7004,
         ),
         (vec!["install".into(), "ftp://127.0.0.1/x".into()], 7004),
+        // URLs the download refuses are refused up front, before the ExecEnv is looked at
+        // (the lifecycle once had a looser rule of its own: these got 7223 here, and with a
+        // good ExecEnv failed only at download).
+        (
+            vec![
+                "install".into(),
+                "http://127.0.0.1:99999/x.cpkg".into(),
+                "--env".into(),
+                "kvm9".into(),
+            ],
+            7004,
+        ),
+        (
+            vec![
+                "install".into(),
+                "HTTP://127.0.0.1/x.cpkg".into(),
+                "--env".into(),
+                "kvm9".into(),
+            ],
+            7004,
+        ),
         (
             vec![
                 "install".into(),

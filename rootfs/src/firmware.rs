@@ -11,7 +11,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
+use cpevisor_types::Sha256Digest;
 
 use crate::cpio::{CpioError, Initramfs};
 use crate::modules::{DependencyIndex, ModuleError, ModulePlan};
@@ -103,10 +103,9 @@ impl TrustedKey {
     /// The agent's key id (first 16 hex digits of sha256 of the 32 key bytes), used as the file
     /// name so that several keys never collide and the name says which signer it is.
     pub fn id(&self) -> String {
-        let bytes: Vec<u8> = (0..32)
-            .map(|i| u8::from_str_radix(&self.public_hex[2 * i..2 * i + 2], 16).unwrap_or(0))
-            .collect();
-        sha256_hex(&bytes)[..16].to_string()
+        // `parse` took exactly 64 hex digits, so these are 32 bytes.
+        let bytes = cpevisor_types::from_hex(&self.public_hex).unwrap_or_default();
+        cpevisor_types::digest::signing_key_id(&bytes.try_into().unwrap_or([0; 32]))
     }
 
     /// Path inside the initramfs.
@@ -249,13 +248,6 @@ fn check_word(what: &str, value: &str) -> Result<(), FirmwareError> {
             "{what} {value:?}: expected 1-{MAX_WORD_LEN} characters of [A-Za-z0-9._+-], not starting with '-' or '.'"
         )))
     }
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Fills the init template; fails if a placeholder is left over (a template/builder mismatch).
@@ -477,7 +469,7 @@ pub fn install_modules(
         installed.push(InstalledModule {
             name: module.name.clone(),
             path: path.clone(),
-            sha256: sha256_hex(&bytes),
+            sha256: Sha256Digest::of(&bytes).hex(),
         });
         fs.add_file(&path, bytes, 0o644)?;
     }
@@ -554,7 +546,7 @@ pub fn build_firmware_with_keys(
 
     let mut fs = Initramfs::new().with_mtime(inputs.mtime);
     static_files(&mut fs, spec)?;
-    let busybox_sha256 = sha256_hex(&busybox);
+    let busybox_sha256 = Sha256Digest::of(&busybox).hex();
     fs.add_file("bin/busybox", busybox, 0o755)?;
     fs.add_symlink("bin/sh", "busybox")?;
     let (plan, modules) = install_modules(&mut fs, &package, &spec.modules, LOAD_ORDER_PATH)?;
@@ -571,7 +563,7 @@ pub fn build_firmware_with_keys(
             let bytes = read_input(&path)?;
             check_elf(&bytes, &spec.arch, &path)?;
             let dest = format!("usr/bin/{name}");
-            binaries.push((dest.clone(), sha256_hex(&bytes)));
+            binaries.push((dest.clone(), Sha256Digest::of(&bytes).hex()));
             fs.add_file(&dest, bytes, 0o755)?;
         }
     }
@@ -606,8 +598,8 @@ pub fn build_firmware_with_keys(
         arch: spec.arch.clone(),
         kernel_flavour: spec.kernel_flavour.clone(),
         kernel_release: package.release.clone(),
-        kernel_sha256: sha256_hex(&kernel),
-        initramfs_sha256: sha256_hex(&initramfs),
+        kernel_sha256: Sha256Digest::of(&kernel).hex(),
+        initramfs_sha256: Sha256Digest::of(&initramfs).hex(),
         busybox_sha256,
         modules,
         builtin: plan.builtin.clone(),
@@ -633,15 +625,9 @@ mod trusted_key_tests {
     fn key_files_parse_and_are_named_by_key_id() {
         let k = TrustedKey::parse(&format!("{}\n", KEY.to_uppercase()), "k.pub").unwrap();
         assert_eq!(k.public_hex, KEY);
-        assert_eq!(k.id().len(), 16);
-        assert_eq!(
-            k.id(),
-            sha256_hex(&[
-                0xd7, 0x5a, 0x98, 0x01, 0x82, 0xb1, 0x0a, 0xb7, 0xd5, 0x4b, 0xfe, 0xd3, 0xc9, 0x64,
-                0x07, 0x3a, 0x0e, 0xe1, 0x72, 0xf3, 0xda, 0xa6, 0x23, 0x25, 0xaf, 0x02, 0x1a, 0x68,
-                0xf7, 0x07, 0x51, 0x1a,
-            ])[..16]
-        );
+        // sha256 of the 32 key bytes, first 16 hex digits; agent/src/package/keys.rs pins the
+        // same id for the same key.
+        assert_eq!(k.id(), "21fe31dfa154a261");
         assert_eq!(
             k.install_path(),
             format!("etc/cpevisor/keys/{}.pub", k.id())

@@ -19,10 +19,9 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sha2::{Digest, Sha256};
-
 use crate::cpio::Initramfs;
 use crate::firmware::{install_modules, FirmwareError, KernelPackage};
+use cpevisor_types::Sha256Digest;
 
 /// Largest kernel image, busybox or data file accepted.
 const MAX_INPUT_SIZE: u64 = 256 << 20;
@@ -250,13 +249,6 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> FirmwareError + '_ {
         path: path.to_path_buf(),
         source,
     }
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Reads a regular file of at most `limit` bytes.
@@ -570,9 +562,9 @@ pub fn build_guest(
         app: app.name.to_string(),
         kernel: spec.kernel.name().to_string(),
         kernel_source,
-        image_sha256: sha256_hex(&image),
-        initramfs_sha256: sha256_hex(&initramfs),
-        disk_sha256: sha256_hex(&disk),
+        image_sha256: Sha256Digest::of(&image).hex(),
+        initramfs_sha256: Sha256Digest::of(&initramfs).hex(),
+        disk_sha256: Sha256Digest::of(&disk).hex(),
         modules,
     };
     write_atomically(out, "manifest.txt", manifest.to_text().as_bytes())?;

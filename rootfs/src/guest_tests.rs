@@ -124,7 +124,7 @@ fn stock_build_has_app_modules_and_is_reproducible() {
     std::thread::sleep(std::time::Duration::from_millis(1100));
     build_guest(&spec(GuestKernel::Stock, None), &inputs, &b).unwrap();
     for f in ["Image", "initramfs.cpio.gz", "disk.img", "manifest.txt"] {
-        let digest = |d: &Path| sha256_hex(&fs::read(d.join(f)).unwrap());
+        let digest = |d: &Path| Sha256Digest::of(&fs::read(d.join(f)).unwrap()).hex();
         assert_eq!(digest(&a), digest(&b), "{f} differs between two builds");
     }
     assert_eq!(m.kernel_source, RELEASE);
@@ -187,7 +187,7 @@ fn minimal_build_has_no_modules_and_carries_the_data() {
         &again,
     )
     .unwrap();
-    let digest = |d: &Path| sha256_hex(&fs::read(d.join("disk.img")).unwrap());
+    let digest = |d: &Path| Sha256Digest::of(&fs::read(d.join("disk.img")).unwrap()).hex();
     assert_eq!(
         digest(&out),
         digest(&again),

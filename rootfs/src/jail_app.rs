@@ -14,7 +14,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
+use cpevisor_types::Sha256Digest;
 
 /// Largest token file accepted for `status` (`--data`).
 pub const MAX_TOKEN_SIZE: u64 = 4096;
@@ -353,9 +353,9 @@ pub fn build_jail_app(
     let manifest = JailAppManifest {
         arch: spec.arch,
         app: spec.app,
-        rootfs_sha256: sha256_hex(&tar),
+        rootfs_sha256: Sha256Digest::of(&tar).hex(),
         rootfs_bytes: tar.len() as u64,
-        busybox_sha256: sha256_hex(&busybox),
+        busybox_sha256: Sha256Digest::of(&busybox).hex(),
     };
     fs::create_dir_all(out).map_err(io_err(out))?;
     write_atomically(out, "rootfs.tar", &tar)?;
@@ -368,13 +368,6 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), JailAppE
     let dest = dir.join(name);
     fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
     fs::rename(&tmp, &dest).map_err(io_err(&dest))
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// A minimal POSIX ustar writer: directories and regular files, owner root, one mtime.

@@ -91,16 +91,28 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
+/// Adds every certificate of the PEM file `ca_file` (at least one) to `roots`; the one CA
+/// loader of the USP transports and the agent's downloads. Returns how many were added.
+pub fn add_ca_file(roots: &mut RootCertStore, ca_file: &Path) -> Result<usize, TlsError> {
+    let bad = |why: String| TlsError(format!("CA file {}: {why}", ca_file.display()));
+    let pem = read_pem(ca_file, "CA file")?;
+    let mut added = 0;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| bad(format!("bad PEM: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| bad(format!("unusable certificate: {e}")))?;
+        added += 1;
+    }
+    if added == 0 {
+        return Err(bad("holds no certificate".into()));
+    }
+    Ok(added)
+}
+
 fn roots(ca_file: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
-    for cert in load_certs(ca_file)? {
-        roots.add(cert).map_err(|e| {
-            TlsError(format!(
-                "CA file {}: unusable certificate: {e}",
-                ca_file.display()
-            ))
-        })?;
-    }
+    add_ca_file(&mut roots, ca_file)?;
     Ok(roots)
 }
 
@@ -752,6 +764,34 @@ mod tests {
             e.0.contains("CA") || e.0.contains("certificate file"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn ca_files_without_certificates_are_refused_by_name() {
+        let dir = std::env::temp_dir().join(format!("cpv-usp-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut roots = RootCertStore::empty();
+        for (name, body, says) in [
+            ("empty.pem", vec![], "holds no certificate"),
+            (
+                "text.pem",
+                b"not a certificate\n".to_vec(),
+                "holds no certificate",
+            ),
+            (
+                "big.pem",
+                vec![b'x'; (MAX_PEM_FILE + 1) as usize],
+                "larger than",
+            ),
+        ] {
+            let p = dir.join(name);
+            std::fs::write(&p, body).unwrap();
+            let e = add_ca_file(&mut roots, &p).unwrap_err();
+            assert!(e.0.starts_with("CA file ") && e.0.contains(name), "{e}");
+            assert!(e.0.contains(says), "{e}");
+        }
+        assert!(roots.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -17,7 +17,7 @@ use kvm_ioctls::VcpuFd;
 use vm_memory::GuestMemoryMmap;
 
 use crate::arch::{self, BootSetup, PlatformSetup, VcpuBoot};
-use crate::config::{ConfigError, VmConfig};
+use crate::config::{ConfigError, VmConfig, VmConfigExt};
 use crate::confine::StartGate;
 use crate::control::ControlServer;
 use crate::devices::boot_signal::{BootReady, BootSignal};
@@ -106,7 +106,7 @@ pub struct Vmm {
 pub fn check_config(cfg: &VmConfig) -> Result<(), ConfigError> {
     cfg.validate()?;
     if let Some(jail) = &cfg.jail {
-        jail.validate()?;
+        crate::confine::check_jail(jail)?;
     }
     arch::check_kernel(cfg.kernel_format, &cfg.kernel)?;
     if u64::from(cfg.vcpus) > arch::max_vcpus() {

@@ -6,15 +6,17 @@ use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-
 use crate::devices::serial::SerialBackend;
 pub use crate::initrd::check_initrd;
+/// The VM description is the shared type the agent writes; this module parses and checks it.
+pub use cpevisor_types::vm::{
+    DiskConfig, JailConfig, KernelFormat, MacAddr, NetConfig, VmConfig, DEFAULT_MAX_MEMORY_MIB,
+    DEFAULT_SHUTDOWN_TIMEOUT_MS,
+};
+use cpevisor_types::IfName;
 
 /// Hard ceiling on guest vCPUs; KVM's own limit is checked again when the VM exists.
 pub const MAX_VCPUS: u8 = 64;
-/// Default ceiling on guest memory when neither the config nor the CLI sets one.
-pub const DEFAULT_MAX_MEMORY_MIB: u64 = 2048;
 /// No board has more (1 TiB); keeps byte arithmetic on guest sizes far from overflow.
 pub const MEMORY_CEILING_MIB: u64 = 1 << 20;
 /// The config file is a small document; refuse anything that is obviously not one.
@@ -24,183 +26,10 @@ pub const MAX_CMDLINE_BYTES: usize = 2048;
 const MAX_DISKS: usize = 8;
 const MAX_NETS: usize = 4;
 
-/// How the kernel file is interpreted.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum KernelFormat {
-    /// Detect from the file: ELF vmlinux or bzImage on x86_64, arm64 `Image` on aarch64.
-    #[default]
-    Auto,
-    /// Test mode (x86_64): flat 64-bit code loaded at `arch::x86_64::RAW_LOAD_ADDR`, entered in
-    /// long mode with identity-mapped page tables, no boot protocol.
-    RawX86_64,
-    /// Test mode (x86_64): flat 16-bit code loaded at `arch::x86_64::RAW_REAL_MODE_ADDR`, entered in
-    /// real mode with CS:IP = 0:that address.
-    RawRealMode,
-}
-
-impl KernelFormat {
-    /// Whether this is one of the raw test formats (no irqchip, no boot data).
-    pub fn is_raw(self) -> bool {
-        !matches!(self, KernelFormat::Auto)
-    }
-}
-
 /// Parses a console spec: `stdout`, `none`, `file:PATH` or `socket:PATH` (a listening Unix
 /// socket the VMM connects to).
 pub fn parse_console(spec: &str) -> Result<SerialBackend, ConfigError> {
-    match spec {
-        "stdout" => Ok(SerialBackend::Stdio),
-        "none" => Ok(SerialBackend::Null),
-        _ => {
-            if let Some(p) = spec.strip_prefix("file:").filter(|p| !p.is_empty()) {
-                Ok(SerialBackend::File(PathBuf::from(p)))
-            } else if let Some(p) = spec.strip_prefix("socket:").filter(|p| !p.is_empty()) {
-                Ok(SerialBackend::Socket(PathBuf::from(p)))
-            } else {
-                Err(ConfigError::invalid(
-                    "console",
-                    format!("'{spec}': expected stdout, none, file:PATH or socket:PATH"),
-                ))
-            }
-        }
-    }
-}
-
-fn deserialize_console<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SerialBackend, D::Error> {
-    let s = String::deserialize(d)?;
-    parse_console(&s).map_err(serde::de::Error::custom)
-}
-
-/// One virtio-blk disk.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct DiskConfig {
-    /// The image file or block device.
-    pub path: PathBuf,
-    /// Guest writes fail (the device advertises read-only).
-    #[serde(default)]
-    pub read_only: bool,
-}
-
-/// A MAC address, parsed from `aa:bb:cc:dd:ee:ff`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MacAddr(pub [u8; 6]);
-
-impl MacAddr {
-    /// Parses `aa:bb:cc:dd:ee:ff`; None if malformed.
-    pub fn parse(s: &str) -> Option<MacAddr> {
-        let mut out = [0u8; 6];
-        let mut parts = s.split(':');
-        for byte in out.iter_mut() {
-            let p = parts.next()?;
-            if p.len() != 2 {
-                return None;
-            }
-            *byte = u8::from_str_radix(p, 16).ok()?;
-        }
-        parts.next().is_none().then_some(MacAddr(out))
-    }
-}
-
-impl fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let m = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
-    }
-}
-
-impl<'de> Deserialize<'de> for MacAddr {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        MacAddr::parse(&s)
-            .ok_or_else(|| serde::de::Error::custom(format!("'{s}' is not a MAC address")))
-    }
-}
-
-/// One virtio-net device on an existing tap.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct NetConfig {
-    /// Name of an existing tap device (the agent creates and owns it).
-    pub tap: String,
-    /// The guest's MAC; a locally administered one per VMM when absent.
-    #[serde(default)]
-    pub mac: Option<MacAddr>,
-}
-
-fn default_memory_mib() -> u64 {
-    128
-}
-fn default_vcpus() -> u8 {
-    1
-}
-fn default_max_memory_mib() -> u64 {
-    DEFAULT_MAX_MEMORY_MIB
-}
-/// How long a stop request waits for the guest's own power-off after the power button.
-pub const DEFAULT_SHUTDOWN_TIMEOUT_MS: u32 = 10_000;
-fn default_shutdown_timeout_ms() -> u32 {
-    DEFAULT_SHUTDOWN_TIMEOUT_MS
-}
-fn default_console() -> SerialBackend {
-    SerialBackend::Stdio
-}
-
-/// The VM description (JSON schema = this struct; unknown fields are refused).
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct VmConfig {
-    /// The kernel image.
-    pub kernel: PathBuf,
-    /// The kernel's format (`auto`, or a raw test format).
-    #[serde(default)]
-    pub kernel_format: KernelFormat,
-    /// Optional initramfs.
-    #[serde(default)]
-    pub initrd: Option<PathBuf>,
-    /// Kernel command line.
-    #[serde(default)]
-    pub cmdline: String,
-    /// Guest RAM in MiB.
-    #[serde(default = "default_memory_mib")]
-    pub memory_mib: u64,
-    /// Upper bound on `memory_mib`.
-    #[serde(default = "default_max_memory_mib")]
-    pub max_memory_mib: u64,
-    /// vCPU count.
-    #[serde(default = "default_vcpus")]
-    pub vcpus: u8,
-    /// virtio-blk disks, in guest order.
-    #[serde(default)]
-    pub disks: Vec<DiskConfig>,
-    /// virtio-net devices, in guest order.
-    #[serde(default)]
-    pub nets: Vec<NetConfig>,
-    /// Whether the guest gets a virtio-rng.
-    #[serde(default)]
-    pub rng: bool,
-    /// Where the guest console goes.
-    #[serde(default = "default_console", deserialize_with = "deserialize_console")]
-    pub console: SerialBackend,
-    /// Unix control socket path.
-    #[serde(default)]
-    pub control_socket: Option<PathBuf>,
-    /// Confinement of the VMM process itself, when set.
-    #[serde(default)] // absent: unconfined (host tests, CLI use); see confine.rs
-    pub jail: Option<crate::confine::JailConfig>,
-    /// An inherited pipe's write end: one byte on the guest's boot-ready (`boot_signal`).
-    #[serde(default)]
-    pub ready_fd: Option<i32>,
-    /// A stop request (SIGTERM/SIGINT/SIGHUP, control `shutdown`) presses the guest's power
-    /// button and waits this long for the guest to power off before stopping the VM; 0 stops
-    /// at once.
-    #[serde(default = "default_shutdown_timeout_ms")]
-    pub shutdown_timeout_ms: u32,
+    SerialBackend::parse(spec).map_err(|why| ConfigError::invalid("console", why))
 }
 
 /// A configuration or usage error. `what` names the field, flag or file; `why` says what is wrong.
@@ -230,45 +59,33 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-impl VmConfig {
-    /// A config with defaults for everything but the kernel.
-    pub fn with_kernel(kernel: PathBuf) -> Self {
-        VmConfig {
-            kernel,
-            kernel_format: KernelFormat::Auto,
-            initrd: None,
-            cmdline: String::new(),
-            memory_mib: default_memory_mib(),
-            max_memory_mib: default_max_memory_mib(),
-            vcpus: default_vcpus(),
-            disks: Vec::new(),
-            nets: Vec::new(),
-            rng: false,
-            console: default_console(),
-            control_socket: None,
-            jail: None,
-            ready_fd: None,
-            shutdown_timeout_ms: default_shutdown_timeout_ms(),
-        }
-    }
+/// What the VMM does with a VM description beyond the shared type: read it, and check it
+/// against this host.
+pub trait VmConfigExt: Sized {
+    /// Parses a description; the error names the field at fault.
+    fn from_json(text: &str) -> Result<Self, ConfigError>;
+    /// Reads a config file: only a regular file that root or we own, not through a symlink
+    /// and never waiting on a FIFO (the VMM runs as root and is handed the path).
+    fn from_file(path: &Path) -> Result<Self, ConfigError>;
+    /// Checks everything that can be checked without KVM: sizes, limits, files and their
+    /// headers, taps, the readiness descriptor. Kernel/initrd format checks are the
+    /// architecture's (`arch::check_kernel`).
+    fn validate(&self) -> Result<(), ConfigError>;
+}
 
-    /// Parses a JSON VM description (unknown fields are errors).
-    pub fn from_json(text: &str) -> Result<Self, ConfigError> {
+impl VmConfigExt for VmConfig {
+    fn from_json(text: &str) -> Result<Self, ConfigError> {
         serde_json::from_str(text).map_err(|e| ConfigError::invalid("config", e.to_string()))
     }
 
-    /// Reads a config file: only a regular file that root or we own, not through a symlink and
-    /// never waiting on a FIFO (the VMM runs as root and is handed the path).
-    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+    fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let what = format!("config file {}", path.display());
         let text = cpevisor_sandbox::files::read_regular(path, MAX_CONFIG_BYTES)
             .map_err(|e| ConfigError::invalid("config file", e.to_string()))?;
         serde_json::from_slice(&text).map_err(|e| ConfigError::invalid(&what, e.to_string()))
     }
 
-    /// Checks everything that can be checked without KVM: sizes, limits, files and their headers.
-    /// Kernel/initrd format checks are the architecture's (`arch::check_kernel`).
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&self) -> Result<(), ConfigError> {
         if self.memory_mib == 0 {
             return Err(ConfigError::invalid("memory_mib", "must be at least 1"));
         }
@@ -384,15 +201,9 @@ pub(crate) fn check_readable_file(what: &str, path: &Path) -> Result<(), ConfigE
     Ok(())
 }
 
-/// A tap name is what the kernel accepts (IFNAMSIZ - 1 bytes) and must exist already.
-fn check_tap(what: &str, name: &str) -> Result<(), ConfigError> {
-    if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0']) || name == "." {
-        return Err(ConfigError::invalid(
-            what,
-            format!("'{name}' is not a valid interface name"),
-        ));
-    }
-    if !Path::new("/sys/class/net").join(name).exists() {
+/// A tap must exist already (the name itself was checked when parsed: `IfName`).
+fn check_tap(what: &str, name: &IfName) -> Result<(), ConfigError> {
+    if !Path::new("/sys/class/net").join(name.as_str()).exists() {
         return Err(ConfigError::invalid(
             what,
             format!("tap device '{name}' does not exist"),
@@ -529,7 +340,9 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Co
                     nets_from_cli = true;
                 }
                 let mut parts = v.split(',');
-                let tap = parts.next().unwrap_or_default().to_string();
+                let tap = parts.next().unwrap_or_default();
+                let tap = IfName::parse(tap)
+                    .map_err(|e| ConfigError::invalid(&name, format!("tap {tap:?}: {e}")))?;
                 let mut mac = None;
                 for p in parts {
                     let m = p
@@ -625,12 +438,79 @@ mod tests {
         assert!(c.validate().unwrap_err().what.contains("missing"));
         c.kernel = k;
         c.nets.push(NetConfig {
-            tap: "cpvnotap0".into(),
+            tap: IfName::parse("cpvnotap0").unwrap(),
             mac: None,
         });
         let e = c.validate().unwrap_err();
         assert!(e.why.contains("does not exist"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Whatever the shared type can say (the agent writes with it), this parser reads back
+    /// unchanged: every console, kernel format, ro and rw disks, MAC, jail, ready_fd, timeout.
+    #[test]
+    fn every_description_the_shared_type_writes_parses_back() {
+        let mut c = VmConfig::with_kernel("/k".into());
+        c.initrd = Some("/i".into());
+        c.disks = vec![
+            DiskConfig {
+                path: "/ro".into(),
+                read_only: true,
+            },
+            DiskConfig {
+                path: "/rw".into(),
+                read_only: false,
+            },
+        ];
+        c.nets = vec![NetConfig {
+            tap: IfName::parse("tap0").unwrap(),
+            mac: Some(MacAddr([2, 0, 0, 0, 0, 9])),
+        }];
+        c.rng = true;
+        c.control_socket = Some("/run/vm.sock".into());
+        c.jail = Some(JailConfig {
+            uid: 100_001,
+            gid: 100_001,
+        });
+        c.ready_fd = Some(3);
+        c.shutdown_timeout_ms = 2500;
+        let consoles = [
+            SerialBackend::Stdio,
+            SerialBackend::Null,
+            SerialBackend::File("/tmp/c".into()),
+            SerialBackend::Socket("/tmp/s".into()),
+        ];
+        let formats = [
+            KernelFormat::Auto,
+            KernelFormat::RawX86_64,
+            KernelFormat::RawRealMode,
+        ];
+        for console in &consoles {
+            for format in formats {
+                c.console = console.clone();
+                c.kernel_format = format;
+                let json = serde_json::to_string_pretty(&c).unwrap();
+                assert_eq!(VmConfig::from_json(&json).unwrap(), c, "{json}");
+            }
+        }
+        let bare = serde_json::to_string(&VmConfig::with_kernel("/k".into())).unwrap();
+        assert_eq!(
+            VmConfig::from_json(&bare).unwrap(),
+            VmConfig::with_kernel("/k".into())
+        );
+    }
+
+    #[test]
+    fn tap_names_follow_the_one_rule() {
+        // ".." passed the old check here (and /sys/class/net/.. exists); tabs and '%' too.
+        for bad in ["..", "a\tb", "tap%d", "abcdefghijklmnop", ""] {
+            let json = serde_json::json!({"kernel": "/k", "nets": [{"tap": bad}]}).to_string();
+            let e = VmConfig::from_json(&json).unwrap_err();
+            assert!(e.to_string().contains("interface name"), "{bad:?}: {e}");
+            let e = parse_args(args(&["--kernel", "/k", "--net", bad])).unwrap_err();
+            assert_eq!(e.what, "--net", "{bad:?}");
+            assert!(e.why.contains(&format!("{bad:?}")), "{bad:?}: {e}");
+        }
     }
 
     fn cpio_entry(out: &mut Vec<u8>, name: &str, data: &[u8]) {

@@ -15,34 +15,22 @@
 
 use std::sync::{Condvar, Mutex};
 
-use serde::Deserialize;
-
 use crate::config::ConfigError;
+/// Who the VMM becomes (the VM description's `jail`).
+pub use crate::config::JailConfig;
 
-/// Who the VMM becomes (the agent gives each app's VMM ids of its own).
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct JailConfig {
-    /// The user the VMM becomes (not root).
-    pub uid: u32,
-    /// The group the VMM becomes (not root).
-    pub gid: u32,
-}
-
-impl JailConfig {
-    /// Root is refused: uid 0 in the host namespace would undo the point of it.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.uid == 0 || self.gid == 0 {
-            return Err(ConfigError::invalid(
-                "jail",
-                format!(
-                    "uid {} / gid {}: the VMM must not stay root",
-                    self.uid, self.gid
-                ),
-            ));
-        }
-        Ok(())
+/// Root is refused: uid 0 in the host namespace would undo the point of it.
+pub fn check_jail(jail: &JailConfig) -> Result<(), ConfigError> {
+    if jail.uid == 0 || jail.gid == 0 {
+        return Err(ConfigError::invalid(
+            "jail",
+            format!(
+                "uid {} / gid {}: the VMM must not stay root",
+                jail.uid, jail.gid
+            ),
+        ));
     }
+    Ok(())
 }
 
 /// Closes every descriptor above stderr that the VMM inherited but `keep` (the readiness pipe):
@@ -106,7 +94,7 @@ pub fn forbidden_syscall() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::VmConfig;
+    use crate::config::{VmConfig, VmConfigExt};
 
     #[test]
     fn jail_is_optional_and_root_is_refused() {
@@ -116,8 +104,8 @@ mod tests {
             VmConfig::from_json(r#"{"kernel":"/k","jail":{"uid":100007,"gid":100007}}"#).unwrap();
         let jail = c.jail.unwrap();
         assert_eq!((jail.uid, jail.gid), (100007, 100007));
-        jail.validate().unwrap();
-        let e = JailConfig { uid: 0, gid: 5 }.validate().unwrap_err();
+        check_jail(&jail).unwrap();
+        let e = check_jail(&JailConfig { uid: 0, gid: 5 }).unwrap_err();
         assert_eq!(e.what, "jail");
         assert!(VmConfig::from_json(r#"{"kernel":"/k","jail":{"uid":1}}"#).is_err());
         assert!(VmConfig::from_json(r#"{"kernel":"/k","jail":{"uid":1,"gid":1,"x":1}}"#).is_err());

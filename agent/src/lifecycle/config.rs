@@ -349,10 +349,8 @@ impl AgentConfig {
                     .map_err(|e| format!("exec_envs[{i}].app_network: {e}"))?;
             }
             if let Some(b) = &env.lan_bridge {
-                crate::supervise::jail::spec::check_ifname(
-                    &format!("exec_envs[{i}].lan_bridge"),
-                    b,
-                )?;
+                cpevisor_types::IfName::parse(b)
+                    .map_err(|e| format!("exec_envs[{i}].lan_bridge: {b:?}: {e}"))?;
             }
             if env.memory_budget_mib == 0 {
                 return Err(format!("exec_envs[{i}].memory_budget_mib: must be > 0"));

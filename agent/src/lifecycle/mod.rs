@@ -43,9 +43,7 @@ use state::{DuRecord, Journal, PersistedState, StateFiles};
 
 /// USP 7003 "Internal error": used for outcomes no TR-181 fault describes (an operation cut by
 /// a restart of the agent, a backend that cannot start).
-pub const INTERNAL_ERROR: u32 = 7003;
-/// Longest URL accepted (bounded input).
-const MAX_URL_LEN: usize = 2048;
+pub use cpevisor_usp::errors::INTERNAL_ERROR;
 
 /// An operation's error as the API and events report it: TR-181/USP code + message.
 pub type OpResult<T> = Result<T, EventFault>;
@@ -312,7 +310,8 @@ impl Agent {
     ) -> OpResult<DeploymentUnit> {
         validate_url(url)?;
         if let Some(d) = digest {
-            validate_digest(d)?;
+            crate::store::Digest::parse(d)
+                .map_err(|e| fault(FaultCode::InvalidArguments, format!("digest: {e}")))?;
         }
         let env = self.resolve_env(env)?;
         let available = self.available_mib(&env.name, None);
@@ -1373,7 +1372,10 @@ impl Agent {
         if !is_uuid(uuid) {
             return Err(fault(
                 FaultCode::InvalidDeploymentUnitState,
-                format!("{:?} is not a DeploymentUnit UUID", clip(uuid)),
+                format!(
+                    "{:?} is not a DeploymentUnit UUID",
+                    crate::store::clip(uuid)
+                ),
             ));
         }
         let m = lock(&self.shared.model);
@@ -1533,64 +1535,14 @@ fn data_id(uuid: &str) -> String {
 fn unknown_eu(eu_id: &str) -> EventFault {
     fault(
         FaultCode::InvalidDeploymentUnitState,
-        format!("no ExecutionUnit {:?}", clip(eu_id)),
+        format!("no ExecutionUnit {:?}", crate::store::clip(eu_id)),
     )
 }
 
-fn clip(s: &str) -> String {
-    s.chars().take(64).collect()
-}
-
-/// http(s) URL with a host and no user:password (7004 otherwise).
+/// The download's own URL rule (`fetch::Url::parse`), checked before anything else: http(s),
+/// a host and port, no user:password (7004 otherwise).
 pub fn validate_url(url: &str) -> OpResult<()> {
-    let bad = |why: &str| {
-        Err(fault(
-            FaultCode::InvalidArguments,
-            format!("URL {:?}: {why}", clip(url)),
-        ))
-    };
-    if url.len() > MAX_URL_LEN {
-        return bad("longer than 2048 characters");
-    }
-    if url.chars().any(|c| c.is_control() || c == ' ') {
-        return bad("contains spaces or control characters");
-    }
-    let rest = match url.split_once("://") {
-        Some((scheme, rest))
-            if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") =>
-        {
-            rest
-        }
-        _ => return bad("only http:// and https:// are supported"),
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    if authority.contains('@') {
-        return bad("credentials (user:password@) are not accepted in URLs");
-    }
-    if authority.is_empty() {
-        return bad("no host");
-    }
-    Ok(())
-}
-
-/// `sha256:<64 lower-case hex>` (7004 otherwise).
-pub fn validate_digest(d: &str) -> OpResult<()> {
-    let ok = d.strip_prefix("sha256:").is_some_and(|h| {
-        h.len() == 64
-            && h.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err(fault(
-            FaultCode::InvalidArguments,
-            format!(
-                "digest {:?}: expected sha256:<64 lower-case hex digits>",
-                clip(d)
-            ),
-        ))
-    }
+    crate::fetch::Url::parse(url).map(|_| ()).map_err(ef)
 }
 
 /// Where a checked package's blobs would go, for tests of the layout.
@@ -1608,7 +1560,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_are_checked() {
+    fn urls_are_checked_by_the_downloads_rule() {
         assert!(validate_url("http://10.0.2.2:8000/app.cpkg").is_ok());
         assert!(validate_url("https://example.net/a?b=c@d").is_ok());
         for bad in [
@@ -1618,21 +1570,15 @@ mod tests {
             "http:///x",
             "http://a b/",
             "nonsense",
+            // Accepted by the lifecycle's own rule before, refused at download time.
+            "http://127.0.0.1:99999/x",
+            "http://ho$t/x",
+            "HTTP://host/x",
+            "http://[::1/x",
         ] {
             let e = validate_url(bad).unwrap_err();
             assert_eq!(e.code, 7004, "{bad}");
         }
-    }
-
-    #[test]
-    fn digests_are_checked() {
-        let good = format!("sha256:{}", "a".repeat(64));
-        assert!(validate_digest(&good).is_ok());
-        assert_eq!(validate_digest("sha256:abc").unwrap_err().code, 7004);
-        assert_eq!(
-            validate_digest(&good.to_uppercase()).unwrap_err().code,
-            7004
-        );
     }
 
     #[test]

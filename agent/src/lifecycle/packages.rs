@@ -163,7 +163,7 @@ impl Packages {
         progress: &mut dyn FnMut(u64, Option<u64>),
     ) -> Result<PathBuf, Fault> {
         let expected_sha256 = expected
-            .map(|d| crate::store::Digest::parse(d, "expected digest"))
+            .map(|d| crate::store::parse_digest(d, "expected digest"))
             .transpose()?;
         let opts = FetchOptions {
             max_bytes: self.download_cap_bytes,
@@ -342,7 +342,7 @@ impl Packages {
     pub fn gc(&self, keep: &HashSet<String>) -> Result<(), Fault> {
         let digests = keep
             .iter()
-            .filter_map(|d| crate::store::Digest::parse(d, "blob").ok())
+            .filter_map(|d| crate::store::parse_digest(d, "blob").ok())
             .collect();
         self.store.gc(&digests).map(|_| ())
     }

@@ -62,9 +62,10 @@ impl TrustedKey {
     }
 }
 
-/// Key id: the first 16 hex digits of sha256 over the 32 public key bytes.
+/// Key id: the first 16 hex digits of sha256 over the 32 public key bytes (one rule with the
+/// firmware builder's trusted key file names: `cpevisor_types::digest::signing_key_id`).
 pub fn key_id(key: &VerifyingKey) -> String {
-    Digest::of(key.as_bytes()).hex()[..16].to_string()
+    cpevisor_types::digest::signing_key_id(key.as_bytes())
 }
 
 /// The exact bytes a package signature covers.
@@ -239,6 +240,16 @@ mod tests {
             .verifying_key()
             .verify_strict(signed_message(&d).as_bytes(), &sig)
             .is_ok());
+    }
+
+    #[test]
+    fn key_id_is_the_firmware_builders() {
+        // rootfs/src/firmware.rs names the trusted key file of this key by the same id.
+        let key = TrustedKey::from_hex(
+            "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
+        )
+        .unwrap();
+        assert_eq!(key.id(), "21fe31dfa154a261");
     }
 
     #[test]

@@ -19,4 +19,4 @@ pub use atomic::{atomic_write, fsync_dir, io_fault, read_json, write_json};
 pub use blobs::{Store, APPS_DIR, BLOBS_DIR, DOWNLOADS_DIR, TMP_DIR};
 pub use crash::{persist_point, CRASH_AT_ENV, CRASH_TRACE_ENV};
 pub(crate) use digest::clip;
-pub use digest::{from_hex, to_hex, Digest, Sha256Writer};
+pub use digest::{from_hex, parse_digest, to_hex, Digest, Sha256Writer};

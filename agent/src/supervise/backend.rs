@@ -7,11 +7,12 @@ use std::fs;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use serde::Serialize;
+use cpevisor_types::vm::{Console, DiskConfig, JailConfig, KernelFormat, NetConfig, VmConfig};
+use cpevisor_types::IfName;
 
 use super::cgroup::{AppLimits, CpuMax};
 use super::jail::{self, JailNet, JailSpec};
@@ -207,57 +208,8 @@ pub struct KvmBackend {
     pub network: Option<std::net::Ipv4Addr>,
 }
 
-/// The VM description `cpevisor-vmm --config` reads (vmm/src/config.rs).
-#[derive(Serialize)]
-struct VmConfig<'a> {
-    kernel: &'a Path,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    initrd: Option<&'a Path>,
-    cmdline: &'a str,
-    memory_mib: u32,
-    /// The VMM refuses more than this: the admitted amount, nothing above.
-    max_memory_mib: u32,
-    vcpus: u32,
-    disks: Vec<VmDisk<'a>>,
-    nets: Vec<VmNet<'a>>,
-    /// virtio-rng: guests need entropy early (TLS, ssh keys).
-    rng: bool,
-    console: &'static str,
-    control_socket: PathBuf,
-    /// On SIGTERM the VMM presses the guest's power button and waits this long for the guest
-    /// to power off before it stops the guest itself (exit `VMM_EXIT_SHUTDOWN_FORCED`).
-    shutdown_timeout_ms: u32,
-    /// Always set: the VMM drops to these ids, an empty root, no capabilities and seccomp once
-    /// it has opened everything (vmm/src/confine.rs).
-    jail: VmJail,
-    /// The readiness pipe's write end in the VMM (`VMM_READY_FD`): one byte on the guest's
-    /// boot-ready signal. Not the `boot-ready:` log line: the guest's console shares that
-    /// stream and could print it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ready_fd: Option<i32>,
-}
-
 /// The descriptor number the readiness pipe gets in the VMM.
 const VMM_READY_FD: i32 = 3;
-
-/// The VMM of app `eu-N` runs as host uid = gid `jail::userns::host_id` (100000 + N): the id
-/// a jailed app of that EU is root as, one rule for both backends.
-#[derive(Serialize)]
-struct VmJail {
-    uid: u32,
-    gid: u32,
-}
-
-#[derive(Serialize)]
-struct VmDisk<'a> {
-    path: &'a Path,
-    read_only: bool,
-}
-
-#[derive(Serialize)]
-struct VmNet<'a> {
-    tap: &'a str,
-}
 
 /// Generates the VMM's JSON config for `spec`, with the readiness pipe at `ready_fd`.
 pub fn vm_config_json(spec: &LaunchSpec, ready_fd: Option<i32>) -> io::Result<String> {
@@ -269,33 +221,48 @@ pub fn vm_config_json(spec: &LaunchSpec, ready_fd: Option<i32>) -> io::Result<St
     })?;
     let id = jail::userns::host_id(&spec.eu_id)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
+    let vcpus = spec.vcpus.max(1);
     let cfg = VmConfig {
-        kernel,
-        initrd: spec.initrd.as_deref(),
-        cmdline: &spec.cmdline,
-        memory_mib: spec.memory_mib,
-        max_memory_mib: spec.memory_mib,
-        vcpus: spec.vcpus.max(1),
+        kernel: kernel.to_path_buf(),
+        kernel_format: KernelFormat::Auto,
+        initrd: spec.initrd.clone(),
+        cmdline: spec.cmdline.clone(),
+        memory_mib: u64::from(spec.memory_mib),
+        // The VMM refuses more than this: the admitted amount, nothing above.
+        max_memory_mib: u64::from(spec.memory_mib),
+        vcpus: u8::try_from(vcpus)
+            .map_err(|_| invalid(format!("vcpus: {vcpus} is more than the VMM's 255")))?,
         disks: spec
             .disk
-            .as_deref()
-            .map(|p| VmDisk {
-                path: p,
+            .iter()
+            .map(|p| DiskConfig {
+                path: p.clone(),
                 read_only: false,
             })
-            .into_iter()
             .collect(),
-        nets: spec
-            .tap
-            .as_deref()
-            .map(|t| VmNet { tap: t })
-            .into_iter()
-            .collect(),
+        nets: match &spec.tap {
+            Some(t) => vec![NetConfig {
+                tap: IfName::parse(t).map_err(|e| invalid(format!("tap {t:?}: {e}")))?,
+                mac: None,
+            }],
+            None => Vec::new(),
+        },
+        // virtio-rng: guests need entropy early (TLS, ssh keys).
         rng: true,
-        console: "stdout",
-        control_socket: spec.run_dir.join("vmm.sock"),
+        console: Console::Stdio,
+        control_socket: Some(spec.run_dir.join("vmm.sock")),
+        // On SIGTERM the VMM presses the guest's power button and waits this long for the
+        // guest to power off before it stops the guest itself (exit `VMM_EXIT_SHUTDOWN_FORCED`).
         shutdown_timeout_ms: u32::try_from(spec.stop_timeout.as_millis()).unwrap_or(u32::MAX),
-        jail: VmJail { uid: id, gid: id },
+        // Always set: the VMM drops to these ids, an empty root, no capabilities and seccomp
+        // once it has opened everything (vmm/src/confine.rs). The VMM of app `eu-N` runs as
+        // host uid = gid `jail::userns::host_id` (100000 + N): the id a jailed app of that EU
+        // is root as, one rule for both backends.
+        jail: Some(JailConfig { uid: id, gid: id }),
+        // The readiness pipe's write end in the VMM (`VMM_READY_FD`): one byte on the guest's
+        // boot-ready signal. Not the `boot-ready:` log line: the guest's console shares that
+        // stream and could print it.
         ready_fd,
     };
     serde_json::to_string_pretty(&cfg).map_err(io::Error::other)

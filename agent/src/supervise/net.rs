@@ -66,10 +66,10 @@ pub fn guest_cmdline(net: &AppNet) -> String {
 }
 
 fn ifreq_named(name: &str) -> io::Result<libc::ifreq> {
-    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+    if let Err(e) = cpevisor_types::IfName::parse(name) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("interface name {name:?} must be 1..15 bytes"),
+            format!("interface name {name:?}: {e}"),
         ));
     }
     // SAFETY: ifreq is plain data; all-zero is a valid (empty) value.
@@ -204,5 +204,10 @@ mod tests {
         assert!(ifreq_named("").is_err());
         assert!(ifreq_named("a-very-long-interface").is_err());
         assert!(ifreq_named("cpv-eu-1").is_ok());
+        // The one rule (cpevisor_types::IfName): before it, these reached TUNSETIFF.
+        for bad in ["..", "tap%d", "a b", "a/b"] {
+            let e = ifreq_named(bad).unwrap_err();
+            assert!(e.to_string().contains(&format!("{bad:?}")), "{e}");
+        }
     }
 }

@@ -26,18 +26,8 @@ pub const INPUT_BUFFER_LIMIT: usize = 4096;
 /// Bytes read from the input per `process_input` call.
 const INPUT_READ_CHUNK: usize = 1024;
 
-/// Where the console goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SerialBackend {
-    /// Output to the VMM's stdout, input from its stdin.
-    Stdio,
-    /// Output appended to a file (created if missing), no input.
-    File(PathBuf),
-    /// Connect to a listening Unix stream socket: output and input both go through it.
-    Socket(PathBuf),
-    /// Output discarded, no input.
-    Null,
-}
+/// Where the console goes: the VM description's `console` (`cpevisor_types::vm::Console`).
+pub use cpevisor_types::vm::Console as SerialBackend;
 
 /// Why the console could not be set up.
 #[derive(Debug)]

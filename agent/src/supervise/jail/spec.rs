@@ -2,6 +2,7 @@
 //! read by `cpevisord jail-exec`. Everything in it is checked again by the runner, so a damaged
 //! or hand-written spec gives a clear error instead of a half-built jail.
 
+use cpevisor_types::IfName;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -56,19 +57,6 @@ pub struct JailNet {
 
 /// The interface name the app sees.
 pub const JAIL_IF: &str = "eth0";
-
-/// Checks an interface name the way the kernel will (IFNAMSIZ, no '/', no spaces).
-pub fn check_ifname(what: &str, name: &str) -> Result<(), String> {
-    if name.is_empty()
-        || name.len() >= libc::IFNAMSIZ
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-    {
-        return Err(format!("{what}: {name:?} must be 1-15 of [A-Za-z0-9._-]"));
-    }
-    Ok(())
-}
 
 fn check_path(what: &str, p: &Path) -> Result<(), String> {
     let bytes = p.as_os_str().len();
@@ -139,8 +127,9 @@ impl JailSpec {
             ));
         }
         if let Some(net) = &self.net {
-            check_ifname("net.bridge", &net.bridge)?;
-            check_ifname("net.host_if", &net.host_if)?;
+            for (what, name) in [("net.bridge", &net.bridge), ("net.host_if", &net.host_if)] {
+                IfName::parse(name).map_err(|e| format!("{what}: {name:?}: {e}"))?;
+            }
             if !(8..=30).contains(&net.prefix_len) {
                 return Err(format!("net.prefix_len: {} not in 8..30", net.prefix_len));
             }
@@ -210,6 +199,15 @@ mod tests {
             (
                 |s| s.net.as_mut().unwrap().bridge = "a-very-long-bridge-name".into(),
                 "net.bridge",
+            ),
+            // The old rule here let "." and ".." through.
+            (
+                |s| s.net.as_mut().unwrap().bridge = "..".into(),
+                "net.bridge",
+            ),
+            (
+                |s| s.net.as_mut().unwrap().host_if = ".".into(),
+                "net.host_if",
             ),
             (
                 |s| s.net.as_mut().unwrap().prefix_len = 31,

@@ -651,6 +651,7 @@ mod tests {
 
     #[test]
     fn bzimage_needs_room_to_decompress() {
+        use crate::config::VmConfigExt as _;
         let dir = std::env::temp_dir().join(format!("cpv-x86bz-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let kernel = dir.join("bzImage");

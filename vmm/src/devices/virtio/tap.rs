@@ -28,9 +28,6 @@ pub struct Tap {
     name: String,
 }
 
-/// Linux's limit on interface names, terminating NUL excluded.
-const IFNAME_MAX: usize = libc::IFNAMSIZ - 1;
-
 impl Tap {
     /// Attaches to the tap named `name`. The tap must exist already (the agent or the
     /// operator creates it, e.g. `ip tuntap add NAME mode tap`): TUNSETIFF would otherwise
@@ -40,20 +37,19 @@ impl Tap {
             what: format!("tap device {name:?}: {what}"),
             source,
         };
-        let invalid = || io::Error::from(io::ErrorKind::InvalidInput);
-        if name.is_empty()
-            || name.len() > IFNAME_MAX
-            || name == "."
-            || name == ".."
-            || name
-                .bytes()
-                .any(|b| b == b'/' || b == 0 || b.is_ascii_whitespace())
-        {
-            return Err(err("not a valid interface name", invalid()));
+        if let Err(e) = cpevisor_types::IfName::parse(name) {
+            return Err(err(
+                &format!("not a valid interface name: {e}"),
+                io::Error::from(io::ErrorKind::InvalidInput),
+            ));
         }
         // Looked up in the calling thread's network namespace (sysfs may show another one).
-        let c_name =
-            CString::new(name).map_err(|_| err("not a valid interface name", invalid()))?;
+        let c_name = CString::new(name).map_err(|_| {
+            err(
+                "not a valid interface name",
+                io::Error::from(io::ErrorKind::InvalidInput),
+            )
+        })?;
         // SAFETY: `c_name` is a valid NUL-terminated string that outlives the call.
         if unsafe { libc::if_nametoindex(c_name.as_ptr()) } == 0 {
             return Err(err(
