@@ -1,0 +1,152 @@
+//! EU operations: SetRequestedState and Restart, and starting an EU on its backend.
+
+use std::time::Duration;
+
+use super::state::DuRecord;
+use super::{admitted_mib, data_id, ef, fault, internal, unknown_eu, Agent, OpResult};
+use crate::fault::FaultCode;
+use crate::model::{ExecutionUnit, RequestedState};
+use crate::supervise::backend::LaunchSpec;
+use crate::supervise::ready::StartPolicy;
+use crate::supervise::{lock, StartReason};
+
+impl Agent {
+    /// SetRequestedState. Active is admitted against the ExecEnv's memory (7227) and refused
+    /// in a disabled ExecEnv (7230) or while its DU is busy (7229).
+    pub fn set_requested_state(&self, eu_id: &str, req: RequestedState) -> OpResult<ExecutionUnit> {
+        let _eu = lock(&self.eu_ops);
+        let (eu, rec) = self.eu_and_record(eu_id)?;
+        match req {
+            RequestedState::Active => {
+                let env = self.env_config(&eu.exec_env)?;
+                if !self.env_enabled(&env) {
+                    return Err(fault(
+                        FaultCode::InvalidExecEnvState,
+                        format!("ExecEnv {} is disabled", env.name),
+                    ));
+                }
+                if eu.requested_state == RequestedState::Active && self.supervisor.is_running(eu_id)
+                {
+                    return Ok(self.eu(eu_id).unwrap_or(eu));
+                }
+                self.persist_requested(eu_id, RequestedState::Active)?;
+                if let Err(msg) = self.start_eu(&rec, StartReason::Operator) {
+                    self.persist_requested(eu_id, RequestedState::Idle)?;
+                    return Err(internal(format!("{eu_id}: {msg}")));
+                }
+            }
+            RequestedState::Idle => {
+                self.persist_requested(eu_id, RequestedState::Idle)?;
+                self.supervisor.stop(eu_id).map_err(internal)?;
+            }
+        }
+        self.eu(eu_id).ok_or_else(|| unknown_eu(eu_id))
+    }
+
+    /// Restart of a running (or crash-looping) EU.
+    pub fn restart(&self, eu_id: &str) -> OpResult<ExecutionUnit> {
+        let _eu = lock(&self.eu_ops);
+        let (eu, rec) = self.eu_and_record(eu_id)?;
+        if eu.requested_state != RequestedState::Active {
+            return Err(fault(
+                FaultCode::InvalidDeploymentUnitState,
+                format!("{eu_id} is not requested Active; start it instead"),
+            ));
+        }
+        let env = self.env_config(&eu.exec_env)?;
+        if !self.env_enabled(&env) {
+            return Err(fault(
+                FaultCode::InvalidExecEnvState,
+                format!("ExecEnv {} is disabled", env.name),
+            ));
+        }
+        self.supervisor.stop(eu_id).map_err(internal)?;
+        self.start_eu(&rec, StartReason::Operator)
+            .map_err(|m| internal(format!("{eu_id}: {m}")))?;
+        self.eu(eu_id).ok_or_else(|| unknown_eu(eu_id))
+    }
+
+    pub(super) fn start_eu(&self, rec: &DuRecord, reason: StartReason) -> Result<(), String> {
+        let eu = self
+            .eu_of(&rec.du.uuid)
+            .ok_or_else(|| format!("DU {} has no execution unit", rec.du.uuid))?;
+        let backend = self
+            .backends
+            .get(&eu.exec_env)
+            .cloned()
+            .ok_or_else(|| format!("no backend for ExecEnv {}", eu.exec_env))?;
+        let data_dir = self
+            .packages
+            .store
+            .app_dir(&data_id(&rec.du.uuid))
+            .map_err(|f| f.message)?;
+        let spec = LaunchSpec {
+            eu_id: eu.eu_id.clone(),
+            command: rec.spec.command.clone(),
+            kernel: rec.files.kernel.clone(),
+            initrd: rec.files.initrd.clone(),
+            disk: rec.files.disk.clone(),
+            cmdline: rec.spec.cmdline.clone(),
+            memory_mib: rec.spec.memory_mib,
+            vcpus: rec.spec.vcpus,
+            data_dir,
+            app_dir: rec.files.app_dir.clone(),
+            run_dir: crate::supervise::rundir::eu_dir(&self.run_dir, &eu.eu_id)
+                .map_err(|e| e.to_string())?,
+            tap: None,
+            rootfs: rec.files.rootfs.clone(),
+            cgroup: None,
+            start: StartPolicy::new(rec.spec.start_deadline_s, rec.spec.health.clone()),
+            stop_timeout: Duration::from_millis(
+                rec.spec
+                    .stop_timeout_ms
+                    .map_or(self.cfg.stop_timeout_ms, u64::from),
+            ),
+        };
+        self.supervisor
+            .start(backend, spec, eu.auto_restart.clone(), reason)
+    }
+
+    pub(super) fn persist_requested(&self, eu_id: &str, req: RequestedState) -> OpResult<()> {
+        let mut m = lock(&self.shared.model);
+        let eu = m
+            .persisted
+            .eus
+            .iter_mut()
+            .find(|e| e.eu_id == eu_id)
+            .ok_or_else(|| unknown_eu(eu_id))?;
+        if eu.requested_state == req {
+            return Ok(());
+        }
+        if req == RequestedState::Active {
+            // Admission under the same lock as the write, so two starts cannot both take the
+            // last MiB.
+            let (env, du, need) = (eu.exec_env.clone(), eu.du_uuid.clone(), eu.memory_mib);
+            let budget = self
+                .cfg
+                .exec_envs
+                .iter()
+                .find(|e| e.name == env)
+                .map_or(0, |e| e.memory_budget_mib);
+            let available = budget.saturating_sub(admitted_mib(&m.persisted, &env, Some(&du)));
+            if need > available {
+                return Err(fault(
+                    FaultCode::SystemResourcesExceeded,
+                    format!("{eu_id} needs {need} MiB, ExecEnv {env} has {available} MiB left"),
+                ));
+            }
+        }
+        let Some(eu) = m.persisted.eus.iter_mut().find(|e| e.eu_id == eu_id) else {
+            return Err(unknown_eu(eu_id));
+        };
+        let old = eu.requested_state;
+        eu.requested_state = req;
+        if let Err(f) = self.files.save_state(&m.persisted) {
+            if let Some(eu) = m.persisted.eus.iter_mut().find(|e| e.eu_id == eu_id) {
+                eu.requested_state = old;
+            }
+            return Err(ef(f));
+        }
+        Ok(())
+    }
+}

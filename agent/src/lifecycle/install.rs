@@ -1,0 +1,202 @@
+//! InstallDU: admission, download, verification, unpacking and commit of a new DU, and its
+//! rollback.
+
+use super::config::ExecEnvConfig;
+use super::state::{DuRecord, Journal};
+use super::{app_id, ef, fault, new_eu, reserve, validate_url, Agent, OpResult};
+use crate::fault::FaultCode;
+use crate::model::uuid::deployment_unit_uuid;
+use crate::model::{
+    now_secs, rfc3339, DeploymentUnit, DuEventState, DuStatus, EventFault, Operation,
+    RequestedState,
+};
+use crate::store::persist_point;
+use crate::supervise::lock;
+
+impl Agent {
+    /// InstallDU. Refused before any download: bad URL or digest (7004), unknown (7223) or
+    /// disabled (7230) ExecEnv, no memory left in it (7227).
+    pub fn install(
+        &self,
+        url: &str,
+        digest: Option<&str>,
+        env: Option<&str>,
+        progress: &mut dyn FnMut(u64, Option<u64>),
+    ) -> OpResult<DeploymentUnit> {
+        validate_url(url)?;
+        if let Some(d) = digest {
+            crate::store::Digest::parse(d)
+                .map_err(|e| fault(FaultCode::InvalidArguments, format!("digest: {e}")))?;
+        }
+        let env = self.resolve_env(env)?;
+        let available = self.available_mib(&env.name, None);
+        if available == 0 {
+            return Err(fault(
+                FaultCode::SystemResourcesExceeded,
+                format!(
+                    "ExecEnv {} has no memory left (budget {} MiB)",
+                    env.name, env.memory_budget_mib
+                ),
+            ));
+        }
+        // The probe and the download hold no lock: a slow server stalls only this operation.
+        self.admit_before_download(url, &env, None, true)?;
+        let _download = self.inflight.claim_download(url)?;
+        let mut j = Journal {
+            op_id: self.inflight.new_op(),
+            disk_created: false,
+            operation: Operation::Install,
+            start_time: rfc3339(now_secs()),
+            url: url.to_string(),
+            uuid: String::new(),
+            version: String::new(),
+            exec_env: env.name.clone(),
+            app_id: String::new(),
+            keep_data: false,
+            previous: None,
+            outcome: None,
+        };
+        self.save_journal(&j).map_err(ef)?;
+        persist_point("lifecycle:install:journal");
+        let result = self.install_steps(&mut j, &env, digest, progress);
+        match result {
+            Ok(du) => {
+                let event = self.event(
+                    &j,
+                    &du.uuid,
+                    &du.version,
+                    DuEventState::Installed,
+                    true,
+                    None,
+                );
+                self.finish(&mut j, event);
+                if self.eu_of(&du.uuid).is_some_and(|eu| eu.auto_start) {
+                    self.autostart_du(&du.uuid);
+                }
+                Ok(du)
+            }
+            Err(f) => {
+                self.rollback_install(&j);
+                let (uuid, version) = (j.uuid.clone(), j.version.clone());
+                let event = self.event(
+                    &j,
+                    &uuid,
+                    &version,
+                    DuEventState::Failed,
+                    false,
+                    Some(f.clone()),
+                );
+                self.finish(&mut j, event);
+                Err(f)
+            }
+        }
+    }
+
+    pub(super) fn install_steps(
+        &self,
+        j: &mut Journal,
+        env: &ExecEnvConfig,
+        digest: Option<&str>,
+        progress: &mut dyn FnMut(u64, Option<u64>),
+    ) -> OpResult<DeploymentUnit> {
+        self.clear_downloads_except_part(&j.url);
+        let path = self
+            .packages
+            .download(&j.url, digest, progress)
+            .map_err(ef)?;
+        let checked = self.packages.check(&path).map_err(|f| {
+            self.packages.discard_download(&path);
+            ef(f)
+        })?;
+        let spec = &checked.spec;
+        let uuid = deployment_unit_uuid(&spec.vendor, &spec.name);
+        let refuse = |f: EventFault| {
+            self.packages.discard_download(&path);
+            Err(f)
+        };
+        if let Err(f) = self.reserve_install(&uuid, spec, env) {
+            return refuse(f);
+        }
+        // Reserved: from here `j.uuid` is ours to roll back.
+        j.uuid = uuid.clone();
+        j.version = spec.version.clone();
+        j.app_id = app_id(&uuid, &checked.manifest_digest);
+        self.save_journal(j).map_err(ef)?;
+        self.inflight
+            .pin(j.op_id, self.packages.blob_digests(&checked));
+        let files = self
+            .unpack_for(j, &checked, env)
+            .inspect_err(|_| self.packages.discard_download(&path))?;
+        self.packages.discard_download(&path);
+        persist_point("lifecycle:install:unpacked");
+        // Commit: from here the install survives a crash.
+        let du = {
+            let mut m = lock(&self.shared.model);
+            // Re-checked under the lock: an app started since the first check counts.
+            reserve::fits_budget(&m.persisted, spec, env)?;
+            m.persisted.next_eu += 1;
+            let eu_id = format!("eu-{}", m.persisted.next_eu);
+            let du = DeploymentUnit {
+                uuid: uuid.clone(),
+                name: spec.name.clone(),
+                version: spec.version.clone(),
+                vendor: spec.vendor.clone(),
+                description: spec.description.clone(),
+                url: j.url.clone(),
+                status: DuStatus::Installed,
+                resolved: true,
+                exec_env: env.name.clone(),
+                execution_unit_list: vec![eu_id.clone()],
+                manifest_digest: checked.manifest_digest.clone(),
+            };
+            let mut eu = new_eu(&eu_id, &du, spec);
+            if spec.autostart {
+                // Admitted above; recorded in the same write as the install so a crash right
+                // after the commit still brings the app up on restart.
+                eu.requested_state = RequestedState::Active;
+            }
+            m.persisted.dus.push(DuRecord {
+                du: du.clone(),
+                spec: spec.clone(),
+                files,
+            });
+            m.persisted.eus.push(eu);
+            m.transient.remove(&uuid);
+            self.files.save_state(&m.persisted).map_err(|f| {
+                m.persisted.dus.retain(|r| r.du.uuid != uuid);
+                m.persisted.eus.retain(|e| e.du_uuid != uuid);
+                ef(f)
+            })?;
+            du
+        };
+        persist_point("lifecycle:install:committed");
+        crate::log_info!("installed {} {} as {}", du.name, du.version, du.uuid);
+        Ok(du)
+    }
+
+    /// Removes whatever an install that did not commit left behind.
+    pub(super) fn rollback_install(&self, j: &Journal) {
+        let mut m = lock(&self.shared.model);
+        // `j.uuid` is set once the DU was reserved by this operation, never before.
+        if !j.uuid.is_empty() {
+            m.transient.remove(&j.uuid);
+        }
+        let committed = m
+            .persisted
+            .dus
+            .iter()
+            .any(|r| !j.app_id.is_empty() && r.files.app_id == j.app_id);
+        drop(m);
+        if !committed && !j.app_id.is_empty() {
+            if let Err(f) = self.packages.remove_app(&j.app_id) {
+                crate::log_warn!("rollback: {f}");
+            }
+        }
+        if !committed {
+            self.remove_created_disk(j);
+        }
+        self.clear_downloads_except_part(&j.url);
+        self.inflight.unpin(j.op_id);
+        self.gc();
+    }
+}

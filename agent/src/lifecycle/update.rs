@@ -1,0 +1,238 @@
+//! Update: a new version of an installed DU next to the running one, the switch to it, and
+//! the rollback to the previous version.
+
+use super::state::{DuRecord, Journal};
+use super::{
+    app_id, apply_spec, ef, fault, internal, restore_record, validate_url, Agent, OpResult,
+};
+use crate::fault::FaultCode;
+use crate::model::uuid::deployment_unit_uuid;
+use crate::model::{
+    now_secs, rfc3339, DeploymentUnit, DuEventState, DuStatus, EventFault, Operation,
+    RequestedState,
+};
+use crate::store::persist_point;
+use crate::supervise::{lock, StartReason};
+
+impl Agent {
+    /// Update of an installed DU from `url` (default: the URL it was installed from). A failure
+    /// at any step leaves the previous version installed and, if it was, running.
+    pub fn update(
+        &self,
+        uuid: &str,
+        url: Option<&str>,
+        progress: &mut dyn FnMut(u64, Option<u64>),
+    ) -> OpResult<DeploymentUnit> {
+        if let Some(u) = url {
+            validate_url(u)?;
+        }
+        let prev = self.installed_record(uuid)?;
+        let url = url.unwrap_or(&prev.du.url).to_string();
+        validate_url(&url)?;
+        // Reserved for the whole update (a second operation on this DU is refused with 7229);
+        // the download below holds no lock.
+        let prev = self.reserve(uuid, DuStatus::Updating)?;
+        let download = match self.inflight.claim_download(&url) {
+            Ok(c) => c,
+            Err(f) => {
+                lock(&self.shared.model).transient.remove(uuid);
+                return Err(f);
+            }
+        };
+        let mut j = Journal {
+            op_id: self.inflight.new_op(),
+            disk_created: false,
+            operation: Operation::Update,
+            start_time: rfc3339(now_secs()),
+            url,
+            uuid: uuid.to_string(),
+            version: prev.du.version.clone(),
+            exec_env: prev.du.exec_env.clone(),
+            app_id: String::new(),
+            keep_data: true,
+            previous: Some(prev.clone()),
+            outcome: None,
+        };
+        if let Err(f) = self.save_journal(&j) {
+            lock(&self.shared.model).transient.remove(uuid);
+            return Err(ef(f));
+        }
+        persist_point("lifecycle:update:journal");
+        let result = self.update_steps(&mut j, &prev, progress);
+        drop(download);
+        match result {
+            Ok(du) => {
+                lock(&self.shared.model).transient.remove(uuid);
+                let event = self.event(&j, uuid, &du.version, DuEventState::Installed, true, None);
+                self.finish(&mut j, event);
+                Ok(du)
+            }
+            Err(f) => {
+                self.rollback_update(&j, &prev);
+                lock(&self.shared.model).transient.remove(uuid);
+                let event = self.event(
+                    &j,
+                    uuid,
+                    &prev.du.version,
+                    DuEventState::Installed,
+                    true,
+                    Some(f.clone()),
+                );
+                self.finish(&mut j, event);
+                Err(f)
+            }
+        }
+    }
+
+    pub(super) fn update_steps(
+        &self,
+        j: &mut Journal,
+        prev: &DuRecord,
+        progress: &mut dyn FnMut(u64, Option<u64>),
+    ) -> OpResult<DeploymentUnit> {
+        let env = self.env_config(&prev.du.exec_env)?;
+        let was_active = self
+            .eu_of(&prev.du.uuid)
+            .is_some_and(|e| e.requested_state == RequestedState::Active);
+        self.admit_before_download(&j.url, &env, Some(&prev.du.uuid), was_active)?;
+        self.clear_downloads_except_part(&j.url);
+        let path = self.packages.download(&j.url, None, progress).map_err(ef)?;
+        let checked = self.packages.check(&path).map_err(|f| {
+            self.packages.discard_download(&path);
+            ef(f)
+        })?;
+        let refuse = |f: EventFault| {
+            self.packages.discard_download(&path);
+            Err(f)
+        };
+        let spec = &checked.spec;
+        if deployment_unit_uuid(&spec.vendor, &spec.name) != prev.du.uuid {
+            return refuse(fault(
+                FaultCode::InvalidArguments,
+                format!(
+                    "the package is {} from {}, not {} from {} (DU {})",
+                    spec.name, spec.vendor, prev.du.name, prev.du.vendor, prev.du.uuid
+                ),
+            ));
+        }
+        if checked.manifest_digest == prev.du.manifest_digest || spec.version == prev.du.version {
+            return refuse(fault(
+                FaultCode::DuplicateDeploymentUnit,
+                format!(
+                    "{} version {} is already installed",
+                    spec.name, prev.du.version
+                ),
+            ));
+        }
+        if let Err(f) = self.fits_env(spec, &env) {
+            return refuse(f);
+        }
+        let eu_prev = self.eu_of(&prev.du.uuid);
+        let was_active = eu_prev
+            .as_ref()
+            .is_some_and(|e| e.requested_state == RequestedState::Active);
+        let available = self.available_mib(&env.name, Some(&prev.du.uuid));
+        if was_active && spec.memory_mib > available {
+            return refuse(fault(
+                FaultCode::SystemResourcesExceeded,
+                format!(
+                    "{} {} needs {} MiB, ExecEnv {} has {available} MiB left",
+                    spec.name, spec.version, spec.memory_mib, env.name
+                ),
+            ));
+        }
+        j.version = spec.version.clone();
+        j.app_id = app_id(&prev.du.uuid, &checked.manifest_digest);
+        self.save_journal(j).map_err(ef)?;
+        self.inflight
+            .pin(j.op_id, self.packages.blob_digests(&checked));
+        let files = self
+            .unpack_for(j, &checked, &env)
+            .inspect_err(|_| self.packages.discard_download(&path))?;
+        self.packages.discard_download(&path);
+        persist_point("lifecycle:update:unpacked");
+
+        let _eu = lock(&self.eu_ops);
+        if let Some(eu) = &eu_prev {
+            let _ = self.supervisor.stop(&eu.eu_id);
+        }
+        let new_record = {
+            let mut m = lock(&self.shared.model);
+            let rec = m
+                .persisted
+                .dus
+                .iter_mut()
+                .find(|r| r.du.uuid == prev.du.uuid)
+                .ok_or_else(|| internal("the DU vanished during its update"))?;
+            rec.du.version = spec.version.clone();
+            rec.du.description = spec.description.clone();
+            rec.du.url = j.url.clone();
+            rec.du.manifest_digest = checked.manifest_digest.clone();
+            rec.spec = spec.clone();
+            rec.files = files;
+            let new_record = rec.clone();
+            for eu in m
+                .persisted
+                .eus
+                .iter_mut()
+                .filter(|e| e.du_uuid == prev.du.uuid)
+            {
+                apply_spec(eu, spec);
+            }
+            if let Err(f) = self.files.save_state(&m.persisted) {
+                restore_record(&mut m.persisted, prev);
+                return Err(ef(f));
+            }
+            new_record
+        };
+        persist_point("lifecycle:update:committed");
+        if was_active && self.env_enabled(&env) {
+            if let Err(msg) = self.start_eu(&new_record, StartReason::Operator) {
+                // The new version does not start: go back to the previous one.
+                crate::log_warn!(
+                    "update of {}: {msg}; restoring {}",
+                    prev.du.uuid,
+                    prev.du.version
+                );
+                {
+                    let mut m = lock(&self.shared.model);
+                    restore_record(&mut m.persisted, prev);
+                    self.files.save_state(&m.persisted).map_err(ef)?;
+                }
+                persist_point("lifecycle:update:reverted");
+                let _ = self.start_eu(prev, StartReason::Operator);
+                return Err(internal(format!(
+                    "{} {} failed to start: {msg}; {} restored",
+                    spec.name, spec.version, prev.du.version
+                )));
+            }
+        }
+        if prev.files.app_id != new_record.files.app_id {
+            if let Err(f) = self.packages.remove_app(&prev.files.app_id) {
+                crate::log_warn!("update: removing the previous version: {f}");
+            }
+        }
+        self.gc();
+        crate::log_info!("updated {} to {}", prev.du.uuid, new_record.du.version);
+        Ok(new_record.du)
+    }
+
+    /// Leaves the previous version installed (and its files), drops the new one's.
+    pub(super) fn rollback_update(&self, j: &Journal, prev: &DuRecord) {
+        let current_app = self.record(&prev.du.uuid).map(|r| r.files.app_id);
+        if !j.app_id.is_empty()
+            && j.app_id != prev.files.app_id
+            && current_app.as_deref() != Some(&j.app_id)
+        {
+            if let Err(f) = self.packages.remove_app(&j.app_id) {
+                crate::log_warn!("rollback: {f}");
+            }
+        }
+        if current_app.as_deref() != Some(&j.app_id) {
+            self.remove_created_disk(j);
+        }
+        self.clear_downloads_except_part(&j.url);
+        self.inflight.unpin(j.op_id);
+        self.gc();
+    }
+}
