@@ -84,8 +84,14 @@ impl AppMemory {
             let v = v.map_or("-".to_string(), |v| v.to_string());
             s += &format!("| {what} | {v} |\n");
         }
-        if let Some(k) = self.figures.get("guest.kernel-memory") {
-            s += &format!("guest kernel: Memory: {k}\n");
+        for key in [
+            "guest.kernel-memory",
+            "guest.dmesg_lines",
+            "guest.dmesg_first",
+        ] {
+            if let Some(v) = self.figures.get(key) {
+                s += &format!("{key}: {v}\n");
+            }
         }
         s
     }
