@@ -19,14 +19,16 @@
 # /status page shows it as `data=sample-status-<version>`, so a test can tell which version runs.
 # The signing key lives in $CPEVISOR_CACHE/keys/ (generated once with `cpevisorctl keygen`, never
 # in the repository); scripts/firmware.sh puts its public half in the firmware's trusted keys.
-# SAMPLE_KERNEL=stock (Debian's arm64 kernel, default) or minimal (`make guest-kernels`).
+# SAMPLE_KERNEL=minimal (default: the minimal guest kernel, built here by scripts/guest-kernel.sh
+# when missing or stale, cached) or stock (Debian's arm64 kernel from `make setup`). The minimal
+# kernel is the default for memory: docs/density.md.
 # Same inputs, same key -> byte-identical packages.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 CACHE=${CPEVISOR_CACHE:-$HOME/.cache/cpevisor}
 KEYS=$CACHE/keys
-KERNEL=${SAMPLE_KERNEL:-stock}
+KERNEL=${SAMPLE_KERNEL:-minimal}
 OUT=target/packages
 BIN=${CARGO_TARGET_DIR:-target}/debug
 CTL=$BIN/cpevisorctl
@@ -105,6 +107,9 @@ case $KERNEL in
 esac
 [ $# -gt 0 ] || set -- 1.0 1.1
 cargo build -q -p cpevisor-rootfs
+if [ "$KERNEL" = minimal ]; then
+  bash scripts/guest-kernel.sh aarch64
+fi
 mkdir -p "$OUT"
 for v in "$@"; do
   # The version becomes a file name and a JSON string: keep it to a plain dotted version.

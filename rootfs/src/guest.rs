@@ -151,6 +151,12 @@ const APPS: &[App] = &[App {
             include_str!("../files/guest/status/write.cgi"),
             0o755,
         ),
+        // Where the guest's memory goes (the density figures, docs/density.md).
+        (
+            "www/cgi-bin/meminfo",
+            include_str!("../files/guest/status/meminfo.cgi"),
+            0o755,
+        ),
         // The clean power-off: the power button's watcher and the poweroff CGI run it.
         (
             "sbin/app-shutdown",

@@ -154,6 +154,9 @@ fn stock_build_has_app_modules_and_is_reproducible() {
     assert!(find("www/cgi-bin/index.cgi").is_some());
     assert!(find("www/cgi-bin/poweroff").is_some());
     assert!(find("www/cgi-bin/write").is_some());
+    let meminfo = find("www/cgi-bin/meminfo").expect("the meminfo CGI (docs/density.md)");
+    assert_eq!(meminfo.mode & 0o777, 0o755);
+    assert!(String::from_utf8_lossy(&meminfo.data).contains("/proc/meminfo"));
     assert!(find("www/status").is_some(), "/status must be a directory");
     assert!(entries
         .iter()

@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod bench;
 pub mod console;
+pub mod density;
 pub mod firmware;
 pub mod microvm;
 pub mod usp;

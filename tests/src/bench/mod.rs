@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod board;
+pub mod density;
 pub mod graceful;
 pub mod jail;
 pub mod ready;

@@ -6,7 +6,7 @@
 //! stop, jail), e.g. to re-measure one piece.
 
 use cpevisor_e2e::bench::{
-    agent, board, graceful, jail, ready, sizes, table, usp, write_json, Figure,
+    agent, board, density, graceful, jail, ready, sizes, table, usp, write_json, Figure,
 };
 use cpevisor_e2e::workspace_root;
 
@@ -71,6 +71,12 @@ fn main() {
                     let board_figures = board::figures(&m.vmm, &m.qemu);
                     failed |= board_figures.is_empty();
                     figures.extend(board_figures);
+                    figures.extend(density::figures(
+                        &m.vmm,
+                        &m.qemu,
+                        "qemu-virt-a53 board, the board bench's guest (stock Debian arm64 Image + \
+                         busybox initramfs, 64 MiB, 1 vCPU)",
+                    ));
                     let confined = board::confined_figures(&m.vmm_confined, &m.vmm);
                     failed |= confined.is_empty();
                     figures.extend(confined);

@@ -1,0 +1,82 @@
+//! Where one microVM app's memory goes (docs/density.md): the agent in qemu-virt-a53 installs
+//! the sample app's package (`target/packages/status-1.0.cpkg`, built by scripts/sample-app.sh
+//! with the kernel `SAMPLE_KERNEL` names), the app answers, and the test reads the app's cgroup,
+//! its VMM's smaps and the guest's /proc/meminfo, prints the table and appends it to
+//! `target/e2e-logs/density.txt`.
+//!
+//! Asserts what must hold whatever the kernel: the figures are there and consistent (the guest
+//! RAM the VMM holds resident is at most the declared memory, the cgroup is within its limit,
+//! the VMM's PSS covers the guest RAM it touched). The figures themselves go to the doc and the
+//! bench, not into assertions.
+//!
+//! Needs `make firmware` (the packages too); `#[ignore]`d for a plain `cargo test`.
+
+use cpevisor_e2e::agent::{
+    app_address, app_logs, eu_of, fetch_status_page, install, sample_token, wait_agent,
+    wait_eu_status, Flash, HttpServer, SamplePackages,
+};
+use cpevisor_e2e::density::measure_app;
+use cpevisor_e2e::{workspace_root, BoardVm, BootOptions};
+use std::io::Write;
+use std::time::Duration;
+
+const BOARD: &str = "qemu-virt-a53";
+const DECLARED_MIB: u64 = 64;
+
+#[test]
+#[ignore = "boots the emulated board and a microVM in it: needs `make firmware`"]
+fn one_sample_app_memory() {
+    let packages = SamplePackages::find(BOARD).unwrap();
+    let server = HttpServer::serve(&packages.dir).unwrap();
+    let flash = Flash::blank("density", 256).unwrap();
+    let opts = BootOptions {
+        flash: Some(flash.path.clone()),
+        ..Default::default()
+    };
+    let mut vm = BoardVm::boot(BOARD, &opts).unwrap();
+    vm.wait_ready(Duration::from_secs(240)).unwrap();
+    wait_agent(&mut vm, Duration::from_secs(60)).unwrap();
+    let url = format!("http://10.0.2.2:{}/status-1.0.cpkg", server.port);
+    install(&mut vm, &url, Duration::from_secs(400))
+        .unwrap()
+        .outcome
+        .unwrap_or_else(|f| panic!("install failed: {} {}", f.code, f.message));
+    let list = wait_agent(&mut vm, Duration::from_secs(60)).unwrap();
+    let eu = eu_of(&list, "status").unwrap_or_else(|| panic!("no status EU: {list}"));
+    let eu_id = eu["eu_id"].as_str().unwrap().to_string();
+    wait_eu_status(&mut vm, &eu_id, "Active", Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e}\n{}", app_logs(&mut vm, &eu_id)));
+    let addr = app_address(&mut vm, &eu_id).unwrap();
+    let page = fetch_status_page(&mut vm, &addr, Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("{e}\n{}", app_logs(&mut vm, &eu_id)));
+    assert!(page.contains(&sample_token("1.0")), "{page}");
+
+    let m = measure_app(&mut vm, &eu_id, &addr)
+        .unwrap_or_else(|e| panic!("{e}\n{}", app_logs(&mut vm, &eu_id)));
+    let kernel = m
+        .figures
+        .get("guest.kernel-memory")
+        .cloned()
+        .unwrap_or_default();
+    let table = m.table_text();
+    println!("{eu_id} memory (KiB):\n{table}");
+    let dir = workspace_root().join("target/e2e-logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("density.txt"))
+        .unwrap();
+    writeln!(f, "# {BOARD} {eu_id} kernel blob {kernel}\n{table}").unwrap();
+
+    let guest_ram = m.num("vmm.guest_ram_rss").unwrap();
+    assert!(guest_ram > 0, "{table}");
+    assert!(guest_ram <= DECLARED_MIB * 1024, "{table}");
+    assert!(m.num("vmm.Pss").unwrap() >= guest_ram / 2, "{table}");
+    assert!(
+        m.num("cg.memory.current").unwrap() <= (DECLARED_MIB + 8) << 20,
+        "{table}"
+    );
+    let total = m.num("guest.meminfo.MemTotal").unwrap();
+    assert!(total <= DECLARED_MIB * 1024, "{table}");
+}
