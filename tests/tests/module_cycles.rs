@@ -83,17 +83,26 @@ fn lex(src: &str) -> Vec<Token> {
                 }
             }
         } else if let Some((end, text)) = raw_or_prefixed_string(&c, i) {
-            out.push(Token { tok: Tok::Str(text.clone()), line });
+            out.push(Token {
+                tok: Tok::Str(text.clone()),
+                line,
+            });
             line += text.matches('\n').count();
             i = end;
         } else if ch == '"' {
             let (end, text) = quoted(&c, i + 1, '"');
-            out.push(Token { tok: Tok::Str(text.clone()), line });
+            out.push(Token {
+                tok: Tok::Str(text.clone()),
+                line,
+            });
             line += text.matches('\n').count();
             i = end;
         } else if ch == 'b' && at(i + 1) == '\'' {
             let (end, _) = quoted(&c, i + 2, '\'');
-            out.push(Token { tok: Tok::Lit, line });
+            out.push(Token {
+                tok: Tok::Lit,
+                line,
+            });
             i = end;
         } else if ch == '\'' {
             // A char literal ('a', '\n', '\u{..}') or a lifetime ('a, 'static).
@@ -106,32 +115,50 @@ fn lex(src: &str) -> Vec<Token> {
                     i += 1;
                 }
             }
-            out.push(Token { tok: Tok::Lit, line });
+            out.push(Token {
+                tok: Tok::Lit,
+                line,
+            });
         } else if ch == 'r' && at(i + 1) == '#' && is_ident_start(at(i + 2)) {
             let start = i + 2;
             i = start;
             while i < c.len() && is_ident_continue(c[i]) {
                 i += 1;
             }
-            out.push(Token { tok: Tok::Ident(c[start..i].iter().collect()), line });
+            out.push(Token {
+                tok: Tok::Ident(c[start..i].iter().collect()),
+                line,
+            });
         } else if is_ident_start(ch) {
             let start = i;
             while i < c.len() && is_ident_continue(c[i]) {
                 i += 1;
             }
-            out.push(Token { tok: Tok::Ident(c[start..i].iter().collect()), line });
+            out.push(Token {
+                tok: Tok::Ident(c[start..i].iter().collect()),
+                line,
+            });
         } else if ch.is_ascii_digit() {
             while i < c.len()
                 && (is_ident_continue(c[i]) || (c[i] == '.' && at(i + 1).is_ascii_digit()))
             {
                 i += 1;
             }
-            out.push(Token { tok: Tok::Lit, line });
+            out.push(Token {
+                tok: Tok::Lit,
+                line,
+            });
         } else if ch == ':' && at(i + 1) == ':' {
-            out.push(Token { tok: Tok::PathSep, line });
+            out.push(Token {
+                tok: Tok::PathSep,
+                line,
+            });
             i += 2;
         } else {
-            out.push(Token { tok: Tok::Punct(ch), line });
+            out.push(Token {
+                tok: Tok::Punct(ch),
+                line,
+            });
             i += 1;
         }
     }
@@ -208,7 +235,9 @@ struct ModDecl {
 #[derive(Debug)]
 enum RefKind {
     /// A `use` leaf; `alias` is the name it brings in (none for a glob or `as _`).
-    Use { alias: Option<String> },
+    Use {
+        alias: Option<String>,
+    },
     Code,
 }
 
@@ -414,7 +443,9 @@ fn use_tree(
                 }
                 let mut alias = segs.last().cloned();
                 if ident(toks.get(*k)) == Some("as") {
-                    alias = ident(toks.get(*k + 1)).filter(|a| *a != "_").map(String::from);
+                    alias = ident(toks.get(*k + 1))
+                        .filter(|a| *a != "_")
+                        .map(String::from);
                     *k += 2;
                 }
                 out.push((segs, alias));
@@ -501,7 +532,11 @@ fn load_crate(name: &str, root: &Path, read: &dyn Fn(&Path) -> Option<String>) -
         files.push((module, file, found));
     }
     let modules: BTreeSet<ModPath> = files.iter().map(|f| f.0.clone()).collect();
-    let mut graph = Graph { name: name.to_string(), modules, ..Graph::default() };
+    let mut graph = Graph {
+        name: name.to_string(),
+        modules,
+        ..Graph::default()
+    };
 
     for (module, file, found) in &files {
         // Names brought in by `use`, per scope, resolved to absolute paths. Two passes so that a
@@ -530,10 +565,10 @@ fn load_crate(name: &str, root: &Path, read: &dyn Fn(&Path) -> Option<String>) -
                 .find(|p| graph.modules.contains(p))
                 .unwrap_or_default();
             if target != *module {
-                graph
-                    .edges
-                    .entry((module.clone(), target))
-                    .or_insert(Site { file: file.clone(), line: r.line });
+                graph.edges.entry((module.clone(), target)).or_insert(Site {
+                    file: file.clone(),
+                    line: r.line,
+                });
             }
         }
     }
@@ -684,7 +719,11 @@ fn cycle_report(g: &Graph, root: &Path) -> Vec<String> {
             // Same cycle from another edge: rotate to its smallest module to compare.
             let ring = &cycle[..cycle.len() - 1];
             let start = (0..ring.len()).min_by_key(|&k| ring[k]).unwrap_or(0);
-            let key: Vec<&ModPath> = ring[start..].iter().chain(&ring[..start]).copied().collect();
+            let key: Vec<&ModPath> = ring[start..]
+                .iter()
+                .chain(&ring[..start])
+                .copied()
+                .collect();
             if !seen.insert(key) {
                 continue;
             }
@@ -710,7 +749,10 @@ fn cycle_report(g: &Graph, root: &Path) -> Vec<String> {
 // The workspace.
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 /// The `members = [..]` of the workspace manifest.
@@ -740,9 +782,17 @@ fn crate_roots(root: &Path, member: &str) -> Vec<(String, PathBuf)> {
         .unwrap_or_default();
     bins.sort();
     for bin in bins {
-        let main = if bin.is_dir() { bin.join("main.rs") } else { bin.clone() };
+        let main = if bin.is_dir() {
+            bin.join("main.rs")
+        } else {
+            bin.clone()
+        };
         if main.extension().is_some_and(|e| e == "rs") && main.exists() {
-            let stem = bin.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+            let stem = bin
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             roots.push((format!("{member} (bin {stem})"), main));
         }
     }
@@ -778,21 +828,32 @@ fn no_module_import_cycle_in_any_crate() {
     // A checker that found no modules or no edges would pass for the wrong reason.
     assert!(module_count > 200, "only {module_count} modules found");
     assert!(edge_count > 300, "only {edge_count} edges found");
-    assert!(report.is_empty(), "module import cycles:\n{}", report.join("\n"));
+    assert!(
+        report.is_empty(),
+        "module import cycles:\n{}",
+        report.join("\n")
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
 // The checker's own tests, on small synthetic trees.
 
 fn synthetic(files: &[(&str, &str)]) -> Graph {
-    let tree: HashMap<PathBuf, String> =
-        files.iter().map(|(p, s)| (PathBuf::from(p), s.to_string())).collect();
-    load_crate("demo", Path::new("src/lib.rs"), &|p: &Path| tree.get(p).cloned())
+    let tree: HashMap<PathBuf, String> = files
+        .iter()
+        .map(|(p, s)| (PathBuf::from(p), s.to_string()))
+        .collect();
+    load_crate("demo", Path::new("src/lib.rs"), &|p: &Path| {
+        tree.get(p).cloned()
+    })
 }
 
 /// Edges as `a -> b :line of first use`.
 fn edges_of(g: &Graph) -> Vec<String> {
-    g.edges.iter().map(|((a, b), s)| format!("{} -> {} :{}", show(a), show(b), s.line)).collect()
+    g.edges
+        .iter()
+        .map(|((a, b), s)| format!("{} -> {} :{}", show(a), show(b), s.line))
+        .collect()
 }
 
 #[test]
@@ -800,12 +861,19 @@ fn checker_finds_a_cycle_with_its_sites() {
     let g = synthetic(&[
         ("src/lib.rs", "mod a;\nmod b;\n"),
         ("src/a.rs", "use crate::b::X;\npub struct Y;\n"),
-        ("src/b.rs", "pub struct X;\n\nfn f() -> crate::a::Y { todo!() }\n"),
+        (
+            "src/b.rs",
+            "pub struct X;\n\nfn f() -> crate::a::Y { todo!() }\n",
+        ),
     ]);
     let report = cycle_report(&g, Path::new(""));
     assert_eq!(
         report,
-        vec!["demo: a -> b -> a", "    a -> b at src/a.rs:1", "    b -> a at src/b.rs:3"]
+        vec![
+            "demo: a -> b -> a",
+            "    a -> b at src/a.rs:1",
+            "    b -> a at src/b.rs:3"
+        ]
     );
 }
 
@@ -843,7 +911,10 @@ fn checker_ignores_comments_strings_and_test_code() {
 fn checker_counts_parent_and_child_both_ways() {
     let g = synthetic(&[
         ("src/lib.rs", "mod p;\n"),
-        ("src/p/mod.rs", "mod child;\npub use child::X;\npub struct Y;\n"),
+        (
+            "src/p/mod.rs",
+            "mod child;\npub use child::X;\npub struct Y;\n",
+        ),
         ("src/p/child.rs", "use super::Y;\npub struct X(Y);\n"),
     ]);
     assert_eq!(
@@ -860,12 +931,21 @@ fn checker_counts_parent_and_child_both_ways() {
 fn checker_resolves_aliases_inline_modules_and_mod_decls() {
     let g = synthetic(&[
         // `mod a;` alone is no edge; an inline module belongs to its file.
-        ("src/lib.rs", "mod a;\nmod b;\npub struct Top;\nmod inner {\n    use super::Top;\n}\n"),
+        (
+            "src/lib.rs",
+            "mod a;\nmod b;\npub struct Top;\nmod inner {\n    use super::Top;\n}\n",
+        ),
         // `b` imported, then a deeper module named through it in code.
         ("src/a.rs", "use crate::b;\nfn f() { b::deep::g(); }\n"),
         ("src/b/mod.rs", "pub mod deep;\n"),
         ("src/b/deep.rs", "pub fn g() { super::super::a::h() }\n"),
     ]);
-    assert_eq!(edges_of(&g), vec!["a -> b :1", "a -> b::deep :2", "b::deep -> a :1"]);
-    assert_eq!(cycle_report(&g, Path::new(""))[0], "demo: a -> b::deep -> a");
+    assert_eq!(
+        edges_of(&g),
+        vec!["a -> b :1", "a -> b::deep :2", "b::deep -> a :1"]
+    );
+    assert_eq!(
+        cycle_report(&g, Path::new(""))[0],
+        "demo: a -> b::deep -> a"
+    );
 }
