@@ -433,7 +433,7 @@ fn use_tree(
         match toks.get(*k).map(|t| &t.tok) {
             Some(Tok::Ident(s)) => {
                 // `a::{self, b}`: `self` is the prefix itself.
-                if !(s == "self" && !segs.is_empty()) {
+                if s != "self" || segs.is_empty() {
                     segs.push(s.clone());
                 }
                 *k += 1;
@@ -465,9 +465,8 @@ fn use_tree(
                     }
                     let before = *k;
                     use_tree(toks, k, segs.clone(), out);
-                    if is_punct(toks.get(*k), ',') {
-                        *k += 1;
-                    } else if *k == before {
+                    // Past the comma, or past a token the tree could not use (never loop).
+                    if is_punct(toks.get(*k), ',') || *k == before {
                         *k += 1;
                     }
                 }
