@@ -290,7 +290,15 @@ fn skip_item(toks: &[Token], mut i: usize) -> usize {
     while is_punct(toks.get(i), '#') && is_punct(toks.get(i + 1), '[') {
         i = matching(toks, i + 1) + 1;
     }
-    let is_use = (i..toks.len().min(i + 6)).any(|k| ident(toks.get(k)) == Some("use"));
+    // A `use` tree has braces before its `;`; any other item ends at its first block.
+    let mut head = i;
+    if ident(toks.get(head)) == Some("pub") {
+        head += 1;
+        if is_punct(toks.get(head), '(') {
+            head = matching(toks, head) + 1;
+        }
+    }
+    let is_use = ident(toks.get(head)) == Some("use");
     while i < toks.len() {
         match toks[i].tok {
             Tok::Punct(';') => return i + 1,
@@ -898,6 +906,8 @@ fn checker_ignores_comments_strings_and_test_code() {
              const S: &str = \"crate::a::Y\";\nconst R: &str = r#\"super::a::Y\"#;\n\
              const C: char = '\"'; fn l<'a>(x: &'a u8) {}\n\
              #[cfg(test)]\nmod tests {\n    use crate::a::Y;\n}\n\
+             #[cfg(test)]\nfn helper() {\n    use std::fmt;\n    crate::a::Y;\n}\n\
+             #[cfg(test)]\npub(crate) use crate::a::{Y as Z};\n\
              #[cfg(test)]\nmod more;\n",
         ),
         ("src/b/more.rs", "use crate::a::Y;\n"),
@@ -947,4 +957,19 @@ fn checker_resolves_aliases_inline_modules_and_mod_decls() {
         cycle_report(&g, Path::new(""))[0],
         "demo: a -> b::deep -> a"
     );
+}
+
+#[test]
+fn checker_resumes_after_test_items() {
+    let g = synthetic(&[
+        ("src/lib.rs", "mod a;\nmod b;\n"),
+        (
+            "src/a.rs",
+            "#[cfg(test)]\nmod tests {\n    use crate::b::X;\n}\n\
+             #[cfg(test)]\nfn h() {\n    use std::fmt;\n}\n\
+             fn f() -> crate::b::X {\n    todo!()\n}\n",
+        ),
+        ("src/b.rs", "pub struct X;\n"),
+    ]);
+    assert_eq!(edges_of(&g), vec!["a -> b :9"]);
 }
