@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::clip;
+use crate::clip::clip;
 
 /// A sha256 digest; text form `sha256:<64 lowercase hex>`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

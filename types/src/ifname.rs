@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::clip;
+use crate::clip::clip;
 
 /// Linux's limit on interface names (IFNAMSIZ), terminating NUL excluded.
 pub const IFNAME_MAX: usize = 15;

@@ -7,22 +7,11 @@
 
 #![forbid(unsafe_code)]
 
+mod clip;
 pub mod digest;
 pub mod ifname;
 pub mod vm;
 
+pub use clip::clip;
 pub use digest::{from_hex, to_hex, DigestError, Sha256Digest};
 pub use ifname::{IfName, IfNameError};
-
-/// Keeps a peer's text short in error messages (80 bytes, cut on a character boundary).
-pub fn clip(text: &str) -> String {
-    const MAX: usize = 80;
-    if text.len() <= MAX {
-        return text.to_string();
-    }
-    let mut end = MAX;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &text[..end])
-}

@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::os::unix::io::RawFd;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -30,9 +30,8 @@ use crate::devices::virtio::net::Net;
 use crate::devices::virtio::rng::Rng;
 use crate::devices::virtio::tap::Tap;
 use crate::devices::virtio::VirtioDevice;
-use crate::devices::IrqLine;
+use crate::devices::{IrqLine, PlatformRequests};
 use crate::exit_code;
-use crate::run_loop::Pollable;
 use crate::vstate::memory::create_guest_memory;
 use crate::vstate::vcpu::{start_vcpus_with, BeforeRun, Buses, VcpuControl};
 use crate::vstate::vm::Vm;
@@ -82,6 +81,16 @@ impl IrqLine for NoIrq {
     fn trigger(&self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// A device the event loop serves when its fd is readable.
+pub(crate) enum Pollable {
+    SerialInput(Arc<Mutex<Serial>>),
+    /// Edge-triggered: the transport reads the tap until it would block or the guest has no
+    /// buffers; the guest adding buffers re-runs it from the vCPU's notify exit.
+    NetRx(Arc<Mutex<MmioTransport>>),
+    /// A device through which the guest asks for power-off or reset.
+    Platform(Arc<dyn PlatformRequests>),
 }
 
 /// A built VM, vCPUs running; `run_loop` runs it (`Vmm::run`).

@@ -2,8 +2,6 @@
 //! landing in `VmConfig`. Everything a user can get wrong is checked here, before KVM is touched,
 //! and every error names the field, flag or file at fault.
 
-use std::fmt;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use crate::devices::serial::SerialBackend;
@@ -14,6 +12,10 @@ pub use cpevisor_types::vm::{
     DEFAULT_SHUTDOWN_TIMEOUT_MS,
 };
 use cpevisor_types::IfName;
+use error::check_readable_file;
+pub use error::ConfigError;
+
+pub mod error;
 
 /// Hard ceiling on guest vCPUs; KVM's own limit is checked again when the VM exists.
 pub const MAX_VCPUS: u8 = 64;
@@ -31,33 +33,6 @@ const MAX_NETS: usize = 4;
 pub fn parse_console(spec: &str) -> Result<SerialBackend, ConfigError> {
     SerialBackend::parse(spec).map_err(|why| ConfigError::invalid("console", why))
 }
-
-/// A configuration or usage error. `what` names the field, flag or file; `why` says what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The field or file at fault.
-    pub what: String,
-    /// What is wrong with it.
-    pub why: String,
-}
-
-impl ConfigError {
-    /// An error for `what`, explained by `why`.
-    pub fn invalid(what: impl Into<String>, why: impl Into<String>) -> Self {
-        ConfigError {
-            what: what.into(),
-            why: why.into(),
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.what, self.why)
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// What the VMM does with a VM description beyond the shared type: read it, and check it
 /// against this host.
@@ -184,21 +159,6 @@ impl VmConfigExt for VmConfig {
         }
         Ok(())
     }
-}
-
-pub(crate) fn check_readable_file(what: &str, path: &Path) -> Result<(), ConfigError> {
-    let what = format!("{what} {}", path.display());
-    let f = File::open(path).map_err(|e| ConfigError::invalid(&what, e.to_string()))?;
-    let meta = f
-        .metadata()
-        .map_err(|e| ConfigError::invalid(&what, e.to_string()))?;
-    if !meta.is_file() {
-        return Err(ConfigError::invalid(&what, "not a regular file"));
-    }
-    if meta.len() == 0 {
-        return Err(ConfigError::invalid(&what, "file is empty"));
-    }
-    Ok(())
 }
 
 /// A tap must exist already (the name itself was checked when parsed: `IfName`).

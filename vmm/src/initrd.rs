@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use crate::config::{check_readable_file, ConfigError};
+use crate::config::error::{check_readable_file, ConfigError};
 
 /// Rejects an initramfs that cannot be a whole one: unreadable, empty, an unknown format, or an
 /// uncompressed newc cpio archive that ends before its `TRAILER!!!` entry (a truncated copy).

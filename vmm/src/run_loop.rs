@@ -10,29 +10,17 @@
 
 use std::cell::Cell;
 use std::os::unix::io::{AsRawFd, RawFd};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
-use crate::builder::Vmm;
+use crate::builder::{Pollable, Vmm};
 use crate::control::{ControlServer, VmControl};
 use crate::devices::boot_signal::BootReady;
-use crate::devices::serial::{InputState, Serial};
-use crate::devices::virtio::mmio::MmioTransport;
-use crate::devices::{PlatformRequest, PlatformRequests};
+use crate::devices::serial::InputState;
+use crate::devices::PlatformRequest;
 use crate::signals;
 use crate::vstate::vcpu::{stop_vcpus, VcpuControl, VmEvent};
-
-/// A device the event loop serves when its fd is readable.
-pub(crate) enum Pollable {
-    SerialInput(Arc<Mutex<Serial>>),
-    /// Edge-triggered: the transport reads the tap until it would block or the guest has no
-    /// buffers; the guest adding buffers re-runs it from the vCPU's notify exit.
-    NetRx(Arc<Mutex<MmioTransport>>),
-    /// A device through which the guest asks for power-off or reset.
-    Platform(Arc<dyn PlatformRequests>),
-}
 
 /// Why a graceful shutdown began, for the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -13,9 +13,12 @@ pub mod net;
 pub mod probe;
 pub mod ready;
 pub mod rundir;
+mod shared;
 mod stop;
 
-pub use stop::KILL_WAIT;
+pub(crate) use shared::lock;
+use shared::{describe_exit, signal_group, Run};
+pub use shared::{EuUpdate, StatusSink};
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -32,40 +35,11 @@ use cgroup::{AppCgroup, CgroupParent};
 use logring::{LogRing, DEFAULT_LOG_CAPACITY};
 use ready::{HealthBoard, WatchEnd};
 
-/// One status change of an EU, as the supervisor saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EuUpdate {
-    pub eu_id: String,
-    pub status: EuStatus,
-    pub fault_code: ExecutionFaultCode,
-    pub fault_message: String,
-    pub retry_count: u32,
-    /// Unix seconds of the scheduled restart, 0 when none.
-    pub next_restart: u64,
-}
-
-pub trait StatusSink: Send + Sync {
-    fn eu_update(&self, update: EuUpdate);
-}
-
 /// Why a run was started: a failure to start is reported as FailureOnAutoStart or FailureOnStart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartReason {
     Operator,
     AutoStart,
-}
-
-/// Shared between the runner thread and the API.
-struct Run {
-    stop_requested: bool,
-    /// Process group of the running backend (= its pid), while it runs.
-    pgid: Option<i32>,
-    pid: Option<u32>,
-    finished: bool,
-    /// How long a stop waits after SIGTERM before SIGKILL (`Backend::stop_grace`).
-    grace: Duration,
-    /// Set by a stop that had to SIGKILL: why the stop counts as forced.
-    forced: Option<String>,
 }
 
 struct App {
@@ -506,15 +480,6 @@ impl Runner {
     }
 }
 
-fn describe_exit(status: ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(c), _) => format!("exited with status {c}"),
-        (None, Some(s)) => format!("killed by signal {s}"),
-        _ => "ended".to_string(),
-    }
-}
-
 /// One pipe for the backend's stdout and stderr; the read end stays with us.
 fn console_pipe() -> io::Result<(File, Stdio, Stdio)> {
     let mut fds = [0i32; 2];
@@ -538,18 +503,4 @@ fn pump_console(mut reader: File, logs: Arc<Mutex<LogRing>>) {
             Err(_) => return,
         }
     }
-}
-
-fn signal_group(pgid: i32, sig: i32) {
-    if pgid > 1 {
-        // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
-        unsafe {
-            libc::kill(-pgid, sig);
-        }
-    }
-}
-
-/// Locks a mutex, recovering the data if a holder panicked (state stays usable).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

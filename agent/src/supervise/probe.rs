@@ -167,10 +167,13 @@ pub fn command(mut cmd: Command, name: &str, timeout: Duration) -> Outcome {
         match child.try_wait() {
             Ok(Some(st)) if st.success() => return Outcome::pass(format!("command {name}: ok")),
             Ok(Some(st)) => {
-                return Outcome::fail(format!("command {name}: {}", super::describe_exit(st)))
+                return Outcome::fail(format!(
+                    "command {name}: {}",
+                    super::shared::describe_exit(st)
+                ))
             }
             Ok(None) if Instant::now() >= deadline => {
-                super::signal_group(child.id() as i32, libc::SIGKILL);
+                super::shared::signal_group(child.id() as i32, libc::SIGKILL);
                 let _ = child.wait();
                 return Outcome::fail(format!("command {name}: still running after {timeout:?}"));
             }

@@ -17,7 +17,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use super::probe::{self, Outcome, Target};
-use super::{lock, signal_group, Run, StatusSink};
+use super::shared::{lock, signal_group, EuUpdate, Run, StatusSink};
 use crate::model::{now_secs, rfc3339, EuStatus, ExecutionFaultCode, HealthStatus};
 use crate::package::{HealthCheck, ProbeKind};
 
@@ -164,7 +164,7 @@ pub(super) fn start(w: Watch) -> Watching {
 }
 
 fn active_update(sink: &Arc<dyn StatusSink>, eu_id: &str, retry: u32) {
-    sink.eu_update(super::EuUpdate {
+    sink.eu_update(EuUpdate {
         eu_id: eu_id.to_string(),
         status: EuStatus::Active,
         fault_code: ExecutionFaultCode::NoFault,

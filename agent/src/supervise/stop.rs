@@ -13,7 +13,8 @@ use std::sync::{Condvar, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{lock, signal_group, EuUpdate, Run, Runner, Supervisor};
+use super::shared::{lock, signal_group, EuUpdate, Run};
+use super::{Runner, Supervisor};
 use crate::model::{EuStatus, ExecutionFaultCode};
 
 /// How long a stop waits, after SIGKILL, for the watcher to reap the backend (a process stuck

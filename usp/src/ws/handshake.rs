@@ -4,7 +4,7 @@
 use std::io::{BufRead, Read};
 
 use super::base64::{base64_decode, base64_encode};
-use super::WsError;
+use super::error::WsError;
 
 /// The USP WebSocket subprotocol.
 pub const SUBPROTOCOL: &str = "v1.usp";

@@ -20,10 +20,10 @@
 //! ```
 
 pub mod base64;
+mod error;
 pub mod frame;
 pub mod handshake;
 
-use std::fmt;
 use std::io::{self, BufReader};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,6 +34,7 @@ use frame::FrameError;
 
 use crate::tls::{self, PeerIdentity, ReadHalf, WriteHalf};
 
+pub use error::WsError;
 pub use handshake::SUBPROTOCOL;
 
 /// Limits and timeouts.
@@ -61,47 +62,6 @@ impl Default for WsConfig {
             endpoint_id: None,
             resolver: None,
         }
-    }
-}
-
-/// Why a WebSocket operation failed.
-#[derive(Debug)]
-pub enum WsError {
-    Io(io::Error),
-    /// The opening handshake failed; the text says how.
-    Handshake(String),
-    /// The peer broke RFC 6455 (or sent what USP does not use); we sent close `code`.
-    Protocol {
-        code: u16,
-        why: String,
-    },
-    /// The peer closed the connection with `code` and `reason`.
-    Closed {
-        code: u16,
-        reason: String,
-    },
-}
-
-impl fmt::Display for WsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            WsError::Io(e) => write!(f, "WebSocket connection: {e}"),
-            WsError::Handshake(why) => write!(f, "WebSocket handshake: {why}"),
-            WsError::Protocol { code, why } => {
-                write!(f, "WebSocket protocol error (closed with {code}): {why}")
-            }
-            WsError::Closed { code, reason } => {
-                write!(f, "WebSocket closed by the peer ({code}): {reason}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for WsError {}
-
-impl From<io::Error> for WsError {
-    fn from(e: io::Error) -> Self {
-        WsError::Io(e)
     }
 }
 

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::BusDevice;
-use crate::config::ConfigError;
+use crate::config::error::ConfigError;
 
 /// x86 port the guest writes to.
 pub const X86_PORT: u64 = 0x3f0;

@@ -3,17 +3,9 @@
 
 use vm_fdt::{Error as FdtError, FdtWriter};
 
+use super::gic::GicVersion;
 use super::layout::*;
-use crate::arch::{BootSeeds, DeviceMap};
-
-/// The guest's interrupt controller model, as KVM created it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GicVersion {
-    /// GICv2 (GIC-400 SoCs): distributor and CPU interface.
-    V2,
-    /// GICv3: distributor and one redistributor per vCPU.
-    V3,
-}
+use crate::arch::types::{BootSeeds, DeviceMap};
 
 /// What the device tree describes.
 pub struct FdtConfig<'a> {
@@ -151,7 +143,7 @@ pub fn create_fdt(cfg: &FdtConfig<'_>) -> Result<Vec<u8>, FdtError> {
 /// whose `poweroff` key is line `POWER_BUTTON_LINE`, active high (Linux: gpio-keys + PL061).
 fn create_power_button_nodes(
     fdt: &mut FdtWriter,
-    gpio: &crate::arch::DeviceSlot,
+    gpio: &crate::arch::types::DeviceSlot,
 ) -> Result<(), FdtError> {
     use crate::devices::pl061::POWER_BUTTON_LINE;
     let n = fdt.begin_node(&format!("pl061@{:x}", gpio.addr))?;
@@ -236,7 +228,7 @@ fn create_timer_node(fdt: &mut FdtWriter, cfg: &FdtConfig<'_>) -> Result<(), Fdt
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::arch::DeviceSlot;
+    use crate::arch::types::DeviceSlot;
 
     fn devices() -> DeviceMap {
         DeviceMap {

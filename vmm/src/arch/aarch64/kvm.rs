@@ -10,11 +10,13 @@ use kvm_bindings::*;
 use kvm_ioctls::{DeviceFd, Kvm, VcpuFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use super::fdt::{create_fdt, FdtConfig, GicVersion};
+use super::fdt::{create_fdt, FdtConfig};
+use super::gic::GicVersion;
+pub use super::gic::IrqChip;
 use super::image;
 use super::layout::*;
 pub use super::platform::attach_platform_devices;
-use crate::arch::{
+use crate::arch::types::{
     load_file_at, ArchError, BootSetup, DeviceMap, DeviceSlot, LoadedKernel, VcpuBoot,
 };
 use crate::config::{ConfigError, KernelFormat, VmConfig};
@@ -86,13 +88,6 @@ pub fn device_map(n_virtio: usize) -> Result<DeviceMap, ArchError> {
 /// Nothing to prepare on arm64.
 pub fn prepare_vm(_vm: &Vm) -> Result<(), ArchError> {
     Ok(())
-}
-
-/// The vGIC, kept alive for the VM's lifetime.
-pub struct IrqChip {
-    _fd: DeviceFd,
-    /// Which GIC the guest gets (the device tree describes it).
-    pub version: GicVersion,
 }
 
 fn set_attr(fd: &DeviceFd, group: u32, attr: u64, addr: u64, what: &str) -> Result<(), ArchError> {
@@ -276,7 +271,8 @@ pub fn configure_system(setup: &BootSetup) -> Result<u64, ArchError> {
     } = *setup;
     let irqchip = irqchip.ok_or_else(|| ArchError("aarch64 guests need the vGIC".into()))?;
     let mpidrs = vcpus.iter().map(mpidr).collect::<Result<Vec<_>, _>>()?;
-    let seeds = crate::arch::BootSeeds::generate().map_err(|e| ArchError::new("boot seeds", e))?;
+    let seeds =
+        crate::arch::types::BootSeeds::generate().map_err(|e| ArchError::new("boot seeds", e))?;
     let blob = create_fdt(&FdtConfig {
         mem_size: mem_bytes,
         mpidrs: &mpidrs,

@@ -2,6 +2,7 @@
 //! v2), PSCI handled by KVM.
 
 pub mod fdt;
+pub mod gic;
 pub mod image;
 pub mod layout;
 

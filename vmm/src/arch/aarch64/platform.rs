@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::arch::{ArchError, Platform, PlatformSetup};
+use crate::arch::types::{ArchError, Platform, PlatformSetup};
 use crate::devices::bus::shared;
 use crate::devices::pl061::{Pl061, Pl061Button};
 use crate::devices::rtc_pl031::RtcPl031;

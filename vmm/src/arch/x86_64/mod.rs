@@ -4,6 +4,8 @@
 //! raw test formats for hand-written guests.
 
 pub mod acpi;
+pub mod irqchip;
+pub mod layout;
 pub mod mptable;
 pub mod platform;
 pub mod regs;
@@ -18,84 +20,14 @@ use linux_loader::loader::bootparam::{boot_e820_entry, boot_params};
 use linux_loader::loader::{BzImage, Elf, KernelLoader};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+pub use self::irqchip::IrqChip;
 pub use self::platform::attach_platform_devices;
-use crate::arch::{
+use crate::arch::types::{
     load_file_at, ArchError, BootSetup, DeviceMap, DeviceSlot, LoadedKernel, VcpuBoot,
 };
 use crate::config::{ConfigError, KernelFormat, VmConfig};
 use crate::vstate::vm::Vm;
 
-/// Guest-physical layout of the x86_64 microVM.
-pub mod layout {
-    /// Global descriptor table of the boot CPU.
-    pub const GDT_ADDR: u64 = 0x500;
-    /// Interrupt descriptor table (empty) of the boot CPU.
-    pub const IDT_ADDR: u64 = 0x520;
-    /// Real-mode raw guests are loaded here (CS = 0).
-    pub const RAW_REAL_MODE_ADDR: u64 = 0x1000;
-    /// The zero page (`struct boot_params`), handed over in RSI.
-    pub const ZERO_PAGE_ADDR: u64 = 0x7000;
-    /// Initial stack pointer.
-    pub const BOOT_STACK: u64 = 0x8ff0;
-    /// Page map level 4 of the boot identity map.
-    pub const PML4_ADDR: u64 = 0x9000;
-    /// Page directory pointer table of the boot identity map.
-    pub const PDPT_ADDR: u64 = 0xa000;
-    /// Four page directories (0xb000..0xf000), one per GiB of the identity map.
-    pub const PD_ADDR: u64 = 0xb000;
-    /// How many page directories (GiB) the identity map covers.
-    pub const PD_COUNT: u64 = 4;
-    /// The kernel command line.
-    pub const CMDLINE_ADDR: u64 = 0x2_0000;
-    /// Room for the command line, NUL included.
-    pub const CMDLINE_MAX: u64 = 0x1_0000;
-    /// The `setup_data` list (one `SETUP_RNG_SEED` entry), just above the command line.
-    pub const SETUP_DATA_ADDR: u64 = CMDLINE_ADDR + CMDLINE_MAX;
-    /// Start of the EBDA, where the MP table goes; up to 1 MiB is reserved in the e820 map.
-    pub const EBDA_START: u64 = 0x9_fc00;
-    /// Start of high memory (1 MiB), where kernels load.
-    pub const HIMEM_START: u64 = 0x10_0000;
-    /// Long-mode raw guests are loaded and entered here.
-    pub const RAW_LOAD_ADDR: u64 = HIMEM_START;
-    /// RAM below 4 GiB ends here; the gap holds MMIO devices, the IOAPIC and the LAPIC.
-    pub const MMIO_GAP_START: u64 = 0xc000_0000;
-    /// RAM above the MMIO gap resumes here.
-    pub const FIRST_ADDR_PAST_4G: u64 = 1 << 32;
-    /// Three pages KVM needs for the TSS on Intel hosts, out of guest RAM.
-    pub const TSS_ADDR: usize = 0xfffb_d000;
-    /// The boot-ready signal: an I/O port (`devices::boot_signal::X86_PORT`) and, for guests
-    /// without /dev/port, an MMIO page below the virtio window (`X86_MMIO_ADDR`).
-    pub const BOOT_SIGNAL_PORT: u64 = crate::devices::boot_signal::X86_PORT;
-    /// Length of the boot signal port.
-    pub const BOOT_SIGNAL_PORT_LEN: u64 = crate::devices::boot_signal::X86_PORT_LEN;
-    /// The boot signal's MMIO page.
-    pub const BOOT_SIGNAL_MMIO: u64 = crate::devices::boot_signal::X86_MMIO_ADDR;
-    /// Length of the boot signal's MMIO page.
-    pub const BOOT_SIGNAL_MMIO_LEN: u64 = crate::devices::boot_signal::X86_MMIO_LEN;
-    /// The ACPI sleep control / status / reset registers (`devices::acpi_pm`), named by the FADT.
-    pub const ACPI_PM_PORT: u64 = 0x600;
-    /// Length of the ACPI PM register block.
-    pub const ACPI_PM_PORT_LEN: u64 = crate::devices::acpi_pm::LEN;
-    /// First virtio-mmio slot; the others follow every `DEVICE_WINDOW`.
-    pub const VIRTIO_MMIO_BASE: u64 = 0xd000_0000;
-    /// Distance between virtio-mmio slots.
-    pub const DEVICE_WINDOW: u64 = 0x1000;
-    /// The ACPI Generic Event Device's event register (the power button) and its interrupt:
-    /// IRQ 3, free (no COM2), below the virtio range.
-    pub const GED_PORT: u64 = 0x610;
-    /// The GED's interrupt (IOAPIC pin).
-    pub const GED_IRQ: u32 = 3;
-    /// COM1.
-    pub const SERIAL_PORT: u64 = 0x3f8;
-    /// COM1's interrupt.
-    pub const SERIAL_IRQ: u32 = 4;
-    /// The i8042 controller's ports (0x60 data, 0x64 command); only reset is used.
-    pub const I8042_PORT: u64 = 0x60;
-    /// The i8042's keyboard interrupt (unused: no keyboard).
-    pub const I8042_IRQ: u32 = 1;
-    /// First virtio-mmio interrupt; one per device after it.
-    pub const VIRTIO_FIRST_IRQ: u32 = 5;
-}
 use layout::*;
 
 /// On x86 the PIC/IOAPIC must exist before the vCPUs so each gets an in-kernel LAPIC.
@@ -252,9 +184,6 @@ pub fn prepare_vm(vm: &Vm) -> Result<(), ArchError> {
         .set_tss_address(TSS_ADDR)
         .map_err(|e| ArchError::new("KVM_SET_TSS_ADDR", e))
 }
-
-/// Marker that the in-kernel PIC, IOAPIC and PIT exist.
-pub struct IrqChip;
 
 /// Creates the in-kernel PIC, IOAPIC and PIT.
 pub fn create_irqchip(vm: &Vm, _vcpus: u64) -> Result<IrqChip, ArchError> {
@@ -467,7 +396,8 @@ pub fn configure_system(setup: &BootSetup) -> Result<u64, ArchError> {
         params.hdr.ramdisk_image = addr as u32;
         params.hdr.ramdisk_size = size as u32;
     }
-    let seeds = crate::arch::BootSeeds::generate().map_err(|e| ArchError::new("boot seeds", e))?;
+    let seeds =
+        crate::arch::types::BootSeeds::generate().map_err(|e| ArchError::new("boot seeds", e))?;
     link_rng_seed(mem, &mut params, &seeds)?;
     let low_end = mem_bytes.min(MMIO_GAP_START);
     let mut e820 = vec![
@@ -503,7 +433,7 @@ const SETUP_DATA_MIN_PROTOCOL: u16 = 0x0209;
 fn link_rng_seed(
     mem: &GuestMemoryMmap,
     params: &mut boot_params,
-    seeds: &crate::arch::BootSeeds,
+    seeds: &crate::arch::types::BootSeeds,
 ) -> Result<(), ArchError> {
     let version = params.hdr.version;
     if params.hdr.header == HDRS_MAGIC && version != 0 && version < SETUP_DATA_MIN_PROTOCOL {
@@ -602,7 +532,7 @@ mod tests {
             let mut params = boot_params::default();
             params.hdr.header = HDRS_MAGIC;
             params.hdr.version = 0x020f;
-            let seeds = crate::arch::BootSeeds::generate().unwrap();
+            let seeds = crate::arch::types::BootSeeds::generate().unwrap();
             link_rng_seed(mem, &mut params, &seeds).unwrap();
             let at = params.hdr.setup_data;
             assert_eq!(at, SETUP_DATA_ADDR);
@@ -629,7 +559,7 @@ mod tests {
         let mut old = boot_params::default();
         old.hdr.header = HDRS_MAGIC;
         old.hdr.version = 0x0208;
-        let seeds = crate::arch::BootSeeds::generate().unwrap();
+        let seeds = crate::arch::types::BootSeeds::generate().unwrap();
         link_rng_seed(&mem, &mut old, &seeds).unwrap();
         assert_eq!({ old.hdr.setup_data }, 0);
     }

@@ -3,7 +3,7 @@
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use crate::arch::ArchError;
+use crate::arch::types::ArchError;
 
 /// Default Local APIC base address.
 pub const APIC_DEFAULT_BASE: u32 = 0xfee0_0000;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::layout::{ACPI_PM_PORT, ACPI_PM_PORT_LEN, BOOT_SIGNAL_MMIO, BOOT_SIGNAL_MMIO_LEN};
-use crate::arch::{ArchError, Platform, PlatformSetup};
+use crate::arch::types::{ArchError, Platform, PlatformSetup};
 use crate::devices::acpi_pm::{AcpiPm, SystemRequest};
 use crate::devices::bus::shared;
 use crate::devices::ged::{Ged, GedButton, GedDevice};

@@ -6,7 +6,7 @@ use kvm_ioctls::VcpuFd;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::layout::*;
-use crate::arch::ArchError;
+use crate::arch::types::ArchError;
 
 /// Packs a GDT entry from flags, base and limit (Intel SDM vol. 3, 3.4.5).
 pub const fn gdt_entry(flags: u16, base: u32, limit: u32) -> u64 {

@@ -8,7 +8,7 @@
 //! register to power off.
 
 use super::aml::{self, AmlError};
-use crate::arch::DeviceSlot;
+use crate::arch::types::DeviceSlot;
 
 /// The ACPI id Linux's virtio_mmio driver matches.
 pub const VIRTIO_MMIO_HID: &str = "LNRO0005";

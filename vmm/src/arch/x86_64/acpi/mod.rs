@@ -17,7 +17,7 @@ pub mod tables;
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use crate::arch::{ArchError, DeviceMap};
+use crate::arch::types::{ArchError, DeviceMap};
 use crate::devices::acpi_pm;
 use tables::{ApicLayout, PowerRegisters};
 

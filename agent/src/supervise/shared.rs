@@ -1,0 +1,61 @@
+//! What the supervisor shares with its watcher (`ready`), its probes and its stops: a run's
+//! state, the status reports, and the process helpers. A leaf, so that those modules need not
+//! import the supervisor that uses them.
+
+use std::process::ExitStatus;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::model::{EuStatus, ExecutionFaultCode};
+
+/// One status change of an EU, as the supervisor saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EuUpdate {
+    pub eu_id: String,
+    pub status: EuStatus,
+    pub fault_code: ExecutionFaultCode,
+    pub fault_message: String,
+    pub retry_count: u32,
+    /// Unix seconds of the scheduled restart, 0 when none.
+    pub next_restart: u64,
+}
+
+pub trait StatusSink: Send + Sync {
+    fn eu_update(&self, update: EuUpdate);
+}
+
+/// Shared between the runner thread and the API.
+pub(super) struct Run {
+    pub(super) stop_requested: bool,
+    /// Process group of the running backend (= its pid), while it runs.
+    pub(super) pgid: Option<i32>,
+    pub(super) pid: Option<u32>,
+    pub(super) finished: bool,
+    /// How long a stop waits after SIGTERM before SIGKILL (`Backend::stop_grace`).
+    pub(super) grace: Duration,
+    /// Set by a stop that had to SIGKILL: why the stop counts as forced.
+    pub(super) forced: Option<String>,
+}
+
+pub(super) fn describe_exit(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exited with status {c}"),
+        (None, Some(s)) => format!("killed by signal {s}"),
+        _ => "ended".to_string(),
+    }
+}
+
+pub(super) fn signal_group(pgid: i32, sig: i32) {
+    if pgid > 1 {
+        // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
+        unsafe {
+            libc::kill(-pgid, sig);
+        }
+    }
+}
+
+/// Locks a mutex, recovering the data if a holder panicked (state stays usable).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
