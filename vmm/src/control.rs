@@ -92,9 +92,13 @@ struct Request {
     thread: String,
 }
 
+/// A client's unanswered bytes: at most one request line of `MAX_LINE` plus its newline, held
+/// inline so reading requests never allocates.
+const LINE_BUF: usize = MAX_LINE + 1;
+
 struct Client {
     stream: UnixStream,
-    buf: Vec<u8>,
+    buf: heapless::Vec<u8, LINE_BUF>,
 }
 
 /// The listening control socket and its clients.
@@ -190,7 +194,7 @@ impl ControlServer {
                     }
                     self.clients.push(Client {
                         stream,
-                        buf: Vec::new(),
+                        buf: heapless::Vec::new(),
                     });
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
@@ -234,34 +238,39 @@ fn reply(stream: &mut UnixStream, v: &Value) -> io::Result<()> {
 
 /// Reads what is available and answers complete lines. False: drop the client.
 fn serve(client: &mut Client, vm: &dyn VmControl) -> bool {
-    let mut chunk = [0u8; 1024];
     loop {
-        match client.stream.read(&mut chunk) {
+        // Read straight into the free tail of the line buffer.
+        let filled = client.buf.len();
+        if client.buf.resize(LINE_BUF, 0).is_err() {
+            return false;
+        }
+        let read = client.stream.read(&mut client.buf[filled..]);
+        client
+            .buf
+            .truncate(filled + read.as_ref().map_or(0, |n| *n));
+        match read {
             Ok(0) => return false,
-            Ok(n) => client.buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(_) => return false,
         }
-        if client.buf.len() > MAX_LINE {
-            break;
+        while let Some(nl) = client.buf.iter().position(|&b| b == b'\n') {
+            let answer = handle_line(&client.buf[..nl], vm);
+            client.buf.drain(..=nl);
+            if reply(&mut client.stream, &answer).is_err() {
+                return false;
+            }
         }
-    }
-    while let Some(nl) = client.buf.iter().position(|&b| b == b'\n') {
-        let line: Vec<u8> = client.buf.drain(..=nl).collect();
-        let answer = handle_line(&line[..nl], vm);
-        if reply(&mut client.stream, &answer).is_err() {
+        if client.buf.is_full() {
+            // MAX_LINE + 1 bytes and no newline: the request is longer than MAX_LINE.
+            let _ = reply(
+                &mut client.stream,
+                &error(&format!("request longer than {MAX_LINE} bytes")),
+            );
             return false;
         }
     }
-    if client.buf.len() > MAX_LINE {
-        let _ = reply(
-            &mut client.stream,
-            &error(&format!("request longer than {MAX_LINE} bytes")),
-        );
-        return false;
-    }
-    true
 }
 
 /// Answers one request line.
@@ -541,5 +550,38 @@ mod tests {
         assert_eq!(server.fds().len(), 1, "oversized client dropped");
         drop(server);
         assert!(!p.exists());
+    }
+
+    #[test]
+    fn a_line_of_max_line_bytes_fits_and_one_more_does_not() {
+        let p = sock_path("maxline");
+        let _ = std::fs::remove_file(&p);
+        let mut server = ControlServer::bind(&p).unwrap();
+        let vm = fake();
+        let pump = |server: &mut ControlServer| {
+            for fd in server.fds() {
+                server.on_readable(fd, &vm);
+            }
+        };
+        let mut c = UnixStream::connect(&p).unwrap();
+        pump(&mut server);
+        // A status request padded with spaces to exactly MAX_LINE bytes, then its newline.
+        let mut req = b"{\"cmd\":\"status\"}".to_vec();
+        req.resize(MAX_LINE, b' ');
+        req.push(b'\n');
+        c.write_all(&req).unwrap();
+        pump(&mut server);
+        let mut r = BufReader::new(c.try_clone().unwrap());
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        assert!(line.contains("\"uptime_ms\":42"), "{line}");
+        assert_eq!(server.fds().len(), 2, "client kept");
+        // MAX_LINE + 1 bytes without a newline: refused, the client dropped.
+        c.write_all(&vec![b' '; MAX_LINE + 1]).unwrap();
+        pump(&mut server);
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        assert!(line.contains("longer than"), "{line}");
+        assert_eq!(server.fds().len(), 1, "oversized client dropped");
     }
 }

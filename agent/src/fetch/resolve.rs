@@ -68,19 +68,23 @@ fn hosts_lookup(text: &str, host: &str) -> Vec<IpAddr> {
         .collect()
 }
 
-fn nameservers(text: &str) -> Vec<IpAddr> {
-    let mut out: Vec<IpAddr> = text
-        .lines()
-        .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            (w.next()? == "nameserver").then_some(())?;
-            // Drop a zone suffix such as fe80::1%eth0: std cannot parse it.
-            w.next()?.split('%').next()?.parse().ok()
-        })
-        .take(MAX_NAMESERVERS)
-        .collect();
+/// At most MAX_NAMESERVERS, as glibc: a fixed list on the stack.
+fn nameservers(text: &str) -> heapless::Vec<IpAddr, MAX_NAMESERVERS> {
+    let mut out = heapless::Vec::new();
+    let listed = text.lines().filter_map(|l| {
+        let mut w = l.split_whitespace();
+        (w.next()? == "nameserver").then_some(())?;
+        // Drop a zone suffix such as fe80::1%eth0: std cannot parse it.
+        w.next()?.split('%').next()?.parse::<IpAddr>().ok()
+    });
+    for ip in listed {
+        if out.push(ip).is_err() {
+            break; // the rest are ignored
+        }
+    }
     if out.is_empty() {
-        out.push(Ipv4Addr::LOCALHOST.into());
+        out.push(Ipv4Addr::LOCALHOST.into())
+            .expect("an empty list has room");
     }
     out
 }
@@ -211,7 +215,12 @@ mod tests {
         assert!(hosts_lookup(hosts, "other").is_empty());
         let conf = "search lan\nnameserver 10.0.2.3\nnameserver fe80::1%eth0\n";
         assert_eq!(nameservers(conf).len(), 2);
-        assert_eq!(nameservers(""), vec![IpAddr::from(Ipv4Addr::LOCALHOST)]);
+        assert_eq!(nameservers("")[..], [IpAddr::from(Ipv4Addr::LOCALHOST)]);
+        // More than MAX_NAMESERVERS: the first ones are kept, the rest ignored.
+        let conf = "nameserver 192.0.2.1\nnameserver 192.0.2.2\nnameserver 192.0.2.3\n\
+                    nameserver 192.0.2.4\n";
+        let kept: Vec<IpAddr> = (1..=3).map(|i| IpAddr::from([192, 0, 2, i])).collect();
+        assert_eq!(nameservers(conf)[..], kept[..]);
     }
 
     #[test]

@@ -104,14 +104,19 @@ pub fn http(addr: SocketAddr, path: &str, timeout: Duration) -> Outcome {
             "GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: cpevisord-probe\r\nConnection: close\r\n\r\n"
         );
         s.write_all(req.as_bytes())?;
-        let mut buf = Vec::with_capacity(128);
+        // The answer's bound is its type; it lives on the stack, never on the heap.
+        let mut buf = heapless::Vec::<u8, MAX_ANSWER>::new();
         let mut chunk = [0u8; 256];
-        while !buf.windows(2).any(|w| w == b"\r\n") && buf.len() < MAX_ANSWER {
+        while !buf.windows(2).any(|w| w == b"\r\n") && !buf.is_full() {
             s.set_read_timeout(Some(left(deadline)?))?;
             let want = chunk.len().min(MAX_ANSWER - buf.len());
             match s.read(&mut chunk[..want]) {
                 Ok(0) => break,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    if buf.extend_from_slice(&chunk[..n]).is_err() {
+                        break; // cannot happen: `want` fits
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }

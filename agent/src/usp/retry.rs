@@ -58,7 +58,8 @@ pub struct Pending {
 #[derive(Debug, Default)]
 pub struct Retries {
     pub policy: RetryPolicy,
-    pending: Vec<Pending>,
+    /// Fixed at MAX_PENDING: the bound is the type's, and the table never reallocates.
+    pending: heapless::Vec<Pending, MAX_PENDING>,
     seed: u64,
 }
 
@@ -80,20 +81,21 @@ impl Retries {
 
     /// Tracks a notification just sent; false when the table is full (it was sent once).
     pub fn track(&mut self, to: &str, msg_id: &str, onboard: bool, record: Vec<u8>) -> bool {
-        if self.pending.len() >= MAX_PENDING {
+        if self.pending.is_full() {
             return false;
         }
         let noise = self.noise();
         let wait = self.policy.wait(1, noise);
-        self.pending.push(Pending {
-            to: to.to_string(),
-            msg_id: msg_id.to_string(),
-            onboard,
-            record,
-            retries: 0,
-            next_at: Instant::now() + wait,
-        });
-        true
+        self.pending
+            .push(Pending {
+                to: to.to_string(),
+                msg_id: msg_id.to_string(),
+                onboard,
+                record,
+                retries: 0,
+                next_at: Instant::now() + wait,
+            })
+            .is_ok()
     }
 
     /// The pending OnBoardRequest to `to`, if one is waiting.
@@ -162,11 +164,20 @@ mod tests {
             assert!(r.track("c", &format!("m{i}"), false, vec![1]));
         }
         assert!(!r.track("c", "over", false, vec![1]));
+        assert_eq!(
+            r.pending().len(),
+            MAX_PENDING,
+            "the refused one is not kept"
+        );
+        assert!(!r.pending().iter().any(|p| p.msg_id == "over"));
         assert!(
             r.answered("other", "m0").is_none(),
             "only the addressee answers"
         );
         assert!(r.answered("c", "m0").is_some());
         assert_eq!(r.pending().len(), MAX_PENDING - 1);
+        // A freed slot takes a new one again, and only one.
+        assert!(r.track("c", "again", false, vec![1]));
+        assert!(!r.track("c", "over", false, vec![1]));
     }
 }

@@ -6,7 +6,6 @@
 //! where input comes from (stdin or the same socket). Input is event driven: the VMM polls
 //! `input_fd()` and calls `process_input()` when it is readable.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -25,6 +24,8 @@ pub const SERIAL_REGISTER_COUNT: u64 = 8;
 pub const INPUT_BUFFER_LIMIT: usize = 4096;
 /// Bytes read from the input per `process_input` call.
 const INPUT_READ_CHUNK: usize = 1024;
+/// The guest-visible FIFO of a 16550A: the most `fill_fifo` ever hands over at once.
+const UART_FIFO: usize = 64;
 
 /// Where the console goes: the VM description's `console` (`cpevisor_types::vm::Console`).
 pub use cpevisor_types::vm::Console as SerialBackend;
@@ -91,7 +92,9 @@ type Uart = vm_superio::Serial<IrqTrigger, vm_superio::serial::NoEvents, Box<dyn
 pub struct Serial {
     uart: Uart,
     input: Option<File>,
-    pending: VecDeque<u8>,
+    /// Fixed at the limit and held inline (the console lives on the heap with its VM), so
+    /// buffering input never allocates.
+    pending: heapless::Deque<u8, INPUT_BUFFER_LIMIT>,
     dropped_input: u64,
 }
 
@@ -134,7 +137,7 @@ impl Serial {
         Serial {
             uart: vm_superio::Serial::new(IrqTrigger(irq), out),
             input,
-            pending: VecDeque::new(),
+            pending: heapless::Deque::new(),
             dropped_input: 0,
         }
     }
@@ -165,9 +168,13 @@ impl Serial {
                 return InputState::Closed;
             }
         };
-        let room = INPUT_BUFFER_LIMIT - self.pending.len();
-        let kept = n.min(room);
-        self.pending.extend(&chunk[..kept]);
+        let mut kept = 0;
+        for &b in &chunk[..n] {
+            if self.pending.push_back(b).is_err() {
+                break;
+            }
+            kept += 1;
+        }
         self.dropped_input += (n - kept) as u64;
         self.fill_fifo();
         InputState::Open
@@ -180,19 +187,30 @@ impl Serial {
 
     /// Moves pending input into the UART's FIFO as far as it has room.
     fn fill_fifo(&mut self) {
-        let room = self.uart.fifo_capacity().min(self.pending.len());
+        let room = self
+            .uart
+            .fifo_capacity()
+            .min(self.pending.len())
+            .min(UART_FIFO);
         if room == 0 {
             return;
         }
-        let (front, _) = self.pending.as_slices();
-        let chunk: Vec<u8> = if front.len() >= room {
-            front[..room].to_vec()
+        let (front, back) = self.pending.as_slices();
+        // Staged on the stack when the ring wraps: this runs on every guest read of the data
+        // register, so it must not allocate.
+        let mut staged = [0u8; UART_FIFO];
+        let chunk: &[u8] = if front.len() >= room {
+            &front[..room]
         } else {
-            self.pending.iter().take(room).copied().collect()
+            staged[..front.len()].copy_from_slice(front);
+            staged[front.len()..room].copy_from_slice(&back[..room - front.len()]);
+            &staged[..room]
         };
-        match self.uart.enqueue_raw_bytes(&chunk) {
+        match self.uart.enqueue_raw_bytes(chunk) {
             Ok(taken) => {
-                self.pending.drain(..taken);
+                for _ in 0..taken {
+                    self.pending.pop_front();
+                }
             }
             Err(e) => crate::log(&format!("serial: cannot deliver input: {e}")),
         }
@@ -330,6 +348,45 @@ mod tests {
         drop(host);
         assert_eq!(serial.process_input(), InputState::Closed);
         assert_eq!(serial.input_fd(), None);
+    }
+
+    #[test]
+    fn input_that_wraps_the_ring_arrives_in_order() {
+        let (mut host, guest_side) = UnixStream::pair().unwrap();
+        guest_side.set_nonblocking(true).unwrap();
+        let mut serial = Serial::with_io(
+            Box::new(io::sink()),
+            Some(File::from(std::os::fd::OwnedFd::from(guest_side))),
+            Arc::new(CountingIrq::default()),
+        );
+        let mut pump = |serial: &mut Serial, bytes: &[u8], pending: usize| {
+            host.write_all(bytes).unwrap();
+            loop {
+                assert_eq!(serial.process_input(), InputState::Open);
+                if serial.pending.len() >= pending {
+                    break;
+                }
+            }
+        };
+        let drain = |serial: &mut Serial, got: &mut Vec<u8>| {
+            while read_reg(serial, LSR) & LSR_DATA_READY != 0 {
+                got.push(read_reg(serial, 0));
+            }
+        };
+        let sent: Vec<u8> = (0..INPUT_BUFFER_LIMIT + 64)
+            .map(|i| (i % 253) as u8)
+            .collect();
+        // Every byte passes through the ring: after LIMIT - 10 bytes, all read by the guest, the
+        // ring is empty with its head 10 bytes before the end of its storage.
+        let (first, second) = sent.split_at(INPUT_BUFFER_LIMIT - 10);
+        pump(&mut serial, first, INPUT_BUFFER_LIMIT - 10 - 64);
+        let mut got = Vec::new();
+        drain(&mut serial, &mut got);
+        // The next 74 bytes wrap around the storage's end and fill the empty FIFO in one go.
+        pump(&mut serial, second, 10);
+        drain(&mut serial, &mut got);
+        assert_eq!(serial.dropped_input(), 0);
+        assert_eq!(got, sent);
     }
 
     #[test]

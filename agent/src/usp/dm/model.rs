@@ -2,7 +2,7 @@
 //! and message kind uses. The tree itself is built per area (`device_info`, `local_agent`,
 //! `software_modules`); each message kind has its own file.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path as FsPath;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use cpevisor_usp::errors::*;
 use super::persist::{Subscription, UspStore};
 use super::schema;
 use super::tree::{Obj, Tree, TreeBuilder};
-use super::types::{Completion, RebootHook, Request};
+use super::types::{Completion, RebootHook, Request, MAX_REQUESTS};
 use crate::fault::Fault;
 use crate::lifecycle::Agent;
 use crate::model::Event;
@@ -26,7 +26,8 @@ pub struct DataModel {
     pub(super) cfg: UspConfig,
     pub(super) store: UspStore,
     pub(super) subs: Vec<Subscription>,
-    pub(super) requests: Vec<Request>,
+    /// Fixed at MAX_REQUESTS, inline: the bound is the type's.
+    pub(super) requests: heapless::Vec<Request, MAX_REQUESTS>,
     pub(super) next_request: u32,
     pub(super) completions_tx: Sender<Completion>,
     pub(super) completions_rx: Receiver<Completion>,
@@ -37,14 +38,27 @@ pub struct DataModel {
     /// DU UUID -> its EUIDs as last seen (DUStateChange! of an uninstall names them).
     pub(super) du_eus: HashMap<String, Vec<String>>,
     /// (table, key, number) of objects recently gone: events about them may arrive after the
-    /// poll that saw them go.
-    pub(super) recently_gone: VecDeque<(String, String, u32)>,
+    /// poll that saw them go. A fixed ring: the oldest is forgotten first.
+    pub(super) recently_gone: heapless::Deque<(String, String, u32), RECENTLY_GONE>,
     pub(super) boot_sent: bool,
     /// A controller changed something since the last poll (objects may have come or gone
     /// without an agent event: subscriptions, ExecEnv state).
     pub(super) touched: bool,
     /// Parameter values ValueChange subscriptions watch, as of the last poll.
     pub(super) watched: std::collections::BTreeMap<String, String>,
+}
+
+/// Appends `item` to a fixed ring, forgetting the oldest entry when it is full; true when one
+/// was forgotten.
+pub(super) fn push_dropping_oldest<T, const N: usize>(
+    ring: &mut heapless::Deque<T, N>,
+    item: T,
+) -> bool {
+    let dropped = ring.is_full() && ring.pop_front().is_some();
+    // Cannot fail: a full ring just made room (N > 0 for every ring used here).
+    let pushed = ring.push_back(item);
+    debug_assert!(pushed.is_ok());
+    dropped
 }
 
 pub(super) fn fault_err(f: Fault) -> UspError {
@@ -92,7 +106,7 @@ impl DataModel {
             agent,
             cfg,
             store,
-            requests: Vec::new(),
+            requests: heapless::Vec::new(),
             next_request: 0,
             completions_tx,
             completions_rx,
@@ -100,7 +114,7 @@ impl DataModel {
             reboot,
             known: BTreeSet::new(),
             du_eus: HashMap::new(),
-            recently_gone: VecDeque::new(),
+            recently_gone: heapless::Deque::new(),
             boot_sent: false,
             touched: false,
             watched: Default::default(),
@@ -162,5 +176,29 @@ impl DataModel {
         self.store.data.subscriptions =
             self.subs.iter().filter(|s| s.persistent).cloned().collect();
         self.store.save_if_changed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{push_dropping_oldest, RECENTLY_GONE};
+
+    #[test]
+    fn recently_gone_keeps_the_newest_within_its_bound() {
+        let mut ring: heapless::Deque<(String, String, u32), RECENTLY_GONE> =
+            heapless::Deque::new();
+        for n in 0..RECENTLY_GONE as u32 {
+            assert!(!push_dropping_oldest(
+                &mut ring,
+                ("DU".into(), format!("k{n}"), n)
+            ));
+        }
+        assert!(push_dropping_oldest(
+            &mut ring,
+            ("DU".into(), "new".into(), 999)
+        ));
+        assert_eq!(ring.len(), RECENTLY_GONE);
+        assert_eq!(ring.front().map(|e| e.2), Some(1), "the oldest went first");
+        assert_eq!(ring.back().map(|e| e.2), Some(999));
     }
 }

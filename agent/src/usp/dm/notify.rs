@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use cpevisor_usp::errors::UspError;
 use cpevisor_usp::path::{Leaf, Path};
 
-use super::model::{b, instance_paths, unique_keys, DataModel, RECENTLY_GONE};
+use super::model::{
+    b, instance_paths, push_dropping_oldest, unique_keys, DataModel, RECENTLY_GONE,
+};
 use super::tree::{self, Tree};
 use super::types::Completion;
 use crate::model::{DuStateChange, Event};
@@ -216,10 +218,7 @@ impl DataModel {
                 .map(|o| o.key.as_str())
                 .collect();
             for (key, n) in self.store.retain(table, &live) {
-                if self.recently_gone.len() == RECENTLY_GONE {
-                    self.recently_gone.pop_front();
-                }
-                self.recently_gone.push_back((table.to_string(), key, n));
+                push_dropping_oldest(&mut self.recently_gone, (table.to_string(), key, n));
             }
         }
         let live_dus: Vec<String> = tree

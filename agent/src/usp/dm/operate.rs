@@ -211,21 +211,26 @@ impl DataModel {
     where
         F: FnOnce(&Agent) -> Result<Option<DeploymentUnit>, EventFault> + Send + 'static,
     {
-        if self.requests.len() >= MAX_REQUESTS {
-            return Err(UspError::new(
+        let full = || {
+            UspError::new(
                 RESOURCES_EXCEEDED,
                 format!("already {MAX_REQUESTS} commands in progress"),
-            ));
+            )
+        };
+        if self.requests.is_full() {
+            return Err(full());
         }
         self.next_request += 1;
         let instance = self.next_request;
         let originator = self.controller_path(&caller.endpoint_id);
-        self.requests.push(Request {
-            instance,
-            originator,
-            command: format!("{}{name}()", t.path),
-            command_key: command_key.to_string(),
-        });
+        self.requests
+            .push(Request {
+                instance,
+                originator,
+                command: format!("{}{name}()", t.path),
+                command_key: command_key.to_string(),
+            })
+            .map_err(|_| full())?;
         let agent = self.agent.clone();
         let tx = self.completions_tx.clone();
         let obj_path = t.path.clone();
