@@ -10,6 +10,7 @@ use cpevisor_usp::errors::UspError;
 use serde::{Deserialize, Serialize};
 
 use crate::lifecycle::config::ConfigError;
+use crate::package::oci::OciError;
 
 /// A fault code with a human-readable message naming what was wrong.
 /// On the wire (API replies, events): `{"code": 7004, "message": "..."}`.
@@ -165,6 +166,13 @@ impl Fault {
 }
 
 // Which fault code each module's error is. Kept here so that no other file decides it.
+
+/// Package metadata beyond the bounds: a malformed package.
+impl From<OciError> for Fault {
+    fn from(e: OciError) -> Self {
+        Fault::new(FaultCode::CorruptData, e.to_string())
+    }
+}
 
 /// A config the agent cannot run with: invalid arguments, whatever the cause.
 impl From<ConfigError> for Fault {
