@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::lifecycle::config::ConfigError;
 use crate::package::oci::OciError;
+use crate::usp::config::UspConfigError;
 
 /// A fault code with a human-readable message naming what was wrong.
 /// On the wire (API replies, events): `{"code": 7004, "message": "..."}`.
@@ -166,6 +167,13 @@ impl Fault {
 }
 
 // Which fault code each module's error is. Kept here so that no other file decides it.
+
+/// A USP config (endpoint IDs, controllers) the data model cannot run with.
+impl From<UspConfigError> for Fault {
+    fn from(e: UspConfigError) -> Self {
+        Fault::new(FaultCode::InvalidArguments, e.to_string())
+    }
+}
 
 /// Package metadata beyond the bounds: a malformed package.
 impl From<OciError> for Fault {
