@@ -1,11 +1,22 @@
 //! TR-181 / USP fault codes used by `Device.SoftwareModules` operations.
-//! Every module that can refuse an operation returns a `Fault`; the lifecycle turns it into the
-//! `DUStateChange!` event's fault and the USP layer into an Error/OperationComplete.
+//! Every module that can refuse an operation returns a `Fault`; the lifecycle puts it in the
+//! `DUStateChange!` event and the API reply, and the USP layer turns it into an
+//! Error/OperationComplete (`From<Fault> for UspError`, below).
+//! The modules' own error types map to fault codes here and nowhere else.
 
 use std::fmt;
 
+use cpevisor_usp::errors::UspError;
+use serde::{Deserialize, Serialize};
+
+use crate::lifecycle::config::ConfigError;
+use crate::package::oci::OciError;
+use crate::usp::config::UspConfigError;
+
 /// A fault code with a human-readable message naming what was wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// On the wire (API replies, events): `{"code": 7004, "message": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "WireFault", try_from = "WireFault")]
 pub struct Fault {
     pub code: FaultCode,
     pub message: String,
@@ -13,6 +24,13 @@ pub struct Fault {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FaultCode {
+    /// 7003: internal error, for outcomes no TR-181 fault describes (an operation cut by a
+    /// restart of the agent, a backend that cannot start).
+    Internal,
+    /// 7006: permission denied (a local client the API socket does not serve).
+    PermissionDenied,
+    /// 7022: command failure (a USP command such as Reboot() that did not run).
+    CommandFailure,
     /// 7004: invalid arguments (including a URL carrying user:password).
     InvalidArguments,
     /// 7005: resources exceeded (internal, e.g. flash full).
@@ -42,6 +60,9 @@ pub enum FaultCode {
 impl FaultCode {
     pub fn code(self) -> u32 {
         match self {
+            FaultCode::Internal => 7003,
+            FaultCode::PermissionDenied => 7006,
+            FaultCode::CommandFailure => 7022,
             FaultCode::InvalidArguments => 7004,
             FaultCode::ResourcesExceeded => 7005,
             FaultCode::DownloadFailure => 7033,
@@ -56,6 +77,76 @@ impl FaultCode {
             FaultCode::InvalidExecEnvState => 7230,
         }
     }
+
+    const ALL: [FaultCode; 15] = [
+        FaultCode::Internal,
+        FaultCode::InvalidArguments,
+        FaultCode::ResourcesExceeded,
+        FaultCode::PermissionDenied,
+        FaultCode::CommandFailure,
+        FaultCode::DownloadFailure,
+        FaultCode::AuthenticationFailure,
+        FaultCode::CorruptData,
+        FaultCode::SignatureFailure,
+        FaultCode::UnknownExecEnv,
+        FaultCode::DeploymentUnitToExecEnvMismatch,
+        FaultCode::DuplicateDeploymentUnit,
+        FaultCode::SystemResourcesExceeded,
+        FaultCode::InvalidDeploymentUnitState,
+        FaultCode::InvalidExecEnvState,
+    ];
+}
+
+/// A numeric code no `FaultCode` stands for (a reply from another build, a corrupt line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnknownFaultCode(pub u32);
+
+impl fmt::Display for UnknownFaultCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown fault code {}", self.0)
+    }
+}
+
+impl std::error::Error for UnknownFaultCode {}
+
+impl TryFrom<u32> for FaultCode {
+    type Error = UnknownFaultCode;
+    fn try_from(code: u32) -> Result<Self, UnknownFaultCode> {
+        FaultCode::ALL
+            .into_iter()
+            .find(|c| c.code() == code)
+            .ok_or(UnknownFaultCode(code))
+    }
+}
+
+/// The wire form of a `Fault`: the numeric code, as events and API replies carry it.
+#[derive(Serialize, Deserialize)]
+struct WireFault {
+    code: u32,
+    message: String,
+}
+
+impl From<Fault> for WireFault {
+    fn from(f: Fault) -> Self {
+        WireFault {
+            code: f.code.code(),
+            message: f.message,
+        }
+    }
+}
+
+impl TryFrom<WireFault> for Fault {
+    type Error = UnknownFaultCode;
+    fn try_from(w: WireFault) -> Result<Self, UnknownFaultCode> {
+        Ok(Fault::new(FaultCode::try_from(w.code)?, w.message))
+    }
+}
+
+/// The USP layer reports a refused operation with the same code and message.
+impl From<Fault> for UspError {
+    fn from(f: Fault) -> Self {
+        UspError::new(f.code.code(), f.message)
+    }
 }
 
 impl Fault {
@@ -64,6 +155,37 @@ impl Fault {
             code,
             message: message.into(),
         }
+    }
+
+    /// The same fault, its message led by `what: ` (the file or board it concerns).
+    pub fn prefixed(self, what: impl fmt::Display) -> Self {
+        Fault {
+            code: self.code,
+            message: format!("{what}: {}", self.message),
+        }
+    }
+}
+
+// Which fault code each module's error is. Kept here so that no other file decides it.
+
+/// A USP config (endpoint IDs, controllers) the data model cannot run with.
+impl From<UspConfigError> for Fault {
+    fn from(e: UspConfigError) -> Self {
+        Fault::new(FaultCode::InvalidArguments, e.to_string())
+    }
+}
+
+/// Package metadata beyond the bounds: a malformed package.
+impl From<OciError> for Fault {
+    fn from(e: OciError) -> Self {
+        Fault::new(FaultCode::CorruptData, e.to_string())
+    }
+}
+
+/// A config the agent cannot run with: invalid arguments, whatever the cause.
+impl From<ConfigError> for Fault {
+    fn from(e: ConfigError) -> Self {
+        Fault::new(FaultCode::InvalidArguments, e.to_string())
     }
 }
 
@@ -74,3 +196,27 @@ impl fmt::Display for Fault {
 }
 
 impl std::error::Error for Fault {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_form_is_numeric_code_and_message() {
+        let f = Fault::new(FaultCode::CorruptData, "bad");
+        let s = serde_json::to_string(&f).unwrap();
+        assert_eq!(s, r#"{"code":7035,"message":"bad"}"#);
+        assert_eq!(serde_json::from_str::<Fault>(&s).unwrap(), f);
+        let e = serde_json::from_str::<Fault>(r#"{"code":1234,"message":"x"}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown fault code 1234"), "{e}");
+    }
+
+    #[test]
+    fn every_code_round_trips() {
+        for c in FaultCode::ALL {
+            assert_eq!(FaultCode::try_from(c.code()), Ok(c));
+        }
+        let u: UspError = Fault::new(FaultCode::Internal, "cut").into();
+        assert_eq!((u.code, u.message.as_str()), (7003, "cut"));
+    }
+}

@@ -12,7 +12,7 @@ pub mod server;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::EventFault;
+use crate::fault::Fault;
 
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// Largest reply line a client accepts (a full list or a 64 KiB log, JSON-escaped).
@@ -90,7 +90,7 @@ pub enum ReplyLine {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         result: Option<serde_json::Value>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        fault: Option<EventFault>,
+        fault: Option<Fault>,
     },
 }
 
@@ -103,7 +103,7 @@ impl ReplyLine {
         }
     }
 
-    pub fn fault(f: EventFault) -> Self {
+    pub fn fault(f: Fault) -> Self {
         ReplyLine::Done {
             ok: false,
             result: None,
@@ -115,6 +115,7 @@ impl ReplyLine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fault::FaultCode;
 
     #[test]
     fn requests_parse_strictly() {
@@ -143,11 +144,9 @@ mod tests {
         let s = serde_json::to_string(&p).unwrap();
         assert_eq!(s, r#"{"progress":{"bytes":5,"total":10}}"#);
         assert_eq!(serde_json::from_str::<ReplyLine>(&s).unwrap(), p);
-        let f = ReplyLine::fault(EventFault {
-            code: 7004,
-            message: "bad".into(),
-        });
+        let f = ReplyLine::fault(Fault::new(FaultCode::InvalidArguments, "bad"));
         let s = serde_json::to_string(&f).unwrap();
+        assert_eq!(s, r#"{"ok":false,"fault":{"code":7004,"message":"bad"}}"#);
         assert_eq!(serde_json::from_str::<ReplyLine>(&s).unwrap(), f);
     }
 }

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::{Progress, ReplyLine, Request, MAX_REQUEST_BYTES};
-use crate::fault::FaultCode;
+use crate::fault::{Fault, FaultCode};
 use crate::lifecycle::{Agent, OpResult};
-use crate::model::{EventFault, RequestedState};
+use crate::model::RequestedState;
 
 const MAX_CONNECTIONS: usize = 16;
 /// Everything a connection waits on its client for, in total (not per read or write).
@@ -31,8 +31,6 @@ pub const CLIENT_TIME: Duration = Duration::from_secs(10);
 const FINAL_GRACE: Duration = Duration::from_secs(1);
 /// Unread input drained after the reply (so closing does not reset it away), at most.
 const DRAIN_BYTES: u64 = 1 << 20;
-/// USP 7006 "Permission denied".
-const PERMISSION_DENIED: u32 = 7006;
 
 /// Binds `path` with mode 0600, replacing a stale socket file but refusing to steal a live
 /// one. The socket is bound in a fresh 0700 directory beside `path`, narrowed, then renamed
@@ -119,9 +117,8 @@ fn peer_allowed(uid: u32) -> bool {
 
 /// Answers a connection that is not served with one fault line, without ever blocking the
 /// accept loop (a fresh socket's buffer takes the line; if not, the client gets nothing).
-fn turn_away(stream: UnixStream, code: u32, message: String) {
-    let mut bytes =
-        serde_json::to_vec(&ReplyLine::fault(EventFault { code, message })).unwrap_or_default();
+fn turn_away(stream: UnixStream, fault: Fault) {
+    let mut bytes = serde_json::to_vec(&ReplyLine::fault(fault)).unwrap_or_default();
     bytes.push(b'\n');
     if stream.set_nonblocking(true).is_ok() {
         let _ = (&stream).write(&bytes);
@@ -148,8 +145,10 @@ pub fn serve(listener: UnixListener, agent: Arc<Agent>) {
                 );
                 turn_away(
                     stream,
-                    PERMISSION_DENIED,
-                    format!("permission denied: uid {uid} may not use the agent's socket"),
+                    Fault::new(
+                        FaultCode::PermissionDenied,
+                        format!("permission denied: uid {uid} may not use the agent's socket"),
+                    ),
                 );
                 continue;
             }
@@ -162,8 +161,10 @@ pub fn serve(listener: UnixListener, agent: Arc<Agent>) {
             active.fetch_sub(1, Ordering::SeqCst);
             turn_away(
                 stream,
-                FaultCode::ResourcesExceeded.code(),
-                format!("busy: {MAX_CONNECTIONS} requests already in progress"),
+                Fault::new(
+                    FaultCode::ResourcesExceeded,
+                    format!("busy: {MAX_CONNECTIONS} requests already in progress"),
+                ),
             );
             continue;
         }
@@ -268,15 +269,12 @@ impl Client {
     }
 }
 
-fn bad_request(msg: String) -> EventFault {
-    EventFault {
-        code: FaultCode::InvalidArguments.code(),
-        message: msg,
-    }
+fn bad_request(msg: String) -> Fault {
+    Fault::new(FaultCode::InvalidArguments, msg)
 }
 
 /// Reads one request line of at most MAX_REQUEST_BYTES within the client's time.
-fn read_request(client: &mut Client) -> Result<Request, EventFault> {
+fn read_request(client: &mut Client) -> Result<Request, Fault> {
     let mut line = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -371,13 +369,13 @@ fn dispatch(req: Request, agent: &Agent, client: &mut Client) -> OpResult<Value>
             } else if let Some(eu) = snap.execution_units.iter().find(|e| e.eu_id == id) {
                 Ok(json!({ "execution_unit": eu }))
             } else {
-                Err(EventFault {
-                    code: FaultCode::InvalidDeploymentUnitState.code(),
-                    message: format!(
+                Err(Fault::new(
+                    FaultCode::InvalidDeploymentUnitState,
+                    format!(
                         "no DeploymentUnit or ExecutionUnit {:?}",
                         id.chars().take(64).collect::<String>()
                     ),
-                })
+                ))
             }
         }
         Request::Start { eu } => agent

@@ -5,7 +5,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use crate::api::{Progress, ReplyLine, Request, MAX_REPLY_BYTES};
-use crate::model::EventFault;
+use crate::fault::{Fault, FaultCode};
 
 /// Sends `req` and waits for the final line; `on_progress` sees each progress line.
 /// Outer Err: the daemon could not be reached or broke the protocol.
@@ -13,7 +13,7 @@ pub fn call(
     socket: &Path,
     req: &Request,
     on_progress: &mut dyn FnMut(&Progress),
-) -> io::Result<Result<serde_json::Value, EventFault>> {
+) -> io::Result<Result<serde_json::Value, Fault>> {
     let mut stream = UnixStream::connect(socket)?;
     let mut line = serde_json::to_vec(req).map_err(io::Error::other)?;
     line.push(b'\n');
@@ -44,9 +44,11 @@ pub fn call(
                 ok: true, result, ..
             } => return Ok(Ok(result.unwrap_or(serde_json::Value::Null))),
             ReplyLine::Done { fault, .. } => {
-                return Ok(Err(fault.unwrap_or(EventFault {
-                    code: crate::lifecycle::INTERNAL_ERROR,
-                    message: "the daemon reported a failure without a fault".into(),
+                return Ok(Err(fault.unwrap_or_else(|| {
+                    Fault::new(
+                        FaultCode::Internal,
+                        "the daemon reported a failure without a fault",
+                    )
                 })))
             }
         }

@@ -216,7 +216,7 @@ pub fn run(cli: &Cli) -> i32 {
                 }
                 0
             }
-            Err(f) => render::print_fault(f.code.code(), &f.message),
+            Err(f) => render::print_fault(&f),
         },
         Command::Pack { dir, key, out } => {
             let res = crate::package::load_signing_key(key)
@@ -240,7 +240,7 @@ pub fn run(cli: &Cli) -> i32 {
                     }
                     0
                 }
-                Err(f) => render::print_fault(f.code.code(), &f.message),
+                Err(f) => render::print_fault(&f),
             }
         }
         Command::Daemon(req) => {
@@ -257,7 +257,7 @@ pub fn run(cli: &Cli) -> i32 {
                     if cli.json {
                         println!("{}", serde_json::json!({ "fault": f }));
                     }
-                    render::print_fault(f.code, &f.message)
+                    render::print_fault(&f)
                 }
                 Err(e) => {
                     bar.finish();

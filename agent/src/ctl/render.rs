@@ -5,6 +5,7 @@ use std::io::Write;
 use serde_json::Value;
 
 use crate::api::{Progress, Request};
+use crate::fault::Fault;
 
 pub fn stderr_is_tty() -> bool {
     // SAFETY: isatty only inspects the descriptor number.
@@ -12,8 +13,8 @@ pub fn stderr_is_tty() -> bool {
 }
 
 /// Prints `error <code>: <message>` and returns the exit code for a fault.
-pub fn print_fault(code: u32, message: &str) -> i32 {
-    eprintln!("error {code}: {message}");
+pub fn print_fault(f: &Fault) -> i32 {
+    eprintln!("error {}: {}", f.code.code(), f.message);
     1
 }
 

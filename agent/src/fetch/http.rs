@@ -2,8 +2,9 @@
 //! (`Connection: close`), bounded response head, Content-Length, chunked and close-delimited
 //! bodies. Small on purpose: a download needs GET, Range and redirects, nothing more.
 
+use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use super::pace::{Guarded, Pace};
-use super::resolve::resolve;
+use super::resolve::{resolve, ResolveError};
 use super::url::{Scheme, Url};
 
 /// Longest status line or header line, and most header lines, accepted from a server.
@@ -49,6 +50,46 @@ impl Write for Stream {
     }
 }
 
+/// Why no connection to a server came up. All of them are worth another try, except past the
+/// transfer's deadline (`Late`), which the caller tells from its pace.
+#[derive(Debug)]
+pub enum ConnectError {
+    Resolve {
+        host: String,
+        source: ResolveError,
+    },
+    /// The transfer's deadline passed before a connection was tried.
+    Late(io::Error),
+    /// The last address tried refused or timed out.
+    Connect {
+        addr: SocketAddr,
+        source: io::Error,
+    },
+    NoTlsConfig,
+    ServerName {
+        host: String,
+        source: rustls::pki_types::InvalidDnsNameError,
+    },
+    Tls(rustls::Error),
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectError::Resolve { host, source } => write!(f, "cannot resolve {host}: {source}"),
+            ConnectError::Late(e) => write!(f, "{e}"),
+            ConnectError::Connect { addr, source } => write!(f, "connect to {addr}: {source}"),
+            ConnectError::NoTlsConfig => f.write_str("no TLS configuration"),
+            ConnectError::ServerName { host, source } => {
+                write!(f, "host {host:?} is not a valid TLS server name: {source}")
+            }
+            ConnectError::Tls(e) => write!(f, "TLS: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
 /// Connects to `url`'s host (every resolved address in turn) with bounded timeouts, within
 /// what is left of `pace`'s deadline.
 pub fn connect(
@@ -57,32 +98,47 @@ pub fn connect(
     connect_timeout: Duration,
     io_timeout: Duration,
     pace: &Arc<Pace>,
-) -> Result<Stream, String> {
-    let addrs =
-        resolve(&url.host, url.port).map_err(|e| format!("cannot resolve {}: {e}", url.host))?;
-    let mut last = String::new();
+) -> Result<Stream, ConnectError> {
+    let addrs = resolve(&url.host, url.port).map_err(|source| ConnectError::Resolve {
+        host: url.host.clone(),
+        source,
+    })?;
+    let mut last = None;
     let mut tcp = None;
     for addr in addrs {
-        let left = pace.remaining().map_err(|e| e.to_string())?;
+        let left = pace.remaining().map_err(ConnectError::Late)?;
         match TcpStream::connect_timeout(&addr, connect_timeout.min(left)) {
             Ok(s) => {
                 tcp = Some(s);
                 break;
             }
-            Err(e) => last = format!("connect to {addr}: {e}"),
+            Err(source) => last = Some(ConnectError::Connect { addr, source }),
         }
     }
-    let tcp = tcp.ok_or(last)?;
+    // resolve() gives at least one address, so `last` is set whenever `tcp` is not.
+    let tcp = match (tcp, last) {
+        (Some(tcp), _) => tcp,
+        (None, Some(e)) => return Err(e),
+        (None, None) => {
+            return Err(ConnectError::Resolve {
+                host: url.host.clone(),
+                source: ResolveError::NoRecords(url.host.clone()),
+            })
+        }
+    };
     let _ = tcp.set_nodelay(true);
     let tcp = Guarded::new(tcp, pace.clone(), io_timeout);
     match url.scheme {
         Scheme::Http => Ok(Stream::Plain(tcp)),
         Scheme::Https => {
-            let config = tls.ok_or("no TLS configuration")?;
-            let name = ServerName::try_from(url.host.clone())
-                .map_err(|e| format!("host {:?} is not a valid TLS server name: {e}", url.host))?;
-            let conn =
-                ClientConnection::new(config.clone(), name).map_err(|e| format!("TLS: {e}"))?;
+            let config = tls.ok_or(ConnectError::NoTlsConfig)?;
+            let name = ServerName::try_from(url.host.clone()).map_err(|source| {
+                ConnectError::ServerName {
+                    host: url.host.clone(),
+                    source,
+                }
+            })?;
+            let conn = ClientConnection::new(config.clone(), name).map_err(ConnectError::Tls)?;
             Ok(Stream::Tls(Box::new(StreamOwned::new(conn, tcp))))
         }
     }

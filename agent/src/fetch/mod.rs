@@ -573,7 +573,7 @@ impl<'a> Download<'a> {
     }
 }
 
-fn classify_connect(url: &Url, reason: String) -> AttemptError {
+fn classify_connect(url: &Url, reason: http::ConnectError) -> AttemptError {
     AttemptError::Retry(format!("{url}: {reason}"))
 }
 

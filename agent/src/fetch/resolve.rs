@@ -2,8 +2,9 @@
 //! relied on for names on a router. Order: IP literal, `/etc/hosts`, then DNS over UDP to the
 //! `nameserver`s of `/etc/resolv.conf` (A records, then AAAA).
 
+use std::fmt;
 use std::fs;
-use std::io::Read;
+use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
@@ -23,8 +24,66 @@ fn read_small(path: &str) -> String {
     text
 }
 
+/// Why a host name has no address: the last failure of the lookup.
+#[derive(Debug)]
+pub enum ResolveError {
+    /// No nameserver to ask gave an answer (the host is in no config file either).
+    NoNameserver(String),
+    /// The name exists but has no A or AAAA record.
+    NoRecords(String),
+    /// The query to `server` failed.
+    Dns { server: IpAddr, source: DnsError },
+}
+
+/// One DNS query's failure.
+#[derive(Debug)]
+pub enum DnsError {
+    /// A label is empty or longer than 63 bytes.
+    BadName(String),
+    /// The query would be over 300 bytes.
+    NameTooLong(String),
+    Malformed,
+    /// The server answered with an error code other than NXDOMAIN.
+    Rcode(u8),
+    Io(io::Error),
+    /// Only datagrams with another query id came back.
+    NoMatchingAnswer,
+}
+
+impl fmt::Display for ResolveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResolveError::NoNameserver(host) => write!(f, "no nameserver answered for {host}"),
+            ResolveError::NoRecords(host) => write!(f, "{host} has no address records"),
+            ResolveError::Dns { server, source } => write!(f, "DNS {server}: {source}"),
+        }
+    }
+}
+
+impl fmt::Display for DnsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DnsError::BadName(host) => write!(f, "bad host name {host:?}"),
+            DnsError::NameTooLong(host) => write!(f, "host name too long: {host:?}"),
+            DnsError::Malformed => f.write_str("malformed DNS response"),
+            DnsError::Rcode(rcode) => write!(f, "DNS error rcode {rcode}"),
+            DnsError::Io(e) => write!(f, "{e}"),
+            DnsError::NoMatchingAnswer => f.write_str("no matching DNS answer"),
+        }
+    }
+}
+
+impl std::error::Error for ResolveError {}
+impl std::error::Error for DnsError {}
+
+impl From<io::Error> for DnsError {
+    fn from(e: io::Error) -> Self {
+        DnsError::Io(e)
+    }
+}
+
 /// Addresses for `host`, or the reason there are none.
-pub fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+pub fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, ResolveError> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);
     }
@@ -39,7 +98,7 @@ pub fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
         return Ok(vec![SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)]);
     }
     let servers = nameservers(&read_small(RESOLV_CONF));
-    let mut last_error = format!("no nameserver answered for {host}");
+    let mut last_error = ResolveError::NoNameserver(host.to_string());
     for qtype in [QTYPE_A, QTYPE_AAAA] {
         for server in &servers {
             match dns_query(*server, host, qtype) {
@@ -49,8 +108,13 @@ pub fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
                         .map(|ip| SocketAddr::new(ip, port))
                         .collect())
                 }
-                Ok(_) => last_error = format!("{host} has no address records"),
-                Err(e) => last_error = format!("DNS {server}: {e}"),
+                Ok(_) => last_error = ResolveError::NoRecords(host.to_string()),
+                Err(source) => {
+                    last_error = ResolveError::Dns {
+                        server: *server,
+                        source,
+                    }
+                }
             }
         }
     }
@@ -92,13 +156,13 @@ fn nameservers(text: &str) -> heapless::Vec<IpAddr, MAX_NAMESERVERS> {
 const QTYPE_A: u16 = 1;
 const QTYPE_AAAA: u16 = 28;
 
-fn encode_query(id: u16, host: &str, qtype: u16) -> Result<Vec<u8>, String> {
+fn encode_query(id: u16, host: &str, qtype: u16) -> Result<Vec<u8>, DnsError> {
     let mut q = Vec::with_capacity(18 + host.len());
     q.extend_from_slice(&id.to_be_bytes());
     q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]); // RD; one question
     for label in host.trim_end_matches('.').split('.') {
         if label.is_empty() || label.len() > 63 {
-            return Err(format!("bad host name {host:?}"));
+            return Err(DnsError::BadName(host.to_string()));
         }
         q.push(label.len() as u8);
         q.extend_from_slice(label.as_bytes());
@@ -107,7 +171,7 @@ fn encode_query(id: u16, host: &str, qtype: u16) -> Result<Vec<u8>, String> {
     q.extend_from_slice(&qtype.to_be_bytes());
     q.extend_from_slice(&1u16.to_be_bytes()); // class IN
     if q.len() > 300 {
-        return Err(format!("host name too long: {host:?}"));
+        return Err(DnsError::NameTooLong(host.to_string()));
     }
     Ok(q)
 }
@@ -129,15 +193,15 @@ fn be16(msg: &[u8], pos: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*msg.get(pos)?, *msg.get(pos + 1)?]))
 }
 
-fn parse_response(msg: &[u8], id: u16, qtype: u16) -> Result<Vec<IpAddr>, String> {
-    let bad = || "malformed DNS response".to_string();
+fn parse_response(msg: &[u8], id: u16, qtype: u16) -> Result<Vec<IpAddr>, DnsError> {
+    let bad = || DnsError::Malformed;
     if msg.len() < 12 || be16(msg, 0) != Some(id) || msg[2] & 0x80 == 0 {
         return Err(bad());
     }
     match msg[3] & 0x0f {
         0 => {}
         3 => return Ok(Vec::new()), // NXDOMAIN
-        rcode => return Err(format!("DNS error rcode {rcode}")),
+        rcode => return Err(DnsError::Rcode(rcode)),
     }
     let qd = be16(msg, 4).ok_or_else(bad)?;
     let an = be16(msg, 6).ok_or_else(bad)?;
@@ -166,7 +230,7 @@ fn parse_response(msg: &[u8], id: u16, qtype: u16) -> Result<Vec<IpAddr>, String
     Ok(out)
 }
 
-fn dns_query(server: IpAddr, host: &str, qtype: u16) -> Result<Vec<IpAddr>, String> {
+fn dns_query(server: IpAddr, host: &str, qtype: u16) -> Result<Vec<IpAddr>, DnsError> {
     let mut id = [0u8; 2];
     // An unpredictable id makes spoofed answers harder; fall back to the clock if needed.
     if fs::File::open("/dev/urandom")
@@ -185,20 +249,19 @@ fn dns_query(server: IpAddr, host: &str, qtype: u16) -> Result<Vec<IpAddr>, Stri
         IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
         IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
     };
-    let sock = UdpSocket::bind(bind).map_err(|e| e.to_string())?;
-    sock.connect((server, 53)).map_err(|e| e.to_string())?;
-    sock.set_read_timeout(Some(DNS_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    sock.send(&query).map_err(|e| e.to_string())?;
+    let sock = UdpSocket::bind(bind)?;
+    sock.connect((server, 53))?;
+    sock.set_read_timeout(Some(DNS_TIMEOUT))?;
+    sock.send(&query)?;
     let mut buf = [0u8; MAX_DNS_RESPONSE];
     // Ignore stray datagrams with another id, a bounded number of times.
     for _ in 0..4 {
-        let n = sock.recv(&mut buf).map_err(|e| e.to_string())?;
+        let n = sock.recv(&mut buf)?;
         if n >= 2 && be16(&buf, 0) == Some(id) {
             return parse_response(&buf[..n], id, qtype);
         }
     }
-    Err("no matching DNS answer".to_string())
+    Err(DnsError::NoMatchingAnswer)
 }
 
 #[cfg(test)]
@@ -236,8 +299,24 @@ mod tests {
             parse_response(&r, 0x1234, QTYPE_A).unwrap(),
             vec![IpAddr::from([192, 0, 2, 7])]
         );
-        assert!(parse_response(&r[..r.len() - 2], 0x1234, QTYPE_A).is_err());
+        assert!(matches!(
+            parse_response(&r[..r.len() - 2], 0x1234, QTYPE_A),
+            Err(DnsError::Malformed)
+        ));
         assert!(parse_response(&r, 0x9999, QTYPE_A).is_err());
+        let mut refused = q.clone();
+        refused[2] = 0x81;
+        refused[3] = 0x85;
+        assert_eq!(
+            parse_response(&refused, 0x1234, QTYPE_A)
+                .unwrap_err()
+                .to_string(),
+            "DNS error rcode 5"
+        );
+        assert!(matches!(
+            encode_query(1, "a..example", QTYPE_A),
+            Err(DnsError::BadName(_))
+        ));
         assert_eq!(resolve("192.0.2.1", 80).unwrap()[0].port(), 80);
     }
 }

@@ -3,7 +3,7 @@
 
 use super::config::{ExecEnvConfig, Runner};
 use super::packages::AppSpec;
-use super::{admitted_mib, ef, fault, Agent, OpResult};
+use super::{admitted_mib, fault, Agent, OpResult};
 use crate::fault::FaultCode;
 use crate::supervise::lock;
 
@@ -21,7 +21,7 @@ impl Agent {
         except: Option<&str>,
         check_memory: bool,
     ) -> OpResult<()> {
-        let Some(spec) = self.packages.peek_spec(url).map_err(ef)? else {
+        let Some(spec) = self.packages.peek_spec(url)? else {
             return Ok(());
         };
         self.fits_env(&spec, env)?;

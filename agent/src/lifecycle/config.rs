@@ -1,12 +1,14 @@
 //! The agent's configuration (`cpevisord --config FILE`, JSON): ExecEnvs with their memory
 //! budgets, trusted signer keys, download cap, VMM path, CA file, cgroup root, run directory.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::fault::{Fault, FaultCode};
+use crate::fault::Fault;
 use crate::model::ExecEnvType;
+use crate::supervise::net::NetError;
 
 /// Where the firmware installs the board profile.
 pub const INSTALLED_BOARD: &str = "/etc/cpevisor/board.toml";
@@ -16,6 +18,90 @@ pub const DEVICE_KEYS_DIR: &str = "/etc/cpevisor/keys";
 pub const DEFAULT_APP_NETWORK: &str = "10.100.0.0/16";
 /// Largest config file accepted.
 const MAX_CONFIG_BYTES: u64 = 64 * 1024;
+
+/// Why a config is refused (fault 7004, see `fault.rs`). Each names the field.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The config file cannot be read or parsed (the store's message names the file).
+    Unreadable(Fault),
+    /// The config file is not there.
+    NoFile(PathBuf),
+    /// The board profile `--board` names cannot be loaded.
+    Board(cpevisor_boards::BoardError),
+    NoExecEnv,
+    /// `download_limits.<field>` is 0.
+    ZeroLimit(&'static str),
+    /// `stop_timeout_ms` is over the most a package may ask for.
+    StopTimeout {
+        max_ms: u64,
+    },
+    BadEnvName {
+        index: usize,
+        name: String,
+    },
+    DuplicateEnv {
+        index: usize,
+        name: String,
+    },
+    AppNetwork {
+        index: usize,
+        source: NetError,
+    },
+    LanBridge {
+        index: usize,
+        bridge: String,
+        source: cpevisor_types::IfNameError,
+    },
+    ZeroBudget {
+        index: usize,
+    },
+    ZeroDownloadCap,
+    /// `run_dir` is not an absolute path below /.
+    RunDir(PathBuf),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Unreadable(fault) => f.write_str(&fault.message),
+            ConfigError::NoFile(path) => write!(f, "{}: no such config file", path.display()),
+            ConfigError::Board(e) => write!(f, "{e}"),
+            ConfigError::NoExecEnv => f.write_str("exec_envs: at least one ExecEnv is required"),
+            ConfigError::ZeroLimit(name) => write!(f, "download_limits.{name}: must be over 0"),
+            ConfigError::StopTimeout { max_ms } => {
+                write!(f, "stop_timeout_ms: must be 0..={max_ms}")
+            }
+            ConfigError::BadEnvName { index, name } => write!(
+                f,
+                "exec_envs[{index}].name: {name:?} must be 1-32 of [A-Za-z0-9_-]"
+            ),
+            ConfigError::DuplicateEnv { index, name } => {
+                write!(f, "exec_envs[{index}].name: duplicate {name:?}")
+            }
+            ConfigError::AppNetwork { index, source } => {
+                write!(f, "exec_envs[{index}].app_network: {source}")
+            }
+            ConfigError::LanBridge {
+                index,
+                bridge,
+                source,
+            } => write!(f, "exec_envs[{index}].lan_bridge: {bridge:?}: {source}"),
+            ConfigError::ZeroBudget { index } => {
+                write!(f, "exec_envs[{index}].memory_budget_mib: must be > 0")
+            }
+            ConfigError::ZeroDownloadCap => f.write_str("download_cap_bytes: must be > 0"),
+            ConfigError::RunDir(d) => {
+                write!(
+                    f,
+                    "run_dir: {} must be an absolute path below /",
+                    d.display()
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -187,14 +273,14 @@ impl DownloadLimits {
         }
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), ConfigError> {
         for (name, v) in [
             ("deadline_ms", self.deadline_ms),
             ("rate_window_ms", self.rate_window_ms),
             ("probe_deadline_ms", self.probe_deadline_ms),
         ] {
             if v == 0 {
-                return Err(format!("download_limits.{name}: must be over 0"));
+                return Err(ConfigError::ZeroLimit(name));
             }
         }
         Ok(())
@@ -232,19 +318,10 @@ pub fn host_arch() -> String {
 impl AgentConfig {
     pub fn load(path: &Path) -> Result<AgentConfig, Fault> {
         let cfg: AgentConfig = crate::store::read_json(path, MAX_CONFIG_BYTES)
-            .map_err(|f| Fault::new(FaultCode::InvalidArguments, f.message))?
-            .ok_or_else(|| {
-                Fault::new(
-                    FaultCode::InvalidArguments,
-                    format!("{}: no such config file", path.display()),
-                )
-            })?;
-        cfg.validate().map_err(|m| {
-            Fault::new(
-                FaultCode::InvalidArguments,
-                format!("{}: {m}", path.display()),
-            )
-        })?;
+            .map_err(ConfigError::Unreadable)?
+            .ok_or_else(|| ConfigError::NoFile(path.to_path_buf()))?;
+        cfg.validate()
+            .map_err(|e| Fault::from(e).prefixed(path.display()))?;
         Ok(cfg)
     }
 
@@ -280,11 +357,10 @@ impl AgentConfig {
     /// `<boards dir>/<name>.toml` (`CPEVISOR_BOARDS_DIR`, see the boards crate).
     pub fn for_board(name: &str) -> Result<AgentConfig, Fault> {
         use cpevisor_boards::{Board, Isolation};
-        let bad = |e: String| Fault::new(FaultCode::InvalidArguments, e);
         let installed = Path::new(INSTALLED_BOARD);
         let board = match Board::load(installed) {
             Ok(b) if b.name == name => b,
-            _ => Board::by_name(name).map_err(|e| bad(e.to_string()))?,
+            _ => Board::by_name(name).map_err(ConfigError::Board)?,
         };
         let env_type = match board.isolation {
             Isolation::Kvm => ExecEnvType::Kvm,
@@ -315,18 +391,18 @@ impl AgentConfig {
             cfg.trusted_keys_dir = Some(keys.to_path_buf());
         }
         cfg.validate()
-            .map_err(|m| bad(format!("board {name}: {m}")))?;
+            .map_err(|e| Fault::from(e).prefixed(format_args!("board {name}")))?;
         Ok(cfg)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.exec_envs.is_empty() {
-            return Err("exec_envs: at least one ExecEnv is required".into());
+            return Err(ConfigError::NoExecEnv);
         }
         self.download_limits.validate()?;
         let max_stop = u64::from(crate::package::config::MAX_STOP_TIMEOUT_MS);
         if self.stop_timeout_ms > max_stop {
-            return Err(format!("stop_timeout_ms: must be 0..={max_stop}"));
+            return Err(ConfigError::StopTimeout { max_ms: max_stop });
         }
         for (i, env) in self.exec_envs.iter().enumerate() {
             if env.name.is_empty()
@@ -336,35 +412,38 @@ impl AgentConfig {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             {
-                return Err(format!(
-                    "exec_envs[{i}].name: {:?} must be 1-32 of [A-Za-z0-9_-]",
-                    env.name
-                ));
+                return Err(ConfigError::BadEnvName {
+                    index: i,
+                    name: env.name.clone(),
+                });
             }
             if self.exec_envs[..i].iter().any(|e| e.name == env.name) {
-                return Err(format!("exec_envs[{i}].name: duplicate {:?}", env.name));
+                return Err(ConfigError::DuplicateEnv {
+                    index: i,
+                    name: env.name.clone(),
+                });
             }
             if let Some(n) = &env.app_network {
                 crate::supervise::net::parse_network(n)
-                    .map_err(|e| format!("exec_envs[{i}].app_network: {e}"))?;
+                    .map_err(|source| ConfigError::AppNetwork { index: i, source })?;
             }
             if let Some(b) = &env.lan_bridge {
-                cpevisor_types::IfName::parse(b)
-                    .map_err(|e| format!("exec_envs[{i}].lan_bridge: {b:?}: {e}"))?;
+                cpevisor_types::IfName::parse(b).map_err(|source| ConfigError::LanBridge {
+                    index: i,
+                    bridge: b.clone(),
+                    source,
+                })?;
             }
             if env.memory_budget_mib == 0 {
-                return Err(format!("exec_envs[{i}].memory_budget_mib: must be > 0"));
+                return Err(ConfigError::ZeroBudget { index: i });
             }
         }
         if self.download_cap_bytes == 0 {
-            return Err("download_cap_bytes: must be > 0".into());
+            return Err(ConfigError::ZeroDownloadCap);
         }
         if let Some(d) = &self.run_dir {
             if !d.is_absolute() || d.parent().is_none() {
-                return Err(format!(
-                    "run_dir: {} must be an absolute path below /",
-                    d.display()
-                ));
+                return Err(ConfigError::RunDir(d.clone()));
             }
         }
         Ok(())
@@ -374,6 +453,7 @@ impl AgentConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fault::FaultCode;
 
     #[test]
     fn parses_with_defaults_and_rejects_unknown_fields() {
@@ -430,12 +510,14 @@ mod tests {
         assert!(cfg
             .validate()
             .unwrap_err()
+            .to_string()
             .contains("exec_envs[1].name: duplicate"));
         cfg.exec_envs.truncate(1);
         cfg.exec_envs[0].app_network = Some("10.1.2.0/24".into());
         assert!(cfg
             .validate()
             .unwrap_err()
+            .to_string()
             .contains("exec_envs[0].app_network"));
         cfg.exec_envs[0].app_network = Some("10.1.0.0/16".into());
         assert!(cfg.validate().is_ok());
@@ -443,15 +525,20 @@ mod tests {
         assert!(cfg
             .validate()
             .unwrap_err()
+            .to_string()
             .contains("exec_envs[0].lan_bridge"));
         cfg.exec_envs[0].lan_bridge = Some("br-apps".into());
         assert!(cfg.validate().is_ok());
         cfg.exec_envs[0].memory_budget_mib = 0;
-        assert!(cfg.validate().unwrap_err().contains("memory_budget_mib"));
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("memory_budget_mib"));
         cfg.exec_envs[0].memory_budget_mib = 64;
         cfg.run_dir = Some("run".into());
-        assert!(cfg.validate().unwrap_err().contains("run_dir"));
+        assert!(cfg.validate().unwrap_err().to_string().contains("run_dir"));
         cfg.run_dir = Some("/".into());
-        assert!(cfg.validate().unwrap_err().contains("run_dir"));
+        assert!(cfg.validate().unwrap_err().to_string().contains("run_dir"));
     }
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::state::DuRecord;
-use super::{admitted_mib, data_id, ef, fault, internal, unknown_eu, Agent, OpResult};
+use super::{admitted_mib, data_id, fault, internal, unknown_eu, Agent, OpResult};
 use crate::fault::FaultCode;
 use crate::model::{ExecutionUnit, RequestedState};
 use crate::supervise::backend::LaunchSpec;
@@ -145,7 +145,7 @@ impl Agent {
             if let Some(eu) = m.persisted.eus.iter_mut().find(|e| e.eu_id == eu_id) {
                 eu.requested_state = old;
             }
-            return Err(ef(f));
+            return Err(f);
         }
         Ok(())
     }

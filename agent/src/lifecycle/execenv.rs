@@ -1,7 +1,7 @@
 //! ExecEnv operations: Reset, Enable, and resolving an ExecEnv's configuration by name.
 
 use super::config::ExecEnvConfig;
-use super::{ef, env_is_enabled, exec_env_view, fault, internal, Agent, OpResult};
+use super::{env_is_enabled, exec_env_view, fault, internal, Agent, OpResult};
 use crate::fault::FaultCode;
 use crate::model::{ExecEnv, ExecutionUnit, RequestedState};
 use crate::supervise::{lock, StartReason};
@@ -78,7 +78,7 @@ impl Agent {
             if m.persisted != before {
                 if let Err(f) = self.files.save_state(&m.persisted) {
                     m.persisted = before;
-                    return Err(ef(f));
+                    return Err(f);
                 }
             }
         }

@@ -12,7 +12,6 @@ use std::sync::Mutex;
 
 use super::state::{Journal, StateFiles};
 use crate::fault::{Fault, FaultCode};
-use crate::model::EventFault;
 use crate::store::persist_point;
 use crate::supervise::lock;
 
@@ -112,12 +111,12 @@ impl InFlight {
 
     /// Claims `url` for one download: a second operation on the same URL would write the same
     /// partial file, so it is refused (7229) until the first is over.
-    pub fn claim_download(&self, url: &str) -> Result<DownloadClaim<'_>, EventFault> {
+    pub fn claim_download(&self, url: &str) -> Result<DownloadClaim<'_>, Fault> {
         if !lock(&self.downloads).insert(url.to_string()) {
-            return Err(EventFault::from(&Fault::new(
+            return Err(Fault::new(
                 FaultCode::InvalidDeploymentUnitState,
                 format!("{url} is being downloaded by another operation; retry when it is over"),
-            )));
+            ));
         }
         Ok(DownloadClaim {
             inflight: self,

@@ -3,12 +3,11 @@
 
 use super::config::ExecEnvConfig;
 use super::state::{DuRecord, Journal};
-use super::{app_id, ef, fault, new_eu, reserve, validate_url, Agent, OpResult};
-use crate::fault::FaultCode;
+use super::{app_id, fault, new_eu, reserve, validate_url, Agent, OpResult};
+use crate::fault::{Fault, FaultCode};
 use crate::model::uuid::deployment_unit_uuid;
 use crate::model::{
-    now_secs, rfc3339, DeploymentUnit, DuEventState, DuStatus, EventFault, Operation,
-    RequestedState,
+    now_secs, rfc3339, DeploymentUnit, DuEventState, DuStatus, Operation, RequestedState,
 };
 use crate::store::persist_point;
 use crate::supervise::lock;
@@ -56,7 +55,7 @@ impl Agent {
             previous: None,
             outcome: None,
         };
-        self.save_journal(&j).map_err(ef)?;
+        self.save_journal(&j)?;
         persist_point("lifecycle:install:journal");
         let result = self.install_steps(&mut j, &env, digest, progress);
         match result {
@@ -100,17 +99,14 @@ impl Agent {
         progress: &mut dyn FnMut(u64, Option<u64>),
     ) -> OpResult<DeploymentUnit> {
         self.clear_downloads_except_part(&j.url);
-        let path = self
+        let path = self.packages.download(&j.url, digest, progress)?;
+        let checked = self
             .packages
-            .download(&j.url, digest, progress)
-            .map_err(ef)?;
-        let checked = self.packages.check(&path).map_err(|f| {
-            self.packages.discard_download(&path);
-            ef(f)
-        })?;
+            .check(&path)
+            .inspect_err(|_| self.packages.discard_download(&path))?;
         let spec = &checked.spec;
         let uuid = deployment_unit_uuid(&spec.vendor, &spec.name);
-        let refuse = |f: EventFault| {
+        let refuse = |f: Fault| {
             self.packages.discard_download(&path);
             Err(f)
         };
@@ -121,7 +117,7 @@ impl Agent {
         j.uuid = uuid.clone();
         j.version = spec.version.clone();
         j.app_id = app_id(&uuid, &checked.manifest_digest);
-        self.save_journal(j).map_err(ef)?;
+        self.save_journal(j)?;
         self.inflight
             .pin(j.op_id, self.packages.blob_digests(&checked));
         let files = self
@@ -162,10 +158,9 @@ impl Agent {
             });
             m.persisted.eus.push(eu);
             m.transient.remove(&uuid);
-            self.files.save_state(&m.persisted).map_err(|f| {
+            self.files.save_state(&m.persisted).inspect_err(|_| {
                 m.persisted.dus.retain(|r| r.du.uuid != uuid);
                 m.persisted.eus.retain(|e| e.du_uuid != uuid);
-                ef(f)
             })?;
             du
         };

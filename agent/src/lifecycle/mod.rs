@@ -38,8 +38,8 @@ use std::sync::{Arc, Mutex};
 use crate::fault::{Fault, FaultCode};
 use crate::model::{
     now_secs, rfc3339, AutoRestart, DeploymentUnit, DuEventState, DuStateChange, DuStatus,
-    EuStatus, EuValueChange, Event, EventFault, ExecEnv, ExecEnvStatus, ExecutionFaultCode,
-    ExecutionUnit, RequestedState,
+    EuStatus, EuValueChange, Event, ExecEnv, ExecEnvStatus, ExecutionFaultCode, ExecutionUnit,
+    RequestedState,
 };
 use crate::store::{persist_point, Store};
 use crate::supervise::backend::{Backend, JailBackend, KvmBackend, ProcessBackend};
@@ -51,26 +51,16 @@ use inflight::InFlight;
 use packages::{AppSpec, CheckedPackage, InstalledFiles, Packages};
 use state::{DuRecord, Journal, PersistedState, StateFiles};
 
-/// USP 7003 "Internal error": used for outcomes no TR-181 fault describes (an operation cut by
-/// a restart of the agent, a backend that cannot start).
-pub use cpevisor_usp::errors::INTERNAL_ERROR;
-
 /// An operation's error as the API and events report it: TR-181/USP code + message.
-pub type OpResult<T> = Result<T, EventFault>;
+pub type OpResult<T> = Result<T, Fault>;
 
-fn fault(code: FaultCode, msg: impl Into<String>) -> EventFault {
-    EventFault::from(&Fault::new(code, msg))
+fn fault(code: FaultCode, msg: impl Into<String>) -> Fault {
+    Fault::new(code, msg)
 }
 
-fn internal(msg: impl Into<String>) -> EventFault {
-    EventFault {
-        code: INTERNAL_ERROR,
-        message: msg.into(),
-    }
-}
-
-fn ef(f: Fault) -> EventFault {
-    EventFault::from(&f)
+/// USP 7003 "Internal error": for outcomes no TR-181 fault describes.
+fn internal(msg: impl Into<String>) -> Fault {
+    Fault::new(FaultCode::Internal, msg)
 }
 
 /// Memory in use and status of the whole agent, for the API.
@@ -145,8 +135,7 @@ impl Agent {
     /// Opens the state directory, recovers an interrupted operation (publishing its event), and
     /// starts the apps that were Active with AutoStart.
     pub fn open(state_dir: &Path, cfg: AgentConfig) -> Result<Agent, Fault> {
-        cfg.validate()
-            .map_err(|m| Fault::new(FaultCode::InvalidArguments, m))?;
+        cfg.validate()?;
         let run_dir = crate::supervise::rundir::prepare_base(cfg.run_dir.as_deref(), state_dir)
             .map_err(|e| Fault::new(FaultCode::InvalidArguments, e.to_string()))?;
         let store = Store::open(state_dir)?;
@@ -256,7 +245,7 @@ impl Agent {
         version: &str,
         current_state: DuEventState,
         resolved: bool,
-        f: Option<EventFault>,
+        f: Option<Fault>,
     ) -> DuStateChange {
         DuStateChange {
             uuid: uuid.to_string(),
@@ -405,7 +394,7 @@ fn data_id(uuid: &str) -> String {
     format!("{uuid}_data")
 }
 
-fn unknown_eu(eu_id: &str) -> EventFault {
+fn unknown_eu(eu_id: &str) -> Fault {
     fault(
         FaultCode::InvalidDeploymentUnitState,
         format!("no ExecutionUnit {:?}", crate::store::clip(eu_id)),
@@ -415,7 +404,7 @@ fn unknown_eu(eu_id: &str) -> EventFault {
 /// The download's own URL rule (`fetch::Url::parse`), checked before anything else: http(s),
 /// a host and port, no user:password (7004 otherwise).
 pub fn validate_url(url: &str) -> OpResult<()> {
-    crate::fetch::Url::parse(url).map(|_| ()).map_err(ef)
+    crate::fetch::Url::parse(url).map(|_| ())
 }
 
 /// Where a checked package's blobs would go, for tests of the layout.
@@ -450,7 +439,7 @@ mod tests {
             "http://[::1/x",
         ] {
             let e = validate_url(bad).unwrap_err();
-            assert_eq!(e.code, 7004, "{bad}");
+            assert_eq!(e.code, FaultCode::InvalidArguments, "{bad}");
         }
     }
 

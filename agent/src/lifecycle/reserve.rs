@@ -6,7 +6,7 @@
 use super::config::{ExecEnvConfig, Runner};
 use super::packages::{AppSpec, CheckedPackage, InstalledFiles};
 use super::state::{DuRecord, Journal, PersistedState};
-use super::{admitted_mib, data_id, ef, fault, Agent, OpResult};
+use super::{admitted_mib, data_id, fault, Agent, OpResult};
 use crate::fault::{Fault, FaultCode};
 use crate::model::DuStatus;
 use crate::supervise::lock;
@@ -90,18 +90,17 @@ impl Agent {
         let runner = env.runner();
         let (mut files, disk) = self
             .packages
-            .unpack(checked, &j.app_id, runner == Runner::Jail)
-            .map_err(ef)?;
+            .unpack(checked, &j.app_id, runner == Runner::Jail)?;
         if let (Some(blob), Runner::Vmm) = (disk, runner) {
             let data = data_id(&j.uuid);
-            let path = self.packages.data_disk_path(&data).map_err(ef)?;
+            let path = self.packages.data_disk_path(&data)?;
             if !path.is_file() {
                 // On flash before the copy: a rollback then removes the copy (and only a copy
                 // this operation made, never data an earlier uninstall kept).
                 j.disk_created = true;
-                self.save_journal(j).map_err(ef)?;
+                self.save_journal(j)?;
             }
-            let (path, _) = self.packages.make_data_disk(&data, &blob).map_err(ef)?;
+            let (path, _) = self.packages.make_data_disk(&data, &blob)?;
             files.disk = Some(path);
         }
         Ok(files)

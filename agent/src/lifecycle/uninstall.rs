@@ -1,7 +1,7 @@
 //! Uninstall: stopping a DU's EUs, removing it from the model and its files from the store.
 
 use super::state::Journal;
-use super::{data_id, ef, Agent, OpResult};
+use super::{data_id, Agent, OpResult};
 use crate::model::{now_secs, rfc3339, DuEventState, DuStatus, Operation};
 use crate::store::persist_point;
 use crate::supervise::lock;
@@ -26,7 +26,7 @@ impl Agent {
         };
         if let Err(f) = self.save_journal(&j) {
             lock(&self.shared.model).transient.remove(uuid);
-            return Err(ef(f));
+            return Err(f);
         }
         persist_point("lifecycle:uninstall:journal");
         let result = self.uninstall_steps(&j);
@@ -53,7 +53,7 @@ impl Agent {
             m.persisted.eus.retain(|e| e.du_uuid != j.uuid);
             if let Err(f) = self.files.save_state(&m.persisted) {
                 m.persisted = before;
-                return Err(ef(f));
+                return Err(f);
             }
         }
         persist_point("lifecycle:uninstall:committed");

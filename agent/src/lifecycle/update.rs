@@ -2,14 +2,11 @@
 //! the rollback to the previous version.
 
 use super::state::{DuRecord, Journal};
-use super::{
-    app_id, apply_spec, ef, fault, internal, restore_record, validate_url, Agent, OpResult,
-};
-use crate::fault::FaultCode;
+use super::{app_id, apply_spec, fault, internal, restore_record, validate_url, Agent, OpResult};
+use crate::fault::{Fault, FaultCode};
 use crate::model::uuid::deployment_unit_uuid;
 use crate::model::{
-    now_secs, rfc3339, DeploymentUnit, DuEventState, DuStatus, EventFault, Operation,
-    RequestedState,
+    now_secs, rfc3339, DeploymentUnit, DuEventState, DuStatus, Operation, RequestedState,
 };
 use crate::store::persist_point;
 use crate::supervise::{lock, StartReason};
@@ -55,7 +52,7 @@ impl Agent {
         };
         if let Err(f) = self.save_journal(&j) {
             lock(&self.shared.model).transient.remove(uuid);
-            return Err(ef(f));
+            return Err(f);
         }
         persist_point("lifecycle:update:journal");
         let result = self.update_steps(&mut j, &prev, progress);
@@ -96,12 +93,12 @@ impl Agent {
             .is_some_and(|e| e.requested_state == RequestedState::Active);
         self.admit_before_download(&j.url, &env, Some(&prev.du.uuid), was_active)?;
         self.clear_downloads_except_part(&j.url);
-        let path = self.packages.download(&j.url, None, progress).map_err(ef)?;
-        let checked = self.packages.check(&path).map_err(|f| {
-            self.packages.discard_download(&path);
-            ef(f)
-        })?;
-        let refuse = |f: EventFault| {
+        let path = self.packages.download(&j.url, None, progress)?;
+        let checked = self
+            .packages
+            .check(&path)
+            .inspect_err(|_| self.packages.discard_download(&path))?;
+        let refuse = |f: Fault| {
             self.packages.discard_download(&path);
             Err(f)
         };
@@ -143,7 +140,7 @@ impl Agent {
         }
         j.version = spec.version.clone();
         j.app_id = app_id(&prev.du.uuid, &checked.manifest_digest);
-        self.save_journal(j).map_err(ef)?;
+        self.save_journal(j)?;
         self.inflight
             .pin(j.op_id, self.packages.blob_digests(&checked));
         let files = self
@@ -181,7 +178,7 @@ impl Agent {
             }
             if let Err(f) = self.files.save_state(&m.persisted) {
                 restore_record(&mut m.persisted, prev);
-                return Err(ef(f));
+                return Err(f);
             }
             new_record
         };
@@ -197,7 +194,7 @@ impl Agent {
                 {
                     let mut m = lock(&self.shared.model);
                     restore_record(&mut m.persisted, prev);
-                    self.files.save_state(&m.persisted).map_err(ef)?;
+                    self.files.save_state(&m.persisted)?;
                 }
                 persist_point("lifecycle:update:reverted");
                 let _ = self.start_eu(prev, StartReason::Operator);

@@ -248,22 +248,6 @@ pub enum DuEventState {
     Failed,
 }
 
-/// Fault carried by events and API replies: numeric TR-181/USP code and message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EventFault {
-    pub code: u32,
-    pub message: String,
-}
-
-impl From<&crate::fault::Fault> for EventFault {
-    fn from(f: &crate::fault::Fault) -> Self {
-        EventFault {
-            code: f.code.code(),
-            message: f.message.clone(),
-        }
-    }
-}
-
 /// The `DUStateChange!` event: exactly one per finished DU operation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DuStateChange {
@@ -276,7 +260,7 @@ pub struct DuStateChange {
     pub start_time: String,
     pub complete_time: String,
     /// `None` when the operation succeeded (FaultCode 0 in USP terms).
-    pub fault: Option<EventFault>,
+    pub fault: Option<crate::fault::Fault>,
 }
 
 /// A value change of an EU, for subscribers of `ExecutionUnit.{i}.Status`.

@@ -116,18 +116,42 @@ pub fn blob_name(digest: &Digest) -> String {
     format!("{BLOBS_PREFIX}{}", digest.hex())
 }
 
+/// A package's OCI metadata beyond the bounds; `what` names the part (`index.json`, `layer`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OciError {
+    TooManyAnnotations { what: &'static str },
+    AnnotationTooLong { what: &'static str },
+}
+
+impl std::fmt::Display for OciError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OciError::TooManyAnnotations { what } => {
+                write!(f, "{what}: more than {MAX_ANNOTATIONS} annotations")
+            }
+            OciError::AnnotationTooLong { what } => write!(
+                f,
+                "{what}: an annotation is longer than {MAX_ANNOTATION_LEN} bytes"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for OciError {}
+
 /// Refuses annotation maps beyond the bounds (keys and values come from the package).
-pub fn check_annotations(what: &str, map: &BTreeMap<String, String>) -> Result<(), String> {
+pub fn check_annotations(
+    what: &'static str,
+    map: &BTreeMap<String, String>,
+) -> Result<(), OciError> {
     if map.len() > MAX_ANNOTATIONS {
-        return Err(format!("{what}: more than {MAX_ANNOTATIONS} annotations"));
+        return Err(OciError::TooManyAnnotations { what });
     }
     if map
         .iter()
         .any(|(k, v)| k.len() > MAX_ANNOTATION_LEN || v.len() > MAX_ANNOTATION_LEN)
     {
-        return Err(format!(
-            "{what}: an annotation is longer than {MAX_ANNOTATION_LEN} bytes"
-        ));
+        return Err(OciError::AnnotationTooLong { what });
     }
     Ok(())
 }

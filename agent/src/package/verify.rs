@@ -213,7 +213,7 @@ pub fn verify_package(
             "index.json: expected schemaVersion 2 and the OCI index mediaType",
         ));
     }
-    oci::check_annotations("index.json", &index.annotations).map_err(corrupt)?;
+    oci::check_annotations("index.json", &index.annotations)?;
     let [desc] = index.manifests.as_slice() else {
         return Err(corrupt(format!(
             "index.json: expected exactly one manifest, found {}",
@@ -227,7 +227,7 @@ pub fn verify_package(
             oci::MEDIA_MANIFEST
         )));
     }
-    oci::check_annotations("manifest descriptor", &desc.annotations).map_err(corrupt)?;
+    oci::check_annotations("manifest descriptor", &desc.annotations)?;
     if desc.size > caps.max_json_bytes {
         return Err(corrupt(format!(
             "manifest is {} bytes, over the {} byte limit",
@@ -245,7 +245,7 @@ pub fn verify_package(
             "manifest: expected schemaVersion 2 and the OCI manifest mediaType",
         ));
     }
-    oci::check_annotations("manifest", &manifest.annotations).map_err(corrupt)?;
+    oci::check_annotations("manifest", &manifest.annotations)?;
     if manifest.config.media_type != oci::MEDIA_APP_CONFIG {
         return Err(corrupt(format!(
             "manifest config mediaType {:?} is not {}",
@@ -267,7 +267,7 @@ pub fn verify_package(
 
     let mut layers = BTreeMap::new();
     for layer in &manifest.layers {
-        oci::check_annotations("layer", &layer.annotations).map_err(corrupt)?;
+        oci::check_annotations("layer", &layer.annotations)?;
         let kind = LayerKind::from_media_type(&layer.media_type).ok_or_else(|| {
             corrupt(format!(
                 "layer mediaType {:?} is not supported",

@@ -110,7 +110,11 @@ fn app_addr(network: Option<Ipv4Addr>, spec: &LaunchSpec, env: &str) -> Result<I
     let base = network.ok_or_else(|| {
         format!("the app has no network address to probe (the {env} ExecEnv has no app_network): use a command probe or none")
     })?;
-    Ok(IpAddr::V4(net::plan(base, &spec.eu_id)?.guest_ip))
+    Ok(IpAddr::V4(
+        net::plan(base, &spec.eu_id)
+            .map_err(|e| e.to_string())?
+            .guest_ip,
+    ))
 }
 
 /// The daemon blocks SIGTERM/SIGINT in all its threads (one thread takes them with sigwait) and

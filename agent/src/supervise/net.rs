@@ -2,6 +2,7 @@
 //! addressed here, the guest side handed to the guest on its kernel command line. The agent
 //! creates the tap before starting the VMM (which attaches to it by name) and deletes it after.
 
+use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::net::Ipv4Addr;
@@ -19,32 +20,56 @@ pub struct AppNet {
 pub const MAX_APPS_PER_NETWORK: u32 = 1 << 14;
 const NETMASK_30: Ipv4Addr = Ipv4Addr::new(255, 255, 255, 252);
 
+/// Why an app network or an app's link is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetError {
+    /// `text` is not `a.b.0.0/16`; `why` says what is expected.
+    BadNetwork { text: String, why: &'static str },
+    /// Not an EUID of the form `eu-<n>` the agent hands out.
+    NotAnEuid(String),
+    /// An EUID whose number is beyond the links a /16 holds.
+    NoLinkLeft(String),
+}
+
+impl fmt::Display for NetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NetError::BadNetwork { text, why } => write!(f, "{text:?}: {why}"),
+            NetError::NotAnEuid(eu_id) => write!(f, "{eu_id}: not an agent EUID"),
+            NetError::NoLinkLeft(eu_id) => write!(
+                f,
+                "{eu_id}: beyond the {MAX_APPS_PER_NETWORK} links of the network"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for NetError {}
+
 /// Parses `a.b.0.0/16`, the only shape accepted for an app network.
-pub fn parse_network(text: &str) -> Result<Ipv4Addr, String> {
+pub fn parse_network(text: &str) -> Result<Ipv4Addr, NetError> {
+    let bad = |why| NetError::BadNetwork {
+        text: text.to_string(),
+        why,
+    };
     let (ip, len) = text
         .split_once('/')
-        .ok_or_else(|| format!("{text:?}: expected a.b.0.0/16"))?;
-    let ip: Ipv4Addr = ip
-        .parse()
-        .map_err(|_| format!("{text:?}: bad IPv4 address"))?;
+        .ok_or_else(|| bad("expected a.b.0.0/16"))?;
+    let ip: Ipv4Addr = ip.parse().map_err(|_| bad("bad IPv4 address"))?;
     if len != "16" || ip.octets()[2] != 0 || ip.octets()[3] != 0 {
-        return Err(format!(
-            "{text:?}: expected a /16 network such as 10.100.0.0/16"
-        ));
+        return Err(bad("expected a /16 network such as 10.100.0.0/16"));
     }
     Ok(ip)
 }
 
 /// The link of the app whose EUID is `eu-<n>`.
-pub fn plan(base: Ipv4Addr, eu_id: &str) -> Result<AppNet, String> {
+pub fn plan(base: Ipv4Addr, eu_id: &str) -> Result<AppNet, NetError> {
     let n: u32 = eu_id
         .strip_prefix("eu-")
         .and_then(|n| n.parse().ok())
-        .ok_or_else(|| format!("{eu_id}: not an agent EUID"))?;
+        .ok_or_else(|| NetError::NotAnEuid(eu_id.to_string()))?;
     if n >= MAX_APPS_PER_NETWORK {
-        return Err(format!(
-            "{eu_id}: beyond the {MAX_APPS_PER_NETWORK} links of the network"
-        ));
+        return Err(NetError::NoLinkLeft(eu_id.to_string()));
     }
     let net = u32::from(base) + 4 * n;
     Ok(AppNet {
@@ -182,8 +207,11 @@ mod tests {
         assert_eq!(a.guest_ip, Ipv4Addr::new(10, 100, 0, 6));
         let b = plan(base, "eu-300").unwrap();
         assert_eq!(b.host_ip, Ipv4Addr::new(10, 100, 4, 177));
-        assert!(plan(base, "eu-16384").is_err());
-        assert!(plan(base, "x").is_err());
+        assert_eq!(
+            plan(base, "eu-16384").unwrap_err().to_string(),
+            "eu-16384: beyond the 16384 links of the network"
+        );
+        assert_eq!(plan(base, "x"), Err(NetError::NotAnEuid("x".into())));
         assert!(plan(base, "eu-16383").unwrap().tap.len() < libc::IFNAMSIZ);
         assert_eq!(
             guest_cmdline(&a),
@@ -196,7 +224,10 @@ mod tests {
         assert!(parse_network("10.100.0.0/24").is_err());
         assert!(parse_network("10.100.1.0/16").is_err());
         assert!(parse_network("10.100.0.0").is_err());
-        assert!(parse_network("banana/16").is_err());
+        assert_eq!(
+            parse_network("banana/16").unwrap_err().to_string(),
+            "\"banana/16\": bad IPv4 address"
+        );
     }
 
     #[test]

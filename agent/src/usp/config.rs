@@ -68,20 +68,50 @@ pub const MAX_CONTROLLERS: usize = 32;
 /// Longest endpoint ID (TR-369 leaves it open; ours fit in a topic name).
 pub const MAX_ENDPOINT_ID: usize = 256;
 
+/// Why a USP config is refused (fault 7004, see `fault.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UspConfigError {
+    /// `what` ("endpoint_id", "controller endpoint_id") is empty, too long or not printable.
+    BadEndpointId {
+        what: &'static str,
+        id: String,
+    },
+    TooManyControllers,
+    DuplicateController(String),
+}
+
+impl std::fmt::Display for UspConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UspConfigError::BadEndpointId { what, id } => write!(
+                f,
+                "{what} {id:?}: must be 1..{MAX_ENDPOINT_ID} printable bytes"
+            ),
+            UspConfigError::TooManyControllers => {
+                write!(f, "more than {MAX_CONTROLLERS} controllers")
+            }
+            UspConfigError::DuplicateController(id) => write!(f, "controller {id} listed twice"),
+        }
+    }
+}
+
+impl std::error::Error for UspConfigError {}
+
 impl UspConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        let check_id = |what: &str, id: &str| {
+    pub fn validate(&self) -> Result<(), UspConfigError> {
+        let check_id = |what: &'static str, id: &str| {
             if id.is_empty() || id.len() > MAX_ENDPOINT_ID || id.chars().any(|c| c.is_control()) {
-                Err(format!(
-                    "{what} {id:?}: must be 1..{MAX_ENDPOINT_ID} printable bytes"
-                ))
+                Err(UspConfigError::BadEndpointId {
+                    what,
+                    id: id.to_string(),
+                })
             } else {
                 Ok(())
             }
         };
         check_id("endpoint_id", &self.endpoint_id)?;
         if self.controllers.len() > MAX_CONTROLLERS {
-            return Err(format!("more than {MAX_CONTROLLERS} controllers"));
+            return Err(UspConfigError::TooManyControllers);
         }
         for (i, c) in self.controllers.iter().enumerate() {
             check_id("controller endpoint_id", &c.endpoint_id)?;
@@ -89,7 +119,7 @@ impl UspConfig {
                 .iter()
                 .any(|o| o.endpoint_id == c.endpoint_id)
             {
-                return Err(format!("controller {} listed twice", c.endpoint_id));
+                return Err(UspConfigError::DuplicateController(c.endpoint_id.clone()));
             }
         }
         Ok(())

@@ -177,7 +177,7 @@ impl UspFile {
             }
         }
         let usp = self.usp_config();
-        usp.validate()?;
+        usp.validate().map_err(|e| e.to_string())?;
         if self.websocket.is_none() {
             check_bare_topic_roles(&self.topic(), &usp.controllers)?;
         }

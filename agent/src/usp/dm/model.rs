@@ -96,8 +96,7 @@ impl DataModel {
         state_dir: &FsPath,
         reboot: RebootHook,
     ) -> Result<DataModel, Fault> {
-        cfg.validate()
-            .map_err(|m| Fault::new(crate::fault::FaultCode::InvalidArguments, m))?;
+        cfg.validate()?;
         let store = UspStore::open(state_dir)?;
         let (completions_tx, completions_rx) = channel();
         let events_rx = agent.events().subscribe();

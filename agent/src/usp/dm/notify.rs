@@ -245,7 +245,7 @@ impl DataModel {
             }
         }
         let result = match c.result {
-            Err(f) => Err(UspError::new(f.code, f.message)),
+            Err(f) => Err(f.into()),
             Ok(None) => Ok(BTreeMap::new()),
             Ok(Some(du)) => match &c.want_uuid {
                 Some(want) if *want != du.uuid => {
@@ -318,7 +318,7 @@ impl DataModel {
             .map(|n| format!("Device.SoftwareModules.ExecutionUnit.{n}"))
             .collect();
         let (code, msg) = match &d.fault {
-            Some(f) => (f.code, f.message.clone()),
+            Some(f) => (f.code.code(), f.message.clone()),
             None => (0, String::new()),
         };
         let params = BTreeMap::from([

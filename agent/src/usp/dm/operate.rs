@@ -11,16 +11,13 @@ use cpevisor_usp::path::{Leaf, Path, Segment};
 use super::model::DataModel;
 use super::tree::{self, Obj};
 use super::types::{Caller, Completion, OperateOutcome, OperateResult, Request, MAX_REQUESTS};
+use crate::fault::{Fault, FaultCode};
 use crate::lifecycle::Agent;
 use crate::model::uuid::is_uuid;
-use crate::model::{DeploymentUnit, EventFault, RequestedState};
+use crate::model::{DeploymentUnit, RequestedState};
 
 fn args_error(msg: impl Into<String>) -> UspError {
     UspError::new(INVALID_COMMAND_ARGUMENTS, msg)
-}
-
-fn agent_err(f: EventFault) -> UspError {
-    UspError::new(f.code, f.message)
 }
 
 fn no_credentials(cmd: &str, args: &BTreeMap<String, String>) -> Result<(), UspError> {
@@ -110,13 +107,11 @@ impl DataModel {
                         )))
                     }
                 };
-                self.agent
-                    .set_requested_state(&t.key, req)
-                    .map_err(agent_err)?;
+                self.agent.set_requested_state(&t.key, req)?;
                 Ok(OperateOutcome::Output(BTreeMap::new()))
             }
             ("ExecutionUnit", "Restart") => {
-                self.agent.restart(&t.key).map_err(agent_err)?;
+                self.agent.restart(&t.key)?;
                 Ok(OperateOutcome::Output(BTreeMap::new()))
             }
             ("SoftwareModules", "InstallDU") => {
@@ -170,10 +165,9 @@ impl DataModel {
                     .map_err(|f| UspError::new(INTERNAL_ERROR, f.to_string()))?;
                 let hook = self.reboot.clone();
                 self.start_async(caller, t, name, command_key, None, move |_| {
-                    hook().map(|()| None).map_err(|m| EventFault {
-                        code: COMMAND_FAILURE,
-                        message: format!("reboot: {m}"),
-                    })
+                    hook()
+                        .map(|()| None)
+                        .map_err(|m| Fault::new(FaultCode::CommandFailure, format!("reboot: {m}")))
                 })
             }
             (obj, cmd) => Err(UspError::new(
@@ -209,7 +203,7 @@ impl DataModel {
         work: F,
     ) -> Result<OperateOutcome, UspError>
     where
-        F: FnOnce(&Agent) -> Result<Option<DeploymentUnit>, EventFault> + Send + 'static,
+        F: FnOnce(&Agent) -> Result<Option<DeploymentUnit>, Fault> + Send + 'static,
     {
         let full = || {
             UspError::new(

@@ -89,9 +89,7 @@ impl DataModel {
             "ExecEnv" => {
                 for (name, value) in &inst.changes {
                     if *name == "Enable" {
-                        self.agent
-                            .set_env_enable(&inst.key, parse_bool(value))
-                            .map_err(|f| UspError::new(f.code, f.message))?;
+                        self.agent.set_env_enable(&inst.key, parse_bool(value))?;
                     }
                 }
                 Ok(())

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use cpevisor_usp::errors::UspError;
 
 use super::schema::{self, Access, Kind};
-use crate::model::{DeploymentUnit, EventFault};
+use crate::fault::Fault;
+use crate::model::DeploymentUnit;
 use crate::usp::config::Role;
 
 /// (object or instance path, [(name, value)]): what Get and GetInstances return per path.
@@ -163,7 +164,7 @@ pub(super) struct Completion {
     pub obj_path: String,
     pub command_name: String,
     pub command_key: String,
-    pub result: Result<Option<DeploymentUnit>, EventFault>,
+    pub result: Result<Option<DeploymentUnit>, Fault>,
     /// The caller's requested DU UUID (InstallDU's `UUID` argument), checked on completion.
     pub want_uuid: Option<String>,
 }
