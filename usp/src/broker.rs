@@ -52,8 +52,8 @@ pub struct BrokerOptions {
     pub usp_acl: bool,
     /// The controllers the ACL lets write to agents (with `usp_acl`).
     pub acl_controllers: Vec<AclController>,
-    /// mosquitto `log_type debug`: the log then names every refused PUBLISH ("Denied PUBLISH
-    /// from <client id>"), which ACL tests wait for.
+    /// mosquitto `log_type debug`: the log then names every refused PUBLISH (`Denied PUBLISH
+    /// from <client id>`), which ACL tests wait for.
     pub debug_log: bool,
 }
 
