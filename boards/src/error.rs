@@ -8,33 +8,57 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
+/// What went wrong loading a board profile or building a command from one.
 #[derive(Debug)]
 pub enum BoardError {
     /// No profile of that name in the boards directory.
     NotFound {
+        /// The name asked for.
         name: String,
+        /// The directory searched.
         dir: PathBuf,
+        /// The profile names that do exist, for the message.
         available: Vec<String>,
     },
     /// The profile file could not be read.
-    Io { file: PathBuf, source: io::Error },
+    Io {
+        /// The profile file.
+        file: PathBuf,
+        /// Why reading it failed.
+        source: io::Error,
+    },
     /// The file is not valid TOML.
     Syntax {
+        /// The profile file.
         file: PathBuf,
+        /// Line of the error, 1-based.
         line: usize,
+        /// Column of the error, 1-based.
         column: usize,
+        /// The TOML parser's message.
         message: String,
     },
     /// A field is missing, of the wrong type, unknown, or has a value the validation rejects.
     Field {
+        /// The profile file.
         file: PathBuf,
+        /// Dotted path of the field (`memory.app_budget_mib`).
         field: String,
+        /// What is wrong with it.
         message: String,
     },
     /// The board has no `[qemu]` section, so it cannot be emulated.
-    NotEmulated { board: String },
+    NotEmulated {
+        /// The board's profile name.
+        board: String,
+    },
     /// An argument given to a command builder (ports, paths, command-line text) is unusable.
-    Argument { what: String, message: String },
+    Argument {
+        /// Which argument (`ssh port`, `kernel path`).
+        what: String,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 impl BoardError {

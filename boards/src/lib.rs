@@ -162,6 +162,7 @@ impl Board {
         Ok(board)
     }
 
+    /// Whether the board runs under QEMU (`kind = "emulated"`).
     pub fn is_emulated(&self) -> bool {
         self.kind == BoardKind::Emulated
     }

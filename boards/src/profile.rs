@@ -14,6 +14,7 @@ use std::fmt;
 pub struct Board {
     /// Profile name; equals the file stem (`qemu-virt-a53` for `qemu-virt-a53.toml`).
     pub name: String,
+    /// One line for people choosing a board (`QEMU virt, 4x Cortex-A53, GICv3`).
     pub description: String,
     /// `emulated` boards run under QEMU and need `[kernel]` and `[qemu]`; `hardware` boards are
     /// real devices described from their datasheets.
@@ -23,10 +24,13 @@ pub struct Board {
     pub soc: Option<String>,
     /// How apps are isolated on this board.
     pub isolation: Isolation,
+    /// Which interrupt controller the SoC has; must be one this arch offers.
     pub interrupt_controller: InterruptController,
     /// Serial console device name without `/dev/` (`ttyAMA0`, `ttyS0`).
     pub serial: String,
+    /// The CPU: architecture, Rust and Debian names, model and cores.
     pub cpu: Cpu,
+    /// RAM and flash, and how the RAM is split between the host and apps.
     pub memory: Memory,
     /// The Debian kernel the firmware uses; required for emulated boards.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -36,13 +40,17 @@ pub struct Board {
     pub qemu: Option<Qemu>,
 }
 
+/// Whether a profile describes an emulated board or a real device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BoardKind {
+    /// Runs under QEMU; needs `[kernel]` and `[qemu]`.
     Emulated,
+    /// A real router or set-top box, described from its datasheet.
     Hardware,
 }
 
+/// How the agent isolates apps on a board.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Isolation {
@@ -52,6 +60,7 @@ pub enum Isolation {
     Jail,
 }
 
+/// The SoC's interrupt controller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum InterruptController {
@@ -67,20 +76,27 @@ pub enum InterruptController {
     MipsCpuIntc,
 }
 
+/// A CPU architecture the project builds for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
+    /// 64-bit ARM (Cortex-A53 and later): KVM, microVM apps.
     Aarch64,
+    /// 32-bit ARM with hard float (Cortex-A7/A9/A15): jail apps.
     Armv7,
     /// Big-endian 32-bit MIPS (ath79 SoCs). Debian stopped building it after buster, so there
     /// is no emulated board or Debian kernel for it; hardware profiles only.
     Mips,
+    /// Little-endian 32-bit MIPS (MT7621, Malta 24Kc): jail apps.
     Mipsel,
+    /// Little-endian 64-bit MIPS (Octeon, Malta 5Kc): jail apps.
     Mips64el,
+    /// 64-bit x86: KVM, microVM apps.
     X86_64,
 }
 
 impl Arch {
+    /// Every architecture, in the order tables list them.
     pub const ALL: [Arch; 6] = [
         Arch::Aarch64,
         Arch::Armv7,
@@ -90,6 +106,7 @@ impl Arch {
         Arch::X86_64,
     ];
 
+    /// The name used in profiles, paths and bench keys (`aarch64`, `mipsel`).
     pub fn as_str(self) -> &'static str {
         match self {
             Arch::Aarch64 => "aarch64",
@@ -163,6 +180,7 @@ impl Arch {
         matches!(self, Arch::Aarch64 | Arch::X86_64)
     }
 
+    /// The interrupt controllers a profile of this arch may name.
     pub fn interrupt_controllers(self) -> &'static [InterruptController] {
         use InterruptController::*;
         match self {
@@ -180,6 +198,7 @@ impl fmt::Display for Arch {
 }
 
 impl InterruptController {
+    /// The name used in profiles (`gicv3`, `mips-cpu-intc`).
     pub fn as_str(self) -> &'static str {
         match self {
             InterruptController::Gicv2 => "gicv2",
@@ -206,11 +225,15 @@ impl fmt::Display for Isolation {
     }
 }
 
+/// The board's CPU.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Cpu {
+    /// Architecture; must match `rust_target` and `debian_arch`.
     pub arch: Arch,
+    /// Rust target triple of the binaries for this board (one of `Arch::rust_targets`).
     pub rust_target: String,
+    /// Debian architecture name (`Arch::debian_arch`).
     pub debian_arch: String,
     /// CPU model as the vendor names it (`cortex-a53`, `1004Kc`).
     pub model: String,
@@ -218,10 +241,13 @@ pub struct Cpu {
     pub cores: u32,
 }
 
+/// The board's memory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Memory {
+    /// RAM in MiB.
     pub ram_mib: u32,
+    /// Flash (or eMMC) in MiB for the whole system.
     pub flash_mib: u32,
     /// RAM kept for the kernel, firmware services, the agent and page cache.
     pub host_reserved_mib: u32,
@@ -229,6 +255,7 @@ pub struct Memory {
     pub app_budget_mib: u32,
 }
 
+/// The Debian kernel an emulated board's firmware boots.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Kernel {
@@ -239,14 +266,19 @@ pub struct Kernel {
     pub modules: Vec<String>,
 }
 
+/// How QEMU emulates the board.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Qemu {
+    /// QEMU system emulator (`Arch::qemu_binary`).
     pub binary: String,
     /// `-machine` value, options included (`virt,virtualization=on,gic-version=3`).
     pub machine: String,
+    /// `-cpu` value (`cortex-a53`, `24Kf`).
     pub cpu: String,
+    /// `-smp` value: vCPUs of the emulated board.
     pub smp: u32,
+    /// `-m` value in MiB; equals `memory.ram_mib`.
     pub memory_mib: u32,
     /// NIC device model put on the user-mode netdev (`virtio-net-device`, `pcnet`), options
     /// allowed after a comma.

@@ -30,16 +30,33 @@ const S_IFCHR: u32 = 0o020_000;
 #[derive(Debug)]
 pub enum CpioError {
     /// A path that cannot be stored (absolute parent escape, empty component, NUL, too long).
-    BadPath { path: String, why: &'static str },
+    BadPath {
+        /// The path as given.
+        path: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// Two different kinds of entry (or two files) were added at the same path.
     Conflict {
+        /// The path added twice.
         path: String,
+        /// The kind of the entry already there (`file`, `directory`, `symlink`, `character device`).
         existing: &'static str,
     },
     /// A file's contents exceed what the newc format can describe.
-    TooLarge { path: String, size: u64 },
+    TooLarge {
+        /// The file's path in the archive.
+        path: String,
+        /// Its size in bytes.
+        size: u64,
+    },
     /// Reading a host file or writing the archive failed.
-    Io { path: PathBuf, source: io::Error },
+    Io {
+        /// The host file or archive concerned.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
 }
 
 impl fmt::Display for CpioError {

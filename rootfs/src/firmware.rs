@@ -117,9 +117,18 @@ impl TrustedKey {
 /// Why a firmware could not be built; the message names the file, field or module concerned.
 #[derive(Debug)]
 pub enum FirmwareError {
+    /// A wrong input: a board, a kernel package, a binary or a key that cannot be used.
     Input(String),
-    Io { path: PathBuf, source: io::Error },
+    /// Reading an input or writing an output failed.
+    Io {
+        /// The file concerned.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The initramfs archive could not be built.
     Cpio(CpioError),
+    /// A kernel module or its dependencies could not be resolved.
     Modules(ModuleError),
 }
 
@@ -274,12 +283,19 @@ pub fn render_init(template: &str, board: &str, arch: &str) -> Result<String, Fi
 /// What a firmware build produced, as written to `manifest.txt`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
+    /// The board profile's name.
     pub board: String,
+    /// The board's architecture (`aarch64`).
     pub arch: String,
+    /// Debian kernel flavour (`arm64`).
     pub kernel_flavour: String,
+    /// The kernel's release string (`6.1.0-50-arm64`), also the modules directory name.
     pub kernel_release: String,
+    /// SHA-256 of the kernel image, hex.
     pub kernel_sha256: String,
+    /// SHA-256 of the initramfs, hex.
     pub initramfs_sha256: String,
+    /// SHA-256 of the busybox binary, hex.
     pub busybox_sha256: String,
     /// Installed modules, in load order.
     pub modules: Vec<InstalledModule>,
@@ -292,6 +308,7 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The manifest as `key=value` lines, the format `manifest.txt` is written in.
     pub fn to_text(&self) -> String {
         let mut s = String::from("# cpevisor firmware manifest\n");
         s += &format!("board={}\narch={}\n", self.board, self.arch);
@@ -438,6 +455,7 @@ fn static_files(fs: &mut Initramfs, spec: &FirmwareSpec) -> Result<(), FirmwareE
 /// One module as installed into an initramfs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstalledModule {
+    /// Module name as `modprobe` knows it (`virtio_net`).
     pub name: String,
     /// Path inside the initramfs, without the leading `/`.
     pub path: String,

@@ -35,11 +35,14 @@ const DISK_UUID: &str = "c9e71505-0000-4000-8000-000000000001";
 /// Guest architectures the VMM boots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GuestArch {
+    /// 64-bit ARM guests (arm64 `Image`).
     Aarch64,
+    /// 64-bit x86 guests (bzImage).
     X86_64,
 }
 
 impl GuestArch {
+    /// Parses the name used on the command line and in paths (`aarch64`, `x86_64`).
     pub fn parse(s: &str) -> Result<Self, FirmwareError> {
         match s {
             "aarch64" => Ok(GuestArch::Aarch64),
@@ -50,6 +53,7 @@ impl GuestArch {
         }
     }
 
+    /// The name used on the command line and in paths.
     pub fn name(self) -> &'static str {
         match self {
             GuestArch::Aarch64 => "aarch64",
@@ -98,6 +102,7 @@ pub enum GuestKernel {
 }
 
 impl GuestKernel {
+    /// Parses `stock` or `minimal`.
     pub fn parse(s: &str) -> Result<Self, FirmwareError> {
         match s {
             "stock" => Ok(GuestKernel::Stock),
@@ -108,6 +113,7 @@ impl GuestKernel {
         }
     }
 
+    /// The name used on the command line and in paths (`stock`, `minimal`).
     pub fn name(&self) -> &'static str {
         match self {
             GuestKernel::Stock => "stock",
@@ -196,8 +202,11 @@ pub fn app_names() -> Vec<&'static str> {
 /// What to build.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestSpec {
+    /// The guest's architecture.
     pub arch: GuestArch,
+    /// Which sample app's init and files go in (one of `app_names()`).
     pub app: String,
+    /// Debian's kernel or the project's minimal one.
     pub kernel: GuestKernel,
     /// Contents of the disk's `data.txt`; `None` takes the app's default.
     pub data: Option<Vec<u8>>,
@@ -215,19 +224,26 @@ pub struct GuestInputs {
 /// What a guest build produced, as written to `manifest.txt`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestManifest {
+    /// The guest's architecture (`aarch64`).
     pub arch: String,
+    /// The sample app built in.
     pub app: String,
+    /// `stock` or `minimal`.
     pub kernel: String,
     /// Kernel release for stock kernels; the cache path for the minimal one.
     pub kernel_source: String,
+    /// SHA-256 of the kernel image, hex.
     pub image_sha256: String,
+    /// SHA-256 of the initramfs, hex.
     pub initramfs_sha256: String,
+    /// SHA-256 of the ext2 data disk, hex.
     pub disk_sha256: String,
     /// Modules in load order (empty for the minimal kernel).
     pub modules: Vec<String>,
 }
 
 impl GuestManifest {
+    /// The manifest as `key=value` lines, the format `manifest.txt` is written in.
     pub fn to_text(&self) -> String {
         let mut s = String::from("# cpevisor guest image manifest\n");
         s += &format!(

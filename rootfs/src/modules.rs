@@ -36,8 +36,11 @@ fn io_error(path: &Path, e: io::Error) -> ModuleError {
 /// How a module file is stored in the kernel package.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
+    /// A plain `.ko`.
     None,
+    /// `.ko.xz` (Debian's default).
     Xz,
+    /// `.ko.gz`.
     Gzip,
 }
 
@@ -49,6 +52,7 @@ pub struct Module {
     /// Path relative to the modules directory as the package stores it, e.g.
     /// `kernel/drivers/block/virtio_blk.ko.xz`.
     pub source_path: String,
+    /// How the package stores the file; installed modules are decompressed.
     pub compression: Compression,
 }
 
@@ -85,7 +89,9 @@ impl Module {
 /// has built in (nothing to load for those).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ModulePlan {
+    /// Modules to install and load, each after the ones it depends on.
     pub load_order: Vec<Module>,
+    /// Requested names the kernel has built in.
     pub builtin: Vec<String>,
 }
 

@@ -33,6 +33,7 @@ pub fn sample_token(version: &str) -> String {
 
 /// The sample app's packages in `target/packages/`, checked against the board's firmware.
 pub struct SamplePackages {
+    /// The directory holding the `.cpkg` files.
     pub dir: PathBuf,
 }
 
@@ -149,10 +150,12 @@ fn host_command(cmd: &mut Command) -> Result<(), String> {
 /// A sparse file standing for the board's flash, removed on drop. Blank, so the firmware's init
 /// formats it on first boot and mounts it on every later boot.
 pub struct Flash {
+    /// The flash image file.
     pub path: PathBuf,
 }
 
 impl Flash {
+    /// A new sparse, unformatted flash of `size_mib` under `target/e2e-flash/`.
     pub fn blank(name: &str, size_mib: u64) -> Result<Flash, String> {
         let dir = workspace_root().join("target/e2e-flash");
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -223,14 +226,18 @@ pub fn ctl_json(vm: &mut BoardVm, args: &str, timeout: Duration) -> Result<Value
 /// A fault `cpevisorctl` reported: its TR-181 / USP code and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CtlFault {
+    /// The fault code (7xxx).
     pub code: u64,
+    /// The message naming what was wrong.
     pub message: String,
 }
 
 /// What an install on the board gave: the DeploymentUnit or a fault, and how long it took.
 #[derive(Debug, Clone)]
 pub struct Installed {
+    /// The DeploymentUnit's JSON, or the fault the agent reported.
     pub outcome: Result<Value, CtlFault>,
+    /// From the command to its reply.
     pub took: Duration,
 }
 

@@ -15,6 +15,7 @@ use std::time::Duration;
 /// `guest.kernel-memory`.
 #[derive(Debug, Default, Clone)]
 pub struct AppMemory {
+    /// Figure name to value, as printed in `target/e2e-logs/density.txt`.
     pub figures: BTreeMap<String, String>,
 }
 

@@ -6,6 +6,8 @@
 //! ports from 127.0.0.1 into the board. QEMU is always killed when the `BoardVm` is dropped, so a
 //! failing assertion never leaves an emulator behind.
 
+#![forbid(unsafe_code)]
+
 pub mod agent;
 pub mod bench;
 pub mod console;

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 pub const BOARD_DIR: &str = "/tmp/guest";
 /// The guest's address on the tap link; the board side is [`HOST_TAP_ADDR`].
 pub const GUEST_ADDR: &str = "172.16.0.2";
+/// The host end of the test tap.
 pub const HOST_TAP_ADDR: &str = "172.16.0.1";
 /// Line the sample app's init prints on the guest console once HTTP is up.
 pub const APP_READY: &str = "APP-READY";
@@ -39,11 +40,13 @@ pub fn cache_dir() -> Result<PathBuf, String> {
 
 /// Guest images built for one test run; the directory is removed on drop.
 pub struct GuestImages {
+    /// The directory holding the images.
     pub dir: PathBuf,
     /// The token written into the disk's data file.
     pub token: String,
     /// sha256 of each of [`IMAGE_FILES`], to check the copies in the board.
     pub sha256: Vec<(String, String)>,
+    /// Which guest kernel the images carry.
     pub kernel: GuestKernel,
 }
 
@@ -92,6 +95,7 @@ impl Drop for GuestImages {
 /// `python3 -m http.server` serving one directory on 127.0.0.1; killed on drop.
 pub struct HttpServer {
     child: Child,
+    /// The port it listens on.
     pub port: u16,
 }
 
@@ -177,9 +181,13 @@ pub fn create_tap(vm: &mut BoardVm, tap: &str) -> Result<(), String> {
 /// How to start the VMM for the sample app.
 #[derive(Debug, Clone)]
 pub struct VmmLaunch {
+    /// Guest RAM in MiB.
     pub memory_mib: u32,
+    /// vCPUs.
     pub vcpus: u32,
+    /// The tap the VMM's virtio-net uses.
     pub tap: String,
+    /// Appended to the guest's command line.
     pub extra_cmdline: String,
     /// `--shutdown-timeout MS` (the VMM's default when `None`).
     pub shutdown_timeout_ms: Option<u32>,
@@ -221,6 +229,7 @@ impl VmmLaunch {
 /// Figures the VMM logged, in milliseconds since its process started.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct VmmFigures {
+    /// The first vCPU entry into the guest.
     pub first_instruction_ms: f64,
     /// `None` when the guest said it could not send the signal (`APP-READY ... signal=unavailable`:
     /// an x86 kernel without /dev/port).

@@ -28,7 +28,9 @@ const MAX_CTL_OUTPUT: usize = 1 << 20;
 
 /// The broker, the controller's settings and the host `cpevisorctl` that drives the board.
 pub struct UspHost {
+    /// The mosquitto the board's agent and the host controller connect to.
     pub broker: TestBroker,
+    /// Scratch directory: certificates, configs, logs.
     pub dir: PathBuf,
     ctl: PathBuf,
     ctl_config: PathBuf,
@@ -38,9 +40,13 @@ pub struct UspHost {
 /// One `cpevisorctl usp --json` run: its exit code, the parsed reply, stderr and how long it took.
 #[derive(Debug, Clone)]
 pub struct CtlRun {
+    /// cpevisorctl's exit code.
     pub code: i32,
+    /// The parsed `--json` reply (`Null` when stdout was not JSON).
     pub reply: Value,
+    /// What cpevisorctl wrote to stderr.
     pub stderr: String,
+    /// From start to exit.
     pub took: Duration,
 }
 

@@ -47,6 +47,7 @@ pub struct BootOptions {
 
 /// A running board. Dropping it kills QEMU.
 pub struct BoardVm {
+    /// The board's profile.
     pub board: Board,
     child: Child,
     stdin: ChildStdin,

@@ -29,10 +29,12 @@ impl Sha256Digest {
         Sha256Digest(sha2::Sha256::digest(bytes).into())
     }
 
+    /// A digest from its 32 raw bytes.
     pub fn from_bytes(bytes: [u8; 32]) -> Sha256Digest {
         Sha256Digest(bytes)
     }
 
+    /// The 32 raw bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }

@@ -18,6 +18,7 @@ pub struct IfName(String);
 /// What is wrong with an interface name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IfNameError {
+    /// The empty string.
     Empty,
     /// Longer than `IFNAME_MAX` bytes (the length it has).
     TooLong(usize),
@@ -76,6 +77,7 @@ impl IfName {
         Ok(IfName(name.to_string()))
     }
 
+    /// The name as the kernel sees it.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -34,6 +34,7 @@ pub enum KernelFormat {
 }
 
 impl KernelFormat {
+    /// Whether this is one of the raw test formats (no boot protocol, no device tree).
     pub fn is_raw(self) -> bool {
         !matches!(self, KernelFormat::Auto)
     }
@@ -98,10 +99,13 @@ impl<'de> Deserialize<'de> for Console {
     }
 }
 
+/// A block device backed by a host file (virtio-blk).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct DiskConfig {
+    /// The host file; opened by the VMM before it drops its privileges.
     pub path: PathBuf,
+    /// Refuse guest writes (the device reports read-only).
     #[serde(default)]
     pub read_only: bool,
 }
@@ -111,6 +115,7 @@ pub struct DiskConfig {
 pub struct MacAddr(pub [u8; 6]);
 
 impl MacAddr {
+    /// Parses `aa:bb:cc:dd:ee:ff` (two hex digits per byte); `None` for anything else.
     pub fn parse(s: &str) -> Option<MacAddr> {
         let mut out = [0u8; 6];
         let mut parts = s.split(':');
@@ -150,11 +155,13 @@ impl<'de> Deserialize<'de> for MacAddr {
     }
 }
 
+/// A network device backed by a host tap (virtio-net).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct NetConfig {
     /// Name of an existing tap device (the agent creates and owns it).
     pub tap: IfName,
+    /// The guest's MAC; absent: the VMM derives a locally administered one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<MacAddr>,
 }
@@ -163,7 +170,9 @@ pub struct NetConfig {
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct JailConfig {
+    /// User id the VMM runs as.
     pub uid: u32,
+    /// Group id the VMM runs as.
     pub gid: u32,
 }
 
@@ -184,28 +193,39 @@ fn default_shutdown_timeout_ms() -> u32 {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct VmConfig {
+    /// The guest kernel file.
     pub kernel: PathBuf,
+    /// How to load the kernel (`auto` for real kernels).
     #[serde(default)]
     pub kernel_format: KernelFormat,
+    /// An initramfs, loaded after the kernel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initrd: Option<PathBuf>,
+    /// The kernel command line (the VMM adds its console and device arguments).
     #[serde(default)]
     pub cmdline: String,
+    /// Guest RAM in MiB.
     #[serde(default = "default_memory_mib")]
     pub memory_mib: u64,
+    /// Ceiling on `memory_mib` the VMM accepts (a guard against typos).
     #[serde(default = "default_max_memory_mib")]
     pub max_memory_mib: u64,
+    /// vCPUs.
     #[serde(default = "default_vcpus")]
     pub vcpus: u8,
+    /// Block devices, in the order the guest sees them (`vda`, `vdb`, ...).
     #[serde(default)]
     pub disks: Vec<DiskConfig>,
+    /// Network devices, in the order the guest sees them.
     #[serde(default)]
     pub nets: Vec<NetConfig>,
     /// virtio-rng.
     #[serde(default)]
     pub rng: bool,
+    /// Where the guest's serial console goes.
     #[serde(default)]
     pub console: Console,
+    /// A Unix socket for control commands (`shutdown`, `status`); absent: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_socket: Option<PathBuf>,
     /// Absent: unconfined (host tests, CLI use). Set: the VMM drops to these ids, an empty

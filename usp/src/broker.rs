@@ -1,8 +1,9 @@
-//! A real MQTT 5 broker for tests (and the PKI for any TLS test, `Pki`): Debian's mosquitto on 127.0.0.1 with TLS and required client
-//! certificates, plus the PKI it needs (a CA, a server certificate for 127.0.0.1 and for
-//! 10.0.2.2, client certificates for named identities), made with the openssl CLI in a test
-//! directory. An emulated board on QEMU user networking reaches the host's loopback, and so this
-//! broker, at 10.0.2.2 (slirp forwards it to 127.0.0.1), which is why the certificate names it.
+//! A real MQTT 5 broker for tests (and the PKI for any TLS test, `Pki`): Debian's mosquitto on
+//! 127.0.0.1 with TLS and required client certificates, plus the PKI it needs (a CA, a server
+//! certificate for 127.0.0.1 and for 10.0.2.2, client certificates for named identities), made
+//! with the openssl CLI in a test directory. An emulated board on QEMU user networking reaches
+//! the host's loopback, and so this broker, at 10.0.2.2 (slirp forwards it to 127.0.0.1), which
+//! is why the certificate names it.
 //!
 //! ```no_run
 //! # fn main() -> std::io::Result<()> {
@@ -51,8 +52,8 @@ pub struct BrokerOptions {
     pub usp_acl: bool,
     /// The controllers the ACL lets write to agents (with `usp_acl`).
     pub acl_controllers: Vec<AclController>,
-    /// mosquitto `log_type debug`: the log then names every refused PUBLISH ("Denied PUBLISH
-    /// from <client id>"), which ACL tests wait for.
+    /// mosquitto `log_type debug`: the log then names every refused PUBLISH (`Denied PUBLISH
+    /// from <client id>`), which ACL tests wait for.
     pub debug_log: bool,
 }
 
@@ -85,10 +86,12 @@ pub enum ControllerTopic {
 pub struct AclController {
     /// The certificate's CN (the user name mosquitto gives the client).
     pub cn: String,
+    /// Which agent topics it may write.
     pub topic: ControllerTopic,
 }
 
 impl AclController {
+    /// A controller named by its certificate's CN, writing to `topic`.
     pub fn new(cn: &str, topic: ControllerTopic) -> AclController {
         AclController {
             cn: cn.to_string(),
@@ -151,7 +154,9 @@ impl Default for BrokerOptions {
 /// A certificate and its key on disk.
 #[derive(Debug, Clone)]
 pub struct Identity {
+    /// The certificate, PEM.
     pub cert: PathBuf,
+    /// Its private key, PEM.
     pub key: PathBuf,
 }
 
@@ -302,6 +307,7 @@ impl Pki {
         })
     }
 
+    /// The directory the PKI's files are in.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -397,6 +403,7 @@ impl TestBroker {
         TestBroker::start_with(dir, &BrokerOptions::default())
     }
 
+    /// Like [`TestBroker::start`], with these options.
     pub fn start_with(dir: &Path, options: &BrokerOptions) -> io::Result<TestBroker> {
         let pki = Pki::new(dir)?;
         let mut last = None;
@@ -516,6 +523,7 @@ impl TestBroker {
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
+    /// The address both listeners bind (loopback).
     pub fn host(&self) -> &'static str {
         "127.0.0.1"
     }
@@ -530,6 +538,7 @@ impl TestBroker {
         self.plain_port
     }
 
+    /// The directory with the PKI, mosquitto's configuration and its log.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -595,6 +604,7 @@ impl TestBroker {
         Err(last.unwrap_or_else(|| io::Error::other("mosquitto did not restart")))
     }
 
+    /// Whether the mosquitto process is still alive (reaps it if it exited).
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }

@@ -10,6 +10,8 @@
 //! - `ws`: WebSocket (`v1.usp`) client and server, TLS.
 //! - `tls`: rustls configurations with server verification and client certificates.
 
+#![forbid(unsafe_code)]
+
 #[cfg(feature = "test-broker")]
 pub mod broker;
 pub mod errors;

@@ -37,7 +37,9 @@ pub enum Segment {
 /// `param op value` inside a search segment. `param` may be a relative path (`Stats.Count`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expression {
+    /// The parameter compared, relative to the instance (`Status`, `Stats.Count`).
     pub param: String,
+    /// The comparison.
     pub op: Operator,
     /// The literal, unquoted and unescaped (`"Active"` is stored as `Active`, `"a%22b"` as
     /// `a"b`).
@@ -47,19 +49,27 @@ pub struct Expression {
     pub quoted: bool,
 }
 
+/// A search expression's operator (TR-369 "Searching with Expressions").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operator {
+    /// `==`: equal.
     Eq,
+    /// `!=`: not equal.
     Ne,
     /// `~=`: a comma-separated list holds the element.
     Contains,
+    /// `<`: less than (numbers, or UTC dateTimes).
     Lt,
+    /// `>`: greater than (numbers, or UTC dateTimes).
     Gt,
+    /// `<=`: less than or equal (numbers, or UTC dateTimes).
     Le,
+    /// `>=`: greater than or equal (numbers, or UTC dateTimes).
     Ge,
 }
 
 impl Operator {
+    /// The operator as written in a path (`==`, `~=`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             Operator::Eq => "==",
@@ -143,6 +153,8 @@ fn is_datetime(s: &str) -> bool {
 }
 
 impl Expression {
+    /// Whether a parameter's current value satisfies this expression (a quoted literal
+    /// compares as text, an unquoted one as a value; see [`Operator::holds`]).
     pub fn holds(&self, actual: &str) -> bool {
         self.op.compare(actual, &self.value, self.quoted)
     }
@@ -153,6 +165,7 @@ impl Expression {
 pub enum Leaf {
     /// An object path: a partial path ending in `.`, or one ending in an instance selector.
     Object,
+    /// A parameter name (the last segment, no trailing `.`).
     Param(String),
     /// `Name()` (stored without the parentheses).
     Command(String),
@@ -163,7 +176,9 @@ pub enum Leaf {
 /// A parsed path: the object segments from `Device` on, then the leaf.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Path {
+    /// The object segments, `Device` first.
     pub segments: Vec<Segment>,
+    /// What follows the last object segment.
     pub leaf: Leaf,
 }
 

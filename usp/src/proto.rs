@@ -42,7 +42,14 @@ pub const USP_VERSION: &str = "1.4";
 
 // ---------------------------------------------------------------- usp_record package
 
-/// `usp_record.Record`: the envelope every MTP carries.
+// Each type says which message of usp-record-1-4.proto it is and what it is for. Its fields and
+// variants are that .proto's, one for one, and mean what TR-369 says they mean: a doc line each
+// would restate the spec, so the types whose fields or variants have nothing of ours to add carry
+// `#[allow(missing_docs)]` (the type's own doc stays; fields with something to add have docs).
+
+/// `usp_record.Record`: the envelope every MTP carries: the two Endpoint IDs, the payload's
+/// security and one record type.
+#[allow(missing_docs)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Record {
     #[prost(string, tag = "1")]
@@ -64,7 +71,9 @@ pub struct Record {
 
 /// Nested types of [`Record`].
 pub mod record {
-    /// `Record.record_type`.
+    /// `Record.record_type`: what the Record carries: a Msg (with or without an end-to-end session
+    /// context) or an MTP connect or disconnect notice.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Oneof)]
     pub enum RecordType {
         #[prost(message, tag = "7")]
@@ -83,7 +92,9 @@ pub mod record {
         UdsConnect(super::UdsConnectRecord),
     }
 
-    /// `Record.PayloadSecurity`.
+    /// `Record.PayloadSecurity`: how the payload is protected: plaintext, or USP-layer TLS 1.2
+    /// (which we refuse: the MTP's TLS protects Records).
+    #[allow(missing_docs)]
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
     #[repr(i32)]
     pub enum PayloadSecurity {
@@ -92,7 +103,8 @@ pub mod record {
     }
 }
 
-/// `usp_record.NoSessionContextRecord`.
+/// `usp_record.NoSessionContextRecord`: one Msg outside an end-to-end session context, the only
+/// kind cpevisor exchanges.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct NoSessionContextRecord {
     /// A serialized [`Msg`].
@@ -100,7 +112,9 @@ pub struct NoSessionContextRecord {
     pub payload: Vec<u8>,
 }
 
-/// `usp_record.SessionContextRecord`.
+/// `usp_record.SessionContextRecord`: Msgs inside an end-to-end session context (sequence numbers,
+/// retransmission, segmentation); decoded, then refused.
+#[allow(missing_docs)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct SessionContextRecord {
     #[prost(uint64, tag = "1")]
@@ -121,7 +135,9 @@ pub struct SessionContextRecord {
 
 /// Nested types of [`SessionContextRecord`].
 pub mod session_context_record {
-    /// `SessionContextRecord.PayloadSARState`: segmentation and reassembly.
+    /// `SessionContextRecord.PayloadSARState`: where a payload stands in segmentation and
+    /// reassembly.
+    #[allow(missing_docs)]
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
     #[repr(i32)]
     pub enum PayloadSarState {
@@ -132,11 +148,14 @@ pub mod session_context_record {
     }
 }
 
-/// `usp_record.WebSocketConnectRecord` (empty).
+/// `usp_record.WebSocketConnectRecord` (empty): announces that the sender's WebSocket connection is
+/// up.
 #[derive(Clone, Copy, PartialEq, prost::Message)]
 pub struct WebSocketConnectRecord {}
 
-/// `usp_record.MQTTConnectRecord`.
+/// `usp_record.MQTTConnectRecord`: announces that the sender's MQTT connection is up, and the topic
+/// where it listens.
+#[allow(missing_docs)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct MqttConnectRecord {
     #[prost(enumeration = "mqtt_connect_record::MqttVersion", tag = "1")]
@@ -148,7 +167,8 @@ pub struct MqttConnectRecord {
 
 /// Nested types of [`MqttConnectRecord`].
 pub mod mqtt_connect_record {
-    /// `MQTTConnectRecord.MQTTVersion`.
+    /// `MQTTConnectRecord.MQTTVersion`: the MQTT version of the sender's connection.
+    #[allow(missing_docs)]
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
     #[repr(i32)]
     pub enum MqttVersion {
@@ -158,7 +178,9 @@ pub mod mqtt_connect_record {
     }
 }
 
-/// `usp_record.STOMPConnectRecord`.
+/// `usp_record.STOMPConnectRecord`: announces that the sender's STOMP connection is up, and the
+/// destination where it listens.
+#[allow(missing_docs)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct StompConnectRecord {
     #[prost(enumeration = "stomp_connect_record::StompVersion", tag = "1")]
@@ -169,7 +191,8 @@ pub struct StompConnectRecord {
 
 /// Nested types of [`StompConnectRecord`].
 pub mod stomp_connect_record {
-    /// `STOMPConnectRecord.STOMPVersion`.
+    /// `STOMPConnectRecord.STOMPVersion`: the STOMP version of the sender's connection.
+    #[allow(missing_docs)]
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
     #[repr(i32)]
     pub enum StompVersion {
@@ -177,11 +200,13 @@ pub mod stomp_connect_record {
     }
 }
 
-/// `usp_record.UDSConnectRecord` (empty).
+/// `usp_record.UDSConnectRecord` (empty): announces that the sender's Unix domain socket connection
+/// is up.
 #[derive(Clone, Copy, PartialEq, prost::Message)]
 pub struct UdsConnectRecord {}
 
-/// `usp_record.DisconnectRecord`.
+/// `usp_record.DisconnectRecord`: the sender is about to close the MTP connection, and why.
+#[allow(missing_docs)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct DisconnectRecord {
     #[prost(string, tag = "1")]

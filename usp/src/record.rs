@@ -101,17 +101,27 @@ pub enum RecordContent<'a> {
     Msg(&'a [u8]),
     /// An MQTT Connect Record: the peer's subscribed topic, where replies go.
     MqttConnect {
+        /// The MQTT version the peer's connection uses.
         version: mqtt_connect_record::MqttVersion,
+        /// The topic the peer subscribed to.
         subscribed_topic: &'a str,
     },
     /// A STOMP Connect Record.
-    StompConnect { subscribed_destination: &'a str },
+    StompConnect {
+        /// The STOMP destination the peer subscribed to, where replies go.
+        subscribed_destination: &'a str,
+    },
     /// A WebSocket Connect Record.
     WebSocketConnect,
     /// A Unix domain socket Connect Record.
     UdsConnect,
     /// The peer is going away.
-    Disconnect { reason: &'a str, reason_code: u32 },
+    Disconnect {
+        /// Why, for a human (may be empty).
+        reason: &'a str,
+        /// A USP error code saying why (0: none given).
+        reason_code: u32,
+    },
 }
 
 fn record_err(code: u32, message: impl Into<String>) -> UspError {

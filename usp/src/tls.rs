@@ -184,9 +184,13 @@ pub fn server_config(
 /// (`urn:bbf:usp:id:...`); operators often use the subject CN.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PeerIdentity {
+    /// The subject's Common Name, if it has one.
     pub common_name: Option<String>,
+    /// Subject Alternative Names of type dNSName.
     pub dns_names: Vec<String>,
+    /// Subject Alternative Names of type URI (USP: `urn:bbf:usp:id:...`).
     pub uris: Vec<String>,
+    /// Subject Alternative Names of type rfc822Name (e-mail addresses).
     pub emails: Vec<String>,
 }
 

@@ -9,6 +9,7 @@ use crate::vm::{BoardVm, BootOptions};
 use std::path::Path;
 use std::time::Duration;
 
+/// The board the microVM bench boots.
 pub const BOARD: &str = "qemu-virt-a53";
 /// Board RAM: QEMU, its libraries and two guest images live in the board's rootfs (RAM).
 pub const BOARD_MEMORY_MIB: u32 = 1024;
@@ -26,7 +27,9 @@ const MAX_RESULT_LINE: usize = 1024;
 /// One guest boot as `/bench/board.sh` reported it.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Run {
+    /// `cpevisor-vmm`, `cpevisor-vmm-confined` or `qemu`.
     pub monitor: String,
+    /// The run's number, from 1.
     pub run: u32,
     /// The monitor's exit status after SIGTERM.
     pub rc: Option<i32>,
@@ -34,23 +37,30 @@ pub struct Run {
     pub first_entry_us: Option<f64>,
     /// Process start to the guest's marker line read from the console pipe, board clock.
     pub ready_us: Option<f64>,
+    /// The monitor's VmRSS in KiB, guest RAM included.
     pub rss_kib: u64,
+    /// The monitor's Pss in KiB, guest RAM included.
     pub pss_kib: u64,
+    /// Rss of the guest RAM mapping in KiB.
     pub guest_rss_kib: u64,
+    /// Pss of the guest RAM mapping in KiB.
     pub guest_pss_kib: u64,
     /// Whether the guest RAM mapping was found in smaps (else the overheads are unknown).
     pub guest_found: bool,
     /// cpevisor-vmm's own log lines (ms since its `main`).
     pub self_first_ms: Option<f64>,
+    /// Boot-ready in cpevisor-vmm's own log, ms since its `main`.
     pub self_ready_ms: Option<f64>,
 }
 
 impl Run {
+    /// The monitor's own resident memory: VmRSS minus the guest RAM mapping.
     pub fn overhead_rss_kib(&self) -> Option<f64> {
         self.guest_found
             .then(|| self.rss_kib.saturating_sub(self.guest_rss_kib) as f64)
     }
 
+    /// The monitor's own proportional memory: Pss minus the guest RAM mapping.
     pub fn overhead_pss_kib(&self) -> Option<f64> {
         self.guest_found
             .then(|| self.pss_kib.saturating_sub(self.guest_pss_kib) as f64)
@@ -138,9 +148,11 @@ pub fn parse_results(output: &str) -> (Vec<Run>, Vec<String>) {
 /// What one board session gave.
 #[derive(Debug, Default)]
 pub struct Measured {
+    /// cpevisor-vmm runs without the jail.
     pub vmm: Vec<Run>,
     /// cpevisor-vmm with `"jail"`: namespaces, unprivileged uid, seccomp (board.sh vmm-confined).
     pub vmm_confined: Vec<Run>,
+    /// qemu-system-aarch64 -accel kvm runs of the same guest.
     pub qemu: Vec<Run>,
     /// (VmRSS, Pss) in KiB of the `cpevisord` the firmware started, idle with nothing installed.
     pub agent_idle_kib: Option<(u64, u64)>,

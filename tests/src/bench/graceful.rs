@@ -18,7 +18,9 @@ use crate::vm::{BoardVm, BootOptions};
 use cpevisor_rootfs::guest::{GuestArch, GuestKernel};
 use std::time::Duration;
 
+/// The board the stop bench boots.
 pub const BOARD: &str = "qemu-virt-a53";
+/// The peer figure's name: the VMM told to stop at once.
 pub const PEER: &str = "immediate stop (shutdown 0)";
 const BOOT: Duration = Duration::from_secs(240);
 const APP_READY: Duration = Duration::from_secs(300);
@@ -28,8 +30,11 @@ const STOP: Duration = Duration::from_secs(120);
 /// the VMM's power button to power-off time.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Stop {
+    /// The VMM's exit status (0 clean power-off, 5 forced).
     pub code: i32,
+    /// SIGTERM to the VMM's exit, board clock, ms.
     pub board_ms: f64,
+    /// The VMM's own log: power button to the guest's power-off, ms.
     pub self_ms: Option<f64>,
 }
 

@@ -56,7 +56,9 @@ pub fn package_file(app: &str, arch: &str, version: &str) -> String {
 
 /// The jail packages of one board's arch in `target/packages/`, checked against its firmware.
 pub struct JailPackages {
+    /// The directory holding the `.cpkg` files.
     pub dir: PathBuf,
+    /// The board's architecture, as in the package file names.
     pub arch: String,
 }
 
@@ -101,6 +103,7 @@ impl JailPackages {
         Ok(JailPackages { dir, arch })
     }
 
+    /// The package file of `app` at `version`.
     pub fn path(&self, app: &str, version: &str) -> PathBuf {
         self.dir.join(package_file(app, &self.arch, version))
     }
@@ -220,7 +223,9 @@ pub fn jail_address(vm: &mut BoardVm, pid: u32) -> Result<String, String> {
 /// threaded processes too (VmRSS under-counts them on 6.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Smaps {
+    /// Resident set in KiB.
     pub rss: u64,
+    /// Proportional set in KiB.
     pub pss: u64,
     /// Anonymous pages: what the process's own cgroup is charged for it. File pages (the
     /// binaries' text) are charged to whichever cgroup read them first: for a jailed app, the
@@ -285,9 +290,11 @@ pub fn binary_figures(root: &Path) -> Vec<Figure> {
 /// What was read in the board for the jail figures, KiB.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JailMemory {
+    /// cpevisord idle with nothing installed.
     pub agent_idle: Smaps,
     /// `memory.current` of the app's cgroup.
     pub cgroup_current: u64,
+    /// The app's main process.
     pub app: Smaps,
     /// The jail's other processes in the cgroup: the runner and the jail's init.
     pub others: Vec<Smaps>,
@@ -306,6 +313,7 @@ impl JailMemory {
         self.others.iter().map(|s| s.pss).sum()
     }
 
+    /// The `jail.*` figures, each beside its peer where it has one.
     pub fn figures(&self) -> Vec<Figure> {
         vec![
             Figure::new("jail.agent_idle_rss_kib", self.agent_idle.rss as f64, "KiB").with_note(

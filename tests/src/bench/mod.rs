@@ -15,20 +15,27 @@ pub mod usp;
 use serde_json::{json, Value};
 use std::path::Path;
 
+/// One figure of `make bench`, with its peer where it has one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Figure {
+    /// Dotted name (`vmm.boot_ms`), the key in `target/bench.json`.
     pub name: String,
+    /// The measured value (a median where there are samples).
     pub value: f64,
+    /// `ms`, `KiB`, `bytes`, `ratio`, ...
     pub unit: String,
+    /// The peer's name and its value on the same work.
     pub peer: Option<(String, f64)>,
     /// How the figure was taken, or why its peer is absent.
     pub note: Option<String>,
     /// The individual runs behind a median (value's, then the peer's).
     pub samples: Vec<f64>,
+    /// The peer's individual runs.
     pub peer_samples: Vec<f64>,
 }
 
 impl Figure {
+    /// A figure without a peer.
     pub fn new(name: impl Into<String>, value: f64, unit: &str) -> Figure {
         Figure {
             name: name.into(),
@@ -41,22 +48,26 @@ impl Figure {
         }
     }
 
+    /// Says how the figure was taken, or why it has no peer.
     pub fn with_note(mut self, note: impl Into<String>) -> Figure {
         self.note = Some(note.into());
         self
     }
 
+    /// Keeps the individual runs behind the value and the peer's.
     pub fn with_samples(mut self, samples: Vec<f64>, peer_samples: Vec<f64>) -> Figure {
         self.samples = samples;
         self.peer_samples = peer_samples;
         self
     }
 
+    /// Sets the peer and its value on the same work.
     pub fn with_peer(mut self, peer: impl Into<String>, peer_value: f64) -> Figure {
         self.peer = Some((peer.into(), peer_value));
         self
     }
 
+    /// value / peer value (`None` without a peer, or a peer of 0).
     pub fn ratio(&self) -> Option<f64> {
         self.peer
             .as_ref()
@@ -64,6 +75,7 @@ impl Figure {
             .map(|(_, v)| self.value / v)
     }
 
+    /// The figure as `target/bench.json` stores it.
     pub fn to_json(&self) -> Value {
         let mut v = json!({"name": self.name, "value": self.value, "unit": self.unit});
         if let Some((peer, pv)) = &self.peer {
@@ -117,6 +129,7 @@ pub fn table(figures: &[Figure]) -> String {
     out
 }
 
+/// Writes every figure to `path` as one JSON array.
 pub fn write_json(figures: &[Figure], path: &Path) -> std::io::Result<()> {
     let list: Vec<Value> = figures.iter().map(Figure::to_json).collect();
     if let Some(dir) = path.parent() {

@@ -81,6 +81,7 @@ fn boot_ready_ms(log: &str) -> Option<f64> {
         .and_then(|ms| ms.parse().ok())
 }
 
+/// Measures `agent.start_to_active_ms` (needs root and /dev/kvm) and appends it to `figures`.
 pub fn figures(root: &std::path::Path, figures: &mut Vec<Figure>) -> Result<(), String> {
     // /proc/self belongs to the process's effective uid.
     let root_user = std::fs::metadata("/proc/self").is_ok_and(|m| {

@@ -5,6 +5,8 @@
 //! `CPEVISOR_BENCH_ONLY=group,...` takes only those groups (sizes, agent, ready, usp, board,
 //! stop, jail), e.g. to re-measure one piece.
 
+#![forbid(unsafe_code)]
+
 use cpevisor_e2e::bench::{
     agent, board, density, graceful, jail, ready, sizes, table, usp, write_json, Figure,
 };

@@ -9,6 +9,8 @@
 //! over USP (announcement, DeviceInfo, ExecEnv) and stop there. Exits non-zero if any step
 //! fails.
 
+#![forbid(unsafe_code)]
+
 use cpevisor_boards::{Arch, Board, Isolation};
 use cpevisor_e2e::agent::{
     app_address, app_logs, fetch_status_page, reboot, sample_token, wait_agent, Flash, HttpServer,

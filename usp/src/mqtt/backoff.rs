@@ -5,6 +5,8 @@
 use std::io::Read;
 use std::time::Duration;
 
+/// Reconnect back-off settings (TR-369's retry parameters); the default waits 1 s .. 60 s,
+/// doubling.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backoff {
     /// The first wait's lower end (TR-369 MinimumWaitInterval).
@@ -73,6 +75,7 @@ impl Backoff {
         Ok(())
     }
 
+    /// A jitter source for `delay`, from `seed` when set.
     pub fn rng(&self) -> Jitter {
         Jitter(self.seed.unwrap_or_else(urandom_seed))
     }

@@ -29,14 +29,18 @@ const MAX_INFLIGHT: usize = 32;
 /// How to reach the broker and how to behave there.
 #[derive(Clone)]
 pub struct MqttConfig {
+    /// The broker's host name or address.
     pub host: String,
+    /// The broker's TCP port (8883 for MQTT over TLS, 1883 plain).
     pub port: u16,
     /// TLS: client configuration (CA, client certificate) and the server name to verify.
     /// `None` is plain TCP (a broker on loopback, tests).
     pub tls: Option<(Arc<rustls::ClientConfig>, String)>,
     /// Client Identifier; USP uses the Endpoint ID. Empty asks the server to assign one.
     pub client_id: String,
+    /// User Name in CONNECT, if the broker wants one.
     pub username: Option<String>,
+    /// Password in CONNECT, if the broker wants one.
     pub password: Option<Vec<u8>>,
     /// Keep Alive; 0 turns keep-alive off. The server may override it (Server Keep Alive).
     pub keep_alive: Duration,
@@ -55,6 +59,7 @@ pub struct MqttConfig {
     pub incoming_capacity: usize,
     /// How many publications may wait for the connection.
     pub outgoing_capacity: usize,
+    /// The delay between reconnect attempts.
     pub backoff: Backoff,
     /// Each step of connecting (TCP connect, TLS handshake, CONNACK) waits at most this.
     pub connect_timeout: Duration,
@@ -112,12 +117,15 @@ pub const USP_ENDPOINT_ID_PROPERTY: &str = "usp-endpoint-id";
 /// A message received on a subscribed topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
+    /// The Topic Name it was published to.
     pub topic: String,
+    /// The Application Message (for USP, one encoded Record).
     pub payload: Vec<u8>,
     /// USP requires `usp.msg` here (MQTT 5).
     pub content_type: Option<String>,
     /// Where the sender wants the answer published.
     pub response_topic: Option<String>,
+    /// Correlation Data, to echo back with the answer.
     pub correlation_data: Option<Vec<u8>>,
 }
 
@@ -126,20 +134,27 @@ pub struct Message {
 pub enum Event {
     /// Connected, and every configured subscription acknowledged.
     Connected {
+        /// The server resumed a session it kept for us (CONNACK Session Present).
         session_present: bool,
         /// The server's Response Information (a USP agent's topic), when it sent one.
         response_information: Option<String>,
+        /// The Client Identifier the server assigned, when we sent an empty one.
         assigned_client_id: Option<String>,
     },
     /// The connection failed or ended; the client retries after `retry_in`.
     Disconnected {
+        /// What went wrong, for logs.
         reason: String,
+        /// The back-off delay before the next attempt.
         retry_in: Duration,
     },
+    /// A message on a subscribed topic.
     Message(Message),
     /// The server refused a subscription (reason code, see `codec::reason_name`).
     SubscribeRefused {
+        /// The topic filter refused.
         filter: String,
+        /// The SUBACK reason code (0x80 and up).
         reason_code: u8,
     },
 }
@@ -148,9 +163,17 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MqttError {
     /// The message would exceed the Maximum Packet Size in force (the server's or ours).
-    TooLarge { size: u64, max: u32 },
+    TooLarge {
+        /// The encoded PUBLISH's size in bytes.
+        size: u64,
+        /// The Maximum Packet Size it exceeds.
+        max: u32,
+    },
     /// The outgoing queue is full (the broker is unreachable or slow).
-    QueueFull { capacity: usize },
+    QueueFull {
+        /// The queue's capacity (`MqttConfig::outgoing_capacity`).
+        capacity: usize,
+    },
     /// The topic, filter or a property is not acceptable; the text says which.
     Invalid(String),
     /// The client was shut down.
@@ -180,9 +203,13 @@ impl std::error::Error for MqttError {}
 /// Counters, for logs and the data model.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Connections established (CONNACK accepted).
     pub connects: u64,
+    /// Connections lost and connection attempts failed, each followed by a back-off.
     pub disconnects: u64,
+    /// PUBLISH packets written to the server (resends included).
     pub published: u64,
+    /// PUBLISH packets received from the server (dropped ones included).
     pub received: u64,
     /// Incoming messages dropped because the event channel was full.
     pub incoming_dropped: u64,
@@ -446,6 +473,8 @@ impl MqttClient {
             .map_err(|_| MqttError::Closed)
     }
 
+    /// Whether a connection is up and its subscriptions acknowledged (`Event::Connected` was
+    /// the last state event).
     pub fn is_connected(&self) -> bool {
         self.shared.connected.load(Ordering::Acquire)
     }
@@ -455,6 +484,7 @@ impl MqttClient {
         lock(&self.shared.response_information).clone()
     }
 
+    /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
         *lock(&self.shared.counters)
     }

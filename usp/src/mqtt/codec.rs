@@ -18,7 +18,12 @@ pub enum CodecError {
     Io(std::io::Error),
     /// The packet is larger than the limit in force (ours when decoding, the peer's when
     /// encoding).
-    TooLarge { size: u64, max: u32 },
+    TooLarge {
+        /// The packet's size in bytes (as announced, or as it would be encoded).
+        size: u64,
+        /// The limit it exceeds.
+        max: u32,
+    },
     /// The bytes break the MQTT 5 grammar; the text names what was wrong.
     Malformed(String),
     /// A well-formed packet that a client must not receive (or that we do not support).
@@ -103,9 +108,14 @@ mod prop {
 /// CONNECT (3.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Connect {
+    /// Client Identifier; USP derives it from the endpoint ID.
     pub client_id: String,
+    /// Clean Start: discard any session the server kept for this client.
     pub clean_start: bool,
+    /// Keep Alive in seconds: the longest silence before we must send a PINGREQ (0: none).
     pub keep_alive_s: u16,
+    /// Session Expiry Interval in seconds; 0 (the default, not sent) ends the session with
+    /// the connection.
     pub session_expiry_s: u32,
     /// Receive Maximum: how many QoS 1 messages the server may have in flight to us.
     pub receive_maximum: u16,
@@ -113,7 +123,9 @@ pub struct Connect {
     pub maximum_packet_size: u32,
     /// Ask the server for Response Information in CONNACK (USP uses it for the agent's topic).
     pub request_response_information: bool,
+    /// User Name, if the server wants one.
     pub username: Option<String>,
+    /// Password, if the server wants one.
     pub password: Option<Vec<u8>>,
     /// User Properties (name, value); USP puts `usp-endpoint-id` here (R-MQTT.13).
     pub user_properties: Vec<(String, String)>,
@@ -122,42 +134,67 @@ pub struct Connect {
 /// CONNACK (3.2).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConnAck {
+    /// Session Present: the server resumed a session it kept for this client.
     pub session_present: bool,
+    /// Connect Reason Code: 0 is success, 0x80 and up a refusal (see [`reason_name`]).
     pub reason_code: u8,
+    /// Session Expiry Interval the server imposes instead of ours, in seconds.
     pub session_expiry_s: Option<u32>,
+    /// Receive Maximum: how many QoS 1 messages we may have in flight to the server.
     pub receive_maximum: Option<u16>,
+    /// Maximum QoS the server accepts from us; absent: 2.
     pub maximum_qos: Option<u8>,
+    /// The largest packet the server accepts; absent: no limit beyond the protocol's.
     pub maximum_packet_size: Option<u32>,
+    /// The Client Identifier the server assigned, when we sent an empty one.
     pub assigned_client_id: Option<String>,
+    /// Topic Alias Maximum the server accepts from us (we never send aliases).
     pub topic_alias_maximum: Option<u16>,
+    /// Reason String: a human-readable explanation, for diagnostics only.
     pub reason_string: Option<String>,
+    /// Server Keep Alive: the keep-alive the server imposes instead of ours, in seconds.
     pub server_keep_alive_s: Option<u16>,
+    /// Response Information, when we asked for it; USP builds the agent's topic from it.
     pub response_information: Option<String>,
+    /// Server Reference: another server to use (with a redirecting reason code).
     pub server_reference: Option<String>,
 }
 
 /// PUBLISH (3.3), QoS 0 or 1.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Publish {
+    /// Topic Name (no wildcards).
     pub topic: String,
+    /// Quality of service: 0 (at most once) or 1 (at least once).
     pub qos: u8,
+    /// DUP: a redelivery of a QoS 1 message.
     pub dup: bool,
+    /// RETAIN: the server keeps the message for future subscribers.
     pub retain: bool,
     /// Present exactly when `qos` is 1.
     pub packet_id: Option<u16>,
+    /// Payload Format Indicator 1: the payload is UTF-8 text (checked when decoding).
     pub payload_is_utf8: bool,
+    /// Message Expiry Interval in seconds.
     pub message_expiry_s: Option<u32>,
+    /// Content Type; USP sends `usp.msg` (R-MQTT.27).
     pub content_type: Option<String>,
+    /// Response Topic: where the receiver should answer (USP: the sender's topic).
     pub response_topic: Option<String>,
+    /// Correlation Data, echoed back with a response.
     pub correlation_data: Option<Vec<u8>>,
+    /// Application Message: for USP, one encoded Record.
     pub payload: Vec<u8>,
 }
 
 /// SUBSCRIBE (3.8): one filter per packet is all a USP endpoint needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscribe {
+    /// Packet Identifier, echoed in SUBACK (non-zero).
     pub packet_id: u16,
+    /// Topic Filter (may hold `+` and `#` wildcards).
     pub filter: String,
+    /// Maximum QoS we accept on this subscription (0 or 1).
     pub max_qos: u8,
     /// No Local: do not send our own publications back to us.
     pub no_local: bool,
@@ -166,25 +203,39 @@ pub struct Subscribe {
 /// SUBACK / UNSUBACK (3.9, 3.11): one reason code per filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubAck {
+    /// The Packet Identifier of the SUBSCRIBE / UNSUBSCRIBE it answers.
     pub packet_id: u16,
+    /// One per filter: the granted QoS (0-2) or a failure (0x80 and up).
     pub reason_codes: Vec<u8>,
+    /// Reason String: a human-readable explanation, for diagnostics only.
     pub reason_string: Option<String>,
 }
 
 /// Packets a client receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Incoming {
+    /// CONNACK (3.2): the server's answer to CONNECT.
     ConnAck(ConnAck),
+    /// PUBLISH (3.3): a message on a topic we subscribed to.
     Publish(Publish),
+    /// PUBACK (3.4): the server took one of our QoS 1 PUBLISHes.
     PubAck {
+        /// The Packet Identifier of the PUBLISH it acknowledges.
         packet_id: u16,
+        /// 0 (the short form) is success, 0x80 and up a refusal.
         reason_code: u8,
     },
+    /// SUBACK (3.9).
     SubAck(SubAck),
+    /// UNSUBACK (3.11).
     UnsubAck(SubAck),
+    /// PINGRESP (3.13): the answer to our PINGREQ.
     PingResp,
+    /// DISCONNECT (3.14): the server ends the connection.
     Disconnect {
+        /// Why (see [`reason_name`]); 0 is a normal disconnection.
         reason_code: u8,
+        /// Reason String: a human-readable explanation, for diagnostics only.
         reason_string: Option<String>,
     },
 }
@@ -472,6 +523,7 @@ pub fn encode_unsubscribe(packet_id: u16, filter: &str) -> Result<Vec<u8>, Codec
     finish((kind::UNSUBSCRIBE << 4) | 0x02, body, MAX_VARINT)
 }
 
+/// Encodes PINGREQ (3.12): two bytes, no variable header or payload.
 pub fn encode_pingreq() -> Vec<u8> {
     vec![kind::PINGREQ << 4, 0]
 }

@@ -3,7 +3,13 @@
 
 use std::collections::BTreeMap;
 
-/// `usp.Msg`.
+// Each type says which message of usp-msg-1-4.proto it is and what it is for. Its fields and
+// variants are that .proto's, one for one, and mean what TR-369 says they mean: a doc line each
+// would restate the spec, so the types whose fields or variants have nothing of ours to add carry
+// `#[allow(missing_docs)]` (the type's own doc stays; fields with something to add have docs).
+
+/// `usp.Msg`: one USP message, a header and a body.
+#[allow(missing_docs)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Msg {
     #[prost(message, optional, tag = "1")]
@@ -12,7 +18,8 @@ pub struct Msg {
     pub body: Option<Body>,
 }
 
-/// `usp.Header`.
+/// `usp.Header`: the Msg ID (a response carries its request's) and the Msg type.
+#[allow(missing_docs)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Header {
     #[prost(string, tag = "1")]
@@ -23,7 +30,8 @@ pub struct Header {
 
 /// Nested types of [`Header`].
 pub mod header {
-    /// `Header.MsgType`.
+    /// `Header.MsgType`: the Msg type; it must agree with the body.
+    #[allow(missing_docs)]
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
     #[repr(i32)]
     pub enum MsgType {
@@ -53,7 +61,8 @@ pub mod header {
     }
 }
 
-/// `usp.Body`.
+/// `usp.Body`: a request, a response or an error.
+#[allow(missing_docs)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Body {
     #[prost(oneof = "body::MsgBody", tags = "1, 2, 3")]
@@ -62,7 +71,8 @@ pub struct Body {
 
 /// Nested types of [`Body`].
 pub mod body {
-    /// `Body.msg_body`.
+    /// `Body.msg_body`: which of the three the body is.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Oneof)]
     pub enum MsgBody {
         #[prost(message, tag = "1")]
@@ -74,7 +84,9 @@ pub mod body {
     }
 }
 
-/// `usp.Request`.
+/// `usp.Request`: a request: from a controller, or a Notify from an agent, or a Register from a
+/// USP Service.
+#[allow(missing_docs)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Request {
     #[prost(oneof = "request::ReqType", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11")]
@@ -83,7 +95,8 @@ pub struct Request {
 
 /// Nested types of [`Request`].
 pub mod request {
-    /// `Request.req_type`.
+    /// `Request.req_type`: which request.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Oneof)]
     pub enum ReqType {
         #[prost(message, tag = "1")]
@@ -111,7 +124,8 @@ pub mod request {
     }
 }
 
-/// `usp.Response`.
+/// `usp.Response`: the answer to a request that did not fail as a whole.
+#[allow(missing_docs)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Response {
     #[prost(
@@ -123,7 +137,8 @@ pub struct Response {
 
 /// Nested types of [`Response`].
 pub mod response {
-    /// `Response.resp_type`.
+    /// `Response.resp_type`: which response; it matches the request.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Oneof)]
     pub enum RespType {
         #[prost(message, tag = "1")]
@@ -151,7 +166,9 @@ pub mod response {
     }
 }
 
-/// `usp.Error`.
+/// `usp.Error`: the answer to a request that failed as a whole: a code, a message and the
+/// parameters that failed.
+#[allow(missing_docs)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Error {
     #[prost(fixed32, tag = "1")]
@@ -164,7 +181,8 @@ pub struct Error {
 
 /// Nested types of [`Error`].
 pub mod error {
-    /// `Error.ParamError`.
+    /// `Error.ParamError`: one parameter that failed, and why.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct ParamError {
         #[prost(string, tag = "1")]
@@ -178,7 +196,8 @@ pub mod error {
 
 // ------------------------------------------------------------------------------- Get
 
-/// `usp.Get`.
+/// `usp.Get`: read the parameters under the given paths, down to `max_depth`.
+#[allow(missing_docs)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Get {
     #[prost(string, repeated, tag = "1")]
@@ -188,7 +207,8 @@ pub struct Get {
     pub max_depth: u32,
 }
 
-/// `usp.GetResp`.
+/// `usp.GetResp`: the answer to Get, one result per requested path.
+#[allow(missing_docs)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct GetResp {
     #[prost(message, repeated, tag = "1")]
@@ -199,7 +219,8 @@ pub struct GetResp {
 pub mod get_resp {
     use std::collections::BTreeMap;
 
-    /// `GetResp.RequestedPathResult`.
+    /// `GetResp.RequestedPathResult`: one requested path: an error, or the objects it resolved to.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct RequestedPathResult {
         #[prost(string, tag = "1")]
@@ -212,7 +233,9 @@ pub mod get_resp {
         pub resolved_path_results: Vec<ResolvedPathResult>,
     }
 
-    /// `GetResp.ResolvedPathResult`.
+    /// `GetResp.ResolvedPathResult`: one object a requested path resolved to, with its parameters
+    /// (relative name to value).
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct ResolvedPathResult {
         #[prost(string, tag = "1")]
@@ -224,7 +247,9 @@ pub mod get_resp {
 
 // -------------------------------------------------------------------- GetSupportedDM
 
-/// `usp.GetSupportedDM`.
+/// `usp.GetSupportedDM`: ask which objects, parameters, commands and events the agent's data model
+/// supports under the given paths.
+#[allow(missing_docs)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct GetSupportedDm {
     #[prost(string, repeated, tag = "1")]
@@ -241,7 +266,8 @@ pub struct GetSupportedDm {
     pub return_unique_key_sets: bool,
 }
 
-/// `usp.GetSupportedDMResp`.
+/// `usp.GetSupportedDMResp`: the answer to GetSupportedDM, one result per requested path.
+#[allow(missing_docs)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct GetSupportedDmResp {
     #[prost(message, repeated, tag = "1")]
@@ -250,7 +276,9 @@ pub struct GetSupportedDmResp {
 
 /// Nested types of [`GetSupportedDmResp`].
 pub mod get_supported_dm_resp {
-    /// `GetSupportedDMResp.RequestedObjectResult`.
+    /// `GetSupportedDMResp.RequestedObjectResult`: one requested path: an error, or the supported
+    /// objects under it.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct RequestedObjectResult {
         #[prost(string, tag = "1")]
@@ -265,7 +293,9 @@ pub mod get_supported_dm_resp {
         pub supported_objs: Vec<SupportedObjectResult>,
     }
 
-    /// `GetSupportedDMResp.SupportedObjectResult`.
+    /// `GetSupportedDMResp.SupportedObjectResult`: one supported object (`{i}` path) with its
+    /// access, parameters, commands, events and unique keys.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct SupportedObjectResult {
         #[prost(string, tag = "1")]
@@ -286,7 +316,9 @@ pub mod get_supported_dm_resp {
         pub unique_key_sets: Vec<SupportedUniqueKeySet>,
     }
 
-    /// `GetSupportedDMResp.SupportedParamResult`.
+    /// `GetSupportedDMResp.SupportedParamResult`: one supported parameter: its access, type and
+    /// whether value changes are reported.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct SupportedParamResult {
         #[prost(string, tag = "1")]
@@ -299,7 +331,9 @@ pub mod get_supported_dm_resp {
         pub value_change: i32,
     }
 
-    /// `GetSupportedDMResp.SupportedCommandResult`.
+    /// `GetSupportedDMResp.SupportedCommandResult`: one supported command: its arguments and
+    /// whether it runs synchronously.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct SupportedCommandResult {
         #[prost(string, tag = "1")]
@@ -312,7 +346,8 @@ pub mod get_supported_dm_resp {
         pub command_type: i32,
     }
 
-    /// `GetSupportedDMResp.SupportedEventResult`.
+    /// `GetSupportedDMResp.SupportedEventResult`: one supported event and its arguments.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct SupportedEventResult {
         #[prost(string, tag = "1")]
@@ -321,14 +356,17 @@ pub mod get_supported_dm_resp {
         pub arg_names: Vec<String>,
     }
 
-    /// `GetSupportedDMResp.SupportedUniqueKeySet` (USP 1.4).
+    /// `GetSupportedDMResp.SupportedUniqueKeySet` (USP 1.4): parameters that together identify an
+    /// instance of a table.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct SupportedUniqueKeySet {
         #[prost(string, repeated, tag = "1")]
         pub key_names: Vec<String>,
     }
 
-    /// `GetSupportedDMResp.ParamAccessType`.
+    /// `GetSupportedDMResp.ParamAccessType`: whether a parameter can be read, written or both.
+    #[allow(missing_docs)]
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
     #[repr(i32)]
     pub enum ParamAccessType {
@@ -337,7 +375,9 @@ pub mod get_supported_dm_resp {
         ParamWriteOnly = 2,
     }
 
-    /// `GetSupportedDMResp.ObjAccessType`.
+    /// `GetSupportedDMResp.ObjAccessType`: whether a table's instances can be added, deleted, both
+    /// or neither.
+    #[allow(missing_docs)]
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
     #[repr(i32)]
     pub enum ObjAccessType {
@@ -347,7 +387,8 @@ pub mod get_supported_dm_resp {
         ObjDeleteOnly = 3,
     }
 
-    /// `GetSupportedDMResp.ParamValueType`.
+    /// `GetSupportedDMResp.ParamValueType`: a parameter's data type (the TR-106 types).
+    #[allow(missing_docs)]
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
     #[repr(i32)]
     pub enum ParamValueType {
@@ -364,7 +405,9 @@ pub mod get_supported_dm_resp {
         ParamUnsignedLong = 10,
     }
 
-    /// `GetSupportedDMResp.ValueChangeType`.
+    /// `GetSupportedDMResp.ValueChangeType`: whether a parameter's changes can be subscribed to
+    /// (ValueChange).
+    #[allow(missing_docs)]
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
     #[repr(i32)]
     pub enum ValueChangeType {
@@ -373,7 +416,8 @@ pub mod get_supported_dm_resp {
         ValueChangeWillIgnore = 2,
     }
 
-    /// `GetSupportedDMResp.CmdType`.
+    /// `GetSupportedDMResp.CmdType`: whether a command runs synchronously or asynchronously.
+    #[allow(missing_docs)]
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
     #[repr(i32)]
     pub enum CmdType {
@@ -385,7 +429,9 @@ pub mod get_supported_dm_resp {
 
 // ---------------------------------------------------------------------- GetInstances
 
-/// `usp.GetInstances`.
+/// `usp.GetInstances`: list the instances of the given objects (and of their sub-tables unless
+/// `first_level_only`).
+#[allow(missing_docs)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct GetInstances {
     #[prost(string, repeated, tag = "1")]
@@ -394,7 +440,8 @@ pub struct GetInstances {
     pub first_level_only: bool,
 }
 
-/// `usp.GetInstancesResp`.
+/// `usp.GetInstancesResp`: the answer to GetInstances, one result per requested path.
+#[allow(missing_docs)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct GetInstancesResp {
     #[prost(message, repeated, tag = "1")]
@@ -405,7 +452,9 @@ pub struct GetInstancesResp {
 pub mod get_instances_resp {
     use std::collections::BTreeMap;
 
-    /// `GetInstancesResp.RequestedPathResult`.
+    /// `GetInstancesResp.RequestedPathResult`: one requested path: an error, or its current
+    /// instances.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct RequestedPathResult {
         #[prost(string, tag = "1")]
@@ -418,7 +467,8 @@ pub mod get_instances_resp {
         pub curr_insts: Vec<CurrInstance>,
     }
 
-    /// `GetInstancesResp.CurrInstance`.
+    /// `GetInstancesResp.CurrInstance`: one instance: its path and its unique keys.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct CurrInstance {
         #[prost(string, tag = "1")]
@@ -430,7 +480,7 @@ pub mod get_instances_resp {
 
 // -------------------------------------------------------------- GetSupportedProtocol
 
-/// `usp.GetSupportedProtocol`.
+/// `usp.GetSupportedProtocol`: ask which USP versions the agent speaks, naming the controller's.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct GetSupportedProtocol {
     /// Comma-separated versions, e.g. "1.3,1.4".
@@ -438,16 +488,18 @@ pub struct GetSupportedProtocol {
     pub controller_supported_protocol_versions: String,
 }
 
-/// `usp.GetSupportedProtocolResp`.
+/// `usp.GetSupportedProtocolResp`: the USP versions the agent speaks.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct GetSupportedProtocolResp {
+    /// Comma-separated versions, e.g. "1.3,1.4".
     #[prost(string, tag = "1")]
     pub agent_supported_protocol_versions: String,
 }
 
 // ------------------------------------------------------------------------------- Add
 
-/// `usp.Add`.
+/// `usp.Add`: create instances of tables, with their first parameter values.
+#[allow(missing_docs)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Add {
     #[prost(bool, tag = "1")]
@@ -458,7 +510,8 @@ pub struct Add {
 
 /// Nested types of [`Add`].
 pub mod add {
-    /// `Add.CreateObject`.
+    /// `Add.CreateObject`: one table to add an instance to, and the new instance's parameters.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct CreateObject {
         #[prost(string, tag = "1")]
@@ -467,7 +520,9 @@ pub mod add {
         pub param_settings: Vec<CreateParamSetting>,
     }
 
-    /// `Add.CreateParamSetting`.
+    /// `Add.CreateParamSetting`: one parameter of a new instance; if `required` fails, the object
+    /// fails.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct CreateParamSetting {
         #[prost(string, tag = "1")]
@@ -479,7 +534,8 @@ pub mod add {
     }
 }
 
-/// `usp.AddResp`.
+/// `usp.AddResp`: the answer to Add, one result per object to create.
+#[allow(missing_docs)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct AddResp {
     #[prost(message, repeated, tag = "1")]
@@ -488,7 +544,8 @@ pub struct AddResp {
 
 /// Nested types of [`AddResp`].
 pub mod add_resp {
-    /// `AddResp.CreatedObjectResult`.
+    /// `AddResp.CreatedObjectResult`: one object to create and the outcome.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct CreatedObjectResult {
         #[prost(string, tag = "1")]
@@ -499,7 +556,8 @@ pub mod add_resp {
 
     /// Nested types of [`CreatedObjectResult`].
     pub mod created_object_result {
-        /// `AddResp.CreatedObjectResult.OperationStatus`.
+        /// `AddResp.CreatedObjectResult.OperationStatus`: whether the object was created.
+        #[allow(missing_docs)]
         #[derive(Clone, PartialEq, prost::Message)]
         pub struct OperationStatus {
             #[prost(oneof = "operation_status::OperStatus", tags = "1, 2")]
@@ -510,7 +568,8 @@ pub mod add_resp {
         pub mod operation_status {
             use std::collections::BTreeMap;
 
-            /// `OperationStatus.oper_status`.
+            /// `AddResp.CreatedObjectResult.OperationStatus.oper_status`: failure or success.
+            #[allow(missing_docs)]
             #[derive(Clone, PartialEq, prost::Oneof)]
             pub enum OperStatus {
                 #[prost(message, tag = "1")]
@@ -519,7 +578,9 @@ pub mod add_resp {
                 OperSuccess(OperationSuccess),
             }
 
-            /// `OperationStatus.OperationFailure`.
+            /// `AddResp.CreatedObjectResult.OperationStatus.OperationFailure`: the object was not
+            /// created, and why.
+            #[allow(missing_docs)]
             #[derive(Clone, PartialEq, prost::Message)]
             pub struct OperationFailure {
                 #[prost(fixed32, tag = "1")]
@@ -528,7 +589,9 @@ pub mod add_resp {
                 pub err_msg: String,
             }
 
-            /// `OperationStatus.OperationSuccess`.
+            /// `AddResp.CreatedObjectResult.OperationStatus.OperationSuccess`: the new instance's
+            /// path and unique keys, and the optional parameters that could not be set.
+            #[allow(missing_docs)]
             #[derive(Clone, PartialEq, prost::Message)]
             pub struct OperationSuccess {
                 #[prost(string, tag = "1")]
@@ -541,7 +604,9 @@ pub mod add_resp {
         }
     }
 
-    /// `AddResp.ParameterError`.
+    /// `AddResp.ParameterError`: an optional parameter of a created instance that could not be set,
+    /// and why.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct ParameterError {
         #[prost(string, tag = "1")]
@@ -555,7 +620,8 @@ pub mod add_resp {
 
 // ---------------------------------------------------------------------------- Delete
 
-/// `usp.Delete`.
+/// `usp.Delete`: delete the object instances the paths match.
+#[allow(missing_docs)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Delete {
     #[prost(bool, tag = "1")]
@@ -564,7 +630,8 @@ pub struct Delete {
     pub obj_paths: Vec<String>,
 }
 
-/// `usp.DeleteResp`.
+/// `usp.DeleteResp`: the answer to Delete, one result per requested path.
+#[allow(missing_docs)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct DeleteResp {
     #[prost(message, repeated, tag = "1")]
@@ -573,7 +640,8 @@ pub struct DeleteResp {
 
 /// Nested types of [`DeleteResp`].
 pub mod delete_resp {
-    /// `DeleteResp.DeletedObjectResult`.
+    /// `DeleteResp.DeletedObjectResult`: one requested path and the outcome.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct DeletedObjectResult {
         #[prost(string, tag = "1")]
@@ -584,7 +652,8 @@ pub mod delete_resp {
 
     /// Nested types of [`DeletedObjectResult`].
     pub mod deleted_object_result {
-        /// `DeleteResp.DeletedObjectResult.OperationStatus`.
+        /// `DeleteResp.DeletedObjectResult.OperationStatus`: whether the instances were deleted.
+        #[allow(missing_docs)]
         #[derive(Clone, PartialEq, prost::Message)]
         pub struct OperationStatus {
             #[prost(oneof = "operation_status::OperStatus", tags = "1, 2")]
@@ -593,7 +662,8 @@ pub mod delete_resp {
 
         /// Nested types of [`OperationStatus`].
         pub mod operation_status {
-            /// `OperationStatus.oper_status`.
+            /// `DeleteResp.DeletedObjectResult.OperationStatus.oper_status`: failure or success.
+            #[allow(missing_docs)]
             #[derive(Clone, PartialEq, prost::Oneof)]
             pub enum OperStatus {
                 #[prost(message, tag = "1")]
@@ -602,7 +672,9 @@ pub mod delete_resp {
                 OperSuccess(OperationSuccess),
             }
 
-            /// `OperationStatus.OperationFailure`.
+            /// `DeleteResp.DeletedObjectResult.OperationStatus.OperationFailure`: nothing was
+            /// deleted, and why.
+            #[allow(missing_docs)]
             #[derive(Clone, PartialEq, prost::Message)]
             pub struct OperationFailure {
                 #[prost(fixed32, tag = "1")]
@@ -611,7 +683,9 @@ pub mod delete_resp {
                 pub err_msg: String,
             }
 
-            /// `OperationStatus.OperationSuccess`.
+            /// `DeleteResp.DeletedObjectResult.OperationStatus.OperationSuccess`: the instances
+            /// deleted, and those matched but not deleted.
+            #[allow(missing_docs)]
             #[derive(Clone, PartialEq, prost::Message)]
             pub struct OperationSuccess {
                 #[prost(string, repeated, tag = "1")]
@@ -622,7 +696,8 @@ pub mod delete_resp {
         }
     }
 
-    /// `DeleteResp.UnaffectedPathError`.
+    /// `DeleteResp.UnaffectedPathError`: an instance that could not be deleted, and why.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct UnaffectedPathError {
         #[prost(string, tag = "1")]
@@ -636,7 +711,8 @@ pub mod delete_resp {
 
 // ------------------------------------------------------------------------------- Set
 
-/// `usp.Set`.
+/// `usp.Set`: change parameters of existing objects.
+#[allow(missing_docs)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Set {
     #[prost(bool, tag = "1")]
@@ -647,7 +723,9 @@ pub struct Set {
 
 /// Nested types of [`Set`].
 pub mod set {
-    /// `Set.UpdateObject`.
+    /// `Set.UpdateObject`: one object path (it may match several instances) and the parameters to
+    /// set.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct UpdateObject {
         #[prost(string, tag = "1")]
@@ -656,7 +734,8 @@ pub mod set {
         pub param_settings: Vec<UpdateParamSetting>,
     }
 
-    /// `Set.UpdateParamSetting`.
+    /// `Set.UpdateParamSetting`: one parameter to set; if `required` fails, the object fails.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct UpdateParamSetting {
         #[prost(string, tag = "1")]
@@ -668,7 +747,8 @@ pub mod set {
     }
 }
 
-/// `usp.SetResp`.
+/// `usp.SetResp`: the answer to Set, one result per object to update.
+#[allow(missing_docs)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct SetResp {
     #[prost(message, repeated, tag = "1")]
@@ -679,7 +759,8 @@ pub struct SetResp {
 pub mod set_resp {
     use std::collections::BTreeMap;
 
-    /// `SetResp.UpdatedObjectResult`.
+    /// `SetResp.UpdatedObjectResult`: one requested object path and the outcome.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct UpdatedObjectResult {
         #[prost(string, tag = "1")]
@@ -690,7 +771,8 @@ pub mod set_resp {
 
     /// Nested types of [`UpdatedObjectResult`].
     pub mod updated_object_result {
-        /// `SetResp.UpdatedObjectResult.OperationStatus`.
+        /// `SetResp.UpdatedObjectResult.OperationStatus`: whether the instances were updated.
+        #[allow(missing_docs)]
         #[derive(Clone, PartialEq, prost::Message)]
         pub struct OperationStatus {
             #[prost(oneof = "operation_status::OperStatus", tags = "1, 2")]
@@ -699,7 +781,8 @@ pub mod set_resp {
 
         /// Nested types of [`OperationStatus`].
         pub mod operation_status {
-            /// `OperationStatus.oper_status`.
+            /// `SetResp.UpdatedObjectResult.OperationStatus.oper_status`: failure or success.
+            #[allow(missing_docs)]
             #[derive(Clone, PartialEq, prost::Oneof)]
             pub enum OperStatus {
                 #[prost(message, tag = "1")]
@@ -708,7 +791,9 @@ pub mod set_resp {
                 OperSuccess(OperationSuccess),
             }
 
-            /// `OperationStatus.OperationFailure`.
+            /// `SetResp.UpdatedObjectResult.OperationStatus.OperationFailure`: the object was not
+            /// updated: why, and the instances that failed.
+            #[allow(missing_docs)]
             #[derive(Clone, PartialEq, prost::Message)]
             pub struct OperationFailure {
                 #[prost(fixed32, tag = "1")]
@@ -719,7 +804,9 @@ pub mod set_resp {
                 pub updated_inst_failures: Vec<super::super::UpdatedInstanceFailure>,
             }
 
-            /// `OperationStatus.OperationSuccess`.
+            /// `SetResp.UpdatedObjectResult.OperationStatus.OperationSuccess`: the instances
+            /// updated.
+            #[allow(missing_docs)]
             #[derive(Clone, PartialEq, prost::Message)]
             pub struct OperationSuccess {
                 #[prost(message, repeated, tag = "1")]
@@ -728,7 +815,9 @@ pub mod set_resp {
         }
     }
 
-    /// `SetResp.UpdatedInstanceFailure`.
+    /// `SetResp.UpdatedInstanceFailure`: one instance that failed to update, with its parameter
+    /// errors.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct UpdatedInstanceFailure {
         #[prost(string, tag = "1")]
@@ -737,7 +826,9 @@ pub mod set_resp {
         pub param_errs: Vec<ParameterError>,
     }
 
-    /// `SetResp.UpdatedInstanceResult`.
+    /// `SetResp.UpdatedInstanceResult`: one updated instance: the parameters set, and the optional
+    /// ones that failed.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct UpdatedInstanceResult {
         #[prost(string, tag = "1")]
@@ -748,7 +839,8 @@ pub mod set_resp {
         pub updated_params: BTreeMap<String, String>,
     }
 
-    /// `SetResp.ParameterError`.
+    /// `SetResp.ParameterError`: one parameter that could not be set, and why.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct ParameterError {
         #[prost(string, tag = "1")]
@@ -762,7 +854,9 @@ pub mod set_resp {
 
 // --------------------------------------------------------------------------- Operate
 
-/// `usp.Operate`.
+/// `usp.Operate`: run a command (`Name()`) with input arguments; `command_key` comes back in
+/// OperationComplete.
+#[allow(missing_docs)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Operate {
     #[prost(string, tag = "1")]
@@ -775,7 +869,8 @@ pub struct Operate {
     pub input_args: BTreeMap<String, String>,
 }
 
-/// `usp.OperateResp`.
+/// `usp.OperateResp`: the answer to Operate, one result per command instance the path matched.
+#[allow(missing_docs)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct OperateResp {
     #[prost(message, repeated, tag = "1")]
@@ -784,7 +879,8 @@ pub struct OperateResp {
 
 /// Nested types of [`OperateResp`].
 pub mod operate_resp {
-    /// `OperateResp.OperationResult`.
+    /// `OperateResp.OperationResult`: one command run and its outcome.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct OperationResult {
         #[prost(string, tag = "1")]
@@ -797,8 +893,9 @@ pub mod operate_resp {
     pub mod operation_result {
         use std::collections::BTreeMap;
 
-        /// `OperationResult.operation_resp`: an asynchronous command answers with the path of
-        /// its `Request` object, a synchronous one with its output or its failure.
+        /// `OperateResp.OperationResult.operation_resp`: an asynchronous command answers with the
+        /// path of its `Request` object, a synchronous one with its output or its failure.
+        #[allow(missing_docs)]
         #[derive(Clone, PartialEq, prost::Oneof)]
         pub enum OperationResp {
             #[prost(string, tag = "2")]
@@ -809,14 +906,16 @@ pub mod operate_resp {
             CmdFailure(CommandFailure),
         }
 
-        /// `OperationResult.OutputArgs`.
+        /// `OperateResp.OperationResult.OutputArgs`: a synchronous command's output arguments.
+        #[allow(missing_docs)]
         #[derive(Clone, PartialEq, prost::Message)]
         pub struct OutputArgs {
             #[prost(btree_map = "string, string", tag = "1")]
             pub output_args: BTreeMap<String, String>,
         }
 
-        /// `OperationResult.CommandFailure`.
+        /// `OperateResp.OperationResult.CommandFailure`: why a synchronous command failed.
+        #[allow(missing_docs)]
         #[derive(Clone, PartialEq, prost::Message)]
         pub struct CommandFailure {
             #[prost(fixed32, tag = "1")]
@@ -829,7 +928,9 @@ pub mod operate_resp {
 
 // ---------------------------------------------------------------------------- Notify
 
-/// `usp.Notify`.
+/// `usp.Notify`: a notification for a subscription (or an on-board request); `send_resp` asks for a
+/// NotifyResp.
+#[allow(missing_docs)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Notify {
     #[prost(string, tag = "1")]
@@ -844,7 +945,8 @@ pub struct Notify {
 pub mod notify {
     use std::collections::BTreeMap;
 
-    /// `Notify.notification`.
+    /// `Notify.notification`: which notification.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Oneof)]
     pub enum Notification {
         #[prost(message, tag = "3")]
@@ -861,7 +963,8 @@ pub mod notify {
         OnBoardReq(OnBoardRequest),
     }
 
-    /// `Notify.Event`.
+    /// `Notify.Event`: an event (`Name!`) fired, with its arguments.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct Event {
         #[prost(string, tag = "1")]
@@ -872,7 +975,8 @@ pub mod notify {
         pub params: BTreeMap<String, String>,
     }
 
-    /// `Notify.ValueChange`.
+    /// `Notify.ValueChange`: a subscribed parameter has a new value.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct ValueChange {
         #[prost(string, tag = "1")]
@@ -881,7 +985,8 @@ pub mod notify {
         pub param_value: String,
     }
 
-    /// `Notify.ObjectCreation`.
+    /// `Notify.ObjectCreation`: an instance was created, with its unique keys.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct ObjectCreation {
         #[prost(string, tag = "1")]
@@ -890,14 +995,17 @@ pub mod notify {
         pub unique_keys: BTreeMap<String, String>,
     }
 
-    /// `Notify.ObjectDeletion`.
+    /// `Notify.ObjectDeletion`: an instance was deleted.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct ObjectDeletion {
         #[prost(string, tag = "1")]
         pub obj_path: String,
     }
 
-    /// `Notify.OperationComplete`: the end of an asynchronous command.
+    /// `Notify.OperationComplete`: the end of an asynchronous command, with its output or its
+    /// failure.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct OperationComplete {
         #[prost(string, tag = "1")]
@@ -914,7 +1022,8 @@ pub mod notify {
     pub mod operation_complete {
         use std::collections::BTreeMap;
 
-        /// `OperationComplete.operation_resp`.
+        /// `Notify.OperationComplete.operation_resp`: how the command ended.
+        #[allow(missing_docs)]
         #[derive(Clone, PartialEq, prost::Oneof)]
         pub enum OperationResp {
             #[prost(message, tag = "4")]
@@ -923,14 +1032,16 @@ pub mod notify {
             CmdFailure(CommandFailure),
         }
 
-        /// `OperationComplete.OutputArgs`.
+        /// `Notify.OperationComplete.OutputArgs`: the command's output arguments.
+        #[allow(missing_docs)]
         #[derive(Clone, PartialEq, prost::Message)]
         pub struct OutputArgs {
             #[prost(btree_map = "string, string", tag = "1")]
             pub output_args: BTreeMap<String, String>,
         }
 
-        /// `OperationComplete.CommandFailure`.
+        /// `Notify.OperationComplete.CommandFailure`: why the command failed.
+        #[allow(missing_docs)]
         #[derive(Clone, PartialEq, prost::Message)]
         pub struct CommandFailure {
             #[prost(fixed32, tag = "1")]
@@ -940,7 +1051,9 @@ pub mod notify {
         }
     }
 
-    /// `Notify.OnBoardRequest`.
+    /// `Notify.OnBoardRequest`: an agent asks a controller to on-board it, naming its device (OUI,
+    /// product class, serial number) and USP versions.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct OnBoardRequest {
         #[prost(string, tag = "1")]
@@ -954,7 +1067,8 @@ pub mod notify {
     }
 }
 
-/// `usp.NotifyResp`.
+/// `usp.NotifyResp`: acknowledges a Notify that asked for it.
+#[allow(missing_docs)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct NotifyResp {
     #[prost(string, tag = "1")]
@@ -963,7 +1077,9 @@ pub struct NotifyResp {
 
 // ------------------------------------------------------------------ Register (1.3)
 
-/// `usp.Register`.
+/// `usp.Register` (USP 1.3): a USP Service registers the data model paths it provides at a USP
+/// Broker.
+#[allow(missing_docs)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Register {
     #[prost(bool, tag = "1")]
@@ -974,7 +1090,8 @@ pub struct Register {
 
 /// Nested types of [`Register`].
 pub mod register {
-    /// `Register.RegistrationPath`.
+    /// `Register.RegistrationPath`: one path to register.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct RegistrationPath {
         #[prost(string, tag = "1")]
@@ -982,7 +1099,8 @@ pub mod register {
     }
 }
 
-/// `usp.RegisterResp`.
+/// `usp.RegisterResp`: the answer to Register, one result per path.
+#[allow(missing_docs)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct RegisterResp {
     #[prost(message, repeated, tag = "1")]
@@ -991,7 +1109,8 @@ pub struct RegisterResp {
 
 /// Nested types of [`RegisterResp`].
 pub mod register_resp {
-    /// `RegisterResp.RegisteredPathResult`.
+    /// `RegisterResp.RegisteredPathResult`: one requested path and the outcome.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct RegisteredPathResult {
         #[prost(string, tag = "1")]
@@ -1002,7 +1121,8 @@ pub mod register_resp {
 
     /// Nested types of [`RegisteredPathResult`].
     pub mod registered_path_result {
-        /// `RegisterResp.RegisteredPathResult.OperationStatus`.
+        /// `RegisterResp.RegisteredPathResult.OperationStatus`: whether the path was registered.
+        #[allow(missing_docs)]
         #[derive(Clone, PartialEq, prost::Message)]
         pub struct OperationStatus {
             #[prost(oneof = "operation_status::OperStatus", tags = "1, 2")]
@@ -1011,7 +1131,8 @@ pub mod register_resp {
 
         /// Nested types of [`OperationStatus`].
         pub mod operation_status {
-            /// `OperationStatus.oper_status`.
+            /// `RegisterResp.RegisteredPathResult.OperationStatus.oper_status`: failure or success.
+            #[allow(missing_docs)]
             #[derive(Clone, PartialEq, prost::Oneof)]
             pub enum OperStatus {
                 #[prost(message, tag = "1")]
@@ -1020,7 +1141,9 @@ pub mod register_resp {
                 OperSuccess(OperationSuccess),
             }
 
-            /// `OperationStatus.OperationFailure`.
+            /// `RegisterResp.RegisteredPathResult.OperationStatus.OperationFailure`: not
+            /// registered, and why.
+            #[allow(missing_docs)]
             #[derive(Clone, PartialEq, prost::Message)]
             pub struct OperationFailure {
                 #[prost(fixed32, tag = "1")]
@@ -1029,7 +1152,9 @@ pub mod register_resp {
                 pub err_msg: String,
             }
 
-            /// `OperationStatus.OperationSuccess`.
+            /// `RegisterResp.RegisteredPathResult.OperationStatus.OperationSuccess`: the path
+            /// registered.
+            #[allow(missing_docs)]
             #[derive(Clone, PartialEq, prost::Message)]
             pub struct OperationSuccess {
                 #[prost(string, tag = "1")]
@@ -1039,14 +1164,16 @@ pub mod register_resp {
     }
 }
 
-/// `usp.Deregister`.
+/// `usp.Deregister` (USP 1.3): a USP Service withdraws paths it registered.
+#[allow(missing_docs)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Deregister {
     #[prost(string, repeated, tag = "1")]
     pub paths: Vec<String>,
 }
 
-/// `usp.DeregisterResp`.
+/// `usp.DeregisterResp`: the answer to Deregister, one result per path.
+#[allow(missing_docs)]
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct DeregisterResp {
     #[prost(message, repeated, tag = "1")]
@@ -1055,7 +1182,8 @@ pub struct DeregisterResp {
 
 /// Nested types of [`DeregisterResp`].
 pub mod deregister_resp {
-    /// `DeregisterResp.DeregisteredPathResult`.
+    /// `DeregisterResp.DeregisteredPathResult`: one requested path and the outcome.
+    #[allow(missing_docs)]
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct DeregisteredPathResult {
         #[prost(string, tag = "1")]
@@ -1066,7 +1194,9 @@ pub mod deregister_resp {
 
     /// Nested types of [`DeregisteredPathResult`].
     pub mod deregistered_path_result {
-        /// `DeregisterResp.DeregisteredPathResult.OperationStatus`.
+        /// `DeregisterResp.DeregisteredPathResult.OperationStatus`: whether the path was
+        /// deregistered.
+        #[allow(missing_docs)]
         #[derive(Clone, PartialEq, prost::Message)]
         pub struct OperationStatus {
             #[prost(oneof = "operation_status::OperStatus", tags = "1, 2")]
@@ -1075,7 +1205,9 @@ pub mod deregister_resp {
 
         /// Nested types of [`OperationStatus`].
         pub mod operation_status {
-            /// `OperationStatus.oper_status`.
+            /// `DeregisterResp.DeregisteredPathResult.OperationStatus.oper_status`: failure or
+            /// success.
+            #[allow(missing_docs)]
             #[derive(Clone, PartialEq, prost::Oneof)]
             pub enum OperStatus {
                 #[prost(message, tag = "1")]
@@ -1084,7 +1216,9 @@ pub mod deregister_resp {
                 OperSuccess(OperationSuccess),
             }
 
-            /// `OperationStatus.OperationFailure`.
+            /// `DeregisterResp.DeregisteredPathResult.OperationStatus.OperationFailure`: not
+            /// deregistered, and why.
+            #[allow(missing_docs)]
             #[derive(Clone, PartialEq, prost::Message)]
             pub struct OperationFailure {
                 #[prost(fixed32, tag = "1")]
@@ -1093,7 +1227,9 @@ pub mod deregister_resp {
                 pub err_msg: String,
             }
 
-            /// `OperationStatus.OperationSuccess`.
+            /// `DeregisterResp.DeregisteredPathResult.OperationStatus.OperationSuccess`: the paths
+            /// deregistered.
+            #[allow(missing_docs)]
             #[derive(Clone, PartialEq, prost::Message)]
             pub struct OperationSuccess {
                 #[prost(string, repeated, tag = "1")]

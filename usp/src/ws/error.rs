@@ -7,17 +7,22 @@ use std::io;
 /// Why a WebSocket operation failed.
 #[derive(Debug)]
 pub enum WsError {
+    /// The connection (TCP or TLS) failed or ended.
     Io(io::Error),
     /// The opening handshake failed; the text says how.
     Handshake(String),
     /// The peer broke RFC 6455 (or sent what USP does not use); we sent close `code`.
     Protocol {
+        /// The close status code we sent.
         code: u16,
+        /// What the peer did wrong.
         why: String,
     },
     /// The peer closed the connection with `code` and `reason`.
     Closed {
+        /// The peer's close status code (1005 No Status Received when it gave none).
         code: u16,
+        /// The peer's close reason (may be empty).
         reason: String,
     },
 }

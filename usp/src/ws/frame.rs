@@ -4,19 +4,31 @@
 
 use std::io::Read;
 
+/// Opcode: a continuation of a fragmented message (section 5.4).
 pub const OP_CONTINUATION: u8 = 0x0;
+/// Opcode: a text message (UTF-8); USP does not use it.
 pub const OP_TEXT: u8 = 0x1;
+/// Opcode: a binary message; USP sends one Record per message.
 pub const OP_BINARY: u8 = 0x2;
+/// Opcode: Close (section 5.5.1).
 pub const OP_CLOSE: u8 = 0x8;
+/// Opcode: Ping (section 5.5.2); answered with a Pong carrying the same payload.
 pub const OP_PING: u8 = 0x9;
+/// Opcode: Pong (section 5.5.3).
 pub const OP_PONG: u8 = 0xA;
 
-/// Close status codes (section 7.4.1).
+// Close status codes (section 7.4.1).
+/// 1000 Normal Closure: the purpose of the connection is fulfilled.
 pub const CLOSE_NORMAL: u16 = 1000;
+/// 1001 Going Away: the endpoint shuts down (or a browser leaves the page).
 pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// 1002 Protocol error: the peer broke RFC 6455.
 pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+/// 1003 Unsupported Data: a data type the endpoint does not accept (USP: text messages).
 pub const CLOSE_UNSUPPORTED_DATA: u16 = 1003;
+/// 1007 Invalid frame payload data: a payload inconsistent with its type (bad UTF-8).
 pub const CLOSE_INVALID_PAYLOAD: u16 = 1007;
+/// 1009 Message Too Big: a message larger than the endpoint accepts.
 pub const CLOSE_TOO_BIG: u16 = 1009;
 
 /// Control frames carry at most this much (section 5.5).
@@ -25,7 +37,9 @@ pub const MAX_CONTROL_PAYLOAD: usize = 125;
 /// One frame as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
+    /// FIN: the last frame of its message.
     pub fin: bool,
+    /// One of the `OP_*` opcodes.
     pub opcode: u8,
     /// Unmasked payload.
     pub payload: Vec<u8>,
@@ -34,10 +48,13 @@ pub struct Frame {
 /// Why a frame was refused, with the close code to send the peer.
 #[derive(Debug)]
 pub enum FrameError {
+    /// The connection failed or ended while reading.
     Io(std::io::Error),
     /// Breaks RFC 6455: close with `code`.
     Protocol {
+        /// The close status code to send (`CLOSE_*`).
         code: u16,
+        /// What was wrong, for logs and the close reason.
         why: String,
     },
 }

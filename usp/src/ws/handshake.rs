@@ -25,7 +25,9 @@ pub fn accept_key(key: &str) -> String {
 /// A request or status line and its headers.
 #[derive(Debug)]
 pub struct Head {
+    /// The request line (`GET /path HTTP/1.1`) or status line (`HTTP/1.1 101 ...`).
     pub start: String,
+    /// Header names and values, in order, values trimmed; names as sent.
     pub headers: Vec<(String, String)>,
 }
 
@@ -290,7 +292,9 @@ pub fn check_response(head: &Head, key: &str) -> Result<(), WsError> {
 /// A refused request: the HTTP status to answer with and why.
 #[derive(Debug)]
 pub struct Refusal {
+    /// The HTTP status: 400, 405 (not GET) or 426 (wrong WebSocket version).
     pub status: u16,
+    /// What was wrong with the request; the answer's body.
     pub why: String,
 }
 

@@ -225,7 +225,9 @@ impl WsReader {
 
 /// An open WebSocket.
 pub struct WsConnection {
+    /// Receives messages (one reader thread).
     pub reader: WsReader,
+    /// Sends messages (cloneable).
     pub writer: WsWriter,
     /// The peer certificate's identity (TLS with a certificate only).
     pub peer: Option<PeerIdentity>,
