@@ -32,7 +32,25 @@ impl Scratch {
 }
 
 impl Drop for Scratch {
+    /// Also kills every process whose command line names a file in the directory: a test that
+    /// fails between starting a VMM and waiting for it must not leave its guest spinning (seen:
+    /// jailed VMMs left behind by failed runs, each burning a core until the machine was idle
+    /// no more).
     fn drop(&mut self) {
+        let dir = format!("{}/", self.0.display());
+        if let Ok(procs) = std::fs::read_dir("/proc") {
+            for entry in procs.flatten() {
+                let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok())
+                else {
+                    continue;
+                };
+                let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+                if String::from_utf8_lossy(&cmdline).contains(&dir) {
+                    // SAFETY: kill(2) on a pid; no memory is involved.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
