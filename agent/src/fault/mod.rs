@@ -2,16 +2,15 @@
 //! Every module that can refuse an operation returns a `Fault`; the lifecycle puts it in the
 //! `DUStateChange!` event and the API reply, and the USP layer turns it into an
 //! Error/OperationComplete (`From<Fault> for UspError`, below).
-//! The modules' own error types map to fault codes here and nowhere else.
+//! The modules' own error types map to fault codes in `map` and nowhere else (a child, so that
+//! this module stays a leaf every other module can use).
+
+mod map;
 
 use std::fmt;
 
 use cpevisor_usp::errors::UspError;
 use serde::{Deserialize, Serialize};
-
-use crate::lifecycle::config::ConfigError;
-use crate::package::oci::OciError;
-use crate::usp::config::UspConfigError;
 
 /// A fault code with a human-readable message naming what was wrong.
 /// On the wire (API replies, events): `{"code": 7004, "message": "..."}`.
@@ -163,29 +162,6 @@ impl Fault {
             code: self.code,
             message: format!("{what}: {}", self.message),
         }
-    }
-}
-
-// Which fault code each module's error is. Kept here so that no other file decides it.
-
-/// A USP config (endpoint IDs, controllers) the data model cannot run with.
-impl From<UspConfigError> for Fault {
-    fn from(e: UspConfigError) -> Self {
-        Fault::new(FaultCode::InvalidArguments, e.to_string())
-    }
-}
-
-/// Package metadata beyond the bounds: a malformed package.
-impl From<OciError> for Fault {
-    fn from(e: OciError) -> Self {
-        Fault::new(FaultCode::CorruptData, e.to_string())
-    }
-}
-
-/// A config the agent cannot run with: invalid arguments, whatever the cause.
-impl From<ConfigError> for Fault {
-    fn from(e: ConfigError) -> Self {
-        Fault::new(FaultCode::InvalidArguments, e.to_string())
     }
 }
 

@@ -1,0 +1,29 @@
+//! Which fault code each module's error is: the one place that decides it. Nothing imports
+//! this module (trait impls need no import), so the error types' modules may use `Fault`
+//! without a cycle.
+
+use super::{Fault, FaultCode};
+use crate::lifecycle::config::ConfigError;
+use crate::package::oci::OciError;
+use crate::usp::config::UspConfigError;
+
+/// A USP config (endpoint IDs, controllers) the data model cannot run with.
+impl From<UspConfigError> for Fault {
+    fn from(e: UspConfigError) -> Self {
+        Fault::new(FaultCode::InvalidArguments, e.to_string())
+    }
+}
+
+/// Package metadata beyond the bounds: a malformed package.
+impl From<OciError> for Fault {
+    fn from(e: OciError) -> Self {
+        Fault::new(FaultCode::CorruptData, e.to_string())
+    }
+}
+
+/// A config the agent cannot run with: invalid arguments, whatever the cause.
+impl From<ConfigError> for Fault {
+    fn from(e: ConfigError) -> Self {
+        Fault::new(FaultCode::InvalidArguments, e.to_string())
+    }
+}
