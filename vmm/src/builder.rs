@@ -104,6 +104,10 @@ pub struct Vmm {
     pub(crate) pollables: Vec<(RawFd, Pollable)>,
     pub(crate) power_button: Arc<dyn PowerButton>,
     pub(crate) shutdown_timeout_ms: u32,
+    /// A stop signal that arrived while the VM was being built, before any vCPU ran: the run
+    /// loop stops at once, as no guest driver could see a power button yet. Signals from the
+    /// moment the vCPUs start press the button.
+    pub(crate) stopped_before_start: Option<&'static str>,
     // Kept alive for the VM's lifetime; dropped after the vCPU threads are joined.
     _buses: Arc<Buses>,
     _irqchip: Option<arch::IrqChip>,
@@ -194,6 +198,7 @@ impl Vmm {
 
         let vcpus = VcpuControl::new(vcpu_fds.len()).map_err(host("vCPU control"))?;
         let buses = Arc::new(attached.buses);
+        let stopped_before_start = crate::signals::take_pending().first();
         let handles = confine_and_start(cfg, control.as_mut(), vcpu_fds, &buses, &vcpus)?;
         Ok(Vmm {
             guest_mib: cfg.memory_mib,
@@ -205,6 +210,7 @@ impl Vmm {
             pollables: attached.pollables,
             power_button: attached.power_button,
             shutdown_timeout_ms: cfg.shutdown_timeout_ms,
+            stopped_before_start,
             _buses: buses,
             _irqchip: irqchip,
             _mem: mem,

@@ -86,8 +86,10 @@ impl Vmm {
         let mut events = vec![EpollEvent::default(); 16];
         let mut shutdown: Option<Shutdown> = None;
         // A signal that arrived during setup, before the guest could run a driver for its power
-        // button, stops at once.
-        if let Some(name) = signals::take_pending().first() {
+        // button, stops at once. One that arrived after the vCPUs started is still pending on
+        // the stop eventfd and presses the button like any later one (the guest may already
+        // be running its init, as the console shows).
+        if let Some(name) = self.stopped_before_start {
             crate::log(&format!(
                 "stop requested by signal {name} before the guest started"
             ));
