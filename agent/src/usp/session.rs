@@ -30,6 +30,7 @@ pub struct SessionStats {
     pub send_dropped: u64,
     /// Received messages with a foreign Content Type.
     pub ignored: u64,
+    /// Connections made to the broker or controller (the first and every reconnect).
     pub connects: u64,
 }
 
@@ -105,6 +106,7 @@ impl Session {
         })
     }
 
+    /// A copy of the counts so far.
     pub fn stats(&self) -> SessionStats {
         self.stats.get()
     }
