@@ -1,7 +1,7 @@
 //! What the MQTT and WebSocket sessions share: the handle the daemon holds ([`Session`]: a
 //! thread owning one endpoint and its connection, stopped on `stop` or drop), the counters
 //! both keep ([`SessionStats`]), and when their loops ask the data model for notifications
-//! ([`Wakeup`]). The MTPs themselves are in `mqtt` and `websocket`; `usp::start` picks one.
+//! (`Wakeup`). The MTPs themselves are in `mqtt` and `websocket`; `usp::start` picks one.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
