@@ -37,11 +37,15 @@ pub fn log_line(level: u8, args: std::fmt::Arguments<'_>) {
     }
 }
 
+/// Logs an error line to stderr (always shown), `format!` syntax.
 #[macro_export]
 macro_rules! log_error { ($($a:tt)*) => { $crate::log_line(0, format_args!($($a)*)) } }
+/// Logs a warning line to stderr when `LOG_LEVEL` is 1 or more, `format!` syntax.
 #[macro_export]
 macro_rules! log_warn { ($($a:tt)*) => { $crate::log_line(1, format_args!($($a)*)) } }
+/// Logs an info line to stderr when `LOG_LEVEL` is 2 or more (the default), `format!` syntax.
 #[macro_export]
 macro_rules! log_info { ($($a:tt)*) => { $crate::log_line(2, format_args!($($a)*)) } }
+/// Logs a debug line to stderr when `LOG_LEVEL` is 3, `format!` syntax.
 #[macro_export]
 macro_rules! log_debug { ($($a:tt)*) => { $crate::log_line(3, format_args!($($a)*)) } }

@@ -14,27 +14,39 @@ use serde::{Deserialize, Serialize};
 
 use crate::fault::Fault;
 
+/// Largest request line the daemon reads, bytes.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// Largest reply line a client accepts (a full list or a 64 KiB log, JSON-escaped).
 pub const MAX_REPLY_BYTES: usize = 4 << 20;
 
+/// One request line from `cpevisorctl`, tagged by `op` (snake_case), unknown fields refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
+    /// InstallDU from a package URL.
     Install {
+        /// Package URL (`http://` or `https://`).
         url: String,
+        /// Expected `sha256:<hex>` of the downloaded package file; checked when given.
         #[serde(default)]
         digest: Option<String>,
+        /// ExecEnv to install into; default: the first one configured.
         #[serde(default)]
         env: Option<String>,
     },
+    /// Update of an installed DU.
     Update {
+        /// UUID of the DU.
         uuid: String,
+        /// Package URL; default: the URL the DU was installed from.
         #[serde(default)]
         url: Option<String>,
     },
+    /// Uninstall of a DU.
     Uninstall {
+        /// UUID of the DU.
         uuid: String,
+        /// Keep the app's data directory (its data disk) for a later install of the same DU.
         #[serde(default)]
         keep_data: bool,
     },
@@ -42,39 +54,55 @@ pub enum Request {
     List {},
     /// One DU (by UUID) with its EUs, or one EU (by EUID).
     Status {
+        /// A DU's UUID or an EU's EUID.
         id: String,
     },
+    /// SetRequestedState(Active) of an EU.
     Start {
+        /// EUID of the unit (`eu-3`).
         eu: String,
     },
+    /// SetRequestedState(Idle) of an EU.
     Stop {
+        /// EUID of the unit.
         eu: String,
     },
+    /// Stop, then start an EU.
     Restart {
+        /// EUID of the unit.
         eu: String,
     },
+    /// The recent output of an EU (its log ring).
     Logs {
+        /// EUID of the unit.
         eu: String,
     },
     /// Events with a sequence number above `after`.
     Events {
+        /// Sequence number of the last event the client has seen; 0 for all.
         #[serde(default)]
         after: u64,
     },
     /// ExecEnv.Reset(): uninstall everything in it.
     Reset {
+        /// Name of the ExecEnv.
         env: String,
     },
     /// ExecEnv.Enable.
     SetEnvEnable {
+        /// Name of the ExecEnv.
         env: String,
+        /// New `Enable` value.
         enable: bool,
     },
 }
 
+/// Download progress of an install or update, sent while the package arrives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Progress {
+    /// Bytes downloaded so far.
     pub bytes: u64,
+    /// Size the server announced; None when it gave none.
     pub total: Option<u64>,
 }
 
@@ -82,19 +110,26 @@ pub struct Progress {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum ReplyLine {
+    /// A progress line (`{"progress":{...}}`), zero or more before the final line.
     Progress {
+        /// How far the download is.
         progress: Progress,
     },
+    /// The final line of every request.
     Done {
+        /// Whether the request succeeded.
         ok: bool,
+        /// The answer when `ok`: a DU, a list, a log, events (per request).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         result: Option<serde_json::Value>,
+        /// Why it failed when not `ok`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         fault: Option<Fault>,
     },
 }
 
 impl ReplyLine {
+    /// The final line of a request that succeeded.
     pub fn ok(result: serde_json::Value) -> Self {
         ReplyLine::Done {
             ok: true,
@@ -103,6 +138,7 @@ impl ReplyLine {
         }
     }
 
+    /// The final line of a request that failed.
     pub fn fault(f: Fault) -> Self {
         ReplyLine::Done {
             ok: false,

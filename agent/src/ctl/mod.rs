@@ -9,8 +9,10 @@ use std::path::PathBuf;
 
 use crate::api::Request;
 
+/// Where `cpevisord` listens when neither `--socket` nor `$CPEVISOR_SOCKET` names a path.
 pub const DEFAULT_SOCKET: &str = "/run/cpevisord.sock";
 
+/// The `cpevisorctl --help` text.
 pub const USAGE: &str = "usage: cpevisorctl [--socket PATH] [--json] COMMAND
 
 commands:
@@ -33,20 +35,31 @@ The socket defaults to $CPEVISOR_SOCKET or /run/cpevisord.sock.";
 /// A parsed command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
+    /// A request for the daemon over its socket.
     Daemon(Request),
+    /// `pack`: build and sign a package, locally.
     Pack {
+        /// The package source directory (holds `app.json`).
         dir: PathBuf,
+        /// The secret signing key file.
         key: PathBuf,
+        /// The package file to write.
         out: PathBuf,
     },
+    /// `keygen DIR`: create a signing key pair in that directory.
     Keygen(PathBuf),
+    /// `--help`, or no command.
     Help,
 }
 
+/// The parsed `cpevisorctl` command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cli {
+    /// The daemon's socket (`--socket`, `$CPEVISOR_SOCKET` or `DEFAULT_SOCKET`).
     pub socket: PathBuf,
+    /// `--json`: print JSON (for scripts) instead of tables.
     pub json: bool,
+    /// What to do.
     pub command: Command,
 }
 

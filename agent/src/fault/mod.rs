@@ -17,10 +17,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(into = "WireFault", try_from = "WireFault")]
 pub struct Fault {
+    /// Which fault.
     pub code: FaultCode,
+    /// What was wrong, naming the field, file or value.
     pub message: String,
 }
 
+/// The TR-181 / TR-369 fault codes an operation can end with (7000-7999, vendor range included).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FaultCode {
     /// 7003: internal error, for outcomes no TR-181 fault describes (an operation cut by a
@@ -57,6 +60,7 @@ pub enum FaultCode {
 }
 
 impl FaultCode {
+    /// The numeric code (`7004`, ...).
     pub fn code(self) -> u32 {
         match self {
             FaultCode::Internal => 7003,
@@ -149,6 +153,7 @@ impl From<Fault> for UspError {
 }
 
 impl Fault {
+    /// A fault with `code` and `message`.
     pub fn new(code: FaultCode, message: impl Into<String>) -> Self {
         Fault {
             code,

@@ -43,6 +43,7 @@ const PROGRESS_EVERY: u64 = 256 << 10;
 /// A connection per attempt, bounded even when each one makes a little progress.
 const MAX_TOTAL_ATTEMPTS: u32 = 100;
 
+/// How one download runs: bounds, expected digest, TLS trust, timeouts and retries.
 #[derive(Debug, Clone)]
 pub struct FetchOptions {
     /// Largest download accepted, bytes.
@@ -51,12 +52,15 @@ pub struct FetchOptions {
     pub expected_sha256: Option<Digest>,
     /// PEM file with extra trusted CA certificates (besides the webpki roots).
     pub extra_ca_file: Option<PathBuf>,
+    /// Longest wait for the TCP connect, per address tried.
     pub connect_timeout: Duration,
     /// Longest wait for any single read or write on the connection.
     pub io_timeout: Duration,
     /// Consecutive attempts without a new byte before giving up.
     pub max_attempts: u32,
+    /// Pause between attempts.
     pub retry_delay: Duration,
+    /// Most redirects followed.
     pub max_redirects: u32,
     /// Overall deadline and minimum rate of the whole transfer, all attempts included.
     pub limits: TransferLimits,
@@ -81,8 +85,11 @@ impl Default for FetchOptions {
 /// A completed download.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fetched {
+    /// Where the file is.
     pub path: PathBuf,
+    /// Its size, bytes.
     pub size: u64,
+    /// sha256 of the whole file.
     pub sha256: Digest,
     /// Bytes taken from a `.part` left by an earlier, interrupted run.
     pub resumed_from: u64,

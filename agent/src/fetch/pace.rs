@@ -19,6 +19,7 @@ pub struct TransferLimits {
     pub deadline_per_mib: Duration,
     /// Least bytes per second, averaged over each `rate_window` (0: no minimum).
     pub min_rate_bps: u64,
+    /// The window the minimum rate is averaged over.
     pub rate_window: Duration,
 }
 

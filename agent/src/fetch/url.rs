@@ -5,19 +5,26 @@ use std::fmt;
 use crate::fault::{Fault, FaultCode};
 use crate::store::clip;
 
+/// Longest URL accepted, bytes.
 pub const MAX_URL_LEN: usize = 2048;
 
+/// The URL schemes a download accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
+    /// Plain HTTP (the package signature still protects the content).
     Http,
+    /// HTTPS, checked against the built-in roots and the configured CA.
     Https,
 }
 
+/// A parsed download URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Url {
+    /// `http` or `https`.
     pub scheme: Scheme,
     /// Host name or IP literal, without IPv6 brackets.
     pub host: String,
+    /// Port: given, or 80/443 by scheme.
     pub port: u16,
     /// Path and query, starting with '/'.
     pub target: String,
@@ -31,6 +38,7 @@ fn invalid(url: &str, why: &str) -> Fault {
 }
 
 impl Url {
+    /// Parses `text`: `http` or `https`, no user:password, at most `MAX_URL_LEN` bytes.
     pub fn parse(text: &str) -> Result<Url, Fault> {
         if text.len() > MAX_URL_LEN {
             return Err(invalid(text, &format!("longer than {MAX_URL_LEN} bytes")));

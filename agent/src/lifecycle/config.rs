@@ -28,33 +28,51 @@ pub enum ConfigError {
     NoFile(PathBuf),
     /// The board profile `--board` names cannot be loaded.
     Board(cpevisor_boards::BoardError),
+    /// `exec_envs` is empty.
     NoExecEnv,
     /// `download_limits.<field>` is 0.
     ZeroLimit(&'static str),
     /// `stop_timeout_ms` is over the most a package may ask for.
     StopTimeout {
+        /// The most a package may ask for (`MAX_STOP_TIMEOUT_MS`).
         max_ms: u64,
     },
+    /// `exec_envs[index].name` is not 1-32 of `[A-Za-z0-9_-]`.
     BadEnvName {
+        /// Position of the ExecEnv in `exec_envs`.
         index: usize,
+        /// The name as given.
         name: String,
     },
+    /// Two ExecEnvs share a name.
     DuplicateEnv {
+        /// Position of the second one in `exec_envs`.
         index: usize,
+        /// The name they share.
         name: String,
     },
+    /// `exec_envs[index].app_network` is not a usable `a.b.0.0/16`.
     AppNetwork {
+        /// Position of the ExecEnv in `exec_envs`.
         index: usize,
+        /// What is wrong with it.
         source: NetError,
     },
+    /// `exec_envs[index].lan_bridge` is not a valid interface name.
     LanBridge {
+        /// Position of the ExecEnv in `exec_envs`.
         index: usize,
+        /// The name as given.
         bridge: String,
+        /// What is wrong with it.
         source: cpevisor_types::IfNameError,
     },
+    /// `exec_envs[index].memory_budget_mib` is 0.
     ZeroBudget {
+        /// Position of the ExecEnv in `exec_envs`.
         index: usize,
     },
+    /// `download_cap_bytes` is 0.
     ZeroDownloadCap,
     /// `run_dir` is not an absolute path below /.
     RunDir(PathBuf),
@@ -103,16 +121,22 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// One entry of `exec_envs` in the agent config (JSON, unknown fields refused): an ExecEnv and how
+/// its apps run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExecEnvConfig {
+    /// ExecEnv `Name`: 1-32 of `[A-Za-z0-9_-]`, unique.
     pub name: String,
+    /// `type`: `kvm` or `jail`.
     #[serde(rename = "type")]
     pub env_type: ExecEnvType,
     /// Architecture of the apps it accepts; defaults to the agent's own.
     #[serde(default = "host_arch")]
     pub arch: String,
+    /// App memory budget, MiB (> 0): what admission shares out among the apps.
     pub memory_budget_mib: u32,
+    /// Initial `Enable` (default true); an operator's change at run time is kept over it.
     #[serde(default = "yes")]
     pub enable: bool,
     /// Which supervisor backend runs its apps: `vmm` (kvm), `jail`, or `process` (the
@@ -135,15 +159,20 @@ pub struct ExecEnvConfig {
     pub user_namespace: Option<bool>,
 }
 
+/// The supervisor backend that runs an ExecEnv's apps (`runner` in the config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Runner {
+    /// Each app in a microVM of the VMM at `vmm_path`.
     Vmm,
+    /// Each app as a jailed process (namespaces, cgroup, seccomp).
     Jail,
+    /// Each app as a plain child process, no isolation: the host tests' stand-in.
     Process,
 }
 
 impl ExecEnvConfig {
+    /// The configured runner, or the one that matches the ExecEnv type.
     pub fn runner(&self) -> Runner {
         self.runner.unwrap_or(match self.env_type {
             ExecEnvType::Kvm => Runner::Vmm,
@@ -192,9 +221,11 @@ pub fn jail_runner_exe() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/proc/self/exe"))
 }
 
+/// The agent config file (`cpevisord --config FILE`, JSON, unknown fields refused).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
+    /// The ExecEnvs, at least one; the first is where installs go when none is named.
     pub exec_envs: Vec<ExecEnvConfig>,
     /// Directory of trusted signer public keys (`*.pub`).
     #[serde(default)]
@@ -202,6 +233,7 @@ pub struct AgentConfig {
     /// Largest package accepted for download, bytes.
     #[serde(default = "default_cap")]
     pub download_cap_bytes: u64,
+    /// The cpevisor-vmm binary the vmm runner starts.
     #[serde(default = "default_vmm")]
     pub vmm_path: PathBuf,
     /// Extra CA certificate (PEM) trusted for HTTPS downloads, besides the built-in roots.
@@ -232,10 +264,15 @@ pub struct AgentConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DownloadLimits {
+    /// Overall deadline of a download, the floor, ms.
     pub deadline_ms: u64,
+    /// Overall deadline per MiB the server announces, ms, when that gives more than `deadline_ms`.
     pub deadline_ms_per_mib: u64,
+    /// Lowest average rate a download must keep over each window, bytes per second.
     pub min_rate_bytes_per_s: u64,
+    /// Length of the window the rate is averaged over, ms.
     pub rate_window_ms: u64,
+    /// Deadline of the 64 KiB head probe, ms.
     pub probe_deadline_ms: u64,
 }
 
@@ -316,6 +353,7 @@ pub fn host_arch() -> String {
 }
 
 impl AgentConfig {
+    /// Reads and validates the config file; the fault (7004) names the file and the field.
     pub fn load(path: &Path) -> Result<AgentConfig, Fault> {
         let cfg: AgentConfig = crate::store::read_json(path, MAX_CONFIG_BYTES)
             .map_err(ConfigError::Unreadable)?
@@ -395,6 +433,7 @@ impl AgentConfig {
         Ok(cfg)
     }
 
+    /// Checks every field's bounds (names, budgets, networks, limits, run_dir).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.exec_envs.is_empty() {
             return Err(ConfigError::NoExecEnv);

@@ -9,9 +9,11 @@ use std::sync::Mutex;
 use crate::model::Event;
 use crate::supervise::lock;
 
+/// Events kept in RAM for `since` (older ones are dropped).
 pub const EVENT_RING_CAPACITY: usize = 256;
 const SUBSCRIBER_QUEUE: usize = 64;
 
+/// The agent's published events: a bounded ring plus subscriber channels.
 pub struct EventLog {
     inner: Mutex<Inner>,
 }
@@ -29,6 +31,7 @@ impl Default for EventLog {
 }
 
 impl EventLog {
+    /// An empty log; numbering starts at 1.
     pub fn new() -> Self {
         EventLog {
             inner: Mutex::new(Inner {
@@ -39,6 +42,7 @@ impl EventLog {
         }
     }
 
+    /// Numbers and keeps `event`, hands it to every subscriber, and returns its number.
     pub fn publish(&self, event: Event) -> u64 {
         let mut inner = lock(&self.inner);
         let seq = inner.next_seq;
@@ -66,6 +70,7 @@ impl EventLog {
             .collect()
     }
 
+    /// A channel that receives every event published from now on; a full channel loses events.
     pub fn subscribe(&self) -> Receiver<(u64, Event)> {
         let (tx, rx) = sync_channel(SUBSCRIBER_QUEUE);
         lock(&self.inner).subscribers.push(tx);

@@ -66,8 +66,11 @@ fn internal(msg: impl Into<String>) -> Fault {
 /// Memory in use and status of the whole agent, for the API.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Snapshot {
+    /// Every ExecEnv with its memory figures.
     pub exec_envs: Vec<ExecEnv>,
+    /// Every installed DU.
     pub deployment_units: Vec<DeploymentUnit>,
+    /// Every EU, with its live memory and health.
     pub execution_units: Vec<ExecutionUnit>,
 }
 
@@ -118,6 +121,8 @@ impl StatusSink for Shared {
     }
 }
 
+/// The agent: owns the model, the state files, the packages and the supervisor, and runs every
+/// lifecycle operation.
 pub struct Agent {
     cfg: AgentConfig,
     files: StateFiles,
@@ -221,10 +226,12 @@ impl Agent {
         Ok(agent)
     }
 
+    /// The published events, numbered.
     pub fn events(&self) -> &EventLog {
         &self.shared.events
     }
 
+    /// The configuration it runs with.
     pub fn config(&self) -> &AgentConfig {
         &self.cfg
     }

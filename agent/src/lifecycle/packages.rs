@@ -19,22 +19,36 @@ use crate::store::{Digest, Store};
 /// What the lifecycle needs from a package's app config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppSpec {
+    /// App name (`AppConfig.name`).
     pub name: String,
+    /// App version (`AppConfig.version`).
     pub version: String,
+    /// Vendor (`AppConfig.vendor`).
     pub vendor: String,
+    /// Description (`AppConfig.description`).
     pub description: String,
+    /// Architecture as the config spells it (`aarch64`, ...).
     pub arch: String,
+    /// Backends the app supports: `kvm`, `jail`.
     pub backends: Vec<String>,
+    /// Declared memory, MiB.
     pub memory_mib: u32,
+    /// vCPUs of a microVM.
     pub vcpus: u32,
+    /// Guest kernel command line (kvm backend).
     pub cmdline: String,
+    /// argv of the app inside the jail (jail backend).
     pub command: Vec<String>,
+    /// AutoRestart policy.
     pub restart: RestartPolicy,
+    /// Start the app at install and at boot.
     pub autostart: bool,
+    /// TR-181 `RunLevel`.
     pub run_level: u32,
     /// None: the agent's default. (Absent in state files written before it existed.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_deadline_s: Option<u32>,
+    /// Health probe, if the package declares one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthCheck>,
     /// The package's stop deadline; None: the agent's default (state files from before the
@@ -44,6 +58,7 @@ pub struct AppSpec {
 }
 
 impl AppSpec {
+    /// The lifecycle's copy of a validated app config.
     pub fn from_config(c: &AppConfig) -> AppSpec {
         let r = &c.restart;
         AppSpec {
@@ -81,24 +96,38 @@ impl AppSpec {
     }
 }
 
+/// The AutoRestart policy of `package::config::RestartPolicy`, as kept in the lifecycle state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestartPolicy {
+    /// Restart after a failure while Active.
     pub enable: bool,
+    /// Seconds before the first restart.
     pub retry_min_wait_s: u32,
+    /// Longest wait between restarts, seconds.
     pub retry_max_wait_s: u32,
+    /// Per mille: 2000 doubles the wait after each retry.
     pub retry_interval_multiplier: u32,
+    /// Restarts before giving up; 0: retry for ever.
     pub max_retry_count: u32,
+    /// Seconds of running without a crash after which RetryCount is reset.
     pub reset_period_s: u32,
 }
 
 /// Files of one installed version, under `apps/<app_id>/` and `blobs/`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstalledFiles {
+    /// Name of the version's directory under `apps/` (`Store::create_app_dir`).
     pub app_id: String,
+    /// That directory (holds the extracted `rootfs/` of a jail app).
     pub app_dir: PathBuf,
+    /// Kernel layer blob in the store, if the package has one.
     pub kernel: Option<PathBuf>,
+    /// Initrd layer blob in the store, if the package has one.
     pub initrd: Option<PathBuf>,
+    /// Rootfs layer blob (tar) in the store, if the package has one.
     pub rootfs: Option<PathBuf>,
+    /// The app's private data disk in its data directory, made from the package's disk layer; None
+    /// without one.
     pub disk: Option<PathBuf>,
     /// `sha256:<hex>` of every blob this version uses (kept by GC).
     pub blobs: Vec<String>,
@@ -106,17 +135,27 @@ pub struct InstalledFiles {
 
 /// A downloaded package whose digests, signature and config were all checked.
 pub struct CheckedPackage {
+    /// The downloaded package file.
     pub path: PathBuf,
     verified: VerifiedPackage,
+    /// The app config as the lifecycle keeps it.
     pub spec: AppSpec,
+    /// `sha256:<hex>` of the package manifest (becomes `DeploymentUnit.manifest_digest`).
     pub manifest_digest: String,
 }
 
+/// Packages on flash: downloads, checks, unpacks and removes them, over the blob store.
 pub struct Packages {
+    /// The content-addressed store (blobs, app directories, downloads).
     pub store: Store,
+    /// Directory of the trusted signer keys (`*.pub`); None, or one without keys, refuses every
+    /// package.
     pub trusted_keys_dir: Option<PathBuf>,
+    /// Largest package a download may bring, bytes.
     pub download_cap_bytes: u64,
+    /// Extra CA certificates (PEM) for HTTPS package servers, beside the built-in roots.
     pub ca_file: Option<PathBuf>,
+    /// Deadlines and minimum rates of package downloads.
     pub limits: DownloadLimits,
 }
 
@@ -291,6 +330,7 @@ impl Packages {
         Ok(path)
     }
 
+    /// Removes a downloaded package file (errors ignored: a leftover is cleaned up later).
     pub fn discard_download(&self, path: &Path) {
         let _ = std::fs::remove_file(path);
     }
@@ -334,6 +374,7 @@ impl Packages {
         }
     }
 
+    /// Removes an app version's directory under `apps/`.
     pub fn remove_app(&self, app_id: &str) -> Result<(), Fault> {
         self.store.remove_app_dir(app_id)
     }

@@ -9,6 +9,8 @@ use crate::model::{EuStatus, ExecutionUnit};
 use crate::supervise::lock;
 
 impl Agent {
+    /// The current model: ExecEnvs with their free memory, DUs, and EUs with live memory and
+    /// health.
     pub fn snapshot(&self) -> Snapshot {
         // MemoryInUse is read without the model lock held (the supervisor's threads take it).
         let running: Vec<String> = lock(&self.shared.model)
@@ -62,6 +64,8 @@ impl Agent {
         }
     }
 
+    /// The recent output of EU `eu_id` (its log ring; empty when it never ran); a fault for an
+    /// unknown EUID.
     pub fn logs(&self, eu_id: &str) -> OpResult<String> {
         if !lock(&self.shared.model)
             .persisted

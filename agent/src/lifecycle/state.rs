@@ -11,7 +11,9 @@ use crate::fault::Fault;
 use crate::model::{DeploymentUnit, DuStateChange, ExecutionUnit, Operation};
 use crate::store::{self, persist_point};
 
+/// Name of the persisted model in the state directory.
 pub const STATE_FILE: &str = "state.json";
+/// Name of the operations-in-flight journal in the state directory.
 pub const JOURNAL_FILE: &str = "journal.json";
 /// Bounds what we read back from flash (a few hundred apps at most on a router).
 const MAX_STATE_BYTES: u64 = 4 << 20;
@@ -20,20 +22,27 @@ const MAX_JOURNAL_BYTES: u64 = 1 << 20;
 /// One installed DeploymentUnit with what it was installed from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DuRecord {
+    /// The DU as published.
     pub du: DeploymentUnit,
+    /// The app config it was installed with.
     pub spec: AppSpec,
+    /// Where its files are.
     pub files: InstalledFiles,
 }
 
+/// `state.json`: everything the lifecycle keeps across restarts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PersistedState {
+    /// Installed DUs.
     pub dus: Vec<DuRecord>,
+    /// Their EUs.
     pub eus: Vec<ExecutionUnit>,
     /// ExecEnvs disabled by the operator (ExecEnv.Enable = false).
     pub disabled_envs: Vec<String>,
     /// ExecEnvs enabled by the operator although the config disables them.
     #[serde(default)]
     pub enabled_envs: Vec<String>,
+    /// Number of the last EUID handed out (`eu-<n>`): the next is one more, so none is reused.
     pub next_eu: u64,
 }
 
@@ -45,15 +54,21 @@ pub struct Journal {
     /// Tells this operation's entry from the others' (unique within one run of the agent).
     #[serde(default)]
     pub op_id: u32,
+    /// Install, Update or Uninstall.
     pub operation: Operation,
+    /// When the operation started, RFC 3339 UTC (`DUStateChange!` `StartTime`).
     pub start_time: String,
+    /// Package URL (Install, Update).
     pub url: String,
     /// Empty until the package config names the app (install).
     pub uuid: String,
+    /// Version being installed (empty until known), or the version being removed.
     pub version: String,
+    /// Name of the ExecEnv it runs in.
     pub exec_env: String,
     /// Store directory of the version being installed ("" before unpack starts).
     pub app_id: String,
+    /// Uninstall: keep the app's data directory.
     pub keep_data: bool,
     /// Update: the installed version being replaced.
     pub previous: Option<DuRecord>,
@@ -73,11 +88,13 @@ enum JournalFile {
     One(Box<Journal>),
 }
 
+/// The JSON files of the state directory (`state.json`, `journal.json`), written atomically.
 pub struct StateFiles {
     dir: PathBuf,
 }
 
 impl StateFiles {
+    /// The files under `dir` (nothing is read or created yet).
     pub fn new(dir: &Path) -> Self {
         StateFiles {
             dir: dir.to_path_buf(),
@@ -89,10 +106,12 @@ impl StateFiles {
         &self.dir
     }
 
+    /// The persisted state; the default (nothing installed) when there is no file yet.
     pub fn load_state(&self) -> Result<PersistedState, Fault> {
         Ok(store::read_json(&self.dir.join(STATE_FILE), MAX_STATE_BYTES)?.unwrap_or_default())
     }
 
+    /// Replaces `state.json` with `s`.
     pub fn save_state(&self, s: &PersistedState) -> Result<(), Fault> {
         store::write_json(&self.dir.join(STATE_FILE), s)
     }

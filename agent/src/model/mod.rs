@@ -10,11 +10,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExecEnvType {
+    /// Each app in its own KVM micro-VM run by the cpevisor VMM.
     Kvm,
+    /// Each app as a jailed process on the host kernel (namespaces, cgroup, seccomp).
     Jail,
 }
 
 impl ExecEnvType {
+    /// The `ExecEnv.Type` value: `kvm` or `jail`.
     pub fn as_str(self) -> &'static str {
         match self {
             ExecEnvType::Kvm => "kvm",
@@ -23,20 +26,28 @@ impl ExecEnvType {
     }
 }
 
+/// `ExecEnv.Status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExecEnvStatus {
+    /// Enabled and able to run apps.
     Up,
+    /// Turned off (`Enable` false).
     Disabled,
+    /// Cannot run apps; in the data model's enumeration, but the agent does not report it yet.
     Error,
 }
 
 /// `Device.SoftwareModules.ExecEnv.{i}`: one per isolation backend of the board.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecEnv {
+    /// `Name`: unique label of the environment; EUs and DUs refer to it by this name.
     pub name: String,
+    /// `Type`: which isolation backend runs its apps.
     #[serde(rename = "type")]
     pub env_type: ExecEnvType,
+    /// `Enable`: false stops its apps and refuses installs into it.
     pub enable: bool,
+    /// `Status`.
     pub status: ExecEnvStatus,
     /// CPU architecture of the apps it runs (`aarch64`, `x86_64`, ...).
     pub arch: String,
@@ -49,10 +60,15 @@ pub struct ExecEnv {
 /// `DeploymentUnit.Status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DuStatus {
+    /// Install in progress: fetching, verifying and unpacking the package.
     Installing,
+    /// Installed; its EU exists.
     Installed,
+    /// Update in progress; falls back to Installed if it fails.
     Updating,
+    /// Uninstall in progress; falls back to Installed if it fails.
     Uninstalling,
+    /// Not installed (also the state a failed install returns to).
     Uninstalled,
 }
 
@@ -78,10 +94,15 @@ impl DuStatus {
 /// `ExecutionUnit.Status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EuStatus {
+    /// Not running, by request or after retries ran out.
     Idle,
+    /// Being started: the sandbox is set up and the app launched, not yet ready.
     Starting,
+    /// Running (and its health probe passing, where the package declares one).
     Active,
+    /// Being stopped (graceful stop, then kill at the deadline).
     Stopping,
+    /// Crashed while Starting or Active; waits out the AutoRestart back-off.
     Restarting,
 }
 
@@ -111,24 +132,33 @@ impl EuStatus {
 /// `ExecutionUnit.ExecutionFaultCode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExecutionFaultCode {
+    /// No fault.
     NoFault,
+    /// The app failed to start on a SetRequestedState(Active) request.
     FailureOnStart,
+    /// The app failed to start at boot or by AutoStart.
     FailureOnAutoStart,
+    /// The app did not end by itself within its stop deadline and was killed.
     FailureOnStop,
+    /// The app exited or failed while Active.
     FailureWhileActive,
+    /// TR-181 `UnStartable`; in the data model's enumeration, but the agent never sets it.
     Unstartable,
 }
 
 /// `ExecutionUnit.RequestedState` (what SetRequestedState asks for).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RequestedState {
+    /// Stopped.
     Idle,
+    /// Running.
     Active,
 }
 
 /// TR-181 AutoRestart parameters of an EU, plus its live counters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AutoRestart {
+    /// `Enable`: restart the app after it fails while Active.
     pub enable: bool,
     /// Seconds.
     pub retry_minimum_wait_interval: u32,
@@ -136,9 +166,11 @@ pub struct AutoRestart {
     pub retry_maximum_wait_interval: u32,
     /// Per mille (2000 = the wait doubles on each retry).
     pub retry_interval_multiplier: u32,
+    /// `MaximumRetryCount`: restarts before the EU gives up and goes Idle; 0 means no limit.
     pub maximum_retry_count: u32,
     /// Seconds an app must stay up for RetryCount to go back to 0.
     pub reset_period: u32,
+    /// `RetryCount`: restarts since the app last stayed up for `reset_period` (live counter).
     pub retry_count: u32,
     /// Unix time (seconds) of the next restart attempt; 0 when none is scheduled.
     pub next_restart: u64,
@@ -165,19 +197,29 @@ impl AutoRestart {
 pub struct ExecutionUnit {
     /// `EUID`: stable across reboots, e.g. `eu-3`.
     pub eu_id: String,
+    /// `Name`: the app name from the package config.
     pub name: String,
+    /// UUID of the DeploymentUnit this EU belongs to.
     pub du_uuid: String,
+    /// Name of the ExecEnv it runs in (maps to `ExecutionEnvRef`).
     pub exec_env: String,
+    /// `Status`.
     pub status: EuStatus,
+    /// `RequestedState`: what the operator (or AutoStart) last asked for.
     pub requested_state: RequestedState,
+    /// `ExecutionFaultCode` of the last failure; `NoFault` when none.
     pub execution_fault_code: ExecutionFaultCode,
+    /// `ExecutionFaultMessage`: human-readable detail of the fault; empty when none.
     pub execution_fault_message: String,
+    /// `AutoStart`: start the app once installed and when the agent boots.
     pub auto_start: bool,
+    /// `RunLevel` from the package config.
     pub run_level: u32,
     /// KiB, refreshed from the cgroup or the process RSS while the app runs.
     pub memory_in_use: u64,
     /// Declared memory from the package config, MiB (what admission counts).
     pub memory_mib: u32,
+    /// `AutoRestart.*` policy and counters.
     pub auto_restart: AutoRestart,
     /// The last health probe's result, for apps whose package declares one (not persisted
     /// meaning: refreshed from the supervisor for every snapshot).
@@ -192,6 +234,7 @@ pub struct HealthStatus {
     pub state: String,
     /// RFC 3339 UTC of the probe.
     pub time: String,
+    /// Why the probe failed (its output or the error); empty when it passed.
     pub message: String,
 }
 
@@ -210,6 +253,7 @@ impl HealthStatus {
         h.as_ref()
             .map_or_else(|| "0001-01-01T00:00:00Z".into(), |h| h.time.clone())
     }
+    /// `X_CPEVISOR_HealthMessage`; empty when no probe ran.
     pub fn dm_message(h: &Option<HealthStatus>) -> String {
         h.as_ref().map(|h| h.message.clone()).unwrap_or_default()
     }
@@ -218,15 +262,25 @@ impl HealthStatus {
 /// `Device.SoftwareModules.DeploymentUnit.{i}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeploymentUnit {
+    /// `UUID`: RFC 4122 version-5 UUID of the DU's Vendor and Name (see `uuid`); also `DUID`.
     pub uuid: String,
+    /// `Name` from the package config.
     pub name: String,
+    /// `Version` from the package config.
     pub version: String,
+    /// `Vendor` from the package config.
     pub vendor: String,
+    /// `Description` from the package config.
     pub description: String,
+    /// `URL` the package was installed from.
     pub url: String,
+    /// `Status`.
     pub status: DuStatus,
+    /// `Resolved`: whether the DU's dependencies are met (always true: packages have none).
     pub resolved: bool,
+    /// Name of the ExecEnv it was installed into (maps to `ExecutionEnvRef`).
     pub exec_env: String,
+    /// `ExecutionUnitList`: EUIDs of the EUs it contains (one per package).
     pub execution_unit_list: Vec<String>,
     /// `sha256:<hex>` of the package manifest that was installed.
     pub manifest_digest: String,
@@ -235,29 +289,42 @@ pub struct DeploymentUnit {
 /// `OperationPerformed` of `DUStateChange!`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Operation {
+    /// `Install` operation.
     Install,
+    /// `Update` operation.
     Update,
+    /// `Uninstall` operation.
     Uninstall,
 }
 
 /// `DUStateChange!` `CurrentState`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DuEventState {
+    /// The DU is installed afterwards: the operation succeeded, or a failed update or uninstall
+    /// kept the previous state.
     Installed,
+    /// The DU is gone: an uninstall succeeded.
     Uninstalled,
+    /// An install failed; nothing of it was left installed.
     Failed,
 }
 
 /// The `DUStateChange!` event: exactly one per finished DU operation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DuStateChange {
+    /// `UUID` of the DU.
     pub uuid: String,
+    /// `Version` of the DU after the operation.
     pub version: String,
+    /// `CurrentState` after the operation.
     pub current_state: DuEventState,
+    /// `Resolved` after the operation.
     pub resolved: bool,
+    /// `OperationPerformed`.
     pub operation_performed: Operation,
     /// RFC 3339 UTC.
     pub start_time: String,
+    /// `CompleteTime`, RFC 3339 UTC.
     pub complete_time: String,
     /// `None` when the operation succeeded (FaultCode 0 in USP terms).
     pub fault: Option<crate::fault::Fault>,
@@ -266,10 +333,15 @@ pub struct DuStateChange {
 /// A value change of an EU, for subscribers of `ExecutionUnit.{i}.Status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EuValueChange {
+    /// `EUID` of the unit that changed.
     pub eu_id: String,
+    /// New `Status`.
     pub status: EuStatus,
+    /// `ExecutionFaultCode` at the time of the change.
     pub execution_fault_code: ExecutionFaultCode,
+    /// `ExecutionFaultMessage` at the time of the change.
     pub execution_fault_message: String,
+    /// When the change happened, RFC 3339 UTC.
     pub time: String,
 }
 
@@ -277,8 +349,10 @@ pub struct EuValueChange {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind")]
 pub enum Event {
+    /// A DU operation finished (`DUStateChange!`).
     #[serde(rename = "DUStateChange!")]
     DuStateChange(DuStateChange),
+    /// An EU's status or fault changed (`ValueChange`).
     #[serde(rename = "ValueChange")]
     EuValueChange(EuValueChange),
 }

@@ -5,18 +5,25 @@ use serde::{Deserialize, Serialize};
 
 use crate::fault::{Fault, FaultCode};
 
+/// CPU architecture an app's binaries are built for (`arch` in the config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
+    /// 64-bit Arm.
     Aarch64,
+    /// 32-bit Arm (ARMv7).
     Armv7,
+    /// 32-bit little-endian MIPS.
     Mipsel,
+    /// 64-bit little-endian MIPS.
     Mips64el,
+    /// 64-bit x86 (`x86_64` in the config).
     #[serde(rename = "x86_64")]
     X86_64,
 }
 
 impl Arch {
+    /// The config spelling (`aarch64`, `x86_64`, ...), also what ExecEnv `arch` holds.
     pub fn as_str(self) -> &'static str {
         match self {
             Arch::Aarch64 => "aarch64",
@@ -28,6 +35,7 @@ impl Arch {
     }
 }
 
+/// An isolation backend an app supports (`backends` in the config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
@@ -41,8 +49,11 @@ pub enum Backend {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RestartPolicy {
+    /// Restart the app when it fails while Active.
     pub enable: bool,
+    /// Seconds before the first restart.
     pub retry_min_wait_s: u32,
+    /// Longest wait between restarts, seconds.
     pub retry_max_wait_s: u32,
     /// Per mille: 2000 doubles the wait after each retry.
     pub retry_interval_multiplier: u32,
@@ -93,6 +104,7 @@ fn default_probe_threshold() -> u32 {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
+    /// How the probe checks the app.
     pub kind: ProbeKind,
     /// tcp, http: the port on the app's address.
     #[serde(default)]
@@ -103,19 +115,26 @@ pub struct HealthCheck {
     /// command: argv inside the app's sandbox.
     #[serde(default)]
     pub command: Vec<String>,
+    /// Seconds between probes while the app runs (1..=`MAX_PROBE_INTERVAL_S`, default 10).
     #[serde(default = "default_probe_interval")]
     pub interval_s: u32,
     /// Deadline of one probe (connect, request and answer, or the command's run).
     #[serde(default = "default_probe_timeout")]
     pub timeout_s: u32,
+    /// Failures in a row that end the run (1..=`MAX_PROBE_THRESHOLD`, default 3).
     #[serde(default = "default_probe_threshold")]
     pub failure_threshold: u32,
 }
 
+/// Upper bound of `health.interval_s`.
 pub const MAX_PROBE_INTERVAL_S: u32 = 3600;
+/// Upper bound of `health.timeout_s`.
 pub const MAX_PROBE_TIMEOUT_S: u32 = 60;
+/// Upper bound of `health.failure_threshold`.
 pub const MAX_PROBE_THRESHOLD: u32 = 100;
+/// Longest `health.path`, bytes.
 pub const MAX_PROBE_PATH_LEN: usize = 256;
+/// Most arguments in `health.command`.
 pub const MAX_PROBE_ARGS: usize = 16;
 /// Longest start deadline a package may ask for (a nested, emulated board is the slow case).
 pub const MAX_START_DEADLINE_S: u32 = 3600;
@@ -182,17 +201,28 @@ impl HealthCheck {
     }
 }
 
+/// The app config blob (`MEDIA_APP_CONFIG`), JSON with unknown fields refused: who the app is and
+/// how the agent runs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
+    /// App name: 1..=`MAX_NAME_LEN` bytes of `A-Z a-z 0-9 . _ -`; TR-181 `DeploymentUnit.Name`.
     pub name: String,
+    /// App version, no spaces, up to `MAX_VERSION_LEN` bytes; `DeploymentUnit.Version`.
     pub version: String,
+    /// Vendor, up to `MAX_VENDOR_LEN` bytes; `DeploymentUnit.Vendor`.
     pub vendor: String,
+    /// Free text, up to `MAX_DESCRIPTION_LEN` bytes; `DeploymentUnit.Description`.
     #[serde(default)]
     pub description: String,
+    /// Architecture the app is built for; must match the ExecEnv's.
     pub arch: Arch,
+    /// Backends the app can run under (one or both, no repeats).
     pub backends: Vec<Backend>,
+    /// Memory the app needs, MiB (1..=`MAX_MEMORY_MIB`): the guest's RAM or the jail's cgroup
+    /// limit, and what admission counts.
     pub memory_mib: u32,
+    /// Virtual CPUs of a microVM (1..=`MAX_VCPUS`).
     pub vcpus: u32,
     /// Guest kernel command line (kvm backend).
     #[serde(default)]
@@ -200,10 +230,13 @@ pub struct AppConfig {
     /// argv of the app inside the jail (jail backend).
     #[serde(default)]
     pub command: Vec<String>,
+    /// `AutoRestart` policy of the app's EU (default: off).
     #[serde(default)]
     pub restart: RestartPolicy,
+    /// Start the app when it is installed and when the agent boots (TR-181 `AutoStart`).
     #[serde(default)]
     pub autostart: bool,
+    /// TR-181 `RunLevel` of the EU.
     #[serde(default)]
     pub run_level: u16,
     /// Seconds from a start to Active (microVM: the guest's boot-ready signal; jail: the app's
@@ -211,6 +244,7 @@ pub struct AppConfig {
     /// Absent: the agent's default (`supervise::ready::DEFAULT_START_DEADLINE_S`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_deadline_s: Option<u32>,
+    /// Health probe; absent: none, the app counts as Active once running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthCheck>,
     /// How long a stop waits for the app to end by itself (a microVM's guest to power off on
@@ -220,14 +254,23 @@ pub struct AppConfig {
     pub stop_timeout_ms: Option<u32>,
 }
 
+/// Longest `name`, bytes.
 pub const MAX_NAME_LEN: usize = 64;
+/// Longest `version`, bytes.
 pub const MAX_VERSION_LEN: usize = 32;
+/// Longest `vendor`, bytes.
 pub const MAX_VENDOR_LEN: usize = 64;
+/// Longest `description`, bytes.
 pub const MAX_DESCRIPTION_LEN: usize = 256;
+/// Longest `cmdline`, bytes.
 pub const MAX_CMDLINE_LEN: usize = 2048;
+/// Most arguments in `command`.
 pub const MAX_COMMAND_ARGS: usize = 64;
+/// Longest argument of `command` or `health.command`, bytes.
 pub const MAX_ARG_LEN: usize = 1024;
+/// Most memory an app may declare, MiB (16 GiB).
 pub const MAX_MEMORY_MIB: u32 = 16 * 1024;
+/// Most vCPUs an app may declare.
 pub const MAX_VCPUS: u32 = 16;
 /// A stop deadline above this would hold a router's reboot for minutes.
 pub const MAX_STOP_TIMEOUT_MS: u32 = 120_000;
@@ -271,6 +314,7 @@ impl AppConfig {
         serde_json::to_vec(self).expect("AppConfig always serializes")
     }
 
+    /// Checks every field against its bounds; the fault (7004) names the first field that fails.
     pub fn validate(&self) -> Result<(), Fault> {
         check_text("name", &self.name, MAX_NAME_LEN, false)?;
         if !self

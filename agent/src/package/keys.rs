@@ -9,7 +9,9 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use crate::fault::{Fault, FaultCode};
 use crate::store::{io_fault, Digest};
 
+/// Name `keygen` gives the secret key file (hex seed).
 pub const SECRET_KEY_FILE: &str = "cpevisor-signing.key";
+/// Name `keygen` gives the public key file (hex); copied into a trusted keys directory.
 pub const PUBLIC_KEY_FILE: &str = "cpevisor-signing.pub";
 /// Key files are one line of hex; anything longer is not ours.
 const MAX_KEY_FILE: u64 = 256;
@@ -22,6 +24,7 @@ pub struct TrustedKey {
 }
 
 impl TrustedKey {
+    /// A trusted key and its key id (`key_id`).
     pub fn new(key: VerifyingKey) -> TrustedKey {
         TrustedKey {
             id: key_id(&key),
@@ -43,20 +46,24 @@ impl TrustedKey {
         Ok(TrustedKey::new(key))
     }
 
+    /// Reads a `.pub` file (64 hex digits).
     pub fn load(path: &Path) -> Result<TrustedKey, Fault> {
         let text = read_key_file(path)?;
         TrustedKey::from_hex(&text)
             .map_err(|f| Fault::new(f.code, format!("{}: {}", path.display(), f.message)))
     }
 
+    /// Key id: first 16 hex digits of sha256 over the public key.
     pub fn id(&self) -> &str {
         &self.id
     }
 
+    /// The ed25519 public key.
     pub fn verifying_key(&self) -> &VerifyingKey {
         &self.key
     }
 
+    /// The key as 64 hex digits (the `.pub` file's content).
     pub fn to_hex(&self) -> String {
         crate::store::to_hex(self.key.as_bytes())
     }
@@ -73,6 +80,7 @@ pub fn signed_message(manifest_digest: &Digest) -> String {
     manifest_digest.to_string()
 }
 
+/// Signs a manifest digest: the signature the index's `ANNOTATION_SIGNATURE` carries.
 pub fn sign_manifest(key: &SigningKey, manifest_digest: &Digest) -> Signature {
     key.sign(signed_message(manifest_digest).as_bytes())
 }
@@ -119,8 +127,11 @@ pub fn load_signing_key(path: &Path) -> Result<SigningKey, Fault> {
 /// Where [`keygen`] put the pair.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyPairFiles {
+    /// The secret key file.
     pub secret: PathBuf,
+    /// The public key file.
     pub public: PathBuf,
+    /// The key id of the pair.
     pub key_id: String,
 }
 

@@ -16,6 +16,7 @@ use crate::store::{fsync_dir, io_fault, persist_point};
 /// Bounds on one layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LayerCaps {
+    /// Most entries (files, directories, links) in one layer.
     pub max_entries: u64,
     /// Sum of the regular files' sizes.
     pub max_bytes: u64,
@@ -33,14 +34,20 @@ impl Default for LayerCaps {
     }
 }
 
+/// What an extraction wrote, counted by kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LayerStats {
+    /// Regular files.
     pub files: u64,
+    /// Directories.
     pub dirs: u64,
+    /// Symbolic links.
     pub symlinks: u64,
+    /// Hard links.
     pub hardlinks: u64,
     /// Device nodes, FIFOs and whiteouts, which a single-layer jail rootfs has no use for.
     pub skipped: u64,
+    /// Bytes of regular file data.
     pub bytes: u64,
     /// stat/mkdir calls made on ancestor directories: each directory is checked once, so this
     /// is bounded by the number of directories, not by entries x depth.

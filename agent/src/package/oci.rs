@@ -6,16 +6,26 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::Digest;
 
+/// Name of the OCI image-layout marker file at the package root.
 pub const OCI_LAYOUT_FILE: &str = "oci-layout";
+/// Name of the image index at the package root (carries the signature annotations).
 pub const INDEX_FILE: &str = "index.json";
+/// Directory of the content-addressed blobs, relative to the package root.
 pub const BLOBS_PREFIX: &str = "blobs/sha256/";
 
+/// `mediaType` of the image index.
 pub const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// `mediaType` of the app manifest.
 pub const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// `mediaType` of the manifest's config blob: the app's package config (`package::config`).
 pub const MEDIA_APP_CONFIG: &str = "application/vnd.cpevisor.app.config.v1+json";
+/// `mediaType` of a KVM app's kernel image layer.
 pub const MEDIA_KERNEL: &str = "application/vnd.cpevisor.kernel.v1";
+/// `mediaType` of a KVM app's initrd layer.
 pub const MEDIA_INITRD: &str = "application/vnd.cpevisor.initrd.v1";
+/// `mediaType` of the root filesystem layer: a plain (uncompressed) tar.
 pub const MEDIA_ROOTFS: &str = "application/vnd.oci.image.layer.v1.tar";
+/// `mediaType` of a KVM app's raw disk image layer.
 pub const MEDIA_DISK: &str = "application/vnd.cpevisor.disk.v1";
 
 /// Annotation on the manifest descriptor in index.json: ed25519 signature (hex or base64) over
@@ -25,23 +35,30 @@ pub const ANNOTATION_SIGNATURE: &str = "dev.cpevisor.signature";
 pub const ANNOTATION_SIGNER: &str = "dev.cpevisor.signer";
 /// Standard OCI annotations pack writes for people browsing a registry.
 pub const ANNOTATION_TITLE: &str = "org.opencontainers.image.title";
+/// Standard OCI annotation for the app version, also written by pack.
 pub const ANNOTATION_VERSION: &str = "org.opencontainers.image.version";
 
 /// Most annotations accepted on one object, and longest key/value (bounded input).
 pub const MAX_ANNOTATIONS: usize = 16;
+/// Longest annotation key or value, in bytes.
 pub const MAX_ANNOTATION_LEN: usize = 512;
 
 /// What a layer is to the agent, from its mediaType.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LayerKind {
+    /// Guest kernel image (required for KVM apps).
     Kernel,
+    /// Guest initrd, for KVM apps.
     Initrd,
+    /// Root filesystem tar; extracted for jail apps.
     Rootfs,
+    /// Raw disk image for a KVM guest.
     Disk,
 }
 
 impl LayerKind {
+    /// Every kind, in the order layers are listed.
     pub const ALL: [LayerKind; 4] = [
         LayerKind::Kernel,
         LayerKind::Initrd,
@@ -49,6 +66,7 @@ impl LayerKind {
         LayerKind::Disk,
     ];
 
+    /// The layer `mediaType` that marks this kind.
     pub fn media_type(self) -> &'static str {
         match self {
             LayerKind::Kernel => MEDIA_KERNEL,
@@ -58,6 +76,7 @@ impl LayerKind {
         }
     }
 
+    /// The kind a layer `mediaType` names; `None` for one the agent does not know.
     pub fn from_media_type(media_type: &str) -> Option<LayerKind> {
         LayerKind::ALL
             .into_iter()
@@ -75,43 +94,62 @@ impl LayerKind {
     }
 }
 
+/// An OCI content descriptor (image-spec `descriptor.md`): the reference to one blob.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Descriptor {
+    /// `mediaType` of the referenced blob.
     pub media_type: String,
+    /// `digest`: `sha256:<hex>` of the blob's bytes.
     pub digest: Digest,
+    /// `size` of the blob in bytes; the blob must match it.
     pub size: u64,
+    /// `annotations` (bounded by `MAX_ANNOTATIONS` and `MAX_ANNOTATION_LEN`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }
 
+/// `index.json` of the package, as OCI image-spec `image-index.md` defines it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Index {
+    /// `schemaVersion`: 2.
     pub schema_version: u32,
+    /// `mediaType`: `MEDIA_INDEX`.
     pub media_type: String,
+    /// `manifests`: the package's app manifest (with the signature annotations).
     pub manifests: Vec<Descriptor>,
+    /// `annotations` of the index.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }
 
+/// An OCI image manifest (image-spec `manifest.md`): the app's config and its layers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Manifest {
+    /// `schemaVersion`: 2.
     pub schema_version: u32,
+    /// `mediaType`: `MEDIA_MANIFEST`.
     pub media_type: String,
+    /// `config`: the descriptor of the package config blob (`MEDIA_APP_CONFIG`).
     pub config: Descriptor,
+    /// `layers`: the kernel, initrd, rootfs and disk blobs the app needs.
     pub layers: Vec<Descriptor>,
+    /// `annotations` (title, version).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }
 
+/// The `oci-layout` file of an image layout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct OciLayout {
+    /// `imageLayoutVersion`: `1.0.0`.
     pub image_layout_version: String,
 }
 
+/// Path of a blob inside the package: `blobs/sha256/<hex>`.
 pub fn blob_name(digest: &Digest) -> String {
     format!("{BLOBS_PREFIX}{}", digest.hex())
 }
@@ -119,8 +157,16 @@ pub fn blob_name(digest: &Digest) -> String {
 /// A package's OCI metadata beyond the bounds; `what` names the part (`index.json`, `layer`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OciError {
-    TooManyAnnotations { what: &'static str },
-    AnnotationTooLong { what: &'static str },
+    /// More than `MAX_ANNOTATIONS` annotations on one object.
+    TooManyAnnotations {
+        /// The object that carries them (`index.json`, `manifest`, `layer`, ...).
+        what: &'static str,
+    },
+    /// An annotation key or value longer than `MAX_ANNOTATION_LEN`.
+    AnnotationTooLong {
+        /// The object that carries them (`index.json`, `manifest`, `layer`, ...).
+        what: &'static str,
+    },
 }
 
 impl std::fmt::Display for OciError {

@@ -18,15 +18,20 @@ use super::tar::TarWriter;
 use crate::fault::{Fault, FaultCode};
 use crate::store::{fsync_dir, io_fault, to_hex, Digest, Sha256Writer};
 
+/// The app config file `pack` reads from the package source directory.
 pub const APP_FILE: &str = "app.json";
 const MAX_APP_FILE: u64 = 64 << 10;
 
 /// What [`pack_dir`] produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackInfo {
+    /// The package file written.
     pub path: PathBuf,
+    /// Digest of its manifest (what the signature covers).
     pub manifest_digest: Digest,
+    /// Its size, bytes.
     pub size: u64,
+    /// Key id of the signing key.
     pub signer: String,
 }
 

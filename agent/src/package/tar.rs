@@ -6,6 +6,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use crate::fault::{Fault, FaultCode};
 
+/// Size of a tar block (headers and data padding), bytes.
 pub const BLOCK: u64 = 512;
 const NAME_LEN: usize = 100;
 const PREFIX_LEN: usize = 155;
@@ -13,7 +14,9 @@ const PREFIX_LEN: usize = 155;
 /// Where a regular file's data lies inside the tar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TarEntry {
+    /// Byte offset of the file's data from the start of the tar.
     pub offset: u64,
+    /// Size of the data, bytes.
     pub size: u64,
 }
 
@@ -78,10 +81,12 @@ pub struct TarWriter<W: Write> {
 }
 
 impl<W: Write> TarWriter<W> {
+    /// A writer over `out`; nothing is written until the first entry.
     pub fn new(out: W) -> Self {
         TarWriter { out }
     }
 
+    /// Appends a directory entry `name` (a trailing `/` is added).
     pub fn add_dir(&mut self, name: &str) -> io::Result<()> {
         let name = format!("{}/", name.trim_end_matches('/'));
         self.out.write_all(&header(&name, 0, true)?)
@@ -101,6 +106,7 @@ impl<W: Write> TarWriter<W> {
         self.out.write_all(&[0u8; 512][..pad as usize])
     }
 
+    /// Writes the two zero blocks that end the archive and gives the stream back.
     pub fn finish(mut self) -> io::Result<W> {
         self.out.write_all(&[0u8; 1024])?;
         Ok(self.out)

@@ -42,7 +42,9 @@ impl Default for PackageCaps {
 /// One verified blob inside the package file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackageBlob {
+    /// Its `sha256:` digest, checked.
     pub digest: Digest,
+    /// Its size in bytes, checked.
     pub size: u64,
     offset: u64,
 }
@@ -50,27 +52,36 @@ pub struct PackageBlob {
 /// A package whose structure, digests and signature have all been checked.
 #[derive(Debug, Clone)]
 pub struct VerifiedPackage {
+    /// The package file.
     pub path: PathBuf,
+    /// Digest of its manifest (what the signature covers).
     pub manifest_digest: Digest,
     /// Key id of the trusted key that signed it.
     pub signer: String,
+    /// The app config, parsed and validated.
     pub config: AppConfig,
+    /// The config blob.
     pub config_blob: PackageBlob,
     manifest_blob: PackageBlob,
+    /// The layers by kind, one blob each.
     pub layers: BTreeMap<LayerKind, PackageBlob>,
 }
 
 /// A package's blobs in the store: what the lifecycle records and the backends run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnpackedPackage {
+    /// Digest of the manifest (what the signature covers).
     pub manifest_digest: Digest,
+    /// Digest of the config blob.
     pub config_digest: Digest,
+    /// The app config.
     pub config: AppConfig,
     /// Layer kind -> blob digest; paths come from [`UnpackedPackage::layer_path`].
     pub layers: BTreeMap<LayerKind, Digest>,
 }
 
 impl UnpackedPackage {
+    /// Path in `store` of the layer blob of `kind`, if the package has that layer.
     pub fn layer_path(&self, store: &Store, kind: LayerKind) -> Option<PathBuf> {
         self.layers.get(&kind).map(|d| store.blob_path(d))
     }

@@ -13,9 +13,13 @@ use super::crash::persist_point;
 use super::digest::{Digest, Sha256Writer};
 use crate::fault::{Fault, FaultCode};
 
+/// Blobs, named by the hex of their sha256, relative to the store root.
 pub const BLOBS_DIR: &str = "blobs/sha256";
+/// One directory per installed version (and per app data), relative to the store root.
 pub const APPS_DIR: &str = "apps";
+/// Package downloads (and their `.part` files), relative to the store root.
 pub const DOWNLOADS_DIR: &str = "downloads";
+/// Writes not yet renamed into place, relative to the store root; emptied at open.
 pub const TMP_DIR: &str = "tmp";
 
 /// Longest app id accepted as a directory name (a TR-181 UUID is 36 characters).
@@ -27,6 +31,7 @@ const BLOB_MODE: u32 = 0o444;
 /// A private copy: the app's own file, read and written by its backend.
 const PRIVATE_MODE: u32 = 0o600;
 
+/// The agent's content-addressed store on flash: blobs, app directories, downloads.
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
@@ -67,22 +72,27 @@ impl Store {
         Ok(())
     }
 
+    /// The store's root (the state directory).
     pub fn root(&self) -> &Path {
         &self.root
     }
 
+    /// `tmp/` under the root.
     pub fn tmp_dir(&self) -> PathBuf {
         self.root.join(TMP_DIR)
     }
 
+    /// `downloads/` under the root.
     pub fn downloads_dir(&self) -> PathBuf {
         self.root.join(DOWNLOADS_DIR)
     }
 
+    /// `blobs/sha256/` under the root.
     pub fn blobs_dir(&self) -> PathBuf {
         self.root.join(BLOBS_DIR)
     }
 
+    /// Where the blob `digest` is (or would be) stored.
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
         self.blobs_dir().join(digest.hex())
     }

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Mutex, OnceLock};
 
+/// Environment variable naming the persistence step to crash at (`<name>` or `<name>#<n>`).
 pub const CRASH_AT_ENV: &str = "CPEVISOR_CRASH_AT";
+/// Environment variable naming the file that records every persistence step passed.
 pub const CRASH_TRACE_ENV: &str = "CPEVISOR_CRASH_TRACE";
 
 #[derive(Debug, PartialEq, Eq)]

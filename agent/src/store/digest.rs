@@ -22,6 +22,7 @@ pub struct Sha256Writer<W> {
 }
 
 impl<W: Write> Sha256Writer<W> {
+    /// A writer that passes everything to `inner`.
     pub fn new(inner: W) -> Self {
         Sha256Writer {
             inner,
@@ -30,10 +31,12 @@ impl<W: Write> Sha256Writer<W> {
         }
     }
 
+    /// Bytes written so far.
     pub fn written(&self) -> u64 {
         self.written
     }
 
+    /// The inner writer, the sha256 and the byte count of everything written.
     pub fn finish(self) -> (W, Digest, u64) {
         (
             self.inner,

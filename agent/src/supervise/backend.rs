@@ -23,15 +23,21 @@ use std::net::{IpAddr, Ipv4Addr};
 /// What the supervisor needs to start one app.
 #[derive(Debug, Clone)]
 pub struct LaunchSpec {
+    /// EUID of the app; names its run directory, cgroup and logs.
     pub eu_id: String,
     /// Argv for the process backend (the package config's `command`).
     pub command: Vec<String>,
     /// Guest kernel / initrd / disk for the kvm backend.
     pub kernel: Option<PathBuf>,
+    /// Guest initrd (kvm backend).
     pub initrd: Option<PathBuf>,
+    /// The app's data disk image (kvm backend).
     pub disk: Option<PathBuf>,
+    /// Guest kernel command line (kvm backend).
     pub cmdline: String,
+    /// Declared memory, MiB: the guest's RAM, and the base of the cgroup's `memory.max`.
     pub memory_mib: u32,
+    /// vCPUs of the guest (kvm backend).
     pub vcpus: u32,
     /// The app's persistent data directory (cwd of the process backend).
     pub data_dir: PathBuf,
@@ -51,7 +57,9 @@ pub struct LaunchSpec {
     pub stop_timeout: Duration,
 }
 
+/// A way to run an app: a microVM, a jail, or a plain process (tests).
 pub trait Backend: Send + Sync {
+    /// Short name for logs (`kvm`, `jail`, `process`).
     fn name(&self) -> &'static str;
     /// Memory the backend itself needs beyond the app's declared memory (cgroup limit margin).
     fn overhead_mib(&self) -> u32;
@@ -207,6 +215,7 @@ fn inherit_as(cmd: &mut Command, fd: i32, target: i32) {
 /// Runs `cpevisor-vmm --config <run_dir>/vm.json`, one microVM per app, confined by the VMM
 /// itself to the app's own uid once set up (`VmConfig::jail`).
 pub struct KvmBackend {
+    /// The cpevisor-vmm binary.
     pub vmm_path: PathBuf,
     /// `a.b.0.0` of the /16 that app links are carved from; None: microVMs get no network.
     pub network: Option<std::net::Ipv4Addr>,

@@ -7,6 +7,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+/// Where cgroup v2 is mounted unless the agent config says otherwise.
 pub const DEFAULT_CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// The parent cgroup all apps live under, when cgroup v2 with the memory controller is usable.
@@ -20,19 +21,25 @@ pub struct CgroupParent {
 /// `cpu.max`: `quota_us` of CPU time per `period_us`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CpuMax {
+    /// CPU time allowed per period, microseconds.
     pub quota_us: u64,
+    /// The period, microseconds.
     pub period_us: u64,
 }
 
 /// What one app's cgroup enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppLimits {
+    /// `memory.max`, bytes.
     pub memory_max_bytes: u64,
+    /// `pids.max`; None: not set.
     pub pids_max: Option<u32>,
+    /// `cpu.max`; None: not set.
     pub cpu_max: Option<CpuMax>,
 }
 
 impl AppLimits {
+    /// Limits that set only `memory.max`.
     pub fn memory_only(memory_max_bytes: u64) -> AppLimits {
         AppLimits {
             memory_max_bytes,
@@ -117,12 +124,14 @@ impl CgroupParent {
     }
 }
 
+/// One app's cgroup directory, made by `CgroupParent` with its limits written.
 #[derive(Debug)]
 pub struct AppCgroup {
     dir: PathBuf,
 }
 
 impl AppCgroup {
+    /// Moves process `pid` into the cgroup (`cgroup.procs`).
     pub fn add_pid(&self, pid: u32) -> io::Result<()> {
         fs::write(self.dir.join("cgroup.procs"), pid.to_string())
     }
@@ -136,6 +145,7 @@ impl AppCgroup {
             .ok()
     }
 
+    /// The cgroup's directory.
     pub fn path(&self) -> &Path {
         &self.dir
     }

@@ -3,8 +3,10 @@
 
 use std::collections::VecDeque;
 
+/// Bytes kept per app (64 KiB).
 pub const DEFAULT_LOG_CAPACITY: usize = 64 * 1024;
 
+/// One app's console output, newest bytes kept, counting what was dropped.
 #[derive(Debug)]
 pub struct LogRing {
     buf: VecDeque<u8>,
@@ -13,6 +15,7 @@ pub struct LogRing {
 }
 
 impl LogRing {
+    /// A ring holding at most `capacity` bytes (at least 1).
     pub fn new(capacity: usize) -> Self {
         LogRing {
             buf: VecDeque::new(),
@@ -21,6 +24,7 @@ impl LogRing {
         }
     }
 
+    /// Appends output, dropping the oldest bytes beyond the capacity.
     pub fn push(&mut self, data: &[u8]) {
         let data = if data.len() > self.capacity {
             self.dropped += (data.len() - self.capacity) as u64;
@@ -50,10 +54,12 @@ impl LogRing {
         }
     }
 
+    /// Bytes held.
     pub fn len(&self) -> usize {
         self.buf.len()
     }
 
+    /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }

@@ -38,7 +38,9 @@ use ready::{HealthBoard, WatchEnd};
 /// Why a run was started: a failure to start is reported as FailureOnAutoStart or FailureOnStart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartReason {
+    /// SetRequestedState(Active) from a controller or `cpevisorctl`: failure is FailureOnStart.
     Operator,
+    /// AutoStart at boot or install: failure is FailureOnAutoStart.
     AutoStart,
 }
 
@@ -48,6 +50,7 @@ struct App {
     cgroup: Arc<Mutex<Option<AppCgroup>>>,
 }
 
+/// Runs the apps: one backend process per running EU, with its watcher, restarts, logs and cgroup.
 pub struct Supervisor {
     apps: Mutex<HashMap<String, App>>,
     /// Logs outlive a run so a crashed app's console can still be read.
@@ -75,6 +78,7 @@ impl Supervisor {
         self.health.get_all()
     }
 
+    /// Whether the EU's backend process is running now.
     pub fn is_running(&self, eu_id: &str) -> bool {
         let apps = lock(&self.apps);
         apps.get(eu_id)

@@ -11,8 +11,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 /// Addresses of one app's link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppNet {
+    /// Name of the app's tap device.
     pub tap: String,
+    /// Host end of the app's /30 (`.1`).
     pub host_ip: Ipv4Addr,
+    /// Guest end of the app's /30 (`.2`).
     pub guest_ip: Ipv4Addr,
 }
 
@@ -24,7 +27,12 @@ const NETMASK_30: Ipv4Addr = Ipv4Addr::new(255, 255, 255, 252);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetError {
     /// `text` is not `a.b.0.0/16`; `why` says what is expected.
-    BadNetwork { text: String, why: &'static str },
+    BadNetwork {
+        /// The network as configured.
+        text: String,
+        /// What is expected instead.
+        why: &'static str,
+    },
     /// Not an EUID of the form `eu-<n>` the agent hands out.
     NotAnEuid(String),
     /// An EUID whose number is beyond the links a /16 holds.

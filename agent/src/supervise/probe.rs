@@ -17,7 +17,9 @@ pub const MAX_MESSAGE: usize = 200;
 /// What one probe saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
+    /// Whether the probe passed.
     pub ok: bool,
+    /// What it saw, at most `MAX_MESSAGE` bytes.
     pub message: String,
 }
 
@@ -53,7 +55,9 @@ pub type CommandMaker = Box<dyn Fn(&[String]) -> Result<Command, String> + Send>
 /// Where a probe reaches the app: its address (tcp, http) or a command made ready to run in
 /// its sandbox (command). The backend decides both.
 pub struct Target {
+    /// The app's address, or why it has none (no network).
     pub addr: Result<IpAddr, String>,
+    /// Makes the command of a command probe, ready to run in the app's sandbox.
     pub command: CommandMaker,
 }
 
@@ -81,6 +85,7 @@ pub fn run(h: &HealthCheck, target: &Target) -> Outcome {
     }
 }
 
+/// A TCP connect to `addr` within `timeout`.
 pub fn tcp(addr: SocketAddr, timeout: Duration) -> Outcome {
     match TcpStream::connect_timeout(&addr, timeout) {
         Ok(_) => Outcome::pass(format!("tcp {addr}: connected")),

@@ -30,11 +30,15 @@ pub const DEFAULT_START_DEADLINE_S: u32 = 120;
 /// What a run must reach, and by when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StartPolicy {
+    /// How long a start may take to reach Active: the process running, then the health probe
+    /// passing.
     pub deadline: Duration,
+    /// The health probe that must pass before Active and keep passing while Active.
     pub health: Option<HealthCheck>,
 }
 
 impl StartPolicy {
+    /// A policy with `deadline_s` (default `DEFAULT_START_DEADLINE_S`) and `health`.
     pub fn new(deadline_s: Option<u32>, health: Option<HealthCheck>) -> StartPolicy {
         StartPolicy {
             deadline: Duration::from_secs(u64::from(
@@ -63,7 +67,9 @@ pub enum AppUp {
 /// Why the watcher ended a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
+    /// The fault the EU gets (FailureOnStart, FailureOnAutoStart or FailureWhileActive).
     pub code: ExecutionFaultCode,
+    /// Its `ExecutionFaultMessage`.
     pub message: String,
 }
 
@@ -81,9 +87,11 @@ pub struct WatchEnd {
 pub struct HealthBoard(Arc<Mutex<HashMap<String, HealthStatus>>>);
 
 impl HealthBoard {
+    /// Every app's last probe result, by EUID.
     pub fn get_all(&self) -> HashMap<String, HealthStatus> {
         lock(&self.0).clone()
     }
+    /// Drops the result of `eu_id` (its app was uninstalled).
     pub fn forget(&self, eu_id: &str) {
         lock(&self.0).remove(eu_id);
     }

@@ -11,16 +11,24 @@ use crate::model::{EuStatus, ExecutionFaultCode};
 /// One status change of an EU, as the supervisor saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EuUpdate {
+    /// EUID of the unit.
     pub eu_id: String,
+    /// Its new `Status`.
     pub status: EuStatus,
+    /// Its `ExecutionFaultCode` now.
     pub fault_code: ExecutionFaultCode,
+    /// Its `ExecutionFaultMessage` now; empty without a fault.
     pub fault_message: String,
+    /// AutoRestart `RetryCount` now.
     pub retry_count: u32,
     /// Unix seconds of the scheduled restart, 0 when none.
     pub next_restart: u64,
 }
 
+/// Where the supervisor reports status changes (the lifecycle, which updates the model and
+/// publishes events).
 pub trait StatusSink: Send + Sync {
+    /// Takes one status change; called from supervisor threads, so it must not block for long.
     fn eu_update(&self, update: EuUpdate);
 }
 

@@ -13,6 +13,7 @@ pub enum Role {
 }
 
 impl Role {
+    /// The `AssignedRole` name: `FullAccess` or `ReadOnly`.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::FullAccess => "FullAccess",
@@ -21,11 +22,13 @@ impl Role {
     }
 }
 
+/// A controller allowed to manage this agent (`LocalAgent.Controller.{i}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ControllerConfig {
     /// USP endpoint ID, e.g. `proto::cpevisor-controller`.
     pub endpoint_id: String,
+    /// What it may do (`AssignedRole`).
     pub role: Role,
     /// The transport identity the controller must present (its client certificate's CN).
     /// None: the endpoint ID alone identifies it (only for transports without client certs).
@@ -40,25 +43,33 @@ pub struct ControllerConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceInfoConfig {
+    /// `DeviceInfo.Manufacturer`.
     #[serde(default)]
     pub manufacturer: String,
+    /// `DeviceInfo.ManufacturerOUI`: six hex digits.
     #[serde(default)]
     pub manufacturer_oui: String,
     /// The board profile's name.
     #[serde(default)]
     pub model_name: String,
+    /// `DeviceInfo.ProductClass`.
     #[serde(default)]
     pub product_class: String,
+    /// `DeviceInfo.SerialNumber`.
     #[serde(default)]
     pub serial_number: String,
 }
 
+/// What the USP data model needs to know, whatever the MTP: who we are, who may manage us,
+/// DeviceInfo.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UspConfig {
     /// Our USP endpoint ID (`os::<OUI>-<serial>` style).
     pub endpoint_id: String,
+    /// The controllers that may manage us (at most `MAX_CONTROLLERS`, endpoint IDs unique).
     pub controllers: Vec<ControllerConfig>,
+    /// What `Device.DeviceInfo.` reports.
     #[serde(default)]
     pub device_info: DeviceInfoConfig,
 }
@@ -73,10 +84,14 @@ pub const MAX_ENDPOINT_ID: usize = 256;
 pub enum UspConfigError {
     /// `what` ("endpoint_id", "controller endpoint_id") is empty, too long or not printable.
     BadEndpointId {
+        /// Which endpoint ID is wrong.
         what: &'static str,
+        /// The ID as given.
         id: String,
     },
+    /// More than `MAX_CONTROLLERS` controllers.
     TooManyControllers,
+    /// Two controllers share this endpoint ID.
     DuplicateController(String),
 }
 
@@ -98,6 +113,7 @@ impl std::fmt::Display for UspConfigError {
 impl std::error::Error for UspConfigError {}
 
 impl UspConfig {
+    /// Checks endpoint IDs (ours and the controllers'), the controller count and duplicates.
     pub fn validate(&self) -> Result<(), UspConfigError> {
         let check_id = |what: &'static str, id: &str| {
             if id.is_empty() || id.len() > MAX_ENDPOINT_ID || id.chars().any(|c| c.is_control()) {

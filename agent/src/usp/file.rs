@@ -28,6 +28,7 @@ pub struct UspFile {
     /// The MQTT broker; not needed when `websocket` is given.
     #[serde(default)]
     pub broker_host: String,
+    /// Broker port (default 8883, the MQTT-over-TLS port).
     #[serde(default = "default_port")]
     pub broker_port: u16,
     /// The CA that signed the broker's certificate. Absent: plain TCP (only for a broker on
@@ -37,6 +38,7 @@ pub struct UspFile {
     /// Our client certificate chain and key (PEM), presented to the broker.
     #[serde(default)]
     pub cert_file: Option<PathBuf>,
+    /// Our client key (PEM), with `cert_file`.
     #[serde(default)]
     pub key_file: Option<PathBuf>,
     /// The name the broker's certificate must carry (default: `broker_host`).
@@ -47,9 +49,12 @@ pub struct UspFile {
     /// The topic we subscribe to (default `usp/agent/<endpoint_id>`).
     #[serde(default)]
     pub topic: Option<String>,
+    /// The controllers that may manage this agent; a message from anyone else is refused.
     pub controllers: Vec<ControllerEntry>,
+    /// What `Device.DeviceInfo.` reports (manufacturer, model, serial number).
     #[serde(default)]
     pub device_info: DeviceInfoConfig,
+    /// MQTT keep-alive interval, seconds (default 60).
     #[serde(default = "default_keep_alive")]
     pub keep_alive_s: u16,
     /// Largest Record accepted or sent (default 64 KiB).
@@ -68,11 +73,13 @@ pub struct UspFile {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ControllerEntry {
+    /// The controller's USP endpoint ID.
     pub endpoint_id: String,
     /// Where notifications go (default `usp/controller/<endpoint_id>`); replies go to the
     /// Response Topic of each request.
     #[serde(default)]
     pub topic: Option<String>,
+    /// What it may do (`AssignedRole`).
     pub role: Role,
     /// The identity the broker authenticated this controller as (its client certificate's CN,
     /// mosquitto `use_identity_as_username`). When set, its Records count only when they arrive
@@ -104,6 +111,7 @@ pub fn valid_topic(t: &str) -> bool {
 }
 
 impl UspFile {
+    /// Reads and validates the file; the error names the file and the field.
     pub fn load(path: &Path) -> Result<UspFile, String> {
         use std::io::Read;
         let mut text = String::new();
@@ -123,6 +131,7 @@ impl UspFile {
         Ok(f)
     }
 
+    /// Checks every name and bound: topics, endpoint IDs, controller identities, the MTP choice.
     pub fn validate(&self) -> Result<(), String> {
         match &self.websocket {
             Some(ws) => ws.validate()?,
@@ -184,6 +193,7 @@ impl UspFile {
         Ok(())
     }
 
+    /// The topic we subscribe to: `topic`, or `usp/agent/<endpoint_id>`.
     pub fn topic(&self) -> String {
         self.topic
             .clone()
@@ -210,6 +220,7 @@ impl UspFile {
         }
     }
 
+    /// Record bounds: `max_record_bytes` or the default, and the default for the rest.
     pub fn limits(&self) -> Limits {
         Limits {
             max_record_bytes: self
@@ -288,9 +299,12 @@ fn controller_topic(c: &ControllerEntry) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WsTarget {
+    /// Host name or address of the controller's WebSocket server.
     pub host: String,
+    /// Its port (default 443).
     #[serde(default = "default_ws_port")]
     pub port: u16,
+    /// The HTTP path of the WebSocket upgrade (default `/usp`).
     #[serde(default = "default_path")]
     pub path: String,
     /// The name the controller's certificate must carry (default: `host`).
@@ -300,6 +314,7 @@ pub struct WsTarget {
     /// to the maximum), in milliseconds: defaults 1000 and 60000.
     #[serde(default)]
     pub retry_min_ms: Option<u64>,
+    /// See `retry_min_ms`.
     #[serde(default)]
     pub retry_max_ms: Option<u64>,
 }
@@ -313,6 +328,7 @@ fn default_path() -> String {
 }
 
 impl WsTarget {
+    /// Checks the host, path and back-off bounds.
     pub fn validate(&self) -> Result<(), String> {
         if self.host.is_empty() || self.host.len() > 253 {
             return Err("websocket.host must be 1..253 bytes".into());
@@ -334,6 +350,7 @@ impl WsTarget {
             .map_err(|e| format!("websocket retry: {e}"))
     }
 
+    /// The reconnect back-off: the configured bounds or the defaults.
     pub fn backoff(&self) -> Backoff {
         let d = Backoff::default();
         let ms = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_millis);

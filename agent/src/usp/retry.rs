@@ -45,18 +45,24 @@ impl RetryPolicy {
 /// A notification waiting for its NotifyResp.
 #[derive(Debug, Clone)]
 pub struct Pending {
+    /// Endpoint ID of the controller it went to.
     pub to: String,
+    /// The Notify's `msg_id`, which its NotifyResp carries back.
     pub msg_id: String,
     /// Whether this is the OnBoardRequest (answered: the controller is onboarded).
     pub onboard: bool,
+    /// The encoded Record, sent again as it is.
     pub record: Vec<u8>,
     /// Retries sent so far.
     pub retries: u32,
+    /// When the next retry is due.
     pub next_at: Instant,
 }
 
+/// The notifications waiting for their NotifyResp, at most `MAX_PENDING`.
 #[derive(Debug, Default)]
 pub struct Retries {
+    /// The retry schedule (the controller's USPNotifRetry parameters).
     pub policy: RetryPolicy,
     /// Fixed at MAX_PENDING: the bound is the type's, and the table never reallocates.
     pending: heapless::Vec<Pending, MAX_PENDING>,
@@ -138,6 +144,7 @@ impl Retries {
         self.due(now)
     }
 
+    /// The notifications waiting, oldest first.
     pub fn pending(&self) -> &[Pending] {
         &self.pending
     }

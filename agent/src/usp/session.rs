@@ -1,7 +1,7 @@
 //! What the MQTT and WebSocket sessions share: the handle the daemon holds ([`Session`]: a
 //! thread owning one endpoint and its connection, stopped on `stop` or drop), the counters
 //! both keep ([`SessionStats`]), and when their loops ask the data model for notifications
-//! ([`Wakeup`]). The MTPs themselves are in `mqtt` and `websocket`; `usp::start` picks one.
+//! (`Wakeup`). The MTPs themselves are in `mqtt` and `websocket`; `usp::start` picks one.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
@@ -30,6 +30,7 @@ pub struct SessionStats {
     pub send_dropped: u64,
     /// Received messages with a foreign Content Type.
     pub ignored: u64,
+    /// Connections made to the broker or controller (the first and every reconnect).
     pub connects: u64,
 }
 
@@ -105,6 +106,7 @@ impl Session {
         })
     }
 
+    /// A copy of the counts so far.
     pub fn stats(&self) -> SessionStats {
         self.stats.get()
     }

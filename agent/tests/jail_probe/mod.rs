@@ -218,33 +218,54 @@ fn report_sys(name: &str, rc: libc::c_long) {
 }
 
 fn syscalls() {
-    let mut params = [0u8; 120]; // struct io_uring_params
-                                 // SAFETY (all blocks below): raw syscalls with valid (or no) pointers; whatever they
-                                 // create dies with the probe.
+    // struct io_uring_params, zeroed as the kernel requires.
+    let mut params = [0u8; 120];
+    // Each call below runs in the jailed probe, a throwaway process: whatever a call manages to
+    // create (an fd, a ring, a persona) dies with it, and the probe reads no memory back.
+    // SAFETY: getpid takes no arguments and cannot fail.
     let pid = unsafe { libc::getpid() } as libc::c_long;
-    report_sys("io_uring_setup", unsafe {
-        libc::syscall(libc::SYS_io_uring_setup, 1, params.as_mut_ptr())
-    });
-    report_sys("pidfd_getfd", unsafe {
-        libc::syscall(libc::SYS_pidfd_getfd, 0, 0, 0)
-    });
-    report_sys("kcmp", unsafe {
-        libc::syscall(libc::SYS_kcmp, pid, pid, 0 /* KCMP_FILE */, 0, 0)
-    });
-    report_sys("memfd_secret", unsafe {
-        libc::syscall(libc::SYS_memfd_secret, 0)
-    });
-    report_sys("socket-vsock", unsafe {
-        libc::syscall(libc::SYS_socket, libc::AF_VSOCK, libc::SOCK_STREAM, 0)
-    });
-    report_sys("personality-addr-no-randomize", unsafe {
-        libc::syscall(libc::SYS_personality, 0x0040000)
-    });
+    report_sys(
+        "io_uring_setup",
+        // SAFETY: `params` is a live, writable 120-byte buffer, the size of io_uring_params, that
+        // outlives the call; the kernel writes only within it.
+        unsafe { libc::syscall(libc::SYS_io_uring_setup, 1, params.as_mut_ptr()) },
+    );
+    report_sys(
+        "pidfd_getfd",
+        // SAFETY: integer arguments only, no memory is passed to the kernel.
+        unsafe { libc::syscall(libc::SYS_pidfd_getfd, 0, 0, 0) },
+    );
+    report_sys(
+        "kcmp",
+        // SAFETY: integer arguments only (KCMP_FILE compares two fds by number).
+        unsafe {
+            libc::syscall(libc::SYS_kcmp, pid, pid, 0 /* KCMP_FILE */, 0, 0)
+        },
+    );
+    report_sys(
+        "memfd_secret",
+        // SAFETY: a flags integer only; a returned fd closes when the probe exits.
+        unsafe { libc::syscall(libc::SYS_memfd_secret, 0) },
+    );
+    report_sys(
+        "socket-vsock",
+        // SAFETY: integer arguments only.
+        unsafe { libc::syscall(libc::SYS_socket, libc::AF_VSOCK, libc::SOCK_STREAM, 0) },
+    );
+    report_sys(
+        "personality-addr-no-randomize",
+        // SAFETY: an integer persona; it affects only later execs, and the probe execs nothing.
+        unsafe { libc::syscall(libc::SYS_personality, 0x0040000) },
+    );
     // Still allowed: an inet socket, the query persona.
-    report_sys("socket-inet", unsafe {
-        libc::syscall(libc::SYS_socket, libc::AF_INET, libc::SOCK_STREAM, 0)
-    });
-    report_sys("personality-query", unsafe {
-        libc::syscall(libc::SYS_personality, 0xffff_ffffu32)
-    });
+    report_sys(
+        "socket-inet",
+        // SAFETY: integer arguments only.
+        unsafe { libc::syscall(libc::SYS_socket, libc::AF_INET, libc::SOCK_STREAM, 0) },
+    );
+    report_sys(
+        "personality-query",
+        // SAFETY: 0xffffffff only queries the persona; nothing changes.
+        unsafe { libc::syscall(libc::SYS_personality, 0xffff_ffffu32) },
+    );
 }

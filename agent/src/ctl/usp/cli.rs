@@ -9,6 +9,7 @@ use super::config::{check_endpoint, merge, read_bounded, CtlConfig};
 use super::engine::{self, Op};
 use super::roster::load_roster;
 
+/// The `cpevisorctl usp --help` text.
 pub const USAGE: &str = "usage: cpevisorctl usp [OPTIONS] COMMAND [ARGS]
 
 commands:
@@ -48,14 +49,22 @@ options:
                                agents' client certificates must come from) it is TLS with
                                client certificates required";
 
+/// A parsed `cpevisorctl usp` command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UspCli {
+    /// Connection settings: the `--config` file with the flags over it.
     pub config: CtlConfig,
+    /// `--json`: JSON instead of a table.
     pub json: bool,
+    /// Endpoint IDs from `--agent` and `--agents-file`.
     pub agents: Vec<String>,
+    /// `--all`: every agent in the roster.
     pub all: bool,
+    /// `--roster FILE`: agents seen by `agents`, read by `--all`.
     pub roster: Option<PathBuf>,
+    /// `--timeout`: when to give up on agents not done (default 60 s).
     pub timeout: Duration,
+    /// `--listen`: how long `agents` listens (default 5 s).
     pub listen: Duration,
     /// None for `agents`.
     pub op: Option<Op>,
@@ -66,6 +75,7 @@ pub struct UspCli {
 /// The WebSocket server's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WsListen {
+    /// `HOST:PORT` to listen on.
     pub addr: String,
     /// Our server certificate and key; None: plain TCP.
     pub cert: Option<(PathBuf, PathBuf)>,

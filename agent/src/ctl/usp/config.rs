@@ -12,22 +12,31 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CtlConfig {
+    /// MQTT broker host (`--broker`).
     #[serde(default)]
     pub broker_host: String,
+    /// Broker port; default 8883 when `ca_file` is set (TLS), else 1883.
     #[serde(default)]
     pub broker_port: Option<u16>,
+    /// CA of the broker's certificate; None: plain TCP.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Our client certificate chain (PEM).
     #[serde(default)]
     pub cert_file: Option<PathBuf>,
+    /// Our client key (PEM).
     #[serde(default)]
     pub key_file: Option<PathBuf>,
+    /// Name the broker's certificate must carry; default: the broker host.
     #[serde(default)]
     pub server_name: Option<String>,
+    /// Our USP endpoint ID.
     #[serde(default)]
     pub endpoint_id: String,
+    /// Our topic, where agents reply and notify; default `usp/controller/<endpoint_id>`.
     #[serde(default)]
     pub topic: Option<String>,
+    /// Template of an agent's topic, `{id}` for its endpoint ID; default `usp/agent/{id}`.
     #[serde(default)]
     pub agent_topic: Option<String>,
     /// Our identity as the broker authenticates it (the client certificate's CN). When set,
@@ -81,12 +90,14 @@ pub(super) fn merge(base: &mut CtlConfig, over: CtlConfig) {
 }
 
 impl CtlConfig {
+    /// Our topic: `topic`, or `usp/controller/<endpoint_id>`.
     pub fn topic(&self) -> String {
         self.topic
             .clone()
             .unwrap_or_else(|| format!("usp/controller/{}", self.endpoint_id))
     }
 
+    /// The agent topic template: `agent_topic`, or `usp/agent/{id}`.
     pub fn agent_topic(&self) -> String {
         self.agent_topic
             .clone()

@@ -20,6 +20,7 @@ const QUEUE_WAIT: Duration = Duration::from_secs(20);
 
 /// A connected controller: the engine plus the MQTT client behind it.
 pub struct Connection {
+    /// The engine that runs the jobs over this connection.
     pub controller: Controller,
     client: Option<Arc<MqttClient>>,
     /// Set when agents connect to us over WebSocket instead.
@@ -33,6 +34,8 @@ impl Connection {
         Connection::open_with(config.mqtt_config()?, config)
     }
 
+    /// Like `open`, with an MQTT client configuration the caller made (tests, a broker without
+    /// TLS).
     pub fn open_with(mqtt: MqttConfig, config: &CtlConfig) -> Result<Connection, String> {
         let broker = format!("{}:{}", mqtt.host, mqtt.port);
         let (client, events) = MqttClient::start(mqtt).map_err(|e| format!("mqtt: {e}"))?;

@@ -10,13 +10,17 @@ use super::config::{check_endpoint, read_bounded};
 /// One line of the roster file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RosterEntry {
+    /// The agent's endpoint ID.
     pub endpoint_id: String,
+    /// Its topic, when it announced one.
     #[serde(default)]
     pub topic: Option<String>,
+    /// How it was seen: `Boot!`, `OnBoardRequest` or `Response`.
     #[serde(default)]
     pub how: String,
 }
 
+/// Reads the roster file (JSON list); an absent file is an empty roster.
 pub fn load_roster(path: &Path) -> Result<Vec<RosterEntry>, String> {
     if !path.exists() {
         return Ok(Vec::new());

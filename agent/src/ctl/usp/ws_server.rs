@@ -37,6 +37,7 @@ struct Table {
 pub struct WsServer {
     table: Arc<Mutex<Table>>,
     stop: Arc<AtomicBool>,
+    /// The address the server listens on (its port when 0 was asked for).
     pub local_addr: std::net::SocketAddr,
 }
 
@@ -97,6 +98,7 @@ impl WsServer {
         })
     }
 
+    /// Whether agent `agent` (endpoint ID) is connected now.
     pub fn is_connected(&self, agent: &str) -> bool {
         lock(&self.table).agents.contains_key(agent)
     }

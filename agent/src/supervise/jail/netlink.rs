@@ -126,6 +126,7 @@ pub struct Netlink {
 }
 
 impl Netlink {
+    /// Opens an rtnetlink socket in the calling thread's network namespace.
     pub fn open() -> io::Result<Netlink> {
         // SAFETY: socket(2) with constant arguments; the result is checked and owned at once.
         let fd = unsafe {
@@ -230,6 +231,7 @@ impl Netlink {
         self.request(m)
     }
 
+    /// Creates bridge `name`; fails if a link of that name exists.
     pub fn create_bridge(&mut self, name: &str) -> io::Result<()> {
         let mut m = Msg::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL).ifinfo(0, 0, 0);
         m.attr_str(IFLA_IFNAME, name);
@@ -249,6 +251,7 @@ impl Netlink {
         self.request(m)
     }
 
+    /// Deletes the link with interface index `index`.
     pub fn delete_link(&mut self, index: u32) -> io::Result<()> {
         self.request(Msg::new(RTM_DELLINK, 0).ifinfo(index, 0, 0))
     }

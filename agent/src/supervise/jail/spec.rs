@@ -12,10 +12,13 @@ use serde::{Deserialize, Serialize};
 pub const MAX_SPEC_BYTES: u64 = 64 * 1024;
 /// Same bounds as the package config's `command`.
 pub const MAX_ARGS: usize = 64;
+/// Longest argument or environment entry, bytes.
 pub const MAX_ARG_BYTES: usize = 1024;
+/// Most environment entries.
 pub const MAX_ENV: usize = 32;
 const MAX_PATH_BYTES: usize = 1024;
 
+/// The spec file the agent writes for `cpevisord jail-exec` (JSON, unknown fields refused).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JailSpec {
@@ -47,11 +50,15 @@ pub struct JailSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JailNet {
+    /// Host bridge the veth joins.
     pub bridge: String,
     /// Address the bridge gets (and keeps, when it has it already): the app's gateway.
     pub gateway: Ipv4Addr,
+    /// Prefix length of the app's network (16 for `a.b.0.0/16`).
     pub prefix_len: u8,
+    /// Host-side name of the veth.
     pub host_if: String,
+    /// The app's address on `eth0`.
     pub app_ip: Ipv4Addr,
 }
 
@@ -85,6 +92,7 @@ fn check_strings(what: &str, items: &[String], max: usize) -> Result<(), String>
 }
 
 impl JailSpec {
+    /// Checks every field again in the runner: bounds, absolute paths, interface names.
     pub fn validate(&self) -> Result<(), String> {
         if self.eu_id.is_empty()
             || self.eu_id.len() > 64

@@ -16,6 +16,7 @@ use super::types::{
 use crate::model::{now_secs, rfc3339};
 
 impl DataModel {
+    /// USP Add: one new instance per object; all or nothing unless `allow_partial`.
     pub fn add(
         &mut self,
         caller: &Caller,
@@ -139,6 +140,7 @@ impl DataModel {
         })
     }
 
+    /// USP Delete of the instances `paths` match; all or nothing unless `allow_partial`.
     pub fn delete(
         &mut self,
         paths: &[String],

@@ -11,6 +11,7 @@ use super::tree::{self, Seg, Tree};
 use super::types::{GetResult, InstancesResult, PathValues, SupportedFilter, SupportedResult};
 
 impl DataModel {
+    /// USP Get of `paths`, partial paths `max_depth` levels deep (0: no limit).
     pub fn get(&mut self, paths: &[String], max_depth: u32) -> Vec<GetResult> {
         let tree = self.materialize();
         paths
@@ -30,6 +31,7 @@ impl DataModel {
             .collect()
     }
 
+    /// USP GetInstances of `paths`, only the first level below each when `first_level_only`.
     pub fn get_instances(
         &mut self,
         paths: &[String],
@@ -53,6 +55,7 @@ impl DataModel {
             .collect()
     }
 
+    /// USP GetSupportedDM of `paths`, with what `filter` asks for.
     pub fn get_supported_dm(
         &mut self,
         paths: &[String],

@@ -21,6 +21,8 @@ use crate::usp::config::UspConfig;
 /// How many gone objects keep their number in RAM for late events.
 pub(super) const RECENTLY_GONE: usize = 64;
 
+/// The agent's TR-181 data model over USP: the live tree, subscriptions, asynchronous requests and
+/// instance numbering.
 pub struct DataModel {
     pub(super) agent: Arc<Agent>,
     pub(super) cfg: UspConfig,
@@ -123,10 +125,12 @@ impl DataModel {
         Ok(dm)
     }
 
+    /// The USP configuration it was made with.
     pub fn config(&self) -> &UspConfig {
         &self.cfg
     }
 
+    /// The agent whose objects it shows.
     pub fn agent(&self) -> &Arc<Agent> {
         &self.agent
     }

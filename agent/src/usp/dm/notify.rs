@@ -14,34 +14,57 @@ use super::tree::{self, Tree};
 use super::types::Completion;
 use crate::model::{DuStateChange, Event};
 
+/// The body of a USP Notify message, one per notification type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotifyBody {
+    /// An `Event` notification (`DUStateChange!`, `Boot!`).
     Event {
+        /// Path of the object that emitted it.
         obj_path: String,
+        /// Event name with its `!`.
         event_name: String,
+        /// Its arguments by name.
         params: BTreeMap<String, String>,
     },
+    /// A `ValueChange` notification.
     ValueChange {
+        /// Full path of the parameter that changed.
         param_path: String,
+        /// Its new value.
         param_value: String,
     },
+    /// An `ObjectCreation` notification.
     ObjectCreation {
+        /// Path of the new instance.
         obj_path: String,
+        /// Its unique keys and their values.
         unique_keys: BTreeMap<String, String>,
     },
+    /// An `ObjectDeletion` notification.
     ObjectDeletion {
+        /// Path of the removed instance.
         obj_path: String,
     },
+    /// An `OperationComplete` notification of an asynchronous command.
     OperationComplete {
+        /// Path of the object the command ran on.
         obj_path: String,
+        /// Command name with its parentheses.
         command_name: String,
+        /// The `command_key` the controller gave with the Operate.
         command_key: String,
+        /// Output arguments, or the command's failure.
         result: Result<BTreeMap<String, String>, UspError>,
     },
+    /// The `OnBoardRequest` notification sent when the agent first connects.
     OnBoardRequest {
+        /// `DeviceInfo.ManufacturerOUI`.
         oui: String,
+        /// `DeviceInfo.ProductClass`.
         product_class: String,
+        /// `DeviceInfo.SerialNumber`.
         serial_number: String,
+        /// USP versions the agent supports, comma-separated.
         agent_supported_protocol_versions: String,
     },
 }
@@ -49,9 +72,13 @@ pub enum NotifyBody {
 /// One Notify to send: to a controller's endpoint ID.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notification {
+    /// Endpoint ID of the subscribing controller.
     pub to: String,
+    /// The subscription's `ID`.
     pub subscription_id: String,
+    /// The subscription's `NotifRetry`: the controller must answer with a NotifyResp.
     pub send_resp: bool,
+    /// What is notified.
     pub body: NotifyBody,
 }
 

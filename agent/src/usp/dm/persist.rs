@@ -10,29 +10,39 @@ use serde::{Deserialize, Serialize};
 use crate::fault::Fault;
 use crate::store::{read_json, write_json};
 
+/// Name of the USP layer's file in the state directory.
 pub const USP_STATE_FILE: &str = "usp.json";
 const MAX_STATE_BYTES: u64 = 256 * 1024;
 
 /// A subscription as TR-181 `LocalAgent.Subscription.{i}` describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscription {
+    /// Instance number in `LocalAgent.Subscription.{i}`.
     pub instance: u32,
+    /// `Enable`.
     pub enable: bool,
+    /// `ID`: the controller's name for it, unique per controller.
     pub id: String,
     /// The controller's endpoint ID (Recipient is shown as its Controller path).
     pub recipient: String,
+    /// `NotifType` (one of `schema::NOTIF_TYPES`).
     pub notif_type: String,
+    /// `ReferenceList`: the paths it covers (at most `MAX_REFERENCES`).
     pub reference_list: Vec<String>,
+    /// `Persistent`: saved to flash and kept across reboots; others live only in memory.
     pub persistent: bool,
+    /// `CreationDate`, RFC 3339 UTC.
     pub creation_date: String,
 }
 
+/// `usp.json`: what the USP layer keeps across reboots.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Persisted {
     /// table name -> key (UUID, EUID, ExecEnv name, endpoint ID) -> instance number.
     pub instances: BTreeMap<String, BTreeMap<String, u32>>,
     /// table name -> last number handed out.
     pub last: BTreeMap<String, u32>,
+    /// The subscriptions controllers created.
     pub subscriptions: Vec<Subscription>,
     /// The Reboot() CommandKey, reported in the next `Boot!` (Cause RemoteReboot).
     #[serde(default)]
@@ -45,13 +55,16 @@ pub struct Persisted {
     pub disabled_controllers: Vec<String>,
 }
 
+/// `usp.json` and its contents, saved only when they changed since the last save.
 pub struct UspStore {
     path: PathBuf,
+    /// The current contents; callers change them, then call `save_if_changed`.
     pub data: Persisted,
     saved: Persisted,
 }
 
 impl UspStore {
+    /// Loads `usp.json` from `state_dir` (empty when there is none yet).
     pub fn open(state_dir: &std::path::Path) -> Result<UspStore, Fault> {
         let path = state_dir.join(USP_STATE_FILE);
         let data: Persisted = read_json(&path, MAX_STATE_BYTES)?.unwrap_or_default();

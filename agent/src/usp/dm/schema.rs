@@ -5,67 +5,99 @@
 /// TR-106 parameter types we use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// TR-106 `string`.
     String,
+    /// TR-106 `boolean` (`true`/`false`, `1`/`0` accepted).
     Boolean,
+    /// TR-106 `unsignedInt` (32 bits).
     UnsignedInt,
+    /// TR-106 `int` (32 bits).
     Int,
+    /// TR-106 `unsignedLong` (64 bits).
     UnsignedLong,
+    /// TR-106 `dateTime`: RFC 3339 UTC.
     DateTime,
     /// Comma-separated list of strings (references included).
     List,
 }
 
+/// Whether a controller may write a parameter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
+    /// Only the agent changes it.
     ReadOnly,
+    /// A controller may Set it.
     ReadWrite,
 }
 
+/// One parameter of an object in the supported data model.
 #[derive(Debug)]
 pub struct ParamDesc {
+    /// TR-181 parameter name (`Enable`, `X_CPEVISOR_HealthStatus`).
     pub name: &'static str,
+    /// Its TR-106 type.
     pub kind: Kind,
+    /// Whether a controller may set it.
     pub access: Access,
     /// Allowed values for enumerations (empty: any value of the type).
     pub values: &'static [&'static str],
 }
 
+/// One command of an object in the supported data model.
 #[derive(Debug, PartialEq, Eq)]
 pub struct CommandDesc {
+    /// TR-181 command name with its parentheses (`InstallDU()`).
     pub name: &'static str,
+    /// Asynchronous: answered with a Request instance, then an OperationComplete.
     pub is_async: bool,
+    /// Input argument names.
     pub inputs: &'static [&'static str],
+    /// Output argument names.
     pub outputs: &'static [&'static str],
 }
 
+/// One event of an object in the supported data model.
 #[derive(Debug, PartialEq, Eq)]
 pub struct EventDesc {
+    /// TR-181 event name with its `!` (`DUStateChange!`).
     pub name: &'static str,
+    /// Argument names.
     pub args: &'static [&'static str],
 }
 
+/// One object of the supported data model, with what is below it.
 #[derive(Debug)]
 pub struct ObjDesc {
+    /// Object name without the path or dot (`DeploymentUnit`).
     pub name: &'static str,
+    /// Multi-instance: a table whose instances are numbered.
     pub multi: bool,
     /// Controllers may Add/Delete instances (only LocalAgent.Subscription here).
     pub creatable: bool,
+    /// Its parameters.
     pub params: &'static [ParamDesc],
+    /// Its commands.
     pub commands: &'static [CommandDesc],
+    /// Its events.
     pub events: &'static [EventDesc],
+    /// The objects below it.
     pub children: &'static [ObjDesc],
 }
 
 impl ObjDesc {
+    /// The child object `name`, if there is one.
     pub fn child(&self, name: &str) -> Option<&'static ObjDesc> {
         self.children.iter().find(|c| c.name == name)
     }
+    /// The parameter `name`, if the object has one.
     pub fn param(&self, name: &str) -> Option<&'static ParamDesc> {
         self.params.iter().find(|p| p.name == name)
     }
+    /// The command `name` (with parentheses), if the object has one.
     pub fn command(&self, name: &str) -> Option<&'static CommandDesc> {
         self.commands.iter().find(|c| c.name == name)
     }
+    /// The event `name` (with `!`), if the object has one.
     pub fn event(&self, name: &str) -> Option<&'static EventDesc> {
         self.events.iter().find(|e| e.name == name)
     }
@@ -113,6 +145,7 @@ const fn obj(
 
 use Kind::*;
 
+/// The `NotifType` values a Subscription may hold.
 pub const NOTIF_TYPES: &[&str] = &[
     "ValueChange",
     "ObjectCreation",
@@ -120,6 +153,7 @@ pub const NOTIF_TYPES: &[&str] = &[
     "OperationComplete",
     "Event",
 ];
+/// `DeploymentUnit.Status` values.
 pub const DU_STATUS: &[&str] = &[
     "Installing",
     "Installed",
@@ -127,7 +161,9 @@ pub const DU_STATUS: &[&str] = &[
     "Uninstalling",
     "Uninstalled",
 ];
+/// `ExecutionUnit.Status` values.
 pub const EU_STATUS: &[&str] = &["Idle", "Starting", "Active", "Stopping", "Restarting"];
+/// `ExecutionUnit.ExecutionFaultCode` values.
 pub const EU_FAULTS: &[&str] = &[
     "NoFault",
     "FailureOnStart",
@@ -152,6 +188,7 @@ pub const DU_STATE_CHANGE_ARGS: &[&str] = &[
     "Fault.FaultCode",
     "Fault.FaultString",
 ];
+/// `Boot!` arguments (TR-181).
 pub const BOOT_ARGS: &[&str] = &["CommandKey", "Cause", "FirmwareUpdated", "ParameterMap"];
 
 const MEMORY_STATUS: ObjDesc = obj(
@@ -452,6 +489,7 @@ pub fn check_value(p: &ParamDesc, value: &str) -> Result<(), (u32, std::string::
     Ok(())
 }
 
+/// A TR-106 boolean value: `true` or `1` is true, anything else false.
 pub fn parse_bool(v: &str) -> bool {
     matches!(v, "true" | "1")
 }

@@ -12,6 +12,7 @@ use super::tree::{self, Tree};
 use super::types::{ObjSettings, ParamError, RequestError, SetResult, UpdatedInstance};
 
 impl DataModel {
+    /// USP Set; all or nothing unless `allow_partial`.
     pub fn set(
         &mut self,
         objs: &[ObjSettings],

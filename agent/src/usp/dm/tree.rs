@@ -9,9 +9,12 @@ use cpevisor_usp::path::{Leaf, Path, Segment};
 
 use super::schema::{ObjDesc, DEVICE};
 
+/// One step of an object's path.
 #[derive(Debug, Clone)]
 pub enum Seg {
+    /// An object name (`SoftwareModules`).
     Name(&'static str),
+    /// An instance number of a table.
     Inst(u32),
 }
 
@@ -20,7 +23,9 @@ pub enum Seg {
 pub struct Obj {
     /// `Device.SoftwareModules.DeploymentUnit.1.`
     pub path: String,
+    /// The path as steps, for prefix matching without reparsing.
     pub segs: Vec<Seg>,
+    /// Its schema entry.
     pub desc: &'static ObjDesc,
     /// The multi-instance table node itself (`...DeploymentUnit.`), which holds no parameters.
     pub table: bool,
@@ -31,12 +36,14 @@ pub struct Obj {
 }
 
 impl Obj {
+    /// The value of parameter `name`, if the object has it.
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, v)| v.as_str())
     }
+    /// Its instance number when it is an instance (not a table node or a single object).
     pub fn instance(&self) -> Option<u32> {
         match self.segs.last() {
             Some(Seg::Inst(n)) if !self.table => Some(*n),
@@ -52,13 +59,16 @@ impl Obj {
     }
 }
 
+/// The whole instantiated model, flattened in tree order, with an index by path.
 pub struct Tree {
+    /// Every object, parents before children.
     pub objs: Vec<Obj>,
     index: HashMap<String, usize>,
 }
 
 /// Where a path leads in the supported model.
 pub struct SchemaHit {
+    /// The schema entry of the object the path names.
     pub desc: &'static ObjDesc,
     /// The path stops at a table's name (`...Subscription.`) with no instance selector.
     pub table: bool,
@@ -132,6 +142,7 @@ fn search_param_exists(desc: &'static ObjDesc, param: &str) -> bool {
 }
 
 impl Tree {
+    /// Indexes `objs` (already in tree order) by path.
     pub fn new(objs: Vec<Obj>) -> Tree {
         let index = objs
             .iter()
@@ -141,6 +152,7 @@ impl Tree {
         Tree { objs, index }
     }
 
+    /// The object whose path is exactly `path` (with its trailing dot).
     pub fn get(&self, path: &str) -> Option<&Obj> {
         self.index.get(path).map(|i| &self.objs[*i])
     }
@@ -184,6 +196,7 @@ impl Tree {
     }
 }
 
+/// The dotted path of `segs`, with its trailing dot (`Device.LocalAgent.`).
 pub fn prefix_path(segs: &[Seg]) -> String {
     let mut s = String::new();
     for seg in segs {
@@ -199,6 +212,7 @@ pub fn prefix_path(segs: &[Seg]) -> String {
 /// Builds the tree in order: callers push parents before children.
 #[derive(Default)]
 pub struct TreeBuilder {
+    /// The objects pushed so far, in order.
     pub objs: Vec<Obj>,
 }
 
@@ -224,6 +238,7 @@ impl TreeBuilder {
         segs
     }
 
+    /// Adds instance `number` of the table at `table`, backed by `key`.
     pub fn instance(
         &mut self,
         table: &[Seg],

@@ -21,6 +21,8 @@ pub const SUPPORTED_VERSIONS: &str = "1.3,1.4";
 /// How many distinct unknown senders are remembered for log-once purposes.
 const MAX_REMEMBERED_STRANGERS: usize = 64;
 
+/// The agent's USP endpoint: checks each Record and message, answers through the data model and
+/// keeps the notification retries.
 pub struct Endpoint {
     pub(super) dm: DataModel,
     pub(super) limits: Limits,
@@ -34,6 +36,7 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// An endpoint over `dm`, with the default Record limits and no notification pending.
     pub fn new(dm: DataModel) -> Endpoint {
         Endpoint {
             dm,
@@ -101,10 +104,12 @@ impl Endpoint {
             .collect()
     }
 
+    /// Our endpoint ID.
     pub fn endpoint_id(&self) -> &str {
         &self.dm.config().endpoint_id
     }
 
+    /// The data model, to change or notify from.
     pub fn data_model(&mut self) -> &mut DataModel {
         &mut self.dm
     }

@@ -35,6 +35,8 @@ pub struct Controller {
 }
 
 impl Controller {
+    /// A controller with endpoint ID `id` that reaches agents at `agent_topic_template` (`{id}` for
+    /// their endpoint ID), publishes through `send` and reads what the MTP receives from `rx`.
     pub fn new(
         id: &str,
         agent_topic_template: &str,
@@ -60,10 +62,12 @@ impl Controller {
         }
     }
 
+    /// Message counts so far.
     pub fn stats(&self) -> Stats {
         self.stats
     }
 
+    /// The agents seen so far (announcements and answers), by endpoint ID.
     pub fn seen(&self) -> &BTreeMap<String, SeenAgent> {
         &self.seen
     }

@@ -19,6 +19,7 @@ pub(super) const DU_EVENT_GRACE: Duration = Duration::from_secs(2);
 /// A payload the MTP received on the controller's topic.
 #[derive(Debug, Clone)]
 pub struct Inbound {
+    /// The encoded USP Record.
     pub payload: Vec<u8>,
     /// The MQTT Response Topic: where the sending agent wants replies (its own topic).
     pub response_topic: Option<String>,
@@ -30,38 +31,62 @@ pub type Sender = Box<dyn FnMut(&str, Vec<u8>) -> Result<(), String> + Send>;
 /// What the operator asked for, for every addressed agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
+    /// Get of parameter paths.
     Get {
+        /// Paths to get (wildcards and partial paths allowed).
         paths: Vec<String>,
+        /// USP `max_depth` of partial paths; 0: no limit.
         max_depth: u32,
     },
+    /// Set of parameters.
     Set {
+        /// (full parameter path, value) pairs.
         params: Vec<(String, String)>,
     },
+    /// GetInstances of tables.
     Instances {
+        /// Object paths.
         paths: Vec<String>,
     },
+    /// GetSupportedDM.
     Supported {
+        /// Object paths.
         paths: Vec<String>,
     },
+    /// Operate of any command.
     Operate {
+        /// Full command path (`Device.Reboot()`).
         command: String,
+        /// Input arguments.
         args: BTreeMap<String, String>,
     },
+    /// `SoftwareModules.InstallDU()`.
     Install {
+        /// Package URL.
         url: String,
+        /// `ExecutionEnvRef` argument (the ExecEnv instance path); None: the agent picks.
         env: Option<String>,
     },
+    /// `DeploymentUnit.{i}.Update()`.
     Update {
+        /// The DU: its UUID or its full path.
         du: String,
+        /// Package URL; default: the one it was installed from.
         url: Option<String>,
     },
+    /// `DeploymentUnit.{i}.Uninstall()`.
     Uninstall {
+        /// The DU: its UUID or its full path.
         du: String,
     },
+    /// `ExecutionUnit.{i}.SetRequestedState(Active)`, waiting for Status Active.
     Start {
+        /// The EU: its EUID or its full path.
         eu: String,
     },
+    /// `ExecutionUnit.{i}.SetRequestedState(Idle)`, waiting for Status Idle.
     Stop {
+        /// The EU: its EUID or its full path.
         eu: String,
     },
     /// Get `Device.DeviceInfo.` (who answers).
@@ -102,20 +127,26 @@ impl Op {
 pub struct SeenEvent {
     /// `DUStateChange!`, `Boot!`, `ValueChange`, `OperationComplete`, ...
     pub kind: String,
+    /// The object or parameter path it concerns.
     pub path: String,
+    /// Its arguments or parameter values.
     pub params: BTreeMap<String, String>,
 }
 
 /// How one agent's job ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
+    /// The agent's endpoint ID.
     pub agent: String,
+    /// Whether the job succeeded.
     pub ok: bool,
     /// The USP error or TR-181 fault that ended it; code 0 for a local one (timeout, send).
     pub fault: Option<UspError>,
     /// (path or name, value) rows: parameters got, output arguments, instances.
     pub rows: Vec<(String, String)>,
+    /// Notifications seen while the job ran, at most `MAX_EVENTS_PER_AGENT`.
     pub events: Vec<SeenEvent>,
+    /// Notifications beyond that, counted.
     pub events_dropped: usize,
 }
 
@@ -135,7 +166,9 @@ impl Outcome {
 /// Message counts, for the fleet figures.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Records published.
     pub sent: u64,
+    /// Records received (understood or not).
     pub received: u64,
     /// Payloads that were not Records for us, or not understood.
     pub ignored: u64,
@@ -144,6 +177,7 @@ pub struct Stats {
 /// An agent that made itself known (Boot!, OnBoardRequest) or answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeenAgent {
+    /// The agent's endpoint ID.
     pub endpoint_id: String,
     /// Its topic, from the Response Topic it sent with.
     pub topic: Option<String>,
