@@ -12,6 +12,7 @@
 use crate::firmware::{firmware_dir, timeout_scale, workspace_root};
 use crate::microvm::cache_dir;
 use crate::BoardVm;
+use cpevisor_usp::errors::UspError;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -223,20 +224,11 @@ pub fn ctl_json(vm: &mut BoardVm, args: &str, timeout: Duration) -> Result<Value
     Ok(reply)
 }
 
-/// A fault `cpevisorctl` reported: its TR-181 / USP code and message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CtlFault {
-    /// The fault code (7xxx).
-    pub code: u64,
-    /// The message naming what was wrong.
-    pub message: String,
-}
-
 /// What an install on the board gave: the DeploymentUnit or a fault, and how long it took.
 #[derive(Debug, Clone)]
 pub struct Installed {
-    /// The DeploymentUnit's JSON, or the fault the agent reported.
-    pub outcome: Result<Value, CtlFault>,
+    /// The DeploymentUnit's JSON, or the fault the agent reported (TR-181 / USP code, message).
+    pub outcome: Result<Value, UspError>,
     /// From the command to its reply.
     pub took: Duration,
 }
@@ -262,12 +254,13 @@ fn run_du_operation(vm: &mut BoardVm, args: &str, timeout: Duration) -> Result<I
     let took = started.elapsed();
     let reply = parse_reply(&out)?;
     let outcome = match reply.get("fault") {
-        Some(f) => Err(CtlFault {
-            code: f["code"]
+        Some(f) => Err(UspError::new(
+            f["code"]
                 .as_u64()
+                .and_then(|c| u32::try_from(c).ok())
                 .ok_or_else(|| format!("fault without a code: {reply}"))?,
-            message: f["message"].as_str().unwrap_or_default().to_string(),
-        }),
+            f["message"].as_str().unwrap_or_default(),
+        )),
         None if status == 0 => Ok(reply),
         None => {
             return Err(format!(
