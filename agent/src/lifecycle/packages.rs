@@ -12,7 +12,7 @@ use crate::fetch::{download_path, fetch, fetch_head, meta_path, part_path, Fetch
 use crate::package::head::{peek_config, HEAD_BYTES};
 use crate::package::{
     verify_package, AppConfig, Backend as PkgBackend, HealthCheck, LayerKind, PackageCaps,
-    TrustedKey, VerifiedPackage,
+    RestartPolicy, TrustedKey, VerifiedPackage,
 };
 use crate::store::{Digest, Store};
 
@@ -39,7 +39,7 @@ pub struct AppSpec {
     pub cmdline: String,
     /// argv of the app inside the jail (jail backend).
     pub command: Vec<String>,
-    /// AutoRestart policy.
+    /// AutoRestart policy, as the package declared it (the same type in state.json).
     pub restart: RestartPolicy,
     /// Start the app at install and at boot.
     pub autostart: bool,
@@ -60,7 +60,6 @@ pub struct AppSpec {
 impl AppSpec {
     /// The lifecycle's copy of a validated app config.
     pub fn from_config(c: &AppConfig) -> AppSpec {
-        let r = &c.restart;
         AppSpec {
             name: c.name.clone(),
             version: c.version.clone(),
@@ -79,14 +78,7 @@ impl AppSpec {
             vcpus: c.vcpus,
             cmdline: c.cmdline.clone(),
             command: c.command.clone(),
-            restart: RestartPolicy {
-                enable: r.enable,
-                retry_min_wait_s: r.retry_min_wait_s,
-                retry_max_wait_s: r.retry_max_wait_s,
-                retry_interval_multiplier: r.retry_interval_multiplier,
-                max_retry_count: r.max_retry_count,
-                reset_period_s: r.reset_period_s,
-            },
+            restart: c.restart.clone(),
             autostart: c.autostart,
             run_level: u32::from(c.run_level),
             start_deadline_s: c.start_deadline_s,
@@ -94,23 +86,6 @@ impl AppSpec {
             stop_timeout_ms: c.stop_timeout_ms,
         }
     }
-}
-
-/// The AutoRestart policy of `package::config::RestartPolicy`, as kept in the lifecycle state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RestartPolicy {
-    /// Restart after a failure while Active.
-    pub enable: bool,
-    /// Seconds before the first restart.
-    pub retry_min_wait_s: u32,
-    /// Longest wait between restarts, seconds.
-    pub retry_max_wait_s: u32,
-    /// Per mille: 2000 doubles the wait after each retry.
-    pub retry_interval_multiplier: u32,
-    /// Restarts before giving up; 0: retry for ever.
-    pub max_retry_count: u32,
-    /// Seconds of running without a crash after which RetryCount is reset.
-    pub reset_period_s: u32,
 }
 
 /// Files of one installed version, under `apps/<app_id>/` and `blobs/`.
