@@ -89,6 +89,8 @@ impl Vmm {
         // button, stops at once. One that arrived after the vCPUs started is still pending on
         // the stop eventfd and presses the button like any later one (the guest may already
         // be running its init, as the console shows).
+        #[cfg(all(feature = "test-hooks", debug_assertions))]
+        hold_before_the_loop();
         if let Some(name) = self.stopped_before_start {
             crate::log(&format!(
                 "stop requested by signal {name} before the guest started"
@@ -312,6 +314,18 @@ impl VmControl for ControlView<'_> {
             }
             other => Err(format!("thread '{other}': expected main or vcpu")),
         }
+    }
+}
+
+/// Test hook: `CPEVISOR_TEST_HOLD_RUN_LOOP_MS` holds the main thread between the vCPUs' start
+/// and the run loop, the window a loaded machine opens by itself (the guest already runs).
+#[cfg(all(feature = "test-hooks", debug_assertions))]
+fn hold_before_the_loop() {
+    if let Some(ms) = std::env::var("CPEVISOR_TEST_HOLD_RUN_LOOP_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::sleep(Duration::from_millis(ms.min(10_000)));
     }
 }
 

@@ -176,3 +176,49 @@ fn zero_timeout_stops_at_once_without_the_button() {
     assert!(err.contains("exit: stopped by the host (code 0)"), "{err}");
     assert!(!err.contains("power button"), "{err}");
 }
+
+/// A SIGTERM that arrives once the guest runs but before the VMM's main thread has reached its
+/// run loop (a loaded machine opens that window; the test hook holds it open for 1.5 s) presses
+/// the button like any later one: it is not a stop during setup.
+#[test]
+fn a_signal_after_the_vcpus_started_presses_the_button_even_before_the_run_loop() {
+    if !cfg!(debug_assertions) {
+        eprintln!("skipped: needs a debug build (the test hook)");
+        return;
+    }
+    let s = Scratch::new("pwr-early");
+    let k = s.file("guest.bin", BUTTON_WATCHER);
+    let console = s.path("console.log");
+    let child = std::process::Command::new(BIN)
+        .args([
+            "--kernel",
+            k.to_str().unwrap(),
+            "--kernel-format=raw-x86-64",
+            "--memory=16",
+        ])
+        .arg("--console")
+        .arg(format!("file:{}", console.display()))
+        .env("CPEVISOR_TEST_HOLD_RUN_LOOP_MS", "1500")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    wait_console(&console);
+    signal(&child, libc::SIGTERM);
+    let signalled_after = started.elapsed();
+    let o = wait(child, T);
+    let err = stderr(&o);
+    assert!(
+        signalled_after < Duration::from_millis(1500),
+        "the signal came after the hold ({signalled_after:?}): this run shows nothing"
+    );
+    assert!(!err.contains("before the guest started"), "{err}");
+    assert!(
+        err.contains("shutdown: power button pressed (signal SIGTERM)"),
+        "{err}"
+    );
+    assert!(err.contains("exit: guest power-off (code 0)"), "{err}");
+    assert_eq!(o.status.code(), Some(0), "{err}");
+}
