@@ -19,7 +19,7 @@ pub const DEFAULT_APP_NETWORK: &str = "10.100.0.0/16";
 /// Largest config file accepted.
 const MAX_CONFIG_BYTES: u64 = 64 * 1024;
 
-/// Why a config is refused (fault 7004, see `fault.rs`). Each names the field.
+/// Why a config is refused (fault 7004, see `fault/map.rs`). Each names the field.
 #[derive(Debug)]
 pub enum ConfigError {
     /// The config file cannot be read or parsed (the store's message names the file).

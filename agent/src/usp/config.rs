@@ -79,7 +79,7 @@ pub const MAX_CONTROLLERS: usize = 32;
 /// Longest endpoint ID (TR-369 leaves it open; ours fit in a topic name).
 pub const MAX_ENDPOINT_ID: usize = 256;
 
-/// Why a USP config is refused (fault 7004, see `fault.rs`).
+/// Why a USP config is refused (fault 7004, see `fault/map.rs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UspConfigError {
     /// `what` ("endpoint_id", "controller endpoint_id") is empty, too long or not printable.
