@@ -17,7 +17,7 @@ mod shared;
 mod stop;
 
 pub(crate) use shared::lock;
-use shared::{describe_exit, signal_group, Run};
+use shared::{describe_exit, signal_group, wait_run_until, Run};
 pub use shared::{EuUpdate, StatusSink};
 
 use std::collections::HashMap;
@@ -303,18 +303,7 @@ impl Runner {
             self.update(EuStatus::Restarting, restarting_fault, reason, retry, next);
             // Back-off, cut short by a stop request.
             let (m, cv) = &*self.run;
-            let deadline = Instant::now() + wait;
-            let mut r = lock(m);
-            while !r.stop_requested {
-                let now = Instant::now();
-                if now >= deadline {
-                    break;
-                }
-                r = cv
-                    .wait_timeout(r, deadline - now)
-                    .map(|g| g.0)
-                    .unwrap_or_else(|e| e.into_inner().0);
-            }
+            let r = wait_run_until(cv, lock(m), Instant::now() + wait, |r| r.stop_requested);
             let stopped = r.stop_requested;
             drop(r);
             if stopped {

@@ -3,8 +3,8 @@
 //! import the supervisor that uses them.
 
 use std::process::ExitStatus;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::model::{EuStatus, ExecutionFaultCode};
 
@@ -66,4 +66,25 @@ pub(super) fn signal_group(pgid: i32, sig: i32) {
 /// Locks a mutex, recovering the data if a holder panicked (state stays usable).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Waits on the run's condvar until `done` holds for the run or `deadline` passes; returns the
+/// guard either way (the caller reads the state it waited for).
+pub(super) fn wait_run_until<'a>(
+    cv: &Condvar,
+    mut r: MutexGuard<'a, Run>,
+    deadline: Instant,
+    done: impl Fn(&Run) -> bool,
+) -> MutexGuard<'a, Run> {
+    while !done(&r) {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        r = cv
+            .wait_timeout(r, deadline - now)
+            .map(|g| g.0)
+            .unwrap_or_else(|e| e.into_inner().0);
+    }
+    r
 }

@@ -9,11 +9,10 @@
 //! long as the slowest app, and each app's stop is bounded.
 
 use std::process::ExitStatus;
-use std::sync::{Condvar, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::shared::{lock, signal_group, EuUpdate, Run};
+use super::shared::{lock, signal_group, wait_run_until, EuUpdate};
 use super::{Runner, Supervisor};
 use crate::model::{EuStatus, ExecutionFaultCode};
 
@@ -55,7 +54,7 @@ impl Supervisor {
         }
         cv.notify_all();
         let grace = r.grace;
-        r = wait_finished(cv, r, Instant::now() + grace);
+        r = wait_run_until(cv, r, Instant::now() + grace, |r| r.finished);
         if !r.finished {
             if let Some(pgid) = r.pgid {
                 let why = format!(
@@ -66,7 +65,7 @@ impl Supervisor {
                 r.forced = Some(why);
                 signal_group(pgid, libc::SIGKILL);
             }
-            r = wait_finished(cv, r, Instant::now() + KILL_WAIT);
+            r = wait_run_until(cv, r, Instant::now() + KILL_WAIT, |r| r.finished);
             if !r.finished {
                 crate::log_error!(
                     "{eu_id}: still not reaped {} s after SIGKILL; its exit is reported when it comes",
@@ -109,25 +108,6 @@ impl Supervisor {
         stopped.sort();
         stopped
     }
-}
-
-/// Waits on the run's condvar until the watcher marked the run finished or `deadline` passed.
-fn wait_finished<'a>(
-    cv: &Condvar,
-    mut r: MutexGuard<'a, Run>,
-    deadline: Instant,
-) -> MutexGuard<'a, Run> {
-    while !r.finished {
-        let now = Instant::now();
-        if now >= deadline {
-            break;
-        }
-        r = cv
-            .wait_timeout(r, deadline - now)
-            .map(|g| g.0)
-            .unwrap_or_else(|e| e.into_inner().0);
-    }
-    r
 }
 
 impl Runner {
