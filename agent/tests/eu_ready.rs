@@ -460,9 +460,15 @@ fn a_jail_apps_command_probe_runs_in_its_jail() {
     let saw_file = w.poll(20, || {
         find_file(&w.state, "probe-saw").ok_or_else(|| format!("no probe yet: {}", w.eu(&eu)))
     });
-    let v = w.eu(&eu);
+    // The probe writes the file first and fails on its last command: its result lands a moment
+    // after the file appears.
+    let v = w.poll(20, || {
+        let v = w.eu(&eu);
+        (v["health"]["state"] == "failing")
+            .then(|| v.clone())
+            .ok_or_else(|| format!("no failing probe recorded yet: {v}"))
+    });
     assert_eq!(v["status"], "Starting", "{v}");
-    assert_eq!(v["health"]["state"], "failing", "{v}");
     let saw = w.poll(10, || {
         let s = std::fs::read_to_string(&saw_file).unwrap_or_default();
         s.contains("Seccomp").then_some(s.clone()).ok_or(s)
@@ -482,8 +488,15 @@ fn a_jail_apps_command_probe_runs_in_its_jail() {
         .unwrap();
     assert!(pid < 100, "{saw}");
     std::fs::write(saw_file.with_file_name("ok"), b"").unwrap();
-    let v = w.wait_eu_status(&eu, "Active", 20);
-    assert_eq!(v["health"]["state"], "ok", "{v}");
+    w.wait_eu_status(&eu, "Active", 20);
+    // Active means a probe passed; the board shows the latest result, so wait for a passing
+    // one (seen once on a machine at load 17: one probe in between that failed).
+    w.poll(20, || {
+        let v = w.eu(&eu);
+        (v["health"]["state"] == "ok")
+            .then_some(())
+            .ok_or_else(|| format!("health not ok: {v}"))
+    });
     w.ctl_json(&["stop", &eu]).unwrap();
 }
 
