@@ -143,7 +143,9 @@ pub enum ExecutionFaultCode {
     /// The app exited or failed while Active.
     FailureWhileActive,
     /// TR-181 `UnStartable`; in the data model's enumeration, but the agent never sets it.
-    Unstartable,
+    /// (Spelled `Unstartable` before; the alias reads such state.)
+    #[serde(alias = "Unstartable")]
+    UnStartable,
 }
 
 /// `ExecutionUnit.RequestedState` (what SetRequestedState asks for).

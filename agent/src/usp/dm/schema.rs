@@ -171,7 +171,7 @@ pub const EU_FAULTS: &[&str] = &[
     "FailureOnStop",
     "FailureWhileActive",
     "DependencyFailure",
-    "Unstartable",
+    "UnStartable",
 ];
 
 /// `DUStateChange!` arguments (TR-181).
@@ -492,4 +492,38 @@ pub fn check_value(p: &ParamDesc, value: &str) -> Result<(), (u32, std::string::
 /// A TR-106 boolean value: `true` or `1` is true, anything else false.
 pub fn parse_bool(v: &str) -> bool {
     matches!(v, "true" | "1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EU_FAULTS;
+    use crate::model::ExecutionFaultCode::*;
+
+    /// TR-181 (Device:2) `ExecutionUnit.{i}.ExecutionFaultCode`, as the specification spells
+    /// it (`UnStartable` with a capital S), and every fault the agent reports rendered the way
+    /// the data model renders it (`{:?}`, software_modules.rs) is one of them.
+    #[test]
+    fn execution_fault_codes_are_tr181_spelled() {
+        let tr181 = [
+            "NoFault",
+            "FailureOnStart",
+            "FailureOnAutoStart",
+            "FailureOnStop",
+            "FailureWhileActive",
+            "DependencyFailure",
+            "UnStartable",
+        ];
+        assert_eq!(EU_FAULTS, tr181);
+        for code in [
+            NoFault,
+            FailureOnStart,
+            FailureOnAutoStart,
+            FailureOnStop,
+            FailureWhileActive,
+            UnStartable,
+        ] {
+            let shown = format!("{code:?}");
+            assert!(EU_FAULTS.contains(&shown.as_str()), "{shown}");
+        }
+    }
 }
