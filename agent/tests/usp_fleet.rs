@@ -81,6 +81,15 @@ fn one_controller_installs_an_app_on_a_fleet() {
     // Errors only: 200 agents' info lines would bury the figures.
     cpevisor_agent::LOG_LEVEL.store(0, Ordering::Relaxed);
     let world = World::new("usp-fleet");
+    // 200 agents probe one loopback server at the same moment, on a 2-core machine that runs
+    // other tests beside: the 15 s default for the package's head probe (a bound against a
+    // hostile server, tested in hostile_fetch.rs) was missed by a few agents in CI runs.
+    // The fleet's question is whether every install completes, so the probe gets 60 s.
+    world.write_config_patched(serde_json::json!({
+        "download_limits": {"deadline_ms": 300_000, "deadline_ms_per_mib": 30_000,
+                            "min_rate_bytes_per_s": 1024, "rate_window_ms": 30_000,
+                            "probe_deadline_ms": 60_000},
+    }));
     let broker = TestBroker::start_with(
         &world.root.join("broker"),
         &BrokerOptions {
