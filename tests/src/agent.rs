@@ -202,11 +202,20 @@ pub fn parse_reply(out: &str) -> Result<Value, String> {
             out.len()
         ));
     }
+    // A kernel message may also land on the reply's own line, right after the JSON (seen:
+    // "...}[   30.59] IPv6: ADDRCONF(NETDEV_CHANGE): cpv-eu-5: link becomes ready"): the reply
+    // is the JSON value the line starts with, whatever follows it.
     out.lines()
         .rev()
         .map(str::trim)
         .filter(|l| l.starts_with('{'))
-        .find_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|l| {
+            serde_json::Deserializer::from_str(l)
+                .into_iter::<Value>()
+                .next()?
+                .ok()
+                .filter(Value::is_object)
+        })
         .ok_or_else(|| format!("no JSON object in cpevisorctl's reply:\n{out}"))
 }
 
@@ -395,6 +404,9 @@ mod tests {
         let err = parse_reply("error 7036: untrusted\n{not json\n").unwrap_err();
         assert!(err.contains("no JSON object"), "{err}");
         assert!(parse_reply(&"x".repeat(MAX_REPLY + 1)).is_err());
+        // A kernel message glued to the end of the reply's line.
+        let glued = "{\"name\":\"dens04\"}[   30.590429] IPv6: cpv-eu-5: link becomes ready\n";
+        assert_eq!(parse_reply(glued).unwrap()["name"], "dens04");
     }
 
     #[test]
