@@ -13,6 +13,7 @@ pub mod bench;
 pub mod console;
 pub mod density;
 pub mod firmware;
+pub mod many_apps;
 pub mod microvm;
 pub mod usp;
 pub mod vm;

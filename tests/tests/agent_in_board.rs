@@ -73,7 +73,7 @@ fn app_answers(vm: &mut BoardVm, token: &str, started: Instant, since: &str) -> 
     assert!(page.contains("app=status"), "{page}");
 
     // Run-time memory enforcement: the app's VMM sits in its own cgroup v2 whose memory.max is
-    // the package's declared 64 MiB plus the kvm backend's 8 MiB margin for the VMM itself.
+    // the package's declared 16 MiB plus the kvm backend's 4 MiB margin for the VMM itself.
     let cgroup = format!("/sys/fs/cgroup/cpevisor/{eu_id}");
     let out = vm
         .run_ok(
@@ -84,7 +84,7 @@ fn app_answers(vm: &mut BoardVm, token: &str, started: Instant, since: &str) -> 
         )
         .unwrap_or_else(|e| panic!("{e}\n{}", app_logs(vm, &eu_id)));
     let mut lines = out.lines().map(str::trim).filter(|l| !l.is_empty());
-    let limit = ((64u64 + 8) << 20).to_string();
+    let limit = ((16u64 + 4) << 20).to_string();
     assert_eq!(
         lines.next(),
         Some(limit.as_str()),

@@ -5,6 +5,7 @@
 use super::board::{Run, PEER};
 use super::stats::{median, round_to};
 use super::Figure;
+use crate::many_apps::ManyApps;
 
 /// `density.app_pss_kib`: the monitor's whole PSS (its own pages plus the guest RAM the guest
 /// touched, which stays resident without a balloon), median per run, beside QEMU's. This is
@@ -35,9 +36,101 @@ pub fn figures(vmm: &[Run], qemu: &[Run], setting: &str) -> Vec<Figure> {
     vec![f.with_note(note).with_samples(ours, theirs)]
 }
 
+/// From one many-apps run (tests/src/many_apps.rs): `density.microvm_apps`, how many copies
+/// of the sample app the board's agent admitted before refusing one and that then all answered
+/// at once; `density.many_app_pss_kib`, the median PSS of their VMMs; and
+/// `density.board_kib_per_app`, what the board's used memory (MemTotal - MemAvailable) grew by,
+/// per app. No peer: QEMU cannot boot the sample app's minimal kernel (no PL011 driver for its
+/// console), so the QEMU ratio stays on `density.app_pss_kib`'s stock guest.
+pub fn many_figures(run: &ManyApps, budget_mib: u32) -> Vec<Figure> {
+    let n = run.apps.len();
+    let refused = match &run.refusal {
+        Some(f) => format!("the next was refused with {} ({})", f.code, f.message),
+        None => "none was refused".to_string(),
+    };
+    let setting = format!(
+        "{} (app budget {budget_mib} MiB), copies of the sample app (minimal kernel, {} MiB \
+         declared, 1 vCPU) installed one after another: {n} admitted, {refused}",
+        crate::many_apps::BOARD,
+        run.declared_mib
+    );
+    let mut figures = vec![
+        Figure::new("density.microvm_apps", run.answered as f64, "apps").with_note(format!(
+            "{setting}; {} of them answered /status at once",
+            run.answered
+        )),
+    ];
+    let pss: Vec<f64> = run.apps.iter().map(|a| a.vmm_pss_kib as f64).collect();
+    if let Some(m) = median(&pss) {
+        figures.push(
+            Figure::new("density.many_app_pss_kib", m, "KiB")
+                .with_note(format!(
+                    "{setting}; PSS of each app's VMM (its pages + guest RAM resident), median"
+                ))
+                .with_samples(pss, Vec::new()),
+        );
+    }
+    let used = |m: &[(String, u64)]| -> Option<u64> {
+        let get = |k: &str| m.iter().find(|(name, _)| name == k).map(|(_, v)| *v);
+        Some(get("MemTotal")?.saturating_sub(get("MemAvailable")?))
+    };
+    if let (Some(before), Some(after), true) =
+        (used(&run.board_before), used(&run.board_after), n > 0)
+    {
+        figures.push(
+            Figure::new(
+                "density.board_kib_per_app",
+                round_to(after.saturating_sub(before) as f64 / n as f64, 1),
+                "KiB",
+            )
+            .with_note(format!(
+                "{setting}; the board's MemTotal - MemAvailable after the last app answered \
+                 minus before the first install ({before} KiB), divided by the apps"
+            )),
+        );
+    }
+    figures
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::many_apps::AppCost;
+    use std::time::Duration;
+
+    #[test]
+    fn many_apps_figures_count_the_answering_apps_and_the_board_growth() {
+        let app = |pss| AppCost {
+            eu_id: "eu-1".into(),
+            addr: "10.100.0.6".into(),
+            memory_in_use_kib: 12_000,
+            vmm_pss_kib: pss,
+            install_to_active: Duration::from_secs(8),
+        };
+        let meminfo = |avail| {
+            vec![
+                ("MemTotal".to_string(), 480_000),
+                ("MemAvailable".to_string(), avail),
+            ]
+        };
+        let run = ManyApps {
+            declared_mib: 16,
+            apps: vec![app(12_000), app(13_000), app(12_500)],
+            refusal: Some(cpevisor_usp::errors::UspError::new(7227, "no memory left")),
+            answered: 2,
+            board_before: meminfo(450_000),
+            board_after: meminfo(408_000),
+        };
+        let figs = many_figures(&run, 384);
+        assert_eq!(figs[0].name, "density.microvm_apps");
+        // Admitted is not enough: only the apps that answered count.
+        assert_eq!(figs[0].value, 2.0);
+        assert!(figs[0].note.as_deref().unwrap().contains("7227"));
+        assert_eq!(figs[1].name, "density.many_app_pss_kib");
+        assert_eq!(figs[1].value, 12_500.0);
+        assert_eq!(figs[2].name, "density.board_kib_per_app");
+        assert_eq!(figs[2].value, 14_000.0);
+    }
 
     fn run(pss: u64, found: bool) -> Run {
         Run {

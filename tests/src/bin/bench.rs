@@ -3,14 +3,14 @@
 //! qemu-system-aarch64 -accel kvm on the same guest. Prints a table, writes `target/bench.json`.
 //! Exits 1 when a figure group could not be taken (after writing what was measured).
 //! `CPEVISOR_BENCH_ONLY=group,...` takes only those groups (sizes, agent, ready, usp, board,
-//! stop, jail), e.g. to re-measure one piece.
+//! stop, density, jail), e.g. to re-measure one piece.
 
 #![forbid(unsafe_code)]
 
 use cpevisor_e2e::bench::{
     agent, board, density, graceful, jail, ready, sizes, table, usp, write_json, Figure,
 };
-use cpevisor_e2e::workspace_root;
+use cpevisor_e2e::{many_apps, workspace_root};
 
 /// Whether `group` is to be measured (all of them unless CPEVISOR_BENCH_ONLY names some).
 fn wanted(group: &str) -> bool {
@@ -94,6 +94,25 @@ fn main() {
                 initrd.display()
             );
             failed = true;
+        }
+    }
+
+    // Copies of the sample app until the board's admission refuses one
+    // (tests/src/many_apps.rs): qemu-virt-a53's firmware and the sample app's staged build.
+    if wanted("density") {
+        println!(
+            "bench: booting {} for the density figures",
+            many_apps::BOARD
+        );
+        let budget = cpevisor_boards::Board::by_name(many_apps::BOARD)
+            .map(|b| b.memory.app_budget_mib)
+            .unwrap_or_default();
+        match many_apps::run(None, &|s| println!("bench: {s}")) {
+            Ok(run) => figures.extend(density::many_figures(&run, budget)),
+            Err(e) => {
+                eprintln!("bench: density figures: {e}");
+                failed = true;
+            }
         }
     }
 
