@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
+use super::admission::check_room_in;
 use super::state::DuRecord;
-use super::{admitted_mib, data_id, fault, internal, unknown_eu, Agent, OpResult};
+use super::{data_id, fault, internal, unknown_eu, Agent, OpResult};
 use crate::fault::FaultCode;
 use crate::model::{ExecutionUnit, RequestedState};
 use crate::supervise::backend::LaunchSpec;
@@ -128,13 +129,7 @@ impl Agent {
                 .iter()
                 .find(|e| e.name == env)
                 .map_or(0, |e| e.memory_budget_mib);
-            let available = budget.saturating_sub(admitted_mib(&m.persisted, &env, Some(&du)));
-            if need > available {
-                return Err(fault(
-                    FaultCode::SystemResourcesExceeded,
-                    format!("{eu_id} needs {need} MiB, ExecEnv {env} has {available} MiB left"),
-                ));
-            }
+            check_room_in(&m.persisted, eu_id, need, &env, budget, Some(&du))?;
         }
         let Some(eu) = m.persisted.eus.iter_mut().find(|e| e.eu_id == eu_id) else {
             return Err(unknown_eu(eu_id));

@@ -128,15 +128,10 @@ impl Agent {
         let was_active = eu_prev
             .as_ref()
             .is_some_and(|e| e.requested_state == RequestedState::Active);
-        let available = self.available_mib(&env.name, Some(&prev.du.uuid));
-        if was_active && spec.memory_mib > available {
-            return refuse(fault(
-                FaultCode::SystemResourcesExceeded,
-                format!(
-                    "{} {} needs {} MiB, ExecEnv {} has {available} MiB left",
-                    spec.name, spec.version, spec.memory_mib, env.name
-                ),
-            ));
+        if was_active {
+            if let Err(f) = self.check_room(spec, &env, Some(&prev.du.uuid)) {
+                return refuse(f);
+            }
         }
         j.version = spec.version.clone();
         j.app_id = app_id(&prev.du.uuid, &checked.manifest_digest);
