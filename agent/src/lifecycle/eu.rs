@@ -38,7 +38,7 @@ impl Agent {
             }
             RequestedState::Idle => {
                 self.persist_requested(eu_id, RequestedState::Idle)?;
-                self.supervisor.stop(eu_id).map_err(internal)?;
+                self.supervisor.stop(eu_id);
             }
         }
         self.eu(eu_id).ok_or_else(|| unknown_eu(eu_id))
@@ -61,7 +61,7 @@ impl Agent {
                 format!("ExecEnv {} is disabled", env.name),
             ));
         }
-        self.supervisor.stop(eu_id).map_err(internal)?;
+        self.supervisor.stop(eu_id);
         self.start_eu(&rec, StartReason::Operator)
             .map_err(|m| internal(format!("{eu_id}: {m}")))?;
         self.eu(eu_id).ok_or_else(|| unknown_eu(eu_id))

@@ -146,7 +146,7 @@ impl Agent {
 
         let _eu = lock(&self.eu_ops);
         if let Some(eu) = &eu_prev {
-            let _ = self.supervisor.stop(&eu.eu_id);
+            self.supervisor.stop(&eu.eu_id);
         }
         let new_record = {
             let mut m = lock(&self.shared.model);
