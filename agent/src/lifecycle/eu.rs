@@ -4,12 +4,12 @@ use std::time::Duration;
 
 use super::admission::check_room_in;
 use super::state::DuRecord;
-use super::{data_id, fault, internal, unknown_eu, Agent, OpResult};
-use crate::fault::FaultCode;
+use super::{data_id, fault, unknown_eu, Agent, OpResult};
+use crate::fault::{Fault, FaultCode};
 use crate::model::{ExecutionUnit, RequestedState};
 use crate::supervise::backend::LaunchSpec;
 use crate::supervise::ready::StartPolicy;
-use crate::supervise::{lock, StartReason};
+use crate::supervise::{lock, StartError, StartReason};
 
 impl Agent {
     /// SetRequestedState. Active is admitted against the ExecEnv's memory (7227) and refused
@@ -31,9 +31,9 @@ impl Agent {
                     return Ok(self.eu(eu_id).unwrap_or(eu));
                 }
                 self.persist_requested(eu_id, RequestedState::Active)?;
-                if let Err(msg) = self.start_eu(&rec, StartReason::Operator) {
+                if let Err(e) = self.start_eu(&rec, StartReason::Operator) {
                     self.persist_requested(eu_id, RequestedState::Idle)?;
-                    return Err(internal(format!("{eu_id}: {msg}")));
+                    return Err(Fault::from(e).prefixed(eu_id));
                 }
             }
             RequestedState::Idle => {
@@ -63,24 +63,24 @@ impl Agent {
         }
         self.supervisor.stop(eu_id);
         self.start_eu(&rec, StartReason::Operator)
-            .map_err(|m| internal(format!("{eu_id}: {m}")))?;
+            .map_err(|e| Fault::from(e).prefixed(eu_id))?;
         self.eu(eu_id).ok_or_else(|| unknown_eu(eu_id))
     }
 
-    pub(super) fn start_eu(&self, rec: &DuRecord, reason: StartReason) -> Result<(), String> {
+    pub(super) fn start_eu(&self, rec: &DuRecord, reason: StartReason) -> Result<(), StartEuError> {
         let eu = self
             .eu_of(&rec.du.uuid)
-            .ok_or_else(|| format!("DU {} has no execution unit", rec.du.uuid))?;
+            .ok_or_else(|| StartEuError::NoEu(rec.du.uuid.clone()))?;
         let backend = self
             .backends
             .get(&eu.exec_env)
             .cloned()
-            .ok_or_else(|| format!("no backend for ExecEnv {}", eu.exec_env))?;
+            .ok_or_else(|| StartEuError::NoBackend(eu.exec_env.clone()))?;
         let data_dir = self
             .packages
             .store
             .app_dir(&data_id(&rec.du.uuid))
-            .map_err(|f| f.message)?;
+            .map_err(StartEuError::DataDir)?;
         let spec = LaunchSpec {
             eu_id: eu.eu_id.clone(),
             command: rec.spec.command.clone(),
@@ -93,7 +93,7 @@ impl Agent {
             data_dir,
             app_dir: rec.files.app_dir.clone(),
             run_dir: crate::supervise::rundir::eu_dir(&self.run_dir, &eu.eu_id)
-                .map_err(|e| e.to_string())?,
+                .map_err(StartEuError::RunDir)?,
             tap: None,
             rootfs: rec.files.rootfs.clone(),
             cgroup: None,
@@ -106,6 +106,7 @@ impl Agent {
         };
         self.supervisor
             .start(backend, spec, eu.auto_restart.clone(), reason)
+            .map_err(StartEuError::Start)
     }
 
     pub(super) fn persist_requested(&self, eu_id: &str, req: RequestedState) -> OpResult<()> {
@@ -143,5 +144,43 @@ impl Agent {
             return Err(f);
         }
         Ok(())
+    }
+}
+
+/// Why the lifecycle could not start an EU: what it lacked, or the supervisor's refusal. Its
+/// fault code is decided in `fault::map`.
+#[derive(Debug)]
+pub enum StartEuError {
+    /// The DU (its UUID) has no EU.
+    NoEu(String),
+    /// No backend serves the EU's ExecEnv (its name).
+    NoBackend(String),
+    /// The DU's data directory is unusable.
+    DataDir(Fault),
+    /// The EU's run directory could not be made.
+    RunDir(std::io::Error),
+    /// The supervisor did not start the backend.
+    Start(StartError),
+}
+
+impl std::fmt::Display for StartEuError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartEuError::NoEu(du) => write!(f, "DU {du} has no execution unit"),
+            StartEuError::NoBackend(env) => write!(f, "no backend for ExecEnv {env}"),
+            StartEuError::DataDir(fault) => f.write_str(&fault.message),
+            StartEuError::RunDir(e) => write!(f, "{e}"),
+            StartEuError::Start(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartEuError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartEuError::RunDir(e) => Some(e),
+            StartEuError::Start(e) => Some(e),
+            StartEuError::NoEu(_) | StartEuError::NoBackend(_) | StartEuError::DataDir(_) => None,
+        }
     }
 }

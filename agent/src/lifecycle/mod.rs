@@ -18,6 +18,7 @@ mod admission;
 mod cleanstop;
 pub mod config;
 mod eu;
+pub use eu::StartEuError;
 pub mod events;
 mod execenv;
 mod inflight;

@@ -179,10 +179,10 @@ impl Agent {
         };
         persist_point("lifecycle:update:committed");
         if was_active && self.env_enabled(&env) {
-            if let Err(msg) = self.start_eu(&new_record, StartReason::Operator) {
+            if let Err(e) = self.start_eu(&new_record, StartReason::Operator) {
                 // The new version does not start: go back to the previous one.
                 crate::log_warn!(
-                    "update of {}: {msg}; restoring {}",
+                    "update of {}: {e}; restoring {}",
                     prev.du.uuid,
                     prev.du.version
                 );
@@ -193,10 +193,12 @@ impl Agent {
                 }
                 persist_point("lifecycle:update:reverted");
                 let _ = self.start_eu(prev, StartReason::Operator);
-                return Err(internal(format!(
-                    "{} {} failed to start: {msg}; {} restored",
-                    spec.name, spec.version, prev.du.version
-                )));
+                let mut f = Fault::from(e);
+                f.message = format!(
+                    "{} {} failed to start: {}; {} restored",
+                    spec.name, spec.version, f.message, prev.du.version
+                );
+                return Err(f);
             }
         }
         if prev.files.app_id != new_record.files.app_id {
