@@ -149,16 +149,7 @@ mod tests {
             run_level: 0,
             memory_in_use: 0,
             memory_mib: mib,
-            auto_restart: AutoRestart {
-                enable: false,
-                retry_minimum_wait_interval: 0,
-                retry_maximum_wait_interval: 0,
-                retry_interval_multiplier: 0,
-                maximum_retry_count: 0,
-                reset_period: 0,
-                retry_count: 0,
-                next_restart: 0,
-            },
+            auto_restart: AutoRestart::default(),
             health: None,
         }
     }
