@@ -4,7 +4,7 @@
 
 use super::{Fault, FaultCode};
 use crate::lifecycle::config::ConfigError;
-use crate::lifecycle::StartEuError;
+use crate::lifecycle::start_error::StartEuError;
 use crate::package::oci::OciError;
 use crate::usp::config::UspConfigError;
 
