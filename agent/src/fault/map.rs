@@ -4,6 +4,7 @@
 
 use super::{Fault, FaultCode};
 use crate::lifecycle::config::ConfigError;
+use crate::lifecycle::start_error::StartEuError;
 use crate::package::oci::OciError;
 use crate::usp::config::UspConfigError;
 
@@ -25,5 +26,14 @@ impl From<OciError> for Fault {
 impl From<ConfigError> for Fault {
     fn from(e: ConfigError) -> Self {
         Fault::new(FaultCode::InvalidArguments, e.to_string())
+    }
+}
+
+/// An EU the lifecycle could not start (no EU, no backend, its directories, the supervisor's
+/// refusal): the agent's own failure, whatever the step; the EU's ExecutionFaultCode is set by
+/// the supervisor.
+impl From<StartEuError> for Fault {
+    fn from(e: StartEuError) -> Self {
+        Fault::new(FaultCode::Internal, e.to_string())
     }
 }

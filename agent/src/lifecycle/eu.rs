@@ -2,9 +2,11 @@
 
 use std::time::Duration;
 
+use super::admission::check_room_in;
+use super::start_error::StartEuError;
 use super::state::DuRecord;
-use super::{admitted_mib, data_id, fault, internal, unknown_eu, Agent, OpResult};
-use crate::fault::FaultCode;
+use super::{data_id, fault, unknown_eu, Agent, OpResult};
+use crate::fault::{Fault, FaultCode};
 use crate::model::{ExecutionUnit, RequestedState};
 use crate::supervise::backend::LaunchSpec;
 use crate::supervise::ready::StartPolicy;
@@ -30,14 +32,14 @@ impl Agent {
                     return Ok(self.eu(eu_id).unwrap_or(eu));
                 }
                 self.persist_requested(eu_id, RequestedState::Active)?;
-                if let Err(msg) = self.start_eu(&rec, StartReason::Operator) {
+                if let Err(e) = self.start_eu(&rec, StartReason::Operator) {
                     self.persist_requested(eu_id, RequestedState::Idle)?;
-                    return Err(internal(format!("{eu_id}: {msg}")));
+                    return Err(Fault::from(e).prefixed(eu_id));
                 }
             }
             RequestedState::Idle => {
                 self.persist_requested(eu_id, RequestedState::Idle)?;
-                self.supervisor.stop(eu_id).map_err(internal)?;
+                self.supervisor.stop(eu_id);
             }
         }
         self.eu(eu_id).ok_or_else(|| unknown_eu(eu_id))
@@ -60,26 +62,26 @@ impl Agent {
                 format!("ExecEnv {} is disabled", env.name),
             ));
         }
-        self.supervisor.stop(eu_id).map_err(internal)?;
+        self.supervisor.stop(eu_id);
         self.start_eu(&rec, StartReason::Operator)
-            .map_err(|m| internal(format!("{eu_id}: {m}")))?;
+            .map_err(|e| Fault::from(e).prefixed(eu_id))?;
         self.eu(eu_id).ok_or_else(|| unknown_eu(eu_id))
     }
 
-    pub(super) fn start_eu(&self, rec: &DuRecord, reason: StartReason) -> Result<(), String> {
+    pub(super) fn start_eu(&self, rec: &DuRecord, reason: StartReason) -> Result<(), StartEuError> {
         let eu = self
             .eu_of(&rec.du.uuid)
-            .ok_or_else(|| format!("DU {} has no execution unit", rec.du.uuid))?;
+            .ok_or_else(|| StartEuError::NoEu(rec.du.uuid.clone()))?;
         let backend = self
             .backends
             .get(&eu.exec_env)
             .cloned()
-            .ok_or_else(|| format!("no backend for ExecEnv {}", eu.exec_env))?;
+            .ok_or_else(|| StartEuError::NoBackend(eu.exec_env.clone()))?;
         let data_dir = self
             .packages
             .store
             .app_dir(&data_id(&rec.du.uuid))
-            .map_err(|f| f.message)?;
+            .map_err(StartEuError::DataDir)?;
         let spec = LaunchSpec {
             eu_id: eu.eu_id.clone(),
             command: rec.spec.command.clone(),
@@ -92,7 +94,7 @@ impl Agent {
             data_dir,
             app_dir: rec.files.app_dir.clone(),
             run_dir: crate::supervise::rundir::eu_dir(&self.run_dir, &eu.eu_id)
-                .map_err(|e| e.to_string())?,
+                .map_err(StartEuError::RunDir)?,
             tap: None,
             rootfs: rec.files.rootfs.clone(),
             cgroup: None,
@@ -105,6 +107,7 @@ impl Agent {
         };
         self.supervisor
             .start(backend, spec, eu.auto_restart.clone(), reason)
+            .map_err(StartEuError::Start)
     }
 
     pub(super) fn persist_requested(&self, eu_id: &str, req: RequestedState) -> OpResult<()> {
@@ -128,13 +131,7 @@ impl Agent {
                 .iter()
                 .find(|e| e.name == env)
                 .map_or(0, |e| e.memory_budget_mib);
-            let available = budget.saturating_sub(admitted_mib(&m.persisted, &env, Some(&du)));
-            if need > available {
-                return Err(fault(
-                    FaultCode::SystemResourcesExceeded,
-                    format!("{eu_id} needs {need} MiB, ExecEnv {env} has {available} MiB left"),
-                ));
-            }
+            check_room_in(&m.persisted, eu_id, need, &env, budget, Some(&du))?;
         }
         let Some(eu) = m.persisted.eus.iter_mut().find(|e| e.eu_id == eu_id) else {
             return Err(unknown_eu(eu_id));

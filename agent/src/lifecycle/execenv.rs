@@ -1,7 +1,7 @@
 //! ExecEnv operations: Reset, Enable, and resolving an ExecEnv's configuration by name.
 
 use super::config::ExecEnvConfig;
-use super::{env_is_enabled, exec_env_view, fault, internal, Agent, OpResult};
+use super::{env_is_enabled, exec_env_view, fault, Agent, OpResult};
 use crate::fault::FaultCode;
 use crate::model::{ExecEnv, ExecutionUnit, RequestedState};
 use crate::supervise::{lock, StartReason};
@@ -91,7 +91,7 @@ impl Agent {
             .collect();
         for eu in eus {
             if !enable {
-                self.supervisor.stop(&eu.eu_id).map_err(internal)?;
+                self.supervisor.stop(&eu.eu_id);
             } else if eu.requested_state == RequestedState::Active
                 && !self.supervisor.is_running(&eu.eu_id)
             {

@@ -3,7 +3,7 @@
 
 use super::config::ExecEnvConfig;
 use super::state::{DuRecord, Journal};
-use super::{app_id, fault, new_eu, reserve, validate_url, Agent, OpResult};
+use super::{admission, app_id, fault, new_eu, validate_url, Agent, OpResult};
 use crate::fault::{Fault, FaultCode};
 use crate::model::uuid::deployment_unit_uuid;
 use crate::model::{
@@ -129,7 +129,7 @@ impl Agent {
         let du = {
             let mut m = lock(&self.shared.model);
             // Re-checked under the lock: an app started since the first check counts.
-            reserve::fits_budget(&m.persisted, spec, env)?;
+            admission::check_spec_room_in(&m.persisted, spec, env, None)?;
             m.persisted.next_eu += 1;
             let eu_id = format!("eu-{}", m.persisted.next_eu);
             let du = DeploymentUnit {

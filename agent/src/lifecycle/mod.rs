@@ -27,6 +27,7 @@ pub mod packages;
 mod queries;
 mod recovery;
 mod reserve;
+pub mod start_error;
 pub mod state;
 mod uninstall;
 mod update;
@@ -345,16 +346,7 @@ fn new_eu(eu_id: &str, du: &DeploymentUnit, spec: &AppSpec) -> ExecutionUnit {
         run_level: 0,
         memory_in_use: 0,
         memory_mib: 0,
-        auto_restart: AutoRestart {
-            enable: false,
-            retry_minimum_wait_interval: 0,
-            retry_maximum_wait_interval: 0,
-            retry_interval_multiplier: 0,
-            maximum_retry_count: 0,
-            reset_period: 0,
-            retry_count: 0,
-            next_restart: 0,
-        },
+        auto_restart: AutoRestart::default(),
         health: None,
     };
     apply_spec(&mut eu, spec);

@@ -3,10 +3,11 @@
 //! operations on other DUs run), its journal entry, and unpacking for the reserved DU (rootfs
 //! extracted for a jail, a private data disk for a microVM).
 
+use super::admission::check_spec_room_in;
 use super::config::{ExecEnvConfig, Runner};
 use super::packages::{AppSpec, CheckedPackage, InstalledFiles};
-use super::state::{DuRecord, Journal, PersistedState};
-use super::{admitted_mib, data_id, fault, Agent, OpResult};
+use super::state::{DuRecord, Journal};
+use super::{data_id, fault, Agent, OpResult};
 use crate::fault::{Fault, FaultCode};
 use crate::model::DuStatus;
 use crate::supervise::lock;
@@ -73,7 +74,7 @@ impl Agent {
             ));
         }
         self.fits_env(spec, env)?;
-        fits_budget(&m.persisted, spec, env)?;
+        check_spec_room_in(&m.persisted, spec, env, None)?;
         m.transient.insert(uuid.to_string(), DuStatus::Installing);
         Ok(())
     }
@@ -125,22 +126,4 @@ impl Agent {
             }
         }
     }
-}
-
-/// 7004 (SystemResourcesExceeded) unless a new DU of `spec` fits in what `env`'s memory budget
-/// has left beside the EUs requested Active in `s`.
-pub(super) fn fits_budget(s: &PersistedState, spec: &AppSpec, env: &ExecEnvConfig) -> OpResult<()> {
-    let available = env
-        .memory_budget_mib
-        .saturating_sub(admitted_mib(s, &env.name, None));
-    if spec.memory_mib > available {
-        return Err(fault(
-            FaultCode::SystemResourcesExceeded,
-            format!(
-                "{} needs {} MiB, ExecEnv {} has {available} MiB left",
-                spec.name, spec.memory_mib, env.name
-            ),
-        ));
-    }
-    Ok(())
 }

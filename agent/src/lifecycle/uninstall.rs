@@ -44,7 +44,7 @@ impl Agent {
         {
             let _eu = lock(&self.eu_ops);
             for eu in self.eus_of(&j.uuid) {
-                let _ = self.supervisor.stop(&eu.eu_id);
+                self.supervisor.stop(&eu.eu_id);
                 self.supervisor.forget(&eu.eu_id);
             }
             let mut m = lock(&self.shared.model);

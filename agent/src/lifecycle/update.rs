@@ -128,15 +128,10 @@ impl Agent {
         let was_active = eu_prev
             .as_ref()
             .is_some_and(|e| e.requested_state == RequestedState::Active);
-        let available = self.available_mib(&env.name, Some(&prev.du.uuid));
-        if was_active && spec.memory_mib > available {
-            return refuse(fault(
-                FaultCode::SystemResourcesExceeded,
-                format!(
-                    "{} {} needs {} MiB, ExecEnv {} has {available} MiB left",
-                    spec.name, spec.version, spec.memory_mib, env.name
-                ),
-            ));
+        if was_active {
+            if let Err(f) = self.check_room(spec, &env, Some(&prev.du.uuid)) {
+                return refuse(f);
+            }
         }
         j.version = spec.version.clone();
         j.app_id = app_id(&prev.du.uuid, &checked.manifest_digest);
@@ -151,7 +146,7 @@ impl Agent {
 
         let _eu = lock(&self.eu_ops);
         if let Some(eu) = &eu_prev {
-            let _ = self.supervisor.stop(&eu.eu_id);
+            self.supervisor.stop(&eu.eu_id);
         }
         let new_record = {
             let mut m = lock(&self.shared.model);
@@ -184,10 +179,10 @@ impl Agent {
         };
         persist_point("lifecycle:update:committed");
         if was_active && self.env_enabled(&env) {
-            if let Err(msg) = self.start_eu(&new_record, StartReason::Operator) {
+            if let Err(e) = self.start_eu(&new_record, StartReason::Operator) {
                 // The new version does not start: go back to the previous one.
                 crate::log_warn!(
-                    "update of {}: {msg}; restoring {}",
+                    "update of {}: {e}; restoring {}",
                     prev.du.uuid,
                     prev.du.version
                 );
@@ -198,10 +193,12 @@ impl Agent {
                 }
                 persist_point("lifecycle:update:reverted");
                 let _ = self.start_eu(prev, StartReason::Operator);
-                return Err(internal(format!(
-                    "{} {} failed to start: {msg}; {} restored",
-                    spec.name, spec.version, prev.du.version
-                )));
+                let mut f = Fault::from(e);
+                f.message = format!(
+                    "{} {} failed to start: {}; {} restored",
+                    spec.name, spec.version, f.message, prev.du.version
+                );
+                return Err(f);
             }
         }
         if prev.files.app_id != new_record.files.app_id {

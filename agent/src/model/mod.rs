@@ -157,8 +157,9 @@ pub enum RequestedState {
     Active,
 }
 
-/// TR-181 AutoRestart parameters of an EU, plus its live counters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// TR-181 AutoRestart parameters of an EU, plus its live counters. The default is off, with
+/// every interval and counter 0 (a new EU before its package's settings apply).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AutoRestart {
     /// `Enable`: restart the app after it fails while Active.
     pub enable: bool,

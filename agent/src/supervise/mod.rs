@@ -50,6 +50,50 @@ struct App {
     cgroup: Arc<Mutex<Option<AppCgroup>>>,
 }
 
+/// Why `Supervisor::start` did not start an app: the step that failed, with its cause.
+#[derive(Debug)]
+pub enum StartError {
+    /// The EU's backend is running already.
+    AlreadyRunning(String),
+    /// No thread for the app's watcher.
+    Thread(io::Error),
+    /// The watcher thread ended before it said whether the backend started.
+    ThreadEnded,
+    /// The backend did not start (its console pipe, or the spawn itself, failed).
+    Spawn {
+        /// `Backend::name` (`kvm`, `jail`, `process`).
+        backend: &'static str,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::AlreadyRunning(eu_id) => write!(f, "{eu_id} is already running"),
+            StartError::Thread(e) => write!(f, "cannot start the supervisor thread: {e}"),
+            StartError::ThreadEnded => f.write_str("supervisor thread ended early"),
+            StartError::Spawn { backend, source } => {
+                write!(f, "{backend} backend failed to start: {source}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::Thread(e) | StartError::Spawn { source: e, .. } => Some(e),
+            StartError::AlreadyRunning(_) | StartError::ThreadEnded => None,
+        }
+    }
+}
+
+/// The watcher's first word to `start`: the backend is up (or was stopped while starting),
+/// or why it did not start.
+type ReadyTx = std::sync::mpsc::Sender<Result<(), StartError>>;
+
 /// Runs the apps: one backend process per running EU, with its watcher, restarts, logs and cgroup.
 pub struct Supervisor {
     apps: Mutex<HashMap<String, App>>,
@@ -94,11 +138,11 @@ impl Supervisor {
         spec: LaunchSpec,
         policy: AutoRestart,
         reason: StartReason,
-    ) -> Result<(), String> {
+    ) -> Result<(), StartError> {
         let mut apps = lock(&self.apps);
         if let Some(app) = apps.get(&spec.eu_id) {
             if !lock(&app.run.0).finished {
-                return Err(format!("{} is already running", spec.eu_id));
+                return Err(StartError::AlreadyRunning(spec.eu_id.clone()));
             }
         }
         let logs = lock(&self.logs)
@@ -150,10 +194,8 @@ impl Supervisor {
             .name(format!("sup-{}", spec.eu_id))
             .stack_size(128 * 1024)
             .spawn(move || runner.run(ready_tx))
-            .map_err(|e| format!("cannot start the supervisor thread: {e}"))?;
-        ready_rx
-            .recv()
-            .unwrap_or_else(|_| Err("supervisor thread ended early".into()))
+            .map_err(StartError::Thread)?;
+        ready_rx.recv().unwrap_or(Err(StartError::ThreadEnded))
     }
 
     /// The app's console log (kept after it stopped), if it ever ran.
@@ -226,7 +268,7 @@ impl Runner {
         }
     }
 
-    fn run(self, ready: std::sync::mpsc::Sender<Result<(), String>>) {
+    fn run(self, ready: ReadyTx) {
         let mut ready = Some(ready);
         let mut retry = self.policy.retry_count;
         loop {
@@ -329,7 +371,7 @@ impl Runner {
     /// the cgroup's OOM killer struck during the run.
     fn spawn_and_wait(
         &self,
-        ready: &mut Option<std::sync::mpsc::Sender<Result<(), String>>>,
+        ready: &mut Option<ReadyTx>,
         retry: u32,
     ) -> Option<(ExitStatus, bool, WatchEnd)> {
         let mut spec = self.spec.clone();
@@ -372,13 +414,17 @@ impl Runner {
             Err(e) => {
                 drop(r);
                 let code = self.start_fault();
-                let msg = format!("{} backend failed to start: {e}", self.backend.name());
+                let err = StartError::Spawn {
+                    backend: self.backend.name(),
+                    source: e,
+                };
+                let msg = err.to_string();
                 crate::log_warn!("{}: {msg}", self.spec.eu_id);
                 self.push_log(format!("[cpevisord] {msg}\n").as_bytes());
-                self.update(EuStatus::Idle, code, msg.clone(), retry, 0);
+                self.update(EuStatus::Idle, code, msg, retry, 0);
                 self.finish();
                 if let Some(tx) = ready.take() {
-                    let _ = tx.send(Err(msg));
+                    let _ = tx.send(Err(err));
                 }
                 return None;
             }

@@ -23,16 +23,16 @@ pub const KILL_WAIT: Duration = Duration::from_secs(5);
 
 impl Supervisor {
     /// Stops the app: SIGTERM to its process group, SIGKILL after its stop grace. Blocks until
-    /// the watcher has seen it exit, at most `stop_grace + KILL_WAIT`. Ok(false) when it was not
-    /// running.
-    pub fn stop(&self, eu_id: &str) -> Result<bool, String> {
+    /// the watcher has seen it exit, at most `stop_grace + KILL_WAIT`. False when it was not
+    /// running. It cannot fail: a backend that outlives its SIGKILL is reported when it exits.
+    pub fn stop(&self, eu_id: &str) -> bool {
         let run = match lock(&self.apps).get(eu_id) {
             Some(app) => app.run.clone(),
-            None => return Ok(false),
+            None => return false,
         };
         let (m, cv) = &*run;
         if lock(m).finished {
-            return Ok(false);
+            return false;
         }
         // Published without holding the run lock: the sink takes the lifecycle's lock, which
         // in turn may query us.
@@ -46,7 +46,7 @@ impl Supervisor {
         });
         let mut r = lock(m);
         if r.finished {
-            return Ok(true);
+            return true;
         }
         r.stop_requested = true;
         if let Some(pgid) = r.pgid {
@@ -73,7 +73,7 @@ impl Supervisor {
                 );
             }
         }
-        Ok(true)
+        true
     }
 
     /// Stops every running app at once (daemon shutdown); returns once all have ended, at most
@@ -93,14 +93,14 @@ impl Supervisor {
                     Err(e) => {
                         // No thread to spare: this one is stopped in turn with the others running.
                         crate::log_warn!("{id}: stopping in line, no thread: {e}");
-                        if let Ok(true) = self.stop(id) {
+                        if self.stop(id) {
                             stopped.push(id.clone());
                         }
                     }
                 }
             }
             for h in handles {
-                if let Ok((id, Ok(true))) = h.join() {
+                if let Ok((id, true)) = h.join() {
                     stopped.push(id.to_string());
                 }
             }

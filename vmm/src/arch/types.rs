@@ -142,6 +142,13 @@ impl ArchError {
     }
 }
 
+/// A platform device that did not fit on its bus (both arches' `attach_platform_devices`).
+impl From<crate::devices::bus::BusError> for ArchError {
+    fn from(e: crate::devices::bus::BusError) -> ArchError {
+        ArchError::new("device bus", e)
+    }
+}
+
 /// Bytes of the boot-time random seed handed to every guest (arm64 `/chosen/rng-seed`, x86
 /// `SETUP_RNG_SEED`): enough for the kernel's CRNG before any device feeds it.
 pub const RNG_SEED_LEN: usize = 64;

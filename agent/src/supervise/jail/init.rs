@@ -20,6 +20,7 @@ use nix::unistd::{ForkResult, Pid};
 
 use cpevisor_sandbox::{caps, fds};
 
+use super::error::JailError;
 use super::{mounts, netlink, seccomp, spec::JailSpec, spec::JAIL_IF};
 
 /// Signals the init passes on to everything else in the jail.
@@ -48,33 +49,36 @@ extern "C" fn forward(sig: libc::c_int) {
     }
 }
 
-fn configure_network(spec: &JailSpec) -> Result<(), String> {
-    let mut nl = netlink::Netlink::open().map_err(|e| format!("jail: netlink: {e}"))?;
-    let lo = netlink::link_index("lo").ok_or("jail: no loopback device")?;
+fn configure_network(spec: &JailSpec) -> Result<(), JailError> {
+    let mut nl = netlink::Netlink::open().map_err(|e| JailError::io("netlink", e))?;
+    let lo = netlink::link_index("lo").ok_or_else(|| JailError::refused("no loopback device"))?;
     nl.set_up(lo, None)
-        .map_err(|e| format!("jail: bring lo up: {e}"))?;
+        .map_err(|e| JailError::io("bring lo up", e))?;
     let Some(net) = &spec.net else {
         return Ok(());
     };
     let eth = netlink::link_index(JAIL_IF)
-        .ok_or_else(|| format!("jail: {JAIL_IF} did not arrive in the jail"))?;
+        .ok_or_else(|| JailError::refused(format!("{JAIL_IF} did not arrive in the jail")))?;
     nl.add_addr(eth, net.app_ip, net.prefix_len).map_err(|e| {
-        format!(
-            "jail: address {}/{} on {JAIL_IF}: {e}",
-            net.app_ip, net.prefix_len
+        JailError::io(
+            format!("address {}/{} on {JAIL_IF}", net.app_ip, net.prefix_len),
+            e,
         )
     })?;
     nl.set_up(eth, None)
-        .map_err(|e| format!("jail: bring {JAIL_IF} up: {e}"))?;
+        .map_err(|e| JailError::io(format!("bring {JAIL_IF} up"), e))?;
     nl.add_default_route(net.gateway, eth)
-        .map_err(|e| format!("jail: default route via {}: {e}", net.gateway))?;
+        .map_err(|e| JailError::io(format!("default route via {}", net.gateway), e))?;
     Ok(())
 }
 
-fn to_cstrings(items: &[String]) -> Result<Vec<CString>, String> {
+fn to_cstrings(items: &[String]) -> Result<Vec<CString>, JailError> {
     items
         .iter()
-        .map(|s| CString::new(s.as_bytes()).map_err(|_| format!("jail: {s:?} contains NUL")))
+        .map(|s| {
+            CString::new(s.as_bytes())
+                .map_err(|_| JailError::refused(format!("{s:?} contains NUL")))
+        })
         .collect()
 }
 
@@ -94,11 +98,11 @@ fn exec_app(spec: &JailSpec, error: RawFd) -> String {
     }
     let argv = match to_cstrings(&spec.command) {
         Ok(a) => a,
-        Err(e) => return e,
+        Err(e) => return e.to_string(),
     };
     let env = match to_cstrings(&spec.env) {
         Ok(e) => e,
-        Err(e) => return e,
+        Err(e) => return e.to_string(),
     };
     if let Err(e) = caps::set_no_new_privs() {
         return format!("jail: no_new_privs: {e}");
@@ -127,16 +131,20 @@ fn report_error(fd: RawFd, msg: &str) {
 }
 
 /// Everything before the app starts; Err carries the message for the runner.
-fn build(spec: &JailSpec, fds: &InitFds) -> Result<(), String> {
+fn build(spec: &JailSpec, fds: &InitFds) -> Result<(), JailError> {
     // The jail dies with its runner (a SIGKILLed runner leaves nothing behind).
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-        .map_err(|e| format!("jail: parent-death signal: {e}"))?;
+        .map_err(|e| JailError::errno("parent-death signal", e))?;
     // SAFETY: `go` is the read end of the go pipe, owned by this process from here on.
     let mut go = unsafe { File::from_raw_fd(fds.go) };
     let mut byte = [0u8; 1];
     match go.read(&mut byte) {
         Ok(1) => {}
-        _ => return Err("jail: the runner gave up before the jail was built".into()),
+        _ => {
+            return Err(JailError::refused(
+                "the runner gave up before the jail was built",
+            ))
+        }
     }
     drop(go);
     // Still host root by id (with capabilities only in the jail's namespaces) until the
@@ -147,29 +155,29 @@ fn build(spec: &JailSpec, fds: &InitFds) -> Result<(), String> {
         None => Ok(()),
     })?;
     nix::unistd::sethostname(&spec.eu_id)
-        .map_err(|e| format!("jail: hostname {}: {e}", spec.eu_id))?;
+        .map_err(|e| JailError::errno(format!("hostname {}", spec.eu_id), e))?;
     configure_network(spec)?;
     Ok(())
 }
 
 /// Switches to uid/gid 0 of the jail's user namespace (the runner has mapped it to the app's
 /// host id), keeping the namespace's capabilities for the app's own drop.
-fn become_namespace_root() -> Result<(), String> {
+fn become_namespace_root() -> Result<(), JailError> {
     // SAFETY: setresgid/setresuid take ids by value; the process is single-threaded.
     if unsafe { libc::setresgid(0, 0, 0) } != 0 {
         let e = std::io::Error::last_os_error();
-        return Err(format!("jail: become gid 0 of the user namespace: {e}"));
+        return Err(JailError::io("become gid 0 of the user namespace", e));
     }
     // SAFETY: as above.
     if unsafe { libc::setresuid(0, 0, 0) } != 0 {
         let e = std::io::Error::last_os_error();
-        return Err(format!("jail: become uid 0 of the user namespace: {e}"));
+        return Err(JailError::io("become uid 0 of the user namespace", e));
     }
     // A change of ids clears both: the parent-death signal, and dumpable, which would leave
     // /proc/self owned by host root and out of the app's reach.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-        .map_err(|e| format!("jail: parent-death signal: {e}"))?;
-    nix::sys::prctl::set_dumpable(true).map_err(|e| format!("jail: dumpable: {e}"))?;
+        .map_err(|e| JailError::errno("parent-death signal", e))?;
+    nix::sys::prctl::set_dumpable(true).map_err(|e| JailError::errno("dumpable", e))?;
     Ok(())
 }
 
@@ -181,8 +189,8 @@ pub fn main(spec: &JailSpec, fds: InitFds) -> isize {
         report_error(fds.error, &format!("jail: {e}"));
         return 125;
     }
-    if let Err(msg) = build(spec, &fds) {
-        report_error(fds.error, &msg);
+    if let Err(e) = build(spec, &fds) {
+        report_error(fds.error, &e.to_string());
         return 125;
     }
     for sig in FORWARDED {
@@ -222,8 +230,8 @@ pub fn main(spec: &JailSpec, fds: InitFds) -> isize {
         }
     };
     drop(hold_r);
-    if let Err(msg) = confine() {
-        report_error(fds.error, &msg);
+    if let Err(e) = confine() {
+        report_error(fds.error, &e.to_string());
         let _ = signal::kill(app, Signal::SIGKILL);
         return 125;
     }
@@ -241,11 +249,12 @@ pub fn main(spec: &JailSpec, fds: InitFds) -> isize {
 /// The init, once the jail is built, as confined as the app: not dumpable (set after the last
 /// change of ids, which resets it: /proc/1/mem and ptrace need CAP_SYS_PTRACE, which nobody in
 /// the jail has), no capabilities, no_new_privs, and its own seccomp allowlist.
-fn confine() -> Result<(), String> {
-    caps::set_not_dumpable().map_err(|e| format!("jail: init: {e}"))?;
-    caps::set_no_new_privs().map_err(|e| format!("jail: init: {e}"))?;
-    caps::drop_all().map_err(|e| format!("jail: init: {e}"))?;
-    seccomp::install_init().map_err(|e| format!("jail: init: {e}"))
+fn confine() -> Result<(), JailError> {
+    let init = |e| JailError::io("init", e);
+    caps::set_not_dumpable().map_err(init)?;
+    caps::set_no_new_privs().map_err(init)?;
+    caps::drop_all().map_err(init)?;
+    seccomp::install_init().map_err(init)
 }
 
 /// Reaps every child (orphans are re-parented here) until `app` ends; its end as 2 bytes.

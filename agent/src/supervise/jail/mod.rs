@@ -6,10 +6,12 @@
 //! - `spec`: what the agent asks for (JSON file), bounded and validated.
 //! - `runner`: `cpevisord jail-exec`, the host side (cgroup, bridge, veth, clone, wait).
 //! - `init`: the jail's PID 1 (mounts, hostname, addresses, privilege drop, exec, reaping).
+//! - `error`: what a step of building the jail failed with.
 //! - `mounts`, `netlink`, `seccomp`, `userns`: one mechanism each (capabilities, descriptors
 //!   and the seccomp compiler are in the `cpevisor-sandbox` crate, shared with the VMM).
 
 pub mod enter;
+pub mod error;
 pub mod init;
 pub mod mounts;
 pub mod netlink;
@@ -19,6 +21,7 @@ pub mod spec;
 pub mod userns;
 
 pub use enter::{main as jail_probe_main, JAIL_PROBE};
+pub use error::JailError;
 pub use runner::main as jail_exec_main;
 pub use spec::{JailNet, JailSpec};
 

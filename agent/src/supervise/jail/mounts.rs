@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
+use super::error::JailError;
 use super::spec::JailSpec;
 
 /// Directories the rootfs must have for the mounts above (the backend creates them).
@@ -39,13 +40,13 @@ const PROC_READ_ONLY: [&str; 5] = [
     "proc/sysrq-trigger",
 ];
 
-fn fail(what: &str, path: &Path, e: nix::errno::Errno) -> String {
-    format!("jail: {what} {}: {e}", path.display())
+fn fail(what: &str, path: &Path, e: nix::errno::Errno) -> JailError {
+    JailError::errno(format!("{what} {}", path.display()), e)
 }
 
 /// The flags `path`'s mount has now. In a user namespace the host's flags of a bound mount
 /// are locked (a remount must repeat them), so every remount here adds to them.
-fn current_flags(path: &Path) -> Result<MsFlags, String> {
+fn current_flags(path: &Path) -> Result<MsFlags, JailError> {
     use nix::sys::statvfs::{statvfs, FsFlags};
     let have = statvfs(path).map_err(|e| fail("statvfs", path, e))?.flags();
     let pairs = [
@@ -64,12 +65,12 @@ fn current_flags(path: &Path) -> Result<MsFlags, String> {
 }
 
 /// Remounts the bind mount at `dst` with `extra` on top of the flags it has.
-fn remount_bind(dst: &Path, extra: MsFlags) -> Result<(), String> {
+fn remount_bind(dst: &Path, extra: MsFlags) -> Result<(), JailError> {
     let flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | current_flags(dst)? | extra;
     mount(None::<&str>, dst, None::<&str>, flags, None::<&str>).map_err(|e| fail("remount", dst, e))
 }
 
-fn bind(src: &Path, dst: &Path, extra: MsFlags) -> Result<(), String> {
+fn bind(src: &Path, dst: &Path, extra: MsFlags) -> Result<(), JailError> {
     mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND, None::<&str>)
         .map_err(|e| fail(&format!("bind {} onto", src.display()), dst, e))?;
     if !extra.is_empty() {
@@ -79,12 +80,12 @@ fn bind(src: &Path, dst: &Path, extra: MsFlags) -> Result<(), String> {
     Ok(())
 }
 
-fn tmpfs(dst: &Path, flags: MsFlags, options: &str) -> Result<(), String> {
+fn tmpfs(dst: &Path, flags: MsFlags, options: &str) -> Result<(), JailError> {
     mount(Some("tmpfs"), dst, Some("tmpfs"), flags, Some(options))
         .map_err(|e| fail("mount tmpfs on", dst, e))
 }
 
-fn populate_dev(dev: &Path) -> Result<(), String> {
+fn populate_dev(dev: &Path) -> Result<(), JailError> {
     for name in DEVICES {
         let host = Path::new("/dev").join(name);
         if !host.exists() {
@@ -92,7 +93,7 @@ fn populate_dev(dev: &Path) -> Result<(), String> {
         }
         let node = dev.join(name);
         std::fs::File::create(&node)
-            .map_err(|e| format!("jail: create {}: {e}", node.display()))?;
+            .map_err(|e| JailError::io(format!("create {}", node.display()), e))?;
         bind(&host, &node, MsFlags::empty())?;
     }
     for (link, target) in [
@@ -103,14 +104,14 @@ fn populate_dev(dev: &Path) -> Result<(), String> {
     ] {
         let path = dev.join(link);
         std::os::unix::fs::symlink(target, &path)
-            .map_err(|e| format!("jail: symlink {}: {e}", path.display()))?;
+            .map_err(|e| JailError::io(format!("symlink {}", path.display()), e))?;
     }
     Ok(())
 }
 
 /// Masks and write-protects the fresh /proc (`PROC_MASKED`, `PROC_READ_ONLY`); `at` makes the
 /// paths relative to the rootfs. The host's /dev/null is still reachable here.
-fn mask_proc(at: &dyn Fn(&str) -> PathBuf) -> Result<(), String> {
+fn mask_proc(at: &dyn Fn(&str) -> PathBuf) -> Result<(), JailError> {
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     for p in PROC_MASKED {
         let path = at(p);
@@ -141,15 +142,15 @@ fn mask_proc(at: &dyn Fn(&str) -> PathBuf) -> Result<(), String> {
 /// mounted in the user namespace only take files from a mapped owner.
 pub fn enter_rootfs(
     spec: &JailSpec,
-    switch_ids: impl FnOnce() -> Result<(), String>,
-) -> Result<(), String> {
+    switch_ids: impl FnOnce() -> Result<(), JailError>,
+) -> Result<(), JailError> {
     let root = &spec.rootfs;
     for p in MOUNT_POINTS {
         if !root.join(p).is_dir() {
-            return Err(format!(
-                "jail: mount point {} is missing",
+            return Err(JailError::refused(format!(
+                "mount point {} is missing",
                 root.join(p).display()
-            ));
+            )));
         }
     }
     // Nothing mounted here propagates back to the host, and nothing from the host comes in.

@@ -265,41 +265,9 @@ mod tests {
         hay.windows(needle.len()).any(|w| w == needle)
     }
 
-    /// The value of property `prop` of the top-level node `node`, read back from the blob by
-    /// walking its structure block (FDT_BEGIN_NODE 1, END_NODE 2, PROP 3, NOP 4, END 9).
+    /// The value of property `prop` of the top-level node `node`, read back from the blob.
     fn property(blob: &[u8], node: &str, prop: &str) -> Option<Vec<u8>> {
-        let be32 = |at: usize| u32::from_be_bytes(blob[at..at + 4].try_into().unwrap());
-        let (structs, strings) = (be32(8) as usize, be32(12) as usize);
-        let (mut at, mut path) = (structs, Vec::<String>::new());
-        loop {
-            let token = be32(at);
-            at += 4;
-            match token {
-                1 => {
-                    let end = at + blob[at..].iter().position(|&b| b == 0).unwrap();
-                    path.push(String::from_utf8(blob[at..end].to_vec()).unwrap());
-                    at = (end + 1).next_multiple_of(4);
-                }
-                2 => {
-                    path.pop();
-                }
-                3 => {
-                    let (len, name_off) = (be32(at) as usize, be32(at + 4) as usize);
-                    let name_at = strings + name_off;
-                    let name_end = name_at + blob[name_at..].iter().position(|&b| b == 0).unwrap();
-                    let value = &blob[at + 8..at + 8 + len];
-                    if path.len() == 2
-                        && path[1] == node
-                        && &blob[name_at..name_end] == prop.as_bytes()
-                    {
-                        return Some(value.to_vec());
-                    }
-                    at = (at + 8 + len).next_multiple_of(4);
-                }
-                4 => {}
-                _ => return None,
-            }
-        }
+        node_property(blob, &[node], prop)
     }
 
     #[test]
@@ -331,7 +299,9 @@ mod tests {
         assert_eq!(property(&a, "chosen", "bootargs").unwrap(), b"\0");
     }
 
-    /// The value of property `prop` of the node at `path` (e.g. `["gpio-keys", "poweroff"]`).
+    /// The value of property `prop` of the node at `path` (e.g. `["gpio-keys", "poweroff"]`),
+    /// read back by walking the blob's structure block (FDT_BEGIN_NODE 1, END_NODE 2, PROP 3,
+    /// NOP 4, END 9).
     fn node_property(blob: &[u8], path: &[&str], prop: &str) -> Option<Vec<u8>> {
         let be32 = |at: usize| u32::from_be_bytes(blob[at..at + 4].try_into().unwrap());
         let (structs, strings) = (be32(8) as usize, be32(12) as usize);

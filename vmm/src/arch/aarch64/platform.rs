@@ -8,10 +8,6 @@ use crate::devices::bus::shared;
 use crate::devices::pl061::{Pl061, Pl061Button};
 use crate::devices::rtc_pl031::RtcPl031;
 
-fn bus(e: crate::devices::bus::BusError) -> ArchError {
-    ArchError::new("device bus", e)
-}
-
 /// See [`crate::arch::attach_platform_devices`].
 pub fn attach_platform_devices(setup: PlatformSetup) -> Result<Platform, ArchError> {
     let PlatformSetup {
@@ -23,15 +19,15 @@ pub fn attach_platform_devices(setup: PlatformSetup) -> Result<Platform, ArchErr
     } = setup;
     let s = &devices.serial;
     let b = &devices.boot_signal;
-    buses.mmio.insert(serial, s.addr, s.len).map_err(bus)?;
-    buses.mmio.insert(boot_signal, b.addr, b.len).map_err(bus)?;
+    buses.mmio.insert(serial, s.addr, s.len)?;
+    buses.mmio.insert(boot_signal, b.addr, b.len)?;
     if let Some(r) = &devices.rtc {
         let (_, dev) = shared(RtcPl031::new());
-        buses.mmio.insert(dev, r.addr, r.len).map_err(bus)?;
+        buses.mmio.insert(dev, r.addr, r.len)?;
     }
     let p = &devices.power_button;
     let (gpio, dev) = shared(Pl061::new(button_irq));
-    buses.mmio.insert(dev, p.addr, p.len).map_err(bus)?;
+    buses.mmio.insert(dev, p.addr, p.len)?;
     Ok(Platform {
         power_button: Arc::new(Pl061Button(gpio)),
         requests: Vec::new(),

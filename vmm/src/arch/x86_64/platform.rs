@@ -11,10 +11,6 @@ use crate::devices::bus::shared;
 use crate::devices::ged::{Ged, GedButton, GedDevice};
 use crate::devices::i8042::{ExitRequest, I8042, I8042_PORT_BASE, I8042_PORT_LEN};
 
-fn bus(e: crate::devices::bus::BusError) -> ArchError {
-    ArchError::new("device bus", e)
-}
-
 /// See [`crate::arch::attach_platform_devices`].
 pub fn attach_platform_devices(setup: PlatformSetup) -> Result<Platform, ArchError> {
     let PlatformSetup {
@@ -26,33 +22,23 @@ pub fn attach_platform_devices(setup: PlatformSetup) -> Result<Platform, ArchErr
     } = setup;
     let s = &devices.serial;
     let b = &devices.boot_signal;
-    buses.pio.insert(serial, s.addr, s.len).map_err(bus)?;
+    buses.pio.insert(serial, s.addr, s.len)?;
     // One boot signal, two doors: the port for guests with /dev/port, the MMIO page for
     // guests with only /dev/mem (busybox `devmem`).
-    buses
-        .pio
-        .insert(boot_signal.clone(), b.addr, b.len)
-        .map_err(bus)?;
+    buses.pio.insert(boot_signal.clone(), b.addr, b.len)?;
     buses
         .mmio
-        .insert(boot_signal, BOOT_SIGNAL_MMIO, BOOT_SIGNAL_MMIO_LEN)
-        .map_err(bus)?;
+        .insert(boot_signal, BOOT_SIGNAL_MMIO, BOOT_SIGNAL_MMIO_LEN)?;
     let power = SystemRequest::new().map_err(|e| ArchError::new("ACPI power management", e))?;
     let (_, dev) = shared(AcpiPm::new(power.clone()));
-    buses
-        .pio
-        .insert(dev, ACPI_PM_PORT, ACPI_PM_PORT_LEN)
-        .map_err(bus)?;
+    buses.pio.insert(dev, ACPI_PM_PORT, ACPI_PM_PORT_LEN)?;
     let exit = ExitRequest::new().map_err(|e| ArchError::new("i8042", e))?;
     let (_, dev) = shared(I8042::new(exit.clone()));
-    buses
-        .pio
-        .insert(dev, I8042_PORT_BASE, I8042_PORT_LEN)
-        .map_err(bus)?;
+    buses.pio.insert(dev, I8042_PORT_BASE, I8042_PORT_LEN)?;
     let ged = Ged::new(button_irq);
     let p = &devices.power_button;
     let (_, dev) = shared(GedDevice(ged.clone()));
-    buses.pio.insert(dev, p.addr, p.len).map_err(bus)?;
+    buses.pio.insert(dev, p.addr, p.len)?;
     Ok(Platform {
         power_button: Arc::new(GedButton(ged)),
         requests: vec![power, exit],

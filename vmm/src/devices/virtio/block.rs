@@ -16,7 +16,7 @@ use virtio_bindings::virtio_blk::*;
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use vm_memory::{Bytes, GuestMemoryMmap};
 
-use super::chain::{complete, pop_chain, ranges, read_bytes, Chain};
+use super::chain::{ranges, read_bytes, Chain};
 use super::{ActiveQueues, DeviceError, SetupError, VirtioDevice, FEATURE_VERSION_1};
 
 /// Descriptors per virtqueue.
@@ -238,41 +238,32 @@ impl VirtioDevice for Block {
 
     fn process_queue(&mut self, index: usize) -> Result<(), DeviceError> {
         let active = self.active.as_mut().ok_or(DeviceError::NotActive)?;
-        let queue = active.queues.get_mut(index).ok_or(DeviceError::NotActive)?;
-        let mut used_any = false;
-        while let Some(chain) = pop_chain(queue, &active.mem)? {
+        active.serve_queue(index, |mem, chain| {
             let shaped = chain.well_formed()
                 && chain.readable_len() >= HEADER_LEN
                 && chain.writable_len() >= 1;
-            let written = if shaped {
-                let (status, data_len) = execute(
-                    &mut self.file,
-                    self.read_only,
-                    self.sectors,
-                    &self.id,
-                    &active.mem,
-                    &chain,
-                );
-                let status_at = chain.writable_len() - 1;
-                let status_written = ranges(&chain.writable, status_at, 1)
-                    .first()
-                    .is_some_and(|&(addr, _)| active.mem.write_obj(status as u8, addr).is_ok());
-                if status_written {
-                    data_len + 1
-                } else {
-                    0
-                }
-            } else {
+            if !shaped {
                 // No trustworthy header or status byte: the request fails with nothing written.
+                return 0;
+            }
+            let (status, data_len) = execute(
+                &mut self.file,
+                self.read_only,
+                self.sectors,
+                &self.id,
+                mem,
+                chain,
+            );
+            let status_at = chain.writable_len() - 1;
+            let status_written = ranges(&chain.writable, status_at, 1)
+                .first()
+                .is_some_and(|&(addr, _)| mem.write_obj(status as u8, addr).is_ok());
+            if status_written {
+                data_len + 1
+            } else {
                 0
-            };
-            complete(queue, &active.mem, chain.head, written)?;
-            used_any = true;
-        }
-        if used_any {
-            active.interrupt.signal_used_ring();
-        }
-        Ok(())
+            }
+        })
     }
 
     fn reset(&mut self) {

@@ -98,6 +98,30 @@ pub struct ActiveQueues {
     pub interrupt: VirtioInterrupt,
 }
 
+impl ActiveQueues {
+    /// Serves every chain the driver made available on queue `index`: `serve` handles one
+    /// (validated) chain and says how many bytes it wrote into it; each chain goes back to the
+    /// driver with that length, and the driver is signalled once if any did. What block, rng
+    /// and net TX do with a notified queue.
+    pub fn serve_queue(
+        &mut self,
+        index: usize,
+        mut serve: impl FnMut(&GuestMemoryMmap, &chain::Chain) -> u32,
+    ) -> Result<(), DeviceError> {
+        let queue = self.queues.get_mut(index).ok_or(DeviceError::NotActive)?;
+        let mut used_any = false;
+        while let Some(c) = chain::pop_chain(queue, &self.mem)? {
+            let written = serve(&self.mem, &c);
+            chain::complete(queue, &self.mem, c.head, written)?;
+            used_any = true;
+        }
+        if used_any {
+            self.interrupt.signal_used_ring();
+        }
+        Ok(())
+    }
+}
+
 /// A failure that makes the device unusable until the driver resets it. The transport reacts
 /// by setting DEVICE_NEEDS_RESET and raising a configuration interrupt.
 #[derive(Debug, Clone, PartialEq, Eq)]

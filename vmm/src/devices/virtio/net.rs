@@ -109,9 +109,7 @@ impl Net {
     /// Transmits what the driver queued on the TX queue.
     fn process_tx(&mut self) -> Result<(), DeviceError> {
         let active = self.active.as_mut().ok_or(DeviceError::NotActive)?;
-        let queue = &mut active.queues[TX_QUEUE];
-        let mut used_any = false;
-        while let Some(chain) = pop_chain(queue, &active.mem)? {
+        active.serve_queue(TX_QUEUE, |mem, chain| {
             let len = chain.readable_len();
             let ok = chain.well_formed()
                 && chain.writable.is_empty()
@@ -122,7 +120,7 @@ impl Net {
                     self.tx_buf = zeroed_packet_buffer();
                 }
                 let packet = &mut self.tx_buf[..len as usize];
-                if read_bytes(&active.mem, &chain.readable, 0, packet) {
+                if read_bytes(mem, &chain.readable, 0, packet) {
                     match self.backend.send(packet) {
                         Ok(_) => bump(&self.counters.0.tx_frames),
                         // A full or down backend drops the frame, as a wire would.
@@ -134,13 +132,8 @@ impl Net {
             } else {
                 bump(&self.counters.0.tx_dropped);
             }
-            complete(queue, &active.mem, chain.head, 0)?;
-            used_any = true;
-        }
-        if used_any {
-            active.interrupt.signal_used_ring();
-        }
-        Ok(())
+            0
+        })
     }
 
     /// Moves received frames into guest buffers while both exist.

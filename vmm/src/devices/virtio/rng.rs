@@ -7,7 +7,7 @@ use std::path::Path;
 use virtio_bindings::virtio_ids::VIRTIO_ID_RNG;
 use vm_memory::Bytes;
 
-use super::chain::{complete, pop_chain, ranges};
+use super::chain::ranges;
 use super::{ActiveQueues, DeviceError, SetupError, VirtioDevice, FEATURE_VERSION_1};
 
 /// Descriptors in the one virtqueue.
@@ -64,16 +64,13 @@ impl VirtioDevice for Rng {
 
     fn process_queue(&mut self, index: usize) -> Result<(), DeviceError> {
         let active = self.active.as_mut().ok_or(DeviceError::NotActive)?;
-        let queue = active.queues.get_mut(index).ok_or(DeviceError::NotActive)?;
-        let mut used_any = false;
-        while let Some(chain) = pop_chain(queue, &active.mem)? {
+        active.serve_queue(index, |mem, chain| {
             // A request with device-readable or empty buffers is malformed: return it unfilled.
             let mut written = 0u32;
             if chain.readable.is_empty() && chain.well_formed() {
                 let want = chain.writable_len().min(MAX_BYTES_PER_REQUEST);
                 for (addr, len) in ranges(&chain.writable, 0, want) {
-                    if active
-                        .mem
+                    if mem
                         .read_exact_volatile_from(addr, &mut self.source, len)
                         .is_err()
                     {
@@ -82,13 +79,8 @@ impl VirtioDevice for Rng {
                     written += len as u32;
                 }
             }
-            complete(queue, &active.mem, chain.head, written)?;
-            used_any = true;
-        }
-        if used_any {
-            active.interrupt.signal_used_ring();
-        }
-        Ok(())
+            written
+        })
     }
 
     fn reset(&mut self) {
