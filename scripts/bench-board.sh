@@ -17,7 +17,10 @@
 # kvm_entry goes to its own trace instance with overwrite off and a small buffer, so the first
 # entries stay and the millions that follow are dropped without crowding out the markers.
 # Memory: /proc/PID/smaps while the guest idles after its marker; the guest RAM mapping is the
-# anonymous rw-p mapping of exactly the guest size (the one with most Rss if several).
+# anonymous rw-p mapping of exactly the guest size (QEMU), or, where cpevisor-vmm mapped the
+# kernel image copy-on-write from its file over part of it, the run of adjacent rw-p mappings
+# (anonymous, or private file mappings: the kernel) around that file mapping that adds up to
+# exactly the guest size (the one with most Rss if several).
 set -u
 MONITOR=${1:-}
 RUNS=${2:-3}
@@ -113,15 +116,32 @@ run_once() {
     fi
     # Let the guest settle into its idle loop before reading memory.
     sleep 1
-    mem=$(awk -v guest_kib=$((GUEST_MIB * 1024)) '
-        /^[0-9a-f]+-[0-9a-f]+ / { anon = ($2 == "rw-p" && $5 == "0"); next }
-        /^Size:/ { size = $2; next }
-        /^Rss:/ { rss += $2; cur_rss = $2; next }
-        /^Pss:/ {
-            pss += $2
-            if (anon && size == guest_kib && cur_rss >= grss) { grss = cur_rss; gpss = $2; found = 1 }
+    mem=$(awk -v want=$((GUEST_MIB * 1024)) '
+        function piece(j) { return kind[j] == "a" || kind[j] == "f" }
+        function take(lo, hi,   j, r, p) {
+            r = 0; p = 0
+            for (j = lo; j <= hi; j++) { r += rss[j]; p += pss[j] }
+            if (!found || r >= grss) { grss = r; gpss = p; found = 1 }
         }
-        END { printf "rss_kib=%d pss_kib=%d guest_rss_kib=%d guest_pss_kib=%d guest_found=%d", rss, pss, grss, gpss, found }
+        /^[0-9a-f]+-[0-9a-f]+ / {
+            n++; split($1, r, "-"); st[n] = r[1]; en[n] = r[2]
+            kind[n] = "x"; if ($2 == "rw-p") kind[n] = ($5 == "0") ? "a" : "f"
+            next
+        }
+        /^Size:/ { sz[n] = $2; next }
+        /^Rss:/ { rss[n] = $2; trss += $2; next }
+        /^Pss:/ { pss[n] = $2; tpss += $2; next }
+        END {
+            for (i = 1; i <= n; i++) {
+                if (kind[i] == "a" && sz[i] == want) take(i, i)
+                if (kind[i] != "f") continue
+                lo = i; hi = i; tot = sz[i]
+                while (hi < n && en[hi] == st[hi + 1] && piece(hi + 1) && tot + sz[hi + 1] <= want) { hi++; tot += sz[hi] }
+                while (lo > 1 && st[lo] == en[lo - 1] && piece(lo - 1) && tot + sz[lo - 1] <= want) { lo--; tot += sz[lo] }
+                if (tot == want) take(lo, hi)
+            }
+            printf "rss_kib=%d pss_kib=%d guest_rss_kib=%d guest_pss_kib=%d guest_found=%d", trss, tpss, grss, gpss, found
+        }
     ' /proc/$pid/smaps)
     # Both monitors exit 0 on SIGTERM; one that does not within 10 s is killed (and its rc shows it).
     kill -TERM "$pid"

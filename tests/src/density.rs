@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Every figure, by name: `cg.<memory.stat key>` (bytes), `cg.memory.current` (bytes),
-/// `vmm.<smaps_rollup key>` (KiB), `vmm.guest_ram_rss` (KiB), `guest.meminfo.<key>` (KiB),
+/// `vmm.<smaps_rollup key>` (KiB), `vmm.guest_ram_rss` / `_pss` / `_anon` (KiB), `guest.meminfo.<key>` (KiB),
 /// `guest.rootfs_kib`, `blob.kernel` / `blob.initrd` / `blob.disk` (bytes), plus the text of
 /// `guest.kernel-memory`.
 #[derive(Debug, Default, Clone)]
@@ -63,6 +63,11 @@ impl AppMemory {
             ("VMM Private_Clean", raw("vmm.Private_Clean")),
             ("VMM Private_Dirty", raw("vmm.Private_Dirty")),
             ("guest RAM mapping resident", raw("vmm.guest_ram_rss")),
+            ("guest RAM mapping Pss", raw("vmm.guest_ram_pss")),
+            (
+                "guest RAM private (Anonymous: not the kernel file's shared pages)",
+                raw("vmm.guest_ram_anon"),
+            ),
             ("guest MemTotal", raw("guest.meminfo.MemTotal")),
             ("guest MemFree", raw("guest.meminfo.MemFree")),
             (
@@ -98,20 +103,47 @@ impl AppMemory {
     }
 }
 
-/// Reads every figure of app `eu_id` (one running microVM whose guest answers HTTP at `addr`).
-pub fn measure_app(vm: &mut BoardVm, eu_id: &str, addr: &str) -> Result<AppMemory, String> {
+/// Finds the guest RAM in a VMM's `/proc/PID/smaps` (`-v want=KiB`) and prints its
+/// `vmm.guest_ram_rss`, `vmm.guest_ram_pss` and `vmm.guest_ram_anon` (KiB). The RAM is either
+/// one anonymous rw-p mapping of exactly that size, or, since the kernel image is mapped
+/// copy-on-write from its file over part of it, the run of adjacent rw-p mappings (anonymous,
+/// or private file mappings) around a file mapping that adds up to exactly that size; the one
+/// with most Rss if several. One line without single quotes: it is typed into the board's
+/// shell inside them.
+/// scripts/bench-board.sh has the same search.
+pub const GUEST_RAM_AWK: &str = concat!(
+    r#"function p(j) { return k[j] == "a" || k[j] == "f" } function t(l, h,  j, r, s, "#,
+    r#"a) { r = 0; s = 0; a = 0; for (j = l; j <= h; j++) { r += R[j]; s += P[j]; a += "#,
+    r#"A[j] } if (!f || r >= gr) { gr = r; gp = s; ga = a; f = 1 } } "#,
+    r#"/^[0-9a-f]+-[0-9a-f]+ / { n++; split($1, x, "-"); b[n] = x[1]; e[n] = x[2]; k[n] "#,
+    r#"= "x"; if ($2 == "rw-p") k[n] = ($5 == "0") ? "a" : "f"; next } /^Size:/ { z[n] "#,
+    r#"= $2; next } /^Rss:/ { R[n] = $2; next } /^Pss:/ { P[n] = $2; next } "#,
+    r#"/^Anonymous:/ { A[n] = $2; next } END { for (i = 1; i <= n; i++) { if (k[i] == "#,
+    r#""a" && z[i] == want) t(i, i); if (k[i] != "f") continue; l = i; h = i; s = z[i]; "#,
+    r#"while (h < n && e[h] == b[h + 1] && p(h + 1) && s + z[h + 1] <= want) { h++; s "#,
+    r#"+= z[h] } while (l > 1 && b[l] == e[l - 1] && p(l - 1) && s + z[l - 1] <= want) "#,
+    r#"{ l--; s += z[l] } if (s == want) t(l, h) } if (f) printf "DENSITY "#,
+    r#"vmm.guest_ram_rss=%d\nDENSITY vmm.guest_ram_pss=%d\nDENSITY "#,
+    r#"vmm.guest_ram_anon=%d\n", gr, gp, ga }"#,
+);
+
+/// The board-side command line that prints every figure of app `eu_id` (one line: it is typed
+/// into the board's console).
+fn measure_script(eu_id: &str, addr: &str) -> String {
     let cg = format!("/sys/fs/cgroup/cpevisor/{eu_id}");
     let vm_json = format!("{RUN_DIR}/{eu_id}/vm.json");
-    // The guest RAM is the VMM's one anonymous mapping of exactly memory_mib: its Rss is every
-    // guest page ever touched (without a balloon nothing goes back).
-    let script = format!(
+    // The guest RAM: the VMM's anonymous mapping of exactly memory_mib, split by the kernel
+    // image mapped copy-on-write from its file (vmm/src/vstate/memory.rs) into a run of
+    // adjacent rw-p mappings around that file mapping ([`GUEST_RAM_AWK`]). Its Rss is every
+    // guest page ever touched (without a balloon nothing goes back), its Anonymous the pages
+    // the guest owns (the kernel's read-only pages are the host page cache's, shared).
+    format!(
         "cg={cg}; echo DENSITY cg.memory.current=$(cat $cg/memory.current); \
          sed -n 's/^\\([a-z_]*\\) \\([0-9]*\\)$/DENSITY cg.\\1=\\2/p' $cg/memory.stat; \
          p=$(head -n1 $cg/cgroup.procs); \
          sed -n 's/^\\([A-Za-z_]*\\): *\\([0-9]*\\) kB$/DENSITY vmm.\\1=\\2/p' /proc/$p/smaps_rollup; \
          mem=$(sed -n 's/.*\"memory_mib\": *\\([0-9]*\\).*/\\1/p' {vm_json}); \
-         awk -v want=$((mem * 1024)) '/^Size:/ {{ sz = $2 }} /^Rss:/ {{ if (sz == want) print \"DENSITY vmm.guest_ram_rss=\" $2 }}' \
-           /proc/$p/smaps; \
+         awk -v want=$((mem * 1024)) '{GUEST_RAM_AWK}' /proc/$p/smaps; \
          for f in kernel initrd; do \
            b=$(sed -n \"s/.*\\\"$f\\\": *\\\"\\([^\\\"]*\\)\\\".*/\\1/p\" {vm_json}); \
            [ -n \"$b\" ] && echo DENSITY blob.$f=$(stat -c %s $b); done; \
@@ -119,7 +151,12 @@ pub fn measure_app(vm: &mut BoardVm, eu_id: &str, addr: &str) -> Result<AppMemor
          [ -n \"$d\" ] && echo DENSITY blob.disk=$(stat -c %s $d); \
          timeout 20 wget -q -O /tmp/meminfo.page http://{addr}/cgi-bin/meminfo && \
            sed 's/^/DENSITY guest./' /tmp/meminfo.page | sed 's/ kB$//'"
-    );
+    )
+}
+
+/// Reads every figure of app `eu_id` (one running microVM whose guest answers HTTP at `addr`).
+pub fn measure_app(vm: &mut BoardVm, eu_id: &str, addr: &str) -> Result<AppMemory, String> {
+    let script = measure_script(eu_id, addr);
     let out = vm.run_ok(&script, Duration::from_secs(90))?;
     let m = AppMemory::parse(&out);
     for key in [
@@ -153,5 +190,155 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("| VMM Rss | - |"), "{table}");
+    }
+
+    /// A VMM's smaps, cut to what the search reads: `(range, perms, inode, Size, Rss, Pss,
+    /// Anonymous)` per mapping.
+    fn smaps(vmas: &[(&str, &str, &str, u64, u64, u64, u64)]) -> String {
+        let mut s = String::new();
+        for (range, perms, inode, size, rss, pss, anon) in vmas {
+            let path = if *inode == "0" {
+                ""
+            } else {
+                "/store/blobs/sha256/k"
+            };
+            s += &format!("{range} {perms} 00000000 00:00 {inode}    {path}\n");
+            s += &format!("Size: {size} kB\nKernelPageSize: 4 kB\nRss: {rss} kB\n");
+            s += &format!("Pss: {pss} kB\nPss_Anon: {anon} kB\nAnonymous: {anon} kB\n");
+        }
+        s
+    }
+
+    fn search(smaps: &str, want_kib: u64) -> String {
+        let dir = std::env::temp_dir().join(format!("cpv-guestram-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("smaps");
+        std::fs::write(&f, smaps).unwrap();
+        let out = std::process::Command::new("awk")
+            .arg("-v")
+            .arg(format!("want={want_kib}"))
+            .arg(GUEST_RAM_AWK)
+            .arg(&f)
+            .output()
+            .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    #[test]
+    fn guest_ram_is_found_whole_or_around_the_mapped_kernel() {
+        // One anonymous mapping of the guest size (no kernel mapped: QEMU, or a copy).
+        let whole = smaps(&[
+            (
+                "7f0000000000-7f0000100000",
+                "rw-p",
+                "0",
+                1024,
+                100,
+                100,
+                100,
+            ),
+            (
+                "7f0000100000-7f0004100000",
+                "rw-p",
+                "0",
+                65536,
+                9000,
+                9000,
+                9000,
+            ),
+        ]);
+        assert_eq!(
+            search(&whole, 65536),
+            "DENSITY vmm.guest_ram_rss=9000\nDENSITY vmm.guest_ram_pss=9000\n\
+             DENSITY vmm.guest_ram_anon=9000\n"
+        );
+        // The kernel mapped at the start of RAM (arm64, text_offset 0): file + anonymous,
+        // with an unrelated anonymous neighbour before it and a library after it.
+        let split = smaps(&[
+            (
+                "7f0000000000-7f0000100000",
+                "rw-p",
+                "0",
+                1024,
+                100,
+                100,
+                100,
+            ),
+            (
+                "7f0000100000-7f00004e5000",
+                "rw-p",
+                "4242",
+                3988,
+                3500,
+                1900,
+                300,
+            ),
+            (
+                "7f00004e5000-7f0004100000",
+                "rw-p",
+                "0",
+                61548,
+                8000,
+                8000,
+                8000,
+            ),
+            ("7f0004100000-7f0004101000", "r--p", "77", 4, 4, 1, 0),
+        ]);
+        assert_eq!(
+            search(&split, 65536),
+            "DENSITY vmm.guest_ram_rss=11500\nDENSITY vmm.guest_ram_pss=9900\n\
+             DENSITY vmm.guest_ram_anon=8300\n"
+        );
+        // x86: anonymous, file, anonymous.
+        let x86 = smaps(&[
+            ("7f0000000000-7f0000100000", "rw-p", "0", 1024, 10, 10, 10),
+            (
+                "7f0000100000-7f0000500000",
+                "rw-p",
+                "4242",
+                4096,
+                4096,
+                2048,
+                0,
+            ),
+            ("7f0000500000-7f0004000000", "rw-p", "0", 60416, 5, 5, 5),
+        ]);
+        assert!(search(&x86, 65536).starts_with("DENSITY vmm.guest_ram_rss=4111\n"));
+        // Not adjacent, or not adding up: nothing printed (measure_app then names the key).
+        let gap = smaps(&[
+            (
+                "7f0000100000-7f00004e5000",
+                "rw-p",
+                "4242",
+                3988,
+                3500,
+                1900,
+                300,
+            ),
+            (
+                "7f00004e6000-7f0004101000",
+                "rw-p",
+                "0",
+                61548,
+                8000,
+                8000,
+                8000,
+            ),
+        ]);
+        assert_eq!(search(&gap, 65536), "");
+    }
+
+    #[test]
+    fn the_measuring_command_is_one_console_line() {
+        let s = measure_script("0123456789abcdef0123456789abcdef0123", "10.0.0.2:80");
+        assert!(!s.contains('\n'), "{s}");
+        // The board's tty takes at most 4095 characters in a line.
+        assert!(s.len() < 3500, "{} characters", s.len());
     }
 }

@@ -200,6 +200,25 @@ pub fn random_bytes(buf: &mut [u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Checks that `len` bytes at `addr` lie in guest memory.
+fn check_fits(
+    mem: &vm_memory::GuestMemoryMmap,
+    addr: u64,
+    len: u64,
+    what: &str,
+) -> Result<(), ArchError> {
+    use vm_memory::GuestMemoryBackend;
+    let fits = addr
+        .checked_add(len)
+        .is_some_and(|end| end > 0 && mem.address_in_range(vm_memory::GuestAddress(end - 1)));
+    if !fits {
+        return Err(ArchError(format!(
+            "{what} ({len} bytes) does not fit in guest memory at {addr:#x}"
+        )));
+    }
+    Ok(())
+}
+
 /// Reads a whole file into guest memory at `addr`, straight from the file into the mapping.
 pub(crate) fn load_file_at(
     mem: &vm_memory::GuestMemoryMmap,
@@ -207,25 +226,132 @@ pub(crate) fn load_file_at(
     path: &std::path::Path,
     what: &str,
 ) -> Result<u64, ArchError> {
-    use vm_memory::{Bytes, GuestMemoryBackend};
-    let mut f = std::fs::File::open(path)
-        .map_err(|e| ArchError::new(&format!("{what} {}", path.display()), e))?;
-    let len = f
-        .metadata()
-        .map_err(|e| ArchError::new(&format!("{what} {}", path.display()), e))?
-        .len();
-    let fits = addr
-        .0
-        .checked_add(len)
-        .is_some_and(|end| end > 0 && mem.address_in_range(vm_memory::GuestAddress(end - 1)));
-    if !fits {
+    use vm_memory::Bytes;
+    let what = format!("{what} {}", path.display());
+    let mut f = std::fs::File::open(path).map_err(|e| ArchError::new(&what, e))?;
+    let len = f.metadata().map_err(|e| ArchError::new(&what, e))?.len();
+    check_fits(mem, addr.0, len, &what)?;
+    mem.read_exact_volatile_from(addr, &mut f, len as usize)
+        .map_err(|e| ArchError::new(&what, e))?;
+    Ok(len)
+}
+
+/// Puts `len` bytes of `file` from `offset` at guest `addr`, as a copy would leave them, but
+/// with every whole page mapped copy-on-write from the file ([`map_file_private`]) instead of
+/// copied: guests booting the same file share those pages in the host page cache until they
+/// write one. Pages the range covers only in part are copied, except the one holding the end of
+/// the file, which is mapped too (past the end of a file a mapping reads zero, as untouched RAM
+/// does). Nothing is mapped when `addr` and `offset` differ modulo the page size. Where mmap
+/// refuses (a file system that cannot map files) the bytes are copied and the log says so.
+/// Returns the bytes mapped.
+///
+/// [`map_file_private`]: crate::vstate::memory::map_file_private
+pub(crate) fn place_file_range(
+    mem: &vm_memory::GuestMemoryMmap,
+    addr: u64,
+    file: &mut std::fs::File,
+    offset: u64,
+    len: u64,
+    what: &str,
+) -> Result<u64, ArchError> {
+    use crate::vstate::memory::{map_file_private, MapFileError, PAGE_SIZE};
+    use std::io::{Seek, SeekFrom};
+    use vm_memory::{Bytes, GuestAddress};
+    let copy = |file: &mut std::fs::File, at: u64, n: u64| -> Result<(), ArchError> {
+        if n == 0 {
+            return Ok(());
+        }
+        file.seek(SeekFrom::Start(offset + (at - addr)))
+            .and_then(|_| {
+                mem.read_exact_volatile_from(GuestAddress(at), file, n as usize)
+                    .map_err(std::io::Error::other)
+            })
+            .map_err(|e| ArchError::new(what, e))
+    };
+    check_fits(mem, addr, len, what)?;
+    let file_len = file.metadata().map_err(|e| ArchError::new(what, e))?.len();
+    let end = addr + len;
+    if offset.checked_add(len).is_none_or(|e| e > file_len) {
         return Err(ArchError(format!(
-            "{what} {} ({len} bytes) does not fit in guest memory at {:#x}",
-            path.display(),
-            addr.0
+            "{what}: {len} bytes from offset {offset:#x} run past the end of the file ({file_len} bytes)"
         )));
     }
-    mem.read_exact_volatile_from(addr, &mut f, len as usize)
-        .map_err(|e| ArchError::new(&format!("{what} {}", path.display()), e))?;
-    Ok(len)
+    let page_up = |a: u64| a.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+    let body_start = page_up(addr);
+    // The last page may be mapped only if nothing of the file follows the range in it.
+    let body_end = match offset + len == file_len {
+        true => page_up(end),
+        false => end / PAGE_SIZE * PAGE_SIZE,
+    };
+    if addr % PAGE_SIZE != offset % PAGE_SIZE || body_end <= body_start {
+        copy(file, addr, len)?;
+        return Ok(0);
+    }
+    // The mapped length stops at the end of the range: past it, in the last page, a mapping
+    // reads zero (the end of the file).
+    let body_len = end.min(body_end) - body_start;
+    copy(file, addr, body_start - addr)?;
+    let mapped = match map_file_private(
+        mem,
+        GuestAddress(body_start),
+        file,
+        offset + (body_start - addr),
+        body_len,
+    ) {
+        Ok(()) => body_len,
+        Err(MapFileError::Mmap(e)) => {
+            crate::log(&format!(
+                "{what}: cannot map it copy-on-write ({e}); copying it into guest memory instead"
+            ));
+            copy(file, body_start, body_len)?;
+            0
+        }
+        // Across two memory regions (x86 RAM split at the MMIO gap): a copy handles that.
+        Err(MapFileError::BadRange(_)) => {
+            copy(file, body_start, body_len)?;
+            0
+        }
+        Err(e @ MapFileError::Restore(_)) => return Err(ArchError::new(what, e)),
+    };
+    copy(file, body_start + body_len, end - (body_start + body_len))?;
+    Ok(mapped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vstate::memory::{create_guest_memory, tests::vma};
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
+
+    #[test]
+    fn a_whole_file_is_mapped_to_its_last_page_as_the_kernel_image_is() {
+        let bytes: Vec<u8> = (0..0x3a00usize).map(|i| (i % 253) as u8 | 1).collect();
+        let p = std::env::temp_dir().join(format!("cpv-place-{}", std::process::id()));
+        std::fs::write(&p, &bytes).unwrap();
+        let mem = create_guest_memory(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let mut f = std::fs::File::open(&p).unwrap();
+        let len = bytes.len() as u64;
+        assert_eq!(
+            place_file_range(&mem, 0x8_0000, &mut f, 0, len, "kernel").unwrap(),
+            len
+        );
+        let host = mem.get_host_address(GuestAddress(0x8_0000)).unwrap();
+        assert_ne!(vma(host, 0x4000).inode, 0, "all four pages from the file");
+        let mut got = vec![0u8; 0x4000];
+        mem.read_slice(&mut got, GuestAddress(0x8_0000)).unwrap();
+        assert_eq!(got[..bytes.len()], bytes[..]);
+        assert!(got[bytes.len()..].iter().all(|&b| b == 0), "past EOF");
+        // Not congruent with its file offset: copied, nothing mapped.
+        assert_eq!(
+            place_file_range(&mem, 0x2_0100, &mut f, 0, len, "kernel").unwrap(),
+            0
+        );
+        let mut got = vec![0u8; bytes.len()];
+        mem.read_slice(&mut got, GuestAddress(0x2_0100)).unwrap();
+        assert_eq!(got, bytes);
+        // Past the end of guest memory: the same error a copy gives.
+        let e = place_file_range(&mem, 0xf_f000, &mut f, 0, len, "kernel").unwrap_err();
+        assert!(e.0.contains("does not fit in guest memory"), "{e}");
+        std::fs::remove_file(&p).unwrap();
+    }
 }

@@ -17,7 +17,8 @@ use super::image;
 use super::layout::*;
 pub use super::platform::attach_platform_devices;
 use crate::arch::types::{
-    load_file_at, ArchError, BootSetup, DeviceMap, DeviceSlot, LoadedKernel, VcpuBoot,
+    load_file_at, place_file_range, ArchError, BootSetup, DeviceMap, DeviceSlot, LoadedKernel,
+    VcpuBoot,
 };
 use crate::config::{ConfigError, KernelFormat, VmConfig};
 use crate::vstate::vm::Vm;
@@ -224,7 +225,12 @@ pub fn load_kernel(mem: &GuestMemoryMmap, cfg: &VmConfig) -> Result<LoadedKernel
             h.image_size, cfg.memory_mib
         )));
     }
-    load_file_at(mem, GuestAddress(entry), &cfg.kernel, "kernel")?;
+    // Mapped copy-on-write from the file, not copied: its text and read-only data, the bulk of
+    // it, stay shared in the host page cache by every guest booting the same Image (`entry` is
+    // page aligned: RAM_START is, and image::parse checked text_offset). The fd is closed here;
+    // the mapping keeps the file.
+    place_file_range(mem, entry, &mut f, 0, len, &what)?;
+    drop(f);
     let initrd = match &cfg.initrd {
         None => None,
         Some(p) => {

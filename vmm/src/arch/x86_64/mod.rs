@@ -4,6 +4,7 @@
 //! raw test formats for hand-written guests.
 
 pub mod acpi;
+pub mod elf;
 pub mod irqchip;
 pub mod layout;
 pub mod mptable;
@@ -17,7 +18,7 @@ use std::path::Path;
 use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Kvm, VcpuFd};
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params};
-use linux_loader::loader::{BzImage, Elf, KernelLoader};
+use linux_loader::loader::{BzImage, KernelLoader};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 pub use self::irqchip::IrqChip;
@@ -232,17 +233,19 @@ pub fn load_kernel(mem: &GuestMemoryMmap, cfg: &VmConfig) -> Result<LoadedKernel
                 .map_err(|e| ArchError::new(&what, e))?;
             f.seek(SeekFrom::Start(0))
                 .map_err(|e| ArchError::new(&what, e))?;
-            let himem = Some(GuestAddress(HIMEM_START));
             if &magic == ELF_MAGIC {
-                let r =
-                    Elf::load(mem, None, &mut f, himem).map_err(|e| ArchError::new(&what, e))?;
+                // Segments mapped copy-on-write from the file where page-congruent (elf.rs).
+                // The fd is closed when `f` drops at the end of this arm; mappings keep the file.
+                let r = elf::load(mem, &mut f, HIMEM_START, &what)?;
                 LoadedKernel {
-                    entry: r.kernel_load.0,
-                    kernel_end: r.kernel_end,
+                    entry: r.entry,
+                    kernel_end: r.end,
                     initrd: None,
                     setup_header: None,
                 }
             } else {
+                // A bzImage decompresses itself into guest RAM: nothing to share, copied.
+                let himem = Some(GuestAddress(HIMEM_START));
                 let r = BzImage::load(mem, None, &mut f, himem)
                     .map_err(|e| ArchError::new(&what, e))?;
                 let mut kernel_end = r.kernel_end;
