@@ -127,9 +127,34 @@ pub const GUEST_RAM_AWK: &str = concat!(
     r#"vmm.guest_ram_anon=%d\n", gr, gp, ga }"#,
 );
 
-/// The board-side command line that prints every figure of app `eu_id` (one line: it is typed
-/// into the board's console).
-fn measure_script(eu_id: &str, addr: &str) -> String {
+/// Where [`measure_app`] puts [`GUEST_RAM_AWK`] on the board.
+const GUEST_RAM_AWK_FILE: &str = "/tmp/guest-ram.awk";
+
+/// Longest command typed into the board's console at once. A line several times the terminal's
+/// width makes busybox ash redraw it and query the cursor while the rest still arrives, and
+/// under load characters were lost (seen: a 2,600-character line cut, the shell left waiting
+/// for its closing quote).
+pub const MAX_CONSOLE_LINE: usize = 640;
+
+/// Commands that write [`GUEST_RAM_AWK`] to [`GUEST_RAM_AWK_FILE`] in pieces that each fit in
+/// [`MAX_CONSOLE_LINE`].
+fn awk_file_commands() -> Vec<String> {
+    let mut cmds = vec![format!("rm -f {GUEST_RAM_AWK_FILE}")];
+    let mut piece = String::new();
+    for word in GUEST_RAM_AWK.split_inclusive(' ') {
+        if piece.len() + word.len() > 400 {
+            cmds.push(format!("printf '%s' '{piece}' >> {GUEST_RAM_AWK_FILE}"));
+            piece.clear();
+        }
+        piece.push_str(word);
+    }
+    cmds.push(format!("printf '%s\\n' '{piece}' >> {GUEST_RAM_AWK_FILE}"));
+    cmds
+}
+
+/// The board-side commands that print every figure of app `eu_id`, after
+/// [`awk_file_commands`]: each one console line.
+fn measure_commands(eu_id: &str, addr: &str) -> Vec<String> {
     let cg = format!("/sys/fs/cgroup/cpevisor/{eu_id}");
     let vm_json = format!("{RUN_DIR}/{eu_id}/vm.json");
     // The guest RAM: the VMM's anonymous mapping of exactly memory_mib, split by the kernel
@@ -137,27 +162,41 @@ fn measure_script(eu_id: &str, addr: &str) -> String {
     // adjacent rw-p mappings around that file mapping ([`GUEST_RAM_AWK`]). Its Rss is every
     // guest page ever touched (without a balloon nothing goes back), its Anonymous the pages
     // the guest owns (the kernel's read-only pages are the host page cache's, shared).
-    format!(
-        "cg={cg}; echo DENSITY cg.memory.current=$(cat $cg/memory.current); \
-         sed -n 's/^\\([a-z_]*\\) \\([0-9]*\\)$/DENSITY cg.\\1=\\2/p' $cg/memory.stat; \
-         p=$(head -n1 $cg/cgroup.procs); \
-         sed -n 's/^\\([A-Za-z_]*\\): *\\([0-9]*\\) kB$/DENSITY vmm.\\1=\\2/p' /proc/$p/smaps_rollup; \
-         mem=$(sed -n 's/.*\"memory_mib\": *\\([0-9]*\\).*/\\1/p' {vm_json}); \
-         awk -v want=$((mem * 1024)) '{GUEST_RAM_AWK}' /proc/$p/smaps; \
-         for f in kernel initrd; do \
-           b=$(sed -n \"s/.*\\\"$f\\\": *\\\"\\([^\\\"]*\\)\\\".*/\\1/p\" {vm_json}); \
-           [ -n \"$b\" ] && echo DENSITY blob.$f=$(stat -c %s $b); done; \
-         d=$(sed -n '/\"disks\"/,/]/s/.*\"path\": *\"\\([^\"]*\\)\".*/\\1/p' {vm_json} | head -n1); \
-         [ -n \"$d\" ] && echo DENSITY blob.disk=$(stat -c %s $d); \
-         timeout 20 wget -q -O /tmp/meminfo.page http://{addr}/cgi-bin/meminfo && \
-           sed 's/^/DENSITY guest./' /tmp/meminfo.page | sed 's/ kB$//'"
-    )
+    vec![
+        format!(
+            "cg={cg}; echo DENSITY cg.memory.current=$(cat $cg/memory.current); \
+             sed -n 's/^\\([a-z_]*\\) \\([0-9]*\\)$/DENSITY cg.\\1=\\2/p' $cg/memory.stat"
+        ),
+        format!(
+            "p=$(head -n1 {cg}/cgroup.procs); \
+             sed -n 's/^\\([A-Za-z_]*\\): *\\([0-9]*\\) kB$/DENSITY vmm.\\1=\\2/p' /proc/$p/smaps_rollup; \
+             mem=$(sed -n 's/.*\"memory_mib\": *\\([0-9]*\\).*/\\1/p' {vm_json}); \
+             awk -v want=$((mem * 1024)) -f {GUEST_RAM_AWK_FILE} /proc/$p/smaps"
+        ),
+        format!(
+            "for f in kernel initrd; do \
+               b=$(sed -n \"s/.*\\\"$f\\\": *\\\"\\([^\\\"]*\\)\\\".*/\\1/p\" {vm_json}); \
+               [ -n \"$b\" ] && echo DENSITY blob.$f=$(stat -c %s $b); done; \
+             d=$(sed -n '/\"disks\"/,/]/s/.*\"path\": *\"\\([^\"]*\\)\".*/\\1/p' {vm_json} | head -n1); \
+             [ -n \"$d\" ] && echo DENSITY blob.disk=$(stat -c %s $d)"
+        ),
+        format!(
+            "timeout 20 wget -q -O /tmp/meminfo.page http://{addr}/cgi-bin/meminfo && \
+             sed 's/^/DENSITY guest./' /tmp/meminfo.page | sed 's/ kB$//'"
+        ),
+    ]
 }
 
 /// Reads every figure of app `eu_id` (one running microVM whose guest answers HTTP at `addr`).
 pub fn measure_app(vm: &mut BoardVm, eu_id: &str, addr: &str) -> Result<AppMemory, String> {
-    let script = measure_script(eu_id, addr);
-    let out = vm.run_ok(&script, Duration::from_secs(90))?;
+    for cmd in awk_file_commands() {
+        vm.run_ok(&cmd, Duration::from_secs(30))?;
+    }
+    let mut out = String::new();
+    for cmd in measure_commands(eu_id, addr) {
+        out += &vm.run_ok(&cmd, Duration::from_secs(60))?;
+        out.push('\n');
+    }
     let m = AppMemory::parse(&out);
     for key in [
         "cg.memory.current",
@@ -335,10 +374,22 @@ mod tests {
     }
 
     #[test]
-    fn the_measuring_command_is_one_console_line() {
-        let s = measure_script("0123456789abcdef0123456789abcdef0123", "10.0.0.2:80");
-        assert!(!s.contains('\n'), "{s}");
-        // The board's tty takes at most 4095 characters in a line.
-        assert!(s.len() < 3500, "{} characters", s.len());
+    fn the_measuring_commands_are_short_console_lines_that_rebuild_the_awk_program() {
+        let mut all = awk_file_commands();
+        all.extend(measure_commands(
+            "0123456789abcdef0123456789abcdef0123",
+            "10.0.0.2:80",
+        ));
+        for s in &all {
+            assert!(!s.contains('\n'), "{s}");
+            assert!(s.len() <= MAX_CONSOLE_LINE, "{} characters: {s}", s.len());
+        }
+        // The pieces put together are the program (the shell's printf adds only the newline).
+        let rebuilt: String = awk_file_commands()[1..]
+            .iter()
+            .map(|c| c.split('\'').nth(3).unwrap())
+            .collect();
+        assert_eq!(rebuilt, GUEST_RAM_AWK);
+        assert!(!GUEST_RAM_AWK.contains('\''));
     }
 }
