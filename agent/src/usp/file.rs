@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cpevisor_usp::mqtt::backoff::Backoff;
-use cpevisor_usp::mqtt::MqttConfig;
+use cpevisor_usp::mqtt::{valid_topic, valid_topic_level, MqttConfig};
 use cpevisor_usp::record::Limits;
 use serde::Deserialize;
 
@@ -16,8 +16,6 @@ use super::config::{ControllerConfig, DeviceInfoConfig, Role, UspConfig};
 use super::dm::RebootHook;
 use super::topic_auth::check_bare_topic_roles;
 
-/// Longest topic accepted from a peer's Response Topic.
-pub const MAX_TOPIC_LEN: usize = 1024;
 /// MQTT packet overhead allowed above the largest Record (fixed header, topic, properties).
 const PACKET_OVERHEAD: u32 = 4096;
 
@@ -104,11 +102,6 @@ fn default_keep_alive() -> u16 {
 const MAX_FILE: u64 = 64 * 1024;
 /// Largest accepted max_record_bytes: the agent's memory budget is a few MiB.
 const MAX_RECORD_CEILING: usize = 1 << 20;
-
-/// A topic we may publish to: non-empty, bounded, no wildcards, no U+0000.
-pub fn valid_topic(t: &str) -> bool {
-    !t.is_empty() && t.len() <= MAX_TOPIC_LEN && !t.contains(['+', '#', '\0'])
-}
 
 impl UspFile {
     /// Reads and validates the file; the error names the file and the field.
@@ -284,11 +277,6 @@ impl UspFile {
     }
 }
 
-/// One level of a topic name: what a controller identity becomes in `<topic>/<identity>`.
-pub fn valid_topic_level(level: &str) -> bool {
-    !level.is_empty() && level.len() <= 256 && !level.contains(['/', '+', '#', '\0'])
-}
-
 fn controller_topic(c: &ControllerEntry) -> String {
     c.topic
         .clone()
@@ -437,15 +425,6 @@ mod tests {
         )
         .unwrap();
         assert!((f.reboot_hook())().unwrap_err().contains("exited"));
-    }
-
-    #[test]
-    fn topics_with_wildcards_are_not_publishable() {
-        assert!(valid_topic("usp/controller/self::ctl"));
-        assert!(!valid_topic(""));
-        assert!(!valid_topic("a/#"));
-        assert!(!valid_topic("a/+/b"));
-        assert!(!valid_topic(&"x".repeat(MAX_TOPIC_LEN + 1)));
     }
 
     #[test]

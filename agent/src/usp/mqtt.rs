@@ -20,7 +20,7 @@ use cpevisor_usp::mqtt::{
 };
 
 use super::endpoint::Endpoint;
-use super::file::valid_topic;
+use cpevisor_usp::mqtt::valid_topic;
 use super::session::{Counters, Session, Wakeup, TICK};
 use super::topic_auth::check_bare_topic_roles;
 use crate::lifecycle::Agent;

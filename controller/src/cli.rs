@@ -1,16 +1,24 @@
-//! The command line of `cpevisorctl usp`: its usage text, flags, commands and the agents
+//! The command line of `cpevisor-controller`: its usage text, flags, commands and the agents
 //! file. Parsing only; `run` acts on the result.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cpevisor_usp::mqtt::valid_topic_level;
+
 use super::config::{check_endpoint, merge, read_bounded, CtlConfig};
 use super::engine::{self, Op};
 use super::roster::load_roster;
 
-/// The `cpevisorctl usp --help` text.
-pub const USAGE: &str = "usage: cpevisorctl usp [OPTIONS] COMMAND [ARGS]
+/// The `cpevisor-controller --help` text.
+pub const USAGE: &str = "usage: cpevisor-controller [OPTIONS] COMMAND [ARGS]
+
+The operator's side of cpevisor: a USP (TR-369) controller that drives the cpevisord agents
+of a fleet over an MQTT broker (or as a WebSocket server they connect to). Each run sends
+one command to the addressed agents, follows it until each is done, and prints a table or
+JSON; exit 1 when an agent failed, 2 when the command line or the broker was the problem.
+(A long-running controller service with inventory and rollouts comes next: see its README.)
 
 commands:
   agents                       agents that announce themselves (Boot!, OnBoardRequest) during
@@ -49,7 +57,7 @@ options:
                                agents' client certificates must come from) it is TLS with
                                client certificates required";
 
-/// A parsed `cpevisorctl usp` command line.
+/// A parsed `cpevisor-controller` command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UspCli {
     /// Connection settings: the `--config` file with the flags over it.
@@ -193,18 +201,18 @@ pub fn parse(args: &[String]) -> Result<UspCli, String> {
         agents.extend(load_roster(r)?.into_iter().map(|a| a.endpoint_id));
     }
     let Some((&cmd, rest)) = words.split_first() else {
-        return Err("no usp command given (see cpevisorctl usp --help)".into());
+        return Err("no command given (see cpevisor-controller --help)".into());
     };
     let strings = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let need = |n: std::ops::RangeInclusive<usize>| {
         if n.contains(&rest.len()) {
             Ok(())
         } else {
-            Err(format!("usp {cmd}: wrong number of arguments (see --help)"))
+            Err(format!("{cmd}: wrong number of arguments (see --help)"))
         }
     };
     if env.is_some() && cmd != "install" {
-        return Err(format!("--env does not apply to usp {cmd}"));
+        return Err(format!("--env does not apply to {cmd}"));
     }
     let op = match cmd {
         "agents" => {
@@ -236,9 +244,9 @@ pub fn parse(args: &[String]) -> Result<UspCli, String> {
             for w in rest {
                 let (p, v) = w
                     .split_once('=')
-                    .ok_or_else(|| format!("usp set: {w:?} is not PATH=VALUE"))?;
+                    .ok_or_else(|| format!("set: {w:?} is not PATH=VALUE"))?;
                 if engine::split_param(p).is_none() {
-                    return Err(format!("usp set: {p:?} is not a parameter path"));
+                    return Err(format!("set: {p:?} is not a parameter path"));
                 }
                 params.push((p.to_string(), v.to_string()));
             }
@@ -250,11 +258,11 @@ pub fn parse(args: &[String]) -> Result<UspCli, String> {
             for w in &rest[1..] {
                 let (k, v) = w
                     .split_once('=')
-                    .ok_or_else(|| format!("usp operate: {w:?} is not NAME=VALUE"))?;
+                    .ok_or_else(|| format!("operate: {w:?} is not NAME=VALUE"))?;
                 args.insert(k.to_string(), v.to_string());
             }
             if !rest[0].ends_with("()") {
-                return Err(format!("usp operate: {:?} is not a command (X())", rest[0]));
+                return Err(format!("operate: {:?} is not a command (X())", rest[0]));
             }
             Some(Op::Operate {
                 command: rest[0].to_string(),
@@ -290,11 +298,11 @@ pub fn parse(args: &[String]) -> Result<UspCli, String> {
                 Op::Stop { eu }
             })
         }
-        other => return Err(format!("unknown usp command {other:?} (see --help)")),
+        other => return Err(format!("unknown command {other:?} (see --help)")),
     };
     if op.is_some() && agents.is_empty() {
         return Err(format!(
-            "usp {cmd}: name the agents (--agent EP, --agents-file FILE or --all)"
+            "{cmd}: name the agents (--agent EP, --agents-file FILE or --all)"
         ));
     }
     let ws = match (ws_listen, ws_cert, ws_key) {
@@ -320,7 +328,7 @@ pub fn parse(args: &[String]) -> Result<UspCli, String> {
     }
     check_endpoint(&config.endpoint_id).map_err(|e| format!("--id: {e}"))?;
     if let Some(id) = &config.identity {
-        if !crate::usp::file::valid_topic_level(id) {
+        if !valid_topic_level(id) {
             return Err(format!(
                 "--identity {id:?}: must be one MQTT topic level (no '/', '+', '#')"
             ));

@@ -1,14 +1,18 @@
-//! `cpevisorctl usp ...`: the operator's USP controller. It connects to the MQTT broker with
-//! its own endpoint ID, topic and client certificate, sends one request (or one command) to
-//! every addressed agent in parallel, follows OperationComplete / `DUStateChange!` /
-//! ValueChange until each agent is done or `--timeout` passes, and prints a table or JSON. The
-//! exit code is 1 when any agent failed, 2 when the command line or the broker was the problem.
-
+//! cpevisor-controller: the operator's side of cpevisor, a USP (TR-369) controller for the
+//! fleet of `cpevisord` agents. It connects to the MQTT broker with its own endpoint ID, topic
+//! and client certificate (or listens for agents' WebSockets), sends one request (or one
+//! command) to every addressed agent in parallel, follows OperationComplete /
+//! `DUStateChange!` / ValueChange until each agent is done or `--timeout` passes, and prints a
+//! table or JSON. The exit code is 1 when any agent failed, 2 when the command line or the
+//! broker was the problem. It lives outside the agent's crate so routers do not carry it
+//! (issue 13; a long-running service with inventory and rollouts comes next, see README.md).
 //!
 //! Split by concern: `cli` (flags and commands), `config` (connection settings), `roster`,
 //! `connection` (MQTT or WebSocket under the engine), `engine` (the requests and what answers
 //! them), `render` (tables and JSON); [`run`] ties them together. Children import siblings
 //! only, never this module.
+
+#![forbid(unsafe_code)]
 
 mod cli;
 mod config;
@@ -36,7 +40,7 @@ pub fn run(cli: &UspCli) -> i32 {
     let mut conn = match opened {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("cpevisorctl usp: {e}");
+            eprintln!("cpevisor-controller: {e}");
             return 2;
         }
     };
@@ -65,7 +69,7 @@ pub fn run(cli: &UspCli) -> i32 {
             });
             if let Some(r) = &cli.roster {
                 if let Err(e) = save_roster(r, &seen) {
-                    eprintln!("cpevisorctl usp: {e}");
+                    eprintln!("cpevisor-controller: {e}");
                 }
             }
             render::print_agents(&seen, &probed, cli.json);
@@ -143,7 +147,7 @@ mod tests {
     fn errors_name_the_problem() {
         let e = |s: &str| p(s).unwrap_err();
         assert!(e(&format!("{CONN} get Device.")).contains("name the agents"));
-        assert!(e(&format!("{CONN} --agent a frob")).contains("unknown usp command"));
+        assert!(e(&format!("{CONN} --agent a frob")).contains("unknown command"));
         assert!(e(&format!("{CONN} --agent a set Device.X")).contains("not PATH=VALUE"));
         assert!(e(&format!("{CONN} --agent a operate Device.X")).contains("not a command"));
         assert!(e(&format!("{CONN} --agent a start")).contains("wrong number"));
