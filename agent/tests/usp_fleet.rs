@@ -27,6 +27,7 @@ use cpevisor_agent::usp::config::{DeviceInfoConfig, Role};
 use cpevisor_agent::usp::file::{ControllerEntry, UspFile};
 use cpevisor_agent::usp::{self, session::Session};
 use cpevisor_usp::broker::{BrokerOptions, TestBroker};
+use cpevisor_usp::mqtt::{MqttSettings, UnknownFields};
 use serde_json::{json, Value};
 
 const CTL_ID: &str = "self::fleet-ctl";
@@ -118,14 +119,16 @@ fn one_controller_installs_an_app_on_a_fleet() {
         fs::create_dir_all(&dir).unwrap();
         let agent = Arc::new(Agent::open(&dir, AgentConfig::load(&world.config).unwrap()).unwrap());
         let file = UspFile {
-            broker_host: broker.host().into(),
-            broker_port: broker.port(),
-            ca_file: Some(broker.ca()),
-            cert_file: Some(agent_cert.cert.clone()),
-            key_file: Some(agent_cert.key.clone()),
-            server_name: None,
-            endpoint_id: id.clone(),
-            topic: None,
+            mqtt: MqttSettings {
+                broker_host: broker.host().into(),
+                broker_port: Some(broker.port()),
+                ca_file: Some(broker.ca()),
+                cert_file: Some(agent_cert.cert.clone()),
+                key_file: Some(agent_cert.key.clone()),
+                server_name: None,
+                endpoint_id: id.clone(),
+                topic: None,
+            },
             controllers: vec![ControllerEntry {
                 endpoint_id: CTL_ID.into(),
                 topic: None,
@@ -139,6 +142,7 @@ fn one_controller_installs_an_app_on_a_fleet() {
             max_record_bytes: None,
             reboot_command: None,
             websocket: None,
+            unknown: UnknownFields,
         };
         let session = usp::start(agent.clone(), &file, &dir).expect("session");
         fleet.push(Member { agent, session });

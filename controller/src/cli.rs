@@ -150,20 +150,20 @@ pub fn parse(args: &[String]) -> Result<UspCli, String> {
                 let v = value()?;
                 match v.rsplit_once(':') {
                     Some((h, p)) if !h.contains(':') || h.starts_with('[') => {
-                        over.broker_host = h.trim_matches(['[', ']']).to_string();
-                        over.broker_port = Some(
+                        over.mqtt.broker_host = h.trim_matches(['[', ']']).to_string();
+                        over.mqtt.broker_port = Some(
                             p.parse()
                                 .map_err(|_| format!("--broker: bad port in {v:?}"))?,
                         );
                     }
-                    _ => over.broker_host = v.to_string(),
+                    _ => over.mqtt.broker_host = v.to_string(),
                 }
             }
-            "--ca" => over.ca_file = Some(value()?.into()),
-            "--cert" => over.cert_file = Some(value()?.into()),
-            "--key" => over.key_file = Some(value()?.into()),
-            "--id" => over.endpoint_id = value()?.to_string(),
-            "--topic" => over.topic = Some(value()?.to_string()),
+            "--ca" => over.mqtt.ca_file = Some(value()?.into()),
+            "--cert" => over.mqtt.cert_file = Some(value()?.into()),
+            "--key" => over.mqtt.key_file = Some(value()?.into()),
+            "--id" => over.mqtt.endpoint_id = value()?.to_string(),
+            "--topic" => over.mqtt.topic = Some(value()?.to_string()),
             "--agent-topic" => over.agent_topic = Some(value()?.to_string()),
             "--identity" => over.identity = Some(value()?.to_string()),
             "--agent" => {
@@ -307,7 +307,7 @@ pub fn parse(args: &[String]) -> Result<UspCli, String> {
     }
     let ws = match (ws_listen, ws_cert, ws_key) {
         (Some(addr), Some(c), Some(k)) => {
-            if config.ca_file.is_none() {
+            if config.mqtt.ca_file.is_none() {
                 return Err("--ws-listen with TLS needs --ca FILE (the agents' CA)".into());
             }
             Some(WsListen {
@@ -320,13 +320,13 @@ pub fn parse(args: &[String]) -> Result<UspCli, String> {
         (None, None, None) => None,
         (None, _, _) => return Err("--ws-cert and --ws-key need --ws-listen".into()),
     };
-    if ws.is_none() && config.broker_host.is_empty() {
+    if ws.is_none() && config.mqtt.broker_host.is_empty() {
         return Err("no broker: give --broker HOST[:PORT] or --config FILE".into());
     }
-    if config.endpoint_id.is_empty() {
+    if config.mqtt.endpoint_id.is_empty() {
         return Err("no controller endpoint ID: give --id EP or --config FILE".into());
     }
-    check_endpoint(&config.endpoint_id).map_err(|e| format!("--id: {e}"))?;
+    check_endpoint(&config.mqtt.endpoint_id).map_err(|e| format!("--id: {e}"))?;
     if let Some(id) = &config.identity {
         if !valid_topic_level(id) {
             return Err(format!(
@@ -334,12 +334,9 @@ pub fn parse(args: &[String]) -> Result<UspCli, String> {
             ));
         }
     }
-    if config.cert_file.is_some() != config.key_file.is_some() {
-        return Err("--cert and --key go together".into());
-    }
-    if config.cert_file.is_some() && config.ca_file.is_none() {
-        return Err("a client certificate needs TLS: give --ca FILE".into());
-    }
+    // The rules every MQTT settings file follows (the agent's too); a field's flag: --broker,
+    // --ca, --cert, --key.
+    config.mqtt.validate(ws.is_none())?;
     agents.sort();
     agents.dedup();
     Ok(UspCli {

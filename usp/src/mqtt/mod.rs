@@ -43,9 +43,11 @@
 pub mod backoff;
 pub mod client;
 pub mod codec;
+pub mod settings;
 pub mod topic;
 
 pub use backoff::Backoff;
+pub use settings::{MqttSettings, UnknownFields};
 pub use topic::{valid_topic, valid_topic_level, MAX_TOPIC_LEN};
 pub use client::{
     is_usp_content_type, Event, Message, MqttClient, MqttConfig, MqttError, Stats,
