@@ -228,12 +228,19 @@ mod tests {
         assert_eq!(c.config.mqtt.broker_host, "b");
         assert_eq!(c.config.mqtt.port(), 8884);
         assert_eq!(c.config.mqtt.server_name(), "n");
-        assert_eq!(c.config.mqtt.endpoint_id, "self::d", "flags override the file");
+        assert_eq!(
+            c.config.mqtt.endpoint_id, "self::d",
+            "flags override the file"
+        );
         assert_eq!(c.config.topic(), "ops/c");
         assert_eq!(c.config.agent_topic(), "a/{id}");
         assert_eq!(c.config.identity.as_deref(), Some("cn"));
         assert_eq!(c.config.session_expiry_s, 60);
-        std::fs::write(&f, r#"{"broker_host": "b", "endpoint_id": "c", "brokr_port": 1}"#).unwrap();
+        std::fs::write(
+            &f,
+            r#"{"broker_host": "b", "endpoint_id": "c", "brokr_port": 1}"#,
+        )
+        .unwrap();
         let e = p(&format!("{cfg} --agent os::a get Device.")).unwrap_err();
         assert!(e.contains("unknown field `brokr_port`"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);

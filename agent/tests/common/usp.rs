@@ -47,7 +47,9 @@ pub fn controller() -> &'static Path {
         if profile_dir.file_name() == Some(OsStr::new("release")) {
             cmd.arg("--release");
         }
-        let st = cmd.status().expect("run cargo to build cpevisor-controller");
+        let st = cmd
+            .status()
+            .expect("run cargo to build cpevisor-controller");
         assert!(st.success(), "cargo build -p cpevisor-controller: {st}");
         assert!(bin.exists(), "no {} after building it", bin.display());
         bin

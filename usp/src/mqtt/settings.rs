@@ -103,8 +103,7 @@ impl MqttSettings {
     /// uses another MTP), a port that is not 0, a client certificate with its key and with TLS.
     /// The endpoint ID and the topics are each side's to check (they differ in defaults).
     pub fn validate(&self, broker_required: bool) -> Result<(), String> {
-        if (broker_required && self.broker_host.is_empty())
-            || self.broker_host.len() > MAX_HOST_LEN
+        if (broker_required && self.broker_host.is_empty()) || self.broker_host.len() > MAX_HOST_LEN
         {
             return Err(format!("broker_host must be 1..{MAX_HOST_LEN} bytes"));
         }
