@@ -36,7 +36,7 @@ use std::sync::Arc;
 use serde::de::{Error as _, IgnoredAny};
 use serde::{Deserialize, Deserializer};
 
-use super::MqttConfig;
+use super::client::MqttConfig;
 
 /// The MQTT-over-TLS port, the default when `ca_file` is set.
 pub const TLS_PORT: u16 = 8883;
