@@ -27,6 +27,7 @@ CARGO=/usr/bin/cargo
 # The agent runs on every board. The VMM needs KVM, which Linux offers only on aarch64 and x86_64
 # among these (32-bit ARM KVM was removed in 5.7; MIPS routers have no virtualization): the other
 # targets run apps in the jail backend and get no VMM binary.
+# Device binaries only: the operator's controller (cpevisor-controller) never goes on a router.
 packages_for() {
   case $1 in
     aarch64-* | x86_64-*) echo "-p cpevisor-agent -p cpevisor-vmm" ;;

@@ -35,7 +35,9 @@ OUT=target/packages
 BIN=${CARGO_TARGET_DIR:-target}/debug
 CTL=$BIN/cpevisorctl
 
-cargo build -q -p cpevisor-agent --bin cpevisorctl
+# The host's cpevisorctl packs and signs here; the host's cpevisor-controller (the operator's USP
+# controller) is what the USP board tests and `make demo` drive the board with.
+cargo build -q -p cpevisor-agent --bin cpevisorctl -p cpevisor-controller --bin cpevisor-controller
 
 # One key for every build; the lock keeps two concurrent first runs from racing keygen.
 mkdir -p "$KEYS"

@@ -335,3 +335,22 @@ fn daemon_takes_its_config_from_a_board_profile() {
         );
     }
 }
+
+/// The operator's USP controller left the device tool: `cpevisorctl usp ...` is a usage error
+/// (exit 2) that names where it went, and nothing is sent anywhere.
+#[test]
+fn usp_points_to_the_controller() {
+    for args in [
+        &["usp", "--help"][..],
+        &[
+            "usp", "--broker", "h", "--id", "c", "--agent", "a", "get", "Device.",
+        ],
+        &["--json", "usp", "agents"],
+    ] {
+        let out = Command::new(CTL).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(err.contains("`cpevisor-controller`"), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}

@@ -1,6 +1,6 @@
 //! The fleet: one process hosts many agents (each its own `Agent` on its own state dir with the
 //! `process` runner, its own data model, endpoint, MQTT session and EndpointID), a real
-//! mosquitto with TLS carries their traffic, and one `cpevisorctl usp` installs a signed app
+//! mosquitto with TLS carries their traffic, and one `cpevisor-controller` installs a signed app
 //! from a loopback HTTP server on all of them. Every agent must report success; the time taken
 //! and the USP messages exchanged are printed.
 //!
@@ -10,6 +10,8 @@
 
 #[path = "common/agentd.rs"]
 mod agentd;
+#[path = "common/usp.rs"]
+mod usp_common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -18,13 +20,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentd::{App, World, CTL};
+use agentd::{App, World};
 use cpevisor_agent::lifecycle::config::AgentConfig;
 use cpevisor_agent::lifecycle::Agent;
 use cpevisor_agent::usp::config::{DeviceInfoConfig, Role};
 use cpevisor_agent::usp::file::{ControllerEntry, UspFile};
 use cpevisor_agent::usp::{self, session::Session};
 use cpevisor_usp::broker::{BrokerOptions, TestBroker};
+use cpevisor_usp::mqtt::{MqttSettings, UnknownFields};
 use serde_json::{json, Value};
 
 const CTL_ID: &str = "self::fleet-ctl";
@@ -116,14 +119,16 @@ fn one_controller_installs_an_app_on_a_fleet() {
         fs::create_dir_all(&dir).unwrap();
         let agent = Arc::new(Agent::open(&dir, AgentConfig::load(&world.config).unwrap()).unwrap());
         let file = UspFile {
-            broker_host: broker.host().into(),
-            broker_port: broker.port(),
-            ca_file: Some(broker.ca()),
-            cert_file: Some(agent_cert.cert.clone()),
-            key_file: Some(agent_cert.key.clone()),
-            server_name: None,
-            endpoint_id: id.clone(),
-            topic: None,
+            mqtt: MqttSettings {
+                broker_host: broker.host().into(),
+                broker_port: Some(broker.port()),
+                ca_file: Some(broker.ca()),
+                cert_file: Some(agent_cert.cert.clone()),
+                key_file: Some(agent_cert.key.clone()),
+                server_name: None,
+                endpoint_id: id.clone(),
+                topic: None,
+            },
             controllers: vec![ControllerEntry {
                 endpoint_id: CTL_ID.into(),
                 topic: None,
@@ -137,6 +142,7 @@ fn one_controller_installs_an_app_on_a_fleet() {
             max_record_bytes: None,
             reboot_command: None,
             websocket: None,
+            unknown: UnknownFields,
         };
         let session = usp::start(agent.clone(), &file, &dir).expect("session");
         fleet.push(Member { agent, session });
@@ -160,14 +166,14 @@ fn one_controller_installs_an_app_on_a_fleet() {
     let ctl = ctl_config(&broker, &world.root);
     let (sent0, recv0) = (sent(&fleet), received(&fleet));
     let t0 = Instant::now();
-    let out = Command::new(CTL)
-        .args(["usp", "--json", "--timeout", "240", "--config"])
+    let out = Command::new(usp_common::controller())
+        .args(["--json", "--timeout", "240", "--config"])
         .arg(&ctl)
         .arg("--agents-file")
         .arg(&agents_file)
         .args(["install", &url])
         .output()
-        .expect("cpevisorctl");
+        .expect("cpevisor-controller");
     let wall = t0.elapsed().as_secs_f64();
     // The last notifications may still be on their way to the controller's topic.
     std::thread::sleep(Duration::from_millis(300));
@@ -273,8 +279,8 @@ fn cpevisord_idle_memory_with_usp_connected() {
     // Connected and answering: one Get through the broker.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let out = Command::new(CTL)
-            .args(["usp", "--json", "--timeout", "2", "--config"])
+        let out = Command::new(usp_common::controller())
+            .args(["--json", "--timeout", "2", "--config"])
             .arg(&ctl)
             .args(["--agent", "os::idle-1", "get", "Device.DeviceInfo.UpTime"])
             .output()

@@ -34,7 +34,7 @@ fn ctl_config(broker: &TestBroker, dir: &Path, id: &str) -> PathBuf {
     usp_common::ctl_config(broker, dir, id, true, json!({ "identity": id }))
 }
 
-/// `cpevisorctl usp` for our one agent.
+/// `cpevisor-controller` for our one agent.
 fn usp(cfg: &Path, args: &[&str]) -> (i32, Value, String) {
     let mut all = vec!["--agent", AGENT, "--timeout", "5"];
     all.extend_from_slice(args);

@@ -1,6 +1,6 @@
 //! USP over MQTT end to end: a real mosquitto with TLS and client certificates made by the
 //! test, a real `cpevisord --usp` with the `process` runner, packages served over HTTP on
-//! loopback, and the operator's `cpevisorctl usp` as a separate process: DeviceInfo, install
+//! loopback, and the operator's `cpevisor-controller` as a separate process: DeviceInfo, install
 //! with `DUStateChange!` + OperationComplete, stop/start with ValueChange, uninstall; a
 //! read-only controller refused with 7006 and nothing changed; a client without a certificate
 //! refused by the broker; malformed and oversized records dropped with the agent answering.
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use agentd::{App, World, CTL};
+use agentd::{App, World};
 use cpevisor_usp::broker::TestBroker;
 use cpevisor_usp::mqtt::{Event, MqttClient, USP_CONTENT_TYPE};
 use cpevisor_usp::proto::{Msg, Record};
@@ -143,8 +143,8 @@ fn controller_manages_an_agent_over_mosquitto() {
     assert!(row(r, "UpTime").is_some());
     assert!(row(r, "MemoryStatus.Total").is_some(), "{r}");
     // The table people read: a header, one line per parameter, a summary.
-    let out = Command::new(CTL)
-        .args(["usp", "--config"])
+    let out = Command::new(usp_common::controller())
+        .arg("--config")
         .arg(&ctl)
         .args(["--agent", AGENT, "get", "Device.DeviceInfo.ModelName"])
         .output()

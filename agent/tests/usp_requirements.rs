@@ -14,12 +14,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agentd::World;
-use cpevisor_agent::ctl::usp::engine::{Controller, Inbound, Sender};
 use cpevisor_agent::lifecycle::config::AgentConfig;
 use cpevisor_agent::lifecycle::Agent;
 use cpevisor_agent::usp::config::{ControllerConfig, DeviceInfoConfig, Role, UspConfig};
 use cpevisor_agent::usp::dm::{DataModel, RebootHook};
 use cpevisor_agent::usp::endpoint::Endpoint;
+use cpevisor_controller::engine::{Controller, Inbound, Sender};
 use cpevisor_usp::proto::get_supported_dm_resp::RequestedObjectResult;
 use cpevisor_usp::proto::{
     add, notify, request, response, set, GetResp, GetSupportedDm, Msg, Record,

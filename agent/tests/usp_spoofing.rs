@@ -43,7 +43,7 @@ const OWN: &str = "self::own";
 const MALLORY: &str = "self::mallory";
 const ENABLE: &str = "Device.SoftwareModules.ExecEnv.1.Enable";
 
-/// `cpevisorctl usp` for our one agent.
+/// `cpevisor-controller` for our one agent.
 fn usp(cfg: &Path, args: &[&str]) -> (i32, Value, String) {
     let mut all = vec!["--agent", AGENT, "--timeout", "10"];
     all.extend_from_slice(args);

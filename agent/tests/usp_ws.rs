@@ -1,5 +1,5 @@
 //! USP over WebSocket end to end: a real `cpevisord --usp` whose file names a `websocket`
-//! controller, and `cpevisorctl usp --ws-listen` as the WebSocket server, with TLS both ways
+//! controller, and `cpevisor-controller --ws-listen` as the WebSocket server, with TLS both ways
 //! (certificates from the test PKI, no broker): DeviceInfo, an install from a loopback HTTP
 //! server with OperationComplete and `DUStateChange!`, a read-only controller refused with
 //! 7006, a controller whose certificate is not the identity configured for it ignored, and the
@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use agentd::{App, World, CTL};
+use agentd::{App, World};
 use cpevisor_usp::broker::Pki;
 use cpevisor_usp::ws::{self, WsConfig, WsError};
 use serde_json::{json, Value};
@@ -36,12 +36,12 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Runs `cpevisorctl usp --ws-listen 127.0.0.1:PORT ... --json ARGS` as controller `id`:
+/// Runs `cpevisor-controller --ws-listen 127.0.0.1:PORT ... --json ARGS` as controller `id`:
 /// (exit code, parsed stdout, stderr).
 fn usp(pki: &Pki, port: u16, id: &str, args: &[&str]) -> (i32, Value, String) {
     let server = pki.server();
     let listen = format!("127.0.0.1:{port}");
-    let mut all: Vec<std::ffi::OsString> = ["usp", "--id", id, "--ws-listen", &listen, "--ws-cert"]
+    let mut all: Vec<std::ffi::OsString> = ["--id", id, "--ws-listen", &listen, "--ws-cert"]
         .iter()
         .map(Into::into)
         .collect();
@@ -179,8 +179,7 @@ fn the_controller_refuses_agents_it_cannot_identify() {
     let pki = Pki::new(&world.root.join("pki")).expect("openssl test PKI");
     let port = free_port();
     let server = pki.server();
-    let mut ctl = Command::new(CTL)
-        .arg("usp")
+    let mut ctl = Command::new(usp_common::controller())
         .args(["--id", CTL_ID, "--ws-listen", &format!("127.0.0.1:{port}")])
         .arg("--ws-cert")
         .arg(&server.cert)
@@ -192,7 +191,7 @@ fn the_controller_refuses_agents_it_cannot_identify() {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .expect("cpevisorctl");
+        .expect("cpevisor-controller");
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "the controller never listened");

@@ -111,19 +111,29 @@ impl SamplePackages {
 /// The host build of `cpevisorctl` that `scripts/sample-app.sh` made: under `CARGO_TARGET_DIR`
 /// when the script ran with it, else under the workspace's `target/`.
 pub fn host_cpevisorctl() -> Result<PathBuf, String> {
+    host_binary("cpevisorctl")
+}
+
+/// The host build of `cpevisor-controller`, the operator's USP controller, that
+/// `scripts/sample-app.sh` made, found as [`host_cpevisorctl`] is.
+pub fn host_controller() -> Result<PathBuf, String> {
+    host_binary("cpevisor-controller")
+}
+
+fn host_binary(name: &str) -> Result<PathBuf, String> {
     let mut candidates: Vec<PathBuf> = std::env::var_os("CARGO_TARGET_DIR")
         .filter(|d| !d.is_empty())
-        .map(|d| PathBuf::from(d).join("debug/cpevisorctl"))
+        .map(|d| PathBuf::from(d).join("debug").join(name))
         .into_iter()
         .collect();
-    candidates.push(workspace_root().join("target/debug/cpevisorctl"));
+    candidates.push(workspace_root().join("target/debug").join(name));
     candidates
         .iter()
         .find(|c| c.is_file())
         .cloned()
         .ok_or_else(|| {
             format!(
-                "no host cpevisorctl at {candidates:?}: run `bash scripts/sample-app.sh` \
+                "no host {name} at {candidates:?}: run `bash scripts/sample-app.sh` \
                  (make firmware does)"
             )
         })

@@ -1,6 +1,6 @@
 //! The board managed over USP: a mosquitto broker with its own PKI on the host, the agent in the
 //! board connecting to it at 10.0.2.2 (QEMU user networking forwards that to the host's
-//! 127.0.0.1), and the host's `cpevisorctl usp` as the controller.
+//! 127.0.0.1), and the host's `cpevisor-controller` as the controller.
 //!
 //! Provisioning: [`UspHost::provision_flash`] builds the board's flash on the host as an ext2
 //! image (`mke2fs -d`) holding `cpevisor/usp/{usp.json,ca.pem,agent.pem,agent.key}`; the
@@ -23,10 +23,11 @@ pub const AGENT_ENDPOINT: &str = "os::012345-qemu0001";
 pub const CONTROLLER_ENDPOINT: &str = "self::cpevisor-e2e";
 /// Where the init looks for the agent's USP settings on the board.
 pub const BOARD_USP_DIR: &str = "/data/cpevisor/usp";
-/// Longest stdout accepted from one `cpevisorctl usp` run.
+/// Longest stdout accepted from one `cpevisor-controller` run.
 const MAX_CTL_OUTPUT: usize = 1 << 20;
 
-/// The broker, the controller's settings and the host `cpevisorctl` that drives the board.
+/// The broker, the controller's settings and the host `cpevisor-controller` that drives the
+/// board.
 pub struct UspHost {
     /// The mosquitto the board's agent and the host controller connect to.
     pub broker: TestBroker,
@@ -37,14 +38,14 @@ pub struct UspHost {
     roster: PathBuf,
 }
 
-/// One `cpevisorctl usp --json` run: its exit code, the parsed reply, stderr and how long it took.
+/// One `cpevisor-controller --json` run: its exit code, the parsed reply, stderr and how long it took.
 #[derive(Debug, Clone)]
 pub struct CtlRun {
-    /// cpevisorctl's exit code.
+    /// The controller's exit code.
     pub code: i32,
     /// The parsed `--json` reply (`Null` when stdout was not JSON).
     pub reply: Value,
-    /// What cpevisorctl wrote to stderr.
+    /// What the controller wrote to stderr.
     pub stderr: String,
     /// From start to exit.
     pub took: Duration,
@@ -83,7 +84,7 @@ impl CtlRun {
             Ok(self)
         } else {
             Err(format!(
-                "cpevisorctl usp {what}: exit {}: {} {}",
+                "cpevisor-controller {what}: exit {}: {} {}",
                 self.code,
                 self.reply,
                 self.stderr.trim()
@@ -110,7 +111,7 @@ impl UspHost {
     /// Starts the broker (PKI in `target/e2e-usp/<name>-<pid>/`) and opens the controller's
     /// persistent session, so the agent's first announcements wait at the broker for us.
     pub fn start(name: &str) -> Result<UspHost, String> {
-        let ctl = usp_capable_cpevisorctl()?;
+        let ctl = host_controller()?;
         let dir = workspace_root()
             .join("target/e2e-usp")
             .join(format!("{name}-{}", std::process::id()));
@@ -147,11 +148,10 @@ impl UspHost {
         provision_flash(&self.broker, &self.dir, board, name, size_mib)
     }
 
-    /// Runs `cpevisorctl usp --config CFG --json ARGS` on the host.
+    /// Runs `cpevisor-controller --config CFG --json ARGS` on the host.
     pub fn ctl(&self, args: &[&str]) -> Result<CtlRun, String> {
         let started = Instant::now();
         let out = Command::new(&self.ctl)
-            .arg("usp")
             .arg("--config")
             .arg(&self.ctl_config)
             .arg("--json")
@@ -160,7 +160,7 @@ impl UspHost {
             .map_err(|e| format!("cannot run {}: {e}", self.ctl.display()))?;
         if out.stdout.len() > MAX_CTL_OUTPUT {
             return Err(format!(
-                "cpevisorctl usp {args:?}: {} bytes of output, over {MAX_CTL_OUTPUT}",
+                "cpevisor-controller {args:?}: {} bytes of output, over {MAX_CTL_OUTPUT}",
                 out.stdout.len()
             ));
         }
@@ -372,20 +372,20 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// The host `cpevisorctl` with the `usp` command: under `CARGO_TARGET_DIR` when set, else the
-/// workspace's `target/debug/` (`scripts/sample-app.sh`, run by `make firmware`, builds it).
-fn usp_capable_cpevisorctl() -> Result<PathBuf, String> {
-    let hint = "build it: `cargo build -p cpevisor-agent --bin cpevisorctl`";
-    let ctl = crate::agent::host_cpevisorctl().map_err(|e| format!("{e}; or {hint}"))?;
-    // An older build has no `usp` command: say so rather than fail on its usage text later.
+/// The host `cpevisor-controller`: under `CARGO_TARGET_DIR` when set, else the workspace's
+/// `target/debug/` (`scripts/sample-app.sh`, run by `make firmware`, builds it).
+fn host_controller() -> Result<PathBuf, String> {
+    let hint = "build it: `cargo build -p cpevisor-controller`";
+    let ctl = crate::agent::host_controller().map_err(|e| format!("{e}; or {hint}"))?;
+    // Something else under that name would fail later on its usage text: say so now.
     let out = Command::new(&ctl)
-        .args(["usp", "--help"])
+        .arg("--help")
         .output()
         .map_err(|e| format!("cannot run {}: {e}", ctl.display()))?;
     let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
     if !text.contains("InstallDU") {
         return Err(format!(
-            "{} has no `usp` command (an older build): {hint}",
+            "{} is not the USP controller: {hint}",
             ctl.display()
         ));
     }

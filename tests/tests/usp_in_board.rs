@@ -1,6 +1,6 @@
 //! USP end to end on the default board: mosquitto (with its own PKI) on the host, the agent in
 //! the board connecting to it at 10.0.2.2 over QEMU user networking with the certificate
-//! provisioned on its flash, and the host's `cpevisorctl usp` as the controller. The controller
+//! provisioned on its flash, and the host's `cpevisor-controller` as the controller. The controller
 //! sees the agent announce itself, reads DeviceInfo and the ExecEnv, installs the sample app
 //! from a server on the host (OperationComplete + `DUStateChange!` Installed), the app becomes
 //! Active and answers on the board, stop and start give ValueChange Idle and Active; after a
@@ -8,7 +8,7 @@
 //! uninstall gives `DUStateChange!` Uninstalled with nothing left installed.
 //!
 //! Needs `make firmware` (the sample app's packages and a firmware whose init starts the agent
-//! with `--usp`) and a host `cpevisorctl` with the `usp` command, so it is `#[ignore]`d for a
+//! with `--usp`) and a host `cpevisor-controller`, so it is `#[ignore]`d for a
 //! plain `cargo test` and run by `make e2e`.
 
 use cpevisor_e2e::agent::{

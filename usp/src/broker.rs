@@ -76,7 +76,7 @@ pub enum ControllerTopic {
     /// cannot tell apart the controllers that write there: all those it accepts on that topic
     /// must have the same role (the agent refuses a config that mixes them).
     AgentTopic,
-    /// `usp/agent/<agent>/<CN>` (`cpevisorctl usp --identity CN`): the agent takes the suffix as
+    /// `usp/agent/<agent>/<CN>` (`cpevisor-controller --identity CN`): the agent takes the suffix as
     /// the sender, and only this certificate may write it.
     IdentitySubTopic,
 }

@@ -1,6 +1,6 @@
 //! USP (TR-369, Broadband Forum User Services Platform) for cpevisor: what both ends of a USP
 //! conversation share. The agent (`cpevisord`) binds it to its TR-181 data model; the operator's
-//! controller (`cpevisorctl usp ...`) drives agents with it.
+//! controller (`cpevisor-controller`, crate controller/) drives agents with it.
 //!
 //! - `errors`: the USP error codes.
 //! - `proto`: Records and Msgs as protobuf, with the field numbers of the BBF schemas.

@@ -1,9 +1,11 @@
-//! cpevisorctl: the operator's command line for cpevisord. Tables for people, `--json` for
-//! scripts, a progress bar while a download runs; faults print their code and exit non-zero.
+//! cpevisorctl: the device's local command line for cpevisord (over its Unix socket), plus the
+//! local package tools (pack, keygen). Tables for people, `--json` for scripts, a progress bar
+//! while a download runs; faults print their code and exit non-zero. The operator's USP
+//! controller is not here: it is `cpevisor-controller` (the `controller/` crate), so routers do
+//! not carry it.
 
 pub mod client;
 mod render;
-pub mod usp;
 
 use std::path::PathBuf;
 
@@ -28,9 +30,15 @@ commands:
   env-enable ENV | env-disable ENV                ExecEnv.Enable (disable stops its apps)
   pack DIR --key KEY --out FILE                   build and sign a package from DIR/app.json
   keygen DIR                                      create a signing key pair in DIR
-  usp ...                                         USP controller over MQTT (cpevisorctl usp --help)
 
-The socket defaults to $CPEVISOR_SOCKET or /run/cpevisord.sock.";
+The socket defaults to $CPEVISOR_SOCKET or /run/cpevisord.sock.
+The operator's USP controller (the former `cpevisorctl usp`) is `cpevisor-controller`,
+run on the operator's side, not on the device.";
+
+/// What `cpevisorctl usp ...` prints (exit 2): the controller moved out of the device tool.
+pub const USP_MOVED: &str = "cpevisorctl: `usp` is no longer a cpevisorctl command: the USP \
+controller is `cpevisor-controller` (the operator's side, crate controller/), with the same \
+options and commands: `cpevisor-controller [OPTIONS] COMMAND`";
 
 /// A parsed command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,6 +207,7 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
             allowed(&[])?;
             Command::Keygen(PathBuf::from(arg(1)))
         }
+        "usp" => return Err(USP_MOVED.trim_start_matches("cpevisorctl: ").into()),
         other => return Err(format!("unknown command {other:?} (see --help)")),
     };
     Ok(Cli {
@@ -335,5 +344,8 @@ mod tests {
         assert!(p("list --bogus")
             .unwrap_err()
             .contains("unknown option --bogus"));
+        assert!(p("--json usp get Device.")
+            .unwrap_err()
+            .contains("is `cpevisor-controller`"));
     }
 }

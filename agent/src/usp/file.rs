@@ -3,12 +3,12 @@
 //! identities). Parsing and validation only: the sessions in `mqtt` and `websocket` take a
 //! validated [`UspFile`].
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cpevisor_usp::mqtt::backoff::Backoff;
-use cpevisor_usp::mqtt::MqttConfig;
+use cpevisor_usp::mqtt::{valid_topic, valid_topic_level, MqttConfig, MqttSettings, UnknownFields};
 use cpevisor_usp::record::Limits;
 use serde::Deserialize;
 
@@ -16,39 +16,21 @@ use super::config::{ControllerConfig, DeviceInfoConfig, Role, UspConfig};
 use super::dm::RebootHook;
 use super::topic_auth::check_bare_topic_roles;
 
-/// Longest topic accepted from a peer's Response Topic.
-pub const MAX_TOPIC_LEN: usize = 1024;
 /// MQTT packet overhead allowed above the largest Record (fixed header, topic, properties).
 const PACKET_OVERHEAD: u32 = 4096;
 
-/// The agent's `--usp FILE`: where the broker is, who we are, who may manage us.
+/// The agent's `--usp FILE`: where the broker is, who we are, who may manage us. The MQTT
+/// settings are the usp crate's [`MqttSettings`], flattened (the JSON stays flat); unknown
+/// fields are refused by [`UnknownFields`], flattened last, since serde's
+/// `deny_unknown_fields` does not combine with `flatten`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct UspFile {
-    /// The MQTT broker; not needed when `websocket` is given.
-    #[serde(default)]
-    pub broker_host: String,
-    /// Broker port (default 8883, the MQTT-over-TLS port).
-    #[serde(default = "default_port")]
-    pub broker_port: u16,
-    /// The CA that signed the broker's certificate. Absent: plain TCP (only for a broker on
-    /// loopback or a private link; the daemon logs a warning).
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// Our client certificate chain and key (PEM), presented to the broker.
-    #[serde(default)]
-    pub cert_file: Option<PathBuf>,
-    /// Our client key (PEM), with `cert_file`.
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
-    /// The name the broker's certificate must carry (default: `broker_host`).
-    #[serde(default)]
-    pub server_name: Option<String>,
-    /// Our USP endpoint ID (also the MQTT client id).
-    pub endpoint_id: String,
-    /// The topic we subscribe to (default `usp/agent/<endpoint_id>`).
-    #[serde(default)]
-    pub topic: Option<String>,
+    /// The broker (`broker_host` not needed when `websocket` is given; port 8883 with
+    /// `ca_file`, else 1883), our certificate, our endpoint ID (also the MQTT client id) and
+    /// our topic (default `usp/agent/<endpoint_id>`). Without `ca_file`: plain TCP (only for a
+    /// broker on loopback or a private link; the daemon logs a warning).
+    #[serde(flatten)]
+    pub mqtt: MqttSettings,
     /// The controllers that may manage this agent; a message from anyone else is refused.
     pub controllers: Vec<ControllerEntry>,
     /// What `Device.DeviceInfo.` reports (manufacturer, model, serial number).
@@ -67,6 +49,9 @@ pub struct UspFile {
     /// `ca_file`, `cert_file`, `key_file` then apply to it.
     #[serde(default)]
     pub websocket: Option<WsTarget>,
+    /// Refuses any field not declared above or in [`MqttSettings`].
+    #[serde(flatten)]
+    pub unknown: UnknownFields,
 }
 
 /// One controller allowed to manage this agent.
@@ -92,10 +77,6 @@ pub struct ControllerEntry {
     pub identity: Option<String>,
 }
 
-fn default_port() -> u16 {
-    8883
-}
-
 fn default_keep_alive() -> u16 {
     60
 }
@@ -104,11 +85,6 @@ fn default_keep_alive() -> u16 {
 const MAX_FILE: u64 = 64 * 1024;
 /// Largest accepted max_record_bytes: the agent's memory budget is a few MiB.
 const MAX_RECORD_CEILING: usize = 1 << 20;
-
-/// A topic we may publish to: non-empty, bounded, no wildcards, no U+0000.
-pub fn valid_topic(t: &str) -> bool {
-    !t.is_empty() && t.len() <= MAX_TOPIC_LEN && !t.contains(['+', '#', '\0'])
-}
 
 impl UspFile {
     /// Reads and validates the file; the error names the file and the field.
@@ -133,22 +109,10 @@ impl UspFile {
 
     /// Checks every name and bound: topics, endpoint IDs, controller identities, the MTP choice.
     pub fn validate(&self) -> Result<(), String> {
-        match &self.websocket {
-            Some(ws) => ws.validate()?,
-            None if self.broker_host.is_empty() || self.broker_host.len() > 253 => {
-                return Err("broker_host must be 1..253 bytes (or give a websocket object)".into())
-            }
-            None => {}
+        if let Some(ws) = &self.websocket {
+            ws.validate()?;
         }
-        if self.broker_port == 0 {
-            return Err("broker_port must not be 0".into());
-        }
-        if self.cert_file.is_some() != self.key_file.is_some() {
-            return Err("cert_file and key_file go together".into());
-        }
-        if self.cert_file.is_some() && self.ca_file.is_none() {
-            return Err("a client certificate needs TLS: set ca_file".into());
-        }
+        self.mqtt.validate(self.websocket.is_none())?;
         if !valid_topic(&self.topic()) {
             return Err(format!(
                 "topic {:?}: not a valid MQTT topic name",
@@ -195,9 +159,7 @@ impl UspFile {
 
     /// The topic we subscribe to: `topic`, or `usp/agent/<endpoint_id>`.
     pub fn topic(&self) -> String {
-        self.topic
-            .clone()
-            .unwrap_or_else(|| format!("usp/agent/{}", self.endpoint_id))
+        self.mqtt.topic_or("usp/agent")
     }
 
     /// The data model's view: endpoint ID, controllers with roles and topics, DeviceInfo.
@@ -205,7 +167,7 @@ impl UspFile {
     /// controller's identity is the topic suffix the broker's ACL binds to its certificate.
     pub fn usp_config(&self) -> UspConfig {
         UspConfig {
-            endpoint_id: self.endpoint_id.clone(),
+            endpoint_id: self.mqtt.endpoint_id.clone(),
             controllers: self
                 .controllers
                 .iter()
@@ -233,35 +195,12 @@ impl UspFile {
     /// The MQTT client configuration: TLS with our certificate when configured, client id =
     /// endpoint ID, packets bounded by the largest Record.
     pub fn mqtt_config(&self) -> Result<MqttConfig, String> {
-        let mut m = MqttConfig::new(&self.broker_host, self.broker_port, &self.endpoint_id)
-            .with_usp_endpoint_id(&self.endpoint_id);
-        let name = self
-            .server_name
-            .clone()
-            .unwrap_or_else(|| self.broker_host.clone());
-        m.tls = self.tls(name)?;
+        let mut m = self
+            .mqtt
+            .mqtt_config(self.mqtt.endpoint_id.clone(), self.topic())?;
         m.keep_alive = Duration::from_secs(u64::from(self.keep_alive_s));
         m.max_packet_size = self.limits().max_record_bytes as u32 + PACKET_OVERHEAD;
-        m.subscriptions = vec![self.topic()];
         Ok(m)
-    }
-
-    /// The TLS client configuration both MTPs use: `ca_file` as the only trust anchor, our
-    /// certificate when configured, `server_name` the name the peer's certificate must carry.
-    /// None without `ca_file` (plain TCP).
-    pub fn tls(
-        &self,
-        server_name: String,
-    ) -> Result<Option<(Arc<rustls::ClientConfig>, String)>, String> {
-        let Some(ca) = &self.ca_file else {
-            return Ok(None);
-        };
-        let cert = match (&self.cert_file, &self.key_file) {
-            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
-            _ => None,
-        };
-        let config = cpevisor_usp::tls::client_config(ca, cert).map_err(|e| e.to_string())?;
-        Ok(Some((config, server_name)))
     }
 
     /// `Device.Reboot()`: runs `reboot_command`, or refuses.
@@ -282,11 +221,6 @@ impl UspFile {
             None => Err("this agent has no reboot_command configured".into()),
         })
     }
-}
-
-/// One level of a topic name: what a controller identity becomes in `<topic>/<identity>`.
-pub fn valid_topic_level(level: &str) -> bool {
-    !level.is_empty() && level.len() <= 256 && !level.contains(['/', '+', '#', '\0'])
 }
 
 fn controller_topic(c: &ControllerEntry) -> String {
@@ -381,7 +315,8 @@ mod tests {
                                 "identity":"ro"}]}"#,
         )
         .unwrap();
-        assert_eq!(f.broker_port, 8883);
+        // Without ca_file the default port is plain MQTT's; with it, MQTT over TLS.
+        assert_eq!(f.mqtt.port(), 1883);
         assert_eq!(f.topic(), "usp/agent/os::cpe-1");
         let cfg = f.usp_config();
         assert_eq!(
@@ -437,15 +372,6 @@ mod tests {
         )
         .unwrap();
         assert!((f.reboot_hook())().unwrap_err().contains("exited"));
-    }
-
-    #[test]
-    fn topics_with_wildcards_are_not_publishable() {
-        assert!(valid_topic("usp/controller/self::ctl"));
-        assert!(!valid_topic(""));
-        assert!(!valid_topic("a/#"));
-        assert!(!valid_topic("a/+/b"));
-        assert!(!valid_topic(&"x".repeat(MAX_TOPIC_LEN + 1)));
     }
 
     #[test]

@@ -66,11 +66,11 @@ use session::Session;
 /// the controller when it has a `websocket` object, else the MQTT broker.
 pub fn start(agent: Arc<Agent>, file: &UspFile, state_dir: &Path) -> Result<Session, String> {
     file.validate()?;
-    if file.websocket.is_none() && file.ca_file.is_none() {
+    if file.websocket.is_none() && file.mqtt.ca_file.is_none() {
         crate::log_warn!(
             "usp: no ca_file: talking to {}:{} over plain TCP",
-            file.broker_host,
-            file.broker_port
+            file.mqtt.broker_host,
+            file.mqtt.port()
         );
     }
     let dm = DataModel::open(

@@ -20,10 +20,10 @@ use cpevisor_usp::mqtt::{
 };
 
 use super::endpoint::Endpoint;
-use super::file::valid_topic;
 use super::session::{Counters, Session, Wakeup, TICK};
 use super::topic_auth::check_bare_topic_roles;
 use crate::lifecycle::Agent;
+use cpevisor_usp::mqtt::valid_topic;
 
 /// Most reply topics learned from requests of controllers that have no configured topic.
 const MAX_LEARNED_TOPICS: usize = 64;

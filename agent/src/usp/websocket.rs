@@ -43,7 +43,7 @@ pub fn start(
         .server_name
         .clone()
         .unwrap_or_else(|| target.host.clone());
-    let tls = file.tls(name)?;
+    let tls = file.mqtt.tls(name)?;
     if tls.is_none() {
         crate::log_warn!(
             "usp: no ca_file: WebSocket to {}:{} without TLS",
@@ -53,7 +53,7 @@ pub fn start(
     }
     let ws_config = WsConfig {
         max_message: file.limits().max_record_bytes,
-        endpoint_id: Some(file.endpoint_id.clone()),
+        endpoint_id: Some(file.mqtt.endpoint_id.clone()),
         ..WsConfig::default()
     };
     let stop = Arc::new(AtomicBool::new(false));

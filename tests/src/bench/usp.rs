@@ -1,4 +1,4 @@
-//! USP figures: the fleet install (one `cpevisorctl usp` installing a signed app on 200 agents
+//! USP figures: the fleet install (one `cpevisor-controller` installing a signed app on 200 agents
 //! hosted in one process, each with its own MQTT session over TLS to mosquitto on loopback)
 //! and the idle memory of `cpevisord` with its USP connection up.
 //!
@@ -111,7 +111,7 @@ pub fn fleet_figures(f: &Value) -> Result<Vec<Figure>, String> {
             "s",
         )
         .with_note(format!(
-            "one `cpevisorctl usp install URL` to {FLEET_AGENTS} agents hosted in one process \
+            "one `cpevisor-controller install URL` to {FLEET_AGENTS} agents hosted in one process \
              (each its own Agent, state dir, USP endpoint and MQTT 5 session over TLS to \
              mosquitto on 127.0.0.1, process runner), from the first request to the last \
              OperationComplete + DUStateChange!; package from python3 -m http.server on \

@@ -2,7 +2,7 @@
 //! what cpevisor does on it, step by step, driven the way an operator would: over USP. A broker
 //! (mosquitto with its own CA) runs on the host; the board's flash is provisioned with the
 //! agent's certificate and USP settings; the agent connects out to the broker and the host's
-//! `cpevisorctl usp` controller reads the device, installs the sample app from a server on the
+//! `cpevisor-controller` reads the device, installs the sample app from a server on the
 //! host (OperationComplete, `DUStateChange!`), stops and starts it (ValueChange); the app runs as
 //! a microVM and answers; the board reboots on the same flash, the agent says `Boot!` again and
 //! the app is Active by itself. Boards that cannot run the aarch64 sample app show the agent
@@ -86,7 +86,7 @@ fn show_run(run: &CtlRun) {
 /// A controller command that must succeed; shown as it ran.
 fn usp(host: &UspHost, timeout: Duration, args: &[&str]) -> Result<CtlRun, String> {
     step(&format!(
-        "controller: cpevisorctl usp --agent {AGENT_ENDPOINT} {}",
+        "controller: cpevisor-controller --agent {AGENT_ENDPOINT} {}",
         args.join(" ")
     ));
     let run = host.on_agent(timeout, args)?.ok(&args.join(" "))?;
@@ -170,7 +170,7 @@ fn meet_agent(vm: &mut BoardVm, host: &UspHost) -> Result<(), String> {
     ));
     let info = host.wait_answering("Device.DeviceInfo.", Duration::from_secs(60))?;
     step(&format!(
-        "controller: cpevisorctl usp --agent {AGENT_ENDPOINT} get Device.DeviceInfo."
+        "controller: cpevisor-controller --agent {AGENT_ENDPOINT} get Device.DeviceInfo."
     ));
     show_run(&info);
     usp(

@@ -43,9 +43,13 @@
 pub mod backoff;
 pub mod client;
 pub mod codec;
+pub mod settings;
+pub mod topic;
 
 pub use backoff::Backoff;
 pub use client::{
     is_usp_content_type, Event, Message, MqttClient, MqttConfig, MqttError, Stats,
     USP_CONTENT_TYPE, USP_ENDPOINT_ID_PROPERTY, USP_MIME_TYPE,
 };
+pub use settings::{MqttSettings, UnknownFields};
+pub use topic::{valid_topic, valid_topic_level, MAX_TOPIC_LEN};

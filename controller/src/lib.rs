@@ -1,14 +1,18 @@
-//! `cpevisorctl usp ...`: the operator's USP controller. It connects to the MQTT broker with
-//! its own endpoint ID, topic and client certificate, sends one request (or one command) to
-//! every addressed agent in parallel, follows OperationComplete / `DUStateChange!` /
-//! ValueChange until each agent is done or `--timeout` passes, and prints a table or JSON. The
-//! exit code is 1 when any agent failed, 2 when the command line or the broker was the problem.
-
+//! cpevisor-controller: the operator's side of cpevisor, a USP (TR-369) controller for the
+//! fleet of `cpevisord` agents. It connects to the MQTT broker with its own endpoint ID, topic
+//! and client certificate (or listens for agents' WebSockets), sends one request (or one
+//! command) to every addressed agent in parallel, follows OperationComplete /
+//! `DUStateChange!` / ValueChange until each agent is done or `--timeout` passes, and prints a
+//! table or JSON. The exit code is 1 when any agent failed, 2 when the command line or the
+//! broker was the problem. It lives outside the agent's crate so routers do not carry it
+//! (issue 13; a long-running service with inventory and rollouts comes next, see README.md).
 //!
 //! Split by concern: `cli` (flags and commands), `config` (connection settings), `roster`,
 //! `connection` (MQTT or WebSocket under the engine), `engine` (the requests and what answers
 //! them), `render` (tables and JSON); [`run`] ties them together. Children import siblings
 //! only, never this module.
+
+#![forbid(unsafe_code)]
 
 mod cli;
 mod config;
@@ -36,7 +40,7 @@ pub fn run(cli: &UspCli) -> i32 {
     let mut conn = match opened {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("cpevisorctl usp: {e}");
+            eprintln!("cpevisor-controller: {e}");
             return 2;
         }
     };
@@ -65,7 +69,7 @@ pub fn run(cli: &UspCli) -> i32 {
             });
             if let Some(r) = &cli.roster {
                 if let Err(e) = save_roster(r, &seen) {
-                    eprintln!("cpevisorctl usp: {e}");
+                    eprintln!("cpevisor-controller: {e}");
                 }
             }
             render::print_agents(&seen, &probed, cli.json);
@@ -89,6 +93,7 @@ pub fn run(cli: &UspCli) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cpevisor_usp::mqtt::MqttSettings;
 
     fn p(s: &str) -> Result<UspCli, String> {
         parse(&s.split_whitespace().map(String::from).collect::<Vec<_>>())
@@ -100,8 +105,8 @@ mod tests {
     #[test]
     fn parses_commands() {
         let c = p(&format!("{CONN} --agent os::a --agent os::b --json install http://h/p.cpkg --env Device.SoftwareModules.ExecEnv.1")).unwrap();
-        assert_eq!(c.config.broker_host, "127.0.0.1");
-        assert_eq!(c.config.broker_port, Some(8883));
+        assert_eq!(c.config.mqtt.broker_host, "127.0.0.1");
+        assert_eq!(c.config.mqtt.broker_port, Some(8883));
         assert_eq!(c.agents, vec!["os::a", "os::b"]);
         assert!(c.json);
         assert_eq!(
@@ -143,7 +148,7 @@ mod tests {
     fn errors_name_the_problem() {
         let e = |s: &str| p(s).unwrap_err();
         assert!(e(&format!("{CONN} get Device.")).contains("name the agents"));
-        assert!(e(&format!("{CONN} --agent a frob")).contains("unknown usp command"));
+        assert!(e(&format!("{CONN} --agent a frob")).contains("unknown command"));
         assert!(e(&format!("{CONN} --agent a set Device.X")).contains("not PATH=VALUE"));
         assert!(e(&format!("{CONN} --agent a operate Device.X")).contains("not a command"));
         assert!(e(&format!("{CONN} --agent a start")).contains("wrong number"));
@@ -185,8 +190,11 @@ mod tests {
     #[test]
     fn client_ids_and_topics() {
         let mut c = CtlConfig {
-            broker_host: "127.0.0.1".into(),
-            endpoint_id: "self::c".into(),
+            mqtt: MqttSettings {
+                broker_host: "127.0.0.1".into(),
+                endpoint_id: "self::c".into(),
+                ..MqttSettings::default()
+            },
             ..CtlConfig::default()
         };
         let m = c.mqtt_config().unwrap();
@@ -194,12 +202,48 @@ mod tests {
         assert_eq!(m.port, 1883);
         assert_eq!(m.subscriptions, vec!["usp/controller/self::c".to_string()]);
         c.session_expiry_s = 600;
-        c.topic = Some("ops/c".into());
+        c.mqtt.topic = Some("ops/c".into());
         let m = c.mqtt_config().unwrap();
         assert_eq!(m.client_id, "self::c");
         assert_eq!(m.session_expiry_s, 600);
         assert_eq!(m.subscriptions, vec!["ops/c".to_string()]);
         assert_eq!(c.agent_topic().replace("{id}", "os::a"), "usp/agent/os::a");
+    }
+
+    #[test]
+    fn config_files_keep_their_format() {
+        let dir = std::env::temp_dir().join(format!("cpv-ctl-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("ctl.json");
+        std::fs::write(
+            &f,
+            r#"{"broker_host": "b", "broker_port": 8884, "ca_file": "ca.pem",
+                "cert_file": "c.pem", "key_file": "c.key", "server_name": "n",
+                "endpoint_id": "self::c", "topic": "ops/c", "agent_topic": "a/{id}",
+                "identity": "cn", "session_expiry_s": 60}"#,
+        )
+        .unwrap();
+        let cfg = format!("--config {}", f.display());
+        let c = p(&format!("{cfg} --id self::d --agent os::a get Device.")).unwrap();
+        assert_eq!(c.config.mqtt.broker_host, "b");
+        assert_eq!(c.config.mqtt.port(), 8884);
+        assert_eq!(c.config.mqtt.server_name(), "n");
+        assert_eq!(
+            c.config.mqtt.endpoint_id, "self::d",
+            "flags override the file"
+        );
+        assert_eq!(c.config.topic(), "ops/c");
+        assert_eq!(c.config.agent_topic(), "a/{id}");
+        assert_eq!(c.config.identity.as_deref(), Some("cn"));
+        assert_eq!(c.config.session_expiry_s, 60);
+        std::fs::write(
+            &f,
+            r#"{"broker_host": "b", "endpoint_id": "c", "brokr_port": 1}"#,
+        )
+        .unwrap();
+        let e = p(&format!("{cfg} --agent os::a get Device.")).unwrap_err();
+        assert!(e.contains("unknown field `brokr_port`"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

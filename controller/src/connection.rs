@@ -112,7 +112,7 @@ impl Connection {
                 }
             }
         });
-        let controller = Controller::new(&config.endpoint_id, &config.agent_topic(), send, rx);
+        let controller = Controller::new(&config.mqtt.endpoint_id, &config.agent_topic(), send, rx);
         Ok(Connection {
             controller,
             client: Some(client),
@@ -123,15 +123,15 @@ impl Connection {
     /// Listens for agents' WebSockets as `ws` says; the engine addresses agents by
     /// Endpoint ID, each on its own connection.
     pub fn open_ws(ws: &WsListen, config: &CtlConfig) -> Result<Connection, String> {
-        let tls = match (&ws.cert, &config.ca_file) {
+        let tls = match (&ws.cert, &config.mqtt.ca_file) {
             (Some((cert, key)), Some(ca)) => Some(
                 cpevisor_usp::tls::server_config(cert, key, Some(ca)).map_err(|e| e.to_string())?,
             ),
             _ => None,
         };
         let (tx, rx) = mpsc::sync_channel::<Inbound>(4096);
-        let server = ws_server::WsServer::start(&ws.addr, tls, &config.endpoint_id, tx)?;
-        let controller = Controller::new(&config.endpoint_id, "{id}", server.sender(), rx);
+        let server = ws_server::WsServer::start(&ws.addr, tls, &config.mqtt.endpoint_id, tx)?;
+        let controller = Controller::new(&config.mqtt.endpoint_id, "{id}", server.sender(), rx);
         Ok(Connection {
             controller,
             client: None,

@@ -1,16 +1,24 @@
-//! The command line of `cpevisorctl usp`: its usage text, flags, commands and the agents
+//! The command line of `cpevisor-controller`: its usage text, flags, commands and the agents
 //! file. Parsing only; `run` acts on the result.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cpevisor_usp::mqtt::valid_topic_level;
+
 use super::config::{check_endpoint, merge, read_bounded, CtlConfig};
 use super::engine::{self, Op};
 use super::roster::load_roster;
 
-/// The `cpevisorctl usp --help` text.
-pub const USAGE: &str = "usage: cpevisorctl usp [OPTIONS] COMMAND [ARGS]
+/// The `cpevisor-controller --help` text.
+pub const USAGE: &str = "usage: cpevisor-controller [OPTIONS] COMMAND [ARGS]
+
+The operator's side of cpevisor: a USP (TR-369) controller that drives the cpevisord agents
+of a fleet over an MQTT broker (or as a WebSocket server they connect to). Each run sends
+one command to the addressed agents, follows it until each is done, and prints a table or
+JSON; exit 1 when an agent failed, 2 when the command line or the broker was the problem.
+(A long-running controller service with inventory and rollouts comes next: see its README.)
 
 commands:
   agents                       agents that announce themselves (Boot!, OnBoardRequest) during
@@ -49,7 +57,7 @@ options:
                                agents' client certificates must come from) it is TLS with
                                client certificates required";
 
-/// A parsed `cpevisorctl usp` command line.
+/// A parsed `cpevisor-controller` command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UspCli {
     /// Connection settings: the `--config` file with the flags over it.
@@ -142,20 +150,20 @@ pub fn parse(args: &[String]) -> Result<UspCli, String> {
                 let v = value()?;
                 match v.rsplit_once(':') {
                     Some((h, p)) if !h.contains(':') || h.starts_with('[') => {
-                        over.broker_host = h.trim_matches(['[', ']']).to_string();
-                        over.broker_port = Some(
+                        over.mqtt.broker_host = h.trim_matches(['[', ']']).to_string();
+                        over.mqtt.broker_port = Some(
                             p.parse()
                                 .map_err(|_| format!("--broker: bad port in {v:?}"))?,
                         );
                     }
-                    _ => over.broker_host = v.to_string(),
+                    _ => over.mqtt.broker_host = v.to_string(),
                 }
             }
-            "--ca" => over.ca_file = Some(value()?.into()),
-            "--cert" => over.cert_file = Some(value()?.into()),
-            "--key" => over.key_file = Some(value()?.into()),
-            "--id" => over.endpoint_id = value()?.to_string(),
-            "--topic" => over.topic = Some(value()?.to_string()),
+            "--ca" => over.mqtt.ca_file = Some(value()?.into()),
+            "--cert" => over.mqtt.cert_file = Some(value()?.into()),
+            "--key" => over.mqtt.key_file = Some(value()?.into()),
+            "--id" => over.mqtt.endpoint_id = value()?.to_string(),
+            "--topic" => over.mqtt.topic = Some(value()?.to_string()),
             "--agent-topic" => over.agent_topic = Some(value()?.to_string()),
             "--identity" => over.identity = Some(value()?.to_string()),
             "--agent" => {
@@ -193,18 +201,18 @@ pub fn parse(args: &[String]) -> Result<UspCli, String> {
         agents.extend(load_roster(r)?.into_iter().map(|a| a.endpoint_id));
     }
     let Some((&cmd, rest)) = words.split_first() else {
-        return Err("no usp command given (see cpevisorctl usp --help)".into());
+        return Err("no command given (see cpevisor-controller --help)".into());
     };
     let strings = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let need = |n: std::ops::RangeInclusive<usize>| {
         if n.contains(&rest.len()) {
             Ok(())
         } else {
-            Err(format!("usp {cmd}: wrong number of arguments (see --help)"))
+            Err(format!("{cmd}: wrong number of arguments (see --help)"))
         }
     };
     if env.is_some() && cmd != "install" {
-        return Err(format!("--env does not apply to usp {cmd}"));
+        return Err(format!("--env does not apply to {cmd}"));
     }
     let op = match cmd {
         "agents" => {
@@ -236,9 +244,9 @@ pub fn parse(args: &[String]) -> Result<UspCli, String> {
             for w in rest {
                 let (p, v) = w
                     .split_once('=')
-                    .ok_or_else(|| format!("usp set: {w:?} is not PATH=VALUE"))?;
+                    .ok_or_else(|| format!("set: {w:?} is not PATH=VALUE"))?;
                 if engine::split_param(p).is_none() {
-                    return Err(format!("usp set: {p:?} is not a parameter path"));
+                    return Err(format!("set: {p:?} is not a parameter path"));
                 }
                 params.push((p.to_string(), v.to_string()));
             }
@@ -250,11 +258,11 @@ pub fn parse(args: &[String]) -> Result<UspCli, String> {
             for w in &rest[1..] {
                 let (k, v) = w
                     .split_once('=')
-                    .ok_or_else(|| format!("usp operate: {w:?} is not NAME=VALUE"))?;
+                    .ok_or_else(|| format!("operate: {w:?} is not NAME=VALUE"))?;
                 args.insert(k.to_string(), v.to_string());
             }
             if !rest[0].ends_with("()") {
-                return Err(format!("usp operate: {:?} is not a command (X())", rest[0]));
+                return Err(format!("operate: {:?} is not a command (X())", rest[0]));
             }
             Some(Op::Operate {
                 command: rest[0].to_string(),
@@ -290,16 +298,16 @@ pub fn parse(args: &[String]) -> Result<UspCli, String> {
                 Op::Stop { eu }
             })
         }
-        other => return Err(format!("unknown usp command {other:?} (see --help)")),
+        other => return Err(format!("unknown command {other:?} (see --help)")),
     };
     if op.is_some() && agents.is_empty() {
         return Err(format!(
-            "usp {cmd}: name the agents (--agent EP, --agents-file FILE or --all)"
+            "{cmd}: name the agents (--agent EP, --agents-file FILE or --all)"
         ));
     }
     let ws = match (ws_listen, ws_cert, ws_key) {
         (Some(addr), Some(c), Some(k)) => {
-            if config.ca_file.is_none() {
+            if config.mqtt.ca_file.is_none() {
                 return Err("--ws-listen with TLS needs --ca FILE (the agents' CA)".into());
             }
             Some(WsListen {
@@ -312,26 +320,23 @@ pub fn parse(args: &[String]) -> Result<UspCli, String> {
         (None, None, None) => None,
         (None, _, _) => return Err("--ws-cert and --ws-key need --ws-listen".into()),
     };
-    if ws.is_none() && config.broker_host.is_empty() {
+    if ws.is_none() && config.mqtt.broker_host.is_empty() {
         return Err("no broker: give --broker HOST[:PORT] or --config FILE".into());
     }
-    if config.endpoint_id.is_empty() {
+    if config.mqtt.endpoint_id.is_empty() {
         return Err("no controller endpoint ID: give --id EP or --config FILE".into());
     }
-    check_endpoint(&config.endpoint_id).map_err(|e| format!("--id: {e}"))?;
+    check_endpoint(&config.mqtt.endpoint_id).map_err(|e| format!("--id: {e}"))?;
     if let Some(id) = &config.identity {
-        if !crate::usp::file::valid_topic_level(id) {
+        if !valid_topic_level(id) {
             return Err(format!(
                 "--identity {id:?}: must be one MQTT topic level (no '/', '+', '#')"
             ));
         }
     }
-    if config.cert_file.is_some() != config.key_file.is_some() {
-        return Err("--cert and --key go together".into());
-    }
-    if config.cert_file.is_some() && config.ca_file.is_none() {
-        return Err("a client certificate needs TLS: give --ca FILE".into());
-    }
+    // The rules every MQTT settings file follows (the agent's too); a field's flag: --broker,
+    // --ca, --cert, --key.
+    config.mqtt.validate(ws.is_none())?;
     agents.sort();
     agents.dedup();
     Ok(UspCli {

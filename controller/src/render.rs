@@ -1,4 +1,4 @@
-//! Output of `cpevisorctl usp`: a table per command for people, one JSON document for scripts.
+//! Output of `cpevisor-controller`: a table per command for people, one JSON document for scripts.
 
 use std::time::Duration;
 

@@ -2,40 +2,23 @@
 //! of the MQTT client configuration.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use cpevisor_usp::mqtt::MqttConfig;
-use serde::{Deserialize, Serialize};
+use cpevisor_usp::mqtt::{MqttConfig, MqttSettings, UnknownFields};
+use serde::Deserialize;
 
-/// The controller's connection settings (`--config FILE`, flags override).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The controller's connection settings (`--config FILE`, flags override). The MQTT settings
+/// are the usp crate's [`MqttSettings`], flattened (the JSON stays flat); unknown fields are
+/// refused by [`UnknownFields`], flattened last, since serde's `deny_unknown_fields` does not
+/// combine with `flatten`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct CtlConfig {
-    /// MQTT broker host (`--broker`).
-    #[serde(default)]
-    pub broker_host: String,
-    /// Broker port; default 8883 when `ca_file` is set (TLS), else 1883.
-    #[serde(default)]
-    pub broker_port: Option<u16>,
-    /// CA of the broker's certificate; None: plain TCP.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// Our client certificate chain (PEM).
-    #[serde(default)]
-    pub cert_file: Option<PathBuf>,
-    /// Our client key (PEM).
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
-    /// Name the broker's certificate must carry; default: the broker host.
-    #[serde(default)]
-    pub server_name: Option<String>,
-    /// Our USP endpoint ID.
-    #[serde(default)]
-    pub endpoint_id: String,
-    /// Our topic, where agents reply and notify; default `usp/controller/<endpoint_id>`.
-    #[serde(default)]
-    pub topic: Option<String>,
+    /// The broker (`--broker`; port 8883 with `ca_file`, else 1883), the CA (`--ca`), our
+    /// certificate (`--cert`, `--key`), our endpoint ID (`--id`) and our topic (`--topic`),
+    /// where agents reply and notify: default `usp/controller/<endpoint_id>`.
+    #[serde(flatten)]
+    pub mqtt: MqttSettings,
     /// Template of an agent's topic, `{id}` for its endpoint ID; default `usp/agent/{id}`.
     #[serde(default)]
     pub agent_topic: Option<String>,
@@ -48,6 +31,9 @@ pub struct CtlConfig {
     /// by the broker for the next run.
     #[serde(default)]
     pub session_expiry_s: u32,
+    /// Refuses any field not declared above or in [`MqttSettings`].
+    #[serde(flatten)]
+    pub unknown: UnknownFields,
 }
 
 /// Largest config, agents or roster file read.
@@ -68,33 +54,24 @@ pub(super) fn read_bounded(path: &Path, what: &str) -> Result<String, String> {
 }
 
 pub(super) fn merge(base: &mut CtlConfig, over: CtlConfig) {
-    if !over.broker_host.is_empty() {
-        base.broker_host = over.broker_host;
-    }
-    if !over.endpoint_id.is_empty() {
-        base.endpoint_id = over.endpoint_id;
-    }
     macro_rules! take {
-        ($($f:ident),*) => { $( if over.$f.is_some() { base.$f = over.$f; } )* };
+        ($b:expr, $o:expr; $($f:ident),*) => { $( if $o.$f.is_some() { $b.$f = $o.$f; } )* };
     }
-    take!(
-        broker_port,
-        ca_file,
-        cert_file,
-        key_file,
-        server_name,
-        topic,
-        agent_topic,
-        identity
-    );
+    let (b, o) = (&mut base.mqtt, over.mqtt);
+    if !o.broker_host.is_empty() {
+        b.broker_host = o.broker_host;
+    }
+    if !o.endpoint_id.is_empty() {
+        b.endpoint_id = o.endpoint_id;
+    }
+    take!(b, o; broker_port, ca_file, cert_file, key_file, server_name, topic);
+    take!(base, over; agent_topic, identity);
 }
 
 impl CtlConfig {
     /// Our topic: `topic`, or `usp/controller/<endpoint_id>`.
     pub fn topic(&self) -> String {
-        self.topic
-            .clone()
-            .unwrap_or_else(|| format!("usp/controller/{}", self.endpoint_id))
+        self.mqtt.topic_or("usp/controller")
     }
 
     /// The agent topic template: `agent_topic`, or `usp/agent/{id}`.
@@ -105,31 +82,15 @@ impl CtlConfig {
     }
 
     pub(super) fn mqtt_config(&self) -> Result<MqttConfig, String> {
-        let port = self
-            .broker_port
-            .unwrap_or(if self.ca_file.is_some() { 8883 } else { 1883 });
+        let id = &self.mqtt.endpoint_id;
         // A clean session gets a client id of its own, so two runs at once do not take each
         // other's connection over; a persistent one must keep the same id to find its session.
         let client_id = if self.session_expiry_s == 0 {
-            format!("{}-{}", self.endpoint_id, std::process::id())
+            format!("{id}-{}", std::process::id())
         } else {
-            self.endpoint_id.clone()
+            id.clone()
         };
-        let mut m = MqttConfig::new(&self.broker_host, port, client_id)
-            .with_usp_endpoint_id(&self.endpoint_id);
-        if let Some(ca) = &self.ca_file {
-            let cert = match (&self.cert_file, &self.key_file) {
-                (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
-                _ => None,
-            };
-            let tls = cpevisor_usp::tls::client_config(ca, cert).map_err(|e| e.to_string())?;
-            let name = self
-                .server_name
-                .clone()
-                .unwrap_or_else(|| self.broker_host.clone());
-            m.tls = Some((tls, name));
-        }
-        m.subscriptions = vec![self.topic()];
+        let mut m = self.mqtt.mqtt_config(client_id, self.topic())?;
         m.session_expiry_s = self.session_expiry_s;
         // A fleet answers at once: room for every agent's replies and our requests.
         m.incoming_capacity = 4096;

@@ -169,7 +169,7 @@ impl Shared {
         let conn = match opened {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("cpevisorctl usp: WebSocket from an agent refused: {e}");
+                eprintln!("cpevisor-controller: WebSocket from an agent refused: {e}");
                 return;
             }
         };
@@ -187,7 +187,7 @@ impl Shared {
                 .collect();
             if !claimed.is_empty() && !claimed.contains(&eid.as_str()) {
                 eprintln!(
-                    "cpevisorctl usp: agent announced {eid:?} but its certificate names {claimed:?}"
+                    "cpevisor-controller: agent announced {eid:?} but its certificate names {claimed:?}"
                 );
                 let _ = conn
                     .writer

@@ -3,7 +3,7 @@
 //! OperationComplete / `DUStateChange!` / ValueChange notifications by agent and command key,
 //! and ends each agent's job with an [`Outcome`]. The MQTT side only hands it received payloads
 //! ([`Inbound`]) and carries what it sends ([`Sender`]), so the same engine runs in
-//! `cpevisorctl usp` and in tests without a broker.
+//! `cpevisor-controller` and in tests without a broker.
 //!
 //! Split by concern: `types` (what it takes and returns, the per-agent job), `controller`
 //! (state and run loop), `requests` (what it sends), `answers` and `notifications` (what moves
