@@ -65,6 +65,7 @@ LOG LINES (stderr):
 fn main() {
     let start = Instant::now();
     cpevisor_vmm::mark_start();
+    cpevisor_vmm::confine::one_malloc_arena();
     std::process::exit(run(start));
 }
 

@@ -312,7 +312,15 @@ impl VmControl for ControlView<'_> {
                 self.vcpus.test_forbidden_syscall();
                 Ok(0)
             }
-            other => Err(format!("thread '{other}': expected main or vcpu")),
+            // Not a forbidden syscall of ours, but one glibc's allocator could make (see
+            // confine::one_malloc_arena).
+            "vcpu-heap" => {
+                self.vcpus.test_heap_churn();
+                Ok(0)
+            }
+            other => Err(format!(
+                "thread '{other}': expected main, vcpu or vcpu-heap"
+            )),
         }
     }
 }

@@ -209,6 +209,15 @@ impl VcpuControl {
         self.kick_all();
     }
 
+    /// Test hook: a vCPU thread, as soon as it leaves KVM_RUN, allocates 1 MiB in 4 KiB pieces
+    /// from its malloc arena and frees it all, so the arena trims its heap, as a vCPU thread's
+    /// device work (disk requests, packets) does.
+    #[cfg(all(feature = "test-hooks", debug_assertions))]
+    pub fn test_heap_churn(&self) {
+        TEST_HEAP_CHURN.store(true, Ordering::Relaxed);
+        self.kick_all();
+    }
+
     fn kick_all(&self) {
         let threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
         for &t in threads.iter() {
@@ -360,6 +369,13 @@ fn vcpu_loop(id: usize, mut fd: VcpuFd, handler: &dyn ExitHandler, ctl: &VcpuCon
                 crate::confine::forbidden_syscall()
             ));
         }
+        #[cfg(all(feature = "test-hooks", debug_assertions))]
+        if TEST_HEAP_CHURN.swap(false, Ordering::Relaxed) {
+            let pieces: Vec<Vec<u8>> = (0..256).map(|i| vec![i as u8; 4096]).collect();
+            let sum: usize = pieces.iter().map(|p| usize::from(p[0])).sum();
+            drop(pieces);
+            crate::log(&format!("test hook: vcpu {id}: heap churned ({sum})"));
+        }
         let event = match fd.run() {
             Ok(exit) => handle_exit(id, exit, handler),
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
@@ -379,6 +395,11 @@ fn vcpu_loop(id: usize, mut fd: VcpuFd, handler: &dyn ExitHandler, ctl: &VcpuCon
 /// forbidden syscall (`VcpuControl::test_forbidden_syscall` sets it and kicks).
 #[cfg(all(feature = "test-hooks", debug_assertions))]
 static TEST_FORBIDDEN_SYSCALL: AtomicBool = AtomicBool::new(false);
+
+/// Test hook (feature `test-hooks`, debug builds): the next vCPU to leave KVM_RUN churns its
+/// heap (`VcpuControl::test_heap_churn`).
+#[cfg(all(feature = "test-hooks", debug_assertions))]
+static TEST_HEAP_CHURN: AtomicBool = AtomicBool::new(false);
 
 /// KVM_SYSTEM_EVENT types (linux/kvm.h).
 const SYSTEM_EVENT_SHUTDOWN: u32 = 1;
