@@ -14,7 +14,10 @@ pub const READY_MARKER: &str = "CPEVISOR-READY";
 /// The firmware init's last line before it reboots or powers off (rootfs/files/init).
 pub const SHUTDOWN_MARKER: &str = "CPEVISOR-SHUTDOWN action=";
 
-/// The kernel's complaints in a console transcript: WARNING traces, Oopses, BUGs, panics.
+/// The kernel's complaints in a console transcript: WARNING traces, Oopses, BUGs, panics, and
+/// a seccomp filter killing one of cpevisor's own processes (audit type 1326 with
+/// `comm="cpevisor..."`: the VMM or the agent made a syscall its filter forbids; an app killed
+/// by its jail's filter is the filter working and is not listed).
 pub fn kernel_complaints(console: &str) -> Vec<&str> {
     console
         .lines()
@@ -22,6 +25,7 @@ pub fn kernel_complaints(console: &str) -> Vec<&str> {
             ["WARNING:", "Oops", "BUG:", "cut here", "Kernel panic"]
                 .iter()
                 .any(|w| l.contains(w))
+                || (l.contains("type=1326") && l.contains("comm=\"cpevisor"))
         })
         .collect()
 }
@@ -271,4 +275,21 @@ fn free_port() -> Result<u16, String> {
     l.local_addr()
         .map(|a| a.port())
         .map_err(|e| format!("no free port: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn complaints_include_seccomp_kills_of_our_processes_only() {
+        let console = "[    8.6] audit: type=1326 audit(1.4:2): uid=100001 pid=132 comm=\"cpevisor-vmm\" sig=31 syscall=56\n\
+                       [    9.1] audit: type=1326 audit(1.5:3): uid=200000 pid=140 comm=\"status\" sig=31 syscall=41\n\
+                       [    9.2] EXT4-fs (vda): unmounting filesystem.\n\
+                       [    9.3] WARNING: CPU: 0 PID: 1 at mm/x.c:1\n";
+        let c = kernel_complaints(console);
+        assert_eq!(c.len(), 2, "{c:?}");
+        assert!(c[0].contains("cpevisor-vmm"));
+        assert!(c[1].contains("WARNING:"));
+    }
 }
