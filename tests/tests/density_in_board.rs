@@ -50,6 +50,9 @@ fn one_sample_app_memory() {
     let page = fetch_status_page(&mut vm, &addr, Duration::from_secs(300))
         .unwrap_or_else(|e| panic!("{e}\n{}", app_logs(&mut vm, &eu_id)));
     assert!(page.contains(&sample_token("1.0")), "{page}");
+    // The guest's init found its address set (by the kernel's ip= autoconfiguration) or set it.
+    let logs = app_logs(&mut vm, &eu_id);
+    assert!(logs.contains("APP-NET state=configured"), "{logs}");
 
     let m = measure_app(&mut vm, &eu_id, &addr)
         .unwrap_or_else(|e| panic!("{e}\n{}", app_logs(&mut vm, &eu_id)));
