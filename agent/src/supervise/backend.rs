@@ -298,12 +298,25 @@ impl Backend for KvmBackend {
     }
 
     fn forced_stop(&self, spec: &LaunchSpec, status: ExitStatus) -> Option<String> {
-        (status.code() == Some(VMM_EXIT_SHUTDOWN_FORCED)).then(|| {
-            format!(
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(VMM_EXIT_SHUTDOWN_FORCED), _) => Some(format!(
                 "the guest did not power off within {} ms of the power button; the VMM stopped it",
                 spec.stop_timeout.as_millis()
-            )
-        })
+            )),
+            // The VMM ends a stop with an exit code; a signal the stop did not send itself (its
+            // SIGKILL is reported before this is asked) means the VMM died while stopping.
+            (None, Some(libc::SIGSYS)) => Some(
+                "the VMM was killed by its seccomp filter (SIGSYS) while stopping: it made a \
+                 system call its filter forbids"
+                    .to_string(),
+            ),
+            // The stop's SIGTERM before the VMM took over its stop signals (at its very start):
+            // nothing ran yet.
+            (None, Some(libc::SIGTERM)) => None,
+            (None, Some(sig)) => Some(format!("the VMM was killed by signal {sig} while stopping")),
+            _ => None,
+        }
     }
 
     fn overhead_mib(&self) -> u32 {
@@ -686,6 +699,16 @@ mod tests {
         assert!(msg.contains("2500 ms"), "{msg}");
         assert_eq!(kvm.forced_stop(&s, ExitStatus::from_raw(0)), None);
         assert_eq!(ProcessBackend.forced_stop(&s, forced), None);
+        // A VMM that dies of a signal while stopping is not a clean stop (a raw wait status
+        // below 128 is death by that signal).
+        let sigsys = kvm
+            .forced_stop(&s, ExitStatus::from_raw(libc::SIGSYS))
+            .expect("SIGSYS is not a clean stop");
+        assert!(sigsys.contains("seccomp"), "{sigsys}");
+        let segv = kvm
+            .forced_stop(&s, ExitStatus::from_raw(libc::SIGSEGV))
+            .expect("SIGSEGV is not a clean stop");
+        assert!(segv.contains("signal 11"), "{segv}");
     }
 
     #[test]
