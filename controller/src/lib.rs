@@ -20,6 +20,7 @@ mod connection;
 pub mod engine;
 mod render;
 mod roster;
+pub mod store;
 pub mod ws_server;
 
 use std::time::{Duration, Instant};
