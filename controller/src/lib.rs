@@ -18,6 +18,7 @@ mod cli;
 mod config;
 mod connection;
 pub mod engine;
+pub mod fleet;
 mod render;
 mod roster;
 pub mod store;

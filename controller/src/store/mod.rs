@@ -200,6 +200,8 @@ pub struct JournalState {
     pub failures: u32,
     /// When the last operation ended (ms).
     pub last_finished: Option<i64>,
+    /// The last operation that ended succeeded.
+    pub last_ok: bool,
 }
 
 /// The store: one SQLite database in WAL mode.
@@ -479,13 +481,14 @@ impl Store {
         Ok(page)
     }
 
-    /// Up to `limit` agents whose inventory is oldest (never read first) and older than
+    /// Up to `limit` online agents whose inventory is oldest (never read first) and older than
     /// `before` (ms): the periodic sweep's next batch.
     pub fn stale_agents(&self, before: i64, limit: usize) -> Result<Vec<String>, String> {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT endpoint_id FROM agents WHERE inventory_at IS NULL OR inventory_at < ?1
+                "SELECT endpoint_id FROM agents
+                 WHERE online = 1 AND (inventory_at IS NULL OR inventory_at < ?1)
                  ORDER BY inventory_at IS NOT NULL, inventory_at, endpoint_id LIMIT ?2",
             )
             .map_err(err)?;
@@ -589,6 +592,7 @@ impl Store {
             }
             if finished.is_some() {
                 j.last_finished = finished;
+                j.last_ok = state == "done";
             }
         }
         Ok(out)
@@ -710,6 +714,50 @@ impl Store {
             })
             .map_err(err)?;
         rows.collect::<Result<_, _>>().map_err(err)
+    }
+
+    /// Per deployment: agents that have it (name and version) and, by the state of each
+    /// agent's last operation for it, how many agents are in that state.
+    pub fn deployment_counts(&self) -> Result<HashMap<i64, BTreeMap<String, i64>>, String> {
+        let mut out: HashMap<i64, BTreeMap<String, i64>> = HashMap::new();
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT d.id, count(DISTINCT u.endpoint_id) FROM deployments d
+                 JOIN dus u ON u.name = d.name AND u.version = d.version GROUP BY d.id",
+            )
+            .map_err(err)?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(err)?;
+        for row in rows {
+            let (d, n) = row.map_err(err)?;
+            out.entry(d).or_default().insert("installed".into(), n);
+        }
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT o.deployment_id, o.state, count(*) FROM operations o
+                 WHERE o.id = (SELECT max(id) FROM operations
+                               WHERE endpoint_id = o.endpoint_id
+                                 AND deployment_id = o.deployment_id)
+                 GROUP BY o.deployment_id, o.state",
+            )
+            .map_err(err)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(err)?;
+        for row in rows {
+            let (d, state, n) = row.map_err(err)?;
+            out.entry(d).or_default().insert(state, n);
+        }
+        Ok(out)
     }
 
     /// The last journal line of `agent` for `deployment`, if any.
