@@ -179,3 +179,40 @@ fn inventory_pages_and_supersession() {
     let all = s.deployments(false).unwrap();
     assert_eq!(all.iter().find(|d| d.id == d1).unwrap().state, "superseded");
 }
+
+#[test]
+fn database_bytes_per_agent_stay_small() {
+    // 1,000 agents as the test fleet's look (an ExecEnv, one DU, one journal line), checkpointed:
+    // the figure README.md quotes.
+    let dir = std::env::temp_dir().join(format!("cpv-store-size-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("size.db");
+    let _ = std::fs::remove_file(&path);
+    let mut s = Store::open(&path).unwrap();
+    let d = s.add_deployment(&dep("app", "1.0"), 1).unwrap();
+    let n = 1000;
+    for i in 0..n {
+        let a = format!("os::agent-{i:05}");
+        let mut inv = inv(&[("app", "1.0")]);
+        inv.facts.serial = Some(format!("SN{i:08}"));
+        inv.facts.software_version = Some("0.1.0".into());
+        inv.eus.push(Eu {
+            path: "Device.SoftwareModules.ExecutionUnit.1.".into(),
+            euid: "eu-1".into(),
+            status: Some("Active".into()),
+            ..Eu::default()
+        });
+        let op = s.begin_op(&a, d, "install", 2).unwrap().unwrap();
+        s.finish_op(op, None, 3).unwrap();
+        s.save_inventory(&a, &inv, 4).unwrap();
+    }
+    s.conn
+        .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .unwrap();
+    let bytes = std::fs::metadata(&path).unwrap().len();
+    let per_agent = bytes / n;
+    println!("store: {bytes} bytes for {n} agents, {per_agent} bytes per agent");
+    assert!(per_agent < 4096, "{per_agent} bytes per agent");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
