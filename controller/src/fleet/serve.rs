@@ -210,7 +210,9 @@ impl Service {
         let now = now_ms();
         match self.kinds.remove(&o.agent) {
             Some(Kind::Get) => {
-                if o.ok || !o.rows.is_empty() {
+                // Only a whole answer replaces the inventory: a part missing (an error on one
+                // path) would read as apps gone and be installed again.
+                if o.ok {
                     let inv = inventory::from_rows(&o.rows);
                     let settled = self.store.save_inventory(&o.agent, &inv, now)?;
                     if settled > 0 {
