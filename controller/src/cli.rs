@@ -18,7 +18,7 @@ The operator's side of cpevisor: a USP (TR-369) controller that drives the cpevi
 of a fleet over an MQTT broker (or as a WebSocket server they connect to). Each run sends
 one command to the addressed agents, follows it until each is done, and prints a table or
 JSON; exit 1 when an agent failed, 2 when the command line or the broker was the problem.
-(A long-running controller service with inventory and rollouts comes next: see its README.)
+(The service commands, which name a database with --db, are listed after the options.)
 
 commands:
   agents                       agents that announce themselves (Boot!, OnBoardRequest) during

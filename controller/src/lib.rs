@@ -5,7 +5,8 @@
 //! `DUStateChange!` / ValueChange until each agent is done or `--timeout` passes, and prints a
 //! table or JSON. The exit code is 1 when any agent failed, 2 when the command line or the
 //! broker was the problem. It lives outside the agent's crate so routers do not carry it
-//! (issue 13; a long-running service with inventory and rollouts comes next, see README.md).
+//! (issue 13). `fleet` is the long-running service (`serve`: inventory, deployments,
+//! reconciliation) over the database in `store`; rollouts come next, see README.md.
 //!
 //! Split by concern: `cli` (flags and commands), `config` (connection settings), `roster`,
 //! `connection` (MQTT or WebSocket under the engine), `engine` (the requests and what answers
@@ -18,8 +19,10 @@ mod cli;
 mod config;
 mod connection;
 pub mod engine;
+pub mod fleet;
 mod render;
 mod roster;
+pub mod store;
 pub mod ws_server;
 
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! and what it does with each received payload before handing it to the answer or
 //! notification handlers.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,7 @@ use cpevisor_usp::proto::{body, request, Msg, NotifyResp, Record};
 use cpevisor_usp::record::{decode_msg, decode_record, encode_record, Limits, RecordContent};
 
 use super::types::{
-    phase_name, run_nonce, Inbound, Job, Op, Outcome, Phase, SeenAgent, Sender, Stats,
+    phase_name, run_nonce, Inbound, Job, Op, Outcome, Phase, SeenAgent, SeenEvent, Sender, Stats,
     DU_EVENT_GRACE, MAX_AGENTS, STATUS_POLL,
 };
 
@@ -32,6 +32,17 @@ pub struct Controller {
     /// Topics learned from agents' Response Topic.
     pub(super) topics: HashMap<String, String>,
     pub(super) seen: BTreeMap<String, SeenAgent>,
+    /// Every notification received, for a long-running caller (`collect_events`); None: not
+    /// kept.
+    pub(super) events: Option<EventQueue>,
+}
+
+/// Notifications kept for a long-running caller, bounded: past `cap` they are counted and
+/// dropped (the caller's periodic sweep makes up for them).
+pub(super) struct EventQueue {
+    pub(super) queue: VecDeque<(String, SeenEvent)>,
+    pub(super) cap: usize,
+    pub(super) dropped: u64,
 }
 
 impl Controller {
@@ -59,6 +70,36 @@ impl Controller {
             stats: Stats::default(),
             topics: HashMap::new(),
             seen: BTreeMap::new(),
+            events: None,
+        }
+    }
+
+    /// Keeps every notification received from now on (at most `cap` not yet taken), for
+    /// [`Controller::take_events`]: a long-running controller follows the fleet with them.
+    pub fn collect_events(&mut self, cap: usize) {
+        self.events = Some(EventQueue {
+            queue: VecDeque::new(),
+            cap,
+            dropped: 0,
+        });
+    }
+
+    /// The notifications received since the last call, oldest first, as (agent, event); and
+    /// how many were dropped because the queue was full.
+    pub fn take_events(&mut self) -> (Vec<(String, SeenEvent)>, u64) {
+        match &mut self.events {
+            Some(q) => (q.queue.drain(..).collect(), std::mem::take(&mut q.dropped)),
+            None => (Vec::new(), 0),
+        }
+    }
+
+    pub(super) fn keep_event(&mut self, from: &str, event: &SeenEvent) {
+        if let Some(q) = &mut self.events {
+            if q.queue.len() < q.cap {
+                q.queue.push_back((from.to_string(), event.clone()));
+            } else {
+                q.dropped += 1;
+            }
         }
     }
 
@@ -276,6 +317,12 @@ impl Controller {
                         .insert(from.clone(), subscribed_topic.to_string());
                 }
                 self.note_seen(&from, "MQTTConnect");
+                let event = SeenEvent {
+                    kind: "MQTTConnect".into(),
+                    path: String::new(),
+                    params: BTreeMap::new(),
+                };
+                self.keep_event(&from, &event);
                 return;
             }
             _ => {

@@ -6,16 +6,18 @@
 //! `cpevisor-controller` and in tests without a broker.
 //!
 //! Split by concern: `types` (what it takes and returns, the per-agent job), `controller`
-//! (state and run loop), `requests` (what it sends), `answers` and `notifications` (what moves
+//! (state and run loop), `pending` (jobs started and collected one by one), `requests` (what it sends), `answers` and `notifications` (what moves
 //! a job on). Children import siblings only, never this module.
 
 mod answers;
 mod controller;
 mod notifications;
+mod pending;
 mod requests;
 mod types;
 
 pub use controller::Controller;
+pub use pending::JobSet;
 pub use types::{
     split_param, Inbound, Op, Outcome, SeenAgent, SeenEvent, Sender, Stats, MAX_AGENTS,
     MAX_EVENTS_PER_AGENT,

@@ -67,6 +67,7 @@ impl Controller {
         if event.kind == "Boot!" || event.kind == "OnBoardRequest" {
             self.note_seen(from, &event.kind);
         }
+        self.keep_event(from, &event);
         let Some(job) = jobs.get_mut(from) else {
             return;
         };

@@ -1,0 +1,348 @@
+//! `cpevisor-controller serve` against real agents: a real mosquitto with TLS, agents hosted in
+//! this process (each its own `Agent` on its own state dir, `process` runner, its own MQTT
+//! session and EndpointID, like usp_fleet.rs), a signed package on a loopback HTTP server, and
+//! the controller's binary with its SQLite database.
+//!
+//! This test lives in the agent crate, not the controller's: it needs agents whose ExecEnv
+//! budget and DeviceInfo differ per agent, built in process from the agent's own types, and the
+//! package helpers of tests/common; the controller crate does not depend on the agent's.
+//!
+//! One fleet, three checks in order: (a) a deployment by selector installs on the matching
+//! agents only (another model is not touched, an agent whose budget is too small records the
+//! agent's 7227, a selector on an architecture no agent reports touches nobody); (b) an agent
+//! that connects after the deployment converges; (c) `serve` killed and started again on the
+//! same database sends no second install. The time to converge is printed.
+
+#[path = "common/agentd.rs"]
+mod agentd;
+#[path = "common/usp.rs"]
+mod usp_common;
+
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agentd::{App, World};
+use cpevisor_agent::lifecycle::config::AgentConfig;
+use cpevisor_agent::lifecycle::Agent;
+use cpevisor_agent::usp::config::{DeviceInfoConfig, Role};
+use cpevisor_agent::usp::file::{ControllerEntry, UspFile};
+use cpevisor_agent::usp::{self, session::Session};
+use cpevisor_usp::broker::{Identity, TestBroker};
+use cpevisor_usp::mqtt::{MqttSettings, UnknownFields};
+use serde_json::{json, Value};
+
+const CTL_ID: &str = "self::serve-ctl";
+
+struct Member {
+    id: String,
+    agent: Arc<Agent>,
+    session: Session,
+}
+
+fn start_agent(
+    world: &World,
+    broker: &TestBroker,
+    cert: &Identity,
+    id: &str,
+    model: &str,
+    budget_mib: u32,
+) -> Member {
+    let dir = world.root.join("agents").join(id.replace(':', "_"));
+    fs::create_dir_all(&dir).unwrap();
+    let mut cfg = AgentConfig::load(&world.config).unwrap();
+    cfg.exec_envs[0].memory_budget_mib = budget_mib;
+    let agent = Arc::new(Agent::open(&dir, cfg).unwrap());
+    let file = UspFile {
+        mqtt: MqttSettings {
+            broker_host: broker.host().into(),
+            broker_port: Some(broker.port()),
+            ca_file: Some(broker.ca()),
+            cert_file: Some(cert.cert.clone()),
+            key_file: Some(cert.key.clone()),
+            server_name: None,
+            endpoint_id: id.into(),
+            topic: None,
+        },
+        controllers: vec![ControllerEntry {
+            endpoint_id: CTL_ID.into(),
+            topic: None,
+            role: Role::FullAccess,
+            identity: None,
+        }],
+        device_info: DeviceInfoConfig {
+            manufacturer: "acme".into(),
+            model_name: model.into(),
+            serial_number: id.into(),
+            ..DeviceInfoConfig::default()
+        },
+        keep_alive_s: 60,
+        max_record_bytes: None,
+        reboot_command: None,
+        websocket: None,
+        unknown: UnknownFields,
+    };
+    let session = usp::start(agent.clone(), &file, &dir).expect("session");
+    Member {
+        id: id.into(),
+        agent,
+        session,
+    }
+}
+
+/// The `serve` process, killed when dropped.
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(cfg: &Path, db: &Path, log: &Path) -> Serve {
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Serve(
+        Command::new(usp_common::controller())
+            .args(["serve", "--config"])
+            .arg(cfg)
+            .arg("--db")
+            .arg(db)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("cpevisor-controller serve"),
+    )
+}
+
+/// `cpevisor-controller CMD --db DB --json`.
+fn query(db: &Path, cmd: &str) -> Value {
+    let (code, v, err) = usp_common::run_ctl([
+        cmd.as_ref(),
+        "--db".as_ref(),
+        db.as_os_str(),
+        "--json".as_ref(),
+    ]);
+    assert_eq!(code, 0, "{cmd}: {err}");
+    v
+}
+
+fn ops_of<'a>(ops: &'a Value, agent: &str) -> Vec<&'a Value> {
+    ops["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["agent"] == agent)
+        .collect()
+}
+
+fn has_app(agents: &Value, agent: &str, name: &str, version: &str) -> bool {
+    agents["agents"].as_array().unwrap().iter().any(|a| {
+        a["endpoint_id"] == agent
+            && a["dus"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["name"] == name && d["version"] == version)
+    })
+}
+
+fn wait_for(what: &str, secs: u64, log: &Path, mut done: impl FnMut() -> bool) -> f64 {
+    let t0 = Instant::now();
+    while !done() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "{what}: not within {secs} s; serve's log:\n{}",
+            fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    t0.elapsed().as_secs_f64()
+}
+
+#[test]
+fn serve_places_converges_and_restarts_without_duplicates() {
+    cpevisor_agent::LOG_LEVEL.store(0, Ordering::Relaxed);
+    let world = World::new("usp-serve");
+    let broker = TestBroker::start(&world.root.join("broker")).expect("mosquitto");
+    let agent_cert = broker.identity("serve-agent").unwrap();
+    let app = App {
+        command: vec!["/bin/sh".into(), "-c".into(), "exec sleep 100000".into()],
+        memory_mib: 16,
+        ..App::new("svc", "1.0")
+    };
+    let url = world.publish(&app, "svc-1.0.cpkg");
+    let cfg = usp_common::ctl_config(&broker, &world.root, CTL_ID, true, json!({}));
+    let db = world.root.join("fleet.db");
+    let log = world.root.join("serve.log");
+    let mut ctl = serve(&cfg, &db, &log);
+
+    let mut fleet = vec![
+        start_agent(&world, &broker, &agent_cert, "os::a-1", "cpe-a", 64),
+        start_agent(&world, &broker, &agent_cert, "os::a-2", "cpe-a", 64),
+        // Too small for the app's 16 MiB: the agent refuses the install (7227).
+        start_agent(&world, &broker, &agent_cert, "os::a-small", "cpe-a", 8),
+        start_agent(&world, &broker, &agent_cert, "os::b-1", "cpe-b", 64),
+    ];
+    // Every agent announced itself and its inventory was read.
+    wait_for("inventory of 4 agents", 60, &log, || {
+        let v = query(&db, "agents");
+        let a = v["agents"].as_array().unwrap();
+        a.len() == 4 && a.iter().all(|a| a["inventory_at"].is_number())
+    });
+    let v = query(&db, "agents");
+    let b1 = v["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["endpoint_id"] == "os::b-1")
+        .unwrap()
+        .clone();
+    assert_eq!(b1["model"], "cpe-b", "{b1}");
+    assert_eq!(b1["exec_envs"][0]["budget_kib"], 64 * 1024, "{b1}");
+
+    // (a) placement by selector.
+    let t_deploy = Instant::now();
+    let (code, _, err) = usp_common::run_ctl([
+        "deploy",
+        "--db",
+        db.to_str().unwrap(),
+        "svc",
+        &url,
+        "--version",
+        "1.0",
+        "--selector",
+        "model=cpe-a",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    // No agent reports an architecture: a selector on one matches nobody.
+    let (code, _, err) = usp_common::run_ctl([
+        "deploy",
+        "--db",
+        db.to_str().unwrap(),
+        "other",
+        &url,
+        "--version",
+        "9",
+        "--selector",
+        "arch=aarch64",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let converged = wait_for(
+        "svc on a-1, a-2 and the refusal of a-small",
+        120,
+        &log,
+        || {
+            let agents = query(&db, "agents");
+            let ops = query(&db, "operations");
+            has_app(&agents, "os::a-1", "svc", "1.0")
+                && has_app(&agents, "os::a-2", "svc", "1.0")
+                && ops_of(&ops, "os::a-small")
+                    .iter()
+                    .any(|o| o["state"] == "failed")
+        },
+    );
+    println!("usp serve: 2 agents converged and 1 refusal recorded {converged:.1} s after the deployment");
+    let ops = query(&db, "operations");
+    let small = ops_of(&ops, "os::a-small");
+    assert_eq!(small.len(), 1, "refused once, then backed off: {small:?}");
+    assert_eq!(small[0]["fault_code"], 7227, "{}", small[0]);
+    assert!(
+        ops_of(&ops, "os::b-1").is_empty(),
+        "another model is not touched"
+    );
+    assert!(
+        ops["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["deployment"] == 1),
+        "nothing for the arch=aarch64 deployment: {ops}"
+    );
+    for m in &fleet {
+        let want = usize::from(m.id == "os::a-1" || m.id == "os::a-2");
+        assert_eq!(m.agent.snapshot().deployment_units.len(), want, "{}", m.id);
+    }
+
+    // (b) an agent that was not there when the deployment was made converges when it connects.
+    fleet.push(start_agent(
+        &world,
+        &broker,
+        &agent_cert,
+        "os::a-late",
+        "cpe-a",
+        64,
+    ));
+    let late = wait_for("svc on the late agent", 120, &log, || {
+        has_app(&query(&db, "agents"), "os::a-late", "svc", "1.0")
+    });
+    println!("usp serve: the late agent converged {late:.1} s after it started");
+
+    // (c) serve stopped hard and started again: no operation is sent twice.
+    drop(ctl);
+    let before = query(&db, "operations")["operations"]
+        .as_array()
+        .unwrap()
+        .len();
+    ctl = serve(&cfg, &db, &log);
+    // Its first sweep reads every agent again (its inventory time moves past the restart);
+    // then several reconciliation passes run.
+    let restarted = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    wait_for("the restarted serve's first sweep", 60, &log, || {
+        let v = query(&db, "agents");
+        v["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["inventory_at"].as_i64().unwrap_or(0) > restarted)
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    let ops = query(&db, "operations");
+    assert_eq!(ops["operations"].as_array().unwrap().len(), before, "{ops}");
+    for id in ["os::a-1", "os::a-2", "os::a-late"] {
+        let mine = ops_of(&ops, id);
+        assert_eq!(mine.len(), 1, "{id}: {mine:?}");
+        assert_eq!(mine[0]["state"], "done", "{id}: {}", mine[0]);
+    }
+    for m in &fleet {
+        let want = usize::from(m.id != "os::a-small" && m.id != "os::b-1");
+        assert_eq!(m.agent.snapshot().deployment_units.len(), want, "{}", m.id);
+    }
+    let deps = query(&db, "deployments");
+    let svc = deps["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "svc")
+        .unwrap()
+        .clone();
+    assert_eq!(svc["installed"], 3, "{svc}");
+    assert_eq!(svc["failed"], 1, "{svc}");
+    let size = |suffix: &str| {
+        fs::metadata(format!("{}{suffix}", db.display()))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    println!(
+        "usp serve: whole run {:.1} s; database {} bytes + WAL {} bytes for {} agents",
+        t_deploy.elapsed().as_secs_f64(),
+        size(""),
+        size("-wal"),
+        fleet.len()
+    );
+    drop(ctl);
+    for m in fleet {
+        m.session.stop();
+        m.agent.shutdown();
+    }
+}

@@ -1,0 +1,403 @@
+//! The controller as a service (issue 13): `serve` keeps an inventory of the fleet and drives
+//! it toward the deployments recorded with `deploy`; `deployments`, `agents --db` and
+//! `operations` read the database. Everything is in the store (`crate::store`).
+//!
+//! Split by concern: `selector` (which agents a deployment is for), `inventory` (an agent's
+//! Get read into rows), `reconcile` (the pure decision), `serve` (the loop); this module
+//! parses the commands and prints.
+
+pub mod inventory;
+pub mod reconcile;
+pub mod selector;
+pub mod serve;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::config::{merge, read_bounded};
+use crate::store::{AgentView, NewDeployment, Store};
+use crate::CtlConfig;
+
+pub use serve::{serve, ServeOptions};
+
+/// The usage of the service's commands (all take `--db PATH`).
+pub const USAGE: &str = "service commands (the fleet's desired state in a database):
+  serve --config FILE --db PATH [--sweep SECS] [--max-in-flight N] [--op-timeout SECS]
+                               the long-running controller: inventory and reconciliation
+  deploy --db PATH NAME URL --version V [--selector KEY=VALUE ...] [--digest D]
+         [--memory-mib N]      want app NAME at version V from URL on every agent the
+                               selector matches (keys: arch, model, manufacturer,
+                               software_version, endpoint_id; all must match)
+  deployments --db PATH [--json]
+  agents --db PATH [--json]
+  operations --db PATH [--limit N] [--json]   the journal, newest first";
+
+/// A parsed service command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FleetCmd {
+    /// `serve`.
+    Serve(Box<CtlConfig>, ServeOptions),
+    /// `deploy`.
+    Deploy(PathBuf, NewDeployment, bool),
+    /// `deployments`.
+    Deployments(PathBuf, bool),
+    /// `agents --db`.
+    Agents(PathBuf, bool),
+    /// `operations`.
+    Operations(PathBuf, usize, bool),
+}
+
+fn secs(flag: &str, v: &str) -> Result<Duration, String> {
+    let n: f64 = v
+        .parse()
+        .map_err(|_| format!("{flag}: {v:?} is not a number of seconds"))?;
+    if !(0.05..=86_400.0).contains(&n) {
+        return Err(format!("{flag}: {v} is outside 0.05..86400 seconds"));
+    }
+    Ok(Duration::from_secs_f64(n))
+}
+
+/// Whether `args` are a service command: they name a database.
+pub fn is_fleet(args: &[String]) -> bool {
+    args.iter().any(|a| a == "--db")
+}
+
+/// Parses a service command line.
+pub fn parse(args: &[String]) -> Result<FleetCmd, String> {
+    let mut db = None;
+    let mut json = false;
+    let mut config_file = std::env::var_os("CPEVISOR_USP_CONFIG").map(PathBuf::from);
+    let mut version = None;
+    let mut digest = None;
+    let mut memory = None;
+    let mut selector = Vec::new();
+    let mut limit = 100usize;
+    let mut opts = ServeOptions::new(PathBuf::new());
+    let mut words = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_str();
+        let mut value = || {
+            i += 1;
+            args.get(i)
+                .cloned()
+                .ok_or_else(|| format!("{a} needs a value"))
+        };
+        match a {
+            "--db" => db = Some(PathBuf::from(value()?)),
+            "--json" => json = true,
+            "--config" => config_file = Some(PathBuf::from(value()?)),
+            "--version" => version = Some(value()?),
+            "--digest" => digest = Some(value()?),
+            "--selector" => selector.push(value()?),
+            "--memory-mib" => {
+                let v = value()?;
+                memory = Some(
+                    v.parse::<u32>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| format!("--memory-mib: {v:?} is not a positive number"))?,
+                );
+            }
+            "--limit" => {
+                let v = value()?;
+                limit = v
+                    .parse()
+                    .map_err(|_| format!("--limit: {v:?} is not a number"))?;
+            }
+            "--sweep" => opts.sweep = secs(a, &value()?)?,
+            "--op-timeout" => opts.op_timeout = secs(a, &value()?)?,
+            "--max-in-flight" => {
+                let v = value()?;
+                opts.max_in_flight = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=10_000).contains(n))
+                    .ok_or_else(|| format!("--max-in-flight: {v:?} is not in 1..10000"))?;
+            }
+            _ if a.starts_with("--") => return Err(format!("unknown option {a}")),
+            _ => words.push(a.to_string()),
+        }
+        i += 1;
+    }
+    let db = db.ok_or("--db PATH is needed")?;
+    let Some((cmd, rest)) = words.split_first() else {
+        return Err("no command given (see cpevisor-controller --help)".into());
+    };
+    let no_args = |what: FleetCmd| {
+        if rest.is_empty() {
+            Ok(what)
+        } else {
+            Err(format!("{cmd}: takes no arguments"))
+        }
+    };
+    match cmd.as_str() {
+        "serve" => {
+            let f = config_file.ok_or("serve needs --config FILE (the broker settings)")?;
+            let mut config = serde_json::from_str::<CtlConfig>(&read_bounded(&f, "usp config")?)
+                .map_err(|e| format!("usp config {}: {e}", f.display()))?;
+            merge(&mut config, CtlConfig::default());
+            if config.mqtt.endpoint_id.is_empty() || config.mqtt.broker_host.is_empty() {
+                return Err("serve: the config needs broker_host and endpoint_id".into());
+            }
+            config.mqtt.validate(true)?;
+            opts.db = db;
+            no_args(FleetCmd::Serve(Box::new(config), opts))
+        }
+        "deploy" => {
+            let [name, url] = rest else {
+                return Err("deploy: NAME URL --version V (see --help)".into());
+            };
+            let version = version.ok_or("deploy: --version V is needed")?;
+            for (what, v) in [("NAME", name), ("URL", url), ("--version", &version)] {
+                if v.is_empty() || v.len() > 1024 || v.chars().any(char::is_control) {
+                    return Err(format!("deploy: {what} must be 1..1024 printable bytes"));
+                }
+            }
+            Ok(FleetCmd::Deploy(
+                db,
+                NewDeployment {
+                    name: name.clone(),
+                    url: url.clone(),
+                    digest,
+                    version,
+                    selector: selector::parse(&selector)?,
+                    memory_mib: memory,
+                },
+                json,
+            ))
+        }
+        "deployments" => no_args(FleetCmd::Deployments(db, json)),
+        "agents" => no_args(FleetCmd::Agents(db, json)),
+        "operations" => no_args(FleetCmd::Operations(db, limit, json)),
+        other => Err(format!(
+            "{other}: not a command that takes --db (see --help)"
+        )),
+    }
+}
+
+/// Runs a service command; returns the exit code.
+pub fn run(cmd: FleetCmd) -> i32 {
+    let db = match &cmd {
+        FleetCmd::Serve(config, opts) => return serve(config, opts.clone()),
+        FleetCmd::Deploy(db, ..)
+        | FleetCmd::Deployments(db, _)
+        | FleetCmd::Agents(db, _)
+        | FleetCmd::Operations(db, ..) => db.clone(),
+    };
+    let mut store = match Store::open(&db) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cpevisor-controller: {e}");
+            return 2;
+        }
+    };
+    match print(&mut store, cmd) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("cpevisor-controller: {e}");
+            2
+        }
+    }
+}
+
+fn agent_json(a: &AgentView) -> Value {
+    let f = &a.facts;
+    json!({
+        "endpoint_id": a.endpoint_id, "online": a.online, "first_seen": a.first_seen,
+        "last_seen": a.last_seen, "inventory_at": a.inventory_at,
+        "manufacturer": f.manufacturer, "model": f.model, "software_version": f.software_version,
+        "serial": f.serial, "board": f.board, "arch": f.arch,
+        "exec_envs": a.exec_envs.iter().map(|e| json!({
+            "path": e.path, "name": e.name, "type": e.env_type, "status": e.status,
+            "arch": e.arch, "budget_kib": e.budget_kib, "available_kib": e.available_kib,
+        })).collect::<Vec<_>>(),
+        "dus": a.dus.iter().map(|d| json!({
+            "path": d.path, "uuid": d.uuid, "name": d.name, "version": d.version, "url": d.url,
+            "status": d.status, "exec_env": d.exec_env,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn opt(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or("-")
+}
+
+fn print(store: &mut Store, cmd: FleetCmd) -> Result<(), String> {
+    match cmd {
+        FleetCmd::Serve(..) => unreachable!("handled by run"),
+        FleetCmd::Deploy(_, d, json) => {
+            let id = store.add_deployment(&d, crate::store::now_ms())?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"id": id, "name": d.name, "version": d.version})
+                );
+            } else {
+                println!("deployment {id}: {} {} from {}", d.name, d.version, d.url);
+            }
+        }
+        FleetCmd::Deployments(_, json) => {
+            let list = store.deployments(false)?;
+            let counts = store.deployment_counts()?;
+            let count =
+                |id: i64, k: &str| counts.get(&id).and_then(|c| c.get(k)).copied().unwrap_or(0);
+            if json {
+                let v: Vec<Value> = list
+                    .iter()
+                    .map(|d| {
+                        json!({
+                            "id": d.id, "name": d.name, "url": d.url, "digest": d.digest,
+                            "version": d.version, "selector": d.selector,
+                            "memory_mib": d.memory_mib, "created": d.created, "state": d.state,
+                            "installed": count(d.id, "installed"), "in_flight": count(d.id, "sent"),
+                            "failed": count(d.id, "failed") + count(d.id, "lost"),
+                        })
+                    })
+                    .collect();
+                println!("{}", json!({ "deployments": v }));
+                return Ok(());
+            }
+            println!(
+                "{:<4}  {:<16}  {:<10}  {:<10}  {:>9}  {:>9}  {:>6}  SELECTOR",
+                "ID", "NAME", "VERSION", "STATE", "INSTALLED", "IN FLIGHT", "FAILED"
+            );
+            for d in &list {
+                let sel: Vec<String> = d.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                println!(
+                    "{:<4}  {:<16}  {:<10}  {:<10}  {:>9}  {:>9}  {:>6}  {}",
+                    d.id,
+                    d.name,
+                    d.version,
+                    d.state,
+                    count(d.id, "installed"),
+                    count(d.id, "sent"),
+                    count(d.id, "failed") + count(d.id, "lost"),
+                    if sel.is_empty() {
+                        "(all)".into()
+                    } else {
+                        sel.join(",")
+                    }
+                );
+            }
+        }
+        FleetCmd::Agents(_, json) => {
+            let mut after = String::new();
+            let mut all = Vec::new();
+            if !json {
+                println!(
+                    "{:<24}  {:<7}  {:<16}  {:<8}  {:<10}  APPS",
+                    "AGENT", "ONLINE", "MODEL", "ARCH", "FREE KIB"
+                );
+            }
+            loop {
+                let page = store.agents_page(&after, 500, false)?;
+                let Some(last) = page.last() else { break };
+                after = last.endpoint_id.clone();
+                for a in page {
+                    if json {
+                        all.push(agent_json(&a));
+                        continue;
+                    }
+                    let free: Option<i64> =
+                        a.exec_envs.iter().filter_map(|e| e.available_kib).max();
+                    let apps: Vec<String> = a
+                        .dus
+                        .iter()
+                        .map(|d| format!("{}@{}", d.name, d.version))
+                        .collect();
+                    println!(
+                        "{:<24}  {:<7}  {:<16}  {:<8}  {:<10}  {}",
+                        a.endpoint_id,
+                        if a.online { "yes" } else { "no" },
+                        opt(&a.facts.model),
+                        opt(&a.facts.arch),
+                        free.map(|f| f.to_string()).unwrap_or_else(|| "-".into()),
+                        apps.join(",")
+                    );
+                }
+            }
+            if json {
+                println!("{}", json!({ "agents": all }));
+            }
+        }
+        FleetCmd::Operations(_, limit, json) => {
+            let ops = store.operations(limit)?;
+            if json {
+                let v: Vec<Value> = ops
+                    .iter()
+                    .map(|o| {
+                        json!({
+                            "id": o.id, "agent": o.endpoint_id, "deployment": o.deployment_id,
+                            "kind": o.kind, "state": o.state, "fault_code": o.fault_code,
+                            "fault_message": o.fault_message, "created": o.created,
+                            "finished": o.finished,
+                        })
+                    })
+                    .collect();
+                println!("{}", json!({ "operations": v }));
+                return Ok(());
+            }
+            println!(
+                "{:<6}  {:<24}  {:<10}  {:<9}  {:<7}  FAULT",
+                "ID", "AGENT", "DEPLOYMENT", "KIND", "STATE"
+            );
+            for o in &ops {
+                let fault = match (&o.fault_code, &o.fault_message) {
+                    (Some(c), Some(m)) => format!("{c} {m}"),
+                    (None, Some(m)) => m.clone(),
+                    _ => String::new(),
+                };
+                println!(
+                    "{:<6}  {:<24}  {:<10}  {:<9}  {:<7}  {fault}",
+                    o.id, o.endpoint_id, o.deployment_id, o.kind, o.state
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<FleetCmd, String> {
+        parse(&s.split_whitespace().map(String::from).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn parses_the_service_commands() {
+        assert!(is_fleet(&["agents".into(), "--db".into(), "x".into()]));
+        assert!(!is_fleet(&["agents".into()]));
+        match p("deploy --db f.db app http://h/a.cpkg --version 1.0 --selector model=m --selector arch=x86_64 --memory-mib 16").unwrap() {
+            FleetCmd::Deploy(db, d, false) => {
+                assert_eq!(db, PathBuf::from("f.db"));
+                assert_eq!(d.name, "app");
+                assert_eq!(d.version, "1.0");
+                assert_eq!(d.selector.len(), 2);
+                assert_eq!(d.memory_mib, Some(16));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            p("agents --db f.db --json").unwrap(),
+            FleetCmd::Agents("f.db".into(), true)
+        );
+        assert_eq!(
+            p("operations --db f.db --limit 5").unwrap(),
+            FleetCmd::Operations("f.db".into(), 5, false)
+        );
+        let e = |s: &str| p(s).unwrap_err();
+        assert!(e("deploy --db f app http://h/a").contains("--version"));
+        assert!(e("deploy --db f app --version 1").contains("NAME URL"));
+        assert!(e("deploy --db f a u --version 1 --selector colour=red").contains("unknown key"));
+        assert!(e("deploy --db f a u --version 1 --memory-mib 0").contains("positive"));
+        assert!(e("agents --db f extra").contains("no arguments"));
+        assert!(e("serve --db f").contains("--config"));
+        assert!(e("frob --db f").contains("not a command"));
+        assert!(e("agents --db f --bogus").contains("unknown option"));
+    }
+}

@@ -1,0 +1,357 @@
+//! `cpevisor-controller serve`: the long-running loop. It keeps the inventory current (a full
+//! Get on an agent's `Boot!`, OnBoardRequest, `DUStateChange!`, ValueChange or MQTT connect,
+//! and a bounded periodic sweep), and reconciles: every pass decides (`reconcile::decide`)
+//! what the online agents lack of the active deployments, journals each operation before
+//! sending it, and records its result with the agent's fault.
+//!
+//! Every wait has a deadline (the engine's jobs, the pump's 200 ms); what an agent sends is
+//! decoded by the engine under its limits and anything it does not understand is counted and
+//! skipped; memory is bounded by the jobs in flight, the event queue and the set of agents
+//! waiting for a Get, while the fleet itself lives in the database.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::engine::{JobSet, Op, Outcome};
+use crate::store::{now_ms, Store};
+use crate::{Connection, CtlConfig};
+
+use super::inventory;
+use super::reconcile::{self, Action, Backoff};
+
+/// Notifications kept between two turns of the loop.
+const EVENT_QUEUE: usize = 16_384;
+/// Agents waiting for an inventory Get; past it, announcements are dropped and the sweep
+/// catches up.
+const MAX_WANTED: usize = 16_384;
+/// Inventory Gets in flight at once.
+const MAX_REFRESH_IN_FLIGHT: usize = 64;
+/// Agents read from the database per reconciliation page.
+const PAGE: usize = 500;
+
+/// How `serve` runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// The database.
+    pub db: PathBuf,
+    /// An online agent's inventory is read again when older than this.
+    pub sweep: Duration,
+    /// Agents added to the sweep per second at most.
+    pub sweep_batch: usize,
+    /// Operations (install, update) in flight at most.
+    pub max_in_flight: usize,
+    /// An operation without a result by then is failed (code 0).
+    pub op_timeout: Duration,
+    /// An inventory Get without an answer by then marks the agent offline.
+    pub get_timeout: Duration,
+    /// Back-off of failed operations.
+    pub backoff: Backoff,
+    /// Time between reconciliation passes.
+    pub every: Duration,
+}
+
+impl ServeOptions {
+    /// The defaults, on database `db`.
+    pub fn new(db: PathBuf) -> ServeOptions {
+        ServeOptions {
+            db,
+            sweep: Duration::from_secs(300),
+            sweep_batch: 64,
+            max_in_flight: 32,
+            op_timeout: Duration::from_secs(300),
+            get_timeout: Duration::from_secs(30),
+            backoff: Backoff {
+                base_ms: 30_000,
+                max_ms: 3_600_000,
+            },
+            every: Duration::from_secs(1),
+        }
+    }
+}
+
+macro_rules! note {
+    ($($a:tt)*) => { eprintln!("cpevisor-controller serve: {}", format!($($a)*)) };
+}
+
+enum Kind {
+    Get,
+    Op(i64),
+}
+
+struct Service {
+    store: Store,
+    opts: ServeOptions,
+    set: JobSet,
+    kinds: HashMap<String, Kind>,
+    wanted: BTreeSet<String>,
+    ops_in_flight: usize,
+}
+
+/// Runs the service until the connection cannot be made or the database fails; returns the
+/// exit code (2 for either).
+pub fn serve(config: &CtlConfig, opts: ServeOptions) -> i32 {
+    let store = match Store::open(&opts.db) {
+        Ok(s) => s,
+        Err(e) => {
+            note!("{e}");
+            return 2;
+        }
+    };
+    let mut conn = match Connection::open(config) {
+        Ok(c) => c,
+        Err(e) => {
+            note!("{e}");
+            return 2;
+        }
+    };
+    conn.controller.collect_events(EVENT_QUEUE);
+    note!(
+        "connected as {}, database {} (schema {})",
+        config.mqtt.endpoint_id,
+        opts.db.display(),
+        store.version().unwrap_or(0)
+    );
+    let mut svc = Service {
+        store,
+        opts,
+        set: JobSet::new(),
+        kinds: HashMap::new(),
+        wanted: BTreeSet::new(),
+        ops_in_flight: 0,
+    };
+    match svc.run(&mut conn) {
+        Ok(()) => 0,
+        Err(e) => {
+            note!("{e}");
+            2
+        }
+    }
+}
+
+impl Service {
+    fn run(&mut self, conn: &mut Connection) -> Result<(), String> {
+        // First pass: every agent the database says is online is read again, now.
+        let started = now_ms();
+        let mut first_sweep = true;
+        let mut next_sweep = Instant::now();
+        let mut next_pass = Instant::now();
+        loop {
+            let ctl = &mut conn.controller;
+            for o in ctl.pump(&mut self.set, Duration::from_millis(200)) {
+                self.ended(o)?;
+            }
+            let (events, dropped) = ctl.take_events();
+            if dropped > 0 {
+                note!("{dropped} notifications dropped (queue full); the sweep catches up");
+            }
+            let now = now_ms();
+            for (agent, ev) in events {
+                self.store.seen(&agent, now)?;
+                let relevant = matches!(
+                    ev.kind.as_str(),
+                    "Boot!" | "OnBoardRequest" | "DUStateChange!" | "ValueChange" | "MQTTConnect"
+                );
+                if relevant && self.wanted.len() < MAX_WANTED {
+                    self.wanted.insert(agent);
+                }
+            }
+            if Instant::now() >= next_sweep {
+                let before = if first_sweep {
+                    started
+                } else {
+                    now - self.opts.sweep.as_millis() as i64
+                };
+                let ids = self.store.stale_agents(before, self.opts.sweep_batch)?;
+                first_sweep = first_sweep && !ids.is_empty();
+                for a in ids {
+                    if self.wanted.len() < MAX_WANTED {
+                        self.wanted.insert(a);
+                    }
+                }
+                next_sweep = Instant::now() + Duration::from_secs(1);
+            }
+            self.start_gets(ctl);
+            if Instant::now() >= next_pass {
+                self.expire_lost()?;
+                self.reconcile(ctl)?;
+                next_pass = Instant::now() + self.opts.every;
+            }
+        }
+    }
+
+    fn start_gets(&mut self, ctl: &mut crate::engine::Controller) {
+        let gets = self
+            .kinds
+            .values()
+            .filter(|k| matches!(k, Kind::Get))
+            .count();
+        let free = MAX_REFRESH_IN_FLIGHT.saturating_sub(gets);
+        let ready: Vec<String> = self
+            .wanted
+            .iter()
+            .filter(|a| !self.set.busy(a))
+            .take(free)
+            .cloned()
+            .collect();
+        for a in ready {
+            self.wanted.remove(&a);
+            let op = Op::Get {
+                paths: inventory::PATHS.iter().map(|p| p.to_string()).collect(),
+                max_depth: 0,
+            };
+            if ctl.begin(&mut self.set, &a, op, self.opts.get_timeout) {
+                self.kinds.insert(a, Kind::Get);
+            }
+        }
+    }
+
+    fn ended(&mut self, o: Outcome) -> Result<(), String> {
+        let now = now_ms();
+        match self.kinds.remove(&o.agent) {
+            Some(Kind::Get) => {
+                // Only a whole answer replaces the inventory: a part missing (an error on one
+                // path) would read as apps gone and be installed again.
+                if o.ok {
+                    let inv = inventory::from_rows(&o.rows);
+                    let settled = self.store.save_inventory(&o.agent, &inv, now)?;
+                    if settled > 0 {
+                        note!("{}: {settled} operation(s) found done", o.agent);
+                    }
+                } else if o.fault.as_ref().is_some_and(|f| f.code == 0) {
+                    // No answer in time: offline until it is heard from again.
+                    self.store.set_offline(&o.agent)?;
+                } else {
+                    self.store.seen(&o.agent, now)?;
+                }
+            }
+            Some(Kind::Op(id)) => {
+                self.ops_in_flight = self.ops_in_flight.saturating_sub(1);
+                let fault = o
+                    .fault
+                    .as_ref()
+                    .map(|f| (i64::from(f.code), f.message.as_str()));
+                match fault {
+                    None if o.ok => note!("{}: operation {id} done", o.agent),
+                    _ => note!(
+                        "{}: operation {id} failed: {}",
+                        o.agent,
+                        fault.map(|(c, m)| format!("{c} {m}")).unwrap_or_default()
+                    ),
+                }
+                let fault = if o.ok {
+                    None
+                } else {
+                    Some(fault.unwrap_or((0, "failed without a fault")))
+                };
+                self.store.finish_op(id, fault, now)?;
+                // What it changed is read back before the next decision about this agent.
+                if self.wanted.len() < MAX_WANTED {
+                    self.wanted.insert(o.agent);
+                }
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Operations journaled as sent that nobody follows any more (sent by an earlier run of
+    /// the controller) are lost once past the operation timeout; until then they block a
+    /// second one (the agent may still be installing).
+    fn expire_lost(&mut self) -> Result<(), String> {
+        let now = now_ms();
+        let limit = self.opts.op_timeout.as_millis() as i64;
+        for (id, agent, _, created) in self.store.in_flight()? {
+            let ours = matches!(self.kinds.get(&agent), Some(Kind::Op(x)) if *x == id);
+            if !ours && created < now - limit {
+                self.store
+                    .lose_op(id, "no result: the controller that sent it stopped", now)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn reconcile(&mut self, ctl: &mut crate::engine::Controller) -> Result<(), String> {
+        let deployments = self.store.deployments(true)?;
+        if deployments.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut after = String::new();
+        loop {
+            let budget = self.opts.max_in_flight.saturating_sub(self.ops_in_flight);
+            let page = self.store.agents_page(&after, PAGE, true)?;
+            let (Some(first), Some(last)) = (page.first(), page.last()) else {
+                return Ok(());
+            };
+            let (first, last) = (first.endpoint_id.clone(), last.endpoint_id.clone());
+            let journal = self.store.journal(&first, &last)?;
+            // Agents being read, or busy, have no current inventory to decide on.
+            let page: Vec<_> = page
+                .into_iter()
+                .filter(|a| !self.wanted.contains(&a.endpoint_id) && !self.set.busy(&a.endpoint_id))
+                .collect();
+            after = last;
+            let actions = reconcile::decide(
+                &page,
+                &deployments,
+                &journal,
+                self.opts.backoff,
+                now,
+                budget,
+            );
+            for a in actions {
+                self.act(ctl, a, now)?;
+            }
+            if self.ops_in_flight >= self.opts.max_in_flight {
+                return Ok(());
+            }
+        }
+    }
+
+    fn act(
+        &mut self,
+        ctl: &mut crate::engine::Controller,
+        a: Action,
+        now: i64,
+    ) -> Result<(), String> {
+        let kind = a.kind();
+        let (agent, deployment, op) = match a {
+            Action::Refuse {
+                agent,
+                deployment,
+                code,
+                message,
+            } => {
+                note!("{agent}: deployment {deployment} refused: {code} {message}");
+                return self
+                    .store
+                    .record_refusal(&agent, deployment, kind, code, &message, now);
+            }
+            Action::Install {
+                agent,
+                deployment,
+                url,
+            } => (agent, deployment, Op::Install { url, env: None }),
+            Action::Update {
+                agent,
+                deployment,
+                du,
+                url,
+            } => (agent, deployment, Op::Update { du, url: Some(url) }),
+        };
+        // Journaled first: a crash after this line leaves an operation in flight that blocks
+        // a duplicate, never a sent operation that nobody knows of.
+        let Some(id) = self.store.begin_op(&agent, deployment, kind, now)? else {
+            return Ok(());
+        };
+        if ctl.begin(&mut self.set, &agent, op, self.opts.op_timeout) {
+            note!("{agent}: operation {id} ({kind} of deployment {deployment}) sent");
+            self.kinds.insert(agent, Kind::Op(id));
+            self.ops_in_flight += 1;
+        } else {
+            self.store.lose_op(id, "agent busy", now)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,792 @@
+//! The controller's storage: inventory, desired state and the operations journal, in SQLite
+//! (bundled into the binary: nothing to install). Callers see plain Rust types only, never a
+//! database type, so that a PostgreSQL store can come next behind the same functions.
+//!
+//! `schema` holds the migrations; this module the queries.
+
+mod schema;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+pub use schema::{latest as schema_version, migrate, MIGRATIONS};
+
+/// Milliseconds since the Unix epoch: every time in the store.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// What an agent says it is (DeviceInfo, and its ExecEnvs' board and architecture).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceFacts {
+    /// `DeviceInfo.Manufacturer`.
+    pub manufacturer: Option<String>,
+    /// `DeviceInfo.ModelName`.
+    pub model: Option<String>,
+    /// `DeviceInfo.SoftwareVersion`.
+    pub software_version: Option<String>,
+    /// `DeviceInfo.SerialNumber`.
+    pub serial: Option<String>,
+    /// The board, when the agent reports one.
+    pub board: Option<String>,
+    /// The CPU architecture its apps run on, when the agent reports one.
+    pub arch: Option<String>,
+}
+
+/// An ExecEnv as last seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecEnv {
+    /// Its instance path, `Device.SoftwareModules.ExecEnv.1.`.
+    pub path: String,
+    /// `Name`.
+    pub name: String,
+    /// `Type` (`kvm`, `jail`): the backend.
+    pub env_type: Option<String>,
+    /// `Status`.
+    pub status: Option<String>,
+    /// The architecture of the apps it runs, when reported.
+    pub arch: Option<String>,
+    /// `AllocatedMemory`, KiB: the app memory budget.
+    pub budget_kib: Option<i64>,
+    /// `AvailableMemory`, KiB: what is left of it.
+    pub available_kib: Option<i64>,
+}
+
+/// A deployment unit as last seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Du {
+    /// Its instance path.
+    pub path: String,
+    /// `UUID`.
+    pub uuid: String,
+    /// `Name`: the app's name.
+    pub name: String,
+    /// `Version`.
+    pub version: String,
+    /// `URL` it came from.
+    pub url: Option<String>,
+    /// `Status` (`Installed`, `Failed`, ...).
+    pub status: Option<String>,
+    /// `ExecutionEnvRef`.
+    pub exec_env: Option<String>,
+}
+
+/// An execution unit as last seen, with its fault.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Eu {
+    /// Its instance path.
+    pub path: String,
+    /// `EUID`.
+    pub euid: String,
+    /// `Name`.
+    pub name: Option<String>,
+    /// `Status` (`Active`, `Idle`, ...).
+    pub status: Option<String>,
+    /// `ExecutionFaultCode`.
+    pub fault_code: Option<String>,
+    /// `ExecutionFaultMessage`.
+    pub fault_message: Option<String>,
+}
+
+/// Everything one full Get of an agent tells.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inventory {
+    /// DeviceInfo and the rest.
+    pub facts: DeviceFacts,
+    /// Its ExecEnvs.
+    pub exec_envs: Vec<ExecEnv>,
+    /// Its deployment units.
+    pub dus: Vec<Du>,
+    /// Its execution units.
+    pub eus: Vec<Eu>,
+}
+
+/// An agent's row with what the reconciliation needs of its inventory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentView {
+    /// Its endpoint ID.
+    pub endpoint_id: String,
+    /// Whether it was heard from and answered last.
+    pub online: bool,
+    /// First and last time heard from (ms).
+    pub first_seen: i64,
+    /// Last time heard from (ms).
+    pub last_seen: i64,
+    /// When its inventory was last read whole (ms); None: never.
+    pub inventory_at: Option<i64>,
+    /// What it says it is.
+    pub facts: DeviceFacts,
+    /// Its ExecEnvs.
+    pub exec_envs: Vec<ExecEnv>,
+    /// Its deployment units.
+    pub dus: Vec<Du>,
+}
+
+/// A deployment: an app at a version, wanted on every agent its selector matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployment {
+    /// Its number.
+    pub id: i64,
+    /// The app's name (the DU Name agents report).
+    pub name: String,
+    /// The package URL.
+    pub url: String,
+    /// The package digest, when given.
+    pub digest: Option<String>,
+    /// The app's version (the DU Version agents report).
+    pub version: String,
+    /// key=value pairs an agent must all match.
+    pub selector: BTreeMap<String, String>,
+    /// The package's memory need, MiB, when given: placement checks it against ExecEnvs.
+    pub memory_mib: Option<u32>,
+    /// When it was recorded (ms).
+    pub created: i64,
+    /// `active`, `superseded` (a newer deployment of the same name), `removed`.
+    pub state: String,
+}
+
+/// What a new deployment says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewDeployment {
+    /// The app's name.
+    pub name: String,
+    /// The package URL.
+    pub url: String,
+    /// The package digest.
+    pub digest: Option<String>,
+    /// The app's version.
+    pub version: String,
+    /// key=value pairs.
+    pub selector: BTreeMap<String, String>,
+    /// The package's memory need, MiB.
+    pub memory_mib: Option<u32>,
+}
+
+/// One line of the operations journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operation {
+    /// Its number.
+    pub id: i64,
+    /// The agent.
+    pub endpoint_id: String,
+    /// The deployment it serves.
+    pub deployment_id: i64,
+    /// `install`, `update` or `uninstall`.
+    pub kind: String,
+    /// `sent` (in flight), `done`, `failed`, `lost` (no result came).
+    pub state: String,
+    /// The agent's fault code (7227, ...), or the controller's placement refusal's.
+    pub fault_code: Option<i64>,
+    /// Its message.
+    pub fault_message: Option<String>,
+    /// When it was recorded (ms).
+    pub created: i64,
+    /// When it ended (ms).
+    pub finished: Option<i64>,
+}
+
+/// The journal's word on one agent and deployment, for the reconciliation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JournalState {
+    /// An operation is in flight.
+    pub in_flight: bool,
+    /// Failures (failed or lost) since the last success.
+    pub failures: u32,
+    /// When the last operation ended (ms).
+    pub last_finished: Option<i64>,
+    /// The last operation that ended succeeded.
+    pub last_ok: bool,
+}
+
+/// The store: one SQLite database in WAL mode.
+pub struct Store {
+    conn: Connection,
+}
+
+fn err(e: rusqlite::Error) -> String {
+    format!("database: {e}")
+}
+
+fn opt_i64(v: Option<u32>) -> Option<i64> {
+    v.map(i64::from)
+}
+
+impl Store {
+    /// Opens (creating it if absent) the database at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Store, String> {
+        let conn = Connection::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Store::setup(conn)
+    }
+
+    /// A database in memory (tests).
+    pub fn open_in_memory() -> Result<Store, String> {
+        Store::setup(Connection::open_in_memory().map_err(err)?)
+    }
+
+    fn setup(mut conn: Connection) -> Result<Store, String> {
+        // WAL: `serve` writes while `deployments`/`agents` read, neither blocks the other.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+        migrate(&mut conn)?;
+        Ok(Store { conn })
+    }
+
+    /// The schema version the database is at.
+    pub fn version(&self) -> Result<u32, String> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err)
+    }
+
+    /// Notes that `agent` was heard from at `now`: it is online.
+    pub fn seen(&self, agent: &str, now: i64) -> Result<(), String> {
+        self.conn
+            .execute(
+                "INSERT INTO agents (endpoint_id, first_seen, last_seen, online)
+                 VALUES (?1, ?2, ?2, 1)
+                 ON CONFLICT (endpoint_id) DO UPDATE SET last_seen = ?2, online = 1",
+                params![agent, now],
+            )
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    /// Notes that `agent` did not answer: offline until heard from again.
+    pub fn set_offline(&self, agent: &str) -> Result<(), String> {
+        self.conn
+            .execute(
+                "UPDATE agents SET online = 0 WHERE endpoint_id = ?1",
+                params![agent],
+            )
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    /// Replaces what is known of `agent` with `inv`, read at `now`; operations in flight
+    /// whose deployment the agent now has (name and version) are marked done (one sent by an
+    /// earlier run of the controller ends here). Returns how many were.
+    pub fn save_inventory(
+        &mut self,
+        agent: &str,
+        inv: &Inventory,
+        now: i64,
+    ) -> Result<usize, String> {
+        let tx = self.conn.transaction().map_err(err)?;
+        let f = &inv.facts;
+        tx.execute(
+            "INSERT INTO agents (endpoint_id, first_seen, last_seen, online, manufacturer, model,
+                                 software_version, serial, board, arch, inventory_at)
+             VALUES (?1, ?2, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?2)
+             ON CONFLICT (endpoint_id) DO UPDATE SET last_seen = ?2, online = 1,
+                 manufacturer = ?3, model = ?4, software_version = ?5, serial = ?6, board = ?7,
+                 arch = ?8, inventory_at = ?2",
+            params![
+                agent,
+                now,
+                f.manufacturer,
+                f.model,
+                f.software_version,
+                f.serial,
+                f.board,
+                f.arch
+            ],
+        )
+        .map_err(err)?;
+        for table in ["exec_envs", "dus", "eus"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE endpoint_id = ?1"),
+                params![agent],
+            )
+            .map_err(err)?;
+        }
+        for e in &inv.exec_envs {
+            tx.execute(
+                "INSERT OR REPLACE INTO exec_envs (endpoint_id, path, name, type, status, arch,
+                                                   budget_kib, available_kib)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    agent,
+                    e.path,
+                    e.name,
+                    e.env_type,
+                    e.status,
+                    e.arch,
+                    e.budget_kib,
+                    e.available_kib
+                ],
+            )
+            .map_err(err)?;
+        }
+        for d in &inv.dus {
+            tx.execute(
+                "INSERT OR REPLACE INTO dus (endpoint_id, path, uuid, name, version, url, status,
+                                             exec_env)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![agent, d.path, d.uuid, d.name, d.version, d.url, d.status, d.exec_env],
+            )
+            .map_err(err)?;
+        }
+        for u in &inv.eus {
+            tx.execute(
+                "INSERT OR REPLACE INTO eus (endpoint_id, path, euid, name, status, fault_code,
+                                             fault_message)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    agent,
+                    u.path,
+                    u.euid,
+                    u.name,
+                    u.status,
+                    u.fault_code,
+                    u.fault_message
+                ],
+            )
+            .map_err(err)?;
+        }
+        let settled = tx
+            .execute(
+                "UPDATE operations SET state = 'done', finished = ?2
+                 WHERE endpoint_id = ?1 AND state = 'sent' AND kind IN ('install', 'update')
+                   AND EXISTS (SELECT 1 FROM deployments d JOIN dus u
+                               ON u.name = d.name AND u.version = d.version
+                               WHERE d.id = operations.deployment_id AND u.endpoint_id = ?1)",
+                params![agent, now],
+            )
+            .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(settled)
+    }
+
+    fn agent_row(r: &Row<'_>) -> rusqlite::Result<AgentView> {
+        Ok(AgentView {
+            endpoint_id: r.get(0)?,
+            online: r.get::<_, i64>(1)? != 0,
+            first_seen: r.get(2)?,
+            last_seen: r.get(3)?,
+            inventory_at: r.get(4)?,
+            facts: DeviceFacts {
+                manufacturer: r.get(5)?,
+                model: r.get(6)?,
+                software_version: r.get(7)?,
+                serial: r.get(8)?,
+                board: r.get(9)?,
+                arch: r.get(10)?,
+            },
+            exec_envs: Vec::new(),
+            dus: Vec::new(),
+        })
+    }
+
+    /// Up to `limit` agents after `after` in endpoint ID order (online ones only when
+    /// `online_only`), with their ExecEnvs and DUs: a page, so that a large fleet is never
+    /// held in memory whole.
+    pub fn agents_page(
+        &self,
+        after: &str,
+        limit: usize,
+        online_only: bool,
+    ) -> Result<Vec<AgentView>, String> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT endpoint_id, online, first_seen, last_seen, inventory_at, manufacturer,
+                        model, software_version, serial, board, arch
+                 FROM agents WHERE endpoint_id > ?1 AND (online = 1 OR ?2 = 0)
+                 ORDER BY endpoint_id LIMIT ?3",
+            )
+            .map_err(err)?;
+        let mut page: Vec<AgentView> = st
+            .query_map(params![after, online_only, limit as i64], Store::agent_row)
+            .map_err(err)?
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        let (Some(first), Some(last)) = (page.first(), page.last()) else {
+            return Ok(page);
+        };
+        let (first, last) = (first.endpoint_id.clone(), last.endpoint_id.clone());
+        let index: HashMap<String, usize> = page
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.endpoint_id.clone(), i))
+            .collect();
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT endpoint_id, path, name, type, status, arch, budget_kib, available_kib
+                 FROM exec_envs WHERE endpoint_id BETWEEN ?1 AND ?2 ORDER BY endpoint_id, path",
+            )
+            .map_err(err)?;
+        let rows = st
+            .query_map(params![first, last], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    ExecEnv {
+                        path: r.get(1)?,
+                        name: r.get(2)?,
+                        env_type: r.get(3)?,
+                        status: r.get(4)?,
+                        arch: r.get(5)?,
+                        budget_kib: r.get(6)?,
+                        available_kib: r.get(7)?,
+                    },
+                ))
+            })
+            .map_err(err)?;
+        for row in rows {
+            let (a, e) = row.map_err(err)?;
+            if let Some(&i) = index.get(&a) {
+                page[i].exec_envs.push(e);
+            }
+        }
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT endpoint_id, path, uuid, name, version, url, status, exec_env
+                 FROM dus WHERE endpoint_id BETWEEN ?1 AND ?2 ORDER BY endpoint_id, path",
+            )
+            .map_err(err)?;
+        let rows = st
+            .query_map(params![first, last], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    Du {
+                        path: r.get(1)?,
+                        uuid: r.get(2)?,
+                        name: r.get(3)?,
+                        version: r.get(4)?,
+                        url: r.get(5)?,
+                        status: r.get(6)?,
+                        exec_env: r.get(7)?,
+                    },
+                ))
+            })
+            .map_err(err)?;
+        for row in rows {
+            let (a, d) = row.map_err(err)?;
+            if let Some(&i) = index.get(&a) {
+                page[i].dus.push(d);
+            }
+        }
+        Ok(page)
+    }
+
+    /// Up to `limit` online agents whose inventory is oldest (never read first) and older than
+    /// `before` (ms): the periodic sweep's next batch.
+    pub fn stale_agents(&self, before: i64, limit: usize) -> Result<Vec<String>, String> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT endpoint_id FROM agents
+                 WHERE online = 1 AND (inventory_at IS NULL OR inventory_at < ?1)
+                 ORDER BY inventory_at IS NOT NULL, inventory_at, endpoint_id LIMIT ?2",
+            )
+            .map_err(err)?;
+        let ids = st
+            .query_map(params![before, limit as i64], |r| r.get(0))
+            .map_err(err)?
+            .collect::<Result<_, _>>()
+            .map_err(err);
+        ids
+    }
+
+    /// Records a deployment at `now`; an active one of the same name is superseded by it.
+    pub fn add_deployment(&mut self, d: &NewDeployment, now: i64) -> Result<i64, String> {
+        let selector = serde_json::to_string(&d.selector).map_err(|e| e.to_string())?;
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute(
+            "UPDATE deployments SET state = 'superseded' WHERE name = ?1 AND state = 'active'",
+            params![d.name],
+        )
+        .map_err(err)?;
+        tx.execute(
+            "INSERT INTO deployments (name, url, digest, version, selector, created, state,
+                                      memory_mib)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7)",
+            params![
+                d.name,
+                d.url,
+                d.digest,
+                d.version,
+                selector,
+                now,
+                opt_i64(d.memory_mib)
+            ],
+        )
+        .map_err(err)?;
+        let id = tx.last_insert_rowid();
+        tx.commit().map_err(err)?;
+        Ok(id)
+    }
+
+    /// The deployments, newest first (only the active ones when `active_only`).
+    pub fn deployments(&self, active_only: bool) -> Result<Vec<Deployment>, String> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT id, name, url, digest, version, selector, memory_mib, created, state
+                 FROM deployments WHERE state = 'active' OR ?1 = 0 ORDER BY id DESC",
+            )
+            .map_err(err)?;
+        let rows = st
+            .query_map(params![active_only], |r| {
+                let sel: String = r.get(5)?;
+                Ok(Deployment {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    url: r.get(2)?,
+                    digest: r.get(3)?,
+                    version: r.get(4)?,
+                    selector: serde_json::from_str(&sel).unwrap_or_default(),
+                    memory_mib: r.get::<_, Option<i64>>(6)?.map(|m| m as u32),
+                    created: r.get(7)?,
+                    state: r.get(8)?,
+                })
+            })
+            .map_err(err)?;
+        rows.collect::<Result<_, _>>().map_err(err)
+    }
+
+    /// The journal's word on every (agent, deployment) of the agents from `first` to `last`
+    /// (endpoint ID order): a page of the reconciliation.
+    pub fn journal(
+        &self,
+        first: &str,
+        last: &str,
+    ) -> Result<HashMap<(String, i64), JournalState>, String> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT endpoint_id, deployment_id, state, finished FROM operations
+                 WHERE endpoint_id BETWEEN ?1 AND ?2 ORDER BY id",
+            )
+            .map_err(err)?;
+        let rows = st
+            .query_map(params![first, last], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                ))
+            })
+            .map_err(err)?;
+        let mut out: HashMap<(String, i64), JournalState> = HashMap::new();
+        for row in rows {
+            let (agent, dep, state, finished) = row.map_err(err)?;
+            let j = out.entry((agent, dep)).or_default();
+            match state.as_str() {
+                "sent" => j.in_flight = true,
+                "done" => j.failures = 0,
+                _ => j.failures += 1,
+            }
+            if finished.is_some() {
+                j.last_finished = finished;
+                j.last_ok = state == "done";
+            }
+        }
+        Ok(out)
+    }
+
+    /// Journals an operation as sent; None when one is already in flight for this agent and
+    /// deployment (the journal's uniqueness rule: the caller must not send it).
+    pub fn begin_op(
+        &self,
+        agent: &str,
+        deployment: i64,
+        kind: &str,
+        now: i64,
+    ) -> Result<Option<i64>, String> {
+        match self.conn.execute(
+            "INSERT INTO operations (endpoint_id, deployment_id, kind, state, created)
+             VALUES (?1, ?2, ?3, 'sent', ?4)",
+            params![agent, deployment, kind, now],
+        ) {
+            Ok(_) => Ok(Some(self.conn.last_insert_rowid())),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    /// Ends operation `id` (if still in flight): done, or failed with the agent's fault.
+    pub fn finish_op(&self, id: i64, fault: Option<(i64, &str)>, now: i64) -> Result<(), String> {
+        let (state, code, msg) = match fault {
+            None => ("done", None, None),
+            Some((c, m)) => ("failed", Some(c), Some(m)),
+        };
+        self.conn
+            .execute(
+                "UPDATE operations SET state = ?2, fault_code = ?3, fault_message = ?4,
+                                       finished = ?5
+                 WHERE id = ?1 AND state = 'sent'",
+                params![id, state, code, msg, now],
+            )
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    /// Journals an operation the controller did not send because placement refused it.
+    pub fn record_refusal(
+        &self,
+        agent: &str,
+        deployment: i64,
+        kind: &str,
+        code: i64,
+        message: &str,
+        now: i64,
+    ) -> Result<(), String> {
+        self.conn
+            .execute(
+                "INSERT INTO operations (endpoint_id, deployment_id, kind, state, fault_code,
+                                         fault_message, created, finished)
+                 VALUES (?1, ?2, ?3, 'failed', ?4, ?5, ?6, ?6)",
+                params![agent, deployment, kind, code, message, now],
+            )
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    /// Operations in flight, with their agent, deployment and start.
+    pub fn in_flight(&self) -> Result<Vec<(i64, String, i64, i64)>, String> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT id, endpoint_id, deployment_id, created FROM operations
+                 WHERE state = 'sent' ORDER BY id",
+            )
+            .map_err(err)?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .map_err(err)?;
+        rows.collect::<Result<_, _>>().map_err(err)
+    }
+
+    /// Marks `lost` an operation in flight that no result ended (its controller stopped).
+    pub fn lose_op(&self, id: i64, message: &str, now: i64) -> Result<(), String> {
+        self.conn
+            .execute(
+                "UPDATE operations SET state = 'lost', fault_code = 0, fault_message = ?2,
+                                       finished = ?3
+                 WHERE id = ?1 AND state = 'sent'",
+                params![id, message, now],
+            )
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    /// The journal, newest first, at most `limit` lines.
+    pub fn operations(&self, limit: usize) -> Result<Vec<Operation>, String> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT id, endpoint_id, deployment_id, kind, state, fault_code, fault_message,
+                        created, finished
+                 FROM operations ORDER BY id DESC LIMIT ?1",
+            )
+            .map_err(err)?;
+        let rows = st
+            .query_map(params![limit as i64], |r| {
+                Ok(Operation {
+                    id: r.get(0)?,
+                    endpoint_id: r.get(1)?,
+                    deployment_id: r.get(2)?,
+                    kind: r.get(3)?,
+                    state: r.get(4)?,
+                    fault_code: r.get(5)?,
+                    fault_message: r.get(6)?,
+                    created: r.get(7)?,
+                    finished: r.get(8)?,
+                })
+            })
+            .map_err(err)?;
+        rows.collect::<Result<_, _>>().map_err(err)
+    }
+
+    /// Per deployment: agents that have it (name and version) and, by the state of each
+    /// agent's last operation for it, how many agents are in that state.
+    pub fn deployment_counts(&self) -> Result<HashMap<i64, BTreeMap<String, i64>>, String> {
+        let mut out: HashMap<i64, BTreeMap<String, i64>> = HashMap::new();
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT d.id, count(DISTINCT u.endpoint_id) FROM deployments d
+                 JOIN dus u ON u.name = d.name AND u.version = d.version GROUP BY d.id",
+            )
+            .map_err(err)?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(err)?;
+        for row in rows {
+            let (d, n) = row.map_err(err)?;
+            out.entry(d).or_default().insert("installed".into(), n);
+        }
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT o.deployment_id, o.state, count(*) FROM operations o
+                 WHERE o.id = (SELECT max(id) FROM operations
+                               WHERE endpoint_id = o.endpoint_id
+                                 AND deployment_id = o.deployment_id)
+                 GROUP BY o.deployment_id, o.state",
+            )
+            .map_err(err)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(err)?;
+        for row in rows {
+            let (d, state, n) = row.map_err(err)?;
+            out.entry(d).or_default().insert(state, n);
+        }
+        Ok(out)
+    }
+
+    /// The last journal line of `agent` for `deployment`, if any.
+    pub fn last_op(&self, agent: &str, deployment: i64) -> Result<Option<Operation>, String> {
+        self.conn
+            .query_row(
+                "SELECT id, endpoint_id, deployment_id, kind, state, fault_code, fault_message,
+                        created, finished
+                 FROM operations WHERE endpoint_id = ?1 AND deployment_id = ?2
+                 ORDER BY id DESC LIMIT 1",
+                params![agent, deployment],
+                |r| {
+                    Ok(Operation {
+                        id: r.get(0)?,
+                        endpoint_id: r.get(1)?,
+                        deployment_id: r.get(2)?,
+                        kind: r.get(3)?,
+                        state: r.get(4)?,
+                        fault_code: r.get(5)?,
+                        fault_message: r.get(6)?,
+                        created: r.get(7)?,
+                        finished: r.get(8)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,99 @@
+//! The schema as a list of migrations, applied in order: the database's `PRAGMA user_version`
+//! says how many have been applied, each runs in its own transaction with the version bump, so
+//! a database is always at one version of the list and a newer controller brings an older
+//! database up to date at open.
+
+use rusqlite::Connection;
+
+/// The migrations, version N+1 being `MIGRATIONS[N]`. Append only: a released migration never
+/// changes (databases in the field are already past it).
+pub const MIGRATIONS: &[&str] = &[
+    // 1: inventory, desired state and the operations journal.
+    "CREATE TABLE agents (
+        endpoint_id TEXT PRIMARY KEY,
+        first_seen INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL,
+        online INTEGER NOT NULL DEFAULT 0,
+        manufacturer TEXT, model TEXT, software_version TEXT, serial TEXT,
+        board TEXT, arch TEXT,
+        inventory_at INTEGER
+    );
+    CREATE TABLE exec_envs (
+        endpoint_id TEXT NOT NULL REFERENCES agents(endpoint_id) ON DELETE CASCADE,
+        path TEXT NOT NULL,
+        name TEXT NOT NULL,
+        type TEXT, status TEXT, arch TEXT,
+        budget_kib INTEGER, available_kib INTEGER,
+        PRIMARY KEY (endpoint_id, path)
+    );
+    CREATE TABLE dus (
+        endpoint_id TEXT NOT NULL REFERENCES agents(endpoint_id) ON DELETE CASCADE,
+        path TEXT NOT NULL,
+        uuid TEXT NOT NULL, name TEXT NOT NULL, version TEXT NOT NULL,
+        url TEXT, status TEXT, exec_env TEXT,
+        PRIMARY KEY (endpoint_id, path)
+    );
+    CREATE TABLE deployments (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL,
+        url TEXT NOT NULL,
+        digest TEXT,
+        version TEXT NOT NULL,
+        selector TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('active', 'superseded', 'removed'))
+    );
+    CREATE UNIQUE INDEX deployments_one_active ON deployments(name) WHERE state = 'active';
+    CREATE TABLE operations (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        endpoint_id TEXT NOT NULL,
+        deployment_id INTEGER NOT NULL REFERENCES deployments(id),
+        kind TEXT NOT NULL CHECK (kind IN ('install', 'update', 'uninstall')),
+        state TEXT NOT NULL CHECK (state IN ('sent', 'done', 'failed', 'lost')),
+        fault_code INTEGER, fault_message TEXT,
+        created INTEGER NOT NULL, finished INTEGER
+    );
+    -- The journal's rule: one operation in flight per agent and deployment, whatever runs it.
+    CREATE UNIQUE INDEX operations_one_in_flight ON operations(endpoint_id, deployment_id)
+        WHERE state = 'sent';
+    CREATE INDEX operations_by_agent ON operations(endpoint_id, deployment_id, id);",
+    // 2: execution units with their faults, the package's memory need for placement, and the
+    // index the reconciliation pages online agents by.
+    "CREATE TABLE eus (
+        endpoint_id TEXT NOT NULL REFERENCES agents(endpoint_id) ON DELETE CASCADE,
+        path TEXT NOT NULL,
+        euid TEXT NOT NULL, name TEXT, status TEXT,
+        fault_code TEXT, fault_message TEXT,
+        PRIMARY KEY (endpoint_id, path)
+    );
+    ALTER TABLE deployments ADD COLUMN memory_mib INTEGER;
+    CREATE INDEX agents_online ON agents(online, endpoint_id);",
+];
+
+/// The schema version this build writes.
+pub fn latest() -> u32 {
+    MIGRATIONS.len() as u32
+}
+
+/// Applies the migrations `conn` has not had yet, each in a transaction; returns the version
+/// it was at. A database newer than this build is refused (its schema is not ours to guess).
+pub fn migrate(conn: &mut Connection) -> Result<u32, String> {
+    let at: u32 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| format!("schema version: {e}"))?;
+    if at > latest() {
+        return Err(format!(
+            "database schema version {at} is newer than this controller's ({})",
+            latest()
+        ));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(at as usize) {
+        let v = i + 1;
+        let tx = conn.transaction().map_err(|e| e.to_string())?;
+        tx.execute_batch(sql)
+            .and_then(|_| tx.pragma_update(None, "user_version", v as u32))
+            .and_then(|_| tx.commit())
+            .map_err(|e| format!("migration {v}: {e}"))?;
+    }
+    Ok(at)
+}
