@@ -15,8 +15,12 @@
 #                                    with FailureWhileActive (the containment test)
 #
 # Each version is the aarch64 microVM of `cpevisor-rootfs guest --app status` (kernel Image,
-# initramfs, ext2 disk) whose disk's data.txt holds the token `sample-status-<version>`: the app's
-# /status page shows it as `data=sample-status-<version>`, so a test can tell which version runs.
+# root file system, ext2 disk) whose disk's data.txt holds the token `sample-status-<version>`:
+# the app's /status page shows it as `data=sample-status-<version>`, so a test can tell which
+# version runs. The root file system: with the minimal kernel an erofs image (layer
+# `rootfs_image`: the agent attaches it read-only as the guest's first disk, one blob shared by
+# every app, and adds `root=/dev/vda ro rootfstype=erofs`); with the stock kernel an initramfs
+# (`initrd`: Debian's kernel has erofs as a module only).
 # The signing key lives in $CPEVISOR_CACHE/keys/ (generated once with `cpevisorctl keygen`, never
 # in the repository); scripts/firmware.sh puts its public half in the firmware's trusted keys.
 # SAMPLE_KERNEL=minimal (default: the minimal guest kernel, built here by scripts/guest-kernel.sh
@@ -106,8 +110,8 @@ if [ "${1:-}" = jail ]; then
 fi
 
 case $KERNEL in
-  stock) SAMPLE_MIB=64 ;;
-  minimal) SAMPLE_MIB=16 ;;
+  stock) SAMPLE_MIB=64 GUEST_ROOT=initramfs ROOT_LAYER='"initrd": "guest/initramfs.cpio.gz"' ;;
+  minimal) SAMPLE_MIB=16 GUEST_ROOT=erofs ROOT_LAYER='"rootfs_image": "guest/root.erofs"' ;;
   *) echo "sample-app.sh: SAMPLE_KERNEL=$KERNEL: expected stock or minimal" >&2; exit 2 ;;
 esac
 [ $# -gt 0 ] || set -- 1.0 1.1
@@ -124,7 +128,7 @@ for v in "$@"; do
   rm -rf "$stage"
   mkdir -p "$stage"
   echo "sample-status-$v" >"$stage/data.txt"
-  "$BIN/cpevisor-rootfs" guest --arch aarch64 --app status --kernel "$KERNEL" \
+  "$BIN/cpevisor-rootfs" guest --arch aarch64 --app status --kernel "$KERNEL" --root "$GUEST_ROOT" \
     --data "$stage/data.txt" --out "$stage/guest" >&2
   cat >"$stage/app.json" <<EOF
 {"name": "status", "version": "$v", "vendor": "cpevisor",
@@ -134,7 +138,7 @@ for v in "$@"; do
  "restart": {"enable": true, "retry_min_wait_s": 2, "retry_max_wait_s": 30,
              "retry_interval_multiplier": 2000, "max_retry_count": 5, "reset_period_s": 120},
  "autostart": true, "run_level": 1,
- "kernel": "guest/Image", "initrd": "guest/initramfs.cpio.gz", "disk": "guest/disk.img"}
+ "kernel": "guest/Image", $ROOT_LAYER, "disk": "guest/disk.img"}
 EOF
   "$CTL" pack "$stage" --key "$KEYS/cpevisor-signing.key" --out "$OUT/status-$v.cpkg" >&2
   echo "sample-app.sh: $OUT/status-$v.cpkg ($(stat -c %s "$OUT/status-$v.cpkg") bytes, $KERNEL kernel)" >&2

@@ -24,6 +24,8 @@ HOST_PKGS=(
   gcc-mipsel-linux-gnu libc6-dev-mipsel-cross gcc-mips64el-linux-gnuabi64 libc6-dev-mips64el-cross
   # images, tests and benchmarks (acpica-tools: iasl disassembles the VMM's x86 ACPI tables in a test)
   busybox-static cpio file openssl python3 mosquitto mosquitto-clients iproute2 e2fsprogs acpica-tools
+  # the microVM app's read-only root file system image (mkfs.erofs, `cpevisor-rootfs guest`)
+  erofs-utils
   # minimal guest kernels (scripts/guest-kernel.sh): source, kconfig and build tools; libelf for
   # x86_64's objtool, xz for its compressed bzImage
   linux-source-6.1 make gcc flex bison bc libelf-dev xz-utils

@@ -263,3 +263,37 @@ fn pack_refuses_bad_app_dirs() {
     assert!(!tmp.path().join("x.cpkg").exists());
     assert_eq!(oci::blob_name(&Digest::of(b"")).len(), 13 + 64);
 }
+
+/// A root file system image is a layer of its own (`rootfs_image` in app.json), beside an
+/// initrd or not: both together are accepted (a guest whose initramfs mounts the image as its
+/// root, as a stock kernel with erofs as a module would need), and the installed version points
+/// at the one blob in the store, which every app with the same image shares.
+#[test]
+fn a_root_image_layer_packs_verifies_and_unpacks_beside_an_initrd() {
+    let tmp = Scratch::new("pack-root-image");
+    let key = test_key(1);
+    let app = tmp.path().join("app");
+    write_app_dir(&app, 4096);
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&fs::read(app.join("app.json")).unwrap()).unwrap();
+    cfg["rootfs_image"] = "root.erofs".into();
+    fs::write(app.join("app.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    fs::write(app.join("root.erofs"), vec![0xe2u8; 8192]).unwrap();
+    let packed = pack_dir(&app, &key, &tmp.path().join("a.cpkg")).unwrap();
+    let pkg = verify_package(&packed.path, &trusted(1), &PackageCaps::default()).unwrap();
+    assert_eq!(pkg.layers.len(), 4, "kernel, initrd, rootfs, root image");
+    assert_eq!(
+        LayerKind::from_media_type(oci::MEDIA_ROOTFS_IMAGE),
+        Some(LayerKind::RootfsImage)
+    );
+    assert_eq!(LayerKind::RootfsImage.key(), "rootfs_image");
+
+    let store = Store::open(&tmp.path().join("state")).unwrap();
+    let unpacked = pkg.unpack(&store).unwrap();
+    let image = unpacked.layer_path(&store, LayerKind::RootfsImage).unwrap();
+    assert_eq!(fs::read(&image).unwrap(), vec![0xe2u8; 8192]);
+    assert!(unpacked.layer_path(&store, LayerKind::Initrd).is_some());
+    // The blob is the content-addressed file itself: the same bytes in another package land
+    // on the same path.
+    assert_eq!(image, store.blob_path(&Digest::of(&[0xe2u8; 8192])));
+}

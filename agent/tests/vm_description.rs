@@ -1,6 +1,7 @@
 //! The VM description the agent writes for its kvm backend is accepted by the VMM's own
 //! parser and checks (`cpevisor-vmm --config`), for every option the agent can produce: initrd
-//! or not, a disk or not, a tap or no network, the readiness pipe or not, any vCPU count. Both
+//! or not, a root image or not, a disk or not, a tap or no network, the readiness pipe or not,
+//! any vCPU count. Both
 //! sides use `cpevisor_types::vm::VmConfig`; this shows the agent fills it in a way the VMM
 //! takes (files, taps, jail ids, descriptor) and that nothing is lost on the way.
 
@@ -8,7 +9,7 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cpevisor_agent::supervise::backend::{vm_config_json, LaunchSpec};
+use cpevisor_agent::supervise::backend::{vm_config_json, LaunchSpec, ROOT_IMAGE_CMDLINE};
 use cpevisor_agent::supervise::jail::userns::USERNS_ID_BASE;
 use cpevisor_agent::supervise::net::{self, MAX_APPS_PER_NETWORK};
 use cpevisor_agent::supervise::ready::StartPolicy;
@@ -49,6 +50,7 @@ struct Files {
     dir: PathBuf,
     kernel: PathBuf,
     initrd: PathBuf,
+    root_image: PathBuf,
     disk: PathBuf,
 }
 
@@ -59,12 +61,18 @@ fn files(tag: &str) -> Files {
     let f = Files {
         kernel: dir.join("Image"),
         initrd: dir.join("initrd"),
+        root_image: dir.join("root.erofs"),
         disk: dir.join("disk.img"),
         dir,
     };
     std::fs::write(&f.kernel, kernel_bytes()).unwrap();
     std::fs::write(&f.initrd, empty_cpio()).unwrap();
     std::fs::write(&f.disk, vec![0u8; 4096]).unwrap();
+    std::fs::write(&f.root_image, vec![0u8; 8192]).unwrap();
+    // The blob store's files are read-only to the VMM's uid; the VMM opens a read-only disk
+    // without asking for write access.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&f.root_image, std::fs::Permissions::from_mode(0o444)).unwrap();
     f
 }
 
@@ -74,6 +82,7 @@ fn spec(f: &Files) -> LaunchSpec {
         command: vec![],
         kernel: Some(f.kernel.clone()),
         initrd: None,
+        root_image: None,
         disk: None,
         cmdline: "console=ttyS0 quiet".into(),
         memory_mib: 64,
@@ -105,7 +114,7 @@ fn every_description_the_agent_writes_is_accepted_by_the_vmm() {
     // The write end of a pipe, as the agent hands the VMM its readiness pipe.
     let (_r, w) = nix::unistd::pipe().unwrap();
     let mut seen = 0;
-    for initrd in [false, true] {
+    for (initrd, root_image) in [(false, false), (true, false), (false, true), (true, true)] {
         for disk in [false, true] {
             // "lo" stands in for the agent's tap: the VMM checks that the tap exists.
             for tap in [None, Some("lo")] {
@@ -114,6 +123,7 @@ fn every_description_the_agent_writes_is_accepted_by_the_vmm() {
                         let mut s = spec(&f);
                         s.stop_timeout = Duration::from_millis(stop_ms);
                         s.initrd = initrd.then(|| f.initrd.clone());
+                        s.root_image = root_image.then(|| f.root_image.clone());
                         s.disk = disk.then(|| f.disk.clone());
                         s.tap = tap.map(String::from);
                         s.vcpus = vcpus;
@@ -122,12 +132,26 @@ fn every_description_the_agent_writes_is_accepted_by_the_vmm() {
                         assert_eq!(c.kernel, f.kernel);
                         assert_eq!(c.kernel_format, KernelFormat::Auto);
                         assert_eq!(c.initrd, s.initrd);
-                        assert_eq!(c.cmdline, s.cmdline);
+                        // A root image is the first disk: the agent says so on the command
+                        // line, after the package's words.
+                        let cmdline = match root_image {
+                            true => format!("{} {ROOT_IMAGE_CMDLINE}", s.cmdline),
+                            false => s.cmdline.clone(),
+                        };
+                        assert_eq!(c.cmdline, cmdline);
                         assert_eq!((c.memory_mib, c.max_memory_mib), (64, 64));
                         assert_eq!(u32::from(c.vcpus), vcpus.max(1));
-                        let disks: Vec<_> = c.disks.iter().map(|d| d.path.clone()).collect();
-                        assert_eq!(disks, s.disk.iter().cloned().collect::<Vec<_>>());
-                        assert!(c.disks.iter().all(|d| !d.read_only));
+                        // (path, read_only): the shared root image read-only and first, the
+                        // app's private data disk writable after it.
+                        let disks: Vec<_> = c
+                            .disks
+                            .iter()
+                            .map(|d| (d.path.clone(), d.read_only))
+                            .collect();
+                        let want: Vec<_> = (s.root_image.iter().map(|p| (p.clone(), true)))
+                            .chain(s.disk.iter().map(|p| (p.clone(), false)))
+                            .collect();
+                        assert_eq!(disks, want);
                         let taps: Vec<_> = c.nets.iter().map(|n| n.tap.to_string()).collect();
                         assert_eq!(taps, tap.iter().map(|t| t.to_string()).collect::<Vec<_>>());
                         assert!(c.rng);
@@ -146,7 +170,7 @@ fn every_description_the_agent_writes_is_accepted_by_the_vmm() {
             }
         }
     }
-    assert_eq!(seen, 48);
+    assert_eq!(seen, 96);
     std::fs::remove_dir_all(&f.dir).unwrap();
 }
 

@@ -329,6 +329,51 @@ impl Initramfs {
         Ok(())
     }
 
+    /// Writes the tree as plain files under `root` (which must not exist yet), for a file-system
+    /// image builder such as `mkfs.erofs` to read. Owners and times are not written (the image
+    /// builder fixes them); directory modes are set last so a read-only directory still gets its
+    /// contents. Device nodes are refused: an image of this tree gets them from devtmpfs.
+    pub fn write_dir(&self, root: &Path) -> Result<(), CpioError> {
+        use std::os::unix::fs::{symlink, PermissionsExt};
+        let at = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| CpioError::Io { path: p, source }
+        };
+        fs::create_dir(root).map_err(at(root))?;
+        // BTreeMap order puts every directory before what it holds.
+        for (path, entry) in &self.entries {
+            let dest = root.join(path);
+            match &entry.node {
+                Node::Dir => fs::create_dir(&dest).map_err(at(&dest))?,
+                Node::File(data) => {
+                    match data {
+                        FileData::Bytes(b) => fs::write(&dest, b).map_err(at(&dest))?,
+                        FileData::Host(host) => {
+                            fs::copy(host, &dest).map_err(at(&dest))?;
+                        }
+                    }
+                    fs::set_permissions(&dest, fs::Permissions::from_mode(entry.perm))
+                        .map_err(at(&dest))?;
+                }
+                Node::Symlink(target) => symlink(target, &dest).map_err(at(&dest))?,
+                Node::CharDev { .. } => {
+                    return Err(CpioError::BadPath {
+                        path: path.clone(),
+                        why: "a device node cannot be written to a directory tree",
+                    })
+                }
+            }
+        }
+        for (path, entry) in self.entries.iter().rev() {
+            if entry.node == Node::Dir {
+                let dest = root.join(path);
+                fs::set_permissions(&dest, fs::Permissions::from_mode(entry.perm))
+                    .map_err(at(&dest))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Writes the archive gzipped (fixed level, no name, header mtime 0) to `path`.
     pub fn write_gz(&self, path: &Path) -> Result<(), CpioError> {
         let io_err = |source| CpioError::Io {

@@ -1,12 +1,18 @@
-//! Guest images for `cpevisor-vmm` microVMs: a kernel, an initramfs running a sample app, and a
-//! small app disk, built reproducibly from the `make setup` cache.
+//! Guest images for `cpevisor-vmm` microVMs: a kernel, a root file system running a sample app,
+//! and a small app disk, built reproducibly from the `make setup` cache.
 //!
 //! Output directory layout (`cpevisor-rootfs guest --out DIR`):
 //! - `Image`              the guest kernel as the VMM loads it: aarch64 a raw arm64 `Image`
 //!   (gunzipped when the source is gzip); x86_64 a bzImage
-//! - `initramfs.cpio.gz`  busybox, the app's init and files, and (stock kernels) the virtio and
-//!   ext4 modules from the same kernel package with their load order
-//! - `disk.img`           the app disk: ext2 made by `mke2fs -d` holding `data.txt`
+//! - the root file system, one of ([`GuestRoot`]):
+//!   - `root.erofs`       (minimal kernel, the default there) an uncompressed erofs image for a
+//!     read-only disk, the guest's first (`root=/dev/vda ro rootfstype=erofs`): busybox with its
+//!     applet links, the app's init (`/init`, also `/sbin/init`) and files, empty mount points
+//!   - `initramfs.cpio.gz` (stock kernels, or `--root initramfs`) the same tree as an initramfs,
+//!     and for stock kernels the virtio and ext4 modules from the same kernel package with their
+//!     load order
+//! - `disk.img`           the app disk: ext2 made by `mke2fs -d` holding `data.txt` (the guest's
+//!   second disk after an erofs root, its first with an initramfs)
 //! - `manifest.txt`       what went in, with sha256 digests
 //!
 //! The disk is ext2 rather than a raw byte layout so the app reads its data through a real file
@@ -122,6 +128,54 @@ impl GuestKernel {
     }
 }
 
+/// Where the guest's root file system lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestRoot {
+    /// `initramfs.cpio.gz`: unpacked by the kernel into guest RAM (tmpfs), in every guest.
+    Initramfs,
+    /// `root.erofs`: an uncompressed erofs image on a read-only disk, its pages from the host's
+    /// page cache, shared by every guest using it. Needs erofs built into the kernel (the
+    /// minimal one; Debian's has it as a module, which only an initramfs could load).
+    Erofs,
+}
+
+impl GuestRoot {
+    /// Parses `initramfs` or `erofs`.
+    pub fn parse(s: &str) -> Result<Self, FirmwareError> {
+        match s {
+            "initramfs" => Ok(GuestRoot::Initramfs),
+            "erofs" => Ok(GuestRoot::Erofs),
+            other => Err(input(format!(
+                "guest root {other:?}: expected erofs or initramfs"
+            ))),
+        }
+    }
+
+    /// The name used on the command line and in the manifest.
+    pub fn name(self) -> &'static str {
+        match self {
+            GuestRoot::Initramfs => "initramfs",
+            GuestRoot::Erofs => "erofs",
+        }
+    }
+
+    /// The root for `kernel` when none is asked for: erofs where the kernel has it built in.
+    pub fn default_for(kernel: &GuestKernel) -> Self {
+        match kernel {
+            GuestKernel::Minimal => GuestRoot::Erofs,
+            GuestKernel::Stock => GuestRoot::Initramfs,
+        }
+    }
+
+    /// The root file system's file in the output directory.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            GuestRoot::Initramfs => "initramfs.cpio.gz",
+            GuestRoot::Erofs => "root.erofs",
+        }
+    }
+}
+
 /// A sample app: its init and files, compiled into the builder.
 struct App {
     name: &'static str,
@@ -170,7 +224,8 @@ const APPS: &[App] = &[App {
             0o755,
         ),
     ],
-    dirs: &["www/status", "data", "tmp"],
+    // Mount points: an erofs root cannot make them at boot.
+    dirs: &["www/status", "data", "tmp", "run"],
     data: include_str!("../files/guest/status/data.txt"),
     modules: &[
         "virtio_mmio",
@@ -208,6 +263,8 @@ pub struct GuestSpec {
     pub app: String,
     /// Debian's kernel or the project's minimal one.
     pub kernel: GuestKernel,
+    /// How the root file system is shipped ([`GuestRoot::default_for`] the kernel, usually).
+    pub root: GuestRoot,
     /// Contents of the disk's `data.txt`; `None` takes the app's default.
     pub data: Option<Vec<u8>>,
 }
@@ -234,8 +291,10 @@ pub struct GuestManifest {
     pub kernel_source: String,
     /// SHA-256 of the kernel image, hex.
     pub image_sha256: String,
-    /// SHA-256 of the initramfs, hex.
-    pub initramfs_sha256: String,
+    /// How the root file system is shipped; its file is `root.file_name()`.
+    pub root: GuestRoot,
+    /// SHA-256 of the root file system's file (initramfs or erofs image), hex.
+    pub root_sha256: String,
     /// SHA-256 of the ext2 data disk, hex.
     pub disk_sha256: String,
     /// Modules in load order (empty for the minimal kernel).
@@ -251,8 +310,12 @@ impl GuestManifest {
             self.arch, self.app, self.kernel, self.kernel_source
         );
         s += &format!(
-            "image_sha256={}\ninitramfs_sha256={}\ndisk_sha256={}\n",
-            self.image_sha256, self.initramfs_sha256, self.disk_sha256
+            "image_sha256={}\nroot={}\nroot_file={}\nroot_sha256={}\ndisk_sha256={}\n",
+            self.image_sha256,
+            self.root.name(),
+            self.root.file_name(),
+            self.root_sha256,
+            self.disk_sha256
         );
         for m in &self.modules {
             s += &format!("module={m}\n");
@@ -465,7 +528,7 @@ fn pin_inode_times(staging: &Path, image: &Path, mtime: u32) -> Result<(), Firmw
     Ok(())
 }
 
-fn add_base_files(fs: &mut Initramfs, app: &App) -> Result<(), FirmwareError> {
+fn add_base_files(fs: &mut Initramfs, app: &App, root: GuestRoot) -> Result<(), FirmwareError> {
     for dir in [
         "bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "etc",
     ] {
@@ -474,9 +537,17 @@ fn add_base_files(fs: &mut Initramfs, app: &App) -> Result<(), FirmwareError> {
     for dir in app.dirs {
         fs.add_dir(dir, if *dir == "tmp" { 0o1777 } else { 0o755 })?;
     }
-    // The kernel opens /dev/console before init runs, so it must exist before devtmpfs.
-    fs.add_char_dev("dev/console", 0o600, 5, 1)?;
-    fs.add_char_dev("dev/null", 0o666, 1, 3)?;
+    match root {
+        // The kernel opens /dev/console before init runs, so it must exist before devtmpfs.
+        GuestRoot::Initramfs => {
+            fs.add_char_dev("dev/console", 0o600, 5, 1)?;
+            fs.add_char_dev("dev/null", 0o666, 1, 3)?;
+        }
+        // The kernel opens the console on its built-in rootfs before it mounts this root, and
+        // mounts devtmpfs on /dev itself (CONFIG_DEVTMPFS_MOUNT). It runs /sbin/init by
+        // default: no `init=` on the command line.
+        GuestRoot::Erofs => fs.add_symlink("sbin/init", "/init")?,
+    }
     fs.add_file("etc/passwd", b"root:x:0:0:root:/:/bin/sh\n".to_vec(), 0o644)?;
     fs.add_file("etc/group", b"root:x:0:\n".to_vec(), 0o644)?;
     fs.add_file(
@@ -505,6 +576,13 @@ pub fn build_guest(
         ))
     })?;
     let arch = spec.arch;
+    if spec.root == GuestRoot::Erofs && spec.kernel == GuestKernel::Stock {
+        return Err(input(
+            "an erofs root needs erofs built into the kernel: Debian's stock kernel has it as a \
+             module, which only an initramfs could load (use --root initramfs)"
+                .into(),
+        ));
+    }
 
     let busybox_path = inputs
         .cache
@@ -520,11 +598,17 @@ pub fn build_guest(
     }
     let busybox = read_bounded(&busybox_path, MAX_INPUT_SIZE)?;
     check_busybox(&busybox, arch, &busybox_path)?;
+    // A read-only root cannot take `busybox --install` at boot: the links are made here.
+    let applets = match spec.root {
+        GuestRoot::Erofs => crate::erofs::busybox_applets(&busybox)?,
+        GuestRoot::Initramfs => Vec::new(),
+    };
 
     let mut fs_tree = Initramfs::new().with_mtime(inputs.mtime);
-    add_base_files(&mut fs_tree, app)?;
+    add_base_files(&mut fs_tree, app, spec.root)?;
     fs_tree.add_file("bin/busybox", busybox, 0o755)?;
     fs_tree.add_symlink("bin/sh", "busybox")?;
+    crate::erofs::add_applet_links(&mut fs_tree, &applets)?;
 
     let (kernel_path, kernel_source, modules) = match spec.kernel {
         GuestKernel::Stock => {
@@ -567,11 +651,23 @@ pub fn build_guest(
     )?;
 
     fs::create_dir_all(out).map_err(io_at(out))?;
-    let initramfs_tmp = out.join(".initramfs.cpio.gz.tmp");
-    fs_tree.write_gz(&initramfs_tmp)?;
-    let initramfs_path = out.join("initramfs.cpio.gz");
-    fs::rename(&initramfs_tmp, &initramfs_path).map_err(io_at(&initramfs_path))?;
-    let initramfs = fs::read(&initramfs_path).map_err(io_at(&initramfs_path))?;
+    // Only this build's root file: a stale one of the other kind would read as part of it.
+    for other in [GuestRoot::Initramfs, GuestRoot::Erofs] {
+        let stale = out.join(other.file_name());
+        if other != spec.root && stale.exists() {
+            fs::remove_file(&stale).map_err(io_at(&stale))?;
+        }
+    }
+    let root_path = out.join(spec.root.file_name());
+    match spec.root {
+        GuestRoot::Initramfs => {
+            let tmp = out.join(".initramfs.cpio.gz.tmp");
+            fs_tree.write_gz(&tmp)?;
+            fs::rename(&tmp, &root_path).map_err(io_at(&root_path))?;
+        }
+        GuestRoot::Erofs => crate::erofs::build_erofs(&fs_tree, inputs.mtime, &root_path)?,
+    }
+    let root_bytes = fs::read(&root_path).map_err(io_at(&root_path))?;
     write_atomically(out, "Image", &image)?;
 
     let data = spec.data.as_deref().unwrap_or(app.data.as_bytes()).to_vec();
@@ -585,7 +681,8 @@ pub fn build_guest(
         kernel: spec.kernel.name().to_string(),
         kernel_source,
         image_sha256: Sha256Digest::of(&image).hex(),
-        initramfs_sha256: Sha256Digest::of(&initramfs).hex(),
+        root: spec.root,
+        root_sha256: Sha256Digest::of(&root_bytes).hex(),
         disk_sha256: Sha256Digest::of(&disk).hex(),
         modules,
     };
@@ -597,8 +694,12 @@ impl fmt::Display for GuestManifest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} guest, app {}, {} kernel ({})",
-            self.arch, self.app, self.kernel, self.kernel_source
+            "{} guest, app {}, {} kernel ({}), {} root",
+            self.arch,
+            self.app,
+            self.kernel,
+            self.kernel_source,
+            self.root.name()
         )
     }
 }

@@ -82,9 +82,28 @@ fn spec(kernel: GuestKernel, data: Option<&[u8]>) -> GuestSpec {
     GuestSpec {
         arch: GuestArch::X86_64,
         app: "status".into(),
+        root: GuestRoot::default_for(&kernel),
         kernel,
         data: data.map(<[u8]>::to_vec),
     }
+}
+
+fn have_erofs_utils() -> bool {
+    Command::new("fsck.erofs").arg("-V").output().is_ok()
+}
+
+/// The erofs image unpacked by erofs-utils' own checker into `dest` (which must not exist).
+fn extract_erofs(image: &Path, dest: &Path) {
+    let out = Command::new("fsck.erofs")
+        .arg(format!("--extract={}", dest.display()))
+        .arg(image)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "fsck.erofs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn initramfs_entries(dir: &Path) -> Vec<Parsed> {
@@ -168,28 +187,22 @@ fn stock_build_has_app_modules_and_is_reproducible() {
 }
 
 #[test]
-fn minimal_build_has_no_modules_and_carries_the_data() {
+fn minimal_initramfs_build_has_no_modules_and_carries_the_data() {
     let s = Scratch::new("minimal");
     let cache = synthetic_cache(&s.0);
     let inputs = GuestInputs { cache, mtime: 0 };
     let out = s.0.join("out");
-    let m = build_guest(
-        &spec(GuestKernel::Minimal, Some(b"token-1234\n")),
-        &inputs,
-        &out,
-    )
-    .unwrap();
+    let mut minimal = spec(GuestKernel::Minimal, Some(b"token-1234\n"));
+    minimal.root = GuestRoot::Initramfs;
+    let m = build_guest(&minimal, &inputs, &out).unwrap();
     assert!(m.modules.is_empty());
+    assert_eq!(m.root, GuestRoot::Initramfs);
+    assert!(!out.join("root.erofs").exists());
     // mtime 0 (no SOURCE_DATE_EPOCH) must be reproducible too: e2fsprogs reads a fake time of 0
     // as "use the clock".
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let again = s.0.join("again");
-    build_guest(
-        &spec(GuestKernel::Minimal, Some(b"token-1234\n")),
-        &inputs,
-        &again,
-    )
-    .unwrap();
+    build_guest(&minimal, &inputs, &again).unwrap();
     let digest = |d: &Path| Sha256Digest::of(&fs::read(d.join("disk.img")).unwrap()).hex();
     assert_eq!(
         digest(&out),
@@ -204,6 +217,149 @@ fn minimal_build_has_no_modules_and_carries_the_data() {
     }
     let text = fs::read_to_string(out.join("manifest.txt")).unwrap();
     assert!(text.contains("kernel=minimal"), "{text}");
+    assert!(
+        text.contains("root=initramfs\nroot_file=initramfs.cpio.gz\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn minimal_build_defaults_to_a_reproducible_erofs_root() {
+    if !have_erofs_utils() {
+        eprintln!("skipped: erofs-utils not installed (make setup)");
+        return;
+    }
+    let s = Scratch::new("erofs");
+    let cache = synthetic_cache(&s.0);
+    let inputs = GuestInputs {
+        cache,
+        mtime: 1_700_000_000,
+    };
+    let (a, b) = (s.0.join("a"), s.0.join("b"));
+    // A stale initramfs from an earlier build must not stay beside the erofs root.
+    fs::create_dir_all(&a).unwrap();
+    fs::write(a.join("initramfs.cpio.gz"), b"stale").unwrap();
+    let minimal = spec(GuestKernel::Minimal, Some(b"token-erofs\n"));
+    assert_eq!(minimal.root, GuestRoot::Erofs);
+    let m = build_guest(&minimal, &inputs, &a).unwrap();
+    assert_eq!(m.root, GuestRoot::Erofs);
+    assert!(!a.join("initramfs.cpio.gz").exists());
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    build_guest(&minimal, &inputs, &b).unwrap();
+    for f in ["Image", "root.erofs", "disk.img", "manifest.txt"] {
+        let digest = |d: &Path| Sha256Digest::of(&fs::read(d.join(f)).unwrap()).hex();
+        assert_eq!(digest(&a), digest(&b), "{f} differs between two builds");
+    }
+    let image = fs::read(a.join("root.erofs")).unwrap();
+    // The erofs superblock: magic 0xE0F5E1E2 at 1024, its 4 KiB blocks (log2 at 1024 + 12).
+    assert_eq!(image[1024..1028], 0xE0F5_E1E2u32.to_le_bytes());
+    assert_eq!(image[1024 + 12], 12);
+    assert_eq!(m.root_sha256, Sha256Digest::of(&image).hex());
+    let text = fs::read_to_string(a.join("manifest.txt")).unwrap();
+    assert!(
+        text.contains(&format!(
+            "root=erofs\nroot_file=root.erofs\nroot_sha256={}\n",
+            m.root_sha256
+        )),
+        "{text}"
+    );
+
+    let tree = s.0.join("tree");
+    extract_erofs(&a.join("root.erofs"), &tree);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &str| {
+        fs::symlink_metadata(tree.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    let init = fs::read_to_string(tree.join("init")).unwrap();
+    assert!(init.contains("APP-READY"));
+    assert_eq!(mode("init"), 0o755);
+    // The kernel runs /sbin/init when the root is a disk.
+    assert_eq!(
+        fs::read_link(tree.join("sbin/init")).unwrap(),
+        Path::new("/init")
+    );
+    // Every applet linked at build time (the root is read-only at boot).
+    let applets = crate::erofs::busybox_applets(&fs::read("/bin/busybox").unwrap()).unwrap();
+    for name in applets.iter().filter(|n| *n != "busybox") {
+        let link = fs::read_link(tree.join("bin").join(name))
+            .unwrap_or_else(|e| panic!("/bin/{name}: {e}"));
+        assert_eq!(link, Path::new("busybox"), "/bin/{name}");
+    }
+    for cmd in ["mount", "httpd", "ip", "devmem"] {
+        assert!(applets.iter().any(|a| a == cmd), "busybox has no {cmd}");
+    }
+    // Mount points exist; /tmp keeps its sticky bit; no device nodes (devtmpfs provides them).
+    for dir in ["proc", "sys", "dev", "tmp", "run", "data", "www/status"] {
+        assert!(tree.join(dir).is_dir(), "/{dir}");
+    }
+    assert_eq!(mode("tmp"), 0o1777);
+    assert_eq!(fs::read_dir(tree.join("dev")).unwrap().count(), 0);
+    assert_eq!(mode("www/cgi-bin/meminfo"), 0o755);
+    assert_eq!(mode("etc/passwd"), 0o644);
+    assert_eq!(
+        fs::read(tree.join("bin/busybox")).unwrap(),
+        fs::read("/bin/busybox").unwrap()
+    );
+    if have_debugfs() {
+        assert_eq!(disk_data(&a.join("disk.img")), "token-erofs\n");
+    }
+}
+
+#[test]
+fn an_erofs_root_needs_the_minimal_kernel() {
+    let s = Scratch::new("erofs-stock");
+    let cache = synthetic_cache(&s.0);
+    let inputs = GuestInputs { cache, mtime: 0 };
+    let mut stock = spec(GuestKernel::Stock, None);
+    stock.root = GuestRoot::Erofs;
+    let err = build_guest(&stock, &inputs, &s.0.join("o"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--root initramfs"), "{err}");
+    assert_eq!(
+        GuestRoot::default_for(&GuestKernel::Stock),
+        GuestRoot::Initramfs
+    );
+    assert_eq!(GuestRoot::parse("erofs").unwrap(), GuestRoot::Erofs);
+    assert!(GuestRoot::parse("squashfs")
+        .unwrap_err()
+        .to_string()
+        .contains("erofs or initramfs"));
+}
+
+#[test]
+fn busybox_applets_come_from_its_sorted_name_table() {
+    let mut bin = b"\x7fELF junk [ not this\0".to_vec();
+    bin.extend_from_slice(b"[\0[[\0ash\0cat\0sh\0");
+    let more: Vec<String> = (0..20).map(|i| format!("x{i:02}")).collect();
+    for n in &more {
+        bin.extend_from_slice(n.as_bytes());
+        bin.push(0);
+    }
+    bin.extend_from_slice(b"\0trailing\0");
+    let names = crate::erofs::busybox_applets(&bin).unwrap();
+    assert_eq!(names[..5], ["[", "[[", "ash", "cat", "sh"]);
+    assert_eq!(names.last().unwrap(), "x19");
+    assert_eq!(names.len(), 5 + 20);
+    // `ash` after `sh`: out of order, so not taken as a table.
+    let mut bad = b"[\0[[\0sh\0ash\0\0".to_vec();
+    bad.extend_from_slice(&[0; 8]);
+    let err = crate::erofs::busybox_applets(&bad).unwrap_err().to_string();
+    assert!(err.contains("out of order"), "{err}");
+    let err = crate::erofs::busybox_applets(b"no table here")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("applet table"), "{err}");
+    // The real one: the host's busybox has a few hundred applets, `sh` among them.
+    let host = crate::erofs::busybox_applets(&fs::read("/bin/busybox").unwrap()).unwrap();
+    assert!(
+        host.len() > 100 && host.iter().any(|a| a == "sh"),
+        "{host:?}"
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@
 
 pub mod board_spec;
 pub mod cpio;
+pub mod erofs;
 pub mod firmware;
 pub mod guest;
 pub mod modules;

@@ -12,14 +12,15 @@ use cpevisor_rootfs::firmware::{
     build_firmware_with_keys, source_date_epoch, FirmwareInputs, TrustedKey,
 };
 use cpevisor_rootfs::guest::{
-    build_guest, GuestArch, GuestInputs, GuestKernel, GuestSpec, MAX_DATA_SIZE,
+    build_guest, GuestArch, GuestInputs, GuestKernel, GuestRoot, GuestSpec, MAX_DATA_SIZE,
 };
 
 const USAGE: &str = "\
 usage: cpevisor-rootfs firmware --board NAME --out DIR [--bins DIR] [--cache DIR]
                                 [--trusted-key FILE]
        cpevisor-rootfs guest --arch aarch64|x86_64 --app NAME --out DIR
-                             [--kernel stock|minimal] [--data FILE] [--cache DIR]
+                             [--kernel stock|minimal] [--root erofs|initramfs]
+                             [--data FILE] [--cache DIR]
        cpevisor-rootfs jail-app --arch ARCH --app status|memhog --out DIR
                                 [--data FILE] [--cache DIR]
 
@@ -33,9 +34,13 @@ Builds OUT/kernel, OUT/initramfs.cpio.gz and OUT/manifest.txt for board NAME (bo
                agent refuses every package (7036).
 
 guest: microVM images for cpevisor-vmm into OUT: Image (arm64 raw Image / x86_64 bzImage),
-initramfs.cpio.gz (busybox + the app; stock kernels also get their virtio and ext4 modules),
-disk.img (ext2 holding data.txt) and manifest.txt. Apps: status.
+the root file system (busybox + the app), disk.img (ext2 holding data.txt) and manifest.txt.
+Apps: status.
   --kernel     stock: Debian's kernel package (default); minimal: $CACHE/guest-kernel/<arch>/
+  --root       erofs (default with the minimal kernel): root.erofs, an uncompressed erofs image
+               for the guest's first disk, read-only (root=/dev/vda ro rootfstype=erofs), the
+               app disk second; initramfs (default with, and the only one for, the stock
+               kernel): initramfs.cpio.gz, with the stock kernel's virtio and ext4 modules
   --data FILE  contents of the disk's data.txt (default: the app's sample file)
 Two runs with the same inputs give byte-identical files; SOURCE_DATE_EPOCH sets the file times.
 
@@ -169,9 +174,11 @@ fn run(args: &[String]) -> Result<(), Failure> {
 
 /// `guest`: microVM images for one app.
 fn run_guest(args: &[String]) -> Result<(), Failure> {
-    let [arch, app, out, kernel, data, cache] = parse_flags(
+    let [arch, app, out, kernel, root, data, cache] = parse_flags(
         args,
-        ["--arch", "--app", "--out", "--kernel", "--data", "--cache"],
+        [
+            "--arch", "--app", "--out", "--kernel", "--root", "--data", "--cache",
+        ],
     )
     .map_err(Failure::Usage)?;
     let usage = |e: cpevisor_rootfs::FirmwareError| Failure::Usage(e.to_string());
@@ -181,12 +188,17 @@ fn run_guest(args: &[String]) -> Result<(), Failure> {
     let app = app.ok_or(Failure::Usage("--app NAME is required".into()))?;
     let out = PathBuf::from(out.ok_or(Failure::Usage("--out DIR is required".into()))?);
     let kernel = GuestKernel::parse(kernel.as_deref().unwrap_or("stock")).map_err(usage)?;
+    let root = match root {
+        Some(r) => GuestRoot::parse(&r).map_err(usage)?,
+        None => GuestRoot::default_for(&kernel),
+    };
     let data = data_file(data, MAX_DATA_SIZE)?;
     let cache = cache_dir(cache)?;
     let spec = GuestSpec {
         arch,
         app,
         kernel,
+        root,
         data,
     };
     let inputs = GuestInputs {
@@ -196,7 +208,7 @@ fn run_guest(args: &[String]) -> Result<(), Failure> {
     let m = build_guest(&spec, &inputs, &out).map_err(build)?;
     let size = |f: &str| std::fs::metadata(out.join(f)).map_or(0, |m| m.len());
     println!("{m} in {}", out.display());
-    for f in ["Image", "initramfs.cpio.gz", "disk.img"] {
+    for f in ["Image", m.root.file_name(), "disk.img"] {
         println!("  {f:<18} {:>10} bytes", size(f));
     }
     if !m.modules.is_empty() {

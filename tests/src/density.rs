@@ -11,7 +11,7 @@ use std::time::Duration;
 
 /// Every figure, by name: `cg.<memory.stat key>` (bytes), `cg.memory.current` (bytes),
 /// `vmm.<smaps_rollup key>` (KiB), `vmm.guest_ram_rss` / `_pss` / `_anon` (KiB), `guest.meminfo.<key>` (KiB),
-/// `guest.rootfs_kib`, `blob.kernel` / `blob.initrd` / `blob.disk` (bytes), plus the text of
+/// `guest.rootfs_kib`, `blob.kernel` / `blob.initrd` / `blob.root` / `blob.disk` (bytes), plus the text of
 /// `guest.kernel-memory`.
 #[derive(Debug, Default, Clone)]
 pub struct AppMemory {
@@ -71,7 +71,7 @@ impl AppMemory {
             ("guest MemTotal", raw("guest.meminfo.MemTotal")),
             ("guest MemFree", raw("guest.meminfo.MemFree")),
             (
-                "guest Shmem (initramfs in tmpfs)",
+                "guest Shmem (an initramfs root in tmpfs, and /tmp, /run)",
                 raw("guest.meminfo.Shmem"),
             ),
             ("guest Cached", raw("guest.meminfo.Cached")),
@@ -79,6 +79,7 @@ impl AppMemory {
             ("guest root fs (du)", raw("guest.rootfs_kib")),
             ("kernel blob", kib("blob.kernel")),
             ("initrd blob", kib("blob.initrd")),
+            ("root image blob (erofs, read-only disk)", kib("blob.root")),
             ("disk blob", kib("blob.disk")),
         ]
     }
@@ -92,6 +93,7 @@ impl AppMemory {
         }
         for key in [
             "guest.kernel-memory",
+            "guest.rootfs_type",
             "guest.dmesg_lines",
             "guest.dmesg_first",
         ] {
@@ -177,8 +179,9 @@ fn measure_commands(eu_id: &str, addr: &str) -> Vec<String> {
             "for f in kernel initrd; do \
                b=$(sed -n \"s/.*\\\"$f\\\": *\\\"\\([^\\\"]*\\)\\\".*/\\1/p\" {vm_json}); \
                [ -n \"$b\" ] && echo DENSITY blob.$f=$(stat -c %s $b); done; \
-             d=$(sed -n '/\"disks\"/,/]/s/.*\"path\": *\"\\([^\"]*\\)\".*/\\1/p' {vm_json} | head -n1); \
-             [ -n \"$d\" ] && echo DENSITY blob.disk=$(stat -c %s $d)"
+             awk '/\"disks\"/ {{ d = 1 }} d && /\"path\"/ {{ split($0, a, \"\\\"\"); p = a[4] }} \
+               d && /\"read_only\"/ {{ print (/true/ ? \"root\" : \"disk\"), p }} d && /\\]/ {{ exit }}' \
+               {vm_json} | while read k p; do echo DENSITY blob.$k=$(stat -c %s $p); done"
         ),
         format!(
             "timeout 20 wget -q -O /tmp/meminfo.page http://{addr}/cgi-bin/meminfo && \

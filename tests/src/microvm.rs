@@ -10,7 +10,9 @@
 
 use crate::firmware::{timeout_scale, workspace_root};
 use crate::BoardVm;
-use cpevisor_rootfs::guest::{build_guest, GuestArch, GuestInputs, GuestKernel, GuestSpec};
+use cpevisor_rootfs::guest::{
+    build_guest, GuestArch, GuestInputs, GuestKernel, GuestRoot, GuestSpec,
+};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -64,6 +66,10 @@ impl GuestImages {
             arch,
             app: "status".into(),
             kernel: kernel.clone(),
+            // These runs boot the VMM by hand with `--initrd` (vmm_in_board): the initramfs
+            // root, whichever kernel. The agent's packages use the erofs root
+            // (scripts/sample-app.sh).
+            root: GuestRoot::Initramfs,
             data: Some(format!("{token}\n").into_bytes()),
         };
         let inputs = GuestInputs {
@@ -74,7 +80,7 @@ impl GuestImages {
             .map_err(|e| format!("building the {} guest images: {e}", kernel.name()))?;
         let sha256 = vec![
             ("Image".to_string(), m.image_sha256),
-            ("initramfs.cpio.gz".to_string(), m.initramfs_sha256),
+            ("initramfs.cpio.gz".to_string(), m.root_sha256),
             ("disk.img".to_string(), m.disk_sha256),
         ];
         Ok(GuestImages {

@@ -87,6 +87,7 @@ impl Agent {
             command: rec.spec.command.clone(),
             kernel: rec.files.kernel.clone(),
             initrd: rec.files.initrd.clone(),
+            root_image: rec.files.rootfs_image.clone(),
             disk: rec.files.disk.clone(),
             cmdline: rec.spec.cmdline.clone(),
             memory_mib: rec.spec.memory_mib,

@@ -101,6 +101,11 @@ pub struct InstalledFiles {
     pub initrd: Option<PathBuf>,
     /// Rootfs layer blob (tar) in the store, if the package has one.
     pub rootfs: Option<PathBuf>,
+    /// Root file system image blob in the store (a kvm guest's read-only first disk, used in
+    /// place: every DU of every app with the same image shares the one file), if the package
+    /// has one. Absent in the records of agents before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs_image: Option<PathBuf>,
     /// The app's private data disk in its data directory, made from the package's disk layer; None
     /// without one.
     pub disk: Option<PathBuf>,
@@ -265,6 +270,7 @@ impl Packages {
             kernel: unpacked.layer_path(&self.store, LayerKind::Kernel),
             initrd: unpacked.layer_path(&self.store, LayerKind::Initrd),
             rootfs,
+            rootfs_image: unpacked.layer_path(&self.store, LayerKind::RootfsImage),
             disk: None,
             blobs: unpacked.blobs().iter().map(|d| d.to_string()).collect(),
         };

@@ -27,6 +27,9 @@ pub const MEDIA_INITRD: &str = "application/vnd.cpevisor.initrd.v1";
 pub const MEDIA_ROOTFS: &str = "application/vnd.oci.image.layer.v1.tar";
 /// `mediaType` of a KVM app's raw disk image layer.
 pub const MEDIA_DISK: &str = "application/vnd.cpevisor.disk.v1";
+/// `mediaType` of a KVM app's root file system image (an erofs image): the guest's first disk,
+/// read-only, shared by every app using the same blob.
+pub const MEDIA_ROOTFS_IMAGE: &str = "application/vnd.cpevisor.rootfs-image.v1";
 
 /// Annotation on the manifest descriptor in index.json: ed25519 signature (hex or base64) over
 /// the ASCII string `sha256:<hex>` of the manifest digest.
@@ -55,15 +58,19 @@ pub enum LayerKind {
     Rootfs,
     /// Raw disk image for a KVM guest.
     Disk,
+    /// The KVM guest's root file system image, attached read-only as its first disk.
+    #[serde(rename = "rootfs_image")]
+    RootfsImage,
 }
 
 impl LayerKind {
     /// Every kind, in the order layers are listed.
-    pub const ALL: [LayerKind; 4] = [
+    pub const ALL: [LayerKind; 5] = [
         LayerKind::Kernel,
         LayerKind::Initrd,
         LayerKind::Rootfs,
         LayerKind::Disk,
+        LayerKind::RootfsImage,
     ];
 
     /// The layer `mediaType` that marks this kind.
@@ -73,6 +80,7 @@ impl LayerKind {
             LayerKind::Initrd => MEDIA_INITRD,
             LayerKind::Rootfs => MEDIA_ROOTFS,
             LayerKind::Disk => MEDIA_DISK,
+            LayerKind::RootfsImage => MEDIA_ROOTFS_IMAGE,
         }
     }
 
@@ -90,6 +98,7 @@ impl LayerKind {
             LayerKind::Initrd => "initrd",
             LayerKind::Rootfs => "rootfs",
             LayerKind::Disk => "disk",
+            LayerKind::RootfsImage => "rootfs_image",
         }
     }
 }
@@ -134,7 +143,7 @@ pub struct Manifest {
     pub media_type: String,
     /// `config`: the descriptor of the package config blob (`MEDIA_APP_CONFIG`).
     pub config: Descriptor,
-    /// `layers`: the kernel, initrd, rootfs and disk blobs the app needs.
+    /// `layers`: the kernel, initrd, rootfs, disk and root image blobs the app needs.
     pub layers: Vec<Descriptor>,
     /// `annotations` (title, version).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

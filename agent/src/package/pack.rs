@@ -1,7 +1,7 @@
 //! Building a signed `.cpkg` from a directory holding `app.json` and the files it names.
 //!
 //! `app.json` is the app config plus the optional keys `kernel`, `initrd`, `rootfs`, `disk`,
-//! each a file name relative to the directory. The output is byte-for-byte reproducible:
+//! `rootfs_image`, each a file name relative to the directory. The output is byte-for-byte reproducible:
 //! entries sorted, mtime 0, uid/gid 0, canonical JSON.
 
 use std::collections::BTreeMap;

@@ -31,6 +31,9 @@ pub struct LaunchSpec {
     pub kernel: Option<PathBuf>,
     /// Guest initrd (kvm backend).
     pub initrd: Option<PathBuf>,
+    /// The guest's root file system image (kvm backend): the blob itself, shared by every app
+    /// using it, attached read-only as the first disk.
+    pub root_image: Option<PathBuf>,
     /// The app's data disk image (kvm backend).
     pub disk: Option<PathBuf>,
     /// Guest kernel command line (kvm backend).
@@ -224,6 +227,12 @@ pub struct KvmBackend {
 /// The descriptor number the readiness pipe gets in the VMM.
 const VMM_READY_FD: i32 = 3;
 
+/// What the agent adds to the kernel command line of a guest with a root image: the image is
+/// its first disk (the agent orders the disks, so the agent, not the package, names the
+/// device), an erofs file system (agent/PACKAGE.md), mounted read-only. Appended after the
+/// package's words, so these win over any `root=` there.
+pub const ROOT_IMAGE_CMDLINE: &str = "root=/dev/vda ro rootfstype=erofs";
+
 /// Generates the VMM's JSON config for `spec`, with the readiness pipe at `ready_fd`.
 pub fn vm_config_json(spec: &LaunchSpec, ready_fd: Option<i32>) -> io::Result<String> {
     let kernel = spec.kernel.as_deref().ok_or_else(|| {
@@ -236,24 +245,33 @@ pub fn vm_config_json(spec: &LaunchSpec, ready_fd: Option<i32>) -> io::Result<St
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
     let vcpus = spec.vcpus.max(1);
+    // The root image first (`/dev/vda`, read-only: every app of this image opens the same
+    // blob), then the app's private data disk.
+    let root = spec.root_image.iter().map(|p| DiskConfig {
+        path: p.clone(),
+        read_only: true,
+    });
+    let data = spec.disk.iter().map(|p| DiskConfig {
+        path: p.clone(),
+        read_only: false,
+    });
+    let cmdline = match spec.root_image {
+        Some(_) => format!("{} {ROOT_IMAGE_CMDLINE}", spec.cmdline)
+            .trim()
+            .to_string(),
+        None => spec.cmdline.clone(),
+    };
     let cfg = VmConfig {
         kernel: kernel.to_path_buf(),
         kernel_format: KernelFormat::Auto,
         initrd: spec.initrd.clone(),
-        cmdline: spec.cmdline.clone(),
+        cmdline,
         memory_mib: u64::from(spec.memory_mib),
         // The VMM refuses more than this: the admitted amount, nothing above.
         max_memory_mib: u64::from(spec.memory_mib),
         vcpus: u8::try_from(vcpus)
             .map_err(|_| invalid(format!("vcpus: {vcpus} is more than the VMM's 255")))?,
-        disks: spec
-            .disk
-            .iter()
-            .map(|p| DiskConfig {
-                path: p.clone(),
-                read_only: false,
-            })
-            .collect(),
+        disks: root.chain(data).collect(),
         nets: match &spec.tap {
             Some(t) => vec![NetConfig {
                 tap: IfName::parse(t).map_err(|e| invalid(format!("tap {t:?}: {e}")))?,
@@ -650,6 +668,7 @@ mod tests {
             command: vec![],
             kernel: Some("/apps/k/Image".into()),
             initrd: Some("/apps/k/initrd".into()),
+            root_image: None,
             disk: None,
             cmdline: "console=ttyS0".into(),
             memory_mib: 64,
