@@ -379,7 +379,44 @@ pub fn fetch_status_page(
         timeout * 2,
     )
     .map_err(|e| format!("the app at {addr} never answered: {e}"))?;
-    vm.run_ok("cat /tmp/status.page", Duration::from_secs(30))
+    let page = vm.run_ok("cat /tmp/status.page", Duration::from_secs(30))?;
+    Ok(without_kernel_messages(&page))
+}
+
+/// `text` read from the board's console without the kernel messages printed into it: each line
+/// cut at a kernel timestamp (`[   11.725121] `), blank lines dropped. Seen: an app's OOM
+/// report (the memhog containment test, running beside) landed in the middle of a page,
+/// `backend=jail[   11.725121] 5fa0: ...`.
+pub fn without_kernel_messages(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let kept = match kernel_timestamp_at(line) {
+            Some(i) => &line[..i],
+            None => line,
+        };
+        if !kept.trim().is_empty() {
+            out.push_str(kept);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Where `[ <seconds>.<fraction>]` starts in `line`, if anywhere.
+fn kernel_timestamp_at(line: &str) -> Option<usize> {
+    line.match_indices('[').map(|(i, _)| i).find(|&i| {
+        let Some(end) = line[i..].find(']') else {
+            return false;
+        };
+        let inner = line[i + 1..i + end].trim_start();
+        let Some((secs, frac)) = inner.split_once('.') else {
+            return false;
+        };
+        !secs.is_empty()
+            && !frac.is_empty()
+            && secs.bytes().all(|b| b.is_ascii_digit())
+            && frac.bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 /// The app's console as the agent keeps it (`cpevisorctl logs`), for failure messages.
@@ -417,6 +454,17 @@ mod tests {
         // A kernel message glued to the end of the reply's line.
         let glued = "{\"name\":\"dens04\"}[   30.590429] IPv6: cpv-eu-5: link becomes ready\n";
         assert_eq!(parse_reply(glued).unwrap()["name"], "dens04");
+    }
+
+    #[test]
+    fn kernel_messages_are_cut_out_of_a_page() {
+        let page = "app=status\nbackend=jail[   11.725121] 5fa0: b3f0b00e 001498dc\n\n\
+                    hostname=eu-1\n[   11.7] memhog invoked oom-killer\nuptime_s=11.64\n\
+                    data=a[1]b\n";
+        assert_eq!(
+            without_kernel_messages(page),
+            "app=status\nbackend=jail\nhostname=eu-1\nuptime_s=11.64\ndata=a[1]b\n"
+        );
     }
 
     #[test]
