@@ -9,7 +9,7 @@
 //!
 //! One fleet, three checks in order: (a) a deployment by selector installs on the matching
 //! agents only (another model is not touched, an agent whose budget is too small records the
-//! agent's 7227, a selector on an architecture no agent reports touches nobody); (b) an agent
+//! agent's 7227, a selector on an architecture no agent's ExecEnv runs touches nobody); (b) an agent
 //! that connects after the deployment converges; (c) `serve` killed and started again on the
 //! same database sends no second install. The time to converge is printed.
 
@@ -222,7 +222,8 @@ fn serve_places_converges_and_restarts_without_duplicates() {
         "model=cpe-a",
     ]);
     assert_eq!(code, 0, "{err}");
-    // No agent reports an architecture: a selector on one matches nobody.
+    // Every agent here runs x86_64 ExecEnvs (X_CPEVISOR_Architecture): a deployment for
+    // aarch64 matches nobody, while the model=cpe-a one above matches its agents.
     let (code, _, err) = usp_common::run_ctl([
         "deploy",
         "--db",
@@ -266,6 +267,15 @@ fn serve_places_converges_and_restarts_without_duplicates() {
             .all(|o| o["deployment"] == 1),
         "nothing for the arch=aarch64 deployment: {ops}"
     );
+    // The inventory has each ExecEnv's architecture, as the agents publish it.
+    let agents = query(&db, "agents");
+    let a1 = agents["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["endpoint_id"] == "os::a-1")
+        .expect("a-1 in the inventory");
+    assert_eq!(a1["exec_envs"][0]["arch"], "x86_64", "{a1}");
     for m in &fleet {
         let want = usize::from(m.id == "os::a-1" || m.id == "os::a-2");
         assert_eq!(m.agent.snapshot().deployment_units.len(), want, "{}", m.id);

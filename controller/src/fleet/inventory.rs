@@ -75,8 +75,8 @@ pub fn from_rows(rows: &[(String, String)]) -> Inventory {
             name: p.get("Name").cloned().unwrap_or_default(),
             env_type: non_empty(p.get("Type")),
             status: non_empty(p.get("Status")),
-            // No ExecEnv parameter says it today (see README.md, "Placement").
-            arch: None,
+            // cpevisor agents say it as a vendor parameter (TR-181 has none per ExecEnv).
+            arch: non_empty(p.get("X_CPEVISOR_Architecture")),
             budget_kib: kib(p.get("AllocatedMemory")),
             available_kib: kib(p.get("AvailableMemory")),
             path,
@@ -139,6 +139,10 @@ mod tests {
             ("Device.SoftwareModules.ExecEnv.1.Type", "jail"),
             ("Device.SoftwareModules.ExecEnv.1.AllocatedMemory", "65536"),
             ("Device.SoftwareModules.ExecEnv.1.AvailableMemory", "49152"),
+            (
+                "Device.SoftwareModules.ExecEnv.1.X_CPEVISOR_Architecture",
+                "aarch64",
+            ),
             ("Device.SoftwareModules.DeploymentUnit.2.UUID", "u-1"),
             ("Device.SoftwareModules.DeploymentUnit.2.Name", "app"),
             ("Device.SoftwareModules.DeploymentUnit.2.Version", "1.0"),
@@ -156,6 +160,7 @@ mod tests {
         assert_eq!(inv.exec_envs.len(), 1);
         assert_eq!(inv.exec_envs[0].path, "Device.SoftwareModules.ExecEnv.1.");
         assert_eq!(inv.exec_envs[0].available_kib, Some(49152));
+        assert_eq!(inv.exec_envs[0].arch.as_deref(), Some("aarch64"));
         assert_eq!(inv.dus.len(), 1);
         assert_eq!(
             (inv.dus[0].name.as_str(), inv.dus[0].version.as_str()),

@@ -300,6 +300,11 @@ const EXEC_ENV: ObjDesc = ObjDesc {
         ro("AllocatedMemory", Int),
         ro("AvailableMemory", Int),
         ro("ActiveExecutionUnits", List),
+        // Vendor: the CPU architecture of the packages it runs (`aarch64`, `armv7`, `mipsel`,
+        // ...), what a controller places packages by. TR-181's Processor.{i}.Architecture
+        // has no enumeration value for aarch64 or mips64 and describes the device, not the
+        // ExecEnv.
+        ro("X_CPEVISOR_Architecture", String),
     ],
     commands: &[CommandDesc {
         name: "Reset",

@@ -83,6 +83,7 @@ impl DataModel {
                         kib(u64::from(e.available_memory_mib) * 1024),
                     ),
                     ("ActiveExecutionUnits", refs(&mut { active })),
+                    ("X_CPEVISOR_Architecture", e.arch.clone()),
                 ],
             );
         }
