@@ -32,32 +32,7 @@ const CODE: &[u8] = &[
 
 /// A minimal ELF64 x86_64 executable: one PT_LOAD of `code` at physical `ENTRY`.
 fn elf(code: &[u8]) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(b"\x7fELF\x02\x01\x01");
-    f.resize(16, 0);
-    f.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-    f.extend_from_slice(&62u16.to_le_bytes()); // EM_X86_64
-    f.extend_from_slice(&1u32.to_le_bytes());
-    f.extend_from_slice(&ENTRY.to_le_bytes());
-    f.extend_from_slice(&64u64.to_le_bytes()); // e_phoff
-    f.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
-    f.extend_from_slice(&0u32.to_le_bytes());
-    for v in [64u16, 56, 1, 64, 0, 0] {
-        f.extend_from_slice(&v.to_le_bytes()); // ehsize, phentsize, phnum, shentsize, shnum, shstrndx
-    }
-    f.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
-    f.extend_from_slice(&5u32.to_le_bytes()); // R+X
-    for v in [
-        0x1000u64,
-        ENTRY,
-        ENTRY,
-        code.len() as u64,
-        code.len() as u64,
-        0x1000,
-    ] {
-        f.extend_from_slice(&v.to_le_bytes()); // offset, vaddr, paddr, filesz, memsz, align
-    }
-    f.resize(0x1000, 0);
+    let mut f = elf_x86_64_head(ENTRY, 5, code.len() as u64); // R+X
     f.extend_from_slice(code);
     f
 }

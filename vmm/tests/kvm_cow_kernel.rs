@@ -32,25 +32,7 @@ const CODE: &[u8] = &[
 /// ELF64 x86_64 with one PT_LOAD: file offset 0x1000 at physical ENTRY (page-congruent), one
 /// page: `code`, then an `R` at +0x800.
 fn elf(code: &[u8]) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(b"\x7fELF\x02\x01\x01");
-    f.resize(16, 0);
-    f.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-    f.extend_from_slice(&62u16.to_le_bytes()); // EM_X86_64
-    f.extend_from_slice(&1u32.to_le_bytes());
-    f.extend_from_slice(&ENTRY.to_le_bytes());
-    f.extend_from_slice(&64u64.to_le_bytes()); // e_phoff
-    f.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
-    f.extend_from_slice(&0u32.to_le_bytes());
-    for v in [64u16, 56, 1, 64, 0, 0] {
-        f.extend_from_slice(&v.to_le_bytes());
-    }
-    f.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
-    f.extend_from_slice(&7u32.to_le_bytes()); // RWX
-    for v in [0x1000u64, ENTRY, ENTRY, 0x1000, 0x1000, 0x1000] {
-        f.extend_from_slice(&v.to_le_bytes()); // offset, vaddr, paddr, filesz, memsz, align
-    }
-    f.resize(0x1000, 0);
+    let mut f = elf_x86_64_head(ENTRY, 7, 0x1000); // RWX
     f.extend_from_slice(code);
     f.resize(0x1800, 0);
     f.push(b'R');

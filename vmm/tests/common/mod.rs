@@ -213,3 +213,29 @@ pub const VIRTIO_PROBE: &[u8] = &[
     0xb0, b'\n', 0xee, // mov al, '\n'; out dx, al
     0xf4, // hlt
 ];
+
+/// The first page of an ELF64 x86_64 executable with one PT_LOAD: `size` bytes from file offset
+/// 0x1000 at physical (and virtual) `entry`, with program-header `flags` (4 R, 2 W, 1 X). The
+/// caller appends the segment's bytes.
+pub fn elf_x86_64_head(entry: u64, flags: u32, size: u64) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(b"\x7fELF\x02\x01\x01");
+    f.resize(16, 0);
+    f.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    f.extend_from_slice(&62u16.to_le_bytes()); // EM_X86_64
+    f.extend_from_slice(&1u32.to_le_bytes());
+    f.extend_from_slice(&entry.to_le_bytes());
+    f.extend_from_slice(&64u64.to_le_bytes()); // e_phoff
+    f.extend_from_slice(&0u64.to_le_bytes()); // e_shoff
+    f.extend_from_slice(&0u32.to_le_bytes());
+    for v in [64u16, 56, 1, 64, 0, 0] {
+        f.extend_from_slice(&v.to_le_bytes()); // ehsize, phentsize, phnum, shentsize, shnum, shstrndx
+    }
+    f.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    f.extend_from_slice(&flags.to_le_bytes());
+    for v in [0x1000u64, entry, entry, size, size, 0x1000] {
+        f.extend_from_slice(&v.to_le_bytes()); // offset, vaddr, paddr, filesz, memsz, align
+    }
+    f.resize(0x1000, 0);
+    f
+}
