@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cpevisor_usp::mqtt::valid_topic_level;
 
-use super::config::{check_endpoint, merge, read_bounded, CtlConfig};
+use super::config::{check_endpoint, merge, parse_secs, read_bounded, CtlConfig};
 use super::engine::{self, Op};
 use super::roster::load_roster;
 
@@ -89,16 +89,6 @@ pub struct WsListen {
     pub cert: Option<(PathBuf, PathBuf)>,
 }
 
-fn parse_secs(flag: &str, v: &str) -> Result<Duration, String> {
-    let n: f64 = v
-        .parse()
-        .map_err(|_| format!("{flag}: {v:?} is not a number of seconds"))?;
-    if !(0.0..=86_400.0).contains(&n) {
-        return Err(format!("{flag}: {v} is outside 0..86400 seconds"));
-    }
-    Ok(Duration::from_secs_f64(n))
-}
-
 /// Endpoint IDs from a file: one per line, blank lines and '#' comments skipped.
 pub fn parse_agents_file(text: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
@@ -173,8 +163,8 @@ pub fn parse(args: &[String]) -> Result<UspCli, String> {
             }
             "--agents-file" => agents_files.push(PathBuf::from(value()?)),
             "--roster" => roster = Some(PathBuf::from(value()?)),
-            "--timeout" => timeout = parse_secs(a, value()?)?,
-            "--listen" => listen = parse_secs(a, value()?)?,
+            "--timeout" => timeout = parse_secs(a, value()?, 0.0)?,
+            "--listen" => listen = parse_secs(a, value()?, 0.0)?,
             "--env" => env = Some(value()?.to_string()),
             "--ws-listen" => ws_listen = Some(value()?.to_string()),
             "--ws-cert" => ws_cert = Some(value()?.into()),

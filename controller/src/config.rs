@@ -39,6 +39,17 @@ pub struct CtlConfig {
 /// Largest config, agents or roster file read.
 pub(super) const MAX_FILE: u64 = 1 << 20;
 
+/// A duration flag in seconds (fractions allowed) within `min..=86400`; the error names the flag.
+pub(super) fn parse_secs(flag: &str, v: &str, min: f64) -> Result<Duration, String> {
+    let n: f64 = v
+        .parse()
+        .map_err(|_| format!("{flag}: {v:?} is not a number of seconds"))?;
+    if !(min..=86_400.0).contains(&n) {
+        return Err(format!("{flag}: {v} is outside {min}..86400 seconds"));
+    }
+    Ok(Duration::from_secs_f64(n))
+}
+
 pub(super) fn read_bounded(path: &Path, what: &str) -> Result<String, String> {
     let mut text = String::new();
     std::fs::File::open(path)

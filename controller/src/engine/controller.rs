@@ -192,21 +192,24 @@ impl Controller {
         }
         order
             .into_iter()
-            .map(|a| {
-                let mut job = jobs.remove(&a).expect("one job per agent");
-                if matches!(job.phase, Phase::AwaitDuEvent { .. }) {
-                    job.phase = Phase::Done;
-                }
-                if job.phase != Phase::Done {
-                    job.outcome.ok = false;
-                    job.outcome.fault = Some(UspError::new(
-                        0,
-                        format!("timed out after {:?} {}", timeout, phase_name(&job.phase)),
-                    ));
-                }
-                job.outcome
-            })
+            .map(|a| Self::outcome_at_end(jobs.remove(&a).expect("one job per agent"), timeout))
             .collect()
+    }
+
+    /// A job's outcome once its time is up: one still waiting only for its DU event is done
+    /// (the operation itself answered); any other unfinished one failed with a timeout.
+    pub(super) fn outcome_at_end(mut job: Job, timeout: Duration) -> Outcome {
+        if matches!(job.phase, Phase::AwaitDuEvent { .. }) {
+            job.phase = Phase::Done;
+        }
+        if job.phase != Phase::Done {
+            job.outcome.ok = false;
+            job.outcome.fault = Some(UspError::new(
+                0,
+                format!("timed out after {:?} {}", timeout, phase_name(&job.phase)),
+            ));
+        }
+        job.outcome
     }
 
     pub(super) fn fail(job: &mut Job, err: UspError) {

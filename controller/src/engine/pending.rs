@@ -5,10 +5,8 @@ use std::collections::HashMap;
 use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
-use cpevisor_usp::errors::UspError;
-
 use super::controller::Controller;
-use super::types::{phase_name, Job, Op, Outcome, Phase};
+use super::types::{Job, Op, Outcome, Phase};
 
 /// Most payloads handled by one [`Controller::pump`] after the first: the caller gets control
 /// back regularly even under a flood.
@@ -96,19 +94,9 @@ impl Controller {
         ended
             .into_iter()
             .filter_map(|a| {
-                let mut job = set.jobs.remove(&a)?;
+                let job = set.jobs.remove(&a)?;
                 let (_, timeout) = set.deadlines.remove(&a).unwrap_or((now, Duration::ZERO));
-                if matches!(job.phase, Phase::AwaitDuEvent { .. }) {
-                    job.phase = Phase::Done;
-                }
-                if job.phase != Phase::Done {
-                    job.outcome.ok = false;
-                    job.outcome.fault = Some(UspError::new(
-                        0,
-                        format!("timed out after {:?} {}", timeout, phase_name(&job.phase)),
-                    ));
-                }
-                Some(job.outcome)
+                Some(Controller::outcome_at_end(job, timeout))
             })
             .collect()
     }

@@ -12,11 +12,10 @@ pub mod selector;
 pub mod serve;
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::config::{merge, read_bounded};
+use crate::config::{merge, parse_secs, read_bounded};
 use crate::store::{AgentView, NewDeployment, Store};
 use crate::CtlConfig;
 
@@ -47,16 +46,6 @@ pub enum FleetCmd {
     Agents(PathBuf, bool),
     /// `operations`.
     Operations(PathBuf, usize, bool),
-}
-
-fn secs(flag: &str, v: &str) -> Result<Duration, String> {
-    let n: f64 = v
-        .parse()
-        .map_err(|_| format!("{flag}: {v:?} is not a number of seconds"))?;
-    if !(0.05..=86_400.0).contains(&n) {
-        return Err(format!("{flag}: {v} is outside 0.05..86400 seconds"));
-    }
-    Ok(Duration::from_secs_f64(n))
 }
 
 /// Whether `args` are a service command: they name a database.
@@ -107,8 +96,8 @@ pub fn parse(args: &[String]) -> Result<FleetCmd, String> {
                     .parse()
                     .map_err(|_| format!("--limit: {v:?} is not a number"))?;
             }
-            "--sweep" => opts.sweep = secs(a, &value()?)?,
-            "--op-timeout" => opts.op_timeout = secs(a, &value()?)?,
+            "--sweep" => opts.sweep = parse_secs(a, &value()?, 0.05)?,
+            "--op-timeout" => opts.op_timeout = parse_secs(a, &value()?, 0.05)?,
             "--max-in-flight" => {
                 let v = value()?;
                 opts.max_in_flight = v
