@@ -91,8 +91,14 @@ impl Console {
             }
             let now = Instant::now();
             if now >= deadline {
+                // A stalled board kernel's first report is often far above the tail: name it.
+                let stalls = crate::vm::board_stalls(&st.text);
+                let stalled = match stalls.first() {
+                    Some(line) => format!("; {}: {}", crate::vm::BOARD_STALLED, line.trim()),
+                    None => String::new(),
+                };
                 return Err(format!(
-                    "timed out after {timeout:?} waiting for {needle:?}; last output:\n{}",
+                    "timed out after {timeout:?} waiting for {needle:?}{stalled}; last output:\n{}",
                     tail(&st.text, 3000)
                 ));
             }
