@@ -80,6 +80,9 @@ fn received(fleet: &[Member]) -> u64 {
 
 #[test]
 fn one_controller_installs_an_app_on_a_fleet() {
+    // Built (if stale) before any agent starts: a build under way starves the fleet's agents
+    // of CPU and their operations time out.
+    usp_common::controller();
     let n = fleet_size();
     // Errors only: 200 agents' info lines would bury the figures.
     cpevisor_agent::LOG_LEVEL.store(0, Ordering::Relaxed);
@@ -255,6 +258,9 @@ fn smaps_rollup(pid: u32) -> (u64, u64, u64) {
 
 #[test]
 fn cpevisord_idle_memory_with_usp_connected() {
+    // Built (if stale) before any agent starts: a build under way starves the fleet's agents
+    // of CPU and their operations time out.
+    usp_common::controller();
     let mut world = World::new("usp-idle");
     let broker = TestBroker::start(&world.root.join("broker")).expect("mosquitto");
     let id = broker.identity("os::idle-1").unwrap();

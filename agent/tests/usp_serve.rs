@@ -169,6 +169,9 @@ fn wait_for(what: &str, secs: u64, log: &Path, mut done: impl FnMut() -> bool) -
 
 #[test]
 fn serve_places_converges_and_restarts_without_duplicates() {
+    // Built (if stale) before any agent starts: a build under way starves the fleet's agents
+    // of CPU and their operations time out.
+    usp_common::controller();
     cpevisor_agent::LOG_LEVEL.store(0, Ordering::Relaxed);
     let world = World::new("usp-serve");
     let broker = TestBroker::start(&world.root.join("broker")).expect("mosquitto");
