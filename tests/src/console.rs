@@ -15,6 +15,28 @@ struct State {
     closed: bool,
 }
 
+/// Said in a console wait's timeout error when [`board_stalls`] found a line: tests that retry a
+/// stalled board look for it.
+pub const BOARD_STALLED: &str = "the board's own kernel reported a stall";
+
+/// The lines where a board's own kernel says it stopped making progress: a soft lockup (a CPU
+/// stuck in the kernel for tens of seconds) or an RCU stall. Under TCG these come from the
+/// emulation, not from cpevisor; a board that prints them may never answer its console again.
+pub fn board_stalls(console: &str) -> Vec<&str> {
+    console
+        .lines()
+        .filter(|l| {
+            [
+                "soft lockup",
+                "self-detected stall",
+                "detected stalls on CPU",
+            ]
+            .iter()
+            .any(|w| l.contains(w))
+        })
+        .collect()
+}
+
 /// Shared transcript, filled by a reader thread.
 #[derive(Clone, Default)]
 pub struct Console {
@@ -92,9 +114,9 @@ impl Console {
             let now = Instant::now();
             if now >= deadline {
                 // A stalled board kernel's first report is often far above the tail: name it.
-                let stalls = crate::vm::board_stalls(&st.text);
+                let stalls = board_stalls(&st.text);
                 let stalled = match stalls.first() {
-                    Some(line) => format!("; {}: {}", crate::vm::BOARD_STALLED, line.trim()),
+                    Some(line) => format!("; {}: {}", BOARD_STALLED, line.trim()),
                     None => String::new(),
                 };
                 return Err(format!(
@@ -142,5 +164,16 @@ mod tests {
         drop(w);
         let err = c.wait_for("never", 0, Duration::from_secs(5)).unwrap_err();
         assert!(err.contains("closed"), "{err}");
+    }
+
+    #[test]
+    fn stalls_are_soft_lockups_and_rcu_stalls() {
+        let console =
+            "[  320.1] watchdog: BUG: soft lockup - CPU#1 stuck for 26s! [cpevisor-vmm:301]\n\
+                       [  321.0] rcu: INFO: rcu_preempt self-detected stall on CPU\n\
+                       [  322.0] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n\
+                       [  323.0] kvm_inject_apic_timer_irqs+0x27/0x70 [kvm]\n";
+        assert_eq!(board_stalls(console).len(), 3);
+        assert!(board_stalls("[ 1.0] WARNING: CPU: 0 PID: 1 at x.c:1\n").is_empty());
     }
 }

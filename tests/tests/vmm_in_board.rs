@@ -11,11 +11,11 @@
 //! They need `make firmware` (and `make guest-kernels` for the minimal kernel), so they are
 //! `#[ignore]`d for a plain `cargo test` and run by `make e2e`.
 
+use cpevisor_e2e::console::BOARD_STALLED;
 use cpevisor_e2e::microvm::{
     create_tap, fetch_images, parse_graceful_stop_ms, GuestImages, HttpServer, VmmLaunch, VmmRun,
     BOARD_DIR, GUEST_ADDR,
 };
-use cpevisor_e2e::vm::BOARD_STALLED;
 use cpevisor_e2e::{BoardVm, BootOptions};
 use cpevisor_rootfs::guest::{GuestArch, GuestKernel};
 use std::time::{Duration, Instant};
