@@ -4,6 +4,7 @@
 pub mod config;
 pub mod head;
 pub mod keys;
+pub mod network;
 mod layer;
 pub mod oci;
 mod pack;
