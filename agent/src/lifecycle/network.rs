@@ -22,6 +22,9 @@ pub struct EuNetwork {
     pub address: Option<String>,
     /// Whether its rules are in the kernel now.
     pub rules_active: bool,
+    /// The router interface of each port mapping, in order (empty: not configured).
+    #[serde(default)]
+    pub interface_names: Vec<String>,
 }
 
 impl Agent {
@@ -120,6 +123,14 @@ impl Agent {
                         .app_addr(&eu.eu_id, &eu.exec_env)
                         .map(|a| a.to_string()),
                     rules_active: self.netfilter.is_applied(&eu.eu_id),
+                    interface_names: net
+                        .port_mappings
+                        .iter()
+                        .map(|m| {
+                            let ifs = self.netfilter.interfaces();
+                            ifs.of(m.interface).unwrap_or_default().to_string()
+                        })
+                        .collect(),
                 },
             );
         }

@@ -96,13 +96,15 @@ impl Nft {
                 Err(e) => break Err(e.to_string()),
             }
         };
+        // Killed: its pipes may stay open in a child of its own, so the threads are left to
+        // end when those close rather than joined.
+        let st = status.map_err(fail)?;
         let _ = writer.join();
         let out = out.join().unwrap_or_default();
         let err = err.join().unwrap_or_default();
-        match status {
-            Ok(st) if st.success() => Ok(out),
-            Ok(st) => Err(fail(format!("{st}: {}", err.trim()))),
-            Err(why) => Err(fail(why)),
+        match st.success() {
+            true => Ok(out),
+            false => Err(fail(format!("{st}: {}", err.trim()))),
         }
     }
 }
