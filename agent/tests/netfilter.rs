@@ -154,7 +154,11 @@ fn two_apps_a_conflict_and_removal_leave_the_rest_as_it_was() {
     let one = ruleset(&nft);
     assert!(!one.contains("eu-1") && one.contains("eu-2"), "{one}");
     nf.remove("eu-2");
-    assert_eq!(ruleset(&nft), before, "no app left: exactly the ruleset from before");
+    assert_eq!(
+        ruleset(&nft),
+        before,
+        "no app left: exactly the ruleset from before"
+    );
 }
 
 /// A named network namespace, deleted on drop.

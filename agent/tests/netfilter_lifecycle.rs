@@ -162,7 +162,9 @@ fn rules_follow_the_app_and_conflicts_change_nothing() {
     // The port is free again.
     let du = w.ctl_json(&["install", &url_b]).expect("install other");
     w.wait_eu_status(&agentd::eu_of(&du), "Active", 10);
-    assert!(ns.ruleset().contains("tcp dport 8080 dnat ip to 10.100.0.10:80"));
+    assert!(ns
+        .ruleset()
+        .contains("tcp dport 8080 dnat ip to 10.100.0.10:80"));
     w.stop_daemon();
     assert_eq!(ns.ruleset(), before);
 }

@@ -141,10 +141,7 @@ impl Agent {
 /// The agent's rule set: its interfaces from the config, `nft` found once. When a table of ours
 /// is in the kernel (a previous run that crashed) or an installed package has a network
 /// section, the table is cleared now; the apps that start add their rules back.
-pub(super) fn open_netfilter(
-    cfg: &super::config::AgentConfig,
-    s: &PersistedState,
-) -> Netfilter {
+pub(super) fn open_netfilter(cfg: &super::config::AgentConfig, s: &PersistedState) -> Netfilter {
     let ifs = crate::netfilter::Interfaces {
         wan: cfg.wan_interface.clone(),
         lan: cfg.lan_interface.clone(),

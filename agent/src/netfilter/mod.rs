@@ -8,11 +8,12 @@
 //!   ports free, the interfaces it needs configured) and the apply that keeps the set and the
 //!   kernel in step.
 //!
-//! Why the `nft` tool and not netlink from Rust: firewall4 needs it, so every router that could
-//! run these rules carries it already (about 0.3 MiB on flash with libnftables), while a
-//! netlink encoder of nftables' expressions in the agent would add code to every build and
-//! duplicate what the tool validates. One `nft -f` script is one kernel transaction: the table
-//! is replaced whole or not at all.
+//! Why the `nft` tool and not netlink from Rust: OpenWrt's firewall4 needs it, so a router that
+//! could run these rules carries it already and the agent adds nothing to flash for it (a board
+//! without it: 892 KiB for nft and libnftables as Debian amd64 ships them), while a
+//! netlink encoder of nftables' expressions in the agent would add code to every build, also
+//! to boards that never map a port, and duplicate what the tool validates. One `nft -f` script
+//! is one kernel transaction: the table is replaced whole or not at all.
 
 pub mod nft;
 pub mod render;

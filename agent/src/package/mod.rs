@@ -4,8 +4,8 @@
 pub mod config;
 pub mod head;
 pub mod keys;
-pub mod network;
 mod layer;
+pub mod network;
 pub mod oci;
 mod pack;
 pub mod tar;

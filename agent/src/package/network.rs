@@ -198,12 +198,10 @@ impl NetworkConfig {
     /// Checks every field; the fault (7004) names the first one that fails.
     pub fn validate(&self) -> Result<(), Fault> {
         match self.mode {
-            NetworkMode::Bridged => {
-                return Err(invalid(
-                    "mode",
-                    "bridged is not supported yet (the boards have no LAN bridge for apps); use nat",
-                ))
-            }
+            NetworkMode::Bridged => return Err(invalid(
+                "mode",
+                "bridged is not supported yet (the boards have no LAN bridge for apps); use nat",
+            )),
             NetworkMode::None
                 if !self.port_mappings.is_empty()
                     || self.intercept_dns
@@ -261,7 +259,10 @@ impl NetworkConfig {
         }
         let egress = self.egress.as_deref().unwrap_or_default();
         if egress.len() > MAX_EGRESS_RULES {
-            return Err(invalid("egress", format!("more than {MAX_EGRESS_RULES} rules")));
+            return Err(invalid(
+                "egress",
+                format!("more than {MAX_EGRESS_RULES} rules"),
+            ));
         }
         for (i, r) in egress.iter().enumerate() {
             Cidr::parse(&r.destination)
@@ -335,8 +336,10 @@ mod tests {
         let e = |v| parse(v).unwrap_err();
         assert!(e(serde_json::json!({"mode": "bridged"})).contains("`network.mode`: bridged"));
         assert!(e(serde_json::json!({"mode": "host"})).contains("host"));
-        assert!(e(serde_json::json!({"mode": "none", "intercept_dns": true}))
-            .contains("`network.mode`"));
+        assert!(
+            e(serde_json::json!({"mode": "none", "intercept_dns": true}))
+                .contains("`network.mode`")
+        );
         let m = |ext: u16, int: u16| {
             serde_json::json!({"protocol": "udp", "external_port": ext, "internal_port": int,
                                "interface": "lan"})
@@ -347,17 +350,25 @@ mod tests {
             .contains("`network.port_mappings[0].internal_port`"));
         assert!(e(serde_json::json!({"port_mappings": [m(5, 1), m(5, 2)]}))
             .contains("`network.port_mappings[1]`"));
-        assert!(e(serde_json::json!({"port_mappings": [m(53, 1)], "intercept_dns": true}))
-            .contains("intercept_dns"));
+        assert!(
+            e(serde_json::json!({"port_mappings": [m(53, 1)], "intercept_dns": true}))
+                .contains("intercept_dns")
+        );
         assert!(e(serde_json::json!({"port_mappings": [{"protocol": "sctp",
             "external_port": 1, "internal_port": 1, "interface": "lan"}]}))
         .contains("sctp"));
-        assert!(e(serde_json::json!({"egress": [{"destination": "10.0.0.1/8"}]}))
-            .contains("`network.egress[0].destination`: \"10.0.0.1/8\": host bits set"));
-        assert!(e(serde_json::json!({"egress": [{"destination": "10.0.0.0/33"}]}))
-            .contains("prefix length"));
-        assert!(e(serde_json::json!({"egress": [{"destination": "0.0.0.0/0", "ports": [53]}]}))
-            .contains("`network.egress[0].ports`: ports need protocol"));
+        assert!(
+            e(serde_json::json!({"egress": [{"destination": "10.0.0.1/8"}]}))
+                .contains("`network.egress[0].destination`: \"10.0.0.1/8\": host bits set")
+        );
+        assert!(
+            e(serde_json::json!({"egress": [{"destination": "10.0.0.0/33"}]}))
+                .contains("prefix length")
+        );
+        assert!(
+            e(serde_json::json!({"egress": [{"destination": "0.0.0.0/0", "ports": [53]}]}))
+                .contains("`network.egress[0].ports`: ports need protocol")
+        );
     }
 
     #[test]

@@ -8,8 +8,8 @@ use super::schema::{ObjDesc, DEVICE};
 use super::tree::{Seg, TreeBuilder};
 use crate::lifecycle::network::EuNetwork;
 use crate::lifecycle::Snapshot;
-use crate::package::network::EgressProtocol;
 use crate::model::HealthStatus;
+use crate::package::network::EgressProtocol;
 
 impl DataModel {
     /// Adds `Device.SoftwareModules.` and its tables under `dev`, from `snap`.
@@ -183,11 +183,15 @@ fn network_config(
     let n_desc = u_desc.child("NetworkConfig").expect("schema");
     let m_desc = n_desc.child("X_CPEVISOR_PortMapping").expect("schema");
     let Some(net) = net else {
-        let nc = t.object(Some(inst), n_desc, vec![
-            ("X_CPEVISOR_InterceptDNS", b(false)),
-            ("X_CPEVISOR_RulesActive", b(false)),
-            ("X_CPEVISOR_PortMappingNumberOfEntries", "0".to_string()),
-        ]);
+        let nc = t.object(
+            Some(inst),
+            n_desc,
+            vec![
+                ("X_CPEVISOR_InterceptDNS", b(false)),
+                ("X_CPEVISOR_RulesActive", b(false)),
+                ("X_CPEVISOR_PortMappingNumberOfEntries", "0".to_string()),
+            ],
+        );
         t.table(&nc, m_desc);
         return;
     };
@@ -229,11 +233,7 @@ fn network_config(
     );
     let mt = t.table(&nc, m_desc);
     for (i, m) in c.port_mappings.iter().enumerate() {
-        let key = format!(
-            "{}:{}",
-            m.protocol.as_str(),
-            m.external_port
-        );
+        let key = format!("{}:{}", m.protocol.as_str(), m.external_port);
         t.instance(
             &mt,
             m_desc,
