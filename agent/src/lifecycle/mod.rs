@@ -23,7 +23,7 @@ mod execenv;
 mod inflight;
 mod install;
 mod migrate;
-pub mod network;
+mod network;
 pub mod packages;
 mod queries;
 mod recovery;
@@ -76,7 +76,7 @@ pub struct Snapshot {
     pub execution_units: Vec<ExecutionUnit>,
     /// The network of each EU whose package has a network section, by EUID.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub eu_networks: std::collections::BTreeMap<String, network::EuNetwork>,
+    pub eu_networks: std::collections::BTreeMap<String, crate::netfilter::EuNetwork>,
 }
 
 /// In-memory model guarded by one lock; `persisted` mirrors `state.json`.
@@ -166,7 +166,14 @@ impl Agent {
             Some(_) => Vec::new(),
             None => cleanstop::mark_unclean(&mut persisted.eus),
         };
-        let netfilter = network::open_netfilter(&cfg, &persisted);
+        let netfilter = crate::netfilter::Netfilter::open(
+            crate::netfilter::Interfaces {
+                wan: cfg.wan_interface.clone(),
+                lan: cfg.lan_interface.clone(),
+            },
+            cfg.nft_path.as_deref(),
+            persisted.dus.iter().any(|r| r.spec.network.is_some()),
+        );
         let shared = Arc::new(Shared {
             model: Mutex::new(Model {
                 persisted,

@@ -10,22 +10,7 @@ use super::packages::AppSpec;
 use super::state::{DuRecord, PersistedState};
 use super::{Agent, OpResult};
 use crate::fault::{Fault, FaultCode};
-use crate::netfilter::{check_free, check_interfaces, AppRules, Netfilter};
-use crate::package::network::NetworkConfig;
-
-/// What the data model shows of one EU's network (`ExecutionUnit.{i}.NetworkConfig.`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct EuNetwork {
-    /// The package's section.
-    pub config: NetworkConfig,
-    /// The app's address, when its ExecEnv gives it a link.
-    pub address: Option<String>,
-    /// Whether its rules are in the kernel now.
-    pub rules_active: bool,
-    /// The router interface of each port mapping, in order (empty: not configured).
-    #[serde(default)]
-    pub interface_names: Vec<String>,
-}
+use crate::netfilter::{check_free, check_interfaces, AppRules, EuNetwork};
 
 impl Agent {
     /// A package's network section against the device (7225: an interface it needs is not
@@ -136,27 +121,4 @@ impl Agent {
         }
         out
     }
-}
-
-/// The agent's rule set: its interfaces from the config, `nft` found once. When a table of ours
-/// is in the kernel (a previous run that crashed) or an installed package has a network
-/// section, the table is cleared now; the apps that start add their rules back.
-pub(super) fn open_netfilter(cfg: &super::config::AgentConfig, s: &PersistedState) -> Netfilter {
-    let ifs = crate::netfilter::Interfaces {
-        wan: cfg.wan_interface.clone(),
-        lan: cfg.lan_interface.clone(),
-    };
-    let nft = crate::netfilter::Nft::locate(cfg.nft_path.as_deref());
-    let any_rules = s.dus.iter().any(|r| r.spec.network.is_some());
-    let ours_in_kernel = nft.as_ref().is_some_and(|n| {
-        n.run(&["list", "table", "inet", crate::netfilter::TABLE], "")
-            .is_ok()
-    });
-    let n = Netfilter::new(ifs, nft);
-    if any_rules || ours_in_kernel {
-        if let Err(f) = n.reset() {
-            crate::log_warn!("clearing cpevisor's nftables table: {f}");
-        }
-    }
-    n
 }

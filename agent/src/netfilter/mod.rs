@@ -19,7 +19,7 @@ pub mod nft;
 pub mod render;
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::path::Path;
 use std::sync::Mutex;
 
 use crate::fault::{Fault, FaultCode};
@@ -27,40 +27,7 @@ use crate::package::network::{NetworkConfig, NetworkMode, Side};
 use crate::supervise::lock;
 
 pub use nft::Nft;
-
-/// The name of the table cpevisor owns (family inet).
-pub const TABLE: &str = "cpevisor";
-
-/// The router's interfaces, from the agent config; None: not configured, and no mapping can
-/// listen on that side.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Interfaces {
-    /// The internet side (`wan_interface`).
-    pub wan: Option<String>,
-    /// The home side (`lan_interface`).
-    pub lan: Option<String>,
-}
-
-impl Interfaces {
-    /// The interface name of `side`, if configured.
-    pub fn of(&self, side: Side) -> Option<&str> {
-        match side {
-            Side::Wan => self.wan.as_deref(),
-            Side::Lan => self.lan.as_deref(),
-        }
-    }
-}
-
-/// One app's rules: its address and its network section.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AppRules {
-    /// The app's EUID (the rules' comment, the key of the set).
-    pub eu_id: String,
-    /// The app's own address (its end of the link).
-    pub addr: Ipv4Addr,
-    /// What its package asks for.
-    pub net: NetworkConfig,
-}
+pub use render::{AppRules, Interfaces, TABLE};
 
 /// The interfaces `net` needs are configured (7225 otherwise: the package does not fit this
 /// device).
@@ -113,6 +80,20 @@ pub fn check_free<'a>(
     Ok(())
 }
 
+/// What the data model shows of one EU's network (`ExecutionUnit.{i}.NetworkConfig.`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EuNetwork {
+    /// The package's section.
+    pub config: NetworkConfig,
+    /// The app's address, when its ExecEnv gives it a link.
+    pub address: Option<String>,
+    /// Whether its rules are in the kernel now.
+    pub rules_active: bool,
+    /// The router interface of each port mapping, in order (empty: not configured).
+    #[serde(default)]
+    pub interface_names: Vec<String>,
+}
+
 /// The apps whose rules are in the kernel, and the way to change them.
 pub struct Netfilter {
     ifs: Interfaces,
@@ -129,6 +110,24 @@ impl Netfilter {
             nft,
             applied: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// The agent's set: its interfaces from the config, `nft` found once (`nft_path`, else
+    /// [`nft::SEARCH`]). When a table of ours is in the kernel (a run that crashed) or
+    /// `has_rules` (an installed package has a network section), the table is cleared now; the
+    /// apps that start add their rules back.
+    pub fn open(ifs: Interfaces, nft_path: Option<&Path>, has_rules: bool) -> Netfilter {
+        let nft = Nft::locate(nft_path);
+        let ours_in_kernel = nft
+            .as_ref()
+            .is_some_and(|n| n.run(&["list", "table", "inet", TABLE], "").is_ok());
+        let n = Netfilter::new(ifs, nft);
+        if has_rules || ours_in_kernel {
+            if let Err(f) = n.reset() {
+                crate::log_warn!("clearing cpevisor's nftables table: {f}");
+            }
+        }
+        n
     }
 
     /// The configured interfaces.
@@ -206,6 +205,8 @@ impl Netfilter {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
     use crate::package::network::{PortMapping, Protocol};
 

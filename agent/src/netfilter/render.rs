@@ -17,9 +17,43 @@
 //! - srcnat (postrouting): masquerade of `A` out of the WAN interface when it has egress rules.
 
 use std::fmt::Write;
+use std::net::Ipv4Addr;
 
-use super::{AppRules, Interfaces, TABLE};
-use crate::package::network::{Cidr, EgressProtocol, NetworkMode};
+use crate::package::network::{Cidr, EgressProtocol, NetworkConfig, NetworkMode, Side};
+
+/// The name of the table cpevisor owns (family inet).
+pub const TABLE: &str = "cpevisor";
+
+/// The router's interfaces, from the agent config; None: not configured, and no mapping can
+/// listen on that side.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Interfaces {
+    /// The internet side (`wan_interface`).
+    pub wan: Option<String>,
+    /// The home side (`lan_interface`).
+    pub lan: Option<String>,
+}
+
+impl Interfaces {
+    /// The interface name of `side`, if configured.
+    pub fn of(&self, side: Side) -> Option<&str> {
+        match side {
+            Side::Wan => self.wan.as_deref(),
+            Side::Lan => self.lan.as_deref(),
+        }
+    }
+}
+
+/// One app's rules: its address and its network section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppRules {
+    /// The app's EUID (the rules' comment, the key of the set).
+    pub eu_id: String,
+    /// The app's own address (its end of the link).
+    pub addr: Ipv4Addr,
+    /// What its package asks for.
+    pub net: NetworkConfig,
+}
 
 /// The `nft -f` script that replaces cpevisor's table with the rules of `apps`.
 pub fn script<'a>(apps: impl IntoIterator<Item = &'a AppRules>, ifs: &Interfaces) -> String {
@@ -142,10 +176,7 @@ fn proto(p: EgressProtocol) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
-
     use super::*;
-    use crate::package::network::NetworkConfig;
 
     fn app(eu: &str, last: u8, net: serde_json::Value) -> AppRules {
         AppRules {

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use super::model::{b, kib, DataModel};
 use super::schema::{ObjDesc, DEVICE};
 use super::tree::{Seg, TreeBuilder};
-use crate::lifecycle::network::EuNetwork;
 use crate::lifecycle::Snapshot;
 use crate::model::HealthStatus;
+use crate::netfilter::EuNetwork;
 use crate::package::network::EgressProtocol;
 
 impl DataModel {
