@@ -26,6 +26,8 @@ HOST_PKGS=(
   busybox-static cpio file openssl python3 mosquitto mosquitto-clients iproute2 e2fsprogs acpica-tools
   # the microVM app's read-only root file system image (mkfs.erofs, `cpevisor-rootfs guest`)
   erofs-utils
+  # the apps' port mappings and egress policy (agent/src/netfilter, its host tests): the nft tool
+  nftables
   # minimal guest kernels (scripts/guest-kernel.sh): source, kconfig and build tools; libelf for
   # x86_64's objtool, xz for its compressed bzImage
   linux-source-6.1 make gcc flex bison bc libelf-dev xz-utils

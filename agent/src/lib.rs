@@ -20,6 +20,7 @@ pub mod api;
 pub mod ctl;
 pub mod lifecycle;
 pub mod model;
+pub mod netfilter;
 pub mod supervise;
 pub mod usp;
 

@@ -1759,3 +1759,71 @@ fn onboard_request_is_retried_until_its_notify_resp() {
         "unanswered: sent again after a restart"
     );
 }
+
+#[test]
+fn execution_unit_network_config_reports_the_package_section() {
+    let w = World::new("usp-net");
+    w.write_config_patched(serde_json::json!({
+        "exec_envs": [{"name": "jail0", "type": "jail", "arch": "x86_64",
+                       "memory_budget_mib": 64, "runner": "process",
+                       "app_network": "10.100.0.0/16"}],
+        "wan_interface": "wan0",
+        // No nft on this "device": the rules cannot be put in place, which the start reports.
+        "nft_path": w.root.join("no-nft"),
+    }));
+    let mut app = App::new("web", "1.0");
+    app.autostart = false;
+    app.extra = serde_json::json!({"network": {
+        "port_mappings": [{"protocol": "tcp", "external_port": 8080, "internal_port": 80,
+                           "interface": "wan"}],
+        "egress": [{"destination": "192.0.2.0/24", "protocol": "tcp", "ports": [443, 8443]}]
+    }});
+    let url = w.publish(&app, "web.cpkg");
+    let plain = w.publish(&App::new("plain", "1.0"), "plain.cpkg");
+    let mut rig = Rig::open(&w);
+    rig.subscribe_install_complete();
+    output_of(&rig.install_du("k-web", &[("URL", &url)]));
+    output_of(&rig.install_du("k-plain", &[("URL", &plain)]));
+
+    let nc = "Device.SoftwareModules.ExecutionUnit.1.NetworkConfig.";
+    for (param, want) in [
+        ("X_CPEVISOR_Mode", "nat"),
+        ("X_CPEVISOR_Address", "10.100.0.6"),
+        ("X_CPEVISOR_Egress", "tcp 192.0.2.0/24 443 8443"),
+        ("X_CPEVISOR_InterceptDNS", "false"),
+        ("X_CPEVISOR_RulesActive", "false"),
+        ("X_CPEVISOR_PortMappingNumberOfEntries", "1"),
+        ("PortMappingRefList", ""),
+        ("X_CPEVISOR_PortMapping.1.Protocol", "TCP"),
+        ("X_CPEVISOR_PortMapping.1.ExternalPort", "8080"),
+        ("X_CPEVISOR_PortMapping.1.InternalPort", "80"),
+        ("X_CPEVISOR_PortMapping.1.X_CPEVISOR_Side", "wan"),
+        ("X_CPEVISOR_PortMapping.1.X_CPEVISOR_InterfaceName", "wan0"),
+    ] {
+        assert_eq!(rig.value(&format!("{nc}{param}")), want, "{param}");
+    }
+    // A package without the section: the object is there, empty.
+    let nc2 = "Device.SoftwareModules.ExecutionUnit.2.NetworkConfig.";
+    assert_eq!(rig.value(&format!("{nc2}X_CPEVISOR_Mode")), "");
+    assert_eq!(
+        rig.value(&format!("{nc2}X_CPEVISOR_PortMappingNumberOfEntries")),
+        "0"
+    );
+
+    // Started on a device without nft: refused (7225) naming why; the EU stays Idle.
+    let m = rig.operate(
+        "Device.SoftwareModules.ExecutionUnit.1.SetRequestedState()",
+        "k-start",
+        &[("RequestedState", "Active")],
+    );
+    use operate_resp::operation_result::OperationResp as R;
+    let R::CmdFailure(f) = op_result(&m) else {
+        panic!("{m:?}")
+    };
+    assert_eq!(f.err_code, 7225, "{}", f.err_msg);
+    assert!(f.err_msg.contains("no nft tool"), "{}", f.err_msg);
+    assert_eq!(
+        rig.value("Device.SoftwareModules.ExecutionUnit.1.RequestedState"),
+        "Idle"
+    );
+}

@@ -34,6 +34,10 @@ impl From<ConfigError> for Fault {
 /// the supervisor.
 impl From<StartEuError> for Fault {
     fn from(e: StartEuError) -> Self {
-        Fault::new(FaultCode::Internal, e.to_string())
+        match e {
+            // Already decided: a port another app holds is 7025, not an internal error.
+            StartEuError::Network(f) => f,
+            e => Fault::new(FaultCode::Internal, e.to_string()),
+        }
     }
 }

@@ -31,6 +31,9 @@ pub enum FaultCode {
     Internal,
     /// 7006: permission denied (a local client the API socket does not serve).
     PermissionDenied,
+    /// 7025: unique key conflict (USP): a value that must be unique is held by another
+    /// instance, e.g. a router port another app's mapping already takes.
+    UniqueKeyConflict,
     /// 7022: command failure (a USP command such as Reboot() that did not run).
     CommandFailure,
     /// 7004: invalid arguments (including a URL carrying user:password).
@@ -66,6 +69,7 @@ impl FaultCode {
             FaultCode::Internal => 7003,
             FaultCode::PermissionDenied => 7006,
             FaultCode::CommandFailure => 7022,
+            FaultCode::UniqueKeyConflict => 7025,
             FaultCode::InvalidArguments => 7004,
             FaultCode::ResourcesExceeded => 7005,
             FaultCode::DownloadFailure => 7033,
@@ -81,12 +85,13 @@ impl FaultCode {
         }
     }
 
-    const ALL: [FaultCode; 15] = [
+    const ALL: [FaultCode; 16] = [
         FaultCode::Internal,
         FaultCode::InvalidArguments,
         FaultCode::ResourcesExceeded,
         FaultCode::PermissionDenied,
         FaultCode::CommandFailure,
+        FaultCode::UniqueKeyConflict,
         FaultCode::DownloadFailure,
         FaultCode::AuthenticationFailure,
         FaultCode::CorruptData,

@@ -76,6 +76,17 @@ pub enum ConfigError {
     ZeroDownloadCap,
     /// `run_dir` is not an absolute path below /.
     RunDir(PathBuf),
+    /// `wan_interface` or `lan_interface` is not a valid interface name.
+    RouterInterface {
+        /// Which field.
+        field: &'static str,
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        source: cpevisor_types::IfNameError,
+    },
+    /// `nft_path` is not an absolute path.
+    NftPath(PathBuf),
 }
 
 impl fmt::Display for ConfigError {
@@ -108,6 +119,14 @@ impl fmt::Display for ConfigError {
                 write!(f, "exec_envs[{index}].memory_budget_mib: must be > 0")
             }
             ConfigError::ZeroDownloadCap => f.write_str("download_cap_bytes: must be > 0"),
+            ConfigError::RouterInterface {
+                field,
+                name,
+                source,
+            } => write!(f, "{field}: {name:?}: {source}"),
+            ConfigError::NftPath(p) => {
+                write!(f, "nft_path: {} must be an absolute path", p.display())
+            }
             ConfigError::RunDir(d) => {
                 write!(
                     f,
@@ -254,6 +273,18 @@ pub struct AgentConfig {
     /// own and 0700. None: `/run/cpevisor` as root, else `<state dir>/run`.
     #[serde(default)]
     pub run_dir: Option<PathBuf>,
+    /// The router's internet-side interface (`eth0`, `wan`): where `wan` port mappings listen
+    /// and apps' egress is masqueraded. None: no app can have a wan mapping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wan_interface: Option<String>,
+    /// The router's home-side interface (`br-lan`): where `lan` port mappings and the DNS
+    /// interception listen. None: no app can have either.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lan_interface: Option<String>,
+    /// The `nft` tool; None: the first of `/usr/sbin/nft`, `/sbin/nft`, `/usr/bin/nft`,
+    /// `/bin/nft` found when the agent starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nft_path: Option<PathBuf>,
 }
 
 /// How long a package server may take. Every download has an overall deadline, the floor
@@ -385,6 +416,9 @@ impl AgentConfig {
             stop_timeout_ms: default_stop_timeout(),
             download_limits: DownloadLimits::default(),
             run_dir: None,
+            wan_interface: None,
+            lan_interface: None,
+            nft_path: None,
         }
     }
 
@@ -483,6 +517,25 @@ impl AgentConfig {
         if let Some(d) = &self.run_dir {
             if !d.is_absolute() || d.parent().is_none() {
                 return Err(ConfigError::RunDir(d.clone()));
+            }
+        }
+        for (field, name) in [
+            ("wan_interface", &self.wan_interface),
+            ("lan_interface", &self.lan_interface),
+        ] {
+            if let Some(n) = name {
+                cpevisor_types::IfName::parse(n).map_err(|source| {
+                    ConfigError::RouterInterface {
+                        field,
+                        name: n.clone(),
+                        source,
+                    }
+                })?;
+            }
+        }
+        if let Some(p) = &self.nft_path {
+            if !p.is_absolute() {
+                return Err(ConfigError::NftPath(p.clone()));
             }
         }
         Ok(())

@@ -40,6 +40,7 @@ impl Agent {
             RequestedState::Idle => {
                 self.persist_requested(eu_id, RequestedState::Idle)?;
                 self.supervisor.stop(eu_id);
+                self.net_stop(eu_id);
             }
         }
         self.eu(eu_id).ok_or_else(|| unknown_eu(eu_id))
@@ -82,6 +83,10 @@ impl Agent {
             .store
             .app_dir(&data_id(&rec.du.uuid))
             .map_err(StartEuError::DataDir)?;
+        // The rules before the app: its first packets already find them. Refused (a port
+        // another app holds, no nft): the app does not start.
+        self.net_start(rec, &eu.eu_id, &eu.exec_env)
+            .map_err(StartEuError::Network)?;
         let spec = LaunchSpec {
             eu_id: eu.eu_id.clone(),
             command: rec.spec.command.clone(),
@@ -108,7 +113,10 @@ impl Agent {
         };
         self.supervisor
             .start(backend, spec, eu.auto_restart.clone(), reason)
-            .map_err(StartEuError::Start)
+            .map_err(|e| {
+                self.net_stop(&eu.eu_id);
+                StartEuError::Start(e)
+            })
     }
 
     pub(super) fn persist_requested(&self, eu_id: &str, req: RequestedState) -> OpResult<()> {

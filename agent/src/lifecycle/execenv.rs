@@ -92,6 +92,7 @@ impl Agent {
         for eu in eus {
             if !enable {
                 self.supervisor.stop(&eu.eu_id);
+                self.net_stop(&eu.eu_id);
             } else if eu.requested_state == RequestedState::Active
                 && !self.supervisor.is_running(&eu.eu_id)
             {

@@ -130,6 +130,8 @@ impl Agent {
             let mut m = lock(&self.shared.model);
             // Re-checked under the lock: an app started since the first check counts.
             admission::check_spec_room_in(&m.persisted, spec, env, None)?;
+            // The router ports it maps, under the same lock: two installs cannot both take one.
+            self.net_admit(&m.persisted, spec, env, None)?;
             m.persisted.next_eu += 1;
             let eu_id = format!("eu-{}", m.persisted.next_eu);
             let du = DeploymentUnit {

@@ -23,6 +23,7 @@ mod execenv;
 mod inflight;
 mod install;
 mod migrate;
+mod network;
 pub mod packages;
 mod queries;
 mod recovery;
@@ -73,6 +74,9 @@ pub struct Snapshot {
     pub deployment_units: Vec<DeploymentUnit>,
     /// Every EU, with its live memory and health.
     pub execution_units: Vec<ExecutionUnit>,
+    /// The network of each EU whose package has a network section, by EUID.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub eu_networks: std::collections::BTreeMap<String, crate::netfilter::EuNetwork>,
 }
 
 /// In-memory model guarded by one lock; `persisted` mirrors `state.json`.
@@ -135,6 +139,8 @@ pub struct Agent {
     eu_ops: Mutex<()>,
     /// The private base of the EUs' run directories (`supervise::rundir`).
     run_dir: PathBuf,
+    /// The running apps' nftables rules (`lifecycle::network`).
+    netfilter: crate::netfilter::Netfilter,
 }
 
 impl Agent {
@@ -160,6 +166,14 @@ impl Agent {
             Some(_) => Vec::new(),
             None => cleanstop::mark_unclean(&mut persisted.eus),
         };
+        let netfilter = crate::netfilter::Netfilter::open(
+            crate::netfilter::Interfaces {
+                wan: cfg.wan_interface.clone(),
+                lan: cfg.lan_interface.clone(),
+            },
+            cfg.nft_path.as_deref(),
+            persisted.dus.iter().any(|r| r.spec.network.is_some()),
+        );
         let shared = Arc::new(Shared {
             model: Mutex::new(Model {
                 persisted,
@@ -219,6 +233,7 @@ impl Agent {
             inflight: InFlight::new(),
             eu_ops: Mutex::new(()),
             run_dir,
+            netfilter,
         };
         agent.recover()?;
         agent.sweep();
@@ -241,6 +256,10 @@ impl Agent {
     /// states stay as persisted, so the next start brings the AutoStart apps back.
     pub fn shutdown(&self) {
         let stopped = self.supervisor.stop_all();
+        // No app runs: none of their rules stays (the next start puts back those that run).
+        for eu in lock(&self.shared.model).persisted.eus.iter() {
+            self.netfilter.remove(&eu.eu_id);
+        }
         if let Err(f) = cleanstop::record(self.files.dir(), stopped) {
             crate::log_error!("recording the clean stop: {f}");
         }

@@ -61,6 +61,7 @@ impl Agent {
             exec_envs,
             deployment_units,
             execution_units: m.persisted.eus.clone(),
+            eu_networks: self.eu_networks(&m.persisted),
         }
     }
 

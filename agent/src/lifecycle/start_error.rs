@@ -18,6 +18,8 @@ pub enum StartEuError {
     RunDir(std::io::Error),
     /// The supervisor did not start the backend.
     Start(StartError),
+    /// The app's network rules were refused (a port taken, no nft): the fault as decided.
+    Network(Fault),
 }
 
 impl std::fmt::Display for StartEuError {
@@ -28,6 +30,7 @@ impl std::fmt::Display for StartEuError {
             StartEuError::DataDir(fault) => f.write_str(&fault.message),
             StartEuError::RunDir(e) => write!(f, "{e}"),
             StartEuError::Start(e) => write!(f, "{e}"),
+            StartEuError::Network(fault) => f.write_str(&fault.message),
         }
     }
 }
@@ -37,7 +40,10 @@ impl std::error::Error for StartEuError {
         match self {
             StartEuError::RunDir(e) => Some(e),
             StartEuError::Start(e) => Some(e),
-            StartEuError::NoEu(_) | StartEuError::NoBackend(_) | StartEuError::DataDir(_) => None,
+            StartEuError::NoEu(_)
+            | StartEuError::NoBackend(_)
+            | StartEuError::DataDir(_)
+            | StartEuError::Network(_) => None,
         }
     }
 }

@@ -45,6 +45,7 @@ impl Agent {
             let _eu = lock(&self.eu_ops);
             for eu in self.eus_of(&j.uuid) {
                 self.supervisor.stop(&eu.eu_id);
+                self.net_stop(&eu.eu_id);
                 self.supervisor.forget(&eu.eu_id);
             }
             let mut m = lock(&self.shared.model);

@@ -124,6 +124,15 @@ impl Agent {
         if let Err(f) = self.fits_env(spec, &env) {
             return refuse(f);
         }
+        let ports = self.net_admit(
+            &lock(&self.shared.model).persisted,
+            spec,
+            &env,
+            Some(&prev.du.uuid),
+        );
+        if let Err(f) = ports {
+            return refuse(f);
+        }
         let eu_prev = self.eu_of(&prev.du.uuid);
         let was_active = eu_prev
             .as_ref()
@@ -147,6 +156,7 @@ impl Agent {
         let _eu = lock(&self.eu_ops);
         if let Some(eu) = &eu_prev {
             self.supervisor.stop(&eu.eu_id);
+            self.net_stop(&eu.eu_id);
         }
         let new_record = {
             let mut m = lock(&self.shared.model);

@@ -252,6 +252,10 @@ pub struct AppConfig {
     /// reported as forced (FailureOnStop). None: the agent's `stop_timeout_ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_timeout_ms: Option<u32>,
+    /// The app's network (`package::network`); absent: a link and no rules, as before the
+    /// section existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<super::network::NetworkConfig>,
 }
 
 /// Longest `name`, bytes.
@@ -393,6 +397,9 @@ impl AppConfig {
                 "stop_timeout_ms",
                 format!("must be 0..={MAX_STOP_TIMEOUT_MS}"),
             ));
+        }
+        if let Some(n) = &self.network {
+            n.validate()?;
         }
         let r = &self.restart;
         if r.retry_min_wait_s > r.retry_max_wait_s {

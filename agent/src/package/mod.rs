@@ -5,6 +5,7 @@ pub mod config;
 pub mod head;
 pub mod keys;
 mod layer;
+pub mod network;
 pub mod oci;
 mod pack;
 pub mod tar;

@@ -351,6 +351,48 @@ const DEPLOYMENT_UNIT: ObjDesc = ObjDesc {
     children: &[],
 };
 
+/// Beyond TR-181 (vendor object): one router port mapped to the app. TR-181's own
+/// `PortMappingRefList` points into `Device.NAT.PortMapping`, which this agent does not serve;
+/// the parameters keep the NAT.PortMapping names where they mean the same.
+const EU_PORT_MAPPING: ObjDesc = ObjDesc {
+    name: "X_CPEVISOR_PortMapping",
+    multi: true,
+    creatable: false,
+    params: &[
+        ro_enum("Protocol", &["TCP", "UDP"]),
+        ro("ExternalPort", UnsignedInt),
+        ro("InternalPort", UnsignedInt),
+        // The router side it listens on; the agent config names the interface.
+        ro_enum("X_CPEVISOR_Side", &["lan", "wan"]),
+        ro("X_CPEVISOR_InterfaceName", String),
+    ],
+    commands: &[],
+    events: &[],
+    children: &[],
+};
+
+/// TR-181 2.17 `ExecutionUnit.{i}.NetworkConfig.`, with what the package asks for as vendor
+/// parameters.
+const EU_NETWORK_CONFIG: ObjDesc = obj(
+    "NetworkConfig",
+    &[
+        // References into Device.IP.Interface / Device.NAT.PortMapping: empty, the agent serves
+        // neither table.
+        ro("AccessInterfaceRefList", List),
+        ro("PortMappingRefList", List),
+        // Empty: the package has no network section (a link, no rules).
+        ro_enum("X_CPEVISOR_Mode", &["", "nat", "none", "bridged"]),
+        ro("X_CPEVISOR_Address", String),
+        // `<tcp|udp|any> <cidr>[ <port>...]` per allowed destination; empty: replies only.
+        ro("X_CPEVISOR_Egress", List),
+        ro("X_CPEVISOR_InterceptDNS", Boolean),
+        // Whether the app's rules are in the kernel's nftables now.
+        ro("X_CPEVISOR_RulesActive", Boolean),
+        ro("X_CPEVISOR_PortMappingNumberOfEntries", UnsignedInt),
+    ],
+    &[EU_PORT_MAPPING],
+);
+
 const EXECUTION_UNIT: ObjDesc = ObjDesc {
     name: "ExecutionUnit",
     multi: true,
@@ -391,7 +433,7 @@ const EXECUTION_UNIT: ObjDesc = ObjDesc {
         },
     ],
     events: &[],
-    children: &[],
+    children: &[EU_NETWORK_CONFIG],
 };
 
 const SOFTWARE_MODULES: ObjDesc = ObjDesc {
@@ -443,6 +485,7 @@ pub fn unique_key_names(d: &ObjDesc) -> &'static [&'static str] {
     match d.name {
         "DeploymentUnit" => &["UUID"],
         "ExecutionUnit" => &["EUID"],
+        "X_CPEVISOR_PortMapping" => &["Protocol", "ExternalPort", "X_CPEVISOR_Side"],
         "ExecEnv" => &["Name"],
         "Controller" => &["EndpointID"],
         "Subscription" => &["ID", "Recipient"],

@@ -4,10 +4,12 @@
 use std::collections::HashMap;
 
 use super::model::{b, kib, DataModel};
-use super::schema::DEVICE;
+use super::schema::{ObjDesc, DEVICE};
 use super::tree::{Seg, TreeBuilder};
 use crate::lifecycle::Snapshot;
 use crate::model::HealthStatus;
+use crate::netfilter::EuNetwork;
+use crate::package::network::EgressProtocol;
 
 impl DataModel {
     /// Adds `Device.SoftwareModules.` and its tables under `dev`, from `snap`.
@@ -120,6 +122,8 @@ impl DataModel {
         let ut = t.table(&sm, u_desc);
         for u in &snap.execution_units {
             let n = self.store.number("ExecutionUnit", &u.eu_id);
+            let mut inst = ut.clone();
+            inst.push(Seg::Inst(n));
             let du = snap.deployment_units.iter().find(|d| d.uuid == u.du_uuid);
             t.instance(
                 &ut,
@@ -164,6 +168,87 @@ impl DataModel {
                     ),
                 ],
             );
+            network_config(t, &inst, u_desc, snap.eu_networks.get(&u.eu_id));
         }
+    }
+}
+
+/// `ExecutionUnit.{i}.NetworkConfig.` and its port mappings under the EU instance `inst`.
+fn network_config(
+    t: &mut TreeBuilder,
+    inst: &[Seg],
+    u_desc: &'static ObjDesc,
+    net: Option<&EuNetwork>,
+) {
+    let n_desc = u_desc.child("NetworkConfig").expect("schema");
+    let m_desc = n_desc.child("X_CPEVISOR_PortMapping").expect("schema");
+    let Some(net) = net else {
+        let nc = t.object(
+            Some(inst),
+            n_desc,
+            vec![
+                ("X_CPEVISOR_InterceptDNS", b(false)),
+                ("X_CPEVISOR_RulesActive", b(false)),
+                ("X_CPEVISOR_PortMappingNumberOfEntries", "0".to_string()),
+            ],
+        );
+        t.table(&nc, m_desc);
+        return;
+    };
+    let c = &net.config;
+    let egress: Vec<String> = c
+        .egress
+        .iter()
+        .flatten()
+        .map(|r| {
+            let proto = match r.protocol {
+                EgressProtocol::Any => "any",
+                EgressProtocol::Tcp => "tcp",
+                EgressProtocol::Udp => "udp",
+            };
+            let mut s = format!("{proto} {}", r.destination);
+            for p in &r.ports {
+                s.push_str(&format!(" {p}"));
+            }
+            s
+        })
+        .collect();
+    let nc = t.object(
+        Some(inst),
+        n_desc,
+        vec![
+            ("X_CPEVISOR_Mode", c.mode.as_str().to_string()),
+            (
+                "X_CPEVISOR_Address",
+                net.address.clone().unwrap_or_default(),
+            ),
+            ("X_CPEVISOR_Egress", egress.join(",")),
+            ("X_CPEVISOR_InterceptDNS", b(c.intercept_dns)),
+            ("X_CPEVISOR_RulesActive", b(net.rules_active)),
+            (
+                "X_CPEVISOR_PortMappingNumberOfEntries",
+                c.port_mappings.len().to_string(),
+            ),
+        ],
+    );
+    let mt = t.table(&nc, m_desc);
+    for (i, m) in c.port_mappings.iter().enumerate() {
+        let key = format!("{}:{}", m.protocol.as_str(), m.external_port);
+        t.instance(
+            &mt,
+            m_desc,
+            i as u32 + 1,
+            &key,
+            vec![
+                ("Protocol", m.protocol.as_str().to_ascii_uppercase()),
+                ("ExternalPort", m.external_port.to_string()),
+                ("InternalPort", m.internal_port.to_string()),
+                ("X_CPEVISOR_Side", m.interface.as_str().to_string()),
+                (
+                    "X_CPEVISOR_InterfaceName",
+                    net.interface_names.get(i).cloned().unwrap_or_default(),
+                ),
+            ],
+        );
     }
 }
