@@ -55,6 +55,10 @@ pub struct AppSpec {
     /// field read as None).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_timeout_ms: Option<u32>,
+    /// Declared flash, MiB (`AppConfig.disk_mib`); None: undeclared (also in state files
+    /// from before the field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_mib: Option<u32>,
 }
 
 impl AppSpec {
@@ -84,6 +88,7 @@ impl AppSpec {
             start_deadline_s: c.start_deadline_s,
             health: c.health.clone(),
             stop_timeout_ms: c.stop_timeout_ms,
+            disk_mib: c.disk_mib,
         }
     }
 }
