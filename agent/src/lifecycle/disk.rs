@@ -176,7 +176,7 @@ impl Agent {
 /// The data volume of a jail app: a sparse image of `mib` MiB at `path` with an ext4 file
 /// system (no blocks reserved for root: the app is root only in its user namespace), made
 /// under a temporary name and renamed, so a crash leaves no half-made volume. `mke2fs` comes
-/// from e2fsprogs or busybox; without it the install is refused (7003) rather than run
+/// from e2fsprogs; without it the install is refused (7003) rather than run
 /// uncapped.
 pub fn make_volume(path: &Path, mib: u64) -> OpResult<()> {
     let tmp = path.with_extension("img.new");
