@@ -175,30 +175,29 @@ impl Agent {
 
 /// The data volume of a jail app: a sparse image of `mib` MiB at `path` with an ext4 file
 /// system (no blocks reserved for root: the app is root only in its user namespace), made
-/// under a temporary name and renamed, so a crash leaves no half-made volume. `mke2fs` comes
-/// from e2fsprogs; without it the install is refused (7003) rather than run
-/// uncapped.
-pub fn make_volume(path: &Path, mib: u64) -> OpResult<()> {
-    let tmp = path.with_extension("img.new");
+/// at `tmp` (the store's `tmp/`, emptied at start-up) and renamed, so a crash leaves no
+/// half-made volume. `mke2fs` comes from e2fsprogs; without it the install is refused (7003)
+/// rather than run uncapped.
+pub fn make_volume(path: &Path, tmp: &Path, mib: u64) -> OpResult<()> {
     let io = |what: &str, e: std::io::Error| {
         fault(
             FaultCode::Internal,
             format!("data volume {}: {what}: {e}", path.display()),
         )
     };
-    let file = std::fs::File::create(&tmp).map_err(|e| io("create", e))?;
+    let file = std::fs::File::create(tmp).map_err(|e| io("create", e))?;
     file.set_len(mib * 1024 * 1024).map_err(|e| io("size", e))?;
     drop(file);
     let mut last = String::new();
     for tool in ["mke2fs", "/sbin/mke2fs", "/usr/sbin/mke2fs"] {
         let out = Command::new(tool)
             .args(["-q", "-F", "-t", "ext4", "-m", "0", "-L", "data"])
-            .arg(&tmp)
+            .arg(tmp)
             .stdin(Stdio::null())
             .output();
         match out {
             Ok(o) if o.status.success() => {
-                std::fs::rename(&tmp, path).map_err(|e| io("rename", e))?;
+                std::fs::rename(tmp, path).map_err(|e| io("rename", e))?;
                 return crate::store::fsync_dir(path.parent().unwrap_or(Path::new("/")));
             }
             Ok(o) => {
@@ -208,7 +207,7 @@ pub fn make_volume(path: &Path, mib: u64) -> OpResult<()> {
             Err(e) => last = format!("{tool}: {e}"),
         }
     }
-    let _ = std::fs::remove_file(&tmp);
+    let _ = std::fs::remove_file(tmp);
     Err(fault(
         FaultCode::Internal,
         format!(

@@ -133,7 +133,8 @@ impl Agent {
                         j.disk_created = true;
                         self.save_journal(j)?;
                         self.packages.store.create_app_dir(&data)?;
-                        disk::make_volume(&path, volume_mib)?;
+                        let tmp = self.packages.store.temp_path("volume");
+                        disk::make_volume(&path, &tmp, volume_mib)?;
                     }
                     files.disk = Some(path);
                 }
