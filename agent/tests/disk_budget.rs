@@ -119,6 +119,13 @@ fn flash_is_admitted_like_memory_and_a_data_volume_is_capped() {
         APP_MIB,
     );
     let huge = publish(&w, "huge", "sleep 1000", BUDGET_MIB + 10);
+    let keeper2 = publish(&w, "keeper2", "sleep 1000", BUDGET_MIB);
+    // Version 2.0 of keeper that asks for the whole budget (the other app holds 12 MiB).
+    let mut v2: Value =
+        serde_json::from_slice(&fs::read(w.root.join("src-keeper2/app.json")).unwrap()).unwrap();
+    v2["name"] = json!("keeper");
+    v2["version"] = json!("2.0");
+    w.pack_app(&w.root.join("src-keeper2"), &v2, &keeper2, &w.key);
     let second = publish(&w, "second", "sleep 1000", 20);
     w.start_daemon(None);
 
@@ -144,6 +151,13 @@ fn flash_is_admitted_like_memory_and_a_data_volume_is_capped() {
     );
     eprintln!("available {empty} -> {after} KiB; keeper's files {used} KiB");
     w.wait_log(&eu_k, "ok 3", 20);
+    // cpevisorctl shows the same: the ExecEnv's budget and what is left (and each EU's use).
+    let text = String::from_utf8(w.ctl(&["list"]).stdout).unwrap();
+    assert!(
+        text.contains("DISK_KIB") && text.contains("DISK_FREE_KIB"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("30720     {after}")), "{text}");
 
     // 20 MiB declared, 18 left: refused before download too.
     refused_before_download(&w, &server, &second, 20);
@@ -191,6 +205,31 @@ fn flash_is_admitted_like_memory_and_a_data_volume_is_capped() {
         }
     });
     assert!(!w.logs(&eu_k).contains("WRITE FAILED"), "{}", w.logs(&eu_k));
+
+    // An update is admitted the same way, its own DU's flash counted as free: 30 MiB asked,
+    // 30 - 12 (filler) left: refused before download, the running version kept.
+    let uuid_k = w.eu(&eu_k)["du_uuid"].as_str().unwrap().to_string();
+    let before = w.state_files();
+    let err = w
+        .ctl_json(&[
+            "update",
+            &uuid_k,
+            &server.url("http", "127.0.0.1", &keeper2),
+        ])
+        .unwrap_err();
+    assert_eq!(err.0, 7227, "{}", err.1);
+    assert!(err.1.contains("has 18432 KiB left"), "{}", err.1);
+    assert_eq!(requests_for(&server, &keeper2).len(), 1, "the head only");
+    assert_eq!(w.eu(&eu_k)["status"], "Active");
+    let after_update: Vec<String> = w.state_files();
+    assert_eq!(
+        after_update
+            .iter()
+            .filter(|f| !f.starts_with("events"))
+            .count(),
+        before.iter().filter(|f| !f.starts_with("events")).count(),
+        "no file added or removed"
+    );
     assert!(w.ctl(&["stop", &eu_f]).status.success());
     w.wait_eu_status(&eu_f, "Idle", 20);
     let list: Value = w.list();
