@@ -105,7 +105,8 @@ fn flash_is_admitted_like_memory_and_a_data_volume_is_capped() {
     let keeper = publish(
         &w,
         "keeper",
-        "echo keeper up; i=0; while true; do i=$((i+1)); \
+        "echo keeper up; [ -e /data/chunk ] && echo keeper had data; \
+         i=0; while true; do i=$((i+1)); \
          if dd if=/dev/zero of=/data/chunk bs=64k count=1 2>/dev/null; \
          then echo ok $i; else echo WRITE FAILED $i; fi; sleep 0.2; done",
         APP_MIB,
@@ -230,6 +231,28 @@ fn flash_is_admitted_like_memory_and_a_data_volume_is_capped() {
         before.iter().filter(|f| !f.starts_with("events")).count(),
         "no file added or removed"
     );
+
+    // An update that fits keeps the DU's volume, and the data in it.
+    let mut v11: Value =
+        serde_json::from_slice(&fs::read(w.root.join("src-keeper/app.json")).unwrap()).unwrap();
+    v11["version"] = json!("1.1");
+    w.pack_app(&w.root.join("src-keeper"), &v11, "keeper-1.1.cpkg", &w.key);
+    let volume_k = w
+        .state
+        .join("apps")
+        .join(format!("{uuid_k}_data"))
+        .join("disk.img");
+    let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).unwrap());
+    let ino = inode(&volume_k);
+    w.ctl_json(&[
+        "update",
+        &uuid_k,
+        &server.url("http", "127.0.0.1", "keeper-1.1.cpkg"),
+    ])
+    .expect("the update fits");
+    w.wait_log(&eu_k, "keeper had data", 20);
+    assert_eq!(inode(&volume_k), ino, "the same volume");
+
     assert!(w.ctl(&["stop", &eu_f]).status.success());
     w.wait_eu_status(&eu_f, "Idle", 20);
     let list: Value = w.list();

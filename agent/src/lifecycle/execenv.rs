@@ -104,6 +104,11 @@ impl Agent {
         }
         let disk = self.env_disk(&cfg, None);
         let m = lock(&self.shared.model);
-        Ok(exec_env_view(&cfg, &m.persisted, &disk))
+        Ok(exec_env_view(
+            &cfg,
+            &m.persisted,
+            disk.allocated_kib,
+            disk.available_kib,
+        ))
     }
 }

@@ -314,7 +314,13 @@ fn env_is_enabled(c: &ExecEnvConfig, s: &PersistedState) -> bool {
     !s.disabled_envs.contains(&c.name) && (c.enable || s.enabled_envs.contains(&c.name))
 }
 
-fn exec_env_view(c: &ExecEnvConfig, s: &PersistedState, disk: &disk::EnvDisk) -> ExecEnv {
+/// ExecEnv `c` as the model shows it, with its flash (`disk::EnvDisk`) as measured by the caller.
+fn exec_env_view(
+    c: &ExecEnvConfig,
+    s: &PersistedState,
+    allocated_disk_kib: u64,
+    available_disk_kib: u64,
+) -> ExecEnv {
     let enabled = env_is_enabled(c, s);
     ExecEnv {
         name: c.name.clone(),
@@ -330,8 +336,8 @@ fn exec_env_view(c: &ExecEnvConfig, s: &PersistedState, disk: &disk::EnvDisk) ->
         available_memory_mib: c
             .memory_budget_mib
             .saturating_sub(admitted_mib(s, &c.name, None)),
-        allocated_disk_kib: disk.allocated_kib,
-        available_disk_kib: disk.available_kib,
+        allocated_disk_kib,
+        available_disk_kib,
     }
 }
 

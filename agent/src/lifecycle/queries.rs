@@ -56,7 +56,7 @@ impl Agent {
             .exec_envs
             .iter()
             .zip(&disks)
-            .map(|(c, d)| exec_env_view(c, &m.persisted, d))
+            .map(|(c, d)| exec_env_view(c, &m.persisted, d.allocated_kib, d.available_kib))
             .collect();
         let deployment_units = m
             .persisted

@@ -112,6 +112,8 @@ impl Agent {
                 let (path, _) = self.packages.make_data_disk(&data, &blob)?;
                 files.disk = Some(path);
             }
+            // A volume the DU has is its data: kept, whatever this version declares.
+            (_, Runner::Jail, _) if path.is_file() => files.disk = Some(path),
             (_, Runner::Jail, Some(declared)) => {
                 let package = self.package_kib(&files);
                 let volume_mib = (declared.saturating_sub(package)) / 1024;
@@ -119,9 +121,7 @@ impl Agent {
                     return Err(too_small(spec, package));
                 }
                 let dir = self.packages.store.app_dir(&data)?;
-                let has_plain_data = std::fs::read_dir(&dir)
-                    .is_ok_and(|mut rd| rd.any(|e| e.is_ok_and(|e| e.path() != path)));
-                if has_plain_data && !path.is_file() {
+                if std::fs::read_dir(&dir).is_ok_and(|mut rd| rd.next().is_some()) {
                     // Data an uncapped earlier version wrote: a volume mounted over it would
                     // hide it from the app.
                     crate::log_warn!(
@@ -129,13 +129,11 @@ impl Agent {
                         spec.name
                     );
                 } else {
-                    if !path.is_file() {
-                        j.disk_created = true;
-                        self.save_journal(j)?;
-                        self.packages.store.create_app_dir(&data)?;
-                        let tmp = self.packages.store.temp_path("volume");
-                        disk::make_volume(&path, &tmp, volume_mib)?;
-                    }
+                    j.disk_created = true;
+                    self.save_journal(j)?;
+                    self.packages.store.create_app_dir(&data)?;
+                    let tmp = self.packages.store.temp_path("volume");
+                    disk::make_volume(&path, &tmp, volume_mib)?;
                     files.disk = Some(path);
                 }
             }
