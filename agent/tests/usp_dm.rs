@@ -648,6 +648,31 @@ fn du_lifecycle_through_operate_with_notifications() {
         rig.value("Device.SoftwareModules.ExecEnv.1.ActiveExecutionUnits"),
         "Device.SoftwareModules.ExecutionUnit.1"
     );
+    // Flash, KiB: the package declares none (-1); its files are measured; without a budget
+    // the ExecEnv has what its file system has.
+    assert_eq!(
+        rig.value("Device.SoftwareModules.ExecutionUnit.1.AllocatedDiskSpace"),
+        "-1"
+    );
+    let kib = |rig: &mut Rig, p: &str| -> i64 { rig.value(p).parse().unwrap() };
+    assert!(
+        kib(
+            &mut rig,
+            "Device.SoftwareModules.ExecutionUnit.1.DiskSpaceInUse"
+        ) > 0
+    );
+    let allocated = kib(
+        &mut rig,
+        "Device.SoftwareModules.ExecEnv.1.AllocatedDiskSpace",
+    );
+    let available = kib(
+        &mut rig,
+        "Device.SoftwareModules.ExecEnv.1.AvailableDiskSpace",
+    );
+    assert!(
+        0 < available && available <= allocated,
+        "{available} of {allocated}"
+    );
     let id = rig.id();
     let m = rig.send(&Msg::get(
         id,

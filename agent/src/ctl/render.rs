@@ -128,6 +128,7 @@ fn eu_rows(eus: &[Value]) -> Vec<Vec<String>> {
                 s(&e["requested_state"]),
                 s(&e["memory_mib"]),
                 s(&e["memory_in_use"]),
+                s(&e["disk_in_use"]),
                 s(&e["auto_restart"]["retry_count"]),
                 if msg.is_empty() || msg == "-" {
                     fault
@@ -153,13 +154,14 @@ fn health_cell(h: &Value) -> String {
 }
 
 const DU_HEADERS: [&str; 7] = ["UUID", "NAME", "VERSION", "VENDOR", "STATUS", "ENV", "EUS"];
-const EU_HEADERS: [&str; 9] = [
+const EU_HEADERS: [&str; 10] = [
     "EUID",
     "NAME",
     "STATUS",
     "REQUESTED",
     "MEM_MIB",
     "IN_USE_KIB",
+    "DISK_KIB",
     "RETRIES",
     "FAULT",
     "HEALTH",
@@ -185,6 +187,8 @@ pub fn print_result(req: &Request, v: &Value, json: bool) {
                     "STATUS",
                     "BUDGET_MIB",
                     "AVAILABLE_MIB",
+                    "DISK_KIB",
+                    "DISK_FREE_KIB",
                 ],
                 &envs
                     .iter()
@@ -196,6 +200,8 @@ pub fn print_result(req: &Request, v: &Value, json: bool) {
                             s(&e["status"]),
                             s(&e["memory_budget_mib"]),
                             s(&e["available_memory_mib"]),
+                            s(&e["allocated_disk_kib"]),
+                            s(&e["available_disk_kib"]),
                         ]
                     })
                     .collect::<Vec<_>>(),

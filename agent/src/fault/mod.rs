@@ -54,7 +54,7 @@ pub enum FaultCode {
     DeploymentUnitToExecEnvMismatch,
     /// 7226: duplicate deployment unit.
     DuplicateDeploymentUnit,
-    /// 7227: system resources exceeded (memory budget).
+    /// 7227: system resources exceeded (memory or flash budget).
     SystemResourcesExceeded,
     /// 7229: invalid deployment unit state for the operation (unknown UUID included).
     InvalidDeploymentUnitState,

@@ -10,11 +10,13 @@ use crate::supervise::lock;
 
 impl Agent {
     /// Checks the package's architecture and backends against the ExecEnv (7225).
-    /// Admission before any download: the package's head declares its arch, backends and
-    /// memory (`package::head`); what the verified package would be refused for (7225, 7227) is
-    /// refused now, before the flash is touched. The memory check is the one made after
-    /// verification: against what is left in the ExecEnv, with the memory of `except` (the DU
-    /// being updated) counted as free. The same checks run again on the verified package.
+    /// Admission before any download: the package's head declares its arch, backends,
+    /// memory and flash (`package::head`); what the verified package would be refused for
+    /// (7225, 7227) is refused now, before anything is fetched or written. The checks are the
+    /// ones made after verification: against what is left in the ExecEnv, with what DU
+    /// `except` (the one being updated) holds counted as free; memory only when
+    /// `check_memory` (an update of an app not requested Active takes none). The same checks
+    /// run again on the verified package.
     pub(super) fn admit_before_download(
         &self,
         url: &str,
@@ -26,27 +28,34 @@ impl Agent {
             return Ok(());
         };
         self.fits_env(&spec, env)?;
-        if check_memory {
-            self.check_room(&spec, env, except).map_err(|mut f| {
+        self.check_room(&spec, env, except, check_memory, None)
+            .map_err(|mut f| {
                 f.message.push_str(" (refused before download)");
                 f
-            })?;
-        }
-        Ok(())
+            })
     }
 
-    /// The memory admission of a package (7227) against the model as it is now: `spec`'s
-    /// declared memory must fit in what `env` has left, the EUs of DU `except` (the one being
-    /// updated) counted as free. Callers that already hold the model's lock use
-    /// [`check_room_in`].
+    /// The admission of a package (7227) against the model and the flash as they are now:
+    /// `spec`'s memory (when `check_memory`) and flash ([`spec_disk_kib`], `package_bytes` the
+    /// downloaded package's size when known) must fit in what `env` has left, what DU `except`
+    /// (the one being updated) holds counted as free. Callers that already hold the model's
+    /// lock use [`check_room_in`] with a [`Agent::disk_left_kib`] measured before taking it.
     pub(super) fn check_room(
         &self,
         spec: &AppSpec,
         env: &ExecEnvConfig,
         except: Option<&str>,
+        check_memory: bool,
+        package_bytes: Option<u64>,
     ) -> OpResult<()> {
+        // Measured from the files without the model lock held.
+        let disk_left = self.disk_left_kib(env, except);
+        let need = Need {
+            memory_mib: if check_memory { spec.memory_mib } else { 0 },
+            disk_kib: spec_disk_kib(spec, package_bytes),
+        };
         let m = lock(&self.shared.model);
-        check_spec_room_in(&m.persisted, spec, env, except)
+        check_spec_room_in(&m.persisted, spec, need, env, disk_left, except)
     }
 
     pub(super) fn fits_env(&self, spec: &AppSpec, env: &ExecEnvConfig) -> OpResult<()> {
@@ -91,40 +100,78 @@ impl Agent {
     }
 }
 
+/// What a package (or a start) asks of an ExecEnv.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Need {
+    /// Memory, MiB (0: none, e.g. an update of an app that is not requested Active).
+    pub memory_mib: u32,
+    /// Flash, KiB (0: none, e.g. a start).
+    pub disk_kib: u64,
+}
+
+/// The flash a package asks for, KiB: its declared `disk_mib`, else the downloaded package's
+/// size (`package_bytes`: what its blobs take at the least), else (before download, undeclared)
+/// nothing.
+pub(super) fn spec_disk_kib(spec: &AppSpec, package_bytes: Option<u64>) -> u64 {
+    match (spec.disk_mib, package_bytes) {
+        (Some(mib), _) => u64::from(mib) * 1024,
+        (None, Some(bytes)) => bytes.div_ceil(1024),
+        (None, None) => 0,
+    }
+}
+
 /// [`check_room_in`] for a package's `spec` in `env`, the message naming its name and version.
 pub(super) fn check_spec_room_in(
     s: &PersistedState,
     spec: &AppSpec,
+    need: Need,
     env: &ExecEnvConfig,
+    disk_left_kib: u64,
     except: Option<&str>,
 ) -> OpResult<()> {
     let who = format!("{} {}", spec.name, spec.version);
     check_room_in(
         s,
         &who,
-        spec.memory_mib,
+        need,
         &env.name,
         env.memory_budget_mib,
+        disk_left_kib,
         except,
     )
 }
 
-/// The one memory rule (7227 SystemResourcesExceeded): `need_mib` must fit in ExecEnv `env`'s
-/// `budget_mib` less the memory of the EUs requested Active in it in `s`, those of DU `except`
-/// counted as free. `who` names what asks in the message.
+/// The one admission rule (7227 SystemResourcesExceeded): `need.memory_mib` must fit in
+/// ExecEnv `env`'s `budget_mib` less the memory of the EUs requested Active in it in `s`,
+/// those of DU `except` counted as free; and `need.disk_kib` in `disk_left_kib`, the flash the
+/// ExecEnv has left (`disk::available_kib`, measured with `except` counted as free). `who`
+/// names what asks in the message.
 pub(super) fn check_room_in(
     s: &PersistedState,
     who: &str,
-    need_mib: u32,
+    need: Need,
     env: &str,
     budget_mib: u32,
+    disk_left_kib: u64,
     except: Option<&str>,
 ) -> OpResult<()> {
     let available = budget_mib.saturating_sub(admitted_mib(s, env, except));
-    if need_mib > available {
+    if need.memory_mib > available {
         return Err(fault(
             FaultCode::SystemResourcesExceeded,
-            format!("{who} needs {need_mib} MiB, ExecEnv {env} has {available} MiB left"),
+            format!(
+                "{who} needs {} MiB, ExecEnv {env} has {available} MiB left",
+                need.memory_mib
+            ),
+        ));
+    }
+    if need.disk_kib > disk_left_kib {
+        return Err(fault(
+            FaultCode::SystemResourcesExceeded,
+            format!(
+                "{who} needs {} KiB of flash, ExecEnv {env} has {disk_left_kib} KiB left",
+                need.disk_kib
+            ),
         ));
     }
     Ok(())
@@ -149,6 +196,8 @@ mod tests {
             run_level: 0,
             memory_in_use: 0,
             memory_mib: mib,
+            disk_in_use: 0,
+            allocated_disk_kib: None,
             auto_restart: AutoRestart::default(),
             health: None,
         }
@@ -164,16 +213,56 @@ mod tests {
             ],
             ..Default::default()
         };
+        let mem = |memory_mib| Need {
+            memory_mib,
+            disk_kib: 0,
+        };
+        let room = |need, except| check_room_in(&s, "x 1.0", need, "jail0", 64, 1000, except);
         // 64 - 40 (a; b is Idle, c is in another ExecEnv) = 24 left.
-        assert!(check_room_in(&s, "x 1.0", 24, "jail0", 64, None).is_ok());
-        let f = check_room_in(&s, "x 1.0", 25, "jail0", 64, None).unwrap_err();
+        assert!(room(mem(24), None).is_ok());
+        let f = room(mem(25), None).unwrap_err();
         assert_eq!(f.code, FaultCode::SystemResourcesExceeded);
         assert_eq!(
             f.message,
             "x 1.0 needs 25 MiB, ExecEnv jail0 has 24 MiB left"
         );
         // An update of `a` counts a's memory as free.
-        assert!(check_room_in(&s, "a 2.0", 64, "jail0", 64, Some("a")).is_ok());
-        assert!(check_room_in(&s, "a 2.0", 65, "jail0", 64, Some("a")).is_err());
+        assert!(room(mem(64), Some("a")).is_ok());
+        assert!(room(mem(65), Some("a")).is_err());
+    }
+
+    #[test]
+    fn room_refuses_flash_past_what_is_left_in_the_same_rule() {
+        let s = PersistedState::default();
+        let need = |memory_mib, disk_kib| Need {
+            memory_mib,
+            disk_kib,
+        };
+        assert!(check_room_in(&s, "x 1.0", need(8, 2048), "jail0", 64, 2048, None).is_ok());
+        let f = check_room_in(&s, "x 1.0", need(8, 2049), "jail0", 64, 2048, None).unwrap_err();
+        assert_eq!(f.code, FaultCode::SystemResourcesExceeded);
+        assert_eq!(
+            f.message,
+            "x 1.0 needs 2049 KiB of flash, ExecEnv jail0 has 2048 KiB left"
+        );
+        // Memory is checked first and named as such.
+        let f = check_room_in(&s, "x 1.0", need(65, 4096), "jail0", 64, 2048, None).unwrap_err();
+        assert!(f.message.contains("65 MiB"), "{}", f.message);
+    }
+
+    #[test]
+    fn a_package_asks_for_its_declared_flash_else_its_size() {
+        let mut spec = crate::lifecycle::packages::AppSpec::from_config(
+            &crate::package::AppConfig::from_json(
+                br#"{"name":"a","version":"1","vendor":"v","arch":"x86_64","backends":["jail"],
+                     "memory_mib":8,"vcpus":1,"command":["/a"]}"#,
+            )
+            .unwrap(),
+        );
+        assert_eq!(spec_disk_kib(&spec, None), 0);
+        assert_eq!(spec_disk_kib(&spec, Some(1025)), 2);
+        spec.disk_mib = Some(3);
+        assert_eq!(spec_disk_kib(&spec, None), 3072);
+        assert_eq!(spec_disk_kib(&spec, Some(10 << 20)), 3072);
     }
 }

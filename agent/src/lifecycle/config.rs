@@ -72,6 +72,11 @@ pub enum ConfigError {
         /// Position of the ExecEnv in `exec_envs`.
         index: usize,
     },
+    /// `exec_envs[index].disk_budget_mib` is 0.
+    ZeroDiskBudget {
+        /// Position of the ExecEnv in `exec_envs`.
+        index: usize,
+    },
     /// `download_cap_bytes` is 0.
     ZeroDownloadCap,
     /// `run_dir` is not an absolute path below /.
@@ -118,6 +123,9 @@ impl fmt::Display for ConfigError {
             ConfigError::ZeroBudget { index } => {
                 write!(f, "exec_envs[{index}].memory_budget_mib: must be > 0")
             }
+            ConfigError::ZeroDiskBudget { index } => {
+                write!(f, "exec_envs[{index}].disk_budget_mib: must be > 0")
+            }
             ConfigError::ZeroDownloadCap => f.write_str("download_cap_bytes: must be > 0"),
             ConfigError::RouterInterface {
                 field,
@@ -155,6 +163,11 @@ pub struct ExecEnvConfig {
     pub arch: String,
     /// App memory budget, MiB (> 0): what admission shares out among the apps.
     pub memory_budget_mib: u32,
+    /// App flash budget, MiB (> 0): what admission shares out among the apps' packages and
+    /// data volumes (`lifecycle::disk`). None: only the store's file system's free space
+    /// bounds it. A board profile sets it to the board's `flash_mib`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_budget_mib: Option<u32>,
     /// Initial `Enable` (default true); an operator's change at run time is kept over it.
     #[serde(default = "yes")]
     pub enable: bool,
@@ -402,6 +415,7 @@ impl AgentConfig {
                 env_type,
                 arch: arch.to_string(),
                 memory_budget_mib: budget_mib,
+                disk_budget_mib: None,
                 enable: true,
                 runner: None,
                 app_network: None,
@@ -455,6 +469,9 @@ impl AgentConfig {
                     || Path::new("/sys/module/veth").exists()
             }
         };
+        // All of the flash at most: the store's free space (statvfs) is what bounds it once
+        // the firmware and the agent's own files are on it.
+        cfg.exec_envs[0].disk_budget_mib = Some(board.memory.flash_mib);
         if has_links {
             cfg.exec_envs[0].app_network = Some(DEFAULT_APP_NETWORK.to_string());
         }
@@ -509,6 +526,9 @@ impl AgentConfig {
             }
             if env.memory_budget_mib == 0 {
                 return Err(ConfigError::ZeroBudget { index: i });
+            }
+            if env.disk_budget_mib == Some(0) {
+                return Err(ConfigError::ZeroDiskBudget { index: i });
             }
         }
         if self.download_cap_bytes == 0 {
@@ -587,6 +607,7 @@ mod tests {
         assert_eq!(env.env_type, ExecEnvType::Kvm);
         assert_eq!(env.arch, "aarch64");
         assert!(env.memory_budget_mib > 0);
+        assert_eq!(env.disk_budget_mib, Some(256), "the board's flash_mib");
         let cfg = AgentConfig::for_board("qemu-malta-mipsel").unwrap();
         assert_eq!(cfg.exec_envs[0].name, "jail0");
         assert_eq!(cfg.exec_envs[0].arch, "mipsel");
@@ -628,6 +649,14 @@ mod tests {
             .to_string()
             .contains("memory_budget_mib"));
         cfg.exec_envs[0].memory_budget_mib = 64;
+        cfg.exec_envs[0].disk_budget_mib = Some(0);
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("disk_budget_mib"));
+        cfg.exec_envs[0].disk_budget_mib = Some(16);
+        assert!(cfg.validate().is_ok());
         cfg.run_dir = Some("run".into());
         assert!(cfg.validate().unwrap_err().to_string().contains("run_dir"));
         cfg.run_dir = Some("/".into());

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::admission::check_room_in;
+use super::admission::{check_room_in, Need};
 use super::start_error::StartEuError;
 use super::state::DuRecord;
 use super::{data_id, fault, unknown_eu, Agent, OpResult};
@@ -140,7 +140,12 @@ impl Agent {
                 .iter()
                 .find(|e| e.name == env)
                 .map_or(0, |e| e.memory_budget_mib);
-            check_room_in(&m.persisted, eu_id, need, &env, budget, Some(&du))?;
+            // A start takes no flash.
+            let need = Need {
+                memory_mib: need,
+                disk_kib: 0,
+            };
+            check_room_in(&m.persisted, eu_id, need, &env, budget, u64::MAX, Some(&du))?;
         }
         let Some(eu) = m.persisted.eus.iter_mut().find(|e| e.eu_id == eu_id) else {
             return Err(unknown_eu(eu_id));

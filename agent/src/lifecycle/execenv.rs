@@ -103,7 +103,13 @@ impl Agent {
                 }
             }
         }
+        let disk = self.env_disk(&cfg, None);
         let m = lock(&self.shared.model);
-        Ok(exec_env_view(&cfg, &m.persisted))
+        Ok(exec_env_view(
+            &cfg,
+            &m.persisted,
+            disk.allocated_kib,
+            disk.available_kib,
+        ))
     }
 }

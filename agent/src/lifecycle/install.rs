@@ -14,7 +14,8 @@ use crate::supervise::lock;
 
 impl Agent {
     /// InstallDU. Refused before any download: bad URL or digest (7004), unknown (7223) or
-    /// disabled (7230) ExecEnv, no memory left in it (7227).
+    /// disabled (7230) ExecEnv, no memory left in it, or less flash than the package's head
+    /// declares (7227).
     pub fn install(
         &self,
         url: &str,
@@ -110,7 +111,16 @@ impl Agent {
             self.packages.discard_download(&path);
             Err(f)
         };
-        if let Err(f) = self.reserve_install(&uuid, spec, env) {
+        let need = admission::Need {
+            memory_mib: spec.memory_mib,
+            disk_kib: admission::spec_disk_kib(
+                spec,
+                std::fs::metadata(&path).ok().map(|m| m.len()),
+            ),
+        };
+        // Measured from the files before the model lock is taken.
+        let disk_left = self.disk_left_kib(env, None);
+        if let Err(f) = self.reserve_install(&uuid, spec, env, need, disk_left) {
             return refuse(f);
         }
         // Reserved: from here `j.uuid` is ours to roll back.
@@ -128,8 +138,13 @@ impl Agent {
         // Commit: from here the install survives a crash.
         let du = {
             let mut m = lock(&self.shared.model);
-            // Re-checked under the lock: an app started since the first check counts.
-            admission::check_spec_room_in(&m.persisted, spec, env, None)?;
+            // Memory re-checked under the lock: an app started since the first check counts.
+            // Not the flash: this DU's own files are on it now, not yet in the model.
+            let need = admission::Need {
+                memory_mib: spec.memory_mib,
+                disk_kib: 0,
+            };
+            admission::check_spec_room_in(&m.persisted, spec, need, env, u64::MAX, None)?;
             // The router ports it maps, under the same lock: two installs cannot both take one.
             self.net_admit(&m.persisted, spec, env, None)?;
             m.persisted.next_eu += 1;

@@ -17,6 +17,7 @@
 mod admission;
 mod cleanstop;
 pub mod config;
+pub mod disk;
 mod eu;
 pub mod events;
 mod execenv;
@@ -332,7 +333,13 @@ fn env_is_enabled(c: &ExecEnvConfig, s: &PersistedState) -> bool {
     !s.disabled_envs.contains(&c.name) && (c.enable || s.enabled_envs.contains(&c.name))
 }
 
-fn exec_env_view(c: &ExecEnvConfig, s: &PersistedState) -> ExecEnv {
+/// ExecEnv `c` as the model shows it, with its flash (`disk::EnvDisk`) as measured by the caller.
+fn exec_env_view(
+    c: &ExecEnvConfig,
+    s: &PersistedState,
+    allocated_disk_kib: u64,
+    available_disk_kib: u64,
+) -> ExecEnv {
     let enabled = env_is_enabled(c, s);
     ExecEnv {
         name: c.name.clone(),
@@ -348,6 +355,8 @@ fn exec_env_view(c: &ExecEnvConfig, s: &PersistedState) -> ExecEnv {
         available_memory_mib: c
             .memory_budget_mib
             .saturating_sub(admitted_mib(s, &c.name, None)),
+        allocated_disk_kib,
+        available_disk_kib,
     }
 }
 
@@ -365,6 +374,8 @@ fn new_eu(eu_id: &str, du: &DeploymentUnit, spec: &AppSpec) -> ExecutionUnit {
         run_level: 0,
         memory_in_use: 0,
         memory_mib: 0,
+        disk_in_use: 0,
+        allocated_disk_kib: None,
         auto_restart: AutoRestart::default(),
         health: None,
     };
@@ -378,6 +389,7 @@ fn apply_spec(eu: &mut ExecutionUnit, spec: &AppSpec) {
     eu.auto_start = spec.autostart;
     eu.run_level = spec.run_level;
     eu.memory_mib = spec.memory_mib;
+    eu.allocated_disk_kib = spec.disk_mib.map(|m| u64::from(m) * 1024);
     let r = &spec.restart;
     eu.auto_restart.enable = r.enable;
     eu.auto_restart.retry_minimum_wait_interval = r.retry_min_wait_s;

@@ -59,6 +59,10 @@ pub struct AppSpec {
     /// before the field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<crate::package::network::NetworkConfig>,
+    /// Declared flash, MiB (`AppConfig.disk_mib`); None: undeclared (also in state files
+    /// from before the field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_mib: Option<u32>,
 }
 
 impl AppSpec {
@@ -89,6 +93,7 @@ impl AppSpec {
             health: c.health.clone(),
             stop_timeout_ms: c.stop_timeout_ms,
             network: c.network.clone(),
+            disk_mib: c.disk_mib,
         }
     }
 }

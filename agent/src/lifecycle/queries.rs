@@ -9,9 +9,16 @@ use crate::model::{EuStatus, ExecutionUnit};
 use crate::supervise::lock;
 
 impl Agent {
-    /// The current model: ExecEnvs with their free memory, DUs, and EUs with live memory and
-    /// health.
+    /// The current model: ExecEnvs with their free memory and flash, DUs, and EUs with live
+    /// memory, flash and health.
     pub fn snapshot(&self) -> Snapshot {
+        // Flash is measured from the files without the model lock held.
+        let disks: Vec<_> = self
+            .cfg
+            .exec_envs
+            .iter()
+            .map(|c| self.env_disk(c, None))
+            .collect();
         // MemoryInUse is read without the model lock held (the supervisor's threads take it).
         let running: Vec<String> = lock(&self.shared.model)
             .persisted
@@ -32,6 +39,11 @@ impl Agent {
         for eu in m.persisted.eus.iter_mut() {
             eu.health = health.get(&eu.eu_id).cloned();
         }
+        for d in disks.iter().flat_map(|e| &e.dus) {
+            for eu in m.persisted.eus.iter_mut().filter(|e| e.du_uuid == d.uuid) {
+                eu.disk_in_use = d.used_kib;
+            }
+        }
         for (id, kib) in usage {
             if let Some(eu) = m.persisted.eus.iter_mut().find(|e| e.eu_id == id) {
                 if eu.status != EuStatus::Idle {
@@ -43,7 +55,8 @@ impl Agent {
             .cfg
             .exec_envs
             .iter()
-            .map(|c| exec_env_view(c, &m.persisted))
+            .zip(&disks)
+            .map(|(c, d)| exec_env_view(c, &m.persisted, d.allocated_kib, d.available_kib))
             .collect();
         let deployment_units = m
             .persisted

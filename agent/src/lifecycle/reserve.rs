@@ -3,11 +3,11 @@
 //! operations on other DUs run), its journal entry, and unpacking for the reserved DU (rootfs
 //! extracted for a jail, a private data disk for a microVM).
 
-use super::admission::check_spec_room_in;
+use super::admission::{check_spec_room_in, Need};
 use super::config::{ExecEnvConfig, Runner};
 use super::packages::{AppSpec, CheckedPackage, InstalledFiles};
 use super::state::{DuRecord, Journal};
-use super::{data_id, fault, Agent, OpResult};
+use super::{data_id, disk, fault, Agent, OpResult};
 use crate::fault::{Fault, FaultCode};
 use crate::model::DuStatus;
 use crate::supervise::lock;
@@ -47,12 +47,14 @@ impl Agent {
 
     /// Reserves the DU a verified package installs: refused when it is installed (7226), when
     /// another operation holds it (7229), when it does not fit the ExecEnv (7225) or its memory
-    /// (7227).
+    /// or flash (7227: `need`, against `disk_left_kib` measured before the lock is taken).
     pub(super) fn reserve_install(
         &self,
         uuid: &str,
         spec: &AppSpec,
         env: &ExecEnvConfig,
+        need: Need,
+        disk_left_kib: u64,
     ) -> OpResult<()> {
         let mut m = lock(&self.shared.model);
         if let Some(existing) = m.persisted.dus.iter().find(|r| r.du.uuid == uuid) {
@@ -74,14 +76,17 @@ impl Agent {
             ));
         }
         self.fits_env(spec, env)?;
-        check_spec_room_in(&m.persisted, spec, env, None)?;
+        check_spec_room_in(&m.persisted, spec, need, env, disk_left_kib, None)?;
         m.transient.insert(uuid.to_string(), DuStatus::Installing);
         Ok(())
     }
 
     /// Unpacks a checked package for the reserved DU `j.uuid`: blobs, version directory, the
-    /// rootfs extracted for a jail (so that no start extracts), and for a microVM the DU's
-    /// private copy of its data disk (kept if it exists: the DU's data survives an update).
+    /// rootfs extracted for a jail (so that no start extracts), and its data volume: for a
+    /// microVM the DU's private copy of its data disk, for a jail app that declares `disk_mib`
+    /// a fixed-size volume of what the declaration leaves once the package is unpacked (both
+    /// kept if they exist: the DU's data survives an update). A package whose files take more
+    /// than it declared is refused (7004).
     pub(super) fn unpack_for(
         &self,
         j: &mut Journal,
@@ -92,17 +97,58 @@ impl Agent {
         let (mut files, disk) = self
             .packages
             .unpack(checked, &j.app_id, runner == Runner::Jail)?;
-        if let (Some(blob), Runner::Vmm) = (disk, runner) {
-            let data = data_id(&j.uuid);
-            let path = self.packages.data_disk_path(&data)?;
-            if !path.is_file() {
-                // On flash before the copy: a rollback then removes the copy (and only a copy
-                // this operation made, never data an earlier uninstall kept).
-                j.disk_created = true;
-                self.save_journal(j)?;
+        let spec = &checked.spec;
+        let declared_kib = spec.disk_mib.map(|m| u64::from(m) * 1024);
+        let data = data_id(&j.uuid);
+        let path = self.packages.data_disk_path(&data)?;
+        match (disk, runner, declared_kib) {
+            (Some(blob), Runner::Vmm, _) => {
+                if !path.is_file() {
+                    // On flash before the copy: a rollback then removes the copy (and only a
+                    // copy this operation made, never data an earlier uninstall kept).
+                    j.disk_created = true;
+                    self.save_journal(j)?;
+                }
+                let (path, _) = self.packages.make_data_disk(&data, &blob)?;
+                files.disk = Some(path);
             }
-            let (path, _) = self.packages.make_data_disk(&data, &blob)?;
-            files.disk = Some(path);
+            // A volume the DU has is its data: kept, whatever this version declares.
+            (_, Runner::Jail, _) if path.is_file() => files.disk = Some(path),
+            (_, Runner::Jail, Some(declared)) => {
+                let package = self.package_kib(&files);
+                let volume_mib = (declared.saturating_sub(package)) / 1024;
+                if volume_mib < disk::MIN_VOLUME_MIB {
+                    return Err(too_small(spec, package));
+                }
+                let dir = self.packages.store.app_dir(&data)?;
+                if std::fs::read_dir(&dir).is_ok_and(|mut rd| rd.next().is_some()) {
+                    // Data an uncapped earlier version wrote: a volume mounted over it would
+                    // hide it from the app.
+                    crate::log_warn!(
+                        "{}: keeps its data directory without a cap (it holds data already)",
+                        spec.name
+                    );
+                } else {
+                    j.disk_created = true;
+                    self.save_journal(j)?;
+                    self.packages.store.create_app_dir(&data)?;
+                    let tmp = self.packages.store.temp_path("volume");
+                    disk::make_volume(&path, &tmp, volume_mib)?;
+                    files.disk = Some(path);
+                }
+            }
+            _ => {}
+        }
+        if let Some(declared) = declared_kib {
+            // Measured: the data disk of a microVM counts, a jail volume's unwritten blocks not.
+            let taken = self.package_kib(&files)
+                + files
+                    .disk
+                    .as_deref()
+                    .map_or(0, |d| disk::tree_kib(d, &mut Default::default()));
+            if taken > declared && runner == Runner::Vmm {
+                return Err(too_small(spec, taken));
+            }
         }
         Ok(files)
     }
@@ -126,4 +172,18 @@ impl Agent {
             }
         }
     }
+}
+
+/// A package whose own files leave no room in the flash it declares (7004, naming the field).
+fn too_small(spec: &AppSpec, taken_kib: u64) -> Fault {
+    fault(
+        FaultCode::InvalidArguments,
+        format!(
+            "{} {}: app config field `disk_mib`: {} MiB leaves no room for its data volume: \
+             its files take {taken_kib} KiB",
+            spec.name,
+            spec.version,
+            spec.disk_mib.unwrap_or(0)
+        ),
+    )
 }

@@ -137,10 +137,10 @@ impl Agent {
         let was_active = eu_prev
             .as_ref()
             .is_some_and(|e| e.requested_state == RequestedState::Active);
-        if was_active {
-            if let Err(f) = self.check_room(spec, &env, Some(&prev.du.uuid)) {
-                return refuse(f);
-            }
+        // Memory only when the app is to run; flash always (its files are written either way).
+        let size = std::fs::metadata(&path).ok().map(|m| m.len());
+        if let Err(f) = self.check_room(spec, &env, Some(&prev.du.uuid), was_active, size) {
+            return refuse(f);
         }
         j.version = spec.version.clone();
         j.app_id = app_id(&prev.du.uuid, &checked.manifest_digest);

@@ -55,6 +55,13 @@ pub struct ExecEnv {
     pub memory_budget_mib: u32,
     /// Budget minus the memory of admitted apps (EUs whose RequestedState is Active).
     pub available_memory_mib: u32,
+    /// `AllocatedDiskSpace`, KiB: the flash budget (its file system's size, when the budget
+    /// is larger or there is none).
+    #[serde(default)]
+    pub allocated_disk_kib: u64,
+    /// `AvailableDiskSpace`, KiB: what a package may still take (`lifecycle::disk`).
+    #[serde(default)]
+    pub available_disk_kib: u64,
 }
 
 /// `DeploymentUnit.Status`.
@@ -222,6 +229,14 @@ pub struct ExecutionUnit {
     pub memory_in_use: u64,
     /// Declared memory from the package config, MiB (what admission counts).
     pub memory_mib: u32,
+    /// `DiskSpaceInUse`, KiB: what the DU's files take on flash (blobs, version directory,
+    /// data volume), measured for every snapshot.
+    #[serde(default)]
+    pub disk_in_use: u64,
+    /// `AllocatedDiskSpace`, KiB: the flash the package declares (`disk_mib`); None when it
+    /// declares none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocated_disk_kib: Option<u64>,
     /// `AutoRestart.*` policy and counters.
     pub auto_restart: AutoRestart,
     /// The last health probe's result, for apps whose package declares one (not persisted

@@ -256,7 +256,19 @@ pub struct AppConfig {
     /// section existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<super::network::NetworkConfig>,
+    /// Flash the installed app may take in all, MiB (1..=`MAX_DISK_MIB`): its package as
+    /// stored (blobs, a jail app's extracted rootfs, a microVM's copy of its data disk) plus
+    /// its data volume. Admission refuses the package (7227) before download when it is more
+    /// than the ExecEnv has left. A jail app's data volume is what remains of it once the
+    /// package is unpacked; a microVM's data volume is its fixed-size data disk, which must
+    /// fit in it too. Absent (packages from before the field): the package's own size, known
+    /// only once it is downloaded, and a data volume without a cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_mib: Option<u32>,
 }
+
+/// Most flash an app may declare, MiB (64 GiB).
+pub const MAX_DISK_MIB: u32 = 64 * 1024;
 
 /// Longest `name`, bytes.
 pub const MAX_NAME_LEN: usize = 64;
@@ -401,6 +413,9 @@ impl AppConfig {
         if let Some(n) = &self.network {
             n.validate()?;
         }
+        if self.disk_mib.is_some_and(|d| d == 0 || d > MAX_DISK_MIB) {
+            return Err(invalid("disk_mib", format!("must be 1..={MAX_DISK_MIB}")));
+        }
         let r = &self.restart;
         if r.retry_min_wait_s > r.retry_max_wait_s {
             return Err(invalid(
@@ -456,6 +471,12 @@ mod tests {
         v["stop_timeout_ms"] = 3000.into();
         let c = AppConfig::from_json(v.to_string().as_bytes()).unwrap();
         assert_eq!(c.stop_timeout_ms, Some(3000));
+        // Nor disk_mib, which reads back as declared when it is.
+        assert!(!String::from_utf8(c.to_json()).unwrap().contains("disk_mib"));
+        v["disk_mib"] = 12.into();
+        let c = AppConfig::from_json(v.to_string().as_bytes()).unwrap();
+        assert_eq!(c.disk_mib, Some(12));
+        assert_eq!(AppConfig::from_json(&c.to_json()).unwrap(), c);
     }
 
     #[test]
@@ -474,6 +495,8 @@ mod tests {
         );
         assert!(field_error(|v| v["surprise"] = 1.into()).contains("surprise"));
         assert!(field_error(|v| v["stop_timeout_ms"] = 120_001.into()).contains("stop_timeout_ms"));
+        assert!(field_error(|v| v["disk_mib"] = 0.into()).contains("`disk_mib`"));
+        assert!(field_error(|v| v["disk_mib"] = (MAX_DISK_MIB + 1).into()).contains("`disk_mib`"));
         assert!(field_error(|v| {
             v.as_object_mut().unwrap().remove("vendor");
         })

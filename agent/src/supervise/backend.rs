@@ -492,6 +492,8 @@ impl JailBackend {
             eu_id: spec.eu_id.clone(),
             rootfs,
             data_dir: spec.data_dir.clone(),
+            // A jail app's data disk is its capped data volume.
+            data_volume: spec.disk.clone(),
             command: spec.command.clone(),
             env,
             tmp_size_mib: spec.memory_mib.clamp(1, 4096),

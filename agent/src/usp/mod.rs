@@ -14,9 +14,10 @@
 //!   FullAccess | ReadOnly; Enable writable and persisted: a disabled controller is ignored), `Subscription.{i}` (Enable, ID, Recipient, NotifType, ReferenceList,
 //!   Persistent, CreationDate; the only table controllers may Add/Delete), `Request.{i}` (async
 //!   commands in flight, RAM only).
-//! - `Device.SoftwareModules.`: `ExecEnv.{i}` (Enable writable; AllocatedMemory/AvailableMemory in
-//!   KiB; `Reset()`), `DeploymentUnit.{i}` (`Update()`, `Uninstall()`), `ExecutionUnit.{i}`
-//!   (`SetRequestedState()`, `Restart()`), `InstallDU()`, `DUStateChange!`; `Device.Reboot()`,
+//! - `Device.SoftwareModules.`: `ExecEnv.{i}` (Enable writable; AllocatedMemory/AvailableMemory and
+//!   AllocatedDiskSpace/AvailableDiskSpace in KiB; `Reset()`), `DeploymentUnit.{i}` (`Update()`,
+//!   `Uninstall()`), `ExecutionUnit.{i}` (AllocatedDiskSpace, -1 when the package declares no
+//!   flash, and DiskSpaceInUse, KiB; `SetRequestedState()`, `Restart()`), `InstallDU()`, `DUStateChange!`; `Device.Reboot()`,
 //!   `Device.Boot!`.
 //! - Instance numbers are per table, keyed by ExecEnv name, DU UUID, EUID, controller endpoint
 //!   ID; kept in `usp.json` (written only when they change) and never reused.

@@ -7,7 +7,7 @@
 //! - `runner`: `cpevisord jail-exec`, the host side (cgroup, bridge, veth, clone, wait).
 //! - `init`: the jail's PID 1 (mounts, hostname, addresses, privilege drop, exec, reaping).
 //! - `error`: what a step of building the jail failed with.
-//! - `mounts`, `netlink`, `seccomp`, `userns`: one mechanism each (capabilities, descriptors
+//! - `mounts`, `netlink`, `seccomp`, `userns`, `volume`: one mechanism each (capabilities, descriptors
 //!   and the seccomp compiler are in the `cpevisor-sandbox` crate, shared with the VMM).
 
 pub mod enter;
@@ -19,6 +19,7 @@ pub mod runner;
 pub mod seccomp;
 pub mod spec;
 pub mod userns;
+pub mod volume;
 
 pub use enter::{main as jail_probe_main, JAIL_PROBE};
 pub use error::JailError;

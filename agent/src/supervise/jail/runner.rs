@@ -144,6 +144,10 @@ fn start(spec: &JailSpec) -> Result<Started, String> {
     // that score: an app in a user namespace has no host CAP_SYS_RESOURCE, so it can never
     // lower it. The runner and the init are shielded below, each on its own.
     let _ = std::fs::write("/proc/self/oom_score_adj", "0");
+    if let Some(image) = &spec.data_volume {
+        // Before /data is given to the app: then the volume's root is what it gets.
+        super::volume::mount_volume(image, &spec.data_dir)?;
+    }
     // The app's root is `host_id` on the host (host root without a user namespace): /data
     // must be its own, also after the setting changed.
     super::userns::own_data(&spec.data_dir, spec.host_id.unwrap_or(0))?;

@@ -28,6 +28,10 @@ pub struct JailSpec {
     pub rootfs: PathBuf,
     /// The app's persistent data directory, mounted read-write at `/data`.
     pub data_dir: PathBuf,
+    /// The app's capped data volume (an ext4 image), mounted on `data_dir` first (`volume`);
+    /// None: `data_dir` as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_volume: Option<PathBuf>,
     /// Argv of the app inside the jail (an absolute path in the rootfs first).
     pub command: Vec<String>,
     /// `KEY=value` entries of the app's environment.
@@ -108,6 +112,9 @@ impl JailSpec {
         }
         check_path("rootfs", &self.rootfs)?;
         check_path("data_dir", &self.data_dir)?;
+        if let Some(v) = &self.data_volume {
+            check_path("data_volume", v)?;
+        }
         if let Some(cg) = &self.cgroup {
             check_path("cgroup", cg)?;
         }
@@ -175,6 +182,7 @@ mod tests {
             eu_id: "eu-1".into(),
             rootfs: "/apps/a/rootfs".into(),
             data_dir: "/apps/a_data".into(),
+            data_volume: None,
             command: vec!["/bin/sh".into(), "-c".into(), "true".into()],
             env: vec!["PATH=/bin".into()],
             tmp_size_mib: 8,

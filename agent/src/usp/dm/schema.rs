@@ -297,6 +297,8 @@ const EXEC_ENV: ObjDesc = ObjDesc {
         ro_enum("Status", &["Up", "Error", "Disabled"]),
         ro("Name", String),
         ro("Type", String),
+        ro("AllocatedDiskSpace", Int),
+        ro("AvailableDiskSpace", Int),
         ro("AllocatedMemory", Int),
         ro("AvailableMemory", Int),
         ro("ActiveExecutionUnits", List),
@@ -411,6 +413,8 @@ const EXECUTION_UNIT: ObjDesc = ObjDesc {
         ro("Vendor", String),
         ro("Version", String),
         ro("Description", String),
+        ro("AllocatedDiskSpace", Int),
+        ro("DiskSpaceInUse", Int),
         ro("MemoryInUse", Int),
         ro("ExecutionEnvRef", String),
         // Vendor extensions (TR-106 `X_<VENDOR>_`): the last health probe of the app's package.

@@ -76,6 +76,8 @@ impl DataModel {
                     ("Status", format!("{:?}", e.status)),
                     ("Name", e.name.clone()),
                     ("Type", e.env_type.as_str().to_string()),
+                    ("AllocatedDiskSpace", kib(e.allocated_disk_kib)),
+                    ("AvailableDiskSpace", kib(e.available_disk_kib)),
                     (
                         "AllocatedMemory",
                         kib(u64::from(e.memory_budget_mib) * 1024),
@@ -149,6 +151,12 @@ impl DataModel {
                         "Description",
                         du.map(|d| d.description.clone()).unwrap_or_default(),
                     ),
+                    // TR-181: -1 where it does not apply (a package that declares no flash).
+                    (
+                        "AllocatedDiskSpace",
+                        u.allocated_disk_kib.map_or("-1".into(), kib),
+                    ),
+                    ("DiskSpaceInUse", kib(u.disk_in_use)),
                     ("MemoryInUse", kib(u.memory_in_use)),
                     (
                         "ExecutionEnvRef",

@@ -19,7 +19,15 @@ pub const MAX_WATCHED: usize = 4096;
 /// Parameters whose value moves by itself (seconds, free memory): ValueChange on them is
 /// ignored.
 pub fn ignores_value_change(param: &str) -> bool {
-    matches!(param, "UpTime" | "Free" | "AvailableMemory" | "MemoryInUse")
+    matches!(
+        param,
+        "UpTime"
+            | "Free"
+            | "AvailableMemory"
+            | "MemoryInUse"
+            | "AvailableDiskSpace"
+            | "DiskSpaceInUse"
+    )
 }
 
 fn watchable(o: &Obj, param: &str) -> bool {

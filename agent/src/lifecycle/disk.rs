@@ -1,0 +1,285 @@
+//! Flash as a budget like memory. An ExecEnv's apps may take `disk_budget_mib` of flash (its
+//! config; none: only the file system's free space bounds them). What a DU takes is measured
+//! from its files with `st_blocks`, never taken from its package: the blobs it uses, its
+//! version directory (a jail app's extracted rootfs) and its data directory (a jail app's data
+//! volume image, a microVM's data disk). A DU reserves the larger of what it declared
+//! (`disk_mib`) and what it takes, so a sparse data volume that has not grown yet still counts
+//! at its cap. What is left for a new package is the budget less every DU's reservation, and
+//! never more than the file system's free space (`statvfs`) less what the DUs may still write.
+//!
+//! A jail app that declares `disk_mib` gets its data volume as a fixed-size ext4 image, made
+//! here at install and loop-mounted by its jail runner (`supervise::jail::volume`, where the
+//! choice is argued); a write past it fails in the app with ENOSPC.
+
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use super::config::ExecEnvConfig;
+use super::packages::InstalledFiles;
+use super::state::DuRecord;
+use super::{data_id, fault, Agent, OpResult};
+use crate::fault::FaultCode;
+use crate::supervise::lock;
+
+/// Deepest directory nesting measured (an extracted rootfs is far shallower).
+const MAX_DEPTH: usize = 64;
+/// Smallest data volume worth a file system (ext4 without a journal fits in 1 MiB).
+pub const MIN_VOLUME_MIB: u64 = 1;
+
+/// KiB that `path` (a file, or a tree: symlinks not followed) takes on its file system, from
+/// `st_blocks`; an inode met before (in `seen`: a hard link, a blob two DUs share) counts once.
+pub fn tree_kib(path: &Path, seen: &mut HashSet<(u64, u64)>) -> u64 {
+    fn walk(path: &Path, seen: &mut HashSet<(u64, u64)>, depth: usize) -> u64 {
+        let Ok(md) = std::fs::symlink_metadata(path) else {
+            return 0;
+        };
+        if !seen.insert((md.dev(), md.ino())) {
+            return 0;
+        }
+        // st_blocks is in 512-byte units whatever the file system's block size.
+        let mut kib = md.blocks() / 2;
+        if md.is_dir() && depth < MAX_DEPTH {
+            if let Ok(rd) = std::fs::read_dir(path) {
+                for e in rd.flatten() {
+                    kib += walk(&e.path(), seen, depth + 1);
+                }
+            }
+        }
+        kib
+    }
+    walk(path, seen, 0)
+}
+
+/// Size and free space (for an unprivileged writer) of the file system holding `path`, KiB.
+pub fn fs_space_kib(path: &Path) -> Option<(u64, u64)> {
+    let st = nix::sys::statvfs::statvfs(path).ok()?;
+    let frag = st.fragment_size() as u64;
+    let total = (st.blocks() as u64).saturating_mul(frag) / 1024;
+    let free = (st.blocks_available() as u64).saturating_mul(frag) / 1024;
+    Some((total, free))
+}
+
+/// One DU's flash: what its files take and what its package declared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DuDisk {
+    /// The DU's UUID.
+    pub uuid: String,
+    /// Measured, KiB.
+    pub used_kib: u64,
+    /// `disk_mib` of its package, KiB; None: undeclared.
+    pub declared_kib: Option<u64>,
+}
+
+impl DuDisk {
+    /// What the DU holds of the budget: its declaration, or more when its files take more.
+    pub fn reserved_kib(&self) -> u64 {
+        self.used_kib.max(self.declared_kib.unwrap_or(0))
+    }
+}
+
+/// The one rule of what is left, KiB: `budget_kib` (None: no budget of its own) less every
+/// DU's reservation, and at most `fs_free_kib` less what the DUs may still write (reserved but
+/// not yet used, e.g. a data volume not filled yet). DU `except` (the one being updated)
+/// counts as free.
+pub fn available_kib(
+    budget_kib: Option<u64>,
+    fs_free_kib: u64,
+    dus: &[DuDisk],
+    except: Option<&str>,
+) -> u64 {
+    let others = dus.iter().filter(|d| except != Some(d.uuid.as_str()));
+    let (reserved, unwritten) = others.fold((0u64, 0u64), |(r, u), d| {
+        (
+            r.saturating_add(d.reserved_kib()),
+            u.saturating_add(d.reserved_kib() - d.used_kib),
+        )
+    });
+    let by_budget = budget_kib.map_or(u64::MAX, |b| b.saturating_sub(reserved));
+    by_budget.min(fs_free_kib.saturating_sub(unwritten))
+}
+
+/// An ExecEnv's flash as the data model shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvDisk {
+    /// `AllocatedDiskSpace`: the budget, or the file system's size without one (KiB).
+    pub allocated_kib: u64,
+    /// `AvailableDiskSpace` (KiB, [`available_kib`]).
+    pub available_kib: u64,
+    /// Each DU of the ExecEnv.
+    pub dus: Vec<DuDisk>,
+}
+
+impl Agent {
+    /// Measures the DUs of ExecEnv `env` (their records copied under the model lock, the files
+    /// read without it).
+    pub(super) fn measure_env(&self, env: &str) -> Vec<DuDisk> {
+        let recs: Vec<DuRecord> = lock(&self.shared.model)
+            .persisted
+            .dus
+            .iter()
+            .filter(|r| r.du.exec_env == env)
+            .cloned()
+            .collect();
+        recs.iter().map(|r| self.measure_du(r)).collect()
+    }
+
+    /// What an installed version's package takes: its blobs and its version directory.
+    pub(super) fn package_kib(&self, files: &InstalledFiles) -> u64 {
+        self.package_kib_seen(files, &mut HashSet::new())
+    }
+
+    fn package_kib_seen(&self, files: &InstalledFiles, seen: &mut HashSet<(u64, u64)>) -> u64 {
+        let mut kib = 0;
+        for d in &files.blobs {
+            if let Ok(d) = crate::store::parse_digest(d, "blob") {
+                kib += tree_kib(&self.packages.store.blob_path(&d), seen);
+            }
+        }
+        kib + tree_kib(&files.app_dir, seen)
+    }
+
+    /// What DU `rec`'s files take: its blobs, its version directory, its data directory.
+    pub(super) fn measure_du(&self, rec: &DuRecord) -> DuDisk {
+        let store = &self.packages.store;
+        let mut seen = HashSet::new();
+        let mut kib = self.package_kib_seen(&rec.files, &mut seen);
+        if let Ok(dir) = store.app_dir(&data_id(&rec.du.uuid)) {
+            kib += tree_kib(&dir, &mut seen);
+        }
+        DuDisk {
+            uuid: rec.du.uuid.clone(),
+            used_kib: kib,
+            declared_kib: rec.spec.disk_mib.map(|m| u64::from(m) * 1024),
+        }
+    }
+
+    /// ExecEnv `cfg`'s flash: budget, what is left (DU `except` counted as free), its DUs.
+    pub(super) fn env_disk(&self, cfg: &ExecEnvConfig, except: Option<&str>) -> EnvDisk {
+        let dus = self.measure_env(&cfg.name);
+        let (fs_total, fs_free) = fs_space_kib(self.packages.store.root()).unwrap_or((0, 0));
+        let budget = cfg.disk_budget_mib.map(|m| u64::from(m) * 1024);
+        EnvDisk {
+            allocated_kib: budget.map_or(fs_total, |b| b.min(fs_total)),
+            available_kib: available_kib(budget, fs_free, &dus, except),
+            dus,
+        }
+    }
+
+    /// KiB of flash left in ExecEnv `cfg` for a package, DU `except` counted as free.
+    pub(super) fn disk_left_kib(&self, cfg: &ExecEnvConfig, except: Option<&str>) -> u64 {
+        self.env_disk(cfg, except).available_kib
+    }
+}
+
+/// The data volume of a jail app: a sparse image of `mib` MiB at `path` with an ext4 file
+/// system (no blocks reserved for root: the app is root only in its user namespace), made
+/// at `tmp` (the store's `tmp/`, emptied at start-up) and renamed, so a crash leaves no
+/// half-made volume. `mke2fs` comes from e2fsprogs; without it the install is refused (7003)
+/// rather than run uncapped.
+pub fn make_volume(path: &Path, tmp: &Path, mib: u64) -> OpResult<()> {
+    let io = |what: &str, e: std::io::Error| {
+        fault(
+            FaultCode::Internal,
+            format!("data volume {}: {what}: {e}", path.display()),
+        )
+    };
+    let file = std::fs::File::create(tmp).map_err(|e| io("create", e))?;
+    file.set_len(mib * 1024 * 1024).map_err(|e| io("size", e))?;
+    drop(file);
+    let mut last = String::new();
+    for tool in ["mke2fs", "/sbin/mke2fs", "/usr/sbin/mke2fs"] {
+        let out = Command::new(tool)
+            .args(["-q", "-F", "-t", "ext4", "-m", "0", "-L", "data"])
+            .arg(tmp)
+            .stdin(Stdio::null())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {
+                std::fs::rename(tmp, path).map_err(|e| io("rename", e))?;
+                return crate::store::fsync_dir(path.parent().unwrap_or(Path::new("/")));
+            }
+            Ok(o) => {
+                last = format!("{tool}: {}", String::from_utf8_lossy(&o.stderr).trim());
+                break;
+            }
+            Err(e) => last = format!("{tool}: {e}"),
+        }
+    }
+    let _ = std::fs::remove_file(tmp);
+    Err(fault(
+        FaultCode::Internal,
+        format!(
+            "data volume {}: cannot make its file system: {last}",
+            path.display()
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn du(uuid: &str, used: u64, declared: Option<u64>) -> DuDisk {
+        DuDisk {
+            uuid: uuid.into(),
+            used_kib: used,
+            declared_kib: declared,
+        }
+    }
+
+    #[test]
+    fn available_is_budget_less_reservations_and_never_more_than_the_free_space() {
+        // a: declared 4000, wrote 1000; b: undeclared, takes 500; c: took more than declared.
+        let dus = [
+            du("a", 1000, Some(4000)),
+            du("b", 500, None),
+            du("c", 3000, Some(2000)),
+        ];
+        assert_eq!(dus[2].reserved_kib(), 3000);
+        // 10000 - (4000 + 500 + 3000) = 2500 by the budget; the file system has room.
+        assert_eq!(available_kib(Some(10_000), 1_000_000, &dus, None), 2500);
+        // 4000 free on flash, a may still write 3000 of it: 1000.
+        assert_eq!(available_kib(Some(10_000), 4000, &dus, None), 1000);
+        // No budget: only the file system.
+        assert_eq!(available_kib(None, 4000, &dus, None), 1000);
+        // An update of a counts a's reservation (and what it may still write) as free.
+        assert_eq!(
+            available_kib(Some(10_000), 1_000_000, &dus, Some("a")),
+            6500
+        );
+        assert_eq!(available_kib(Some(10_000), 4000, &dus, Some("a")), 4000);
+        // Over-committed: nothing left, no underflow.
+        assert_eq!(available_kib(Some(1000), 100, &dus, None), 0);
+    }
+
+    #[test]
+    fn tree_kib_counts_blocks_not_lengths_and_hard_links_once() {
+        let dir = std::env::temp_dir().join(format!("cpv-disk-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sparse = dir.join("sparse");
+        std::fs::File::create(&sparse)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
+        let full = dir.join("full");
+        std::fs::write(&full, vec![7u8; 256 * 1024]).unwrap();
+        std::fs::hard_link(&full, dir.join("link")).unwrap();
+        let mut seen = HashSet::new();
+        let kib = tree_kib(&dir, &mut seen);
+        // 256 KiB of data (once), a few KiB of directory; the 64 MiB hole takes nothing.
+        assert!((256..256 + 64).contains(&kib), "{kib} KiB");
+        // Met again: nothing more.
+        assert_eq!(tree_kib(&full, &mut seen), 0);
+        assert_eq!(tree_kib(&dir.join("missing"), &mut HashSet::new()), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn fs_space_is_read() {
+        let (total, free) = fs_space_kib(Path::new("/")).unwrap();
+        assert!(total > 0 && free <= total);
+    }
+}
