@@ -8,6 +8,7 @@
 
 pub mod inventory;
 pub mod reconcile;
+pub mod rollout;
 pub mod selector;
 pub mod serve;
 
