@@ -301,18 +301,34 @@ fn forward(r: &Rollout, name: &str, version: &str, targets: &[TargetView]) -> St
             TargetState::Active => match op {
                 Some(o) if ended_badly(o) => {
                     let f = fault_of(o);
-                    set(&mut changes, &mut now, i, TargetState::Failed, t.wave, Some(f))
+                    set(
+                        &mut changes,
+                        &mut now,
+                        i,
+                        TargetState::Failed,
+                        t.wave,
+                        Some(f),
+                    )
                 }
                 Some(o) if o.state == "done" && read_after(t, o) => {
                     let f = (
                         0,
                         format!("the agent does not report {name} {version} after the operation"),
                     );
-                    set(&mut changes, &mut now, i, TargetState::Failed, t.wave, Some(f))
+                    set(
+                        &mut changes,
+                        &mut now,
+                        i,
+                        TargetState::Failed,
+                        t.wave,
+                        Some(f),
+                    )
                 }
                 // Nothing sent yet and the agent is gone: back to the pool, a later wave
                 // takes it when it is online again.
-                None if !t.online => set(&mut changes, &mut now, i, TargetState::Pending, None, None),
+                None if !t.online => {
+                    set(&mut changes, &mut now, i, TargetState::Pending, None, None)
+                }
                 _ => {}
             },
             _ => {}
@@ -354,13 +370,19 @@ fn forward(r: &Rollout, name: &str, version: &str, targets: &[TargetView]) -> St
                     .filter(|(s, _)| *s == TargetState::Pending)
                     .count();
                 state = RolloutState::Done;
-                reason = (offline > 0).then(|| {
-                    format!("{offline} target(s) offline, left to the reconciliation")
-                });
+                reason = (offline > 0)
+                    .then(|| format!("{offline} target(s) offline, left to the reconciliation"));
             } else {
                 wave += 1;
                 for i in next {
-                    set(&mut changes, &mut now, i, TargetState::Queued, Some(wave), None);
+                    set(
+                        &mut changes,
+                        &mut now,
+                        i,
+                        TargetState::Queued,
+                        Some(wave),
+                        None,
+                    );
                 }
             }
         }
@@ -374,7 +396,14 @@ fn forward(r: &Rollout, name: &str, version: &str, targets: &[TargetView]) -> St
                 break;
             }
             if now[i] == (TargetState::Queued, Some(wave)) {
-                set(&mut changes, &mut now, i, TargetState::Active, Some(wave), None);
+                set(
+                    &mut changes,
+                    &mut now,
+                    i,
+                    TargetState::Active,
+                    Some(wave),
+                    None,
+                );
                 active += 1;
             }
         }
@@ -390,7 +419,10 @@ fn rollback(r: &Rollout, version: &str, targets: &[TargetView]) -> Step {
     let mut out = Step::default();
     let mut busy = targets
         .iter()
-        .filter(|t| t.op.as_ref().is_some_and(|o| o.rollback && o.state == "sent"))
+        .filter(|t| {
+            t.op.as_ref()
+                .is_some_and(|o| o.rollback && o.state == "sent")
+        })
         .count() as i64;
     let mut unfinished = 0;
     for t in targets {
@@ -414,10 +446,8 @@ fn rollback(r: &Rollout, version: &str, targets: &[TargetView]) -> Step {
         let rb = op.filter(|o| o.rollback);
         if !t.has_new {
             // Back on the old version (or never left it): only the ones sent back change.
-            if matches!(
-                t.state,
-                TargetState::Rollback | TargetState::RollbackFailed
-            ) && rb.is_none_or(|o| read_after(t, o))
+            if matches!(t.state, TargetState::Rollback | TargetState::RollbackFailed)
+                && rb.is_none_or(|o| read_after(t, o))
             {
                 out.targets.push(change(TargetState::RolledBack, None));
             }
@@ -434,7 +464,8 @@ fn rollback(r: &Rollout, version: &str, targets: &[TargetView]) -> Step {
             Some(o) if read_after(t, o) => {
                 if t.state != TargetState::RollbackFailed {
                     let f = (0, "the agent still reports the new version".to_string());
-                    out.targets.push(change(TargetState::RollbackFailed, Some(f)));
+                    out.targets
+                        .push(change(TargetState::RollbackFailed, Some(f)));
                 }
             }
             // Done, the inventory not read since: wait for it.
@@ -451,7 +482,8 @@ fn rollback(r: &Rollout, version: &str, targets: &[TargetView]) -> Step {
                     (Some(_), Some(u)) => Some(u.clone()),
                     (Some(v), None) => {
                         let f = (0, format!("the URL of version {v} is not known"));
-                        out.targets.push(change(TargetState::RollbackFailed, Some(f)));
+                        out.targets
+                            .push(change(TargetState::RollbackFailed, Some(f)));
                         unfinished -= 1;
                         continue;
                     }

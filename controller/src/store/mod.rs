@@ -4,6 +4,7 @@
 //!
 //! `schema` holds the migrations; this module the queries.
 
+mod rollouts;
 mod schema;
 
 use std::collections::{BTreeMap, HashMap};
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+pub use rollouts::{NewRollout, RolloutCommand, RolloutTarget};
 pub use schema::{latest as schema_version, migrate, MIGRATIONS};
 
 /// Milliseconds since the Unix epoch: every time in the store.
@@ -358,9 +360,21 @@ impl Store {
             .execute(
                 "UPDATE operations SET state = 'done', finished = ?2
                  WHERE endpoint_id = ?1 AND state = 'sent' AND kind IN ('install', 'update')
-                   AND EXISTS (SELECT 1 FROM deployments d JOIN dus u
+                   AND purpose IS NULL AND EXISTS (SELECT 1 FROM deployments d JOIN dus u
                                ON u.name = d.name AND u.version = d.version
                                WHERE d.id = operations.deployment_id AND u.endpoint_id = ?1)",
+                params![agent, now],
+            )
+            .map_err(err)?;
+        // A rollback's operation ends when the agent no longer has the version it rolls back.
+        let settled = settled
+            + tx.execute(
+                "UPDATE operations SET state = 'done', finished = ?2
+                 WHERE endpoint_id = ?1 AND state = 'sent' AND purpose = 'rollback'
+                   AND NOT EXISTS (SELECT 1 FROM deployments d JOIN dus u
+                                   ON u.name = d.name AND u.version = d.version
+                                   WHERE d.id = operations.deployment_id
+                                     AND u.endpoint_id = ?1)",
                 params![agent, now],
             )
             .map_err(err)?;

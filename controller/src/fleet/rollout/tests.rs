@@ -38,7 +38,10 @@ fn targets(n: usize) -> Vec<TargetView> {
 /// Stores a step's changes (what `serve` does through the store).
 fn apply(r: &mut Rollout, ts: &mut [TargetView], s: &Step) {
     for c in &s.targets {
-        let t = ts.iter_mut().find(|t| t.endpoint_id == c.endpoint_id).unwrap();
+        let t = ts
+            .iter_mut()
+            .find(|t| t.endpoint_id == c.endpoint_id)
+            .unwrap();
         t.state = c.state;
         t.wave = c.wave;
     }
@@ -142,10 +145,7 @@ fn a_wave_whose_failures_pass_the_threshold_pauses_it_until_resumed() {
     failed(&mut ts[2], 7035);
     run(&mut r, &mut ts);
     assert_eq!(r.state, RolloutState::Paused);
-    assert_eq!(
-        r.reason.as_deref(),
-        Some("wave 1: 2 of 3 failed, over 50%")
-    );
+    assert_eq!(r.reason.as_deref(), Some("wave 1: 2 of 3 failed, over 50%"));
     // The one in flight ends and is recorded; no next wave.
     took(&mut ts[3]);
     run(&mut r, &mut ts);
@@ -217,7 +217,10 @@ fn offline_agents_wait_for_a_later_wave_or_the_reconciliation() {
 fn a_superseded_deployment_aborts_its_rollout() {
     let r = rollout(1, 1, 1, 50);
     let s = step(&r, false, "app", "2.0", &targets(2));
-    assert!(matches!(s.rollout, Some((RolloutState::Aborted, _, Some(_)))));
+    assert!(matches!(
+        s.rollout,
+        Some((RolloutState::Aborted, _, Some(_)))
+    ));
     assert!(s.targets.is_empty());
     let mut r = rollout(1, 1, 1, 50);
     r.state = RolloutState::Aborted;
