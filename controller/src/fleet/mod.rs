@@ -338,7 +338,7 @@ fn print(store: &mut Store, cmd: FleetCmd) -> Result<(), String> {
                             "id": o.id, "agent": o.endpoint_id, "deployment": o.deployment_id,
                             "kind": o.kind, "state": o.state, "fault_code": o.fault_code,
                             "fault_message": o.fault_message, "created": o.created,
-                            "finished": o.finished,
+                            "finished": o.finished, "purpose": o.purpose,
                         })
                     })
                     .collect();

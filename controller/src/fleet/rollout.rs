@@ -223,8 +223,10 @@ pub struct Step {
     pub rollbacks: Vec<RollbackOp>,
 }
 
-fn ended_badly(op: &LastOp) -> bool {
-    op.state == "failed" || op.state == "lost"
+/// The agent answered with a fault, or gave no answer in time. A `lost` operation (no result
+/// because the controller that sent it stopped, or never sent) is not one: it is sent again.
+fn failed(op: &LastOp) -> bool {
+    op.state == "failed"
 }
 
 fn fault_of(op: &LastOp) -> (i64, String) {
@@ -299,7 +301,7 @@ fn forward(r: &Rollout, name: &str, version: &str, targets: &[TargetView]) -> St
                 set(&mut changes, &mut now, i, TargetState::Done, t.wave, None)
             }
             TargetState::Active => match op {
-                Some(o) if ended_badly(o) => {
+                Some(o) if failed(o) => {
                     let f = fault_of(o);
                     set(
                         &mut changes,
@@ -324,9 +326,9 @@ fn forward(r: &Rollout, name: &str, version: &str, targets: &[TargetView]) -> St
                         Some(f),
                     )
                 }
-                // Nothing sent yet and the agent is gone: back to the pool, a later wave
-                // takes it when it is online again.
-                None if !t.online => {
+                // Nothing sent (or lost) and the agent is gone: back to the pool, a later
+                // wave takes it when it is online again.
+                _ if !t.online && op.is_none_or(|o| o.state == "lost") => {
                     set(&mut changes, &mut now, i, TargetState::Pending, None, None)
                 }
                 _ => {}
@@ -443,7 +445,8 @@ fn rollback(r: &Rollout, version: &str, targets: &[TargetView]) -> Step {
         if t.has_new && t.prev_version.as_deref() == Some(version) {
             continue;
         }
-        let rb = op.filter(|o| o.rollback);
+        // A lost rollback is sent again.
+        let rb = op.filter(|o| o.rollback && o.state != "lost");
         if !t.has_new {
             // Back on the old version (or never left it): only the ones sent back change.
             if matches!(t.state, TargetState::Rollback | TargetState::RollbackFailed)
@@ -454,7 +457,7 @@ fn rollback(r: &Rollout, version: &str, targets: &[TargetView]) -> Step {
             continue;
         }
         match rb {
-            Some(o) if ended_badly(o) => {
+            Some(o) if failed(o) => {
                 if t.state != TargetState::RollbackFailed {
                     out.targets
                         .push(change(TargetState::RollbackFailed, Some(fault_of(o))));

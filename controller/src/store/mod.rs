@@ -191,6 +191,8 @@ pub struct Operation {
     pub created: i64,
     /// When it ended (ms).
     pub finished: Option<i64>,
+    /// `rollback` for a rollout's rollback; None for the reconciliation's.
+    pub purpose: Option<String>,
 }
 
 /// The journal's word on one agent and deployment, for the reconciliation.
@@ -198,7 +200,8 @@ pub struct Operation {
 pub struct JournalState {
     /// An operation is in flight.
     pub in_flight: bool,
-    /// Failures (failed or lost) since the last success.
+    /// Failures since the last success (lost operations are not the agent's and do not
+    /// count).
     pub failures: u32,
     /// When the last operation ended (ms).
     pub last_finished: Option<i64>,
@@ -602,6 +605,9 @@ impl Store {
             match state.as_str() {
                 "sent" => j.in_flight = true,
                 "done" => j.failures = 0,
+                // No result because the controller that sent it stopped (or the agent was
+                // busy): not the agent's failure, nothing to back off from.
+                "lost" => {}
                 _ => j.failures += 1,
             }
             if finished.is_some() {
@@ -708,7 +714,7 @@ impl Store {
             .conn
             .prepare_cached(
                 "SELECT id, endpoint_id, deployment_id, kind, state, fault_code, fault_message,
-                        created, finished
+                        created, finished, purpose
                  FROM operations ORDER BY id DESC LIMIT ?1",
             )
             .map_err(err)?;
@@ -724,6 +730,7 @@ impl Store {
                     fault_message: r.get(6)?,
                     created: r.get(7)?,
                     finished: r.get(8)?,
+                    purpose: r.get(9)?,
                 })
             })
             .map_err(err)?;
@@ -779,7 +786,7 @@ impl Store {
         self.conn
             .query_row(
                 "SELECT id, endpoint_id, deployment_id, kind, state, fault_code, fault_message,
-                        created, finished
+                        created, finished, purpose
                  FROM operations WHERE endpoint_id = ?1 AND deployment_id = ?2
                  ORDER BY id DESC LIMIT 1",
                 params![agent, deployment],
@@ -794,6 +801,7 @@ impl Store {
                         fault_message: r.get(6)?,
                         created: r.get(7)?,
                         finished: r.get(8)?,
+                        purpose: r.get(9)?,
                     })
                 },
             )

@@ -191,6 +191,44 @@ fn an_answer_is_judged_only_on_the_inventory_read_after_it() {
 }
 
 #[test]
+fn a_lost_operation_is_not_a_failure() {
+    let mut r = rollout(1, 1, 1, 0);
+    let mut ts = targets(2);
+    run(&mut r, &mut ts);
+    ts[0].op = Some(LastOp {
+        state: "lost".into(),
+        fault_code: Some(0),
+        fault_message: Some("no result: the controller that sent it stopped".into()),
+        finished: Some(10),
+        ..LastOp::default()
+    });
+    ts[0].inventory_at = Some(12);
+    assert_eq!(
+        run(&mut r, &mut ts),
+        Step::default(),
+        "still active: sent again"
+    );
+    assert_eq!(r.state, RolloutState::Running);
+    // Gone as well: back to the pool.
+    ts[0].online = false;
+    run(&mut r, &mut ts);
+    assert_eq!(ts[0].state, TargetState::Pending);
+    // A lost rollback is sent again.
+    let mut r = rollout(1, 1, 1, 0);
+    r.state = RolloutState::RollingBack;
+    let mut ts = targets(1);
+    took(&mut ts[0]);
+    ts[0].state = TargetState::Rollback;
+    ts[0].op = Some(LastOp {
+        rollback: true,
+        state: "lost".into(),
+        finished: Some(10),
+        ..LastOp::default()
+    });
+    assert_eq!(run(&mut r, &mut ts).rollbacks.len(), 1);
+}
+
+#[test]
 fn offline_agents_wait_for_a_later_wave_or_the_reconciliation() {
     let mut r = rollout(2, 2, 2, 50);
     let mut ts = targets(4);
