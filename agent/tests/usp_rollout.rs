@@ -261,6 +261,9 @@ fn agents_in(status: &Value, state: &str) -> Vec<String> {
 
 #[test]
 fn rollout_canary_waves_pause_rollback_and_restart() {
+    // Built (if stale) before any agent starts: a build under way starves the fleet's agents
+    // of CPU and their operations time out.
+    usp_common::controller();
     cpevisor_agent::LOG_LEVEL.store(0, Ordering::Relaxed);
     let world = World::new("usp-rollout");
     let broker = TestBroker::start(&world.root.join("broker")).expect("mosquitto");

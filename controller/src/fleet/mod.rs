@@ -413,7 +413,7 @@ mod tests {
             p("rollout rollback --db f.db 4").unwrap(),
             FleetCmd::Rollout(
                 "f.db".into(),
-                RolloutCmd::Command(4, crate::store::RolloutCommand::Rollback),
+                RolloutCmd::Command(4, crate::store::rollouts::RolloutCommand::Rollback),
                 false
             )
         );

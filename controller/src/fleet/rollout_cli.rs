@@ -9,7 +9,8 @@ use serde_json::{json, Value};
 
 use super::rollout::{Rollout, TargetState, TargetView};
 use super::selector;
-use crate::store::{now_ms, NewDeployment, NewRollout, RolloutCommand, RolloutTarget, Store};
+use crate::store::rollouts::{NewRollout, RolloutCommand, RolloutTarget};
+use crate::store::{now_ms, NewDeployment, Store};
 
 /// The usage of `rollout`.
 pub const USAGE: &str =

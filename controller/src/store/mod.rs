@@ -4,7 +4,7 @@
 //!
 //! `schema` holds the migrations; this module the queries.
 
-mod rollouts;
+pub mod rollouts;
 mod schema;
 
 use std::collections::{BTreeMap, HashMap};
@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-pub use rollouts::{NewRollout, RolloutCommand, RolloutTarget};
 pub use schema::{latest as schema_version, migrate, MIGRATIONS};
 
 /// Milliseconds since the Unix epoch: every time in the store.

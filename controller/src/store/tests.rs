@@ -1,3 +1,4 @@
+use super::rollouts::{NewRollout, RolloutCommand, RolloutTarget};
 use super::*;
 
 fn inv(dus: &[(&str, &str)]) -> Inventory {
