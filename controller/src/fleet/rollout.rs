@@ -441,6 +441,11 @@ fn rollback(r: &Rollout, version: &str, targets: &[TargetView]) -> Step {
             unfinished += 1;
             continue;
         }
+        // An install or update answered, its effect not read yet: the inventory decides.
+        if op.is_some_and(|o| !o.rollback && o.state == "done" && !read_after(t, o)) {
+            unfinished += 1;
+            continue;
+        }
         // It had this version before the rollout: not one the rollout gave it.
         if t.has_new && t.prev_version.as_deref() == Some(version) {
             continue;

@@ -356,6 +356,27 @@ fn rollback_sends_back_only_the_agents_that_took_the_new_version() {
 }
 
 #[test]
+fn a_rollback_waits_for_the_inventory_after_an_answered_update() {
+    let mut r = rollout(1, 1, 1, 50);
+    r.state = RolloutState::RollingBack;
+    let mut ts = targets(1);
+    ts[0].state = TargetState::Active;
+    // The update was answered; the inventory read before it still says 1.0.
+    ts[0].op = Some(LastOp {
+        state: "done".into(),
+        finished: Some(10),
+        ..LastOp::default()
+    });
+    ts[0].inventory_at = Some(9);
+    assert_eq!(run(&mut r, &mut ts), Step::default(), "not rolled back yet");
+    ts[0].inventory_at = Some(11);
+    ts[0].has_new = true;
+    let s = run(&mut r, &mut ts);
+    assert_eq!(s.rollbacks.len(), 1, "{s:?}");
+    assert_eq!(r.state, RolloutState::RollingBack);
+}
+
+#[test]
 fn states_round_trip_through_their_words() {
     for s in [
         RolloutState::Running,
