@@ -10,8 +10,9 @@
 //! the 50% threshold and pauses the rollout by itself, with the other four agents untouched;
 //! (b) rollback: the two agents that took 2.0 go back to 1.0, nobody else gets an operation,
 //! the 1.0 deployment is the active one again; (c) a rollout of 3.0 whose `serve` is killed
-//! while its first wave is in flight, paused while it is down, started again (still paused,
-//! no new wave), resumed: it completes with one operation per agent and one download each.
+//! while its first wave's three agents are downloading, paused while it is down, started again
+//! (still paused, no new wave), resumed: it completes with one operation per agent and one
+//! download each.
 
 #[path = "common/agentd.rs"]
 mod agentd;
@@ -95,6 +96,8 @@ fn start_agent(world: &World, broker: &TestBroker, cert: &Identity, id: &str) ->
 struct Rule {
     counts: std::collections::HashMap<String, u32>,
     corrupt: Option<(String, HashSet<u32>)>,
+    /// Whole downloads of this path answer only after this long.
+    delay: Option<(String, Duration)>,
 }
 
 /// A loopback HTTP/1.1 server of the files in `dir`, following `rule`.
@@ -136,8 +139,12 @@ fn serve_one(mut conn: TcpStream, dir: &Path, rule: &Mutex<Rule>) {
             .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         return;
     };
+    let mut wait = None;
     if !ranged {
         let mut rule = rule.lock().unwrap();
+        if let Some((p, d)) = &rule.delay {
+            wait = (*p == path).then_some(*d);
+        }
         let n = {
             let c = rule.counts.entry(path.clone()).or_insert(0);
             *c += 1;
@@ -149,6 +156,9 @@ fn serve_one(mut conn: TcpStream, dir: &Path, rule: &Mutex<Rule>) {
                 body[mid] ^= 0xff;
             }
         }
+    }
+    if let Some(d) = wait {
+        std::thread::sleep(d);
     }
     // A ranged request (the agent's probe of the package head) gets the whole file: the
     // agent reads what it asked for of a 200.
@@ -426,8 +436,14 @@ fn rollout_canary_waves_pause_rollback_and_restart() {
     assert_eq!(state_of(d1), "active", "{deps}");
     assert_eq!(state_of(d2), "removed", "{deps}");
 
-    // (c) 3.0, its serve killed while the first wave is in flight.
-    rule.lock().unwrap().corrupt = None;
+    // (c) 3.0, its serve killed while the first wave is in flight: the package server holds
+    // each download of 3.0 for 3 s, and serve is killed once the wave's three agents are
+    // waiting for theirs.
+    {
+        let mut r = rule.lock().unwrap();
+        r.corrupt = None;
+        r.delay = Some((file3.clone(), Duration::from_secs(3)));
+    }
     let started = ctl(
         &db,
         &[
@@ -450,18 +466,23 @@ fn rollout_canary_waves_pause_rollback_and_restart() {
     let id3 = started["id"].as_i64().unwrap().to_string();
     let d3 = started["deployment"].as_i64().unwrap();
     assert_eq!(started["targets"], AGENTS, "{started}");
-    wait_for("the first wave in flight", 120, &log, || {
-        let s = status(&db, &id3);
-        s["wave"] == 1 && s["targets"]["active"].as_i64().unwrap_or(0) > 0
+    wait_for("the first wave's downloads", 120, &log, || {
+        rule.lock()
+            .unwrap()
+            .counts
+            .get(&file3)
+            .copied()
+            .unwrap_or(0)
+            == 4
     });
-    // A moment for the operations to reach the agents (each starts with a lookup Get): the
-    // agents carry them out while no serve runs. Killed sooner, the operations are journaled
-    // but not out: lost after --op-timeout and sent again; the checks below hold either way.
-    std::thread::sleep(Duration::from_millis(500));
     drop(srv);
     let paused = ctl(&db, &["rollout", "pause", &id3]);
     assert_eq!(paused["state"], "paused", "{paused}");
     let in_flight_at_kill = ops(&db, d3).iter().filter(|o| o["state"] == "sent").count();
+    assert_eq!(
+        in_flight_at_kill, 3,
+        "the wave's operations were out when serve was killed"
+    );
     srv = serve(&cfg, &db, &log);
     // The restarted serve reads every agent again and settles what the first one sent; the
     // rollout stays paused: no second wave.

@@ -268,6 +268,11 @@ impl Service {
             if !ours && created < now - limit {
                 self.store
                     .lose_op(id, "no result: the controller that sent it stopped", now)?;
+                // The agent may have carried it out unheard: its inventory is read again
+                // before anything more is decided for it (a lost operation is sent again).
+                if self.wanted.len() < MAX_WANTED {
+                    self.wanted.insert(agent);
+                }
             }
         }
         Ok(())
