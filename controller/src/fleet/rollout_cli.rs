@@ -209,7 +209,7 @@ pub fn run(store: &mut Store, cmd: RolloutCmd, json: bool) -> Result<(), String>
                     name,
                     version,
                     r.state.as_str(),
-                    r.wave,
+                    wave_word(r.wave),
                     n("done"),
                     n("failed"),
                     n("active"),
@@ -246,7 +246,7 @@ pub fn run(store: &mut Store, cmd: RolloutCmd, json: bool) -> Result<(), String>
                 "rollout {id}: {name} {version} (deployment {}), {} at wave {}{}",
                 r.deployment_id,
                 r.state.as_str(),
-                r.wave,
+                wave_word(r.wave),
                 r.reason
                     .as_ref()
                     .map(|m| format!(": {m}"))
@@ -282,11 +282,24 @@ pub fn run(store: &mut Store, cmd: RolloutCmd, json: bool) -> Result<(), String>
                     json!({"id": id, "state": r.state.as_str(), "wave": r.wave})
                 );
             } else {
-                println!("rollout {id}: {} (wave {})", r.state.as_str(), r.wave);
+                println!(
+                    "rollout {id}: {} (wave {})",
+                    r.state.as_str(),
+                    wave_word(r.wave)
+                );
             }
         }
     }
     Ok(())
+}
+
+/// A wave's number for people: `-` before the first (the store's -1).
+fn wave_word(w: i64) -> String {
+    if w < 0 {
+        "-".into()
+    } else {
+        w.to_string()
+    }
 }
 
 /// The agents of the inventory the selector of `d` matches, with their version of the app:
