@@ -8,6 +8,8 @@
 
 pub mod inventory;
 pub mod reconcile;
+pub mod rollout;
+pub mod rollout_cli;
 pub mod selector;
 pub mod serve;
 
@@ -18,6 +20,7 @@ use serde_json::{json, Value};
 use crate::config::{merge, parse_secs, read_bounded};
 use crate::store::{AgentView, NewDeployment, Store};
 use crate::CtlConfig;
+use rollout_cli::{Amount, Plan, RolloutCmd};
 
 pub use serve::{serve, ServeOptions};
 
@@ -31,7 +34,8 @@ pub const USAGE: &str = "service commands (the fleet's desired state in a databa
                                software_version, endpoint_id; all must match)
   deployments --db PATH [--json]
   agents --db PATH [--json]
-  operations --db PATH [--limit N] [--json]   the journal, newest first";
+  operations --db PATH [--limit N] [--json]   the journal, newest first
+";
 
 /// A parsed service command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +50,8 @@ pub enum FleetCmd {
     Agents(PathBuf, bool),
     /// `operations`.
     Operations(PathBuf, usize, bool),
+    /// `rollout ...`.
+    Rollout(PathBuf, RolloutCmd, bool),
 }
 
 /// Whether `args` are a service command: they name a database.
@@ -64,6 +70,7 @@ pub fn parse(args: &[String]) -> Result<FleetCmd, String> {
     let mut selector = Vec::new();
     let mut limit = 100usize;
     let mut opts = ServeOptions::new(PathBuf::new());
+    let mut plan = Plan::default();
     let mut words = Vec::new();
     let mut i = 0;
     while i < args.len() {
@@ -96,6 +103,9 @@ pub fn parse(args: &[String]) -> Result<FleetCmd, String> {
                     .parse()
                     .map_err(|_| format!("--limit: {v:?} is not a number"))?;
             }
+            "--canary" => plan.canary = Amount::parse(a, &value()?)?,
+            "--wave" => plan.wave = Amount::parse(a, &value()?)?,
+            "--max-failures" => plan.max_failure_pct = rollout_cli::parse_pct(a, &value()?)?,
             "--sweep" => opts.sweep = parse_secs(a, &value()?, 0.05)?,
             "--op-timeout" => opts.op_timeout = parse_secs(a, &value()?, 0.05)?,
             "--max-in-flight" => {
@@ -105,6 +115,7 @@ pub fn parse(args: &[String]) -> Result<FleetCmd, String> {
                     .ok()
                     .filter(|n| (1..=10_000).contains(n))
                     .ok_or_else(|| format!("--max-in-flight: {v:?} is not in 1..10000"))?;
+                plan.max_in_flight = Some(opts.max_in_flight as i64);
             }
             _ if a.starts_with("--") => return Err(format!("unknown option {a}")),
             _ => words.push(a.to_string()),
@@ -114,6 +125,26 @@ pub fn parse(args: &[String]) -> Result<FleetCmd, String> {
     let db = db.ok_or("--db PATH is needed")?;
     let Some((cmd, rest)) = words.split_first() else {
         return Err("no command given (see cpevisor-controller --help)".into());
+    };
+    // `deploy` and `rollout start`: NAME URL and the flags.
+    let deployment = |rest: &[String]| -> Result<NewDeployment, String> {
+        let [name, url] = rest else {
+            return Err(format!("{cmd}: NAME URL --version V (see --help)"));
+        };
+        let version = version.ok_or(format!("{cmd}: --version V is needed"))?;
+        for (what, v) in [("NAME", name), ("URL", url), ("--version", &version)] {
+            if v.is_empty() || v.len() > 1024 || v.chars().any(char::is_control) {
+                return Err(format!("{cmd}: {what} must be 1..1024 printable bytes"));
+            }
+        }
+        Ok(NewDeployment {
+            name: name.clone(),
+            url: url.clone(),
+            digest,
+            version,
+            selector: selector::parse(&selector)?,
+            memory_mib: memory,
+        })
     };
     let no_args = |what: FleetCmd| {
         if rest.is_empty() {
@@ -135,29 +166,12 @@ pub fn parse(args: &[String]) -> Result<FleetCmd, String> {
             opts.db = db;
             no_args(FleetCmd::Serve(Box::new(config), opts))
         }
-        "deploy" => {
-            let [name, url] = rest else {
-                return Err("deploy: NAME URL --version V (see --help)".into());
-            };
-            let version = version.ok_or("deploy: --version V is needed")?;
-            for (what, v) in [("NAME", name), ("URL", url), ("--version", &version)] {
-                if v.is_empty() || v.len() > 1024 || v.chars().any(char::is_control) {
-                    return Err(format!("deploy: {what} must be 1..1024 printable bytes"));
-                }
-            }
-            Ok(FleetCmd::Deploy(
-                db,
-                NewDeployment {
-                    name: name.clone(),
-                    url: url.clone(),
-                    digest,
-                    version,
-                    selector: selector::parse(&selector)?,
-                    memory_mib: memory,
-                },
-                json,
-            ))
-        }
+        "deploy" => Ok(FleetCmd::Deploy(db, deployment(rest)?, json)),
+        "rollout" => Ok(FleetCmd::Rollout(
+            db,
+            rollout_cli::parse(rest, deployment, plan)?,
+            json,
+        )),
         "deployments" => no_args(FleetCmd::Deployments(db, json)),
         "agents" => no_args(FleetCmd::Agents(db, json)),
         "operations" => no_args(FleetCmd::Operations(db, limit, json)),
@@ -174,7 +188,8 @@ pub fn run(cmd: FleetCmd) -> i32 {
         FleetCmd::Deploy(db, ..)
         | FleetCmd::Deployments(db, _)
         | FleetCmd::Agents(db, _)
-        | FleetCmd::Operations(db, ..) => db.clone(),
+        | FleetCmd::Operations(db, ..)
+        | FleetCmd::Rollout(db, ..) => db.clone(),
     };
     let mut store = match Store::open(&db) {
         Ok(s) => s,
@@ -217,6 +232,7 @@ fn opt(v: &Option<String>) -> &str {
 fn print(store: &mut Store, cmd: FleetCmd) -> Result<(), String> {
     match cmd {
         FleetCmd::Serve(..) => unreachable!("handled by run"),
+        FleetCmd::Rollout(_, cmd, json) => rollout_cli::run(store, cmd, json)?,
         FleetCmd::Deploy(_, d, json) => {
             let id = store.add_deployment(&d, crate::store::now_ms())?;
             if json {
@@ -322,7 +338,7 @@ fn print(store: &mut Store, cmd: FleetCmd) -> Result<(), String> {
                             "id": o.id, "agent": o.endpoint_id, "deployment": o.deployment_id,
                             "kind": o.kind, "state": o.state, "fault_code": o.fault_code,
                             "fault_message": o.fault_message, "created": o.created,
-                            "finished": o.finished,
+                            "finished": o.finished, "purpose": o.purpose,
                         })
                     })
                     .collect();
@@ -379,7 +395,37 @@ mod tests {
             p("operations --db f.db --limit 5").unwrap(),
             FleetCmd::Operations("f.db".into(), 5, false)
         );
+        match p("rollout start --db f.db app http://h/a --version 2 --selector model=m --canary 10% --wave 3 --max-in-flight 2 --max-failures 30%").unwrap() {
+            FleetCmd::Rollout(_, RolloutCmd::Start(d, plan), false) => {
+                assert_eq!((d.name.as_str(), d.version.as_str()), ("app", "2"));
+                assert_eq!(plan.canary, Amount::Percent(10));
+                assert_eq!(plan.wave, Amount::Count(3));
+                assert_eq!(plan.max_in_flight, Some(2));
+                assert_eq!(plan.max_failure_pct, 30);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            p("rollout status --db f.db --json").unwrap(),
+            FleetCmd::Rollout("f.db".into(), RolloutCmd::Status(None), true)
+        );
+        assert_eq!(
+            p("rollout rollback --db f.db 4").unwrap(),
+            FleetCmd::Rollout(
+                "f.db".into(),
+                RolloutCmd::Command(4, crate::store::rollouts::RolloutCommand::Rollback),
+                false
+            )
+        );
         let e = |s: &str| p(s).unwrap_err();
+        assert!(e("rollout pause --db f").contains("ID"));
+        assert!(e("rollout pause --db f x").contains("not a rollout number"));
+        assert!(e("rollout start --db f app u").contains("--version"));
+        assert!(e("rollout frob --db f 1").contains("not one of"));
+        assert!(e("rollout start --db f a u --version 1 --canary 0").contains("--canary"));
+        assert!(
+            e("rollout start --db f a u --version 1 --max-failures 200%").contains("percentage")
+        );
         assert!(e("deploy --db f app http://h/a").contains("--version"));
         assert!(e("deploy --db f app --version 1").contains("NAME URL"));
         assert!(e("deploy --db f a u --version 1 --selector colour=red").contains("unknown key"));

@@ -2,7 +2,7 @@
 //! active deployments and the journal, which operations to send, and which to refuse at
 //! placement. `serve` runs it and carries the operations out.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::store::{AgentView, Deployment, JournalState};
 
@@ -88,11 +88,16 @@ impl Action {
     }
 }
 
+/// The deployments a rollout holds back, each with the agents it lets through now (see
+/// `rollout`); a deployment not in it goes to every agent its selector matches.
+pub type Gates = HashMap<i64, HashSet<String>>;
+
 /// Why an agent needs nothing, or what it needs, for one deployment; `budget` caps the
 /// Install/Update actions returned (refusals are not sent and do not count).
 pub fn decide(
     agents: &[AgentView],
     deployments: &[Deployment],
+    gates: &Gates,
     journal: &HashMap<(String, i64), JournalState>,
     backoff: Backoff,
     now: i64,
@@ -106,7 +111,11 @@ pub fn decide(
         .filter(|a| a.online && a.inventory_at.is_some())
     {
         for d in deployments.iter().filter(|d| d.state == "active") {
-            if !selector::matches(&d.selector, agent) {
+            if !selector::matches(&d.selector, agent)
+                || gates
+                    .get(&d.id)
+                    .is_some_and(|let_in| !let_in.contains(&agent.endpoint_id))
+            {
                 continue;
             }
             if agent
@@ -266,7 +275,7 @@ mod tests {
             },
         ];
         let deps = [dep(1, "app", "1.0", &[("model", "cpe-a")], None)];
-        let got = decide(&agents, &deps, &HashMap::new(), B, 0, 32);
+        let got = decide(&agents, &deps, &Gates::new(), &HashMap::new(), B, 0, 32);
         assert_eq!(
             got,
             vec![Action::Install {
@@ -286,7 +295,7 @@ mod tests {
             None,
         )];
         let deps = [dep(2, "app", "1.0", &[], None)];
-        let got = decide(&agents, &deps, &HashMap::new(), B, 0, 32);
+        let got = decide(&agents, &deps, &Gates::new(), &HashMap::new(), B, 0, 32);
         assert_eq!(
             got,
             vec![Action::Update {
@@ -312,7 +321,10 @@ mod tests {
                 ..JournalState::default()
             },
         );
-        assert!(decide(&agents, &deps, &j, B, 0, 32).is_empty(), "in flight");
+        assert!(
+            decide(&agents, &deps, &Gates::new(), &j, B, 0, 32).is_empty(),
+            "in flight"
+        );
         j.insert(
             key.clone(),
             JournalState {
@@ -323,8 +335,11 @@ mod tests {
             },
         );
         // Three failures: 4 s of back-off.
-        assert!(decide(&agents, &deps, &j, B, 13_999, 32).is_empty());
-        assert_eq!(decide(&agents, &deps, &j, B, 14_000, 32).len(), 1);
+        assert!(decide(&agents, &deps, &Gates::new(), &j, B, 13_999, 32).is_empty());
+        assert_eq!(
+            decide(&agents, &deps, &Gates::new(), &j, B, 14_000, 32).len(),
+            1
+        );
         // Succeeded, yet the inventory lacks it: not again before the longest back-off.
         j.insert(
             key.clone(),
@@ -335,8 +350,11 @@ mod tests {
                 last_ok: true,
             },
         );
-        assert!(decide(&agents, &deps, &j, B, 69_999, 32).is_empty());
-        assert_eq!(decide(&agents, &deps, &j, B, 70_000, 32).len(), 1);
+        assert!(decide(&agents, &deps, &Gates::new(), &j, B, 69_999, 32).is_empty());
+        assert_eq!(
+            decide(&agents, &deps, &Gates::new(), &j, B, 70_000, 32).len(),
+            1
+        );
         assert_eq!(B.wait_ms(0), 0);
         assert_eq!(B.wait_ms(1), 1000);
         assert_eq!(B.wait_ms(40), 60_000);
@@ -352,6 +370,7 @@ mod tests {
         let got = decide(
             &agents,
             &[dep(1, "app", "1.0", &[], Some(16))],
+            &Gates::new(),
             &HashMap::new(),
             B,
             0,
@@ -370,6 +389,7 @@ mod tests {
         let got = decide(
             &agents,
             &[dep(1, "app", "1.0", &[], None)],
+            &Gates::new(),
             &HashMap::new(),
             B,
             0,
@@ -393,6 +413,7 @@ mod tests {
         let got = decide(
             &agents,
             &[dep(1, "app", "1.0", &[], Some(1))],
+            &Gates::new(),
             &HashMap::new(),
             B,
             0,
@@ -407,6 +428,7 @@ mod tests {
         assert!(decide(
             &agents,
             &[dep(1, "app", "1.0", &[], None)],
+            &Gates::new(),
             &HashMap::new(),
             B,
             0,
@@ -416,10 +438,38 @@ mod tests {
     }
 
     #[test]
+    fn a_gated_deployment_goes_only_to_the_agents_its_rollout_lets_in() {
+        let agents = [
+            agent("os::a", "m", &[("app", "1.0")], None),
+            agent("os::b", "m", &[("app", "1.0")], None),
+            agent("os::c", "m", &[], None),
+        ];
+        let deps = [
+            dep(2, "app", "2.0", &[], None),
+            dep(1, "other", "1", &[], None),
+        ];
+        let mut gates = Gates::new();
+        gates.insert(2, HashSet::from(["os::b".to_string()]));
+        let got = decide(&agents, &deps, &gates, &HashMap::new(), B, 0, 32);
+        // b is let in; a and c get only the ungated deployment.
+        assert_eq!(agents_of(&got), ["os::a", "os::b", "os::c"]);
+        assert!(matches!(&got[0], Action::Install { deployment: 1, .. }));
+        assert!(matches!(&got[1], Action::Update { deployment: 2, .. }));
+        assert!(matches!(&got[2], Action::Install { deployment: 1, .. }));
+        // A paused rollout lets nobody in.
+        gates.insert(2, HashSet::new());
+        let got = decide(&agents, &deps, &gates, &HashMap::new(), B, 0, 32);
+        assert!(
+            got.iter().all(|a| !matches!(a, Action::Update { .. })),
+            "{got:?}"
+        );
+    }
+
+    #[test]
     fn one_operation_per_agent_per_pass() {
         let agents = [agent("os::a", "m", &[], None)];
         let deps = [dep(2, "b", "1", &[], None), dep(1, "a", "1", &[], None)];
-        let got = decide(&agents, &deps, &HashMap::new(), B, 0, 32);
+        let got = decide(&agents, &deps, &Gates::new(), &HashMap::new(), B, 0, 32);
         assert_eq!(got.len(), 1);
     }
 }

@@ -19,6 +19,7 @@ use crate::{Connection, CtlConfig};
 
 use super::inventory;
 use super::reconcile::{self, Action, Backoff};
+use super::rollout::{self, Step};
 
 /// Notifications kept between two turns of the loop.
 const EVENT_QUEUE: usize = 16_384;
@@ -174,6 +175,7 @@ impl Service {
             self.start_gets(ctl);
             if Instant::now() >= next_pass {
                 self.expire_lost()?;
+                self.step_rollouts(ctl)?;
                 self.reconcile(ctl)?;
                 next_pass = Instant::now() + self.opts.every;
             }
@@ -266,6 +268,11 @@ impl Service {
             if !ours && created < now - limit {
                 self.store
                     .lose_op(id, "no result: the controller that sent it stopped", now)?;
+                // The agent may have carried it out unheard: its inventory is read again
+                // before anything more is decided for it (a lost operation is sent again).
+                if self.wanted.len() < MAX_WANTED {
+                    self.wanted.insert(agent);
+                }
             }
         }
         Ok(())
@@ -277,6 +284,7 @@ impl Service {
             return Ok(());
         }
         let now = now_ms();
+        let gates = self.store.rollout_gates()?;
         let mut after = String::new();
         loop {
             let budget = self.opts.max_in_flight.saturating_sub(self.ops_in_flight);
@@ -295,6 +303,7 @@ impl Service {
             let actions = reconcile::decide(
                 &page,
                 &deployments,
+                &gates,
                 &journal,
                 self.opts.backoff,
                 now,
@@ -307,6 +316,89 @@ impl Service {
                 return Ok(());
             }
         }
+    }
+
+    /// One step of every rollout not ended (`rollout::step`), stored, and the rollback
+    /// operations it asks for sent (journaled first, like the reconciliation's).
+    fn step_rollouts(&mut self, ctl: &mut crate::engine::Controller) -> Result<(), String> {
+        let live = self.store.rollouts(true)?;
+        if live.is_empty() {
+            return Ok(());
+        }
+        let deployments: HashMap<i64, _> = self
+            .store
+            .deployments(false)?
+            .into_iter()
+            .map(|d| (d.id, d))
+            .collect();
+        let now = now_ms();
+        for r in live {
+            let Some(d) = deployments.get(&r.deployment_id) else {
+                continue;
+            };
+            let targets = self.store.rollout_targets(&r, &d.name, &d.version)?;
+            let step = rollout::step(&r, d.state == "active", &d.name, &d.version, &targets);
+            if step == Step::default() {
+                continue;
+            }
+            self.store.apply_rollout_step(&r, &step, now)?;
+            for c in &step.targets {
+                match &c.fault {
+                    Some((code, m)) => note!(
+                        "rollout {}: {} {} ({code} {m})",
+                        r.id,
+                        c.endpoint_id,
+                        c.state.as_str()
+                    ),
+                    None => note!("rollout {}: {} {}", r.id, c.endpoint_id, c.state.as_str()),
+                }
+            }
+            if let Some((state, wave, reason)) = &step.rollout {
+                note!(
+                    "rollout {}: {} at wave {wave}{}",
+                    r.id,
+                    state.as_str(),
+                    reason
+                        .as_ref()
+                        .map(|m| format!(": {m}"))
+                        .unwrap_or_default()
+                );
+            }
+            for rb in step.rollbacks {
+                // Busy (its inventory being read): the next step asks again.
+                if self.ops_in_flight >= self.opts.max_in_flight || self.set.busy(&rb.agent) {
+                    continue;
+                }
+                let (kind, op) = match rb.url {
+                    Some(url) => (
+                        "update",
+                        Op::Update {
+                            du: rb.du,
+                            url: Some(url),
+                        },
+                    ),
+                    None => ("uninstall", Op::Uninstall { du: rb.du }),
+                };
+                let Some(id) =
+                    self.store
+                        .begin_rollback_op(&rb.agent, r.deployment_id, kind, now)?
+                else {
+                    continue;
+                };
+                if ctl.begin(&mut self.set, &rb.agent, op, self.opts.op_timeout) {
+                    note!(
+                        "{}: operation {id} ({kind}, rollback of rollout {}) sent",
+                        rb.agent,
+                        r.id
+                    );
+                    self.kinds.insert(rb.agent, Kind::Op(id));
+                    self.ops_in_flight += 1;
+                } else {
+                    self.store.lose_op(id, "agent busy", now)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn act(

@@ -4,6 +4,7 @@
 //!
 //! `schema` holds the migrations; this module the queries.
 
+pub mod rollouts;
 mod schema;
 
 use std::collections::{BTreeMap, HashMap};
@@ -189,6 +190,8 @@ pub struct Operation {
     pub created: i64,
     /// When it ended (ms).
     pub finished: Option<i64>,
+    /// `rollback` for a rollout's rollback; None for the reconciliation's.
+    pub purpose: Option<String>,
 }
 
 /// The journal's word on one agent and deployment, for the reconciliation.
@@ -196,7 +199,8 @@ pub struct Operation {
 pub struct JournalState {
     /// An operation is in flight.
     pub in_flight: bool,
-    /// Failures (failed or lost) since the last success.
+    /// Failures since the last success (lost operations are not the agent's and do not
+    /// count).
     pub failures: u32,
     /// When the last operation ended (ms).
     pub last_finished: Option<i64>,
@@ -358,9 +362,21 @@ impl Store {
             .execute(
                 "UPDATE operations SET state = 'done', finished = ?2
                  WHERE endpoint_id = ?1 AND state = 'sent' AND kind IN ('install', 'update')
-                   AND EXISTS (SELECT 1 FROM deployments d JOIN dus u
+                   AND purpose IS NULL AND EXISTS (SELECT 1 FROM deployments d JOIN dus u
                                ON u.name = d.name AND u.version = d.version
                                WHERE d.id = operations.deployment_id AND u.endpoint_id = ?1)",
+                params![agent, now],
+            )
+            .map_err(err)?;
+        // A rollback's operation ends when the agent no longer has the version it rolls back.
+        let settled = settled
+            + tx.execute(
+                "UPDATE operations SET state = 'done', finished = ?2
+                 WHERE endpoint_id = ?1 AND state = 'sent' AND purpose = 'rollback'
+                   AND NOT EXISTS (SELECT 1 FROM deployments d JOIN dus u
+                                   ON u.name = d.name AND u.version = d.version
+                                   WHERE d.id = operations.deployment_id
+                                     AND u.endpoint_id = ?1)",
                 params![agent, now],
             )
             .map_err(err)?;
@@ -588,6 +604,9 @@ impl Store {
             match state.as_str() {
                 "sent" => j.in_flight = true,
                 "done" => j.failures = 0,
+                // No result because the controller that sent it stopped (or the agent was
+                // busy): not the agent's failure, nothing to back off from.
+                "lost" => {}
                 _ => j.failures += 1,
             }
             if finished.is_some() {
@@ -694,7 +713,7 @@ impl Store {
             .conn
             .prepare_cached(
                 "SELECT id, endpoint_id, deployment_id, kind, state, fault_code, fault_message,
-                        created, finished
+                        created, finished, purpose
                  FROM operations ORDER BY id DESC LIMIT ?1",
             )
             .map_err(err)?;
@@ -710,6 +729,7 @@ impl Store {
                     fault_message: r.get(6)?,
                     created: r.get(7)?,
                     finished: r.get(8)?,
+                    purpose: r.get(9)?,
                 })
             })
             .map_err(err)?;
@@ -765,7 +785,7 @@ impl Store {
         self.conn
             .query_row(
                 "SELECT id, endpoint_id, deployment_id, kind, state, fault_code, fault_message,
-                        created, finished
+                        created, finished, purpose
                  FROM operations WHERE endpoint_id = ?1 AND deployment_id = ?2
                  ORDER BY id DESC LIMIT 1",
                 params![agent, deployment],
@@ -780,6 +800,7 @@ impl Store {
                         fault_message: r.get(6)?,
                         created: r.get(7)?,
                         finished: r.get(8)?,
+                        purpose: r.get(9)?,
                     })
                 },
             )

@@ -68,6 +68,37 @@ pub const MIGRATIONS: &[&str] = &[
     );
     ALTER TABLE deployments ADD COLUMN memory_mib INTEGER;
     CREATE INDEX agents_online ON agents(online, endpoint_id);",
+    // 3: rollouts (a deployment sent in a canary and waves) and their targets; an operation's
+    // purpose, so that a rollback's update or uninstall is told from the reconciliation's.
+    "ALTER TABLE operations ADD COLUMN purpose TEXT CHECK (purpose IN ('rollback'));
+    CREATE TABLE rollouts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        deployment_id INTEGER NOT NULL UNIQUE REFERENCES deployments(id),
+        previous_id INTEGER REFERENCES deployments(id),
+        canary INTEGER NOT NULL CHECK (canary >= 1),
+        wave_size INTEGER NOT NULL CHECK (wave_size >= 1),
+        max_in_flight INTEGER NOT NULL CHECK (max_in_flight >= 1),
+        max_failure_pct INTEGER NOT NULL CHECK (max_failure_pct BETWEEN 0 AND 100),
+        state TEXT NOT NULL CHECK (state IN ('running', 'paused', 'done', 'aborted',
+                                             'rolling_back', 'rolled_back')),
+        wave INTEGER NOT NULL DEFAULT -1,
+        accepted_wave INTEGER NOT NULL DEFAULT -1,
+        reason TEXT,
+        created INTEGER NOT NULL,
+        updated INTEGER NOT NULL
+    );
+    CREATE INDEX rollouts_live ON rollouts(state);
+    CREATE TABLE rollout_targets (
+        rollout_id INTEGER NOT NULL REFERENCES rollouts(id) ON DELETE CASCADE,
+        endpoint_id TEXT NOT NULL,
+        wave INTEGER,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'queued', 'active', 'done', 'failed',
+                                             'rollback', 'rolled_back', 'rollback_failed')),
+        prev_version TEXT, prev_url TEXT,
+        fault_code INTEGER, fault_message TEXT,
+        updated INTEGER NOT NULL,
+        PRIMARY KEY (rollout_id, endpoint_id)
+    );",
 ];
 
 /// The schema version this build writes.

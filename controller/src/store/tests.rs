@@ -1,3 +1,4 @@
+use super::rollouts::{NewRollout, RolloutCommand, RolloutTarget};
 use super::*;
 
 fn inv(dus: &[(&str, &str)]) -> Inventory {
@@ -50,6 +51,8 @@ fn migrations_apply_to_an_empty_database() {
         "eus",
         "deployments",
         "operations",
+        "rollouts",
+        "rollout_targets",
     ] {
         let n: i64 = s
             .conn
@@ -215,4 +218,140 @@ fn database_bytes_per_agent_stay_small() {
     assert!(per_agent < 4096, "{per_agent} bytes per agent");
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn target(id: &str, prev: Option<&str>) -> RolloutTarget {
+    RolloutTarget {
+        endpoint_id: id.into(),
+        prev_version: prev.map(str::to_string),
+        prev_url: prev.map(|v| format!("http://h/app-{v}.cpkg")),
+    }
+}
+
+const PLAN: NewRollout = NewRollout {
+    canary: 1,
+    wave_size: 2,
+    max_in_flight: 2,
+    max_failure_pct: 50,
+};
+
+#[test]
+fn a_rollout_is_stored_with_its_deployment_and_targets_and_survives_a_reopen() {
+    use crate::fleet::rollout::{step, RolloutState, TargetState};
+    let dir = std::env::temp_dir().join(format!("cpv-store-ro-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ro.db");
+    let _ = std::fs::remove_file(&path);
+    let mut s = Store::open(&path).unwrap();
+    let old = s.add_deployment(&dep("app", "1.0"), 1).unwrap();
+    for a in ["os::a", "os::b", "os::c"] {
+        s.save_inventory(a, &inv(&[("app", "1.0")]), 2).unwrap();
+    }
+    let targets = [
+        target("os::a", Some("1.0")),
+        target("os::b", Some("1.0")),
+        target("os::c", Some("1.0")),
+    ];
+    let (d, id) = s
+        .add_rollout(&dep("app", "2.0"), &PLAN, &targets, 3)
+        .unwrap();
+    let r = s.rollout(id).unwrap().unwrap();
+    assert_eq!((r.deployment_id, r.previous_id), (d, Some(old)));
+    assert_eq!(r.state, RolloutState::Running);
+    assert_eq!(
+        s.deployments(true).unwrap()[0].id,
+        d,
+        "the old one superseded"
+    );
+    // Gated: a running rollout with nobody active lets nobody in.
+    assert_eq!(s.rollout_gates().unwrap()[&d].len(), 0);
+    // A step (the canary) stored, then read back after a reopen.
+    let ts = s.rollout_targets(&r, "app", "2.0").unwrap();
+    assert_eq!(ts.len(), 3);
+    assert_eq!(ts[0].du.as_deref(), Some("u-app"));
+    assert!(!ts[0].has_new);
+    let st = step(&r, true, "app", "2.0", &ts);
+    s.apply_rollout_step(&r, &st, 4).unwrap();
+    drop(s);
+    let mut s = Store::open(&path).unwrap();
+    let r = s.rollout(id).unwrap().unwrap();
+    assert_eq!(r.wave, 0);
+    let ts = s.rollout_targets(&r, "app", "2.0").unwrap();
+    assert_eq!(ts[0].state, TargetState::Active);
+    assert_eq!(ts[1].state, TargetState::Pending);
+    assert_eq!(
+        s.rollout_gates().unwrap()[&d],
+        std::collections::HashSet::from(["os::a".to_string()])
+    );
+    // The operator's commands, where the state allows them.
+    assert!(s
+        .rollout_command(id, RolloutCommand::Resume, 5)
+        .unwrap_err()
+        .contains("running"));
+    let p = s.rollout_command(id, RolloutCommand::Pause, 5).unwrap();
+    assert_eq!(p.state, RolloutState::Paused);
+    assert!(s.rollout_gates().unwrap()[&d].is_empty(), "paused: nobody");
+    let p = s.rollout_command(id, RolloutCommand::Resume, 6).unwrap();
+    assert_eq!((p.state, p.accepted_wave), (RolloutState::Running, 0));
+    // A step decided before a command does not undo it.
+    let stale = s.rollout(id).unwrap().unwrap();
+    s.rollout_command(id, RolloutCommand::Pause, 7).unwrap();
+    let st = crate::fleet::rollout::Step {
+        rollout: Some((RolloutState::Done, 3, None)),
+        ..Default::default()
+    };
+    s.apply_rollout_step(&stale, &st, 8).unwrap();
+    assert_eq!(s.rollout(id).unwrap().unwrap().state, RolloutState::Paused);
+    // Rollback: the deployment removed; when it ends, the previous one is active again.
+    let rb = s.rollout_command(id, RolloutCommand::Rollback, 9).unwrap();
+    assert_eq!(rb.state, RolloutState::RollingBack);
+    assert!(s.deployments(true).unwrap().is_empty());
+    let st = crate::fleet::rollout::Step {
+        rollout: Some((RolloutState::RolledBack, 0, None)),
+        ..Default::default()
+    };
+    s.apply_rollout_step(&rb, &st, 10).unwrap();
+    assert_eq!(s.deployments(true).unwrap()[0].id, old);
+    assert!(s.rollout_gates().unwrap().is_empty());
+    assert!(s
+        .rollout_command(id, RolloutCommand::Abort, 11)
+        .unwrap_err()
+        .contains("rolled_back"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_rollback_operation_is_settled_when_the_agent_no_longer_has_the_version() {
+    let mut s = Store::open_in_memory().unwrap();
+    s.save_inventory("os::a", &inv(&[("app", "1.0")]), 1)
+        .unwrap();
+    let (d, _) = s
+        .add_rollout(
+            &dep("app", "2.0"),
+            &PLAN,
+            &[target("os::a", Some("1.0"))],
+            2,
+        )
+        .unwrap();
+    s.save_inventory("os::a", &inv(&[("app", "2.0")]), 3)
+        .unwrap();
+    let op = s
+        .begin_rollback_op("os::a", d, "update", 4)
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.begin_rollback_op("os::a", d, "update", 4).unwrap(), None);
+    // Still on 2.0: not settled (an install's rule would have settled it).
+    assert_eq!(
+        s.save_inventory("os::a", &inv(&[("app", "2.0")]), 5)
+            .unwrap(),
+        0
+    );
+    assert_eq!(s.last_op("os::a", d).unwrap().unwrap().state, "sent");
+    assert_eq!(
+        s.save_inventory("os::a", &inv(&[("app", "1.0")]), 6)
+            .unwrap(),
+        1
+    );
+    let o = s.last_op("os::a", d).unwrap().unwrap();
+    assert_eq!((o.id, o.state.as_str()), (op, "done"));
 }

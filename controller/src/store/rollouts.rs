@@ -1,0 +1,453 @@
+//! The rollouts' queries: a rollout with its deployment and targets recorded in one
+//! transaction, the targets read with what the decision needs (inventory, last operation),
+//! a step's changes stored in one transaction, the operator's commands, and the gates the
+//! reconciliation obeys.
+
+use std::collections::{HashMap, HashSet};
+
+use rusqlite::{params, OptionalExtension, Row};
+
+use super::{err, opt_i64, NewDeployment, Store};
+use crate::fleet::rollout::{LastOp, Rollout, RolloutState, Step, TargetState, TargetView};
+
+/// How a new rollout goes, counts resolved (a percentage of the targets made a count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewRollout {
+    /// Agents in the canary.
+    pub canary: i64,
+    /// Agents per later wave.
+    pub wave_size: i64,
+    /// Targets active at once at most.
+    pub max_in_flight: i64,
+    /// The failure share (percent) of a wave that pauses the rollout.
+    pub max_failure_pct: i64,
+}
+
+/// A target as the rollout starts: the agent and the version of the app it has then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutTarget {
+    /// The agent.
+    pub endpoint_id: String,
+    /// Its version of the app (None: it has none).
+    pub prev_version: Option<String>,
+    /// Where that version came from.
+    pub prev_url: Option<String>,
+}
+
+/// An operator's command on a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RolloutCommand {
+    /// Running → paused.
+    Pause,
+    /// Paused → running, the current wave's failures accepted.
+    Resume,
+    /// Running or paused → aborted: nothing more is sent.
+    Abort,
+    /// → rolling back: the deployment is removed, its agents sent back.
+    Rollback,
+}
+
+impl RolloutCommand {
+    /// Its word on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutCommand::Pause => "pause",
+            RolloutCommand::Resume => "resume",
+            RolloutCommand::Abort => "abort",
+            RolloutCommand::Rollback => "rollback",
+        }
+    }
+}
+
+const ROLLOUT_COLUMNS: &str = "id, deployment_id, previous_id, canary, wave_size, max_in_flight,
+     max_failure_pct, state, wave, accepted_wave, reason, created, updated";
+
+fn rollout_row(r: &Row<'_>) -> rusqlite::Result<Rollout> {
+    let state: String = r.get(7)?;
+    Ok(Rollout {
+        id: r.get(0)?,
+        deployment_id: r.get(1)?,
+        previous_id: r.get(2)?,
+        canary: r.get(3)?,
+        wave_size: r.get(4)?,
+        max_in_flight: r.get(5)?,
+        max_failure_pct: r.get(6)?,
+        // The schema's CHECK admits only the words `parse` knows.
+        state: RolloutState::parse(&state).unwrap_or(RolloutState::Aborted),
+        wave: r.get(8)?,
+        accepted_wave: r.get(9)?,
+        reason: r.get(10)?,
+        created: r.get(11)?,
+        updated: r.get(12)?,
+    })
+}
+
+impl Store {
+    /// Records deployment `d` with rollout `r` over `targets`, at `now`: the active deployment
+    /// of the same app is superseded (and remembered as the rollout's previous one). Returns
+    /// the deployment's and the rollout's numbers.
+    pub fn add_rollout(
+        &mut self,
+        d: &NewDeployment,
+        r: &NewRollout,
+        targets: &[RolloutTarget],
+        now: i64,
+    ) -> Result<(i64, i64), String> {
+        let selector = serde_json::to_string(&d.selector).map_err(|e| e.to_string())?;
+        let tx = self.conn.transaction().map_err(err)?;
+        let previous: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM deployments WHERE name = ?1 AND state = 'active'",
+                params![d.name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(err)?;
+        tx.execute(
+            "UPDATE deployments SET state = 'superseded' WHERE name = ?1 AND state = 'active'",
+            params![d.name],
+        )
+        .map_err(err)?;
+        tx.execute(
+            "INSERT INTO deployments (name, url, digest, version, selector, created, state,
+                                      memory_mib)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7)",
+            params![
+                d.name,
+                d.url,
+                d.digest,
+                d.version,
+                selector,
+                now,
+                opt_i64(d.memory_mib)
+            ],
+        )
+        .map_err(err)?;
+        let dep = tx.last_insert_rowid();
+        tx.execute(
+            "INSERT INTO rollouts (deployment_id, previous_id, canary, wave_size, max_in_flight,
+                                   max_failure_pct, state, created, updated)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7, ?7)",
+            params![
+                dep,
+                previous,
+                r.canary,
+                r.wave_size,
+                r.max_in_flight,
+                r.max_failure_pct,
+                now
+            ],
+        )
+        .map_err(err)?;
+        let id = tx.last_insert_rowid();
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT INTO rollout_targets (rollout_id, endpoint_id, state, prev_version,
+                                                  prev_url, updated)
+                     VALUES (?1, ?2, 'pending', ?3, ?4, ?5)",
+                )
+                .map_err(err)?;
+            for t in targets {
+                st.execute(params![id, t.endpoint_id, t.prev_version, t.prev_url, now])
+                    .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)?;
+        Ok((dep, id))
+    }
+
+    /// The rollouts, newest first (only those `serve` still steps when `live_only`).
+    pub fn rollouts(&self, live_only: bool) -> Result<Vec<Rollout>, String> {
+        let mut st = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {ROLLOUT_COLUMNS} FROM rollouts
+                 WHERE ?1 = 0 OR state IN ('running', 'paused', 'rolling_back')
+                 ORDER BY id DESC"
+            ))
+            .map_err(err)?;
+        let rows = st.query_map(params![live_only], rollout_row).map_err(err)?;
+        rows.collect::<Result<_, _>>().map_err(err)
+    }
+
+    /// Rollout `id`.
+    pub fn rollout(&self, id: i64) -> Result<Option<Rollout>, String> {
+        self.conn
+            .query_row(
+                &format!("SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE id = ?1"),
+                params![id],
+                rollout_row,
+            )
+            .optional()
+            .map_err(err)
+    }
+
+    /// The targets of rollout `r` (whose deployment is app `name` at `version`), in endpoint
+    /// ID order, each with its agent's inventory and last operation for the deployment.
+    pub fn rollout_targets(
+        &self,
+        r: &Rollout,
+        name: &str,
+        version: &str,
+    ) -> Result<Vec<TargetView>, String> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT t.endpoint_id, t.wave, t.state, t.prev_version, t.prev_url,
+                        coalesce(a.online, 0), a.inventory_at,
+                        (SELECT uuid FROM dus u WHERE u.endpoint_id = t.endpoint_id
+                           AND u.name = ?2 ORDER BY u.path LIMIT 1),
+                        EXISTS (SELECT 1 FROM dus u WHERE u.endpoint_id = t.endpoint_id
+                                  AND u.name = ?2 AND u.version = ?3),
+                        o.id, o.purpose, o.state, o.fault_code, o.fault_message, o.finished
+                 FROM rollout_targets t
+                 LEFT JOIN agents a ON a.endpoint_id = t.endpoint_id
+                 LEFT JOIN operations o ON o.id = (SELECT max(id) FROM operations
+                                                   WHERE endpoint_id = t.endpoint_id
+                                                     AND deployment_id = ?4)
+                 WHERE t.rollout_id = ?1 ORDER BY t.endpoint_id",
+            )
+            .map_err(err)?;
+        let rows = st
+            .query_map(params![r.id, name, version, r.deployment_id], |row| {
+                let state: String = row.get(2)?;
+                let op_id: Option<i64> = row.get(9)?;
+                let op = match op_id {
+                    None => None,
+                    Some(_) => Some(LastOp {
+                        rollback: row.get::<_, Option<String>>(10)?.is_some(),
+                        state: row.get(11)?,
+                        fault_code: row.get(12)?,
+                        fault_message: row.get(13)?,
+                        finished: row.get(14)?,
+                    }),
+                };
+                Ok(TargetView {
+                    endpoint_id: row.get(0)?,
+                    wave: row.get(1)?,
+                    state: TargetState::parse(&state).unwrap_or(TargetState::Failed),
+                    prev_version: row.get(3)?,
+                    prev_url: row.get(4)?,
+                    online: row.get::<_, i64>(5)? != 0,
+                    inventory_at: row.get(6)?,
+                    du: row.get(7)?,
+                    has_new: row.get(8)?,
+                    op,
+                })
+            })
+            .map_err(err)?;
+        rows.collect::<Result<_, _>>().map_err(err)
+    }
+
+    /// The faults recorded on rollout `id`'s targets, by endpoint ID.
+    pub fn rollout_faults(&self, id: i64) -> Result<HashMap<String, (i64, String)>, String> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT endpoint_id, fault_code, fault_message FROM rollout_targets
+                 WHERE rollout_id = ?1 AND fault_code IS NOT NULL",
+            )
+            .map_err(err)?;
+        let rows = st
+            .query_map(params![id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    (
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                    ),
+                ))
+            })
+            .map_err(err)?;
+        rows.collect::<Result<_, _>>().map_err(err)
+    }
+
+    /// Stores what `step` decided for rollout `r`, in one transaction; a rollback that ended
+    /// makes the previous deployment the active one again (unless another one is).
+    pub fn apply_rollout_step(&mut self, r: &Rollout, step: &Step, now: i64) -> Result<(), String> {
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "UPDATE rollout_targets SET state = ?3, wave = ?4,
+                         fault_code = CASE WHEN ?3 IN ('done', 'rolled_back') THEN NULL
+                                           ELSE coalesce(?5, fault_code) END,
+                         fault_message = CASE WHEN ?3 IN ('done', 'rolled_back') THEN NULL
+                                              ELSE coalesce(?6, fault_message) END,
+                         updated = ?7
+                     WHERE rollout_id = ?1 AND endpoint_id = ?2",
+                )
+                .map_err(err)?;
+            for c in &step.targets {
+                let (code, msg) = match &c.fault {
+                    Some((c, m)) => (Some(*c), Some(m.as_str())),
+                    None => (None, None),
+                };
+                st.execute(params![
+                    r.id,
+                    c.endpoint_id,
+                    c.state.as_str(),
+                    c.wave,
+                    code,
+                    msg,
+                    now
+                ])
+                .map_err(err)?;
+            }
+        }
+        if let Some((state, wave, reason)) = &step.rollout {
+            // Only from the state the step was decided on: an operator's command that came in
+            // between wins.
+            tx.execute(
+                "UPDATE rollouts SET state = ?2, wave = ?3, reason = ?4, updated = ?5
+                 WHERE id = ?1 AND state = ?6",
+                params![r.id, state.as_str(), wave, reason, now, r.state.as_str()],
+            )
+            .map_err(err)?;
+            if *state == RolloutState::RolledBack {
+                if let Some(prev) = r.previous_id {
+                    tx.execute(
+                        "UPDATE deployments SET state = 'active'
+                         WHERE id = ?1 AND state = 'superseded'
+                           AND NOT EXISTS (SELECT 1 FROM deployments d
+                                           WHERE d.name = deployments.name
+                                             AND d.state = 'active')",
+                        params![prev],
+                    )
+                    .map_err(err)?;
+                }
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Applies an operator's command to rollout `id`; refused (with why) where its state
+    /// does not allow it.
+    pub fn rollout_command(
+        &mut self,
+        id: i64,
+        cmd: RolloutCommand,
+        now: i64,
+    ) -> Result<Rollout, String> {
+        let tx = self.conn.transaction().map_err(err)?;
+        let r = tx
+            .query_row(
+                &format!("SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE id = ?1"),
+                params![id],
+                rollout_row,
+            )
+            .optional()
+            .map_err(err)?
+            .ok_or_else(|| format!("no rollout {id}"))?;
+        use RolloutState as S;
+        let (to, reason, accepted) = match (cmd, r.state) {
+            (RolloutCommand::Pause, S::Running) => {
+                (S::Paused, Some("paused by the operator"), r.accepted_wave)
+            }
+            (RolloutCommand::Resume, S::Paused) => (S::Running, None, r.wave),
+            (RolloutCommand::Abort, S::Running | S::Paused) => {
+                (S::Aborted, Some("aborted by the operator"), r.accepted_wave)
+            }
+            (RolloutCommand::Rollback, S::Running | S::Paused | S::Aborted | S::Done) => {
+                let active: bool = tx
+                    .query_row(
+                        "SELECT state = 'active' FROM deployments WHERE id = ?1",
+                        params![r.deployment_id],
+                        |row| row.get(0),
+                    )
+                    .map_err(err)?;
+                if !active {
+                    return Err(format!(
+                        "rollout {id}: its deployment {} is no longer the active one; a rollback would undo a newer one",
+                        r.deployment_id
+                    ));
+                }
+                tx.execute(
+                    "UPDATE deployments SET state = 'removed' WHERE id = ?1",
+                    params![r.deployment_id],
+                )
+                .map_err(err)?;
+                (
+                    S::RollingBack,
+                    Some("rolled back by the operator"),
+                    r.accepted_wave,
+                )
+            }
+            (c, s) => {
+                return Err(format!(
+                    "rollout {id} is {}: {} does not apply",
+                    s.as_str(),
+                    c.as_str()
+                ))
+            }
+        };
+        tx.execute(
+            "UPDATE rollouts SET state = ?2, reason = ?3, accepted_wave = ?4, updated = ?5
+             WHERE id = ?1",
+            params![id, to.as_str(), reason, accepted, now],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(Rollout {
+            state: to,
+            reason: reason.map(str::to_string),
+            accepted_wave: accepted,
+            updated: now,
+            ..r
+        })
+    }
+
+    /// The deployments that rollouts gate, each with the agents the reconciliation may send
+    /// it to now: a running rollout's active targets; none for one paused, aborted or rolling
+    /// back. Deployments not in the map are not gated.
+    pub fn rollout_gates(&self) -> Result<HashMap<i64, HashSet<String>>, String> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT r.deployment_id, t.endpoint_id FROM rollouts r
+                 LEFT JOIN rollout_targets t ON t.rollout_id = r.id AND t.state = 'active'
+                                            AND r.state = 'running'
+                 WHERE r.state NOT IN ('done', 'rolled_back')",
+            )
+            .map_err(err)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?))
+            })
+            .map_err(err)?;
+        let mut out: HashMap<i64, HashSet<String>> = HashMap::new();
+        for row in rows {
+            let (d, agent) = row.map_err(err)?;
+            let set = out.entry(d).or_default();
+            if let Some(a) = agent {
+                set.insert(a);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Journals a rollback's operation (`update` or `uninstall`) as sent; None when one is
+    /// already in flight for this agent and deployment.
+    pub fn begin_rollback_op(
+        &self,
+        agent: &str,
+        deployment: i64,
+        kind: &str,
+        now: i64,
+    ) -> Result<Option<i64>, String> {
+        match self.conn.execute(
+            "INSERT INTO operations (endpoint_id, deployment_id, kind, state, created, purpose)
+             VALUES (?1, ?2, ?3, 'sent', ?4, 'rollback')",
+            params![agent, deployment, kind, now],
+        ) {
+            Ok(_) => Ok(Some(self.conn.last_insert_rowid())),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(err(e)),
+        }
+    }
+}
