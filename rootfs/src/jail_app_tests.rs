@@ -9,6 +9,7 @@ fn spec(app: JailApp, token: Option<&[u8]>) -> JailAppSpec {
         arch: JailArch::X86_64,
         app,
         token: token.map(<[u8]>::to_vec),
+        tree: Vec::new(),
     }
 }
 
@@ -197,6 +198,7 @@ fn bad_inputs_are_refused_with_the_reason() {
             arch: JailArch::Mipsel,
             app: JailApp::Status,
             token: None,
+            tree: Vec::new(),
         },
         &JailAppInputs {
             cache: cache.clone(),
@@ -233,6 +235,7 @@ fn builds_from_the_cache_for_a_board_arch() {
         arch: JailArch::Mipsel,
         app: JailApp::Status,
         token: Some(b"t\n".to_vec()),
+        tree: Vec::new(),
     };
     let inputs = JailAppInputs {
         cache: home,
