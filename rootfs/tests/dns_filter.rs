@@ -1,14 +1,16 @@
 //! The dns-filter app with real parts, on this host: the x86_64 jail rootfs that
 //! `cpevisor-rootfs jail-app --app dns-filter` builds from Debian's dnsmasq
-//! (scripts/dns-filter-tree.sh), unpacked and run with `chroot` in a fresh network and mount
-//! namespace, forwarding to a second dnsmasq from the same tree that serves a local zone (the
-//! router's resolver), queried with busybox nslookup. An allowed name gets the upstream's
-//! answer through the filter; a blocked name gets 0.0.0.0 / :: and nothing of it is forwarded; a
-//! name added to /data/blocklist is blocked after a restart.
+//! (scripts/dns-filter-tree.sh), run with the package's command by the agent's own jail runner
+//! (`cpevisord jail-exec`: namespaces, no capabilities, seccomp, read-only root, its veth on a
+//! bridge) in a fresh network namespace. The upstream (the router's resolver) is a second
+//! dnsmasq from the same tree on the bridge's address, the jail's default gateway, serving a
+//! local zone; the client is busybox nslookup. An allowed name gets the upstream's answer
+//! through the filter; a blocked name gets 0.0.0.0 / :: and nothing of it is forwarded; a name
+//! added to /data/blocklist is blocked after a restart.
 //!
-//! Ignored by default: it needs root (namespaces, chroot), the private apt view of `make setup`
-//! and, on the first run, the network to fetch dnsmasq-base and its libraries (~7 MB). Run it
-//! with `make dns-filter-test`. About 5 s once the packages are cached.
+//! Ignored by default: it needs root (namespaces, the jail), the private apt view of `make
+//! setup` and, on the first run, the network to fetch dnsmasq-base and its libraries (~7 MB).
+//! Run it with `make dns-filter-test` (about 15 s once the packages are cached).
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -17,10 +19,13 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-/// The filter's port, as the jail package runs it (`--port 1053`: a jail cannot bind 53).
-const FILTER: &str = "127.0.0.1:1053";
-/// The upstream (the router's resolver) and the zone it serves.
-const UPSTREAM: &str = "127.0.0.2";
+/// The jail's network: the bridge's address (the gateway, the router) and the app's.
+const GATEWAY: &str = "10.74.0.1";
+const APP_IP: &str = "10.74.0.22";
+/// The filter, as the jail package runs it (`--port 1053`: a jail cannot bind 53).
+const FILTER: &str = "10.74.0.22:1053";
+const COMMAND: &str = r#"["/bin/dns-filter", "--port", "1053"]"#;
+/// The upstream's zone.
 const UPSTREAM_ZONE: &[&str] = &[
     "--address=/allowed.test/192.0.2.10",
     "--address=/allowed.test/2001:db8::10",
@@ -53,26 +58,17 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// A process holding a fresh network and mount namespace; the test enters them with nsenter.
-struct Namespaces {
+/// A process holding a fresh network namespace; the test enters it with nsenter.
+struct Namespace {
     holder: Child,
     pid: u32,
 }
 
-impl Namespaces {
-    /// Mounts /proc, /dev (for /dev/urandom and /dev/null), a tmpfs /tmp and `data` on /data
-    /// inside `root`, as the jail does, and brings up lo (127.0.0.0/8).
-    fn new(root: &Path, data: &Path) -> Namespaces {
-        let script = format!(
-            "set -e; r={root}; mount -t proc proc $r/proc; mount --rbind /dev $r/dev; \
-             mount -t tmpfs tmpfs $r/tmp; mount --bind {data} $r/data; ip link set lo up; \
-             echo $$; exec sleep 600",
-            root = root.display(),
-            data = data.display()
-        );
+impl Namespace {
+    fn new() -> Namespace {
         let mut holder = Command::new("unshare")
-            .args(["--net", "--mount", "--fork", "--kill-child", "sh", "-c"])
-            .arg(script)
+            .args(["--net", "--fork", "--kill-child", "sh", "-c"])
+            .arg("ip link set lo up && echo $$ && exec sleep 600")
             .stdout(Stdio::piped())
             .spawn()
             .expect("unshare");
@@ -84,34 +80,31 @@ impl Namespaces {
             .trim()
             .parse()
             .unwrap_or_else(|_| panic!("namespace holder said {line:?}"));
-        Namespaces { holder, pid }
+        Namespace { holder, pid }
     }
 
-    fn command(&self, program: &str) -> Command {
+    fn command(&self, program: &Path) -> Command {
         let mut c = Command::new("nsenter");
-        c.args(["-t", &self.pid.to_string(), "--net", "--mount", "--"])
+        c.args(["-t", &self.pid.to_string(), "--net", "--"])
             .arg(program);
         c
     }
 }
 
-impl Drop for Namespaces {
+impl Drop for Namespace {
     fn drop(&mut self) {
         let _ = self.holder.kill();
         let _ = self.holder.wait();
     }
 }
 
-/// A server in the namespaces, killed when dropped; its output goes to `log`.
+/// A server in the namespace, its output in `log`; SIGTERM, then SIGKILL, when stopped.
 struct Server(Child);
 
 impl Server {
-    fn start(ns: &Namespaces, root: &Path, argv: &[&str], log: &Path) -> Server {
+    fn start(mut cmd: Command, log: &Path) -> Server {
         let log = fs::File::create(log).unwrap();
-        let child = ns
-            .command("chroot")
-            .arg(root)
-            .args(argv)
+        let child = cmd
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -119,7 +112,23 @@ impl Server {
         Server(child)
     }
 
-    fn stop(mut self) {
+    fn stop(&mut self) {
+        if let Ok(Some(_)) = self.0.try_wait() {
+            return;
+        }
+        // nsenter execs the program: this is the runner (or dnsmasq) itself, which forwards
+        // SIGTERM to the app and ends with it.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            sleep(Duration::from_millis(50));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -127,16 +136,35 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        self.stop();
     }
+}
+
+/// The agent's daemon, whose `jail-exec` is the jail runner: another package's binary, so
+/// cargo gives this test no `CARGO_BIN_EXE_` for it. Built (a no-op when up to date) into this
+/// test's own target directory.
+fn cpevisord() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", "cpevisor-agent", "--bin", "cpevisord"])
+        .arg("--manifest-path")
+        .arg(repo().join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(profile_dir.parent().unwrap());
+    if profile_dir.ends_with("release") {
+        cmd.arg("--release");
+    }
+    run(&mut cmd);
+    profile_dir.join("cpevisord")
 }
 
 /// `nslookup -type=TYPE NAME SERVER` in the namespaces: the answers (the values after
 /// `Address:` past the server's own, or `text =`), or the failure line.
-fn lookup(ns: &Namespaces, busybox: &Path, qtype: &str, name: &str, server: &str) -> Vec<String> {
+fn lookup(ns: &Namespace, busybox: &Path, qtype: &str, name: &str, server: &str) -> Vec<String> {
     let out = ns
-        .command(busybox.to_str().unwrap())
+        .command(busybox)
         .args(["nslookup", &format!("-type={qtype}"), name, server])
         .output()
         .unwrap();
@@ -157,7 +185,7 @@ fn lookup(ns: &Namespaces, busybox: &Path, qtype: &str, name: &str, server: &str
 }
 
 /// Waits until `server` answers a lookup of the default list's blocked name at all.
-fn wait_answering(ns: &Namespaces, busybox: &Path, server: &str, what: &str, log: &Path) {
+fn wait_answering(ns: &Namespace, busybox: &Path, server: &str, what: &str, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while lookup(ns, busybox, "a", "blocked.invalid", server).is_empty() {
         assert!(
@@ -178,6 +206,8 @@ fn dns_filter_forwards_allowed_names_and_blocks_listed_ones() {
     let tree = PathBuf::from(tree.trim()).join("tree");
     let busybox = cache().join("busybox/amd64/busybox");
     assert!(busybox.is_file(), "{} missing: make setup", busybox.display());
+    let bb = busybox.as_path();
+    let runner = cpevisord();
 
     let dir = std::env::temp_dir().join(format!("dns-filter-test-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
@@ -194,41 +224,57 @@ fn dns_filter_forwards_allowed_names_and_blocks_listed_ones() {
         .arg(app.join("rootfs.tar"))
         .arg("-C")
         .arg(&root));
-    let bb = busybox.as_path();
-
-    let ns = Namespaces::new(&root, &data);
-    let mut upstream_argv = vec![
-        "/usr/sbin/dnsmasq",
-        "--keep-in-foreground",
-        "--log-facility=-",
-        "--no-resolv",
-        "--no-hosts",
-        "--pid-file=",
-        "--user=root",
-        "--bind-interfaces",
-        "--listen-address",
-        UPSTREAM,
-        "--log-queries",
-    ];
-    upstream_argv.extend_from_slice(UPSTREAM_ZONE);
-    let upstream_log = dir.join("upstream.log");
-    let _upstream = Server::start(&ns, &root, &upstream_argv, &upstream_log);
-    wait_answering(&ns, bb, UPSTREAM, "the upstream", &upstream_log);
-    // The upstream itself answers every name the filter must block or pass.
-    assert_eq!(lookup(&ns, bb, "a", "blocked.invalid", UPSTREAM), ["192.0.2.66"]);
-
-    // The package's command, with the upstream named as the app's config would.
-    let filter_argv = [
-        "/bin/dns-filter",
-        "--port",
-        "1053",
-        "--listen",
-        "127.0.0.1",
-        "--upstream",
-        UPSTREAM,
-    ];
+    // The runner's spec, as the agent writes it for the package (its memory_mib for /tmp).
+    let spec = dir.join("jail.json");
+    fs::write(
+        &spec,
+        format!(
+            r#"{{"host_id": null, "eu_id": "eu-dns", "rootfs": "{}", "data_dir": "{}",
+                "command": {COMMAND}, "env": ["PATH=/bin"], "tmp_size_mib": 20,
+                "net": {{"bridge": "br-cpvdns", "gateway": "{GATEWAY}", "prefix_len": 16,
+                         "host_if": "cpv-eu-dns", "app_ip": "{APP_IP}"}}}}"#,
+            root.display(),
+            data.display()
+        ),
+    )
+    .unwrap();
+    let ns = Namespace::new();
+    let jail = |log: &Path| {
+        let mut cmd = ns.command(&runner);
+        cmd.arg("jail-exec").arg(&spec);
+        Server::start(cmd, log)
+    };
     let log1 = dir.join("filter-1.log");
-    let filter = Server::start(&ns, &root, &filter_argv, &log1);
+    let mut filter = jail(&log1);
+
+    // The upstream on the bridge's address (--bind-dynamic: the runner makes the bridge), from
+    // the same tree through its own loader.
+    let mut upstream = ns.command(&tree.join("lib64/ld-linux-x86-64.so.2"));
+    upstream
+        .arg("--library-path")
+        .arg(format!(
+            "{}:{}",
+            tree.join("lib/x86_64-linux-gnu").display(),
+            tree.join("usr/lib/x86_64-linux-gnu").display()
+        ))
+        .arg(tree.join("usr/sbin/dnsmasq"))
+        .args([
+            "--keep-in-foreground",
+            "--log-facility=-",
+            "--no-resolv",
+            "--no-hosts",
+            "--pid-file=",
+            "--user=root",
+            "--bind-dynamic",
+            "--log-queries",
+        ])
+        .arg(format!("--listen-address={GATEWAY}"))
+        .args(UPSTREAM_ZONE);
+    let upstream_log = dir.join("upstream.log");
+    let mut upstream = Server::start(upstream, &upstream_log);
+    wait_answering(&ns, bb, GATEWAY, "the upstream", &upstream_log);
+    // The upstream itself answers every name the filter must block or pass.
+    assert_eq!(lookup(&ns, bb, "a", "blocked.invalid", GATEWAY), ["192.0.2.66"]);
     wait_answering(&ns, bb, FILTER, "the filter", &log1);
 
     // Allowed: forwarded, the upstream's answers (A, AAAA and another type).
@@ -245,7 +291,8 @@ fn dns_filter_forwards_allowed_names_and_blocks_listed_ones() {
     assert!(!txt.iter().any(|a| a.contains("leaked")), "{txt:?}");
     let log = fs::read_to_string(&log1).unwrap();
     assert!(
-        log.contains("block list /etc/dns-filter/blocklist: 3 names blocked"),
+        log.contains("block list /etc/dns-filter/blocklist: 3 names blocked")
+            && log.contains(&format!("forwarding to {GATEWAY}, port 1053")),
         "{log}"
     );
 
@@ -259,7 +306,7 @@ fn dns_filter_forwards_allowed_names_and_blocks_listed_ones() {
     assert_eq!(lookup(&ns, bb, "a", "later.test", FILTER), ["192.0.2.20"]);
     filter.stop();
     let log2 = dir.join("filter-2.log");
-    let _filter = Server::start(&ns, &root, &filter_argv, &log2);
+    let mut filter = jail(&log2);
     wait_answering(&ns, bb, FILTER, "the restarted filter", &log2);
     assert_eq!(lookup(&ns, bb, "a", "later.test", FILTER), ["0.0.0.0"]);
     assert_eq!(lookup(&ns, bb, "a", "ads.example", FILTER), ["0.0.0.0"]);
@@ -271,7 +318,8 @@ fn dns_filter_forwards_allowed_names_and_blocks_listed_ones() {
         log.contains("block list /data/blocklist: 2 names blocked, 2 lines skipped"),
         "{log}"
     );
-
+    filter.stop();
+    upstream.stop();
     drop(ns);
     let _ = fs::remove_dir_all(&dir);
 }
