@@ -193,7 +193,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("app-tree-empty-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
-        assert!(read_tree(&dir).unwrap_err().to_string().contains("no files"));
+        assert!(read_tree(&dir)
+            .unwrap_err()
+            .to_string()
+            .contains("no files"));
         fs::remove_dir_all(&dir).unwrap();
         assert!(matches!(read_tree(&dir), Err(TreeError::Io { .. })));
     }

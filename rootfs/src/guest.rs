@@ -207,75 +207,78 @@ const STOCK_MODULES: &[&str] = &[
     "crc32c_generic",
 ];
 
-const APPS: &[App] = &[App {
-    name: "status",
-    init: include_str!("../files/guest/status/init"),
-    files: &[
-        // busybox httpd runs /cgi-bin/index.cgi for a directory without index.html: that
-        // makes `/status` (redirected to `/status/`) a live page.
-        (
-            "www/cgi-bin/index.cgi",
-            include_str!("../files/guest/status/status.cgi"),
-            0o755,
-        ),
-        (
-            "www/cgi-bin/poweroff",
-            include_str!("../files/guest/status/poweroff.cgi"),
-            0o755,
-        ),
-        (
-            "www/cgi-bin/write",
-            include_str!("../files/guest/status/write.cgi"),
-            0o755,
-        ),
-        // Where the guest's memory goes (the density figures, docs/density.md).
-        (
-            "www/cgi-bin/meminfo",
-            include_str!("../files/guest/status/meminfo.cgi"),
-            0o755,
-        ),
-        // The clean power-off: the power button's watcher and the poweroff CGI run it.
-        (
-            "sbin/app-shutdown",
-            include_str!("../files/guest/status/shutdown"),
-            0o755,
-        ),
-    ],
-    // Mount points: an erofs root cannot make them at boot.
-    dirs: &["www/status", "data", "tmp", "run"],
-    data: include_str!("../files/guest/status/data.txt"),
-    data_name: "data.txt",
-    tree_binary: None,
-    modules: STOCK_MODULES,
-}, App {
-    // Debian's dnsmasq as a filtering DNS forwarder on port 53 (rootfs/files/dns-filter/): the
-    // server and its libraries come from the tree of scripts/dns-filter-tree.sh.
-    name: "dns-filter",
-    init: include_str!("../files/guest/dns-filter/init"),
-    files: &[
-        (
-            "bin/dns-filter",
-            include_str!("../files/dns-filter/dns-filter"),
-            0o755,
-        ),
-        (
-            "etc/dns-filter/blocklist",
-            include_str!("../files/dns-filter/blocklist"),
-            0o644,
-        ),
-        (
-            "sbin/app-shutdown",
-            include_str!("../files/guest/status/shutdown"),
-            0o755,
-        ),
-    ],
-    dirs: &["data", "tmp", "run"],
-    // The app disk carries the block list, which the operator then edits on the volume.
-    data: include_str!("../files/dns-filter/blocklist"),
-    data_name: "blocklist",
-    tree_binary: Some("usr/sbin/dnsmasq"),
-    modules: STOCK_MODULES,
-}];
+const APPS: &[App] = &[
+    App {
+        name: "status",
+        init: include_str!("../files/guest/status/init"),
+        files: &[
+            // busybox httpd runs /cgi-bin/index.cgi for a directory without index.html: that
+            // makes `/status` (redirected to `/status/`) a live page.
+            (
+                "www/cgi-bin/index.cgi",
+                include_str!("../files/guest/status/status.cgi"),
+                0o755,
+            ),
+            (
+                "www/cgi-bin/poweroff",
+                include_str!("../files/guest/status/poweroff.cgi"),
+                0o755,
+            ),
+            (
+                "www/cgi-bin/write",
+                include_str!("../files/guest/status/write.cgi"),
+                0o755,
+            ),
+            // Where the guest's memory goes (the density figures, docs/density.md).
+            (
+                "www/cgi-bin/meminfo",
+                include_str!("../files/guest/status/meminfo.cgi"),
+                0o755,
+            ),
+            // The clean power-off: the power button's watcher and the poweroff CGI run it.
+            (
+                "sbin/app-shutdown",
+                include_str!("../files/guest/status/shutdown"),
+                0o755,
+            ),
+        ],
+        // Mount points: an erofs root cannot make them at boot.
+        dirs: &["www/status", "data", "tmp", "run"],
+        data: include_str!("../files/guest/status/data.txt"),
+        data_name: "data.txt",
+        tree_binary: None,
+        modules: STOCK_MODULES,
+    },
+    App {
+        // Debian's dnsmasq as a filtering DNS forwarder on port 53 (rootfs/files/dns-filter/): the
+        // server and its libraries come from the tree of scripts/dns-filter-tree.sh.
+        name: "dns-filter",
+        init: include_str!("../files/guest/dns-filter/init"),
+        files: &[
+            (
+                "bin/dns-filter",
+                include_str!("../files/dns-filter/dns-filter"),
+                0o755,
+            ),
+            (
+                "etc/dns-filter/blocklist",
+                include_str!("../files/dns-filter/blocklist"),
+                0o644,
+            ),
+            (
+                "sbin/app-shutdown",
+                include_str!("../files/guest/status/shutdown"),
+                0o755,
+            ),
+        ],
+        dirs: &["data", "tmp", "run"],
+        // The app disk carries the block list, which the operator then edits on the volume.
+        data: include_str!("../files/dns-filter/blocklist"),
+        data_name: "blocklist",
+        tree_binary: Some("usr/sbin/dnsmasq"),
+        modules: STOCK_MODULES,
+    },
+];
 
 /// Stock-kernel modules for the VMM's power button, which every guest should watch (the VMM's
 /// stop request, rootfs/files/guest/README.md): Debian builds the input event interface and the

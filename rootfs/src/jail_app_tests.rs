@@ -330,7 +330,10 @@ fn dns_filter_needs_a_tree_with_its_server_for_the_arch_and_others_take_none() {
     s.arch = JailArch::Mipsel;
     s.tree = dns_tree();
     let err = rootfs_tar(&s, &busybox, 0).unwrap_err().to_string();
-    assert!(err.contains("usr/sbin/dnsmasq") && err.contains("is not mipsel"), "{err}");
+    assert!(
+        err.contains("usr/sbin/dnsmasq") && err.contains("is not mipsel"),
+        "{err}"
+    );
     // A tree may not replace the app's own files.
     let mut s = spec(JailApp::DnsFilter, None);
     s.tree = dns_tree();

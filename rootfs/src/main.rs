@@ -12,8 +12,7 @@ use cpevisor_rootfs::firmware::{
     build_firmware_with_keys, source_date_epoch, FirmwareInputs, TrustedKey,
 };
 use cpevisor_rootfs::guest::{
-    build_guest_with_tree, GuestArch, GuestInputs, GuestKernel, GuestRoot, GuestSpec,
-    MAX_DATA_SIZE,
+    build_guest_with_tree, GuestArch, GuestInputs, GuestKernel, GuestRoot, GuestSpec, MAX_DATA_SIZE,
 };
 
 const USAGE: &str = "\

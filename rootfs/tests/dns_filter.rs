@@ -37,7 +37,10 @@ const UPSTREAM_ZONE: &[&str] = &[
 ];
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn cache() -> PathBuf {
@@ -148,11 +151,18 @@ fn cpevisord() -> PathBuf {
     let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "-p", "cpevisor-agent", "--bin", "cpevisord"])
-        .arg("--manifest-path")
-        .arg(repo().join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(profile_dir.parent().unwrap());
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        "cpevisor-agent",
+        "--bin",
+        "cpevisord",
+    ])
+    .arg("--manifest-path")
+    .arg(repo().join("Cargo.toml"))
+    .arg("--target-dir")
+    .arg(profile_dir.parent().unwrap());
     if profile_dir.ends_with("release") {
         cmd.arg("--release");
     }
@@ -168,8 +178,8 @@ fn lookup(ns: &Namespace, busybox: &Path, qtype: &str, name: &str, server: &str)
         .args(["nslookup", &format!("-type={qtype}"), name, server])
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     let mut answers = Vec::new();
     for line in text.lines().skip_while(|l| !l.trim().is_empty()) {
         let line = line.trim();
@@ -205,7 +215,11 @@ fn dns_filter_forwards_allowed_names_and_blocks_listed_ones() {
         .arg("x86_64"));
     let tree = PathBuf::from(tree.trim()).join("tree");
     let busybox = cache().join("busybox/amd64/busybox");
-    assert!(busybox.is_file(), "{} missing: make setup", busybox.display());
+    assert!(
+        busybox.is_file(),
+        "{} missing: make setup",
+        busybox.display()
+    );
     let bb = busybox.as_path();
     let runner = cpevisord();
 
@@ -215,7 +229,14 @@ fn dns_filter_forwards_allowed_names_and_blocks_listed_ones() {
     fs::create_dir_all(&root).unwrap();
     fs::create_dir_all(&data).unwrap();
     run(Command::new(env!("CARGO_BIN_EXE_cpevisor-rootfs"))
-        .args(["jail-app", "--arch", "x86_64", "--app", "dns-filter", "--tree"])
+        .args([
+            "jail-app",
+            "--arch",
+            "x86_64",
+            "--app",
+            "dns-filter",
+            "--tree",
+        ])
         .arg(&tree)
         .arg("--out")
         .arg(&app));
@@ -274,13 +295,22 @@ fn dns_filter_forwards_allowed_names_and_blocks_listed_ones() {
     let mut upstream = Server::start(upstream, &upstream_log);
     wait_answering(&ns, bb, GATEWAY, "the upstream", &upstream_log);
     // The upstream itself answers every name the filter must block or pass.
-    assert_eq!(lookup(&ns, bb, "a", "blocked.invalid", GATEWAY), ["192.0.2.66"]);
+    assert_eq!(
+        lookup(&ns, bb, "a", "blocked.invalid", GATEWAY),
+        ["192.0.2.66"]
+    );
     wait_answering(&ns, bb, FILTER, "the filter", &log1);
 
     // Allowed: forwarded, the upstream's answers (A, AAAA and another type).
     assert_eq!(lookup(&ns, bb, "a", "allowed.test", FILTER), ["192.0.2.10"]);
-    assert_eq!(lookup(&ns, bb, "aaaa", "allowed.test", FILTER), ["2001:db8::10"]);
-    assert_eq!(lookup(&ns, bb, "txt", "allowed.test", FILTER), ["forwarded"]);
+    assert_eq!(
+        lookup(&ns, bb, "aaaa", "allowed.test", FILTER),
+        ["2001:db8::10"]
+    );
+    assert_eq!(
+        lookup(&ns, bb, "txt", "allowed.test", FILTER),
+        ["forwarded"]
+    );
     assert_eq!(lookup(&ns, bb, "a", "later.test", FILTER), ["192.0.2.20"]);
     // Blocked by the default list: the null addresses, for the name and names under it, and
     // nothing forwarded for other types.
@@ -312,7 +342,10 @@ fn dns_filter_forwards_allowed_names_and_blocks_listed_ones() {
     assert_eq!(lookup(&ns, bb, "a", "ads.example", FILTER), ["0.0.0.0"]);
     assert_eq!(lookup(&ns, bb, "a", "allowed.test", FILTER), ["192.0.2.10"]);
     // No longer on the list in use: forwarded again.
-    assert_eq!(lookup(&ns, bb, "a", "blocked.invalid", FILTER), ["192.0.2.66"]);
+    assert_eq!(
+        lookup(&ns, bb, "a", "blocked.invalid", FILTER),
+        ["192.0.2.66"]
+    );
     let log = fs::read_to_string(&log2).unwrap();
     assert!(
         log.contains("block list /data/blocklist: 2 names blocked, 2 lines skipped"),
