@@ -7,7 +7,7 @@ BOARDS ?= $(EMULATED)
 export CPEVISOR_CACHE ?= $(HOME)/.cache/cpevisor
 CARGO ?= cargo
 
-.PHONY: all setup build cross firmware guest-kernels guest-images board demo test lint unit fuzz e2e bench clean-firmware
+.PHONY: all setup build cross firmware guest-kernels guest-images board demo test lint unit fuzz e2e bench clean-firmware dns-filter-test
 
 all: build
 
@@ -71,6 +71,12 @@ fuzz: setup
 e2e: guest-kernels
 	$(CARGO) test -p cpevisor-e2e --test boards --test agent_in_board --test jail_in_board --test usp_in_board --test density_in_board -- --ignored --test-threads=2
 	$(CARGO) test -p cpevisor-e2e --test vmm_in_board -- --ignored --test-threads=1
+
+## dns-filter-test: the DNS filter app (Debian's dnsmasq, rootfs/files/dns-filter/) on this host,
+## with real parts: its x86_64 jail rootfs in fresh namespaces, a second dnsmasq as the upstream,
+## busybox nslookup as the client. Needs root; fetches dnsmasq-base and its libraries once.
+dns-filter-test: setup
+	$(CARGO) test -p cpevisor-rootfs --test dns_filter -- --ignored
 
 ## bench: figures side by side with their peers, into target/bench.json (not part of test; ~10 min)
 bench: setup

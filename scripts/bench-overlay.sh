@@ -31,50 +31,12 @@ kernel=$(ls "$CACHE"/kernel/arm64/root/boot/vmlinuz-* 2>/dev/null | head -1)
 busybox=$CACHE/busybox/arm64/busybox
 [ -x "$busybox" ] || die "$busybox missing: run make setup"
 
-apt_in_view() { APT_CONFIG=$CACHE/apt/apt.conf "$@"; }
+# shellcheck source=lib/apt-view.sh
+source "$ROOT/scripts/lib/apt-view.sh"
 
 # --- 1. QEMU arm64 and the library packages it depends on, unpacked once into the cache --------
-# Each apt-cache call re-reads the private view's indices (seconds each on this machine), so the
-# walk asks about a whole breadth-first level per call.
 QROOT=$CACHE/bench/qemu-arm64
-qver=$(apt_in_view apt-cache show --no-all-versions qemu-system-arm:arm64 | awk '/^Version:/ {print $2; exit}')
-[ -n "$qver" ] || die "no qemu-system-arm:arm64 in the apt view (run make setup)"
-if [ "$(cat "$QROOT/version" 2>/dev/null)" != "$qver" ]; then
-  log "qemu-system-arm:arm64 $qver and its library packages"
-  # Only library packages matter for the NEEDED closure below; the rest (qemu-system-common,
-  # -data, gcc-12-base, debconf...) hold no shared objects QEMU loads.
-  level=(qemu-system-arm) all=()
-  while [ ${#level[@]} -gt 0 ]; do
-    all+=("${level[@]}")
-    [ ${#all[@]} -le $MAX_PACKAGES ] || die "more than $MAX_PACKAGES packages: dependency walk runaway"
-    mapfile -t level < <(apt_in_view apt-cache depends --no-recommends --no-suggests --no-conflicts \
-      --no-breaks --no-replaces --no-enhances "${level[@]/%/:arm64}" |
-      awk '$1 == "Depends:" && $2 !~ /^</ {sub(/:.*/, "", $2); print $2}' |
-      grep -E '^(lib|zlib1g$)' | sort -u | grep -vxF -f <(printf '%s\n' "${all[@]}") || true)
-  done
-  # Name and version of each, from the signed index; apt-get fetches those not yet in debs/.
-  mkdir -p "$CACHE/debs"
-  mapfile -t specs < <(apt_in_view apt-cache show --no-all-versions "${all[@]/%/:arm64}" |
-    awk '/^Package:/ {p = $2} /^Version:/ {print p "=" $2}')
-  [ ${#specs[@]} -eq ${#all[@]} ] || die "apt-cache knows ${#specs[@]} of the ${#all[@]} packages: ${all[*]}"
-  want=() debs=()
-  for s in "${specs[@]}"; do
-    f=$CACHE/debs/${s%%=*}_$(sed 's/:/%3a/g' <<<"${s#*=}")_arm64.deb
-    debs+=("$f")
-    [ -s "$f" ] || want+=("${s%%=*}:arm64=${s#*=}")
-  done
-  if [ ${#want[@]} -gt 0 ]; then
-    (cd "$CACHE/debs" && apt_in_view apt-get download -q "${want[@]}" >&2)
-  fi
-  rm -rf "$QROOT.tmp" && mkdir -p "$QROOT.tmp/root"
-  for f in "${debs[@]}"; do
-    [ -s "$f" ] || die "download did not produce $f"
-    dpkg-deb -x "$f" "$QROOT.tmp/root"
-  done
-  log "${#debs[@]} packages unpacked"
-  echo "$qver" > "$QROOT.tmp/version"
-  rm -rf "$QROOT" && mv "$QROOT.tmp" "$QROOT"
-fi
+unpack_with_libs qemu-system-arm arm64 "$QROOT" $MAX_PACKAGES
 QEMU_BIN=usr/bin/qemu-system-aarch64
 [ -x "$QROOT/root/$QEMU_BIN" ] || die "$QROOT/root/$QEMU_BIN missing after unpacking"
 
@@ -82,40 +44,11 @@ QEMU_BIN=usr/bin/qemu-system-aarch64
 STAGE=$OUT/overlay.tmp
 rm -rf "$STAGE" "$OUT/guest.tmp" && mkdir -p "$STAGE/bench" "$STAGE/usr/bin" "$OUT/guest.tmp/bin"
 
-# Follow NEEDED from the QEMU binary; copy each library (symlinks resolved) to where ld.so finds it.
-LIBDIRS=(lib/aarch64-linux-gnu usr/lib/aarch64-linux-gnu lib usr/lib)
-resolve() {
-  local d
-  for d in "${LIBDIRS[@]}"; do
-    if [ -e "$QROOT/root/$d/$1" ]; then echo "$d/$1"; return; fi
-  done
-  return 1
-}
-cp "$QROOT/root/$QEMU_BIN" "$STAGE/$QEMU_BIN"
-pending=("$QEMU_BIN") copied=" "
-nlibs=0
-while [ ${#pending[@]} -gt 0 ]; do
-  f=${pending[0]} pending=("${pending[@]:1}")
-  while read -r soname; do
-    [[ $copied == *" $soname "* ]] && continue
-    rel=$(resolve "$soname") || die "library $soname (needed by $f) is in none of the unpacked packages"
-    mkdir -p "$STAGE/$(dirname "$rel")"
-    cp -L "$QROOT/root/$rel" "$STAGE/$rel"
-    copied="$copied$soname "
-    pending+=("$rel")
-    nlibs=$((nlibs + 1))
-    [ $nlibs -le $MAX_LIBS ] || die "more than $MAX_LIBS libraries in the closure"
-  done < <(readelf -d "$QROOT/root/$f" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p')
-done
-# The program interpreter (ld-linux-aarch64.so.1) is named by PT_INTERP, not NEEDED.
-interp=$(readelf -l "$QROOT/root/$QEMU_BIN" | sed -n 's/.*Requesting program interpreter: \(.*\)\]/\1/p')
-[ -n "$interp" ] || die "$QEMU_BIN has no program interpreter"
-if [ ! -e "$STAGE$interp" ]; then
-  rel=$(resolve "$(basename "$interp")") || die "interpreter $interp not unpacked"
-  mkdir -p "$STAGE$(dirname "$interp")"
-  cp -L "$QROOT/root/$rel" "$STAGE$interp"
-  nlibs=$((nlibs + 1))
-fi
+# Follow NEEDED from the QEMU binary; copy each library (symlinks resolved) to where ld.so finds
+# it, and the program interpreter (ld-linux-aarch64.so.1).
+copy_with_libs "$QROOT/root" "$QEMU_BIN" "$STAGE" $MAX_LIBS \
+  lib/aarch64-linux-gnu usr/lib/aarch64-linux-gnu lib usr/lib
+nlibs=$COPIED_LIBS
 qemu_kb=$(du -sk "$STAGE" | cut -f1)
 log "qemu-system-aarch64 + $nlibs shared objects: $((qemu_kb / 1024)) MiB"
 # Flash a QEMU peer needs, for the binary-size figures: arm64 from the tree above, amd64 from this

@@ -52,51 +52,11 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # --- 2. A private apt view for foreign architectures --------------------------------------------
-# Adding armhf/mips to the system breaks `apt-get update` (the security suite has no such indices,
-# see shared/PLATFORM.md), so foreign packages come through their own sources/lists/config, with
-# the mirrors taken from this machine's own apt sources.
-APT=$CACHE/apt
-ARCHES=(amd64 arm64 armhf mipsel mips64el)
-apt_view_ready=0
-apt_view() {
-  [ $apt_view_ready = 1 ] && return
-  mkdir -p "$APT/lists/partial" "$APT/cache/archives/partial"
-  : > "$APT/status"
-  python3 "$(dirname "$0")/apt-sources.py" "${ARCHES[@]}" > "$APT/sources.list"
-  {
-    echo "Dir::Etc::SourceList \"$APT/sources.list\";"
-    echo "Dir::Etc::SourceParts \"/nonexistent\";"
-    echo "Dir::State::Lists \"$APT/lists\";"
-    echo "Dir::State::status \"$APT/status\";"
-    echo "Dir::Cache \"$APT/cache\";"
-    echo "APT::Architecture \"amd64\";"
-    printf 'APT::Architectures { %s };\n' "$(printf '"%s"; ' "${ARCHES[@]}")"
-    echo 'Acquire::Languages "none";'
-    # downloads land in our cache, which the _apt user cannot write
-    echo 'APT::Sandbox::User "root";'
-  } > "$APT/apt.conf"
-  # Refresh at most daily; a fresh view is needed only when something below is missing.
-  if [ -z "$(find "$APT/lists" -maxdepth 1 -name '*Packages*' -mtime -1 2>/dev/null | head -1)" ]; then
-    log "updating the private apt view"
-    APT_CONFIG=$APT/apt.conf apt-get update -q >&2
-  fi
-  apt_view_ready=1
-}
-apt_in_view() { APT_CONFIG=$APT/apt.conf "$@"; }
-
-# download PKG:ARCH[=VER] into debs/ unless already there (apt verifies it against the signed
-# index); prints the file's path
-download() {
-  local spec=$1 name=${1%%=*}
-  local pkg=${name%%:*} arch=${name##*:} ver
-  ver=$(apt_in_view apt-cache show --no-all-versions "$spec" | awk '/^Version:/ {print $2; exit}')
-  [ -n "$ver" ] || { log "no package $spec in the apt view"; exit 1; }
-  local file=$CACHE/debs/${pkg}_${ver//:/%3a}_${arch}.deb
-  mkdir -p "$CACHE/debs"
-  [ -s "$file" ] || (cd "$CACHE/debs" && apt_in_view apt-get download -q "$pkg:$arch=$ver" >&2)
-  [ -s "$file" ] || { log "download of $spec did not produce $file"; exit 1; }
-  echo "$file"
-}
+# apt_view, apt_in_view and download: scripts/lib/apt-view.sh (shared with the bench overlay and
+# the DNS filter app's tree).
+# shellcheck source=lib/apt-view.sh
+source "$(dirname "$0")/lib/apt-view.sh"
+ARCHES=("${APT_ARCHES[@]}")
 
 # --- 3. Kernels, one per Debian flavour the boards use -------------------------------------------
 # flavour -> debian arch

@@ -25,6 +25,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::app_tree::TreeFile;
 use crate::cpio::Initramfs;
 use crate::firmware::{install_modules, FirmwareError, KernelPackage};
 use cpevisor_types::Sha256Digest;
@@ -186,57 +187,98 @@ struct App {
     dirs: &'static [&'static str],
     /// Default data file for the disk.
     data: &'static str,
+    /// The data file's name on the disk (the app reads it as `/data/<name>`).
+    data_name: &'static str,
+    /// The file a prepared tree (`--tree`, [`crate::app_tree`]) must hold: the app's server, an
+    /// ELF of the guest's arch. None: the app takes no tree.
+    tree_binary: Option<&'static str>,
     /// Modules a stock kernel must load (dependencies are added).
     modules: &'static [&'static str],
 }
 
-const APPS: &[App] = &[App {
-    name: "status",
-    init: include_str!("../files/guest/status/init"),
-    files: &[
-        // busybox httpd runs /cgi-bin/index.cgi for a directory without index.html: that
-        // makes `/status` (redirected to `/status/`) a live page.
-        (
-            "www/cgi-bin/index.cgi",
-            include_str!("../files/guest/status/status.cgi"),
-            0o755,
-        ),
-        (
-            "www/cgi-bin/poweroff",
-            include_str!("../files/guest/status/poweroff.cgi"),
-            0o755,
-        ),
-        (
-            "www/cgi-bin/write",
-            include_str!("../files/guest/status/write.cgi"),
-            0o755,
-        ),
-        // Where the guest's memory goes (the density figures, docs/density.md).
-        (
-            "www/cgi-bin/meminfo",
-            include_str!("../files/guest/status/meminfo.cgi"),
-            0o755,
-        ),
-        // The clean power-off: the power button's watcher and the poweroff CGI run it.
-        (
-            "sbin/app-shutdown",
-            include_str!("../files/guest/status/shutdown"),
-            0o755,
-        ),
-    ],
-    // Mount points: an erofs root cannot make them at boot.
-    dirs: &["www/status", "data", "tmp", "run"],
-    data: include_str!("../files/guest/status/data.txt"),
-    modules: &[
-        "virtio_mmio",
-        "virtio_blk",
-        "virtio_net",
-        "virtio_rng",
-        "ext4",
-        // ext4 asks the crypto API for crc32c at mount time, even for ext2.
-        "crc32c_generic",
-    ],
-}];
+/// Modules a stock kernel loads for every sample app (dependencies are added).
+const STOCK_MODULES: &[&str] = &[
+    "virtio_mmio",
+    "virtio_blk",
+    "virtio_net",
+    "virtio_rng",
+    "ext4",
+    // ext4 asks the crypto API for crc32c at mount time, even for ext2.
+    "crc32c_generic",
+];
+
+const APPS: &[App] = &[
+    App {
+        name: "status",
+        init: include_str!("../files/guest/status/init"),
+        files: &[
+            // busybox httpd runs /cgi-bin/index.cgi for a directory without index.html: that
+            // makes `/status` (redirected to `/status/`) a live page.
+            (
+                "www/cgi-bin/index.cgi",
+                include_str!("../files/guest/status/status.cgi"),
+                0o755,
+            ),
+            (
+                "www/cgi-bin/poweroff",
+                include_str!("../files/guest/status/poweroff.cgi"),
+                0o755,
+            ),
+            (
+                "www/cgi-bin/write",
+                include_str!("../files/guest/status/write.cgi"),
+                0o755,
+            ),
+            // Where the guest's memory goes (the density figures, docs/density.md).
+            (
+                "www/cgi-bin/meminfo",
+                include_str!("../files/guest/status/meminfo.cgi"),
+                0o755,
+            ),
+            // The clean power-off: the power button's watcher and the poweroff CGI run it.
+            (
+                "sbin/app-shutdown",
+                include_str!("../files/guest/status/shutdown"),
+                0o755,
+            ),
+        ],
+        // Mount points: an erofs root cannot make them at boot.
+        dirs: &["www/status", "data", "tmp", "run"],
+        data: include_str!("../files/guest/status/data.txt"),
+        data_name: "data.txt",
+        tree_binary: None,
+        modules: STOCK_MODULES,
+    },
+    App {
+        // Debian's dnsmasq as a filtering DNS forwarder on port 53 (rootfs/files/dns-filter/): the
+        // server and its libraries come from the tree of scripts/dns-filter-tree.sh.
+        name: "dns-filter",
+        init: include_str!("../files/guest/dns-filter/init"),
+        files: &[
+            (
+                "bin/dns-filter",
+                include_str!("../files/dns-filter/dns-filter"),
+                0o755,
+            ),
+            (
+                "etc/dns-filter/blocklist",
+                include_str!("../files/dns-filter/blocklist"),
+                0o644,
+            ),
+            (
+                "sbin/app-shutdown",
+                include_str!("../files/guest/status/shutdown"),
+                0o755,
+            ),
+        ],
+        dirs: &["data", "tmp", "run"],
+        // The app disk carries the block list, which the operator then edits on the volume.
+        data: include_str!("../files/dns-filter/blocklist"),
+        data_name: "blocklist",
+        tree_binary: Some("usr/sbin/dnsmasq"),
+        modules: STOCK_MODULES,
+    },
+];
 
 /// Stock-kernel modules for the VMM's power button, which every guest should watch (the VMM's
 /// stop request, rootfs/files/guest/README.md): Debian builds the input event interface and the
@@ -265,7 +307,8 @@ pub struct GuestSpec {
     pub kernel: GuestKernel,
     /// How the root file system is shipped ([`GuestRoot::default_for`] the kernel, usually).
     pub root: GuestRoot,
-    /// Contents of the disk's `data.txt`; `None` takes the app's default.
+    /// Contents of the disk's data file (`data.txt`, the dns-filter's `blocklist`); `None`
+    /// takes the app's default.
     pub data: Option<Vec<u8>>,
 }
 
@@ -426,6 +469,11 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Firmware
 /// Builds the app disk: an ext2 image holding `data.txt`, made by `mke2fs -d` with a fixed UUID,
 /// hash seed and time so it is reproducible.
 pub fn build_disk(data: &[u8], mtime: u32, out: &Path) -> Result<(), FirmwareError> {
+    build_disk_file("data.txt", data, mtime, out)
+}
+
+/// [`build_disk`] with the file named `name` (a plain file name) instead of `data.txt`.
+fn build_disk_file(name: &str, data: &[u8], mtime: u32, out: &Path) -> Result<(), FirmwareError> {
     if data.len() as u64 > MAX_DATA_SIZE {
         return Err(input(format!(
             "app data file: {} bytes, larger than the {MAX_DATA_SIZE}-byte limit",
@@ -443,7 +491,7 @@ pub fn build_disk(data: &[u8], mtime: u32, out: &Path) -> Result<(), FirmwareErr
         fs::remove_dir_all(&staging).map_err(io_at(&staging))?;
     }
     fs::create_dir_all(&staging).map_err(io_at(&staging))?;
-    let data_path = staging.join("data.txt");
+    let data_path = staging.join(name);
     fs::write(&data_path, data).map_err(io_at(&data_path))?;
     // mke2fs -d copies the source's times: pin them.
     let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime.into());
@@ -487,17 +535,22 @@ pub fn build_disk(data: &[u8], mtime: u32, out: &Path) -> Result<(), FirmwareErr
     };
     // mke2fs -d copies each source inode's ctime and atime (which reading it just updated):
     // pin them with debugfs so the image bytes depend on the inputs only.
-    let pinned = output.and_then(|_| pin_inode_times(&staging, &tmp, mtime));
+    let pinned = output.and_then(|_| pin_inode_times(&staging, &tmp, name, mtime));
     let _ = fs::remove_dir_all(&staging);
     pinned?;
     fs::rename(&tmp, out).map_err(io_at(out))
 }
 
 /// Sets atime and ctime of the disk's inodes to `mtime` with `debugfs -w`.
-fn pin_inode_times(staging: &Path, image: &Path, mtime: u32) -> Result<(), FirmwareError> {
+fn pin_inode_times(
+    staging: &Path,
+    image: &Path,
+    name: &str,
+    mtime: u32,
+) -> Result<(), FirmwareError> {
     let script = staging.join("pin-times.debugfs");
     let mut text = String::new();
-    for inode in ["/", "/data.txt"] {
+    for inode in ["/".to_string(), format!("/{name}")] {
         for field in ["atime", "ctime"] {
             text += &format!("set_inode_field {inode} {field} @{mtime}\n");
         }
@@ -528,6 +581,25 @@ fn pin_inode_times(staging: &Path, image: &Path, mtime: u32) -> Result<(), Firmw
     Ok(())
 }
 
+/// An app with a server from a prepared tree gets one holding that server, built for the arch;
+/// an app without gets none.
+fn check_tree(app: &App, spec: &GuestSpec, tree: &[TreeFile]) -> Result<(), FirmwareError> {
+    match app.tree_binary {
+        None if tree.is_empty() => Ok(()),
+        None => Err(input(format!("app {} takes no --tree", app.name))),
+        Some(bin) => {
+            let server = tree.iter().find(|f| f.path == bin).ok_or_else(|| {
+                input(format!(
+                    "app {} needs --tree DIR holding {bin} (scripts/dns-filter-tree.sh {})",
+                    app.name,
+                    spec.arch.name()
+                ))
+            })?;
+            check_busybox(&server.data, spec.arch, Path::new(bin))
+        }
+    }
+}
+
 fn add_base_files(fs: &mut Initramfs, app: &App, root: GuestRoot) -> Result<(), FirmwareError> {
     for dir in [
         "bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "etc",
@@ -556,6 +628,12 @@ fn add_base_files(fs: &mut Initramfs, app: &App, root: GuestRoot) -> Result<(), 
         0o644,
     )?;
     fs.add_file("init", app.init.as_bytes().to_vec(), 0o755)?;
+    // What every app's init sources before it starts its service.
+    fs.add_file(
+        "lib/cpevisor/boot",
+        include_bytes!("../files/guest/common/boot").to_vec(),
+        0o644,
+    )?;
     for (path, text, mode) in app.files {
         fs.add_file(path, text.as_bytes().to_vec(), *mode)?;
     }
@@ -565,6 +643,18 @@ fn add_base_files(fs: &mut Initramfs, app: &App, root: GuestRoot) -> Result<(), 
 /// Builds the guest images for `spec` into `out` and returns the manifest.
 pub fn build_guest(
     spec: &GuestSpec,
+    inputs: &GuestInputs,
+    out: &Path,
+) -> Result<GuestManifest, FirmwareError> {
+    build_guest_with_tree(spec, &[], inputs, out)
+}
+
+/// [`build_guest`] with the files of a prepared tree (`--tree`,
+/// [`crate::app_tree::read_tree`]) in the root file system: the server an app like
+/// `dns-filter` runs and its shared libraries. An app that needs one refuses to build without.
+pub fn build_guest_with_tree(
+    spec: &GuestSpec,
+    tree: &[TreeFile],
     inputs: &GuestInputs,
     out: &Path,
 ) -> Result<GuestManifest, FirmwareError> {
@@ -604,8 +694,18 @@ pub fn build_guest(
         GuestRoot::Initramfs => Vec::new(),
     };
 
+    check_tree(app, spec, tree)?;
     let mut fs_tree = Initramfs::new().with_mtime(inputs.mtime);
     add_base_files(&mut fs_tree, app, spec.root)?;
+    for f in tree {
+        if fs_tree.contains(&f.path) {
+            return Err(input(format!(
+                "tree file {} would replace the app's own",
+                f.path
+            )));
+        }
+        fs_tree.add_file(&f.path, f.data.clone(), f.mode)?;
+    }
     fs_tree.add_file("bin/busybox", busybox, 0o755)?;
     fs_tree.add_symlink("bin/sh", "busybox")?;
     crate::erofs::add_applet_links(&mut fs_tree, &applets)?;
@@ -672,7 +772,7 @@ pub fn build_guest(
 
     let data = spec.data.as_deref().unwrap_or(app.data.as_bytes()).to_vec();
     let disk_path = out.join("disk.img");
-    build_disk(&data, inputs.mtime, &disk_path)?;
+    build_disk_file(app.data_name, &data, inputs.mtime, &disk_path)?;
     let disk = fs::read(&disk_path).map_err(io_at(&disk_path))?;
 
     let manifest = GuestManifest {

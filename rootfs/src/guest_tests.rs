@@ -469,3 +469,74 @@ fn arch_and_kernel_names_parse_strictly() {
         .to_string()
         .contains("stock or minimal"));
 }
+
+#[test]
+fn dns_filter_guest_carries_the_tree_and_its_block_list_on_the_disk() {
+    if !have_erofs_utils() {
+        eprintln!("erofs-utils missing: skipped (make setup installs them)");
+        return;
+    }
+    let s = Scratch::new("dns-filter");
+    let inputs = GuestInputs {
+        cache: synthetic_cache(&s.0),
+        mtime: 0,
+    };
+    let mut spec = spec(GuestKernel::Minimal, Some(b"ads.example\n"));
+    spec.app = "dns-filter".into();
+    // The server: an ELF of the guest's arch (the host's x86_64 busybox stands in).
+    let tree = vec![
+        TreeFile {
+            path: "usr/sbin/dnsmasq".into(),
+            data: fs::read("/bin/busybox").unwrap(),
+            mode: 0o755,
+        },
+        TreeFile {
+            path: "lib/x86_64-linux-gnu/libc.so.6".into(),
+            data: b"libc".to_vec(),
+            mode: 0o644,
+        },
+    ];
+    let err = build_guest(&spec, &inputs, &s.0.join("none"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("needs --tree"), "{err}");
+    let mut arm = spec.clone();
+    arm.arch = GuestArch::Aarch64;
+    let err = check_tree(&APPS[1], &arm, &tree).unwrap_err().to_string();
+    assert!(err.contains("usr/sbin/dnsmasq"), "{err}");
+
+    let out = s.0.join("out");
+    let m = build_guest_with_tree(&spec, &tree, &inputs, &out).unwrap();
+    assert_eq!(m.app, "dns-filter");
+    let root = s.0.join("root");
+    extract_erofs(&out.join("root.erofs"), &root);
+    assert_eq!(
+        fs::read(root.join("usr/sbin/dnsmasq")).unwrap(),
+        fs::read("/bin/busybox").unwrap()
+    );
+    assert!(root.join("lib/x86_64-linux-gnu/libc.so.6").is_file());
+    let init = fs::read_to_string(root.join("init")).unwrap();
+    assert!(init.contains(". /lib/cpevisor/boot") && init.contains("APP-READY app=dns-filter"));
+    assert!(fs::read_to_string(root.join("lib/cpevisor/boot"))
+        .unwrap()
+        .contains("APP-NET state=configured"));
+    assert!(root.join("bin/dns-filter").is_file());
+    assert!(root.join("etc/dns-filter/blocklist").is_file());
+    // The disk holds the list as /blocklist (the guest's /data/blocklist).
+    let listing = Command::new("debugfs")
+        .args(["-R", "cat /blocklist"])
+        .arg(out.join("disk.img"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&listing.stdout), "ads.example\n");
+
+    // The status app takes no tree.
+    let status = GuestSpec {
+        app: "status".into(),
+        ..spec.clone()
+    };
+    let err = build_guest_with_tree(&status, &tree, &inputs, &s.0.join("status"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("takes no --tree"), "{err}");
+}

@@ -4,8 +4,10 @@
 //! `command` directly.
 //!
 //! Apps: `status` (the /status page of the microVM sample app, served by busybox httpd on
-//! port 8080; its token ships in the rootfs at /etc/status/token) and `memhog` (idles, then
-//! allocates until its cgroup's memory.max kills it; the containment test's victim).
+//! port 8080; its token ships in the rootfs at /etc/status/token), `memhog` (idles, then
+//! allocates until its cgroup's memory.max kills it; the containment test's victim) and
+//! `dns-filter` (Debian's dnsmasq as a filtering DNS forwarder, rootfs/files/dns-filter/; the
+//! server and its shared libraries come from a prepared tree, `--tree`).
 //! Only directories and regular files are written (no symlinks, devices or hard links), so any
 //! tar reader can unpack them; the scripts call `/bin/busybox` by path for the same reason.
 
@@ -14,6 +16,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use cpevisor_rootfs::app_tree::{parent_dirs, TreeFile};
 use cpevisor_types::Sha256Digest;
 
 /// Largest token file accepted for `status` (`--data`).
@@ -139,6 +142,7 @@ impl JailArch {
 pub enum JailApp {
     Status,
     Memhog,
+    DnsFilter,
 }
 
 impl JailApp {
@@ -146,8 +150,9 @@ impl JailApp {
         match s {
             "status" => Ok(JailApp::Status),
             "memhog" => Ok(JailApp::Memhog),
+            "dns-filter" => Ok(JailApp::DnsFilter),
             _ => Err(JailAppError::Input(format!(
-                "--app {s:?}: expected status or memhog"
+                "--app {s:?}: expected status, memhog or dns-filter"
             ))),
         }
     }
@@ -156,6 +161,16 @@ impl JailApp {
         match self {
             JailApp::Status => "status",
             JailApp::Memhog => "memhog",
+            JailApp::DnsFilter => "dns-filter",
+        }
+    }
+
+    /// The file a prepared tree (`--tree`) must hold: the app's server, an ELF of the arch.
+    /// None: the app takes no tree.
+    pub fn tree_binary(self) -> Option<&'static str> {
+        match self {
+            JailApp::DnsFilter => Some("usr/sbin/dnsmasq"),
+            JailApp::Status | JailApp::Memhog => None,
         }
     }
 
@@ -183,9 +198,19 @@ impl JailApp {
             // busybox httpd runs /cgi-bin/index.cgi for a directory without index.html.
             ("www/status", 0o755),
         ];
+        const DNS_FILTER: &[(&str, u32)] = &[
+            ("bin", 0o755),
+            ("data", 0o755),
+            ("dev", 0o755),
+            ("etc", 0o755),
+            ("etc/dns-filter", 0o755),
+            ("proc", 0o755),
+            ("tmp", 0o1777),
+        ];
         match self {
             JailApp::Status => STATUS,
             JailApp::Memhog => COMMON,
+            JailApp::DnsFilter => DNS_FILTER,
         }
     }
 
@@ -215,6 +240,18 @@ impl JailApp {
                 include_bytes!("../files/jail/memhog/memhog").to_vec(),
                 0o755,
             )],
+            JailApp::DnsFilter => vec![
+                (
+                    "bin/dns-filter",
+                    include_bytes!("../files/dns-filter/dns-filter").to_vec(),
+                    0o755,
+                ),
+                (
+                    "etc/dns-filter/blocklist",
+                    include_bytes!("../files/dns-filter/blocklist").to_vec(),
+                    0o644,
+                ),
+            ],
         }
     }
 
@@ -223,6 +260,9 @@ impl JailApp {
         match self {
             JailApp::Status => &["/bin/status", "8080"],
             JailApp::Memhog => &["/bin/memhog", "3"],
+            // Port 1053: the jail has no capability to bind 53; the router's rules bring the
+            // LAN's port 53 there. The upstream is the jail's default gateway (the router).
+            JailApp::DnsFilter => &["/bin/dns-filter", "--port", "1053"],
         }
     }
 }
@@ -234,6 +274,9 @@ pub struct JailAppSpec {
     pub app: JailApp,
     /// `status`'s token (/etc/status/token); None = the sample file.
     pub token: Option<Vec<u8>>,
+    /// The prepared tree (`--tree`, [`cpevisor_rootfs::app_tree::read_tree`]) an app with a
+    /// [`JailApp::tree_binary`] needs; empty for the others.
+    pub tree: Vec<TreeFile>,
 }
 
 /// What was built.
@@ -244,19 +287,24 @@ pub struct JailAppManifest {
     pub rootfs_sha256: String,
     pub rootfs_bytes: u64,
     pub busybox_sha256: String,
+    /// Files taken from the prepared tree, and their bytes.
+    pub tree_files: usize,
+    pub tree_bytes: u64,
 }
 
 impl JailAppManifest {
     pub fn to_text(&self) -> String {
         format!(
             "# cpevisor jail app rootfs\napp={}\narch={}\ncommand={}\nrootfs=rootfs.tar \
-             bytes={} sha256={}\nbusybox_sha256={}\n",
+             bytes={} sha256={}\nbusybox_sha256={}\ntree_files={} tree_bytes={}\n",
             self.app.name(),
             self.arch.as_str(),
             self.app.command().join(" "),
             self.rootfs_bytes,
             self.rootfs_sha256,
-            self.busybox_sha256
+            self.busybox_sha256,
+            self.tree_files,
+            self.tree_bytes
         )
     }
 }
@@ -286,33 +334,71 @@ pub fn rootfs_tar(spec: &JailAppSpec, busybox: &[u8], mtime: u32) -> Result<Vec<
         Some(t) => t,
         None => include_bytes!("../files/jail/status/token"),
     };
+    check_tree(spec)?;
     let mut tar = TarWriter::new(mtime);
-    let mut entries: Vec<(&str, Option<Vec<u8>>, u32)> = spec
+    let mut entries: Vec<(String, Option<Vec<u8>>, u32)> = spec
         .app
         .dirs()
         .iter()
-        .map(|(d, mode)| (*d, None, *mode))
+        .map(|(d, mode)| (d.to_string(), None, *mode))
         .collect();
-    entries.push(("bin/busybox", Some(busybox.to_vec()), 0o755));
+    // The tree's directories, where the app's own list has not made them already.
+    for dir in parent_dirs(&spec.tree) {
+        if !entries.iter().any(|(p, _, _)| *p == dir) {
+            entries.push((dir, None, 0o755));
+        }
+    }
+    entries.push(("bin/busybox".into(), Some(busybox.to_vec()), 0o755));
     entries.push((
-        "etc/passwd",
+        "etc/passwd".into(),
         Some(b"root:x:0:0:root:/:/bin/busybox\n".to_vec()),
         0o644,
     ));
-    entries.push(("etc/group", Some(b"root:x:0:\n".to_vec()), 0o644));
+    entries.push(("etc/group".into(), Some(b"root:x:0:\n".to_vec()), 0o644));
     for (path, data, mode) in spec.app.files(token) {
-        entries.push((path, Some(data), mode));
+        entries.push((path.into(), Some(data), mode));
+    }
+    for f in &spec.tree {
+        if entries.iter().any(|(p, _, _)| *p == f.path) {
+            return Err(JailAppError::Input(format!(
+                "tree file {} would replace the app's own",
+                f.path
+            )));
+        }
+        entries.push((f.path.clone(), Some(f.data.clone()), f.mode));
     }
     // Sorted so a parent always precedes its children and the order never depends on the code
     // that listed them.
-    entries.sort_by(|a, b| a.0.cmp(b.0));
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
     for (path, data, mode) in entries {
         match data {
-            None => tar.dir(path, mode)?,
-            Some(bytes) => tar.file(path, &bytes, mode)?,
+            None => tar.dir(&path, mode)?,
+            Some(bytes) => tar.file(&path, &bytes, mode)?,
         }
     }
     Ok(tar.finish())
+}
+
+/// An app with a server from a prepared tree gets one holding that server, built for the arch;
+/// an app without gets none.
+fn check_tree(spec: &JailAppSpec) -> Result<(), JailAppError> {
+    match spec.app.tree_binary() {
+        None if spec.tree.is_empty() => Ok(()),
+        None => Err(JailAppError::Input(format!(
+            "app {} takes no --tree",
+            spec.app.name()
+        ))),
+        Some(bin) => {
+            let server = spec.tree.iter().find(|f| f.path == bin).ok_or_else(|| {
+                JailAppError::Input(format!(
+                    "app {} needs --tree DIR holding {bin} (scripts/dns-filter-tree.sh {})",
+                    spec.app.name(),
+                    spec.arch.as_str()
+                ))
+            })?;
+            spec.arch.check_elf(&server.data, Path::new(bin))
+        }
+    }
 }
 
 /// Inputs from outside the repository.
@@ -356,6 +442,8 @@ pub fn build_jail_app(
         rootfs_sha256: Sha256Digest::of(&tar).hex(),
         rootfs_bytes: tar.len() as u64,
         busybox_sha256: Sha256Digest::of(&busybox).hex(),
+        tree_files: spec.tree.len(),
+        tree_bytes: spec.tree.iter().map(|f| f.data.len() as u64).sum(),
     };
     fs::create_dir_all(out).map_err(io_err(out))?;
     write_atomically(out, "rootfs.tar", &tar)?;

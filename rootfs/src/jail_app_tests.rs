@@ -1,4 +1,5 @@
 use super::*;
+use cpevisor_rootfs::app_tree::TreeFile;
 use std::process::Command;
 
 /// The host's busybox-static stands in for a board's: the tar layout does not depend on it.
@@ -9,6 +10,7 @@ fn spec(app: JailApp, token: Option<&[u8]>) -> JailAppSpec {
         arch: JailArch::X86_64,
         app,
         token: token.map(<[u8]>::to_vec),
+        tree: Vec::new(),
     }
 }
 
@@ -175,7 +177,7 @@ fn bad_inputs_are_refused_with_the_reason() {
     assert!(JailApp::parse("hello")
         .unwrap_err()
         .to_string()
-        .contains("status or memhog"));
+        .contains("status, memhog or dns-filter"));
 
     let host = fs::read(HOST_BUSYBOX).unwrap();
     JailArch::X86_64
@@ -197,6 +199,7 @@ fn bad_inputs_are_refused_with_the_reason() {
             arch: JailArch::Mipsel,
             app: JailApp::Status,
             token: None,
+            tree: Vec::new(),
         },
         &JailAppInputs {
             cache: cache.clone(),
@@ -233,6 +236,7 @@ fn builds_from_the_cache_for_a_board_arch() {
         arch: JailArch::Mipsel,
         app: JailApp::Status,
         token: Some(b"t\n".to_vec()),
+        tree: Vec::new(),
     };
     let inputs = JailAppInputs {
         cache: home,
@@ -249,4 +253,100 @@ fn builds_from_the_cache_for_a_board_arch() {
         "{text}"
     );
     let _ = fs::remove_dir_all(&out);
+}
+
+/// A tree like scripts/dns-filter-tree.sh's: the server (here the host's x86_64 busybox, an
+/// ELF of the right arch) and a library.
+fn dns_tree() -> Vec<TreeFile> {
+    vec![
+        TreeFile {
+            path: "lib/x86_64-linux-gnu/libc.so.6".into(),
+            data: b"libc".to_vec(),
+            mode: 0o644,
+        },
+        TreeFile {
+            path: "lib64/ld-linux-x86-64.so.2".into(),
+            data: b"ld.so".to_vec(),
+            mode: 0o755,
+        },
+        TreeFile {
+            path: "usr/sbin/dnsmasq".into(),
+            data: fs::read(HOST_BUSYBOX).unwrap(),
+            mode: 0o755,
+        },
+    ]
+}
+
+#[test]
+fn dns_filter_rootfs_carries_the_tree_the_script_and_the_default_list() {
+    let busybox = b"\x7fELF fake busybox".to_vec();
+    let mut s = spec(JailApp::DnsFilter, None);
+    s.tree = dns_tree();
+    let tar = rootfs_tar(&s, &busybox, 0).unwrap();
+    assert_eq!(tar, rootfs_tar(&s, &busybox, 0).unwrap());
+    let dir = scratch("dns-filter");
+    fs::write(dir.join("rootfs.tar"), &tar).unwrap();
+    let root = dir.join("root");
+    fs::create_dir_all(&root).unwrap();
+    let x = Command::new("tar")
+        .args(["-xf", "../rootfs.tar"])
+        .current_dir(&root)
+        .status()
+        .unwrap();
+    assert!(x.success());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &str| fs::metadata(root.join(p)).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(
+        fs::read(root.join("usr/sbin/dnsmasq")).unwrap(),
+        fs::read(HOST_BUSYBOX).unwrap()
+    );
+    assert_eq!(mode("usr/sbin/dnsmasq"), 0o755);
+    assert_eq!(mode("lib/x86_64-linux-gnu/libc.so.6"), 0o644);
+    assert_eq!(mode("bin/dns-filter"), 0o755);
+    let list = fs::read_to_string(root.join("etc/dns-filter/blocklist")).unwrap();
+    assert!(list.lines().any(|l| l == "blocked.invalid"), "{list}");
+    let script = fs::read_to_string(root.join("bin/dns-filter")).unwrap();
+    assert!(script.starts_with("#!/bin/busybox sh\n"));
+    for dir in ["data", "tmp", "proc", "dev", "lib64", "usr/sbin"] {
+        assert!(root.join(dir).is_dir(), "/{dir}");
+    }
+    assert_eq!(
+        JailApp::DnsFilter.command(),
+        ["/bin/dns-filter", "--port", "1053"]
+    );
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn dns_filter_needs_a_tree_with_its_server_for_the_arch_and_others_take_none() {
+    let busybox = b"\x7fELF fake busybox".to_vec();
+    let s = spec(JailApp::DnsFilter, None);
+    let err = rootfs_tar(&s, &busybox, 0).unwrap_err().to_string();
+    assert!(
+        err.contains("needs --tree") && err.contains("dns-filter-tree.sh x86_64"),
+        "{err}"
+    );
+    let mut s = spec(JailApp::DnsFilter, None);
+    s.arch = JailArch::Mipsel;
+    s.tree = dns_tree();
+    let err = rootfs_tar(&s, &busybox, 0).unwrap_err().to_string();
+    assert!(
+        err.contains("usr/sbin/dnsmasq") && err.contains("is not mipsel"),
+        "{err}"
+    );
+    // A tree may not replace the app's own files.
+    let mut s = spec(JailApp::DnsFilter, None);
+    s.tree = dns_tree();
+    s.tree.push(TreeFile {
+        path: "bin/dns-filter".into(),
+        data: b"other".to_vec(),
+        mode: 0o755,
+    });
+    let err = rootfs_tar(&s, &busybox, 0).unwrap_err().to_string();
+    assert!(err.contains("bin/dns-filter would replace"), "{err}");
+    let mut s = spec(JailApp::Status, None);
+    s.tree = dns_tree();
+    let err = rootfs_tar(&s, &busybox, 0).unwrap_err().to_string();
+    assert!(err.contains("takes no --tree"), "{err}");
+    assert_eq!(JailApp::parse("dns-filter").unwrap(), JailApp::DnsFilter);
 }

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod app_tree;
 pub mod board_spec;
 pub mod cpio;
 pub mod erofs;

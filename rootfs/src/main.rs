@@ -12,7 +12,7 @@ use cpevisor_rootfs::firmware::{
     build_firmware_with_keys, source_date_epoch, FirmwareInputs, TrustedKey,
 };
 use cpevisor_rootfs::guest::{
-    build_guest, GuestArch, GuestInputs, GuestKernel, GuestRoot, GuestSpec, MAX_DATA_SIZE,
+    build_guest_with_tree, GuestArch, GuestInputs, GuestKernel, GuestRoot, GuestSpec, MAX_DATA_SIZE,
 };
 
 const USAGE: &str = "\
@@ -20,9 +20,9 @@ usage: cpevisor-rootfs firmware --board NAME --out DIR [--bins DIR] [--cache DIR
                                 [--trusted-key FILE]
        cpevisor-rootfs guest --arch aarch64|x86_64 --app NAME --out DIR
                              [--kernel stock|minimal] [--root erofs|initramfs]
-                             [--data FILE] [--cache DIR]
-       cpevisor-rootfs jail-app --arch ARCH --app status|memhog --out DIR
-                                [--data FILE] [--cache DIR]
+                             [--data FILE] [--tree DIR] [--cache DIR]
+       cpevisor-rootfs jail-app --arch ARCH --app status|memhog|dns-filter --out DIR
+                                [--data FILE] [--tree DIR] [--cache DIR]
 
 Builds OUT/kernel, OUT/initramfs.cpio.gz and OUT/manifest.txt for board NAME (boards/NAME.toml).
   --bins DIR   cross-built project binaries for the board (target/cross/<rust_target>); every
@@ -35,19 +35,23 @@ Builds OUT/kernel, OUT/initramfs.cpio.gz and OUT/manifest.txt for board NAME (bo
 
 guest: microVM images for cpevisor-vmm into OUT: Image (arm64 raw Image / x86_64 bzImage),
 the root file system (busybox + the app), disk.img (ext2 holding data.txt) and manifest.txt.
-Apps: status.
+Apps: status, dns-filter.
   --kernel     stock: Debian's kernel package (default); minimal: $CACHE/guest-kernel/<arch>/
   --root       erofs (default with the minimal kernel): root.erofs, an uncompressed erofs image
                for the guest's first disk, read-only (root=/dev/vda ro rootfstype=erofs), the
                app disk second; initramfs (default with, and the only one for, the stock
                kernel): initramfs.cpio.gz, with the stock kernel's virtio and ext4 modules
-  --data FILE  contents of the disk's data.txt (default: the app's sample file)
+  --data FILE  contents of the disk's data file (default: the app's sample file): status's
+               data.txt, dns-filter's blocklist
+  --tree DIR   dns-filter (required): Debian's dnsmasq and its shared libraries, the tree of
+               scripts/dns-filter-tree.sh ARCH (DIR/tree), put into the root file system
 Two runs with the same inputs give byte-identical files; SOURCE_DATE_EPOCH sets the file times.
 
 jail-app: an app root filesystem for the agent's jail backend into OUT: rootfs.tar (static
 busybox of ARCH from $CACHE/busybox/<debian arch>/, the app's scripts; no kernel) and
 manifest.txt (with the package's command). ARCH: aarch64 armv7 mipsel mips64el x86_64.
-  --data FILE  status: its token, /etc/status/token (at most 4096 bytes)";
+  --data FILE  status: its token, /etc/status/token (at most 4096 bytes)
+  --tree DIR   dns-filter (required): as for guest";
 
 struct FirmwareArgs {
     board: String,
@@ -174,10 +178,10 @@ fn run(args: &[String]) -> Result<(), Failure> {
 
 /// `guest`: microVM images for one app.
 fn run_guest(args: &[String]) -> Result<(), Failure> {
-    let [arch, app, out, kernel, root, data, cache] = parse_flags(
+    let [arch, app, out, kernel, root, data, tree, cache] = parse_flags(
         args,
         [
-            "--arch", "--app", "--out", "--kernel", "--root", "--data", "--cache",
+            "--arch", "--app", "--out", "--kernel", "--root", "--data", "--tree", "--cache",
         ],
     )
     .map_err(Failure::Usage)?;
@@ -193,6 +197,7 @@ fn run_guest(args: &[String]) -> Result<(), Failure> {
         None => GuestRoot::default_for(&kernel),
     };
     let data = data_file(data, MAX_DATA_SIZE)?;
+    let tree = tree_files(tree)?;
     let cache = cache_dir(cache)?;
     let spec = GuestSpec {
         arch,
@@ -205,7 +210,7 @@ fn run_guest(args: &[String]) -> Result<(), Failure> {
         cache,
         mtime: source_date_epoch().map_err(build)?,
     };
-    let m = build_guest(&spec, &inputs, &out).map_err(build)?;
+    let m = build_guest_with_tree(&spec, &tree, &inputs, &out).map_err(build)?;
     let size = |f: &str| std::fs::metadata(out.join(f)).map_or(0, |m| m.len());
     println!("{m} in {}", out.display());
     for f in ["Image", m.root.file_name(), "disk.img"] {
@@ -235,6 +240,15 @@ fn data_file(data: Option<String>, max: u64) -> Result<Option<Vec<u8>>, Failure>
         .map_err(|e| Failure::Build(format!("--data {}: {e}", path.display())))
 }
 
+/// The files of `--tree DIR` (none without it).
+fn tree_files(tree: Option<String>) -> Result<Vec<cpevisor_rootfs::app_tree::TreeFile>, Failure> {
+    match tree {
+        None => Ok(Vec::new()),
+        Some(dir) => cpevisor_rootfs::app_tree::read_tree(std::path::Path::new(&dir))
+            .map_err(|e| Failure::Build(format!("--tree {dir}: {e}"))),
+    }
+}
+
 /// `--cache DIR`, else the default cache.
 fn cache_dir(cache: Option<String>) -> Result<PathBuf, Failure> {
     match cache {
@@ -246,9 +260,11 @@ fn cache_dir(cache: Option<String>) -> Result<PathBuf, Failure> {
 /// `jail-app`: the rootfs layer of a jail package.
 fn run_jail_app(args: &[String]) -> Result<(), Failure> {
     use jail_app::{build_jail_app, JailApp, JailAppInputs, JailAppSpec, JailArch, MAX_TOKEN_SIZE};
-    let [arch, app, out, data, cache] =
-        parse_flags(args, ["--arch", "--app", "--out", "--data", "--cache"])
-            .map_err(Failure::Usage)?;
+    let [arch, app, out, data, tree, cache] = parse_flags(
+        args,
+        ["--arch", "--app", "--out", "--data", "--tree", "--cache"],
+    )
+    .map_err(Failure::Usage)?;
     let usage = |e: jail_app::JailAppError| Failure::Usage(e.to_string());
     let arch = JailArch::parse(&arch.ok_or(Failure::Usage("--arch is required".into()))?)
         .map_err(usage)?;
@@ -256,9 +272,15 @@ fn run_jail_app(args: &[String]) -> Result<(), Failure> {
         .map_err(usage)?;
     let out = PathBuf::from(out.ok_or(Failure::Usage("--out DIR is required".into()))?);
     let token = data_file(data, MAX_TOKEN_SIZE)?;
+    let tree = tree_files(tree)?;
     let cache = cache_dir(cache)?;
     let mtime = source_date_epoch().map_err(|e| Failure::Build(e.to_string()))?;
-    let spec = JailAppSpec { arch, app, token };
+    let spec = JailAppSpec {
+        arch,
+        app,
+        token,
+        tree,
+    };
     let m = build_jail_app(&spec, &JailAppInputs { cache, mtime }, &out)
         .map_err(|e| Failure::Build(e.to_string()))?;
     println!("{m} in {}", out.display());
