@@ -49,7 +49,7 @@ demo: setup
 	$(CARGO) run -q -p cpevisor-e2e --bin cpevisor-demo -- $(BOARD)
 
 ## test: formatting, lints, unit and host tests, fuzzing, then every emulated board end to end
-test: setup lint unit fuzz firmware e2e
+test: setup lint unit fuzz dns-filter-test firmware e2e
 
 lint:
 	$(CARGO) fmt --all -- --check

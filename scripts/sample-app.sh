@@ -109,6 +109,8 @@ if [ "${1:-}" = dns-filter ]; then
     # 20 MiB: dnsmasq measured at 5.2 MiB RSS with the default list and 10.9 MiB with the
     # 20000-name limit (x86_64, rootfs/files/dns-filter/README.md), plus busybox's awk reading
     # the list at start; the agent adds 4 MiB for the jail's init.
+    # Its network (agent/README.md): the LAN's DNS intercepted to the app (port 1053: a jail
+    # cannot bind below 1024), its own connections only to DNS servers (its upstream).
     name=dns-filter-jail-$arch-1.0
     stage=$OUT/build/$name
     rm -rf "$stage" && mkdir -p "$stage"
@@ -117,6 +119,9 @@ if [ "${1:-}" = dns-filter ]; then
 {"name": "dns-filter", "version": "1.0", "vendor": "cpevisor", "description": "$description",
  "arch": "$arch", "backends": ["jail"], "memory_mib": 20, "vcpus": 1,
  "command": ["/bin/dns-filter", "--port", "1053"],
+ "network": {"intercept_dns": true, "dns_port": 1053,
+             "egress": [{"destination": "0.0.0.0/0", "protocol": "udp", "ports": [53]},
+                        {"destination": "0.0.0.0/0", "protocol": "tcp", "ports": [53]}]},
  "restart": $restart,
  "autostart": true, "run_level": 1,
  "rootfs": "app/rootfs.tar"}
@@ -136,6 +141,9 @@ EOF
 {"name": "dns-filter", "version": "1.0", "vendor": "cpevisor", "description": "$description",
  "arch": "aarch64", "backends": ["kvm"], "memory_mib": 32, "vcpus": 1,
  "cmdline": "console=ttyS0 quiet panic=-1",
+ "network": {"intercept_dns": true,
+             "egress": [{"destination": "0.0.0.0/0", "protocol": "udp", "ports": [53]},
+                        {"destination": "0.0.0.0/0", "protocol": "tcp", "ports": [53]}]},
  "restart": $restart,
  "autostart": true, "run_level": 1,
  "kernel": "guest/Image", "rootfs_image": "guest/root.erofs", "disk": "guest/disk.img"}

@@ -125,9 +125,10 @@ fn rules_of(
     }
     if net.intercept_dns {
         if let Some(lan) = &ifs.lan {
+            let port = net.dns_port();
             for p in ["udp", "tcp"] {
                 dstnat.push(format!(
-                    "iifname \"{lan}\" ip saddr != {a} fib daddr type local {p} dport 53 dnat ip to {a}:53 comment \"{id} dns\""
+                    "iifname \"{lan}\" ip saddr != {a} fib daddr type local {p} dport 53 dnat ip to {a}:{port} comment \"{id} dns\""
                 ));
             }
         }
@@ -199,6 +200,22 @@ mod tests {
             script([], &ifs()),
             "table inet cpevisor\ndelete table inet cpevisor\n"
         );
+    }
+
+    #[test]
+    fn intercepted_dns_goes_to_the_apps_own_port() {
+        let a = app(
+            "eu-3",
+            14,
+            serde_json::json!({"intercept_dns": true, "dns_port": 1053}),
+        );
+        let s = script([&a], &ifs());
+        for p in ["udp", "tcp"] {
+            assert!(
+                s.contains(&format!("{p} dport 53 dnat ip to 10.100.0.14:1053 comment")),
+                "{s}"
+            );
+        }
     }
 
     #[test]

@@ -145,9 +145,15 @@ pub struct NetworkConfig {
     /// Allowed destinations of the app's own connections; None: none (see above).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<Vec<EgressRule>>,
-    /// The LAN's DNS (port 53, udp and tcp, to the router's own address) goes to the app's 53.
+    /// The LAN's DNS (port 53, udp and tcp, to the router's own address) goes to the app's
+    /// [`NetworkConfig::dns_port`].
     #[serde(default)]
     pub intercept_dns: bool,
+    /// The port the app's DNS server listens on, for `intercept_dns`; absent: 53. A jail app
+    /// has no capability to bind below 1024, so its server listens higher (the dns-filter app:
+    /// 1053) and the interception rewrites the port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_port: Option<u16>,
 }
 
 /// A parsed `a.b.c.d/n`.
@@ -211,6 +217,13 @@ impl NetworkConfig {
                     "mode",
                     "none takes no port_mappings, egress or intercept_dns",
                 ))
+            }
+            _ => {}
+        }
+        match self.dns_port {
+            Some(0) => return Err(invalid("dns_port", "must be 1..=65535")),
+            Some(_) if !self.intercept_dns => {
+                return Err(invalid("dns_port", "needs intercept_dns"))
             }
             _ => {}
         }
@@ -281,6 +294,11 @@ impl NetworkConfig {
             }
         }
         Ok(())
+    }
+
+    /// The app's port that intercepted DNS queries go to.
+    pub fn dns_port(&self) -> u16 {
+        self.dns_port.unwrap_or(53)
     }
 
     /// The router ports this config takes: its mappings, and LAN udp+tcp 53 when it intercepts
@@ -354,6 +372,9 @@ mod tests {
             e(serde_json::json!({"port_mappings": [m(53, 1)], "intercept_dns": true}))
                 .contains("intercept_dns")
         );
+        assert!(e(serde_json::json!({"dns_port": 1053})).contains("`network.dns_port`: needs"));
+        assert!(e(serde_json::json!({"intercept_dns": true, "dns_port": 0}))
+            .contains("`network.dns_port`"));
         assert!(e(serde_json::json!({"port_mappings": [{"protocol": "sctp",
             "external_port": 1, "internal_port": 1, "interface": "lan"}]}))
         .contains("sctp"));

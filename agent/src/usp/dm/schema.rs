@@ -388,6 +388,7 @@ const EU_NETWORK_CONFIG: ObjDesc = obj(
         // `<tcp|udp|any> <cidr>[ <port>...]` per allowed destination; empty: replies only.
         ro("X_CPEVISOR_Egress", List),
         ro("X_CPEVISOR_InterceptDNS", Boolean),
+        ro("X_CPEVISOR_DNSPort", UnsignedInt),
         // Whether the app's rules are in the kernel's nftables now.
         ro("X_CPEVISOR_RulesActive", Boolean),
         ro("X_CPEVISOR_PortMappingNumberOfEntries", UnsignedInt),

@@ -232,6 +232,11 @@ fn network_config(
             ),
             ("X_CPEVISOR_Egress", egress.join(",")),
             ("X_CPEVISOR_InterceptDNS", b(c.intercept_dns)),
+            // 0 when the app does not take the LAN's DNS.
+            (
+                "X_CPEVISOR_DNSPort",
+                if c.intercept_dns { c.dns_port() } else { 0 }.to_string(),
+            ),
             ("X_CPEVISOR_RulesActive", b(net.rules_active)),
             (
                 "X_CPEVISOR_PortMappingNumberOfEntries",
