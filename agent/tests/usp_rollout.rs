@@ -16,6 +16,8 @@
 
 #[path = "common/agentd.rs"]
 mod agentd;
+#[path = "common/fleet.rs"]
+mod fleet;
 #[path = "common/usp.rs"]
 mod usp_common;
 
@@ -24,71 +26,20 @@ use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agentd::{App, World};
-use cpevisor_agent::lifecycle::config::AgentConfig;
-use cpevisor_agent::lifecycle::Agent;
-use cpevisor_agent::usp::config::{DeviceInfoConfig, Role};
-use cpevisor_agent::usp::file::{ControllerEntry, UspFile};
-use cpevisor_agent::usp::{self, session::Session};
-use cpevisor_usp::broker::{Identity, TestBroker};
-use cpevisor_usp::mqtt::{MqttSettings, UnknownFields};
+use cpevisor_usp::broker::TestBroker;
+use fleet::{serve, start_agent, wait_for, Member, MemberSpec};
 use serde_json::{json, Value};
 
 const CTL_ID: &str = "self::rollout-ctl";
 const AGENTS: usize = 8;
-
-struct Member {
-    id: String,
-    agent: Arc<Agent>,
-    session: Session,
-}
-
-fn start_agent(world: &World, broker: &TestBroker, cert: &Identity, id: &str) -> Member {
-    let dir = world.root.join("agents").join(id.replace(':', "_"));
-    fs::create_dir_all(&dir).unwrap();
-    let cfg = AgentConfig::load(&world.config).unwrap();
-    let agent = Arc::new(Agent::open(&dir, cfg).unwrap());
-    let file = UspFile {
-        mqtt: MqttSettings {
-            broker_host: broker.host().into(),
-            broker_port: Some(broker.port()),
-            ca_file: Some(broker.ca()),
-            cert_file: Some(cert.cert.clone()),
-            key_file: Some(cert.key.clone()),
-            server_name: None,
-            endpoint_id: id.into(),
-            topic: None,
-        },
-        controllers: vec![ControllerEntry {
-            endpoint_id: CTL_ID.into(),
-            topic: None,
-            role: Role::FullAccess,
-            identity: None,
-        }],
-        device_info: DeviceInfoConfig {
-            manufacturer: "acme".into(),
-            model_name: "cpe-a".into(),
-            serial_number: id.into(),
-            ..DeviceInfoConfig::default()
-        },
-        keep_alive_s: 60,
-        max_record_bytes: None,
-        reboot_command: None,
-        websocket: None,
-        unknown: UnknownFields,
-    };
-    let session = usp::start(agent.clone(), &file, &dir).expect("session");
-    Member {
-        id: id.into(),
-        agent,
-        session,
-    }
-}
+/// serve's flags: an operation journaled by a killed serve and never sent ends as lost this
+/// soon.
+const OP_TIMEOUT: &[&str] = &["--op-timeout", "10"];
 
 /// What the package server does: whole downloads (GETs without `Range`) of `path` are
 /// counted, and those whose number is in `corrupt` get a copy with one byte changed.
@@ -170,37 +121,6 @@ fn serve_one(mut conn: TcpStream, dir: &Path, rule: &Mutex<Rule>) {
     let _ = conn.write_all(&body);
 }
 
-/// The `serve` process, killed when dropped.
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(cfg: &Path, db: &Path, log: &Path) -> Serve {
-    let log = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Serve(
-        Command::new(usp_common::controller())
-            .args(["serve", "--config"])
-            .arg(cfg)
-            .arg("--db")
-            .arg(db)
-            // An operation journaled by a killed serve and never sent ends as lost this soon.
-            .args(["--op-timeout", "10"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("cpevisor-controller serve"),
-    )
-}
-
 /// `cpevisor-controller ARGS --db DB --json`, which must succeed.
 fn ctl(db: &Path, args: &[&str]) -> Value {
     let mut all: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
@@ -212,19 +132,6 @@ fn ctl(db: &Path, args: &[&str]) -> Value {
 
 fn status(db: &Path, id: &str) -> Value {
     ctl(db, &["rollout", "status", id])
-}
-
-fn wait_for(what: &str, secs: u64, log: &Path, mut done: impl FnMut() -> bool) -> f64 {
-    let t0 = Instant::now();
-    while !done() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(secs),
-            "{what}: not within {secs} s; serve's log:\n{}",
-            fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    t0.elapsed().as_secs_f64()
 }
 
 /// The version of svc each agent runs, by the agents' own state.
@@ -296,9 +203,17 @@ fn rollout_canary_waves_pause_rollback_and_restart() {
     let cfg = usp_common::ctl_config(&broker, &world.root, CTL_ID, true, json!({}));
     let db = world.root.join("fleet.db");
     let log = world.root.join("serve.log");
-    let mut srv = serve(&cfg, &db, &log);
+    let mut srv = serve(&cfg, &db, &log, OP_TIMEOUT);
     let fleet: Vec<Member> = (1..=AGENTS)
-        .map(|i| start_agent(&world, &broker, &agent_cert, &format!("os::r-{i}")))
+        .map(|i| {
+            let id = format!("os::r-{i}");
+            let spec = MemberSpec {
+                id: &id,
+                model: "cpe-a",
+                budget_mib: None,
+            };
+            start_agent(&world, &broker, &agent_cert, CTL_ID, &spec)
+        })
         .collect();
     wait_for("inventory of the fleet", 60, &log, || {
         let v = ctl(&db, &["agents"]);
@@ -483,7 +398,7 @@ fn rollout_canary_waves_pause_rollback_and_restart() {
         in_flight_at_kill, 3,
         "the wave's operations were out when serve was killed"
     );
-    srv = serve(&cfg, &db, &log);
+    srv = serve(&cfg, &db, &log, OP_TIMEOUT);
     // The restarted serve reads every agent again and settles what the first one sent; the
     // rollout stays paused: no second wave.
     let restarted = usp_common_now();

@@ -15,124 +15,21 @@
 
 #[path = "common/agentd.rs"]
 mod agentd;
+#[path = "common/fleet.rs"]
+mod fleet;
 #[path = "common/usp.rs"]
 mod usp_common;
 
 use std::fs;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentd::{App, World};
-use cpevisor_agent::lifecycle::config::AgentConfig;
-use cpevisor_agent::lifecycle::Agent;
-use cpevisor_agent::usp::config::{DeviceInfoConfig, Role};
-use cpevisor_agent::usp::file::{ControllerEntry, UspFile};
-use cpevisor_agent::usp::{self, session::Session};
-use cpevisor_usp::broker::{Identity, TestBroker};
-use cpevisor_usp::mqtt::{MqttSettings, UnknownFields};
+use cpevisor_usp::broker::TestBroker;
+use fleet::{query, serve, start_agent, wait_for, MemberSpec};
 use serde_json::{json, Value};
 
 const CTL_ID: &str = "self::serve-ctl";
-
-struct Member {
-    id: String,
-    agent: Arc<Agent>,
-    session: Session,
-}
-
-fn start_agent(
-    world: &World,
-    broker: &TestBroker,
-    cert: &Identity,
-    id: &str,
-    model: &str,
-    budget_mib: u32,
-) -> Member {
-    let dir = world.root.join("agents").join(id.replace(':', "_"));
-    fs::create_dir_all(&dir).unwrap();
-    let mut cfg = AgentConfig::load(&world.config).unwrap();
-    cfg.exec_envs[0].memory_budget_mib = budget_mib;
-    let agent = Arc::new(Agent::open(&dir, cfg).unwrap());
-    let file = UspFile {
-        mqtt: MqttSettings {
-            broker_host: broker.host().into(),
-            broker_port: Some(broker.port()),
-            ca_file: Some(broker.ca()),
-            cert_file: Some(cert.cert.clone()),
-            key_file: Some(cert.key.clone()),
-            server_name: None,
-            endpoint_id: id.into(),
-            topic: None,
-        },
-        controllers: vec![ControllerEntry {
-            endpoint_id: CTL_ID.into(),
-            topic: None,
-            role: Role::FullAccess,
-            identity: None,
-        }],
-        device_info: DeviceInfoConfig {
-            manufacturer: "acme".into(),
-            model_name: model.into(),
-            serial_number: id.into(),
-            ..DeviceInfoConfig::default()
-        },
-        keep_alive_s: 60,
-        max_record_bytes: None,
-        reboot_command: None,
-        websocket: None,
-        unknown: UnknownFields,
-    };
-    let session = usp::start(agent.clone(), &file, &dir).expect("session");
-    Member {
-        id: id.into(),
-        agent,
-        session,
-    }
-}
-
-/// The `serve` process, killed when dropped.
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(cfg: &Path, db: &Path, log: &Path) -> Serve {
-    let log = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Serve(
-        Command::new(usp_common::controller())
-            .args(["serve", "--config"])
-            .arg(cfg)
-            .arg("--db")
-            .arg(db)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("cpevisor-controller serve"),
-    )
-}
-
-/// `cpevisor-controller CMD --db DB --json`.
-fn query(db: &Path, cmd: &str) -> Value {
-    let (code, v, err) = usp_common::run_ctl([
-        cmd.as_ref(),
-        "--db".as_ref(),
-        db.as_os_str(),
-        "--json".as_ref(),
-    ]);
-    assert_eq!(code, 0, "{cmd}: {err}");
-    v
-}
 
 fn ops_of<'a>(ops: &'a Value, agent: &str) -> Vec<&'a Value> {
     ops["operations"]
@@ -154,19 +51,6 @@ fn has_app(agents: &Value, agent: &str, name: &str, version: &str) -> bool {
     })
 }
 
-fn wait_for(what: &str, secs: u64, log: &Path, mut done: impl FnMut() -> bool) -> f64 {
-    let t0 = Instant::now();
-    while !done() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(secs),
-            "{what}: not within {secs} s; serve's log:\n{}",
-            fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    t0.elapsed().as_secs_f64()
-}
-
 #[test]
 fn serve_places_converges_and_restarts_without_duplicates() {
     // Built (if stale) before any agent starts: a build under way starves the fleet's agents
@@ -185,14 +69,54 @@ fn serve_places_converges_and_restarts_without_duplicates() {
     let cfg = usp_common::ctl_config(&broker, &world.root, CTL_ID, true, json!({}));
     let db = world.root.join("fleet.db");
     let log = world.root.join("serve.log");
-    let mut ctl = serve(&cfg, &db, &log);
+    let mut ctl = serve(&cfg, &db, &log, &[]);
 
     let mut fleet = vec![
-        start_agent(&world, &broker, &agent_cert, "os::a-1", "cpe-a", 64),
-        start_agent(&world, &broker, &agent_cert, "os::a-2", "cpe-a", 64),
+        start_agent(
+            &world,
+            &broker,
+            &agent_cert,
+            CTL_ID,
+            &MemberSpec {
+                id: "os::a-1",
+                model: "cpe-a",
+                budget_mib: Some(64),
+            },
+        ),
+        start_agent(
+            &world,
+            &broker,
+            &agent_cert,
+            CTL_ID,
+            &MemberSpec {
+                id: "os::a-2",
+                model: "cpe-a",
+                budget_mib: Some(64),
+            },
+        ),
         // Too small for the app's 16 MiB: the agent refuses the install (7227).
-        start_agent(&world, &broker, &agent_cert, "os::a-small", "cpe-a", 8),
-        start_agent(&world, &broker, &agent_cert, "os::b-1", "cpe-b", 64),
+        start_agent(
+            &world,
+            &broker,
+            &agent_cert,
+            CTL_ID,
+            &MemberSpec {
+                id: "os::a-small",
+                model: "cpe-a",
+                budget_mib: Some(8),
+            },
+        ),
+        start_agent(
+            &world,
+            &broker,
+            &agent_cert,
+            CTL_ID,
+            &MemberSpec {
+                id: "os::b-1",
+                model: "cpe-b",
+                budget_mib: Some(64),
+            },
+        ),
     ];
     // Every agent announced itself and its inventory was read.
     wait_for("inventory of 4 agents", 60, &log, || {
@@ -289,9 +213,12 @@ fn serve_places_converges_and_restarts_without_duplicates() {
         &world,
         &broker,
         &agent_cert,
-        "os::a-late",
-        "cpe-a",
-        64,
+        CTL_ID,
+        &MemberSpec {
+            id: "os::a-late",
+            model: "cpe-a",
+            budget_mib: Some(64),
+        },
     ));
     let late = wait_for("svc on the late agent", 120, &log, || {
         has_app(&query(&db, "agents"), "os::a-late", "svc", "1.0")
@@ -304,7 +231,7 @@ fn serve_places_converges_and_restarts_without_duplicates() {
         .as_array()
         .unwrap()
         .len();
-    ctl = serve(&cfg, &db, &log);
+    ctl = serve(&cfg, &db, &log, &[]);
     // Its first sweep reads every agent again (its inventory time moves past the restart);
     // then several reconciliation passes run.
     let restarted = std::time::SystemTime::now()
