@@ -71,52 +71,29 @@ fn serve_places_converges_and_restarts_without_duplicates() {
     let log = world.root.join("serve.log");
     let mut ctl = serve(&cfg, &db, &log, &[]);
 
+    let join = |spec: &MemberSpec| start_agent(&world, &broker, &agent_cert, CTL_ID, spec);
     let mut fleet = vec![
-        start_agent(
-            &world,
-            &broker,
-            &agent_cert,
-            CTL_ID,
-            &MemberSpec {
-                id: "os::a-1",
-                model: "cpe-a",
-                budget_mib: Some(64),
-            },
-        ),
-        start_agent(
-            &world,
-            &broker,
-            &agent_cert,
-            CTL_ID,
-            &MemberSpec {
-                id: "os::a-2",
-                model: "cpe-a",
-                budget_mib: Some(64),
-            },
-        ),
+        join(&MemberSpec {
+            id: "os::a-1",
+            model: "cpe-a",
+            budget_mib: Some(64),
+        }),
+        join(&MemberSpec {
+            id: "os::a-2",
+            model: "cpe-a",
+            budget_mib: Some(64),
+        }),
         // Too small for the app's 16 MiB: the agent refuses the install (7227).
-        start_agent(
-            &world,
-            &broker,
-            &agent_cert,
-            CTL_ID,
-            &MemberSpec {
-                id: "os::a-small",
-                model: "cpe-a",
-                budget_mib: Some(8),
-            },
-        ),
-        start_agent(
-            &world,
-            &broker,
-            &agent_cert,
-            CTL_ID,
-            &MemberSpec {
-                id: "os::b-1",
-                model: "cpe-b",
-                budget_mib: Some(64),
-            },
-        ),
+        join(&MemberSpec {
+            id: "os::a-small",
+            model: "cpe-a",
+            budget_mib: Some(8),
+        }),
+        join(&MemberSpec {
+            id: "os::b-1",
+            model: "cpe-b",
+            budget_mib: Some(64),
+        }),
     ];
     // Every agent announced itself and its inventory was read.
     wait_for("inventory of 4 agents", 60, &log, || {
@@ -209,17 +186,11 @@ fn serve_places_converges_and_restarts_without_duplicates() {
     }
 
     // (b) an agent that was not there when the deployment was made converges when it connects.
-    fleet.push(start_agent(
-        &world,
-        &broker,
-        &agent_cert,
-        CTL_ID,
-        &MemberSpec {
-            id: "os::a-late",
-            model: "cpe-a",
-            budget_mib: Some(64),
-        },
-    ));
+    fleet.push(join(&MemberSpec {
+        id: "os::a-late",
+        model: "cpe-a",
+        budget_mib: Some(64),
+    }));
     let late = wait_for("svc on the late agent", 120, &log, || {
         has_app(&query(&db, "agents"), "os::a-late", "svc", "1.0")
     });

@@ -217,6 +217,37 @@ fn err(e: rusqlite::Error) -> String {
     format!("database: {e}")
 }
 
+/// In `tx`: the active deployment of `d.name` superseded, `d` recorded as the active one at
+/// `now`; its number.
+fn insert_deployment(
+    tx: &rusqlite::Transaction,
+    d: &NewDeployment,
+    now: i64,
+) -> Result<i64, String> {
+    let selector = serde_json::to_string(&d.selector).map_err(|e| e.to_string())?;
+    tx.execute(
+        "UPDATE deployments SET state = 'superseded' WHERE name = ?1 AND state = 'active'",
+        params![d.name],
+    )
+    .map_err(err)?;
+    tx.execute(
+        "INSERT INTO deployments (name, url, digest, version, selector, created, state,
+                                  memory_mib)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7)",
+        params![
+            d.name,
+            d.url,
+            d.digest,
+            d.version,
+            selector,
+            now,
+            opt_i64(d.memory_mib)
+        ],
+    )
+    .map_err(err)?;
+    Ok(tx.last_insert_rowid())
+}
+
 fn opt_i64(v: Option<u32>) -> Option<i64> {
     v.map(i64::from)
 }
@@ -518,29 +549,8 @@ impl Store {
 
     /// Records a deployment at `now`; an active one of the same name is superseded by it.
     pub fn add_deployment(&mut self, d: &NewDeployment, now: i64) -> Result<i64, String> {
-        let selector = serde_json::to_string(&d.selector).map_err(|e| e.to_string())?;
         let tx = self.conn.transaction().map_err(err)?;
-        tx.execute(
-            "UPDATE deployments SET state = 'superseded' WHERE name = ?1 AND state = 'active'",
-            params![d.name],
-        )
-        .map_err(err)?;
-        tx.execute(
-            "INSERT INTO deployments (name, url, digest, version, selector, created, state,
-                                      memory_mib)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7)",
-            params![
-                d.name,
-                d.url,
-                d.digest,
-                d.version,
-                selector,
-                now,
-                opt_i64(d.memory_mib)
-            ],
-        )
-        .map_err(err)?;
-        let id = tx.last_insert_rowid();
+        let id = insert_deployment(&tx, d, now)?;
         tx.commit().map_err(err)?;
         Ok(id)
     }

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::{err, opt_i64, NewDeployment, Store};
+use super::{err, insert_deployment, NewDeployment, Store};
 use crate::fleet::rollout::{LastOp, Rollout, RolloutState, Step, TargetState, TargetView};
 
 /// How a new rollout goes, counts resolved (a percentage of the targets made a count).
@@ -93,7 +93,6 @@ impl Store {
         targets: &[RolloutTarget],
         now: i64,
     ) -> Result<(i64, i64), String> {
-        let selector = serde_json::to_string(&d.selector).map_err(|e| e.to_string())?;
         let tx = self.conn.transaction().map_err(err)?;
         let previous: Option<i64> = tx
             .query_row(
@@ -103,27 +102,7 @@ impl Store {
             )
             .optional()
             .map_err(err)?;
-        tx.execute(
-            "UPDATE deployments SET state = 'superseded' WHERE name = ?1 AND state = 'active'",
-            params![d.name],
-        )
-        .map_err(err)?;
-        tx.execute(
-            "INSERT INTO deployments (name, url, digest, version, selector, created, state,
-                                      memory_mib)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7)",
-            params![
-                d.name,
-                d.url,
-                d.digest,
-                d.version,
-                selector,
-                now,
-                opt_i64(d.memory_mib)
-            ],
-        )
-        .map_err(err)?;
-        let dep = tx.last_insert_rowid();
+        let dep = insert_deployment(&tx, d, now)?;
         tx.execute(
             "INSERT INTO rollouts (deployment_id, previous_id, canary, wave_size, max_in_flight,
                                    max_failure_pct, state, created, updated)
