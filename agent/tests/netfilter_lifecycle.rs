@@ -116,11 +116,13 @@ fn rules_follow_the_app_and_conflicts_change_nothing() {
     assert_eq!(net["rules_active"], true, "{net}");
     assert_eq!(net["address"], "10.100.0.6");
 
-    // The same port for a second app: 7025 at install, nothing installed, rules unchanged.
+    // The same port for a second app: 7025 at install, before download, nothing installed,
+    // rules unchanged.
     let files = w.state_files();
     let (code, msg) = w.ctl_json(&["install", &url_b]).unwrap_err();
     assert_eq!(code, 7025, "{msg}");
     assert!(msg.contains("tcp port 8080 on the wan side"), "{msg}");
+    assert!(msg.contains("refused before download"), "{msg}");
     assert_eq!(w.list()["deployment_units"].as_array().unwrap().len(), 1);
     assert_eq!(ns.ruleset(), running);
     assert_eq!(w.state_files(), files);

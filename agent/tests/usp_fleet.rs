@@ -10,6 +10,8 @@
 
 #[path = "common/agentd.rs"]
 mod agentd;
+#[path = "common/fleet.rs"]
+mod fleet;
 #[path = "common/usp.rs"]
 mod usp_common;
 
@@ -17,17 +19,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentd::{App, World};
-use cpevisor_agent::lifecycle::config::AgentConfig;
-use cpevisor_agent::lifecycle::Agent;
-use cpevisor_agent::usp::config::{DeviceInfoConfig, Role};
-use cpevisor_agent::usp::file::{ControllerEntry, UspFile};
-use cpevisor_agent::usp::{self, session::Session};
 use cpevisor_usp::broker::{BrokerOptions, TestBroker};
-use cpevisor_usp::mqtt::{MqttSettings, UnknownFields};
+use fleet::{start_agent, Member, MemberSpec};
 use serde_json::{json, Value};
 
 const CTL_ID: &str = "self::fleet-ctl";
@@ -63,11 +59,6 @@ fn ctl_config(broker: &TestBroker, dir: &Path) -> PathBuf {
     )
     .unwrap();
     path
-}
-
-struct Member {
-    agent: Arc<Agent>,
-    session: Session,
 }
 
 fn sent(fleet: &[Member]) -> u64 {
@@ -118,37 +109,12 @@ fn one_controller_installs_an_app_on_a_fleet() {
     let mut ids = Vec::with_capacity(n);
     for i in 0..n {
         let id = format!("os::fleet-{i:04}");
-        let dir = world.root.join("agents").join(format!("{i:04}"));
-        fs::create_dir_all(&dir).unwrap();
-        let agent = Arc::new(Agent::open(&dir, AgentConfig::load(&world.config).unwrap()).unwrap());
-        let file = UspFile {
-            mqtt: MqttSettings {
-                broker_host: broker.host().into(),
-                broker_port: Some(broker.port()),
-                ca_file: Some(broker.ca()),
-                cert_file: Some(agent_cert.cert.clone()),
-                key_file: Some(agent_cert.key.clone()),
-                server_name: None,
-                endpoint_id: id.clone(),
-                topic: None,
-            },
-            controllers: vec![ControllerEntry {
-                endpoint_id: CTL_ID.into(),
-                topic: None,
-                role: Role::FullAccess,
-                // The fleet shares one client certificate: identity binding needs one per
-                // controller and the broker's USP ACL (tested in usp_identity.rs).
-                identity: None,
-            }],
-            device_info: DeviceInfoConfig::default(),
-            keep_alive_s: 60,
-            max_record_bytes: None,
-            reboot_command: None,
-            websocket: None,
-            unknown: UnknownFields,
+        let spec = MemberSpec {
+            id: &id,
+            model: "cpe-a",
+            budget_mib: None,
         };
-        let session = usp::start(agent.clone(), &file, &dir).expect("session");
-        fleet.push(Member { agent, session });
+        fleet.push(start_agent(&world, &broker, &agent_cert, CTL_ID, &spec));
         ids.push(id);
     }
     let deadline = Instant::now() + Duration::from_secs(120);

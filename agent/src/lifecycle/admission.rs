@@ -29,6 +29,12 @@ impl Agent {
         };
         self.fits_env(&spec, env)?;
         self.check_room(&spec, env, except, check_memory, None)
+            // Its network too (a malformed section, a router port another DU maps): checked
+            // again under the lock where the install commits.
+            .and_then(|()| {
+                let m = lock(&self.shared.model);
+                self.net_admit(&m.persisted, &spec, env, except)
+            })
             .map_err(|mut f| {
                 f.message.push_str(" (refused before download)");
                 f

@@ -72,6 +72,8 @@ pub fn start_agent(
             endpoint_id: ctl_id.into(),
             topic: None,
             role: Role::FullAccess,
+            // Fleets may share one client certificate: identity binding needs one per
+            // controller and the broker's USP ACL (tested in usp_identity.rs).
             identity: None,
         }],
         device_info: DeviceInfoConfig {
