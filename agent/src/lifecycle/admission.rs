@@ -4,7 +4,7 @@
 use super::config::{ExecEnvConfig, Runner};
 use super::packages::AppSpec;
 use super::state::PersistedState;
-use super::{admitted_mib, fault, Agent, OpResult};
+use super::{admitted_mib, fault, Agent, Model, OpResult};
 use crate::fault::FaultCode;
 use crate::supervise::lock;
 
@@ -61,6 +61,7 @@ impl Agent {
             disk_kib: spec_disk_kib(spec, package_bytes),
         };
         let m = lock(&self.shared.model);
+        let disk_left = disk_left.saturating_sub(pending_disk_kib(&m, &env.name));
         check_spec_room_in(&m.persisted, spec, need, env, disk_left, except)
     }
 
@@ -124,6 +125,16 @@ pub(super) fn spec_disk_kib(spec: &AppSpec, package_bytes: Option<u64>) -> u64 {
         (None, Some(bytes)) => bytes.div_ceil(1024),
         (None, None) => 0,
     }
+}
+
+/// The flash of ExecEnv `env` held by installs admitted and not yet committed, KiB: taken for
+/// every other admission (their files are on flash, but not yet in the model that
+/// `disk::available_kib` measures).
+pub(super) fn pending_disk_kib(m: &Model, env: &str) -> u64 {
+    m.pending_disk
+        .values()
+        .filter(|(e, _)| e == env)
+        .fold(0u64, |sum, (_, kib)| sum.saturating_add(*kib))
 }
 
 /// [`check_room_in`] for a package's `spec` in `env`, the message naming its name and version.

@@ -175,6 +175,8 @@ impl Agent {
             });
             m.persisted.eus.push(eu);
             m.transient.remove(&uuid);
+            // In the model now: measured with the other DUs from here.
+            m.pending_disk.remove(&uuid);
             self.files.save_state(&m.persisted).inspect_err(|_| {
                 m.persisted.dus.retain(|r| r.du.uuid != uuid);
                 m.persisted.eus.retain(|e| e.du_uuid != uuid);
@@ -192,6 +194,7 @@ impl Agent {
         // `j.uuid` is set once the DU was reserved by this operation, never before.
         if !j.uuid.is_empty() {
             m.transient.remove(&j.uuid);
+            m.pending_disk.remove(&j.uuid);
         }
         let committed = m
             .persisted

@@ -86,6 +86,10 @@ struct Model {
     /// DU status while an operation runs (Installing/Updating/Uninstalling are not persisted:
     /// the journal says what was in flight).
     transient: HashMap<String, DuStatus>,
+    /// The flash of installs admitted and not yet committed (DU UUID -> ExecEnv, KiB): their
+    /// files are not in `persisted`, so without this two installs running at once could each
+    /// be admitted into the same last free flash (`admission::pending_disk_kib`).
+    pending_disk: HashMap<String, (String, u64)>,
 }
 
 struct Shared {
@@ -179,6 +183,7 @@ impl Agent {
             model: Mutex::new(Model {
                 persisted,
                 transient: HashMap::new(),
+                pending_disk: HashMap::new(),
             }),
             events: EventLog::new(),
         });

@@ -3,7 +3,7 @@
 //! operations on other DUs run), its journal entry, and unpacking for the reserved DU (rootfs
 //! extracted for a jail, a private data disk for a microVM).
 
-use super::admission::{check_spec_room_in, Need};
+use super::admission::{check_spec_room_in, pending_disk_kib, Need};
 use super::config::{ExecEnvConfig, Runner};
 use super::packages::{AppSpec, CheckedPackage, InstalledFiles};
 use super::state::{DuRecord, Journal};
@@ -76,8 +76,11 @@ impl Agent {
             ));
         }
         self.fits_env(spec, env)?;
+        let disk_left_kib = disk_left_kib.saturating_sub(pending_disk_kib(&m, &env.name));
         check_spec_room_in(&m.persisted, spec, need, env, disk_left_kib, None)?;
         m.transient.insert(uuid.to_string(), DuStatus::Installing);
+        m.pending_disk
+            .insert(uuid.to_string(), (env.name.clone(), need.disk_kib));
         Ok(())
     }
 
@@ -186,4 +189,57 @@ fn too_small(spec: &AppSpec, taken_kib: u64) -> Fault {
             spec.disk_mib.unwrap_or(0)
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::config::AgentConfig;
+    use crate::model::ExecEnvType;
+    use crate::package::config::AppConfig;
+
+    fn spec(name: &str, disk_mib: u32) -> AppSpec {
+        let c: AppConfig = serde_json::from_value(serde_json::json!({
+            "name": name, "version": "1.0", "vendor": "t", "arch": "x86_64",
+            "backends": ["jail"], "memory_mib": 8, "vcpus": 1, "command": ["/bin/true"],
+            "disk_mib": disk_mib
+        }))
+        .unwrap();
+        AppSpec::from_config(&c)
+    }
+
+    /// Two installs at once: the second is admitted while the first's files are on flash but
+    /// not yet in the model, so only the first's pending reservation can refuse it.
+    #[test]
+    fn an_install_between_admission_and_commit_holds_its_flash() {
+        let dir = std::env::temp_dir().join(format!("cpv-pending-disk-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut cfg = AgentConfig::single("jail0", ExecEnvType::Jail, "x86_64", 64);
+        cfg.exec_envs[0].disk_budget_mib = Some(100);
+        let agent = Agent::open(&dir, cfg.clone()).unwrap();
+        let env = &cfg.exec_envs[0];
+        let need = |mib: u64| Need {
+            memory_mib: 8,
+            disk_kib: mib * 1024,
+        };
+        let left = agent.disk_left_kib(env, None);
+        agent
+            .reserve_install("du-a", &spec("a", 60), env, need(60), left)
+            .unwrap();
+        let f = agent
+            .reserve_install("du-b", &spec("b", 60), env, need(60), left)
+            .unwrap_err();
+        assert_eq!(f.code, FaultCode::SystemResourcesExceeded, "{f}");
+        assert!(f.message.contains("b 1.0"), "{f}");
+        // What fits beside the first is admitted, before download as well.
+        agent
+            .reserve_install("du-c", &spec("c", 30), env, need(30), left)
+            .unwrap();
+        let f = agent
+            .check_room(&spec("d", 20), env, None, false, None)
+            .unwrap_err();
+        assert_eq!(f.code, FaultCode::SystemResourcesExceeded, "{f}");
+        agent.shutdown();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -89,6 +89,10 @@ def main():
     p.add_argument("--log")
     args = p.parse_args()
     drops_left = args.drop_count
+    # socketserver listens with a backlog of 5: the fleet test's 200 agents connecting at once
+    # overflowed it, and the dropped SYNs were retried after 1, 3, 7, 15, 31 s, which read as
+    # a server sending nothing for 30 s (the agent's rate floor then refused the download).
+    http.server.ThreadingHTTPServer.request_queue_size = 1024
     server = http.server.ThreadingHTTPServer((args.bind, args.port), Handler)
     if args.cert:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
