@@ -251,7 +251,16 @@ fn serve_places_converges_and_restarts_without_duplicates() {
         size("-wal"),
         fleet.len()
     );
-    drop(ctl);
+    // SIGTERM: serve stops by itself, nothing in flight, exit 0.
+    assert_eq!(
+        ctl.terminate(20),
+        Some(0),
+        "serve's log:\n{}",
+        fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(fs::read_to_string(&log)
+        .unwrap()
+        .contains("stopped, 0 operations left in flight"));
     for m in fleet {
         m.session.stop();
         m.agent.shutdown();

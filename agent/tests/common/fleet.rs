@@ -106,6 +106,24 @@ impl Drop for Serve {
     }
 }
 
+impl Serve {
+    /// SIGTERM, then waits up to `secs` for serve to exit; its exit code (None: still running
+    /// then, and killed).
+    pub fn terminate(mut self, secs: u64) -> Option<i32> {
+        let pid = self.0.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.0.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
 /// `cpevisor-controller serve --config CFG --db DB EXTRA...`, its log appended to `log`.
 pub fn serve(cfg: &Path, db: &Path, log: &Path, extra: &[&str]) -> Serve {
     let log = fs::OpenOptions::new()

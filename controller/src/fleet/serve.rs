@@ -11,6 +11,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::engine::{JobSet, Op, Outcome};
@@ -87,11 +89,48 @@ struct Service {
     kinds: HashMap<String, Kind>,
     wanted: BTreeSet<String>,
     ops_in_flight: usize,
+    /// Raised by SIGTERM or SIGINT.
+    stop: Arc<AtomicBool>,
 }
 
-/// Runs the service until the connection cannot be made or the database fails; returns the
-/// exit code (2 for either).
+/// How long a stopping serve waits for its operations in flight; what is still out then stays
+/// in the journal, and the next serve resolves it from the agent's inventory.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// SIGTERM and SIGINT ask serve to stop: blocked in this thread (and so in every thread spawned
+/// after it) and taken by one thread waiting for them, which raises the flag.
+fn stop_on_signals() -> Result<Arc<AtomicBool>, String> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set.thread_block()
+        .map_err(|e| format!("blocking SIGTERM and SIGINT: {e}"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Ok(sig) = set.wait() {
+                note!("{sig} received: stopping");
+                flag.store(true, Ordering::Relaxed);
+            }
+        })
+        .map_err(|e| format!("signal thread: {e}"))?;
+    Ok(stop)
+}
+
+/// Runs the service until SIGTERM or SIGINT (exit code 0, after the operations in flight end
+/// or [`STOP_GRACE`]) or until the connection cannot be made or the database fails (2).
 pub fn serve(config: &CtlConfig, opts: ServeOptions) -> i32 {
+    // Before any thread is spawned: they inherit the blocked mask.
+    let stop = match stop_on_signals() {
+        Ok(s) => s,
+        Err(e) => {
+            note!("{e}");
+            return 2;
+        }
+    };
     let store = match Store::open(&opts.db) {
         Ok(s) => s,
         Err(e) => {
@@ -120,6 +159,7 @@ pub fn serve(config: &CtlConfig, opts: ServeOptions) -> i32 {
         kinds: HashMap::new(),
         wanted: BTreeSet::new(),
         ops_in_flight: 0,
+        stop,
     };
     match svc.run(&mut conn) {
         Ok(()) => 0,
@@ -137,6 +177,7 @@ impl Service {
         let mut first_sweep = true;
         let mut next_sweep = Instant::now();
         let mut next_pass = Instant::now();
+        let mut stopping: Option<Instant> = None;
         loop {
             let ctl = &mut conn.controller;
             for o in ctl.pump(&mut self.set, Duration::from_millis(200)) {
@@ -171,6 +212,18 @@ impl Service {
                     }
                 }
                 next_sweep = Instant::now() + Duration::from_secs(1);
+            }
+            if self.stop.load(Ordering::Relaxed) {
+                // Nothing new is started; results of what is out are still taken above.
+                let deadline = *stopping.get_or_insert_with(|| Instant::now() + STOP_GRACE);
+                if self.ops_in_flight == 0 || Instant::now() >= deadline {
+                    note!(
+                        "stopped, {} operations left in flight (the next serve resolves them)",
+                        self.ops_in_flight
+                    );
+                    return Ok(());
+                }
+                continue;
             }
             self.start_gets(ctl);
             if Instant::now() >= next_pass {
