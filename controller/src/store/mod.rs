@@ -636,10 +636,22 @@ impl Store {
         kind: &str,
         now: i64,
     ) -> Result<Option<i64>, String> {
+        self.insert_op(agent, deployment, kind, now, None)
+    }
+
+    /// [`Store::begin_op`] with the operation's `purpose` (NULL or `rollback`).
+    fn insert_op(
+        &self,
+        agent: &str,
+        deployment: i64,
+        kind: &str,
+        now: i64,
+        purpose: Option<&str>,
+    ) -> Result<Option<i64>, String> {
         match self.conn.execute(
-            "INSERT INTO operations (endpoint_id, deployment_id, kind, state, created)
-             VALUES (?1, ?2, ?3, 'sent', ?4)",
-            params![agent, deployment, kind, now],
+            "INSERT INTO operations (endpoint_id, deployment_id, kind, state, created, purpose)
+             VALUES (?1, ?2, ?3, 'sent', ?4, ?5)",
+            params![agent, deployment, kind, now, purpose],
         ) {
             Ok(_) => Ok(Some(self.conn.last_insert_rowid())),
             Err(rusqlite::Error::SqliteFailure(e, _))

@@ -415,18 +415,6 @@ impl Store {
         kind: &str,
         now: i64,
     ) -> Result<Option<i64>, String> {
-        match self.conn.execute(
-            "INSERT INTO operations (endpoint_id, deployment_id, kind, state, created, purpose)
-             VALUES (?1, ?2, ?3, 'sent', ?4, 'rollback')",
-            params![agent, deployment, kind, now],
-        ) {
-            Ok(_) => Ok(Some(self.conn.last_insert_rowid())),
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(err(e)),
-        }
+        self.insert_op(agent, deployment, kind, now, Some("rollback"))
     }
 }
