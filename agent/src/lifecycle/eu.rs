@@ -83,8 +83,11 @@ impl Agent {
             .store
             .app_dir(&data_id(&rec.du.uuid))
             .map_err(StartEuError::DataDir)?;
+        let run_dir = crate::supervise::rundir::eu_dir(&self.run_dir, &eu.eu_id)
+            .map_err(StartEuError::RunDir)?;
         // The rules before the app: its first packets already find them. Refused (a port
-        // another app holds, no nft): the app does not start.
+        // another app holds, no nft): the app does not start. Nothing fallible comes between
+        // them and the start but the start, which takes them back when it fails.
         self.net_start(rec, &eu.eu_id, &eu.exec_env)
             .map_err(StartEuError::Network)?;
         let spec = LaunchSpec {
@@ -99,8 +102,7 @@ impl Agent {
             vcpus: rec.spec.vcpus,
             data_dir,
             app_dir: rec.files.app_dir.clone(),
-            run_dir: crate::supervise::rundir::eu_dir(&self.run_dir, &eu.eu_id)
-                .map_err(StartEuError::RunDir)?,
+            run_dir,
             tap: None,
             rootfs: rec.files.rootfs.clone(),
             cgroup: None,
