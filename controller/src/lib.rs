@@ -6,7 +6,8 @@
 //! table or JSON. The exit code is 1 when any agent failed, 2 when the command line or the
 //! broker was the problem. It lives outside the agent's crate so routers do not carry it
 //! (issue 13). `fleet` is the long-running service (`serve`: inventory, deployments,
-//! reconciliation) over the database in `store`; rollouts come next, see README.md.
+//! reconciliation, rollouts: `fleet::rollout` decides, `store::rollouts` keeps them) over the
+//! database in `store`; see README.md.
 //!
 //! Split by concern: `cli` (flags and commands), `config` (connection settings), `roster`,
 //! `connection` (MQTT or WebSocket under the engine), `engine` (the requests and what answers
