@@ -1,55 +1,9 @@
 #!/usr/bin/env bash
 # The DNS filter app's server: Debian's dnsmasq (package dnsmasq-base) for one architecture with
 # its shared-library closure, as a tree that `cpevisor-rootfs jail-app|guest --app dns-filter
-# --tree DIR` puts into the app's root file system.
+# --tree DIR` puts into the app's root file system (scripts/debian-tree.sh says what DIR holds).
 #
 #   scripts/dns-filter-tree.sh ARCH    ARCH: aarch64 armv7 mipsel mips64el x86_64; prints DIR
-#
-# DIR = $CACHE/apps/dns-filter/<debian arch>-<12 hex>, the hex from the sha256 of the package
-# list (name=version of dnsmasq-base and each library package), so a new version of any of them
-# makes a new tree and an unchanged set reuses the old one. It holds:
-#   tree/usr/sbin/dnsmasq, tree/<lib dirs>/<soname> (the ELF NEEDED closure, symlinks resolved to
-#   plain files) and the program interpreter at its absolute path (PT_INTERP)
-#   packages   name=version of every package unpacked (the cache key's input)
-#   sizes      bytes of the binary and of the whole tree
-# The packages come from the project's private apt view (scripts/lib/apt-view.sh), unpacked once
-# into $CACHE/apps/dnsmasq-base-<debian arch>/.
 set -euo pipefail
-CACHE=${CPEVISOR_CACHE:-$HOME/.cache/cpevisor}
-# Bounds on what the package walk and the closure may pull (dnsmasq-base needs ~20 of each).
-MAX_PACKAGES=60
-MAX_LIBS=60
-log() { printf 'dns-filter-tree: %s\n' "$*" >&2; }
-# shellcheck source=lib/apt-view.sh
-source "$(dirname "$0")/lib/apt-view.sh"
-
-[ $# -eq 1 ] || { log "usage: $0 ARCH (aarch64, armv7, mipsel, mips64el or x86_64)"; exit 2; }
-# The jail's and package's arch name -> Debian's arch and its multiarch library directory.
-case $1 in
-  aarch64) arch=arm64 triplet=aarch64-linux-gnu ;;
-  armv7) arch=armhf triplet=arm-linux-gnueabihf ;;
-  mipsel) arch=mipsel triplet=mipsel-linux-gnu ;;
-  mips64el) arch=mips64el triplet=mips64el-linux-gnuabi64 ;;
-  x86_64) arch=amd64 triplet=x86_64-linux-gnu ;;
-  *) log "arch $1: expected aarch64, armv7, mipsel, mips64el or x86_64"; exit 2 ;;
-esac
-
-apt_view
-SRC=$CACHE/apps/dnsmasq-base-$arch
-unpack_with_libs dnsmasq-base "$arch" "$SRC" $MAX_PACKAGES
-key=$(sha256sum "$SRC/packages" | cut -c1-12)
-DIR=$CACHE/apps/dns-filter/$arch-$key
-if [ ! -s "$DIR/sizes" ]; then
-  rm -rf "$DIR.tmp" && mkdir -p "$DIR.tmp/tree"
-  copy_with_libs "$SRC/root" usr/sbin/dnsmasq "$DIR.tmp/tree" $MAX_LIBS \
-    "lib/$triplet" "usr/lib/$triplet" lib usr/lib
-  cp "$SRC/packages" "$DIR.tmp/packages"
-  {
-    echo "dnsmasq_bytes=$(stat -c %s "$DIR.tmp/tree/usr/sbin/dnsmasq")"
-    echo "tree_bytes=$(find "$DIR.tmp/tree" -type f -exec stat -c %s {} + | awk '{s += $1} END {print s}')"
-    echo "shared_objects=$COPIED_LIBS"
-  } > "$DIR.tmp/sizes"
-  rm -rf "$DIR" && mv "$DIR.tmp" "$DIR"
-  log "dnsmasq $(cat "$SRC/version") for $arch: $(tr '\n' ' ' < "$DIR/sizes")"
-fi
-echo "$DIR"
+[ $# -eq 1 ] || { echo "usage: $0 ARCH (aarch64, armv7, mipsel, mips64el or x86_64)" >&2; exit 2; }
+exec bash "$(dirname "$0")/debian-tree.sh" dns-filter dnsmasq-base usr/sbin/dnsmasq "$1"

@@ -38,6 +38,51 @@ pub struct Board {
     /// How QEMU emulates the board; required for emulated boards, absent on hardware boards.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qemu: Option<Qemu>,
+    /// The router's two sides, where the board has them: apps' port mappings and DNS
+    /// interception listen there (the agent's `wan_interface` and `lan_interface`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Network>,
+}
+
+/// A router's internet and home sides, as OpenWrt names them: the WAN interface, and the LAN
+/// bridge with its ports and the router's address on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// The internet side (`eth0`, `wan`).
+    pub wan: String,
+    /// The home side: the LAN bridge (`br-lan`), which the firmware creates.
+    pub lan: String,
+    /// The LAN ports the firmware puts into the bridge (`eth1`; `lan1`..`lan4` on a DSA
+    /// switch). On an emulated board each is a NIC of its own on a QEMU user network that
+    /// stands in for the home, its host side the LAN client.
+    #[serde(default)]
+    pub lan_ports: Vec<String>,
+    /// The router's address on the LAN, with its prefix (`192.168.1.1/24`).
+    pub lan_address: String,
+}
+
+impl Network {
+    /// `lan_address` as an address and a prefix length (8 to 30: a home network with room for
+    /// the router and a client), or why it is not one.
+    pub fn lan_address(&self) -> Result<(std::net::Ipv4Addr, u8), String> {
+        let text = &self.lan_address;
+        let bad =
+            || format!("`{text}` is not an IPv4 address with a prefix of 8 to 30 (192.168.1.1/24)");
+        let (addr, prefix) = text.split_once('/').ok_or_else(bad)?;
+        let addr: std::net::Ipv4Addr = addr.parse().map_err(|_| bad())?;
+        let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+        if !(8..=30).contains(&prefix) {
+            return Err(bad());
+        }
+        let host = u32::from(addr) & (u32::MAX >> prefix);
+        if host == 0 || host == u32::MAX >> prefix {
+            return Err(format!(
+                "`{text}`: the network or broadcast address, not a host's"
+            ));
+        }
+        Ok((addr, prefix))
+    }
 }
 
 /// Whether a profile describes an emulated board or a real device.

@@ -13,13 +13,21 @@ pub const MAX_APPEND_EXTRA: usize = 1024;
 impl Board {
     /// The full QEMU argv (binary first) that boots `kernel` + `initrd` on this board with the
     /// console on stdio and user networking forwarding `127.0.0.1:host` to the board's `guest`
-    /// TCP port for each `(host, guest)` in `hostfwd`.
+    /// TCP port (its WAN side) for each `(host, guest)` in `hostfwd`.
+    ///
+    /// A board whose profile has `[network]` LAN ports gets one more NIC per port, each on a
+    /// user network of its own that stands in for the home; the host is the LAN client there,
+    /// and `lan_udp` forwards `127.0.0.1:host` UDP to the router's LAN address, port `guest`, on
+    /// the first of them (a client's DNS query). Not `restrict=on`: libslirp's restricted mode
+    /// drops the guest's UDP, the replies to those forwards included (seen: the router sent
+    /// every answer, none reached the host). The board routes only the LAN's own subnet there.
     pub fn qemu_command(
         &self,
         kernel: &Path,
         initrd: &Path,
         append_extra: &str,
         hostfwd: &[(u16, u16)],
+        lan_udp: &[(u16, u16)],
     ) -> Result<Vec<String>, BoardError> {
         let qemu = self.qemu.as_ref().ok_or_else(|| BoardError::NotEmulated {
             board: self.name.clone(),
@@ -39,6 +47,7 @@ impl Board {
             ));
         }
         let netdev = netdev_arg(hostfwd)?;
+        let lan = self.lan_netdevs(lan_udp)?;
 
         let mut append = format!("console={} panic=-1", self.serial);
         let extra = append_extra.trim();
@@ -70,8 +79,54 @@ impl Board {
             "-device".into(),
             format!("{},netdev=n0", qemu.nic),
         ];
+        for (i, netdev) in lan.into_iter().enumerate() {
+            let id = format!("lan{i}");
+            argv.extend([
+                "-netdev".into(),
+                format!("user,id={id},{netdev}"),
+                "-device".into(),
+                format!("{},netdev={id}", qemu.nic),
+            ]);
+        }
         argv.extend(qemu.extra_args.iter().cloned());
         Ok(argv)
+    }
+}
+
+impl Board {
+    /// The options of each LAN port's user network (after `user,id=..,`): the LAN's subnet,
+    /// the host's address in it (the first host address that is not the router's), and on the
+    /// first port the UDP forwards to the router's LAN address.
+    fn lan_netdevs(&self, lan_udp: &[(u16, u16)]) -> Result<Vec<String>, BoardError> {
+        let Some(network) = self.network.as_ref().filter(|n| !n.lan_ports.is_empty()) else {
+            if lan_udp.is_empty() {
+                return Ok(Vec::new());
+            }
+            return Err(BoardError::argument(
+                "lan_udp",
+                format!("board {} has no LAN port to forward to", self.name),
+            ));
+        };
+        let (router, prefix) = network
+            .lan_address()
+            .map_err(|m| BoardError::argument("network.lan_address", m))?;
+        let net = u32::from(router) & !(u32::MAX >> prefix);
+        let client = if net + 1 == u32::from(router) {
+            net + 2
+        } else {
+            net + 1
+        };
+        let net = std::net::Ipv4Addr::from(net);
+        let client = std::net::Ipv4Addr::from(client);
+        check_forwards("lan_udp", lan_udp)?;
+        let mut first = format!("net={net}/{prefix},host={client}");
+        for &(host, guest) in lan_udp {
+            first.push_str(&format!(",hostfwd=udp:127.0.0.1:{host}-{router}:{guest}"));
+        }
+        let rest = format!("net={net}/{prefix},host={client}");
+        let mut all = vec![first];
+        all.extend(std::iter::repeat_n(rest, network.lan_ports.len() - 1));
+        Ok(all)
     }
 }
 
@@ -88,29 +143,37 @@ fn path_arg(what: &str, path: &Path) -> Result<String, BoardError> {
 /// `user,id=n0,hostfwd=tcp:127.0.0.1:H-:G,...`: forwards bind to loopback only, so a test board
 /// is never reachable from the network.
 fn netdev_arg(hostfwd: &[(u16, u16)]) -> Result<String, BoardError> {
-    if hostfwd.len() > MAX_HOST_FORWARDS {
-        return Err(BoardError::argument(
-            "hostfwd",
-            format!("{} forwards, at most {MAX_HOST_FORWARDS}", hostfwd.len()),
-        ));
-    }
+    check_forwards("hostfwd", hostfwd)?;
     let mut netdev = String::from("user,id=n0");
-    for (i, &(host, guest)) in hostfwd.iter().enumerate() {
-        if host == 0 || guest == 0 {
-            return Err(BoardError::argument(
-                "hostfwd",
-                format!("{host}:{guest}: port 0 cannot be forwarded"),
-            ));
-        }
-        if hostfwd[..i].iter().any(|&(h, _)| h == host) {
-            return Err(BoardError::argument(
-                "hostfwd",
-                format!("host port {host} is forwarded twice"),
-            ));
-        }
+    for &(host, guest) in hostfwd {
         netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
     }
     Ok(netdev)
+}
+
+/// At most [`MAX_HOST_FORWARDS`], no port 0, no host port twice.
+fn check_forwards(what: &str, forwards: &[(u16, u16)]) -> Result<(), BoardError> {
+    if forwards.len() > MAX_HOST_FORWARDS {
+        return Err(BoardError::argument(
+            what,
+            format!("{} forwards, at most {MAX_HOST_FORWARDS}", forwards.len()),
+        ));
+    }
+    for (i, &(host, guest)) in forwards.iter().enumerate() {
+        if host == 0 || guest == 0 {
+            return Err(BoardError::argument(
+                what,
+                format!("{host}:{guest}: port 0 cannot be forwarded"),
+            ));
+        }
+        if forwards[..i].iter().any(|&(h, _)| h == host) {
+            return Err(BoardError::argument(
+                what,
+                format!("host port {host} is forwarded twice"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Quotes one argument for a POSIX shell: plain words stay as they are, anything else goes in

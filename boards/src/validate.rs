@@ -2,7 +2,9 @@
 //! the memory split fits in RAM, and an emulated board carries what is needed to boot it.
 
 use crate::error::BoardError;
-use crate::profile::{Arch, Board, BoardKind, InterruptController, Isolation, Kernel, Qemu};
+use crate::profile::{
+    Arch, Board, BoardKind, InterruptController, Isolation, Kernel, Network, Qemu,
+};
 use std::path::Path;
 
 /// Upper bounds on list sizes and numbers, so a mistyped profile fails instead of building
@@ -58,6 +60,9 @@ pub fn validate(board: &Board, file: &Path) -> Result<(), BoardError> {
     }
 
     check_memory(board).map_err(|(field, m)| err(field, m))?;
+    if let Some(network) = &board.network {
+        check_network(network).map_err(|(field, m)| err(&format!("network.{field}"), m))?;
+    }
 
     if board.isolation == Isolation::Kvm && !arch.has_kvm() {
         return Err(err(
@@ -205,6 +210,54 @@ fn check_memory(board: &Board) -> Result<(), (&'static str, String)> {
                 m.host_reserved_mib
             ),
         ));
+    }
+    Ok(())
+}
+
+/// Most LAN ports a profile lists (a DSA switch has 4 to 8).
+const MAX_LAN_PORTS: usize = 16;
+
+fn check_network(network: &Network) -> Result<(), (String, String)> {
+    let ifname = |field: String, name: &str| {
+        check_ifname(name).map_err(|m| (field, format!("`{name}`: {m}")))
+    };
+    ifname("wan".into(), &network.wan)?;
+    ifname("lan".into(), &network.lan)?;
+    if network.wan == network.lan {
+        return Err((
+            "lan".into(),
+            format!("`{}` is also the wan side", network.lan),
+        ));
+    }
+    if network.lan_ports.len() > MAX_LAN_PORTS {
+        return Err((
+            "lan_ports".into(),
+            format!("{} ports, at most {MAX_LAN_PORTS}", network.lan_ports.len()),
+        ));
+    }
+    for (i, port) in network.lan_ports.iter().enumerate() {
+        ifname(format!("lan_ports[{i}]"), port)?;
+        if *port == network.wan || *port == network.lan || network.lan_ports[..i].contains(port) {
+            return Err((
+                format!("lan_ports[{i}]"),
+                format!("`{port}` is named twice (as wan, lan or another port)"),
+            ));
+        }
+    }
+    network
+        .lan_address()
+        .map_err(|m| ("lan_address".into(), m))?;
+    Ok(())
+}
+
+/// Linux interface names as the agent accepts them (the types crate's `IfName` rule: 1-15 of
+/// `[A-Za-z0-9._-]`), checked here without the dependency.
+fn check_ifname(name: &str) -> Result<(), String> {
+    let plain = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if name.is_empty() || name.len() > 15 || !plain || name == "." || name == ".." {
+        return Err("not an interface name (1-15 of A-Z, a-z, 0-9, '.', '_', '-')".into());
     }
     Ok(())
 }

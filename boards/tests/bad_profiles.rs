@@ -328,3 +328,38 @@ fn missing_file_names_the_file() {
         .to_string();
     assert!(msg.contains("absent.toml"), "{msg}");
 }
+
+#[test]
+fn bad_router_networks() {
+    let malta = shipped_text("qemu-malta-mipsel");
+    for (line, replacement, field, says) in [
+        ("wan =", "wan = \"eth0/1\"", "network.wan", "interface name"),
+        (
+            "lan =",
+            "lan = \"eth0\"",
+            "network.lan",
+            "also the wan side",
+        ),
+        (
+            "lan_ports =",
+            "lan_ports = [\"eth1\", \"eth1\"]",
+            "network.lan_ports[1]",
+            "named twice",
+        ),
+        (
+            "lan_address =",
+            "lan_address = \"192.168.1.1\"",
+            "network.lan_address",
+            "prefix",
+        ),
+        (
+            "lan_address =",
+            "lan_address = \"192.168.1.0/24\"",
+            "network.lan_address",
+            "network or broadcast",
+        ),
+    ] {
+        let msg = load_error(&replace_line(&malta, line, replacement), field);
+        assert!(msg.contains(says), "{msg}");
+    }
+}

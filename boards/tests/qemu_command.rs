@@ -19,6 +19,7 @@ fn default_board_command_line() {
             Path::new("/out/initramfs.cpio.gz"),
             "quiet rdinit=/init",
             &[(2222, 22), (18080, 8080)],
+            &[],
         )
         .unwrap();
     let expected = [
@@ -50,7 +51,7 @@ fn default_board_command_line() {
 #[test]
 fn no_forwards_and_no_extra_append() {
     let argv = default_board()
-        .qemu_command(Path::new("k"), Path::new("i"), "  ", &[])
+        .qemu_command(Path::new("k"), Path::new("i"), "  ", &[], &[])
         .unwrap();
     let append = argv.iter().position(|a| a == "-append").unwrap();
     assert_eq!(argv[append + 1], "console=ttyAMA0 panic=-1");
@@ -79,7 +80,7 @@ fn each_emulated_board_uses_its_serial_and_nic() {
     ] {
         let board = Board::by_name_in(&shipped_dir(), name).unwrap();
         let argv = board
-            .qemu_command(Path::new("k"), Path::new("i"), "", &[])
+            .qemu_command(Path::new("k"), Path::new("i"), "", &[], &[])
             .unwrap();
         assert_eq!(argv[0], board.cpu.arch.qemu_binary(), "{name}");
         assert!(
@@ -94,7 +95,7 @@ fn each_emulated_board_uses_its_serial_and_nic() {
 fn hardware_board_has_no_qemu_command() {
     let board = Board::by_name_in(&shipped_dir(), "bpi-r3").unwrap();
     let err = board
-        .qemu_command(Path::new("k"), Path::new("i"), "", &[])
+        .qemu_command(Path::new("k"), Path::new("i"), "", &[], &[])
         .unwrap_err();
     assert!(matches!(err, BoardError::NotEmulated { .. }), "{err:?}");
     assert!(err.to_string().contains("bpi-r3"));
@@ -105,14 +106,16 @@ fn bad_arguments_are_refused() {
     let board = default_board();
     let k = Path::new("k");
     let i = Path::new("i");
-    assert!(board.qemu_command(k, i, "a\nb", &[]).is_err());
-    assert!(board.qemu_command(k, i, &"x".repeat(5000), &[]).is_err());
-    assert!(board.qemu_command(k, i, "", &[(0, 22)]).is_err());
-    assert!(board.qemu_command(k, i, "", &[(22, 0)]).is_err());
+    assert!(board.qemu_command(k, i, "a\nb", &[], &[]).is_err());
     assert!(board
-        .qemu_command(k, i, "", &[(2222, 22), (2222, 80)])
+        .qemu_command(k, i, &"x".repeat(5000), &[], &[])
         .is_err());
-    assert!(board.qemu_command(Path::new(""), i, "", &[]).is_err());
+    assert!(board.qemu_command(k, i, "", &[(0, 22)], &[]).is_err());
+    assert!(board.qemu_command(k, i, "", &[(22, 0)], &[]).is_err());
+    assert!(board
+        .qemu_command(k, i, "", &[(2222, 22), (2222, 80)], &[])
+        .is_err());
+    assert!(board.qemu_command(Path::new(""), i, "", &[], &[]).is_err());
 }
 
 #[test]
@@ -257,4 +260,38 @@ fn tool_check_names_the_bad_profile() {
     let (code, _, err) = tool(&empty, &["check"]);
     assert_eq!(code, 1);
     assert!(err.contains("no board profiles"), "{err}");
+}
+
+#[test]
+fn a_router_board_gets_a_lan_nic_whose_host_is_the_lan_client() {
+    let board = Board::by_name_in(&shipped_dir(), "qemu-malta-mipsel").unwrap();
+    let argv = board
+        .qemu_command(
+            Path::new("k"),
+            Path::new("i"),
+            "",
+            &[(2222, 22)],
+            &[(5353, 53)],
+        )
+        .unwrap();
+    let joined = argv.join(" ");
+    assert!(
+        joined.contains(
+            "-netdev user,id=lan0,net=192.168.1.0/24,host=192.168.1.2,\
+             hostfwd=udp:127.0.0.1:5353-192.168.1.1:53 -device pcnet,romfile=,netdev=lan0"
+        ),
+        "{joined}"
+    );
+    // The WAN side is as before; a board without LAN ports has nothing to forward to.
+    assert!(
+        joined.contains("user,id=n0,hostfwd=tcp:127.0.0.1:2222-:22"),
+        "{joined}"
+    );
+    let err = default_board()
+        .qemu_command(Path::new("k"), Path::new("i"), "", &[], &[(5353, 53)])
+        .unwrap_err();
+    assert!(err.to_string().contains("no LAN port"), "{err}");
+    assert!(board
+        .qemu_command(Path::new("k"), Path::new("i"), "", &[], &[(0, 53)])
+        .is_err());
 }

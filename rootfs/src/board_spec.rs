@@ -53,7 +53,22 @@ pub fn spec_from_board(board: &Board, board_toml: String) -> Result<FirmwareSpec
         kernel_flavour: kernel.flavour.clone(),
         modules,
         board_toml,
+        network: board.network.as_ref().map(network_file),
     })
+}
+
+/// `/etc/cpevisor/network`: the profile's `[network]` as shell variables the init sources
+/// (`WAN`, `LAN`, `LAN_PORTS`, `LAN_ADDRESS`). The profile validated every value (interface
+/// names of `[A-Za-z0-9._-]`, an IPv4 address with a prefix), so none needs quoting.
+pub fn network_file(network: &cpevisor_boards::Network) -> String {
+    format!(
+        "# From the board profile's [network] (cpevisor-rootfs firmware); read by /init.\n\
+         WAN={}\nLAN={}\nLAN_PORTS=\"{}\"\nLAN_ADDRESS={}\n",
+        network.wan,
+        network.lan,
+        network.lan_ports.join(" "),
+        network.lan_address
+    )
 }
 
 #[cfg(test)]

@@ -46,6 +46,9 @@ pub struct FirmwareSpec {
     pub modules: Vec<String>,
     /// The board profile's TOML text, installed as `/etc/cpevisor/board.toml`.
     pub board_toml: String,
+    /// The router's sides from the profile's `[network]`, installed as `/etc/cpevisor/network`
+    /// for the init to source (see [`network_file`]); `None`: no such file.
+    pub network: Option<String>,
 }
 
 /// Where the inputs come from.
@@ -58,6 +61,9 @@ pub struct FirmwareInputs {
     pub bins: Option<PathBuf>,
     /// mtime stamped on every initramfs entry (0, or `SOURCE_DATE_EPOCH`).
     pub mtime: u32,
+    /// A tree of plain files laid over the root (scripts/debian-tree.sh's `DIR/tree`: the
+    /// board's `nft` with its shared libraries), read by [`crate::app_tree::read_tree`].
+    pub tree: Option<PathBuf>,
 }
 
 /// An app signer's ed25519 public key that the firmware's agent trusts, as
@@ -447,6 +453,9 @@ fn static_files(fs: &mut Initramfs, spec: &FirmwareSpec) -> Result<(), FirmwareE
         spec.board_toml.as_bytes().to_vec(),
         0o644,
     )?;
+    if let Some(network) = &spec.network {
+        fs.add_file("etc/cpevisor/network", network.as_bytes().to_vec(), 0o644)?;
+    }
     let init = render_init(INIT_TEMPLATE, &spec.board, &spec.arch)?;
     fs.add_file("init", init.into_bytes(), 0o755)?;
     Ok(())
@@ -583,6 +592,14 @@ pub fn build_firmware_with_keys(
             let dest = format!("usr/bin/{name}");
             binaries.push((dest.clone(), Sha256Digest::of(&bytes).hex()));
             fs.add_file(&dest, bytes, 0o755)?;
+        }
+    }
+
+    if let Some(dir) = &inputs.tree {
+        let files = crate::app_tree::read_tree(dir)
+            .map_err(|e| FirmwareError::Input(format!("--tree {}: {e}", dir.display())))?;
+        for f in files {
+            fs.add_file(&f.path, f.data, f.mode)?;
         }
     }
 

@@ -6,6 +6,7 @@ use super::*;
 use crate::cpio::tests::parse;
 use crate::modules::tests::fake_module;
 use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 const RELEASE: &str = "6.1.0-99-amd64";
@@ -71,6 +72,7 @@ impl Fixture {
             kernel_flavour: "amd64".into(),
             modules: vec!["virtio_blk".into(), "virtio".into()],
             board_toml: "name = \"test-board\"\n".into(),
+            network: None,
         }
     }
 
@@ -79,6 +81,7 @@ impl Fixture {
             cache: self.dir.join("cache"),
             bins: Some(self.dir.join("bins")),
             mtime: 0,
+            tree: None,
         }
     }
 }
@@ -258,4 +261,51 @@ fn bad_inputs_give_errors_naming_what_is_wrong() {
         "{err}"
     );
     assert!(!out.join("initramfs.cpio.gz").exists());
+}
+
+#[test]
+fn a_router_board_gets_its_network_file_and_the_tree() {
+    let fx = Fixture::new("router");
+    // The tree as scripts/debian-tree.sh lays it out: the tool and its libraries, plain files.
+    let tree = fx.dir.join("tree");
+    fs::create_dir_all(tree.join("usr/sbin")).unwrap();
+    fs::create_dir_all(tree.join("lib/x86_64-linux-gnu")).unwrap();
+    fs::write(tree.join("usr/sbin/nft"), b"nft").unwrap();
+    fs::set_permissions(tree.join("usr/sbin/nft"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(tree.join("lib/x86_64-linux-gnu/libnftables.so.1"), b"lib").unwrap();
+    let board: cpevisor_boards::Board =
+        cpevisor_boards::Board::by_name_in(&cpevisor_boards::boards_dir(), "qemu-malta-mipsel")
+            .unwrap();
+    let mut spec = fx.spec();
+    spec.network = Some(crate::board_spec::network_file(
+        board.network.as_ref().unwrap(),
+    ));
+    let mut inputs = fx.inputs();
+    inputs.tree = Some(tree.clone());
+    let out = fx.dir.join("out");
+    build_firmware(&spec, &inputs, &out).unwrap();
+    let entries = unpack(&out.join("initramfs.cpio.gz"));
+    let get = |name: &str| {
+        entries
+            .iter()
+            .find(|e| e.name == name)
+            .unwrap_or_else(|| panic!("{name} missing from initramfs"))
+    };
+    assert_eq!(get("usr/sbin/nft").data, b"nft");
+    assert_eq!(get("usr/sbin/nft").mode, 0o100755);
+    assert_eq!(get("lib/x86_64-linux-gnu/libnftables.so.1").mode, 0o100644);
+    let network = String::from_utf8(get("etc/cpevisor/network").data.clone()).unwrap();
+    assert!(
+        network.contains("WAN=eth0\nLAN=br-lan\nLAN_PORTS=\"eth1\"\nLAN_ADDRESS=192.168.1.1/24\n"),
+        "{network}"
+    );
+    // A board without [network] gets no such file; a tree with a link is refused, named.
+    build_firmware(&fx.spec(), &fx.inputs(), &fx.dir.join("plain")).unwrap();
+    let plain = unpack(&fx.dir.join("plain/initramfs.cpio.gz"));
+    assert!(!plain.iter().any(|e| e.name == "etc/cpevisor/network"));
+    std::os::unix::fs::symlink("nft", tree.join("usr/sbin/nft-link")).unwrap();
+    let err = build_firmware(&spec, &inputs, &fx.dir.join("bad"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--tree") && err.contains("nft-link"), "{err}");
 }

@@ -17,7 +17,7 @@ use cpevisor_rootfs::guest::{
 
 const USAGE: &str = "\
 usage: cpevisor-rootfs firmware --board NAME --out DIR [--bins DIR] [--cache DIR]
-                                [--trusted-key FILE]
+                                [--trusted-key FILE] [--tree DIR]
        cpevisor-rootfs guest --arch aarch64|x86_64 --app NAME --out DIR
                              [--kernel stock|minimal] [--root erofs|initramfs]
                              [--data FILE] [--tree DIR] [--cache DIR]
@@ -32,6 +32,8 @@ Builds OUT/kernel, OUT/initramfs.cpio.gz and OUT/manifest.txt for board NAME (bo
   --trusted-key FILE  an app signer's public key (`cpevisorctl keygen`'s cpevisor-signing.pub)
                for the agent to trust, as /etc/cpevisor/keys/<key id>.pub. Without it the
                agent refuses every package (7036).
+  --tree DIR   plain files laid over the root: the board's `nft` with its shared libraries
+               (DIR/tree of scripts/debian-tree.sh nft nftables usr/sbin/nft ARCH)
 
 guest: microVM images for cpevisor-vmm into OUT: Image (arm64 raw Image / x86_64 bzImage),
 the root file system (busybox + the app), disk.img (ext2 holding data.txt) and manifest.txt.
@@ -59,6 +61,7 @@ struct FirmwareArgs {
     bins: Option<PathBuf>,
     cache: PathBuf,
     trusted_key: Option<PathBuf>,
+    tree: Option<PathBuf>,
 }
 
 fn default_cache() -> Result<PathBuf, String> {
@@ -95,9 +98,16 @@ fn parse_flags<const N: usize>(
 }
 
 fn parse_firmware_args(args: &[String]) -> Result<FirmwareArgs, String> {
-    let [board, out, bins, cache, trusted_key] = parse_flags(
+    let [board, out, bins, cache, trusted_key, tree] = parse_flags(
         args,
-        ["--board", "--out", "--bins", "--cache", "--trusted-key"],
+        [
+            "--board",
+            "--out",
+            "--bins",
+            "--cache",
+            "--trusted-key",
+            "--tree",
+        ],
     )?;
     Ok(FirmwareArgs {
         board: board.ok_or("--board NAME is required")?,
@@ -108,6 +118,7 @@ fn parse_firmware_args(args: &[String]) -> Result<FirmwareArgs, String> {
             None => default_cache()?,
         },
         trusted_key: trusted_key.map(PathBuf::from),
+        tree: tree.map(PathBuf::from),
     })
 }
 
@@ -136,6 +147,7 @@ fn run(args: &[String]) -> Result<(), Failure> {
         cache: a.cache,
         bins: a.bins,
         mtime: source_date_epoch().map_err(build)?,
+        tree: a.tree,
     };
     if inputs.bins.is_none() {
         eprintln!("cpevisor-rootfs: no --bins: the firmware will hold no project binaries");

@@ -12,6 +12,7 @@ pub mod agent;
 pub mod bench;
 pub mod console;
 pub mod density;
+pub mod dns;
 pub mod firmware;
 pub mod many_apps;
 pub mod microvm;

@@ -35,6 +35,9 @@ pub fn kernel_complaints(console: &str) -> Vec<&str> {
 pub struct BootOptions {
     /// Guest TCP ports to forward from 127.0.0.1 (each gets a free host port).
     pub forward: Vec<u16>,
+    /// UDP ports of the router's LAN address to forward from 127.0.0.1 (each gets a free host
+    /// port): the host is the LAN client (boards with `[network]` LAN ports).
+    pub lan_udp: Vec<u16>,
     /// Extra kernel command line.
     pub append: String,
     /// Disk image attached as the board's flash (virtio-blk / IDE as the board has it).
@@ -58,6 +61,8 @@ pub struct BoardVm {
     console: Console,
     /// (guest port, host port)
     forwards: Vec<(u16, u16)>,
+    /// (router's LAN UDP port, host port)
+    lan_udp: Vec<(u16, u16)>,
     /// Console position after the last command, so each wait looks at new output only.
     cursor: usize,
     commands: u32,
@@ -86,8 +91,12 @@ impl BoardVm {
         for &guest in &opts.forward {
             forwards.push((free_port()?, guest));
         }
+        let mut lan_udp = Vec::new();
+        for &guest in &opts.lan_udp {
+            lan_udp.push((free_udp_port()?, guest));
+        }
         let mut argv = board
-            .qemu_command(&kernel, &initrd, &opts.append, &forwards)
+            .qemu_command(&kernel, &initrd, &opts.append, &forwards, &lan_udp)
             .map_err(|e| e.to_string())?;
         if let Some(mib) = opts.memory_override {
             let at = argv.iter().position(|a| a == "-m").map(|i| i + 1);
@@ -127,12 +136,14 @@ impl BoardVm {
         console.spawn_reader(child.stderr.take().expect("piped"), None);
         let stdin = child.stdin.take().expect("piped");
         let forwards = forwards.into_iter().map(|(h, g)| (g, h)).collect();
+        let lan_udp = lan_udp.into_iter().map(|(h, g)| (g, h)).collect();
         Ok(BoardVm {
             board,
             child,
             stdin,
             console,
             forwards,
+            lan_udp,
             cursor: 0,
             commands: 0,
         })
@@ -209,6 +220,14 @@ impl BoardVm {
             .map(|(_, h)| *h)
     }
 
+    /// The host UDP port forwarded to the router's LAN address, port `guest_port`.
+    pub fn lan_udp_port(&self, guest_port: u16) -> Option<u16> {
+        self.lan_udp
+            .iter()
+            .find(|(g, _)| *g == guest_port)
+            .map(|(_, h)| *h)
+    }
+
     /// Waits for QEMU to exit by itself (after `poweroff -f`; boards run with `-no-reboot`).
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<i32, String> {
         let deadline = std::time::Instant::now() + Self::scaled(timeout);
@@ -266,6 +285,13 @@ fn flash_args(board: &Board, flash: &std::path::Path) -> Vec<String> {
         _ => "virtio-blk-pci,drive=flash",
     };
     vec!["-drive".into(), drive, "-device".into(), device.into()]
+}
+
+fn free_udp_port() -> Result<u16, String> {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
+    s.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))
 }
 
 fn free_port() -> Result<u16, String> {

@@ -475,6 +475,12 @@ impl AgentConfig {
         if has_links {
             cfg.exec_envs[0].app_network = Some(DEFAULT_APP_NETWORK.to_string());
         }
+        // The router's sides, where the profile names them: apps' port mappings and the LAN's
+        // DNS interception listen there.
+        if let Some(network) = &board.network {
+            cfg.wan_interface = Some(network.wan.clone());
+            cfg.lan_interface = Some(network.lan.clone());
+        }
         let keys = Path::new(DEVICE_KEYS_DIR);
         if keys.is_dir() {
             cfg.trusted_keys_dir = Some(keys.to_path_buf());
@@ -608,9 +614,12 @@ mod tests {
         assert_eq!(env.arch, "aarch64");
         assert!(env.memory_budget_mib > 0);
         assert_eq!(env.disk_budget_mib, Some(256), "the board's flash_mib");
+        assert_eq!(cfg.wan_interface, None, "a53's profile has no [network]");
         let cfg = AgentConfig::for_board("qemu-malta-mipsel").unwrap();
         assert_eq!(cfg.exec_envs[0].name, "jail0");
         assert_eq!(cfg.exec_envs[0].arch, "mipsel");
+        assert_eq!(cfg.wan_interface.as_deref(), Some("eth0"));
+        assert_eq!(cfg.lan_interface.as_deref(), Some("br-lan"));
         let err = AgentConfig::for_board("no-such-board").unwrap_err();
         assert_eq!(err.code, FaultCode::InvalidArguments);
         assert!(err.message.contains("no-such-board"), "{}", err.message);

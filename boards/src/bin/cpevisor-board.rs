@@ -141,7 +141,7 @@ fn qemu_cmd(rest: &[String]) -> Result<(), String> {
     let kernel = kernel.ok_or("qemu-cmd: --kernel is required")?;
     let initrd = initrd.ok_or("qemu-cmd: --initrd is required")?;
     let argv = board
-        .qemu_command(&kernel, &initrd, &append, &forwards)
+        .qemu_command(&kernel, &initrd, &append, &forwards, &[])
         .map_err(|e| e.to_string())?;
     println!("{}", shell_join(&argv));
     Ok(())

@@ -1,0 +1,336 @@
+//! Apps that serve the home, end to end on qemu-malta-mipsel (apps in jails): the board is a
+//! router with a WAN side (eth0) and a LAN bridge (br-lan, the router at 192.168.1.1) whose port
+//! eth1 is a QEMU user network of its own; the host is the LAN client there, its DNS queries
+//! forwarded to the router's address, port 53 (boards/qemu-malta-mipsel.toml `[network]`).
+//!
+//! The agent installs the DNS filter (Debian's dnsmasq for mipsel, rootfs/files/dns-filter/),
+//! whose package asks for the LAN's DNS to be intercepted; the board's own `nft` (Debian's, in
+//! the firmware) holds the rules in cpevisor's table. The client asks the router's address, not
+//! the app's: a blocked name gets 0.0.0.0, an allowed one the upstream's answer, forwarded by
+//! the filter to its gateway (the router). The router's own resolver is stood in for by a second
+//! dnsmasq started from the installed app's files with a local zone (the board firmware runs no
+//! resolver of its own; OpenWrt's is dnsmasq too). Egress outside the app's policy (TCP to the
+//! host's HTTP server) is dropped while the board itself reaches it. After uninstall the
+//! board's ruleset is exactly what it was before the install.
+//!
+//! Needs `make firmware BOARDS=qemu-malta-mipsel` (the firmware with nft, and the DNS filter's
+//! package `scripts/sample-app.sh dns-filter mipsel`), so it is `#[ignore]`d for a plain
+//! `cargo test`.
+
+use cpevisor_e2e::agent::{
+    app_logs, eu_of, install, reboot, wait_agent, wait_eu_status, without_kernel_messages, Flash,
+    HttpServer,
+};
+use cpevisor_e2e::bench::jail::{jail_pid, package_file, JailPackages};
+use cpevisor_e2e::dns::resolve;
+use cpevisor_e2e::vm::kernel_complaints;
+use cpevisor_e2e::{BoardVm, BootOptions};
+use serde_json::json;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::time::Duration;
+
+const BOARD: &str = "qemu-malta-mipsel";
+const BOOT: Duration = Duration::from_secs(300);
+const AGENT: Duration = Duration::from_secs(120);
+/// ~14 MB (dnsmasq with Debian's library closure) over QEMU user networking, verified and
+/// unpacked by an emulated MIPS CPU.
+const INSTALL: Duration = Duration::from_secs(900);
+const ACTIVE: Duration = Duration::from_secs(240);
+const ANSWER: Duration = Duration::from_secs(60);
+/// The router's LAN address (the profile's `network.lan_address`).
+const ROUTER_LAN: &str = "192.168.1.1";
+/// What the stand-in for the router's resolver answers for the allowed name.
+const ALLOWED: (&str, Ipv4Addr) = ("allowed.example", Ipv4Addr::new(10, 9, 8, 7));
+/// A name on the filter's default block list (rootfs/files/dns-filter/blocklist).
+const BLOCKED: &str = "ads.example";
+
+/// The status app's port, mapped from the router's WAN port of the same number.
+const STATUS_PORT: u16 = 8080;
+
+/// Boots the board on `flash` with the LAN's DNS and the WAN's `STATUS_PORT` forwarded from
+/// the host, and waits for the agent.
+fn boot(flash: &Flash) -> BoardVm {
+    let opts = BootOptions {
+        flash: Some(flash.path.clone()),
+        lan_udp: vec![53],
+        forward: vec![STATUS_PORT],
+        ..Default::default()
+    };
+    let mut vm = BoardVm::boot(BOARD, &opts).unwrap();
+    vm.wait_ready(BOOT).unwrap();
+    let lan = format!("CPEVISOR-LAN ok=yes wan=eth0 bridge=br-lan addr={ROUTER_LAN}/24 ports=eth1");
+    assert!(
+        vm.transcript().contains(&lan),
+        "the init did not report {lan:?}"
+    );
+    wait_agent(&mut vm, AGENT).unwrap();
+    vm
+}
+
+/// The EUID of app `name` once it is Active.
+fn active_eu(vm: &mut BoardVm, name: &str) -> String {
+    let list = wait_agent(vm, AGENT).unwrap();
+    let eu = eu_of(&list, name).unwrap_or_else(|| panic!("no {name} EU: {list}"));
+    let eu_id = eu["eu_id"].as_str().unwrap().to_string();
+    wait_eu_status(vm, &eu_id, "Active", ACTIVE)
+        .unwrap_or_else(|e| panic!("{e}\n{}", app_logs(vm, &eu_id)));
+    eu_id
+}
+
+/// `GET /status` from the host through the WAN's forwarded port, retried until `ANSWER`.
+fn status_via_wan(vm: &BoardVm) -> Result<String, String> {
+    let port = vm
+        .host_port(STATUS_PORT)
+        .expect("the WAN port is forwarded");
+    let deadline = std::time::Instant::now() + ANSWER;
+    let mut last = String::new();
+    while std::time::Instant::now() < deadline {
+        let got = (|| -> std::io::Result<String> {
+            let mut c = TcpStream::connect(("127.0.0.1", port))?;
+            c.set_read_timeout(Some(Duration::from_secs(10)))?;
+            c.write_all(b"GET /status/ HTTP/1.0\r\nHost: router\r\n\r\n")?;
+            let mut page = String::new();
+            c.take(64 << 10).read_to_string(&mut page)?;
+            Ok(page)
+        })();
+        match got {
+            Ok(page) if page.contains("app=status") => return Ok(page),
+            Ok(page) => last = page,
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    Err(format!(
+        "no status page through the WAN port {port}: {last}"
+    ))
+}
+
+/// Runs `cmd` on the board and returns its output; panics naming `what` on failure.
+fn board(vm: &mut BoardVm, what: &str, cmd: &str) -> String {
+    vm.run_ok(cmd, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+/// The board's whole nftables ruleset, as `nft list ruleset` prints it.
+fn ruleset(vm: &mut BoardVm) -> String {
+    without_kernel_messages(&board(
+        vm,
+        "nft list ruleset",
+        "nft list ruleset; echo NFT-RC=$?",
+    ))
+}
+
+/// What the board's network looks like when a query got no answer: addresses, routes, and
+/// per-hook packet counters while one more query goes through.
+fn diagnose(vm: &mut BoardVm, dns: &str, app: &str) -> String {
+    // Counters keyed by where a packet is and which way it goes (the client is the LAN's
+    // QEMU host address, .2).
+    let rules = [
+        ("pre", "ip saddr 192.168.1.2 udp dport 53"),
+        ("pre", format!("ip saddr {app} udp sport 1053").leak()),
+        ("pre", "ip saddr 192.168.1.2 ip protocol icmp"),
+        ("fw", format!("ip daddr {app} udp dport 1053").leak()),
+        ("fw", format!("ip saddr {app} udp sport 1053").leak()),
+        ("post", format!("ip daddr {app} udp dport 1053").leak()),
+        ("post", "ip daddr 192.168.1.2 udp sport 53"),
+        ("post", "ip daddr 192.168.1.2"),
+        ("in", "udp dport '{ 53, 1053 }'"),
+    ];
+    let mut cmd = String::from(
+        "nft add table inet diag; \
+         nft add chain inet diag pre '{ type filter hook prerouting priority -300; }'; \
+         nft add chain inet diag fw '{ type filter hook forward priority -300; }'; \
+         nft add chain inet diag in '{ type filter hook input priority -300; }'; \
+         nft add chain inet diag post '{ type filter hook postrouting priority 300; }'; ",
+    );
+    for (chain, rule) in rules {
+        cmd.push_str(&format!("nft add rule inet diag {chain} {rule} counter; "));
+    }
+    cmd.push_str("true");
+    let setup = vm.run_ok(&cmd, Duration::from_secs(60)).unwrap_or_default();
+    let _ = resolve(dns, "diag.example", Duration::from_secs(5));
+    let out = vm
+        .run_ok(
+            "ip -4 addr; ip route; ip link; nft list ruleset; nft delete table inet diag; \
+             sysctl net.ipv4.ip_forward net.ipv4.conf.all.rp_filter net.ipv4.conf.br-lan.rp_filter",
+            Duration::from_secs(60),
+        )
+        .unwrap_or_else(|e| format!("(no diagnosis: {e})"));
+    format!("{setup}\n{out}")
+}
+
+#[test]
+#[ignore = "needs `make firmware BOARDS=qemu-malta-mipsel`; boots an emulated MIPS board"]
+fn dns_filter_serves_the_lan_on_qemu_malta_mipsel() {
+    let packages = JailPackages::find(BOARD).unwrap();
+    let filter = package_file("dns-filter", &packages.arch, "1.0");
+    assert!(
+        packages.dir.join(&filter).is_file(),
+        "{filter} is missing: `make firmware BOARDS={BOARD}` builds it"
+    );
+    // The status app with a WAN port mapping, its package otherwise the sample's.
+    let mapped = packages
+        .variant(&format!("status-wan-{}", std::process::id()), |c| {
+            c["network"] = json!({"port_mappings": [{"protocol": "tcp",
+                "external_port": STATUS_PORT, "internal_port": STATUS_PORT, "interface": "wan"}]});
+        })
+        .unwrap();
+    let server = HttpServer::serve(&packages.dir).unwrap();
+    let flash = Flash::blank("net-malta", 256).unwrap();
+    let mut vm = boot(&flash);
+    let before = ruleset(&mut vm);
+    assert!(
+        before.contains("NFT-RC=0"),
+        "nft does not run on the board:\n{before}"
+    );
+    assert!(!before.contains("table inet cpevisor"), "{before}");
+
+    let mut dus = Vec::new();
+    for file in [&filter, &mapped] {
+        let url = format!("http://10.0.2.2:{}/{file}", server.port);
+        let du = install(&mut vm, &url, INSTALL).unwrap().outcome.unwrap();
+        dus.push(du["uuid"].as_str().unwrap().to_string());
+    }
+    let eu_id = active_eu(&mut vm, "dns-filter");
+    active_eu(&mut vm, "status");
+    let pid = jail_pid(&mut vm, &eu_id, "dnsmasq")
+        .unwrap_or_else(|e| panic!("{e}\n{}", app_logs(&mut vm, &eu_id)));
+
+    // The router's resolver: dnsmasq from the app's own files, through its loader, on the
+    // router's address on the apps' bridge, answering the allowed name from a local zone.
+    let root = board(
+        &mut vm,
+        "find the app's dnsmasq",
+        "f=$(find /data/cpevisor -type f -path '*/rootfs/usr/sbin/dnsmasq' | head -1); \
+         echo ROOT=${f%/usr/sbin/dnsmasq}",
+    );
+    let root = root
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("ROOT="))
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| panic!("the app's rootfs holds no dnsmasq:\n{root}"))
+        .to_string();
+    let (name, addr) = ALLOWED;
+    let gateway = board(
+        &mut vm,
+        "the app's gateway",
+        &format!("nsenter -t {pid} -n ip -4 route show default"),
+    );
+    let gateway = gateway
+        .split_whitespace()
+        .skip_while(|w| *w != "via")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no default route in the app's jail:\n{gateway}"))
+        .to_string();
+    board(
+        &mut vm,
+        "start the router's resolver",
+        &format!(
+            "R={root}; $R/lib/ld.so.1 --library-path $R/lib/mipsel-linux-gnu:$R/usr/lib/mipsel-linux-gnu \
+             $R/usr/sbin/dnsmasq --no-resolv --no-hosts --no-poll --bind-interfaces \
+             --listen-address={gateway} --port=53 --address=/{name}/{addr} --user=root --group= \
+             --pid-file=/run/router-dns.pid --log-facility=/run/router-dns.log; sleep 1; grep -c dnsmasq /run/router-dns.log"
+        ),
+    );
+
+    let rules = board(&mut vm, "cpevisor's table", "nft list table inet cpevisor");
+    let app_addr = cpevisor_e2e::bench::jail::jail_address(&mut vm, pid).unwrap();
+    for want in [
+        "iifname \"br-lan\"".to_string(),
+        format!("dnat ip to {app_addr}:1053"),
+    ] {
+        assert!(
+            rules.contains(&want),
+            "no {want:?} in cpevisor's table:\n{rules}"
+        );
+    }
+
+    // The LAN client asks the router's address.
+    let dns = format!(
+        "127.0.0.1:{}",
+        vm.lan_udp_port(53).expect("the LAN's port 53 is forwarded")
+    );
+    let blocked = resolve(&dns, BLOCKED, ANSWER).unwrap_or_else(|e| {
+        let why = diagnose(&mut vm, &dns, &app_addr);
+        panic!("{e}\n{why}\n{}", app_logs(&mut vm, &eu_id))
+    });
+    assert_eq!(
+        blocked.addresses,
+        vec![Ipv4Addr::UNSPECIFIED],
+        "{blocked:?}"
+    );
+    let allowed = resolve(&dns, name, ANSWER).unwrap_or_else(|e| {
+        let log = board(&mut vm, "resolver log", "tail -c 2000 /run/router-dns.log");
+        panic!(
+            "{e}\n{}\nrouter's resolver:\n{log}",
+            app_logs(&mut vm, &eu_id)
+        )
+    });
+    assert_eq!(allowed.addresses, vec![addr], "{allowed:?}");
+
+    // Egress outside the app's policy (udp 53 only) is dropped; the board itself gets through.
+    // (`timeout`, not `wget -T`: busybox 1.35's wget segfaults with -T.)
+    let host = format!("http://10.0.2.2:{}/{filter}", server.port);
+    let from_board = board(
+        &mut vm,
+        "the board fetches from the host",
+        &format!("timeout 20 wget -q -O /dev/null {host}; echo WGET-RC=$?"),
+    );
+    assert!(from_board.contains("WGET-RC=0"), "{from_board}");
+    let from_app = board(
+        &mut vm,
+        "the app fetches from the host",
+        &format!("nsenter -t {pid} -n timeout 10 wget -q -O /dev/null {host}; echo WGET-RC=$?"),
+    );
+    assert!(
+        from_app.contains("WGET-RC=") && !from_app.contains("WGET-RC=0"),
+        "the app reached the host outside its egress policy:\n{from_app}"
+    );
+
+    // A WAN-side port mapping reaches the status app's HTTP.
+    let page = status_via_wan(&vm)
+        .unwrap_or_else(|e| panic!("{e}\n{}", diagnose(&mut vm, &dns, &app_addr)));
+    assert!(page.contains("backend=jail"), "{page}");
+    board(
+        &mut vm,
+        "stop the router's resolver",
+        "kill $(cat /run/router-dns.pid)",
+    );
+
+    // After a reboot (plain `reboot`, as a router) the rules are back and the filter answers.
+    let console = reboot(vm).unwrap();
+    assert!(
+        kernel_complaints(&console).is_empty(),
+        "{:?}",
+        kernel_complaints(&console)
+    );
+    let mut vm = boot(&flash);
+    active_eu(&mut vm, "dns-filter");
+    active_eu(&mut vm, "status");
+    let dns = format!("127.0.0.1:{}", vm.lan_udp_port(53).unwrap());
+    let blocked = resolve(&dns, BLOCKED, ANSWER)
+        .unwrap_or_else(|e| panic!("after the reboot: {e}\n{}", app_logs(&mut vm, &eu_id)));
+    assert_eq!(
+        blocked.addresses,
+        vec![Ipv4Addr::UNSPECIFIED],
+        "{blocked:?}"
+    );
+    status_via_wan(&vm).unwrap();
+
+    // Uninstalled, the apps leave the ruleset exactly as it was before them.
+    for du in &dus {
+        let out = board(
+            &mut vm,
+            "uninstall",
+            &format!("cpevisorctl uninstall {du}; echo CTL-RC=$?"),
+        );
+        assert!(out.contains("CTL-RC=0"), "{out}");
+    }
+    let after = ruleset(&mut vm);
+    assert_eq!(
+        after, before,
+        "the ruleset after uninstall differs from before the install"
+    );
+    let _ = std::fs::remove_file(packages.dir.join(&mapped));
+}
