@@ -197,7 +197,7 @@ impl Balloon {
     /// An inflate request: device-readable PFNs only.
     fn inflate(&mut self, mem: &GuestMemoryMmap, chain: &Chain) {
         let bytes = chain.readable_len();
-        if !chain.writable.is_empty() || !chain.well_formed() || bytes % 4 != 0 {
+        if !chain.writable.is_empty() || !chain.well_formed() || !bytes.is_multiple_of(4) {
             return self.refuse(&format!(
                 "inflate chain {}: not a whole number of device-readable PFNs",
                 chain.head
@@ -253,7 +253,7 @@ fn pfn_runs(pfns: impl Iterator<Item = u64>) -> Vec<(u64, u64)> {
 /// range must be page aligned, not empty, and inside one guest RAM region.
 pub fn discard(mem: &GuestMemoryMmap, addr: u64, len: u64) -> Result<(), String> {
     let what = || format!("range {addr:#x}+{len:#x}");
-    if len == 0 || addr % PAGE != 0 || len % PAGE != 0 {
+    if len == 0 || !addr.is_multiple_of(PAGE) || !len.is_multiple_of(PAGE) {
         return Err(format!("{}: not whole 4 KiB pages", what()));
     }
     let (region, offset) = mem
