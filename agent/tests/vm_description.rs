@@ -155,6 +155,10 @@ fn every_description_the_agent_writes_is_accepted_by_the_vmm() {
                         let taps: Vec<_> = c.nets.iter().map(|n| n.tap.to_string()).collect();
                         assert_eq!(taps, tap.iter().map(|t| t.to_string()).collect::<Vec<_>>());
                         assert!(c.rng);
+                        // Free page reporting and deflate on OOM, no inflation.
+                        let balloon = c.balloon.expect("every microVM app has a balloon");
+                        assert!(balloon.free_page_reporting && balloon.deflate_on_oom);
+                        assert_eq!(balloon.target_mib, 0);
                         assert_eq!(c.console, Console::Stdio);
                         assert_eq!(c.control_socket, Some(s.run_dir.join("vmm.sock")));
                         let jail = c.jail.expect("the agent always confines its VMMs");

@@ -176,6 +176,39 @@ pub struct JailConfig {
     pub gid: u32,
 }
 
+fn yes() -> bool {
+    true
+}
+
+/// A virtio-balloon: the guest gives memory back to the host (docs/density.md).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BalloonConfig {
+    /// The guest may take pages back from the balloon when it would otherwise run out of
+    /// memory (`VIRTIO_BALLOON_F_DEFLATE_ON_OOM`).
+    #[serde(default = "yes")]
+    pub deflate_on_oom: bool,
+    /// The guest reports the pages it frees and the host drops them from its RAM
+    /// (`VIRTIO_BALLOON_F_REPORTING`).
+    #[serde(default = "yes")]
+    pub free_page_reporting: bool,
+    /// MiB the guest is asked to hold in the balloon from the start (0: none).
+    #[serde(default)]
+    pub target_mib: u64,
+}
+
+impl Default for BalloonConfig {
+    /// Reporting and deflate on OOM, no inflation: memory the guest frees goes back to the
+    /// host, and the guest keeps all of its memory available.
+    fn default() -> Self {
+        BalloonConfig {
+            deflate_on_oom: true,
+            free_page_reporting: true,
+            target_mib: 0,
+        }
+    }
+}
+
 fn default_memory_mib() -> u64 {
     DEFAULT_MEMORY_MIB
 }
@@ -222,6 +255,9 @@ pub struct VmConfig {
     /// virtio-rng.
     #[serde(default)]
     pub rng: bool,
+    /// virtio-balloon; absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balloon: Option<BalloonConfig>,
     /// Where the guest's serial console goes.
     #[serde(default)]
     pub console: Console,
@@ -255,6 +291,7 @@ impl VmConfig {
             disks: Vec::new(),
             nets: Vec::new(),
             rng: false,
+            balloon: None,
             console: Console::Stdio,
             control_socket: None,
             jail: None,
@@ -298,6 +335,11 @@ mod tests {
             mac: Some(MacAddr([2, 0, 0, 0, 0, 1])),
         }];
         c.rng = true;
+        c.balloon = Some(BalloonConfig {
+            deflate_on_oom: false,
+            free_page_reporting: true,
+            target_mib: 16,
+        });
         c.control_socket = Some("/run/vm.sock".into());
         c.jail = Some(JailConfig { uid: 7, gid: 8 });
         c.ready_fd = Some(3);
@@ -328,6 +370,11 @@ mod tests {
         assert!(e.unwrap_err().to_string().contains("memroy_mib"));
         let e = serde_json::from_str::<VmConfig>(r#"{"kernel":"/k","nets":[{"tap":"a/b"}]}"#);
         assert!(e.unwrap_err().to_string().contains("'/'"));
+        let c: VmConfig = serde_json::from_str(r#"{"kernel":"/k","balloon":{}}"#).unwrap();
+        assert_eq!(c.balloon, Some(BalloonConfig::default()));
+        assert!(c.balloon.unwrap().free_page_reporting && c.balloon.unwrap().deflate_on_oom);
+        let e = serde_json::from_str::<VmConfig>(r#"{"kernel":"/k","balloon":{"target":1}}"#);
+        assert!(e.unwrap_err().to_string().contains("target"));
         let e = serde_json::from_str::<VmConfig>(r#"{"kernel":"/k","vcpus":256}"#);
         assert!(e.is_err(), "vcpus is a u8 on both sides");
     }

@@ -24,6 +24,7 @@ use crate::devices::boot_signal::{BootReady, BootSignal};
 use crate::devices::bus::{shared, Bus};
 use crate::devices::power_button::PowerButton;
 use crate::devices::serial::Serial;
+use crate::devices::virtio::balloon::{Balloon, BalloonHandle, BalloonOptions};
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::mmio::MmioTransport;
 use crate::devices::virtio::net::Net;
@@ -104,6 +105,8 @@ pub struct Vmm {
     pub(crate) pollables: Vec<(RawFd, Pollable)>,
     pub(crate) power_button: Arc<dyn PowerButton>,
     pub(crate) shutdown_timeout_ms: u32,
+    /// The virtio-balloon's control handle, when the VM has one.
+    pub(crate) balloon: Option<BalloonHandle>,
     /// A stop signal that arrived while the VM was being built, before any vCPU ran: the run
     /// loop stops at once, as no guest driver could see a power button yet. Signals from the
     /// moment the vCPUs start press the button.
@@ -135,8 +138,17 @@ pub fn check_config(cfg: &VmConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Opens the virtio backends in `device_map` order: disks, nets, rng. Errors name the entry.
-fn open_virtio_devices(cfg: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice>>, BuildError> {
+/// The number of virtio devices `cfg` asks for.
+fn virtio_count(cfg: &VmConfig) -> usize {
+    cfg.disks.len() + cfg.nets.len() + usize::from(cfg.rng) + usize::from(cfg.balloon.is_some())
+}
+
+/// The virtio devices, and the balloon's handle when there is one.
+type VirtioDevices = (Vec<Box<dyn VirtioDevice>>, Option<BalloonHandle>);
+
+/// Opens the virtio backends in `device_map` order: disks, nets, rng, balloon. Errors name the
+/// entry.
+fn open_virtio_devices(cfg: &VmConfig) -> Result<VirtioDevices, BuildError> {
     let mut out: Vec<Box<dyn VirtioDevice>> = Vec::new();
     let setup = |what: String| {
         move |e: crate::devices::virtio::SetupError| {
@@ -155,7 +167,17 @@ fn open_virtio_devices(cfg: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice>>, Bui
     if cfg.rng {
         out.push(Box::new(Rng::new().map_err(setup("rng".into()))?));
     }
-    Ok(out)
+    let mut handle = None;
+    if let Some(b) = cfg.balloon {
+        let balloon = Balloon::new(BalloonOptions {
+            deflate_on_oom: b.deflate_on_oom,
+            free_page_reporting: b.free_page_reporting,
+            target_mib: b.target_mib,
+        });
+        handle = Some(balloon.handle());
+        out.push(Box::new(balloon));
+    }
+    Ok((out, handle))
 }
 
 /// A locally administered MAC that differs between VMM processes and between a VM's NICs.
@@ -191,8 +213,7 @@ impl Vmm {
 
         let (vcpu_fds, irqchip) = create_vcpus(&vm, cfg)?;
 
-        let n_virtio = cfg.disks.len() + cfg.nets.len() + usize::from(cfg.rng);
-        let devices = arch::device_map(n_virtio).map_err(host("device layout"))?;
+        let devices = arch::device_map(virtio_count(cfg)).map_err(host("device layout"))?;
         let attached = attach_devices(cfg, start, &vm, &mem, irqchip.is_some(), &devices)?;
         load_and_configure_boot(cfg, &vm, &mem, &vcpu_fds, irqchip.as_ref(), &devices)?;
 
@@ -210,6 +231,7 @@ impl Vmm {
             pollables: attached.pollables,
             power_button: attached.power_button,
             shutdown_timeout_ms: cfg.shutdown_timeout_ms,
+            balloon: attached.balloon,
             stopped_before_start,
             _buses: buses,
             _irqchip: irqchip,
@@ -225,6 +247,7 @@ struct AttachedDevices {
     pollables: Vec<(RawFd, Pollable)>,
     boot_ready: BootReady,
     power_button: Arc<dyn PowerButton>,
+    balloon: Option<BalloonHandle>,
 }
 
 /// Creates the console, boot signal, platform and virtio devices and puts them on the buses at
@@ -275,7 +298,7 @@ fn attach_devices(
         pollables.push((source.event_fd(), Pollable::Platform(source)));
     }
 
-    let virtio = open_virtio_devices(cfg)?;
+    let (virtio, balloon) = open_virtio_devices(cfg)?;
     for (slot, device) in devices.virtio.iter().zip(virtio) {
         let transport = MmioTransport::new(mem.clone(), irq(slot.irq)?, device);
         let rx_fd = transport.rx_fd();
@@ -293,6 +316,7 @@ fn attach_devices(
         pollables,
         boot_ready,
         power_button: platform.power_button,
+        balloon,
     })
 }
 

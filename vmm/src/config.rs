@@ -8,8 +8,8 @@ use crate::devices::serial::SerialBackend;
 pub use crate::initrd::check_initrd;
 /// The VM description is the shared type the agent writes; this module parses and checks it.
 pub use cpevisor_types::vm::{
-    DiskConfig, JailConfig, KernelFormat, MacAddr, NetConfig, VmConfig, DEFAULT_MAX_MEMORY_MIB,
-    DEFAULT_SHUTDOWN_TIMEOUT_MS,
+    BalloonConfig, DiskConfig, JailConfig, KernelFormat, MacAddr, NetConfig, VmConfig,
+    DEFAULT_MAX_MEMORY_MIB, DEFAULT_SHUTDOWN_TIMEOUT_MS,
 };
 use cpevisor_types::IfName;
 use error::check_readable_file;
@@ -211,10 +211,10 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Co
         match name.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
-            "--rng" if inline.is_some() => {
+            "--rng" | "--balloon" if inline.is_some() => {
                 return Err(ConfigError::invalid(&name, "takes no value"));
             }
-            "--rng" => flags.push((name, None)),
+            "--rng" | "--balloon" => flags.push((name, None)),
             "--config" | "--kernel" | "--kernel-format" | "--initrd" | "--cmdline" | "--memory"
             | "--max-memory" | "--vcpus" | "--disk" | "--net" | "--console"
             | "--control-socket" | "--shutdown-timeout" => {
@@ -316,6 +316,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, Co
                 cfg.nets.push(NetConfig { tap, mac });
             }
             "--rng" => cfg.rng = true,
+            "--balloon" => cfg.balloon = Some(BalloonConfig::default()),
             "--console" => cfg.console = parse_console(&v)?,
             "--control-socket" => cfg.control_socket = Some(PathBuf::from(v)),
             "--shutdown-timeout" => {
@@ -427,6 +428,11 @@ mod tests {
             mac: Some(MacAddr([2, 0, 0, 0, 0, 9])),
         }];
         c.rng = true;
+        c.balloon = Some(BalloonConfig {
+            deflate_on_oom: false,
+            free_page_reporting: true,
+            target_mib: 32,
+        });
         c.control_socket = Some("/run/vm.sock".into());
         c.jail = Some(JailConfig {
             uid: 100_001,
@@ -540,9 +546,11 @@ mod tests {
             "--control-socket",
             "/tmp/c",
             "--rng",
+            "--balloon",
         ]))
         .unwrap();
         let Command::Run(c) = c else { panic!() };
+        assert_eq!(c.balloon, Some(BalloonConfig::default()));
         assert_eq!(c.memory_mib, 64);
         assert_eq!(
             c.disks,

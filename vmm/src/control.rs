@@ -2,10 +2,12 @@
 //!
 //! Requests: `{"cmd":"status"}`, `{"cmd":"pause"}`, `{"cmd":"resume"}`, `{"cmd":"stop"}` (at
 //! once), `{"cmd":"shutdown"}` (the guest's power button, then stop at `shutdown_timeout_ms`;
-//! state `shutting-down` until the VM ends).
+//! state `shutting-down` until the VM ends), `{"cmd":"balloon","target_mib":N}` (the MiB the
+//! guest should hold in its balloon, at most its memory; answers the balloon's figures).
 //! Replies (one line each): `{"ok":true,...}` or `{"ok":false,"error":"..."}`. `status` answers
-//! `state`, `uptime_ms`, `memory` (`guest_mib`, `rss_kib`) and `boot_ready_ms` (null until the
-//! guest signalled). The server never blocks the VMM: it is driven by the VMM's event loop, lines
+//! `state`, `uptime_ms`, `memory` (`guest_mib`, `rss_kib`), `boot_ready_ms` (null until the
+//! guest signalled) and `balloon` (null without one: `target_mib`, `actual_mib`,
+//! `discarded_mib`, the guest RAM given back to the host so far). The server never blocks the VMM: it is driven by the VMM's event loop, lines
 //! and client counts are bounded, and a client that does not read its replies is dropped.
 //!
 //! A second VMM pointed at a socket a live VMM serves is refused (connect succeeds); a stale socket
@@ -22,6 +24,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
+
+use crate::devices::virtio::balloon::BalloonHandle;
 
 /// Longest request line accepted; anything longer is an error and the client is dropped.
 pub const MAX_LINE: usize = 4096;
@@ -78,6 +82,8 @@ pub trait VmControl {
     fn stop(&self);
     /// Presses the guest's power button (graceful shutdown, as on SIGTERM); returns the state.
     fn shutdown(&self) -> &'static str;
+    /// The VM's virtio-balloon, if it has one.
+    fn balloon(&self) -> Option<&BalloonHandle>;
     /// Test hook: `thread` ("main" or "vcpu") makes a syscall its filter forbids.
     #[cfg(all(feature = "test-hooks", debug_assertions))]
     fn test_forbidden_syscall(&self, thread: &str) -> Result<i64, String>;
@@ -87,6 +93,9 @@ pub trait VmControl {
 #[serde(deny_unknown_fields)]
 struct Request {
     cmd: String,
+    /// `balloon`'s new target.
+    #[serde(default)]
+    target_mib: Option<u64>,
     #[cfg(all(feature = "test-hooks", debug_assertions))]
     #[serde(default)]
     thread: String,
@@ -293,7 +302,26 @@ pub fn handle_line(line: &[u8], vm: &dyn VmControl) -> Value {
             "uptime_ms": vm.uptime_ms(),
             "memory": {"guest_mib": vm.guest_memory_mib(), "rss_kib": process_rss_kib()},
             "boot_ready_ms": vm.boot_ready_ms(),
+            "balloon": vm.balloon().map(balloon_figures),
         }),
+        "balloon" => {
+            let Some(balloon) = vm.balloon() else {
+                return error("this VM has no balloon");
+            };
+            let Some(mib) = req.target_mib else {
+                return error("balloon: target_mib missing");
+            };
+            if mib > vm.guest_memory_mib() {
+                return error(&format!(
+                    "balloon: target_mib {mib} is more than the guest's {} MiB",
+                    vm.guest_memory_mib()
+                ));
+            }
+            balloon.set_target_mib(mib);
+            let mut answer = balloon_figures(balloon);
+            answer["ok"] = json!(true);
+            answer
+        }
         "pause" => json!({"ok": true, "state": vm.pause()}),
         "resume" => json!({"ok": true, "state": vm.resume()}),
         "stop" => {
@@ -310,10 +338,18 @@ pub fn handle_line(line: &[u8], vm: &dyn VmControl) -> Value {
             Err(e) => error(&e),
         },
         other => error(&format!(
-            "unknown cmd '{}': expected status, pause, resume, stop or shutdown",
+            "unknown cmd '{}': expected status, pause, resume, stop, shutdown or balloon",
             other.chars().take(64).collect::<String>()
         )),
     }
+}
+
+fn balloon_figures(b: &BalloonHandle) -> Value {
+    json!({
+        "target_mib": b.target_mib(),
+        "actual_mib": b.actual_mib(),
+        "discarded_mib": b.discarded_bytes() >> 20,
+    })
 }
 
 /// Binds a listening socket that appears at `path` only once it accepts connections: std's
@@ -407,6 +443,7 @@ mod tests {
         paused: Cell<bool>,
         stopped: Cell<bool>,
         shutdown: Cell<bool>,
+        balloon: Option<BalloonHandle>,
     }
 
     impl VmControl for FakeVm {
@@ -441,6 +478,9 @@ mod tests {
             self.shutdown.set(true);
             "shutting-down"
         }
+        fn balloon(&self) -> Option<&BalloonHandle> {
+            self.balloon.as_ref()
+        }
         #[cfg(all(feature = "test-hooks", debug_assertions))]
         fn test_forbidden_syscall(&self, thread: &str) -> Result<i64, String> {
             Err(format!("no thread {thread}"))
@@ -452,7 +492,42 @@ mod tests {
             paused: Cell::new(false),
             stopped: Cell::new(false),
             shutdown: Cell::new(false),
+            balloon: None,
         }
+    }
+
+    #[test]
+    fn balloon_target() {
+        let vm = fake();
+        let r = handle_line(br#"{"cmd":"balloon","target_mib":8}"#, &vm);
+        assert_eq!(r["error"], "this VM has no balloon");
+        assert!(handle_line(br#"{"cmd":"status"}"#, &vm)["balloon"].is_null());
+        let balloon = crate::devices::virtio::balloon::Balloon::new(
+            crate::devices::virtio::balloon::BalloonOptions {
+                deflate_on_oom: true,
+                free_page_reporting: true,
+                target_mib: 0,
+            },
+        );
+        let vm = FakeVm {
+            balloon: Some(balloon.handle()),
+            ..fake()
+        };
+        let r = handle_line(br#"{"cmd":"balloon","target_mib":8}"#, &vm);
+        assert_eq!(r["ok"], true, "{r}");
+        assert_eq!((&r["target_mib"], &r["actual_mib"]), (&json!(8), &json!(0)));
+        let s = handle_line(br#"{"cmd":"status"}"#, &vm);
+        assert_eq!(s["balloon"]["target_mib"], 8);
+        assert_eq!(s["balloon"]["discarded_mib"], 0);
+        // More than the guest has (64 MiB here), or no target: refused, target unchanged.
+        for bad in [
+            &br#"{"cmd":"balloon","target_mib":65}"#[..],
+            br#"{"cmd":"balloon"}"#,
+            br#"{"cmd":"balloon","target_mib":-1}"#,
+        ] {
+            assert_eq!(handle_line(bad, &vm)["ok"], false);
+        }
+        assert_eq!(balloon.handle().target_mib(), 8);
     }
 
     #[test]

@@ -28,9 +28,10 @@ FLAGS:
   --disk PATH[,ro]         virtio-blk disk (repeatable)
   --net TAP[,mac=MAC]      virtio-net on an existing tap device (repeatable)
   --rng                    virtio-rng
+  --balloon                virtio-balloon: free page reporting, deflate on OOM, no target
   --console SPEC           stdout (default) | none | file:PATH | socket:PATH
   --control-socket PATH    Unix control socket (line-delimited JSON:
-                           status/pause/resume/stop/shutdown)
+                           status/pause/resume/stop/shutdown/balloon)
   --shutdown-timeout MS    on a stop request, press the guest's power button and wait this
                            long for its power-off before stopping it (default 10000; 0 = stop
                            at once)

@@ -18,6 +18,7 @@ use crate::builder::{Pollable, Vmm};
 use crate::control::{ControlServer, VmControl};
 use crate::devices::boot_signal::BootReady;
 use crate::devices::serial::InputState;
+use crate::devices::virtio::balloon::BalloonHandle;
 use crate::devices::PlatformRequest;
 use crate::signals;
 use crate::vstate::vcpu::{stop_vcpus, VcpuControl, VmEvent};
@@ -149,6 +150,7 @@ impl Vmm {
                             boot_ready: &self.boot_ready,
                             shutdown_requested: Cell::new(false),
                             shutting_down: shutdown.is_some(),
+                            balloon: self.balloon.as_ref(),
                         };
                         if let Some(server) = self.control.as_mut() {
                             server.on_readable(fd, &view);
@@ -272,6 +274,7 @@ struct ControlView<'a> {
     /// Set by a `shutdown` request; the loop starts the shutdown after the request is served.
     shutdown_requested: Cell<bool>,
     shutting_down: bool,
+    balloon: Option<&'a BalloonHandle>,
 }
 
 impl VmControl for ControlView<'_> {
@@ -303,6 +306,9 @@ impl VmControl for ControlView<'_> {
     fn shutdown(&self) -> &'static str {
         self.shutdown_requested.set(true);
         "shutting-down"
+    }
+    fn balloon(&self) -> Option<&BalloonHandle> {
+        self.balloon
     }
     #[cfg(all(feature = "test-hooks", debug_assertions))]
     fn test_forbidden_syscall(&self, thread: &str) -> Result<i64, String> {

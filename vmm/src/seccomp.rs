@@ -11,6 +11,8 @@
 //!
 //! Both allocate (malloc: brk, mmap, munmap, mremap, mprotect, madvise), lock (futex), take the
 //! kick signal (rt_sigreturn) and may abort on a bug (rt_sigprocmask, getpid, gettid, tgkill).
+//! madvise is allowed with MADV_DONTNEED only: what glibc's malloc and thread exit use, and what
+//! the virtio-balloon, served on a vCPU thread, uses to give guest RAM back to the host.
 //! No thread can open a file, create a socket, map a file, fork, exec, or change credentials.
 
 use cpevisor_sandbox::seccomp::{Action, ArgCheck, Policy, Rule};
@@ -33,7 +35,6 @@ const COMMON: &[libc::c_long] = &[
     libc::SYS_munmap,
     libc::SYS_mremap,
     libc::SYS_mprotect,
-    libc::SYS_madvise,
     libc::SYS_rt_sigreturn,
     libc::SYS_rt_sigprocmask,
     libc::SYS_sigaltstack,
@@ -87,6 +88,16 @@ fn policy(lists: &[&[libc::c_long]], ioctls: &[u32]) -> Policy {
             Action::Allow,
         ));
     }
+    // Pages given back (malloc's trimming, thread stacks, the balloon's guest RAM); no other
+    // advice (MADV_HWPOISON, MADV_REMOVE...) is needed.
+    rules.push(Rule::when(
+        libc::SYS_madvise,
+        ArgCheck::Equals {
+            index: 2,
+            value: libc::MADV_DONTNEED as u32,
+        },
+        Action::Allow,
+    ));
     // std's debug builds check that a descriptor is still open before closing it.
     rules.push(Rule::when(
         libc::SYS_fcntl,
@@ -154,6 +165,20 @@ mod tests {
             Action::KillProcess
         );
         assert_eq!(action(&vcpu, libc::SYS_fdatasync, [0; 6]), Action::Allow);
+        // madvise: MADV_DONTNEED only (malloc, the balloon on the vCPU thread).
+        let madvise = |p: &Policy, advice: i32| {
+            action(
+                p,
+                libc::SYS_madvise,
+                [0x1000, 0x1000, advice as u64, 0, 0, 0],
+            )
+        };
+        for p in [&main, &vcpu] {
+            assert_eq!(madvise(p, libc::MADV_DONTNEED), Action::Allow);
+            for advice in [libc::MADV_REMOVE, libc::MADV_HWPOISON, libc::MADV_DONTFORK] {
+                assert_eq!(madvise(p, advice), Action::KillProcess, "{advice}");
+            }
+        }
         for nr in [
             libc::SYS_openat,
             libc::SYS_socket,

@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use cpevisor_types::vm::{Console, DiskConfig, JailConfig, KernelFormat, NetConfig, VmConfig};
+use cpevisor_types::vm::{
+    BalloonConfig, Console, DiskConfig, JailConfig, KernelFormat, NetConfig, VmConfig,
+};
 use cpevisor_types::IfName;
 
 use super::cgroup::{AppLimits, CpuMax};
@@ -281,6 +283,8 @@ pub fn vm_config_json(spec: &LaunchSpec, ready_fd: Option<i32>) -> io::Result<St
         },
         // virtio-rng: guests need entropy early (TLS, ssh keys).
         rng: true,
+        // Pages the guest frees go back to the host; deflates on OOM (docs/density.md).
+        balloon: Some(BalloonConfig::default()),
         console: Console::Stdio,
         control_socket: Some(spec.run_dir.join("vmm.sock")),
         // On SIGTERM the VMM presses the guest's power button and waits this long for the

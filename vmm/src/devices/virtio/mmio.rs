@@ -219,8 +219,9 @@ impl MmioTransport {
     }
 
     fn activate(&mut self) {
-        let mut queues = Vec::with_capacity(self.queues.len());
-        for index in 0..self.queues.len() {
+        let in_use = self.device.queues_in_use().min(self.queues.len());
+        let mut queues = Vec::with_capacity(in_use);
+        for index in 0..in_use {
             if !self.queues[index].ready {
                 return self.fail(&DeviceError::Protocol(format!(
                     "DRIVER_OK with queue {index} not ready"

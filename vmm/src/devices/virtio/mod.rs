@@ -4,8 +4,9 @@
 //! - `mmio`  the transport: the register window the guest driver programs.
 //! - `chain` our checks on top of `virtio-queue`: every descriptor chain is validated (length,
 //!   loops, bounds, direction) before a device touches a byte of it.
-//! - `block`, `net` (+ `tap`), `rng`: the devices.
+//! - `balloon`, `block`, `net` (+ `tap`), `rng`: the devices.
 
+pub mod balloon;
 pub mod block;
 pub mod chain;
 pub mod mmio;
@@ -160,6 +161,13 @@ pub trait VirtioDevice: Send {
 
     /// Maximum size of each queue (powers of two); the length is the number of queues.
     fn queue_max_sizes(&self) -> &[u16];
+
+    /// How many of the queues (the first ones) the driver sets up with the accepted features;
+    /// the transport activates those only. A device whose queues depend on features (balloon:
+    /// Linux numbers the queues of negotiated features only) says so here.
+    fn queues_in_use(&self) -> usize {
+        self.queue_max_sizes().len()
+    }
 
     /// Feature bits the device offers (always including `FEATURE_VERSION_1`).
     fn features(&self) -> u64;

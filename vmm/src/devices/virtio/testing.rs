@@ -72,6 +72,26 @@ pub fn assert_only_changed(
     }
 }
 
+/// Like `assert_only_changed`, but a byte outside `allowed` may also have become zero (a
+/// device that discards guest pages).
+pub fn assert_only_changed_or_zeroed(
+    before: &[(u64, Vec<u8>)],
+    after: &[(u64, Vec<u8>)],
+    allowed: &[(u64, u64)],
+) {
+    for ((base, old), (_, new)) in before.iter().zip(after) {
+        for (i, (o, n)) in old.iter().zip(new).enumerate() {
+            let addr = base + i as u64;
+            if o != n && *n != 0 {
+                assert!(
+                    allowed.iter().any(|&(a, l)| addr >= a && addr - a < l),
+                    "byte at {addr:#x} changed ({o:#x} -> {n:#x}) outside the allowed ranges"
+                );
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct CountingIrq(AtomicUsize);
 
