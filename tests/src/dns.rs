@@ -110,6 +110,80 @@ pub fn resolve(server: &str, name: &str, timeout: Duration) -> Result<Answer, St
     Err(format!("{name} via {server}: {last} within {timeout:?}"))
 }
 
+/// How long after `since` `server` first answered an A query for `name`, asking every 50 ms
+/// until `timeout`. Each try comes from a fresh socket (a new source port): while nothing
+/// listened, the router's conntrack recorded the client's flow without the app's DNAT, and a
+/// client that kept its port would keep that entry alive with every try and never reach the app.
+pub fn first_answer(
+    server: &str,
+    name: &str,
+    since: Instant,
+    timeout: Duration,
+) -> Result<Duration, String> {
+    let mut buf = [0u8; MAX_REPLY];
+    let mut id: u16 = 0x6000;
+    while since.elapsed() < timeout {
+        id = id.wrapping_add(1);
+        let tried = Instant::now();
+        let sock = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("udp socket: {e}"))?;
+        sock.connect(server)
+            .map_err(|e| format!("udp connect {server}: {e}"))?;
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .map_err(|e| e.to_string())?;
+        let _ = sock.send(&a_query(id, name)?);
+        if let Ok(n) = sock.recv(&mut buf) {
+            if parse_reply(id, &buf[..n]).is_ok() {
+                return Ok(since.elapsed());
+            }
+        }
+        // A refusal (ICMP port unreachable) returns at once: keep the pace at one try per 50 ms.
+        if let Some(rest) = Duration::from_millis(50).checked_sub(tried.elapsed()) {
+            std::thread::sleep(rest);
+        }
+    }
+    Err(format!("{server} did not answer {name} within {timeout:?}"))
+}
+
+/// Answers per second from `server` for `name` over `run`, keeping up to `window` queries in
+/// flight (a query unanswered for a second is given up and replaced). Returns answers/s.
+pub fn answers_per_second(
+    server: &str,
+    name: &str,
+    run: Duration,
+    window: usize,
+) -> Result<f64, String> {
+    let sock = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("udp socket: {e}"))?;
+    sock.connect(server)
+        .map_err(|e| format!("udp connect {server}: {e}"))?;
+    sock.set_read_timeout(Some(Duration::from_millis(20)))
+        .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; MAX_REPLY];
+    let mut in_flight: Vec<(u16, Instant)> = Vec::with_capacity(window);
+    let mut next: u16 = 0;
+    let mut answered = 0u64;
+    let started = Instant::now();
+    while started.elapsed() < run {
+        in_flight.retain(|(_, sent)| sent.elapsed() < Duration::from_secs(1));
+        while in_flight.len() < window {
+            next = next.wrapping_add(1);
+            sock.send(&a_query(next, name)?)
+                .map_err(|e| format!("send to {server}: {e}"))?;
+            in_flight.push((next, Instant::now()));
+        }
+        while let Ok(n) = sock.recv(&mut buf) {
+            if n < 12 {
+                continue;
+            }
+            let id = u16::from_be_bytes([buf[0], buf[1]]);
+            if let Some(at) = in_flight.iter().position(|(q, _)| *q == id) {
+                in_flight.swap_remove(at);
+                answered += 1;
+            }
+        }
+    }
+    Ok(answered as f64 / started.elapsed().as_secs_f64())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

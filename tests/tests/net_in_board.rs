@@ -17,65 +17,31 @@
 //! package `scripts/sample-app.sh dns-filter mipsel`), so it is `#[ignore]`d for a plain
 //! `cargo test`.
 
-use cpevisor_e2e::agent::{
-    app_logs, eu_of, install, reboot, wait_agent, wait_eu_status, without_kernel_messages, Flash,
-    HttpServer,
-};
+use cpevisor_e2e::agent::{app_logs, install, reboot, without_kernel_messages, Flash, HttpServer};
 use cpevisor_e2e::bench::jail::{jail_pid, package_file, JailPackages};
 use cpevisor_e2e::dns::resolve;
+use cpevisor_e2e::router::{
+    active_eu, app_root, boot_router, gateway_of, start_dnsmasq, BLOCKED, BOARD,
+};
 use cpevisor_e2e::vm::kernel_complaints;
-use cpevisor_e2e::{BoardVm, BootOptions};
+use cpevisor_e2e::BoardVm;
 use serde_json::json;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::time::Duration;
 
-const BOARD: &str = "qemu-malta-mipsel";
-const BOOT: Duration = Duration::from_secs(300);
-const AGENT: Duration = Duration::from_secs(120);
 /// ~14 MB (dnsmasq with Debian's library closure) over QEMU user networking, verified and
 /// unpacked by an emulated MIPS CPU.
 const INSTALL: Duration = Duration::from_secs(900);
-const ACTIVE: Duration = Duration::from_secs(240);
 const ANSWER: Duration = Duration::from_secs(60);
-/// The router's LAN address (the profile's `network.lan_address`).
-const ROUTER_LAN: &str = "192.168.1.1";
 /// What the stand-in for the router's resolver answers for the allowed name.
 const ALLOWED: (&str, Ipv4Addr) = ("allowed.example", Ipv4Addr::new(10, 9, 8, 7));
-/// A name on the filter's default block list (rootfs/files/dns-filter/blocklist).
-const BLOCKED: &str = "ads.example";
-
 /// The status app's port, mapped from the router's WAN port of the same number.
 const STATUS_PORT: u16 = 8080;
 
-/// Boots the board on `flash` with the LAN's DNS and the WAN's `STATUS_PORT` forwarded from
-/// the host, and waits for the agent.
+/// Boots the router with the LAN's DNS and the WAN's `STATUS_PORT` forwarded from the host.
 fn boot(flash: &Flash) -> BoardVm {
-    let opts = BootOptions {
-        flash: Some(flash.path.clone()),
-        lan_udp: vec![53],
-        forward: vec![STATUS_PORT],
-        ..Default::default()
-    };
-    let mut vm = BoardVm::boot(BOARD, &opts).unwrap();
-    vm.wait_ready(BOOT).unwrap();
-    let lan = format!("CPEVISOR-LAN ok=yes wan=eth0 bridge=br-lan addr={ROUTER_LAN}/24 ports=eth1");
-    assert!(
-        vm.transcript().contains(&lan),
-        "the init did not report {lan:?}"
-    );
-    wait_agent(&mut vm, AGENT).unwrap();
-    vm
-}
-
-/// The EUID of app `name` once it is Active.
-fn active_eu(vm: &mut BoardVm, name: &str) -> String {
-    let list = wait_agent(vm, AGENT).unwrap();
-    let eu = eu_of(&list, name).unwrap_or_else(|| panic!("no {name} EU: {list}"));
-    let eu_id = eu["eu_id"].as_str().unwrap().to_string();
-    wait_eu_status(vm, &eu_id, "Active", ACTIVE)
-        .unwrap_or_else(|e| panic!("{e}\n{}", app_logs(vm, &eu_id)));
-    eu_id
+    boot_router(flash, vec![53], vec![STATUS_PORT]).unwrap()
 }
 
 /// `GET /status` from the host through the WAN's forwarded port, retried until `ANSWER`.
@@ -192,47 +158,23 @@ fn dns_filter_serves_the_lan_on_qemu_malta_mipsel() {
         let du = install(&mut vm, &url, INSTALL).unwrap().outcome.unwrap();
         dus.push(du["uuid"].as_str().unwrap().to_string());
     }
-    let eu_id = active_eu(&mut vm, "dns-filter");
-    active_eu(&mut vm, "status");
+    let eu_id = active_eu(&mut vm, "dns-filter").unwrap();
+    active_eu(&mut vm, "status").unwrap();
     let pid = jail_pid(&mut vm, &eu_id, "dnsmasq")
         .unwrap_or_else(|e| panic!("{e}\n{}", app_logs(&mut vm, &eu_id)));
 
-    // The router's resolver: dnsmasq from the app's own files, through its loader, on the
-    // router's address on the apps' bridge, answering the allowed name from a local zone.
-    let root = board(
-        &mut vm,
-        "find the app's dnsmasq",
-        "f=$(find /data/cpevisor -type f -path '*/rootfs/usr/sbin/dnsmasq' | head -1); \
-         echo ROOT=${f%/usr/sbin/dnsmasq}",
-    );
-    let root = root
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("ROOT="))
-        .filter(|r| !r.is_empty())
-        .unwrap_or_else(|| panic!("the app's rootfs holds no dnsmasq:\n{root}"))
-        .to_string();
+    // The router's resolver: dnsmasq from the app's own files on the router's address on the
+    // apps' bridge (the filter's upstream), answering the allowed name from a local zone.
+    let root = app_root(&mut vm, "usr/sbin/dnsmasq").unwrap();
+    let gateway = gateway_of(&mut vm, pid).unwrap();
     let (name, addr) = ALLOWED;
-    let gateway = board(
+    start_dnsmasq(
         &mut vm,
-        "the app's gateway",
-        &format!("nsenter -t {pid} -n ip -4 route show default"),
-    );
-    let gateway = gateway
-        .split_whitespace()
-        .skip_while(|w| *w != "via")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no default route in the app's jail:\n{gateway}"))
-        .to_string();
-    board(
-        &mut vm,
-        "start the router's resolver",
-        &format!(
-            "R={root}; $R/lib/ld.so.1 --library-path $R/lib/mipsel-linux-gnu:$R/usr/lib/mipsel-linux-gnu \
-             $R/usr/sbin/dnsmasq --no-resolv --no-hosts --no-poll --bind-interfaces \
-             --listen-address={gateway} --port=53 --address=/{name}/{addr} --user=root --group= \
-             --pid-file=/run/router-dns.pid --log-facility=/run/router-dns.log; sleep 1; grep -c dnsmasq /run/router-dns.log"
-        ),
-    );
+        &root,
+        "router-dns",
+        &format!("--no-resolv --listen-address={gateway} --port=53 --address=/{name}/{addr}"),
+    )
+    .unwrap();
 
     let rules = board(&mut vm, "cpevisor's table", "nft list table inet cpevisor");
     let app_addr = cpevisor_e2e::bench::jail::jail_address(&mut vm, pid).unwrap();
@@ -306,8 +248,8 @@ fn dns_filter_serves_the_lan_on_qemu_malta_mipsel() {
         kernel_complaints(&console)
     );
     let mut vm = boot(&flash);
-    active_eu(&mut vm, "dns-filter");
-    active_eu(&mut vm, "status");
+    active_eu(&mut vm, "dns-filter").unwrap();
+    active_eu(&mut vm, "status").unwrap();
     let dns = format!("127.0.0.1:{}", vm.lan_udp_port(53).unwrap());
     let blocked = resolve(&dns, BLOCKED, ANSWER)
         .unwrap_or_else(|e| panic!("after the reboot: {e}\n{}", app_logs(&mut vm, &eu_id)));

@@ -7,6 +7,7 @@ pub mod board;
 pub mod density;
 pub mod graceful;
 pub mod jail;
+pub mod net;
 pub mod ready;
 pub mod sizes;
 pub mod stats;

@@ -3,12 +3,12 @@
 //! qemu-system-aarch64 -accel kvm on the same guest. Prints a table, writes `target/bench.json`.
 //! Exits 1 when a figure group could not be taken (after writing what was measured).
 //! `CPEVISOR_BENCH_ONLY=group,...` takes only those groups (sizes, agent, ready, usp, board,
-//! stop, density, jail), e.g. to re-measure one piece.
+//! stop, density, jail, net), e.g. to re-measure one piece.
 
 #![forbid(unsafe_code)]
 
 use cpevisor_e2e::bench::{
-    agent, board, density, graceful, jail, ready, sizes, table, usp, write_json, Figure,
+    agent, board, density, graceful, jail, net, ready, sizes, table, usp, write_json, Figure,
 };
 use cpevisor_e2e::{many_apps, workspace_root};
 
@@ -135,6 +135,16 @@ fn main() {
         println!("bench: booting {} for the jail figures", jail::BENCH_BOARD);
         if let Err(e) = jail::figures(&root, &mut figures) {
             eprintln!("bench: jail figures: {e}");
+            failed = true;
+        }
+    }
+
+    // The DNS filter on the router board's LAN (tests/src/bench/net.rs): qemu-malta-mipsel's
+    // firmware and the filter's package (`make firmware BOARDS=qemu-malta-mipsel`).
+    if wanted("net") {
+        println!("bench: booting qemu-malta-mipsel for the net figures");
+        if let Err(e) = net::figures(&root, &mut figures) {
+            eprintln!("bench: net figures: {e}");
             failed = true;
         }
     }

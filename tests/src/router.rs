@@ -1,0 +1,98 @@
+//! The router board with a WAN and a LAN side (qemu-malta-mipsel's `[network]`) and the DNS
+//! filter app on it: what tests/tests/net_in_board.rs and the `net` bench group share.
+//!
+//! The host is the LAN client: UDP ports of the router's LAN address are forwarded from
+//! 127.0.0.1 ([`BootOptions::lan_udp`]). The board's firmware runs no resolver of its own, so a
+//! dnsmasq started from the installed filter's own files stands in for the router's (OpenWrt's
+//! resolver is dnsmasq too): [`start_dnsmasq`].
+
+use crate::agent::{app_logs, eu_of, wait_agent, wait_eu_status, Flash};
+use crate::{BoardVm, BootOptions};
+use std::time::Duration;
+
+/// The router board.
+pub const BOARD: &str = "qemu-malta-mipsel";
+/// The router's LAN address (the profile's `network.lan_address`).
+pub const ROUTER_LAN: &str = "192.168.1.1";
+/// A name on the DNS filter's default block list (rootfs/files/dns-filter/blocklist).
+pub const BLOCKED: &str = "ads.example";
+/// The DNS filter's package file for the board's arch (`scripts/sample-app.sh dns-filter`).
+pub const FILTER_PACKAGE: &str = "dns-filter-jail-mipsel-1.0.cpkg";
+
+const BOOT: Duration = Duration::from_secs(300);
+const AGENT: Duration = Duration::from_secs(120);
+const ACTIVE: Duration = Duration::from_secs(240);
+
+/// Boots the router on `flash` with the router's LAN UDP ports `lan_udp` and WAN TCP ports
+/// `forward` forwarded from the host; checks the init's LAN line and waits for the agent.
+pub fn boot_router(flash: &Flash, lan_udp: Vec<u16>, forward: Vec<u16>) -> Result<BoardVm, String> {
+    let opts = BootOptions {
+        flash: Some(flash.path.clone()),
+        lan_udp,
+        forward,
+        ..Default::default()
+    };
+    let mut vm = BoardVm::boot(BOARD, &opts)?;
+    vm.wait_ready(BOOT)?;
+    let lan = format!("CPEVISOR-LAN ok=yes wan=eth0 bridge=br-lan addr={ROUTER_LAN}/24 ports=eth1");
+    if !vm.transcript().contains(&lan) {
+        return Err(format!("the init did not report {lan:?}"));
+    }
+    wait_agent(&mut vm, AGENT)?;
+    Ok(vm)
+}
+
+/// The EUID of app `name` once it is Active.
+pub fn active_eu(vm: &mut BoardVm, name: &str) -> Result<String, String> {
+    let list = wait_agent(vm, AGENT)?;
+    let eu = eu_of(&list, name).ok_or_else(|| format!("no {name} EU: {list}"))?;
+    let eu_id = eu["eu_id"].as_str().unwrap_or_default().to_string();
+    wait_eu_status(vm, &eu_id, "Active", ACTIVE)
+        .map_err(|e| format!("{e}\n{}", app_logs(vm, &eu_id)))?;
+    Ok(eu_id)
+}
+
+/// The directory of the installed app's root file system that holds `file` (a path inside it,
+/// `usr/sbin/dnsmasq`).
+pub fn app_root(vm: &mut BoardVm, file: &str) -> Result<String, String> {
+    let out = vm.run_ok(
+        &format!(
+            "f=$(find /data/cpevisor -type f -path '*/rootfs/{file}' | head -1); echo ROOT=${{f%/{file}}}"
+        ),
+        Duration::from_secs(60),
+    )?;
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("ROOT="))
+        .filter(|r| !r.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| format!("no installed app's rootfs holds {file}:\n{out}"))
+}
+
+/// The default gateway in the network namespace of process `pid` (an app's: the router).
+pub fn gateway_of(vm: &mut BoardVm, pid: u32) -> Result<String, String> {
+    let out = vm.run_ok(
+        &format!("nsenter -t {pid} -n ip -4 route show default"),
+        Duration::from_secs(30),
+    )?;
+    out.split_whitespace()
+        .skip_while(|w| *w != "via")
+        .nth(1)
+        .map(str::to_string)
+        .ok_or_else(|| format!("no default route in the namespace of {pid}:\n{out}"))
+}
+
+/// Starts dnsmasq from the app rootfs `root` (its own loader and libraries) on the board itself,
+/// outside any jail, with `args` (its own daemon: it forks, writes `/run/<name>.pid`, logs to
+/// `/run/<name>.log`).
+pub fn start_dnsmasq(vm: &mut BoardVm, root: &str, name: &str, args: &str) -> Result<(), String> {
+    vm.run_ok(
+        &format!(
+            "R={root}; $R/lib/ld.so.1 --library-path $R/lib/mipsel-linux-gnu:$R/usr/lib/mipsel-linux-gnu \
+             $R/usr/sbin/dnsmasq --no-hosts --no-poll --bind-interfaces --user=root --group= \
+             --pid-file=/run/{name}.pid --log-facility=/run/{name}.log {args} && sleep 1 && \
+             kill -0 $(cat /run/{name}.pid)"
+        ),
+        Duration::from_secs(60),
+    )
+    .map(|_| ())
+}
