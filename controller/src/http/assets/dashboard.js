@@ -90,7 +90,8 @@ function when(ms) {
 }
 
 function fault(code, message) {
-  if (code === null || code === undefined) return "";
+  // An execution unit says NoFault when it has none.
+  if (code === null || code === undefined || code === "NoFault") return "";
   return code + (message ? " " + message : "");
 }
 
@@ -188,17 +189,19 @@ async function loadFleet() {
   fill("failures", s.failures.map((f) => row([
     agentLink(f.agent), f.kind, f.deployment, f.state,
     el("span", fault(f.fault_code, f.fault_message), "fault"),
-  ])));
+  ], { "data-failure": f.agent })));
 
   fill("agents", agents.agents.map((a) => {
     const free = Math.max(...a.exec_envs.map((e) => e.available_kib ?? -1), -1);
     const apps = a.dus.map((d) => d.name + " " + d.version + (d.status && d.status !== "Installed" ? " (" + d.status + ")" : "")).join(", ");
-    const faults = a.eus.filter((u) => u.fault_code && u.fault_code !== "NoFault")
+    const faults = a.eus.filter((u) => fault(u.fault_code))
       .map((u) => (u.name || u.euid) + ": " + fault(u.fault_code, u.fault_message)).join("; ");
+    // The agent's architecture, else its ExecEnvs'.
+    const arch = a.arch || [...new Set(a.exec_envs.map((e) => e.arch).filter(Boolean))].join(", ");
     return row([
       agentLink(a.endpoint_id),
       el("span", a.online ? "online" : "offline", a.online ? "online" : "offline"),
-      a.model, a.board, a.arch, free >= 0 ? kib(free) : "-", apps || "-",
+      a.model, a.board, arch || "-", free >= 0 ? kib(free) : "-", apps || "-",
       el("span", faults, "fault"),
     ], { "data-agent": a.endpoint_id });
   }));
