@@ -438,6 +438,36 @@ mod tests {
         assert!(e("deploy --db f a u --version 1 --memory-mib 0").contains("positive"));
         assert!(e("agents --db f extra").contains("no arguments"));
         assert!(e("serve --db f").contains("--config"));
+        assert!(e("agents --db f --http 127.0.0.1:1").contains("serve's"));
+        let dir = std::env::temp_dir().join(format!("cpv-fleet-http-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("ctl.json");
+        std::fs::write(
+            &cfg,
+            r#"{"broker_host": "b", "endpoint_id": "self::c", "http": "127.0.0.1:8080"}"#,
+        )
+        .unwrap();
+        let serve = |extra: &str| p(&format!("serve --db f --config {} {extra}", cfg.display()));
+        assert!(serve("").unwrap_err().contains("--api-token-file"));
+        assert!(serve("--http 127.0.0.1:9")
+            .unwrap_err()
+            .contains("needs --api-token-file"));
+        match serve("--api-token-file t").unwrap() {
+            FleetCmd::Serve(_, o) => assert_eq!(
+                o.http,
+                Some(crate::http::HttpOptions {
+                    listen: "127.0.0.1:8080".into(),
+                    token_file: "t".into()
+                }),
+                "the file's address, the flag's token file"
+            ),
+            other => panic!("{other:?}"),
+        }
+        std::fs::write(&cfg, r#"{"broker_host": "b", "endpoint_id": "self::c"}"#).unwrap();
+        assert!(serve("--api-token-file t")
+            .unwrap_err()
+            .contains("needs --http"));
+        let _ = std::fs::remove_dir_all(&dir);
         assert!(e("frob --db f").contains("not a command"));
         assert!(e("agents --db f --bogus").contains("unknown option"));
     }

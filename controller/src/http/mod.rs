@@ -39,6 +39,7 @@ pub fn start(opts: &HttpOptions, db: PathBuf) -> Result<std::net::SocketAddr, St
     server::run(
         listener,
         WORKERS,
+        server::REQUEST_DEADLINE,
         move || Store::open(&db),
         move |store: &mut Store, req: &Request| handle(store, &tokens, req),
     )?;

@@ -17,7 +17,7 @@ pub const MAX_HEAD: usize = 16 * 1024;
 pub const MAX_HEADERS: usize = 64;
 /// Largest request body.
 pub const MAX_BODY: usize = 64 * 1024;
-/// A request must have arrived whole by then.
+/// A request must have arrived whole by then (the default of [`run`]'s `deadline`).
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 /// Each write of the response must go through within this.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -89,8 +89,15 @@ fn reason(status: u16) -> &'static str {
 }
 
 /// Serves `listener` with `workers` threads, each with its own state from `init` (a database
-/// connection), until the process ends. `init` failing in a worker ends that worker (logged).
-pub fn run<S, I, H>(listener: TcpListener, workers: usize, init: I, handle: H) -> Result<(), String>
+/// connection), until the process ends; a request must arrive whole within `deadline`. `init`
+/// failing in a worker ends that worker (logged).
+pub fn run<S, I, H>(
+    listener: TcpListener,
+    workers: usize,
+    deadline: Duration,
+    init: I,
+    handle: H,
+) -> Result<(), String>
 where
     S: 'static,
     I: Fn() -> Result<S, String> + Send + Sync + 'static,
@@ -105,7 +112,7 @@ where
         std::thread::Builder::new()
             .name(format!("http-{i}"))
             .stack_size(THREAD_STACK)
-            .spawn(move || worker(&rx, &*init, &*handle))
+            .spawn(move || worker(&rx, deadline, &*init, &*handle))
             .map_err(|e| format!("HTTP worker thread: {e}"))?;
     }
     std::thread::Builder::new()
@@ -126,6 +133,7 @@ where
 
 fn worker<S>(
     rx: &Mutex<Receiver<TcpStream>>,
+    deadline: Duration,
     init: &(dyn Fn() -> Result<S, String> + Send + Sync),
     handle: &(dyn Fn(&mut S, &Request) -> Response + Send + Sync),
 ) {
@@ -144,7 +152,7 @@ fn worker<S>(
             Err(p) => p.into_inner().recv(),
         };
         let Ok(mut conn) = conn else { return };
-        let resp = match read_request(&mut conn) {
+        let resp = match read_request(&mut conn, deadline) {
             Ok(req) => handle(&mut state, &req),
             Err(resp) => resp,
         };
@@ -158,9 +166,9 @@ fn worker<S>(
     }
 }
 
-/// Reads one request within [`REQUEST_DEADLINE`]; an error is the response to send.
-fn read_request(conn: &mut TcpStream) -> Result<Request, Response> {
-    let deadline = Instant::now() + REQUEST_DEADLINE;
+/// Reads one request within `deadline`; an error is the response to send.
+fn read_request(conn: &mut TcpStream, deadline: Duration) -> Result<Request, Response> {
+    let deadline = Instant::now() + deadline;
     let _ = conn.set_write_timeout(Some(WRITE_TIMEOUT));
     let mut buf = vec![0u8; MAX_HEAD];
     let mut have = 0;
@@ -280,4 +288,102 @@ fn write_response(conn: &mut TcpStream, r: &Response) -> std::io::Result<()> {
     conn.write_all(head.as_bytes())?;
     conn.write_all(&r.body)?;
     conn.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server whose one worker echoes the request (method, path, query, body length).
+    fn server(deadline: Duration) -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        run(
+            l,
+            1,
+            deadline,
+            || Ok(()),
+            |_: &mut (), r: &Request| {
+                Response::json(
+                    200,
+                    &serde_json::json!({"m": r.method, "p": r.path, "q": r.query,
+                                    "n": r.body.len(), "a": r.authorization}),
+                )
+            },
+        )
+        .unwrap();
+        port
+    }
+
+    fn send(port: u16, parts: &[&[u8]], pause: Duration) -> String {
+        let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        for p in parts {
+            let _ = c.write_all(p);
+            std::thread::sleep(pause);
+        }
+        let mut out = String::new();
+        let _ = c.read_to_string(&mut out);
+        out
+    }
+
+    #[test]
+    fn requests_whole_or_in_pieces() {
+        let port = server(Duration::from_secs(5));
+        let r = send(
+            port,
+            &[
+                b"POST /a/b?x=1 HTTP/1.1\r\nAuthorization: Bearer t\r\nContent-Length: 5\r\n\r\nhe",
+                b"llo",
+            ],
+            Duration::from_millis(50),
+        );
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        assert!(r.contains("Connection: close"), "{r}");
+        assert!(
+            r.ends_with(r#"{"a":"Bearer t","m":"POST","n":5,"p":"/a/b","q":"x=1"}"#),
+            "{r}"
+        );
+    }
+
+    #[test]
+    fn hostile_requests_get_their_status() {
+        let port = server(Duration::from_millis(400));
+        let status = |parts: &[&[u8]], pause| send(port, parts, pause)[..12].to_string();
+        let none = Duration::ZERO;
+        let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_HEAD));
+        assert_eq!(status(&[long.as_bytes()], none), "HTTP/1.1 431");
+        let many = format!(
+            "GET / HTTP/1.1\r\n{}\r\n",
+            "X-A: b\r\n".repeat(MAX_HEADERS + 1)
+        );
+        assert_eq!(status(&[many.as_bytes()], none), "HTTP/1.1 431");
+        let big = format!(
+            "POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY + 1
+        );
+        assert_eq!(status(&[big.as_bytes()], none), "HTTP/1.1 413");
+        let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        assert_eq!(status(&[chunked], none), "HTTP/1.1 411");
+        assert_eq!(
+            status(&[b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n"], none),
+            "HTTP/1.1 400"
+        );
+        assert_eq!(status(&[b"\x00\x01 garbage\r\n\r\n"], none), "HTTP/1.1 400");
+        // Trickled or silent: the deadline answers, and the one worker is free again.
+        let t0 = Instant::now();
+        assert_eq!(
+            status(
+                &[b"GET / HTTP/1.1\r\n", b"X: y\r\n", b"X: z\r\n"],
+                Duration::from_millis(200)
+            ),
+            "HTTP/1.1 408"
+        );
+        assert_eq!(
+            status(&[b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nab"], none),
+            "HTTP/1.1 408"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        assert_eq!(status(&[b"GET / HTTP/1.1\r\n\r\n"], none), "HTTP/1.1 200");
+    }
 }
