@@ -161,8 +161,26 @@ fn worker<S>(
         // flight: the client is told we are done, and what it still sends is read (bounded)
         // before closing.
         let _ = conn.shutdown(Shutdown::Write);
-        let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
-        let _ = std::io::copy(&mut (&conn).take(1 << 20), &mut std::io::sink());
+        drain(&mut conn, Instant::now() + DRAIN);
+    }
+}
+
+/// How long a finished connection's leftovers are read at most.
+const DRAIN: Duration = Duration::from_secs(1);
+
+/// Reads and drops what the client still sends until it closes, 1 MiB or `deadline`.
+fn drain(conn: &mut TcpStream, deadline: Instant) {
+    let mut buf = [0u8; 4096];
+    let mut left = 1usize << 20;
+    while left > 0 {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        if wait.is_zero() || conn.set_read_timeout(Some(wait)).is_err() {
+            return;
+        }
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => left = left.saturating_sub(n),
+        }
     }
 }
 
