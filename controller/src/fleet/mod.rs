@@ -8,6 +8,7 @@
 
 pub mod inventory;
 pub mod reconcile;
+pub mod refusal;
 pub mod rollout;
 pub mod rollout_cli;
 pub mod selector;

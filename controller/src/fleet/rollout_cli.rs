@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
+use super::refusal::Refusal;
 use super::rollout::{Rollout, TargetState, TargetView};
 use super::selector;
-use super::views::Refusal;
 use crate::store::rollouts::{NewRollout, RolloutCommand, RolloutTarget};
 use crate::store::{now_ms, NewDeployment, Store};
 

@@ -6,37 +6,6 @@ use serde_json::{json, Value};
 
 use crate::store::{now_ms, AgentView, Eu, NewDeployment, Operation, Store};
 
-/// Why an operator's request was not carried out; the API's status follows the kind.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    /// The request is wrong (HTTP 400).
-    Invalid(String),
-    /// What it names does not exist (404).
-    NotFound(String),
-    /// The state of what it names does not allow it (409).
-    Conflict(String),
-    /// The database failed (500).
-    Failed(String),
-}
-
-impl Refusal {
-    /// Its message.
-    pub fn message(&self) -> &str {
-        match self {
-            Refusal::Invalid(m)
-            | Refusal::NotFound(m)
-            | Refusal::Conflict(m)
-            | Refusal::Failed(m) => m,
-        }
-    }
-}
-
-impl From<String> for Refusal {
-    fn from(m: String) -> Refusal {
-        Refusal::Failed(m)
-    }
-}
-
 /// A deployment's name, URL or version: 1..1024 printable bytes.
 pub fn check_text(what: &str, v: &str) -> Result<(), String> {
     if v.is_empty() || v.len() > 1024 || v.chars().any(char::is_control) {

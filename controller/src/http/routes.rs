@@ -5,9 +5,10 @@
 use serde_json::{json, Map, Value};
 
 use super::server::{Request, Response};
+use crate::fleet::refusal::Refusal;
 use crate::fleet::rollout_cli::{self, Amount, Plan};
 use crate::fleet::selector;
-use crate::fleet::views::{self, Refusal};
+use crate::fleet::views;
 use crate::store::rollouts::RolloutCommand;
 use crate::store::{NewDeployment, Store};
 

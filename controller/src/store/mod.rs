@@ -6,7 +6,7 @@
 
 pub mod rollouts;
 mod schema;
-mod views;
+pub mod views;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -15,7 +15,6 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 pub use schema::{latest as schema_version, migrate, MIGRATIONS};
-pub use views::FleetTotals;
 
 /// Milliseconds since the Unix epoch: every time in the store.
 pub fn now_ms() -> i64 {
