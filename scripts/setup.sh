@@ -28,6 +28,9 @@ HOST_PKGS=(
   erofs-utils
   # the apps' port mappings and egress policy (agent/src/netfilter, its host tests): the nft tool
   nftables
+  # the controller's dashboard checked in a real headless browser (agent/tests/usp_api.rs), with
+  # a font for its screenshots (recommends are not installed here)
+  chromium fonts-dejavu-core
   # minimal guest kernels (scripts/guest-kernel.sh): source, kconfig and build tools; libelf for
   # x86_64's objtool, xz for its compressed bzImage
   linux-source-6.1 make gcc flex bison bc libelf-dev xz-utils

@@ -31,6 +31,12 @@ pub struct CtlConfig {
     /// by the broker for the next run.
     #[serde(default)]
     pub session_expiry_s: u32,
+    /// `serve` only: where its HTTP API and dashboard listen (`--http`).
+    #[serde(default)]
+    pub http: Option<String>,
+    /// `serve` only: the API's token file (`--api-token-file`).
+    #[serde(default)]
+    pub api_token_file: Option<std::path::PathBuf>,
     /// Refuses any field not declared above or in [`MqttSettings`].
     #[serde(flatten)]
     pub unknown: UnknownFields,

@@ -7,7 +7,7 @@
 //! broker was the problem. It lives outside the agent's crate so routers do not carry it
 //! (issue 13). `fleet` is the long-running service (`serve`: inventory, deployments,
 //! reconciliation, rollouts: `fleet::rollout` decides, `store::rollouts` keeps them) over the
-//! database in `store`; see README.md.
+//! database in `store`, with its HTTP API and dashboard in `http`; see README.md.
 //!
 //! Split by concern: `cli` (flags and commands), `config` (connection settings), `roster`,
 //! `connection` (MQTT or WebSocket under the engine), `engine` (the requests and what answers
@@ -21,6 +21,7 @@ mod config;
 mod connection;
 pub mod engine;
 pub mod fleet;
+pub mod http;
 mod render;
 mod roster;
 pub mod store;

@@ -8,17 +8,19 @@
 
 pub mod inventory;
 pub mod reconcile;
+pub mod refusal;
 pub mod rollout;
 pub mod rollout_cli;
 pub mod selector;
 pub mod serve;
+pub mod views;
 
 use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
 use crate::config::{merge, parse_secs, read_bounded};
-use crate::store::{AgentView, NewDeployment, Store};
+use crate::store::{NewDeployment, Store};
 use crate::CtlConfig;
 use rollout_cli::{Amount, Plan, RolloutCmd};
 
@@ -27,7 +29,12 @@ pub use serve::{serve, ServeOptions};
 /// The usage of the service's commands (all take `--db PATH`).
 pub const USAGE: &str = "service commands (the fleet's desired state in a database):
   serve --config FILE --db PATH [--sweep SECS] [--max-in-flight N] [--op-timeout SECS]
-                               the long-running controller: inventory and reconciliation
+        [--http ADDR:PORT --api-token-file FILE]
+                               the long-running controller: inventory and reconciliation;
+                               with --http, the JSON API (/api/v1/, Authorization: Bearer
+                               TOKEN, tokens one a line in FILE, mode 600) and the dashboard
+                               (/#token=TOKEN); the config's http and api_token_file fields
+                               say the same
   deploy --db PATH NAME URL --version V [--selector KEY=VALUE ...] [--digest D]
          [--memory-mib N]      want app NAME at version V from URL on every agent the
                                selector matches (keys: arch, model, manufacturer,
@@ -71,6 +78,8 @@ pub fn parse(args: &[String]) -> Result<FleetCmd, String> {
     let mut limit = 100usize;
     let mut opts = ServeOptions::new(PathBuf::new());
     let mut plan = Plan::default();
+    let mut http_listen = None;
+    let mut token_file = None;
     let mut words = Vec::new();
     let mut i = 0;
     while i < args.len() {
@@ -88,6 +97,8 @@ pub fn parse(args: &[String]) -> Result<FleetCmd, String> {
             "--version" => version = Some(value()?),
             "--digest" => digest = Some(value()?),
             "--selector" => selector.push(value()?),
+            "--http" => http_listen = Some(value()?),
+            "--api-token-file" => token_file = Some(PathBuf::from(value()?)),
             "--memory-mib" => {
                 let v = value()?;
                 memory = Some(
@@ -133,9 +144,7 @@ pub fn parse(args: &[String]) -> Result<FleetCmd, String> {
         };
         let version = version.ok_or(format!("{cmd}: --version V is needed"))?;
         for (what, v) in [("NAME", name), ("URL", url), ("--version", &version)] {
-            if v.is_empty() || v.len() > 1024 || v.chars().any(char::is_control) {
-                return Err(format!("{cmd}: {what} must be 1..1024 printable bytes"));
-            }
+            views::check_text(what, v).map_err(|e| format!("{cmd}: {e}"))?;
         }
         Ok(NewDeployment {
             name: name.clone(),
@@ -146,6 +155,9 @@ pub fn parse(args: &[String]) -> Result<FleetCmd, String> {
             memory_mib: memory,
         })
     };
+    if cmd != "serve" && (http_listen.is_some() || token_file.is_some()) {
+        return Err(format!("{cmd}: --http and --api-token-file are serve's"));
+    }
     let no_args = |what: FleetCmd| {
         if rest.is_empty() {
             Ok(what)
@@ -164,6 +176,10 @@ pub fn parse(args: &[String]) -> Result<FleetCmd, String> {
             }
             config.mqtt.validate(true)?;
             opts.db = db;
+            opts.http = http_options(
+                http_listen.or(config.http.clone()),
+                token_file.or(config.api_token_file.clone()),
+            )?;
             no_args(FleetCmd::Serve(Box::new(config), opts))
         }
         "deploy" => Ok(FleetCmd::Deploy(db, deployment(rest)?, json)),
@@ -178,6 +194,24 @@ pub fn parse(args: &[String]) -> Result<FleetCmd, String> {
         other => Err(format!(
             "{other}: not a command that takes --db (see --help)"
         )),
+    }
+}
+
+/// The API's settings: both or neither (an API without a token is refused).
+fn http_options(
+    listen: Option<String>,
+    token_file: Option<PathBuf>,
+) -> Result<Option<crate::http::HttpOptions>, String> {
+    match (listen, token_file) {
+        (Some(listen), Some(token_file)) => {
+            Ok(Some(crate::http::HttpOptions { listen, token_file }))
+        }
+        (Some(_), None) => Err(
+            "serve: --http needs --api-token-file FILE (the API takes no request without a token)"
+                .into(),
+        ),
+        (None, Some(_)) => Err("serve: --api-token-file needs --http ADDR:PORT".into()),
+        (None, None) => Ok(None),
     }
 }
 
@@ -207,26 +241,9 @@ pub fn run(cmd: FleetCmd) -> i32 {
     }
 }
 
-fn agent_json(a: &AgentView) -> Value {
-    let f = &a.facts;
-    json!({
-        "endpoint_id": a.endpoint_id, "online": a.online, "first_seen": a.first_seen,
-        "last_seen": a.last_seen, "inventory_at": a.inventory_at,
-        "manufacturer": f.manufacturer, "model": f.model, "software_version": f.software_version,
-        "serial": f.serial, "board": f.board, "arch": f.arch,
-        "exec_envs": a.exec_envs.iter().map(|e| json!({
-            "path": e.path, "name": e.name, "type": e.env_type, "status": e.status,
-            "arch": e.arch, "budget_kib": e.budget_kib, "available_kib": e.available_kib,
-        })).collect::<Vec<_>>(),
-        "dus": a.dus.iter().map(|d| json!({
-            "path": d.path, "uuid": d.uuid, "name": d.name, "version": d.version, "url": d.url,
-            "status": d.status, "exec_env": d.exec_env,
-        })).collect::<Vec<_>>(),
-    })
-}
-
-fn opt(v: &Option<String>) -> &str {
-    v.as_deref().unwrap_or("-")
+/// A JSON string for a table, `-` when absent.
+fn opt(v: &Value) -> &str {
+    v.as_str().unwrap_or("-")
 }
 
 fn print(store: &mut Store, cmd: FleetCmd) -> Result<(), String> {
@@ -234,52 +251,46 @@ fn print(store: &mut Store, cmd: FleetCmd) -> Result<(), String> {
         FleetCmd::Serve(..) => unreachable!("handled by run"),
         FleetCmd::Rollout(_, cmd, json) => rollout_cli::run(store, cmd, json)?,
         FleetCmd::Deploy(_, d, json) => {
-            let id = store.add_deployment(&d, crate::store::now_ms())?;
+            let v = views::deploy(store, &d)?;
             if json {
                 println!(
                     "{}",
-                    json!({"id": id, "name": d.name, "version": d.version})
+                    json!({"id": v["id"], "name": d.name, "version": d.version})
                 );
             } else {
-                println!("deployment {id}: {} {} from {}", d.name, d.version, d.url);
+                println!(
+                    "deployment {}: {} {} from {}",
+                    v["id"], d.name, d.version, d.url
+                );
             }
         }
         FleetCmd::Deployments(_, json) => {
-            let list = store.deployments(false)?;
-            let counts = store.deployment_counts()?;
-            let count =
-                |id: i64, k: &str| counts.get(&id).and_then(|c| c.get(k)).copied().unwrap_or(0);
+            let all = views::deployments(store)?;
             if json {
-                let v: Vec<Value> = list
-                    .iter()
-                    .map(|d| {
-                        json!({
-                            "id": d.id, "name": d.name, "url": d.url, "digest": d.digest,
-                            "version": d.version, "selector": d.selector,
-                            "memory_mib": d.memory_mib, "created": d.created, "state": d.state,
-                            "installed": count(d.id, "installed"), "in_flight": count(d.id, "sent"),
-                            "failed": count(d.id, "failed") + count(d.id, "lost"),
-                        })
-                    })
-                    .collect();
-                println!("{}", json!({ "deployments": v }));
+                println!("{all}");
                 return Ok(());
             }
             println!(
                 "{:<4}  {:<16}  {:<10}  {:<10}  {:>9}  {:>9}  {:>6}  SELECTOR",
                 "ID", "NAME", "VERSION", "STATE", "INSTALLED", "IN FLIGHT", "FAILED"
             );
-            for d in &list {
-                let sel: Vec<String> = d.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let s = |v: &Value, k: &str| v[k].as_str().unwrap_or("-").to_string();
+            for d in all["deployments"].as_array().into_iter().flatten() {
+                let sel: Vec<String> = d["selector"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                    .collect();
                 println!(
                     "{:<4}  {:<16}  {:<10}  {:<10}  {:>9}  {:>9}  {:>6}  {}",
-                    d.id,
-                    d.name,
-                    d.version,
-                    d.state,
-                    count(d.id, "installed"),
-                    count(d.id, "sent"),
-                    count(d.id, "failed") + count(d.id, "lost"),
+                    d["id"].as_i64().unwrap_or(0),
+                    s(d, "name"),
+                    s(d, "version"),
+                    s(d, "state"),
+                    d["installed"].as_i64().unwrap_or(0),
+                    d["in_flight"].as_i64().unwrap_or(0),
+                    d["failed"].as_i64().unwrap_or(0),
                     if sel.is_empty() {
                         "(all)".into()
                     } else {
@@ -298,30 +309,37 @@ fn print(store: &mut Store, cmd: FleetCmd) -> Result<(), String> {
                 );
             }
             loop {
-                let page = store.agents_page(&after, 500, false)?;
-                let Some(last) = page.last() else { break };
-                after = last.endpoint_id.clone();
+                let (page, next) = views::agents_page(store, &after, 500)?;
                 for a in page {
                     if json {
-                        all.push(agent_json(&a));
+                        all.push(a);
                         continue;
                     }
-                    let free: Option<i64> =
-                        a.exec_envs.iter().filter_map(|e| e.available_kib).max();
-                    let apps: Vec<String> = a
-                        .dus
-                        .iter()
-                        .map(|d| format!("{}@{}", d.name, d.version))
+                    let free: Option<i64> = a["exec_envs"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|e| e["available_kib"].as_i64())
+                        .max();
+                    let apps: Vec<String> = a["dus"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|d| format!("{}@{}", opt(&d["name"]), opt(&d["version"])))
                         .collect();
                     println!(
                         "{:<24}  {:<7}  {:<16}  {:<8}  {:<10}  {}",
-                        a.endpoint_id,
-                        if a.online { "yes" } else { "no" },
-                        opt(&a.facts.model),
-                        opt(&a.facts.arch),
+                        opt(&a["endpoint_id"]),
+                        if a["online"] == true { "yes" } else { "no" },
+                        opt(&a["model"]),
+                        opt(&a["arch"]),
                         free.map(|f| f.to_string()).unwrap_or_else(|| "-".into()),
                         apps.join(",")
                     );
+                }
+                match next {
+                    Some(n) => after = n,
+                    None => break,
                 }
             }
             if json {
@@ -331,18 +349,7 @@ fn print(store: &mut Store, cmd: FleetCmd) -> Result<(), String> {
         FleetCmd::Operations(_, limit, json) => {
             let ops = store.operations(limit)?;
             if json {
-                let v: Vec<Value> = ops
-                    .iter()
-                    .map(|o| {
-                        json!({
-                            "id": o.id, "agent": o.endpoint_id, "deployment": o.deployment_id,
-                            "kind": o.kind, "state": o.state, "fault_code": o.fault_code,
-                            "fault_message": o.fault_message, "created": o.created,
-                            "finished": o.finished, "purpose": o.purpose,
-                        })
-                    })
-                    .collect();
-                println!("{}", json!({ "operations": v }));
+                println!("{}", json!({ "operations": views::operations_json(&ops) }));
                 return Ok(());
             }
             println!(
@@ -432,6 +439,36 @@ mod tests {
         assert!(e("deploy --db f a u --version 1 --memory-mib 0").contains("positive"));
         assert!(e("agents --db f extra").contains("no arguments"));
         assert!(e("serve --db f").contains("--config"));
+        assert!(e("agents --db f --http 127.0.0.1:1").contains("serve's"));
+        let dir = std::env::temp_dir().join(format!("cpv-fleet-http-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("ctl.json");
+        std::fs::write(
+            &cfg,
+            r#"{"broker_host": "b", "endpoint_id": "self::c", "http": "127.0.0.1:8080"}"#,
+        )
+        .unwrap();
+        let serve = |extra: &str| p(&format!("serve --db f --config {} {extra}", cfg.display()));
+        assert!(serve("").unwrap_err().contains("--api-token-file"));
+        assert!(serve("--http 127.0.0.1:9")
+            .unwrap_err()
+            .contains("needs --api-token-file"));
+        match serve("--api-token-file t").unwrap() {
+            FleetCmd::Serve(_, o) => assert_eq!(
+                o.http,
+                Some(crate::http::HttpOptions {
+                    listen: "127.0.0.1:8080".into(),
+                    token_file: "t".into()
+                }),
+                "the file's address, the flag's token file"
+            ),
+            other => panic!("{other:?}"),
+        }
+        std::fs::write(&cfg, r#"{"broker_host": "b", "endpoint_id": "self::c"}"#).unwrap();
+        assert!(serve("--api-token-file t")
+            .unwrap_err()
+            .contains("needs --http"));
+        let _ = std::fs::remove_dir_all(&dir);
         assert!(e("frob --db f").contains("not a command"));
         assert!(e("agents --db f --bogus").contains("unknown option"));
     }

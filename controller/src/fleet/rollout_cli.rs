@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
+use super::refusal::Refusal;
 use super::rollout::{Rollout, TargetState, TargetView};
 use super::selector;
 use crate::store::rollouts::{NewRollout, RolloutCommand, RolloutTarget};
@@ -143,150 +144,190 @@ pub fn parse(
     }
 }
 
+/// Starts a rollout of `d` following `plan` over the agents of the inventory its selector
+/// matches; what was recorded, as JSON.
+pub fn start(store: &mut Store, d: &NewDeployment, plan: Plan) -> Result<Value, Refusal> {
+    let targets = targets_of(store, d)?;
+    if targets.is_empty() {
+        return Err(Refusal::Conflict(format!(
+            "rollout start: no agent in the inventory matches the selector of {}",
+            d.name
+        )));
+    }
+    let wave_size = plan.wave.of(targets.len());
+    let r = NewRollout {
+        canary: plan.canary.of(targets.len()),
+        wave_size,
+        max_in_flight: plan.max_in_flight.unwrap_or(wave_size),
+        max_failure_pct: plan.max_failure_pct,
+    };
+    let (dep, id) = store.add_rollout(d, &r, &targets, now_ms())?;
+    Ok(
+        json!({"id": id, "deployment": dep, "name": d.name, "version": d.version,
+              "targets": targets.len(), "canary": r.canary,
+              "wave_size": r.wave_size, "max_in_flight": r.max_in_flight,
+              "max_failure_pct": r.max_failure_pct}),
+    )
+}
+
+/// Every rollout (only those still going when `live_only`), newest first, with its targets
+/// counted by state.
+pub fn list(store: &Store, live_only: bool) -> Result<Value, String> {
+    let mut out = Vec::new();
+    for r in &store.rollouts(live_only)? {
+        let (name, version, targets) = load(store, r)?;
+        out.push(rollout_json(r, &name, &version, &counts(&targets), None));
+    }
+    Ok(json!({ "rollouts": out }))
+}
+
+/// Rollout `id` with its agents, its progress per wave and its failures with their faults;
+/// None when there is no such rollout.
+pub fn one(store: &Store, id: i64) -> Result<Option<Value>, String> {
+    let Some(r) = store.rollout(id)? else {
+        return Ok(None);
+    };
+    let (name, version, targets) = load(store, &r)?;
+    let faults = store.rollout_faults(id)?;
+    let t: Vec<Value> = targets
+        .iter()
+        .map(|t| {
+            let f = faults.get(&t.endpoint_id);
+            json!({"agent": t.endpoint_id, "wave": t.wave, "state": t.state.as_str(),
+                   "online": t.online, "has_new": t.has_new,
+                   "prev_version": t.prev_version,
+                   "fault_code": f.map(|f| f.0), "fault_message": f.map(|f| &f.1)})
+        })
+        .collect();
+    let failures: Vec<Value> = t
+        .iter()
+        .filter(|a| !a["fault_code"].is_null())
+        .cloned()
+        .collect();
+    let mut waves: BTreeMap<i64, Vec<TargetView>> = BTreeMap::new();
+    for x in targets.iter().filter(|x| x.wave.is_some()) {
+        waves
+            .entry(x.wave.unwrap_or(-1))
+            .or_default()
+            .push(x.clone());
+    }
+    let waves: Vec<Value> = waves
+        .iter()
+        .map(|(w, ts)| json!({"wave": w, "agents": ts.len(), "targets": counts(ts)}))
+        .collect();
+    let mut v = rollout_json(&r, &name, &version, &counts(&targets), Some(t));
+    v["waves"] = Value::Array(waves);
+    v["failures"] = Value::Array(failures);
+    Ok(Some(v))
+}
+
+/// The operator's command `c` on rollout `id`; the rollout's new state as JSON.
+pub fn command(store: &mut Store, id: i64, c: RolloutCommand) -> Result<Value, Refusal> {
+    if store.rollout(id)?.is_none() {
+        return Err(Refusal::NotFound(format!("no rollout {id}")));
+    }
+    // The rollout exists: what the store refuses now is its state's word.
+    let r = store
+        .rollout_command(id, c, now_ms())
+        .map_err(Refusal::Conflict)?;
+    Ok(json!({"id": id, "state": r.state.as_str(), "wave": r.wave}))
+}
+
 /// Runs a `rollout` command against the store, printing a table or JSON.
 pub fn run(store: &mut Store, cmd: RolloutCmd, json: bool) -> Result<(), String> {
+    let n = |v: &Value, k: &str| v["targets"][k].as_i64().unwrap_or(0);
+    let s = |v: &Value, k: &str| v[k].as_str().unwrap_or("").to_string();
+    let wave = |v: &Value| wave_word(v["wave"].as_i64().unwrap_or(-1));
     match cmd {
         RolloutCmd::Start(d, plan) => {
-            let targets = targets_of(store, &d)?;
-            if targets.is_empty() {
-                return Err(format!(
-                    "rollout start: no agent in the inventory matches the selector of {}",
-                    d.name
-                ));
-            }
-            let wave_size = plan.wave.of(targets.len());
-            let r = NewRollout {
-                canary: plan.canary.of(targets.len()),
-                wave_size,
-                max_in_flight: plan.max_in_flight.unwrap_or(wave_size),
-                max_failure_pct: plan.max_failure_pct,
-            };
-            let (dep, id) = store.add_rollout(&d, &r, &targets, now_ms())?;
+            let v = start(store, &d, plan).map_err(|e| e.message().to_string())?;
             if json {
-                println!(
-                    "{}",
-                    json!({"id": id, "deployment": dep, "name": d.name, "version": d.version,
-                           "targets": targets.len(), "canary": r.canary,
-                           "wave_size": r.wave_size, "max_in_flight": r.max_in_flight,
-                           "max_failure_pct": r.max_failure_pct})
-                );
+                println!("{v}");
             } else {
                 println!(
-                    "rollout {id}: {} {} (deployment {dep}) to {} agents: canary {}, waves of {}, {} in flight, pause over {}% failed",
-                    d.name, d.version, targets.len(), r.canary, r.wave_size, r.max_in_flight,
-                    r.max_failure_pct
+                    "rollout {}: {} {} (deployment {}) to {} agents: canary {}, waves of {}, {} in flight, pause over {}% failed",
+                    v["id"], d.name, d.version, v["deployment"], v["targets"], v["canary"],
+                    v["wave_size"], v["max_in_flight"], v["max_failure_pct"]
                 );
             }
         }
         RolloutCmd::Status(None) => {
-            let list = store.rollouts(false)?;
-            let mut out = Vec::new();
-            if !json {
-                println!(
-                    "{:<4}  {:<16}  {:<10}  {:<12}  {:>4}  {:>5}  {:>6}  {:>9}  {:>7}  REASON",
-                    "ID",
-                    "NAME",
-                    "VERSION",
-                    "STATE",
-                    "WAVE",
-                    "DONE",
-                    "FAILED",
-                    "IN FLIGHT",
-                    "PENDING"
-                );
-            }
-            for r in &list {
-                let (name, version, targets) = load(store, r)?;
-                let c = counts(&targets);
-                if json {
-                    out.push(rollout_json(r, &name, &version, &c, None));
-                    continue;
-                }
-                let n = |k: &str| c.get(k).copied().unwrap_or(0);
-                println!(
-                    "{:<4}  {:<16}  {:<10}  {:<12}  {:>4}  {:>5}  {:>6}  {:>9}  {:>7}  {}",
-                    r.id,
-                    name,
-                    version,
-                    r.state.as_str(),
-                    wave_word(r.wave),
-                    n("done"),
-                    n("failed"),
-                    n("active"),
-                    n("pending") + n("queued"),
-                    r.reason.as_deref().unwrap_or("")
-                );
-            }
+            let all = list(store, false)?;
             if json {
-                println!("{}", json!({ "rollouts": out }));
-            }
-        }
-        RolloutCmd::Status(Some(id)) => {
-            let r = store
-                .rollout(id)?
-                .ok_or_else(|| format!("no rollout {id}"))?;
-            let (name, version, targets) = load(store, &r)?;
-            let faults = store.rollout_faults(id)?;
-            let c = counts(&targets);
-            if json {
-                let t: Vec<Value> = targets
-                    .iter()
-                    .map(|t| {
-                        let f = faults.get(&t.endpoint_id);
-                        json!({"agent": t.endpoint_id, "wave": t.wave, "state": t.state.as_str(),
-                               "online": t.online, "has_new": t.has_new,
-                               "prev_version": t.prev_version,
-                               "fault_code": f.map(|f| f.0), "fault_message": f.map(|f| &f.1)})
-                    })
-                    .collect();
-                println!("{}", rollout_json(&r, &name, &version, &c, Some(t)));
+                println!("{all}");
                 return Ok(());
             }
             println!(
-                "rollout {id}: {name} {version} (deployment {}), {} at wave {}{}",
-                r.deployment_id,
-                r.state.as_str(),
-                wave_word(r.wave),
-                r.reason
-                    .as_ref()
-                    .map(|m| format!(": {m}"))
-                    .unwrap_or_default()
+                "{:<4}  {:<16}  {:<10}  {:<12}  {:>4}  {:>5}  {:>6}  {:>9}  {:>7}  REASON",
+                "ID", "NAME", "VERSION", "STATE", "WAVE", "DONE", "FAILED", "IN FLIGHT", "PENDING"
+            );
+            for r in all["rollouts"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<4}  {:<16}  {:<10}  {:<12}  {:>4}  {:>5}  {:>6}  {:>9}  {:>7}  {}",
+                    r["id"].as_i64().unwrap_or(0),
+                    s(r, "name"),
+                    s(r, "version"),
+                    s(r, "state"),
+                    wave(r),
+                    n(r, "done"),
+                    n(r, "failed"),
+                    n(r, "active"),
+                    n(r, "pending") + n(r, "queued"),
+                    s(r, "reason")
+                );
+            }
+        }
+        RolloutCmd::Status(Some(id)) => {
+            let v = one(store, id)?.ok_or_else(|| format!("no rollout {id}"))?;
+            if json {
+                println!("{v}");
+                return Ok(());
+            }
+            let reason = s(&v, "reason");
+            println!(
+                "rollout {id}: {} {} (deployment {}), {} at wave {}{}",
+                s(&v, "name"),
+                s(&v, "version"),
+                v["deployment"],
+                s(&v, "state"),
+                wave(&v),
+                if reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {reason}")
+                }
             );
             println!(
                 "canary {}, waves of {}, {} in flight, pause over {}% failed",
-                r.canary, r.wave_size, r.max_in_flight, r.max_failure_pct
+                v["canary"], v["wave_size"], v["max_in_flight"], v["max_failure_pct"]
             );
             println!(
                 "{:<24}  {:>4}  {:<15}  {:<10}  FAULT",
                 "AGENT", "WAVE", "STATE", "BEFORE"
             );
-            for t in &targets {
+            for t in v["agents"].as_array().into_iter().flatten() {
+                let fault = match t["fault_code"].as_i64() {
+                    Some(c) => format!("{c} {}", s(t, "fault_message")),
+                    None => String::new(),
+                };
                 println!(
-                    "{:<24}  {:>4}  {:<15}  {:<10}  {}",
-                    t.endpoint_id,
-                    t.wave.map(|w| w.to_string()).unwrap_or_else(|| "-".into()),
-                    t.state.as_str(),
-                    t.prev_version.as_deref().unwrap_or("-"),
-                    faults
-                        .get(&t.endpoint_id)
-                        .map(|(c, m)| format!("{c} {m}"))
-                        .unwrap_or_default()
+                    "{:<24}  {:>4}  {:<15}  {:<10}  {fault}",
+                    s(t, "agent"),
+                    t["wave"]
+                        .as_i64()
+                        .map(|w| w.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    s(t, "state"),
+                    t["prev_version"].as_str().unwrap_or("-"),
                 );
             }
         }
         RolloutCmd::Command(id, c) => {
-            let r = store.rollout_command(id, c, now_ms())?;
+            let v = command(store, id, c).map_err(|e| e.message().to_string())?;
             if json {
-                println!(
-                    "{}",
-                    json!({"id": id, "state": r.state.as_str(), "wave": r.wave})
-                );
+                println!("{v}");
             } else {
-                println!(
-                    "rollout {id}: {} (wave {})",
-                    r.state.as_str(),
-                    wave_word(r.wave)
-                );
+                println!("rollout {id}: {} (wave {})", s(&v, "state"), wave(&v));
             }
         }
     }

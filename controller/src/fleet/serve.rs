@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::engine::{JobSet, Op, Outcome};
+use crate::http::{self, HttpOptions};
 use crate::store::{now_ms, Store};
 use crate::{Connection, CtlConfig};
 
@@ -52,6 +53,8 @@ pub struct ServeOptions {
     pub backoff: Backoff,
     /// Time between reconciliation passes.
     pub every: Duration,
+    /// The HTTP API and dashboard (`--http`), if served.
+    pub http: Option<HttpOptions>,
 }
 
 impl ServeOptions {
@@ -69,6 +72,7 @@ impl ServeOptions {
                 max_ms: 3_600_000,
             },
             every: Duration::from_secs(1),
+            http: None,
         }
     }
 }
@@ -138,6 +142,16 @@ pub fn serve(config: &CtlConfig, opts: ServeOptions) -> i32 {
             return 2;
         }
     };
+    // Before the broker: a wrong token file or a taken port is said at once.
+    if let Some(h) = &opts.http {
+        match http::start(h, opts.db.clone()) {
+            Ok(addr) => note!("HTTP API and dashboard on http://{addr}/"),
+            Err(e) => {
+                note!("{e}");
+                return 2;
+            }
+        }
+    }
     let mut conn = match Connection::open(config) {
         Ok(c) => c,
         Err(e) => {

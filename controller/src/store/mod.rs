@@ -6,6 +6,7 @@
 
 pub mod rollouts;
 mod schema;
+pub mod views;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
