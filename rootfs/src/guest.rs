@@ -235,6 +235,12 @@ const APPS: &[App] = &[
                 include_str!("../files/guest/status/meminfo.cgi"),
                 0o755,
             ),
+            // Memory taken and given back on request (the balloon's end-to-end test).
+            (
+                "www/cgi-bin/alloc",
+                include_str!("../files/guest/status/alloc.cgi"),
+                0o755,
+            ),
             // The clean power-off: the power button's watcher and the poweroff CGI run it.
             (
                 "sbin/app-shutdown",
