@@ -9,7 +9,8 @@
 # on a static aarch64 hello world (845 -> 650 KiB). Panics still print their message and location.
 #
 # Usage: scripts/cross.sh [RUST_TARGET...]   (default: all five)
-# Output: target/cross/<rust target>/<binary>; build products live in $CPEVISOR_CACHE/target-cross.
+# Output: target/cross/<rust target>/: cpevisor (+ cpevisord, cpevisorctl: symlinks to it) and, on
+# KVM targets, cpevisor-vmm; build products live in $CPEVISOR_CACHE/target-cross.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,13 +28,19 @@ CARGO=/usr/bin/cargo
 # The agent runs on every board. The VMM needs KVM, which Linux offers only on aarch64 and x86_64
 # among these (32-bit ARM KVM was removed in 5.7; MIPS routers have no virtualization): the other
 # targets run apps in the jail backend and get no VMM binary.
-# Device binaries only: the operator's controller (cpevisor-controller) never goes on a router.
+# Device binaries only: the operator's controller (cpevisor-controller) never goes on a router,
+# and the agent's commands go as the one multi-call binary `cpevisor` (cpevisord, cpevisorctl and
+# the jail runner share most of their code: on flash once), not as the thin host binaries.
 packages_for() {
   case $1 in
-    aarch64-* | x86_64-*) echo "-p cpevisor-agent -p cpevisor-vmm" ;;
-    *) echo "-p cpevisor-agent" ;;
+    aarch64-* | x86_64-*) echo "-p cpevisor-agent --bin cpevisor -p cpevisor-vmm --bin cpevisor-vmm" ;;
+    *) echo "-p cpevisor-agent --bin cpevisor" ;;
   esac
 }
+
+# The multi-call binary's applet names: symlinks to it beside it, so the host can run
+# target/cross/<target>/cpevisord as the device does (the firmware builder makes its own).
+APPLETS=(cpevisord cpevisorctl)
 
 gcc_for() {
   case $1 in
@@ -58,12 +65,17 @@ for t in "${targets[@]}"; do
     "CC_${t_}=$gcc" "AR_${t_}=${gcc%gcc}ar" \
     $CARGO build --manifest-path "$ROOT/Cargo.toml" --locked --release --target "$t" \
     $(packages_for "$t") -Z build-std=std,panic_abort -Z build-std-features=
+  # A fresh directory: binaries of an older layout (separate cpevisord/cpevisorctl) must not
+  # linger and go into a firmware beside the multi-call binary.
+  rm -rf "${OUT:?}/$t"
   mkdir -p "$OUT/$t"
-  for bin in cpevisord cpevisorctl cpevisor-vmm; do
-    src=$CARGO_TARGET_DIR/$t/release/$bin
-    if [[ " $(packages_for "$t") " == *" -p cpevisor-vmm "* || $bin != cpevisor-vmm ]]; then
-      cp "$src" "$OUT/$t/$bin"
+  for bin in cpevisor cpevisor-vmm; do
+    if [[ " $(packages_for "$t") " == *" --bin $bin "* ]]; then
+      cp "$CARGO_TARGET_DIR/$t/release/$bin" "$OUT/$t/$bin"
     fi
+  done
+  for applet in "${APPLETS[@]}"; do
+    ln -s cpevisor "$OUT/$t/$applet"
   done
 done
 
@@ -72,6 +84,10 @@ printf '%-34s %-14s %10s  %s\n' target binary KiB linkage
 status=0
 for t in "${targets[@]}"; do
   for f in "$OUT/$t"/*; do
+    if [ -L "$f" ]; then
+      printf '%-34s %-14s %10s  %s\n' "$t" "$(basename "$f")" - "-> $(readlink "$f")"
+      continue
+    fi
     kib=$(( ($(stat -c %s "$f") + 1023) / 1024 ))
     info=$(file -b "$f")
     case $info in
