@@ -268,7 +268,8 @@ pub struct AgentConfig {
     /// The cpevisor-vmm binary the vmm runner starts.
     #[serde(default = "default_vmm")]
     pub vmm_path: PathBuf,
-    /// Extra CA certificate (PEM) trusted for HTTPS downloads, besides the built-in roots.
+    /// Extra CA certificate (PEM) trusted for HTTPS downloads, besides the firmware's CA
+    /// bundle (`/etc/ssl/certs/ca-certificates.crt`; the agent has no built-in roots).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// cgroup v2 mount; limits are skipped (with a logged reason) when it is not usable.
