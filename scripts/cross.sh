@@ -30,7 +30,8 @@ CARGO=/usr/bin/cargo
 # targets run apps in the jail backend and get no VMM binary.
 # Device binaries only: the operator's controller (cpevisor-controller) never goes on a router,
 # and the agent's commands go as the one multi-call binary `cpevisor` (cpevisord, cpevisorctl and
-# the jail runner share most of their code: on flash once), not as the thin host binaries.
+# the jail runner share most of their code: on flash once), not as the thin host binaries, and
+# without default features: `operator-tools` (cpevisorctl pack, keygen) is the operator's.
 packages_for() {
   case $1 in
     aarch64-* | x86_64-*) echo "-p cpevisor-agent --bin cpevisor -p cpevisor-vmm --bin cpevisor-vmm" ;;
@@ -64,7 +65,7 @@ for t in "${targets[@]}"; do
   env RUSTC_BOOTSTRAP=1 "CARGO_TARGET_${T}_LINKER=$gcc" "CARGO_TARGET_${T}_RUSTFLAGS=$flags" \
     "CC_${t_}=$gcc" "AR_${t_}=${gcc%gcc}ar" \
     $CARGO build --manifest-path "$ROOT/Cargo.toml" --locked --release --target "$t" \
-    $(packages_for "$t") -Z build-std=std,panic_abort -Z build-std-features=
+    $(packages_for "$t") --no-default-features -Z build-std=std,panic_abort -Z build-std-features=
   # A fresh directory: binaries of an older layout (separate cpevisord/cpevisorctl) must not
   # linger and go into a firmware beside the multi-call binary.
   rm -rf "${OUT:?}/$t"
