@@ -114,3 +114,33 @@ fn no_applet_is_a_usage_error_naming_the_applets() {
         "{out}{err}"
     );
 }
+
+/// Where KVM exists the VMM is an applet too: its link and `cpevisor vmm` run the vmm crate's
+/// own command line.
+#[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
+#[test]
+fn the_vmm_applet_is_the_vmm_command_line() {
+    let links = Links::new("vmm");
+    let link = links.0.join("cpevisor-vmm");
+    std::os::unix::fs::symlink(MULTICALL, &link).unwrap();
+    let version = seen(&run(&link, &["--version"]));
+    assert_eq!(
+        version,
+        (
+            Some(0),
+            format!("cpevisor-vmm {}\n", env!("CARGO_PKG_VERSION")),
+            String::new()
+        )
+    );
+    let help = seen(&run(&link, &["--help"]));
+    assert!(
+        help.1
+            .starts_with("cpevisor-vmm: run one Linux microVM on KVM"),
+        "{help:?}"
+    );
+    assert_eq!(seen(&run(Path::new(MULTICALL), &["vmm", "--help"])), help);
+    // A usage error is the VMM's (exit 2, its log prefix), not the multi-call's.
+    let (code, out, err) = seen(&run(&link, &["--no-such-flag"]));
+    assert_eq!((code, out.as_str()), (Some(2), ""), "{err}");
+    assert!(err.starts_with("cpevisor-vmm: error:"), "{err}");
+}

@@ -400,12 +400,14 @@ impl KernelPackage {
 /// The device's multi-call binary (agent crate, agent/src/applet): installed once, with its
 /// applets' names as symlinks to it, so code they share is on flash once.
 pub const MULTICALL_BINARY: &str = "cpevisor";
-/// The names the multi-call binary answers to (`argv[0]`), each a symlink to it in `/usr/bin`.
+/// The names the multi-call binary always answers to (`argv[0]`), each a symlink to it in
+/// `/usr/bin`. Other applets (`cpevisor-vmm` on the KVM targets) are linked where the binaries
+/// directory links them to it: `make cross` decides which a target's binary holds.
 pub const MULTICALL_APPLETS: [&str; 2] = ["cpevisord", "cpevisorctl"];
 
 /// The applet symlinks for the binaries found: (name, target) for each applet when the
-/// multi-call binary is among them; an applet shipped as a binary of its own beside it is a
-/// stale build directory (two copies of the same command), refused.
+/// multi-call binary is among them, sorted by name; an applet shipped as a binary of its own
+/// beside it is a stale build directory (two copies of the same command), refused.
 fn applet_links(
     binaries: &[(String, PathBuf)],
     dir: &Path,
@@ -413,16 +415,29 @@ fn applet_links(
     if !binaries.iter().any(|(n, _)| n == MULTICALL_BINARY) {
         return Ok(Vec::new());
     }
+    let mut names: Vec<String> = MULTICALL_APPLETS.iter().map(|a| a.to_string()).collect();
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let points_here = fs::read_link(entry.path())
+            .map(|t| t.as_os_str() == MULTICALL_BINARY)
+            .unwrap_or(false);
+        if let (true, Some(name)) = (points_here, entry.file_name().to_str()) {
+            check_word(&format!("applet link in {}", dir.display()), name)?;
+            names.push(name.to_string());
+        }
+    }
+    names.sort();
+    names.dedup();
     let mut links = Vec::new();
-    for applet in MULTICALL_APPLETS {
-        if binaries.iter().any(|(n, _)| n == applet) {
+    for applet in names {
+        if binaries.iter().any(|(n, _)| *n == applet) {
             return Err(FirmwareError::Input(format!(
                 "{} has both {MULTICALL_BINARY} and a separate {applet}: {applet} is an applet \
                  of {MULTICALL_BINARY} (stale build? rerun `make cross`)",
                 dir.display()
             )));
         }
-        links.push((applet.to_string(), MULTICALL_BINARY.to_string()));
+        links.push((applet, MULTICALL_BINARY.to_string()));
     }
     Ok(links)
 }

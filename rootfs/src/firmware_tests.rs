@@ -63,6 +63,10 @@ impl Fixture {
         // `make cross` leaves the applet links beside the multi-call binary for host use: the
         // builder makes its own, and skips these.
         std::os::unix::fs::symlink("cpevisor", dir.join("bins/cpevisord")).unwrap();
+        // A KVM target's: the VMM folded into the multi-call binary.
+        std::os::unix::fs::symlink("cpevisor", dir.join("bins/cpevisor-vmm")).unwrap();
+        // Not a link to the multi-call binary: skipped like any other symlink.
+        std::os::unix::fs::symlink("cpevisor.d", dir.join("bins/deps")).unwrap();
         Fixture { dir }
     }
 
@@ -144,7 +148,7 @@ fn initramfs_holds_init_busybox_binaries_and_module_closure() {
     assert_eq!(get("dev/null").rdev, (1, 3));
     // The multi-call binary once, its applets as symlinks to it.
     assert_eq!(get("usr/bin/cpevisor").mode, 0o100755);
-    for applet in ["cpevisord", "cpevisorctl"] {
+    for applet in ["cpevisord", "cpevisorctl", "cpevisor-vmm"] {
         let link = get(&format!("usr/bin/{applet}"));
         assert_eq!(link.mode, 0o120777, "{applet}");
         assert_eq!(link.data, b"cpevisor", "{applet}");
@@ -195,9 +199,11 @@ fn initramfs_holds_init_busybox_binaries_and_module_closure() {
     assert!(!text.contains("binary=/usr/bin/cpevisord"), "{text}");
     assert!(
         text.contains("link=/usr/bin/cpevisord target=cpevisor\n")
-            && text.contains("link=/usr/bin/cpevisorctl target=cpevisor\n"),
+            && text.contains("link=/usr/bin/cpevisorctl target=cpevisor\n")
+            && text.contains("link=/usr/bin/cpevisor-vmm target=cpevisor\n"),
         "{text}"
     );
+    assert!(!entries.iter().any(|e| e.name == "usr/bin/deps"));
     assert!(text.contains(&format!("initramfs_sha256={}", manifest.initramfs_sha256)));
 }
 
@@ -266,10 +272,10 @@ fn bad_inputs_give_errors_naming_what_is_wrong() {
     // A project binary for another architecture.
     let mut arm = fs::read(fx.dir.join("bins/cpevisor")).unwrap();
     arm[18..20].copy_from_slice(&183u16.to_le_bytes());
-    fs::write(fx.dir.join("bins/cpevisor-vmm"), arm).unwrap();
+    fs::write(fx.dir.join("bins/cpevisor-extra"), arm).unwrap();
     let err = err_of(&fx.spec(), &fx.inputs());
     assert!(
-        err.contains("cpevisor-vmm") && err.contains("machine 183"),
+        err.contains("cpevisor-extra") && err.contains("machine 183"),
         "{err}"
     );
     assert!(!out.join("initramfs.cpio.gz").exists());
@@ -290,10 +296,17 @@ fn an_applet_built_separately_beside_the_multicall_binary_is_refused() {
         "{err}"
     );
     assert!(!out.join("initramfs.cpio.gz").exists());
+    // A jail target's directory has no VMM link: only the two applets every board has.
+    fs::remove_file(fx.dir.join("bins/cpevisorctl")).unwrap();
+    fs::remove_file(fx.dir.join("bins/cpevisor-vmm")).unwrap();
+    let manifest = build_firmware(&fx.spec(), &fx.inputs(), &out).unwrap();
+    let linked: Vec<&str> = manifest.links.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(linked, ["usr/bin/cpevisorctl", "usr/bin/cpevisord"]);
 
     // Without the multi-call binary, binaries go in as they are and no links are made.
     fs::remove_file(fx.dir.join("bins/cpevisor")).unwrap();
     fs::remove_file(fx.dir.join("bins/cpevisord")).unwrap();
+    fs::write(fx.dir.join("bins/cpevisorctl"), &elf).unwrap();
     let manifest = build_firmware(&fx.spec(), &fx.inputs(), &out).unwrap();
     assert!(manifest.links.is_empty(), "{manifest:?}");
     assert_eq!(manifest.binaries.len(), 1);

@@ -1,10 +1,12 @@
 //! Entry points of the agent's commands, one rule in one place for every binary that runs them:
 //! the device's multi-call binary `cpevisor` (one copy of the shared code on flash, installed
-//! with `cpevisord` and `cpevisorctl` as symlinks to it) and the thin host binaries `cpevisord`
-//! and `cpevisorctl` that the host tests and development use.
+//! with each applet's name as a symlink to it) and the thin host binaries `cpevisord` and
+//! `cpevisorctl` that the host tests and development use.
 //!
 //! - `daemon` `cpevisord`: the agent, and its internal `jail-exec` / `jail-probe` commands.
 //! - `ctl`    `cpevisorctl`: the local tool.
+//! - on the KVM architectures (aarch64, x86_64), `cpevisor-vmm`: the VMM, the vmm crate's own
+//!   command line, folded in because it shares most of its code with the agent (docs/flash.md).
 
 pub mod ctl;
 pub mod daemon;
@@ -23,20 +25,45 @@ pub enum Applet {
     Daemon,
     /// `cpevisorctl` (also `cpevisor ctl`).
     Ctl,
+    /// `cpevisor-vmm` (also `cpevisor vmm`), where KVM exists.
+    #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
+    Vmm,
 }
 
 /// Each applet: its installed name (a symlink to `cpevisor` on the device), its subcommand name
-/// (`cpevisor SUBCOMMAND ...`), and what it is.
-pub const APPLETS: [(&str, &str, Applet); 2] = [
-    ("cpevisord", "daemon", Applet::Daemon),
-    ("cpevisorctl", "ctl", Applet::Ctl),
+/// (`cpevisor SUBCOMMAND ...`), what it is, and a line for the usage.
+pub const APPLETS: &[(&str, &str, Applet, &str)] = &[
+    (
+        "cpevisord",
+        "daemon",
+        Applet::Daemon,
+        "the on-device agent (cpevisord --help)",
+    ),
+    (
+        "cpevisorctl",
+        "ctl",
+        Applet::Ctl,
+        "its local command-line tool (cpevisorctl --help)",
+    ),
+    #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
+    (
+        "cpevisor-vmm",
+        "vmm",
+        Applet::Vmm,
+        "the microVM monitor the agent runs apps in (cpevisor-vmm --help)",
+    ),
 ];
 
 /// `cpevisor` run under none of its names, with no applet named.
-pub const USAGE: &str = "usage: cpevisor APPLET [ARGS...]   (or run as one of the applet names)
-applets:
-  cpevisord | daemon     the on-device agent (cpevisord --help)
-  cpevisorctl | ctl      its local command-line tool (cpevisorctl --help)";
+pub fn usage() -> String {
+    let mut s = String::from(
+        "usage: cpevisor APPLET [ARGS...]   (or run as one of the applet names)\napplets:",
+    );
+    for (name, sub, _, what) in APPLETS {
+        s += &format!("\n  {:<22} {what}", format!("{name} | {sub}"));
+    }
+    s
+}
 
 impl Applet {
     /// Runs the applet with `args`, the arguments after its name.
@@ -44,6 +71,13 @@ impl Applet {
         match self {
             Applet::Daemon => daemon::main(args),
             Applet::Ctl => ctl::main(args),
+            // Exactly the cpevisor-vmm binary's main: same arguments, same confinement.
+            #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
+            Applet::Vmm => cpevisor_vmm::cli::main(
+                args.iter()
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .collect(),
+            ),
         }
     }
 }
@@ -58,8 +92,8 @@ pub fn select(argv: &[OsString]) -> Option<(Applet, usize)> {
     let named = |s: &OsString| {
         APPLETS
             .iter()
-            .find(|(name, sub, _)| s.as_os_str() == *name || s.as_os_str() == *sub)
-            .map(|(_, _, applet)| *applet)
+            .find(|(name, sub, _, _)| s.as_os_str() == *name || s.as_os_str() == *sub)
+            .map(|(_, _, applet, _)| *applet)
     };
     let base = argv
         .first()
@@ -68,8 +102,12 @@ pub fn select(argv: &[OsString]) -> Option<(Applet, usize)> {
     if let Some(applet) = base
         .as_ref()
         .filter(|b| b.as_os_str() != MULTICALL)
-        .and_then(|b| APPLETS.iter().find(|(name, _, _)| b.as_os_str() == *name))
-        .map(|(_, _, applet)| *applet)
+        .and_then(|b| {
+            APPLETS
+                .iter()
+                .find(|(name, _, _, _)| b.as_os_str() == *name)
+        })
+        .map(|(_, _, applet, _)| *applet)
     {
         return Some((applet, 1));
     }
@@ -93,11 +131,11 @@ pub fn multicall_main(argv: &[OsString]) -> ExitCode {
     match select(argv) {
         Some((applet, from)) => applet.run(&argv[from..]),
         None if argv.get(1).is_some_and(|a| a == "-h" || a == "--help") => {
-            println!("{USAGE}");
+            println!("{}", usage());
             ExitCode::SUCCESS
         }
         None => {
-            eprintln!("{USAGE}");
+            eprintln!("{}", usage());
             ExitCode::from(2)
         }
     }
@@ -147,10 +185,24 @@ mod tests {
         let s = |a: &[&str]| select(&argv(a));
         assert_eq!(s(&["cpevisor"]), None);
         assert_eq!(s(&["cpevisor", "list"]), None);
-        assert_eq!(s(&["cpevisor-vmm", "--help"]), None);
+        assert_eq!(s(&["cpevisor-vmmx", "--help"]), None);
         assert_eq!(s(&[]), None);
-        for (name, sub, _) in APPLETS {
-            assert!(USAGE.contains(name) && USAGE.contains(sub), "{USAGE}");
+        let usage = usage();
+        for (name, sub, _, _) in APPLETS {
+            assert!(usage.contains(&format!("{name} | {sub}")), "{usage}");
         }
+    }
+
+    /// The VMM is an applet where KVM exists (this host: x86_64), under its binary's name.
+    #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
+    #[test]
+    fn the_vmm_is_an_applet_on_kvm_architectures() {
+        let s = |a: &[&str]| select(&argv(a));
+        assert_eq!(
+            s(&["/usr/bin/cpevisor-vmm", "--config", "vm.json"]),
+            Some((Applet::Vmm, 1))
+        );
+        assert_eq!(s(&["cpevisor", "vmm", "kvm-info"]), Some((Applet::Vmm, 2)));
+        assert!(usage().contains("cpevisor-vmm | vmm"));
     }
 }

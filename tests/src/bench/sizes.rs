@@ -103,8 +103,9 @@ pub fn device_binaries_figure(cross: &Path, target: &str) -> Option<Figure> {
     )
 }
 
-/// `vmm.binary_kib.<target>` (with the QEMU peer where measured), `agent.binary_kib.<target>`
-/// (the multi-call binary) and `flash.device_binaries_kib.<target>`.
+/// `vmm.binary_kib.<target>` (with the QEMU peer where measured; only where the VMM is a binary
+/// of its own), `agent.binary_kib.<target>` (the multi-call binary) and
+/// `flash.device_binaries_kib.<target>`.
 pub fn binary_sizes(root: &Path, figures: &mut Vec<Figure>) {
     let dir = root.join("target/cross");
     let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -144,9 +145,13 @@ pub fn binary_sizes(root: &Path, figures: &mut Vec<Figure>) {
     for t in targets {
         let t = t.to_string_lossy().to_string();
         for (bin, group) in [("cpevisor-vmm", "vmm"), ("cpevisor", "agent")] {
-            let Ok(md) = std::fs::metadata(dir.join(&t).join(bin)) else {
+            // A VMM folded into the multi-call binary is a link to it: no binary of its own.
+            let Ok(md) = std::fs::symlink_metadata(dir.join(&t).join(bin)) else {
                 continue;
             };
+            if !md.is_file() {
+                continue;
+            }
             let mut f = Figure::new(
                 format!("{group}.binary_kib.{t}"),
                 (md.len() as f64 / 1024.0).round(),
@@ -214,6 +219,29 @@ mod tests {
             "{note}"
         );
         assert!(empty.is_none() && missing.is_none());
+    }
+
+    #[test]
+    fn a_folded_vmm_has_no_binary_figure_of_its_own() {
+        let root = std::env::temp_dir().join(format!("sizes-fold-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let dir = root.join("target/cross/aarch64-unknown-linux-gnu");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cpevisor"), vec![0u8; 2048]).unwrap();
+        for applet in ["cpevisord", "cpevisorctl", "cpevisor-vmm"] {
+            std::os::unix::fs::symlink("cpevisor", dir.join(applet)).unwrap();
+        }
+        let mut figures = Vec::new();
+        binary_sizes(&root, &mut figures);
+        let _ = std::fs::remove_dir_all(&root);
+        let names: Vec<(&str, f64)> = figures.iter().map(|f| (f.name.as_str(), f.value)).collect();
+        assert_eq!(
+            names,
+            [
+                ("agent.binary_kib.aarch64-unknown-linux-gnu", 2.0),
+                ("flash.device_binaries_kib.aarch64-unknown-linux-gnu", 2.0)
+            ]
+        );
     }
 
     #[test]
