@@ -9,8 +9,8 @@
 # on a static aarch64 hello world (845 -> 650 KiB). Panics still print their message and location.
 #
 # Usage: scripts/cross.sh [RUST_TARGET...]   (default: all five)
-# Output: target/cross/<rust target>/: cpevisor (+ cpevisord, cpevisorctl: symlinks to it) and, on
-# KVM targets, cpevisor-vmm; build products live in $CPEVISOR_CACHE/target-cross.
+# Output: target/cross/<rust target>/: cpevisor, with cpevisord, cpevisorctl (and cpevisor-vmm on
+# the KVM targets) as symlinks to it; build products live in $CPEVISOR_CACHE/target-cross.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,21 +27,20 @@ CARGO=/usr/bin/cargo
 
 # The agent runs on every board. The VMM needs KVM, which Linux offers only on aarch64 and x86_64
 # among these (32-bit ARM KVM was removed in 5.7; MIPS routers have no virtualization): the other
-# targets run apps in the jail backend and get no VMM binary.
+# targets run apps in the jail backend and get no VMM.
 # Device binaries only: the operator's controller (cpevisor-controller) never goes on a router,
-# and the agent's commands go as the one multi-call binary `cpevisor` (cpevisord, cpevisorctl and
-# the jail runner share most of their code: on flash once), not as the thin host binaries, and
-# without default features: `operator-tools` (cpevisorctl pack, keygen) is the operator's.
-packages_for() {
+# and everything of ours goes as the one multi-call binary `cpevisor`: cpevisord, cpevisorctl,
+# the jail runner and, on the KVM targets, cpevisor-vmm share most of their code, on flash once
+# (docs/flash.md has the numbers). Not the thin host binaries, and without default features:
+# `operator-tools` (cpevisorctl pack, keygen) is the operator's.
+# The multi-call binary's applet names per target: symlinks to it beside it, so the host can
+# run target/cross/<target>/cpevisord as the device does; the firmware builder installs them.
+applets_for() {
   case $1 in
-    aarch64-* | x86_64-*) echo "-p cpevisor-agent --bin cpevisor -p cpevisor-vmm --bin cpevisor-vmm" ;;
-    *) echo "-p cpevisor-agent --bin cpevisor" ;;
+    aarch64-* | x86_64-*) echo "cpevisord cpevisorctl cpevisor-vmm" ;;
+    *) echo "cpevisord cpevisorctl" ;;
   esac
 }
-
-# The multi-call binary's applet names: symlinks to it beside it, so the host can run
-# target/cross/<target>/cpevisord as the device does (the firmware builder makes its own).
-APPLETS=(cpevisord cpevisorctl)
 
 gcc_for() {
   case $1 in
@@ -61,21 +60,16 @@ for t in "${targets[@]}"; do
   flags="-C target-feature=+crt-static"
   echo "cross: building $t" >&2
   # build-std is unstable: RUSTC_BOOTSTRAP lets Debian's stable rustc use it.
-  # shellcheck disable=SC2046
   env RUSTC_BOOTSTRAP=1 "CARGO_TARGET_${T}_LINKER=$gcc" "CARGO_TARGET_${T}_RUSTFLAGS=$flags" \
     "CC_${t_}=$gcc" "AR_${t_}=${gcc%gcc}ar" \
     $CARGO build --manifest-path "$ROOT/Cargo.toml" --locked --release --target "$t" \
-    $(packages_for "$t") --no-default-features -Z build-std=std,panic_abort -Z build-std-features=
+    -p cpevisor-agent --bin cpevisor --no-default-features -Z build-std=std,panic_abort -Z build-std-features=
   # A fresh directory: binaries of an older layout (separate cpevisord/cpevisorctl) must not
   # linger and go into a firmware beside the multi-call binary.
   rm -rf "${OUT:?}/$t"
   mkdir -p "$OUT/$t"
-  for bin in cpevisor cpevisor-vmm; do
-    if [[ " $(packages_for "$t") " == *" --bin $bin "* ]]; then
-      cp "$CARGO_TARGET_DIR/$t/release/$bin" "$OUT/$t/$bin"
-    fi
-  done
-  for applet in "${APPLETS[@]}"; do
+  cp "$CARGO_TARGET_DIR/$t/release/cpevisor" "$OUT/$t/cpevisor"
+  for applet in $(applets_for "$t"); do
     ln -s cpevisor "$OUT/$t/$applet"
   done
 done
