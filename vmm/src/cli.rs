@@ -74,7 +74,7 @@ pub fn main(args: Vec<String>) -> ! {
 }
 
 fn run(start: Instant, args: Vec<String>) -> i32 {
-    let cmd = match parse_args(args.into_iter()) {
+    let cmd = match parse_args(args) {
         Ok(c) => c,
         Err(e) => {
             log(&format!("error: {e}"));
