@@ -244,7 +244,9 @@ impl ExecEnvConfig {
     }
 }
 
-/// The binary that holds `jail-exec`: this very executable (cpevisord is multi-call), or
+/// The binary that holds `jail-exec`: this very executable (on the device the multi-call
+/// `cpevisor`, which /proc/self/exe names even when the agent runs as its `cpevisord` link, and
+/// which takes `jail-exec` as its first argument; on the host the thin cpevisord), or
 /// `$CPEVISOR_JAIL_RUNNER` (tests whose process is not cpevisord).
 pub fn jail_runner_exe() -> PathBuf {
     std::env::var_os("CPEVISOR_JAIL_RUNNER")
