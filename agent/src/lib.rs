@@ -9,6 +9,7 @@
 //! - `supervise` one backend process per running app, restart policy, cgroup limits.
 //! - `api`       the local Unix-socket protocol between cpevisorctl and cpevisord.
 //! - `ctl`       the cpevisorctl command line.
+//! - `applet`    the entry points of cpevisord and cpevisorctl, and the multi-call `cpevisor`.
 //! - `usp`       the TR-181 data model over USP (TR-369) and the transport-free endpoint.
 
 pub mod fault;
@@ -17,6 +18,7 @@ pub mod package;
 pub mod store;
 
 pub mod api;
+pub mod applet;
 pub mod ctl;
 pub mod lifecycle;
 pub mod model;

@@ -123,3 +123,58 @@ fn unusable_ca_file_is_7004() {
     assert_eq!(err.code, FaultCode::InvalidArguments, "{}", err.message);
     assert!(list_files(store.root()).is_empty());
 }
+
+/// The agent has no built-in roots: a server with a public certificate is trusted through the
+/// firmware's CA bundle, whose entries webpki cannot use are skipped, not fatal.
+#[test]
+fn https_trusts_the_firmware_ca_bundle_without_a_ca_file() {
+    let tmp = Scratch::new("https-bundle");
+    let (server, ca, digest) = serve(&tmp, &[]);
+    let other = tmp.path().join("other");
+    fs::create_dir_all(&other).unwrap();
+    let (other_ca, _, _) = make_test_pki(&other, "other");
+    let bundle = tmp.path().join("ca-certificates.crt");
+    let mut pem = fs::read(&other_ca).unwrap();
+    pem.extend_from_slice(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+    pem.extend_from_slice(&fs::read(&ca).unwrap());
+    fs::write(&bundle, pem).unwrap();
+    let store = Store::open(&tmp.path().join("state")).unwrap();
+    let got = fetch(
+        &server.url("https", "localhost", "app.cpkg"),
+        &store.downloads_dir().join("app.cpkg"),
+        &FetchOptions {
+            system_ca_bundle: bundle,
+            ..opts(None, digest)
+        },
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(got.sha256, digest);
+}
+
+/// Neither a bundle nor a ca_file: refused before connecting, saying where trust comes from.
+#[test]
+fn no_trusted_ca_at_all_is_7033_naming_the_bundle_and_ca_file() {
+    let tmp = Scratch::new("https-notrust");
+    let (server, _ca, digest) = serve(&tmp, &[]);
+    let store = Store::open(&tmp.path().join("state")).unwrap();
+    let missing = tmp.path().join("no-bundle.crt");
+    let err = fetch(
+        &server.url("https", "127.0.0.1", "app.cpkg"),
+        &store.downloads_dir().join("app.cpkg"),
+        &FetchOptions {
+            system_ca_bundle: missing.clone(),
+            ..opts(None, digest)
+        },
+        &mut |_, _| {},
+    )
+    .unwrap_err();
+    assert_eq!(err.code, FaultCode::DownloadFailure, "{}", err.message);
+    assert!(
+        err.message.contains(&missing.display().to_string()) && err.message.contains("ca_file"),
+        "{}",
+        err.message
+    );
+    assert!(server.requests().is_empty(), "{:?}", server.requests());
+    assert!(list_files(store.root()).is_empty());
+}

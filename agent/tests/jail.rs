@@ -21,6 +21,9 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use agentd::{busybox_rootfs, eu_of, App, World, BUSYBOX, DAEMON};
+
+/// The device's multi-call binary (cpevisord and cpevisorctl are links to it there).
+const MULTICALL: &str = env!("CARGO_BIN_EXE_cpevisor");
 use serde_json::{json, Value};
 
 /// Root, busybox-static and unshare are what these tests need; say so instead of failing
@@ -879,6 +882,76 @@ fn agent_jail_runners() -> usize {
             cmd.contains("jail-exec") && cmd.contains("/run/eu-")
         })
         .count()
+}
+
+/// The device's layout: the agent runs as a `cpevisord` symlink to the multi-call `cpevisor`.
+/// Its own executable (/proc/self/exe) is then `cpevisor`, so that is what it starts its jail
+/// runner as (`cpevisor jail-exec SPEC`): the multi-call must take the runner's command there.
+#[test]
+fn agent_run_as_a_link_to_the_multicall_binary_runs_jail_apps() {
+    if !can_run() {
+        return;
+    }
+    let _turn = one_agent_at_a_time();
+    let bridge = HostBridge::new(4);
+    let mut w = jail_world("multicall", &bridge);
+    let bin = w.root.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(MULTICALL, bin.join("cpevisord")).unwrap();
+    w.exe = bin.join("cpevisord");
+    let url = w.publish_busybox_app(
+        "hello",
+        &[
+            "/bin/sh",
+            "-c",
+            "echo \"hello from $(hostname)\"; exec sleep 1000",
+        ],
+        json!({"enable": false, "retry_min_wait_s": 1, "retry_max_wait_s": 1,
+               "retry_interval_multiplier": 1000, "max_retry_count": 0, "reset_period_s": 60}),
+    );
+    w.start_daemon(None);
+    let eu = eu_of(&w.ctl_json(&["install", &url]).unwrap());
+    w.wait_eu_status(&eu, "Active", 20);
+    let log = w.wait_log(&eu, "hello from", 10);
+    assert!(log.contains(&format!("hello from {eu}")), "{log}");
+    // The runner is the multi-call binary, started by the agent under its own name with
+    // `jail-exec` (its child, the jail's init, is a fork of it: not counted).
+    let multicall = fs::canonicalize(MULTICALL).unwrap();
+    let agent_pid = w.daemon.as_ref().unwrap().id().to_string();
+    let parent_of = |dir: &Path| {
+        let stat = fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        after_name
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("")
+            .to_string()
+    };
+    let runners: Vec<Vec<String>> = fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter(|e| fs::read_link(e.path().join("exe")).ok().as_ref() == Some(&multicall))
+        .filter(|e| parent_of(&e.path()) == agent_pid)
+        .map(|e| {
+            let raw = fs::read(e.path().join("cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&raw)
+                .split('\0')
+                .map(str::to_string)
+                .collect()
+        })
+        .filter(|argv: &Vec<String>| {
+            argv.get(1).map(String::as_str) == Some("jail-exec")
+                && argv
+                    .iter()
+                    .any(|a| a.starts_with(&w.root.to_string_lossy().to_string()))
+        })
+        .collect();
+    assert_eq!(runners.len(), 1, "{runners:?}\n{}", w.daemon_log());
+    assert!(runners[0][0].ends_with("cpevisor"), "{runners:?}");
+    assert!(w.ctl(&["stop", &eu]).status.success());
+    assert_eq!(w.eu(&eu)["status"], "Idle");
+    assert_eq!(w.stop_daemon(), Some(0), "{}", w.daemon_log());
 }
 
 #[test]

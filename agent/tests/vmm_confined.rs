@@ -96,3 +96,64 @@ fn a_vmm_killed_by_its_seccomp_filter_is_failure_while_active() {
         "{msg}"
     );
 }
+
+/// The device's layout: the VMM is the multi-call `cpevisor` run as its `cpevisor-vmm` link.
+/// The VMM the agent starts through it confines itself exactly as the VMM binary does: every
+/// thread under a seccomp filter, no new privileges, no capabilities, the app's host id.
+#[test]
+fn the_vmm_applet_of_the_multicall_binary_is_confined_the_same() {
+    if !is_root() || !Path::new("/dev/kvm").exists() {
+        eprintln!("skipped: needs root and /dev/kvm");
+        return;
+    }
+    let mut w = World::new("vmmapplet");
+    let bin = w.root.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let link = bin.join("cpevisor-vmm");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_cpevisor"), &link).unwrap();
+    let guest = w.root.join("guest.bzImage");
+    std::fs::write(&guest, tiny_bzimage("guest up\n", true)).unwrap();
+    let seen = w.root.join("vm.json");
+    let pid_file = w.root.join("vmm.pid");
+    w.use_vmm_script(&vmm_shim(&link, &guest, &seen, &pid_file), json!({}));
+    let mut app = App::new("vmapp", "1.0");
+    app.kvm = true;
+    app.restart["enable"] = json!(false);
+    let url = w.publish(&app, "vmapp.cpkg");
+    w.start_daemon(None);
+    let eu = eu_of(&w.ctl_json(&["install", &url]).unwrap());
+    w.wait_eu_status(&eu, "Active", 10);
+    let log = w.wait_log(&eu, "guest up", 20);
+    assert!(log.contains("jail: uid"), "{log}");
+
+    let pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert_eq!(
+        exe,
+        std::fs::canonicalize(env!("CARGO_BIN_EXE_cpevisor")).unwrap()
+    );
+    let n: u32 = eu.strip_prefix("eu-").unwrap().parse().unwrap();
+    let id = (100_000 + n).to_string();
+    assert_eq!(status_field(&pid, "NoNewPrivs"), "1");
+    assert_eq!(status_field(&pid, "CapEff"), "0000000000000000");
+    assert_eq!(status_field(&pid, "Uid"), format!("{id}\t{id}\t{id}\t{id}"));
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(threads.len() >= 2, "main and vCPU threads: {threads:?}");
+    for t in &threads {
+        let status = format!("/proc/{pid}/task/{t}/status");
+        assert_eq!(
+            read_status_field(&status, "Seccomp").unwrap(),
+            "2",
+            "thread {t}"
+        );
+    }
+    assert!(w.ctl(&["stop", &eu]).status.success());
+    assert_eq!(w.eu(&eu)["status"], "Idle");
+}

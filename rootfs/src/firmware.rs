@@ -57,7 +57,8 @@ pub struct FirmwareInputs {
     /// The `make setup` cache (`kernel/<flavour>/{release,root/}`, `busybox/<debian_arch>/busybox`).
     pub cache: PathBuf,
     /// Directory of cross-built project binaries for the board's target; ELF files found there
-    /// go to `/usr/bin`. `None` builds a firmware without project binaries.
+    /// go to `/usr/bin` (symlinks there are skipped), and with the multi-call binary its applet
+    /// symlinks. `None` builds a firmware without project binaries.
     pub bins: Option<PathBuf>,
     /// mtime stamped on every initramfs entry (0, or `SOURCE_DATE_EPOCH`).
     pub mtime: u32,
@@ -309,6 +310,9 @@ pub struct Manifest {
     pub builtin: Vec<String>,
     /// (path inside the initramfs, sha256), sorted by path.
     pub binaries: Vec<(String, String)>,
+    /// (path inside the initramfs, link target) of each applet symlink to the multi-call
+    /// binary, sorted by path.
+    pub links: Vec<(String, String)>,
     /// (path inside the initramfs, public key hex) of each trusted signer key.
     pub trusted_keys: Vec<(String, String)>,
 }
@@ -332,6 +336,9 @@ impl Manifest {
         }
         for (path, sha) in &self.binaries {
             s += &format!("binary=/{path} sha256={sha}\n");
+        }
+        for (path, target) in &self.links {
+            s += &format!("link=/{path} target={target}\n");
         }
         for (path, key) in &self.trusted_keys {
             s += &format!("trusted_key=/{path} public={key}\n");
@@ -394,6 +401,51 @@ impl KernelPackage {
     pub fn modules_dir(&self) -> PathBuf {
         self.root.join("lib/modules").join(&self.release)
     }
+}
+
+/// The device's multi-call binary (agent crate, agent/src/applet): installed once, with its
+/// applets' names as symlinks to it, so code they share is on flash once.
+pub const MULTICALL_BINARY: &str = "cpevisor";
+/// The names the multi-call binary always answers to (`argv[0]`), each a symlink to it in
+/// `/usr/bin`. Other applets (`cpevisor-vmm` on the KVM targets) are linked where the binaries
+/// directory links them to it: `make cross` decides which a target's binary holds.
+pub const MULTICALL_APPLETS: [&str; 2] = ["cpevisord", "cpevisorctl"];
+
+/// The applet symlinks for the binaries found: (name, target) for each applet when the
+/// multi-call binary is among them, sorted by name; an applet shipped as a binary of its own
+/// beside it is a stale build directory (two copies of the same command), refused.
+fn applet_links(
+    binaries: &[(String, PathBuf)],
+    dir: &Path,
+) -> Result<Vec<(String, String)>, FirmwareError> {
+    if !binaries.iter().any(|(n, _)| n == MULTICALL_BINARY) {
+        return Ok(Vec::new());
+    }
+    let mut names: Vec<String> = MULTICALL_APPLETS.iter().map(|a| a.to_string()).collect();
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let points_here = fs::read_link(entry.path())
+            .map(|t| t.as_os_str() == MULTICALL_BINARY)
+            .unwrap_or(false);
+        if let (true, Some(name)) = (points_here, entry.file_name().to_str()) {
+            check_word(&format!("applet link in {}", dir.display()), name)?;
+            names.push(name.to_string());
+        }
+    }
+    names.sort();
+    names.dedup();
+    let mut links = Vec::new();
+    for applet in names {
+        if binaries.iter().any(|(n, _)| *n == applet) {
+            return Err(FirmwareError::Input(format!(
+                "{} has both {MULTICALL_BINARY} and a separate {applet}: {applet} is an applet \
+                 of {MULTICALL_BINARY} (stale build? rerun `make cross`)",
+                dir.display()
+            )));
+        }
+        links.push((applet, MULTICALL_BINARY.to_string()));
+    }
+    Ok(links)
 }
 
 /// Project binaries in `dir`: the ELF regular files, sorted by name (other files such as cargo's
@@ -579,6 +631,7 @@ pub fn build_firmware_with_keys(
     let (plan, modules) = install_modules(&mut fs, &package, &spec.modules, LOAD_ORDER_PATH)?;
 
     let mut binaries = Vec::new();
+    let mut links = Vec::new();
     if let Some(dir) = &inputs.bins {
         if !dir.is_dir() {
             return Err(FirmwareError::Input(format!(
@@ -586,7 +639,13 @@ pub fn build_firmware_with_keys(
                 dir.display()
             )));
         }
-        for (name, path) in project_binaries(dir)? {
+        let found = project_binaries(dir)?;
+        for (name, target) in applet_links(&found, dir)? {
+            let dest = format!("usr/bin/{name}");
+            fs.add_symlink(&dest, &target)?;
+            links.push((dest, target));
+        }
+        for (name, path) in found {
             let bytes = read_input(&path)?;
             check_elf(&bytes, &spec.arch, &path)?;
             let dest = format!("usr/bin/{name}");
@@ -639,6 +698,7 @@ pub fn build_firmware_with_keys(
         modules,
         builtin: plan.builtin.clone(),
         binaries,
+        links,
         trusted_keys: keys,
     };
     write_atomically(out, "manifest.txt", manifest.to_text().as_bytes())?;

@@ -59,8 +59,15 @@ impl Fixture {
         elf[4] = 2;
         elf[5] = 1;
         elf[18..20].copy_from_slice(&62u16.to_le_bytes());
-        put("bins/cpevisord", &elf);
-        put("bins/cpevisord.d", b"cpevisord: src/main.rs\n");
+        put("bins/cpevisor", &elf);
+        put("bins/cpevisor.d", b"cpevisor: src/main.rs\n");
+        // `make cross` leaves the applet links beside the multi-call binary for host use: the
+        // builder makes its own, and skips these.
+        std::os::unix::fs::symlink("cpevisor", dir.join("bins/cpevisord")).unwrap();
+        // A KVM target's: the VMM folded into the multi-call binary.
+        std::os::unix::fs::symlink("cpevisor", dir.join("bins/cpevisor-vmm")).unwrap();
+        // Not a link to the multi-call binary: skipped like any other symlink.
+        std::os::unix::fs::symlink("cpevisor.d", dir.join("bins/deps")).unwrap();
         Fixture { dir }
     }
 
@@ -142,7 +149,13 @@ fn initramfs_holds_init_busybox_binaries_and_module_closure() {
     assert_eq!(get("bin/sh").data, b"busybox");
     assert_eq!(get("dev/console").rdev, (5, 1));
     assert_eq!(get("dev/null").rdev, (1, 3));
-    assert_eq!(get("usr/bin/cpevisord").mode, 0o100755);
+    // The multi-call binary once, its applets as symlinks to it.
+    assert_eq!(get("usr/bin/cpevisor").mode, 0o100755);
+    for applet in ["cpevisord", "cpevisorctl", "cpevisor-vmm"] {
+        let link = get(&format!("usr/bin/{applet}"));
+        assert_eq!(link.mode, 0o120777, "{applet}");
+        assert_eq!(link.data, b"cpevisor", "{applet}");
+    }
     assert!(!entries.iter().any(|e| e.name.ends_with(".d")));
     assert_eq!(get("etc/cpevisor/board").data, b"test-board\n");
     assert_eq!(
@@ -185,7 +198,15 @@ fn initramfs_holds_init_busybox_binaries_and_module_closure() {
         text.contains("module=virtio_blk path=/lib/modules/"),
         "{text}"
     );
-    assert!(text.contains("binary=/usr/bin/cpevisord sha256="), "{text}");
+    assert!(text.contains("binary=/usr/bin/cpevisor sha256="), "{text}");
+    assert!(!text.contains("binary=/usr/bin/cpevisord"), "{text}");
+    assert!(
+        text.contains("link=/usr/bin/cpevisord target=cpevisor\n")
+            && text.contains("link=/usr/bin/cpevisorctl target=cpevisor\n")
+            && text.contains("link=/usr/bin/cpevisor-vmm target=cpevisor\n"),
+        "{text}"
+    );
+    assert!(!entries.iter().any(|e| e.name == "usr/bin/deps"));
     assert!(text.contains(&format!("initramfs_sha256={}", manifest.initramfs_sha256)));
 }
 
@@ -252,12 +273,12 @@ fn bad_inputs_give_errors_naming_what_is_wrong() {
     assert!(err_of(&fx.spec(), &inputs).contains("nope"));
 
     // A project binary for another architecture.
-    let mut arm = fs::read(fx.dir.join("bins/cpevisord")).unwrap();
+    let mut arm = fs::read(fx.dir.join("bins/cpevisor")).unwrap();
     arm[18..20].copy_from_slice(&183u16.to_le_bytes());
-    fs::write(fx.dir.join("bins/cpevisorctl"), arm).unwrap();
+    fs::write(fx.dir.join("bins/cpevisor-extra"), arm).unwrap();
     let err = err_of(&fx.spec(), &fx.inputs());
     assert!(
-        err.contains("cpevisorctl") && err.contains("machine 183"),
+        err.contains("cpevisor-extra") && err.contains("machine 183"),
         "{err}"
     );
     assert!(!out.join("initramfs.cpio.gz").exists());
@@ -308,4 +329,38 @@ fn a_router_board_gets_its_network_file_and_the_tree() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("--tree") && err.contains("nft-link"), "{err}");
+}
+
+#[test]
+fn an_applet_built_separately_beside_the_multicall_binary_is_refused() {
+    let fx = Fixture::new("stale");
+    let out = fx.dir.join("out");
+    // A build directory from before the multi-call binary, not cleaned: cpevisorctl as a file.
+    let elf = fs::read(fx.dir.join("bins/cpevisor")).unwrap();
+    fs::write(fx.dir.join("bins/cpevisorctl"), &elf).unwrap();
+    let err = build_firmware(&fx.spec(), &fx.inputs(), &out)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cpevisorctl") && err.contains("applet of cpevisor"),
+        "{err}"
+    );
+    assert!(!out.join("initramfs.cpio.gz").exists());
+    // A jail target's directory has no VMM link: only the two applets every board has.
+    fs::remove_file(fx.dir.join("bins/cpevisorctl")).unwrap();
+    fs::remove_file(fx.dir.join("bins/cpevisor-vmm")).unwrap();
+    let manifest = build_firmware(&fx.spec(), &fx.inputs(), &out).unwrap();
+    let linked: Vec<&str> = manifest.links.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(linked, ["usr/bin/cpevisorctl", "usr/bin/cpevisord"]);
+
+    // Without the multi-call binary, binaries go in as they are and no links are made.
+    fs::remove_file(fx.dir.join("bins/cpevisor")).unwrap();
+    fs::remove_file(fx.dir.join("bins/cpevisord")).unwrap();
+    fs::write(fx.dir.join("bins/cpevisorctl"), &elf).unwrap();
+    let manifest = build_firmware(&fx.spec(), &fx.inputs(), &out).unwrap();
+    assert!(manifest.links.is_empty(), "{manifest:?}");
+    assert_eq!(manifest.binaries.len(), 1);
+    assert_eq!(manifest.binaries[0].0, "usr/bin/cpevisorctl");
+    let entries = unpack(&out.join("initramfs.cpio.gz"));
+    assert!(!entries.iter().any(|e| e.name == "usr/bin/cpevisord"));
 }

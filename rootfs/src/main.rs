@@ -26,7 +26,8 @@ usage: cpevisor-rootfs firmware --board NAME --out DIR [--bins DIR] [--cache DIR
 
 Builds OUT/kernel, OUT/initramfs.cpio.gz and OUT/manifest.txt for board NAME (boards/NAME.toml).
   --bins DIR   cross-built project binaries for the board (target/cross/<rust_target>); every
-               ELF file there goes to /usr/bin. Without it the firmware has no project binaries.
+               ELF file there goes to /usr/bin, the multi-call cpevisor with its applet
+               symlinks (cpevisord, cpevisorctl). Without it the firmware has no project binaries.
   --cache DIR  kernels and busybox fetched by `make setup`
                (default: $CPEVISOR_CACHE, else ~/.cache/cpevisor)
   --trusted-key FILE  an app signer's public key (`cpevisorctl keygen`'s cpevisor-signing.pub)

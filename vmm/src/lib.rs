@@ -7,6 +7,7 @@
 //! - `devices/` device models (serial, RTC, virtio-mmio transport and virtio devices, boot signal),
 //!   testable against guest memory without KVM.
 //! - `vstate/`  KVM state: the VM, its vCPUs and guest memory.
+//! - `cli`      the command line (`--help`, `kvm-info`, run): the binary's whole `main`.
 //! - `builder`  wires a `config::VmConfig` into a running VM (construction only).
 //! - `run_loop` serves devices, signals and the control socket while it runs; graceful shutdown.
 //! - `signals`  the stop signals (SIGTERM, SIGINT, SIGHUP) as an eventfd for the run loop.
@@ -16,6 +17,7 @@
 
 pub mod arch;
 pub mod builder;
+pub mod cli;
 pub mod config;
 pub mod confine;
 pub mod control;

@@ -1,19 +1,9 @@
-//! cpevisorctl: talks to cpevisord over its Unix socket (see `cpevisorctl --help`).
+//! cpevisorctl: talks to cpevisord over its Unix socket (see `cpevisorctl --help`); the device
+//! runs the same code as the `cpevisorctl` applet of the multi-call `cpevisor`.
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    // The operator's USP controller moved to its own binary: say where, as a usage error.
-    if args.first().map(String::as_str) == Some("usp") {
-        eprintln!("{}", cpevisor_agent::ctl::USP_MOVED);
-        return ExitCode::from(2);
-    }
-    match cpevisor_agent::ctl::parse(&args) {
-        Ok(cli) => ExitCode::from(cpevisor_agent::ctl::run(&cli) as u8),
-        Err(e) => {
-            eprintln!("cpevisorctl: {e}");
-            ExitCode::from(2)
-        }
-    }
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    cpevisor_agent::applet::ctl::main(&args)
 }

@@ -30,6 +30,7 @@ commands:
   env-enable ENV | env-disable ENV                ExecEnv.Enable (disable stops its apps)
   pack DIR --key KEY --out FILE                   build and sign a package from DIR/app.json
   keygen DIR                                      create a signing key pair in DIR
+                                                  (pack, keygen: operator's host build only)
 
 The socket defaults to $CPEVISOR_SOCKET or /run/cpevisord.sock.
 The operator's USP controller (the former `cpevisorctl usp`) is `cpevisor-controller`,
@@ -224,6 +225,42 @@ pub fn run(cli: &Cli) -> i32 {
             println!("{USAGE}");
             0
         }
+        Command::Keygen(_) | Command::Pack { .. } => operator_tool(cli),
+        Command::Daemon(req) => {
+            let show_bar = !cli.json && render::stderr_is_tty();
+            let mut bar = render::ProgressBar::new(show_bar);
+            match client::call(&cli.socket, req, &mut |p| bar.update(p)) {
+                Ok(Ok(value)) => {
+                    bar.finish();
+                    render::print_result(req, &value, cli.json);
+                    0
+                }
+                Ok(Err(f)) => {
+                    bar.finish();
+                    if cli.json {
+                        println!("{}", serde_json::json!({ "fault": f }));
+                    }
+                    render::print_fault(&f)
+                }
+                Err(e) => {
+                    bar.finish();
+                    eprintln!("cpevisorctl: {}: {e}", cli.socket.display());
+                    2
+                }
+            }
+        }
+    }
+}
+
+/// What `pack` and `keygen` print on the device (exit 2): building and signing packages is the
+/// operator's work, left out of the device's build to keep it small (docs/flash.md).
+pub const OPERATOR_ONLY: &str = "an operator tool, not in the device's build of cpevisorctl: \
+run it with a host build of cpevisorctl, on the operator's side";
+
+/// `pack` and `keygen`: the operator's packaging tools (feature `operator-tools`).
+#[cfg(feature = "operator-tools")]
+fn operator_tool(cli: &Cli) -> i32 {
+    match &cli.command {
         Command::Keygen(dir) => match crate::package::keygen(dir) {
             Ok(k) => {
                 if cli.json {
@@ -265,30 +302,19 @@ pub fn run(cli: &Cli) -> i32 {
                 Err(f) => render::print_fault(&f),
             }
         }
-        Command::Daemon(req) => {
-            let show_bar = !cli.json && render::stderr_is_tty();
-            let mut bar = render::ProgressBar::new(show_bar);
-            match client::call(&cli.socket, req, &mut |p| bar.update(p)) {
-                Ok(Ok(value)) => {
-                    bar.finish();
-                    render::print_result(req, &value, cli.json);
-                    0
-                }
-                Ok(Err(f)) => {
-                    bar.finish();
-                    if cli.json {
-                        println!("{}", serde_json::json!({ "fault": f }));
-                    }
-                    render::print_fault(&f)
-                }
-                Err(e) => {
-                    bar.finish();
-                    eprintln!("cpevisorctl: {}: {e}", cli.socket.display());
-                    2
-                }
-            }
-        }
+        _ => unreachable!("operator_tool is called for pack and keygen only"),
     }
+}
+
+/// `pack` and `keygen` in a build without them: say where they are.
+#[cfg(not(feature = "operator-tools"))]
+fn operator_tool(cli: &Cli) -> i32 {
+    let name = match cli.command {
+        Command::Keygen(_) => "keygen",
+        _ => "pack",
+    };
+    eprintln!("cpevisorctl: {name}: {OPERATOR_ONLY}");
+    2
 }
 
 #[cfg(test)]
@@ -297,6 +323,34 @@ mod tests {
 
     fn p(s: &str) -> Result<Cli, String> {
         parse(&s.split_whitespace().map(String::from).collect::<Vec<_>>())
+    }
+
+    /// The device's build (no `operator-tools`): pack and keygen are refused, saying where
+    /// they are, and write nothing. (`cargo test -p cpevisor-agent --no-default-features`.)
+    #[cfg(not(feature = "operator-tools"))]
+    #[test]
+    fn pack_and_keygen_are_not_in_the_device_build() {
+        let dir = std::env::temp_dir().join(format!("cpv-ctl-optools-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let d = dir.display();
+        let keygen = run(&p(&format!("keygen {d}")).unwrap());
+        let pack = run(&p(&format!("pack {d} --key {d}/k --out {d}/a.cpkg")).unwrap());
+        let left = std::fs::read_dir(&dir).unwrap().count();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!((keygen, pack, left), (2, 2, 0));
+        assert!(OPERATOR_ONLY.contains("host build"), "{OPERATOR_ONLY}");
+    }
+
+    /// The host build keeps them: keygen writes a key pair.
+    #[cfg(feature = "operator-tools")]
+    #[test]
+    fn keygen_works_in_the_host_build() {
+        let dir = std::env::temp_dir().join(format!("cpv-ctl-keygen-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let code = run(&p(&format!("keygen {}", dir.display())).unwrap());
+        let left = std::fs::read_dir(&dir).unwrap().count();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!((code, left), (0, 2));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Downloads to flash: http:// and https:// (rustls, webpki roots plus an optional extra CA),
+//! Downloads to flash: http:// and https:// (rustls; the firmware's CA bundle plus an optional extra CA),
 //! streamed through a bounded buffer, capped in size, resumed after an interruption (within one
 //! call by reconnecting with `Range`, across a crash or reboot from `<dest>.part`), verified
 //! against an expected sha256.
@@ -15,6 +15,8 @@ mod http;
 mod pace;
 mod resolve;
 mod tls;
+
+pub use tls::SYSTEM_CA_BUNDLE;
 pub mod url;
 
 use std::fs::{self, File, OpenOptions};
@@ -50,8 +52,10 @@ pub struct FetchOptions {
     pub max_bytes: u64,
     /// sha256 the whole file must have.
     pub expected_sha256: Option<Digest>,
-    /// PEM file with extra trusted CA certificates (besides the webpki roots).
+    /// PEM file with extra trusted CA certificates (besides the system bundle).
     pub extra_ca_file: Option<PathBuf>,
+    /// The firmware's public CA bundle ([`SYSTEM_CA_BUNDLE`]; missing: not used).
+    pub system_ca_bundle: PathBuf,
     /// Longest wait for the TCP connect, per address tried.
     pub connect_timeout: Duration,
     /// Longest wait for any single read or write on the connection.
@@ -72,6 +76,7 @@ impl Default for FetchOptions {
             max_bytes: 256 << 20,
             expected_sha256: None,
             extra_ca_file: None,
+            system_ca_bundle: PathBuf::from(SYSTEM_CA_BUNDLE),
             connect_timeout: Duration::from_secs(10),
             io_timeout: Duration::from_secs(30),
             max_attempts: 3,
@@ -178,7 +183,7 @@ fn request(
             url::Scheme::Https => {
                 if tls.is_none() {
                     *tls = Some(
-                        tls::client_config(opts.extra_ca_file.as_deref())
+                        tls::client_config(&opts.system_ca_bundle, opts.extra_ca_file.as_deref())
                             .map_err(AttemptError::Fatal)?,
                     );
                 }

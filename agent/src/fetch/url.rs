@@ -13,7 +13,7 @@ pub const MAX_URL_LEN: usize = 2048;
 pub enum Scheme {
     /// Plain HTTP (the package signature still protects the content).
     Http,
-    /// HTTPS, checked against the built-in roots and the configured CA.
+    /// HTTPS, checked against the firmware's CA bundle and the configured CA.
     Https,
 }
 

@@ -244,7 +244,9 @@ impl ExecEnvConfig {
     }
 }
 
-/// The binary that holds `jail-exec`: this very executable (cpevisord is multi-call), or
+/// The binary that holds `jail-exec`: this very executable (on the device the multi-call
+/// `cpevisor`, which /proc/self/exe names even when the agent runs as its `cpevisord` link, and
+/// which takes `jail-exec` as its first argument; on the host the thin cpevisord), or
 /// `$CPEVISOR_JAIL_RUNNER` (tests whose process is not cpevisord).
 pub fn jail_runner_exe() -> PathBuf {
     std::env::var_os("CPEVISOR_JAIL_RUNNER")
@@ -268,7 +270,8 @@ pub struct AgentConfig {
     /// The cpevisor-vmm binary the vmm runner starts.
     #[serde(default = "default_vmm")]
     pub vmm_path: PathBuf,
-    /// Extra CA certificate (PEM) trusted for HTTPS downloads, besides the built-in roots.
+    /// Extra CA certificate (PEM) trusted for HTTPS downloads, besides the firmware's CA
+    /// bundle (`/etc/ssl/certs/ca-certificates.crt`; the agent has no built-in roots).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// cgroup v2 mount; limits are skipped (with a logged reason) when it is not usable.

@@ -143,7 +143,7 @@ pub struct Packages {
     pub trusted_keys_dir: Option<PathBuf>,
     /// Largest package a download may bring, bytes.
     pub download_cap_bytes: u64,
-    /// Extra CA certificates (PEM) for HTTPS package servers, beside the built-in roots.
+    /// Extra CA certificates (PEM) for HTTPS package servers, beside the firmware's CA bundle.
     pub ca_file: Option<PathBuf>,
     /// Deadlines and minimum rates of package downloads.
     pub limits: DownloadLimits,

@@ -415,7 +415,7 @@ impl Backend for KvmBackend {
 
 /// Runs each app in a jail through `<runner_exe> jail-exec <run_dir>/jail.json`.
 pub struct JailBackend {
-    /// The multi-call binary that holds `jail-exec`: cpevisord itself.
+    /// The binary that holds `jail-exec`: the agent's own executable (`jail_runner_exe`).
     pub runner_exe: PathBuf,
     /// `a.b.0.0` of the /16 the apps' addresses come from; None: apps get loopback only.
     pub network: Option<std::net::Ipv4Addr>,

@@ -31,6 +31,8 @@ pub struct World {
     pub budget_mib: u32,
     /// Command the daemon is started under (e.g. `unshare --net`), empty for none.
     pub wrap: Vec<String>,
+    /// The daemon's executable: [`DAEMON`], or a `cpevisord` link to the multi-call binary.
+    pub exe: PathBuf,
 }
 
 pub struct HttpServer {
@@ -185,6 +187,7 @@ impl World {
             daemon: None,
             budget_mib: 64,
             wrap: Vec::new(),
+            exe: PathBuf::from(DAEMON),
             root,
         };
         w.write_config(64, 1 << 20);
@@ -331,10 +334,10 @@ impl World {
         let mut cmd = match self.wrap.split_first() {
             Some((prog, args)) => {
                 let mut c = Command::new(prog);
-                c.args(args).arg(DAEMON);
+                c.args(args).arg(&self.exe);
                 c
             }
-            None => Command::new(DAEMON),
+            None => Command::new(&self.exe),
         };
         cmd.arg("--state-dir")
             .arg(&self.state)

@@ -13,8 +13,8 @@
 //!   the app's Rss: that is mostly busybox text, whose page cache is charged to the agent that
 //!   unpacked the rootfs, so memory.current can be below the app's Rss.
 //! - `jail.overhead_pss_kib`: Pss of the runner and the init (their text shared with the agent).
-//! - `jail.binary_kib.<rust target>`: what a jail board carries from us on flash (cpevisord +
-//!   cpevisorctl, static, from `make cross`), for the jail boards' targets.
+//! - `jail.binary_kib.<rust target>`: what a jail board carries from us on flash (the static
+//!   multi-call cpevisor from `make cross`), for the jail boards' targets.
 
 use super::Figure;
 use crate::agent::{
@@ -257,30 +257,26 @@ pub fn tagged_numbers(out: &str, tag: &str) -> Vec<u64> {
         .collect()
 }
 
-/// `jail.binary_kib.<target>`: cpevisord + cpevisorctl of each jail target built by `make cross`.
+/// `jail.binary_kib.<target>`: what each jail target carries from us, as `make cross` built it
+/// (the multi-call `cpevisor`; its applet names are symlinks and weigh nothing). The same sum
+/// as `flash.device_binaries_kib.<target>` (sizes.rs), kept under this name for the jail group.
 pub fn binary_figures(root: &Path) -> Vec<Figure> {
     let mut figures = Vec::new();
+    let cross = root.join("target/cross");
     for t in JAIL_TARGETS {
-        let dir = root.join("target/cross").join(t);
-        let size = |b: &str| std::fs::metadata(dir.join(b)).map(|m| m.len()).ok();
-        let (Some(d), Some(c)) = (size("cpevisord"), size("cpevisorctl")) else {
+        let Some(all) = super::sizes::device_binaries_figure(&cross, t) else {
             eprintln!(
-                "bench: {} has no cpevisord/cpevisorctl (make cross)",
-                dir.display()
+                "bench: {} has no binaries (make cross)",
+                cross.join(t).display()
             );
             continue;
         };
         figures.push(
-            Figure::new(
-                format!("jail.binary_kib.{t}"),
-                ((d + c) as f64 / 1024.0).round(),
-                "KiB",
-            )
-            .with_note(format!(
-                "what a jail board carries from us: static stripped cpevisord ({} KiB; agent, \
-                 jail runner and jail init in one multi-call binary) + cpevisorctl ({} KiB)",
-                d / 1024,
-                c / 1024
+            Figure::new(format!("jail.binary_kib.{t}"), all.value, "KiB").with_note(format!(
+                "what a jail board carries from us: the static stripped multi-call cpevisor \
+                 (agent, cpevisorctl, jail runner and jail init; cpevisord and cpevisorctl \
+                 are symlinks to it), {} KiB",
+                all.value
             )),
         );
     }
@@ -332,7 +328,7 @@ impl JailMemory {
             )),
             Figure::new("jail.overhead_pss_kib", self.others_pss_kib() as f64, "KiB").with_note(
                 format!(
-                    "Pss of the jail's processes beside the app (runner and init, both cpevisord; \
+                    "Pss of the jail's processes beside the app (runner and init, both the agent's binary; \
                      Rss {:?} KiB, mostly cpevisord text shared with the agent)",
                     self.others.iter().map(|s| s.rss).collect::<Vec<_>>()
                 ),
@@ -469,12 +465,14 @@ mod tests {
     }
 
     #[test]
-    fn binary_figures_sum_both_binaries_of_each_jail_target() {
+    fn binary_figures_count_the_multicall_binary_once() {
         let root = std::env::temp_dir().join(format!("jail-bench-{}", std::process::id()));
         let dir = root.join("target/cross/mipsel-unknown-linux-gnu");
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("cpevisord"), vec![0u8; 3 * 1024]).unwrap();
-        std::fs::write(dir.join("cpevisorctl"), vec![0u8; 1024]).unwrap();
+        std::fs::write(dir.join("cpevisor"), vec![0u8; 4 * 1024]).unwrap();
+        for applet in ["cpevisord", "cpevisorctl"] {
+            std::os::unix::fs::symlink("cpevisor", dir.join(applet)).unwrap();
+        }
         let f = binary_figures(&root);
         let _ = std::fs::remove_dir_all(&root);
         assert_eq!(f.len(), 1, "armv7 has no binaries here: {f:?}");

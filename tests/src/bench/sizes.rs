@@ -1,6 +1,7 @@
 //! Binary sizes: our stripped static release binaries from `make cross` (`target/cross/<rust
 //! target>/`), beside what QEMU needs on flash to run (its binary plus shared-library closure),
-//! as `scripts/bench-overlay.sh` measured it into `target/bench/peer-sizes.env`.
+//! as `scripts/bench-overlay.sh` measured it into `target/bench/peer-sizes.env`; and what the
+//! device carries from us in all (`flash.device_binaries_kib.<target>`, docs/flash.md).
 
 use super::Figure;
 use std::collections::BTreeMap;
@@ -60,7 +61,51 @@ fn peer_for(target: &str, peers: &BTreeMap<String, u64>) -> Option<(String, f64,
     ))
 }
 
-/// `vmm.binary_kib.<target>` (with the QEMU peer where measured) and `agent.binary_kib.<target>`.
+/// What the device carries from us for one target: each binary file in `dir` (a `make cross`
+/// output directory) with its size, sorted by name. Symlinks (the multi-call binary's applet
+/// names) are not followed: the firmware installs them as links, nothing on flash but a name.
+pub fn device_binaries(dir: &Path) -> std::io::Result<Vec<(String, u64)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let md = std::fs::symlink_metadata(entry.path())?;
+        if md.is_file() {
+            out.push((entry.file_name().to_string_lossy().into_owned(), md.len()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// `flash.device_binaries_kib.<target>`: everything from us the device carries for `target`
+/// (the multi-call `cpevisor`, plus `cpevisor-vmm` where it is separate), from `make cross`'s
+/// directory for it; `None` when that directory has no binaries.
+pub fn device_binaries_figure(cross: &Path, target: &str) -> Option<Figure> {
+    let files = device_binaries(&cross.join(target)).ok()?;
+    if files.is_empty() {
+        return None;
+    }
+    let total: u64 = files.iter().map(|(_, n)| n).sum();
+    let parts: Vec<String> = files
+        .iter()
+        .map(|(name, n)| format!("{name} {} KiB", (n + 512) / 1024))
+        .collect();
+    Some(
+        Figure::new(
+            format!("flash.device_binaries_kib.{target}"),
+            (total as f64 / 1024.0).round(),
+            "KiB",
+        )
+        .with_note(format!(
+            "static stripped release binaries from make cross, each on flash once ({};              cpevisord and cpevisorctl are symlinks to the multi-call cpevisor)",
+            parts.join(" + ")
+        )),
+    )
+}
+
+/// `vmm.binary_kib.<target>` (with the QEMU peer where measured; only where the VMM is a binary
+/// of its own), `agent.binary_kib.<target>` (the multi-call binary) and
+/// `flash.device_binaries_kib.<target>`.
 pub fn binary_sizes(root: &Path, figures: &mut Vec<Figure>) {
     let dir = root.join("target/cross");
     let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -99,10 +144,14 @@ pub fn binary_sizes(root: &Path, figures: &mut Vec<Figure>) {
     targets.sort();
     for t in targets {
         let t = t.to_string_lossy().to_string();
-        for (bin, group) in [("cpevisor-vmm", "vmm"), ("cpevisord", "agent")] {
-            let Ok(md) = std::fs::metadata(dir.join(&t).join(bin)) else {
+        for (bin, group) in [("cpevisor-vmm", "vmm"), ("cpevisor", "agent")] {
+            // A VMM folded into the multi-call binary is a link to it: no binary of its own.
+            let Ok(md) = std::fs::symlink_metadata(dir.join(&t).join(bin)) else {
                 continue;
             };
+            if !md.is_file() {
+                continue;
+            }
             let mut f = Figure::new(
                 format!("{group}.binary_kib.{t}"),
                 (md.len() as f64 / 1024.0).round(),
@@ -115,6 +164,7 @@ pub fn binary_sizes(root: &Path, figures: &mut Vec<Figure>) {
             }
             figures.push(f);
         }
+        figures.extend(device_binaries_figure(&dir, &t));
     }
 }
 
@@ -129,6 +179,69 @@ mod tests {
         assert_eq!(p["qemu_arm64_total_bytes"], 2048);
         assert!(parse_peer_sizes("oops").unwrap_err().contains("line 1"));
         assert!(parse_peer_sizes("a=b").unwrap_err().contains("byte count"));
+    }
+
+    #[test]
+    fn device_binaries_count_each_file_once_and_no_links() {
+        let cross = std::env::temp_dir().join(format!("sizes-bench-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&cross);
+        let t = "aarch64-unknown-linux-gnu";
+        let dir = cross.join(t);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cpevisor"), vec![0u8; 3 * 1024]).unwrap();
+        std::fs::write(dir.join("cpevisor-vmm"), vec![0u8; 2 * 1024 + 100]).unwrap();
+        for applet in ["cpevisord", "cpevisorctl"] {
+            std::os::unix::fs::symlink("cpevisor", dir.join(applet)).unwrap();
+        }
+        std::fs::create_dir_all(cross.join("mipsel-unknown-linux-gnu")).unwrap();
+        let files = device_binaries(&dir).unwrap();
+        let f = device_binaries_figure(&cross, t);
+        let empty = device_binaries_figure(&cross, "mipsel-unknown-linux-gnu");
+        let missing = device_binaries_figure(&cross, "armv7-unknown-linux-gnueabihf");
+        let _ = std::fs::remove_dir_all(&cross);
+        assert_eq!(
+            files,
+            [
+                ("cpevisor".to_string(), 3072),
+                ("cpevisor-vmm".to_string(), 2148)
+            ]
+        );
+        let f = f.unwrap();
+        assert_eq!(
+            f.name,
+            "flash.device_binaries_kib.aarch64-unknown-linux-gnu"
+        );
+        // (3072 + 2148) / 1024 = 5.10: the links add nothing.
+        assert_eq!(f.value, 5.0);
+        let note = f.note.as_deref().unwrap_or_default();
+        assert!(
+            note.contains("cpevisor 3 KiB + cpevisor-vmm 2 KiB"),
+            "{note}"
+        );
+        assert!(empty.is_none() && missing.is_none());
+    }
+
+    #[test]
+    fn a_folded_vmm_has_no_binary_figure_of_its_own() {
+        let root = std::env::temp_dir().join(format!("sizes-fold-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let dir = root.join("target/cross/aarch64-unknown-linux-gnu");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cpevisor"), vec![0u8; 2048]).unwrap();
+        for applet in ["cpevisord", "cpevisorctl", "cpevisor-vmm"] {
+            std::os::unix::fs::symlink("cpevisor", dir.join(applet)).unwrap();
+        }
+        let mut figures = Vec::new();
+        binary_sizes(&root, &mut figures);
+        let _ = std::fs::remove_dir_all(&root);
+        let names: Vec<(&str, f64)> = figures.iter().map(|f| (f.name.as_str(), f.value)).collect();
+        assert_eq!(
+            names,
+            [
+                ("agent.binary_kib.aarch64-unknown-linux-gnu", 2.0),
+                ("flash.device_binaries_kib.aarch64-unknown-linux-gnu", 2.0)
+            ]
+        );
     }
 
     #[test]
