@@ -7,6 +7,7 @@
 //! resolver is dnsmasq too): [`start_dnsmasq`].
 
 use crate::agent::{app_logs, eu_of, wait_agent, wait_eu_status, Flash};
+use crate::dns::resolve;
 use crate::{BoardVm, BootOptions};
 use std::time::Duration;
 
@@ -95,4 +96,43 @@ pub fn start_dnsmasq(vm: &mut BoardVm, root: &str, name: &str, args: &str) -> Re
         Duration::from_secs(60),
     )
     .map(|_| ())
+}
+
+/// What the board's network looks like when a query got no answer: addresses, routes, and
+/// per-hook packet counters while one more query goes through.
+pub fn diagnose(vm: &mut BoardVm, dns: &str, app: &str) -> String {
+    // Counters keyed by where a packet is and which way it goes (the client is the LAN's
+    // QEMU host address, .2).
+    let rules = [
+        ("pre", "ip saddr 192.168.1.2 udp dport 53"),
+        ("pre", format!("ip saddr {app} udp sport 1053").leak()),
+        ("pre", "ip saddr 192.168.1.2 ip protocol icmp"),
+        ("fw", format!("ip daddr {app} udp dport 1053").leak()),
+        ("fw", format!("ip saddr {app} udp sport 1053").leak()),
+        ("post", format!("ip daddr {app} udp dport 1053").leak()),
+        ("post", "ip daddr 192.168.1.2 udp sport 53"),
+        ("post", "ip daddr 192.168.1.2"),
+        ("in", "udp dport '{ 53, 1053 }'"),
+    ];
+    let mut cmd = String::from(
+        "nft add table inet diag; \
+         nft add chain inet diag pre '{ type filter hook prerouting priority -300; }'; \
+         nft add chain inet diag fw '{ type filter hook forward priority -300; }'; \
+         nft add chain inet diag in '{ type filter hook input priority -300; }'; \
+         nft add chain inet diag post '{ type filter hook postrouting priority 300; }'; ",
+    );
+    for (chain, rule) in rules {
+        cmd.push_str(&format!("nft add rule inet diag {chain} {rule} counter; "));
+    }
+    cmd.push_str("true");
+    let setup = vm.run_ok(&cmd, Duration::from_secs(60)).unwrap_or_default();
+    let _ = resolve(dns, "diag.example", Duration::from_secs(5));
+    let out = vm
+        .run_ok(
+            "ip -4 addr; ip route; ip link; nft list ruleset; nft delete table inet diag; \
+             sysctl net.ipv4.ip_forward net.ipv4.conf.all.rp_filter net.ipv4.conf.br-lan.rp_filter",
+            Duration::from_secs(60),
+        )
+        .unwrap_or_else(|e| format!("(no diagnosis: {e})"));
+    format!("{setup}\n{out}")
 }

@@ -21,7 +21,7 @@ use cpevisor_e2e::agent::{app_logs, install, reboot, without_kernel_messages, Fl
 use cpevisor_e2e::bench::jail::{jail_pid, package_file, JailPackages};
 use cpevisor_e2e::dns::resolve;
 use cpevisor_e2e::router::{
-    active_eu, app_root, boot_router, gateway_of, start_dnsmasq, BLOCKED, BOARD,
+    active_eu, app_root, boot_router, diagnose, gateway_of, start_dnsmasq, BLOCKED, BOARD,
 };
 use cpevisor_e2e::vm::kernel_complaints;
 use cpevisor_e2e::BoardVm;
@@ -87,45 +87,6 @@ fn ruleset(vm: &mut BoardVm) -> String {
     ))
 }
 
-/// What the board's network looks like when a query got no answer: addresses, routes, and
-/// per-hook packet counters while one more query goes through.
-fn diagnose(vm: &mut BoardVm, dns: &str, app: &str) -> String {
-    // Counters keyed by where a packet is and which way it goes (the client is the LAN's
-    // QEMU host address, .2).
-    let rules = [
-        ("pre", "ip saddr 192.168.1.2 udp dport 53"),
-        ("pre", format!("ip saddr {app} udp sport 1053").leak()),
-        ("pre", "ip saddr 192.168.1.2 ip protocol icmp"),
-        ("fw", format!("ip daddr {app} udp dport 1053").leak()),
-        ("fw", format!("ip saddr {app} udp sport 1053").leak()),
-        ("post", format!("ip daddr {app} udp dport 1053").leak()),
-        ("post", "ip daddr 192.168.1.2 udp sport 53"),
-        ("post", "ip daddr 192.168.1.2"),
-        ("in", "udp dport '{ 53, 1053 }'"),
-    ];
-    let mut cmd = String::from(
-        "nft add table inet diag; \
-         nft add chain inet diag pre '{ type filter hook prerouting priority -300; }'; \
-         nft add chain inet diag fw '{ type filter hook forward priority -300; }'; \
-         nft add chain inet diag in '{ type filter hook input priority -300; }'; \
-         nft add chain inet diag post '{ type filter hook postrouting priority 300; }'; ",
-    );
-    for (chain, rule) in rules {
-        cmd.push_str(&format!("nft add rule inet diag {chain} {rule} counter; "));
-    }
-    cmd.push_str("true");
-    let setup = vm.run_ok(&cmd, Duration::from_secs(60)).unwrap_or_default();
-    let _ = resolve(dns, "diag.example", Duration::from_secs(5));
-    let out = vm
-        .run_ok(
-            "ip -4 addr; ip route; ip link; nft list ruleset; nft delete table inet diag; \
-             sysctl net.ipv4.ip_forward net.ipv4.conf.all.rp_filter net.ipv4.conf.br-lan.rp_filter",
-            Duration::from_secs(60),
-        )
-        .unwrap_or_else(|e| format!("(no diagnosis: {e})"));
-    format!("{setup}\n{out}")
-}
-
 #[test]
 #[ignore = "needs `make firmware BOARDS=qemu-malta-mipsel`; boots an emulated MIPS board"]
 fn dns_filter_serves_the_lan_on_qemu_malta_mipsel() {
@@ -152,6 +113,12 @@ fn dns_filter_serves_the_lan_on_qemu_malta_mipsel() {
     );
     assert!(!before.contains("table inet cpevisor"), "{before}");
 
+    // The router's LAN MAC is the LAN port's and stays so while apps' links come and go.
+    let lan_mac = || {
+        "cat /sys/class/net/eth1/address /sys/class/net/br-lan/address \
+         /sys/class/net/br-lan/addr_assign_type"
+    };
+    let macs = board(&mut vm, "the LAN's MAC", lan_mac());
     let mut dus = Vec::new();
     for file in [&filter, &mapped] {
         let url = format!("http://10.0.2.2:{}/{file}", server.port);
@@ -160,6 +127,13 @@ fn dns_filter_serves_the_lan_on_qemu_malta_mipsel() {
     }
     let eu_id = active_eu(&mut vm, "dns-filter").unwrap();
     active_eu(&mut vm, "status").unwrap();
+    let after_apps = board(&mut vm, "the LAN's MAC with apps", lan_mac());
+    let words: Vec<&str> = after_apps.split_whitespace().collect();
+    assert!(
+        words.len() >= 3 && words[0] == words[1] && words[2] == "3",
+        "br-lan's MAC is not pinned to eth1's (address, bridge address, assign type 3 = set):\n\
+         before the apps:\n{macs}\nwith them:\n{after_apps}"
+    );
     let pid = jail_pid(&mut vm, &eu_id, "dnsmasq")
         .unwrap_or_else(|e| panic!("{e}\n{}", app_logs(&mut vm, &eu_id)));
 

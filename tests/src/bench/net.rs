@@ -82,10 +82,23 @@ pub fn figures(root: &Path, figures: &mut Vec<Figure>) -> Result<(), String> {
     let (mut app_ms, mut peer_ms) = (Vec::new(), Vec::new());
     for _ in 0..RUNS {
         vm.run_ok(&format!("cpevisorctl stop {eu}"), Duration::from_secs(120))?;
-        app_ms.push(start_to_answer(&mut vm, &app_dns, |vm| {
+        let started = start_to_answer(&mut vm, &app_dns, |vm| {
             vm.run_ok(&format!("cpevisorctl start {eu}"), Duration::from_secs(120))
                 .map(|_| ())
-        })?);
+        });
+        match started {
+            Ok(ms) => app_ms.push(ms),
+            Err(e) => {
+                let addr = crate::bench::jail::jail_pid(&mut vm, &eu, "dnsmasq")
+                    .and_then(|pid| crate::bench::jail::jail_address(&mut vm, pid))
+                    .unwrap_or_default();
+                let why = crate::router::diagnose(&mut vm, &app_dns, &addr);
+                return Err(format!(
+                    "{e}\n{why}\n{}",
+                    crate::agent::app_logs(&mut vm, &eu)
+                ));
+            }
+        }
         peer_ms.push(start_to_answer(&mut vm, &peer_dns, |vm| {
             start_dnsmasq(vm, &root_dir, "peer-dns", &peer_args)
         })?);
