@@ -468,65 +468,69 @@ impl Store {
             .enumerate()
             .map(|(i, a)| (a.endpoint_id.clone(), i))
             .collect();
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "SELECT endpoint_id, path, name, type, status, arch, budget_kib, available_kib
-                 FROM exec_envs WHERE endpoint_id BETWEEN ?1 AND ?2 ORDER BY endpoint_id, path",
-            )
-            .map_err(err)?;
-        let rows = st
-            .query_map(params![first, last], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    ExecEnv {
-                        path: r.get(1)?,
-                        name: r.get(2)?,
-                        env_type: r.get(3)?,
-                        status: r.get(4)?,
-                        arch: r.get(5)?,
-                        budget_kib: r.get(6)?,
-                        available_kib: r.get(7)?,
-                    },
-                ))
-            })
-            .map_err(err)?;
-        for row in rows {
-            let (a, e) = row.map_err(err)?;
+        let envs = self.rows_by_agent(
+            "SELECT endpoint_id, path, name, type, status, arch, budget_kib, available_kib
+             FROM exec_envs WHERE endpoint_id BETWEEN ?1 AND ?2 ORDER BY endpoint_id, path",
+            (&first, &last),
+            |r| {
+                Ok(ExecEnv {
+                    path: r.get(1)?,
+                    name: r.get(2)?,
+                    env_type: r.get(3)?,
+                    status: r.get(4)?,
+                    arch: r.get(5)?,
+                    budget_kib: r.get(6)?,
+                    available_kib: r.get(7)?,
+                })
+            },
+        )?;
+        for (a, e) in envs {
             if let Some(&i) = index.get(&a) {
                 page[i].exec_envs.push(e);
             }
         }
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "SELECT endpoint_id, path, uuid, name, version, url, status, exec_env
-                 FROM dus WHERE endpoint_id BETWEEN ?1 AND ?2 ORDER BY endpoint_id, path",
-            )
-            .map_err(err)?;
-        let rows = st
-            .query_map(params![first, last], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    Du {
-                        path: r.get(1)?,
-                        uuid: r.get(2)?,
-                        name: r.get(3)?,
-                        version: r.get(4)?,
-                        url: r.get(5)?,
-                        status: r.get(6)?,
-                        exec_env: r.get(7)?,
-                    },
-                ))
-            })
-            .map_err(err)?;
-        for row in rows {
-            let (a, d) = row.map_err(err)?;
+        let dus = self.rows_by_agent(
+            "SELECT endpoint_id, path, uuid, name, version, url, status, exec_env
+             FROM dus WHERE endpoint_id BETWEEN ?1 AND ?2 ORDER BY endpoint_id, path",
+            (&first, &last),
+            |r| {
+                Ok(Du {
+                    path: r.get(1)?,
+                    uuid: r.get(2)?,
+                    name: r.get(3)?,
+                    version: r.get(4)?,
+                    url: r.get(5)?,
+                    status: r.get(6)?,
+                    exec_env: r.get(7)?,
+                })
+            },
+        )?;
+        for (a, d) in dus {
             if let Some(&i) = index.get(&a) {
                 page[i].dus.push(d);
             }
         }
         Ok(page)
+    }
+
+    /// The rows of `sql` (its first column the agent's endpoint ID, `?1` and `?2` the first and
+    /// last agent of a page), each as (endpoint ID, `row`'s value), in the query's order: one
+    /// shape for an agent page's ExecEnvs, DUs and EUs.
+    pub(crate) fn rows_by_agent<T>(
+        &self,
+        sql: &str,
+        (first, last): (&str, &str),
+        row: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<(String, T)>, String> {
+        let mut st = self.conn.prepare_cached(sql).map_err(err)?;
+        let rows = st
+            .query_map(params![first, last], |r| {
+                Ok((r.get::<_, String>(0)?, row(r)?))
+            })
+            .map_err(err)?
+            .collect::<Result<_, _>>()
+            .map_err(err);
+        rows
     }
 
     /// Up to `limit` online agents whose inventory is oldest (never read first) and older than

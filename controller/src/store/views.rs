@@ -40,31 +40,23 @@ impl Store {
 
     /// The execution units of the agents from `first` to `last` (endpoint ID order), by agent.
     pub fn eus_between(&self, first: &str, last: &str) -> Result<HashMap<String, Vec<Eu>>, String> {
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "SELECT endpoint_id, path, euid, name, status, fault_code, fault_message
-                 FROM eus WHERE endpoint_id BETWEEN ?1 AND ?2 ORDER BY endpoint_id, path",
-            )
-            .map_err(err)?;
-        let rows = st
-            .query_map(params![first, last], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    Eu {
-                        path: r.get(1)?,
-                        euid: r.get(2)?,
-                        name: r.get(3)?,
-                        status: r.get(4)?,
-                        fault_code: r.get(5)?,
-                        fault_message: r.get(6)?,
-                    },
-                ))
-            })
-            .map_err(err)?;
+        let rows = self.rows_by_agent(
+            "SELECT endpoint_id, path, euid, name, status, fault_code, fault_message
+             FROM eus WHERE endpoint_id BETWEEN ?1 AND ?2 ORDER BY endpoint_id, path",
+            (first, last),
+            |r| {
+                Ok(Eu {
+                    path: r.get(1)?,
+                    euid: r.get(2)?,
+                    name: r.get(3)?,
+                    status: r.get(4)?,
+                    fault_code: r.get(5)?,
+                    fault_message: r.get(6)?,
+                })
+            },
+        )?;
         let mut out: HashMap<String, Vec<Eu>> = HashMap::new();
-        for row in rows {
-            let (a, u) = row.map_err(err)?;
+        for (a, u) in rows {
             out.entry(a).or_default().push(u);
         }
         Ok(out)
