@@ -213,9 +213,10 @@ pub fn parse_reply(out: &str) -> Result<Value, String> {
         ));
     }
     // A kernel message may also land on the reply's own line, right after the JSON (seen:
-    // "...}[   30.59] IPv6: ADDRCONF(NETDEV_CHANGE): cpv-eu-5: link becomes ready"): the reply
-    // is the JSON value the line starts with, whatever follows it.
-    out.lines()
+    // "...}[   30.59] IPv6: ADDRCONF(NETDEV_CHANGE): cpv-eu-5: link becomes ready") or inside
+    // it: those are cut out first, and the reply is the JSON value its line starts with.
+    without_kernel_messages(out)
+        .lines()
         .rev()
         .map(str::trim)
         .filter(|l| l.starts_with('{'))
@@ -383,21 +384,23 @@ pub fn fetch_status_page(
     Ok(without_kernel_messages(&page))
 }
 
-/// `text` read from the board's console without the kernel messages printed into it: each line
-/// cut at a kernel timestamp (`[   11.725121] `), blank lines dropped. Seen: an app's OOM
-/// report (the memhog containment test, running beside) landed in the middle of a page,
-/// `backend=jail[   11.725121] 5fa0: ...`.
+/// `text` read from the board's console without the kernel messages printed into it: each
+/// message cut from its timestamp (`[   11.725121] `) through its newline, so the text it
+/// interrupted joins up again; blank lines dropped. Seen: an app's OOM report landed in the
+/// middle of a page (`backend=jail[   11.725121] 5fa0: ...`), and a board's
+/// `IPv6: ADDRCONF(NETDEV_CHANGE): eth0: link becomes ready` in the middle of a JSON reply.
 pub fn without_kernel_messages(text: &str) -> String {
-    let mut out = String::new();
-    for line in text.lines() {
-        let kept = match kernel_timestamp_at(line) {
-            Some(i) => &line[..i],
-            None => line,
-        };
-        if !kept.trim().is_empty() {
-            out.push_str(kept);
-            out.push('\n');
-        }
+    let mut joined = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = kernel_timestamp_at(rest) {
+        joined.push_str(&rest[..i]);
+        rest = rest[i..].split_once('\n').map_or("", |(_, after)| after);
+    }
+    joined.push_str(rest);
+    let mut out = String::with_capacity(joined.len());
+    for line in joined.lines().filter(|l| !l.trim().is_empty()) {
+        out.push_str(line);
+        out.push('\n');
     }
     out
 }
@@ -454,6 +457,10 @@ mod tests {
         // A kernel message glued to the end of the reply's line.
         let glued = "{\"name\":\"dens04\"}[   30.590429] IPv6: cpv-eu-5: link becomes ready\n";
         assert_eq!(parse_reply(glued).unwrap()["name"], "dens04");
+        // One printed inside the reply (seen in CI after a board's reboot).
+        let inside = "{\"status\":\"Installed\",\"[    2.596077] IPv6: ADDRCONF(NETDEV_CHANGE): \
+                      eth0: link becomes ready\nmemory_in_use\":1528}\n";
+        assert_eq!(parse_reply(inside).unwrap()["memory_in_use"], 1528);
     }
 
     #[test]
