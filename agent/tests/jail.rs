@@ -132,6 +132,7 @@ unshare -n true 2>&1 | sed 's/^/UNSHARE /'
 grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp|SigIgn):' /proc/self/status | sed 's/^/STATUS /'
 echo \"ADDR $(ip -4 -o addr show dev eth0)\"
 echo \"ROUTE $(ip route | grep default)\"
+echo \"MAC $(ip -o link show dev eth0 | grep -o 'link/ether [0-9a-f:]*')\"
 echo \"DEV $(ls /dev | tr '\\n' ' ')\"
 echo \"ID $(id -u)\"
 echo \"UIDMAP $(cat /proc/self/uid_map)\"
@@ -238,6 +239,12 @@ fn runner_contains_the_app() {
     );
     assert!(
         line_after(&all, "ROUTE ").contains("default via 10.71.0.1 dev eth0"),
+        "{all}"
+    );
+    // The MAC follows the address (02:00 + 10.71.0.22), so a restarted app keeps it.
+    assert_eq!(
+        line_after(&all, "MAC "),
+        "link/ether 02:00:0a:47:00:16",
         "{all}"
     );
     // Only harmless devices.

@@ -20,6 +20,7 @@ const RTM_DELLINK: u16 = 17;
 const RTM_NEWADDR: u16 = 20;
 const RTM_NEWROUTE: u16 = 24;
 
+const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
@@ -217,8 +218,15 @@ impl Netlink {
         Err(io::Error::other("no netlink ACK for our request"))
     }
 
-    /// Creates a veth pair: `host` here, `peer` directly in the network namespace of `pid`.
-    pub fn create_veth(&mut self, host: &str, peer: &str, peer_netns_pid: u32) -> io::Result<()> {
+    /// Creates a veth pair: `host` here, `peer` with address `peer_mac` directly in the network
+    /// namespace of `pid`.
+    pub fn create_veth(
+        &mut self,
+        host: &str,
+        peer: &str,
+        peer_mac: [u8; 6],
+        peer_netns_pid: u32,
+    ) -> io::Result<()> {
         let mut m = Msg::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL).ifinfo(0, 0, 0);
         m.attr_str(IFLA_IFNAME, host);
         m.begin(IFLA_LINKINFO).attr_str(IFLA_INFO_KIND, "veth");
@@ -226,6 +234,7 @@ impl Netlink {
         // The peer attribute carries its own ifinfomsg before its attributes.
         m.buf.extend_from_slice(&[0u8; 16]);
         m.attr_str(IFLA_IFNAME, peer)
+            .attr(IFLA_ADDRESS, &peer_mac)
             .attr_u32(IFLA_NET_NS_PID, peer_netns_pid);
         m.end().end().end();
         self.request(m)

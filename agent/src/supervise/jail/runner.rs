@@ -224,7 +224,7 @@ fn start(spec: &JailSpec) -> Result<Started, String> {
     }
     if let (Some(nl), Some(net), Some(bridge)) = (&mut nl, &spec.net, bridge) {
         let linked = nl
-            .create_veth(&net.host_if, JAIL_IF, init.as_raw() as u32)
+            .create_veth(&net.host_if, JAIL_IF, net.app_mac(), init.as_raw() as u32)
             .map_err(|e| format!("jail: veth {}: {e}", net.host_if))
             .and_then(|()| {
                 let host = netlink::link_index(&net.host_if)

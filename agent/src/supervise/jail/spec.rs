@@ -66,6 +66,18 @@ pub struct JailNet {
     pub app_ip: Ipv4Addr,
 }
 
+impl JailNet {
+    /// The MAC of the app's `eth0`: locally administered, with the app's IPv4 address in its
+    /// last four bytes. Stable across restarts and updates of the app, so neighbour entries
+    /// the host and the LAN already hold for the address stay right: with a random MAC, the
+    /// router's REACHABLE entry kept pointing at the previous jail's interface after a restart,
+    /// and the bridge flooded the app's traffic out of the LAN ports until it expired.
+    pub fn app_mac(&self) -> [u8; 6] {
+        let [a, b, c, d] = self.app_ip.octets();
+        [0x02, 0x00, a, b, c, d]
+    }
+}
+
 /// The interface name the app sees.
 pub const JAIL_IF: &str = "eth0";
 
