@@ -113,6 +113,12 @@ fn dns_filter_serves_the_lan_on_qemu_malta_mipsel() {
     );
     assert!(!before.contains("table inet cpevisor"), "{before}");
 
+    // The router's LAN MAC is the LAN port's and stays so while apps' links come and go.
+    let lan_mac = || {
+        "cat /sys/class/net/eth1/address /sys/class/net/br-lan/address \
+         /sys/class/net/br-lan/addr_assign_type"
+    };
+    let macs = board(&mut vm, "the LAN's MAC", lan_mac());
     let mut dus = Vec::new();
     for file in [&filter, &mapped] {
         let url = format!("http://10.0.2.2:{}/{file}", server.port);
@@ -121,6 +127,13 @@ fn dns_filter_serves_the_lan_on_qemu_malta_mipsel() {
     }
     let eu_id = active_eu(&mut vm, "dns-filter").unwrap();
     active_eu(&mut vm, "status").unwrap();
+    let after_apps = board(&mut vm, "the LAN's MAC with apps", lan_mac());
+    let words: Vec<&str> = after_apps.split_whitespace().collect();
+    assert!(
+        words.len() >= 3 && words[0] == words[1] && words[2] == "3",
+        "br-lan's MAC is not pinned to eth1's (address, bridge address, assign type 3 = set):\n\
+         before the apps:\n{macs}\nwith them:\n{after_apps}"
+    );
     let pid = jail_pid(&mut vm, &eu_id, "dnsmasq")
         .unwrap_or_else(|e| panic!("{e}\n{}", app_logs(&mut vm, &eu_id)));
 
