@@ -74,19 +74,27 @@ impl Board {
             initrd,
             "-append".into(),
             append,
-            "-netdev".into(),
-            netdev,
-            "-device".into(),
-            format!("{},netdev=n0", qemu.nic),
         ];
-        for (i, netdev) in lan.into_iter().enumerate() {
+        // The NICs in interface order: the WAN (eth0), then each LAN port (eth1, ...).
+        let mut netdevs = vec![netdev];
+        let mut devices = vec![format!("{},netdev=n0", qemu.nic)];
+        for (i, options) in lan.into_iter().enumerate() {
             let id = format!("lan{i}");
-            argv.extend([
-                "-netdev".into(),
-                format!("user,id={id},{netdev}"),
-                "-device".into(),
-                format!("{},netdev={id}", qemu.nic),
-            ]);
+            netdevs.push(format!("user,id={id},{options}"));
+            devices.push(format!("{},netdev={id}", qemu.nic));
+        }
+        // QEMU's virt machines hand out their virtio-mmio slots from the top (the first device
+        // on the command line gets the highest address) and Linux names NICs in address order:
+        // listed in reverse, the WAN's NIC is eth0 there too (seen: on qemu-virt-a53 eth0 was
+        // the LAN port, and the WAN's address went to the LAN's user network).
+        if is_virtio_mmio(&qemu.nic) {
+            devices.reverse();
+        }
+        for netdev in netdevs {
+            argv.extend(["-netdev".into(), netdev]);
+        }
+        for device in devices {
+            argv.extend(["-device".into(), device]);
         }
         argv.extend(qemu.extra_args.iter().cloned());
         Ok(argv)
@@ -142,6 +150,12 @@ fn path_arg(what: &str, path: &Path) -> Result<String, BoardError> {
 
 /// `user,id=n0,hostfwd=tcp:127.0.0.1:H-:G,...`: forwards bind to loopback only, so a test board
 /// is never reachable from the network.
+/// A virtio device on virtio-mmio (`virtio-net-device`), not on PCI (`virtio-net-pci`).
+fn is_virtio_mmio(device: &str) -> bool {
+    let name = device.split(',').next().unwrap_or_default();
+    name.starts_with("virtio-") && name.ends_with("-device")
+}
+
 fn netdev_arg(hostfwd: &[(u16, u16)]) -> Result<String, BoardError> {
     check_forwards("hostfwd", hostfwd)?;
     let mut netdev = String::from("user,id=n0");

@@ -42,6 +42,12 @@ fn default_board_command_line() {
         "console=ttyAMA0 panic=-1 quiet rdinit=/init",
         "-netdev",
         "user,id=n0,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=tcp:127.0.0.1:18080-:8080",
+        "-netdev",
+        "user,id=lan0,net=192.168.1.0/24,host=192.168.1.2",
+        // virtio-mmio slots are handed out from the top: the LAN port listed first, so the
+        // WAN's NIC gets the lowest address and is eth0.
+        "-device",
+        "virtio-net-device,netdev=lan0",
         "-device",
         "virtio-net-device,netdev=n0",
     ];
@@ -160,7 +166,11 @@ fn tool_list_get_show_and_check() {
     let (code, out, _) = tool(&dir, &["get", DEFAULT_BOARD, "kernel.modules"]);
     assert_eq!(
         (code, out.as_str()),
-        (0, "virtio_mmio virtio_net virtio_blk tun\n")
+        (
+            0,
+            "virtio_mmio virtio_net virtio_blk tun bridge crc32c_generic nf_tables \
+             nft_chain_nat nft_nat nft_masq nft_ct nft_fib_inet\n"
+        )
     );
     let (code, _, err) = tool(&dir, &["get", DEFAULT_BOARD, "memory.nope"]);
     assert_eq!(code, 2);
@@ -278,7 +288,8 @@ fn a_router_board_gets_a_lan_nic_whose_host_is_the_lan_client() {
     assert!(
         joined.contains(
             "-netdev user,id=lan0,net=192.168.1.0/24,host=192.168.1.2,\
-             hostfwd=udp:127.0.0.1:5353-192.168.1.1:53 -device pcnet,romfile=,netdev=lan0"
+             hostfwd=udp:127.0.0.1:5353-192.168.1.1:53 \
+             -device pcnet,romfile=,netdev=n0 -device pcnet,romfile=,netdev=lan0"
         ),
         "{joined}"
     );
@@ -287,7 +298,8 @@ fn a_router_board_gets_a_lan_nic_whose_host_is_the_lan_client() {
         joined.contains("user,id=n0,hostfwd=tcp:127.0.0.1:2222-:22"),
         "{joined}"
     );
-    let err = default_board()
+    let err = Board::by_name_in(&shipped_dir(), "qemu-q35-x86_64")
+        .unwrap()
         .qemu_command(Path::new("k"), Path::new("i"), "", &[], &[(5353, 53)])
         .unwrap_err();
     assert!(err.to_string().contains("no LAN port"), "{err}");

@@ -16,6 +16,7 @@ pub mod dns;
 pub mod firmware;
 pub mod many_apps;
 pub mod microvm;
+pub mod packages;
 pub mod router;
 pub mod usp;
 pub mod vm;

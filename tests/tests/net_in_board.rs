@@ -13,15 +13,24 @@
 //! host's HTTP server) is dropped while the board itself reaches it. After uninstall the
 //! board's ruleset is exactly what it was before the install.
 //!
-//! Needs `make firmware BOARDS=qemu-malta-mipsel` (the firmware with nft, and the DNS filter's
-//! package `scripts/sample-app.sh dns-filter mipsel`), so it is `#[ignore]`d for a plain
-//! `cargo test`.
+//! The same on qemu-virt-a53 with the filter as a microVM (Debian's dnsmasq for arm64 on the
+//! minimal guest kernel), its upstream Debian's dnsmasq for the host on the WAN side, as an
+//! ISP's resolver ([`HostResolver`]). There egress is checked through the filter itself: with
+//! its package's policy (DNS servers on port 53 only) its queries to the resolver's other
+//! port are dropped and the allowed name gets no answer; with that port allowed, it does.
+//!
+//! Needs `make firmware BOARDS="qemu-malta-mipsel qemu-virt-a53"` (the firmware with nft, and
+//! the DNS filter's packages `scripts/sample-app.sh dns-filter mipsel aarch64`), so the tests
+//! are `#[ignore]`d for a plain `cargo test`.
 
 use cpevisor_e2e::agent::{app_logs, install, reboot, without_kernel_messages, Flash, HttpServer};
 use cpevisor_e2e::bench::jail::{jail_pid, package_file, JailPackages};
 use cpevisor_e2e::dns::resolve;
+use cpevisor_e2e::firmware::workspace_root;
+use cpevisor_e2e::packages::repack;
 use cpevisor_e2e::router::{
-    active_eu, app_root, boot_router, diagnose, gateway_of, start_dnsmasq, BLOCKED, BOARD,
+    active_eu, app_root, boot_router, diagnose, gateway_of, kvm_filter_with_upstream,
+    start_dnsmasq, HostResolver, BLOCKED, BOARD, KVM_BOARD, KVM_FILTER_PACKAGE,
 };
 use cpevisor_e2e::vm::kernel_complaints;
 use cpevisor_e2e::BoardVm;
@@ -41,7 +50,11 @@ const STATUS_PORT: u16 = 8080;
 
 /// Boots the router with the LAN's DNS and the WAN's `STATUS_PORT` forwarded from the host.
 fn boot(flash: &Flash) -> BoardVm {
-    boot_router(flash, vec![53], vec![STATUS_PORT]).unwrap()
+    boot_on(BOARD, flash)
+}
+
+fn boot_on(board: &str, flash: &Flash) -> BoardVm {
+    boot_router(board, flash, vec![53], vec![STATUS_PORT]).unwrap()
 }
 
 /// `GET /status` from the host through the WAN's forwarded port, retried until `ANSWER`.
@@ -236,12 +249,7 @@ fn dns_filter_serves_the_lan_on_qemu_malta_mipsel() {
 
     // Uninstalled, the apps leave the ruleset exactly as it was before them.
     for du in &dus {
-        let out = board(
-            &mut vm,
-            "uninstall",
-            &format!("cpevisorctl uninstall {du}; echo CTL-RC=$?"),
-        );
-        assert!(out.contains("CTL-RC=0"), "{out}");
+        uninstall(&mut vm, du);
     }
     let after = ruleset(&mut vm);
     assert_eq!(
@@ -249,4 +257,150 @@ fn dns_filter_serves_the_lan_on_qemu_malta_mipsel() {
         "the ruleset after uninstall differs from before the install"
     );
     let _ = std::fs::remove_file(packages.dir.join(&mapped));
+}
+
+/// Uninstalls DU `uuid` with cpevisorctl.
+fn uninstall(vm: &mut BoardVm, uuid: &str) {
+    let out = board(
+        vm,
+        "uninstall",
+        &format!("cpevisorctl uninstall {uuid}; echo CTL-RC=$?"),
+    );
+    assert!(out.contains("CTL-RC=0"), "{out}");
+}
+
+/// The LAN client's view through the router's address: `BLOCKED` gets 0.0.0.0, and the allowed
+/// name the upstream's address (`reaches_upstream`) or no address at all.
+fn lan_lookups(vm: &mut BoardVm, eu_id: &str, upstream: &HostResolver, reaches_upstream: bool) {
+    let dns = format!(
+        "127.0.0.1:{}",
+        vm.lan_udp_port(53).expect("the LAN's port 53 is forwarded")
+    );
+    let blocked =
+        resolve(&dns, BLOCKED, ANSWER).unwrap_or_else(|e| panic!("{e}\n{}", app_logs(vm, eu_id)));
+    assert_eq!(
+        blocked.addresses,
+        vec![Ipv4Addr::UNSPECIFIED],
+        "{blocked:?}"
+    );
+    let (name, addr) = ALLOWED;
+    if reaches_upstream {
+        let allowed = resolve(&dns, name, ANSWER).unwrap_or_else(|e| {
+            panic!(
+                "{e}\n{}\nupstream:\n{}",
+                app_logs(vm, eu_id),
+                upstream.log()
+            )
+        });
+        assert_eq!(allowed.addresses, vec![addr], "{allowed:?}");
+    } else {
+        // The filter forwards and its packets are dropped: a timeout or SERVFAIL, no address,
+        // and nothing of the query reached the upstream.
+        let asked = upstream.queries_for(name);
+        let got = resolve(&dns, name, Duration::from_secs(8));
+        assert!(
+            got.as_ref().map_or(true, |a| a.addresses.is_empty()),
+            "{name} resolved outside the filter's egress policy: {got:?}"
+        );
+        assert_eq!(
+            upstream.queries_for(name),
+            asked,
+            "the upstream got the filter's query outside its egress policy:\n{}",
+            upstream.log()
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs `make firmware BOARDS=qemu-virt-a53`; boots an emulated aarch64 board with KVM inside"]
+fn dns_filter_serves_the_lan_as_a_microvm_on_qemu_virt_a53() {
+    let dir = workspace_root().join("target/packages");
+    assert!(
+        dir.join(KVM_FILTER_PACKAGE).is_file(),
+        "{KVM_FILTER_PACKAGE} is missing: `make firmware BOARDS={KVM_BOARD}` builds it"
+    );
+    let upstream = HostResolver::start(&[ALLOWED]).unwrap();
+    let tag = std::process::id();
+    let closed = kvm_filter_with_upstream(
+        &dir,
+        &format!("dns-filter-closed-{tag}"),
+        upstream.port,
+        false,
+    )
+    .unwrap();
+    let open =
+        kvm_filter_with_upstream(&dir, &format!("dns-filter-open-{tag}"), upstream.port, true)
+            .unwrap();
+    let mapped = repack(&dir, "status-1.0", &format!("status-wan-kvm-{tag}"), |c| {
+        c["network"] = json!({"port_mappings": [{"protocol": "tcp",
+            "external_port": STATUS_PORT, "internal_port": 80, "interface": "wan"}]});
+    })
+    .unwrap();
+    let server = HttpServer::serve(&dir).unwrap();
+    let url = |file: &str| format!("http://10.0.2.2:{}/{file}", server.port);
+    let flash = Flash::blank("net-a53", 256).unwrap();
+    let mut vm = boot_on(KVM_BOARD, &flash);
+    let before = ruleset(&mut vm);
+    assert!(
+        before.contains("NFT-RC=0"),
+        "nft does not run on the board:\n{before}"
+    );
+    assert!(!before.contains("table inet cpevisor"), "{before}");
+
+    // The package's own egress policy: the filter's queries to the upstream's port are dropped.
+    let du = install(&mut vm, &url(&closed), INSTALL)
+        .unwrap()
+        .outcome
+        .unwrap();
+    let eu_id = active_eu(&mut vm, "dns-filter").unwrap();
+    lan_lookups(&mut vm, &eu_id, &upstream, false);
+    uninstall(&mut vm, du["uuid"].as_str().unwrap());
+
+    // That port allowed: the allowed name is forwarded and answered.
+    let mut dus = Vec::new();
+    for file in [&open, &mapped] {
+        let du = install(&mut vm, &url(file), INSTALL)
+            .unwrap()
+            .outcome
+            .unwrap();
+        dus.push(du["uuid"].as_str().unwrap().to_string());
+    }
+    let eu_id = active_eu(&mut vm, "dns-filter").unwrap();
+    active_eu(&mut vm, "status").unwrap();
+    let rules = board(&mut vm, "cpevisor's table", "nft list table inet cpevisor");
+    assert!(
+        rules.contains("iifname \"br-lan\"") && rules.contains(":53 comment"),
+        "no DNS interception in cpevisor's table:\n{rules}"
+    );
+    lan_lookups(&mut vm, &eu_id, &upstream, true);
+    let page = status_via_wan(&vm).unwrap();
+    assert!(
+        page.contains("backend=kvm") || page.contains("app=status"),
+        "{page}"
+    );
+
+    // After a reboot the rules are back and the filter answers.
+    let console = reboot(vm).unwrap();
+    assert!(
+        kernel_complaints(&console).is_empty(),
+        "{:?}",
+        kernel_complaints(&console)
+    );
+    let mut vm = boot_on(KVM_BOARD, &flash);
+    let eu_id = active_eu(&mut vm, "dns-filter").unwrap();
+    active_eu(&mut vm, "status").unwrap();
+    lan_lookups(&mut vm, &eu_id, &upstream, true);
+    status_via_wan(&vm).unwrap();
+
+    for du in &dus {
+        uninstall(&mut vm, du);
+    }
+    let after = ruleset(&mut vm);
+    assert_eq!(
+        after, before,
+        "the ruleset after uninstall differs from before the install"
+    );
+    for file in [&closed, &open, &mapped] {
+        let _ = std::fs::remove_file(dir.join(file));
+    }
 }

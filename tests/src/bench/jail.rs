@@ -18,15 +18,13 @@
 
 use super::Figure;
 use crate::agent::{
-    ctl_json, eu_of, host_cpevisorctl, install, wait_agent, wait_eu_status, Flash, HttpServer,
-    AGENT_SOCKET,
+    ctl_json, eu_of, install, wait_agent, wait_eu_status, Flash, HttpServer, AGENT_SOCKET,
 };
 use crate::firmware::{firmware_dir, workspace_root};
 use crate::microvm::cache_dir;
 use crate::{BoardVm, BootOptions};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 /// The board the jail figures are taken on.
@@ -121,44 +119,12 @@ impl JailPackages {
     /// config: a package that is good but for that change. Written to `<dir>/<name>.cpkg`
     /// (served beside the others); returns its file name.
     pub fn variant(&self, name: &str, edit: impl Fn(&mut Value)) -> Result<String, String> {
-        let from = self
-            .dir
-            .join("build")
-            .join(format!("status-jail-{}-1.0", self.arch));
-        let stage = self.dir.join("build").join(name);
-        let _ = std::fs::remove_dir_all(&stage);
-        std::fs::create_dir_all(stage.join("app")).map_err(|e| format!("{stage:?}: {e}"))?;
-        for f in ["app/rootfs.tar", "app/manifest.txt"] {
-            std::fs::copy(from.join(f), stage.join(f)).map_err(|e| {
-                format!("{}: {e} (rerun scripts/sample-app.sh jail)", from.display())
-            })?;
-        }
-        let text = std::fs::read_to_string(from.join("app.json"))
-            .map_err(|e| format!("{}/app.json: {e}", from.display()))?;
-        let mut config: Value =
-            serde_json::from_str(&text).map_err(|e| format!("{}/app.json: {e}", from.display()))?;
-        edit(&mut config);
-        std::fs::write(stage.join("app.json"), config.to_string())
-            .map_err(|e| format!("{stage:?}/app.json: {e}"))?;
-        let file = format!("{name}.cpkg");
-        let key = cache_dir()?.join("keys/cpevisor-signing.key");
-        let out = Command::new(host_cpevisorctl()?)
-            .arg("pack")
-            .arg(&stage)
-            .arg("--key")
-            .arg(&key)
-            .arg("--out")
-            .arg(self.dir.join(&file))
-            .output()
-            .map_err(|e| format!("cannot run cpevisorctl pack: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "cpevisorctl pack {}: {}",
-                stage.display(),
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        Ok(file)
+        crate::packages::repack(
+            &self.dir,
+            &format!("status-jail-{}-1.0", self.arch),
+            name,
+            edit,
+        )
     }
 }
 

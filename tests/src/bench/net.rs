@@ -18,7 +18,7 @@ use super::Figure;
 use crate::agent::{install, Flash, HttpServer};
 use crate::dns::{answers_per_second, first_answer, resolve};
 use crate::router::{
-    active_eu, app_root, boot_router, gateway_of, start_dnsmasq, BLOCKED, FILTER_PACKAGE,
+    active_eu, app_root, boot_router, gateway_of, start_dnsmasq, BLOCKED, BOARD, FILTER_PACKAGE,
     ROUTER_LAN,
 };
 use crate::BoardVm;
@@ -59,7 +59,7 @@ pub fn figures(root: &Path, figures: &mut Vec<Figure>) -> Result<(), String> {
     }
     let server = HttpServer::serve(&dir)?;
     let flash = Flash::blank("net-bench", 256)?;
-    let mut vm = boot_router(&flash, vec![53, PEER_PORT], Vec::new())?;
+    let mut vm = boot_router(BOARD, &flash, vec![53, PEER_PORT], Vec::new())?;
     let url = format!("http://10.0.2.2:{}/{FILTER_PACKAGE}", server.port);
     install(&mut vm, &url, Duration::from_secs(900))?
         .outcome

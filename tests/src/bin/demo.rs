@@ -5,7 +5,9 @@
 //! `cpevisor-controller` reads the device, installs the sample app from a server on the
 //! host (OperationComplete, `DUStateChange!`), stops and starts it (ValueChange); the app runs as
 //! a microVM and answers; the board reboots on the same flash, the agent says `Boot!` again and
-//! the app is Active by itself. Boards that cannot run the aarch64 sample app show the agent
+//! the app is Active by itself. On a router board (a `[network]` in its profile) the DNS filter
+//! is installed the same way and the host, as a LAN client, asks the router's address for a
+//! blocked and an allowed name. Boards that cannot run the aarch64 sample app show the agent
 //! over USP (announcement, DeviceInfo, ExecEnv) and stop there. Exits non-zero if any step
 //! fails.
 
@@ -16,9 +18,16 @@ use cpevisor_e2e::agent::{
     app_address, app_logs, fetch_status_page, reboot, sample_token, wait_agent, Flash, HttpServer,
     SamplePackages,
 };
+use cpevisor_e2e::dns::resolve;
+use cpevisor_e2e::router::{kvm_filter_with_upstream, HostResolver, BLOCKED, ROUTER_LAN};
 use cpevisor_e2e::usp::{CtlRun, UspHost, AGENT_ENDPOINT, BOARD_USP_DIR};
 use cpevisor_e2e::{BoardVm, BootOptions};
+use std::net::Ipv4Addr;
+use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// The name the demo's upstream resolver knows, and its address.
+const ALLOWED: (&str, Ipv4Addr) = ("allowed.example", Ipv4Addr::new(10, 9, 8, 7));
 
 fn step(title: &str) {
     println!("\n\x1b[1m==> {title}\x1b[0m");
@@ -45,6 +54,12 @@ fn boot(board: &str, flash: &Flash) -> Result<BoardVm, String> {
     let opts = BootOptions {
         echo: true,
         flash: Some(flash.path.clone()),
+        // The LAN's DNS, when the board has a LAN: the host asks it as a LAN client.
+        lan_udp: if is_router(board)? {
+            vec![53]
+        } else {
+            Vec::new()
+        },
         ..Default::default()
     };
     let mut vm = BoardVm::boot(board, &opts)?;
@@ -112,6 +127,65 @@ fn show_app(vm: &mut BoardVm, host: &UspHost, token: &str) -> Result<String, Str
     }
     step(&format!("the app answered with its token {token}"));
     Ok(eu_id)
+}
+
+/// A board with a WAN and a LAN side.
+fn is_router(board: &str) -> Result<bool, String> {
+    Ok(Board::by_name(board)
+        .map_err(|e| e.to_string())?
+        .network
+        .is_some())
+}
+
+/// The DNS filter, installed over USP like the sample app with its upstream set to a resolver
+/// on the host's side of the WAN (Debian's dnsmasq, as an ISP's); then the host, a client on
+/// the board's LAN, asks the router's address for a blocked and an allowed name.
+fn dns_filter(
+    vm: &mut BoardVm,
+    host: &UspHost,
+    server: &HttpServer,
+    dir: &Path,
+) -> Result<(), String> {
+    let (name, addr) = ALLOWED;
+    let upstream = HostResolver::start(&[ALLOWED])?;
+    step(&format!(
+        "upstream resolver on the WAN side: dnsmasq on the host (127.0.0.1:{}), knows {name} = {addr}",
+        upstream.port
+    ));
+    let file = kvm_filter_with_upstream(dir, "dns-filter-demo", upstream.port, true)?;
+    let url = format!("http://10.0.2.2:{}/{file}", server.port);
+    usp(host, Duration::from_secs(500), &["install", &url])?;
+    step("controller: waiting for the `dns-filter` ExecutionUnit to be Active (its package asks for the LAN's DNS)");
+    let eu_id = host.wait_eu_status("dns-filter", "Active", Duration::from_secs(180))?;
+    vm.run_ok("nft list table inet cpevisor", Duration::from_secs(60))?;
+    let dns = format!(
+        "127.0.0.1:{}",
+        vm.lan_udp_port(53)
+            .ok_or("the LAN's port 53 is not forwarded")?
+    );
+    for (asked, want) in [(BLOCKED, Ipv4Addr::UNSPECIFIED), (name, addr)] {
+        step(&format!(
+            "LAN client (this host, through the board's br-lan) asks the router {ROUTER_LAN} for {asked}"
+        ));
+        let answer = resolve(&dns, asked, Duration::from_secs(60)).map_err(|e| {
+            format!(
+                "{e}\n{}\nupstream:\n{}",
+                app_logs(vm, &eu_id),
+                upstream.log()
+            )
+        })?;
+        if answer.addresses != [want] {
+            return Err(format!("{asked}: expected {want}, got {answer:?}"));
+        }
+        let how = if want.is_unspecified() {
+            "blocked by the filter"
+        } else {
+            "forwarded to the upstream"
+        };
+        step(&format!("{asked} = {want} ({how})"));
+    }
+    let _ = std::fs::remove_file(dir.join(&file));
+    Ok(())
 }
 
 /// The sample app is an aarch64 microVM: elsewhere the demo shows the agent and stops there.
@@ -233,6 +307,9 @@ fn demo(board: &str) -> Result<(), String> {
     let eu_id = show_app(&mut vm, &host, &sample_token("1.0"))?;
     usp(&host, Duration::from_secs(120), &["stop", &eu_id])?;
     usp(&host, Duration::from_secs(120), &["start", &eu_id])?;
+    if is_router(board)? {
+        dns_filter(&mut vm, &host, &server, &packages.dir)?;
+    }
 
     step("rebooting the board (reboot: the agent stops the app first), then booting it again on the same flash");
     reboot(vm)?;

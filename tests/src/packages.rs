@@ -1,0 +1,77 @@
+//! Variants of the signed sample packages: a staged package (`target/packages/build/<name>/`,
+//! left there by scripts/sample-app.sh) copied, its `app.json` edited, and packed and signed
+//! again with the key the firmware trusts, so a test gets a package that is good but for the
+//! one change it makes.
+
+use crate::agent::host_cpevisorctl;
+use crate::microvm::cache_dir;
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+
+/// Bounds the copy: a staged package is a handful of files.
+const MAX_FILES: usize = 64;
+
+/// Copies the stage `<dir>/build/<from>` to `<dir>/build/<name>`, lets `edit` change its app
+/// config, and packs it into `<dir>/<name>.cpkg`; returns that file's name.
+pub fn repack(
+    dir: &Path,
+    from: &str,
+    name: &str,
+    edit: impl Fn(&mut Value),
+) -> Result<String, String> {
+    let from = dir.join("build").join(from);
+    let stage = dir.join("build").join(name);
+    let _ = std::fs::remove_dir_all(&stage);
+    let mut copied = 0;
+    copy_tree(&from, &stage, &mut copied)
+        .map_err(|e| format!("{}: {e} (rerun scripts/sample-app.sh)", from.display()))?;
+    let text = std::fs::read_to_string(from.join("app.json"))
+        .map_err(|e| format!("{}/app.json: {e}", from.display()))?;
+    let mut config: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}/app.json: {e}", from.display()))?;
+    edit(&mut config);
+    std::fs::write(stage.join("app.json"), config.to_string())
+        .map_err(|e| format!("{}/app.json: {e}", stage.display()))?;
+    let file = format!("{name}.cpkg");
+    let key = cache_dir()?.join("keys/cpevisor-signing.key");
+    let out = Command::new(host_cpevisorctl()?)
+        .arg("pack")
+        .arg(&stage)
+        .arg("--key")
+        .arg(&key)
+        .arg("--out")
+        .arg(dir.join(&file))
+        .output()
+        .map_err(|e| format!("cannot run cpevisorctl pack: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cpevisorctl pack {}: {}",
+            stage.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(file)
+}
+
+/// Plain files and directories only (a stage holds nothing else).
+fn copy_tree(from: &Path, to: &Path, copied: &mut usize) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        *copied += 1;
+        if *copied > MAX_FILES {
+            return Err(std::io::Error::other(format!(
+                "more than {MAX_FILES} files"
+            )));
+        }
+        let kind = entry.file_type()?;
+        let target = to.join(entry.file_name());
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &target, copied)?;
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
