@@ -18,8 +18,8 @@ use super::Figure;
 use crate::agent::{install, Flash, HttpServer};
 use crate::dns::{answers_per_second, first_answer, resolve};
 use crate::router::{
-    active_eu, app_root, boot_router, gateway_of, start_dnsmasq, BLOCKED, BOARD, FILTER_PACKAGE,
-    ROUTER_LAN,
+    active_eu, app_root, boot_router, gateway_of, launch_dnsmasq, start_dnsmasq, BLOCKED, BOARD,
+    FILTER_PACKAGE, ROUTER_LAN,
 };
 use crate::BoardVm;
 use std::path::Path;
@@ -100,7 +100,7 @@ pub fn figures(root: &Path, figures: &mut Vec<Figure>) -> Result<(), String> {
             }
         }
         peer_ms.push(start_to_answer(&mut vm, &peer_dns, |vm| {
-            start_dnsmasq(vm, &root_dir, "peer-dns", &peer_args)
+            launch_dnsmasq(vm, &root_dir, "peer-dns", &peer_args)
         })?);
         vm.run_ok(
             "kill $(cat /run/peer-dns.pid); sleep 1",
