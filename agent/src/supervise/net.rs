@@ -19,6 +19,26 @@ pub struct AppNet {
     pub guest_ip: Ipv4Addr,
 }
 
+/// A bridged app's place on the LAN (`network.mode` `bridged`): its link joins the LAN bridge
+/// itself, with a LAN address and the router as its gateway, instead of a private network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LanLink {
+    /// The LAN bridge (`lan_interface`).
+    pub bridge: String,
+    /// The app's LAN address.
+    pub addr: Ipv4Addr,
+    /// The LAN's prefix length.
+    pub prefix: u8,
+    /// The router's LAN address.
+    pub gateway: Ipv4Addr,
+}
+
+/// The name of the host end of `eu_id`'s link (a tap, or a jail's veth); IFNAMSIZ is 16 with
+/// the NUL: "cpv-eu-16383" fits.
+pub fn link_name(eu_id: &str) -> String {
+    format!("cpv-{eu_id}")
+}
+
 /// Links carved from a /16: app `n` gets `base + 4n` /30 (host .1, guest .2).
 pub const MAX_APPS_PER_NETWORK: u32 = 1 << 14;
 const NETMASK_30: Ipv4Addr = Ipv4Addr::new(255, 255, 255, 252);
@@ -81,8 +101,7 @@ pub fn plan(base: Ipv4Addr, eu_id: &str) -> Result<AppNet, NetError> {
     }
     let net = u32::from(base) + 4 * n;
     Ok(AppNet {
-        // IFNAMSIZ is 16 with the NUL: "cpv-eu-16383" fits.
-        tap: format!("cpv-{eu_id}"),
+        tap: link_name(eu_id),
         host_ip: Ipv4Addr::from(net + 1),
         guest_ip: Ipv4Addr::from(net + 2),
     })
@@ -95,6 +114,18 @@ pub fn guest_cmdline(net: &AppNet) -> String {
         "ip={g}::{h}:{NETMASK_30}::eth0:off cpevisor.ip={g}/30 cpevisor.gw={h}",
         g = net.guest_ip,
         h = net.host_ip
+    )
+}
+
+/// The guest's command line for a bridged app: its LAN address and prefix, the router as its
+/// gateway (the same words as [`guest_cmdline`]).
+pub fn guest_cmdline_lan(lan: &LanLink) -> String {
+    let mask = Ipv4Addr::from(u32::MAX << (32 - u32::from(lan.prefix)));
+    format!(
+        "ip={a}::{g}:{mask}::eth0:off cpevisor.ip={a}/{p} cpevisor.gw={g}",
+        a = lan.addr,
+        g = lan.gateway,
+        p = lan.prefix
     )
 }
 
@@ -196,6 +227,31 @@ pub fn create_tap(net: &AppNet) -> io::Result<()> {
     })
 }
 
+/// Creates the persistent tap of a bridged app (replacing a stale one) as a port of the LAN
+/// bridge `lan.bridge`, up, with no address of the host's: the guest is on the LAN itself.
+/// The bridge must exist (the firmware makes the LAN).
+pub fn create_lan_tap(name: &str, lan: &LanLink) -> io::Result<()> {
+    use super::jail::netlink::{link_index, Netlink};
+    let bridge = link_index(&lan.bridge).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("the LAN bridge {} does not exist", lan.bridge),
+        )
+    })?;
+    let _ = delete_tap(name);
+    let tun = tun_attach(name)?;
+    set_persist(&tun, true)?;
+    drop(tun);
+    let attach = || -> io::Result<()> {
+        let index = link_index(name)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "tap vanished"))?;
+        Netlink::open()?.set_up(index, Some(bridge))
+    };
+    attach().inspect_err(|_| {
+        let _ = delete_tap(name);
+    })
+}
+
 /// Removes a persistent tap (its addresses and routes go with it).
 pub fn delete_tap(name: &str) -> io::Result<()> {
     let tun = tun_attach(name)?;
@@ -224,6 +280,20 @@ mod tests {
         assert_eq!(
             guest_cmdline(&a),
             "ip=10.100.0.6::10.100.0.5:255.255.255.252::eth0:off cpevisor.ip=10.100.0.6/30 cpevisor.gw=10.100.0.5"
+        );
+    }
+
+    #[test]
+    fn a_bridged_guest_gets_its_lan_address_and_the_router() {
+        let lan = LanLink {
+            bridge: "br-lan".into(),
+            addr: Ipv4Addr::new(192, 168, 1, 200),
+            prefix: 24,
+            gateway: Ipv4Addr::new(192, 168, 1, 1),
+        };
+        assert_eq!(
+            guest_cmdline_lan(&lan),
+            "ip=192.168.1.200::192.168.1.1:255.255.255.0::eth0:off cpevisor.ip=192.168.1.200/24 cpevisor.gw=192.168.1.1"
         );
     }
 
