@@ -119,7 +119,12 @@ fn home(tag: &str) -> Home {
         "ip link set lo up && ip addr add 192.168.1.10/24 dev eth0 && ip link set eth0 up && \
          ip route add default via 192.168.1.1",
     );
-    wan.run("ip link set lo up && ip addr add 192.0.2.2/24 dev eth0 && ip link set eth0 up");
+    // A route back to the LAN: what the egress policy lets through would reach the WAN host
+    // even unmasqueraded, so only the policy's drop keeps the rest out.
+    wan.run(
+        "ip link set lo up && ip addr add 192.0.2.2/24 dev eth0 && ip link set eth0 up && \
+         ip route add 192.168.1.0/24 via 192.0.2.1",
+    );
     Home { client, wan }
 }
 
@@ -181,8 +186,8 @@ fn from_client(home: &Home, ip: &str, path: &str, w: &World, eu: &str) -> String
 
 /// The app: says where it is, fetches from the LAN client and the WAN host (9001 allowed,
 /// 9000 not), serves what it got on 8080.
-const APP: &str = "busybox mkdir -p /data/www && cd /data/www && \
-    echo \"at $CPEVISOR_IP gw $CPEVISOR_GW\" > id && \
+const APP: &str = "busybox mkdir -p /data/www; cd /data/www || exit 1; \
+    echo \"at $CPEVISOR_IP gw $CPEVISOR_GW\" > id; \
     (i=0; until busybox timeout 2 wget -q -O lan http://192.168.1.10:9100/; do \
          i=$((i+1)); [ $i -gt 50 ] && break; sleep 0.2; done; \
      busybox timeout 2 wget -q -O wan_ok http://192.0.2.2:9001/; \
@@ -398,4 +403,41 @@ fn a_lan_clients_dns_query_to_the_router_is_answered_by_the_bridged_app_from_the
     assert_eq!(answer, "answer");
     assert_eq!(from, SocketAddr::from(([192, 168, 1, 1], 53)));
     nf.remove("eu-1");
+}
+
+#[test]
+fn a_bridged_microvms_tap_is_a_port_of_the_lan_bridge_without_an_address() {
+    use cpevisor_agent::supervise::net::{delete_tap, guest_link, LanLink};
+    if can_run(false).is_none() || !Path::new("/dev/net/tun").exists() {
+        return;
+    }
+    // SAFETY: unshare of the network namespace affects this thread only.
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
+    let lan = LanLink {
+        bridge: "br-lan0".into(),
+        addr: Ipv4Addr::new(192, 168, 1, 200),
+        prefix: 24,
+        gateway: Ipv4Addr::new(192, 168, 1, 1),
+    };
+    // No LAN bridge: refused, naming it, and no tap left.
+    let e = guest_link("eu-9", Some(&lan), None).unwrap_err();
+    assert!(e.to_string().contains("br-lan0 does not exist"), "{e}");
+    assert!(!sh("ip -o link").contains("cpv-eu-9"));
+
+    sh("ip link add br-lan0 type bridge && ip addr add 192.168.1.1/24 dev br-lan0");
+    // The ExecEnv's app network is not used for a bridged app.
+    let base = Some(Ipv4Addr::new(10, 100, 0, 0));
+    let (tap, words) = guest_link("eu-9", Some(&lan), base).unwrap().unwrap();
+    assert_eq!(tap, "cpv-eu-9");
+    assert!(words.contains("cpevisor.ip=192.168.1.200/24 cpevisor.gw=192.168.1.1"));
+    let ports = sh("ip -o link show master br-lan0");
+    assert!(ports.contains("cpv-eu-9"), "{ports}");
+    let addrs = sh("ip -4 -o addr show dev cpv-eu-9");
+    assert!(
+        addrs.trim().is_empty(),
+        "the host end has no address: {addrs}"
+    );
+    delete_tap(&tap).unwrap();
+    assert!(!sh("ip -o link").contains("cpv-eu-9"));
 }

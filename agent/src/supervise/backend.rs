@@ -369,29 +369,9 @@ impl Backend for KvmBackend {
         // Before the tap: nothing to undo if it fails.
         let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let mut spec = spec.clone();
-        if let Some(lan) = spec.lan.clone() {
-            // Bridged: the tap is a port of the LAN bridge, the guest a device of the LAN.
-            let tap = net::link_name(&spec.eu_id);
-            net::create_lan_tap(&tap, &lan).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot create tap {tap} on {}: {e}", lan.bridge),
-                )
-            })?;
-            spec.cmdline = format!("{} {}", spec.cmdline, net::guest_cmdline_lan(&lan))
-                .trim()
-                .to_string();
+        if let Some((tap, words)) = net::guest_link(&spec.eu_id, spec.lan.as_ref(), self.network)? {
+            spec.cmdline = format!("{} {words}", spec.cmdline).trim().to_string();
             spec.tap = Some(tap);
-        } else if let Some(base) = self.network {
-            let link = net::plan(base, &spec.eu_id)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-            net::create_tap(&link).map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot create tap {}: {e}", link.tap))
-            })?;
-            spec.cmdline = format!("{} {}", spec.cmdline, net::guest_cmdline(&link))
-                .trim()
-                .to_string();
-            spec.tap = Some(link.tap);
         }
         let json = vm_config_json(&spec, Some(VMM_READY_FD))?;
         let config = super::rundir::write_new(&spec.run_dir, "vm.json", json.as_bytes())?;
@@ -422,16 +402,10 @@ impl Backend for KvmBackend {
     }
 
     fn after_exit(&self, spec: &LaunchSpec) {
-        if spec.lan.is_some() {
+        if spec.lan.is_some() || self.network.is_some() {
             let tap = net::link_name(&spec.eu_id);
             if let Err(e) = net::delete_tap(&tap) {
                 crate::log_warn!("{}: removing tap {tap}: {e}", spec.eu_id);
-            }
-        } else if let Some(base) = self.network {
-            if let Ok(link) = net::plan(base, &spec.eu_id) {
-                if let Err(e) = net::delete_tap(&link.tap) {
-                    crate::log_warn!("{}: removing tap {}: {e}", spec.eu_id, link.tap);
-                }
             }
         }
     }

@@ -252,6 +252,34 @@ pub fn create_lan_tap(name: &str, lan: &LanLink) -> io::Result<()> {
     })
 }
 
+/// Makes a microVM app's tap `cpv-<eu_id>`: a port of the LAN bridge for a bridged app
+/// (`lan`), else routed with its own /30 of `network`; returns its name and the words that
+/// give the guest its address and gateway. None: the app has no network.
+pub fn guest_link(
+    eu_id: &str,
+    lan: Option<&LanLink>,
+    network: Option<Ipv4Addr>,
+) -> io::Result<Option<(String, String)>> {
+    if let Some(lan) = lan {
+        let tap = link_name(eu_id);
+        create_lan_tap(&tap, lan).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot create tap {tap} on {}: {e}", lan.bridge),
+            )
+        })?;
+        return Ok(Some((tap, guest_cmdline_lan(lan))));
+    }
+    let Some(base) = network else {
+        return Ok(None);
+    };
+    let link = plan(base, eu_id).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    create_tap(&link)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot create tap {}: {e}", link.tap)))?;
+    let words = guest_cmdline(&link);
+    Ok(Some((link.tap, words)))
+}
+
 /// Removes a persistent tap (its addresses and routes go with it).
 pub fn delete_tap(name: &str) -> io::Result<()> {
     let tun = tun_attach(name)?;
