@@ -596,7 +596,7 @@ impl AgentConfig {
     /// The pool bridged apps' addresses come from, when `lan_app_range` is set (checked:
     /// `lan_address` and `lan_interface` set, the range inside the LAN and clear of the
     /// router's address).
-    pub fn lan_pool(&self) -> Result<Option<super::lanpool::LanPool>, ConfigError> {
+    pub fn lan_pool(&self) -> Result<Option<crate::supervise::net::LanPool>, ConfigError> {
         let lan = |field, why: String| ConfigError::Lan { field, why };
         let router = match &self.lan_address {
             Some(a) => {
@@ -621,7 +621,7 @@ impl AgentConfig {
         };
         let (first, last) = cpevisor_boards::parse_app_range(range, router, prefix)
             .map_err(|why| lan("lan_app_range", why))?;
-        Ok(Some(super::lanpool::LanPool {
+        Ok(Some(crate::supervise::net::LanPool {
             bridge: bridge.clone(),
             router,
             prefix,

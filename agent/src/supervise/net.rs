@@ -8,6 +8,8 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use crate::package::network::Cidr;
+
 /// Addresses of one app's link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppNet {
@@ -31,6 +33,57 @@ pub struct LanLink {
     pub prefix: u8,
     /// The router's LAN address.
     pub gateway: Ipv4Addr,
+}
+
+/// The pool and the LAN it sits on, from the agent config (`AgentConfig::lan_pool`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LanPool {
+    /// The LAN bridge the apps join (`lan_interface`).
+    pub bridge: String,
+    /// The router's address on the LAN: the apps' gateway.
+    pub router: Ipv4Addr,
+    /// The LAN's prefix length.
+    pub prefix: u8,
+    /// First address of the pool.
+    pub first: Ipv4Addr,
+    /// Last address of the pool (included).
+    pub last: Ipv4Addr,
+}
+
+impl LanPool {
+    /// How many addresses it holds.
+    pub fn size(&self) -> u32 {
+        u32::from(self.last) - u32::from(self.first) + 1
+    }
+
+    /// Whether `a` is one of its addresses.
+    pub fn contains(&self, a: Ipv4Addr) -> bool {
+        (u32::from(self.first)..=u32::from(self.last)).contains(&u32::from(a))
+    }
+
+    /// The LAN's subnet.
+    pub fn subnet(&self) -> Cidr {
+        let mask = u32::MAX << (32 - u32::from(self.prefix));
+        Cidr {
+            addr: Ipv4Addr::from(u32::from(self.router) & mask),
+            len: self.prefix,
+        }
+    }
+
+    /// What an app at `addr` is given: its address on the LAN bridge, the router its gateway.
+    pub fn link(&self, addr: Ipv4Addr) -> LanLink {
+        LanLink {
+            bridge: self.bridge.clone(),
+            addr,
+            prefix: self.prefix,
+            gateway: self.router,
+        }
+    }
+
+    /// `first-last`, as the config spells it.
+    pub fn range(&self) -> String {
+        format!("{}-{}", self.first, self.last)
+    }
 }
 
 /// The name of the host end of `eu_id`'s link (a tap, or a jail's veth); IFNAMSIZ is 16 with
