@@ -48,6 +48,7 @@ fn ifs() -> Interfaces {
     Interfaces {
         wan: Some("wan0".into()),
         lan: Some("lan0".into()),
+        lan_net: None,
     }
 }
 
@@ -123,6 +124,7 @@ fn two_apps_a_conflict_and_removal_leave_the_rest_as_it_was() {
         Interfaces {
             wan: Some("wan0\" drop; \"".into()),
             lan: None,
+            lan_net: None,
         },
         Some(nft.clone()),
     );

@@ -126,10 +126,13 @@ fn rules_follow_the_app_and_conflicts_change_nothing() {
     assert_eq!(w.list()["deployment_units"].as_array().unwrap().len(), 1);
     assert_eq!(ns.ruleset(), running);
     assert_eq!(w.state_files(), files);
-    // An unknown or unsupported mode: 7004 naming the field.
+    // Bridged on an agent that sets no LAN addresses aside for apps: 7225 naming the field.
     let (code, msg) = w.ctl_json(&["install", &url_c]).unwrap_err();
-    assert_eq!(code, 7004, "{msg}");
-    assert!(msg.contains("`network.mode`"), "{msg}");
+    assert_eq!(code, 7225, "{msg}");
+    assert!(
+        msg.contains("bridged") && msg.contains("lan_app_range"),
+        "{msg}"
+    );
     assert_eq!(ns.ruleset(), running);
     assert_eq!(w.state_files(), files);
 

@@ -91,6 +91,7 @@ fn spec(f: &Files) -> LaunchSpec {
         app_dir: f.dir.clone(),
         run_dir: f.dir.join("run"),
         tap: None,
+        lan: None,
         rootfs: None,
         cgroup: None,
         start: StartPolicy::default(),

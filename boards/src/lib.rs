@@ -21,7 +21,8 @@ mod validate;
 pub use error::BoardError;
 pub use lookup::plain_value;
 pub use profile::{
-    Arch, Board, BoardKind, Cpu, InterruptController, Isolation, Kernel, Memory, Network, Qemu,
+    parse_app_range, parse_lan_address, Arch, Board, BoardKind, Cpu, InterruptController,
+    Isolation, Kernel, Memory, Network, Qemu,
 };
 pub use qemu::{shell_join, shell_quote, MAX_APPEND_EXTRA, MAX_HOST_FORWARDS};
 

@@ -60,29 +60,88 @@ pub struct Network {
     pub lan_ports: Vec<String>,
     /// The router's address on the LAN, with its prefix (`192.168.1.1/24`).
     pub lan_address: String,
+    /// The LAN addresses the agent gives apps of network mode `bridged`, first and last
+    /// included (`192.168.1.200-192.168.1.249`): inside `lan_address`'s subnet, clear of the
+    /// router's address (and of the LAN's DHCP pool, which the profile does not know). None:
+    /// no bridged apps on this board.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_range: Option<String>,
 }
 
 impl Network {
     /// `lan_address` as an address and a prefix length (8 to 30: a home network with room for
     /// the router and a client), or why it is not one.
     pub fn lan_address(&self) -> Result<(std::net::Ipv4Addr, u8), String> {
-        let text = &self.lan_address;
-        let bad =
-            || format!("`{text}` is not an IPv4 address with a prefix of 8 to 30 (192.168.1.1/24)");
-        let (addr, prefix) = text.split_once('/').ok_or_else(bad)?;
-        let addr: std::net::Ipv4Addr = addr.parse().map_err(|_| bad())?;
-        let prefix: u8 = prefix.parse().map_err(|_| bad())?;
-        if !(8..=30).contains(&prefix) {
-            return Err(bad());
-        }
-        let host = u32::from(addr) & (u32::MAX >> prefix);
-        if host == 0 || host == u32::MAX >> prefix {
+        parse_lan_address(&self.lan_address)
+    }
+
+    /// `app_range` as its first and last address, checked against `lan_address`; None when
+    /// the profile has none.
+    pub fn app_range(&self) -> Result<Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)>, String> {
+        let Some(range) = &self.app_range else {
+            return Ok(None);
+        };
+        let (router, prefix) = self.lan_address()?;
+        parse_app_range(range, router, prefix).map(Some)
+    }
+}
+
+/// A router's LAN address with its prefix (`192.168.1.1/24`, prefix 8 to 30: a home network
+/// with room for the router and a client), or why it is not one. The agent's `lan_address`
+/// follows the same rule.
+pub fn parse_lan_address(text: &str) -> Result<(std::net::Ipv4Addr, u8), String> {
+    let bad =
+        || format!("`{text}` is not an IPv4 address with a prefix of 8 to 30 (192.168.1.1/24)");
+    let (addr, prefix) = text.split_once('/').ok_or_else(bad)?;
+    let addr: std::net::Ipv4Addr = addr.parse().map_err(|_| bad())?;
+    let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+    if !(8..=30).contains(&prefix) {
+        return Err(bad());
+    }
+    let host = u32::from(addr) & (u32::MAX >> prefix);
+    if host == 0 || host == u32::MAX >> prefix {
+        return Err(format!(
+            "`{text}`: the network or broadcast address, not a host's"
+        ));
+    }
+    Ok((addr, prefix))
+}
+
+/// A range of LAN addresses for bridged apps, `first-last` (both included), checked against
+/// the router's `router` address on its /`prefix`: both ends hosts of that subnet (not its
+/// network or broadcast address), first <= last, the router's address not among them.
+pub fn parse_app_range(
+    text: &str,
+    router: std::net::Ipv4Addr,
+    prefix: u8,
+) -> Result<(std::net::Ipv4Addr, std::net::Ipv4Addr), String> {
+    let (a, b) = text
+        .split_once('-')
+        .ok_or_else(|| format!("`{text}` is not first-last (192.168.1.200-192.168.1.249)"))?;
+    let parse = |t: &str| {
+        t.trim()
+            .parse::<std::net::Ipv4Addr>()
+            .map_err(|_| format!("`{text}`: `{t}` is not an IPv4 address"))
+    };
+    let (first, last) = (parse(a)?, parse(b)?);
+    let mask = u32::MAX << (32 - u32::from(prefix));
+    let net = u32::from(router) & mask;
+    for end in [first, last] {
+        let host = u32::from(end) & !mask;
+        if u32::from(end) & mask != net || host == 0 || host == !mask {
             return Err(format!(
-                "`{text}`: the network or broadcast address, not a host's"
+                "`{text}`: {end} is not a host address of the LAN {}/{prefix}",
+                std::net::Ipv4Addr::from(net)
             ));
         }
-        Ok((addr, prefix))
     }
+    if u32::from(first) > u32::from(last) {
+        return Err(format!("`{text}`: {first} comes after {last}"));
+    }
+    if (u32::from(first)..=u32::from(last)).contains(&u32::from(router)) {
+        return Err(format!("`{text}` holds the router's own address {router}"));
+    }
+    Ok((first, last))
 }
 
 /// Whether a profile describes an emulated board or a real device.

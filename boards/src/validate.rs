@@ -247,6 +247,7 @@ fn check_network(network: &Network) -> Result<(), (String, String)> {
     network
         .lan_address()
         .map_err(|m| ("lan_address".into(), m))?;
+    network.app_range().map_err(|m| ("app_range".into(), m))?;
     Ok(())
 }
 

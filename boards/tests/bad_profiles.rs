@@ -358,6 +358,30 @@ fn bad_router_networks() {
             "network.lan_address",
             "network or broadcast",
         ),
+        (
+            "app_range =",
+            "app_range = \"192.168.2.200-192.168.2.249\"",
+            "network.app_range",
+            "not a host address of the LAN 192.168.1.0/24",
+        ),
+        (
+            "app_range =",
+            "app_range = \"192.168.1.1-192.168.1.20\"",
+            "network.app_range",
+            "router's own address 192.168.1.1",
+        ),
+        (
+            "app_range =",
+            "app_range = \"192.168.1.249-192.168.1.200\"",
+            "network.app_range",
+            "comes after",
+        ),
+        (
+            "app_range =",
+            "app_range = \"192.168.1.200\"",
+            "network.app_range",
+            "first-last",
+        ),
     ] {
         let msg = load_error(&replace_line(&malta, line, replacement), field);
         assert!(msg.contains(says), "{msg}");

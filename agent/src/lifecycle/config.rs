@@ -92,6 +92,13 @@ pub enum ConfigError {
     },
     /// `nft_path` is not an absolute path.
     NftPath(PathBuf),
+    /// `lan_address` or `lan_app_range` is malformed, or set without what it needs.
+    Lan {
+        /// Which field.
+        field: &'static str,
+        /// What is wrong with it.
+        why: String,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -132,6 +139,7 @@ impl fmt::Display for ConfigError {
                 name,
                 source,
             } => write!(f, "{field}: {name:?}: {source}"),
+            ConfigError::Lan { field, why } => write!(f, "{field}: {why}"),
             ConfigError::NftPath(p) => {
                 write!(f, "nft_path: {} must be an absolute path", p.display())
             }
@@ -297,6 +305,15 @@ pub struct AgentConfig {
     /// interception listen. None: no app can have either.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lan_interface: Option<String>,
+    /// The router's own address on the LAN, with its prefix (`192.168.1.1/24`): the gateway
+    /// of bridged apps. Needs `lan_interface`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lan_address: Option<String>,
+    /// The LAN addresses bridged apps get, `first-last` (`192.168.1.200-192.168.1.249`),
+    /// inside `lan_address`'s subnet and clear of it. None: apps of network mode `bridged` are
+    /// refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lan_app_range: Option<String>,
     /// The `nft` tool; None: the first of `/usr/sbin/nft`, `/sbin/nft`, `/usr/bin/nft`,
     /// `/bin/nft` found when the agent starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -435,6 +452,8 @@ impl AgentConfig {
             run_dir: None,
             wan_interface: None,
             lan_interface: None,
+            lan_address: None,
+            lan_app_range: None,
             nft_path: None,
         }
     }
@@ -483,6 +502,9 @@ impl AgentConfig {
         if let Some(network) = &board.network {
             cfg.wan_interface = Some(network.wan.clone());
             cfg.lan_interface = Some(network.lan.clone());
+            // Bridged apps' addresses, where the profile sets a range aside for them.
+            cfg.lan_address = Some(network.lan_address.clone());
+            cfg.lan_app_range = network.app_range.clone();
         }
         let keys = Path::new(DEVICE_KEYS_DIR);
         if keys.is_dir() {
@@ -567,7 +589,45 @@ impl AgentConfig {
                 return Err(ConfigError::NftPath(p.clone()));
             }
         }
+        self.lan_pool()?;
         Ok(())
+    }
+
+    /// The pool bridged apps' addresses come from, when `lan_app_range` is set (checked:
+    /// `lan_address` and `lan_interface` set, the range inside the LAN and clear of the
+    /// router's address).
+    pub fn lan_pool(&self) -> Result<Option<crate::supervise::net::LanPool>, ConfigError> {
+        let lan = |field, why: String| ConfigError::Lan { field, why };
+        let router = match &self.lan_address {
+            Some(a) => {
+                Some(cpevisor_boards::parse_lan_address(a).map_err(|why| lan("lan_address", why))?)
+            }
+            None => None,
+        };
+        let Some(range) = &self.lan_app_range else {
+            return Ok(None);
+        };
+        let Some((router, prefix)) = router else {
+            return Err(lan(
+                "lan_app_range",
+                "needs lan_address (the router's address on the LAN, the apps' gateway)".into(),
+            ));
+        };
+        let Some(bridge) = &self.lan_interface else {
+            return Err(lan(
+                "lan_app_range",
+                "needs lan_interface (the LAN bridge the apps join)".into(),
+            ));
+        };
+        let (first, last) = cpevisor_boards::parse_app_range(range, router, prefix)
+            .map_err(|why| lan("lan_app_range", why))?;
+        Ok(Some(crate::supervise::net::LanPool {
+            bridge: bridge.clone(),
+            router,
+            prefix,
+            first,
+            last,
+        }))
     }
 }
 
@@ -623,6 +683,9 @@ mod tests {
         assert_eq!(cfg.exec_envs[0].arch, "mipsel");
         assert_eq!(cfg.wan_interface.as_deref(), Some("eth0"));
         assert_eq!(cfg.lan_interface.as_deref(), Some("br-lan"));
+        assert_eq!(cfg.lan_address.as_deref(), Some("192.168.1.1/24"));
+        let pool = cfg.lan_pool().unwrap().expect("malta sets app_range");
+        assert_eq!(pool.first, std::net::Ipv4Addr::new(192, 168, 1, 200));
         let err = AgentConfig::for_board("no-such-board").unwrap_err();
         assert_eq!(err.code, FaultCode::InvalidArguments);
         assert!(err.message.contains("no-such-board"), "{}", err.message);
@@ -673,5 +736,25 @@ mod tests {
         assert!(cfg.validate().unwrap_err().to_string().contains("run_dir"));
         cfg.run_dir = Some("/".into());
         assert!(cfg.validate().unwrap_err().to_string().contains("run_dir"));
+        cfg.run_dir = None;
+
+        // The bridged apps' pool: each field named, and what it needs.
+        let err = |cfg: &AgentConfig| cfg.validate().unwrap_err().to_string();
+        cfg.lan_app_range = Some("192.168.1.200-192.168.1.249".into());
+        assert_eq!(
+            err(&cfg),
+            "lan_app_range: needs lan_address (the router's address on the LAN, the apps' gateway)"
+        );
+        cfg.lan_address = Some("192.168.1.1".into());
+        assert!(err(&cfg).starts_with("lan_address: "), "{}", err(&cfg));
+        cfg.lan_address = Some("192.168.1.1/24".into());
+        assert!(err(&cfg).contains("lan_app_range: needs lan_interface"));
+        cfg.lan_interface = Some("br-lan".into());
+        let pool = cfg.lan_pool().unwrap().unwrap();
+        assert_eq!(pool.size(), 50);
+        cfg.lan_app_range = Some("192.168.1.250-192.168.2.3".into());
+        assert!(err(&cfg).contains("lan_app_range: `192.168.1.250-192.168.2.3`: 192.168.2.3 is not a host address of the LAN 192.168.1.0/24"), "{}", err(&cfg));
+        cfg.lan_app_range = Some("192.168.1.1-192.168.1.9".into());
+        assert!(err(&cfg).contains("router's own address"), "{}", err(&cfg));
     }
 }

@@ -88,7 +88,10 @@ impl Agent {
         // The rules before the app: its first packets already find them. Refused (a port
         // another app holds, no nft): the app does not start. Nothing fallible comes between
         // them and the start but the start, which takes them back when it fails.
-        self.net_start(rec, &eu.eu_id, &eu.exec_env)
+        let lan = self
+            .lan_link(rec, &eu.eu_id)
+            .map_err(StartEuError::Network)?;
+        self.net_start(rec, &eu.eu_id, &eu.exec_env, lan.as_ref())
             .map_err(StartEuError::Network)?;
         let spec = LaunchSpec {
             eu_id: eu.eu_id.clone(),
@@ -104,6 +107,7 @@ impl Agent {
             app_dir: rec.files.app_dir.clone(),
             run_dir,
             tap: None,
+            lan,
             rootfs: rec.files.rootfs.clone(),
             cgroup: None,
             start: StartPolicy::new(rec.spec.start_deadline_s, rec.spec.health.clone()),

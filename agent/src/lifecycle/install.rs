@@ -174,12 +174,20 @@ impl Agent {
                 files,
             });
             m.persisted.eus.push(eu);
+            // A bridged app's LAN address, in the same write (admitted above: one is free).
+            if let Err(f) = self.lan_assign(&mut m.persisted, spec, &eu_id) {
+                m.persisted.dus.retain(|r| r.du.uuid != uuid);
+                m.persisted.eus.retain(|e| e.du_uuid != uuid);
+                m.persisted.next_eu -= 1;
+                return Err(f);
+            }
             m.transient.remove(&uuid);
             // In the model now: measured with the other DUs from here.
             m.pending_disk.remove(&uuid);
             self.files.save_state(&m.persisted).inspect_err(|_| {
                 m.persisted.dus.retain(|r| r.du.uuid != uuid);
                 m.persisted.eus.retain(|e| e.du_uuid != uuid);
+                m.persisted.lan_addresses.remove(&eu_id);
             })?;
             du
         };

@@ -23,6 +23,7 @@ pub mod events;
 mod execenv;
 mod inflight;
 mod install;
+pub mod lanpool;
 mod migrate;
 mod network;
 pub mod packages;
@@ -175,6 +176,7 @@ impl Agent {
             crate::netfilter::Interfaces {
                 wan: cfg.wan_interface.clone(),
                 lan: cfg.lan_interface.clone(),
+                lan_net: cfg.lan_pool().ok().flatten().map(|p| p.subnet()),
             },
             cfg.nft_path.as_deref(),
             persisted.dus.iter().any(|r| r.spec.network.is_some()),

@@ -6,11 +6,21 @@
 use std::collections::BTreeMap;
 
 use super::config::ExecEnvConfig;
+use super::lanpool::{self, LanPool};
 use super::packages::AppSpec;
 use super::state::{DuRecord, PersistedState};
 use super::{Agent, OpResult};
 use crate::fault::{Fault, FaultCode};
 use crate::netfilter::{check_free, check_interfaces, AppRules, EuNetwork};
+use crate::package::network::NetworkMode;
+use crate::supervise::lock;
+use crate::supervise::net::LanLink;
+
+fn is_bridged(spec: &AppSpec) -> bool {
+    spec.network
+        .as_ref()
+        .is_some_and(|n| n.mode == NetworkMode::Bridged)
+}
 
 impl Agent {
     /// A package's network section against the device (7225: an interface it needs is not
@@ -29,7 +39,15 @@ impl Agent {
         };
         net.validate()?;
         check_interfaces(&spec.name, net, self.netfilter.interfaces())?;
-        if !net.claims().is_empty() && env.app_network.is_none() {
+        if net.mode == NetworkMode::Bridged {
+            // An address for it among those the other bridged apps leave (an updated DU keeps
+            // its own).
+            let pool = self.lan_pool_for(&spec.name)?;
+            let holders = lanpool::bridged_eus(s, except);
+            if holders.len() as u64 >= u64::from(pool.size()) {
+                return Err(lanpool::full(&pool, &holders));
+            }
+        } else if !net.claims().is_empty() && env.app_network.is_none() {
             return Err(Fault::new(
                 FaultCode::DeploymentUnitToExecEnvMismatch,
                 format!(
@@ -48,10 +66,63 @@ impl Agent {
         )
     }
 
+    /// The pool bridged apps' addresses come from, or why there is none (7225).
+    fn lan_pool_for(&self, who: &str) -> Result<LanPool, Fault> {
+        match self.cfg.lan_pool() {
+            Ok(Some(pool)) => Ok(pool),
+            _ => Err(Fault::new(
+                FaultCode::DeploymentUnitToExecEnvMismatch,
+                format!(
+                    "{who}: network mode bridged needs LAN addresses for apps, and the agent \
+                     config sets none aside (lan_app_range, with lan_address)"
+                ),
+            )),
+        }
+    }
+
+    /// Gives EU `eu_id` of `spec` its LAN address in `s` when it is bridged (an install or an
+    /// update about to commit `s`); 7227 when the pool is full.
+    pub(super) fn lan_assign(
+        &self,
+        s: &mut PersistedState,
+        spec: &AppSpec,
+        eu_id: &str,
+    ) -> Result<(), Fault> {
+        if is_bridged(spec) {
+            lanpool::assign(s, &self.lan_pool_for(eu_id)?, eu_id)?;
+        }
+        Ok(())
+    }
+
+    /// A bridged app's place on the LAN, its address the one it holds (recorded now if it held
+    /// none: an install from before the pool); None for the other modes.
+    pub(super) fn lan_link(&self, rec: &DuRecord, eu_id: &str) -> Result<Option<LanLink>, Fault> {
+        if !is_bridged(&rec.spec) {
+            return Ok(None);
+        }
+        let pool = self.lan_pool_for(eu_id)?;
+        let mut m = lock(&self.shared.model);
+        let before = m.persisted.lan_addresses.clone();
+        let addr = lanpool::assign(&mut m.persisted, &pool, eu_id)?;
+        if m.persisted.lan_addresses != before {
+            if let Err(f) = self.files.save_state(&m.persisted) {
+                m.persisted.lan_addresses = before;
+                return Err(f);
+            }
+        }
+        Ok(Some(pool.link(addr)))
+    }
+
     /// Puts the rules of `rec`'s EU `eu_id` in place (none without a network section, or
-    /// without a link to apply them to).
-    pub(super) fn net_start(&self, rec: &DuRecord, eu_id: &str, env: &str) -> Result<(), Fault> {
-        let Some(rules) = self.app_rules(rec, eu_id, env)? else {
+    /// without a link to apply them to); `lan`: the EU's place on the LAN when bridged.
+    pub(super) fn net_start(
+        &self,
+        rec: &DuRecord,
+        eu_id: &str,
+        env: &str,
+        lan: Option<&LanLink>,
+    ) -> Result<(), Fault> {
+        let Some(rules) = self.app_rules(rec, eu_id, env, lan)? else {
             return Ok(());
         };
         self.netfilter.add(rules)
@@ -62,11 +133,17 @@ impl Agent {
         self.netfilter.remove(eu_id);
     }
 
-    fn app_rules(&self, rec: &DuRecord, eu_id: &str, env: &str) -> Result<Option<AppRules>, Fault> {
+    fn app_rules(
+        &self,
+        rec: &DuRecord,
+        eu_id: &str,
+        env: &str,
+        lan: Option<&LanLink>,
+    ) -> Result<Option<AppRules>, Fault> {
         let Some(net) = &rec.spec.network else {
             return Ok(None);
         };
-        let Some(addr) = self.app_addr(eu_id, env) else {
+        let Some(addr) = lan.map(|l| l.addr).or_else(|| self.app_addr(eu_id, env)) else {
             if net.claims().is_empty() {
                 // No link: nothing reaches the app and it reaches nothing.
                 return Ok(None);
@@ -104,9 +181,11 @@ impl Agent {
                 eu.eu_id.clone(),
                 EuNetwork {
                     config: net.clone(),
-                    address: self
-                        .app_addr(&eu.eu_id, &eu.exec_env)
-                        .map(|a| a.to_string()),
+                    address: match net.mode {
+                        NetworkMode::Bridged => s.lan_addresses.get(&eu.eu_id).copied(),
+                        _ => self.app_addr(&eu.eu_id, &eu.exec_env),
+                    }
+                    .map(|a| a.to_string()),
                     rules_active: self.netfilter.is_applied(&eu.eu_id),
                     interface_names: net
                         .port_mappings

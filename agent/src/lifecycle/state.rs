@@ -44,6 +44,9 @@ pub struct PersistedState {
     pub enabled_envs: Vec<String>,
     /// Number of the last EUID handed out (`eu-<n>`): the next is one more, so none is reused.
     pub next_eu: u64,
+    /// The LAN address of each bridged app's EU (`lanpool`): kept so it stays the same.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub lan_addresses: std::collections::BTreeMap<String, std::net::Ipv4Addr>,
 }
 
 /// An operation in flight. Recovery reads it to roll back or complete the operation and to

@@ -52,6 +52,8 @@ impl Agent {
             let before = m.persisted.clone();
             m.persisted.dus.retain(|r| r.du.uuid != j.uuid);
             m.persisted.eus.retain(|e| e.du_uuid != j.uuid);
+            // Its LAN address, if it was bridged, is free again.
+            super::lanpool::prune(&mut m.persisted);
             if let Err(f) = self.files.save_state(&m.persisted) {
                 m.persisted = before;
                 return Err(f);

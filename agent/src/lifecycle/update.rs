@@ -181,6 +181,20 @@ impl Agent {
             {
                 apply_spec(eu, spec);
             }
+            // Bridged now: its LAN address (the one it held, if it was bridged before).
+            let eus: Vec<String> = m
+                .persisted
+                .eus
+                .iter()
+                .filter(|e| e.du_uuid == prev.du.uuid)
+                .map(|e| e.eu_id.clone())
+                .collect();
+            for eu_id in eus {
+                if let Err(f) = self.lan_assign(&mut m.persisted, spec, &eu_id) {
+                    restore_record(&mut m.persisted, prev);
+                    return Err(f);
+                }
+            }
             if let Err(f) = self.files.save_state(&m.persisted) {
                 restore_record(&mut m.persisted, prev);
                 return Err(f);

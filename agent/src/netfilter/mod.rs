@@ -32,6 +32,15 @@ pub use render::{AppRules, Interfaces, TABLE};
 /// The interfaces `net` needs are configured (7225 otherwise: the package does not fit this
 /// device).
 pub fn check_interfaces(who: &str, net: &NetworkConfig, ifs: &Interfaces) -> Result<(), Fault> {
+    if net.mode == NetworkMode::Bridged && ifs.lan.is_none() {
+        return Err(Fault::new(
+            FaultCode::DeploymentUnitToExecEnvMismatch,
+            format!(
+                "{who}: network mode bridged needs the router's LAN bridge, and the agent \
+                 config names none (lan_interface)"
+            ),
+        ));
+    }
     for (proto, port, side) in net.claims() {
         if ifs.of(side).is_none() {
             let what = if net.intercept_dns && port == 53 && side == Side::Lan {
@@ -160,12 +169,6 @@ impl Netfilter {
                 .filter(|a| a.eu_id != app.eu_id)
                 .map(|a| (a.eu_id.as_str(), &a.net)),
         )?;
-        if app.net.mode == NetworkMode::Bridged {
-            return Err(Fault::new(
-                FaultCode::InvalidArguments,
-                format!("{}: network mode bridged is not supported yet", app.eu_id),
-            ));
-        }
         let nft = self.nft.as_ref().ok_or_else(|| {
             Fault::new(
                 FaultCode::DeploymentUnitToExecEnvMismatch,
@@ -246,6 +249,7 @@ mod tests {
         let ifs = Interfaces {
             wan: Some("eth0".into()),
             lan: None,
+            lan_net: None,
         };
         check_interfaces("eu-1", &mapping(1, Side::Wan), &ifs).unwrap();
         let f = check_interfaces("eu-1", &mapping(1, Side::Lan), &ifs).unwrap_err();
@@ -257,6 +261,16 @@ mod tests {
         };
         let f = check_interfaces("eu-1", &dns, &ifs).unwrap_err();
         assert!(f.message.contains("intercept_dns"), "{f}");
+        let bridged = NetworkConfig {
+            mode: NetworkMode::Bridged,
+            ..NetworkConfig::default()
+        };
+        let f = check_interfaces("eu-1", &bridged, &ifs).unwrap_err();
+        assert_eq!(f.code, FaultCode::DeploymentUnitToExecEnvMismatch);
+        assert!(
+            f.message.contains("bridged") && f.message.contains("(lan_interface)"),
+            "{f}"
+        );
     }
 
     #[test]

@@ -15,6 +15,16 @@
 //!   allowed destination passes, the rest from `A` is dropped; mode none: everything from and to
 //!   `A` is dropped.
 //! - srcnat (postrouting): masquerade of `A` out of the WAN interface when it has egress rules.
+//!
+//! A bridged app (`A` a LAN address) gets the same rules: its mappings and egress policy act on
+//! what the router routes for it (to and from the WAN); what it exchanges with the LAN's other
+//! devices is bridged, not routed, and passes none of these hooks. Its masquerade out of the WAN
+//! is the one the LAN's devices get from firewall4 anyway, made here so a board without it works
+//! the same. One more: with `intercept_dns`, a LAN client's query DNAT'd to `A` would be
+//! answered straight from `A` across the bridge, and the client, which asked the router,
+//! drops it; so queries from the LAN subnet DNAT'd to `A` are masqueraded to the router's
+//! address (`oifname <lan> ip saddr <LAN> ip daddr A ct status dnat masquerade`), and the answer
+//! comes back through the router.
 
 use std::fmt::Write;
 use std::net::Ipv4Addr;
@@ -32,6 +42,9 @@ pub struct Interfaces {
     pub wan: Option<String>,
     /// The home side (`lan_interface`).
     pub lan: Option<String>,
+    /// The LAN's subnet (from `lan_address`): where intercepted queries to a bridged app come
+    /// from.
+    pub lan_net: Option<Cidr>,
 }
 
 impl Interfaces {
@@ -165,6 +178,13 @@ fn rules_of(
             "oifname \"{wan}\" ip saddr {a} masquerade comment \"{id}\""
         ));
     }
+    if let (NetworkMode::Bridged, true, Some(lan), Some(lan_net)) =
+        (net.mode, net.intercept_dns, &ifs.lan, ifs.lan_net)
+    {
+        srcnat.push(format!(
+            "oifname \"{lan}\" ip saddr {lan_net} ip daddr {a} ct status dnat masquerade comment \"{id} dns hairpin\""
+        ));
+    }
 }
 
 fn proto(p: EgressProtocol) -> &'static str {
@@ -191,7 +211,37 @@ mod tests {
         Interfaces {
             wan: Some("wan0".into()),
             lan: Some("br-lan".into()),
+            lan_net: Some(Cidr::parse("192.168.1.0/24").unwrap()),
         }
+    }
+
+    #[test]
+    fn a_bridged_app_gets_its_rules_on_its_lan_address_and_the_dns_hairpin() {
+        let mut a = app(
+            "eu-7",
+            0,
+            serde_json::json!({
+                "mode": "bridged", "intercept_dns": true, "dns_port": 1053,
+                "port_mappings": [{"protocol": "tcp", "external_port": 8080,
+                                   "internal_port": 80, "interface": "wan"}],
+                "egress": [{"destination": "0.0.0.0/0", "protocol": "udp", "ports": [53]}]
+            }),
+        );
+        a.addr = Ipv4Addr::new(192, 168, 1, 200);
+        let s = script([&a], &ifs());
+        for want in [
+            "iifname \"wan0\" fib daddr type local tcp dport 8080 dnat ip to 192.168.1.200:80 comment \"eu-7\"",
+            "iifname \"br-lan\" ip saddr != 192.168.1.200 fib daddr type local udp dport 53 dnat ip to 192.168.1.200:1053",
+            "ip saddr 192.168.1.200 udp dport { 53 } accept comment \"eu-7\"",
+            "ip saddr 192.168.1.200 drop comment \"eu-7\"",
+            "oifname \"wan0\" ip saddr 192.168.1.200 masquerade comment \"eu-7\"",
+            "oifname \"br-lan\" ip saddr 192.168.1.0/24 ip daddr 192.168.1.200 ct status dnat masquerade comment \"eu-7 dns hairpin\"",
+        ] {
+            assert!(s.contains(want), "missing {want:?} in:\n{s}");
+        }
+        // A nat app's LAN clients are routed to it: no hairpin.
+        a.net.mode = NetworkMode::Nat;
+        assert!(!script([&a], &ifs()).contains("hairpin"));
     }
 
     #[test]

@@ -20,7 +20,8 @@ pub enum NetworkMode {
     Nat,
     /// No traffic through the router at all (the link stays for the agent's own probes).
     None,
-    /// On the LAN bridge with a LAN address: parsed, refused until the boards have a LAN.
+    /// On the LAN bridge with a LAN address of its own, like any device of the home: from the
+    /// agent's `lan_app_range`, the router's LAN address its gateway.
     Bridged,
 }
 
@@ -136,7 +137,7 @@ pub const MAX_EGRESS_PORTS: usize = 16;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkConfig {
-    /// nat (default), none; bridged is refused for now.
+    /// nat (default), none or bridged.
     #[serde(default)]
     pub mode: NetworkMode,
     /// Router ports forwarded to the app.
@@ -204,10 +205,21 @@ impl NetworkConfig {
     /// Checks every field; the fault (7004) names the first one that fails.
     pub fn validate(&self) -> Result<(), Fault> {
         match self.mode {
-            NetworkMode::Bridged => return Err(invalid(
-                "mode",
-                "bridged is not supported yet (the boards have no LAN bridge for apps); use nat",
-            )),
+            // On the LAN already: the home reaches it at its own address, a port of the
+            // router's would only duplicate that.
+            NetworkMode::Bridged => {
+                if let Some(i) = self
+                    .port_mappings
+                    .iter()
+                    .position(|m| m.interface == Side::Lan)
+                {
+                    return Err(invalid(
+                        &format!("port_mappings[{i}]"),
+                        "a bridged app is on the LAN itself: the LAN reaches it at its own \
+                         address, so it takes no lan port mappings (wan ones only)",
+                    ));
+                }
+            }
             NetworkMode::None
                 if !self.port_mappings.is_empty()
                     || self.intercept_dns
@@ -332,6 +344,12 @@ mod tests {
         let c = parse(serde_json::json!({})).unwrap();
         assert_eq!(c.mode, NetworkMode::Nat);
         assert_eq!(c.egress, None);
+        // Bridged, with a wan mapping and the LAN's DNS.
+        let c = parse(serde_json::json!({"mode": "bridged", "intercept_dns": true,
+            "port_mappings": [{"protocol": "tcp", "external_port": 8080, "internal_port": 80,
+                               "interface": "wan"}]}))
+        .unwrap();
+        assert_eq!(c.mode, NetworkMode::Bridged);
         let c = parse(serde_json::json!({
             "port_mappings": [{"protocol": "tcp", "external_port": 8080, "internal_port": 80,
                                "interface": "wan"}],
@@ -352,16 +370,19 @@ mod tests {
     #[test]
     fn names_the_bad_field() {
         let e = |v| parse(v).unwrap_err();
-        assert!(e(serde_json::json!({"mode": "bridged"})).contains("`network.mode`: bridged"));
+        let m = |ext: u16, int: u16| {
+            serde_json::json!({"protocol": "udp", "external_port": ext, "internal_port": int,
+                               "interface": "lan"})
+        };
+        assert!(e(serde_json::json!({"mode": "bridged",
+            "port_mappings": [{"protocol": "tcp", "external_port": 8080,
+                "internal_port": 80, "interface": "wan"}, m(80, 80)]}))
+        .contains("`network.port_mappings[1]`: a bridged app is on the LAN itself"));
         assert!(e(serde_json::json!({"mode": "host"})).contains("host"));
         assert!(
             e(serde_json::json!({"mode": "none", "intercept_dns": true}))
                 .contains("`network.mode`")
         );
-        let m = |ext: u16, int: u16| {
-            serde_json::json!({"protocol": "udp", "external_port": ext, "internal_port": int,
-                               "interface": "lan"})
-        };
         assert!(e(serde_json::json!({"port_mappings": [m(0, 1)]}))
             .contains("`network.port_mappings[0].external_port`"));
         assert!(e(serde_json::json!({"port_mappings": [m(1, 0)]}))

@@ -52,6 +52,9 @@ pub struct LaunchSpec {
     pub run_dir: PathBuf,
     /// Optional tap device for the guest's network.
     pub tap: Option<String>,
+    /// A bridged app's place on the LAN: its link joins the LAN bridge with this address,
+    /// instead of the ExecEnv's app network.
+    pub lan: Option<net::LanLink>,
     /// The rootfs layer (an OCI layer tar) for the jail backend.
     pub rootfs: Option<PathBuf>,
     /// The app's cgroup, set by the supervisor when limits are enforced.
@@ -120,6 +123,9 @@ pub trait Backend: Send + Sync {
 
 /// An app's link address, for probes from the agent (None: the ExecEnv gives it no network).
 fn app_addr(network: Option<Ipv4Addr>, spec: &LaunchSpec, env: &str) -> Result<IpAddr, String> {
+    if let Some(lan) = &spec.lan {
+        return Ok(IpAddr::V4(lan.addr));
+    }
     let base = network.ok_or_else(|| {
         format!("the app has no network address to probe (the {env} ExecEnv has no app_network): use a command probe or none")
     })?;
@@ -363,16 +369,9 @@ impl Backend for KvmBackend {
         // Before the tap: nothing to undo if it fails.
         let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let mut spec = spec.clone();
-        if let Some(base) = self.network {
-            let link = net::plan(base, &spec.eu_id)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-            net::create_tap(&link).map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot create tap {}: {e}", link.tap))
-            })?;
-            spec.cmdline = format!("{} {}", spec.cmdline, net::guest_cmdline(&link))
-                .trim()
-                .to_string();
-            spec.tap = Some(link.tap);
+        if let Some((tap, words)) = net::guest_link(&spec.eu_id, spec.lan.as_ref(), self.network)? {
+            spec.cmdline = format!("{} {words}", spec.cmdline).trim().to_string();
+            spec.tap = Some(tap);
         }
         let json = vm_config_json(&spec, Some(VMM_READY_FD))?;
         let config = super::rundir::write_new(&spec.run_dir, "vm.json", json.as_bytes())?;
@@ -403,11 +402,10 @@ impl Backend for KvmBackend {
     }
 
     fn after_exit(&self, spec: &LaunchSpec) {
-        if let Some(base) = self.network {
-            if let Ok(link) = net::plan(base, &spec.eu_id) {
-                if let Err(e) = net::delete_tap(&link.tap) {
-                    crate::log_warn!("{}: removing tap {}: {e}", spec.eu_id, link.tap);
-                }
+        if spec.lan.is_some() || self.network.is_some() {
+            let tap = net::link_name(&spec.eu_id);
+            if let Err(e) = net::delete_tap(&tap) {
+                crate::log_warn!("{}: removing tap {tap}: {e}", spec.eu_id);
             }
         }
     }
@@ -475,8 +473,21 @@ impl JailBackend {
             "CPEVISOR_DATA_DIR=/data".to_string(),
             format!("CPEVISOR_MEMORY_MIB={}", spec.memory_mib),
         ];
-        let net = match self.network {
-            Some(base) => {
+        let net = match (&spec.lan, self.network) {
+            // Bridged: the veth joins the LAN bridge, which the firmware made and addressed.
+            (Some(lan), _) => {
+                env.push(format!("CPEVISOR_IP={}/{}", lan.addr, lan.prefix));
+                env.push(format!("CPEVISOR_GW={}", lan.gateway));
+                Some(JailNet {
+                    bridge: lan.bridge.clone(),
+                    gateway: lan.gateway,
+                    prefix_len: lan.prefix,
+                    host_if: net::link_name(&spec.eu_id),
+                    app_ip: lan.addr,
+                    on_lan: true,
+                })
+            }
+            (None, Some(base)) => {
                 let link = net::plan(base, &spec.eu_id)
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
                 let gateway = std::net::Ipv4Addr::from(u32::from(base) + 1);
@@ -488,9 +499,10 @@ impl JailBackend {
                     prefix_len: 16,
                     host_if: link.tap,
                     app_ip: link.guest_ip,
+                    on_lan: false,
                 })
             }
-            None => None,
+            (None, None) => None,
         };
         let js = JailSpec {
             eu_id: spec.eu_id.clone(),
@@ -683,6 +695,7 @@ mod tests {
             app_dir: "/apps/k".into(),
             run_dir: "/run/eu-1".into(),
             tap: Some("tap0".into()),
+            lan: None,
             rootfs: None,
             cgroup: None,
             start: StartPolicy::default(),

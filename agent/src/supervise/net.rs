@@ -8,6 +8,8 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use crate::package::network::Cidr;
+
 /// Addresses of one app's link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppNet {
@@ -17,6 +19,77 @@ pub struct AppNet {
     pub host_ip: Ipv4Addr,
     /// Guest end of the app's /30 (`.2`).
     pub guest_ip: Ipv4Addr,
+}
+
+/// A bridged app's place on the LAN (`network.mode` `bridged`): its link joins the LAN bridge
+/// itself, with a LAN address and the router as its gateway, instead of a private network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LanLink {
+    /// The LAN bridge (`lan_interface`).
+    pub bridge: String,
+    /// The app's LAN address.
+    pub addr: Ipv4Addr,
+    /// The LAN's prefix length.
+    pub prefix: u8,
+    /// The router's LAN address.
+    pub gateway: Ipv4Addr,
+}
+
+/// The pool and the LAN it sits on, from the agent config (`AgentConfig::lan_pool`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LanPool {
+    /// The LAN bridge the apps join (`lan_interface`).
+    pub bridge: String,
+    /// The router's address on the LAN: the apps' gateway.
+    pub router: Ipv4Addr,
+    /// The LAN's prefix length.
+    pub prefix: u8,
+    /// First address of the pool.
+    pub first: Ipv4Addr,
+    /// Last address of the pool (included).
+    pub last: Ipv4Addr,
+}
+
+impl LanPool {
+    /// How many addresses it holds.
+    pub fn size(&self) -> u32 {
+        u32::from(self.last) - u32::from(self.first) + 1
+    }
+
+    /// Whether `a` is one of its addresses.
+    pub fn contains(&self, a: Ipv4Addr) -> bool {
+        (u32::from(self.first)..=u32::from(self.last)).contains(&u32::from(a))
+    }
+
+    /// The LAN's subnet.
+    pub fn subnet(&self) -> Cidr {
+        let mask = u32::MAX << (32 - u32::from(self.prefix));
+        Cidr {
+            addr: Ipv4Addr::from(u32::from(self.router) & mask),
+            len: self.prefix,
+        }
+    }
+
+    /// What an app at `addr` is given: its address on the LAN bridge, the router its gateway.
+    pub fn link(&self, addr: Ipv4Addr) -> LanLink {
+        LanLink {
+            bridge: self.bridge.clone(),
+            addr,
+            prefix: self.prefix,
+            gateway: self.router,
+        }
+    }
+
+    /// `first-last`, as the config spells it.
+    pub fn range(&self) -> String {
+        format!("{}-{}", self.first, self.last)
+    }
+}
+
+/// The name of the host end of `eu_id`'s link (a tap, or a jail's veth); IFNAMSIZ is 16 with
+/// the NUL: "cpv-eu-16383" fits.
+pub fn link_name(eu_id: &str) -> String {
+    format!("cpv-{eu_id}")
 }
 
 /// Links carved from a /16: app `n` gets `base + 4n` /30 (host .1, guest .2).
@@ -81,8 +154,7 @@ pub fn plan(base: Ipv4Addr, eu_id: &str) -> Result<AppNet, NetError> {
     }
     let net = u32::from(base) + 4 * n;
     Ok(AppNet {
-        // IFNAMSIZ is 16 with the NUL: "cpv-eu-16383" fits.
-        tap: format!("cpv-{eu_id}"),
+        tap: link_name(eu_id),
         host_ip: Ipv4Addr::from(net + 1),
         guest_ip: Ipv4Addr::from(net + 2),
     })
@@ -95,6 +167,18 @@ pub fn guest_cmdline(net: &AppNet) -> String {
         "ip={g}::{h}:{NETMASK_30}::eth0:off cpevisor.ip={g}/30 cpevisor.gw={h}",
         g = net.guest_ip,
         h = net.host_ip
+    )
+}
+
+/// The guest's command line for a bridged app: its LAN address and prefix, the router as its
+/// gateway (the same words as [`guest_cmdline`]).
+pub fn guest_cmdline_lan(lan: &LanLink) -> String {
+    let mask = Ipv4Addr::from(u32::MAX << (32 - u32::from(lan.prefix)));
+    format!(
+        "ip={a}::{g}:{mask}::eth0:off cpevisor.ip={a}/{p} cpevisor.gw={g}",
+        a = lan.addr,
+        g = lan.gateway,
+        p = lan.prefix
     )
 }
 
@@ -196,6 +280,59 @@ pub fn create_tap(net: &AppNet) -> io::Result<()> {
     })
 }
 
+/// Creates the persistent tap of a bridged app (replacing a stale one) as a port of the LAN
+/// bridge `lan.bridge`, up, with no address of the host's: the guest is on the LAN itself.
+/// The bridge must exist (the firmware makes the LAN).
+pub fn create_lan_tap(name: &str, lan: &LanLink) -> io::Result<()> {
+    use super::jail::netlink::{link_index, Netlink};
+    let bridge = link_index(&lan.bridge).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("the LAN bridge {} does not exist", lan.bridge),
+        )
+    })?;
+    let _ = delete_tap(name);
+    let tun = tun_attach(name)?;
+    set_persist(&tun, true)?;
+    drop(tun);
+    let attach = || -> io::Result<()> {
+        let index = link_index(name)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "tap vanished"))?;
+        Netlink::open()?.set_up(index, Some(bridge))
+    };
+    attach().inspect_err(|_| {
+        let _ = delete_tap(name);
+    })
+}
+
+/// Makes a microVM app's tap `cpv-<eu_id>`: a port of the LAN bridge for a bridged app
+/// (`lan`), else routed with its own /30 of `network`; returns its name and the words that
+/// give the guest its address and gateway. None: the app has no network.
+pub fn guest_link(
+    eu_id: &str,
+    lan: Option<&LanLink>,
+    network: Option<Ipv4Addr>,
+) -> io::Result<Option<(String, String)>> {
+    if let Some(lan) = lan {
+        let tap = link_name(eu_id);
+        create_lan_tap(&tap, lan).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot create tap {tap} on {}: {e}", lan.bridge),
+            )
+        })?;
+        return Ok(Some((tap, guest_cmdline_lan(lan))));
+    }
+    let Some(base) = network else {
+        return Ok(None);
+    };
+    let link = plan(base, eu_id).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    create_tap(&link)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot create tap {}: {e}", link.tap)))?;
+    let words = guest_cmdline(&link);
+    Ok(Some((link.tap, words)))
+}
+
 /// Removes a persistent tap (its addresses and routes go with it).
 pub fn delete_tap(name: &str) -> io::Result<()> {
     let tun = tun_attach(name)?;
@@ -224,6 +361,20 @@ mod tests {
         assert_eq!(
             guest_cmdline(&a),
             "ip=10.100.0.6::10.100.0.5:255.255.255.252::eth0:off cpevisor.ip=10.100.0.6/30 cpevisor.gw=10.100.0.5"
+        );
+    }
+
+    #[test]
+    fn a_bridged_guest_gets_its_lan_address_and_the_router() {
+        let lan = LanLink {
+            bridge: "br-lan".into(),
+            addr: Ipv4Addr::new(192, 168, 1, 200),
+            prefix: 24,
+            gateway: Ipv4Addr::new(192, 168, 1, 1),
+        };
+        assert_eq!(
+            guest_cmdline_lan(&lan),
+            "ip=192.168.1.200::192.168.1.1:255.255.255.0::eth0:off cpevisor.ip=192.168.1.200/24 cpevisor.gw=192.168.1.1"
         );
     }
 

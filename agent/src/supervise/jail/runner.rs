@@ -111,6 +111,12 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
 fn prepare_bridge(nl: &mut Netlink, net: &JailNet) -> Result<u32, String> {
     let bridge = match netlink::link_index(&net.bridge) {
         Some(i) => i,
+        None if net.on_lan => {
+            return Err(format!(
+                "jail: the LAN bridge {} does not exist (a bridged app joins the router's LAN)",
+                net.bridge
+            ))
+        }
         None => {
             nl.create_bridge(&net.bridge)
                 .map_err(|e| format!("jail: create bridge {}: {e}", net.bridge))?;
@@ -118,9 +124,12 @@ fn prepare_bridge(nl: &mut Netlink, net: &JailNet) -> Result<u32, String> {
                 .ok_or_else(|| format!("jail: bridge {} vanished", net.bridge))?
         }
     };
-    // The app's gateway; an existing LAN bridge keeps its own addresses beside it.
-    nl.add_addr(bridge, net.gateway, net.prefix_len)
-        .map_err(|e| format!("jail: address {} on {}: {e}", net.gateway, net.bridge))?;
+    // The app's gateway; an existing LAN bridge keeps its own addresses beside it. On the LAN
+    // the gateway is the router's own address there, the firmware's to set.
+    if !net.on_lan {
+        nl.add_addr(bridge, net.gateway, net.prefix_len)
+            .map_err(|e| format!("jail: address {} on {}: {e}", net.gateway, net.bridge))?;
+    }
     nl.set_up(bridge, None)
         .map_err(|e| format!("jail: bring {} up: {e}", net.bridge))?;
     // A host end left by an earlier run of this app (its jail still dying) is replaced.

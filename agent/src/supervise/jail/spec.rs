@@ -56,7 +56,8 @@ pub struct JailSpec {
 pub struct JailNet {
     /// Host bridge the veth joins.
     pub bridge: String,
-    /// Address the bridge gets (and keeps, when it has it already): the app's gateway.
+    /// The app's gateway: an address the bridge gets (and keeps, when it has it already), or,
+    /// `on_lan`, the router's LAN address the bridge has already.
     pub gateway: Ipv4Addr,
     /// Prefix length of the app's network (16 for `a.b.0.0/16`).
     pub prefix_len: u8,
@@ -64,6 +65,10 @@ pub struct JailNet {
     pub host_if: String,
     /// The app's address on `eth0`.
     pub app_ip: Ipv4Addr,
+    /// `bridge` is the router's LAN (a bridged app): the firmware made and addressed it, so the
+    /// runner neither creates it nor adds an address to it.
+    #[serde(default)]
+    pub on_lan: bool,
 }
 
 impl JailNet {
@@ -205,6 +210,7 @@ mod tests {
                 prefix_len: 16,
                 host_if: "cpv-eu-1".into(),
                 app_ip: Ipv4Addr::new(10, 100, 0, 6),
+                on_lan: false,
             }),
             host_id: Some(100_001),
         }
