@@ -23,7 +23,10 @@
 //! the DNS filter's packages `scripts/sample-app.sh dns-filter mipsel aarch64`), so the tests
 //! are `#[ignore]`d for a plain `cargo test`.
 
-use cpevisor_e2e::agent::{app_logs, install, reboot, without_kernel_messages, Flash, HttpServer};
+use cpevisor_e2e::agent::{
+    app_address, app_logs, fetch_status_page, install, reboot, without_kernel_messages, Flash,
+    HttpServer,
+};
 use cpevisor_e2e::bench::jail::{jail_pid, package_file, JailPackages};
 use cpevisor_e2e::dns::resolve;
 use cpevisor_e2e::firmware::workspace_root;
@@ -45,6 +48,10 @@ const INSTALL: Duration = Duration::from_secs(900);
 const ANSWER: Duration = Duration::from_secs(60);
 /// What the stand-in for the router's resolver answers for the allowed name.
 const ALLOWED: (&str, Ipv4Addr) = ("allowed.example", Ipv4Addr::new(10, 9, 8, 7));
+/// The first address of the boards' `network.app_range`: a bridged app's.
+const LAN_APP: &str = "192.168.1.200";
+/// The LAN client (the host, through the LAN port's QEMU user network).
+const LAN_CLIENT: &str = "192.168.1.2";
 /// The status app's port, mapped from the router's WAN port of the same number.
 const STATUS_PORT: u16 = 8080;
 
@@ -256,7 +263,58 @@ fn dns_filter_serves_the_lan_on_qemu_malta_mipsel() {
         after, before,
         "the ruleset after uninstall differs from before the install"
     );
-    let _ = std::fs::remove_file(packages.dir.join(&mapped));
+
+    // A bridged app is a device of the LAN: its own address from the board's app_range, the
+    // router reaching it across br-lan, and it reaching the LAN's client directly (bridged,
+    // not routed), while the WAN stays closed to it (its default egress: replies only).
+    let bridged = packages
+        .variant(&format!("status-lan-{}", std::process::id()), |c| {
+            c["network"] = json!({"mode": "bridged"});
+        })
+        .unwrap();
+    let url = format!("http://10.0.2.2:{}/{bridged}", server.port);
+    let du = install(&mut vm, &url, INSTALL).unwrap().outcome.unwrap();
+    let eu_id = active_eu(&mut vm, "status").unwrap();
+    let pid = jail_pid(&mut vm, &eu_id, "httpd")
+        .unwrap_or_else(|e| panic!("{e}\n{}", app_logs(&mut vm, &eu_id)));
+    let addr = cpevisor_e2e::bench::jail::jail_address(&mut vm, pid).unwrap();
+    assert_eq!(addr, LAN_APP, "the bridged app's address");
+    let page = board(
+        &mut vm,
+        "the router asks the bridged app",
+        &format!("timeout 20 wget -q -O - http://{addr}:{STATUS_PORT}/status/"),
+    );
+    assert!(page.contains("app=status"), "{page}");
+    let fetch = |vm: &mut BoardVm, host: &str| {
+        board(
+            vm,
+            "the bridged app fetches",
+            &format!(
+                "nsenter -t {pid} -n timeout 10 wget -q -O /dev/null http://{host}:{}/{bridged}; \
+                 echo WGET-RC=$?",
+                server.port
+            ),
+        )
+    };
+    let lan = fetch(&mut vm, LAN_CLIENT);
+    assert!(
+        lan.contains("WGET-RC=0"),
+        "the bridged app does not reach the LAN client:\n{lan}"
+    );
+    let wan = fetch(&mut vm, "10.0.2.2");
+    assert!(
+        wan.contains("WGET-RC=") && !wan.contains("WGET-RC=0"),
+        "the bridged app reached the WAN outside its egress policy:\n{wan}"
+    );
+    uninstall(&mut vm, du["uuid"].as_str().unwrap());
+    assert_eq!(
+        ruleset(&mut vm),
+        before,
+        "the ruleset after the bridged app"
+    );
+    for file in [&mapped, &bridged] {
+        let _ = std::fs::remove_file(packages.dir.join(file));
+    }
 }
 
 /// Uninstalls DU `uuid` with cpevisorctl.
@@ -400,7 +458,30 @@ fn dns_filter_serves_the_lan_as_a_microvm_on_qemu_virt_a53() {
         after, before,
         "the ruleset after uninstall differs from before the install"
     );
-    for file in [&closed, &open, &mapped] {
+
+    // A bridged microVM: its tap a port of br-lan, its LAN address from the board's app_range,
+    // the router reaching it there.
+    let bridged = repack(&dir, "status-1.0", &format!("status-lan-kvm-{tag}"), |c| {
+        c["network"] = json!({"mode": "bridged"});
+    })
+    .unwrap();
+    let du = install(&mut vm, &url(&bridged), INSTALL)
+        .unwrap()
+        .outcome
+        .unwrap();
+    let eu_id = active_eu(&mut vm, "status").unwrap();
+    let addr = app_address(&mut vm, &eu_id).unwrap();
+    assert_eq!(addr, LAN_APP, "the bridged microVM's address");
+    let page = fetch_status_page(&mut vm, &addr, ANSWER)
+        .unwrap_or_else(|e| panic!("{e}\n{}", app_logs(&mut vm, &eu_id)));
+    assert!(page.contains("app=status"), "{page}");
+    uninstall(&mut vm, du["uuid"].as_str().unwrap());
+    assert_eq!(
+        ruleset(&mut vm),
+        before,
+        "the ruleset after the bridged app"
+    );
+    for file in [&closed, &open, &mapped, &bridged] {
         let _ = std::fs::remove_file(dir.join(file));
     }
 }
