@@ -19,6 +19,10 @@
 //! its package's policy (DNS servers on port 53 only) its queries to the resolver's other
 //! port are dropped and the allowed name gets no answer; with that port allowed, it does.
 //!
+//! On both, a bridged app (`"network": {"mode": "bridged"}`) then gets the first address of the
+//! board's `network.app_range` on the LAN and the router reaches it there; the jail's also
+//! reaches the LAN client directly while its WAN egress stays closed.
+//!
 //! Needs `make firmware BOARDS="qemu-malta-mipsel qemu-virt-a53"` (the firmware with nft, and
 //! the DNS filter's packages `scripts/sample-app.sh dns-filter mipsel aarch64`), so the tests
 //! are `#[ignore]`d for a plain `cargo test`.
