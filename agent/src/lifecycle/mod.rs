@@ -26,6 +26,7 @@ mod install;
 pub mod lanpool;
 mod migrate;
 mod network;
+pub use network::NetworkArg;
 pub mod packages;
 mod queries;
 mod recovery;
