@@ -20,8 +20,9 @@ use serde_json::{json, Value};
 
 use super::{Progress, ReplyLine, Request, MAX_REQUEST_BYTES};
 use crate::fault::{Fault, FaultCode};
-use crate::lifecycle::{Agent, NetworkArg, OpResult};
+use crate::lifecycle::{Agent, OpResult};
 use crate::model::RequestedState;
+use crate::package::network::NetworkArg;
 
 const MAX_CONNECTIONS: usize = 16;
 /// Everything a connection waits on its client for, in total (not per read or write).

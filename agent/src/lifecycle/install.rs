@@ -2,7 +2,7 @@
 //! rollback.
 
 use super::config::ExecEnvConfig;
-use super::network::{effective_spec, override_after, NetworkArg};
+use super::network::{effective_spec, override_after};
 use super::state::{DuRecord, Journal};
 use super::{admission, app_id, fault, new_eu, validate_url, Agent, OpResult};
 use crate::fault::{Fault, FaultCode};
@@ -10,7 +10,7 @@ use crate::model::uuid::deployment_unit_uuid;
 use crate::model::{
     now_secs, rfc3339, DeploymentUnit, DuEventState, DuStatus, Operation, RequestedState,
 };
-use crate::package::network::NetworkConfig;
+use crate::package::network::{NetworkArg, NetworkConfig};
 use crate::store::persist_point;
 use crate::supervise::lock;
 

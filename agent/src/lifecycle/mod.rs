@@ -26,7 +26,6 @@ mod install;
 pub mod lanpool;
 mod migrate;
 mod network;
-pub use network::NetworkArg;
 pub mod packages;
 mod queries;
 mod recovery;

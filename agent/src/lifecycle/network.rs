@@ -12,29 +12,9 @@ use super::state::{DuRecord, PersistedState};
 use super::{Agent, OpResult};
 use crate::fault::{Fault, FaultCode};
 use crate::netfilter::{check_free, check_interfaces, AppRules, EuNetwork};
-use crate::package::network::{parse_override, NetworkConfig, NetworkMode};
+use crate::package::network::{NetworkArg, NetworkConfig, NetworkMode};
 use crate::supervise::lock;
 use crate::supervise::net::LanLink;
-
-/// An install's or update's `X_CPEVISOR_NetworkConfig`, parsed
-/// ([`crate::package::network::parse_override`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NetworkArg {
-    /// `null`: the package's own section (an update drops the override in force).
-    Package,
-    /// The operator's section, in place of the package's for this DU.
-    Operator(NetworkConfig),
-}
-
-impl NetworkArg {
-    /// Parses the argument's text; the fault (7004) names the argument and the field.
-    pub fn parse(text: &str) -> Result<NetworkArg, Fault> {
-        Ok(match parse_override(text)? {
-            Some(c) => NetworkArg::Operator(c),
-            None => NetworkArg::Package,
-        })
-    }
-}
 
 /// The override in force after an operation given `arg` (None: not given), `before` the one in
 /// force until now (an install has none): a new value replaces it, `null` drops it, no

@@ -1,7 +1,7 @@
 //! Update: a new version of an installed DU next to the running one, the switch to it, and
 //! the rollback to the previous version.
 
-use super::network::{effective_spec, override_after, NetworkArg};
+use super::network::{effective_spec, override_after};
 use super::state::{DuRecord, Journal};
 use super::{app_id, apply_spec, fault, internal, restore_record, validate_url, Agent, OpResult};
 use crate::fault::{Fault, FaultCode};
@@ -9,7 +9,7 @@ use crate::model::uuid::deployment_unit_uuid;
 use crate::model::{
     now_secs, rfc3339, DeploymentUnit, DuEventState, DuStatus, Operation, RequestedState,
 };
-use crate::package::network::NetworkConfig;
+use crate::package::network::{NetworkArg, NetworkConfig};
 use crate::store::persist_point;
 use crate::supervise::{lock, StartReason};
 

@@ -242,6 +242,25 @@ pub fn parse_override(text: &str) -> Result<Option<NetworkConfig>, Fault> {
     Ok(c)
 }
 
+/// An install's or update's [`OVERRIDE_ARG`], parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkArg {
+    /// `null`: the package's own section (an update drops the override in force).
+    Package,
+    /// The operator's section, in place of the package's for this DU.
+    Operator(NetworkConfig),
+}
+
+impl NetworkArg {
+    /// Parses the argument's text; the fault (7004) names the argument and the field.
+    pub fn parse(text: &str) -> Result<NetworkArg, Fault> {
+        Ok(match parse_override(text)? {
+            Some(c) => NetworkArg::Operator(c),
+            None => NetworkArg::Package,
+        })
+    }
+}
+
 impl NetworkConfig {
     /// Checks every field; the fault (7004) names the first one that fails.
     pub fn validate(&self) -> Result<(), Fault> {

@@ -12,10 +12,10 @@ use super::model::DataModel;
 use super::tree::{self, Obj};
 use super::types::{Caller, Completion, OperateOutcome, OperateResult, Request, MAX_REQUESTS};
 use crate::fault::{Fault, FaultCode};
-use crate::lifecycle::{Agent, NetworkArg};
+use crate::lifecycle::Agent;
 use crate::model::uuid::is_uuid;
 use crate::model::{DeploymentUnit, RequestedState};
-use crate::package::network::OVERRIDE_ARG;
+use crate::package::network::{NetworkArg, OVERRIDE_ARG};
 
 fn args_error(msg: impl Into<String>) -> UspError {
     UspError::new(INVALID_COMMAND_ARGUMENTS, msg)
