@@ -462,7 +462,14 @@ fn device_info_local_agent_and_supported_dm() {
         .unwrap();
     assert_eq!(
         install.input_arg_names,
-        ["URL", "UUID", "Username", "Password", "ExecutionEnvRef"]
+        [
+            "URL",
+            "UUID",
+            "Username",
+            "Password",
+            "ExecutionEnvRef",
+            "X_CPEVISOR_NetworkConfig"
+        ]
     );
     assert_eq!(install.command_type, 2, "async");
     let ev = &sm.supported_events[0];

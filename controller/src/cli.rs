@@ -28,8 +28,12 @@ commands:
   instances PATH...            GetInstances
   supported PATH...            GetSupportedDM
   operate CMD [ARG=VALUE...]   Operate, e.g. Device.SoftwareModules.ExecEnv.1.Reset()
-  install URL [--env REF]      InstallDU (REF: Device.SoftwareModules.ExecEnv.N)
-  update UUID [URL]            DeploymentUnit Update()
+  install URL [--env REF] [--network JSON|FILE]
+                               InstallDU (REF: Device.SoftwareModules.ExecEnv.N); --network:
+                               a network section in place of the package's (agent/README.md)
+  update UUID [URL] [--network JSON|FILE|null]
+                               DeploymentUnit Update(); the network override in force stays
+                               unless given (null: back to the package's section)
   uninstall UUID               DeploymentUnit Uninstall()
   start EUID | stop EUID       ExecutionUnit SetRequestedState() Active / Idle
 
@@ -106,6 +110,22 @@ pub fn parse_agents_file(text: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// `--network`'s value: JSON as given, otherwise the file it names; it must be a JSON object
+/// or `null` (the agent checks the fields, naming the bad one).
+fn network_arg(v: &str) -> Result<String, String> {
+    let t = v.trim_start();
+    let text = if t.starts_with('{') || t == "null" {
+        v.to_string()
+    } else {
+        read_bounded(std::path::Path::new(v), "--network file")?
+    };
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(serde_json::Value::Object(_) | serde_json::Value::Null) => Ok(text),
+        Ok(_) => Err("--network: not a JSON object (or null)".into()),
+        Err(e) => Err(format!("--network: not JSON: {e}")),
+    }
+}
+
 /// Parses the words after `usp`.
 pub fn parse(args: &[String]) -> Result<UspCli, String> {
     let mut config_file = std::env::var_os("CPEVISOR_USP_CONFIG").map(PathBuf::from);
@@ -118,6 +138,7 @@ pub fn parse(args: &[String]) -> Result<UspCli, String> {
     let mut timeout = Duration::from_secs(60);
     let mut listen = Duration::from_secs(5);
     let mut env = None;
+    let mut network = None;
     let mut ws_listen: Option<String> = None;
     let mut ws_cert: Option<PathBuf> = None;
     let mut ws_key: Option<PathBuf> = None;
@@ -166,6 +187,7 @@ pub fn parse(args: &[String]) -> Result<UspCli, String> {
             "--timeout" => timeout = parse_secs(a, value()?, 0.0)?,
             "--listen" => listen = parse_secs(a, value()?, 0.0)?,
             "--env" => env = Some(value()?.to_string()),
+            "--network" => network = Some(network_arg(value()?)?),
             "--ws-listen" => ws_listen = Some(value()?.to_string()),
             "--ws-cert" => ws_cert = Some(value()?.into()),
             "--ws-key" => ws_key = Some(value()?.into()),
@@ -203,6 +225,9 @@ pub fn parse(args: &[String]) -> Result<UspCli, String> {
     };
     if env.is_some() && cmd != "install" {
         return Err(format!("--env does not apply to {cmd}"));
+    }
+    if network.is_some() && cmd != "install" && cmd != "update" {
+        return Err(format!("--network does not apply to {cmd}"));
     }
     let op = match cmd {
         "agents" => {
@@ -264,6 +289,7 @@ pub fn parse(args: &[String]) -> Result<UspCli, String> {
             Some(Op::Install {
                 url: rest[0].to_string(),
                 env,
+                network,
             })
         }
         "update" => {
@@ -271,6 +297,7 @@ pub fn parse(args: &[String]) -> Result<UspCli, String> {
             Some(Op::Update {
                 du: rest[0].to_string(),
                 url: rest.get(1).map(|s| s.to_string()),
+                network,
             })
         }
         "uninstall" => {

@@ -118,7 +118,8 @@ mod tests {
             c.op,
             Some(Op::Install {
                 url: "http://h/p.cpkg".into(),
-                env: Some("Device.SoftwareModules.ExecEnv.1".into())
+                env: Some("Device.SoftwareModules.ExecEnv.1".into()),
+                network: None,
             })
         );
         assert_eq!(c.config.topic(), "usp/controller/self::ctl");
@@ -167,6 +168,41 @@ mod tests {
         assert!(e(&format!("{CONN} --timeout soon --agent a get Device.")).contains("--timeout"));
         assert!(e(&format!("{CONN} --bogus")).contains("unknown option --bogus"));
         assert!(e(&format!("{CONN} --agent")).contains("--agent needs a value"));
+        assert!(e(&format!("{CONN} --agent a --network null get Device."))
+            .contains("--network does not apply to get"));
+        assert!(
+            e(&format!("{CONN} --agent a install u --network {{\"mode\":")).contains("not JSON")
+        );
+        assert!(e(&format!(
+            "{CONN} --agent a install u --network /nonexistent.json"
+        ))
+        .contains("--network file"));
+    }
+
+    #[test]
+    fn network_overrides_go_with_install_and_update() {
+        let net = r#"{"mode":"none"}"#;
+        let c = p(&format!(
+            "{CONN} --agent os::a install http://h/p --network {net}"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.op,
+            Some(Op::Install {
+                url: "http://h/p".into(),
+                env: None,
+                network: Some(net.into()),
+            })
+        );
+        let c = p(&format!("{CONN} --agent os::a update U --network null")).unwrap();
+        assert_eq!(
+            c.op,
+            Some(Op::Update {
+                du: "U".into(),
+                url: None,
+                network: Some("null".into()),
+            })
+        );
     }
 
     #[test]

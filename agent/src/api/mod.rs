@@ -33,6 +33,10 @@ pub enum Request {
         /// ExecEnv to install into; default: the first one configured.
         #[serde(default)]
         env: Option<String>,
+        /// The operator's network section, JSON text in place of the package's (USP's
+        /// `X_CPEVISOR_NetworkConfig`); default: the package's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network: Option<String>,
     },
     /// Update of an installed DU.
     Update {
@@ -41,6 +45,10 @@ pub enum Request {
         /// Package URL; default: the URL the DU was installed from.
         #[serde(default)]
         url: Option<String>,
+        /// A new network override (JSON text; `null`: back to the package's section);
+        /// default: the override in force stays.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        network: Option<String>,
     },
     /// Uninstall of a DU.
     Uninstall {
@@ -161,7 +169,8 @@ mod tests {
             Request::Install {
                 url: "http://h/x".into(),
                 digest: None,
-                env: None
+                env: None,
+                network: None,
             }
         );
         assert!(serde_json::from_str::<Request>(r#"{"op":"install"}"#).is_err());

@@ -22,6 +22,7 @@ use super::{Progress, ReplyLine, Request, MAX_REQUEST_BYTES};
 use crate::fault::{Fault, FaultCode};
 use crate::lifecycle::{Agent, OpResult};
 use crate::model::RequestedState;
+use crate::package::network::NetworkArg;
 
 const MAX_CONNECTIONS: usize = 16;
 /// Everything a connection waits on its client for, in total (not per read or write).
@@ -347,12 +348,29 @@ fn dispatch(req: Request, agent: &Agent, client: &mut Client) -> OpResult<Value>
         }
     };
     match req {
-        Request::Install { url, digest, env } => agent
-            .install(&url, digest.as_deref(), env.as_deref(), &mut progress)
-            .map(to_value),
-        Request::Update { uuid, url } => agent
-            .update(&uuid, url.as_deref(), &mut progress)
-            .map(to_value),
+        Request::Install {
+            url,
+            digest,
+            env,
+            network,
+        } => {
+            let network = network.as_deref().map(NetworkArg::parse).transpose()?;
+            agent
+                .install_with(
+                    &url,
+                    digest.as_deref(),
+                    env.as_deref(),
+                    network.as_ref(),
+                    &mut progress,
+                )
+                .map(to_value)
+        }
+        Request::Update { uuid, url, network } => {
+            let network = network.as_deref().map(NetworkArg::parse).transpose()?;
+            agent
+                .update_with(&uuid, url.as_deref(), network.as_ref(), &mut progress)
+                .map(to_value)
+        }
         Request::Uninstall { uuid, keep_data } => agent
             .uninstall(&uuid, keep_data)
             .map(|()| json!({ "uuid": uuid })),

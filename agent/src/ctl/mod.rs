@@ -18,8 +18,12 @@ pub const DEFAULT_SOCKET: &str = "/run/cpevisord.sock";
 pub const USAGE: &str = "usage: cpevisorctl [--socket PATH] [--json] COMMAND
 
 commands:
-  install URL [--digest sha256:HEX] [--env NAME]   install a package (InstallDU)
-  update UUID [URL]                               update a DU (default: its install URL)
+  install URL [--digest sha256:HEX] [--env NAME] [--network FILE|JSON]
+                                                  install a package (InstallDU); --network:
+                                                  a network section in place of the package's
+  update UUID [URL] [--network FILE|JSON|null]    update a DU (default: its install URL); the
+                                                  network override in force stays unless
+                                                  given (null: back to the package's)
   uninstall UUID [--keep-data]                    remove a DU (and its data unless kept)
   list                                            ExecEnvs, DeploymentUnits, ExecutionUnits
   status [UUID|EUID]                              one DU or EU (all when omitted)
@@ -93,7 +97,7 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
                     command: Command::Help,
                 })
             }
-            "--socket" | "--digest" | "--env" | "--key" | "--out" => {
+            "--socket" | "--digest" | "--env" | "--key" | "--out" | "--network" => {
                 let v = args
                     .get(i + 1)
                     .ok_or_else(|| format!("{a} needs a value"))?;
@@ -134,19 +138,21 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
     let command = match cmd {
         "install" => {
             arity(1..=1)?;
-            allowed(&["--digest", "--env"])?;
+            allowed(&["--digest", "--env", "--network"])?;
             Command::Daemon(Request::Install {
                 url: arg(1),
                 digest: value("--digest"),
                 env: value("--env"),
+                network: value("--network").map(network_text).transpose()?,
             })
         }
         "update" => {
             arity(1..=2)?;
-            allowed(&[])?;
+            allowed(&["--network"])?;
             Command::Daemon(Request::Update {
                 uuid: arg(1),
                 url: words.get(2).map(|s| s.to_string()),
+                network: value("--network").map(network_text).transpose()?,
             })
         }
         "uninstall" => {
@@ -216,6 +222,23 @@ pub fn parse(args: &[String]) -> Result<Cli, String> {
         json,
         command,
     })
+}
+
+/// `--network`'s value: JSON as given (an object, or `null`), otherwise the file it names. The
+/// daemon checks it (same parser and bound as USP's `X_CPEVISOR_NetworkConfig`); a file is read
+/// only up to one byte past that bound, enough for the daemon to refuse it as too large.
+fn network_text(v: String) -> Result<String, String> {
+    use std::io::Read;
+    let t = v.trim_start();
+    if t.starts_with('{') || t == "null" {
+        return Ok(v);
+    }
+    let limit = crate::package::network::MAX_OVERRIDE_BYTES as u64 + 1;
+    let mut text = String::new();
+    std::fs::File::open(&v)
+        .and_then(|f| f.take(limit).read_to_string(&mut text))
+        .map_err(|e| format!("--network {v}: not JSON, and cannot read it as a file: {e}"))?;
+    Ok(text)
 }
 
 /// Runs a parsed command; returns the process exit code.
@@ -363,9 +386,36 @@ mod tests {
             Command::Daemon(Request::Install {
                 url: "http://h/a.cpkg".into(),
                 digest: None,
-                env: Some("jail0".into())
+                env: Some("jail0".into()),
+                network: None,
             })
         );
+        let net = r#"{"mode":"none"}"#;
+        let mut args: Vec<String> = ["update", "U", "--network", net]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            parse(&args).unwrap().command,
+            Command::Daemon(Request::Update {
+                uuid: "U".into(),
+                url: None,
+                network: Some(net.into()),
+            })
+        );
+        // A file holding the section: its text goes over the socket.
+        let file = std::env::temp_dir().join(format!("cpv-ctl-net-{}", std::process::id()));
+        std::fs::write(&file, net).unwrap();
+        args = vec![
+            "install".into(),
+            "http://h/a".into(),
+            "--network".into(),
+            file.display().to_string(),
+        ];
+        let parsed = parse(&args);
+        std::fs::remove_file(&file).unwrap();
+        assert!(matches!(parsed.unwrap().command,
+                Command::Daemon(Request::Install { network: Some(n), .. }) if n == net));
         assert_eq!(
             p("uninstall U --keep-data").unwrap().command,
             Command::Daemon(Request::Uninstall {
@@ -395,6 +445,12 @@ mod tests {
             .unwrap_err()
             .contains("--digest needs a value"));
         assert!(p("pack d --key k").unwrap_err().contains("--out"));
+        assert!(p("install u --network /nonexistent/net.json")
+            .unwrap_err()
+            .contains("--network /nonexistent/net.json: not JSON"));
+        assert!(p("list --network null")
+            .unwrap_err()
+            .contains("--network does not apply"));
         assert!(p("list --bogus")
             .unwrap_err()
             .contains("unknown option --bogus"));

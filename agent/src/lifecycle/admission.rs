@@ -15,18 +15,22 @@ impl Agent {
     /// (7225, 7227) is refused now, before anything is fetched or written. The checks are the
     /// ones made after verification: against what is left in the ExecEnv, with what DU
     /// `except` (the one being updated) holds counted as free; memory only when
-    /// `check_memory` (an update of an app not requested Active takes none). The same checks
-    /// run again on the verified package.
+    /// `check_memory` (an update of an app not requested Active takes none), its network
+    /// section `over` when the operator overrides it. The same checks run again on the
+    /// verified package.
     pub(super) fn admit_before_download(
         &self,
         url: &str,
         env: &ExecEnvConfig,
         except: Option<&str>,
         check_memory: bool,
+        over: Option<&crate::package::network::NetworkConfig>,
     ) -> OpResult<()> {
         let Some(spec) = self.packages.peek_spec(url)? else {
             return Ok(());
         };
+        // The network the DU is to run with: the operator's override, when one is in force.
+        let spec = super::network::effective_spec(&spec, over);
         self.fits_env(&spec, env)?;
         self.check_room(&spec, env, except, check_memory, None)
             // Its network too (a malformed section, a router port another DU maps): checked

@@ -2,6 +2,7 @@
 //! rollback.
 
 use super::config::ExecEnvConfig;
+use super::network::{effective_spec, override_after};
 use super::state::{DuRecord, Journal};
 use super::{admission, app_id, fault, new_eu, validate_url, Agent, OpResult};
 use crate::fault::{Fault, FaultCode};
@@ -9,13 +10,14 @@ use crate::model::uuid::deployment_unit_uuid;
 use crate::model::{
     now_secs, rfc3339, DeploymentUnit, DuEventState, DuStatus, Operation, RequestedState,
 };
+use crate::package::network::{NetworkArg, NetworkConfig};
 use crate::store::persist_point;
 use crate::supervise::lock;
 
 impl Agent {
-    /// InstallDU. Refused before any download: bad URL or digest (7004), unknown (7223) or
-    /// disabled (7230) ExecEnv, no memory left in it, or less flash than the package's head
-    /// declares (7227).
+    /// InstallDU with the package's own network section. Refused before any download: bad URL
+    /// or digest (7004), unknown (7223) or disabled (7230) ExecEnv, no memory left in it, or
+    /// less flash than the package's head declares (7227).
     pub fn install(
         &self,
         url: &str,
@@ -23,6 +25,21 @@ impl Agent {
         env: Option<&str>,
         progress: &mut dyn FnMut(u64, Option<u64>),
     ) -> OpResult<DeploymentUnit> {
+        self.install_with(url, digest, env, None, progress)
+    }
+
+    /// InstallDU, `network` the operator's `X_CPEVISOR_NetworkConfig` when given: it replaces
+    /// the package's section for this DU (admitted, applied and shown as if the package had
+    /// declared it) and is kept with the DU.
+    pub fn install_with(
+        &self,
+        url: &str,
+        digest: Option<&str>,
+        env: Option<&str>,
+        network: Option<&NetworkArg>,
+        progress: &mut dyn FnMut(u64, Option<u64>),
+    ) -> OpResult<DeploymentUnit> {
+        let over = override_after(network, None);
         validate_url(url)?;
         if let Some(d) = digest {
             crate::store::Digest::parse(d)
@@ -40,7 +57,7 @@ impl Agent {
             ));
         }
         // The probe and the download hold no lock: a slow server stalls only this operation.
-        self.admit_before_download(url, &env, None, true)?;
+        self.admit_before_download(url, &env, None, true, over.as_ref())?;
         let _download = self.inflight.claim_download(url)?;
         let mut j = Journal {
             op_id: self.inflight.new_op(),
@@ -58,7 +75,7 @@ impl Agent {
         };
         self.save_journal(&j)?;
         persist_point("lifecycle:install:journal");
-        let result = self.install_steps(&mut j, &env, digest, progress);
+        let result = self.install_steps(&mut j, &env, digest, over.as_ref(), progress);
         match result {
             Ok(du) => {
                 let event = self.event(
@@ -97,6 +114,7 @@ impl Agent {
         j: &mut Journal,
         env: &ExecEnvConfig,
         digest: Option<&str>,
+        over: Option<&NetworkConfig>,
         progress: &mut dyn FnMut(u64, Option<u64>),
     ) -> OpResult<DeploymentUnit> {
         self.clear_downloads_except_part(&j.url);
@@ -105,7 +123,7 @@ impl Agent {
             .packages
             .check(&path)
             .inspect_err(|_| self.packages.discard_download(&path))?;
-        let spec = &checked.spec;
+        let spec = &effective_spec(&checked.spec, over);
         let uuid = deployment_unit_uuid(&spec.vendor, &spec.name);
         let refuse = |f: Fault| {
             self.packages.discard_download(&path);
@@ -172,6 +190,7 @@ impl Agent {
                 du: du.clone(),
                 spec: spec.clone(),
                 files,
+                network_override: over.cloned(),
             });
             m.persisted.eus.push(eu);
             // A bridged app's LAN address, in the same write (admitted above: one is free).

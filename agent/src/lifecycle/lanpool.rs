@@ -142,6 +142,7 @@ mod tests {
                     disk: None,
                     blobs: Vec::new(),
                 },
+                network_override: None,
             });
         }
         s

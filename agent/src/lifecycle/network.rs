@@ -12,9 +12,32 @@ use super::state::{DuRecord, PersistedState};
 use super::{Agent, OpResult};
 use crate::fault::{Fault, FaultCode};
 use crate::netfilter::{check_free, check_interfaces, AppRules, EuNetwork};
-use crate::package::network::NetworkMode;
+use crate::package::network::{NetworkArg, NetworkConfig, NetworkMode};
 use crate::supervise::lock;
 use crate::supervise::net::LanLink;
+
+/// The override in force after an operation given `arg` (None: not given), `before` the one in
+/// force until now (an install has none): a new value replaces it, `null` drops it, no
+/// argument keeps it.
+pub(super) fn override_after(
+    arg: Option<&NetworkArg>,
+    before: Option<&NetworkConfig>,
+) -> Option<NetworkConfig> {
+    match arg {
+        None => before.cloned(),
+        Some(NetworkArg::Package) => None,
+        Some(NetworkArg::Operator(c)) => Some(c.clone()),
+    }
+}
+
+/// `spec` as the DU runs it: its network section replaced by the operator's override, if any.
+pub(super) fn effective_spec(spec: &AppSpec, over: Option<&NetworkConfig>) -> AppSpec {
+    let mut spec = spec.clone();
+    if let Some(c) = over {
+        spec.network = Some(c.clone());
+    }
+    spec
+}
 
 fn is_bridged(spec: &AppSpec) -> bool {
     spec.network

@@ -28,6 +28,11 @@ pub struct DuRecord {
     pub spec: AppSpec,
     /// Where its files are.
     pub files: InstalledFiles,
+    /// The operator's `X_CPEVISOR_NetworkConfig` in force, if any: `spec.network` is this
+    /// (not the package's section), and an update keeps it unless given another. Absent in
+    /// state files from before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_override: Option<crate::package::network::NetworkConfig>,
 }
 
 /// `state.json`: everything the lifecycle keeps across restarts.

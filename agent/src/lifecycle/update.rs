@@ -1,6 +1,7 @@
 //! Update: a new version of an installed DU next to the running one, the switch to it, and
 //! the rollback to the previous version.
 
+use super::network::{effective_spec, override_after};
 use super::state::{DuRecord, Journal};
 use super::{app_id, apply_spec, fault, internal, restore_record, validate_url, Agent, OpResult};
 use crate::fault::{Fault, FaultCode};
@@ -8,16 +9,32 @@ use crate::model::uuid::deployment_unit_uuid;
 use crate::model::{
     now_secs, rfc3339, DeploymentUnit, DuEventState, DuStatus, Operation, RequestedState,
 };
+use crate::package::network::{NetworkArg, NetworkConfig};
 use crate::store::persist_point;
 use crate::supervise::{lock, StartReason};
 
 impl Agent {
-    /// Update of an installed DU from `url` (default: the URL it was installed from). A failure
-    /// at any step leaves the previous version installed and, if it was, running.
+    /// Update of an installed DU from `url` (default: the URL it was installed from), keeping
+    /// the operator's network override if one is in force. A failure at any step leaves the
+    /// previous version installed and, if it was, running.
     pub fn update(
         &self,
         uuid: &str,
         url: Option<&str>,
+        progress: &mut dyn FnMut(u64, Option<u64>),
+    ) -> OpResult<DeploymentUnit> {
+        self.update_with(uuid, url, None, progress)
+    }
+
+    /// Update, `network` the operator's `X_CPEVISOR_NetworkConfig` when given: a section
+    /// replaces the override in force (or the package's section), `null` goes back to the new
+    /// package's own; not given, the override in force stays, since it is the operator's choice
+    /// for this home, not the package's.
+    pub fn update_with(
+        &self,
+        uuid: &str,
+        url: Option<&str>,
+        network: Option<&NetworkArg>,
         progress: &mut dyn FnMut(u64, Option<u64>),
     ) -> OpResult<DeploymentUnit> {
         if let Some(u) = url {
@@ -55,7 +72,8 @@ impl Agent {
             return Err(f);
         }
         persist_point("lifecycle:update:journal");
-        let result = self.update_steps(&mut j, &prev, progress);
+        let over = override_after(network, prev.network_override.as_ref());
+        let result = self.update_steps(&mut j, &prev, over.as_ref(), progress);
         drop(download);
         match result {
             Ok(du) => {
@@ -85,13 +103,14 @@ impl Agent {
         &self,
         j: &mut Journal,
         prev: &DuRecord,
+        over: Option<&NetworkConfig>,
         progress: &mut dyn FnMut(u64, Option<u64>),
     ) -> OpResult<DeploymentUnit> {
         let env = self.env_config(&prev.du.exec_env)?;
         let was_active = self
             .eu_of(&prev.du.uuid)
             .is_some_and(|e| e.requested_state == RequestedState::Active);
-        self.admit_before_download(&j.url, &env, Some(&prev.du.uuid), was_active)?;
+        self.admit_before_download(&j.url, &env, Some(&prev.du.uuid), was_active, over)?;
         self.clear_downloads_except_part(&j.url);
         let path = self.packages.download(&j.url, None, progress)?;
         let checked = self
@@ -102,7 +121,7 @@ impl Agent {
             self.packages.discard_download(&path);
             Err(f)
         };
-        let spec = &checked.spec;
+        let spec = &effective_spec(&checked.spec, over);
         if deployment_unit_uuid(&spec.vendor, &spec.name) != prev.du.uuid {
             return refuse(fault(
                 FaultCode::InvalidArguments,
@@ -172,6 +191,7 @@ impl Agent {
             rec.du.manifest_digest = checked.manifest_digest.clone();
             rec.spec = spec.clone();
             rec.files = files;
+            rec.network_override = over.cloned();
             let new_record = rec.clone();
             for eu in m
                 .persisted

@@ -92,7 +92,7 @@ pub fn check_free<'a>(
 /// What the data model shows of one EU's network (`ExecutionUnit.{i}.NetworkConfig.`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EuNetwork {
-    /// The package's section.
+    /// The section in force: the package's, or the operator's override of it.
     pub config: NetworkConfig,
     /// The app's address, when its ExecEnv gives it a link.
     pub address: Option<String>,

@@ -194,16 +194,80 @@ impl Cidr {
     }
 }
 
-fn invalid(field: &str, why: impl fmt::Display) -> Fault {
-    Fault::new(
-        FaultCode::InvalidArguments,
-        format!("app config field `network.{field}`: {why}"),
-    )
+/// The name of the InstallDU and Update argument that replaces a package's `network` section.
+pub const OVERRIDE_ARG: &str = "X_CPEVISOR_NetworkConfig";
+/// Largest [`OVERRIDE_ARG`] value, bytes: a full section (32 mappings, 32 egress rules of 16
+/// ports) is about 6 KiB of JSON; the bound keeps the persisted state small.
+pub const MAX_OVERRIDE_BYTES: usize = 8 << 10;
+
+/// Where a section came from, for the faults that name its fields.
+#[derive(Clone, Copy)]
+enum Source {
+    /// The package's app.json.
+    Package,
+    /// The operator's [`OVERRIDE_ARG`].
+    Override,
+}
+
+fn invalid_in(src: Source, field: &str, why: impl fmt::Display) -> Fault {
+    let message = match src {
+        Source::Package => format!("app config field `network.{field}`: {why}"),
+        Source::Override => format!("{OVERRIDE_ARG} field `{field}`: {why}"),
+    };
+    Fault::new(FaultCode::InvalidArguments, message)
+}
+
+/// Parses an operator's [`OVERRIDE_ARG`]: a JSON object in the schema of the package's
+/// `network` section, checked by the same rules; `null` means the package's own section
+/// (`Ok(None)`). The fault (7004) names the argument and the field.
+pub fn parse_override(text: &str) -> Result<Option<NetworkConfig>, Fault> {
+    if text.len() > MAX_OVERRIDE_BYTES {
+        return Err(Fault::new(
+            FaultCode::InvalidArguments,
+            format!(
+                "{OVERRIDE_ARG}: {} bytes, more than the {MAX_OVERRIDE_BYTES} allowed",
+                text.len()
+            ),
+        ));
+    }
+    let c: Option<NetworkConfig> = serde_json::from_str(text).map_err(|e| {
+        Fault::new(
+            FaultCode::InvalidArguments,
+            format!("{OVERRIDE_ARG}: not a network section: {e}"),
+        )
+    })?;
+    if let Some(c) = &c {
+        c.check(Source::Override)?;
+    }
+    Ok(c)
+}
+
+/// An install's or update's [`OVERRIDE_ARG`], parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkArg {
+    /// `null`: the package's own section (an update drops the override in force).
+    Package,
+    /// The operator's section, in place of the package's for this DU.
+    Operator(NetworkConfig),
+}
+
+impl NetworkArg {
+    /// Parses the argument's text; the fault (7004) names the argument and the field.
+    pub fn parse(text: &str) -> Result<NetworkArg, Fault> {
+        Ok(match parse_override(text)? {
+            Some(c) => NetworkArg::Operator(c),
+            None => NetworkArg::Package,
+        })
+    }
 }
 
 impl NetworkConfig {
     /// Checks every field; the fault (7004) names the first one that fails.
     pub fn validate(&self) -> Result<(), Fault> {
+        self.check(Source::Package)
+    }
+
+    fn check(&self, src: Source) -> Result<(), Fault> {
         match self.mode {
             // On the LAN already: the home reaches it at its own address, a port of the
             // router's would only duplicate that.
@@ -213,7 +277,8 @@ impl NetworkConfig {
                     .iter()
                     .position(|m| m.interface == Side::Lan)
                 {
-                    return Err(invalid(
+                    return Err(invalid_in(
+                        src,
                         &format!("port_mappings[{i}]"),
                         "a bridged app is on the LAN itself: the LAN reaches it at its own \
                          address, so it takes no lan port mappings (wan ones only)",
@@ -225,7 +290,8 @@ impl NetworkConfig {
                     || self.intercept_dns
                     || self.egress.as_ref().is_some_and(|e| !e.is_empty()) =>
             {
-                return Err(invalid(
+                return Err(invalid_in(
+                    src,
                     "mode",
                     "none takes no port_mappings, egress or intercept_dns",
                 ))
@@ -233,27 +299,30 @@ impl NetworkConfig {
             _ => {}
         }
         match self.dns_port {
-            Some(0) => return Err(invalid("dns_port", "must be 1..=65535")),
+            Some(0) => return Err(invalid_in(src, "dns_port", "must be 1..=65535")),
             Some(_) if !self.intercept_dns => {
-                return Err(invalid("dns_port", "needs intercept_dns"))
+                return Err(invalid_in(src, "dns_port", "needs intercept_dns"))
             }
             _ => {}
         }
         if self.port_mappings.len() > MAX_PORT_MAPPINGS {
-            return Err(invalid(
+            return Err(invalid_in(
+                src,
                 "port_mappings",
                 format!("more than {MAX_PORT_MAPPINGS}"),
             ));
         }
         for (i, m) in self.port_mappings.iter().enumerate() {
             if m.external_port == 0 {
-                return Err(invalid(
+                return Err(invalid_in(
+                    src,
                     &format!("port_mappings[{i}].external_port"),
                     "must be 1..=65535",
                 ));
             }
             if m.internal_port == 0 {
-                return Err(invalid(
+                return Err(invalid_in(
+                    src,
                     &format!("port_mappings[{i}].internal_port"),
                     "must be 1..=65535",
                 ));
@@ -265,7 +334,8 @@ impl NetworkConfig {
                 .iter()
                 .any(|b| (b.protocol, b.external_port, b.interface) == key)
             {
-                return Err(invalid(
+                return Err(invalid_in(
+                    src,
                     &format!("port_mappings[{i}]"),
                     format!(
                         "{} {} on {} is mapped twice",
@@ -276,7 +346,8 @@ impl NetworkConfig {
                 ));
             }
             if self.intercept_dns && a.external_port == 53 && a.interface == Side::Lan {
-                return Err(invalid(
+                return Err(invalid_in(
+                    src,
                     &format!("port_mappings[{i}]"),
                     "lan port 53 is already the app's through intercept_dns",
                 ));
@@ -284,22 +355,25 @@ impl NetworkConfig {
         }
         let egress = self.egress.as_deref().unwrap_or_default();
         if egress.len() > MAX_EGRESS_RULES {
-            return Err(invalid(
+            return Err(invalid_in(
+                src,
                 "egress",
                 format!("more than {MAX_EGRESS_RULES} rules"),
             ));
         }
         for (i, r) in egress.iter().enumerate() {
             Cidr::parse(&r.destination)
-                .map_err(|why| invalid(&format!("egress[{i}].destination"), why))?;
+                .map_err(|why| invalid_in(src, &format!("egress[{i}].destination"), why))?;
             if r.ports.len() > MAX_EGRESS_PORTS || r.ports.contains(&0) {
-                return Err(invalid(
+                return Err(invalid_in(
+                    src,
                     &format!("egress[{i}].ports"),
                     format!("at most {MAX_EGRESS_PORTS} ports of 1..=65535"),
                 ));
             }
             if r.protocol == EgressProtocol::Any && !r.ports.is_empty() {
-                return Err(invalid(
+                return Err(invalid_in(
+                    src,
                     &format!("egress[{i}].ports"),
                     "ports need protocol tcp or udp",
                 ));
@@ -411,6 +485,33 @@ mod tests {
             e(serde_json::json!({"egress": [{"destination": "0.0.0.0/0", "ports": [53]}]}))
                 .contains("`network.egress[0].ports`: ports need protocol")
         );
+    }
+
+    #[test]
+    fn overrides_name_the_argument_and_the_field() {
+        let e = |t: &str| parse_override(t).unwrap_err().message;
+        assert_eq!(parse_override("null").unwrap(), None);
+        let c = parse_override(r#"{"mode": "none"}"#).unwrap().unwrap();
+        assert_eq!(c.mode, NetworkMode::None);
+        assert!(e("{").starts_with("X_CPEVISOR_NetworkConfig: not a network section"));
+        assert!(e(r#"{"mode": "host"}"#).contains("host"));
+        assert!(e(r#"{"nmode": "nat"}"#).contains("nmode"));
+        assert_eq!(
+            e(
+                r#"{"port_mappings": [{"protocol": "tcp", "external_port": 0,
+                "internal_port": 80, "interface": "wan"}]}"#
+            ),
+            "X_CPEVISOR_NetworkConfig field `port_mappings[0].external_port`: must be 1..=65535"
+        );
+        let big = format!(r#"{{"mode": "nat"{}}}"#, " ".repeat(MAX_OVERRIDE_BYTES));
+        assert!(e(&big).contains("more than the 8192 allowed"));
+        // The package's own section still names app.json's field.
+        assert!(serde_json::from_str::<NetworkConfig>(r#"{"dns_port": 5}"#)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .message
+            .starts_with("app config field `network.dns_port`"));
     }
 
     #[test]

@@ -8,6 +8,10 @@ use cpevisor_usp::proto::{add, set, Msg};
 use super::controller::Controller;
 use super::types::{instance_of, split_param, Job, Op, Phase};
 
+/// The agent's vendor argument of InstallDU and Update: a network section (JSON) in place of
+/// the package's (agent/README.md).
+const NETWORK_ARG: &str = "X_CPEVISOR_NetworkConfig";
+
 impl Controller {
     pub(super) fn start(&mut self, agent: &str, job: &mut Job) {
         if let Some((table, key, _)) = job.op.lookup() {
@@ -100,16 +104,20 @@ impl Controller {
             Op::Operate { command, args } => {
                 Msg::operate(id.clone(), command.clone(), key.clone(), true, args.clone())
             }
-            Op::Install { url, env } => operate(
+            Op::Install { url, env, network } => operate(
                 "Device.SoftwareModules.InstallDU()".into(),
                 vec![
                     ("URL", url.clone()),
                     ("ExecutionEnvRef", env.clone().unwrap_or_default()),
+                    (NETWORK_ARG, network.clone().unwrap_or_default()),
                 ],
             ),
-            Op::Update { url, .. } => operate(
+            Op::Update { url, network, .. } => operate(
                 format!("{}Update()", instance_of(&target, &job.op)),
-                vec![("URL", url.clone().unwrap_or_default())],
+                vec![
+                    ("URL", url.clone().unwrap_or_default()),
+                    (NETWORK_ARG, network.clone().unwrap_or_default()),
+                ],
             ),
             Op::Uninstall { .. } => operate(
                 format!("{}Uninstall()", instance_of(&target, &job.op)),

@@ -130,6 +130,10 @@ fn install_on_many_agents_with_completion_overtaking_the_response() {
             !o.input_args.contains_key("ExecutionEnvRef"),
             "empty args are left out"
         );
+        assert_eq!(
+            o.input_args["X_CPEVISOR_NetworkConfig"],
+            r#"{"mode":"none"}"#
+        );
         let uuid = format!("uuid-{agent}");
         let done = Msg::operation_complete(
             "n-oc",
@@ -156,6 +160,7 @@ fn install_on_many_agents_with_completion_overtaking_the_response() {
     let op = Op::Install {
         url: "http://h/a.cpkg".into(),
         env: None,
+        network: Some(r#"{"mode":"none"}"#.into()),
     };
     let out = ctl.run(&agents, &op, Duration::from_secs(10));
     assert_eq!(out.len(), 20);

@@ -66,6 +66,9 @@ pub enum Op {
         url: String,
         /// `ExecutionEnvRef` argument (the ExecEnv instance path); None: the agent picks.
         env: Option<String>,
+        /// `X_CPEVISOR_NetworkConfig`: a network section (JSON) in place of the package's;
+        /// None: the package's.
+        network: Option<String>,
     },
     /// `DeploymentUnit.{i}.Update()`.
     Update {
@@ -73,6 +76,9 @@ pub enum Op {
         du: String,
         /// Package URL; default: the one it was installed from.
         url: Option<String>,
+        /// `X_CPEVISOR_NetworkConfig` (`null`: back to the package's); None: the agent keeps
+        /// the override in force.
+        network: Option<String>,
     },
     /// `DeploymentUnit.{i}.Uninstall()`.
     Uninstall {

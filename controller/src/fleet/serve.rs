@@ -442,6 +442,7 @@ impl Service {
                         Op::Update {
                             du: rb.du,
                             url: Some(url),
+                            network: None,
                         },
                     ),
                     None => ("uninstall", Op::Uninstall { du: rb.du }),
@@ -491,13 +492,29 @@ impl Service {
                 agent,
                 deployment,
                 url,
-            } => (agent, deployment, Op::Install { url, env: None }),
+            } => (
+                agent,
+                deployment,
+                Op::Install {
+                    url,
+                    env: None,
+                    network: None,
+                },
+            ),
             Action::Update {
                 agent,
                 deployment,
                 du,
                 url,
-            } => (agent, deployment, Op::Update { du, url: Some(url) }),
+            } => (
+                agent,
+                deployment,
+                Op::Update {
+                    du,
+                    url: Some(url),
+                    network: None,
+                },
+            ),
         };
         // Journaled first: a crash after this line leaves an operation in flight that blocks
         // a duplicate, never a sent operation that nobody knows of.

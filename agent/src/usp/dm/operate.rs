@@ -15,6 +15,7 @@ use crate::fault::{Fault, FaultCode};
 use crate::lifecycle::Agent;
 use crate::model::uuid::is_uuid;
 use crate::model::{DeploymentUnit, RequestedState};
+use crate::package::network::{NetworkArg, OVERRIDE_ARG};
 
 fn args_error(msg: impl Into<String>) -> UspError {
     UspError::new(INVALID_COMMAND_ARGUMENTS, msg)
@@ -30,6 +31,17 @@ fn no_credentials(cmd: &str, args: &BTreeMap<String, String>) -> Result<(), UspE
         }
     }
     Ok(())
+}
+
+/// The `X_CPEVISOR_NetworkConfig` argument of InstallDU or Update, checked before the command
+/// starts so a bad one installs nothing; empty: not given.
+fn network_arg(cmd: &str, text: &str) -> Result<Option<NetworkArg>, UspError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    NetworkArg::parse(text)
+        .map(Some)
+        .map_err(|f| args_error(format!("{cmd}: {}", f.message)))
 }
 
 impl DataModel {
@@ -129,8 +141,9 @@ impl DataModel {
                     "" => None,
                     r => Some(self.exec_env_named(r)?),
                 };
+                let network = network_arg(name, arg(OVERRIDE_ARG))?;
                 self.start_async(caller, t, name, command_key, want_uuid, move |a| {
-                    a.install(&url, None, env.as_deref(), &mut |_, _| {})
+                    a.install_with(&url, None, env.as_deref(), network.as_ref(), &mut |_, _| {})
                         .map(Some)
                 })
             }
@@ -140,9 +153,11 @@ impl DataModel {
                     "" => None,
                     u => Some(u.to_string()),
                 };
+                let network = network_arg(name, arg(OVERRIDE_ARG))?;
                 let uuid = t.key.clone();
                 self.start_async(caller, t, name, command_key, None, move |a| {
-                    a.update(&uuid, url.as_deref(), &mut |_, _| {}).map(Some)
+                    a.update_with(&uuid, url.as_deref(), network.as_ref(), &mut |_, _| {})
+                        .map(Some)
                 })
             }
             ("DeploymentUnit", "Uninstall") => {

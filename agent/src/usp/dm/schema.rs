@@ -339,7 +339,7 @@ const DEPLOYMENT_UNIT: ObjDesc = ObjDesc {
         CommandDesc {
             name: "Update",
             is_async: true,
-            inputs: &["URL", "Username", "Password"],
+            inputs: &["URL", "Username", "Password", "X_CPEVISOR_NetworkConfig"],
             outputs: &[],
         },
         CommandDesc {
@@ -453,7 +453,15 @@ const SOFTWARE_MODULES: ObjDesc = ObjDesc {
     commands: &[CommandDesc {
         name: "InstallDU",
         is_async: true,
-        inputs: &["URL", "UUID", "Username", "Password", "ExecutionEnvRef"],
+        inputs: &[
+            "URL",
+            "UUID",
+            "Username",
+            "Password",
+            "ExecutionEnvRef",
+            // Vendor: a JSON network section in place of the package's (agent/README.md).
+            "X_CPEVISOR_NetworkConfig",
+        ],
         // Beyond TR-181 (which reports through DUStateChange! only): the new DU, for the
         // OperationComplete of this request.
         outputs: &["DeploymentUnitRef", "UUID", "Version"],
