@@ -103,6 +103,23 @@ fn proc_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user + system) of process `pid` so far, in seconds (/proc/PID/stat).
+fn cpu_s(pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces: state
+    // is the first, utime the 12th and stime the 13th.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    // SAFETY: sysconf reads a constant of the system; no pointers.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    f.iter().sum::<u64>() as f64 / hz
+}
+
 /// The process whose command line names `dir` (the test's mosquitto: its config is there).
 fn pid_of(dir: &Path) -> Option<u32> {
     let needle = dir.display().to_string();
@@ -210,6 +227,8 @@ fn run(n: usize) -> Result<Value, String> {
 
     // The rollout: 1% canary, then waves of 25%, IN_FLIGHT operations at most.
     let (sent0, recv0) = fleet.messages();
+    let me = std::process::id();
+    let cpu0 = [Some(serve_pid), broker_pid, Some(me)].map(|p| p.map_or(0.0, cpu_s));
     let t0 = Instant::now();
     let started = ctl(
         &db,
@@ -252,6 +271,7 @@ fn run(n: usize) -> Result<Value, String> {
     )
     .map_err(|e| format!("{e}; serve's log:\n{}", log_tail()))?;
     let rollout_s = t0.elapsed().as_secs_f64();
+    let cpu1 = [Some(serve_pid), broker_pid, Some(me)].map(|p| p.map_or(0.0, cpu_s));
     // Its last notifications (the ValueChanges after the install) still on their way.
     std::thread::sleep(Duration::from_secs(2));
     let (sent1, recv1) = fleet.messages();
@@ -290,6 +310,9 @@ fn run(n: usize) -> Result<Value, String> {
         "db_bytes": db_total, "db_main_bytes": fs::metadata(&db).map(|m| m.len()).unwrap_or(0), "db_bytes_per_agent": db_total as f64 / n as f64,
         "connection_errors": fleet.stats.errors.load(Ordering::Relaxed),
         "connection_errors_during_rollout": fleet.stats.errors.load(Ordering::Relaxed) - errors0,
+        // CPU seconds spent during the rollout by serve, mosquitto and the fleet's process.
+        "controller_cpu_s": cpu1[0] - cpu0[0], "broker_cpu_s": cpu1[1] - cpu0[1],
+        "fleet_cpu_s": cpu1[2] - cpu0[2],
         "in_flight": IN_FLIGHT, "workers": simfleet::WORKERS,
     });
     println!("fleet scale: {v}");
