@@ -19,8 +19,11 @@ mod simfleet;
 mod usp_common;
 
 use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentd::{App, World};
@@ -103,6 +106,60 @@ fn proc_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The package server: the files of `dir` over HTTP/1.1 on loopback, a thread per connection
+/// (python's http.server listens with a backlog of 5: at 128 downloads at once its refused
+/// connections made agents' installs fail). Counts (requests, bytes sent).
+fn package_server(dir: PathBuf) -> (u16, Arc<[AtomicU64; 2]>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+    let c = counts.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let (dir, c) = (dir.clone(), c.clone());
+            std::thread::spawn(move || {
+                if let Some(n) = serve_file(conn, &dir) {
+                    c[0].fetch_add(1, Ordering::Relaxed);
+                    c[1].fetch_add(n, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    (port, counts)
+}
+
+/// Answers one request with the whole file (a ranged request too: the agent reads what it
+/// asked for of a 200); the bytes of the body sent.
+fn serve_file(mut conn: TcpStream, dir: &Path) -> Option<u64> {
+    conn.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    let mut r = BufReader::new(conn.try_clone().ok()?);
+    let mut line = String::new();
+    r.read_line(&mut line).ok()?;
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+            break;
+        }
+    }
+    let name = line.split_whitespace().nth(1)?.trim_start_matches('/');
+    if name.contains("..") || name.contains('/') {
+        return None;
+    }
+    let Ok(body) = fs::read(dir.join(name)) else {
+        let _ = conn
+            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        return None;
+    };
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).ok()?;
+    conn.write_all(&body).ok()?;
+    Some(body.len() as u64)
+}
+
 /// CPU time (user + system) of process `pid` so far, in seconds (/proc/PID/stat).
 fn cpu_s(pid: u32) -> f64 {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -169,7 +226,9 @@ fn run(n: usize) -> Result<Value, String> {
         autostart: false,
         ..App::new("svc", "1.0")
     };
-    let url = world.publish(&app, "svc-1.0.cpkg");
+    world.publish(&app, "svc-1.0.cpkg");
+    let (http_port, served) = package_server(world.www.clone());
+    let url = format!("http://127.0.0.1:{http_port}/svc-1.0.cpkg");
     let cfg = usp_common::ctl_config(&broker, &world.root, CTL_ID, true, json!({}));
     let db = world.root.join("fleet.db");
     let log = world.root.join("serve.log");
@@ -178,7 +237,11 @@ fn run(n: usize) -> Result<Value, String> {
     let serve_pid = srv.0.id();
     let log_tail = || {
         let text = fs::read_to_string(&log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
+        // Operations sent and done are one line each per agent: the rest is what tells.
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.ends_with(" sent") && !l.ends_with(" done"))
+            .collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
     };
 
@@ -278,9 +341,16 @@ fn run(n: usize) -> Result<Value, String> {
 
     // Done means done: every target, every agent's own store, the controller's inventory.
     let targets = status["agents"].as_array().cloned().unwrap_or_default();
-    let done = targets.iter().filter(|t| t["state"] == "done").count();
-    if targets.len() != n || done != n {
-        return Err(format!("{done} of {} targets done", targets.len()));
+    let not_done: Vec<&Value> = targets.iter().filter(|t| t["state"] != "done").collect();
+    if targets.len() != n || !not_done.is_empty() {
+        return Err(format!(
+            "{} of {} targets done ({}); not done: {:?}; serve's log:\n{}",
+            targets.len() - not_done.len(),
+            targets.len(),
+            status["reason"],
+            &not_done[..not_done.len().min(5)],
+            log_tail()
+        ));
     }
     for (id, agent) in &fleet.agents {
         let dus = agent.snapshot().deployment_units;
@@ -307,6 +377,8 @@ fn run(n: usize) -> Result<Value, String> {
         "agents_sent": sent1 - sent0, "agents_received": recv1 - recv0,
         "controller_rss_kib": rss_kib, "broker_rss_kib": broker_rss_kib,
         "fleet_process_rss_kib": sim_rss_kib, "fleet_process_threads": threads,
+        "package_requests": served[0].load(Ordering::Relaxed),
+        "package_bytes_sent": served[1].load(Ordering::Relaxed),
         "db_bytes": db_total, "db_main_bytes": fs::metadata(&db).map(|m| m.len()).unwrap_or(0), "db_bytes_per_agent": db_total as f64 / n as f64,
         "connection_errors": fleet.stats.errors.load(Ordering::Relaxed),
         "connection_errors_during_rollout": fleet.stats.errors.load(Ordering::Relaxed) - errors0,

@@ -152,13 +152,17 @@ pub fn fleet_figures(v: &Value) -> Result<Vec<Figure>, String> {
                  agent's store then checked for the new version); before it, the fleet's \
                  sessions connected in {:.1} s and serve had read every agent's inventory \
                  {:.1} s later; fleet process peak RSS {} KiB, {} threads; mosquitto peak RSS \
-                 {} KiB; {} connections lost during the rollout",
+                 {} KiB; {} connections lost during the rollout; CPU during the rollout: serve \
+                 {:.1} s, mosquitto {:.1} s, the fleet's process {:.1} s (all on the same cores)",
                 number(r, "connect_s")?,
                 number(r, "inventory_s")?,
                 r["fleet_process_rss_kib"],
                 r["fleet_process_threads"],
                 r["broker_rss_kib"],
                 r["connection_errors_during_rollout"],
+                r["controller_cpu_s"].as_f64().unwrap_or(f64::NAN),
+                r["broker_cpu_s"].as_f64().unwrap_or(f64::NAN),
+                r["fleet_cpu_s"].as_f64().unwrap_or(f64::NAN),
             )),
         );
     }
