@@ -62,7 +62,7 @@ fn raise_nofile() -> (u64, u64) {
         libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
     }
-    (lim.rlim_cur as u64, lim.rlim_max as u64)
+    (lim.rlim_cur, lim.rlim_max)
 }
 
 /// `cpevisor-controller ARGS --db DB --json`: its JSON, or why not.
