@@ -61,6 +61,8 @@ const PING_AFTER: Duration = Duration::from_secs(45);
 /// Connections a worker has between TCP connect and SUBACK at once: a fleet that connects all
 /// at once queues TLS handshakes at the broker until they time out.
 const MAX_OPENING: usize = 24;
+/// Most reply topics learned from controllers without a configured one (the agent's bound).
+const MAX_LEARNED_TOPICS: usize = 64;
 /// Largest packet accepted from the broker (the agent's default Record bound and overhead).
 const MAX_PACKET: usize = 1 << 20;
 
@@ -357,7 +359,10 @@ impl Sim {
         for (to, bytes) in out {
             let topic = match reply_topic {
                 Some(t) => {
-                    if !self.configured.contains_key(&to) {
+                    if !self.configured.contains_key(&to)
+                        && (self.learned.len() < MAX_LEARNED_TOPICS
+                            || self.learned.contains_key(&to))
+                    {
                         self.learned.insert(to.clone(), t.to_string());
                     }
                     t.to_string()
@@ -751,4 +756,24 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+#[test]
+fn packets_are_taken_whole_from_the_stream() {
+    // PINGRESP, then the first bytes of a PUBACK: one packet now, the next once it is whole.
+    let mut buf = vec![0xd0, 0x00, 0x40, 0x02, 0x00];
+    assert_eq!(take_packet(&mut buf), Ok(Some(Incoming::PingResp)));
+    assert_eq!(take_packet(&mut buf), Ok(None));
+    buf.push(0x07);
+    assert_eq!(
+        take_packet(&mut buf),
+        Ok(Some(Incoming::PubAck {
+            packet_id: 7,
+            reason_code: 0
+        }))
+    );
+    assert!(buf.is_empty());
+    // A remaining length that does not end within 4 bytes is refused.
+    let mut bad = vec![0x30, 0xff, 0xff, 0xff, 0xff, 0x01];
+    assert!(take_packet(&mut bad).is_err());
 }
