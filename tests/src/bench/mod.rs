@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod board;
 pub mod density;
+pub mod fleet;
 pub mod graceful;
 pub mod jail;
 pub mod net;

@@ -2,13 +2,13 @@
 //! bench overlay (`scripts/bench-overlay.sh`) to time and weigh cpevisor-vmm beside
 //! qemu-system-aarch64 -accel kvm on the same guest. Prints a table, writes `target/bench.json`.
 //! Exits 1 when a figure group could not be taken (after writing what was measured).
-//! `CPEVISOR_BENCH_ONLY=group,...` takes only those groups (sizes, agent, ready, usp, board,
-//! stop, density, jail, net), e.g. to re-measure one piece.
+//! `CPEVISOR_BENCH_ONLY=group,...` takes only those groups (sizes, agent, ready, usp, fleet,
+//! board, stop, density, jail, net), e.g. to re-measure one piece.
 
 #![forbid(unsafe_code)]
 
 use cpevisor_e2e::bench::{
-    agent, board, density, graceful, jail, net, ready, sizes, table, usp, write_json, Figure,
+    agent, board, density, fleet, graceful, jail, net, ready, sizes, table, usp, write_json, Figure,
 };
 use cpevisor_e2e::{many_apps, workspace_root};
 
@@ -45,6 +45,13 @@ fn main() {
     if wanted("usp") {
         if let Err(e) = usp::figures(&root, &mut figures) {
             eprintln!("bench: usp figures: {e}");
+            failed = true;
+        }
+    }
+    // The fleet controller's rollout to 1k/5k/10k simulated agents (tests/src/bench/fleet.rs).
+    if wanted("fleet") {
+        if let Err(e) = fleet::figures(&root, &mut figures) {
+            eprintln!("bench: fleet figures: {e}");
             failed = true;
         }
     }
