@@ -677,7 +677,11 @@ mod tests {
         assert_eq!(env.arch, "aarch64");
         assert!(env.memory_budget_mib > 0);
         assert_eq!(env.disk_budget_mib, Some(256), "the board's flash_mib");
-        assert_eq!(cfg.wan_interface.as_deref(), Some("eth0"), "a53 is a router board");
+        assert_eq!(
+            cfg.wan_interface.as_deref(),
+            Some("eth0"),
+            "a53 is a router board"
+        );
         let cfg = AgentConfig::for_board("qemu-q35-x86_64").unwrap();
         assert_eq!(cfg.wan_interface, None, "q35's profile has no [network]");
         assert_eq!(cfg.lan_interface, None);
