@@ -14,10 +14,12 @@
 mod agentd;
 mod common;
 
-use std::fs::File;
+#[path = "common/netns.rs"]
+mod netns;
+
+use netns::{sh, NamedNs};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -41,51 +43,6 @@ fn can_run(jail: bool) -> Option<Nft> {
         return None;
     }
     nft
-}
-
-fn sh(line: &str) -> String {
-    let out = Command::new("sh").args(["-c", line]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{line}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-/// A named network namespace, deleted on drop.
-struct NamedNs(String);
-
-impl NamedNs {
-    fn new(tag: &str) -> NamedNs {
-        let name = format!("cpvbr-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        sh(&format!("ip netns add {name}"));
-        NamedNs(name)
-    }
-
-    fn run(&self, cmd: &str) -> String {
-        sh(&format!("ip netns exec {} sh -c '{cmd}'", self.0))
-    }
-
-    fn thread<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> std::thread::JoinHandle<T> {
-        let ns = File::open(format!("/run/netns/{}", self.0)).unwrap();
-        std::thread::spawn(move || {
-            // SAFETY: setns on a namespace descriptor we hold; affects this thread only.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-    }
-}
-
-impl Drop for NamedNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
 }
 
 /// The router: this thread in a fresh namespace, `br-lan0` with 192.168.1.1/24, a LAN client

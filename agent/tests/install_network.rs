@@ -9,11 +9,12 @@
 
 #[path = "common/agentd.rs"]
 mod agentd;
+#[path = "common/netns.rs"]
+mod netns;
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,7 @@ use cpevisor_agent::lifecycle::config::AgentConfig;
 use cpevisor_agent::lifecycle::Agent;
 use cpevisor_agent::usp::config::{ControllerConfig, DeviceInfoConfig, Role, UspConfig};
 use cpevisor_agent::usp::dm::{Caller, DataModel, OperateOutcome, RebootHook};
+use netns::NamedNs;
 use serde_json::{json, Value};
 
 /// A package mapping the router's wan tcp `port` to its port 80.
@@ -280,40 +282,6 @@ fn usp_config() -> UspConfig {
     }
 }
 
-struct Ns {
-    name: String,
-}
-
-impl Ns {
-    fn new() -> Ns {
-        let name = format!("cpvnf-inet-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        let st = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .unwrap();
-        assert!(st.success());
-        Ns { name }
-    }
-
-    fn ruleset(&self) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name, "nft", "list", "ruleset"])
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        String::from_utf8(out.stdout).unwrap()
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
 #[test]
 fn an_override_replaces_the_package_rules() {
     let nft = std::path::Path::new("/usr/sbin/nft");
@@ -322,14 +290,14 @@ fn an_override_replaces_the_package_rules() {
         eprintln!("skipped: needs root and /usr/sbin/nft (apt-get install nftables)");
         return;
     }
-    let ns = Ns::new();
+    let ns = NamedNs::new("inet");
     let mut w = World::new("inet-nft");
     let wrapper = w.root.join("nft-in-ns");
     fs::write(
         &wrapper,
         format!(
             "#!/bin/sh\nexec /usr/bin/nsenter --net=/run/netns/{} /usr/sbin/nft \"$@\"\n",
-            ns.name
+            ns.0
         ),
     )
     .unwrap();

@@ -4,11 +4,12 @@
 //! as it was, and real traffic (a WAN client reaching the app through its port mapping, the
 //! app's egress outside its policy dropped). Needs root and nft; says so and passes without.
 
-use std::fs::File;
+#[path = "common/netns.rs"]
+mod netns;
+
+use netns::{sh, NamedNs};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
-use std::process::Command;
 use std::time::Duration;
 
 use cpevisor_agent::fault::FaultCode;
@@ -160,52 +161,6 @@ fn two_apps_a_conflict_and_removal_leave_the_rest_as_it_was() {
         ruleset(&nft),
         before,
         "no app left: exactly the ruleset from before"
-    );
-}
-
-/// A named network namespace, deleted on drop.
-struct NamedNs(String);
-
-impl NamedNs {
-    fn new(tag: &str) -> NamedNs {
-        let name = format!("cpvnf-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        sh(&format!("ip netns add {name}"));
-        NamedNs(name)
-    }
-
-    /// Runs `cmd` (a shell line) inside it.
-    fn run(&self, cmd: &str) {
-        sh(&format!("ip netns exec {} sh -c '{cmd}'", self.0));
-    }
-
-    /// Runs `f` on a thread inside it.
-    fn thread<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> std::thread::JoinHandle<T> {
-        let ns = File::open(format!("/run/netns/{}", self.0)).unwrap();
-        std::thread::spawn(move || {
-            // SAFETY: setns on a namespace descriptor we hold; affects this thread only.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-    }
-}
-
-impl Drop for NamedNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
-
-fn sh(line: &str) {
-    let out = Command::new("sh").args(["-c", line]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{line}: {}",
-        String::from_utf8_lossy(&out.stderr)
     );
 }
 

@@ -8,47 +8,15 @@
 #[path = "common/agentd.rs"]
 mod agentd;
 mod common;
+#[path = "common/netns.rs"]
+mod netns;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 
 use agentd::{App, World};
+use netns::NamedNs;
 use serde_json::{json, Value};
-
-struct Ns {
-    name: String,
-}
-
-impl Ns {
-    fn new() -> Ns {
-        let name = format!("cpvnf-life-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        let st = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .unwrap();
-        assert!(st.success());
-        Ns { name }
-    }
-
-    fn ruleset(&self) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name, "nft", "list", "ruleset"])
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        String::from_utf8(out.stdout).unwrap()
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
 
 fn mapped_app(name: &str, port: u16) -> App {
     let mut a = App::new(name, "1.0");
@@ -68,14 +36,14 @@ fn rules_follow_the_app_and_conflicts_change_nothing() {
         eprintln!("skipped: needs root and /usr/sbin/nft (apt-get install nftables)");
         return;
     }
-    let ns = Ns::new();
+    let ns = NamedNs::new("life");
     let mut w = World::new("nflife");
     let wrapper = w.root.clone().join("nft-in-ns");
     fs::write(
         &wrapper,
         format!(
             "#!/bin/sh\nexec /usr/bin/nsenter --net=/run/netns/{} /usr/sbin/nft \"$@\"\n",
-            ns.name
+            ns.0
         ),
     )
     .unwrap();
