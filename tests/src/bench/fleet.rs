@@ -13,12 +13,10 @@
 //! smallest size's value as its peer: the ratio is how the cost grows), and
 //! `fleet.rollout_ms_per_agent.<N>` against the smallest size's.
 
-use super::Figure;
-use crate::firmware::timeout_scale;
+use super::{agent_test, Figure};
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The fleet sizes, smallest first.
 pub const SIZES: [usize; 3] = [1_000, 5_000, 10_000];
@@ -34,59 +32,27 @@ pub fn figures(root: &Path, figures: &mut Vec<Figure>) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let sizes: Vec<String> = SIZES.iter().map(|n| n.to_string()).collect();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let log = std::fs::File::create(out.join("test.log")).map_err(|e| e.to_string())?;
-    let mut child = Command::new(&cargo)
-        .current_dir(root)
-        .args([
-            "test",
-            "--release",
-            "-q",
-            "-p",
-            "cpevisor-agent",
-            "--test",
-            "usp_fleet_scale",
-            "--",
-            "--nocapture",
-        ])
-        .env("CPEVISOR_FLEET_BENCH_DIR", &out)
-        .env("CPEVISOR_FLEET_SIZES", sizes.join(","))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().map_err(|e| e.to_string())?)
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", Path::new(&cargo).display()))?;
-    let deadline = Instant::now() + RUN_TIMEOUT.mul_f64(timeout_scale());
-    let status = loop {
-        if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break std::process::ExitStatus::default();
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
-    let v = read_json(&out.join("fleet.json"))?;
+    let env = [
+        ("CPEVISOR_FLEET_BENCH_DIR", out.display().to_string()),
+        ("CPEVISOR_FLEET_SIZES", sizes.join(",")),
+    ];
+    let log = out.join("test.log");
+    // Killed at the deadline or failed: the sizes it completed still count.
+    let status = agent_test::run(root, "usp_fleet_scale", &[], &env, Some(&log), RUN_TIMEOUT)?;
+    let v = agent_test::read_json(&out.join("fleet.json"), MAX_FILE)?;
     figures.extend(fleet_figures(&v)?);
-    if !status.success() {
-        return Err(format!(
-            "`cargo test --release -p cpevisor-agent --test usp_fleet_scale` failed ({status}); \
-             its output is in {}",
-            out.join("test.log").display()
-        ));
+    let test = "`cargo test --release -p cpevisor-agent --test usp_fleet_scale`";
+    match status {
+        Some(s) if s.success() => Ok(()),
+        Some(s) => Err(format!(
+            "{test} failed ({s}); its output is in {}",
+            log.display()
+        )),
+        None => Err(format!(
+            "{test} did not finish within {RUN_TIMEOUT:?}; its output is in {}",
+            log.display()
+        )),
     }
-    Ok(())
-}
-
-fn read_json(path: &Path) -> Result<Value, String> {
-    use std::io::Read;
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_FILE).read_to_string(&mut text))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn number(v: &Value, key: &str) -> Result<f64, String> {

@@ -3,6 +3,7 @@
 //! `ratio = value / peer_value` for a peer measured on the same work in the same run.
 
 pub mod agent;
+pub mod agent_test;
 pub mod board;
 pub mod density;
 pub mod fleet;

@@ -8,12 +8,10 @@
 //! `usp.agent_idle_rss_kib`. The same code is what `cargo test` checks, so a figure can only
 //! come from a run where every agent reported success.
 
-use super::Figure;
-use crate::firmware::timeout_scale;
+use super::{agent_test, Figure};
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Agents in the fleet figure (its name says 200).
 pub const FLEET_AGENTS: usize = 200;
@@ -27,42 +25,23 @@ pub fn figures(root: &Path, figures: &mut Vec<Figure>) -> Result<(), String> {
     let out = root.join("target/bench/usp");
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut child = Command::new(&cargo)
-        .current_dir(root)
-        .args([
-            "test",
-            "--release",
-            "-q",
-            "-p",
-            "cpevisor-agent",
-            "--test",
-            "usp_fleet",
-            "--",
-            "--test-threads=1",
-            "--nocapture",
-        ])
-        .env("CPEVISOR_USP_BENCH_DIR", &out)
-        .env("CPEVISOR_USP_FLEET_AGENTS", FLEET_AGENTS.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", Path::new(&cargo).display()))?;
-    let deadline = Instant::now() + RUN_TIMEOUT.mul_f64(timeout_scale());
-    let status = loop {
-        if let Some(st) = child.try_wait().map_err(|e| e.to_string())? {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("usp_fleet did not finish within {RUN_TIMEOUT:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(200));
+    let env = [
+        ("CPEVISOR_USP_BENCH_DIR", out.display().to_string()),
+        ("CPEVISOR_USP_FLEET_AGENTS", FLEET_AGENTS.to_string()),
+    ];
+    let Some(status) = agent_test::run(
+        root,
+        "usp_fleet",
+        &["--test-threads=1"],
+        &env,
+        None,
+        RUN_TIMEOUT,
+    )?
+    else {
+        return Err(format!("usp_fleet did not finish within {RUN_TIMEOUT:?}"));
     };
-    let fleet = read_json(&out.join("fleet.json"));
-    let idle = read_json(&out.join("idle.json"));
+    let fleet = agent_test::read_json(&out.join("fleet.json"), MAX_FILE);
+    let idle = agent_test::read_json(&out.join("idle.json"), MAX_FILE);
     if let Ok(f) = &fleet {
         figures.extend(fleet_figures(f)?);
     }
@@ -78,15 +57,6 @@ pub fn figures(root: &Path, figures: &mut Vec<Figure>) -> Result<(), String> {
     fleet?;
     idle?;
     Ok(())
-}
-
-fn read_json(path: &Path) -> Result<Value, String> {
-    use std::io::Read;
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_FILE).read_to_string(&mut text))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn number(v: &Value, key: &str) -> Result<f64, String> {
