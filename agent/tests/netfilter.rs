@@ -9,11 +9,11 @@ mod netns;
 
 use netns::{sh, NamedNs};
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use cpevisor_agent::fault::FaultCode;
-use cpevisor_agent::netfilter::{AppRules, Interfaces, Netfilter, Nft};
+use cpevisor_agent::netfilter::{conntrack, AppRules, Interfaces, Netfilter, Nft};
 use cpevisor_agent::package::network::NetworkConfig;
 
 /// Moves this thread into a fresh network namespace (the test harness runs each test on its
@@ -250,4 +250,43 @@ fn a_wan_client_reaches_the_app_and_egress_outside_the_policy_is_dropped() {
     assert!(!ruleset(&nft).contains("cpevisor"));
     let after = client.thread(move || fetch(to_router)).join().unwrap();
     assert!(after.is_err(), "{after:?}");
+}
+
+/// A client that asked the router's port 53 before an app intercepted it keeps its flow's
+/// conntrack entry, un-NATed, for as long as it keeps asking from that port: once the app's
+/// rules are in, that entry is deleted (and a flow that was NATed is not).
+#[test]
+fn flows_to_an_apps_ports_tracked_before_its_rules_are_forgotten() {
+    let Some(nft) = fresh_netns() else { return };
+    sh("ip link set lo up");
+    // Conntrack runs in a namespace once a rule needs it. A flow from port 40053 to 53 is
+    // DNAT'd (the NATed flow that must stay); the others are plain.
+    nft.apply(
+        "table ip t {\n\tchain out {\n\t\ttype filter hook output priority 0;\n\t\tct state new counter\n\t}\n\
+         \tchain nat {\n\t\ttype nat hook output priority -100;\n\t\tudp sport 40053 udp dport 53 dnat to 127.0.0.1:5300\n\t}\n}\n",
+    )
+    .unwrap();
+    let plain = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let natted = UdpSocket::bind("127.0.0.1:40053").unwrap();
+    for port in [53, 5454] {
+        plain.send_to(b"q", ("127.0.0.1", port)).unwrap();
+    }
+    natted.send_to(b"q", ("127.0.0.1", 53)).unwrap();
+    let before = conntrack::list().unwrap();
+    for want in [(17, 53, false), (17, 5454, false), (17, 53, true)] {
+        assert!(before.contains(&want), "no {want:?} among {before:?}");
+    }
+
+    let nf = Netfilter::new(ifs(), Some(nft.clone()));
+    nf.add(app("eu-1", 6, serde_json::json!({"intercept_dns": true})))
+        .unwrap();
+    let after = conntrack::list().unwrap();
+    assert!(
+        !after.contains(&(17, 53, false)),
+        "the un-NATed flow to port 53 is still tracked: {after:?}"
+    );
+    for kept in [(17, 5454, false), (17, 53, true)] {
+        assert!(after.contains(&kept), "{kept:?} was deleted too: {after:?}");
+    }
+    assert_eq!(conntrack::forget_unnated(&[]).unwrap(), 0);
 }

@@ -169,7 +169,7 @@ fn tool_list_get_show_and_check() {
         (
             0,
             "virtio_mmio virtio_net virtio_blk tun bridge crc32c_generic nf_tables \
-             nft_chain_nat nft_nat nft_masq nft_ct nft_fib_inet\n"
+             nft_chain_nat nft_nat nft_masq nft_ct nft_fib_inet nf_conntrack_netlink\n"
         )
     );
     let (code, _, err) = tool(&dir, &["get", DEFAULT_BOARD, "memory.nope"]);

@@ -232,6 +232,38 @@ fn dns_filter_serves_the_lan_on_qemu_malta_mipsel() {
     let page = status_via_wan(&vm)
         .unwrap_or_else(|e| panic!("{e}\n{}", diagnose(&mut vm, &dns, &app_addr)));
     assert!(page.contains("backend=jail"), "{page}");
+
+    // A client that keeps asking from one source port while the filter is stopped (QEMU's user
+    // network gives all the host's datagrams one) leaves the router a flow tracked without the
+    // filter's DNAT; it is answered as soon as the filter is back, because the agent forgets
+    // that flow when the rules come in (otherwise each retry would keep it alive).
+    board(
+        &mut vm,
+        "stop the filter",
+        &format!("cpevisorctl stop {eu_id}"),
+    );
+    let stopped = resolve(&dns, BLOCKED, Duration::from_secs(5));
+    assert!(
+        stopped.is_err(),
+        "answered with the filter stopped: {stopped:?}"
+    );
+    board(
+        &mut vm,
+        "start the filter",
+        &format!("cpevisorctl start {eu_id}"),
+    );
+    let back = resolve(&dns, BLOCKED, ANSWER).unwrap_or_else(|e| {
+        let why = board(
+            &mut vm,
+            "conntrack",
+            "cat /proc/net/nf_conntrack 2>&1 | head -20",
+        );
+        panic!(
+            "no answer once the filter is back: {e}\n{why}\n{}",
+            app_logs(&mut vm, &eu_id)
+        )
+    });
+    assert_eq!(back.addresses, vec![Ipv4Addr::UNSPECIFIED], "{back:?}");
     board(
         &mut vm,
         "stop the router's resolver",

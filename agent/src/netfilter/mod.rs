@@ -4,6 +4,7 @@
 //!
 //! - `render`: the rules of a set of apps as an `nft -f` script (pure; unit tests compare text).
 //! - `nft`: runs the `nft` tool on a script: absolute path found once, no shell, a deadline.
+//! - `conntrack`: forgets the un-NATed flows to the ports an app's new rules take.
 //! - here: the set of apps whose rules are in place, the checks a new one must pass (its router
 //!   ports free, the interfaces it needs configured) and the apply that keeps the set and the
 //!   kernel in step.
@@ -15,6 +16,7 @@
 //! to boards that never map a port, and duplicate what the tool validates. One `nft -f` script
 //! is one kernel transaction: the table is replaced whole or not at all.
 
+pub mod conntrack;
 pub mod nft;
 pub mod render;
 
@@ -23,11 +25,19 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use crate::fault::{Fault, FaultCode};
-use crate::package::network::{NetworkConfig, NetworkMode, Side};
+use crate::package::network::{NetworkConfig, NetworkMode, Protocol, Side};
 use crate::supervise::lock;
 
 pub use nft::Nft;
 pub use render::{AppRules, Interfaces, TABLE};
+
+/// The IP protocol number of a mapping's protocol.
+fn ip_protocol(p: Protocol) -> u8 {
+    match p {
+        Protocol::Tcp => libc::IPPROTO_TCP as u8,
+        Protocol::Udp => libc::IPPROTO_UDP as u8,
+    }
+}
 
 /// The interfaces `net` needs are configured (7225 otherwise: the package does not fit this
 /// device).
@@ -179,10 +189,23 @@ impl Netfilter {
                 ),
             )
         })?;
+        let claims: Vec<conntrack::Claim> = app
+            .net
+            .claims()
+            .into_iter()
+            .map(|(proto, port, _)| (ip_protocol(proto), port))
+            .collect();
+        let eu_id = app.eu_id.clone();
         let mut next = applied.clone();
         next.insert(app.eu_id.clone(), app);
         nft.apply(&render::script(next.values(), &self.ifs))?;
         *applied = next;
+        // Flows to those ports tracked before the rules would keep missing them.
+        match conntrack::forget_unnated(&claims) {
+            Ok(0) => {}
+            Ok(n) => crate::log_info!("{eu_id}: {n} earlier flows to its ports forgotten"),
+            Err(e) => crate::log_warn!("{eu_id}: forgetting earlier flows to its ports: {e}"),
+        }
         Ok(())
     }
 
