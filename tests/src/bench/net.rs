@@ -33,10 +33,7 @@ const LOAD: Duration = Duration::from_secs(10);
 const WINDOW: usize = 16;
 
 /// Times `start` (a board command) to the first answer from `server`. The host starts asking
-/// once the command has returned: QEMU's user network gives every datagram from the host the
-/// same source port on the LAN, so queries sent while the app was stopped would leave the
-/// router's conntrack an entry for that flow without the app's DNAT, which the tries keep
-/// alive (the agent does not flush conntrack when it adds rules: noted in agent/README.md).
+/// once the command has returned, on both sides.
 fn start_to_answer(
     vm: &mut BoardVm,
     server: &str,
