@@ -14,7 +14,6 @@ mod netns;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -284,24 +283,12 @@ fn usp_config() -> UspConfig {
 
 #[test]
 fn an_override_replaces_the_package_rules() {
-    let nft = std::path::Path::new("/usr/sbin/nft");
-    // SAFETY: geteuid has no preconditions.
-    if !nft.exists() || unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root and /usr/sbin/nft (apt-get install nftables)");
+    if !netns::can_run_nft() {
         return;
     }
     let ns = NamedNs::new("inet");
     let mut w = World::new("inet-nft");
-    let wrapper = w.root.join("nft-in-ns");
-    fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nexec /usr/bin/nsenter --net=/run/netns/{} /usr/sbin/nft \"$@\"\n",
-            ns.0
-        ),
-    )
-    .unwrap();
-    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+    let wrapper = ns.nft_wrapper(&w.root);
     w.write_config_patched(json!({
         "exec_envs": [{"name": "jail0", "type": "jail", "arch": "x86_64",
                        "memory_budget_mib": 64, "runner": "process",

@@ -11,9 +11,6 @@ mod common;
 #[path = "common/netns.rs"]
 mod netns;
 
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
-
 use agentd::{App, World};
 use netns::NamedNs;
 use serde_json::{json, Value};
@@ -30,24 +27,12 @@ fn mapped_app(name: &str, port: u16) -> App {
 
 #[test]
 fn rules_follow_the_app_and_conflicts_change_nothing() {
-    let nft = std::path::Path::new("/usr/sbin/nft");
-    // SAFETY: geteuid has no preconditions.
-    if !nft.exists() || unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root and /usr/sbin/nft (apt-get install nftables)");
+    if !netns::can_run_nft() {
         return;
     }
     let ns = NamedNs::new("life");
     let mut w = World::new("nflife");
-    let wrapper = w.root.clone().join("nft-in-ns");
-    fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nexec /usr/bin/nsenter --net=/run/netns/{} /usr/sbin/nft \"$@\"\n",
-            ns.0
-        ),
-    )
-    .unwrap();
-    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+    let wrapper = ns.nft_wrapper(&w.root);
     w.write_config_patched(json!({
         "exec_envs": [{"name": "jail0", "type": "jail", "arch": "x86_64",
                        "memory_budget_mib": 64, "runner": "process",

@@ -4,7 +4,22 @@
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// The host's nft, which the tests that apply rules run inside a namespace.
+pub const NFT: &str = "/usr/sbin/nft";
+
+/// Root and the host's nft are there; says why not otherwise (the test then skips).
+pub fn can_run_nft() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let ok = Path::new(NFT).exists() && unsafe { libc::geteuid() } == 0;
+    if !ok {
+        eprintln!("skipped: needs root and {NFT} (apt-get install nftables)");
+    }
+    ok
+}
 
 /// Runs a shell line, panicking with its stderr when it fails; returns its stdout.
 pub fn sh(line: &str) -> String {
@@ -37,6 +52,22 @@ impl NamedNs {
     /// `nft list ruleset` inside it.
     pub fn ruleset(&self) -> String {
         sh(&format!("ip netns exec {} nft list ruleset", self.0))
+    }
+
+    /// An executable in `dir` that runs the host's nft inside this namespace: an agent config's
+    /// `nft_path`, so the daemon under test applies its rules there.
+    pub fn nft_wrapper(&self, dir: &Path) -> PathBuf {
+        let wrapper = dir.join("nft-in-ns");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nexec /usr/bin/nsenter --net=/run/netns/{} {NFT} \"$@\"\n",
+                self.0
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        wrapper
     }
 
     /// Runs `f` on a thread inside it.
