@@ -63,26 +63,35 @@ fn board_with_images(board: &str, kernel: GuestKernel) -> (BoardVm, GuestImages)
     (vm, images)
 }
 
+/// Fresh boards a test gets after its board's own kernel stalled.
+const STALL_RETRIES: u32 = 2;
+
 /// Runs one board test; where it failed because the board's own kernel stalled (a soft lockup or
-/// an RCU stall in the board, which is the emulation's, not cpevisor's: seen once in CI, the q35
-/// board's kernel livelocked in KVM_RUN delivering the nested guest's APIC timer under
-/// TCG-emulated SVM and never answered its console again), runs it once more on a fresh board
-/// and says so. Any other failure, or a second stall, fails the test.
-fn once_more_if_the_board_stalls(what: &str, test: impl Fn()) {
-    let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&test)) else {
-        return;
-    };
-    let message = payload
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| payload.downcast_ref::<&str>().copied())
-        .unwrap_or_default();
-    let Some(at) = message.find(BOARD_STALLED) else {
-        std::panic::resume_unwind(payload);
-    };
-    let stall: String = message[at..].chars().take(200).collect();
-    println!("{what}: failed on a stalled board ({stall}); once more on a fresh board");
-    test();
+/// an RCU stall in the board, which is the emulation's, not cpevisor's), runs it again on a
+/// fresh board, at most `STALL_RETRIES` times, and says so. Seen in CI: the q35 board's kernel
+/// livelocked in KVM_RUN delivering the nested guest's APIC timer under TCG-emulated SVM; and
+/// (2026-12-07) the q35 board stalling 25 s into its own boot, before any guest, on two boards
+/// in a row while the other q35 tests passed. Any other failure, or one stall too many, fails
+/// the test.
+fn again_if_the_board_stalls(what: &str, test: impl Fn()) {
+    for retry in 0..=STALL_RETRIES {
+        let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&test)) else {
+            return;
+        };
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        let Some(at) = message.find(BOARD_STALLED) else {
+            std::panic::resume_unwind(payload);
+        };
+        if retry == STALL_RETRIES {
+            std::panic::resume_unwind(payload);
+        }
+        let stall: String = message[at..].chars().take(200).collect();
+        println!("{what}: failed on a stalled board ({stall}); again on a fresh board");
+    }
 }
 
 /// The whole app lifecycle on one board with one kernel, ended by the guest's own power-off
@@ -92,7 +101,7 @@ fn app_serves_and_powers_off(board: &str, kernel: GuestKernel) {
 }
 
 fn app_lifecycle(board: &str, kernel: GuestKernel, launch: &VmmLaunch) {
-    once_more_if_the_board_stalls(&format!("{board}/{}", kernel.name()), || {
+    again_if_the_board_stalls(&format!("{board}/{}", kernel.name()), || {
         app_lifecycle_once(board, kernel.clone(), launch)
     });
 }
@@ -181,7 +190,7 @@ fn app_lifecycle_once(board: &str, kernel: GuestKernel, launch: &VmmLaunch) {
 /// app told to ignore the button (`cpevisor.power_button=ignore`) is stopped at the deadline
 /// (exit 5). Both VMMs run in the same board boot.
 fn power_button_stops_the_app(board: &str, kernel: GuestKernel) {
-    once_more_if_the_board_stalls(&format!("{board}/{}", kernel.name()), || {
+    again_if_the_board_stalls(&format!("{board}/{}", kernel.name()), || {
         power_button_once(board, kernel.clone())
     });
 }
@@ -407,22 +416,22 @@ fn qemu_q35_x86_64_guest_panic_is_a_reboot() {
 
 /// The retry above: once after a stall, never after another failure, never twice.
 #[test]
-fn a_stalled_board_is_retried_once_and_other_failures_are_not() {
+fn a_stalled_board_is_retried_and_other_failures_are_not() {
     use std::cell::Cell;
     let stalled =
         || panic!("app not ready: timed out; {BOARD_STALLED}: watchdog: BUG: soft lockup");
     let runs = Cell::new(0);
-    once_more_if_the_board_stalls("stall then pass", || {
+    again_if_the_board_stalls("stall then pass", || {
         runs.set(runs.get() + 1);
-        if runs.get() == 1 {
+        if runs.get() <= STALL_RETRIES {
             stalled();
         }
     });
-    assert_eq!(runs.get(), 2);
+    assert_eq!(runs.get(), STALL_RETRIES + 1);
 
     let runs = Cell::new(0);
     let other = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        once_more_if_the_board_stalls("other failure", || {
+        again_if_the_board_stalls("other failure", || {
             runs.set(runs.get() + 1);
             panic!("app not ready: timed out");
         })
@@ -435,12 +444,16 @@ fn a_stalled_board_is_retried_once_and_other_failures_are_not() {
     );
 
     let runs = Cell::new(0);
-    let twice = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        once_more_if_the_board_stalls("stalls twice", || {
+    let always = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        again_if_the_board_stalls("stalls every time", || {
             runs.set(runs.get() + 1);
             stalled();
         })
     }));
-    assert!(twice.is_err());
-    assert_eq!(runs.get(), 2, "a second stall fails the test");
+    assert!(always.is_err());
+    assert_eq!(
+        runs.get(),
+        STALL_RETRIES + 1,
+        "one stall past the retries fails the test"
+    );
 }
