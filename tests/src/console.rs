@@ -15,9 +15,13 @@ struct State {
     closed: bool,
 }
 
-/// Said in a console wait's timeout error when [`board_stalls`] found a line: tests that retry a
-/// stalled board look for it.
-pub const BOARD_STALLED: &str = "the board's own kernel reported a stall";
+/// Said in a timeout error when the board itself stopped making progress: its kernel reported a
+/// stall ([`board_stalls`]) or it no longer answered its console (`BoardVm::run`). Tests that
+/// retry a stalled board look for it.
+pub const BOARD_STALLED: &str = "the board stalled";
+
+/// How a console wait's timeout error begins.
+pub const TIMED_OUT: &str = "timed out after";
 
 /// The lines where a board's own kernel says it stopped making progress: a soft lockup (a CPU
 /// stuck in the kernel for tens of seconds) or an RCU stall. Under TCG these come from the
@@ -116,11 +120,13 @@ impl Console {
                 // A stalled board kernel's first report is often far above the tail: name it.
                 let stalls = board_stalls(&st.text);
                 let stalled = match stalls.first() {
-                    Some(line) => format!("; {}: {}", BOARD_STALLED, line.trim()),
+                    Some(line) => {
+                        format!("; {BOARD_STALLED}: its kernel reported {:?}", line.trim())
+                    }
                     None => String::new(),
                 };
                 return Err(format!(
-                    "timed out after {timeout:?} waiting for {needle:?}{stalled}; last output:\n{}",
+                    "{TIMED_OUT} {timeout:?} waiting for {needle:?}{stalled}; last output:\n{}",
                     tail(&st.text, 3000)
                 ));
             }

@@ -8,6 +8,7 @@
 //! [`create_tap`] and [`VmmRun::start`] start the VMM in the background of the board's console
 //! shell; [`VmmRun::wait_app_ready`], [`VmmRun::wait_exit`] follow it to the end.
 
+use crate::console::BOARD_STALLED;
 use crate::firmware::{timeout_scale, workspace_root};
 use crate::BoardVm;
 use cpevisor_rootfs::guest::{
@@ -305,11 +306,27 @@ pub struct VmmRun {
 
 /// The board-side poll loop: up to `secs` seconds until `cond` holds or the VMM is gone.
 fn poll(cond: &str, pid_var: &str, secs: f64) -> String {
-    let rounds = (secs * 4.0).ceil() as u64;
     format!(
-        "i=0; until {cond}; do kill -0 ${pid_var} 2>/dev/null || break; \
-         i=$((i+1)); [ $i -ge {rounds} ] && break; usleep 250000; done"
+        "{}; until {cond}; do kill -0 ${pid_var} 2>/dev/null || break; \
+         {} || break; usleep 250000; done",
+        board_deadline(secs),
+        before_board_deadline()
     )
+}
+
+/// Shell that sets `$end`, `secs` from now on the board's monotonic clock: a loop bounded by it
+/// ends in time however slow each round is under emulation (a count of rounds did not: CI saw
+/// a 300 s loop still running at the harness's 360 s deadline).
+fn board_deadline(secs: f64) -> String {
+    format!(
+        "read up _ </proc/uptime; end=$(( ${{up%.*}} + {} ))",
+        secs.ceil() as u64
+    )
+}
+
+/// Shell test, true while the board's clock is before `$end` (builtins only: no fork per round).
+fn before_board_deadline() -> &'static str {
+    "{ read up _ </proc/uptime; [ ${up%.*} -lt $end ]; }"
 }
 
 impl VmmRun {
@@ -342,7 +359,14 @@ impl VmmRun {
               grep -q 'signal=unavailable' {BOARD_DIR}/console.log)"
         );
         let wait = poll(&cond, self.pid_var, secs);
-        vm.run_ok(&wait, timeout + Duration::from_secs(60))?;
+        if let Err(e) = vm.run_ok(&wait, timeout + Duration::from_secs(60)) {
+            // On a board that still answers, what the VMM and the guest said is the diagnosis.
+            let logs = match e.contains(BOARD_STALLED) {
+                true => String::new(),
+                false => self.logs(vm).unwrap_or_default(),
+            };
+            return Err(format!("{e}\n{logs}"));
+        }
         let logs = self.logs(vm)?;
         if !logs.contains(APP_READY) {
             return Err(format!("the guest never printed {APP_READY}:\n{logs}"));
@@ -382,13 +406,15 @@ impl VmmRun {
         timeout: Duration,
     ) -> Result<(i32, f64), String> {
         let v = self.pid_var;
-        let rounds = (timeout.mul_f64(timeout_scale()).as_secs_f64() * 100.0).ceil() as u64;
+        let secs = timeout.mul_f64(timeout_scale()).as_secs_f64();
         let cmd = format!(
-            "t0=$(cut -d' ' -f1 /proc/uptime); kill -TERM ${v}; i=0; \
-             while kill -0 ${v} 2>/dev/null && [ $i -lt {rounds} ]; do usleep 10000; i=$((i+1)); done; \
+            "t0=$(cut -d' ' -f1 /proc/uptime); kill -TERM ${v}; {}; \
+             while kill -0 ${v} 2>/dev/null && {}; do usleep 10000; done; \
              t1=$(cut -d' ' -f1 /proc/uptime); \
              if kill -0 ${v} 2>/dev/null; then kill -9 ${v}; wait ${v}; echo VMM-STILL-RUNNING; \
-             else wait ${v}; echo VMM-EXIT=$? STOP-TIME $t0 $t1; fi"
+             else wait ${v}; echo VMM-EXIT=$? STOP-TIME $t0 $t1; fi",
+            board_deadline(secs),
+            before_board_deadline()
         );
         let out = vm.run_ok(&cmd, timeout + Duration::from_secs(60))?;
         if out.contains("VMM-STILL-RUNNING") {
@@ -435,6 +461,22 @@ impl VmmRun {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The board-side wait ends by the board's clock, however long each round takes: a round of
+    /// 1 s against a 1 s deadline is the only round (counting rounds, the loop ran 4).
+    #[test]
+    fn a_board_side_wait_ends_by_the_clock_not_by_rounds() {
+        let dir = std::env::temp_dir().join(format!("poll-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rounds = dir.join("rounds");
+        let cond = format!("{{ echo r >>{}; sleep 1; false; }}", rounds.display());
+        let script = format!("vmm_pid=$$; {}", poll(&cond, "vmm_pid", 1.0));
+        let status = Command::new("sh").arg("-c").arg(&script).status().unwrap();
+        assert!(status.success(), "{script}");
+        let counted = std::fs::read_to_string(&rounds).unwrap().lines().count();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(counted, 1, "{script}");
+    }
 
     #[test]
     fn figures_are_read_from_the_vmm_log() {

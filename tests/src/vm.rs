@@ -1,6 +1,6 @@
 //! One emulated board under QEMU, driven through its serial console.
 
-use crate::console::Console;
+use crate::console::{Console, BOARD_STALLED, TIMED_OUT};
 use crate::firmware::{firmware_dir, timeout_scale, workspace_root};
 use cpevisor_boards::Board;
 use std::io::Write;
@@ -8,6 +8,9 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
+
+/// How long a board gets to answer its console after a command timed out (`BoardVm::run`).
+const ANSWER_AFTER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The line the firmware's init prints once the board is up (see `rootfs/files/init`).
 pub const READY_MARKER: &str = "CPEVISOR-READY";
@@ -66,6 +69,8 @@ pub struct BoardVm {
     /// Console position after the last command, so each wait looks at new output only.
     cursor: usize,
     commands: u32,
+    /// [`ANSWER_AFTER_TIMEOUT`]; shorter in the harness's own tests.
+    answer_after_timeout: Duration,
 }
 
 impl BoardVm {
@@ -110,16 +115,28 @@ impl BoardVm {
         if let Some(flash) = &opts.flash {
             cmd.args(flash_args(&board, flash));
         }
+        let forwards = forwards.into_iter().map(|(h, g)| (g, h)).collect();
+        let lan_udp = lan_udp.into_iter().map(|(h, g)| (g, h)).collect();
+        let mut vm = Self::attach(board, cmd, opts.echo)?;
+        vm.forwards = forwards;
+        vm.lan_udp = lan_udp;
+        Ok(vm)
+    }
+
+    /// A board from `cmd` (QEMU, or in the harness's own tests any program that plays a
+    /// console), its output copied into the transcript.
+    fn attach(board: Board, mut cmd: Command, echo: bool) -> Result<BoardVm, String> {
+        let board_name = board.name.clone();
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", argv[0]))?;
+            .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
         let console = Console::default();
         let log_dir = workspace_root().join("target/e2e-logs");
         let _ = std::fs::create_dir_all(&log_dir);
-        let tee: Option<Box<dyn Write + Send>> = if opts.echo {
+        let tee: Option<Box<dyn Write + Send>> = if echo {
             Some(Box::new(std::io::stdout()))
         } else {
             // pid + a per-process count: several tests may boot the same board at once.
@@ -135,17 +152,16 @@ impl BoardVm {
         // QEMU's own errors (bad machine option, missing binary pieces) go to the same transcript.
         console.spawn_reader(child.stderr.take().expect("piped"), None);
         let stdin = child.stdin.take().expect("piped");
-        let forwards = forwards.into_iter().map(|(h, g)| (g, h)).collect();
-        let lan_udp = lan_udp.into_iter().map(|(h, g)| (g, h)).collect();
         Ok(BoardVm {
             board,
             child,
             stdin,
             console,
-            forwards,
-            lan_udp,
+            forwards: Vec::new(),
+            lan_udp: Vec::new(),
             cursor: 0,
             commands: 0,
+            answer_after_timeout: ANSWER_AFTER_TIMEOUT,
         })
     }
 
@@ -190,8 +206,16 @@ impl BoardVm {
         self.send_line(&format!(
             "echo '@@BEGIN{n}''@@'; {command}; echo \"@@END{n}\"':'$?'@@'"
         ))?;
-        self.wait_for(&format!("{start}\n"), timeout)?;
-        let out = self.wait_for(&tag, timeout)?;
+        let out = match self
+            .wait_for(&format!("{start}\n"), timeout)
+            .and_then(|_| self.wait_for(&tag, timeout))
+        {
+            Ok(out) => out,
+            Err(e) if e.contains(TIMED_OUT) && !e.contains(BOARD_STALLED) => {
+                return Err(self.why_no_answer(e))
+            }
+            Err(e) => return Err(e),
+        };
         let status_text = self.wait_for("@@", Duration::from_secs(5))?;
         let status = status_text
             .trim_end_matches("@@")
@@ -199,6 +223,35 @@ impl BoardVm {
             .parse::<i32>()
             .map_err(|_| format!("unparsable exit status {status_text:?}"))?;
         Ok((status, out.trim_end_matches(&tag).to_string()))
+    }
+
+    /// A command that timed out either still runs on a live board or met a board that stopped
+    /// (under TCG a board's own kernel can stall without saying so): interrupt the command and see
+    /// whether the shell answers, and say which in the error, so a test can tell its own failure
+    /// from the board's ([`BOARD_STALLED`]).
+    fn why_no_answer(&mut self, timed_out: String) -> String {
+        self.commands += 1;
+        let alive = format!("@@ALIVE{}@@", self.commands);
+        let (head, tail) = alive.split_at(7);
+        // ^C ends the command where it still runs (the console shell has a controlling tty).
+        let within = self.answer_after_timeout;
+        // The newline ends the line on a shell without a tty, where ^C is just a byte.
+        let asked = self
+            .stdin
+            .write_all(b"\x03\n")
+            .map_err(|e| e.to_string())
+            .and_then(|_| self.send_line(&format!("echo '{head}''{tail}'")));
+        let answered = asked.and_then(|_| self.wait_for(&alive, within));
+        match answered {
+            Ok(_) => format!(
+                "{timed_out}\n(the board still answers its console: the command itself did not \
+                 finish in time)"
+            ),
+            Err(_) => format!(
+                "{timed_out}; {BOARD_STALLED}: it did not answer its console within {within:?} \
+                 after the command timed out"
+            ),
+        }
     }
 
     /// Like `run`, but an exit status other than 0 is an error.
@@ -306,6 +359,41 @@ fn free_port() -> Result<u16, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fake_board(argv: &[&str]) -> BoardVm {
+        let board = Board::by_name("qemu-q35-x86_64").unwrap();
+        let mut cmd = Command::new(argv[0]);
+        cmd.args(&argv[1..]);
+        let mut vm = BoardVm::attach(board, cmd, false).unwrap();
+        vm.answer_after_timeout = Duration::from_secs(5);
+        vm
+    }
+
+    /// A command that outlives its timeout on a board that still answers is the test's failure,
+    /// not the board's: the error says the board answers and does not say it stalled.
+    #[test]
+    fn a_timed_out_command_on_a_live_board_is_not_a_stall() {
+        let mut vm = fake_board(&["sh"]);
+        let err = vm.run("sleep 2", Duration::from_millis(500)).unwrap_err();
+        assert!(err.contains("still answers"), "{err}");
+        assert!(!err.contains(BOARD_STALLED), "{err}");
+        // And the console is usable again.
+        assert_eq!(
+            vm.run_ok("echo again", Duration::from_secs(10))
+                .unwrap()
+                .trim(),
+            "again"
+        );
+    }
+
+    /// A board that stops reading its console is said to have stalled, which is what a test
+    /// retries on a fresh board.
+    #[test]
+    fn a_board_that_no_longer_answers_is_a_stall() {
+        let mut vm = fake_board(&["sleep", "60"]);
+        let err = vm.run("true", Duration::from_millis(500)).unwrap_err();
+        assert!(err.contains(BOARD_STALLED), "{err}");
+    }
 
     #[test]
     fn complaints_include_seccomp_kills_of_our_processes_only() {
