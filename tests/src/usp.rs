@@ -173,6 +173,54 @@ impl UspHost {
         })
     }
 
+    /// Starts `cpevisor-controller serve` on `db` with this host's settings (the same endpoint
+    /// and broker session as [`UspHost::ctl`]: run no one-shot command while it serves), its
+    /// output in `dir/serve.log`. Stopped with SIGTERM (and waited for) when the handle drops.
+    pub fn serve(&self, db: &Path) -> Result<Serving, String> {
+        let log_path = self.dir.join("serve.log");
+        let log =
+            std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+        let err = log
+            .try_clone()
+            .map_err(|e| format!("{}: {e}", log_path.display()))?;
+        let child = Command::new(&self.ctl)
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.ctl_config)
+            .arg("--db")
+            .arg(db)
+            .args(["--sweep", "2"])
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("cannot start {} serve: {e}", self.ctl.display()))?;
+        Ok(Serving {
+            child,
+            log: log_path,
+        })
+    }
+
+    /// Runs a service command on `db` (`cpevisor-controller ARGS --db DB --json`): deploy,
+    /// agents, deployments, operations.
+    pub fn fleet(&self, db: &Path, args: &[&str]) -> Result<Value, String> {
+        let out = Command::new(&self.ctl)
+            .args(args)
+            .arg("--db")
+            .arg(db)
+            .arg("--json")
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", self.ctl.display()))?;
+        if !out.status.success() {
+            return Err(format!(
+                "cpevisor-controller {args:?} --db: {}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        serde_json::from_slice(&out.stdout)
+            .map_err(|e| format!("cpevisor-controller {args:?}: not JSON ({e})"))
+    }
+
     /// Runs a command on the board's agent (`--agent AGENT_ENDPOINT --timeout T ARGS`).
     pub fn on_agent(&self, timeout: Duration, args: &[&str]) -> Result<CtlRun, String> {
         let secs = format!("{}", scaled(timeout).as_secs().max(1));
@@ -390,6 +438,63 @@ fn host_controller() -> Result<PathBuf, String> {
         ));
     }
     Ok(ctl)
+}
+
+/// A running `cpevisor-controller serve` ([`UspHost::serve`]).
+pub struct Serving {
+    child: std::process::Child,
+    /// Its stdout and stderr.
+    pub log: PathBuf,
+}
+
+impl Serving {
+    /// The last `bytes` of its log, for failure messages.
+    pub fn log_tail(&self, bytes: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let mut cut = text.len().saturating_sub(bytes);
+        while !text.is_char_boundary(cut) {
+            cut += 1;
+        }
+        text[cut..].to_string()
+    }
+
+    /// SIGTERM, then its exit status (it finishes the operations in flight first; killed when
+    /// it takes longer than `timeout`).
+    pub fn stop(mut self, timeout: Duration) -> Result<std::process::ExitStatus, String> {
+        self.terminate();
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Ok(status),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                Ok(None) => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    return Err(format!("serve still running {timeout:?} after SIGTERM"));
+                }
+                Err(e) => return Err(format!("serve: {e}")),
+            }
+        }
+    }
+
+    fn terminate(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+            std::thread::sleep(Duration::from_secs(1));
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,8 +4,10 @@
 //! agent's certificate and USP settings; the agent connects out to the broker and the host's
 //! `cpevisor-controller` reads the device, installs the sample app from a server on the
 //! host (OperationComplete, `DUStateChange!`), stops and starts it (ValueChange); the app runs as
-//! a microVM and answers; the board reboots on the same flash, the agent says `Boot!` again and
-//! the app is Active by itself. On a router board (a `[network]` in its profile) the DNS filter
+//! a microVM and answers. Then the operator's fleet controller takes over (`cpevisor-controller
+//! serve`, with a deployment of the app's version 1.1 for aarch64 agents in its database): the
+//! board reboots on the same flash, the agent says `Boot!` again, the app is Active by itself,
+//! and serve updates it to 1.1 with no command addressed to the board. On a router board (a `[network]` in its profile) the DNS filter
 //! is installed the same way and the host, as a LAN client, asks the router's address for a
 //! blocked and an allowed name. Boards that cannot run the aarch64 sample app show the agent
 //! over USP (announcement, DeviceInfo, ExecEnv) and stop there. Exits non-zero if any step
@@ -15,8 +17,8 @@
 
 use cpevisor_boards::{Arch, Board, Isolation};
 use cpevisor_e2e::agent::{
-    app_address, app_logs, fetch_status_page, reboot, sample_token, wait_agent, Flash, HttpServer,
-    SamplePackages,
+    app_address, app_logs, eu_of, fetch_status_page, reboot, sample_token, wait_agent,
+    wait_eu_status, Flash, HttpServer, SamplePackages,
 };
 use cpevisor_e2e::dns::resolve;
 use cpevisor_e2e::router::{kvm_filter_with_upstream, HostResolver, BLOCKED, ROUTER_LAN};
@@ -311,20 +313,115 @@ fn demo(board: &str) -> Result<(), String> {
         dns_filter(&mut vm, &host, &server, &packages.dir)?;
     }
 
+    // From here the operator's fleet controller holds the controller's session: the one-shot
+    // commands above would share it, so what follows is read from its database and the board.
+    let db = host.dir.join("fleet.db");
+    let url = format!("http://10.0.2.2:{}/status-1.1.cpkg", server.port);
+    // The sample app's packages are aarch64 microVMs.
+    let deploy = [
+        "deploy",
+        "status",
+        &url,
+        "--version",
+        "1.1",
+        "--selector",
+        "arch=aarch64",
+    ];
+    step(&format!(
+        "the operator's fleet controller: cpevisor-controller {} --db fleet.db (desired state: \
+         version 1.1 on every aarch64 agent), then cpevisor-controller serve --db fleet.db",
+        deploy.join(" ")
+    ));
+    host.fleet(&db, &deploy)?;
+    let serve = host.serve(&db)?;
+
     step("rebooting the board (reboot: the agent stops the app first), then booting it again on the same flash");
     reboot(vm)?;
     let mut vm = boot(board, &flash)?;
-    step("no command given: the agent recovers its store, reconnects and starts the app again");
-    let how = host.wait_announced(&["Boot!"], Duration::from_secs(180))?;
+    step(
+        "no command given: the agent recovers its store, reconnects and says Boot!; serve reads \
+         its inventory, finds status 1.0 where 1.1 is wanted, and updates it",
+    );
+    let updated = wait_fleet_app(&host, &db, "status", "1.1", Duration::from_secs(500))
+        .map_err(|e| format!("{e}\nserve log:\n{}", serve.log_tail(3000)))?;
     step(&format!(
-        "controller: {AGENT_ENDPOINT} announced itself again ({how})"
+        "serve: {AGENT_ENDPOINT} runs status 1.1 ({} operation(s) in the journal for it)",
+        updated
     ));
-    let again = show_app(&mut vm, &host, &sample_token("1.0"))?;
+    let again = show_app_on_board(&mut vm, &sample_token("1.1"))?;
     if again != eu_id {
         return Err(format!(
-            "the EUID changed across the reboot: {eu_id} -> {again}"
+            "the EUID changed across the reboot and the update: {eu_id} -> {again}"
         ));
     }
+    let status = serve.stop(Duration::from_secs(30))?;
+    if !status.success() {
+        return Err(format!("serve exit after SIGTERM: {status}"));
+    }
+    step("serve stopped (SIGTERM: it finishes what it has in flight first)");
 
     power_off(vm)
+}
+
+/// Waits until serve's database has `name` at `version` on the board's agent; returns how many
+/// operations its journal holds for the agent.
+fn wait_fleet_app(
+    host: &UspHost,
+    db: &Path,
+    name: &str,
+    version: &str,
+    timeout: Duration,
+) -> Result<usize, String> {
+    let deadline = Instant::now() + BoardVm::scaled(timeout);
+    loop {
+        let agents = host.fleet(db, &["agents"])?;
+        let agent = agents["agents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["endpoint_id"] == AGENT_ENDPOINT);
+        let has =
+            agent.is_some_and(|a| {
+                a["dus"].as_array().into_iter().flatten().any(|d| {
+                    d["name"] == name && d["version"] == version && d["status"] == "Installed"
+                })
+            });
+        if has {
+            let ops = host.fleet(db, &["operations"])?;
+            let mine = ops["operations"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|o| o["agent"] == AGENT_ENDPOINT)
+                .count();
+            return Ok(mine);
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "serve did not bring {name} {version} to {AGENT_ENDPOINT} in {timeout:?}: {agent:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// Shows the `status` app Active and answering with `token`, read on the board's console
+/// (`cpevisorctl`); returns its EUID.
+fn show_app_on_board(vm: &mut BoardVm, token: &str) -> Result<String, String> {
+    let list = wait_agent(vm, Duration::from_secs(60))?;
+    let eu = eu_of(&list, "status").ok_or_else(|| format!("no status EU on the board: {list}"))?;
+    let eu_id = eu["eu_id"].as_str().unwrap_or_default().to_string();
+    wait_eu_status(vm, &eu_id, "Active", Duration::from_secs(300))
+        .map_err(|e| format!("{e}\n{}", app_logs(vm, &eu_id)))?;
+    vm.run_ok("cpevisorctl list", Duration::from_secs(60))?;
+    let addr = app_address(vm, &eu_id)?;
+    let page = fetch_status_page(vm, &addr, Duration::from_secs(300))
+        .map_err(|e| format!("{e}\n{}", app_logs(vm, &eu_id)))?;
+    if !page.contains(&format!("data={token}")) {
+        return Err(format!("the page does not carry {token}:\n{page}"));
+    }
+    step(&format!(
+        "{eu_id} is Active and answered with its token {token}"
+    ));
+    Ok(eu_id)
 }
