@@ -10,14 +10,13 @@
 //! waiting for a Get, while the fleet itself lives in the database.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::engine::{JobSet, Op, Outcome};
 use crate::http::{self, HttpOptions};
-use crate::store::{now_ms, Store};
+use crate::store::{now_ms, Location, Store};
 use crate::{Connection, CtlConfig};
 
 use super::inventory;
@@ -38,7 +37,7 @@ const PAGE: usize = 500;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServeOptions {
     /// The database.
-    pub db: PathBuf,
+    pub db: Location,
     /// An online agent's inventory is read again when older than this.
     pub sweep: Duration,
     /// Agents added to the sweep per second at most.
@@ -59,7 +58,7 @@ pub struct ServeOptions {
 
 impl ServeOptions {
     /// The defaults, on database `db`.
-    pub fn new(db: PathBuf) -> ServeOptions {
+    pub fn new(db: Location) -> ServeOptions {
         ServeOptions {
             db,
             sweep: Duration::from_secs(300),
@@ -163,7 +162,7 @@ pub fn serve(config: &CtlConfig, opts: ServeOptions) -> i32 {
     note!(
         "connected as {}, database {} (schema {})",
         config.mqtt.endpoint_id,
-        opts.db.display(),
+        opts.db,
         store.version().unwrap_or(0)
     );
     let mut svc = Service {
