@@ -143,8 +143,7 @@ impl Row {
             .0
             .get(i)
             .ok_or_else(|| format!("database: no column {i}"))?;
-        T::from_value(v)
-            .ok_or_else(|| format!("database: column {i} is {v:?}, not {}", T::WHAT))
+        T::from_value(v).ok_or_else(|| format!("database: column {i} is {v:?}, not {}", T::WHAT))
     }
 }
 
@@ -198,10 +197,9 @@ impl Db {
                     .map_err(|e| format!("{}: {e}", path.display()))?;
                 Db::sqlite(conn)
             }
-            Location::Postgres(url) => Ok(Db::Pg(RefCell::new(Pg::connect(
-                url,
-                &loc.to_string(),
-            )?))),
+            Location::Postgres(url) => {
+                Ok(Db::Pg(RefCell::new(Pg::connect(url, &loc.to_string())?)))
+            }
         }
     }
 

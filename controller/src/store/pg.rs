@@ -86,12 +86,7 @@ impl Pg {
             .map_err(|e| format!("{shown}: runtime: {e}"))?;
         let (client, conn) = rt
             .block_on(async { tokio::time::timeout(CONNECT_DEADLINE, cfg.connect(NoTls)).await })
-            .map_err(|_| {
-                format!(
-                    "{shown}: no answer within {} s",
-                    CONNECT_DEADLINE.as_secs()
-                )
-            })?
+            .map_err(|_| format!("{shown}: no answer within {} s", CONNECT_DEADLINE.as_secs()))?
             .map_err(|e| format!("{shown}: {}", describe(&e)))?;
         // The connection's task runs while a call waits on the runtime (every call does).
         rt.spawn(async move {

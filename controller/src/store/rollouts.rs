@@ -166,7 +166,7 @@ impl Store {
         version: &str,
     ) -> Result<Vec<TargetView>, String> {
         let rows = self.db.query(
-                "SELECT t.endpoint_id, t.wave, t.state, t.prev_version, t.prev_url,
+            "SELECT t.endpoint_id, t.wave, t.state, t.prev_version, t.prev_url,
                         coalesce(a.online, 0), a.inventory_at,
                         (SELECT uuid FROM dus u WHERE u.endpoint_id = t.endpoint_id
                            AND u.name = ?2 ORDER BY u.path LIMIT 1),

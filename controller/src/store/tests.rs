@@ -469,7 +469,10 @@ fn views_read_the_same_on_both(b: &Backend) {
         .unwrap();
     assert_eq!(s.operations_of(Some("os::a"), false, 10).unwrap().len(), 1);
     assert_eq!(s.operations_of(None, true, 10).unwrap().len(), 2);
-    assert_eq!(s.operations_of(None, true, 1).unwrap()[0].fault_code, Some(7004));
+    assert_eq!(
+        s.operations_of(None, true, 1).unwrap()[0].fault_code,
+        Some(7004)
+    );
     let counts = s.deployment_counts().unwrap();
     assert_eq!(counts[&d]["installed"], 1);
     assert_eq!(counts[&d]["failed"], 2);
@@ -497,10 +500,16 @@ fn endpoint_ids_page_bytewise_on_postgres_whatever_its_locale() {
     assert_eq!(ids, ["os::B", "os::a", "os::a-2", "os::b"]);
     // This machine's server has only C locales, under which any order is bytewise: the rule
     // itself is checked on the columns.
-    for table in ["agents", "exec_envs", "dus", "eus", "operations", "rollout_targets"] {
-        let c: Option<String> = s
-            .db
-            .query_one(
+    for table in [
+        "agents",
+        "exec_envs",
+        "dus",
+        "eus",
+        "operations",
+        "rollout_targets",
+    ] {
+        let c: Option<String> =
+            s.db.query_one(
                 "SELECT CAST(collation_name AS TEXT) FROM information_schema.columns
                  WHERE table_name = ?1 AND column_name = 'endpoint_id'",
                 &db::p![table],
@@ -521,15 +530,36 @@ fn an_unreachable_or_silent_server_is_an_error_naming_the_url_without_its_passwo
     let t = std::time::Instant::now();
     let e = Store::open(&silent).err().unwrap();
     assert!(t.elapsed() < pg::CONNECT_DEADLINE + std::time::Duration::from_secs(5));
-    assert!(e.contains(&format!("postgres://ctl:***@127.0.0.1:{port}/fleet")), "{e}");
+    assert!(
+        e.contains(&format!("postgres://ctl:***@127.0.0.1:{port}/fleet")),
+        "{e}"
+    );
     assert!(!e.contains("s3cret"), "{e}");
     drop(l);
-    let e = Store::open(&Location::parse(&format!("postgres://ctl:s3cret@127.0.0.1:{port}/x")))
-        .err()
-        .unwrap();
+    let e = Store::open(&Location::parse(&format!(
+        "postgres://ctl:s3cret@127.0.0.1:{port}/x"
+    )))
+    .err()
+    .unwrap();
     assert!(e.contains("127.0.0.1") && !e.contains("s3cret"), "{e}");
-    let e = Store::open(&Location::parse("postgres://ctl:s3cret@127.0.0.1:notaport/x"))
+    let e = Store::open(&Location::parse(
+        "postgres://ctl:s3cret@127.0.0.1:notaport/x",
+    ))
+    .err()
+    .unwrap();
+    assert!(e.contains("ctl:***@") && !e.contains("s3cret"), "{e}");
+}
+
+#[test]
+fn a_url_that_asks_for_tls_fails_rather_than_going_plain() {
+    let b = Backend::postgres();
+    let Location::Postgres(url) = &b.loc else {
+        unreachable!()
+    };
+    let e = Store::open(&Location::parse(&format!("{url}?sslmode=require")))
         .err()
         .unwrap();
-    assert!(e.contains("ctl:***@") && !e.contains("s3cret"), "{e}");
+    assert!(e.contains("sslmode=require"), "{e}");
+    // `prefer`, libpq's default, goes plain with a server that has no TLS.
+    Store::open(&Location::parse(&format!("{url}?sslmode=prefer"))).unwrap();
 }
