@@ -69,7 +69,9 @@ pub fn placeholders(sql: &str) -> String {
 impl Pg {
     /// Connects to `url` (shown in errors as `shown`, without its password).
     pub fn connect(url: &str, shown: &str) -> Result<Pg, String> {
-        let mut cfg: Config = url.parse().map_err(|e| format!("{shown}: {e}"))?;
+        let mut cfg: Config = url
+            .parse()
+            .map_err(|e| format!("{shown}: {}", describe(&e)))?;
         if cfg.get_connect_timeout().is_none() {
             cfg.connect_timeout(CONNECT_DEADLINE);
         }

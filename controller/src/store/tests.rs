@@ -80,6 +80,7 @@ on_both!(
     the_journal_allows_one_operation_in_flight_per_agent_and_deployment,
     inventory_pages_and_supersession,
     views_read_the_same_on_both,
+    database_bytes_per_agent_stay_small,
     a_rollout_is_stored_with_its_deployment_and_targets_and_survives_a_reopen,
     a_rollback_operation_is_settled_when_the_agent_no_longer_has_the_version,
 );
@@ -267,16 +268,35 @@ fn inventory_pages_and_supersession(b: &Backend) {
     assert_eq!(all.iter().find(|d| d.id == d1).unwrap().state, "superseded");
 }
 
-/// SQLite only: the figure is the SQLite file's size.
-#[test]
-fn database_bytes_per_agent_stay_small() {
-    // 1,000 agents as the test fleet's look (an ExecEnv, one DU, one journal line), checkpointed:
-    // the figure README.md quotes.
-    let dir = std::env::temp_dir().join(format!("cpv-store-size-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("size.db");
-    let _ = std::fs::remove_file(&path);
-    let mut s = Store::open(&Location::Sqlite(path.clone())).unwrap();
+/// What the database takes on disk: SQLite's file checkpointed, PostgreSQL's tables with their
+/// indexes after a VACUUM.
+fn database_bytes(b: &Backend, s: &Store) -> u64 {
+    match &b.loc {
+        Location::Sqlite(path) => {
+            s.db.batch("PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
+            std::fs::metadata(path).unwrap().len()
+        }
+        Location::Postgres(_) => {
+            s.db.batch("VACUUM").unwrap();
+            let n: i64 = s
+                .db
+                .query_one(
+                    "SELECT CAST(sum(pg_total_relation_size(c.oid)) AS BIGINT) FROM pg_class c
+                     WHERE c.relkind = 'r' AND c.relnamespace = CAST(current_schema() AS regnamespace)",
+                    &[],
+                )
+                .unwrap()
+                .get(0)
+                .unwrap();
+            n as u64
+        }
+    }
+}
+
+fn database_bytes_per_agent_stay_small(b: &Backend) {
+    // 1,000 agents as the test fleet's look (an ExecEnv, one DU, one journal line): the figure
+    // README.md quotes.
+    let mut s = b.open();
     let d = s.add_deployment(&dep("app", "1.0"), 1).unwrap();
     let n = 1000;
     for i in 0..n {
@@ -294,13 +314,15 @@ fn database_bytes_per_agent_stay_small() {
         s.finish_op(op, None, 3).unwrap();
         s.save_inventory(&a, &inv, 4).unwrap();
     }
-    s.db.batch("PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
-    let bytes = std::fs::metadata(&path).unwrap().len();
+    let bytes = database_bytes(b, &s);
     let per_agent = bytes / n;
-    println!("store: {bytes} bytes for {n} agents, {per_agent} bytes per agent");
+    let kind = if s.db.is_postgres() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    println!("store ({kind}): {bytes} bytes for {n} agents, {per_agent} bytes per agent");
     assert!(per_agent < 4096, "{per_agent} bytes per agent");
-    drop(s);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn target(id: &str, prev: Option<&str>) -> RolloutTarget {
