@@ -295,3 +295,154 @@ fn places_converges_restarts(world: &World, db: &str) {
         m.agent.shutdown();
     }
 }
+
+/// `cpevisor-controller rollout status ID --db DB --json`.
+fn rollout_status(db: &str, id: &str) -> Value {
+    let (code, v, err) = usp_common::run_ctl(["rollout", "status", id, "--db", db, "--json"]);
+    assert_eq!(code, 0, "rollout status: {err}");
+    v
+}
+
+/// Three `serve` replicas on one PostgreSQL database: one holds the lease and sends, the
+/// others wait; the active one killed (SIGKILL) mid-rollout, a standby takes over within the
+/// lease and finishes it; every agent gets the app once, from whichever replica.
+#[test]
+fn serve_replicas_on_postgres_one_killed_mid_rollout() {
+    let _one = ONE_FLEET.lock().unwrap_or_else(|e| e.into_inner());
+    usp_common::controller();
+    cpevisor_agent::LOG_LEVEL.store(0, Ordering::Relaxed);
+    let world = World::new("usp-serve-replicas");
+    let broker = TestBroker::start(&world.root.join("broker")).expect("mosquitto");
+    let agent_cert = broker.identity("serve-agent").unwrap();
+    let app = App {
+        command: vec!["/bin/sh".into(), "-c".into(), "exec sleep 100000".into()],
+        memory_mib: 16,
+        ..App::new("svc", "1.0")
+    };
+    let url = world.publish(&app, "svc-1.0.cpkg");
+    let pg = TestPostgres::start();
+    pg.create_database("fleet");
+    let db = pg.url("fleet");
+    let cfg = usp_common::ctl_config(&broker, &world.root, CTL_ID, true, json!({}));
+    let logs: Vec<_> = (0..3)
+        .map(|i| world.root.join(format!("serve-r{i}.log")))
+        .collect();
+    let log_of = |i: usize| fs::read_to_string(&logs[i]).unwrap_or_default();
+    let all_logs = world.root.join("serve-r0.log");
+    let mut replicas: Vec<Option<fleet::Serve>> = (0..3)
+        .map(|i| {
+            let name = format!("r{i}");
+            // A lost operation (sent by the killed one, never answered) is sent again soon.
+            let extra = ["--replica", &name, "--lease-ttl", "2", "--op-timeout", "20"];
+            Some(serve(&cfg, &db, &logs[i], &extra))
+        })
+        .collect();
+    let active = |replicas: &[Option<fleet::Serve>]| {
+        (0..3).find(|&i| replicas[i].is_some() && log_of(i).contains("active (holds the lease)"))
+    };
+    wait_for("one active replica", 30, &all_logs, || {
+        active(&replicas).is_some()
+    });
+    let first = active(&replicas).unwrap();
+    wait_for("two standbys", 30, &all_logs, || {
+        (0..3)
+            .filter(|&i| log_of(i).contains(&format!("standby, replica r{first} is active")))
+            .count()
+            == 2
+    });
+
+    const IDS: [&str; 6] = [
+        "os::r-0", "os::r-1", "os::r-2", "os::r-3", "os::r-4", "os::r-5",
+    ];
+    let fleet: Vec<_> = IDS
+        .iter()
+        .map(|id| {
+            let spec = MemberSpec {
+                id,
+                model: "cpe-a",
+                budget_mib: Some(64),
+            };
+            start_agent(&world, &broker, &agent_cert, CTL_ID, &spec)
+        })
+        .collect();
+    wait_for("inventory of 6 agents", 60, &logs[first], || {
+        let v = query(&db, "agents");
+        let a = v["agents"].as_array().unwrap();
+        a.len() == IDS.len() && a.iter().all(|a| a["inventory_at"].is_number())
+    });
+    let (code, started, err) = usp_common::run_ctl([
+        "rollout",
+        "start",
+        "svc",
+        &url,
+        "--version",
+        "1.0",
+        "--selector",
+        "model=cpe-a",
+        "--canary",
+        "1",
+        "--wave",
+        "1",
+        "--max-in-flight",
+        "1",
+        "--db",
+        &db,
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let id = started["id"].as_i64().unwrap().to_string();
+    let done = |db: &str| {
+        rollout_status(db, &id)["targets"]["done"]
+            .as_u64()
+            .unwrap_or(0) as usize
+    };
+    wait_for("2 agents done", 120, &logs[first], || done(&db) >= 2);
+    let at_kill = done(&db);
+    assert!(at_kill < IDS.len(), "the kill is mid-rollout");
+    // SIGKILL: no lease given up, whatever it had in flight left in the journal.
+    replicas[first] = None;
+    let t_kill = Instant::now();
+    wait_for("a standby taking over", 30, &logs[first], || {
+        active(&replicas).is_some()
+    });
+    let second = active(&replicas).unwrap();
+    let took_over = t_kill.elapsed().as_secs_f64();
+    wait_for("the rollout done", 180, &logs[second], || {
+        rollout_status(&db, &id)["state"] == "done"
+    });
+    println!(
+        "usp serve replicas: r{first} killed with {at_kill} of {} done, r{second} active {took_over:.1} s later (lease 2 s), the rollout done {:.1} s after the kill",
+        IDS.len(),
+        t_kill.elapsed().as_secs_f64()
+    );
+    let s = rollout_status(&db, &id);
+    assert_eq!(s["targets"]["done"], IDS.len(), "{s}");
+    // Exactly one operation reached each agent: one done per agent, none failed; a lost one
+    // (the killed replica's, unanswered) is the only other kind allowed.
+    let ops = query(&db, "operations");
+    for a in IDS {
+        let mine = ops_of(&ops, a);
+        let done: Vec<_> = mine.iter().filter(|o| o["state"] == "done").collect();
+        assert_eq!(done.len(), 1, "{a}: {mine:?}");
+        assert!(
+            mine.iter()
+                .all(|o| o["state"] == "done" || o["state"] == "lost"),
+            "{a}: {mine:?}"
+        );
+    }
+    for m in &fleet {
+        assert_eq!(m.agent.snapshot().deployment_units.len(), 1, "{}", m.id);
+    }
+    // The third replica still waits; the active one stops cleanly and gives the lease up.
+    let third = (0..3).find(|&i| i != first && i != second).unwrap();
+    assert!(!log_of(third).contains("active (holds the lease)"));
+    let ctl = replicas[second].take().unwrap();
+    assert_eq!(ctl.terminate(20), Some(0), "{}", log_of(second));
+    wait_for("the third replica taking over", 30, &logs[third], || {
+        log_of(third).contains("active (holds the lease)")
+    });
+    for m in fleet {
+        m.session.stop();
+        m.agent.shutdown();
+    }
+}

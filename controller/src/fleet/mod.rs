@@ -31,12 +31,15 @@ pub const USAGE: &str = "service commands (the fleet's desired state in a databa
 SQLite file, created if absent; --db postgres://USER[:PASSWORD]@HOST[:PORT]/DBNAME is a
 PostgreSQL database, its schema created at the first open):
   serve --config FILE --db PATH [--sweep SECS] [--max-in-flight N] [--op-timeout SECS]
-        [--http ADDR:PORT --api-token-file FILE]
+        [--http ADDR:PORT --api-token-file FILE] [--replica NAME] [--lease-ttl SECS]
                                the long-running controller: inventory and reconciliation;
                                with --http, the JSON API (/api/v1/, Authorization: Bearer
                                TOKEN, tokens one a line in FILE, mode 600) and the dashboard
                                (/#token=TOKEN); the config's http and api_token_file fields
-                               say the same
+                               say the same. Several serves on one database: one is active
+                               (it holds a lease, renewed every third of --lease-ttl, 15 s),
+                               the others wait and take over when it stops or dies;
+                               --replica names this one (default HOST:PID)
   deploy --db PATH NAME URL --version V [--selector KEY=VALUE ...] [--digest D]
          [--memory-mib N]      want app NAME at version V from URL on every agent the
                                selector matches (keys: arch, model, manufacturer,
@@ -120,6 +123,13 @@ pub fn parse(args: &[String]) -> Result<FleetCmd, String> {
             "--wave" => plan.wave = Amount::parse(a, &value()?)?,
             "--max-failures" => plan.max_failure_pct = rollout_cli::parse_pct(a, &value()?)?,
             "--sweep" => opts.sweep = parse_secs(a, &value()?, 0.05)?,
+            "--lease-ttl" => opts.lease_ttl = parse_secs(a, &value()?, 0.3)?,
+            "--replica" => {
+                opts.replica = value()?;
+                if opts.replica.is_empty() || opts.replica.len() > 200 {
+                    return Err("--replica: a name of 1 to 200 bytes".into());
+                }
+            }
             "--op-timeout" => opts.op_timeout = parse_secs(a, &value()?, 0.05)?,
             "--max-in-flight" => {
                 let v = value()?;

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::engine::{JobSet, Op, Outcome};
 use crate::http::{self, HttpOptions};
+use crate::store::leases::SERVE;
 use crate::store::{now_ms, Location, Store};
 use crate::{Connection, CtlConfig};
 
@@ -54,6 +55,17 @@ pub struct ServeOptions {
     pub every: Duration,
     /// The HTTP API and dashboard (`--http`), if served.
     pub http: Option<HttpOptions>,
+    /// This replica's name among the `serve`s on one database (`--replica`).
+    pub replica: String,
+    /// How long the active replica's lease lasts unless renewed (`--lease-ttl`): the longest a
+    /// dead replica's standby waits before taking over.
+    pub lease_ttl: Duration,
+}
+
+/// This host's name and this process's ID: a replica's name unless `--replica` gives one.
+fn default_replica() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}:{}", host.trim(), std::process::id())
 }
 
 impl ServeOptions {
@@ -72,6 +84,8 @@ impl ServeOptions {
             },
             every: Duration::from_secs(1),
             http: None,
+            replica: default_replica(),
+            lease_ttl: Duration::from_secs(15),
         }
     }
 }
@@ -134,13 +148,22 @@ pub fn serve(config: &CtlConfig, opts: ServeOptions) -> i32 {
             return 2;
         }
     };
-    let store = match Store::open(&opts.db) {
+    let mut store = match Store::open(&opts.db) {
         Ok(s) => s,
         Err(e) => {
             note!("{e}");
             return 2;
         }
     };
+    store.fence(&opts.replica);
+    match wait_for_lease(&store, &opts, &stop) {
+        Ok(true) => {}
+        Ok(false) => return 0,
+        Err(e) => {
+            note!("{e}");
+            return 2;
+        }
+    }
     // Before the broker: a wrong token file or a taken port is said at once.
     if let Some(h) = &opts.http {
         match http::start(h, opts.db.clone()) {
@@ -175,12 +198,57 @@ pub fn serve(config: &CtlConfig, opts: ServeOptions) -> i32 {
         stop,
     };
     match svc.run(&mut conn) {
-        Ok(()) => 0,
+        // Another replica takes over at once.
+        Ok(()) => match svc.store.release_lease(SERVE, &svc.opts.replica) {
+            Ok(()) => 0,
+            Err(e) => {
+                note!("{e}");
+                2
+            }
+        },
         Err(e) => {
             note!("{e}");
             2
         }
     }
+}
+
+/// Waits, as a standby, until this replica holds the serve lease (true) or is asked to stop
+/// (false).
+fn wait_for_lease(store: &Store, opts: &ServeOptions, stop: &AtomicBool) -> Result<bool, String> {
+    let mut said = false;
+    loop {
+        let l = store.take_lease(SERVE, &opts.replica, now_ms(), lease_ms(opts))?;
+        if l.holder == opts.replica {
+            note!("replica {}: active (holds the lease)", opts.replica);
+            return Ok(true);
+        }
+        if !said {
+            note!(
+                "replica {}: standby, replica {} is active",
+                opts.replica,
+                l.holder
+            );
+            said = true;
+        }
+        let until = Instant::now() + renew_every(opts);
+        while Instant::now() < until {
+            if stop.load(Ordering::Relaxed) {
+                note!("stopped as a standby");
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn lease_ms(opts: &ServeOptions) -> i64 {
+    opts.lease_ttl.as_millis() as i64
+}
+
+/// A third of the lease: two renewals may fail (a slow database) before it expires.
+fn renew_every(opts: &ServeOptions) -> Duration {
+    opts.lease_ttl / 3
 }
 
 impl Service {
@@ -191,7 +259,23 @@ impl Service {
         let mut next_sweep = Instant::now();
         let mut next_pass = Instant::now();
         let mut stopping: Option<Instant> = None;
+        let mut next_renew = Instant::now() + renew_every(&self.opts);
         loop {
+            if Instant::now() >= next_renew {
+                let l = self.store.take_lease(
+                    SERVE,
+                    &self.opts.replica,
+                    now_ms(),
+                    lease_ms(&self.opts),
+                )?;
+                if l.holder != self.opts.replica {
+                    return Err(format!(
+                        "replica {}: lease lost to replica {} (this one was too slow to renew it): stopping",
+                        self.opts.replica, l.holder
+                    ));
+                }
+                next_renew = Instant::now() + renew_every(&self.opts);
+            }
             let ctl = &mut conn.controller;
             for o in ctl.pump(&mut self.set, Duration::from_millis(200)) {
                 self.ended(o)?;

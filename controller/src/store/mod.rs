@@ -7,6 +7,7 @@
 //! (`pg` the PostgreSQL side); `location` what `--db` names; this module the queries.
 
 mod db;
+pub mod leases;
 pub mod location;
 mod pg;
 pub mod rollouts;
@@ -217,6 +218,9 @@ pub struct JournalState {
 /// The store: one SQLite database in WAL mode, or one connection to a PostgreSQL server.
 pub struct Store {
     db: Db,
+    /// The replica this store journals operations for: none are journaled while another
+    /// holds the serve lease (`leases`).
+    fence: Option<String>,
 }
 
 /// In `tx`: the active deployment of `d.name` superseded, `d` recorded as the active one at
@@ -281,7 +285,7 @@ impl Store {
 
     fn setup(db: Db) -> Result<Store, String> {
         schema::migrate(&db)?;
-        Ok(Store { db })
+        Ok(Store { db, fence: None })
     }
 
     /// The schema version the database is at.
@@ -630,13 +634,26 @@ impl Store {
         now: i64,
         purpose: Option<&str>,
     ) -> Result<Option<i64>, String> {
-        // The unique index on operations in flight turns a second one into no row.
+        // The unique index on operations in flight turns a second one into no row; so does
+        // another replica's current serve lease (a replica that lost it sends nothing more).
         self.db
             .query_opt(
                 "INSERT INTO operations (endpoint_id, deployment_id, kind, state, created,
                                          purpose)
-                 VALUES (?1, ?2, ?3, 'sent', ?4, ?5) ON CONFLICT DO NOTHING RETURNING id",
-                &p![agent, deployment, kind, now, purpose],
+                 SELECT CAST(?1 AS TEXT), CAST(?2 AS BIGINT), CAST(?3 AS TEXT), 'sent',
+                        CAST(?4 AS BIGINT), CAST(?5 AS TEXT)
+                 WHERE NOT EXISTS (SELECT 1 FROM leases WHERE name = ?7 AND holder <> ?6
+                                                          AND expires >= ?4)
+                 ON CONFLICT DO NOTHING RETURNING id",
+                &p![
+                    agent,
+                    deployment,
+                    kind,
+                    now,
+                    purpose,
+                    self.fence,
+                    leases::SERVE
+                ],
             )?
             .map(|r| r.get(0))
             .transpose()

@@ -102,6 +102,12 @@ pub const MIGRATIONS: &[&str] = &[
         updated INTEGER NOT NULL,
         PRIMARY KEY (rollout_id, endpoint_id)
     );",
+    // 4: leases: the one `serve` among replicas on one database that sends operations.
+    "CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires INTEGER NOT NULL
+    );",
 ];
 
 /// The schema version this build writes.

@@ -83,6 +83,7 @@ on_both!(
     database_bytes_per_agent_stay_small,
     a_rollout_is_stored_with_its_deployment_and_targets_and_survives_a_reopen,
     a_rollback_operation_is_settled_when_the_agent_no_longer_has_the_version,
+    one_replica_holds_the_serve_lease_and_the_others_journal_nothing,
 );
 
 /// The tables of the store's schema.
@@ -584,4 +585,39 @@ fn a_url_that_asks_for_tls_fails_rather_than_going_plain() {
     assert!(e.contains("sslmode=require"), "{e}");
     // `prefer`, libpq's default, goes plain with a server that has no TLS.
     Store::open(&Location::parse(&format!("{url}?sslmode=prefer"))).unwrap();
+}
+
+fn one_replica_holds_the_serve_lease_and_the_others_journal_nothing(b: &Backend) {
+    use leases::SERVE;
+    let mut a = b.open();
+    let mut c = b.open();
+    a.fence("a");
+    c.fence("c");
+    let d = a.add_deployment(&dep("app", "1.0"), 1).unwrap();
+    assert_eq!(a.take_lease(SERVE, "a", 100, 50).unwrap().holder, "a");
+    // c waits while a's is current; a renews.
+    let l = c.take_lease(SERVE, "c", 120, 50).unwrap();
+    assert_eq!((l.holder.as_str(), l.expires), ("a", 150));
+    assert_eq!(a.take_lease(SERVE, "a", 140, 50).unwrap().expires, 190);
+    assert!(a.begin_op("os::1", d, "install", 150).unwrap().is_some());
+    assert_eq!(
+        c.begin_op("os::2", d, "install", 150).unwrap(),
+        None,
+        "fenced: a holds the lease"
+    );
+    // a stops renewing: c takes over once it expired, and a is fenced in turn.
+    assert_eq!(c.take_lease(SERVE, "c", 191, 50).unwrap().holder, "c");
+    assert_eq!(a.take_lease(SERVE, "a", 192, 50).unwrap().holder, "c");
+    assert_eq!(a.begin_op("os::3", d, "install", 193).unwrap(), None);
+    assert!(c.begin_op("os::3", d, "install", 193).unwrap().is_some());
+    // A clean stop gives it up at once.
+    c.release_lease(SERVE, "c").unwrap();
+    a.release_lease(SERVE, "c").unwrap();
+    assert_eq!(a.take_lease(SERVE, "a", 194, 50).unwrap().holder, "a");
+    // A store of no replica (the commands) is not fenced.
+    let plain = b.open();
+    assert!(plain
+        .begin_op("os::4", d, "install", 195)
+        .unwrap()
+        .is_some());
 }
