@@ -238,6 +238,10 @@ fn places_converges_restarts(world: &World, db: &str) {
             .iter()
             .all(|a| a["inventory_at"].as_i64().unwrap_or(0) > restarted)
     });
+    // Not waiting out the killed one's lease: its process is gone from this host.
+    assert!(fs::read_to_string(&log)
+        .unwrap()
+        .contains("is gone from this host: taking over"));
     std::thread::sleep(Duration::from_secs(5));
     let ops = query(db, "operations");
     assert_eq!(ops["operations"].as_array().unwrap().len(), before, "{ops}");

@@ -62,10 +62,29 @@ pub struct ServeOptions {
     pub lease_ttl: Duration,
 }
 
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
 /// This host's name and this process's ID: a replica's name unless `--replica` gives one.
 fn default_replica() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    format!("{}:{}", host.trim(), std::process::id())
+    format!("{}:{}", host_name(), std::process::id())
+}
+
+/// Whether lease holder `holder` is a default-named replica of this host whose process is
+/// gone (a `serve` that died here): its lease need not be waited out. A PID taken again by
+/// another process only makes us wait.
+fn dead_here(holder: &str) -> bool {
+    let Some((host, pid)) = holder.rsplit_once(':') else {
+        return false;
+    };
+    host == host_name()
+        && pid.parse::<u32>().is_ok_and(|p| {
+            p != std::process::id() && !std::path::Path::new(&format!("/proc/{p}")).exists()
+        })
 }
 
 impl ServeOptions {
@@ -222,6 +241,15 @@ fn wait_for_lease(store: &Store, opts: &ServeOptions, stop: &AtomicBool) -> Resu
         if l.holder == opts.replica {
             note!("replica {}: active (holds the lease)", opts.replica);
             return Ok(true);
+        }
+        if dead_here(&l.holder) {
+            note!(
+                "replica {}: the lease's holder {} is gone from this host: taking over",
+                opts.replica,
+                l.holder
+            );
+            store.release_lease(SERVE, &l.holder)?;
+            continue;
         }
         if !said {
             note!(
@@ -612,5 +640,22 @@ impl Service {
             self.store.lose_op(id, "agent busy", now)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_gone_process_of_this_host_gives_its_lease_up() {
+        let mut c = std::process::Command::new("true").spawn().unwrap();
+        let gone = c.id();
+        c.wait().unwrap();
+        assert!(dead_here(&format!("{}:{gone}", host_name())));
+        assert!(!dead_here(&default_replica()), "this process");
+        assert!(!dead_here(&format!("{}:1", host_name())), "alive");
+        assert!(!dead_here(&format!("elsewhere-{}:{gone}", host_name())));
+        assert!(!dead_here("r1"));
     }
 }
