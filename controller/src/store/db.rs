@@ -209,6 +209,8 @@ impl Db {
     }
 
     fn sqlite(conn: rusqlite::Connection) -> Result<Db, String> {
+        // First: switching a new file to WAL takes a lock that another opener may hold.
+        conn.busy_timeout(SQLITE_BUSY).map_err(sqlite_err)?;
         // WAL: `serve` writes while `deployments`/`agents` read, neither blocks the other.
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(sqlite_err)?;
@@ -216,7 +218,6 @@ impl Db {
             .map_err(sqlite_err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(sqlite_err)?;
-        conn.busy_timeout(SQLITE_BUSY).map_err(sqlite_err)?;
         Ok(Db::Sqlite(conn))
     }
 
@@ -282,6 +283,20 @@ impl Db {
     /// Begins a transaction: the guard's `commit` ends it; dropped, it rolls back.
     pub fn begin(&self) -> Result<Tx<'_>, String> {
         self.batch("BEGIN")?;
+        Ok(Tx {
+            db: self,
+            open: true,
+        })
+    }
+
+    /// Begins a transaction that writes from its start: SQLite takes its write lock now, so
+    /// what it reads first is not changed by another writer before it writes (PostgreSQL's
+    /// row and advisory locks do that there).
+    pub fn begin_write(&self) -> Result<Tx<'_>, String> {
+        self.batch(match self {
+            Db::Sqlite(_) => "BEGIN IMMEDIATE",
+            Db::Pg(_) => "BEGIN",
+        })?;
         Ok(Tx {
             db: self,
             open: true,

@@ -177,9 +177,24 @@ pub fn migrate(db: &Db) -> Result<u32, String> {
 
 /// [`migrate`] up to version `to` only (tests build older databases with it).
 pub fn migrate_to(db: &Db, to: u32) -> Result<u32, String> {
-    if db.is_postgres() {
-        db.batch("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")?;
+    if !db.is_postgres() {
+        return migrate_locked(db, to);
     }
+    // Replicas opening one database at once: one creates the version table and migrates, the
+    // others wait for it and find it done (a session lock, released whatever happened).
+    db.batch(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))?;
+    let r = db
+        .batch("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+        .and_then(|_| migrate_locked(db, to));
+    let unlocked = db.batch(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"));
+    let at = r?;
+    unlocked.map(|_| at)
+}
+
+/// PostgreSQL's advisory lock key of the migrations (any number, the same in every build).
+const MIGRATION_LOCK: i64 = 0x6370_6576_6973_6f72; // "cpevisor"
+
+fn migrate_locked(db: &Db, to: u32) -> Result<u32, String> {
     let at = version(db)?;
     if at > latest() {
         return Err(format!(
@@ -188,13 +203,10 @@ pub fn migrate_to(db: &Db, to: u32) -> Result<u32, String> {
         ));
     }
     for v in at + 1..=to.min(latest()) {
-        let tx = db.begin()?;
-        if tx.is_postgres() {
-            // Replicas opening one database at once: one migrates, the others find it done.
-            tx.batch("LOCK TABLE schema_version IN EXCLUSIVE MODE")?;
-            if version(&tx)? >= v {
-                continue;
-            }
+        let tx = db.begin_write()?;
+        // Another controller opening the same SQLite file may have done it meanwhile.
+        if version(&tx)? >= v {
+            continue;
         }
         let sql = MIGRATIONS[v as usize - 1];
         let sql = if tx.is_postgres() {

@@ -84,6 +84,7 @@ on_both!(
     a_rollout_is_stored_with_its_deployment_and_targets_and_survives_a_reopen,
     a_rollback_operation_is_settled_when_the_agent_no_longer_has_the_version,
     one_replica_holds_the_serve_lease_and_the_others_journal_nothing,
+    controllers_opening_a_new_database_at_once_migrate_it_once,
 );
 
 /// The tables of the store's schema.
@@ -620,4 +621,16 @@ fn one_replica_holds_the_serve_lease_and_the_others_journal_nothing(b: &Backend)
         .begin_op("os::4", d, "install", 195)
         .unwrap()
         .is_some());
+}
+
+fn controllers_opening_a_new_database_at_once_migrate_it_once(b: &Backend) {
+    let opened: Vec<Result<u32, String>> = std::thread::scope(|sc| {
+        let all: Vec<_> = (0..4)
+            .map(|_| sc.spawn(|| Store::open(&b.loc).and_then(|s| s.version())))
+            .collect();
+        all.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for r in opened {
+        assert_eq!(r, Ok(schema_version()));
+    }
 }
