@@ -28,6 +28,9 @@ HOST_PKGS=(
   erofs-utils
   # the apps' port mappings and egress policy (agent/src/netfilter, its host tests): the nft tool
   nftables
+  # the controller's store tests and usp_serve on PostgreSQL: Debian's server, started by the
+  # tests themselves on a temporary directory and port (controller/src/store/test_postgres.rs)
+  postgresql
   # the controller's dashboard checked in a real headless browser (agent/tests/usp_api.rs), with
   # a font for its screenshots (recommends are not installed here)
   chromium fonts-dejavu-core

@@ -1,7 +1,8 @@
 //! `cpevisor-controller serve` against real agents: a real mosquitto with TLS, agents hosted in
 //! this process (each its own `Agent` on its own state dir, `process` runner, its own MQTT
 //! session and EndpointID, like usp_fleet.rs), a signed package on a loopback HTTP server, and
-//! the controller's binary with its SQLite database.
+//! the controller's binary with its database: SQLite, and again PostgreSQL (a server of the
+//! test's own, Debian's binaries: `make setup` installs them).
 //!
 //! This test lives in the agent crate, not the controller's: it needs agents whose ExecEnv
 //! budget and DeviceInfo differ per agent, built in process from the agent's own types, and the
@@ -22,9 +23,11 @@ mod usp_common;
 
 use std::fs;
 use std::sync::atomic::Ordering;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use agentd::{App, World};
+use cpevisor_controller::store::test_postgres::TestPostgres;
 use cpevisor_usp::broker::TestBroker;
 use fleet::{query, serve, start_agent, wait_for, MemberSpec};
 use serde_json::{json, Value};
@@ -51,13 +54,32 @@ fn has_app(agents: &Value, agent: &str, name: &str, version: &str) -> bool {
     })
 }
 
+/// One fleet at a time: two at once on a small machine starve each other's agents.
+static ONE_FLEET: Mutex<()> = Mutex::new(());
+
 #[test]
 fn serve_places_converges_and_restarts_without_duplicates() {
+    let _one = ONE_FLEET.lock().unwrap_or_else(|e| e.into_inner());
+    let world = World::new("usp-serve");
+    let db = world.root.join("fleet.db");
+    places_converges_restarts(&world, db.to_str().unwrap());
+}
+
+/// The same on PostgreSQL: the database is a server's, the rest unchanged.
+#[test]
+fn serve_on_postgres_places_converges_and_restarts_without_duplicates() {
+    let _one = ONE_FLEET.lock().unwrap_or_else(|e| e.into_inner());
+    let pg = TestPostgres::start();
+    pg.create_database("fleet");
+    places_converges_restarts(&World::new("usp-serve-pg"), &pg.url("fleet"));
+}
+
+/// The three checks on database `db` (`--db`'s argument).
+fn places_converges_restarts(world: &World, db: &str) {
     // Built (if stale) before any agent starts: a build under way starves the fleet's agents
     // of CPU and their operations time out.
     usp_common::controller();
     cpevisor_agent::LOG_LEVEL.store(0, Ordering::Relaxed);
-    let world = World::new("usp-serve");
     let broker = TestBroker::start(&world.root.join("broker")).expect("mosquitto");
     let agent_cert = broker.identity("serve-agent").unwrap();
     let app = App {
@@ -67,11 +89,10 @@ fn serve_places_converges_and_restarts_without_duplicates() {
     };
     let url = world.publish(&app, "svc-1.0.cpkg");
     let cfg = usp_common::ctl_config(&broker, &world.root, CTL_ID, true, json!({}));
-    let db = world.root.join("fleet.db");
     let log = world.root.join("serve.log");
-    let mut ctl = serve(&cfg, &db, &log, &[]);
+    let mut ctl = serve(&cfg, db, &log, &[]);
 
-    let join = |spec: &MemberSpec| start_agent(&world, &broker, &agent_cert, CTL_ID, spec);
+    let join = |spec: &MemberSpec| start_agent(world, &broker, &agent_cert, CTL_ID, spec);
     let mut fleet = vec![
         join(&MemberSpec {
             id: "os::a-1",
@@ -97,11 +118,11 @@ fn serve_places_converges_and_restarts_without_duplicates() {
     ];
     // Every agent announced itself and its inventory was read.
     wait_for("inventory of 4 agents", 60, &log, || {
-        let v = query(&db, "agents");
+        let v = query(db, "agents");
         let a = v["agents"].as_array().unwrap();
         a.len() == 4 && a.iter().all(|a| a["inventory_at"].is_number())
     });
-    let v = query(&db, "agents");
+    let v = query(db, "agents");
     let b1 = v["agents"]
         .as_array()
         .unwrap()
@@ -117,7 +138,7 @@ fn serve_places_converges_and_restarts_without_duplicates() {
     let (code, _, err) = usp_common::run_ctl([
         "deploy",
         "--db",
-        db.to_str().unwrap(),
+        db,
         "svc",
         &url,
         "--version",
@@ -131,7 +152,7 @@ fn serve_places_converges_and_restarts_without_duplicates() {
     let (code, _, err) = usp_common::run_ctl([
         "deploy",
         "--db",
-        db.to_str().unwrap(),
+        db,
         "other",
         &url,
         "--version",
@@ -145,8 +166,8 @@ fn serve_places_converges_and_restarts_without_duplicates() {
         120,
         &log,
         || {
-            let agents = query(&db, "agents");
-            let ops = query(&db, "operations");
+            let agents = query(db, "agents");
+            let ops = query(db, "operations");
             has_app(&agents, "os::a-1", "svc", "1.0")
                 && has_app(&agents, "os::a-2", "svc", "1.0")
                 && ops_of(&ops, "os::a-small")
@@ -155,7 +176,7 @@ fn serve_places_converges_and_restarts_without_duplicates() {
         },
     );
     println!("usp serve: 2 agents converged and 1 refusal recorded {converged:.1} s after the deployment");
-    let ops = query(&db, "operations");
+    let ops = query(db, "operations");
     let small = ops_of(&ops, "os::a-small");
     assert_eq!(small.len(), 1, "refused once, then backed off: {small:?}");
     assert_eq!(small[0]["fault_code"], 7227, "{}", small[0]);
@@ -172,7 +193,7 @@ fn serve_places_converges_and_restarts_without_duplicates() {
         "nothing for the arch=aarch64 deployment: {ops}"
     );
     // The inventory has each ExecEnv's architecture, as the agents publish it.
-    let agents = query(&db, "agents");
+    let agents = query(db, "agents");
     let a1 = agents["agents"]
         .as_array()
         .unwrap()
@@ -192,17 +213,17 @@ fn serve_places_converges_and_restarts_without_duplicates() {
         budget_mib: Some(64),
     }));
     let late = wait_for("svc on the late agent", 120, &log, || {
-        has_app(&query(&db, "agents"), "os::a-late", "svc", "1.0")
+        has_app(&query(db, "agents"), "os::a-late", "svc", "1.0")
     });
     println!("usp serve: the late agent converged {late:.1} s after it started");
 
     // (c) serve stopped hard and started again: no operation is sent twice.
     drop(ctl);
-    let before = query(&db, "operations")["operations"]
+    let before = query(db, "operations")["operations"]
         .as_array()
         .unwrap()
         .len();
-    ctl = serve(&cfg, &db, &log, &[]);
+    ctl = serve(&cfg, db, &log, &[]);
     // Its first sweep reads every agent again (its inventory time moves past the restart);
     // then several reconciliation passes run.
     let restarted = std::time::SystemTime::now()
@@ -210,15 +231,19 @@ fn serve_places_converges_and_restarts_without_duplicates() {
         .unwrap()
         .as_millis() as i64;
     wait_for("the restarted serve's first sweep", 60, &log, || {
-        let v = query(&db, "agents");
+        let v = query(db, "agents");
         v["agents"]
             .as_array()
             .unwrap()
             .iter()
             .all(|a| a["inventory_at"].as_i64().unwrap_or(0) > restarted)
     });
+    // Not waiting out the killed one's lease: its process is gone from this host.
+    assert!(fs::read_to_string(&log)
+        .unwrap()
+        .contains("is gone from this host: taking over"));
     std::thread::sleep(Duration::from_secs(5));
-    let ops = query(&db, "operations");
+    let ops = query(db, "operations");
     assert_eq!(ops["operations"].as_array().unwrap().len(), before, "{ops}");
     for id in ["os::a-1", "os::a-2", "os::a-late"] {
         let mine = ops_of(&ops, id);
@@ -229,7 +254,7 @@ fn serve_places_converges_and_restarts_without_duplicates() {
         let want = usize::from(m.id != "os::a-small" && m.id != "os::b-1");
         assert_eq!(m.agent.snapshot().deployment_units.len(), want, "{}", m.id);
     }
-    let deps = query(&db, "deployments");
+    let deps = query(db, "deployments");
     let svc = deps["deployments"]
         .as_array()
         .unwrap()
@@ -240,17 +265,25 @@ fn serve_places_converges_and_restarts_without_duplicates() {
     assert_eq!(svc["installed"], 3, "{svc}");
     assert_eq!(svc["failed"], 1, "{svc}");
     let size = |suffix: &str| {
-        fs::metadata(format!("{}{suffix}", db.display()))
+        fs::metadata(format!("{db}{suffix}"))
             .map(|m| m.len())
             .unwrap_or(0)
     };
-    println!(
-        "usp serve: whole run {:.1} s; database {} bytes + WAL {} bytes for {} agents",
-        t_deploy.elapsed().as_secs_f64(),
-        size(""),
-        size("-wal"),
-        fleet.len()
-    );
+    if db.starts_with("postgres") {
+        println!(
+            "usp serve (PostgreSQL): whole run {:.1} s for {} agents",
+            t_deploy.elapsed().as_secs_f64(),
+            fleet.len()
+        );
+    } else {
+        println!(
+            "usp serve (SQLite): whole run {:.1} s; database {} bytes + WAL {} bytes for {} agents",
+            t_deploy.elapsed().as_secs_f64(),
+            size(""),
+            size("-wal"),
+            fleet.len()
+        );
+    }
     // SIGTERM: serve stops by itself, nothing in flight, exit 0.
     assert_eq!(
         ctl.terminate(20),
@@ -261,6 +294,157 @@ fn serve_places_converges_and_restarts_without_duplicates() {
     assert!(fs::read_to_string(&log)
         .unwrap()
         .contains("stopped, 0 operations left in flight"));
+    for m in fleet {
+        m.session.stop();
+        m.agent.shutdown();
+    }
+}
+
+/// `cpevisor-controller rollout status ID --db DB --json`.
+fn rollout_status(db: &str, id: &str) -> Value {
+    let (code, v, err) = usp_common::run_ctl(["rollout", "status", id, "--db", db, "--json"]);
+    assert_eq!(code, 0, "rollout status: {err}");
+    v
+}
+
+/// Three `serve` replicas on one PostgreSQL database: one holds the lease and sends, the
+/// others wait; the active one killed (SIGKILL) mid-rollout, a standby takes over within the
+/// lease and finishes it; every agent gets the app once, from whichever replica.
+#[test]
+fn serve_replicas_on_postgres_one_killed_mid_rollout() {
+    let _one = ONE_FLEET.lock().unwrap_or_else(|e| e.into_inner());
+    usp_common::controller();
+    cpevisor_agent::LOG_LEVEL.store(0, Ordering::Relaxed);
+    let world = World::new("usp-serve-replicas");
+    let broker = TestBroker::start(&world.root.join("broker")).expect("mosquitto");
+    let agent_cert = broker.identity("serve-agent").unwrap();
+    let app = App {
+        command: vec!["/bin/sh".into(), "-c".into(), "exec sleep 100000".into()],
+        memory_mib: 16,
+        ..App::new("svc", "1.0")
+    };
+    let url = world.publish(&app, "svc-1.0.cpkg");
+    let pg = TestPostgres::start();
+    pg.create_database("fleet");
+    let db = pg.url("fleet");
+    let cfg = usp_common::ctl_config(&broker, &world.root, CTL_ID, true, json!({}));
+    let logs: Vec<_> = (0..3)
+        .map(|i| world.root.join(format!("serve-r{i}.log")))
+        .collect();
+    let log_of = |i: usize| fs::read_to_string(&logs[i]).unwrap_or_default();
+    let all_logs = world.root.join("serve-r0.log");
+    let mut replicas: Vec<Option<fleet::Serve>> = (0..3)
+        .map(|i| {
+            let name = format!("r{i}");
+            // A lost operation (sent by the killed one, never answered) is sent again soon.
+            let extra = ["--replica", &name, "--lease-ttl", "2", "--op-timeout", "20"];
+            Some(serve(&cfg, &db, &logs[i], &extra))
+        })
+        .collect();
+    let active = |replicas: &[Option<fleet::Serve>]| {
+        (0..3).find(|&i| replicas[i].is_some() && log_of(i).contains("active (holds the lease)"))
+    };
+    wait_for("one active replica", 30, &all_logs, || {
+        active(&replicas).is_some()
+    });
+    let first = active(&replicas).unwrap();
+    wait_for("two standbys", 30, &all_logs, || {
+        (0..3)
+            .filter(|&i| log_of(i).contains(&format!("standby, replica r{first} is active")))
+            .count()
+            == 2
+    });
+
+    const IDS: [&str; 6] = [
+        "os::r-0", "os::r-1", "os::r-2", "os::r-3", "os::r-4", "os::r-5",
+    ];
+    let fleet: Vec<_> = IDS
+        .iter()
+        .map(|id| {
+            let spec = MemberSpec {
+                id,
+                model: "cpe-a",
+                budget_mib: Some(64),
+            };
+            start_agent(&world, &broker, &agent_cert, CTL_ID, &spec)
+        })
+        .collect();
+    wait_for("inventory of 6 agents", 60, &logs[first], || {
+        let v = query(&db, "agents");
+        let a = v["agents"].as_array().unwrap();
+        a.len() == IDS.len() && a.iter().all(|a| a["inventory_at"].is_number())
+    });
+    let (code, started, err) = usp_common::run_ctl([
+        "rollout",
+        "start",
+        "svc",
+        &url,
+        "--version",
+        "1.0",
+        "--selector",
+        "model=cpe-a",
+        "--canary",
+        "1",
+        "--wave",
+        "1",
+        "--max-in-flight",
+        "1",
+        "--db",
+        &db,
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let id = started["id"].as_i64().unwrap().to_string();
+    let done = |db: &str| {
+        rollout_status(db, &id)["targets"]["done"]
+            .as_u64()
+            .unwrap_or(0) as usize
+    };
+    wait_for("2 agents done", 120, &logs[first], || done(&db) >= 2);
+    let at_kill = done(&db);
+    assert!(at_kill < IDS.len(), "the kill is mid-rollout");
+    // SIGKILL: no lease given up, whatever it had in flight left in the journal.
+    replicas[first] = None;
+    let t_kill = Instant::now();
+    wait_for("a standby taking over", 30, &logs[first], || {
+        active(&replicas).is_some()
+    });
+    let second = active(&replicas).unwrap();
+    let took_over = t_kill.elapsed().as_secs_f64();
+    wait_for("the rollout done", 180, &logs[second], || {
+        rollout_status(&db, &id)["state"] == "done"
+    });
+    println!(
+        "usp serve replicas: r{first} killed with {at_kill} of {} done, r{second} active {took_over:.1} s later (lease 2 s), the rollout done {:.1} s after the kill",
+        IDS.len(),
+        t_kill.elapsed().as_secs_f64()
+    );
+    let s = rollout_status(&db, &id);
+    assert_eq!(s["targets"]["done"], IDS.len(), "{s}");
+    // Exactly one operation reached each agent: one done per agent, none failed; a lost one
+    // (the killed replica's, unanswered) is the only other kind allowed.
+    let ops = query(&db, "operations");
+    for a in IDS {
+        let mine = ops_of(&ops, a);
+        let done: Vec<_> = mine.iter().filter(|o| o["state"] == "done").collect();
+        assert_eq!(done.len(), 1, "{a}: {mine:?}");
+        assert!(
+            mine.iter()
+                .all(|o| o["state"] == "done" || o["state"] == "lost"),
+            "{a}: {mine:?}"
+        );
+    }
+    for m in &fleet {
+        assert_eq!(m.agent.snapshot().deployment_units.len(), 1, "{}", m.id);
+    }
+    // The third replica still waits; the active one stops cleanly and gives the lease up.
+    let third = (0..3).find(|&i| i != first && i != second).unwrap();
+    assert!(!log_of(third).contains("active (holds the lease)"));
+    let ctl = replicas[second].take().unwrap();
+    assert_eq!(ctl.terminate(20), Some(0), "{}", log_of(second));
+    wait_for("the third replica taking over", 30, &logs[third], || {
+        log_of(third).contains("active (holds the lease)")
+    });
     for m in fleet {
         m.session.stop();
         m.agent.shutdown();

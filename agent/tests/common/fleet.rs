@@ -5,6 +5,7 @@
 //! `usp_common`.
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::fs;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -125,7 +126,7 @@ impl Serve {
 }
 
 /// `cpevisor-controller serve --config CFG --db DB EXTRA...`, its log appended to `log`.
-pub fn serve(cfg: &Path, db: &Path, log: &Path, extra: &[&str]) -> Serve {
+pub fn serve(cfg: &Path, db: impl AsRef<OsStr>, log: &Path, extra: &[&str]) -> Serve {
     let log = fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -136,7 +137,7 @@ pub fn serve(cfg: &Path, db: &Path, log: &Path, extra: &[&str]) -> Serve {
             .args(["serve", "--config"])
             .arg(cfg)
             .arg("--db")
-            .arg(db)
+            .arg(db.as_ref())
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
@@ -145,12 +146,13 @@ pub fn serve(cfg: &Path, db: &Path, log: &Path, extra: &[&str]) -> Serve {
     )
 }
 
-/// `cpevisor-controller CMD --db DB --json`, which must succeed.
-pub fn query(db: &Path, cmd: &str) -> Value {
+/// `cpevisor-controller CMD --db DB --json`, which must succeed; DB is a SQLite file or a
+/// PostgreSQL URL.
+pub fn query(db: impl AsRef<OsStr>, cmd: &str) -> Value {
     let (code, v, err) = usp_common::run_ctl([
         cmd.as_ref(),
         "--db".as_ref(),
-        db.as_os_str(),
+        db.as_ref(),
         "--json".as_ref(),
     ]);
     assert_eq!(code, 0, "{cmd}: {err}");

@@ -20,21 +20,26 @@ use std::path::PathBuf;
 use serde_json::{json, Value};
 
 use crate::config::{merge, parse_secs, read_bounded};
-use crate::store::{NewDeployment, Store};
+use crate::store::{Location, NewDeployment, Store};
 use crate::CtlConfig;
 use rollout_cli::{Amount, Plan, RolloutCmd};
 
 pub use serve::{serve, ServeOptions};
 
 /// The usage of the service's commands (all take `--db PATH`).
-pub const USAGE: &str = "service commands (the fleet's desired state in a database):
+pub const USAGE: &str = "service commands (the fleet's desired state in a database: --db PATH is a
+SQLite file, created if absent; --db postgres://USER[:PASSWORD]@HOST[:PORT]/DBNAME is a
+PostgreSQL database, its schema created at the first open):
   serve --config FILE --db PATH [--sweep SECS] [--max-in-flight N] [--op-timeout SECS]
-        [--http ADDR:PORT --api-token-file FILE]
+        [--http ADDR:PORT --api-token-file FILE] [--replica NAME] [--lease-ttl SECS]
                                the long-running controller: inventory and reconciliation;
                                with --http, the JSON API (/api/v1/, Authorization: Bearer
                                TOKEN, tokens one a line in FILE, mode 600) and the dashboard
                                (/#token=TOKEN); the config's http and api_token_file fields
-                               say the same
+                               say the same. Several serves on one database: one is active
+                               (it holds a lease, renewed every third of --lease-ttl, 15 s),
+                               the others wait and take over when it stops or dies;
+                               --replica names this one (default HOST:PID)
   deploy --db PATH NAME URL --version V [--selector KEY=VALUE ...] [--digest D]
          [--memory-mib N]      want app NAME at version V from URL on every agent the
                                selector matches (keys: arch, model, manufacturer,
@@ -50,15 +55,15 @@ pub enum FleetCmd {
     /// `serve`.
     Serve(Box<CtlConfig>, ServeOptions),
     /// `deploy`.
-    Deploy(PathBuf, NewDeployment, bool),
+    Deploy(Location, NewDeployment, bool),
     /// `deployments`.
-    Deployments(PathBuf, bool),
+    Deployments(Location, bool),
     /// `agents --db`.
-    Agents(PathBuf, bool),
+    Agents(Location, bool),
     /// `operations`.
-    Operations(PathBuf, usize, bool),
+    Operations(Location, usize, bool),
     /// `rollout ...`.
-    Rollout(PathBuf, RolloutCmd, bool),
+    Rollout(Location, RolloutCmd, bool),
 }
 
 /// Whether `args` are a service command: they name a database.
@@ -76,7 +81,7 @@ pub fn parse(args: &[String]) -> Result<FleetCmd, String> {
     let mut memory = None;
     let mut selector = Vec::new();
     let mut limit = 100usize;
-    let mut opts = ServeOptions::new(PathBuf::new());
+    let mut opts = ServeOptions::new(Location::Sqlite(PathBuf::new()));
     let mut plan = Plan::default();
     let mut http_listen = None;
     let mut token_file = None;
@@ -91,7 +96,7 @@ pub fn parse(args: &[String]) -> Result<FleetCmd, String> {
                 .ok_or_else(|| format!("{a} needs a value"))
         };
         match a {
-            "--db" => db = Some(PathBuf::from(value()?)),
+            "--db" => db = Some(Location::parse(&value()?)),
             "--json" => json = true,
             "--config" => config_file = Some(PathBuf::from(value()?)),
             "--version" => version = Some(value()?),
@@ -118,6 +123,13 @@ pub fn parse(args: &[String]) -> Result<FleetCmd, String> {
             "--wave" => plan.wave = Amount::parse(a, &value()?)?,
             "--max-failures" => plan.max_failure_pct = rollout_cli::parse_pct(a, &value()?)?,
             "--sweep" => opts.sweep = parse_secs(a, &value()?, 0.05)?,
+            "--lease-ttl" => opts.lease_ttl = parse_secs(a, &value()?, 0.3)?,
+            "--replica" => {
+                opts.replica = value()?;
+                if opts.replica.is_empty() || opts.replica.len() > 200 {
+                    return Err("--replica: a name of 1 to 200 bytes".into());
+                }
+            }
             "--op-timeout" => opts.op_timeout = parse_secs(a, &value()?, 0.05)?,
             "--max-in-flight" => {
                 let v = value()?;
@@ -386,7 +398,7 @@ mod tests {
         assert!(!is_fleet(&["agents".into()]));
         match p("deploy --db f.db app http://h/a.cpkg --version 1.0 --selector model=m --selector arch=x86_64 --memory-mib 16").unwrap() {
             FleetCmd::Deploy(db, d, false) => {
-                assert_eq!(db, PathBuf::from("f.db"));
+                assert_eq!(db, Location::from("f.db"));
                 assert_eq!(d.name, "app");
                 assert_eq!(d.version, "1.0");
                 assert_eq!(d.selector.len(), 2);

@@ -10,14 +10,14 @@
 //! waiting for a Get, while the fleet itself lives in the database.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::engine::{JobSet, Op, Outcome};
 use crate::http::{self, HttpOptions};
-use crate::store::{now_ms, Store};
+use crate::store::leases::SERVE;
+use crate::store::{now_ms, Location, Store};
 use crate::{Connection, CtlConfig};
 
 use super::inventory;
@@ -38,7 +38,7 @@ const PAGE: usize = 500;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServeOptions {
     /// The database.
-    pub db: PathBuf,
+    pub db: Location,
     /// An online agent's inventory is read again when older than this.
     pub sweep: Duration,
     /// Agents added to the sweep per second at most.
@@ -55,11 +55,41 @@ pub struct ServeOptions {
     pub every: Duration,
     /// The HTTP API and dashboard (`--http`), if served.
     pub http: Option<HttpOptions>,
+    /// This replica's name among the `serve`s on one database (`--replica`).
+    pub replica: String,
+    /// How long the active replica's lease lasts unless renewed (`--lease-ttl`): the longest a
+    /// dead replica's standby waits before taking over.
+    pub lease_ttl: Duration,
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// This host's name and this process's ID: a replica's name unless `--replica` gives one.
+fn default_replica() -> String {
+    format!("{}:{}", host_name(), std::process::id())
+}
+
+/// Whether lease holder `holder` is a default-named replica of this host whose process is
+/// gone (a `serve` that died here): its lease need not be waited out. A PID taken again by
+/// another process only makes us wait.
+fn dead_here(holder: &str) -> bool {
+    let Some((host, pid)) = holder.rsplit_once(':') else {
+        return false;
+    };
+    host == host_name()
+        && pid.parse::<u32>().is_ok_and(|p| {
+            p != std::process::id() && !std::path::Path::new(&format!("/proc/{p}")).exists()
+        })
 }
 
 impl ServeOptions {
     /// The defaults, on database `db`.
-    pub fn new(db: PathBuf) -> ServeOptions {
+    pub fn new(db: Location) -> ServeOptions {
         ServeOptions {
             db,
             sweep: Duration::from_secs(300),
@@ -73,6 +103,8 @@ impl ServeOptions {
             },
             every: Duration::from_secs(1),
             http: None,
+            replica: default_replica(),
+            lease_ttl: Duration::from_secs(15),
         }
     }
 }
@@ -135,13 +167,22 @@ pub fn serve(config: &CtlConfig, opts: ServeOptions) -> i32 {
             return 2;
         }
     };
-    let store = match Store::open(&opts.db) {
+    let mut store = match Store::open(&opts.db) {
         Ok(s) => s,
         Err(e) => {
             note!("{e}");
             return 2;
         }
     };
+    store.fence(&opts.replica);
+    match wait_for_lease(&store, &opts, &stop) {
+        Ok(true) => {}
+        Ok(false) => return 0,
+        Err(e) => {
+            note!("{e}");
+            return 2;
+        }
+    }
     // Before the broker: a wrong token file or a taken port is said at once.
     if let Some(h) = &opts.http {
         match http::start(h, opts.db.clone()) {
@@ -163,7 +204,7 @@ pub fn serve(config: &CtlConfig, opts: ServeOptions) -> i32 {
     note!(
         "connected as {}, database {} (schema {})",
         config.mqtt.endpoint_id,
-        opts.db.display(),
+        opts.db,
         store.version().unwrap_or(0)
     );
     let mut svc = Service {
@@ -176,12 +217,66 @@ pub fn serve(config: &CtlConfig, opts: ServeOptions) -> i32 {
         stop,
     };
     match svc.run(&mut conn) {
-        Ok(()) => 0,
+        // Another replica takes over at once.
+        Ok(()) => match svc.store.release_lease(SERVE, &svc.opts.replica) {
+            Ok(()) => 0,
+            Err(e) => {
+                note!("{e}");
+                2
+            }
+        },
         Err(e) => {
             note!("{e}");
             2
         }
     }
+}
+
+/// Waits, as a standby, until this replica holds the serve lease (true) or is asked to stop
+/// (false).
+fn wait_for_lease(store: &Store, opts: &ServeOptions, stop: &AtomicBool) -> Result<bool, String> {
+    let mut said = false;
+    loop {
+        let l = store.take_lease(SERVE, &opts.replica, now_ms(), lease_ms(opts))?;
+        if l.holder == opts.replica {
+            note!("replica {}: active (holds the lease)", opts.replica);
+            return Ok(true);
+        }
+        if dead_here(&l.holder) {
+            note!(
+                "replica {}: the lease's holder {} is gone from this host: taking over",
+                opts.replica,
+                l.holder
+            );
+            store.release_lease(SERVE, &l.holder)?;
+            continue;
+        }
+        if !said {
+            note!(
+                "replica {}: standby, replica {} is active",
+                opts.replica,
+                l.holder
+            );
+            said = true;
+        }
+        let until = Instant::now() + renew_every(opts);
+        while Instant::now() < until {
+            if stop.load(Ordering::Relaxed) {
+                note!("stopped as a standby");
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn lease_ms(opts: &ServeOptions) -> i64 {
+    opts.lease_ttl.as_millis() as i64
+}
+
+/// A third of the lease: two renewals may fail (a slow database) before it expires.
+fn renew_every(opts: &ServeOptions) -> Duration {
+    opts.lease_ttl / 3
 }
 
 impl Service {
@@ -192,7 +287,23 @@ impl Service {
         let mut next_sweep = Instant::now();
         let mut next_pass = Instant::now();
         let mut stopping: Option<Instant> = None;
+        let mut next_renew = Instant::now() + renew_every(&self.opts);
         loop {
+            if Instant::now() >= next_renew {
+                let l = self.store.take_lease(
+                    SERVE,
+                    &self.opts.replica,
+                    now_ms(),
+                    lease_ms(&self.opts),
+                )?;
+                if l.holder != self.opts.replica {
+                    return Err(format!(
+                        "replica {}: lease lost to replica {} (this one was too slow to renew it): stopping",
+                        self.opts.replica, l.holder
+                    ));
+                }
+                next_renew = Instant::now() + renew_every(&self.opts);
+            }
             let ctl = &mut conn.controller;
             for o in ctl.pump(&mut self.set, Duration::from_millis(200)) {
                 self.ended(o)?;
@@ -529,5 +640,22 @@ impl Service {
             self.store.lose_op(id, "agent busy", now)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_gone_process_of_this_host_gives_its_lease_up() {
+        let mut c = std::process::Command::new("true").spawn().unwrap();
+        let gone = c.id();
+        c.wait().unwrap();
+        assert!(dead_here(&format!("{}:{gone}", host_name())));
+        assert!(!dead_here(&default_replica()), "this process");
+        assert!(!dead_here(&format!("{}:1", host_name())), "alive");
+        assert!(!dead_here(&format!("elsewhere-{}:{gone}", host_name())));
+        assert!(!dead_here("r1"));
     }
 }

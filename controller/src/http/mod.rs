@@ -13,7 +13,7 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::store::Store;
+use crate::store::{Location, Store};
 use auth::Tokens;
 use server::{Request, Response};
 
@@ -31,7 +31,7 @@ pub struct HttpOptions {
 
 /// Reads the tokens, binds `opts.listen` and serves the API and the dashboard on database
 /// `db` from threads of their own; returns the address it listens on.
-pub fn start(opts: &HttpOptions, db: PathBuf) -> Result<std::net::SocketAddr, String> {
+pub fn start(opts: &HttpOptions, db: Location) -> Result<std::net::SocketAddr, String> {
     let tokens = Arc::new(Tokens::load(&opts.token_file)?);
     let listener =
         TcpListener::bind(&opts.listen).map_err(|e| format!("--http {}: {e}", opts.listen))?;

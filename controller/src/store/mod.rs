@@ -1,20 +1,26 @@
 //! The controller's storage: inventory, desired state and the operations journal, in SQLite
-//! (bundled into the binary: nothing to install). Callers see plain Rust types only, never a
-//! database type, so that a PostgreSQL store can come next behind the same functions.
+//! (bundled into the binary: nothing to install) or, for operators who outgrow one controller,
+//! PostgreSQL (`--db postgres://...`). Callers see plain Rust types only, never a database
+//! type; the queries are written once for both.
 //!
-//! `schema` holds the migrations; this module the queries.
+//! `schema` holds the migrations; `db` the seam between the queries and the two databases
+//! (`pg` the PostgreSQL side); `location` what `--db` names; this module the queries.
 
+mod db;
+pub mod leases;
+pub mod location;
+mod pg;
 pub mod rollouts;
 mod schema;
+#[cfg(any(test, feature = "test-postgres"))]
+pub mod test_postgres;
 pub mod views;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
-use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
-
-pub use schema::{latest as schema_version, migrate, MIGRATIONS};
+use db::{p, Db, Row};
+pub use location::Location;
+pub use schema::{latest as schema_version, MIGRATIONS};
 
 /// Milliseconds since the Unix epoch: every time in the store.
 pub fn now_ms() -> i64 {
@@ -209,33 +215,27 @@ pub struct JournalState {
     pub last_ok: bool,
 }
 
-/// The store: one SQLite database in WAL mode.
+/// The store: one SQLite database in WAL mode, or one connection to a PostgreSQL server.
 pub struct Store {
-    conn: Connection,
-}
-
-fn err(e: rusqlite::Error) -> String {
-    format!("database: {e}")
+    db: Db,
+    /// The replica this store journals operations for: none are journaled while another
+    /// holds the serve lease (`leases`).
+    fence: Option<String>,
 }
 
 /// In `tx`: the active deployment of `d.name` superseded, `d` recorded as the active one at
 /// `now`; its number.
-fn insert_deployment(
-    tx: &rusqlite::Transaction,
-    d: &NewDeployment,
-    now: i64,
-) -> Result<i64, String> {
+fn insert_deployment(tx: &Db, d: &NewDeployment, now: i64) -> Result<i64, String> {
     let selector = serde_json::to_string(&d.selector).map_err(|e| e.to_string())?;
     tx.execute(
         "UPDATE deployments SET state = 'superseded' WHERE name = ?1 AND state = 'active'",
-        params![d.name],
-    )
-    .map_err(err)?;
-    tx.execute(
+        &p![d.name],
+    )?;
+    tx.query_one(
         "INSERT INTO deployments (name, url, digest, version, selector, created, state,
                                   memory_mib)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7)",
-        params![
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7) RETURNING id",
+        &p![
             d.name,
             d.url,
             d.digest,
@@ -244,69 +244,75 @@ fn insert_deployment(
             now,
             opt_i64(d.memory_mib)
         ],
-    )
-    .map_err(err)?;
-    Ok(tx.last_insert_rowid())
+    )?
+    .get(0)
 }
 
 fn opt_i64(v: Option<u32>) -> Option<i64> {
     v.map(i64::from)
 }
 
+const OPERATION_COLUMNS: &str = "id, endpoint_id, deployment_id, kind, state, fault_code,
+     fault_message, created, finished, purpose";
+
+/// A row of [`OPERATION_COLUMNS`].
+fn operation_row(r: &Row) -> Result<Operation, String> {
+    Ok(Operation {
+        id: r.get(0)?,
+        endpoint_id: r.get(1)?,
+        deployment_id: r.get(2)?,
+        kind: r.get(3)?,
+        state: r.get(4)?,
+        fault_code: r.get(5)?,
+        fault_message: r.get(6)?,
+        created: r.get(7)?,
+        finished: r.get(8)?,
+        purpose: r.get(9)?,
+    })
+}
+
 impl Store {
-    /// Opens (creating it if absent) the database at `path` and brings its schema up to date.
-    pub fn open(path: &Path) -> Result<Store, String> {
-        let conn = Connection::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Store::setup(conn)
+    /// Opens the database `loc` names (a SQLite file is created if absent) and brings its
+    /// schema up to date.
+    pub fn open(loc: &Location) -> Result<Store, String> {
+        Store::setup(Db::open(loc)?)
     }
 
     /// A database in memory (tests).
     pub fn open_in_memory() -> Result<Store, String> {
-        Store::setup(Connection::open_in_memory().map_err(err)?)
+        Store::setup(Db::sqlite_in_memory()?)
     }
 
-    fn setup(mut conn: Connection) -> Result<Store, String> {
-        // WAL: `serve` writes while `deployments`/`agents` read, neither blocks the other.
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(err)?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(err)?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
-        migrate(&mut conn)?;
-        Ok(Store { conn })
+    fn setup(db: Db) -> Result<Store, String> {
+        schema::migrate(&db)?;
+        Ok(Store { db, fence: None })
     }
 
     /// The schema version the database is at.
     pub fn version(&self) -> Result<u32, String> {
-        self.conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(err)
+        schema::version(&self.db)
     }
 
     /// Notes that `agent` was heard from at `now`: it is online.
     pub fn seen(&self, agent: &str, now: i64) -> Result<(), String> {
-        self.conn
+        self.db
             .execute(
                 "INSERT INTO agents (endpoint_id, first_seen, last_seen, online)
                  VALUES (?1, ?2, ?2, 1)
                  ON CONFLICT (endpoint_id) DO UPDATE SET last_seen = ?2, online = 1",
-                params![agent, now],
+                &p![agent, now],
             )
             .map(|_| ())
-            .map_err(err)
     }
 
     /// Notes that `agent` did not answer: offline until heard from again.
     pub fn set_offline(&self, agent: &str) -> Result<(), String> {
-        self.conn
+        self.db
             .execute(
                 "UPDATE agents SET online = 0 WHERE endpoint_id = ?1",
-                params![agent],
+                &p![agent],
             )
             .map(|_| ())
-            .map_err(err)
     }
 
     /// Replaces what is known of `agent` with `inv`, read at `now`; operations in flight
@@ -318,7 +324,7 @@ impl Store {
         inv: &Inventory,
         now: i64,
     ) -> Result<usize, String> {
-        let tx = self.conn.transaction().map_err(err)?;
+        let tx = self.db.begin()?;
         let f = &inv.facts;
         tx.execute(
             "INSERT INTO agents (endpoint_id, first_seen, last_seen, online, manufacturer, model,
@@ -327,7 +333,7 @@ impl Store {
              ON CONFLICT (endpoint_id) DO UPDATE SET last_seen = ?2, online = 1,
                  manufacturer = ?3, model = ?4, software_version = ?5, serial = ?6, board = ?7,
                  arch = ?8, inventory_at = ?2",
-            params![
+            &p![
                 agent,
                 now,
                 f.manufacturer,
@@ -337,21 +343,22 @@ impl Store {
                 f.board,
                 f.arch
             ],
-        )
-        .map_err(err)?;
+        )?;
         for table in ["exec_envs", "dus", "eus"] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE endpoint_id = ?1"),
-                params![agent],
-            )
-            .map_err(err)?;
+                &p![agent],
+            )?;
         }
+        // An instance path twice in one answer: the last one stands.
         for e in &inv.exec_envs {
             tx.execute(
-                "INSERT OR REPLACE INTO exec_envs (endpoint_id, path, name, type, status, arch,
-                                                   budget_kib, available_kib)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
+                "INSERT INTO exec_envs (endpoint_id, path, name, type, status, arch, budget_kib,
+                                        available_kib)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (endpoint_id, path) DO UPDATE SET name = ?3, type = ?4,
+                     status = ?5, arch = ?6, budget_kib = ?7, available_kib = ?8",
+                &p![
                     agent,
                     e.path,
                     e.name,
@@ -361,24 +368,25 @@ impl Store {
                     e.budget_kib,
                     e.available_kib
                 ],
-            )
-            .map_err(err)?;
+            )?;
         }
         for d in &inv.dus {
             tx.execute(
-                "INSERT OR REPLACE INTO dus (endpoint_id, path, uuid, name, version, url, status,
-                                             exec_env)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![agent, d.path, d.uuid, d.name, d.version, d.url, d.status, d.exec_env],
-            )
-            .map_err(err)?;
+                "INSERT INTO dus (endpoint_id, path, uuid, name, version, url, status, exec_env)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (endpoint_id, path) DO UPDATE SET uuid = ?3, name = ?4,
+                     version = ?5, url = ?6, status = ?7, exec_env = ?8",
+                &p![agent, d.path, d.uuid, d.name, d.version, d.url, d.status, d.exec_env],
+            )?;
         }
         for u in &inv.eus {
             tx.execute(
-                "INSERT OR REPLACE INTO eus (endpoint_id, path, euid, name, status, fault_code,
-                                             fault_message)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
+                "INSERT INTO eus (endpoint_id, path, euid, name, status, fault_code,
+                                  fault_message)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (endpoint_id, path) DO UPDATE SET euid = ?3, name = ?4,
+                     status = ?5, fault_code = ?6, fault_message = ?7",
+                &p![
                     agent,
                     u.path,
                     u.euid,
@@ -387,19 +395,16 @@ impl Store {
                     u.fault_code,
                     u.fault_message
                 ],
-            )
-            .map_err(err)?;
+            )?;
         }
-        let settled = tx
-            .execute(
-                "UPDATE operations SET state = 'done', finished = ?2
-                 WHERE endpoint_id = ?1 AND state = 'sent' AND kind IN ('install', 'update')
-                   AND purpose IS NULL AND EXISTS (SELECT 1 FROM deployments d JOIN dus u
-                               ON u.name = d.name AND u.version = d.version
-                               WHERE d.id = operations.deployment_id AND u.endpoint_id = ?1)",
-                params![agent, now],
-            )
-            .map_err(err)?;
+        let settled = tx.execute(
+            "UPDATE operations SET state = 'done', finished = ?2
+             WHERE endpoint_id = ?1 AND state = 'sent' AND kind IN ('install', 'update')
+               AND purpose IS NULL AND EXISTS (SELECT 1 FROM deployments d JOIN dus u
+                           ON u.name = d.name AND u.version = d.version
+                           WHERE d.id = operations.deployment_id AND u.endpoint_id = ?1)",
+            &p![agent, now],
+        )?;
         // A rollback's operation ends when the agent no longer has the version it rolls back.
         let settled = settled
             + tx.execute(
@@ -409,17 +414,16 @@ impl Store {
                                    ON u.name = d.name AND u.version = d.version
                                    WHERE d.id = operations.deployment_id
                                      AND u.endpoint_id = ?1)",
-                params![agent, now],
-            )
-            .map_err(err)?;
-        tx.commit().map_err(err)?;
-        Ok(settled)
+                &p![agent, now],
+            )?;
+        tx.commit()?;
+        Ok(settled as usize)
     }
 
-    fn agent_row(r: &Row<'_>) -> rusqlite::Result<AgentView> {
+    fn agent_row(r: &Row) -> Result<AgentView, String> {
         Ok(AgentView {
             endpoint_id: r.get(0)?,
-            online: r.get::<_, i64>(1)? != 0,
+            online: r.get(1)?,
             first_seen: r.get(2)?,
             last_seen: r.get(3)?,
             inventory_at: r.get(4)?,
@@ -445,20 +449,18 @@ impl Store {
         limit: usize,
         online_only: bool,
     ) -> Result<Vec<AgentView>, String> {
-        let mut st = self
-            .conn
-            .prepare_cached(
+        let mut page: Vec<AgentView> = self
+            .db
+            .query(
                 "SELECT endpoint_id, online, first_seen, last_seen, inventory_at, manufacturer,
                         model, software_version, serial, board, arch
                  FROM agents WHERE endpoint_id > ?1 AND (online = 1 OR ?2 = 0)
                  ORDER BY endpoint_id LIMIT ?3",
-            )
-            .map_err(err)?;
-        let mut page: Vec<AgentView> = st
-            .query_map(params![after, online_only, limit as i64], Store::agent_row)
-            .map_err(err)?
-            .collect::<Result<_, _>>()
-            .map_err(err)?;
+                &p![after, online_only, limit as i64],
+            )?
+            .iter()
+            .map(Store::agent_row)
+            .collect::<Result<_, _>>()?;
         let (Some(first), Some(last)) = (page.first(), page.last()) else {
             return Ok(page);
         };
@@ -520,57 +522,48 @@ impl Store {
         &self,
         sql: &str,
         (first, last): (&str, &str),
-        row: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+        row: impl Fn(&Row) -> Result<T, String>,
     ) -> Result<Vec<(String, T)>, String> {
-        let mut st = self.conn.prepare_cached(sql).map_err(err)?;
-        let rows = st
-            .query_map(params![first, last], |r| {
-                Ok((r.get::<_, String>(0)?, row(r)?))
-            })
-            .map_err(err)?
-            .collect::<Result<_, _>>()
-            .map_err(err);
-        rows
+        self.db
+            .query(sql, &p![first, last])?
+            .iter()
+            .map(|r| Ok((r.get::<String>(0)?, row(r)?)))
+            .collect()
     }
 
     /// Up to `limit` online agents whose inventory is oldest (never read first) and older than
     /// `before` (ms): the periodic sweep's next batch.
     pub fn stale_agents(&self, before: i64, limit: usize) -> Result<Vec<String>, String> {
-        let mut st = self
-            .conn
-            .prepare_cached(
+        self.db
+            .query(
                 "SELECT endpoint_id FROM agents
                  WHERE online = 1 AND (inventory_at IS NULL OR inventory_at < ?1)
                  ORDER BY inventory_at IS NOT NULL, inventory_at, endpoint_id LIMIT ?2",
-            )
-            .map_err(err)?;
-        let ids = st
-            .query_map(params![before, limit as i64], |r| r.get(0))
-            .map_err(err)?
-            .collect::<Result<_, _>>()
-            .map_err(err);
-        ids
+                &p![before, limit as i64],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
     }
 
     /// Records a deployment at `now`; an active one of the same name is superseded by it.
     pub fn add_deployment(&mut self, d: &NewDeployment, now: i64) -> Result<i64, String> {
-        let tx = self.conn.transaction().map_err(err)?;
+        let tx = self.db.begin()?;
         let id = insert_deployment(&tx, d, now)?;
-        tx.commit().map_err(err)?;
+        tx.commit()?;
         Ok(id)
     }
 
     /// The deployments, newest first (only the active ones when `active_only`).
     pub fn deployments(&self, active_only: bool) -> Result<Vec<Deployment>, String> {
-        let mut st = self
-            .conn
-            .prepare_cached(
+        self.db
+            .query(
                 "SELECT id, name, url, digest, version, selector, memory_mib, created, state
                  FROM deployments WHERE state = 'active' OR ?1 = 0 ORDER BY id DESC",
-            )
-            .map_err(err)?;
-        let rows = st
-            .query_map(params![active_only], |r| {
+                &p![active_only],
+            )?
+            .iter()
+            .map(|r| {
                 let sel: String = r.get(5)?;
                 Ok(Deployment {
                     id: r.get(0)?,
@@ -579,13 +572,12 @@ impl Store {
                     digest: r.get(3)?,
                     version: r.get(4)?,
                     selector: serde_json::from_str(&sel).unwrap_or_default(),
-                    memory_mib: r.get::<_, Option<i64>>(6)?.map(|m| m as u32),
+                    memory_mib: r.get::<Option<i64>>(6)?.map(|m| m as u32),
                     created: r.get(7)?,
                     state: r.get(8)?,
                 })
             })
-            .map_err(err)?;
-        rows.collect::<Result<_, _>>().map_err(err)
+            .collect()
     }
 
     /// The journal's word on every (agent, deployment) of the agents from `first` to `last`
@@ -595,26 +587,15 @@ impl Store {
         first: &str,
         last: &str,
     ) -> Result<HashMap<(String, i64), JournalState>, String> {
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "SELECT endpoint_id, deployment_id, state, finished FROM operations
-                 WHERE endpoint_id BETWEEN ?1 AND ?2 ORDER BY id",
-            )
-            .map_err(err)?;
-        let rows = st
-            .query_map(params![first, last], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Option<i64>>(3)?,
-                ))
-            })
-            .map_err(err)?;
+        let rows = self.db.query(
+            "SELECT endpoint_id, deployment_id, state, finished FROM operations
+             WHERE endpoint_id BETWEEN ?1 AND ?2 ORDER BY id",
+            &p![first, last],
+        )?;
         let mut out: HashMap<(String, i64), JournalState> = HashMap::new();
         for row in rows {
-            let (agent, dep, state, finished) = row.map_err(err)?;
+            let (agent, dep, state, finished): (String, i64, String, Option<i64>) =
+                (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
             let j = out.entry((agent, dep)).or_default();
             match state.as_str() {
                 "sent" => j.in_flight = true,
@@ -653,19 +634,29 @@ impl Store {
         now: i64,
         purpose: Option<&str>,
     ) -> Result<Option<i64>, String> {
-        match self.conn.execute(
-            "INSERT INTO operations (endpoint_id, deployment_id, kind, state, created, purpose)
-             VALUES (?1, ?2, ?3, 'sent', ?4, ?5)",
-            params![agent, deployment, kind, now, purpose],
-        ) {
-            Ok(_) => Ok(Some(self.conn.last_insert_rowid())),
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(err(e)),
-        }
+        // The unique index on operations in flight turns a second one into no row; so does
+        // another replica's current serve lease (a replica that lost it sends nothing more).
+        self.db
+            .query_opt(
+                "INSERT INTO operations (endpoint_id, deployment_id, kind, state, created,
+                                         purpose)
+                 SELECT CAST(?1 AS TEXT), CAST(?2 AS BIGINT), CAST(?3 AS TEXT), 'sent',
+                        CAST(?4 AS BIGINT), CAST(?5 AS TEXT)
+                 WHERE NOT EXISTS (SELECT 1 FROM leases WHERE name = ?7 AND holder <> ?6
+                                                          AND expires >= ?4)
+                 ON CONFLICT DO NOTHING RETURNING id",
+                &p![
+                    agent,
+                    deployment,
+                    kind,
+                    now,
+                    purpose,
+                    self.fence,
+                    leases::SERVE
+                ],
+            )?
+            .map(|r| r.get(0))
+            .transpose()
     }
 
     /// Ends operation `id` (if still in flight): done, or failed with the agent's fault.
@@ -674,15 +665,14 @@ impl Store {
             None => ("done", None, None),
             Some((c, m)) => ("failed", Some(c), Some(m)),
         };
-        self.conn
+        self.db
             .execute(
                 "UPDATE operations SET state = ?2, fault_code = ?3, fault_message = ?4,
                                        finished = ?5
                  WHERE id = ?1 AND state = 'sent'",
-                params![id, state, code, msg, now],
+                &p![id, state, code, msg, now],
             )
             .map(|_| ())
-            .map_err(err)
     }
 
     /// Journals an operation the controller did not send because placement refused it.
@@ -695,113 +685,76 @@ impl Store {
         message: &str,
         now: i64,
     ) -> Result<(), String> {
-        self.conn
+        self.db
             .execute(
                 "INSERT INTO operations (endpoint_id, deployment_id, kind, state, fault_code,
                                          fault_message, created, finished)
                  VALUES (?1, ?2, ?3, 'failed', ?4, ?5, ?6, ?6)",
-                params![agent, deployment, kind, code, message, now],
+                &p![agent, deployment, kind, code, message, now],
             )
             .map(|_| ())
-            .map_err(err)
     }
 
     /// Operations in flight, with their agent, deployment and start.
     pub fn in_flight(&self) -> Result<Vec<(i64, String, i64, i64)>, String> {
-        let mut st = self
-            .conn
-            .prepare_cached(
+        self.db
+            .query(
                 "SELECT id, endpoint_id, deployment_id, created FROM operations
                  WHERE state = 'sent' ORDER BY id",
-            )
-            .map_err(err)?;
-        let rows = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-            .map_err(err)?;
-        rows.collect::<Result<_, _>>().map_err(err)
+                &[],
+            )?
+            .iter()
+            .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .collect()
     }
 
     /// Marks `lost` an operation in flight that no result ended (its controller stopped).
     pub fn lose_op(&self, id: i64, message: &str, now: i64) -> Result<(), String> {
-        self.conn
+        self.db
             .execute(
                 "UPDATE operations SET state = 'lost', fault_code = 0, fault_message = ?2,
                                        finished = ?3
                  WHERE id = ?1 AND state = 'sent'",
-                params![id, message, now],
+                &p![id, message, now],
             )
             .map(|_| ())
-            .map_err(err)
     }
 
     /// The journal, newest first, at most `limit` lines.
     pub fn operations(&self, limit: usize) -> Result<Vec<Operation>, String> {
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "SELECT id, endpoint_id, deployment_id, kind, state, fault_code, fault_message,
-                        created, finished, purpose
-                 FROM operations ORDER BY id DESC LIMIT ?1",
-            )
-            .map_err(err)?;
-        let rows = st
-            .query_map(params![limit as i64], |r| {
-                Ok(Operation {
-                    id: r.get(0)?,
-                    endpoint_id: r.get(1)?,
-                    deployment_id: r.get(2)?,
-                    kind: r.get(3)?,
-                    state: r.get(4)?,
-                    fault_code: r.get(5)?,
-                    fault_message: r.get(6)?,
-                    created: r.get(7)?,
-                    finished: r.get(8)?,
-                    purpose: r.get(9)?,
-                })
-            })
-            .map_err(err)?;
-        rows.collect::<Result<_, _>>().map_err(err)
+        self.db
+            .query(
+                &format!("SELECT {OPERATION_COLUMNS} FROM operations ORDER BY id DESC LIMIT ?1"),
+                &p![limit as i64],
+            )?
+            .iter()
+            .map(operation_row)
+            .collect()
     }
 
     /// Per deployment: agents that have it (name and version) and, by the state of each
     /// agent's last operation for it, how many agents are in that state.
     pub fn deployment_counts(&self) -> Result<HashMap<i64, BTreeMap<String, i64>>, String> {
         let mut out: HashMap<i64, BTreeMap<String, i64>> = HashMap::new();
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "SELECT d.id, count(DISTINCT u.endpoint_id) FROM deployments d
-                 JOIN dus u ON u.name = d.name AND u.version = d.version GROUP BY d.id",
-            )
-            .map_err(err)?;
-        let rows = st
-            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
-            .map_err(err)?;
+        let rows = self.db.query(
+            "SELECT d.id, count(DISTINCT u.endpoint_id) FROM deployments d
+             JOIN dus u ON u.name = d.name AND u.version = d.version GROUP BY d.id",
+            &[],
+        )?;
         for row in rows {
-            let (d, n) = row.map_err(err)?;
+            let (d, n): (i64, i64) = (row.get(0)?, row.get(1)?);
             out.entry(d).or_default().insert("installed".into(), n);
         }
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "SELECT o.deployment_id, o.state, count(*) FROM operations o
-                 WHERE o.id = (SELECT max(id) FROM operations
-                               WHERE endpoint_id = o.endpoint_id
-                                 AND deployment_id = o.deployment_id)
-                 GROUP BY o.deployment_id, o.state",
-            )
-            .map_err(err)?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })
-            .map_err(err)?;
+        let rows = self.db.query(
+            "SELECT o.deployment_id, o.state, count(*) FROM operations o
+             WHERE o.id = (SELECT max(id) FROM operations
+                           WHERE endpoint_id = o.endpoint_id
+                             AND deployment_id = o.deployment_id)
+             GROUP BY o.deployment_id, o.state",
+            &[],
+        )?;
         for row in rows {
-            let (d, state, n) = row.map_err(err)?;
+            let (d, state, n): (i64, String, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
             out.entry(d).or_default().insert(state, n);
         }
         Ok(out)
@@ -809,30 +762,17 @@ impl Store {
 
     /// The last journal line of `agent` for `deployment`, if any.
     pub fn last_op(&self, agent: &str, deployment: i64) -> Result<Option<Operation>, String> {
-        self.conn
-            .query_row(
-                "SELECT id, endpoint_id, deployment_id, kind, state, fault_code, fault_message,
-                        created, finished, purpose
-                 FROM operations WHERE endpoint_id = ?1 AND deployment_id = ?2
-                 ORDER BY id DESC LIMIT 1",
-                params![agent, deployment],
-                |r| {
-                    Ok(Operation {
-                        id: r.get(0)?,
-                        endpoint_id: r.get(1)?,
-                        deployment_id: r.get(2)?,
-                        kind: r.get(3)?,
-                        state: r.get(4)?,
-                        fault_code: r.get(5)?,
-                        fault_message: r.get(6)?,
-                        created: r.get(7)?,
-                        finished: r.get(8)?,
-                        purpose: r.get(9)?,
-                    })
-                },
-            )
-            .optional()
-            .map_err(err)
+        self.db
+            .query_opt(
+                &format!(
+                    "SELECT {OPERATION_COLUMNS} FROM operations
+                     WHERE endpoint_id = ?1 AND deployment_id = ?2 ORDER BY id DESC LIMIT 1"
+                ),
+                &p![agent, deployment],
+            )?
+            .as_ref()
+            .map(operation_row)
+            .transpose()
     }
 }
 

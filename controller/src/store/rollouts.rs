@@ -5,9 +5,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use rusqlite::{params, OptionalExtension, Row};
-
-use super::{err, insert_deployment, NewDeployment, Store};
+use super::db::{p, Row};
+use super::{insert_deployment, NewDeployment, Store};
 use crate::fleet::rollout::{LastOp, Rollout, RolloutState, Step, TargetState, TargetView};
 
 /// How a new rollout goes, counts resolved (a percentage of the targets made a count).
@@ -62,7 +61,7 @@ impl RolloutCommand {
 const ROLLOUT_COLUMNS: &str = "id, deployment_id, previous_id, canary, wave_size, max_in_flight,
      max_failure_pct, state, wave, accepted_wave, reason, created, updated";
 
-fn rollout_row(r: &Row<'_>) -> rusqlite::Result<Rollout> {
+fn rollout_row(r: &Row) -> Result<Rollout, String> {
     let state: String = r.get(7)?;
     Ok(Rollout {
         id: r.get(0)?,
@@ -93,73 +92,69 @@ impl Store {
         targets: &[RolloutTarget],
         now: i64,
     ) -> Result<(i64, i64), String> {
-        let tx = self.conn.transaction().map_err(err)?;
+        let tx = self.db.begin()?;
         let previous: Option<i64> = tx
-            .query_row(
+            .query_opt(
                 "SELECT id FROM deployments WHERE name = ?1 AND state = 'active'",
-                params![d.name],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(err)?;
+                &p![d.name],
+            )?
+            .map(|r| r.get(0))
+            .transpose()?;
         let dep = insert_deployment(&tx, d, now)?;
-        tx.execute(
-            "INSERT INTO rollouts (deployment_id, previous_id, canary, wave_size, max_in_flight,
-                                   max_failure_pct, state, created, updated)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7, ?7)",
-            params![
-                dep,
-                previous,
-                r.canary,
-                r.wave_size,
-                r.max_in_flight,
-                r.max_failure_pct,
-                now
-            ],
-        )
-        .map_err(err)?;
-        let id = tx.last_insert_rowid();
-        {
-            let mut st = tx
-                .prepare_cached(
-                    "INSERT INTO rollout_targets (rollout_id, endpoint_id, state, prev_version,
-                                                  prev_url, updated)
-                     VALUES (?1, ?2, 'pending', ?3, ?4, ?5)",
-                )
-                .map_err(err)?;
-            for t in targets {
-                st.execute(params![id, t.endpoint_id, t.prev_version, t.prev_url, now])
-                    .map_err(err)?;
-            }
+        let id: i64 = tx
+            .query_one(
+                "INSERT INTO rollouts (deployment_id, previous_id, canary, wave_size,
+                                       max_in_flight, max_failure_pct, state, created, updated)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7, ?7) RETURNING id",
+                &p![
+                    dep,
+                    previous,
+                    r.canary,
+                    r.wave_size,
+                    r.max_in_flight,
+                    r.max_failure_pct,
+                    now
+                ],
+            )?
+            .get(0)?;
+        for t in targets {
+            tx.execute(
+                "INSERT INTO rollout_targets (rollout_id, endpoint_id, state, prev_version,
+                                              prev_url, updated)
+                 VALUES (?1, ?2, 'pending', ?3, ?4, ?5)",
+                &p![id, t.endpoint_id, t.prev_version, t.prev_url, now],
+            )?;
         }
-        tx.commit().map_err(err)?;
+        tx.commit()?;
         Ok((dep, id))
     }
 
     /// The rollouts, newest first (only those `serve` still steps when `live_only`).
     pub fn rollouts(&self, live_only: bool) -> Result<Vec<Rollout>, String> {
-        let mut st = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {ROLLOUT_COLUMNS} FROM rollouts
-                 WHERE ?1 = 0 OR state IN ('running', 'paused', 'rolling_back')
-                 ORDER BY id DESC"
-            ))
-            .map_err(err)?;
-        let rows = st.query_map(params![live_only], rollout_row).map_err(err)?;
-        rows.collect::<Result<_, _>>().map_err(err)
+        self.db
+            .query(
+                &format!(
+                    "SELECT {ROLLOUT_COLUMNS} FROM rollouts
+                     WHERE ?1 = 0 OR state IN ('running', 'paused', 'rolling_back')
+                     ORDER BY id DESC"
+                ),
+                &p![live_only],
+            )?
+            .iter()
+            .map(rollout_row)
+            .collect()
     }
 
     /// Rollout `id`.
     pub fn rollout(&self, id: i64) -> Result<Option<Rollout>, String> {
-        self.conn
-            .query_row(
+        self.db
+            .query_opt(
                 &format!("SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE id = ?1"),
-                params![id],
-                rollout_row,
-            )
-            .optional()
-            .map_err(err)
+                &p![id],
+            )?
+            .as_ref()
+            .map(rollout_row)
+            .transpose()
     }
 
     /// The targets of rollout `r` (whose deployment is app `name` at `version`), in endpoint
@@ -170,10 +165,8 @@ impl Store {
         name: &str,
         version: &str,
     ) -> Result<Vec<TargetView>, String> {
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "SELECT t.endpoint_id, t.wave, t.state, t.prev_version, t.prev_url,
+        let rows = self.db.query(
+            "SELECT t.endpoint_id, t.wave, t.state, t.prev_version, t.prev_url,
                         coalesce(a.online, 0), a.inventory_at,
                         (SELECT uuid FROM dus u WHERE u.endpoint_id = t.endpoint_id
                            AND u.name = ?2 ORDER BY u.path LIMIT 1),
@@ -186,16 +179,16 @@ impl Store {
                                                    WHERE endpoint_id = t.endpoint_id
                                                      AND deployment_id = ?4)
                  WHERE t.rollout_id = ?1 ORDER BY t.endpoint_id",
-            )
-            .map_err(err)?;
-        let rows = st
-            .query_map(params![r.id, name, version, r.deployment_id], |row| {
+            &p![r.id, name, version, r.deployment_id],
+        )?;
+        rows.iter()
+            .map(|row| {
                 let state: String = row.get(2)?;
                 let op_id: Option<i64> = row.get(9)?;
                 let op = match op_id {
                     None => None,
                     Some(_) => Some(LastOp {
-                        rollback: row.get::<_, Option<String>>(10)?.is_some(),
+                        rollback: row.get::<Option<String>>(10)?.is_some(),
                         state: row.get(11)?,
                         fault_code: row.get(12)?,
                         fault_message: row.get(13)?,
@@ -208,62 +201,55 @@ impl Store {
                     state: TargetState::parse(&state).unwrap_or(TargetState::Failed),
                     prev_version: row.get(3)?,
                     prev_url: row.get(4)?,
-                    online: row.get::<_, i64>(5)? != 0,
+                    online: row.get(5)?,
                     inventory_at: row.get(6)?,
                     du: row.get(7)?,
                     has_new: row.get(8)?,
                     op,
                 })
             })
-            .map_err(err)?;
-        rows.collect::<Result<_, _>>().map_err(err)
+            .collect()
     }
 
     /// The faults recorded on rollout `id`'s targets, by endpoint ID.
     pub fn rollout_faults(&self, id: i64) -> Result<HashMap<String, (i64, String)>, String> {
-        let mut st = self
-            .conn
-            .prepare_cached(
+        self.db
+            .query(
                 "SELECT endpoint_id, fault_code, fault_message FROM rollout_targets
                  WHERE rollout_id = ?1 AND fault_code IS NOT NULL",
-            )
-            .map_err(err)?;
-        let rows = st
-            .query_map(params![id], |r| {
+                &p![id],
+            )?
+            .iter()
+            .map(|r| {
                 Ok((
-                    r.get::<_, String>(0)?,
+                    r.get::<String>(0)?,
                     (
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                        r.get::<i64>(1)?,
+                        r.get::<Option<String>>(2)?.unwrap_or_default(),
                     ),
                 ))
             })
-            .map_err(err)?;
-        rows.collect::<Result<_, _>>().map_err(err)
+            .collect()
     }
 
     /// Stores what `step` decided for rollout `r`, in one transaction; a rollback that ended
     /// makes the previous deployment the active one again (unless another one is).
     pub fn apply_rollout_step(&mut self, r: &Rollout, step: &Step, now: i64) -> Result<(), String> {
-        let tx = self.conn.transaction().map_err(err)?;
-        {
-            let mut st = tx
-                .prepare_cached(
-                    "UPDATE rollout_targets SET state = ?3, wave = ?4,
-                         fault_code = CASE WHEN ?3 IN ('done', 'rolled_back') THEN NULL
-                                           ELSE coalesce(?5, fault_code) END,
-                         fault_message = CASE WHEN ?3 IN ('done', 'rolled_back') THEN NULL
-                                              ELSE coalesce(?6, fault_message) END,
-                         updated = ?7
-                     WHERE rollout_id = ?1 AND endpoint_id = ?2",
-                )
-                .map_err(err)?;
-            for c in &step.targets {
-                let (code, msg) = match &c.fault {
-                    Some((c, m)) => (Some(*c), Some(m.as_str())),
-                    None => (None, None),
-                };
-                st.execute(params![
+        let tx = self.db.begin()?;
+        for c in &step.targets {
+            let (code, msg) = match &c.fault {
+                Some((c, m)) => (Some(*c), Some(m.as_str())),
+                None => (None, None),
+            };
+            tx.execute(
+                "UPDATE rollout_targets SET state = ?3, wave = ?4,
+                     fault_code = CASE WHEN ?3 IN ('done', 'rolled_back') THEN NULL
+                                       ELSE coalesce(?5, fault_code) END,
+                     fault_message = CASE WHEN ?3 IN ('done', 'rolled_back') THEN NULL
+                                          ELSE coalesce(?6, fault_message) END,
+                     updated = ?7
+                 WHERE rollout_id = ?1 AND endpoint_id = ?2",
+                &p![
                     r.id,
                     c.endpoint_id,
                     c.state.as_str(),
@@ -271,9 +257,8 @@ impl Store {
                     code,
                     msg,
                     now
-                ])
-                .map_err(err)?;
-            }
+                ],
+            )?;
         }
         if let Some((state, wave, reason)) = &step.rollout {
             // Only from the state the step was decided on: an operator's command that came in
@@ -281,9 +266,8 @@ impl Store {
             tx.execute(
                 "UPDATE rollouts SET state = ?2, wave = ?3, reason = ?4, updated = ?5
                  WHERE id = ?1 AND state = ?6",
-                params![r.id, state.as_str(), wave, reason, now, r.state.as_str()],
-            )
-            .map_err(err)?;
+                &p![r.id, state.as_str(), wave, reason, now, r.state.as_str()],
+            )?;
             if *state == RolloutState::RolledBack {
                 if let Some(prev) = r.previous_id {
                     tx.execute(
@@ -292,13 +276,12 @@ impl Store {
                            AND NOT EXISTS (SELECT 1 FROM deployments d
                                            WHERE d.name = deployments.name
                                              AND d.state = 'active')",
-                        params![prev],
-                    )
-                    .map_err(err)?;
+                        &p![prev],
+                    )?;
                 }
             }
         }
-        tx.commit().map_err(err)
+        tx.commit()
     }
 
     /// Applies an operator's command to rollout `id`; refused (with why) where its state
@@ -309,15 +292,15 @@ impl Store {
         cmd: RolloutCommand,
         now: i64,
     ) -> Result<Rollout, String> {
-        let tx = self.conn.transaction().map_err(err)?;
+        let tx = self.db.begin()?;
         let r = tx
-            .query_row(
+            .query_opt(
                 &format!("SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE id = ?1"),
-                params![id],
-                rollout_row,
-            )
-            .optional()
-            .map_err(err)?
+                &p![id],
+            )?
+            .as_ref()
+            .map(rollout_row)
+            .transpose()?
             .ok_or_else(|| format!("no rollout {id}"))?;
         use RolloutState as S;
         let (to, reason, accepted) = match (cmd, r.state) {
@@ -330,12 +313,11 @@ impl Store {
             }
             (RolloutCommand::Rollback, S::Running | S::Paused | S::Aborted | S::Done) => {
                 let active: bool = tx
-                    .query_row(
+                    .query_one(
                         "SELECT state = 'active' FROM deployments WHERE id = ?1",
-                        params![r.deployment_id],
-                        |row| row.get(0),
-                    )
-                    .map_err(err)?;
+                        &p![r.deployment_id],
+                    )?
+                    .get(0)?;
                 if !active {
                     return Err(format!(
                         "rollout {id}: its deployment {} is no longer the active one; a rollback would undo a newer one",
@@ -344,9 +326,8 @@ impl Store {
                 }
                 tx.execute(
                     "UPDATE deployments SET state = 'removed' WHERE id = ?1",
-                    params![r.deployment_id],
-                )
-                .map_err(err)?;
+                    &p![r.deployment_id],
+                )?;
                 (
                     S::RollingBack,
                     Some("rolled back by the operator"),
@@ -364,10 +345,9 @@ impl Store {
         tx.execute(
             "UPDATE rollouts SET state = ?2, reason = ?3, accepted_wave = ?4, updated = ?5
              WHERE id = ?1",
-            params![id, to.as_str(), reason, accepted, now],
-        )
-        .map_err(err)?;
-        tx.commit().map_err(err)?;
+            &p![id, to.as_str(), reason, accepted, now],
+        )?;
+        tx.commit()?;
         Ok(Rollout {
             state: to,
             reason: reason.map(str::to_string),
@@ -381,23 +361,16 @@ impl Store {
     /// it to now: a running rollout's active targets; none for one paused, aborted or rolling
     /// back. Deployments not in the map are not gated.
     pub fn rollout_gates(&self) -> Result<HashMap<i64, HashSet<String>>, String> {
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "SELECT r.deployment_id, t.endpoint_id FROM rollouts r
-                 LEFT JOIN rollout_targets t ON t.rollout_id = r.id AND t.state = 'active'
-                                            AND r.state = 'running'
-                 WHERE r.state NOT IN ('done', 'rolled_back')",
-            )
-            .map_err(err)?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?))
-            })
-            .map_err(err)?;
+        let rows = self.db.query(
+            "SELECT r.deployment_id, t.endpoint_id FROM rollouts r
+             LEFT JOIN rollout_targets t ON t.rollout_id = r.id AND t.state = 'active'
+                                        AND r.state = 'running'
+             WHERE r.state NOT IN ('done', 'rolled_back')",
+            &[],
+        )?;
         let mut out: HashMap<i64, HashSet<String>> = HashMap::new();
         for row in rows {
-            let (d, agent) = row.map_err(err)?;
+            let (d, agent): (i64, Option<String>) = (row.get(0)?, row.get(1)?);
             let set = out.entry(d).or_default();
             if let Some(a) = agent {
                 set.insert(a);

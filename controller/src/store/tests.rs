@@ -1,5 +1,106 @@
+//! The store's tests, each run on both databases: SQLite in a temporary file and a PostgreSQL
+//! server of its own (`test_postgres`).
+
 use super::rollouts::{NewRollout, RolloutCommand, RolloutTarget};
+use super::test_postgres::TestPostgres;
 use super::*;
+
+/// A database a test opens (and may reopen): a SQLite file or a PostgreSQL server, removed
+/// after.
+struct Backend {
+    loc: Location,
+    _server: Option<TestPostgres>,
+    dir: Option<std::path::PathBuf>,
+}
+
+static SERIAL: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl Backend {
+    fn sqlite() -> Backend {
+        let dir = std::env::temp_dir().join(format!(
+            "cpv-store-{}-{}",
+            std::process::id(),
+            SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Backend {
+            loc: Location::Sqlite(dir.join("store.db")),
+            _server: None,
+            dir: Some(dir),
+        }
+    }
+
+    fn postgres() -> Backend {
+        let server = TestPostgres::start();
+        Backend {
+            loc: server.create_database("fleet"),
+            _server: Some(server),
+            dir: None,
+        }
+    }
+
+    fn db(&self) -> Db {
+        Db::open(&self.loc).unwrap()
+    }
+
+    fn open(&self) -> Store {
+        Store::open(&self.loc).unwrap()
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Some(d) = &self.dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// `#[test]`s `NAME::sqlite` and `NAME::postgres`, each calling `NAME(&Backend)`.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        $(mod $name {
+            #[test]
+            fn sqlite() {
+                super::$name(&super::Backend::sqlite());
+            }
+            #[test]
+            fn postgres() {
+                super::$name(&super::Backend::postgres());
+            }
+        })*
+    };
+}
+
+on_both!(
+    migrations_apply_to_an_empty_database,
+    migrations_bring_a_version_1_database_up_keeping_its_rows,
+    a_newer_database_is_refused,
+    the_journal_allows_one_operation_in_flight_per_agent_and_deployment,
+    inventory_pages_and_supersession,
+    views_read_the_same_on_both,
+    database_bytes_per_agent_stay_small,
+    a_rollout_is_stored_with_its_deployment_and_targets_and_survives_a_reopen,
+    a_rollback_operation_is_settled_when_the_agent_no_longer_has_the_version,
+    one_replica_holds_the_serve_lease_and_the_others_journal_nothing,
+    controllers_opening_a_new_database_at_once_migrate_it_once,
+);
+
+/// The tables of the store's schema.
+fn tables(db: &Db) -> Vec<String> {
+    let sql = if db.is_postgres() {
+        "SELECT CAST(table_name AS TEXT) FROM information_schema.tables
+         WHERE table_schema = current_schema() ORDER BY 1"
+    } else {
+        "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY 1"
+    };
+    db.query(sql, &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0).unwrap())
+        .collect()
+}
 
 fn inv(dus: &[(&str, &str)]) -> Inventory {
     Inventory {
@@ -38,11 +139,11 @@ fn dep(name: &str, version: &str) -> NewDeployment {
     }
 }
 
-#[test]
-fn migrations_apply_to_an_empty_database() {
-    let s = Store::open_in_memory().unwrap();
+fn migrations_apply_to_an_empty_database(b: &Backend) {
+    let s = b.open();
     assert_eq!(s.version().unwrap(), schema_version());
     assert!(schema_version() >= 2);
+    let have = tables(&s.db);
     // Every table of the last version is there.
     for t in [
         "agents",
@@ -54,36 +155,24 @@ fn migrations_apply_to_an_empty_database() {
         "rollouts",
         "rollout_targets",
     ] {
-        let n: i64 = s
-            .conn
-            .query_row(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
-                [t],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(n, 1, "table {t}");
+        assert!(have.iter().any(|h| h == t), "table {t} in {have:?}");
     }
 }
 
-#[test]
-fn migrations_bring_a_version_1_database_up_keeping_its_rows() {
-    let dir = std::env::temp_dir().join(format!("cpv-store-v1-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("v1.db");
-    let _ = std::fs::remove_file(&path);
+fn migrations_bring_a_version_1_database_up_keeping_its_rows(b: &Backend) {
     {
-        let c = Connection::open(&path).unwrap();
-        c.execute_batch(MIGRATIONS[0]).unwrap();
-        c.pragma_update(None, "user_version", 1).unwrap();
-        c.execute(
+        let db = b.db();
+        schema::migrate_to(&db, 1).unwrap();
+        assert_eq!(schema::version(&db).unwrap(), 1);
+        assert!(!tables(&db).iter().any(|t| t == "rollouts"), "version 3's");
+        db.execute(
             "INSERT INTO deployments (name, url, version, selector, created, state)
              VALUES ('app', 'http://h/app.cpkg', '1.0', '{\"model\":\"x\"}', 5, 'active')",
-            [],
+            &[],
         )
         .unwrap();
     }
-    let mut s = Store::open(&path).unwrap();
+    let mut s = b.open();
     assert_eq!(s.version().unwrap(), schema_version());
     let deps = s.deployments(true).unwrap();
     assert_eq!(deps.len(), 1);
@@ -104,22 +193,21 @@ fn migrations_bring_a_version_1_database_up_keeping_its_rows() {
     s.save_inventory("os::a", &inv(&[]), 7).unwrap();
     // Opening again applies nothing more.
     drop(s);
-    let mut c = Connection::open(&path).unwrap();
-    assert_eq!(migrate(&mut c).unwrap(), schema_version());
-    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(schema::migrate(&b.db()).unwrap(), schema_version());
 }
 
-#[test]
-fn a_newer_database_is_refused() {
-    let mut c = Connection::open_in_memory().unwrap();
-    c.pragma_update(None, "user_version", schema_version() + 1)
-        .unwrap();
-    assert!(migrate(&mut c).unwrap_err().contains("newer"));
+fn a_newer_database_is_refused(b: &Backend) {
+    let db = b.db();
+    schema::migrate(&db).unwrap();
+    let tx = db.begin().unwrap();
+    schema::set_version(&tx, schema_version() + 1).unwrap();
+    tx.commit().unwrap();
+    assert!(schema::migrate(&db).unwrap_err().contains("newer"));
+    assert!(Store::open(&b.loc).err().unwrap().contains("newer"));
 }
 
-#[test]
-fn the_journal_allows_one_operation_in_flight_per_agent_and_deployment() {
-    let mut s = Store::open_in_memory().unwrap();
+fn the_journal_allows_one_operation_in_flight_per_agent_and_deployment(b: &Backend) {
+    let mut s = b.open();
     let d = s.add_deployment(&dep("app", "1.0"), 1).unwrap();
     let op = s.begin_op("os::a", d, "install", 2).unwrap().unwrap();
     assert_eq!(s.begin_op("os::a", d, "install", 3).unwrap(), None);
@@ -147,9 +235,8 @@ fn the_journal_allows_one_operation_in_flight_per_agent_and_deployment() {
     assert_eq!(refusals[refusals.len() - 1].fault_code, Some(7227));
 }
 
-#[test]
-fn inventory_pages_and_supersession() {
-    let mut s = Store::open_in_memory().unwrap();
+fn inventory_pages_and_supersession(b: &Backend) {
+    let mut s = b.open();
     for a in ["os::c", "os::a", "os::b"] {
         s.save_inventory(a, &inv(&[("app", "1.0")]), 10).unwrap();
     }
@@ -183,15 +270,35 @@ fn inventory_pages_and_supersession() {
     assert_eq!(all.iter().find(|d| d.id == d1).unwrap().state, "superseded");
 }
 
-#[test]
-fn database_bytes_per_agent_stay_small() {
-    // 1,000 agents as the test fleet's look (an ExecEnv, one DU, one journal line), checkpointed:
-    // the figure README.md quotes.
-    let dir = std::env::temp_dir().join(format!("cpv-store-size-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("size.db");
-    let _ = std::fs::remove_file(&path);
-    let mut s = Store::open(&path).unwrap();
+/// What the database takes on disk: SQLite's file checkpointed, PostgreSQL's tables with their
+/// indexes after a VACUUM.
+fn database_bytes(b: &Backend, s: &Store) -> u64 {
+    match &b.loc {
+        Location::Sqlite(path) => {
+            s.db.batch("PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
+            std::fs::metadata(path).unwrap().len()
+        }
+        Location::Postgres(_) => {
+            s.db.batch("VACUUM").unwrap();
+            let n: i64 = s
+                .db
+                .query_one(
+                    "SELECT CAST(sum(pg_total_relation_size(c.oid)) AS BIGINT) FROM pg_class c
+                     WHERE c.relkind = 'r' AND c.relnamespace = CAST(current_schema() AS regnamespace)",
+                    &[],
+                )
+                .unwrap()
+                .get(0)
+                .unwrap();
+            n as u64
+        }
+    }
+}
+
+fn database_bytes_per_agent_stay_small(b: &Backend) {
+    // 1,000 agents as the test fleet's look (an ExecEnv, one DU, one journal line): the figure
+    // README.md quotes.
+    let mut s = b.open();
     let d = s.add_deployment(&dep("app", "1.0"), 1).unwrap();
     let n = 1000;
     for i in 0..n {
@@ -209,15 +316,15 @@ fn database_bytes_per_agent_stay_small() {
         s.finish_op(op, None, 3).unwrap();
         s.save_inventory(&a, &inv, 4).unwrap();
     }
-    s.conn
-        .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
-        .unwrap();
-    let bytes = std::fs::metadata(&path).unwrap().len();
+    let bytes = database_bytes(b, &s);
     let per_agent = bytes / n;
-    println!("store: {bytes} bytes for {n} agents, {per_agent} bytes per agent");
+    let kind = if s.db.is_postgres() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    println!("store ({kind}): {bytes} bytes for {n} agents, {per_agent} bytes per agent");
     assert!(per_agent < 4096, "{per_agent} bytes per agent");
-    drop(s);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn target(id: &str, prev: Option<&str>) -> RolloutTarget {
@@ -235,14 +342,9 @@ const PLAN: NewRollout = NewRollout {
     max_failure_pct: 50,
 };
 
-#[test]
-fn a_rollout_is_stored_with_its_deployment_and_targets_and_survives_a_reopen() {
+fn a_rollout_is_stored_with_its_deployment_and_targets_and_survives_a_reopen(b: &Backend) {
     use crate::fleet::rollout::{step, RolloutState, TargetState};
-    let dir = std::env::temp_dir().join(format!("cpv-store-ro-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("ro.db");
-    let _ = std::fs::remove_file(&path);
-    let mut s = Store::open(&path).unwrap();
+    let mut s = b.open();
     let old = s.add_deployment(&dep("app", "1.0"), 1).unwrap();
     for a in ["os::a", "os::b", "os::c"] {
         s.save_inventory(a, &inv(&[("app", "1.0")]), 2).unwrap();
@@ -273,7 +375,7 @@ fn a_rollout_is_stored_with_its_deployment_and_targets_and_survives_a_reopen() {
     let st = step(&r, true, "app", "2.0", &ts);
     s.apply_rollout_step(&r, &st, 4).unwrap();
     drop(s);
-    let mut s = Store::open(&path).unwrap();
+    let mut s = b.open();
     let r = s.rollout(id).unwrap().unwrap();
     assert_eq!(r.wave, 0);
     let ts = s.rollout_targets(&r, "app", "2.0").unwrap();
@@ -317,12 +419,10 @@ fn a_rollout_is_stored_with_its_deployment_and_targets_and_survives_a_reopen() {
         .rollout_command(id, RolloutCommand::Abort, 11)
         .unwrap_err()
         .contains("rolled_back"));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn a_rollback_operation_is_settled_when_the_agent_no_longer_has_the_version() {
-    let mut s = Store::open_in_memory().unwrap();
+fn a_rollback_operation_is_settled_when_the_agent_no_longer_has_the_version(b: &Backend) {
+    let mut s = b.open();
     s.save_inventory("os::a", &inv(&[("app", "1.0")]), 1)
         .unwrap();
     let (d, _) = s
@@ -354,4 +454,183 @@ fn a_rollback_operation_is_settled_when_the_agent_no_longer_has_the_version() {
     );
     let o = s.last_op("os::a", d).unwrap().unwrap();
     assert_eq!((o.id, o.state.as_str()), (op, "done"));
+}
+
+fn views_read_the_same_on_both(b: &Backend) {
+    let mut s = b.open();
+    let mut with_eu = inv(&[("app", "1.0")]);
+    with_eu.eus.push(Eu {
+        path: "Device.SoftwareModules.ExecutionUnit.1.".into(),
+        euid: "eu-1".into(),
+        status: Some("Active".into()),
+        fault_code: Some("NoFault".into()),
+        ..Eu::default()
+    });
+    s.save_inventory("os::a", &with_eu, 1).unwrap();
+    s.save_inventory("os::b", &inv(&[("app", "2.0")]), 1)
+        .unwrap();
+    s.set_offline("os::b").unwrap();
+    let t = s.fleet_totals().unwrap();
+    assert_eq!((t.agents, t.online), (2, 1));
+    assert_eq!(
+        t.apps,
+        [
+            ("app".to_string(), "1.0".to_string(), 1, 1),
+            ("app".to_string(), "2.0".to_string(), 1, 1)
+        ],
+        "no DU status is Installed"
+    );
+    let a = s.agent("os::b").unwrap().unwrap();
+    assert!(!a.online);
+    assert_eq!(a.dus[0].version, "2.0");
+    assert!(s.agent("os::c").unwrap().is_none());
+    let eus = s.eus_between("os::a", "os::b").unwrap();
+    assert_eq!(eus["os::a"][0].fault_code.as_deref(), Some("NoFault"));
+    let d = s.add_deployment(&dep("app", "2.0"), 2).unwrap();
+    let op = s.begin_op("os::a", d, "update", 3).unwrap().unwrap();
+    s.finish_op(op, Some((7227, "no memory")), 4).unwrap();
+    s.record_refusal("os::b", d, "update", 7004, "arch", 5)
+        .unwrap();
+    assert_eq!(s.operations_of(Some("os::a"), false, 10).unwrap().len(), 1);
+    assert_eq!(s.operations_of(None, true, 10).unwrap().len(), 2);
+    assert_eq!(
+        s.operations_of(None, true, 1).unwrap()[0].fault_code,
+        Some(7004)
+    );
+    let counts = s.deployment_counts().unwrap();
+    assert_eq!(counts[&d]["installed"], 1);
+    assert_eq!(counts[&d]["failed"], 2);
+    assert!(s.in_flight().unwrap().is_empty());
+    let op = s.begin_op("os::a", d, "update", 6).unwrap().unwrap();
+    assert_eq!(s.in_flight().unwrap(), [(op, "os::a".to_string(), d, 6)]);
+    s.lose_op(op, "controller stopped", 7).unwrap();
+    assert_eq!(s.last_op("os::a", d).unwrap().unwrap().state, "lost");
+}
+
+#[test]
+fn endpoint_ids_page_bytewise_on_postgres_whatever_its_locale() {
+    // Upper case before lower, '-' before letters: SQLite's order, which the pages go by.
+    let b = Backend::postgres();
+    let mut s = b.open();
+    for a in ["os::b", "os::B", "os::a-2", "os::a"] {
+        s.save_inventory(a, &inv(&[]), 1).unwrap();
+    }
+    let ids: Vec<String> = s
+        .agents_page("", 10, false)
+        .unwrap()
+        .into_iter()
+        .map(|a| a.endpoint_id)
+        .collect();
+    assert_eq!(ids, ["os::B", "os::a", "os::a-2", "os::b"]);
+    // This machine's server has only C locales, under which any order is bytewise: the rule
+    // itself is checked on the columns.
+    for table in [
+        "agents",
+        "exec_envs",
+        "dus",
+        "eus",
+        "operations",
+        "rollout_targets",
+    ] {
+        let c: Option<String> =
+            s.db.query_one(
+                "SELECT CAST(collation_name AS TEXT) FROM information_schema.columns
+                 WHERE table_name = ?1 AND column_name = 'endpoint_id'",
+                &db::p![table],
+            )
+            .unwrap()
+            .get(0)
+            .unwrap();
+        assert_eq!(c.as_deref(), Some("C"), "{table}.endpoint_id");
+    }
+}
+
+#[test]
+fn an_unreachable_or_silent_server_is_an_error_naming_the_url_without_its_password() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    // Accepts and never answers.
+    let silent = Location::parse(&format!("postgres://ctl:s3cret@127.0.0.1:{port}/fleet"));
+    let t = std::time::Instant::now();
+    let e = Store::open(&silent).err().unwrap();
+    assert!(t.elapsed() < pg::CONNECT_DEADLINE + std::time::Duration::from_secs(5));
+    assert!(
+        e.contains(&format!("postgres://ctl:***@127.0.0.1:{port}/fleet")),
+        "{e}"
+    );
+    assert!(!e.contains("s3cret"), "{e}");
+    drop(l);
+    let e = Store::open(&Location::parse(&format!(
+        "postgres://ctl:s3cret@127.0.0.1:{port}/x"
+    )))
+    .err()
+    .unwrap();
+    assert!(e.contains("127.0.0.1") && !e.contains("s3cret"), "{e}");
+    let e = Store::open(&Location::parse(
+        "postgres://ctl:s3cret@127.0.0.1:notaport/x",
+    ))
+    .err()
+    .unwrap();
+    assert!(e.contains("ctl:***@") && !e.contains("s3cret"), "{e}");
+}
+
+#[test]
+fn a_url_that_asks_for_tls_fails_rather_than_going_plain() {
+    let b = Backend::postgres();
+    let Location::Postgres(url) = &b.loc else {
+        unreachable!()
+    };
+    let e = Store::open(&Location::parse(&format!("{url}?sslmode=require")))
+        .err()
+        .unwrap();
+    assert!(e.contains("sslmode=require"), "{e}");
+    // `prefer`, libpq's default, goes plain with a server that has no TLS.
+    Store::open(&Location::parse(&format!("{url}?sslmode=prefer"))).unwrap();
+}
+
+fn one_replica_holds_the_serve_lease_and_the_others_journal_nothing(b: &Backend) {
+    use leases::SERVE;
+    let mut a = b.open();
+    let mut c = b.open();
+    a.fence("a");
+    c.fence("c");
+    let d = a.add_deployment(&dep("app", "1.0"), 1).unwrap();
+    assert_eq!(a.take_lease(SERVE, "a", 100, 50).unwrap().holder, "a");
+    // c waits while a's is current; a renews.
+    let l = c.take_lease(SERVE, "c", 120, 50).unwrap();
+    assert_eq!((l.holder.as_str(), l.expires), ("a", 150));
+    assert_eq!(a.take_lease(SERVE, "a", 140, 50).unwrap().expires, 190);
+    assert!(a.begin_op("os::1", d, "install", 150).unwrap().is_some());
+    assert_eq!(
+        c.begin_op("os::2", d, "install", 150).unwrap(),
+        None,
+        "fenced: a holds the lease"
+    );
+    // a stops renewing: c takes over once it expired, and a is fenced in turn.
+    assert_eq!(c.take_lease(SERVE, "c", 191, 50).unwrap().holder, "c");
+    assert_eq!(a.take_lease(SERVE, "a", 192, 50).unwrap().holder, "c");
+    assert_eq!(a.begin_op("os::3", d, "install", 193).unwrap(), None);
+    assert!(c.begin_op("os::3", d, "install", 193).unwrap().is_some());
+    // A clean stop gives it up at once.
+    c.release_lease(SERVE, "c").unwrap();
+    a.release_lease(SERVE, "c").unwrap();
+    assert_eq!(a.take_lease(SERVE, "a", 194, 50).unwrap().holder, "a");
+    // A store of no replica (the commands) is not fenced.
+    let plain = b.open();
+    assert!(plain
+        .begin_op("os::4", d, "install", 195)
+        .unwrap()
+        .is_some());
+}
+
+fn controllers_opening_a_new_database_at_once_migrate_it_once(b: &Backend) {
+    let opened: Vec<Result<u32, String>> = std::thread::scope(|sc| {
+        let all: Vec<_> = (0..4)
+            .map(|_| sc.spawn(|| Store::open(&b.loc).and_then(|s| s.version())))
+            .collect();
+        all.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for r in opened {
+        assert_eq!(r, Ok(schema_version()));
+    }
 }

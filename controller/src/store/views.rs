@@ -4,9 +4,8 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{params, OptionalExtension};
-
-use super::{err, AgentView, Eu, Operation, Store};
+use super::db::p;
+use super::{operation_row, AgentView, Eu, Operation, Store, OPERATION_COLUMNS};
 
 /// What the fleet adds up to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -25,15 +24,12 @@ impl Store {
         // The page after the ID just below it starts at `id` when `id` is known: the same
         // query as every page (one place says what an agent's view is).
         let before: Option<String> = self
-            .conn
-            .query_row(
+            .db
+            .query_one(
                 "SELECT max(endpoint_id) FROM agents WHERE endpoint_id < ?1",
-                params![id],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(err)?
-            .flatten();
+                &p![id],
+            )?
+            .get(0)?;
         let page = self.agents_page(before.as_deref().unwrap_or(""), 1, false)?;
         Ok(page.into_iter().find(|a| a.endpoint_id == id))
     }
@@ -70,59 +66,41 @@ impl Store {
         failed_only: bool,
         limit: usize,
     ) -> Result<Vec<Operation>, String> {
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "SELECT id, endpoint_id, deployment_id, kind, state, fault_code, fault_message,
-                        created, finished, purpose
-                 FROM operations WHERE (?1 IS NULL OR endpoint_id = ?1)
-                   AND (?2 = 0 OR state IN ('failed', 'lost'))
-                 ORDER BY id DESC LIMIT ?3",
-            )
-            .map_err(err)?;
-        let rows = st
-            .query_map(params![agent, failed_only, limit as i64], |r| {
-                Ok(Operation {
-                    id: r.get(0)?,
-                    endpoint_id: r.get(1)?,
-                    deployment_id: r.get(2)?,
-                    kind: r.get(3)?,
-                    state: r.get(4)?,
-                    fault_code: r.get(5)?,
-                    fault_message: r.get(6)?,
-                    created: r.get(7)?,
-                    finished: r.get(8)?,
-                    purpose: r.get(9)?,
-                })
-            })
-            .map_err(err)?;
-        rows.collect::<Result<_, _>>().map_err(err)
+        self.db
+            .query(
+                &format!(
+                    "SELECT {OPERATION_COLUMNS} FROM operations
+                     WHERE (CAST(?1 AS TEXT) IS NULL OR endpoint_id = ?1)
+                       AND (?2 = 0 OR state IN ('failed', 'lost'))
+                     ORDER BY id DESC LIMIT ?3"
+                ),
+                &p![agent, failed_only, limit as i64],
+            )?
+            .iter()
+            .map(operation_row)
+            .collect()
     }
 
     /// Agents known and online, and the apps at each version across the fleet.
     pub fn fleet_totals(&self) -> Result<FleetTotals, String> {
-        let (agents, online) = self
-            .conn
-            .query_row(
-                "SELECT count(*), coalesce(sum(online), 0) FROM agents",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(err)?;
-        let mut st = self
-            .conn
-            .prepare_cached(
+        // PostgreSQL's sum of integers is a numeric: cast back.
+        let row = self.db.query_one(
+            "SELECT count(*), CAST(coalesce(sum(online), 0) AS BIGINT) FROM agents",
+            &[],
+        )?;
+        let (agents, online) = (row.get(0)?, row.get(1)?);
+        let apps = self
+            .db
+            .query(
                 "SELECT name, version, count(DISTINCT endpoint_id),
                         count(DISTINCT CASE WHEN coalesce(status, '') <> 'Installed'
                                             THEN endpoint_id END)
                  FROM dus GROUP BY name, version ORDER BY name, version",
-            )
-            .map_err(err)?;
-        let apps = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-            .map_err(err)?
-            .collect::<Result<_, _>>()
-            .map_err(err)?;
+                &[],
+            )?
+            .iter()
+            .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .collect::<Result<_, String>>()?;
         Ok(FleetTotals {
             agents,
             online,

@@ -1,0 +1,107 @@
+//! Where the store is, from the `--db` argument: a `postgres://` or `postgresql://` URL is a
+//! PostgreSQL server, anything else a SQLite file. Shown (logs, errors) without a password.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// A database the store can open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL connection URL (libpq's form).
+    Postgres(String),
+}
+
+impl Location {
+    /// What `--db ARG` names.
+    pub fn parse(arg: &str) -> Location {
+        if arg.starts_with("postgres://") || arg.starts_with("postgresql://") {
+            Location::Postgres(arg.to_string())
+        } else {
+            Location::Sqlite(PathBuf::from(arg))
+        }
+    }
+}
+
+impl From<&str> for Location {
+    fn from(arg: &str) -> Location {
+        Location::parse(arg)
+    }
+}
+
+impl From<PathBuf> for Location {
+    fn from(path: PathBuf) -> Location {
+        Location::Sqlite(path)
+    }
+}
+
+/// `url` with the password (in the user part or a `password=` parameter) as `***`.
+fn redact(url: &str) -> String {
+    let (scheme, rest) = url.split_at(url.find("://").map_or(0, |i| i + 3));
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rfind('@') {
+        Some(at) => match authority[..at].find(':') {
+            Some(colon) => format!("{}:***{}", &authority[..colon], &authority[at..]),
+            None => authority.to_string(),
+        },
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if k == "password" => format!("{k}=***"),
+                    _ => kv.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    format!("{scheme}{authority}{tail}")
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Sqlite(p) => write!(f, "{}", p.display()),
+            Location::Postgres(url) => f.write_str(&redact(url)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_selects_postgres_and_is_shown_without_its_password() {
+        assert_eq!(
+            Location::parse("fleet.db"),
+            Location::Sqlite("fleet.db".into())
+        );
+        assert_eq!(
+            Location::parse("/var/lib/postgres://x"),
+            Location::Sqlite("/var/lib/postgres://x".into())
+        );
+        for (url, shown) in [
+            (
+                "postgres://ctl:s3cret@db.example:5432/fleet",
+                "postgres://ctl:***@db.example:5432/fleet",
+            ),
+            (
+                "postgresql://ctl:p@ss@h/fleet?password=s3cret&sslmode=disable",
+                "postgresql://ctl:***@h/fleet?password=***&sslmode=disable",
+            ),
+            ("postgresql://ctl@h/fleet", "postgresql://ctl@h/fleet"),
+        ] {
+            let l = Location::parse(url);
+            assert!(matches!(l, Location::Postgres(_)));
+            assert_eq!(l.to_string(), shown);
+            assert!(!l.to_string().contains("s3cret"));
+        }
+    }
+}
