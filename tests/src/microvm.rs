@@ -27,6 +27,11 @@ pub const GUEST_ADDR: &str = "172.16.0.2";
 pub const HOST_TAP_ADDR: &str = "172.16.0.1";
 /// Line the sample app's init prints on the guest console once HTTP is up.
 pub const APP_READY: &str = "APP-READY";
+/// Said by [`VmmRun::wait_app_ready`] when the guest did not get ready in its time while its VMM
+/// still ran: under nested virtualization emulated by TCG a guest that boots in seconds can hang
+/// in the emulation (the same guest booting seconds before in the same board). Tests that
+/// retry a stalled board may retry this too.
+pub const GUEST_STALLED: &str = "the guest stalled";
 /// The images, as the board sees them in [`BOARD_DIR`].
 pub const IMAGE_FILES: [&str; 3] = ["Image", "initramfs.cpio.gz", "disk.img"];
 
@@ -369,7 +374,20 @@ impl VmmRun {
         }
         let logs = self.logs(vm)?;
         if !logs.contains(APP_READY) {
-            return Err(format!("the guest never printed {APP_READY}:\n{logs}"));
+            let running = vm.run_ok(
+                &format!(
+                    "kill -0 ${} 2>/dev/null && echo VMM-RUNNING || true",
+                    self.pid_var
+                ),
+                Duration::from_secs(30),
+            )?;
+            let why = match running.contains("VMM-RUNNING") {
+                true => format!("{GUEST_STALLED}: its VMM still runs"),
+                false => "its VMM exited".to_string(),
+            };
+            return Err(format!(
+                "the guest never printed {APP_READY} in {secs:.0} s ({why}):\n{logs}"
+            ));
         }
         parse_figures(&logs).map_err(|e| format!("{e}\n{logs}"))
     }
