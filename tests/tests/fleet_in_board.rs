@@ -131,7 +131,7 @@ fn a_deployment_by_arch_converges_on_the_board_and_survives_its_reboot() {
     let agent = wait_inventory(&host, &db, &serve, "status 1.0 installed", CONVERGE, |a| {
         has_du(a, "status", "1.0")
     });
-    assert_eq!(agent["arch"], "aarch64", "{agent}");
+    assert_eq!(agent["exec_envs"][0]["arch"], "aarch64", "{agent}");
     println!(
         "{AGENT_ENDPOINT}: status 1.0 installed by serve {:.1?} after the start",
         started.elapsed()
@@ -173,6 +173,8 @@ fn a_deployment_by_arch_converges_on_the_board_and_survives_its_reboot() {
                 && has_du(a, "status", "1.0")
         },
     );
+    // The agent speaks USP before its local socket is up.
+    wait_agent(&mut vm, Duration::from_secs(60)).unwrap();
     wait_eu_status(&mut vm, &eu_id, "Active", ACTIVE)
         .unwrap_or_else(|e| panic!("{e}\n{}", app_logs(&mut vm, &eu_id)));
     // serve's passes run every 2 s (--sweep): give it several before reading the journal.
