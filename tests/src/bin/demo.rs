@@ -17,8 +17,8 @@
 
 use cpevisor_boards::{Arch, Board, Isolation};
 use cpevisor_e2e::agent::{
-    app_address, app_logs, eu_of, fetch_status_page, reboot, sample_token, wait_agent,
-    wait_eu_status, Flash, HttpServer, SamplePackages,
+    app_address, app_logs, deployment_units, eu_of, fetch_status_page, reboot, sample_token,
+    wait_agent, wait_eu_status, Flash, HttpServer, SamplePackages,
 };
 use cpevisor_e2e::dns::resolve;
 use cpevisor_e2e::router::{kvm_filter_with_upstream, HostResolver, BLOCKED, ROUTER_LAN};
@@ -348,7 +348,7 @@ fn demo(board: &str) -> Result<(), String> {
         "serve: {AGENT_ENDPOINT} runs status 1.1 ({} operation(s) in the journal for it)",
         updated
     ));
-    let again = show_app_on_board(&mut vm, &sample_token("1.1"))?;
+    let again = show_app_on_board(&mut vm, "1.1", &sample_token("1.0"))?;
     if again != eu_id {
         return Err(format!(
             "the EUID changed across the reboot and the update: {eu_id} -> {again}"
@@ -405,10 +405,19 @@ fn wait_fleet_app(
     }
 }
 
-/// Shows the `status` app Active and answering with `token`, read on the board's console
-/// (`cpevisorctl`); returns its EUID.
-fn show_app_on_board(vm: &mut BoardVm, token: &str) -> Result<String, String> {
+/// Shows the `status` app at `version` Active and answering, read on the board's console
+/// (`cpevisorctl`); its data volume, kept by updates, still carries `token`. Returns its EUID.
+fn show_app_on_board(vm: &mut BoardVm, version: &str, token: &str) -> Result<String, String> {
     let list = wait_agent(vm, Duration::from_secs(60))?;
+    let du_version = deployment_units(&list)
+        .into_iter()
+        .find(|d| d["name"] == "status")
+        .map(|d| d["version"].clone());
+    if du_version.as_ref().and_then(|v| v.as_str()) != Some(version) {
+        return Err(format!(
+            "the board has status {du_version:?}, not {version}: {list}"
+        ));
+    }
     let eu = eu_of(&list, "status").ok_or_else(|| format!("no status EU on the board: {list}"))?;
     let eu_id = eu["eu_id"].as_str().unwrap_or_default().to_string();
     wait_eu_status(vm, &eu_id, "Active", Duration::from_secs(300))
@@ -421,7 +430,8 @@ fn show_app_on_board(vm: &mut BoardVm, token: &str) -> Result<String, String> {
         return Err(format!("the page does not carry {token}:\n{page}"));
     }
     step(&format!(
-        "{eu_id} is Active and answered with its token {token}"
+        "{eu_id} runs status {version}, Active, and answered; its data volume, kept by the \
+         update, still says {token}"
     ));
     Ok(eu_id)
 }
