@@ -108,6 +108,9 @@ pub const MIGRATIONS: &[&str] = &[
         holder TEXT NOT NULL,
         expires INTEGER NOT NULL
     );",
+    // 5: a deployment's network override (`X_CPEVISOR_NetworkConfig`, compact JSON: an object
+    // or `null`), sent with each of its InstallDU and Update; NULL: none.
+    "ALTER TABLE deployments ADD COLUMN network TEXT;",
 ];
 
 /// The schema version this build writes.

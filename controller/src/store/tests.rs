@@ -85,6 +85,7 @@ on_both!(
     a_rollback_operation_is_settled_when_the_agent_no_longer_has_the_version,
     one_replica_holds_the_serve_lease_and_the_others_journal_nothing,
     controllers_opening_a_new_database_at_once_migrate_it_once,
+    a_deployment_keeps_its_network_override,
 );
 
 /// The tables of the store's schema.
@@ -179,6 +180,7 @@ fn migrations_bring_a_version_1_database_up_keeping_its_rows(b: &Backend) {
     assert_eq!(deps[0].name, "app");
     assert_eq!(deps[0].selector["model"], "x");
     assert_eq!(deps[0].memory_mib, None, "the column version 2 added");
+    assert_eq!(deps[0].network, None, "the column version 5 added");
     // What version 2 added works.
     let id = s
         .add_deployment(
@@ -194,6 +196,52 @@ fn migrations_bring_a_version_1_database_up_keeping_its_rows(b: &Backend) {
     // Opening again applies nothing more.
     drop(s);
     assert_eq!(schema::migrate(&b.db()).unwrap(), schema_version());
+}
+
+/// A deployment's network override (an object, `null`, or none) reads back as stored, also
+/// after a reopen, and a rollout's deployment carries one too.
+fn a_deployment_keeps_its_network_override(b: &Backend) {
+    let net = r#"{"mode":"none","port_mappings":[{"external_port":8080}]}"#;
+    let mut s = b.open();
+    for (name, network) in [("obj", Some(net)), ("null", Some("null")), ("none", None)] {
+        s.add_deployment(
+            &NewDeployment {
+                network: network.map(String::from),
+                ..dep(name, "1")
+            },
+            1,
+        )
+        .unwrap();
+    }
+    let (d, _) = s
+        .add_rollout(
+            &NewDeployment {
+                network: Some(net.into()),
+                ..dep("rolled", "2")
+            },
+            &NewRollout {
+                canary: 1,
+                wave_size: 1,
+                max_in_flight: 1,
+                max_failure_pct: 0,
+            },
+            &[],
+            2,
+        )
+        .unwrap();
+    drop(s);
+    let s = b.open();
+    let by_name: HashMap<String, Option<String>> = s
+        .deployments(true)
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.name, d.network))
+        .collect();
+    assert_eq!(by_name["obj"].as_deref(), Some(net));
+    assert_eq!(by_name["null"].as_deref(), Some("null"));
+    assert_eq!(by_name["none"], None);
+    assert_eq!(by_name["rolled"].as_deref(), Some(net));
+    assert!(s.deployments(true).unwrap().iter().any(|x| x.id == d));
 }
 
 fn a_newer_database_is_refused(b: &Backend) {
