@@ -22,7 +22,7 @@ use crate::{Connection, CtlConfig};
 
 use super::inventory;
 use super::reconcile::{self, Action, Backoff};
-use super::rollout::{self, Step};
+use super::rollout::{self, RolloutState, Step, Unread};
 
 /// Notifications kept between two turns of the loop.
 const EVENT_QUEUE: usize = 16_384;
@@ -514,8 +514,16 @@ impl Service {
             let Some(d) = deployments.get(&r.deployment_id) else {
                 continue;
             };
-            let targets = self.store.rollout_targets(&r, &d.name, &d.version)?;
-            let step = rollout::step(&r, d.state == "active", &d.name, &d.version, &targets);
+            // A rollback may send any target back: it reads them all. Forward, a pass reads
+            // only the targets its step may change.
+            let (targets, unread) = if r.state == RolloutState::RollingBack {
+                let all = self.store.rollout_targets(&r, &d.name, &d.version)?;
+                (all, Unread::default())
+            } else {
+                self.store.rollout_pass(&r, &d.name, &d.version)?
+            };
+            let active = d.state == "active";
+            let step = rollout::step_of(&r, active, &d.name, &d.version, &targets, &unread);
             if step == Step::default() {
                 continue;
             }
