@@ -185,13 +185,17 @@ impl Store {
         version: &str,
     ) -> Result<(Vec<TargetView>, Unread), String> {
         let mut read = self.target_views(r, name, version, "t.state = 'active'", i64::MAX)?;
-        read.extend(self.target_views(
-            r,
-            name,
-            version,
-            &format!("t.state IN ('pending', 'queued', 'failed') AND {HAS_NEW}"),
-            i64::MAX,
-        )?);
+        // One state at a time: each a range of the state index, in endpoint ID order (with
+        // `IN`, SQLite walks every target of the rollout in key order instead).
+        for state in ["pending", "queued", "failed"] {
+            read.extend(self.target_views(
+                r,
+                name,
+                version,
+                &format!("t.state = '{state}' AND {HAS_NEW}"),
+                i64::MAX,
+            )?);
+        }
         // The current wave's queued ones the step may make active: the first, in endpoint ID
         // order (it takes them in that order, at most `max_in_flight`).
         let queued = self.target_views(
