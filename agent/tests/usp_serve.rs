@@ -8,11 +8,13 @@
 //! budget and DeviceInfo differ per agent, built in process from the agent's own types, and the
 //! package helpers of tests/common; the controller crate does not depend on the agent's.
 //!
-//! One fleet, three checks in order: (a) a deployment by selector installs on the matching
-//! agents only (another model is not touched, an agent whose budget is too small records the
-//! agent's 7227, a selector on an architecture no agent's ExecEnv runs touches nobody); (b) an agent
-//! that connects after the deployment converges; (c) `serve` killed and started again on the
-//! same database sends no second install. The time to converge is printed.
+//! One fleet, three checks in order: (a) a deployment by selector, with the operator's network
+//! override, installs on the matching agents only, each with the override in force (another
+//! model is not touched, an agent whose budget is too small records the agent's 7227, a
+//! selector on an architecture no agent's ExecEnv runs touches nobody); (b) an agent that
+//! connects after the deployment converges, with the override too; (c) `serve` killed and
+//! started again on the same database sends no second install. The time to converge is
+//! printed.
 
 #[path = "common/agentd.rs"]
 mod agentd;
@@ -52,6 +54,20 @@ fn has_app(agents: &Value, agent: &str, name: &str, version: &str) -> bool {
                 .iter()
                 .any(|d| d["name"] == name && d["version"] == version)
     })
+}
+
+/// The network override of the `svc` deployment: no network at all (the app has no section
+/// of its own, so without it the agent reports none).
+const NETWORK: &str = r#"{"mode":"none"}"#;
+
+/// The network mode of `m`'s app as its agent has it in force (what the data model's
+/// `ExecutionUnit.{i}.NetworkConfig.X_CPEVISOR_Mode` shows), if its app has a section.
+fn mode_of(m: &fleet::Member) -> Option<String> {
+    let s = m.agent.snapshot();
+    s.eu_networks
+        .values()
+        .next()
+        .map(|n| n.config.mode.as_str().to_string())
 }
 
 /// One fleet at a time: two at once on a small machine starve each other's agents.
@@ -145,6 +161,9 @@ fn places_converges_restarts(world: &World, db: &str) {
         "1.0",
         "--selector",
         "model=cpe-a",
+        // The operator's network section for these homes, sent with every install.
+        "--network",
+        NETWORK,
     ]);
     assert_eq!(code, 0, "{err}");
     // Every agent here runs x86_64 ExecEnvs (X_CPEVISOR_Architecture): a deployment for
@@ -204,7 +223,21 @@ fn places_converges_restarts(world: &World, db: &str) {
     for m in &fleet {
         let want = usize::from(m.id == "os::a-1" || m.id == "os::a-2");
         assert_eq!(m.agent.snapshot().deployment_units.len(), want, "{}", m.id);
+        if want == 1 {
+            assert_eq!(
+                mode_of(m).as_deref(),
+                Some("none"),
+                "{}: the override",
+                m.id
+            );
+        }
     }
+    let deps = query(db, "deployments");
+    assert_eq!(
+        deps["deployments"][1]["network"],
+        json!({"mode": "none"}),
+        "{deps}"
+    );
 
     // (b) an agent that was not there when the deployment was made converges when it connects.
     fleet.push(join(&MemberSpec {
@@ -216,6 +249,7 @@ fn places_converges_restarts(world: &World, db: &str) {
         has_app(&query(db, "agents"), "os::a-late", "svc", "1.0")
     });
     println!("usp serve: the late agent converged {late:.1} s after it started");
+    assert_eq!(mode_of(fleet.last().unwrap()).as_deref(), Some("none"));
 
     // (c) serve stopped hard and started again: no operation is sent twice.
     drop(ctl);

@@ -9,6 +9,7 @@ use cpevisor_usp::mqtt::valid_topic_level;
 
 use super::config::{check_endpoint, merge, parse_secs, read_bounded, CtlConfig};
 use super::engine::{self, Op};
+use super::network;
 use super::roster::load_roster;
 
 /// The `cpevisor-controller --help` text.
@@ -110,22 +111,6 @@ pub fn parse_agents_file(text: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-/// `--network`'s value: JSON as given, otherwise the file it names; it must be a JSON object
-/// or `null` (the agent checks the fields, naming the bad one).
-fn network_arg(v: &str) -> Result<String, String> {
-    let t = v.trim_start();
-    let text = if t.starts_with('{') || t == "null" {
-        v.to_string()
-    } else {
-        read_bounded(std::path::Path::new(v), "--network file")?
-    };
-    match serde_json::from_str::<serde_json::Value>(&text) {
-        Ok(serde_json::Value::Object(_) | serde_json::Value::Null) => Ok(text),
-        Ok(_) => Err("--network: not a JSON object (or null)".into()),
-        Err(e) => Err(format!("--network: not JSON: {e}")),
-    }
-}
-
 /// Parses the words after `usp`.
 pub fn parse(args: &[String]) -> Result<UspCli, String> {
     let mut config_file = std::env::var_os("CPEVISOR_USP_CONFIG").map(PathBuf::from);
@@ -187,7 +172,7 @@ pub fn parse(args: &[String]) -> Result<UspCli, String> {
             "--timeout" => timeout = parse_secs(a, value()?, 0.0)?,
             "--listen" => listen = parse_secs(a, value()?, 0.0)?,
             "--env" => env = Some(value()?.to_string()),
-            "--network" => network = Some(network_arg(value()?)?),
+            "--network" => network = Some(network::arg(value()?)?),
             "--ws-listen" => ws_listen = Some(value()?.to_string()),
             "--ws-cert" => ws_cert = Some(value()?.into()),
             "--ws-key" => ws_key = Some(value()?.into()),

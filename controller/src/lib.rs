@@ -10,7 +10,8 @@
 //! database in `store`, with its HTTP API and dashboard in `http`; see README.md.
 //!
 //! Split by concern: `cli` (flags and commands), `config` (connection settings), `roster`,
-//! `connection` (MQTT or WebSocket under the engine), `engine` (the requests and what answers
+//! `connection` (MQTT or WebSocket under the engine), `network` (the operator's network
+//! override, whoever gives it), `engine` (the requests and what answers
 //! them), `render` (tables and JSON); [`run`] ties them together. Children import siblings
 //! only, never this module.
 
@@ -22,6 +23,7 @@ mod connection;
 pub mod engine;
 pub mod fleet;
 pub mod http;
+pub mod network;
 mod render;
 mod roster;
 pub mod store;

@@ -92,3 +92,69 @@ fn an_unreachable_broker_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("127.0.0.1:1"));
 }
+
+/// `deploy --network`: a bad override is refused, naming what was wrong, and nothing is
+/// stored; a good one is stored and shown by `deployments`, in the table and in JSON.
+#[test]
+fn deploy_takes_a_network_override_and_refuses_a_bad_one() {
+    let dir = std::env::temp_dir().join(format!("cpv-cli-net-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("fleet.db");
+    let db = db.to_str().unwrap();
+    let deploy = |net: &str| {
+        run(&[
+            "deploy",
+            "--db",
+            db,
+            "web",
+            "http://h/w.cpkg",
+            "--version",
+            "1",
+            "--network",
+            net,
+        ])
+    };
+    let listed = || {
+        let out = run(&["deployments", "--db", db, "--json"]);
+        assert_eq!(out.status.code(), Some(0));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["deployments"].clone()
+    };
+    for (net, says) in [
+        (r#"{"mode": "#, "--network: not JSON"),
+        ("[1]", "--network file [1]"),
+        (r#"{"mode": "none"} x"#, "--network: not JSON"),
+        (
+            "/nonexistent/net.json",
+            "--network file /nonexistent/net.json",
+        ),
+    ] {
+        let out = deploy(net);
+        assert_eq!(out.status.code(), Some(2), "{net}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{net}: {err}");
+    }
+    let file = dir.join("three.json");
+    std::fs::write(&file, "3").unwrap();
+    let out = deploy(file.to_str().unwrap());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a JSON object"));
+    assert_eq!(listed(), serde_json::json!([]), "nothing stored");
+
+    let out = deploy(r#"{"mode": "none"}"#);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(listed()[0]["network"], serde_json::json!({"mode": "none"}));
+    let out = run(&["deployments", "--db", db]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.lines().next().unwrap().ends_with("NETWORK"),
+        "{table}"
+    );
+    assert!(table.contains(r#"{"mode":"none"}"#), "{table}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

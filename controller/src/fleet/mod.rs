@@ -41,9 +41,11 @@ PostgreSQL database, its schema created at the first open):
                                the others wait and take over when it stops or dies;
                                --replica names this one (default HOST:PID)
   deploy --db PATH NAME URL --version V [--selector KEY=VALUE ...] [--digest D]
-         [--memory-mib N]      want app NAME at version V from URL on every agent the
+         [--memory-mib N] [--network JSON|FILE|null]
+                               want app NAME at version V from URL on every agent the
                                selector matches (keys: arch, model, manufacturer,
-                               software_version, endpoint_id; all must match)
+                               software_version, endpoint_id; all must match); --network:
+                               sent with every InstallDU and Update of it, as `install`'s
   deployments --db PATH [--json]
   agents --db PATH [--json]
   operations --db PATH [--limit N] [--json]   the journal, newest first
@@ -79,6 +81,7 @@ pub fn parse(args: &[String]) -> Result<FleetCmd, String> {
     let mut version = None;
     let mut digest = None;
     let mut memory = None;
+    let mut network = None;
     let mut selector = Vec::new();
     let mut limit = 100usize;
     let mut opts = ServeOptions::new(Location::Sqlite(PathBuf::new()));
@@ -102,6 +105,7 @@ pub fn parse(args: &[String]) -> Result<FleetCmd, String> {
             "--version" => version = Some(value()?),
             "--digest" => digest = Some(value()?),
             "--selector" => selector.push(value()?),
+            "--network" => network = Some(crate::network::arg(&value()?)?),
             "--http" => http_listen = Some(value()?),
             "--api-token-file" => token_file = Some(PathBuf::from(value()?)),
             "--memory-mib" => {
@@ -165,6 +169,7 @@ pub fn parse(args: &[String]) -> Result<FleetCmd, String> {
             version,
             selector: selector::parse(&selector)?,
             memory_mib: memory,
+            network,
         })
     };
     if cmd != "serve" && (http_listen.is_some() || token_file.is_some()) {
@@ -283,8 +288,8 @@ fn print(store: &mut Store, cmd: FleetCmd) -> Result<(), String> {
                 return Ok(());
             }
             println!(
-                "{:<4}  {:<16}  {:<10}  {:<10}  {:>9}  {:>9}  {:>6}  SELECTOR",
-                "ID", "NAME", "VERSION", "STATE", "INSTALLED", "IN FLIGHT", "FAILED"
+                "{:<4}  {:<16}  {:<10}  {:<10}  {:>9}  {:>9}  {:>6}  {:<24}  NETWORK",
+                "ID", "NAME", "VERSION", "STATE", "INSTALLED", "IN FLIGHT", "FAILED", "SELECTOR"
             );
             let s = |v: &Value, k: &str| v[k].as_str().unwrap_or("-").to_string();
             for d in all["deployments"].as_array().into_iter().flatten() {
@@ -295,7 +300,7 @@ fn print(store: &mut Store, cmd: FleetCmd) -> Result<(), String> {
                     .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
                     .collect();
                 println!(
-                    "{:<4}  {:<16}  {:<10}  {:<10}  {:>9}  {:>9}  {:>6}  {}",
+                    "{:<4}  {:<16}  {:<10}  {:<10}  {:>9}  {:>9}  {:>6}  {:<24}  {}",
                     d["id"].as_i64().unwrap_or(0),
                     s(d, "name"),
                     s(d, "version"),
@@ -307,7 +312,8 @@ fn print(store: &mut Store, cmd: FleetCmd) -> Result<(), String> {
                         "(all)".into()
                     } else {
                         sel.join(",")
-                    }
+                    },
+                    d.get("network").map_or("-".into(), Value::to_string)
                 );
             }
         }
@@ -449,6 +455,24 @@ mod tests {
         assert!(e("deploy --db f app --version 1").contains("NAME URL"));
         assert!(e("deploy --db f a u --version 1 --selector colour=red").contains("unknown key"));
         assert!(e("deploy --db f a u --version 1 --memory-mib 0").contains("positive"));
+        match p(r#"deploy --db f a u --version 1 --network {"mode":"none"}"#).unwrap() {
+            FleetCmd::Deploy(_, d, _) => {
+                assert_eq!(d.network.as_deref(), Some(r#"{"mode":"none"}"#))
+            }
+            other => panic!("{other:?}"),
+        }
+        match p("rollout start --db f a u --version 1 --network null").unwrap() {
+            FleetCmd::Rollout(_, RolloutCmd::Start(d, _), _) => {
+                assert_eq!(d.network.as_deref(), Some("null"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(e(r#"deploy --db f a u --version 1 --network {"mode":"#)
+            .starts_with("--network: not JSON"));
+        assert!(
+            e("deploy --db f a u --version 1 --network /nonexistent/n.json")
+                .starts_with("--network file /nonexistent/n.json")
+        );
         assert!(e("agents --db f extra").contains("no arguments"));
         assert!(e("serve --db f").contains("--config"));
         assert!(e("agents --db f --http 127.0.0.1:1").contains("serve's"));

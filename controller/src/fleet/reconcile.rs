@@ -44,6 +44,8 @@ pub enum Action {
         deployment: i64,
         /// The package URL.
         url: String,
+        /// The deployment's network override.
+        network: Option<String>,
     },
     /// `Update()` of the installed DU of the same name to the deployment's package.
     Update {
@@ -55,6 +57,8 @@ pub enum Action {
         du: String,
         /// The package URL.
         url: String,
+        /// The deployment's network override (None: the one in force stays).
+        network: Option<String>,
     },
     /// Not sent: placement says it cannot fit (journaled as a failure with `code`).
     Refuse {
@@ -182,11 +186,13 @@ pub fn decide(
                     deployment: d.id,
                     du: old.uuid.clone(),
                     url: d.url.clone(),
+                    network: d.network.clone(),
                 },
                 None => Action::Install {
                     agent: agent.endpoint_id.clone(),
                     deployment: d.id,
                     url: d.url.clone(),
+                    network: d.network.clone(),
                 },
             });
             break;
@@ -250,6 +256,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<BTreeMap<_, _>>(),
             memory_mib: mem,
+            network: None,
             created: 0,
             state: "active".into(),
         }
@@ -281,7 +288,8 @@ mod tests {
             vec![Action::Install {
                 agent: "os::a".into(),
                 deployment: 1,
-                url: "http://h/app-1.0.cpkg".into()
+                url: "http://h/app-1.0.cpkg".into(),
+                network: None,
             }]
         );
     }
@@ -294,7 +302,12 @@ mod tests {
             &[("app", "0.9"), ("other", "1")],
             None,
         )];
-        let deps = [dep(2, "app", "1.0", &[], None)];
+        // The deployment's network override goes with its operation.
+        let net = r#"{"mode":"none"}"#;
+        let deps = [Deployment {
+            network: Some(net.into()),
+            ..dep(2, "app", "1.0", &[], None)
+        }];
         let got = decide(&agents, &deps, &Gates::new(), &HashMap::new(), B, 0, 32);
         assert_eq!(
             got,
@@ -302,7 +315,8 @@ mod tests {
                 agent: "os::a".into(),
                 deployment: 2,
                 du: "u-app-0.9".into(),
-                url: "http://h/app-1.0.cpkg".into()
+                url: "http://h/app-1.0.cpkg".into(),
+                network: Some(net.into()),
             }]
         );
         assert_eq!(got[0].kind(), "update");

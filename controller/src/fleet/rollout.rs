@@ -243,6 +243,20 @@ fn read_after(t: &TargetView, op: &LastOp) -> bool {
     matches!((t.inventory_at, op.finished), (Some(i), Some(f)) if i > f)
 }
 
+/// What a running or paused rollout's step needs of the targets it is not given: counts. Those
+/// are the targets this step cannot change (`store::rollouts::rollout_pass` reads the others:
+/// the active ones, those whose agent has the new version, the queued ones it may make active,
+/// and the next wave's candidates), so that a pass does not read the whole rollout.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unread {
+    /// Of them, in the rollout's current wave.
+    pub in_wave: i64,
+    /// Of those, failed.
+    pub in_wave_failed: i64,
+    /// Of them, pending.
+    pub pending: i64,
+}
+
 /// The next step of rollout `r` of app `name` at `version`, whose deployment is still the
 /// active one of that app (`deployment_active`), over all its `targets`.
 pub fn step(
@@ -251,6 +265,27 @@ pub fn step(
     name: &str,
     version: &str,
     targets: &[TargetView],
+) -> Step {
+    step_of(
+        r,
+        deployment_active,
+        name,
+        version,
+        targets,
+        &Unread::default(),
+    )
+}
+
+/// [`step`] given only some of the targets (in endpoint ID order), with the counts of the
+/// others (`unread`): the same step when those are the targets it cannot change. A rollback
+/// needs them all (`unread` must be zero then).
+pub fn step_of(
+    r: &Rollout,
+    deployment_active: bool,
+    name: &str,
+    version: &str,
+    targets: &[TargetView],
+    unread: &Unread,
 ) -> Step {
     match r.state {
         RolloutState::Running | RolloutState::Paused if !deployment_active => Step {
@@ -261,13 +296,19 @@ pub fn step(
             )),
             ..Step::default()
         },
-        RolloutState::Running | RolloutState::Paused => forward(r, name, version, targets),
+        RolloutState::Running | RolloutState::Paused => forward(r, name, version, targets, unread),
         RolloutState::RollingBack => rollback(r, version, targets),
         _ => Step::default(),
     }
 }
 
-fn forward(r: &Rollout, name: &str, version: &str, targets: &[TargetView]) -> Step {
+fn forward(
+    r: &Rollout,
+    name: &str,
+    version: &str,
+    targets: &[TargetView],
+    unread: &Unread,
+) -> Step {
     let mut out = Step::default();
     // The state of every target after this step's changes.
     let mut now: Vec<(TargetState, Option<i64>)> =
@@ -342,9 +383,10 @@ fn forward(r: &Rollout, name: &str, version: &str, targets: &[TargetView]) -> St
     // 2. The current wave's judgement (unless the operator accepted it).
     if state == RolloutState::Running && wave >= 0 && wave > r.accepted_wave {
         let in_wave = now.iter().filter(|(_, w)| *w == Some(wave));
-        let (total, failed) = in_wave.fold((0i64, 0i64), |(n, f), (s, _)| {
-            (n + 1, f + i64::from(*s == TargetState::Failed))
-        });
+        let (total, failed) = in_wave
+            .fold((unread.in_wave, unread.in_wave_failed), |(n, f), (s, _)| {
+                (n + 1, f + i64::from(*s == TargetState::Failed))
+            });
         if total > 0 && failed * 100 > r.max_failure_pct * total {
             state = RolloutState::Paused;
             reason = Some(format!(
@@ -367,10 +409,11 @@ fn forward(r: &Rollout, name: &str, version: &str, targets: &[TargetView]) -> St
                 .take(size.max(1) as usize)
                 .collect();
             if next.is_empty() {
-                let offline = now
-                    .iter()
-                    .filter(|(s, _)| *s == TargetState::Pending)
-                    .count();
+                let offline = unread.pending
+                    + now
+                        .iter()
+                        .filter(|(s, _)| *s == TargetState::Pending)
+                        .count() as i64;
                 state = RolloutState::Done;
                 reason = (offline > 0)
                     .then(|| format!("{offline} target(s) offline, left to the reconciliation"));

@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 use crate::engine::{JobSet, Op, Outcome};
 use crate::http::{self, HttpOptions};
 use crate::store::leases::SERVE;
-use crate::store::{now_ms, Location, Store};
+use crate::store::{now_ms, Deployment, Location, Store};
 use crate::{Connection, CtlConfig};
 
 use super::inventory;
 use super::reconcile::{self, Action, Backoff};
-use super::rollout::{self, Step};
+use super::rollout::{self, RolloutState, Step, Unread};
 
 /// Notifications kept between two turns of the loop.
 const EVENT_QUEUE: usize = 16_384;
@@ -514,8 +514,16 @@ impl Service {
             let Some(d) = deployments.get(&r.deployment_id) else {
                 continue;
             };
-            let targets = self.store.rollout_targets(&r, &d.name, &d.version)?;
-            let step = rollout::step(&r, d.state == "active", &d.name, &d.version, &targets);
+            // A rollback may send any target back: it reads them all. Forward, a pass reads
+            // only the targets its step may change.
+            let (targets, unread) = if r.state == RolloutState::RollingBack {
+                let all = self.store.rollout_targets(&r, &d.name, &d.version)?;
+                (all, Unread::default())
+            } else {
+                self.store.rollout_pass(&r, &d.name, &d.version)?
+            };
+            let active = d.state == "active";
+            let step = rollout::step_of(&r, active, &d.name, &d.version, &targets, &unread);
             if step == Step::default() {
                 continue;
             }
@@ -553,7 +561,10 @@ impl Service {
                         Op::Update {
                             du: rb.du,
                             url: Some(url),
-                            network: None,
+                            network: rollback_network(
+                                d,
+                                r.previous_id.and_then(|p| deployments.get(&p)),
+                            ),
                         },
                     ),
                     None => ("uninstall", Op::Uninstall { du: rb.du }),
@@ -603,13 +614,14 @@ impl Service {
                 agent,
                 deployment,
                 url,
+                network,
             } => (
                 agent,
                 deployment,
                 Op::Install {
                     url,
                     env: None,
-                    network: None,
+                    network,
                 },
             ),
             Action::Update {
@@ -617,13 +629,14 @@ impl Service {
                 deployment,
                 du,
                 url,
+                network,
             } => (
                 agent,
                 deployment,
                 Op::Update {
                     du,
                     url: Some(url),
-                    network: None,
+                    network,
                 },
             ),
         };
@@ -643,9 +656,53 @@ impl Service {
     }
 }
 
+/// The network argument of a rollback's Update of deployment `d` back to the version of
+/// `previous` (the deployment it superseded, if any): `previous`'s override; where that had
+/// none and `d` had one, `null`, back to the package's own section (the override in force is
+/// `d`'s); otherwise none, whatever is in force stays.
+fn rollback_network(d: &Deployment, previous: Option<&Deployment>) -> Option<String> {
+    match (previous.and_then(|p| p.network.clone()), &d.network) {
+        (Some(n), _) => Some(n),
+        (None, Some(_)) => Some("null".into()),
+        (None, None) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rollback_sends_the_previous_override_or_drops_the_rolled_back_one() {
+        let dep = |network: Option<&str>| Deployment {
+            id: 1,
+            name: "a".into(),
+            url: "u".into(),
+            digest: None,
+            version: "1".into(),
+            selector: Default::default(),
+            memory_mib: None,
+            network: network.map(String::from),
+            created: 0,
+            state: "removed".into(),
+        };
+        let (net, other) = (Some(r#"{"mode":"none"}"#), Some(r#"{"mode":"nat"}"#));
+        assert_eq!(
+            rollback_network(&dep(net), Some(&dep(other))).as_deref(),
+            other
+        );
+        assert_eq!(
+            rollback_network(&dep(None), Some(&dep(other))).as_deref(),
+            other
+        );
+        assert_eq!(
+            rollback_network(&dep(net), Some(&dep(None))).as_deref(),
+            Some("null")
+        );
+        assert_eq!(rollback_network(&dep(net), None).as_deref(), Some("null"));
+        assert_eq!(rollback_network(&dep(None), Some(&dep(None))), None);
+        assert_eq!(rollback_network(&dep(None), None), None);
+    }
 
     #[test]
     fn only_a_gone_process_of_this_host_gives_its_lease_up() {

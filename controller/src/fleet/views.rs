@@ -90,16 +90,27 @@ pub fn deployments(store: &Store) -> Result<Value, String> {
     let v: Vec<Value> = list
         .iter()
         .map(|d| {
-            json!({
+            let mut v = json!({
                 "id": d.id, "name": d.name, "url": d.url, "digest": d.digest,
                 "version": d.version, "selector": d.selector,
                 "memory_mib": d.memory_mib, "created": d.created, "state": d.state,
                 "installed": count(d.id, "installed"), "in_flight": count(d.id, "sent"),
                 "failed": count(d.id, "failed") + count(d.id, "lost"),
-            })
+            });
+            if let Some(n) = &d.network {
+                v["network"] = network_json(n);
+            }
+            v
         })
         .collect();
     Ok(json!({ "deployments": v }))
+}
+
+/// A deployment's network override as JSON (an object, or null: the package's own section);
+/// a deployment without one has no `network` key, so the two are told apart.
+pub fn network_json(text: &str) -> Value {
+    // Stored only after `network::check`; anything else is shown as the text it is.
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
 }
 
 /// Records deployment `d` (it supersedes the active one of the same app).

@@ -9,6 +9,7 @@ use crate::fleet::refusal::Refusal;
 use crate::fleet::rollout_cli::{self, Amount, Plan};
 use crate::fleet::selector;
 use crate::fleet::views;
+use crate::network;
 use crate::store::rollouts::RolloutCommand;
 use crate::store::{NewDeployment, Store};
 
@@ -166,7 +167,15 @@ fn amount_text(b: &Map<String, Value>, field: &str) -> Result<Option<String>, Re
     }
 }
 
-const DEPLOYMENT_FIELDS: &[&str] = &["name", "url", "version", "digest", "selector", "memory_mib"];
+const DEPLOYMENT_FIELDS: &[&str] = &[
+    "name",
+    "url",
+    "version",
+    "digest",
+    "selector",
+    "memory_mib",
+    "network",
+];
 const PLAN_FIELDS: &[&str] = &["canary", "wave", "max_in_flight", "max_failures"];
 
 /// A deployment from a body with the fields of `deploy` (and `more`, the rollout's).
@@ -204,6 +213,15 @@ fn deployment(b: &Map<String, Value>, more: &[&str]) -> Result<NewDeployment, Re
                 .ok_or_else(|| bad("memory_mib", "expected a positive number of MiB"))?,
         ),
     };
+    // An object; absent or null: none (as every field here; `deploy --network null`'s
+    // dropping of an override is the command line's).
+    let network = match b.get("network") {
+        None | Some(Value::Null) => None,
+        Some(v @ Value::Object(_)) => {
+            Some(network::check(&v.to_string()).map_err(|e| bad("network", e))?)
+        }
+        Some(_) => return Err(bad("network", "expected an object (a network section)")),
+    };
     Ok(NewDeployment {
         name,
         url,
@@ -211,6 +229,7 @@ fn deployment(b: &Map<String, Value>, more: &[&str]) -> Result<NewDeployment, Re
         version,
         selector: selector::parse(&words).map_err(|e| bad("selector", e))?,
         memory_mib,
+        network,
     })
 }
 
@@ -298,6 +317,24 @@ mod tests {
         assert_eq!(st, 200);
         assert_eq!(v["deployments"][0]["selector"]["arch"], "x86_64");
         assert_eq!(v["deployments"][0]["memory_mib"], 16);
+        assert!(
+            v["deployments"][0].get("network").is_none(),
+            "none given: {v}"
+        );
+        let (st, v) = call(
+            &mut s,
+            "POST",
+            "/api/v1/deployments",
+            r#"{"name":"web","url":"http://h/w.cpkg","version":"1.0",
+                "network":{"mode":"none"}}"#,
+        );
+        assert_eq!(st, 201, "{v}");
+        let (_, v) = call(&mut s, "GET", "/api/v1/deployments", "");
+        assert_eq!(
+            v["deployments"][0]["network"],
+            json!({"mode": "none"}),
+            "{v}"
+        );
         let err = |body: &str| {
             let (st, v) = call(
                 &mut Store::open_in_memory().unwrap(),
@@ -321,6 +358,15 @@ mod tests {
             err(r#"{"name":"a","url":"u","version":"1","memory_mib":0}"#).contains("`memory_mib`")
         );
         assert!(err(r#"{"name":"","url":"u","version":"1"}"#).contains("`name`"));
+        assert!(
+            err(r#"{"name":"a","url":"u","version":"1","network":"{}"}"#)
+                .contains("`network`: expected an object")
+        );
+        let big = format!(
+            r#"{{"name":"a","url":"u","version":"1","network":{{"x":"{}"}}}}"#,
+            "a".repeat(network::MAX_BYTES)
+        );
+        assert!(err(&big).contains("`network`"), "{}", err(&big));
         assert!(err(r#"{"name":"a","url":"u","version":"1","canary":1}"#).contains("`canary`"));
     }
 

@@ -153,6 +153,9 @@ pub struct Deployment {
     pub selector: BTreeMap<String, String>,
     /// The package's memory need, MiB, when given: placement checks it against ExecEnvs.
     pub memory_mib: Option<u32>,
+    /// The operator's network override sent with its InstallDU and Update (`crate::network`:
+    /// compact JSON, an object or `null`); None: none sent.
+    pub network: Option<String>,
     /// When it was recorded (ms).
     pub created: i64,
     /// `active`, `superseded` (a newer deployment of the same name), `removed`.
@@ -174,6 +177,8 @@ pub struct NewDeployment {
     pub selector: BTreeMap<String, String>,
     /// The package's memory need, MiB.
     pub memory_mib: Option<u32>,
+    /// The network override, checked by `crate::network::check`.
+    pub network: Option<String>,
 }
 
 /// One line of the operations journal.
@@ -233,8 +238,8 @@ fn insert_deployment(tx: &Db, d: &NewDeployment, now: i64) -> Result<i64, String
     )?;
     tx.query_one(
         "INSERT INTO deployments (name, url, digest, version, selector, created, state,
-                                  memory_mib)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7) RETURNING id",
+                                  memory_mib, network)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'active', ?7, ?8) RETURNING id",
         &p![
             d.name,
             d.url,
@@ -242,7 +247,8 @@ fn insert_deployment(tx: &Db, d: &NewDeployment, now: i64) -> Result<i64, String
             d.version,
             selector,
             now,
-            opt_i64(d.memory_mib)
+            opt_i64(d.memory_mib),
+            d.network
         ],
     )?
     .get(0)
@@ -558,7 +564,8 @@ impl Store {
     pub fn deployments(&self, active_only: bool) -> Result<Vec<Deployment>, String> {
         self.db
             .query(
-                "SELECT id, name, url, digest, version, selector, memory_mib, created, state
+                "SELECT id, name, url, digest, version, selector, memory_mib, created, state,
+                        network
                  FROM deployments WHERE state = 'active' OR ?1 = 0 ORDER BY id DESC",
                 &p![active_only],
             )?
@@ -575,6 +582,7 @@ impl Store {
                     memory_mib: r.get::<Option<i64>>(6)?.map(|m| m as u32),
                     created: r.get(7)?,
                     state: r.get(8)?,
+                    network: r.get(9)?,
                 })
             })
             .collect()

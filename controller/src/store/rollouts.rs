@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::db::{p, Row};
 use super::{insert_deployment, NewDeployment, Store};
-use crate::fleet::rollout::{LastOp, Rollout, RolloutState, Step, TargetState, TargetView};
+use crate::fleet::rollout::{LastOp, Rollout, RolloutState, Step, TargetState, TargetView, Unread};
 
 /// How a new rollout goes, counts resolved (a percentage of the targets made a count).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +57,10 @@ impl RolloutCommand {
         }
     }
 }
+
+/// Whether target `t`'s agent has the rollout's app (`?2`) at its version (`?3`).
+const HAS_NEW: &str = "EXISTS (SELECT 1 FROM dus u WHERE u.endpoint_id = t.endpoint_id
+                                AND u.name = ?2 AND u.version = ?3)";
 
 const ROLLOUT_COLUMNS: &str = "id, deployment_id, previous_id, canary, wave_size, max_in_flight,
      max_failure_pct, state, wave, accepted_wave, reason, created, updated";
@@ -165,21 +169,123 @@ impl Store {
         name: &str,
         version: &str,
     ) -> Result<Vec<TargetView>, String> {
+        self.target_views(r, name, version, "1 = 1", i64::MAX)
+    }
+
+    /// What a pass over running or paused rollout `r` reads for `rollout::step_of`: the
+    /// targets its step may change, in endpoint ID order (the active ones, the pending, queued
+    /// and failed ones whose agent has the new version, the current wave's first
+    /// `max_in_flight` queued ones, and, when none is left queued, the first online pending
+    /// ones the next wave would take), and the counts of the others. A done target is never
+    /// read: a pass costs what moves in the rollout, not its size.
+    pub fn rollout_pass(
+        &self,
+        r: &Rollout,
+        name: &str,
+        version: &str,
+    ) -> Result<(Vec<TargetView>, Unread), String> {
+        let mut read = self.target_views(r, name, version, "t.state = 'active'", i64::MAX)?;
+        // One state at a time: each a range of the state index, in endpoint ID order (with
+        // `IN`, SQLite walks every target of the rollout in key order instead).
+        for state in ["pending", "queued", "failed"] {
+            read.extend(self.target_views(
+                r,
+                name,
+                version,
+                &format!("t.state = '{state}' AND {HAS_NEW}"),
+                i64::MAX,
+            )?);
+        }
+        // The current wave's queued ones the step may make active: the first, in endpoint ID
+        // order (it takes them in that order, at most `max_in_flight`).
+        let queued = self.target_views(
+            r,
+            name,
+            version,
+            &format!(
+                "t.state = 'queued' AND t.wave = {} AND NOT {HAS_NEW}",
+                r.wave
+            ),
+            r.max_in_flight.max(1),
+        )?;
+        // One of them left keeps the wave open: no next wave in this step, no candidates.
+        let open = !queued.is_empty();
+        read.extend(queued);
+        if r.state == RolloutState::Running && !open {
+            let next = if r.wave < 0 { r.canary } else { r.wave_size }.max(1);
+            read.extend(self.target_views(
+                r,
+                name,
+                version,
+                &format!("t.state = 'pending' AND a.online = 1 AND NOT {HAS_NEW}"),
+                next,
+            )?);
+        }
+        read.sort_by(|a, b| a.endpoint_id.cmp(&b.endpoint_id));
+        // An agent's inventory saved between two of the queries may put a target in two.
+        read.dedup_by(|a, b| a.endpoint_id == b.endpoint_id);
+        let (mut in_wave, mut in_wave_failed) = (0, 0);
+        for row in self.db.query(
+            "SELECT state, count(*) FROM rollout_targets WHERE rollout_id = ?1 AND wave = ?2
+             GROUP BY state",
+            &p![r.id, r.wave],
+        )? {
+            let (state, n): (String, i64) = (row.get(0)?, row.get(1)?);
+            in_wave += n;
+            if state == TargetState::Failed.as_str() {
+                in_wave_failed += n;
+            }
+        }
+        let pending: i64 = self
+            .db
+            .query_one(
+                "SELECT count(*) FROM rollout_targets WHERE rollout_id = ?1 AND state = 'pending'",
+                &p![r.id],
+            )?
+            .get(0)?;
+        // The counts were of every target: those read are counted by the step itself.
+        let mut unread = Unread {
+            in_wave,
+            in_wave_failed,
+            pending,
+        };
+        for t in &read {
+            if t.wave == Some(r.wave) {
+                unread.in_wave -= 1;
+                unread.in_wave_failed -= i64::from(t.state == TargetState::Failed);
+            }
+            unread.pending -= i64::from(t.state == TargetState::Pending);
+        }
+        Ok((read, unread))
+    }
+
+    /// Up to `limit` targets of rollout `r` that `filter` (SQL over `t`, the target, and `a`,
+    /// its agent) admits, in endpoint ID order, with what the step needs of each: one query
+    /// says what a target's view is, whichever targets are read.
+    fn target_views(
+        &self,
+        r: &Rollout,
+        name: &str,
+        version: &str,
+        filter: &str,
+        limit: i64,
+    ) -> Result<Vec<TargetView>, String> {
         let rows = self.db.query(
-            "SELECT t.endpoint_id, t.wave, t.state, t.prev_version, t.prev_url,
+            &format!(
+                "SELECT t.endpoint_id, t.wave, t.state, t.prev_version, t.prev_url,
                         coalesce(a.online, 0), a.inventory_at,
                         (SELECT uuid FROM dus u WHERE u.endpoint_id = t.endpoint_id
                            AND u.name = ?2 ORDER BY u.path LIMIT 1),
-                        EXISTS (SELECT 1 FROM dus u WHERE u.endpoint_id = t.endpoint_id
-                                  AND u.name = ?2 AND u.version = ?3),
+                        {HAS_NEW},
                         o.id, o.purpose, o.state, o.fault_code, o.fault_message, o.finished
                  FROM rollout_targets t
                  LEFT JOIN agents a ON a.endpoint_id = t.endpoint_id
                  LEFT JOIN operations o ON o.id = (SELECT max(id) FROM operations
                                                    WHERE endpoint_id = t.endpoint_id
                                                      AND deployment_id = ?4)
-                 WHERE t.rollout_id = ?1 ORDER BY t.endpoint_id",
-            &p![r.id, name, version, r.deployment_id],
+                 WHERE t.rollout_id = ?1 AND ({filter}) ORDER BY t.endpoint_id LIMIT ?5"
+            ),
+            &p![r.id, name, version, r.deployment_id, limit],
         )?;
         rows.iter()
             .map(|row| {

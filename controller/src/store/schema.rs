@@ -108,6 +108,13 @@ pub const MIGRATIONS: &[&str] = &[
         holder TEXT NOT NULL,
         expires INTEGER NOT NULL
     );",
+    // 5: a deployment's network override (`X_CPEVISOR_NetworkConfig`, compact JSON: an object
+    // or `null`), sent with each of its InstallDU and Update; NULL: none.
+    "ALTER TABLE deployments ADD COLUMN network TEXT;",
+    // 6: a rollout pass reads its targets by state (the queued and active ones, the pending
+    // ones in endpoint ID order) and counts its current wave's, never the whole rollout.
+    "CREATE INDEX rollout_targets_by_state ON rollout_targets(rollout_id, state, endpoint_id);
+    CREATE INDEX rollout_targets_by_wave ON rollout_targets(rollout_id, wave, state);",
 ];
 
 /// The schema version this build writes.

@@ -85,6 +85,8 @@ on_both!(
     a_rollback_operation_is_settled_when_the_agent_no_longer_has_the_version,
     one_replica_holds_the_serve_lease_and_the_others_journal_nothing,
     controllers_opening_a_new_database_at_once_migrate_it_once,
+    a_deployment_keeps_its_network_override,
+    a_rollout_pass_reads_only_the_targets_that_can_change,
 );
 
 /// The tables of the store's schema.
@@ -179,6 +181,7 @@ fn migrations_bring_a_version_1_database_up_keeping_its_rows(b: &Backend) {
     assert_eq!(deps[0].name, "app");
     assert_eq!(deps[0].selector["model"], "x");
     assert_eq!(deps[0].memory_mib, None, "the column version 2 added");
+    assert_eq!(deps[0].network, None, "the column version 5 added");
     // What version 2 added works.
     let id = s
         .add_deployment(
@@ -194,6 +197,52 @@ fn migrations_bring_a_version_1_database_up_keeping_its_rows(b: &Backend) {
     // Opening again applies nothing more.
     drop(s);
     assert_eq!(schema::migrate(&b.db()).unwrap(), schema_version());
+}
+
+/// A deployment's network override (an object, `null`, or none) reads back as stored, also
+/// after a reopen, and a rollout's deployment carries one too.
+fn a_deployment_keeps_its_network_override(b: &Backend) {
+    let net = r#"{"mode":"none","port_mappings":[{"external_port":8080}]}"#;
+    let mut s = b.open();
+    for (name, network) in [("obj", Some(net)), ("null", Some("null")), ("none", None)] {
+        s.add_deployment(
+            &NewDeployment {
+                network: network.map(String::from),
+                ..dep(name, "1")
+            },
+            1,
+        )
+        .unwrap();
+    }
+    let (d, _) = s
+        .add_rollout(
+            &NewDeployment {
+                network: Some(net.into()),
+                ..dep("rolled", "2")
+            },
+            &NewRollout {
+                canary: 1,
+                wave_size: 1,
+                max_in_flight: 1,
+                max_failure_pct: 0,
+            },
+            &[],
+            2,
+        )
+        .unwrap();
+    drop(s);
+    let s = b.open();
+    let by_name: HashMap<String, Option<String>> = s
+        .deployments(true)
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.name, d.network))
+        .collect();
+    assert_eq!(by_name["obj"].as_deref(), Some(net));
+    assert_eq!(by_name["null"].as_deref(), Some("null"));
+    assert_eq!(by_name["none"], None);
+    assert_eq!(by_name["rolled"].as_deref(), Some(net));
+    assert!(s.deployments(true).unwrap().iter().any(|x| x.id == d));
 }
 
 fn a_newer_database_is_refused(b: &Backend) {
@@ -633,4 +682,188 @@ fn controllers_opening_a_new_database_at_once_migrate_it_once(b: &Backend) {
     for r in opened {
         assert_eq!(r, Ok(schema_version()));
     }
+}
+
+/// Target `id`'s state and wave, set directly (the states a rollout reaches over many passes).
+fn set_target(s: &Store, rollout: i64, id: &str, state: &str, wave: Option<i64>) {
+    s.db.execute(
+        "UPDATE rollout_targets SET state = ?3, wave = ?4 WHERE rollout_id = ?1 AND endpoint_id = ?2",
+        &p![rollout, id, state, wave],
+    )
+    .unwrap();
+}
+
+/// A pass over a running rollout reads its queued and active targets, the pending and failed
+/// ones whose agent has the new version and the next wave's candidates, never a done one; what
+/// it decides over them and the counts of the rest is what it decides over every target.
+fn a_rollout_pass_reads_only_the_targets_that_can_change(b: &Backend) {
+    use crate::fleet::rollout::{step, step_of, RolloutState, TargetState};
+    let mut s = b.open();
+    let ids: Vec<String> = (0..40).map(|i| format!("os::t{i:02}")).collect();
+    for (i, a) in ids.iter().enumerate() {
+        // The first 30 took the new version; t33 had it before its wave.
+        let v = if i < 30 || i == 33 { "2.0" } else { "1.0" };
+        s.save_inventory(a, &inv(&[("app", v)]), 2).unwrap();
+    }
+    s.set_offline("os::t35").unwrap();
+    let targets: Vec<RolloutTarget> = ids.iter().map(|a| target(a, Some("1.0"))).collect();
+    let plan = NewRollout {
+        canary: 1,
+        wave_size: 3,
+        max_in_flight: 3,
+        max_failure_pct: 50,
+    };
+    let (_, id) = s
+        .add_rollout(&dep("app", "2.0"), &plan, &targets, 3)
+        .unwrap();
+    for (i, a) in ids.iter().enumerate().take(30) {
+        set_target(&s, id, a, "done", Some(i as i64 / 15));
+    }
+    set_target(&s, id, "os::t30", "active", Some(2));
+    set_target(&s, id, "os::t31", "active", Some(2));
+    set_target(&s, id, "os::t32", "failed", Some(2));
+    s.db.execute("UPDATE rollouts SET wave = 2 WHERE id = ?1", &p![id])
+        .unwrap();
+    let same = |s: &Store, why: &str| {
+        let r = s.rollout(id).unwrap().unwrap();
+        let (read, unread) = s.rollout_pass(&r, "app", "2.0").unwrap();
+        let all = s.rollout_targets(&r, "app", "2.0").unwrap();
+        assert_eq!(all.len(), 40);
+        assert!(
+            read.iter().all(|t| t.state != TargetState::Done),
+            "{why}: a done target read: {read:?}"
+        );
+        assert_eq!(
+            step_of(&r, true, "app", "2.0", &read, &unread),
+            step(&r, true, "app", "2.0", &all),
+            "{why}"
+        );
+        let names: Vec<&str> = read.iter().map(|t| t.endpoint_id.as_str()).collect();
+        (names.join(","), unread)
+    };
+    // Mid-wave: the active ones, t33 (already there), the next wave's three online candidates
+    // (t35 is offline); of the rest, t32 in the wave (failed) and three pending.
+    let (read, unread) = same(&s, "mid-wave");
+    assert_eq!(read, "os::t30,os::t31,os::t33,os::t34,os::t36,os::t37");
+    assert_eq!(
+        (unread.in_wave, unread.in_wave_failed, unread.pending),
+        (1, 1, 3)
+    );
+    // The wave over: the next one is taken from the candidates read.
+    set_target(&s, id, "os::t30", "done", Some(2));
+    set_target(&s, id, "os::t31", "done", Some(2));
+    let (read, _) = same(&s, "next wave");
+    assert_eq!(read, "os::t33,os::t34,os::t36,os::t37");
+    // Failures over the threshold: it pauses, the counts of the unread ones included.
+    set_target(&s, id, "os::t31", "failed", Some(2));
+    let r = s.rollout(id).unwrap().unwrap();
+    let (read, unread) = s.rollout_pass(&r, "app", "2.0").unwrap();
+    let st = step_of(&r, true, "app", "2.0", &read, &unread);
+    assert_eq!(st.rollout.map(|x| x.0), Some(RolloutState::Paused));
+    same(&s, "paused");
+    // A wave of five queued, three in flight at most: the first three are read, no candidate.
+    s.db.execute(
+        "UPDATE rollouts SET wave = 3, state = 'running' WHERE id = ?1",
+        &p![id],
+    )
+    .unwrap();
+    for a in ["os::t34", "os::t35", "os::t36", "os::t37", "os::t38"] {
+        set_target(&s, id, a, "queued", Some(3));
+    }
+    let (read, unread) = same(&s, "queued");
+    assert_eq!(read, "os::t33,os::t34,os::t35,os::t36");
+    assert_eq!((unread.in_wave, unread.pending), (2, 1));
+}
+
+/// The cost of one pass over a rollout of 10,000 targets half done, before (every target read)
+/// and after (`rollout_pass`), printed: `cargo test -p cpevisor-controller --release
+/// rollout_pass_cost -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check: run by hand"]
+fn rollout_pass_cost() {
+    for b in [Backend::sqlite(), Backend::postgres()] {
+        rollout_pass_cost_on(&b);
+    }
+}
+
+fn rollout_pass_cost_on(b: &Backend) {
+    use crate::fleet::rollout::{step, step_of};
+    use std::time::Instant;
+    const N: i64 = 10_000;
+    let mut s = b.open();
+    // Agents, their ExecEnv and DU, in three statements (the inventory's rows, not its path).
+    let gen = |sql: &str| {
+        s.db.batch(&format!(
+            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {})
+             {sql}",
+            N - 1
+        ))
+        .unwrap()
+    };
+    gen(
+        "INSERT INTO agents (endpoint_id, first_seen, last_seen, online, inventory_at)
+         SELECT 'os::' || CAST(100000 + i AS TEXT), 1, 1, 1, 2 FROM n",
+    );
+    gen("INSERT INTO dus (endpoint_id, path, uuid, name, version)
+         SELECT 'os::' || CAST(100000 + i AS TEXT), 'Device.SoftwareModules.DeploymentUnit.1.',
+                'u', 'app', CASE WHEN i < 5000 THEN '2.0' ELSE '1.0' END FROM n");
+    let targets: Vec<RolloutTarget> = (0..N)
+        .map(|i| target(&format!("os::{}", 100_000 + i), Some("1.0")))
+        .collect();
+    let plan = NewRollout {
+        canary: 100,
+        wave_size: 1000,
+        max_in_flight: 50,
+        max_failure_pct: 20,
+    };
+    let (_, id) = s
+        .add_rollout(&dep("app", "2.0"), &plan, &targets, 3)
+        .unwrap();
+    // Half done in waves 0..4, 50 active in wave 5 and 950 queued, the rest pending.
+    s.db.execute(
+        "UPDATE rollout_targets SET state = 'done', wave = 0
+         WHERE rollout_id = ?1 AND endpoint_id < 'os::105000'",
+        &p![id],
+    )
+    .unwrap();
+    s.db.execute(
+        "UPDATE rollout_targets SET state = 'queued', wave = 5
+         WHERE rollout_id = ?1 AND endpoint_id >= 'os::105000' AND endpoint_id < 'os::106000'",
+        &p![id],
+    )
+    .unwrap();
+    s.db.execute(
+        "UPDATE rollout_targets SET state = 'active'
+         WHERE rollout_id = ?1 AND endpoint_id >= 'os::105000' AND endpoint_id < 'os::105050'",
+        &p![id],
+    )
+    .unwrap();
+    s.db.execute("UPDATE rollouts SET wave = 5 WHERE id = ?1", &p![id])
+        .unwrap();
+    let r = s.rollout(id).unwrap().unwrap();
+    let time = |f: &mut dyn FnMut() -> usize| {
+        f();
+        let t = Instant::now();
+        let rows = (0..5).map(|_| f()).last().unwrap();
+        (t.elapsed().as_secs_f64() * 1000.0 / 5.0, rows)
+    };
+    let (before, n_before) = time(&mut || {
+        let all = s.rollout_targets(&r, "app", "2.0").unwrap();
+        let _ = step(&r, true, "app", "2.0", &all);
+        all.len()
+    });
+    let (after, n_after) = time(&mut || {
+        let (read, unread) = s.rollout_pass(&r, "app", "2.0").unwrap();
+        let _ = step_of(&r, true, "app", "2.0", &read, &unread);
+        read.len()
+    });
+    println!(
+        "rollout pass over {N} targets ({}): every target read {before:.1} ms ({n_before} rows), \
+         rollout_pass {after:.1} ms ({n_after} rows)",
+        if s.db.is_postgres() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        }
+    );
 }
