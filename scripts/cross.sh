@@ -167,7 +167,7 @@ for t in "${targets[@]}"; do
 done
 
 # Size table; fail if any binary is not statically linked, or not musl on a musl target: glibc's
-# start files carry its ABI note, which `file` shows as "for GNU/Linux 3.7.0", musl's do not.
+# start files carry its ABI note, which `file` shows as "for GNU/Linux 3.x", musl's do not.
 printf '%-34s %-14s %10s  %s\n' target binary KiB linkage
 status=0
 for t in "${targets[@]}"; do
