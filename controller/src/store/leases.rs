@@ -7,8 +7,8 @@
 use super::db::p;
 use super::Store;
 
-/// The lease of the active `serve`.
-pub const SERVE: &str = "serve";
+/// The lease of the active `serve` (declared with the store, which fences operations by it).
+pub use super::SERVE_LEASE as SERVE;
 
 /// Who holds a lease, until when (ms).
 #[derive(Debug, Clone, PartialEq, Eq)]

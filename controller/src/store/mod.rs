@@ -14,6 +14,7 @@ pub mod rollouts;
 mod schema;
 #[cfg(any(test, feature = "test-postgres"))]
 pub mod test_postgres;
+mod values;
 pub mod views;
 
 use std::collections::{BTreeMap, HashMap};
@@ -21,6 +22,10 @@ use std::collections::{BTreeMap, HashMap};
 use db::{p, Db, Row};
 pub use location::Location;
 pub use schema::{latest as schema_version, MIGRATIONS};
+
+/// The lease the active `serve` holds (`leases`): the journal takes no operation while another
+/// holder's is current.
+pub const SERVE_LEASE: &str = "serve";
 
 /// Milliseconds since the Unix epoch: every time in the store.
 pub fn now_ms() -> i64 {
@@ -660,7 +665,7 @@ impl Store {
                     now,
                     purpose,
                     self.fence,
-                    leases::SERVE
+                    SERVE_LEASE
                 ],
             )?
             .map(|r| r.get(0))

@@ -14,7 +14,7 @@ use tokio::runtime::Runtime;
 use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
 use tokio_postgres::{Client, Config, NoTls, Statement};
 
-use super::db::{Param, Row, Value};
+use super::values::{Param, Row, Value};
 
 /// The deadline on connecting (TCP or unix socket, and the server's startup answer).
 pub const CONNECT_DEADLINE: Duration = Duration::from_secs(10);
