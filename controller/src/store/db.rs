@@ -15,7 +15,7 @@ pub(crate) use super::values::p;
 pub use super::values::{Param, Row, ToParam, Value};
 
 /// How long a SQLite writer waits for another process's write to end.
-const SQLITE_BUSY: Duration = Duration::from_secs(10);
+pub const SQLITE_BUSY: Duration = Duration::from_secs(10);
 
 /// A connection to either database.
 pub enum Db {
@@ -80,7 +80,7 @@ impl Db {
         conn.busy_timeout(SQLITE_BUSY).map_err(sqlite_err)?;
         // WAL: `serve` writes while `deployments`/`agents` read, neither blocks the other.
         conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sqlite_err)?;
+            .map_err(|e| format!("WAL: {}", sqlite_err(e)))?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(sqlite_err)?;
         conn.pragma_update(None, "foreign_keys", "ON")

@@ -286,7 +286,22 @@ impl Store {
     /// Opens the database `loc` names (a SQLite file is created if absent) and brings its
     /// schema up to date.
     pub fn open(loc: &Location) -> Result<Store, String> {
-        Store::setup(Db::open(loc)?)
+        // SQLite answers "locked" at once, without waiting out its busy timeout, where waiting
+        // could deadlock (seen with four controllers opening one new file at once, under load):
+        // opening and migrating are idempotent, so begin again, within the same bound.
+        let deadline = std::time::Instant::now() + db::SQLITE_BUSY;
+        loop {
+            match Db::open(loc).and_then(Store::setup) {
+                Err(e)
+                    if matches!(loc, Location::Sqlite(_))
+                        && e.contains("database is locked")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                r => return r,
+            }
+        }
     }
 
     /// A database in memory (tests).

@@ -202,7 +202,7 @@ pub fn migrate_to(db: &Db, to: u32) -> Result<u32, String> {
 const MIGRATION_LOCK: i64 = 0x6370_6576_6973_6f72; // "cpevisor"
 
 fn migrate_locked(db: &Db, to: u32) -> Result<u32, String> {
-    let at = version(db)?;
+    let at = version(db).map_err(|e| format!("schema version: {e}"))?;
     if at > latest() {
         return Err(format!(
             "database schema version {at} is newer than this controller's ({})",
@@ -210,7 +210,9 @@ fn migrate_locked(db: &Db, to: u32) -> Result<u32, String> {
         ));
     }
     for v in at + 1..=to.min(latest()) {
-        let tx = db.begin_write()?;
+        let tx = db
+            .begin_write()
+            .map_err(|e| format!("begin migration {v}: {e}"))?;
         // Another controller opening the same SQLite file may have done it meanwhile.
         if version(&tx)? >= v {
             continue;
