@@ -221,6 +221,18 @@ impl UspHost {
             .map_err(|e| format!("cpevisor-controller {args:?}: not JSON ({e})"))
     }
 
+    /// The board's agent ([`AGENT_ENDPOINT`]) as the controller's database `db` has it
+    /// (`agents --db`), if it has it.
+    pub fn fleet_board_agent(&self, db: &Path) -> Result<Option<Value>, String> {
+        let agents = self.fleet(db, &["agents"])?;
+        Ok(agents["agents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["endpoint_id"] == AGENT_ENDPOINT)
+            .cloned())
+    }
+
     /// Runs a command on the board's agent (`--agent AGENT_ENDPOINT --timeout T ARGS`).
     pub fn on_agent(&self, timeout: Duration, args: &[&str]) -> Result<CtlRun, String> {
         let secs = format!("{}", scaled(timeout).as_secs().max(1));

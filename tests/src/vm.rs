@@ -231,8 +231,8 @@ impl BoardVm {
     /// from the board's ([`BOARD_STALLED`]).
     fn why_no_answer(&mut self, timed_out: String) -> String {
         self.commands += 1;
-        let alive = format!("@@ALIVE{}@@", self.commands);
-        let (head, tail) = alive.split_at(7);
+        let n = self.commands;
+        let alive = format!("@@ALIVE{n}@@");
         // ^C ends the command where it still runs (the console shell has a controlling tty).
         let within = self.answer_after_timeout;
         // The newline ends the line on a shell without a tty, where ^C is just a byte.
@@ -240,7 +240,7 @@ impl BoardVm {
             .stdin
             .write_all(b"\x03\n")
             .map_err(|e| e.to_string())
-            .and_then(|_| self.send_line(&format!("echo '{head}''{tail}'")));
+            .and_then(|_| self.send_line(&format!("echo '@@ALIVE{n}''@@'")));
         let answered = asked.and_then(|_| self.wait_for(&alive, within));
         match answered {
             Ok(_) => format!(

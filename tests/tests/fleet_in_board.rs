@@ -31,11 +31,7 @@ const ANSWER: Duration = Duration::from_secs(300);
 
 /// The board's agent as the controller's database has it.
 fn board_agent(host: &UspHost, db: &Path) -> Option<Value> {
-    host.fleet(db, &["agents"]).ok()?["agents"]
-        .as_array()?
-        .iter()
-        .find(|a| a["endpoint_id"] == AGENT_ENDPOINT)
-        .cloned()
+    host.fleet_board_agent(db).ok().flatten()
 }
 
 fn has_du(agent: &Value, name: &str, version: &str) -> bool {

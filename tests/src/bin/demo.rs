@@ -374,14 +374,9 @@ fn wait_fleet_app(
 ) -> Result<usize, String> {
     let deadline = Instant::now() + BoardVm::scaled(timeout);
     loop {
-        let agents = host.fleet(db, &["agents"])?;
-        let agent = agents["agents"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|a| a["endpoint_id"] == AGENT_ENDPOINT);
+        let agent = host.fleet_board_agent(db)?;
         let has =
-            agent.is_some_and(|a| {
+            agent.as_ref().is_some_and(|a| {
                 a["dus"].as_array().into_iter().flatten().any(|d| {
                     d["name"] == name && d["version"] == version && d["status"] == "Installed"
                 })
