@@ -1,14 +1,24 @@
 #!/usr/bin/env bash
 # make cross: static, size-optimized release binaries for router CPUs (shared/PLATFORM.md):
 # Debian's rustc-web (1.96) builds std from rust-web-src for every target (rustup here has only
-# the x86_64 std), linked statically against glibc.
+# the x86_64 std), linked statically against musl, the C library of OpenWrt, where these boards'
+# firmware comes from (docs/flash.md has what it saves against static glibc).
+#
+# musl comes from Debian too: `musl-dev:<arch>` unpacked by `make setup` into
+# $CPEVISOR_CACHE/musl/<debian arch>/root, linked by the same cross gcc as glibc was, through a
+# gcc specs file (written here, next to it) that swaps glibc's headers, start files and library
+# path for musl's, as Debian's own musl-gcc does. Rust links it with `-C link-self-contained=no`
+# (its bundled musl start files are not in Debian's Rust). Rust's musl std links `-lunwind`
+# (LLVM's libunwind in rustup's builds); here that name is gcc's libgcc_eh.a, which the glibc
+# builds linked as well: panics abort, only backtrace capture calls into it.
 #
 # Why build-std even where Debian ships a prebuilt std (aarch64, x86_64): std is then built
 # without its `backtrace` feature (`-Z build-std-features=` drops the default set), which removes
 # the DWARF symbolizer (addr2line, gimli, miniz_oxide) from every binary: -195 KiB each, measured
 # on a static aarch64 hello world (845 -> 650 KiB). Panics still print their message and location.
 #
-# Usage: scripts/cross.sh [RUST_TARGET...]   (default: all five)
+# Usage: scripts/cross.sh [RUST_TARGET...]   (default: the five musl targets; the *-linux-gnu
+# ones still build, against static glibc, for comparisons)
 # Output: target/cross/<rust target>/: cpevisor, with cpevisord, cpevisorctl (and cpevisor-vmm on
 # the KVM targets) as symlinks to it; build products live in $CPEVISOR_CACHE/target-cross.
 set -euo pipefail
@@ -16,8 +26,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CACHE=${CPEVISOR_CACHE:-$HOME/.cache/cpevisor}
 OUT=$ROOT/target/cross
-ALL=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf mipsel-unknown-linux-gnu
-  mips64el-unknown-linux-gnuabi64 x86_64-unknown-linux-gnu)
+ALL=(aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf mipsel-unknown-linux-musl
+  mips64el-unknown-linux-muslabi64 x86_64-unknown-linux-musl)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${ALL[@]}")
 
@@ -42,15 +52,78 @@ applets_for() {
   esac
 }
 
+# The cross gcc (Debian's gcc-<triplet>, for glibc and musl alike) and Debian's name of the arch.
 gcc_for() {
   case $1 in
-    aarch64-unknown-linux-gnu) echo aarch64-linux-gnu-gcc ;;
-    armv7-unknown-linux-gnueabihf) echo arm-linux-gnueabihf-gcc ;;
-    mipsel-unknown-linux-gnu) echo mipsel-linux-gnu-gcc ;;
-    mips64el-unknown-linux-gnuabi64) echo mips64el-linux-gnuabi64-gcc ;;
-    x86_64-unknown-linux-gnu) echo gcc ;;
+    aarch64-unknown-linux-gnu | aarch64-unknown-linux-musl) echo aarch64-linux-gnu-gcc ;;
+    armv7-unknown-linux-gnueabihf | armv7-unknown-linux-musleabihf) echo arm-linux-gnueabihf-gcc ;;
+    mipsel-unknown-linux-gnu | mipsel-unknown-linux-musl) echo mipsel-linux-gnu-gcc ;;
+    mips64el-unknown-linux-gnuabi64 | mips64el-unknown-linux-muslabi64) echo mips64el-linux-gnuabi64-gcc ;;
+    x86_64-unknown-linux-gnu | x86_64-unknown-linux-musl) echo gcc ;;
     *) echo "cross: unknown target $1" >&2; exit 2 ;;
   esac
+}
+debian_arch_for() {
+  case $1 in
+    aarch64-*) echo arm64 ;;
+    armv7-*) echo armhf ;;
+    mipsel-*) echo mipsel ;;
+    mips64el-*) echo mips64el ;;
+    x86_64-*) echo amd64 ;;
+  esac
+}
+
+# musl_specs GCC DEBIAN_ARCH: writes the gcc specs file that compiles and links against Debian's
+# musl-dev unpacked in $CACHE/musl/<arch>/root and prints its path. As musl-dev's own
+# musl-gcc.specs, but keeping the cross gcc's link spec (emulation, errata fixes) and with
+# -static-pie's start file (rcrt1.o: x86_64's musl target is static-pie, as the glibc one was).
+# The `-nostdlib` added to the link spec is ld's: search only the directories named here, never
+# glibc's.
+musl_specs() {
+  local gcc=$1 arch=$2 dir=$CACHE/musl/$2 lib inc
+  lib=$(echo "$dir"/root/usr/lib/*-linux-musl*)
+  inc=$(echo "$dir"/root/usr/include/*-linux-musl*)
+  if [ ! -f "$lib/libc.a" ] || [ ! -d "$inc" ]; then
+    echo "cross: musl-dev:$arch is not unpacked in $dir/root (run make setup)" >&2
+    exit 1
+  fi
+  # libunwind.a: gcc's libgcc_eh.a plus `_dl_find_object`, which Debian's gcc (built against
+  # glibc 2.36) calls to find a PC's unwind tables and musl does not have. This one finds none:
+  # panics abort, so only backtrace capture asks, and gets an empty backtrace.
+  mkdir -p "$dir/unwind"
+  cp "$("$gcc" -print-file-name=libgcc_eh.a)" "$dir/unwind/libunwind.a.tmp"
+  echo 'int _dl_find_object(void *pc, void *result) { (void)pc; (void)result; return -1; }' |
+    "$gcc" -Os -c -x c -o "$dir/unwind/dl_find_object.o" -
+  "${gcc%gcc}ar" rs "$dir/unwind/libunwind.a.tmp" "$dir/unwind/dl_find_object.o"
+  mv "$dir/unwind/libunwind.a.tmp" "$dir/unwind/libunwind.a"
+  cat > "$dir/musl.specs.tmp" <<EOF
+%rename cpp_options old_cpp_options
+%rename cc1 old_cc1
+%rename link old_link
+
+*cpp_options:
+-nostdinc -isystem $inc -isystem include%s %(old_cpp_options)
+
+*cc1:
+%(old_cc1) -nostdinc -isystem $inc -isystem include%s
+
+*link_libgcc:
+-L$lib -L$dir/unwind -L .%s
+
+*libgcc:
+libgcc.a%s %:if-exists(libgcc_eh.a%s)
+
+*startfile:
+%{static-pie:$lib/rcrt1.o;!shared:$lib/crt1.o} $lib/crti.o crtbeginS.o%s
+
+*endfile:
+crtendS.o%s $lib/crtn.o
+
+*link:
+%(old_link) -nostdlib
+EOF
+  mv "$dir/musl.specs.tmp" "$dir/musl.specs"
+  echo "$dir/musl.specs"
 }
 
 for t in "${targets[@]}"; do
@@ -62,10 +135,25 @@ for t in "${targets[@]}"; do
   # KiB); without: -384 KiB on aarch64, -192 on mipsel.
   # Panics still print their message and location. (docs/flash.md)
   flags="-C target-feature=+crt-static -C force-unwind-tables=no"
+  cflags=
+  case $t in
+    *-musl*)
+      specs=$(musl_specs "$gcc" "$(debian_arch_for "$t")")
+      flags="$flags -C link-self-contained=no -C link-arg=-specs=$specs"
+      cflags="-specs=$specs"
+      ;;
+  esac
+  # Rust's mipsel musl target is soft-float (OpenWrt's ABI), Debian's musl-dev:mipsel is
+  # hard-float FPXX, as the mipsel glibc target was: Rust code calling into libc's math (f64::min
+  # is a call to fmin there) would pass its doubles in the wrong registers. So the Rust side
+  # uses the glibc target's float ABI; rustc warns that these features are unstable.
+  case $t in
+    mipsel-unknown-linux-musl) flags="$flags -C target-feature=-soft-float,+fpxx,+nooddspreg" ;;
+  esac
   echo "cross: building $t" >&2
   # build-std is unstable: RUSTC_BOOTSTRAP lets Debian's stable rustc use it.
   env RUSTC_BOOTSTRAP=1 "CARGO_TARGET_${T}_LINKER=$gcc" "CARGO_TARGET_${T}_RUSTFLAGS=$flags" \
-    "CC_${t_}=$gcc" "AR_${t_}=${gcc%gcc}ar" \
+    "CC_${t_}=$gcc" "CFLAGS_${t_}=$cflags" "AR_${t_}=${gcc%gcc}ar" \
     $CARGO build --manifest-path "$ROOT/Cargo.toml" --locked --release --target "$t" \
     -p cpevisor-agent --bin cpevisor --no-default-features -Z build-std=std,panic_abort -Z build-std-features=
   # A fresh directory: binaries of an older layout (separate cpevisord/cpevisorctl) must not
@@ -78,7 +166,8 @@ for t in "${targets[@]}"; do
   done
 done
 
-# Size table; fail if any binary is not statically linked.
+# Size table; fail if any binary is not statically linked, or not musl on a musl target: glibc's
+# start files carry its ABI note, which `file` shows as "for GNU/Linux 3.x", musl's do not.
 printf '%-34s %-14s %10s  %s\n' target binary KiB linkage
 status=0
 for t in "${targets[@]}"; do
@@ -92,6 +181,11 @@ for t in "${targets[@]}"; do
     case $info in
       *"statically linked"* | *"static-pie linked"*) link=static ;;
       *) link="NOT STATIC: $info"; status=1 ;;
+    esac
+    case $t:$info in
+      *-musl*:*"GNU/Linux"*) link="NOT MUSL (glibc): $info"; status=1 ;;
+      *-musl*:*) link="$link, musl" ;;
+      *) link="$link, glibc" ;;
     esac
     printf '%-34s %-14s %10s  %s\n' "$t" "$(basename "$f")" "$kib" "$link"
   done

@@ -45,7 +45,7 @@ for b in "$@"; do
   "$BIN/cpevisor-rootfs" firmware --board "$b" --bins "target/cross/$t" --out "target/firmware/$b" \
     --trusted-key "$key" "${tree[@]}"
 done
-if [[ " ${targets[*]} " == *" aarch64-unknown-linux-gnu "* ]]; then
+if [[ " ${targets[*]} " == *" aarch64-"* ]]; then
   bash scripts/sample-app.sh
 fi
 if [ ${#jail_archs[@]} -gt 0 ]; then

@@ -7,6 +7,7 @@
 #   debs/                    the downloaded .deb files
 #   kernel/<flavour>/        root/ = the kernel package unpacked, release = its `uname -r`
 #   busybox/<debian_arch>/   busybox (static)
+#   musl/<debian_arch>/      root/ = musl-dev unpacked (scripts/cross.sh adds its specs file there)
 set -euo pipefail
 
 CACHE=${CPEVISOR_CACHE:-$HOME/.cache/cpevisor}
@@ -97,6 +98,21 @@ for arch in "${ARCHES[@]}"; do
   rm -rf "$dir.tmp" && mkdir -p "$dir.tmp/x"
   dpkg-deb -x "$deb" "$dir.tmp/x"
   mv "$dir.tmp/x/bin/busybox" "$dir.tmp/busybox" && rm -rf "$dir.tmp/x"
+  basename "$deb" > "$dir.tmp/deb"
+  rm -rf "$dir" && mv "$dir.tmp" "$dir"
+done
+
+# --- 5. musl per architecture -------------------------------------------------------------------
+# Debian's musl-dev (headers, start files, libc.a; ~0.6 MB each): `make cross` links the device
+# binaries against it with the cross gcc above (scripts/cross.sh).
+for arch in "${ARCHES[@]}"; do
+  dir=$CACHE/musl/$arch
+  [ -s "$dir/deb" ] && [ -n "$(find "$dir/root/usr/lib" -name libc.a 2>/dev/null)" ] && continue
+  apt_view
+  log "musl-dev ($arch)"
+  deb=$(download "musl-dev:$arch")
+  rm -rf "$dir.tmp" && mkdir -p "$dir.tmp/root"
+  dpkg-deb -x "$deb" "$dir.tmp/root"
   basename "$deb" > "$dir.tmp/deb"
   rm -rf "$dir" && mv "$dir.tmp" "$dir"
 done

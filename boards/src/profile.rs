@@ -222,22 +222,22 @@ impl Arch {
         }
     }
 
-    /// Rust targets that produce binaries for this arch: the glibc one the project builds by
-    /// default first, then musl (what OpenWrt firmware uses).
+    /// Rust targets that produce binaries for this arch: the musl one the project builds
+    /// (`make cross`; OpenWrt's C library) first, then glibc's.
     pub fn rust_targets(self) -> &'static [&'static str] {
         match self {
-            Arch::Aarch64 => &["aarch64-unknown-linux-gnu", "aarch64-unknown-linux-musl"],
+            Arch::Aarch64 => &["aarch64-unknown-linux-musl", "aarch64-unknown-linux-gnu"],
             Arch::Armv7 => &[
-                "armv7-unknown-linux-gnueabihf",
                 "armv7-unknown-linux-musleabihf",
+                "armv7-unknown-linux-gnueabihf",
             ],
-            Arch::Mips => &["mips-unknown-linux-gnu", "mips-unknown-linux-musl"],
-            Arch::Mipsel => &["mipsel-unknown-linux-gnu", "mipsel-unknown-linux-musl"],
+            Arch::Mips => &["mips-unknown-linux-musl", "mips-unknown-linux-gnu"],
+            Arch::Mipsel => &["mipsel-unknown-linux-musl", "mipsel-unknown-linux-gnu"],
             Arch::Mips64el => &[
-                "mips64el-unknown-linux-gnuabi64",
                 "mips64el-unknown-linux-muslabi64",
+                "mips64el-unknown-linux-gnuabi64",
             ],
-            Arch::X86_64 => &["x86_64-unknown-linux-gnu", "x86_64-unknown-linux-musl"],
+            Arch::X86_64 => &["x86_64-unknown-linux-musl", "x86_64-unknown-linux-gnu"],
         }
     }
 

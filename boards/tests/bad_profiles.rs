@@ -46,10 +46,10 @@ fn rust_target_not_matching_arch() {
     let text = replace_line(
         &a53(),
         "rust_target =",
-        "rust_target = \"mipsel-unknown-linux-gnu\"",
+        "rust_target = \"mipsel-unknown-linux-musl\"",
     );
     let msg = load_error(&text, "cpu.rust_target");
-    assert!(msg.contains("aarch64-unknown-linux-gnu"), "{msg}");
+    assert!(msg.contains("aarch64-unknown-linux-musl"), "{msg}");
 }
 
 #[test]

@@ -162,7 +162,7 @@ fn tool_list_get_show_and_check() {
     assert!(out.lines().any(|l| l == DEFAULT_BOARD), "{out}");
 
     let (code, out, _) = tool(&dir, &["get", DEFAULT_BOARD, "cpu.rust_target"]);
-    assert_eq!((code, out.as_str()), (0, "aarch64-unknown-linux-gnu\n"));
+    assert_eq!((code, out.as_str()), (0, "aarch64-unknown-linux-musl\n"));
     let (code, out, _) = tool(&dir, &["get", DEFAULT_BOARD, "kernel.modules"]);
     assert_eq!(
         (code, out.as_str()),

@@ -57,7 +57,7 @@ fn tool_files_are_not_listed_as_boards() {
 fn default_board_is_aarch64_kvm_gicv3() {
     let board = Board::by_name_in(&shipped_dir(), DEFAULT_BOARD).unwrap();
     assert_eq!(board.cpu.arch, Arch::Aarch64);
-    assert_eq!(board.cpu.rust_target, "aarch64-unknown-linux-gnu");
+    assert_eq!(board.cpu.rust_target, "aarch64-unknown-linux-musl");
     assert_eq!(board.cpu.debian_arch, "arm64");
     assert_eq!(board.isolation, Isolation::Kvm);
     assert_eq!(board.interrupt_controller, InterruptController::Gicv3);

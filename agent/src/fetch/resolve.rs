@@ -1,5 +1,6 @@
 //! Host name resolution in Rust: a static glibc binary has no NSS, so `getaddrinfo` cannot be
-//! relied on for names on a router. Order: IP literal, `/etc/hosts`, then DNS over UDP to the
+//! relied on for names on a router (the device's musl build would have one; this one is the same
+//! on every C library). Order: IP literal, `/etc/hosts`, then DNS over UDP to the
 //! `nameserver`s of `/etc/resolv.conf` (A records, then AAAA).
 
 use std::fmt;

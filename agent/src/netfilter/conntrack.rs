@@ -156,7 +156,8 @@ impl Socket {
         // SAFETY: `fd` was just returned by socket() and nothing else owns it.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let tv = libc::timeval {
-            tv_sec: READ_TIMEOUT.as_secs() as libc::time_t,
+            // `time_t` is deprecated in libc on musl (it is to become 64-bit on 32-bit CPUs).
+            tv_sec: READ_TIMEOUT.as_secs() as _,
             tv_usec: 0,
         };
         // SAFETY: setsockopt reads `tv`, a live timeval of the size given.

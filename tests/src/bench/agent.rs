@@ -2,7 +2,7 @@
 //! `cpevisorctl install` against a plain download plus `sha256sum` of the same file.
 //!
 //! It runs the static release binaries that `make cross` puts in
-//! `target/cross/x86_64-unknown-linux-gnu/` (`CPEVISOR_BENCH_AGENT_DIR` names another directory
+//! `target/cross/x86_64-unknown-linux-musl/` (`CPEVISOR_BENCH_AGENT_DIR` names another directory
 //! holding `cpevisord` and `cpevisorctl`). The aarch64 board would give other absolute numbers;
 //! the notes say so. Everything lives in a temporary directory; the daemon and the HTTP server
 //! are killed by guards, whatever fails.
@@ -19,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The build measured: the host's own target, from `make cross`.
-pub const HOST_TARGET: &str = "x86_64-unknown-linux-gnu";
+pub const HOST_TARGET: &str = "x86_64-unknown-linux-musl";
 /// Overrides the directory holding `cpevisord` and `cpevisorctl`.
 pub const BIN_DIR_ENV: &str = "CPEVISOR_BENCH_AGENT_DIR";
 /// Runs behind each median.

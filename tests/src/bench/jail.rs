@@ -30,7 +30,10 @@ use std::time::Duration;
 /// The board the jail figures are taken on.
 pub const BENCH_BOARD: &str = "qemu-malta-mipsel";
 /// Rust targets of the jail boards (armv7 and mipsel: no KVM on either).
-pub const JAIL_TARGETS: [&str; 2] = ["mipsel-unknown-linux-gnu", "armv7-unknown-linux-gnueabihf"];
+pub const JAIL_TARGETS: [&str; 2] = [
+    "mipsel-unknown-linux-musl",
+    "armv7-unknown-linux-musleabihf",
+];
 /// The port the status app listens on inside its jail (it has no capability for port 80).
 pub const APP_PORT: u16 = 8080;
 /// Board port the jail tests publish the app on, forwarded from the host: a relay on the board
@@ -433,7 +436,7 @@ mod tests {
     #[test]
     fn binary_figures_count_the_multicall_binary_once() {
         let root = std::env::temp_dir().join(format!("jail-bench-{}", std::process::id()));
-        let dir = root.join("target/cross/mipsel-unknown-linux-gnu");
+        let dir = root.join("target/cross/mipsel-unknown-linux-musl");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("cpevisor"), vec![0u8; 4 * 1024]).unwrap();
         for applet in ["cpevisord", "cpevisorctl"] {
@@ -442,7 +445,7 @@ mod tests {
         let f = binary_figures(&root);
         let _ = std::fs::remove_dir_all(&root);
         assert_eq!(f.len(), 1, "armv7 has no binaries here: {f:?}");
-        assert_eq!(f[0].name, "jail.binary_kib.mipsel-unknown-linux-gnu");
+        assert_eq!(f[0].name, "jail.binary_kib.mipsel-unknown-linux-musl");
         assert_eq!(f[0].value, 4.0);
     }
 }

@@ -97,7 +97,7 @@ pub fn device_binaries_figure(cross: &Path, target: &str) -> Option<Figure> {
             "KiB",
         )
         .with_note(format!(
-            "static stripped release binaries from make cross, each on flash once ({};              cpevisord and cpevisorctl are symlinks to the multi-call cpevisor)",
+            "static (musl) stripped release binaries from make cross, each on flash once ({};              cpevisord and cpevisorctl are symlinks to the multi-call cpevisor)",
             parts.join(" + ")
         )),
     )
@@ -185,7 +185,7 @@ mod tests {
     fn device_binaries_count_each_file_once_and_no_links() {
         let cross = std::env::temp_dir().join(format!("sizes-bench-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&cross);
-        let t = "aarch64-unknown-linux-gnu";
+        let t = "aarch64-unknown-linux-musl";
         let dir = cross.join(t);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("cpevisor"), vec![0u8; 3 * 1024]).unwrap();
@@ -193,11 +193,11 @@ mod tests {
         for applet in ["cpevisord", "cpevisorctl"] {
             std::os::unix::fs::symlink("cpevisor", dir.join(applet)).unwrap();
         }
-        std::fs::create_dir_all(cross.join("mipsel-unknown-linux-gnu")).unwrap();
+        std::fs::create_dir_all(cross.join("mipsel-unknown-linux-musl")).unwrap();
         let files = device_binaries(&dir).unwrap();
         let f = device_binaries_figure(&cross, t);
-        let empty = device_binaries_figure(&cross, "mipsel-unknown-linux-gnu");
-        let missing = device_binaries_figure(&cross, "armv7-unknown-linux-gnueabihf");
+        let empty = device_binaries_figure(&cross, "mipsel-unknown-linux-musl");
+        let missing = device_binaries_figure(&cross, "armv7-unknown-linux-musleabihf");
         let _ = std::fs::remove_dir_all(&cross);
         assert_eq!(
             files,
@@ -209,7 +209,7 @@ mod tests {
         let f = f.unwrap();
         assert_eq!(
             f.name,
-            "flash.device_binaries_kib.aarch64-unknown-linux-gnu"
+            "flash.device_binaries_kib.aarch64-unknown-linux-musl"
         );
         // (3072 + 2148) / 1024 = 5.10: the links add nothing.
         assert_eq!(f.value, 5.0);
@@ -225,7 +225,7 @@ mod tests {
     fn a_folded_vmm_has_no_binary_figure_of_its_own() {
         let root = std::env::temp_dir().join(format!("sizes-fold-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
-        let dir = root.join("target/cross/aarch64-unknown-linux-gnu");
+        let dir = root.join("target/cross/aarch64-unknown-linux-musl");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("cpevisor"), vec![0u8; 2048]).unwrap();
         for applet in ["cpevisord", "cpevisorctl", "cpevisor-vmm"] {
@@ -238,8 +238,8 @@ mod tests {
         assert_eq!(
             names,
             [
-                ("agent.binary_kib.aarch64-unknown-linux-gnu", 2.0),
-                ("flash.device_binaries_kib.aarch64-unknown-linux-gnu", 2.0)
+                ("agent.binary_kib.aarch64-unknown-linux-musl", 2.0),
+                ("flash.device_binaries_kib.aarch64-unknown-linux-musl", 2.0)
             ]
         );
     }
@@ -247,14 +247,14 @@ mod tests {
     #[test]
     fn peer_only_for_targets_with_a_measured_qemu() {
         let p = parse_peer_sizes("qemu_arm64_total_bytes=55574528\nqemu_arm64_binary_bytes=20971520\nqemu_arm64_files=52\n").unwrap();
-        let (name, kib, note) = peer_for("aarch64-unknown-linux-gnu", &p).unwrap();
+        let (name, kib, note) = peer_for("aarch64-unknown-linux-musl", &p).unwrap();
         assert_eq!(name, "qemu-system-aarch64 + libs");
         assert_eq!(kib, 54272.0);
         assert!(
             note.contains("52 files") && note.contains("20480 KiB"),
             "{note}"
         );
-        assert!(peer_for("x86_64-unknown-linux-gnu", &p).is_none());
-        assert!(peer_for("mipsel-unknown-linux-gnu", &p).is_none());
+        assert!(peer_for("x86_64-unknown-linux-musl", &p).is_none());
+        assert!(peer_for("mipsel-unknown-linux-musl", &p).is_none());
     }
 }

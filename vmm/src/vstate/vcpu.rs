@@ -121,7 +121,9 @@ pub struct VcpuControl {
     changed: Condvar,
     /// Written once when an event is recorded, so an event loop can poll for it.
     event_fd: EventFd,
-    threads: Mutex<Vec<libc::pthread_t>>,
+    /// As std names them: a `c_ulong` on every Linux (libc's `pthread_t` is a pointer on musl,
+    /// which is not `Send`).
+    threads: Mutex<Vec<std::os::unix::thread::RawPthread>>,
     count: usize,
 }
 
@@ -224,8 +226,10 @@ impl VcpuControl {
             // SAFETY: `t` is a vCPU thread that is joined only after `VcpuControl` stops
             // kicking (the builder joins after the last `report`); pthread_kill on a live
             // thread with a handled signal has no other effect than running the handler.
+            // The cast is the identity on glibc, to musl's pointer type there.
+            #[allow(clippy::unnecessary_cast)]
             unsafe {
-                libc::pthread_kill(t, kick_signal());
+                libc::pthread_kill(t as libc::pthread_t, kick_signal());
             }
         }
     }

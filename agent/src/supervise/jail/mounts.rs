@@ -48,6 +48,9 @@ fn fail(what: &str, path: &Path, e: nix::errno::Errno) -> JailError {
 /// are locked (a remount must repeat them), so every remount here adds to them.
 fn current_flags(path: &Path) -> Result<MsFlags, JailError> {
     use nix::sys::statvfs::{statvfs, FsFlags};
+    // Linux's ST_RELATIME, which nix and libc name on glibc only; musl's statvfs passes the
+    // kernel's flags through, so the bit is there on musl too.
+    const ST_RELATIME: FsFlags = FsFlags::from_bits_retain(4096);
     let have = statvfs(path).map_err(|e| fail("statvfs", path, e))?.flags();
     let pairs = [
         (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
@@ -56,7 +59,7 @@ fn current_flags(path: &Path) -> Result<MsFlags, JailError> {
         (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
         (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
         (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        (ST_RELATIME, MsFlags::MS_RELATIME),
     ];
     Ok(pairs
         .into_iter()

@@ -26,6 +26,15 @@ pub const ARCH: &[c_long] = &[
     ARM_BREAKPOINT, ARM_CACHEFLUSH, ARM_SET_TLS,
 ];
 
+// Named by the libc crate for glibc only, not for musl; numbers from the kernel's
+// arch/arm/tools/syscall.tbl (the same on both: they are the kernel's ABI).
+#[allow(non_upper_case_globals)]
+pub const SYS_rseq: c_long = 398;
+#[allow(non_upper_case_globals)]
+pub const SYS_arm_fadvise64_64: c_long = 270;
+#[allow(non_upper_case_globals)]
+pub const SYS_arm_sync_file_range: c_long = 341;
+
 /// The first syscall number of this ABI (`common::TIME64` counts from it).
 pub const NR_BASE: c_long = 0;
 pub const IO_PGETEVENTS: c_long = 399;

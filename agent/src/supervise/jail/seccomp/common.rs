@@ -2,6 +2,12 @@
 //! denies on top: see the parent module).
 
 use libc::*;
+// Calls the libc crate names for glibc but not for musl on these targets: the arch module
+// defines them with the kernel's numbers (an explicit import shadows the glob).
+#[cfg(any(target_arch = "arm", target_arch = "mips64"))]
+use super::arch::SYS_rseq;
+#[cfg(target_arch = "mips")]
+use super::arch::{SYS_pread64, SYS_pwrite64, SYS_rseq};
 
 #[rustfmt::skip]
 pub const COMMON: &[c_long] = &[

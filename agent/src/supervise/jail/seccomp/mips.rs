@@ -23,6 +23,21 @@ pub const ARCH: &[c_long] = &[
     SEMGET, SEMCTL, SHMGET, SHMCTL, SHMAT, SHMDT, MSGGET, MSGSND, MSGRCV, MSGCTL,
 ];
 
+// Named by the libc crate for glibc only, not for musl; numbers from the kernel's
+// syscall_o32.tbl (the same on both: they are the kernel's ABI).
+#[allow(non_upper_case_globals)]
+pub const SYS_pread64: c_long = 4200;
+#[allow(non_upper_case_globals)]
+pub const SYS_pwrite64: c_long = 4201;
+#[allow(non_upper_case_globals)]
+pub const SYS_rseq: c_long = 4367;
+#[allow(non_upper_case_globals)]
+pub const SYS__newselect: c_long = 4142;
+#[allow(non_upper_case_globals)]
+pub const SYS_fadvise64: c_long = 4254;
+#[allow(non_upper_case_globals)]
+pub const SYS_fstatat64: c_long = 4293;
+
 /// The first syscall number of this ABI (`common::TIME64` counts from it).
 pub const NR_BASE: c_long = 4000;
 pub const IO_PGETEVENTS: c_long = 4368;

@@ -18,3 +18,6 @@ pub const ARCH: &[c_long] = &[
 ];
 
 const IO_PGETEVENTS: c_long = 5328;
+/// Named by the libc crate for glibc only, not for musl; the kernel's syscall_n64.tbl.
+#[allow(non_upper_case_globals)]
+pub const SYS_rseq: c_long = 5327;
