@@ -4,13 +4,15 @@
 //! What each thread does once the guest runs, and so all it may ask of the kernel:
 //! - the main thread runs the event loop: epoll, the control socket (accept, read, write,
 //!   non-blocking and send timeout on clients), serial input, tap receive, irqfd and eventfd
-//!   writes, vCPU kicks (tgkill), joining the vCPU threads and exiting;
+//!   writes, vCPU kicks (tgkill on glibc, tkill on musl), joining the vCPU threads and exiting;
 //! - a vCPU thread runs KVM_RUN and the device models behind its exits: console output,
 //!   disk reads/writes/flushes (lseek + read/write, fdatasync), tap send/receive, irqfd writes,
 //!   kicking the other vCPUs when the guest powers off, and its own exit.
 //!
 //! Both allocate (malloc: brk, mmap, munmap, mremap, mprotect, madvise), lock (futex), take the
-//! kick signal (rt_sigreturn) and may abort on a bug (rt_sigprocmask, getpid, gettid, tgkill).
+//! kick signal (rt_sigreturn) and may abort on a bug (rt_sigprocmask, getpid, gettid, and
+//! tgkill or tkill with SIGABRT). A thread may signal only with the kick signal or SIGABRT:
+//! glibc's pthread_kill and raise use tgkill, musl's use tkill.
 //! madvise is allowed with MADV_DONTNEED only: what glibc's malloc and thread exit use, and what
 //! the virtio-balloon, served on a vCPU thread, uses to give guest RAM back to the host.
 //! No thread can open a file, create a socket, map a file, fork, exec, or change credentials.
@@ -44,7 +46,6 @@ const COMMON: &[libc::c_long] = &[
     libc::SYS_sched_getaffinity,
     libc::SYS_getpid,
     libc::SYS_gettid,
-    libc::SYS_tgkill,
     libc::SYS_exit,
     libc::SYS_exit_group,
 ];
@@ -98,6 +99,20 @@ fn policy(lists: &[&[libc::c_long]], ioctls: &[u32]) -> Policy {
         },
         Action::Allow,
     ));
+    // Signals to a thread: the vCPU kick, and abort's SIGABRT. tgkill(tgid, tid, sig) is
+    // glibc's, tkill(tid, sig) musl's.
+    for (nr, index) in [(libc::SYS_tgkill, 2), (libc::SYS_tkill, 1)] {
+        for signal in [crate::vstate::vcpu::kick_signal(), libc::SIGABRT] {
+            rules.push(Rule::when(
+                nr,
+                ArgCheck::Equals {
+                    index,
+                    value: signal as u32,
+                },
+                Action::Allow,
+            ));
+        }
+    }
     // std's debug builds check that a descriptor is still open before closing it.
     rules.push(Rule::when(
         libc::SYS_fcntl,
@@ -165,6 +180,23 @@ mod tests {
             Action::KillProcess
         );
         assert_eq!(action(&vcpu, libc::SYS_fdatasync, [0; 6]), Action::Allow);
+        // Thread signals: the kick and SIGABRT, by glibc's tgkill or musl's tkill; no other
+        // signal (a confined VMM must not SIGKILL or SIGSTOP anything).
+        let kick = crate::vstate::vcpu::kick_signal();
+        for p in [&main, &vcpu] {
+            for signal in [kick, libc::SIGABRT] {
+                let tgkill = action(p, libc::SYS_tgkill, [7, 8, signal as u64, 0, 0, 0]);
+                let tkill = action(p, libc::SYS_tkill, [8, signal as u64, 0, 0, 0, 0]);
+                assert_eq!(tgkill, Action::Allow, "tgkill {signal}");
+                assert_eq!(tkill, Action::Allow, "tkill {signal}");
+            }
+            for signal in [libc::SIGKILL, libc::SIGSTOP, libc::SIGTERM] {
+                let tgkill = action(p, libc::SYS_tgkill, [7, 8, signal as u64, 0, 0, 0]);
+                let tkill = action(p, libc::SYS_tkill, [8, signal as u64, 0, 0, 0, 0]);
+                assert_eq!(tgkill, Action::KillProcess, "tgkill {signal}");
+                assert_eq!(tkill, Action::KillProcess, "tkill {signal}");
+            }
+        }
         // madvise: MADV_DONTNEED only (malloc, the balloon on the vCPU thread).
         let madvise = |p: &Policy, advice: i32| {
             action(

@@ -252,7 +252,8 @@ impl VcpuControl {
     }
 }
 
-fn kick_signal() -> libc::c_int {
+/// The real-time signal that kicks a vCPU out of KVM_RUN (the seccomp filters allow it).
+pub(crate) fn kick_signal() -> libc::c_int {
     libc::SIGRTMIN() + 1
 }
 

@@ -195,7 +195,9 @@ fn init_allowed() -> Vec<libc::c_long> {
         libc::SYS_rt_sigprocmask,
         libc::SYS_getpid,
         libc::SYS_gettid,
+        // abort's raise: tgkill on glibc, tkill on musl.
         libc::SYS_tgkill,
+        libc::SYS_tkill,
     ];
     #[cfg(any(
         target_arch = "x86_64",
