@@ -9,6 +9,7 @@
 //! rebooting is plain `reboot`, as on a router (the init stops the agent and unmounts the flash;
 //! QEMU exits: boards run with -no-reboot), and a new `BoardVm` on the same flash.
 
+use crate::board_shell::{before_board_deadline, board_deadline};
 use crate::firmware::{firmware_dir, timeout_scale, workspace_root};
 use crate::microvm::cache_dir;
 use crate::BoardVm;
@@ -184,11 +185,19 @@ impl Drop for Flash {
     }
 }
 
-/// Board-side poll: up to `secs` (scaled) until the shell condition `cond` holds; the command
-/// fails if it never does.
+/// Board-side poll: up to `secs` (scaled) on the board's clock until the shell condition `cond`
+/// holds; the command fails if it never does.
 fn poll_until(cond: &str, secs: u64) -> String {
-    let rounds = (secs as f64 * timeout_scale()).ceil() as u64;
-    format!("i=0; until {cond}; do i=$((i+1)); [ $i -ge {rounds} ] && break; sleep 1; done; {cond}")
+    poll_for(cond, secs as f64 * timeout_scale())
+}
+
+/// `poll_until` for exactly `secs`.
+fn poll_for(cond: &str, secs: f64) -> String {
+    format!(
+        "{}; until {cond}; do {} || break; sleep 1; done; {cond}",
+        board_deadline(secs),
+        before_board_deadline()
+    )
 }
 
 /// Waits until the agent answers on its socket; returns its `list`.
@@ -475,10 +484,27 @@ mod tests {
     }
 
     #[test]
-    fn polls_are_bounded_and_end_with_the_condition() {
+    fn polls_end_by_the_clock_and_with_the_condition() {
         let cmd = poll_until("[ -S /run/x ]", 30);
-        assert!(cmd.contains("[ $i -ge "), "{cmd}");
         assert!(cmd.ends_with("; [ -S /run/x ]"), "{cmd}");
+        // A slow condition (2 s, as on a busy emulated board) against a 2 s bound: one round
+        // and the final check, where a count of two rounds ran three checks in 7 s.
+        let dir = std::env::temp_dir().join(format!("poll-until-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let rounds = dir.join("rounds");
+        let cond = format!("{{ echo r >>{}; sleep 2; false; }}", rounds.display());
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(poll_for(&cond, 2.0))
+            .status()
+            .unwrap();
+        let counted = std::fs::read_to_string(&rounds).unwrap().lines().count();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            !status.success(),
+            "a condition that never holds fails the poll"
+        );
+        assert_eq!(counted, 2, "checks made");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod board_shell;
 pub mod console;
 pub mod density;
 pub mod dns;

@@ -8,6 +8,7 @@
 //! [`create_tap`] and [`VmmRun::start`] start the VMM in the background of the board's console
 //! shell; [`VmmRun::wait_app_ready`], [`VmmRun::wait_exit`] follow it to the end.
 
+use crate::board_shell::{before_board_deadline, board_deadline};
 use crate::console::BOARD_STALLED;
 use crate::firmware::{timeout_scale, workspace_root};
 use crate::BoardVm;
@@ -317,21 +318,6 @@ fn poll(cond: &str, pid_var: &str, secs: f64) -> String {
         board_deadline(secs),
         before_board_deadline()
     )
-}
-
-/// Shell that sets `$end`, `secs` from now on the board's monotonic clock: a loop bounded by it
-/// ends in time however slow each round is under emulation (a count of rounds did not: CI saw
-/// a 300 s loop still running at the harness's 360 s deadline).
-fn board_deadline(secs: f64) -> String {
-    format!(
-        "read up _ </proc/uptime; end=$(( ${{up%.*}} + {} ))",
-        secs.ceil() as u64
-    )
-}
-
-/// Shell test, true while the board's clock is before `$end` (builtins only: no fork per round).
-fn before_board_deadline() -> &'static str {
-    "{ read up _ </proc/uptime; [ ${up%.*} -lt $end ]; }"
 }
 
 impl VmmRun {
