@@ -97,7 +97,7 @@ fn sample_apps_until_admission_refuses() {
     for a in &run.apps {
         println!(
             "{} MemoryInUse {} KiB, VMM Pss {} KiB, install to Active {:.1?}",
-            a.eu_id, a.memory_in_use_kib, a.vmm_pss_kib, a.install_to_active
+            a.eu_id, a.memory_in_use_kib, a.pss_kib, a.install_to_active
         );
     }
     println!("board before: {:?}", run.board_before);

@@ -36,39 +36,74 @@ pub fn figures(vmm: &[Run], qemu: &[Run], setting: &str) -> Vec<Figure> {
     vec![f.with_note(note).with_samples(ours, theirs)]
 }
 
-/// From one many-apps run (tests/src/many_apps.rs): `density.microvm_apps`, how many copies
-/// of the sample app the board's agent admitted before refusing one and that then all answered
-/// at once; `density.many_app_pss_kib`, the median PSS of their VMMs; and
+/// From one many-apps run (tests/src/many_apps.rs), microVM apps: `density.microvm_apps`, how
+/// many copies of the sample app the board's agent admitted before refusing one and that then
+/// all answered at once; `density.many_app_pss_kib`, the median PSS of their VMMs; and
 /// `density.board_kib_per_app`, what the board's used memory (MemTotal - MemAvailable) grew by,
 /// per app. No peer: QEMU cannot boot the sample app's minimal kernel (no PL011 driver for its
 /// console), so the QEMU ratio stays on `density.app_pss_kib`'s stock guest.
+/// Jail apps: the same as `density.jail_apps`, `density.jail_app_pss_kib` (the jailed httpd's
+/// PSS), `density.jail_app_memory_kib` (each app's cgroup `memory.current`, median: the app,
+/// its jail's runner and init, and the kernel memory charged to them) and
+/// `density.jail_board_kib_per_app`.
 pub fn many_figures(run: &ManyApps, budget_mib: u32) -> Vec<Figure> {
     let n = run.apps.len();
     let refused = match &run.refusal {
         Some(f) => format!("the next was refused with {} ({})", f.code, f.message),
         None => "none was refused".to_string(),
     };
+    let (kind, prefix, what) = if run.jail {
+        (
+            "jail app (busybox httpd)",
+            "density.jail_",
+            "the jailed httpd",
+        )
+    } else {
+        (
+            "app (minimal kernel, 1 vCPU)",
+            "density.many_",
+            "each app's VMM (its pages + guest RAM resident)",
+        )
+    };
     let setting = format!(
-        "{} (app budget {budget_mib} MiB), copies of the sample app (minimal kernel, {} MiB \
-         declared, 1 vCPU) installed one after another: {n} admitted, {refused}",
-        crate::many_apps::BOARD,
-        run.declared_mib
+        "{} (app budget {budget_mib} MiB), copies of the sample {kind} declaring {} MiB, \
+         installed one after another: {n} admitted, {refused}",
+        run.board, run.declared_mib
     );
+    let count = if run.jail {
+        "density.jail_apps"
+    } else {
+        "density.microvm_apps"
+    };
     let mut figures = vec![
-        Figure::new("density.microvm_apps", run.answered as f64, "apps").with_note(format!(
+        Figure::new(count, run.answered as f64, "apps").with_note(format!(
             "{setting}; {} of them answered /status at once",
             run.answered
         )),
     ];
-    let pss: Vec<f64> = run.apps.iter().map(|a| a.vmm_pss_kib as f64).collect();
+    let pss: Vec<f64> = run.apps.iter().map(|a| a.pss_kib as f64).collect();
     if let Some(m) = median(&pss) {
         figures.push(
-            Figure::new("density.many_app_pss_kib", m, "KiB")
-                .with_note(format!(
-                    "{setting}; PSS of each app's VMM (its pages + guest RAM resident), median"
-                ))
+            Figure::new(format!("{prefix}app_pss_kib"), m, "KiB")
+                .with_note(format!("{setting}; PSS of {what}, median"))
                 .with_samples(pss, Vec::new()),
         );
+    }
+    if run.jail {
+        let current: Vec<f64> = run
+            .apps
+            .iter()
+            .map(|a| a.memory_in_use_kib as f64)
+            .collect();
+        if let Some(m) = median(&current) {
+            figures.push(
+                Figure::new("density.jail_app_memory_kib", m, "KiB")
+                    .with_note(format!(
+                        "{setting}; each app's cgroup memory.current (MemoryInUse), median"
+                    ))
+                    .with_samples(current, Vec::new()),
+            );
+        }
     }
     let used = |m: &[(String, u64)]| -> Option<u64> {
         let get = |k: &str| m.iter().find(|(name, _)| name == k).map(|(_, v)| *v);
@@ -77,9 +112,14 @@ pub fn many_figures(run: &ManyApps, budget_mib: u32) -> Vec<Figure> {
     if let (Some(before), Some(after), true) =
         (used(&run.board_before), used(&run.board_after), n > 0)
     {
+        let name = if run.jail {
+            "density.jail_board_kib_per_app"
+        } else {
+            "density.board_kib_per_app"
+        };
         figures.push(
             Figure::new(
-                "density.board_kib_per_app",
+                name,
                 round_to(after.saturating_sub(before) as f64 / n as f64, 1),
                 "KiB",
             )
@@ -103,8 +143,9 @@ mod tests {
         let app = |pss| AppCost {
             eu_id: "eu-1".into(),
             addr: "10.100.0.6".into(),
+            pid: 300,
             memory_in_use_kib: 12_000,
-            vmm_pss_kib: pss,
+            pss_kib: pss,
             install_to_active: Duration::from_secs(8),
         };
         let meminfo = |avail| {
@@ -113,7 +154,9 @@ mod tests {
                 ("MemAvailable".to_string(), avail),
             ]
         };
-        let run = ManyApps {
+        let mut run = ManyApps {
+            board: "qemu-virt-a53",
+            jail: false,
             declared_mib: 16,
             apps: vec![app(12_000), app(13_000), app(12_500)],
             refusal: Some(cpevisor_usp::errors::UspError::new(7227, "no memory left")),
@@ -130,6 +173,32 @@ mod tests {
         assert_eq!(figs[1].value, 12_500.0);
         assert_eq!(figs[2].name, "density.board_kib_per_app");
         assert_eq!(figs[2].value, 14_000.0);
+        assert_eq!(figs.len(), 3);
+        // The same run as jail apps: its own names, and each app's memory.current.
+        run.board = "qemu-malta-mipsel";
+        run.jail = true;
+        run.apps[1].memory_in_use_kib = 1_800;
+        run.apps[2].memory_in_use_kib = 1_700;
+        let names: Vec<String> = many_figures(&run, 128)
+            .iter()
+            .map(|f| f.name.clone())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "density.jail_apps",
+                "density.jail_app_pss_kib",
+                "density.jail_app_memory_kib",
+                "density.jail_board_kib_per_app"
+            ]
+        );
+        let figs = many_figures(&run, 128);
+        assert_eq!(figs[2].value, 1_800.0);
+        assert!(figs[0]
+            .note
+            .as_deref()
+            .unwrap()
+            .contains("qemu-malta-mipsel"));
     }
 
     fn run(pss: u64, found: bool) -> Run {

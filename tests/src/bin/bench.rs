@@ -3,7 +3,7 @@
 //! qemu-system-aarch64 -accel kvm on the same guest. Prints a table, writes `target/bench.json`.
 //! Exits 1 when a figure group could not be taken (after writing what was measured).
 //! `CPEVISOR_BENCH_ONLY=group,...` takes only those groups (sizes, agent, ready, usp, fleet,
-//! board, stop, density, jail, net), e.g. to re-measure one piece.
+//! board, stop, density, jail-density, jail, net), e.g. to re-measure one piece.
 
 #![forbid(unsafe_code)]
 
@@ -118,6 +118,26 @@ fn main() {
             Ok(run) => figures.extend(density::many_figures(&run, budget)),
             Err(e) => {
                 eprintln!("bench: density figures: {e}");
+                failed = true;
+            }
+        }
+    }
+
+    // The same with jail apps on qemu-malta-mipsel: its firmware and jail packages
+    // (`make firmware BOARDS=qemu-malta-mipsel`).
+    if wanted("jail-density") {
+        println!(
+            "bench: booting {} for the jail density figures",
+            many_apps::JAIL_BOARD
+        );
+        let budget = cpevisor_boards::Board::by_name(many_apps::JAIL_BOARD)
+            .map(|b| b.memory.app_budget_mib)
+            .unwrap_or_default();
+        let declared = Some(many_apps::JAIL_DECLARED_MIB);
+        match many_apps::run_jail(declared, &|s| println!("bench: {s}")) {
+            Ok(run) => figures.extend(density::many_figures(&run, budget)),
+            Err(e) => {
+                eprintln!("bench: jail density figures: {e}");
                 failed = true;
             }
         }
