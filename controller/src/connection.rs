@@ -1,6 +1,7 @@
 //! A connected controller: the engine plus the transport behind it, the MQTT broker or the
 //! WebSocket server agents connect to.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,13 @@ pub struct ReplicaRoute {
     pub name: String,
     /// Where an agent's messages go.
     pub owner: Owner,
+    /// Raised while no other replica holds a shard: nothing to forward, so messages are not
+    /// decoded twice.
+    pub alone: Arc<AtomicBool>,
+    /// With a persistent session, the client ID is `<endpoint id>-<name>` (each replica its
+    /// own session); otherwise the endpoint ID, as a single controller's (its session found
+    /// again by the next run).
+    pub named_session: bool,
 }
 
 /// A connected controller: the engine plus the MQTT client behind it.
@@ -75,7 +83,7 @@ impl Connection {
             replica_topic(&topic, &route.name),
         ];
         // Replicas of one persistent controller each keep a session of their own.
-        if config.session_expiry_s > 0 {
+        if config.session_expiry_s > 0 && route.named_session {
             mqtt.client_id = format!("{}-{}", config.mqtt.endpoint_id, route.name);
         }
         Connection::open_routed(mqtt, config, Some(route))
@@ -138,7 +146,11 @@ impl Connection {
                         }
                         // Only what came by the shared topic moves on, once: what was
                         // forwarded to us stays here even if the shard moved meanwhile.
-                        if let Some(r) = route.as_ref().filter(|_| m.topic == shared_topic) {
+                        let shared = m.topic == shared_topic;
+                        if let Some(r) = route
+                            .as_ref()
+                            .filter(|r| shared && !r.alone.load(Ordering::Relaxed))
+                        {
                             if let Some(to) = owner_of(&m.payload, &own_id, &r.owner) {
                                 let fwd = Publish {
                                     topic: replica_topic(&shared_topic, &to),

@@ -551,5 +551,14 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         assert!(e("frob --db f").contains("not a command"));
         assert!(e("agents --db f --bogus").contains("unknown option"));
+        // A replica's name is a topic level of its own topic.
+        for bad in ["a/b", "+", "#", "a b", "x\ny", ""] {
+            let args = ["replicas", "--db", "f", "--replica", bad].map(String::from);
+            assert!(parse(&args).unwrap_err().contains("--replica"), "{bad:?}");
+        }
+        assert!(matches!(
+            p("replicas --db f --json").unwrap(),
+            FleetCmd::Replicas(_, true)
+        ));
     }
 }

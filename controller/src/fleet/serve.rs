@@ -135,6 +135,8 @@ struct Service {
     /// The shards this replica holds: the agents it reconciles and reads.
     held: BTreeSet<u32>,
     holders: Holders,
+    /// No other replica holds a shard (the receiver forwards nothing).
+    alone: Arc<AtomicBool>,
     /// This replica holds the `serve` lease: it steps the rollouts.
     coordinator: bool,
     opts: ServeOptions,
@@ -203,8 +205,11 @@ pub fn serve(config: &CtlConfig, opts: ServeOptions) -> i32 {
         }
     }
     let holders: Holders = Arc::default();
+    let alone = Arc::new(AtomicBool::new(true));
     let route = ReplicaRoute {
         name: opts.replica.clone(),
+        alone: alone.clone(),
+        named_session: opts.replica != default_replica(),
         owner: {
             let (holders, me) = (holders.clone(), opts.replica.clone());
             Arc::new(move |agent: &str| {
@@ -231,6 +236,7 @@ pub fn serve(config: &CtlConfig, opts: ServeOptions) -> i32 {
         store,
         held: BTreeSet::new(),
         holders,
+        alone,
         coordinator: false,
         opts,
         set: JobSet::new(),
@@ -394,7 +400,9 @@ impl Service {
             }
         }
         self.held = b.held;
+        let alone = b.holders.values().all(|h| *h == me);
         *self.holders.write().unwrap_or_else(|e| e.into_inner()) = b.holders;
+        self.alone.store(alone, Ordering::Relaxed);
         let l = self
             .store
             .take_lease(SERVE, &me, now, lease_ms(&self.opts))?;
