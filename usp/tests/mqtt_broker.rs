@@ -416,7 +416,7 @@ fn a_shared_subscription_hands_each_message_to_one_member() {
     let members: Vec<_> = (0..3)
         .map(|i| {
             let mut c = broker
-                .mqtt_config(&format!("replica-{i}"), "self::controller")
+                .mqtt_config("self::controller", &format!("self::controller-r{i}"))
                 .unwrap();
             c.subscriptions = vec!["$share/replicas/usp/controller/self::controller".into()];
             let (client, events) = MqttClient::start(c).unwrap();
@@ -471,5 +471,80 @@ fn a_shared_subscription_hands_each_message_to_one_member() {
     let mut want: Vec<String> = (0..N).map(|i| format!("note {i}")).collect();
     want.sort();
     assert_eq!(got, want);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Under the generated USP ACL, `serve` replicas (one controller certificate, a client ID
+/// each) read the controller's topic through a shared subscription and their own replica
+/// topics; an agent answers on a replica topic, and a replica forwards to another's.
+#[test]
+fn the_usp_acl_lets_controller_replicas_share_and_answer_on_replica_topics() {
+    use cpevisor_usp::broker::{AclController, ControllerTopic};
+    let dir = test_dir("acl-replicas");
+    let options = BrokerOptions {
+        usp_acl: true,
+        acl_controllers: vec![AclController::new(
+            "self::controller",
+            ControllerTopic::AgentTopic,
+        )],
+        ..BrokerOptions::default()
+    };
+    let broker = TestBroker::start_with(&dir, &options).unwrap();
+    let topic = "usp/controller/self::controller";
+    let replica = |i: usize| {
+        let mut c = broker
+            .mqtt_config("self::controller", &format!("self::controller-r{i}"))
+            .unwrap();
+        c.subscriptions = vec![
+            format!("$share/cpevisor-serve/{topic}"),
+            format!("{topic}/replica/r{i}"),
+        ];
+        let (client, events) = MqttClient::start(c).unwrap();
+        connected(&events);
+        (client, events)
+    };
+    let (r0, r0_events) = replica(0);
+    let mut agent = broker.mqtt_config("os::agent-1", "os::agent-1").unwrap();
+    agent.subscriptions = vec!["usp/agent/os::agent-1".into()];
+    let (agent, agent_events) = MqttClient::start(agent).unwrap();
+    connected(&agent_events);
+    // Alone in the group, r0 gets the agent's notification by the shared subscription.
+    agent
+        .publish(topic, b"boot", None, Some(USP_CONTENT_TYPE))
+        .unwrap();
+    let m = message(&r0_events, Duration::from_secs(10));
+    assert_eq!(
+        (m.topic.as_str(), m.payload.as_slice()),
+        (topic, &b"boot"[..])
+    );
+    // r0 asks the agent with its replica topic as the Response Topic; the answer comes there.
+    let r0_topic = format!("{topic}/replica/r0");
+    r0.publish(
+        "usp/agent/os::agent-1",
+        b"get",
+        Some(&r0_topic),
+        Some(USP_CONTENT_TYPE),
+    )
+    .unwrap();
+    let req = message(&agent_events, Duration::from_secs(10));
+    agent
+        .publish(
+            req.response_topic.as_deref().unwrap(),
+            b"answer",
+            None,
+            Some(USP_CONTENT_TYPE),
+        )
+        .unwrap();
+    let m = message(&r0_events, Duration::from_secs(10));
+    assert_eq!(
+        (m.topic.as_str(), m.payload.as_slice()),
+        (r0_topic.as_str(), &b"answer"[..])
+    );
+    // r1 forwards to r0's topic.
+    let (r1, _r1_events) = replica(1);
+    r1.publish(&r0_topic, b"forwarded", None, Some(USP_CONTENT_TYPE))
+        .unwrap();
+    let m = message(&r0_events, Duration::from_secs(10));
+    assert_eq!(m.payload, b"forwarded");
     let _ = std::fs::remove_dir_all(&dir);
 }
