@@ -272,9 +272,9 @@ fn renew_every(opts: &ServeOptions) -> Duration {
 
 impl Service {
     fn run(&mut self, conn: &mut Connection) -> Result<(), String> {
-        // First pass: every agent the database says is online is read again, now.
-        let started = now_ms();
-        let mut first_sweep = true;
+        // Every agent the database says is online is read again as its shard is taken
+        // (`balance`), at the start too: a start-time sweep over the whole fleet would stall
+        // on the other replicas' agents, which they keep current on their own schedule.
         let mut next_sweep = Instant::now();
         let mut next_pass = Instant::now();
         let mut stopping: Option<Instant> = None;
@@ -304,16 +304,11 @@ impl Service {
                 }
             }
             if Instant::now() >= next_sweep {
-                let before = if first_sweep {
-                    started
-                } else {
-                    now - self.opts.sweep.as_millis() as i64
-                };
+                let before = now - self.opts.sweep.as_millis() as i64;
                 // The fleet's stalest, of which this replica's shards hold about their share.
                 let share = SHARDS as usize / self.held.len().max(1);
                 let limit = (self.opts.sweep_batch * share).min(MAX_WANTED);
                 let ids = self.store.stale_agents(before, limit)?;
-                first_sweep = first_sweep && !ids.is_empty();
                 let mine: Vec<String> = ids.into_iter().filter(|a| self.mine(a)).collect();
                 for a in mine {
                     if self.wanted.len() < MAX_WANTED {
@@ -393,6 +388,7 @@ impl Service {
         }
         if !b.taken.is_empty() {
             let taken: BTreeSet<u32> = b.taken.iter().copied().collect();
+            // Bounded: past MAX_WANTED the periodic sweep catches up.
             for a in self.store.stale_agents(now, MAX_WANTED)? {
                 if taken.contains(&shard_of(&a)) && self.wanted.len() < MAX_WANTED {
                     self.wanted.insert(a);

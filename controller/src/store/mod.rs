@@ -12,6 +12,7 @@ pub mod location;
 mod pg;
 pub mod rollouts;
 mod schema;
+mod shard_key;
 pub mod shards;
 #[cfg(any(test, feature = "test-postgres"))]
 pub mod test_postgres;
@@ -668,7 +669,7 @@ impl Store {
         // The unique index on operations in flight turns a second one into no row; so does
         // a replica's not holding the current lease of the agent's shard (`shards`): one that
         // lost it, or never had it, sends nothing for the agent.
-        let shard = shards::lease_name(shards::shard_of(agent));
+        let shard = shard_key::lease_name(shard_key::shard_of(agent));
         self.db
             .query_opt(
                 "INSERT INTO operations (endpoint_id, deployment_id, kind, state, created,
