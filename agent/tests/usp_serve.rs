@@ -23,6 +23,7 @@ mod fleet;
 #[path = "common/usp.rs"]
 mod usp_common;
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
@@ -341,58 +342,129 @@ fn rollout_status(db: &str, id: &str) -> Value {
     v
 }
 
-/// Three `serve` replicas on one PostgreSQL database: one holds the lease and sends, the
-/// others wait; the active one killed (SIGKILL) mid-rollout, a standby takes over within the
-/// lease and finishes it; every agent gets the app once, from whichever replica.
+/// `cpevisor-controller replicas --json`: (name, shards held) of each live replica, and the
+/// count of shards no live replica holds.
+fn shard_owners(db: &str) -> (Vec<(String, Vec<u32>)>, usize) {
+    let v = query(db, "replicas");
+    let list = v["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let shards = r["shards"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_u64().unwrap() as u32)
+                .collect();
+            (r["name"].as_str().unwrap().to_string(), shards)
+        })
+        .collect();
+    (list, v["unheld"].as_array().unwrap().len())
+}
+
+/// Every shard held, by exactly `names` (in name order), each holding `lo..=hi`.
+fn shared_by(db: &str, names: &[&str], lo: usize, hi: usize) -> bool {
+    let (list, unheld) = shard_owners(db);
+    unheld == 0
+        && list
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .eq(names.iter().copied())
+        && list.iter().all(|(_, s)| (lo..=hi).contains(&s.len()))
+}
+
+/// The version of svc each agent runs, by the agents' own state; more than one DU (a
+/// duplicate install) fails.
+fn version_on(m: &fleet::Member) -> String {
+    let dus = m.agent.snapshot().deployment_units;
+    assert!(dus.len() <= 1, "{}: {} DUs", m.id, dus.len());
+    dus.first().map(|d| d.version.clone()).unwrap_or_default()
+}
+
+/// Exactly one operation of `deployment` reached each of `ids`: one done, none failed; a lost
+/// one (a killed replica's, unanswered) is the only other kind allowed. The replicas that sent
+/// the done ones.
+fn once_each(db: &str, ids: &[String], deployment: &Value) -> BTreeSet<String> {
+    let ops = query(db, "operations");
+    let mut senders = BTreeSet::new();
+    for a in ids {
+        let mine: Vec<_> = ops_of(&ops, a)
+            .into_iter()
+            .filter(|o| o["deployment"] == *deployment)
+            .collect();
+        let done: Vec<_> = mine.iter().filter(|o| o["state"] == "done").collect();
+        assert_eq!(done.len(), 1, "{a}: {mine:?}");
+        assert!(
+            mine.iter()
+                .all(|o| o["state"] == "done" || o["state"] == "lost"),
+            "{a}: {mine:?}"
+        );
+        senders.insert(done[0]["replica"].as_str().unwrap_or("?").to_string());
+    }
+    senders
+}
+
+/// Three `serve` replicas on one PostgreSQL database share the fleet: each holds about a third
+/// of the 64 shards and sends the operations of its agents, so one rollout's are sent by more
+/// than one replica. One killed (SIGKILL) mid-rollout: its shards move to the others within
+/// the lease and the rollout completes; a fourth joining during a second rollout takes shards
+/// from the others. Every agent gets each version once (its own state has one DU, the journal
+/// one done operation, none failed).
 #[test]
-fn serve_replicas_on_postgres_one_killed_mid_rollout() {
+fn serve_replicas_on_postgres_share_the_fleet_one_killed_one_joining() {
     let _one = ONE_FLEET.lock().unwrap_or_else(|e| e.into_inner());
     usp_common::controller();
     cpevisor_agent::LOG_LEVEL.store(0, Ordering::Relaxed);
     let world = World::new("usp-serve-replicas");
     let broker = TestBroker::start(&world.root.join("broker")).expect("mosquitto");
     let agent_cert = broker.identity("serve-agent").unwrap();
-    let app = App {
-        command: vec!["/bin/sh".into(), "-c".into(), "exec sleep 100000".into()],
-        memory_mib: 16,
-        ..App::new("svc", "1.0")
+    let publish = |version: &str| {
+        let app = App {
+            command: vec!["/bin/sh".into(), "-c".into(), "exec sleep 100000".into()],
+            memory_mib: 8,
+            ..App::new("svc", version)
+        };
+        world.publish(&app, &format!("svc-{version}.cpkg"))
     };
-    let url = world.publish(&app, "svc-1.0.cpkg");
+    let (url1, url2) = (publish("1.0"), publish("2.0"));
     let pg = TestPostgres::start();
     pg.create_database("fleet");
     let db = pg.url("fleet");
     let cfg = usp_common::ctl_config(&broker, &world.root, CTL_ID, true, json!({}));
-    let logs: Vec<_> = (0..3)
+    let logs: Vec<_> = (0..4)
         .map(|i| world.root.join(format!("serve-r{i}.log")))
         .collect();
     let log_of = |i: usize| fs::read_to_string(&logs[i]).unwrap_or_default();
-    let all_logs = world.root.join("serve-r0.log");
-    let mut replicas: Vec<Option<fleet::Serve>> = (0..3)
-        .map(|i| {
-            let name = format!("r{i}");
-            // A lost operation (sent by the killed one, never answered) is sent again soon.
-            let extra = ["--replica", &name, "--lease-ttl", "2", "--op-timeout", "20"];
-            Some(serve(&cfg, &db, &logs[i], &extra))
-        })
-        .collect();
-    let active = |replicas: &[Option<fleet::Serve>]| {
-        (0..3).find(|&i| replicas[i].is_some() && log_of(i).contains("active (holds the lease)"))
+    let all_logs = world.root.join("serve-all.log");
+    let dump = || {
+        let text: String = (0..4).map(|i| format!("--- r{i}\n{}", log_of(i))).collect();
+        fs::write(&all_logs, text).unwrap();
     };
-    wait_for("one active replica", 30, &all_logs, || {
-        active(&replicas).is_some()
+    let start = |i: usize| {
+        let name = format!("r{i}");
+        // A lost operation (sent by the killed one, never answered) is sent again soon.
+        let extra = ["--replica", &name, "--lease-ttl", "2", "--op-timeout", "20"];
+        Some(serve(&cfg, &db, &logs[i], &extra))
+    };
+    let mut replicas: Vec<Option<fleet::Serve>> = (0..3).map(start).collect();
+    let t0 = Instant::now();
+    wait_for("three replicas sharing the shards", 60, &all_logs, || {
+        dump();
+        shared_by(&db, &["r0", "r1", "r2"], 20, 22)
     });
-    let first = active(&replicas).unwrap();
-    wait_for("two standbys", 30, &all_logs, || {
-        (0..3)
-            .filter(|&i| log_of(i).contains(&format!("standby, replica r{first} is active")))
-            .count()
-            == 2
-    });
+    println!(
+        "usp serve replicas: 3 replicas share the 64 shards {:.1} s after start: {:?}",
+        t0.elapsed().as_secs_f64(),
+        shard_owners(&db)
+            .0
+            .iter()
+            .map(|(n, s)| (n.clone(), s.len()))
+            .collect::<Vec<_>>()
+    );
 
-    const IDS: [&str; 6] = [
-        "os::r-0", "os::r-1", "os::r-2", "os::r-3", "os::r-4", "os::r-5",
-    ];
-    let fleet: Vec<_> = IDS
+    let ids: Vec<String> = (0..9).map(|i| format!("os::r-{i}")).collect();
+    let fleet: Vec<_> = ids
         .iter()
         .map(|id| {
             let spec = MemberSpec {
@@ -403,81 +475,141 @@ fn serve_replicas_on_postgres_one_killed_mid_rollout() {
             start_agent(&world, &broker, &agent_cert, CTL_ID, &spec)
         })
         .collect();
-    wait_for("inventory of 6 agents", 60, &logs[first], || {
+    wait_for("inventory of 9 agents", 60, &all_logs, || {
+        dump();
         let v = query(&db, "agents");
         let a = v["agents"].as_array().unwrap();
-        a.len() == IDS.len() && a.iter().all(|a| a["inventory_at"].is_number())
+        a.len() == ids.len() && a.iter().all(|a| a["inventory_at"].is_number())
     });
-    let (code, started, err) = usp_common::run_ctl([
-        "rollout",
-        "start",
-        "svc",
-        &url,
-        "--version",
-        "1.0",
-        "--selector",
-        "model=cpe-a",
-        "--canary",
-        "1",
-        "--wave",
-        "1",
-        "--max-in-flight",
-        "1",
-        "--db",
-        &db,
-        "--json",
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let id = started["id"].as_i64().unwrap().to_string();
-    let done = |db: &str| {
-        rollout_status(db, &id)["targets"]["done"]
+    let rollout = |url: &str, version: &str| {
+        let (code, started, err) = usp_common::run_ctl([
+            "rollout",
+            "start",
+            "svc",
+            url,
+            "--version",
+            version,
+            "--selector",
+            "model=cpe-a",
+            "--canary",
+            "1",
+            "--wave",
+            "2",
+            "--max-in-flight",
+            "2",
+            "--db",
+            &db,
+            "--json",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(started["targets"], ids.len(), "{started}");
+        (
+            started["id"].as_i64().unwrap().to_string(),
+            started["deployment"].clone(),
+        )
+    };
+    let (id, dep1) = rollout(&url1, "1.0");
+    let done = |id: &str| {
+        rollout_status(&db, id)["targets"]["done"]
             .as_u64()
             .unwrap_or(0) as usize
     };
-    wait_for("2 agents done", 120, &logs[first], || done(&db) >= 2);
-    let at_kill = done(&db);
-    assert!(at_kill < IDS.len(), "the kill is mid-rollout");
-    // SIGKILL: no lease given up, whatever it had in flight left in the journal.
-    replicas[first] = None;
-    let t_kill = Instant::now();
-    wait_for("a standby taking over", 30, &logs[first], || {
-        active(&replicas).is_some()
+    wait_for("3 agents done", 120, &all_logs, || {
+        dump();
+        done(&id) >= 3
     });
-    let second = active(&replicas).unwrap();
+    // The victim: the holder of an agent not done yet, so its death matters to the rollout.
+    let s = rollout_status(&db, &id);
+    let waiting = s["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["state"] != "done")
+        .map(|a| a["agent"].as_str().unwrap().to_string())
+        .unwrap();
+    let shard = cpevisor_controller::store::shards::shard_of(&waiting);
+    let (owners, _) = shard_owners(&db);
+    let victim = owners
+        .iter()
+        .find(|(_, s)| s.contains(&shard))
+        .map(|(n, _)| n[1..].parse::<usize>().unwrap())
+        .unwrap();
+    let at_kill = done(&id);
+    assert!(at_kill < ids.len(), "the kill is mid-rollout");
+    // SIGKILL: no lease given up, whatever it had in flight left in the journal.
+    replicas[victim] = None;
+    let t_kill = Instant::now();
+    let survivors: Vec<String> = (0..3)
+        .filter(|&i| i != victim)
+        .map(|i| format!("r{i}"))
+        .collect();
+    let names: Vec<&str> = survivors.iter().map(String::as_str).collect();
+    wait_for("the survivors taking its shards", 30, &all_logs, || {
+        dump();
+        shared_by(&db, &names, 32, 32)
+    });
     let took_over = t_kill.elapsed().as_secs_f64();
-    wait_for("the rollout done", 180, &logs[second], || {
+    wait_for("the rollout done", 180, &all_logs, || {
+        dump();
         rollout_status(&db, &id)["state"] == "done"
     });
     println!(
-        "usp serve replicas: r{first} killed with {at_kill} of {} done, r{second} active {took_over:.1} s later (lease 2 s), the rollout done {:.1} s after the kill",
-        IDS.len(),
+        "usp serve replicas: r{victim} killed with {at_kill} of {} done ({waiting} of its shard {shard} waiting), its shards held by {names:?} {took_over:.1} s later (lease 2 s), the rollout done {:.1} s after the kill",
+        ids.len(),
         t_kill.elapsed().as_secs_f64()
     );
     let s = rollout_status(&db, &id);
-    assert_eq!(s["targets"]["done"], IDS.len(), "{s}");
-    // Exactly one operation reached each agent: one done per agent, none failed; a lost one
-    // (the killed replica's, unanswered) is the only other kind allowed.
-    let ops = query(&db, "operations");
-    for a in IDS {
-        let mine = ops_of(&ops, a);
-        let done: Vec<_> = mine.iter().filter(|o| o["state"] == "done").collect();
-        assert_eq!(done.len(), 1, "{a}: {mine:?}");
-        assert!(
-            mine.iter()
-                .all(|o| o["state"] == "done" || o["state"] == "lost"),
-            "{a}: {mine:?}"
-        );
-    }
+    assert_eq!(s["targets"]["done"], ids.len(), "{s}");
+    let senders = once_each(&db, &ids, &dep1);
+    println!("usp serve replicas: 1.0 sent by {senders:?}");
+    assert!(
+        senders.len() >= 2,
+        "one rollout, several senders: {senders:?}"
+    );
     for m in &fleet {
-        assert_eq!(m.agent.snapshot().deployment_units.len(), 1, "{}", m.id);
+        assert_eq!(version_on(m), "1.0", "{}", m.id);
     }
-    // The third replica still waits; the active one stops cleanly and gives the lease up.
-    let third = (0..3).find(|&i| i != first && i != second).unwrap();
-    assert!(!log_of(third).contains("active (holds the lease)"));
-    let ctl = replicas[second].take().unwrap();
-    assert_eq!(ctl.terminate(20), Some(0), "{}", log_of(second));
-    wait_for("the third replica taking over", 30, &logs[third], || {
-        log_of(third).contains("active (holds the lease)")
+
+    // A fourth joins during the rollout of 2.0 and takes its share from the others.
+    let (id2, dep2) = rollout(&url2, "2.0");
+    replicas.push(start(3));
+    let mut names4 = names.clone();
+    names4.push("r3");
+    let t_join = Instant::now();
+    wait_for(
+        "the joining replica taking its share",
+        30,
+        &all_logs,
+        || {
+            dump();
+            shared_by(&db, &names4, 20, 22)
+        },
+    );
+    let rebalanced = t_join.elapsed().as_secs_f64();
+    wait_for("the second rollout done", 180, &all_logs, || {
+        dump();
+        rollout_status(&db, &id2)["state"] == "done"
+    });
+    println!(
+        "usp serve replicas: r3 joined, shares rebalanced to {:?} in {rebalanced:.1} s; 2.0 sent by {:?}",
+        shard_owners(&db).0.iter().map(|(n, s)| (n.clone(), s.len())).collect::<Vec<_>>(),
+        once_each(&db, &ids, &dep2)
+    );
+    for m in &fleet {
+        assert_eq!(version_on(m), "2.0", "{}", m.id);
+    }
+    assert!(
+        log_of(3).contains("replica r3: holds"),
+        "the log says what it holds: {}",
+        log_of(3)
+    );
+    // A replica stopped cleanly gives its shards up at once.
+    let ctl = replicas[3].take().unwrap();
+    assert_eq!(ctl.terminate(20), Some(0), "{}", log_of(3));
+    assert!(shard_owners(&db).0.iter().all(|(n, _)| n != "r3"));
+    wait_for("the others taking r3's shards", 30, &all_logs, || {
+        dump();
+        shared_by(&db, &names, 32, 32)
     });
     for m in fleet {
         m.session.stop();

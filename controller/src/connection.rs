@@ -1,9 +1,11 @@
 //! A connected controller: the engine plus the transport behind it, the MQTT broker or the
 //! WebSocket server agents connect to.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use cpevisor_usp::mqtt::codec::Publish;
 use cpevisor_usp::mqtt::{
     is_usp_content_type, Event as MqttEvent, MqttClient, MqttConfig, MqttError, USP_CONTENT_TYPE,
 };
@@ -17,6 +19,35 @@ use super::ws_server;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a publish may wait for room in the client's queue before it counts as failed.
 const QUEUE_WAIT: Duration = Duration::from_secs(20);
+
+/// The shared subscription group of `serve` replicas (MQTT 5 `$share/<group>/<topic>`): the
+/// broker hands each message on the controller's topic to one of them.
+pub const SHARE_GROUP: &str = "cpevisor-serve";
+
+/// Replica `name`'s own topic under the controller's `topic`: the Response Topic of its
+/// requests (agents answer there) and where the others forward its agents' messages.
+pub fn replica_topic(topic: &str, name: &str) -> String {
+    format!("{topic}/replica/{name}")
+}
+
+/// Who handles an agent's messages: the replica to forward them to (by name) when another
+/// one than this; None: this one (or nobody holds the agent's shard now).
+pub type Owner = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// How a `serve` replica shares the controller's topic with the others.
+pub struct ReplicaRoute {
+    /// Its name (one topic level).
+    pub name: String,
+    /// Where an agent's messages go.
+    pub owner: Owner,
+    /// Raised while no other replica holds a shard: nothing to forward, so messages are not
+    /// decoded twice.
+    pub alone: Arc<AtomicBool>,
+    /// With a persistent session, the client ID is `<endpoint id>-<name>` (each replica its
+    /// own session); otherwise the endpoint ID, as a single controller's (its session found
+    /// again by the next run).
+    pub named_session: bool,
+}
 
 /// A connected controller: the engine plus the MQTT client behind it.
 pub struct Connection {
@@ -37,6 +68,32 @@ impl Connection {
     /// Like `open`, with an MQTT client configuration the caller made (tests, a broker without
     /// TLS).
     pub fn open_with(mqtt: MqttConfig, config: &CtlConfig) -> Result<Connection, String> {
+        Connection::open_routed(mqtt, config, None)
+    }
+
+    /// Connects as one `serve` replica among several: the controller's topic as a shared
+    /// subscription (each agent message reaches one replica, which forwards it to the
+    /// replica holding the agent's shard), and the replica's own topic for the answers to its
+    /// requests and what the others forward.
+    pub fn open_replica(config: &CtlConfig, route: ReplicaRoute) -> Result<Connection, String> {
+        let mut mqtt = config.mqtt_config()?;
+        let topic = config.topic();
+        mqtt.subscriptions = vec![
+            format!("$share/{SHARE_GROUP}/{topic}"),
+            replica_topic(&topic, &route.name),
+        ];
+        // Replicas of one persistent controller each keep a session of their own.
+        if config.session_expiry_s > 0 && route.named_session {
+            mqtt.client_id = format!("{}-{}", config.mqtt.endpoint_id, route.name);
+        }
+        Connection::open_routed(mqtt, config, Some(route))
+    }
+
+    fn open_routed(
+        mqtt: MqttConfig,
+        config: &CtlConfig,
+        route: Option<ReplicaRoute>,
+    ) -> Result<Connection, String> {
         let broker = format!("{}:{}", mqtt.host, mqtt.port);
         let (client, events) = MqttClient::start(mqtt).map_err(|e| format!("mqtt: {e}"))?;
         let deadline = Instant::now() + CONNECT_TIMEOUT;
@@ -70,6 +127,13 @@ impl Connection {
         }
         let client = Arc::new(client);
         let (tx, rx) = mpsc::sync_channel::<Inbound>(4096);
+        let own_topic = config.topic();
+        let reply_topic = match &route {
+            Some(r) => replica_topic(&own_topic, &r.name),
+            None => own_topic.clone(),
+        };
+        let forwarder = client.clone();
+        let (shared_topic, own_id) = (own_topic.clone(), config.mqtt.endpoint_id.clone());
         // Moves messages from the client's event channel to the engine's; ends with either.
         std::thread::Builder::new()
             .name("usp-ctl-rx".into())
@@ -79,6 +143,28 @@ impl Connection {
                     if let MqttEvent::Message(m) = ev {
                         if !is_usp_content_type(m.content_type.as_deref()) {
                             continue;
+                        }
+                        // Only what came by the shared topic moves on, once: what was
+                        // forwarded to us stays here even if the shard moved meanwhile.
+                        let shared = m.topic == shared_topic;
+                        if let Some(r) = route
+                            .as_ref()
+                            .filter(|r| shared && !r.alone.load(Ordering::Relaxed))
+                        {
+                            if let Some(to) = owner_of(&m.payload, &own_id, &r.owner) {
+                                let fwd = Publish {
+                                    topic: replica_topic(&shared_topic, &to),
+                                    qos: 1,
+                                    content_type: m.content_type.clone(),
+                                    response_topic: m.response_topic.clone(),
+                                    payload: m.payload,
+                                    ..Publish::default()
+                                };
+                                // Lost with the broker: the agent's next message or the
+                                // owner's sweep makes up for it.
+                                let _ = forwarder.publish_with(fwd);
+                                continue;
+                            }
                         }
                         let inb = Inbound {
                             payload: m.payload,
@@ -91,7 +177,6 @@ impl Connection {
                 }
             })
             .map_err(|e| format!("cannot start the receiver thread: {e}"))?;
-        let own_topic = config.topic();
         let publisher = client.clone();
         let identity = config.identity.clone();
         let send: engine::Sender = Box::new(move |topic: &str, bytes: Vec<u8>| {
@@ -102,7 +187,7 @@ impl Connection {
             let topic = topic.as_str();
             let deadline = Instant::now() + QUEUE_WAIT;
             loop {
-                match publisher.publish(topic, &bytes, Some(&own_topic), Some(USP_CONTENT_TYPE)) {
+                match publisher.publish(topic, &bytes, Some(&reply_topic), Some(USP_CONTENT_TYPE)) {
                     Ok(()) => return Ok(()),
                     // Back-pressure: the queue drains as the broker acknowledges.
                     Err(MqttError::QueueFull { .. }) if Instant::now() < deadline => {
@@ -155,4 +240,12 @@ impl Connection {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// The replica to forward a Record to (`owner` of its sender); None for one that does not
+/// decode (the engine counts and drops it).
+fn owner_of(payload: &[u8], own_id: &str, owner: &Owner) -> Option<String> {
+    let limits = cpevisor_usp::record::Limits::default();
+    let record = cpevisor_usp::record::decode_record(payload, own_id, &limits).ok()?;
+    owner(&record.from_id)
 }

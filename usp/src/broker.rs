@@ -60,13 +60,18 @@ pub struct BrokerOptions {
 /// The part of the USP ACL that is the same for every deployment (`%u` is the client
 /// certificate's CN, mosquitto `use_identity_as_username`): an agent reads its own topic
 /// `usp/agent/<CN>` and the identity sub-topics below it, and writes to controllers' topics; a
-/// controller reads its own `usp/controller/<CN>`. Nobody writes to an agent's topic by this
-/// part: [`usp_acl`] adds that, per configured controller.
+/// controller reads its own `usp/controller/<CN>` and the topics of its `serve` replicas below
+/// it, `usp/controller/<CN>/replica/<name>` (their requests' Response Topic, which agents
+/// answer on, and where one replica forwards to another: anyone may write there as anyone may
+/// write to a controller's topic). Nobody writes to an agent's topic by this part:
+/// [`usp_acl`] adds that, per configured controller.
 pub const USP_ACL_PATTERNS: &str = "\
 pattern read usp/agent/%u
 pattern read usp/agent/%u/+
 pattern write usp/controller/+
 pattern read usp/controller/%u
+pattern write usp/controller/+/replica/+
+pattern read usp/controller/%u/replica/+
 ";
 
 /// Where a controller publishes its requests to an agent.

@@ -405,3 +405,146 @@ fn broker_tunables_and_the_plain_listener_apply() {
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// MQTT 5 shared subscriptions, as `serve` replicas use them (`$share/<group>/<topic>`): each
+/// message on the topic reaches exactly one member of the group, with its real topic name;
+/// a plain subscription beside them still gets every one.
+#[test]
+fn a_shared_subscription_hands_each_message_to_one_member() {
+    let dir = test_dir("shared");
+    let broker = TestBroker::start(&dir).unwrap();
+    let members: Vec<_> = (0..3)
+        .map(|i| {
+            let mut c = broker
+                .mqtt_config("self::controller", &format!("self::controller-r{i}"))
+                .unwrap();
+            c.subscriptions = vec!["$share/replicas/usp/controller/self::controller".into()];
+            let (client, events) = MqttClient::start(c).unwrap();
+            connected(&events);
+            (client, events)
+        })
+        .collect();
+    let mut plain = broker.mqtt_config("watcher", "self::watcher").unwrap();
+    plain.subscriptions = vec!["usp/controller/self::controller".into()];
+    let (_watcher, watcher_events) = MqttClient::start(plain).unwrap();
+    connected(&watcher_events);
+    let mut agent = broker.mqtt_config("agent-1", "os::agent-1").unwrap();
+    agent.subscriptions = vec![];
+    let (agent, agent_events) = MqttClient::start(agent).unwrap();
+    connected(&agent_events);
+    const N: usize = 30;
+    for i in 0..N {
+        let body = format!("note {i}");
+        agent
+            .publish(
+                "usp/controller/self::controller",
+                body.as_bytes(),
+                None,
+                Some(USP_CONTENT_TYPE),
+            )
+            .unwrap();
+    }
+    for _ in 0..N {
+        let m = message(&watcher_events, Duration::from_secs(10));
+        assert_eq!(m.topic, "usp/controller/self::controller");
+    }
+    // Every message went to one member: N in all, none twice, and quiet after.
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < N && Instant::now() < deadline {
+        for (_, events) in &members {
+            while let Ok(Event::Message(m)) = events.recv_timeout(Duration::from_millis(20)) {
+                assert_eq!(m.topic, "usp/controller/self::controller");
+                got.push(String::from_utf8(m.payload).unwrap());
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for (_, events) in &members {
+        while let Ok(e) = events.try_recv() {
+            if let Event::Message(m) = e {
+                got.push(String::from_utf8(m.payload).unwrap());
+            }
+        }
+    }
+    got.sort();
+    let mut want: Vec<String> = (0..N).map(|i| format!("note {i}")).collect();
+    want.sort();
+    assert_eq!(got, want);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Under the generated USP ACL, `serve` replicas (one controller certificate, a client ID
+/// each) read the controller's topic through a shared subscription and their own replica
+/// topics; an agent answers on a replica topic, and a replica forwards to another's.
+#[test]
+fn the_usp_acl_lets_controller_replicas_share_and_answer_on_replica_topics() {
+    use cpevisor_usp::broker::{AclController, ControllerTopic};
+    let dir = test_dir("acl-replicas");
+    let options = BrokerOptions {
+        usp_acl: true,
+        acl_controllers: vec![AclController::new(
+            "self::controller",
+            ControllerTopic::AgentTopic,
+        )],
+        ..BrokerOptions::default()
+    };
+    let broker = TestBroker::start_with(&dir, &options).unwrap();
+    let topic = "usp/controller/self::controller";
+    let replica = |i: usize| {
+        let mut c = broker
+            .mqtt_config("self::controller", &format!("self::controller-r{i}"))
+            .unwrap();
+        c.subscriptions = vec![
+            format!("$share/cpevisor-serve/{topic}"),
+            format!("{topic}/replica/r{i}"),
+        ];
+        let (client, events) = MqttClient::start(c).unwrap();
+        connected(&events);
+        (client, events)
+    };
+    let (r0, r0_events) = replica(0);
+    let mut agent = broker.mqtt_config("os::agent-1", "os::agent-1").unwrap();
+    agent.subscriptions = vec!["usp/agent/os::agent-1".into()];
+    let (agent, agent_events) = MqttClient::start(agent).unwrap();
+    connected(&agent_events);
+    // Alone in the group, r0 gets the agent's notification by the shared subscription.
+    agent
+        .publish(topic, b"boot", None, Some(USP_CONTENT_TYPE))
+        .unwrap();
+    let m = message(&r0_events, Duration::from_secs(10));
+    assert_eq!(
+        (m.topic.as_str(), m.payload.as_slice()),
+        (topic, &b"boot"[..])
+    );
+    // r0 asks the agent with its replica topic as the Response Topic; the answer comes there.
+    let r0_topic = format!("{topic}/replica/r0");
+    r0.publish(
+        "usp/agent/os::agent-1",
+        b"get",
+        Some(&r0_topic),
+        Some(USP_CONTENT_TYPE),
+    )
+    .unwrap();
+    let req = message(&agent_events, Duration::from_secs(10));
+    agent
+        .publish(
+            req.response_topic.as_deref().unwrap(),
+            b"answer",
+            None,
+            Some(USP_CONTENT_TYPE),
+        )
+        .unwrap();
+    let m = message(&r0_events, Duration::from_secs(10));
+    assert_eq!(
+        (m.topic.as_str(), m.payload.as_slice()),
+        (r0_topic.as_str(), &b"answer"[..])
+    );
+    // r1 forwards to r0's topic.
+    let (r1, _r1_events) = replica(1);
+    r1.publish(&r0_topic, b"forwarded", None, Some(USP_CONTENT_TYPE))
+        .unwrap();
+    let m = message(&r0_events, Duration::from_secs(10));
+    assert_eq!(m.payload, b"forwarded");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -36,10 +36,12 @@ PostgreSQL database, its schema created at the first open):
                                with --http, the JSON API (/api/v1/, Authorization: Bearer
                                TOKEN, tokens one a line in FILE, mode 600) and the dashboard
                                (/#token=TOKEN); the config's http and api_token_file fields
-                               say the same. Several serves on one database: one is active
-                               (it holds a lease, renewed every third of --lease-ttl, 15 s),
-                               the others wait and take over when it stops or dies;
-                               --replica names this one (default HOST:PID)
+                               say the same. Several serves on one database share the
+                               fleet: each holds the leases (renewed every third of
+                               --lease-ttl, 15 s) of its fair share of 64 shards and alone
+                               reconciles their agents; a dead one's shards are taken by
+                               the others when they expire; --replica names this one
+                               (default HOST:PID; its own MQTT topic is TOPIC/replica/NAME)
   deploy --db PATH NAME URL --version V [--selector KEY=VALUE ...] [--digest D]
          [--memory-mib N] [--network JSON|FILE|null]
                                want app NAME at version V from URL on every agent the
@@ -49,6 +51,8 @@ PostgreSQL database, its schema created at the first open):
   deployments --db PATH [--json]
   agents --db PATH [--json]
   operations --db PATH [--limit N] [--json]   the journal, newest first
+  replicas --db PATH [--json]  the live serve replicas, the shards each holds and the
+                               coordinator (the one that steps rollouts)
 ";
 
 /// A parsed service command.
@@ -66,6 +70,8 @@ pub enum FleetCmd {
     Operations(Location, usize, bool),
     /// `rollout ...`.
     Rollout(Location, RolloutCmd, bool),
+    /// `replicas`.
+    Replicas(Location, bool),
 }
 
 /// Whether `args` are a service command: they name a database.
@@ -130,8 +136,16 @@ pub fn parse(args: &[String]) -> Result<FleetCmd, String> {
             "--lease-ttl" => opts.lease_ttl = parse_secs(a, &value()?, 0.3)?,
             "--replica" => {
                 opts.replica = value()?;
-                if opts.replica.is_empty() || opts.replica.len() > 200 {
-                    return Err("--replica: a name of 1 to 200 bytes".into());
+                // It becomes a topic level (the replica's own topic).
+                if opts.replica.len() > 200
+                    || !cpevisor_usp::mqtt::valid_topic_level(&opts.replica)
+                    || opts.replica.chars().any(|c| c.is_control() || c == ' ')
+                {
+                    return Err(format!(
+                        "--replica: {:?} is not a name of 1 to 200 bytes without '/', '+', \
+                         '#', spaces or control characters",
+                        opts.replica
+                    ));
                 }
             }
             "--op-timeout" => opts.op_timeout = parse_secs(a, &value()?, 0.05)?,
@@ -208,6 +222,7 @@ pub fn parse(args: &[String]) -> Result<FleetCmd, String> {
         "deployments" => no_args(FleetCmd::Deployments(db, json)),
         "agents" => no_args(FleetCmd::Agents(db, json)),
         "operations" => no_args(FleetCmd::Operations(db, limit, json)),
+        "replicas" => no_args(FleetCmd::Replicas(db, json)),
         other => Err(format!(
             "{other}: not a command that takes --db (see --help)"
         )),
@@ -240,6 +255,7 @@ pub fn run(cmd: FleetCmd) -> i32 {
         | FleetCmd::Deployments(db, _)
         | FleetCmd::Agents(db, _)
         | FleetCmd::Operations(db, ..)
+        | FleetCmd::Replicas(db, _)
         | FleetCmd::Rollout(db, ..) => db.clone(),
     };
     let mut store = match Store::open(&db) {
@@ -363,6 +379,34 @@ fn print(store: &mut Store, cmd: FleetCmd) -> Result<(), String> {
             if json {
                 println!("{}", json!({ "agents": all }));
             }
+        }
+        FleetCmd::Replicas(_, json) => {
+            let v = views::replicas(store)?;
+            if json {
+                println!("{v}");
+                return Ok(());
+            }
+            println!(
+                "{:<24}  {:<11}  {:>6}  SHARDS",
+                "REPLICA", "COORDINATOR", "COUNT"
+            );
+            for r in v["replicas"].as_array().into_iter().flatten() {
+                let shards: Vec<String> = r["shards"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(Value::to_string)
+                    .collect();
+                println!(
+                    "{:<24}  {:<11}  {:>6}  {}",
+                    opt(&r["name"]),
+                    if r["coordinator"] == true { "yes" } else { "" },
+                    shards.len(),
+                    shards.join(",")
+                );
+            }
+            let unheld = v["unheld"].as_array().map_or(0, Vec::len);
+            println!("{unheld} of {} shards held by no live replica", v["shards"]);
         }
         FleetCmd::Operations(_, limit, json) => {
             let ops = store.operations(limit)?;
@@ -507,5 +551,14 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         assert!(e("frob --db f").contains("not a command"));
         assert!(e("agents --db f --bogus").contains("unknown option"));
+        // A replica's name is a topic level of its own topic.
+        for bad in ["a/b", "+", "#", "a b", "x\ny", ""] {
+            let args = ["replicas", "--db", "f", "--replica", bad].map(String::from);
+            assert!(parse(&args).unwrap_err().contains("--replica"), "{bad:?}");
+        }
+        assert!(matches!(
+            p("replicas --db f --json").unwrap(),
+            FleetCmd::Replicas(_, true)
+        ));
     }
 }

@@ -4,19 +4,27 @@
 //! what the online agents lack of the active deployments, journals each operation before
 //! sending it, and records its result with the agent's fault.
 //!
+//! Replicas on one database share the fleet (`store::shards`): each reconciles, reads and
+//! sends operations to the agents of the shards it holds, rebalanced every third of the
+//! lease; the holder of the `serve` lease (the coordinator) also steps the rollouts. MQTT: the
+//! controller's topic is a shared subscription, and the replica a message reaches forwards it
+//! to the one holding its agent's shard (`Connection::open_replica`).
+//!
 //! Every wait has a deadline (the engine's jobs, the pump's 200 ms); what an agent sends is
 //! decoded by the engine under its limits and anything it does not understand is counted and
 //! skipped; memory is bounded by the jobs in flight, the event queue and the set of agents
 //! waiting for a Get, while the fleet itself lives in the database.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::connection::ReplicaRoute;
 use crate::engine::{JobSet, Op, Outcome};
 use crate::http::{self, HttpOptions};
 use crate::store::leases::SERVE;
+use crate::store::shards::{shard_of, SHARDS};
 use crate::store::{now_ms, Deployment, Location, Store};
 use crate::{Connection, CtlConfig};
 
@@ -57,8 +65,8 @@ pub struct ServeOptions {
     pub http: Option<HttpOptions>,
     /// This replica's name among the `serve`s on one database (`--replica`).
     pub replica: String,
-    /// How long the active replica's lease lasts unless renewed (`--lease-ttl`): the longest a
-    /// dead replica's standby waits before taking over.
+    /// How long a replica's leases (its shards, the coordinator's) last unless renewed
+    /// (`--lease-ttl`): the longest a dead replica's shards wait for another.
     pub lease_ttl: Duration,
 }
 
@@ -118,8 +126,19 @@ enum Kind {
     Op(i64),
 }
 
+/// Who holds each shard, as the last round of this replica saw it: read by the MQTT receiver
+/// to forward an agent's messages to its shard's holder.
+type Holders = Arc<RwLock<BTreeMap<u32, String>>>;
+
 struct Service {
     store: Store,
+    /// The shards this replica holds: the agents it reconciles and reads.
+    held: BTreeSet<u32>,
+    holders: Holders,
+    /// No other replica holds a shard (the receiver forwards nothing).
+    alone: Arc<AtomicBool>,
+    /// This replica holds the `serve` lease: it steps the rollouts.
+    coordinator: bool,
     opts: ServeOptions,
     set: JobSet,
     kinds: HashMap<String, Kind>,
@@ -175,14 +194,6 @@ pub fn serve(config: &CtlConfig, opts: ServeOptions) -> i32 {
         }
     };
     store.fence(&opts.replica);
-    match wait_for_lease(&store, &opts, &stop) {
-        Ok(true) => {}
-        Ok(false) => return 0,
-        Err(e) => {
-            note!("{e}");
-            return 2;
-        }
-    }
     // Before the broker: a wrong token file or a taken port is said at once.
     if let Some(h) = &opts.http {
         match http::start(h, opts.db.clone()) {
@@ -193,7 +204,21 @@ pub fn serve(config: &CtlConfig, opts: ServeOptions) -> i32 {
             }
         }
     }
-    let mut conn = match Connection::open(config) {
+    let holders: Holders = Arc::default();
+    let alone = Arc::new(AtomicBool::new(true));
+    let route = ReplicaRoute {
+        name: opts.replica.clone(),
+        alone: alone.clone(),
+        named_session: opts.replica != default_replica(),
+        owner: {
+            let (holders, me) = (holders.clone(), opts.replica.clone());
+            Arc::new(move |agent: &str| {
+                let h = holders.read().unwrap_or_else(|e| e.into_inner());
+                h.get(&shard_of(agent)).filter(|r| **r != me).cloned()
+            })
+        },
+    };
+    let mut conn = match Connection::open_replica(config, route) {
         Ok(c) => c,
         Err(e) => {
             note!("{e}");
@@ -209,6 +234,10 @@ pub fn serve(config: &CtlConfig, opts: ServeOptions) -> i32 {
     );
     let mut svc = Service {
         store,
+        held: BTreeSet::new(),
+        holders,
+        alone,
+        coordinator: false,
         opts,
         set: JobSet::new(),
         kinds: HashMap::new(),
@@ -217,8 +246,8 @@ pub fn serve(config: &CtlConfig, opts: ServeOptions) -> i32 {
         stop,
     };
     match svc.run(&mut conn) {
-        // Another replica takes over at once.
-        Ok(()) => match svc.store.release_lease(SERVE, &svc.opts.replica) {
+        // The others take its shards at once.
+        Ok(()) => match svc.store.release_replica(&svc.opts.replica) {
             Ok(()) => 0,
             Err(e) => {
                 note!("{e}");
@@ -228,44 +257,6 @@ pub fn serve(config: &CtlConfig, opts: ServeOptions) -> i32 {
         Err(e) => {
             note!("{e}");
             2
-        }
-    }
-}
-
-/// Waits, as a standby, until this replica holds the serve lease (true) or is asked to stop
-/// (false).
-fn wait_for_lease(store: &Store, opts: &ServeOptions, stop: &AtomicBool) -> Result<bool, String> {
-    let mut said = false;
-    loop {
-        let l = store.take_lease(SERVE, &opts.replica, now_ms(), lease_ms(opts))?;
-        if l.holder == opts.replica {
-            note!("replica {}: active (holds the lease)", opts.replica);
-            return Ok(true);
-        }
-        if dead_here(&l.holder) {
-            note!(
-                "replica {}: the lease's holder {} is gone from this host: taking over",
-                opts.replica,
-                l.holder
-            );
-            store.release_lease(SERVE, &l.holder)?;
-            continue;
-        }
-        if !said {
-            note!(
-                "replica {}: standby, replica {} is active",
-                opts.replica,
-                l.holder
-            );
-            said = true;
-        }
-        let until = Instant::now() + renew_every(opts);
-        while Instant::now() < until {
-            if stop.load(Ordering::Relaxed) {
-                note!("stopped as a standby");
-                return Ok(false);
-            }
-            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }
@@ -281,27 +272,16 @@ fn renew_every(opts: &ServeOptions) -> Duration {
 
 impl Service {
     fn run(&mut self, conn: &mut Connection) -> Result<(), String> {
-        // First pass: every agent the database says is online is read again, now.
-        let started = now_ms();
-        let mut first_sweep = true;
+        // Every agent the database says is online is read again as its shard is taken
+        // (`balance`), at the start too: a start-time sweep over the whole fleet would stall
+        // on the other replicas' agents, which they keep current on their own schedule.
         let mut next_sweep = Instant::now();
         let mut next_pass = Instant::now();
         let mut stopping: Option<Instant> = None;
-        let mut next_renew = Instant::now() + renew_every(&self.opts);
+        let mut next_renew = Instant::now();
         loop {
             if Instant::now() >= next_renew {
-                let l = self.store.take_lease(
-                    SERVE,
-                    &self.opts.replica,
-                    now_ms(),
-                    lease_ms(&self.opts),
-                )?;
-                if l.holder != self.opts.replica {
-                    return Err(format!(
-                        "replica {}: lease lost to replica {} (this one was too slow to renew it): stopping",
-                        self.opts.replica, l.holder
-                    ));
-                }
+                self.balance()?;
                 next_renew = Instant::now() + renew_every(&self.opts);
             }
             let ctl = &mut conn.controller;
@@ -319,19 +299,18 @@ impl Service {
                     ev.kind.as_str(),
                     "Boot!" | "OnBoardRequest" | "DUStateChange!" | "ValueChange" | "MQTTConnect"
                 );
-                if relevant && self.wanted.len() < MAX_WANTED {
+                if relevant && self.mine(&agent) && self.wanted.len() < MAX_WANTED {
                     self.wanted.insert(agent);
                 }
             }
             if Instant::now() >= next_sweep {
-                let before = if first_sweep {
-                    started
-                } else {
-                    now - self.opts.sweep.as_millis() as i64
-                };
-                let ids = self.store.stale_agents(before, self.opts.sweep_batch)?;
-                first_sweep = first_sweep && !ids.is_empty();
-                for a in ids {
+                let before = now - self.opts.sweep.as_millis() as i64;
+                // The fleet's stalest, of which this replica's shards hold about their share.
+                let share = SHARDS as usize / self.held.len().max(1);
+                let limit = (self.opts.sweep_batch * share).min(MAX_WANTED);
+                let ids = self.store.stale_agents(before, limit)?;
+                let mine: Vec<String> = ids.into_iter().filter(|a| self.mine(a)).collect();
+                for a in mine {
                     if self.wanted.len() < MAX_WANTED {
                         self.wanted.insert(a);
                     }
@@ -360,6 +339,89 @@ impl Service {
         }
     }
 
+    /// Whether `agent` is in a shard this replica holds.
+    fn mine(&self, agent: &str) -> bool {
+        self.held.contains(&shard_of(agent))
+    }
+
+    /// A round of the shards (`Store::balance_shards`) and of the coordinator's lease; the
+    /// agents of shards just taken are read again (what their last holder left in flight is
+    /// settled by it).
+    fn balance(&mut self) -> Result<(), String> {
+        let me = self.opts.replica.clone();
+        let now = now_ms();
+        // A shard with an operation of ours in flight stays until its result is in.
+        let busy: BTreeSet<u32> = self
+            .kinds
+            .iter()
+            .filter(|(_, k)| matches!(k, Kind::Op(_)))
+            .map(|(a, _)| shard_of(a))
+            .collect();
+        let b = self
+            .store
+            .balance_shards(&me, now, lease_ms(&self.opts), dead_here, |n| {
+                !busy.contains(&n)
+            })?;
+        for g in &b.gone {
+            note!("replica {me}: replica {g} is gone from this host: taking over its shards");
+        }
+        let lost: Vec<u32> = self
+            .held
+            .iter()
+            .filter(|n| !b.held.contains(n) && !b.released.contains(n))
+            .copied()
+            .collect();
+        if !b.taken.is_empty() || !b.released.is_empty() || !lost.is_empty() {
+            note!(
+                "replica {me}: holds {} of {SHARDS} shards {} ({} live replicas; took {}, released {}{})",
+                b.held.len(),
+                ranges(b.held.iter().copied()),
+                b.live,
+                b.taken.len(),
+                b.released.len(),
+                if lost.is_empty() {
+                    String::new()
+                } else {
+                    format!(", lost {} (too slow to renew)", ranges(lost.iter().copied()))
+                }
+            );
+        }
+        if !b.taken.is_empty() {
+            let taken: BTreeSet<u32> = b.taken.iter().copied().collect();
+            // Bounded: past MAX_WANTED the periodic sweep catches up.
+            for a in self.store.stale_agents(now, MAX_WANTED)? {
+                if taken.contains(&shard_of(&a)) && self.wanted.len() < MAX_WANTED {
+                    self.wanted.insert(a);
+                }
+            }
+        }
+        self.held = b.held;
+        let alone = b.holders.values().all(|h| *h == me);
+        *self.holders.write().unwrap_or_else(|e| e.into_inner()) = b.holders;
+        self.alone.store(alone, Ordering::Relaxed);
+        let l = self
+            .store
+            .take_lease(SERVE, &me, now, lease_ms(&self.opts))?;
+        let coordinator = l.holder == me;
+        if !coordinator && dead_here(&l.holder) {
+            // Gone from this host: the next round takes it.
+            note!(
+                "replica {me}: coordinator {} is gone from this host: taking over",
+                l.holder
+            );
+            self.store.release_lease(SERVE, &l.holder)?;
+        }
+        if coordinator != self.coordinator {
+            if coordinator {
+                note!("replica {me}: coordinator (steps the rollouts)");
+            } else {
+                note!("replica {me}: no longer the coordinator ({} is)", l.holder);
+            }
+            self.coordinator = coordinator;
+        }
+        Ok(())
+    }
+
     fn start_gets(&mut self, ctl: &mut crate::engine::Controller) {
         let gets = self
             .kinds
@@ -367,6 +429,8 @@ impl Service {
             .filter(|k| matches!(k, Kind::Get))
             .count();
         let free = MAX_REFRESH_IN_FLIGHT.saturating_sub(gets);
+        // Agents of shards given up meanwhile are their new holder's to read.
+        self.wanted.retain(|a| self.held.contains(&shard_of(a)));
         let ready: Vec<String> = self
             .wanted
             .iter()
@@ -441,7 +505,11 @@ impl Service {
     fn expire_lost(&mut self) -> Result<(), String> {
         let now = now_ms();
         let limit = self.opts.op_timeout.as_millis() as i64;
+        // Only in the shards held: another replica's are its own to follow.
         for (id, agent, _, created) in self.store.in_flight()? {
+            if !self.mine(&agent) {
+                continue;
+            }
             let ours = matches!(self.kinds.get(&agent), Some(Kind::Op(x)) if *x == id);
             if !ours && created < now - limit {
                 self.store
@@ -472,10 +540,15 @@ impl Service {
             };
             let (first, last) = (first.endpoint_id.clone(), last.endpoint_id.clone());
             let journal = self.store.journal(&first, &last)?;
-            // Agents being read, or busy, have no current inventory to decide on.
+            // Agents being read, or busy, have no current inventory to decide on; other
+            // replicas' shards are theirs.
             let page: Vec<_> = page
                 .into_iter()
-                .filter(|a| !self.wanted.contains(&a.endpoint_id) && !self.set.busy(&a.endpoint_id))
+                .filter(|a| {
+                    self.mine(&a.endpoint_id)
+                        && !self.wanted.contains(&a.endpoint_id)
+                        && !self.set.busy(&a.endpoint_id)
+                })
                 .collect();
             after = last;
             let actions = reconcile::decide(
@@ -496,10 +569,16 @@ impl Service {
         }
     }
 
-    /// One step of every rollout not ended (`rollout::step`), stored, and the rollback
-    /// operations it asks for sent (journaled first, like the reconciliation's).
+    /// One step of every rollout not ended (`rollout::step`), stored by the coordinator
+    /// alone (one writer of a rollout's state), and the rollback operations it asks for sent
+    /// by every replica to the agents of its shards (journaled first, like the
+    /// reconciliation's: the journal decides them, so replicas computing the same step send
+    /// each at most once).
     fn step_rollouts(&mut self, ctl: &mut crate::engine::Controller) -> Result<(), String> {
-        let live = self.store.rollouts(true)?;
+        let mut live = self.store.rollouts(true)?;
+        if !self.coordinator {
+            live.retain(|r| r.state == RolloutState::RollingBack);
+        }
         if live.is_empty() {
             return Ok(());
         }
@@ -527,32 +606,16 @@ impl Service {
             if step == Step::default() {
                 continue;
             }
-            self.store.apply_rollout_step(&r, &step, now)?;
-            for c in &step.targets {
-                match &c.fault {
-                    Some((code, m)) => note!(
-                        "rollout {}: {} {} ({code} {m})",
-                        r.id,
-                        c.endpoint_id,
-                        c.state.as_str()
-                    ),
-                    None => note!("rollout {}: {} {}", r.id, c.endpoint_id, c.state.as_str()),
-                }
-            }
-            if let Some((state, wave, reason)) = &step.rollout {
-                note!(
-                    "rollout {}: {} at wave {wave}{}",
-                    r.id,
-                    state.as_str(),
-                    reason
-                        .as_ref()
-                        .map(|m| format!(": {m}"))
-                        .unwrap_or_default()
-                );
+            if self.coordinator {
+                self.apply_step(&r, &step, now)?;
             }
             for rb in step.rollbacks {
-                // Busy (its inventory being read): the next step asks again.
-                if self.ops_in_flight >= self.opts.max_in_flight || self.set.busy(&rb.agent) {
+                // Busy (its inventory being read): the next step asks again. Another
+                // replica's agent: that replica sends it.
+                if self.ops_in_flight >= self.opts.max_in_flight
+                    || self.set.busy(&rb.agent)
+                    || !self.mine(&rb.agent)
+                {
                     continue;
                 }
                 let (kind, op) = match rb.url {
@@ -587,6 +650,34 @@ impl Service {
                     self.store.lose_op(id, "agent busy", now)?;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Stores rollout `r`'s `step` and says what changed.
+    fn apply_step(&mut self, r: &rollout::Rollout, step: &Step, now: i64) -> Result<(), String> {
+        self.store.apply_rollout_step(r, step, now)?;
+        for c in &step.targets {
+            match &c.fault {
+                Some((code, m)) => note!(
+                    "rollout {}: {} {} ({code} {m})",
+                    r.id,
+                    c.endpoint_id,
+                    c.state.as_str()
+                ),
+                None => note!("rollout {}: {} {}", r.id, c.endpoint_id, c.state.as_str()),
+            }
+        }
+        if let Some((state, wave, reason)) = &step.rollout {
+            note!(
+                "rollout {}: {} at wave {wave}{}",
+                r.id,
+                state.as_str(),
+                reason
+                    .as_ref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            );
         }
         Ok(())
     }
@@ -656,6 +747,30 @@ impl Service {
     }
 }
 
+/// Shard numbers, ascending, as runs: `0-5,9,12-13` (`-` for none).
+fn ranges(ns: impl Iterator<Item = u32>) -> String {
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    for n in ns {
+        match runs.last_mut() {
+            Some((_, hi)) if *hi + 1 == n => *hi = n,
+            _ => runs.push((n, n)),
+        }
+    }
+    if runs.is_empty() {
+        return "-".into();
+    }
+    runs.iter()
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The network argument of a rollback's Update of deployment `d` back to the version of
 /// `previous` (the deployment it superseded, if any): `previous`'s override; where that had
 /// none and `d` had one, `null`, back to the package's own section (the override in force is
@@ -702,6 +817,12 @@ mod tests {
         assert_eq!(rollback_network(&dep(net), None).as_deref(), Some("null"));
         assert_eq!(rollback_network(&dep(None), Some(&dep(None))), None);
         assert_eq!(rollback_network(&dep(None), None), None);
+    }
+
+    #[test]
+    fn shard_lists_read_as_runs() {
+        assert_eq!(ranges([].into_iter()), "-");
+        assert_eq!(ranges([0, 1, 2, 5, 7, 8].into_iter()), "0-2,5,7-8");
     }
 
     #[test]

@@ -76,7 +76,7 @@ pub fn operations_json(ops: &[Operation]) -> Value {
                 "id": o.id, "agent": o.endpoint_id, "deployment": o.deployment_id,
                 "kind": o.kind, "state": o.state, "fault_code": o.fault_code,
                 "fault_message": o.fault_message, "created": o.created,
-                "finished": o.finished, "purpose": o.purpose,
+                "finished": o.finished, "purpose": o.purpose, "replica": o.replica,
             })
         })
         .collect()
@@ -138,5 +138,32 @@ pub fn summary(store: &Store) -> Result<Value, String> {
         "rollouts_active": rollouts["rollouts"].as_array().map_or(0, Vec::len),
         "rollouts": rollouts["rollouts"],
         "failures": operations_json(&store.operations_of(None, true, 20)?),
+    }))
+}
+
+/// The live `serve` replicas, the shards each holds, the coordinator, and the shards no live
+/// replica holds (between a replica's death and the others' taking its shards).
+pub fn replicas(store: &Store) -> Result<Value, String> {
+    use crate::store::shards::SHARDS;
+    let now = crate::store::now_ms();
+    let coordinator = store
+        .lease(crate::store::leases::SERVE)?
+        .filter(|l| l.expires >= now)
+        .map(|l| l.holder);
+    let all = store.replicas(now)?;
+    let mut held = std::collections::BTreeSet::new();
+    let list: Vec<Value> = all
+        .iter()
+        .map(|r| {
+            held.extend(r.shards.iter().copied());
+            json!({
+                "name": r.name, "expires": r.expires, "shards": r.shards,
+                "coordinator": coordinator.as_deref() == Some(r.name.as_str()),
+            })
+        })
+        .collect();
+    let unheld: Vec<u32> = (0..SHARDS).filter(|n| !held.contains(n)).collect();
+    Ok(json!({
+        "shards": SHARDS, "replicas": list, "coordinator": coordinator, "unheld": unheld,
     }))
 }

@@ -1,13 +1,13 @@
 //! Leases: a name held by one holder until a time, taken over by another once it has expired.
-//! `serve` replicas on one database take [`SERVE`]: the one that holds it is the active one
-//! (it alone reconciles and sends operations), the others wait; one that dies stops renewing
-//! and another takes over when the lease expires. Operations are fenced by it
-//! (`Store::fence`): a replica that lost the lease journals, and so sends, nothing more.
+//! `serve` replicas on one database share the fleet by them (`shards`): each holds the
+//! leases of some shards and alone reconciles their agents; operations are fenced by the
+//! shard's lease (`Store::fence`). [`SERVE`] names the coordinator, the one replica that
+//! steps rollouts; one that dies stops renewing and another takes over when it expires.
 
 use super::db::p;
 use super::Store;
 
-/// The lease of the active `serve` (declared with the store, which fences operations by it).
+/// The lease of the coordinating `serve`.
 pub use super::SERVE_LEASE as SERVE;
 
 /// Who holds a lease, until when (ms).
@@ -46,6 +46,22 @@ impl Store {
         })
     }
 
+    /// Lease `name`, current or expired, if any.
+    pub fn lease(&self, name: &str) -> Result<Option<Lease>, String> {
+        self.db
+            .query_opt(
+                "SELECT holder, expires FROM leases WHERE name = ?1",
+                &p![name],
+            )?
+            .map(|r| {
+                Ok(Lease {
+                    holder: r.get(0)?,
+                    expires: r.get(1)?,
+                })
+            })
+            .transpose()
+    }
+
     /// Gives lease `name` up if `holder` holds it (a replica that stops cleanly: another
     /// takes over at once).
     pub fn release_lease(&self, name: &str, holder: &str) -> Result<(), String> {
@@ -57,8 +73,8 @@ impl Store {
             .map(|_| ())
     }
 
-    /// Journals operations as replica `replica` from now on: none while another replica
-    /// holds the [`SERVE`] lease.
+    /// Journals operations as replica `replica` from now on: only for agents of the shards
+    /// whose current lease it holds.
     pub fn fence(&mut self, replica: &str) {
         self.fence = Some(replica.to_string());
     }

@@ -12,6 +12,8 @@ pub mod location;
 mod pg;
 pub mod rollouts;
 mod schema;
+mod shard_key;
+pub mod shards;
 #[cfg(any(test, feature = "test-postgres"))]
 pub mod test_postgres;
 mod values;
@@ -23,8 +25,7 @@ use db::{p, Db, Row};
 pub use location::Location;
 pub use schema::{latest as schema_version, MIGRATIONS};
 
-/// The lease the active `serve` holds (`leases`): the journal takes no operation while another
-/// holder's is current.
+/// The lease of the coordinating `serve` (`leases`): the one replica that steps rollouts.
 pub const SERVE_LEASE: &str = "serve";
 
 /// Milliseconds since the Unix epoch: every time in the store.
@@ -209,6 +210,8 @@ pub struct Operation {
     pub finished: Option<i64>,
     /// `rollback` for a rollout's rollback; None for the reconciliation's.
     pub purpose: Option<String>,
+    /// The `serve` replica that sent it (None: recorded by a command, or a refusal).
+    pub replica: Option<String>,
 }
 
 /// The journal's word on one agent and deployment, for the reconciliation.
@@ -228,8 +231,8 @@ pub struct JournalState {
 /// The store: one SQLite database in WAL mode, or one connection to a PostgreSQL server.
 pub struct Store {
     db: Db,
-    /// The replica this store journals operations for: none are journaled while another
-    /// holds the serve lease (`leases`).
+    /// The replica this store journals operations for: only for agents whose shard's lease
+    /// it holds (`shards`).
     fence: Option<String>,
 }
 
@@ -264,7 +267,7 @@ fn opt_i64(v: Option<u32>) -> Option<i64> {
 }
 
 const OPERATION_COLUMNS: &str = "id, endpoint_id, deployment_id, kind, state, fault_code,
-     fault_message, created, finished, purpose";
+     fault_message, created, finished, purpose, replica";
 
 /// A row of [`OPERATION_COLUMNS`].
 fn operation_row(r: &Row) -> Result<Operation, String> {
@@ -279,6 +282,7 @@ fn operation_row(r: &Row) -> Result<Operation, String> {
         created: r.get(7)?,
         finished: r.get(8)?,
         purpose: r.get(9)?,
+        replica: r.get(10)?,
     })
 }
 
@@ -663,25 +667,20 @@ impl Store {
         purpose: Option<&str>,
     ) -> Result<Option<i64>, String> {
         // The unique index on operations in flight turns a second one into no row; so does
-        // another replica's current serve lease (a replica that lost it sends nothing more).
+        // a replica's not holding the current lease of the agent's shard (`shards`): one that
+        // lost it, or never had it, sends nothing for the agent.
+        let shard = shard_key::lease_name(shard_key::shard_of(agent));
         self.db
             .query_opt(
                 "INSERT INTO operations (endpoint_id, deployment_id, kind, state, created,
-                                         purpose)
+                                         purpose, replica)
                  SELECT CAST(?1 AS TEXT), CAST(?2 AS BIGINT), CAST(?3 AS TEXT), 'sent',
-                        CAST(?4 AS BIGINT), CAST(?5 AS TEXT)
-                 WHERE NOT EXISTS (SELECT 1 FROM leases WHERE name = ?7 AND holder <> ?6
-                                                          AND expires >= ?4)
+                        CAST(?4 AS BIGINT), CAST(?5 AS TEXT), CAST(?6 AS TEXT)
+                 WHERE CAST(?6 AS TEXT) IS NULL
+                    OR EXISTS (SELECT 1 FROM leases WHERE name = ?7 AND holder = ?6
+                                                      AND expires >= ?4)
                  ON CONFLICT DO NOTHING RETURNING id",
-                &p![
-                    agent,
-                    deployment,
-                    kind,
-                    now,
-                    purpose,
-                    self.fence,
-                    SERVE_LEASE
-                ],
+                &p![agent, deployment, kind, now, purpose, self.fence, shard],
             )?
             .map(|r| r.get(0))
             .transpose()

@@ -115,6 +115,8 @@ pub const MIGRATIONS: &[&str] = &[
     // ones in endpoint ID order) and counts its current wave's, never the whole rollout.
     "CREATE INDEX rollout_targets_by_state ON rollout_targets(rollout_id, state, endpoint_id);
     CREATE INDEX rollout_targets_by_wave ON rollout_targets(rollout_id, wave, state);",
+    // 7: the `serve` replica that journaled (and so sent) an operation; NULL: a command's.
+    "ALTER TABLE operations ADD COLUMN replica TEXT;",
 ];
 
 /// The schema version this build writes.

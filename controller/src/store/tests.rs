@@ -83,7 +83,9 @@ on_both!(
     database_bytes_per_agent_stay_small,
     a_rollout_is_stored_with_its_deployment_and_targets_and_survives_a_reopen,
     a_rollback_operation_is_settled_when_the_agent_no_longer_has_the_version,
-    one_replica_holds_the_serve_lease_and_the_others_journal_nothing,
+    leases_are_taken_renewed_and_taken_over_once_expired,
+    replicas_share_the_shards_fairly_and_journal_only_for_their_own,
+    a_dead_replicas_shards_are_taken_once_expired_or_at_once_when_gone,
     controllers_opening_a_new_database_at_once_migrate_it_once,
     a_deployment_keeps_its_network_override,
     a_rollout_pass_reads_only_the_targets_that_can_change,
@@ -637,39 +639,176 @@ fn a_url_that_asks_for_tls_fails_rather_than_going_plain() {
     Store::open(&Location::parse(&format!("{url}?sslmode=prefer"))).unwrap();
 }
 
-fn one_replica_holds_the_serve_lease_and_the_others_journal_nothing(b: &Backend) {
+fn leases_are_taken_renewed_and_taken_over_once_expired(b: &Backend) {
     use leases::SERVE;
-    let mut a = b.open();
-    let mut c = b.open();
-    a.fence("a");
-    c.fence("c");
-    let d = a.add_deployment(&dep("app", "1.0"), 1).unwrap();
+    let (a, c) = (b.open(), b.open());
     assert_eq!(a.take_lease(SERVE, "a", 100, 50).unwrap().holder, "a");
     // c waits while a's is current; a renews.
     let l = c.take_lease(SERVE, "c", 120, 50).unwrap();
     assert_eq!((l.holder.as_str(), l.expires), ("a", 150));
     assert_eq!(a.take_lease(SERVE, "a", 140, 50).unwrap().expires, 190);
-    assert!(a.begin_op("os::1", d, "install", 150).unwrap().is_some());
-    assert_eq!(
-        c.begin_op("os::2", d, "install", 150).unwrap(),
-        None,
-        "fenced: a holds the lease"
-    );
-    // a stops renewing: c takes over once it expired, and a is fenced in turn.
+    // a stops renewing: c takes over once it expired.
     assert_eq!(c.take_lease(SERVE, "c", 191, 50).unwrap().holder, "c");
     assert_eq!(a.take_lease(SERVE, "a", 192, 50).unwrap().holder, "c");
-    assert_eq!(a.begin_op("os::3", d, "install", 193).unwrap(), None);
-    assert!(c.begin_op("os::3", d, "install", 193).unwrap().is_some());
+    assert_eq!(a.lease(SERVE).unwrap().unwrap().holder, "c");
     // A clean stop gives it up at once.
+    a.release_lease(SERVE, "a").unwrap();
     c.release_lease(SERVE, "c").unwrap();
-    a.release_lease(SERVE, "c").unwrap();
+    assert_eq!(a.lease(SERVE).unwrap(), None);
     assert_eq!(a.take_lease(SERVE, "a", 194, 50).unwrap().holder, "a");
+}
+
+/// An endpoint ID in shard `n`.
+fn agent_in(n: u32) -> String {
+    (0..)
+        .map(|i| format!("os::{i}"))
+        .find(|a| shards::shard_of(a) == n)
+        .unwrap()
+}
+
+const NEVER: fn(&str) -> bool = |_| false;
+const ANY: fn(u32) -> bool = |_| true;
+
+/// Every shard held by exactly one of `views`' replicas.
+fn assert_partition(views: &[shards::ReplicaView]) {
+    let mut all: Vec<u32> = views.iter().flat_map(|v| v.shards.clone()).collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..shards::SHARDS).collect::<Vec<_>>(), "{views:?}");
+}
+
+fn replicas_share_the_shards_fairly_and_journal_only_for_their_own(b: &Backend) {
+    use shards::{fair_share, SHARDS};
+    let (mut a, mut bb, mut c) = (b.open(), b.open(), b.open());
+    a.fence("a");
+    bb.fence("b");
+    c.fence("c");
+    let ttl = 1000;
+    // Alone, a takes them all.
+    let r = a.balance_shards("a", 100, ttl, NEVER, ANY).unwrap();
+    assert_eq!((r.live, r.held.len(), r.taken.len()), (1, 64, 64));
+    // b joins: none free yet; a gives up half at its next round, and b takes them.
+    let r = bb.balance_shards("b", 110, ttl, NEVER, ANY).unwrap();
+    assert_eq!((r.live, r.held.len()), (2, 0));
+    let r = a.balance_shards("a", 120, ttl, NEVER, ANY).unwrap();
+    assert_eq!((r.held.len(), r.released.len()), (32, 32));
+    let r = bb.balance_shards("b", 130, ttl, NEVER, ANY).unwrap();
+    assert_eq!((r.held.len(), r.taken.len()), (32, 32));
+    // c joins: a and b come down to their share of three, c takes what they gave up.
+    assert_eq!(fair_share(3), 22);
+    assert!(c
+        .balance_shards("c", 140, ttl, NEVER, ANY)
+        .unwrap()
+        .held
+        .is_empty());
+    // A shard with an operation in flight is kept until a later round.
+    let kept = *a.replicas(150).unwrap()[0].shards.last().unwrap();
+    let r = a
+        .balance_shards("a", 150, ttl, NEVER, |n| n != kept)
+        .unwrap();
+    assert_eq!(r.held.len(), 22);
+    assert!(
+        r.held.contains(&kept) && !r.released.contains(&kept),
+        "{r:?}"
+    );
+    assert_eq!(
+        bb.balance_shards("b", 160, ttl, NEVER, ANY)
+            .unwrap()
+            .held
+            .len(),
+        22
+    );
+    let r = c.balance_shards("c", 170, ttl, NEVER, ANY).unwrap();
+    assert_eq!((r.live, r.held.len()), (3, 20));
+    let views = a.replicas(180).unwrap();
+    assert_eq!(
+        views
+            .iter()
+            .map(|v| (v.name.as_str(), v.shards.len()))
+            .collect::<Vec<_>>(),
+        [("a", 22), ("b", 22), ("c", 20)]
+    );
+    assert_partition(&views);
+    assert_eq!(r.holders.len(), SHARDS as usize);
+    // Only the holder of an agent's shard journals (and so sends) an operation for it.
+    let d = a.add_deployment(&dep("app", "1.0"), 1).unwrap();
+    for (store, name) in [(&a, "a"), (&bb, "b"), (&c, "c")] {
+        let n = views.iter().find(|v| v.name == name).unwrap().shards[0];
+        let agent = agent_in(n);
+        for (other, oname) in [(&a, "a"), (&bb, "b"), (&c, "c")] {
+            if oname != name {
+                assert_eq!(
+                    other.begin_op(&agent, d, "install", 190).unwrap(),
+                    None,
+                    "{oname} sent to {agent} of {name}'s shard {n}"
+                );
+            }
+        }
+        let id = store.begin_op(&agent, d, "install", 190).unwrap();
+        assert!(id.is_some(), "{name}, the holder of shard {n}");
+        assert_eq!(
+            store.operations(1).unwrap()[0].replica.as_deref(),
+            Some(name)
+        );
+    }
+    // A clean stop gives everything up: the others take it at their next rounds.
+    c.release_replica("c").unwrap();
+    assert!(a.replicas(200).unwrap().iter().all(|v| v.name != "c"));
+    a.balance_shards("a", 200, ttl, NEVER, ANY).unwrap();
+    bb.balance_shards("b", 210, ttl, NEVER, ANY).unwrap();
+    let views = a.replicas(220).unwrap();
+    assert_eq!(views.iter().map(|v| v.shards.len()).sum::<usize>(), 64);
+    assert_partition(&views);
     // A store of no replica (the commands) is not fenced.
     let plain = b.open();
     assert!(plain
-        .begin_op("os::4", d, "install", 195)
+        .begin_op("os::x", d, "install", 230)
         .unwrap()
         .is_some());
+}
+
+fn a_dead_replicas_shards_are_taken_once_expired_or_at_once_when_gone(b: &Backend) {
+    let (mut a, mut c) = (b.open(), b.open());
+    a.fence("a");
+    c.fence("c");
+    let ttl = 100;
+    a.balance_shards("a", 1000, ttl, NEVER, ANY).unwrap();
+    c.balance_shards("c", 1000, ttl, NEVER, ANY).unwrap();
+    a.balance_shards("a", 1010, ttl, NEVER, ANY).unwrap();
+    let r = c.balance_shards("c", 1020, ttl, NEVER, ANY).unwrap();
+    assert_eq!(r.held.len(), 32);
+    let theirs = agent_in(*r.held.iter().next().unwrap());
+    let d = a.add_deployment(&dep("app", "1.0"), 1).unwrap();
+    // c stops renewing. Until its leases expire, a neither takes its shards nor sends.
+    let r = a.balance_shards("a", 1100, ttl, NEVER, ANY).unwrap();
+    assert_eq!((r.live, r.held.len()), (2, 32));
+    assert_eq!(a.begin_op(&theirs, d, "install", 1100).unwrap(), None);
+    // Expired (c renewed at 1020 until 1120): a counts one live replica and takes them all.
+    let r = a.balance_shards("a", 1121, ttl, NEVER, ANY).unwrap();
+    assert_eq!((r.live, r.held.len(), r.taken.len()), (1, 64, 32));
+    assert!(a.begin_op(&theirs, d, "install", 1122).unwrap().is_some());
+    // c, back late, renews nothing it lost and may not send to them.
+    let r = c.balance_shards("c", 1130, ttl, NEVER, ANY).unwrap();
+    assert!(r.held.is_empty(), "{r:?}");
+    assert_eq!(c.begin_op(&theirs, d, "update", 1131).unwrap(), None);
+    // A holder known to be gone (a dead process of this host) is not waited for.
+    let r = c.balance_shards("c", 1140, ttl, |h| h == "a", ANY).unwrap();
+    assert_eq!((r.live, r.held.len()), (1, 64));
+    assert_eq!(r.gone.iter().collect::<Vec<_>>(), ["a"]);
+    assert_partition(&c.replicas(1141).unwrap());
+}
+
+#[test]
+fn the_shard_of_an_agent_is_stable_and_spread() {
+    use shards::{shard_of, SHARDS};
+    // Pinned: replicas of different builds on one database must agree.
+    assert_eq!(shard_of(""), (0xcbf2_9ce4_8422_2325_u64 % 64) as u32);
+    assert_eq!(shard_of("os::1"), shard_of("os::1"));
+    let mut counts = vec![0u32; SHARDS as usize];
+    for i in 0..64_000 {
+        counts[shard_of(&format!("os::cpe-{i}")) as usize] += 1;
+    }
+    let (lo, hi) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+    assert!(*lo > 800 && *hi < 1200, "{lo}..{hi}");
 }
 
 fn controllers_opening_a_new_database_at_once_migrate_it_once(b: &Backend) {
