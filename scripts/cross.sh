@@ -15,7 +15,7 @@
 # Why build-std even where Debian ships a prebuilt std (aarch64, x86_64): std is then built
 # without its `backtrace` feature (`-Z build-std-features=` drops the default set), which removes
 # the DWARF symbolizer (addr2line, gimli, miniz_oxide) from every binary: -195 KiB each, measured
-# on a static aarch64 hello world (845 -> 650 KiB). Panics still print their message and location.
+# on a static aarch64 hello world (845 -> 650 KiB). Panics still print their message.
 #
 # Usage: scripts/cross.sh [RUST_TARGET...]   (default: the five musl targets; the *-linux-gnu
 # ones still build, against static glibc, for comparisons)
@@ -133,8 +133,14 @@ for t in "${targets[@]}"; do
   # No unwind tables: panics abort (the release profile) and std is built without backtraces,
   # so nothing reads .eh_frame; it was 14% of the agent binary (aarch64 cpevisord: 435 of 3,019
   # KiB); without: -384 KiB on aarch64, -192 on mipsel.
-  # Panics still print their message and location. (docs/flash.md)
-  flags="-C target-feature=+crt-static -C force-unwind-tables=no"
+  # Panics still print their message, not their source location: -Z location-detail=none
+  # drops the file:line strings and arguments of every panic site (-64 KiB on aarch64).
+  # -z max-page-size=4096: segments aligned to 4 KiB pages, not the linker's 64 KiB default for
+  # aarch64, arm and mips, which padded the file by up to that (-12 KiB on aarch64); every
+  # board's kernel has 4 KiB pages (OpenWrt's and Debian's for these arches), a kernel with 16
+  # or 64 KiB pages cannot run the binary. (docs/flash.md)
+  flags="-C target-feature=+crt-static -C force-unwind-tables=no -Z location-detail=none"
+  flags="$flags -C link-arg=-Wl,-z,max-page-size=4096"
   cflags=
   case $t in
     *-musl*)
