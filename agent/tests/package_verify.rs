@@ -297,3 +297,50 @@ fn a_root_image_layer_packs_verifies_and_unpacks_beside_an_initrd() {
     // on the same path.
     assert_eq!(image, store.blob_path(&Digest::of(&[0xe2u8; 8192])));
 }
+
+/// A jail app's root may be an erofs image (`rootfs_erofs`) instead of the tar layer: alone it
+/// satisfies the jail backend and unpacks to its blob only; beside a tar layer it is refused
+/// (7035), since the jail would use one and leave the other taking flash for nothing.
+#[test]
+fn a_jail_root_is_a_tar_or_an_erofs_image_not_both() {
+    let tmp = Scratch::new("pack-jail-erofs");
+    let key = test_key(1);
+    let app = tmp.path().join("app");
+    write_app_dir(&app, 4096);
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&fs::read(app.join("app.json")).unwrap()).unwrap();
+    cfg["rootfs_erofs"] = "root.erofs".into();
+    fs::write(app.join("app.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    fs::write(app.join("root.erofs"), vec![0xe2u8; 8192]).unwrap();
+    let both = pack_dir(&app, &key, &tmp.path().join("both.cpkg")).unwrap();
+    let err = verify_package(&both.path, &trusted(1), &PackageCaps::default()).unwrap_err();
+    assert_eq!(err.code, FaultCode::CorruptData);
+    assert!(
+        err.message.contains("both a rootfs tar layer and"),
+        "{}",
+        err.message
+    );
+
+    cfg.as_object_mut().unwrap().remove("rootfs");
+    cfg["backends"] = serde_json::json!(["jail"]);
+    fs::write(app.join("app.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let packed = pack_dir(&app, &key, &tmp.path().join("a.cpkg")).unwrap();
+    let pkg = verify_package(&packed.path, &trusted(1), &PackageCaps::default()).unwrap();
+    assert_eq!(
+        LayerKind::from_media_type(oci::MEDIA_ROOTFS_EROFS),
+        Some(LayerKind::RootfsErofs)
+    );
+    assert!(pkg.layers.contains_key(&LayerKind::RootfsErofs));
+    assert!(!pkg.layers.contains_key(&LayerKind::Rootfs));
+    let store = Store::open(&tmp.path().join("state")).unwrap();
+    let unpacked = pkg.unpack(&store).unwrap();
+    let image = unpacked.layer_path(&store, LayerKind::RootfsErofs).unwrap();
+    assert_eq!(image, store.blob_path(&Digest::of(&[0xe2u8; 8192])));
+
+    // Without either, a jail package is refused.
+    cfg.as_object_mut().unwrap().remove("rootfs_erofs");
+    fs::write(app.join("app.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let none = pack_dir(&app, &key, &tmp.path().join("none.cpkg")).unwrap();
+    let err = verify_package(&none.path, &trusted(1), &PackageCaps::default()).unwrap_err();
+    assert!(err.message.contains("no rootfs layer"), "{}", err.message);
+}

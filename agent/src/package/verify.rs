@@ -355,9 +355,17 @@ fn check_layers_match_backends(
             "config names the kvm backend but the package has no kernel layer",
         ));
     }
-    if config.backends.contains(&Backend::Jail) && !layers.contains_key(&LayerKind::Rootfs) {
+    let tar = layers.contains_key(&LayerKind::Rootfs);
+    let erofs = layers.contains_key(&LayerKind::RootfsErofs);
+    if config.backends.contains(&Backend::Jail) && !tar && !erofs {
         return Err(corrupt(
-            "config names the jail backend but the package has no rootfs layer",
+            "config names the jail backend but the package has no rootfs layer (tar or erofs)",
+        ));
+    }
+    // One root per jail: with both, the other would be flash spent for nothing.
+    if tar && erofs {
+        return Err(corrupt(
+            "package has both a rootfs tar layer and a rootfs erofs image; a jail app's root is one of them",
         ));
     }
     Ok(())
