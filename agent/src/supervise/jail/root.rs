@@ -65,7 +65,8 @@ pub fn mount_root_image(image: &Path, at: &Path) -> Result<(), String> {
     let flags = MsFlags::MS_RDONLY | MsFlags::MS_NODEV | MsFlags::MS_NOSUID;
     super::volume::mount_image("root image", image, at, "erofs", flags)?;
     for p in MOUNT_POINTS {
-        if !at.join(p).is_dir() {
+        // Not followed: a link in the image would point into the host's tree here.
+        if !fs::symlink_metadata(at.join(p)).is_ok_and(|m| m.is_dir()) {
             return Err(format!(
                 "jail: root image {}: has no directory /{p} (the jail mounts onto it)",
                 image.display()
