@@ -340,6 +340,19 @@ fn a_jail_root_is_a_tar_or_an_erofs_image_not_both() {
     let image = unpacked.layer_path(&store, LayerKind::RootfsErofs).unwrap();
     assert_eq!(image, store.blob_path(&Digest::of(&fake)));
 
+    // A blob that is no erofs image is refused at install, not at every start.
+    let mut junk = Parts::good(&key);
+    junk.layers[1] = (oci::MEDIA_ROOTFS_EROFS.to_string(), vec![0x55u8; 4096]);
+    junk.sign_with(&key);
+    let (code, msg) = refuse("erofs-junk", &junk, &trusted(1), &PackageCaps::default());
+    assert_eq!(code, FaultCode::CorruptData);
+    assert!(msg.contains("not an erofs image"), "{msg}");
+    junk.layers[1].1[1024..1028].copy_from_slice(&oci::EROFS_MAGIC);
+    junk.sign_with(&key);
+    let path = tmp.path().join("magic.cpkg");
+    junk.write(&path);
+    verify_package(&path, &trusted(1), &PackageCaps::default()).expect("magic in place");
+
     // Without either, a jail package is refused.
     cfg.as_object_mut().unwrap().remove("rootfs_erofs");
     fs::write(app.join("app.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();

@@ -33,6 +33,10 @@ pub const MEDIA_ROOTFS_IMAGE: &str = "application/vnd.cpevisor.rootfs-image.v1";
 /// `mediaType` of a jail app's root file system as a read-only erofs image: stored once and
 /// loop-mounted by the jail runner at start, never extracted (docs/flash.md).
 pub const MEDIA_ROOTFS_EROFS: &str = "application/vnd.cpevisor.rootfs.erofs.v1";
+/// erofs' superblock magic (`EROFS_SUPER_MAGIC_V1`), little-endian at [`EROFS_MAGIC_OFFSET`].
+pub const EROFS_MAGIC: [u8; 4] = 0xE0F5_E1E2u32.to_le_bytes();
+/// Where an erofs image holds its superblock's magic.
+pub const EROFS_MAGIC_OFFSET: u64 = 1024;
 
 /// Annotation on the manifest descriptor in index.json: ed25519 signature (hex or base64) over
 /// the ASCII string `sha256:<hex>` of the manifest digest.

@@ -7,10 +7,9 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use super::layer::{extract_layer, LayerCaps, JAIL_MOUNT_POINTS};
+use super::oci::{EROFS_MAGIC, EROFS_MAGIC_OFFSET};
 use crate::fault::{Fault, FaultCode};
 
-/// erofs' superblock magic, little-endian at byte 1024 (`EROFS_SUPER_MAGIC_V1`).
-const EROFS_MAGIC: [u8; 4] = 0xE0F5_E1E2u32.to_le_bytes();
 /// The images' inode times: packs of the same tree are byte-identical.
 const MTIME: u32 = 0;
 
@@ -23,7 +22,7 @@ pub fn is_image(path: &Path) -> bool {
     let mut magic = [0u8; 4];
     fs::File::open(path)
         .and_then(|mut f| {
-            f.seek(SeekFrom::Start(1024))?;
+            f.seek(SeekFrom::Start(EROFS_MAGIC_OFFSET))?;
             f.read_exact(&mut magic)
         })
         .is_ok_and(|()| magic == EROFS_MAGIC)
