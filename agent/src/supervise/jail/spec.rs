@@ -232,7 +232,10 @@ mod tests {
         let cases: Vec<(Breaker, &str)> = vec![
             (|s| s.eu_id = "eu/1".into(), "eu_id"),
             (|s| s.rootfs = "rel/rootfs".into(), "rootfs"),
-            (|s| s.root_image = Some("rel/root.erofs".into()), "root_image"),
+            (
+                |s| s.root_image = Some("rel/root.erofs".into()),
+                "root_image",
+            ),
             (|s| s.command.clear(), "command: empty"),
             (|s| s.command[0] = "sh".into(), "command[0]"),
             (|s| s.command = vec!["/x".into(); 65], "command: 65"),
