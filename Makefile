@@ -69,7 +69,7 @@ fuzz: setup
 # The nested-KVM boards of vmm_in_board run one at a time: two TCG boards with nested guests
 # side by side on a 2-core machine starved the q35 board's vCPUs into a kernel stall (seen once).
 e2e: guest-kernels
-	$(CARGO) test -p cpevisor-e2e --test boards --test agent_in_board --test jail_in_board --test net_in_board --test usp_in_board --test fleet_in_board --test density_in_board -- --ignored --test-threads=2
+	$(CARGO) test -p cpevisor-e2e --test boards --test agent_in_board --test jail_in_board --test small_flash_in_board --test net_in_board --test usp_in_board --test fleet_in_board --test density_in_board -- --ignored --test-threads=2
 	$(CARGO) test -p cpevisor-e2e --test vmm_in_board -- --ignored --test-threads=1
 
 ## dns-filter-test: the DNS filter app (Debian's dnsmasq, rootfs/files/dns-filter/) on this host,

@@ -10,6 +10,8 @@
 #                                    layer (`cpevisor-rootfs jail-app`: busybox of ARCH, /bin/status
 #                                    serving /status on port 8080, token sample-status-<v> in
 #                                    /etc/status/token), 16 MiB, AutoRestart on, autostart
+#                                    SAMPLE_JAIL_ROOT=erofs: the root as an erofs image
+#                                    (layer rootfs_erofs, made by pack from that tar) instead
 #       memhog-jail-<arch>-1.0.cpkg  allocates without bound 3 s after it starts: killed by its
 #                                    16 MiB memory.max, restarted 3 times (1, 2, 4 s), then Idle
 #                                    with FailureWhileActive (the containment test)
@@ -79,6 +81,10 @@ build_jail() {
     data=(--data "$stage/token.txt")
   fi
   "$BIN/cpevisor-rootfs" jail-app --arch "$arch" --app "$app" "${data[@]}" --out "$stage/app" >&2
+  # SAMPLE_JAIL_ROOT=erofs: the same tree as a read-only erofs image that pack makes from the
+  # tar (layer rootfs_erofs: mounted at start, not extracted; the board's kernel needs erofs).
+  local root_key=rootfs
+  [ "${SAMPLE_JAIL_ROOT:-tar}" = erofs ] && root_key=rootfs_erofs
   cat >"$stage/app.json" <<EOF
 {"name": "$app", "version": "$v", "vendor": "cpevisor",
  "description": "sample app for the jail backend ($app)",
@@ -86,7 +92,7 @@ build_jail() {
  "command": $command,
  "restart": $restart,
  "autostart": true, "run_level": 1,
- "rootfs": "app/rootfs.tar"}
+ "$root_key": "app/rootfs.tar"}
 EOF
   "$CTL" pack "$stage" --key "$KEYS/cpevisor-signing.key" --out "$OUT/$name.cpkg" >&2
   echo "sample-app.sh: $OUT/$name.cpkg ($(stat -c %s "$OUT/$name.cpkg") bytes)" >&2

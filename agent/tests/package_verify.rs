@@ -297,3 +297,144 @@ fn a_root_image_layer_packs_verifies_and_unpacks_beside_an_initrd() {
     // on the same path.
     assert_eq!(image, store.blob_path(&Digest::of(&[0xe2u8; 8192])));
 }
+
+/// A jail app's root may be an erofs image (`rootfs_erofs`) instead of the tar layer: alone it
+/// satisfies the jail backend and unpacks to its blob only; beside a tar layer it is refused
+/// (7035), since the jail would use one and leave the other taking flash for nothing.
+#[test]
+fn a_jail_root_is_a_tar_or_an_erofs_image_not_both() {
+    let tmp = Scratch::new("pack-jail-erofs");
+    let key = test_key(1);
+    let app = tmp.path().join("app");
+    write_app_dir(&app, 4096);
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&fs::read(app.join("app.json")).unwrap()).unwrap();
+    cfg["rootfs_erofs"] = "root.erofs".into();
+    fs::write(app.join("app.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    // Not a file system, but with erofs' magic: pack takes it as an image made already.
+    let mut fake = vec![0xe2u8; 8192];
+    fake[1024..1028].copy_from_slice(&0xE0F5_E1E2u32.to_le_bytes());
+    fs::write(app.join("root.erofs"), &fake).unwrap();
+    let both = pack_dir(&app, &key, &tmp.path().join("both.cpkg")).unwrap();
+    let err = verify_package(&both.path, &trusted(1), &PackageCaps::default()).unwrap_err();
+    assert_eq!(err.code, FaultCode::CorruptData);
+    assert!(
+        err.message.contains("both a rootfs tar layer and"),
+        "{}",
+        err.message
+    );
+
+    cfg.as_object_mut().unwrap().remove("rootfs");
+    cfg["backends"] = serde_json::json!(["jail"]);
+    fs::write(app.join("app.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let packed = pack_dir(&app, &key, &tmp.path().join("a.cpkg")).unwrap();
+    let pkg = verify_package(&packed.path, &trusted(1), &PackageCaps::default()).unwrap();
+    assert_eq!(
+        LayerKind::from_media_type(oci::MEDIA_ROOTFS_EROFS),
+        Some(LayerKind::RootfsErofs)
+    );
+    assert!(pkg.layers.contains_key(&LayerKind::RootfsErofs));
+    assert!(!pkg.layers.contains_key(&LayerKind::Rootfs));
+    let store = Store::open(&tmp.path().join("state")).unwrap();
+    let unpacked = pkg.unpack(&store).unwrap();
+    let image = unpacked.layer_path(&store, LayerKind::RootfsErofs).unwrap();
+    assert_eq!(image, store.blob_path(&Digest::of(&fake)));
+
+    // A blob that is no erofs image is refused at install, not at every start.
+    let mut junk = Parts::good(&key);
+    junk.layers[1] = (oci::MEDIA_ROOTFS_EROFS.to_string(), vec![0x55u8; 4096]);
+    junk.sign_with(&key);
+    let (code, msg) = refuse("erofs-junk", &junk, &trusted(1), &PackageCaps::default());
+    assert_eq!(code, FaultCode::CorruptData);
+    assert!(msg.contains("not an erofs image"), "{msg}");
+    junk.layers[1].1[1024..1028].copy_from_slice(&oci::EROFS_MAGIC);
+    junk.sign_with(&key);
+    let path = tmp.path().join("magic.cpkg");
+    junk.write(&path);
+    verify_package(&path, &trusted(1), &PackageCaps::default()).expect("magic in place");
+
+    // Without either, a jail package is refused.
+    cfg.as_object_mut().unwrap().remove("rootfs_erofs");
+    fs::write(app.join("app.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let none = pack_dir(&app, &key, &tmp.path().join("none.cpkg")).unwrap();
+    let err = verify_package(&none.path, &trusted(1), &PackageCaps::default()).unwrap_err();
+    assert!(err.message.contains("no rootfs layer"), "{}", err.message);
+}
+
+/// `pack` makes the erofs root image itself from a directory or a tar (`rootfs_erofs` naming
+/// one), reproducibly, giving a tar's tree the jail's mount points; a directory without them
+/// is refused, naming them. Needs `mkfs.erofs` (erofs-utils, `make setup`).
+#[test]
+fn pack_makes_the_erofs_root_from_a_directory_or_a_tar() {
+    if std::process::Command::new("mkfs.erofs")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: needs mkfs.erofs");
+        return;
+    }
+    let tmp = Scratch::new("pack-erofs-src");
+    let key = test_key(1);
+    let app = tmp.path().join("app");
+    write_app_dir(&app, 16);
+    let tree = app.join("tree");
+    fs::create_dir_all(tree.join("bin")).unwrap();
+    fs::write(tree.join("bin/app"), b"#!/bin/sh\necho hi\n").unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&fs::read(app.join("app.json")).unwrap()).unwrap();
+    cfg.as_object_mut().unwrap().remove("rootfs");
+    cfg["rootfs_erofs"] = "tree".into();
+    fs::write(app.join("app.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let err = pack_dir(&app, &key, &tmp.path().join("x.cpkg")).unwrap_err();
+    assert_eq!(err.code, FaultCode::InvalidArguments);
+    assert!(
+        err.message.contains("proc, dev, tmp, data"),
+        "{}",
+        err.message
+    );
+    assert!(!tmp.path().join("x.cpkg").exists());
+
+    let image_of = |pkg: &std::path::Path| -> Vec<u8> {
+        let v = verify_package(pkg, &trusted(1), &PackageCaps::default()).unwrap();
+        let store = Store::open(&tmp.path().join("state")).unwrap();
+        let u = v.unpack(&store).unwrap();
+        fs::read(u.layer_path(&store, LayerKind::RootfsErofs).unwrap()).unwrap()
+    };
+    // From a tar: the mount points are added.
+    let st = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&tree)
+        .arg("-cf")
+        .arg(app.join("tree.tar"))
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    cfg["rootfs_erofs"] = "tree.tar".into();
+    fs::write(app.join("app.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let from_tar = pack_dir(&app, &key, &tmp.path().join("t.cpkg")).unwrap();
+    let image = image_of(&from_tar.path);
+    assert_eq!(
+        image[1024..1028],
+        0xE0F5_E1E2u32.to_le_bytes(),
+        "erofs magic"
+    );
+    // From a directory that has them: the same tree, the same image bytes.
+    for p in ["proc", "dev", "tmp", "data"] {
+        fs::create_dir(tree.join(p)).unwrap();
+    }
+    cfg["rootfs_erofs"] = "tree".into();
+    fs::write(app.join("app.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let a = pack_dir(&app, &key, &tmp.path().join("a.cpkg")).unwrap();
+    let b = pack_dir(&app, &key, &tmp.path().join("b.cpkg")).unwrap();
+    assert_eq!(a.manifest_digest, b.manifest_digest, "reproducible");
+    assert_eq!(image_of(&a.path)[1024..1028], image[1024..1028]);
+    // Nothing of the build is left beside the packages.
+    let mut left: Vec<String> = list_files(tmp.path())
+        .into_iter()
+        .filter(|f| f.contains(".rootfs") || f.ends_with(".tmp"))
+        .collect();
+    left.sort();
+    assert!(left.is_empty(), "{left:?}");
+}

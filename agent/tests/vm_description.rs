@@ -93,6 +93,7 @@ fn spec(f: &Files) -> LaunchSpec {
         tap: None,
         lan: None,
         rootfs: None,
+        rootfs_erofs: None,
         cgroup: None,
         start: StartPolicy::default(),
         stop_timeout: Duration::from_millis(2500),

@@ -87,14 +87,27 @@ pub fn build_erofs(tree: &Initramfs, mtime: u32, out: &Path) -> Result<(), Firmw
             source,
         })?;
     }
-    let tmp = parent.join(".root.erofs.tmp");
-    let _ = fs::remove_file(&tmp);
     let result = tree
         .write_dir(&staging)
         .map_err(FirmwareError::from)
-        .and_then(|()| run_mkfs(&staging, mtime, &tmp, out));
+        .and_then(|()| erofs_from_dir(&staging, mtime, out));
     let _ = fs::remove_dir_all(&staging);
-    result?;
+    result
+}
+
+/// Writes the directory `dir` as an erofs image at `out` (through a temporary name beside it),
+/// the same way as [`build_erofs`]: reproducible, every file root's, no extended attributes.
+/// `cpevisorctl pack` makes a jail app's root image with it (agent/PACKAGE.md).
+pub fn erofs_from_dir(dir: &Path, mtime: u32, out: &Path) -> Result<(), FirmwareError> {
+    let name = out
+        .file_name()
+        .ok_or_else(|| input(format!("{}: not a file path", out.display())))?;
+    let tmp = out.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
+    let _ = fs::remove_file(&tmp);
+    if let Err(e) = run_mkfs(dir, mtime, &tmp, out) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     fs::rename(&tmp, out).map_err(|source| FirmwareError::Io {
         path: out.to_path_buf(),
         source,

@@ -176,8 +176,9 @@ impl Agent {
 /// The data volume of a jail app: a sparse image of `mib` MiB at `path` with an ext4 file
 /// system (no blocks reserved for root: the app is root only in its user namespace), made
 /// at `tmp` (the store's `tmp/`, emptied at start-up) and renamed, so a crash leaves no
-/// half-made volume. `mke2fs` comes from e2fsprogs; without it the install is refused (7003)
-/// rather than run uncapped.
+/// half-made volume. `mke2fs` is e2fsprogs' or, on the boards, busybox's, which knows none of
+/// `-q` and `-t` and makes ext2 (no journal; the kernel's ext4 driver mounts it); without
+/// either the install is refused (7003) rather than run uncapped.
 pub fn make_volume(path: &Path, tmp: &Path, mib: u64) -> OpResult<()> {
     let io = |what: &str, e: std::io::Error| {
         fault(
@@ -190,21 +191,17 @@ pub fn make_volume(path: &Path, tmp: &Path, mib: u64) -> OpResult<()> {
     drop(file);
     let mut last = String::new();
     for tool in ["mke2fs", "/sbin/mke2fs", "/usr/sbin/mke2fs"] {
-        let out = Command::new(tool)
-            .args(["-q", "-F", "-t", "ext4", "-m", "0", "-L", "data"])
-            .arg(tmp)
-            .stdin(Stdio::null())
-            .output();
-        match out {
-            Ok(o) if o.status.success() => {
+        match make_fs(&[tool], tmp) {
+            Ok(()) => {
                 std::fs::rename(tmp, path).map_err(|e| io("rename", e))?;
                 return crate::store::fsync_dir(path.parent().unwrap_or(Path::new("/")));
             }
-            Ok(o) => {
-                last = format!("{tool}: {}", String::from_utf8_lossy(&o.stderr).trim());
-                break;
+            Err((found, e)) => {
+                last = e;
+                if found {
+                    break;
+                }
             }
-            Err(e) => last = format!("{tool}: {e}"),
         }
     }
     let _ = std::fs::remove_file(tmp);
@@ -217,9 +214,63 @@ pub fn make_volume(path: &Path, tmp: &Path, mib: u64) -> OpResult<()> {
     ))
 }
 
+/// Runs `mke2fs` (argv prefix `tool`) on `image`: ext4 where it is e2fsprogs', else the
+/// options busybox's also takes. Err: (whether the tool exists, what it said).
+fn make_fs(tool: &[&str], image: &Path) -> Result<(), (bool, String)> {
+    let full = ["-q", "-F", "-t", "ext4", "-m", "0", "-L", "data"];
+    let portable = ["-F", "-m", "0", "-L", "data"];
+    let mut said = String::new();
+    for args in [&full[..], &portable[..]] {
+        let out = Command::new(tool[0])
+            .args(&tool[1..])
+            .args(args)
+            .arg(image)
+            .stdin(Stdio::null())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => return Ok(()),
+            Ok(o) => {
+                let err = String::from_utf8_lossy(&o.stderr);
+                said = format!(
+                    "{}: {}",
+                    tool.join(" "),
+                    err.lines().next().unwrap_or("").trim()
+                );
+            }
+            Err(e) => return Err((false, format!("{}: {e}", tool.join(" ")))),
+        }
+    }
+    Err((true, said))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The boards' mke2fs is busybox's: the volume is made with the options it knows (e2fsprogs'
+    /// `-q -t ext4` made every jail install with `disk_mib` fail there, 7003).
+    #[test]
+    fn a_volume_is_made_by_busybox_mke2fs_too() {
+        if !Path::new("/bin/busybox").exists() {
+            eprintln!("skipped: needs /bin/busybox");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("cpv-mkfs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let image = dir.join("v.img");
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(2 << 20)
+            .unwrap();
+        let made = make_fs(&["/bin/busybox", "mke2fs"], &image);
+        let sb = std::fs::read(&image).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(made, Ok(()));
+        // ext2's superblock magic 0xEF53 at 1024 + 56.
+        assert_eq!(sb[1080..1082], [0x53, 0xEF]);
+        let missing = make_fs(&["/nonexistent/mke2fs"], &image);
+        assert!(matches!(missing, Err((false, _))), "{missing:?}");
+    }
 
     fn du(uuid: &str, used: u64, declared: Option<u64>) -> DuDisk {
         DuDisk {

@@ -109,6 +109,7 @@ impl Agent {
             tap: None,
             lan,
             rootfs: rec.files.rootfs.clone(),
+            rootfs_erofs: rec.files.rootfs_erofs.clone(),
             cgroup: None,
             start: StartPolicy::new(rec.spec.start_deadline_s, rec.spec.health.clone()),
             stop_timeout: Duration::from_millis(

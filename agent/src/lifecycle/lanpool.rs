@@ -139,6 +139,7 @@ mod tests {
                     initrd: None,
                     rootfs: None,
                     rootfs_image: None,
+                    rootfs_erofs: None,
                     disk: None,
                     blobs: Vec::new(),
                 },

@@ -116,6 +116,11 @@ pub struct InstalledFiles {
     /// has one. Absent in the records of agents before it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rootfs_image: Option<PathBuf>,
+    /// A jail app's root as an erofs image blob in the store, mounted read-only at each start
+    /// and never extracted (`supervise::jail::root`); None for a tar rootfs. Absent in the
+    /// records of agents before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs_erofs: Option<PathBuf>,
     /// The app's private data disk in its data directory, made from the package's disk layer; None
     /// without one.
     pub disk: Option<PathBuf>,
@@ -256,8 +261,8 @@ impl Packages {
     }
 
     /// Copies a checked package's blobs into the store and creates its `apps/<app_id>/`.
-    /// With `extract_rootfs` (jail apps) the rootfs layer is extracted there now, at install,
-    /// so that a start does no extraction. `disk` is left to [`Packages::make_data_disk`]:
+    /// With `extract_rootfs` (jail apps) a tar rootfs layer is extracted there now, at install,
+    /// so that a start does no extraction; an erofs root image is not (it is mounted as it is). `disk` is left to [`Packages::make_data_disk`]:
     /// this sets it to None.
     pub fn unpack(
         &self,
@@ -281,6 +286,7 @@ impl Packages {
             initrd: unpacked.layer_path(&self.store, LayerKind::Initrd),
             rootfs,
             rootfs_image: unpacked.layer_path(&self.store, LayerKind::RootfsImage),
+            rootfs_erofs: unpacked.layer_path(&self.store, LayerKind::RootfsErofs),
             disk: None,
             blobs: unpacked.blobs().iter().map(|d| d.to_string()).collect(),
         };

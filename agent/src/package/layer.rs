@@ -64,6 +64,10 @@ fn corrupt(msg: impl Into<String>) -> Fault {
     )
 }
 
+/// Directories a jail app's root must have: the jail mounts `/proc`, `/dev`, `/tmp` and
+/// `/data` onto them (`supervise::jail::mounts`).
+pub const JAIL_MOUNT_POINTS: [&str; 4] = ["proc", "dev", "tmp", "data"];
+
 /// Extracts `layer` into `dest`, which must not exist yet. Built in `<dest>.tmp`, synced, then
 /// renamed, so after a power loss `dest` is either complete or absent.
 /// Crash point: `package.layer:renamed`.

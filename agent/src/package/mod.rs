@@ -8,13 +8,15 @@ mod layer;
 pub mod network;
 pub mod oci;
 mod pack;
+#[cfg(feature = "operator-tools")]
+mod pack_erofs;
 pub mod tar;
 mod verify;
 
 pub use config::{AppConfig, Arch, Backend, HealthCheck, ProbeKind, RestartPolicy};
 pub use ed25519_dalek::SigningKey;
 pub use keys::{key_id, keygen, load_signing_key, KeyPairFiles, TrustedKey};
-pub use layer::{extract_layer, LayerCaps, LayerStats};
+pub use layer::{extract_layer, LayerCaps, LayerStats, JAIL_MOUNT_POINTS};
 pub use oci::LayerKind;
 pub use pack::{pack_dir, PackInfo, APP_FILE};
 pub use verify::{verify_package, PackageBlob, PackageCaps, UnpackedPackage, VerifiedPackage};

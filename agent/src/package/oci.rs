@@ -30,6 +30,13 @@ pub const MEDIA_DISK: &str = "application/vnd.cpevisor.disk.v1";
 /// `mediaType` of a KVM app's root file system image (an erofs image): the guest's first disk,
 /// read-only, shared by every app using the same blob.
 pub const MEDIA_ROOTFS_IMAGE: &str = "application/vnd.cpevisor.rootfs-image.v1";
+/// `mediaType` of a jail app's root file system as a read-only erofs image: stored once and
+/// loop-mounted by the jail runner at start, never extracted (docs/flash.md).
+pub const MEDIA_ROOTFS_EROFS: &str = "application/vnd.cpevisor.rootfs.erofs.v1";
+/// erofs' superblock magic (`EROFS_SUPER_MAGIC_V1`), little-endian at [`EROFS_MAGIC_OFFSET`].
+pub const EROFS_MAGIC: [u8; 4] = 0xE0F5_E1E2u32.to_le_bytes();
+/// Where an erofs image holds its superblock's magic.
+pub const EROFS_MAGIC_OFFSET: u64 = 1024;
 
 /// Annotation on the manifest descriptor in index.json: ed25519 signature (hex or base64) over
 /// the ASCII string `sha256:<hex>` of the manifest digest.
@@ -61,16 +68,20 @@ pub enum LayerKind {
     /// The KVM guest's root file system image, attached read-only as its first disk.
     #[serde(rename = "rootfs_image")]
     RootfsImage,
+    /// A jail app's root file system as an erofs image, mounted read-only (instead of `Rootfs`).
+    #[serde(rename = "rootfs_erofs")]
+    RootfsErofs,
 }
 
 impl LayerKind {
     /// Every kind, in the order layers are listed.
-    pub const ALL: [LayerKind; 5] = [
+    pub const ALL: [LayerKind; 6] = [
         LayerKind::Kernel,
         LayerKind::Initrd,
         LayerKind::Rootfs,
         LayerKind::Disk,
         LayerKind::RootfsImage,
+        LayerKind::RootfsErofs,
     ];
 
     /// The layer `mediaType` that marks this kind.
@@ -81,6 +92,7 @@ impl LayerKind {
             LayerKind::Rootfs => MEDIA_ROOTFS,
             LayerKind::Disk => MEDIA_DISK,
             LayerKind::RootfsImage => MEDIA_ROOTFS_IMAGE,
+            LayerKind::RootfsErofs => MEDIA_ROOTFS_EROFS,
         }
     }
 
@@ -99,6 +111,7 @@ impl LayerKind {
             LayerKind::Rootfs => "rootfs",
             LayerKind::Disk => "disk",
             LayerKind::RootfsImage => "rootfs_image",
+            LayerKind::RootfsErofs => "rootfs_erofs",
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Building a signed `.cpkg` from a directory holding `app.json` and the files it names.
 //!
 //! `app.json` is the app config plus the optional keys `kernel`, `initrd`, `rootfs`, `disk`,
-//! `rootfs_image`, each a file name relative to the directory. The output is byte-for-byte reproducible:
+//! `rootfs_image`, `rootfs_erofs`, each a file name relative to the directory (`rootfs_erofs`
+//! may also name a directory or a tar, made into the image here: `pack_erofs`). The output is byte-for-byte reproducible:
 //! entries sorted, mtime 0, uid/gid 0, canonical JSON.
 
 use std::collections::BTreeMap;
@@ -99,6 +100,17 @@ fn descriptor(media_type: &str, digest: Digest, size: u64) -> Descriptor {
     }
 }
 
+/// A file `pack_dir` made for the package, removed when it is done (packed or failed).
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
 enum Source {
     Bytes(Vec<u8>),
     File(PathBuf),
@@ -122,7 +134,18 @@ pub fn pack_dir(dir: &Path, signing_key: &SigningKey, out_path: &Path) -> Result
     );
 
     let mut layers = Vec::new();
+    // A jail root image built here from a directory or a tar; removed when packed.
+    #[cfg_attr(not(feature = "operator-tools"), allow(unused_mut, unused_variables))]
+    let mut built = RemoveOnDrop(None);
     for (kind, path) in &files {
+        #[cfg(feature = "operator-tools")]
+        let path = &match kind {
+            LayerKind::RootfsErofs if !super::pack_erofs::is_image(path) => {
+                built.0 = Some(super::pack_erofs::build(path, out_path)?);
+                built.0.clone().unwrap_or_default()
+            }
+            _ => path.clone(),
+        };
         let (digest, size) = hash_file(path)?;
         layers.push(descriptor(kind.media_type(), digest, size));
         blobs.insert(digest, (size, Source::File(path.clone())));

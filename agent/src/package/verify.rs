@@ -170,6 +170,29 @@ impl PackageFile {
     }
 }
 
+impl PackageFile {
+    /// A jail root image must start as erofs does: anything else is refused at install rather
+    /// than failing every start. The rest is the kernel's to judge when it mounts the image
+    /// (`supervise::jail::root` says what guards that).
+    fn check_erofs_magic(&mut self, blob: &PackageBlob) -> Result<(), Fault> {
+        let mut magic = [0u8; 4];
+        let read = blob.size >= oci::EROFS_MAGIC_OFFSET + 4
+            && self
+                .file
+                .seek(SeekFrom::Start(blob.offset + oci::EROFS_MAGIC_OFFSET))
+                .and_then(|_| self.file.read_exact(&mut magic))
+                .is_ok();
+        if !read || magic != oci::EROFS_MAGIC {
+            return Err(corrupt(format!(
+                "rootfs_erofs blob {}: not an erofs image (no erofs magic at byte {})",
+                blob.digest,
+                oci::EROFS_MAGIC_OFFSET
+            )));
+        }
+        Ok(())
+    }
+}
+
 fn parse_json<'a, T: Deserialize<'a>>(what: &str, bytes: &'a [u8]) -> Result<T, Fault> {
     serde_json::from_slice(bytes).map_err(|e| corrupt(format!("{what} is malformed: {e}")))
 }
@@ -289,6 +312,9 @@ pub fn verify_package(
             return Err(corrupt(format!("manifest has two {} layers", kind.key())));
         }
         let blob = pkg.check_blob(kind.key(), layer)?;
+        if kind == LayerKind::RootfsErofs {
+            pkg.check_erofs_magic(&blob)?;
+        }
         layers.insert(kind, blob);
     }
     check_layers_match_backends(&config, &layers)?;
@@ -355,9 +381,17 @@ fn check_layers_match_backends(
             "config names the kvm backend but the package has no kernel layer",
         ));
     }
-    if config.backends.contains(&Backend::Jail) && !layers.contains_key(&LayerKind::Rootfs) {
+    let tar = layers.contains_key(&LayerKind::Rootfs);
+    let erofs = layers.contains_key(&LayerKind::RootfsErofs);
+    if config.backends.contains(&Backend::Jail) && !tar && !erofs {
         return Err(corrupt(
-            "config names the jail backend but the package has no rootfs layer",
+            "config names the jail backend but the package has no rootfs layer (tar or erofs)",
+        ));
+    }
+    // One root per jail: with both, the other would be flash spent for nothing.
+    if tar && erofs {
+        return Err(corrupt(
+            "package has both a rootfs tar layer and a rootfs erofs image; a jail app's root is one of them",
         ));
     }
     Ok(())

@@ -57,6 +57,8 @@ pub struct LaunchSpec {
     pub lan: Option<net::LanLink>,
     /// The rootfs layer (an OCI layer tar) for the jail backend.
     pub rootfs: Option<PathBuf>,
+    /// The jail's root as an erofs image blob, mounted read-only instead of `rootfs`.
+    pub rootfs_erofs: Option<PathBuf>,
     /// The app's cgroup, set by the supervisor when limits are enforced.
     pub cgroup: Option<PathBuf>,
     /// When the app counts as up, and by when it must be (`ready`).
@@ -435,35 +437,6 @@ const JAIL_READY_TIMEOUT_MS: i32 = 10_000;
 const READY_FD: i32 = 3;
 
 impl JailBackend {
-    /// The extracted rootfs of this version (`<app_dir>/rootfs`), extracted on first use.
-    fn rootfs_dir(spec: &LaunchSpec) -> io::Result<PathBuf> {
-        let layer = spec.rootfs.as_deref().ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "the package has no rootfs layer (required by the jail backend)",
-            )
-        })?;
-        let dir = spec.app_dir.join("rootfs");
-        if !dir.is_dir() {
-            crate::package::extract_layer(layer, &dir, &crate::package::LayerCaps::default())
-                .map_err(|f| io::Error::other(format!("rootfs layer: {}", f.message)))?;
-        }
-        for p in jail::mounts::MOUNT_POINTS {
-            let m = dir.join(p);
-            match fs::symlink_metadata(&m) {
-                Ok(md) if md.is_dir() => {}
-                Ok(_) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("rootfs: /{p} is not a directory (the jail mounts onto it)"),
-                    ))
-                }
-                Err(_) => fs::create_dir(&m)?,
-            }
-        }
-        Ok(dir)
-    }
-
     /// The runner's spec for `spec`.
     pub fn jail_spec(&self, spec: &LaunchSpec, rootfs: PathBuf) -> io::Result<JailSpec> {
         let mut env = vec![
@@ -507,6 +480,7 @@ impl JailBackend {
         let js = JailSpec {
             eu_id: spec.eu_id.clone(),
             rootfs,
+            root_image: spec.rootfs_erofs.clone(),
             data_dir: spec.data_dir.clone(),
             // A jail app's data disk is its capped data volume.
             data_volume: spec.disk.clone(),
@@ -631,7 +605,11 @@ impl Backend for JailBackend {
                 "the package has no command",
             ));
         }
-        let rootfs = Self::rootfs_dir(spec)?;
+        let rootfs = jail::root::prepare(
+            &spec.app_dir,
+            spec.rootfs.as_deref(),
+            spec.rootfs_erofs.as_deref(),
+        )?;
         fs::create_dir_all(&spec.data_dir)?;
         super::rundir::fresh_eu_dir(&spec.run_dir)?;
         let js = self.jail_spec(spec, rootfs)?;
@@ -697,6 +675,7 @@ mod tests {
             tap: Some("tap0".into()),
             lan: None,
             rootfs: None,
+            rootfs_erofs: None,
             cgroup: None,
             start: StartPolicy::default(),
             stop_timeout: Duration::from_millis(2500),

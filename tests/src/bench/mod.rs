@@ -6,6 +6,7 @@ pub mod agent;
 pub mod agent_test;
 pub mod board;
 pub mod density;
+pub mod flash;
 pub mod fleet;
 pub mod graceful;
 pub mod jail;

@@ -2,13 +2,14 @@
 //! bench overlay (`scripts/bench-overlay.sh`) to time and weigh cpevisor-vmm beside
 //! qemu-system-aarch64 -accel kvm on the same guest. Prints a table, writes `target/bench.json`.
 //! Exits 1 when a figure group could not be taken (after writing what was measured).
-//! `CPEVISOR_BENCH_ONLY=group,...` takes only those groups (sizes, agent, ready, usp, fleet,
-//! board, stop, density, jail-density, jail, net), e.g. to re-measure one piece.
+//! `CPEVISOR_BENCH_ONLY=group,...` takes only those groups (sizes, agent, flash, ready, usp,
+//! fleet, board, stop, density, jail-density, jail, net), e.g. to re-measure one piece.
 
 #![forbid(unsafe_code)]
 
 use cpevisor_e2e::bench::{
-    agent, board, density, fleet, graceful, jail, net, ready, sizes, table, usp, write_json, Figure,
+    agent, board, density, flash, fleet, graceful, jail, net, ready, sizes, table, usp, write_json,
+    Figure,
 };
 use cpevisor_e2e::{many_apps, workspace_root};
 
@@ -31,6 +32,13 @@ fn main() {
     if wanted("agent") {
         if let Err(e) = agent::figures(&root, &mut figures) {
             eprintln!("bench: agent figures: {e}");
+            failed = true;
+        }
+    }
+    // Flash an installed jail app takes, erofs root against tar (tests/src/bench/flash.rs).
+    if wanted("flash") {
+        if let Err(e) = flash::figures(&root, &mut figures) {
+            eprintln!("bench: flash figures: {e}");
             failed = true;
         }
     }

@@ -7,6 +7,7 @@
 //! - `runner`: `cpevisord jail-exec`, the host side (cgroup, bridge, veth, clone, wait).
 //! - `init`: the jail's PID 1 (mounts, hostname, addresses, privilege drop, exec, reaping).
 //! - `error`: what a step of building the jail failed with.
+//! - `root`: the app's root, an extracted tar layer or a read-only erofs image.
 //! - `mounts`, `netlink`, `seccomp`, `userns`, `volume`: one mechanism each (capabilities, descriptors
 //!   and the seccomp compiler are in the `cpevisor-sandbox` crate, shared with the VMM).
 
@@ -15,6 +16,7 @@ pub mod error;
 pub mod init;
 pub mod mounts;
 pub mod netlink;
+pub mod root;
 pub mod runner;
 pub mod seccomp;
 pub mod spec;

@@ -11,8 +11,9 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use super::error::JailError;
 use super::spec::JailSpec;
 
-/// Directories the rootfs must have for the mounts above (the backend creates them).
-pub const MOUNT_POINTS: [&str; 4] = ["proc", "dev", "tmp", "data"];
+/// Directories the rootfs must have for the mounts above (the backend creates them in an
+/// extracted tree; an erofs root image must have them).
+pub use crate::package::JAIL_MOUNT_POINTS as MOUNT_POINTS;
 /// Device nodes bound from the host's /dev: none of them reaches hardware or the host.
 const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 /// /proc entries hidden as runc does (its maskedPaths): kernel memory, keys, timers and

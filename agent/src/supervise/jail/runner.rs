@@ -153,6 +153,12 @@ fn start(spec: &JailSpec) -> Result<Started, String> {
     // that score: an app in a user namespace has no host CAP_SYS_RESOURCE, so it can never
     // lower it. The runner and the init are shielded below, each on its own.
     let _ = std::fs::write("/proc/self/oom_score_adj", "0");
+    if spec.root_image.is_some() || spec.data_volume.is_some() {
+        super::volume::own_mount_namespace()?;
+    }
+    if let Some(image) = &spec.root_image {
+        super::root::mount_root_image(image, &spec.rootfs)?;
+    }
     if let Some(image) = &spec.data_volume {
         // Before /data is given to the app: then the volume's root is what it gets.
         super::volume::mount_volume(image, &spec.data_dir)?;

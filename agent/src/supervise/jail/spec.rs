@@ -24,8 +24,13 @@ const MAX_PATH_BYTES: usize = 1024;
 pub struct JailSpec {
     /// The EU id: the jail's hostname and the name in every error.
     pub eu_id: String,
-    /// Extracted rootfs directory, mounted read-only as `/`.
+    /// Extracted rootfs directory, mounted read-only as `/`; with `root_image`, the empty
+    /// directory the image is mounted on first.
     pub rootfs: PathBuf,
+    /// The app's root as a read-only erofs image (a blob in the store), loop-mounted on
+    /// `rootfs` by the runner (`root`); None: `rootfs` is an extracted tree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_image: Option<PathBuf>,
     /// The app's persistent data directory, mounted read-write at `/data`.
     pub data_dir: PathBuf,
     /// The app's capped data volume (an ext4 image), mounted on `data_dir` first (`volume`);
@@ -129,6 +134,9 @@ impl JailSpec {
         }
         check_path("rootfs", &self.rootfs)?;
         check_path("data_dir", &self.data_dir)?;
+        if let Some(v) = &self.root_image {
+            check_path("root_image", v)?;
+        }
         if let Some(v) = &self.data_volume {
             check_path("data_volume", v)?;
         }
@@ -199,6 +207,7 @@ mod tests {
             eu_id: "eu-1".into(),
             rootfs: "/apps/a/rootfs".into(),
             data_dir: "/apps/a_data".into(),
+            root_image: None,
             data_volume: None,
             command: vec!["/bin/sh".into(), "-c".into(), "true".into()],
             env: vec!["PATH=/bin".into()],
@@ -223,6 +232,10 @@ mod tests {
         let cases: Vec<(Breaker, &str)> = vec![
             (|s| s.eu_id = "eu/1".into(), "eu_id"),
             (|s| s.rootfs = "rel/rootfs".into(), "rootfs"),
+            (
+                |s| s.root_image = Some("rel/root.erofs".into()),
+                "root_image",
+            ),
             (|s| s.command.clear(), "command: empty"),
             (|s| s.command[0] = "sh".into(), "command[0]"),
             (|s| s.command = vec!["/x".into(); 65], "command: 65"),

@@ -47,13 +47,11 @@ struct LoopInfo64 {
     lo_init: [u64; 2],
 }
 
-/// Mounts the volume `image` on `at` in a mount namespace of the runner's own (see the module
-/// doc); the jail cloned after this binds `at` as its `/data`.
-pub fn mount_volume(image: &Path, at: &Path) -> Result<(), String> {
-    let fail = |what: &str, e: &dyn std::fmt::Display| {
-        format!("jail: data volume {}: {what}: {e}", image.display())
-    };
-    nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(|e| fail("mount namespace", &e))?;
+/// Gives the runner a mount namespace of its own (see the module doc), before the root image
+/// and the data volume are mounted in it.
+pub fn own_mount_namespace() -> Result<(), String> {
+    let fail = |what: &str, e: nix::errno::Errno| format!("jail: {what}: {e}");
+    nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(|e| fail("mount namespace", e))?;
     mount(
         None::<&str>,
         "/",
@@ -61,13 +59,36 @@ pub fn mount_volume(image: &Path, at: &Path) -> Result<(), String> {
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     )
-    .map_err(|e| fail("make / private", &e))?;
-    let (dev_path, dev) = attach(image).map_err(|e| fail("loop device", &e))?;
+    .map_err(|e| fail("make / private", e))
+}
+
+/// Mounts the volume `image` on `at` in the runner's own mount namespace
+/// ([`own_mount_namespace`] first); the jail cloned after this binds `at` as its `/data`.
+pub fn mount_volume(image: &Path, at: &Path) -> Result<(), String> {
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    mount_image("data volume", image, at, "ext4", flags)
+}
+
+/// Loop-mounts `image` (a file system of type `fstype`) on `at`; with `MS_RDONLY` in `flags`
+/// the image is opened and the loop device bound read-only, so not even the kernel's own
+/// journal replay or superblock update can write it.
+pub fn mount_image(
+    what: &str,
+    image: &Path,
+    at: &Path,
+    fstype: &str,
+    flags: MsFlags,
+) -> Result<(), String> {
+    let fail = |step: &str, e: &dyn std::fmt::Display| {
+        format!("jail: {what} {}: {step}: {e}", image.display())
+    };
+    let read_only = flags.contains(MsFlags::MS_RDONLY);
+    let (dev_path, dev) = attach(image, read_only).map_err(|e| fail("loop device", &e))?;
     mount(
         Some(dev_path.as_str()),
         at,
-        Some("ext4"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(fstype),
+        flags,
         None::<&str>,
     )
     .map_err(|e| fail(&format!("mount {dev_path} on {}", at.display()), &e))?;
@@ -77,11 +98,15 @@ pub fn mount_volume(image: &Path, at: &Path) -> Result<(), String> {
 }
 
 /// Binds `image` to a free loop device with autoclear; its path and an open handle (closing
-/// the last handle of an unmounted autoclear device detaches it).
-fn attach(image: &Path) -> std::io::Result<(String, File)> {
-    let rw = |p: &Path| OpenOptions::new().read(true).write(true).open(p);
+/// the last handle of an unmounted autoclear device detaches it). `read_only`: the image and
+/// the device are opened read-only, which makes the kernel bind a read-only loop device.
+fn attach(image: &Path, read_only: bool) -> std::io::Result<(String, File)> {
+    let rw = |p: &Path| OpenOptions::new().read(true).write(!read_only).open(p);
     let img = rw(image)?;
-    let ctl = rw(Path::new("/dev/loop-control"))?;
+    let ctl = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/loop-control")?;
     // Another process may take the free device between the two calls: try the next one.
     for _ in 0..8 {
         // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
