@@ -3,15 +3,18 @@
 //! leaving nothing on the flash; the status app (declaring 4 MiB) installs and answers; an app
 //! that writes until its data volume is full hits its cap (ENOSPC in the app) while the status
 //! app stays Active, the agent keeps answering and writing its state, and the flash keeps free
-//! space. What the installed apps take on the flash is printed.
+//! space. The two apps' roots are erofs images (their packages repacked so), mounted, never
+//! extracted: no file of theirs is under the apps' directories on the flash. What the installed
+//! apps take on the flash is printed.
 //!
 //! Needs `make firmware BOARDS=qemu-malta-mipsel` (the jail packages with it), so `#[ignore]`d
 //! for a plain `cargo test`.
 
 use cpevisor_e2e::agent::{
-    app_logs, ctl_json, deployment_units, install, wait_agent, wait_eu_status, Flash, HttpServer,
+    app_logs, ctl_json, deployment_units, fetch_status_page, install, wait_agent, wait_eu_status,
+    Flash, HttpServer,
 };
-use cpevisor_e2e::bench::jail::{boot_jail_board, JailPackages};
+use cpevisor_e2e::bench::jail::{boot_jail_board, jail_address, jail_pid, JailPackages, APP_PORT};
 use cpevisor_e2e::BoardVm;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -47,6 +50,13 @@ fn files_on_flash(vm: &mut BoardVm) -> String {
     .to_string()
 }
 
+/// The package's root as an erofs image: `pack` makes one from the stage's tar layer.
+fn erofs_root(c: &mut Value) {
+    if let Some(tar) = c.as_object_mut().and_then(|o| o.remove("rootfs")) {
+        c["rootfs_erofs"] = tar;
+    }
+}
+
 fn first_eu(du: &Value) -> String {
     du["execution_unit_list"][0]
         .as_str()
@@ -64,12 +74,14 @@ fn small_flash_admits_caps_and_refuses() {
         .variant(&format!("small-{arch}-{run}"), |c| {
             c["name"] = json!("small");
             c["disk_mib"] = json!(APP_DISK_MIB);
+            erofs_root(c);
         })
         .unwrap();
     let filler = packages
         .variant(&format!("filler-{arch}-{run}"), |c| {
             c["name"] = json!("filler");
             c["disk_mib"] = json!(APP_DISK_MIB);
+            erofs_root(c);
             c["command"] =
                 json!([
                 "/bin/busybox", "sh", "-c",
@@ -121,6 +133,23 @@ fn small_flash_admits_caps_and_refuses() {
         .unwrap_or_else(|f| panic!("small: {} {}", f.code, f.message));
     let small_eu = first_eu(&du);
     wait_eu_status(&mut vm, &small_eu, "Active", ACTIVE).unwrap();
+    // Served from its mounted image; nothing of its root extracted on the flash.
+    let pid = jail_pid(&mut vm, &small_eu, "httpd").unwrap_or_else(|e| panic!("{e}"));
+    let addr = jail_address(&mut vm, pid).unwrap();
+    let page = fetch_status_page(&mut vm, &format!("{addr}:{APP_PORT}"), ACTIVE)
+        .unwrap_or_else(|e| panic!("{e}\n{}", app_logs(&mut vm, &small_eu)));
+    assert!(page.contains("backend=jail"), "{page}");
+    let extracted = vm
+        .run_ok(
+            "find /data/cpevisor/apps -path '*/rootfs/*' | wc -l",
+            Duration::from_secs(30),
+        )
+        .unwrap();
+    assert_eq!(
+        extracted.trim(),
+        "0",
+        "files under an app's rootfs/ on the flash"
+    );
 
     let du = install(&mut vm, &url(&filler), INSTALL)
         .unwrap()
