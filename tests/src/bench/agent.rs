@@ -44,7 +44,7 @@ const MAX_PROC_FILE: u64 = 64 << 10;
 pub fn figures(root: &Path, figures: &mut Vec<Figure>) -> Result<(), String> {
     let bins = Binaries::find(root)?;
     let work = TempDir::new("cpevisor-agent-bench")?;
-    let setup = Setup::prepare(&bins, &work.0)?;
+    let setup = Setup::prepare(&work.0)?;
 
     let (rss, pss) = idle_memory(&bins, &setup)?;
     let shown_dir = bins.dir.strip_prefix(root).unwrap_or(&bins.dir);
@@ -159,7 +159,7 @@ struct Setup {
 }
 
 impl Setup {
-    fn prepare(bins: &Binaries, work: &Path) -> Result<Setup, String> {
+    fn prepare(work: &Path) -> Result<Setup, String> {
         let mkdir = |p: &Path| {
             fs::create_dir_all(p).map_err(|e| format!("cannot create {}: {e}", p.display()))
         };
@@ -170,12 +170,15 @@ impl Setup {
         for d in [&trusted, &app, &www] {
             mkdir(d)?;
         }
-        let ctl = |args: &[&std::ffi::OsStr]| {
-            let mut c = Command::new(&bins.ctl);
+        // keygen and pack are the operator's (feature operator-tools, left out of the device
+        // build this bench measures): the host build that scripts/sample-app.sh made runs them.
+        let operator_ctl = crate::agent::host_cpevisorctl()?;
+        let operator = |args: &[&std::ffi::OsStr]| {
+            let mut c = Command::new(&operator_ctl);
             c.args(args);
             run_bounded(c, work, COMMAND_TIMEOUT)
         };
-        ctl(&["keygen".as_ref(), keys.as_os_str()])?.success("cpevisorctl keygen")?;
+        operator(&["keygen".as_ref(), keys.as_os_str()])?.success("cpevisorctl keygen")?;
         let public = keys.join("cpevisor-signing.pub");
         fs::copy(&public, trusted.join("bench.pub"))
             .map_err(|e| format!("cannot copy {}: {e}", public.display()))?;
@@ -191,7 +194,7 @@ impl Setup {
         let package_name = "bench.cpkg".to_string();
         let package = www.join(&package_name);
         let key = keys.join("cpevisor-signing.key");
-        ctl(&[
+        operator(&[
             "pack".as_ref(),
             app.as_os_str(),
             "--key".as_ref(),
