@@ -54,6 +54,14 @@ pub fn repack(
     Ok(file)
 }
 
+/// Edits a jail app config so that its root is an erofs image (issue 15: mounted, never
+/// extracted): `pack` makes the image from the stage's tar layer that `rootfs` named.
+pub fn erofs_root(config: &mut Value) {
+    if let Some(tar) = config.as_object_mut().and_then(|o| o.remove("rootfs")) {
+        config["rootfs_erofs"] = tar;
+    }
+}
+
 /// Plain files and directories only (a stage holds nothing else).
 fn copy_tree(from: &Path, to: &Path, copied: &mut usize) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;

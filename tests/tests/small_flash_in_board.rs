@@ -15,6 +15,7 @@ use cpevisor_e2e::agent::{
     Flash, HttpServer,
 };
 use cpevisor_e2e::bench::jail::{boot_jail_board, jail_address, jail_pid, JailPackages, APP_PORT};
+use cpevisor_e2e::packages::erofs_root;
 use cpevisor_e2e::BoardVm;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -48,13 +49,6 @@ fn files_on_flash(vm: &mut BoardVm) -> String {
     .unwrap()
     .trim()
     .to_string()
-}
-
-/// The package's root as an erofs image: `pack` makes one from the stage's tar layer.
-fn erofs_root(c: &mut Value) {
-    if let Some(tar) = c.as_object_mut().and_then(|o| o.remove("rootfs")) {
-        c["rootfs_erofs"] = tar;
-    }
 }
 
 fn first_eu(du: &Value) -> String {
