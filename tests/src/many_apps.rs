@@ -173,15 +173,17 @@ pub fn run_jail(memory_mib: Option<u32>, progress: &dyn Fn(&str)) -> Result<Many
         Some(m) => m,
         None => declared_memory(&app_config(&app_json)?, &app_json)?,
     };
-    let mut copies = Copies(Vec::new(), packages.dir.clone());
+    let mut copies = crate::packages::Variants::new(&packages.dir);
+    let mut names = Vec::new();
     for i in 0..MAX_APPS {
         let name = format!("jdens{i:02}");
-        packages.variant(&name, |c| {
+        let file = packages.variant(&name, |c| {
             c["name"] = Value::from(name.clone());
             c["memory_mib"] = Value::from(declared_mib);
             crate::packages::erofs_root(c);
         })?;
-        copies.0.push(name);
+        copies.keep(file);
+        names.push(name);
     }
     let server = HttpServer::serve(&packages.dir)?;
     let flash = Flash::blank("many-jail-apps", 512)?;
@@ -190,23 +192,11 @@ pub fn run_jail(memory_mib: Option<u32>, progress: &dyn Fn(&str)) -> Result<Many
         let pid = jail_pid(vm, eu_id, "httpd")?;
         Ok((format!("{}:{APP_PORT}", jail_address(vm, pid)?), pid))
     };
-    let mut run = install_until_refused(&mut vm, &server, &copies.0, &where_it_answers, progress)?;
+    let mut run = install_until_refused(&mut vm, &server, &names, &where_it_answers, progress)?;
     run.declared_mib = declared_mib;
     run.board = JAIL_BOARD;
     run.jail = true;
     Ok(run)
-}
-
-/// The jail copies' packages and stages in the shared packages directory, removed after a run.
-struct Copies(Vec<String>, PathBuf);
-
-impl Drop for Copies {
-    fn drop(&mut self) {
-        for name in &self.0 {
-            let _ = std::fs::remove_file(self.1.join(format!("{name}.cpkg")));
-            let _ = std::fs::remove_dir_all(self.1.join("build").join(name));
-        }
-    }
 }
 
 fn stems(packages: &[PathBuf]) -> Vec<String> {

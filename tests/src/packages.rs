@@ -6,7 +6,7 @@
 use crate::agent::host_cpevisorctl;
 use crate::microvm::cache_dir;
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Bounds the copy: a staged package is a handful of files.
@@ -52,6 +52,39 @@ pub fn repack(
         ));
     }
     Ok(file)
+}
+
+/// Packages made by [`repack`] into one directory, each removed with its stage when this is
+/// dropped (a test's or a bench's own variants, not left beside the shared packages).
+pub struct Variants {
+    dir: PathBuf,
+    files: Vec<String>,
+}
+
+impl Variants {
+    /// None yet, in `dir`.
+    pub fn new(dir: &Path) -> Variants {
+        Variants {
+            dir: dir.to_path_buf(),
+            files: Vec::new(),
+        }
+    }
+
+    /// Takes `file` (a `<name>.cpkg` in the directory) to remove later; returns it.
+    pub fn keep(&mut self, file: String) -> String {
+        self.files.push(file.clone());
+        file
+    }
+}
+
+impl Drop for Variants {
+    fn drop(&mut self) {
+        for f in &self.files {
+            let _ = std::fs::remove_file(self.dir.join(f));
+            let _ =
+                std::fs::remove_dir_all(self.dir.join("build").join(f.trim_end_matches(".cpkg")));
+        }
+    }
 }
 
 /// Edits a jail app config so that its root is an erofs image (issue 15: mounted, never

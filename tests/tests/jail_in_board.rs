@@ -24,6 +24,7 @@ use cpevisor_e2e::agent::{
 use cpevisor_e2e::bench::jail::{
     boot_jail_board, jail_address, jail_pid, JailPackages, APP_PORT, CGROUP_PARENT, PUBLISHED_PORT,
 };
+use cpevisor_e2e::packages::Variants;
 use cpevisor_e2e::vm::kernel_complaints;
 use cpevisor_e2e::BoardVm;
 use serde_json::{json, Value};
@@ -42,18 +43,6 @@ const MEMHOG_GIVES_UP: Duration = Duration::from_secs(400);
 const APP_MEMORY_MIB: u64 = 16;
 /// The memhog package's AutoRestart MaximumRetryCount.
 const MEMHOG_RETRIES: u64 = 3;
-
-/// Host files made for this run (the re-signed bad packages), removed at the end.
-struct Cleanup(Vec<std::path::PathBuf>);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for p in &self.0 {
-            let _ = std::fs::remove_file(p);
-            let _ = std::fs::remove_dir_all(p);
-        }
-    }
-}
 
 /// Waits for the status EU to be Active and its page to show `version`'s token and `starts`;
 /// returns (EUID, the app's PID in the board, its address).
@@ -415,17 +404,10 @@ fn jail_end_to_end(board: &str) {
             c["arch"] = json!(other_arch);
         })
         .unwrap();
-    let _cleanup = Cleanup(
-        [&kvm_only, &foreign]
-            .iter()
-            .flat_map(|f| {
-                [
-                    packages.dir.join(f),
-                    packages.dir.join("build").join(f.trim_end_matches(".cpkg")),
-                ]
-            })
-            .collect(),
-    );
+    let mut _variants = Variants::new(&packages.dir);
+    for f in [&kvm_only, &foreign] {
+        _variants.keep(f.clone());
+    }
     let server = HttpServer::serve(&packages.dir).unwrap();
     let flash = Flash::blank(&format!("jail-{board}"), 64).unwrap();
 

@@ -15,7 +15,7 @@ use cpevisor_e2e::agent::{
     Flash, HttpServer,
 };
 use cpevisor_e2e::bench::jail::{boot_jail_board, jail_address, jail_pid, JailPackages, APP_PORT};
-use cpevisor_e2e::packages::erofs_root;
+use cpevisor_e2e::packages::{erofs_root, Variants};
 use cpevisor_e2e::BoardVm;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -27,18 +27,6 @@ const APP_DISK_MIB: u64 = 4;
 const AGENT: Duration = Duration::from_secs(120);
 const INSTALL: Duration = Duration::from_secs(400);
 const ACTIVE: Duration = Duration::from_secs(240);
-
-/// Host files made for this run (the re-signed variants), removed at the end.
-struct Cleanup(Vec<std::path::PathBuf>);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for p in &self.0 {
-            let _ = std::fs::remove_file(p);
-            let _ = std::fs::remove_dir_all(p);
-        }
-    }
-}
 
 fn files_on_flash(vm: &mut BoardVm) -> String {
     vm.run_ok(
@@ -90,17 +78,10 @@ fn small_flash_admits_caps_and_refuses() {
             c["disk_mib"] = json!(FLASH_MIB * 4);
         })
         .unwrap();
-    let _cleanup = Cleanup(
-        [&small, &filler, &huge]
-            .iter()
-            .flat_map(|f| {
-                [
-                    packages.dir.join(f),
-                    packages.dir.join("build").join(f.trim_end_matches(".cpkg")),
-                ]
-            })
-            .collect(),
-    );
+    let mut _variants = Variants::new(&packages.dir);
+    for f in [&small, &filler, &huge] {
+        _variants.keep(f.clone());
+    }
     let server = HttpServer::serve(&packages.dir).unwrap();
     let url = |f: &str| format!("http://10.0.2.2:{}/{f}", server.port);
     let flash = Flash::blank("small-flash", FLASH_MIB).unwrap();
