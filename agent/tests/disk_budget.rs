@@ -271,6 +271,68 @@ fn flash_is_admitted_like_memory_and_a_data_volume_is_capped() {
     });
 }
 
+/// Two apps whose packages carry the same root layer hold one blob in the store: the budget
+/// is charged for it once, while each app's DiskSpaceInUse still shows all its files.
+#[test]
+fn a_blob_two_apps_share_is_charged_once() {
+    if !can_run() {
+        eprintln!("skipped: needs root, {BUSYBOX} (busybox-static), mke2fs and loop devices");
+        return;
+    }
+    let mut w = World::new("diskshared");
+    w.write_config_patched(json!({
+        "exec_envs": [{"name": "jail0", "type": "jail", "arch": "x86_64",
+                       "memory_budget_mib": 64, "disk_budget_mib": BUDGET_MIB,
+                       "runner": "jail"}],
+        "download_cap_bytes": 16 << 20,
+    }));
+    let server = Server::range(&w.www, &w.root.join("requests.log"), &[]);
+    // One source directory: both packages carry the same rootfs.tar, one blob.
+    let dir = w.root.join("src-shared");
+    busybox_rootfs(&dir.join("rootfs"));
+    tar_dir(&dir.join("rootfs"), &dir.join("rootfs.tar"));
+    let blob_kib = fs::metadata(dir.join("rootfs.tar")).unwrap().len() / 1024;
+    for name in ["one", "two"] {
+        let app = json!({
+            "name": name, "version": "1.0", "vendor": "acme", "description": "shared root",
+            "arch": "x86_64", "backends": ["jail"], "memory_mib": 16, "vcpus": 1,
+            "command": ["/bin/sh", "-c", "sleep 1000"], "autostart": false,
+            "rootfs": "rootfs.tar",
+        });
+        w.pack_app(&dir, &app, &format!("{name}.cpkg"), &w.key);
+    }
+    w.start_daemon(None);
+    let empty = available_kib(&w);
+    let mut used = Vec::new();
+    for name in ["one", "two"] {
+        let du = w
+            .ctl_json(&[
+                "install",
+                &server.url("http", "127.0.0.1", &format!("{name}.cpkg")),
+            ])
+            .unwrap_or_else(|e| panic!("{name} installs: {e:?}"));
+        let eu = w.eu(&eu_of(&du));
+        used.push(eu["disk_in_use"].as_u64().unwrap());
+    }
+    let both = available_kib(&w);
+    let shared = used[0] + used[1] - (empty - both);
+    eprintln!(
+        "DiskSpaceInUse {} + {} KiB, charged {} KiB, shared {shared} KiB, blob {blob_kib} KiB",
+        used[0],
+        used[1],
+        empty - both
+    );
+    assert!(
+        used.iter().all(|u| *u > blob_kib),
+        "each app's DiskSpaceInUse counts the blob: {used:?}, blob {blob_kib} KiB"
+    );
+    assert!(
+        (blob_kib..blob_kib + 64).contains(&shared),
+        "the blob ({blob_kib} KiB) is charged once: {shared} KiB charged less"
+    );
+    w.stop_daemon();
+}
+
 /// Loop devices whose backing file is under `dir`.
 fn loop_devices_on(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();

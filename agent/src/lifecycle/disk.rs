@@ -4,14 +4,16 @@
 //! version directory (a jail app's extracted rootfs) and its data directory (a jail app's data
 //! volume image, a microVM's data disk). A DU reserves the larger of what it declared
 //! (`disk_mib`) and what it takes, so a sparse data volume that has not grown yet still counts
-//! at its cap. What is left for a new package is the budget less every DU's reservation, and
-//! never more than the file system's free space (`statvfs`) less what the DUs may still write.
+//! at its cap. A file several DUs of the ExecEnv hold (a root image or a layer their packages
+//! share is one blob in the store) is charged to the first of them only: it is on the flash
+//! once. What is left for a new package is the budget less every DU's charge, and never more
+//! than the file system's free space (`statvfs`) less what the DUs may still write.
 //!
 //! A jail app that declares `disk_mib` gets its data volume as a fixed-size ext4 image, made
 //! here at install and loop-mounted by its jail runner (`supervise::jail::volume`, where the
 //! choice is argued); a write past it fails in the app with ENOSPC.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -28,28 +30,49 @@ const MAX_DEPTH: usize = 64;
 /// Smallest data volume worth a file system (ext4 without a journal fits in 1 MiB).
 pub const MIN_VOLUME_MIB: u64 = 1;
 
-/// KiB that `path` (a file, or a tree: symlinks not followed) takes on its file system, from
-/// `st_blocks`; an inode met before (in `seen`: a hard link, a blob two DUs share) counts once.
-pub fn tree_kib(path: &Path, seen: &mut HashSet<(u64, u64)>) -> u64 {
-    fn walk(path: &Path, seen: &mut HashSet<(u64, u64)>, depth: usize) -> u64 {
+/// Calls `first` for every inode under `path` (a file, or a tree: symlinks not followed) with
+/// its identity and the KiB it takes (`st_blocks`); where `first` says the inode was met before
+/// (a hard link, a blob two DUs share), a directory is not entered again.
+fn for_each_inode(path: &Path, first: &mut dyn FnMut((u64, u64), u64) -> bool) {
+    fn walk(path: &Path, first: &mut dyn FnMut((u64, u64), u64) -> bool, depth: usize) {
         let Ok(md) = std::fs::symlink_metadata(path) else {
-            return 0;
+            return;
         };
-        if !seen.insert((md.dev(), md.ino())) {
-            return 0;
-        }
         // st_blocks is in 512-byte units whatever the file system's block size.
-        let mut kib = md.blocks() / 2;
+        if !first((md.dev(), md.ino()), md.blocks() / 2) {
+            return;
+        }
         if md.is_dir() && depth < MAX_DEPTH {
             if let Ok(rd) = std::fs::read_dir(path) {
                 for e in rd.flatten() {
-                    kib += walk(&e.path(), seen, depth + 1);
+                    walk(&e.path(), first, depth + 1);
                 }
             }
         }
-        kib
     }
-    walk(path, seen, 0)
+    walk(path, first, 0)
+}
+
+/// KiB that `path` (a file, or a tree: symlinks not followed) takes on its file system, from
+/// `st_blocks`; an inode met before (in `seen`: a hard link, a blob two DUs share) counts once.
+pub fn tree_kib(path: &Path, seen: &mut HashSet<(u64, u64)>) -> u64 {
+    let mut kib = 0;
+    for_each_inode(path, &mut |inode, k| {
+        let first = seen.insert(inode);
+        if first {
+            kib += k;
+        }
+        first
+    });
+    kib
+}
+
+/// The inodes a DU's files take, each with its KiB.
+type Inodes = HashMap<(u64, u64), u64>;
+
+/// Adds the inodes under `path` to `inodes`.
+fn add_inodes(path: &Path, inodes: &mut Inodes) {
+    for_each_inode(path, &mut |inode, kib| inodes.insert(inode, kib).is_none());
 }
 
 /// Size and free space (for an unprivileged writer) of the file system holding `path`, KiB.
@@ -66,10 +89,13 @@ pub fn fs_space_kib(path: &Path) -> Option<(u64, u64)> {
 pub struct DuDisk {
     /// The DU's UUID.
     pub uuid: String,
-    /// Measured, KiB.
+    /// Measured, KiB: all its files (its `DiskSpaceInUse`).
     pub used_kib: u64,
     /// `disk_mib` of its package, KiB; None: undeclared.
     pub declared_kib: Option<u64>,
+    /// Of `used_kib`, what a DU measured before it in the ExecEnv holds too (a shared blob),
+    /// KiB: charged to that one.
+    pub shared_kib: u64,
 }
 
 impl DuDisk {
@@ -77,10 +103,16 @@ impl DuDisk {
     pub fn reserved_kib(&self) -> u64 {
         self.used_kib.max(self.declared_kib.unwrap_or(0))
     }
+
+    /// What the budget is charged for it: its reservation less the files already charged to
+    /// another DU.
+    pub fn charged_kib(&self) -> u64 {
+        self.reserved_kib().saturating_sub(self.shared_kib)
+    }
 }
 
 /// The one rule of what is left, KiB: `budget_kib` (None: no budget of its own) less every
-/// DU's reservation, and at most `fs_free_kib` less what the DUs may still write (reserved but
+/// DU's charge, and at most `fs_free_kib` less what the DUs may still write (reserved but
 /// not yet used, e.g. a data volume not filled yet). DU `except` (the one being updated)
 /// counts as free.
 pub fn available_kib(
@@ -90,13 +122,13 @@ pub fn available_kib(
     except: Option<&str>,
 ) -> u64 {
     let others = dus.iter().filter(|d| except != Some(d.uuid.as_str()));
-    let (reserved, unwritten) = others.fold((0u64, 0u64), |(r, u), d| {
+    let (charged, unwritten) = others.fold((0u64, 0u64), |(c, u), d| {
         (
-            r.saturating_add(d.reserved_kib()),
+            c.saturating_add(d.charged_kib()),
             u.saturating_add(d.reserved_kib() - d.used_kib),
         )
     });
-    let by_budget = budget_kib.map_or(u64::MAX, |b| b.saturating_sub(reserved));
+    let by_budget = budget_kib.map_or(u64::MAX, |b| b.saturating_sub(charged));
     by_budget.min(fs_free_kib.saturating_sub(unwritten))
 }
 
@@ -113,8 +145,10 @@ pub struct EnvDisk {
 
 impl Agent {
     /// Measures the DUs of ExecEnv `env` (their records copied under the model lock, the files
-    /// read without it).
-    pub(super) fn measure_env(&self, env: &str) -> Vec<DuDisk> {
+    /// read without it). A file two of them hold is shared by the later one; DU `except` (the
+    /// one being updated, counted as free) shares nothing and charges none of its files to
+    /// the others.
+    pub(super) fn measure_env(&self, env: &str, except: Option<&str>) -> Vec<DuDisk> {
         let recs: Vec<DuRecord> = lock(&self.shared.model)
             .persisted
             .dus
@@ -122,42 +156,57 @@ impl Agent {
             .filter(|r| r.du.exec_env == env)
             .cloned()
             .collect();
-        recs.iter().map(|r| self.measure_du(r)).collect()
+        let mut charged = HashSet::new();
+        recs.iter()
+            .map(|r| {
+                let inodes = self.du_inodes(r);
+                let mut d = DuDisk {
+                    uuid: r.du.uuid.clone(),
+                    used_kib: inodes.values().sum(),
+                    declared_kib: r.spec.disk_mib.map(|m| u64::from(m) * 1024),
+                    shared_kib: 0,
+                };
+                if except != Some(d.uuid.as_str()) {
+                    d.shared_kib = inodes
+                        .iter()
+                        .filter(|(inode, _)| !charged.insert(**inode))
+                        .map(|(_, kib)| kib)
+                        .sum();
+                }
+                d
+            })
+            .collect()
     }
 
     /// What an installed version's package takes: its blobs and its version directory.
     pub(super) fn package_kib(&self, files: &InstalledFiles) -> u64 {
-        self.package_kib_seen(files, &mut HashSet::new())
+        let mut inodes = Inodes::new();
+        self.add_package_inodes(files, &mut inodes);
+        inodes.values().sum()
     }
 
-    fn package_kib_seen(&self, files: &InstalledFiles, seen: &mut HashSet<(u64, u64)>) -> u64 {
-        let mut kib = 0;
+    fn add_package_inodes(&self, files: &InstalledFiles, inodes: &mut Inodes) {
         for d in &files.blobs {
             if let Ok(d) = crate::store::parse_digest(d, "blob") {
-                kib += tree_kib(&self.packages.store.blob_path(&d), seen);
+                add_inodes(&self.packages.store.blob_path(&d), inodes);
             }
         }
-        kib + tree_kib(&files.app_dir, seen)
+        add_inodes(&files.app_dir, inodes);
     }
 
-    /// What DU `rec`'s files take: its blobs, its version directory, its data directory.
-    pub(super) fn measure_du(&self, rec: &DuRecord) -> DuDisk {
-        let store = &self.packages.store;
-        let mut seen = HashSet::new();
-        let mut kib = self.package_kib_seen(&rec.files, &mut seen);
-        if let Ok(dir) = store.app_dir(&data_id(&rec.du.uuid)) {
-            kib += tree_kib(&dir, &mut seen);
+    /// The inodes of DU `rec`'s files: its blobs, its version directory, its data directory.
+    fn du_inodes(&self, rec: &DuRecord) -> Inodes {
+        let mut inodes = Inodes::new();
+        self.add_package_inodes(&rec.files, &mut inodes);
+        if let Ok(dir) = self.packages.store.app_dir(&data_id(&rec.du.uuid)) {
+            add_inodes(&dir, &mut inodes);
         }
-        DuDisk {
-            uuid: rec.du.uuid.clone(),
-            used_kib: kib,
-            declared_kib: rec.spec.disk_mib.map(|m| u64::from(m) * 1024),
-        }
+        inodes
     }
 
     /// ExecEnv `cfg`'s flash: budget, what is left (DU `except` counted as free), its DUs.
     pub(super) fn env_disk(&self, cfg: &ExecEnvConfig, except: Option<&str>) -> EnvDisk {
-        let dus = self.measure_env(&cfg.name);
+        let dus = self.measure_env(&cfg.name, except);
         let (fs_total, fs_free) = fs_space_kib(self.packages.store.root()).unwrap_or((0, 0));
         let budget = cfg.disk_budget_mib.map(|m| u64::from(m) * 1024);
         EnvDisk {
@@ -277,6 +326,7 @@ mod tests {
             uuid: uuid.into(),
             used_kib: used,
             declared_kib: declared,
+            shared_kib: 0,
         }
     }
 
@@ -303,6 +353,12 @@ mod tests {
         assert_eq!(available_kib(Some(10_000), 4000, &dus, Some("a")), 4000);
         // Over-committed: nothing left, no underflow.
         assert_eq!(available_kib(Some(1000), 100, &dus, None), 0);
+        // b's 500 are a's too (one blob): charged once, and b may still write none of it.
+        let mut shared = dus.clone();
+        shared[1].shared_kib = 500;
+        assert_eq!(shared[1].charged_kib(), 0);
+        assert_eq!(available_kib(Some(10_000), 1_000_000, &shared, None), 3000);
+        assert_eq!(available_kib(None, 4000, &shared, None), 1000);
     }
 
     #[test]
