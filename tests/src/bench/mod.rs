@@ -15,6 +15,7 @@ pub mod ready;
 pub mod sizes;
 pub mod stats;
 pub mod usp;
+pub mod wear;
 
 use serde_json::{json, Value};
 use std::path::Path;

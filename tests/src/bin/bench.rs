@@ -3,13 +3,13 @@
 //! qemu-system-aarch64 -accel kvm on the same guest. Prints a table, writes `target/bench.json`.
 //! Exits 1 when a figure group could not be taken (after writing what was measured).
 //! `CPEVISOR_BENCH_ONLY=group,...` takes only those groups (sizes, agent, flash, ready, usp,
-//! fleet, board, stop, density, jail-density, jail, net), e.g. to re-measure one piece.
+//! fleet, board, stop, density, jail-density, jail, net, wear), e.g. to re-measure one piece.
 
 #![forbid(unsafe_code)]
 
 use cpevisor_e2e::bench::{
-    agent, board, density, flash, fleet, graceful, jail, net, ready, sizes, table, usp, write_json,
-    Figure,
+    agent, board, density, flash, fleet, graceful, jail, net, ready, sizes, table, usp, wear,
+    write_json, Figure,
 };
 use cpevisor_e2e::{many_apps, workspace_root};
 
@@ -180,6 +180,16 @@ fn main() {
         println!("bench: booting qemu-malta-mipsel for the net figures");
         if let Err(e) = net::figures(&root, &mut figures) {
             eprintln!("bench: net figures: {e}");
+            failed = true;
+        }
+    }
+
+    // Flash wear on the router board (tests/src/bench/wear.rs): qemu-malta-mipsel's firmware
+    // and jail packages (`make firmware BOARDS=qemu-malta-mipsel`).
+    if wanted("wear") {
+        println!("bench: booting {} for the flash wear figures", wear::BOARD);
+        if let Err(e) = wear::figures(&mut figures) {
+            eprintln!("bench: flash wear figures: {e}");
             failed = true;
         }
     }
