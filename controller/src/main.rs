@@ -8,10 +8,11 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
         println!(
-            "{}\n\n{}{}",
+            "{}\n\n{}{}\n\n{}",
             cpevisor_controller::USAGE,
             cpevisor_controller::fleet::USAGE,
-            cpevisor_controller::fleet::rollout_cli::USAGE
+            cpevisor_controller::fleet::rollout_cli::USAGE,
+            cpevisor_controller::fleet::selector::USAGE
         );
         return ExitCode::SUCCESS;
     }

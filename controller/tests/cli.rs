@@ -36,6 +36,10 @@ fn help_says_what_it_is() {
         "--ws-listen",
         "--json",
         "--roster",
+        "label --db PATH ENDPOINT",
+        "label.NAME=VALUE",
+        "percent=N",
+        "board=B",
     ] {
         assert!(help.contains(cmd), "{cmd} missing from --help");
     }
@@ -156,5 +160,82 @@ fn deploy_takes_a_network_override_and_refuses_a_bad_one() {
         "{table}"
     );
     assert!(table.contains(r#"{"mode":"none"}"#), "{table}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `label`: an agent's labels set and removed, shown by `label` and `agents` (table and JSON);
+/// an unknown agent or a bad label exits 2 naming it, and nothing is stored; a deployment's
+/// list selector reads back in the `deployments` table.
+#[test]
+fn label_sets_and_removes_an_agents_labels() {
+    use cpevisor_controller::store::{Inventory, Location, Store};
+    let dir = std::env::temp_dir().join(format!("cpv-cli-label-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("fleet.db");
+    Store::open(&Location::Sqlite(path.clone()))
+        .unwrap()
+        .save_inventory("os::a", &Inventory::default(), 1)
+        .unwrap();
+    let db = path.to_str().unwrap();
+    let ok = |args: &[&str]| {
+        let out = run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = ok(&["label", "--db", db, "os::a", "site=paris", "tier=beta"]);
+    assert_eq!(out, "os::a: site=paris,tier=beta\n");
+    let out = ok(&["label", "--db", db, "os::a", "--remove", "tier", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"endpoint_id": "os::a", "labels": {"site": "paris"}})
+    );
+    for (args, says) in [
+        (
+            &["label", "--db", db, "os::x", "site=y"][..],
+            "no agent \"os::x\"",
+        ),
+        (&["label", "--db", db, "os::a", "si te=y"][..], "label name"),
+        (
+            &["label", "--db", db, "os::a", "a=1", "b=x/y"][..],
+            "label value",
+        ),
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    assert_eq!(ok(&["label", "--db", db, "os::a"]), "os::a: site=paris\n");
+    let table = ok(&["agents", "--db", db]);
+    let mut lines = table.lines();
+    assert!(lines.next().unwrap().contains("LABELS"), "{table}");
+    assert!(lines.next().unwrap().contains("site=paris"), "{table}");
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&["agents", "--db", db, "--json"])).unwrap();
+    assert_eq!(
+        v["agents"][0]["labels"],
+        serde_json::json!({"site": "paris"})
+    );
+    ok(&[
+        "deploy",
+        "--db",
+        db,
+        "app",
+        "http://h/a.cpkg",
+        "--version",
+        "1",
+        "--selector",
+        "label.site=paris,lyon",
+        "--selector",
+        "percent=50",
+    ]);
+    let table = ok(&["deployments", "--db", db]);
+    assert!(
+        table.contains("label.site=paris,lyon percent=50"),
+        "{table}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -3,10 +3,11 @@
 //! `operations` read the database. Everything is in the store (`crate::store`).
 //!
 //! Split by concern: `selector` (which agents a deployment is for), `inventory` (an agent's
-//! Get read into rows), `reconcile` (the pure decision), `serve` (the loop); this module
-//! parses the commands and prints.
+//! Get read into rows), `reconcile` (the pure decision), `serve` (the loop), `print` (the
+//! commands' tables and JSON); this module parses the commands and runs them.
 
 pub mod inventory;
+mod print;
 pub mod reconcile;
 pub mod refusal;
 pub mod rollout;
@@ -17,9 +18,8 @@ pub mod views;
 
 use std::path::PathBuf;
 
-use serde_json::{json, Value};
-
-use crate::config::{merge, parse_secs, read_bounded};
+use crate::config::{check_endpoint, merge, parse_secs, read_bounded};
+use crate::store::labels::LabelChange;
 use crate::store::{Location, NewDeployment, Store};
 use crate::CtlConfig;
 use rollout_cli::{Amount, Plan, RolloutCmd};
@@ -45,11 +45,14 @@ PostgreSQL database, its schema created at the first open):
   deploy --db PATH NAME URL --version V [--selector KEY=VALUE ...] [--digest D]
          [--memory-mib N] [--network JSON|FILE|null]
                                want app NAME at version V from URL on every agent the
-                               selector matches (keys: arch, model, manufacturer,
-                               software_version, endpoint_id; all must match); --network:
-                               sent with every InstallDU and Update of it, as `install`'s
+                               selector matches; --network: sent with every InstallDU
+                               and Update of it, as `install`'s
   deployments --db PATH [--json]
   agents --db PATH [--json]
+  label --db PATH ENDPOINT [NAME=VALUE ...] [--remove NAME ...] [--json]
+                               set and remove an agent's labels (all or nothing), then
+                               show them; names 1..63 and values 0..63 of A-Z a-z 0-9 . _ -
+                               (a letter or digit first and last), at most 64 an agent
   operations --db PATH [--limit N] [--json]   the journal, newest first
   replicas --db PATH [--json]  the live serve replicas, the shards each holds and the
                                coordinator (the one that steps rollouts)
@@ -72,6 +75,8 @@ pub enum FleetCmd {
     Rollout(Location, RolloutCmd, bool),
     /// `replicas`.
     Replicas(Location, bool),
+    /// `label`: the agent and the change.
+    Label(Location, String, LabelChange, bool),
 }
 
 /// Whether `args` are a service command: they name a database.
@@ -89,6 +94,7 @@ pub fn parse(args: &[String]) -> Result<FleetCmd, String> {
     let mut memory = None;
     let mut network = None;
     let mut selector = Vec::new();
+    let mut remove = Vec::new();
     let mut limit = 100usize;
     let mut opts = ServeOptions::new(Location::Sqlite(PathBuf::new()));
     let mut plan = Plan::default();
@@ -111,6 +117,7 @@ pub fn parse(args: &[String]) -> Result<FleetCmd, String> {
             "--version" => version = Some(value()?),
             "--digest" => digest = Some(value()?),
             "--selector" => selector.push(value()?),
+            "--remove" => remove.push(value()?),
             "--network" => network = Some(crate::network::arg(&value()?)?),
             "--http" => http_listen = Some(value()?),
             "--api-token-file" => token_file = Some(PathBuf::from(value()?)),
@@ -186,6 +193,9 @@ pub fn parse(args: &[String]) -> Result<FleetCmd, String> {
             network,
         })
     };
+    if cmd != "label" && !remove.is_empty() {
+        return Err(format!("{cmd}: --remove is label's"));
+    }
     if cmd != "serve" && (http_listen.is_some() || token_file.is_some()) {
         return Err(format!("{cmd}: --http and --api-token-file are serve's"));
     }
@@ -223,6 +233,14 @@ pub fn parse(args: &[String]) -> Result<FleetCmd, String> {
         "agents" => no_args(FleetCmd::Agents(db, json)),
         "operations" => no_args(FleetCmd::Operations(db, limit, json)),
         "replicas" => no_args(FleetCmd::Replicas(db, json)),
+        "label" => {
+            let Some((agent, set)) = rest.split_first() else {
+                return Err("label: ENDPOINT [NAME=VALUE ...] [--remove NAME ...]".into());
+            };
+            check_endpoint(agent).map_err(|e| format!("label: {e}"))?;
+            let change = LabelChange::new(set, &remove).map_err(|e| format!("label: {e}"))?;
+            Ok(FleetCmd::Label(db, agent.clone(), change, json))
+        }
         other => Err(format!(
             "{other}: not a command that takes --db (see --help)"
         )),
@@ -256,6 +274,7 @@ pub fn run(cmd: FleetCmd) -> i32 {
         | FleetCmd::Agents(db, _)
         | FleetCmd::Operations(db, ..)
         | FleetCmd::Replicas(db, _)
+        | FleetCmd::Label(db, ..)
         | FleetCmd::Rollout(db, ..) => db.clone(),
     };
     let mut store = match Store::open(&db) {
@@ -265,173 +284,13 @@ pub fn run(cmd: FleetCmd) -> i32 {
             return 2;
         }
     };
-    match print(&mut store, cmd) {
+    match print::print(&mut store, cmd) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("cpevisor-controller: {e}");
             2
         }
     }
-}
-
-/// A JSON string for a table, `-` when absent.
-fn opt(v: &Value) -> &str {
-    v.as_str().unwrap_or("-")
-}
-
-fn print(store: &mut Store, cmd: FleetCmd) -> Result<(), String> {
-    match cmd {
-        FleetCmd::Serve(..) => unreachable!("handled by run"),
-        FleetCmd::Rollout(_, cmd, json) => rollout_cli::run(store, cmd, json)?,
-        FleetCmd::Deploy(_, d, json) => {
-            let v = views::deploy(store, &d)?;
-            if json {
-                println!(
-                    "{}",
-                    json!({"id": v["id"], "name": d.name, "version": d.version})
-                );
-            } else {
-                println!(
-                    "deployment {}: {} {} from {}",
-                    v["id"], d.name, d.version, d.url
-                );
-            }
-        }
-        FleetCmd::Deployments(_, json) => {
-            let all = views::deployments(store)?;
-            if json {
-                println!("{all}");
-                return Ok(());
-            }
-            println!(
-                "{:<4}  {:<16}  {:<10}  {:<10}  {:>9}  {:>9}  {:>6}  {:<24}  NETWORK",
-                "ID", "NAME", "VERSION", "STATE", "INSTALLED", "IN FLIGHT", "FAILED", "SELECTOR"
-            );
-            let s = |v: &Value, k: &str| v[k].as_str().unwrap_or("-").to_string();
-            for d in all["deployments"].as_array().into_iter().flatten() {
-                let sel: Vec<String> = d["selector"]
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                    .collect();
-                println!(
-                    "{:<4}  {:<16}  {:<10}  {:<10}  {:>9}  {:>9}  {:>6}  {:<24}  {}",
-                    d["id"].as_i64().unwrap_or(0),
-                    s(d, "name"),
-                    s(d, "version"),
-                    s(d, "state"),
-                    d["installed"].as_i64().unwrap_or(0),
-                    d["in_flight"].as_i64().unwrap_or(0),
-                    d["failed"].as_i64().unwrap_or(0),
-                    if sel.is_empty() {
-                        "(all)".into()
-                    } else {
-                        sel.join(",")
-                    },
-                    d.get("network").map_or("-".into(), Value::to_string)
-                );
-            }
-        }
-        FleetCmd::Agents(_, json) => {
-            let mut after = String::new();
-            let mut all = Vec::new();
-            if !json {
-                println!(
-                    "{:<24}  {:<7}  {:<16}  {:<8}  {:<10}  APPS",
-                    "AGENT", "ONLINE", "MODEL", "ARCH", "FREE KIB"
-                );
-            }
-            loop {
-                let (page, next) = views::agents_page(store, &after, 500)?;
-                for a in page {
-                    if json {
-                        all.push(a);
-                        continue;
-                    }
-                    let free: Option<i64> = a["exec_envs"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|e| e["available_kib"].as_i64())
-                        .max();
-                    let apps: Vec<String> = a["dus"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|d| format!("{}@{}", opt(&d["name"]), opt(&d["version"])))
-                        .collect();
-                    println!(
-                        "{:<24}  {:<7}  {:<16}  {:<8}  {:<10}  {}",
-                        opt(&a["endpoint_id"]),
-                        if a["online"] == true { "yes" } else { "no" },
-                        opt(&a["model"]),
-                        opt(&a["arch"]),
-                        free.map(|f| f.to_string()).unwrap_or_else(|| "-".into()),
-                        apps.join(",")
-                    );
-                }
-                match next {
-                    Some(n) => after = n,
-                    None => break,
-                }
-            }
-            if json {
-                println!("{}", json!({ "agents": all }));
-            }
-        }
-        FleetCmd::Replicas(_, json) => {
-            let v = views::replicas(store)?;
-            if json {
-                println!("{v}");
-                return Ok(());
-            }
-            println!(
-                "{:<24}  {:<11}  {:>6}  SHARDS",
-                "REPLICA", "COORDINATOR", "COUNT"
-            );
-            for r in v["replicas"].as_array().into_iter().flatten() {
-                let shards: Vec<String> = r["shards"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(Value::to_string)
-                    .collect();
-                println!(
-                    "{:<24}  {:<11}  {:>6}  {}",
-                    opt(&r["name"]),
-                    if r["coordinator"] == true { "yes" } else { "" },
-                    shards.len(),
-                    shards.join(",")
-                );
-            }
-            let unheld = v["unheld"].as_array().map_or(0, Vec::len);
-            println!("{unheld} of {} shards held by no live replica", v["shards"]);
-        }
-        FleetCmd::Operations(_, limit, json) => {
-            let ops = store.operations(limit)?;
-            if json {
-                println!("{}", json!({ "operations": views::operations_json(&ops) }));
-                return Ok(());
-            }
-            println!(
-                "{:<6}  {:<24}  {:<10}  {:<9}  {:<7}  FAULT",
-                "ID", "AGENT", "DEPLOYMENT", "KIND", "STATE"
-            );
-            for o in &ops {
-                let fault = match (&o.fault_code, &o.fault_message) {
-                    (Some(c), Some(m)) => format!("{c} {m}"),
-                    (None, Some(m)) => m.clone(),
-                    _ => String::new(),
-                };
-                println!(
-                    "{:<6}  {:<24}  {:<10}  {:<9}  {:<7}  {fault}",
-                    o.id, o.endpoint_id, o.deployment_id, o.kind, o.state
-                );
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -560,5 +419,44 @@ mod tests {
             p("replicas --db f --json").unwrap(),
             FleetCmd::Replicas(_, true)
         ));
+    }
+
+    #[test]
+    fn parses_label_and_its_selectors() {
+        let change = |set: &[&str], rm: &[&str]| {
+            let s: Vec<String> = set.iter().map(|w| w.to_string()).collect();
+            let r: Vec<String> = rm.iter().map(|w| w.to_string()).collect();
+            LabelChange::new(&s, &r).unwrap()
+        };
+        assert_eq!(
+            p("label --db f os::a site=paris tier= --remove old --json").unwrap(),
+            FleetCmd::Label(
+                "f".into(),
+                "os::a".into(),
+                change(&["site=paris", "tier="], &["old"]),
+                true
+            )
+        );
+        assert_eq!(
+            p("label --db f os::a").unwrap(),
+            FleetCmd::Label("f".into(), "os::a".into(), change(&[], &[]), false)
+        );
+        let e = |s: &str| p(s).unwrap_err();
+        assert!(e("label --db f").contains("ENDPOINT"));
+        assert!(e("label --db f os::a site").contains("not NAME=VALUE"));
+        assert!(e("label --db f os::a si/te=x").contains("label name \"si/te\""));
+        assert!(e("label --db f os::a site=a+b").contains("label value \"a+b\""));
+        assert!(e("label --db f os::a site=x --remove site").contains("site: given twice"));
+        assert!(e("label --db f os::a a=1 a=2").contains("a: given twice"));
+        assert!(e("agents --db f --remove site").contains("--remove is label's"));
+        match p("deploy --db f a u --version 1 --selector label.site=paris,lyon --selector board=b --selector percent=10").unwrap() {
+            FleetCmd::Deploy(_, d, _) => {
+                assert_eq!(d.selector["label.site"], "paris,lyon");
+                assert_eq!(d.selector["percent"], "10");
+                assert_eq!(d.selector["board"], "b");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(e("deploy --db f a u --version 1 --selector percent=0").contains("percentage"));
     }
 }

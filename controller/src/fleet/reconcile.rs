@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::store::{AgentView, Deployment, JournalState};
 
-use super::selector;
+use super::selector::Selector;
 
 /// The fault code of a placement refusal for memory, the one the agent would answer
 /// (TR-181 7227, SystemResourcesExceeded).
@@ -109,13 +109,19 @@ pub fn decide(
 ) -> Vec<Action> {
     let mut out = Vec::new();
     let mut sent = 0;
+    // Each selector read once for the page (a list of endpoint IDs is read into a set).
+    let active: Vec<(&Deployment, Selector)> = deployments
+        .iter()
+        .filter(|d| d.state == "active")
+        .map(|d| (d, Selector::new(&d.selector, &d.name)))
+        .collect();
     // At most one operation per agent per pass: the engine runs one job per agent at a time.
     for agent in agents
         .iter()
         .filter(|a| a.online && a.inventory_at.is_some())
     {
-        for d in deployments.iter().filter(|d| d.state == "active") {
-            if !selector::matches(&d.selector, agent)
+        for (d, sel) in &active {
+            if !sel.matches(agent)
                 || gates
                     .get(&d.id)
                     .is_some_and(|let_in| !let_in.contains(&agent.endpoint_id))
@@ -204,6 +210,7 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fleet::selector;
     use crate::store::{DeviceFacts, Du, ExecEnv};
     use std::collections::BTreeMap;
 
@@ -477,6 +484,54 @@ mod tests {
             got.iter().all(|a| !matches!(a, Action::Update { .. })),
             "{got:?}"
         );
+    }
+
+    /// From the store as `serve` reads it: the inventory's agents with their labels, the
+    /// active deployments, the journal; a label selector reaches the labelled agents only.
+    #[test]
+    fn a_label_selector_reaches_the_labelled_agents_through_the_store() {
+        use crate::store::labels::LabelChange;
+        use crate::store::{Inventory, NewDeployment, Store};
+        let mut s = Store::open_in_memory().unwrap();
+        for a in ["os::a", "os::b", "os::c", "os::d"] {
+            s.save_inventory(a, &Inventory::default(), 1).unwrap();
+        }
+        let label = |s: &mut Store, a: &str, set: &[&str], rm: &[&str]| {
+            let set: Vec<String> = set.iter().map(|w| w.to_string()).collect();
+            let rm: Vec<String> = rm.iter().map(|w| w.to_string()).collect();
+            s.change_labels(a, &LabelChange::new(&set, &rm).unwrap())
+                .unwrap();
+        };
+        label(&mut s, "os::a", &["site=paris"], &[]);
+        label(&mut s, "os::c", &["site=lyon"], &[]);
+        label(&mut s, "os::d", &["site=nice"], &[]);
+        let words = ["label.site=paris,lyon".to_string()];
+        s.add_deployment(
+            &NewDeployment {
+                name: "app".into(),
+                url: "http://h/app.cpkg".into(),
+                version: "1".into(),
+                selector: selector::parse(&words).unwrap(),
+                ..NewDeployment::default()
+            },
+            2,
+        )
+        .unwrap();
+        let pass = |s: &Store| {
+            let page = s.agents_page("", 500, true).unwrap();
+            let journal = s.journal("os::a", "os::d").unwrap();
+            let deps = s.deployments(true).unwrap();
+            let got = decide(&page, &deps, &Gates::new(), &journal, B, 3, 32);
+            assert!(got.iter().all(|a| matches!(a, Action::Install { .. })));
+            got.iter()
+                .map(|a| a.agent().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(pass(&s), ["os::a", "os::c"]);
+        // The operator moves agents: the next pass follows the labels.
+        label(&mut s, "os::c", &[], &["site"]);
+        label(&mut s, "os::d", &["site=paris"], &[]);
+        assert_eq!(pass(&s), ["os::a", "os::d"]);
     }
 
     #[test]

@@ -351,6 +351,7 @@ fn targets_of(store: &Store, d: &NewDeployment) -> Result<Vec<RolloutTarget>, St
         .deployments(true)?
         .into_iter()
         .find(|x| x.name == d.name);
+    let sel = selector::Selector::new(&d.selector, &d.name);
     let mut out = Vec::new();
     let mut after = String::new();
     loop {
@@ -358,7 +359,7 @@ fn targets_of(store: &Store, d: &NewDeployment) -> Result<Vec<RolloutTarget>, St
         let Some(last) = page.last() else { break };
         after = last.endpoint_id.clone();
         for a in page {
-            if a.inventory_at.is_none() || !selector::matches(&d.selector, &a) {
+            if a.inventory_at.is_none() || !sel.matches(&a) {
                 continue;
             }
             let du = a.dus.iter().find(|u| u.name == d.name);

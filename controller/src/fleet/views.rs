@@ -4,6 +4,8 @@
 
 use serde_json::{json, Value};
 
+use super::refusal::Refusal;
+use crate::store::labels::{LabelChange, LabelOutcome, MAX_LABELS};
 use crate::store::{now_ms, AgentView, Eu, NewDeployment, Operation, Store};
 
 /// A deployment's name, URL or version: 1..1024 printable bytes.
@@ -21,7 +23,7 @@ pub fn agent_json(a: &AgentView, eus: &[Eu]) -> Value {
         "endpoint_id": a.endpoint_id, "online": a.online, "first_seen": a.first_seen,
         "last_seen": a.last_seen, "inventory_at": a.inventory_at,
         "manufacturer": f.manufacturer, "model": f.model, "software_version": f.software_version,
-        "serial": f.serial, "board": f.board, "arch": f.arch,
+        "serial": f.serial, "board": f.board, "arch": f.arch, "labels": a.labels,
         "exec_envs": a.exec_envs.iter().map(|e| json!({
             "path": e.path, "name": e.name, "type": e.env_type, "status": e.status,
             "arch": e.arch, "budget_kib": e.budget_kib, "available_kib": e.available_kib,
@@ -66,6 +68,25 @@ pub fn agent_detail(store: &Store, id: &str, ops: usize) -> Result<Option<Value>
     let mut v = agent_json(&a, &eus);
     v["operations"] = operations_json(&store.operations_of(Some(id), false, ops)?);
     Ok(Some(v))
+}
+
+/// Applies `change` to agent `id`'s labels (none: only reads them); its labels after.
+pub fn label(store: &mut Store, id: &str, change: &LabelChange) -> Result<Value, Refusal> {
+    let unknown = || Refusal::NotFound(format!("no agent {id:?} in the inventory"));
+    let labels = if change.is_empty() {
+        store.agent(id)?.ok_or_else(unknown)?.labels
+    } else {
+        match store.change_labels(id, change)? {
+            LabelOutcome::Labels(l) => l,
+            LabelOutcome::UnknownAgent => return Err(unknown()),
+            LabelOutcome::TooMany(n) => {
+                return Err(Refusal::Conflict(format!(
+                    "agent {id:?} would carry {n} labels; at most {MAX_LABELS} (nothing changed)"
+                )))
+            }
+        }
+    };
+    Ok(json!({"endpoint_id": id, "labels": labels}))
 }
 
 /// Journal lines as JSON.

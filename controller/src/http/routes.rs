@@ -10,6 +10,7 @@ use crate::fleet::rollout_cli::{self, Amount, Plan};
 use crate::fleet::selector;
 use crate::fleet::views;
 use crate::network;
+use crate::store::labels::LabelChange;
 use crate::store::rollouts::RolloutCommand;
 use crate::store::{NewDeployment, Store};
 
@@ -34,6 +35,13 @@ pub fn api(store: &mut Store, req: &Request, path: &str) -> Response {
         ("GET", ["agents", id]) => {
             found(views::agent_detail(store, id, AGENT_OPS), "agent", id).map(ok)
         }
+        ("GET", ["agents", id, "labels"]) => {
+            views::label(store, id, &LabelChange::default()).map(ok)
+        }
+        ("POST", ["agents", id, "labels"]) => body(req)
+            .and_then(|b| label_change(&b))
+            .and_then(|c| views::label(store, id, &c))
+            .map(ok),
         ("GET", ["deployments"]) => views::deployments(store).map_err(Refusal::from).map(ok),
         ("POST", ["deployments"]) => body(req)
             .and_then(|b| deployment(&b, &[]))
@@ -86,6 +94,7 @@ fn known(parts: &[&str]) -> bool {
         ["summary"]
             | ["agents"]
             | ["agents", _]
+            | ["agents", _, "labels"]
             | ["deployments"]
             | ["rollouts"]
             | ["rollouts", _]
@@ -197,10 +206,7 @@ fn deployment(b: &Map<String, Value>, more: &[&str]) -> Result<NewDeployment, Re
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Object(m)) => m
             .iter()
-            .map(|(k, v)| match v {
-                Value::String(s) => Ok(format!("{k}={s}")),
-                _ => Err(bad("selector", format!("{k}: expected a string"))),
-            })
+            .map(|(k, v)| selector_value(k, v).map(|v| format!("{k}={v}")))
             .collect::<Result<_, _>>()?,
         Some(_) => return Err(bad("selector", "expected an object of key: value")),
     };
@@ -231,6 +237,73 @@ fn deployment(b: &Map<String, Value>, more: &[&str]) -> Result<NewDeployment, Re
         memory_mib,
         network,
     })
+}
+
+/// A selector's value as `--selector` takes it: a string, a number (`"percent": 10`), or an
+/// array of strings (a list; an item cannot hold the list's comma).
+fn selector_value(k: &str, v: &Value) -> Result<String, Refusal> {
+    let k = crate::store::labels::cut(k);
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Array(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for i in items {
+                match i {
+                    Value::String(s) if !s.contains(',') => out.push(s.as_str()),
+                    _ => {
+                        return Err(bad(
+                            "selector",
+                            format!("{k}: expected strings without ','"),
+                        ))
+                    }
+                }
+            }
+            Ok(out.join(","))
+        }
+        _ => Err(bad(
+            "selector",
+            format!("{k}: expected a string, a number or an array of strings"),
+        )),
+    }
+}
+
+/// `{"set": {"NAME": "VALUE", ...}, "remove": ["NAME", ...]}`, both optional, as `label`
+/// takes them.
+fn label_change(b: &Map<String, Value>) -> Result<LabelChange, Refusal> {
+    if let Some(k) = b.keys().find(|k| *k != "set" && *k != "remove") {
+        return Err(bad(k, "unknown (fields: set, remove)"));
+    }
+    let set: Vec<String> = match b.get("set") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok(format!("{k}={s}")),
+                _ => Err(bad(
+                    "set",
+                    format!("{}: expected a string", crate::store::labels::cut(k)),
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(bad("set", "expected an object of name: value")),
+    };
+    let remove: Vec<String> = match b.get("remove") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(String::from)
+                    .ok_or_else(|| bad("remove", "expected names"))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(bad("remove", "expected an array of names")),
+    };
+    // Which field a refusal is about: a name being set, or one being removed.
+    LabelChange::new(&set, &[]).map_err(|e| bad("set", e))?;
+    LabelChange::new(&[], &remove).map_err(|e| bad("remove", e))?;
+    LabelChange::new(&set, &remove).map_err(Refusal::Invalid)
 }
 
 /// A rollout's plan from a body: the defaults of `rollout start` where a field is absent.
@@ -407,6 +480,109 @@ mod tests {
             "/agents",
         );
         assert_eq!(r.status, 400);
+    }
+
+    #[test]
+    fn labels_are_set_removed_and_shown_and_bad_ones_refused() {
+        let mut s = Store::open_in_memory().unwrap();
+        s.save_inventory("os::a", &crate::store::Inventory::default(), 1)
+            .unwrap();
+        let path = "/api/v1/agents/os%3A%3Aa/labels";
+        let (st, v) = call(&mut s, "GET", path, "");
+        assert_eq!(
+            (st, v),
+            (200, json!({"endpoint_id": "os::a", "labels": {}}))
+        );
+        let (st, v) = call(
+            &mut s,
+            "POST",
+            path,
+            r#"{"set": {"site": "paris", "tier": "beta"}}"#,
+        );
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v["labels"], json!({"site": "paris", "tier": "beta"}));
+        let (st, v) = call(
+            &mut s,
+            "POST",
+            path,
+            r#"{"set": {"site": "lyon"}, "remove": ["tier"]}"#,
+        );
+        assert_eq!((st, &v["labels"]), (200, &json!({"site": "lyon"})));
+        // The agent's views show them.
+        let (_, v) = call(&mut s, "GET", "/api/v1/agents/os%3A%3Aa", "");
+        assert_eq!(v["labels"], json!({"site": "lyon"}));
+        let (_, v) = call(&mut s, "GET", "/api/v1/agents", "");
+        assert_eq!(v["agents"][0]["labels"], json!({"site": "lyon"}));
+        let mut err = |body: &str| {
+            let (st, v) = call(&mut s, "POST", path, body);
+            (st, v["error"].as_str().unwrap_or_default().to_string())
+        };
+        let (st, e) = err(r#"{"set": {"si te": "x"}}"#);
+        assert!(
+            st == 400 && e.contains("`set`") && e.contains("label name"),
+            "{e}"
+        );
+        let (st, e) = err(r#"{"set": {"site": "a/b"}}"#);
+        assert!(st == 400 && e.contains("label value"), "{e}");
+        let (st, e) = err(r#"{"remove": ["-x"]}"#);
+        assert!(st == 400 && e.contains("`remove`"), "{e}");
+        let (st, e) = err(r#"{"set": {"site": 1}}"#);
+        assert!(st == 400 && e.contains("expected a string"), "{e}");
+        let (st, e) = err(r#"{"sets": {}}"#);
+        assert!(st == 400 && e.contains("`sets`"), "{e}");
+        let (st, e) = err(r#"{"set": {"a": "1"}, "remove": ["a"]}"#);
+        assert!(st == 400 && e.contains("given twice"), "{e}");
+        // Over the bound per agent: 409, and nothing of that change is kept.
+        let many: Map<String, Value> = (0..64).map(|i| (format!("k{i}"), json!("v"))).collect();
+        let (st, e) = err(&json!({ "set": many }).to_string());
+        assert!(st == 409 && e.contains("65 labels; at most 64"), "{e}");
+        let (_, v) = call(&mut s, "GET", path, "");
+        assert_eq!(v["labels"], json!({"site": "lyon"}), "nothing changed");
+        let (st, _) = call(
+            &mut s,
+            "POST",
+            "/api/v1/agents/os%3A%3Ab/labels",
+            r#"{"set": {"a": "1"}}"#,
+        );
+        assert_eq!(st, 404, "an agent not in the inventory");
+        assert_eq!(
+            call(&mut s, "GET", "/api/v1/agents/os%3A%3Ab/labels", "").0,
+            404
+        );
+        assert_eq!(call(&mut s, "DELETE", path, "").0, 405);
+    }
+
+    #[test]
+    fn a_selector_takes_lists_as_arrays_and_percent_as_a_number() {
+        let mut s = Store::open_in_memory().unwrap();
+        let (st, v) = call(
+            &mut s,
+            "POST",
+            "/api/v1/deployments",
+            r#"{"name":"a","url":"u","version":"1","selector":
+                {"endpoint_id":["os::a","os::b"],"percent":10,"label.site":"paris,lyon"}}"#,
+        );
+        assert_eq!(st, 201, "{v}");
+        let (_, v) = call(&mut s, "GET", "/api/v1/deployments", "");
+        assert_eq!(
+            v["deployments"][0]["selector"],
+            json!({"endpoint_id": "os::a,os::b", "percent": "10", "label.site": "paris,lyon"})
+        );
+        for (sel, want) in [
+            (r#"{"endpoint_id":["os::a,os::b"]}"#, "without ','"),
+            (r#"{"endpoint_id":[1]}"#, "without ','"),
+            (r#"{"model":true}"#, "expected a string, a number"),
+            (r#"{"percent":0}"#, "percentage"),
+            (r#"{"label.s!":"x"}"#, "label name"),
+        ] {
+            let body = format!(r#"{{"name":"a","url":"u","version":"1","selector":{sel}}}"#);
+            let (st, v) = call(&mut s, "POST", "/api/v1/deployments", &body);
+            let e = v["error"].as_str().unwrap();
+            assert!(
+                st == 400 && e.contains("`selector`") && e.contains(want),
+                "{sel}: {e}"
+            );
+        }
     }
 
     #[test]

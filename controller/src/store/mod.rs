@@ -7,6 +7,7 @@
 //! (`pg` the PostgreSQL side); `location` what `--db` names; this module the queries.
 
 mod db;
+pub mod labels;
 pub mod leases;
 pub mod location;
 mod pg;
@@ -24,6 +25,7 @@ use std::collections::{BTreeMap, HashMap};
 use db::{p, Db, Row};
 pub use location::Location;
 pub use schema::{latest as schema_version, MIGRATIONS};
+pub use shard_key::fnv1a;
 
 /// The lease of the coordinating `serve` (`leases`): the one replica that steps rollouts.
 pub const SERVE_LEASE: &str = "serve";
@@ -140,6 +142,8 @@ pub struct AgentView {
     pub exec_envs: Vec<ExecEnv>,
     /// Its deployment units.
     pub dus: Vec<Du>,
+    /// The operator's labels on it (`labels`).
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A deployment: an app at a version, wanted on every agent its selector matches.
@@ -155,7 +159,7 @@ pub struct Deployment {
     pub digest: Option<String>,
     /// The app's version (the DU Version agents report).
     pub version: String,
-    /// key=value pairs an agent must all match.
+    /// key=value pairs an agent must all match (`fleet::selector`).
     pub selector: BTreeMap<String, String>,
     /// The package's memory need, MiB, when given: placement checks it against ExecEnvs.
     pub memory_mib: Option<u32>,
@@ -467,6 +471,7 @@ impl Store {
             },
             exec_envs: Vec::new(),
             dus: Vec::new(),
+            labels: BTreeMap::new(),
         })
     }
 
@@ -540,6 +545,11 @@ impl Store {
         for (a, d) in dus {
             if let Some(&i) = index.get(&a) {
                 page[i].dus.push(d);
+            }
+        }
+        for (a, (name, value)) in self.labels_between(&first, &last)? {
+            if let Some(&i) = index.get(&a) {
+                page[i].labels.insert(name, value);
             }
         }
         Ok(page)

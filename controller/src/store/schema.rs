@@ -117,6 +117,13 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX rollout_targets_by_wave ON rollout_targets(rollout_id, wave, state);",
     // 7: the `serve` replica that journaled (and so sent) an operation; NULL: a command's.
     "ALTER TABLE operations ADD COLUMN replica TEXT;",
+    // 8: operator-assigned labels on agents (`store::labels`), read by selectors.
+    "CREATE TABLE agent_labels (
+        endpoint_id TEXT NOT NULL REFERENCES agents(endpoint_id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (endpoint_id, name)
+    );",
 ];
 
 /// The schema version this build writes.

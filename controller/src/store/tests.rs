@@ -91,6 +91,8 @@ on_both!(
     a_rollout_pass_reads_only_the_targets_that_can_change,
 );
 
+mod labels;
+
 /// The tables of the store's schema.
 fn tables(db: &Db) -> Vec<String> {
     let sql = if db.is_postgres() {
@@ -158,6 +160,7 @@ fn migrations_apply_to_an_empty_database(b: &Backend) {
         "operations",
         "rollouts",
         "rollout_targets",
+        "agent_labels",
     ] {
         assert!(have.iter().any(|h| h == t), "table {t} in {have:?}");
     }

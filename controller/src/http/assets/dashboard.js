@@ -217,6 +217,7 @@ async function loadAgent(id) {
     ["Inventory read", when(a.inventory_at)], ["Manufacturer", a.manufacturer],
     ["Model", a.model], ["Software", a.software_version], ["Serial", a.serial],
     ["Board", a.board], ["Arch", a.arch],
+    ["Labels", Object.entries(a.labels || {}).map(([k, v]) => k + "=" + v).join(", ") || null],
   ];
   $("agent-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", k), el("dd", v ?? "-")]));
   fill("agent-envs", a.exec_envs.map((e) => row([e.name, e.type, e.status, e.arch,
