@@ -3,7 +3,8 @@
 
 use serde_json::{json, Value};
 
-use super::{rollout_cli, views, FleetCmd};
+use super::command::FleetCmd;
+use super::{rollout_cli, views};
 use crate::store::Store;
 
 /// A JSON string for a table, `-` when absent.
