@@ -13,7 +13,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use agentd::{busybox_rootfs, eu_of, tar_dir, World, BUSYBOX};
+use agentd::{busybox_rootfs, eu_of, loop_devices_on, tar_dir, World, BUSYBOX};
 use common::Server;
 use serde_json::{json, Value};
 
@@ -28,6 +28,19 @@ fn can_run() -> bool {
     let root = unsafe { libc::geteuid() } == 0;
     let mke2fs = Command::new("mke2fs").arg("-V").output().is_ok();
     root && mke2fs && Path::new(BUSYBOX).exists() && Path::new("/dev/loop-control").exists()
+}
+
+/// A world whose one jail ExecEnv has [`BUDGET_MIB`] of flash, and its package server.
+fn world(tag: &str) -> (World, Server) {
+    let w = World::new(tag);
+    w.write_config_patched(json!({
+        "exec_envs": [{"name": "jail0", "type": "jail", "arch": "x86_64",
+                       "memory_budget_mib": 64, "disk_budget_mib": BUDGET_MIB,
+                       "runner": "jail"}],
+        "download_cap_bytes": 16 << 20,
+    }));
+    let server = Server::range(&w.www, &w.root.join("requests.log"), &[]);
+    (w, server)
 }
 
 /// Packs a busybox jail app `name` running `script` that declares `disk_mib`.
@@ -93,14 +106,7 @@ fn flash_is_admitted_like_memory_and_a_data_volume_is_capped() {
         eprintln!("skipped: needs root, {BUSYBOX} (busybox-static), mke2fs and loop devices");
         return;
     }
-    let mut w = World::new("diskbudget");
-    w.write_config_patched(json!({
-        "exec_envs": [{"name": "jail0", "type": "jail", "arch": "x86_64",
-                       "memory_budget_mib": 64, "disk_budget_mib": BUDGET_MIB,
-                       "runner": "jail"}],
-        "download_cap_bytes": 16 << 20,
-    }));
-    let server = Server::range(&w.www, &w.root.join("requests.log"), &[]);
+    let (mut w, server) = world("diskbudget");
     // Writes 64 KiB to its volume every 0.2 s and says whether it could.
     let keeper = publish(
         &w,
@@ -279,14 +285,7 @@ fn a_blob_two_apps_share_is_charged_once() {
         eprintln!("skipped: needs root, {BUSYBOX} (busybox-static), mke2fs and loop devices");
         return;
     }
-    let mut w = World::new("diskshared");
-    w.write_config_patched(json!({
-        "exec_envs": [{"name": "jail0", "type": "jail", "arch": "x86_64",
-                       "memory_budget_mib": 64, "disk_budget_mib": BUDGET_MIB,
-                       "runner": "jail"}],
-        "download_cap_bytes": 16 << 20,
-    }));
-    let server = Server::range(&w.www, &w.root.join("requests.log"), &[]);
+    let (mut w, server) = world("diskshared");
     // One source directory: both packages carry the same rootfs.tar, one blob.
     let dir = w.root.join("src-shared");
     busybox_rootfs(&dir.join("rootfs"));
@@ -331,22 +330,4 @@ fn a_blob_two_apps_share_is_charged_once() {
         "the blob ({blob_kib} KiB) is charged once: {shared} KiB charged less"
     );
     w.stop_daemon();
-}
-
-/// Loop devices whose backing file is under `dir`.
-fn loop_devices_on(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for e in fs::read_dir("/sys/block").into_iter().flatten().flatten() {
-        let backing = e.path().join("loop/backing_file");
-        if let Ok(file) = fs::read_to_string(&backing) {
-            if file.trim().starts_with(&*dir.to_string_lossy()) {
-                out.push(format!(
-                    "{}: {}",
-                    e.file_name().to_string_lossy(),
-                    file.trim()
-                ));
-            }
-        }
-    }
-    out
 }

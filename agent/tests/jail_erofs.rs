@@ -13,7 +13,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use agentd::{busybox_rootfs, eu_of, tar_dir, World, BUSYBOX};
+use agentd::{busybox_rootfs, eu_of, loop_devices_on, tar_dir, World, BUSYBOX};
 use serde_json::{json, Value};
 
 /// What the app prints first: read from its root image.
@@ -105,23 +105,6 @@ fn flash_bytes(dir: &Path) -> u64 {
         sum
     }
     walk(dir)
-}
-
-/// Loop devices whose backing file is under `dir`.
-fn loop_devices_on(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for e in fs::read_dir("/sys/block").into_iter().flatten().flatten() {
-        if let Ok(file) = fs::read_to_string(e.path().join("loop/backing_file")) {
-            if file.trim().starts_with(&*dir.to_string_lossy()) {
-                out.push(format!(
-                    "{}: {}",
-                    e.file_name().to_string_lossy(),
-                    file.trim()
-                ));
-            }
-        }
-    }
-    out
 }
 
 /// Mounts of any process's namespace on the world's files (the runners' namespaces included:

@@ -598,3 +598,20 @@ pub fn kill_apps_of(root: &Path) {
         }
     }
 }
+
+/// Loop devices whose backing file is under `dir`.
+pub fn loop_devices_on(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/sys/block").into_iter().flatten().flatten() {
+        if let Ok(file) = fs::read_to_string(e.path().join("loop/backing_file")) {
+            if file.trim().starts_with(&*dir.to_string_lossy()) {
+                out.push(format!(
+                    "{}: {}",
+                    e.file_name().to_string_lossy(),
+                    file.trim()
+                ));
+            }
+        }
+    }
+    out
+}

@@ -176,32 +176,26 @@ pub fn figures(figures: &mut Vec<Figure>) -> Result<(), String> {
          root as a tar layer",
         erofs.package_bytes, tar.package_bytes
     );
-    figures.push(
-        Figure::new(
-            "flash.board_install_write_ratio",
-            round_to(erofs.write_ratio, 3),
-            "ratio",
-        )
-        .with_peer("tar root (extracted)", round_to(tar.write_ratio, 3))
-        .with_note(format!(
-            "bytes written to the flash (its block device's sectors written, after `sync`) \
-             from before the install request to the app Active, over the package's size; \
-             {origin}"
-        )),
-    );
-    figures.push(
-        Figure::new(
-            "flash.board_app_bytes_ratio",
-            round_to(erofs.bytes_ratio, 3),
-            "ratio",
-        )
-        .with_peer("tar root (extracted)", round_to(tar.bytes_ratio, 3))
-        .with_note(format!(
-            "the flash file system's used KiB (df) after the install less before (the app's \
-             files, its state, its data directory), over the package's size; target <= 1.1; \
-             {origin}"
-        )),
-    );
+    // An erofs-rooted install's ratio against the tar-rooted one's.
+    let against_tar = |name: &str, erofs: f64, tar: f64, what: &str| {
+        Figure::new(name, round_to(erofs, 3), "ratio")
+            .with_peer("tar root (extracted)", round_to(tar, 3))
+            .with_note(format!("{what}; {origin}"))
+    };
+    figures.push(against_tar(
+        "flash.board_install_write_ratio",
+        erofs.write_ratio,
+        tar.write_ratio,
+        "bytes written to the flash (its block device's sectors written, after `sync`) from \
+         before the install request to the app Active, over the package's size",
+    ));
+    figures.push(against_tar(
+        "flash.board_app_bytes_ratio",
+        erofs.bytes_ratio,
+        tar.bytes_ratio,
+        "the flash file system's used KiB (df) after the install less before (the app's \
+         files, its state, its data directory), over the package's size; target <= 1.1",
+    ));
     figures.push(
         Figure::new(
             "flash.idle_write_kib_per_hour",
@@ -209,10 +203,9 @@ pub fn figures(figures: &mut Vec<Figure>) -> Result<(), String> {
             "KiB/h",
         )
         .with_note(format!(
-            "sectors written to the flash over {} s with both apps running and nothing \
-                 asked of the agent, per hour (cpevisord's own write_bytes over the same \
-                 window: {:.1} KiB/h); target 0; no peer: an idle agent's writes are its own; \
-                 {origin}",
+            "sectors written to the flash over {} s with both apps running and nothing asked \
+             of the agent, per hour (cpevisord's own write_bytes over the same window: {:.1} \
+             KiB/h); target 0; no peer: an idle agent's writes are its own; {origin}",
             IDLE.as_secs(),
             agent_kib
         )),
