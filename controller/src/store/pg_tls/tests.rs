@@ -157,10 +157,15 @@ fn without_sslmode_this_machine_is_plain_and_any_other_verify_full() {
             Mode::Disable
         );
     }
-    // A CA named asks for TLS on this machine too; `require` needs none.
+    // A CA or a client certificate named asks for TLS on this machine too; `require` needs
+    // no CA.
     assert_eq!(
         mode("postgresql://127.0.0.1/f?sslrootcert=ca.pem"),
         Mode::VerifyFull
+    );
+    assert_eq!(
+        mode("postgresql://127.0.0.1/f?sslcert=c.pem&sslkey=k.pem"),
+        Mode::Require
     );
     let (s, cfg) = settle("postgresql://db.example/f?sslmode=require").unwrap();
     assert_eq!((s.mode, s.rootcert), (Mode::Require, None));
