@@ -24,6 +24,7 @@ pub mod engine;
 pub mod fleet;
 pub mod http;
 pub mod network;
+mod private_file;
 mod render;
 mod roster;
 pub mod store;

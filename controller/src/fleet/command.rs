@@ -14,7 +14,9 @@ use crate::CtlConfig;
 /// The usage of the service's commands (all take `--db PATH`).
 pub const USAGE: &str = "service commands (the fleet's desired state in a database: --db PATH is a
 SQLite file, created if absent; --db postgres://USER[:PASSWORD]@HOST[:PORT]/DBNAME is a
-PostgreSQL database, its schema created at the first open):
+PostgreSQL database, its schema created at the first open; TLS as libpq's ?sslmode=
+disable|require|verify-ca|verify-full&sslrootcert=CA.pem[&sslcert=C.pem&sslkey=K.pem]; without
+sslmode a server on this machine is plain, any other verify-full, which needs sslrootcert):
   serve --config FILE --db PATH [--sweep SECS] [--max-in-flight N] [--op-timeout SECS]
         [--http ADDR:PORT --api-token-file FILE] [--replica NAME] [--lease-ttl SECS]
                                the long-running controller: inventory and reconciliation;

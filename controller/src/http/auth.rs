@@ -1,12 +1,8 @@
-//! The API's bearer tokens: read from a file only its owner can read (opened with O_NOFOLLOW,
-//! so a symlink planted in its place is refused, and checked on the descriptor opened), one
+//! The API's bearer tokens: read from a file only its owner can read (`private_file`), one
 //! token a line, and compared in constant time: each token is kept as its HMAC-SHA-256 under
 //! a key drawn at start, and a presented token is checked with `hmac::verify`, so neither its
 //! bytes nor its length tell how close it came.
 
-use std::fs::OpenOptions;
-use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use ring::hmac;
@@ -58,36 +54,8 @@ impl Tokens {
     /// others.
     pub fn load(path: &Path) -> Result<Tokens, String> {
         let what = |e: String| format!("API token file {}: {e}", path.display());
-        let mut f = OpenOptions::new()
-            .read(true)
-            // O_NONBLOCK: a FIFO put in its place cannot hang the start.
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(path)
-            .map_err(|e| {
-                if e.raw_os_error() == Some(libc::ELOOP) {
-                    what("is a symlink; name the file itself".into())
-                } else {
-                    what(e.to_string())
-                }
-            })?;
-        let m = f.metadata().map_err(|e| what(e.to_string()))?;
-        if !m.is_file() {
-            return Err(what("not a regular file".into()));
-        }
-        if m.mode() & 0o077 != 0 {
-            return Err(what(format!(
-                "mode {:o} lets group or others at it; chmod 600 it",
-                m.mode() & 0o777
-            )));
-        }
-        let mut text = String::new();
-        f.by_ref()
-            .take(MAX_FILE + 1)
-            .read_to_string(&mut text)
-            .map_err(|e| what(e.to_string()))?;
-        if text.len() as u64 > MAX_FILE {
-            return Err(what(format!("larger than {MAX_FILE} bytes")));
-        }
+        let bytes = crate::private_file::read(path, MAX_FILE).map_err(what)?;
+        let text = String::from_utf8(bytes).map_err(|_| what("not UTF-8 text".into()))?;
         Tokens::parse(&text).map_err(what)
     }
 

@@ -36,6 +36,30 @@ impl From<PathBuf> for Location {
     }
 }
 
+/// `s` with its `%XX` escapes decoded, as libpq's URLs are (`+` is itself); `None` for a bad
+/// escape or bytes that are not UTF-8.
+pub(super) fn decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let digit = |c: Option<u8>| (c? as char).to_digit(16);
+            let (high, low) = (digit(bytes.next())?, digit(bytes.next())?);
+            out.push((high * 16 + low) as u8);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Whether the parameter named `key` (%-escaped or not) holds a password: libpq's `password`,
+/// or `sslpassword` (the client key's, which the store refuses, but only after the URL is
+/// shown).
+fn is_password(key: &str) -> bool {
+    decode(key).is_some_and(|k| k == "password" || k == "sslpassword")
+}
+
 /// `url` with the password (in the user part or a `password=` parameter) as `***`.
 fn redact(url: &str) -> String {
     let (scheme, rest) = url.split_at(url.find("://").map_or(0, |i| i + 3));
@@ -53,7 +77,7 @@ fn redact(url: &str) -> String {
             let query: Vec<String> = query
                 .split('&')
                 .map(|kv| match kv.split_once('=') {
-                    Some((k, _)) if k == "password" => format!("{k}=***"),
+                    Some((k, _)) if is_password(k) => format!("{k}=***"),
                     _ => kv.to_string(),
                 })
                 .collect();
@@ -97,6 +121,13 @@ mod tests {
                 "postgresql://ctl:***@h/fleet?password=***&sslmode=disable",
             ),
             ("postgresql://ctl@h/fleet", "postgresql://ctl@h/fleet"),
+            // The TLS parameters are shown; a password among them, however spelled, is not.
+            (
+                "postgresql://ctl@h/fleet?sslmode=verify-full&sslrootcert=/etc/ca.pem&\
+                 pass%77ord=s3cret&sslkey=k.pem&sslpassword=s3cret&%70assword=s3cret",
+                "postgresql://ctl@h/fleet?sslmode=verify-full&sslrootcert=/etc/ca.pem&\
+                 pass%77ord=***&sslkey=k.pem&sslpassword=***&%70assword=***",
+            ),
         ] {
             let l = Location::parse(url);
             assert!(matches!(l, Location::Postgres(_)));

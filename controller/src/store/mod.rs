@@ -11,6 +11,7 @@ pub mod labels;
 pub mod leases;
 pub mod location;
 mod pg;
+mod pg_tls;
 pub mod rollouts;
 mod schema;
 mod shard_key;

@@ -12,8 +12,10 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::runtime::Runtime;
 use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
-use tokio_postgres::{Client, Config, NoTls, Statement};
+use tokio_postgres::{Client, Config, Statement};
 
+use super::pg_tls::connector::PgTls;
+use super::pg_tls::Params;
 use super::values::{Param, Row, Value};
 
 /// The deadline on connecting (TCP or unix socket, and the server's startup answer).
@@ -28,6 +30,8 @@ pub struct Pg {
     rt: Runtime,
     client: Client,
     statements: HashMap<String, Statement>,
+    /// The connection's TLS, again for a cancel request.
+    tls: PgTls,
     /// The URL without its password, for errors.
     shown: String,
 }
@@ -67,11 +71,17 @@ pub fn placeholders(sql: &str) -> String {
 }
 
 impl Pg {
-    /// Connects to `url` (shown in errors as `shown`, without its password).
+    /// Connects to `url` (shown in errors as `shown`, without its password), over TLS as its
+    /// parameters and hosts settle it (`pg_tls`).
     pub fn connect(url: &str, shown: &str) -> Result<Pg, String> {
+        let (url, params) = Params::take(url).map_err(|e| format!("{shown}: {e}"))?;
         let mut cfg: Config = url
             .parse()
             .map_err(|e| format!("{shown}: {}", describe(&e)))?;
+        let tls = params
+            .settle(&mut cfg)
+            .and_then(|settled| PgTls::new(&settled))
+            .map_err(|e| format!("{shown}: {e}"))?;
         if cfg.get_connect_timeout().is_none() {
             cfg.connect_timeout(CONNECT_DEADLINE);
         }
@@ -87,7 +97,9 @@ impl Pg {
             .build()
             .map_err(|e| format!("{shown}: runtime: {e}"))?;
         let (client, conn) = rt
-            .block_on(async { tokio::time::timeout(CONNECT_DEADLINE, cfg.connect(NoTls)).await })
+            .block_on(async {
+                tokio::time::timeout(CONNECT_DEADLINE, cfg.connect(tls.clone())).await
+            })
             .map_err(|_| format!("{shown}: no answer within {} s", CONNECT_DEADLINE.as_secs()))?
             .map_err(|e| format!("{shown}: {}", describe(&e)))?;
         // The connection's task runs while a call waits on the runtime (every call does).
@@ -98,6 +110,7 @@ impl Pg {
             rt,
             client,
             statements: HashMap::new(),
+            tls,
             shown: shown.to_string(),
         })
     }
@@ -116,7 +129,8 @@ impl Pg {
             Err(_) => {
                 let token = self.client.cancel_token();
                 let _ = self.rt.block_on(async {
-                    tokio::time::timeout(CANCEL_DEADLINE, token.cancel_query(NoTls)).await
+                    tokio::time::timeout(CANCEL_DEADLINE, token.cancel_query(self.tls.clone()))
+                        .await
                 });
                 Err(format!(
                     "database {}: no answer within {} s",

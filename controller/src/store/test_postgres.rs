@@ -2,7 +2,8 @@
 //! feature): Debian's server binaries (`make setup` installs them), a fresh cluster in a
 //! temporary directory, listening on a free port of 127.0.0.1 and on a unix socket in that
 //! directory, run as `nobody` when the tests run as root (the server refuses root), stopped
-//! and removed on drop.
+//! and removed on drop. With [`TestPostgres::start_tls`] it also speaks TLS (`ssl=on`) with
+//! the certificate a test made, and may ask TLS clients for certificates of their own.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,6 +24,20 @@ const STOP_DEADLINE: Duration = Duration::from_secs(15);
 pub const USER: &str = "cpevisor";
 
 static SERIAL: AtomicU32 = AtomicU32::new(0);
+
+/// The test server's TLS: its certificate chain and key (PEM files, copied into its
+/// directory), and, when `client_ca` is given, the CA whose client certificates TLS
+/// connections must present (pg_hba `cert`, the certificate's CN being the role; plain ones
+/// stay trusted).
+#[derive(Debug, Clone, Copy)]
+pub struct ServerTls<'a> {
+    /// The server's certificate (PEM).
+    pub cert: &'a Path,
+    /// Its key (PEM).
+    pub key: &'a Path,
+    /// The CA of the client certificates asked for, if any.
+    pub client_ca: Option<&'a Path>,
+}
 
 /// A running test server.
 pub struct TestPostgres {
@@ -75,10 +90,58 @@ fn free_port() -> u16 {
         .expect("a free port on 127.0.0.1")
 }
 
+/// Copies the server's certificate, key and client CA into `dir` (the key private to the
+/// server's user, as the server insists), adds the pg_hba line that asks TLS clients for a
+/// certificate when there is a client CA; the server's `-c` arguments for them.
+fn enable_tls(dir: &Path, data: &Path, tls: &ServerTls<'_>) -> Vec<String> {
+    let copy = |from: &Path, name: &str| {
+        let to = dir.join(name);
+        std::fs::copy(from, &to).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
+        std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod the test server's TLS file");
+        if is_root() {
+            let ok = Command::new("chown")
+                .args(["nobody:nogroup"])
+                .arg(&to)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "chown nobody:nogroup {}", to.display());
+        }
+        format!("{}", to.display())
+    };
+    let mut args = vec![
+        "-c".to_string(),
+        "ssl=on".to_string(),
+        "-c".to_string(),
+        format!("ssl_cert_file={}", copy(tls.cert, "server.crt")),
+        "-c".to_string(),
+        format!("ssl_key_file={}", copy(tls.key, "server.key")),
+    ];
+    if let Some(ca) = tls.client_ca {
+        args.push("-c".to_string());
+        args.push(format!("ssl_ca_file={}", copy(ca, "client-ca.crt")));
+        // The first line that matches decides: TLS connections need a certificate.
+        let hba = data.join("pg_hba.conf");
+        let rest = std::fs::read_to_string(&hba).expect("the test server's pg_hba.conf");
+        std::fs::write(&hba, format!("hostssl all all 127.0.0.1/32 cert\n{rest}"))
+            .expect("the test server's pg_hba.conf");
+    }
+    args
+}
+
 impl TestPostgres {
     /// Creates a cluster and starts its server; panics with the server's log if it does not
     /// come up.
     pub fn start() -> TestPostgres {
+        TestPostgres::start_with(None)
+    }
+
+    /// Like [`TestPostgres::start`], the server also taking TLS connections (`ssl=on`).
+    pub fn start_tls(tls: &ServerTls<'_>) -> TestPostgres {
+        TestPostgres::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<&ServerTls<'_>>) -> TestPostgres {
         let bin = bin_dir();
         let mut dir = std::env::temp_dir().join(format!(
             "cpv-pg-{}-{}",
@@ -119,6 +182,7 @@ impl TestPostgres {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        let tls_args = tls.map(|t| enable_tls(&dir, &data, t)).unwrap_or_default();
         // A port found free can be taken before the server binds it: a few tries.
         let mut last_log = String::new();
         for _ in 0..3 {
@@ -142,7 +206,10 @@ impl TestPostgres {
                     "fsync=off",
                     "-c",
                     "full_page_writes=off",
-                ],
+                ]
+                .into_iter()
+                .chain(tls_args.iter().map(String::as_str))
+                .collect::<Vec<_>>(),
             )
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("the server's log"))

@@ -92,6 +92,7 @@ on_both!(
 );
 
 mod labels;
+mod tls;
 
 /// The tables of the store's schema.
 fn tables(db: &Db) -> Vec<String> {
@@ -626,20 +627,6 @@ fn an_unreachable_or_silent_server_is_an_error_naming_the_url_without_its_passwo
     .err()
     .unwrap();
     assert!(e.contains("ctl:***@") && !e.contains("s3cret"), "{e}");
-}
-
-#[test]
-fn a_url_that_asks_for_tls_fails_rather_than_going_plain() {
-    let b = Backend::postgres();
-    let Location::Postgres(url) = &b.loc else {
-        unreachable!()
-    };
-    let e = Store::open(&Location::parse(&format!("{url}?sslmode=require")))
-        .err()
-        .unwrap();
-    assert!(e.contains("sslmode=require"), "{e}");
-    // `prefer`, libpq's default, goes plain with a server that has no TLS.
-    Store::open(&Location::parse(&format!("{url}?sslmode=prefer"))).unwrap();
 }
 
 fn leases_are_taken_renewed_and_taken_over_once_expired(b: &Backend) {
