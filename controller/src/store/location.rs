@@ -60,20 +60,22 @@ fn is_password(key: &str) -> bool {
     decode(key).is_some_and(|k| k == "password" || k == "sslpassword")
 }
 
-/// `url` with the password (in the user part or a `password=` parameter) as `***`.
+/// `url` with the password (in the user part or a `password=` parameter) as `***`. The user
+/// part ends at the last `@` before the query, not at the first `/`: a password may hold a
+/// raw `/` (libpq wants it escaped, but an operator's typo must not print it); a database
+/// name with an `@` is then hidden too, which errs on the safe side.
 fn redact(url: &str) -> String {
     let (scheme, rest) = url.split_at(url.find("://").map_or(0, |i| i + 3));
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let authority = match authority.rfind('@') {
-        Some(at) => match authority[..at].find(':') {
-            Some(colon) => format!("{}:***{}", &authority[..colon], &authority[at..]),
-            None => authority.to_string(),
+    let (before_query, query) = rest.split_at(rest.find('?').unwrap_or(rest.len()));
+    let before_query = match before_query.rfind('@') {
+        Some(at) => match before_query[..at].find(':') {
+            Some(colon) => format!("{}:***{}", &before_query[..colon], &before_query[at..]),
+            None => before_query.to_string(),
         },
-        None => authority.to_string(),
+        None => before_query.to_string(),
     };
-    let tail = match tail.split_once('?') {
-        Some((path, query)) => {
+    let query = match query.strip_prefix('?') {
+        Some(query) => {
             let query: Vec<String> = query
                 .split('&')
                 .map(|kv| match kv.split_once('=') {
@@ -81,11 +83,11 @@ fn redact(url: &str) -> String {
                     _ => kv.to_string(),
                 })
                 .collect();
-            format!("{path}?{}", query.join("&"))
+            format!("?{}", query.join("&"))
         }
-        None => tail.to_string(),
+        None => String::new(),
     };
-    format!("{scheme}{authority}{tail}")
+    format!("{scheme}{before_query}{query}")
 }
 
 impl fmt::Display for Location {
@@ -121,6 +123,16 @@ mod tests {
                 "postgresql://ctl:***@h/fleet?password=***&sslmode=disable",
             ),
             ("postgresql://ctl@h/fleet", "postgresql://ctl@h/fleet"),
+            // A raw `/` (or `?`-free `@`) in the password still hides all of it.
+            (
+                "postgres://ctl:s3/cret@h/fleet",
+                "postgres://ctl:***@h/fleet",
+            ),
+            (
+                "postgres://ctl:a/s3cret@b@h:5432/fleet?sslmode=disable",
+                "postgres://ctl:***@h:5432/fleet?sslmode=disable",
+            ),
+            ("postgres://h/fleet?x=1", "postgres://h/fleet?x=1"),
             // The TLS parameters are shown; a password among them, however spelled, is not.
             (
                 "postgresql://ctl@h/fleet?sslmode=verify-full&sslrootcert=/etc/ca.pem&\
