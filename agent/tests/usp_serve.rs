@@ -412,16 +412,13 @@ fn once_each(db: &str, ids: &[String], deployment: &Value) -> BTreeSet<String> {
 /// from the others. Every agent gets each version once (its own state has one DU, the journal
 /// one done operation, none failed).
 ///
-/// Ignored in `make test` because a known race made it fail 1 of the 5 runs seen; the failure
-/// is not noise. A fresh-clone run on 2026-12-07 showed it: the replica that took over the killed
-/// replica's shard sent the install, and the agent's OperationComplete never reached it within
-/// `--op-timeout` 20 s. The rollout still completed, from the agent's inventory. The suspected
-/// path: the shared subscription hands the Notify to a third replica, which forwards it by its
-/// own last-seen map of shard holders (`serve.rs` `Holders`) to the dead one. Run it with
-/// `cargo test -p cpevisor-agent --test usp_serve -- --ignored`; it comes back into
-/// `make test` with the fix (issue 13).
+/// It once failed 1 run in 5 on a race, fixed since: after a takeover an agent's
+/// OperationComplete reached a third replica, which forwarded it by the shard holders it had
+/// seen last, still the killed one. Now a replica that took a shard from others sends its
+/// agents nothing until every replica has had two rounds to learn the new holder, and a result
+/// that never comes is looked for in the agent's inventory before the operation is called
+/// failed (usp_serve_unheard.rs).
 #[test]
-#[ignore = "known race (issue 13): after a takeover an OperationComplete can be lost (suspected: forwarded to the dead replica); failed 1 of the 5 runs seen"]
 fn serve_replicas_on_postgres_share_the_fleet_one_killed_one_joining() {
     let _one = ONE_FLEET.lock().unwrap_or_else(|e| e.into_inner());
     usp_common::controller();

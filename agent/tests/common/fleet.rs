@@ -51,14 +51,59 @@ pub fn start_agent(
     spec: &MemberSpec,
 ) -> Member {
     let id = spec.id;
-    let dir = world.root.join("agents").join(id.replace(':', "_"));
+    let dir = member_dir(world, id);
     fs::create_dir_all(&dir).unwrap();
     let mut cfg = AgentConfig::load(&world.config).unwrap();
     if let Some(mib) = spec.budget_mib {
         cfg.exec_envs[0].memory_budget_mib = mib;
     }
     let agent = Arc::new(Agent::open(&dir, cfg).unwrap());
-    let file = UspFile {
+    let file = usp_file(broker, cert, ctl_id, spec, None);
+    let session = usp::start(agent.clone(), &file, &dir).expect("session");
+    Member {
+        id: id.into(),
+        agent,
+        session,
+    }
+}
+
+/// Where member `id` keeps its state.
+fn member_dir(world: &World, id: &str) -> std::path::PathBuf {
+    world.root.join("agents").join(id.replace(':', "_"))
+}
+
+/// Ends `m`'s MQTT session and starts another whose notifications (Boot!, OperationComplete,
+/// DUStateChange!...) go to `notify_topic` instead of the controller's topic; its responses
+/// still go where each request's Response Topic says.
+pub fn reconnect_notifying(
+    m: Member,
+    world: &World,
+    broker: &TestBroker,
+    cert: &Identity,
+    ctl_id: &str,
+    spec: &MemberSpec,
+    notify_topic: &str,
+) -> Member {
+    m.session.stop();
+    let file = usp_file(broker, cert, ctl_id, spec, Some(notify_topic.into()));
+    let dir = member_dir(world, spec.id);
+    Member {
+        session: usp::start(m.agent.clone(), &file, &dir).expect("session"),
+        id: m.id,
+        agent: m.agent,
+    }
+}
+
+/// The agent's USP configuration: its broker, identity and controller.
+fn usp_file(
+    broker: &TestBroker,
+    cert: &Identity,
+    ctl_id: &str,
+    spec: &MemberSpec,
+    ctl_topic: Option<String>,
+) -> UspFile {
+    let id = spec.id;
+    UspFile {
         mqtt: MqttSettings {
             broker_host: broker.host().into(),
             broker_port: Some(broker.port()),
@@ -71,7 +116,7 @@ pub fn start_agent(
         },
         controllers: vec![ControllerEntry {
             endpoint_id: ctl_id.into(),
-            topic: None,
+            topic: ctl_topic,
             role: Role::FullAccess,
             // Fleets may share one client certificate: identity binding needs one per
             // controller and the broker's USP ACL (tested in usp_identity.rs).
@@ -88,12 +133,6 @@ pub fn start_agent(
         reboot_command: None,
         websocket: None,
         unknown: UnknownFields,
-    };
-    let session = usp::start(agent.clone(), &file, &dir).expect("session");
-    Member {
-        id: id.into(),
-        agent,
-        session,
     }
 }
 

@@ -139,6 +139,12 @@ struct Service {
     alone: Arc<AtomicBool>,
     /// This replica holds the `serve` lease: it steps the rollouts.
     coordinator: bool,
+    /// Shards taken while other replicas held some, and when: no operation goes to their
+    /// agents until every replica has had time to learn the new holder (`settled`).
+    taken_at: HashMap<u32, Instant>,
+    /// Operations whose result never came (timeout, or a send that failed), by agent: its
+    /// inventory is read before the journal calls them failed.
+    unheard: HashMap<String, i64>,
     opts: ServeOptions,
     set: JobSet,
     kinds: HashMap<String, Kind>,
@@ -238,6 +244,8 @@ pub fn serve(config: &CtlConfig, opts: ServeOptions) -> i32 {
         holders,
         alone,
         coordinator: false,
+        taken_at: HashMap::new(),
+        unheard: HashMap::new(),
         opts,
         set: JobSet::new(),
         kinds: HashMap::new(),
@@ -268,6 +276,15 @@ fn lease_ms(opts: &ServeOptions) -> i64 {
 /// A third of the lease: two renewals may fail (a slow database) before it expires.
 fn renew_every(opts: &ServeOptions) -> Duration {
     opts.lease_ttl / 3
+}
+
+/// How long a replica that took a shard from others waits before it sends operations to the
+/// shard's agents: two rounds of every replica's `balance`. An agent's OperationComplete goes
+/// to the shared topic and may reach any replica, which forwards it by the holders it saw at
+/// its last round; until that round has come it still names the old holder (or nobody) and
+/// the result would be lost.
+fn settle_time(opts: &ServeOptions) -> Duration {
+    renew_every(opts) * 2
 }
 
 impl Service {
@@ -344,18 +361,31 @@ impl Service {
         self.held.contains(&shard_of(agent))
     }
 
+    /// Whether operations may go to `agent`: its shard is ours, and the other replicas have
+    /// had time to learn that (`settle_time`).
+    fn settled(&self, agent: &str) -> bool {
+        let n = shard_of(agent);
+        self.held.contains(&n)
+            && self
+                .taken_at
+                .get(&n)
+                .is_none_or(|t| t.elapsed() >= settle_time(&self.opts))
+    }
+
     /// A round of the shards (`Store::balance_shards`) and of the coordinator's lease; the
     /// agents of shards just taken are read again (what their last holder left in flight is
     /// settled by it).
     fn balance(&mut self) -> Result<(), String> {
         let me = self.opts.replica.clone();
         let now = now_ms();
-        // A shard with an operation of ours in flight stays until its result is in.
+        // A shard with an operation of ours in flight stays until its result is in (or its
+        // agent's inventory has told it).
         let busy: BTreeSet<u32> = self
             .kinds
             .iter()
             .filter(|(_, k)| matches!(k, Kind::Op(_)))
             .map(|(a, _)| shard_of(a))
+            .chain(self.unheard.keys().map(|a| shard_of(a)))
             .collect();
         let b = self
             .store
@@ -396,7 +426,18 @@ impl Service {
             }
         }
         self.held = b.held;
+        // A shard lost while an operation's result was being looked for: its new holder
+        // settles it (the inventory it reads, or `expire_lost`).
+        self.unheard.retain(|a, _| self.held.contains(&shard_of(a)));
         let alone = b.holders.values().all(|h| *h == me);
+        // Alone, nobody forwards: what reaches the shared topic is ours.
+        let settle = settle_time(&self.opts);
+        self.taken_at
+            .retain(|n, t| self.held.contains(n) && t.elapsed() < settle);
+        if !alone {
+            let at = Instant::now();
+            self.taken_at.extend(b.taken.iter().map(|n| (*n, at)));
+        }
         *self.holders.write().unwrap_or_else(|e| e.into_inner()) = b.holders;
         self.alone.store(alone, Ordering::Relaxed);
         let l = self
@@ -468,6 +509,28 @@ impl Service {
                 } else {
                     self.store.seen(&o.agent, now)?;
                 }
+                if let Some(id) = self.unheard.remove(&o.agent) {
+                    // Not settled by the inventory just saved (nor read at all): failed.
+                    let m = "no result in time, and the agent's inventory does not show it done";
+                    if self.store.finish_op(id, Some((0, m)), now)? {
+                        note!("{}: operation {id} failed: 0 {m}", o.agent);
+                    } else {
+                        note!("{}: operation {id} done (found in its inventory)", o.agent);
+                    }
+                }
+            }
+            Some(Kind::Op(id)) if local_failure(&o) && self.wanted.len() < MAX_WANTED => {
+                // The agent may have done it and its result been lost on the way (a broker,
+                // a replica forwarding by a holder it has not seen change): its inventory
+                // says. Until read, the operation stays in flight and blocks another.
+                self.ops_in_flight = self.ops_in_flight.saturating_sub(1);
+                note!(
+                    "{}: operation {id}: {}; reading the agent's inventory",
+                    o.agent,
+                    o.fault.as_ref().map(|f| f.message.as_str()).unwrap_or("")
+                );
+                self.unheard.insert(o.agent.clone(), id);
+                self.wanted.insert(o.agent);
             }
             Some(Kind::Op(id)) => {
                 self.ops_in_flight = self.ops_in_flight.saturating_sub(1);
@@ -510,7 +573,8 @@ impl Service {
             if !self.mine(&agent) {
                 continue;
             }
-            let ours = matches!(self.kinds.get(&agent), Some(Kind::Op(x)) if *x == id);
+            let ours = matches!(self.kinds.get(&agent), Some(Kind::Op(x)) if *x == id)
+                || self.unheard.get(&agent) == Some(&id);
             if !ours && created < now - limit {
                 self.store
                     .lose_op(id, "no result: the controller that sent it stopped", now)?;
@@ -545,7 +609,7 @@ impl Service {
             let page: Vec<_> = page
                 .into_iter()
                 .filter(|a| {
-                    self.mine(&a.endpoint_id)
+                    self.settled(&a.endpoint_id)
                         && !self.wanted.contains(&a.endpoint_id)
                         && !self.set.busy(&a.endpoint_id)
                 })
@@ -614,7 +678,7 @@ impl Service {
                 // replica's agent: that replica sends it.
                 if self.ops_in_flight >= self.opts.max_in_flight
                     || self.set.busy(&rb.agent)
-                    || !self.mine(&rb.agent)
+                    || !self.settled(&rb.agent)
                 {
                     continue;
                 }
@@ -745,6 +809,11 @@ impl Service {
         }
         Ok(())
     }
+}
+
+/// A failure of ours, not the agent's (fault code 0): no result in time, or the send failed.
+fn local_failure(o: &Outcome) -> bool {
+    !o.ok && o.fault.as_ref().is_none_or(|f| f.code == 0)
 }
 
 /// Shard numbers, ascending, as runs: `0-5,9,12-13` (`-` for none).

@@ -698,7 +698,8 @@ impl Store {
     }
 
     /// Ends operation `id` (if still in flight): done, or failed with the agent's fault.
-    pub fn finish_op(&self, id: i64, fault: Option<(i64, &str)>, now: i64) -> Result<(), String> {
+    /// False when it had ended already (settled by the agent's inventory meanwhile).
+    pub fn finish_op(&self, id: i64, fault: Option<(i64, &str)>, now: i64) -> Result<bool, String> {
         let (state, code, msg) = match fault {
             None => ("done", None, None),
             Some((c, m)) => ("failed", Some(c), Some(m)),
@@ -710,7 +711,7 @@ impl Store {
                  WHERE id = ?1 AND state = 'sent'",
                 &p![id, state, code, msg, now],
             )
-            .map(|_| ())
+            .map(|n| n > 0)
     }
 
     /// Journals an operation the controller did not send because placement refused it.

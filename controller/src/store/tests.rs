@@ -268,7 +268,10 @@ fn the_journal_allows_one_operation_in_flight_per_agent_and_deployment(b: &Backe
     assert_eq!(s.begin_op("os::a", d, "install", 3).unwrap(), None);
     assert_eq!(s.begin_op("os::a", d, "update", 3).unwrap(), None);
     assert!(s.begin_op("os::b", d, "install", 3).unwrap().is_some());
-    s.finish_op(op, Some((7227, "no memory")), 4).unwrap();
+    assert!(s.finish_op(op, Some((7227, "no memory")), 4).unwrap());
+    // Ended once: a second end (a late result, a timeout after the inventory settled it)
+    // changes nothing and says so.
+    assert!(!s.finish_op(op, None, 5).unwrap());
     let j = s.journal("os::a", "os::a").unwrap();
     let st = j[&("os::a".to_string(), d)];
     assert!(!st.in_flight);
