@@ -22,7 +22,9 @@ const USAGE: &str =
   --config FILE     agent config (JSON): exec_envs [{name, type kvm|jail, arch, memory_budget_mib,
                     enable, runner vmm|jail|process, app_network, lan_bridge}],
                     trusted_keys_dir, download_cap_bytes, vmm_path, ca_file, cgroup_root,
-                    stop_timeout_ms, run_dir (private run state, default /run/cpevisor)
+                    stop_timeout_ms, run_dir (private run state, default /run/cpevisor),
+                    balloon {enable, tick_ms, low_watermark_mib, high_watermark_mib, step_mib,
+                    floor_mib, floor_percent} (microVM balloon targets)
   --socket PATH     control socket (default /run/cpevisord.sock)
   --usp FILE        remote management over USP/MQTT (JSON: broker_host, broker_port, ca_file,
                     cert_file, key_file, endpoint_id, topic, controllers [{endpoint_id, topic,

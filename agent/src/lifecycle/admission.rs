@@ -221,6 +221,7 @@ mod tests {
             allocated_disk_kib: None,
             auto_restart: AutoRestart::default(),
             health: None,
+            balloon: None,
         }
     }
 

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fault::Fault;
 use crate::model::ExecEnvType;
+use crate::supervise::balloon::BalloonSettings;
 use crate::supervise::net::NetError;
 
 /// Where the firmware installs the board profile.
@@ -92,6 +93,13 @@ pub enum ConfigError {
     },
     /// `nft_path` is not an absolute path.
     NftPath(PathBuf),
+    /// `balloon.<field>` is out of its bounds.
+    Balloon {
+        /// Which field.
+        field: &'static str,
+        /// What is wrong with it.
+        why: String,
+    },
     /// `lan_address` or `lan_app_range` is malformed, or set without what it needs.
     Lan {
         /// Which field.
@@ -140,6 +148,7 @@ impl fmt::Display for ConfigError {
                 source,
             } => write!(f, "{field}: {name:?}: {source}"),
             ConfigError::Lan { field, why } => write!(f, "{field}: {why}"),
+            ConfigError::Balloon { field, why } => write!(f, "balloon.{field}: {why}"),
             ConfigError::NftPath(p) => {
                 write!(f, "nft_path: {} must be an absolute path", p.display())
             }
@@ -318,6 +327,11 @@ pub struct AgentConfig {
     /// `/bin/nft` found when the agent starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nft_path: Option<PathBuf>,
+    /// How the agent sets microVM apps' balloon targets (`supervise::balloon::policy`): `enable`,
+    /// `tick_ms`, `low_watermark_mib`, `high_watermark_mib`, `step_mib`, `floor_mib`,
+    /// `floor_percent`; every field optional.
+    #[serde(default)]
+    pub balloon: BalloonSettings,
 }
 
 /// How long a package server may take. Every download has an overall deadline, the floor
@@ -455,6 +469,7 @@ impl AgentConfig {
             lan_address: None,
             lan_app_range: None,
             nft_path: None,
+            balloon: BalloonSettings::default(),
         }
     }
 
@@ -589,6 +604,9 @@ impl AgentConfig {
                 return Err(ConfigError::NftPath(p.clone()));
             }
         }
+        self.balloon
+            .validate()
+            .map_err(|(field, why)| ConfigError::Balloon { field, why })?;
         self.lan_pool()?;
         Ok(())
     }
@@ -763,5 +781,30 @@ mod tests {
         assert!(err(&cfg).contains("lan_app_range: `192.168.1.250-192.168.2.3`: 192.168.2.3 is not a host address of the LAN 192.168.1.0/24"), "{}", err(&cfg));
         cfg.lan_app_range = Some("192.168.1.1-192.168.1.9".into());
         assert!(err(&cfg).contains("router's own address"), "{}", err(&cfg));
+    }
+
+    #[test]
+    fn balloon_settings_default_and_are_bounded() {
+        let cfg: AgentConfig = serde_json::from_str(
+            r#"{"exec_envs":[{"name":"kvm0","type":"kvm","memory_budget_mib":64}]}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.balloon, BalloonSettings::default());
+        assert!(cfg.balloon.enable);
+        let cfg: AgentConfig = serde_json::from_str(
+            r#"{"exec_envs":[{"name":"kvm0","type":"kvm","memory_budget_mib":64}],
+                "balloon":{"low_watermark_mib":100,"high_watermark_mib":90}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.validate().unwrap_err().to_string(),
+            "balloon.high_watermark_mib: 90 must be above low_watermark_mib 100"
+        );
+        let err = Fault::from(cfg.validate().unwrap_err());
+        assert_eq!(err.code, FaultCode::InvalidArguments);
+        assert!(
+            serde_json::from_str::<AgentConfig>(r#"{"exec_envs":[],"balloon":{"tick":5}}"#)
+                .is_err()
+        );
     }
 }

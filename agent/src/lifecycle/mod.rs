@@ -200,6 +200,7 @@ impl Agent {
             }
         };
         let supervisor = Supervisor::new(cgroups, shared.clone());
+        supervisor.start_balloons(cfg.balloon);
         let mut backends: HashMap<String, Arc<dyn Backend>> = HashMap::new();
         for env in &cfg.exec_envs {
             let b: Arc<dyn Backend> = match env.runner() {
@@ -385,6 +386,7 @@ fn new_eu(eu_id: &str, du: &DeploymentUnit, spec: &AppSpec) -> ExecutionUnit {
         allocated_disk_kib: None,
         auto_restart: AutoRestart::default(),
         health: None,
+        balloon: None,
     };
     apply_spec(&mut eu, spec);
     eu

@@ -35,9 +35,11 @@ impl Agent {
             })
             .collect();
         let health = self.supervisor.health_all();
+        let balloons = self.supervisor.balloon_all();
         let mut m = lock(&self.shared.model);
         for eu in m.persisted.eus.iter_mut() {
             eu.health = health.get(&eu.eu_id).cloned();
+            eu.balloon = balloons.get(&eu.eu_id).copied();
         }
         for d in disks.iter().flat_map(|e| &e.dus) {
             for eu in m.persisted.eus.iter_mut().filter(|e| e.du_uuid == d.uuid) {

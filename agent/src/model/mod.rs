@@ -243,6 +243,10 @@ pub struct ExecutionUnit {
     /// meaning: refreshed from the supervisor for every snapshot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthStatus>,
+    /// A running microVM app's balloon (target, what the guest holds in it, what it gave back
+    /// so far), as of the agent's last balloon tick; refreshed for every snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balloon: Option<crate::supervise::balloon::BalloonFigures>,
 }
 
 /// The last result of an app's health probe (`X_CPEVISOR_Health*` in the data model).

@@ -116,6 +116,11 @@ pub trait Backend: Send + Sync {
     fn stop_grace(&self, spec: &LaunchSpec) -> Duration {
         spec.stop_timeout
     }
+    /// The VMM's control socket of a run of `spec` (microVMs only): where the agent sets the
+    /// balloon's target.
+    fn control_socket(&self, _spec: &LaunchSpec) -> Option<PathBuf> {
+        None
+    }
     /// Why a run that ended on a stop request counts as forced although the backend exited by
     /// itself (the VMM stopped a guest that ignored the power button); None: a clean stop.
     fn forced_stop(&self, _spec: &LaunchSpec, _status: ExitStatus) -> Option<String> {
@@ -234,6 +239,9 @@ pub struct KvmBackend {
     pub network: Option<std::net::Ipv4Addr>,
 }
 
+/// The VMM's control socket in the app's run directory.
+const VMM_SOCKET: &str = "vmm.sock";
+
 /// The descriptor number the readiness pipe gets in the VMM.
 const VMM_READY_FD: i32 = 3;
 
@@ -294,7 +302,7 @@ pub fn vm_config_json(spec: &LaunchSpec, ready_fd: Option<i32>) -> io::Result<St
         // Pages the guest frees go back to the host; deflates on OOM (docs/density.md).
         balloon: Some(BalloonConfig::default()),
         console: Console::Stdio,
-        control_socket: Some(spec.run_dir.join("vmm.sock")),
+        control_socket: Some(spec.run_dir.join(VMM_SOCKET)),
         // On SIGTERM the VMM presses the guest's power button and waits this long for the
         // guest to power off before it stops the guest itself (exit `VMM_EXIT_SHUTDOWN_FORCED`).
         shutdown_timeout_ms: u32::try_from(spec.stop_timeout.as_millis()).unwrap_or(u32::MAX),
@@ -401,6 +409,10 @@ impl Backend for KvmBackend {
 
     fn probe_addr(&self, spec: &LaunchSpec) -> Result<IpAddr, String> {
         app_addr(self.network, spec, "kvm")
+    }
+
+    fn control_socket(&self, spec: &LaunchSpec) -> Option<PathBuf> {
+        Some(spec.run_dir.join(VMM_SOCKET))
     }
 
     fn after_exit(&self, spec: &LaunchSpec) {

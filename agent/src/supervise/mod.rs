@@ -6,6 +6,7 @@
 //! calling the blocking `stop`.
 
 pub mod backend;
+pub mod balloon;
 pub mod cgroup;
 pub mod jail;
 pub mod logring;
@@ -103,6 +104,10 @@ pub struct Supervisor {
     sink: Arc<dyn StatusSink>,
     /// Each app's last health probe result.
     health: HealthBoard,
+    /// The running microVMs' control sockets and balloon figures.
+    balloons: balloon::BalloonBoard,
+    /// The balloon work, once started.
+    balloon_ticker: Mutex<Option<balloon::Ticker>>,
 }
 
 impl Supervisor {
@@ -114,7 +119,20 @@ impl Supervisor {
             cgroups,
             sink,
             health: HealthBoard::default(),
+            balloons: balloon::BalloonBoard::default(),
+            balloon_ticker: Mutex::new(None),
         }
+    }
+
+    /// Starts setting the running microVMs' balloon targets (`balloon`), unless `settings`
+    /// turn it off; stopped by `stop_all` or when the supervisor is dropped.
+    pub fn start_balloons(&self, settings: balloon::BalloonSettings) {
+        *lock(&self.balloon_ticker) = balloon::Ticker::start(self.balloons.clone(), settings);
+    }
+
+    /// The balloon figures of every running microVM app, as of the last balloon tick.
+    pub fn balloon_all(&self) -> HashMap<String, balloon::BalloonFigures> {
+        self.balloons.figures_all()
     }
 
     /// The last health probe result of every app that has a probe.
@@ -187,7 +205,12 @@ impl Supervisor {
             sink: self.sink.clone(),
             stop_timeout: grace,
             health: self.health.clone(),
+            balloons: self.balloons.clone(),
         };
+        if let Some(socket) = runner.backend.control_socket(&spec) {
+            self.balloons
+                .register(&spec.eu_id, socket, spec.memory_mib, app.cgroup.clone());
+        }
         apps.insert(spec.eu_id.clone(), app);
         drop(apps);
         thread::Builder::new()
@@ -208,6 +231,7 @@ impl Supervisor {
         lock(&self.logs).remove(eu_id);
         lock(&self.apps).remove(eu_id);
         self.health.forget(eu_id);
+        self.balloons.unregister(eu_id);
     }
 
     /// MemoryInUse in KiB: the cgroup's memory.current, else the backend process RSS.
@@ -235,6 +259,7 @@ struct Runner {
     sink: Arc<dyn StatusSink>,
     stop_timeout: Duration,
     health: HealthBoard,
+    balloons: balloon::BalloonBoard,
 }
 
 impl Runner {
@@ -257,6 +282,8 @@ impl Runner {
     }
 
     fn finish(&self) {
+        // Before the run reads as finished: a new run of the EU registers itself after that.
+        self.balloons.unregister(&self.spec.eu_id);
         let (m, cv) = &*self.run;
         let mut r = lock(m);
         r.finished = true;

@@ -79,6 +79,9 @@ impl Supervisor {
     /// Stops every running app at once (daemon shutdown); returns once all have ended, at most
     /// the longest `stop_grace + KILL_WAIT` of them. Returns the ids of the apps it stopped.
     pub fn stop_all(&self) -> Vec<String> {
+        // No balloon target while the VMs go down.
+        let ticker = lock(&self.balloon_ticker).take();
+        drop(ticker);
         let ids: Vec<String> = lock(&self.apps).keys().cloned().collect();
         let mut stopped = Vec::new();
         thread::scope(|s| {
