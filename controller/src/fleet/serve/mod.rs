@@ -107,6 +107,7 @@ macro_rules! note {
 }
 
 mod ops;
+mod pass_plan;
 mod rollouts;
 mod shards;
 
@@ -134,6 +135,8 @@ struct Service {
     /// Operations whose result never came (timeout, or a send that failed), by agent: its
     /// inventory is read before the journal calls them failed.
     unheard: HashMap<String, i64>,
+    /// Which agents the next reconciliation pass reads.
+    plan: pass_plan::PassPlan,
     opts: ServeOptions,
     set: JobSet,
     kinds: HashMap<String, Kind>,
@@ -235,6 +238,7 @@ pub fn serve(config: &CtlConfig, opts: ServeOptions) -> i32 {
         coordinator: false,
         taken_at: HashMap::new(),
         unheard: HashMap::new(),
+        plan: pass_plan::PassPlan::new(pass_plan::FULL_PASS_EVERY),
         opts,
         set: JobSet::new(),
         kinds: HashMap::new(),

@@ -1,11 +1,16 @@
 //! What a replica does about its agents: reconciliation passes that send operations
 //! (journaled first), their results, and operations nobody follows any more.
 
+use std::collections::HashMap;
+use std::time::Instant;
+
 use crate::engine::{Op, Outcome};
-use crate::store::now_ms;
+use crate::store::shards::shard_of;
+use crate::store::{now_ms, Deployment};
 
 use super::super::inventory;
-use super::super::reconcile::{self, Action};
+use super::super::reconcile::{self, Action, Gates};
+use super::pass_plan::{Desired, Pass};
 use super::{Kind, Service, MAX_WANTED, PAGE};
 
 impl Service {
@@ -13,6 +18,8 @@ impl Service {
         let now = now_ms();
         match self.kinds.remove(&o.agent) {
             Some(Kind::Get) => {
+                // Decided on again at the next pass, whatever the answer.
+                self.plan.touched(&o.agent);
                 // Only a whole answer replaces the inventory: a part missing (an error on one
                 // path) would read as apps gone and be installed again.
                 if o.ok {
@@ -106,37 +113,63 @@ impl Service {
         Ok(())
     }
 
+    /// A reconciliation pass: every agent of this replica's shards, or only those whose
+    /// inventory was read since the last (`pass_plan`).
     pub(super) fn reconcile(&mut self, ctl: &mut crate::engine::Controller) -> Result<(), String> {
         let deployments = self.store.deployments(true)?;
         if deployments.is_empty() {
+            self.plan.idle();
             return Ok(());
         }
-        let now = now_ms();
         let gates = self.store.rollout_gates()?;
+        let desired = Desired::of(&deployments, &gates);
+        let at = Instant::now();
+        let plan = self.plan.next(&desired, at);
+        let held = &self.held;
+        self.plan.retain(|a| held.contains(&shard_of(a)));
+        let (deployments, gates) = (&deployments, &gates);
+        match plan {
+            Pass::Whole => {
+                let complete = self.whole_pass(ctl, deployments, gates)?;
+                self.plan.whole_done(desired, complete, at);
+            }
+            Pass::Agents(ids) => self.agents_pass(ctl, ids, deployments, gates)?,
+        }
+        Ok(())
+    }
+
+    /// Agents being read, or busy, have no current inventory to decide on (they are read
+    /// again, and so decided on again, once free); other replicas' shards are theirs.
+    fn decidable(&self, agent: &str) -> bool {
+        self.settled(agent) && !self.wanted.contains(agent) && !self.set.busy(agent)
+    }
+
+    /// Every agent, in pages; false when the operations budget ran out first.
+    fn whole_pass(
+        &mut self,
+        ctl: &mut crate::engine::Controller,
+        deployments: &[Deployment],
+        gates: &Gates,
+    ) -> Result<bool, String> {
+        let now = now_ms();
         let mut after = String::new();
         loop {
             let budget = self.opts.max_in_flight.saturating_sub(self.ops_in_flight);
             let page = self.store.agents_page(&after, PAGE, true)?;
             let (Some(first), Some(last)) = (page.first(), page.last()) else {
-                return Ok(());
+                return Ok(true);
             };
             let (first, last) = (first.endpoint_id.clone(), last.endpoint_id.clone());
             let journal = self.store.journal(&first, &last)?;
-            // Agents being read, or busy, have no current inventory to decide on; other
-            // replicas' shards are theirs.
             let page: Vec<_> = page
                 .into_iter()
-                .filter(|a| {
-                    self.settled(&a.endpoint_id)
-                        && !self.wanted.contains(&a.endpoint_id)
-                        && !self.set.busy(&a.endpoint_id)
-                })
+                .filter(|a| self.decidable(&a.endpoint_id))
                 .collect();
             after = last;
             let actions = reconcile::decide(
                 &page,
-                &deployments,
-                &gates,
+                deployments,
+                gates,
                 &journal,
                 self.opts.backoff,
                 now,
@@ -146,9 +179,56 @@ impl Service {
                 self.act(ctl, a, now)?;
             }
             if self.ops_in_flight >= self.opts.max_in_flight {
-                return Ok(());
+                return Ok(false);
             }
         }
+    }
+
+    /// The agents `ids` only; one not decidable yet is kept for the next pass.
+    fn agents_pass(
+        &mut self,
+        ctl: &mut crate::engine::Controller,
+        ids: Vec<String>,
+        deployments: &[Deployment],
+        gates: &Gates,
+    ) -> Result<(), String> {
+        let now = now_ms();
+        let mut page = Vec::new();
+        let mut journal = HashMap::new();
+        for id in ids {
+            if !self.mine(&id) {
+                continue;
+            }
+            if !self.decidable(&id) {
+                self.plan.touched(&id);
+                continue;
+            }
+            if let Some(a) = self.store.agent(&id)?.filter(|a| a.online) {
+                journal.extend(self.store.journal(&id, &id)?);
+                page.push(a);
+            }
+        }
+        if page.is_empty() {
+            return Ok(());
+        }
+        let budget = self.opts.max_in_flight.saturating_sub(self.ops_in_flight);
+        let actions = reconcile::decide(
+            &page,
+            deployments,
+            gates,
+            &journal,
+            self.opts.backoff,
+            now,
+            budget,
+        );
+        for a in actions {
+            self.act(ctl, a, now)?;
+        }
+        // Some may have gone undecided for want of budget: all are read at the next pass.
+        if self.ops_in_flight >= self.opts.max_in_flight {
+            self.plan.cut_short();
+        }
+        Ok(())
     }
 
     fn act(
