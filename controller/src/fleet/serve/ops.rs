@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::engine::{Op, Outcome};
 use crate::store::shards::shard_of;
-use crate::store::{now_ms, Deployment};
+use crate::store::{now_ms, AgentView, Deployment, JournalState};
 
 use super::super::inventory;
 use super::super::reconcile::{self, Action, Gates};
@@ -151,10 +151,8 @@ impl Service {
         deployments: &[Deployment],
         gates: &Gates,
     ) -> Result<bool, String> {
-        let now = now_ms();
         let mut after = String::new();
         loop {
-            let budget = self.opts.max_in_flight.saturating_sub(self.ops_in_flight);
             let page = self.store.agents_page(&after, PAGE, true)?;
             let (Some(first), Some(last)) = (page.first(), page.last()) else {
                 return Ok(true);
@@ -166,22 +164,36 @@ impl Service {
                 .filter(|a| self.decidable(&a.endpoint_id))
                 .collect();
             after = last;
-            let actions = reconcile::decide(
-                &page,
-                deployments,
-                gates,
-                &journal,
-                self.opts.backoff,
-                now,
-                budget,
-            );
-            for a in actions {
-                self.act(ctl, a, now)?;
-            }
-            if self.ops_in_flight >= self.opts.max_in_flight {
+            if !self.decide(ctl, &page, deployments, gates, &journal)? {
                 return Ok(false);
             }
         }
+    }
+
+    /// Decides on `page` and sends what it says; false when the operations budget is spent.
+    fn decide(
+        &mut self,
+        ctl: &mut crate::engine::Controller,
+        page: &[AgentView],
+        deployments: &[Deployment],
+        gates: &Gates,
+        journal: &HashMap<(String, i64), JournalState>,
+    ) -> Result<bool, String> {
+        let now = now_ms();
+        let budget = self.opts.max_in_flight.saturating_sub(self.ops_in_flight);
+        let actions = reconcile::decide(
+            page,
+            deployments,
+            gates,
+            journal,
+            self.opts.backoff,
+            now,
+            budget,
+        );
+        for a in actions {
+            self.act(ctl, a, now)?;
+        }
+        Ok(self.ops_in_flight < self.opts.max_in_flight)
     }
 
     /// The agents `ids` only; one not decidable yet is kept for the next pass.
@@ -192,7 +204,6 @@ impl Service {
         deployments: &[Deployment],
         gates: &Gates,
     ) -> Result<(), String> {
-        let now = now_ms();
         let mut page = Vec::new();
         let mut journal = HashMap::new();
         for id in ids {
@@ -208,24 +219,8 @@ impl Service {
                 page.push(a);
             }
         }
-        if page.is_empty() {
-            return Ok(());
-        }
-        let budget = self.opts.max_in_flight.saturating_sub(self.ops_in_flight);
-        let actions = reconcile::decide(
-            &page,
-            deployments,
-            gates,
-            &journal,
-            self.opts.backoff,
-            now,
-            budget,
-        );
-        for a in actions {
-            self.act(ctl, a, now)?;
-        }
         // Some may have gone undecided for want of budget: all are read at the next pass.
-        if self.ops_in_flight >= self.opts.max_in_flight {
+        if !page.is_empty() && !self.decide(ctl, &page, deployments, gates, &journal)? {
             self.plan.cut_short();
         }
         Ok(())
