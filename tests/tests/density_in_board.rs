@@ -251,8 +251,8 @@ fn restart_agent_with_balloon(vm: &mut BoardVm, balloon: serde_json::Value) {
     )
     .unwrap();
     vm.run_ok(
-        "setsid cpevisord --state-dir /data/cpevisor --socket /run/cpevisord.sock \
-         --config /tmp/agent.json </dev/null >>/run/cpevisord.log 2>&1 &",
+        "(setsid cpevisord --state-dir /data/cpevisor --socket /run/cpevisord.sock \
+         --config /tmp/agent.json </dev/null >>/run/cpevisord.log 2>&1 &)",
         t,
     )
     .unwrap();
