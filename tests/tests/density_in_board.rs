@@ -131,6 +131,30 @@ fn guest_alloc(vm: &mut BoardVm, addr: &str, mib: u32) -> String {
     .unwrap_or_else(|e| panic!("alloc {mib} MiB in the guest at {addr}: {e}"))
 }
 
+/// Installs the package `pkg` (served on the host's `port`) on the board's agent and waits
+/// until its app is Active and answers its status page: its (EUID, address).
+fn install_answering(vm: &mut BoardVm, port: u16, pkg: &std::path::Path) -> (String, String) {
+    let name = pkg
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap()
+        .to_string();
+    let url = format!("http://10.0.2.2:{port}/{name}.cpkg");
+    install(vm, &url, Duration::from_secs(400))
+        .unwrap()
+        .outcome
+        .unwrap_or_else(|f| panic!("{name}: install failed: {} {}", f.code, f.message));
+    let list = wait_agent(vm, Duration::from_secs(60)).unwrap();
+    let eu = eu_of(&list, &name).unwrap_or_else(|| panic!("no {name} EU: {list}"));
+    let eu_id = eu["eu_id"].as_str().unwrap().to_string();
+    wait_eu_status(vm, &eu_id, "Active", Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("{e}\n{}", app_logs(vm, &eu_id)));
+    let addr = app_address(vm, &eu_id).unwrap();
+    fetch_status_page(vm, &addr, Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("{e}\n{}", app_logs(vm, &eu_id)));
+    (eu_id, addr)
+}
+
 /// Issue 11's balloon end to end: four sample apps at once on qemu-virt-a53; in one guest
 /// 32 MiB is taken and given back, and the VMM's resident guest RAM rises by it and, through
 /// the guest's free page reporting (the virtio-balloon every microVM app gets), falls back.
@@ -152,28 +176,10 @@ fn a_guest_gives_back_the_memory_it_frees() {
     let mut vm = BoardVm::boot(BOARD, &opts).unwrap();
     vm.wait_ready(Duration::from_secs(240)).unwrap();
     wait_agent(&mut vm, Duration::from_secs(60)).unwrap();
-    let mut apps = Vec::new();
-    for pkg in &packages {
-        let name = pkg
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap()
-            .to_string();
-        let url = format!("http://10.0.2.2:{}/{name}.cpkg", server.port);
-        install(&mut vm, &url, Duration::from_secs(400))
-            .unwrap()
-            .outcome
-            .unwrap_or_else(|f| panic!("{name}: install failed: {} {}", f.code, f.message));
-        let list = wait_agent(&mut vm, Duration::from_secs(60)).unwrap();
-        let eu = eu_of(&list, &name).unwrap_or_else(|| panic!("no {name} EU: {list}"));
-        let eu_id = eu["eu_id"].as_str().unwrap().to_string();
-        wait_eu_status(&mut vm, &eu_id, "Active", Duration::from_secs(300))
-            .unwrap_or_else(|e| panic!("{e}\n{}", app_logs(&mut vm, &eu_id)));
-        let addr = app_address(&mut vm, &eu_id).unwrap();
-        fetch_status_page(&mut vm, &addr, Duration::from_secs(300))
-            .unwrap_or_else(|e| panic!("{e}\n{}", app_logs(&mut vm, &eu_id)));
-        apps.push((eu_id, addr));
-    }
+    let apps: Vec<(String, String)> = packages
+        .iter()
+        .map(|pkg| install_answering(&mut vm, server.port, pkg))
+        .collect();
     let (eu_id, addr) = apps[0].clone();
     let before = guest_ram_kib(&mut vm, &eu_id, &addr);
     let held = guest_alloc(&mut vm, &addr, HOG_MIB as u32);
@@ -322,24 +328,7 @@ fn the_balloon_deflates_when_the_guest_needs_memory() {
             "step_mib": 8,
         }),
     );
-    let name = packages[0]
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap()
-        .to_string();
-    let url = format!("http://10.0.2.2:{}/{name}.cpkg", server.port);
-    install(&mut vm, &url, Duration::from_secs(400))
-        .unwrap()
-        .outcome
-        .unwrap_or_else(|f| panic!("{name}: install failed: {} {}", f.code, f.message));
-    let list = wait_agent(&mut vm, Duration::from_secs(60)).unwrap();
-    let eu = eu_of(&list, &name).unwrap_or_else(|| panic!("no {name} EU: {list}"));
-    let eu_id = eu["eu_id"].as_str().unwrap().to_string();
-    wait_eu_status(&mut vm, &eu_id, "Active", Duration::from_secs(300))
-        .unwrap_or_else(|e| panic!("{e}\n{}", app_logs(&mut vm, &eu_id)));
-    let addr = app_address(&mut vm, &eu_id).unwrap();
-    fetch_status_page(&mut vm, &addr, Duration::from_secs(300))
-        .unwrap_or_else(|e| panic!("{e}\n{}", app_logs(&mut vm, &eu_id)));
+    let (eu_id, addr) = install_answering(&mut vm, server.port, &packages[0]);
 
     // Inflated by the agent, within declared memory less the floor (max(16, 25%) = 16 MiB):
     // to 48 MiB, or nearly (the guest may have taken a step back while it settled).
