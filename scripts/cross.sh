@@ -20,7 +20,9 @@
 # Usage: scripts/cross.sh [RUST_TARGET...]   (default: the five musl targets; the *-linux-gnu
 # ones still build, against static glibc, for comparisons)
 # Output: target/cross/<rust target>/: cpevisor, with cpevisord, cpevisorctl (and cpevisor-vmm on
-# the KVM targets) as symlinks to it; build products live in $CPEVISOR_CACHE/target-cross.
+# the KVM targets) as symlinks to it; build products live in $CPEVISOR_CROSS_TARGET_DIR, by default
+# $CPEVISOR_CACHE/target-cross (a second checkout building at the same time names its own).
+# CPEVISOR_CROSS_RUSTFLAGS: more rustc flags for every target, for measuring builds only.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -32,7 +34,7 @@ targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${ALL[@]}")
 
 export RUSTC=/usr/bin/rustc
-export CARGO_TARGET_DIR=$CACHE/target-cross
+export CARGO_TARGET_DIR=${CPEVISOR_CROSS_TARGET_DIR:-$CACHE/target-cross}
 CARGO=/usr/bin/cargo
 
 # The agent runs on every board. The VMM needs KVM, which Linux offers only on aarch64 and x86_64
@@ -156,6 +158,7 @@ for t in "${targets[@]}"; do
   case $t in
     mipsel-unknown-linux-musl) flags="$flags -C target-feature=-soft-float,+fpxx,+nooddspreg" ;;
   esac
+  flags="$flags ${CPEVISOR_CROSS_RUSTFLAGS:-}"
   echo "cross: building $t" >&2
   # build-std is unstable: RUSTC_BOOTSTRAP lets Debian's stable rustc use it.
   env RUSTC_BOOTSTRAP=1 "CARGO_TARGET_${T}_LINKER=$gcc" "CARGO_TARGET_${T}_RUSTFLAGS=$flags" \
