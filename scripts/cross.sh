@@ -179,6 +179,12 @@ for t in "${targets[@]}"; do
   case $t in
     mipsel-*) cflags="$cflags -mno-shared" ;;
   esac
+  # The sha2 crate's compact SHA-256/512 (rounds in a loop, not unrolled) on mipsel and armv7,
+  # which have no SHA instructions for its other backends: its SHA-512 (ed25519's) was 53 KiB of
+  # code on mipsel; -61 KiB on mipsel, -31 KiB on armv7. (docs/flash.md, section 8)
+  case $t in
+    mipsel-* | armv7-*) flags="$flags --cfg sha2_backend_soft=\"compact\"" ;;
+  esac
   flags="$flags ${CPEVISOR_CROSS_RUSTFLAGS:-}"
   echo "cross: building $t" >&2
   # build-std is unstable: RUSTC_BOOTSTRAP lets Debian's stable rustc use it.
