@@ -159,7 +159,7 @@ for t in "${targets[@]}"; do
     mipsel-unknown-linux-musl) flags="$flags -C target-feature=-soft-float,+fpxx,+nooddspreg" ;;
   esac
   # armv7: Thumb-2, ARMv7's mixed 16/32-bit encoding of the same instruction set, for all Rust
-  # code (std too, through build-std): -605 KiB of 2,042 (-30%). Debian's arm gcc already
+  # code (std too, through build-std): -604 KiB of 2,041 (-30%). Debian's arm gcc already
   # compiles C (ring, musl) as Thumb-2; every ARMv7-A core runs both. (docs/flash.md, section 8)
   case $t in
     armv7-*) flags="$flags -C target-feature=+thumb-mode" ;;
