@@ -20,7 +20,9 @@
 # Usage: scripts/cross.sh [RUST_TARGET...]   (default: the five musl targets; the *-linux-gnu
 # ones still build, against static glibc, for comparisons)
 # Output: target/cross/<rust target>/: cpevisor, with cpevisord, cpevisorctl (and cpevisor-vmm on
-# the KVM targets) as symlinks to it; build products live in $CPEVISOR_CACHE/target-cross.
+# the KVM targets) as symlinks to it; build products live in $CPEVISOR_CROSS_TARGET_DIR, by default
+# $CPEVISOR_CACHE/target-cross (a second checkout building at the same time names its own).
+# CPEVISOR_CROSS_RUSTFLAGS: more rustc flags for every target, for measuring builds only.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -32,7 +34,7 @@ targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${ALL[@]}")
 
 export RUSTC=/usr/bin/rustc
-export CARGO_TARGET_DIR=$CACHE/target-cross
+export CARGO_TARGET_DIR=${CPEVISOR_CROSS_TARGET_DIR:-$CACHE/target-cross}
 CARGO=/usr/bin/cargo
 
 # The agent runs on every board. The VMM needs KVM, which Linux offers only on aarch64 and x86_64
@@ -156,6 +158,34 @@ for t in "${targets[@]}"; do
   case $t in
     mipsel-unknown-linux-musl) flags="$flags -C target-feature=-soft-float,+fpxx,+nooddspreg" ;;
   esac
+  # armv7: Thumb-2, ARMv7's mixed 16/32-bit encoding of the same instruction set, for all Rust
+  # code (std too, through build-std): -604 KiB of 2,041 (-30%). Debian's arm gcc already
+  # compiles C (ring, musl) as Thumb-2; every ARMv7-A core runs both. (docs/flash.md, section 8)
+  case $t in
+    armv7-*) flags="$flags -C target-feature=+thumb-mode" ;;
+  esac
+  # mipsel and armv7: code for a non-PIE executable. The binaries are static and not
+  # position-independent (`ELF executable`) already, but Rust compiled their code as PIC, which on
+  # MIPS loads every call and address through the GOT and sets up $gp in each function. With
+  # `-C relocation-model=static`: mipsel -397 KiB (-13%), armv7 -25 KiB; gcc's `-fno-pic
+  # -fno-pie` (cc puts its -fPIC before CFLAGS) and `-mno-shared` on MIPS do the same for ring's
+  # C: -5.5 KiB on mipsel. Same load addresses, so no ASLR is lost. (docs/flash.md, section 8)
+  case $t in
+    mipsel-* | armv7-*)
+      flags="$flags -C relocation-model=static"
+      cflags="$cflags -fno-pic -fno-pie"
+      ;;
+  esac
+  case $t in
+    mipsel-*) cflags="$cflags -mno-shared" ;;
+  esac
+  # The sha2 crate's compact SHA-256/512 (rounds in a loop, not unrolled) on mipsel and armv7,
+  # which have no SHA instructions for its other backends: its SHA-512 (ed25519's) was 53 KiB of
+  # code on mipsel; -61 KiB on mipsel, -31 KiB on armv7. (docs/flash.md, section 8)
+  case $t in
+    mipsel-* | armv7-*) flags="$flags --cfg sha2_backend_soft=\"compact\"" ;;
+  esac
+  flags="$flags ${CPEVISOR_CROSS_RUSTFLAGS:-}"
   echo "cross: building $t" >&2
   # build-std is unstable: RUSTC_BOOTSTRAP lets Debian's stable rustc use it.
   env RUSTC_BOOTSTRAP=1 "CARGO_TARGET_${T}_LINKER=$gcc" "CARGO_TARGET_${T}_RUSTFLAGS=$flags" \
