@@ -10,34 +10,18 @@
 mod agentd;
 #[path = "common/tiny_guest.rs"]
 mod tiny_guest;
+#[path = "common/tiny_vm_world.rs"]
+mod tiny_vm_world;
 
-use std::path::Path;
-
-use agentd::{eu_of, App, World};
+use agentd::{eu_of, App};
 use serde_json::json;
+use tiny_vm_world::tiny_vm_world;
 
 #[test]
 fn the_agent_sets_a_balloon_target_on_a_real_vmm() {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root || !Path::new("/dev/kvm").exists() || !cfg!(debug_assertions) {
-        eprintln!("skipped: needs root, /dev/kvm and a debug build");
+    let Some((mut w, seen)) = tiny_vm_world("vmmballoon") else {
         return;
-    }
-    let vmm = tiny_guest::vmm_with_test_hooks();
-    let mut w = World::new("vmmballoon");
-    let guest = w.root.join("guest.bzImage");
-    std::fs::write(&guest, tiny_guest::tiny_bzimage("guest up\n", true)).unwrap();
-    let seen = w.root.join("vm.json");
-    w.use_vmm_script(
-        &format!(
-            "#!/bin/sh\nsed 's|\"kernel\": \"[^\"]*\"|\"kernel\": \"{guest}\"|' \"$2\" > {seen}\nexec {vmm} --config {seen}\n",
-            guest = guest.display(),
-            seen = seen.display(),
-            vmm = vmm.display(),
-        ),
-        json!({}),
-    );
+    };
     w.write_config_patched(json!({
         "vmm_path": w.root.join("fake-vmm"),
         "exec_envs": [{"name": "kvm0", "type": "kvm", "arch": "x86_64", "memory_budget_mib": 64}],

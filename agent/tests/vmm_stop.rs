@@ -13,34 +13,18 @@
 mod agentd;
 #[path = "common/tiny_guest.rs"]
 mod tiny_guest;
+#[path = "common/tiny_vm_world.rs"]
+mod tiny_vm_world;
 
-use std::path::Path;
-
-use agentd::{eu_of, App, World};
+use agentd::{eu_of, App};
 use serde_json::json;
+use tiny_vm_world::tiny_vm_world;
 
 #[test]
 fn a_guest_that_ignores_the_power_button_is_stopped_at_its_deadline() {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root || !Path::new("/dev/kvm").exists() || !cfg!(debug_assertions) {
-        eprintln!("skipped: needs root, /dev/kvm and a debug build");
+    let Some((mut w, seen)) = tiny_vm_world("vmmstop") else {
         return;
-    }
-    let vmm = tiny_guest::vmm_with_test_hooks();
-    let mut w = World::new("vmmstop");
-    let guest = w.root.join("guest.bzImage");
-    std::fs::write(&guest, tiny_guest::tiny_bzimage("guest up\n", true)).unwrap();
-    let seen = w.root.join("vm.json");
-    w.use_vmm_script(
-        &format!(
-            "#!/bin/sh\nsed 's|\"kernel\": \"[^\"]*\"|\"kernel\": \"{guest}\"|' \"$2\" > {seen}\nexec {vmm} --config {seen}\n",
-            guest = guest.display(),
-            seen = seen.display(),
-            vmm = vmm.display(),
-        ),
-        json!({}),
-    );
+    };
     // The agent-wide deadline: the package declares none.
     w.write_config_patched(json!({
         "vmm_path": w.root.join("fake-vmm"),
