@@ -114,7 +114,8 @@ impl Drop for Ticker {
 fn run(board: &BalloonBoard, settings: &BalloonSettings, stop: &(Mutex<bool>, Condvar)) {
     let tick = Duration::from_millis(settings.tick_ms);
     let mut state = PolicyState::default();
-    let mut policy = None;
+    // Said once, at start: a line logged at a later tick is a write while the agent idles.
+    let mut policy = meminfo().map(|mem| settled_policy(settings, mem.total_mib));
     loop {
         let until = Instant::now() + tick;
         let mut stopped = lock(&stop.0);
@@ -137,18 +138,21 @@ fn run(board: &BalloonBoard, settings: &BalloonSettings, stop: &(Mutex<bool>, Co
             crate::log_debug!("balloon: /proc/meminfo unreadable, skipping a tick");
             continue;
         };
-        let p = *policy.get_or_insert_with(|| {
-            let p = settings.policy(mem.total_mib);
-            crate::log_info!(
-                "balloon targets: inflate below {} MiB free, release above {} MiB, {} MiB steps",
-                p.low_mib,
-                p.high_mib,
-                p.step_mib
-            );
-            p
-        });
+        let p = *policy.get_or_insert_with(|| settled_policy(settings, mem.total_mib));
         tick_once(board, &p, mem.available_mib, &mut state);
     }
+}
+
+/// The policy for a board of `total_mib`, said in the log.
+fn settled_policy(settings: &BalloonSettings, total_mib: u64) -> policy::Policy {
+    let p = settings.policy(total_mib);
+    crate::log_info!(
+        "balloon targets: inflate below {} MiB free, release above {} MiB, {} MiB steps",
+        p.low_mib,
+        p.high_mib,
+        p.step_mib
+    );
+    p
 }
 
 /// One decision: read every VMM, decide, set the targets that changed.
