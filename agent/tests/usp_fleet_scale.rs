@@ -362,6 +362,15 @@ fn run(n: usize) -> Result<Value, String> {
     if deps["deployments"][0]["installed"] != n {
         return Err(format!("the controller counts installs: {deps}"));
     }
+    // At rest: the rollout done, nothing changing. A whole reconciliation pass comes every
+    // 30 s (`pass_plan::FULL_PASS_EVERY`), so one window of that length holds one.
+    // Measured for the bench only (`cargo test` runs this at 50 agents and need not wait).
+    let idle_cpu_ms_per_s = bench_dir().map(|_| {
+        let rest = Duration::from_secs(30);
+        let idle0 = cpu_s(serve_pid);
+        std::thread::sleep(rest);
+        (cpu_s(serve_pid) - idle0) * 1000.0 / rest.as_secs_f64()
+    });
     let rss_kib = proc_kib(serve_pid, "VmHWM:");
     let broker_rss_kib = broker_pid.map(|p| proc_kib(p, "VmHWM:")).unwrap_or(0);
     let sim_rss_kib = proc_kib(std::process::id(), "VmHWM:");
@@ -385,6 +394,8 @@ fn run(n: usize) -> Result<Value, String> {
         // CPU seconds spent during the rollout by serve, mosquitto and the fleet's process.
         "controller_cpu_s": cpu1[0] - cpu0[0], "broker_cpu_s": cpu1[1] - cpu0[1],
         "fleet_cpu_s": cpu1[2] - cpu0[2],
+        // serve's CPU at rest afterwards, ms per second.
+        "controller_idle_cpu_ms_per_s": idle_cpu_ms_per_s,
         "in_flight": IN_FLIGHT, "workers": simfleet::WORKERS,
     });
     println!("fleet scale: {v}");
