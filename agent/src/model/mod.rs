@@ -246,7 +246,19 @@ pub struct ExecutionUnit {
     /// A running microVM app's balloon (target, what the guest holds in it, what it gave back
     /// so far), as of the agent's last balloon tick; refreshed for every snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub balloon: Option<crate::supervise::balloon::BalloonFigures>,
+    pub balloon: Option<BalloonFigures>,
+}
+
+/// A microVM's balloon figures as its VMM reports them (the supervisor's balloon work reads
+/// them from the VMM's control socket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalloonFigures {
+    /// The target, MiB: what the guest should hold in its balloon.
+    pub target_mib: u64,
+    /// What the guest's driver says its balloon holds, MiB.
+    pub actual_mib: u64,
+    /// Guest RAM given back to the host since the VM started (reporting and inflation), MiB.
+    pub discarded_mib: u64,
 }
 
 /// The last result of an app's health probe (`X_CPEVISOR_Health*` in the data model).

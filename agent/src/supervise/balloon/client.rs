@@ -12,21 +12,10 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+pub use crate::model::BalloonFigures;
 
 /// The longest answer read: a status line is a few hundred bytes.
 pub const MAX_ANSWER: usize = 4096;
-
-/// The balloon's figures as the VMM reports them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BalloonFigures {
-    /// The target, MiB: what the guest should hold in its balloon.
-    pub target_mib: u64,
-    /// What the guest's driver says its balloon holds, MiB.
-    pub actual_mib: u64,
-    /// Guest RAM given back to the host since the VM started (reporting and inflation), MiB.
-    pub discarded_mib: u64,
-}
 
 /// Reads the balloon's figures (`status`). Ok(None): the VM has no balloon.
 pub fn status(socket: &Path, timeout: Duration) -> io::Result<Option<BalloonFigures>> {
