@@ -124,9 +124,10 @@ impl Service {
         let gates = self.store.rollout_gates()?;
         let desired = Desired::of(&deployments, &gates);
         let at = Instant::now();
-        let plan = self.plan.next(&desired, at);
+        // Agents of shards given up meanwhile are their new holder's.
         let held = &self.held;
         self.plan.retain(|a| held.contains(&shard_of(a)));
+        let plan = self.plan.next(&desired, at);
         let (deployments, gates) = (&deployments, &gates);
         match plan {
             Pass::Whole => {
@@ -207,9 +208,6 @@ impl Service {
         let mut page = Vec::new();
         let mut journal = HashMap::new();
         for id in ids {
-            if !self.mine(&id) {
-                continue;
-            }
             if !self.decidable(&id) {
                 self.plan.touched(&id);
                 continue;
