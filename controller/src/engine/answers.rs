@@ -9,12 +9,12 @@ use cpevisor_usp::proto::response::RespType;
 use cpevisor_usp::proto::Msg;
 
 use super::controller::Controller;
-use super::types::{instance_of, phase_name, Job, Op, Phase, STATUS_POLL};
+use super::types::{instance_of, phase_name, Job, Notice, Op, Phase, STATUS_POLL};
 
 impl Controller {
     pub(super) fn on_answer(&mut self, agent: &str, job: &mut Job, msg: &Msg) {
         // The OperationComplete overtook the OperateResp and already ended the job.
-        if matches!(job.phase, Phase::AwaitDuEvent { .. } | Phase::Done) {
+        if matches!(job.phase, Phase::AwaitNotice { .. } | Phase::Done) {
             if let Some(RespType::OperateResp(o)) = msg.response_body() {
                 if let Some(OperationResp::ReqObjPath(p)) = o
                     .operation_results
@@ -254,8 +254,15 @@ impl Controller {
                     .next()
                     .cloned();
                 if now.as_deref() == Some(want.as_str()) {
+                    // The poll can see the new Status before the agent's ValueChange for it
+                    // arrives: the operator's report should carry that too.
                     job.outcome.rows.push((status_path.clone(), want.clone()));
-                    Self::succeed(job);
+                    job.outcome.ok = true;
+                    let notice = Notice::ValueChange {
+                        path: status_path.clone(),
+                        value: want.clone(),
+                    };
+                    Self::await_notice(job, notice);
                 }
             }
             (phase, other) => Self::fail(

@@ -12,8 +12,8 @@ use cpevisor_usp::proto::{body, request, Msg, NotifyResp, Record};
 use cpevisor_usp::record::{decode_msg, decode_record, encode_record, Limits, RecordContent};
 
 use super::types::{
-    phase_name, run_nonce, Inbound, Job, Op, Outcome, Phase, SeenAgent, SeenEvent, Sender, Stats,
-    DU_EVENT_GRACE, MAX_AGENTS, STATUS_POLL,
+    phase_name, run_nonce, Inbound, Job, Notice, Op, Outcome, Phase, SeenAgent, SeenEvent, Sender,
+    Stats, MAX_AGENTS, NOTICE_GRACE, STATUS_POLL,
 };
 
 /// The controller: its endpoint ID and topic, and how to reach agents.
@@ -179,7 +179,7 @@ impl Controller {
             }
             self.poll_status(&mut jobs, now);
             for job in jobs.values_mut() {
-                if matches!(job.phase, Phase::AwaitDuEvent { until } if until <= now) {
+                if job.phase.notice_overdue(now) {
                     job.phase = Phase::Done;
                 }
             }
@@ -196,10 +196,10 @@ impl Controller {
             .collect()
     }
 
-    /// A job's outcome once its time is up: one still waiting only for its DU event is done
+    /// A job's outcome once its time is up: one still waiting only for a notification is done
     /// (the operation itself answered); any other unfinished one failed with a timeout.
     pub(super) fn outcome_at_end(mut job: Job, timeout: Duration) -> Outcome {
-        if matches!(job.phase, Phase::AwaitDuEvent { .. }) {
+        if matches!(job.phase, Phase::AwaitNotice { .. }) {
             job.phase = Phase::Done;
         }
         if job.phase != Phase::Done {
@@ -237,17 +237,22 @@ impl Controller {
             job.op,
             Op::Install { .. } | Op::Update { .. } | Op::Uninstall { .. }
         );
-        let seen = job
-            .outcome
-            .events
-            .iter()
-            .any(|e| e.kind == "DUStateChange!");
-        job.phase = if du_op && !seen {
-            Phase::AwaitDuEvent {
-                until: Instant::now() + DU_EVENT_GRACE,
-            }
+        if du_op {
+            Self::await_notice(job, Notice::DuStateChange);
         } else {
+            job.phase = Phase::Done;
+        }
+    }
+
+    /// The job's outcome is known; unless `notice` came already, wait a little for it.
+    pub(super) fn await_notice(job: &mut Job, notice: Notice) {
+        job.phase = if job.outcome.events.iter().any(|e| notice.is(e)) {
             Phase::Done
+        } else {
+            Phase::AwaitNotice {
+                notice,
+                until: Instant::now() + NOTICE_GRACE,
+            }
         };
     }
 

@@ -98,9 +98,7 @@ impl Controller {
                     ),
                 }
             }
-            (Phase::AwaitDuEvent { .. }, Notification::Event(e))
-                if e.event_name == "DUStateChange!" =>
-            {
+            (Phase::AwaitNotice { notice, .. }, _) if notice.is(&event) => {
                 job.phase = Phase::Done;
             }
             (

@@ -86,7 +86,7 @@ impl Controller {
             .iter()
             .filter(|(a, j)| {
                 j.phase == Phase::Done
-                    || matches!(j.phase, Phase::AwaitDuEvent { until } if until <= now)
+                    || j.phase.notice_overdue(now)
                     || set.deadlines.get(*a).is_some_and(|(d, _)| *d <= now)
             })
             .map(|(a, _)| a.clone())

@@ -294,3 +294,59 @@ fn start_follows_the_value_change_and_answers_notifies() {
     assert!(log.iter().any(|(_, m)| m.msg_id() == "boot-1"
         && matches!(m.response_body(), Some(RespType::NotifyResp(_)))));
 }
+
+#[test]
+fn a_status_poll_that_overtakes_the_value_change_still_reports_it() {
+    const STATUS: &str = "Device.SoftwareModules.ExecutionUnit.4.Status";
+    let script: Arc<Script> = Arc::new(|_: &str, m: &Msg| {
+        if let Some(r) = ok_add(m) {
+            return vec![r];
+        }
+        match m.request_body() {
+            // The poll of the Status sees Active; the agent's ValueChange comes just after.
+            Some(request::ReqType::Get(g)) if g.param_paths == [STATUS] => vec![
+                get_resp(
+                    m,
+                    &[(
+                        "Device.SoftwareModules.ExecutionUnit.4.",
+                        "Status",
+                        "Active",
+                    )],
+                ),
+                Msg::notify_value_change("vc-1", "self::ctl-vc", false, STATUS, "Active"),
+            ],
+            Some(request::ReqType::Get(_)) => vec![get_resp(
+                m,
+                &[("Device.SoftwareModules.ExecutionUnit.4.", "EUID", "eu-9")],
+            )],
+            Some(request::ReqType::Operate(o)) => vec![Msg::response(
+                m.msg_id(),
+                RespType::OperateResp(OperateResp {
+                    operation_results: vec![OperationResult::sync(
+                        o.command.clone(),
+                        Ok(BTreeMap::new()),
+                    )],
+                }),
+            )],
+            _ => vec![],
+        }
+    });
+    let (mut ctl, _) = rig(script);
+    let out = ctl.run(
+        &["os::a".to_string()],
+        &Op::Start { eu: "eu-9".into() },
+        Duration::from_secs(5),
+    );
+    assert!(out[0].ok, "{:?}", out[0]);
+    assert!(out[0]
+        .rows
+        .contains(&(STATUS.to_string(), "Active".to_string())));
+    assert!(
+        out[0]
+            .events
+            .iter()
+            .any(|e| e.kind == "ValueChange" && e.path == STATUS && e.params["value"] == "Active"),
+        "{:?}",
+        out[0].events
+    );
+}

@@ -12,9 +12,10 @@ pub const MAX_AGENTS: usize = 10_000;
 pub const MAX_EVENTS_PER_AGENT: usize = 32;
 /// How often a start/stop checks the EU's Status when no ValueChange came.
 pub(super) const STATUS_POLL: Duration = Duration::from_millis(1000);
-/// How long a finished DU command waits for its `DUStateChange!`, which an agent may send
-/// just after the OperationComplete.
-pub(super) const DU_EVENT_GRACE: Duration = Duration::from_secs(2);
+/// How long a finished command waits for the notification that reports it (a DU command's
+/// `DUStateChange!`, a start's or stop's ValueChange on the Status), which an agent may send
+/// just after the answer that ended the command.
+pub(super) const NOTICE_GRACE: Duration = Duration::from_secs(2);
 
 /// A payload the MTP received on the controller's topic.
 #[derive(Debug, Clone)]
@@ -204,11 +205,41 @@ pub(super) enum Phase {
         want: String,
         next_poll: Instant,
     },
-    /// Finished; waiting a little for the `DUStateChange!` of a DU command.
-    AwaitDuEvent {
+    /// Finished (the outcome is known); waiting until `until` for the notification that
+    /// reports it, which the operator wants to see.
+    AwaitNotice {
+        notice: Notice,
         until: Instant,
     },
     Done,
+}
+
+impl Phase {
+    /// Whether the job is finished but for a notification whose wait ended at or before `now`.
+    pub(super) fn notice_overdue(&self, now: Instant) -> bool {
+        matches!(self, Phase::AwaitNotice { until, .. } if *until <= now)
+    }
+}
+
+/// The notification a finished job still waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Notice {
+    DuStateChange,
+    ValueChange { path: String, value: String },
+}
+
+impl Notice {
+    /// Whether `event` is this notification.
+    pub(super) fn is(&self, event: &SeenEvent) -> bool {
+        match self {
+            Notice::DuStateChange => event.kind == "DUStateChange!",
+            Notice::ValueChange { path, value } => {
+                event.kind == "ValueChange"
+                    && &event.path == path
+                    && event.params.get("value") == Some(value)
+            }
+        }
+    }
 }
 
 pub(super) struct Job {
@@ -255,7 +286,14 @@ pub(super) fn phase_name(p: &Phase) -> &'static str {
         Phase::Request => "waiting for the response",
         Phase::AwaitComplete => "waiting for OperationComplete",
         Phase::AwaitStatus { .. } => "waiting for the Status to change",
-        Phase::AwaitDuEvent { .. } => "waiting for DUStateChange!",
+        Phase::AwaitNotice {
+            notice: Notice::DuStateChange,
+            ..
+        } => "waiting for DUStateChange!",
+        Phase::AwaitNotice {
+            notice: Notice::ValueChange { .. },
+            ..
+        } => "waiting for the Status's ValueChange",
         Phase::Done => "done",
     }
 }
