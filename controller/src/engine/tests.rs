@@ -101,6 +101,28 @@ fn get_resp(m: &Msg, rows: &[(&str, &str, &str)]) -> Msg {
     )
 }
 
+/// A synchronous command's OperateResp: done, no output.
+fn operated(m: &Msg, o: &cpevisor_usp::proto::Operate) -> Msg {
+    Msg::response(
+        m.msg_id(),
+        RespType::OperateResp(OperateResp {
+            operation_results: vec![OperationResult::sync(
+                o.command.clone(),
+                Ok(BTreeMap::new()),
+            )],
+        }),
+    )
+}
+
+/// `start eu-9` on agent `os::a`.
+fn start_eu_9(ctl: &mut Controller) -> Vec<super::types::Outcome> {
+    ctl.run(
+        &["os::a".to_string()],
+        &Op::Start { eu: "eu-9".into() },
+        Duration::from_secs(5),
+    )
+}
+
 fn du_event(uuid: &str) -> Msg {
     Msg::notify_event(
         "n-du",
@@ -248,15 +270,7 @@ fn start_follows_the_value_change_and_answers_notifies() {
                 );
                 assert_eq!(o.input_args["RequestedState"], "Active");
                 vec![
-                    Msg::response(
-                        m.msg_id(),
-                        RespType::OperateResp(OperateResp {
-                            operation_results: vec![OperationResult::sync(
-                                o.command.clone(),
-                                Ok(BTreeMap::new()),
-                            )],
-                        }),
-                    ),
+                    operated(m, o),
                     Msg::notify_value_change(
                         "vc-1",
                         "self::ctl-vc",
@@ -277,11 +291,7 @@ fn start_follows_the_value_change_and_answers_notifies() {
         }
     });
     let (mut ctl, log) = rig(script);
-    let out = ctl.run(
-        &["os::a".to_string()],
-        &Op::Start { eu: "eu-9".into() },
-        Duration::from_secs(5),
-    );
+    let out = start_eu_9(&mut ctl);
     assert!(out[0].ok, "{:?}", out[0]);
     assert!(out[0].rows.contains(&(
         "Device.SoftwareModules.ExecutionUnit.4.Status".to_string(),
@@ -319,24 +329,12 @@ fn a_status_poll_that_overtakes_the_value_change_still_reports_it() {
                 m,
                 &[("Device.SoftwareModules.ExecutionUnit.4.", "EUID", "eu-9")],
             )],
-            Some(request::ReqType::Operate(o)) => vec![Msg::response(
-                m.msg_id(),
-                RespType::OperateResp(OperateResp {
-                    operation_results: vec![OperationResult::sync(
-                        o.command.clone(),
-                        Ok(BTreeMap::new()),
-                    )],
-                }),
-            )],
+            Some(request::ReqType::Operate(o)) => vec![operated(m, o)],
             _ => vec![],
         }
     });
     let (mut ctl, _) = rig(script);
-    let out = ctl.run(
-        &["os::a".to_string()],
-        &Op::Start { eu: "eu-9".into() },
-        Duration::from_secs(5),
-    );
+    let out = start_eu_9(&mut ctl);
     assert!(out[0].ok, "{:?}", out[0]);
     assert!(out[0]
         .rows
