@@ -25,12 +25,10 @@ use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use agentd::{App, World};
-use cpevisor_usp::broker::TestBroker;
-use fleet::{query, serve, start_agent, wait_for, Member, MemberSpec};
+use agentd::World;
+use fleet::{broker_for_fleet, query, serve, sleeper, start_agent, wait_for, Member, MemberSpec};
 use serde_json::{json, Value};
 
 const CTL_ID: &str = "self::api-ctl";
@@ -180,27 +178,13 @@ fn chromium(profile: &Path, args: &[String], url: &str) -> String {
 
 #[test]
 fn api_and_dashboard_drive_the_fleet() {
-    usp_common::controller();
-    cpevisor_agent::LOG_LEVEL.store(0, Ordering::Relaxed);
     let world = World::new("usp-api");
-    let broker = TestBroker::start(&world.root.join("broker")).expect("mosquitto");
-    let agent_cert = broker.identity("api-agent").unwrap();
-    let publish = |version: &str| {
-        let app = App {
-            command: vec!["/bin/sh".into(), "-c".into(), "exec sleep 100000".into()],
-            memory_mib: 8,
-            ..App::new("svc", version)
-        };
-        world.publish(&app, &format!("svc-{version}.cpkg"))
-    };
+    let (broker, agent_cert) = broker_for_fleet(&world, "api-agent");
+    let publish =
+        |version: &str| world.publish(&sleeper("svc", version, 8), &format!("svc-{version}.cpkg"));
     let (url1, url2) = (publish("1.0"), publish("2.0"));
     // Too big for the small agent's budget: its install fails with the agent's 7227.
-    let big = App {
-        command: vec!["/bin/sh".into(), "-c".into(), "exec sleep 100000".into()],
-        memory_mib: 16,
-        ..App::new("big", "1")
-    };
-    let url_big = world.publish(&big, "big-1.cpkg");
+    let url_big = world.publish(&sleeper("big", "1", 16), "big-1.cpkg");
     let cfg = usp_common::ctl_config(&broker, &world.root, CTL_ID, true, json!({}));
     let db = world.root.join("fleet.db");
     let tokens = world.root.join("api-tokens");

@@ -26,13 +26,11 @@ use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agentd::{App, World};
-use cpevisor_usp::broker::TestBroker;
-use fleet::{serve, start_agent, wait_for, Member, MemberSpec};
+use agentd::World;
+use fleet::{broker_for_fleet, serve, sleeper, start_agent, wait_for, Member, MemberSpec};
 use serde_json::{json, Value};
 
 const CTL_ID: &str = "self::rollout-ctl";
@@ -178,23 +176,13 @@ fn agents_in(status: &Value, state: &str) -> Vec<String> {
 
 #[test]
 fn rollout_canary_waves_pause_rollback_and_restart() {
-    // Built (if stale) before any agent starts: a build under way starves the fleet's agents
-    // of CPU and their operations time out.
-    usp_common::controller();
-    cpevisor_agent::LOG_LEVEL.store(0, Ordering::Relaxed);
     let world = World::new("usp-rollout");
-    let broker = TestBroker::start(&world.root.join("broker")).expect("mosquitto");
-    let agent_cert = broker.identity("rollout-agent").unwrap();
+    let (broker, agent_cert) = broker_for_fleet(&world, "rollout-agent");
     let rule = Arc::new(Mutex::new(Rule::default()));
     let port = package_server(world.www.clone(), rule.clone());
     let publish = |version: &str| {
-        let app = App {
-            command: vec!["/bin/sh".into(), "-c".into(), "exec sleep 100000".into()],
-            memory_mib: 8,
-            ..App::new("svc", version)
-        };
         let file = format!("svc-{version}.cpkg");
-        world.publish(&app, &file);
+        world.publish(&sleeper("svc", version, 8), &file);
         (format!("http://127.0.0.1:{port}/{file}"), file)
     };
     let (url1, _) = publish("1.0");

@@ -25,14 +25,12 @@ mod usp_common;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use agentd::{App, World};
+use agentd::World;
 use cpevisor_controller::store::test_postgres::TestPostgres;
-use cpevisor_usp::broker::TestBroker;
-use fleet::{query, serve, start_agent, wait_for, MemberSpec};
+use fleet::{broker_for_fleet, query, serve, sleeper, start_agent, wait_for, MemberSpec};
 use serde_json::{json, Value};
 
 const CTL_ID: &str = "self::serve-ctl";
@@ -93,18 +91,8 @@ fn serve_on_postgres_places_converges_and_restarts_without_duplicates() {
 
 /// The three checks on database `db` (`--db`'s argument).
 fn places_converges_restarts(world: &World, db: &str) {
-    // Built (if stale) before any agent starts: a build under way starves the fleet's agents
-    // of CPU and their operations time out.
-    usp_common::controller();
-    cpevisor_agent::LOG_LEVEL.store(0, Ordering::Relaxed);
-    let broker = TestBroker::start(&world.root.join("broker")).expect("mosquitto");
-    let agent_cert = broker.identity("serve-agent").unwrap();
-    let app = App {
-        command: vec!["/bin/sh".into(), "-c".into(), "exec sleep 100000".into()],
-        memory_mib: 16,
-        ..App::new("svc", "1.0")
-    };
-    let url = world.publish(&app, "svc-1.0.cpkg");
+    let (broker, agent_cert) = broker_for_fleet(world, "serve-agent");
+    let url = world.publish(&sleeper("svc", "1.0", 16), "svc-1.0.cpkg");
     let cfg = usp_common::ctl_config(&broker, &world.root, CTL_ID, true, json!({}));
     let log = world.root.join("serve.log");
     let mut ctl = serve(&cfg, db, &log, &[]);
@@ -421,19 +409,10 @@ fn once_each(db: &str, ids: &[String], deployment: &Value) -> BTreeSet<String> {
 #[test]
 fn serve_replicas_on_postgres_share_the_fleet_one_killed_one_joining() {
     let _one = ONE_FLEET.lock().unwrap_or_else(|e| e.into_inner());
-    usp_common::controller();
-    cpevisor_agent::LOG_LEVEL.store(0, Ordering::Relaxed);
     let world = World::new("usp-serve-replicas");
-    let broker = TestBroker::start(&world.root.join("broker")).expect("mosquitto");
-    let agent_cert = broker.identity("serve-agent").unwrap();
-    let publish = |version: &str| {
-        let app = App {
-            command: vec!["/bin/sh".into(), "-c".into(), "exec sleep 100000".into()],
-            memory_mib: 8,
-            ..App::new("svc", version)
-        };
-        world.publish(&app, &format!("svc-{version}.cpkg"))
-    };
+    let (broker, agent_cert) = broker_for_fleet(&world, "serve-agent");
+    let publish =
+        |version: &str| world.publish(&sleeper("svc", version, 8), &format!("svc-{version}.cpkg"));
     let (url1, url2) = (publish("1.0"), publish("2.0"));
     let pg = TestPostgres::start();
     pg.create_database("fleet");

@@ -14,29 +14,21 @@ mod fleet;
 mod usp_common;
 
 use std::fs;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use agentd::{App, World};
-use cpevisor_usp::broker::TestBroker;
-use fleet::{query, reconnect_notifying, serve, start_agent, wait_for, MemberSpec};
+use agentd::World;
+use fleet::{
+    broker_for_fleet, query, reconnect_notifying, serve, sleeper, start_agent, wait_for, MemberSpec,
+};
 use serde_json::json;
 
 const CTL_ID: &str = "self::serve-unheard-ctl";
 
 #[test]
 fn an_operation_whose_result_is_lost_is_settled_from_the_agents_inventory() {
-    usp_common::controller();
-    cpevisor_agent::LOG_LEVEL.store(0, Ordering::Relaxed);
     let world = World::new("usp-serve-unheard");
-    let broker = TestBroker::start(&world.root.join("broker")).expect("mosquitto");
-    let cert = broker.identity("serve-agent").unwrap();
-    let app = App {
-        command: vec!["/bin/sh".into(), "-c".into(), "exec sleep 100000".into()],
-        memory_mib: 8,
-        ..App::new("svc", "1.0")
-    };
-    let url = world.publish(&app, "svc-1.0.cpkg");
+    let (broker, cert) = broker_for_fleet(&world, "serve-agent");
+    let url = world.publish(&sleeper("svc", "1.0", 8), "svc-1.0.cpkg");
     let cfg = usp_common::ctl_config(&broker, &world.root, CTL_ID, true, json!({}));
     let log = world.root.join("serve.log");
     let db = world.root.join("fleet.db");

@@ -21,10 +21,31 @@ use cpevisor_usp::broker::{Identity, TestBroker};
 use cpevisor_usp::mqtt::{MqttSettings, UnknownFields};
 use serde_json::Value;
 
-use crate::agentd::World;
+use crate::agentd::{App, World};
 use crate::usp_common;
 
 /// One agent of the fleet.
+/// What a fleet test starts with: the controller built (before any agent runs: a build under
+/// way starves the agents of CPU and their operations time out), the agents' logs quiet, a
+/// broker, and one certificate for every agent (client ids, the endpoint IDs, tell the sessions
+/// apart).
+pub fn broker_for_fleet(world: &World, cert_name: &str) -> (TestBroker, Identity) {
+    usp_common::controller();
+    cpevisor_agent::LOG_LEVEL.store(0, std::sync::atomic::Ordering::Relaxed);
+    let broker = TestBroker::start(&world.root.join("broker")).expect("mosquitto");
+    let cert = broker.identity(cert_name).unwrap();
+    (broker, cert)
+}
+
+/// A jail app `name` `version` that only sleeps, declaring `memory_mib`.
+pub fn sleeper(name: &str, version: &str, memory_mib: u32) -> App {
+    App {
+        command: vec!["/bin/sh".into(), "-c".into(), "exec sleep 100000".into()],
+        memory_mib,
+        ..App::new(name, version)
+    }
+}
+
 pub struct Member {
     pub id: String,
     pub agent: Arc<Agent>,
