@@ -1,7 +1,9 @@
 //! The board part of `make bench`: `qemu-virt-a53` booted with the bench overlay appended to its
 //! firmware (`scripts/bench-overlay.sh`), `/bench/board.sh` run for cpevisor-vmm, for
 //! cpevisor-vmm jailed (`"jail"` in its VM description, as the agent starts it) and for
-//! qemu-system-aarch64 in the same board, its `BENCH-RESULT` lines turned into figures.
+//! qemu-system-aarch64 in the same board, its `BENCH-RESULT` lines turned into figures. Two
+//! guests: the sample app as its package carries it (`APP_GUEST`: the `vmm.*` figures) and a
+//! stock Debian kernel guest (`STOCK_GUEST`: `vmm.stock_guest.*`, and the jail's cost).
 
 use super::stats::{median, round_to};
 use super::Figure;
@@ -21,6 +23,41 @@ pub const MAX_RUNS: u32 = 15;
 pub const PEER: &str = "qemu-system-aarch64 -accel kvm";
 /// The peer of the `vmm.confined.*` figures: the same VMM without its jail.
 pub const UNCONFINED_PEER: &str = "cpevisor-vmm unconfined";
+/// A guest `/bench/board.sh` boots under each monitor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Guest {
+    /// board.sh's name for it (its third argument).
+    pub arg: &'static str,
+    /// Its memory in MiB: the size of the guest RAM mapping board.sh looks for.
+    pub mib: u32,
+    /// Prefix of its `vmm.*` figures.
+    pub prefix: &'static str,
+    /// What it is, for the figures' notes.
+    pub what: &'static str,
+}
+
+/// The sample app `status` as its package carries it, with the devices and command line the
+/// agent gives it: issue 11's `vmm.start_to_ready_ms` and `density.app_pss_kib`.
+pub const APP_GUEST: Guest = Guest {
+    arg: "app",
+    mib: 16,
+    prefix: "vmm.",
+    what: "the sample app `status` as its package carries it: the minimal guest kernel, its \
+           erofs root read-only + its ext2 disk (virtio-blk), virtio-net on a tap, virtio-rng, \
+           virtio-balloon (free page reporting), 16 MiB, 1 vCPU, `quiet`, the agent's command \
+           line (console ttyS0 for cpevisor-vmm, ttyAMA0 for QEMU's virt machine); ready = its \
+           APP-READY console line (HTTP up)",
+};
+
+/// Debian's stock arm64 kernel with a busybox initramfs that prints a marker at once.
+pub const STOCK_GUEST: Guest = Guest {
+    arg: "stock",
+    mib: 64,
+    prefix: "vmm.stock_guest.",
+    what: "stock Debian arm64 Image + busybox initramfs, 64 MiB, 1 vCPU, `quiet`; ready = its \
+           BENCH-MARKER console line",
+};
+
 /// Longest result line accepted from the board (a garbled console cannot grow one without bound).
 const MAX_RESULT_LINE: usize = 1024;
 
@@ -148,11 +185,16 @@ pub fn parse_results(output: &str) -> (Vec<Run>, Vec<String>) {
 /// What one board session gave.
 #[derive(Debug, Default)]
 pub struct Measured {
-    /// cpevisor-vmm runs without the jail.
+    /// cpevisor-vmm runs of `APP_GUEST`.
+    pub app_vmm: Vec<Run>,
+    /// qemu-system-aarch64 -accel kvm runs of `APP_GUEST`.
+    pub app_qemu: Vec<Run>,
+    /// cpevisor-vmm runs of `STOCK_GUEST` without the jail.
     pub vmm: Vec<Run>,
-    /// cpevisor-vmm with `"jail"`: namespaces, unprivileged uid, seccomp (board.sh vmm-confined).
+    /// cpevisor-vmm with `"jail"`: namespaces, unprivileged uid, seccomp (board.sh vmm-confined),
+    /// `STOCK_GUEST`.
     pub vmm_confined: Vec<Run>,
-    /// qemu-system-aarch64 -accel kvm runs of the same guest.
+    /// qemu-system-aarch64 -accel kvm runs of `STOCK_GUEST`.
     pub qemu: Vec<Run>,
     /// (VmRSS, Pss) in KiB of the `cpevisord` the firmware started, idle with nothing installed.
     pub agent_idle_kib: Option<(u64, u64)>,
@@ -160,8 +202,8 @@ pub struct Measured {
     pub problems: Vec<String>,
 }
 
-/// Boots the board with `initrd` (firmware + overlay), runs both monitors `runs` times, powers the
-/// board off.
+/// Boots the board with `initrd` (firmware + overlay), runs each monitor `runs` times on each
+/// guest, powers the board off.
 pub fn measure(initrd: &Path, runs: u32) -> Result<Measured, String> {
     let opts = BootOptions {
         initrd_override: Some(initrd.to_path_buf()),
@@ -180,14 +222,15 @@ pub fn measure(initrd: &Path, runs: u32) -> Result<Measured, String> {
         }
     };
     let mut per_monitor = Vec::new();
-    for monitor in ["vmm", "vmm-confined", "qemu"] {
+    for (monitor, guest) in SESSION {
         // A failing run still prints its line; the exit status only says one failed.
         let (_, out) = vm.run(
-            &format!("sh /bench/board.sh {monitor} {runs}"),
+            &format!("sh /bench/board.sh {monitor} {runs} {}", guest.arg),
             // The script gives each boot 120 s of board time to reach its marker.
             Duration::from_secs(60 + 150 * u64::from(runs)),
         )?;
         let (runs, errors) = parse_results(&out);
+        let monitor = format!("{monitor} ({} guest)", guest.arg);
         for r in &runs {
             println!(
                 "bench: {monitor} run {}: first entry {} ms, ready {} ms, guest RAM rss {} KiB, overhead rss {} KiB pss {} KiB (rc {:?})",
@@ -202,7 +245,7 @@ pub fn measure(initrd: &Path, runs: u32) -> Result<Measured, String> {
             if !r.guest_found {
                 problems.push(format!(
                     "{monitor} run {}: no {} MiB guest RAM mapping in smaps",
-                    r.run, 64
+                    r.run, guest.mib
                 ));
             }
         }
@@ -214,17 +257,27 @@ pub fn measure(initrd: &Path, runs: u32) -> Result<Measured, String> {
     }
     let _ = vm.send_line("poweroff -f");
     let _ = vm.wait_exit(Duration::from_secs(30));
-    let qemu = per_monitor.pop().unwrap_or_default();
-    let vmm_confined = per_monitor.pop().unwrap_or_default();
-    let vmm = per_monitor.pop().unwrap_or_default();
+    let mut per_monitor = per_monitor.into_iter();
+    let mut next = || per_monitor.next().unwrap_or_default();
     Ok(Measured {
-        vmm,
-        vmm_confined,
-        qemu,
+        app_vmm: next(),
+        app_qemu: next(),
+        vmm: next(),
+        vmm_confined: next(),
+        qemu: next(),
         agent_idle_kib,
         problems,
     })
 }
+
+/// What `measure` runs, in this order (the order of `Measured`'s run lists).
+const SESSION: [(&str, Guest); 5] = [
+    ("vmm", APP_GUEST),
+    ("qemu", APP_GUEST),
+    ("vmm", STOCK_GUEST),
+    ("vmm-confined", STOCK_GUEST),
+    ("qemu", STOCK_GUEST),
+];
 
 /// The firmware's own `cpevisord` (aarch64, static), idle with nothing installed: Rss and Pss.
 /// Both come from smaps_rollup, which walks the page tables: the board's 6.1 kernel still keeps
@@ -275,22 +328,24 @@ const MEMORY_METHOD: &str = "/proc/PID/smaps in the board while the guest idles 
 
 type Metric = fn(&Run) -> Option<f64>;
 
-/// The board figures: medians of cpevisor-vmm's runs, beside QEMU's medians where QEMU gave one.
-pub fn figures(vmm: &[Run], qemu: &[Run]) -> Vec<Figure> {
+/// The figures of one guest: medians of cpevisor-vmm's runs, named `<guest.prefix><metric>`,
+/// beside QEMU's medians where QEMU gave one.
+pub fn figures(guest: &Guest, vmm: &[Run], qemu: &[Run]) -> Vec<Figure> {
     let setting = format!(
-        "{BOARD} board (-m {BOARD_MEMORY_MIB}), guest: stock Debian arm64 Image + busybox initramfs, 64 MiB, 1 vCPU, `quiet`; median of {} runs ({} for QEMU)",
+        "{BOARD} board (-m {BOARD_MEMORY_MIB}), guest: {}; median of {} runs ({} for QEMU)",
+        guest.what,
         vmm.len(),
         qemu.len()
     );
-    let mut out = compare("vmm.", vmm, qemu, PEER, "QEMU", &setting);
+    let mut out = compare(guest.prefix, vmm, qemu, PEER, "QEMU", &setting);
     let self_rows: [(&str, Metric, &str); 2] = [
         (
-            "vmm.self_reported.first_instruction_ms",
+            "self_reported.first_instruction_ms",
             |r| r.self_first_ms,
             "cpevisor-vmm's own log line (ms since its main) when vCPU 0 enters KVM_RUN; QEMU logs no such time",
         ),
         (
-            "vmm.self_reported.boot_ready_ms",
+            "self_reported.boot_ready_ms",
             |r| r.self_ready_ms,
             "cpevisor-vmm's boot-ready line (guest writes its boot-signal device; ms since main); QEMU has no such device",
         ),
@@ -303,7 +358,7 @@ pub fn figures(vmm: &[Run], qemu: &[Run]) -> Vec<Figure> {
             .collect();
         if let Some(value) = median(&ours) {
             out.push(
-                Figure::new(name, value, "ms")
+                Figure::new(format!("{}{name}", guest.prefix), value, "ms")
                     .with_note(format!("{note}; {setting}"))
                     .with_samples(ours, Vec::new()),
             );
@@ -318,8 +373,8 @@ pub fn confined_figures(confined: &[Run], vmm: &[Run]) -> Vec<Figure> {
     let setting = format!(
         "cpevisor-vmm with \"jail\": {{uid, gid}} in its VM description (as the agent starts it) \
          beside the same VMM without, same guest and board session: {BOARD} board \
-         (-m {BOARD_MEMORY_MIB}), stock Debian arm64 Image + busybox initramfs, 64 MiB, 1 vCPU; \
-         median of {} runs ({} unconfined)",
+         (-m {BOARD_MEMORY_MIB}), {}; median of {} runs ({} unconfined)",
+        STOCK_GUEST.what,
         confined.len(),
         vmm.len()
     );
@@ -489,7 +544,7 @@ mod tests {
             run("qemu", None, 3_000_000.0, 40_000),
             run("qemu", None, 3_500_000.0, 44_000),
         ];
-        let figs = figures(&vmm, &qemu);
+        let figs = figures(&APP_GUEST, &vmm, &qemu);
         let get = |n: &str| {
             figs.iter()
                 .find(|f| f.name == n)
@@ -507,6 +562,27 @@ mod tests {
         assert!(figs
             .iter()
             .all(|f| f.name != "vmm.self_reported.boot_ready_ms"));
+        assert!(get("vmm.start_to_ready_ms")
+            .note
+            .as_deref()
+            .unwrap()
+            .contains("APP-READY"));
+
+        // The stock guest's runs: the same figures under names that say so, every one of them.
+        let stock = figures(&STOCK_GUEST, &vmm, &qemu);
+        let names: Vec<&str> = stock.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "vmm.stock_guest.overhead_rss_kib",
+                "vmm.stock_guest.overhead_pss_kib",
+                "vmm.stock_guest.start_to_first_instruction_ms",
+                "vmm.stock_guest.start_to_ready_ms",
+                "vmm.stock_guest.self_reported.first_instruction_ms",
+            ]
+        );
+        assert_eq!(stock[3].ratio(), Some(900.0 / 3250.0));
+        assert!(stock[3].note.as_deref().unwrap().contains("stock Debian"));
 
         // The jailed VMM beside the same VMM unconfined.
         let confined = [
@@ -533,5 +609,25 @@ mod tests {
             .unwrap()
             .contains("jail"));
         assert!(figs.iter().all(|f| f.name.starts_with("vmm.confined.")));
+    }
+
+    #[test]
+    fn the_session_runs_each_guest_under_both_monitors_in_measured_order() {
+        // `measure` fills `Measured` in this order: app under vmm, then QEMU, then the stock
+        // guest under vmm, vmm-confined, QEMU.
+        let order: Vec<(&str, &str)> = SESSION.iter().map(|(m, g)| (*m, g.arg)).collect();
+        assert_eq!(
+            order,
+            [
+                ("vmm", "app"),
+                ("qemu", "app"),
+                ("vmm", "stock"),
+                ("vmm-confined", "stock"),
+                ("qemu", "stock")
+            ]
+        );
+        // board.sh finds the guest RAM mapping by its size: each guest's own.
+        assert_eq!((APP_GUEST.mib, STOCK_GUEST.mib), (16, 64));
+        assert_ne!(APP_GUEST.prefix, STOCK_GUEST.prefix);
     }
 }
