@@ -88,6 +88,8 @@ pub struct Run {
     pub self_first_ms: Option<f64>,
     /// Boot-ready in cpevisor-vmm's own log, ms since its `main`.
     pub self_ready_ms: Option<f64>,
+    /// The guest's own uptime when it printed its ready line (ms; the app guest says it).
+    pub guest_uptime_ms: Option<f64>,
 }
 
 impl Run {
@@ -149,6 +151,7 @@ pub fn parse_result_line(line: &str) -> Result<Run, String> {
             "ready_us" => run.ready_us = time()?,
             "self_first_ms" => run.self_first_ms = time()?,
             "self_ready_ms" => run.self_ready_ms = time()?,
+            "guest_uptime_s" => run.guest_uptime_ms = time()?.map(|s| s * 1000.0),
             "rss_kib" => run.rss_kib = kib()?,
             "pss_kib" => run.pss_kib = kib()?,
             "guest_rss_kib" => run.guest_rss_kib = kib()?,
@@ -233,10 +236,11 @@ pub fn measure(initrd: &Path, runs: u32) -> Result<Measured, String> {
         let monitor = format!("{monitor} ({} guest)", guest.arg);
         for r in &runs {
             println!(
-                "bench: {monitor} run {}: first entry {} ms, ready {} ms, guest RAM rss {} KiB, overhead rss {} KiB pss {} KiB (rc {:?})",
+                "bench: {monitor} run {}: first entry {} ms, ready {} ms (guest uptime {} ms), guest RAM rss {} KiB, overhead rss {} KiB pss {} KiB (rc {:?})",
                 r.run,
                 show_ms(r.first_entry_us),
                 show_ms(r.ready_us),
+                r.guest_uptime_ms.map_or("?".into(), |v| format!("{v:.0}")),
                 r.guest_rss_kib,
                 r.overhead_rss_kib().map_or("?".into(), |v| v.to_string()),
                 r.overhead_pss_kib().map_or("?".into(), |v| v.to_string()),
@@ -398,7 +402,7 @@ fn compare(
     peer_label: &str,
     setting: &str,
 ) -> Vec<Figure> {
-    let rows: [(&str, &str, Metric, f64, String); 4] = [
+    let rows: [(&str, &str, Metric, f64, String); 5] = [
         (
             "overhead_rss_kib",
             "KiB",
@@ -427,6 +431,15 @@ fn compare(
             1e-3,
             format!(
                 "{TIME_METHOD} to a board-side watcher reading the guest's marker line from the monitor's console pipe (same method for both: QEMU has no boot-signal device); {setting}"
+            ),
+        ),
+        (
+            "guest_uptime_at_ready_ms",
+            "ms",
+            |r| r.guest_uptime_ms,
+            1.0,
+            format!(
+                "the guest's own /proc/uptime in its ready line (kernel start to ready on the guest's clock: the guest's boot without the monitor's start); {setting}"
             ),
         ),
     ];

@@ -16,6 +16,11 @@ fn parses_a_vmm_line() {
     assert_eq!(r.overhead_rss_kib(), Some(1100.0));
     assert_eq!(r.overhead_pss_kib(), Some(200.0));
     assert_eq!(r.self_ready_ms, Some(812.345));
+    assert_eq!(r.guest_uptime_ms, None);
+    let app = parse_result_line(&format!("{VMM_LINE} guest_uptime_s=4.52")).unwrap();
+    assert_eq!(app.guest_uptime_ms, Some(4520.0));
+    let e = parse_result_line(&format!("{VMM_LINE} guest_uptime_s=4.5s")).unwrap_err();
+    assert!(e.contains("guest_uptime_s"), "{e}");
 }
 
 #[test]
@@ -71,6 +76,7 @@ fn run(monitor: &str, entry: Option<f64>, ready: f64, rss: u64) -> Run {
         guest_pss_kib: 10_000,
         guest_found: true,
         self_first_ms: Some(2.0),
+        guest_uptime_ms: Some(ready / 2000.0),
         ..Default::default()
     }
 }
@@ -120,10 +126,14 @@ fn figures_take_medians_and_leave_out_a_missing_peer() {
             "vmm.stock_guest.overhead_pss_kib",
             "vmm.stock_guest.start_to_first_instruction_ms",
             "vmm.stock_guest.start_to_ready_ms",
+            "vmm.stock_guest.guest_uptime_at_ready_ms",
             "vmm.stock_guest.self_reported.first_instruction_ms",
         ]
     );
     assert_eq!(stock[3].ratio(), Some(900.0 / 3250.0));
+    // The guest's own clock at ready, in ms, beside QEMU's guest.
+    let up = get("vmm.guest_uptime_at_ready_ms");
+    assert_eq!((up.value, up.peer.as_ref().unwrap().1), (450.0, 1625.0));
     assert!(stock[3].note.as_deref().unwrap().contains("stock Debian"));
 
     // The jailed VMM beside the same VMM unconfined.
