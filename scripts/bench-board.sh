@@ -28,7 +28,7 @@
 #                 marker line arrives
 # kvm_entry goes to its own trace instance with overwrite off and a small buffer, so the first
 # entries stay and the millions that follow are dropped without crowding out the markers.
-# Memory: /proc/PID/smaps while the guest idles after its marker; the guest RAM mapping is the
+# Memory: /proc/PID/smaps while the guest idles, 5 s after its marker; the guest RAM mapping is the
 # anonymous rw-p mapping of exactly the guest size (QEMU), or, where cpevisor-vmm mapped the
 # kernel image copy-on-write from its file over part of it, the run of adjacent rw-p mappings
 # (anonymous, or private file mappings: the kernel) around that file mapping that adds up to
@@ -38,6 +38,7 @@ MONITOR=${1:-}
 RUNS=${2:-3}
 GUEST=${3:-stock}
 READY_TIMEOUT_S=120
+SETTLE_S=5
 T=/sys/kernel/tracing
 I=$T/instances/bench-entry
 W=/tmp/bench
@@ -178,8 +179,10 @@ run_once() {
         tail -n 5 $W/stderr $W/console 2>/dev/null
         return 1
     fi
-    # Let the guest settle into its idle loop before reading memory.
-    sleep 1
+    # Let the guest settle into its idle loop before reading memory: 5 s, so that what the app
+    # guest freed while booting (init sections, its boot's page cache) has been reported by free
+    # page reporting (about 2 s after the free) and given back, as it is for an app that runs on.
+    sleep $SETTLE_S
     mem=$(awk -v want=$((GUEST_MIB * 1024)) '
         function piece(j) { return kind[j] == "a" || kind[j] == "f" }
         function take(lo, hi,   j, r, p) {

@@ -327,7 +327,8 @@ fn show_ms(us: Option<f64>) -> String {
 }
 
 const TIME_METHOD: &str = "board clock (tracefs, mono): from the monitor's sched_process_exec";
-const MEMORY_METHOD: &str = "/proc/PID/smaps in the board while the guest idles after its marker: \
+const MEMORY_METHOD: &str =
+    "/proc/PID/smaps in the board while the guest idles, 5 s after its marker: \
      total minus the guest RAM mapping (anonymous rw-p, exactly the guest size)";
 
 type Metric = fn(&Run) -> Option<f64>;

@@ -25,7 +25,7 @@ pub fn figures(guest: &Guest, vmm: &[Run], qemu: &[Run]) -> Vec<Figure> {
     };
     let note = format!(
         "PSS of the monitor process from /proc/PID/smaps (its own pages + guest RAM \
-         resident) while the guest idles 1 s after its ready line; {BOARD} board, guest: {}",
+         resident) while the guest idles, 5 s after its ready line (what it freed while booting has been given back where the balloon reports free pages); {BOARD} board, guest: {}",
         guest.what
     );
     let name = if guest == &APP_GUEST {
