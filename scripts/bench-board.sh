@@ -6,7 +6,7 @@
 # capabilities, seccomp; stock guest only) or qemu-system-aarch64 -accel kvm, 1 vCPU, and prints
 # one line per run:
 #   BENCH-RESULT monitor=M run=N rc=.. first_entry_us=.. ready_us=.. rss_kib=.. pss_kib=..
-#                guest_rss_kib=.. guest_pss_kib=.. [self_first_ms=.. self_ready_ms=..]
+#                guest_rss_kib=.. guest_pss_kib=.. guest_huge_kib=.. [self_first_ms=.. self_ready_ms=..]
 #                [guest_uptime_s=..]
 # or `BENCH-ERROR monitor=M run=N reason=...`. The guests:
 #   stock (default)  64 MiB: /bench/Image (Debian's arm64 kernel) + /bench/guest.cpio.gz
@@ -185,10 +185,10 @@ run_once() {
     sleep $SETTLE_S
     mem=$(awk -v want=$((GUEST_MIB * 1024)) '
         function piece(j) { return kind[j] == "a" || kind[j] == "f" }
-        function take(lo, hi,   j, r, p) {
-            r = 0; p = 0
-            for (j = lo; j <= hi; j++) { r += rss[j]; p += pss[j] }
-            if (!found || r >= grss) { grss = r; gpss = p; found = 1 }
+        function take(lo, hi,   j, r, p, h) {
+            r = 0; p = 0; h = 0
+            for (j = lo; j <= hi; j++) { r += rss[j]; p += pss[j]; h += huge[j] }
+            if (!found || r >= grss) { grss = r; gpss = p; ghuge = h; found = 1 }
         }
         /^[0-9a-f]+-[0-9a-f]+ / {
             n++; split($1, r, "-"); st[n] = r[1]; en[n] = r[2]
@@ -198,6 +198,7 @@ run_once() {
         /^Size:/ { sz[n] = $2; next }
         /^Rss:/ { rss[n] = $2; trss += $2; next }
         /^Pss:/ { pss[n] = $2; tpss += $2; next }
+        /^AnonHugePages:/ { huge[n] = $2; next }
         END {
             for (i = 1; i <= n; i++) {
                 if (kind[i] == "a" && sz[i] == want) take(i, i)
@@ -207,7 +208,7 @@ run_once() {
                 while (lo > 1 && st[lo] == en[lo - 1] && piece(lo - 1) && tot + sz[lo - 1] <= want) { lo--; tot += sz[lo] }
                 if (tot == want) take(lo, hi)
             }
-            printf "rss_kib=%d pss_kib=%d guest_rss_kib=%d guest_pss_kib=%d guest_found=%d", trss, tpss, grss, gpss, found
+            printf "rss_kib=%d pss_kib=%d guest_rss_kib=%d guest_pss_kib=%d guest_huge_kib=%d guest_found=%d", trss, tpss, grss, gpss, ghuge, found
         }
     ' /proc/$pid/smaps)
     # Both monitors exit 0 on SIGTERM; one that does not within 10 s is killed (and its rc shows it).

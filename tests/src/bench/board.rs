@@ -82,6 +82,10 @@ pub struct Run {
     pub guest_rss_kib: u64,
     /// Pss of the guest RAM mapping in KiB.
     pub guest_pss_kib: u64,
+    /// Of the guest RAM resident, how much the board kernel holds as transparent huge pages
+    /// (`AnonHugePages`): a guest touching one page of such a 2 MiB stretch makes all of it
+    /// resident.
+    pub guest_huge_kib: u64,
     /// Whether the guest RAM mapping was found in smaps (else the overheads are unknown).
     pub guest_found: bool,
     /// cpevisor-vmm's own log lines (ms since its `main`).
@@ -156,6 +160,7 @@ pub fn parse_result_line(line: &str) -> Result<Run, String> {
             "pss_kib" => run.pss_kib = kib()?,
             "guest_rss_kib" => run.guest_rss_kib = kib()?,
             "guest_pss_kib" => run.guest_pss_kib = kib()?,
+            "guest_huge_kib" => run.guest_huge_kib = kib()?,
             "guest_found" => run.guest_found = value == "1",
             "error" => return Err(format!("board script: {value} in {line:?}")),
             _ => {}
@@ -236,12 +241,13 @@ pub fn measure(initrd: &Path, runs: u32) -> Result<Measured, String> {
         let monitor = format!("{monitor} ({} guest)", guest.arg);
         for r in &runs {
             println!(
-                "bench: {monitor} run {}: first entry {} ms, ready {} ms (guest uptime {} ms), guest RAM rss {} KiB, overhead rss {} KiB pss {} KiB (rc {:?})",
+                "bench: {monitor} run {}: first entry {} ms, ready {} ms (guest uptime {} ms), guest RAM rss {} KiB ({} in huge pages), overhead rss {} KiB pss {} KiB (rc {:?})",
                 r.run,
                 show_ms(r.first_entry_us),
                 show_ms(r.ready_us),
                 r.guest_uptime_ms.map_or("?".into(), |v| format!("{v:.0}")),
                 r.guest_rss_kib,
+                r.guest_huge_kib,
                 r.overhead_rss_kib().map_or("?".into(), |v| v.to_string()),
                 r.overhead_pss_kib().map_or("?".into(), |v| v.to_string()),
                 r.rc

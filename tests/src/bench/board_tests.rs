@@ -17,8 +17,13 @@ fn parses_a_vmm_line() {
     assert_eq!(r.overhead_pss_kib(), Some(200.0));
     assert_eq!(r.self_ready_ms, Some(812.345));
     assert_eq!(r.guest_uptime_ms, None);
-    let app = parse_result_line(&format!("{VMM_LINE} guest_uptime_s=4.52")).unwrap();
+    assert_eq!(r.guest_huge_kib, 0);
+    let app = parse_result_line(&format!(
+        "{VMM_LINE} guest_uptime_s=4.52 guest_huge_kib=8192"
+    ))
+    .unwrap();
     assert_eq!(app.guest_uptime_ms, Some(4520.0));
+    assert_eq!(app.guest_huge_kib, 8192);
     let e = parse_result_line(&format!("{VMM_LINE} guest_uptime_s=4.5s")).unwrap_err();
     assert!(e.contains("guest_uptime_s"), "{e}");
 }
@@ -39,6 +44,10 @@ fn missing_times_and_mapping_are_absent_not_zero() {
 fn bad_lines_are_named_errors() {
     for (line, needle) in [
         ("BENCH-RESULT monitor=vmm rss_kib=lots", "rss_kib"),
+        (
+            "BENCH-RESULT monitor=vmm guest_huge_kib=-2",
+            "guest_huge_kib",
+        ),
         ("BENCH-RESULT run=1", "no monitor"),
         ("BENCH-RESULT monitor=vmm oops", "not key=value"),
         (
