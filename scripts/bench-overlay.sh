@@ -3,7 +3,10 @@
 #
 #   target/bench/guest/Image                  the stock Debian arm64 kernel, uncompressed
 #   target/bench/guest/initramfs.cpio.gz      busybox + scripts/bench-guest-init.sh as /init
-#   target/bench/overlay.cpio                 /bench/{Image,guest.cpio.gz,board.sh} plus Debian's
+#   target/bench/overlay.cpio                 /bench/{Image,guest.cpio.gz,board.sh}, /bench/app/ (the
+#                                             sample app `status` 1.0 as its package carries it:
+#                                             the minimal kernel's Image, root.erofs, disk.img, from
+#                                             scripts/sample-app.sh's staging) plus Debian's
 #                                             qemu-system-aarch64 (arm64) and its shared-library
 #                                             closure (NEEDED, followed with readelf -d)
 #   target/bench/board-initrd                 the board firmware's initramfs with the overlay appended
@@ -18,6 +21,8 @@ CACHE=${CPEVISOR_CACHE:-$HOME/.cache/cpevisor}
 BOARD=qemu-virt-a53
 OUT=$ROOT/target/bench
 FIRMWARE=$ROOT/target/firmware/$BOARD/initramfs.cpio.gz
+# The sample app's microVM files as scripts/sample-app.sh staged them for status-1.0.cpkg.
+APP=$ROOT/target/packages/build/status-1.0/guest
 # Bounds on what the package walk may pull: a dependency loop or a changed package set fails
 # loudly instead of filling the disk.
 MAX_PACKAGES=120
@@ -30,6 +35,9 @@ kernel=$(ls "$CACHE"/kernel/arm64/root/boot/vmlinuz-* 2>/dev/null | head -1)
 [ -n "$kernel" ] || die "no arm64 kernel in $CACHE/kernel/arm64: run make setup"
 busybox=$CACHE/busybox/arm64/busybox
 [ -x "$busybox" ] || die "$busybox missing: run make setup"
+for f in Image root.erofs disk.img; do
+  [ -s "$APP/$f" ] || die "$APP/$f missing: run make firmware BOARDS=$BOARD (the minimal-kernel sample app)"
+done
 
 # shellcheck source=lib/apt-view.sh
 source "$ROOT/scripts/lib/apt-view.sh"
@@ -85,6 +93,8 @@ rm -rf "$OUT/guest" && mv "$OUT/guest.tmp" "$OUT/guest"
 
 cp "$OUT/guest/Image" "$STAGE/bench/Image"
 cp "$OUT/guest/initramfs.cpio.gz" "$STAGE/bench/guest.cpio.gz"
+mkdir -p "$STAGE/bench/app"
+cp "$APP/Image" "$APP/root.erofs" "$APP/disk.img" "$STAGE/bench/app/"
 cp "$ROOT/scripts/bench-board.sh" "$STAGE/bench/board.sh"
 chmod 0755 "$STAGE/bench/board.sh"
 (cd "$STAGE" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) > "$OUT/overlay.cpio"

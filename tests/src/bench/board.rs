@@ -1,7 +1,9 @@
 //! The board part of `make bench`: `qemu-virt-a53` booted with the bench overlay appended to its
 //! firmware (`scripts/bench-overlay.sh`), `/bench/board.sh` run for cpevisor-vmm, for
 //! cpevisor-vmm jailed (`"jail"` in its VM description, as the agent starts it) and for
-//! qemu-system-aarch64 in the same board, its `BENCH-RESULT` lines turned into figures.
+//! qemu-system-aarch64 in the same board, its `BENCH-RESULT` lines turned into figures. Two
+//! guests: the sample app as its package carries it (`APP_GUEST`: the `vmm.*` figures) and a
+//! stock Debian kernel guest (`STOCK_GUEST`: `vmm.stock_guest.*`, and the jail's cost).
 
 use super::stats::{median, round_to};
 use super::Figure;
@@ -21,6 +23,41 @@ pub const MAX_RUNS: u32 = 15;
 pub const PEER: &str = "qemu-system-aarch64 -accel kvm";
 /// The peer of the `vmm.confined.*` figures: the same VMM without its jail.
 pub const UNCONFINED_PEER: &str = "cpevisor-vmm unconfined";
+/// A guest `/bench/board.sh` boots under each monitor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Guest {
+    /// board.sh's name for it (its third argument).
+    pub arg: &'static str,
+    /// Its memory in MiB: the size of the guest RAM mapping board.sh looks for.
+    pub mib: u32,
+    /// Prefix of its `vmm.*` figures.
+    pub prefix: &'static str,
+    /// What it is, for the figures' notes.
+    pub what: &'static str,
+}
+
+/// The sample app `status` as its package carries it, with the devices and command line the
+/// agent gives it: issue 11's `vmm.start_to_ready_ms` and `density.app_pss_kib`.
+pub const APP_GUEST: Guest = Guest {
+    arg: "app",
+    mib: 16,
+    prefix: "vmm.",
+    what: "the sample app `status` as its package carries it: the minimal guest kernel, its \
+           erofs root read-only + its ext2 disk (virtio-blk), virtio-net on a tap, virtio-rng, \
+           virtio-balloon (free page reporting), 16 MiB, 1 vCPU, `quiet`, the agent's command \
+           line (console ttyS0 for cpevisor-vmm, ttyAMA0 for QEMU's virt machine); ready = its \
+           APP-READY console line (HTTP up)",
+};
+
+/// Debian's stock arm64 kernel with a busybox initramfs that prints a marker at once.
+pub const STOCK_GUEST: Guest = Guest {
+    arg: "stock",
+    mib: 64,
+    prefix: "vmm.stock_guest.",
+    what: "stock Debian arm64 Image + busybox initramfs, 64 MiB, 1 vCPU, `quiet`; ready = its \
+           BENCH-MARKER console line",
+};
+
 /// Longest result line accepted from the board (a garbled console cannot grow one without bound).
 const MAX_RESULT_LINE: usize = 1024;
 
@@ -45,12 +82,18 @@ pub struct Run {
     pub guest_rss_kib: u64,
     /// Pss of the guest RAM mapping in KiB.
     pub guest_pss_kib: u64,
+    /// Of the guest RAM resident, how much the board kernel holds as transparent huge pages
+    /// (`AnonHugePages`): a guest touching one page of such a 2 MiB stretch makes all of it
+    /// resident.
+    pub guest_huge_kib: u64,
     /// Whether the guest RAM mapping was found in smaps (else the overheads are unknown).
     pub guest_found: bool,
     /// cpevisor-vmm's own log lines (ms since its `main`).
     pub self_first_ms: Option<f64>,
     /// Boot-ready in cpevisor-vmm's own log, ms since its `main`.
     pub self_ready_ms: Option<f64>,
+    /// The guest's own uptime when it printed its ready line (ms; the app guest says it).
+    pub guest_uptime_ms: Option<f64>,
 }
 
 impl Run {
@@ -112,10 +155,12 @@ pub fn parse_result_line(line: &str) -> Result<Run, String> {
             "ready_us" => run.ready_us = time()?,
             "self_first_ms" => run.self_first_ms = time()?,
             "self_ready_ms" => run.self_ready_ms = time()?,
+            "guest_uptime_s" => run.guest_uptime_ms = time()?.map(|s| s * 1000.0),
             "rss_kib" => run.rss_kib = kib()?,
             "pss_kib" => run.pss_kib = kib()?,
             "guest_rss_kib" => run.guest_rss_kib = kib()?,
             "guest_pss_kib" => run.guest_pss_kib = kib()?,
+            "guest_huge_kib" => run.guest_huge_kib = kib()?,
             "guest_found" => run.guest_found = value == "1",
             "error" => return Err(format!("board script: {value} in {line:?}")),
             _ => {}
@@ -148,11 +193,16 @@ pub fn parse_results(output: &str) -> (Vec<Run>, Vec<String>) {
 /// What one board session gave.
 #[derive(Debug, Default)]
 pub struct Measured {
-    /// cpevisor-vmm runs without the jail.
+    /// cpevisor-vmm runs of `APP_GUEST`.
+    pub app_vmm: Vec<Run>,
+    /// qemu-system-aarch64 -accel kvm runs of `APP_GUEST`.
+    pub app_qemu: Vec<Run>,
+    /// cpevisor-vmm runs of `STOCK_GUEST` without the jail.
     pub vmm: Vec<Run>,
-    /// cpevisor-vmm with `"jail"`: namespaces, unprivileged uid, seccomp (board.sh vmm-confined).
+    /// cpevisor-vmm with `"jail"`: namespaces, unprivileged uid, seccomp (board.sh vmm-confined),
+    /// `STOCK_GUEST`.
     pub vmm_confined: Vec<Run>,
-    /// qemu-system-aarch64 -accel kvm runs of the same guest.
+    /// qemu-system-aarch64 -accel kvm runs of `STOCK_GUEST`.
     pub qemu: Vec<Run>,
     /// (VmRSS, Pss) in KiB of the `cpevisord` the firmware started, idle with nothing installed.
     pub agent_idle_kib: Option<(u64, u64)>,
@@ -160,8 +210,8 @@ pub struct Measured {
     pub problems: Vec<String>,
 }
 
-/// Boots the board with `initrd` (firmware + overlay), runs both monitors `runs` times, powers the
-/// board off.
+/// Boots the board with `initrd` (firmware + overlay), runs each monitor `runs` times on each
+/// guest, powers the board off.
 pub fn measure(initrd: &Path, runs: u32) -> Result<Measured, String> {
     let opts = BootOptions {
         initrd_override: Some(initrd.to_path_buf()),
@@ -180,21 +230,24 @@ pub fn measure(initrd: &Path, runs: u32) -> Result<Measured, String> {
         }
     };
     let mut per_monitor = Vec::new();
-    for monitor in ["vmm", "vmm-confined", "qemu"] {
+    for (monitor, guest) in SESSION {
         // A failing run still prints its line; the exit status only says one failed.
         let (_, out) = vm.run(
-            &format!("sh /bench/board.sh {monitor} {runs}"),
+            &format!("sh /bench/board.sh {monitor} {runs} {}", guest.arg),
             // The script gives each boot 120 s of board time to reach its marker.
             Duration::from_secs(60 + 150 * u64::from(runs)),
         )?;
         let (runs, errors) = parse_results(&out);
+        let monitor = format!("{monitor} ({} guest)", guest.arg);
         for r in &runs {
             println!(
-                "bench: {monitor} run {}: first entry {} ms, ready {} ms, guest RAM rss {} KiB, overhead rss {} KiB pss {} KiB (rc {:?})",
+                "bench: {monitor} run {}: first entry {} ms, ready {} ms (guest uptime {} ms), guest RAM rss {} KiB ({} in huge pages), overhead rss {} KiB pss {} KiB (rc {:?})",
                 r.run,
                 show_ms(r.first_entry_us),
                 show_ms(r.ready_us),
+                r.guest_uptime_ms.map_or("?".into(), |v| format!("{v:.0}")),
                 r.guest_rss_kib,
+                r.guest_huge_kib,
                 r.overhead_rss_kib().map_or("?".into(), |v| v.to_string()),
                 r.overhead_pss_kib().map_or("?".into(), |v| v.to_string()),
                 r.rc
@@ -202,7 +255,7 @@ pub fn measure(initrd: &Path, runs: u32) -> Result<Measured, String> {
             if !r.guest_found {
                 problems.push(format!(
                     "{monitor} run {}: no {} MiB guest RAM mapping in smaps",
-                    r.run, 64
+                    r.run, guest.mib
                 ));
             }
         }
@@ -214,17 +267,27 @@ pub fn measure(initrd: &Path, runs: u32) -> Result<Measured, String> {
     }
     let _ = vm.send_line("poweroff -f");
     let _ = vm.wait_exit(Duration::from_secs(30));
-    let qemu = per_monitor.pop().unwrap_or_default();
-    let vmm_confined = per_monitor.pop().unwrap_or_default();
-    let vmm = per_monitor.pop().unwrap_or_default();
+    let mut per_monitor = per_monitor.into_iter();
+    let mut next = || per_monitor.next().unwrap_or_default();
     Ok(Measured {
-        vmm,
-        vmm_confined,
-        qemu,
+        app_vmm: next(),
+        app_qemu: next(),
+        vmm: next(),
+        vmm_confined: next(),
+        qemu: next(),
         agent_idle_kib,
         problems,
     })
 }
+
+/// What `measure` runs, in this order (the order of `Measured`'s run lists).
+const SESSION: [(&str, Guest); 5] = [
+    ("vmm", APP_GUEST),
+    ("qemu", APP_GUEST),
+    ("vmm", STOCK_GUEST),
+    ("vmm-confined", STOCK_GUEST),
+    ("qemu", STOCK_GUEST),
+];
 
 /// The firmware's own `cpevisord` (aarch64, static), idle with nothing installed: Rss and Pss.
 /// Both come from smaps_rollup, which walks the page tables: the board's 6.1 kernel still keeps
@@ -270,27 +333,30 @@ fn show_ms(us: Option<f64>) -> String {
 }
 
 const TIME_METHOD: &str = "board clock (tracefs, mono): from the monitor's sched_process_exec";
-const MEMORY_METHOD: &str = "/proc/PID/smaps in the board while the guest idles after its marker: \
+const MEMORY_METHOD: &str =
+    "/proc/PID/smaps in the board while the guest idles, 5 s after its marker: \
      total minus the guest RAM mapping (anonymous rw-p, exactly the guest size)";
 
 type Metric = fn(&Run) -> Option<f64>;
 
-/// The board figures: medians of cpevisor-vmm's runs, beside QEMU's medians where QEMU gave one.
-pub fn figures(vmm: &[Run], qemu: &[Run]) -> Vec<Figure> {
+/// The figures of one guest: medians of cpevisor-vmm's runs, named `<guest.prefix><metric>`,
+/// beside QEMU's medians where QEMU gave one.
+pub fn figures(guest: &Guest, vmm: &[Run], qemu: &[Run]) -> Vec<Figure> {
     let setting = format!(
-        "{BOARD} board (-m {BOARD_MEMORY_MIB}), guest: stock Debian arm64 Image + busybox initramfs, 64 MiB, 1 vCPU, `quiet`; median of {} runs ({} for QEMU)",
+        "{BOARD} board (-m {BOARD_MEMORY_MIB}), guest: {}; median of {} runs ({} for QEMU)",
+        guest.what,
         vmm.len(),
         qemu.len()
     );
-    let mut out = compare("vmm.", vmm, qemu, PEER, "QEMU", &setting);
+    let mut out = compare(guest.prefix, vmm, qemu, PEER, "QEMU", &setting);
     let self_rows: [(&str, Metric, &str); 2] = [
         (
-            "vmm.self_reported.first_instruction_ms",
+            "self_reported.first_instruction_ms",
             |r| r.self_first_ms,
             "cpevisor-vmm's own log line (ms since its main) when vCPU 0 enters KVM_RUN; QEMU logs no such time",
         ),
         (
-            "vmm.self_reported.boot_ready_ms",
+            "self_reported.boot_ready_ms",
             |r| r.self_ready_ms,
             "cpevisor-vmm's boot-ready line (guest writes its boot-signal device; ms since main); QEMU has no such device",
         ),
@@ -303,7 +369,7 @@ pub fn figures(vmm: &[Run], qemu: &[Run]) -> Vec<Figure> {
             .collect();
         if let Some(value) = median(&ours) {
             out.push(
-                Figure::new(name, value, "ms")
+                Figure::new(format!("{}{name}", guest.prefix), value, "ms")
                     .with_note(format!("{note}; {setting}"))
                     .with_samples(ours, Vec::new()),
             );
@@ -318,8 +384,8 @@ pub fn confined_figures(confined: &[Run], vmm: &[Run]) -> Vec<Figure> {
     let setting = format!(
         "cpevisor-vmm with \"jail\": {{uid, gid}} in its VM description (as the agent starts it) \
          beside the same VMM without, same guest and board session: {BOARD} board \
-         (-m {BOARD_MEMORY_MIB}), stock Debian arm64 Image + busybox initramfs, 64 MiB, 1 vCPU; \
-         median of {} runs ({} unconfined)",
+         (-m {BOARD_MEMORY_MIB}), {}; median of {} runs ({} unconfined)",
+        STOCK_GUEST.what,
         confined.len(),
         vmm.len()
     );
@@ -343,7 +409,7 @@ fn compare(
     peer_label: &str,
     setting: &str,
 ) -> Vec<Figure> {
-    let rows: [(&str, &str, Metric, f64, String); 4] = [
+    let rows: [(&str, &str, Metric, f64, String); 5] = [
         (
             "overhead_rss_kib",
             "KiB",
@@ -374,6 +440,15 @@ fn compare(
                 "{TIME_METHOD} to a board-side watcher reading the guest's marker line from the monitor's console pipe (same method for both: QEMU has no boot-signal device); {setting}"
             ),
         ),
+        (
+            "guest_uptime_at_ready_ms",
+            "ms",
+            |r| r.guest_uptime_ms,
+            1.0,
+            format!(
+                "the guest's own /proc/uptime in its ready line (kernel start to ready on the guest's clock: the guest's boot without the monitor's start); {setting}"
+            ),
+        ),
     ];
     let mut out = Vec::new();
     for (name, unit, metric, scale, note) in rows {
@@ -401,137 +476,5 @@ fn compare(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const VMM_LINE: &str =
-        "BENCH-RESULT monitor=vmm run=2 rc=0 first_entry_us=4210 ready_us=912345 \
-        rss_kib=12000 pss_kib=11000 guest_rss_kib=10900 guest_pss_kib=10800 guest_found=1 \
-        self_first_ms=3.412 self_ready_ms=812.345 ";
-
-    #[test]
-    fn parses_a_vmm_line() {
-        let r = parse_result_line(VMM_LINE).unwrap();
-        assert_eq!(r.monitor, "vmm");
-        assert_eq!(r.run, 2);
-        assert_eq!(r.rc, Some(0));
-        assert_eq!(r.first_entry_us, Some(4210.0));
-        assert_eq!(r.overhead_rss_kib(), Some(1100.0));
-        assert_eq!(r.overhead_pss_kib(), Some(200.0));
-        assert_eq!(r.self_ready_ms, Some(812.345));
-    }
-
-    #[test]
-    fn missing_times_and_mapping_are_absent_not_zero() {
-        let r = parse_result_line(
-            "BENCH-RESULT monitor=qemu run=1 rc=0 first_entry_us=-1 ready_us=3100000 rss_kib=50000 pss_kib=40000 guest_rss_kib=0 guest_pss_kib=0 guest_found=0",
-        )
-        .unwrap();
-        assert_eq!(r.first_entry_us, None);
-        assert_eq!(r.ready_us, Some(3_100_000.0));
-        assert_eq!(r.overhead_rss_kib(), None);
-        assert_eq!(r.self_first_ms, None);
-    }
-
-    #[test]
-    fn bad_lines_are_named_errors() {
-        for (line, needle) in [
-            ("BENCH-RESULT monitor=vmm rss_kib=lots", "rss_kib"),
-            ("BENCH-RESULT run=1", "no monitor"),
-            ("BENCH-RESULT monitor=vmm oops", "not key=value"),
-            (
-                "BENCH-RESULT monitor=vmm run=1 error=no-exec-event",
-                "no-exec-event",
-            ),
-            ("hello", "not a BENCH-RESULT"),
-        ] {
-            let e = parse_result_line(line).unwrap_err();
-            assert!(e.contains(needle), "{line}: {e}");
-        }
-        let long = format!("BENCH-RESULT monitor=vmm {}", "x=1 ".repeat(400));
-        assert!(parse_result_line(&long).unwrap_err().contains("at most"));
-    }
-
-    #[test]
-    fn console_output_with_noise_and_errors() {
-        let out = format!(
-            "sh /bench/board.sh vmm 3\n[  12.3] random kernel line\n{VMM_LINE}\nBENCH-ERROR monitor=vmm run=3 reason=no-marker rc=1\nBENCH-RESULT monitor=vmm run=x\n"
-        );
-        let (runs, errors) = parse_results(&out);
-        assert_eq!(runs.len(), 1);
-        assert_eq!(errors.len(), 2, "{errors:?}");
-        assert!(errors[0].contains("no-marker"));
-    }
-
-    fn run(monitor: &str, entry: Option<f64>, ready: f64, rss: u64) -> Run {
-        Run {
-            monitor: monitor.into(),
-            first_entry_us: entry,
-            ready_us: Some(ready),
-            rss_kib: rss,
-            pss_kib: rss,
-            guest_rss_kib: 10_000,
-            guest_pss_kib: 10_000,
-            guest_found: true,
-            self_first_ms: Some(2.0),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn figures_take_medians_and_leave_out_a_missing_peer() {
-        let vmm = [
-            run("vmm", Some(5000.0), 900_000.0, 11_000),
-            run("vmm", Some(4000.0), 800_000.0, 11_500),
-            run("vmm", Some(6000.0), 1_000_000.0, 11_200),
-        ];
-        let qemu = [
-            run("qemu", None, 3_000_000.0, 40_000),
-            run("qemu", None, 3_500_000.0, 44_000),
-        ];
-        let figs = figures(&vmm, &qemu);
-        let get = |n: &str| {
-            figs.iter()
-                .find(|f| f.name == n)
-                .unwrap_or_else(|| panic!("{n}"))
-        };
-        let rss = get("vmm.overhead_rss_kib");
-        assert_eq!(rss.value, 1200.0);
-        assert_eq!(rss.peer, Some((PEER.to_string(), 32_000.0)));
-        let first = get("vmm.start_to_first_instruction_ms");
-        assert_eq!(first.value, 5.0);
-        assert!(first.peer.is_none());
-        assert!(first.note.as_deref().unwrap().contains("peer absent"));
-        assert_eq!(get("vmm.start_to_ready_ms").ratio(), Some(900.0 / 3250.0));
-        assert_eq!(get("vmm.self_reported.first_instruction_ms").value, 2.0);
-        assert!(figs
-            .iter()
-            .all(|f| f.name != "vmm.self_reported.boot_ready_ms"));
-
-        // The jailed VMM beside the same VMM unconfined.
-        let confined = [
-            run("vmm-confined", Some(5500.0), 950_000.0, 11_300),
-            run("vmm-confined", Some(4500.0), 850_000.0, 11_100),
-        ];
-        let figs = confined_figures(&confined, &vmm);
-        let get = |n: &str| {
-            figs.iter()
-                .find(|f| f.name == n)
-                .unwrap_or_else(|| panic!("{n}"))
-        };
-        let rss = get("vmm.confined.overhead_rss_kib");
-        assert_eq!(rss.value, 1200.0);
-        assert_eq!(rss.peer, Some((UNCONFINED_PEER.to_string(), 1200.0)));
-        assert_eq!(
-            get("vmm.confined.start_to_ready_ms").ratio(),
-            Some(900.0 / 900.0)
-        );
-        assert_eq!(get("vmm.confined.start_to_first_instruction_ms").value, 5.0);
-        assert!(get("vmm.confined.overhead_pss_kib")
-            .note
-            .as_deref()
-            .unwrap()
-            .contains("jail"));
-        assert!(figs.iter().all(|f| f.name.starts_with("vmm.confined.")));
-    }
-}
+#[path = "board_tests.rs"]
+mod tests;

@@ -1,16 +1,18 @@
 //! `density.*` figures (docs/density.md): what one microVM costs the board, from the board
 //! bench's runs (tests/src/bench/board.rs) of the same guest under cpevisor-vmm and under
-//! `qemu-system-aarch64 -accel kvm`.
+//! `qemu-system-aarch64 -accel kvm`: the sample app's guest (`density.app_pss_kib`) and the
+//! stock kernel guest (`density.stock_guest_pss_kib`).
 
-use super::board::{Run, PEER};
+use super::board::{Guest, Run, APP_GUEST, BOARD, PEER};
 use super::stats::{median, round_to};
 use super::Figure;
 use crate::many_apps::ManyApps;
 
-/// `density.app_pss_kib`: the monitor's whole PSS (its own pages plus the guest RAM the guest
-/// touched, which stays resident without a balloon), median per run, beside QEMU's. This is
-/// what one app costs the board beyond the host page cache its files share.
-pub fn figures(vmm: &[Run], qemu: &[Run], setting: &str) -> Vec<Figure> {
+/// `density.app_pss_kib` (`guest` = `APP_GUEST`) or `density.stock_guest_pss_kib`: the
+/// monitor's whole PSS (its own pages plus the guest RAM the guest touched and has not given
+/// back), median per run, beside QEMU's. This is what one app costs the board beyond the host
+/// page cache its files share.
+pub fn figures(guest: &Guest, vmm: &[Run], qemu: &[Run]) -> Vec<Figure> {
     let pss = |runs: &[Run]| -> Vec<f64> {
         runs.iter()
             .filter(|r| r.guest_found)
@@ -23,9 +25,15 @@ pub fn figures(vmm: &[Run], qemu: &[Run], setting: &str) -> Vec<Figure> {
     };
     let note = format!(
         "PSS of the monitor process from /proc/PID/smaps (its own pages + guest RAM \
-         resident) while the guest idles after its marker; {setting}"
+         resident) while the guest idles, 5 s after its ready line (what it freed while booting has been given back where the balloon reports free pages); {BOARD} board, guest: {}",
+        guest.what
     );
-    let mut f = Figure::new("density.app_pss_kib", value, "KiB");
+    let name = if guest == &APP_GUEST {
+        "density.app_pss_kib"
+    } else {
+        "density.stock_guest_pss_kib"
+    };
+    let mut f = Figure::new(name, value, "KiB");
     let note = match median(&theirs) {
         Some(pv) => {
             f = f.with_peer(PEER, pv);
@@ -40,8 +48,8 @@ pub fn figures(vmm: &[Run], qemu: &[Run], setting: &str) -> Vec<Figure> {
 /// many copies of the sample app the board's agent admitted before refusing one and that then
 /// all answered at once; `density.many_app_pss_kib`, the median PSS of their VMMs; and
 /// `density.board_kib_per_app`, what the board's used memory (MemTotal - MemAvailable) grew by,
-/// per app. No peer: QEMU cannot boot the sample app's minimal kernel (no PL011 driver for its
-/// console), so the QEMU ratio stays on `density.app_pss_kib`'s stock guest.
+/// per app. No peer here (QEMU has no agent to install apps with): the QEMU ratio for the same
+/// guest is `density.app_pss_kib`'s, from the board bench.
 /// Jail apps: the same as `density.jail_apps`, `density.jail_app_pss_kib` (the jailed httpd's
 /// PSS), `density.jail_app_memory_kib` (each app's cgroup `memory.current`, median: the app,
 /// its jail's runner and init, and the kernel memory charged to them) and
@@ -135,6 +143,7 @@ pub fn many_figures(run: &ManyApps, budget_mib: u32) -> Vec<Figure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::board::STOCK_GUEST;
     use crate::many_apps::AppCost;
     use std::time::Duration;
 
@@ -214,15 +223,19 @@ mod tests {
     fn app_pss_is_the_median_whole_pss_beside_qemu() {
         let vmm = [run(30_000, true), run(28_000, true), run(99_000, false)];
         let qemu = [run(60_000, true), run(64_000, true)];
-        let figs = figures(&vmm, &qemu, "s");
+        let figs = figures(&APP_GUEST, &vmm, &qemu);
         assert_eq!(figs.len(), 1);
         let f = &figs[0];
         assert_eq!(f.name, "density.app_pss_kib");
         // The run whose guest mapping was not found is left out, not counted as 99 MB.
         assert_eq!(f.value, 29_000.0);
         assert_eq!(f.peer, Some((PEER.to_string(), 62_000.0)));
-        assert!(figures(&[run(1, false)], &qemu, "s").is_empty());
-        let alone = figures(&vmm, &[], "s");
+        assert!(figures(&APP_GUEST, &[run(1, false)], &qemu).is_empty());
+        let alone = figures(&APP_GUEST, &vmm, &[]);
         assert!(alone[0].note.as_deref().unwrap().contains("peer absent"));
+        // The stock kernel guest's runs under their own name.
+        let stock = figures(&STOCK_GUEST, &vmm, &qemu);
+        assert_eq!(stock[0].name, "density.stock_guest_pss_kib");
+        assert!(stock[0].note.as_deref().unwrap().contains("stock Debian"));
     }
 }

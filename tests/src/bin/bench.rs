@@ -85,15 +85,15 @@ fn main() {
                     if let Some((rss, pss)) = m.agent_idle_kib {
                         figures.extend(board::agent_figures(rss, pss));
                     }
-                    let board_figures = board::figures(&m.vmm, &m.qemu);
-                    failed |= board_figures.is_empty();
-                    figures.extend(board_figures);
-                    figures.extend(density::figures(
-                        &m.vmm,
-                        &m.qemu,
-                        "qemu-virt-a53 board, the board bench's guest (stock Debian arm64 Image + \
-                         busybox initramfs, 64 MiB, 1 vCPU)",
-                    ));
+                    for (guest, vmm, qemu) in [
+                        (&board::APP_GUEST, &m.app_vmm, &m.app_qemu),
+                        (&board::STOCK_GUEST, &m.vmm, &m.qemu),
+                    ] {
+                        let board_figures = board::figures(guest, vmm, qemu);
+                        failed |= board_figures.is_empty();
+                        figures.extend(board_figures);
+                        figures.extend(density::figures(guest, vmm, qemu));
+                    }
                     let confined = board::confined_figures(&m.vmm_confined, &m.vmm);
                     failed |= confined.is_empty();
                     figures.extend(confined);
