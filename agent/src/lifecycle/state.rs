@@ -96,7 +96,7 @@ enum JournalFile {
 
 /// A list or one object, told by the first token. Not `#[serde(untagged)]`: that buffers the
 /// file in serde's `Content` and instantiates every type inside a journal (the DU, its app
-/// config, its files) a second time for reading from the buffer: ~60 KiB of mipsel code
+/// config, its files) a second time for reading from the buffer: 64 KiB of mipsel code
 /// (docs/flash.md, section 9).
 impl<'de> Deserialize<'de> for JournalFile {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
