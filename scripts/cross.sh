@@ -181,9 +181,12 @@ for t in "${targets[@]}"; do
   esac
   # The sha2 crate's compact SHA-256/512 (rounds in a loop, not unrolled) on mipsel and armv7,
   # which have no SHA instructions for its other backends: its SHA-512 (ed25519's) was 53 KiB of
-  # code on mipsel; -61 KiB on mipsel, -31 KiB on armv7. (docs/flash.md, section 8)
+  # code on mipsel; -61 KiB on mipsel, -31 KiB on armv7. On aarch64 the crate picks the ARMv8
+  # SHA-256 (and SHA-512, ARMv8.2) instructions at run time where the CPU has them, and keeps the
+  # software code for CPUs without (the RPi 4's A72; SHA-512 on most cores): compact there,
+  # -16 KiB. (docs/flash.md, section 8)
   case $t in
-    mipsel-* | armv7-*) flags="$flags --cfg sha2_backend_soft=\"compact\"" ;;
+    mipsel-* | armv7-* | aarch64-*) flags="$flags --cfg sha2_backend_soft=\"compact\"" ;;
   esac
   flags="$flags ${CPEVISOR_CROSS_RUSTFLAGS:-}"
   echo "cross: building $t" >&2

@@ -27,15 +27,17 @@ pub enum BoardError {
         /// Why reading it failed.
         source: io::Error,
     },
-    /// The file is not valid TOML.
+    /// The file is not valid TOML (or JSON, as installed on a board).
     Syntax {
         /// The profile file.
         file: PathBuf,
+        /// `TOML` or `JSON`.
+        format: &'static str,
         /// Line of the error, 1-based.
         line: usize,
         /// Column of the error, 1-based.
         column: usize,
-        /// The TOML parser's message.
+        /// The parser's message.
         message: String,
     },
     /// A field is missing, of the wrong type, unknown, or has a value the validation rejects.
@@ -102,12 +104,13 @@ impl fmt::Display for BoardError {
             BoardError::Io { file, source } => write!(f, "{}: {source}", file.display()),
             BoardError::Syntax {
                 file,
+                format,
                 line,
                 column,
                 message,
             } => write!(
                 f,
-                "{}: line {line}, column {column}: invalid TOML: {message}",
+                "{}: line {line}, column {column}: invalid {format}: {message}",
                 file.display()
             ),
             BoardError::Field {

@@ -8,12 +8,15 @@
 //! ```
 //!
 //! Profiles are found in `$CPEVISOR_BOARDS_DIR` if set, else in this crate's directory (the
-//! repository's `boards/`). On a board itself, load the installed copy with [`Board::load`].
+//! repository's `boards/`). On a board itself, load the installed copy with
+//! [`Board::load_json`]: the firmware installs the profile as JSON, and the device's build of
+//! this crate leaves out the TOML parser (feature `toml`, on by default; docs/flash.md).
 
 #![forbid(unsafe_code)]
 
 mod error;
 mod lookup;
+mod parse;
 mod profile;
 mod qemu;
 mod validate;
@@ -35,6 +38,10 @@ pub const DEFAULT_BOARD: &str = "qemu-virt-a53";
 
 /// Environment variable that overrides the directory holding the profiles.
 pub const BOARDS_DIR_ENV: &str = "CPEVISOR_BOARDS_DIR";
+
+/// Where the firmware installs the board's profile, as JSON ([`Board::to_json_text`]), and
+/// where the agent on the board reads it ([`Board::load_json`]).
+pub const INSTALLED_PROFILE: &str = "/etc/cpevisor/board.json";
 
 /// A profile is a page of text; anything larger is not one.
 pub const MAX_PROFILE_BYTES: u64 = 64 * 1024;
@@ -77,6 +84,7 @@ pub fn list_boards_in(dir: &Path) -> Vec<String> {
 
 /// Loads every profile in `dir`, checking each one's name against its file; returns the
 /// boards that loaded and the errors of those that did not.
+#[cfg(feature = "toml")]
 pub fn load_all_in(dir: &Path) -> (Vec<Board>, Vec<BoardError>) {
     let mut boards = Vec::new();
     let mut errors = Vec::new();
@@ -90,56 +98,29 @@ pub fn load_all_in(dir: &Path) -> (Vec<Board>, Vec<BoardError>) {
 }
 
 impl Board {
-    /// Loads and validates the profile at `path`. The file may have any name (an installed
-    /// board keeps its profile as `/etc/cpevisor/board.toml`).
+    /// Loads and validates the TOML profile at `path`. The file may have any name.
+    #[cfg(feature = "toml")]
     pub fn load(path: impl AsRef<Path>) -> Result<Board, BoardError> {
         let path = path.as_ref();
-        let io_err = |source| BoardError::Io {
-            file: path.to_path_buf(),
-            source,
-        };
-        let file = fs::File::open(path).map_err(io_err)?;
-        let mut text = String::new();
-        file.take(MAX_PROFILE_BYTES + 1)
-            .read_to_string(&mut text)
-            .map_err(io_err)?;
-        if text.len() as u64 > MAX_PROFILE_BYTES {
-            return Err(BoardError::field(
-                path,
-                ".",
-                format!("file is larger than {MAX_PROFILE_BYTES} bytes"),
-            ));
-        }
-        Board::from_toml_str(&text, path)
+        Board::from_toml_str(&read_profile(path)?, path)
     }
 
-    /// Parses and validates profile text; `origin` is the file name used in errors.
-    pub fn from_toml_str(text: &str, origin: impl AsRef<Path>) -> Result<Board, BoardError> {
-        let origin = origin.as_ref();
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            let (line, column) = e
-                .span()
-                .map(|span| line_column(text, span.start))
-                .unwrap_or((1, 1));
-            BoardError::Syntax {
-                file: origin.to_path_buf(),
-                line,
-                column,
-                message: e.message().trim().to_string(),
-            }
-        })?;
-        let board: Board = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|e| typed_field_error(origin, e))?;
-        validate::validate(&board, origin)?;
-        Ok(board)
+    /// Loads and validates a profile as the firmware installs it on a board: JSON
+    /// (`/etc/cpevisor/board.json`, written by the firmware builder from the TOML profile with
+    /// [`Board::to_json`]), so that the device needs no TOML parser. The file may have any name.
+    pub fn load_json(path: impl AsRef<Path>) -> Result<Board, BoardError> {
+        let path = path.as_ref();
+        Board::from_json_str(&read_profile(path)?, path)
     }
 
     /// Loads `<boards_dir>/<name>.toml` (see [`boards_dir`]).
+    #[cfg(feature = "toml")]
     pub fn by_name(name: &str) -> Result<Board, BoardError> {
         Board::by_name_in(&boards_dir(), name)
     }
 
     /// Loads `<dir>/<name>.toml` and checks that the profile calls itself `name`.
+    #[cfg(feature = "toml")]
     pub fn by_name_in(dir: &Path, name: &str) -> Result<Board, BoardError> {
         let not_found = || BoardError::NotFound {
             name: name.to_string(),
@@ -169,34 +150,23 @@ impl Board {
     }
 }
 
-/// Turns a serde error into one naming the field. A missing field is reported at its parent's
-/// path with the field's name in the message: move the name into the path. (An unknown field's
-/// path already ends with its name.)
-fn typed_field_error(origin: &Path, e: serde_path_to_error::Error<toml::de::Error>) -> BoardError {
-    let path = e.path().to_string();
-    let message = e.inner().message().trim().to_string();
-    if let Some(rest) = message.strip_prefix("missing field `") {
-        if let Some((child, tail)) = rest.split_once('`') {
-            let field = if path == "." {
-                child.to_string()
-            } else {
-                format!("{path}.{child}")
-            };
-            return BoardError::field(origin, field, format!("missing field{tail}"));
-        }
+/// The text of the profile file at `path`, refused if larger than [`MAX_PROFILE_BYTES`].
+fn read_profile(path: &Path) -> Result<String, BoardError> {
+    let io_err = |source| BoardError::Io {
+        file: path.to_path_buf(),
+        source,
+    };
+    let file = fs::File::open(path).map_err(io_err)?;
+    let mut text = String::new();
+    file.take(MAX_PROFILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(io_err)?;
+    if text.len() as u64 > MAX_PROFILE_BYTES {
+        return Err(BoardError::field(
+            path,
+            ".",
+            format!("file is larger than {MAX_PROFILE_BYTES} bytes"),
+        ));
     }
-    if let Some(rest) = message.strip_prefix("unknown field `") {
-        if let Some((_, tail)) = rest.split_once('`') {
-            return BoardError::field(origin, path, format!("unknown field{tail}"));
-        }
-    }
-    BoardError::field(origin, path, message)
-}
-
-/// 1-based line and column of byte `offset` in `text`.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = text.get(..offset).unwrap_or(text);
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
+    Ok(text)
 }

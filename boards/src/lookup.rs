@@ -12,6 +12,14 @@ impl Board {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
 
+    /// The profile as a board carries it ([`INSTALLED_PROFILE`](crate::INSTALLED_PROFILE)): [`Board::to_json`] as
+    /// indented text, which [`Board::from_json_str`] reads back to the same board.
+    pub fn to_json_text(&self) -> String {
+        let mut text = serde_json::to_string_pretty(&self.to_json()).unwrap_or_default();
+        text.push('\n');
+        text
+    }
+
     /// The value at a dotted path; list items are addressed by index (`kernel.modules.1`).
     /// `None` if there is no such field (or an optional section is absent).
     pub fn get(&self, path: &str) -> Option<Value> {

@@ -1,6 +1,5 @@
 //! From a board profile (`boards/<name>.toml`, loaded by `cpevisor-boards`) to a [`FirmwareSpec`].
 
-use std::fs;
 use std::path::Path;
 
 use cpevisor_boards::Board;
@@ -22,17 +21,11 @@ pub fn spec_for_board(name: &str) -> Result<FirmwareSpec, FirmwareError> {
 /// Spec for board `name` from the profiles in `dir`.
 pub fn spec_for_board_in(dir: &Path, name: &str) -> Result<FirmwareSpec, FirmwareError> {
     let board = Board::by_name_in(dir, name).map_err(|e| FirmwareError::Input(e.to_string()))?;
-    let path = dir.join(format!("{name}.toml"));
-    // The profile was just validated; install the file exactly as written (comments included).
-    let toml = fs::read_to_string(&path).map_err(|source| FirmwareError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    spec_from_board(&board, toml)
+    spec_from_board(&board)
 }
 
-/// Spec for an already loaded board; `board_toml` is the profile text to install.
-pub fn spec_from_board(board: &Board, board_toml: String) -> Result<FirmwareSpec, FirmwareError> {
+/// Spec for an already loaded board.
+pub fn spec_from_board(board: &Board) -> Result<FirmwareSpec, FirmwareError> {
     let kernel = board.kernel.as_ref().ok_or_else(|| {
         FirmwareError::Input(format!(
             "board {}: the profile has no [kernel] section (kernel.flavour, kernel.modules), \
@@ -52,7 +45,8 @@ pub fn spec_from_board(board: &Board, board_toml: String) -> Result<FirmwareSpec
         debian_arch: board.cpu.debian_arch.clone(),
         kernel_flavour: kernel.flavour.clone(),
         modules,
-        board_toml,
+        // As JSON: the agent's build for a board reads no TOML (docs/flash.md, section 8).
+        board_json: board.to_json_text(),
         network: board.network.as_ref().map(network_file),
     })
 }
@@ -87,7 +81,9 @@ mod tests {
                     assert_eq!(spec.board, name);
                     assert_eq!(spec.arch, board.cpu.arch.as_str());
                     assert!(spec.modules.iter().any(|m| m == "ext4"));
-                    assert!(spec.board_toml.contains(&format!("name = \"{name}\"")));
+                    // The installed profile is the board, read back as the agent reads it.
+                    let installed = Board::from_json_str(&spec.board_json, "board.json").unwrap();
+                    assert_eq!(installed, board);
                 }
                 Err(e) => {
                     assert!(board.kernel.is_none(), "{name}: {e}");
@@ -95,6 +91,42 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The init tells jail boards by grepping the installed JSON profile (it has no JSON
+    /// parser): each of its patterns picks out exactly the jail boards' profiles.
+    #[test]
+    fn the_inits_jail_test_matches_the_installed_profile() {
+        let patterns: Vec<&str> = crate::firmware::INIT_TEMPLATE
+            .lines()
+            .filter(|l| l.contains(cpevisor_boards::INSTALLED_PROFILE))
+            .filter_map(|l| l.split("grep -q '").nth(1)?.split('\'').next())
+            .collect();
+        assert_eq!(patterns.len(), 2, "{patterns:?}");
+        let (boards, errors) = cpevisor_boards::load_all_in(&cpevisor_boards::boards_dir());
+        assert!(errors.is_empty(), "{errors:?}");
+        let mut jail_boards = 0;
+        for board in boards.iter().filter(|b| b.kernel.is_some()) {
+            let spec = spec_from_board(board).unwrap();
+            let jail = board.isolation == cpevisor_boards::Isolation::Jail;
+            jail_boards += usize::from(jail);
+            for pattern in &patterns {
+                let mut grep = std::process::Command::new("grep")
+                    .args(["-q", pattern])
+                    .stdin(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                use std::io::Write;
+                grep.stdin
+                    .take()
+                    .unwrap()
+                    .write_all(spec.board_json.as_bytes())
+                    .unwrap();
+                let matched = grep.wait().unwrap().success();
+                assert_eq!(matched, jail, "{}: `{pattern}`", board.name);
+            }
+        }
+        assert!(jail_boards > 0);
     }
 
     #[test]

@@ -44,8 +44,9 @@ pub struct FirmwareSpec {
     pub kernel_flavour: String,
     /// Modules to load at boot; their dependencies are added.
     pub modules: Vec<String>,
-    /// The board profile's TOML text, installed as `/etc/cpevisor/board.toml`.
-    pub board_toml: String,
+    /// The board profile as JSON (`Board::to_json_text`), installed as
+    /// `cpevisor_boards::INSTALLED_PROFILE` for the agent (`cpevisord --board`).
+    pub board_json: String,
     /// The router's sides from the profile's `[network]`, installed as `/etc/cpevisor/network`
     /// for the init to source (see [`network_file`]); `None`: no such file.
     pub network: Option<String>,
@@ -501,8 +502,8 @@ fn static_files(fs: &mut Initramfs, spec: &FirmwareSpec) -> Result<(), FirmwareE
         0o644,
     )?;
     fs.add_file(
-        "etc/cpevisor/board.toml",
-        spec.board_toml.as_bytes().to_vec(),
+        cpevisor_boards::INSTALLED_PROFILE.trim_start_matches('/'),
+        spec.board_json.as_bytes().to_vec(),
         0o644,
     )?;
     if let Some(network) = &spec.network {

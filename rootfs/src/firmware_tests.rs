@@ -78,7 +78,7 @@ impl Fixture {
             debian_arch: "amd64".into(),
             kernel_flavour: "amd64".into(),
             modules: vec!["virtio_blk".into(), "virtio".into()],
-            board_toml: "name = \"test-board\"\n".into(),
+            board_json: "{\"name\": \"test-board\"}\n".into(),
             network: None,
         }
     }
@@ -159,8 +159,8 @@ fn initramfs_holds_init_busybox_binaries_and_module_closure() {
     assert!(!entries.iter().any(|e| e.name.ends_with(".d")));
     assert_eq!(get("etc/cpevisor/board").data, b"test-board\n");
     assert_eq!(
-        get("etc/cpevisor/board.toml").data,
-        b"name = \"test-board\"\n"
+        get("etc/cpevisor/board.json").data,
+        b"{\"name\": \"test-board\"}\n"
     );
     assert_eq!(get("tmp").mode, 0o041777);
     for d in ["proc", "sys", "run", "data", "usr/sbin", "sbin"] {

@@ -50,7 +50,8 @@ pub trait VmConfigExt: Sized {
 
 impl VmConfigExt for VmConfig {
     fn from_json(text: &str) -> Result<Self, ConfigError> {
-        serde_json::from_str(text).map_err(|e| ConfigError::invalid("config", e.to_string()))
+        serde_json::from_slice(text.as_bytes())
+            .map_err(|e| ConfigError::invalid("config", e.to_string()))
     }
 
     fn from_file(path: &Path) -> Result<Self, ConfigError> {

@@ -291,7 +291,7 @@ pub fn handle_line(line: &[u8], vm: &dyn VmControl) -> Value {
     if line.is_empty() {
         return error("empty request");
     }
-    let req: Request = match serde_json::from_str(line) {
+    let req: Request = match serde_json::from_slice(line.as_bytes()) {
         Ok(r) => r,
         Err(e) => return error(&format!("bad request: {e}")),
     };

@@ -11,8 +11,8 @@ use crate::model::ExecEnvType;
 use crate::supervise::balloon::BalloonSettings;
 use crate::supervise::net::NetError;
 
-/// Where the firmware installs the board profile.
-pub const INSTALLED_BOARD: &str = "/etc/cpevisor/board.toml";
+/// Where the firmware installs the board profile (JSON: the device's build reads no TOML).
+pub const INSTALLED_BOARD: &str = cpevisor_boards::INSTALLED_PROFILE;
 /// Trusted signer keys on the device when the config names none.
 pub const DEVICE_KEYS_DIR: &str = "/etc/cpevisor/keys";
 /// Where `--board` carves app links from on kvm boards (clear of QEMU's 10.0.2.0/24).
@@ -107,6 +107,31 @@ pub enum ConfigError {
         /// What is wrong with it.
         why: String,
     },
+}
+
+/// Board `name`'s profile where the installed one (at `installed`, of board `found` if any)
+/// is not it: `<boards dir>/<name>.toml` on the host (feature `boards-dir`); a board's build
+/// has no other profile.
+#[cfg(feature = "boards-dir")]
+fn profile_elsewhere(
+    name: &str,
+    _installed: &Path,
+    _found: Option<String>,
+) -> Result<cpevisor_boards::Board, ConfigError> {
+    cpevisor_boards::Board::by_name(name).map_err(ConfigError::Board)
+}
+
+#[cfg(not(feature = "boards-dir"))]
+fn profile_elsewhere(
+    name: &str,
+    installed: &Path,
+    found: Option<String>,
+) -> Result<cpevisor_boards::Board, ConfigError> {
+    Err(ConfigError::Board(cpevisor_boards::BoardError::NotFound {
+        name: name.to_string(),
+        dir: installed.to_path_buf(),
+        available: found.into_iter().collect(),
+    }))
 }
 
 impl fmt::Display for ConfigError {
@@ -476,14 +501,25 @@ impl AgentConfig {
     /// The config for a board profile: one ExecEnv (`kvm0` or `jail0`) of the board's isolation
     /// backend, its arch and app memory budget (kvm: `app_network` 10.100.0.0/16 when
     /// /dev/net/tun exists); trusted keys from `/etc/cpevisor/keys`.
-    /// The profile is the installed `/etc/cpevisor/board.toml` when it names `name`, else
-    /// `<boards dir>/<name>.toml` (`CPEVISOR_BOARDS_DIR`, see the boards crate).
+    /// The profile is the installed `/etc/cpevisor/board.json` when it names `name`, else (with
+    /// the feature `boards-dir`, host builds) `<boards dir>/<name>.toml` (`CPEVISOR_BOARDS_DIR`,
+    /// see the boards crate).
     pub fn for_board(name: &str) -> Result<AgentConfig, Fault> {
-        use cpevisor_boards::{Board, Isolation};
-        let installed = Path::new(INSTALLED_BOARD);
-        let board = match Board::load(installed) {
+        AgentConfig::for_board_at(name, Path::new(INSTALLED_BOARD))
+    }
+
+    /// [`AgentConfig::for_board`] with the installed profile at `installed`.
+    pub fn for_board_at(name: &str, installed: &Path) -> Result<AgentConfig, Fault> {
+        use cpevisor_boards::{Board, BoardError, Isolation};
+        // Elsewhere only when the installed profile is absent or another board's: a broken
+        // one is refused, naming its file and field.
+        let board = match Board::load_json(installed) {
             Ok(b) if b.name == name => b,
-            _ => Board::by_name(name).map_err(ConfigError::Board)?,
+            Ok(b) => profile_elsewhere(name, installed, Some(b.name))?,
+            Err(BoardError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                profile_elsewhere(name, installed, None)?
+            }
+            Err(e) => return Err(ConfigError::Board(e).into()),
         };
         let env_type = match board.isolation {
             Isolation::Kvm => ExecEnvType::Kvm,
@@ -686,6 +722,7 @@ mod tests {
         .is_err());
     }
 
+    #[cfg(feature = "boards-dir")]
     #[test]
     fn board_profiles_become_one_exec_env() {
         let cfg = AgentConfig::for_board("qemu-virt-a53").unwrap();
@@ -714,6 +751,63 @@ mod tests {
         let err = AgentConfig::for_board("no-such-board").unwrap_err();
         assert_eq!(err.code, FaultCode::InvalidArguments);
         assert!(err.message.contains("no-such-board"), "{}", err.message);
+    }
+
+    /// A minimal profile as the firmware installs it (the shape of `Board::to_json_text`).
+    fn installed_profile(name: &str) -> String {
+        format!(
+            r#"{{"name": "{name}", "description": "test", "kind": "hardware",
+            "isolation": "jail", "interrupt_controller": "gicv2", "serial": "ttyS0",
+            "cpu": {{"arch": "armv7", "rust_target": "armv7-unknown-linux-musleabihf",
+                     "debian_arch": "armhf", "model": "cortex-a7", "cores": 4}},
+            "memory": {{"ram_mib": 256, "flash_mib": 128, "host_reserved_mib": 96,
+                        "app_budget_mib": 160}}}}"#
+        )
+    }
+
+    #[test]
+    fn the_installed_json_profile_is_the_board() {
+        let dir = std::env::temp_dir().join(format!("cpevisor-board-json-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let installed = dir.join("board.json");
+        std::fs::write(&installed, installed_profile("test-router")).unwrap();
+        let cfg = AgentConfig::for_board_at("test-router", &installed).unwrap();
+        assert_eq!(cfg.exec_envs[0].name, "jail0");
+        assert_eq!(cfg.exec_envs[0].arch, "armv7");
+        assert_eq!(cfg.exec_envs[0].memory_budget_mib, 160);
+        assert_eq!(cfg.exec_envs[0].disk_budget_mib, Some(128));
+        // A bad installed profile is refused naming the file and the field (on a board there
+        // is no other profile to fall back to; on the host `boards/` has no such board).
+        std::fs::write(
+            &installed,
+            installed_profile("test-router").replace("\"cores\": 4", "\"cores\": \"four\""),
+        )
+        .unwrap();
+        let err = AgentConfig::for_board_at("test-router", &installed).unwrap_err();
+        assert!(
+            err.message.contains("board.json: cpu.cores: "),
+            "{}",
+            err.message
+        );
+        // Another board's profile installed: the host reads boards/; a board has no other.
+        std::fs::write(&installed, installed_profile("test-router")).unwrap();
+        let other = AgentConfig::for_board_at("qemu-malta-mipsel", &installed);
+        if cfg!(feature = "boards-dir") {
+            assert_eq!(other.unwrap().exec_envs[0].arch, "mipsel");
+        } else {
+            let err = other.unwrap_err();
+            assert!(
+                err.message.contains("`qemu-malta-mipsel`"),
+                "{}",
+                err.message
+            );
+            assert!(
+                err.message.contains("available: test-router"),
+                "{}",
+                err.message
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

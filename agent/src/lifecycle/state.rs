@@ -89,11 +89,40 @@ pub struct Journal {
 }
 
 /// `journal.json`: the operations in flight (an agent before concurrent operations wrote one).
-#[derive(Deserialize)]
-#[serde(untagged)]
 enum JournalFile {
     Many(Vec<Journal>),
     One(Box<Journal>),
+}
+
+/// A list or one object, told by the first token. Not `#[serde(untagged)]`: that buffers the
+/// file in serde's `Content` and instantiates every type inside a journal (the DU, its app
+/// config, its files) a second time for reading from the buffer: 64 KiB of mipsel code
+/// (docs/flash.md, section 9).
+impl<'de> Deserialize<'de> for JournalFile {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FileVisitor;
+        impl<'de> serde::de::Visitor<'de> for FileVisitor {
+            type Value = JournalFile;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of operations or one operation")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<JournalFile, A::Error> {
+                Vec::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(JournalFile::Many)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<JournalFile, A::Error> {
+                Journal::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|j| JournalFile::One(Box::new(j)))
+            }
+        }
+        d.deserialize_any(FileVisitor)
+    }
 }
 
 /// The JSON files of the state directory (`state.json`, `journal.json`), written atomically.
@@ -162,5 +191,62 @@ impl StateFiles {
         store::fsync_dir(&self.dir)?;
         persist_point("lifecycle:journal:cleared");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fault::FaultCode;
+
+    fn journal(op_id: u32) -> Journal {
+        Journal {
+            op_id,
+            operation: Operation::Install,
+            start_time: "2026-12-07T00:00:00Z".into(),
+            url: "https://h/p.cpkg".into(),
+            uuid: String::new(),
+            version: String::new(),
+            exec_env: "jail0".into(),
+            app_id: String::new(),
+            keep_data: false,
+            previous: None,
+            outcome: None,
+            disk_created: false,
+        }
+    }
+
+    #[test]
+    fn journals_load_as_a_list_or_as_the_one_object_older_agents_wrote() {
+        let dir = std::env::temp_dir().join(format!("cpevisor-journal-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let files = StateFiles::new(&dir);
+        assert_eq!(files.load_journals().unwrap(), Vec::new());
+        files.save_journals(&[journal(1), journal(2)]).unwrap();
+        assert_eq!(files.load_journals().unwrap(), vec![journal(1), journal(2)]);
+        let one = serde_json::to_vec(&journal(7)).unwrap();
+        std::fs::write(dir.join(JOURNAL_FILE), one).unwrap();
+        assert_eq!(files.load_journals().unwrap(), vec![journal(7)]);
+        // Neither: refused as corrupt (recovery sets it aside), naming what was expected.
+        for bad in [
+            &b"3"[..],
+            b"\"x\"",
+            b"[{\"op_id\": 1}]",
+            b"{\"operation\": 5}",
+        ] {
+            std::fs::write(dir.join(JOURNAL_FILE), bad).unwrap();
+            let err = files.load_journals().unwrap_err();
+            assert_eq!(err.code, FaultCode::CorruptData, "{}", err.message);
+            assert!(err.message.contains("journal.json"), "{}", err.message);
+        }
+        std::fs::write(dir.join(JOURNAL_FILE), b"3").unwrap();
+        let err = files.load_journals().unwrap_err();
+        assert!(
+            err.message
+                .contains("a list of operations or one operation"),
+            "{}",
+            err.message
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -230,7 +230,7 @@ pub fn parse_override(text: &str) -> Result<Option<NetworkConfig>, Fault> {
             ),
         ));
     }
-    let c: Option<NetworkConfig> = serde_json::from_str(text).map_err(|e| {
+    let c: Option<NetworkConfig> = serde_json::from_slice(text.as_bytes()).map_err(|e| {
         Fault::new(
             FaultCode::InvalidArguments,
             format!("{OVERRIDE_ARG}: not a network section: {e}"),

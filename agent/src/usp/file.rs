@@ -100,7 +100,7 @@ impl UspFile {
                 path.display()
             ));
         }
-        let f: UspFile = serde_json::from_str(&text)
+        let f: UspFile = serde_json::from_slice(text.as_bytes())
             .map_err(|e| format!("usp config {}: {e}", path.display()))?;
         f.validate()
             .map_err(|e| format!("usp config {}: {e}", path.display()))?;
