@@ -258,7 +258,11 @@ pub(crate) mod tests {
         mem.write_obj(1u8, GuestAddress(0x1000)).unwrap();
         let v = vma(host, 8 << 20);
         assert_eq!(v.kib["AnonHugePages"], 0);
-        assert!(v.kib["Rss"] <= 64, "one written page made {} KiB resident", v.kib["Rss"]);
+        assert!(
+            v.kib["Rss"] <= 64,
+            "one written page made {} KiB resident",
+            v.kib["Rss"]
+        );
     }
 
     #[test]
