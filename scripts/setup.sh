@@ -27,6 +27,8 @@ HOST_PKGS=(
   busybox-static cpio file openssl python3 mosquitto mosquitto-clients iproute2 e2fsprogs acpica-tools
   # the microVM app's read-only root file system image (mkfs.erofs, `cpevisor-rootfs guest`)
   erofs-utils
+  # the bench's flash.device_binaries_squashfs_kib: the device binaries as firmware stores them
+  squashfs-tools
   # the apps' port mappings and egress policy (agent/src/netfilter, its host tests): the nft tool
   nftables
   # the controller's store tests and usp_serve on PostgreSQL: Debian's server, started by the

@@ -1,7 +1,9 @@
 //! Binary sizes: our stripped static release binaries from `make cross` (`target/cross/<rust
 //! target>/`), beside what QEMU needs on flash to run (its binary plus shared-library closure),
 //! as `scripts/bench-overlay.sh` measured it into `target/bench/peer-sizes.env`; and what the
-//! device carries from us in all (`flash.device_binaries_kib.<target>`, docs/flash.md).
+//! device carries from us in all (`flash.device_binaries_kib.<target>`, docs/flash.md), and what
+//! that takes in a compressed root file system as router firmware stores it
+//! (`flash.device_binaries_squashfs_kib.<target>`).
 
 use super::Figure;
 use std::collections::BTreeMap;
@@ -103,6 +105,65 @@ pub fn device_binaries_figure(cross: &Path, target: &str) -> Option<Figure> {
     )
 }
 
+/// Block size of the squashfs image: OpenWrt's default for its root file systems.
+const SQUASHFS_BLOCK: &str = "256K";
+
+/// `flash.device_binaries_squashfs_kib.<target>`: the bytes of a squashfs image (xz, 256 KiB
+/// blocks, made by Debian's mksquashfs) holding `make cross`'s directory for `target`, links
+/// included. Router firmware (OpenWrt's squashfs root) stores the binaries this way, so this is
+/// what they take on flash there; the file size (`flash.device_binaries_kib`) is what they take
+/// uncompressed (a writable overlay without compression, RAM when run). `None` (with a message)
+/// when the directory is empty or missing or mksquashfs fails.
+pub fn squashfs_figure(cross: &Path, target: &str) -> Option<Figure> {
+    let dir = cross.join(target);
+    if device_binaries(&dir).ok()?.is_empty() {
+        return None;
+    }
+    let image = std::env::temp_dir().join(format!(
+        "cpevisor-bench-{}-{target}.squashfs",
+        std::process::id()
+    ));
+    let made = std::process::Command::new("mksquashfs")
+        .arg(&dir)
+        .arg(&image)
+        .args(["-comp", "xz", "-b", SQUASHFS_BLOCK])
+        .args([
+            "-noappend",
+            "-all-root",
+            "-no-xattrs",
+            "-quiet",
+            "-no-progress",
+        ])
+        .stdout(std::process::Stdio::null())
+        .output();
+    let size = std::fs::metadata(&image).map(|m| m.len());
+    let _ = std::fs::remove_file(&image);
+    match (made, size) {
+        (Ok(out), Ok(bytes)) if out.status.success() => Some(
+            Figure::new(
+                format!("flash.device_binaries_squashfs_kib.{target}"),
+                (bytes as f64 / 1024.0).round(),
+                "KiB",
+            )
+            .with_note(format!(
+                "make cross's binaries in a squashfs image as router firmware stores them \
+                 (mksquashfs, xz, {SQUASHFS_BLOCK} blocks, padded to 4 KiB)"
+            )),
+        ),
+        (Ok(out), _) => {
+            eprintln!(
+                "bench: mksquashfs for {target} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            None
+        }
+        (Err(e), _) => {
+            eprintln!("bench: mksquashfs (make setup installs it): {e}: no squashfs figure");
+            None
+        }
+    }
+}
+
 /// `vmm.binary_kib.<target>` (with the QEMU peer where measured; only where the VMM is a binary
 /// of its own), `agent.binary_kib.<target>` (the multi-call binary) and
 /// `flash.device_binaries_kib.<target>`.
@@ -165,6 +226,7 @@ pub fn binary_sizes(root: &Path, figures: &mut Vec<Figure>) {
             figures.push(f);
         }
         figures.extend(device_binaries_figure(&dir, &t));
+        figures.extend(squashfs_figure(&dir, &t));
     }
 }
 
@@ -239,7 +301,12 @@ mod tests {
             names,
             [
                 ("agent.binary_kib.aarch64-unknown-linux-musl", 2.0),
-                ("flash.device_binaries_kib.aarch64-unknown-linux-musl", 2.0)
+                ("flash.device_binaries_kib.aarch64-unknown-linux-musl", 2.0),
+                // 2 KiB of zeros and three links: one padded 4 KiB block of squashfs.
+                (
+                    "flash.device_binaries_squashfs_kib.aarch64-unknown-linux-musl",
+                    4.0
+                )
             ]
         );
     }
@@ -256,5 +323,49 @@ mod tests {
         );
         assert!(peer_for("x86_64-unknown-linux-musl", &p).is_none());
         assert!(peer_for("mipsel-unknown-linux-musl", &p).is_none());
+    }
+
+    /// The squashfs figure is the real compressed image: compressible code shrinks, random bytes
+    /// do not, and links cost nothing.
+    #[test]
+    fn squashfs_figure_is_the_compressed_image() {
+        let cross = std::env::temp_dir().join(format!("sizes-squash-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&cross);
+        let (zeros, random) = ("x86_64-unknown-linux-musl", "mipsel-unknown-linux-musl");
+        for t in [zeros, random] {
+            std::fs::create_dir_all(cross.join(t)).unwrap();
+            std::os::unix::fs::symlink("cpevisor", cross.join(t).join("cpevisord")).unwrap();
+        }
+        std::fs::write(cross.join(zeros).join("cpevisor"), vec![0u8; 512 * 1024]).unwrap();
+        // xorshift: incompressible, and the same on every run.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let noise: Vec<u8> = (0..512 * 1024)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        std::fs::write(cross.join(random).join("cpevisor"), noise).unwrap();
+        let small = squashfs_figure(&cross, zeros);
+        let large = squashfs_figure(&cross, random);
+        let none = squashfs_figure(&cross, "armv7-unknown-linux-musleabihf");
+        let _ = std::fs::remove_dir_all(&cross);
+        let (small, large) = (
+            small.expect("mksquashfs ran"),
+            large.expect("mksquashfs ran"),
+        );
+        assert_eq!(
+            small.name,
+            "flash.device_binaries_squashfs_kib.x86_64-unknown-linux-musl"
+        );
+        assert!(small.value <= 8.0, "512 KiB of zeros: {}", small.value);
+        assert!(
+            (512.0..=540.0).contains(&large.value),
+            "512 KiB of noise: {}",
+            large.value
+        );
+        assert!(none.is_none());
     }
 }
