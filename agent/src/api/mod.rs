@@ -111,8 +111,9 @@ pub struct Progress {
     pub total: Option<u64>,
 }
 
-/// One line from the daemon.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One line from the daemon. Read by hand (`read.rs`): the derived reader of an untagged enum
+/// buffers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum ReplyLine {
     /// A progress line (`{"progress":{...}}`), zero or more before the final line.

@@ -1,14 +1,17 @@
-//! Reading the protocol's lines: [`Request`] (tagged by `op`), straight from serde_json.
-//! Derived, it would be serde's internally tagged enum, which buffers the line in serde's `Content` and read every field a second time
+//! Reading the protocol's lines: [`Request`] (tagged by `op`) and [`ReplyLine`] (a progress or a
+//! final line), straight from serde_json. Derived, they would be serde's internally tagged and
+//! untagged enums, which buffer the line in serde's `Content` and read every field a second time
 //! from it (27 KiB of mipsel code for `Request` alone; docs/flash.md, section 10). The JSON is
 //! unchanged; serializing stays derived (it does not buffer).
 
 use std::fmt;
 
-use serde::de::{Error, MapAccess, Visitor};
+use serde::de::{Error, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
+use serde_json::Value;
 
-use super::Request;
+use super::{Progress, ReplyLine, Request};
+use crate::fault::Fault;
 use crate::objects::{fill, left_over, required, required_value};
 
 /// Every op, as `op` names it.
@@ -162,10 +165,53 @@ impl<'de> Deserialize<'de> for Request {
     }
 }
 
+/// One line from the daemon: `progress` makes it a progress line (as the untagged enum read it
+/// first), else it is the final line and needs `ok`. Fields neither has are skipped, so a newer
+/// daemon may add some.
+impl<'de> Deserialize<'de> for ReplyLine {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct LineVisitor;
+        impl<'de> Visitor<'de> for LineVisitor {
+            type Value = ReplyLine;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a reply object with `progress` or `ok`")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ReplyLine, A::Error> {
+                let mut progress: Option<Progress> = None;
+                let mut ok: Option<bool> = None;
+                let mut result: Option<Option<Value>> = None;
+                let mut fault: Option<Option<Fault>> = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "progress" => fill(&mut map, &mut progress, "progress")?,
+                        "ok" => fill(&mut map, &mut ok, "ok")?,
+                        "result" => fill(&mut map, &mut result, "result")?,
+                        "fault" => fill(&mut map, &mut fault, "fault")?,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                if let Some(progress) = progress {
+                    return Ok(ReplyLine::Progress { progress });
+                }
+                let ok =
+                    ok.ok_or_else(|| A::Error::custom("a reply line without `progress` or `ok`"))?;
+                Ok(ReplyLine::Done {
+                    ok,
+                    result: result.flatten(),
+                    fault: fault.flatten(),
+                })
+            }
+        }
+        d.deserialize_map(LineVisitor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value;
+    use crate::fault::FaultCode;
 
     fn parse(json: &str) -> Result<Request, String> {
         serde_json::from_slice(json.as_bytes()).map_err(|e| e.to_string())
@@ -327,5 +373,61 @@ mod tests {
         assert!(e.contains("unknown field `x`"), "{e}");
         let e = parse(r#"{"op":7}"#).unwrap_err();
         assert!(e.contains("invalid type"), "{e}");
+    }
+
+    fn line(json: &str) -> Result<ReplyLine, String> {
+        serde_json::from_slice(json.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn every_reply_line_round_trips() {
+        let lines = [
+            ReplyLine::Progress {
+                progress: Progress {
+                    bytes: 1,
+                    total: None,
+                },
+            },
+            ReplyLine::ok(serde_json::json!({"uuid": "u", "eus": [1, 2]})),
+            ReplyLine::ok(Value::Array(Vec::new())),
+            ReplyLine::fault(Fault::new(FaultCode::InvalidArguments, "x")),
+            ReplyLine::Done {
+                ok: true,
+                result: None,
+                fault: None,
+            },
+        ];
+        for l in lines {
+            let s = serde_json::to_string(&l).unwrap();
+            assert_eq!(line(&s).unwrap(), l, "{s}");
+        }
+    }
+
+    #[test]
+    fn reply_lines_read_as_the_untagged_enum_did() {
+        // Unknown fields are skipped; progress wins over ok; null result and fault are absent.
+        assert_eq!(
+            line(r#"{"ok":true,"result":null,"fault":null,"later":{"x":[1]}}"#).unwrap(),
+            ReplyLine::Done {
+                ok: true,
+                result: None,
+                fault: None
+            }
+        );
+        assert!(matches!(
+            line(r#"{"ok":true,"progress":{"bytes":3,"total":9}}"#).unwrap(),
+            ReplyLine::Progress { .. }
+        ));
+        let e = line(r#"{"result":1}"#).unwrap_err();
+        assert!(e.contains("without `progress` or `ok`"), "{e}");
+        assert!(line(r#"{"ok":"yes"}"#)
+            .unwrap_err()
+            .contains("invalid type"));
+        assert!(line(r#"{"ok":true,"ok":false}"#)
+            .unwrap_err()
+            .contains("duplicate field `ok`"));
+        assert!(line(r#"{"progress":{"total":9}}"#)
+            .unwrap_err()
+            .contains("missing field `bytes`"));
     }
 }
