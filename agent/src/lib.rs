@@ -11,6 +11,7 @@
 //! - `ctl`       the cpevisorctl command line.
 //! - `applet`    the entry points of cpevisord and cpevisorctl, and the multi-call `cpevisor`.
 //! - `usp`       the TR-181 data model over USP (TR-369) and the transport-free endpoint.
+//! - `objects`   JSON objects read field by field, without serde's buffering.
 
 pub mod fault;
 pub mod fetch;
@@ -23,6 +24,7 @@ pub mod ctl;
 pub mod lifecycle;
 pub mod model;
 pub mod netfilter;
+pub mod objects;
 pub mod supervise;
 pub mod usp;
 

@@ -8,6 +8,7 @@
 //! connections are served at once (others get a fault and are closed). Only root and the
 //! agent's uid may connect (socket mode 0600, SO_PEERCRED checked).
 
+mod read;
 pub mod server;
 
 use serde::{Deserialize, Serialize};
@@ -20,22 +21,21 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 pub const MAX_REPLY_BYTES: usize = 4 << 20;
 
 /// One request line from `cpevisorctl`, tagged by `op` (snake_case), unknown fields refused.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+/// Read by hand (`read.rs`): the derived reader of an internally tagged enum buffers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     /// InstallDU from a package URL.
     Install {
         /// Package URL (`http://` or `https://`).
         url: String,
         /// Expected `sha256:<hex>` of the downloaded package file; checked when given.
-        #[serde(default)]
         digest: Option<String>,
         /// ExecEnv to install into; default: the first one configured.
-        #[serde(default)]
         env: Option<String>,
         /// The operator's network section, JSON text in place of the package's (USP's
         /// `X_CPEVISOR_NetworkConfig`); default: the package's.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(skip_serializing_if = "Option::is_none")]
         network: Option<String>,
     },
     /// Update of an installed DU.
@@ -43,11 +43,10 @@ pub enum Request {
         /// UUID of the DU.
         uuid: String,
         /// Package URL; default: the URL the DU was installed from.
-        #[serde(default)]
         url: Option<String>,
         /// A new network override (JSON text; `null`: back to the package's section);
         /// default: the override in force stays.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(skip_serializing_if = "Option::is_none")]
         network: Option<String>,
     },
     /// Uninstall of a DU.
@@ -55,7 +54,6 @@ pub enum Request {
         /// UUID of the DU.
         uuid: String,
         /// Keep the app's data directory (its data disk) for a later install of the same DU.
-        #[serde(default)]
         keep_data: bool,
     },
     /// ExecEnvs, DUs and EUs.
@@ -88,7 +86,6 @@ pub enum Request {
     /// Events with a sequence number above `after`.
     Events {
         /// Sequence number of the last event the client has seen; 0 for all.
-        #[serde(default)]
         after: u64,
     },
     /// ExecEnv.Reset(): uninstall everything in it.
@@ -114,8 +111,9 @@ pub struct Progress {
     pub total: Option<u64>,
 }
 
-/// One line from the daemon.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One line from the daemon. Read by hand (`read.rs`): the derived reader of an untagged enum
+/// buffers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum ReplyLine {
     /// A progress line (`{"progress":{...}}`), zero or more before the final line.
@@ -128,10 +126,10 @@ pub enum ReplyLine {
         /// Whether the request succeeded.
         ok: bool,
         /// The answer when `ok`: a DU, a list, a log, events (per request).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(skip_serializing_if = "Option::is_none")]
         result: Option<serde_json::Value>,
         /// Why it failed when not `ok`.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(skip_serializing_if = "Option::is_none")]
         fault: Option<Fault>,
     },
 }

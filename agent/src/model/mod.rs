@@ -379,8 +379,12 @@ pub struct EuValueChange {
     pub time: String,
 }
 
-/// Everything the agent publishes: numbered so readers can ask for "events after N".
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Everything the agent publishes: numbered so readers can ask for "events after N". Written,
+/// never read back: the ring is in RAM (`lifecycle::events`), the control socket sends events
+/// as JSON values that cpevisorctl renders as such, and the journal keeps a [`DuStateChange`]
+/// itself. So no `Deserialize`: serde's derived reader of an internally tagged enum buffers
+/// (docs/flash.md, section 10).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind")]
 pub enum Event {
     /// A DU operation finished (`DUStateChange!`).

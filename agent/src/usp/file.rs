@@ -8,50 +8,101 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cpevisor_usp::mqtt::backoff::Backoff;
-use cpevisor_usp::mqtt::{valid_topic, valid_topic_level, MqttConfig, MqttSettings, UnknownFields};
+use cpevisor_usp::mqtt::{
+    valid_topic, valid_topic_level, MqttConfig, MqttSettings, SettingsReader, UnknownFields,
+};
 use cpevisor_usp::record::Limits;
-use serde::Deserialize;
+use serde::de::{Error as _, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 
 use super::config::{ControllerConfig, DeviceInfoConfig, Role, UspConfig};
 use super::dm::RebootHook;
 use super::topic_auth::check_bare_topic_roles;
+use crate::objects::{fill, required};
 
 /// MQTT packet overhead allowed above the largest Record (fixed header, topic, properties).
 const PACKET_OVERHEAD: u32 = 4096;
 
 /// The agent's `--usp FILE`: where the broker is, who we are, who may manage us. The MQTT
-/// settings are the usp crate's [`MqttSettings`], flattened (the JSON stays flat); unknown
-/// fields are refused by [`UnknownFields`], flattened last, since serde's
-/// `deny_unknown_fields` does not combine with `flatten`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// settings are the usp crate's [`MqttSettings`], their fields flat beside ours; unknown
+/// fields are refused. Read by hand (below), not with serde's `flatten`, which buffers the
+/// file (docs/flash.md, section 10).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UspFile {
     /// The broker (`broker_host` not needed when `websocket` is given; port 8883 with
     /// `ca_file`, else 1883), our certificate, our endpoint ID (also the MQTT client id) and
     /// our topic (default `usp/agent/<endpoint_id>`). Without `ca_file`: plain TCP (only for a
     /// broker on loopback or a private link; the daemon logs a warning).
-    #[serde(flatten)]
     pub mqtt: MqttSettings,
     /// The controllers that may manage this agent; a message from anyone else is refused.
     pub controllers: Vec<ControllerEntry>,
     /// What `Device.DeviceInfo.` reports (manufacturer, model, serial number).
-    #[serde(default)]
     pub device_info: DeviceInfoConfig,
     /// MQTT keep-alive interval, seconds (default 60).
-    #[serde(default = "default_keep_alive")]
     pub keep_alive_s: u16,
     /// Largest Record accepted or sent (default 64 KiB).
-    #[serde(default)]
     pub max_record_bytes: Option<usize>,
     /// What `Device.Reboot()` runs (argv); absent: the command is refused.
-    #[serde(default)]
     pub reboot_command: Option<Vec<String>>,
     /// Present: the MTP is a WebSocket to the controller (the agent connects), not MQTT;
     /// `ca_file`, `cert_file`, `key_file` then apply to it.
-    #[serde(default)]
     pub websocket: Option<WsTarget>,
-    /// Refuses any field not declared above or in [`MqttSettings`].
-    #[serde(flatten)]
+    /// Always [`UnknownFields`]: the reader refuses any field not declared above or in
+    /// [`MqttSettings`] itself; kept so that code building a file keeps its shape.
     pub unknown: UnknownFields,
+}
+
+/// The file's own fields by name, each read once straight from serde_json; every other name is
+/// the settings' ([`SettingsReader`]) or refused.
+impl<'de> Deserialize<'de> for UspFile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FileVisitor;
+        impl<'de> Visitor<'de> for FileVisitor {
+            type Value = UspFile;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("the usp config object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UspFile, A::Error> {
+                let mut mqtt = SettingsReader::default();
+                let mut controllers = None;
+                let mut device_info = None;
+                let mut keep_alive_s = None;
+                let mut max_record_bytes: Option<Option<usize>> = None;
+                let mut reboot_command: Option<Option<Vec<String>>> = None;
+                let mut websocket: Option<Option<WsTarget>> = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "controllers" => fill(&mut map, &mut controllers, "controllers")?,
+                        "device_info" => fill(&mut map, &mut device_info, "device_info")?,
+                        "keep_alive_s" => fill(&mut map, &mut keep_alive_s, "keep_alive_s")?,
+                        "max_record_bytes" => {
+                            fill(&mut map, &mut max_record_bytes, "max_record_bytes")?
+                        }
+                        "reboot_command" => fill(&mut map, &mut reboot_command, "reboot_command")?,
+                        "websocket" => fill(&mut map, &mut websocket, "websocket")?,
+                        other => {
+                            if !mqtt.field(other, &mut map)? {
+                                return Err(A::Error::custom(format_args!(
+                                    "unknown field `{other}`"
+                                )));
+                            }
+                        }
+                    }
+                }
+                Ok(UspFile {
+                    mqtt: mqtt.finish(),
+                    controllers: required(controllers, "controllers")?,
+                    device_info: device_info.unwrap_or_default(),
+                    keep_alive_s: keep_alive_s.unwrap_or_else(default_keep_alive),
+                    max_record_bytes: max_record_bytes.flatten(),
+                    reboot_command: reboot_command.flatten(),
+                    websocket: websocket.flatten(),
+                    unknown: UnknownFields,
+                })
+            }
+        }
+        d.deserialize_map(FileVisitor)
+    }
 }
 
 /// One controller allowed to manage this agent.
@@ -358,6 +409,88 @@ mod tests {
         assert!(err.contains("ro could act as acs"), "{err}");
         let ro_sub = mixed.replace(r#""ReadOnly"}"#, r#""ReadOnly","identity":"ro-cn"}"#);
         assert!(file(&ro_sub.replace("IDENT", "")).is_ok());
+    }
+
+    fn raw(json: &str) -> Result<UspFile, String> {
+        serde_json::from_slice(json.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn every_field_is_read_in_any_order() {
+        let f = raw(r#"{"websocket":{"host":"ctl","port":8443},"topic":"usp/a",
+            "max_record_bytes":4096,"reboot_command":["/sbin/reboot","-f"],"keep_alive_s":30,
+            "device_info":{"serial_number":"S1"},"endpoint_id":"os::a","broker_host":"h",
+            "broker_port":1884,"ca_file":"/ca","cert_file":"/c","key_file":"/k",
+            "server_name":"n","controllers":[{"endpoint_id":"c","role":"ReadOnly"}]}"#)
+        .unwrap();
+        let expected = UspFile {
+            mqtt: MqttSettings {
+                broker_host: "h".into(),
+                broker_port: Some(1884),
+                ca_file: Some("/ca".into()),
+                cert_file: Some("/c".into()),
+                key_file: Some("/k".into()),
+                server_name: Some("n".into()),
+                endpoint_id: "os::a".into(),
+                topic: Some("usp/a".into()),
+            },
+            controllers: vec![ControllerEntry {
+                endpoint_id: "c".into(),
+                topic: None,
+                role: Role::ReadOnly,
+                identity: None,
+            }],
+            device_info: DeviceInfoConfig {
+                serial_number: "S1".into(),
+                ..DeviceInfoConfig::default()
+            },
+            keep_alive_s: 30,
+            max_record_bytes: Some(4096),
+            reboot_command: Some(vec!["/sbin/reboot".into(), "-f".into()]),
+            websocket: Some(WsTarget {
+                host: "ctl".into(),
+                port: 8443,
+                path: "/usp".into(),
+                server_name: None,
+                retry_min_ms: None,
+                retry_max_ms: None,
+            }),
+            unknown: UnknownFields,
+        };
+        assert_eq!(f, expected);
+        // The defaults, and null where the field is optional.
+        let f = raw(
+            r#"{"controllers":[],"max_record_bytes":null,"websocket":null,
+            "reboot_command":null,"topic":null}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                f.keep_alive_s,
+                f.max_record_bytes,
+                f.reboot_command,
+                f.websocket
+            ),
+            (60, None, None, None)
+        );
+        assert_eq!(f.mqtt, MqttSettings::default());
+        assert_eq!(f.device_info, DeviceInfoConfig::default());
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let e = |j: &str| raw(j).unwrap_err();
+        assert!(e(r#"{"broker_host":"h"}"#).contains("missing field `controllers`"));
+        assert!(e(r#"{"controllers":[],"bogus":1}"#).contains("unknown field `bogus`"));
+        let dup = e(r#"{"controllers":[],"keep_alive_s":1,"keep_alive_s":2}"#);
+        assert!(dup.contains("duplicate field `keep_alive_s`"), "{dup}");
+        let dup = e(r#"{"controllers":[],"endpoint_id":"a","endpoint_id":"b"}"#);
+        assert!(dup.contains("duplicate field `endpoint_id`"), "{dup}");
+        assert!(e(r#"{"controllers":[],"keep_alive_s":null}"#).contains("invalid type"));
+        assert!(e(r#"{"controllers":[],"broker_port":"x"}"#).contains("invalid type"));
+        let nested = e(r#"{"controllers":[{"endpoint_id":"c","role":"ReadOnly","x":1}]}"#);
+        assert!(nested.contains("unknown field `x`"), "{nested}");
+        assert!(e(r#"[]"#).contains("invalid type"));
     }
 
     #[test]

@@ -51,5 +51,5 @@ pub use client::{
     is_usp_content_type, Event, Message, MqttClient, MqttConfig, MqttError, Stats,
     USP_CONTENT_TYPE, USP_ENDPOINT_ID_PROPERTY, USP_MIME_TYPE,
 };
-pub use settings::{MqttSettings, UnknownFields};
+pub use settings::{MqttSettings, SettingsReader, UnknownFields};
 pub use topic::{valid_topic, valid_topic_level, MAX_TOPIC_LEN};

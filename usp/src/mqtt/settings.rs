@@ -4,11 +4,17 @@
 //! client certificate goes with its key and needs TLS) and the same conversion into an
 //! [`MqttConfig`].
 //!
-//! Each file's struct embeds [`MqttSettings`] with `#[serde(flatten)]`, so the JSON stays flat
-//! and unchanged. serde's `deny_unknown_fields` does not combine with `flatten`; instead an
-//! [`UnknownFields`] field, flattened after the settings, receives whatever no struct declared
-//! and refuses it while the file is parsed (serde's flatten takes each declared field out of
-//! the buffer before the next flattened field sees it).
+//! The settings' fields sit flat in each file's object, beside the file's own. Read in one
+//! place, [`SettingsReader::field`], two ways:
+//! - a file read by hand (the agent's, on the device) hands each key it does not own to a
+//!   [`SettingsReader`], straight from serde_json;
+//! - a derived file struct embeds [`MqttSettings`] with `#[serde(flatten)]` (the controller's,
+//!   on the host). serde's `deny_unknown_fields` does not combine with `flatten`; instead an
+//!   [`UnknownFields`] field, flattened after the settings, receives whatever no struct declared
+//!   and refuses it while the file is parsed (serde's flatten takes each declared field out of
+//!   the buffer before the next flattened field sees it). `flatten` buffers the whole object in
+//!   serde's `Content` and reads every field a second time from it: code the device does not
+//!   carry.
 //!
 //! ```
 //! use cpevisor_usp::mqtt::settings::{MqttSettings, UnknownFields};
@@ -33,7 +39,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde::de::{Error as _, IgnoredAny};
+use serde::de::{Error as _, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::client::MqttConfig;
@@ -45,37 +51,42 @@ pub const PLAIN_PORT: u16 = 1883;
 /// Longest broker host name (a DNS name).
 const MAX_HOST_LEN: usize = 253;
 
-/// Where the broker is, how we authenticate, who we are and where we listen.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+/// Where the broker is, how we authenticate, who we are and where we listen. Every field may be
+/// left out (the defaults below); [`MqttSettings::validate`] says which are needed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MqttSettings {
     /// MQTT broker host name or address.
-    #[serde(default)]
     pub broker_host: String,
     /// Broker port; default 8883 when `ca_file` is set (TLS), else 1883 ([`Self::port`]).
-    #[serde(default)]
     pub broker_port: Option<u16>,
     /// The CA that signed the broker's certificate, our only trust anchor. Absent: plain TCP
     /// (only for a broker on loopback or a private link).
-    #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// Our client certificate chain (PEM), presented to the broker; with `key_file`.
-    #[serde(default)]
     pub cert_file: Option<PathBuf>,
     /// Our client key (PEM), with `cert_file`.
-    #[serde(default)]
     pub key_file: Option<PathBuf>,
     /// The name the broker's certificate must carry; default: `broker_host`.
-    #[serde(default)]
     pub server_name: Option<String>,
     /// Our USP endpoint ID.
-    #[serde(default)]
     pub endpoint_id: String,
     /// The topic we subscribe to; each side has its own default ([`Self::topic_or`]).
-    #[serde(default)]
     pub topic: Option<String>,
 }
 
 impl MqttSettings {
+    /// The settings' field names in a file, as [`SettingsReader::field`] reads them.
+    pub const FIELDS: &'static [&'static str] = &[
+        "broker_host",
+        "broker_port",
+        "ca_file",
+        "cert_file",
+        "key_file",
+        "server_name",
+        "endpoint_id",
+        "topic",
+    ];
+
     /// The broker port: `broker_port`, else 8883 with TLS (`ca_file`), else 1883.
     pub fn port(&self) -> u16 {
         self.broker_port.unwrap_or(if self.ca_file.is_some() {
@@ -149,6 +160,75 @@ impl MqttSettings {
     }
 }
 
+/// The settings of a file, read from its object one field at a time: the file's reader hands it
+/// each key that is not its own.
+#[derive(Debug, Default)]
+pub struct SettingsReader {
+    settings: MqttSettings,
+    /// Bit i: `MqttSettings::FIELDS[i]` was read.
+    seen: u16,
+}
+
+impl SettingsReader {
+    /// Reads the value of field `name` when it is one of the settings' (true), refusing one
+    /// given twice; false, with the value left unread, for any other name.
+    pub fn field<'de, A: MapAccess<'de>>(
+        &mut self,
+        name: &str,
+        map: &mut A,
+    ) -> Result<bool, A::Error> {
+        let Some(i) = MqttSettings::FIELDS.iter().position(|f| *f == name) else {
+            return Ok(false);
+        };
+        if self.seen & (1 << i) != 0 {
+            return Err(A::Error::duplicate_field(MqttSettings::FIELDS[i]));
+        }
+        self.seen |= 1 << i;
+        let s = &mut self.settings;
+        match name {
+            "broker_host" => s.broker_host = map.next_value()?,
+            "broker_port" => s.broker_port = map.next_value()?,
+            "ca_file" => s.ca_file = map.next_value()?,
+            "cert_file" => s.cert_file = map.next_value()?,
+            "key_file" => s.key_file = map.next_value()?,
+            "server_name" => s.server_name = map.next_value()?,
+            "endpoint_id" => s.endpoint_id = map.next_value()?,
+            "topic" => s.topic = map.next_value()?,
+            _ => return Err(A::Error::custom(format_args!("no reader for `{name}`"))),
+        }
+        Ok(true)
+    }
+
+    /// The settings read; defaults for the fields not given.
+    pub fn finish(self) -> MqttSettings {
+        self.settings
+    }
+}
+
+/// The settings alone or flattened into a derived file struct: the fields in
+/// [`MqttSettings::FIELDS`] (a flattened struct is offered only those), others skipped.
+impl<'de> Deserialize<'de> for MqttSettings {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct SettingsVisitor;
+        impl<'de> Visitor<'de> for SettingsVisitor {
+            type Value = MqttSettings;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("MQTT settings")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MqttSettings, A::Error> {
+                let mut r = SettingsReader::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    if !r.field(&key, &mut map)? {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(r.finish())
+            }
+        }
+        d.deserialize_struct("MqttSettings", MqttSettings::FIELDS, SettingsVisitor)
+    }
+}
+
 /// Flattened last into a settings file's struct, it receives the fields no struct declared and
 /// refuses the file when there is one (`unknown field `name``), as `deny_unknown_fields`
 /// would.
@@ -199,6 +279,84 @@ mod tests {
             .unwrap_err()
             .contains("unknown field `bogus`"));
         assert!(parse(r#"{"broker_port":"x"}"#).is_err());
+    }
+
+    const ALL: &str = r#"{"broker_host":"h","broker_port":1884,"ca_file":"/ca","cert_file":"/c",
+        "key_file":"/k","server_name":"n","endpoint_id":"os::a","topic":"t"}"#;
+
+    fn all() -> MqttSettings {
+        MqttSettings {
+            broker_host: "h".into(),
+            broker_port: Some(1884),
+            ca_file: Some("/ca".into()),
+            cert_file: Some("/c".into()),
+            key_file: Some("/k".into()),
+            server_name: Some("n".into()),
+            endpoint_id: "os::a".into(),
+            topic: Some("t".into()),
+        }
+    }
+
+    /// A file read by hand, as the agent reads its `--usp` file: `own` is its field, the rest
+    /// goes to a SettingsReader, anything else is refused.
+    fn by_hand(json: &str) -> Result<(MqttSettings, Option<u32>), String> {
+        struct FileVisitor;
+        impl<'de> Visitor<'de> for FileVisitor {
+            type Value = (MqttSettings, Option<u32>);
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a file")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let (mut r, mut own) = (SettingsReader::default(), None);
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "own" {
+                        own = Some(map.next_value()?);
+                    } else if !r.field(&key, &mut map)? {
+                        return Err(A::Error::custom(format_args!("unknown field `{key}`")));
+                    }
+                }
+                Ok((r.finish(), own))
+            }
+        }
+        let mut de = serde_json::Deserializer::from_slice(json.as_bytes());
+        de.deserialize_map(FileVisitor).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn every_field_reads_alone_flattened_and_by_hand() {
+        let names: std::collections::BTreeSet<String> =
+            serde_json::from_str::<BTreeMap<String, IgnoredAny>>(ALL)
+                .unwrap()
+                .into_keys()
+                .collect();
+        let fields = MqttSettings::FIELDS.iter().map(|f| f.to_string()).collect();
+        assert_eq!(names, fields, "ALL has every field");
+        assert_eq!(serde_json::from_str::<MqttSettings>(ALL).unwrap(), all());
+        let file = ALL.replace('}', r#","own":7}"#);
+        let o = parse(&file).unwrap();
+        assert_eq!((o.mqtt, o.own), (all(), Some(7)));
+        assert_eq!(by_hand(&file).unwrap(), (all(), Some(7)));
+        assert_eq!(
+            by_hand("{}").unwrap(),
+            (MqttSettings::default(), None),
+            "every field may be left out"
+        );
+        // Alone, other fields are skipped (the flattened form leaves them to UnknownFields).
+        let alone: MqttSettings = serde_json::from_str(r#"{"topic":"t","other":[1]}"#).unwrap();
+        assert_eq!(alone.topic.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn by_hand_refuses_what_the_derived_reader_refused() {
+        let e = |j: &str| by_hand(j).unwrap_err();
+        assert!(e(r#"{"topic":"a","topic":"b"}"#).contains("duplicate field `topic`"));
+        assert!(e(r#"{"broker_port":"x"}"#).contains("invalid type"));
+        assert!(e(r#"{"broker_port":70000}"#).contains("invalid value"));
+        assert!(e(r#"{"broker_host":null}"#).contains("invalid type"));
+        assert!(e(r#"{"bogus":1}"#).contains("unknown field `bogus`"));
+        // Optional fields may be null.
+        let (s, _) = by_hand(r#"{"ca_file":null,"topic":null}"#).unwrap();
+        assert_eq!(s, MqttSettings::default());
     }
 
     #[test]
