@@ -12,6 +12,14 @@
 
 use ring::signature::{UnparsedPublicKey, ED25519};
 
+mod field;
+
+/// Whether `encoded` decodes to a point of the curve (a public key that is none can verify
+/// nothing; refused when loaded).
+pub fn is_point(encoded: &[u8; 32]) -> bool {
+    field::is_point(encoded)
+}
+
 /// p = 2^255 - 19, the field's prime, little-endian, as a y coordinate would encode it.
 const P: [u8; 32] = le_with(0xed, 0xff, 0x7f);
 

@@ -41,6 +41,9 @@ impl TrustedKey {
     }
 
     fn checked(key: [u8; 32]) -> Result<TrustedKey, &'static str> {
+        if !super::ed25519::is_point(&key) {
+            return Err("not an ed25519 point");
+        }
         if super::ed25519::is_small_order(&key) {
             return Err("a small-order (weak) ed25519 key, which would verify forged signatures");
         }
@@ -337,6 +340,31 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
         let good = SigningKey::from_bytes(&[5; 32]).public_key();
         assert!(TrustedKey::from_bytes(good).is_ok());
+    }
+
+    /// Bytes that are no point of the curve are refused when loaded, as ed25519-dalek refused
+    /// them; points of prime order are taken.
+    #[test]
+    fn keys_that_are_no_point_are_refused_when_loaded() {
+        let (mut refused, mut taken) = (0, 0);
+        for y in 2u8..64 {
+            let mut bytes = [0u8; 32];
+            bytes[0] = y;
+            let dalek = ed25519_dalek::VerifyingKey::from_bytes(&bytes);
+            match TrustedKey::from_bytes(bytes) {
+                Ok(_) => {
+                    assert!(dalek.is_ok_and(|k| !k.is_weak()), "y = {y}");
+                    taken += 1;
+                }
+                Err(f) if dalek.is_err() => {
+                    assert_eq!(f.code, FaultCode::InvalidArguments);
+                    assert!(f.message.contains("not an ed25519 point"), "{}", f.message);
+                    refused += 1;
+                }
+                Err(f) => panic!("y = {y}: {}", f.message),
+            }
+        }
+        assert!(refused > 10 && taken > 10, "{refused} {taken}");
     }
 
     #[test]
