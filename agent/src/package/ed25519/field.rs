@@ -49,16 +49,21 @@ fn carry(c: [u128; 5]) -> Fe {
     out
 }
 
+/// a * b. A loop, not the 25 products written out: on 32-bit CPUs each u128 product is a
+/// run of instructions, and this runs a few hundred times per key loaded.
 pub(super) fn mul(a: &Fe, b: &Fe) -> Fe {
-    let m = |x: u64, y: u64| u128::from(x) * u128::from(y);
-    let b19 = [0, b[1] * 19, b[2] * 19, b[3] * 19, b[4] * 19];
-    carry([
-        m(a[0], b[0]) + m(a[4], b19[1]) + m(a[3], b19[2]) + m(a[2], b19[3]) + m(a[1], b19[4]),
-        m(a[1], b[0]) + m(a[0], b[1]) + m(a[4], b19[2]) + m(a[3], b19[3]) + m(a[2], b19[4]),
-        m(a[2], b[0]) + m(a[1], b[1]) + m(a[0], b[2]) + m(a[4], b19[3]) + m(a[3], b19[4]),
-        m(a[3], b[0]) + m(a[2], b[1]) + m(a[1], b[2]) + m(a[0], b[3]) + m(a[4], b19[4]),
-        m(a[4], b[0]) + m(a[3], b[1]) + m(a[2], b[2]) + m(a[1], b[3]) + m(a[0], b[4]),
-    ])
+    let mut c = [0u128; 5];
+    for (i, x) in a.iter().enumerate() {
+        for (j, y) in b.iter().enumerate() {
+            let p = u128::from(*x) * u128::from(*y);
+            // 2^255 = 19 mod p: what reaches limb 5 and up wraps to the bottom, times 19.
+            match i + j {
+                k if k < 5 => c[k] += p,
+                k => c[k - 5] += p * 19,
+            }
+        }
+    }
+    carry(c)
 }
 
 pub(super) fn add(a: &Fe, b: &Fe) -> Fe {
