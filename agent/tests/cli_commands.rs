@@ -175,7 +175,7 @@ fn https_install_malformed_config_and_disabled_env() {
     w.publish(&App::new("secure", "1.0"), "secure.cpkg");
     // A package whose config blob is not valid JSON, correctly signed by a trusted key.
     let signer = common::test_key(42);
-    let trusted = cpevisor_agent::package::TrustedKey::new(signer.verifying_key());
+    let trusted = cpevisor_agent::package::TrustedKey::from_bytes(signer.public_key()).unwrap();
     fs::write(w.trusted.join("parts.pub"), trusted.to_hex()).unwrap();
     let mut parts = common::Parts::good(&signer);
     parts.config = b"{\"name\": \"broken\", ".to_vec();

@@ -80,7 +80,7 @@ fn install_round_trip_from_the_stock_python_server() {
     assert_eq!(reports.last(), Some(&(got.size, Some(got.size))));
     assert!(reports.windows(2).all(|w| w[0].0 <= w[1].0));
 
-    let trusted = vec![TrustedKey::new(test_key(1).verifying_key())];
+    let trusted = vec![TrustedKey::from_bytes(test_key(1).public_key()).unwrap()];
     let pkg = verify_package(&got.path, &trusted, &PackageCaps::default()).unwrap();
     let unpacked = pkg.unpack(&store).unwrap();
     let kernel = fs::read(unpacked.layer_path(&store, LayerKind::Kernel).unwrap()).unwrap();
@@ -294,7 +294,7 @@ fn truncated_downloads_fail_and_leave_nothing() {
     assert_fails_clean(&store, &url, &opts, FaultCode::CorruptData);
     // Without an expected digest the package check refuses it before anything is unpacked.
     let got = fetch_into(&store, &url, &quick()).unwrap();
-    let trusted = vec![TrustedKey::new(test_key(1).verifying_key())];
+    let trusted = vec![TrustedKey::from_bytes(test_key(1).public_key()).unwrap()];
     let err = verify_package(&got.path, &trusted, &PackageCaps::default()).unwrap_err();
     assert_eq!(err.code, FaultCode::CorruptData);
     assert!(store.list_blobs().unwrap().is_empty());

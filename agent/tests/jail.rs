@@ -978,7 +978,7 @@ fn jail_exec_env_refuses_what_it_cannot_run() {
     let arm_url = w.publish(&arm, "armapp.cpkg");
     // A jail package without a command, correctly signed: 7004 (the config is invalid).
     let signer = common::test_key(43);
-    let trusted = cpevisor_agent::package::TrustedKey::new(signer.verifying_key());
+    let trusted = cpevisor_agent::package::TrustedKey::from_bytes(signer.public_key()).unwrap();
     fs::write(w.trusted.join("parts.pub"), trusted.to_hex()).unwrap();
     let mut parts = common::Parts::good(&signer);
     let mut cfg = common::app_config_json();

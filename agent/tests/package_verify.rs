@@ -13,7 +13,7 @@ use cpevisor_agent::package::{
 use cpevisor_agent::store::{Digest, Store};
 
 fn trusted(seed: u8) -> Vec<TrustedKey> {
-    vec![TrustedKey::new(test_key(seed).verifying_key())]
+    vec![TrustedKey::from_bytes(test_key(seed).public_key()).unwrap()]
 }
 
 #[test]
@@ -158,6 +158,25 @@ fn signature_faults_are_7036() {
     stale.layers[0].1 = b"another kernel".to_vec();
     let (code, _) = refuse("stale-sig", &stale, &trusted(1), &caps);
     assert_eq!(code, FaultCode::SignatureFailure);
+
+    // S + L (the group order): the same scalar mod L, a signature a lax verifier takes.
+    let mut unreduced = Parts::good(&test_key(1));
+    let sig = &mut unreduced.signature.as_mut().unwrap().0;
+    let mut bytes = cpevisor_agent::store::from_hex(sig).unwrap();
+    const L: [u8; 32] = [
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde,
+        0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+    ];
+    let mut carry = 0u16;
+    for (s, l) in bytes[32..].iter_mut().zip(L) {
+        let sum = u16::from(*s) + u16::from(l) + carry;
+        *s = sum as u8;
+        carry = sum >> 8;
+    }
+    *sig = cpevisor_agent::store::to_hex(&bytes);
+    let (code, msg) = refuse("unreduced-s", &unreduced, &trusted(1), &caps);
+    assert_eq!(code, FaultCode::SignatureFailure);
+    assert!(msg.contains("does not match"), "{msg}");
 
     let mut garbage = Parts::good(&test_key(1));
     garbage.signature.as_mut().unwrap().0 = "not a signature".into();

@@ -26,7 +26,7 @@ pub enum Applet {
     /// `cpevisorctl` (also `cpevisor ctl`).
     Ctl,
     /// `cpevisor-vmm` (also `cpevisor vmm`), where KVM exists.
-    #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
+    #[cfg(microvm)]
     Vmm,
 }
 
@@ -45,7 +45,7 @@ pub const APPLETS: &[(&str, &str, Applet, &str)] = &[
         Applet::Ctl,
         "its local command-line tool (cpevisorctl --help)",
     ),
-    #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
+    #[cfg(microvm)]
     (
         "cpevisor-vmm",
         "vmm",
@@ -72,7 +72,7 @@ impl Applet {
             Applet::Daemon => daemon::main(args),
             Applet::Ctl => ctl::main(args),
             // Exactly the cpevisor-vmm binary's main: same arguments, same confinement.
-            #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
+            #[cfg(microvm)]
             Applet::Vmm => cpevisor_vmm::cli::main(
                 args.iter()
                     .map(|a| a.to_string_lossy().into_owned())
@@ -194,7 +194,7 @@ mod tests {
     }
 
     /// The VMM is an applet where KVM exists (this host: x86_64), under its binary's name.
-    #[cfg(any(target_arch = "aarch64", target_arch = "x86_64"))]
+    #[cfg(microvm)]
     #[test]
     fn the_vmm_is_an_applet_on_kvm_architectures() {
         let s = |a: &[&str]| select(&argv(a));

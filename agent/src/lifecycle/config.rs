@@ -100,6 +100,13 @@ pub enum ConfigError {
         /// What is wrong with it.
         why: String,
     },
+    /// An ExecEnv runs its apps in microVMs (runner `vmm`) on a build without them.
+    NoMicroVm {
+        /// Index in `exec_envs`.
+        index: usize,
+        /// Why not (`backend::NO_MICROVM`).
+        why: &'static str,
+    },
     /// `lan_address` or `lan_app_range` is malformed, or set without what it needs.
     Lan {
         /// Which field.
@@ -173,6 +180,9 @@ impl fmt::Display for ConfigError {
                 source,
             } => write!(f, "{field}: {name:?}: {source}"),
             ConfigError::Lan { field, why } => write!(f, "{field}: {why}"),
+            ConfigError::NoMicroVm { index, why } => {
+                write!(f, "exec_envs[{index}]: runner vmm (microVMs): {why}")
+            }
             ConfigError::Balloon { field, why } => write!(f, "balloon.{field}: {why}"),
             ConfigError::NftPath(p) => {
                 write!(f, "nft_path: {} must be an absolute path", p.display())
@@ -566,8 +576,15 @@ impl AgentConfig {
         Ok(cfg)
     }
 
-    /// Checks every field's bounds (names, budgets, networks, limits, run_dir).
+    /// Checks every field's bounds (names, budgets, networks, limits, run_dir), and that this
+    /// build can run each ExecEnv's apps (`backend::NO_MICROVM`).
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_for(crate::supervise::backend::NO_MICROVM)
+    }
+
+    /// [`AgentConfig::validate`] for a build that runs no microVMs because of `no_microvm`
+    /// (None: one that does).
+    fn validate_for(&self, no_microvm: Option<&'static str>) -> Result<(), ConfigError> {
         if self.exec_envs.is_empty() {
             return Err(ConfigError::NoExecEnv);
         }
@@ -611,6 +628,9 @@ impl AgentConfig {
             }
             if env.disk_budget_mib == Some(0) {
                 return Err(ConfigError::ZeroDiskBudget { index: i });
+            }
+            if let (Runner::Vmm, Some(why)) = (env.runner(), no_microvm) {
+                return Err(ConfigError::NoMicroVm { index: i, why });
             }
         }
         if self.download_cap_bytes == 0 {
@@ -763,6 +783,58 @@ mod tests {
             "memory": {{"ram_mib": 256, "flash_mib": 128, "host_reserved_mib": 96,
                         "app_budget_mib": 160}}}}"#
         )
+    }
+
+    /// A jail-only build (mipsel, mips64el, armv7: no KVM) refuses an ExecEnv that runs its
+    /// apps in microVMs, from a board profile or a config, naming why; jail and process
+    /// ExecEnvs pass. Checked here through `validate_for` with a jail-only build's reason (this
+    /// host's build has microVMs; the cross builds check `NO_MICROVM` itself).
+    #[test]
+    fn a_build_without_microvms_refuses_microvm_exec_envs() {
+        const WHY: &str = "this build has no microVM backend (mipsel-unknown-linux-musl: no KVM)";
+        let dir = std::env::temp_dir().join(format!("cpevisor-board-kvm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let installed = dir.join("board.json");
+        let profile = installed_profile("kvm-router")
+            .replace("\"isolation\": \"jail\"", "\"isolation\": \"kvm\"")
+            .replace("\"armv7\"", "\"aarch64\"")
+            .replace(
+                "armv7-unknown-linux-musleabihf",
+                "aarch64-unknown-linux-musl",
+            )
+            .replace("armhf", "arm64")
+            .replace("cortex-a7", "cortex-a53");
+        std::fs::write(&installed, profile).unwrap();
+        let kvm = AgentConfig::for_board_at("kvm-router", &installed).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(kvm.exec_envs[0].runner(), Runner::Vmm);
+        let err = Fault::from(kvm.validate_for(Some(WHY)).unwrap_err());
+        assert_eq!(err.code, FaultCode::InvalidArguments);
+        assert_eq!(
+            err.message,
+            format!("exec_envs[0]: runner vmm (microVMs): {WHY}")
+        );
+        assert!(kvm.validate_for(None).is_ok());
+        let parse = |env: &str| -> AgentConfig {
+            serde_json::from_str(&format!(r#"{{"exec_envs":[{env}]}}"#)).unwrap()
+        };
+        // The runner asked for by name, on the second ExecEnv.
+        let named = parse(
+            r#"{"name":"j","type":"jail","memory_budget_mib":64},
+               {"name":"v","type":"jail","runner":"vmm","memory_budget_mib":64}"#,
+        );
+        let err = named.validate_for(Some(WHY)).unwrap_err().to_string();
+        assert!(err.starts_with("exec_envs[1]: runner vmm"), "{err}");
+        for ok in [
+            r#"{"name":"j","type":"jail","memory_budget_mib":64}"#,
+            r#"{"name":"p","type":"kvm","runner":"process","memory_budget_mib":64}"#,
+        ] {
+            assert!(parse(ok).validate_for(Some(WHY)).is_ok(), "{ok}");
+        }
+        // This build: microVMs on the KVM architectures only, refused elsewhere.
+        let kvm_arch = cfg!(any(target_arch = "aarch64", target_arch = "x86_64"));
+        assert_eq!(crate::supervise::backend::NO_MICROVM.is_none(), kvm_arch);
+        assert_eq!(kvm.validate().is_ok(), kvm_arch);
     }
 
     #[test]

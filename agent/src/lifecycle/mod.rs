@@ -46,7 +46,7 @@ use crate::model::{
     RequestedState,
 };
 use crate::store::{persist_point, Store};
-use crate::supervise::backend::{Backend, JailBackend, KvmBackend, ProcessBackend};
+use crate::supervise::backend::{self, Backend, JailBackend, ProcessBackend};
 use crate::supervise::cgroup::CgroupParent;
 use crate::supervise::{lock, EuUpdate, StatusSink, Supervisor};
 use config::{AgentConfig, ExecEnvConfig, Runner};
@@ -204,13 +204,14 @@ impl Agent {
         let mut backends: HashMap<String, Arc<dyn Backend>> = HashMap::new();
         for env in &cfg.exec_envs {
             let b: Arc<dyn Backend> = match env.runner() {
-                Runner::Vmm => Arc::new(KvmBackend {
-                    vmm_path: cfg.vmm_path.clone(),
-                    network: env
-                        .app_network
+                // Refused by `validate` already where the build has no microVMs.
+                Runner::Vmm => backend::microvm(
+                    cfg.vmm_path.clone(),
+                    env.app_network
                         .as_deref()
                         .and_then(|n| crate::supervise::net::parse_network(n).ok()),
-                }),
+                )
+                .map_err(|why| Fault::new(FaultCode::InvalidArguments, why))?,
                 Runner::Process => Arc::new(ProcessBackend),
                 Runner::Jail => Arc::new(JailBackend {
                     runner_exe: config::jail_runner_exe(),

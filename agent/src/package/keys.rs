@@ -1,10 +1,12 @@
-//! ed25519 signing keys: generation, files, key ids, signatures over manifest digests.
+//! ed25519 keys: trusted public keys and their ids, signing keys (the operator's: generation,
+//! files), signatures over manifest digests. Both sides go through ring, linked for TLS already;
+//! the checks a device makes are `ed25519`'s.
 
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ring::signature::{Ed25519KeyPair, KeyPair};
 
 use crate::fault::{Fault, FaultCode};
 use crate::store::{io_fault, Digest};
@@ -16,20 +18,39 @@ pub const PUBLIC_KEY_FILE: &str = "cpevisor-signing.pub";
 /// Key files are one line of hex; anything longer is not ours.
 const MAX_KEY_FILE: u64 = 256;
 
-/// A public key the ExecEnv trusts to sign packages.
+/// An ed25519 signature: R (32 bytes) then S (32 bytes), as RFC 8032 encodes it.
+pub type Signature = [u8; 64];
+
+/// A public key the ExecEnv trusts to sign packages: never one of small order (`ed25519`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrustedKey {
-    key: VerifyingKey,
+    key: [u8; 32],
     id: String,
 }
 
 impl TrustedKey {
-    /// A trusted key and its key id (`key_id`).
-    pub fn new(key: VerifyingKey) -> TrustedKey {
-        TrustedKey {
+    /// A trusted key from its 32 bytes; refused if it is of small order (a weak key: it would
+    /// take signatures that anyone can make).
+    pub fn from_bytes(key: [u8; 32]) -> Result<TrustedKey, Fault> {
+        TrustedKey::checked(key).map_err(|why| {
+            Fault::new(
+                FaultCode::InvalidArguments,
+                format!("trusted key {}: {why}", crate::store::to_hex(&key)),
+            )
+        })
+    }
+
+    fn checked(key: [u8; 32]) -> Result<TrustedKey, &'static str> {
+        if !super::ed25519::is_point(&key) {
+            return Err("not an ed25519 point");
+        }
+        if super::ed25519::is_small_order(&key) {
+            return Err("a small-order (weak) ed25519 key, which would verify forged signatures");
+        }
+        Ok(TrustedKey {
             id: key_id(&key),
             key,
-        }
+        })
     }
 
     /// From 64 hex digits (the `.pub` file's content, also how ExecEnv config lists keys).
@@ -42,8 +63,7 @@ impl TrustedKey {
         };
         let bytes = crate::store::from_hex(text.trim()).ok_or_else(|| bad("not hex"))?;
         let bytes: [u8; 32] = bytes.try_into().map_err(|_| bad("not 32 bytes"))?;
-        let key = VerifyingKey::from_bytes(&bytes).map_err(|_| bad("not an ed25519 point"))?;
-        Ok(TrustedKey::new(key))
+        TrustedKey::checked(bytes).map_err(bad)
     }
 
     /// Reads a `.pub` file (64 hex digits).
@@ -58,21 +78,55 @@ impl TrustedKey {
         &self.id
     }
 
-    /// The ed25519 public key.
-    pub fn verifying_key(&self) -> &VerifyingKey {
+    /// The ed25519 public key's 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
         &self.key
     }
 
     /// The key as 64 hex digits (the `.pub` file's content).
     pub fn to_hex(&self) -> String {
-        crate::store::to_hex(self.key.as_bytes())
+        crate::store::to_hex(&self.key)
+    }
+
+    /// Whether `signature` by this key is valid for `manifest_digest`, strictly (`ed25519`).
+    pub fn verifies(&self, manifest_digest: &Digest, signature: &Signature) -> bool {
+        super::ed25519::verify_strict(
+            &self.key,
+            signed_message(manifest_digest).as_bytes(),
+            signature,
+        )
     }
 }
 
 /// Key id: the first 16 hex digits of sha256 over the 32 public key bytes (one rule with the
 /// firmware builder's trusted key file names: `cpevisor_types::digest::signing_key_id`).
-pub fn key_id(key: &VerifyingKey) -> String {
-    cpevisor_types::digest::signing_key_id(key.as_bytes())
+pub fn key_id(key: &[u8; 32]) -> String {
+    cpevisor_types::digest::signing_key_id(key)
+}
+
+/// An ed25519 signing key (the operator's), from its 32-byte seed (RFC 8032's private key).
+pub struct SigningKey(Ed25519KeyPair);
+
+impl SigningKey {
+    /// The key of a 32-byte seed.
+    pub fn from_bytes(seed: &[u8; 32]) -> SigningKey {
+        // ring refuses only seeds of another length.
+        SigningKey(Ed25519KeyPair::from_seed_unchecked(seed).expect("a 32-byte seed"))
+    }
+
+    /// The public key's 32 bytes.
+    pub fn public_key(&self) -> [u8; 32] {
+        let mut key = [0u8; 32];
+        key.copy_from_slice(self.0.public_key().as_ref());
+        key
+    }
+
+    /// The signature of `message` (deterministic: RFC 8032).
+    pub fn sign(&self, message: &[u8]) -> Signature {
+        let mut sig = [0u8; 64];
+        sig.copy_from_slice(self.0.sign(message).as_ref());
+        sig
+    }
 }
 
 /// The exact bytes a package signature covers.
@@ -156,12 +210,12 @@ pub fn keygen(out_dir: &Path) -> Result<KeyPairFiles, Fault> {
         }
     }
     write_new(&secret, 0o600, &crate::store::to_hex(&seed))?;
-    let trusted = TrustedKey::new(key.verifying_key());
-    write_new(&public, 0o644, &trusted.to_hex())?;
+    let public_key = key.public_key();
+    write_new(&public, 0o644, &crate::store::to_hex(&public_key))?;
     Ok(KeyPairFiles {
         secret,
         public,
-        key_id: trusted.id().to_string(),
+        key_id: key_id(&public_key),
     })
 }
 
@@ -185,8 +239,7 @@ pub fn decode_signature(text: &str) -> Option<Signature> {
     } else {
         decode_base64(text)?
     };
-    let bytes: [u8; 64] = bytes.try_into().ok()?;
-    Some(Signature::from_bytes(&bytes))
+    bytes.try_into().ok()
 }
 
 fn decode_base64(text: &str) -> Option<Vec<u8>> {
@@ -230,13 +283,13 @@ mod tests {
         let key = SigningKey::from_bytes(&[7u8; 32]);
         let d = Digest::of(b"manifest");
         let sig = sign_manifest(&key, &d);
-        let hex = crate::store::to_hex(&sig.to_bytes());
+        let hex = crate::store::to_hex(&sig);
         assert_eq!(decode_signature(&hex), Some(sig));
         // base64 of the 64 bytes, written by hand to avoid a dependency
         let b64 = {
             const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
             let mut s = String::new();
-            for chunk in sig.to_bytes().chunks(3) {
+            for chunk in sig.chunks(3) {
                 let n =
                     chunk.iter().fold(0u32, |a, &b| (a << 8) | b as u32) << (8 * (3 - chunk.len()));
                 for i in 0..=chunk.len() {
@@ -247,10 +300,71 @@ mod tests {
         };
         assert_eq!(decode_signature(&b64), Some(sig));
         assert_eq!(decode_signature("zz"), None);
-        assert!(key
-            .verifying_key()
-            .verify_strict(signed_message(&d).as_bytes(), &sig)
-            .is_ok());
+        let trusted = TrustedKey::from_bytes(key.public_key()).unwrap();
+        assert!(trusted.verifies(&d, &sig));
+        assert!(!trusted.verifies(&Digest::of(b"another manifest"), &sig));
+    }
+
+    /// A small-order key verifies signatures anyone can make (package/ed25519.rs): refused
+    /// when loaded, in each of its encodings, with 7004 as a malformed key is.
+    #[test]
+    fn small_order_keys_are_refused_when_loaded() {
+        let dir = std::env::temp_dir().join(format!("cpevisor-weak-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("weak.pub");
+        // y = 1 (the identity), y = p - 1 (order 2), y = 0 (order 4), both signs, canonical
+        // or not, and an order-8 point.
+        for hex in [
+            "0100000000000000000000000000000000000000000000000000000000000000",
+            "0100000000000000000000000000000000000000000000000000000000000080",
+            "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            "0000000000000000000000000000000000000000000000000000000000000000",
+            "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+            "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+        ] {
+            let err = TrustedKey::from_hex(hex).unwrap_err();
+            assert_eq!(err.code, FaultCode::InvalidArguments, "{hex}");
+            assert!(err.message.contains("small-order"), "{}", err.message);
+            fs::write(&file, format!("{hex}\n")).unwrap();
+            let err = TrustedKey::load(&file).unwrap_err();
+            assert_eq!(err.code, FaultCode::InvalidArguments);
+            assert!(
+                err.message.contains("weak.pub: trusted key"),
+                "{}",
+                err.message
+            );
+            let bytes: [u8; 32] = crate::store::from_hex(hex).unwrap().try_into().unwrap();
+            assert!(TrustedKey::from_bytes(bytes).is_err(), "{hex}");
+        }
+        fs::remove_dir_all(&dir).unwrap();
+        let good = SigningKey::from_bytes(&[5; 32]).public_key();
+        assert!(TrustedKey::from_bytes(good).is_ok());
+    }
+
+    /// Bytes that are no point of the curve are refused when loaded, as ed25519-dalek refused
+    /// them; points of prime order are taken.
+    #[test]
+    fn keys_that_are_no_point_are_refused_when_loaded() {
+        let (mut refused, mut taken) = (0, 0);
+        for y in 2u8..64 {
+            let mut bytes = [0u8; 32];
+            bytes[0] = y;
+            let dalek = ed25519_dalek::VerifyingKey::from_bytes(&bytes);
+            match TrustedKey::from_bytes(bytes) {
+                Ok(_) => {
+                    assert!(dalek.is_ok_and(|k| !k.is_weak()), "y = {y}");
+                    taken += 1;
+                }
+                Err(f) if dalek.is_err() => {
+                    assert_eq!(f.code, FaultCode::InvalidArguments);
+                    assert!(f.message.contains("not an ed25519 point"), "{}", f.message);
+                    refused += 1;
+                }
+                Err(f) => panic!("y = {y}: {}", f.message),
+            }
+        }
+        assert!(refused > 10 && taken > 10, "{refused} {taken}");
     }
 
     #[test]
@@ -270,7 +384,7 @@ mod tests {
         let files = keygen(&dir).unwrap();
         let sk = load_signing_key(&files.secret).unwrap();
         let pk = TrustedKey::load(&files.public).unwrap();
-        assert_eq!(pk.verifying_key(), &sk.verifying_key());
+        assert_eq!(pk.as_bytes(), &sk.public_key());
         assert_eq!(pk.id(), files.key_id);
         assert_eq!(files.key_id.len(), 16);
         use std::os::unix::fs::PermissionsExt;

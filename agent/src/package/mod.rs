@@ -2,6 +2,7 @@
 //! over the manifest digest. The format is specified in `agent/PACKAGE.md`.
 
 pub mod config;
+mod ed25519;
 pub mod head;
 pub mod keys;
 mod layer;
@@ -14,8 +15,7 @@ pub mod tar;
 mod verify;
 
 pub use config::{AppConfig, Arch, Backend, HealthCheck, ProbeKind, RestartPolicy};
-pub use ed25519_dalek::SigningKey;
-pub use keys::{key_id, keygen, load_signing_key, KeyPairFiles, TrustedKey};
+pub use keys::{key_id, keygen, load_signing_key, KeyPairFiles, Signature, SigningKey, TrustedKey};
 pub use layer::{extract_layer, LayerCaps, LayerStats, JAIL_MOUNT_POINTS};
 pub use oci::LayerKind;
 pub use pack::{pack_dir, PackInfo, APP_FILE};

@@ -10,10 +10,8 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Read};
 use std::path::{Component, Path, PathBuf};
 
-use ed25519_dalek::SigningKey;
-
 use super::config::AppConfig;
-use super::keys::{key_id, sign_manifest};
+use super::keys::{key_id, sign_manifest, SigningKey};
 use super::oci::{self, Descriptor, Index, LayerKind, Manifest, OciLayout};
 use super::tar::TarWriter;
 use crate::fault::{Fault, FaultCode};
@@ -163,8 +161,7 @@ pub fn pack_dir(dir: &Path, signing_key: &SigningKey, out_path: &Path) -> Result
     };
     let manifest_bytes = serde_json::to_vec(&manifest).map_err(|e| invalid(e.to_string()))?;
     let manifest_digest = Digest::of(&manifest_bytes);
-    let verifying = signing_key.verifying_key();
-    let signer = key_id(&verifying);
+    let signer = key_id(&signing_key.public_key());
     let mut manifest_desc = descriptor(
         oci::MEDIA_MANIFEST,
         manifest_digest,
@@ -172,7 +169,7 @@ pub fn pack_dir(dir: &Path, signing_key: &SigningKey, out_path: &Path) -> Result
     );
     manifest_desc.annotations.insert(
         oci::ANNOTATION_SIGNATURE.to_string(),
-        to_hex(&sign_manifest(signing_key, &manifest_digest).to_bytes()),
+        to_hex(&sign_manifest(signing_key, &manifest_digest)),
     );
     manifest_desc
         .annotations

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::config::AppConfig;
-use super::keys::{decode_signature, signed_message, TrustedKey};
+use super::keys::{decode_signature, TrustedKey};
 use super::oci::{self, Descriptor, Index, LayerKind, Manifest, OciLayout};
 use super::tar::{self, TarEntry};
 use crate::fault::{Fault, FaultCode};
@@ -360,14 +360,12 @@ fn check_signature(desc: &Descriptor, trusted: &[TrustedKey]) -> Result<String, 
     })?;
     let signature = decode_signature(sig_text)
         .ok_or_else(|| signature_fault("signature is not 64 bytes of hex or base64"))?;
-    key.verifying_key()
-        .verify_strict(signed_message(&desc.digest).as_bytes(), &signature)
-        .map_err(|_| {
-            signature_fault(format!(
-                "signature by {signer} does not match manifest {}",
-                desc.digest
-            ))
-        })?;
+    if !key.verifies(&desc.digest, &signature) {
+        return Err(signature_fault(format!(
+            "signature by {signer} does not match manifest {}",
+            desc.digest
+        )));
+    }
     Ok(key.id().to_string())
 }
 

@@ -147,9 +147,8 @@ impl Parts {
 
     /// Signs the manifest as it is now (call again after changing the parts).
     pub fn sign_with(&mut self, key: &SigningKey) {
-        use ed25519_dalek::Signer;
         let sig = key.sign(self.manifest_digest().to_string().as_bytes());
-        self.signature = Some((to_hex(&sig.to_bytes()), key_id(&key.verifying_key())));
+        self.signature = Some((to_hex(&sig), key_id(&key.public_key())));
     }
 
     pub fn write(&self, path: &Path) {
