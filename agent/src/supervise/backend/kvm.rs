@@ -13,7 +13,8 @@ use cpevisor_types::vm::{
 };
 use cpevisor_types::IfName;
 
-use super::{app_addr, default_signal_mask, inherit_as, AppUp, Backend, LaunchSpec};
+use super::launch::{app_addr, default_signal_mask, inherit_as, Backend, LaunchSpec};
+use crate::supervise::ready::AppUp;
 use crate::supervise::{jail, net};
 use std::net::IpAddr;
 

@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use super::{BalloonFigures, BalloonSettings};
+use super::settings::BalloonSettings;
+use crate::model::BalloonFigures;
 use crate::supervise::cgroup::AppCgroup;
 
 /// No microVM runs here: the board stays empty.
