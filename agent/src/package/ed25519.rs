@@ -1,6 +1,6 @@
 //! ed25519 signature checks on the device, through ring (linked for TLS already: its ed25519 C
 //! code is in the binary either way), as strict as ed25519-dalek's `verify_strict`, which the
-//! agent used before (the operator's tools still sign with dalek, `signing`):
+//! agent used before (the operator's `keygen` and `pack` sign through ring too, keys.rs):
 //!
 //! - S must be below the group order L: ring refuses a non-reduced S itself.
 //! - R and the public key A must decode and satisfy `[S]B = R + [k]A` with R compared by its
