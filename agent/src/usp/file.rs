@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use cpevisor_usp::mqtt::backoff::Backoff;
 use cpevisor_usp::mqtt::{
-    valid_topic, valid_topic_level, MqttConfig, MqttSettings, SettingsReader, UnknownFields,
+    valid_topic, valid_topic_level, MqttConfig, MqttSettings, SettingsReader,
 };
 use cpevisor_usp::record::Limits;
 use serde::de::{Error as _, MapAccess, Visitor};
@@ -47,9 +47,6 @@ pub struct UspFile {
     /// Present: the MTP is a WebSocket to the controller (the agent connects), not MQTT;
     /// `ca_file`, `cert_file`, `key_file` then apply to it.
     pub websocket: Option<WsTarget>,
-    /// Always [`UnknownFields`]: the reader refuses any field not declared above or in
-    /// [`MqttSettings`] itself; kept so that code building a file keeps its shape.
-    pub unknown: UnknownFields,
 }
 
 /// The file's own fields by name, each read once straight from serde_json; every other name is
@@ -97,7 +94,6 @@ impl<'de> Deserialize<'de> for UspFile {
                     max_record_bytes: max_record_bytes.flatten(),
                     reboot_command: reboot_command.flatten(),
                     websocket: websocket.flatten(),
-                    unknown: UnknownFields,
                 })
             }
         }
@@ -455,7 +451,6 @@ mod tests {
                 retry_min_ms: None,
                 retry_max_ms: None,
             }),
-            unknown: UnknownFields,
         };
         assert_eq!(f, expected);
         // The defaults, and null where the field is optional.

@@ -18,7 +18,7 @@ use cpevisor_agent::usp::config::{DeviceInfoConfig, Role};
 use cpevisor_agent::usp::file::{ControllerEntry, UspFile};
 use cpevisor_agent::usp::{self, session::Session};
 use cpevisor_usp::broker::{Identity, TestBroker};
-use cpevisor_usp::mqtt::{MqttSettings, UnknownFields};
+use cpevisor_usp::mqtt::MqttSettings;
 use serde_json::Value;
 
 use crate::agentd::{App, World};
@@ -153,7 +153,6 @@ fn usp_file(
         max_record_bytes: None,
         reboot_command: None,
         websocket: None,
-        unknown: UnknownFields,
     }
 }
 

@@ -46,7 +46,7 @@ use cpevisor_agent::usp::file::{ControllerEntry, UspFile};
 use cpevisor_usp::broker::{Identity, TestBroker};
 use cpevisor_usp::mqtt::codec::{self, Connect, Incoming, Publish, Subscribe};
 use cpevisor_usp::mqtt::{
-    is_usp_content_type, valid_topic, MqttConfig, MqttSettings, UnknownFields, USP_CONTENT_TYPE,
+    is_usp_content_type, valid_topic, MqttConfig, MqttSettings, USP_CONTENT_TYPE,
 };
 use rustls::ClientConnection;
 
@@ -128,7 +128,6 @@ impl SimFleet {
             max_record_bytes: None,
             reboot_command: None,
             websocket: None,
-            unknown: UnknownFields,
         };
         // One TLS client configuration for all (the fleet shares one certificate, as
         // usp_fleet.rs does; loading it 10,000 times would only measure PEM parsing).
